@@ -1,0 +1,709 @@
+/**
+ * SECTION:element-microscopesrc
+ * @title: microscopesrc
+ *
+ * A live video source that is a microscope: the camera's frames, each with a
+ * #LivemicroStageMeta saying where on the slide it was taken.  Setting
+ * `x-um`, `y-um`, `z-um` or `objective` while PLAYING commands the stage,
+ * focus or turret; the frames show the motion as it happens.
+ *
+ * |[
+ * gst-launch-1.0 microscopesrc microscope=sim://synthetic objective=20 ! videoconvert ! autovideosink
+ * gst-launch-1.0 microscopesrc microscope="sim:///data/CMU-1.svs" num-buffers=10 ! pngenc ! multifilesink location=f%02d.png
+ * ]|
+ */
+#ifdef HAVE_CONFIG_H
+#include "config.h"
+#endif
+
+#include "gstmicroscopesrc.h"
+
+#include <livemicro/hw/microscope.h>
+#include <livemicro/stagemeta.h>
+
+#include <gst/video/video.h>
+
+#include <cmath>
+#include <memory>
+#include <mutex>
+#include <string>
+
+GST_DEBUG_CATEGORY_STATIC (gst_microscope_src_debug);
+#define GST_CAT_DEFAULT gst_microscope_src_debug
+
+#define DEFAULT_MICROSCOPE "sim://synthetic"
+#define DEFAULT_POSITION (-1.0)
+#define DEFAULT_OBJECTIVE 0
+#define DEFAULT_IS_LIVE TRUE
+#define MAX_POSITION_UM 1.0e7
+#define DEFAULT_WIDTH 1920
+#define DEFAULT_HEIGHT 1080
+#define DEFAULT_FPS_N 30
+
+/* Speeds used to reach the start position before the first frame. */
+static const double kStartSpeedUmPerS = 100000.0;
+static const double kStartFocusSpeedUmPerS = 10000.0;
+
+enum {
+  PROP_0,
+  PROP_MICROSCOPE,
+  PROP_X_UM,
+  PROP_Y_UM,
+  PROP_Z_UM,
+  PROP_OBJECTIVE,
+  PROP_IS_LIVE,
+  PROP_UM_PER_PX,
+  PROP_MOVING,
+  PROP_DESCRIPTION,
+};
+
+namespace hw = livemicro::hw;
+
+namespace {
+
+// What the element owns besides GObject state: C++ objects, created in init.
+struct Private {
+  std::mutex scope_mutex;  // guards `scope` between start/stop and setters
+  std::unique_ptr<hw::Microscope> scope;
+  cv::Mat rgb;
+  GstVideoInfo rgb_info;
+  GstVideoConverter *converter = nullptr;
+};
+
+}  // namespace
+
+struct _GstMicroscopeSrc {
+  GstPushSrc parent;
+
+  /* properties, under the object lock */
+  gchar *microscope;
+  gdouble x_um, y_um, z_um;  /* requested; DEFAULT_POSITION = home */
+  gint objective;            /* requested; 0 = microscope's default */
+  gboolean is_live;
+
+  /* streaming state */
+  GstVideoInfo info;
+  guint64 n_frames;
+  GstClockTime next_running_time;
+  GstClockID clock_id;
+  gboolean flushing;
+
+  Private *priv;
+};
+
+#define VIDEO_FORMATS "{ RGB, BGR, RGBx, BGRx, xRGB, xBGR, RGBA, BGRA, I420, NV12, YUY2, GRAY8 }"
+
+static GstStaticPadTemplate src_template = GST_STATIC_PAD_TEMPLATE ("src",
+    GST_PAD_SRC, GST_PAD_ALWAYS,
+    GST_STATIC_CAPS ("video/x-raw, format = (string) " VIDEO_FORMATS
+        ", width = (int) [ 16, 8192 ], height = (int) [ 16, 8192 ], "
+        "framerate = (fraction) [ 1/1, 240/1 ], "
+        "pixel-aspect-ratio = (fraction) 1/1"));
+
+#define gst_microscope_src_parent_class parent_class
+G_DEFINE_TYPE_WITH_CODE (GstMicroscopeSrc, gst_microscope_src, GST_TYPE_PUSH_SRC,
+    GST_DEBUG_CATEGORY_INIT (gst_microscope_src_debug, "microscopesrc", 0,
+        "LiveMicro microscope source"));
+GST_ELEMENT_REGISTER_DEFINE (microscopesrc, "microscopesrc", GST_RANK_NONE,
+    GST_TYPE_MICROSCOPE_SRC);
+
+/* Sends a position to the hardware; errors become an element warning while
+ * streaming (the stage does not move, the stream goes on). */
+static void
+command_position (GstMicroscopeSrc *self, guint prop_id, gdouble value)
+{
+  Private *p = self->priv;
+  std::lock_guard<std::mutex> lock (p->scope_mutex);
+  if (!p->scope || value == DEFAULT_POSITION)
+    return;
+  try {
+    switch (prop_id) {
+      case PROP_X_UM: {
+        hw::StageState s = p->scope->stage ().state ();
+        p->scope->stage ().move_to (value, s.target_y_um);
+        break;
+      }
+      case PROP_Y_UM: {
+        hw::StageState s = p->scope->stage ().state ();
+        p->scope->stage ().move_to (s.target_x_um, value);
+        break;
+      }
+      case PROP_Z_UM:
+        p->scope->focus ().move_to (value);
+        break;
+    }
+  } catch (const hw::Error &e) {
+    GST_ELEMENT_WARNING (self, RESOURCE, SETTINGS, ("%s", e.what ()),
+        ("the stage did not move"));
+  }
+}
+
+static void
+command_objective (GstMicroscopeSrc *self, gint magnification)
+{
+  Private *p = self->priv;
+  std::lock_guard<std::mutex> lock (p->scope_mutex);
+  if (!p->scope || magnification == 0)
+    return;
+  try {
+    p->scope->turret ().select (magnification);
+  } catch (const hw::Error &e) {
+    GST_ELEMENT_WARNING (self, RESOURCE, SETTINGS, ("%s", e.what ()),
+        ("the objective did not change"));
+  }
+}
+
+static void
+gst_microscope_src_set_property (GObject *object, guint prop_id,
+    const GValue *value, GParamSpec *pspec)
+{
+  GstMicroscopeSrc *self = GST_MICROSCOPE_SRC (object);
+
+  switch (prop_id) {
+    case PROP_MICROSCOPE:
+      GST_OBJECT_LOCK (self);
+      g_free (self->microscope);
+      self->microscope = g_value_dup_string (value);
+      if (!self->microscope)
+        self->microscope = g_strdup (DEFAULT_MICROSCOPE);
+      GST_OBJECT_UNLOCK (self);
+      break;
+    case PROP_X_UM:
+    case PROP_Y_UM:
+    case PROP_Z_UM: {
+      gdouble v = g_value_get_double (value);
+      GST_OBJECT_LOCK (self);
+      if (prop_id == PROP_X_UM)
+        self->x_um = v;
+      else if (prop_id == PROP_Y_UM)
+        self->y_um = v;
+      else
+        self->z_um = v;
+      GST_OBJECT_UNLOCK (self);
+      command_position (self, prop_id, v);
+      break;
+    }
+    case PROP_OBJECTIVE: {
+      gint v = g_value_get_int (value);
+      GST_OBJECT_LOCK (self);
+      self->objective = v;
+      GST_OBJECT_UNLOCK (self);
+      command_objective (self, v);
+      break;
+    }
+    case PROP_IS_LIVE:
+      GST_OBJECT_LOCK (self);
+      self->is_live = g_value_get_boolean (value);
+      GST_OBJECT_UNLOCK (self);
+      gst_base_src_set_live (GST_BASE_SRC (self), g_value_get_boolean (value));
+      break;
+    default:
+      G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
+      break;
+  }
+}
+
+static void
+gst_microscope_src_get_property (GObject *object, guint prop_id,
+    GValue *value, GParamSpec *pspec)
+{
+  GstMicroscopeSrc *self = GST_MICROSCOPE_SRC (object);
+  Private *p = self->priv;
+
+  /* While open, positions read back from the hardware (moving or not). */
+  std::unique_lock<std::mutex> lock (p->scope_mutex);
+  bool open = p->scope != nullptr;
+  hw::MicroscopeState st;
+  std::string description;
+  if (open) {
+    st = p->scope->state ();
+    description = p->scope->description ();
+  }
+  lock.unlock ();
+
+  GST_OBJECT_LOCK (self);
+  switch (prop_id) {
+    case PROP_MICROSCOPE:
+      g_value_set_string (value, self->microscope);
+      break;
+    case PROP_X_UM:
+      g_value_set_double (value, open ? st.stage.x_um : self->x_um);
+      break;
+    case PROP_Y_UM:
+      g_value_set_double (value, open ? st.stage.y_um : self->y_um);
+      break;
+    case PROP_Z_UM:
+      g_value_set_double (value, open ? st.focus.z_um : self->z_um);
+      break;
+    case PROP_OBJECTIVE:
+      g_value_set_int (value, open ? st.objective.magnification : self->objective);
+      break;
+    case PROP_IS_LIVE:
+      g_value_set_boolean (value, self->is_live);
+      break;
+    case PROP_UM_PER_PX:
+      g_value_set_double (value, open ? st.objective.um_per_px : 0.0);
+      break;
+    case PROP_MOVING:
+      g_value_set_boolean (value, open && (st.stage.moving || st.focus.moving));
+      break;
+    case PROP_DESCRIPTION:
+      g_value_set_string (value, open ? description.c_str () : nullptr);
+      break;
+    default:
+      G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
+      break;
+  }
+  GST_OBJECT_UNLOCK (self);
+}
+
+/* Polls `moving` until it turns false; FALSE after 10 s. */
+template <typename Moving>
+static bool
+settle (Moving moving)
+{
+  gint64 deadline = g_get_monotonic_time () + 10 * G_USEC_PER_SEC;
+  while (moving ()) {
+    if (g_get_monotonic_time () > deadline)
+      return false;
+    g_usleep (2000);
+  }
+  return true;
+}
+
+static gboolean
+gst_microscope_src_start (GstBaseSrc *src)
+{
+  GstMicroscopeSrc *self = GST_MICROSCOPE_SRC (src);
+  Private *p = self->priv;
+
+  GST_OBJECT_LOCK (self);
+  std::string uri = self->microscope;
+  gdouble x = self->x_um, y = self->y_um, z = self->z_um;
+  gint objective = self->objective;
+  GST_OBJECT_UNLOCK (self);
+
+  std::unique_ptr<hw::Microscope> scope;
+  try {
+    scope = hw::open_microscope (uri);
+  } catch (const hw::Error &e) {
+    switch (e.kind ()) {
+      case hw::ErrorKind::kNotFound:
+        GST_ELEMENT_ERROR (self, RESOURCE, NOT_FOUND, ("%s", e.what ()),
+            ("microscope=%s", uri.c_str ()));
+        break;
+      case hw::ErrorKind::kCorrupt:
+        GST_ELEMENT_ERROR (self, RESOURCE, OPEN_READ, ("%s", e.what ()),
+            ("microscope=%s", uri.c_str ()));
+        break;
+      default:
+        GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS, ("%s", e.what ()),
+            ("microscope=%s", uri.c_str ()));
+        break;
+    }
+    return FALSE;
+  } catch (const std::exception &e) {
+    GST_ELEMENT_ERROR (self, RESOURCE, OPEN_READ,
+        ("cannot open microscope '%s': %s", uri.c_str (), e.what ()), (nullptr));
+    return FALSE;
+  }
+
+  /* Place the stage where the properties ask before the first frame: move
+   * at full speed and wait until it arrives, as one would on a real stage. */
+  try {
+    if (objective != 0)
+      scope->turret ().select (objective);
+    hw::StageState s = scope->stage ().state ();
+    double tx = x == DEFAULT_POSITION ? s.x_um : x;
+    double ty = y == DEFAULT_POSITION ? s.y_um : y;
+    if (tx != s.x_um || ty != s.y_um) {
+      hw::Stage &stage = scope->stage ();
+      double speed = stage.speed_um_per_s ();
+      stage.set_speed_um_per_s (kStartSpeedUmPerS);
+      stage.move_to (tx, ty);
+      if (!settle ([&] { return stage.state ().moving; }))
+        throw hw::Error (hw::ErrorKind::kDevice, "the stage did not reach its "
+            "start position within 10 s");
+      stage.set_speed_um_per_s (speed);
+    }
+    if (z != DEFAULT_POSITION) {
+      hw::FocusDrive &focus = scope->focus ();
+      double speed = focus.speed_um_per_s ();
+      focus.set_speed_um_per_s (kStartFocusSpeedUmPerS);
+      focus.move_to (z);
+      if (!settle ([&] { return focus.state ().moving; }))
+        throw hw::Error (hw::ErrorKind::kDevice, "the focus drive did not "
+            "reach its start position within 10 s");
+      focus.set_speed_um_per_s (speed);
+    }
+  } catch (const hw::Error &e) {
+    GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS, ("%s", e.what ()),
+        ("microscope=%s", uri.c_str ()));
+    return FALSE;
+  }
+  GST_INFO_OBJECT (self, "opened %s", scope->description ().c_str ());
+
+  std::lock_guard<std::mutex> lock (p->scope_mutex);
+  p->scope = std::move (scope);
+  self->n_frames = 0;
+  self->next_running_time = 0;
+  return TRUE;
+}
+
+static gboolean
+gst_microscope_src_stop (GstBaseSrc *src)
+{
+  GstMicroscopeSrc *self = GST_MICROSCOPE_SRC (src);
+  Private *p = self->priv;
+
+  std::lock_guard<std::mutex> lock (p->scope_mutex);
+  p->scope.reset ();
+  p->rgb.release ();
+  if (p->converter) {
+    gst_video_converter_free (p->converter);
+    p->converter = nullptr;
+  }
+  return TRUE;
+}
+
+static GstCaps *
+gst_microscope_src_fixate (GstBaseSrc *src, GstCaps *caps)
+{
+  caps = gst_caps_make_writable (caps);
+  GstStructure *s = gst_caps_get_structure (caps, 0);
+  gst_structure_fixate_field_nearest_int (s, "width", DEFAULT_WIDTH);
+  gst_structure_fixate_field_nearest_int (s, "height", DEFAULT_HEIGHT);
+  gst_structure_fixate_field_nearest_fraction (s, "framerate", DEFAULT_FPS_N, 1);
+  return GST_BASE_SRC_CLASS (parent_class)->fixate (src, caps);
+}
+
+/* Negotiation with a clear message when downstream wants what no microscope
+ * camera produces here (a format, size or rate outside the template). */
+static gboolean
+gst_microscope_src_negotiate (GstBaseSrc *src)
+{
+  GstMicroscopeSrc *self = GST_MICROSCOPE_SRC (src);
+  GstCaps *ours = gst_pad_query_caps (GST_BASE_SRC_PAD (src), nullptr);
+  GstCaps *peer = gst_pad_peer_query_caps (GST_BASE_SRC_PAD (src), nullptr);
+  gboolean empty = peer && !gst_caps_can_intersect (ours, peer);
+  if (empty) {
+    gchar *want = gst_caps_to_string (peer);
+    GST_ELEMENT_ERROR (self, CORE, NEGOTIATION,
+        ("microscopesrc cannot produce the requested video: downstream "
+         "accepts only %s; the microscope delivers video/x-raw with format "
+         "%s, width and height 16-8192, framerate 1/1-240/1, square pixels",
+            want, VIDEO_FORMATS),
+        (nullptr));
+    g_free (want);
+  }
+  gst_caps_unref (ours);
+  if (peer)
+    gst_caps_unref (peer);
+  if (empty)
+    return FALSE;
+  return GST_BASE_SRC_CLASS (parent_class)->negotiate (src);
+}
+
+static gboolean
+gst_microscope_src_set_caps (GstBaseSrc *src, GstCaps *caps)
+{
+  GstMicroscopeSrc *self = GST_MICROSCOPE_SRC (src);
+  Private *p = self->priv;
+  GstVideoInfo info;
+
+  if (!gst_video_info_from_caps (&info, caps) || GST_VIDEO_INFO_FPS_N (&info) <= 0) {
+    GST_ELEMENT_ERROR (self, CORE, NEGOTIATION,
+        ("microscopesrc needs raw video caps with a framerate above 0, got %"
+            GST_PTR_FORMAT, caps), (nullptr));
+    return FALSE;
+  }
+  std::lock_guard<std::mutex> lock (p->scope_mutex);
+  if (!p->scope)
+    return FALSE;
+  try {
+    p->scope->camera ().configure (cv::Size (info.width, info.height));
+  } catch (const hw::Error &e) {
+    GST_ELEMENT_ERROR (self, CORE, NEGOTIATION, ("%s", e.what ()), (nullptr));
+    return FALSE;
+  }
+  if (p->converter) {
+    gst_video_converter_free (p->converter);
+    p->converter = nullptr;
+  }
+  if (GST_VIDEO_INFO_FORMAT (&info) != GST_VIDEO_FORMAT_RGB) {
+    gst_video_info_set_format (&p->rgb_info, GST_VIDEO_FORMAT_RGB, info.width,
+        info.height);
+    p->rgb_info.fps_n = info.fps_n;
+    p->rgb_info.fps_d = info.fps_d;
+    p->rgb_info.par_n = info.par_n;
+    p->rgb_info.par_d = info.par_d;
+    p->converter = gst_video_converter_new (&p->rgb_info, &info,
+        gst_structure_new ("options", GST_VIDEO_CONVERTER_OPT_THREADS,
+            G_TYPE_UINT, 1u, nullptr));
+  }
+  self->info = info;
+  GST_DEBUG_OBJECT (self, "negotiated %" GST_PTR_FORMAT, caps);
+  return TRUE;
+}
+
+static gboolean
+gst_microscope_src_query (GstBaseSrc *src, GstQuery *query)
+{
+  GstMicroscopeSrc *self = GST_MICROSCOPE_SRC (src);
+
+  if (GST_QUERY_TYPE (query) == GST_QUERY_LATENCY) {
+    if (self->info.fps_n <= 0)
+      return FALSE;
+    /* A frame is captured when its slot starts and pushed right away: one
+     * frame interval of latency, like a camera. */
+    GstClockTime frame = gst_util_uint64_scale_int (GST_SECOND,
+        self->info.fps_d, self->info.fps_n);
+    gst_query_set_latency (query, gst_base_src_is_live (src), frame, frame);
+    return TRUE;
+  }
+  return GST_BASE_SRC_CLASS (parent_class)->query (src, query);
+}
+
+static gboolean
+gst_microscope_src_unlock (GstBaseSrc *src)
+{
+  GstMicroscopeSrc *self = GST_MICROSCOPE_SRC (src);
+  GST_OBJECT_LOCK (self);
+  self->flushing = TRUE;
+  if (self->clock_id)
+    gst_clock_id_unschedule (self->clock_id);
+  GST_OBJECT_UNLOCK (self);
+  return TRUE;
+}
+
+static gboolean
+gst_microscope_src_unlock_stop (GstBaseSrc *src)
+{
+  GstMicroscopeSrc *self = GST_MICROSCOPE_SRC (src);
+  GST_OBJECT_LOCK (self);
+  self->flushing = FALSE;
+  GST_OBJECT_UNLOCK (self);
+  return TRUE;
+}
+
+/* Waits for the start of the next frame slot on the pipeline clock.  When
+ * capture falls behind, slots are skipped as a camera drops frames. */
+static GstFlowReturn
+wait_for_slot (GstMicroscopeSrc *self, GstClockTime frame_duration)
+{
+  GstClock *clock = gst_element_get_clock (GST_ELEMENT (self));
+  if (!clock)
+    return GST_FLOW_OK;
+  GstClockTime base = gst_element_get_base_time (GST_ELEMENT (self));
+  GstClockTime now = gst_clock_get_time (clock) - base;
+  if (now > self->next_running_time + frame_duration) {
+    guint64 slot = now / frame_duration;
+    GST_DEBUG_OBJECT (self, "late: skipping %" G_GUINT64_FORMAT " frame slot(s)",
+        slot - self->next_running_time / frame_duration);
+    self->next_running_time = slot * frame_duration;
+  }
+  GST_OBJECT_LOCK (self);
+  if (self->flushing) {
+    GST_OBJECT_UNLOCK (self);
+    gst_object_unref (clock);
+    return GST_FLOW_FLUSHING;
+  }
+  self->clock_id = gst_clock_new_single_shot_id (clock, base + self->next_running_time);
+  GST_OBJECT_UNLOCK (self);
+  GstClockReturn ret = gst_clock_id_wait (self->clock_id, nullptr);
+  GST_OBJECT_LOCK (self);
+  gst_clock_id_unref (self->clock_id);
+  self->clock_id = nullptr;
+  GST_OBJECT_UNLOCK (self);
+  gst_object_unref (clock);
+  return ret == GST_CLOCK_UNSCHEDULED ? GST_FLOW_FLUSHING : GST_FLOW_OK;
+}
+
+static GstFlowReturn
+gst_microscope_src_fill (GstPushSrc *src, GstBuffer *buf)
+{
+  GstMicroscopeSrc *self = GST_MICROSCOPE_SRC (src);
+  Private *p = self->priv;
+  const GstVideoInfo *info = &self->info;
+  GstClockTime duration = gst_util_uint64_scale_int (GST_SECOND, info->fps_d,
+      info->fps_n);
+
+  if (gst_base_src_is_live (GST_BASE_SRC (src))) {
+    GstFlowReturn ret = wait_for_slot (self, duration);
+    if (ret != GST_FLOW_OK)
+      return ret;
+  } else {
+    self->next_running_time = self->n_frames * duration;
+  }
+
+  GstVideoFrame frame;
+  if (!gst_video_frame_map (&frame, info, buf, GST_MAP_WRITE)) {
+    GST_ELEMENT_ERROR (self, RESOURCE, WRITE, ("could not map the output buffer"),
+        (nullptr));
+    return GST_FLOW_ERROR;
+  }
+
+  hw::CaptureInfo capture;
+  {
+    std::lock_guard<std::mutex> lock (p->scope_mutex);
+    if (!p->scope) {
+      gst_video_frame_unmap (&frame);
+      return GST_FLOW_FLUSHING;
+    }
+    try {
+      if (!p->converter) {
+        /* RGB: the camera renders straight into the buffer. */
+        cv::Mat out (info->height, info->width, CV_8UC3,
+            GST_VIDEO_FRAME_PLANE_DATA (&frame, 0),
+            GST_VIDEO_FRAME_PLANE_STRIDE (&frame, 0));
+        capture = p->scope->camera ().grab (out);
+      } else {
+        capture = p->scope->camera ().grab (p->rgb);
+      }
+    } catch (const std::exception &e) {
+      gst_video_frame_unmap (&frame);
+      GST_ELEMENT_ERROR (self, RESOURCE, READ, ("camera failed: %s", e.what ()),
+          (nullptr));
+      return GST_FLOW_ERROR;
+    }
+  }
+  if (p->converter) {
+    GstVideoFrame rgb_frame;
+    GstBuffer *wrapped = gst_buffer_new_wrapped_full (GST_MEMORY_FLAG_READONLY,
+        p->rgb.data, p->rgb.step * p->rgb.rows, 0, p->rgb.step * p->rgb.rows,
+        nullptr, nullptr);
+    GstVideoInfo rgb_info = p->rgb_info;
+    rgb_info.stride[0] = (gint) p->rgb.step;
+    gst_video_frame_map (&rgb_frame, &rgb_info, wrapped, GST_MAP_READ);
+    gst_video_converter_frame (p->converter, &rgb_frame, &frame);
+    gst_video_frame_unmap (&rgb_frame);
+    gst_buffer_unref (wrapped);
+  }
+  gst_video_frame_unmap (&frame);
+
+  LivemicroStageMeta *meta = livemicro_buffer_add_stage_meta (buf);
+  meta->stage_x_um = capture.stage_x_um;
+  meta->stage_y_um = capture.stage_y_um;
+  meta->stage_z_um = capture.stage_z_um;
+  meta->objective = (guint) capture.objective;
+  meta->um_per_px = capture.um_per_px;
+  meta->frame_width = (guint) info->width;
+  meta->frame_height = (guint) info->height;
+  meta->capture_unix_us = capture.capture_unix_us;
+  meta->moving = capture.moving;
+  meta->frame_number = capture.frame_number;
+
+  GST_BUFFER_PTS (buf) = self->next_running_time;
+  GST_BUFFER_DTS (buf) = GST_CLOCK_TIME_NONE;
+  GST_BUFFER_DURATION (buf) = duration;
+  GST_BUFFER_OFFSET (buf) = self->n_frames;
+  GST_BUFFER_OFFSET_END (buf) = self->n_frames + 1;
+  self->n_frames++;
+  self->next_running_time += duration;
+  return GST_FLOW_OK;
+}
+
+static void
+gst_microscope_src_finalize (GObject *object)
+{
+  GstMicroscopeSrc *self = GST_MICROSCOPE_SRC (object);
+  g_free (self->microscope);
+  if (self->priv->converter)
+    gst_video_converter_free (self->priv->converter);
+  delete self->priv;
+  G_OBJECT_CLASS (parent_class)->finalize (object);
+}
+
+static void
+gst_microscope_src_class_init (GstMicroscopeSrcClass *klass)
+{
+  GObjectClass *gobject_class = G_OBJECT_CLASS (klass);
+  GstElementClass *element_class = GST_ELEMENT_CLASS (klass);
+  GstBaseSrcClass *basesrc_class = GST_BASE_SRC_CLASS (klass);
+  GstPushSrcClass *pushsrc_class = GST_PUSH_SRC_CLASS (klass);
+  const auto rw = static_cast<GParamFlags> (G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS);
+  const auto rw_playing = static_cast<GParamFlags> (rw | GST_PARAM_MUTABLE_PLAYING);
+  const auto ro = static_cast<GParamFlags> (G_PARAM_READABLE | G_PARAM_STATIC_STRINGS);
+
+  gobject_class->set_property = gst_microscope_src_set_property;
+  gobject_class->get_property = gst_microscope_src_get_property;
+  gobject_class->finalize = gst_microscope_src_finalize;
+
+  g_object_class_install_property (gobject_class, PROP_MICROSCOPE,
+      g_param_spec_string ("microscope", "Microscope",
+          "Microscope URI: sim://synthetic[?seed=N] (generated H&E slide), "
+          "sim:///path/slide.svs (any slide OpenSlide opens), "
+          "sim:///path/image.png?mpp=0.25 (plain image with its µm per pixel); "
+          "see the README for all query parameters",
+          DEFAULT_MICROSCOPE,
+          static_cast<GParamFlags> (rw | GST_PARAM_MUTABLE_READY)));
+  g_object_class_install_property (gobject_class, PROP_X_UM,
+      g_param_spec_double ("x-um", "Stage X (µm)",
+          "Slide x under the optical axis, µm from the slide's left edge; "
+          "setting it while playing moves the stage at its set speed. Reads "
+          "the current position, also while moving. -1 = home (start of the "
+          "tissue); outside the slide's travel range is an error",
+          -1.0, MAX_POSITION_UM, DEFAULT_POSITION, rw_playing));
+  g_object_class_install_property (gobject_class, PROP_Y_UM,
+      g_param_spec_double ("y-um", "Stage Y (µm)",
+          "Slide y under the optical axis, µm from the slide's top edge; as x-um",
+          -1.0, MAX_POSITION_UM, DEFAULT_POSITION, rw_playing));
+  g_object_class_install_property (gobject_class, PROP_Z_UM,
+      g_param_spec_double ("z-um", "Focus Z (µm)",
+          "Focus drive position, µm (sim: 0-2000, best focus near 1000 and "
+          "varying over the slide). -1 = in focus at the home position",
+          -1.0, MAX_POSITION_UM, DEFAULT_POSITION, rw_playing));
+  g_object_class_install_property (gobject_class, PROP_OBJECTIVE,
+      g_param_spec_int ("objective", "Objective",
+          "Objective magnification to use (sim: 4, 10, 20 or 40); 0 = the "
+          "microscope's default (sim: 10)",
+          0, 1000, DEFAULT_OBJECTIVE, rw_playing));
+  g_object_class_install_property (gobject_class, PROP_IS_LIVE,
+      g_param_spec_boolean ("is-live", "Is live",
+          "Deliver frames at the negotiated framerate on the clock (TRUE, a "
+          "camera) or as fast as downstream takes them (FALSE, for offline "
+          "processing and benchmarks)",
+          DEFAULT_IS_LIVE, rw));
+  g_object_class_install_property (gobject_class, PROP_UM_PER_PX,
+      g_param_spec_double ("um-per-px", "µm per pixel",
+          "Size of one camera pixel on the slide with the current objective "
+          "(0 until started)",
+          0.0, G_MAXDOUBLE, 0.0, ro));
+  g_object_class_install_property (gobject_class, PROP_MOVING,
+      g_param_spec_boolean ("moving", "Moving",
+          "TRUE while the stage or the focus drive is moving", FALSE, ro));
+  g_object_class_install_property (gobject_class, PROP_DESCRIPTION,
+      g_param_spec_string ("description", "Description",
+          "What the open microscope is (slide, backend); NULL until started",
+          nullptr, ro));
+
+  gst_element_class_add_static_pad_template (element_class, &src_template);
+  gst_element_class_set_static_metadata (element_class, "Microscope source",
+      "Source/Video",
+      "Live frames from a (virtual or real) motorised microscope, with the "
+      "stage position of each frame as StageMeta",
+      "LiveMicro");
+
+  basesrc_class->start = gst_microscope_src_start;
+  basesrc_class->stop = gst_microscope_src_stop;
+  basesrc_class->negotiate = gst_microscope_src_negotiate;
+  basesrc_class->fixate = gst_microscope_src_fixate;
+  basesrc_class->set_caps = gst_microscope_src_set_caps;
+  basesrc_class->query = gst_microscope_src_query;
+  basesrc_class->unlock = gst_microscope_src_unlock;
+  basesrc_class->unlock_stop = gst_microscope_src_unlock_stop;
+  pushsrc_class->fill = gst_microscope_src_fill;
+}
+
+static void
+gst_microscope_src_init (GstMicroscopeSrc *self)
+{
+  self->priv = new Private ();
+  self->microscope = g_strdup (DEFAULT_MICROSCOPE);
+  self->x_um = self->y_um = self->z_um = DEFAULT_POSITION;
+  self->objective = DEFAULT_OBJECTIVE;
+  self->is_live = DEFAULT_IS_LIVE;
+  gst_video_info_init (&self->info);
+  gst_base_src_set_live (GST_BASE_SRC (self), DEFAULT_IS_LIVE);
+  gst_base_src_set_format (GST_BASE_SRC (self), GST_FORMAT_TIME);
+}

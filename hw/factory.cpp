@@ -1,0 +1,60 @@
+// open_microscope(): the one place that maps a URI scheme to a backend.
+#include <livemicro/hw/microscope.h>
+#include <livemicro/hw/uri.h>
+
+#include "sim/file_slides.h"
+#include "sim/sim_microscope.h"
+#include "sim/synthetic_slide.h"
+
+namespace livemicro::hw {
+
+namespace {
+
+std::unique_ptr<Microscope>
+open_sim (const MicroscopeUri &uri)
+{
+  sim::SimOptions o;
+  uri.check_keys ({"seed", "mpp", "pixel_pitch_um", "adapter", "noise", "light",
+      "vignetting", "stage_speed_um_s", "focus_speed_um_s", "cache_mb"});
+  o.seed = (uint64_t) uri.get_int ("seed", (int64_t) sim::SyntheticSlide::kDefaultSeed,
+      0, INT64_MAX);
+  o.pixel_pitch_um = uri.get_double ("pixel_pitch_um", o.pixel_pitch_um, 0.5, 50);
+  o.adapter_magnification = uri.get_double ("adapter", o.adapter_magnification, 0.1, 4);
+  o.noise_sigma = uri.get_double ("noise", o.noise_sigma, 0, 50);
+  o.brightness = uri.get_double ("light", o.brightness, 0.05, 4);
+  o.vignetting = uri.get_double ("vignetting", o.vignetting, 0, 0.9);
+  o.stage_speed_um_per_s =
+      uri.get_double ("stage_speed_um_s", o.stage_speed_um_per_s, 1, 100000);
+  o.focus_speed_um_per_s =
+      uri.get_double ("focus_speed_um_s", o.focus_speed_um_per_s, 1, 10000);
+  o.cache_bytes = (size_t) uri.get_int ("cache_mb", (int64_t) (o.cache_bytes >> 20), 16, 16384)
+                  << 20;
+
+  std::unique_ptr<sim::Slide> slide;
+  if (uri.host () == "synthetic" && (uri.path ().empty () || uri.path () == "/")) {
+    if (uri.has ("mpp"))
+      throw Error (ErrorKind::kUnsupported, "microscope URI '" + uri.text () +
+          "': mpp applies to slide files, the synthetic slide has its own scale");
+    slide = std::make_unique<sim::SyntheticSlide> (o.seed);
+  } else if (uri.host ().empty () && !uri.path ().empty ()) {
+    slide = sim::open_slide_file (uri.path (), uri.get_double ("mpp", 0, 1e-3, 1000));
+  } else {
+    throw Error (ErrorKind::kUnsupported, "microscope URI '" + uri.text () +
+        "' names no slide: use sim://synthetic or sim:///absolute/path/to/slide");
+  }
+  return std::make_unique<sim::SimMicroscope> (uri.text (), std::move (slide), o);
+}
+
+}  // namespace
+
+std::unique_ptr<Microscope>
+open_microscope (const std::string &text)
+{
+  MicroscopeUri uri (text);
+  if (uri.scheme () == "sim")
+    return open_sim (uri);
+  throw Error (ErrorKind::kUnsupported, "unknown microscope URI scheme '" +
+      uri.scheme () + "' in '" + text + "' (supported: sim)");
+}
+
+}  // namespace livemicro::hw

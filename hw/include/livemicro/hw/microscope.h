@@ -1,0 +1,140 @@
+// livemicro::hw — the microscope hardware abstraction.
+//
+// A microscope is a composition of a camera, an XY stage, a focus drive and an
+// objective turret.  Backends are chosen by URI in open_microscope():
+//   sim://synthetic[?seed=N&...]     generated H&E slide with ground truth
+//   sim:///path/to/slide.svs         any slide OpenSlide opens
+//   sim:///path/to/image.png?mpp=X   a plain image through OpenCV
+//
+// Coordinates: stage x/y are micrometres (µm) of the slide point under the
+// optical axis (the centre of the camera frame), measured from the slide's
+// top-left corner, x along the long side; image x grows with stage x, image y
+// with stage y.  Focus z is µm of the focus drive.  All members are
+// thread-safe: the camera is read from a streaming thread while another
+// thread commands the stage.
+#pragma once
+
+#include <livemicro/hw/error.h>
+
+#include <opencv2/core.hpp>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace livemicro::hw {
+
+struct AxisLimits {
+  double min_um = 0.0;
+  double max_um = 0.0;
+  bool contains (double v) const { return v >= min_um && v <= max_um; }
+};
+
+struct StageState {
+  double x_um = 0.0;
+  double y_um = 0.0;
+  double target_x_um = 0.0;
+  double target_y_um = 0.0;
+  bool moving = false;
+};
+
+class Stage {
+public:
+  virtual ~Stage () = default;
+  virtual AxisLimits x_limits () const = 0;
+  virtual AxisLimits y_limits () const = 0;
+  virtual double speed_um_per_s () const = 0;
+  virtual void set_speed_um_per_s (double speed) = 0;
+  // Starts a move and returns at once; the position is reported while moving.
+  // Throws Error(kOutOfRange) naming the limit, and then nothing moves.
+  virtual void move_to (double x_um, double y_um) = 0;
+  virtual void stop () = 0;
+  virtual StageState state () const = 0;
+};
+
+struct FocusState {
+  double z_um = 0.0;
+  double target_z_um = 0.0;
+  bool moving = false;
+};
+
+class FocusDrive {
+public:
+  virtual ~FocusDrive () = default;
+  virtual AxisLimits z_limits () const = 0;
+  virtual double speed_um_per_s () const = 0;
+  virtual void set_speed_um_per_s (double speed) = 0;
+  virtual void move_to (double z_um) = 0;
+  virtual void stop () = 0;
+  virtual FocusState state () const = 0;
+};
+
+struct Objective {
+  int magnification = 0;      // 4, 10, 20, 40 ...
+  double numerical_aperture = 0.0;
+  double um_per_px = 0.0;     // at the camera, for this objective
+};
+
+class ObjectiveTurret {
+public:
+  virtual ~ObjectiveTurret () = default;
+  virtual std::vector<Objective> objectives () const = 0;
+  // Throws Error(kOutOfRange) listing the mounted magnifications.
+  virtual void select (int magnification) = 0;
+  virtual Objective current () const = 0;
+};
+
+// Where and how a frame was taken: copied into StageMeta by microscopesrc.
+struct CaptureInfo {
+  double stage_x_um = 0.0;
+  double stage_y_um = 0.0;
+  double stage_z_um = 0.0;
+  int objective = 0;
+  double um_per_px = 0.0;
+  bool moving = false;
+  int64_t capture_unix_us = 0;  // wall clock when the exposure was taken
+  uint64_t frame_number = 0;
+};
+
+class Camera {
+public:
+  virtual ~Camera () = default;
+  // Largest frame the camera delivers; the sim camera renders any size up to
+  // this, a real camera may only offer its sensor size (min == max).
+  virtual cv::Size min_size () const = 0;
+  virtual cv::Size max_size () const = 0;
+  // Sets the frame size for the next grabs; throws kUnsupported.
+  virtual void configure (cv::Size size) = 0;
+  // Takes one RGB (8 bit, 3 channels) frame into `rgb`, which is (re)allocated
+  // only when its size or type differs.  Throws Error on device faults.
+  virtual CaptureInfo grab (cv::Mat &rgb) = 0;
+};
+
+struct MicroscopeState {
+  StageState stage;
+  FocusState focus;
+  Objective objective;
+  AxisLimits x_limits, y_limits, z_limits;
+};
+
+// A microscope as one object: the parts plus a consistent snapshot.
+class Microscope {
+public:
+  virtual ~Microscope () = default;
+  virtual std::string uri () const = 0;
+  virtual std::string description () const = 0;
+  virtual Camera &camera () = 0;
+  virtual Stage &stage () = 0;
+  virtual FocusDrive &focus () = 0;
+  virtual ObjectiveTurret &turret () = 0;
+  virtual MicroscopeState state () const = 0;
+  // The position a session starts from (sim: centre of the tissue, in focus).
+  virtual void home () = 0;
+};
+
+// Opens a microscope by URI.  Throws Error with a message that names the URI
+// and what is wrong (unknown scheme, missing or unreadable slide, bad query).
+std::unique_ptr<Microscope> open_microscope (const std::string &uri);
+
+}  // namespace livemicro::hw

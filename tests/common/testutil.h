@@ -1,0 +1,72 @@
+// Helpers shared by the LiveMicro tests.
+#pragma once
+
+#include <opencv2/core.hpp>
+#include <opencv2/imgproc.hpp>
+
+#include <glib.h>
+#include <glib/gstdio.h>
+
+#include <cstdlib>
+#include <string>
+
+namespace livemicro::test {
+
+// The shared H&E test images (../shared/testdata), or "" when absent.
+inline std::string
+testdata_dir ()
+{
+  const char *env = std::getenv ("LIVEMICRO_TESTDATA");
+  std::string dir = env ? env : "";
+  if (!dir.empty () && g_file_test ((dir + "/SOURCES.md").c_str (), G_FILE_TEST_EXISTS))
+    return dir;
+  return "";
+}
+
+#define LIVEMICRO_REQUIRE_TESTDATA(var)                                       \
+  const std::string var = ::livemicro::test::testdata_dir ();                 \
+  if (var.empty ())                                                           \
+  GTEST_SKIP () << "shared test data not found (set LIVEMICRO_TESTDATA or "  \
+                   "put ../shared/testdata next to the source tree)"
+
+// Focus measure: variance of the Laplacian of the grey image.
+inline double
+laplacian_variance (const cv::Mat &rgb)
+{
+  cv::Mat grey, lap;
+  cv::cvtColor (rgb, grey, cv::COLOR_RGB2GRAY);
+  cv::Laplacian (grey, lap, CV_64F);
+  cv::Scalar mean, stddev;
+  cv::meanStdDev (lap, mean, stddev);
+  return stddev[0] * stddev[0];
+}
+
+// A fresh temporary directory, removed with its files by the destructor.
+class TempDir {
+public:
+  TempDir ()
+  {
+    char *d = g_dir_make_tmp ("livemicro-test-XXXXXX", nullptr);
+    path_ = d;
+    g_free (d);
+  }
+  ~TempDir () { remove_tree (path_); }
+  TempDir (const TempDir &) = delete;
+  TempDir &operator= (const TempDir &) = delete;
+  const std::string &path () const { return path_; }
+  std::string file (const std::string &name) const { return path_ + "/" + name; }
+
+private:
+  static void remove_tree (const std::string &path)
+  {
+    if (GDir *dir = g_dir_open (path.c_str (), 0, nullptr)) {
+      while (const char *name = g_dir_read_name (dir))
+        remove_tree (path + "/" + name);
+      g_dir_close (dir);
+    }
+    g_remove (path.c_str ());
+  }
+  std::string path_;
+};
+
+}  // namespace livemicro::test
