@@ -15,7 +15,7 @@ open_sim (const MicroscopeUri &uri)
 {
   sim::SimOptions o;
   uri.check_keys ({"seed", "mpp", "pixel_pitch_um", "adapter", "noise", "light",
-      "vignetting", "stage_speed_um_s", "focus_speed_um_s", "cache_mb"});
+      "vignetting", "stage_speed_um_s", "focus_speed_um_s", "cache_mb", "prefetch"});
   o.seed = (uint64_t) uri.get_int ("seed", (int64_t) sim::SyntheticSlide::kDefaultSeed,
       0, INT64_MAX);
   o.pixel_pitch_um = uri.get_double ("pixel_pitch_um", o.pixel_pitch_um, 0.5, 50);
@@ -29,6 +29,8 @@ open_sim (const MicroscopeUri &uri)
       uri.get_double ("focus_speed_um_s", o.focus_speed_um_per_s, 1, 10000);
   o.cache_bytes = (size_t) uri.get_int ("cache_mb", (int64_t) (o.cache_bytes >> 20), 16, 16384)
                   << 20;
+
+  o.prefetch = uri.get_int ("prefetch", 1, 0, 1) != 0;
 
   std::unique_ptr<sim::Slide> slide;
   if (uri.host () == "synthetic" && (uri.path ().empty () || uri.path () == "/")) {

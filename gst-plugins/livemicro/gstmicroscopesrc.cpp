@@ -446,6 +446,37 @@ gst_microscope_src_set_caps (GstBaseSrc *src, GstCaps *caps)
   return TRUE;
 }
 
+/* Frames go into video buffers from a pool (downstream's if it offers one),
+ * with GstVideoMeta when downstream handles strides. */
+static gboolean
+gst_microscope_src_decide_allocation (GstBaseSrc *src, GstQuery *query)
+{
+  GstMicroscopeSrc *self = GST_MICROSCOPE_SRC (src);
+  GstCaps *caps = nullptr;
+  GstBufferPool *pool = nullptr;
+  guint size = (guint) GST_VIDEO_INFO_SIZE (&self->info), min = 0, max = 0;
+  gboolean update = gst_query_get_n_allocation_pools (query) > 0;
+
+  gst_query_parse_allocation (query, &caps, nullptr);
+  if (update) {
+    gst_query_parse_nth_allocation_pool (query, 0, &pool, &size, &min, &max);
+    size = MAX (size, (guint) GST_VIDEO_INFO_SIZE (&self->info));
+  }
+  if (!pool)
+    pool = gst_video_buffer_pool_new ();
+  GstStructure *config = gst_buffer_pool_get_config (pool);
+  gst_buffer_pool_config_set_params (config, caps, size, min, max);
+  if (gst_query_find_allocation_meta (query, GST_VIDEO_META_API_TYPE, nullptr))
+    gst_buffer_pool_config_add_option (config, GST_BUFFER_POOL_OPTION_VIDEO_META);
+  gst_buffer_pool_set_config (pool, config);
+  if (update)
+    gst_query_set_nth_allocation_pool (query, 0, pool, size, min, max);
+  else
+    gst_query_add_allocation_pool (query, pool, size, min, max);
+  gst_object_unref (pool);
+  return GST_BASE_SRC_CLASS (parent_class)->decide_allocation (src, query);
+}
+
 static gboolean
 gst_microscope_src_query (GstBaseSrc *src, GstQuery *query)
 {
@@ -690,6 +721,7 @@ gst_microscope_src_class_init (GstMicroscopeSrcClass *klass)
   basesrc_class->fixate = gst_microscope_src_fixate;
   basesrc_class->set_caps = gst_microscope_src_set_caps;
   basesrc_class->query = gst_microscope_src_query;
+  basesrc_class->decide_allocation = gst_microscope_src_decide_allocation;
   basesrc_class->unlock = gst_microscope_src_unlock;
   basesrc_class->unlock_stop = gst_microscope_src_unlock_stop;
   pushsrc_class->fill = gst_microscope_src_fill;

@@ -56,19 +56,35 @@ smoothstep (float e0, float e1, float x)
   return t * t * (3 - 2 * t);
 }
 
+// A fast 32-bit lattice hash for per-pixel textures (lattice coordinates of
+// a 75 mm slide fit in 32 bits down to sub-micrometre wavelengths).
+inline float
+lattice_value (uint32_t seed, int32_t x, int32_t y)
+{
+  uint32_t h = seed ^ (static_cast<uint32_t> (x) * 0x8da6b343u) ^
+               (static_cast<uint32_t> (y) * 0xd8163841u);
+  h ^= h >> 15;
+  h *= 0x2c1b3c6du;
+  h ^= h >> 12;
+  h *= 0x297a2d39u;
+  h ^= h >> 15;
+  return static_cast<float> (h >> 8) * (1.0f / 16777216.0f);
+}
+
 // Value noise in [0, 1) on an integer lattice, smooth between lattice points.
 inline float
 value_noise (uint64_t seed, double x, double y)
 {
   double fx = std::floor (x), fy = std::floor (y);
-  int64_t ix = static_cast<int64_t> (fx), iy = static_cast<int64_t> (fy);
+  int32_t ix = static_cast<int32_t> (fx), iy = static_cast<int32_t> (fy);
   float tx = static_cast<float> (x - fx), ty = static_cast<float> (y - fy);
   tx = tx * tx * (3 - 2 * tx);
   ty = ty * ty * (3 - 2 * ty);
-  float v00 = unit_from_hash (hash3 (seed, ix, iy));
-  float v10 = unit_from_hash (hash3 (seed, ix + 1, iy));
-  float v01 = unit_from_hash (hash3 (seed, ix, iy + 1));
-  float v11 = unit_from_hash (hash3 (seed, ix + 1, iy + 1));
+  const uint32_t s = static_cast<uint32_t> (seed ^ (seed >> 32));
+  float v00 = lattice_value (s, ix, iy);
+  float v10 = lattice_value (s, ix + 1, iy);
+  float v01 = lattice_value (s, ix, iy + 1);
+  float v11 = lattice_value (s, ix + 1, iy + 1);
   float a = v00 + (v10 - v00) * tx;
   float b = v01 + (v11 - v01) * tx;
   return a + (b - a) * ty;

@@ -91,6 +91,7 @@ public:
       : slide_ (slide), options_ (o), cache_ (slide, o.tile_px, o.cache_bytes),
         clock_ ([] { return g_get_monotonic_time (); })
   {
+    cache_.set_prefetch (o.prefetch);
     static const struct {
       int mag;
       double na;
@@ -231,24 +232,30 @@ public:
     if (size == frame_size_)
       return;
     frame_size_ = size;
-    // Illumination gain (8.8 fixed point) and the seeded noise bank.
-    gain_.create (size, CV_16U);
+    // Illumination gain per pixel and channel (×64 fixed point, so a lamp up
+    // to ~4x nominal fits in 8 bits), and the seeded noise bank split into
+    // its positive and negative parts: frame += pos, frame −= neg is exact
+    // with saturation because at most one of them is non-zero per sample.
+    gain_.create (size, CV_8UC3);
     double cx = size.width / 2.0, cy = size.height / 2.0;
     double r2max = cx * cx + cy * cy;
     for (int j = 0; j < size.height; j++) {
-      uint16_t *row = gain_.ptr<uint16_t> (j);
+      cv::Vec3b *row = gain_.ptr<cv::Vec3b> (j);
       for (int i = 0; i < size.width; i++) {
         double dx = i + 0.5 - cx, dy = j + 0.5 - cy;
         double g = options_.brightness *
                    (1.0 - options_.vignetting * (dx * dx + dy * dy) / r2max);
-        row[i] = (uint16_t) std::clamp (std::lround (g * 256), 0L, 65535L);
+        uchar v = cv::saturate_cast<uchar> (g * 64);
+        row[i] = cv::Vec3b (v, v, v);
       }
     }
-    noise_bank_.create (size.height + kNoiseMargin, (size.width + kNoiseMargin) * 3, CV_8S);
+    unit_gain_ = options_.brightness == 1.0 && options_.vignetting == 0.0;
+    cv::Mat noise (size.height + kNoiseMargin, size.width + kNoiseMargin, CV_32FC3);
     cv::RNG rng (noise_seed_);
-    cv::Mat tmp (noise_bank_.size (), CV_32F);
-    rng.fill (tmp, cv::RNG::NORMAL, 0, options_.noise_sigma);
-    tmp.convertTo (noise_bank_, CV_8S);
+    rng.fill (noise, cv::RNG::NORMAL, 0, options_.noise_sigma);
+    noise.convertTo (noise_pos_, CV_8UC3);      // saturates negatives to 0
+    cv::Mat neg = -noise;
+    neg.convertTo (noise_neg_, CV_8UC3);
   }
 
   CaptureInfo grab (cv::Mat &rgb) override
@@ -273,7 +280,28 @@ public:
     // position is the exact slide point at the frame centre.
     int64_t x0 = std::llround (st.x_um / upp - size.width / 2.0);
     int64_t y0 = std::llround (st.y_um / upp - size.height / 2.0);
-    cache_.read (upp, cv::Rect ((int) x0, (int) y0, size.width, size.height), rgb);
+    const cv::Rect view ((int) x0, (int) y0, size.width, size.height);
+    cache_.read (upp, view, rgb);
+    if (options_.prefetch) {
+      // Still: the ring of tiles around the view.  Moving: the tiles ahead,
+      // those about to come into view first.
+      const int t = cache_.tile_px ();
+      cv::Point centre = (view.tl () + view.br ()) / 2;
+      cv::Rect ahead (view.x - t, view.y - t, view.width + 2 * t, view.height + 2 * t);
+      if (st.moving) {
+        double dx = st.target_x_um - st.x_um, dy = st.target_y_um - st.y_um;
+        double len = std::hypot (dx, dy);
+        int sx = std::abs (dx) > 0.2 * len ? (dx > 0 ? 1 : -1) : 0;
+        int sy = std::abs (dy) > 0.2 * len ? (dy > 0 ? 1 : -1) : 0;
+        ahead = view;
+        if (sx)
+          ahead |= view + cv::Point (sx * 3 * t, 0);
+        if (sy)
+          ahead |= view + cv::Point (0, sy * 3 * t);
+        centre += cv::Point (sx * (view.width / 2 + t), sy * (view.height / 2 + t));
+      }
+      cache_.prefetch (upp, ahead, centre);
+    }
     info.stage_x_um = (x0 + size.width / 2.0) * upp;
     info.stage_y_um = (y0 + size.height / 2.0) * upp;
     info.stage_z_um = fs.z_um;
@@ -301,7 +329,7 @@ public:
   {
     if (sigma < 0.2)
       return;  // below what 8-bit pixels can show
-    if (sigma <= 4.0) {
+    if (sigma <= 2.0) {
       int k = std::max (3, 2 * (int) std::ceil (3 * sigma) + 1);
       cv::GaussianBlur (rgb, rgb, cv::Size (k, k), sigma, sigma, cv::BORDER_REFLECT);
       return;
@@ -316,27 +344,18 @@ public:
     cv::resize (small_, rgb, rgb.size (), 0, 0, cv::INTER_LINEAR);
   }
 
-  // Illumination and sensor noise in one pass.
+  // Illumination and sensor noise, as whole-frame saturating operations.
   void expose (cv::Mat &rgb, uint64_t frame_number)
   {
+    if (!unit_gain_)
+      cv::multiply (rgb, gain_, rgb, 1.0 / 64);
+    if (options_.noise_sigma <= 0)
+      return;
     uint64_t h = hash3 (noise_seed_, (int64_t) frame_number, 0);
-    int ox = (int) (h % kNoiseMargin), oy = (int) ((h >> 32) % kNoiseMargin);
-    const bool noisy = options_.noise_sigma > 0;
-    for (int j = 0; j < rgb.rows; j++) {
-      uint8_t *p = rgb.ptr<uint8_t> (j);
-      const uint16_t *g = gain_.ptr<uint16_t> (j);
-      const int8_t *n = noise_bank_.ptr<int8_t> (j + oy) + ox * 3;
-      const int w = rgb.cols;
-      for (int i = 0; i < w; i++) {
-        const int gi = g[i];
-        for (int c = 0; c < 3; c++) {
-          int v = (p[3 * i + c] * gi + 128) >> 8;
-          if (noisy)
-            v += n[3 * i + c];
-          p[3 * i + c] = (uint8_t) (v < 0 ? 0 : (v > 255 ? 255 : v));
-        }
-      }
-    }
+    cv::Rect window ((int) (h % kNoiseMargin), (int) ((h >> 32) % kNoiseMargin),
+        rgb.cols, rgb.rows);
+    cv::add (rgb, noise_pos_ (window), rgb);
+    cv::subtract (rgb, noise_neg_ (window), rgb);
   }
 
   MicroscopeState snapshot () const
@@ -381,7 +400,8 @@ public:
 
   std::mutex camera_mutex_;  // frame size, buffers, frame counter
   cv::Size frame_size_;
-  cv::Mat gain_, noise_bank_, small_;
+  cv::Mat gain_, noise_pos_, noise_neg_, small_;
+  bool unit_gain_ = false;
   uint64_t frame_number_ = 0;
 
   // FocusDrive as a separate interface object (its names clash with Stage).

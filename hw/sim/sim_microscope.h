@@ -35,6 +35,7 @@ struct SimOptions {
   double vignetting = 0.12;        // relative fall-off at the frame corner
   size_t cache_bytes = size_t (384) << 20;
   int tile_px = 256;
+  bool prefetch = true;            // render tiles around the view on a worker
 };
 
 // Microseconds on a monotonic clock; tests substitute a manual one.

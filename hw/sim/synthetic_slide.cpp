@@ -186,16 +186,24 @@ SyntheticSlide::SyntheticSlide (uint64_t seed)
   cv::Mat holes = field_noise (stream_seed (seed, kStreamHoles), fsize, 260);
   Fields &f = *fields_;
   f.tissue = cv::Mat::zeros (fsize, CV_32F);
+  struct Ellipse {
+    double cx, cy, c, s, rx, ry;
+  };
+  std::vector<Ellipse> ellipses;
+  for (const auto &sec : sections_um_)
+    ellipses.push_back ({sec.center.x, sec.center.y, std::cos (sec.angle * kPi / 180),
+        std::sin (sec.angle * kPi / 180), sec.size.width / 2.0, sec.size.height / 2.0});
   for (int j = 0; j < fsize.height; j++) {
     double y = (j + 0.5) * kFieldUmPerPx;
     for (int i = 0; i < fsize.width; i++) {
       double x = (i + 0.5) * kFieldUmPerPx;
       float d = 0;
-      for (const auto &s : sections_um_) {
-        double a = s.angle * kPi / 180, c = std::cos (a), sn = std::sin (a);
-        double dx = x - s.center.x, dy = y - s.center.y;
-        double u = (dx * c + dy * sn) / (s.size.width / 2);
-        double v = (-dx * sn + dy * c) / (s.size.height / 2);
+      for (const Ellipse &el : ellipses) {
+        double dx = x - el.cx, dy = y - el.cy;
+        double u = (dx * el.c + dy * el.s) / el.rx;
+        double v = (-dx * el.s + dy * el.c) / el.ry;
+        if (u * u + v * v > 2.5)
+          continue;  // far outside: the ragged edge never reaches this far
         double r = std::sqrt (u * u + v * v);
         float e = 1.0f - (float) r + 0.35f * (edge.at<float> (j, i) - 0.5f);
         d = std::max (d, smoothstep (0.0f, 0.04f, e));
@@ -472,10 +480,13 @@ SyntheticSlide::render_tissue (double upp, const cv::Rect &r, cv::Mat &out) cons
         float fibre = 0.5f;
         if (w_fibre > 0 && cellular < 1.0f) {
           float angle = Fields::sample (f.fibre_angle, x, y) * 3.0f * (float) kPi;
+          float ca = std::cos (angle), sa = std::sin (angle);
           float acc = 0, wsum = 0;
           for (int k = 0; k < 3; k++) {
-            float da = angle - (float) (k * kPi / 3);
-            float w = std::pow (std::abs (std::cos (da)), 6.0f);
+            // cos(angle − kπ/3), weight |cos|⁶: sharp preference per direction
+            float cd = std::abs (ca * (float) kOrient[k][0] + sa * (float) kOrient[k][1]);
+            float w = cd * cd * cd;
+            w *= w;
             double u = x * kOrient[k][0] + y * kOrient[k][1];
             double v = -x * kOrient[k][1] + y * kOrient[k][0];
             acc += w * value_noise (fibre_seed + k, u / fibre_long_um, v / fibre_short_um);
