@@ -236,17 +236,19 @@ public:
     // to ~4x nominal fits in 8 bits), and the seeded noise bank split into
     // its positive and negative parts: frame += pos, frame −= neg is exact
     // with saturation because at most one of them is non-zero per sample.
+    // The gain is dithered so its 1/64 steps do not show as rings.
     gain_.create (size, CV_8UC3);
     double cx = size.width / 2.0, cy = size.height / 2.0;
     double r2max = cx * cx + cy * cy;
+    Rng dither (noise_seed_ ^ 0xD17E5ULL);
     for (int j = 0; j < size.height; j++) {
       cv::Vec3b *row = gain_.ptr<cv::Vec3b> (j);
       for (int i = 0; i < size.width; i++) {
         double dx = i + 0.5 - cx, dy = j + 0.5 - cy;
         double g = options_.brightness *
                    (1.0 - options_.vignetting * (dx * dx + dy * dy) / r2max);
-        uchar v = cv::saturate_cast<uchar> (g * 64);
-        row[i] = cv::Vec3b (v, v, v);
+        for (int c = 0; c < 3; c++)
+          row[i][c] = cv::saturate_cast<uchar> (std::floor (g * 64 + dither.uniform ()));
       }
     }
     unit_gain_ = options_.brightness == 1.0 && options_.vignetting == 0.0;
