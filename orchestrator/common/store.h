@@ -1,0 +1,62 @@
+// livemicrod's state on disk: sessions, users and the audit log in SQLite
+// (WAL journal), under the state directory.  Used from one thread (the
+// daemon's main loop).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+struct sqlite3;
+
+namespace livemicro::orchestrator {
+
+class StoreError : public std::runtime_error {
+public:
+  using std::runtime_error::runtime_error;
+};
+
+struct SessionRecord {
+  std::string id, user, role, microscope;
+  std::string token_sha256;  // the bearer token, hashed
+  std::string digest_ha1;    // MD5(id:realm:token) for RTSP Digest auth
+  int64_t created_unix_us = 0;
+};
+
+struct AuditRecord {
+  int64_t id = 0;
+  int64_t time_unix_us = 0;
+  std::string user, role, session, microscope, action, detail, result;
+};
+
+class Store {
+public:
+  // Opens (creating if needed) `path`; throws StoreError naming the path.
+  explicit Store (const std::string &path);
+  ~Store ();
+  Store (const Store &) = delete;
+  Store &operator= (const Store &) = delete;
+
+  void insert_session (const SessionRecord &s);
+  std::optional<SessionRecord> session (const std::string &id) const;
+  std::optional<SessionRecord> session_by_token_sha256 (const std::string &h) const;
+  // Live (not ended) sessions, all or of one microscope, oldest first.
+  std::vector<SessionRecord> sessions (const std::string &microscope = "") const;
+  // Marks a session ended; false when it was unknown or already ended.
+  bool end_session (const std::string &id);
+
+  void append_audit (const AuditRecord &r);
+  std::vector<AuditRecord> audit (int64_t after_id = 0, int limit = 1000) const;
+
+  const std::string &path () const { return path_; }
+
+private:
+  void exec (const char *sql);
+  std::string path_;
+  sqlite3 *db_ = nullptr;
+};
+
+}  // namespace livemicro::orchestrator

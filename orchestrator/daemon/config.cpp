@@ -1,0 +1,223 @@
+#include "config.h"
+
+#include <json-glib/json-glib.h>
+
+#include <algorithm>
+#include <set>
+
+namespace livemicro::orchestrator {
+
+namespace {
+
+class Reader {
+public:
+  Reader (JsonObject *o, std::string where) : o_ (o), where_ (std::move (where)) {}
+
+  void only (std::initializer_list<const char *> keys) const
+  {
+    std::set<std::string> allowed (keys.begin (), keys.end ());
+    GList *members = json_object_get_members (o_);
+    for (GList *l = members; l; l = l->next)
+      if (!allowed.count (static_cast<const char *> (l->data))) {
+        std::string key = static_cast<const char *> (l->data);
+        g_list_free (members);
+        throw ConfigError (where_ + key + ": unknown key");
+      }
+    g_list_free (members);
+  }
+  bool has (const char *key) const { return json_object_has_member (o_, key); }
+  std::string string (const char *key, const std::string &fallback = "") const
+  {
+    if (!has (key))
+      return fallback;
+    JsonNode *n = json_object_get_member (o_, key);
+    if (!JSON_NODE_HOLDS_VALUE (n) || json_node_get_value_type (n) != G_TYPE_STRING)
+      throw ConfigError (where_ + key + ": expected a string");
+    return json_node_get_string (n);
+  }
+  int integer (const char *key, int fallback, int min, int max) const
+  {
+    if (!has (key))
+      return fallback;
+    JsonNode *n = json_object_get_member (o_, key);
+    if (!JSON_NODE_HOLDS_VALUE (n) || json_node_get_value_type (n) != G_TYPE_INT64)
+      throw ConfigError (where_ + key + ": expected an integer");
+    gint64 v = json_node_get_int (n);
+    if (v < min || v > max)
+      throw ConfigError (where_ + key + ": " + std::to_string (v) + " is outside [" +
+                         std::to_string (min) + ", " + std::to_string (max) + "]");
+    return (int) v;
+  }
+  JsonObject *object (const char *key) const
+  {
+    if (!has (key))
+      return nullptr;
+    JsonNode *n = json_object_get_member (o_, key);
+    if (!JSON_NODE_HOLDS_OBJECT (n))
+      throw ConfigError (where_ + key + ": expected an object");
+    return json_node_get_object (n);
+  }
+  JsonArray *array (const char *key) const
+  {
+    if (!has (key))
+      return nullptr;
+    JsonNode *n = json_object_get_member (o_, key);
+    if (!JSON_NODE_HOLDS_ARRAY (n))
+      throw ConfigError (where_ + key + ": expected an array");
+    return json_node_get_array (n);
+  }
+  const std::string &where () const { return where_; }
+
+private:
+  JsonObject *o_;
+  std::string where_;
+};
+
+JsonObject *
+object_at (JsonArray *a, guint i, const std::string &where)
+{
+  JsonNode *n = json_array_get_element (a, i);
+  if (!JSON_NODE_HOLDS_OBJECT (n))
+    throw ConfigError (where + ": expected an object");
+  return json_node_get_object (n);
+}
+
+bool
+valid_id (const std::string &id)
+{
+  if (id.empty () || id.size () > 64)
+    return false;
+  return std::all_of (id.begin (), id.end (), [] (char c) {
+    return g_ascii_isalnum (c) || c == '-' || c == '_';
+  });
+}
+
+}  // namespace
+
+const std::vector<std::string> &
+known_roles ()
+{
+  static const std::vector<std::string> roles = {"owner", "consultant", "trainee", "guest"};
+  return roles;
+}
+
+bool
+is_known_role (const std::string &role)
+{
+  const auto &r = known_roles ();
+  return std::find (r.begin (), r.end (), role) != r.end ();
+}
+
+const MicroscopeConfig *
+Config::microscope (const std::string &id) const
+{
+  for (const auto &m : microscopes)
+    if (m.id == id)
+      return &m;
+  return nullptr;
+}
+
+Config
+Config::demo ()
+{
+  Config c;
+  MicroscopeConfig m;
+  m.id = "demo";
+  m.name = "Virtual microscope (generated H&E slide)";
+  m.uri = "sim://synthetic";
+  c.microscopes.push_back (m);
+  return c;
+}
+
+Config
+Config::load (const std::string &path)
+{
+  g_autoptr (JsonParser) parser = json_parser_new ();
+  g_autoptr (GError) error = nullptr;
+  if (!json_parser_load_from_file (parser, path.c_str (), &error))
+    throw ConfigError ("config '" + path + "': " + error->message);
+  JsonNode *root = json_parser_get_root (parser);
+  if (!root || !JSON_NODE_HOLDS_OBJECT (root))
+    throw ConfigError ("config '" + path + "': the top level must be a JSON object");
+  Reader r (json_node_get_object (root), "config '" + path + "': ");
+  r.only ({"listen_address", "public_host", "http_port", "rtsp_port", "state_dir",
+      "admin_token", "tls", "pipelines_dir", "web_dir", "profiles_file", "max_body_bytes",
+      "video", "microscopes", "users"});
+  Config c;
+  c.listen_address = r.string ("listen_address", c.listen_address);
+  c.public_host = r.string ("public_host");
+  c.http_port = r.integer ("http_port", c.http_port, 0, 65535);
+  c.rtsp_port = r.integer ("rtsp_port", c.rtsp_port, 0, 65535);
+  c.state_dir = r.string ("state_dir");
+  c.admin_token = r.string ("admin_token");
+  c.pipelines_dir = r.string ("pipelines_dir");
+  c.web_dir = r.string ("web_dir");
+  c.profiles_file = r.string ("profiles_file");
+  c.max_body_bytes = (size_t) r.integer ("max_body_bytes", (int) c.max_body_bytes, 1024, 16 << 20);
+  if (JsonObject *tls = r.object ("tls")) {
+    Reader t (tls, r.where () + "tls.");
+    t.only ({"certificate", "key"});
+    c.tls_certificate = t.string ("certificate");
+    c.tls_key = t.string ("key");
+    if (c.tls_certificate.empty () != c.tls_key.empty ())
+      throw ConfigError (t.where () + "certificate and key go together");
+  }
+  if (JsonObject *video = r.object ("video")) {
+    Reader v (video, r.where () + "video.");
+    v.only ({"width", "height", "framerate", "bitrate_kbps", "keyframe_interval"});
+    c.video.width = v.integer ("width", c.video.width, 64, 3840);
+    c.video.height = v.integer ("height", c.video.height, 64, 2160);
+    c.video.framerate = v.integer ("framerate", c.video.framerate, 1, 60);
+    c.video.bitrate_kbps = v.integer ("bitrate_kbps", c.video.bitrate_kbps, 100, 50000);
+    c.video.keyframe_interval = v.integer ("keyframe_interval", c.video.keyframe_interval, 1, 600);
+    if (c.video.width % 2 || c.video.height % 2)
+      throw ConfigError (v.where () + "width and height must be even (H.264 4:2:0)");
+  }
+  JsonArray *ms = r.array ("microscopes");
+  if (!ms || json_array_get_length (ms) == 0)
+    throw ConfigError (r.where () + "microscopes: at least one microscope is needed");
+  for (guint i = 0; i < json_array_get_length (ms); i++) {
+    std::string where = r.where () + "microscopes[" + std::to_string (i) + "].";
+    Reader m (object_at (ms, i, where), where);
+    m.only ({"id", "name", "uri", "capture_template"});
+    MicroscopeConfig mc;
+    mc.id = m.string ("id");
+    if (!valid_id (mc.id))
+      throw ConfigError (where + "id: '" + mc.id + "' must be 1-64 letters, digits, - or _");
+    if (c.microscope (mc.id))
+      throw ConfigError (where + "id: '" + mc.id + "' is used twice");
+    mc.name = m.string ("name", mc.id);
+    mc.uri = m.string ("uri");
+    if (mc.uri.empty ())
+      throw ConfigError (where + "uri: a microscope URI is needed (e.g. sim://synthetic)");
+    mc.capture_template = m.string ("capture_template", mc.capture_template);
+    if (!valid_id (mc.capture_template))
+      throw ConfigError (where + "capture_template: not a template name");
+    c.microscopes.push_back (mc);
+  }
+  if (JsonArray *us = r.array ("users")) {
+    for (guint i = 0; i < json_array_get_length (us); i++) {
+      std::string where = r.where () + "users[" + std::to_string (i) + "].";
+      Reader u (object_at (us, i, where), where);
+      u.only ({"name", "roles"});
+      UserConfig uc;
+      uc.name = u.string ("name");
+      if (uc.name.empty ())
+        throw ConfigError (where + "name: empty");
+      JsonArray *roles = u.array ("roles");
+      if (!roles)
+        throw ConfigError (where + "roles: a list of roles is needed");
+      for (guint k = 0; k < json_array_get_length (roles); k++) {
+        const char *role = json_array_get_string_element (roles, k);
+        if (!role || !is_known_role (role))
+          throw ConfigError (where + "roles[" + std::to_string (k) +
+                             "]: not one of owner, consultant, trainee, guest");
+        uc.roles.push_back (role);
+      }
+      c.users.push_back (uc);
+    }
+  }
+  return c;
+}
+
+}  // namespace livemicro::orchestrator

@@ -1,0 +1,61 @@
+// livemicrod's configuration: a JSON file (documented in the README), or the
+// built-in demo.  Unknown keys and wrong types are errors that name the key.
+#pragma once
+
+#include <map>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace livemicro::orchestrator {
+
+class ConfigError : public std::runtime_error {
+public:
+  using std::runtime_error::runtime_error;
+};
+
+struct MicroscopeConfig {
+  std::string id;
+  std::string name;
+  std::string uri;                    // microscopesrc URI
+  std::string capture_template = "capture";
+};
+
+struct UserConfig {
+  std::string name;
+  std::vector<std::string> roles;     // roles this user may take
+};
+
+struct VideoConfig {
+  int width = 1280, height = 720, framerate = 30;
+  int bitrate_kbps = 2500;
+  int keyframe_interval = 30;         // frames
+};
+
+struct Config {
+  std::string listen_address = "127.0.0.1";
+  std::string public_host;            // host in rtsp_url/viewer_url; default listen address
+  int http_port = 8080;
+  int rtsp_port = 8554;
+  std::string state_dir;              // empty: a fresh temporary directory
+  std::string admin_token;            // or $LIVEMICRO_ADMIN_TOKEN
+  std::string tls_certificate, tls_key;  // PEM files: HTTPS and RTSPS
+  std::string pipelines_dir;          // templates; default: the installed ones
+  std::string web_dir;                // the viewer page; default: the installed one
+  std::string profiles_file;          // privacy view profiles (privacymask)
+  size_t max_body_bytes = 64 * 1024;
+  VideoConfig video;
+  std::vector<MicroscopeConfig> microscopes;
+  std::vector<UserConfig> users;      // empty: any user name may join
+
+  const MicroscopeConfig *microscope (const std::string &id) const;
+  // The demo: one virtual microscope "demo" on sim://synthetic.
+  static Config demo ();
+  static Config load (const std::string &path);
+};
+
+// The roles a session can have, most privileged first.
+const std::vector<std::string> &known_roles ();
+bool is_known_role (const std::string &role);
+
+}  // namespace livemicro::orchestrator

@@ -1,0 +1,150 @@
+// livemicrod's core: microscopes (each with a media worker), sessions and
+// their view branches, credentials, and the services that serve them.
+#pragma once
+
+#include "common/store.h"
+#include "config.h"
+#include "rtsp_service.h"
+#include "templates.h"
+#include "view_stream.h"
+#include "worker_link.h"
+
+#include <json-glib/json-glib.h>
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+
+namespace livemicro::orchestrator {
+
+struct FrameRouter;
+
+// An error the HTTP API turns into {"error": message} with this status.
+struct ApiError {
+  int status;
+  std::string message;
+};
+
+// Who is calling: the admin, or a session (with its role and microscope).
+struct Principal {
+  bool admin = false;
+  std::optional<SessionRecord> session;
+  bool valid () const { return admin || session.has_value (); }
+  std::string user () const { return admin ? "admin" : session->user; }
+  std::string role () const { return admin ? "admin" : session->role; }
+};
+
+struct Paths {
+  std::string worker;     // livemicro-worker executable
+  std::string pipelines;  // pipeline templates
+  std::string web;        // the viewer page
+};
+
+class Daemon {
+public:
+  struct MicroscopeRuntime {
+    MicroscopeConfig config;
+    std::unique_ptr<WorkerLink> worker;
+    std::shared_ptr<FrameRouter> router;  // view id → stream, for the reader thread
+    bool online = false;
+    std::string last_error;
+    // View branches by key (profile + encoding), each with its sessions.
+    std::map<std::string, std::shared_ptr<ViewStream>> views;
+    std::map<uint32_t, std::set<std::string>> view_sessions;
+    std::map<uint32_t, std::string> view_errors;
+    std::set<uint32_t> views_confirmed;  // the worker built them
+    uint32_t next_view_id = 1;
+    std::string state_json = "null";     // latest "state" event (stage, objective)
+    std::string features_json = "null";  // latest analysis summary
+    JsonNode *stats = nullptr;           // latest "stats" event
+  };
+
+  // Events for live listeners (viewer WebSockets): kind is "state",
+  // "features", "online" or "offline"; json is the payload object.
+  using Listener = std::function<void (const std::string &microscope,
+      const std::string &kind, const std::string &json)>;
+
+  Daemon (Config config, Paths paths);
+  ~Daemon ();
+
+  // Opens the store, starts RTSP and the workers.  Throws std::exception.
+  void start ();
+  void stop ();
+
+  const Config &config () const { return config_; }
+  const Paths &paths () const { return paths_; }
+  Store &store () { return *store_; }
+  RtspService &rtsp () { return *rtsp_; }
+  const std::string &admin_token () const { return admin_token_; }
+  void set_http_port (int port) { http_port_ = port; }
+  int http_port () const { return http_port_; }
+  bool https () const { return tls_ != nullptr; }
+  GTlsCertificate *tls () const { return tls_; }
+
+  Principal authenticate (const std::string &bearer_token) const;
+
+  struct NewSession {
+    SessionRecord record;
+    std::string token;
+  };
+  NewSession create_session (const Principal &by, const std::string &user,
+      const std::string &role, const std::string &microscope);
+  void end_session (const Principal &by, const std::string &id);
+  std::vector<SessionRecord> sessions_visible_to (const Principal &p) const;
+  SessionRecord session_visible_to (const Principal &p, const std::string &id) const;
+  std::shared_ptr<ViewStream> view_of_session (const std::string &id) const;
+  std::string view_error_of_session (const std::string &id) const;
+
+  std::string rtsp_url (const SessionRecord &s) const;
+  std::string viewer_url (const SessionRecord &s, const std::string &token) const;
+
+  const std::map<std::string, MicroscopeRuntime> &microscopes () const { return microscopes_; }
+  const MicroscopeRuntime &microscope_visible_to (const Principal &p, const std::string &id) const;
+  // Sends "set" properties to a microscope's worker (stage commands).
+  bool command_microscope (const std::string &id, const std::string &json);
+
+  // Client-side statistics a viewer page reports (frames decoded, latency).
+  void set_viewer_stats (const std::string &session_id, const std::string &json);
+  std::string viewer_stats (const std::string &session_id) const;
+  void count_webrtc_viewer (const std::string &profile_key, int delta);
+
+  int add_listener (Listener l);
+  void remove_listener (int handle);
+
+  std::string metrics () const;
+
+private:
+  std::string render_capture (const MicroscopeConfig &m) const;
+  std::string render_view (const std::string &profile) const;
+  std::shared_ptr<ViewStream> acquire_view (const std::string &microscope,
+      const std::string &profile, const std::string &session_id);
+  void release_view (const std::string &session_id);
+  void send_add_view (MicroscopeRuntime &m, const ViewStream &v);
+  void on_worker_event (MicroscopeRuntime &m, JsonObject *event);
+  void notify (const std::string &microscope, const std::string &kind, const std::string &json);
+  void register_session (const SessionRecord &s);
+  void check_templates ();
+
+  Config config_;
+  Paths paths_;
+  Templates templates_;
+  std::string admin_token_;
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<RtspService> rtsp_;
+  GTlsCertificate *tls_ = nullptr;
+  int http_port_ = 0;
+  std::string state_dir_;
+  bool temporary_state_ = false;
+  std::map<std::string, MicroscopeRuntime> microscopes_;
+  std::map<std::string, std::pair<std::string, uint32_t>> session_views_;  // id → (microscope, view)
+  std::map<std::string, std::string> template_problems_;  // profile → why it cannot be built
+  std::map<std::string, std::string> viewer_stats_;
+  std::map<std::string, int> webrtc_viewers_;  // by microscope/profile
+  std::map<int, Listener> listeners_;
+  int next_listener_ = 1;
+};
+
+}  // namespace livemicro::orchestrator

@@ -1,0 +1,614 @@
+#include "http_api.h"
+
+#include <json-glib/json-glib.h>
+
+#include <cstring>
+#include <functional>
+#include <stdexcept>
+
+namespace livemicro::orchestrator {
+
+namespace {
+
+std::string
+to_json (JsonNode *n)
+{
+  g_autofree char *s = json_to_string (n, FALSE);
+  return s;
+}
+
+void
+respond (SoupServerMessage *msg, int status, const std::string &body,
+    const char *type = "application/json")
+{
+  soup_server_message_set_status (msg, status, nullptr);
+  SoupMessageHeaders *h = soup_server_message_get_response_headers (msg);
+  soup_message_headers_replace (h, "Cache-Control", "no-store");
+  soup_server_message_set_response (msg, type, SOUP_MEMORY_COPY, body.data (), body.size ());
+}
+
+void
+respond_error (SoupServerMessage *msg, int status, const std::string &message)
+{
+  g_autoptr (JsonBuilder) b = json_builder_new ();
+  json_builder_begin_object (b);
+  json_builder_set_member_name (b, "error");
+  json_builder_add_string_value (b, message.c_str ());
+  json_builder_end_object (b);
+  g_autoptr (JsonNode) n = json_builder_get_root (b);
+  if (status == 401)
+    soup_message_headers_replace (soup_server_message_get_response_headers (msg),
+        "WWW-Authenticate", "Bearer realm=\"LiveMicro\"");
+  respond (msg, status, to_json (n));
+}
+
+std::vector<std::string>
+split_path (const std::string &path)
+{
+  std::vector<std::string> parts;
+  size_t i = 0;
+  while (i < path.size ()) {
+    size_t j = path.find ('/', i);
+    if (j == std::string::npos)
+      j = path.size ();
+    if (j > i)
+      parts.push_back (path.substr (i, j - i));
+    i = j + 1;
+  }
+  return parts;
+}
+
+std::string
+bearer_of (SoupServerMessage *msg)
+{
+  const char *auth = soup_message_headers_get_one (
+      soup_server_message_get_request_headers (msg), "Authorization");
+  if (!auth || g_ascii_strncasecmp (auth, "Bearer ", 7))
+    return "";
+  std::string t = auth + 7;
+  while (!t.empty () && t.front () == ' ')
+    t.erase (t.begin ());
+  while (!t.empty () && (t.back () == ' ' || t.back () == '\r'))
+    t.pop_back ();
+  return t;
+}
+
+// Adds a JSON fragment (already serialised) as a member.
+void
+add_raw (JsonBuilder *b, const char *name, const std::string &json)
+{
+  json_builder_set_member_name (b, name);
+  g_autoptr (JsonParser) p = json_parser_new ();
+  if (json_parser_load_from_data (p, json.c_str (), -1, nullptr) && json_parser_get_root (p))
+    json_builder_add_value (b, json_node_copy (json_parser_get_root (p)));
+  else
+    json_builder_add_null_value (b);
+}
+
+void
+add_string (JsonBuilder *b, const char *name, const std::string &v)
+{
+  json_builder_set_member_name (b, name);
+  json_builder_add_string_value (b, v.c_str ());
+}
+
+}  // namespace
+
+// A browser viewer: its WebSocket, its WebRTC peer, its event subscription.
+struct HttpApi::Viewer {
+  SoupWebsocketConnection *conn = nullptr;
+  std::string session_id;
+  std::string microscope;
+  std::string count_key;  // microscope/profile for the WebRTC viewer gauge
+  bool authenticated = false;
+  std::shared_ptr<WebRtcPeer> peer;
+  int listener = 0;
+  guint auth_timeout = 0;
+  gulong closed_handler = 0, message_handler = 0;
+};
+
+HttpApi::HttpApi (Daemon &daemon) : d_ (daemon) {}
+
+HttpApi::~HttpApi ()
+{
+  while (!viewers_.empty ())
+    close_viewer (viewers_.begin ()->first);
+  if (server_) {
+    soup_server_disconnect (server_);
+    g_object_unref (server_);
+  }
+}
+
+void
+HttpApi::start ()
+{
+  server_ = soup_server_new ("server-header", "livemicrod", nullptr);
+  if (d_.tls ())
+    g_object_set (server_, "tls-certificate", d_.tls (), nullptr);
+  // Refuse oversized bodies as soon as their headers say so.
+  g_signal_connect (server_, "request-started",
+      G_CALLBACK (+[] (SoupServer *, SoupServerMessage *msg, gpointer self) {
+        g_signal_connect (msg, "got-headers", G_CALLBACK (+[] (SoupServerMessage *m, gpointer s) {
+          auto *api = static_cast<HttpApi *> (s);
+          goffset len = soup_message_headers_get_content_length (
+              soup_server_message_get_request_headers (m));
+          if (len > (goffset) api->d_.config ().max_body_bytes)
+            respond_error (m, 413, "request body larger than " +
+                std::to_string (api->d_.config ().max_body_bytes) + " bytes");
+        }), self);
+      }),
+      this);
+  soup_server_add_handler (server_, nullptr, on_request, this, nullptr);
+  soup_server_add_websocket_handler (server_, "/ws", nullptr, nullptr, on_websocket, this, nullptr);
+
+  g_autoptr (GError) error = nullptr;
+  g_autoptr (GInetAddress) addr = g_inet_address_new_from_string (d_.config ().listen_address.c_str ());
+  if (!addr)
+    throw std::runtime_error ("HTTP: listen_address '" + d_.config ().listen_address + "' is not an IP address");
+  g_autoptr (GSocketAddress) sa = g_inet_socket_address_new (addr, (guint16) d_.config ().http_port);
+  SoupServerListenOptions opts = d_.tls () ? SOUP_SERVER_LISTEN_HTTPS : (SoupServerListenOptions) 0;
+  if (!soup_server_listen (server_, sa, opts, &error))
+    throw std::runtime_error ("HTTP: cannot listen on " + d_.config ().listen_address + ":" +
+                              std::to_string (d_.config ().http_port) + ": " + error->message);
+  GSList *uris = soup_server_get_uris (server_);
+  if (uris)
+    port_ = g_uri_get_port (static_cast<GUri *> (uris->data));
+  g_slist_free_full (uris, (GDestroyNotify) g_uri_unref);
+  d_.set_http_port (port_);
+}
+
+void
+HttpApi::on_request (SoupServer *, SoupServerMessage *msg, const char *path, GHashTable *, gpointer self)
+{
+  auto *api = static_cast<HttpApi *> (self);
+  if (soup_server_message_get_status (msg) == 413)
+    return;  // answered at got-headers
+  try {
+    api->route (msg, path);
+  } catch (const ApiError &e) {
+    respond_error (msg, e.status, e.message);
+  } catch (const std::exception &e) {
+    respond_error (msg, 500, std::string ("internal error: ") + e.what ());
+  }
+}
+
+void
+HttpApi::serve_file (SoupServerMessage *msg, const std::string &name, const char *type)
+{
+  std::string path = d_.paths ().web + "/" + name;
+  g_autofree char *data = nullptr;
+  gsize len = 0;
+  if (!g_file_get_contents (path.c_str (), &data, &len, nullptr))
+    throw ApiError {404, "no such file"};
+  respond (msg, 200, std::string (data, len), type);
+}
+
+void
+HttpApi::route (SoupServerMessage *msg, const std::string &path)
+{
+  const std::string method = soup_server_message_get_method (msg);
+  std::vector<std::string> parts = split_path (path);
+
+  if (path == "/healthz") {
+    g_autoptr (JsonBuilder) b = json_builder_new ();
+    json_builder_begin_object (b);
+    add_string (b, "status", "ok");
+    json_builder_set_member_name (b, "microscopes");
+    json_builder_begin_object (b);
+    for (const auto &kv : d_.microscopes ()) {
+      json_builder_set_member_name (b, kv.first.c_str ());
+      json_builder_add_string_value (b, kv.second.online ? "online" : "offline");
+    }
+    json_builder_end_object (b);
+    json_builder_end_object (b);
+    g_autoptr (JsonNode) n = json_builder_get_root (b);
+    respond (msg, 200, to_json (n));
+    return;
+  }
+  if (path == "/metrics") {
+    respond (msg, 200, d_.metrics (), "text/plain; version=0.0.4");
+    return;
+  }
+  if (parts.size () == 2 && parts[0] == "view" && method == "GET") {
+    serve_file (msg, "viewer.html", "text/html; charset=utf-8");
+    return;
+  }
+  if (parts.size () == 2 && parts[0] == "web" && method == "GET") {
+    static const std::map<std::string, const char *> files = {
+        {"viewer.js", "text/javascript; charset=utf-8"},
+        {"viewer.css", "text/css; charset=utf-8"},
+    };
+    auto it = files.find (parts[1]);
+    if (it == files.end ())
+      throw ApiError {404, "no such file"};
+    serve_file (msg, it->first, it->second);
+    return;
+  }
+  if (parts.size () >= 2 && parts[0] == "api" && parts[1] == "v1") {
+    api (msg, method, std::vector<std::string> (parts.begin () + 2, parts.end ()));
+    return;
+  }
+  throw ApiError {404, "no route " + path};
+}
+
+namespace {
+
+JsonObject *
+parse_body (SoupServerMessage *msg, size_t max_bytes, JsonParser *parser)
+{
+  SoupMessageBody *body = soup_server_message_get_request_body (msg);
+  if ((size_t) body->length > max_bytes)
+    throw ApiError {413, "request body larger than " + std::to_string (max_bytes) + " bytes"};
+  g_autoptr (GBytes) bytes = soup_message_body_flatten (body);
+  gsize len = 0;
+  const char *data = static_cast<const char *> (g_bytes_get_data (bytes, &len));
+  g_autoptr (GError) error = nullptr;
+  if (len == 0 || !json_parser_load_from_data (parser, data, (gssize) len, &error))
+    throw ApiError {400, std::string ("malformed JSON: ") + (error ? error->message : "empty body")};
+  JsonNode *root = json_parser_get_root (parser);
+  if (!root || !JSON_NODE_HOLDS_OBJECT (root))
+    throw ApiError {400, "the body must be a JSON object"};
+  return json_node_get_object (root);
+}
+
+std::string
+string_field (JsonObject *o, const char *name, bool required, const std::string &fallback = "")
+{
+  if (!json_object_has_member (o, name)) {
+    if (required)
+      throw ApiError {422, std::string ("missing field '") + name + "'"};
+    return fallback;
+  }
+  JsonNode *n = json_object_get_member (o, name);
+  if (!JSON_NODE_HOLDS_VALUE (n) || json_node_get_value_type (n) != G_TYPE_STRING)
+    throw ApiError {422, std::string ("field '") + name + "' must be a string"};
+  return json_node_get_string (n);
+}
+
+void
+only_fields (JsonObject *o, std::initializer_list<const char *> allowed)
+{
+  GList *members = json_object_get_members (o);
+  for (GList *l = members; l; l = l->next) {
+    const char *k = static_cast<const char *> (l->data);
+    bool ok = false;
+    for (const char *a : allowed)
+      ok = ok || !strcmp (a, k);
+    if (!ok) {
+      std::string name = k;
+      g_list_free (members);
+      throw ApiError {422, "unknown field '" + name + "'"};
+    }
+  }
+  g_list_free (members);
+}
+
+}  // namespace
+
+void
+HttpApi::api (SoupServerMessage *msg, const std::string &method, const std::vector<std::string> &parts)
+{
+  auto method_not_allowed = [&] (const char *allow) {
+    soup_message_headers_replace (soup_server_message_get_response_headers (msg), "Allow", allow);
+    throw ApiError {405, "method " + method + " not allowed here (allowed: " + allow + ")"};
+  };
+  if (parts.empty ())
+    throw ApiError {404, "no such API route"};
+  const bool sessions = parts[0] == "sessions" && parts.size () <= 2;
+  const bool microscopes = parts[0] == "microscopes" && parts.size () <= 2;
+  if (!sessions && !microscopes)
+    throw ApiError {404, "no such API route"};
+
+  std::string token = bearer_of (msg);
+  if (token.empty ())
+    throw ApiError {401, "missing 'Authorization: Bearer <token>'"};
+  Principal who = d_.authenticate (token);
+  if (!who.valid ())
+    throw ApiError {401, "invalid or expired token"};
+
+  auto session_json = [&] (JsonBuilder *b, const SessionRecord &s) {
+    json_builder_begin_object (b);
+    add_string (b, "id", s.id);
+    add_string (b, "user", s.user);
+    add_string (b, "role", s.role);
+    add_string (b, "microscope", s.microscope);
+    json_builder_set_member_name (b, "created_unix_us");
+    json_builder_add_int_value (b, s.created_unix_us);
+    add_string (b, "rtsp_url", d_.rtsp_url (s));
+    json_builder_set_member_name (b, "view");
+    json_builder_begin_object (b);
+    auto view = d_.view_of_session (s.id);
+    std::string error = d_.view_error_of_session (s.id);
+    add_string (b, "profile", s.role);
+    add_string (b, "state", !error.empty () ? "failed" : (view && view->frames () > 0 ? "streaming" : "starting"));
+    if (!error.empty ())
+      add_string (b, "error", error);
+    json_builder_end_object (b);
+  };
+
+  if (sessions && parts.size () == 1) {
+    if (method == "POST") {
+      g_autoptr (JsonParser) parser = json_parser_new ();
+      JsonObject *body = parse_body (msg, d_.config ().max_body_bytes, parser);
+      only_fields (body, {"user", "role", "microscope"});
+      std::string user = string_field (body, "user", true);
+      std::string role = string_field (body, "role", true);
+      std::string fallback = who.admin ? (d_.microscopes ().size () == 1 ? d_.microscopes ().begin ()->first : "")
+                                       : who.session->microscope;
+      std::string microscope = string_field (body, "microscope", fallback.empty (), fallback);
+      Daemon::NewSession n = d_.create_session (who, user, role, microscope);
+      g_autoptr (JsonBuilder) b = json_builder_new ();
+      session_json (b, n.record);
+      add_string (b, "token", n.token);
+      add_string (b, "viewer_url", d_.viewer_url (n.record, n.token));
+      json_builder_end_object (b);
+      g_autoptr (JsonNode) root = json_builder_get_root (b);
+      soup_message_headers_replace (soup_server_message_get_response_headers (msg), "Location",
+          ("/api/v1/sessions/" + n.record.id).c_str ());
+      respond (msg, 201, to_json (root));
+      return;
+    }
+    if (method != "GET")
+      method_not_allowed ("GET, POST");
+    g_autoptr (JsonBuilder) b = json_builder_new ();
+    json_builder_begin_object (b);
+    json_builder_set_member_name (b, "sessions");
+    json_builder_begin_array (b);
+    for (const auto &s : d_.sessions_visible_to (who)) {
+      session_json (b, s);
+      json_builder_end_object (b);
+    }
+    json_builder_end_array (b);
+    json_builder_end_object (b);
+    g_autoptr (JsonNode) root = json_builder_get_root (b);
+    respond (msg, 200, to_json (root));
+    return;
+  }
+  if (sessions) {
+    const std::string &id = parts[1];
+    if (method == "DELETE") {
+      d_.end_session (who, id);
+      respond (msg, 204, "", "text/plain");
+      return;
+    }
+    if (method != "GET")
+      method_not_allowed ("GET, DELETE");
+    SessionRecord s = d_.session_visible_to (who, id);
+    g_autoptr (JsonBuilder) b = json_builder_new ();
+    session_json (b, s);
+    add_raw (b, "viewer_stats", d_.viewer_stats (s.id));
+    json_builder_end_object (b);
+    g_autoptr (JsonNode) root = json_builder_get_root (b);
+    respond (msg, 200, to_json (root));
+    return;
+  }
+
+  // microscopes
+  if (method != "GET")
+    method_not_allowed ("GET");
+  auto microscope_json = [&] (JsonBuilder *b, const Daemon::MicroscopeRuntime &m) {
+    json_builder_begin_object (b);
+    add_string (b, "id", m.config.id);
+    add_string (b, "name", m.config.name);
+    if (who.admin)  // a file path may name the patient
+      add_string (b, "uri", m.config.uri);
+    json_builder_set_member_name (b, "online");
+    json_builder_add_boolean_value (b, m.online);
+    if (!m.online && !m.last_error.empty ())
+      add_string (b, "error", m.last_error);
+    // stage/objective/moving from the worker's latest state event.
+    g_autoptr (JsonParser) p = json_parser_new ();
+    JsonObject *st = nullptr;
+    if (json_parser_load_from_data (p, m.state_json.c_str (), -1, nullptr) &&
+        JSON_NODE_HOLDS_OBJECT (json_parser_get_root (p)))
+      st = json_node_get_object (json_parser_get_root (p));
+    json_builder_set_member_name (b, "stage");
+    if (st && json_object_has_member (st, "stage"))
+      json_builder_add_value (b, json_node_copy (json_object_get_member (st, "stage")));
+    else
+      json_builder_add_null_value (b);
+    json_builder_set_member_name (b, "objective");
+    json_builder_add_int_value (b, st ? json_object_get_int_member_with_default (st, "objective", 0) : 0);
+    json_builder_set_member_name (b, "um_per_px");
+    json_builder_add_double_value (b, st ? json_object_get_double_member_with_default (st, "um_per_px", 0) : 0);
+    json_builder_set_member_name (b, "moving");
+    json_builder_add_boolean_value (b, st && json_object_get_boolean_member_with_default (st, "moving", FALSE));
+    json_builder_set_member_name (b, "controller");
+    json_builder_add_null_value (b);  // control leases arrive with the control issue
+    add_raw (b, "analysis", m.features_json);
+    json_builder_set_member_name (b, "view_branches");
+    json_builder_add_int_value (b, (gint64) m.views.size ());
+    json_builder_end_object (b);
+  };
+  g_autoptr (JsonBuilder) b = json_builder_new ();
+  if (parts.size () == 1) {
+    json_builder_begin_object (b);
+    json_builder_set_member_name (b, "microscopes");
+    json_builder_begin_array (b);
+    for (const auto &kv : d_.microscopes ())
+      if (who.admin || who.session->microscope == kv.first)
+        microscope_json (b, kv.second);
+    json_builder_end_array (b);
+    json_builder_end_object (b);
+  } else {
+    microscope_json (b, d_.microscope_visible_to (who, parts[1]));
+  }
+  g_autoptr (JsonNode) root = json_builder_get_root (b);
+  respond (msg, 200, to_json (root));
+}
+
+// ---- viewer WebSocket -------------------------------------------------------
+
+void
+HttpApi::close_viewer (Viewer *v)
+{
+  auto it = viewers_.find (v);
+  if (it == viewers_.end ())
+    return;
+  std::unique_ptr<Viewer> own = std::move (it->second);
+  viewers_.erase (it);
+  if (own->auth_timeout)
+    g_source_remove (own->auth_timeout);
+  if (own->listener)
+    d_.remove_listener (own->listener);
+  if (own->peer) {
+    own->peer->stop ();
+    d_.count_webrtc_viewer (own->count_key, -1);
+  }
+  if (soup_websocket_connection_get_state (own->conn) == SOUP_WEBSOCKET_STATE_OPEN)
+    soup_websocket_connection_close (own->conn, SOUP_WEBSOCKET_CLOSE_NORMAL, nullptr);
+  // The message handler first: the closed handler's data dies with it.
+  g_signal_handler_disconnect (own->conn, own->message_handler);
+  g_signal_handler_disconnect (own->conn, own->closed_handler);
+  g_object_unref (own->conn);
+}
+
+namespace {
+
+void
+ws_send (SoupWebsocketConnection *c, const std::string &json)
+{
+  if (soup_websocket_connection_get_state (c) == SOUP_WEBSOCKET_STATE_OPEN)
+    soup_websocket_connection_send_text (c, json.c_str ());
+}
+
+std::string
+typed (const char *type, const std::string &payload_member, const std::string &payload)
+{
+  return std::string ("{\"type\":\"") + type + "\",\"" + payload_member + "\":" + payload + "}";
+}
+
+}  // namespace
+
+void
+HttpApi::on_websocket (SoupServer *, SoupServerMessage *msg, const char *path,
+    SoupWebsocketConnection *conn, gpointer self)
+{
+  auto *api = static_cast<HttpApi *> (self);
+  std::vector<std::string> parts = split_path (path);
+  auto v = std::make_unique<Viewer> ();
+  v->conn = SOUP_WEBSOCKET_CONNECTION (g_object_ref (conn));
+  v->session_id = parts.size () == 2 ? parts[1] : "";
+  Viewer *vp = v.get ();
+  api->viewers_[vp] = std::move (v);
+  soup_websocket_connection_set_max_incoming_payload_size (conn, api->d_.config ().max_body_bytes);
+
+  struct Ctx {
+    HttpApi *api;
+    Viewer *v;
+  };
+  auto *ctx = new Ctx {api, vp};
+  // The first message must authenticate, within 5 s.
+  vp->auth_timeout = g_timeout_add_seconds (5, [] (gpointer d) -> gboolean {
+    auto *c = static_cast<Ctx *> (d);
+    c->v->auth_timeout = 0;
+    if (!c->v->authenticated)
+      soup_websocket_connection_close (c->v->conn, 4401, "authentication timeout");
+    return G_SOURCE_REMOVE;
+  }, ctx);
+
+  vp->closed_handler = g_signal_connect_data (conn, "closed", G_CALLBACK (+[] (SoupWebsocketConnection *, gpointer d) {
+    auto *c = static_cast<Ctx *> (d);
+    c->api->close_viewer (c->v);
+  }), ctx, [] (gpointer d, GClosure *) { delete static_cast<Ctx *> (d); }, G_CONNECT_DEFAULT);
+
+  vp->message_handler = g_signal_connect (conn, "message", G_CALLBACK (+[] (SoupWebsocketConnection *c, gint type, GBytes *bytes, gpointer d) {
+    auto *ctx = static_cast<Ctx *> (d);
+    HttpApi *api = ctx->api;
+    Viewer *v = ctx->v;
+    if (type != SOUP_WEBSOCKET_DATA_TEXT)
+      return;
+    gsize len = 0;
+    const char *data = static_cast<const char *> (g_bytes_get_data (bytes, &len));
+    g_autoptr (JsonParser) p = json_parser_new ();
+    if (!json_parser_load_from_data (p, data, (gssize) len, nullptr) ||
+        !JSON_NODE_HOLDS_OBJECT (json_parser_get_root (p))) {
+      ws_send (c, "{\"type\":\"error\",\"error\":\"malformed JSON\"}");
+      return;
+    }
+    JsonObject *o = json_node_get_object (json_parser_get_root (p));
+    std::string t = json_object_get_string_member_with_default (o, "type", "");
+    if (!v->authenticated) {
+      if (t != "hello") {
+        soup_websocket_connection_close (c, 4401, "the first message must be hello with a token");
+        return;
+      }
+      Principal who = api->d_.authenticate (json_object_get_string_member_with_default (o, "token", ""));
+      if (!who.session || who.session->id != v->session_id) {
+        soup_websocket_connection_close (c, 4401, "invalid token for this session");
+        return;
+      }
+      v->authenticated = true;
+      v->microscope = who.session->microscope;
+      const auto &m = api->d_.microscopes ().at (v->microscope);
+      // Welcome: who we are, where the microscope is, the latest analysis.
+      g_autoptr (JsonBuilder) b = json_builder_new ();
+      json_builder_begin_object (b);
+      add_string (b, "type", "welcome");
+      json_builder_set_member_name (b, "session");
+      json_builder_begin_object (b);
+      add_string (b, "id", who.session->id);
+      add_string (b, "user", who.session->user);
+      add_string (b, "role", who.session->role);
+      add_string (b, "microscope", who.session->microscope);
+      json_builder_end_object (b);
+      json_builder_set_member_name (b, "online");
+      json_builder_add_boolean_value (b, m.online);
+      add_raw (b, "state", m.state_json);
+      add_raw (b, "features", m.features_json);
+      json_builder_set_member_name (b, "server_time_us");
+      json_builder_add_int_value (b, g_get_real_time ());
+      json_builder_end_object (b);
+      g_autoptr (JsonNode) root = json_builder_get_root (b);
+      ws_send (c, to_json (root));
+
+      std::string session_id = v->session_id;
+      SoupWebsocketConnection *conn = c;
+      v->listener = api->d_.add_listener ([api, v, conn, session_id] (const std::string &mic,
+                                              const std::string &kind, const std::string &json) {
+        if (mic != v->microscope)
+          return;
+        if (kind == "session_ended") {
+          if (json.find (session_id) != std::string::npos)
+            soup_websocket_connection_close (conn, 4403, "session ended");
+          return;
+        }
+        ws_send (conn, typed (kind.c_str (), "data", json));
+      });
+      if (json_object_get_boolean_member_with_default (o, "webrtc", TRUE)) {
+        auto view = api->d_.view_of_session (session_id);
+        if (!view) {
+          ws_send (c, "{\"type\":\"error\",\"error\":\"no view for this session\"}");
+          return;
+        }
+        v->peer = std::make_shared<WebRtcPeer> (view, [conn] (const std::string &json) {
+          ws_send (conn, json);
+        });
+        try {
+          v->peer->start ();
+          v->count_key = view->microscope () + "/" + view->profile ();
+          api->d_.count_webrtc_viewer (v->count_key, +1);
+        } catch (const std::exception &e) {
+          v->peer.reset ();
+          ws_send (c, std::string ("{\"type\":\"error\",\"error\":\"") + e.what () + "\"}");
+        }
+      }
+      return;
+    }
+    if (t == "answer" || t == "ice") {
+      if (v->peer)
+        v->peer->on_message (o);
+    } else if (t == "stats") {
+      JsonNode *n = json_object_get_member (o, "data");
+      if (n && JSON_NODE_HOLDS_OBJECT (n))
+        api->d_.set_viewer_stats (v->session_id, to_json (n));
+    } else if (t == "ping") {
+      gint64 client = json_object_get_int_member_with_default (o, "t", 0);
+      ws_send (c, "{\"type\":\"pong\",\"t\":" + std::to_string (client) +
+                      ",\"server_time_us\":" + std::to_string (g_get_real_time ()) + "}");
+    }
+  }), ctx);
+  (void) msg;
+}
+
+}  // namespace livemicro::orchestrator

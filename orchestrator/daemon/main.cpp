@@ -1,0 +1,151 @@
+// livemicrod — the LiveMicro edge daemon.  See the README for the
+// configuration file, the HTTP API and the media design.
+#include "daemon.h"
+#include "http_api.h"
+
+#include <config.h>
+
+#include <glib-unix.h>
+#include <gst/gst.h>
+
+#include <cstdio>
+#include <memory>
+
+using namespace livemicro::orchestrator;
+
+namespace {
+
+std::string
+exe_dir ()
+{
+  g_autofree char *exe = g_file_read_link ("/proc/self/exe", nullptr);
+  if (!exe)
+    return "";
+  g_autofree char *dir = g_path_get_dirname (exe);
+  return dir;
+}
+
+// Uninstalled (run from the build tree) the templates and the page come from
+// the source tree; installed, from the data directory.
+Paths
+resolve_paths (const Config &c)
+{
+  Paths p;
+  const bool uninstalled = exe_dir () == LIVEMICRO_BUILD_ORCHESTRATOR_DIR;
+  p.worker = g_getenv ("LIVEMICRO_WORKER") ? g_getenv ("LIVEMICRO_WORKER")
+             : uninstalled                ? std::string (LIVEMICRO_BUILD_ORCHESTRATOR_DIR "/livemicro-worker")
+                                          : std::string (LIVEMICRO_INSTALLED_WORKER);
+  p.pipelines = !c.pipelines_dir.empty () ? c.pipelines_dir
+                : uninstalled             ? std::string (LIVEMICRO_SOURCE_DIR "/pipelines")
+                                          : std::string (LIVEMICRO_INSTALLED_DATA "/pipelines");
+  p.web = !c.web_dir.empty () ? c.web_dir
+          : uninstalled       ? std::string (LIVEMICRO_SOURCE_DIR "/orchestrator/web")
+                              : std::string (LIVEMICRO_INSTALLED_DATA "/web");
+  return p;
+}
+
+}  // namespace
+
+int
+main (int argc, char **argv)
+{
+  gst_init (&argc, &argv);
+  g_autofree char *config_path = nullptr;
+  g_autofree char *state_dir = nullptr;
+  g_autofree char *listen = nullptr;
+  gint http_port = -1, rtsp_port = -1;
+  gboolean demo = FALSE;
+  GOptionEntry entries[] = {
+      {"config", 'c', 0, G_OPTION_ARG_FILENAME, &config_path, "Configuration file (JSON, see README)", "FILE"},
+      {"demo", 0, 0, G_OPTION_ARG_NONE, &demo, "No file: one virtual microscope 'demo' on sim://synthetic", nullptr},
+      {"http-port", 0, 0, G_OPTION_ARG_INT, &http_port, "HTTP port (0: any free port)", "PORT"},
+      {"rtsp-port", 0, 0, G_OPTION_ARG_INT, &rtsp_port, "RTSP port (0: any free port)", "PORT"},
+      {"state-dir", 0, 0, G_OPTION_ARG_FILENAME, &state_dir, "Where sessions and the audit log live", "DIR"},
+      {"listen", 0, 0, G_OPTION_ARG_STRING, &listen, "Address to listen on (default 127.0.0.1)", "ADDR"},
+      {nullptr}};
+  g_autoptr (GOptionContext) ctx = g_option_context_new ("- LiveMicro edge daemon");
+  g_option_context_add_main_entries (ctx, entries, nullptr);
+  g_autoptr (GError) error = nullptr;
+  if (!g_option_context_parse (ctx, &argc, &argv, &error)) {
+    g_printerr ("livemicrod: %s\n", error->message);
+    return 2;
+  }
+  if (!demo && !config_path) {
+    g_printerr ("livemicrod: give --config FILE or --demo (see --help)\n");
+    return 2;
+  }
+  if ((http_port != -1 && (http_port < 0 || http_port > 65535)) ||
+      (rtsp_port != -1 && (rtsp_port < 0 || rtsp_port > 65535))) {
+    g_printerr ("livemicrod: ports must be in [0, 65535]\n");
+    return 2;
+  }
+
+  Config config;
+  try {
+    config = config_path ? Config::load (config_path) : Config::demo ();
+  } catch (const ConfigError &e) {
+    g_printerr ("livemicrod: %s\n", e.what ());
+    return 2;
+  }
+  if (http_port >= 0)
+    config.http_port = http_port;
+  if (rtsp_port >= 0)
+    config.rtsp_port = rtsp_port;
+  if (state_dir)
+    config.state_dir = state_dir;
+  if (listen)
+    config.listen_address = listen;
+
+  GMainLoop *loop = g_main_loop_new (nullptr, FALSE);
+  auto daemon = std::make_unique<Daemon> (config, resolve_paths (config));
+  std::unique_ptr<HttpApi> http;
+  try {
+    daemon->start ();
+    http = std::make_unique<HttpApi> (*daemon);
+    http->start ();
+  } catch (const std::exception &e) {
+    g_printerr ("livemicrod: %s\n", e.what ());
+    http.reset ();
+    daemon.reset ();
+    return 1;
+  }
+
+  std::string host = config.public_host.empty () ? config.listen_address : config.public_host;
+  std::printf ("livemicrod: HTTP %s://%s:%d  RTSP %s://%s:%d\n", daemon->https () ? "https" : "http",
+      host.c_str (), http->port (), daemon->rtsp ().tls () ? "rtsps" : "rtsp", host.c_str (),
+      daemon->rtsp ().port ());
+  if (demo) {
+    Principal admin;
+    admin.admin = true;
+    try {
+      auto s = daemon->create_session (admin, "pathologist", "owner", "demo");
+      std::printf ("\nLiveMicro demo: a virtual microscope over a generated H&E slide.\n"
+                   "  Open the viewer (owner session):  %s\n"
+                   "  Or play it over RTSP:             %s\n"
+                   "      user %s, password %s\n"
+                   "  e.g. gst-launch-1.0 rtspsrc location=%s user-id=%s user-pw=%s latency=0 "
+                   "! decodebin ! autovideosink\n"
+                   "  Admin token (API):                %s\n\n",
+          daemon->viewer_url (s.record, s.token).c_str (), daemon->rtsp_url (s.record).c_str (),
+          s.record.id.c_str (), s.token.c_str (), daemon->rtsp_url (s.record).c_str (),
+          s.record.id.c_str (), s.token.c_str (), daemon->admin_token ().c_str ());
+    } catch (const ApiError &e) {
+      g_printerr ("livemicrod: demo session: %s\n", e.message.c_str ());
+    }
+  }
+  std::fflush (stdout);
+
+  g_unix_signal_add (SIGINT, [] (gpointer l) -> gboolean {
+    g_main_loop_quit (static_cast<GMainLoop *> (l));
+    return G_SOURCE_REMOVE;
+  }, loop);
+  g_unix_signal_add (SIGTERM, [] (gpointer l) -> gboolean {
+    g_main_loop_quit (static_cast<GMainLoop *> (l));
+    return G_SOURCE_REMOVE;
+  }, loop);
+  g_main_loop_run (loop);
+  http.reset ();
+  daemon.reset ();
+  g_main_loop_unref (loop);
+  return 0;
+}

@@ -1,0 +1,214 @@
+#include "worker_link.h"
+
+#include <gio/gio.h>
+
+#include <cstring>
+#include <sys/socket.h>
+#include <thread>
+#include <unistd.h>
+
+namespace livemicro::orchestrator {
+
+struct WorkerLink::Incarnation {
+  int fd = -1;
+  GSubprocess *process = nullptr;
+  std::unique_ptr<wire::Writer> writer;
+  std::atomic<bool> alive {true};
+  std::thread reader;
+  ~Incarnation ()
+  {
+    if (fd >= 0)
+      ::shutdown (fd, SHUT_RDWR);
+    if (reader.joinable ())
+      reader.join ();
+    if (fd >= 0)
+      ::close (fd);
+    g_clear_object (&process);
+  }
+};
+
+WorkerLink::WorkerLink (std::string name, std::string worker_path, Callbacks callbacks)
+    : name_ (std::move (name)), worker_path_ (std::move (worker_path)),
+      callbacks_ (std::move (callbacks))
+{
+}
+
+WorkerLink::~WorkerLink ()
+{
+  stop ();
+}
+
+void
+WorkerLink::start ()
+{
+  stopping_ = false;
+  spawn ();
+}
+
+void
+WorkerLink::spawn ()
+{
+  restart_source_ = 0;
+  int fds[2];
+  if (socketpair (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {
+    callbacks_.down ("socketpair failed");
+    return;
+  }
+  g_autoptr (GSubprocessLauncher) launcher = g_subprocess_launcher_new (G_SUBPROCESS_FLAGS_NONE);
+  g_subprocess_launcher_take_fd (launcher, fds[1], 3);
+  g_autoptr (GError) error = nullptr;
+  GSubprocess *proc = g_subprocess_launcher_spawn (launcher, &error, worker_path_.c_str (),
+      "--fd", "3", "--name", name_.c_str (), nullptr);
+  if (!proc) {
+    ::close (fds[0]);
+    std::string why = std::string ("cannot start ") + worker_path_ + ": " + error->message;
+    g_warning ("%s", why.c_str ());
+    auto inc = std::make_shared<Incarnation> ();
+    on_exit (inc, -1, why);
+    return;
+  }
+  auto inc = std::make_shared<Incarnation> ();
+  inc->fd = fds[0];
+  inc->process = proc;
+  inc->writer = std::make_unique<wire::Writer> (inc->fd);
+  current_ = inc;
+
+  // Frames and events from the worker.
+  std::weak_ptr<Incarnation> weak = inc;
+  auto frame_cb = callbacks_.frame;
+  inc->reader = std::thread ([this, weak, frame_cb, fd = inc->fd] {
+    wire::Type type;
+    std::vector<uint8_t> body;
+    while (wire::read_message (fd, type, body)) {
+      if (type == wire::Type::kFrame && body.size () >= sizeof (wire::FrameHeader)) {
+        wire::FrameHeader h;
+        std::memcpy (&h, body.data (), sizeof h);
+        frame_cb (h, body.data () + sizeof h, body.size () - sizeof h);
+      } else if (type == wire::Type::kEvent) {
+        struct Ev {
+          WorkerLink *self;
+          std::weak_ptr<Incarnation> inc;
+          std::string json;
+        };
+        auto *ev = new Ev {this, weak, std::string (body.begin (), body.end ())};
+        g_main_context_invoke (nullptr, [] (gpointer d) -> gboolean {
+          std::unique_ptr<Ev> ev (static_cast<Ev *> (d));
+          auto inc = ev->inc.lock ();
+          if (!inc || !inc->alive || inc != ev->self->current_)
+            return G_SOURCE_REMOVE;
+          g_autoptr (JsonParser) p = json_parser_new ();
+          if (!json_parser_load_from_data (p, ev->json.c_str (), -1, nullptr))
+            return G_SOURCE_REMOVE;
+          JsonNode *root = json_parser_get_root (p);
+          if (!JSON_NODE_HOLDS_OBJECT (root))
+            return G_SOURCE_REMOVE;
+          JsonObject *o = json_node_get_object (root);
+          const char *name = json_object_get_string_member_with_default (o, "event", "");
+          if (!strcmp (name, "hello")) {
+            g_autoptr (JsonBuilder) b = json_builder_new ();
+            json_builder_begin_object (b);
+            json_builder_set_member_name (b, "cmd");
+            json_builder_add_string_value (b, "start");
+            json_builder_set_member_name (b, "capture");
+            json_builder_add_string_value (b, ev->self->capture_.c_str ());
+            json_builder_end_object (b);
+            g_autoptr (JsonNode) n = json_builder_get_root (b);
+            g_autofree char *s = json_to_string (n, FALSE);
+            inc->writer->send_json (wire::Type::kCommand, s);
+          } else if (!strcmp (name, "started")) {
+            ev->self->failures_in_a_row_ = 0;
+            ev->self->callbacks_.started ();
+          } else {
+            ev->self->callbacks_.event (o);
+          }
+          return G_SOURCE_REMOVE;
+        }, ev);
+      }
+    }
+  });
+
+  g_subprocess_wait_async (proc, nullptr, [] (GObject *src, GAsyncResult *res, gpointer data) {
+    auto *holder = static_cast<std::pair<WorkerLink *, std::weak_ptr<Incarnation>> *> (data);
+    std::unique_ptr<std::pair<WorkerLink *, std::weak_ptr<Incarnation>>> own (holder);
+    g_subprocess_wait_finish (G_SUBPROCESS (src), res, nullptr);
+    auto inc = holder->second.lock ();
+    if (!inc)
+      return;
+    GSubprocess *p = G_SUBPROCESS (src);
+    std::string why;
+    if (g_subprocess_get_if_signaled (p))
+      why = "killed by signal " + std::to_string (g_subprocess_get_term_sig (p));
+    else
+      why = "exited with status " + std::to_string (g_subprocess_get_exit_status (p));
+    holder->first->on_exit (inc, g_subprocess_get_if_exited (p) ? g_subprocess_get_exit_status (p) : -1, why);
+  }, new std::pair<WorkerLink *, std::weak_ptr<Incarnation>> (this, inc));
+}
+
+void
+WorkerLink::on_exit (std::shared_ptr<Incarnation> inc, int, const std::string &why)
+{
+  inc->alive = false;
+  if (current_ == inc)
+    current_.reset ();
+  // Dropping the last reference joins the reader thread (it ends at EOF);
+  // do that off the main loop so a reader busy pushing a frame never blocks it.
+  std::thread ([inc] {}).detach ();
+  callbacks_.down (why);
+  if (stopping_)
+    return;
+  // Restart soon; back off (to 1 s) when it keeps failing at once.
+  failures_in_a_row_++;
+  guint delay_ms = failures_in_a_row_ <= 1 ? 100 : std::min (1000, 100 * (1 << std::min (failures_in_a_row_, 4)));
+  restarts_++;
+  restart_source_ = g_timeout_add (delay_ms, [] (gpointer d) -> gboolean {
+    static_cast<WorkerLink *> (d)->spawn ();
+    return G_SOURCE_REMOVE;
+  }, this);
+}
+
+void
+WorkerLink::stop ()
+{
+  stopping_ = true;
+  if (restart_source_) {
+    g_source_remove (restart_source_);
+    restart_source_ = 0;
+  }
+  if (auto inc = current_) {
+    inc->writer->send_json (wire::Type::kCommand, "{\"cmd\":\"quit\"}");
+    // Give it a moment to stop its pipeline cleanly, then insist.
+    for (int i = 0; i < 100 && inc->alive; i++) {
+      if (g_subprocess_get_identifier (inc->process) == nullptr)
+        break;
+      g_main_context_iteration (nullptr, FALSE);
+      g_usleep (10000);
+    }
+    if (inc->alive && g_subprocess_get_identifier (inc->process))
+      g_subprocess_force_exit (inc->process);
+    current_.reset ();
+  }
+}
+
+bool
+WorkerLink::command (const std::string &json)
+{
+  auto inc = current_;
+  return inc && inc->alive && inc->writer->send_json (wire::Type::kCommand, json);
+}
+
+bool
+WorkerLink::running () const
+{
+  return current_ && current_->alive;
+}
+
+int
+WorkerLink::pid () const
+{
+  if (!current_ || !current_->process)
+    return 0;
+  const char *id = g_subprocess_get_identifier (current_->process);
+  return id ? atoi (id) : 0;
+}
+
+}  // namespace livemicro::orchestrator

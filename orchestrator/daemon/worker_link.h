@@ -1,0 +1,61 @@
+// Supervision of one media worker process (livemicro-worker) and the
+// socket to it.  Frames arrive on a reader thread; events, start and exit
+// are delivered on the daemon's main context.  A worker that exits or
+// crashes is started again after 100 ms (backing off to 1 s if it keeps
+// failing), so a microscope's media is back within 2 s.
+#pragma once
+
+#include "common/wire.h"
+
+#include <json-glib/json-glib.h>
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <string>
+
+namespace livemicro::orchestrator {
+
+class WorkerLink {
+public:
+  struct Callbacks {
+    // Reader thread: one encoded access unit of a view.
+    std::function<void (const wire::FrameHeader &, const uint8_t *, size_t)> frame;
+    // Main context: an event object ("state", "features", "stats", ...).
+    std::function<void (JsonObject *)> event;
+    // Main context: the capture pipeline runs; (re)create the views now.
+    std::function<void ()> started;
+    // Main context: the worker is gone (exit status or reason).
+    std::function<void (const std::string &)> down;
+  };
+
+  WorkerLink (std::string name, std::string worker_path, Callbacks callbacks);
+  ~WorkerLink ();
+  WorkerLink (const WorkerLink &) = delete;
+  WorkerLink &operator= (const WorkerLink &) = delete;
+
+  // The capture description sent to every (re)started worker.
+  void set_capture (std::string description) { capture_ = std::move (description); }
+  void start ();
+  void stop ();
+  // Sends a JSON command; false when no worker is up.
+  bool command (const std::string &json);
+  bool running () const;
+  int pid () const;
+  int restarts () const { return restarts_; }
+
+private:
+  struct Incarnation;
+  void spawn ();
+  void on_exit (std::shared_ptr<Incarnation> inc, int status, const std::string &why);
+
+  std::string name_, worker_path_, capture_;
+  Callbacks callbacks_;
+  std::shared_ptr<Incarnation> current_;
+  bool stopping_ = false;
+  int restarts_ = 0;
+  int failures_in_a_row_ = 0;
+  guint restart_source_ = 0;
+};
+
+}  // namespace livemicro::orchestrator

@@ -1,0 +1,659 @@
+// livemicro-worker: the media of one microscope, in its own process.
+//
+// livemicrod starts one worker per microscope with a connected Unix socket
+// (--fd N) and sends JSON commands over it (see common/wire.h):
+//   {"cmd":"start","capture":"<gst-launch description ending in a tee named capture>"}
+//   {"cmd":"add_view","view":N,"description":"<bin description ending in appsink name=out>"}
+//   {"cmd":"remove_view","view":N}
+//   {"cmd":"keyframe","view":N}
+//   {"cmd":"set","properties":{"x-um":...}}      (commands the microscope)
+//   {"cmd":"quit"}
+// and receives events (started, state, features, stats, view_added,
+// view_error, warning, error) and frames: each encoded access unit of a view
+// with the capture time and stage position of the frame it came from.  A
+// crash here takes down this microscope's media only; the daemon restarts it.
+#include "common/h264.h"
+#include "common/wire.h"
+
+#include <livemicro/stagemeta.h>
+
+#include <gst/app/gstappsink.h>
+#include <gst/gst.h>
+#include <gst/video/video.h>
+#include <json-glib/json-glib.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <sys/prctl.h>
+#include <csignal>
+#include <thread>
+#include <unistd.h>
+
+namespace wire = livemicro::orchestrator::wire;
+namespace h264 = livemicro::orchestrator::h264;
+
+namespace {
+
+struct View {
+  uint32_t id = 0;
+  GstElement *bin = nullptr;
+  GstPad *tee_pad = nullptr;
+  std::mutex mutex;
+  // Stage of the raw frames entering the encoder, by PTS.
+  std::map<GstClockTime, wire::FrameHeader> pending;
+  std::atomic<uint64_t> frames {0}, dropped {0}, bytes {0};
+  uint64_t frames_at_last_stats = 0;
+};
+
+struct Worker {
+  int fd = -1;
+  std::unique_ptr<wire::Writer> writer;
+  GMainLoop *loop = nullptr;
+  GstElement *pipeline = nullptr;
+  GstElement *tee = nullptr;
+  GstElement *scope = nullptr;
+  std::mutex views_mutex;
+  std::map<uint32_t, std::shared_ptr<View>> views;
+  std::string last_state;
+  gint64 last_state_sent_us = 0;
+  gint64 last_stats_us = 0;
+  double analysis_ms_sum = 0;
+  uint64_t analysis_count = 0;
+};
+
+Worker g;
+
+std::string
+json_of (JsonBuilder *b)
+{
+  g_autoptr (JsonNode) root = json_builder_get_root (b);
+  g_autoptr (JsonGenerator) gen = json_generator_new ();
+  json_generator_set_root (gen, root);
+  g_autofree char *s = json_generator_to_data (gen, nullptr);
+  return s;
+}
+
+void
+send_event (const char *event, const std::function<void (JsonBuilder *)> &fill = nullptr)
+{
+  g_autoptr (JsonBuilder) b = json_builder_new ();
+  json_builder_begin_object (b);
+  json_builder_set_member_name (b, "event");
+  json_builder_add_string_value (b, event);
+  if (fill)
+    fill (b);
+  json_builder_end_object (b);
+  if (!g.writer->send_json (wire::Type::kEvent, json_of (b)))
+    g_main_loop_quit (g.loop);
+}
+
+void
+send_error (const char *event, const std::string &message, int64_t view = -1)
+{
+  send_event (event, [&] (JsonBuilder *b) {
+    json_builder_set_member_name (b, "message");
+    json_builder_add_string_value (b, message.c_str ());
+    if (view >= 0) {
+      json_builder_set_member_name (b, "view");
+      json_builder_add_int_value (b, view);
+    }
+  });
+}
+
+// A GstStructure's fields as JSON members (numbers, strings, booleans).
+void
+add_structure_fields (JsonBuilder *b, const GstStructure *s)
+{
+  gst_structure_foreach (s, [] (GQuark field, const GValue *v, gpointer data) -> gboolean {
+    auto *b = static_cast<JsonBuilder *> (data);
+    const char *name = g_quark_to_string (field);
+    GType t = G_VALUE_TYPE (v);
+    if (t == G_TYPE_STRING) {
+      json_builder_set_member_name (b, name);
+      json_builder_add_string_value (b, g_value_get_string (v));
+    } else if (t == G_TYPE_BOOLEAN) {
+      json_builder_set_member_name (b, name);
+      json_builder_add_boolean_value (b, g_value_get_boolean (v));
+    } else if (t == G_TYPE_DOUBLE || t == G_TYPE_FLOAT) {
+      json_builder_set_member_name (b, name);
+      json_builder_add_double_value (b, t == G_TYPE_DOUBLE ? g_value_get_double (v) : g_value_get_float (v));
+    } else if (t == G_TYPE_INT || t == G_TYPE_UINT || t == G_TYPE_INT64 || t == G_TYPE_UINT64) {
+      GValue i64 = G_VALUE_INIT;
+      g_value_init (&i64, G_TYPE_INT64);
+      if (g_value_transform (v, &i64)) {
+        json_builder_set_member_name (b, name);
+        json_builder_add_int_value (b, g_value_get_int64 (&i64));
+      }
+      g_value_unset (&i64);
+    } else if (t == G_TYPE_ENUM || G_TYPE_IS_ENUM (t)) {
+      json_builder_set_member_name (b, name);
+      json_builder_add_int_value (b, g_value_get_enum (v));
+    }
+    return TRUE;
+  }, b);
+}
+
+// Records the stage of each raw frame entering a view's encoder.
+GstPadProbeReturn
+on_raw_frame (GstPad *, GstPadProbeInfo *info, gpointer data)
+{
+  auto *view = static_cast<View *> (data);
+  GstBuffer *buf = GST_PAD_PROBE_INFO_BUFFER (info);
+  wire::FrameHeader h;
+  h.view_id = view->id;
+  if (LivemicroStageMeta *m = livemicro_buffer_get_stage_meta (buf)) {
+    h.capture_unix_us = m->capture_unix_us;
+    h.stage_x_um = m->stage_x_um;
+    h.stage_y_um = m->stage_y_um;
+    h.stage_z_um = m->stage_z_um;
+    h.um_per_px = m->um_per_px;
+    h.objective = m->objective;
+    h.frame_width = m->frame_width;
+    h.frame_height = m->frame_height;
+    if (m->moving)
+      h.flags |= wire::kFlagMoving;
+  } else {
+    h.capture_unix_us = g_get_real_time ();
+  }
+  std::lock_guard<std::mutex> lock (view->mutex);
+  view->pending[GST_BUFFER_PTS (buf)] = h;
+  while (view->pending.size () > 64)
+    view->pending.erase (view->pending.begin ());
+  return GST_PAD_PROBE_OK;
+}
+
+GstFlowReturn
+on_encoded (GstAppSink *sink, gpointer data)
+{
+  auto *view = static_cast<View *> (data);
+  GstSample *sample = gst_app_sink_pull_sample (sink);
+  if (!sample)
+    return GST_FLOW_EOS;
+  GstBuffer *buf = gst_sample_get_buffer (sample);
+  wire::FrameHeader h;
+  {
+    std::lock_guard<std::mutex> lock (view->mutex);
+    auto it = view->pending.find (GST_BUFFER_PTS (buf));
+    if (it != view->pending.end ()) {
+      h = it->second;
+      view->pending.erase (view->pending.begin (), std::next (it));
+    } else {
+      h.view_id = view->id;
+      h.capture_unix_us = g_get_real_time ();
+    }
+  }
+  h.pts_ns = GST_BUFFER_PTS (buf);
+  h.duration_ns = GST_BUFFER_DURATION_IS_VALID (buf) ? GST_BUFFER_DURATION (buf) : 0;
+  if (!GST_BUFFER_FLAG_IS_SET (buf, GST_BUFFER_FLAG_DELTA_UNIT))
+    h.flags |= wire::kFlagKeyframe;
+  GstMapInfo map;
+  bool ok = true;
+  if (gst_buffer_map (buf, &map, GST_MAP_READ)) {
+    // The capture time rides in the stream itself (SEI), for any client.
+    std::vector<uint8_t> au = h264::with_capture_time (map.data, map.size, h.capture_unix_us);
+    gst_buffer_unmap (buf, &map);
+    ok = g.writer->send_frame (h, au.data (), au.size ());
+    view->frames++;
+    view->bytes += au.size ();
+  }
+  gst_sample_unref (sample);
+  if (!ok) {
+    // The daemon is gone: nothing to stream to.
+    g_main_loop_quit (g.loop);
+    return GST_FLOW_EOS;
+  }
+  return GST_FLOW_OK;
+}
+
+bool
+add_view (uint32_t id, const std::string &description, std::string &error)
+{
+  if (!g.pipeline) {
+    error = "no capture pipeline";
+    return false;
+  }
+  {
+    std::lock_guard<std::mutex> lock (g.views_mutex);
+    if (g.views.count (id)) {
+      error = "view " + std::to_string (id) + " exists";
+      return false;
+    }
+  }
+  GError *err = nullptr;
+  GstElement *bin = gst_parse_bin_from_description (description.c_str (), TRUE, &err);
+  if (!bin) {
+    error = std::string ("view pipeline: ") + (err ? err->message : "parse error");
+    g_clear_error (&err);
+    return false;
+  }
+  if (err) {  // parsed, but with a problem (e.g. a missing element)
+    error = std::string ("view pipeline: ") + err->message;
+    g_clear_error (&err);
+    gst_object_unref (bin);
+    return false;
+  }
+  GstElement *sink = gst_bin_get_by_name (GST_BIN (bin), "out");
+  if (!sink || !GST_IS_APP_SINK (sink)) {
+    error = "view pipeline has no appsink named 'out'";
+    if (sink)
+      gst_object_unref (sink);
+    gst_object_unref (bin);
+    return false;
+  }
+  auto view = std::make_shared<View> ();
+  view->id = id;
+  view->bin = bin;
+  GstAppSinkCallbacks callbacks {};
+  callbacks.new_sample = on_encoded;
+  gst_app_sink_set_callbacks (GST_APP_SINK (sink), &callbacks, view.get (), nullptr);
+  // Stage bookkeeping at the encoder's input.
+  GstElement *enc = nullptr;
+  GstIterator *it = gst_bin_iterate_recurse (GST_BIN (bin));
+  GValue item = G_VALUE_INIT;
+  while (gst_iterator_next (it, &item) == GST_ITERATOR_OK) {
+    GstElement *e = GST_ELEMENT (g_value_get_object (&item));
+    GstElementFactory *f = gst_element_get_factory (e);
+    if (f && gst_element_factory_list_is_type (f, GST_ELEMENT_FACTORY_TYPE_ENCODER))
+      enc = GST_ELEMENT (gst_object_ref (e));
+    g_value_reset (&item);
+  }
+  g_value_unset (&item);
+  gst_iterator_free (it);
+  if (!enc) {
+    error = "view pipeline has no encoder";
+    gst_object_unref (sink);
+    gst_object_unref (bin);
+    return false;
+  }
+  GstPad *enc_sink = gst_element_get_static_pad (enc, "sink");
+  gst_pad_add_probe (enc_sink, GST_PAD_PROBE_TYPE_BUFFER, on_raw_frame, view.get (), nullptr);
+  gst_object_unref (enc_sink);
+  gst_object_unref (enc);
+  // Frames a slow view drops at its leaky input queue.
+  if (GstElement *q = gst_bin_get_by_name (GST_BIN (bin), "in")) {
+    g_signal_connect (q, "overrun", G_CALLBACK (+[] (GstElement *, gpointer d) {
+      static_cast<View *> (d)->dropped++;
+    }), view.get ());
+    gst_object_unref (q);
+  }
+  gst_object_unref (sink);
+
+  gst_bin_add (GST_BIN (g.pipeline), bin);
+  view->tee_pad = gst_element_request_pad_simple (g.tee, "src_%u");
+  GstPad *bin_sink = gst_element_get_static_pad (bin, "sink");
+  GstPadLinkReturn lr = bin_sink ? gst_pad_link (view->tee_pad, bin_sink) : GST_PAD_LINK_NOFORMAT;
+  if (bin_sink)
+    gst_object_unref (bin_sink);
+  if (lr != GST_PAD_LINK_OK) {
+    error = "cannot link the view to the capture tee";
+    gst_element_release_request_pad (g.tee, view->tee_pad);
+    gst_object_unref (view->tee_pad);
+    gst_bin_remove (GST_BIN (g.pipeline), bin);
+    return false;
+  }
+  {
+    std::lock_guard<std::mutex> lock (g.views_mutex);
+    g.views[id] = view;
+  }
+  gst_element_sync_state_with_parent (bin);
+  return true;
+}
+
+void
+remove_view (uint32_t id)
+{
+  std::shared_ptr<View> view;
+  {
+    std::lock_guard<std::mutex> lock (g.views_mutex);
+    auto it = g.views.find (id);
+    if (it == g.views.end ())
+      return;
+    view = it->second;
+    g.views.erase (it);
+  }
+  // Unlink from the tee while no buffer is in flight on that pad, then tear
+  // the branch down on the main loop.
+  auto *ctx = new std::shared_ptr<View> (view);
+  gst_pad_add_probe (view->tee_pad, GST_PAD_PROBE_TYPE_IDLE,
+      [] (GstPad *pad, GstPadProbeInfo *, gpointer data) -> GstPadProbeReturn {
+        auto *v = static_cast<std::shared_ptr<View> *> (data);
+        GstPad *peer = gst_pad_get_peer (pad);
+        if (peer) {
+          gst_pad_unlink (pad, peer);
+          gst_object_unref (peer);
+        }
+        g_idle_add ([] (gpointer d) -> gboolean {
+          auto *vv = static_cast<std::shared_ptr<View> *> (d);
+          View &v = **vv;
+          gst_element_release_request_pad (g.tee, v.tee_pad);
+          gst_object_unref (v.tee_pad);
+          gst_element_set_state (v.bin, GST_STATE_NULL);
+          gst_bin_remove (GST_BIN (g.pipeline), v.bin);
+          delete vv;
+          return G_SOURCE_REMOVE;
+        }, v);
+        return GST_PAD_PROBE_REMOVE;
+      },
+      ctx, nullptr);
+}
+
+void
+force_keyframe (uint32_t id)
+{
+  std::shared_ptr<View> view;
+  {
+    std::lock_guard<std::mutex> lock (g.views_mutex);
+    auto it = g.views.find (id);
+    if (it == g.views.end ())
+      return;
+    view = it->second;
+  }
+  GstElement *sink = gst_bin_get_by_name (GST_BIN (view->bin), "out");
+  if (!sink)
+    return;
+  GstPad *pad = gst_element_get_static_pad (sink, "sink");
+  gst_pad_send_event (pad, gst_video_event_new_upstream_force_key_unit (GST_CLOCK_TIME_NONE, TRUE, 0));
+  gst_object_unref (pad);
+  gst_object_unref (sink);
+}
+
+void
+send_state (bool force)
+{
+  if (!g.scope)
+    return;
+  gdouble x, y, z, upp;
+  gint objective;
+  gboolean moving;
+  g_object_get (g.scope, "x-um", &x, "y-um", &y, "z-um", &z, "um-per-px", &upp,
+      "objective", &objective, "moving", &moving, nullptr);
+  g_autoptr (JsonBuilder) b = json_builder_new ();
+  json_builder_begin_object (b);
+  json_builder_set_member_name (b, "event");
+  json_builder_add_string_value (b, "state");
+  json_builder_set_member_name (b, "stage");
+  json_builder_begin_object (b);
+  json_builder_set_member_name (b, "x_um");
+  json_builder_add_double_value (b, x);
+  json_builder_set_member_name (b, "y_um");
+  json_builder_add_double_value (b, y);
+  json_builder_set_member_name (b, "z_um");
+  json_builder_add_double_value (b, z);
+  json_builder_end_object (b);
+  json_builder_set_member_name (b, "objective");
+  json_builder_add_int_value (b, objective);
+  json_builder_set_member_name (b, "um_per_px");
+  json_builder_add_double_value (b, upp);
+  json_builder_set_member_name (b, "moving");
+  json_builder_add_boolean_value (b, moving);
+  json_builder_end_object (b);
+  std::string s = json_of (b);
+  gint64 now = g_get_monotonic_time ();
+  if (force || s != g.last_state || now - g.last_state_sent_us > G_USEC_PER_SEC) {
+    g.last_state = s;
+    g.last_state_sent_us = now;
+    if (!g.writer->send_json (wire::Type::kEvent, s))
+      g_main_loop_quit (g.loop);
+  }
+}
+
+void
+send_stats ()
+{
+  gint64 now = g_get_monotonic_time ();
+  double seconds = g.last_stats_us ? (now - g.last_stats_us) / 1e6 : 0;
+  g.last_stats_us = now;
+  std::vector<std::shared_ptr<View>> views;
+  {
+    std::lock_guard<std::mutex> lock (g.views_mutex);
+    for (auto &kv : g.views)
+      views.push_back (kv.second);
+  }
+  send_event ("stats", [&] (JsonBuilder *b) {
+    json_builder_set_member_name (b, "views");
+    json_builder_begin_array (b);
+    for (auto &v : views) {
+      uint64_t frames = v->frames;
+      json_builder_begin_object (b);
+      json_builder_set_member_name (b, "view");
+      json_builder_add_int_value (b, v->id);
+      json_builder_set_member_name (b, "frames");
+      json_builder_add_int_value (b, (gint64) frames);
+      json_builder_set_member_name (b, "dropped");
+      json_builder_add_int_value (b, (gint64) v->dropped.load ());
+      json_builder_set_member_name (b, "bytes");
+      json_builder_add_int_value (b, (gint64) v->bytes.load ());
+      json_builder_set_member_name (b, "fps");
+      json_builder_add_double_value (b, seconds > 0 ? (frames - v->frames_at_last_stats) / seconds : 0);
+      json_builder_end_object (b);
+      v->frames_at_last_stats = frames;
+    }
+    json_builder_end_array (b);
+    json_builder_set_member_name (b, "analysis_ms_mean");
+    json_builder_add_double_value (b, g.analysis_count ? g.analysis_ms_sum / g.analysis_count : 0);
+    json_builder_set_member_name (b, "analysis_count");
+    json_builder_add_int_value (b, (gint64) g.analysis_count);
+  });
+}
+
+gboolean
+on_bus (GstBus *, GstMessage *m, gpointer)
+{
+  switch (GST_MESSAGE_TYPE (m)) {
+    case GST_MESSAGE_ERROR: {
+      g_autoptr (GError) err = nullptr;
+      g_autofree char *dbg = nullptr;
+      gst_message_parse_error (m, &err, &dbg);
+      // An error inside a view branch takes that view down, not the capture.
+      GstObject *src = GST_MESSAGE_SRC (m);
+      std::shared_ptr<View> culprit;
+      {
+        std::lock_guard<std::mutex> lock (g.views_mutex);
+        for (auto &kv : g.views)
+          if (gst_object_has_as_ancestor (src, GST_OBJECT (kv.second->bin)))
+            culprit = kv.second;
+      }
+      if (culprit) {
+        send_error ("view_error", err->message, culprit->id);
+        remove_view (culprit->id);
+      } else {
+        send_error ("error", err->message);
+        g_main_loop_quit (g.loop);
+      }
+      break;
+    }
+    case GST_MESSAGE_WARNING: {
+      g_autoptr (GError) err = nullptr;
+      gst_message_parse_warning (m, &err, nullptr);
+      send_event ("warning", [&] (JsonBuilder *b) {
+        json_builder_set_member_name (b, "source");
+        json_builder_add_string_value (b, GST_OBJECT_NAME (GST_MESSAGE_SRC (m)));
+        json_builder_set_member_name (b, "message");
+        json_builder_add_string_value (b, err->message);
+      });
+      break;
+    }
+    case GST_MESSAGE_ELEMENT: {
+      const GstStructure *s = gst_message_get_structure (m);
+      if (s && gst_structure_has_name (s, "tumorfeatures")) {
+        double ms;
+        if (gst_structure_get_double (s, "analysis_ms", &ms)) {
+          g.analysis_ms_sum += ms;
+          g.analysis_count++;
+        }
+        send_event ("features", [&] (JsonBuilder *b) {
+          json_builder_set_member_name (b, "summary");
+          json_builder_begin_object (b);
+          add_structure_fields (b, s);
+          json_builder_end_object (b);
+        });
+      }
+      break;
+    }
+    default:
+      break;
+  }
+  return TRUE;
+}
+
+bool
+start (const std::string &description, std::string &error)
+{
+  GError *err = nullptr;
+  GstElement *p = gst_parse_launch (description.c_str (), &err);
+  if (!p || err) {
+    error = std::string ("capture pipeline: ") + (err ? err->message : "parse error");
+    g_clear_error (&err);
+    if (p)
+      gst_object_unref (p);
+    return false;
+  }
+  if (!GST_IS_PIPELINE (p)) {
+    GstElement *pipe = gst_pipeline_new ("capture");
+    gst_bin_add (GST_BIN (pipe), p);
+    p = pipe;
+  }
+  g.pipeline = p;
+  g.tee = gst_bin_get_by_name (GST_BIN (p), "capture");
+  g.scope = gst_bin_get_by_name (GST_BIN (p), "scope");
+  if (!g.tee || !g.scope) {
+    error = "capture pipeline needs a tee named 'capture' and a microscopesrc named 'scope'";
+    return false;
+  }
+  GstBus *bus = gst_element_get_bus (p);
+  gst_bus_add_watch (bus, on_bus, nullptr);
+  gst_object_unref (bus);
+  if (gst_element_set_state (p, GST_STATE_PLAYING) == GST_STATE_CHANGE_FAILURE) {
+    // The bus watch reports the element's own error message.
+    error = "the capture pipeline failed to start";
+    return false;
+  }
+  return true;
+}
+
+void
+set_properties (JsonObject *props)
+{
+  if (!g.scope)
+    return;
+  GList *members = json_object_get_members (props);
+  for (GList *l = members; l; l = l->next) {
+    const char *name = static_cast<const char *> (l->data);
+    JsonNode *n = json_object_get_member (props, name);
+    GParamSpec *spec = g_object_class_find_property (G_OBJECT_GET_CLASS (g.scope), name);
+    if (!spec || !JSON_NODE_HOLDS_VALUE (n))
+      continue;
+    if (spec->value_type == G_TYPE_DOUBLE)
+      g_object_set (g.scope, name, json_node_get_double (n), nullptr);
+    else if (spec->value_type == G_TYPE_INT)
+      g_object_set (g.scope, name, (gint) json_node_get_int (n), nullptr);
+  }
+  g_list_free (members);
+  send_state (true);
+}
+
+// Commands arrive on a reader thread and run on the main loop.
+void
+handle_command (const std::string &json)
+{
+  g_autoptr (JsonParser) parser = json_parser_new ();
+  if (!json_parser_load_from_data (parser, json.c_str (), (gssize) json.size (), nullptr))
+    return;
+  JsonNode *root = json_parser_get_root (parser);
+  if (!JSON_NODE_HOLDS_OBJECT (root))
+    return;
+  JsonObject *o = json_node_get_object (root);
+  const char *cmd = json_object_get_string_member_with_default (o, "cmd", "");
+  std::string error;
+  if (!strcmp (cmd, "start")) {
+    if (!start (json_object_get_string_member_with_default (o, "capture", ""), error)) {
+      send_error ("error", error);
+      g_main_loop_quit (g.loop);
+      return;
+    }
+    send_event ("started");
+  } else if (!strcmp (cmd, "add_view")) {
+    uint32_t id = (uint32_t) json_object_get_int_member_with_default (o, "view", 0);
+    if (add_view (id, json_object_get_string_member_with_default (o, "description", ""), error))
+      send_event ("view_added", [&] (JsonBuilder *b) {
+        json_builder_set_member_name (b, "view");
+        json_builder_add_int_value (b, id);
+      });
+    else
+      send_error ("view_error", error, id);
+  } else if (!strcmp (cmd, "remove_view")) {
+    remove_view ((uint32_t) json_object_get_int_member_with_default (o, "view", 0));
+  } else if (!strcmp (cmd, "keyframe")) {
+    force_keyframe ((uint32_t) json_object_get_int_member_with_default (o, "view", 0));
+  } else if (!strcmp (cmd, "set")) {
+    if (JsonObject *props = json_object_get_object_member (o, "properties"))
+      set_properties (props);
+  } else if (!strcmp (cmd, "quit")) {
+    g_main_loop_quit (g.loop);
+  }
+}
+
+}  // namespace
+
+int
+main (int argc, char **argv)
+{
+  // Die with the daemon: a worker never outlives the process that owns it.
+  prctl (PR_SET_PDEATHSIG, SIGTERM);
+  gst_init (&argc, &argv);
+  for (int i = 1; i + 1 < argc; i++)
+    if (!strcmp (argv[i], "--fd"))
+      g.fd = atoi (argv[i + 1]);
+  if (g.fd < 0) {
+    fprintf (stderr, "usage: livemicro-worker --fd N (started by livemicrod)\n");
+    return 2;
+  }
+  g.writer = std::make_unique<wire::Writer> (g.fd);
+  g.loop = g_main_loop_new (nullptr, FALSE);
+
+  std::thread reader ([] {
+    wire::Type type;
+    std::vector<uint8_t> body;
+    while (wire::read_message (g.fd, type, body)) {
+      if (type != wire::Type::kCommand)
+        continue;
+      auto *json = new std::string (body.begin (), body.end ());
+      g_main_context_invoke (nullptr, [] (gpointer d) -> gboolean {
+        std::unique_ptr<std::string> s (static_cast<std::string *> (d));
+        handle_command (*s);
+        return G_SOURCE_REMOVE;
+      }, json);
+    }
+    // The daemon closed the link.
+    g_main_context_invoke (nullptr, [] (gpointer) -> gboolean {
+      g_main_loop_quit (g.loop);
+      return G_SOURCE_REMOVE;
+    }, nullptr);
+  });
+  reader.detach ();
+
+  g_timeout_add (100, [] (gpointer) -> gboolean {
+    send_state (false);
+    return G_SOURCE_CONTINUE;
+  }, nullptr);
+  g_timeout_add (1000, [] (gpointer) -> gboolean {
+    send_stats ();
+    return G_SOURCE_CONTINUE;
+  }, nullptr);
+
+  send_event ("hello", [] (JsonBuilder *b) {
+    json_builder_set_member_name (b, "pid");
+    json_builder_add_int_value (b, getpid ());
+  });
+  g_main_loop_run (g.loop);
+  if (g.pipeline)
+    gst_element_set_state (g.pipeline, GST_STATE_NULL);
+  // Exit without unwinding: the reader thread may still block on the socket.
+  _exit (0);
+}
