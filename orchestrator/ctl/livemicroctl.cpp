@@ -1,8 +1,11 @@
 // livemicroctl — the LiveMicro command line.
 //
+//   livemicroctl [--server URL] [--token T] [--json] session|microscope ...
+//       sessions and microscopes through livemicrod's HTTP API
 //   livemicroctl ground-truth [--seed N] [--region X,Y,W,H] [-o FILE]
 //       writes the generated slide's ground truth (label, tissue sections,
 //       nuclei with positions, sizes and shapes) as JSON; region in slide µm.
+#include "api_commands.h"
 #include "sim/synthetic_slide.h"
 
 #include <glib.h>
@@ -22,6 +25,8 @@ usage (FILE *to)
   std::fprintf (to,
       "usage: livemicroctl <command> [options]\n\n"
       "commands:\n"
+      "  session create|list|show|delete ...   (see livemicroctl session --help)\n"
+      "  microscope list|show ...\n"
       "  ground-truth [--seed N] [--region X,Y,W,H] [-o FILE]\n"
       "      ground truth of sim://synthetic as JSON (region in slide µm;\n"
       "      default the whole slide, which lists ~10^6 nuclei)\n");
@@ -91,6 +96,10 @@ main (int argc, char **argv)
     return usage (stdout);
   if (!std::strcmp (argv[1], "ground-truth"))
     return ground_truth (argc - 1, argv + 1);
+  // API commands: options may come before the noun (--server, --token, --json).
+  for (int i = 1; i < argc; i++)
+    if (!std::strcmp (argv[i], "session") || !std::strcmp (argv[i], "microscope"))
+      return livemicroctl_api (argc - 1, argv + 1);
   std::fprintf (stderr, "livemicroctl: unknown command '%s'\n\n", argv[1]);
   return usage (stderr);
 }

@@ -390,8 +390,11 @@ HttpApi::api (SoupServerMessage *msg, const std::string &method, const std::vect
     json_builder_begin_object (b);
     add_string (b, "id", m.config.id);
     add_string (b, "name", m.config.name);
-    if (who.admin)  // a file path may name the patient
+    if (who.admin) {  // a file path may name the patient
       add_string (b, "uri", m.config.uri);
+      json_builder_set_member_name (b, "worker_pid");
+      json_builder_add_int_value (b, m.worker->pid ());
+    }
     json_builder_set_member_name (b, "online");
     json_builder_add_boolean_value (b, m.online);
     if (!m.online && !m.last_error.empty ())

@@ -358,7 +358,8 @@ force_keyframe (uint32_t id)
   if (!sink)
     return;
   GstPad *pad = gst_element_get_static_pad (sink, "sink");
-  gst_pad_send_event (pad, gst_video_event_new_upstream_force_key_unit (GST_CLOCK_TIME_NONE, TRUE, 0));
+  // An upstream event leaves a sink pad with push_event.
+  gst_pad_push_event (pad, gst_video_event_new_upstream_force_key_unit (GST_CLOCK_TIME_NONE, TRUE, 0));
   gst_object_unref (pad);
   gst_object_unref (sink);
 }

@@ -1,0 +1,283 @@
+// Test and benchmark helpers: a real livemicrod process on 127.0.0.1 with
+// free ports and its own state directory, an HTTP client (libsoup) and an
+// RTSP client (rtspsrc).
+#pragma once
+
+#include "testutil.h"
+
+#include <gio/gio.h>
+#include <gst/gst.h>
+#include <json-glib/json-glib.h>
+#include <libsoup/soup.h>
+
+#include <atomic>
+#include <csignal>
+#include <cstdlib>
+#include <fstream>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace livemicro::test {
+
+inline std::string
+livemicrod_path ()
+{
+  const char *p = std::getenv ("LIVEMICROD");
+  return p ? p : "livemicrod";
+}
+
+struct HttpReply {
+  int status = 0;
+  std::string body;
+  JsonNode *json = nullptr;  // parsed body, owned
+  HttpReply () = default;
+  HttpReply (const HttpReply &) = delete;
+  HttpReply (HttpReply &&o) noexcept : status (o.status), body (std::move (o.body)), json (o.json)
+  {
+    o.json = nullptr;
+  }
+  ~HttpReply ()
+  {
+    if (json)
+      json_node_unref (json);
+  }
+  JsonObject *object () const
+  {
+    return json && JSON_NODE_HOLDS_OBJECT (json) ? json_node_get_object (json) : nullptr;
+  }
+  std::string str (const char *member) const
+  {
+    JsonObject *o = object ();
+    return o ? json_object_get_string_member_with_default (o, member, "") : "";
+  }
+};
+
+class Daemon {
+public:
+  static constexpr const char *kAdminToken = "test-admin-token-0123456789abcdef";
+
+  // `config_json` empty: --demo.  `state_dir` empty: a fresh one.
+  explicit Daemon (const std::string &config_json = "", std::string state_dir = "")
+      : config_json_ (config_json), state_dir_ (state_dir.empty () ? dir_.file ("state") : state_dir)
+  {
+  }
+  ~Daemon () { stop (); }
+
+  bool start (double timeout_s = 30)
+  {
+    std::vector<std::string> args = {livemicrod_path (), "--http-port", "0", "--rtsp-port", "0",
+        "--state-dir", state_dir_};
+    if (config_json_.empty ()) {
+      args.push_back ("--demo");
+    } else {
+      std::string path = dir_.file ("config.json");
+      std::ofstream (path) << config_json_;
+      args.push_back ("--config");
+      args.push_back (path);
+    }
+    log_ = dir_.file ("livemicrod-" + std::to_string (++starts_) + ".log");
+    g_autoptr (GSubprocessLauncher) l = g_subprocess_launcher_new (G_SUBPROCESS_FLAGS_STDERR_MERGE);
+    g_subprocess_launcher_setenv (l, "LIVEMICRO_ADMIN_TOKEN", kAdminToken, TRUE);
+    g_subprocess_launcher_set_stdout_file_path (l, log_.c_str ());
+    std::vector<const char *> argv;
+    for (auto &a : args)
+      argv.push_back (a.c_str ());
+    argv.push_back (nullptr);
+    g_autoptr (GError) error = nullptr;
+    proc_ = g_subprocess_launcher_spawnv (l, argv.data (), &error);
+    if (!proc_) {
+      last_error_ = error->message;
+      return false;
+    }
+    gint64 deadline = g_get_monotonic_time () + (gint64) (timeout_s * 1e6);
+    while (g_get_monotonic_time () < deadline) {
+      std::string text = log ();
+      auto at = text.find ("livemicrod: HTTP ");
+      if (at != std::string::npos && text.find ('\n', at) != std::string::npos) {
+        http_port_ = port_after (text, "HTTP http://127.0.0.1:");
+        rtsp_port_ = port_after (text, "RTSP rtsp://127.0.0.1:");
+        return http_port_ > 0 && rtsp_port_ > 0 && wait_online (deadline);
+      }
+      if (g_subprocess_get_identifier (proc_) == nullptr) {
+        last_error_ = "livemicrod exited: " + text;
+        return false;
+      }
+      g_usleep (20000);
+    }
+    last_error_ = "livemicrod did not start: " + log ();
+    return false;
+  }
+
+  void stop ()
+  {
+    if (!proc_)
+      return;
+    g_subprocess_send_signal (proc_, SIGTERM);
+    // GSubprocess reaps the child on GLib's worker thread: poll for that.
+    gint64 deadline = g_get_monotonic_time () + 10 * G_USEC_PER_SEC;
+    while (g_subprocess_get_identifier (proc_) && g_get_monotonic_time () < deadline)
+      g_usleep (20000);
+    if (g_subprocess_get_identifier (proc_))
+      g_subprocess_force_exit (proc_);
+    g_subprocess_wait (proc_, nullptr, nullptr);
+    g_clear_object (&proc_);
+  }
+
+  std::string log () const
+  {
+    std::ifstream f (log_);
+    std::stringstream s;
+    s << f.rdbuf ();
+    return s.str ();
+  }
+
+  HttpReply request (const std::string &method, const std::string &path,
+      const std::string &body = "", const std::string &token = kAdminToken) const
+  {
+    HttpReply r;
+    g_autoptr (SoupSession) session = soup_session_new_with_options ("timeout", 20, nullptr);
+    std::string url = "http://127.0.0.1:" + std::to_string (http_port_) + path;
+    g_autoptr (SoupMessage) msg = soup_message_new (method.c_str (), url.c_str ());
+    if (!token.empty ())
+      soup_message_headers_replace (soup_message_get_request_headers (msg), "Authorization",
+          ("Bearer " + token).c_str ());
+    if (!body.empty ()) {
+      g_autoptr (GBytes) b = g_bytes_new (body.data (), body.size ());
+      soup_message_set_request_body_from_bytes (msg, "application/json", b);
+    }
+    g_autoptr (GError) error = nullptr;
+    g_autoptr (GBytes) out = soup_session_send_and_read (session, msg, nullptr, &error);
+    if (!out)
+      return r;
+    r.status = (int) soup_message_get_status (msg);
+    gsize len = 0;
+    const char *data = static_cast<const char *> (g_bytes_get_data (out, &len));
+    r.body.assign (data ? data : "", len);
+    g_autoptr (JsonParser) p = json_parser_new ();
+    if (!r.body.empty () && json_parser_load_from_data (p, r.body.c_str (), (gssize) r.body.size (), nullptr))
+      r.json = json_node_copy (json_parser_get_root (p));
+    return r;
+  }
+
+  // POST /api/v1/sessions; returns the reply (201 expected).
+  HttpReply create_session (const std::string &user, const std::string &role,
+      const std::string &microscope = "demo", const std::string &token = kAdminToken) const
+  {
+    return request ("POST", "/api/v1/sessions",
+        "{\"user\":\"" + user + "\",\"role\":\"" + role + "\",\"microscope\":\"" + microscope + "\"}", token);
+  }
+
+  std::string metrics () const { return request ("GET", "/metrics", "", "").body; }
+  // The value of one Prometheus sample line, or -1.
+  double metric (const std::string &name_and_labels) const
+  {
+    std::istringstream in (metrics ());
+    std::string line;
+    while (std::getline (in, line))
+      if (line.rfind (name_and_labels + " ", 0) == 0)
+        return std::atof (line.c_str () + name_and_labels.size () + 1);
+    return -1;
+  }
+
+  int http_port () const { return http_port_; }
+  int rtsp_port () const { return rtsp_port_; }
+  const std::string &state_dir () const { return state_dir_; }
+  const std::string &error () const { return last_error_; }
+
+private:
+  static int port_after (const std::string &text, const std::string &prefix)
+  {
+    auto at = text.find (prefix);
+    return at == std::string::npos ? 0 : std::atoi (text.c_str () + at + prefix.size ());
+  }
+  bool wait_online (gint64 deadline)
+  {
+    while (g_get_monotonic_time () < deadline) {
+      HttpReply r = request ("GET", "/healthz", "", "");
+      if (r.status == 200 && r.body.find ("offline") == std::string::npos)
+        return true;
+      g_usleep (50000);
+    }
+    last_error_ = "microscopes did not come online: " + log ();
+    return false;
+  }
+
+  TempDir dir_;
+  std::string config_json_, state_dir_, log_, last_error_;
+  GSubprocess *proc_ = nullptr;
+  int http_port_ = 0, rtsp_port_ = 0, starts_ = 0;
+};
+
+// An RTSP player: rtspsrc → depay → decode, counting decoded frames and
+// reading the capture time each access unit carries (SEI).
+class RtspPlayer {
+public:
+  RtspPlayer (const std::string &url, const std::string &user, const std::string &password,
+      const char *protocols = "tcp", bool decode = true)
+  {
+    std::string desc = "rtspsrc name=src latency=0 protocols=" + std::string (protocols) +
+                       " location=\"" + url + "\"" +
+                       (user.empty () ? "" : " user-id=\"" + user + "\" user-pw=\"" + password + "\"") +
+                       " ! rtph264depay name=depay ! h264parse ! " +
+                       (decode ? "avdec_h264 ! " : "") + "fakesink name=sink sync=false signal-handoffs=true";
+    pipeline_ = gst_parse_launch (desc.c_str (), nullptr);
+    GstElement *sink = gst_bin_get_by_name (GST_BIN (pipeline_), "sink");
+    g_signal_connect (sink, "handoff", G_CALLBACK (+[] (GstElement *, GstBuffer *, GstPad *, gpointer d) {
+      auto *self = static_cast<RtspPlayer *> (d);
+      self->frames_++;
+      self->last_frame_us_ = g_get_monotonic_time ();
+    }), this);
+    gst_object_unref (sink);
+    gst_element_set_state (pipeline_, GST_STATE_PLAYING);
+  }
+  ~RtspPlayer ()
+  {
+    gst_element_set_state (pipeline_, GST_STATE_NULL);
+    gst_object_unref (pipeline_);
+  }
+  // Waits until `n` frames arrived or an error/EOS; false on error/timeout.
+  bool wait_frames (int n, double timeout_s = 10)
+  {
+    GstBus *bus = gst_element_get_bus (pipeline_);
+    gint64 deadline = g_get_monotonic_time () + (gint64) (timeout_s * 1e6);
+    bool ok = false;
+    while (g_get_monotonic_time () < deadline) {
+      if (frames_ >= n) {
+        ok = true;
+        break;
+      }
+      GstMessage *m = gst_bus_timed_pop_filtered (bus, 20 * GST_MSECOND,
+          (GstMessageType) (GST_MESSAGE_ERROR | GST_MESSAGE_EOS));
+      if (m) {
+        if (GST_MESSAGE_TYPE (m) == GST_MESSAGE_ERROR) {
+          GError *e = nullptr;
+          gst_message_parse_error (m, &e, nullptr);
+          error_ = e->message;
+          g_error_free (e);
+        } else {
+          error_ = "EOS";
+        }
+        gst_message_unref (m);
+        break;
+      }
+    }
+    gst_object_unref (bus);
+    return ok;
+  }
+  int frames () const { return frames_; }
+  gint64 last_frame_us () const { return last_frame_us_; }
+  const std::string &error () const { return error_; }
+  GstElement *pipeline () const { return pipeline_; }
+
+private:
+  GstElement *pipeline_ = nullptr;
+  std::atomic<int> frames_ {0};
+  std::atomic<gint64> last_frame_us_ {0};
+  std::string error_;
+};
+
+}  // namespace livemicro::test

@@ -1,0 +1,168 @@
+// The orchestrator's plain parts: H.264 capture-time SEI, credentials, the
+// SQLite store, the configuration file and pipeline templates.
+#include "common/h264.h"
+#include "common/store.h"
+#include "common/tokens.h"
+#include "config.h"
+#include "templates.h"
+#include "testutil.h"
+
+#include <gtest/gtest.h>
+#include <sqlite3.h>
+
+#include <fstream>
+#include <set>
+
+using namespace livemicro::orchestrator;
+using livemicro::test::TempDir;
+
+TEST (H264, CaptureTimeSurvivesTheStreamIncludingEmulationPrevention)
+{
+  // SPS, PPS, IDR slice: the SEI goes in before the slice.
+  const uint8_t au[] = {0, 0, 0, 1, 0x67, 0x42, 0xc0, 0x1f, 0, 0, 0, 1, 0x68, 0xce, 0x3c,
+      0x80, 0, 0, 1, 0x65, 0x88, 0x84, 0x00, 0x33};
+  // Values whose bytes contain 00 00 0x sequences need escaping.
+  for (int64_t t : {int64_t (1795367801658453), int64_t (0x0000000100000002), int64_t (3)}) {
+    auto out = h264::with_capture_time (au, sizeof au, t);
+    auto nals = h264::nal_units (out.data (), out.size ());
+    ASSERT_EQ (nals.size (), 4u);
+    EXPECT_EQ (nals[0].type, h264::kSps);
+    EXPECT_EQ (nals[1].type, h264::kPps);
+    EXPECT_EQ (nals[2].type, h264::kSei);
+    EXPECT_EQ (nals[3].type, h264::kIdr);
+    // No start code emulation inside the SEI.
+    for (size_t i = nals[2].payload; i + 2 < nals[2].end; i++)
+      EXPECT_FALSE (out[i] == 0 && out[i + 1] == 0 && out[i + 2] <= 2) << "at " << i;
+    auto back = h264::capture_time (out.data (), out.size ());
+    ASSERT_TRUE (back.has_value ());
+    EXPECT_EQ (*back, t);
+  }
+  EXPECT_FALSE (h264::capture_time (au, sizeof au).has_value ());
+  auto ps = h264::parameter_sets (au, sizeof au);
+  EXPECT_EQ (h264::nal_units (ps.data (), ps.size ()).size (), 2u);
+}
+
+TEST (Tokens, RandomEnoughAndHashedAsStandardsSay)
+{
+  std::set<std::string> seen;
+  for (int i = 0; i < 1000; i++) {
+    std::string t = random_token (32);
+    EXPECT_EQ (t.size (), 43u);  // 256 bits, base64url
+    EXPECT_EQ (t.find_first_of ("+/="), std::string::npos);
+    EXPECT_TRUE (seen.insert (t).second);
+  }
+  EXPECT_EQ (random_id ().size (), 32u);
+  EXPECT_EQ (sha256_hex ("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  // RFC 2617's example.
+  EXPECT_EQ (digest_ha1 ("Mufasa", "testrealm@host.com", "Circle Of Life"),
+      "939e7578ed9e3c518a452acee763bce9");
+  EXPECT_TRUE (constant_time_equal ("abc", "abc"));
+  EXPECT_FALSE (constant_time_equal ("abc", "abd"));
+  EXPECT_FALSE (constant_time_equal ("abc", "abcd"));
+}
+
+TEST (Store, SessionsPersistInWalAndTheAuditIsAppendOnly)
+{
+  TempDir dir;
+  std::string path = dir.file ("state.db");
+  SessionRecord s {"id1", "alice", "consultant", "demo", sha256_hex ("tok"), "ha1", 42};
+  {
+    Store st (path);
+    st.insert_session (s);
+    st.append_audit ({0, 0, "admin", "admin", "", "demo", "session.start", "id1", "ok"});
+    EXPECT_THROW (st.insert_session (s), StoreError) << "ids are unique";
+  }
+  Store st (path);
+  auto back = st.session_by_token_sha256 (sha256_hex ("tok"));
+  ASSERT_TRUE (back.has_value ());
+  EXPECT_EQ (back->user, "alice");
+  EXPECT_EQ (st.sessions ("demo").size (), 1u);
+  EXPECT_TRUE (st.end_session ("id1"));
+  EXPECT_FALSE (st.end_session ("id1"));
+  EXPECT_FALSE (st.session ("id1").has_value ());
+  EXPECT_EQ (st.audit ().size (), 1u);
+
+  sqlite3 *db = nullptr;
+  ASSERT_EQ (sqlite3_open (path.c_str (), &db), SQLITE_OK);
+  sqlite3_stmt *q = nullptr;
+  sqlite3_prepare_v2 (db, "PRAGMA journal_mode", -1, &q, nullptr);
+  ASSERT_EQ (sqlite3_step (q), SQLITE_ROW);
+  EXPECT_STREQ (reinterpret_cast<const char *> (sqlite3_column_text (q, 0)), "wal");
+  sqlite3_finalize (q);
+  char *err = nullptr;
+  EXPECT_NE (sqlite3_exec (db, "DELETE FROM audit", nullptr, nullptr, &err), SQLITE_OK);
+  sqlite3_free (err);
+  EXPECT_NE (sqlite3_exec (db, "UPDATE audit SET result='x'", nullptr, nullptr, &err), SQLITE_OK);
+  sqlite3_free (err);
+  sqlite3_close (db);
+  EXPECT_EQ (st.audit ().size (), 1u);
+}
+
+TEST (Store, UnwritablePathIsAClearError)
+{
+  try {
+    Store st ("/nonexistent/dir/state.db");
+    FAIL () << "opened an impossible path";
+  } catch (const StoreError &e) {
+    EXPECT_NE (std::string (e.what ()).find ("/nonexistent/dir/state.db"), std::string::npos);
+  }
+}
+
+namespace {
+
+std::string
+config_error (const std::string &json)
+{
+  TempDir dir;
+  std::string path = dir.file ("c.json");
+  std::ofstream (path) << json;
+  try {
+    Config::load (path);
+  } catch (const ConfigError &e) {
+    return e.what ();
+  }
+  return "(accepted)";
+}
+
+}  // namespace
+
+TEST (Config, ValidFileLoadsAndMistakesNameTheKey)
+{
+  TempDir dir;
+  std::string path = dir.file ("c.json");
+  std::ofstream (path) << R"({"http_port": 9000, "video": {"width": 640, "height": 360},
+      "microscopes": [{"id": "a", "uri": "sim://synthetic"}, {"id": "b", "uri": "sim://synthetic?seed=2"}],
+      "users": [{"name": "alice", "roles": ["owner", "consultant"]}]})";
+  Config c = Config::load (path);
+  EXPECT_EQ (c.http_port, 9000);
+  EXPECT_EQ (c.video.width, 640);
+  EXPECT_EQ (c.microscopes.size (), 2u);
+  EXPECT_EQ (c.users[0].roles.size (), 2u);
+
+  EXPECT_NE (config_error ("{").find ("c.json"), std::string::npos);
+  EXPECT_NE (config_error (R"({"microscopes": []})").find ("at least one microscope"), std::string::npos);
+  EXPECT_NE (config_error (R"({"htp_port": 1, "microscopes": [{"id":"a","uri":"sim://synthetic"}]})").find ("htp_port: unknown key"),
+      std::string::npos);
+  EXPECT_NE (config_error (R"({"http_port": "80", "microscopes": [{"id":"a","uri":"sim://synthetic"}]})").find ("http_port: expected an integer"),
+      std::string::npos);
+  EXPECT_NE (config_error (R"({"microscopes": [{"id":"a b","uri":"x"}]})").find ("id: 'a b'"), std::string::npos);
+  EXPECT_NE (config_error (R"({"microscopes": [{"id":"a","uri":"x"},{"id":"a","uri":"y"}]})").find ("used twice"),
+      std::string::npos);
+  EXPECT_NE (config_error (R"({"video": {"width": 641}, "microscopes": [{"id":"a","uri":"x"}]})").find ("even"),
+      std::string::npos);
+  EXPECT_NE (config_error (R"({"users": [{"name":"x","roles":["king"]}], "microscopes": [{"id":"a","uri":"x"}]})").find ("roles[0]"),
+      std::string::npos);
+}
+
+TEST (Templates, RenderQuotesValuesAndRefusesUnknownPlaceholders)
+{
+  TempDir dir;
+  std::ofstream (dir.file ("t.pipeline")) << "# a comment\nfoo uri={uri}   # trailing\n  ! bar n={n}\n";
+  Templates t (dir.path ());
+  EXPECT_EQ (t.load ("t"), "foo uri={uri} ! bar n={n}");
+  EXPECT_EQ (Templates::render (t.load ("t"), {{"uri", Templates::quote ("sim:///a \"b\"\\c")}, {"n", "3"}}),
+      "foo uri=\"sim:///a \\\"b\\\"\\\\c\" ! bar n=3");
+  EXPECT_THROW (Templates::render ("x={missing}", {}), TemplateError);
+  EXPECT_THROW (t.load ("../etc/passwd"), TemplateError);
+  EXPECT_THROW (t.load ("nope"), TemplateError);
+}

@@ -1,0 +1,324 @@
+// livemicrod end to end: a real daemon process on 127.0.0.1, real clients
+// (libsoup, rtspsrc, headless Chromium), SQLite on disk.
+#include "daemon_process.h"
+
+#include <gtest/gtest.h>
+
+#include <csignal>
+#include <thread>
+
+using livemicro::test::Daemon;
+using livemicro::test::HttpReply;
+using livemicro::test::RtspPlayer;
+
+namespace {
+
+class Livemicrod : public ::testing::Test {
+protected:
+  static void SetUpTestSuite () { gst_init (nullptr, nullptr); }
+};
+
+const char *kTwoMicroscopes = R"({
+  "video": {"width": 320, "height": 240, "framerate": 30, "bitrate_kbps": 500},
+  "microscopes": [
+    {"id": "left", "name": "Left", "uri": "sim://synthetic?seed=1"},
+    {"id": "right", "name": "Right", "uri": "sim://synthetic?seed=2"}
+  ]})";
+
+const char *kSmall = R"({
+  "video": {"width": 320, "height": 240, "framerate": 30, "bitrate_kbps": 500},
+  "microscopes": [{"id": "demo", "uri": "sim://synthetic"}]})";
+
+}  // namespace
+
+TEST_F (Livemicrod, SessionLifecycleThroughTheApi)
+{
+  Daemon d (kSmall);
+  ASSERT_TRUE (d.start ()) << d.error ();
+  HttpReply created = d.create_session ("alice", "owner");
+  ASSERT_EQ (created.status, 201) << created.body;
+  std::string id = created.str ("id"), token = created.str ("token");
+  EXPECT_EQ (id.size (), 32u);
+  EXPECT_GE (token.size (), 22u) << "at least 128 bits";
+  EXPECT_EQ (created.str ("role"), "owner");
+  EXPECT_EQ (created.str ("rtsp_url"),
+      "rtsp://127.0.0.1:" + std::to_string (d.rtsp_port ()) + "/s/" + id);
+  EXPECT_EQ (created.str ("viewer_url"), "http://127.0.0.1:" + std::to_string (d.http_port ()) +
+                                             "/view/" + id + "#token=" + token);
+
+  HttpReply list = d.request ("GET", "/api/v1/sessions");
+  ASSERT_EQ (list.status, 200);
+  EXPECT_NE (list.body.find (id), std::string::npos);
+  EXPECT_EQ (list.body.find (token), std::string::npos) << "tokens are never listed";
+  // The session sees itself with its own token.
+  HttpReply self = d.request ("GET", "/api/v1/sessions/" + id, "", token);
+  EXPECT_EQ (self.status, 200);
+  HttpReply scope = d.request ("GET", "/api/v1/microscopes/demo", "", token);
+  ASSERT_EQ (scope.status, 200) << scope.body;
+  JsonObject *m = scope.object ();
+  EXPECT_TRUE (json_object_has_member (m, "stage"));
+  EXPECT_TRUE (json_object_has_member (m, "objective"));
+  EXPECT_TRUE (json_object_has_member (m, "moving"));
+  EXPECT_TRUE (json_object_has_member (m, "controller"));
+  EXPECT_FALSE (json_object_has_member (m, "uri")) << "only the admin sees slide paths";
+
+  HttpReply del = d.request ("DELETE", "/api/v1/sessions/" + id);
+  EXPECT_EQ (del.status, 204);
+  EXPECT_EQ (d.request ("GET", "/api/v1/sessions/" + id).status, 404);
+  EXPECT_EQ (d.request ("GET", "/api/v1/sessions/" + id, "", token).status, 401)
+      << "an ended session's token is dead";
+  EXPECT_EQ (d.request ("GET", "/healthz", "", "").status, 200);
+}
+
+TEST_F (Livemicrod, BadInputOnEveryRouteGetsTheRightStatusAndAJsonError)
+{
+  Daemon d (kSmall);
+  ASSERT_TRUE (d.start ()) << d.error ();
+  HttpReply owner = d.create_session ("olga", "owner");
+  ASSERT_EQ (owner.status, 201);
+  HttpReply trainee = d.create_session ("tom", "owner");
+  ASSERT_EQ (trainee.status, 201);
+  std::string owner_token = owner.str ("token"), other_id = trainee.str ("id");
+  std::string big (200 * 1024, 'x');
+  struct Case {
+    const char *method;
+    std::string path, body, token;
+    int status;
+  };
+  const std::string admin = Daemon::kAdminToken;
+  std::vector<Case> cases = {
+      {"GET", "/api/v1/sessions", "", "", 401},
+      {"GET", "/api/v1/sessions", "", "not-a-token", 401},
+      {"GET", "/api/v1/microscopes", "", "", 401},
+      {"GET", "/api/v1/microscopes/demo", "", "wrong", 401},
+      {"DELETE", "/api/v1/sessions/" + other_id, "", "", 401},
+      {"POST", "/api/v1/sessions", "{bad json", admin, 400},
+      {"POST", "/api/v1/sessions", "[1, 2]", admin, 400},
+      {"POST", "/api/v1/sessions", "", admin, 400},
+      {"POST", "/api/v1/sessions", big, admin, 413},
+      {"POST", "/api/v1/sessions", R"({"user": 7, "role": "owner"})", admin, 422},
+      {"POST", "/api/v1/sessions", R"({"user": "a", "role": ["owner"]})", admin, 422},
+      {"POST", "/api/v1/sessions", R"({"user": "a"})", admin, 422},
+      {"POST", "/api/v1/sessions", R"({"user": "a", "role": "king"})", admin, 422},
+      {"POST", "/api/v1/sessions", R"({"user": "a", "role": "owner", "microscope": "nope"})", admin, 422},
+      {"POST", "/api/v1/sessions", R"({"user": "", "role": "owner"})", admin, 422},
+      {"POST", "/api/v1/sessions", R"({"user": "a", "role": "owner", "extra": 1})", admin, 422},
+      // An owner may not create another owner; sessions other than the owner may not create any.
+      {"POST", "/api/v1/sessions", R"({"user": "b", "role": "owner"})", owner_token, 403},
+      {"GET", "/api/v1/sessions/0123456789abcdef0123456789abcdef", "", admin, 404},
+      {"DELETE", "/api/v1/sessions/0123456789abcdef0123456789abcdef", "", admin, 404},
+      {"GET", "/api/v1/microscopes/nope", "", admin, 404},
+      {"GET", "/api/v1/nothing", "", admin, 404},
+      {"GET", "/nothing", "", "", 404},
+      {"PUT", "/api/v1/sessions", "{}", admin, 405},
+      {"POST", "/api/v1/microscopes", "{}", admin, 405},
+      {"PATCH", "/api/v1/sessions/" + other_id, "{}", admin, 405},
+  };
+  for (const Case &c : cases) {
+    HttpReply r = d.request (c.method, c.path, c.body, c.token);
+    EXPECT_EQ (r.status, c.status) << c.method << " " << c.path << " " << c.body.substr (0, 60) << " → " << r.body;
+    EXPECT_FALSE (r.str ("error").empty ()) << c.method << " " << c.path << ": " << r.body;
+  }
+  // Nothing above changed anything: still exactly the two sessions.
+  HttpReply list = d.request ("GET", "/api/v1/sessions");
+  EXPECT_EQ (json_array_get_length (json_object_get_array_member (list.object (), "sessions")), 2u);
+}
+
+TEST_F (Livemicrod, SessionsSeeOnlyWhatTheirRoleAllows)
+{
+  Daemon d (kTwoMicroscopes);
+  ASSERT_TRUE (d.start ()) << d.error ();
+  HttpReply left_owner = d.create_session ("lena", "owner", "left");
+  HttpReply right_owner = d.create_session ("rick", "owner", "right");
+  ASSERT_EQ (left_owner.status, 201);
+  ASSERT_EQ (right_owner.status, 201);
+  std::string lt = left_owner.str ("token");
+  // An owner lists only their microscope's sessions and sees only it.
+  HttpReply list = d.request ("GET", "/api/v1/sessions", "", lt);
+  EXPECT_NE (list.body.find (left_owner.str ("id")), std::string::npos);
+  EXPECT_EQ (list.body.find (right_owner.str ("id")), std::string::npos);
+  EXPECT_EQ (d.request ("GET", "/api/v1/sessions/" + right_owner.str ("id"), "", lt).status, 403);
+  EXPECT_EQ (d.request ("DELETE", "/api/v1/sessions/" + right_owner.str ("id"), "", lt).status, 403);
+  EXPECT_EQ (d.request ("GET", "/api/v1/microscopes/right", "", lt).status, 403);
+  HttpReply scopes = d.request ("GET", "/api/v1/microscopes", "", lt);
+  EXPECT_EQ (json_array_get_length (json_object_get_array_member (scopes.object (), "microscopes")), 1u);
+  // An owner cannot invite to another microscope.
+  EXPECT_EQ (d.create_session ("x", "guest", "right", lt).status, 403);
+}
+
+TEST_F (Livemicrod, RtspPlaysOnlyWithTheSessionsOwnCredentialsOverTcpAndUdp)
+{
+  Daemon d (kSmall);
+  ASSERT_TRUE (d.start ()) << d.error ();
+  HttpReply a = d.create_session ("alice", "owner");
+  HttpReply b = d.create_session ("bob", "owner");
+  ASSERT_EQ (a.status, 201);
+  ASSERT_EQ (b.status, 201);
+  const std::string url = a.str ("rtsp_url"), id = a.str ("id"), token = a.str ("token");
+  for (const char *proto : {"tcp", "udp"}) {
+    RtspPlayer ok (url, id, token, proto);
+    EXPECT_TRUE (ok.wait_frames (10, 15)) << proto << ": " << ok.error ();
+  }
+  RtspPlayer wrong (url, id, "wrong-password");
+  EXPECT_FALSE (wrong.wait_frames (1, 10));
+  EXPECT_NE (wrong.error ().find ("Unauthorized"), std::string::npos) << wrong.error ();
+  RtspPlayer nobody (url, "", "");
+  EXPECT_FALSE (nobody.wait_frames (1, 10));
+  EXPECT_NE (nobody.error ().find ("Unauthorized"), std::string::npos) << nobody.error ();
+  // Bob's valid credentials do not open Alice's mount.
+  RtspPlayer other (url, b.str ("id"), b.str ("token"));
+  EXPECT_FALSE (other.wait_frames (1, 10));
+  EXPECT_FALSE (other.error ().empty ());
+  EXPECT_EQ (other.frames (), 0);
+}
+
+TEST_F (Livemicrod, EndingASessionStopsItsPlayers)
+{
+  Daemon d (kSmall);
+  ASSERT_TRUE (d.start ()) << d.error ();
+  HttpReply a = d.create_session ("alice", "owner");
+  RtspPlayer p (a.str ("rtsp_url"), a.str ("id"), a.str ("token"));
+  ASSERT_TRUE (p.wait_frames (5, 15)) << p.error ();
+  ASSERT_EQ (d.request ("DELETE", "/api/v1/sessions/" + a.str ("id")).status, 204);
+  g_usleep (1500000);
+  int frames = p.frames ();
+  g_usleep (1000000);
+  EXPECT_EQ (p.frames (), frames) << "frames still arrive after the session ended";
+  RtspPlayer again (a.str ("rtsp_url"), a.str ("id"), a.str ("token"));
+  EXPECT_FALSE (again.wait_frames (1, 10));
+}
+
+TEST_F (Livemicrod, SessionsAndTheirCredentialsSurviveARestart)
+{
+  livemicro::test::TempDir state;
+  std::string id, token, url;
+  {
+    Daemon d (kSmall, state.path ());
+    ASSERT_TRUE (d.start ()) << d.error ();
+    HttpReply a = d.create_session ("alice", "owner");
+    ASSERT_EQ (a.status, 201);
+    id = a.str ("id");
+    token = a.str ("token");
+  }
+  Daemon d (kSmall, state.path ());
+  ASSERT_TRUE (d.start ()) << d.error ();
+  HttpReply self = d.request ("GET", "/api/v1/sessions/" + id, "", token);
+  EXPECT_EQ (self.status, 200) << self.body;
+  url = "rtsp://127.0.0.1:" + std::to_string (d.rtsp_port ()) + "/s/" + id;
+  RtspPlayer p (url, id, token);
+  EXPECT_TRUE (p.wait_frames (5, 15)) << p.error ();
+  // The database keeps a hash, never the token.
+  g_autofree char *db = nullptr;
+  gsize len = 0;
+  ASSERT_TRUE (g_file_get_contents ((state.path () + "/livemicro.db").c_str (), &db, &len, nullptr));
+  EXPECT_EQ (std::string (db, len).find (token), std::string::npos);
+}
+
+TEST_F (Livemicrod, KillingOneMicroscopesWorkerLeavesTheOtherServingAndComesBackWithin2s)
+{
+  Daemon d (kTwoMicroscopes);
+  ASSERT_TRUE (d.start ()) << d.error ();
+  HttpReply l = d.create_session ("lena", "owner", "left");
+  HttpReply r = d.create_session ("rick", "owner", "right");
+  ASSERT_EQ (l.status, 201);
+  ASSERT_EQ (r.status, 201);
+  RtspPlayer left (l.str ("rtsp_url"), l.str ("id"), l.str ("token"), "tcp", false);
+  RtspPlayer right (r.str ("rtsp_url"), r.str ("id"), r.str ("token"), "tcp", false);
+  ASSERT_TRUE (left.wait_frames (10, 15)) << left.error ();
+  ASSERT_TRUE (right.wait_frames (10, 15)) << right.error ();
+
+  HttpReply scope = d.request ("GET", "/api/v1/microscopes/left");
+  gint64 pid = json_object_get_int_member_with_default (scope.object (), "worker_pid", 0);
+  ASSERT_GT (pid, 0);
+  int right_before = right.frames (), left_before = left.frames ();
+  gint64 killed = g_get_monotonic_time ();
+  ASSERT_EQ (kill ((pid_t) pid, SIGKILL), 0);
+
+  // The right microscope never stops: no gap over 0.5 s in the next 2.5 s.
+  gint64 longest_gap = 0, last = g_get_monotonic_time ();
+  int seen = right.frames ();
+  gint64 left_back = 0;
+  while (g_get_monotonic_time () - killed < 2500000) {
+    g_usleep (10000);
+    if (right.frames () != seen) {
+      seen = right.frames ();
+      longest_gap = std::max (longest_gap, g_get_monotonic_time () - last);
+      last = g_get_monotonic_time ();
+    }
+    // The left one: frames again after the kill (allow in-flight ones to land first).
+    if (!left_back && left.frames () > left_before + 3 && left.last_frame_us () - killed > 100000)
+      left_back = left.last_frame_us ();
+  }
+  EXPECT_GT (right.frames (), right_before + 45) << "right kept receiving ~30 fps";
+  EXPECT_LT (longest_gap, 500000) << "right stalled " << longest_gap / 1000 << " ms";
+  ASSERT_GT (left_back, 0) << "left did not serve again within 2.5 s";
+  EXPECT_LT (left_back - killed, 2000000) << "left came back after " << (left_back - killed) / 1000 << " ms";
+  EXPECT_GE (d.metric ("livemicro_worker_restarts_total{microscope=\"left\"}"), 1);
+  EXPECT_EQ (d.metric ("livemicro_worker_restarts_total{microscope=\"right\"}"), 0);
+}
+
+TEST_F (Livemicrod, MetricsCountSessionsBranchesEncodersAndViewers)
+{
+  Daemon d (kSmall);
+  ASSERT_TRUE (d.start ()) << d.error ();
+  HttpReply a = d.create_session ("a", "owner");
+  HttpReply b = d.create_session ("b", "owner");
+  ASSERT_EQ (b.status, 201);
+  RtspPlayer p1 (a.str ("rtsp_url"), a.str ("id"), a.str ("token"), "tcp", false);
+  RtspPlayer p2 (b.str ("rtsp_url"), b.str ("id"), b.str ("token"), "tcp", false);
+  ASSERT_TRUE (p1.wait_frames (5, 15));
+  ASSERT_TRUE (p2.wait_frames (5, 15));
+  EXPECT_EQ (d.metric ("livemicro_sessions{microscope=\"demo\",role=\"owner\"}"), 2);
+  EXPECT_EQ (d.metric ("livemicro_view_branches{microscope=\"demo\"}"), 1);
+  EXPECT_EQ (d.metric ("livemicro_encoders{microscope=\"demo\"}"), 1);
+  EXPECT_EQ (d.metric ("livemicro_viewers{microscope=\"demo\",profile=\"owner\",transport=\"rtsp\"}"), 2);
+  // The worker reports fps once a second.
+  double fps = 0;
+  for (int i = 0; i < 50 && fps <= 20; i++, g_usleep (100000))
+    fps = d.metric ("livemicro_view_fps{microscope=\"demo\",profile=\"owner\"}");
+  EXPECT_GT (fps, 20);
+}
+
+TEST_F (Livemicrod, ChromiumDecodesWebRtcVideoOnTheViewerPage)
+{
+  const char *chromium = "/usr/bin/chromium";
+  if (!g_file_test (chromium, G_FILE_TEST_IS_EXECUTABLE))
+    GTEST_SKIP () << "Debian's chromium is not installed (scripts/install-deps.sh installs it)";
+  Daemon d (kSmall);
+  ASSERT_TRUE (d.start ()) << d.error ();
+  HttpReply a = d.create_session ("alice", "owner");
+  ASSERT_EQ (a.status, 201);
+  livemicro::test::TempDir profile;
+  std::vector<std::string> args = {chromium, "--headless=new", "--no-sandbox", "--disable-gpu",
+      "--disable-quic", "--no-first-run", "--disable-background-networking",
+      "--disable-component-update", "--disable-sync", "--autoplay-policy=no-user-gesture-required",
+      "--user-data-dir=" + profile.path (), a.str ("viewer_url")};
+  std::vector<const char *> argv;
+  for (auto &s : args)
+    argv.push_back (s.c_str ());
+  argv.push_back (nullptr);
+  g_autoptr (GError) error = nullptr;
+  g_autoptr (GSubprocess) browser = g_subprocess_newv (argv.data (),
+      (GSubprocessFlags) (G_SUBPROCESS_FLAGS_STDOUT_SILENCE | G_SUBPROCESS_FLAGS_STDERR_SILENCE), &error);
+  ASSERT_NE (browser, nullptr) << error->message;
+  // The page reports what it decoded to the daemon.
+  gint64 decoded = 0;
+  double p50 = -1;
+  gint64 deadline = g_get_monotonic_time () + 40 * G_USEC_PER_SEC;
+  while (g_get_monotonic_time () < deadline && decoded < 30) {
+    g_usleep (500000);
+    HttpReply s = d.request ("GET", "/api/v1/sessions/" + a.str ("id"));
+    JsonNode *stats = s.object () ? json_object_get_member (s.object (), "viewer_stats") : nullptr;
+    if (stats && JSON_NODE_HOLDS_OBJECT (stats)) {
+      decoded = json_object_get_int_member_with_default (json_node_get_object (stats), "frames_decoded", 0);
+      JsonNode *l = json_object_get_member (json_node_get_object (stats), "latency_ms_p50");
+      if (l && JSON_NODE_HOLDS_VALUE (l))
+        p50 = json_node_get_double (l);
+    }
+  }
+  g_subprocess_force_exit (browser);
+  g_subprocess_wait (browser, nullptr, nullptr);
+  EXPECT_GE (decoded, 30) << "frames decoded by Chromium";
+  EXPECT_GT (p50, 0) << "the page measured latency from the capture times";
+  EXPECT_EQ (d.metric ("livemicro_encoders{microscope=\"demo\"}"), 1) << "no encode per viewer";
+}
