@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # LiveMicro quick start: installs what is missing (Debian 12), builds, and then
-#   run   shows the virtual microscope (a window when there is a display,
-#         else a few PNG frames in ./demo-frames)
+#   run   starts livemicrod --demo: a virtual microscope served over WebRTC
+#         (viewer link printed) and RTSP on 127.0.0.1
 #   test  runs the whole test suite and ends with "N passed, N failed[, N skipped]"
 # Run as root or as a user with sudo (only the package install needs it).
 set -euo pipefail
@@ -25,4 +25,5 @@ if [ "$mode" = test ]; then
   exit $status
 fi
 
-exec ./scripts/demo.sh "$build"
+shift
+exec ./scripts/demo.sh "$build" "$@"

@@ -159,7 +159,7 @@
       latency_ms_p50: isFinite(p50) ? p50 : null,
       latency_ms_p95: isFinite(p95) ? p95 : null,
       latency_samples: state.latencies.length,
-      latencies_ms: recent,
+      latencies_ms: state.latencies,
       ice_state: state.iceState,
       user_agent: navigator.userAgent,
     } });

@@ -12,6 +12,7 @@
 // view_error, warning, error) and frames: each encoded access unit of a view
 // with the capture time and stage position of the frame it came from.  A
 // crash here takes down this microscope's media only; the daemon restarts it.
+#include "common/encoder_timeline.h"
 #include "common/h264.h"
 #include "common/wire.h"
 
@@ -44,9 +45,8 @@ struct View {
   uint32_t id = 0;
   GstElement *bin = nullptr;
   GstPad *tee_pad = nullptr;
-  std::mutex mutex;
-  // Stage of the raw frames entering the encoder, by PTS.
-  std::map<GstClockTime, wire::FrameHeader> pending;
+  // Stage and capture time of the raw frames entering the encoder.
+  livemicro::orchestrator::EncoderTimeline<wire::FrameHeader> timeline;
   std::atomic<uint64_t> frames {0}, dropped {0}, bytes {0};
   uint64_t frames_at_last_stats = 0;
 };
@@ -161,10 +161,7 @@ on_raw_frame (GstPad *, GstPadProbeInfo *info, gpointer data)
   } else {
     h.capture_unix_us = g_get_real_time ();
   }
-  std::lock_guard<std::mutex> lock (view->mutex);
-  view->pending[GST_BUFFER_PTS (buf)] = h;
-  while (view->pending.size () > 64)
-    view->pending.erase (view->pending.begin ());
+  view->timeline.record (GST_BUFFER_PTS (buf), h);
   return GST_PAD_PROBE_OK;
 }
 
@@ -177,16 +174,11 @@ on_encoded (GstAppSink *sink, gpointer data)
     return GST_FLOW_EOS;
   GstBuffer *buf = gst_sample_get_buffer (sample);
   wire::FrameHeader h;
-  {
-    std::lock_guard<std::mutex> lock (view->mutex);
-    auto it = view->pending.find (GST_BUFFER_PTS (buf));
-    if (it != view->pending.end ()) {
-      h = it->second;
-      view->pending.erase (view->pending.begin (), std::next (it));
-    } else {
-      h.view_id = view->id;
-      h.capture_unix_us = g_get_real_time ();
-    }
+  if (auto in = view->timeline.take (GST_BUFFER_PTS (buf))) {
+    h = *in;
+  } else {
+    h.view_id = view->id;
+    h.capture_unix_us = g_get_real_time ();
   }
   h.pts_ns = GST_BUFFER_PTS (buf);
   h.duration_ns = GST_BUFFER_DURATION_IS_VALID (buf) ? GST_BUFFER_DURATION (buf) : 0;
@@ -528,13 +520,20 @@ start (const std::string &description, std::string &error)
     return false;
   }
   GstBus *bus = gst_element_get_bus (p);
-  gst_bus_add_watch (bus, on_bus, nullptr);
-  gst_object_unref (bus);
   if (gst_element_set_state (p, GST_STATE_PLAYING) == GST_STATE_CHANGE_FAILURE) {
-    // The bus watch reports the element's own error message.
+    // The element said why on the bus (e.g. "slide '…' does not exist").
     error = "the capture pipeline failed to start";
+    if (GstMessage *m = gst_bus_pop_filtered (bus, GST_MESSAGE_ERROR)) {
+      g_autoptr (GError) err = nullptr;
+      gst_message_parse_error (m, &err, nullptr);
+      error = err->message;
+      gst_message_unref (m);
+    }
+    gst_object_unref (bus);
     return false;
   }
+  gst_bus_add_watch (bus, on_bus, nullptr);
+  gst_object_unref (bus);
   return true;
 }
 

@@ -67,7 +67,8 @@ public:
   }
   ~Daemon () { stop (); }
 
-  bool start (double timeout_s = 30)
+  // Starts and waits until it serves and (wait_online) every microscope is up.
+  bool start (double timeout_s = 30, bool wait_online = true)
   {
     std::vector<std::string> args = {livemicrod_path (), "--http-port", "0", "--rtsp-port", "0",
         "--state-dir", state_dir_};
@@ -98,9 +99,10 @@ public:
       std::string text = log ();
       auto at = text.find ("livemicrod: HTTP ");
       if (at != std::string::npos && text.find ('\n', at) != std::string::npos) {
-        http_port_ = port_after (text, "HTTP http://127.0.0.1:");
-        rtsp_port_ = port_after (text, "RTSP rtsp://127.0.0.1:");
-        return http_port_ > 0 && rtsp_port_ > 0 && wait_online (deadline);
+        https_ = text.find ("HTTP https://") != std::string::npos;
+        http_port_ = port_after (text, https_ ? "HTTP https://127.0.0.1:" : "HTTP http://127.0.0.1:");
+        rtsp_port_ = port_after (text, https_ ? "RTSP rtsps://127.0.0.1:" : "RTSP rtsp://127.0.0.1:");
+        return http_port_ > 0 && rtsp_port_ > 0 && (!wait_online || this->wait_online (deadline));
       }
       if (g_subprocess_get_identifier (proc_) == nullptr) {
         last_error_ = "livemicrod exited: " + text;
@@ -140,8 +142,12 @@ public:
   {
     HttpReply r;
     g_autoptr (SoupSession) session = soup_session_new_with_options ("timeout", 20, nullptr);
-    std::string url = "http://127.0.0.1:" + std::to_string (http_port_) + path;
+    std::string url = std::string (https_ ? "https" : "http") + "://127.0.0.1:" +
+                      std::to_string (http_port_) + path;
     g_autoptr (SoupMessage) msg = soup_message_new (method.c_str (), url.c_str ());
+    if (https_)  // the tests' self-signed certificate
+      g_signal_connect (msg, "accept-certificate", G_CALLBACK (+[] (SoupMessage *, GTlsCertificate *,
+          GTlsCertificateFlags, gpointer) -> gboolean { return TRUE; }), nullptr);
     if (!token.empty ())
       soup_message_headers_replace (soup_message_get_request_headers (msg), "Authorization",
           ("Bearer " + token).c_str ());
@@ -210,6 +216,7 @@ private:
   std::string config_json_, state_dir_, log_, last_error_;
   GSubprocess *proc_ = nullptr;
   int http_port_ = 0, rtsp_port_ = 0, starts_ = 0;
+  bool https_ = false;
 };
 
 // An RTSP player: rtspsrc → depay → decode, counting decoded frames and
@@ -219,7 +226,9 @@ public:
   RtspPlayer (const std::string &url, const std::string &user, const std::string &password,
       const char *protocols = "tcp", bool decode = true)
   {
-    std::string desc = "rtspsrc name=src latency=0 protocols=" + std::string (protocols) +
+    // rtsps: the tests' self-signed certificate.
+    std::string tls = url.rfind ("rtsps:", 0) == 0 ? " tls-validation-flags=0" : "";
+    std::string desc = "rtspsrc name=src latency=0" + tls + " protocols=" + std::string (protocols) +
                        " location=\"" + url + "\"" +
                        (user.empty () ? "" : " user-id=\"" + user + "\" user-pw=\"" + password + "\"") +
                        " ! rtph264depay name=depay ! h264parse ! " +

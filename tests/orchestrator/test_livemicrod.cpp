@@ -322,3 +322,57 @@ TEST_F (Livemicrod, ChromiumDecodesWebRtcVideoOnTheViewerPage)
   EXPECT_GT (p50, 0) << "the page measured latency from the capture times";
   EXPECT_EQ (d.metric ("livemicro_encoders{microscope=\"demo\"}"), 1) << "no encode per viewer";
 }
+
+TEST_F (Livemicrod, TlsServesTheApiOverHttpsAndPlayersOverRtsps)
+{
+  livemicro::test::TempDir dir;
+  std::string cert = dir.file ("cert.pem"), key = dir.file ("key.pem");
+  std::string cmd = "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 -keyout " + key +
+                    " -out " + cert;
+  int status = 0;
+  if (!g_spawn_command_line_sync (cmd.c_str (), nullptr, nullptr, &status, nullptr) || status != 0)
+    GTEST_SKIP () << "openssl is not available to make a test certificate";
+  Daemon d (std::string (R"({"tls": {"certificate": ")") + cert + R"(", "key": ")" + key + R"("},
+      "video": {"width": 320, "height": 240},
+      "microscopes": [{"id": "demo", "uri": "sim://synthetic"}]})");
+  ASSERT_TRUE (d.start ()) << d.error ();
+  HttpReply a = d.create_session ("alice", "owner");
+  ASSERT_EQ (a.status, 201) << a.body;
+  EXPECT_EQ (a.str ("rtsp_url").rfind ("rtsps://", 0), 0u) << a.str ("rtsp_url");
+  EXPECT_EQ (a.str ("viewer_url").rfind ("https://", 0), 0u) << a.str ("viewer_url");
+  RtspPlayer p (a.str ("rtsp_url"), a.str ("id"), a.str ("token"));
+  EXPECT_TRUE (p.wait_frames (5, 15)) << p.error ();
+  // A broken key pair is refused at start with the file named.
+  std::ofstream (dir.file ("bad.pem")) << "not a key";
+  Daemon bad (std::string (R"({"tls": {"certificate": ")") + cert + R"(", "key": ")" + dir.file ("bad.pem") +
+              R"("}, "microscopes": [{"id": "demo", "uri": "sim://synthetic"}]})");
+  EXPECT_FALSE (bad.start (10));
+  EXPECT_NE (bad.error ().find (cert), std::string::npos) << bad.error ();
+}
+
+TEST_F (Livemicrod, BadConfigurationStopsTheDaemonWithTheKeyNamed)
+{
+  Daemon bad (R"({"microscopes": [{"id": "demo", "uri": "sim://synthetic", "colour": "red"}]})");
+  EXPECT_FALSE (bad.start (10));
+  EXPECT_NE (bad.error ().find ("colour: unknown key"), std::string::npos) << bad.error ();
+}
+
+TEST_F (Livemicrod, AMicroscopeWhoseSlideIsMissingIsOfflineWithTheReason)
+{
+  Daemon d (R"({"microscopes": [{"id": "demo", "uri": "sim:///no/such/slide.svs"},
+      {"id": "good", "uri": "sim://synthetic", "name": "good"}], "video": {"width": 320, "height": 240}})");
+  ASSERT_TRUE (d.start (20, false)) << d.error ();
+  // The daemon serves the other microscope and says why this one is down.
+  std::string error;
+  for (int i = 0; i < 50 && error.empty (); i++, g_usleep (100000)) {
+    HttpReply r = d.request ("GET", "/api/v1/microscopes/demo");
+    ASSERT_EQ (r.status, 200);
+    EXPECT_FALSE (json_object_get_boolean_member_with_default (r.object (), "online", TRUE));
+    error = r.str ("error");
+  }
+  EXPECT_NE (error.find ("/no/such/slide.svs"), std::string::npos) << error;
+  HttpReply s = d.create_session ("g", "owner", "good");
+  ASSERT_EQ (s.status, 201);
+  RtspPlayer p (s.str ("rtsp_url"), s.str ("id"), s.str ("token"));
+  EXPECT_TRUE (p.wait_frames (5, 15)) << p.error ();
+}

@@ -1,0 +1,562 @@
+// Benchmarks of livemicrod, run on purpose:
+//   meson test -C build --benchmark --suite bench -v
+//   build/tests/bench/bench-orchestrator [latency|session-start|viewers|all] [--seconds S] [--json FILE]
+//
+// latency        glass-to-glass at 720p30 on loopback: capture time (carried in
+//                every access unit as an SEI) → decoded at an rtspsrc client /
+//                presented in headless Chromium (WebRTC), p50/p95, next to a
+//                bare gst-rtsp-server (videotestsrc → x264enc zerolatency →
+//                rtspsrc latency=0) in the same run.
+// session-start  POST /api/v1/sessions → first decoded frame at an RTSP client.
+// viewers        concurrent RTSP viewers over 3 view profiles at 720p30 until
+//                p95 latency passes 150 ms or frames drop, next to the naive
+//                design (one capture + encoder pipeline per viewer).
+#include "../orchestrator/daemon_process.h"
+#include "../../orchestrator/common/encoder_timeline.h"
+#include "../../orchestrator/common/h264.h"
+
+#include <gst/app/gstappsink.h>
+#include <gst/rtsp-server/rtsp-server.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <thread>
+
+using namespace livemicro::test;
+namespace h264 = livemicro::orchestrator::h264;
+
+namespace {
+
+double
+pct (std::vector<double> v, double q)
+{
+  if (v.empty ())
+    return -1;
+  std::sort (v.begin (), v.end ());
+  return v[std::min (v.size () - 1, (size_t) (q * v.size ()))];
+}
+
+// An RTSP client measuring per-frame glass-to-glass latency from the SEI
+// capture time, at the decoder's output (decode) or at the depayloader's
+// (no decode, for many clients at once).
+class LatencyClient {
+public:
+  LatencyClient (const std::string &url, const std::string &user, const std::string &pw, bool decode)
+  {
+    std::string desc = "rtspsrc name=src latency=0 protocols=tcp location=\"" + url + "\"" +
+                       (user.empty () ? "" : " user-id=\"" + user + "\" user-pw=\"" + pw + "\"") +
+                       " ! rtph264depay name=depay ! video/x-h264,stream-format=byte-stream,alignment=au ! h264parse ! " +
+                       (decode ? "avdec_h264 ! " : "") +
+                       "fakesink name=sink sync=false signal-handoffs=true";
+    pipeline_ = gst_parse_launch (desc.c_str (), nullptr);
+    GstElement *depay = gst_bin_get_by_name (GST_BIN (pipeline_), "depay");
+    GstPad *pad = gst_element_get_static_pad (depay, "src");
+    gst_pad_add_probe (pad, GST_PAD_PROBE_TYPE_BUFFER, [] (GstPad *, GstPadProbeInfo *info, gpointer d) {
+      auto *self = static_cast<LatencyClient *> (d);
+      GstBuffer *b = GST_PAD_PROBE_INFO_BUFFER (info);
+      GstMapInfo map;
+      if (gst_buffer_map (b, &map, GST_MAP_READ)) {
+        auto t = h264::capture_time (map.data, map.size);
+        gst_buffer_unmap (b, &map);
+        if (t) {
+          std::lock_guard<std::mutex> lock (self->mutex_);
+          self->capture_[GST_BUFFER_PTS (b)] = *t;
+          while (self->capture_.size () > 64)
+            self->capture_.erase (self->capture_.begin ());
+        }
+      }
+      return GST_PAD_PROBE_OK;
+    }, this, nullptr);
+    gst_object_unref (pad);
+    gst_object_unref (depay);
+    GstElement *sink = gst_bin_get_by_name (GST_BIN (pipeline_), "sink");
+    g_signal_connect (sink, "handoff", G_CALLBACK (+[] (GstElement *, GstBuffer *b, GstPad *, gpointer d) {
+      auto *self = static_cast<LatencyClient *> (d);
+      gint64 now = g_get_real_time ();
+      std::lock_guard<std::mutex> lock (self->mutex_);
+      self->frames_++;
+      if (self->first_frame_us_ == 0)
+        self->first_frame_us_ = g_get_monotonic_time ();
+      auto it = self->capture_.find (GST_BUFFER_PTS (b));
+      if (it != self->capture_.end () && self->recording_)
+        self->latency_ms_.push_back ((now - it->second) / 1000.0);
+    }), this);
+    gst_object_unref (sink);
+    gst_element_set_state (pipeline_, GST_STATE_PLAYING);
+  }
+  ~LatencyClient ()
+  {
+    gst_element_set_state (pipeline_, GST_STATE_NULL);
+    gst_object_unref (pipeline_);
+  }
+  void record (bool on)
+  {
+    std::lock_guard<std::mutex> lock (mutex_);
+    recording_ = on;
+    if (on) {
+      latency_ms_.clear ();
+      frames_at_record_ = frames_;
+    }
+  }
+  std::vector<double> latencies ()
+  {
+    std::lock_guard<std::mutex> lock (mutex_);
+    return latency_ms_;
+  }
+  int frames_since_record ()
+  {
+    std::lock_guard<std::mutex> lock (mutex_);
+    return frames_ - frames_at_record_;
+  }
+  gint64 first_frame_us ()
+  {
+    std::lock_guard<std::mutex> lock (mutex_);
+    return first_frame_us_;
+  }
+
+private:
+  GstElement *pipeline_;
+  std::mutex mutex_;
+  std::map<GstClockTime, int64_t> capture_;
+  std::vector<double> latency_ms_;
+  int frames_ = 0, frames_at_record_ = 0;
+  gint64 first_frame_us_ = 0;
+  bool recording_ = false;
+};
+
+// Runs the default main context (gst-rtsp-server in this process) on a thread.
+class MainLoopThread {
+public:
+  MainLoopThread () : loop_ (g_main_loop_new (nullptr, FALSE)), thread_ ([this] { g_main_loop_run (loop_); }) {}
+  ~MainLoopThread ()
+  {
+    g_main_loop_quit (loop_);
+    thread_.join ();
+    g_main_loop_unref (loop_);
+  }
+
+private:
+  GMainLoop *loop_;
+  std::thread thread_;
+};
+
+// Capture times by PTS, stamped where frames are made and put into the
+// encoded stream as SEI (as livemicro-worker does).
+using CaptureTimes = livemicro::orchestrator::EncoderTimeline<gint64>;
+
+GstPadProbeReturn
+stamp_capture (GstPad *, GstPadProbeInfo *info, gpointer d)
+{
+  static_cast<CaptureTimes *> (d)->record (GST_BUFFER_PTS (GST_PAD_PROBE_INFO_BUFFER (info)),
+      g_get_real_time ());
+  return GST_PAD_PROBE_OK;
+}
+
+GstPadProbeReturn
+insert_sei (GstPad *, GstPadProbeInfo *info, gpointer d)
+{
+  auto *t = static_cast<CaptureTimes *> (d);
+  GstBuffer *b = GST_PAD_PROBE_INFO_BUFFER (info);
+  auto found = t->take (GST_BUFFER_PTS (b));
+  if (!found)
+    return GST_PAD_PROBE_OK;
+  gint64 when = *found;
+  GstMapInfo map;
+  gst_buffer_map (b, &map, GST_MAP_READ);
+  auto au = h264::with_capture_time (map.data, map.size, when);
+  gst_buffer_unmap (b, &map);
+  GstBuffer *out = gst_buffer_new_memdup (au.data (), au.size ());
+  gst_buffer_copy_into (out, b, GST_BUFFER_COPY_METADATA, 0, -1);
+  gst_buffer_unref (b);
+  GST_PAD_PROBE_INFO_DATA (info) = out;
+  return GST_PAD_PROBE_OK;
+}
+
+void
+on_media_configure (GstRTSPMediaFactory *, GstRTSPMedia *media, gpointer)
+{
+  GstElement *bin = gst_rtsp_media_get_element (media);
+  GstElement *cap = gst_bin_get_by_name_recurse_up (GST_BIN (bin), "capture");
+  GstElement *enc = gst_bin_get_by_name_recurse_up (GST_BIN (bin), "enc");
+  auto *times = new CaptureTimes ();
+  g_object_set_data_full (G_OBJECT (media), "capture-times", times,
+      [] (gpointer p) { delete static_cast<CaptureTimes *> (p); });
+  GstPad *cp = gst_element_get_static_pad (cap, "src");
+  gst_pad_add_probe (cp, GST_PAD_PROBE_TYPE_BUFFER, stamp_capture, times, nullptr);
+  gst_object_unref (cp);
+  GstPad *ep = gst_element_get_static_pad (enc, "src");
+  gst_pad_add_probe (ep, GST_PAD_PROBE_TYPE_BUFFER, insert_sei, times, nullptr);
+  gst_object_unref (ep);
+  gst_object_unref (cap);
+  gst_object_unref (enc);
+  gst_object_unref (bin);
+}
+
+// A bare gst-rtsp-server: one launch-line factory per mount, with the
+// capture time put into the stream the same way livemicro-worker does.
+class BareServer {
+public:
+  // `launch` must contain an element named "capture" (where frames are
+  // stamped) and an encoder named "enc".
+  BareServer (const std::string &launch, bool shared)
+  {
+    server_ = gst_rtsp_server_new ();
+    gst_rtsp_server_set_address (server_, "127.0.0.1");
+    gst_rtsp_server_set_service (server_, "0");
+    GstRTSPMediaFactory *f = gst_rtsp_media_factory_new ();
+    gst_rtsp_media_factory_set_launch (f, launch.c_str ());
+    gst_rtsp_media_factory_set_shared (f, shared);
+    g_signal_connect (f, "media-configure", G_CALLBACK (on_media_configure), nullptr);
+    GstRTSPMountPoints *m = gst_rtsp_server_get_mount_points (server_);
+    gst_rtsp_mount_points_add_factory (m, "/bare", f);
+    g_object_unref (m);
+    source_ = gst_rtsp_server_attach (server_, nullptr);
+    port_ = gst_rtsp_server_get_bound_port (server_);
+  }
+  ~BareServer ()
+  {
+    g_source_remove (source_);
+    g_object_unref (server_);
+  }
+  std::string url () const { return "rtsp://127.0.0.1:" + std::to_string (port_) + "/bare"; }
+
+private:
+  GstRTSPServer *server_;
+  guint source_;
+  int port_;
+};
+
+struct Row {
+  std::string name;
+  std::vector<double> values;  // latency samples or times, ms
+  double extra = 0;
+};
+
+const char *kConfig720 = R"({
+  "video": {"width": 1280, "height": 720, "framerate": 30, "bitrate_kbps": 2500},
+  "microscopes": [{"id": "demo", "uri": "sim://synthetic"}]})";
+
+std::vector<double>
+measure_client (LatencyClient &c, double seconds)
+{
+  // Let it settle first (keyframe, jitter of the first second).
+  g_usleep (1500000);
+  c.record (true);
+  g_usleep ((gulong) (seconds * 1e6));
+  c.record (false);
+  if (g_getenv ("BENCH_DEBUG"))
+    std::fprintf (stderr, "client: %d frames, %zu samples\n", c.frames_since_record (), c.latencies ().size ());
+  return c.latencies ();
+}
+
+std::vector<double>
+webrtc_latency (Daemon &d, double seconds, std::string &note)
+{
+  const char *chromium = "/usr/bin/chromium";
+  if (!g_file_test (chromium, G_FILE_TEST_IS_EXECUTABLE)) {
+    note = "chromium not installed";
+    return {};
+  }
+  HttpReply s = d.create_session ("bench-webrtc", "owner");
+  TempDir profile;
+  std::vector<std::string> args = {chromium, "--headless=new", "--no-sandbox", "--disable-gpu",
+      "--disable-quic", "--no-first-run", "--disable-background-networking",
+      "--disable-component-update", "--disable-sync", "--autoplay-policy=no-user-gesture-required",
+      "--user-data-dir=" + profile.path (), s.str ("viewer_url")};
+  std::vector<const char *> argv;
+  for (auto &a : args)
+    argv.push_back (a.c_str ());
+  argv.push_back (nullptr);
+  GSubprocess *browser = g_subprocess_newv (argv.data (),
+      (GSubprocessFlags) (G_SUBPROCESS_FLAGS_STDOUT_SILENCE | G_SUBPROCESS_FLAGS_STDERR_SILENCE), nullptr);
+  // Wait for the page to play, then take the last `seconds` of samples.
+  std::vector<double> out;
+  gint64 deadline = g_get_monotonic_time () + 30 * G_USEC_PER_SEC;
+  gint64 decoded = 0;
+  while (g_get_monotonic_time () < deadline && decoded < 30) {
+    g_usleep (500000);
+    HttpReply r = d.request ("GET", "/api/v1/sessions/" + s.str ("id"));
+    JsonNode *st = r.object () ? json_object_get_member (r.object (), "viewer_stats") : nullptr;
+    if (st && JSON_NODE_HOLDS_OBJECT (st))
+      decoded = json_object_get_int_member_with_default (json_node_get_object (st), "frames_decoded", 0);
+  }
+  g_usleep ((gulong) (std::min (seconds, 9.5) * 1e6) + 1200000);
+  HttpReply r = d.request ("GET", "/api/v1/sessions/" + s.str ("id"));
+  JsonNode *st = r.object () ? json_object_get_member (r.object (), "viewer_stats") : nullptr;
+  if (st && JSON_NODE_HOLDS_OBJECT (st)) {
+    JsonArray *a = json_object_get_array_member (json_node_get_object (st), "latencies_ms");
+    for (guint i = 0; a && i < json_array_get_length (a); i++)
+      out.push_back (json_array_get_double_element (a, i));
+  }
+  g_subprocess_force_exit (browser);
+  g_subprocess_wait (browser, nullptr, nullptr);
+  g_object_unref (browser);
+  d.request ("DELETE", "/api/v1/sessions/" + s.str ("id"));
+  if (out.empty ())
+    note = "no samples (the page did not play)";
+  return out;
+}
+
+void
+print_latency_table (const std::vector<Row> &rows)
+{
+  std::printf ("%-52s %8s %8s %8s %8s\n", "glass-to-glass latency, 720p30, loopback", "samples", "p50 ms", "p95 ms", "max ms");
+  for (const Row &r : rows)
+    std::printf ("%-52s %8zu %8.1f %8.1f %8.1f\n", r.name.c_str (), r.values.size (), pct (r.values, 0.5),
+        pct (r.values, 0.95), r.values.empty () ? -1.0 : *std::max_element (r.values.begin (), r.values.end ()));
+}
+
+std::vector<Row>
+bench_latency (double seconds, int repeats)
+{
+  std::vector<Row> rows = {{"livemicrod RTSP (rtspsrc, decoded)", {}},
+      {"bare gst-rtsp-server RTSP (same client)", {}},
+      {"livemicrod WebRTC (Chromium, presented)", {}}};
+  MainLoopThread loop;
+  BareServer bare ("( videotestsrc is-live=true pattern=ball "
+                   "! video/x-raw,width=1280,height=720,framerate=30/1 ! identity name=capture "
+                   "! videoconvert ! video/x-raw,format=I420 "
+                   "! x264enc name=enc tune=zerolatency speed-preset=ultrafast bitrate=2500 key-int-max=30 bframes=0 threads=1 "
+                   "! video/x-h264,profile=constrained-baseline,stream-format=byte-stream,alignment=au ! rtph264pay name=pay0 pt=96 config-interval=-1 )",
+      true);
+  Daemon d (kConfig720);
+  if (!d.start ()) {
+    std::fprintf (stderr, "livemicrod: %s\n", d.error ().c_str ());
+    return rows;
+  }
+  HttpReply s = d.create_session ("bench", "owner");
+  std::string note;
+  for (int k = 0; k < repeats; k++) {  // interleaved, so the machine's noise hits all alike
+    {
+      LatencyClient c (s.str ("rtsp_url"), s.str ("id"), s.str ("token"), true);
+      auto v = measure_client (c, seconds);
+      rows[0].values.insert (rows[0].values.end (), v.begin (), v.end ());
+    }
+    {
+      LatencyClient c (bare.url (), "", "", true);
+      auto v = measure_client (c, seconds);
+      rows[1].values.insert (rows[1].values.end (), v.begin (), v.end ());
+    }
+    auto w = webrtc_latency (d, seconds, note);
+    rows[2].values.insert (rows[2].values.end (), w.begin (), w.end ());
+  }
+  if (!note.empty ())
+    rows[2].name += " [" + note + "]";
+  return rows;
+}
+
+std::vector<Row>
+bench_session_start (int n)
+{
+  Row shared {"POST → first decoded frame, view branch exists", {}};
+  Row fresh {"POST → first decoded frame, first session of a view", {}};
+  Daemon d (kConfig720);
+  if (!d.start ())
+    return {};
+  HttpReply keep = d.create_session ("keep", "owner");  // keeps the owner branch alive
+  for (int k = 0; k < n; k++) {
+    for (Row *row : {&shared, &fresh}) {
+      std::string role = row == &shared ? "owner" : "trainee";
+      gint64 t0 = g_get_monotonic_time ();
+      HttpReply s = d.create_session ("u" + std::to_string (k), role);
+      if (s.status != 201) {
+        if (row->name.find ('[') == std::string::npos)
+          row->name += " [" + role + ": " + s.str ("error") + "]";
+        continue;
+      }
+      LatencyClient c (s.str ("rtsp_url"), s.str ("id"), s.str ("token"), true);
+      gint64 deadline = t0 + 5 * G_USEC_PER_SEC;
+      while (!c.first_frame_us () && g_get_monotonic_time () < deadline)
+        g_usleep (2000);
+      if (c.first_frame_us ())
+        row->values.push_back ((c.first_frame_us () - t0) / 1000.0);
+      d.request ("DELETE", "/api/v1/sessions/" + s.str ("id"));
+    }
+  }
+  return {shared, fresh};
+}
+
+// Viewers spread over 3 profiles; each viewer its own session.  Returns the
+// largest count that held (p95 ≤ 150 ms and ≥ 95 % of the frames).
+struct Ramp {
+  std::string design;
+  int max_ok = 0;
+  std::vector<std::string> steps;
+};
+
+bool
+step_ok (std::vector<std::unique_ptr<LatencyClient>> &clients, double seconds, std::string &line)
+{
+  for (auto &c : clients)
+    c->record (true);
+  g_usleep ((gulong) (seconds * 1e6));
+  std::vector<double> all;
+  int min_frames = INT32_MAX;
+  for (auto &c : clients) {
+    c->record (false);
+    auto v = c->latencies ();
+    all.insert (all.end (), v.begin (), v.end ());
+    min_frames = std::min (min_frames, c->frames_since_record ());
+  }
+  double p95 = pct (all, 0.95);
+  double expected = 30 * seconds;
+  bool ok = p95 > 0 && p95 <= 150 && min_frames >= 0.95 * expected;
+  char buf[200];
+  std::snprintf (buf, sizeof buf, "%3zu viewers: p95 %6.1f ms, slowest viewer %5.1f fps %s", clients.size (), p95,
+      min_frames / seconds, ok ? "ok" : "FAILS");
+  line = buf;
+  return ok;
+}
+
+Ramp
+ramp_livemicrod (double seconds, int max_viewers)
+{
+  Ramp r {"livemicrod (one encoder per view profile, shared)"};
+  const char *profiles[] = {"owner", "consultant", "guest"};
+  Daemon d (kConfig720);
+  if (!d.start ())
+    return r;
+  std::vector<std::unique_ptr<LatencyClient>> clients;
+  int n = 0;
+  for (int target : {3, 6, 12, 24, 36, 50, 64, 80, 100}) {
+    if (target > max_viewers)
+      break;
+    while (n < target) {
+      HttpReply s = d.create_session ("v" + std::to_string (n), profiles[n % 3]);
+      if (s.status != 201) {
+        r.steps.push_back (std::string ("cannot create a ") + profiles[n % 3] + " session: " + s.str ("error"));
+        return r;
+      }
+      clients.push_back (std::make_unique<LatencyClient> (s.str ("rtsp_url"), s.str ("id"), s.str ("token"), false));
+      n++;
+    }
+    g_usleep (2000000);
+    std::string line;
+    bool ok = step_ok (clients, seconds, line);
+    r.steps.push_back (line);
+    std::printf ("  livemicrod %s\n", line.c_str ());
+    std::fflush (stdout);
+    if (!ok)
+      break;
+    r.max_ok = target;
+  }
+  return r;
+}
+
+Ramp
+ramp_naive (double seconds, int max_viewers)
+{
+  Ramp r {"naive (capture + mask + encoder per viewer)"};
+  MainLoopThread loop;
+  // The same work livemicrod does for a view, once per viewer.
+  BareServer naive ("( microscopesrc name=capture microscope=sim://synthetic "
+                    "! video/x-raw,format=RGB,width=1280,height=720,framerate=30/1 "
+                    "! videoconvert ! video/x-raw,format=I420 "
+                    "! x264enc name=enc tune=zerolatency speed-preset=ultrafast bitrate=2500 key-int-max=30 bframes=0 threads=1 "
+                    "! video/x-h264,profile=constrained-baseline,stream-format=byte-stream,alignment=au ! rtph264pay name=pay0 pt=96 config-interval=-1 )",
+      false);
+  std::vector<std::unique_ptr<LatencyClient>> clients;
+  for (int target = 1; target <= max_viewers; target++) {
+    clients.push_back (std::make_unique<LatencyClient> (naive.url (), "", "", false));
+    g_usleep (2000000);
+    std::string line;
+    bool ok = step_ok (clients, seconds, line);
+    r.steps.push_back (line);
+    std::printf ("  naive      %s\n", line.c_str ());
+    std::fflush (stdout);
+    if (!ok)
+      break;
+    r.max_ok = target;
+  }
+  return r;
+}
+
+}  // namespace
+
+int
+main (int argc, char **argv)
+{
+  gst_init (&argc, &argv);
+  std::string what = "all", json_path = "bench-orchestrator.json";
+  double seconds = 8;
+  int repeats = 3, max_viewers = 100;
+  for (int i = 1; i < argc; i++) {
+    if (!strcmp (argv[i], "--seconds") && i + 1 < argc)
+      seconds = atof (argv[++i]);
+    else if (!strcmp (argv[i], "--repeats") && i + 1 < argc)
+      repeats = atoi (argv[++i]);
+    else if (!strcmp (argv[i], "--max-viewers") && i + 1 < argc)
+      max_viewers = atoi (argv[++i]);
+    else if (!strcmp (argv[i], "--json") && i + 1 < argc)
+      json_path = argv[++i];
+    else
+      what = argv[i];
+  }
+  g_autoptr (JsonBuilder) b = json_builder_new ();
+  json_builder_begin_object (b);
+  json_builder_set_member_name (b, "command");
+  json_builder_add_string_value (b, "meson test -C build --benchmark --suite bench -v");
+  auto add_rows = [&] (const char *name, const std::vector<Row> &rows) {
+    json_builder_set_member_name (b, name);
+    json_builder_begin_array (b);
+    for (const Row &r : rows) {
+      json_builder_begin_object (b);
+      json_builder_set_member_name (b, "name");
+      json_builder_add_string_value (b, r.name.c_str ());
+      json_builder_set_member_name (b, "samples");
+      json_builder_add_int_value (b, (gint64) r.values.size ());
+      json_builder_set_member_name (b, "p50_ms");
+      json_builder_add_double_value (b, pct (r.values, 0.5));
+      json_builder_set_member_name (b, "p95_ms");
+      json_builder_add_double_value (b, pct (r.values, 0.95));
+      json_builder_end_object (b);
+    }
+    json_builder_end_array (b);
+  };
+
+  if (what == "latency" || what == "all") {
+    auto rows = bench_latency (seconds, repeats);
+    print_latency_table (rows);
+    add_rows ("latency", rows);
+  }
+  if (what == "session-start" || what == "all") {
+    auto rows = bench_session_start (20);
+    std::printf ("\n%-60s %8s %8s %8s\n", "session start (20 each)", "n", "p50 ms", "p95 ms");
+    for (const Row &r : rows)
+      std::printf ("%-60s %8zu %8.1f %8.1f\n", r.name.c_str (), r.values.size (), pct (r.values, 0.5), pct (r.values, 0.95));
+    add_rows ("session_start", rows);
+  }
+  if (what == "viewers" || what == "all") {
+    std::printf ("\nviewers per node, 720p30, 3 view profiles, RTSP over TCP, AU latency at the client\n");
+    Ramp ours = ramp_livemicrod (std::max (4.0, seconds / 2), max_viewers);
+    Ramp naive = ramp_naive (std::max (4.0, seconds / 2), max_viewers);
+    std::printf ("%-52s %6d viewers\n%-52s %6d viewers\nratio x%.1f\n", ours.design.c_str (), ours.max_ok,
+        naive.design.c_str (), naive.max_ok, naive.max_ok ? (double) ours.max_ok / naive.max_ok : 0.0);
+    json_builder_set_member_name (b, "viewers");
+    json_builder_begin_object (b);
+    for (Ramp *r : {&ours, &naive}) {
+      json_builder_set_member_name (b, r == &ours ? "livemicrod" : "naive");
+      json_builder_begin_object (b);
+      json_builder_set_member_name (b, "max_viewers");
+      json_builder_add_int_value (b, r->max_ok);
+      json_builder_set_member_name (b, "steps");
+      json_builder_begin_array (b);
+      for (auto &s : r->steps)
+        json_builder_add_string_value (b, s.c_str ());
+      json_builder_end_array (b);
+      json_builder_end_object (b);
+    }
+    json_builder_end_object (b);
+  }
+  json_builder_end_object (b);
+  g_autoptr (JsonGenerator) gen = json_generator_new ();
+  g_autoptr (JsonNode) root = json_builder_get_root (b);
+  json_generator_set_root (gen, root);
+  json_generator_set_pretty (gen, TRUE);
+  json_generator_to_file (gen, json_path.c_str (), nullptr);
+  std::printf ("wrote %s\n", json_path.c_str ());
+  return 0;
+}
