@@ -49,6 +49,28 @@ open_sim (const MicroscopeUri &uri)
 
 }  // namespace
 
+SoftLimits
+soft_limits (const MicroscopeState &st, int frame_width, int frame_height)
+{
+  SoftLimits l {st.x_limits, st.y_limits, st.z_limits};
+  const double half_w = frame_width * st.objective.um_per_px / 2;
+  const double half_h = frame_height * st.objective.um_per_px / 2;
+  if (l.x.max_um - l.x.min_um > 2 * half_w) {
+    l.x.min_um += half_w;
+    l.x.max_um -= half_w;
+  }
+  if (l.y.max_um - l.y.min_um > 2 * half_h) {
+    l.y.min_um += half_h;
+    l.y.max_um -= half_h;
+  }
+  if (st.objective.working_distance_um > 0 && st.focal_plane_z_um > 0) {
+    // Raising z brings the slide towards the objective.
+    double contact = st.focal_plane_z_um + st.objective.working_distance_um;
+    l.z.max_um = std::max (l.z.min_um, std::min (l.z.max_um, contact - 100.0));
+  }
+  return l;
+}
+
 std::unique_ptr<Microscope>
 open_microscope (const std::string &text)
 {

@@ -55,6 +55,10 @@ enum {
   PROP_UM_PER_PX,
   PROP_MOVING,
   PROP_DESCRIPTION,
+  PROP_STAGE_SPEED,
+  PROP_FOCUS_SPEED,
+  PROP_SOFT_LIMITS,
+  PROP_OBJECTIVES,
 };
 
 namespace hw = livemicro::hw;
@@ -79,6 +83,7 @@ struct _GstMicroscopeSrc {
   gchar *microscope;
   gdouble x_um, y_um, z_um;  /* requested; DEFAULT_POSITION = home */
   gint objective;            /* requested; 0 = microscope's default */
+  gdouble stage_speed, focus_speed;  /* µm/s; 0 = microscope's default */
   gboolean is_live;
 
   /* streaming state */
@@ -135,6 +140,39 @@ command_position (GstMicroscopeSrc *self, guint prop_id, gdouble value)
   } catch (const hw::Error &e) {
     GST_ELEMENT_WARNING (self, RESOURCE, SETTINGS, ("%s", e.what ()),
         ("the stage did not move"));
+  }
+}
+
+static void
+command_speed (GstMicroscopeSrc *self, guint prop_id, gdouble speed)
+{
+  Private *p = self->priv;
+  std::lock_guard<std::mutex> lock (p->scope_mutex);
+  if (!p->scope || speed <= 0)
+    return;
+  try {
+    if (prop_id == PROP_STAGE_SPEED)
+      p->scope->stage ().set_speed_um_per_s (speed);
+    else
+      p->scope->focus ().set_speed_um_per_s (speed);
+  } catch (const hw::Error &e) {
+    GST_ELEMENT_WARNING (self, RESOURCE, SETTINGS, ("%s", e.what ()), (nullptr));
+  }
+}
+
+/* The "stop" action signal: halt stage and focus where they are. */
+static void
+gst_microscope_src_stop_motion (GstMicroscopeSrc *self)
+{
+  Private *p = self->priv;
+  std::lock_guard<std::mutex> lock (p->scope_mutex);
+  if (!p->scope)
+    return;
+  try {
+    p->scope->stage ().stop ();
+    p->scope->focus ().stop ();
+  } catch (const hw::Error &e) {
+    GST_ELEMENT_WARNING (self, RESOURCE, SETTINGS, ("stop failed: %s", e.what ()), (nullptr));
   }
 }
 
@@ -197,6 +235,18 @@ gst_microscope_src_set_property (GObject *object, guint prop_id,
       GST_OBJECT_UNLOCK (self);
       gst_base_src_set_live (GST_BASE_SRC (self), g_value_get_boolean (value));
       break;
+    case PROP_STAGE_SPEED:
+    case PROP_FOCUS_SPEED: {
+      gdouble v = g_value_get_double (value);
+      GST_OBJECT_LOCK (self);
+      if (prop_id == PROP_STAGE_SPEED)
+        self->stage_speed = v;
+      else
+        self->focus_speed = v;
+      GST_OBJECT_UNLOCK (self);
+      command_speed (self, prop_id, v);
+      break;
+    }
     default:
       G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
       break;
@@ -214,10 +264,15 @@ gst_microscope_src_get_property (GObject *object, guint prop_id,
   std::unique_lock<std::mutex> lock (p->scope_mutex);
   bool open = p->scope != nullptr;
   hw::MicroscopeState st;
-  std::string description;
+  std::string description, objectives;
+  double stage_speed = 0, focus_speed = 0;
   if (open) {
     st = p->scope->state ();
     description = p->scope->description ();
+    stage_speed = p->scope->stage ().speed_um_per_s ();
+    focus_speed = p->scope->focus ().speed_um_per_s ();
+    for (const auto &o : p->scope->turret ().objectives ())
+      objectives += (objectives.empty () ? "" : ",") + std::to_string (o.magnification);
   }
   lock.unlock ();
 
@@ -250,6 +305,27 @@ gst_microscope_src_get_property (GObject *object, guint prop_id,
     case PROP_DESCRIPTION:
       g_value_set_string (value, open ? description.c_str () : nullptr);
       break;
+    case PROP_STAGE_SPEED:
+      g_value_set_double (value, open ? stage_speed : self->stage_speed);
+      break;
+    case PROP_FOCUS_SPEED:
+      g_value_set_double (value, open ? focus_speed : self->focus_speed);
+      break;
+    case PROP_OBJECTIVES:
+      g_value_set_string (value, open ? objectives.c_str () : nullptr);
+      break;
+    case PROP_SOFT_LIMITS: {
+      if (!open || self->info.width <= 0) {
+        g_value_set_boxed (value, nullptr);
+        break;
+      }
+      hw::SoftLimits l = hw::soft_limits (st, self->info.width, self->info.height);
+      g_value_take_boxed (value, gst_structure_new ("soft-limits",
+          "x_min_um", G_TYPE_DOUBLE, l.x.min_um, "x_max_um", G_TYPE_DOUBLE, l.x.max_um,
+          "y_min_um", G_TYPE_DOUBLE, l.y.min_um, "y_max_um", G_TYPE_DOUBLE, l.y.max_um,
+          "z_min_um", G_TYPE_DOUBLE, l.z.min_um, "z_max_um", G_TYPE_DOUBLE, l.z.max_um, nullptr));
+      break;
+    }
     default:
       G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
       break;
@@ -281,6 +357,7 @@ gst_microscope_src_start (GstBaseSrc *src)
   std::string uri = self->microscope;
   gdouble x = self->x_um, y = self->y_um, z = self->z_um;
   gint objective = self->objective;
+  gdouble stage_speed = self->stage_speed, focus_speed = self->focus_speed;
   GST_OBJECT_UNLOCK (self);
 
   std::unique_ptr<hw::Microscope> scope;
@@ -336,6 +413,10 @@ gst_microscope_src_start (GstBaseSrc *src)
             "reach its start position within 10 s");
       focus.set_speed_um_per_s (speed);
     }
+    if (stage_speed > 0)
+      scope->stage ().set_speed_um_per_s (stage_speed);
+    if (focus_speed > 0)
+      scope->focus ().set_speed_um_per_s (focus_speed);
   } catch (const hw::Error &e) {
     GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS, ("%s", e.what ()),
         ("microscope=%s", uri.c_str ()));
@@ -707,6 +788,37 @@ gst_microscope_src_class_init (GstMicroscopeSrcClass *klass)
       g_param_spec_string ("description", "Description",
           "What the open microscope is (slide, backend); NULL until started",
           nullptr, ro));
+
+  g_object_class_install_property (gobject_class, PROP_STAGE_SPEED,
+      g_param_spec_double ("stage-speed-um-s", "Stage speed (µm/s)",
+          "Speed of XY moves; 0 = the microscope's default (sim: 20000, or the URI's "
+          "stage_speed_um_s). Settable while playing, e.g. slow for jogging at 40x",
+          0.0, 100000.0, 0.0, rw_playing));
+  g_object_class_install_property (gobject_class, PROP_FOCUS_SPEED,
+      g_param_spec_double ("focus-speed-um-s", "Focus speed (µm/s)",
+          "Speed of focus moves; 0 = the microscope's default (sim: 500)",
+          0.0, 10000.0, 0.0, rw_playing));
+  g_object_class_install_property (gobject_class, PROP_SOFT_LIMITS,
+      g_param_spec_boxed ("soft-limits", "Soft limits",
+          "Travel limits for remote control with the current objective and frame "
+          "size (x_min_um, x_max_um, y_min_um, ..., z_max_um): the field of view stays "
+          "on the slide and the focus stays 100 µm short of the objective touching it; "
+          "NULL until negotiated",
+          GST_TYPE_STRUCTURE, ro));
+  g_object_class_install_property (gobject_class, PROP_OBJECTIVES,
+      g_param_spec_string ("objectives", "Objectives",
+          "Mounted objective magnifications, comma-separated (e.g. \"4,10,20,40\"); "
+          "NULL until started",
+          nullptr, ro));
+
+  /**
+   * GstMicroscopeSrc::stop:
+   *
+   * Action signal: halts the stage and the focus drive where they are.
+   */
+  g_signal_new_class_handler ("stop", G_TYPE_FROM_CLASS (klass),
+      static_cast<GSignalFlags> (G_SIGNAL_RUN_LAST | G_SIGNAL_ACTION),
+      G_CALLBACK (gst_microscope_src_stop_motion), nullptr, nullptr, nullptr, G_TYPE_NONE, 0);
 
   gst_element_class_add_static_pad_template (element_class, &src_template);
   gst_element_class_set_static_metadata (element_class, "Microscope source",

@@ -92,13 +92,14 @@ public:
         clock_ ([] { return g_get_monotonic_time (); })
   {
     cache_.set_prefetch (o.prefetch);
+    // Plan achromats with their typical working distances.
     static const struct {
       int mag;
-      double na;
-    } kObjectives[] = {{4, 0.10}, {10, 0.25}, {20, 0.40}, {40, 0.65}};
+      double na, wd_um;
+    } kObjectives[] = {{4, 0.10, 17000}, {10, 0.25, 7000}, {20, 0.40, 2100}, {40, 0.65, 600}};
     for (const auto &k : kObjectives)
       objectives_.push_back ({k.mag, k.na,
-          o.pixel_pitch_um / (k.mag * o.adapter_magnification)});
+          o.pixel_pitch_um / (k.mag * o.adapter_magnification), k.wd_um});
     objective_ = objectives_[1];
     xy_.speed = o.stage_speed_um_per_s;
     z_.speed = o.focus_speed_um_per_s;
@@ -371,6 +372,7 @@ public:
     s.x_limits = x_limits_;
     s.y_limits = y_limits_;
     s.z_limits = z_limits_;
+    s.focal_plane_z_um = 1000.0;
     return s;
   }
 

@@ -74,6 +74,7 @@ struct Objective {
   int magnification = 0;      // 4, 10, 20, 40 ...
   double numerical_aperture = 0.0;
   double um_per_px = 0.0;     // at the camera, for this objective
+  double working_distance_um = 0.0;  // objective front lens to focal plane; 0 = unknown
 };
 
 class ObjectiveTurret {
@@ -116,7 +117,17 @@ struct MicroscopeState {
   FocusState focus;
   Objective objective;
   AxisLimits x_limits, y_limits, z_limits;
+  double focal_plane_z_um = 0.0;  // nominal focus of the slide surface; 0 = unknown
 };
+
+// Limits for remote control with the current objective: the field of view
+// stays on the slide (x, y shrink by half the frame), and the focus stops
+// 100 µm short of the objective touching the slide (high-magnification
+// objectives have short working distances).
+struct SoftLimits {
+  AxisLimits x, y, z;
+};
+SoftLimits soft_limits (const MicroscopeState &state, int frame_width, int frame_height);
 
 // A microscope as one object: the parts plus a consistent snapshot.
 class Microscope {
