@@ -9,6 +9,8 @@ namespace {
 // 16-byte UUID identifying LiveMicro's capture-time SEI payload.
 const uint8_t kCaptureUuid[16] = {0x6c, 0x69, 0x76, 0x65, 0x6d, 0x69, 0x63, 0x72,
     0x6f, 0x2d, 0x63, 0x61, 0x70, 0x74, 0x2e, 0x31};  // "livemicro-capt.1"
+const uint8_t kStageUuid[16] = {0x6c, 0x69, 0x76, 0x65, 0x6d, 0x69, 0x63, 0x72,
+    0x6f, 0x2d, 0x73, 0x74, 0x61, 0x67, 0x2e, 0x31};  // "livemicro-stag.1"
 
 // RBSP → EBSP: insert 0x03 after two zeros when the next byte is <= 3.
 void
@@ -86,19 +88,62 @@ has_nal (const uint8_t *au, size_t len, uint8_t type)
   return false;
 }
 
-std::vector<uint8_t>
-with_capture_time (const uint8_t *au, size_t len, int64_t capture_unix_us)
+namespace {
+
+void
+put_be (std::vector<uint8_t> &out, uint64_t v, int bytes)
 {
-  // sei_message: payloadType 5, payloadSize 24, UUID, 8-byte big-endian time.
-  uint8_t rbsp[2 + 16 + 8 + 1];
-  rbsp[0] = 5;
-  rbsp[1] = 24;
-  std::memcpy (rbsp + 2, kCaptureUuid, 16);
-  for (int k = 0; k < 8; k++)
-    rbsp[18 + k] = (uint8_t) ((uint64_t) capture_unix_us >> (56 - 8 * k));
-  rbsp[26] = 0x80;  // rbsp_trailing_bits
+  for (int k = bytes - 1; k >= 0; k--)
+    out.push_back ((uint8_t) (v >> (8 * k)));
+}
+
+uint64_t
+get_be (const uint8_t *p, int bytes)
+{
+  uint64_t v = 0;
+  for (int k = 0; k < bytes; k++)
+    v = (v << 8) | p[k];
+  return v;
+}
+
+uint64_t
+double_bits (double d)
+{
+  uint64_t u;
+  std::memcpy (&u, &d, sizeof u);
+  return u;
+}
+
+double
+bits_double (uint64_t u)
+{
+  double d;
+  std::memcpy (&d, &u, sizeof d);
+  return d;
+}
+
+}  // namespace
+
+std::vector<uint8_t>
+with_frame_info (const uint8_t *au, size_t len, const FrameInfo &info)
+{
+  std::vector<uint8_t> rbsp;
+  // sei_message 1: payloadType 5 (user data unregistered), 24 bytes.
+  rbsp.push_back (5);
+  rbsp.push_back (24);
+  rbsp.insert (rbsp.end (), kCaptureUuid, kCaptureUuid + 16);
+  put_be (rbsp, (uint64_t) info.capture_unix_us, 8);
+  // sei_message 2: 16 + 4·8 + 4 + 4 = 56 bytes.
+  rbsp.push_back (5);
+  rbsp.push_back (56);
+  rbsp.insert (rbsp.end (), kStageUuid, kStageUuid + 16);
+  for (double d : {info.stage_x_um, info.stage_y_um, info.stage_z_um, info.um_per_px})
+    put_be (rbsp, double_bits (d), 8);
+  put_be (rbsp, info.objective, 4);
+  put_be (rbsp, info.moving ? 1 : 0, 4);
+  rbsp.push_back (0x80);  // rbsp_trailing_bits
   std::vector<uint8_t> sei = {0, 0, 0, 1, 0x06};
-  append_escaped (sei, rbsp, sizeof rbsp);
+  append_escaped (sei, rbsp.data (), rbsp.size ());
 
   size_t at = len;
   for (const Nal &n : nal_units (au, len))
@@ -114,9 +159,19 @@ with_capture_time (const uint8_t *au, size_t len, int64_t capture_unix_us)
   return out;
 }
 
-std::optional<int64_t>
-capture_time (const uint8_t *au, size_t len)
+std::vector<uint8_t>
+with_capture_time (const uint8_t *au, size_t len, int64_t capture_unix_us)
 {
+  FrameInfo info;
+  info.capture_unix_us = capture_unix_us;
+  return with_frame_info (au, len, info);
+}
+
+std::optional<FrameInfo>
+frame_info (const uint8_t *au, size_t len)
+{
+  FrameInfo info;
+  bool have_capture = false;
   for (const Nal &n : nal_units (au, len)) {
     if (n.type != kSei)
       continue;
@@ -136,16 +191,33 @@ capture_time (const uint8_t *au, size_t len)
       size += rbsp[i++];
       if (i + size > rbsp.size ())
         break;
-      if (type == 5 && size >= 24 && !std::memcmp (&rbsp[i], kCaptureUuid, 16)) {
-        uint64_t v = 0;
-        for (int k = 0; k < 8; k++)
-          v = (v << 8) | rbsp[i + 16 + k];
-        return (int64_t) v;
+      const uint8_t *p = &rbsp[i];
+      if (type == 5 && size >= 24 && !std::memcmp (p, kCaptureUuid, 16)) {
+        info.capture_unix_us = (int64_t) get_be (p + 16, 8);
+        have_capture = true;
+      } else if (type == 5 && size >= 56 && !std::memcmp (p, kStageUuid, 16)) {
+        info.stage_x_um = bits_double (get_be (p + 16, 8));
+        info.stage_y_um = bits_double (get_be (p + 24, 8));
+        info.stage_z_um = bits_double (get_be (p + 32, 8));
+        info.um_per_px = bits_double (get_be (p + 40, 8));
+        info.objective = (uint32_t) get_be (p + 48, 4);
+        info.moving = get_be (p + 52, 4) & 1;
       }
       i += size;
     }
   }
-  return std::nullopt;
+  if (!have_capture)
+    return std::nullopt;
+  return info;
+}
+
+std::optional<int64_t>
+capture_time (const uint8_t *au, size_t len)
+{
+  auto info = frame_info (au, len);
+  if (!info)
+    return std::nullopt;
+  return info->capture_unix_us;
 }
 
 std::vector<uint8_t>

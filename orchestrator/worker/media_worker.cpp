@@ -15,6 +15,7 @@
 #include "common/encoder_timeline.h"
 #include "common/h264.h"
 #include "common/wire.h"
+#include "hardware_queue.h"
 
 #include <livemicro/stagemeta.h>
 
@@ -22,6 +23,8 @@
 #include <gst/gst.h>
 #include <gst/video/video.h>
 #include <json-glib/json-glib.h>
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
 
 #include <atomic>
 #include <cstdio>
@@ -47,6 +50,9 @@ struct View {
   GstPad *tee_pad = nullptr;
   // Stage and capture time of the raw frames entering the encoder.
   livemicro::orchestrator::EncoderTimeline<wire::FrameHeader> timeline;
+  // Stills asked for and not taken yet.
+  std::mutex still_mutex;
+  std::vector<int64_t> still_requests;
   std::atomic<uint64_t> frames {0}, dropped {0}, bytes {0};
   uint64_t frames_at_last_stats = 0;
 };
@@ -60,6 +66,7 @@ struct Worker {
   GstElement *scope = nullptr;
   std::mutex views_mutex;
   std::map<uint32_t, std::shared_ptr<View>> views;
+  std::unique_ptr<livemicro::orchestrator::HardwareQueue> hardware;
   std::string last_state;
   gint64 last_state_sent_us = 0;
   gint64 last_stats_us = 0;
@@ -187,8 +194,16 @@ on_encoded (GstAppSink *sink, gpointer data)
   GstMapInfo map;
   bool ok = true;
   if (gst_buffer_map (buf, &map, GST_MAP_READ)) {
-    // The capture time rides in the stream itself (SEI), for any client.
-    std::vector<uint8_t> au = h264::with_capture_time (map.data, map.size, h.capture_unix_us);
+    // Capture time and stage position ride in the stream (SEI), for any client.
+    h264::FrameInfo fi;
+    fi.capture_unix_us = h.capture_unix_us;
+    fi.stage_x_um = h.stage_x_um;
+    fi.stage_y_um = h.stage_y_um;
+    fi.stage_z_um = h.stage_z_um;
+    fi.um_per_px = h.um_per_px;
+    fi.objective = h.objective;
+    fi.moving = h.flags & wire::kFlagMoving;
+    std::vector<uint8_t> au = h264::with_frame_info (map.data, map.size, fi);
     gst_buffer_unmap (buf, &map);
     ok = g.writer->send_frame (h, au.data (), au.size ());
     view->frames++;
@@ -201,6 +216,97 @@ on_encoded (GstAppSink *sink, gpointer data)
     return GST_FLOW_EOS;
   }
   return GST_FLOW_OK;
+}
+
+// A still: the view's frame as it enters the encoder (masked like the video,
+// full resolution, before any compression), converted to RGB and written as
+// PNG off the streaming thread.
+GstPadProbeReturn
+on_still_frame (GstPad *pad, GstPadProbeInfo *info, gpointer data)
+{
+  auto *view = static_cast<View *> (data);
+  std::vector<int64_t> requests;
+  {
+    std::lock_guard<std::mutex> lock (view->still_mutex);
+    if (view->still_requests.empty ())
+      return GST_PAD_PROBE_OK;
+    requests.swap (view->still_requests);
+  }
+  GstBuffer *buf = GST_PAD_PROBE_INFO_BUFFER (info);
+  GstCaps *caps = gst_pad_get_current_caps (pad);
+  GstVideoInfo in;
+  bool ok = caps && gst_video_info_from_caps (&in, caps);
+  if (caps)
+    gst_caps_unref (caps);
+  auto rgb = std::make_shared<cv::Mat> ();
+  if (ok) {
+    GstVideoInfo out;
+    gst_video_info_set_format (&out, GST_VIDEO_FORMAT_RGB, in.width, in.height);
+    rgb->create (in.height, in.width, CV_8UC3);
+    GstVideoFrame src, dst;
+    GstBuffer *dst_buf = gst_buffer_new_wrapped_full (GST_MEMORY_FLAG_NO_SHARE, rgb->data,
+        rgb->total () * 3, 0, rgb->total () * 3, nullptr, nullptr);
+    out.stride[0] = (gint) rgb->step;
+    if (gst_video_frame_map (&src, &in, buf, GST_MAP_READ)) {
+      if (gst_video_frame_map (&dst, &out, dst_buf, GST_MAP_WRITE)) {
+        GstVideoConverter *conv = gst_video_converter_new (&in, &out, nullptr);
+        gst_video_converter_frame (conv, &src, &dst);
+        gst_video_converter_free (conv);
+        gst_video_frame_unmap (&dst);
+      } else {
+        ok = false;
+      }
+      gst_video_frame_unmap (&src);
+    } else {
+      ok = false;
+    }
+    gst_buffer_unref (dst_buf);
+  }
+  double x = 0, y = 0, z = 0, upp = 0;
+  int objective = 0;
+  if (LivemicroStageMeta *m = livemicro_buffer_get_stage_meta (buf)) {
+    x = m->stage_x_um;
+    y = m->stage_y_um;
+    z = m->stage_z_um;
+    upp = m->um_per_px;
+    objective = (int) m->objective;
+  }
+  std::thread ([requests, rgb, ok, x, y, z, upp, objective] () mutable {
+    std::vector<uchar> png;
+    if (ok) {
+      cv::Mat bgr;
+      cv::cvtColor (*rgb, bgr, cv::COLOR_RGB2BGR);
+      ok = cv::imencode (".png", bgr, png);
+    }
+    g_autofree char *b64 = ok ? g_base64_encode (png.data (), png.size ()) : nullptr;
+    for (int64_t r : requests)
+      send_event ("still", [&] (JsonBuilder *b) {
+        json_builder_set_member_name (b, "request");
+        json_builder_add_int_value (b, r);
+        if (!ok) {
+          json_builder_set_member_name (b, "error");
+          json_builder_add_string_value (b, "could not convert the frame");
+          return;
+        }
+        json_builder_set_member_name (b, "png_base64");
+        json_builder_add_string_value (b, b64);
+        json_builder_set_member_name (b, "width");
+        json_builder_add_int_value (b, rgb->cols);
+        json_builder_set_member_name (b, "height");
+        json_builder_add_int_value (b, rgb->rows);
+        json_builder_set_member_name (b, "stage");
+        json_builder_begin_object (b);
+        for (auto [k, v] : {std::pair<const char *, double> {"x_um", x}, {"y_um", y}, {"z_um", z},
+                 {"um_per_px", upp}}) {
+          json_builder_set_member_name (b, k);
+          json_builder_add_double_value (b, v);
+        }
+        json_builder_end_object (b);
+        json_builder_set_member_name (b, "objective");
+        json_builder_add_int_value (b, objective);
+      });
+  }).detach ();
+  return GST_PAD_PROBE_OK;
 }
 
 bool
@@ -267,6 +373,12 @@ add_view (uint32_t id, const std::string &description, std::string &error)
   gst_pad_add_probe (enc_sink, GST_PAD_PROBE_TYPE_BUFFER, on_raw_frame, view.get (), nullptr);
   gst_object_unref (enc_sink);
   gst_object_unref (enc);
+  if (GstElement *encode_in = gst_bin_get_by_name (GST_BIN (bin), "encode_in")) {
+    GstPad *p = gst_element_get_static_pad (encode_in, "sink");
+    gst_pad_add_probe (p, GST_PAD_PROBE_TYPE_BUFFER, on_still_frame, view.get (), nullptr);
+    gst_object_unref (p);
+    gst_object_unref (encode_in);
+  }
   // Frames a slow view drops at its leaky input queue.
   if (GstElement *q = gst_bin_get_by_name (GST_BIN (bin), "in")) {
     g_signal_connect (q, "overrun", G_CALLBACK (+[] (GstElement *, gpointer d) {
@@ -385,6 +497,26 @@ send_state (bool force)
   json_builder_add_double_value (b, upp);
   json_builder_set_member_name (b, "moving");
   json_builder_add_boolean_value (b, moving);
+  gdouble speed = 0;
+  g_autofree char *objectives = nullptr;
+  GstStructure *limits = nullptr;
+  g_object_get (g.scope, "stage-speed-um-s", &speed, "objectives", &objectives, "soft-limits", &limits, nullptr);
+  json_builder_set_member_name (b, "stage_speed_um_s");
+  json_builder_add_double_value (b, speed);
+  json_builder_set_member_name (b, "objectives");
+  json_builder_begin_array (b);
+  g_auto (GStrv) mags = g_strsplit (objectives ? objectives : "", ",", -1);
+  for (char **it = mags; *it; it++)
+    if (**it)
+      json_builder_add_int_value (b, g_ascii_strtoll (*it, nullptr, 10));
+  json_builder_end_array (b);
+  if (limits) {
+    json_builder_set_member_name (b, "limits");
+    json_builder_begin_object (b);
+    add_structure_fields (b, limits);
+    json_builder_end_object (b);
+    gst_structure_free (limits);
+  }
   json_builder_end_object (b);
   std::string s = json_of (b);
   gint64 now = g_get_monotonic_time ();
@@ -534,6 +666,44 @@ start (const std::string &description, std::string &error)
   }
   gst_bus_add_watch (bus, on_bus, nullptr);
   gst_object_unref (bus);
+
+  // The autofocus tap: grey frames of the capture, flowing only while an
+  // autofocus runs.
+  GstElement *af = gst_parse_bin_from_description (
+      "valve name=afvalve drop=true ! queue leaky=downstream max-size-buffers=1 max-size-bytes=0 "
+      "max-size-time=0 ! videoconvert ! video/x-raw,format=GRAY8 "
+      "! appsink name=af max-buffers=1 drop=true sync=false async=false",
+      TRUE, nullptr);
+  GstElement *valve = nullptr, *af_sink = nullptr;
+  if (af) {
+    gst_bin_add (GST_BIN (g.pipeline), af);
+    GstPad *tee_pad = gst_element_request_pad_simple (g.tee, "src_%u");
+    GstPad *af_pad = gst_element_get_static_pad (af, "sink");
+    gst_pad_link (tee_pad, af_pad);
+    gst_object_unref (af_pad);
+    gst_object_unref (tee_pad);
+    gst_element_sync_state_with_parent (af);
+    valve = gst_bin_get_by_name (GST_BIN (af), "afvalve");
+    af_sink = gst_bin_get_by_name (GST_BIN (af), "af");
+  }
+  g.hardware = std::make_unique<livemicro::orchestrator::HardwareQueue> (g.scope, valve,
+      af_sink ? GST_APP_SINK (af_sink) : nullptr,
+      [] (uint64_t id, const std::string &op, const std::string &status, const std::string &detail) {
+        send_event ("command", [&] (JsonBuilder *b) {
+          json_builder_set_member_name (b, "id");
+          json_builder_add_int_value (b, (gint64) id);
+          json_builder_set_member_name (b, "op");
+          json_builder_add_string_value (b, op.c_str ());
+          json_builder_set_member_name (b, "status");
+          json_builder_add_string_value (b, status.c_str ());
+          json_builder_set_member_name (b, "detail");
+          json_builder_add_string_value (b, detail.c_str ());
+        });
+      });
+  if (valve)
+    gst_object_unref (valve);
+  if (af_sink)
+    gst_object_unref (af_sink);
   return true;
 }
 
@@ -591,6 +761,37 @@ handle_command (const std::string &json)
     remove_view ((uint32_t) json_object_get_int_member_with_default (o, "view", 0));
   } else if (!strcmp (cmd, "keyframe")) {
     force_keyframe ((uint32_t) json_object_get_int_member_with_default (o, "view", 0));
+  } else if (!strcmp (cmd, "still")) {
+    uint32_t id = (uint32_t) json_object_get_int_member_with_default (o, "view", 0);
+    int64_t request = json_object_get_int_member_with_default (o, "request", 0);
+    std::shared_ptr<View> view;
+    {
+      std::lock_guard<std::mutex> lock (g.views_mutex);
+      auto it = g.views.find (id);
+      if (it != g.views.end ())
+        view = it->second;
+    }
+    if (!view) {
+      send_event ("still", [&] (JsonBuilder *b) {
+        json_builder_set_member_name (b, "request");
+        json_builder_add_int_value (b, request);
+        json_builder_set_member_name (b, "error");
+        json_builder_add_string_value (b, "the view is not running");
+      });
+    } else {
+      std::lock_guard<std::mutex> lock (view->still_mutex);
+      view->still_requests.push_back (request);
+    }
+  } else if (!strcmp (cmd, "hw")) {
+    if (!g.hardware)
+      return;
+    livemicro::orchestrator::HwCommand c;
+    c.id = (uint64_t) json_object_get_int_member_with_default (o, "id", 0);
+    c.op = json_object_get_string_member_with_default (o, "op", "");
+    c.a = json_object_get_double_member_with_default (o, "a", 0);
+    c.b = json_object_get_double_member_with_default (o, "b", 0);
+    c.objective = (int) json_object_get_int_member_with_default (o, "objective", 0);
+    g.hardware->push (c);
   } else if (!strcmp (cmd, "set")) {
     if (JsonObject *props = json_object_get_object_member (o, "properties"))
       set_properties (props);
@@ -652,6 +853,7 @@ main (int argc, char **argv)
     json_builder_add_int_value (b, getpid ());
   });
   g_main_loop_run (g.loop);
+  g.hardware.reset ();
   if (g.pipeline)
     gst_element_set_state (g.pipeline, GST_STATE_NULL);
   // Exit without unwinding: the reader thread may still block on the socket.

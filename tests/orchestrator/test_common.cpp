@@ -38,6 +38,25 @@ TEST (H264, CaptureTimeSurvivesTheStreamIncludingEmulationPrevention)
     EXPECT_EQ (*back, t);
   }
   EXPECT_FALSE (h264::capture_time (au, sizeof au).has_value ());
+  // The stage position rides along.
+  h264::FrameInfo in;
+  in.capture_unix_us = 123456789;
+  in.stage_x_um = 47000.125;
+  in.stage_y_um = -0.5;
+  in.stage_z_um = 1003.25;
+  in.um_per_px = 0.25;
+  in.objective = 40;
+  in.moving = true;
+  auto out = h264::with_frame_info (au, sizeof au, in);
+  auto info = h264::frame_info (out.data (), out.size ());
+  ASSERT_TRUE (info.has_value ());
+  EXPECT_EQ (info->capture_unix_us, 123456789);
+  EXPECT_DOUBLE_EQ (info->stage_x_um, 47000.125);
+  EXPECT_DOUBLE_EQ (info->stage_y_um, -0.5);
+  EXPECT_DOUBLE_EQ (info->stage_z_um, 1003.25);
+  EXPECT_DOUBLE_EQ (info->um_per_px, 0.25);
+  EXPECT_EQ (info->objective, 40u);
+  EXPECT_TRUE (info->moving);
   auto ps = h264::parameter_sets (au, sizeof au);
   EXPECT_EQ (h264::nal_units (ps.data (), ps.size ()).size (), 2u);
 }
