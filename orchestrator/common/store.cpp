@@ -69,6 +69,18 @@ CREATE TABLE IF NOT EXISTS audit (
   detail TEXT NOT NULL,
   result TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS annotations (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  microscope TEXT NOT NULL,
+  session TEXT NOT NULL,
+  user TEXT NOT NULL,
+  kind TEXT NOT NULL,
+  label TEXT NOT NULL,
+  points_json TEXT NOT NULL,
+  created_unix_us INTEGER NOT NULL,
+  deleted_unix_us INTEGER
+);
+CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 -- The audit log is append-only: nothing may change or remove its rows.
 CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
   BEGIN SELECT RAISE (ABORT, 'the audit log is append-only'); END;
@@ -200,12 +212,19 @@ Store::append_audit (const AuditRecord &r)
 }
 
 std::vector<AuditRecord>
-Store::audit (int64_t after_id, int limit) const
+Store::audit (int64_t after_id, int limit, const std::string &microscope) const
 {
   std::vector<AuditRecord> out;
-  Stmt st (db_, "SELECT id, time_unix_us, user, role, session, microscope, action, detail, "
-                "result FROM audit WHERE id > ? ORDER BY id LIMIT ?");
-  st.bind (1, after_id).bind (2, (int64_t) limit);
+  Stmt st (db_, microscope.empty ()
+                    ? "SELECT id, time_unix_us, user, role, session, microscope, action, detail, "
+                      "result FROM audit WHERE id > ? ORDER BY id LIMIT ?"
+                    : "SELECT id, time_unix_us, user, role, session, microscope, action, detail, "
+                      "result FROM audit WHERE id > ? AND microscope = ? ORDER BY id LIMIT ?");
+  st.bind (1, after_id);
+  if (microscope.empty ())
+    st.bind (2, (int64_t) limit);
+  else
+    st.bind (2, microscope).bind (3, (int64_t) limit);
   while (st.step ()) {
     AuditRecord r;
     r.id = st.integer (0);
@@ -220,6 +239,91 @@ Store::audit (int64_t after_id, int limit) const
     out.push_back (r);
   }
   return out;
+}
+
+int64_t
+Store::insert_annotation (const AnnotationRecord &a)
+{
+  Stmt st (db_, "INSERT INTO annotations (microscope, session, user, kind, label, points_json, "
+                "created_unix_us) VALUES (?, ?, ?, ?, ?, ?, ?)");
+  st.bind (1, a.microscope).bind (2, a.session).bind (3, a.user).bind (4, a.kind);
+  st.bind (5, a.label).bind (6, a.points_json);
+  st.bind (7, a.created_unix_us ? a.created_unix_us : g_get_real_time ());
+  st.step ();
+  return sqlite3_last_insert_rowid (db_);
+}
+
+namespace {
+
+AnnotationRecord
+read_annotation (const Stmt &s)
+{
+  AnnotationRecord a;
+  a.id = s.integer (0);
+  a.microscope = s.text (1);
+  a.session = s.text (2);
+  a.user = s.text (3);
+  a.kind = s.text (4);
+  a.label = s.text (5);
+  a.points_json = s.text (6);
+  a.created_unix_us = s.integer (7);
+  return a;
+}
+
+}  // namespace
+
+std::vector<AnnotationRecord>
+Store::annotations (const std::string &microscope, const std::string &session) const
+{
+  std::vector<AnnotationRecord> out;
+  Stmt st (db_, session.empty ()
+                    ? "SELECT id, microscope, session, user, kind, label, points_json, created_unix_us "
+                      "FROM annotations WHERE deleted_unix_us IS NULL AND microscope = ? ORDER BY id"
+                    : "SELECT id, microscope, session, user, kind, label, points_json, created_unix_us "
+                      "FROM annotations WHERE deleted_unix_us IS NULL AND microscope = ? AND session = ? "
+                      "ORDER BY id");
+  st.bind (1, microscope);
+  if (!session.empty ())
+    st.bind (2, session);
+  while (st.step ())
+    out.push_back (read_annotation (st));
+  return out;
+}
+
+std::optional<AnnotationRecord>
+Store::annotation (int64_t id) const
+{
+  Stmt st (db_, "SELECT id, microscope, session, user, kind, label, points_json, created_unix_us "
+                "FROM annotations WHERE deleted_unix_us IS NULL AND id = ?");
+  st.bind (1, id);
+  if (!st.step ())
+    return std::nullopt;
+  return read_annotation (st);
+}
+
+bool
+Store::delete_annotation (int64_t id)
+{
+  Stmt st (db_, "UPDATE annotations SET deleted_unix_us = ? WHERE id = ? AND deleted_unix_us IS NULL");
+  st.bind (1, g_get_real_time ()).bind (2, id);
+  st.step ();
+  return sqlite3_changes (db_) > 0;
+}
+
+std::string
+Store::get_value (const std::string &key, const std::string &fallback) const
+{
+  Stmt st (db_, "SELECT value FROM kv WHERE key = ?");
+  st.bind (1, key);
+  return st.step () ? st.text (0) : fallback;
+}
+
+void
+Store::set_value (const std::string &key, const std::string &value)
+{
+  Stmt st (db_, "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value");
+  st.bind (1, key).bind (2, value);
+  st.step ();
 }
 
 }  // namespace livemicro::orchestrator

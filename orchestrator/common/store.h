@@ -32,6 +32,15 @@ struct AuditRecord {
   std::string user, role, session, microscope, action, detail, result;
 };
 
+struct AnnotationRecord {
+  int64_t id = 0;
+  std::string microscope, session, user;
+  std::string kind;           // point, arrow, region
+  std::string label;
+  std::string points_json;    // [[x_um, y_um], ...]
+  int64_t created_unix_us = 0;
+};
+
 class Store {
 public:
   // Opens (creating if needed) `path`; throws StoreError naming the path.
@@ -49,7 +58,19 @@ public:
   bool end_session (const std::string &id);
 
   void append_audit (const AuditRecord &r);
-  std::vector<AuditRecord> audit (int64_t after_id = 0, int limit = 1000) const;
+  // Oldest first; `microscope` empty: all.
+  std::vector<AuditRecord> audit (int64_t after_id = 0, int limit = 1000,
+      const std::string &microscope = "") const;
+
+  int64_t insert_annotation (const AnnotationRecord &a);
+  std::vector<AnnotationRecord> annotations (const std::string &microscope,
+      const std::string &session = "") const;
+  std::optional<AnnotationRecord> annotation (int64_t id) const;
+  bool delete_annotation (int64_t id);
+
+  // Small persistent values (e.g. the last control epoch per microscope).
+  std::string get_value (const std::string &key, const std::string &fallback = "") const;
+  void set_value (const std::string &key, const std::string &value);
 
   const std::string &path () const { return path_; }
 

@@ -142,7 +142,7 @@ Config::load (const std::string &path)
   Reader r (json_node_get_object (root), "config '" + path + "': ");
   r.only ({"listen_address", "public_host", "http_port", "rtsp_port", "state_dir",
       "admin_token", "tls", "pipelines_dir", "web_dir", "profiles_file", "max_body_bytes",
-      "video", "microscopes", "users"});
+      "video", "control", "microscopes", "users"});
   Config c;
   c.listen_address = r.string ("listen_address", c.listen_address);
   c.public_host = r.string ("public_host");
@@ -172,6 +172,18 @@ Config::load (const std::string &path)
     c.video.keyframe_interval = v.integer ("keyframe_interval", c.video.keyframe_interval, 1, 600);
     if (c.video.width % 2 || c.video.height % 2)
       throw ConfigError (v.where () + "width and height must be even (H.264 4:2:0)");
+  }
+  if (JsonObject *control = r.object ("control")) {
+    Reader k (control, r.where () + "control.");
+    k.only ({"idle_timeout_ms", "max_commands_per_s", "guests_may_control"});
+    c.control.idle_timeout_ms = k.integer ("idle_timeout_ms", c.control.idle_timeout_ms, 100, 3600000);
+    c.control.max_commands_per_s = k.integer ("max_commands_per_s", c.control.max_commands_per_s, 1, 1000);
+    if (k.has ("guests_may_control")) {
+      JsonNode *n = json_object_get_member (control, "guests_may_control");
+      if (!JSON_NODE_HOLDS_VALUE (n) || json_node_get_value_type (n) != G_TYPE_BOOLEAN)
+        throw ConfigError (k.where () + "guests_may_control: expected true or false");
+      c.control.guests_may_control = json_node_get_boolean (n);
+    }
   }
   JsonArray *ms = r.array ("microscopes");
   if (!ms || json_array_get_length (ms) == 0)

@@ -32,6 +32,12 @@ struct VideoConfig {
   int keyframe_interval = 30;         // frames
 };
 
+struct ControlConfig {
+  int idle_timeout_ms = 30000;        // a lease lapses after this without commands or renewals
+  int max_commands_per_s = 20;        // per session; more get 429 (stop is exempt)
+  bool guests_may_control = false;
+};
+
 struct Config {
   std::string listen_address = "127.0.0.1";
   std::string public_host;            // host in rtsp_url/viewer_url; default listen address
@@ -45,6 +51,7 @@ struct Config {
   std::string profiles_file;          // privacy view profiles (privacymask)
   size_t max_body_bytes = 64 * 1024;
   VideoConfig video;
+  ControlConfig control;
   std::vector<MicroscopeConfig> microscopes;
   std::vector<UserConfig> users;      // empty: any user name may join
 

@@ -224,6 +224,12 @@ Daemon::start ()
       notify (id, "offline", "{}");
     };
     m.worker = std::make_unique<WorkerLink> (mc.id, paths_.worker, std::move (cb));
+    ControlArbiter::Options co;
+    co.idle_timeout_us = (int64_t) config_.control.idle_timeout_ms * 1000;
+    co.guests_may_control = config_.control.guests_may_control;
+    uint64_t epoch = g_ascii_strtoull (store_->get_value ("control_epoch:" + mc.id, "0").c_str (), nullptr, 10);
+    m.control = std::make_unique<ControlArbiter> (co, epoch, [] { return g_get_monotonic_time (); },
+        [] { return random_id (); });
     try {
       m.worker->set_capture (render_capture (mc));
     } catch (const TemplateError &e) {
@@ -239,11 +245,25 @@ Daemon::start ()
   }
   for (auto &kv : microscopes_)
     kv.second.worker->start ();
+  // Leases lapse on time, not only when someone asks.
+  control_tick_ = g_timeout_add (100, [] (gpointer d) -> gboolean {
+    auto *self = static_cast<Daemon *> (d);
+    for (auto &kv : self->microscopes_) {
+      kv.second.control->tick ();
+      if (kv.second.control->take_changed ())
+        self->control_changed (kv.second);
+    }
+    return G_SOURCE_CONTINUE;
+  }, this);
 }
 
 void
 Daemon::stop ()
 {
+  if (control_tick_) {
+    g_source_remove (control_tick_);
+    control_tick_ = 0;
+  }
   for (auto &kv : microscopes_)
     if (kv.second.worker)
       kv.second.worker->stop ();
@@ -433,6 +453,9 @@ Daemon::end_session (const Principal &by, const std::string &id)
   rtsp_->remove_session (id);
   release_view (id);
   viewer_stats_.erase (id);
+  MicroscopeRuntime &m = microscopes_.at (s.microscope);
+  if (m.control->forget (id) || m.control->take_changed ())
+    control_changed (m);
   notify (s.microscope, "session_ended", "{\"id\":\"" + id + "\"}");
 }
 
@@ -547,6 +570,16 @@ Daemon::on_worker_event (MicroscopeRuntime &m, JsonObject *e)
     m.view_errors[vid] = json_object_get_string_member_with_default (e, "message", "error");
     m.views_confirmed.erase (vid);
     g_printerr ("livemicrod: microscope '%s' view %u: %s\n", id.c_str (), vid, m.view_errors[vid].c_str ());
+  } else if (!strcmp (name, "command")) {
+    notify (id, "command", payload_of (e));
+  } else if (!strcmp (name, "still")) {
+    int64_t request = json_object_get_int_member_with_default (e, "request", 0);
+    auto it = stills_.find (request);
+    if (it != stills_.end ()) {
+      auto done = std::move (it->second);
+      stills_.erase (it);
+      done (e);
+    }
   } else if (!strcmp (name, "warning")) {
     g_printerr ("livemicrod: microscope '%s': %s: %s\n", id.c_str (),
         json_object_get_string_member_with_default (e, "source", "?"),

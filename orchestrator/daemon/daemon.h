@@ -4,6 +4,7 @@
 
 #include "common/store.h"
 #include "config.h"
+#include "control.h"
 #include "rtsp_service.h"
 #include "templates.h"
 #include "view_stream.h"
@@ -60,6 +61,26 @@ public:
     std::string state_json = "null";     // latest "state" event (stage, objective)
     std::string features_json = "null";  // latest analysis summary
     JsonNode *stats = nullptr;           // latest "stats" event
+    // Collaboration
+    std::unique_ptr<ControlArbiter> control;
+    uint64_t next_command_id = 1;
+    struct Bucket {
+      double tokens = 0;
+      int64_t at_us = 0;
+    };
+    std::map<std::string, Bucket> rate;  // per session
+    std::string jog_session;             // who jogs, while jogging
+    int64_t jog_until_us = 0;
+    struct Presence {
+      std::string session, user, role, via;
+    };
+    std::map<int, Presence> presence;
+  };
+
+  // One answer of the collaboration API: HTTP status and a JSON body.
+  struct Reply {
+    int status = 200;
+    std::string json;
   };
 
   // Events for live listeners (viewer WebSockets): kind is "state",
@@ -114,6 +135,28 @@ public:
   int add_listener (Listener l);
   void remove_listener (int handle);
 
+  // Collaboration (control leases, commands, presence, pointers,
+  // annotations, stills, audit) — collaboration.cpp.
+  Reply control_action (const Principal &by, const std::string &microscope, JsonObject *body);
+  Reply command (const Principal &by, const std::string &microscope, JsonObject *body);
+  std::string control_json (const MicroscopeRuntime &m) const;
+  std::string presence_json (const MicroscopeRuntime &m) const;
+  int join (const std::string &microscope, const SessionRecord &s, const std::string &via);
+  void leave (const std::string &microscope, int handle);
+  void pointer (const SessionRecord &s, JsonObject *msg);
+  Reply add_annotation (const Principal &by, const std::string &microscope, JsonObject *body);
+  Reply annotations (const Principal &by, const std::string &microscope) const;
+  Reply delete_annotation (const Principal &by, const std::string &microscope, int64_t id);
+  Reply annotations_geojson (const Principal &by, const std::string &session_id, double um_per_px);
+  // Asks the session's view for a still; `done` gets the worker's "still"
+  // event (or an error) on the main loop.  Returns false when it cannot be
+  // asked (worker down).
+  bool request_still (const Principal &by, const std::string &session_id,
+      std::function<void (JsonObject *still)> done);
+  Reply audit (const Principal &by, int64_t after_id, int limit) const;
+  void record (const Principal &by, const std::string &microscope, const std::string &action,
+      const std::string &detail, const std::string &result);
+
   std::string metrics () const;
 
 private:
@@ -127,6 +170,9 @@ private:
   void notify (const std::string &microscope, const std::string &kind, const std::string &json);
   void register_session (const SessionRecord &s);
   void check_templates ();
+  void control_changed (MicroscopeRuntime &m);
+  void send_hw (MicroscopeRuntime &m, uint64_t id, const std::string &op, double a, double b, int objective);
+  static Participant participant (const Principal &p);
 
   Config config_;
   Paths paths_;
@@ -145,6 +191,10 @@ private:
   std::map<std::string, int> webrtc_viewers_;  // by microscope/profile
   std::map<int, Listener> listeners_;
   int next_listener_ = 1;
+  int next_presence_ = 1;
+  int64_t next_still_ = 1;
+  std::map<int64_t, std::function<void (JsonObject *)>> stills_;
+  guint control_tick_ = 0;
 };
 
 }  // namespace livemicro::orchestrator

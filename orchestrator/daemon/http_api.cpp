@@ -97,6 +97,10 @@ add_string (JsonBuilder *b, const char *name, const std::string &v)
 // A browser viewer: its WebSocket, its WebRTC peer, its event subscription.
 struct HttpApi::Viewer {
   SoupWebsocketConnection *conn = nullptr;
+  bool events_only = false;  // /api/v1/microscopes/{id}/events
+  bool want_webrtc = true;
+  Principal who;
+  int presence = 0;
   std::string session_id;
   std::string microscope;
   std::string count_key;  // microscope/profile for the WebRTC viewer gauge
@@ -140,6 +144,11 @@ HttpApi::start ()
       this);
   soup_server_add_handler (server_, nullptr, on_request, this, nullptr);
   soup_server_add_websocket_handler (server_, "/ws", nullptr, nullptr, on_websocket, this, nullptr);
+  // One events socket per microscope (a handler on the prefix would take the
+  // REST routes under it too).
+  for (const auto &kv : d_.microscopes ())
+    soup_server_add_websocket_handler (server_, ("/api/v1/microscopes/" + kv.first + "/events").c_str (),
+        nullptr, nullptr, on_websocket, this, nullptr);
 
   g_autoptr (GError) error = nullptr;
   g_autoptr (GInetAddress) addr = g_inet_address_new_from_string (d_.config ().listen_address.c_str ());
@@ -158,13 +167,13 @@ HttpApi::start ()
 }
 
 void
-HttpApi::on_request (SoupServer *, SoupServerMessage *msg, const char *path, GHashTable *, gpointer self)
+HttpApi::on_request (SoupServer *, SoupServerMessage *msg, const char *path, GHashTable *query, gpointer self)
 {
   auto *api = static_cast<HttpApi *> (self);
   if (soup_server_message_get_status (msg) == 413)
     return;  // answered at got-headers
   try {
-    api->route (msg, path);
+    api->route (msg, path, query);
   } catch (const ApiError &e) {
     respond_error (msg, e.status, e.message);
   } catch (const std::exception &e) {
@@ -184,7 +193,7 @@ HttpApi::serve_file (SoupServerMessage *msg, const std::string &name, const char
 }
 
 void
-HttpApi::route (SoupServerMessage *msg, const std::string &path)
+HttpApi::route (SoupServerMessage *msg, const std::string &path, GHashTable *query)
 {
   const std::string method = soup_server_message_get_method (msg);
   std::vector<std::string> parts = split_path (path);
@@ -225,7 +234,7 @@ HttpApi::route (SoupServerMessage *msg, const std::string &path)
     return;
   }
   if (parts.size () >= 2 && parts[0] == "api" && parts[1] == "v1") {
-    api (msg, method, std::vector<std::string> (parts.begin () + 2, parts.end ()));
+    api (msg, method, std::vector<std::string> (parts.begin () + 2, parts.end ()), query);
     return;
   }
   throw ApiError {404, "no route " + path};
@@ -286,7 +295,8 @@ only_fields (JsonObject *o, std::initializer_list<const char *> allowed)
 }  // namespace
 
 void
-HttpApi::api (SoupServerMessage *msg, const std::string &method, const std::vector<std::string> &parts)
+HttpApi::api (SoupServerMessage *msg, const std::string &method, const std::vector<std::string> &parts,
+    GHashTable *query)
 {
   auto method_not_allowed = [&] (const char *allow) {
     soup_message_headers_replace (soup_server_message_get_response_headers (msg), "Allow", allow);
@@ -296,7 +306,10 @@ HttpApi::api (SoupServerMessage *msg, const std::string &method, const std::vect
     throw ApiError {404, "no such API route"};
   const bool sessions = parts[0] == "sessions" && parts.size () <= 2;
   const bool microscopes = parts[0] == "microscopes" && parts.size () <= 2;
-  if (!sessions && !microscopes)
+  const bool session_sub = parts[0] == "sessions" && parts.size () == 3;
+  const bool microscope_sub = parts[0] == "microscopes" && (parts.size () == 3 || parts.size () == 4);
+  const bool audit = parts[0] == "audit" && parts.size () == 1;
+  if (!sessions && !microscopes && !session_sub && !microscope_sub && !audit)
     throw ApiError {404, "no such API route"};
 
   std::string token = bearer_of (msg);
@@ -305,6 +318,113 @@ HttpApi::api (SoupServerMessage *msg, const std::string &method, const std::vect
   Principal who = d_.authenticate (token);
   if (!who.valid ())
     throw ApiError {401, "invalid or expired token"};
+
+  auto query_value = [&] (const char *k) -> std::string {
+    const char *v = query ? static_cast<const char *> (g_hash_table_lookup (query, k)) : nullptr;
+    return v ? v : "";
+  };
+  auto reply = [&] (const Daemon::Reply &r) {
+    if (r.status == 204)
+      respond (msg, 204, "", "text/plain");
+    else
+      respond (msg, r.status, r.json);
+  };
+  if (audit) {
+    if (method != "GET")
+      method_not_allowed ("GET");
+    std::string after = query_value ("after"), limit = query_value ("limit");
+    reply (d_.audit (who, after.empty () ? 0 : g_ascii_strtoll (after.c_str (), nullptr, 10),
+        limit.empty () ? 1000 : (int) g_ascii_strtoll (limit.c_str (), nullptr, 10)));
+    return;
+  }
+  if (microscope_sub) {
+    const std::string &id = parts[1], &what = parts[2];
+    if (what == "annotations" && parts.size () == 4) {
+      if (method != "DELETE")
+        method_not_allowed ("DELETE");
+      char *end = nullptr;
+      gint64 aid = g_ascii_strtoll (parts[3].c_str (), &end, 10);
+      if (!end || *end)
+        throw ApiError {404, "no annotation '" + parts[3] + "'"};
+      reply (d_.delete_annotation (who, id, aid));
+      return;
+    }
+    if (parts.size () != 3)
+      throw ApiError {404, "no such API route"};
+    if (what == "annotations" && method == "GET") {
+      reply (d_.annotations (who, id));
+      return;
+    }
+    if (what != "control" && what != "commands" && what != "annotations")
+      throw ApiError {404, "no such API route"};
+    if (method != "POST")
+      method_not_allowed (what == "annotations" ? "GET, POST" : "POST");
+    g_autoptr (JsonParser) parser = json_parser_new ();
+    JsonObject *body = parse_body (msg, d_.config ().max_body_bytes, parser);
+    if (what == "control")
+      reply (d_.control_action (who, id, body));
+    else if (what == "commands")
+      reply (d_.command (who, id, body));
+    else
+      reply (d_.add_annotation (who, id, body));
+    return;
+  }
+  if (session_sub) {
+    const std::string &id = parts[1], &what = parts[2];
+    if (what == "annotations.geojson") {
+      if (method != "GET")
+        method_not_allowed ("GET");
+      std::string upp = query_value ("um_per_px");
+      Daemon::Reply r = d_.annotations_geojson (who, id, upp.empty () ? 0.25 : g_ascii_strtod (upp.c_str (), nullptr));
+      respond (msg, r.status, r.json, "application/geo+json");
+      return;
+    }
+    if (what != "stills")
+      throw ApiError {404, "no such API route"};
+    if (method != "POST")
+      method_not_allowed ("POST");
+    // Answered when the worker has the frame: pause the message meanwhile.
+    g_object_ref (msg);
+    soup_server_message_pause (msg);
+    auto answered = std::make_shared<bool> (false);
+    auto finish = [msg, answered] (int status, const std::string &body, const char *type) {
+      if (*answered)
+        return;
+      *answered = true;
+      respond (msg, status, body, type);
+      soup_server_message_unpause (msg);
+      g_object_unref (msg);
+    };
+    bool asked;
+    try {
+      asked = d_.request_still (who, id, [finish] (JsonObject *still) {
+        const char *err = json_object_get_string_member_with_default (still, "error", nullptr);
+        if (err) {
+          finish (503, std::string ("{\"error\":\"") + err + "\"}", "application/json");
+          return;
+        }
+        gsize len = 0;
+        g_autofree guchar *png = g_base64_decode (
+            json_object_get_string_member_with_default (still, "png_base64", ""), &len);
+        finish (200, std::string ((const char *) png, len), "image/png");
+      });
+    } catch (...) {
+      *answered = true;
+      soup_server_message_unpause (msg);
+      g_object_unref (msg);
+      throw;
+    }
+    if (!asked)
+      finish (503, "{\"error\":\"the microscope's media worker is not running\"}", "application/json");
+    else
+      g_timeout_add_seconds (5, [] (gpointer d) -> gboolean {
+        auto *f = static_cast<std::function<void ()> *> (d);
+        (*f) ();
+        delete f;
+        return G_SOURCE_REMOVE;
+      }, new std::function<void ()> ([finish] { finish (504, "{\"error\":\"no frame within 5 s\"}", "application/json"); }));
+    return;
+  }
 
   auto session_json = [&] (JsonBuilder *b, const SessionRecord &s) {
     json_builder_begin_object (b);
@@ -416,8 +536,18 @@ HttpApi::api (SoupServerMessage *msg, const std::string &method, const std::vect
     json_builder_add_double_value (b, st ? json_object_get_double_member_with_default (st, "um_per_px", 0) : 0);
     json_builder_set_member_name (b, "moving");
     json_builder_add_boolean_value (b, st && json_object_get_boolean_member_with_default (st, "moving", FALSE));
-    json_builder_set_member_name (b, "controller");
-    json_builder_add_null_value (b);  // control leases arrive with the control issue
+    if (st && json_object_has_member (st, "limits"))
+      add_raw (b, "soft_limits", to_json (json_object_get_member (st, "limits")));
+    if (st && json_object_has_member (st, "objectives"))
+      add_raw (b, "objectives", to_json (json_object_get_member (st, "objectives")));
+    g_autoptr (JsonParser) cp = json_parser_new ();
+    json_parser_load_from_data (cp, d_.control_json (m).c_str (), -1, nullptr);
+    JsonObject *control = json_node_get_object (json_parser_get_root (cp));
+    for (const char *k : {"controller", "epoch", "queue"}) {
+      json_builder_set_member_name (b, k);
+      json_builder_add_value (b, json_node_copy (json_object_get_member (control, k)));
+    }
+    add_raw (b, "presence", d_.presence_json (m));
     add_raw (b, "analysis", m.features_json);
     json_builder_set_member_name (b, "view_branches");
     json_builder_add_int_value (b, (gint64) m.views.size ());
@@ -440,7 +570,8 @@ HttpApi::api (SoupServerMessage *msg, const std::string &method, const std::vect
   respond (msg, 200, to_json (root));
 }
 
-// ---- viewer WebSocket -------------------------------------------------------
+// ---- WebSockets: the viewer page (/ws/{session}) and event clients
+// (/api/v1/microscopes/{id}/events) ------------------------------------------
 
 void
 HttpApi::close_viewer (Viewer *v)
@@ -454,6 +585,8 @@ HttpApi::close_viewer (Viewer *v)
     g_source_remove (own->auth_timeout);
   if (own->listener)
     d_.remove_listener (own->listener);
+  if (own->presence)
+    d_.leave (own->microscope, own->presence);
   if (own->peer) {
     own->peer->stop ();
     d_.count_webrtc_viewer (own->count_key, -1);
@@ -483,6 +616,115 @@ typed (const char *type, const std::string &payload_member, const std::string &p
 
 }  // namespace
 
+// After the token checked out: welcome, events, presence, and (viewer page)
+// the WebRTC peer.
+void
+HttpApi::authenticated (Viewer *v, const Principal &who)
+{
+  v->authenticated = true;
+  v->who = who;
+  if (who.session)
+    v->microscope = who.session->microscope;
+  const auto &m = d_.microscopes ().at (v->microscope);
+  g_autoptr (JsonBuilder) b = json_builder_new ();
+  json_builder_begin_object (b);
+  add_string (b, "type", "welcome");
+  json_builder_set_member_name (b, "session");
+  if (who.session) {
+    json_builder_begin_object (b);
+    add_string (b, "id", who.session->id);
+    add_string (b, "user", who.session->user);
+    add_string (b, "role", who.session->role);
+    add_string (b, "microscope", who.session->microscope);
+    json_builder_end_object (b);
+  } else {
+    json_builder_add_null_value (b);
+  }
+  json_builder_set_member_name (b, "online");
+  json_builder_add_boolean_value (b, m.online);
+  add_raw (b, "state", m.state_json);
+  add_raw (b, "features", m.features_json);
+  add_raw (b, "control", d_.control_json (m));
+  json_builder_set_member_name (b, "server_time_us");
+  json_builder_add_int_value (b, g_get_real_time ());
+  json_builder_end_object (b);
+  g_autoptr (JsonNode) root = json_builder_get_root (b);
+  ws_send (v->conn, to_json (root));
+
+  SoupWebsocketConnection *conn = v->conn;
+  std::string own_session = who.session ? who.session->id : "";
+  std::string microscope = v->microscope;
+  v->listener = d_.add_listener ([conn, own_session, microscope] (const std::string &mic,
+                                     const std::string &kind, const std::string &json) {
+    if (mic != microscope)
+      return;
+    if (kind == "session_ended") {
+      if (!own_session.empty () && json.find (own_session) != std::string::npos)
+        soup_websocket_connection_close (conn, 4403, "session ended");
+      return;
+    }
+    ws_send (conn, typed (kind.c_str (), "data", json));
+  });
+  if (who.session) {
+    v->presence = d_.join (v->microscope, *who.session, v->events_only ? "events" : "viewer");
+    ws_send (v->conn, typed ("presence", "data", d_.presence_json (d_.microscopes ().at (v->microscope))));
+  }
+  if (v->events_only || !v->want_webrtc)
+    return;
+  auto view = d_.view_of_session (own_session);
+  if (!view) {
+    ws_send (v->conn, "{\"type\":\"error\",\"error\":\"no view for this session\"}");
+    return;
+  }
+  v->peer = std::make_shared<WebRtcPeer> (view, [conn] (const std::string &json) { ws_send (conn, json); });
+  try {
+    v->peer->start ();
+    v->count_key = view->microscope () + "/" + view->profile ();
+    d_.count_webrtc_viewer (v->count_key, +1);
+  } catch (const std::exception &e) {
+    v->peer.reset ();
+    ws_send (v->conn, std::string ("{\"type\":\"error\",\"error\":\"") + e.what () + "\"}");
+  }
+}
+
+void
+HttpApi::on_viewer_message (Viewer *v, JsonObject *o)
+{
+  std::string t = json_object_get_string_member_with_default (o, "type", "");
+  if (!v->authenticated) {
+    if (t != "hello") {
+      soup_websocket_connection_close (v->conn, 4401, "the first message must be hello with a token");
+      return;
+    }
+    Principal who = d_.authenticate (json_object_get_string_member_with_default (o, "token", ""));
+    bool ok = v->events_only
+                  ? who.valid () && (who.admin || who.session->microscope == v->microscope)
+                  : who.session && who.session->id == v->session_id;
+    if (!ok) {
+      soup_websocket_connection_close (v->conn, 4401, "invalid token for this socket");
+      return;
+    }
+    v->want_webrtc = json_object_get_boolean_member_with_default (o, "webrtc", TRUE);
+    authenticated (v, who);
+    return;
+  }
+  if (t == "answer" || t == "ice") {
+    if (v->peer)
+      v->peer->on_message (o);
+  } else if (t == "stats") {
+    JsonNode *n = json_object_get_member (o, "data");
+    if (n && JSON_NODE_HOLDS_OBJECT (n) && v->who.session)
+      d_.set_viewer_stats (v->who.session->id, to_json (n));
+  } else if (t == "pointer") {
+    if (v->who.session)
+      d_.pointer (*v->who.session, o);
+  } else if (t == "ping") {
+    gint64 client = json_object_get_int_member_with_default (o, "t", 0);
+    ws_send (v->conn, "{\"type\":\"pong\",\"t\":" + std::to_string (client) +
+                          ",\"server_time_us\":" + std::to_string (g_get_real_time ()) + "}");
+  }
+}
+
 void
 HttpApi::on_websocket (SoupServer *, SoupServerMessage *msg, const char *path,
     SoupWebsocketConnection *conn, gpointer self)
@@ -491,17 +733,58 @@ HttpApi::on_websocket (SoupServer *, SoupServerMessage *msg, const char *path,
   std::vector<std::string> parts = split_path (path);
   auto v = std::make_unique<Viewer> ();
   v->conn = SOUP_WEBSOCKET_CONNECTION (g_object_ref (conn));
-  v->session_id = parts.size () == 2 ? parts[1] : "";
+  // /ws/{session}  or  /api/v1/microscopes/{id}/events
+  if (parts.size () == 5 && parts[0] == "api" && parts[4] == "events") {
+    v->events_only = true;
+    v->microscope = parts[3];
+  } else {
+    v->session_id = parts.size () == 2 ? parts[1] : "";
+  }
   Viewer *vp = v.get ();
   api->viewers_[vp] = std::move (v);
   soup_websocket_connection_set_max_incoming_payload_size (conn, api->d_.config ().max_body_bytes);
+  if (vp->events_only && !api->d_.microscopes ().count (vp->microscope)) {
+    soup_websocket_connection_close (conn, 4404, "no such microscope");
+    return;
+  }
 
   struct Ctx {
     HttpApi *api;
     Viewer *v;
   };
   auto *ctx = new Ctx {api, vp};
-  // The first message must authenticate, within 5 s.
+  vp->closed_handler = g_signal_connect_data (conn, "closed", G_CALLBACK (+[] (SoupWebsocketConnection *, gpointer d) {
+    auto *c = static_cast<Ctx *> (d);
+    c->api->close_viewer (c->v);
+  }), ctx, [] (gpointer d, GClosure *) { delete static_cast<Ctx *> (d); }, G_CONNECT_DEFAULT);
+  vp->message_handler = g_signal_connect (conn, "message",
+      G_CALLBACK (+[] (SoupWebsocketConnection *c, gint type, GBytes *bytes, gpointer d) {
+        auto *ctx = static_cast<Ctx *> (d);
+        if (type != SOUP_WEBSOCKET_DATA_TEXT)
+          return;
+        gsize len = 0;
+        const char *data = static_cast<const char *> (g_bytes_get_data (bytes, &len));
+        g_autoptr (JsonParser) p = json_parser_new ();
+        if (!json_parser_load_from_data (p, data, (gssize) len, nullptr) ||
+            !JSON_NODE_HOLDS_OBJECT (json_parser_get_root (p))) {
+          ws_send (c, "{\"type\":\"error\",\"error\":\"malformed JSON\"}");
+          return;
+        }
+        ctx->api->on_viewer_message (ctx->v, json_node_get_object (json_parser_get_root (p)));
+      }), ctx);
+
+  // Event clients may authenticate with the Authorization header; everyone
+  // else (browsers cannot set it) with a first "hello" message within 5 s.
+  std::string bearer = bearer_of (msg);
+  if (vp->events_only && !bearer.empty ()) {
+    Principal who = api->d_.authenticate (bearer);
+    if (!who.valid () || (!who.admin && who.session->microscope != vp->microscope)) {
+      soup_websocket_connection_close (conn, 4401, "invalid token for this microscope");
+      return;
+    }
+    api->authenticated (vp, who);
+    return;
+  }
   vp->auth_timeout = g_timeout_add_seconds (5, [] (gpointer d) -> gboolean {
     auto *c = static_cast<Ctx *> (d);
     c->v->auth_timeout = 0;
@@ -509,109 +792,6 @@ HttpApi::on_websocket (SoupServer *, SoupServerMessage *msg, const char *path,
       soup_websocket_connection_close (c->v->conn, 4401, "authentication timeout");
     return G_SOURCE_REMOVE;
   }, ctx);
-
-  vp->closed_handler = g_signal_connect_data (conn, "closed", G_CALLBACK (+[] (SoupWebsocketConnection *, gpointer d) {
-    auto *c = static_cast<Ctx *> (d);
-    c->api->close_viewer (c->v);
-  }), ctx, [] (gpointer d, GClosure *) { delete static_cast<Ctx *> (d); }, G_CONNECT_DEFAULT);
-
-  vp->message_handler = g_signal_connect (conn, "message", G_CALLBACK (+[] (SoupWebsocketConnection *c, gint type, GBytes *bytes, gpointer d) {
-    auto *ctx = static_cast<Ctx *> (d);
-    HttpApi *api = ctx->api;
-    Viewer *v = ctx->v;
-    if (type != SOUP_WEBSOCKET_DATA_TEXT)
-      return;
-    gsize len = 0;
-    const char *data = static_cast<const char *> (g_bytes_get_data (bytes, &len));
-    g_autoptr (JsonParser) p = json_parser_new ();
-    if (!json_parser_load_from_data (p, data, (gssize) len, nullptr) ||
-        !JSON_NODE_HOLDS_OBJECT (json_parser_get_root (p))) {
-      ws_send (c, "{\"type\":\"error\",\"error\":\"malformed JSON\"}");
-      return;
-    }
-    JsonObject *o = json_node_get_object (json_parser_get_root (p));
-    std::string t = json_object_get_string_member_with_default (o, "type", "");
-    if (!v->authenticated) {
-      if (t != "hello") {
-        soup_websocket_connection_close (c, 4401, "the first message must be hello with a token");
-        return;
-      }
-      Principal who = api->d_.authenticate (json_object_get_string_member_with_default (o, "token", ""));
-      if (!who.session || who.session->id != v->session_id) {
-        soup_websocket_connection_close (c, 4401, "invalid token for this session");
-        return;
-      }
-      v->authenticated = true;
-      v->microscope = who.session->microscope;
-      const auto &m = api->d_.microscopes ().at (v->microscope);
-      // Welcome: who we are, where the microscope is, the latest analysis.
-      g_autoptr (JsonBuilder) b = json_builder_new ();
-      json_builder_begin_object (b);
-      add_string (b, "type", "welcome");
-      json_builder_set_member_name (b, "session");
-      json_builder_begin_object (b);
-      add_string (b, "id", who.session->id);
-      add_string (b, "user", who.session->user);
-      add_string (b, "role", who.session->role);
-      add_string (b, "microscope", who.session->microscope);
-      json_builder_end_object (b);
-      json_builder_set_member_name (b, "online");
-      json_builder_add_boolean_value (b, m.online);
-      add_raw (b, "state", m.state_json);
-      add_raw (b, "features", m.features_json);
-      json_builder_set_member_name (b, "server_time_us");
-      json_builder_add_int_value (b, g_get_real_time ());
-      json_builder_end_object (b);
-      g_autoptr (JsonNode) root = json_builder_get_root (b);
-      ws_send (c, to_json (root));
-
-      std::string session_id = v->session_id;
-      SoupWebsocketConnection *conn = c;
-      v->listener = api->d_.add_listener ([api, v, conn, session_id] (const std::string &mic,
-                                              const std::string &kind, const std::string &json) {
-        if (mic != v->microscope)
-          return;
-        if (kind == "session_ended") {
-          if (json.find (session_id) != std::string::npos)
-            soup_websocket_connection_close (conn, 4403, "session ended");
-          return;
-        }
-        ws_send (conn, typed (kind.c_str (), "data", json));
-      });
-      if (json_object_get_boolean_member_with_default (o, "webrtc", TRUE)) {
-        auto view = api->d_.view_of_session (session_id);
-        if (!view) {
-          ws_send (c, "{\"type\":\"error\",\"error\":\"no view for this session\"}");
-          return;
-        }
-        v->peer = std::make_shared<WebRtcPeer> (view, [conn] (const std::string &json) {
-          ws_send (conn, json);
-        });
-        try {
-          v->peer->start ();
-          v->count_key = view->microscope () + "/" + view->profile ();
-          api->d_.count_webrtc_viewer (v->count_key, +1);
-        } catch (const std::exception &e) {
-          v->peer.reset ();
-          ws_send (c, std::string ("{\"type\":\"error\",\"error\":\"") + e.what () + "\"}");
-        }
-      }
-      return;
-    }
-    if (t == "answer" || t == "ice") {
-      if (v->peer)
-        v->peer->on_message (o);
-    } else if (t == "stats") {
-      JsonNode *n = json_object_get_member (o, "data");
-      if (n && JSON_NODE_HOLDS_OBJECT (n))
-        api->d_.set_viewer_stats (v->session_id, to_json (n));
-    } else if (t == "ping") {
-      gint64 client = json_object_get_int_member_with_default (o, "t", 0);
-      ws_send (c, "{\"type\":\"pong\",\"t\":" + std::to_string (client) +
-                      ",\"server_time_us\":" + std::to_string (g_get_real_time ()) + "}");
-    }
-  }), ctx);
-  (void) msg;
 }
 
 }  // namespace livemicro::orchestrator

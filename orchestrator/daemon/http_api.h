@@ -28,8 +28,11 @@ private:
       GHashTable *query, gpointer self);
   static void on_websocket (SoupServer *, SoupServerMessage *msg, const char *path,
       SoupWebsocketConnection *conn, gpointer self);
-  void route (SoupServerMessage *msg, const std::string &path);
-  void api (SoupServerMessage *msg, const std::string &method, const std::vector<std::string> &parts);
+  void route (SoupServerMessage *msg, const std::string &path, GHashTable *query);
+  void api (SoupServerMessage *msg, const std::string &method, const std::vector<std::string> &parts,
+      GHashTable *query);
+  void on_viewer_message (Viewer *v, JsonObject *o);
+  void authenticated (Viewer *v, const Principal &who);
   void serve_file (SoupServerMessage *msg, const std::string &name, const char *type);
   void close_viewer (Viewer *v);
 

@@ -1,0 +1,663 @@
+// Collaborative control of a microscope: control leases, commands to the
+// hardware thread, presence, pointers, annotations, stills and the audit log.
+#include "daemon.h"
+
+#include "common/tokens.h"
+
+#include <cmath>
+#include <sstream>
+
+namespace livemicro::orchestrator {
+
+namespace {
+
+std::string
+to_json (JsonNode *n)
+{
+  g_autofree char *s = json_to_string (n, FALSE);
+  return s;
+}
+
+std::string
+builder_json (JsonBuilder *b)
+{
+  g_autoptr (JsonNode) n = json_builder_get_root (b);
+  return to_json (n);
+}
+
+void
+member (JsonBuilder *b, const char *name, const std::string &v)
+{
+  json_builder_set_member_name (b, name);
+  json_builder_add_string_value (b, v.c_str ());
+}
+
+std::string
+num (double v)
+{
+  std::ostringstream s;
+  s << v;
+  return s.str ();
+}
+
+// A number field of an object, or an ApiError naming it.
+double
+number (JsonObject *o, const char *name, const char *context)
+{
+  JsonNode *n = o ? json_object_get_member (o, name) : nullptr;
+  if (!n || !JSON_NODE_HOLDS_VALUE (n) ||
+      (json_node_get_value_type (n) != G_TYPE_DOUBLE && json_node_get_value_type (n) != G_TYPE_INT64))
+    throw ApiError {422, std::string (context) + "." + name + " must be a number"};
+  double v = json_node_get_double (n);
+  if (!std::isfinite (v))
+    throw ApiError {422, std::string (context) + "." + name + " must be finite"};
+  return v;
+}
+
+JsonObject *
+parse_object (const std::string &json, JsonParser *p)
+{
+  if (!json_parser_load_from_data (p, json.c_str (), -1, nullptr))
+    return nullptr;
+  JsonNode *r = json_parser_get_root (p);
+  return r && JSON_NODE_HOLDS_OBJECT (r) ? json_node_get_object (r) : nullptr;
+}
+
+}  // namespace
+
+Participant
+Daemon::participant (const Principal &p)
+{
+  if (p.admin)
+    return {"", "admin", "admin"};
+  return {p.session->id, p.session->user, p.session->role};
+}
+
+void
+Daemon::record (const Principal &by, const std::string &microscope, const std::string &action,
+    const std::string &detail, const std::string &result)
+{
+  store_->append_audit ({0, 0, by.user (), by.role (), by.admin ? "" : by.session->id, microscope,
+      action, detail, result});
+}
+
+std::string
+Daemon::control_json (const MicroscopeRuntime &m) const
+{
+  g_autoptr (JsonBuilder) b = json_builder_new ();
+  json_builder_begin_object (b);
+  json_builder_set_member_name (b, "controller");
+  const auto &h = m.control->holder ();
+  if (h) {
+    json_builder_begin_object (b);
+    member (b, "session", h->holder.session);
+    member (b, "user", h->holder.user);
+    member (b, "role", h->holder.role);
+    json_builder_set_member_name (b, "epoch");
+    json_builder_add_int_value (b, (gint64) h->epoch);
+    json_builder_set_member_name (b, "expires_in_ms");
+    json_builder_add_int_value (b, m.control->expires_in_us () / 1000);
+    json_builder_end_object (b);
+  } else {
+    json_builder_add_null_value (b);
+  }
+  json_builder_set_member_name (b, "epoch");
+  json_builder_add_int_value (b, (gint64) m.control->epoch ());
+  json_builder_set_member_name (b, "queue");
+  json_builder_begin_array (b);
+  for (const auto &q : m.control->queue ()) {
+    json_builder_begin_object (b);
+    member (b, "session", q.session);
+    member (b, "user", q.user);
+    member (b, "role", q.role);
+    json_builder_end_object (b);
+  }
+  json_builder_end_array (b);
+  json_builder_end_object (b);
+  return builder_json (b);
+}
+
+std::string
+Daemon::presence_json (const MicroscopeRuntime &m) const
+{
+  g_autoptr (JsonBuilder) b = json_builder_new ();
+  json_builder_begin_array (b);
+  for (const auto &kv : m.presence) {
+    json_builder_begin_object (b);
+    member (b, "session", kv.second.session);
+    member (b, "user", kv.second.user);
+    member (b, "role", kv.second.role);
+    member (b, "via", kv.second.via);
+    json_builder_end_object (b);
+  }
+  json_builder_end_array (b);
+  return builder_json (b);
+}
+
+void
+Daemon::control_changed (MicroscopeRuntime &m)
+{
+  store_->set_value ("control_epoch:" + m.config.id, std::to_string (m.control->epoch ()));
+  notify (m.config.id, "control", control_json (m));
+}
+
+Daemon::Reply
+Daemon::control_action (const Principal &by, const std::string &id, JsonObject *body)
+{
+  const MicroscopeRuntime &visible = microscope_visible_to (by, id);
+  MicroscopeRuntime &m = const_cast<MicroscopeRuntime &> (visible);
+  JsonNode *a = json_object_get_member (body, "action");
+  if (!a || !JSON_NODE_HOLDS_VALUE (a) || json_node_get_value_type (a) != G_TYPE_STRING) {
+    record (by, id, "control", "(no action)", "refused: action must be a string");
+    throw ApiError {422, "action must be one of request, release, renew, grant, revoke"};
+  }
+  std::string action = json_node_get_string (a);
+  Participant me = participant (by);
+  ControlArbiter::Outcome o;
+  std::string detail = action;
+  if (action == "request" || action == "release" || action == "renew") {
+    if (by.admin) {
+      record (by, id, "control", action, "refused: the admin has no session");
+      throw ApiError {403, "the admin grants and revokes; requesting control needs a session"};
+    }
+    if (action == "request")
+      o = m.control->request (me);
+    else if (action == "release")
+      o = m.control->release (me);
+    else {
+      JsonNode *l = json_object_get_member (body, "lease");
+      if (!l || !JSON_NODE_HOLDS_VALUE (l) || json_node_get_value_type (l) != G_TYPE_STRING) {
+        record (by, id, "control", action, "refused: no lease");
+        throw ApiError {422, "renew needs \"lease\": the lease id"};
+      }
+      o = m.control->renew (me, json_node_get_string (l));
+    }
+  } else if (action == "grant") {
+    JsonNode *sn = json_object_get_member (body, "session");
+    if (!sn || !JSON_NODE_HOLDS_VALUE (sn) || json_node_get_value_type (sn) != G_TYPE_STRING) {
+      record (by, id, "control", action, "refused: no session");
+      throw ApiError {422, "grant needs \"session\": the session to give control to"};
+    }
+    auto target = store_->session (json_node_get_string (sn));
+    if (!target || target->microscope != id) {
+      record (by, id, "control", action, "refused: unknown session");
+      throw ApiError {422, "no session '" + std::string (json_node_get_string (sn)) + "' on this microscope"};
+    }
+    detail = "grant to " + target->id;
+    o = m.control->grant (me, {target->id, target->user, target->role});
+  } else if (action == "revoke") {
+    o = m.control->revoke (me);
+  } else {
+    record (by, id, "control", action, "refused: unknown action");
+    throw ApiError {422, "action must be one of request, release, renew, grant, revoke"};
+  }
+  if (m.control->take_changed ())
+    control_changed (m);
+  if (o.status >= 400) {
+    record (by, id, "control", detail, "refused: " + o.reason);
+    throw ApiError {o.status, o.reason};
+  }
+  record (by, id, "control", detail, o.result + (o.lease ? " epoch " + std::to_string (o.lease->epoch) : "") +
+      (o.queue_position ? " position " + std::to_string (o.queue_position) : ""));
+  g_autoptr (JsonBuilder) b = json_builder_new ();
+  json_builder_begin_object (b);
+  member (b, "result", o.result);
+  if (o.lease) {
+    member (b, "lease", o.lease->id);
+    json_builder_set_member_name (b, "epoch");
+    json_builder_add_int_value (b, (gint64) o.lease->epoch);
+    json_builder_set_member_name (b, "expires_in_ms");
+    json_builder_add_int_value (b, m.control->expires_in_us () / 1000);
+  }
+  if (o.queue_position) {
+    json_builder_set_member_name (b, "queue_position");
+    json_builder_add_int_value (b, o.queue_position);
+  }
+  json_builder_end_object (b);
+  return {o.status, builder_json (b)};
+}
+
+void
+Daemon::send_hw (MicroscopeRuntime &m, uint64_t id, const std::string &op, double a, double b, int objective)
+{
+  g_autoptr (JsonBuilder) jb = json_builder_new ();
+  json_builder_begin_object (jb);
+  member (jb, "cmd", "hw");
+  json_builder_set_member_name (jb, "id");
+  json_builder_add_int_value (jb, (gint64) id);
+  member (jb, "op", op);
+  json_builder_set_member_name (jb, "a");
+  json_builder_add_double_value (jb, a);
+  json_builder_set_member_name (jb, "b");
+  json_builder_add_double_value (jb, b);
+  json_builder_set_member_name (jb, "objective");
+  json_builder_add_int_value (jb, objective);
+  json_builder_end_object (jb);
+  m.worker->command (builder_json (jb));
+}
+
+Daemon::Reply
+Daemon::command (const Principal &by, const std::string &id, JsonObject *body)
+{
+  const MicroscopeRuntime &visible = microscope_visible_to (by, id);
+  MicroscopeRuntime &m = const_cast<MicroscopeRuntime &> (visible);
+  static const char *kOps[] = {"move", "move_by", "focus", "focus_by", "objective", "jog", "autofocus", "stop"};
+  std::string op;
+  GList *members = json_object_get_members (body);
+  std::string unknown;
+  for (GList *l = members; l; l = l->next) {
+    std::string k = static_cast<const char *> (l->data);
+    if (k == "lease")
+      continue;
+    bool known = false;
+    for (const char *o : kOps)
+      known = known || k == o;
+    if (!known)
+      unknown = k;
+    else if (op.empty ())
+      op = k;
+    else
+      unknown = "two commands ('" + op + "' and '" + k + "')";
+  }
+  g_list_free (members);
+  bool audited = false;  // exactly one audit row per request
+  auto refuse = [&] (int status, const std::string &why) {
+    record (by, id, "command", op.empty () ? "(none)" : op, "refused: " + why);
+    audited = true;
+    throw ApiError {status, why};
+  };
+  if (!unknown.empty ())
+    refuse (422, unknown.find ("two") == 0 ? "one command per request, got " + unknown : "unknown command '" + unknown + "'");
+  if (op.empty ())
+    refuse (422, "no command: give one of move, move_by, focus, focus_by, objective, jog, autofocus, stop");
+  if (!m.online)
+    refuse (503, "microscope '" + id + "' is offline" + (m.last_error.empty () ? "" : ": " + m.last_error));
+
+  // The lease: required, except that the owner and the admin may always stop.
+  std::string lease;
+  JsonNode *ln = json_object_get_member (body, "lease");
+  if (ln && JSON_NODE_HOLDS_VALUE (ln) && json_node_get_value_type (ln) == G_TYPE_STRING)
+    lease = json_node_get_string (ln);
+  const bool emergency_stop = op == "stop" && (by.admin || by.session->role == "owner");
+  if (!emergency_stop) {
+    if (by.admin)
+      refuse (403, "the admin has no lease; only stop is allowed without one");
+    if (lease.empty ())
+      refuse (409, "no lease: request control first");
+    bool current = m.control->check (by.session->id, lease);
+    if (m.control->take_changed ())
+      control_changed (m);
+    if (!current)
+      refuse (409, "not the current lease (it lapsed, was revoked or handed over)");
+  }
+  // Rate: a token bucket per session; stop is never limited.
+  if (op != "stop" && !by.admin) {
+    auto &bucket = m.rate[by.session->id];
+    const double cap = config_.control.max_commands_per_s;
+    int64_t now = g_get_monotonic_time ();
+    bucket.tokens = bucket.at_us ? std::min (cap, bucket.tokens + (now - bucket.at_us) * cap / 1e6) : cap;
+    bucket.at_us = now;
+    if (bucket.tokens < 1)
+      refuse (429, "more than " + std::to_string (config_.control.max_commands_per_s) + " commands per second");
+    bucket.tokens -= 1;
+  }
+
+  // Values and soft limits (from the worker's latest state).
+  g_autoptr (JsonParser) sp = json_parser_new ();
+  JsonObject *st = parse_object (m.state_json, sp);
+  JsonObject *stage = st ? json_object_get_object_member (st, "stage") : nullptr;
+  JsonObject *lim = st && json_object_has_member (st, "limits") ? json_object_get_object_member (st, "limits") : nullptr;
+  auto limit = [&] (const char *k, double fallback) {
+    return lim ? json_object_get_double_member_with_default (lim, k, fallback) : fallback;
+  };
+  auto cur = [&] (const char *k) { return stage ? json_object_get_double_member_with_default (stage, k, 0) : 0; };
+  auto check_range = [&] (const char *axis, double v, double lo, double hi) {
+    if (v < lo || v > hi)
+      refuse (422, std::string (axis) + " " + num (v) + " µm is outside the soft travel limit [" + num (lo) +
+                       ", " + num (hi) + "] µm for this objective");
+  };
+  JsonNode *arg = json_object_get_member (body, op.c_str ());
+  JsonObject *obj = arg && JSON_NODE_HOLDS_OBJECT (arg) ? json_node_get_object (arg) : nullptr;
+  if (op != "objective" && !obj)
+    refuse (422, op + " must be an object");
+  double a = 0, b = 0;
+  int objective = 0;
+  std::string detail = op;
+  try {
+    if (op == "move" || op == "move_by") {
+      bool rel = op == "move_by";
+      a = number (obj, rel ? "dx_um" : "x_um", op.c_str ());
+      b = number (obj, rel ? "dy_um" : "y_um", op.c_str ());
+      double tx = rel ? cur ("x_um") + a : a, ty = rel ? cur ("y_um") + b : b;
+      check_range ("x", tx, limit ("x_min_um", -1e12), limit ("x_max_um", 1e12));
+      check_range ("y", ty, limit ("y_min_um", -1e12), limit ("y_max_um", 1e12));
+      detail = op + " " + num (a) + ", " + num (b);
+    } else if (op == "focus" || op == "focus_by") {
+      bool rel = op == "focus_by";
+      a = number (obj, rel ? "dz_um" : "z_um", op.c_str ());
+      check_range ("z", rel ? cur ("z_um") + a : a, limit ("z_min_um", -1e12), limit ("z_max_um", 1e12));
+      detail = op + " " + num (a);
+    } else if (op == "objective") {
+      if (!JSON_NODE_HOLDS_VALUE (arg) || json_node_get_value_type (arg) != G_TYPE_INT64)
+        refuse (422, "objective must be a magnification, e.g. 20");
+      objective = (int) json_node_get_int (arg);
+      JsonArray *mags = st && json_object_has_member (st, "objectives") ? json_object_get_array_member (st, "objectives") : nullptr;
+      bool mounted = !mags;
+      std::string list;
+      for (guint i = 0; mags && i < json_array_get_length (mags); i++) {
+        gint64 mg = json_array_get_int_element (mags, i);
+        mounted = mounted || mg == objective;
+        list += (list.empty () ? "" : ", ") + std::to_string (mg) + "x";
+      }
+      if (!mounted)
+        refuse (422, "objective " + std::to_string (objective) + "x is not mounted (available: " + list + ")");
+      detail = "objective " + std::to_string (objective);
+    } else if (op == "jog") {
+      a = number (obj, "vx_um_s", "jog");
+      b = number (obj, "vy_um_s", "jog");
+      double v = std::hypot (a, b);
+      if (v <= 0 || v > 20000)
+        refuse (422, "jog speed " + num (v) + " µm/s is outside (0, 20000] µm/s");
+      m.jog_session = by.session->id;
+      m.jog_until_us = g_get_monotonic_time () + 600000;
+      detail = "jog " + num (a) + ", " + num (b);
+    }
+  } catch (const ApiError &e) {
+    if (!audited)
+      record (by, id, "command", op, "refused: " + e.message);
+    throw;
+  }
+  uint64_t cid = m.next_command_id++;
+  send_hw (m, cid, op, a, b, objective);
+  record (by, id, "command", detail, "accepted as " + std::to_string (cid) + (emergency_stop && lease.empty () ? " (emergency stop)" : ""));
+  g_autoptr (JsonBuilder) jb = json_builder_new ();
+  json_builder_begin_object (jb);
+  json_builder_set_member_name (jb, "command");
+  json_builder_add_int_value (jb, (gint64) cid);
+  member (jb, "op", op);
+  json_builder_end_object (jb);
+  return {202, builder_json (jb)};
+}
+
+int
+Daemon::join (const std::string &microscope, const SessionRecord &s, const std::string &via)
+{
+  auto it = microscopes_.find (microscope);
+  if (it == microscopes_.end ())
+    return 0;
+  int h = next_presence_++;
+  it->second.presence[h] = {s.id, s.user, s.role, via};
+  notify (microscope, "presence", presence_json (it->second));
+  return h;
+}
+
+void
+Daemon::leave (const std::string &microscope, int handle)
+{
+  auto it = microscopes_.find (microscope);
+  if (it == microscopes_.end ())
+    return;
+  MicroscopeRuntime &m = it->second;
+  auto p = m.presence.find (handle);
+  if (p == m.presence.end ())
+    return;
+  std::string session = p->second.session;
+  m.presence.erase (p);
+  notify (microscope, "presence", presence_json (m));
+  // The driver's connection dropped during a jog: the motion stops.
+  bool still_there = false;
+  for (const auto &kv : m.presence)
+    still_there = still_there || kv.second.session == session;
+  if (!still_there && m.jog_session == session && g_get_monotonic_time () < m.jog_until_us) {
+    uint64_t cid = m.next_command_id++;
+    send_hw (m, cid, "stop", 0, 0, 0);
+    store_->append_audit ({0, 0, "livemicrod", "system", session, microscope, "command",
+        "stop (the jogging session's connection dropped)", "accepted as " + std::to_string (cid)});
+    m.jog_session.clear ();
+  }
+}
+
+void
+Daemon::pointer (const SessionRecord &s, JsonObject *msg)
+{
+  double x = json_object_get_double_member_with_default (msg, "x_um", NAN);
+  double y = json_object_get_double_member_with_default (msg, "y_um", NAN);
+  if (!std::isfinite (x) || !std::isfinite (y))
+    return;
+  g_autoptr (JsonBuilder) b = json_builder_new ();
+  json_builder_begin_object (b);
+  member (b, "session", s.id);
+  member (b, "user", s.user);
+  member (b, "role", s.role);
+  json_builder_set_member_name (b, "x_um");
+  json_builder_add_double_value (b, x);
+  json_builder_set_member_name (b, "y_um");
+  json_builder_add_double_value (b, y);
+  json_builder_end_object (b);
+  notify (s.microscope, "pointer", builder_json (b));
+}
+
+namespace {
+
+std::string
+annotation_json (const AnnotationRecord &a)
+{
+  g_autoptr (JsonBuilder) b = json_builder_new ();
+  json_builder_begin_object (b);
+  json_builder_set_member_name (b, "id");
+  json_builder_add_int_value (b, a.id);
+  member (b, "session", a.session);
+  member (b, "user", a.user);
+  member (b, "kind", a.kind);
+  member (b, "label", a.label);
+  json_builder_set_member_name (b, "points_um");
+  g_autoptr (JsonParser) p = json_parser_new ();
+  if (json_parser_load_from_data (p, a.points_json.c_str (), -1, nullptr))
+    json_builder_add_value (b, json_node_copy (json_parser_get_root (p)));
+  else
+    json_builder_add_null_value (b);
+  json_builder_set_member_name (b, "created_unix_us");
+  json_builder_add_int_value (b, a.created_unix_us);
+  json_builder_end_object (b);
+  return builder_json (b);
+}
+
+}  // namespace
+
+Daemon::Reply
+Daemon::add_annotation (const Principal &by, const std::string &id, JsonObject *body)
+{
+  microscope_visible_to (by, id);
+  if (by.admin)
+    throw ApiError {403, "annotations belong to sessions; the admin has none"};
+  std::string kind = json_object_get_string_member_with_default (body, "kind", "");
+  if (kind != "point" && kind != "arrow" && kind != "region")
+    throw ApiError {422, "kind must be point, arrow or region"};
+  JsonNode *pts = json_object_get_member (body, "points_um");
+  if (!pts || !JSON_NODE_HOLDS_ARRAY (pts))
+    throw ApiError {422, "points_um must be an array of [x_um, y_um]"};
+  JsonArray *arr = json_node_get_array (pts);
+  guint n = json_array_get_length (arr);
+  guint need = kind == "point" ? 1 : kind == "arrow" ? 2 : 3;
+  if (n < need || n > 10000 || (kind != "region" && n != need))
+    throw ApiError {422, kind + " needs " + (kind == "region" ? "3 or more" : std::to_string (need)) + " points"};
+  for (guint i = 0; i < n; i++) {
+    JsonNode *p = json_array_get_element (arr, i);
+    if (!JSON_NODE_HOLDS_ARRAY (p) || json_array_get_length (json_node_get_array (p)) != 2)
+      throw ApiError {422, "points_um[" + std::to_string (i) + "] must be [x_um, y_um]"};
+    for (guint k = 0; k < 2; k++) {
+      JsonNode *v = json_array_get_element (json_node_get_array (p), k);
+      if (!JSON_NODE_HOLDS_VALUE (v) || (json_node_get_value_type (v) != G_TYPE_DOUBLE &&
+                                            json_node_get_value_type (v) != G_TYPE_INT64) ||
+          !std::isfinite (json_node_get_double (v)))
+        throw ApiError {422, "points_um[" + std::to_string (i) + "] must hold two numbers"};
+    }
+  }
+  std::string label = json_object_get_string_member_with_default (body, "label", "");
+  if (label.size () > 500)
+    throw ApiError {422, "label longer than 500 characters"};
+  AnnotationRecord a;
+  a.microscope = id;
+  a.session = by.session->id;
+  a.user = by.session->user;
+  a.kind = kind;
+  a.label = label;
+  a.points_json = to_json (pts);
+  a.created_unix_us = g_get_real_time ();
+  a.id = store_->insert_annotation (a);
+  std::string json = annotation_json (a);
+  notify (id, "annotation", json);
+  return {201, json};
+}
+
+Daemon::Reply
+Daemon::annotations (const Principal &by, const std::string &id) const
+{
+  microscope_visible_to (by, id);
+  std::string out = "{\"annotations\":[";
+  bool first = true;
+  for (const auto &a : store_->annotations (id)) {
+    out += (first ? "" : ",") + annotation_json (a);
+    first = false;
+  }
+  return {200, out + "]}"};
+}
+
+Daemon::Reply
+Daemon::delete_annotation (const Principal &by, const std::string &id, int64_t aid)
+{
+  microscope_visible_to (by, id);
+  auto a = store_->annotation (aid);
+  if (!a || a->microscope != id)
+    throw ApiError {404, "no annotation " + std::to_string (aid)};
+  if (!by.admin && by.session->id != a->session && by.session->role != "owner")
+    throw ApiError {403, "only its author, the owner or the admin can delete an annotation"};
+  store_->delete_annotation (aid);
+  notify (id, "annotation_deleted", "{\"id\":" + std::to_string (aid) + "}");
+  return {204, ""};
+}
+
+Daemon::Reply
+Daemon::annotations_geojson (const Principal &by, const std::string &session_id, double um_per_px)
+{
+  SessionRecord s = session_visible_to (by, session_id);
+  if (!(um_per_px > 0 && um_per_px < 1000))
+    throw ApiError {422, "um_per_px must be in (0, 1000)"};
+  // QuPath reads GeoJSON in the pixel space of the image it has open: slide
+  // µm / um_per_px (default 0.25, the 40x scale of a whole-slide scan).
+  g_autoptr (JsonBuilder) b = json_builder_new ();
+  json_builder_begin_object (b);
+  member (b, "type", "FeatureCollection");
+  json_builder_set_member_name (b, "features");
+  json_builder_begin_array (b);
+  for (const auto &a : store_->annotations (s.microscope, s.id)) {
+    g_autoptr (JsonParser) p = json_parser_new ();
+    if (!json_parser_load_from_data (p, a.points_json.c_str (), -1, nullptr))
+      continue;
+    JsonArray *pts = json_node_get_array (json_parser_get_root (p));
+    auto add_point = [&] (guint i) {
+      JsonArray *xy = json_array_get_array_element (pts, i);
+      json_builder_begin_array (b);
+      json_builder_add_double_value (b, json_array_get_double_element (xy, 0) / um_per_px);
+      json_builder_add_double_value (b, json_array_get_double_element (xy, 1) / um_per_px);
+      json_builder_end_array (b);
+    };
+    json_builder_begin_object (b);
+    member (b, "type", "Feature");
+    member (b, "id", "livemicro-" + std::to_string (a.id));
+    json_builder_set_member_name (b, "geometry");
+    json_builder_begin_object (b);
+    guint n = json_array_get_length (pts);
+    if (a.kind == "point") {
+      member (b, "type", "Point");
+      json_builder_set_member_name (b, "coordinates");
+      add_point (0);
+    } else if (a.kind == "arrow") {
+      member (b, "type", "LineString");
+      json_builder_set_member_name (b, "coordinates");
+      json_builder_begin_array (b);
+      for (guint i = 0; i < n; i++)
+        add_point (i);
+      json_builder_end_array (b);
+    } else {
+      member (b, "type", "Polygon");
+      json_builder_set_member_name (b, "coordinates");
+      json_builder_begin_array (b);
+      json_builder_begin_array (b);
+      for (guint i = 0; i < n; i++)
+        add_point (i);
+      add_point (0);  // closed ring
+      json_builder_end_array (b);
+      json_builder_end_array (b);
+    }
+    json_builder_end_object (b);
+    json_builder_set_member_name (b, "properties");
+    json_builder_begin_object (b);
+    member (b, "objectType", "annotation");
+    member (b, "name", a.label.empty () ? a.kind : a.label);
+    json_builder_set_member_name (b, "classification");
+    json_builder_begin_object (b);
+    member (b, "name", a.kind);
+    json_builder_end_object (b);
+    member (b, "author", a.user);
+    json_builder_set_member_name (b, "created_unix_us");
+    json_builder_add_int_value (b, a.created_unix_us);
+    json_builder_end_object (b);
+    json_builder_end_object (b);
+  }
+  json_builder_end_array (b);
+  json_builder_end_object (b);
+  return {200, builder_json (b)};
+}
+
+bool
+Daemon::request_still (const Principal &by, const std::string &session_id,
+    std::function<void (JsonObject *)> done)
+{
+  SessionRecord s = session_visible_to (by, session_id);
+  auto sv = session_views_.find (s.id);
+  if (sv == session_views_.end ())
+    throw ApiError {409, "this session has no view"};
+  MicroscopeRuntime &m = microscopes_.at (s.microscope);
+  if (!m.online || !m.views_confirmed.count (sv->second.second)) {
+    record (by, s.microscope, "still", "session " + s.id, "refused: the view is not streaming");
+    throw ApiError {503, "the view is not streaming" + (m.last_error.empty () ? std::string () : ": " + m.last_error)};
+  }
+  int64_t request = next_still_++;
+  stills_[request] = std::move (done);
+  record (by, s.microscope, "still", "session " + s.id + " (" + s.role + " view)", "requested as " + std::to_string (request));
+  return m.worker->command ("{\"cmd\":\"still\",\"view\":" + std::to_string (sv->second.second) +
+                            ",\"request\":" + std::to_string (request) + "}");
+}
+
+Daemon::Reply
+Daemon::audit (const Principal &by, int64_t after_id, int limit) const
+{
+  if (!by.admin && by.session->role != "owner")
+    throw ApiError {403, "the audit log is for the admin and the owner"};
+  limit = std::clamp (limit, 1, 10000);
+  g_autoptr (JsonBuilder) b = json_builder_new ();
+  json_builder_begin_object (b);
+  json_builder_set_member_name (b, "audit");
+  json_builder_begin_array (b);
+  for (const auto &r : store_->audit (after_id, limit, by.admin ? "" : by.session->microscope)) {
+    json_builder_begin_object (b);
+    json_builder_set_member_name (b, "id");
+    json_builder_add_int_value (b, r.id);
+    json_builder_set_member_name (b, "time_unix_us");
+    json_builder_add_int_value (b, r.time_unix_us);
+    member (b, "user", r.user);
+    member (b, "role", r.role);
+    member (b, "session", r.session);
+    member (b, "microscope", r.microscope);
+    member (b, "action", r.action);
+    member (b, "detail", r.detail);
+    member (b, "result", r.result);
+    json_builder_end_object (b);
+  }
+  json_builder_end_array (b);
+  json_builder_end_object (b);
+  return {200, builder_json (b)};
+}
+
+}  // namespace livemicro::orchestrator
