@@ -307,6 +307,8 @@ Daemon::command (const Principal &by, const std::string &id, JsonObject *body)
   JsonObject *st = parse_object (m.state_json, sp);
   JsonObject *stage = st ? json_object_get_object_member (st, "stage") : nullptr;
   JsonObject *lim = st && json_object_has_member (st, "limits") ? json_object_get_object_member (st, "limits") : nullptr;
+  if (!lim)
+    refuse (503, "the microscope's travel limits are not known yet (the camera is starting)");
   auto limit = [&] (const char *k, double fallback) {
     return lim ? json_object_get_double_member_with_default (lim, k, fallback) : fallback;
   };
@@ -619,9 +621,13 @@ Daemon::request_still (const Principal &by, const std::string &session_id,
   if (sv == session_views_.end ())
     throw ApiError {409, "this session has no view"};
   MicroscopeRuntime &m = microscopes_.at (s.microscope);
-  if (!m.online || !m.views_confirmed.count (sv->second.second)) {
-    record (by, s.microscope, "still", "session " + s.id, "refused: the view is not streaming");
-    throw ApiError {503, "the view is not streaming" + (m.last_error.empty () ? std::string () : ": " + m.last_error)};
+  // The worker runs commands in order: a view still being built is there by
+  // the time it reads this request.
+  if (!m.online || m.view_errors.count (sv->second.second)) {
+    std::string why = m.view_errors.count (sv->second.second) ? m.view_errors.at (sv->second.second)
+                      : m.last_error.empty () ? "the microscope is offline" : m.last_error;
+    record (by, s.microscope, "still", "session " + s.id, "refused: " + why);
+    throw ApiError {503, "no still: " + why};
   }
   int64_t request = next_still_++;
   stills_[request] = std::move (done);

@@ -206,12 +206,13 @@ Daemon::start ()
     std::string id = mc.id;
     cb.event = [this, id] (JsonObject *e) { on_worker_event (microscopes_.at (id), e); };
     cb.started = [this, id] {
+      // The capture runs: build the views.  It counts as online once its
+      // first state (with the travel limits) arrives.
       MicroscopeRuntime &m = microscopes_.at (id);
-      m.online = true;
       m.last_error.clear ();
+      m.state_json = "null";
       for (auto &kv : m.views)
         send_add_view (m, *kv.second);
-      notify (id, "online", "{}");
     };
     cb.down = [this, id] (const std::string &why) {
       MicroscopeRuntime &m = microscopes_.at (id);
@@ -547,6 +548,10 @@ Daemon::on_worker_event (MicroscopeRuntime &m, JsonObject *e)
   const std::string &id = m.config.id;
   if (!strcmp (name, "state")) {
     m.state_json = payload_of (e);
+    if (!m.online && json_object_has_member (e, "limits")) {
+      m.online = true;
+      notify (id, "online", "{}");
+    }
     notify (id, "state", m.state_json);
   } else if (!strcmp (name, "features")) {
     JsonObject *summary = json_object_get_object_member (e, "summary");

@@ -242,6 +242,11 @@ on_still_frame (GstPad *pad, GstPadProbeInfo *info, gpointer data)
   if (ok) {
     GstVideoInfo out;
     gst_video_info_set_format (&out, GST_VIDEO_FORMAT_RGB, in.width, in.height);
+    // The converter insists on equal rates and aspects.
+    out.fps_n = in.fps_n;
+    out.fps_d = in.fps_d;
+    out.par_n = in.par_n;
+    out.par_d = in.par_d;
     rgb->create (in.height, in.width, CV_8UC3);
     GstVideoFrame src, dst;
     GstBuffer *dst_buf = gst_buffer_new_wrapped_full (GST_MEMORY_FLAG_NO_SHARE, rgb->data,

@@ -1,0 +1,409 @@
+// Collaborative control end to end: a real livemicrod, 2 and 20 concurrent
+// clients, the events WebSocket, autofocus on the virtual microscope,
+// stills, annotations and the audit log.
+#include "daemon_process.h"
+#include "events_client.h"
+#include "sim/sim_microscope.h"
+
+#include <livemicro/hw/microscope.h>
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <map>
+#include <thread>
+
+using livemicro::test::Daemon;
+using livemicro::test::EventsClient;
+using livemicro::test::HttpReply;
+
+namespace {
+
+const char *kConfig = R"({
+  "video": {"width": 320, "height": 240, "framerate": 30, "bitrate_kbps": 400},
+  "control": {"idle_timeout_ms": 1500, "max_commands_per_s": 20},
+  "microscopes": [{"id": "demo", "uri": "sim://synthetic"}]})";
+
+class ControlApi : public ::testing::Test {
+protected:
+  static void SetUpTestSuite () { gst_init (nullptr, nullptr); }
+
+  struct Session {
+    std::string id, token, role;
+  };
+  Session session (Daemon &d, const std::string &user, const std::string &role)
+  {
+    HttpReply r = d.create_session (user, role);
+    EXPECT_EQ (r.status, 201) << r.body;
+    return {r.str ("id"), r.str ("token"), role};
+  }
+  static HttpReply control (Daemon &d, const Session &s, const std::string &body)
+  {
+    return d.request ("POST", "/api/v1/microscopes/demo/control", body, s.token);
+  }
+  static HttpReply cmd (Daemon &d, const Session &s, const std::string &lease, const std::string &command)
+  {
+    return d.request ("POST", "/api/v1/microscopes/demo/commands",
+        "{\"lease\":\"" + lease + "\"," + command + "}", s.token);
+  }
+  static JsonObject *stage_of (const HttpReply &r)
+  {
+    return json_object_get_object_member (r.object (), "stage");
+  }
+  static size_t audit_rows (Daemon &d)
+  {
+    HttpReply a = d.request ("GET", "/api/v1/audit?limit=10000");
+    return json_array_get_length (json_object_get_array_member (a.object (), "audit"));
+  }
+  // Polls the microscope until `done` holds.
+  static bool until (Daemon &d, const std::function<bool (JsonObject *)> &done, double seconds)
+  {
+    gint64 deadline = g_get_monotonic_time () + (gint64) (seconds * 1e6);
+    while (g_get_monotonic_time () < deadline) {
+      HttpReply r = d.request ("GET", "/api/v1/microscopes/demo");
+      if (r.object () && done (r.object ()))
+        return true;
+      g_usleep (20000);
+    }
+    return false;
+  }
+};
+
+}  // namespace
+
+TEST_F (ControlApi, OnlyTheLeaseHolderMovesTheStageAndAStaleLeaseIsRefused)
+{
+  Daemon d (kConfig);
+  ASSERT_TRUE (d.start ()) << d.error ();
+  Session owner = session (d, "olga", "owner"), cons = session (d, "carl", "consultant");
+  HttpReply got = control (d, owner, R"({"action": "request"})");
+  ASSERT_EQ (got.status, 200) << got.body;
+  std::string lease = got.str ("lease");
+  gint64 epoch = json_object_get_int_member (got.object (), "epoch");
+  EXPECT_GT (json_object_get_int_member (got.object (), "expires_in_ms"), 0);
+  HttpReply queued = control (d, cons, R"({"action": "request"})");
+  EXPECT_EQ (queued.status, 202) << queued.body;
+  EXPECT_EQ (json_object_get_int_member (queued.object (), "queue_position"), 1);
+
+  HttpReply before = d.request ("GET", "/api/v1/microscopes/demo");
+  double x0 = json_object_get_double_member (stage_of (before), "x_um");
+  EXPECT_EQ (cmd (d, cons, lease, R"("move_by": {"dx_um": 50, "dy_um": 0})").status, 409)
+      << "the owner's lease id is no good in another session's hands";
+  EXPECT_EQ (cmd (d, cons, "", R"("move_by": {"dx_um": 50, "dy_um": 0})").status, 409);
+  EXPECT_EQ (cmd (d, owner, lease, R"("move_by": {"dx_um": 50, "dy_um": 0})").status, 202);
+  EXPECT_TRUE (until (d, [&] (JsonObject *m) {
+    return std::abs (json_object_get_double_member (json_object_get_object_member (m, "stage"), "x_um") - (x0 + 50)) < 0.6;
+  }, 3)) << "the holder's command moved the stage";
+  HttpReply now = d.request ("GET", "/api/v1/microscopes/demo");
+  JsonObject *controller = json_object_get_object_member (now.object (), "controller");
+  EXPECT_STREQ (json_object_get_string_member (controller, "user"), "olga");
+  EXPECT_EQ (json_array_get_length (json_object_get_array_member (now.object (), "queue")), 1u);
+
+  // Release: the consultant drives, with a new lease and a higher epoch.
+  EXPECT_EQ (control (d, owner, R"({"action": "release"})").status, 200);
+  HttpReply theirs = control (d, cons, R"({"action": "request"})");
+  ASSERT_EQ (theirs.status, 200) << theirs.body;
+  EXPECT_GT (json_object_get_int_member (theirs.object (), "epoch"), epoch);
+  EXPECT_EQ (cmd (d, owner, lease, R"("move_by": {"dx_um": 50, "dy_um": 0})").status, 409)
+      << "a late command from the previous driver never moves the stage";
+  EXPECT_EQ (cmd (d, cons, theirs.str ("lease"), R"("move_by": {"dx_um": -50, "dy_um": 0})").status, 202);
+}
+
+TEST_F (ControlApi, TwentyClientsQueueByRoleAndOnlyTheHolderIsObeyed)
+{
+  Daemon d (kConfig);
+  ASSERT_TRUE (d.start ()) << d.error ();
+  std::vector<Session> all;
+  all.push_back (session (d, "owner", "owner"));
+  for (int i = 0; i < 19; i++)
+    all.push_back (session (d, "u" + std::to_string (i), i % 2 ? "consultant" : "trainee"));
+  size_t rows_before = audit_rows (d);
+  std::atomic<int> requests {0};
+  // Everyone asks at once (the trainees first, to check priorities reorder them).
+  std::vector<std::thread> threads;
+  std::map<std::string, HttpReply> replies;
+  std::mutex mutex;
+  for (int k = 19; k >= 0; k--)
+    threads.emplace_back ([&, k] {
+      HttpReply r = control (d, all[k], R"({"action": "request"})");
+      requests++;
+      std::lock_guard<std::mutex> lock (mutex);
+      replies.emplace (all[k].id, std::move (r));
+    });
+  for (auto &t : threads)
+    t.join ();
+  threads.clear ();
+  int granted = 0;
+  std::string lease, holder;
+  for (auto &[id, r] : replies)
+    if (r.status == 200) {
+      granted++;
+      lease = r.str ("lease");
+      holder = id;
+    }
+  EXPECT_EQ (granted, 1);
+  HttpReply m = d.request ("GET", "/api/v1/microscopes/demo");
+  JsonArray *queue = json_object_get_array_member (m.object (), "queue");
+  ASSERT_EQ (json_array_get_length (queue), 19u);
+  // Owner first (unless it holds), then consultants, then trainees.
+  int last = 4;
+  for (guint i = 0; i < json_array_get_length (queue); i++) {
+    std::string role = json_object_get_string_member (json_array_get_object_element (queue, i), "role");
+    int p = role == "owner" ? 3 : role == "consultant" ? 2 : 1;
+    EXPECT_LE (p, last) << "queue position " << i << " is " << role;
+    last = p;
+  }
+  // Everyone fires commands with whatever lease they believe in: only the
+  // holder's are accepted.
+  std::atomic<int> accepted {0}, refused_wrong_lease {0}, other {0};
+  for (auto &s : all)
+    threads.emplace_back ([&, s] {
+      for (int i = 0; i < 3; i++) {
+        HttpReply r = cmd (d, s, lease, R"("move_by": {"dx_um": 1, "dy_um": 0})");
+        requests++;
+        if (r.status == 202)
+          accepted++;
+        else if (r.status == 409)
+          refused_wrong_lease++;
+        else
+          other++;
+      }
+    });
+  for (auto &t : threads)
+    t.join ();
+  EXPECT_EQ (accepted, 3);
+  EXPECT_EQ (refused_wrong_lease, 19 * 3);
+  EXPECT_EQ (other, 0);
+  // Exactly one audit row per request.
+  EXPECT_EQ (audit_rows (d) - rows_before, (size_t) requests.load ());
+  // Handing over follows the queue.
+  std::string first_waiting = json_object_get_string_member (json_array_get_object_element (queue, 0), "session");
+  for (auto &s : all)
+    if (s.id == holder)
+      control (d, s, R"({"action": "release"})");
+  HttpReply after = d.request ("GET", "/api/v1/microscopes/demo");
+  EXPECT_STREQ (json_object_get_string_member (json_object_get_object_member (after.object (), "controller"), "session"),
+      first_waiting.c_str ());
+}
+
+TEST_F (ControlApi, AnIdleLeaseLapsesToTheNextInLine)
+{
+  Daemon d (kConfig);
+  ASSERT_TRUE (d.start ()) << d.error ();
+  Session a = session (d, "a", "consultant"), b = session (d, "b", "trainee");
+  HttpReply la = control (d, a, R"({"action": "request"})");
+  ASSERT_EQ (la.status, 200);
+  ASSERT_EQ (control (d, b, R"({"action": "request"})").status, 202);
+  g_usleep (800000);
+  EXPECT_EQ (control (d, a, "{\"action\": \"renew\", \"lease\": \"" + la.str ("lease") + "\"}").status, 200);
+  g_usleep (800000);
+  HttpReply still_a = d.request ("GET", "/api/v1/microscopes/demo");
+  EXPECT_STREQ (json_object_get_string_member (json_object_get_object_member (still_a.object (), "controller"), "user"), "a");
+  EXPECT_TRUE (until (d, [] (JsonObject *m) {
+    JsonNode *c = json_object_get_member (m, "controller");
+    return c && JSON_NODE_HOLDS_OBJECT (c) &&
+           std::string (json_object_get_string_member (json_node_get_object (c), "user")) == "b";
+  }, 2.5)) << "1.5 s idle hands control to the next";
+  EXPECT_EQ (control (d, a, "{\"action\": \"renew\", \"lease\": \"" + la.str ("lease") + "\"}").status, 409);
+}
+
+TEST_F (ControlApi, OwnerGrantsAndRevokesGuestsCannotDrive)
+{
+  Daemon d (kConfig);
+  ASSERT_TRUE (d.start ()) << d.error ();
+  Session owner = session (d, "o", "owner"), t = session (d, "t", "trainee"), g = session (d, "g", "guest");
+  EXPECT_EQ (control (d, g, R"({"action": "request"})").status, 403);
+  EXPECT_EQ (control (d, t, "{\"action\": \"grant\", \"session\": \"" + owner.id + "\"}").status, 403);
+  HttpReply granted = control (d, owner, "{\"action\": \"grant\", \"session\": \"" + t.id + "\"}");
+  ASSERT_EQ (granted.status, 200) << granted.body;
+  HttpReply mine = control (d, t, R"({"action": "request"})");
+  EXPECT_EQ (mine.str ("lease"), granted.str ("lease")) << "the grantee learns its lease by asking";
+  EXPECT_EQ (d.request ("POST", "/api/v1/microscopes/demo/control", R"({"action": "revoke"})").status, 200)
+      << "the admin revokes";
+  EXPECT_EQ (cmd (d, t, mine.str ("lease"), R"("focus_by": {"dz_um": 1})").status, 409);
+}
+
+TEST_F (ControlApi, LimitsAndRateLimitsHoldAndStopIsObeyedUnderAFlood)
+{
+  Daemon d (kConfig);
+  ASSERT_TRUE (d.start ()) << d.error ();
+  Session o = session (d, "o", "owner");
+  std::string lease = control (d, o, R"({"action": "request"})").str ("lease");
+  HttpReply far = cmd (d, o, lease, R"("move": {"x_um": 10, "y_um": 12000})");
+  EXPECT_EQ (far.status, 422);
+  EXPECT_NE (far.str ("error").find ("soft travel limit"), std::string::npos) << far.body;
+  EXPECT_EQ (cmd (d, o, lease, R"("focus": {"z_um": 1990})").status, 202) << "10x has room up to the drive's end";
+  EXPECT_EQ (cmd (d, o, lease, R"("objective": 40)").status, 202);
+  ASSERT_TRUE (until (d, [] (JsonObject *m) { return json_object_get_int_member (m, "objective") == 40; }, 3));
+  HttpReply crash = cmd (d, o, lease, R"("focus": {"z_um": 1800})");
+  EXPECT_EQ (crash.status, 422) << "40x: the focus stops 100 µm short of the slide";
+  EXPECT_NE (crash.str ("error").find ("1500"), std::string::npos) << crash.body;
+  EXPECT_EQ (cmd (d, o, lease, R"("objective": 60)").status, 422);
+  EXPECT_EQ (cmd (d, o, lease, R"("move_by": {"dx_um": "far"})").status, 422);
+  EXPECT_EQ (cmd (d, o, lease, R"("teleport": {})").status, 422);
+  EXPECT_EQ (d.request ("POST", "/api/v1/microscopes/demo/commands",
+                 "{\"lease\":\"" + lease + "\",\"move_by\":{\"dx_um\":1,\"dy_um\":0},\"stop\":{}}", o.token).status,
+      422) << "one command per request";
+
+  // A flood: the bucket empties, 429s follow; a stop still goes through and
+  // the stage stands still afterwards.
+  g_usleep (1100000);
+  int ok = 0, limited = 0;
+  for (int i = 0; i < 60; i++) {
+    int s = cmd (d, o, lease, R"("move_by": {"dx_um": 200, "dy_um": 0})").status;
+    ok += s == 202;
+    limited += s == 429;
+  }
+  EXPECT_GE (limited, 20);
+  EXPECT_LE (ok, 40);
+  HttpReply stop = cmd (d, o, lease, R"("stop": {})");
+  EXPECT_EQ (stop.status, 202) << stop.body;
+  ASSERT_TRUE (until (d, [] (JsonObject *m) { return !json_object_get_boolean_member (m, "moving"); }, 2));
+  HttpReply a = d.request ("GET", "/api/v1/microscopes/demo");
+  g_usleep (500000);
+  HttpReply b = d.request ("GET", "/api/v1/microscopes/demo");
+  EXPECT_DOUBLE_EQ (json_object_get_double_member (stage_of (a), "x_um"), json_object_get_double_member (stage_of (b), "x_um"))
+      << "nothing queued before the stop moves the stage after it";
+}
+
+TEST_F (ControlApi, EventsCarryPositionWhileMovingControlPresenceAndCommandResults)
+{
+  Daemon d (kConfig);
+  ASSERT_TRUE (d.start ()) << d.error ();
+  Session o = session (d, "o", "owner");
+  EventsClient ev (d.http_port (), "demo", o.token);
+  ASSERT_TRUE (ev.connected ());
+  ASSERT_TRUE (ev.wait_for ("welcome", [] (JsonObject *) { return true; }, 5));
+  EXPECT_TRUE (ev.wait_for ("presence", [] (JsonObject *m) {
+    JsonArray *a = json_object_get_array_member (m, "data");
+    return a && json_array_get_length (a) == 1;
+  }, 5));
+  std::string lease = control (d, o, R"({"action": "request"})").str ("lease");
+  EXPECT_TRUE (ev.wait_for ("control", [] (JsonObject *m) {
+    JsonObject *data = json_object_get_object_member (m, "data");
+    JsonNode *c = json_object_get_member (data, "controller");
+    return c && JSON_NODE_HOLDS_OBJECT (c);
+  }, 5));
+  // A slow, long move (jog at 500 µm/s for ~0.5 s): position events at >= 10 Hz.
+  HttpReply j = cmd (d, o, lease, R"("jog": {"vx_um_s": 500, "vy_um_s": 0})");
+  ASSERT_EQ (j.status, 202) << j.body;
+  gint64 id = json_object_get_int_member (j.object (), "command");
+  EXPECT_TRUE (ev.wait_for ("command", [id] (JsonObject *m) {
+    JsonObject *data = json_object_get_object_member (m, "data");
+    return json_object_get_int_member (data, "id") == id &&
+           std::string (json_object_get_string_member (data, "status")) == "done";
+  }, 5));
+  g_usleep (1200000);  // the jog's dead-man time stops it
+  std::vector<gint64> moving_at;
+  for (const auto &e : ev.events ())
+    if (e.type == "state" && e.json.find ("\"moving\":true") != std::string::npos)
+      moving_at.push_back (e.at_us);
+  ASSERT_GE (moving_at.size (), 4u);
+  double span_s = (moving_at.back () - moving_at.front ()) / 1e6;
+  EXPECT_GE ((moving_at.size () - 1) / span_s, 9.0) << "position updates while moving";
+  ASSERT_TRUE (until (d, [] (JsonObject *m) { return !json_object_get_boolean_member (m, "moving"); }, 2))
+      << "a jog without renewal stops by itself";
+}
+
+TEST_F (ControlApi, AJoggingDriversDroppedConnectionStopsTheMotion)
+{
+  Daemon d (kConfig);
+  ASSERT_TRUE (d.start ()) << d.error ();
+  Session o = session (d, "o", "owner");
+  auto ev = std::make_unique<EventsClient> (d.http_port (), "demo", o.token);
+  ASSERT_TRUE (ev->wait_for ("welcome", [] (JsonObject *) { return true; }, 5));
+  std::string lease = control (d, o, R"({"action": "request"})").str ("lease");
+  // Keep jogging (renewing within the dead-man time), then drop the socket.
+  for (int i = 0; i < 4; i++) {
+    ASSERT_EQ (cmd (d, o, lease, R"("jog": {"vx_um_s": 300, "vy_um_s": 0})").status, 202);
+    g_usleep (250000);
+  }
+  ASSERT_TRUE (until (d, [] (JsonObject *m) { return json_object_get_boolean_member (m, "moving"); }, 1));
+  ASSERT_EQ (cmd (d, o, lease, R"("jog": {"vx_um_s": 300, "vy_um_s": 0})").status, 202);
+  gint64 dropped = g_get_monotonic_time ();
+  ev.reset ();
+  ASSERT_TRUE (until (d, [] (JsonObject *m) { return !json_object_get_boolean_member (m, "moving"); }, 2));
+  EXPECT_LT (g_get_monotonic_time () - dropped, 600000) << "stopped by the drop, not only the dead-man";
+  HttpReply audit = d.request ("GET", "/api/v1/audit");
+  EXPECT_NE (audit.body.find ("connection dropped"), std::string::npos);
+}
+
+TEST_F (ControlApi, AutofocusEndsWithinOneMicronOfBestFocusWithinTwoSeconds)
+{
+  Daemon d (kConfig);
+  ASSERT_TRUE (d.start ()) << d.error ();
+  Session o = session (d, "o", "owner");
+  EventsClient ev (d.http_port (), "demo", o.token);
+  std::string lease = control (d, o, R"({"action": "request"})").str ("lease");
+  ASSERT_EQ (cmd (d, o, lease, R"("objective": 40)").status, 202);
+  ASSERT_EQ (cmd (d, o, lease, R"("move_by": {"dx_um": 1500, "dy_um": -700})").status, 202);
+  ASSERT_EQ (cmd (d, o, lease, R"("focus_by": {"dz_um": 6})").status, 202);
+  ASSERT_TRUE (until (d, [] (JsonObject *m) {
+    return json_object_get_int_member (m, "objective") == 40 && !json_object_get_boolean_member (m, "moving");
+  }, 3));
+  g_usleep (200000);
+  gint64 t0 = g_get_monotonic_time ();
+  HttpReply af = cmd (d, o, lease, R"("autofocus": {})");
+  ASSERT_EQ (af.status, 202) << af.body;
+  gint64 id = json_object_get_int_member (af.object (), "command");
+  EventsClient::Event done;
+  ASSERT_TRUE (ev.wait_for ("command", [id] (JsonObject *m) {
+    JsonObject *data = json_object_get_object_member (m, "data");
+    return json_object_get_int_member (data, "id") == id &&
+           std::string (json_object_get_string_member (data, "status")) != "accepted";
+  }, 10, &done)) << "no result for the autofocus";
+  double seconds = (done.at_us - t0) / 1e6;
+  EXPECT_NE (done.json.find ("\"done\""), std::string::npos) << done.json;
+  EXPECT_LE (seconds, 2.0) << done.json;
+  // The truth: the same virtual microscope's focal surface at that spot
+  // (state events come at 10 Hz: let the last one arrive).
+  g_usleep (300000);
+  HttpReply m = d.request ("GET", "/api/v1/microscopes/demo");
+  double x = json_object_get_double_member (stage_of (m), "x_um"), y = json_object_get_double_member (stage_of (m), "y_um");
+  double z = json_object_get_double_member (stage_of (m), "z_um");
+  auto scope = livemicro::hw::open_microscope ("sim://synthetic");
+  double truth = dynamic_cast<livemicro::hw::sim::SimMicroscope &> (*scope).focus_at (x, y);
+  EXPECT_NEAR (z, truth, 1.0) << done.json;
+}
+
+TEST_F (ControlApi, StillsAreFullResolutionPngsAndAnnotationsExportAsGeoJson)
+{
+  Daemon d (kConfig);
+  ASSERT_TRUE (d.start ()) << d.error ();
+  Session o = session (d, "o", "owner");
+  HttpReply still = d.request ("POST", "/api/v1/sessions/" + o.id + "/stills", "", o.token);
+  ASSERT_EQ (still.status, 200) << still.body.substr (0, 200);
+  ASSERT_GT (still.body.size (), 24u);
+  EXPECT_EQ (still.body.substr (1, 3), "PNG");
+  auto be32 = [&] (size_t at) {
+    const unsigned char *p = reinterpret_cast<const unsigned char *> (still.body.data ()) + at;
+    return (p[0] << 24) | (p[1] << 16) | (p[2] << 8) | p[3];
+  };
+  EXPECT_EQ (be32 (16), 320) << "the capture's full width";
+  EXPECT_EQ (be32 (20), 240);
+  // Annotations: bad shapes refused, good ones exported for QuPath.
+  auto post = [&] (const std::string &body) {
+    return d.request ("POST", "/api/v1/microscopes/demo/annotations", body, o.token);
+  };
+  EXPECT_EQ (post (R"({"kind": "region", "points_um": [[1, 2], [3, 4]]})").status, 422);
+  EXPECT_EQ (post (R"({"kind": "blob", "points_um": [[1, 2]]})").status, 422);
+  EXPECT_EQ (post (R"({"kind": "point", "points_um": [["a", 2]]})").status, 422);
+  ASSERT_EQ (post (R"({"kind": "arrow", "label": "mitosis?", "points_um": [[47000, 12000], [47010, 12005]]})").status, 201);
+  ASSERT_EQ (post (R"({"kind": "region", "label": "tumour", "points_um": [[100, 200], [300, 200], [300, 400]]})").status, 201);
+  HttpReply gj = d.request ("GET", "/api/v1/sessions/" + o.id + "/annotations.geojson?um_per_px=0.5", "", o.token);
+  ASSERT_EQ (gj.status, 200);
+  EXPECT_EQ (gj.str ("type"), "FeatureCollection");
+  JsonArray *features = json_object_get_array_member (gj.object (), "features");
+  ASSERT_EQ (json_array_get_length (features), 2u);
+  JsonObject *region = json_array_get_object_element (features, 1);
+  JsonObject *geom = json_object_get_object_member (region, "geometry");
+  EXPECT_STREQ (json_object_get_string_member (geom, "type"), "Polygon");
+  JsonArray *ring = json_array_get_array_element (json_object_get_array_member (geom, "coordinates"), 0);
+  ASSERT_EQ (json_array_get_length (ring), 4u) << "closed ring";
+  EXPECT_DOUBLE_EQ (json_array_get_double_element (json_array_get_array_element (ring, 0), 0), 200.0) << "100 µm at 0.5 µm/px";
+  EXPECT_STREQ (json_object_get_string_member (json_object_get_object_member (region, "properties"), "objectType"),
+      "annotation");
+  HttpReply audit = d.request ("GET", "/api/v1/audit");
+  EXPECT_NE (audit.body.find ("\"action\":\"still\""), std::string::npos);
+}
