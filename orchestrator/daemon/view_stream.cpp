@@ -51,6 +51,17 @@ ViewStream::remove_viewer (int handle)
   gst_object_unref (appsrc);
 }
 
+bool
+ViewStream::recent_frame (int64_t capture_unix_us, wire::FrameHeader &out) const
+{
+  std::lock_guard<std::mutex> lock (mutex_);
+  auto it = recent_.find (capture_unix_us);
+  if (it == recent_.end ())
+    return false;
+  out = it->second;
+  return true;
+}
+
 size_t
 ViewStream::viewers () const
 {
@@ -65,11 +76,16 @@ ViewStream::push (const wire::FrameHeader &h, const uint8_t *au, size_t len)
   bytes_ += len;
   last_capture_us_ = h.capture_unix_us;
   const bool key = h.flags & wire::kFlagKeyframe;
-  if (key) {
-    std::vector<uint8_t> ps = h264::parameter_sets (au, len);
+  std::vector<uint8_t> ps;
+  if (key)
+    ps = h264::parameter_sets (au, len);
+  {
     std::lock_guard<std::mutex> lock (mutex_);
     if (!ps.empty ())
       parameter_sets_ = std::move (ps);
+    recent_[h.capture_unix_us] = h;
+    while (recent_.size () > 64)
+      recent_.erase (recent_.begin ());
   }
   GstBuffer *frame = nullptr;     // the access unit as it came
   GstBuffer *with_ps = nullptr;   // with SPS/PPS in front, for a first keyframe

@@ -44,6 +44,9 @@ public:
   // How to ask the worker for a keyframe (set by the daemon).
   void set_keyframe_request (std::function<void ()> fn) { request_keyframe_ = std::move (fn); }
 
+  // The header of a recent frame by capture time (for per-frame overlays).
+  bool recent_frame (int64_t capture_unix_us, wire::FrameHeader &out) const;
+
   uint64_t frames () const { return frames_; }
   uint64_t bytes () const { return bytes_; }
   int64_t last_capture_unix_us () const { return last_capture_us_; }
@@ -59,6 +62,7 @@ private:
   std::map<int, Viewer> viewers_;
   int next_handle_ = 1;
   std::vector<uint8_t> parameter_sets_;
+  std::map<int64_t, wire::FrameHeader> recent_;  // by capture time, last ~2 s
   std::function<void ()> request_keyframe_;
   std::atomic<uint64_t> frames_ {0}, bytes_ {0};
   std::atomic<int64_t> last_capture_us_ {0};

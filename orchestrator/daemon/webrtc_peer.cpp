@@ -115,6 +115,19 @@ WebRtcPeer::start ()
         json_builder_add_int_value (jb, ts);
         json_builder_set_member_name (jb, "capture_unix_us");
         json_builder_add_int_value (jb, capture);
+        // Where the frame was taken, for overlays drawn in slide coordinates.
+        wire::FrameHeader fh;
+        if (self->view_->recent_frame (capture, fh)) {
+          for (auto [k, v] : {std::pair<const char *, double> {"x_um", fh.stage_x_um}, {"y_um", fh.stage_y_um},
+                   {"um_per_px", fh.um_per_px}}) {
+            json_builder_set_member_name (jb, k);
+            json_builder_add_double_value (jb, v);
+          }
+          json_builder_set_member_name (jb, "width");
+          json_builder_add_int_value (jb, fh.frame_width);
+          json_builder_set_member_name (jb, "height");
+          json_builder_add_int_value (jb, fh.frame_height);
+        }
         json_builder_end_object (jb);
         self->send_main (to_json (jb));
         return GST_PAD_PROBE_OK;

@@ -1,29 +1,38 @@
 // LiveMicro viewer: WebRTC video from livemicrod, live microscope state and
-// analysis, and the measured glass-to-glass latency.  Plain JS, no build.
+// analysis, the measured glass-to-glass latency, and collaborative control
+// (lease, moves, focus, objectives, autofocus, pointers, annotations, stills).
+// Plain JS, no build step.
 //
 // URL: /view/{session id}#token={session token}.  The token stays in the
 // fragment (never sent in a request); the page sends it as the first
-// WebSocket message.  Protocol on /ws/{session id} (JSON):
-//   → {type:"hello", token}            ← {type:"welcome", session, online, state, features}
+// WebSocket message and as a Bearer token to the API.  Protocol on
+// /ws/{session id} (JSON):
+//   → {type:"hello", token}            ← {type:"welcome", session, online, state, features, control}
 //   ← {type:"offer", sdp}              → {type:"answer", sdp}
 //   ↔ {type:"ice", candidate, sdpMLineIndex}
-//   ← {type:"frame", rtp, capture_unix_us}   capture time of each RTP frame
-//   ← {type:"state"|"features"|"online"|"offline", data}
-//   → {type:"ping", t}                 ← {type:"pong", t, server_time_us}
-//   → {type:"stats", data}             what this page measured, every second
+//   ← {type:"frame", rtp, capture_unix_us, x_um, y_um, um_per_px, width, height}
+//   ← {type:"state"|"features"|"control"|"presence"|"command"|"pointer"|
+//        "annotation"|"annotation_deleted"|"online"|"offline", data}
+//   → {type:"pointer", x_um, y_um}     → {type:"stats", data}   ↔ ping/pong
 (() => {
   'use strict';
   const $ = (id) => document.getElementById(id);
   const sessionId = location.pathname.split('/').filter(Boolean).pop();
   const token = new URLSearchParams(location.hash.slice(1)).get('token') || '';
   const video = $('video');
+  const stageEl = $('stage');
+  const canvas = $('overlay');
 
   const state = {
     ws: null, pc: null, framesDecoded: 0, shown: [], latencies: [],
-    captureByRtp: new Map(), clockOffsetMs: 0, iceState: 'new', retry: 0,
+    frameByRtp: new Map(), clockOffsetMs: 0, iceState: 'new', retry: 0,
+    session: null, microscope: null, scope: null, control: null, lease: null,
+    shownFrame: null, pointers: new Map(), annotations: new Map(),
+    tool: 'move', draft: [], lastNotice: '', commands: [],
   };
   window.livemicro = state;  // for tests and the curious
 
+  // ---------- small helpers
   function setConn(text, cls) {
     const el = $('conn');
     el.textContent = text;
@@ -35,15 +44,49 @@
     const s = [...values].sort((a, b) => a - b);
     return s[Math.min(s.length - 1, Math.floor(q * s.length))];
   }
+  function notice(text, ok = false) {
+    state.lastNotice = text;
+    const el = $('notice');
+    el.textContent = text;
+    el.className = 'notice' + (ok ? ' ok' : '');
+  }
+  function send(obj) {
+    if (state.ws && state.ws.readyState === WebSocket.OPEN) state.ws.send(JSON.stringify(obj));
+  }
+  async function api(method, path, body) {
+    const res = await fetch(path, {
+      method,
+      headers: { Authorization: 'Bearer ' + token, ...(body ? { 'Content-Type': 'application/json' } : {}) },
+      body: body ? JSON.stringify(body) : undefined,
+    });
+    const type = res.headers.get('Content-Type') || '';
+    const data = type.includes('json') ? await res.json().catch(() => ({})) : await res.blob();
+    return { status: res.status, data };
+  }
 
+  // ---------- microscope state, analysis, control, presence
   function showState(s) {
     if (!s || !s.stage) return;
+    state.scope = s;
     $('pos').textContent = `x ${fmt(s.stage.x_um / 1000, 3)} mm, y ${fmt(s.stage.y_um / 1000, 3)} mm`;
     $('focus').textContent = `z ${fmt(s.stage.z_um, 1)} µm`;
     $('objective').textContent = `${s.objective}x (${fmt(s.um_per_px, 3)} µm/px)`;
     $('moving').textContent = s.moving ? 'moving' : 'still';
+    const box = $('objectives');
+    const mags = s.objectives || [];
+    if (box.dataset.mags !== mags.join(',')) {
+      box.dataset.mags = mags.join(',');
+      box.replaceChildren(...mags.map((m) => {
+        const b = document.createElement('button');
+        b.textContent = `${m}x`;
+        b.dataset.mag = m;
+        b.title = `objective ${m}x`;
+        b.onclick = () => command({ objective: m });
+        return b;
+      }));
+    }
+    for (const b of box.children) b.classList.toggle('active', Number(b.dataset.mag) === s.objective);
   }
-  // The analysis summary as it comes (the element documents its fields).
   function showFeatures(f) {
     if (!f) return;
     const dl = $('analysis');
@@ -58,11 +101,265 @@
       dl.append(dt, dd);
     }
   }
-
-  function send(obj) {
-    if (state.ws && state.ws.readyState === WebSocket.OPEN) state.ws.send(JSON.stringify(obj));
+  const drives = () => !!(state.lease && state.control && state.control.controller &&
+    state.control.controller.session === sessionId);
+  function showControl(c) {
+    state.control = c;
+    const ctl = c && c.controller;
+    $('driver').textContent = ctl ? `${ctl.user} (${ctl.role}) drives` + (ctl.session === sessionId ? ' — you' : '')
+      : 'nobody drives';
+    $('queue').replaceChildren(...(c ? c.queue : []).map((q) => {
+      const li = document.createElement('li');
+      li.textContent = `${q.user} (${q.role})` + (q.session === sessionId ? ' — you' : '');
+      return li;
+    }));
+    if (ctl && ctl.session === sessionId && !state.lease) requestControl(true);  // handed over to us
+    if (!ctl || ctl.session !== sessionId) state.lease = null;
+    const mine = drives();
+    for (const id of ['focus-down', 'focus-up', 'autofocus']) $(id).disabled = !mine;
+    for (const b of $('objectives').children) b.disabled = !mine;
+    $('request').disabled = mine;
+    $('release').disabled = !mine && !(c && c.queue.some((q) => q.session === sessionId));
+  }
+  function showPresence(list) {
+    $('presence').replaceChildren(...(list || []).map((p) => {
+      const li = document.createElement('li');
+      li.textContent = `${p.user} (${p.role})` + (p.session === sessionId ? ' — you' : '');
+      return li;
+    }));
   }
 
+  // ---------- control and commands
+  async function requestControl(quiet) {
+    const r = await api('POST', `/api/v1/microscopes/${state.microscope}/control`, { action: 'request' });
+    if (r.status === 200) {
+      state.lease = r.data.lease;
+      if (!quiet) notice(`you drive (lease epoch ${r.data.epoch})`, true);
+    } else if (r.status === 202) {
+      notice(`waiting for control: position ${r.data.queue_position} in the queue`, true);
+    } else {
+      notice(`control refused (${r.status}): ${r.data.error}`);
+    }
+    showControl(state.control);
+  }
+  async function releaseControl() {
+    const r = await api('POST', `/api/v1/microscopes/${state.microscope}/control`, { action: 'release' });
+    state.lease = null;
+    if (r.status !== 200) notice(`release refused (${r.status}): ${r.data.error}`);
+    else notice('control released', true);
+  }
+  async function command(cmd) {
+    if (!state.microscope) return;
+    const body = { lease: state.lease || '', ...cmd };
+    const r = await api('POST', `/api/v1/microscopes/${state.microscope}/commands`, body);
+    state.commands.push({ cmd, status: r.status, data: r.data });
+    if (state.commands.length > 50) state.commands.shift();
+    if (r.status === 202) return r.data;
+    if (r.status === 409) state.lease = null;
+    notice(`${Object.keys(cmd)[0]} refused (${r.status}): ${r.data.error}`);
+    return null;
+  }
+  const focusStep = () => {
+    const mag = state.scope ? state.scope.objective : 10;
+    return mag >= 40 ? 1 : mag >= 20 ? 2 : mag >= 10 ? 5 : 20;
+  };
+
+  // ---------- frame ↔ slide coordinates
+  function frameGeometry() {
+    const f = state.shownFrame || (state.scope && state.scope.stage && {
+      x_um: state.scope.stage.x_um, y_um: state.scope.stage.y_um, um_per_px: state.scope.um_per_px,
+      width: video.videoWidth, height: video.videoHeight,
+    });
+    if (!f || !f.um_per_px || !video.videoWidth) return null;
+    // The video is letterboxed into its element (object-fit: contain).
+    const r = stageEl.getBoundingClientRect();
+    const scale = Math.min(r.width / video.videoWidth, r.height / video.videoHeight);
+    const ox = (r.width - video.videoWidth * scale) / 2, oy = (r.height - video.videoHeight * scale) / 2;
+    return { f, scale, ox, oy, rect: r };
+  }
+  function toSlide(clientX, clientY) {
+    const g = frameGeometry();
+    if (!g) return null;
+    const px = (clientX - g.rect.left - g.ox) / g.scale, py = (clientY - g.rect.top - g.oy) / g.scale;
+    const w = g.f.width || video.videoWidth, h = g.f.height || video.videoHeight;
+    return { x: g.f.x_um + (px + 0.5 - w / 2) * g.f.um_per_px, y: g.f.y_um + (py + 0.5 - h / 2) * g.f.um_per_px };
+  }
+  function toCanvas(g, x_um, y_um) {
+    const w = g.f.width || video.videoWidth, h = g.f.height || video.videoHeight;
+    const px = (x_um - g.f.x_um) / g.f.um_per_px + w / 2 - 0.5, py = (y_um - g.f.y_um) / g.f.um_per_px + h / 2 - 0.5;
+    return [g.ox + px * g.scale, g.oy + py * g.scale];
+  }
+
+  // ---------- overlay: pointers and annotations, from slide coordinates
+  const colours = ['#ffd166', '#06d6a0', '#4cc9f0', '#f72585', '#b5e48c', '#ff9f1c'];
+  const colourOf = (key) => colours[[...key].reduce((a, c) => a + c.charCodeAt(0), 0) % colours.length];
+  function draw() {
+    const g = frameGeometry();
+    const dpr = window.devicePixelRatio || 1;
+    const r = stageEl.getBoundingClientRect();
+    if (canvas.width !== Math.round(r.width * dpr) || canvas.height !== Math.round(r.height * dpr)) {
+      canvas.width = Math.round(r.width * dpr);
+      canvas.height = Math.round(r.height * dpr);
+    }
+    const ctx = canvas.getContext('2d');
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    ctx.clearRect(0, 0, r.width, r.height);
+    if (!g) return;
+    ctx.lineWidth = 2;
+    ctx.font = '13px system-ui, sans-serif';
+    for (const a of state.annotations.values()) {
+      const pts = a.points_um.map(([x, y]) => toCanvas(g, x, y));
+      ctx.strokeStyle = ctx.fillStyle = colourOf(a.user);
+      ctx.beginPath();
+      pts.forEach(([x, y], i) => (i ? ctx.lineTo(x, y) : ctx.moveTo(x, y)));
+      if (a.kind === 'region') ctx.closePath();
+      if (a.kind === 'point') ctx.arc(pts[0][0], pts[0][1], 5, 0, 2 * Math.PI);
+      ctx.stroke();
+      if (a.kind === 'arrow' && pts.length === 2) {
+        const [[x0, y0], [x1, y1]] = pts, ang = Math.atan2(y1 - y0, x1 - x0);
+        ctx.beginPath();
+        ctx.moveTo(x1, y1);
+        ctx.lineTo(x1 - 12 * Math.cos(ang - 0.4), y1 - 12 * Math.sin(ang - 0.4));
+        ctx.lineTo(x1 - 12 * Math.cos(ang + 0.4), y1 - 12 * Math.sin(ang + 0.4));
+        ctx.closePath();
+        ctx.fill();
+      }
+      if (a.label) ctx.fillText(a.label, pts[0][0] + 6, pts[0][1] - 6);
+    }
+    const now = performance.now();
+    for (const [key, p] of state.pointers) {
+      if (now - p.at > 15000) { state.pointers.delete(key); continue; }
+      const [x, y] = toCanvas(g, p.x_um, p.y_um);
+      ctx.strokeStyle = ctx.fillStyle = colourOf(p.user);
+      ctx.beginPath();
+      ctx.arc(x, y, 9, 0, 2 * Math.PI);
+      ctx.moveTo(x - 14, y); ctx.lineTo(x + 14, y); ctx.moveTo(x, y - 14); ctx.lineTo(x, y + 14);
+      ctx.stroke();
+      ctx.fillText(p.user, x + 12, y - 10);
+    }
+    if (state.draft.length) {
+      ctx.strokeStyle = '#ffffff';
+      ctx.setLineDash([6, 4]);
+      ctx.beginPath();
+      state.draft.map(([x, y]) => toCanvas(g, x, y)).forEach(([x, y], i) => (i ? ctx.lineTo(x, y) : ctx.moveTo(x, y)));
+      ctx.stroke();
+      ctx.setLineDash([]);
+    }
+  }
+  (function loop() { draw(); requestAnimationFrame(loop); })();
+
+  // ---------- mouse and keyboard
+  document.querySelectorAll('input[name=tool]').forEach((r) => {
+    r.onchange = () => { state.tool = r.value; state.draft = []; };
+  });
+  let down = null;
+  stageEl.addEventListener('mousedown', (e) => {
+    stageEl.focus();
+    down = { x: e.clientX, y: e.clientY, slide: toSlide(e.clientX, e.clientY) };
+  });
+  stageEl.addEventListener('mouseup', async (e) => {
+    if (!down) return;
+    const d = down;
+    down = null;
+    const moved = Math.hypot(e.clientX - d.x, e.clientY - d.y) > 4;
+    const here = toSlide(e.clientX, e.clientY);
+    if (!here || !d.slide) return;
+    if (state.tool === 'move') {
+      if (!moved) await command({ move: { x_um: here.x, y_um: here.y } });            // click: centre here
+      else await command({ move_by: { dx_um: d.slide.x - here.x, dy_um: d.slide.y - here.y } });  // drag the slide
+    } else if (state.tool === 'pointer') {
+      send({ type: 'pointer', x_um: here.x, y_um: here.y });
+    } else if (state.tool === 'arrow' && moved) {
+      await annotate('arrow', [[d.slide.x, d.slide.y], [here.x, here.y]]);
+    } else if (state.tool === 'region') {
+      state.draft.push([here.x, here.y]);
+    }
+  });
+  stageEl.addEventListener('dblclick', async () => {
+    if (state.tool === 'region' && state.draft.length >= 3) {
+      const pts = state.draft;
+      state.draft = [];
+      await annotate('region', pts);
+    }
+  });
+  let wheelAt = 0;
+  stageEl.addEventListener('wheel', (e) => {
+    e.preventDefault();
+    if (performance.now() - wheelAt < 120) return;
+    wheelAt = performance.now();
+    command({ focus_by: { dz_um: (e.deltaY < 0 ? 1 : -1) * focusStep() } });
+  }, { passive: false });
+
+  // Arrow keys jog at one field of view per second while held; releasing
+  // stops.  The daemon's dead-man time stops a jog that is not renewed.
+  const held = new Set();
+  let jogTimer = null;
+  function jog() {
+    const fov = state.scope ? state.scope.um_per_px * (video.videoWidth || 1280) : 1000;
+    const vx = (held.has('ArrowRight') - held.has('ArrowLeft')) * fov;
+    const vy = (held.has('ArrowDown') - held.has('ArrowUp')) * fov;
+    if (vx || vy) command({ jog: { vx_um_s: vx, vy_um_s: vy } });
+  }
+  stageEl.addEventListener('keydown', (e) => {
+    if (e.key.startsWith('Arrow')) {
+      e.preventDefault();
+      if (held.has(e.key)) return;
+      held.add(e.key);
+      jog();
+      if (!jogTimer) jogTimer = setInterval(jog, 300);
+    } else if (e.key === '+' || e.key === '=') {
+      command({ focus_by: { dz_um: focusStep() } });
+    } else if (e.key === '-' || e.key === '_') {
+      command({ focus_by: { dz_um: -focusStep() } });
+    } else if (e.key === 'a') {
+      command({ autofocus: {} });
+    } else if (e.key === 'Escape') {
+      state.draft = [];
+      command({ stop: {} });
+    }
+  });
+  stageEl.addEventListener('keyup', (e) => {
+    if (!held.delete(e.key)) return;
+    if (held.size) { jog(); return; }
+    clearInterval(jogTimer);
+    jogTimer = null;
+    command({ stop: {} });
+  });
+  stageEl.addEventListener('blur', () => {
+    if (!held.size) return;
+    held.clear();
+    clearInterval(jogTimer);
+    jogTimer = null;
+    command({ stop: {} });
+  });
+
+  $('request').onclick = () => requestControl(false);
+  $('release').onclick = releaseControl;
+  $('focus-up').onclick = () => command({ focus_by: { dz_um: focusStep() } });
+  $('focus-down').onclick = () => command({ focus_by: { dz_um: -focusStep() } });
+  $('autofocus').onclick = () => command({ autofocus: {} });
+  $('stop').onclick = () => command({ stop: {} });
+  $('still').onclick = async () => {
+    const r = await api('POST', `/api/v1/sessions/${sessionId}/stills`);
+    if (r.status !== 200) { notice(`still refused (${r.status}): ${r.data.error}`); return; }
+    const link = $('still-link');
+    if (link.href) URL.revokeObjectURL(link.href);
+    link.href = URL.createObjectURL(r.data);
+    link.download = `livemicro-still-${new Date().toISOString().replace(/[:.]/g, '-')}.png`;
+    link.classList.remove('hidden');
+    notice('still taken (lossless PNG, as your view shows it)', true);
+  };
+  async function annotate(kind, points) {
+    const label = kind === 'region' || kind === 'arrow' ? (prompt(`label for this ${kind}?`) || '') : '';
+    const r = await api('POST', `/api/v1/microscopes/${state.microscope}/annotations`, { kind, label, points_um: points });
+    if (r.status !== 201) notice(`annotation refused (${r.status}): ${r.data.error}`);
+  }
+  async function loadAnnotations() {
+    const r = await api('GET', `/api/v1/microscopes/${state.microscope}/annotations`);
+    if (r.status === 200) for (const a of r.data.annotations) state.annotations.set(a.id, a);
+  }
+
+  // ---------- WebRTC and the socket
   async function onOffer(sdp) {
     const pc = new RTCPeerConnection({ iceServers: [] });
     state.pc = pc;
@@ -93,10 +390,14 @@
     try { m = JSON.parse(ev.data); } catch { return; }
     switch (m.type) {
       case 'welcome':
+        state.session = m.session;
+        state.microscope = m.session.microscope;
         $('who').textContent = `${m.session.user} · ${m.session.role} · microscope ${m.session.microscope}`;
         $('offline').classList.toggle('hidden', m.online);
         showState(m.state);
         showFeatures(m.features);
+        showControl(m.control);
+        loadAnnotations();
         setConn('negotiating', 'badge-wait');
         break;
       case 'offer':
@@ -109,16 +410,26 @@
         break;
       }
       case 'frame':
-        state.captureByRtp.set(m.rtp >>> 0, m.capture_unix_us);
-        if (state.captureByRtp.size > 600) state.captureByRtp.delete(state.captureByRtp.keys().next().value);
+        state.frameByRtp.set(m.rtp >>> 0, m);
+        if (state.frameByRtp.size > 600) state.frameByRtp.delete(state.frameByRtp.keys().next().value);
         break;
       case 'state': showState(m.data); break;
       case 'features': showFeatures(m.data); break;
+      case 'control': showControl(m.data); break;
+      case 'presence': showPresence(m.data); break;
+      case 'command':
+        if (m.data.status === 'failed') notice(`${m.data.op} failed: ${m.data.detail}`);
+        else if (m.data.op === 'autofocus') notice(`autofocus: ${m.data.detail}`, true);
+        break;
+      case 'pointer':
+        state.pointers.set(m.data.session, { ...m.data, at: performance.now() });
+        break;
+      case 'annotation': state.annotations.set(m.data.id, m.data); break;
+      case 'annotation_deleted': state.annotations.delete(m.data.id); break;
       case 'offline': $('offline').classList.remove('hidden'); break;
       case 'online': $('offline').classList.add('hidden'); break;
       case 'pong': {
-        const now = Date.now();
-        const rtt = now - m.t;
+        const rtt = Date.now() - m.t;
         state.clockOffsetMs = m.server_time_us / 1000 - (m.t + rtt / 2);
         break;
       }
@@ -126,15 +437,17 @@
     }
   }
 
-  // Each frame shown: its RTP timestamp gives its capture time.
+  // Each frame shown: its RTP timestamp gives its capture time and where the
+  // stage was, so overlays sit on the slide, not on the screen.
   function onVideoFrame(now, meta) {
     state.framesDecoded = meta.presentedFrames || state.framesDecoded + 1;
     state.shown.push(performance.now());
     if (meta.rtpTimestamp !== undefined) {
-      const capture = state.captureByRtp.get(meta.rtpTimestamp >>> 0);
-      if (capture !== undefined) {
+      const f = state.frameByRtp.get(meta.rtpTimestamp >>> 0);
+      if (f) {
+        if (f.um_per_px) state.shownFrame = f;
         const shownAt = performance.timeOrigin + (meta.presentationTime || now) + state.clockOffsetMs;
-        const latency = shownAt - capture / 1000;
+        const latency = shownAt - f.capture_unix_us / 1000;
         if (latency > -50 && latency < 10000) state.latencies.push(latency);
         if (state.latencies.length > 300) state.latencies.shift();
       }
@@ -161,6 +474,7 @@
       latency_samples: state.latencies.length,
       latencies_ms: state.latencies,
       ice_state: state.iceState,
+      drives: drives(),
       user_agent: navigator.userAgent,
     } });
     send({ type: 'ping', t: Date.now() });

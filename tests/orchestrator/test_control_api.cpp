@@ -1,6 +1,7 @@
 // Collaborative control end to end: a real livemicrod, 2 and 20 concurrent
 // clients, the events WebSocket, autofocus on the virtual microscope,
 // stills, annotations and the audit log.
+#include "cdp.h"
 #include "daemon_process.h"
 #include "events_client.h"
 #include "sim/sim_microscope.h"
@@ -406,4 +407,57 @@ TEST_F (ControlApi, StillsAreFullResolutionPngsAndAnnotationsExportAsGeoJson)
       "annotation");
   HttpReply audit = d.request ("GET", "/api/v1/audit");
   EXPECT_NE (audit.body.find ("\"action\":\"still\""), std::string::npos);
+}
+
+TEST_F (ControlApi, ChromiumDrivesTheViewerPageRequestControlArrowKeyStageMovesVideoChanges)
+{
+  if (!livemicro::test::ChromiumPage::available ())
+    GTEST_SKIP () << "Debian's chromium is not installed (scripts/install-deps.sh installs it)";
+  Daemon d (kConfig);
+  ASSERT_TRUE (d.start ()) << d.error ();
+  HttpReply s = d.create_session ("olga", "owner");
+  ASSERT_EQ (s.status, 201);
+  livemicro::test::ChromiumPage page (s.str ("viewer_url"));
+  ASSERT_TRUE (page.connected ()) << "no DevTools connection to Chromium";
+  ASSERT_TRUE (page.wait_true ("window.livemicro && window.livemicro.framesDecoded > 10", 30))
+      << "the page shows video";
+  // A checksum of what the video shows now.
+  const std::string checksum = R"((() => {
+      const v = document.getElementById('video');
+      const c = document.createElement('canvas');
+      c.width = 160; c.height = 120;
+      const g = c.getContext('2d');
+      g.drawImage(v, 0, 0, 160, 120);
+      const d = g.getImageData(0, 0, 160, 120).data;
+      let h = 0;
+      for (let i = 0; i < d.length; i += 7) h = (h * 31 + d[i]) >>> 0;
+      return h;
+    })())";
+  std::string before = page.evaluate (checksum);
+  HttpReply m0 = d.request ("GET", "/api/v1/microscopes/demo");
+  double x0 = json_object_get_double_member (stage_of (m0), "x_um");
+
+  page.evaluate ("document.getElementById('request').click()");
+  ASSERT_TRUE (page.wait_true ("window.livemicro.lease", 10)) << "the page got the lease";
+  page.evaluate ("document.getElementById('stage').focus()");
+  page.key ("rawKeyDown", "ArrowRight", 39);
+  g_usleep (800000);
+  page.key ("keyUp", "ArrowRight", 39);
+  ASSERT_TRUE (until (d, [] (JsonObject *m) { return !json_object_get_boolean_member (m, "moving"); }, 3));
+  HttpReply m1 = d.request ("GET", "/api/v1/microscopes/demo");
+  double x1 = json_object_get_double_member (stage_of (m1), "x_um");
+  EXPECT_GT (x1 - x0, 100) << "jogging right for 0.8 s at a field per second (320 µm/s at 10x)";
+  g_usleep (500000);
+  std::string after = page.evaluate (checksum);
+  EXPECT_FALSE (before.empty ());
+  EXPECT_NE (before, after) << "the video shows the new field";
+  // The page says who drives; a refused command is shown with its reason.
+  EXPECT_NE (page.evaluate ("document.getElementById('driver').textContent").find ("you"), std::string::npos);
+  ASSERT_EQ (d.request ("POST", "/api/v1/microscopes/demo/control", R"({"action": "revoke"})").status, 200);
+  g_usleep (300000);
+  page.evaluate ("document.getElementById('stop').click()");  // the owner may always stop
+  page.evaluate ("window.livemicro.lease = 'stale'; document.getElementById('autofocus').disabled = false; "
+                 "document.getElementById('autofocus').click()");
+  EXPECT_TRUE (page.wait_true ("document.getElementById('notice').textContent.includes('refused (409)')", 5))
+      << page.evaluate ("document.getElementById('notice').textContent");
 }
