@@ -15,7 +15,7 @@ struct Options {
   std::string server = "http://127.0.0.1:8080";
   std::string token;
   bool json = false;
-  std::string user, role, microscope;
+  std::string user, role, microscope, lease, output, after, limit, um_per_px;
   bool insecure = false;
   std::vector<std::string> args;  // positional
 };
@@ -30,7 +30,15 @@ usage (FILE *to)
       "  session show ID\n"
       "  session delete ID\n"
       "  microscope list\n"
-      "  microscope show ID\n\n"
+      "  microscope show ID\n"
+      "  control request|release|revoke [--microscope ID]\n"
+      "  control renew --lease L [--microscope ID]\n"
+      "  control grant SESSION [--microscope ID]\n"
+      "  command [--microscope ID] --lease L move X_UM Y_UM | move_by DX DY | focus Z_UM |\n"
+      "          focus_by DZ | objective MAG | autofocus | stop\n"
+      "  still SESSION -o FILE.png\n"
+      "  annotations SESSION -o FILE.geojson [--um-per-px X]   (QuPath GeoJSON)\n"
+      "  audit [--after ID] [--limit N]\n\n"
       "The server defaults to $LIVEMICRO_SERVER or http://127.0.0.1:8080; the token to\n"
       "$LIVEMICRO_TOKEN, else $LIVEMICRO_ADMIN_TOKEN.  --json prints the API's JSON.\n"
       "--insecure accepts any TLS certificate (self-signed test setups).\n");
@@ -164,6 +172,16 @@ livemicroctl_api (int argc, char **argv)
       ok = value (o.role);
     else if (a == "--microscope")
       ok = value (o.microscope);
+    else if (a == "--lease")
+      ok = value (o.lease);
+    else if (a == "-o" || a == "--output")
+      ok = value (o.output);
+    else if (a == "--after")
+      ok = value (o.after);
+    else if (a == "--limit")
+      ok = value (o.limit);
+    else if (a == "--um-per-px")
+      ok = value (o.um_per_px);
     else if (a == "--json")
       o.json = true;
     else if (a == "--insecure")
@@ -180,6 +198,21 @@ livemicroctl_api (int argc, char **argv)
   }
   while (!o.server.empty () && o.server.back () == '/')
     o.server.pop_back ();
+  if (!o.args.empty () && o.args[0] == "audit") {
+    std::string q = "?limit=" + (o.limit.empty () ? std::string ("1000") : o.limit) +
+                    (o.after.empty () ? "" : "&after=" + o.after);
+    return finish (o, call (o, "GET", "/api/v1/audit" + q), [] (JsonNode *r) {
+      JsonArray *a = json_object_get_array_member (json_node_get_object (r), "audit");
+      for (guint i = 0; a && i < json_array_get_length (a); i++) {
+        JsonObject *e = json_array_get_object_element (a, i);
+        g_autoptr (GDateTime) t = g_date_time_new_from_unix_utc (json_object_get_int_member (e, "time_unix_us") / 1000000);
+        g_autofree char *when = g_date_time_format_iso8601 (t);
+        std::printf ("%6lld  %s  %-12s %-10s %-10s %-8s %s -> %s\n", (long long) json_object_get_int_member (e, "id"),
+            when, str (e, "user"), str (e, "role"), str (e, "microscope"), str (e, "action"), str (e, "detail"),
+            str (e, "result"));
+      }
+    });
+  }
   if (o.args.size () < 2)
     return usage (stderr);
   const std::string noun = o.args[0], verb = o.args[1];
@@ -244,6 +277,90 @@ livemicroctl_api (int argc, char **argv)
     return finish (o, call (o, "GET", "/api/v1/microscopes/" + id), [] (JsonNode *r) {
       print_microscope (json_node_get_object (r));
     });
+  }
+  // The microscope of control/command: given, or the only one there is.
+  auto microscope_id = [&] () -> std::string {
+    if (!o.microscope.empty ())
+      return o.microscope;
+    Reply r = call (o, "GET", "/api/v1/microscopes");
+    g_autoptr (JsonParser) p = json_parser_new ();
+    if (r.status == 200 && json_parser_load_from_data (p, r.body.c_str (), -1, nullptr)) {
+      JsonArray *a = json_object_get_array_member (json_node_get_object (json_parser_get_root (p)), "microscopes");
+      if (a && json_array_get_length (a) == 1)
+        return str (json_array_get_object_element (a, 0), "id");
+    }
+    return "";
+  };
+  auto print_object = [] (JsonNode *r) {
+    g_autofree char *s = json_to_string (r, TRUE);
+    std::printf ("%s\n", s);
+  };
+  if (noun == "control") {
+    std::string mic = microscope_id ();
+    if (mic.empty ()) {
+      std::fprintf (stderr, "livemicroctl: say which microscope (--microscope ID)\n");
+      return 2;
+    }
+    std::string body = "{\"action\":\"" + verb + "\"";
+    if (verb == "grant") {
+      if (id.empty ()) {
+        std::fprintf (stderr, "livemicroctl: control grant needs a SESSION\n");
+        return 2;
+      }
+      body += ",\"session\":\"" + id + "\"";
+    }
+    if (verb == "renew")
+      body += ",\"lease\":\"" + o.lease + "\"";
+    return finish (o, call (o, "POST", "/api/v1/microscopes/" + mic + "/control", body + "}"), print_object);
+  }
+  if (noun == "command") {
+    std::string mic = microscope_id ();
+    if (mic.empty ()) {
+      std::fprintf (stderr, "livemicroctl: say which microscope (--microscope ID)\n");
+      return 2;
+    }
+    auto arg = [&] (size_t i) -> std::string { return o.args.size () > i ? o.args[i] : ""; };
+    auto is_number = [] (const std::string &v) {
+      char *end = nullptr;
+      g_ascii_strtod (v.c_str (), &end);
+      return !v.empty () && end && !*end;
+    };
+    std::string c;
+    if ((verb == "move" || verb == "move_by") && is_number (arg (2)) && is_number (arg (3)))
+      c = verb == "move" ? "\"move\":{\"x_um\":" + arg (2) + ",\"y_um\":" + arg (3) + "}"
+                         : "\"move_by\":{\"dx_um\":" + arg (2) + ",\"dy_um\":" + arg (3) + "}";
+    else if ((verb == "focus" || verb == "focus_by") && is_number (arg (2)))
+      c = verb == "focus" ? "\"focus\":{\"z_um\":" + arg (2) + "}" : "\"focus_by\":{\"dz_um\":" + arg (2) + "}";
+    else if (verb == "objective" && is_number (arg (2)))
+      c = "\"objective\":" + std::to_string (atoi (arg (2).c_str ()));
+    else if (verb == "autofocus" || verb == "stop")
+      c = "\"" + verb + "\":{}";
+    else {
+      std::fprintf (stderr, "livemicroctl: command %s: missing or non-numeric values\n", verb.c_str ());
+      return 2;
+    }
+    return finish (o, call (o, "POST", "/api/v1/microscopes/" + mic + "/commands",
+        "{\"lease\":\"" + o.lease + "\"," + c + "}"), print_object);
+  }
+  if (noun == "still" || noun == "annotations") {
+    const std::string &session = verb;
+    if (o.output.empty ()) {
+      std::fprintf (stderr, "livemicroctl: %s needs -o FILE\n", noun.c_str ());
+      return 2;
+    }
+    Reply r = noun == "still"
+                  ? call (o, "POST", "/api/v1/sessions/" + session + "/stills")
+                  : call (o, "GET", "/api/v1/sessions/" + session + "/annotations.geojson" +
+                                        (o.um_per_px.empty () ? "" : "?um_per_px=" + o.um_per_px));
+    if (!r.transport_error.empty () || r.status >= 400)
+      return finish (o, r, [] (JsonNode *) {});
+    g_autoptr (GError) error = nullptr;
+    if (!g_file_set_contents (o.output.c_str (), r.body.data (), (gssize) r.body.size (), &error)) {
+      std::fprintf (stderr, "livemicroctl: %s\n", error->message);
+      return 1;
+    }
+    std::printf ("wrote %s (%zu bytes)\n", o.output.c_str (), r.body.size ());
+    return 0;
   }
   std::fprintf (stderr, "livemicroctl: unknown command '%s %s'\n\n", noun.c_str (), verb.c_str ());
   return usage (stderr);

@@ -27,6 +27,7 @@ usage (FILE *to)
       "commands:\n"
       "  session create|list|show|delete ...   (see livemicroctl session --help)\n"
       "  microscope list|show ...\n"
+      "  control, command, still, annotations, audit  (see livemicroctl session --help)\n"
       "  ground-truth [--seed N] [--region X,Y,W,H] [-o FILE]\n"
       "      ground truth of sim://synthetic as JSON (region in slide µm;\n"
       "      default the whole slide, which lists ~10^6 nuclei)\n");
@@ -98,7 +99,10 @@ main (int argc, char **argv)
     return ground_truth (argc - 1, argv + 1);
   // API commands: options may come before the noun (--server, --token, --json).
   for (int i = 1; i < argc; i++)
-    if (!std::strcmp (argv[i], "session") || !std::strcmp (argv[i], "microscope"))
+    if (!std::strcmp (argv[i], "session") || !std::strcmp (argv[i], "microscope") ||
+        !std::strcmp (argv[i], "control") || !std::strcmp (argv[i], "command") ||
+        !std::strcmp (argv[i], "still") || !std::strcmp (argv[i], "annotations") ||
+        !std::strcmp (argv[i], "audit"))
       return livemicroctl_api (argc - 1, argv + 1);
   std::fprintf (stderr, "livemicroctl: unknown command '%s'\n\n", argv[1]);
   return usage (stderr);

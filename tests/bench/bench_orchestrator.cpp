@@ -1,6 +1,6 @@
 // Benchmarks of livemicrod, run on purpose:
 //   meson test -C build --benchmark --suite bench -v
-//   build/tests/bench/bench-orchestrator [latency|session-start|viewers|all] [--seconds S] [--json FILE]
+//   build/tests/bench/bench-orchestrator [latency|session-start|control|viewers|all] [--seconds S] [--json FILE]
 //
 // latency        glass-to-glass at 720p30 on loopback: capture time (carried in
 //                every access unit as an SEI) → decoded at an rtspsrc client /
@@ -8,6 +8,7 @@
 //                bare gst-rtsp-server (videotestsrc → x264enc zerolatency →
 //                rtspsrc latency=0) in the same run.
 // session-start  POST /api/v1/sessions → first decoded frame at an RTSP client.
+// control        command accepted → first decoded frame showing the new field.
 // viewers        concurrent RTSP viewers over 3 view profiles at 720p30 until
 //                p95 latency passes 150 ms or frames drop, next to the naive
 //                design (one capture + encoder pipeline per viewer).
@@ -23,6 +24,7 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 using namespace livemicro::test;
@@ -59,7 +61,7 @@ public:
       GstBuffer *b = GST_PAD_PROBE_INFO_BUFFER (info);
       GstMapInfo map;
       if (gst_buffer_map (b, &map, GST_MAP_READ)) {
-        auto t = h264::capture_time (map.data, map.size);
+        auto t = h264::frame_info (map.data, map.size);
         gst_buffer_unmap (b, &map);
         if (t) {
           std::lock_guard<std::mutex> lock (self->mutex_);
@@ -81,8 +83,13 @@ public:
       if (self->first_frame_us_ == 0)
         self->first_frame_us_ = g_get_monotonic_time ();
       auto it = self->capture_.find (GST_BUFFER_PTS (b));
-      if (it != self->capture_.end () && self->recording_)
-        self->latency_ms_.push_back ((now - it->second) / 1000.0);
+      if (it != self->capture_.end ()) {
+        if (self->recording_)
+          self->latency_ms_.push_back ((now - it->second.capture_unix_us) / 1000.0);
+        self->shown_.push_back ({g_get_monotonic_time (), it->second});
+        while (self->shown_.size () > 256)
+          self->shown_.erase (self->shown_.begin ());
+      }
     }), this);
     gst_object_unref (sink);
     gst_element_set_state (pipeline_, GST_STATE_PLAYING);
@@ -116,11 +123,21 @@ public:
     std::lock_guard<std::mutex> lock (mutex_);
     return first_frame_us_;
   }
+  // The first decoded frame after `since_us` (monotonic) satisfying `ok`.
+  std::optional<gint64> first_shown (gint64 since_us, const std::function<bool (const h264::FrameInfo &)> &ok)
+  {
+    std::lock_guard<std::mutex> lock (mutex_);
+    for (const auto &s : shown_)
+      if (s.first >= since_us && ok (s.second))
+        return s.first;
+    return std::nullopt;
+  }
 
 private:
   GstElement *pipeline_;
   std::mutex mutex_;
-  std::map<GstClockTime, int64_t> capture_;
+  std::map<GstClockTime, h264::FrameInfo> capture_;
+  std::vector<std::pair<gint64, h264::FrameInfo>> shown_;  // decoded: when, what
   std::vector<double> latency_ms_;
   int frames_ = 0, frames_at_record_ = 0;
   gint64 first_frame_us_ = 0;
@@ -379,6 +396,56 @@ bench_session_start (int n)
   return {shared, fresh};
 }
 
+// Control to photon: command accepted (202 received) → the first decoded
+// frame at an RTSP client whose SEI says it was taken at the new position,
+// with the stage's travel time (distance / speed) reported apart.
+std::vector<Row>
+bench_control_to_photon (int n)
+{
+  Row total {"command accepted → new field decoded (RTSP)", {}};
+  Row beyond {"… minus stage travel time", {}};
+  Row travel {"stage travel time (distance / speed)", {}};
+  Daemon d (kConfig720);
+  if (!d.start ())
+    return {};
+  HttpReply s = d.create_session ("driver", "owner");
+  std::string lease = d.request ("POST", "/api/v1/microscopes/demo/control", R"({"action":"request"})", s.str ("token")).str ("lease");
+  HttpReply m = d.request ("GET", "/api/v1/microscopes/demo");
+  JsonObject *stage = json_object_get_object_member (m.object (), "stage");
+  double x = json_object_get_double_member (stage, "x_um");
+  double upp = json_object_get_double_member (m.object (), "um_per_px");
+  const double speed = 20000;  // the virtual stage's default, µm/s
+  LatencyClient c (s.str ("rtsp_url"), s.str ("id"), s.str ("token"), true);
+  g_usleep (2000000);
+  for (int k = 0; k < n; k++) {
+    double dx = (k % 2 ? -1 : 1) * 200.0;
+    double target = x + dx;
+    HttpReply r = d.request ("POST", "/api/v1/microscopes/demo/commands",
+        "{\"lease\":\"" + lease + "\",\"move\":{\"x_um\":" + std::to_string (target) + ",\"y_um\":" +
+            std::to_string (json_object_get_double_member (stage, "y_um")) + "}}",
+        s.str ("token"));
+    gint64 t0 = g_get_monotonic_time ();
+    if (r.status != 202)
+      continue;
+    std::optional<gint64> t1;
+    while (!t1 && g_get_monotonic_time () - t0 < 3 * G_USEC_PER_SEC) {
+      g_usleep (1000);
+      t1 = c.first_shown (t0, [&] (const h264::FrameInfo &f) {
+        return !f.moving && std::abs (f.stage_x_um - target) <= upp;
+      });
+    }
+    if (t1) {
+      double ms = (*t1 - t0) / 1000.0, tr = std::abs (dx) / speed * 1000.0;
+      total.values.push_back (ms);
+      travel.values.push_back (tr);
+      beyond.values.push_back (ms - tr);
+    }
+    x = target;
+    g_usleep (300000);
+  }
+  return {total, beyond, travel};
+}
+
 // Viewers spread over 3 profiles; each viewer its own session.  Returns the
 // largest count that held (p95 ≤ 150 ms and ≥ 95 % of the frames).
 struct Ramp {
@@ -528,6 +595,13 @@ main (int argc, char **argv)
     for (const Row &r : rows)
       std::printf ("%-60s %8zu %8.1f %8.1f\n", r.name.c_str (), r.values.size (), pct (r.values, 0.5), pct (r.values, 0.95));
     add_rows ("session_start", rows);
+  }
+  if (what == "control" || what == "all") {
+    auto rows = bench_control_to_photon (30);
+    std::printf ("\n%-60s %8s %8s %8s\n", "control to photon, 720p30, 10x, 200 µm moves", "n", "p50 ms", "p95 ms");
+    for (const Row &r : rows)
+      std::printf ("%-60s %8zu %8.1f %8.1f\n", r.name.c_str (), r.values.size (), pct (r.values, 0.5), pct (r.values, 0.95));
+    add_rows ("control_to_photon", rows);
   }
   if (what == "viewers" || what == "all") {
     std::printf ("\nviewers per node, 720p30, 3 view profiles, RTSP over TCP, AU latency at the client\n");
