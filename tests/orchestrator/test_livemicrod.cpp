@@ -376,3 +376,22 @@ TEST_F (Livemicrod, AMicroscopeWhoseSlideIsMissingIsOfflineWithTheReason)
   RtspPlayer p (s.str ("rtsp_url"), s.str ("id"), s.str ("token"));
   EXPECT_TRUE (p.wait_frames (5, 15)) << p.error ();
 }
+
+TEST_F (Livemicrod, TenSessionsOverTwoProfilesRunTwoEncoders)
+{
+  Daemon d (kSmall);
+  ASSERT_TRUE (d.start ()) << d.error ();
+  std::vector<std::unique_ptr<RtspPlayer>> players;
+  for (int i = 0; i < 10; i++) {
+    HttpReply s = d.create_session ("u" + std::to_string (i), i % 2 ? "guest" : "consultant");
+    ASSERT_EQ (s.status, 201) << s.body;
+    players.push_back (std::make_unique<RtspPlayer> (s.str ("rtsp_url"), s.str ("id"), s.str ("token"), "tcp", false));
+  }
+  for (auto &p : players)
+    EXPECT_TRUE (p->wait_frames (5, 20)) << p->error ();
+  EXPECT_EQ (d.metric ("livemicro_view_branches{microscope=\"demo\"}"), 2);
+  EXPECT_EQ (d.metric ("livemicro_encoders{microscope=\"demo\"}"), 2);
+  EXPECT_EQ (d.metric ("livemicro_sessions{microscope=\"demo\",role=\"guest\"}"), 5);
+  EXPECT_EQ (d.metric ("livemicro_viewers{microscope=\"demo\",profile=\"guest\",transport=\"rtsp\"}"), 5);
+  EXPECT_EQ (d.metric ("livemicro_viewers{microscope=\"demo\",profile=\"consultant\",transport=\"rtsp\"}"), 5);
+}
