@@ -26,7 +26,8 @@ constexpr int kCoarseStep = 4;          // tissue map pitch, working pixels
 constexpr double kOtsuMaxOd = 1.6;      // Otsu histogram range of H OD
 constexpr double kMinTissueFraction = 0.02;
 constexpr double kWrongStainDab = 0.60;  // DAB share of the tissue OD
-constexpr double kMinFocus = 0.22;      // fine/nuclear band energy ratio
+constexpr double kMinFocus = 1.6;       // fine/coarse edge gradient ratio
+constexpr float kStructureOdSum = 0.3f;  // anything but glass (ink, dust, tissue)
 constexpr int kMinNucleiForScore = 20;
 
 double
@@ -303,6 +304,7 @@ Analyzer::analyze (const cv::Mat &image, double um_per_px, std::array<int, 3> rg
   od_samples.reserve (cw * chh);
   double dab_sum = 0, stain_sum = 0;
   double grey_s = 0, grey_s2 = 0;
+  int n_structure = 0;
   for (int cj = 0; cj < chh; cj++) {
     const uchar *row = work->ptr<uchar> (std::min (wh - 1, cj * kCoarseStep + kCoarseStep / 2));
     for (int ci = 0; ci < cw; ci++) {
@@ -312,6 +314,7 @@ Analyzer::analyze (const cv::Mat &image, double um_per_px, std::array<int, 3> rg
       grey_s += g;
       grey_s2 += g * g;
       float s = od[0] + od[1] + od[2];
+      n_structure += s > kStructureOdSum;
       if (s < kTissueOdSum)
         continue;
       float cosn = s / (std::sqrt (od.dot (od)) * 1.7320508f);
@@ -367,7 +370,8 @@ Analyzer::analyze (const cv::Mat &image, double um_per_px, std::array<int, 3> rg
   const cv::Matx33f inv = stain_inverse (stains);
 
   // --- quality gates that need no segmentation
-  if (brightest < 40 || (sum.tissue_fraction < 0.01 && grey_sd < 4.0)) {
+  (void) grey_sd;
+  if (brightest < 40 || (sum.tissue_fraction < 0.01 && n_structure < 0.005 * n_coarse)) {
     sum.quality = Quality::kBlank;
   } else if (sum.tissue_fraction < kMinTissueFraction) {
     sum.quality = Quality::kNoTissue;
@@ -443,25 +447,38 @@ Analyzer::analyze (const cv::Mat &image, double um_per_px, std::array<int, 3> rg
   }
   cv::subtract (S.hs, S.bg, S.hc);
 
-  // --- focus: energy of the finest band (H − smoothed H) relative to the
-  // nuclear band (smoothed H − background), over tissue.
+  // --- focus: gradient energy of H at the fine scale (σ = smooth_sigma,
+  // 0.5 µm) over that at a 3× coarser scale (1.5 µm), over tissue.  A sharp
+  // edge loses little by the extra smoothing (ratio ≈ 2–3), a blurred one
+  // barely changes (→ 1).  Physical scales: the same meaning at any µm/px.
   {
-    double fine = 0, coarse = 0;
+    double s2 = std::sqrt (std::max (0.0, 9.0 - 1.0)) * P.smooth_sigma_um / wupp;
+    cv::Mat coarse;
+    cv::GaussianBlur (S.hs, coarse, cv::Size (), s2, s2, cv::BORDER_REFLECT);
+    std::vector<float> fine, crs;
+    fine.reserve (ww * wh / 4);
+    crs.reserve (ww * wh / 4);
     for (int j = 1; j < wh - 1; j += 2) {
-      const float *hr = S.h.ptr<float> (j), *sr = S.hs.ptr<float> (j), *cr = S.hc.ptr<float> (j);
+      const float *a0 = S.hs.ptr<float> (j), *au = S.hs.ptr<float> (j - 1), *ad = S.hs.ptr<float> (j + 1);
+      const float *b0 = coarse.ptr<float> (j), *bu = coarse.ptr<float> (j - 1), *bd = coarse.ptr<float> (j + 1);
       const uchar *tr = tissue.ptr<uchar> (j / kCoarseStep);
       for (int i = 1; i < ww - 1; i += 2) {
         if (!tr[i / kCoarseStep])
           continue;
-        // Fine band: Laplacian-like residue against the 4 neighbours.
-        const float *up = S.h.ptr<float> (j - 1), *dn = S.h.ptr<float> (j + 1);
-        float lap = 4 * hr[i] - hr[i - 1] - hr[i + 1] - up[i] - dn[i];
-        fine += std::abs (lap);
-        coarse += std::abs (cr[i]) + 1e-3;
-        (void) sr;
+        fine.push_back (std::abs (a0[i + 1] - a0[i - 1]) + std::abs (ad[i] - au[i]));
+        crs.push_back (std::abs (b0[i + 1] - b0[i - 1]) + std::abs (bd[i] - bu[i]));
       }
     }
-    sum.focus = coarse > 0 ? fine / coarse * (wupp / 0.5) : 0;
+    // The strongest edges (98th percentile) tell focus; flat areas do not.
+    auto p98 = [] (std::vector<float> &v) {
+      if (v.empty ())
+        return 0.0f;
+      size_t k = (size_t) (0.98 * (v.size () - 1));
+      std::nth_element (v.begin (), v.begin () + k, v.end ());
+      return v[k];
+    };
+    float f98 = p98 (fine), c98 = p98 (crs);
+    sum.focus = c98 > 0 ? f98 / c98 : 0;
   }
   if (sum.focus < kMinFocus) {
     sum.quality = Quality::kOutOfFocus;
@@ -721,7 +738,10 @@ Analyzer::analyze (const cv::Mat &image, double um_per_px, std::array<int, 3> rg
     for (int i = 0; i < ww; i++) {
       int a = lr[i];
       bool on = a && keep[a];
-      if (on && ((i + 1 < ww && lr[i + 1] && lr[i + 1] != a) || (ln && ln[i] && ln[i] != a)))
+      // 8-connected contours: separate diagonal neighbours too.
+      if (on && ((i + 1 < ww && lr[i + 1] && lr[i + 1] != a) ||
+                    (ln && ((ln[i] && ln[i] != a) || (i + 1 < ww && ln[i + 1] && ln[i + 1] != a) ||
+                               (i > 0 && ln[i - 1] && ln[i - 1] != a)))))
         on = false;
       g[i] = on ? 255 : 0;
     }
