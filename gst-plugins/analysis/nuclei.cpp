@@ -8,6 +8,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <cmath>
 #include <numeric>
 #include <stdexcept>
@@ -155,7 +157,8 @@ grade_cue_for (int pleomorphism, double mitoses_per_mm2)
 
 struct Analyzer::Scratch {
   cv::Mat work, h, e, hs, bg, hc, mask, dist, dil, markers, labels, gapped;
-  std::vector<int> queue_storage;
+  std::vector<std::vector<int>> buckets;
+  std::vector<int> stack;
 };
 
 Analyzer::Analyzer (Params params) : params_ (params), scratch_ (std::make_unique<Scratch> ()) {}
@@ -179,51 +182,96 @@ namespace {
 
 // Marker-controlled watershed by hierarchical queue on an 8-bit relief
 // (low = basin), 4-connected, inside `mask`.  labels: CV_32S, markers > 0
-// on input, every reachable mask pixel labelled on output.
+// on input, every reachable mask pixel labelled on output.  `buckets` is
+// scratch (kept between calls for its capacity).
 void
-flood (const cv::Mat &relief, const cv::Mat &mask, cv::Mat &labels)
+flood (const cv::Mat &relief, const cv::Mat &mask, cv::Mat &labels,
+    std::vector<std::vector<int>> &buckets)
 {
   const int w = labels.cols, h = labels.rows;
-  std::vector<std::vector<int>> buckets (256);
+  buckets.resize (256);
+  for (auto &b : buckets)
+    b.clear ();
   int *lab = labels.ptr<int> ();
   const uchar *rel = relief.ptr<uchar> ();
   const uchar *m = mask.ptr<uchar> ();
-  std::vector<uchar> queued (w * h, 0);
+  constexpr int kQueued = -1;
   auto push_neighbours = [&] (int p, int level) {
-    int x = p % w, y = p / w;
-    int n[4] = {x > 0 ? p - 1 : -1, x < w - 1 ? p + 1 : -1, y > 0 ? p - w : -1,
-        y < h - 1 ? p + w : -1};
-    for (int q : n)
-      if (q >= 0 && m[q] && !lab[q] && !queued[q]) {
-        queued[q] = 1;
+    int x = p % w;
+    auto consider = [&] (int q) {
+      if (m[q] && lab[q] == 0) {
+        lab[q] = kQueued;
         buckets[std::max<int> (rel[q], level)].push_back (q);
       }
+    };
+    if (x > 0)
+      consider (p - 1);
+    if (x < w - 1)
+      consider (p + 1);
+    if (p >= w)
+      consider (p - w);
+    if (p < w * (h - 1))
+      consider (p + w);
   };
   for (int p = 0; p < w * h; p++)
-    if (lab[p])
+    if (lab[p] > 0)
       push_neighbours (p, 0);
   for (int level = 0; level < 256; level++) {
     auto &b = buckets[level];
     // The bucket grows while we work on it: index, not iterators.
     for (size_t k = 0; k < b.size (); k++) {
       int p = b[k];
-      int x = p % w, y = p / w;
+      int x = p % w;
       int best = 0;
       if (x > 0 && lab[p - 1] > 0)
         best = lab[p - 1];
       else if (x < w - 1 && lab[p + 1] > 0)
         best = lab[p + 1];
-      else if (y > 0 && lab[p - w] > 0)
+      else if (p >= w && lab[p - w] > 0)
         best = lab[p - w];
-      else if (y < h - 1 && lab[p + w] > 0)
+      else if (p < w * (h - 1) && lab[p + w] > 0)
         best = lab[p + w];
       lab[p] = best;
       if (best)
         push_neighbours (p, level);
     }
-    b.clear ();
-    b.shrink_to_fit ();
   }
+}
+
+// Labels the 8-connected plateaus of `peaks` (sparse) 1..n into `labels`
+// (zeroed first); returns n.
+int
+label_peaks (const cv::Mat &peaks, cv::Mat &labels, std::vector<int> &stack)
+{
+  labels.create (peaks.size (), CV_32S);
+  labels.setTo (0);
+  const int w = peaks.cols, h = peaks.rows;
+  const uchar *pk = peaks.ptr<uchar> ();
+  int *lab = labels.ptr<int> ();
+  int n = 0;
+  for (int p = 0; p < w * h; p++) {
+    if (!pk[p] || lab[p])
+      continue;
+    lab[p] = ++n;
+    stack.assign (1, p);
+    while (!stack.empty ()) {
+      int q = stack.back ();
+      stack.pop_back ();
+      int x = q % w, y = q / w;
+      for (int dy = -1; dy <= 1; dy++)
+        for (int dx = -1; dx <= 1; dx++) {
+          int xx = x + dx, yy = y + dy;
+          if (xx < 0 || yy < 0 || xx >= w || yy >= h)
+            continue;
+          int r = yy * w + xx;
+          if (pk[r] && !lab[r]) {
+            lab[r] = n;
+            stack.push_back (r);
+          }
+        }
+    }
+  }
+  return n;
 }
 
 }  // namespace
@@ -242,6 +290,16 @@ Analyzer::analyze (const cv::Mat &image, double um_per_px, std::array<int, 3> rg
     throw std::invalid_argument ("µm per pixel must be a positive number");
   const Params &P = params_;
   Scratch &S = *scratch_;
+  // LIVEMICRO_ANALYSIS_PROFILE=1 prints the time of each stage (development).
+  static const bool profile = std::getenv ("LIVEMICRO_ANALYSIS_PROFILE") != nullptr;
+  double t_stage = t_start;
+  auto stage = [&] (const char *next) {
+    if (!profile)
+      return;
+    double t = now_ms ();
+    std::fprintf (stderr, "%7.2f ms  (until) %s\n", t - t_stage, next);
+    t_stage = t;
+  };
   Result res;
   Summary &sum = res.summary;
   sum.um_per_px = um_per_px;
@@ -263,6 +321,7 @@ Analyzer::analyze (const cv::Mat &image, double um_per_px, std::array<int, 3> rg
   sum.working_um_per_px = wupp;
   const int nch = work->channels ();
 
+  stage ("glass brightness");
   // --- glass brightness I0 per channel: 99.8th percentile (clamped to
   // 200–255) of a subsample, so lamp level and white balance do not shift OD.
   int hist[3][256] = {};
@@ -293,6 +352,7 @@ Analyzer::analyze (const cv::Mat &image, double um_per_px, std::array<int, 3> rg
     for (int v = 0; v < 256; v++)
       od_lut[c][v] = std::max (0.0f, (float) -std::log10 (std::max (v, 1) / i0[c]));
 
+  stage ("coarse tissue map");
   // --- coarse tissue map (one sample every kCoarseStep working pixels):
   // tissue, wrong stain (DAB share with Ruifrok–Johnston H/E/DAB), Macenko
   // samples, mean H and E.
@@ -342,6 +402,7 @@ Analyzer::analyze (const cv::Mat &image, double um_per_px, std::array<int, 3> rg
   const double grey_mean = grey_s / n_coarse;
   const double grey_sd = std::sqrt (std::max (0.0, grey_s2 / n_coarse - grey_mean * grey_mean));
 
+  stage ("stain vectors");
   // --- stain vectors
   StainVectors stains = rj;
   sum.stain_method = StainMethod::kRuifrokJohnston;
@@ -369,6 +430,7 @@ Analyzer::analyze (const cv::Mat &image, double um_per_px, std::array<int, 3> rg
   sum.stain_vectors = stains;
   const cv::Matx33f inv = stain_inverse (stains);
 
+  stage ("quality gates");
   // --- quality gates that need no segmentation
   (void) grey_sd;
   if (brightest < 40 || (sum.tissue_fraction < 0.01 && n_structure < 0.005 * n_coarse)) {
@@ -425,6 +487,7 @@ Analyzer::analyze (const cv::Mat &image, double um_per_px, std::array<int, 3> rg
     return res;
   }
 
+  stage ("background");
   // --- background: grey opening of H at ~2 µm pixels with a window of
   // 2·background_radius, upsampled; subtracted (top-hat).
   const double smooth_px = P.smooth_sigma_um / wupp;
@@ -447,23 +510,29 @@ Analyzer::analyze (const cv::Mat &image, double um_per_px, std::array<int, 3> rg
   }
   cv::subtract (S.hs, S.bg, S.hc);
 
+  stage ("focus");
   // --- focus: gradient energy of H at the fine scale (σ = smooth_sigma,
   // 0.5 µm) over that at a 3× coarser scale (1.5 µm), over tissue.  A sharp
   // edge loses little by the extra smoothing (ratio ≈ 2–3), a blurred one
   // barely changes (→ 1).  Physical scales: the same meaning at any µm/px.
   {
     double s2 = std::sqrt (std::max (0.0, 9.0 - 1.0)) * P.smooth_sigma_um / wupp;
-    cv::Mat coarse;
-    cv::GaussianBlur (S.hs, coarse, cv::Size (), s2, s2, cv::BORDER_REFLECT);
+    // A centred window of at most 512² working pixels (256 µm) is plenty of
+    // edges and keeps the cost fixed.
+    const cv::Rect win ((ww - std::min (ww, 512)) / 2, (wh - std::min (wh, 512)) / 2,
+        std::min (ww, 512), std::min (wh, 512));
+    cv::Mat fine_img = S.hs (win), coarse;
+    cv::GaussianBlur (fine_img, coarse, cv::Size (), s2, s2, cv::BORDER_REFLECT);
     std::vector<float> fine, crs;
     fine.reserve (ww * wh / 4);
     crs.reserve (ww * wh / 4);
-    for (int j = 1; j < wh - 1; j += 2) {
-      const float *a0 = S.hs.ptr<float> (j), *au = S.hs.ptr<float> (j - 1), *ad = S.hs.ptr<float> (j + 1);
+    for (int j = 1; j < win.height - 1; j += 2) {
+      const float *a0 = fine_img.ptr<float> (j), *au = fine_img.ptr<float> (j - 1),
+                  *ad = fine_img.ptr<float> (j + 1);
       const float *b0 = coarse.ptr<float> (j), *bu = coarse.ptr<float> (j - 1), *bd = coarse.ptr<float> (j + 1);
-      const uchar *tr = tissue.ptr<uchar> (j / kCoarseStep);
-      for (int i = 1; i < ww - 1; i += 2) {
-        if (!tr[i / kCoarseStep])
+      const uchar *tr = tissue.ptr<uchar> ((j + win.y) / kCoarseStep);
+      for (int i = 1; i < win.width - 1; i += 2) {
+        if (!tr[(i + win.x) / kCoarseStep])
           continue;
         fine.push_back (std::abs (a0[i + 1] - a0[i - 1]) + std::abs (ad[i] - au[i]));
         crs.push_back (std::abs (b0[i + 1] - b0[i - 1]) + std::abs (bd[i] - bu[i]));
@@ -486,6 +555,7 @@ Analyzer::analyze (const cv::Mat &image, double um_per_px, std::array<int, 3> rg
     return res;
   }
 
+  stage ("threshold");
   // --- threshold: Otsu on background-corrected H over tissue, with a floor
   double thr = P.min_threshold_od;
   {
@@ -525,78 +595,55 @@ Analyzer::analyze (const cv::Mat &image, double um_per_px, std::array<int, 3> rg
       thr = std::max (thr, P.otsu_factor * (best_b + 0.5) / (kBins - 1) * kOtsuMaxOd);
     }
   }
+  stage ("foreground");
   // --- foreground, object by object: every local maximum of the
   // background-corrected H seeds a watershed basin on the inverted H; a
   // basin whose peak passes the threshold contributes its pixels above
   // edge_fraction × its peak (its own half-maximum-like edge), so pale and
   // dark nuclei both get their outline.
   const float t_low = (float) std::max (0.5 * P.min_threshold_od, P.low_fraction * thr);
-  cv::compare (S.hc, t_low, S.mask, cv::CMP_GT);
   const int r_split = std::max (1, (int) std::lround (P.min_split_radius_um / wupp));
   const cv::Mat split_kernel =
       cv::getStructuringElement (cv::MORPH_RECT, {2 * r_split + 1, 2 * r_split + 1});
-  int n_basins = 0;
   {
-    cv::dilate (S.hc, S.dil, split_kernel);
-    cv::Mat peaks;
-    cv::compare (S.hc, S.dil, peaks, cv::CMP_GE);
-    peaks &= S.mask;
-    n_basins = cv::connectedComponents (peaks, S.markers, 8, CV_32S) - 1;
-  }
-  {
-    cv::Mat relief;
-    S.hc.convertTo (relief, CV_8U, -255.0 / kOtsuMaxOd, 255.0);
-    S.markers.copyTo (S.labels);
-    flood (relief, S.mask, S.labels);
-    std::vector<float> peak (n_basins + 1, 0.0f);
+    // The local peak: the maximum within object_radius (a max filter).
+    int r = std::max (1, (int) std::lround (P.object_radius_um / wupp));
+    cv::dilate (S.hc, S.dil, cv::getStructuringElement (cv::MORPH_RECT, {2 * r + 1, 2 * r + 1}));
+    S.mask.create (wh, ww, CV_8U);
+    const float edge = (float) P.edge_fraction, t = (float) thr;
     for (int j = 0; j < wh; j++) {
-      const int *lr = S.labels.ptr<int> (j);
-      const float *cr = S.hc.ptr<float> (j);
-      for (int i = 0; i < ww; i++)
-        peak[lr[i]] = std::max (peak[lr[i]], cr[i]);
-    }
-    std::vector<float> cut (n_basins + 1, 1e9f);
-    for (int a = 1; a <= n_basins; a++)
-      if (peak[a] > thr)
-        cut[a] = std::max (t_low, (float) P.edge_fraction * peak[a]);
-    for (int j = 0; j < wh; j++) {
-      const int *lr = S.labels.ptr<int> (j);
-      const float *cr = S.hc.ptr<float> (j);
+      const float *cr = S.hc.ptr<float> (j), *dr = S.dil.ptr<float> (j);
       uchar *mr = S.mask.ptr<uchar> (j);
       for (int i = 0; i < ww; i++)
-        mr[i] = (lr[i] && cr[i] >= cut[lr[i]]) ? 255 : 0;
+        mr[i] = (cr[i] > t_low && dr[i] > t && cr[i] >= edge * dr[i]) ? 255 : 0;
     }
   }
 
+  stage ("fill holes");
   // --- fill holes smaller than a nucleus (vesicular chromatin), open
   {
-    cv::Mat inv_mask = ~S.mask, lab, stats, cent;
-    int nh = cv::connectedComponentsWithStats (inv_mask, lab, stats, cent, 4, CV_32S);
+    // Holes are the inner contours of a two-level contour tree.
+    std::vector<std::vector<cv::Point>> cs;
+    std::vector<cv::Vec4i> tree;
+    cv::Mat copy = S.mask.clone ();
+    cv::findContours (copy, cs, tree, cv::RETR_CCOMP, cv::CHAIN_APPROX_SIMPLE);
     const double max_hole_px = P.max_area_um2 / 8.0 / (wupp * wupp);
-    std::vector<uchar> fill (nh, 0);
-    for (int k = 1; k < nh; k++) {
-      int x = stats.at<int> (k, cv::CC_STAT_LEFT), y = stats.at<int> (k, cv::CC_STAT_TOP);
-      int w = stats.at<int> (k, cv::CC_STAT_WIDTH), h = stats.at<int> (k, cv::CC_STAT_HEIGHT);
-      bool border = x == 0 || y == 0 || x + w == ww || y + h == wh;
-      fill[k] = !border && stats.at<int> (k, cv::CC_STAT_AREA) < max_hole_px;
-    }
-    for (int j = 0; j < wh; j++) {
-      const int *lr = lab.ptr<int> (j);
-      uchar *mr = S.mask.ptr<uchar> (j);
-      for (int i = 0; i < ww; i++)
-        if (lr[i] > 0 && fill[lr[i]])
-          mr[i] = 255;
-    }
+    for (size_t k = 0; k < cs.size (); k++)
+      if (tree[k][3] >= 0 && cv::contourArea (cs[k]) < max_hole_px)
+        cv::drawContours (S.mask, cs, (int) k, cv::Scalar (255), cv::FILLED);
     cv::morphologyEx (S.mask, S.mask, cv::MORPH_OPEN,
         cv::getStructuringElement (cv::MORPH_CROSS, {3, 3}));
   }
 
+  stage ("touching nuclei");
   // --- touching nuclei: split by shape.  Markers are maxima of the
   // smoothed distance transform; watershed on the inverted distance; two
   // regions merge again when the saddle between them is less than
   // split_depth_um below the lower of their two centres (dynamics).
-  cv::distanceTransform (S.mask, S.dist, cv::DIST_L2, cv::DIST_MASK_5);
+  cv::distanceTransform (S.mask, S.dist, cv::DIST_L2, cv::DIST_MASK_3);
+  stage ("t.dist blur");
   cv::GaussianBlur (S.dist, S.dist, cv::Size (), 1.0, 1.0);
+  stage ("t.peaks");
   int n_labels = 0;
   {
     cv::dilate (S.dist, S.dil, split_kernel);
@@ -605,7 +652,7 @@ Analyzer::analyze (const cv::Mat &image, double um_per_px, std::array<int, 3> rg
     peaks &= S.mask;
     cv::compare (S.dist, 0.5, tiny, cv::CMP_LT);
     peaks.setTo (0, tiny);
-    n_labels = cv::connectedComponents (peaks, S.markers, 8, CV_32S) - 1;
+    n_labels = label_peaks (peaks, S.markers, S.stack);
   }
   {
     double mx;
@@ -614,10 +661,12 @@ Analyzer::analyze (const cv::Mat &image, double um_per_px, std::array<int, 3> rg
     cv::Mat relief;
     S.dist.convertTo (relief, CV_8U, -k, 255.0);
     S.markers.copyTo (S.labels);
-    flood (relief, S.mask, S.labels);
+    stage ("t.flood");
+    flood (relief, S.mask, S.labels, S.buckets);
+    stage ("t.saddles");
   }
   std::vector<float> peak (n_labels + 1, 0.0f);
-  std::unordered_map<uint64_t, float> saddles;
+  std::vector<std::pair<uint64_t, float>> contacts;  // (pair key, saddle)
   for (int j = 0; j < wh; j++) {
     const int *lr = S.labels.ptr<int> (j);
     const int *ln = j + 1 < wh ? S.labels.ptr<int> (j + 1) : nullptr;
@@ -632,12 +681,7 @@ Analyzer::analyze (const cv::Mat &image, double um_per_px, std::array<int, 3> rg
         if (b && b != a) {
           uint64_t key = a < b ? ((uint64_t) a << 32) | (uint32_t) b
                                : ((uint64_t) b << 32) | (uint32_t) a;
-          float sd = std::min (dr[i], d);
-          auto it = saddles.find (key);
-          if (it == saddles.end ())
-            saddles.emplace (key, sd);
-          else
-            it->second = std::max (it->second, sd);
+          contacts.emplace_back (key, std::min (dr[i], d));
         }
       };
       if (i + 1 < ww)
@@ -646,12 +690,15 @@ Analyzer::analyze (const cv::Mat &image, double um_per_px, std::array<int, 3> rg
         note (ln[i], dn[i]);
     }
   }
+  stage ("t.merge");
   UnionFind uf (n_labels + 1);
   {
+    // The saddle of a pair is its highest contact.
+    std::sort (contacts.begin (), contacts.end ());
     std::vector<std::pair<float, uint64_t>> order;
-    order.reserve (saddles.size ());
-    for (auto &kv : saddles)
-      order.emplace_back (kv.second, kv.first);
+    for (size_t k = 0; k < contacts.size (); k++)
+      if (k + 1 == contacts.size () || contacts[k + 1].first != contacts[k].first)
+        order.emplace_back (contacts[k].second, contacts[k].first);
     std::sort (order.begin (), order.end (),
         [] (const auto &x, const auto &y) { return x.first > y.first; });
     const float depth = (float) (P.split_depth_um / wupp);
@@ -673,6 +720,7 @@ Analyzer::analyze (const cv::Mat &image, double um_per_px, std::array<int, 3> rg
   for (int a = 1; a <= n_labels; a++)
     remap[a] = remap[uf.find (a)];
 
+  stage ("per-region moments");
   // --- per-region moments
   struct Acc {
     double n = 0, sx = 0, sy = 0, sxx = 0, syy = 0, sxy = 0, sh = 0, sc = 0;
@@ -728,6 +776,7 @@ Analyzer::analyze (const cv::Mat &image, double um_per_px, std::array<int, 3> rg
     keep[a] = (int) nuclei.size ();
   }
 
+  stage ("contours");
   // --- contours: one findContours pass over the labels with a one-pixel
   // gap between touching regions
   S.gapped.create (wh, ww, CV_8U);
@@ -795,6 +844,7 @@ Analyzer::analyze (const cv::Mat &image, double um_per_px, std::array<int, 3> rg
       nuclei[k].solidity = 1.0;
     }
 
+  stage ("frame summary");
   // --- frame summary
   std::vector<double> areas, hods;
   areas.reserve (nuclei.size ());

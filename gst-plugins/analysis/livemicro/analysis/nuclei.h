@@ -71,7 +71,8 @@ struct Params {
   double otsu_factor = 1.0;          // threshold = max(floor, factor × Otsu)
   double split_depth_um = 0.5;       // saddle depth (distance map) that splits nuclei
   double low_fraction = 0.4;         // basin support: H above this × threshold
-  double edge_fraction = 0.4;        // nucleus edge at this × its peak H
+  double edge_fraction = 0.4;        // nucleus edge at this × its local peak H
+  double object_radius_um = 3.0;     // window of the local peak (max filter)
   double min_split_radius_um = 1.6;  // markers closer than this merge
   double max_um_per_px = 1.25;       // coarser frames: quality low_resolution
   double reference_area_um2 = 30.0;  // normal epithelial nucleus (Nottingham)
