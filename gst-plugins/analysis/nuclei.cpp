@@ -641,9 +641,19 @@ Analyzer::analyze (const cv::Mat &image, double um_per_px, std::array<int, 3> rg
   // regions merge again when the saddle between them is less than
   // split_depth_um below the lower of their two centres (dynamics).
   cv::distanceTransform (S.mask, S.dist, cv::DIST_L2, cv::DIST_MASK_3);
-  stage ("t.dist blur");
+  if (P.intensity_weight > 0) {
+    // Paler lines between touching nuclei lower the relief there: distance
+    // × (1 − w + w · H / local peak H).
+    const float wgt = (float) P.intensity_weight;
+    for (int j = 0; j < wh; j++) {
+      float *dr = S.dist.ptr<float> (j);
+      const float *cr = S.hc.ptr<float> (j), *pr = S.dil.ptr<float> (j);
+      for (int i = 0; i < ww; i++)
+        if (dr[i] > 0)
+          dr[i] *= 1 - wgt + wgt * std::clamp (cr[i] / std::max (pr[i], 1e-3f), 0.0f, 1.0f);
+    }
+  }
   cv::GaussianBlur (S.dist, S.dist, cv::Size (), 1.0, 1.0);
-  stage ("t.peaks");
   int n_labels = 0;
   {
     cv::dilate (S.dist, S.dil, split_kernel);
@@ -661,9 +671,7 @@ Analyzer::analyze (const cv::Mat &image, double um_per_px, std::array<int, 3> rg
     cv::Mat relief;
     S.dist.convertTo (relief, CV_8U, -k, 255.0);
     S.markers.copyTo (S.labels);
-    stage ("t.flood");
     flood (relief, S.mask, S.labels, S.buckets);
-    stage ("t.saddles");
   }
   std::vector<float> peak (n_labels + 1, 0.0f);
   std::vector<std::pair<uint64_t, float>> contacts;  // (pair key, saddle)
@@ -690,7 +698,6 @@ Analyzer::analyze (const cv::Mat &image, double um_per_px, std::array<int, 3> rg
         note (ln[i], dn[i]);
     }
   }
-  stage ("t.merge");
   UnionFind uf (n_labels + 1);
   {
     // The saddle of a pair is its highest contact.

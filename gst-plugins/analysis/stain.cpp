@@ -45,7 +45,7 @@ estimate_macenko (const cv::Mat &od, double alpha)
   if (!cv::eigen (cov, evals, evecs))
     return std::nullopt;
   // Need two substantial directions: one-colour content is not two stains.
-  if (evals.at<double> (1) < 0.02 * evals.at<double> (0))
+  if (evals.at<double> (1) < 1e-3 * evals.at<double> (0))
     return std::nullopt;
   cv::Vec3d e1 (evecs.at<double> (0, 0), evecs.at<double> (0, 1), evecs.at<double> (0, 2));
   cv::Vec3d e2 (evecs.at<double> (1, 0), evecs.at<double> (1, 1), evecs.at<double> (1, 2));

@@ -60,7 +60,7 @@ namespace an = livemicro::analysis;
 #define DEFAULT_EMIT_NUCLEI FALSE
 #define DEFAULT_META_NUCLEI TRUE
 #define DEFAULT_STAIN GST_TUMOR_FEATURES_STAIN_RUIFROK_JOHNSTON
-#define DEFAULT_MIN_AREA 6.0
+#define DEFAULT_MIN_AREA 8.0
 #define DEFAULT_MAX_AREA 400.0
 
 typedef enum {

@@ -33,6 +33,7 @@ main (int argc, char **argv)
       if (k == "otsu") p.otsu_factor = v;
       else if (k == "floor") p.min_threshold_od = v;
       else if (k == "depth") p.split_depth_um = v;
+      else if (k == "iw") p.intensity_weight = v;
       else if (k == "objr") p.object_radius_um = v;
       else if (k == "mc") p.mean_contrast_fraction = v;
       else if (k == "width") p.min_width_um = v;

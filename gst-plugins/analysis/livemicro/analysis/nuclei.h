@@ -61,19 +61,20 @@ struct Params {
   double working_um_per_px = 0.5;
   StainMethod stain = StainMethod::kRuifrokJohnston;
   double macenko_smoothing = 0.2;    // weight of a new frame's vectors
-  double min_area_um2 = 6.0;         // smaller objects are not nuclei
+  double min_area_um2 = 8.0;         // smaller objects are not nuclei
   double max_area_um2 = 400.0;       // larger objects are clumps/folds: dropped
-  double mean_contrast_fraction = 0.6;  // mean corrected H ≥ this × threshold
+  double mean_contrast_fraction = 0.75; // mean corrected H ≥ this × threshold
   double min_width_um = 2.0;         // thinner objects are membranes/fibres
   double smooth_sigma_um = 0.5;      // Gaussian smoothing of hematoxylin OD
   double background_radius_um = 10.0;  // background (top-hat) scale
   double min_threshold_od = 0.10;    // floor of the threshold (H OD)
   double otsu_factor = 1.0;          // threshold = max(floor, factor × Otsu)
-  double split_depth_um = 0.5;       // saddle depth (distance map) that splits nuclei
+  double split_depth_um = 0.05;      // saddle depth (distance map) that splits nuclei
   double low_fraction = 0.4;         // basin support: H above this × threshold
   double edge_fraction = 0.4;        // nucleus edge at this × its local peak H
   double object_radius_um = 3.0;     // window of the local peak (max filter)
-  double min_split_radius_um = 1.6;  // markers closer than this merge
+  double intensity_weight = 0.5;     // paler gaps help splitting (0 = shape only)
+  double min_split_radius_um = 1.2;  // markers closer than this merge
   double max_um_per_px = 1.25;       // coarser frames: quality low_resolution
   double reference_area_um2 = 30.0;  // normal epithelial nucleus (Nottingham)
   bool want_contours = true;
