@@ -156,7 +156,7 @@ grade_cue_for (int pleomorphism, double mitoses_per_mm2)
 }
 
 struct Analyzer::Scratch {
-  cv::Mat work, h, e, hs, bg, hc, mask, dist, dil, markers, labels, gapped;
+  cv::Mat work, h, hs, bg, hc, mask, dist, dil, markers, labels, gapped;
   std::vector<std::vector<int>> buckets;
   std::vector<int> stack;
 };
@@ -188,6 +188,8 @@ void
 flood (const cv::Mat &relief, const cv::Mat &mask, cv::Mat &labels,
     std::vector<std::vector<int>> &buckets)
 {
+  // The mask's outer rows and columns must be 0: neighbours are then always
+  // inside the image and need no bounds checks.
   const int w = labels.cols, h = labels.rows;
   buckets.resize (256);
   for (auto &b : buckets)
@@ -196,41 +198,30 @@ flood (const cv::Mat &relief, const cv::Mat &mask, cv::Mat &labels,
   const uchar *rel = relief.ptr<uchar> ();
   const uchar *m = mask.ptr<uchar> ();
   constexpr int kQueued = -1;
+  const int off[4] = {-1, 1, -w, w};
   auto push_neighbours = [&] (int p, int level) {
-    int x = p % w;
-    auto consider = [&] (int q) {
+    for (int o : off) {
+      int q = p + o;
       if (m[q] && lab[q] == 0) {
         lab[q] = kQueued;
         buckets[std::max<int> (rel[q], level)].push_back (q);
       }
-    };
-    if (x > 0)
-      consider (p - 1);
-    if (x < w - 1)
-      consider (p + 1);
-    if (p >= w)
-      consider (p - w);
-    if (p < w * (h - 1))
-      consider (p + w);
+    }
   };
-  for (int p = 0; p < w * h; p++)
-    if (lab[p] > 0)
+  for (int p = w; p < w * (h - 1); p++)
+    if (lab[p] > 0 && m[p])
       push_neighbours (p, 0);
   for (int level = 0; level < 256; level++) {
     auto &b = buckets[level];
     // The bucket grows while we work on it: index, not iterators.
     for (size_t k = 0; k < b.size (); k++) {
       int p = b[k];
-      int x = p % w;
       int best = 0;
-      if (x > 0 && lab[p - 1] > 0)
-        best = lab[p - 1];
-      else if (x < w - 1 && lab[p + 1] > 0)
-        best = lab[p + 1];
-      else if (p >= w && lab[p - w] > 0)
-        best = lab[p - w];
-      else if (p < w * (h - 1) && lab[p + w] > 0)
-        best = lab[p + w];
+      for (int o : off)
+        if (lab[p + o] > 0) {
+          best = lab[p + o];
+          break;
+        }
       lab[p] = best;
       if (best)
         push_neighbours (p, level);
@@ -238,19 +229,23 @@ flood (const cv::Mat &relief, const cv::Mat &mask, cv::Mat &labels,
   }
 }
 
-// Labels the 8-connected plateaus of `peaks` (sparse) 1..n into `labels`
-// (zeroed first); returns n.
+// Markers: pixels of `mask` where `dist` reaches its local maximum `dil`
+// (and at least min_dist), as 8-connected plateaus labelled 1..n into
+// `labels` (zeroed first); returns n.
 int
-label_peaks (const cv::Mat &peaks, cv::Mat &labels, std::vector<int> &stack)
+label_peaks (const cv::Mat &dist, const cv::Mat &dil, const cv::Mat &mask, float min_dist,
+    cv::Mat &labels, std::vector<int> &stack)
 {
-  labels.create (peaks.size (), CV_32S);
+  labels.create (dist.size (), CV_32S);
   labels.setTo (0);
-  const int w = peaks.cols, h = peaks.rows;
-  const uchar *pk = peaks.ptr<uchar> ();
+  const int w = dist.cols, h = dist.rows;
+  const float *d = dist.ptr<float> (), *dl = dil.ptr<float> ();
+  const uchar *m = mask.ptr<uchar> ();
+  auto is_peak = [&] (int p) { return m[p] && d[p] >= dl[p] && d[p] >= min_dist; };
   int *lab = labels.ptr<int> ();
   int n = 0;
   for (int p = 0; p < w * h; p++) {
-    if (!pk[p] || lab[p])
+    if (!m[p] || lab[p] || !is_peak (p))
       continue;
     lab[p] = ++n;
     stack.assign (1, p);
@@ -264,7 +259,7 @@ label_peaks (const cv::Mat &peaks, cv::Mat &labels, std::vector<int> &stack)
           if (xx < 0 || yy < 0 || xx >= w || yy >= h)
             continue;
           int r = yy * w + xx;
-          if (pk[r] && !lab[r]) {
+          if (!lab[r] && is_peak (r)) {
             lab[r] = n;
             stack.push_back (r);
           }
@@ -453,15 +448,13 @@ Analyzer::analyze (const cv::Mat &image, double um_per_px, std::array<int, 3> rg
       lut_e[c][v] = od_lut[c][v] * inv (c, 1);
     }
   S.h.create (wh, ww, CV_32F);
-  S.e.create (wh, ww, CV_32F);
   for (int j = 0; j < wh; j++) {
     const uchar *row = work->ptr<uchar> (j);
-    float *hr = S.h.ptr<float> (j), *er = S.e.ptr<float> (j);
+    float *hr = S.h.ptr<float> (j);
     for (int i = 0; i < ww; i++) {
       const uchar *p = row + i * nch;
       uchar r = p[rgb[0]], g = p[rgb[1]], b = p[rgb[2]];
       hr[i] = lut_h[0][r] + lut_h[1][g] + lut_h[2][b];
-      er[i] = lut_e[0][r] + lut_e[1][g] + lut_e[2][b];
     }
   }
   // Mean H and E over tissue (coarse samples).
@@ -474,7 +467,8 @@ Analyzer::analyze (const cv::Mat &image, double um_per_px, std::array<int, 3> rg
           int y = std::min (wh - 1, cj * kCoarseStep + kCoarseStep / 2);
           int x = std::min (ww - 1, ci * kCoarseStep + kCoarseStep / 2);
           hs += std::max (0.0f, S.h.at<float> (y, x));
-          es += std::max (0.0f, S.e.at<float> (y, x));
+          const uchar *px = work->ptr<uchar> (y) + x * nch;
+          es += std::max (0.0f, lut_e[0][px[rgb[0]]] + lut_e[1][px[rgb[1]]] + lut_e[2][px[rgb[2]]]);
           n++;
         }
     sum.mean_h_od = n ? hs / n : 0;
@@ -492,7 +486,7 @@ Analyzer::analyze (const cv::Mat &image, double um_per_px, std::array<int, 3> rg
   // 2·background_radius, upsampled; subtracted (top-hat).
   const double smooth_px = P.smooth_sigma_um / wupp;
   if (smooth_px > 0.3)
-    cv::GaussianBlur (S.h, S.hs, cv::Size (), smooth_px, smooth_px, cv::BORDER_REFLECT);
+    cv::GaussianBlur (S.h, S.hs, cv::Size (), smooth_px, smooth_px, cv::BORDER_REFLECT);  // ±4σ
   else
     S.h.copyTo (S.hs);
   if (P.background_radius_um <= 0) {
@@ -633,6 +627,8 @@ Analyzer::analyze (const cv::Mat &image, double um_per_px, std::array<int, 3> rg
         cv::drawContours (S.mask, cs, (int) k, cv::Scalar (255), cv::FILLED);
     cv::morphologyEx (S.mask, S.mask, cv::MORPH_OPEN,
         cv::getStructuringElement (cv::MORPH_CROSS, {3, 3}));
+    // The outermost pixel ring is never nucleus (the flood relies on it).
+    cv::rectangle (S.mask, cv::Rect (0, 0, ww, wh), cv::Scalar (0), 1);
   }
 
   stage ("touching nuclei");
@@ -653,24 +649,16 @@ Analyzer::analyze (const cv::Mat &image, double um_per_px, std::array<int, 3> rg
           dr[i] *= 1 - wgt + wgt * std::clamp (cr[i] / std::max (pr[i], 1e-3f), 0.0f, 1.0f);
     }
   }
-  cv::GaussianBlur (S.dist, S.dist, cv::Size (), 1.0, 1.0);
+  cv::GaussianBlur (S.dist, S.dist, cv::Size (5, 5), 1.0, 1.0);
   int n_labels = 0;
-  {
-    cv::dilate (S.dist, S.dil, split_kernel);
-    cv::Mat peaks, tiny;
-    cv::compare (S.dist, S.dil, peaks, cv::CMP_GE);
-    peaks &= S.mask;
-    cv::compare (S.dist, 0.5, tiny, cv::CMP_LT);
-    peaks.setTo (0, tiny);
-    n_labels = label_peaks (peaks, S.markers, S.stack);
-  }
+  cv::dilate (S.dist, S.dil, split_kernel);
+  n_labels = label_peaks (S.dist, S.dil, S.mask, 0.5f, S.labels, S.stack);
   {
     double mx;
     cv::minMaxLoc (S.dist, nullptr, &mx);
     double k = mx > 0 ? std::min (16.0, 255.0 / mx) : 1.0;
     cv::Mat relief;
     S.dist.convertTo (relief, CV_8U, -k, 255.0);
-    S.markers.copyTo (S.labels);
     flood (relief, S.mask, S.labels, S.buckets);
   }
   std::vector<float> peak (n_labels + 1, 0.0f);

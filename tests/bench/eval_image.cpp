@@ -19,11 +19,14 @@ main (int argc, char **argv)
     return 2;
   }
   std::string labels_path, overlay_path;
+  int repeat = 1;
   analysis::Params p;
   p.want_labels = true;
   for (int i = 3; i < argc; i++) {
     if (!std::strcmp (argv[i], "--overlay") && i + 1 < argc)
       overlay_path = argv[++i];
+    else if (!std::strcmp (argv[i], "--repeat") && i + 1 < argc)
+      repeat = std::atoi (argv[++i]);
     else if (!std::strcmp (argv[i], "--scale") && i + 1 < argc)
       p.analysis_scale = std::atof (argv[++i]);
     else if (!std::strcmp (argv[i], "--set") && i + 1 < argc) {
@@ -58,6 +61,8 @@ main (int argc, char **argv)
   double upp = std::atof (argv[2]);
   analysis::Analyzer a (p);
   analysis::Result r = a.analyze (bgr, upp, {2, 1, 0});
+  for (int k = 1; k < repeat; k++)  // for CPU-time profiling (perf stat)
+    r = a.analyze (bgr, upp, {2, 1, 0});
   const auto &s = r.summary;
   std::printf ("quality=%s tissue=%.3f focus=%.3f dab=%.3f he=%.2f meanH=%.3f n=%d area=%.1f cv=%.2f circ=%.2f cvH=%.2f pleo=%d mit=%d cue=%s work_upp=%.3f ms=%.1f\n",
       analysis::quality_name (s.quality), s.tissue_fraction, s.focus, s.dab_fraction, s.he_ratio,
