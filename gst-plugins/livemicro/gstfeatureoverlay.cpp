@@ -199,40 +199,16 @@ gst_feature_overlay_set_info (GstVideoFilter *filter, GstCaps *incaps, GstVideoI
   return TRUE;
 }
 
-/* A caps event with a format the element cannot work on gets an error that
- * names the format and the fix (instead of a bare "not negotiated"). */
+/* Caps with another format than packed RGB: a clear error (the pads accept
+ * any raw video so that such caps arrive here, see rgbformats.h). */
 static gboolean
 gst_feature_overlay_sink_event (GstBaseTransform *trans, GstEvent *event)
 {
-  if (GST_EVENT_TYPE (event) == GST_EVENT_CAPS) {
-    GstCaps *caps;
-    gst_event_parse_caps (event, &caps);
-    GstVideoInfo info;
-    int channels;
-    std::array<int, 3> rgb;
-    if (!gst_video_info_from_caps (&info, caps) ||
-        !livemicro::rgb_layout (GST_VIDEO_INFO_FORMAT (&info), channels, rgb)) {
-      const GstStructure *st = gst_caps_get_structure (caps, 0);
-      const gchar *format = st ? gst_structure_get_string (st, "format") : nullptr;
-      GST_ELEMENT_ERROR (trans, CORE, NEGOTIATION,
-          ("featureoverlay draws on packed RGB video (%s), not %s: put videoconvert in "
-           "front of it", LIVEMICRO_RGB_FORMATS, format ? format : "this stream"),
-          ("caps %" GST_PTR_FORMAT, caps));
-      gst_event_unref (event);
-      return FALSE;
-    }
+  if (livemicro::refuse_non_rgb_caps (trans, event, "featureoverlay draws on")) {
+    gst_event_unref (event);
+    return FALSE;
   }
   return GST_BASE_TRANSFORM_CLASS (parent_class)->sink_event (trans, event);
-}
-
-static gboolean
-gst_feature_overlay_accept_caps (GstBaseTransform *trans, GstPadDirection direction,
-    GstCaps *caps)
-{
-  GstCaps *raw = gst_caps_from_string ("video/x-raw");
-  gboolean ok = gst_caps_is_fixed (caps) && gst_caps_can_intersect (caps, raw);
-  gst_caps_unref (raw);
-  return ok;
 }
 
 namespace {
@@ -480,7 +456,7 @@ gst_feature_overlay_class_init (GstFeatureOverlayClass *klass)
       "feature, a summary panel and a density heat map",
       "LiveMicro");
 
-  trans_class->accept_caps = gst_feature_overlay_accept_caps;
+  trans_class->accept_caps = livemicro::accept_any_raw_video;
   trans_class->sink_event = gst_feature_overlay_sink_event;
   filter_class->set_info = gst_feature_overlay_set_info;
   filter_class->transform_frame_ip = gst_feature_overlay_transform_frame_ip;

@@ -475,43 +475,16 @@ gst_tumor_features_set_info (GstVideoFilter *filter, GstCaps *incaps, GstVideoIn
   return TRUE;
 }
 
-/* Accept any raw video on the pads (the templates advertise what works), so
- * that a forced unsupported format reaches set_info and gets a clear error
- * instead of a bare "not negotiated". */
-/* A caps event with a format the element cannot work on gets an error that
- * names the format and the fix (instead of a bare "not negotiated"). */
+/* Caps with another format than packed RGB: a clear error (the pads accept
+ * any raw video so that such caps arrive here, see rgbformats.h). */
 static gboolean
 gst_tumor_features_sink_event (GstBaseTransform *trans, GstEvent *event)
 {
-  if (GST_EVENT_TYPE (event) == GST_EVENT_CAPS) {
-    GstCaps *caps;
-    gst_event_parse_caps (event, &caps);
-    GstVideoInfo info;
-    int channels;
-    std::array<int, 3> rgb;
-    if (!gst_video_info_from_caps (&info, caps) ||
-        !livemicro::rgb_layout (GST_VIDEO_INFO_FORMAT (&info), channels, rgb)) {
-      const GstStructure *st = gst_caps_get_structure (caps, 0);
-      const gchar *format = st ? gst_structure_get_string (st, "format") : nullptr;
-      GST_ELEMENT_ERROR (trans, CORE, NEGOTIATION,
-          ("tumorfeatures analyses packed RGB video (%s), not %s: put videoconvert in "
-           "front of it", LIVEMICRO_RGB_FORMATS, format ? format : "this stream"),
-          ("caps %" GST_PTR_FORMAT, caps));
-      gst_event_unref (event);
-      return FALSE;
-    }
+  if (livemicro::refuse_non_rgb_caps (trans, event, "tumorfeatures analyses")) {
+    gst_event_unref (event);
+    return FALSE;
   }
   return GST_BASE_TRANSFORM_CLASS (parent_class)->sink_event (trans, event);
-}
-
-static gboolean
-gst_tumor_features_accept_caps (GstBaseTransform *trans, GstPadDirection direction,
-    GstCaps *caps)
-{
-  GstCaps *raw = gst_caps_from_string ("video/x-raw");
-  gboolean ok = gst_caps_is_fixed (caps) && gst_caps_can_intersect (caps, raw);
-  gst_caps_unref (raw);
-  return ok;
 }
 
 static GstFlowReturn
@@ -723,7 +696,7 @@ gst_tumor_features_class_init (GstTumorFeaturesClass *klass)
 
   trans_class->start = gst_tumor_features_start;
   trans_class->stop = gst_tumor_features_stop;
-  trans_class->accept_caps = gst_tumor_features_accept_caps;
+  trans_class->accept_caps = livemicro::accept_any_raw_video;
   trans_class->sink_event = gst_tumor_features_sink_event;
   trans_class->transform_ip = gst_tumor_features_transform_ip;
   trans_class->transform_ip_on_passthrough = FALSE;

@@ -120,31 +120,20 @@ main (int argc, char **argv)
   } else {
     auto truth = bench::label_centroids (mon_labels);
     cv::Mat truth_mask = mon_labels > 0;
-    {
-      analysis::Params p;
+    auto ours = [&] (const char *name, analysis::Params p) {
       p.want_labels = true;
       analysis::Analyzer a (p);
       analysis::Result r = a.analyze (mon_bgr, mon_upp, {2, 1, 0});
       std::vector<cv::Point2d> pred;
       for (const auto &n : r.nuclei)
         pred.emplace_back (n.x_px, n.y_px);
-      accuracy.push_back ({"tumorfeatures (defaults)",
-          bench::score (truth, pred, 2.0 / mon_upp, truth_mask,
-              bench::predicted_mask (r, mon_bgr.size ()))});
-    }
-    {
-      analysis::Params p;
-      p.want_labels = true;
-      p.stain = analysis::StainMethod::kMacenko;
-      analysis::Analyzer a (p);
-      analysis::Result r = a.analyze (mon_bgr, mon_upp, {2, 1, 0});
-      std::vector<cv::Point2d> pred;
-      for (const auto &n : r.nuclei)
-        pred.emplace_back (n.x_px, n.y_px);
-      accuracy.push_back ({"tumorfeatures stain=macenko",
-          bench::score (truth, pred, 2.0 / mon_upp, truth_mask,
-              bench::predicted_mask (r, mon_bgr.size ()))});
-    }
+      accuracy.push_back ({name, bench::score (truth, pred, 2.0 / mon_upp, truth_mask,
+                                     bench::predicted_mask (r, mon_bgr.size ()))});
+    };
+    ours ("tumorfeatures (defaults)", analysis::Params ());
+    analysis::Params macenko;
+    macenko.stain = analysis::StainMethod::kMacenko;
+    ours ("tumorfeatures stain=macenko", macenko);
     {
       const std::string mask_path = dir + "/skimage-mask.png";
       int status = 0;
