@@ -75,6 +75,11 @@ struct AccuracyRow {
   bench::Scores s;
 };
 
+struct SensitivityRow {
+  std::string param;
+  double value = 0, f1_low = 0, f1_high = 0, count_low = 0, count_high = 0;
+};
+
 struct SpeedRow {
   std::string scene;
   double ours_fps = 0, full_fps = 0, skimage_fps = 0;
@@ -110,6 +115,7 @@ main (int argc, char **argv)
 
   // ---------------------------------------------------------------- accuracy
   std::vector<AccuracyRow> accuracy;
+  std::vector<SensitivityRow> sensitivity;
   const std::string mon = testdata + "/monuseg/TCGA-B0-5710-01Z-00-DX1";
   const double mon_upp = 0.252;
   cv::Mat mon_bgr = cv::imread (mon + ".png", cv::IMREAD_COLOR);
@@ -157,6 +163,42 @@ main (int argc, char **argv)
             bench::score (truth, pred, 2.0 / mon_upp, truth_mask, mask)});
       }
     }
+    // Sensitivity: each default moved by ±25 % alone.  A method fitted to
+    // this tile would fall off on either side; a flat row says the default
+    // is not a knife edge.
+    struct Knob {
+      const char *name;
+      double analysis::Params::*field;
+    };
+    const Knob knobs[] = {
+        {"edge_fraction", &analysis::Params::edge_fraction},
+        {"mean_contrast_fraction", &analysis::Params::mean_contrast_fraction},
+        {"intensity_weight", &analysis::Params::intensity_weight},
+        {"min_split_radius_um", &analysis::Params::min_split_radius_um},
+        {"min_area_um2", &analysis::Params::min_area_um2},
+        {"background_radius_um", &analysis::Params::background_radius_um},
+        {"working_um_per_px", &analysis::Params::working_um_per_px},
+        {"object_radius_um", &analysis::Params::object_radius_um},
+    };
+    for (const Knob &k : knobs) {
+      SensitivityRow row;
+      row.param = k.name;
+      row.value = analysis::Params ().*k.field;
+      for (double f : {0.75, 1.25}) {
+        analysis::Params p;
+        p.*k.field = row.value * f;
+        p.want_labels = true;
+        analysis::Analyzer a (p);
+        analysis::Result r = a.analyze (mon_bgr, mon_upp, {2, 1, 0});
+        std::vector<cv::Point2d> pred;
+        for (const auto &n : r.nuclei)
+          pred.emplace_back (n.x_px, n.y_px);
+        bench::Scores sc = bench::score (truth, pred, 2.0 / mon_upp, truth_mask, cv::Mat ());
+        (f < 1 ? row.f1_low : row.f1_high) = sc.f1;
+        (f < 1 ? row.count_low : row.count_high) = sc.count_error;
+      }
+      sensitivity.push_back (row);
+    }
     std::printf ("\naccuracy on MoNuSeg TCGA-B0-5710 (%d nuclei, 0.252 um/px; match within 2 um)\n",
         accuracy.empty () ? 0 : accuracy[0].s.truth);
     std::printf ("%-34s %6s %6s %6s %6s %6s %6s %10s %6s\n", "method", "truth", "pred", "match",
@@ -165,6 +207,10 @@ main (int argc, char **argv)
       std::printf ("%-34s %6d %6d %6d %6.3f %6.3f %6.3f %9.1f%% %6.3f\n", a.method.c_str (),
           a.s.truth, a.s.predicted, a.s.matched, a.s.precision, a.s.recall, a.s.f1,
           100 * a.s.count_error, a.s.dice);
+    std::printf ("\nsensitivity: F1 (count error) with one default moved by -25 %% / +25 %%\n");
+    for (const auto &r : sensitivity)
+      std::printf ("%-24s %6.2f   %.3f (%4.1f%%)   %.3f (%4.1f%%)\n", r.param.c_str (), r.value,
+          r.f1_low, 100 * r.count_low, r.f1_high, 100 * r.count_high);
   }
 
   // ------------------------------------------------------------------- speed
@@ -274,6 +320,21 @@ main (int argc, char **argv)
     num ("f1", a.s.f1);
     num ("count_error", a.s.count_error);
     num ("dice", a.s.dice);
+    json_builder_end_object (b);
+  }
+  json_builder_end_array (b);
+  json_builder_set_member_name (b, "sensitivity");
+  json_builder_begin_array (b);
+  for (const auto &r : sensitivity) {
+    json_builder_begin_object (b);
+    json_builder_set_member_name (b, "param");
+    json_builder_add_string_value (b, r.param.c_str ());
+    for (auto [k, v] : {std::pair<const char *, double> {"default", r.value}, {"f1_minus_25pct", r.f1_low},
+             {"f1_plus_25pct", r.f1_high}, {"count_error_minus_25pct", r.count_low},
+             {"count_error_plus_25pct", r.count_high}}) {
+      json_builder_set_member_name (b, k);
+      json_builder_add_double_value (b, v);
+    }
     json_builder_end_object (b);
   }
   json_builder_end_array (b);
