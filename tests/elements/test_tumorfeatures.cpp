@@ -613,3 +613,58 @@ TEST_F (TumorFeatures, OverlayDrawsWhereTheNucleiAre)
   ASSERT_TRUE (off.run ({"plain", "drawn"}));
   EXPECT_EQ (cv::norm (off.samples (0)[0].rgb, off.samples (1)[0].rgb, cv::NORM_INF), 0.0);
 }
+
+// Properties changed from another thread while frames flow (a viewer
+// toggling the overlay, the orchestrator changing the interval): every frame
+// still comes out, with its meta once a first result exists.
+TEST_F (TumorFeatures, PropertiesChangeWhileFramesFlow)
+{
+  GstHarness *h = gst_harness_new ("tumorfeatures");
+  GstHarness *o = gst_harness_new ("featureoverlay");
+  g_object_set (h->element, "um-per-px", 0.5, nullptr);
+  const char *caps = "video/x-raw,format=RGB,width=320,height=240,framerate=30/1";
+  gst_harness_set_src_caps_str (h, caps);
+  gst_harness_set_src_caps_str (o, caps);
+  GValue two = G_VALUE_INIT, macenko = G_VALUE_INIT, on = G_VALUE_INIT, scale = G_VALUE_INIT,
+         circ = G_VALUE_INIT;
+  g_value_init (&two, G_TYPE_UINT);
+  g_value_set_uint (&two, 2);
+  g_value_init (&on, G_TYPE_BOOLEAN);
+  g_value_set_boolean (&on, TRUE);
+  g_value_init (&scale, G_TYPE_DOUBLE);
+  g_value_set_double (&scale, 0.5);
+  g_value_init (&macenko, g_type_from_name ("GstTumorFeaturesStain"));
+  g_value_set_enum (&macenko, 1);
+  g_value_init (&circ, g_type_from_name ("GstFeatureOverlayColorBy"));
+  g_value_set_enum (&circ, 1);
+  GstHarnessThread *t[] = {
+      gst_harness_stress_property_start_full (h, "interval", &two, 1000),
+      gst_harness_stress_property_start_full (h, "analysis-scale", &scale, 1000),
+      gst_harness_stress_property_start_full (h, "stain", &macenko, 1000),
+      gst_harness_stress_property_start_full (h, "emit-nuclei", &on, 1000),
+      gst_harness_stress_property_start_full (o, "heatmap", &on, 1000),
+      gst_harness_stress_property_start_full (o, "color-by", &circ, 1000),
+  };
+  livemicro::hw::sim::SyntheticSlide slide;
+  cv::Mat rgb;
+  slide.render (0.5, cv::Rect ((int) (slide.home_um ().x / 0.5), (int) (slide.home_um ().y / 0.5), 320, 240), rgb);
+  int with_meta = 0;
+  for (int k = 0; k < 40; k++) {
+    GstBuffer *in = gst_buffer_new_memdup (rgb.data, rgb.total () * 3);
+    GST_BUFFER_PTS (in) = k * GST_SECOND / 30;
+    GST_BUFFER_DURATION (in) = GST_SECOND / 30;
+    GstBuffer *mid = gst_harness_push_and_pull (h, in);
+    ASSERT_NE (mid, nullptr) << k;
+    GstBuffer *out = gst_harness_push_and_pull (o, mid);
+    ASSERT_NE (out, nullptr) << k;
+    with_meta += livemicro_buffer_get_features_meta (out) != nullptr;
+    gst_buffer_unref (out);
+  }
+  for (GstHarnessThread *th : t)
+    gst_harness_stress_thread_stop (th);
+  EXPECT_GE (with_meta, 35);
+  for (GValue *v : {&two, &macenko, &on, &scale, &circ})
+    g_value_unset (v);
+  gst_harness_teardown (o);
+  gst_harness_teardown (h);
+}
