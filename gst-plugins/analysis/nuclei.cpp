@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
 #include <cmath>
 #include <numeric>
 #include <stdexcept>
@@ -285,14 +286,19 @@ Analyzer::analyze (const cv::Mat &image, double um_per_px, std::array<int, 3> rg
     throw std::invalid_argument ("µm per pixel must be a positive number");
   const Params &P = params_;
   Scratch &S = *scratch_;
-  // LIVEMICRO_ANALYSIS_PROFILE=1 prints the time of each stage (development).
+  // LIVEMICRO_ANALYSIS_PROFILE=1 prints the CPU time of each stage (development).
   static const bool profile = std::getenv ("LIVEMICRO_ANALYSIS_PROFILE") != nullptr;
-  double t_stage = t_start;
+  auto cpu_ms = [] {
+    timespec ts;
+    clock_gettime (CLOCK_THREAD_CPUTIME_ID, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+  };
+  double t_stage = profile ? cpu_ms () : 0;
   auto stage = [&] (const char *next) {
     if (!profile)
       return;
-    double t = now_ms ();
-    std::fprintf (stderr, "%7.2f ms  (until) %s\n", t - t_stage, next);
+    double t = cpu_ms ();
+    std::fprintf (stderr, "%7.2f ms CPU before %s\n", t - t_stage, next);
     t_stage = t;
   };
   Result res;
