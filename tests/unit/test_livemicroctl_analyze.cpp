@@ -138,3 +138,37 @@ TEST (LivemicroctlAnalyze, JsonAndGeoJsonDescribeTheSameNuclei)
   cx /= json_array_get_length (ring) - 1;
   EXPECT_NEAR (cx, json_object_get_double_member (meas, "Centroid X px"), 6.0);
 }
+
+// A region of a whole-slide image through OpenSlide, µm/px from the file;
+// the detections are placed in level-0 pixels (region offset added).
+TEST (LivemicroctlAnalyze, WholeSlideRegion)
+{
+  LIVEMICRO_REQUIRE_TESTDATA (data);
+  TempDir dir;
+  const std::string wsi = data + "/wsi/TCGA-B0-5710_pyramid_DERIVED.tif";
+  CtlRun j = ctl ({"analyze", wsi, "--region", "500,400,400,300", "--json"});
+  ASSERT_EQ (j.status, 0) << j.err;
+  g_autoptr (JsonParser) p = json_parser_new ();
+  ASSERT_TRUE (json_parser_load_from_data (p, j.out.c_str (), -1, nullptr));
+  JsonObject *o = json_node_get_object (json_parser_get_root (p));
+  EXPECT_STREQ (json_object_get_string_member (o, "quality"), "ok");
+  EXPECT_EQ (json_object_get_int_member (o, "frame_width"), 400);
+  EXPECT_NEAR (json_object_get_double_member (o, "um_per_px"), 0.252, 0.01);
+  EXPECT_GT (json_object_get_int_member (o, "nuclei_count"), 10);
+  CtlRun g = ctl ({"analyze", wsi, "--region", "500,400,400,300", "--geojson", dir.file ("w.geojson")});
+  ASSERT_EQ (g.status, 0) << g.err;
+  g_autoptr (JsonParser) gp = json_parser_new ();
+  ASSERT_TRUE (json_parser_load_from_file (gp, dir.file ("w.geojson").c_str (), nullptr));
+  JsonArray *features = json_object_get_array_member (
+      json_node_get_object (json_parser_get_root (gp)), "features");
+  ASSERT_GT (json_array_get_length (features), 0u);
+  JsonObject *meas = json_object_get_object_member (json_object_get_object_member (
+      json_array_get_object_element (features, 0), "properties"), "measurements");
+  const double x = json_object_get_double_member (meas, "Centroid X px");
+  EXPECT_GE (x, 500);
+  EXPECT_LE (x, 900);
+  // Outside the slide: refused with the image size in the message.
+  CtlRun out = ctl ({"analyze", wsi, "--region", "900,900,400,300"});
+  EXPECT_EQ (out.status, 1);
+  EXPECT_NE (out.err.find ("outside the image"), std::string::npos) << out.err;
+}
