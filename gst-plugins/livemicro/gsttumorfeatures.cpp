@@ -108,6 +108,7 @@ struct Job {
   an::Params params;
   bool emit_nuclei = false;
   guint64 seq = 0;
+  guint64 epoch = 0;  // flushes seen when the job was made
 };
 
 struct Done {
@@ -126,6 +127,7 @@ struct Private {
   std::optional<Job> job;
   std::shared_ptr<const Done> latest;
   guint64 seq = 0, frames_analysed = 0, frames_skipped = 0, frame_index = 0;
+  guint64 epoch = 0;  // incremented by each flush
   bool warned_skip = false;
   FILE *json = nullptr;
   an::Analyzer analyzer;  // worker thread only
@@ -390,7 +392,7 @@ worker_loop (GstTumorFeatures *self)
     done->result.label_working.release ();
 
     lock.lock ();
-    if (ok)
+    if (ok && job.epoch == p->epoch)  // a result from before a flush is stale
       p->latest = done;
     p->busy = false;
     p->job_done.notify_all ();
@@ -483,6 +485,14 @@ gst_tumor_features_sink_event (GstBaseTransform *trans, GstEvent *event)
   if (livemicro::refuse_non_rgb_caps (trans, event, "tumorfeatures analyses")) {
     gst_event_unref (event);
     return FALSE;
+  }
+  if (GST_EVENT_TYPE (event) == GST_EVENT_FLUSH_STOP) {
+    /* After a seek the last result shows another place: do not carry it. */
+    Private *p = GST_TUMOR_FEATURES (trans)->priv;
+    std::lock_guard<std::mutex> lock (p->mutex);
+    p->latest.reset ();
+    p->frame_index = 0;
+    p->epoch++;
   }
   return GST_BASE_TRANSFORM_CLASS (parent_class)->sink_event (trans, event);
 }
@@ -579,6 +589,7 @@ gst_tumor_features_transform_ip (GstBaseTransform *trans, GstBuffer *buf)
       job.emit_nuclei = emit_nuclei;
       lock.lock ();
       job.seq = my_seq = ++p->seq;
+      job.epoch = p->epoch;
       p->job = std::move (job);
       p->busy = true;
       p->job_ready.notify_one ();

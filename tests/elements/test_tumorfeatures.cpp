@@ -454,8 +454,6 @@ TEST_F (TumorFeatures, BlankDefocusedLabelAndDabAreFlagged)
     cases[1].desc = "microscopesrc is-live=false microscope=sim://synthetic?prefetch=0 objective=40 "
                     "num-buffers=1 z-um=" + std::to_string (z + 6.0);
   }
-  (void) home_x;
-  (void) home_y;
   for (const Case &c : cases) {
     SCOPED_TRACE (c.name);
     Pipeline p (c.desc + " ! video/x-raw,format=RGB,width=640,height=480,framerate=5/1 ! "
@@ -666,5 +664,42 @@ TEST_F (TumorFeatures, PropertiesChangeWhileFramesFlow)
   for (GValue *v : {&two, &macenko, &on, &scale, &circ})
     g_value_unset (v);
   gst_harness_teardown (o);
+  gst_harness_teardown (h);
+}
+
+// After a flush (a seek) the result of the old position is not carried onto
+// the new frames: the first frame after it is analysed afresh.
+TEST_F (TumorFeatures, FlushDropsTheCarriedResult)
+{
+  GstHarness *h = gst_harness_new ("tumorfeatures");
+  g_object_set (h->element, "um-per-px", 0.5, "interval", 5u, nullptr);
+  gst_harness_set_src_caps_str (h, "video/x-raw,format=RGB,width=320,height=240,framerate=1/1");
+  livemicro::hw::sim::SyntheticSlide slide;
+  cv::Mat rgb;
+  slide.render (0.5, cv::Rect ((int) (slide.home_um ().x / 0.5), (int) (slide.home_um ().y / 0.5), 320, 240), rgb);
+  auto push = [&] (GstClockTime pts) {
+    GstBuffer *in = gst_buffer_new_memdup (rgb.data, rgb.total () * 3);
+    GST_BUFFER_PTS (in) = pts;
+    GST_BUFFER_DURATION (in) = GST_SECOND;
+    GstBuffer *out = gst_harness_push_and_pull (h, in);
+    LivemicroFeaturesMeta m {};
+    if (LivemicroFeaturesMeta *fm = livemicro_buffer_get_features_meta (out))
+      m = *fm;
+    m.nuclei = nullptr;
+    gst_buffer_unref (out);
+    return m;
+  };
+  LivemicroFeaturesMeta a = push (0), b = push (GST_SECOND);
+  EXPECT_TRUE (a.analysed);
+  EXPECT_FALSE (b.analysed);
+  EXPECT_EQ (b.analysed_pts, 0u);
+  EXPECT_TRUE (gst_harness_push_event (h, gst_event_new_flush_start ()));
+  EXPECT_TRUE (gst_harness_push_event (h, gst_event_new_flush_stop (TRUE)));
+  GstSegment seg;
+  gst_segment_init (&seg, GST_FORMAT_TIME);
+  EXPECT_TRUE (gst_harness_push_event (h, gst_event_new_segment (&seg)));
+  LivemicroFeaturesMeta c = push (10 * GST_SECOND);
+  EXPECT_TRUE (c.analysed);
+  EXPECT_EQ (c.analysed_pts, 10 * GST_SECOND);
   gst_harness_teardown (h);
 }
