@@ -43,6 +43,7 @@ packages=(
   python3-gi                  # scripted GStreamer clients in integration tests
   gir1.2-gstreamer-1.0        # ... their typelibs
   python3-skimage             # only for the scikit-image comparison benchmark
+  python3-jsonschema          # tumorfeatures JSON Lines validated against docs/tumorfeatures.schema.json in tests
   python3-numpy               # benchmarks
   chromium                    # real browser for WebRTC viewer tests (headless)
   xvfb                        # a display for Chromium/Firefox tests if ever needed

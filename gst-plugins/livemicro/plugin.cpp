@@ -2,13 +2,17 @@
 #include "config.h"
 #endif
 
+#include "gstfeatureoverlay.h"
 #include "gstmicroscopesrc.h"
+#include "gsttumorfeatures.h"
 
 static gboolean
 plugin_init (GstPlugin *plugin)
 {
   gboolean ret = FALSE;
   ret |= GST_ELEMENT_REGISTER (microscopesrc, plugin);
+  ret |= GST_ELEMENT_REGISTER (tumorfeatures, plugin);
+  ret |= GST_ELEMENT_REGISTER (featureoverlay, plugin);
   return ret;
 }
 

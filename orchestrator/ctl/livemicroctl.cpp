@@ -5,8 +5,20 @@
 //   livemicroctl ground-truth [--seed N] [--region X,Y,W,H] [-o FILE]
 //       writes the generated slide's ground truth (label, tissue sections,
 //       nuclei with positions, sizes and shapes) as JSON; region in slide µm.
+//   livemicroctl analyze IMAGE... [--um-per-px X] [--region X,Y,W,H]
+//       [--json [--nuclei] | --geojson FILE]
+//       the tumorfeatures analysis on still images (PNG, JPEG, TIFF, or a
+//       region of a whole-slide image through OpenSlide): a summary per image,
+//       JSON Lines, or GeoJSON detections QuPath imports.
 #include "api_commands.h"
+#include "sim/file_slides.h"
 #include "sim/synthetic_slide.h"
+
+#include <livemicro/analysis/nuclei.h>
+#include <livemicro/analysis/report.h>
+#include <livemicro/hw/error.h>
+
+#include <json-glib/json-glib.h>
 
 #include <glib.h>
 
@@ -14,8 +26,10 @@
 #include <cstring>
 #include <fstream>
 #include <iostream>
+#include <cmath>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace {
 
@@ -30,7 +44,11 @@ usage (FILE *to)
       "  control, command, still, annotations, audit  (see livemicroctl session --help)\n"
       "  ground-truth [--seed N] [--region X,Y,W,H] [-o FILE]\n"
       "      ground truth of sim://synthetic as JSON (region in slide µm;\n"
-      "      default the whole slide, which lists ~10^6 nuclei)\n");
+      "      default the whole slide, which lists ~10^6 nuclei)\n"
+      "  analyze IMAGE... [--um-per-px X] [--region X,Y,W,H] [--stain macenko]\n"
+      "          [--json [--nuclei] | --geojson FILE]\n"
+      "      H&E nuclei analysis of still images (PNG, JPEG, TIFF, whole-slide\n"
+      "      images through OpenSlide); --geojson writes QuPath detections\n");
   return to == stdout ? 0 : 2;
 }
 
@@ -85,6 +103,254 @@ ground_truth (int argc, char **argv)
   return 0;
 }
 
+
+namespace an = livemicro::analysis;
+
+bool
+parse_rect (const char *text, cv::Rect &r)
+{
+  int x, y, w, h;
+  char tail;
+  if (std::sscanf (text, "%d,%d,%d,%d%c", &x, &y, &w, &h, &tail) != 4 || x < 0 || y < 0 ||
+      w <= 0 || h <= 0)
+    return false;
+  r = cv::Rect (x, y, w, h);
+  return true;
+}
+
+void
+add_measurement (JsonBuilder *b, const char *name, double v)
+{
+  if (!std::isfinite (v))
+    return;
+  json_builder_set_member_name (b, name);
+  json_builder_add_double_value (b, v);
+}
+
+// QuPath (0.4+) GeoJSON: one detection per nucleus, polygon in image pixels
+// (level 0, region offset added), measurements as a name -> number map.
+bool
+write_geojson (const std::string &path, const an::Result &r, cv::Point offset, std::string &error)
+{
+  g_autoptr (JsonBuilder) b = json_builder_new ();
+  json_builder_begin_object (b);
+  json_builder_set_member_name (b, "type");
+  json_builder_add_string_value (b, "FeatureCollection");
+  json_builder_set_member_name (b, "features");
+  json_builder_begin_array (b);
+  for (const an::Nucleus &n : r.nuclei) {
+    if (n.contour.size () < 3)
+      continue;
+    json_builder_begin_object (b);
+    json_builder_set_member_name (b, "type");
+    json_builder_add_string_value (b, "Feature");
+    json_builder_set_member_name (b, "geometry");
+    json_builder_begin_object (b);
+    json_builder_set_member_name (b, "type");
+    json_builder_add_string_value (b, "Polygon");
+    json_builder_set_member_name (b, "coordinates");
+    json_builder_begin_array (b);
+    json_builder_begin_array (b);
+    for (size_t k = 0; k <= n.contour.size (); k++) {  // closed ring
+      const cv::Point2f &p = n.contour[k % n.contour.size ()];
+      json_builder_begin_array (b);
+      json_builder_add_double_value (b, std::round ((p.x + offset.x) * 10) / 10);
+      json_builder_add_double_value (b, std::round ((p.y + offset.y) * 10) / 10);
+      json_builder_end_array (b);
+    }
+    json_builder_end_array (b);
+    json_builder_end_array (b);
+    json_builder_end_object (b);
+    json_builder_set_member_name (b, "properties");
+    json_builder_begin_object (b);
+    json_builder_set_member_name (b, "objectType");
+    json_builder_add_string_value (b, "detection");
+    json_builder_set_member_name (b, "classification");
+    json_builder_begin_object (b);
+    json_builder_set_member_name (b, "name");
+    json_builder_add_string_value (b, n.mitotic_candidate ? "Mitotic candidate" : "Nucleus");
+    json_builder_set_member_name (b, "color");
+    json_builder_begin_array (b);
+    for (int c : n.mitotic_candidate ? std::vector<int> {255, 0, 255} : std::vector<int> {40, 200, 60})
+      json_builder_add_int_value (b, c);
+    json_builder_end_array (b);
+    json_builder_end_object (b);
+    json_builder_set_member_name (b, "measurements");
+    json_builder_begin_object (b);
+    add_measurement (b, "Nucleus: Area um^2", n.area_um2);
+    add_measurement (b, "Nucleus: Perimeter um", n.perimeter_um);
+    add_measurement (b, "Nucleus: Circularity", n.circularity);
+    add_measurement (b, "Nucleus: Elongation", n.elongation);
+    add_measurement (b, "Nucleus: Solidity", n.solidity);
+    add_measurement (b, "Nucleus: Hematoxylin OD mean", n.mean_h_od);
+    add_measurement (b, "Centroid X px", n.x_px + offset.x);
+    add_measurement (b, "Centroid Y px", n.y_px + offset.y);
+    json_builder_end_object (b);
+    json_builder_end_object (b);
+    json_builder_end_object (b);
+  }
+  json_builder_end_array (b);
+  json_builder_end_object (b);
+  g_autoptr (JsonNode) root = json_builder_get_root (b);
+  g_autoptr (JsonGenerator) gen = json_generator_new ();
+  json_generator_set_root (gen, root);
+  g_autoptr (GError) err = nullptr;
+  if (!json_generator_to_file (gen, path.c_str (), &err)) {
+    error = err->message;
+    return false;
+  }
+  return true;
+}
+
+std::string
+geojson_path_for (const std::string &base, const std::string &image, bool several)
+{
+  if (!several)
+    return base;
+  g_autofree char *name = g_path_get_basename (image.c_str ());
+  std::string stem = name;
+  if (auto dot = stem.rfind ('.'); dot != std::string::npos)
+    stem.resize (dot);
+  std::string b = base;
+  if (g_str_has_suffix (b.c_str (), ".geojson"))
+    b.resize (b.size () - 8);
+  return b + "-" + stem + ".geojson";
+}
+
+int
+analyze (int argc, char **argv)
+{
+  gdouble um_per_px = 0;
+  gboolean json = FALSE, nuclei = FALSE;
+  g_autofree char *geojson = nullptr;
+  g_autofree char *region = nullptr;
+  g_autofree char *stain = nullptr;
+  GOptionEntry entries[] = {
+      {"um-per-px", 0, 0, G_OPTION_ARG_DOUBLE, &um_per_px,
+          "Pixel size on the slide (default: from the file: OpenSlide mpp or TIFF resolution)", "X"},
+      {"region", 0, 0, G_OPTION_ARG_STRING, &region,
+          "Analyse only this rectangle, full-resolution pixels (required for large slides)", "X,Y,W,H"},
+      {"stain", 0, 0, G_OPTION_ARG_STRING, &stain,
+          "Stain vectors: ruifrok-johnston (default) or macenko", "NAME"},
+      {"json", 0, 0, G_OPTION_ARG_NONE, &json, "One JSON object per image (JSON Lines)", nullptr},
+      {"nuclei", 0, 0, G_OPTION_ARG_NONE, &nuclei, "With --json: add the per-nucleus array", nullptr},
+      {"geojson", 0, 0, G_OPTION_ARG_FILENAME, &geojson,
+          "Write the nuclei as QuPath detections (GeoJSON); with several images, one file each "
+          "(FILE-<image>.geojson)", "FILE"},
+      {nullptr}};
+  g_autoptr (GOptionContext) ctx = g_option_context_new ("IMAGE... - analyse H&E still images");
+  g_option_context_add_main_entries (ctx, entries, nullptr);
+  g_autoptr (GError) error = nullptr;
+  if (!g_option_context_parse (ctx, &argc, &argv, &error)) {
+    std::fprintf (stderr, "livemicroctl analyze: %s\n", error->message);
+    return 2;
+  }
+  if (argc < 2) {
+    std::fprintf (stderr, "livemicroctl analyze: no image given\n");
+    return 2;
+  }
+  if (um_per_px < 0 || um_per_px > 100) {
+    std::fprintf (stderr, "livemicroctl analyze: --um-per-px %g is not in (0, 100]\n", um_per_px);
+    return 2;
+  }
+  if (json && geojson) {
+    std::fprintf (stderr, "livemicroctl analyze: choose --json or --geojson, not both\n");
+    return 2;
+  }
+  cv::Rect rect;
+  if (region && !parse_rect (region, rect)) {
+    std::fprintf (stderr, "livemicroctl analyze: --region '%s' is not X,Y,W,H in pixels "
+                          "(X, Y >= 0, W, H > 0)\n", region);
+    return 2;
+  }
+  an::Params params;
+  if (stain && !std::strcmp (stain, "macenko"))
+    params.stain = an::StainMethod::kMacenko;
+  else if (stain && std::strcmp (stain, "ruifrok-johnston")) {
+    std::fprintf (stderr, "livemicroctl analyze: --stain '%s' is not ruifrok-johnston or macenko\n",
+        stain);
+    return 2;
+  }
+  params.want_contours = nuclei || geojson;
+  constexpr int kMaxSide = 16384;
+  int failures = 0;
+  const bool several = argc > 2;
+  for (int i = 1; i < argc; i++) {
+    const std::string path = argv[i];
+    std::unique_ptr<livemicro::hw::sim::Slide> slide;
+    try {
+      slide = livemicro::hw::sim::open_slide_file (path, um_per_px);
+    } catch (const std::exception &e) {
+      std::string why = e.what ();
+      if (um_per_px <= 0 && why.find ("calibration") != std::string::npos)
+        why = "'" + path + "' does not say its pixel size: give --um-per-px X";
+      std::fprintf (stderr, "livemicroctl analyze: %s\n", why.c_str ());
+      failures++;
+      continue;
+    }
+    const double upp = slide->native_um_per_px ();
+    cv::Size full ((int) std::lround (slide->size_um ().width / upp),
+        (int) std::lround (slide->size_um ().height / upp));
+    cv::Rect r = region ? rect : cv::Rect (0, 0, full.width, full.height);
+    if ((r & cv::Rect (0, 0, full.width, full.height)) != r) {
+      std::fprintf (stderr, "livemicroctl analyze: %s: region %d,%d,%d,%d is outside the "
+                            "image (%dx%d)\n", path.c_str (), r.x, r.y, r.width, r.height,
+          full.width, full.height);
+      failures++;
+      continue;
+    }
+    if (r.width > kMaxSide || r.height > kMaxSide) {
+      std::fprintf (stderr, "livemicroctl analyze: %s is %dx%d pixels: give a --region of at "
+                            "most %dx%d\n", path.c_str (), r.width, r.height, kMaxSide, kMaxSide);
+      failures++;
+      continue;
+    }
+    cv::Mat rgb;
+    an::Result result;
+    try {
+      slide->render (upp, r, rgb);
+      an::Analyzer analyzer (params);
+      result = analyzer.analyze (rgb, upp);
+    } catch (const std::exception &e) {
+      std::fprintf (stderr, "livemicroctl analyze: %s: %s\n", path.c_str (), e.what ());
+      failures++;
+      continue;
+    }
+    const an::Summary &s = result.summary;
+    if (json) {
+      an::ReportContext rc;
+      rc.image = path;
+      rc.frames_analysed = 1;
+      rc.nuclei = nuclei;
+      std::printf ("%s\n", an::report_json (result, rc).c_str ());
+    } else {
+      if (s.quality == an::Quality::kOk)
+        std::printf ("%s: %d nuclei, %.0f per mm² of tissue (tissue %.0f %%), mean area %.1f µm² "
+                     "(CV %.2f), circularity %.2f, H/E %.2f, pleomorphism %s, mitotic candidates %d, "
+                     "grade cue %s (image-derived, not a diagnosis)\n",
+            path.c_str (), s.nuclei_count, s.nuclei_per_mm2, s.tissue_fraction * 100,
+            s.mean_area_um2, s.cv_area, s.mean_circularity, s.he_ratio,
+            s.pleomorphism ? std::to_string (s.pleomorphism).c_str () : "-",
+            s.mitotic_candidates, s.grade_cue.empty () ? "-" : s.grade_cue.c_str ());
+      else
+        std::printf ("%s: quality %s (tissue %.0f %%): no nuclear measurements\n", path.c_str (),
+            an::quality_name (s.quality), s.tissue_fraction * 100);
+    }
+    if (geojson) {
+      std::string out = geojson_path_for (geojson, path, several), why;
+      if (!write_geojson (out, result, r.tl (), why)) {
+        std::fprintf (stderr, "livemicroctl analyze: cannot write '%s': %s\n", out.c_str (),
+            why.c_str ());
+        failures++;
+      } else if (!json) {
+        std::fprintf (stderr, "wrote %zu detections to %s\n", result.nuclei.size (), out.c_str ());
+      }
+    }
+    std::fflush (stdout);
+  }
+  return failures ? 1 : 0;
+}
+
 }  // namespace
 
 int
@@ -97,6 +363,8 @@ main (int argc, char **argv)
     return usage (stdout);
   if (!std::strcmp (argv[1], "ground-truth"))
     return ground_truth (argc - 1, argv + 1);
+  if (!std::strcmp (argv[1], "analyze"))
+    return analyze (argc - 1, argv + 1);
   // API commands: options may come before the noun (--server, --token, --json).
   for (int i = 1; i < argc; i++)
     if (!std::strcmp (argv[i], "session") || !std::strcmp (argv[i], "microscope") ||

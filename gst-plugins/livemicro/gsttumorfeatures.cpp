@@ -1,0 +1,733 @@
+/**
+ * SECTION:element-tumorfeatures
+ * @title: tumorfeatures
+ *
+ * Live H&E analysis next to the microscope: colour deconvolution, nuclei
+ * segmentation and diagnosis-oriented features (nuclear density, size,
+ * shape and chromatin statistics, a Nottingham-like pleomorphism score,
+ * mitotic-figure candidates, a grade cue that is not a diagnosis, and a
+ * quality flag).  The video passes through untouched.
+ *
+ * The analysis runs on a worker thread: the streaming thread hands it a copy
+ * of a frame and waits at most one frame interval for the result.  Every
+ * buffer gets a #LivemicroFeaturesMeta with the latest finished result
+ * (`analysed` = FALSE when it was computed on an earlier frame).  A frame due
+ * for analysis while the previous one is still being analysed is skipped and
+ * counted (`frames_skipped`), with a warning on the bus the first time.
+ *
+ * Each finished analysis is posted as an element message named
+ * "tumorfeatures" (with timestamp, stream-time and running-time) and, with
+ * json-location, written as one JSON line.
+ *
+ * |[
+ * gst-launch-1.0 microscopesrc objective=40 ! tumorfeatures json-location=f.jsonl ! \
+ *     featureoverlay ! videoconvert ! autovideosink
+ * ]|
+ */
+#ifdef HAVE_CONFIG_H
+#include "config.h"
+#endif
+
+#include "gsttumorfeatures.h"
+#include "rgbformats.h"
+
+#include <livemicro/analysis/nuclei.h>
+#include <livemicro/analysis/report.h>
+#include <livemicro/featuresmeta.h>
+#include <livemicro/stagemeta.h>
+
+#include <gst/video/video.h>
+
+#include <cerrno>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+
+GST_DEBUG_CATEGORY_STATIC (gst_tumor_features_debug);
+#define GST_CAT_DEFAULT gst_tumor_features_debug
+
+namespace an = livemicro::analysis;
+
+#define DEFAULT_INTERVAL 1
+#define DEFAULT_ANALYSIS_SCALE 0.0
+#define DEFAULT_UM_PER_PX 0.0
+#define DEFAULT_EMIT_NUCLEI FALSE
+#define DEFAULT_META_NUCLEI TRUE
+#define DEFAULT_STAIN GST_TUMOR_FEATURES_STAIN_RUIFROK_JOHNSTON
+#define DEFAULT_MIN_AREA 8.0
+#define DEFAULT_MAX_AREA 400.0
+
+typedef enum {
+  GST_TUMOR_FEATURES_STAIN_RUIFROK_JOHNSTON,
+  GST_TUMOR_FEATURES_STAIN_MACENKO,
+} GstTumorFeaturesStain;
+
+enum {
+  PROP_0,
+  PROP_INTERVAL,
+  PROP_ANALYSIS_SCALE,
+  PROP_UM_PER_PX,
+  PROP_JSON_LOCATION,
+  PROP_EMIT_NUCLEI,
+  PROP_META_NUCLEI,
+  PROP_STAIN,
+  PROP_MIN_AREA,
+  PROP_MAX_AREA,
+};
+
+GType
+gst_tumor_features_stain_get_type (void)
+{
+  static GType type = 0;
+  static const GEnumValue values[] = {
+      {GST_TUMOR_FEATURES_STAIN_RUIFROK_JOHNSTON,
+          "Ruifrok-Johnston standard H&E vectors", "ruifrok-johnston"},
+      {GST_TUMOR_FEATURES_STAIN_MACENKO,
+          "Per-slide vectors estimated with Macenko, smoothed over time", "macenko"},
+      {0, nullptr, nullptr}};
+  if (g_once_init_enter (&type))
+    g_once_init_leave (&type, g_enum_register_static ("GstTumorFeaturesStain", values));
+  return type;
+}
+
+namespace {
+
+struct Job {
+  cv::Mat frame;
+  std::array<int, 3> rgb {0, 1, 2};
+  double um_per_px = 0;
+  std::optional<an::StagePosition> stage;
+  GstClockTime pts = GST_CLOCK_TIME_NONE, stream_time = GST_CLOCK_TIME_NONE,
+               running_time = GST_CLOCK_TIME_NONE;
+  an::Params params;
+  bool emit_nuclei = false;
+  guint64 seq = 0;
+  guint64 epoch = 0;  // flushes seen when the job was made
+};
+
+struct Done {
+  an::Result result;
+  GstClockTime pts = GST_CLOCK_TIME_NONE;
+  std::optional<an::StagePosition> stage;
+  guint64 seq = 0, frames_analysed = 0, frames_skipped = 0;
+};
+
+struct Private {
+  std::mutex mutex;
+  std::condition_variable job_ready, job_done;
+  std::thread worker;
+  bool stopping = false;
+  bool busy = false;
+  std::optional<Job> job;
+  std::shared_ptr<const Done> latest;
+  guint64 seq = 0, frames_analysed = 0, frames_skipped = 0, frame_index = 0;
+  guint64 epoch = 0;  // incremented by each flush
+  bool warned_skip = false;
+  FILE *json = nullptr;
+  an::Analyzer analyzer;  // worker thread only
+  // format
+  int channels = 3;
+  std::array<int, 3> rgb {0, 1, 2};
+};
+
+}  // namespace
+
+struct _GstTumorFeatures {
+  GstVideoFilter parent;
+
+  /* properties, under the object lock */
+  guint interval;
+  gdouble analysis_scale;
+  gdouble um_per_px;
+  gchar *json_location;
+  gboolean emit_nuclei;
+  gboolean meta_nuclei;
+  GstTumorFeaturesStain stain;
+  gdouble min_area, max_area;
+
+  Private *priv;
+};
+
+static GstStaticPadTemplate sink_template = GST_STATIC_PAD_TEMPLATE ("sink",
+    GST_PAD_SINK, GST_PAD_ALWAYS,
+    GST_STATIC_CAPS (GST_VIDEO_CAPS_MAKE (LIVEMICRO_RGB_FORMATS)));
+static GstStaticPadTemplate src_template = GST_STATIC_PAD_TEMPLATE ("src",
+    GST_PAD_SRC, GST_PAD_ALWAYS,
+    GST_STATIC_CAPS (GST_VIDEO_CAPS_MAKE (LIVEMICRO_RGB_FORMATS)));
+
+#define gst_tumor_features_parent_class parent_class
+G_DEFINE_TYPE_WITH_CODE (GstTumorFeatures, gst_tumor_features, GST_TYPE_VIDEO_FILTER,
+    GST_DEBUG_CATEGORY_INIT (gst_tumor_features_debug, "tumorfeatures", 0,
+        "LiveMicro H&E nuclei analysis"));
+GST_ELEMENT_REGISTER_DEFINE (tumorfeatures, "tumorfeatures", GST_RANK_NONE,
+    GST_TYPE_TUMOR_FEATURES);
+
+static void
+gst_tumor_features_set_property (GObject *object, guint prop_id, const GValue *value,
+    GParamSpec *pspec)
+{
+  GstTumorFeatures *self = GST_TUMOR_FEATURES (object);
+
+  GST_OBJECT_LOCK (self);
+  switch (prop_id) {
+    case PROP_INTERVAL:
+      self->interval = g_value_get_uint (value);
+      break;
+    case PROP_ANALYSIS_SCALE:
+      self->analysis_scale = g_value_get_double (value);
+      break;
+    case PROP_UM_PER_PX:
+      self->um_per_px = g_value_get_double (value);
+      break;
+    case PROP_JSON_LOCATION:
+      g_free (self->json_location);
+      self->json_location = g_value_dup_string (value);
+      break;
+    case PROP_EMIT_NUCLEI:
+      self->emit_nuclei = g_value_get_boolean (value);
+      break;
+    case PROP_META_NUCLEI:
+      self->meta_nuclei = g_value_get_boolean (value);
+      break;
+    case PROP_STAIN:
+      self->stain = (GstTumorFeaturesStain) g_value_get_enum (value);
+      break;
+    case PROP_MIN_AREA:
+      self->min_area = g_value_get_double (value);
+      break;
+    case PROP_MAX_AREA:
+      self->max_area = g_value_get_double (value);
+      break;
+    default:
+      G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
+      break;
+  }
+  GST_OBJECT_UNLOCK (self);
+}
+
+static void
+gst_tumor_features_get_property (GObject *object, guint prop_id, GValue *value,
+    GParamSpec *pspec)
+{
+  GstTumorFeatures *self = GST_TUMOR_FEATURES (object);
+
+  GST_OBJECT_LOCK (self);
+  switch (prop_id) {
+    case PROP_INTERVAL:
+      g_value_set_uint (value, self->interval);
+      break;
+    case PROP_ANALYSIS_SCALE:
+      g_value_set_double (value, self->analysis_scale);
+      break;
+    case PROP_UM_PER_PX:
+      g_value_set_double (value, self->um_per_px);
+      break;
+    case PROP_JSON_LOCATION:
+      g_value_set_string (value, self->json_location);
+      break;
+    case PROP_EMIT_NUCLEI:
+      g_value_set_boolean (value, self->emit_nuclei);
+      break;
+    case PROP_META_NUCLEI:
+      g_value_set_boolean (value, self->meta_nuclei);
+      break;
+    case PROP_STAIN:
+      g_value_set_enum (value, self->stain);
+      break;
+    case PROP_MIN_AREA:
+      g_value_set_double (value, self->min_area);
+      break;
+    case PROP_MAX_AREA:
+      g_value_set_double (value, self->max_area);
+      break;
+    default:
+      G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
+      break;
+  }
+  GST_OBJECT_UNLOCK (self);
+}
+
+/* The summary of a result in a (detached) meta-shaped struct. */
+static void
+fill_summary (LivemicroFeaturesMeta *m, const Done &d)
+{
+  const an::Summary &s = d.result.summary;
+  m->analysed_pts = d.pts;
+  m->frames_analysed = d.frames_analysed;
+  m->frames_skipped = d.frames_skipped;
+  m->quality = (LivemicroFeaturesQuality) s.quality;
+  m->frame_width = (guint) s.frame_width;
+  m->frame_height = (guint) s.frame_height;
+  m->um_per_px = s.um_per_px;
+  m->working_um_per_px = s.working_um_per_px;
+  m->tissue_fraction = s.tissue_fraction;
+  m->tissue_area_mm2 = s.tissue_area_mm2;
+  m->nuclei_count = (guint) s.nuclei_count;
+  m->nuclei_per_mm2 = s.nuclei_per_mm2;
+  m->mean_area_um2 = s.mean_area_um2;
+  m->cv_area = s.cv_area;
+  m->mean_circularity = s.mean_circularity;
+  m->cv_h_od = s.cv_h_od;
+  m->size_ratio = s.size_ratio;
+  m->he_ratio = s.he_ratio;
+  m->mean_h_od = s.mean_h_od;
+  m->mean_e_od = s.mean_e_od;
+  m->pleomorphism = (guint) s.pleomorphism;
+  m->mitotic_candidates = (guint) s.mitotic_candidates;
+  m->mitotic_candidates_per_mm2 = s.mitotic_candidates_per_mm2;
+  m->grade_cue = s.grade_cue.empty () ? nullptr : g_intern_string (s.grade_cue.c_str ());
+  m->focus = s.focus;
+  m->dab_fraction = s.dab_fraction;
+  m->stain_macenko = s.stain_method == an::StainMethod::kMacenko;
+  m->analysis_ms = d.result.analysis_ms;
+}
+
+static void
+attach_nuclei (LivemicroFeaturesMeta *m, const Done &d)
+{
+  const auto &nuclei = d.result.nuclei;
+  if (nuclei.empty ())
+    return;
+  std::vector<LivemicroNucleus> out (nuclei.size ());
+  for (size_t k = 0; k < nuclei.size (); k++) {
+    const an::Nucleus &n = nuclei[k];
+    LivemicroNucleus &o = out[k];
+    o.x_px = (gfloat) n.x_px;
+    o.y_px = (gfloat) n.y_px;
+    if (d.stage) {
+      cv::Point2d um = an::frame_to_slide_um (*d.stage, d.result.summary, n.x_px, n.y_px);
+      o.x_um = um.x;
+      o.y_um = um.y;
+    } else {
+      o.x_um = o.y_um = NAN;
+    }
+    o.area_um2 = (gfloat) n.area_um2;
+    o.perimeter_um = (gfloat) n.perimeter_um;
+    o.circularity = (gfloat) n.circularity;
+    o.elongation = (gfloat) n.elongation;
+    o.solidity = (gfloat) n.solidity;
+    o.mean_h_od = (gfloat) n.mean_h_od;
+    o.mitotic_candidate = n.mitotic_candidate;
+    o.n_contour = (guint) n.contour.size ();
+    /* set_nuclei deep-copies: point at the result's floats meanwhile */
+    o.contour = o.n_contour ? (gfloat *) n.contour.data () : nullptr;
+  }
+  livemicro_features_meta_set_nuclei (m, out.data (), (guint) out.size ());
+}
+
+/* Worker: analyses the job, reports it (JSON line, bus message), publishes. */
+static void
+worker_loop (GstTumorFeatures *self)
+{
+  Private *p = self->priv;
+  std::unique_lock<std::mutex> lock (p->mutex);
+  while (true) {
+    p->job_ready.wait (lock, [p] { return p->stopping || p->job.has_value (); });
+    if (p->stopping)
+      return;
+    Job job = std::move (*p->job);
+    p->job.reset ();
+    guint64 skipped = p->frames_skipped;
+    lock.unlock ();
+
+    auto done = std::make_shared<Done> ();
+    done->pts = job.pts;
+    done->stage = job.stage;
+    done->seq = job.seq;
+    bool ok = true;
+    try {
+      p->analyzer.set_params (job.params);
+      done->result = p->analyzer.analyze (job.frame, job.um_per_px, job.rgb);
+    } catch (const std::exception &e) {
+      ok = false;
+      GST_ELEMENT_WARNING (self, STREAM, FAILED,
+          ("analysis of a frame failed: %s", e.what ()), ("the video goes on"));
+    }
+
+    lock.lock ();
+    if (ok)
+      done->frames_analysed = ++p->frames_analysed;
+    done->frames_skipped = skipped;
+    FILE *json = p->json;
+    lock.unlock ();
+
+    if (ok) {
+      LivemicroFeaturesMeta summary;
+      memset (&summary, 0, sizeof summary);
+      fill_summary (&summary, *done);
+      summary.analysed = TRUE;
+      GstStructure *s = livemicro_features_meta_to_structure (&summary);
+      gst_structure_set (s, "timestamp", G_TYPE_UINT64, job.pts, "stream-time",
+          G_TYPE_UINT64, job.stream_time, "running-time", G_TYPE_UINT64,
+          job.running_time, nullptr);
+      gst_element_post_message (GST_ELEMENT (self),
+          gst_message_new_element (GST_OBJECT (self), s));
+      if (json) {
+        an::ReportContext ctx;
+        ctx.analysed = true;
+        if (GST_CLOCK_TIME_IS_VALID (job.pts))
+          ctx.pts_ns = job.pts;
+        if (GST_CLOCK_TIME_IS_VALID (job.stream_time))
+          ctx.stream_time_ns = job.stream_time;
+        if (GST_CLOCK_TIME_IS_VALID (job.running_time))
+          ctx.running_time_ns = job.running_time;
+        ctx.stage = job.stage;
+        ctx.frames_analysed = done->frames_analysed;
+        ctx.frames_skipped = skipped;
+        ctx.nuclei = job.emit_nuclei;
+        std::string line = an::report_json (done->result, ctx);
+        line += '\n';
+        if (std::fwrite (line.data (), 1, line.size (), json) != line.size () ||
+            std::fflush (json) != 0)
+          GST_ELEMENT_WARNING (self, RESOURCE, WRITE,
+              ("cannot write the JSON Lines file: %s", g_strerror (errno)), (nullptr));
+      }
+    }
+    done->result.label_working.release ();
+
+    lock.lock ();
+    if (ok && job.epoch == p->epoch)  // a result from before a flush is stale
+      p->latest = done;
+    p->busy = false;
+    p->job_done.notify_all ();
+  }
+}
+
+static gboolean
+gst_tumor_features_start (GstBaseTransform *trans)
+{
+  GstTumorFeatures *self = GST_TUMOR_FEATURES (trans);
+  Private *p = self->priv;
+
+  GST_OBJECT_LOCK (self);
+  gchar *location = g_strdup (self->json_location);
+  GST_OBJECT_UNLOCK (self);
+  FILE *json = nullptr;
+  if (location && *location) {
+    json = std::fopen (location, "w");
+    if (!json) {
+      GST_ELEMENT_ERROR (self, RESOURCE, OPEN_WRITE,
+          ("cannot open '%s' for the JSON Lines output: %s", location, g_strerror (errno)),
+          (nullptr));
+      g_free (location);
+      return FALSE;
+    }
+  }
+  g_free (location);
+
+  std::lock_guard<std::mutex> lock (p->mutex);
+  p->json = json;
+  p->stopping = false;
+  p->busy = false;
+  p->job.reset ();
+  p->latest.reset ();
+  p->seq = p->frames_analysed = p->frames_skipped = p->frame_index = 0;
+  p->warned_skip = false;
+  p->analyzer.reset ();
+  p->worker = std::thread (worker_loop, self);
+  return TRUE;
+}
+
+static gboolean
+gst_tumor_features_stop (GstBaseTransform *trans)
+{
+  GstTumorFeatures *self = GST_TUMOR_FEATURES (trans);
+  Private *p = self->priv;
+  {
+    std::lock_guard<std::mutex> lock (p->mutex);
+    p->stopping = true;
+    p->job_ready.notify_all ();
+  }
+  if (p->worker.joinable ())
+    p->worker.join ();
+  std::lock_guard<std::mutex> lock (p->mutex);
+  if (p->json) {
+    std::fclose (p->json);
+    p->json = nullptr;
+  }
+  p->latest.reset ();
+  p->job.reset ();
+  return TRUE;
+}
+
+static gboolean
+gst_tumor_features_set_info (GstVideoFilter *filter, GstCaps *incaps, GstVideoInfo *in_info,
+    GstCaps *outcaps, GstVideoInfo *out_info)
+{
+  GstTumorFeatures *self = GST_TUMOR_FEATURES (filter);
+  int channels;
+  std::array<int, 3> rgb;
+  if (!livemicro::rgb_layout (GST_VIDEO_INFO_FORMAT (in_info), channels, rgb)) {
+    GST_ELEMENT_ERROR (self, CORE, NEGOTIATION,
+        ("tumorfeatures analyses packed RGB video (%s), not %s: put videoconvert "
+         "in front of it", LIVEMICRO_RGB_FORMATS,
+            gst_video_format_to_string (GST_VIDEO_INFO_FORMAT (in_info))),
+        ("caps %" GST_PTR_FORMAT, incaps));
+    return FALSE;
+  }
+  std::lock_guard<std::mutex> lock (self->priv->mutex);
+  self->priv->channels = channels;
+  self->priv->rgb = rgb;
+  return TRUE;
+}
+
+/* Caps with another format than packed RGB: a clear error (the pads accept
+ * any raw video so that such caps arrive here, see rgbformats.h). */
+static gboolean
+gst_tumor_features_sink_event (GstBaseTransform *trans, GstEvent *event)
+{
+  if (livemicro::refuse_non_rgb_caps (trans, event, "tumorfeatures analyses")) {
+    gst_event_unref (event);
+    return FALSE;
+  }
+  if (GST_EVENT_TYPE (event) == GST_EVENT_FLUSH_STOP) {
+    /* After a seek the last result shows another place: do not carry it. */
+    Private *p = GST_TUMOR_FEATURES (trans)->priv;
+    std::lock_guard<std::mutex> lock (p->mutex);
+    p->latest.reset ();
+    p->frame_index = 0;
+    p->epoch++;
+  }
+  return GST_BASE_TRANSFORM_CLASS (parent_class)->sink_event (trans, event);
+}
+
+static GstFlowReturn
+gst_tumor_features_transform_ip (GstBaseTransform *trans, GstBuffer *buf)
+{
+  GstTumorFeatures *self = GST_TUMOR_FEATURES (trans);
+  GstVideoFilter *filter = GST_VIDEO_FILTER (trans);
+  Private *p = self->priv;
+  const GstVideoInfo *info = &filter->in_info;
+
+  GST_OBJECT_LOCK (self);
+  const guint interval = MAX (1u, self->interval);
+  an::Params params;
+  params.analysis_scale = self->analysis_scale;
+  params.stain = self->stain == GST_TUMOR_FEATURES_STAIN_MACENKO ? an::StainMethod::kMacenko
+                                                                 : an::StainMethod::kRuifrokJohnston;
+  params.min_area_um2 = self->min_area;
+  params.max_area_um2 = MAX (self->max_area, self->min_area);
+  const gdouble prop_upp = self->um_per_px;
+  const bool emit_nuclei = self->emit_nuclei;
+  const bool meta_nuclei = self->meta_nuclei;
+  GST_OBJECT_UNLOCK (self);
+  params.want_contours = emit_nuclei || meta_nuclei;
+
+  /* µm per pixel: StageMeta first (scaled to this frame's width), else the
+   * property. */
+  double upp = 0;
+  std::optional<an::StagePosition> stage;
+  if (LivemicroStageMeta *sm = livemicro_buffer_get_stage_meta (buf)) {
+    if (sm->um_per_px > 0) {
+      upp = sm->frame_width > 0 ? sm->um_per_px * sm->frame_width / info->width : sm->um_per_px;
+      stage = an::StagePosition {sm->stage_x_um, sm->stage_y_um, sm->stage_z_um,
+          (int) sm->objective};
+    }
+  }
+  if (upp <= 0)
+    upp = prop_upp;
+  if (upp <= 0) {
+    GST_ELEMENT_ERROR (self, STREAM, FORMAT,
+        ("tumorfeatures needs the pixel size: the frames carry no StageMeta and "
+         "um-per-px is not set"),
+        ("set um-per-px=<µm per pixel> (e.g. 0.25 for a 40x scan)"));
+    return GST_FLOW_ERROR;
+  }
+
+  GstClockTime pts = GST_BUFFER_PTS (buf);
+  guint64 my_seq = 0;
+  bool due = (p->frame_index++ % interval) == 0;
+  if (due) {
+    std::unique_lock<std::mutex> lock (p->mutex);
+    if (p->busy) {
+      p->frames_skipped++;
+      bool warn = !p->warned_skip;
+      p->warned_skip = true;
+      lock.unlock ();
+      GST_DEBUG_OBJECT (self, "analysis busy: skipping frame %" GST_TIME_FORMAT,
+          GST_TIME_ARGS (pts));
+      if (warn)
+        GST_ELEMENT_WARNING (self, CORE, TOO_LAZY,
+            ("analysis cannot keep up with the video: frames are skipped (counted "
+             "in frames_skipped); raise interval or lower analysis-scale"),
+            (nullptr));
+    } else {
+      lock.unlock ();
+      GstVideoFrame frame;
+      if (!gst_video_frame_map (&frame, info, buf, GST_MAP_READ)) {
+        GST_ELEMENT_ERROR (self, STREAM, FAILED, ("could not map the video frame"), (nullptr));
+        return GST_FLOW_ERROR;
+      }
+      Job job;
+      try {
+        cv::Mat view (info->height, info->width, CV_8UC (p->channels),
+            GST_VIDEO_FRAME_PLANE_DATA (&frame, 0), GST_VIDEO_FRAME_PLANE_STRIDE (&frame, 0));
+        view.copyTo (job.frame);
+      } catch (const std::exception &e) {
+        gst_video_frame_unmap (&frame);
+        GST_ELEMENT_ERROR (self, STREAM, FAILED, ("could not copy the frame: %s", e.what ()),
+            (nullptr));
+        return GST_FLOW_ERROR;
+      }
+      gst_video_frame_unmap (&frame);
+      GstSegment *seg = &trans->segment;
+      job.rgb = p->rgb;
+      job.um_per_px = upp;
+      job.stage = stage;
+      job.pts = pts;
+      if (GST_CLOCK_TIME_IS_VALID (pts) && seg->format == GST_FORMAT_TIME) {
+        job.stream_time = gst_segment_to_stream_time (seg, GST_FORMAT_TIME, pts);
+        job.running_time = gst_segment_to_running_time (seg, GST_FORMAT_TIME, pts);
+      }
+      job.params = params;
+      job.emit_nuclei = emit_nuclei;
+      lock.lock ();
+      job.seq = my_seq = ++p->seq;
+      job.epoch = p->epoch;
+      p->job = std::move (job);
+      p->busy = true;
+      p->job_ready.notify_one ();
+    }
+  }
+
+  /* Wait at most one frame interval for this frame's own result. */
+  std::shared_ptr<const Done> latest;
+  {
+    std::unique_lock<std::mutex> lock (p->mutex);
+    if (my_seq) {
+      GstClockTime frame = GST_BUFFER_DURATION_IS_VALID (buf) ? GST_BUFFER_DURATION (buf)
+                           : info->fps_n > 0
+                               ? gst_util_uint64_scale_int (GST_SECOND, info->fps_d, info->fps_n)
+                               : 0;
+      auto done = [&] { return p->stopping || !p->busy || (p->latest && p->latest->seq >= my_seq); };
+      if (frame > 0)
+        p->job_done.wait_for (lock, std::chrono::nanoseconds (frame), done);
+      else  // no frame rate (stills, variable rate): no interval to keep
+        p->job_done.wait (lock, done);
+    }
+    latest = p->latest;
+  }
+  if (!latest)
+    return GST_FLOW_OK;
+
+  LivemicroFeaturesMeta *meta = livemicro_buffer_add_features_meta (buf);
+  if (!meta)
+    return GST_FLOW_OK;
+  fill_summary (meta, *latest);
+  meta->analysed = my_seq != 0 && latest->seq == my_seq;
+  if (meta_nuclei)
+    attach_nuclei (meta, *latest);
+  return GST_FLOW_OK;
+}
+
+static void
+gst_tumor_features_finalize (GObject *object)
+{
+  GstTumorFeatures *self = GST_TUMOR_FEATURES (object);
+  g_free (self->json_location);
+  delete self->priv;
+  G_OBJECT_CLASS (parent_class)->finalize (object);
+}
+
+static void
+gst_tumor_features_class_init (GstTumorFeaturesClass *klass)
+{
+  GObjectClass *gobject_class = G_OBJECT_CLASS (klass);
+  GstElementClass *element_class = GST_ELEMENT_CLASS (klass);
+  GstBaseTransformClass *trans_class = GST_BASE_TRANSFORM_CLASS (klass);
+  GstVideoFilterClass *filter_class = GST_VIDEO_FILTER_CLASS (klass);
+  const auto rw = static_cast<GParamFlags> (
+      G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS | GST_PARAM_MUTABLE_PLAYING);
+  const auto rw_ready = static_cast<GParamFlags> (
+      G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS | GST_PARAM_MUTABLE_READY);
+
+  gobject_class->set_property = gst_tumor_features_set_property;
+  gobject_class->get_property = gst_tumor_features_get_property;
+  gobject_class->finalize = gst_tumor_features_finalize;
+
+  g_object_class_install_property (gobject_class, PROP_INTERVAL,
+      g_param_spec_uint ("interval", "Interval",
+          "Analyse every Nth frame; the frames in between carry the last result "
+          "marked analysed=false",
+          1, 1000, DEFAULT_INTERVAL, rw));
+  g_object_class_install_property (gobject_class, PROP_ANALYSIS_SCALE,
+      g_param_spec_double ("analysis-scale", "Analysis scale",
+          "Resample the frame by this factor before segmenting (1 = full "
+          "resolution, 0.5 = half); 0 = automatic: about 0.5 µm per pixel, never "
+          "enlarged. Smaller is faster and coarser",
+          0.0, 1.0, DEFAULT_ANALYSIS_SCALE, rw));
+  g_object_class_install_property (gobject_class, PROP_UM_PER_PX,
+      g_param_spec_double ("um-per-px", "µm per pixel",
+          "Size of one frame pixel on the slide, used when a frame carries no "
+          "StageMeta (0 = frames must carry StageMeta, else the stream fails)",
+          0.0, 100.0, DEFAULT_UM_PER_PX, rw));
+  g_object_class_install_property (gobject_class, PROP_JSON_LOCATION,
+      g_param_spec_string ("json-location", "JSON Lines file",
+          "Write one JSON object per analysed frame to this file (JSON Lines, "
+          "schema in the README); NULL = no file",
+          nullptr, rw_ready));
+  g_object_class_install_property (gobject_class, PROP_EMIT_NUCLEI,
+      g_param_spec_boolean ("emit-nuclei", "Emit nuclei",
+          "Add the per-nucleus array (position, area, shape, stain, contour) to "
+          "each JSON line",
+          DEFAULT_EMIT_NUCLEI, rw));
+  g_object_class_install_property (gobject_class, PROP_META_NUCLEI,
+      g_param_spec_boolean ("meta-nuclei", "Nuclei in the meta",
+          "Put the per-nucleus list with contours in the FeaturesMeta (featureoverlay "
+          "needs it for contours and the heat map)",
+          DEFAULT_META_NUCLEI, rw));
+  g_object_class_install_property (gobject_class, PROP_STAIN,
+      g_param_spec_enum ("stain", "Stain vectors",
+          "Colour deconvolution vectors: Ruifrok-Johnston's standard H&E, or "
+          "per-slide vectors estimated with Macenko and smoothed over time (other "
+          "stain tones)",
+          GST_TYPE_TUMOR_FEATURES_STAIN, DEFAULT_STAIN, rw));
+  g_object_class_install_property (gobject_class, PROP_MIN_AREA,
+      g_param_spec_double ("min-area-um2", "Minimum nucleus area (µm²)",
+          "Objects smaller than this are not counted as nuclei",
+          0.5, 1000.0, DEFAULT_MIN_AREA, rw));
+  g_object_class_install_property (gobject_class, PROP_MAX_AREA,
+      g_param_spec_double ("max-area-um2", "Maximum nucleus area (µm²)",
+          "Objects larger than this (clumps, folds) are not counted as nuclei",
+          1.0, 10000.0, DEFAULT_MAX_AREA, rw));
+
+  gst_element_class_add_static_pad_template (element_class, &sink_template);
+  gst_element_class_add_static_pad_template (element_class, &src_template);
+  gst_element_class_set_static_metadata (element_class, "Tumour features",
+      "Filter/Analyzer/Video",
+      "Live H&E nuclei analysis: density, size, shape, pleomorphism, mitotic "
+      "candidates and a quality flag, as FeaturesMeta, bus messages and JSON Lines",
+      "LiveMicro");
+
+  trans_class->start = gst_tumor_features_start;
+  trans_class->stop = gst_tumor_features_stop;
+  trans_class->accept_caps = livemicro::accept_any_raw_video;
+  trans_class->sink_event = gst_tumor_features_sink_event;
+  trans_class->transform_ip = gst_tumor_features_transform_ip;
+  trans_class->transform_ip_on_passthrough = FALSE;
+  filter_class->set_info = gst_tumor_features_set_info;
+
+  gst_type_mark_as_plugin_api (GST_TYPE_TUMOR_FEATURES_STAIN, (GstPluginAPIFlags) 0);
+}
+
+static void
+gst_tumor_features_init (GstTumorFeatures *self)
+{
+  self->priv = new Private ();
+  self->interval = DEFAULT_INTERVAL;
+  self->analysis_scale = DEFAULT_ANALYSIS_SCALE;
+  self->um_per_px = DEFAULT_UM_PER_PX;
+  self->json_location = nullptr;
+  self->emit_nuclei = DEFAULT_EMIT_NUCLEI;
+  self->meta_nuclei = DEFAULT_META_NUCLEI;
+  self->stain = DEFAULT_STAIN;
+  self->min_area = DEFAULT_MIN_AREA;
+  self->max_area = DEFAULT_MAX_AREA;
+  gst_base_transform_set_in_place (GST_BASE_TRANSFORM (self), TRUE);
+}

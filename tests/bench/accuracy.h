@@ -1,0 +1,105 @@
+// Detection and segmentation scores against instance labels: centroid
+// matching within a distance (one-to-one, greedy by distance), count error
+// and pixel Dice.  Shared by the accuracy benchmark and the unit tests.
+#pragma once
+
+#include <livemicro/analysis/nuclei.h>
+
+#include <opencv2/imgproc.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+namespace livemicro::bench {
+
+struct Scores {
+  int truth = 0, predicted = 0, matched = 0;
+  double precision = 0, recall = 0, f1 = 0, count_error = 0, dice = 0;
+};
+
+// Centroids (continuous pixel coordinates, pixel i spans [i, i+1)) of the
+// instances of a CV_16U or CV_32S label image.
+inline std::vector<cv::Point2d>
+label_centroids (const cv::Mat &labels)
+{
+  cv::Mat l32;
+  labels.convertTo (l32, CV_32S);
+  double mx;
+  cv::minMaxLoc (l32, nullptr, &mx);
+  std::vector<cv::Point2d> s ((size_t) mx + 1);
+  std::vector<double> n ((size_t) mx + 1, 0);
+  for (int j = 0; j < l32.rows; j++)
+    for (int i = 0; i < l32.cols; i++)
+      if (int a = l32.at<int> (j, i)) {
+        s[a] += cv::Point2d (i + 0.5, j + 0.5);
+        n[a]++;
+      }
+  std::vector<cv::Point2d> out;
+  for (size_t a = 1; a < s.size (); a++)
+    if (n[a] > 0)
+      out.push_back (s[a] / n[a]);
+  return out;
+}
+
+// One-to-one matching: pairs closer than max_dist, shortest first.
+inline int
+match_centroids (const std::vector<cv::Point2d> &truth, const std::vector<cv::Point2d> &pred,
+    double max_dist, std::vector<char> *truth_matched = nullptr,
+    std::vector<char> *pred_matched = nullptr)
+{
+  std::vector<std::tuple<double, int, int>> pairs;
+  for (size_t t = 0; t < truth.size (); t++)
+    for (size_t p = 0; p < pred.size (); p++) {
+      double d = cv::norm (truth[t] - pred[p]);
+      if (d <= max_dist)
+        pairs.emplace_back (d, (int) t, (int) p);
+    }
+  std::sort (pairs.begin (), pairs.end ());
+  std::vector<char> tu (truth.size (), 0), pu (pred.size (), 0);
+  int m = 0;
+  for (auto &[d, t, p] : pairs)
+    if (!tu[t] && !pu[p]) {
+      tu[t] = pu[p] = 1;
+      m++;
+    }
+  if (truth_matched)
+    *truth_matched = tu;
+  if (pred_matched)
+    *pred_matched = pu;
+  return m;
+}
+
+inline Scores
+score (const std::vector<cv::Point2d> &truth, const std::vector<cv::Point2d> &pred,
+    double max_dist_px, const cv::Mat &truth_mask, const cv::Mat &pred_mask)
+{
+  Scores s;
+  s.truth = (int) truth.size ();
+  s.predicted = (int) pred.size ();
+  s.matched = match_centroids (truth, pred, max_dist_px);
+  s.precision = s.predicted ? (double) s.matched / s.predicted : 0;
+  s.recall = s.truth ? (double) s.matched / s.truth : 0;
+  s.f1 = s.precision + s.recall > 0 ? 2 * s.precision * s.recall / (s.precision + s.recall) : 0;
+  s.count_error = s.truth ? std::abs (s.predicted - s.truth) / (double) s.truth : 0;
+  if (!truth_mask.empty () && !pred_mask.empty ()) {
+    double inter = cv::countNonZero (truth_mask & pred_mask);
+    double total = cv::countNonZero (truth_mask) + cv::countNonZero (pred_mask);
+    s.dice = total > 0 ? 2 * inter / total : 1;
+  }
+  return s;
+}
+
+// The predicted foreground at frame resolution from an analysis result
+// (working-resolution labels, nearest-neighbour upsampled).
+inline cv::Mat
+predicted_mask (const analysis::Result &r, cv::Size frame)
+{
+  if (r.label_working.empty ())
+    return cv::Mat::zeros (frame, CV_8U);
+  cv::Mat fg = r.label_working > 0, up;
+  cv::resize (fg, up, frame, 0, 0, cv::INTER_NEAREST);
+  return up;
+}
+
+}  // namespace livemicro::bench

@@ -1,0 +1,174 @@
+// `livemicroctl analyze` as a user runs it: summaries, JSON Lines, QuPath
+// GeoJSON, and clear errors with a non-zero exit for bad input.
+#include "testutil.h"
+
+#include <gtest/gtest.h>
+#include <json-glib/json-glib.h>
+#include <opencv2/imgcodecs.hpp>
+
+#include <fstream>
+#include <string>
+#include <vector>
+
+using livemicro::test::TempDir;
+
+namespace {
+
+struct CtlRun {
+  int status = -1;
+  std::string out, err;
+};
+
+CtlRun
+ctl (const std::vector<std::string> &args)
+{
+  std::vector<char *> argv;
+  std::string exe = g_getenv ("LIVEMICROCTL") ? g_getenv ("LIVEMICROCTL") : "livemicroctl";
+  argv.push_back (exe.data ());
+  std::vector<std::string> copy = args;
+  for (auto &a : copy)
+    argv.push_back (a.data ());
+  argv.push_back (nullptr);
+  CtlRun r;
+  gchar *out = nullptr, *err = nullptr;
+  gint status = 0;
+  GError *e = nullptr;
+  if (!g_spawn_sync (nullptr, argv.data (), nullptr, G_SPAWN_DEFAULT, nullptr, nullptr, &out, &err,
+          &status, &e)) {
+    ADD_FAILURE () << e->message;
+    g_error_free (e);
+    return r;
+  }
+  r.status = WIFEXITED (status) ? WEXITSTATUS (status) : -1;
+  r.out = out ? out : "";
+  r.err = err ? err : "";
+  g_free (out);
+  g_free (err);
+  return r;
+}
+
+}  // namespace
+
+TEST (LivemicroctlAnalyze, CorruptImageGivesAClearErrorAndNonZeroExit)
+{
+  LIVEMICRO_REQUIRE_TESTDATA (data);
+  TempDir dir;
+  // The first 3000 bytes of a real PNG: a truncated file.
+  std::ifstream in (data + "/monuseg/TCGA-B0-5710-01Z-00-DX1.png", std::ios::binary);
+  std::vector<char> head (3000);
+  in.read (head.data (), head.size ());
+  std::ofstream (dir.file ("cut.png"), std::ios::binary).write (head.data (), head.size ());
+  std::ofstream (dir.file ("text.jpg")) << "not a picture\n";
+  for (const char *name : {"cut.png", "text.jpg"}) {
+    CtlRun r = ctl ({"analyze", dir.file (name), "--um-per-px", "0.25", "--json"});
+    EXPECT_EQ (r.status, 1) << name;
+    EXPECT_NE (r.err.find (dir.file (name)), std::string::npos) << r.err;
+    EXPECT_NE (r.err.find ("cannot read"), std::string::npos) << r.err;
+    EXPECT_EQ (r.out, "") << "nothing is reported for a file that could not be read";
+  }
+  CtlRun missing = ctl ({"analyze", dir.file ("none.png"), "--um-per-px", "0.25"});
+  EXPECT_EQ (missing.status, 1);
+  EXPECT_NE (missing.err.find ("does not exist"), std::string::npos) << missing.err;
+  // A good image next to a bad one is still analysed; the exit says one failed.
+  CtlRun both = ctl ({"analyze", dir.file ("cut.png"), data + "/tiles/stardist_histo.jpg",
+      "--um-per-px", "0.5", "--json"});
+  EXPECT_EQ (both.status, 1);
+  EXPECT_NE (both.out.find ("stardist_histo.jpg"), std::string::npos);
+}
+
+TEST (LivemicroctlAnalyze, BadArgumentsAreRefused)
+{
+  EXPECT_EQ (ctl ({"analyze"}).status, 2);
+  CtlRun r = ctl ({"analyze", "x.png", "--region", "1,2,3"});
+  EXPECT_EQ (r.status, 2);
+  EXPECT_NE (r.err.find ("--region"), std::string::npos) << r.err;
+  EXPECT_EQ (ctl ({"analyze", "x.png", "--um-per-px", "-1"}).status, 2);
+}
+
+TEST (LivemicroctlAnalyze, UncalibratedImageAsksForThePixelSize)
+{
+  LIVEMICRO_REQUIRE_TESTDATA (data);
+  CtlRun r = ctl ({"analyze", data + "/tiles/stardist_histo.jpg"});
+  EXPECT_EQ (r.status, 1);
+  EXPECT_NE (r.err.find ("--um-per-px"), std::string::npos) << r.err;
+}
+
+// JSON Lines per image, and GeoJSON detections (QuPath) whose polygons sit
+// where the JSON says the nuclei are.
+TEST (LivemicroctlAnalyze, JsonAndGeoJsonDescribeTheSameNuclei)
+{
+  LIVEMICRO_REQUIRE_TESTDATA (data);
+  TempDir dir;
+  const std::string img = data + "/monuseg/TCGA-B0-5710-01Z-00-DX1.png";
+  CtlRun j = ctl ({"analyze", img, "--um-per-px", "0.252", "--json", "--nuclei"});
+  ASSERT_EQ (j.status, 0) << j.err;
+  g_autoptr (JsonParser) p = json_parser_new ();
+  ASSERT_TRUE (json_parser_load_from_data (p, j.out.c_str (), -1, nullptr));
+  JsonObject *o = json_node_get_object (json_parser_get_root (p));
+  EXPECT_STREQ (json_object_get_string_member (o, "quality"), "ok");
+  const gint64 count = json_object_get_int_member (o, "nuclei_count");
+  EXPECT_GT (count, 250);  // 359 annotated nuclei
+  EXPECT_LT (count, 450);
+  JsonArray *nuclei = json_object_get_array_member (o, "nuclei");
+  ASSERT_EQ ((gint64) json_array_get_length (nuclei), count);
+
+  CtlRun g = ctl ({"analyze", img, "--um-per-px", "0.252", "--geojson", dir.file ("n.geojson")});
+  ASSERT_EQ (g.status, 0) << g.err;
+  g_autoptr (JsonParser) gp = json_parser_new ();
+  ASSERT_TRUE (json_parser_load_from_file (gp, dir.file ("n.geojson").c_str (), nullptr));
+  JsonObject *fc = json_node_get_object (json_parser_get_root (gp));
+  EXPECT_STREQ (json_object_get_string_member (fc, "type"), "FeatureCollection");
+  JsonArray *features = json_object_get_array_member (fc, "features");
+  ASSERT_GE ((gint64) json_array_get_length (features), count - 3);
+  JsonObject *f0 = json_array_get_object_element (features, 0);
+  JsonObject *props = json_object_get_object_member (f0, "properties");
+  EXPECT_STREQ (json_object_get_string_member (props, "objectType"), "detection");
+  JsonObject *meas = json_object_get_object_member (props, "measurements");
+  EXPECT_GT (json_object_get_double_member (meas, "Nucleus: Area um^2"), 0);
+  JsonArray *ring = json_array_get_array_element (
+      json_object_get_array_member (json_object_get_object_member (f0, "geometry"), "coordinates"), 0);
+  ASSERT_GE (json_array_get_length (ring), 4u);
+  // Closed ring whose centre is the centroid the measurements give.
+  JsonArray *first = json_array_get_array_element (ring, 0);
+  JsonArray *last = json_array_get_array_element (ring, json_array_get_length (ring) - 1);
+  EXPECT_DOUBLE_EQ (json_array_get_double_element (first, 0), json_array_get_double_element (last, 0));
+  double cx = 0;
+  for (guint k = 0; k + 1 < json_array_get_length (ring); k++)
+    cx += json_array_get_double_element (json_array_get_array_element (ring, k), 0);
+  cx /= json_array_get_length (ring) - 1;
+  EXPECT_NEAR (cx, json_object_get_double_member (meas, "Centroid X px"), 6.0);
+}
+
+// A region of a whole-slide image through OpenSlide, µm/px from the file;
+// the detections are placed in level-0 pixels (region offset added).
+TEST (LivemicroctlAnalyze, WholeSlideRegion)
+{
+  LIVEMICRO_REQUIRE_TESTDATA (data);
+  TempDir dir;
+  const std::string wsi = data + "/wsi/TCGA-B0-5710_pyramid_DERIVED.tif";
+  CtlRun j = ctl ({"analyze", wsi, "--region", "500,400,400,300", "--json"});
+  ASSERT_EQ (j.status, 0) << j.err;
+  g_autoptr (JsonParser) p = json_parser_new ();
+  ASSERT_TRUE (json_parser_load_from_data (p, j.out.c_str (), -1, nullptr));
+  JsonObject *o = json_node_get_object (json_parser_get_root (p));
+  EXPECT_STREQ (json_object_get_string_member (o, "quality"), "ok");
+  EXPECT_EQ (json_object_get_int_member (o, "frame_width"), 400);
+  EXPECT_NEAR (json_object_get_double_member (o, "um_per_px"), 0.252, 0.01);
+  EXPECT_GT (json_object_get_int_member (o, "nuclei_count"), 10);
+  CtlRun g = ctl ({"analyze", wsi, "--region", "500,400,400,300", "--geojson", dir.file ("w.geojson")});
+  ASSERT_EQ (g.status, 0) << g.err;
+  g_autoptr (JsonParser) gp = json_parser_new ();
+  ASSERT_TRUE (json_parser_load_from_file (gp, dir.file ("w.geojson").c_str (), nullptr));
+  JsonArray *features = json_object_get_array_member (
+      json_node_get_object (json_parser_get_root (gp)), "features");
+  ASSERT_GT (json_array_get_length (features), 0u);
+  JsonObject *meas = json_object_get_object_member (json_object_get_object_member (
+      json_array_get_object_element (features, 0), "properties"), "measurements");
+  const double x = json_object_get_double_member (meas, "Centroid X px");
+  EXPECT_GE (x, 500);
+  EXPECT_LE (x, 900);
+  // Outside the slide: refused with the image size in the message.
+  CtlRun out = ctl ({"analyze", wsi, "--region", "900,900,400,300"});
+  EXPECT_EQ (out.status, 1);
+  EXPECT_NE (out.err.find ("outside the image"), std::string::npos) << out.err;
+}
