@@ -59,6 +59,7 @@ namespace an = livemicro::analysis;
 #define DEFAULT_UM_PER_PX 0.0
 #define DEFAULT_EMIT_NUCLEI FALSE
 #define DEFAULT_META_NUCLEI TRUE
+#define DEFAULT_WAIT_FOR_RESULT TRUE
 #define DEFAULT_STAIN GST_TUMOR_FEATURES_STAIN_RUIFROK_JOHNSTON
 #define DEFAULT_MIN_AREA 8.0
 #define DEFAULT_MAX_AREA 400.0
@@ -76,6 +77,7 @@ enum {
   PROP_JSON_LOCATION,
   PROP_EMIT_NUCLEI,
   PROP_META_NUCLEI,
+  PROP_WAIT_FOR_RESULT,
   PROP_STAIN,
   PROP_MIN_AREA,
   PROP_MAX_AREA,
@@ -148,6 +150,7 @@ struct _GstTumorFeatures {
   gchar *json_location;
   gboolean emit_nuclei;
   gboolean meta_nuclei;
+  gboolean wait_for_result;
   GstTumorFeaturesStain stain;
   gdouble min_area, max_area;
 
@@ -195,6 +198,9 @@ gst_tumor_features_set_property (GObject *object, guint prop_id, const GValue *v
     case PROP_META_NUCLEI:
       self->meta_nuclei = g_value_get_boolean (value);
       break;
+    case PROP_WAIT_FOR_RESULT:
+      self->wait_for_result = g_value_get_boolean (value);
+      break;
     case PROP_STAIN:
       self->stain = (GstTumorFeaturesStain) g_value_get_enum (value);
       break;
@@ -236,6 +242,9 @@ gst_tumor_features_get_property (GObject *object, guint prop_id, GValue *value,
       break;
     case PROP_META_NUCLEI:
       g_value_set_boolean (value, self->meta_nuclei);
+      break;
+    case PROP_WAIT_FOR_RESULT:
+      g_value_set_boolean (value, self->wait_for_result);
       break;
     case PROP_STAIN:
       g_value_set_enum (value, self->stain);
@@ -516,6 +525,7 @@ gst_tumor_features_transform_ip (GstBaseTransform *trans, GstBuffer *buf)
   const gdouble prop_upp = self->um_per_px;
   const bool emit_nuclei = self->emit_nuclei;
   const bool meta_nuclei = self->meta_nuclei;
+  const bool wait_for_result = self->wait_for_result;
   GST_OBJECT_UNLOCK (self);
   params.want_contours = emit_nuclei || meta_nuclei;
 
@@ -600,7 +610,7 @@ gst_tumor_features_transform_ip (GstBaseTransform *trans, GstBuffer *buf)
   std::shared_ptr<const Done> latest;
   {
     std::unique_lock<std::mutex> lock (p->mutex);
-    if (my_seq) {
+    if (my_seq && wait_for_result) {
       GstClockTime frame = GST_BUFFER_DURATION_IS_VALID (buf) ? GST_BUFFER_DURATION (buf)
                            : info->fps_n > 0
                                ? gst_util_uint64_scale_int (GST_SECOND, info->fps_d, info->fps_n)
@@ -682,6 +692,12 @@ gst_tumor_features_class_init (GstTumorFeaturesClass *klass)
           "Put the per-nucleus list with contours in the FeaturesMeta (featureoverlay "
           "needs it for contours and the heat map)",
           DEFAULT_META_NUCLEI, rw));
+  g_object_class_install_property (gobject_class, PROP_WAIT_FOR_RESULT,
+      g_param_spec_boolean ("wait-for-result", "Wait for the result",
+          "Hold an analysed frame up to one frame interval for its own result "
+          "(TRUE), or never hold the video and attach the latest finished result "
+          "(FALSE: no added latency; that frame says analysed=false)",
+          DEFAULT_WAIT_FOR_RESULT, rw));
   g_object_class_install_property (gobject_class, PROP_STAIN,
       g_param_spec_enum ("stain", "Stain vectors",
           "Colour deconvolution vectors: Ruifrok-Johnston's standard H&E, or "
@@ -726,6 +742,7 @@ gst_tumor_features_init (GstTumorFeatures *self)
   self->json_location = nullptr;
   self->emit_nuclei = DEFAULT_EMIT_NUCLEI;
   self->meta_nuclei = DEFAULT_META_NUCLEI;
+  self->wait_for_result = DEFAULT_WAIT_FOR_RESULT;
   self->stain = DEFAULT_STAIN;
   self->min_area = DEFAULT_MIN_AREA;
   self->max_area = DEFAULT_MAX_AREA;

@@ -236,6 +236,7 @@ HardwareQueue::autofocus (const HwCommand &c)
   g_object_set (scope_, "focus-speed-um-s", 5000.0, nullptr);
   g_object_set (af_valve_, "drop", FALSE, nullptr);
   const gint64 t0 = g_get_monotonic_time ();
+  bool no_frame = false;
 
   auto measure = [&] (double target) -> std::optional<double> {
     g_object_set (scope_, "z-um", target, nullptr);
@@ -251,8 +252,9 @@ HardwareQueue::autofocus (const HwCommand &c)
       g_usleep (1000);
     }
     const gint64 arrived = g_get_real_time ();
-    // Then a frame exposed after that, at that focus.
-    for (int tries = 0; tries < 30; tries++) {
+    // Then a frame exposed after that, at that focus (within 3 s).
+    const gint64 give_up = g_get_monotonic_time () + 3 * G_USEC_PER_SEC;
+    while (g_get_monotonic_time () < give_up) {
       if (abort_)
         return std::nullopt;
       GstSample *sample = gst_app_sink_try_pull_sample (af_sink_, 200 * GST_MSECOND);
@@ -260,6 +262,9 @@ HardwareQueue::autofocus (const HwCommand &c)
         continue;
       GstBuffer *buf = gst_sample_get_buffer (sample);
       LivemicroStageMeta *m = livemicro_buffer_get_stage_meta (buf);
+      if (g_getenv ("LIVEMICRO_AF_DEBUG"))
+        g_printerr ("af: meta %p capture %+lld z %.3f target %.3f moving %d\n", (void *) m,
+            m ? (long long) (m->capture_unix_us - arrived) : 0LL, m ? m->stage_z_um : 0, target, m ? m->moving : -1);
       if (!m || m->capture_unix_us < arrived || std::abs (m->stage_z_um - target) > 0.01 || m->moving) {
         gst_sample_unref (sample);
         continue;
@@ -277,7 +282,8 @@ HardwareQueue::autofocus (const HwCommand &c)
       gst_sample_unref (sample);
       return sharp;
     }
-    return std::nullopt;  // no frame: the camera stalled
+    no_frame = true;  // the camera stalled
+    return std::nullopt;
   };
   hw::AutofocusResult r = hw::autofocus (z0, lim[4], lim[5], plan, measure);
   g_object_set (af_valve_, "drop", TRUE, nullptr);
@@ -288,7 +294,8 @@ HardwareQueue::autofocus (const HwCommand &c)
     report_ (c.id, c.op, "done", "best focus z " + num (r.best_z_um) + " µm after " +
         std::to_string (r.measurements) + " frames in " + num (std::round (seconds * 100) / 100) + " s");
   else
-    report_ (c.id, c.op, abort_ ? "cancelled" : "failed", r.error.empty () ? "no frames" : r.error);
+    report_ (c.id, c.op, abort_ ? "cancelled" : "failed",
+        abort_ ? "a stop came" : no_frame ? "no frame came from the camera within 3 s" : r.error);
 }
 
 }  // namespace livemicro::orchestrator

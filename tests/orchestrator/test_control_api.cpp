@@ -355,6 +355,8 @@ TEST_F (ControlApi, AutofocusEndsWithinOneMicronOfBestFocusWithinTwoSeconds)
            std::string (json_object_get_string_member (data, "status")) != "accepted";
   }, 10, &done)) << "no result for the autofocus";
   double seconds = (done.at_us - t0) / 1e6;
+  if (g_getenv ("LIVEMICRO_AF_DEBUG"))
+    std::fprintf (stderr, "%s\n", d.log ().c_str ());
   EXPECT_NE (done.json.find ("\"done\""), std::string::npos) << done.json;
   EXPECT_LE (seconds, 2.0) << done.json;
   // The truth: the same virtual microscope's focal surface at that spot
