@@ -207,7 +207,8 @@ Daemon::start ()
     cb.event = [this, id] (JsonObject *e) { on_worker_event (microscopes_.at (id), e); };
     cb.started = [this, id] {
       MicroscopeRuntime &m = microscopes_.at (id);
-      m.online = true;
+      m.online = true;  // the element opened every device
+      m.offline_devices.clear ();
       m.last_error.clear ();
       for (auto &kv : m.views)
         send_add_view (m, *kv.second);
@@ -218,6 +219,7 @@ Daemon::start ()
       if (m.online)
         g_printerr ("livemicrod: microscope '%s' media worker %s; restarting\n", id.c_str (), why.c_str ());
       m.online = false;
+      m.offline_devices.clear ();
       m.views_confirmed.clear ();
       if (m.last_error.empty ())
         m.last_error = "media worker " + why;
@@ -514,7 +516,9 @@ bool
 Daemon::command_microscope (const std::string &id, const std::string &json)
 {
   auto it = microscopes_.find (id);
-  return it != microscopes_.end () && it->second.worker->command (json);
+  // Offline (a device gone, or the worker down): refuse rather than queue
+  // commands that would run whenever the device comes back.
+  return it != microscopes_.end () && it->second.online && it->second.worker->command (json);
 }
 
 void
@@ -551,6 +555,35 @@ Daemon::on_worker_event (MicroscopeRuntime &m, JsonObject *e)
     g_printerr ("livemicrod: microscope '%s': %s: %s\n", id.c_str (),
         json_object_get_string_member_with_default (e, "source", "?"),
         json_object_get_string_member_with_default (e, "message", ""));
+  } else if (!strcmp (name, "device")) {
+    // A device went away or came back; the worker keeps streaming (a slate
+    // while the camera is gone) and the sessions stay.
+    std::string device = json_object_get_string_member_with_default (e, "device", "");
+    std::string problem = json_object_get_string_member_with_default (e, "problem", "");
+    bool device_online = json_object_get_boolean_member_with_default (e, "online", TRUE);
+    if (!device_online)
+      m.offline_devices[device] = problem;
+    else
+      m.offline_devices.erase (device);
+    bool online = m.offline_devices.empty () && m.worker->running ();
+    std::string reason;
+    for (const auto &kv : m.offline_devices)
+      reason += (reason.empty () ? "" : "; ") + kv.second;
+    if (online != m.online || (!online && reason != m.last_error)) {
+      g_printerr ("livemicrod: microscope '%s' is %s%s%s\n", id.c_str (), online ? "online" : "offline",
+          online ? "" : ": ", reason.c_str ());
+      m.online = online;
+      m.last_error = reason;
+      g_autoptr (JsonBuilder) b = json_builder_new ();
+      json_builder_begin_object (b);
+      if (!online) {
+        json_builder_set_member_name (b, "reason");
+        json_builder_add_string_value (b, reason.c_str ());
+      }
+      json_builder_end_object (b);
+      g_autoptr (JsonNode) n = json_builder_get_root (b);
+      notify (id, online ? "online" : "offline", node_to_string (n));
+    }
   } else if (!strcmp (name, "error")) {
     m.last_error = json_object_get_string_member_with_default (e, "message", "error");
     g_printerr ("livemicrod: microscope '%s': %s\n", id.c_str (), m.last_error.c_str ());
