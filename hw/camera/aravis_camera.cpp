@@ -1,6 +1,8 @@
 #include "aravis_camera.h"
 
+#include "device_link.h"
 #include "pixels.h"
+#include "text.h"
 
 #include <livemicro/hw/error.h>
 
@@ -16,14 +18,6 @@
 namespace livemicro::hw::camera {
 
 namespace {
-
-std::string
-num (double v)
-{
-  std::ostringstream s;
-  s << v;
-  return s.str ();
-}
 
 struct Settings {
   std::string uri, id, interface_name, pixel_format;
@@ -51,16 +45,10 @@ check (GError *error, ErrorKind kind, const std::string &what)
 
 class AravisCamera::Impl {
 public:
-  explicit Impl (Settings s) : s_ (std::move (s)) {}
+  explicit Impl (Settings s) : s_ (std::move (s)), link_ (s_.uri, s_.reconnect_ms) {}
   ~Impl ()
   {
-    {
-      std::lock_guard<std::mutex> l (mutex_);
-      quit_ = true;
-    }
-    cv_.notify_all ();
-    if (reconnector_.joinable ())
-      reconnector_.join ();
+    link_.stop ();
     close ();
   }
 
@@ -101,11 +89,11 @@ public:
       g_object_unref (cam);
       throw;
     }
-    std::lock_guard<std::mutex> l (mutex_);
-    camera_ = cam;
-    online_ = true;
-    problem_.clear ();
-    last_frame_us_ = g_get_monotonic_time ();
+    {
+      std::lock_guard<std::mutex> l (mutex_);
+      camera_ = cam;
+    }
+    link_.set_online ();
   }
 
   void setup (ArvCamera *cam)
@@ -267,49 +255,16 @@ public:
   // streaming thread must not).
   void lose (const std::string &why)
   {
-    {
-      std::lock_guard<std::mutex> l (mutex_);
-      if (!online_)
-        return;
-      online_ = false;
-      problem_ = "camera " + s_.uri + " is offline: " + why + "; reconnecting";
-    }
-    g_warning ("%s", problem_.c_str ());
-    if (reconnector_.joinable ())
-      reconnector_.join ();
-    reconnector_ = std::thread ([this] {
-      gint64 t0 = g_get_monotonic_time ();
-      close ();
-      g_debug ("closed the lost camera in %" G_GINT64_FORMAT " ms", (g_get_monotonic_time () - t0) / 1000);
-      for (;;) {
-        {
-          std::unique_lock<std::mutex> l (mutex_);
-          cv_.wait_for (l, std::chrono::milliseconds (s_.reconnect_ms), [this] { return quit_; });
-          if (quit_)
-            return;
-        }
-        try {
-          t0 = g_get_monotonic_time ();
-          connect ();
-          g_message ("camera %s is back", s_.uri.c_str ());
-          return;
-        } catch (const Error &e) {
-          g_debug ("reconnect attempt took %" G_GINT64_FORMAT " ms: %s", (g_get_monotonic_time () - t0) / 1000, e.what ());
-          std::lock_guard<std::mutex> l (mutex_);
-          problem_ = "camera " + s_.uri + " is offline: " + e.what () + "; reconnecting";
-        }
-      }
-    });
+    link_.lose (why, [this] { close (); }, [this] { connect (); });
   }
 
   CaptureInfo grab (cv::Mat &rgb)
   {
     std::lock_guard<std::mutex> g (grab_mutex_);
+    link_.check_online ();
     ArvStream *stream;
     {
       std::lock_guard<std::mutex> l (mutex_);
-      if (!online_)
-        throw Error (ErrorKind::kDevice, problem_);
       stream = stream_;
     }
     ArvBuffer *newest = nullptr;
@@ -317,12 +272,12 @@ public:
     while (!newest) {
       if (lost_) {
         lose ("control of the device was lost");
-        throw Error (ErrorKind::kDevice, status ().problem);
+        link_.check_online ();
       }
       gint64 left = deadline - g_get_monotonic_time ();
       if (left <= 0) {
         lose ("no frame for " + std::to_string (timeout_ms_) + " ms (unplugged or powered off?)");
-        throw Error (ErrorKind::kDevice, status ().problem);
+        link_.check_online ();
       }
       ArvBuffer *b = arv_stream_timeout_pop_buffer (stream, (guint64) std::min<gint64> (left, 100000));
       if (!b)
@@ -361,22 +316,7 @@ public:
       rgb.create (size_, CV_8UC3);
     to_rgb (raw, layout_, s_.edge_aware, rgb);
     arv_stream_push_buffer (stream, newest);
-    {
-      std::lock_guard<std::mutex> l (mutex_);
-      last_frame_us_ = g_get_monotonic_time ();
-    }
     return info;
-  }
-
-  DeviceStatus status () const
-  {
-    std::lock_guard<std::mutex> l (mutex_);
-    DeviceStatus d;
-    d.part = "camera";
-    d.device = s_.uri;
-    d.online = online_;
-    d.problem = online_ ? "" : problem_;
-    return d;
   }
 
   Settings s_;
@@ -386,17 +326,12 @@ public:
   double fps_ = 0;
   int timeout_ms_ = 2000;
 
-  mutable std::mutex mutex_;
-  std::condition_variable cv_;
-  bool quit_ = false;
+  DeviceLink link_;
+  std::mutex mutex_;  // camera_, stream_
   ArvCamera *camera_ = nullptr;
   ArvStream *stream_ = nullptr;
-  bool online_ = false;
-  std::string problem_;
-  gint64 last_frame_us_ = 0;
   std::atomic<bool> lost_ {false};
   std::mutex grab_mutex_;
-  std::thread reconnector_;
 };
 
 AravisCamera::AravisCamera (std::unique_ptr<Impl> impl) : impl_ (std::move (impl)) {}
@@ -494,7 +429,7 @@ AravisCamera::description () const
 DeviceStatus
 AravisCamera::status () const
 {
-  return impl_->status ();
+  return impl_->link_.status ();
 }
 
 }  // namespace livemicro::hw::camera

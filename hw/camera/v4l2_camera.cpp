@@ -1,5 +1,6 @@
 #include "v4l2_camera.h"
 
+#include "device_link.h"
 #include "pixels.h"
 
 #include <livemicro/hw/error.h>
@@ -129,16 +130,10 @@ v4l2_to_rgb (uint32_t fourcc, const uint8_t *data, size_t bytes, int w, int h, i
 
 class V4l2Camera::Impl {
 public:
-  explicit Impl (Settings s) : s_ (std::move (s)) {}
+  explicit Impl (Settings s) : s_ (std::move (s)), link_ (s_.uri, s_.reconnect_ms) {}
   ~Impl ()
   {
-    {
-      std::lock_guard<std::mutex> l (mutex_);
-      quit_ = true;
-    }
-    cv_.notify_all ();
-    if (reconnector_.joinable ())
-      reconnector_.join ();
+    link_.stop ();
     close ();
   }
 
@@ -159,10 +154,11 @@ public:
       ::close (fd);
       throw;
     }
-    std::lock_guard<std::mutex> l (mutex_);
-    fd_ = fd;
-    online_ = true;
-    problem_.clear ();
+    {
+      std::lock_guard<std::mutex> l (mutex_);
+      fd_ = fd;
+    }
+    link_.set_online ();
   }
 
   void setup (int fd, const std::string &who)
@@ -299,56 +295,30 @@ public:
 
   void lose (const std::string &why)
   {
-    {
-      std::lock_guard<std::mutex> l (mutex_);
-      online_ = false;
-      problem_ = "camera " + s_.uri + " is offline: " + why + "; reconnecting";
-    }
-    g_warning ("%s", problem_.c_str ());
-    close ();
-    if (reconnector_.joinable ())
-      reconnector_.join ();
-    reconnector_ = std::thread ([this] {
-      for (;;) {
-        {
-          std::unique_lock<std::mutex> l (mutex_);
-          cv_.wait_for (l, std::chrono::milliseconds (s_.reconnect_ms), [this] { return quit_; });
-          if (quit_)
-            return;
-        }
-        try {
-          connect ();
-          return;
-        } catch (const Error &e) {
-          std::lock_guard<std::mutex> l (mutex_);
-          problem_ = "camera " + s_.uri + " is offline: " + e.what () + "; reconnecting";
-        }
-      }
-    });
+    link_.lose (why, [this] { close (); }, [this] { connect (); });
   }
 
   CaptureInfo grab (cv::Mat &rgb)
   {
     std::lock_guard<std::mutex> g (grab_mutex_);
+    link_.check_online ();
     int fd;
     {
       std::lock_guard<std::mutex> l (mutex_);
-      if (!online_)
-        throw Error (ErrorKind::kDevice, problem_);
       fd = fd_;
     }
     struct pollfd p = {fd, POLLIN, 0};
     int r = ::poll (&p, 1, s_.timeout_ms);
     if (r == 0 || (p.revents & (POLLERR | POLLHUP))) {
       lose (r == 0 ? "no frame for " + std::to_string (s_.timeout_ms) + " ms" : "the device hung up");
-      throw Error (ErrorKind::kDevice, problem_);
+      link_.check_online ();
     }
     v4l2_buffer b {};
     b.type = V4L2_BUF_TYPE_VIDEO_CAPTURE;
     b.memory = V4L2_MEMORY_MMAP;
     if (xioctl (fd, VIDIOC_DQBUF, &b) < 0) {
       lose (std::string ("VIDIOC_DQBUF: ") + std::strerror (errno));
-      throw Error (ErrorKind::kDevice, problem_);
+      link_.check_online ();
     }
     // Newest frame: requeue older ones.
     v4l2_buffer next {};
@@ -370,17 +340,6 @@ public:
     return info;
   }
 
-  DeviceStatus status () const
-  {
-    std::lock_guard<std::mutex> l (mutex_);
-    DeviceStatus d;
-    d.part = "camera";
-    d.device = s_.uri;
-    d.online = online_;
-    d.problem = online_ ? "" : problem_;
-    return d;
-  }
-
   Settings s_;
   std::string card_;
   uint32_t fourcc_ = 0;
@@ -388,14 +347,10 @@ public:
   int bytes_per_line_ = 0;
   double fps_ = 0;
   std::vector<std::pair<void *, size_t>> maps_;
-  mutable std::mutex mutex_;
-  std::condition_variable cv_;
-  bool quit_ = false;
+  DeviceLink link_;
+  std::mutex mutex_;  // fd_
   int fd_ = -1;
-  bool online_ = false;
-  std::string problem_;
   std::mutex grab_mutex_;
-  std::thread reconnector_;
 };
 
 V4l2Camera::V4l2Camera (std::unique_ptr<Impl> impl) : impl_ (std::move (impl)) {}
@@ -460,6 +415,6 @@ V4l2Camera::description () const
          fourcc_text (impl_->fourcc_);
 }
 
-DeviceStatus V4l2Camera::status () const { return impl_->status (); }
+DeviceStatus V4l2Camera::status () const { return impl_->link_.status (); }
 
 }  // namespace livemicro::hw::camera

@@ -10,6 +10,8 @@
 
 #include <livemicro/hw/error.h>
 
+#include "text.h"
+
 #include <cmath>
 #include <cstdio>
 #include <functional>
@@ -20,14 +22,6 @@
 namespace livemicro::hw::compose {
 
 namespace {
-
-std::string
-num (double v)
-{
-  std::ostringstream s;
-  s << v;
-  return s.str ();
-}
 
 // A part that is not motorised: it stays where it is and says so.
 class FixedStage : public Stage {

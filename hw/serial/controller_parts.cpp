@@ -6,20 +6,14 @@
 
 #include <livemicro/hw/error.h>
 
+#include "text.h"
+
 #include <cmath>
 #include <sstream>
 
 namespace livemicro::hw::serial {
 
 namespace {
-
-std::string
-num (double v)
-{
-  std::ostringstream s;
-  s << v;
-  return s.str ();
-}
 
 AxisCalibration
 read_axis (const MicroscopeUri &uri, char axis, const MotionController &c, double min_default,

@@ -5,6 +5,7 @@
 #include "camera/pixels.h"
 #include "camera/v4l2_camera.h"
 #include "emulator.h"
+#include "hw_error.h"
 #include "fake_gv_camera.h"
 
 #include <livemicro/hw/error.h>
@@ -18,30 +19,13 @@
 #include <glob.h>
 
 using namespace livemicro::hw;
+using livemicro::test::contains;
 using livemicro::test::Emulator;
+using livemicro::test::error_of;
 using livemicro::test::eventually;
 using livemicro::test::FakeGvCamera;
 
 namespace {
-
-std::string
-error_of (const std::function<void ()> &fn, ErrorKind *kind = nullptr)
-{
-  try {
-    fn ();
-  } catch (const Error &e) {
-    if (kind)
-      *kind = e.kind ();
-    return e.what ();
-  }
-  return "(no error)";
-}
-
-bool
-contains (const std::string &s, const std::string &part)
-{
-  return s.find (part) != std::string::npos;
-}
 
 // A colour image (left third red, middle green, right blue) sampled
 // through a Bayer filter whose top-left 2x2 is `pattern` ("RGGB" …).

@@ -4,6 +4,7 @@
 // the way, limits checked before anything is sent, stop, error replies,
 // alarms, slow replies, and the device going away and coming back.
 #include "emulator.h"
+#include "hw_error.h"
 #include "serial/controller_parts.h"
 
 #include <livemicro/hw/error.h>
@@ -14,7 +15,9 @@
 #include <cmath>
 
 using namespace livemicro::hw;
+using livemicro::test::contains;
 using livemicro::test::Emulator;
+using livemicro::test::error_of;
 using livemicro::test::eventually;
 
 namespace {
@@ -35,25 +38,6 @@ open_rig (const std::string &uri_text)
   if (r.controller->has_focus ())
     r.focus = serial::make_focus (r.controller, uri);
   return r;
-}
-
-std::string
-error_of (const std::function<void ()> &fn, ErrorKind *kind = nullptr)
-{
-  try {
-    fn ();
-  } catch (const Error &e) {
-    if (kind)
-      *kind = e.kind ();
-    return e.what ();
-  }
-  return "(no error)";
-}
-
-bool
-contains (const std::string &s, const std::string &part)
-{
-  return s.find (part) != std::string::npos;
 }
 
 }  // namespace
