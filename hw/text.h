@@ -15,4 +15,4 @@ num (double v)
   return s.str ();
 }
 
-}  // namespace livemicro::hw
+} // namespace livemicro::hw

@@ -42,4 +42,4 @@ private:
   std::unique_ptr<Impl> impl_;
 };
 
-}  // namespace livemicro::hw::camera
+} // namespace livemicro::hw::camera

@@ -53,18 +53,24 @@ int
 cv_code (Bayer b, bool edge_aware)
 {
   switch (b) {
-    case Bayer::kRG: return edge_aware ? cv::COLOR_BayerBG2RGB_EA : cv::COLOR_BayerBG2RGB;
-    case Bayer::kBG: return edge_aware ? cv::COLOR_BayerRG2RGB_EA : cv::COLOR_BayerRG2RGB;
-    case Bayer::kGB: return edge_aware ? cv::COLOR_BayerGR2RGB_EA : cv::COLOR_BayerGR2RGB;
-    case Bayer::kGR: return edge_aware ? cv::COLOR_BayerGB2RGB_EA : cv::COLOR_BayerGB2RGB;
-    default: return -1;
+  case Bayer::kRG:
+    return edge_aware ? cv::COLOR_BayerBG2RGB_EA : cv::COLOR_BayerBG2RGB;
+  case Bayer::kBG:
+    return edge_aware ? cv::COLOR_BayerRG2RGB_EA : cv::COLOR_BayerRG2RGB;
+  case Bayer::kGB:
+    return edge_aware ? cv::COLOR_BayerGR2RGB_EA : cv::COLOR_BayerGR2RGB;
+  case Bayer::kGR:
+    return edge_aware ? cv::COLOR_BayerGB2RGB_EA : cv::COLOR_BayerGB2RGB;
+  default:
+    return -1;
   }
 }
 
-}  // namespace
+} // namespace
 
 void
-to_rgb (const cv::Mat &raw, const PixelLayout &layout, bool edge_aware, cv::Mat &rgb)
+to_rgb (const cv::Mat &raw, const PixelLayout &layout, bool edge_aware,
+        cv::Mat &rgb)
 {
   cv::Mat eight;
   const cv::Mat *src = &raw;
@@ -74,19 +80,19 @@ to_rgb (const cv::Mat &raw, const PixelLayout &layout, bool edge_aware, cv::Mat 
     src = &eight;
   }
   switch (layout.kind) {
-    case PixelLayout::kMono:
-      cv::cvtColor (*src, rgb, cv::COLOR_GRAY2RGB);
-      break;
-    case PixelLayout::kRGB:
-      src->copyTo (rgb);
-      break;
-    case PixelLayout::kBGR:
-      cv::cvtColor (*src, rgb, cv::COLOR_BGR2RGB);
-      break;
-    case PixelLayout::kBayer:
-      cv::cvtColor (*src, rgb, cv_code (layout.bayer, edge_aware));
-      break;
+  case PixelLayout::kMono:
+    cv::cvtColor (*src, rgb, cv::COLOR_GRAY2RGB);
+    break;
+  case PixelLayout::kRGB:
+    src->copyTo (rgb);
+    break;
+  case PixelLayout::kBGR:
+    cv::cvtColor (*src, rgb, cv::COLOR_BGR2RGB);
+    break;
+  case PixelLayout::kBayer:
+    cv::cvtColor (*src, rgb, cv_code (layout.bayer, edge_aware));
+    break;
   }
 }
 
-}  // namespace livemicro::hw::camera
+} // namespace livemicro::hw::camera

@@ -17,7 +17,7 @@ enum class Bayer { kNone, kRG, kBG, kGB, kGR };
 struct PixelLayout {
   enum Kind { kMono, kRGB, kBGR, kBayer } kind = kMono;
   Bayer bayer = Bayer::kNone;
-  int bits = 8;  // significant bits per sample (8, 10, 12, 16)
+  int bits = 8; // significant bits per sample (8, 10, 12, 16)
 };
 
 // GenICam PixelFormat names (Mono8, Mono10/12/16, RGB8, BGR8, RGB8Packed,
@@ -27,6 +27,7 @@ bool layout_of_genicam (const std::string &name, PixelLayout &out);
 
 // Converts one frame.  `raw` is CV_8UC1 / CV_16UC1 (mono, Bayer) or CV_8UC3
 // (RGB/BGR) of the frame size.  Demosaicing is bilinear, or edge-aware.
-void to_rgb (const cv::Mat &raw, const PixelLayout &layout, bool edge_aware, cv::Mat &rgb);
+void to_rgb (const cv::Mat &raw, const PixelLayout &layout, bool edge_aware,
+             cv::Mat &rgb);
 
-}  // namespace livemicro::hw::camera
+} // namespace livemicro::hw::camera

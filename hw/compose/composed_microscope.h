@@ -26,4 +26,4 @@ bool is_camera_scheme (const std::string &scheme);
 std::unique_ptr<Microscope> open_composed (const MicroscopeUri &uri);
 std::unique_ptr<Microscope> open_camera_only (const MicroscopeUri &uri);
 
-}  // namespace livemicro::hw::compose
+} // namespace livemicro::hw::compose

@@ -25,23 +25,34 @@ fmt (double v)
   return b;
 }
 
-}  // namespace
+} // namespace
 
 std::string
 GrblController::error_meaning (int code)
 {
   switch (code) {
-    case 1: return "expected command letter";
-    case 2: return "bad number format";
-    case 3: return "invalid $ statement";
-    case 8: return "command not valid unless idle";
-    case 9: return "G-code locked out during alarm or jog state";
-    case 10: return "soft limits need homing enabled";
-    case 15: return "jog target exceeds machine travel";
-    case 20: return "unsupported or invalid G-code command";
-    case 22: return "feed rate not set";
-    case 33: return "invalid target";
-    default: return "see the GRBL error codes";
+  case 1:
+    return "expected command letter";
+  case 2:
+    return "bad number format";
+  case 3:
+    return "invalid $ statement";
+  case 8:
+    return "command not valid unless idle";
+  case 9:
+    return "G-code locked out during alarm or jog state";
+  case 10:
+    return "soft limits need homing enabled";
+  case 15:
+    return "jog target exceeds machine travel";
+  case 20:
+    return "unsupported or invalid G-code command";
+  case 22:
+    return "feed rate not set";
+  case 33:
+    return "invalid target";
+  default:
+    return "see the GRBL error codes";
   }
 }
 
@@ -49,22 +60,31 @@ std::string
 GrblController::alarm_meaning (int code)
 {
   switch (code) {
-    case 1: return "hard limit triggered, position lost: home again";
-    case 2: return "soft limit: the target exceeds machine travel, position retained";
-    case 3: return "reset while in motion, position lost: home again";
-    case 4: case 5: return "probe fail";
-    case 6: return "homing fail: reset during the homing cycle";
-    case 7: return "homing fail: safety door opened";
-    case 8: return "homing fail: could not clear the limit switch";
-    case 9: return "homing fail: limit switch not found";
-    default: return "see the GRBL alarm codes";
+  case 1:
+    return "hard limit triggered, position lost: home again";
+  case 2:
+    return "soft limit: the target exceeds machine travel, position retained";
+  case 3:
+    return "reset while in motion, position lost: home again";
+  case 4:
+  case 5:
+    return "probe fail";
+  case 6:
+    return "homing fail: reset during the homing cycle";
+  case 7:
+    return "homing fail: safety door opened";
+  case 8:
+    return "homing fail: could not clear the limit switch";
+  case 9:
+    return "homing fail: limit switch not found";
+  default:
+    return "see the GRBL alarm codes";
   }
 }
 
 GrblController::GrblController (ControllerConfig config, GrblOptions options)
     : MotionController (std::move (config)), options_ (options)
-{
-}
+{}
 
 GrblController::~GrblController ()
 {
@@ -98,7 +118,7 @@ GrblController::handshake_status (int64_t deadline)
       send ("?");
       next_query = now + 500000;
     }
-    int left_ms = (int) ((std::min (deadline, next_query) - now) / 1000);
+    int left_ms = (int)((std::min (deadline, next_query) - now) / 1000);
     try {
       std::string line = wait_line (std::max (1, left_ms), "a status report");
       if (starts_with (line, "<"))
@@ -113,7 +133,8 @@ GrblController::handshake_status (int64_t deadline)
 void
 GrblController::handshake ()
 {
-  int64_t deadline = now_us () + (int64_t) (config ().reply_timeout_ms + 2000) * 1000;
+  int64_t deadline
+      = now_us () + (int64_t)(config ().reply_timeout_ms + 2000) * 1000;
   std::string status = handshake_status (deadline);
   parse_status (status, now_us ());
   auto command = [&] (const std::string &line, int timeout_ms) {
@@ -123,14 +144,16 @@ GrblController::handshake ()
       if (r == "ok")
         return;
       if (starts_with (r, "error:") || starts_with (r, "ALARM:"))
-        throw Error (ErrorKind::kDevice, who () + " refused '" + line + "': " + r);
+        throw Error (ErrorKind::kDevice,
+                     who () + " refused '" + line + "': " + r);
     }
   };
   if (alarm_ && options_.home_on_connect) {
-    command ("$H", 120000);  // ok comes when the homing cycle is done
+    command ("$H", 120000); // ok comes when the homing cycle is done
     alarm_ = false;
-    parse_status (handshake_status (now_us () + (int64_t) config ().reply_timeout_ms * 1000),
-        now_us ());
+    parse_status (handshake_status (
+                      now_us () + (int64_t)config ().reply_timeout_ms * 1000),
+                  now_us ());
   }
   if (alarm_) {
     set_problem ("in alarm (homing required: '$H', or home=1 in the URI)");
@@ -145,8 +168,8 @@ GrblController::parse_status (const std::string &line, int64_t now)
 {
   // <State|MPos:x,y,z|FS:f,s|WCO:x,y,z> (or WPos: when $10 asks for it)
   std::string body = line.substr (1, line.find ('>') == std::string::npos
-                                          ? std::string::npos
-                                          : line.find ('>') - 1);
+                                         ? std::string::npos
+                                         : line.find ('>') - 1);
   std::vector<std::string> fields;
   std::stringstream ss (body);
   std::string f;
@@ -158,7 +181,8 @@ GrblController::parse_status (const std::string &line, int64_t now)
   double mpos[3] = {0, 0, 0}, wpos[3] = {0, 0, 0};
   bool have_m = false, have_w = false;
   auto parse3 = [] (const std::string &s, double *out) {
-    return std::sscanf (s.c_str (), "%lf,%lf,%lf", &out[0], &out[1], &out[2]) >= 2;
+    return std::sscanf (s.c_str (), "%lf,%lf,%lf", &out[0], &out[1], &out[2])
+           >= 2;
   };
   for (size_t i = 1; i < fields.size (); i++) {
     if (starts_with (fields[i], "MPos:"))
@@ -182,16 +206,19 @@ GrblController::parse_status (const std::string &line, int64_t now)
   }
   if (!alarm_ && was_alarm)
     set_problem ("");
-  bool running = starts_with (run_state_, "Run") || starts_with (run_state_, "Jog") ||
-                 starts_with (run_state_, "Home") || starts_with (run_state_, "Hold:1");
+  bool running = starts_with (run_state_, "Run")
+                 || starts_with (run_state_, "Jog")
+                 || starts_with (run_state_, "Home")
+                 || starts_with (run_state_, "Hold:1");
   // The move is over when a report requested after its ok says so.
-  if (active_group_ >= 0 && move_ok_at_ && status_request_of_last_report_ >= move_ok_at_ &&
-      !running && hold_ == Hold::kNone) {
+  if (active_group_ >= 0 && move_ok_at_
+      && status_request_of_last_report_ >= move_ok_at_ && !running
+      && hold_ == Hold::kNone) {
     set_moving (active_group_, false);
     active_group_ = -1;
     move_ok_at_ = 0;
   }
-  (void) now;
+  (void)now;
 }
 
 void
@@ -207,7 +234,7 @@ GrblController::on_line (const std::string &line)
   }
   if (line == "ok" || starts_with (line, "error:")) {
     if (!awaiting_)
-      return;  // e.g. an ok flushed by a reset
+      return; // e.g. an ok flushed by a reset
     awaiting_ = false;
     if (line == "ok") {
       if (awaiting_kind_ == Kind::kMove)
@@ -217,8 +244,8 @@ GrblController::on_line (const std::string &line)
       return;
     }
     int code = std::atoi (line.c_str () + 6);
-    refuse (protocol () + " refused '" + awaiting_text_ + "': " + line + " (" +
-            error_meaning (code) + ")");
+    refuse (protocol () + " refused '" + awaiting_text_ + "': " + line + " ("
+            + error_meaning (code) + ")");
     if (awaiting_kind_ == Kind::kMove && active_group_ >= 0) {
       set_moving (active_group_, false);
       active_group_ = -1;
@@ -234,9 +261,10 @@ GrblController::on_line (const std::string &line)
     }
     refuse (who () + " raised " + line + " (" + alarm_meaning (code) + ")");
     if (code == 2) {
-      unlock_due_ = true;  // position retained: safe to unlock
+      unlock_due_ = true; // position retained: safe to unlock
     } else {
-      set_problem ("alarm " + std::to_string (code) + " (" + alarm_meaning (code) + ")");
+      set_problem ("alarm " + std::to_string (code) + " ("
+                   + alarm_meaning (code) + ")");
     }
     return;
   }
@@ -268,7 +296,8 @@ GrblController::on_line (const std::string &line)
 }
 
 void
-GrblController::send_line (const std::string &line, Kind kind, int group, int timeout_ms)
+GrblController::send_line (const std::string &line, Kind kind, int group,
+                           int timeout_ms)
 {
   send (line + "\n");
   awaiting_ = true;
@@ -282,14 +311,16 @@ GrblController::send_line (const std::string &line, Kind kind, int group, int ti
 void
 GrblController::service (int64_t now)
 {
-  const int64_t timeout = (int64_t) config ().reply_timeout_ms * 1000;
-  if (awaiting_ && now - awaiting_since_ > (int64_t) awaiting_timeout_ms_ * 1000) {
-    fail ("no reply to '" + awaiting_text_ + "' within " +
-          std::to_string (awaiting_timeout_ms_) + " ms");
+  const int64_t timeout = (int64_t)config ().reply_timeout_ms * 1000;
+  if (awaiting_
+      && now - awaiting_since_ > (int64_t)awaiting_timeout_ms_ * 1000) {
+    fail ("no reply to '" + awaiting_text_ + "' within "
+          + std::to_string (awaiting_timeout_ms_) + " ms");
     return;
   }
   if (status_sent_ && now - status_sent_ > timeout) {
-    fail ("no status report within " + std::to_string (config ().reply_timeout_ms) + " ms");
+    fail ("no status report within "
+          + std::to_string (config ().reply_timeout_ms) + " ms");
     return;
   }
 
@@ -307,8 +338,10 @@ GrblController::service (int64_t now)
     }
   }
   if (hold_ == Hold::kHolding) {
-    if (starts_with (run_state_, "Hold:0") || starts_with (run_state_, "Idle")) {
-      send ("\x18");  // soft reset: flushes the rest of the move, keeps the position
+    if (starts_with (run_state_, "Hold:0")
+        || starts_with (run_state_, "Idle")) {
+      send ("\x18"); // soft reset: flushes the rest of the move, keeps the
+                     // position
       hold_ = Hold::kResetting;
       hold_since_ = now;
       awaiting_ = false;
@@ -330,10 +363,11 @@ GrblController::service (int64_t now)
       PendingMove m;
       if (!take_move (group, m))
         continue;
-      double feed = std::max (1e-3, m.speed * 60.0);  // units/min
-      std::string line = group == kGroupXY
-                             ? "G53 G1 X" + fmt (m.a) + " Y" + fmt (m.b) + " F" + fmt (feed)
-                             : "G53 G1 Z" + fmt (m.a) + " F" + fmt (feed);
+      double feed = std::max (1e-3, m.speed * 60.0); // units/min
+      std::string line
+          = group == kGroupXY
+                ? "G53 G1 X" + fmt (m.a) + " Y" + fmt (m.b) + " F" + fmt (feed)
+                : "G53 G1 Z" + fmt (m.a) + " F" + fmt (feed);
       active_group_ = group;
       move_ok_at_ = 0;
       set_moving (group, true);
@@ -342,7 +376,8 @@ GrblController::service (int64_t now)
     }
   }
   bool busy = active_group_ >= 0 || hold_ != Hold::kNone;
-  int64_t interval = (int64_t) (busy ? config ().poll_ms : config ().idle_poll_ms) * 1000;
+  int64_t interval
+      = (int64_t)(busy ? config ().poll_ms : config ().idle_poll_ms) * 1000;
   if (!status_sent_ && now - last_status_ >= interval) {
     send ("?");
     status_sent_ = now;
@@ -356,4 +391,4 @@ GrblController::next_wakeup (int64_t now) const
   return now + (busy ? 20000 : 100000);
 }
 
-}  // namespace livemicro::hw::serial
+} // namespace livemicro::hw::serial

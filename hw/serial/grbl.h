@@ -22,7 +22,7 @@
 namespace livemicro::hw::serial {
 
 struct GrblOptions {
-  bool home_on_connect = false;  // $H when connected (if homing is needed)
+  bool home_on_connect = false; // $H when connected (if homing is needed)
 };
 
 class GrblController : public MotionController {
@@ -30,7 +30,7 @@ public:
   GrblController (ControllerConfig config, GrblOptions options);
   ~GrblController () override;
   std::string protocol () const override { return "GRBL"; }
-  double reported_um_per_unit (int) const override { return 1000.0; }  // G21: mm
+  double reported_um_per_unit (int) const override { return 1000.0; } // G21: mm
 
   static std::string error_meaning (int code);
   static std::string alarm_meaning (int code);
@@ -45,7 +45,8 @@ protected:
 private:
   enum class Kind { kOther, kMove, kHome, kUnlock };
   enum class Hold { kNone, kHolding, kResetting };
-  void send_line (const std::string &line, Kind kind, int group, int timeout_ms);
+  void send_line (const std::string &line, Kind kind, int group,
+                  int timeout_ms);
   void parse_status (const std::string &line, int64_t now);
   std::string handshake_status (int64_t deadline_us);
 
@@ -57,17 +58,17 @@ private:
   int awaiting_group_ = -1;
   int64_t awaiting_since_ = 0;
   int awaiting_timeout_ms_ = 0;
-  int64_t status_sent_ = 0;      // 0: no status request outstanding
+  int64_t status_sent_ = 0; // 0: no status request outstanding
   int64_t last_status_ = 0;
   std::string run_state_ = "Idle";
   Hold hold_ = Hold::kNone;
   int64_t hold_since_ = 0;
-  int active_group_ = -1;        // group whose move runs
-  int64_t move_ok_at_ = 0;       // when the move's ok arrived (0: not yet)
+  int active_group_ = -1;  // group whose move runs
+  int64_t move_ok_at_ = 0; // when the move's ok arrived (0: not yet)
   int64_t status_request_of_last_report_ = 0;
   bool alarm_ = false;
   bool unlock_due_ = false;
   double wco_[3] = {0, 0, 0};
 };
 
-}  // namespace livemicro::hw::serial
+} // namespace livemicro::hw::serial

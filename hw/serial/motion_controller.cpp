@@ -14,7 +14,8 @@
 
 namespace livemicro::hw::serial {
 
-MotionController::MotionController (ControllerConfig config) : config_ (std::move (config))
+MotionController::MotionController (ControllerConfig config)
+    : config_ (std::move (config))
 {
   wake_fd_ = eventfd (0, EFD_NONBLOCK | EFD_CLOEXEC);
 }
@@ -41,7 +42,7 @@ MotionController::who () const
 void
 MotionController::start ()
 {
-  connect ();  // throws: the caller learns at once that the device is missing
+  connect (); // throws: the caller learns at once that the device is missing
   started_ = true;
   thread_ = std::thread ([this] { run (); });
 }
@@ -71,13 +72,18 @@ MotionController::move (int group, double a, double b, double speed)
   {
     std::lock_guard<std::mutex> l (mutex_);
     if (!snap_.online)
-      throw Error (ErrorKind::kDevice, who () + " is offline (" + snap_.problem + "): the " +
-          (group == kGroupXY ? "stage" : "focus") + " did not move");
+      throw Error (ErrorKind::kDevice,
+                   who () + " is offline (" + snap_.problem + "): the "
+                       + (group == kGroupXY ? "stage" : "focus")
+                       + " did not move");
     if (!snap_.problem.empty ())
-      throw Error (ErrorKind::kDevice, who () + ": " + snap_.problem + "; the " +
-          (group == kGroupXY ? "stage" : "focus") + " did not move");
+      throw Error (ErrorKind::kDevice,
+                   who () + ": " + snap_.problem + "; the "
+                       + (group == kGroupXY ? "stage" : "focus")
+                       + " did not move");
     pending_[group] = {a, b, speed};
     pending_valid_[group] = true;
+    snap_.moving[group] = true;
     if (group == kGroupXY) {
       snap_.target[0] = a;
       snap_.target[1] = b;
@@ -89,12 +95,21 @@ MotionController::move (int group, double a, double b, double speed)
 }
 
 void
+MotionController::drop_pending_locked ()
+{
+  for (int g = 0; g < 2; g++) {
+    pending_valid_[g] = false;
+    snap_.moving[g] = sent_moving_[g];
+  }
+}
+
+void
 MotionController::stop ()
 {
   {
     std::lock_guard<std::mutex> l (mutex_);
     stop_requested_ = true;
-    pending_valid_[0] = pending_valid_[1] = false;
+    drop_pending_locked ();
   }
   wake ();
 }
@@ -113,7 +128,7 @@ MotionController::take_stop ()
   bool s = stop_requested_;
   stop_requested_ = false;
   if (s) {
-    pending_valid_[0] = pending_valid_[1] = false;
+    drop_pending_locked ();
     for (int k = 0; k < 3; k++)
       snap_.target[k] = snap_.pos[k];
   }
@@ -128,6 +143,7 @@ MotionController::take_move (int group, PendingMove &m)
     return false;
   m = pending_[group];
   pending_valid_[group] = false;
+  snap_.moving[group] = sent_moving_[group];
   return true;
 }
 
@@ -155,7 +171,8 @@ void
 MotionController::set_moving (int group, bool moving)
 {
   std::lock_guard<std::mutex> l (mutex_);
-  snap_.moving[group] = moving;
+  sent_moving_[group] = moving;
+  snap_.moving[group] = moving || pending_valid_[group];
 }
 
 void
@@ -166,7 +183,7 @@ MotionController::set_problem (const std::string &problem)
     g_warning ("%s: %s", who ().c_str (), problem.c_str ());
   snap_.problem = problem;
   if (!problem.empty ())
-    pending_valid_[0] = pending_valid_[1] = false;
+    drop_pending_locked ();
 }
 
 void
@@ -195,7 +212,7 @@ MotionController::send (const std::string &bytes)
 std::string
 MotionController::wait_line (int timeout_ms, const std::string &waiting_for)
 {
-  int64_t deadline = now_us () + (int64_t) timeout_ms * 1000;
+  int64_t deadline = now_us () + (int64_t)timeout_ms * 1000;
   for (;;) {
     size_t eol = rx_.find_first_of ("\r\n");
     while (eol == 0) {
@@ -209,11 +226,13 @@ MotionController::wait_line (int timeout_ms, const std::string &waiting_for)
     }
     int64_t left = deadline - now_us ();
     if (left <= 0)
-      throw Error (ErrorKind::kDevice, "no answer from " + who () + " (waiting for " +
-          waiting_for + " for " + std::to_string (timeout_ms) + " ms): is it a " + protocol () +
-          " controller at " + std::to_string (config_.baud) + " baud?");
+      throw Error (ErrorKind::kDevice,
+                   "no answer from " + who () + " (waiting for " + waiting_for
+                       + " for " + std::to_string (timeout_ms)
+                       + " ms): is it a " + protocol () + " controller at "
+                       + std::to_string (config_.baud) + " baud?");
     struct pollfd p = {port_->fd (), POLLIN, 0};
-    ::poll (&p, 1, (int) std::min<int64_t> (left / 1000 + 1, 100));
+    ::poll (&p, 1, (int)std::min<int64_t> (left / 1000 + 1, 100));
     std::string why;
     if (!port_->read_available (rx_, why))
       throw Error (ErrorKind::kDevice, who () + ": " + why);
@@ -250,13 +269,13 @@ MotionController::disconnect (const std::string &why)
   if (snap_.online)
     g_warning ("%s is gone: %s; reconnecting", who ().c_str (), why.c_str ());
   snap_.online = false;
-  snap_.moving[0] = snap_.moving[1] = false;
   snap_.problem = "offline: " + why;
   if (pending_valid_[0] || pending_valid_[1]) {
     snap_.refusals++;
     snap_.last_refusal = "a move was dropped: " + who () + " went away";
   }
-  pending_valid_[0] = pending_valid_[1] = false;
+  sent_moving_[0] = sent_moving_[1] = false;
+  drop_pending_locked ();
 }
 
 void
@@ -291,16 +310,18 @@ MotionController::run ()
           std::lock_guard<std::mutex> l (mutex_);
           snap_.problem = std::string ("offline: ") + e.what ();
         }
-        next_connect = now_us () + (int64_t) config_.reconnect_ms * 1000;
+        next_connect = now_us () + (int64_t)config_.reconnect_ms * 1000;
       }
       struct pollfd p = {wake_fd_, POLLIN, 0};
-      ::poll (&p, 1, (int) std::max<int64_t> (1, (next_connect - now_us ()) / 1000));
+      ::poll (&p, 1,
+              (int)std::max<int64_t> (1, (next_connect - now_us ()) / 1000));
       uint64_t v;
       while (::read (wake_fd_, &v, sizeof v) > 0) {
       }
       continue;
     }
-    int timeout = (int) std::clamp<int64_t> ((next_wakeup (now) - now) / 1000, 0, 200);
+    int timeout
+        = (int)std::clamp<int64_t> ((next_wakeup (now) - now) / 1000, 0, 200);
     struct pollfd p[2] = {{port_->fd (), POLLIN, 0}, {wake_fd_, POLLIN, 0}};
     ::poll (p, 2, timeout);
     uint64_t v;
@@ -309,7 +330,7 @@ MotionController::run ()
     std::string why;
     if (!port_->read_available (rx_, why)) {
       disconnect (why);
-      next_connect = now_us () + (int64_t) config_.reconnect_ms * 1000;
+      next_connect = now_us () + (int64_t)config_.reconnect_ms * 1000;
       continue;
     }
     drain_lines ();
@@ -322,9 +343,9 @@ MotionController::run ()
     }
     if (!drop_reason_.empty ()) {
       disconnect (drop_reason_);
-      next_connect = now_us () + (int64_t) config_.reconnect_ms * 1000;
+      next_connect = now_us () + (int64_t)config_.reconnect_ms * 1000;
     }
   }
 }
 
-}  // namespace livemicro::hw::serial
+} // namespace livemicro::hw::serial

@@ -30,12 +30,12 @@ namespace livemicro::hw::serial {
 
 class SerialPort;
 
-constexpr int kGroupXY = 0;  // the stage: axes X and Y
-constexpr int kGroupZ = 1;   // the focus drive: axis Z
+constexpr int kGroupXY = 0; // the stage: axes X and Y
+constexpr int kGroupZ = 1;  // the focus drive: axis Z
 
 struct ControllerConfig {
-  std::string uri;             // as configured, for messages
-  std::string path;            // serial device
+  std::string uri;  // as configured, for messages
+  std::string path; // serial device
   int baud = 115200;
   int poll_ms = 100;           // status polls while moving
   int idle_poll_ms = 500;      // status polls while idle (alarms, silence)
@@ -46,10 +46,10 @@ struct ControllerConfig {
 struct ControllerSnapshot {
   bool online = false;
   bool position_known = false;
-  double pos[3] = {0, 0, 0};     // controller units, X Y Z
+  double pos[3] = {0, 0, 0}; // controller units, X Y Z
   double target[3] = {0, 0, 0};
-  bool moving[2] = {false, false};  // per group
-  std::string problem;           // offline reason or alarm; empty when fine
+  bool moving[2] = {false, false}; // per group
+  std::string problem;             // offline reason or alarm; empty when fine
   uint64_t refusals = 0;
   std::string last_refusal;
 };
@@ -76,7 +76,7 @@ public:
   ControllerSnapshot snapshot () const;
   const ControllerConfig &config () const { return config_; }
 
-  virtual std::string protocol () const = 0;  // "GRBL", "ProScan"
+  virtual std::string protocol () const = 0; // "GRBL", "ProScan"
   // µm per controller unit the controller itself reports, 0 when unknown.
   virtual double reported_um_per_unit (int axis) const { return 0.0; }
   virtual bool has_focus () const { return true; }
@@ -111,7 +111,7 @@ protected:
   // The device misbehaves: drop the connection (and reconnect).
   void fail (const std::string &why);
   static int64_t now_us ();
-  std::string who () const;  // "GRBL controller on /dev/ttyUSB0"
+  std::string who () const; // "GRBL controller on /dev/ttyUSB0"
 
 private:
   void run ();
@@ -126,14 +126,18 @@ private:
   std::string drop_reason_;
   int wake_fd_ = -1;
   std::thread thread_;
-  std::atomic<bool> quit_ {false};
+  std::atomic<bool> quit_{false};
   bool started_ = false;
 
-  mutable std::mutex mutex_;  // everything below
+  mutable std::mutex mutex_; // everything below
   ControllerSnapshot snap_;
   bool stop_requested_ = false;
   bool pending_valid_[2] = {false, false};
+  // A group is "moving" from the moment a move is queued until the
+  // controller has finished it: moving = sent and running, or pending.
+  bool sent_moving_[2] = {false, false};
+  void drop_pending_locked ();
   PendingMove pending_[2];
 };
 
-}  // namespace livemicro::hw::serial
+} // namespace livemicro::hw::serial

@@ -25,25 +25,39 @@ fmt_units (double v)
   return b;
 }
 
-}  // namespace
+} // namespace
 
 std::string
 ProScanController::error_meaning (int code)
 {
-  static const char *const names[] = {"", "NO STAGE", "NOT IDLE", "NO DRIVE", "STRING PARSE",
-      "COMMAND NOT FOUND", "INVALID SHUTTER", "NO FOCUS", "VALUE OUT OF RANGE", "INVALID WHEEL",
-      "ARG1 OUT OF RANGE", "ARG2 OUT OF RANGE", "ARG3 OUT OF RANGE", "ARG4 OUT OF RANGE",
-      "ARG5 OUT OF RANGE", "ARG6 OUT OF RANGE", "INCORRECT STATE", "WHEEL NOT FITTED",
-      "QUEUE FULL"};
-  if (code > 0 && code < (int) (sizeof names / sizeof names[0]))
+  static const char *const names[] = {"",
+                                      "NO STAGE",
+                                      "NOT IDLE",
+                                      "NO DRIVE",
+                                      "STRING PARSE",
+                                      "COMMAND NOT FOUND",
+                                      "INVALID SHUTTER",
+                                      "NO FOCUS",
+                                      "VALUE OUT OF RANGE",
+                                      "INVALID WHEEL",
+                                      "ARG1 OUT OF RANGE",
+                                      "ARG2 OUT OF RANGE",
+                                      "ARG3 OUT OF RANGE",
+                                      "ARG4 OUT OF RANGE",
+                                      "ARG5 OUT OF RANGE",
+                                      "ARG6 OUT OF RANGE",
+                                      "INCORRECT STATE",
+                                      "WHEEL NOT FITTED",
+                                      "QUEUE FULL"};
+  if (code > 0 && code < (int)(sizeof names / sizeof names[0]))
     return names[code];
   return "see the ProScan error codes";
 }
 
-ProScanController::ProScanController (ControllerConfig config, ProScanOptions options)
+ProScanController::ProScanController (ControllerConfig config,
+                                      ProScanOptions options)
     : MotionController (std::move (config)), options_ (options)
-{
-}
+{}
 
 ProScanController::~ProScanController ()
 {
@@ -72,7 +86,8 @@ ProScanController::ask (const std::string &command)
 {
   send (command + "\r");
   for (;;) {
-    std::string r = wait_line (config ().reply_timeout_ms, "the reply to '" + command + "'");
+    std::string r = wait_line (config ().reply_timeout_ms,
+                               "the reply to '" + command + "'");
     if (r != "R")
       return r;
   }
@@ -83,12 +98,16 @@ ProScanController::handshake ()
 {
   std::string r = ask ("COMP 0");
   if (r != "0")
-    throw Error (ErrorKind::kDevice, who () + " answered '" + r + "' to 'COMP 0' (expected 0): "
-        "is it a Prior ProScan at " + std::to_string (config ().baud) + " baud?");
+    throw Error (ErrorKind::kDevice, who () + " answered '" + r
+                                         + "' to 'COMP 0' (expected 0): "
+                                           "is it a Prior ProScan at "
+                                         + std::to_string (config ().baud)
+                                         + " baud?");
   r = ask ("RES,s");
   if (is_error (r) || std::atof (r.c_str ()) <= 0)
-    throw Error (ErrorKind::kDevice, who () + " reports no stage resolution ('RES,s' → '" + r +
-        "'): is a stage connected?");
+    throw Error (ErrorKind::kDevice,
+                 who () + " reports no stage resolution ('RES,s' → '" + r
+                     + "'): is a stage connected?");
   res_stage_ = std::atof (r.c_str ());
   r = ask ("RES,z");
   has_focus_ = !is_error (r) && std::atof (r.c_str ()) > 0;
@@ -97,7 +116,8 @@ ProScanController::handshake ()
   r = ask ("P");
   double pos[3] = {0, 0, 0};
   if (std::sscanf (r.c_str (), "%lf,%lf,%lf", &pos[0], &pos[1], &pos[2]) < 2)
-    throw Error (ErrorKind::kDevice, who () + " answered '" + r + "' to 'P' (expected x,y,z)");
+    throw Error (ErrorKind::kDevice,
+                 who () + " answered '" + r + "' to 'P' (expected x,y,z)");
   set_position (pos);
   set_problem ("");
 }
@@ -149,19 +169,21 @@ ProScanController::on_line (const std::string &line)
       return;
     Sent s = sent_.front ();
     sent_.pop_front ();
-    refuse (protocol () + " refused '" + s.text + "': " + line + " (" + error_meaning (code) + ")");
+    refuse (protocol () + " refused '" + s.text + "': " + line + " ("
+            + error_meaning (code) + ")");
     if (s.kind == Kind::kMove)
       move_done ();
     return;
   }
   accept_moves ();
   if (sent_.empty ())
-    return;  // unexpected: ignore
+    return; // unexpected: ignore
   Sent s = sent_.front ();
   sent_.pop_front ();
   if (s.kind == Kind::kPosition) {
     double pos[3] = {0, 0, 0};
-    if (std::sscanf (line.c_str (), "%lf,%lf,%lf", &pos[0], &pos[1], &pos[2]) >= 2)
+    if (std::sscanf (line.c_str (), "%lf,%lf,%lf", &pos[0], &pos[1], &pos[2])
+        >= 2)
       set_position (pos);
     else
       fail ("answered '" + line + "' to 'P'");
@@ -180,45 +202,53 @@ ProScanController::on_line (const std::string &line)
 void
 ProScanController::service (int64_t now)
 {
-  const int64_t timeout = (int64_t) config ().reply_timeout_ms * 1000;
+  const int64_t timeout = (int64_t)config ().reply_timeout_ms * 1000;
   for (const auto &s : sent_)
     if (s.kind != Kind::kMove && now - s.at > timeout) {
-      fail ("no reply to '" + s.text + "' within " + std::to_string (config ().reply_timeout_ms) +
-            " ms");
+      fail ("no reply to '" + s.text + "' within "
+            + std::to_string (config ().reply_timeout_ms) + " ms");
       return;
     }
   if (take_stop ()) {
     send_command ("I", Kind::kStop);
     return;
   }
-  bool stop_in_flight = std::any_of (sent_.begin (), sent_.end (),
-      [] (const Sent &s) { return s.kind == Kind::kStop; });
+  bool stop_in_flight
+      = std::any_of (sent_.begin (), sent_.end (),
+                     [] (const Sent &s) { return s.kind == Kind::kStop; });
   if (!stop_in_flight && active_group_ < 0) {
     for (int group : {kGroupXY, kGroupZ}) {
       PendingMove m;
       if (!take_move (group, m))
         continue;
-      double max = group == kGroupXY ? options_.max_speed_um_s : options_.focus_max_speed_um_s;
+      double max = group == kGroupXY ? options_.max_speed_um_s
+                                     : options_.focus_max_speed_um_s;
       double res = group == kGroupXY ? res_stage_ : res_focus_;
-      int pct = (int) std::clamp (std::lround (100.0 * m.speed * res / max), 1L, 100L);
+      int pct = (int)std::clamp (std::lround (100.0 * m.speed * res / max), 1L,
+                                 100L);
       if (pct != last_speed_pct_[group]) {
-        send_command ((group == kGroupXY ? "SMS," : "SMZ,") + std::to_string (pct), Kind::kSetting);
+        send_command ((group == kGroupXY ? "SMS," : "SMZ,")
+                          + std::to_string (pct),
+                      Kind::kSetting);
         last_speed_pct_[group] = pct;
       }
       active_group_ = group;
       active_accepted_ = false;
       set_moving (group, true);
-      send_command (group == kGroupXY ? "G," + fmt_units (m.a) + "," + fmt_units (m.b)
-                                      : "V," + fmt_units (m.a),
-          Kind::kMove, group);
-      send_command ("$", Kind::kStatus);  // resolves the move's acceptance
+      send_command (group == kGroupXY
+                        ? "G," + fmt_units (m.a) + "," + fmt_units (m.b)
+                        : "V," + fmt_units (m.a),
+                    Kind::kMove, group);
+      send_command ("$", Kind::kStatus); // resolves the move's acceptance
       break;
     }
   }
   bool polling = std::any_of (sent_.begin (), sent_.end (), [] (const Sent &s) {
     return s.kind == Kind::kPosition || s.kind == Kind::kStatus;
   });
-  int64_t interval = (int64_t) (active_group_ >= 0 ? config ().poll_ms : config ().idle_poll_ms) * 1000;
+  int64_t interval = (int64_t)(active_group_ >= 0 ? config ().poll_ms
+                                                  : config ().idle_poll_ms)
+                     * 1000;
   if (!polling && now - last_poll_ >= interval) {
     send_command ("P", Kind::kPosition);
     send_command ("$", Kind::kStatus);
@@ -232,4 +262,4 @@ ProScanController::next_wakeup (int64_t now) const
   return now + (active_group_ >= 0 || !sent_.empty () ? 20000 : 100000);
 }
 
-}  // namespace livemicro::hw::serial
+} // namespace livemicro::hw::serial

@@ -25,8 +25,8 @@
 namespace livemicro::hw::serial {
 
 struct ProScanOptions {
-  double max_speed_um_s = 10000.0;        // stage speed at SMS,100
-  double focus_max_speed_um_s = 1000.0;   // focus speed at SMZ,100
+  double max_speed_um_s = 10000.0;      // stage speed at SMS,100
+  double focus_max_speed_um_s = 1000.0; // focus speed at SMZ,100
 };
 
 class ProScanController : public MotionController {
@@ -70,4 +70,4 @@ private:
   int last_speed_pct_[2] = {-1, -1};
 };
 
-}  // namespace livemicro::hw::serial
+} // namespace livemicro::hw::serial

@@ -25,19 +25,24 @@ emulators_dir ()
 
 class Emulator {
 public:
-  Emulator (const std::string &script, const std::vector<std::string> &args = {})
+  Emulator (const std::string &script,
+            const std::vector<std::string> &args = {})
   {
     link_ = dir_.file ("tty" + script.substr (0, script.find ('_')));
-    std::vector<std::string> argv = {"/usr/bin/python3", "-u", emulators_dir () + "/" + script,
-        "--link", link_};
+    std::vector<std::string> argv
+        = {"/usr/bin/python3", "-u", emulators_dir () + "/" + script, "--link",
+           link_};
     argv.insert (argv.end (), args.begin (), args.end ());
     std::vector<const char *> cargv;
     for (auto &a : argv)
       cargv.push_back (a.c_str ());
     cargv.push_back (nullptr);
     GError *error = nullptr;
-    proc_ = g_subprocess_newv (cargv.data (),
-        (GSubprocessFlags) (G_SUBPROCESS_FLAGS_STDIN_PIPE | G_SUBPROCESS_FLAGS_STDOUT_PIPE), &error);
+    proc_ = g_subprocess_newv (
+        cargv.data (),
+        (GSubprocessFlags)(G_SUBPROCESS_FLAGS_STDIN_PIPE
+                           | G_SUBPROCESS_FLAGS_STDOUT_PIPE),
+        &error);
     if (!proc_) {
       failure_ = error->message;
       g_error_free (error);
@@ -66,7 +71,8 @@ public:
       return;
     control ("quit");
     gint64 deadline = g_get_monotonic_time () + 5 * G_USEC_PER_SEC;
-    while (g_subprocess_get_identifier (proc_) && g_get_monotonic_time () < deadline)
+    while (g_subprocess_get_identifier (proc_)
+           && g_get_monotonic_time () < deadline)
       g_usleep (10000);
     if (g_subprocess_get_identifier (proc_))
       g_subprocess_force_exit (proc_);
@@ -83,7 +89,8 @@ public:
   {
     GOutputStream *in = g_subprocess_get_stdin_pipe (proc_);
     std::string line = command + "\n";
-    g_output_stream_write_all (in, line.data (), line.size (), nullptr, nullptr, nullptr);
+    g_output_stream_write_all (in, line.data (), line.size (), nullptr, nullptr,
+                               nullptr);
     g_output_stream_flush (in, nullptr, nullptr);
   }
   // Index of the next event: wait_event/events_since from here on.
@@ -94,11 +101,11 @@ public:
   }
   // Waits for an event starting with `prefix` at or after index `from`.
   bool wait_event (const std::string &prefix, double timeout_s, size_t from = 0,
-      std::string *found = nullptr)
+                   std::string *found = nullptr)
   {
     std::unique_lock<std::mutex> l (mutex_);
-    auto deadline = std::chrono::steady_clock::now () +
-                    std::chrono::milliseconds ((int64_t) (timeout_s * 1000));
+    auto deadline = std::chrono::steady_clock::now ()
+                    + std::chrono::milliseconds ((int64_t)(timeout_s * 1000));
     for (;;) {
       for (size_t i = from; i < events_.size (); i++)
         if (events_[i].rfind (prefix, 0) == 0) {
@@ -113,11 +120,13 @@ public:
   std::vector<std::string> events_since (size_t from)
   {
     std::lock_guard<std::mutex> l (mutex_);
-    return std::vector<std::string> (events_.begin () + (long) std::min (from, events_.size ()),
+    return std::vector<std::string> (
+        events_.begin () + (long)std::min (from, events_.size ()),
         events_.end ());
   }
   // Received commands (RX lines) since `from` that start with `prefix`.
-  std::vector<std::string> received (size_t from, const std::string &prefix = "")
+  std::vector<std::string> received (size_t from,
+                                     const std::string &prefix = "")
   {
     std::vector<std::string> out;
     for (auto &e : events_since (from))
@@ -141,7 +150,7 @@ template <typename Cond>
 bool
 eventually (Cond cond, double timeout_s)
 {
-  gint64 deadline = g_get_monotonic_time () + (gint64) (timeout_s * 1e6);
+  gint64 deadline = g_get_monotonic_time () + (gint64)(timeout_s * 1e6);
   while (!cond ()) {
     if (g_get_monotonic_time () > deadline)
       return false;
@@ -150,4 +159,4 @@ eventually (Cond cond, double timeout_s)
   return true;
 }
 
-}  // namespace livemicro::test
+} // namespace livemicro::test

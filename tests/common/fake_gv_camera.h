@@ -20,7 +20,11 @@ public:
 
   // `pattern` fills each frame (nullptr: Aravis' own ramp); its data
   // argument is the ArvFakeCamera (registers: width, height, …).
-  explicit FakeGvCamera (ArvFakeCameraFillPattern pattern = nullptr) : pattern_ (pattern) { plug (); }
+  explicit FakeGvCamera (ArvFakeCameraFillPattern pattern = nullptr)
+      : pattern_ (pattern)
+  {
+    plug ();
+  }
   ~FakeGvCamera () { unplug (); }
 
   bool plug ()
@@ -34,7 +38,8 @@ public:
       return false;
     }
     if (pattern_)
-      arv_fake_camera_set_fill_pattern (arv_gv_fake_camera_get_fake_camera (gv_), pattern_,
+      arv_fake_camera_set_fill_pattern (
+          arv_gv_fake_camera_get_fake_camera (gv_), pattern_,
           arv_gv_fake_camera_get_fake_camera (gv_));
     return true;
   }
@@ -51,4 +56,4 @@ private:
   ArvFakeCameraFillPattern pattern_;
 };
 
-}  // namespace livemicro::test
+} // namespace livemicro::test

@@ -10,7 +10,8 @@ namespace livemicro::test {
 
 // The Error's message ("(no error)" when nothing was thrown) and its kind.
 inline std::string
-error_of (const std::function<void ()> &fn, livemicro::hw::ErrorKind *kind = nullptr)
+error_of (const std::function<void ()> &fn,
+          livemicro::hw::ErrorKind *kind = nullptr)
 {
   try {
     fn ();
@@ -28,4 +29,4 @@ contains (const std::string &s, const std::string &part)
   return s.find (part) != std::string::npos;
 }
 
-}  // namespace livemicro::test
+} // namespace livemicro::test
