@@ -743,8 +743,17 @@ gst_microscope_src_fill (GstPushSrc *src, GstBuffer *buf)
   bool offline = false;
   std::vector<hw::DeviceStatus> devices;
   {
-    std::lock_guard<std::mutex> lock (p->scope_mutex);
-    if (!p->scope) {
+    /* stop() only runs once this streaming thread has left fill(), so the
+     * microscope outlives the grab; the lock is not held across it, as a
+     * real camera's grab waits for the next exposure and property reads
+     * (the stage position) must not wait with it.  hw calls are
+     * thread-safe. */
+    hw::Microscope *scope;
+    {
+      std::lock_guard<std::mutex> lock (p->scope_mutex);
+      scope = p->scope.get ();
+    }
+    if (!scope) {
       gst_video_frame_unmap (&frame);
       return GST_FLOW_FLUSHING;
     }
@@ -759,7 +768,7 @@ gst_microscope_src_fill (GstPushSrc *src, GstBuffer *buf)
       out = p->rgb;
     }
     try {
-      capture = p->scope->camera ().grab (out);
+      capture = scope->camera ().grab (out);
     } catch (const hw::Error &e) {
       if (e.kind () != hw::ErrorKind::kDevice) {
         gst_video_frame_unmap (&frame);
@@ -776,7 +785,7 @@ gst_microscope_src_fill (GstPushSrc *src, GstBuffer *buf)
       return GST_FLOW_ERROR;
     }
     try {
-      devices = p->scope->devices ();
+      devices = scope->devices ();
     } catch (const std::exception &e) {
       GST_WARNING_OBJECT (self, "device status: %s", e.what ());
     }
