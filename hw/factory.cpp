@@ -2,6 +2,8 @@
 #include <livemicro/hw/microscope.h>
 #include <livemicro/hw/uri.h>
 
+#include "compose/composed_microscope.h"
+#include "serial/controller_parts.h"
 #include "sim/file_slides.h"
 #include "sim/sim_microscope.h"
 #include "sim/synthetic_slide.h"
@@ -77,8 +79,16 @@ open_microscope (const std::string &text)
   MicroscopeUri uri (text);
   if (uri.scheme () == "sim")
     return open_sim (uri);
+  if (uri.scheme () == "compose")
+    return compose::open_composed (uri);
+  if (compose::is_camera_scheme (uri.scheme ()))
+    return compose::open_camera_only (uri);
+  if (serial::is_controller_scheme (uri.scheme ()))
+    throw Error (ErrorKind::kUnsupported, "'" + text + "' is a stage controller, not a "
+        "microscope: a microscope needs a camera, e.g. compose:?camera=aravis://Fake_1&stage=" +
+        text);
   throw Error (ErrorKind::kUnsupported, "unknown microscope URI scheme '" +
-      uri.scheme () + "' in '" + text + "' (supported: sim)");
+      uri.scheme () + "' in '" + text + "' (supported: sim, aravis, v4l2, compose)");
 }
 
 }  // namespace livemicro::hw

@@ -14,7 +14,8 @@ namespace livemicro::hw {
 MicroscopeUri::MicroscopeUri (const std::string &text) : text_ (text)
 {
   g_autoptr (GError) error = nullptr;
-  g_autoptr (GUri) uri = g_uri_parse (text.c_str (), G_URI_FLAGS_NONE, &error);
+  // The query stays encoded until split: a nested URI keeps its own %26.
+  g_autoptr (GUri) uri = g_uri_parse (text.c_str (), G_URI_FLAGS_ENCODED_QUERY, &error);
   if (!uri)
     throw Error (ErrorKind::kUnsupported,
         "'" + text + "' is not a microscope URI (" + error->message +

@@ -36,6 +36,8 @@ packages=(
   # --- hardware
   libaravis-dev               # GenICam cameras (and Aravis' fake camera in tests)
   libusb-1.0-0-dev            # aravis-0.8.pc requires libusb-1.0.pc
+  python3                     # /usr/bin/python3 runs the serial controller emulators (GRBL,
+                              #   ProScan) on pseudo-terminals in the stage tests; stdlib only
   # --- tests
   libgtest-dev                # GoogleTest
   googletest                  # GoogleMock sources/headers

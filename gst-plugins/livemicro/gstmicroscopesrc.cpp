@@ -10,7 +10,18 @@
  * |[
  * gst-launch-1.0 microscopesrc microscope=sim://synthetic objective=20 ! videoconvert ! autovideosink
  * gst-launch-1.0 microscopesrc microscope="sim:///data/CMU-1.svs" num-buffers=10 ! pngenc ! multifilesink location=f%02d.png
+ * gst-launch-1.0 microscopesrc microscope=aravis://Fake_1 ! videoconvert ! autovideosink
  * ]|
+ *
+ * A real camera delivers one frame size (and its own frame rate): the caps
+ * say so once the microscope is open.  When a device of the microscope goes
+ * away while playing (camera unplugged, stage controller gone), the element
+ * posts a warning naming the device and an element message
+ * `microscopesrc, online=(boolean)false, part=…, device=…, problem=…`, and
+ * goes on streaming: a grey "offline" slate while the camera is gone (no
+ * StageMeta, GAP flag), real frames as soon as the backend has reconnected
+ * (then a message with online=true).  The `online` and `offline-reason`
+ * properties tell the same.
  */
 #ifdef HAVE_CONFIG_H
 #include "config.h"
@@ -22,6 +33,7 @@
 #include <livemicro/stagemeta.h>
 
 #include <gst/video/video.h>
+#include <opencv2/imgproc.hpp>
 
 #include <cmath>
 #include <memory>
@@ -46,6 +58,8 @@ static const double kStartFocusSpeedUmPerS = 10000.0;
 
 enum {
   PROP_0,
+  PROP_ONLINE,
+  PROP_OFFLINE_REASON,
   PROP_MICROSCOPE,
   PROP_X_UM,
   PROP_Y_UM,
@@ -72,6 +86,14 @@ struct Private {
   cv::Mat rgb;
   GstVideoInfo rgb_info;
   GstVideoConverter *converter = nullptr;
+  /* what the open microscope's camera delivers */
+  cv::Size min_size {16, 16}, max_size {8192, 8192};
+  bool free_running = false;
+  double camera_fps = 0.0;
+  /* device health, as last posted */
+  std::mutex health_mutex;
+  std::vector<hw::DeviceStatus> devices;
+  std::string offline_reason;  /* empty: online */
 };
 
 }  // namespace
@@ -326,6 +348,15 @@ gst_microscope_src_get_property (GObject *object, guint prop_id,
           "z_min_um", G_TYPE_DOUBLE, l.z.min_um, "z_max_um", G_TYPE_DOUBLE, l.z.max_um, nullptr));
       break;
     }
+    case PROP_ONLINE:
+    case PROP_OFFLINE_REASON: {
+      std::lock_guard<std::mutex> h (p->health_mutex);
+      if (prop_id == PROP_ONLINE)
+        g_value_set_boolean (value, open && p->offline_reason.empty ());
+      else
+        g_value_set_string (value, p->offline_reason.empty () ? nullptr : p->offline_reason.c_str ());
+      break;
+    }
     default:
       G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
       break;
@@ -425,6 +456,15 @@ gst_microscope_src_start (GstBaseSrc *src)
   GST_INFO_OBJECT (self, "opened %s", scope->description ().c_str ());
 
   std::lock_guard<std::mutex> lock (p->scope_mutex);
+  p->min_size = scope->camera ().min_size ();
+  p->max_size = scope->camera ().max_size ();
+  p->free_running = scope->camera ().free_running ();
+  p->camera_fps = scope->camera ().frame_rate ();
+  {
+    std::lock_guard<std::mutex> h (p->health_mutex);
+    p->devices.clear ();
+    p->offline_reason.clear ();
+  }
   p->scope = std::move (scope);
   self->n_frames = 0;
   self->next_running_time = 0;
@@ -458,8 +498,46 @@ gst_microscope_src_fixate (GstBaseSrc *src, GstCaps *caps)
   return GST_BASE_SRC_CLASS (parent_class)->fixate (src, caps);
 }
 
-/* Negotiation with a clear message when downstream wants what no microscope
- * camera produces here (a format, size or rate outside the template). */
+/* Once the microscope is open, its camera's frame sizes (a real camera: one)
+ * and, for a free-running camera, its frame rate. */
+static GstCaps *
+gst_microscope_src_get_caps (GstBaseSrc *src, GstCaps *filter)
+{
+  GstMicroscopeSrc *self = GST_MICROSCOPE_SRC (src);
+  Private *p = self->priv;
+  GstCaps *caps = gst_pad_get_pad_template_caps (GST_BASE_SRC_PAD (src));
+  {
+    std::lock_guard<std::mutex> lock (p->scope_mutex);
+    if (p->scope) {
+      caps = gst_caps_make_writable (caps);
+      for (guint i = 0; i < gst_caps_get_size (caps); i++) {
+        GstStructure *st = gst_caps_get_structure (caps, i);
+        auto range = [&] (const char *field, int lo, int hi) {
+          if (lo == hi)
+            gst_structure_set (st, field, G_TYPE_INT, lo, nullptr);
+          else
+            gst_structure_set (st, field, GST_TYPE_INT_RANGE, lo, hi, nullptr);
+        };
+        range ("width", p->min_size.width, p->max_size.width);
+        range ("height", p->min_size.height, p->max_size.height);
+        if (p->free_running && p->camera_fps > 0) {
+          gint n = 0, d = 1;
+          gst_util_double_to_fraction (p->camera_fps, &n, &d);
+          gst_structure_set (st, "framerate", GST_TYPE_FRACTION, n, d, nullptr);
+        }
+      }
+    }
+  }
+  if (filter) {
+    GstCaps *c = gst_caps_intersect_full (filter, caps, GST_CAPS_INTERSECT_FIRST);
+    gst_caps_unref (caps);
+    caps = c;
+  }
+  return caps;
+}
+
+/* Negotiation with a clear message when downstream wants what this
+ * microscope's camera does not produce (a format, size or rate). */
 static gboolean
 gst_microscope_src_negotiate (GstBaseSrc *src)
 {
@@ -469,12 +547,25 @@ gst_microscope_src_negotiate (GstBaseSrc *src)
   gboolean empty = peer && !gst_caps_can_intersect (ours, peer);
   if (empty) {
     gchar *want = gst_caps_to_string (peer);
+    std::string uri;
+    {
+      std::lock_guard<std::mutex> lock (self->priv->scope_mutex);
+      if (self->priv->scope)
+        uri = self->priv->scope->uri ();
+    }
+    GstStructure *s = gst_caps_get_structure (ours, 0);
+    g_autofree gchar *w = gst_value_serialize (gst_structure_get_value (s, "width"));
+    g_autofree gchar *h = gst_value_serialize (gst_structure_get_value (s, "height"));
+    gchar *size = g_strdup_printf ("%s x %s", w, h);
+    gchar *rate = gst_value_serialize (gst_structure_get_value (s, "framerate"));
     GST_ELEMENT_ERROR (self, CORE, NEGOTIATION,
         ("microscopesrc cannot produce the requested video: downstream "
-         "accepts only %s; the microscope delivers video/x-raw with format "
-         "%s, width and height 16-8192, framerate 1/1-240/1, square pixels",
-            want, VIDEO_FORMATS),
+         "accepts only %s; the microscope %s delivers video/x-raw with format "
+         "%s, size %s, framerate %s, square pixels",
+            want, uri.c_str (), VIDEO_FORMATS, size, rate),
         (nullptr));
+    g_free (size);
+    g_free (rate);
     g_free (want);
   }
   gst_caps_unref (ours);
@@ -631,6 +722,72 @@ wait_for_slot (GstMicroscopeSrc *self, GstClockTime frame_duration)
   return ret == GST_CLOCK_UNSCHEDULED ? GST_FLOW_FLUSHING : GST_FLOW_OK;
 }
 
+/* What viewers see while the camera is gone: never a frozen frame that
+ * could pass for live. */
+static void
+draw_offline_slate (cv::Mat &rgb, const std::string &why)
+{
+  rgb.setTo (cv::Scalar (48, 48, 48));
+  double scale = std::max (0.4, rgb.cols / 900.0);
+  int thick = std::max (1, (int) std::lround (scale * 2));
+  cv::putText (rgb, "MICROSCOPE OFFLINE", cv::Point (rgb.cols / 20, rgb.rows / 3),
+      cv::FONT_HERSHEY_SIMPLEX, 1.6 * scale, cv::Scalar (230, 230, 230), thick, cv::LINE_AA);
+  /* The reason, wrapped at ~70 characters. */
+  int y = rgb.rows / 3 + (int) (60 * scale);
+  for (size_t at = 0; at < why.size () && y < rgb.rows - 10; at += 70) {
+    cv::putText (rgb, why.substr (at, 70), cv::Point (rgb.cols / 20, y), cv::FONT_HERSHEY_SIMPLEX,
+        0.6 * scale, cv::Scalar (200, 200, 200), std::max (1, thick / 2), cv::LINE_AA);
+    y += (int) (30 * scale);
+  }
+}
+
+/* Posts what changed in the devices' health since the last frame: a warning
+ * naming the device when it goes offline (or into an alarm), info when it is
+ * back, a warning for each command it refused, and an element message
+ * "microscopesrc" (online, part, device, problem) on every change. */
+static void
+post_health (GstMicroscopeSrc *self, const std::vector<hw::DeviceStatus> &now)
+{
+  Private *p = self->priv;
+  std::vector<hw::DeviceStatus> before;
+  std::string reason;
+  for (const auto &d : now)
+    if (!d.online)
+      reason += (reason.empty () ? "" : "; ") + d.problem;
+  {
+    std::lock_guard<std::mutex> h (p->health_mutex);
+    before = p->devices;
+    p->devices = now;
+    p->offline_reason = reason;
+  }
+  for (const auto &d : now) {
+    hw::DeviceStatus prev;  /* online, no problem, no refusals */
+    for (const auto &b : before)
+      if (b.device == d.device && b.part == d.part)
+        prev = b;
+    if (d.online != prev.online || d.problem != prev.problem) {
+      if (!d.problem.empty () && d.online)
+        GST_ELEMENT_WARNING (self, RESOURCE, SETTINGS, ("%s", d.problem.c_str ()),
+            ("%s %s", d.part.c_str (), d.device.c_str ()));
+      else if (!d.problem.empty ())
+        GST_ELEMENT_WARNING (self, RESOURCE, NOT_FOUND, ("%s", d.problem.c_str ()),
+            ("%s %s", d.part.c_str (), d.device.c_str ()));
+      else
+        GST_ELEMENT_INFO (self, RESOURCE, NOT_FOUND, ("%s %s is back online", d.part.c_str (),
+            d.device.c_str ()), (nullptr));
+      GstClockTime running = self->next_running_time;
+      GstStructure *st = gst_structure_new ("microscopesrc", "online", G_TYPE_BOOLEAN, d.online,
+          "part", G_TYPE_STRING, d.part.c_str (), "device", G_TYPE_STRING, d.device.c_str (),
+          "problem", G_TYPE_STRING, d.problem.c_str (), "timestamp", G_TYPE_UINT64, running,
+          "stream-time", G_TYPE_UINT64, running, "running-time", G_TYPE_UINT64, running, nullptr);
+      gst_element_post_message (GST_ELEMENT (self), gst_message_new_element (GST_OBJECT (self), st));
+    }
+    if (d.refusals > prev.refusals)
+      GST_ELEMENT_WARNING (self, RESOURCE, SETTINGS, ("%s", d.last_refusal.c_str ()),
+          ("%s %s", d.part.c_str (), d.device.c_str ()));
+  }
+}
+
 static GstFlowReturn
 gst_microscope_src_fill (GstPushSrc *src, GstBuffer *buf)
 {
@@ -640,11 +797,19 @@ gst_microscope_src_fill (GstPushSrc *src, GstBuffer *buf)
   GstClockTime duration = gst_util_uint64_scale_int (GST_SECOND, info->fps_d,
       info->fps_n);
 
-  if (gst_base_src_is_live (GST_BASE_SRC (src))) {
+  gboolean live = gst_base_src_is_live (GST_BASE_SRC (src));
+  /* A real camera paces the stream itself; the clock paces a rendered
+   * (sim) camera and the offline slate. */
+  bool camera_paced;
+  {
+    std::lock_guard<std::mutex> h (p->health_mutex);
+    camera_paced = p->free_running && p->offline_reason.empty ();
+  }
+  if (live && !camera_paced) {
     GstFlowReturn ret = wait_for_slot (self, duration);
     if (ret != GST_FLOW_OK)
       return ret;
-  } else {
+  } else if (!live) {
     self->next_running_time = self->n_frames * duration;
   }
 
@@ -656,29 +821,66 @@ gst_microscope_src_fill (GstPushSrc *src, GstBuffer *buf)
   }
 
   hw::CaptureInfo capture;
+  bool offline = false;
+  std::vector<hw::DeviceStatus> devices;
   {
-    std::lock_guard<std::mutex> lock (p->scope_mutex);
-    if (!p->scope) {
+    /* stop() only runs once this streaming thread has left fill(), so the
+     * microscope outlives the grab; the lock is not held across it, as a
+     * real camera's grab waits for the next exposure and property reads
+     * (the stage position) must not wait with it.  hw calls are
+     * thread-safe. */
+    hw::Microscope *scope;
+    {
+      std::lock_guard<std::mutex> lock (p->scope_mutex);
+      scope = p->scope.get ();
+    }
+    if (!scope) {
       gst_video_frame_unmap (&frame);
       return GST_FLOW_FLUSHING;
     }
+    cv::Mat out;
+    if (!p->converter) {
+      /* RGB: the camera renders straight into the buffer. */
+      out = cv::Mat (info->height, info->width, CV_8UC3,
+          GST_VIDEO_FRAME_PLANE_DATA (&frame, 0),
+          GST_VIDEO_FRAME_PLANE_STRIDE (&frame, 0));
+    } else {
+      p->rgb.create (info->height, info->width, CV_8UC3);
+      out = p->rgb;
+    }
     try {
-      if (!p->converter) {
-        /* RGB: the camera renders straight into the buffer. */
-        cv::Mat out (info->height, info->width, CV_8UC3,
-            GST_VIDEO_FRAME_PLANE_DATA (&frame, 0),
-            GST_VIDEO_FRAME_PLANE_STRIDE (&frame, 0));
-        capture = p->scope->camera ().grab (out);
-      } else {
-        capture = p->scope->camera ().grab (p->rgb);
+      capture = scope->camera ().grab (out);
+    } catch (const hw::Error &e) {
+      if (e.kind () != hw::ErrorKind::kDevice) {
+        gst_video_frame_unmap (&frame);
+        GST_ELEMENT_ERROR (self, RESOURCE, READ, ("camera failed: %s", e.what ()), (nullptr));
+        return GST_FLOW_ERROR;
       }
+      /* The camera is gone: the backend reconnects; meanwhile a slate. */
+      offline = true;
+      draw_offline_slate (out, e.what ());
     } catch (const std::exception &e) {
       gst_video_frame_unmap (&frame);
       GST_ELEMENT_ERROR (self, RESOURCE, READ, ("camera failed: %s", e.what ()),
           (nullptr));
       return GST_FLOW_ERROR;
     }
+    try {
+      devices = scope->devices ();
+    } catch (const std::exception &e) {
+      GST_WARNING_OBJECT (self, "device status: %s", e.what ());
+    }
   }
+  if (live && camera_paced && !offline) {
+    /* Timestamp a camera's frame by when it arrived. */
+    if (GstClock *clock = gst_element_get_clock (GST_ELEMENT (self))) {
+      GstClockTime now = gst_clock_get_time (clock) - gst_element_get_base_time (GST_ELEMENT (self));
+      gst_object_unref (clock);
+      if (self->n_frames == 0 || now > self->next_running_time - duration)
+        self->next_running_time = now;
+    }
+  }
+  post_health (self, devices);
   if (p->converter) {
     GstVideoFrame rgb_frame;
     GstBuffer *wrapped = gst_buffer_new_wrapped_full (GST_MEMORY_FLAG_READONLY,
@@ -693,6 +895,10 @@ gst_microscope_src_fill (GstPushSrc *src, GstBuffer *buf)
   }
   gst_video_frame_unmap (&frame);
 
+  if (offline) {
+    /* No capture: no StageMeta (views that need one fail closed). */
+    GST_BUFFER_FLAG_SET (buf, GST_BUFFER_FLAG_GAP);
+  } else {
   LivemicroStageMeta *meta = livemicro_buffer_add_stage_meta (buf);
   meta->stage_x_um = capture.stage_x_um;
   meta->stage_y_um = capture.stage_y_um;
@@ -704,6 +910,7 @@ gst_microscope_src_fill (GstPushSrc *src, GstBuffer *buf)
   meta->capture_unix_us = capture.capture_unix_us;
   meta->moving = capture.moving;
   meta->frame_number = capture.frame_number;
+  }
 
   GST_BUFFER_PTS (buf) = self->next_running_time;
   GST_BUFFER_DTS (buf) = GST_CLOCK_TIME_NONE;
@@ -789,6 +996,17 @@ gst_microscope_src_class_init (GstMicroscopeSrcClass *klass)
           "What the open microscope is (slide, backend); NULL until started",
           nullptr, ro));
 
+  g_object_class_install_property (gobject_class, PROP_ONLINE,
+      g_param_spec_boolean ("online", "Online",
+          "TRUE while the microscope is open and every device of it (camera, "
+          "stage and focus controllers) answers; FALSE while one is gone (the "
+          "backend reconnects by itself)", FALSE, ro));
+  g_object_class_install_property (gobject_class, PROP_OFFLINE_REASON,
+      g_param_spec_string ("offline-reason", "Offline reason",
+          "Why the microscope is offline, naming the device (e.g. \"GRBL "
+          "controller on /dev/ttyUSB0 is offline: …\"); NULL when online",
+          nullptr, ro));
+
   g_object_class_install_property (gobject_class, PROP_STAGE_SPEED,
       g_param_spec_double ("stage-speed-um-s", "Stage speed (µm/s)",
           "Speed of XY moves; 0 = the microscope's default (sim: 20000, or the URI's "
@@ -830,6 +1048,7 @@ gst_microscope_src_class_init (GstMicroscopeSrcClass *klass)
   basesrc_class->start = gst_microscope_src_start;
   basesrc_class->stop = gst_microscope_src_stop;
   basesrc_class->negotiate = gst_microscope_src_negotiate;
+  basesrc_class->get_caps = gst_microscope_src_get_caps;
   basesrc_class->fixate = gst_microscope_src_fixate;
   basesrc_class->set_caps = gst_microscope_src_set_caps;
   basesrc_class->query = gst_microscope_src_query;

@@ -48,6 +48,20 @@ public:
                          std::to_string (min) + ", " + std::to_string (max) + "]");
     return (int) v;
   }
+  double number (const char *key, double fallback, double min, double max) const
+  {
+    if (!has (key))
+      return fallback;
+    JsonNode *n = json_object_get_member (o_, key);
+    GType t = JSON_NODE_HOLDS_VALUE (n) ? json_node_get_value_type (n) : G_TYPE_INVALID;
+    if (t != G_TYPE_INT64 && t != G_TYPE_DOUBLE)
+      throw ConfigError (where_ + key + ": expected a number");
+    double v = json_node_get_double (n);
+    if (!(v >= min && v <= max))
+      throw ConfigError (where_ + key + ": " + std::to_string (v) + " is outside [" +
+                         std::to_string (min) + ", " + std::to_string (max) + "]");
+    return v;
+  }
   JsonObject *object (const char *key) const
   {
     if (!has (key))
@@ -106,6 +120,35 @@ is_known_role (const std::string &role)
 {
   const auto &r = known_roles ();
   return std::find (r.begin (), r.end (), role) != r.end ();
+}
+
+std::string
+compose_uri (const MicroscopeConfig &m)
+{
+  auto part = [] (const std::string &v) {
+    g_autofree char *e = g_uri_escape_string (v.c_str (), ":/?=,@;", FALSE);
+    return std::string (e);
+  };
+  std::string uri = "compose:?camera=" + part (m.camera);
+  if (!m.stage.empty ())
+    uri += "&stage=" + part (m.stage);
+  if (!m.focus.empty ())
+    uri += "&focus=" + part (m.focus);
+  if (!m.objectives.empty ()) {
+    std::string list;
+    for (const auto &o : m.objectives) {
+      g_autofree char *upp = g_strdup_printf ("%.6g", o.um_per_px);
+      list += (list.empty () ? "" : ",") + std::to_string (o.magnification) + ":" + upp;
+      if (o.numerical_aperture > 0) {
+        g_autofree char *na = g_strdup_printf ("%.4g", o.numerical_aperture);
+        list += std::string (":") + na;
+      }
+    }
+    uri += "&objectives=" + list;
+  }
+  if (m.objective > 0)
+    uri += "&objective=" + std::to_string (m.objective);
+  return uri;
 }
 
 const MicroscopeConfig *
@@ -191,7 +234,8 @@ Config::load (const std::string &path)
   for (guint i = 0; i < json_array_get_length (ms); i++) {
     std::string where = r.where () + "microscopes[" + std::to_string (i) + "].";
     Reader m (object_at (ms, i, where), where);
-    m.only ({"id", "name", "uri", "capture_template"});
+    m.only ({"id", "name", "uri", "capture_template", "camera", "stage", "focus", "objectives",
+        "objective"});
     MicroscopeConfig mc;
     mc.id = m.string ("id");
     if (!valid_id (mc.id))
@@ -200,8 +244,46 @@ Config::load (const std::string &path)
       throw ConfigError (where + "id: '" + mc.id + "' is used twice");
     mc.name = m.string ("name", mc.id);
     mc.uri = m.string ("uri");
-    if (mc.uri.empty ())
-      throw ConfigError (where + "uri: a microscope URI is needed (e.g. sim://synthetic)");
+    mc.camera = m.string ("camera");
+    mc.stage = m.string ("stage");
+    mc.focus = m.string ("focus");
+    bool parts = !mc.camera.empty () || !mc.stage.empty () || !mc.focus.empty () ||
+                 m.has ("objectives") || m.has ("objective");
+    if (!mc.uri.empty () && parts)
+      throw ConfigError (where + "uri: give either uri or camera/stage/focus/objectives, not both");
+    if (parts && mc.camera.empty ())
+      throw ConfigError (where + "camera: a microscope made of parts needs a camera URI "
+                                 "(e.g. aravis://Fake_1 or v4l2:///dev/video0)");
+    if (mc.uri.empty () && !parts)
+      throw ConfigError (where + "uri: a microscope URI is needed (e.g. sim://synthetic), or "
+                                 "camera/stage/focus/objectives");
+    if (JsonArray *os = m.array ("objectives")) {
+      for (guint k = 0; k < json_array_get_length (os); k++) {
+        std::string ow = where + "objectives[" + std::to_string (k) + "].";
+        Reader o (object_at (os, k, ow), ow);
+        o.only ({"magnification", "um_per_px", "numerical_aperture"});
+        ObjectiveConfig oc;
+        oc.magnification = o.integer ("magnification", 0, 1, 1000);
+        if (!o.has ("magnification"))
+          throw ConfigError (ow + "magnification: needed (e.g. 10)");
+        oc.um_per_px = o.number ("um_per_px", 0, 1e-6, 100);
+        if (!o.has ("um_per_px"))
+          throw ConfigError (ow + "um_per_px: needed (µm per camera pixel with this objective)");
+        oc.numerical_aperture = o.number ("numerical_aperture", 0, 0, 1.6);
+        for (const auto &prev : mc.objectives)
+          if (prev.magnification == oc.magnification)
+            throw ConfigError (ow + "magnification: " + std::to_string (oc.magnification) + " is listed twice");
+        mc.objectives.push_back (oc);
+      }
+    }
+    mc.objective = m.integer ("objective", 0, 1, 1000);
+    if (mc.objective && std::none_of (mc.objectives.begin (), mc.objectives.end (),
+                            [&] (const ObjectiveConfig &o) { return o.magnification == mc.objective; }))
+      throw ConfigError (where + "objective: " + std::to_string (mc.objective) + " is not in objectives");
+    if (parts) {
+      mc.uri = compose_uri (mc);
+      mc.capture_template = "capture-camera";  // the camera's own size and rate
+    }
     mc.capture_template = m.string ("capture_template", mc.capture_template);
     if (!valid_id (mc.capture_template))
       throw ConfigError (where + "capture_template: not a template name");

@@ -14,12 +14,27 @@ public:
   using std::runtime_error::runtime_error;
 };
 
+struct ObjectiveConfig {
+  int magnification = 0;
+  double um_per_px = 0;
+  double numerical_aperture = 0;      // 0: not given
+};
+
 struct MicroscopeConfig {
   std::string id;
   std::string name;
-  std::string uri;                    // microscopesrc URI
+  std::string uri;                    // microscopesrc URI (given, or composed from the parts)
   std::string capture_template = "capture";
+  // A microscope composed of parts (instead of "uri"): a camera URI, serial
+  // stage/focus URIs and the objectives; `uri` is then their compose: URI.
+  std::string camera, stage, focus;
+  std::vector<ObjectiveConfig> objectives;
+  int objective = 0;                  // selected at start; 0 = the first
 };
+
+// compose:?camera=…&stage=…&focus=…&objectives=MAG:UM_PER_PX[:NA],…[&objective=MAG]
+// with each part percent-encoded (its '&', '%', '#' and '+').
+std::string compose_uri (const MicroscopeConfig &m);
 
 struct UserConfig {
   std::string name;

@@ -209,6 +209,7 @@ Daemon::start ()
       // The capture runs: build the views.  It counts as online once its
       // first state (with the travel limits) arrives.
       MicroscopeRuntime &m = microscopes_.at (id);
+      m.offline_devices.clear ();  // the element opened every device
       m.last_error.clear ();
       m.state_json = "null";
       for (auto &kv : m.views)
@@ -219,6 +220,7 @@ Daemon::start ()
       if (m.online)
         g_printerr ("livemicrod: microscope '%s' media worker %s; restarting\n", id.c_str (), why.c_str ());
       m.online = false;
+      m.offline_devices.clear ();
       m.views_confirmed.clear ();
       if (m.last_error.empty ())
         m.last_error = "media worker " + why;
@@ -538,7 +540,9 @@ bool
 Daemon::command_microscope (const std::string &id, const std::string &json)
 {
   auto it = microscopes_.find (id);
-  return it != microscopes_.end () && it->second.worker->command (json);
+  // Offline (a device gone, or the worker down): refuse rather than queue
+  // commands that would run whenever the device comes back.
+  return it != microscopes_.end () && it->second.online && it->second.worker->command (json);
 }
 
 void
@@ -548,7 +552,7 @@ Daemon::on_worker_event (MicroscopeRuntime &m, JsonObject *e)
   const std::string &id = m.config.id;
   if (!strcmp (name, "state")) {
     m.state_json = payload_of (e);
-    if (!m.online && json_object_has_member (e, "limits")) {
+    if (!m.online && m.offline_devices.empty () && json_object_has_member (e, "limits")) {
       m.online = true;
       notify (id, "online", "{}");
     }
@@ -589,6 +593,35 @@ Daemon::on_worker_event (MicroscopeRuntime &m, JsonObject *e)
     g_printerr ("livemicrod: microscope '%s': %s: %s\n", id.c_str (),
         json_object_get_string_member_with_default (e, "source", "?"),
         json_object_get_string_member_with_default (e, "message", ""));
+  } else if (!strcmp (name, "device")) {
+    // A device went away or came back; the worker keeps streaming (a slate
+    // while the camera is gone) and the sessions stay.
+    std::string device = json_object_get_string_member_with_default (e, "device", "");
+    std::string problem = json_object_get_string_member_with_default (e, "problem", "");
+    bool device_online = json_object_get_boolean_member_with_default (e, "online", TRUE);
+    if (!device_online)
+      m.offline_devices[device] = problem;
+    else
+      m.offline_devices.erase (device);
+    bool online = m.offline_devices.empty () && m.worker->running ();
+    std::string reason;
+    for (const auto &kv : m.offline_devices)
+      reason += (reason.empty () ? "" : "; ") + kv.second;
+    if (online != m.online || (!online && reason != m.last_error)) {
+      g_printerr ("livemicrod: microscope '%s' is %s%s%s\n", id.c_str (), online ? "online" : "offline",
+          online ? "" : ": ", reason.c_str ());
+      m.online = online;
+      m.last_error = reason;
+      g_autoptr (JsonBuilder) b = json_builder_new ();
+      json_builder_begin_object (b);
+      if (!online) {
+        json_builder_set_member_name (b, "reason");
+        json_builder_add_string_value (b, reason.c_str ());
+      }
+      json_builder_end_object (b);
+      g_autoptr (JsonNode) n = json_builder_get_root (b);
+      notify (id, online ? "online" : "offline", node_to_string (n));
+    }
   } else if (!strcmp (name, "error")) {
     m.last_error = json_object_get_string_member_with_default (e, "message", "error");
     g_printerr ("livemicrod: microscope '%s': %s\n", id.c_str (), m.last_error.c_str ());

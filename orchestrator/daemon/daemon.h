@@ -52,6 +52,9 @@ public:
     std::shared_ptr<FrameRouter> router;  // view id → stream, for the reader thread
     bool online = false;
     std::string last_error;
+    // Devices of the microscope (camera, stage/focus controllers) that its
+    // worker reports gone, with why; the microscope is offline while any is.
+    std::map<std::string, std::string> offline_devices;
     // View branches by key (profile + encoding), each with its sessions.
     std::map<std::string, std::shared_ptr<ViewStream>> views;
     std::map<uint32_t, std::set<std::string>> view_sessions;
@@ -124,7 +127,9 @@ public:
 
   const std::map<std::string, MicroscopeRuntime> &microscopes () const { return microscopes_; }
   const MicroscopeRuntime &microscope_visible_to (const Principal &p, const std::string &id) const;
-  // Sends "set" properties to a microscope's worker (stage commands).
+  // Sends "set" properties to a microscope's worker (stage commands); false
+  // (nothing sent) when the microscope is unknown or offline — a device gone
+  // or the worker down; last_error of its runtime says why.
   bool command_microscope (const std::string &id, const std::string &json);
 
   // Client-side statistics a viewer page reports (frames decoded, latency).

@@ -9,7 +9,7 @@
 //   {"cmd":"set","properties":{"x-um":...}}      (commands the microscope)
 //   {"cmd":"quit"}
 // and receives events (started, state, features, stats, view_added,
-// view_error, warning, error) and frames: each encoded access unit of a view
+// view_error, warning, error, device) and frames: each encoded access unit of a view
 // with the capture time and stage position of the frame it came from.  A
 // crash here takes down this microscope's media only; the daemon restarts it.
 #include "common/encoder_timeline.h"
@@ -611,6 +611,21 @@ on_bus (GstBus *, GstMessage *m, gpointer)
     }
     case GST_MESSAGE_ELEMENT: {
       const GstStructure *s = gst_message_get_structure (m);
+      if (s && gst_structure_has_name (s, "microscopesrc")) {
+        // A device of the microscope went away or came back.
+        gboolean online = TRUE;
+        gst_structure_get_boolean (s, "online", &online);
+        send_event ("device", [&] (JsonBuilder *b) {
+          json_builder_set_member_name (b, "online");
+          json_builder_add_boolean_value (b, online);
+          for (const char *f : {"part", "device", "problem"}) {
+            json_builder_set_member_name (b, f);
+            const char *v = gst_structure_get_string (s, f);
+            json_builder_add_string_value (b, v ? v : "");
+          }
+        });
+        send_state (true);
+      }
       if (s && gst_structure_has_name (s, "tumorfeatures")) {
         double ms;
         if (gst_structure_get_double (s, "analysis_ms", &ms)) {

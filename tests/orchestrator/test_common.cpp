@@ -173,6 +173,35 @@ TEST (Config, ValidFileLoadsAndMistakesNameTheKey)
       std::string::npos);
 }
 
+TEST (Config, AMicroscopeMadeOfPartsBecomesACompositeUri)
+{
+  TempDir dir;
+  std::string path = dir.file ("c.json");
+  std::ofstream (path) << R"({"microscopes": [{"id": "lab", "camera": "aravis://Basler-1?exposure_us=800&gain=2",
+      "stage": "grbl:///dev/ttyUSB0?baud=115200&x_offset_um=2000", "focus": "grbl:///dev/ttyUSB0?baud=115200&x_offset_um=2000",
+      "objectives": [{"magnification": 10, "um_per_px": 0.69}, {"magnification": 40, "um_per_px": 0.17, "numerical_aperture": 0.65}],
+      "objective": 40}, {"id": "sim", "uri": "sim://synthetic"}]})";
+  Config c = Config::load (path);
+  const MicroscopeConfig &m = c.microscopes[0];
+  EXPECT_EQ (m.uri, "compose:?camera=aravis://Basler-1?exposure_us=800%26gain=2"
+                    "&stage=grbl:///dev/ttyUSB0?baud=115200%26x_offset_um=2000"
+                    "&focus=grbl:///dev/ttyUSB0?baud=115200%26x_offset_um=2000"
+                    "&objectives=10:0.69,40:0.17:0.65&objective=40");
+  EXPECT_EQ (m.capture_template, "capture-camera");
+  EXPECT_EQ (c.microscopes[1].capture_template, "capture");
+
+  EXPECT_NE (config_error (R"({"microscopes": [{"id":"a","uri":"sim://synthetic","camera":"aravis://Fake_1"}]})")
+                 .find ("either uri or camera"), std::string::npos);
+  EXPECT_NE (config_error (R"({"microscopes": [{"id":"a","stage":"grbl:///dev/ttyUSB0"}]})").find ("camera: a microscope made of parts needs a camera"),
+      std::string::npos);
+  EXPECT_NE (config_error (R"({"microscopes": [{"id":"a","camera":"aravis://Fake_1","objectives":[{"magnification":10}]}]})")
+                 .find ("objectives[0].um_per_px: needed"), std::string::npos);
+  EXPECT_NE (config_error (R"({"microscopes": [{"id":"a","camera":"aravis://Fake_1","objectives":[{"magnification":10,"um_per_px":"x"}]}]})")
+                 .find ("um_per_px: expected a number"), std::string::npos);
+  EXPECT_NE (config_error (R"({"microscopes": [{"id":"a","camera":"aravis://Fake_1","objective":20,"objectives":[{"magnification":10,"um_per_px":1}]}]})")
+                 .find ("objective: 20 is not in objectives"), std::string::npos);
+}
+
 TEST (Templates, RenderQuotesValuesAndRefusesUnknownPlaceholders)
 {
   TempDir dir;

@@ -5,6 +5,12 @@
 //   sim://synthetic[?seed=N&...]     generated H&E slide with ground truth
 //   sim:///path/to/slide.svs         any slide OpenSlide opens
 //   sim:///path/to/image.png?mpp=X   a plain image through OpenCV
+//   aravis://DEVICE-ID[?...]         a GenICam camera (hw/camera/aravis_camera.h)
+//   v4l2:///dev/videoN[?...]         a V4L2/UVC camera (hw/camera/v4l2_camera.h)
+//   compose:?camera=URI&stage=URI&focus=URI&objectives=MAG:UM_PER_PX,...
+//                                    a microscope made of parts, with serial
+//                                    stage/focus controllers grbl:// and
+//                                    proscan:// (hw/compose/, hw/serial/)
 //
 // Coordinates: stage x/y are micrometres (µm) of the slide point under the
 // optical axis (the centre of the camera frame), measured from the slide's
@@ -108,8 +114,25 @@ public:
   // Sets the frame size for the next grabs; throws kUnsupported.
   virtual void configure (cv::Size size) = 0;
   // Takes one RGB (8 bit, 3 channels) frame into `rgb`, which is (re)allocated
-  // only when its size or type differs.  Throws Error on device faults.
+  // only when its size or type differs.  Throws Error on device faults:
+  // Error(kDevice) while the camera is gone (a real backend reconnects by
+  // itself and grabs again once it is back).
   virtual CaptureInfo grab (cv::Mat &rgb) = 0;
+  // TRUE when the camera exposes at its own rate and grab() waits for the
+  // next frame (a real camera); FALSE when grab() renders on demand (sim).
+  virtual bool free_running () const { return false; }
+  // The camera's frame rate when it is fixed by the device (frames/s), else 0.
+  virtual double frame_rate () const { return 0.0; }
+};
+
+// Health of one device of a microscope (camera, stage or focus controller).
+struct DeviceStatus {
+  std::string part;     // "camera", "stage", "focus"
+  std::string device;   // its URI, e.g. grbl:///dev/ttyUSB0
+  bool online = true;   // connected and answering
+  std::string problem;  // why it is offline, or an alarm; empty when fine
+  uint64_t refusals = 0;      // commands the device refused so far
+  std::string last_refusal;   // the last of them, as a sentence
 };
 
 struct MicroscopeState {
@@ -142,6 +165,8 @@ public:
   virtual MicroscopeState state () const = 0;
   // The position a session starts from (sim: centre of the tissue, in focus).
   virtual void home () = 0;
+  // Health of each real device; empty for a virtual microscope.
+  virtual std::vector<DeviceStatus> devices () const { return {}; }
 };
 
 // Opens a microscope by URI.  Throws Error with a message that names the URI
