@@ -3,12 +3,14 @@
 #endif
 
 #include "gstmicroscopesrc.h"
+#include "gstprivacymask.h"
 
 static gboolean
 plugin_init (GstPlugin *plugin)
 {
   gboolean ret = FALSE;
   ret |= GST_ELEMENT_REGISTER (microscopesrc, plugin);
+  ret |= GST_ELEMENT_REGISTER (privacymask, plugin);
   return ret;
 }
 

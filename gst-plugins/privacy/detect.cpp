@@ -1,0 +1,216 @@
+// Detectors for what a de-identified view must not show.
+#include "livemicro/privacy/detect.h"
+
+#include <opencv2/barcode.hpp>
+#include <opencv2/imgproc.hpp>
+#include <opencv2/objdetect.hpp>
+
+#include <algorithm>
+#include <cmath>
+
+namespace livemicro::privacy {
+
+namespace {
+
+// Working resolution: the longer side of the downscaled copy.
+constexpr int kWorkMaxSide = 960;
+// QR finder patterns are searched at this size (the costliest detector; a
+// smaller symbol is still masked as ink by the text detector) and, when
+// nothing was found, again at the coarse size for very large modules.
+constexpr int kQrMaxSide = 640;
+constexpr int kCoarseMaxSide = 320;
+// Ink: darker than this grey level and (with colour) less chroma than this.
+// Hematoxylin-stained nuclei are as dark but strongly coloured (chroma ≥ 60
+// on the generated slide); printed ink is neutral.
+constexpr int kInkMaxGrey = 110;
+constexpr int kInkMaxGreyLumaOnly = 80;
+constexpr int kInkMaxChroma = 45;
+
+std::vector<cv::Point2d>
+rect_quad (const cv::Rect2d &r)
+{
+  return {r.tl (), {r.x + r.width, r.y}, r.br (), {r.x, r.y + r.height}};
+}
+
+// Scales corners found on a copy downscaled by `s` back to frame pixels and
+// grows the quad by `pad_frac` of its size plus `pad_px` frame pixels.
+std::vector<cv::Point2d>
+to_frame_quad (const std::vector<cv::Point2f> &pts, double s, double pad_frac, double pad_px)
+{
+  double x0 = 1e300, y0 = 1e300, x1 = -1e300, y1 = -1e300;
+  for (const auto &p : pts) {
+    double fx = (p.x + 0.5) / s - 0.5, fy = (p.y + 0.5) / s - 0.5;
+    x0 = std::min (x0, fx);
+    y0 = std::min (y0, fy);
+    x1 = std::max (x1, fx);
+    y1 = std::max (y1, fy);
+  }
+  double pad = pad_frac * std::max (x1 - x0, y1 - y0) + pad_px + 0.5 / s;
+  return rect_quad (cv::Rect2d (x0 - pad, y0 - pad, x1 - x0 + 2 * pad, y1 - y0 + 2 * pad));
+}
+
+bool
+wants (const std::vector<RegionClass> &classes, RegionClass c)
+{
+  return std::find (classes.begin (), classes.end (), c) != classes.end ();
+}
+
+}  // namespace
+
+cv::Rect2d
+Detection::bounds_px () const
+{
+  if (quad_px.empty ())
+    return {};
+  double x0 = quad_px[0].x, y0 = quad_px[0].y, x1 = x0, y1 = y0;
+  for (const auto &p : quad_px) {
+    x0 = std::min (x0, p.x);
+    y0 = std::min (y0, p.y);
+    x1 = std::max (x1, p.x);
+    y1 = std::max (y1, p.y);
+  }
+  return {x0, y0, x1 - x0, y1 - y0};
+}
+
+struct Detector::Impl {
+  cv::QRCodeDetector qr;
+  cv::barcode::BarcodeDetector barcode;
+  cv::Mat work, grey, chroma, ink, grouped, labels, stats, centroids, coarse;
+
+  // Printed text: connected groups of neutral dark strokes (ink), grouped
+  // into words and lines.  A group whose surroundings are bright, neutral
+  // paper is a label as well.
+  void text (double s, bool colour, bool want_text, bool want_label, std::vector<Detection> &out)
+  {
+    if (colour) {
+      cv::Mat ch[3], mx, mn;
+      cv::split (work, ch);
+      cv::max (ch[0], ch[1], mx);
+      cv::max (mx, ch[2], mx);
+      cv::min (ch[0], ch[1], mn);
+      cv::min (mn, ch[2], mn);
+      cv::subtract (mx, mn, chroma);
+      cv::Mat dark = grey < kInkMaxGrey, neutral = chroma < kInkMaxChroma;
+      cv::bitwise_and (dark, neutral, ink);
+    } else {
+      ink = grey < kInkMaxGreyLumaOnly;
+      chroma = cv::Mat::zeros (grey.size (), CV_8U);
+    }
+    // Characters of a word are less than about half a glyph apart.
+    cv::dilate (ink, grouped, cv::getStructuringElement (cv::MORPH_RECT, cv::Size (9, 5)));
+    int n = cv::connectedComponentsWithStats (grouped, labels, stats, centroids, 8, CV_32S);
+    const cv::Rect frame (0, 0, grey.cols, grey.rows);
+    for (int i = 1; i < n; i++) {
+      cv::Rect r (stats.at<int> (i, cv::CC_STAT_LEFT), stats.at<int> (i, cv::CC_STAT_TOP),
+          stats.at<int> (i, cv::CC_STAT_WIDTH), stats.at<int> (i, cv::CC_STAT_HEIGHT));
+      // Undo the dilation.
+      r = cv::Rect (r.x + 4, r.y + 2, std::max (1, r.width - 8), std::max (1, r.height - 4)) & frame;
+      if (r.empty ())
+        continue;
+      int ink_px = cv::countNonZero (ink (r));
+      double density = (double) ink_px / r.area ();
+      // Specks and solid dark areas (a black border, a mask drawn upstream)
+      // are not print.
+      if (ink_px < 10 || std::max (r.width, r.height) < 4 || density > 0.85)
+        continue;
+      cv::Rect2d fr ((r.x) / s - 0.5, (r.y) / s - 0.5, r.width / s, r.height / s);
+      // Anti-aliased glyph edges fall below the ink threshold: grow by half a
+      // line height and two frame pixels.
+      double pad = 0.5 * std::min (fr.width, fr.height) + 2 + 1 / s;
+      fr = cv::Rect2d (fr.x - pad, fr.y - pad, fr.width + 2 * pad, fr.height + 2 * pad);
+      if (want_text)
+        out.push_back ({RegionClass::kText, rect_quad (fr)});
+      if (want_label) {
+        int g = std::max (r.height, 6);
+        cv::Rect ring = cv::Rect (r.x - g, r.y - g, r.width + 2 * g, r.height + 2 * g) & frame;
+        cv::Mat paper = (grey (ring) > 180) & (chroma (ring) < 40);
+        int paper_px = cv::countNonZero (paper);
+        int other = ring.area () - cv::countNonZero (ink (ring));
+        if (other > 0 && paper_px >= 0.6 * other)
+          out.push_back ({RegionClass::kLabel, rect_quad (fr)});
+      }
+    }
+  }
+
+  void qr_codes (double s, std::vector<Detection> &out)
+  {
+    std::vector<cv::Point2f> pts;
+    size_t before = out.size ();
+    const int side = std::max (grey.cols, grey.rows);
+    double q = std::min (1.0, (double) kQrMaxSide / side);
+    if (q < 1.0)
+      cv::resize (grey, coarse, cv::Size (), q, q, cv::INTER_AREA);
+    else
+      coarse = grey;
+    if (qr.detectMulti (coarse, pts))
+      for (size_t i = 0; i + 4 <= pts.size (); i += 4)
+        out.push_back ({RegionClass::kQr,
+            to_frame_quad ({pts.begin () + (long) i, pts.begin () + (long) i + 4}, s * q, 0.1, 2)});
+    if (out.size () > before || side <= kCoarseMaxSide)
+      return;
+    // Large modules: look again on a coarser copy.
+    double c = (double) kCoarseMaxSide / side;
+    cv::resize (grey, coarse, cv::Size (), c, c, cv::INTER_AREA);
+    pts.clear ();
+    if (qr.detectMulti (coarse, pts))
+      for (size_t i = 0; i + 4 <= pts.size (); i += 4)
+        out.push_back ({RegionClass::kQr,
+            to_frame_quad ({pts.begin () + (long) i, pts.begin () + (long) i + 4}, s * c, 0.1, 2)});
+  }
+
+  void barcodes (double s, std::vector<Detection> &out)
+  {
+    std::vector<cv::Point2f> pts;
+    if (barcode.detect (grey, pts))
+      for (size_t i = 0; i + 4 <= pts.size (); i += 4)
+        out.push_back ({RegionClass::kBarcode,
+            to_frame_quad ({pts.begin () + (long) i, pts.begin () + (long) i + 4}, s, 0.15, 2)});
+  }
+};
+
+double
+Detector::work_scale (cv::Size size)
+{
+  return std::min (1.0, (double) kWorkMaxSide / std::max ({size.width, size.height, 1}));
+}
+
+Detector::Detector () : impl_ (std::make_unique<Impl> ()) {}
+Detector::~Detector () = default;
+
+std::vector<Detection>
+Detector::detect (const cv::Mat &frame, const std::vector<RegionClass> &classes, bool colour,
+    double frame_scale)
+{
+  if (inject_fault_)
+    throw cv::Exception (cv::Error::StsError, "injected detector fault (test hook)",
+        "Detector::detect", __FILE__, __LINE__);
+  std::vector<Detection> out;
+  if (classes.empty () || frame.empty ())
+    return out;
+  CV_Assert (frame.depth () == CV_8U && (frame.channels () == 3 || frame.channels () == 1));
+  Impl &d = *impl_;
+  CV_Assert (frame_scale > 0 && frame_scale <= 1);
+  const double own = work_scale (frame.size ());
+  if (own < 1.0)
+    cv::resize (frame, d.work, cv::Size (), own, own, cv::INTER_AREA);
+  else
+    d.work = frame;
+  const double s = own * frame_scale;
+  colour = colour && d.work.channels () == 3;
+  if (d.work.channels () == 3)
+    cv::cvtColor (d.work, d.grey, cv::COLOR_RGB2GRAY);
+  else
+    d.grey = d.work;
+
+  bool want_text = wants (classes, RegionClass::kText);
+  bool want_label = wants (classes, RegionClass::kLabel);
+  if (want_text || want_label)
+    d.text (s, colour, want_text, want_label, out);
+  if (wants (classes, RegionClass::kQr))
+    d.qr_codes (s, out);
+  if (wants (classes, RegionClass::kBarcode))
+    d.barcodes (s, out);
+  return out;
+}
+
+}  // namespace livemicro::privacy
