@@ -14,10 +14,11 @@ namespace {
 
 // Working resolution: the longer side of the downscaled copy.
 constexpr int kWorkMaxSide = 960;
-// QR finder patterns are searched at this size (the costliest detector; a
-// smaller symbol is still masked as ink by the text detector) and, when
-// nothing was found, again at the coarse size for very large modules.
+// QR symbols are searched at these sizes (the costliest detector; a symbol
+// too small for them is still masked as ink by the text detector); the
+// coarse size catches very large modules.
 constexpr int kQrMaxSide = 640;
+constexpr int kQrSingleMaxSide = 480;
 constexpr int kCoarseMaxSide = 320;
 // Ink: darker than this grey level and (with colour) less chroma than this.
 // Hematoxylin-stained nuclei are as dark but strongly coloured (chroma ≥ 60
@@ -132,30 +133,37 @@ struct Detector::Impl {
     }
   }
 
+  // OpenCV 4.6's detectors are sensitive to the module size: detectMulti
+  // at one scale, the single-symbol detector at two smaller ones, united.
   void qr_codes (double s, std::vector<Detection> &out)
   {
-    std::vector<cv::Point2f> pts;
-    size_t before = out.size ();
     const int side = std::max (grey.cols, grey.rows);
-    double q = std::min (1.0, (double) kQrMaxSide / side);
-    if (q < 1.0)
-      cv::resize (grey, coarse, cv::Size (), q, q, cv::INTER_AREA);
-    else
-      coarse = grey;
-    if (qr.detectMulti (coarse, pts))
+    size_t before = out.size ();
+    auto add = [&] (const std::vector<cv::Point2f> &pts, double scale) {
       for (size_t i = 0; i + 4 <= pts.size (); i += 4)
         out.push_back ({RegionClass::kQr,
-            to_frame_quad ({pts.begin () + (long) i, pts.begin () + (long) i + 4}, s * q, 0.1, 2)});
-    if (out.size () > before || side <= kCoarseMaxSide)
-      return;
-    // Large modules: look again on a coarser copy.
-    double c = (double) kCoarseMaxSide / side;
-    cv::resize (grey, coarse, cv::Size (), c, c, cv::INTER_AREA);
-    pts.clear ();
+            to_frame_quad ({pts.begin () + (long) i, pts.begin () + (long) i + 4}, scale, 0.1, 2)});
+    };
+    auto scaled = [&] (int max_side) {
+      double q = std::min (1.0, (double) max_side / side);
+      if (q < 1.0)
+        cv::resize (grey, coarse, cv::Size (), q, q, cv::INTER_AREA);
+      else
+        coarse = grey;
+      return q;
+    };
+    std::vector<cv::Point2f> pts;
+    double q = scaled (kQrMaxSide);
     if (qr.detectMulti (coarse, pts))
-      for (size_t i = 0; i + 4 <= pts.size (); i += 4)
-        out.push_back ({RegionClass::kQr,
-            to_frame_quad ({pts.begin () + (long) i, pts.begin () + (long) i + 4}, s * c, 0.1, 2)});
+      add (pts, s * q);
+    for (int max_side : {kQrSingleMaxSide, kCoarseMaxSide}) {
+      if (max_side == kCoarseMaxSide && out.size () > before)
+        break;
+      q = scaled (max_side);
+      pts.clear ();
+      if (qr.detect (coarse, pts) && pts.size () == 4)
+        add (pts, s * q);
+    }
   }
 
   void barcodes (double s, std::vector<Detection> &out)
@@ -164,7 +172,7 @@ struct Detector::Impl {
     if (barcode.detect (grey, pts))
       for (size_t i = 0; i + 4 <= pts.size (); i += 4)
         out.push_back ({RegionClass::kBarcode,
-            to_frame_quad ({pts.begin () + (long) i, pts.begin () + (long) i + 4}, s, 0.15, 2)});
+            to_frame_quad ({pts.begin () + (long) i, pts.begin () + (long) i + 4}, s, 0.3, 2)});
   }
 };
 

@@ -414,8 +414,13 @@ parse_region (const Reader &r, JsonObject *o, const std::string &field)
       region.polygon_um.emplace_back (r.number (json_array_get_element (xy, 0), pl, pf + "[0]"),
           r.number (json_array_get_element (xy, 1), pl, pf + "[1]"));
     }
-    cv::Rect2d b = region.bounds_um ();
-    if (b.width <= 0 || b.height <= 0)
+    double area2 = 0;  // shoelace
+    for (size_t i = 0; i < region.polygon_um.size (); i++) {
+      const cv::Point2d &a = region.polygon_um[i];
+      const cv::Point2d &b = region.polygon_um[(i + 1) % region.polygon_um.size ()];
+      area2 += a.x * b.y - b.x * a.y;
+    }
+    if (std::abs (area2) <= 1e-9)
       r.fail (line, f, "the polygon has no area (all points on a line)");
   }
   return region;
