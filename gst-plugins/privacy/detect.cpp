@@ -50,6 +50,26 @@ to_frame_quad (const std::vector<cv::Point2f> &pts, double s, double pad_frac, d
   return rect_quad (cv::Rect2d (x0 - pad, y0 - pad, x1 - x0 + 2 * pad, y1 - y0 + 2 * pad));
 }
 
+// A printed code is dark modules on a light ground: strong contrast and a
+// fair share of dark pixels.  The QR finder-pattern search also fires on
+// paper grain, vignetting and glass edges, which have neither.
+bool
+looks_printed (const cv::Mat &grey, const std::vector<cv::Point2f> &quad, double scale)
+{
+  std::vector<cv::Point> pts;
+  for (const auto &p : quad)
+    pts.emplace_back ((int) std::lround (p.x / scale), (int) std::lround (p.y / scale));
+  cv::Rect r = cv::boundingRect (pts) & cv::Rect (0, 0, grey.cols, grey.rows);
+  if (r.width < 4 || r.height < 4)
+    return false;
+  double lo, hi;
+  cv::minMaxLoc (grey (r), &lo, &hi);
+  if (hi - lo < 80)
+    return false;
+  double dark = (double) cv::countNonZero (grey (r) < (lo + hi) / 2) / r.area ();
+  return dark > 0.15 && dark < 0.85;
+}
+
 bool
 wants (const std::vector<RegionClass> &classes, RegionClass c)
 {
@@ -140,9 +160,11 @@ struct Detector::Impl {
     const int side = std::max (grey.cols, grey.rows);
     size_t before = out.size ();
     auto add = [&] (const std::vector<cv::Point2f> &pts, double scale) {
-      for (size_t i = 0; i + 4 <= pts.size (); i += 4)
-        out.push_back ({RegionClass::kQr,
-            to_frame_quad ({pts.begin () + (long) i, pts.begin () + (long) i + 4}, scale, 0.1, 2)});
+      for (size_t i = 0; i + 4 <= pts.size (); i += 4) {
+        std::vector<cv::Point2f> quad (pts.begin () + (long) i, pts.begin () + (long) i + 4);
+        if (looks_printed (grey, quad, scale / s))
+          out.push_back ({RegionClass::kQr, to_frame_quad (quad, scale, 0.1, 2)});
+      }
     };
     auto scaled = [&] (int max_side) {
       double q = std::min (1.0, (double) max_side / side);
@@ -170,9 +192,11 @@ struct Detector::Impl {
   {
     std::vector<cv::Point2f> pts;
     if (barcode.detect (grey, pts))
-      for (size_t i = 0; i + 4 <= pts.size (); i += 4)
-        out.push_back ({RegionClass::kBarcode,
-            to_frame_quad ({pts.begin () + (long) i, pts.begin () + (long) i + 4}, s, 0.3, 2)});
+      for (size_t i = 0; i + 4 <= pts.size (); i += 4) {
+        std::vector<cv::Point2f> quad (pts.begin () + (long) i, pts.begin () + (long) i + 4);
+        if (looks_printed (grey, quad, 1.0))
+          out.push_back ({RegionClass::kBarcode, to_frame_quad (quad, s, 0.3, 2)});
+      }
   }
 };
 
