@@ -135,9 +135,10 @@ struct Detector::Impl {
       if (ink_px < 10 || std::max (r.width, r.height) < 4 || density > 0.85)
         continue;
       cv::Rect2d fr ((r.x) / s - 0.5, (r.y) / s - 0.5, r.width / s, r.height / s);
-      // Anti-aliased glyph edges fall below the ink threshold: grow by half a
-      // line height and two frame pixels.
-      double pad = 0.5 * std::min (fr.width, fr.height) + 2 + 1 / s;
+      // Anti-aliased glyph edges and faint strokes fall below the ink
+      // threshold: grow by a quarter of a line height (at most 24 working
+      // pixels, for large blocks such as a code) and two frame pixels.
+      double pad = std::min (0.25 * std::min (fr.width, fr.height), 24 / s) + 2 + 1 / s;
       fr = cv::Rect2d (fr.x - pad, fr.y - pad, fr.width + 2 * pad, fr.height + 2 * pad);
       if (want_text)
         out.push_back ({RegionClass::kText, rect_quad (fr)});
