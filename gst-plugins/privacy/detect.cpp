@@ -81,16 +81,7 @@ wants (const std::vector<RegionClass> &classes, RegionClass c)
 cv::Rect2d
 Detection::bounds_px () const
 {
-  if (quad_px.empty ())
-    return {};
-  double x0 = quad_px[0].x, y0 = quad_px[0].y, x1 = x0, y1 = y0;
-  for (const auto &p : quad_px) {
-    x0 = std::min (x0, p.x);
-    y0 = std::min (y0, p.y);
-    x1 = std::max (x1, p.x);
-    y1 = std::max (y1, p.y);
-  }
-  return {x0, y0, x1 - x0, y1 - y0};
+  return bounding_box (quad_px);
 }
 
 struct Detector::Impl {

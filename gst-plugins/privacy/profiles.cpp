@@ -70,18 +70,24 @@ stage_meta_policy_name (StageMetaPolicy p)
 }
 
 cv::Rect2d
-SlideRegion::bounds_um () const
+bounding_box (const std::vector<cv::Point2d> &points)
 {
-  if (polygon_um.empty ())
+  if (points.empty ())
     return {};
-  double x0 = polygon_um[0].x, x1 = x0, y0 = polygon_um[0].y, y1 = y0;
-  for (const auto &p : polygon_um) {
+  double x0 = points[0].x, x1 = x0, y0 = points[0].y, y1 = y0;
+  for (const auto &p : points) {
     x0 = std::min (x0, p.x);
     x1 = std::max (x1, p.x);
     y0 = std::min (y0, p.y);
     y1 = std::max (y1, p.y);
   }
   return {x0, y0, x1 - x0, y1 - y0};
+}
+
+cv::Rect2d
+SlideRegion::bounds_um () const
+{
+  return bounding_box (polygon_um);
 }
 
 bool

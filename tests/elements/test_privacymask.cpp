@@ -170,6 +170,19 @@ protected:
   std::unique_ptr<Bus> bus_;
 };
 
+// The StageMeta geometry of a kW x kH capture.
+LivemicroStageMeta
+geometry_of (const hw::CaptureInfo &info)
+{
+  LivemicroStageMeta m {};
+  m.stage_x_um = info.stage_x_um;
+  m.stage_y_um = info.stage_y_um;
+  m.um_per_px = info.um_per_px;
+  m.frame_width = kW;
+  m.frame_height = kH;
+  return m;
+}
+
 struct Scope {
   std::unique_ptr<hw::Microscope> m;
   explicit Scope (cv::Size size = {kW, kH})
@@ -445,13 +458,7 @@ TEST_F (PrivacyMask, OwnerSeesTheFrameAsCapturedAndConsultantsSeeTissueText)
   // ... and the label masked.
   cv::Mat label = scope.at (10, 19900, 9000, info);
   out = push_pull (make_buffer (label, &info));
-  LivemicroStageMeta m {};
-  m.stage_x_um = info.stage_x_um;
-  m.stage_y_um = info.stage_y_um;
-  m.um_per_px = info.um_per_px;
-  m.frame_width = kW;
-  m.frame_height = kH;
-  cv::Rect in = touching (m, cv::Rect2d (0, 0, 20000, 25000));
+  cv::Rect in = touching (geometry_of (info), cv::Rect2d (0, 0, 20000, 25000));
   ASSERT_GT (in.area (), kW * kH / 3);
   EXPECT_EQ (black_pixels (out, in), in.area ());
 }
@@ -770,13 +777,7 @@ TEST_F (PrivacyMask, SwitchingProfilesWhilePlayingNeverUnmasksTheLabel)
     cv::Mat f = scope.at (10, 19800 + 5 * k, 9000, info);  // crossing the label edge
     g_object_set (mask (), "profile", k % 2 ? "guest" : "trainee", nullptr);
     cv::Mat out = push_pull (make_buffer (f, &info));
-    LivemicroStageMeta m {};
-    m.stage_x_um = info.stage_x_um;
-    m.stage_y_um = info.stage_y_um;
-    m.um_per_px = info.um_per_px;
-    m.frame_width = kW;
-    m.frame_height = kH;
-    cv::Rect in = touching (m, cv::Rect2d (0, 0, 20000, 25000));
+    cv::Rect in = touching (geometry_of (info), cv::Rect2d (0, 0, 20000, 25000));
     ASSERT_EQ (black_pixels (out, in), in.area ()) << "frame " << k;
   }
   gst_harness_stress_thread_stop (t);

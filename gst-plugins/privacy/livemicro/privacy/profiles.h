@@ -31,6 +31,9 @@ const char *region_class_name (RegionClass c);
 std::optional<RegionClass> region_class_from_name (const std::string &name);
 const std::vector<RegionClass> &all_region_classes ();
 
+// Axis-aligned bounds of a polygon (empty for no points).
+cv::Rect2d bounding_box (const std::vector<cv::Point2d> &points);
+
 // A configured region: a polygon in slide µm (a rectangle is 4 points).
 struct SlideRegion {
   std::string name;
