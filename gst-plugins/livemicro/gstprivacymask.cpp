@@ -342,6 +342,10 @@ gst_privacy_mask_stop (GstBaseTransform *trans)
 {
   GstPrivacyMask *self = GST_PRIVACY_MASK (trans);
   Private *p = self->priv;
+  {
+    std::lock_guard<std::mutex> lock (p->memory_mutex);
+    p->memory.clear ();
+  }
   std::lock_guard<std::mutex> lock (p->config_mutex);
   p->started = false;
   p->mask.release ();
@@ -817,10 +821,18 @@ gst_privacy_mask_transform_frame_ip (GstVideoFilter *filter, GstVideoFrame *fram
   } else {
     p->last_blank_reason.clear ();
   }
-  if (st.profile)
+  if (st.profile) {
     apply_stage_policy (frame->buffer, st.profile->stage_meta);
-  else
+  } else {
+    /* No profile: nothing of the buffer's metadata may pass either. */
+    static const privacy::Profile strip_all = [] {
+      privacy::Profile s;
+      s.strip_metas = {"*"};
+      return s;
+    }();
+    strip_metas (frame->buffer, strip_all);
     apply_stage_policy (frame->buffer, privacy::StageMetaPolicy::kRemove);
+  }
   p->frames++;
   return GST_FLOW_OK;
 }

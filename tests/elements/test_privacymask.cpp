@@ -245,6 +245,7 @@ TEST (PrivacyMaskLeak, GuestViewNeverShowsOnePixelOfTheLabelOver2000MovingFrames
     // with an objective change in the middle of one move.
     int leg = 0;
     long obj_frames = 0;
+    double prev_x = 0, prev_y = 0, prev_upp = 0;
     auto jitter = [&] () { return ((int) (rng () % 200) - 100) / 100.0; };
     while (obj_frames < 520) {
       GstSample *s = gst_app_sink_try_pull_sample (GST_APP_SINK (sink), 10 * GST_SECOND);
@@ -262,9 +263,15 @@ TEST (PrivacyMaskLeak, GuestViewNeverShowsOnePixelOfTheLabelOver2000MovingFrames
         label_frames++;
         if (in_label.area () < kW * kH) {
           partial_frames++;
-          // Beyond the label, its margin and the motion margin, tissue or
-          // glass shows: the mask is not a blanket.
-          int right = std::min (kW, in_label.br ().x + 40);
+          // Beyond the label, its margin (2 px) and the motion margin (the
+          // travel since the previous frame), tissue or glass shows: the
+          // mask is not a blanket.
+          double travel = 0;
+          if (m->moving)
+            travel = prev_upp == m->um_per_px
+                         ? std::hypot (m->stage_x_um - prev_x, m->stage_y_um - prev_y) / m->um_per_px
+                         : 64;
+          int right = std::min (kW, in_label.br ().x + 2 + (int) std::ceil (travel) + 8);
           if (right < kW) {
             eligible_outside++;
             if (black_pixels (rgb, cv::Rect (right, 0, kW - right, kH)) < (kW - right) * kH / 10)
@@ -272,6 +279,9 @@ TEST (PrivacyMaskLeak, GuestViewNeverShowsOnePixelOfTheLabelOver2000MovingFrames
           }
         }
       }
+      prev_x = m->stage_x_um;
+      prev_y = m->stage_y_um;
+      prev_upp = m->um_per_px;
       if (m->moving)
         moving_frames++;
       per_objective[m->objective]++;
