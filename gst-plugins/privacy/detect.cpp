@@ -20,12 +20,17 @@ constexpr int kWorkMaxSide = 960;
 constexpr int kQrMaxSide = 640;
 constexpr int kQrSingleMaxSide = 480;
 constexpr int kCoarseMaxSide = 320;
-// Ink: darker than this grey level and (with colour) less chroma than this.
-// Hematoxylin-stained nuclei are as dark but strongly coloured (chroma ≥ 60
-// on the generated slide); printed ink is neutral.
-constexpr int kInkMaxGrey = 110;
+// Ink: darker than this grey level and (with colour) less chroma
+// (max − min channel) than this.  Hematoxylin-stained nuclei can be as dark
+// but are coloured (chroma ≥ 60 on the generated slide, mostly 30–45 for the
+// darkest nuclei of real H&E tiles); printed ink is neutral.  Nuclei that
+// pass are then told from print by their shape (keep_print).
+constexpr int kInkMaxGrey = 90;
 constexpr int kInkMaxGreyLumaOnly = 80;
-constexpr int kInkMaxChroma = 45;
+constexpr int kInkMaxChroma = 30;
+// Solid ink blobs this black and neutral (mean) are print whatever their shape.
+constexpr double kSolidInkMaxGrey = 55;
+constexpr double kSolidInkMaxChroma = (double) 12;
 
 std::vector<cv::Point2d>
 rect_quad (const cv::Rect2d &r)
@@ -67,7 +72,10 @@ looks_printed (const cv::Mat &grey, const std::vector<cv::Point2f> &quad, double
   if (hi - lo < 80)
     return false;
   double dark = (double) cv::countNonZero (grey (r) < (lo + hi) / 2) / r.area ();
-  return dark > 0.15 && dark < 0.85;
+  // Print is two-tone; tissue is continuous-tone.
+  const double q = (hi - lo) / 4;
+  double mid = (double) cv::countNonZero ((grey (r) > lo + q) & (grey (r) < hi - q)) / r.area ();
+  return dark > 0.15 && dark < 0.85 && mid < 0.35;
 }
 
 bool
@@ -87,7 +95,49 @@ Detection::bounds_px () const
 struct Detector::Impl {
   cv::QRCodeDetector qr;
   cv::barcode::BarcodeDetector barcode;
-  cv::Mat work, grey, chroma, ink, grouped, labels, stats, centroids, coarse;
+  cv::Mat work, grey, chroma, ink, grouped, labels, stats, centroids, coarse, dist, blobs,
+      blob_stats;
+
+  // Print is made of strokes much thinner than the glyph is tall; a
+  // nucleus is a filled blob (its widest inscribed disc is about as wide as
+  // the blob).  Keeps the ink components whose stroke width (twice the
+  // largest distance to the background) is at most 40 % of their larger
+  // side, those too small to judge (≤ 3 px strokes), and solid ones that are
+  // as black and neutral as printer's ink (QR modules, bold glyphs seen up
+  // close), which stained tissue never is.
+  void keep_print ()
+  {
+    cv::distanceTransform (ink, dist, cv::DIST_L2, 3);
+    int n = cv::connectedComponentsWithStats (ink, blobs, blob_stats, centroids, 8, CV_32S);
+    std::vector<float> widest (n, 0.f);
+    std::vector<double> grey_sum (n, 0), chroma_sum (n, 0);
+    for (int j = 0; j < ink.rows; j++) {
+      const int *l = blobs.ptr<int> (j);
+      const float *d = dist.ptr<float> (j);
+      const uchar *g = grey.ptr<uchar> (j), *c = chroma.ptr<uchar> (j);
+      for (int i = 0; i < ink.cols; i++)
+        if (l[i] > 0) {
+          widest[l[i]] = std::max (widest[l[i]], d[i]);
+          grey_sum[l[i]] += g[i];
+          chroma_sum[l[i]] += c[i];
+        }
+    }
+    std::vector<uchar> keep (n, 0);
+    for (int k = 1; k < n; k++) {
+      int side = std::max (blob_stats.at<int> (k, cv::CC_STAT_WIDTH),
+          blob_stats.at<int> (k, cv::CC_STAT_HEIGHT));
+      double area = blob_stats.at<int> (k, cv::CC_STAT_AREA);
+      float stroke = 2 * widest[k];
+      bool black = grey_sum[k] / area < kSolidInkMaxGrey && chroma_sum[k] / area < kSolidInkMaxChroma;
+      keep[k] = stroke <= 3.0f || stroke <= 0.4f * side || black;
+    }
+    for (int j = 0; j < ink.rows; j++) {
+      const int *l = blobs.ptr<int> (j);
+      uchar *m = ink.ptr<uchar> (j);
+      for (int i = 0; i < ink.cols; i++)
+        m[i] = l[i] > 0 && keep[l[i]] ? 255 : 0;
+    }
+  }
 
   // Printed text: connected groups of neutral dark strokes (ink), grouped
   // into words and lines.  A group whose surroundings are bright, neutral
@@ -108,6 +158,7 @@ struct Detector::Impl {
       ink = grey < kInkMaxGreyLumaOnly;
       chroma = cv::Mat::zeros (grey.size (), CV_8U);
     }
+    keep_print ();
     // Characters of a word are less than about half a glyph apart.
     cv::dilate (ink, grouped, cv::getStructuringElement (cv::MORPH_RECT, cv::Size (9, 5)));
     int n = cv::connectedComponentsWithStats (grouped, labels, stats, centroids, 8, CV_32S);

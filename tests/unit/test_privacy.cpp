@@ -10,6 +10,7 @@
 #include <livemicro/privacy/profiles.h>
 
 #include <gtest/gtest.h>
+#include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 #include <opencv2/objdetect.hpp>
 
@@ -386,6 +387,22 @@ TEST (Detect, TissueFramesAreNotMistakenForText)
       EXPECT_LT (area, 0.02 * 640 * 480) << obj << "x at x=" << x << ": " << found.size ()
                                           << " false detections";
     }
+}
+
+TEST (Detect, RealHistologyTilesAreNotMistakenForPrint)
+{
+  LIVEMICRO_REQUIRE_TESTDATA (dir);
+  Detector d;
+  for (const char *tile : {"monuseg/TCGA-B0-5710-01Z-00-DX1.png", "tiles/torchstain_target.png",
+           "tiles/torchstain_source.png", "tiles/stardist_histo.jpg", "tiles/skimage_ihc.png"}) {
+    cv::Mat bgr = cv::imread (dir + "/" + tile, cv::IMREAD_COLOR), rgb;
+    ASSERT_FALSE (bgr.empty ()) << tile;
+    cv::cvtColor (bgr, rgb, cv::COLOR_BGR2RGB);
+    cv::Mat m = cv::Mat::zeros (rgb.size (), CV_8U);
+    for (const auto &det : d.detect (rgb, all_region_classes ()))
+      cv::rectangle (m, det.bounds_px (), cv::Scalar (255), cv::FILLED);
+    EXPECT_LT (cv::countNonZero (m), 0.02 * m.total ()) << tile << ": masked as print";
+  }
 }
 
 TEST (Detect, PrintedLabelLinesAreFoundAsLabelAndText)
