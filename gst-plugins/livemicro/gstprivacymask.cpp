@@ -554,6 +554,8 @@ detection_image (GstVideoFrame *frame, cv::Mat &work, cv::Mat &out, bool &colour
 static void
 apply_to_frame (GstVideoFrame *frame, Private *p, const cv::Rect &roi, privacy::MaskMethod method)
 {
+  if (roi.empty ())
+    return;
   GstVideoFormat f = GST_VIDEO_FRAME_FORMAT (frame);
   cv::Mat y = plane (frame, 0);
   privacy::apply_mask (y, p->mask, roi, method, fill_value (f, 0), kBlockPx);

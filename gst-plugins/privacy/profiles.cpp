@@ -437,7 +437,8 @@ parse_profile (const Reader &r, JsonObject *o, const std::string &field,
     const std::vector<SlideRegion> &regions)
 {
   r.only (o, field, {"name", "description", "regions", "detect", "strip_metas", "stage_meta",
-                        "strip_tags", "keep_tags", "may_control", "overlays", "comment"});
+                        "strip_tags", "keep_tags", "may_control", "overlays", "extensions",
+                        "comment"});
   Profile p;
   p.name = r.string (o, field, "name", true);
   for (char ch : p.name)
@@ -481,6 +482,12 @@ parse_profile (const Reader &r, JsonObject *o, const std::string &field,
   p.keep_tags = r.strings (o, pf, "keep_tags", false);
   p.may_control = r.boolean (o, pf, "may_control", false);
   p.overlays = r.strings (o, pf, "overlays", false);
+  if (JsonNode *ext = json_object_get_member (o, "extensions")) {
+    if (!JSON_NODE_HOLDS_OBJECT (ext))
+      r.fail (r.lines ().member (o, "extensions"), pf + ".extensions", "must be a JSON object");
+    g_autofree gchar *text = json_to_string (ext, FALSE);
+    p.extensions_json = text;
+  }
   return p;
 }
 

@@ -860,6 +860,32 @@ TEST (PrivacyMaskConfig, BadConfigurationIsAnErrorAtStartNamingTheProblem)
   EXPECT_EQ (start_error ("profile=guest profiles-location=" LIVEMICRO_SOURCE_DIR "/pipelines/profiles.json"), "");
 }
 
+TEST (PrivacyMaskConfig, GstLaunchExitsNonZeroWithTheMessage)
+{
+  struct {
+    const char *pipeline;
+    const char *expected;
+  } cases[] = {
+      {"videotestsrc num-buffers=1 ! privacymask profile=visitor ! fakesink", "unknown profile 'visitor'"},
+      {"videotestsrc num-buffers=1 ! privacymask fail-closed=false ! fakesink", "fail-closed=false"},
+      {"videotestsrc num-buffers=1 ! privacymask profiles-location=/no/such/profiles.json ! fakesink",
+          "/no/such/profiles.json"},
+  };
+  for (const auto &c : cases) {
+    g_autofree char *cmd = g_strdup_printf ("gst-launch-1.0 -q %s", c.pipeline);
+    g_autofree char *out = nullptr;
+    g_autofree char *err = nullptr;
+    int status = 0;
+    g_autoptr (GError) error = nullptr;
+    ASSERT_TRUE (g_spawn_command_line_sync (cmd, &out, &err, &status, &error))
+        << (error ? error->message : "");
+    EXPECT_FALSE (g_spawn_check_wait_status (status, nullptr)) << cmd;
+    std::string text = std::string (out ? out : "") + (err ? err : "");
+    EXPECT_NE (text.find (c.expected), std::string::npos) << cmd << " printed: " << text;
+    EXPECT_EQ (text.find ("CRITICAL"), std::string::npos) << text;
+  }
+}
+
 TEST_F (PrivacyMask, RefusedChangesWhilePlayingWarnAndChangeNothing)
 {
   harness ("profile=guest");

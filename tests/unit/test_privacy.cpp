@@ -101,7 +101,8 @@ TEST (Profiles, PolygonsRectanglesAndWildcardsParse)
     "profiles": [
       {"name": "reviewer", "regions": ["b"], "detect": ["qr", "qr"],
        "strip_metas": ["LivemicroFeaturesMetaAPI"], "stage_meta": "remove",
-       "strip_tags": ["title"], "may_control": true, "overlays": ["analysis"]}
+       "strip_tags": ["title"], "may_control": true, "overlays": ["analysis"],
+       "extensions": {"encoding": {"max_width": 1280}}}
     ]})");
   ASSERT_EQ (s.regions.size (), 2u);
   EXPECT_EQ (s.regions[0].polygon_um.size (), 3u);
@@ -116,6 +117,8 @@ TEST (Profiles, PolygonsRectanglesAndWildcardsParse)
   EXPECT_TRUE (p.strips_tag ("title"));
   EXPECT_FALSE (p.strips_tag ("comment"));
   EXPECT_TRUE (p.may_control);
+  EXPECT_EQ (p.extensions_json, R"({"encoding":{"max_width":1280}})");
+  EXPECT_TRUE (builtin_profiles ().find ("guest")->extensions_json.empty ());
 }
 
 struct BadFile {
@@ -172,6 +175,8 @@ INSTANTIATE_TEST_SUITE_P (Errors, ProfilesBadInput,
                  " \"polygon_um\": [[0, 0], [1, 0], [0, 1]]}],"
                  " \"profiles\": [{\"name\": \"g\", \"regions\": [], \"detect\": []}]}",
             {"regions[0]", "exactly one of"}},
+        BadFile {"{\"profiles\": [{\"name\": \"g\", \"regions\": [], \"detect\": [], \"extensions\": 3}]}",
+            {"profiles.g.extensions", "JSON object"}},
         BadFile {"{\"version\": 2, \"profiles\": [{\"name\": \"g\", \"regions\": [], \"detect\": []}]}",
             {"version", "must be 1"}}));
 

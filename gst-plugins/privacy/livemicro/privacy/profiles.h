@@ -72,6 +72,10 @@ struct Profile {
   // which overlays may be drawn in this view ("analysis", "pointers", ...).
   bool may_control = false;
   std::vector<std::string> overlays;
+  // Fields for other components (e.g. livemicrod's encoding limits), kept
+  // uninterpreted: the JSON text of the profile's "extensions" object, or
+  // "" when absent.  privacymask ignores it.
+  std::string extensions_json;
 
   // True when the profile masks anything (configured regions or detection):
   // then every frame needs a StageMeta, else it is blanked.
