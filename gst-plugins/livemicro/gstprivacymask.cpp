@@ -637,7 +637,8 @@ same_view (const privacy::FrameGeometry &a, const privacy::FrameGeometry &b, dou
 }
 
 /* Removes the metas the profile may not see; StageMeta follows its policy
- * later; GstVideoMeta (the memory layout) always stays. */
+ * later; GstVideoMeta and GstVideoCropMeta (the memory layout and the part
+ * to show; the mask covers the whole buffer anyway) always stay. */
 static void
 strip_metas (GstBuffer *buf, const privacy::Profile &profile)
 {
@@ -646,7 +647,8 @@ strip_metas (GstBuffer *buf, const privacy::Profile &profile)
   gst_buffer_foreach_meta (buf, [] (GstBuffer *, GstMeta **meta, gpointer data) -> gboolean {
     const auto *profile = static_cast<const privacy::Profile *> (data);
     GType api = (*meta)->info->api;
-    if (api == GST_VIDEO_META_API_TYPE || api == LIVEMICRO_STAGE_META_API_TYPE)
+    if (api == GST_VIDEO_META_API_TYPE || api == GST_VIDEO_CROP_META_API_TYPE ||
+        api == LIVEMICRO_STAGE_META_API_TYPE)
       return TRUE;
     if (profile->strips_meta (g_type_name (api)))
       *meta = nullptr;
