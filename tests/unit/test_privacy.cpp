@@ -230,8 +230,9 @@ TEST (Mask, EveryPixelTouchingARegionIsMaskedAndFarPixelsAreNot)
           missed++;
         if (std::max (dx, dy) > margin + 2.5 && set)
           far_masked++;
-        if (set)
+        if (set) {
           EXPECT_TRUE (roi.contains (cv::Point (i, j)));
+        }
       }
     ASSERT_EQ (missed, 0) << "case " << k;
     ASSERT_EQ (far_masked, 0) << "case " << k;
@@ -248,10 +249,12 @@ TEST (Mask, RotatedPolygonIsCoveredWithItsMargin)
   for (int j = 0; j < size.height; j++)
     for (int i = 0; i < size.width; i++) {
       double d = cv::pointPolygonTest (pf, cv::Point2f ((float) i, (float) j), true);
-      if (d >= -2.0)  // inside or within the margin
+      if (d >= -2.0) {  // inside or within the margin
         ASSERT_NE (mask.at<uchar> (j, i), 0) << i << "," << j << " d=" << d;
-      if (d < -5.5)
+      }
+      if (d < -5.5) {
         ASSERT_EQ (mask.at<uchar> (j, i), 0) << i << "," << j << " d=" << d;
+      }
     }
 }
 
