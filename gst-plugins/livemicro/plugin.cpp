@@ -5,6 +5,7 @@
 #include "gstfeatureoverlay.h"
 #include "gstmicroscopesrc.h"
 #include "gsttumorfeatures.h"
+#include "gstprivacymask.h"
 
 static gboolean
 plugin_init (GstPlugin *plugin)
@@ -13,6 +14,7 @@ plugin_init (GstPlugin *plugin)
   ret |= GST_ELEMENT_REGISTER (microscopesrc, plugin);
   ret |= GST_ELEMENT_REGISTER (tumorfeatures, plugin);
   ret |= GST_ELEMENT_REGISTER (featureoverlay, plugin);
+  ret |= GST_ELEMENT_REGISTER (privacymask, plugin);
   return ret;
 }
 

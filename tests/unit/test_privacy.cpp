@@ -1,0 +1,509 @@
+// livemicro::privacy without GStreamer: the profiles file (good and bad),
+// conservative rasterisation of slide regions, the region memory, and the
+// detectors on frames of the generated slide.
+#include "testutil.h"
+
+#include "sim/synthetic_slide.h"
+#include <livemicro/hw/microscope.h>
+#include <livemicro/privacy/detect.h>
+#include <livemicro/privacy/mask.h>
+#include <livemicro/privacy/profiles.h>
+
+#include <gtest/gtest.h>
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+#include <opencv2/objdetect.hpp>
+
+#include <fstream>
+#include <random>
+
+using namespace livemicro::privacy;
+
+namespace {
+
+ProfileSet
+parse (const std::string &json)
+{
+  return parse_profiles (json, "test.json");
+}
+
+std::string
+error_of (const std::string &json)
+{
+  try {
+    parse (json);
+  } catch (const ProfileError &e) {
+    return e.what ();
+  }
+  return "(no error)";
+}
+
+}  // namespace
+
+TEST (Profiles, BuiltInProfilesSayWhatEachRoleMaySee)
+{
+  const ProfileSet &b = builtin_profiles ();
+  EXPECT_EQ (b.names (), (std::vector<std::string> {"owner", "consultant", "trainee", "guest"}));
+  const Profile &owner = *b.find ("owner");
+  EXPECT_FALSE (owner.masks_anything ());
+  EXPECT_TRUE (owner.may_control);
+  EXPECT_TRUE (owner.may_draw ("analysis"));
+  for (const char *name : {"consultant", "trainee"}) {
+    const Profile &p = *b.find (name);
+    ASSERT_EQ (b.regions_for (p).size (), 1u) << name;
+    EXPECT_EQ (b.regions_for (p)[0]->bounds_um (), cv::Rect2d (0, 0, 20000, 25000));
+    EXPECT_TRUE (p.detects (RegionClass::kLabel));
+    EXPECT_FALSE (p.detects (RegionClass::kText));
+  }
+  EXPECT_TRUE (b.find ("consultant")->may_control);
+  EXPECT_FALSE (b.find ("trainee")->may_control);
+  const Profile &guest = *b.find ("guest");
+  for (RegionClass c : all_region_classes ())
+    EXPECT_TRUE (guest.detects (c)) << region_class_name (c);
+  EXPECT_TRUE (guest.strips_meta ("LivemicroFeaturesMetaAPI"));
+  EXPECT_EQ (guest.stage_meta, StageMetaPolicy::kGeometry);
+  EXPECT_TRUE (guest.strips_tag ("title"));
+  EXPECT_TRUE (guest.strips_tag ("comment"));
+  EXPECT_FALSE (guest.strips_tag ("video-codec"));
+  EXPECT_FALSE (guest.may_control);
+  EXPECT_FALSE (guest.may_draw ("analysis"));
+  EXPECT_EQ (b.find ("nobody"), nullptr);
+}
+
+TEST (Profiles, TheShippedExampleFileMatchesTheBuiltInProfiles)
+{
+  ProfileSet f = load_profiles_file (LIVEMICRO_SOURCE_DIR "/pipelines/profiles.json");
+  const ProfileSet &b = builtin_profiles ();
+  ASSERT_EQ (f.names (), b.names ());
+  for (const auto &name : b.names ()) {
+    const Profile &x = *f.find (name), &y = *b.find (name);
+    EXPECT_EQ (x.detect, y.detect) << name;
+    EXPECT_EQ (x.strip_metas, y.strip_metas) << name;
+    EXPECT_EQ (x.stage_meta, y.stage_meta) << name;
+    EXPECT_EQ (x.strip_tags, y.strip_tags) << name;
+    EXPECT_EQ (x.keep_tags, y.keep_tags) << name;
+    EXPECT_EQ (x.may_control, y.may_control) << name;
+    EXPECT_EQ (x.overlays, y.overlays) << name;
+    auto rx = f.regions_for (x), ry = b.regions_for (y);
+    ASSERT_EQ (rx.size (), ry.size ()) << name;
+    for (size_t i = 0; i < rx.size (); i++)
+      EXPECT_EQ (rx[i]->polygon_um, ry[i]->polygon_um) << name;
+  }
+}
+
+TEST (Profiles, PolygonsRectanglesAndWildcardsParse)
+{
+  ProfileSet s = parse (R"({
+    "regions": [
+      {"name": "a", "class": "text", "polygon_um": [[0, 0], [100, 0], [50, 80.5]]},
+      {"name": "b", "class": "qr", "rect_um": [10, 20, 30, 40]}
+    ],
+    "profiles": [
+      {"name": "reviewer", "regions": ["b"], "detect": ["qr", "qr"],
+       "strip_metas": ["LivemicroFeaturesMetaAPI"], "stage_meta": "remove",
+       "strip_tags": ["title"], "may_control": true, "overlays": ["analysis"],
+       "extensions": {"encoding": {"max_width": 1280}}}
+    ]})");
+  ASSERT_EQ (s.regions.size (), 2u);
+  EXPECT_EQ (s.regions[0].polygon_um.size (), 3u);
+  EXPECT_EQ (s.regions[1].bounds_um (), cv::Rect2d (10, 20, 30, 40));
+  const Profile &p = *s.find ("reviewer");
+  ASSERT_EQ (s.regions_for (p).size (), 1u);
+  EXPECT_EQ (s.regions_for (p)[0]->name, "b");
+  EXPECT_EQ (p.detect, std::vector<RegionClass> {RegionClass::kQr});
+  EXPECT_TRUE (p.strips_meta ("LivemicroFeaturesMetaAPI"));
+  EXPECT_FALSE (p.strips_meta ("GstVideoRegionOfInterestMetaAPI"));
+  EXPECT_EQ (p.stage_meta, StageMetaPolicy::kRemove);
+  EXPECT_TRUE (p.strips_tag ("title"));
+  EXPECT_FALSE (p.strips_tag ("comment"));
+  EXPECT_TRUE (p.may_control);
+  EXPECT_EQ (p.extensions_json, R"({"encoding":{"max_width":1280}})");
+  EXPECT_TRUE (builtin_profiles ().find ("guest")->extensions_json.empty ());
+}
+
+struct BadFile {
+  std::string json;
+  std::vector<std::string> expected;  // substrings of the error
+};
+
+class ProfilesBadInput : public ::testing::TestWithParam<BadFile> {};
+
+TEST_P (ProfilesBadInput, ErrorNamesFileLineAndField)
+{
+  std::string e = error_of (GetParam ().json);
+  for (const auto &s : GetParam ().expected)
+    EXPECT_NE (e.find (s), std::string::npos) << "error '" << e << "' should mention '" << s << "'";
+}
+
+INSTANTIATE_TEST_SUITE_P (Errors, ProfilesBadInput,
+    ::testing::Values (
+        BadFile {"{\n  \"profiles\": [\n    {\"name\": \"x\",, }\n  ]\n}", {"test.json:3:"}},
+        BadFile {"", {"test.json", "empty"}},
+        BadFile {"[1, 2]", {"test.json:1", "(top level)", "JSON object"}},
+        BadFile {"{\"regions\": []}", {"test.json", "missing field 'profiles'"}},
+        BadFile {"{\"profiles\": []}", {"profiles", "at least one profile"}},
+        BadFile {"{\n\"profiles\": [\n{\"name\": \"g\",\n \"regions\": [],\n \"detcet\": [\"qr\"]}]}",
+            {"test.json:5:", "profiles[0].detcet", "unknown field"}},
+        BadFile {"{\"profiles\": [{\"name\": \"g\", \"regions\": []}]}",
+            {"profiles.g", "missing field 'detect'"}},
+        BadFile {"{\n\"profiles\": [{\"name\": \"g\", \"regions\": [],\n \"detect\": [\"faces\"]}]}",
+            {"test.json:3:", "profiles.g.detect[0]", "unknown region class 'faces'"}},
+        BadFile {"{\"profiles\": [{\"name\": \"g\", \"regions\": [\"nowhere\"], \"detect\": []}]}",
+            {"profiles.g.regions[0]", "no region named 'nowhere'"}},
+        BadFile {"{\"profiles\": [{\"name\": \"g\", \"regions\": [], \"detect\": [], \"may_control\": \"yes\"}]}",
+            {"profiles.g.may_control", "true or false"}},
+        BadFile {"{\"profiles\": [{\"name\": \"g\", \"regions\": [], \"detect\": [], \"stage_meta\": \"blur\"}]}",
+            {"profiles.g.stage_meta", "keep, geometry, remove"}},
+        BadFile {"{\"profiles\": [{\"name\": \"a b\", \"regions\": [], \"detect\": []}]}",
+            {"profiles[0].name", "letters, digits"}},
+        BadFile {"{\"profiles\": [{\"name\": \"g\", \"regions\": [], \"detect\": []},"
+                 " {\"name\": \"g\", \"regions\": [], \"detect\": []}]}",
+            {"profiles[1].name", "duplicate profile name 'g'"}},
+        BadFile {"{\n\"regions\": [\n{\"name\": \"r\", \"class\": \"label\",\n \"rect_um\": [0, 0, -5, 10]}],"
+                 " \"profiles\": [{\"name\": \"g\", \"regions\": [], \"detect\": []}]}",
+            {"test.json:4:", "regions[0].rect_um", "above 0"}},
+        BadFile {"{\"regions\": [{\"name\": \"r\", \"class\": \"label\", \"polygon_um\": [[0, 0], [1, 1]]}],"
+                 " \"profiles\": [{\"name\": \"g\", \"regions\": [], \"detect\": []}]}",
+            {"regions[0].polygon_um", "at least 3 points"}},
+        BadFile {"{\"regions\": [{\"name\": \"r\", \"class\": \"label\", \"polygon_um\": [[0, 0], [1, 1], [2, 2]]}],"
+                 " \"profiles\": [{\"name\": \"g\", \"regions\": [], \"detect\": []}]}",
+            {"regions[0].polygon_um", "no area"}},
+        BadFile {"{\"regions\": [{\"name\": \"r\", \"class\": \"label\", \"polygon_um\": [[0, 0], [1, \"a\"], [2, 5]]}],"
+                 " \"profiles\": [{\"name\": \"g\", \"regions\": [], \"detect\": []}]}",
+            {"regions[0].polygon_um[1][1]", "number"}},
+        BadFile {"{\"regions\": [{\"name\": \"r\", \"class\": \"label\", \"rect_um\": [0, 0, 5, 5],"
+                 " \"polygon_um\": [[0, 0], [1, 0], [0, 1]]}],"
+                 " \"profiles\": [{\"name\": \"g\", \"regions\": [], \"detect\": []}]}",
+            {"regions[0]", "exactly one of"}},
+        BadFile {"{\"profiles\": [{\"name\": \"g\", \"regions\": [], \"detect\": [], \"extensions\": 3}]}",
+            {"profiles.g.extensions", "JSON object"}},
+        BadFile {"{\"version\": 2, \"profiles\": [{\"name\": \"g\", \"regions\": [], \"detect\": []}]}",
+            {"version", "must be 1"}}));
+
+TEST (Profiles, UnreadableFileNamesThePath)
+{
+  try {
+    load_profiles_file ("/nonexistent/profiles.json");
+    FAIL () << "no error";
+  } catch (const ProfileError &e) {
+    EXPECT_NE (std::string (e.what ()).find ("/nonexistent/profiles.json"), std::string::npos)
+        << e.what ();
+  }
+}
+
+// ---- masks ------------------------------------------------------------------
+
+TEST (Mask, EveryPixelTouchingARegionIsMaskedAndFarPixelsAreNot)
+{
+  std::mt19937 rng (7);
+  std::uniform_real_distribution<double> u (0, 1);
+  for (int k = 0; k < 300; k++) {
+    FrameGeometry g;
+    g.width = 64 + (int) (u (rng) * 200);
+    g.height = 48 + (int) (u (rng) * 150);
+    g.um_per_px = 0.1 + u (rng) * 3;
+    g.stage_x_um = 1000 + u (rng) * 500;
+    g.stage_y_um = 1000 + u (rng) * 500;
+    // A rectangle somewhere around the frame, in slide µm.
+    const double fw = g.width * g.um_per_px, fh = g.height * g.um_per_px;
+    cv::Rect2d r (g.stage_x_um - fw + u (rng) * 1.5 * fw, g.stage_y_um - fh + u (rng) * 1.5 * fh,
+        u (rng) * fw, u (rng) * fh);
+    const double margin = 1 + (int) (u (rng) * 3);
+    FramePolygon fp;
+    for (auto p : {r.tl (), cv::Point2d (r.br ().x, r.y), r.br (), cv::Point2d (r.x, r.br ().y)})
+      fp.points.push_back (g.to_frame (p));
+    cv::Mat mask;
+    cv::Rect roi = rasterise ({fp}, margin, cv::Size (g.width, g.height), mask);
+    int missed = 0, far_masked = 0;
+    for (int j = 0; j < g.height; j++)
+      for (int i = 0; i < g.width; i++) {
+        // The pixel's square on the slide.
+        double x0 = g.stage_x_um + (i - g.width / 2.0) * g.um_per_px;
+        double y0 = g.stage_y_um + (j - g.height / 2.0) * g.um_per_px;
+        cv::Rect2d px (x0, y0, g.um_per_px, g.um_per_px);
+        bool touches = (px & r).area () > 0;
+        // Distance in pixels from the pixel square to the rectangle.
+        double dx = std::max ({0.0, r.x - (x0 + g.um_per_px), x0 - r.br ().x}) / g.um_per_px;
+        double dy = std::max ({0.0, r.y - (y0 + g.um_per_px), y0 - r.br ().y}) / g.um_per_px;
+        bool set = mask.at<uchar> (j, i) != 0;
+        if (touches && !set)
+          missed++;
+        if (std::max (dx, dy) > margin + 2.5 && set)
+          far_masked++;
+        if (set) {
+          EXPECT_TRUE (roi.contains (cv::Point (i, j)));
+        }
+      }
+    ASSERT_EQ (missed, 0) << "case " << k;
+    ASSERT_EQ (far_masked, 0) << "case " << k;
+  }
+}
+
+TEST (Mask, RotatedPolygonIsCoveredWithItsMargin)
+{
+  const cv::Size size (200, 150);
+  std::vector<cv::Point2d> poly = {{40.3, 20.7}, {160.2, 60.1}, {120.9, 140.4}, {30.5, 90.2}};
+  cv::Mat mask;
+  rasterise ({{poly}}, 2, size, mask);
+  std::vector<cv::Point2f> pf (poly.begin (), poly.end ());
+  for (int j = 0; j < size.height; j++)
+    for (int i = 0; i < size.width; i++) {
+      double d = cv::pointPolygonTest (pf, cv::Point2f ((float) i, (float) j), true);
+      if (d >= -2.0) {  // inside or within the margin
+        ASSERT_NE (mask.at<uchar> (j, i), 0) << i << "," << j << " d=" << d;
+      }
+      if (d < -5.5) {
+        ASSERT_EQ (mask.at<uchar> (j, i), 0) << i << "," << j << " d=" << d;
+      }
+    }
+}
+
+TEST (Mask, PixelateAndBlurChangeTheAreaButFillIsTheOnlyBlank)
+{
+  cv::Mat img (100, 100, CV_8UC3);
+  cv::randu (img, 0, 255);
+  cv::Mat mask;
+  cv::Rect roi = rasterise ({{{{20, 20}, {60, 20}, {60, 60}, {20, 60}}}}, 1, img.size (), mask);
+  for (MaskMethod m : {MaskMethod::kFill, MaskMethod::kPixelate, MaskMethod::kBlur}) {
+    cv::Mat out = img.clone ();
+    apply_mask (out, mask, roi, m, cv::Scalar (0, 0, 0), 8);
+    cv::Mat inside = out (cv::Rect (20, 20, 41, 41));
+    cv::Mat orig = img (cv::Rect (20, 20, 41, 41));
+    EXPECT_GT (cv::norm (inside, orig, cv::NORM_L1) / inside.total (), 20) << mask_method_name (m);
+    EXPECT_EQ (cv::norm (out (cv::Rect (70, 70, 30, 30)), img (cv::Rect (70, 70, 30, 30)), cv::NORM_INF), 0);
+    EXPECT_EQ (cv::countNonZero (inside.reshape (1)) == 0, m == MaskMethod::kFill) << mask_method_name (m);
+  }
+}
+
+TEST (Mask, RegionMemoryMergesOverlapsAndListsAsJson)
+{
+  RegionMemory m;
+  EXPECT_TRUE (m.remember (RegionClass::kQr, {0, 0, 10, 10}, 1));
+  EXPECT_FALSE (m.remember (RegionClass::kQr, {2, 2, 5, 5}, 2)) << "already covered";
+  EXPECT_TRUE (m.remember (RegionClass::kQr, {5, 5, 10, 10}, 3)) << "grows";
+  EXPECT_TRUE (m.remember (RegionClass::kText, {0, 0, 10, 10}, 4)) << "another class";
+  ASSERT_EQ (m.regions ().size (), 2u);
+  EXPECT_EQ (m.regions ()[0].rect_um, cv::Rect2d (0, 0, 15, 15));
+  EXPECT_EQ (m.regions ()[0].hits, 3u);
+  std::string j = m.to_json ();
+  EXPECT_NE (j.find ("\"class\":\"qr\""), std::string::npos) << j;
+  EXPECT_NE (j.find ("\"width_um\":15"), std::string::npos) << j;
+}
+
+// ---- detectors on the generated slide ---------------------------------------
+
+namespace {
+
+namespace hw = livemicro::hw;
+
+struct Scope {
+  std::unique_ptr<hw::Microscope> m;
+  explicit Scope (cv::Size size) : m (hw::open_microscope ("sim://synthetic?stage_speed_um_s=100000"))
+  {
+    m->camera ().configure (size);
+  }
+  cv::Mat at (int objective, double x, double y, hw::CaptureInfo *info = nullptr)
+  {
+    m->turret ().select (objective);
+    m->stage ().move_to (x, y);
+    while (m->stage ().state ().moving)
+      g_usleep (1000);
+    cv::Mat rgb;
+    hw::CaptureInfo c = m->camera ().grab (rgb);
+    if (info)
+      *info = c;
+    return rgb;
+  }
+};
+
+// An EAN-13 symbol (modules: 1 = bar) for "4006381333931".
+std::vector<int>
+ean13_modules ()
+{
+  static const char *L[] = {"0001101", "0011001", "0010011", "0111101", "0100011", "0110001",
+      "0101111", "0111011", "0110111", "0001011"};
+  static const char *G[] = {"0100111", "0110011", "0011011", "0100001", "0011101", "0111001",
+      "0000101", "0010001", "0001001", "0010111"};
+  static const char *R[] = {"1110010", "1100110", "1101100", "1000010", "1011100", "1001110",
+      "1010000", "1000100", "1001000", "1110100"};
+  static const char *parity[] = {"LLLLLL", "LLGLGG", "LLGGLG", "LLGGGL", "LGLLGG", "LGGLLG",
+      "LGGGLL", "LGLGLG", "LGLGGL", "LGGLGL"};
+  const std::string code = "4006381333931";
+  std::string bits = "101";
+  for (int i = 1; i <= 6; i++) {
+    int d = code[i] - '0';
+    bits += parity[code[0] - '0'][i - 1] == 'L' ? L[d] : G[d];
+  }
+  bits += "01010";
+  for (int i = 7; i <= 12; i++)
+    bits += R[code[i] - '0'];
+  bits += "101";
+  std::vector<int> m;
+  for (char c : bits)
+    m.push_back (c == '1');
+  return m;
+}
+
+}  // namespace
+
+cv::Mat
+barcode_image (int module_px, int height_px)
+{
+  std::vector<int> m = ean13_modules ();
+  const int quiet = 10 * module_px;
+  cv::Mat img (height_px + 2 * quiet / 2, (int) m.size () * module_px + 2 * quiet, CV_8UC3,
+      cv::Scalar (255, 255, 255));
+  for (size_t i = 0; i < m.size (); i++)
+    if (m[i])
+      img (cv::Rect (quiet + (int) i * module_px, quiet / 2, module_px, height_px))
+          .setTo (cv::Scalar (25, 25, 30));
+  return img;
+}
+
+cv::Mat
+qr_image (int side_px)
+{
+  cv::Mat qr, big, rgb;
+  cv::QRCodeEncoder::create ()->encode ("PID:00424242;NAME:ROSSI^MARIA;DOB:1950-01-02", qr);
+  cv::resize (qr, big, cv::Size (side_px, side_px), 0, 0, cv::INTER_NEAREST);
+  cv::cvtColor (big, rgb, cv::COLOR_GRAY2RGB);
+  return rgb;
+}
+
+bool
+covered_by (const std::vector<Detection> &found, RegionClass c, const cv::Rect2d &target)
+{
+  for (const auto &d : found)
+    if (d.region_class == c && (d.bounds_px () & target).area () >= 0.98 * target.area ())
+      return true;
+  return false;
+}
+
+TEST (Detect, TissueFramesAreNotMistakenForText)
+{
+  Scope s ({640, 480});
+  Detector d;
+  hw::CaptureInfo info;
+  s.at (10, 0, 0, &info);
+  for (int obj : {4, 10, 20, 40})
+    for (double x : {32000.0, 45000.0, 58000.0}) {
+      cv::Mat f = s.at (obj, x, 12500);
+      auto found = d.detect (f, all_region_classes ());
+      double area = 0;
+      for (const auto &det : found)
+        area += (det.bounds_px () & cv::Rect2d (0, 0, 640, 480)).area ();
+      EXPECT_LT (area, 0.02 * 640 * 480) << obj << "x at x=" << x << ": " << found.size ()
+                                          << " false detections";
+    }
+}
+
+TEST (Detect, RealHistologyTilesAreNotMistakenForPrint)
+{
+  LIVEMICRO_REQUIRE_TESTDATA (dir);
+  Detector d;
+  for (const char *tile : {"monuseg/TCGA-B0-5710-01Z-00-DX1.png", "tiles/torchstain_target.png",
+           "tiles/torchstain_source.png", "tiles/stardist_histo.jpg", "tiles/skimage_ihc.png"}) {
+    cv::Mat bgr = cv::imread (dir + "/" + tile, cv::IMREAD_COLOR), rgb;
+    ASSERT_FALSE (bgr.empty ()) << tile;
+    cv::cvtColor (bgr, rgb, cv::COLOR_BGR2RGB);
+    cv::Mat m = cv::Mat::zeros (rgb.size (), CV_8U);
+    for (const auto &det : d.detect (rgb, all_region_classes ()))
+      cv::rectangle (m, det.bounds_px (), cv::Scalar (255), cv::FILLED);
+    EXPECT_LT (cv::countNonZero (m), 0.02 * m.total ()) << tile << ": masked as print";
+  }
+}
+
+TEST (Detect, PrintedLabelLinesAreFoundAsLabelAndText)
+{
+  Scope s ({640, 480});
+  livemicro::hw::sim::SyntheticSlide slide;
+  Detector d;
+  // 4x: 2.5 µm/px, the patient-name line fills part of the frame.
+  const cv::Rect2d name_um = slide.label ().text_rects_um[3];
+  hw::CaptureInfo info;
+  cv::Mat f = s.at (4, name_um.x + 0.5 * 640 * 2.5 - 100, name_um.y + name_um.height / 2, &info);
+  FrameGeometry g {info.stage_x_um, info.stage_y_um, info.um_per_px, 640, 480};
+  cv::Point2d a = g.to_frame (name_um.tl ()), b = g.to_frame (name_um.br ());
+  cv::Rect2d target = cv::Rect2d (a, b) & cv::Rect2d (0, 0, 640, 480);
+  ASSERT_GT (target.area (), 1000);
+  auto found = d.detect (f, {RegionClass::kLabel, RegionClass::kText});
+  // Each word is found; together they cover the line's ink.
+  cv::Mat m = cv::Mat::zeros (480, 640, CV_8U), ink;
+  for (const auto &det : found)
+    if (det.region_class == RegionClass::kLabel)
+      cv::rectangle (m, det.bounds_px (), cv::Scalar (255), cv::FILLED);
+  cv::Mat grey;
+  cv::cvtColor (f, grey, cv::COLOR_RGB2GRAY);
+  ink = grey < 100;
+  int ink_px = cv::countNonZero (ink (cv::Rect (target)));
+  cv::Mat uncovered = ink & ~m;
+  EXPECT_GT (ink_px, 500);
+  EXPECT_EQ (cv::countNonZero (uncovered (cv::Rect (target))), 0);
+}
+
+TEST (Detect, PastedQrCodesBarcodesAndTextAreFoundOnTissue)
+{
+  Scope s ({960, 720});
+  Detector d;
+  std::mt19937 rng (11);
+  int qr_found = 0, bar_found = 0, text_found = 0, n = 9;
+  for (int k = 0; k < n; k++) {
+    cv::Mat f = s.at (k % 2 ? 10 : 20, 30000 + 5000 * k, 8000 + 1500 * k).clone ();
+    cv::Mat qr = qr_image (160 + 40 * (k % 3));
+    cv::Rect pasted (40 + (int) (rng () % 300), 40 + (int) (rng () % 200), qr.cols, qr.rows);
+    qr.copyTo (f (pasted));
+    // The symbol (its dark modules), without the white quiet zone.
+    cv::Mat qr_grey;
+    cv::cvtColor (qr, qr_grey, cv::COLOR_RGB2GRAY);
+    const cv::Rect qr_at = cv::boundingRect (qr_grey < 128) + pasted.tl ();
+    cv::Mat bar = barcode_image (2 + k % 2, 90);
+    cv::Rect bar_at (480 + (int) (rng () % 150), 380 + (int) (rng () % 150), bar.cols, bar.rows);
+    bar.copyTo (f (bar_at));
+    const std::string text = "MRN 00424242";
+    double scale = 0.8 + 0.2 * (k % 3);
+    cv::Point org (40 + (int) (rng () % 300), 600 + (int) (rng () % 60));
+    cv::Mat before = f.clone ();
+    cv::putText (f, text, org, cv::FONT_HERSHEY_SIMPLEX, scale, cv::Scalar (20, 20, 24), 2, cv::LINE_AA);
+    // Every pixel the print changed.
+    cv::Mat diff;
+    cv::absdiff (f, before, diff);
+    cv::cvtColor (diff, diff, cv::COLOR_RGB2GRAY);
+    const cv::Mat printed = diff > 0;
+    const cv::Rect2d text_at = cv::boundingRect (printed);
+    auto found = d.detect (f, all_region_classes ());
+    // Each detector finds its own kind (overlapping most of it), and what
+    // all of them found together covers every pasted object entirely.
+    cv::Mat all = cv::Mat::zeros (f.size (), CV_8U);
+    for (const auto &det : found)
+      cv::rectangle (all, det.bounds_px (), cv::Scalar (255), cv::FILLED);
+    auto found_as = [&] (RegionClass c, const cv::Rect &r) {
+      cv::Mat m = cv::Mat::zeros (f.size (), CV_8U);
+      for (const auto &det : found)
+        if (det.region_class == c)
+          cv::rectangle (m, det.bounds_px (), cv::Scalar (255), cv::FILLED);
+      return cv::countNonZero (m (r)) >= 0.5 * r.area () * (c == RegionClass::kText ? 0.5 : 1);
+    };
+    auto covered = [&] (const cv::Rect &r) { return cv::countNonZero (all (r)) == r.area (); };
+    const int module = 2 + k % 2;  // quiet zone: 10 modules left and right, 5 above
+    const cv::Rect bars (bar_at.x + 10 * module, bar_at.y + 5 * module, bar.cols - 20 * module, 90);
+    qr_found += found_as (RegionClass::kQr, qr_at) && covered (qr_at);
+    bar_found += found_as (RegionClass::kBarcode, bars) && covered (bars);
+    // Every pixel the print changed (not the gaps between its words).
+    const bool text_covered = cv::countNonZero (printed & ~all) == 0;
+    text_found += found_as (RegionClass::kText, cv::Rect (text_at)) && text_covered;
+    EXPECT_TRUE (covered (qr_at)) << "case " << k << ": QR " << qr_at;
+    EXPECT_TRUE (covered (bars)) << "case " << k << ": barcode " << bars;
+    EXPECT_TRUE (text_covered) << "case " << k;
+  }
+  EXPECT_EQ (qr_found, n);
+  EXPECT_EQ (bar_found, n);
+  EXPECT_EQ (text_found, n);
+}
+
+TEST (Detect, InjectedFaultThrows)
+{
+  Detector d;
+  d.set_inject_fault (true);
+  cv::Mat f (48, 64, CV_8UC3, cv::Scalar (200, 100, 200));
+  EXPECT_THROW (d.detect (f, {RegionClass::kQr}), cv::Exception);
+}
