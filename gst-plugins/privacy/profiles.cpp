@@ -175,8 +175,8 @@ builtin_profiles ()
 
     Profile trainee = consultant;
     trainee.name = "trainee";
-    trainee.description = "A trainee: slide label masked, watches only";
-    trainee.may_control = false;
+    trainee.description = "A trainee: slide label masked; may drive after owners and consultants";
+    trainee.may_control = true;  // trainees queue behind consultants (issue 6)
     s.profiles.push_back (trainee);
 
     Profile guest;

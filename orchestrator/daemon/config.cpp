@@ -218,15 +218,9 @@ Config::load (const std::string &path)
   }
   if (JsonObject *control = r.object ("control")) {
     Reader k (control, r.where () + "control.");
-    k.only ({"idle_timeout_ms", "max_commands_per_s", "guests_may_control"});
+    k.only ({"idle_timeout_ms", "max_commands_per_s"});
     c.control.idle_timeout_ms = k.integer ("idle_timeout_ms", c.control.idle_timeout_ms, 100, 3600000);
     c.control.max_commands_per_s = k.integer ("max_commands_per_s", c.control.max_commands_per_s, 1, 1000);
-    if (k.has ("guests_may_control")) {
-      JsonNode *n = json_object_get_member (control, "guests_may_control");
-      if (!JSON_NODE_HOLDS_VALUE (n) || json_node_get_value_type (n) != G_TYPE_BOOLEAN)
-        throw ConfigError (k.where () + "guests_may_control: expected true or false");
-      c.control.guests_may_control = json_node_get_boolean (n);
-    }
   }
   JsonArray *ms = r.array ("microscopes");
   if (!ms || json_array_get_length (ms) == 0)

@@ -50,7 +50,6 @@ struct VideoConfig {
 struct ControlConfig {
   int idle_timeout_ms = 30000;        // a lease lapses after this without commands or renewals
   int max_commands_per_s = 20;        // per session; more get 429 (stop is exempt)
-  bool guests_may_control = false;
 };
 
 struct Config {

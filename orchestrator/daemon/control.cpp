@@ -30,12 +30,9 @@ ControlArbiter::may_drive (const Participant &p, std::string &why) const
     why = "the admin grants control but does not drive; use a session";
     return false;
   }
-  if (p.role == "guest" && !options_.guests_may_control) {
-    why = "guests may not control this microscope";
-    return false;
-  }
-  if (priority (p.role) == 0 && p.role != "guest") {
-    why = "role '" + p.role + "' may not control";
+  bool allowed = options_.may_control ? options_.may_control (p.role) : p.role != "guest";
+  if (!allowed) {
+    why = "the " + p.role + " profile may not control this microscope";
     return false;
   }
   return true;

@@ -1,9 +1,10 @@
 // Who drives a microscope: one holder of a renewable control lease, and a
-// queue ordered by role (owner > consultant > trainee; guests barred unless
-// allowed), first come first served within a role.  Every lease has a random
+// queue ordered by role (owner > consultant > trainee > others), first come
+// first served within a role.  Every lease has a random
 // id and a strictly increasing epoch; a command is accepted only with the
 // current lease of the session that holds it, so a late command from an
-// earlier driver never moves the stage.  A lease lapses after an idle time
+// earlier driver never moves the stage.  Which roles may drive at all comes
+// from their view profiles (may_control).  A lease lapses after an idle time
 // without commands or renewals and passes to the next in the queue.
 // Plain C++ with an injectable clock: the daemon calls it on its main loop.
 #pragma once
@@ -33,7 +34,9 @@ class ControlArbiter {
 public:
   struct Options {
     int64_t idle_timeout_us = 30 * 1000000LL;
-    bool guests_may_control = false;
+    // Whether a role may drive at all (from its view profile's may_control);
+    // unset: every role but guest.
+    std::function<bool (const std::string &role)> may_control;
   };
   struct Outcome {
     int status = 200;            // HTTP status for the API

@@ -119,6 +119,12 @@ void
 Daemon::check_templates ()
 {
   for (const auto &role : known_roles ()) {
+    if (!profiles_.find (role)) {
+      template_problems_[role] = "no view profile '" + role + "' in " + profiles_.source;
+      g_printerr ("livemicrod: view profile '%s' is unavailable: %s\n", role.c_str (),
+          template_problems_[role].c_str ());
+      continue;
+    }
     try {
       std::string desc = render_view (role);
       GError *err = nullptr;
@@ -181,6 +187,13 @@ Daemon::start ()
       throw std::runtime_error ("TLS certificate '" + config_.tls_certificate + "': " + error->message);
   }
 
+  try {
+    profiles_ = config_.profiles_file.empty () ? livemicro::privacy::builtin_profiles ()
+                                               : livemicro::privacy::load_profiles_file (config_.profiles_file);
+  } catch (const livemicro::privacy::ProfileError &e) {
+    throw std::runtime_error (std::string ("view profiles: ") + e.what ());
+  }
+
   rtsp_ = std::make_unique<RtspService> (config_.listen_address, config_.rtsp_port, state_dir_);
   rtsp_->start (tls_);
 
@@ -229,7 +242,10 @@ Daemon::start ()
     m.worker = std::make_unique<WorkerLink> (mc.id, paths_.worker, std::move (cb));
     ControlArbiter::Options co;
     co.idle_timeout_us = (int64_t) config_.control.idle_timeout_ms * 1000;
-    co.guests_may_control = config_.control.guests_may_control;
+    co.may_control = [this] (const std::string &role) {
+      const livemicro::privacy::Profile *p = profiles_.find (role);
+      return p && p->may_control;
+    };
     uint64_t epoch = g_ascii_strtoull (store_->get_value ("control_epoch:" + mc.id, "0").c_str (), nullptr, 10);
     m.control = std::make_unique<ControlArbiter> (co, epoch, [] { return g_get_monotonic_time (); },
         [] { return random_id (); });
@@ -645,6 +661,15 @@ void
 Daemon::count_webrtc_viewer (const std::string &profile_key, int delta)
 {
   webrtc_viewers_[profile_key] += delta;
+}
+
+bool
+Daemon::may_see (const Principal &p, const std::string &overlay) const
+{
+  if (p.admin)
+    return true;
+  const livemicro::privacy::Profile *profile = profiles_.find (p.session->role);
+  return profile && profile->may_draw (overlay);
 }
 
 int

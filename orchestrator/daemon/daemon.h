@@ -10,6 +10,8 @@
 #include "view_stream.h"
 #include "worker_link.h"
 
+#include <livemicro/privacy/profiles.h>
+
 #include <json-glib/json-glib.h>
 
 #include <functional>
@@ -164,6 +166,11 @@ public:
 
   std::string metrics () const;
 
+  // View profiles (privacy): what each role's view masks, whether it may
+  // drive, which overlays it may see ("analysis", "pointers", "annotations").
+  const livemicro::privacy::ProfileSet &profiles () const { return profiles_; }
+  bool may_see (const Principal &p, const std::string &overlay) const;
+
 private:
   std::string render_capture (const MicroscopeConfig &m) const;
   std::string render_view (const std::string &profile) const;
@@ -192,6 +199,7 @@ private:
   std::map<std::string, MicroscopeRuntime> microscopes_;
   std::map<std::string, std::pair<std::string, uint32_t>> session_views_;  // id → (microscope, view)
   std::map<std::string, std::string> template_problems_;  // profile → why it cannot be built
+  livemicro::privacy::ProfileSet profiles_;
   std::map<std::string, std::string> viewer_stats_;
   std::map<std::string, int> webrtc_viewers_;  // by microscope/profile
   std::map<int, Listener> listeners_;

@@ -351,6 +351,8 @@ HttpApi::api (SoupServerMessage *msg, const std::string &method, const std::vect
     }
     if (parts.size () != 3)
       throw ApiError {404, "no such API route"};
+    if (what == "annotations" && !d_.may_see (who, "annotations"))
+      throw ApiError {403, "the " + who.role () + " profile does not show annotations"};
     if (what == "annotations" && method == "GET") {
       reply (d_.annotations (who, id));
       return;
@@ -548,7 +550,7 @@ HttpApi::api (SoupServerMessage *msg, const std::string &method, const std::vect
       json_builder_add_value (b, json_node_copy (json_object_get_member (control, k)));
     }
     add_raw (b, "presence", d_.presence_json (m));
-    add_raw (b, "analysis", m.features_json);
+    add_raw (b, "analysis", d_.may_see (who, "analysis") ? m.features_json : "null");
     json_builder_set_member_name (b, "view_branches");
     json_builder_add_int_value (b, (gint64) m.views.size ());
     json_builder_end_object (b);
@@ -643,7 +645,7 @@ HttpApi::authenticated (Viewer *v, const Principal &who)
   json_builder_set_member_name (b, "online");
   json_builder_add_boolean_value (b, m.online);
   add_raw (b, "state", m.state_json);
-  add_raw (b, "features", m.features_json);
+  add_raw (b, "features", d_.may_see (who, "analysis") ? m.features_json : "null");
   add_raw (b, "control", d_.control_json (m));
   json_builder_set_member_name (b, "server_time_us");
   json_builder_add_int_value (b, g_get_real_time ());
@@ -654,9 +656,15 @@ HttpApi::authenticated (Viewer *v, const Principal &who)
   SoupWebsocketConnection *conn = v->conn;
   std::string own_session = who.session ? who.session->id : "";
   std::string microscope = v->microscope;
-  v->listener = d_.add_listener ([conn, own_session, microscope] (const std::string &mic,
-                                     const std::string &kind, const std::string &json) {
+  // What this viewer's profile lets it see.
+  const bool analysis = d_.may_see (who, "analysis"), pointers = d_.may_see (who, "pointers"),
+             annotations = d_.may_see (who, "annotations");
+  v->listener = d_.add_listener ([conn, own_session, microscope, analysis, pointers, annotations] (
+                                     const std::string &mic, const std::string &kind, const std::string &json) {
     if (mic != microscope)
+      return;
+    if ((kind == "features" && !analysis) || (kind == "pointer" && !pointers) ||
+        (kind.rfind ("annotation", 0) == 0 && !annotations))
       return;
     if (kind == "session_ended") {
       if (!own_session.empty () && json.find (own_session) != std::string::npos)
@@ -716,7 +724,7 @@ HttpApi::on_viewer_message (Viewer *v, JsonObject *o)
     if (n && JSON_NODE_HOLDS_OBJECT (n) && v->who.session)
       d_.set_viewer_stats (v->who.session->id, to_json (n));
   } else if (t == "pointer") {
-    if (v->who.session)
+    if (v->who.session && d_.may_see (v->who, "pointers"))
       d_.pointer (*v->who.session, o);
   } else if (t == "ping") {
     gint64 client = json_object_get_int_member_with_default (o, "t", 0);

@@ -11,7 +11,7 @@ namespace {
 struct Fixture {
   int64_t now = 1000000;
   int ids = 0;
-  ControlArbiter arb {ControlArbiter::Options {5000000, false}, 41, [this] { return now; },
+  ControlArbiter arb {ControlArbiter::Options {5000000, nullptr}, 41, [this] { return now; },
       [this] { return "lease-" + std::to_string (++ids); }};
 };
 
@@ -92,8 +92,12 @@ TEST (ControlArbiter, OwnerGrantsAndRevokesGuestsAreBarred)
   EXPECT_FALSE (f.arb.holder ());
   EXPECT_EQ (f.arb.revoke (Participant {"", "admin", "admin"}).status, 409);
   EXPECT_EQ (f.arb.grant (Participant {"", "admin", "admin"}, who ("g", "guest")).status, 422);
-  ControlArbiter open {ControlArbiter::Options {5000000, true}, 0, [] { return 0; }, [] { return "x"; }};
+  ControlArbiter open {ControlArbiter::Options {5000000, [] (const std::string &) { return true; }}, 0,
+      [] { return 0; }, [] { return "x"; }};
   EXPECT_EQ (open.request (who ("g", "guest")).result, "granted") << "a profile may allow guests";
+  ControlArbiter strict {ControlArbiter::Options {5000000, [] (const std::string &r) { return r == "owner"; }}, 0,
+      [] { return 0; }, [] { return "x"; }};
+  EXPECT_EQ (strict.request (who ("t", "trainee")).status, 403) << "a profile may bar trainees";
 }
 
 TEST (ControlArbiter, AGoneSessionLeavesTheQueueAndPassesItsLease)

@@ -206,7 +206,7 @@ TEST_F (Livemicrod, SessionsAndTheirCredentialsSurviveARestart)
   EXPECT_EQ (self.status, 200) << self.body;
   url = "rtsp://127.0.0.1:" + std::to_string (d.rtsp_port ()) + "/s/" + id;
   RtspPlayer p (url, id, token);
-  EXPECT_TRUE (p.wait_frames (5, 15)) << p.error ();
+  EXPECT_TRUE (p.wait_frames (5, 15)) << p.error () << "\n" << d.log ();
   // The database keeps a hash, never the token.
   g_autofree char *db = nullptr;
   gsize len = 0;

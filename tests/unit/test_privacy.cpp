@@ -56,7 +56,7 @@ TEST (Profiles, BuiltInProfilesSayWhatEachRoleMaySee)
     EXPECT_FALSE (p.detects (RegionClass::kText));
   }
   EXPECT_TRUE (b.find ("consultant")->may_control);
-  EXPECT_FALSE (b.find ("trainee")->may_control);
+  EXPECT_TRUE (b.find ("trainee")->may_control);
   const Profile &guest = *b.find ("guest");
   for (RegionClass c : all_region_classes ())
     EXPECT_TRUE (guest.detects (c)) << region_class_name (c);
