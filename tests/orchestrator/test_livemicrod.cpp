@@ -298,9 +298,18 @@ TEST_F (Livemicrod, ChromiumDecodesWebRtcVideoOnTheViewerPage)
     argv.push_back (s.c_str ());
   argv.push_back (nullptr);
   g_autoptr (GError) error = nullptr;
-  g_autoptr (GSubprocess) browser = g_subprocess_newv (argv.data (),
-      (GSubprocessFlags) (G_SUBPROCESS_FLAGS_STDOUT_SILENCE | G_SUBPROCESS_FLAGS_STDERR_SILENCE), &error);
+  // Chromium's own log (console messages included), shown when the test fails.
+  std::string browser_log = profile.file ("chromium.log");
+  g_autoptr (GSubprocessLauncher) launcher = g_subprocess_launcher_new (G_SUBPROCESS_FLAGS_STDERR_MERGE);
+  g_subprocess_launcher_set_stdout_file_path (launcher, browser_log.c_str ());
+  args.insert (args.end () - 1, "--enable-logging=stderr");
+  argv.clear ();
+  for (auto &a : args)
+    argv.push_back (a.c_str ());
+  argv.push_back (nullptr);
+  g_autoptr (GSubprocess) browser = g_subprocess_launcher_spawnv (launcher, argv.data (), &error);
   ASSERT_NE (browser, nullptr) << error->message;
+  std::string last_stats;
   // The page reports what it decoded to the daemon.
   gint64 decoded = 0;
   double p50 = -1;
@@ -309,6 +318,7 @@ TEST_F (Livemicrod, ChromiumDecodesWebRtcVideoOnTheViewerPage)
     g_usleep (500000);
     HttpReply s = d.request ("GET", "/api/v1/sessions/" + a.str ("id"));
     JsonNode *stats = s.object () ? json_object_get_member (s.object (), "viewer_stats") : nullptr;
+    last_stats = s.body;
     if (stats && JSON_NODE_HOLDS_OBJECT (stats)) {
       decoded = json_object_get_int_member_with_default (json_node_get_object (stats), "frames_decoded", 0);
       JsonNode *l = json_object_get_member (json_node_get_object (stats), "latency_ms_p50");
@@ -318,6 +328,13 @@ TEST_F (Livemicrod, ChromiumDecodesWebRtcVideoOnTheViewerPage)
   }
   g_subprocess_force_exit (browser);
   g_subprocess_wait (browser, nullptr, nullptr);
+  if (decoded < 30) {
+    g_autofree char *log = nullptr;
+    g_file_get_contents (browser_log.c_str (), &log, nullptr, nullptr);
+    std::string text = log ? log : "";
+    ADD_FAILURE () << "the page's last report: " << last_stats.substr (0, 600) << "\nChromium's log (tail):\n"
+                   << text.substr (text.size () > 3000 ? text.size () - 3000 : 0) << "\nlivemicrod:\n" << d.log ();
+  }
   EXPECT_GE (decoded, 30) << "frames decoded by Chromium";
   EXPECT_GT (p50, 0) << "the page measured latency from the capture times";
   EXPECT_EQ (d.metric ("livemicro_encoders{microscope=\"demo\"}"), 1) << "no encode per viewer";
