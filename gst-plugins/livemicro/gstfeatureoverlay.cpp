@@ -103,6 +103,9 @@ struct _GstFeatureOverlay {
   /* format, set in set_info */
   int channels;
   std::array<int, 3> rgb;
+
+  /* streaming thread only */
+  struct ContourLayer *contour_layer;
 };
 
 static GstStaticPadTemplate sink_template = GST_STATIC_PAD_TEMPLATE ("sink",
@@ -297,15 +300,19 @@ draw_heatmap (Painter &p, const LivemicroFeaturesMeta *m, double sx, double sy, 
   }
 }
 
+/* Calls fn (points, colour, thickness) for each nucleus outline, in frame
+ * pixels, in drawing order. */
+template <typename Fn>
 void
-draw_contours (Painter &p, const LivemicroFeaturesMeta *m, double sx, double sy, ColorBy by,
-    int width)
+for_each_contour (const LivemicroFeaturesMeta *m, double sx, double sy, ColorBy by, int width,
+    Fn &&fn)
 {
+  std::vector<cv::Point> pts;
   for (guint k = 0; k < m->n_nuclei; k++) {
     const LivemicroNucleus &n = m->nuclei[k];
     if (n.n_contour < 2)
       continue;
-    std::vector<cv::Point> pts (n.n_contour);
+    pts.resize (n.n_contour);
     for (guint q = 0; q < n.n_contour; q++)
       pts[q] = cv::Point ((int) std::lround (n.contour[2 * q] * sx - 0.5),
           (int) std::lround (n.contour[2 * q + 1] * sy - 0.5));
@@ -321,10 +328,79 @@ draw_contours (Painter &p, const LivemicroFeaturesMeta *m, double sx, double sy,
       const FeatureScale &s = kScales[by];
       c = ramp ((v - s.lo) / (s.hi - s.lo));
     }
-    cv::polylines (p.img, pts, true, p.color (c),
-        n.mitotic_candidate ? width + 1 : width, cv::LINE_8);
+    fn (pts, c, n.mitotic_candidate ? width + 1 : width);
   }
 }
+
+}  // namespace
+
+/* The contour outlines of one result, rasterised once: a result is carried
+ * by every frame until the next one (3 to 10 frames at the live rates), and
+ * drawing hundreds of polylines per frame per view cost more than the
+ * encoder.  Each frame then only writes the outline pixels. */
+struct ContourLayer {
+  /* what the layer was drawn for */
+  const LivemicroNucleus *nuclei = nullptr;
+  guint n_nuclei = 0;
+  guint64 frames_analysed = 0;
+  GstClockTime analysed_pts = GST_CLOCK_TIME_NONE;
+  int frame_width = 0, frame_height = 0, line_width = 0;
+  ColorBy by = COLOR_BY_NONE;
+
+  struct Pixel {
+    int x, y;
+    cv::Vec3b rgb;
+  };
+  std::vector<Pixel> pixels;
+
+  bool
+  drawn_for (const LivemicroFeaturesMeta *m, int w, int h, ColorBy b, int lw) const
+  {
+    return nuclei == m->nuclei && n_nuclei == m->n_nuclei &&
+           frames_analysed == m->frames_analysed && analysed_pts == m->analysed_pts &&
+           frame_width == w && frame_height == h && by == b && line_width == lw;
+  }
+
+  void
+  draw (const LivemicroFeaturesMeta *m, int w, int h, ColorBy b, int lw)
+  {
+    nuclei = m->nuclei;
+    n_nuclei = m->n_nuclei;
+    frames_analysed = m->frames_analysed;
+    analysed_pts = m->analysed_pts;
+    frame_width = w;
+    frame_height = h;
+    by = b;
+    line_width = lw;
+    const double sx = m->frame_width ? (double) w / m->frame_width : 1.0;
+    const double sy = m->frame_height ? (double) h / m->frame_height : 1.0;
+    cv::Mat colour (h, w, CV_8UC3, cv::Scalar::all (0)), mask (h, w, CV_8U, cv::Scalar (0));
+    for_each_contour (m, sx, sy, b, lw, [&] (const std::vector<cv::Point> &pts, cv::Vec3b c, int t) {
+      cv::polylines (colour, pts, true, cv::Scalar (c[0], c[1], c[2]), t, cv::LINE_8);
+      cv::polylines (mask, pts, true, cv::Scalar (255), t, cv::LINE_8);
+    });
+    pixels.clear ();
+    for (int y = 0; y < h; y++) {
+      const uchar *mk = mask.ptr<uchar> (y);
+      const cv::Vec3b *c = colour.ptr<cv::Vec3b> (y);
+      for (int x = 0; x < w; x++)
+        if (mk[x])
+          pixels.push_back ({x, y, c[x]});
+    }
+  }
+
+  void
+  paint (Painter &p) const
+  {
+    for (const Pixel &px : pixels) {
+      uchar *d = p.img.ptr<uchar> (px.y) + px.x * p.channels;
+      for (int k = 0; k < 3; k++)
+        d[p.rgb[k]] = px.rgb[k];
+    }
+  }
+};
+
+namespace {
 
 void
 draw_summary (Painter &p, const LivemicroFeaturesMeta *m, ColorBy by, bool contours)
@@ -407,8 +483,11 @@ gst_feature_overlay_transform_frame_ip (GstVideoFilter *filter, GstVideoFrame *f
   try {
     if (heatmap && m->n_nuclei)
       draw_heatmap (p, m, sx, sy, opacity);
-    if (contours && m->n_nuclei)
-      draw_contours (p, m, sx, sy, by, width);
+    if (contours && m->n_nuclei) {
+      if (!self->contour_layer->drawn_for (m, w, h, by, width))
+        self->contour_layer->draw (m, w, h, by, width);
+      self->contour_layer->paint (p);
+    }
     if (summary)
       draw_summary (p, m, by, contours);
   } catch (const std::exception &e) {
@@ -416,6 +495,13 @@ gst_feature_overlay_transform_frame_ip (GstVideoFilter *filter, GstVideoFrame *f
         ("the frame goes on undrawn"));
   }
   return GST_FLOW_OK;
+}
+
+static void
+gst_feature_overlay_finalize (GObject *object)
+{
+  delete GST_FEATURE_OVERLAY (object)->contour_layer;
+  G_OBJECT_CLASS (parent_class)->finalize (object);
 }
 
 static void
@@ -430,6 +516,7 @@ gst_feature_overlay_class_init (GstFeatureOverlayClass *klass)
 
   gobject_class->set_property = gst_feature_overlay_set_property;
   gobject_class->get_property = gst_feature_overlay_get_property;
+  gobject_class->finalize = gst_feature_overlay_finalize;
 
   g_object_class_install_property (gobject_class, PROP_CONTOURS,
       g_param_spec_boolean ("contours", "Contours",
@@ -486,5 +573,6 @@ gst_feature_overlay_init (GstFeatureOverlay *self)
   self->line_width = DEFAULT_LINE_WIDTH;
   self->channels = 3;
   self->rgb = {0, 1, 2};
+  self->contour_layer = new ContourLayer ();
   gst_base_transform_set_in_place (GST_BASE_TRANSFORM (self), TRUE);
 }

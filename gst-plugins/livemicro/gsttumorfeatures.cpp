@@ -49,6 +49,12 @@
 #include <string>
 #include <thread>
 
+#ifdef __linux__
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
 GST_DEBUG_CATEGORY_STATIC (gst_tumor_features_debug);
 #define GST_CAT_DEFAULT gst_tumor_features_debug
 
@@ -63,6 +69,7 @@ namespace an = livemicro::analysis;
 #define DEFAULT_STAIN GST_TUMOR_FEATURES_STAIN_RUIFROK_JOHNSTON
 #define DEFAULT_MIN_AREA 8.0
 #define DEFAULT_MAX_AREA 400.0
+#define DEFAULT_ANALYSIS_NICE 0
 
 typedef enum {
   GST_TUMOR_FEATURES_STAIN_RUIFROK_JOHNSTON,
@@ -81,6 +88,7 @@ enum {
   PROP_STAIN,
   PROP_MIN_AREA,
   PROP_MAX_AREA,
+  PROP_ANALYSIS_NICE,
 };
 
 GType
@@ -118,6 +126,14 @@ struct Done {
   GstClockTime pts = GST_CLOCK_TIME_NONE;
   std::optional<an::StagePosition> stage;
   guint64 seq = 0, frames_analysed = 0, frames_skipped = 0;
+  /* An empty buffer whose FeaturesMeta holds the nuclei, made once: every
+   * frame carrying this result shares them instead of copying. */
+  GstBuffer *nuclei_carrier = nullptr;
+  ~Done ()
+  {
+    if (nuclei_carrier)
+      gst_buffer_unref (nuclei_carrier);
+  }
 };
 
 struct Private {
@@ -153,6 +169,7 @@ struct _GstTumorFeatures {
   gboolean wait_for_result;
   GstTumorFeaturesStain stain;
   gdouble min_area, max_area;
+  gint analysis_nice;
 
   Private *priv;
 };
@@ -210,6 +227,9 @@ gst_tumor_features_set_property (GObject *object, guint prop_id, const GValue *v
     case PROP_MAX_AREA:
       self->max_area = g_value_get_double (value);
       break;
+    case PROP_ANALYSIS_NICE:
+      self->analysis_nice = g_value_get_int (value);
+      break;
     default:
       G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
       break;
@@ -254,6 +274,9 @@ gst_tumor_features_get_property (GObject *object, guint prop_id, GValue *value,
       break;
     case PROP_MAX_AREA:
       g_value_set_double (value, self->max_area);
+      break;
+    case PROP_ANALYSIS_NICE:
+      g_value_set_int (value, self->analysis_nice);
       break;
     default:
       G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
@@ -332,9 +355,17 @@ attach_nuclei (LivemicroFeaturesMeta *m, const Done &d)
 
 /* Worker: analyses the job, reports it (JSON line, bus message), publishes. */
 static void
-worker_loop (GstTumorFeatures *self)
+worker_loop (GstTumorFeatures *self, int nice)
 {
   Private *p = self->priv;
+#ifdef __linux__
+  /* On Linux a thread has its own nice value: a background analysis yields
+   * the CPU to the video threads when the machine is short of it. */
+  if (nice > 0 && setpriority (PRIO_PROCESS, (id_t) syscall (SYS_gettid), nice) != 0)
+    GST_WARNING_OBJECT (self, "cannot lower the analysis thread's priority: %s", g_strerror (errno));
+#else
+  (void) nice;
+#endif
   std::unique_lock<std::mutex> lock (p->mutex);
   while (true) {
     p->job_ready.wait (lock, [p] { return p->stopping || p->job.has_value (); });
@@ -357,6 +388,11 @@ worker_loop (GstTumorFeatures *self)
       ok = false;
       GST_ELEMENT_WARNING (self, STREAM, FAILED,
           ("analysis of a frame failed: %s", e.what ()), ("the video goes on"));
+    }
+
+    if (ok && !done->result.nuclei.empty ()) {
+      done->nuclei_carrier = gst_buffer_new ();
+      attach_nuclei (livemicro_buffer_add_features_meta (done->nuclei_carrier), *done);
     }
 
     lock.lock ();
@@ -429,6 +465,9 @@ gst_tumor_features_start (GstBaseTransform *trans)
     }
   }
   g_free (location);
+  GST_OBJECT_LOCK (self);
+  const int nice = self->analysis_nice;
+  GST_OBJECT_UNLOCK (self);
 
   std::lock_guard<std::mutex> lock (p->mutex);
   p->json = json;
@@ -439,7 +478,7 @@ gst_tumor_features_start (GstBaseTransform *trans)
   p->seq = p->frames_analysed = p->frames_skipped = p->frame_index = 0;
   p->warned_skip = false;
   p->analyzer.reset ();
-  p->worker = std::thread (worker_loop, self);
+  p->worker = std::thread (worker_loop, self, nice);
   return TRUE;
 }
 
@@ -631,8 +670,9 @@ gst_tumor_features_transform_ip (GstBaseTransform *trans, GstBuffer *buf)
     return GST_FLOW_OK;
   fill_summary (meta, *latest);
   meta->analysed = my_seq != 0 && latest->seq == my_seq;
-  if (meta_nuclei)
-    attach_nuclei (meta, *latest);
+  if (meta_nuclei && latest->nuclei_carrier)
+    livemicro_features_meta_share_nuclei (meta,
+        livemicro_buffer_get_features_meta (latest->nuclei_carrier));
   return GST_FLOW_OK;
 }
 
@@ -712,6 +752,12 @@ gst_tumor_features_class_init (GstTumorFeaturesClass *klass)
       g_param_spec_double ("max-area-um2", "Maximum nucleus area (µm²)",
           "Objects larger than this (clumps, folds) are not counted as nuclei",
           1.0, 10000.0, DEFAULT_MAX_AREA, rw));
+  g_object_class_install_property (gobject_class, PROP_ANALYSIS_NICE,
+      g_param_spec_int ("analysis-nice", "Analysis thread niceness",
+          "Nice value of the analysis thread (Linux; read when the element starts): above 0 "
+          "the video threads get the CPU first and, when it is short, the analysis skips "
+          "frames instead of delaying the video. OpenCV's own thread pool is not affected",
+          0, 19, DEFAULT_ANALYSIS_NICE, rw));
 
   gst_element_class_add_static_pad_template (element_class, &sink_template);
   gst_element_class_add_static_pad_template (element_class, &src_template);
@@ -743,6 +789,7 @@ gst_tumor_features_init (GstTumorFeatures *self)
   self->emit_nuclei = DEFAULT_EMIT_NUCLEI;
   self->meta_nuclei = DEFAULT_META_NUCLEI;
   self->wait_for_result = DEFAULT_WAIT_FOR_RESULT;
+  self->analysis_nice = DEFAULT_ANALYSIS_NICE;
   self->stain = DEFAULT_STAIN;
   self->min_area = DEFAULT_MIN_AREA;
   self->max_area = DEFAULT_MAX_AREA;

@@ -34,14 +34,51 @@ livemicro_features_meta_init (GstMeta * meta, gpointer params, GstBuffer * buffe
   return TRUE;
 }
 
+/* The nuclei of one result and all their contours in one allocation,
+ * shared by every meta that carries the result: a tee, a copy or a carried
+ * over frame costs a reference, not thousands of small copies. */
+typedef struct {
+  gint refcount;
+  guint n;
+  LivemicroNucleus nuclei[];    /* then the contours' floats */
+} NucleiBlock;
+
 static void
 free_nuclei (LivemicroFeaturesMeta * m)
 {
-  for (guint i = 0; i < m->n_nuclei; i++)
-    g_free (m->nuclei[i].contour);
-  g_free (m->nuclei);
+  NucleiBlock *b = m->nuclei_block;
+
+  if (b && g_atomic_int_dec_and_test (&b->refcount))
+    g_free (b);
+  m->nuclei_block = NULL;
   m->nuclei = NULL;
   m->n_nuclei = 0;
+}
+
+/* A new block holding a copy of @nuclei; its contours point into it. */
+static NucleiBlock *
+nuclei_block_new (const LivemicroNucleus * nuclei, guint n)
+{
+  gsize floats = 0;
+  NucleiBlock *b;
+  gfloat *f;
+
+  for (guint i = 0; i < n; i++)
+    floats += 2 * (gsize) nuclei[i].n_contour;
+  b = g_malloc (sizeof (NucleiBlock) + n * sizeof (LivemicroNucleus) +
+      floats * sizeof (gfloat));
+  b->refcount = 1;
+  b->n = n;
+  memcpy (b->nuclei, nuclei, n * sizeof (LivemicroNucleus));
+  f = (gfloat *) (b->nuclei + n);
+  for (guint i = 0; i < n; i++) {
+    gsize len = 2 * (gsize) nuclei[i].n_contour;
+    if (len)
+      memcpy (f, nuclei[i].contour, len * sizeof (gfloat));
+    b->nuclei[i].contour = len ? f : NULL;
+    f += len;
+  }
+  return b;
 }
 
 static void
@@ -56,33 +93,57 @@ livemicro_features_meta_copy_summary (LivemicroFeaturesMeta * dest,
 {
   GstMeta parent;
   guint n;
-  LivemicroNucleus *nuclei;
+  const LivemicroNucleus *nuclei;
+  gpointer block;
 
   g_return_if_fail (dest != NULL && src != NULL);
   parent = dest->meta;
   n = dest->n_nuclei;
   nuclei = dest->nuclei;
+  block = dest->nuclei_block;
   *dest = *src;
   dest->meta = parent;
   dest->n_nuclei = n;
   dest->nuclei = nuclei;
+  dest->nuclei_block = block;
 }
 
 void
 livemicro_features_meta_set_nuclei (LivemicroFeaturesMeta * meta,
     const LivemicroNucleus * nuclei, guint n_nuclei)
 {
+  NucleiBlock *b;
+
   g_return_if_fail (meta != NULL);
   g_return_if_fail (nuclei != NULL || n_nuclei == 0);
-  free_nuclei (meta);
-  if (n_nuclei == 0)
+  if (n_nuclei == 0) {
+    free_nuclei (meta);
     return;
-  meta->nuclei = g_new (LivemicroNucleus, n_nuclei);
-  memcpy (meta->nuclei, nuclei, n_nuclei * sizeof (LivemicroNucleus));
-  for (guint i = 0; i < n_nuclei; i++)
-    meta->nuclei[i].contour = nuclei[i].n_contour ?
-        g_memdup2 (nuclei[i].contour, nuclei[i].n_contour * 2 * sizeof (gfloat)) : NULL;
+  }
+  /* Copy before letting go: @nuclei may be this meta's own. */
+  b = nuclei_block_new (nuclei, n_nuclei);
+  free_nuclei (meta);
+  meta->nuclei_block = b;
+  meta->nuclei = b->nuclei;
   meta->n_nuclei = n_nuclei;
+}
+
+void
+livemicro_features_meta_share_nuclei (LivemicroFeaturesMeta * dest,
+    const LivemicroFeaturesMeta * src)
+{
+  NucleiBlock *b;
+
+  g_return_if_fail (dest != NULL && src != NULL);
+  if (dest == src)
+    return;
+  b = src->nuclei_block;
+  if (b)
+    g_atomic_int_inc (&b->refcount);
+  free_nuclei (dest);
+  dest->nuclei_block = b;
+  dest->nuclei = b ? b->nuclei : NULL;
+  dest->n_nuclei = b ? b->n : 0;
 }
 
 static gboolean
@@ -100,7 +161,7 @@ livemicro_features_meta_transform (GstBuffer * dest, GstMeta * meta,
     livemicro_features_meta_copy_summary (dst, src);
     /* A part of the buffer is another geometry: keep the summary only. */
     if (!copy->region)
-      livemicro_features_meta_set_nuclei (dst, src->nuclei, src->n_nuclei);
+      livemicro_features_meta_share_nuclei (dst, src);
     return TRUE;
   }
 
@@ -129,7 +190,8 @@ livemicro_features_meta_transform (GstBuffer * dest, GstMeta * meta,
     dst->working_um_per_px = src->working_um_per_px;
     livemicro_features_meta_set_nuclei (dst, src->nuclei, src->n_nuclei);
     for (guint i = 0; i < dst->n_nuclei; i++) {
-      LivemicroNucleus *n = &dst->nuclei[i];
+      /* A block of its own, not shared yet: safe to rescale in place. */
+      LivemicroNucleus *n = &((NucleiBlock *) dst->nuclei_block)->nuclei[i];
       n->x_px *= sx;
       n->y_px *= sy;
       for (guint k = 0; k < n->n_contour; k++) {

@@ -23,6 +23,7 @@
 #include <gst/gst.h>
 #include <gst/video/video.h>
 #include <json-glib/json-glib.h>
+#include <opencv2/core/utility.hpp>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
@@ -72,6 +73,11 @@ struct Worker {
   gint64 last_stats_us = 0;
   double analysis_ms_sum = 0;
   uint64_t analysis_count = 0;
+  // When each recent frame entered the capture tee, by PTS: a view whose
+  // profile strips the capture time from the stage meta (guest: geometry
+  // only) still gets a true capture time in its stream for latency.
+  std::mutex capture_times_mutex;
+  std::map<GstClockTime, gint64> capture_times;
 };
 
 Worker g;
@@ -146,6 +152,31 @@ add_structure_fields (JsonBuilder *b, const GstStructure *s)
   }, b);
 }
 
+constexpr size_t kCaptureTimesKept = 120;
+
+GstPadProbeReturn
+on_capture_frame (GstPad *, GstPadProbeInfo *info, gpointer)
+{
+  GstBuffer *buf = GST_PAD_PROBE_INFO_BUFFER (info);
+  if (!GST_BUFFER_PTS_IS_VALID (buf))
+    return GST_PAD_PROBE_OK;
+  LivemicroStageMeta *m = livemicro_buffer_get_stage_meta (buf);
+  gint64 t = m && m->capture_unix_us ? m->capture_unix_us : g_get_real_time ();
+  std::lock_guard<std::mutex> lock (g.capture_times_mutex);
+  g.capture_times[GST_BUFFER_PTS (buf)] = t;
+  while (g.capture_times.size () > kCaptureTimesKept)
+    g.capture_times.erase (g.capture_times.begin ());
+  return GST_PAD_PROBE_OK;
+}
+
+gint64
+capture_time_of (GstClockTime pts)
+{
+  std::lock_guard<std::mutex> lock (g.capture_times_mutex);
+  auto it = g.capture_times.find (pts);
+  return it != g.capture_times.end () ? it->second : g_get_real_time ();
+}
+
 // Records the stage of each raw frame entering a view's encoder.
 GstPadProbeReturn
 on_raw_frame (GstPad *, GstPadProbeInfo *info, gpointer data)
@@ -165,9 +196,9 @@ on_raw_frame (GstPad *, GstPadProbeInfo *info, gpointer data)
     h.frame_height = m->frame_height;
     if (m->moving)
       h.flags |= wire::kFlagMoving;
-  } else {
-    h.capture_unix_us = g_get_real_time ();
   }
+  if (h.capture_unix_us == 0)
+    h.capture_unix_us = capture_time_of (GST_BUFFER_PTS (buf));
   view->timeline.record (GST_BUFFER_PTS (buf), h);
   return GST_PAD_PROBE_OK;
 }
@@ -671,6 +702,9 @@ start (const std::string &description, std::string &error)
     error = "capture pipeline needs a tee named 'capture' and a microscopesrc named 'scope'";
     return false;
   }
+  GstPad *tee_sink = gst_element_get_static_pad (g.tee, "sink");
+  gst_pad_add_probe (tee_sink, GST_PAD_PROBE_TYPE_BUFFER, on_capture_frame, nullptr, nullptr);
+  gst_object_unref (tee_sink);
   GstBus *bus = gst_element_get_bus (p);
   if (gst_element_set_state (p, GST_STATE_PLAYING) == GST_STATE_CHANGE_FAILURE) {
     // The element said why on the bus (e.g. "slide '…' does not exist").
@@ -828,6 +862,11 @@ main (int argc, char **argv)
   // Die with the daemon: a worker never outlives the process that owns it.
   prctl (PR_SET_PDEATHSIG, SIGTERM);
   gst_init (&argc, &argv);
+  // One media process runs many branches on a few cores: the parallelism
+  // is the branches' threads.  OpenCV's own pool (TBB) would run the
+  // background analysis at the video's priority and fight the encoders for
+  // the same cores, so OpenCV runs each call on its calling thread.
+  cv::setNumThreads (0);
   for (int i = 1; i + 1 < argc; i++)
     if (!strcmp (argv[i], "--fd"))
       g.fd = atoi (argv[i + 1]);

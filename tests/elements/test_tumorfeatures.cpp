@@ -612,6 +612,93 @@ TEST_F (TumorFeatures, OverlayDrawsWhereTheNucleiAre)
   EXPECT_EQ (cv::norm (off.samples (0)[0].rgb, off.samples (1)[0].rgb, cv::NORM_INF), 0.0);
 }
 
+// The nuclei of a result are shared, not copied, by the buffers that carry
+// it; each copy stays valid after the others are gone; a rescale gets its own.
+TEST_F (TumorFeatures, BufferCopiesShareTheNucleiAndOutliveTheOriginal)
+{
+  float ring_a[] = {1, 1, 5, 1, 5, 5, 1, 5}, ring_b[] = {10, 10, 14, 10, 12, 14};
+  LivemicroNucleus in[2] = {};
+  in[0].x_px = 3;
+  in[0].n_contour = 4;
+  in[0].contour = ring_a;
+  in[1].x_px = 12;
+  in[1].n_contour = 3;
+  in[1].contour = ring_b;
+  GstBuffer *a = gst_buffer_new ();
+  LivemicroFeaturesMeta *ma = livemicro_buffer_add_features_meta (a);
+  livemicro_features_meta_set_nuclei (ma, in, 2);
+  ASSERT_EQ (ma->n_nuclei, 2u);
+  EXPECT_NE (ma->nuclei[0].contour, ring_a) << "set_nuclei copies";
+  GstBuffer *b = gst_buffer_copy (a);
+  const LivemicroFeaturesMeta *mb = livemicro_buffer_get_features_meta (b);
+  ASSERT_NE (mb, nullptr);
+  EXPECT_EQ (mb->nuclei, ma->nuclei) << "a copy shares the nuclei";
+  // Replacing a meta's nuclei with its own (a copy of itself) is safe.
+  livemicro_features_meta_set_nuclei (ma, ma->nuclei, ma->n_nuclei);
+  EXPECT_NE (ma->nuclei, mb->nuclei);
+  gst_buffer_unref (a);
+  ASSERT_EQ (mb->n_nuclei, 2u);
+  EXPECT_FLOAT_EQ (mb->nuclei[1].x_px, 12);
+  ASSERT_EQ (mb->nuclei[1].n_contour, 3u);
+  EXPECT_FLOAT_EQ (mb->nuclei[1].contour[4], 12);
+  EXPECT_FLOAT_EQ (mb->nuclei[0].contour[7], 5);
+  GstBuffer *c = gst_buffer_new ();
+  LivemicroFeaturesMeta *mc = livemicro_buffer_add_features_meta (c);
+  livemicro_features_meta_share_nuclei (mc, mb);
+  gst_buffer_unref (b);
+  EXPECT_FLOAT_EQ (mc->nuclei[0].contour[2], 5);
+  livemicro_features_meta_set_nuclei (mc, nullptr, 0);
+  EXPECT_EQ (mc->nuclei, nullptr);
+  EXPECT_EQ (mc->n_nuclei, 0u);
+  gst_buffer_unref (c);
+}
+
+// featureoverlay rasterises a result's outlines once and reuses them on the
+// frames that carry it; a new result on another field is drawn anew, on its
+// own nuclei, never the previous field's outlines.
+TEST_F (TumorFeatures, OverlayFollowsEachNewResult)
+{
+  GstHarness *h = gst_harness_new_parse (
+      "tumorfeatures um-per-px=0.25 ! featureoverlay summary=false heatmap=false color-by=none");
+  gst_harness_set_src_caps_str (h, "video/x-raw,format=RGB,width=640,height=480,framerate=0/1");
+  livemicro::hw::sim::SyntheticSlide slide;
+  cv::Point2d home = slide.home_um ();
+  std::vector<cv::Mat> fields (2);
+  slide.render (0.25, cv::Rect ((int) (home.x / 0.25), (int) (home.y / 0.25), 640, 480), fields[0]);
+  slide.render (0.25, cv::Rect ((int) (home.x / 0.25) + 900, (int) (home.y / 0.25) + 700, 640, 480), fields[1]);
+  std::vector<cv::Mat> changed_sets;
+  for (int k : {0, 0, 1, 1, 0}) {
+    const cv::Mat &rgb = fields[k];
+    GstBuffer *out = gst_harness_push_and_pull (h, gst_buffer_new_memdup (rgb.data, rgb.total () * 3));
+    ASSERT_NE (out, nullptr);
+    const LivemicroFeaturesMeta *m = livemicro_buffer_get_features_meta (out);
+    ASSERT_NE (m, nullptr);
+    ASSERT_GT (m->n_nuclei, 20u);
+    GstMapInfo map;
+    ASSERT_TRUE (gst_buffer_map (out, &map, GST_MAP_READ));
+    cv::Mat drawn (480, 640, CV_8UC3, map.data), diff;
+    cv::absdiff (rgb, drawn, diff);
+    cv::cvtColor (diff, diff, cv::COLOR_RGB2GRAY);
+    gst_buffer_unmap (out, &map);
+    cv::Mat changed = diff > 0;
+    cv::Mat near_contour = cv::Mat::zeros (changed.size (), CV_8U);
+    for (guint i = 0; i < m->n_nuclei; i++)
+      for (guint q = 0; q < m->nuclei[i].n_contour; q++)
+        cv::circle (near_contour,
+            cv::Point ((int) m->nuclei[i].contour[2 * q], (int) m->nuclei[i].contour[2 * q + 1]), 2, 255, -1);
+    int n_changed = cv::countNonZero (changed);
+    EXPECT_GT (n_changed, 300) << "field " << k;
+    EXPECT_GE (cv::countNonZero (changed & near_contour), 0.98 * n_changed) << "field " << k;
+    changed_sets.push_back (changed);
+    gst_buffer_unref (out);
+  }
+  // The same field analysed again is drawn the same; the other field is not.
+  EXPECT_EQ (cv::countNonZero (changed_sets[0] != changed_sets[1]), 0);
+  EXPECT_EQ (cv::countNonZero (changed_sets[0] != changed_sets[4]), 0);
+  EXPECT_GT (cv::countNonZero (changed_sets[0] != changed_sets[2]), 300);
+  gst_harness_teardown (h);
+}
+
 // Properties changed from another thread while frames flow (a viewer
 // toggling the overlay, the orchestrator changing the interval): every frame
 // still comes out, with its meta once a first result exists.

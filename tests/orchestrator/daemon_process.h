@@ -4,6 +4,7 @@
 #pragma once
 
 #include "testutil.h"
+#include "../../orchestrator/common/h264.h"
 
 #include <gio/gio.h>
 #include <gst/gst.h>
@@ -231,10 +232,24 @@ public:
     std::string desc = "rtspsrc name=src latency=0" + tls + " protocols=" + std::string (protocols) +
                        " location=\"" + url + "\"" +
                        (user.empty () ? "" : " user-id=\"" + user + "\" user-pw=\"" + password + "\"") +
-                       " ! rtph264depay name=depay ! h264parse ! " +
+                       " ! rtph264depay name=depay ! video/x-h264,stream-format=byte-stream,alignment=au ! h264parse ! " +
                        (decode ? "avdec_h264 ! " : "") + "fakesink name=sink sync=false signal-handoffs=true";
     pipeline_ = gst_parse_launch (desc.c_str (), nullptr);
     GstElement *sink = gst_bin_get_by_name (GST_BIN (pipeline_), "sink");
+    GstElement *depay = gst_bin_get_by_name (GST_BIN (pipeline_), "depay");
+    GstPad *au_pad = gst_element_get_static_pad (depay, "src");
+    gst_pad_add_probe (au_pad, GST_PAD_PROBE_TYPE_BUFFER, +[] (GstPad *, GstPadProbeInfo *info, gpointer d) {
+      GstBuffer *b = GST_PAD_PROBE_INFO_BUFFER (info);
+      GstMapInfo map;
+      if (gst_buffer_map (b, &map, GST_MAP_READ)) {
+        if (auto fi = livemicro::orchestrator::h264::frame_info (map.data, map.size))
+          static_cast<RtspPlayer *> (d)->last_capture_unix_us_ = fi->capture_unix_us;
+        gst_buffer_unmap (b, &map);
+      }
+      return GST_PAD_PROBE_OK;
+    }, this, nullptr);
+    gst_object_unref (au_pad);
+    gst_object_unref (depay);
     g_signal_connect (sink, "handoff", G_CALLBACK (+[] (GstElement *, GstBuffer *, GstPad *, gpointer d) {
       auto *self = static_cast<RtspPlayer *> (d);
       self->frames_++;
@@ -279,6 +294,8 @@ public:
   }
   int frames () const { return frames_; }
   gint64 last_frame_us () const { return last_frame_us_; }
+  // The capture time (µs since the epoch) in the last access unit's SEI.
+  gint64 last_capture_unix_us () const { return last_capture_unix_us_; }
   const std::string &error () const { return error_; }
   GstElement *pipeline () const { return pipeline_; }
 
@@ -286,6 +303,7 @@ private:
   GstElement *pipeline_ = nullptr;
   std::atomic<int> frames_ {0};
   std::atomic<gint64> last_frame_us_ {0};
+  std::atomic<gint64> last_capture_unix_us_ {0};
   std::string error_;
 };
 

@@ -172,6 +172,24 @@ TEST_F (Livemicrod, RtspPlaysOnlyWithTheSessionsOwnCredentialsOverTcpAndUdp)
   EXPECT_EQ (other.frames (), 0);
 }
 
+// Every view's stream says when its frames were taken — a guest's too, whose
+// profile strips the capture time from the StageMeta it sees: the worker
+// takes it where the frame entered the capture tee.
+TEST_F (Livemicrod, EveryViewCarriesItsFramesCaptureTimeEvenAGuests)
+{
+  Daemon d (kSmall);
+  ASSERT_TRUE (d.start ()) << d.error ();
+  for (const char *role : {"owner", "consultant", "guest"}) {
+    HttpReply s = d.create_session (std::string ("u-") + role, role);
+    ASSERT_EQ (s.status, 201) << role;
+    RtspPlayer p (s.str ("rtsp_url"), s.str ("id"), s.str ("token"));
+    ASSERT_TRUE (p.wait_frames (10, 15)) << role << ": " << p.error ();
+    gint64 age_us = g_get_real_time () - p.last_capture_unix_us ();
+    EXPECT_GE (age_us, 0) << role << ": a capture time in the future";
+    EXPECT_LT (age_us, 2 * G_USEC_PER_SEC) << role << ": capture time " << p.last_capture_unix_us ();
+  }
+}
+
 TEST_F (Livemicrod, EndingASessionStopsItsPlayers)
 {
   Daemon d (kSmall);

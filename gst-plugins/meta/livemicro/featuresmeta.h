@@ -113,7 +113,8 @@ typedef struct _LivemicroFeaturesMeta LivemicroFeaturesMeta;
  * @stain_macenko: TRUE when per-slide Macenko vectors were used
  * @analysis_ms: wall time of the analysis, ms
  * @n_nuclei: number of entries in @nuclei (0 unless emit-nuclei)
- * @nuclei: per-nucleus measurements, owned by the meta
+ * @nuclei: per-nucleus measurements, read-only: the buffers that carry the
+ *     same result (copies, tee branches, carried-over frames) share one copy
  */
 struct _LivemicroFeaturesMeta {
   GstMeta meta;
@@ -138,7 +139,10 @@ struct _LivemicroFeaturesMeta {
   gdouble analysis_ms;
 
   guint n_nuclei;
-  LivemicroNucleus *nuclei;
+  const LivemicroNucleus *nuclei;
+
+  /*< private >*/
+  gpointer nuclei_block;
 };
 
 LIVEMICRO_API GType livemicro_features_meta_api_get_type (void);
@@ -154,6 +158,9 @@ LIVEMICRO_API void livemicro_features_meta_copy_summary (LivemicroFeaturesMeta *
 /* Replaces the nuclei with a deep copy of @nuclei (contours included). */
 LIVEMICRO_API void livemicro_features_meta_set_nuclei (LivemicroFeaturesMeta *meta,
     const LivemicroNucleus *nuclei, guint n_nuclei);
+/* Replaces the nuclei of @dest with those of @src, shared, not copied. */
+LIVEMICRO_API void livemicro_features_meta_share_nuclei (LivemicroFeaturesMeta *dest,
+    const LivemicroFeaturesMeta *src);
 
 LIVEMICRO_API const gchar *livemicro_features_quality_to_string (LivemicroFeaturesQuality q);
 
