@@ -42,9 +42,10 @@ livemicro_stage_meta_transform (GstBuffer * dest, GstMeta * meta,
 
   if (GST_META_TRANSFORM_IS_COPY (type)) {
     GstMetaTransformCopy *copy = data;
-    /* A copy of part of the buffer is not the same frame any more. */
+    /* A copy of part of the buffer (a payloader's fragment of an encoded
+     * frame) is not that frame: it gets no StageMeta.  Not an error. */
     if (copy->region)
-      return FALSE;
+      return TRUE;
     dst = livemicro_buffer_add_stage_meta (dest);
     if (!dst)
       return FALSE;

@@ -274,6 +274,33 @@ TEST_F (MicroscopeSrc, NonUniformScaleDropsStageMetaRatherThanLie)
   gst_buffer_unref (buf);
 }
 
+// An RTP payloader fragments an encoded frame with region copies: the
+// fragments get no StageMeta, and that is not an error on the log.
+TEST_F (MicroscopeSrc, APartOfABufferGetsNoStageMetaQuietly)
+{
+  h_ = gst_harness_new_parse ("microscopesrc is-live=false ! video/x-raw,format=RGB,width=64,height=48 ! identity");
+  gst_harness_play (h_);
+  GstBuffer *buf = gst_harness_pull (h_);
+  ASSERT_NE (livemicro_buffer_get_stage_meta (buf), nullptr);
+  int errors = 0;
+  gst_debug_set_threshold_for_name ("GST_BUFFER", GST_LEVEL_ERROR);
+  GstLogFunction count_errors = [] (GstDebugCategory *, GstDebugLevel level, const gchar *, const gchar *,
+                                    gint, GObject *, GstDebugMessage *, gpointer d) {
+    if (level == GST_LEVEL_ERROR)
+      ++*static_cast<int *> (d);
+  };
+  gst_debug_add_log_function (count_errors, &errors, nullptr);
+  GstBuffer *whole = gst_buffer_copy (buf);
+  GstBuffer *part = gst_buffer_copy_region (buf, GST_BUFFER_COPY_ALL, 0, 100);
+  gst_debug_remove_log_function_by_data (&errors);
+  EXPECT_NE (livemicro_buffer_get_stage_meta (whole), nullptr);
+  EXPECT_EQ (livemicro_buffer_get_stage_meta (part), nullptr);
+  EXPECT_EQ (errors, 0);
+  gst_buffer_unref (part);
+  gst_buffer_unref (whole);
+  gst_buffer_unref (buf);
+}
+
 TEST_F (MicroscopeSrc, StagePropertiesCanBeHammeredWhilePlaying)
 {
   start ("name=src");
