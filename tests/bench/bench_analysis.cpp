@@ -12,6 +12,7 @@
 //    microscope at 40x and 20x, and a real-tissue frame tiled from MoNuSeg;
 //    medians over repeats; the ratio is against scikit-image on the same
 //    PNG frames.  Only the analysis is timed (frames decoded beforehand).
+#include "bench_json.h"
 #include "accuracy.h"
 #include "sim/synthetic_slide.h"
 
@@ -364,14 +365,7 @@ main (int argc, char **argv)
   }
   json_builder_end_array (b);
   json_builder_end_object (b);
-  g_autoptr (JsonGenerator) gen = json_generator_new ();
-  g_autoptr (JsonNode) root = json_builder_get_root (b);
-  json_generator_set_root (gen, root);
-  json_generator_set_pretty (gen, TRUE);
-  if (!json_generator_to_file (gen, json_path.c_str (), nullptr))
-    std::fprintf (stderr, "could not write %s\n", json_path.c_str ());
-  else
-    std::printf ("wrote %s\n", json_path.c_str ());
+  livemicro::bench::write_json (b, json_path);
   // Clean the temporary frames.
   if (GDir *d = g_dir_open (dir.c_str (), 0, nullptr)) {
     while (const char *n = g_dir_read_name (d))

@@ -16,6 +16,7 @@
 //                overlay and encoder, but all of it once per viewer.  The
 //                clients (rtspsrc, no decoding: 100 decoders do not fit on 2
 //                cores) run in this process, on the same machine.
+#include "bench_json.h"
 #include "../orchestrator/daemon_process.h"
 #include "../../orchestrator/common/encoder_timeline.h"
 #include "../../orchestrator/common/h264.h"
@@ -648,11 +649,6 @@ main (int argc, char **argv)
     json_builder_end_object (b);
   }
   json_builder_end_object (b);
-  g_autoptr (JsonGenerator) gen = json_generator_new ();
-  g_autoptr (JsonNode) root = json_builder_get_root (b);
-  json_generator_set_root (gen, root);
-  json_generator_set_pretty (gen, TRUE);
-  json_generator_to_file (gen, json_path.c_str (), nullptr);
-  std::printf ("wrote %s\n", json_path.c_str ());
+  livemicro::bench::write_json (b, json_path);
   return 0;
 }

@@ -7,6 +7,7 @@
 // camera path vs. rendering every frame from the slide model (no cache), and
 // the element path (microscopesrc ! fakesink) in RGB and I420.  The process is
 // pinned to one CPU and OpenCV runs single-threaded.  Medians over repeats.
+#include "bench_json.h"
 #include "sim/sim_microscope.h"
 
 #include <livemicro/hw/microscope.h>
@@ -298,13 +299,6 @@ main (int argc, char **argv)
   }
   json_builder_end_array (b);
   json_builder_end_object (b);
-  g_autoptr (JsonGenerator) gen = json_generator_new ();
-  g_autoptr (JsonNode) root = json_builder_get_root (b);
-  json_generator_set_root (gen, root);
-  json_generator_set_pretty (gen, TRUE);
-  if (!json_generator_to_file (gen, json_path.c_str (), nullptr))
-    std::fprintf (stderr, "could not write %s\n", json_path.c_str ());
-  else
-    std::printf ("wrote %s\n", json_path.c_str ());
+  livemicro::bench::write_json (b, json_path);
   return 0;
 }
