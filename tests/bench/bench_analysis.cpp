@@ -12,7 +12,7 @@
 //    microscope at 40x and 20x, and a real-tissue frame tiled from MoNuSeg;
 //    medians over repeats; the ratio is against scikit-image on the same
 //    PNG frames.  Only the analysis is timed (frames decoded beforehand).
-#include "bench_json.h"
+#include "bench_util.h"
 #include "accuracy.h"
 #include "sim/synthetic_slide.h"
 
@@ -38,12 +38,8 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-double
-median (std::vector<double> v)
-{
-  std::sort (v.begin (), v.end ());
-  return v.empty () ? 0 : v[v.size () / 2];
-}
+using livemicro::bench::median;
+using livemicro::bench::percentile;
 
 std::string
 run_capture (const std::string &cmd, int &status)

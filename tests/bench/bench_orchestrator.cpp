@@ -16,7 +16,7 @@
 //                overlay and encoder, but all of it once per viewer.  The
 //                clients (rtspsrc, no decoding: 100 decoders do not fit on 2
 //                cores) run in this process, on the same machine.
-#include "bench_json.h"
+#include "bench_util.h"
 #include "../orchestrator/daemon_process.h"
 #include "../../orchestrator/common/encoder_timeline.h"
 #include "../../orchestrator/common/h264.h"
@@ -38,13 +38,11 @@ namespace h264 = livemicro::orchestrator::h264;
 
 namespace {
 
+// -1 (printed as such) when a measurement got no samples at all.
 double
-pct (std::vector<double> v, double q)
+pct (const std::vector<double> &v, double q)
 {
-  if (v.empty ())
-    return -1;
-  std::sort (v.begin (), v.end ());
-  return v[std::min (v.size () - 1, (size_t) (q * v.size ()))];
+  return v.empty () ? -1 : livemicro::bench::percentile (v, q);
 }
 
 // An RTSP client measuring per-frame glass-to-glass latency from the SEI

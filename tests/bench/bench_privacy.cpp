@@ -8,7 +8,7 @@
 // handling without any work).  The cost of masking is the difference of the
 // two.  Buffers are prepared outside the timed section.  The process is
 // pinned to one CPU and OpenCV runs single-threaded.  Medians over repeats.
-#include "bench_json.h"
+#include "bench_util.h"
 #include <livemicro/hw/microscope.h>
 #include <livemicro/stagemeta.h>
 
@@ -35,6 +35,9 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
+using livemicro::bench::median;
+using livemicro::bench::percentile;
+
 const int kW = 1920, kH = 1080;
 
 struct Frame {
@@ -47,20 +50,6 @@ struct Result {
   double ms = 0, p95_ms = 0, baseline_ms = 0, baseline_p95_ms = 0;
   std::vector<double> runs, baseline_runs;
 };
-
-double
-median (std::vector<double> v)
-{
-  std::sort (v.begin (), v.end ());
-  return v.empty () ? 0 : v[v.size () / 2];
-}
-
-double
-percentile (std::vector<double> v, double q)
-{
-  std::sort (v.begin (), v.end ());
-  return v.empty () ? 0 : v[std::min (v.size () - 1, (size_t) (q * v.size ()))];
-}
 
 // A sequence of frames panning across the label edge at 10x (1 µm/px).
 std::vector<Frame>

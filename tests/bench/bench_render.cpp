@@ -7,7 +7,7 @@
 // camera path vs. rendering every frame from the slide model (no cache), and
 // the element path (microscopesrc ! fakesink) in RGB and I420.  The process is
 // pinned to one CPU and OpenCV runs single-threaded.  Medians over repeats.
-#include "bench_json.h"
+#include "bench_util.h"
 #include "sim/sim_microscope.h"
 
 #include <livemicro/hw/microscope.h>
@@ -31,6 +31,9 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
+using livemicro::bench::median;
+using livemicro::bench::percentile;
+
 struct Result {
   std::string scenario, baseline;
   double fps = 0, baseline_fps = 0;
@@ -40,22 +43,6 @@ struct Result {
 
 // Frame times of the last measure() call, for percentiles.
 std::vector<double> g_frame_ms;
-
-double
-percentile (std::vector<double> v, double q)
-{
-  if (v.empty ())
-    return 0;
-  std::sort (v.begin (), v.end ());
-  return v[std::min (v.size () - 1, (size_t) (q * v.size ()))];
-}
-
-double
-median (std::vector<double> v)
-{
-  std::sort (v.begin (), v.end ());
-  return v.empty () ? 0 : v[v.size () / 2];
-}
 
 // Frames per second of `frame(k)` over `frames` calls.
 double
