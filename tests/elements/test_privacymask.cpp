@@ -322,7 +322,17 @@ TEST (PrivacyMaskLeak, GuestViewNeverShowsOnePixelOfTheLabelOver2000MovingFrames
     }
     guint64 blanked = 0;
     g_object_get (mask, "blanked-frames", &blanked, nullptr);
-    EXPECT_EQ (blanked, 0u) << "every frame had a valid StageMeta: masked, not blanked";
+    std::string why;  // the element says why it blanked, as warnings
+    GstBus *bus = gst_element_get_bus (p);
+    while (GstMessage *w = gst_bus_pop_filtered (bus, GST_MESSAGE_WARNING)) {
+      GError *e = nullptr;
+      gst_message_parse_warning (w, &e, nullptr);
+      why += std::string ("\n  ") + e->message;
+      g_error_free (e);
+      gst_message_unref (w);
+    }
+    gst_object_unref (bus);
+    EXPECT_EQ (blanked, 0u) << "every frame had a valid StageMeta: masked, not blanked (" << obj << "x)" << why;
     gst_element_set_state (p, GST_STATE_NULL);
     gst_object_unref (src);
     gst_object_unref (sink);

@@ -383,7 +383,7 @@ TEST_F (ControlApi, StillsAreFullResolutionPngsAndAnnotationsExportAsGeoJson)
   ASSERT_TRUE (d.start ()) << d.error ();
   Session o = session (d, "o", "owner");
   HttpReply still = d.request ("POST", "/api/v1/sessions/" + o.id + "/stills", "", o.token);
-  ASSERT_EQ (still.status, 200) << still.body.substr (0, 200);
+  ASSERT_EQ (still.status, 200) << still.body.substr (0, 200) << "\ndaemon log:\n" << d.log ();
   ASSERT_GT (still.body.size (), 24u);
   EXPECT_EQ (still.body.substr (1, 3), "PNG");
   auto be32 = [&] (size_t at) {
