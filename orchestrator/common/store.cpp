@@ -3,6 +3,10 @@
 #include <glib.h>
 #include <sqlite3.h>
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 namespace livemicro::orchestrator {
 
 namespace {
@@ -108,6 +112,13 @@ read_session (const Stmt &s)
 
 Store::Store (const std::string &path) : path_ (path)
 {
+  // Token hashes and RTSP digest HA1s live here: readable by the daemon's
+  // user only (SQLite gives its -wal and -shm files the same mode).
+  int fd = ::open (path.c_str (), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd >= 0) {
+    ::fchmod (fd, 0600);
+    ::close (fd);
+  }
   if (sqlite3_open_v2 (path.c_str (), &db_,
           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
           nullptr) != SQLITE_OK) {
@@ -116,10 +127,10 @@ Store::Store (const std::string &path) : path_ (path)
     db_ = nullptr;
     throw StoreError ("cannot open state database '" + path + "': " + msg);
   }
-  sqlite3_busy_timeout (db_, 5000);
+  sqlite3_busy_timeout (db_, kBusyTimeoutMs);
   try {
     exec ("PRAGMA journal_mode=WAL");
-    exec ("PRAGMA synchronous=NORMAL");
+    exec ("PRAGMA synchronous=FULL");
     exec ("PRAGMA foreign_keys=ON");
     exec (kSchema);
   } catch (const StoreError &e) {
@@ -308,6 +319,19 @@ Store::delete_annotation (int64_t id)
   st.bind (1, g_get_real_time ()).bind (2, id);
   st.step ();
   return sqlite3_changes (db_) > 0;
+}
+
+void
+Store::transaction (const std::function<void ()> &fn)
+{
+  exec ("BEGIN IMMEDIATE");
+  try {
+    fn ();
+    exec ("COMMIT");
+  } catch (...) {
+    sqlite3_exec (db_, "ROLLBACK", nullptr, nullptr, nullptr);
+    throw;
+  }
 }
 
 std::string

@@ -1,9 +1,12 @@
 // livemicrod's state on disk: sessions, users and the audit log in SQLite
-// (WAL journal), under the state directory.  Used from one thread (the
-// daemon's main loop).
+// (WAL journal, synchronous=FULL: a committed row survives a power cut),
+// under the state directory.  Used from one thread (the daemon's main loop),
+// so a database held by someone else waits at most kBusyTimeoutMs before a
+// StoreError: the daemon answers 503 rather than stall every client.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -43,6 +46,8 @@ struct AnnotationRecord {
 
 class Store {
 public:
+  static constexpr int kBusyTimeoutMs = 200;
+
   // Opens (creating if needed) `path`; throws StoreError naming the path.
   explicit Store (const std::string &path);
   ~Store ();
@@ -67,6 +72,10 @@ public:
       const std::string &session = "") const;
   std::optional<AnnotationRecord> annotation (int64_t id) const;
   bool delete_annotation (int64_t id);
+
+  // Runs `fn` in one transaction (all its writes or none); a StoreError
+  // (database locked, unwritable, full) rolls back and is rethrown.
+  void transaction (const std::function<void ()> &fn);
 
   // Small persistent values (e.g. the last control epoch per microscope).
   std::string get_value (const std::string &key, const std::string &fallback = "") const;

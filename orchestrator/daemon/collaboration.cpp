@@ -4,6 +4,7 @@
 
 #include "common/tokens.h"
 
+#include <algorithm>
 #include <cmath>
 #include <sstream>
 
@@ -40,20 +41,6 @@ num (double v)
   return s.str ();
 }
 
-// A number field of an object, or an ApiError naming it.
-double
-number (JsonObject *o, const char *name, const char *context)
-{
-  JsonNode *n = o ? json_object_get_member (o, name) : nullptr;
-  if (!n || !JSON_NODE_HOLDS_VALUE (n) ||
-      (json_node_get_value_type (n) != G_TYPE_DOUBLE && json_node_get_value_type (n) != G_TYPE_INT64))
-    throw ApiError {422, std::string (context) + "." + name + " must be a number"};
-  double v = json_node_get_double (n);
-  if (!std::isfinite (v))
-    throw ApiError {422, std::string (context) + "." + name + " must be finite"};
-  return v;
-}
-
 JsonObject *
 parse_object (const std::string &json, JsonParser *p)
 {
@@ -73,12 +60,75 @@ Daemon::participant (const Principal &p)
   return {p.session->id, p.session->user, p.session->role};
 }
 
+AuditRecord
+Daemon::audit_row (const Principal &by, const std::string &microscope, const std::string &action,
+    const std::string &detail, const std::string &result)
+{
+  return {0, g_get_real_time (), by.user (), by.role (), by.admin ? "" : by.session->id, microscope,
+      action, detail, result};
+}
+
 void
 Daemon::record (const Principal &by, const std::string &microscope, const std::string &action,
     const std::string &detail, const std::string &result)
 {
-  store_->append_audit ({0, 0, by.user (), by.role (), by.admin ? "" : by.session->id, microscope,
-      action, detail, result});
+  record (audit_row (by, microscope, action, detail, result));
+}
+
+// Rows of what happened anyway (refusals, stops): written now, or kept and
+// written as soon as the database takes them again.
+void
+Daemon::record (const AuditRecord &row)
+{
+  if (pending_audit_.empty ()) {
+    try {
+      store_->append_audit (row);
+      return;
+    } catch (const StoreError &e) {
+      g_printerr ("livemicrod: audit row kept in memory until the database is writable: %s\n", e.what ());
+    }
+  }
+  pending_audit_.push_back (row);
+}
+
+void
+Daemon::flush_pending_audit ()
+{
+  while (!pending_audit_.empty ()) {
+    try {
+      store_->append_audit (pending_audit_.front ());
+    } catch (const StoreError &) {
+      return;  // still not writable: next tick
+    }
+    pending_audit_.pop_front ();
+  }
+}
+
+void
+Daemon::refused (const Principal &by, const std::string &microscope, const std::string &action,
+    const std::string &detail, const ApiError &e)
+{
+  record (by, microscope, action, detail, "refused: " + e.message);
+}
+
+// What must be on disk before the daemon acts (a command to the hardware, a
+// lease): `rows` and the microscope's control epoch in one transaction.  A
+// database that refuses is a 503 and nothing happens.
+void
+Daemon::durable (const std::vector<AuditRecord> &rows, const MicroscopeRuntime *epoch_of)
+{
+  try {
+    flush_pending_audit ();
+    store_->transaction ([&] {
+      for (const AuditRecord &r : rows)
+        store_->append_audit (r);
+      if (epoch_of)
+        store_->set_value ("control_epoch:" + epoch_of->config.id, std::to_string (epoch_of->control->epoch ()));
+    });
+  } catch (const StoreError &e) {
+    g_printerr ("livemicrod: refused, the state database cannot be written: %s\n", e.what ());
+    throw ApiError {503, "the state database cannot be written just now (nothing was done; try again)"};
+  }
 }
 
 std::string
@@ -137,68 +187,62 @@ Daemon::presence_json (const MicroscopeRuntime &m) const
 void
 Daemon::control_changed (MicroscopeRuntime &m)
 {
-  store_->set_value ("control_epoch:" + m.config.id, std::to_string (m.control->epoch ()));
   notify (m.config.id, "control", control_json (m));
 }
 
 Daemon::Reply
-Daemon::control_action (const Principal &by, const std::string &id, JsonObject *body)
+Daemon::control_action (const Principal &by, const std::string &id, const ControlRequest &r)
 {
-  const MicroscopeRuntime &visible = microscope_visible_to (by, id);
-  MicroscopeRuntime &m = const_cast<MicroscopeRuntime &> (visible);
-  JsonNode *a = json_object_get_member (body, "action");
-  if (!a || !JSON_NODE_HOLDS_VALUE (a) || json_node_get_value_type (a) != G_TYPE_STRING) {
-    record (by, id, "control", "(no action)", "refused: action must be a string");
-    throw ApiError {422, "action must be one of request, release, renew, grant, revoke"};
-  }
-  std::string action = json_node_get_string (a);
+  MicroscopeRuntime &m = runtime_visible_to (by, id);
+  const std::string action = control_action_name (r.action);
   Participant me = participant (by);
+  auto refuse = [&] (int status, const std::string &detail, const std::string &why) {
+    ApiError e {status, why};
+    refused (by, id, "control", detail, e);
+    throw e;
+  };
+  // The change counts only once it is durable: undone if it cannot be.
+  const ControlArbiter before = *m.control;
   ControlArbiter::Outcome o;
   std::string detail = action;
-  if (action == "request" || action == "release" || action == "renew") {
-    if (by.admin) {
-      record (by, id, "control", action, "refused: the admin has no session");
-      throw ApiError {403, "the admin grants and revokes; requesting control needs a session"};
+  switch (r.action) {
+    case ControlAction::kRequest:
+    case ControlAction::kRelease:
+    case ControlAction::kRenew:
+      if (by.admin)
+        refuse (403, action, "the admin grants and revokes; requesting control needs a session");
+      o = r.action == ControlAction::kRequest   ? m.control->request (me)
+          : r.action == ControlAction::kRelease ? m.control->release (me)
+                                                : m.control->renew (me, r.lease);
+      break;
+    case ControlAction::kGrant: {
+      auto target = store_->session (r.session);
+      if (!target || target->microscope != id)
+        refuse (422, action, "no session '" + r.session + "' on this microscope");
+      detail = "grant to " + target->id;
+      o = m.control->grant (me, {target->id, target->user, target->role});
+      break;
     }
-    if (action == "request")
-      o = m.control->request (me);
-    else if (action == "release")
-      o = m.control->release (me);
-    else {
-      JsonNode *l = json_object_get_member (body, "lease");
-      if (!l || !JSON_NODE_HOLDS_VALUE (l) || json_node_get_value_type (l) != G_TYPE_STRING) {
-        record (by, id, "control", action, "refused: no lease");
-        throw ApiError {422, "renew needs \"lease\": the lease id"};
-      }
-      o = m.control->renew (me, json_node_get_string (l));
-    }
-  } else if (action == "grant") {
-    JsonNode *sn = json_object_get_member (body, "session");
-    if (!sn || !JSON_NODE_HOLDS_VALUE (sn) || json_node_get_value_type (sn) != G_TYPE_STRING) {
-      record (by, id, "control", action, "refused: no session");
-      throw ApiError {422, "grant needs \"session\": the session to give control to"};
-    }
-    auto target = store_->session (json_node_get_string (sn));
-    if (!target || target->microscope != id) {
-      record (by, id, "control", action, "refused: unknown session");
-      throw ApiError {422, "no session '" + std::string (json_node_get_string (sn)) + "' on this microscope"};
-    }
-    detail = "grant to " + target->id;
-    o = m.control->grant (me, {target->id, target->user, target->role});
-  } else if (action == "revoke") {
-    o = m.control->revoke (me);
-  } else {
-    record (by, id, "control", action, "refused: unknown action");
-    throw ApiError {422, "action must be one of request, release, renew, grant, revoke"};
+    case ControlAction::kRevoke:
+      o = m.control->revoke (me);
+      break;
   }
-  if (m.control->take_changed ())
-    control_changed (m);
+  const bool changed = m.control->take_changed ();
   if (o.status >= 400) {
-    record (by, id, "control", detail, "refused: " + o.reason);
-    throw ApiError {o.status, o.reason};
+    *m.control = before;
+    refuse (o.status, detail, o.reason);
   }
-  record (by, id, "control", detail, o.result + (o.lease ? " epoch " + std::to_string (o.lease->epoch) : "") +
-      (o.queue_position ? " position " + std::to_string (o.queue_position) : ""));
+  try {
+    durable ({audit_row (by, id, "control", detail,
+                 o.result + (o.lease ? " epoch " + std::to_string (o.lease->epoch) : "") +
+                     (o.queue_position ? " position " + std::to_string (o.queue_position) : ""))},
+        changed ? &m : nullptr);
+  } catch (const ApiError &) {
+    *m.control = before;
+    throw;
+  }
+  if (changed)
+    control_changed (m);
   g_autoptr (JsonBuilder) b = json_builder_new ();
   json_builder_begin_object (b);
   member (b, "result", o.result);
@@ -217,7 +261,7 @@ Daemon::control_action (const Principal &by, const std::string &id, JsonObject *
   return {o.status, builder_json (b)};
 }
 
-void
+bool
 Daemon::send_hw (MicroscopeRuntime &m, uint64_t id, const std::string &op, double a, double b, int objective)
 {
   g_autoptr (JsonBuilder) jb = json_builder_new ();
@@ -233,65 +277,37 @@ Daemon::send_hw (MicroscopeRuntime &m, uint64_t id, const std::string &op, doubl
   json_builder_set_member_name (jb, "objective");
   json_builder_add_int_value (jb, objective);
   json_builder_end_object (jb);
-  m.worker->command (builder_json (jb));
+  return m.worker->command (builder_json (jb));
 }
 
 Daemon::Reply
-Daemon::command (const Principal &by, const std::string &id, JsonObject *body)
+Daemon::command (const Principal &by, const std::string &id, const CommandRequest &c)
 {
-  const MicroscopeRuntime &visible = microscope_visible_to (by, id);
-  MicroscopeRuntime &m = const_cast<MicroscopeRuntime &> (visible);
-  static const char *kOps[] = {"move", "move_by", "focus", "focus_by", "objective", "jog", "autofocus", "stop"};
-  std::string op;
-  GList *members = json_object_get_members (body);
-  std::string unknown;
-  for (GList *l = members; l; l = l->next) {
-    std::string k = static_cast<const char *> (l->data);
-    if (k == "lease")
-      continue;
-    bool known = false;
-    for (const char *o : kOps)
-      known = known || k == o;
-    if (!known)
-      unknown = k;
-    else if (op.empty ())
-      op = k;
-    else
-      unknown = "two commands ('" + op + "' and '" + k + "')";
-  }
-  g_list_free (members);
-  bool audited = false;  // exactly one audit row per request
+  MicroscopeRuntime &m = runtime_visible_to (by, id);
+  const std::string op = command_op_name (c.op);
   auto refuse = [&] (int status, const std::string &why) {
-    record (by, id, "command", op.empty () ? "(none)" : op, "refused: " + why);
-    audited = true;
-    throw ApiError {status, why};
+    ApiError e {status, why};
+    refused (by, id, "command", op, e);
+    throw e;
   };
-  if (!unknown.empty ())
-    refuse (422, unknown.find ("two") == 0 ? "one command per request, got " + unknown : "unknown command '" + unknown + "'");
-  if (op.empty ())
-    refuse (422, "no command: give one of move, move_by, focus, focus_by, objective, jog, autofocus, stop");
   if (!m.online)
-    refuse (503, "microscope '" + id + "' is offline" + (m.last_error.empty () ? "" : ": " + m.last_error));
+    refuse (503, "microscope '" + id + "' is offline: " + shown_to (by, m.last_error.empty () ? "starting" : m.last_error));
 
   // The lease: required, except that the owner and the admin may always stop.
-  std::string lease;
-  JsonNode *ln = json_object_get_member (body, "lease");
-  if (ln && JSON_NODE_HOLDS_VALUE (ln) && json_node_get_value_type (ln) == G_TYPE_STRING)
-    lease = json_node_get_string (ln);
-  const bool emergency_stop = op == "stop" && (by.admin || by.session->role == "owner");
+  const bool emergency_stop = c.op == CommandOp::kStop && (by.admin || by.session->role == "owner");
   if (!emergency_stop) {
     if (by.admin)
       refuse (403, "the admin has no lease; only stop is allowed without one");
-    if (lease.empty ())
+    if (c.lease.empty ())
       refuse (409, "no lease: request control first");
-    bool current = m.control->check (by.session->id, lease);
+    bool current = m.control->check (by.session->id, c.lease);
     if (m.control->take_changed ())
       control_changed (m);
     if (!current)
       refuse (409, "not the current lease (it lapsed, was revoked or handed over)");
   }
   // Rate: a token bucket per session; stop is never limited.
-  if (op != "stop" && !by.admin) {
+  if (c.op != CommandOp::kStop && !by.admin) {
     auto &bucket = m.rate[by.session->id];
     const double cap = config_.control.max_commands_per_s;
     int64_t now = g_get_monotonic_time ();
@@ -309,69 +325,76 @@ Daemon::command (const Principal &by, const std::string &id, JsonObject *body)
   JsonObject *lim = st && json_object_has_member (st, "limits") ? json_object_get_object_member (st, "limits") : nullptr;
   if (!lim)
     refuse (503, "the microscope's travel limits are not known yet (the camera is starting)");
-  auto limit = [&] (const char *k, double fallback) {
-    return lim ? json_object_get_double_member_with_default (lim, k, fallback) : fallback;
-  };
+  auto limit = [&] (const char *k, double fallback) { return json_object_get_double_member_with_default (lim, k, fallback); };
   auto cur = [&] (const char *k) { return stage ? json_object_get_double_member_with_default (stage, k, 0) : 0; };
   auto check_range = [&] (const char *axis, double v, double lo, double hi) {
     if (v < lo || v > hi)
       refuse (422, std::string (axis) + " " + num (v) + " µm is outside the soft travel limit [" + num (lo) +
                        ", " + num (hi) + "] µm for this objective");
   };
-  JsonNode *arg = json_object_get_member (body, op.c_str ());
-  JsonObject *obj = arg && JSON_NODE_HOLDS_OBJECT (arg) ? json_node_get_object (arg) : nullptr;
-  if (op != "objective" && !obj)
-    refuse (422, op + " must be an object");
-  double a = 0, b = 0;
-  int objective = 0;
   std::string detail = op;
-  try {
-    if (op == "move" || op == "move_by") {
-      bool rel = op == "move_by";
-      a = number (obj, rel ? "dx_um" : "x_um", op.c_str ());
-      b = number (obj, rel ? "dy_um" : "y_um", op.c_str ());
-      double tx = rel ? cur ("x_um") + a : a, ty = rel ? cur ("y_um") + b : b;
+  switch (c.op) {
+    case CommandOp::kMove:
+    case CommandOp::kMoveBy: {
+      const bool rel = c.op == CommandOp::kMoveBy;
+      double tx = rel ? cur ("x_um") + c.a : c.a, ty = rel ? cur ("y_um") + c.b : c.b;
       check_range ("x", tx, limit ("x_min_um", -1e12), limit ("x_max_um", 1e12));
       check_range ("y", ty, limit ("y_min_um", -1e12), limit ("y_max_um", 1e12));
-      detail = op + " " + num (a) + ", " + num (b);
-    } else if (op == "focus" || op == "focus_by") {
-      bool rel = op == "focus_by";
-      a = number (obj, rel ? "dz_um" : "z_um", op.c_str ());
-      check_range ("z", rel ? cur ("z_um") + a : a, limit ("z_min_um", -1e12), limit ("z_max_um", 1e12));
-      detail = op + " " + num (a);
-    } else if (op == "objective") {
-      if (!JSON_NODE_HOLDS_VALUE (arg) || json_node_get_value_type (arg) != G_TYPE_INT64)
-        refuse (422, "objective must be a magnification, e.g. 20");
-      objective = (int) json_node_get_int (arg);
-      JsonArray *mags = st && json_object_has_member (st, "objectives") ? json_object_get_array_member (st, "objectives") : nullptr;
+      detail = op + " " + num (c.a) + ", " + num (c.b);
+      break;
+    }
+    case CommandOp::kFocus:
+    case CommandOp::kFocusBy: {
+      const bool rel = c.op == CommandOp::kFocusBy;
+      check_range ("z", rel ? cur ("z_um") + c.a : c.a, limit ("z_min_um", -1e12), limit ("z_max_um", 1e12));
+      detail = op + " " + num (c.a);
+      break;
+    }
+    case CommandOp::kObjective: {
+      JsonArray *mags = json_object_has_member (st, "objectives") ? json_object_get_array_member (st, "objectives") : nullptr;
       bool mounted = !mags;
       std::string list;
       for (guint i = 0; mags && i < json_array_get_length (mags); i++) {
         gint64 mg = json_array_get_int_element (mags, i);
-        mounted = mounted || mg == objective;
+        mounted = mounted || mg == c.objective;
         list += (list.empty () ? "" : ", ") + std::to_string (mg) + "x";
       }
       if (!mounted)
-        refuse (422, "objective " + std::to_string (objective) + "x is not mounted (available: " + list + ")");
-      detail = "objective " + std::to_string (objective);
-    } else if (op == "jog") {
-      a = number (obj, "vx_um_s", "jog");
-      b = number (obj, "vy_um_s", "jog");
-      double v = std::hypot (a, b);
+        refuse (422, "objective " + std::to_string (c.objective) + "x is not mounted (available: " + list + ")");
+      detail = "objective " + std::to_string (c.objective);
+      break;
+    }
+    case CommandOp::kJog: {
+      double v = std::hypot (c.a, c.b);
       if (v <= 0 || v > 20000)
         refuse (422, "jog speed " + num (v) + " µm/s is outside (0, 20000] µm/s");
+      detail = "jog " + num (c.a) + ", " + num (c.b);
+      break;
+    }
+    case CommandOp::kAutofocus:
+    case CommandOp::kStop:
+      break;
+  }
+  const uint64_t cid = m.next_command_id++;
+  const AuditRecord row = audit_row (by, id, "command", detail,
+      "accepted as " + std::to_string (cid) + (emergency_stop && c.lease.empty () ? " (emergency stop)" : ""));
+  if (c.op == CommandOp::kStop) {
+    // Stop is never held back: executed first, its row written as soon as
+    // the database allows.
+    send_hw (m, cid, op, 0, 0, 0);
+    record (row);
+  } else {
+    // Nothing reaches the hardware before its audit row is on disk.
+    durable ({row}, nullptr);
+    if (!send_hw (m, cid, op, c.a, c.b, c.objective)) {
+      record (audit_row (by, id, "command", detail, "not delivered as " + std::to_string (cid) + ": the media worker is down"));
+      throw ApiError {503, "microscope '" + id + "' went offline before the command could be delivered"};
+    }
+    if (c.op == CommandOp::kJog) {
       m.jog_session = by.session->id;
       m.jog_until_us = g_get_monotonic_time () + 600000;
-      detail = "jog " + num (a) + ", " + num (b);
     }
-  } catch (const ApiError &e) {
-    if (!audited)
-      record (by, id, "command", op, "refused: " + e.message);
-    throw;
   }
-  uint64_t cid = m.next_command_id++;
-  send_hw (m, cid, op, a, b, objective);
-  record (by, id, "command", detail, "accepted as " + std::to_string (cid) + (emergency_stop && lease.empty () ? " (emergency stop)" : ""));
   g_autoptr (JsonBuilder) jb = json_builder_new ();
   json_builder_begin_object (jb);
   json_builder_set_member_name (jb, "command");
@@ -413,28 +436,24 @@ Daemon::leave (const std::string &microscope, int handle)
   if (!still_there && m.jog_session == session && g_get_monotonic_time () < m.jog_until_us) {
     uint64_t cid = m.next_command_id++;
     send_hw (m, cid, "stop", 0, 0, 0);
-    store_->append_audit ({0, 0, "livemicrod", "system", session, microscope, "command",
+    record (AuditRecord {0, g_get_real_time (), "livemicrod", "system", session, microscope, "command",
         "stop (the jogging session's connection dropped)", "accepted as " + std::to_string (cid)});
     m.jog_session.clear ();
   }
 }
 
 void
-Daemon::pointer (const SessionRecord &s, JsonObject *msg)
+Daemon::pointer (const SessionRecord &s, double x_um, double y_um)
 {
-  double x = json_object_get_double_member_with_default (msg, "x_um", NAN);
-  double y = json_object_get_double_member_with_default (msg, "y_um", NAN);
-  if (!std::isfinite (x) || !std::isfinite (y))
-    return;
   g_autoptr (JsonBuilder) b = json_builder_new ();
   json_builder_begin_object (b);
   member (b, "session", s.id);
   member (b, "user", s.user);
   member (b, "role", s.role);
   json_builder_set_member_name (b, "x_um");
-  json_builder_add_double_value (b, x);
+  json_builder_add_double_value (b, x_um);
   json_builder_set_member_name (b, "y_um");
-  json_builder_add_double_value (b, y);
+  json_builder_add_double_value (b, y_um);
   json_builder_end_object (b);
   notify (s.microscope, "pointer", builder_json (b));
 }
@@ -467,44 +486,27 @@ annotation_json (const AnnotationRecord &a)
 }  // namespace
 
 Daemon::Reply
-Daemon::add_annotation (const Principal &by, const std::string &id, JsonObject *body)
+Daemon::add_annotation (const Principal &by, const std::string &id, const AnnotationRequest &r)
 {
   microscope_visible_to (by, id);
   if (by.admin)
     throw ApiError {403, "annotations belong to sessions; the admin has none"};
-  std::string kind = json_object_get_string_member_with_default (body, "kind", "");
-  if (kind != "point" && kind != "arrow" && kind != "region")
-    throw ApiError {422, "kind must be point, arrow or region"};
-  JsonNode *pts = json_object_get_member (body, "points_um");
-  if (!pts || !JSON_NODE_HOLDS_ARRAY (pts))
-    throw ApiError {422, "points_um must be an array of [x_um, y_um]"};
-  JsonArray *arr = json_node_get_array (pts);
-  guint n = json_array_get_length (arr);
-  guint need = kind == "point" ? 1 : kind == "arrow" ? 2 : 3;
-  if (n < need || n > 10000 || (kind != "region" && n != need))
-    throw ApiError {422, kind + " needs " + (kind == "region" ? "3 or more" : std::to_string (need)) + " points"};
-  for (guint i = 0; i < n; i++) {
-    JsonNode *p = json_array_get_element (arr, i);
-    if (!JSON_NODE_HOLDS_ARRAY (p) || json_array_get_length (json_node_get_array (p)) != 2)
-      throw ApiError {422, "points_um[" + std::to_string (i) + "] must be [x_um, y_um]"};
-    for (guint k = 0; k < 2; k++) {
-      JsonNode *v = json_array_get_element (json_node_get_array (p), k);
-      if (!JSON_NODE_HOLDS_VALUE (v) || (json_node_get_value_type (v) != G_TYPE_DOUBLE &&
-                                            json_node_get_value_type (v) != G_TYPE_INT64) ||
-          !std::isfinite (json_node_get_double (v)))
-        throw ApiError {422, "points_um[" + std::to_string (i) + "] must hold two numbers"};
-    }
-  }
-  std::string label = json_object_get_string_member_with_default (body, "label", "");
-  if (label.size () > 500)
-    throw ApiError {422, "label longer than 500 characters"};
   AnnotationRecord a;
   a.microscope = id;
   a.session = by.session->id;
   a.user = by.session->user;
-  a.kind = kind;
-  a.label = label;
-  a.points_json = to_json (pts);
+  a.kind = r.kind;
+  a.label = r.label;
+  g_autoptr (JsonBuilder) pb = json_builder_new ();
+  json_builder_begin_array (pb);
+  for (const auto &[x, y] : r.points_um) {
+    json_builder_begin_array (pb);
+    json_builder_add_double_value (pb, x);
+    json_builder_add_double_value (pb, y);
+    json_builder_end_array (pb);
+  }
+  json_builder_end_array (pb);
+  a.points_json = builder_json (pb);
   a.created_unix_us = g_get_real_time ();
   a.id = store_->insert_annotation (a);
   std::string json = annotation_json (a);
@@ -627,7 +629,7 @@ Daemon::request_still (const Principal &by, const std::string &session_id,
     std::string why = m.view_errors.count (sv->second.second) ? m.view_errors.at (sv->second.second)
                       : m.last_error.empty () ? "the microscope is offline" : m.last_error;
     record (by, s.microscope, "still", "session " + s.id, "refused: " + why);
-    throw ApiError {503, "no still: " + why};
+    throw ApiError {503, "no still: " + shown_to (by, why)};
   }
   int64_t request = next_still_++;
   stills_[request] = std::move (done);

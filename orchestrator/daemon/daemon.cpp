@@ -38,17 +38,6 @@ payload_of (JsonObject *event)
   return node_to_string (copy);
 }
 
-bool
-printable_name (const std::string &s)
-{
-  if (s.empty () || s.size () > 128 || !g_utf8_validate (s.c_str (), (gssize) s.size (), nullptr))
-    return false;
-  for (const char *p = s.c_str (); *p; p = g_utf8_next_char (p))
-    if (g_unichar_iscntrl (g_utf8_get_char (p)))
-      return false;
-  return true;
-}
-
 std::string
 prom_label (const std::string &v)
 {
@@ -158,6 +147,7 @@ Daemon::start ()
   } else if (g_mkdir_with_parents (state_dir_.c_str (), 0700) != 0) {
     throw std::runtime_error ("cannot create state directory '" + state_dir_ + "'");
   }
+  g_chmod (state_dir_.c_str (), 0700);  // secrets inside: the daemon's user only
   store_ = std::make_unique<Store> (state_dir_ + "/livemicro.db");
 
   admin_token_ = config_.admin_token;
@@ -202,6 +192,24 @@ Daemon::start ()
   for (const auto &mc : config_.microscopes) {
     MicroscopeRuntime &m = microscopes_[mc.id];
     m.config = mc;
+    // What names the slide never reaches a session in an error text.
+    for (const std::string &uri : {mc.uri, mc.camera, mc.stage, mc.focus}) {
+      if (uri.empty ())
+        continue;
+      secrets_.push_back (uri);
+      g_autoptr (GUri) parsed = g_uri_parse (uri.c_str (), G_URI_FLAGS_NONE, nullptr);
+      std::string path = parsed ? g_uri_get_path (parsed) : uri;
+      if (path.size () > 1) {
+        secrets_.push_back (path);
+        g_autofree char *base = g_path_get_basename (path.c_str ());
+        std::string b = base;
+        if (b.size () >= 6)
+          secrets_.push_back (b);
+        std::string stem = b.substr (0, b.rfind ('.'));
+        if (stem.size () >= 8 && stem != b)
+          secrets_.push_back (stem);
+      }
+    }
     auto router = std::make_shared<FrameRouter> ();
     m.router = router;
     WorkerLink::Callbacks cb;
@@ -266,14 +274,39 @@ Daemon::start ()
     kv.second.worker->start ();
   // Leases lapse on time, not only when someone asks.
   control_tick_ = g_timeout_add (100, [] (gpointer d) -> gboolean {
-    auto *self = static_cast<Daemon *> (d);
-    for (auto &kv : self->microscopes_) {
-      kv.second.control->tick ();
-      if (kv.second.control->take_changed ())
-        self->control_changed (kv.second);
-    }
+    static_cast<Daemon *> (d)->tick ();
     return G_SOURCE_CONTINUE;
   }, this);
+}
+
+// Every 100 ms: leases that lapsed pass on (once their new epoch is on
+// disk), and audit rows the database refused are written.
+void
+Daemon::tick ()
+{
+  flush_pending_audit ();
+  for (auto &kv : microscopes_) {
+    MicroscopeRuntime &m = kv.second;
+    const ControlArbiter before = *m.control;
+    m.control->tick ();
+    if (!m.control->take_changed ())
+      continue;
+    const auto &h = m.control->holder ();
+    std::string detail = h ? "lapsed; passed to " + h->holder.session + " epoch " + std::to_string (h->epoch)
+                           : "lapsed";
+    try {
+      Principal system;
+      system.admin = true;
+      AuditRecord row = audit_row (system, kv.first, "control", detail, "ok");
+      row.user = "livemicrod";
+      row.role = "system";
+      durable ({row}, &m);
+    } catch (const ApiError &) {
+      *m.control = before;  // tried again next tick
+      continue;
+    }
+    control_changed (m);
+  }
 }
 
 void
@@ -420,8 +453,9 @@ Daemon::NewSession
 Daemon::create_session (const Principal &by, const std::string &user, const std::string &role,
     const std::string &microscope)
 {
-  if (!printable_name (user))
-    throw ApiError {422, "user must be a non-empty name of at most 128 printable characters"};
+  std::string why;
+  if (!valid_display_name (user, &why))
+    throw ApiError {422, "user " + why};
   if (!is_known_role (role))
     throw ApiError {422, "role '" + role + "' is not one of owner, consultant, trainee, guest"};
   if (!microscopes_.count (microscope))
@@ -455,9 +489,16 @@ Daemon::create_session (const Principal &by, const std::string &user, const std:
   n.record.token_sha256 = sha256_hex (n.token);
   n.record.digest_ha1 = digest_ha1 (n.record.id, RtspService::kRealm, n.token);
   n.record.created_unix_us = g_get_real_time ();
-  store_->insert_session (n.record);
-  store_->append_audit ({0, 0, by.user (), by.role (), by.admin ? "" : by.session->id, microscope,
-      "session.start", "session " + n.record.id + " for " + user + " as " + role, "ok"});
+  try {
+    store_->transaction ([&] {
+      store_->insert_session (n.record);
+      store_->append_audit (audit_row (by, microscope, "session.start",
+          "session " + n.record.id + " for " + user + " as " + role, "ok"));
+    });
+  } catch (const StoreError &e) {
+    g_printerr ("livemicrod: session not created, the state database cannot be written: %s\n", e.what ());
+    throw ApiError {503, "the state database cannot be written just now (no session was created; try again)"};
+  }
   register_session (n.record);
   return n;
 }
@@ -466,16 +507,39 @@ void
 Daemon::end_session (const Principal &by, const std::string &id)
 {
   SessionRecord s = session_visible_to (by, id);
-  store_->end_session (id);
-  store_->append_audit ({0, 0, by.user (), by.role (), by.admin ? "" : by.session->id, s.microscope,
-      "session.end", "session " + id, "ok"});
+  auto mit = microscopes_.find (s.microscope);
+  MicroscopeRuntime *m = mit == microscopes_.end () ? nullptr : &mit->second;
+  // Its lease passes on: the new epoch is written with the end.
+  std::optional<ControlArbiter> before;
+  bool control_moved = false;
+  if (m) {
+    before = *m->control;
+    control_moved = m->control->forget (id);
+    control_moved = m->control->take_changed () || control_moved;
+  }
+  try {
+    store_->transaction ([&] {
+      store_->end_session (id);
+      store_->append_audit (audit_row (by, s.microscope, "session.end", "session " + id, "ok"));
+      if (control_moved)
+        store_->set_value ("control_epoch:" + s.microscope, std::to_string (m->control->epoch ()));
+    });
+  } catch (const StoreError &e) {
+    if (m)
+      *m->control = *before;
+    g_printerr ("livemicrod: session not ended, the state database cannot be written: %s\n", e.what ());
+    throw ApiError {503, "the state database cannot be written just now (the session was not ended; try again)"};
+  }
+  // Its players, peers and sockets go now.
+  notify (s.microscope, "session_ended", "{\"id\":\"" + id + "\"}");
   rtsp_->remove_session (id);
   release_view (id);
   viewer_stats_.erase (id);
-  MicroscopeRuntime &m = microscopes_.at (s.microscope);
-  if (m.control->forget (id) || m.control->take_changed ())
-    control_changed (m);
-  notify (s.microscope, "session_ended", "{\"id\":\"" + id + "\"}");
+  if (m) {
+    m->rate.erase (id);
+    if (control_moved)
+      control_changed (*m);
+  }
 }
 
 std::vector<SessionRecord>
@@ -539,6 +603,57 @@ Daemon::viewer_url (const SessionRecord &s, const std::string &token) const
   // The token rides in the fragment: browsers never send it to a server.
   return std::string (tls_ ? "https" : "http") + "://" + host + ":" + std::to_string (http_port_) +
          "/view/" + s.id + "#token=" + token;
+}
+
+Daemon::MicroscopeRuntime &
+Daemon::runtime_visible_to (const Principal &p, const std::string &id)
+{
+  return const_cast<MicroscopeRuntime &> (microscope_visible_to (p, id));
+}
+
+bool
+Daemon::session_live (const std::string &id) const
+{
+  return session_views_.count (id) > 0;
+}
+
+std::string
+Daemon::shown_to (const Principal &p, const std::string &text) const
+{
+  if (p.admin)
+    return text;
+  std::string out = text;
+  for (const std::string &secret : secrets_)
+    for (size_t at; !secret.empty () && (at = out.find (secret)) != std::string::npos;)
+      out.replace (at, secret.size (), "<slide>");
+  // Whatever else looks like a URI or an absolute path.
+  std::string clean;
+  size_t i = 0;
+  auto boundary = [&] (size_t k) {
+    return k == 0 || strchr (" \t'\"(:=,[<", out[k - 1]) != nullptr;
+  };
+  while (i < out.size ()) {
+    size_t scheme_end = out.find ("://", i);
+    bool uri = false;
+    if (boundary (i) && g_ascii_isalpha (out[i]) && scheme_end != std::string::npos) {
+      uri = true;
+      for (size_t k = i; k < scheme_end; k++)
+        uri = uri && (g_ascii_isalnum (out[k]) || out[k] == '+' || out[k] == '-' || out[k] == '.');
+    }
+    bool path = boundary (i) && (out[i] == '/' || (out[i] == '~' && i + 1 < out.size () && out[i + 1] == '/'));
+    if (uri || path) {
+      size_t end = i;
+      while (end < out.size () && !strchr (" \t'\")\n", out[end]))
+        end++;
+      while (end > i && strchr (".,:;", out[end - 1]))
+        end--;
+      clean += uri ? "<uri>" : "<path>";
+      i = end;
+      continue;
+    }
+    clean += out[i++];
+  }
+  return clean;
 }
 
 const Daemon::MicroscopeRuntime &

@@ -5,6 +5,7 @@
 #include "common/store.h"
 #include "config.h"
 #include "control.h"
+#include "requests.h"
 #include "rtsp_service.h"
 #include "templates.h"
 #include "view_stream.h"
@@ -14,6 +15,7 @@
 
 #include <json-glib/json-glib.h>
 
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -24,12 +26,6 @@
 namespace livemicro::orchestrator {
 
 struct FrameRouter;
-
-// An error the HTTP API turns into {"error": message} with this status.
-struct ApiError {
-  int status;
-  std::string message;
-};
 
 // Who is calling: the admin, or a session (with its role and microscope).
 struct Principal {
@@ -129,6 +125,13 @@ public:
 
   const std::map<std::string, MicroscopeRuntime> &microscopes () const { return microscopes_; }
   const MicroscopeRuntime &microscope_visible_to (const Principal &p, const std::string &id) const;
+  // Whether a session is live (not ended).
+  bool session_live (const std::string &id) const;
+  // An error text as `p` may read it: the admin (the operator) reads what
+  // the devices and libraries said; sessions never read file paths or URIs
+  // (a slide's path may name the patient): those are replaced by
+  // "<slide>" / "<path>".
+  std::string shown_to (const Principal &p, const std::string &text) const;
   // Sends "set" properties to a microscope's worker (stage commands); false
   // (nothing sent) when the microscope is unknown or offline — a device gone
   // or the worker down; last_error of its runtime says why.
@@ -144,14 +147,18 @@ public:
 
   // Collaboration (control leases, commands, presence, pointers,
   // annotations, stills, audit) — collaboration.cpp.
-  Reply control_action (const Principal &by, const std::string &microscope, JsonObject *body);
-  Reply command (const Principal &by, const std::string &microscope, JsonObject *body);
+  Reply control_action (const Principal &by, const std::string &microscope, const ControlRequest &r);
+  Reply command (const Principal &by, const std::string &microscope, const CommandRequest &c);
+  // A request refused before it reached the daemon's logic (malformed):
+  // audited like any refusal.
+  void refused (const Principal &by, const std::string &microscope, const std::string &action,
+      const std::string &detail, const ApiError &e);
   std::string control_json (const MicroscopeRuntime &m) const;
   std::string presence_json (const MicroscopeRuntime &m) const;
   int join (const std::string &microscope, const SessionRecord &s, const std::string &via);
   void leave (const std::string &microscope, int handle);
-  void pointer (const SessionRecord &s, JsonObject *msg);
-  Reply add_annotation (const Principal &by, const std::string &microscope, JsonObject *body);
+  void pointer (const SessionRecord &s, double x_um, double y_um);
+  Reply add_annotation (const Principal &by, const std::string &microscope, const AnnotationRequest &r);
   Reply annotations (const Principal &by, const std::string &microscope) const;
   Reply delete_annotation (const Principal &by, const std::string &microscope, int64_t id);
   Reply annotations_geojson (const Principal &by, const std::string &session_id, double um_per_px);
@@ -161,8 +168,11 @@ public:
   bool request_still (const Principal &by, const std::string &session_id,
       std::function<void (JsonObject *still)> done);
   Reply audit (const Principal &by, int64_t after_id, int limit) const;
+  // Audit rows of what happened whatever the database says (refusals, a
+  // stop): written now, or kept and written as soon as it allows.
   void record (const Principal &by, const std::string &microscope, const std::string &action,
       const std::string &detail, const std::string &result);
+  void record (const AuditRecord &row);
 
   std::string metrics () const;
 
@@ -183,8 +193,16 @@ private:
   void register_session (const SessionRecord &s);
   void check_templates ();
   void control_changed (MicroscopeRuntime &m);
-  void send_hw (MicroscopeRuntime &m, uint64_t id, const std::string &op, double a, double b, int objective);
+  bool send_hw (MicroscopeRuntime &m, uint64_t id, const std::string &op, double a, double b, int objective);
   static Participant participant (const Principal &p);
+  MicroscopeRuntime &runtime_visible_to (const Principal &p, const std::string &id);
+  static AuditRecord audit_row (const Principal &by, const std::string &microscope, const std::string &action,
+      const std::string &detail, const std::string &result);
+  // Writes `rows` (and the microscope's control epoch) in one transaction
+  // before the daemon acts; ApiError 503 when the database refuses.
+  void durable (const std::vector<AuditRecord> &rows, const MicroscopeRuntime *epoch_of);
+  void flush_pending_audit ();
+  void tick ();
 
   Config config_;
   Paths paths_;
@@ -208,6 +226,8 @@ private:
   int64_t next_still_ = 1;
   std::map<int64_t, std::function<void (JsonObject *)>> stills_;
   guint control_tick_ = 0;
+  std::deque<AuditRecord> pending_audit_;  // rows the database refused, oldest first
+  std::vector<std::string> secrets_;       // texts sessions never read (slide paths, URIs)
 };
 
 }  // namespace livemicro::orchestrator

@@ -1,7 +1,10 @@
 #include "http_api.h"
 
+#include "ws_guard.h"
+
 #include <json-glib/json-glib.h>
 
+#include <algorithm>
 #include <cstring>
 #include <functional>
 #include <stdexcept>
@@ -24,11 +27,16 @@ respond (SoupServerMessage *msg, int status, const std::string &body,
   soup_server_message_set_status (msg, status, nullptr);
   SoupMessageHeaders *h = soup_server_message_get_response_headers (msg);
   soup_message_headers_replace (h, "Cache-Control", "no-store");
+  // One request per connection: libsoup 3.2 keeps a keep-alive connection
+  // that the client closed after a response with a body in CLOSE-WAIT
+  // forever (an fd per request; fixed upstream in 3.3), so the daemon
+  // closes each connection after its response.
+  soup_message_headers_replace (h, "Connection", "close");
   soup_server_message_set_response (msg, type, SOUP_MEMORY_COPY, body.data (), body.size ());
 }
 
-void
-respond_error (SoupServerMessage *msg, int status, const std::string &message)
+std::string
+error_json (const std::string &message)
 {
   g_autoptr (JsonBuilder) b = json_builder_new ();
   json_builder_begin_object (b);
@@ -36,10 +44,16 @@ respond_error (SoupServerMessage *msg, int status, const std::string &message)
   json_builder_add_string_value (b, message.c_str ());
   json_builder_end_object (b);
   g_autoptr (JsonNode) n = json_builder_get_root (b);
+  return to_json (n);
+}
+
+void
+respond_error (SoupServerMessage *msg, int status, const std::string &message)
+{
   if (status == 401)
     soup_message_headers_replace (soup_server_message_get_response_headers (msg),
         "WWW-Authenticate", "Bearer realm=\"LiveMicro\"");
-  respond (msg, status, to_json (n));
+  respond (msg, status, error_json (message));
 }
 
 std::vector<std::string>
@@ -105,6 +119,7 @@ struct HttpApi::Viewer {
   std::string microscope;
   std::string count_key;  // microscope/profile for the WebRTC viewer gauge
   bool authenticated = false;
+  bool ended = false;  // closing: nothing it sends counts any more
   std::shared_ptr<WebRtcPeer> peer;
   int listener = 0;
   guint auth_timeout = 0;
@@ -123,32 +138,108 @@ HttpApi::~HttpApi ()
   }
 }
 
+namespace {
+
+// Limits on what a request may send before the daemon reads it: the body
+// (declared or chunked) and how long its headers may take.
+struct RequestGuard {
+  size_t max_body_bytes = 0;
+  size_t received = 0;
+  bool refused = false;
+  guint header_timer = 0;
+  ~RequestGuard ()
+  {
+    if (header_timer)
+      g_source_remove (header_timer);
+  }
+};
+
+constexpr guint kHeaderTimeoutS = 10;
+// Past this many times the limit the daemon stops listening to the sender.
+constexpr size_t kBodyCutFactor = 16;
+
+void
+cut_connection (SoupServerMessage *msg)
+{
+  if (GSocket *sock = soup_server_message_get_socket (msg))
+    g_socket_shutdown (sock, TRUE, TRUE, nullptr);
+}
+
+// A body over the limit: answered 413 (once the rest is read and
+// discarded), or cut when the sender goes on far beyond it.
+void
+refuse_body (SoupServerMessage *msg, RequestGuard *g)
+{
+  if (!g->refused) {
+    g->refused = true;
+    soup_message_body_set_accumulate (soup_server_message_get_request_body (msg), FALSE);
+    respond_error (msg, 413, "request body larger than " + std::to_string (g->max_body_bytes) + " bytes");
+  }
+  if (g->received > kBodyCutFactor * g->max_body_bytes)
+    cut_connection (msg);
+}
+
+void
+on_request_started (SoupServer *, SoupServerMessage *msg, gpointer self)
+{
+  auto *g = new RequestGuard;
+  g->max_body_bytes = static_cast<HttpApi *> (self)->max_body_bytes ();
+  g_object_set_data_full (G_OBJECT (msg), "livemicro-guard", g, [] (gpointer d) {
+    delete static_cast<RequestGuard *> (d);
+  });
+  // A client that connects and never finishes its headers is dropped.
+  g->header_timer = g_timeout_add_seconds (kHeaderTimeoutS, [] (gpointer d) -> gboolean {
+    auto *m = static_cast<SoupServerMessage *> (d);
+    if (auto *g = static_cast<RequestGuard *> (g_object_get_data (G_OBJECT (m), "livemicro-guard"))) {
+      g->header_timer = 0;
+      cut_connection (m);
+    }
+    return G_SOURCE_REMOVE;
+  }, msg);
+  g_signal_connect (msg, "got-headers", G_CALLBACK (+[] (SoupServerMessage *m, gpointer) {
+    auto *g = static_cast<RequestGuard *> (g_object_get_data (G_OBJECT (m), "livemicro-guard"));
+    if (g->header_timer) {
+      g_source_remove (g->header_timer);
+      g->header_timer = 0;
+    }
+    SoupMessageHeaders *h = soup_server_message_get_request_headers (m);
+    const bool chunked = soup_message_headers_get_one (h, "Transfer-Encoding") != nullptr;
+    const bool sized = soup_message_headers_get_one (h, "Content-Length") != nullptr;
+    if (chunked && sized) {
+      // Ambiguous framing (request smuggling through a proxy): refused.
+      g->refused = true;
+      soup_message_body_set_accumulate (soup_server_message_get_request_body (m), FALSE);
+      respond_error (m, 400, "Content-Length and Transfer-Encoding together are refused");
+      return;
+    }
+    goffset len = sized ? soup_message_headers_get_content_length (h) : 0;
+    if (len > (goffset) g->max_body_bytes) {
+      g->received = (size_t) len;
+      refuse_body (m, g);
+    }
+  }), nullptr);
+  g_signal_connect (msg, "got-chunk", G_CALLBACK (+[] (SoupServerMessage *m, GBytes *chunk, gpointer) {
+    auto *g = static_cast<RequestGuard *> (g_object_get_data (G_OBJECT (m), "livemicro-guard"));
+    g->received += g_bytes_get_size (chunk);
+    if (g->received > g->max_body_bytes)
+      refuse_body (m, g);
+  }), nullptr);
+  // The guard (and its timer) goes with the request, whatever happens to it.
+  g_signal_connect (msg, "finished", G_CALLBACK (+[] (SoupServerMessage *m, gpointer) {
+    g_object_set_data (G_OBJECT (m), "livemicro-guard", nullptr);
+  }), nullptr);
+}
+
+}  // namespace
+
 void
 HttpApi::start ()
 {
   server_ = soup_server_new ("server-header", "livemicrod", nullptr);
   if (d_.tls ())
     g_object_set (server_, "tls-certificate", d_.tls (), nullptr);
-  // Refuse oversized bodies as soon as their headers say so.
-  g_signal_connect (server_, "request-started",
-      G_CALLBACK (+[] (SoupServer *, SoupServerMessage *msg, gpointer self) {
-        g_signal_connect (msg, "got-headers", G_CALLBACK (+[] (SoupServerMessage *m, gpointer s) {
-          auto *api = static_cast<HttpApi *> (s);
-          goffset len = soup_message_headers_get_content_length (
-              soup_server_message_get_request_headers (m));
-          if (len > (goffset) api->d_.config ().max_body_bytes)
-            respond_error (m, 413, "request body larger than " +
-                std::to_string (api->d_.config ().max_body_bytes) + " bytes");
-        }), self);
-      }),
-      this);
+  g_signal_connect (server_, "request-started", G_CALLBACK (on_request_started), this);
   soup_server_add_handler (server_, nullptr, on_request, this, nullptr);
-  soup_server_add_websocket_handler (server_, "/ws", nullptr, nullptr, on_websocket, this, nullptr);
-  // One events socket per microscope (a handler on the prefix would take the
-  // REST routes under it too).
-  for (const auto &kv : d_.microscopes ())
-    soup_server_add_websocket_handler (server_, ("/api/v1/microscopes/" + kv.first + "/events").c_str (),
-        nullptr, nullptr, on_websocket, this, nullptr);
 
   g_autoptr (GError) error = nullptr;
   g_autoptr (GInetAddress) addr = g_inet_address_new_from_string (d_.config ().listen_address.c_str ());
@@ -166,16 +257,25 @@ HttpApi::start ()
   d_.set_http_port (port_);
 }
 
+size_t
+HttpApi::max_body_bytes () const
+{
+  return d_.config ().max_body_bytes;
+}
+
 void
 HttpApi::on_request (SoupServer *, SoupServerMessage *msg, const char *path, GHashTable *query, gpointer self)
 {
   auto *api = static_cast<HttpApi *> (self);
-  if (soup_server_message_get_status (msg) == 413)
-    return;  // answered at got-headers
+  if (soup_server_message_get_status (msg) != 0)
+    return;  // answered while the request was read (413, 400)
   try {
     api->route (msg, path, query);
   } catch (const ApiError &e) {
     respond_error (msg, e.status, e.message);
+  } catch (const StoreError &e) {
+    g_printerr ("livemicrod: state database: %s\n", e.what ());
+    respond_error (msg, 503, "the state database is not available just now; try again");
   } catch (const std::exception &e) {
     respond_error (msg, 500, std::string ("internal error: ") + e.what ());
   }
@@ -197,6 +297,20 @@ HttpApi::route (SoupServerMessage *msg, const std::string &path, GHashTable *que
 {
   const std::string method = soup_server_message_get_method (msg);
   std::vector<std::string> parts = split_path (path);
+
+  // WebSockets: /ws/{session} (the viewer page) and
+  // /api/v1/microscopes/{id}/events (event clients).
+  const bool ws_path = (parts.size () == 2 && parts[0] == "ws") ||
+                       (parts.size () == 5 && parts[0] == "api" && parts[1] == "v1" &&
+                           parts[2] == "microscopes" && parts[4] == "events");
+  if (ws_path) {
+    if (!is_websocket_request (msg) || method != "GET")
+      throw ApiError {400, "this path is a WebSocket: GET with Upgrade: websocket"};
+    std::string why;
+    if (!accept_websocket (msg, d_.config ().max_body_bytes, on_websocket, this, &why))
+      throw ApiError {400, why};
+    return;
+  }
 
   if (path == "/healthz") {
     g_autoptr (JsonBuilder) b = json_builder_new ();
@@ -242,54 +356,15 @@ HttpApi::route (SoupServerMessage *msg, const std::string &path, GHashTable *que
 
 namespace {
 
-JsonObject *
-parse_body (SoupServerMessage *msg, size_t max_bytes, JsonParser *parser)
+// The request's body as one JSON object (size and nesting bounded).
+JsonInput
+body_of (SoupServerMessage *msg, size_t max_bytes)
 {
   SoupMessageBody *body = soup_server_message_get_request_body (msg);
-  if ((size_t) body->length > max_bytes)
-    throw ApiError {413, "request body larger than " + std::to_string (max_bytes) + " bytes"};
   g_autoptr (GBytes) bytes = soup_message_body_flatten (body);
   gsize len = 0;
   const char *data = static_cast<const char *> (g_bytes_get_data (bytes, &len));
-  g_autoptr (GError) error = nullptr;
-  if (len == 0 || !json_parser_load_from_data (parser, data, (gssize) len, &error))
-    throw ApiError {400, std::string ("malformed JSON: ") + (error ? error->message : "empty body")};
-  JsonNode *root = json_parser_get_root (parser);
-  if (!root || !JSON_NODE_HOLDS_OBJECT (root))
-    throw ApiError {400, "the body must be a JSON object"};
-  return json_node_get_object (root);
-}
-
-std::string
-string_field (JsonObject *o, const char *name, bool required, const std::string &fallback = "")
-{
-  if (!json_object_has_member (o, name)) {
-    if (required)
-      throw ApiError {422, std::string ("missing field '") + name + "'"};
-    return fallback;
-  }
-  JsonNode *n = json_object_get_member (o, name);
-  if (!JSON_NODE_HOLDS_VALUE (n) || json_node_get_value_type (n) != G_TYPE_STRING)
-    throw ApiError {422, std::string ("field '") + name + "' must be a string"};
-  return json_node_get_string (n);
-}
-
-void
-only_fields (JsonObject *o, std::initializer_list<const char *> allowed)
-{
-  GList *members = json_object_get_members (o);
-  for (GList *l = members; l; l = l->next) {
-    const char *k = static_cast<const char *> (l->data);
-    bool ok = false;
-    for (const char *a : allowed)
-      ok = ok || !strcmp (a, k);
-    if (!ok) {
-      std::string name = k;
-      g_list_free (members);
-      throw ApiError {422, "unknown field '" + name + "'"};
-    }
-  }
-  g_list_free (members);
+  return JsonInput::parse (data ? data : "", len, max_bytes);
 }
 
 }  // namespace
@@ -318,6 +393,7 @@ HttpApi::api (SoupServerMessage *msg, const std::string &method, const std::vect
   Principal who = d_.authenticate (token);
   if (!who.valid ())
     throw ApiError {401, "invalid or expired token"};
+  const size_t max_body = d_.config ().max_body_bytes;
 
   auto query_value = [&] (const char *k) -> std::string {
     const char *v = query ? static_cast<const char *> (g_hash_table_lookup (query, k)) : nullptr;
@@ -334,7 +410,7 @@ HttpApi::api (SoupServerMessage *msg, const std::string &method, const std::vect
       method_not_allowed ("GET");
     std::string after = query_value ("after"), limit = query_value ("limit");
     reply (d_.audit (who, after.empty () ? 0 : g_ascii_strtoll (after.c_str (), nullptr, 10),
-        limit.empty () ? 1000 : (int) g_ascii_strtoll (limit.c_str (), nullptr, 10)));
+        limit.empty () ? 1000 : (int) std::clamp<gint64> (g_ascii_strtoll (limit.c_str (), nullptr, 10), 1, 10000)));
     return;
   }
   if (microscope_sub) {
@@ -361,14 +437,30 @@ HttpApi::api (SoupServerMessage *msg, const std::string &method, const std::vect
       throw ApiError {404, "no such API route"};
     if (method != "POST")
       method_not_allowed (what == "annotations" ? "GET, POST" : "POST");
-    g_autoptr (JsonParser) parser = json_parser_new ();
-    JsonObject *body = parse_body (msg, d_.config ().max_body_bytes, parser);
-    if (what == "control")
-      reply (d_.control_action (who, id, body));
-    else if (what == "commands")
-      reply (d_.command (who, id, body));
-    else
-      reply (d_.add_annotation (who, id, body));
+    if (what == "control") {
+      std::optional<ControlRequest> request;
+      try {
+        request = parse_control_request (body_of (msg, max_body));
+      } catch (const ApiError &e) {
+        d_.refused (who, id, "control", "(malformed)", e);
+        throw;
+      }
+      reply (d_.control_action (who, id, *request));
+    } else if (what == "commands") {
+      std::optional<CommandRequest> request;
+      std::string op;
+      try {
+        request = parse_command_request (body_of (msg, max_body), &op);
+      } catch (const ApiError &e) {
+        d_.microscope_visible_to (who, id);  // 404/403 before 422
+        d_.refused (who, id, "command", op.empty () ? "(none)" : op, e);
+        throw;
+      }
+      reply (d_.command (who, id, *request));
+    } else {
+      d_.microscope_visible_to (who, id);
+      reply (d_.add_annotation (who, id, parse_annotation_request (body_of (msg, max_body))));
+    }
     return;
   }
   if (session_sub) {
@@ -402,7 +494,7 @@ HttpApi::api (SoupServerMessage *msg, const std::string &method, const std::vect
       asked = d_.request_still (who, id, [finish] (JsonObject *still) {
         const char *err = json_object_get_string_member_with_default (still, "error", nullptr);
         if (err) {
-          finish (503, std::string ("{\"error\":\"") + err + "\"}", "application/json");
+          finish (503, error_json (err), "application/json");
           return;
         }
         gsize len = 0;
@@ -417,14 +509,14 @@ HttpApi::api (SoupServerMessage *msg, const std::string &method, const std::vect
       throw;
     }
     if (!asked)
-      finish (503, "{\"error\":\"the microscope's media worker is not running\"}", "application/json");
+      finish (503, error_json ("the microscope's media worker is not running"), "application/json");
     else
       g_timeout_add_seconds (5, [] (gpointer d) -> gboolean {
         auto *f = static_cast<std::function<void ()> *> (d);
         (*f) ();
         delete f;
         return G_SOURCE_REMOVE;
-      }, new std::function<void ()> ([finish] { finish (504, "{\"error\":\"no frame within 5 s\"}", "application/json"); }));
+      }, new std::function<void ()> ([finish] { finish (504, error_json ("no frame within 5 s"), "application/json"); }));
     return;
   }
 
@@ -444,21 +536,18 @@ HttpApi::api (SoupServerMessage *msg, const std::string &method, const std::vect
     add_string (b, "profile", s.role);
     add_string (b, "state", !error.empty () ? "failed" : (view && view->frames () > 0 ? "streaming" : "starting"));
     if (!error.empty ())
-      add_string (b, "error", error);
+      add_string (b, "error", d_.shown_to (who, error));
     json_builder_end_object (b);
   };
 
   if (sessions && parts.size () == 1) {
     if (method == "POST") {
-      g_autoptr (JsonParser) parser = json_parser_new ();
-      JsonObject *body = parse_body (msg, d_.config ().max_body_bytes, parser);
-      only_fields (body, {"user", "role", "microscope"});
-      std::string user = string_field (body, "user", true);
-      std::string role = string_field (body, "role", true);
+      SessionRequest r = parse_session_request (body_of (msg, max_body));
       std::string fallback = who.admin ? (d_.microscopes ().size () == 1 ? d_.microscopes ().begin ()->first : "")
                                        : who.session->microscope;
-      std::string microscope = string_field (body, "microscope", fallback.empty (), fallback);
-      Daemon::NewSession n = d_.create_session (who, user, role, microscope);
+      if (!r.microscope && fallback.empty ())
+        throw ApiError {422, "missing field 'microscope'"};
+      Daemon::NewSession n = d_.create_session (who, r.user, r.role, r.microscope.value_or (fallback));
       g_autoptr (JsonBuilder) b = json_builder_new ();
       session_json (b, n.record);
       add_string (b, "token", n.token);
@@ -520,7 +609,7 @@ HttpApi::api (SoupServerMessage *msg, const std::string &method, const std::vect
     json_builder_set_member_name (b, "online");
     json_builder_add_boolean_value (b, m.online);
     if (!m.online && !m.last_error.empty ())
-      add_string (b, "error", m.last_error);
+      add_string (b, "error", d_.shown_to (who, m.last_error));
     // stage/objective/moving from the worker's latest state event.
     g_autoptr (JsonParser) p = json_parser_new ();
     JsonObject *st = nullptr;
@@ -613,7 +702,25 @@ ws_send (SoupWebsocketConnection *c, const std::string &json)
 std::string
 typed (const char *type, const std::string &payload_member, const std::string &payload)
 {
-  return std::string ("{\"type\":\"") + type + "\",\"" + payload_member + "\":" + payload + "}";
+  g_autoptr (JsonBuilder) b = json_builder_new ();
+  json_builder_begin_object (b);
+  add_string (b, "type", type);
+  add_raw (b, payload_member.c_str (), payload);
+  json_builder_end_object (b);
+  g_autoptr (JsonNode) n = json_builder_get_root (b);
+  return to_json (n);
+}
+
+std::string
+ws_error (const std::string &message)
+{
+  g_autoptr (JsonBuilder) b = json_builder_new ();
+  json_builder_begin_object (b);
+  add_string (b, "type", "error");
+  add_string (b, "error", message);
+  json_builder_end_object (b);
+  g_autoptr (JsonNode) n = json_builder_get_root (b);
+  return to_json (n);
 }
 
 }  // namespace
@@ -653,13 +760,12 @@ HttpApi::authenticated (Viewer *v, const Principal &who)
   g_autoptr (JsonNode) root = json_builder_get_root (b);
   ws_send (v->conn, to_json (root));
 
-  SoupWebsocketConnection *conn = v->conn;
   std::string own_session = who.session ? who.session->id : "";
   std::string microscope = v->microscope;
   // What this viewer's profile lets it see.
   const bool analysis = d_.may_see (who, "analysis"), pointers = d_.may_see (who, "pointers"),
              annotations = d_.may_see (who, "annotations");
-  v->listener = d_.add_listener ([conn, own_session, microscope, analysis, pointers, annotations] (
+  v->listener = d_.add_listener ([this, v, own_session, microscope, analysis, pointers, annotations] (
                                      const std::string &mic, const std::string &kind, const std::string &json) {
     if (mic != microscope)
       return;
@@ -668,10 +774,10 @@ HttpApi::authenticated (Viewer *v, const Principal &who)
       return;
     if (kind == "session_ended") {
       if (!own_session.empty () && json.find (own_session) != std::string::npos)
-        soup_websocket_connection_close (conn, 4403, "session ended");
+        end_viewer (v, 4403, "session ended");
       return;
     }
-    ws_send (conn, typed (kind.c_str (), "data", json));
+    ws_send (v->conn, typed (kind.c_str (), "data", json));
   });
   if (who.session) {
     v->presence = d_.join (v->microscope, *who.session, v->events_only ? "events" : "viewer");
@@ -681,64 +787,123 @@ HttpApi::authenticated (Viewer *v, const Principal &who)
     return;
   auto view = d_.view_of_session (own_session);
   if (!view) {
-    ws_send (v->conn, "{\"type\":\"error\",\"error\":\"no view for this session\"}");
+    ws_send (v->conn, ws_error ("no view for this session"));
     return;
   }
-  v->peer = std::make_shared<WebRtcPeer> (view, [conn] (const std::string &json) { ws_send (conn, json); });
+  SoupWebsocketConnection *conn = v->conn;
+  v->peer = std::make_shared<WebRtcPeer> (view, d_.config ().listen_address,
+      [conn] (const std::string &json) { ws_send (conn, json); });
   try {
     v->peer->start ();
     v->count_key = view->microscope () + "/" + view->profile ();
     d_.count_webrtc_viewer (v->count_key, +1);
   } catch (const std::exception &e) {
+    v->peer->stop ();
     v->peer.reset ();
-    ws_send (v->conn, std::string ("{\"type\":\"error\",\"error\":\"") + e.what () + "\"}");
+    ws_send (v->conn, ws_error (d_.shown_to (who, e.what ())));
   }
 }
 
+// The session ended (or the socket misbehaved): from now on nothing it
+// sends counts and nothing more reaches it; the close handshake follows.
 void
-HttpApi::on_viewer_message (Viewer *v, JsonObject *o)
+HttpApi::end_viewer (Viewer *v, int code, const char *reason)
 {
-  std::string t = json_object_get_string_member_with_default (o, "type", "");
+  if (v->ended)
+    return;
+  v->ended = true;
+  if (v->listener) {
+    d_.remove_listener (v->listener);
+    v->listener = 0;
+  }
+  if (v->presence) {
+    d_.leave (v->microscope, v->presence);
+    v->presence = 0;
+  }
+  if (v->peer) {
+    v->peer->stop ();
+    v->peer.reset ();
+    d_.count_webrtc_viewer (v->count_key, -1);
+  }
+  if (soup_websocket_connection_get_state (v->conn) == SOUP_WEBSOCKET_STATE_OPEN)
+    soup_websocket_connection_close (v->conn, (gushort) code, reason);
+}
+
+void
+HttpApi::on_viewer_message (Viewer *v, const char *data, size_t len)
+{
+  if (v->ended)
+    return;
+  ViewerMessage m;
+  try {
+    m = parse_viewer_message (data, len, d_.config ().max_body_bytes);
+  } catch (const ApiError &e) {
+    if (!v->authenticated)  // the first message must be a well-formed hello
+      end_viewer (v, 4401, "the first message must be hello with a token");
+    else
+      ws_send (v->conn, ws_error (e.message));
+    return;
+  }
   if (!v->authenticated) {
-    if (t != "hello") {
-      soup_websocket_connection_close (v->conn, 4401, "the first message must be hello with a token");
+    if (m.kind != ViewerMessage::Kind::kHello) {
+      end_viewer (v, 4401, "the first message must be hello with a token");
       return;
     }
-    Principal who = d_.authenticate (json_object_get_string_member_with_default (o, "token", ""));
+    Principal who = d_.authenticate (m.token);
     bool ok = v->events_only
                   ? who.valid () && (who.admin || who.session->microscope == v->microscope)
                   : who.session && who.session->id == v->session_id;
     if (!ok) {
-      soup_websocket_connection_close (v->conn, 4401, "invalid token for this socket");
+      end_viewer (v, 4401, "invalid token for this socket");
       return;
     }
-    v->want_webrtc = json_object_get_boolean_member_with_default (o, "webrtc", TRUE);
+    v->want_webrtc = m.webrtc;
     authenticated (v, who);
     return;
   }
-  if (t == "answer" || t == "ice") {
-    if (v->peer)
-      v->peer->on_message (o);
-  } else if (t == "stats") {
-    JsonNode *n = json_object_get_member (o, "data");
-    if (n && JSON_NODE_HOLDS_OBJECT (n) && v->who.session)
-      d_.set_viewer_stats (v->who.session->id, to_json (n));
-  } else if (t == "pointer") {
-    if (v->who.session && d_.may_see (v->who, "pointers"))
-      d_.pointer (*v->who.session, o);
-  } else if (t == "ping") {
-    gint64 client = json_object_get_int_member_with_default (o, "t", 0);
-    ws_send (v->conn, "{\"type\":\"pong\",\"t\":" + std::to_string (client) +
-                          ",\"server_time_us\":" + std::to_string (g_get_real_time ()) + "}");
+  // The session may have ended since it authenticated.
+  if (v->who.session && !d_.session_live (v->who.session->id)) {
+    end_viewer (v, 4403, "session ended");
+    return;
+  }
+  switch (m.kind) {
+    case ViewerMessage::Kind::kAnswer:
+    case ViewerMessage::Kind::kIce:
+      if (v->peer)
+        v->peer->on_message (m);
+      break;
+    case ViewerMessage::Kind::kStats:
+      if (v->who.session)
+        d_.set_viewer_stats (v->who.session->id, m.stats_json);
+      break;
+    case ViewerMessage::Kind::kPointer:
+      if (v->who.session && d_.may_see (v->who, "pointers"))
+        d_.pointer (*v->who.session, m.x_um, m.y_um);
+      break;
+    case ViewerMessage::Kind::kPing: {
+      g_autoptr (JsonBuilder) b = json_builder_new ();
+      json_builder_begin_object (b);
+      add_string (b, "type", "pong");
+      json_builder_set_member_name (b, "t");
+      json_builder_add_int_value (b, m.t);
+      json_builder_set_member_name (b, "server_time_us");
+      json_builder_add_int_value (b, g_get_real_time ());
+      json_builder_end_object (b);
+      g_autoptr (JsonNode) n = json_builder_get_root (b);
+      ws_send (v->conn, to_json (n));
+      break;
+    }
+    case ViewerMessage::Kind::kHello:
+      ws_send (v->conn, ws_error ("already authenticated"));
+      break;
   }
 }
 
 void
-HttpApi::on_websocket (SoupServer *, SoupServerMessage *msg, const char *path,
-    SoupWebsocketConnection *conn, gpointer self)
+HttpApi::on_websocket (SoupServerMessage *msg, SoupWebsocketConnection *conn, gpointer self)
 {
   auto *api = static_cast<HttpApi *> (self);
-  std::vector<std::string> parts = split_path (path);
+  std::vector<std::string> parts = split_path (g_uri_get_path (soup_server_message_get_uri (msg)));
   auto v = std::make_unique<Viewer> ();
   v->conn = SOUP_WEBSOCKET_CONNECTION (g_object_ref (conn));
   // /ws/{session}  or  /api/v1/microscopes/{id}/events
@@ -750,11 +915,6 @@ HttpApi::on_websocket (SoupServer *, SoupServerMessage *msg, const char *path,
   }
   Viewer *vp = v.get ();
   api->viewers_[vp] = std::move (v);
-  soup_websocket_connection_set_max_incoming_payload_size (conn, api->d_.config ().max_body_bytes);
-  if (vp->events_only && !api->d_.microscopes ().count (vp->microscope)) {
-    soup_websocket_connection_close (conn, 4404, "no such microscope");
-    return;
-  }
 
   struct Ctx {
     HttpApi *api;
@@ -766,20 +926,18 @@ HttpApi::on_websocket (SoupServer *, SoupServerMessage *msg, const char *path,
     c->api->close_viewer (c->v);
   }), ctx, [] (gpointer d, GClosure *) { delete static_cast<Ctx *> (d); }, G_CONNECT_DEFAULT);
   vp->message_handler = g_signal_connect (conn, "message",
-      G_CALLBACK (+[] (SoupWebsocketConnection *c, gint type, GBytes *bytes, gpointer d) {
+      G_CALLBACK (+[] (SoupWebsocketConnection *, gint type, GBytes *bytes, gpointer d) {
         auto *ctx = static_cast<Ctx *> (d);
-        if (type != SOUP_WEBSOCKET_DATA_TEXT)
-          return;
         gsize len = 0;
         const char *data = static_cast<const char *> (g_bytes_get_data (bytes, &len));
-        g_autoptr (JsonParser) p = json_parser_new ();
-        if (!json_parser_load_from_data (p, data, (gssize) len, nullptr) ||
-            !JSON_NODE_HOLDS_OBJECT (json_parser_get_root (p))) {
-          ws_send (c, "{\"type\":\"error\",\"error\":\"malformed JSON\"}");
-          return;
-        }
-        ctx->api->on_viewer_message (ctx->v, json_node_get_object (json_parser_get_root (p)));
+        if (type != SOUP_WEBSOCKET_DATA_TEXT)
+          len = 0;  // binary: treated as malformed
+        ctx->api->on_viewer_message (ctx->v, data ? data : "", len);
       }), ctx);
+  if (vp->events_only && !api->d_.microscopes ().count (vp->microscope)) {
+    api->end_viewer (vp, 4404, "no such microscope");
+    return;
+  }
 
   // Event clients may authenticate with the Authorization header; everyone
   // else (browsers cannot set it) with a first "hello" message within 5 s.
@@ -787,7 +945,7 @@ HttpApi::on_websocket (SoupServer *, SoupServerMessage *msg, const char *path,
   if (vp->events_only && !bearer.empty ()) {
     Principal who = api->d_.authenticate (bearer);
     if (!who.valid () || (!who.admin && who.session->microscope != vp->microscope)) {
-      soup_websocket_connection_close (conn, 4401, "invalid token for this microscope");
+      api->end_viewer (vp, 4401, "invalid token for this microscope");
       return;
     }
     api->authenticated (vp, who);
@@ -797,7 +955,7 @@ HttpApi::on_websocket (SoupServer *, SoupServerMessage *msg, const char *path,
     auto *c = static_cast<Ctx *> (d);
     c->v->auth_timeout = 0;
     if (!c->v->authenticated)
-      soup_websocket_connection_close (c->v->conn, 4401, "authentication timeout");
+      c->api->end_viewer (c->v, 4401, "authentication timeout");
     return G_SOURCE_REMOVE;
   }, ctx);
 }

@@ -8,8 +8,10 @@
 #include <glib-unix.h>
 #include <gst/gst.h>
 
+#include <csignal>
 #include <cstdio>
 #include <memory>
+#include <sys/resource.h>
 
 using namespace livemicro::orchestrator;
 
@@ -44,11 +46,27 @@ resolve_paths (const Config &c)
   return p;
 }
 
+// Every viewer costs descriptors (its socket, RTP/RTCP ports, ICE sockets):
+// use the hard limit, not the 1024 soft default.
+void
+raise_fd_limit ()
+{
+  rlimit r {};
+  if (getrlimit (RLIMIT_NOFILE, &r) == 0 && r.rlim_cur < r.rlim_max) {
+    r.rlim_cur = r.rlim_max;
+    setrlimit (RLIMIT_NOFILE, &r);
+  }
+}
+
 }  // namespace
 
 int
 main (int argc, char **argv)
 {
+  // A full disk or a closed socket is an error to handle, not a death.
+  std::signal (SIGXFSZ, SIG_IGN);
+  std::signal (SIGPIPE, SIG_IGN);
+  raise_fd_limit ();
   gst_init (&argc, &argv);
   g_autofree char *config_path = nullptr;
   g_autofree char *state_dir = nullptr;

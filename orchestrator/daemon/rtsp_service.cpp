@@ -2,6 +2,8 @@
 
 #include <glib/gstdio.h>
 
+#include <algorithm>
+#include <memory>
 #include <stdexcept>
 
 namespace livemicro::orchestrator {
@@ -44,6 +46,9 @@ RtspService::start (GTlsCertificate *tls)
   server_ = gst_rtsp_server_new ();
   gst_rtsp_server_set_address (server_, address_.c_str ());
   gst_rtsp_server_set_service (server_, std::to_string (port_).c_str ());
+  // A burst of players (a class joining at once) is queued, not refused:
+  // gst-rtsp-server's default backlog is 5.
+  gst_rtsp_server_set_backlog (server_, kListenBacklog);
   auth_ = gst_rtsp_auth_new ();
   gst_rtsp_auth_set_supported_methods (auth_, GST_RTSP_AUTH_DIGEST);
   gst_rtsp_auth_set_realm (auth_, kRealm);
@@ -127,12 +132,15 @@ RtspService::add_session (const SessionRecord &s, std::shared_ptr<ViewStream> vi
 namespace {
 
 // RTSP sessions of all clients that play one mount path: counted, or torn
-// down.
+// down with their clients and media.
 struct MountQuery {
   std::string path;
-  bool remove = false;
+  bool remove = false;      // the players' sessions, and their connections
+  bool stop_media = false;  // the media (EOS → BYE → stop)
   bool hit = false;
   size_t count = 0;
+  std::vector<GstRTSPClient *> clients;  // to close (owned refs)
+  std::vector<GstRTSPMedia *> media;     // to unprepare (owned refs)
 };
 
 GstRTSPFilterResult
@@ -141,13 +149,19 @@ media_filter (GstRTSPSession *, GstRTSPSessionMedia *sm, gpointer data)
   auto *q = static_cast<MountQuery *> (data);
   gint matched = 0;
   if (gst_rtsp_session_media_matches (sm, q->path.c_str (), &matched) &&
-      matched == (gint) q->path.size ())
+      matched == (gint) q->path.size ()) {
     q->hit = true;
+    if (q->stop_media) {
+      GstRTSPMedia *media = gst_rtsp_session_media_get_media (sm);
+      if (media && std::find (q->media.begin (), q->media.end (), media) == q->media.end ())
+        q->media.push_back (GST_RTSP_MEDIA (g_object_ref (media)));
+    }
+  }
   return GST_RTSP_FILTER_KEEP;
 }
 
 GstRTSPFilterResult
-session_filter (GstRTSPClient *, GstRTSPSession *session, gpointer data)
+session_filter (GstRTSPClient *client, GstRTSPSession *session, gpointer data)
 {
   auto *q = static_cast<MountQuery *> (data);
   q->hit = false;
@@ -155,21 +169,38 @@ session_filter (GstRTSPClient *, GstRTSPSession *session, gpointer data)
   if (!q->hit)
     return GST_RTSP_FILTER_KEEP;
   q->count++;
-  return q->remove ? GST_RTSP_FILTER_REMOVE : GST_RTSP_FILTER_KEEP;
+  if (!q->remove)
+    return GST_RTSP_FILTER_KEEP;
+  if (std::find (q->clients.begin (), q->clients.end (), client) == q->clients.end ())
+    q->clients.push_back (GST_RTSP_CLIENT (g_object_ref (client)));
+  return GST_RTSP_FILTER_REMOVE;
 }
 
 size_t
-walk_mount (GstRTSPServer *server, const std::string &path, bool remove)
+walk_mount (GstRTSPServer *server, const std::string &path, bool remove, bool stop_media = false)
 {
   MountQuery q;
   q.path = path;
   q.remove = remove;
+  q.stop_media = stop_media;
   gst_rtsp_server_client_filter (server,
       [] (GstRTSPServer *, GstRTSPClient *client, gpointer data) -> GstRTSPFilterResult {
         gst_rtsp_client_session_filter (client, session_filter, data);
         return GST_RTSP_FILTER_KEEP;
       },
       &q);
+  for (GstRTSPMedia *m : q.media) {
+    // EOS first: rtpbin sends RTCP BYE, and players (TCP or UDP) end their
+    // stream instead of waiting for packets.  Only for a media of a removed
+    // mount: no new player can get it while it winds down.
+    gst_rtsp_media_set_eos_shutdown (m, TRUE);
+    gst_rtsp_media_unprepare (m);
+    g_object_unref (m);
+  }
+  for (GstRTSPClient *c : q.clients) {
+    gst_rtsp_client_close (c);
+    g_object_unref (c);
+  }
   return q.count;
 }
 
@@ -186,8 +217,20 @@ RtspService::remove_session (const std::string &id)
   std::string path = "/s/" + id;
   gst_rtsp_mount_points_remove_factory (mounts, path.c_str ());
   g_object_unref (mounts);
-  // The session's players stop now, not at their next request.
-  walk_mount (server_, path, true);
+  // The session's players stop now, not at their next request: the media
+  // ends (BYE reaches them over TCP and UDP), then their sessions and
+  // connections go once the BYE is out.
+  walk_mount (server_, path, false, true);
+  struct Later {
+    GstRTSPServer *server;
+    std::string path;
+  };
+  g_timeout_add (300, [] (gpointer d) -> gboolean {
+    std::unique_ptr<Later> l (static_cast<Later *> (d));
+    walk_mount (l->server, l->path, true);
+    g_object_unref (l->server);
+    return G_SOURCE_REMOVE;
+  }, new Later {GST_RTSP_SERVER (g_object_ref (server_)), path});
   g_object_unref (it->second->factory);
   mounts_.erase (it);
 }

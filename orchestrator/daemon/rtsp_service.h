@@ -10,6 +10,7 @@
 #include <gst/rtsp-server/rtsp-server.h>
 
 #include <atomic>
+#include <vector>
 #include <map>
 #include <memory>
 #include <string>
@@ -19,6 +20,7 @@ namespace livemicro::orchestrator {
 class RtspService {
 public:
   static constexpr const char *kRealm = "LiveMicro";
+  static constexpr int kListenBacklog = 1024;  // the kernel caps it at somaxconn
 
   RtspService (std::string address, int port, std::string state_dir);
   ~RtspService ();

@@ -21,8 +21,8 @@ to_json (JsonBuilder *b)
 
 }  // namespace
 
-WebRtcPeer::WebRtcPeer (std::shared_ptr<ViewStream> view, Send send)
-    : view_ (std::move (view)), send_ (std::move (send))
+WebRtcPeer::WebRtcPeer (std::shared_ptr<ViewStream> view, std::string listen_address, Send send)
+    : view_ (std::move (view)), listen_address_ (std::move (listen_address)), send_ (std::move (send))
 {
 }
 
@@ -138,14 +138,25 @@ WebRtcPeer::start ()
 
   g_signal_connect (webrtc_, "on-negotiation-needed", G_CALLBACK (on_negotiation_needed), this);
   g_signal_connect (webrtc_, "on-ice-candidate", G_CALLBACK (on_ice_candidate), this);
-  // Loopback-only hosts (a test network namespace) need 127.0.0.1 as a
-  // candidate; elsewhere it is one more candidate the browser may ignore.
-  GObject *agent = nullptr;
-  g_object_get (webrtc_, "ice-agent", &agent, nullptr);
-  if (agent) {
-    gboolean ok = FALSE;
-    g_signal_emit_by_name (agent, "add-local-ip-address", "127.0.0.1", &ok);
-    g_object_unref (agent);
+  // ICE on the daemon's listen address only: once an address is given,
+  // libnice gathers on it alone (a wildcard address leaves every
+  // interface).  No UPnP port mapping on a hospital network.
+  GObject *ice = nullptr;
+  g_object_get (webrtc_, "ice-agent", &ice, nullptr);
+  if (ice) {
+    g_autoptr (GInetAddress) addr = g_inet_address_new_from_string (listen_address_.c_str ());
+    if (addr && !g_inet_address_get_is_any (addr)) {
+      gboolean ok = FALSE;
+      g_signal_emit_by_name (ice, "add-local-ip-address", listen_address_.c_str (), &ok);
+    }
+    if (g_object_class_find_property (G_OBJECT_GET_CLASS (ice), "agent")) {
+      GObject *nice = nullptr;
+      g_object_get (ice, "agent", &nice, nullptr);
+      if (nice && g_object_class_find_property (G_OBJECT_GET_CLASS (nice), "upnp"))
+        g_object_set (nice, "upnp", FALSE, nullptr);
+      g_clear_object (&nice);
+    }
+    g_object_unref (ice);
   }
   if (gst_element_set_state (pipeline_, GST_STATE_PLAYING) == GST_STATE_CHANGE_FAILURE)
     throw std::runtime_error ("WebRTC pipeline failed to start");
@@ -228,25 +239,24 @@ WebRtcPeer::on_ice_candidate (GstElement *, guint mline, gchar *candidate, gpoin
 }
 
 void
-WebRtcPeer::on_message (JsonObject *msg)
+WebRtcPeer::on_message (const ViewerMessage &msg)
 {
   if (!webrtc_)
     return;
-  const char *type = json_object_get_string_member_with_default (msg, "type", "");
-  if (!strcmp (type, "answer")) {
-    const char *text = json_object_get_string_member_with_default (msg, "sdp", "");
+  if (msg.kind == ViewerMessage::Kind::kAnswer) {
     GstSDPMessage *sdp = nullptr;
-    if (gst_sdp_message_new_from_text (text, &sdp) != GST_SDP_OK || !sdp)
+    if (gst_sdp_message_new_from_text (msg.sdp.c_str (), &sdp) != GST_SDP_OK || !sdp) {
+      if (sdp)
+        gst_sdp_message_free (sdp);
       return;
+    }
     GstWebRTCSessionDescription *answer =
         gst_webrtc_session_description_new (GST_WEBRTC_SDP_TYPE_ANSWER, sdp);
     g_signal_emit_by_name (webrtc_, "set-remote-description", answer, nullptr);
     gst_webrtc_session_description_free (answer);
-  } else if (!strcmp (type, "ice")) {
-    const char *candidate = json_object_get_string_member_with_default (msg, "candidate", "");
-    gint64 mline = json_object_get_int_member_with_default (msg, "sdpMLineIndex", 0);
-    if (*candidate)
-      g_signal_emit_by_name (webrtc_, "add-ice-candidate", (guint) mline, candidate);
+  } else if (msg.kind == ViewerMessage::Kind::kIce) {
+    if (!msg.candidate.empty ())
+      g_signal_emit_by_name (webrtc_, "add-ice-candidate", msg.mline, msg.candidate.c_str ());
   }
 }
 

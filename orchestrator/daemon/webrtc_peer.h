@@ -5,6 +5,7 @@
 // measure glass-to-glass latency.
 #pragma once
 
+#include "requests.h"
 #include "view_stream.h"
 
 #include <gst/gst.h>
@@ -22,13 +23,15 @@ class WebRtcPeer : public std::enable_shared_from_this<WebRtcPeer> {
 public:
   using Send = std::function<void (const std::string &json)>;
 
-  WebRtcPeer (std::shared_ptr<ViewStream> view, Send send);
+  // ICE gathers on `listen_address` only (all interfaces when it is a
+  // wildcard such as 0.0.0.0), without UPnP.
+  WebRtcPeer (std::shared_ptr<ViewStream> view, std::string listen_address, Send send);
   ~WebRtcPeer ();
   // Builds and starts the pipeline; the offer follows.  Throws on failure.
   void start ();
   void stop ();
-  // An "answer" or "ice" message from the browser.
-  void on_message (JsonObject *msg);
+  // An "answer" or "ice" message from the browser (other kinds are ignored).
+  void on_message (const ViewerMessage &msg);
   const std::shared_ptr<ViewStream> &view () const { return view_; }
 
 private:
@@ -37,6 +40,7 @@ private:
   static void on_ice_candidate (GstElement *webrtc, guint mline, gchar *candidate, gpointer self);
 
   std::shared_ptr<ViewStream> view_;
+  std::string listen_address_;
   Send send_;
   GstElement *pipeline_ = nullptr, *webrtc_ = nullptr;
   int viewer_handle_ = 0;

@@ -192,6 +192,13 @@ public:
 
   int http_port () const { return http_port_; }
   int rtsp_port () const { return rtsp_port_; }
+  // The daemon's process id (0 when it is not running).
+  int pid () const
+  {
+    const char *id = proc_ ? g_subprocess_get_identifier (proc_) : nullptr;
+    return id ? std::atoi (id) : 0;
+  }
+  bool running () const { return pid () != 0; }
   const std::string &state_dir () const { return state_dir_; }
   const std::string &error () const { return last_error_; }
 
@@ -219,6 +226,36 @@ private:
   int http_port_ = 0, rtsp_port_ = 0, starts_ = 0;
   bool https_ = false;
 };
+
+// What a process holds: open file descriptors, threads, resident memory.
+struct ProcessUsage {
+  int fds = -1, threads = -1;
+  long rss_kb = -1;
+};
+
+inline ProcessUsage
+process_usage (int pid)
+{
+  ProcessUsage u;
+  if (pid <= 0)
+    return u;
+  std::string dir = "/proc/" + std::to_string (pid);
+  if (GDir *d = g_dir_open ((dir + "/fd").c_str (), 0, nullptr)) {
+    u.fds = 0;
+    while (g_dir_read_name (d))
+      u.fds++;
+    g_dir_close (d);
+  }
+  std::ifstream status (dir + "/status");
+  std::string line;
+  while (std::getline (status, line)) {
+    if (line.rfind ("Threads:", 0) == 0)
+      u.threads = std::atoi (line.c_str () + 8);
+    else if (line.rfind ("VmRSS:", 0) == 0)
+      u.rss_kb = std::atol (line.c_str () + 6);
+  }
+  return u;
+}
 
 // An RTSP player: rtspsrc → depay → decode, counting decoded frames and
 // reading the capture time each access unit carries (SEI).

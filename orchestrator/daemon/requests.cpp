@@ -1,0 +1,467 @@
+#include "requests.h"
+
+#include <glib.h>
+
+#include <cmath>
+#include <cstring>
+
+namespace livemicro::orchestrator {
+
+bool
+json_depth_within (const char *data, size_t len, int max_depth)
+{
+  int depth = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < len; i++) {
+    const char c = data[i];
+    if (in_string) {
+      if (c == '\\')
+        i++;  // the escaped character, whatever it is
+      else if (c == '"')
+        in_string = false;
+      continue;
+    }
+    if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > max_depth)
+        return false;
+    } else if (c == ']' || c == '}') {
+      depth--;
+    }
+  }
+  return true;
+}
+
+JsonInput::JsonInput (std::shared_ptr<JsonParser> parser, JsonObject *object, std::string context)
+    : parser_ (std::move (parser)), object_ (object), context_ (std::move (context))
+{
+}
+
+JsonInput
+JsonInput::parse (const char *data, size_t len, size_t max_bytes)
+{
+  if (len > max_bytes)
+    throw ApiError {413, "body larger than " + std::to_string (max_bytes) + " bytes"};
+  if (len == 0)
+    throw ApiError {400, "malformed JSON: empty body"};
+  if (!json_depth_within (data, len, kMaxJsonDepth))
+    throw ApiError {400, "malformed JSON: nested deeper than " + std::to_string (kMaxJsonDepth) + " levels"};
+  std::shared_ptr<JsonParser> parser (json_parser_new (), g_object_unref);
+  g_autoptr (GError) error = nullptr;
+  if (!json_parser_load_from_data (parser.get (), data, (gssize) len, &error))
+    throw ApiError {400, std::string ("malformed JSON: ") + (error ? error->message : "unreadable")};
+  JsonNode *root = json_parser_get_root (parser.get ());
+  if (!root || !JSON_NODE_HOLDS_OBJECT (root))
+    throw ApiError {400, "the body must be a JSON object"};
+  return JsonInput (std::move (parser), json_node_get_object (root), "");
+}
+
+bool
+JsonInput::has (const char *name) const
+{
+  return json_object_has_member (object_, name);
+}
+
+JsonNode *
+JsonInput::member (const char *name) const
+{
+  return json_object_has_member (object_, name) ? json_object_get_member (object_, name) : nullptr;
+}
+
+std::string
+JsonInput::field (const char *name) const
+{
+  return context_.empty () ? std::string (name) : context_ + "." + name;
+}
+
+std::optional<std::string>
+JsonInput::string (const char *name) const
+{
+  JsonNode *n = member (name);
+  if (!n)
+    return std::nullopt;
+  if (!JSON_NODE_HOLDS_VALUE (n) || json_node_get_value_type (n) != G_TYPE_STRING)
+    throw ApiError {422, "field '" + field (name) + "' must be a string"};
+  const char *s = json_node_get_string (n);
+  return std::string (s ? s : "");
+}
+
+std::string
+JsonInput::required_string (const char *name) const
+{
+  auto s = string (name);
+  if (!s)
+    throw ApiError {422, "missing field '" + field (name) + "'"};
+  return *s;
+}
+
+std::optional<double>
+JsonInput::number (const char *name) const
+{
+  JsonNode *n = member (name);
+  if (!n)
+    return std::nullopt;
+  if (!JSON_NODE_HOLDS_VALUE (n) ||
+      (json_node_get_value_type (n) != G_TYPE_DOUBLE && json_node_get_value_type (n) != G_TYPE_INT64))
+    throw ApiError {422, "field '" + field (name) + "' must be a number"};
+  double v = json_node_get_double (n);
+  if (!std::isfinite (v))
+    throw ApiError {422, "field '" + field (name) + "' must be finite"};
+  return v;
+}
+
+double
+JsonInput::required_number (const char *name) const
+{
+  auto v = number (name);
+  if (!v)
+    throw ApiError {422, "field '" + field (name) + "' must be a number"};
+  return *v;
+}
+
+std::optional<int64_t>
+JsonInput::integer (const char *name, int64_t min, int64_t max) const
+{
+  JsonNode *n = member (name);
+  if (!n)
+    return std::nullopt;
+  if (!JSON_NODE_HOLDS_VALUE (n) || json_node_get_value_type (n) != G_TYPE_INT64)
+    throw ApiError {422, "field '" + field (name) + "' must be an integer"};
+  gint64 v = json_node_get_int (n);
+  if (v < min || v > max)
+    throw ApiError {422, "field '" + field (name) + "' must be in [" + std::to_string (min) + ", " +
+                             std::to_string (max) + "]"};
+  return v;
+}
+
+std::optional<bool>
+JsonInput::boolean (const char *name) const
+{
+  JsonNode *n = member (name);
+  if (!n)
+    return std::nullopt;
+  if (!JSON_NODE_HOLDS_VALUE (n) || json_node_get_value_type (n) != G_TYPE_BOOLEAN)
+    throw ApiError {422, "field '" + field (name) + "' must be true or false"};
+  return json_node_get_boolean (n) != FALSE;
+}
+
+std::optional<JsonInput>
+JsonInput::member_object (const char *name) const
+{
+  JsonNode *n = member (name);
+  if (!n)
+    return std::nullopt;
+  if (!JSON_NODE_HOLDS_OBJECT (n))
+    throw ApiError {422, "field '" + field (name) + "' must be an object"};
+  return JsonInput (parser_, json_node_get_object (n), field (name));
+}
+
+void
+JsonInput::only (std::initializer_list<const char *> allowed) const
+{
+  GList *members = json_object_get_members (object_);
+  std::string unknown;
+  for (GList *l = members; l && unknown.empty (); l = l->next) {
+    const char *k = static_cast<const char *> (l->data);
+    bool ok = false;
+    for (const char *a : allowed)
+      ok = ok || !strcmp (a, k);
+    if (!ok)
+      unknown = k;
+  }
+  g_list_free (members);
+  if (!unknown.empty ())
+    throw ApiError {422, "unknown field '" + field (unknown.c_str ()) + "'"};
+}
+
+std::string
+JsonInput::member_json (const char *name) const
+{
+  JsonNode *n = member (name);
+  if (!n)
+    return "null";
+  g_autofree char *s = json_to_string (n, FALSE);
+  return s;
+}
+
+bool
+valid_display_name (const std::string &name, std::string *why)
+{
+  auto refuse = [&] (const char *reason) {
+    if (why)
+      *why = reason;
+    return false;
+  };
+  if (!g_utf8_validate (name.c_str (), (gssize) name.size (), nullptr))
+    return refuse ("is not valid UTF-8");
+  glong chars = g_utf8_strlen (name.c_str (), (gssize) name.size ());
+  if (chars < 1 || chars > 128)
+    return refuse ("must have 1 to 128 characters");
+  bool visible = false;
+  for (const char *p = name.c_str (); *p; p = g_utf8_next_char (p)) {
+    gunichar c = g_utf8_get_char (p);
+    switch (g_unichar_type (c)) {
+      case G_UNICODE_CONTROL:
+      case G_UNICODE_FORMAT:  // bidi overrides and isolates, zero-width, soft hyphen
+      case G_UNICODE_LINE_SEPARATOR:
+      case G_UNICODE_PARAGRAPH_SEPARATOR:
+      case G_UNICODE_SURROGATE:
+      case G_UNICODE_UNASSIGNED:
+      case G_UNICODE_PRIVATE_USE:
+        return refuse ("must not contain control, format (e.g. bidi override), invisible or unassigned characters");
+      case G_UNICODE_SPACE_SEPARATOR:
+      case G_UNICODE_NON_SPACING_MARK:
+      case G_UNICODE_ENCLOSING_MARK:
+      case G_UNICODE_SPACING_MARK:
+        break;
+      default:
+        visible = true;
+    }
+  }
+  if (!visible)
+    return refuse ("must contain a visible character");
+  return true;
+}
+
+SessionRequest
+parse_session_request (const JsonInput &body)
+{
+  body.only ({"user", "role", "microscope"});
+  SessionRequest r;
+  r.user = body.required_string ("user");
+  r.role = body.required_string ("role");
+  r.microscope = body.string ("microscope");
+  return r;
+}
+
+const char *
+control_action_name (ControlAction a)
+{
+  switch (a) {
+    case ControlAction::kRequest: return "request";
+    case ControlAction::kRelease: return "release";
+    case ControlAction::kRenew: return "renew";
+    case ControlAction::kGrant: return "grant";
+    case ControlAction::kRevoke: return "revoke";
+  }
+  return "?";
+}
+
+ControlRequest
+parse_control_request (const JsonInput &body)
+{
+  static const char *kActions = "action must be one of request, release, renew, grant, revoke";
+  JsonNode *a = json_object_has_member (body.object (), "action")
+                    ? json_object_get_member (body.object (), "action")
+                    : nullptr;
+  if (!a || !JSON_NODE_HOLDS_VALUE (a) || json_node_get_value_type (a) != G_TYPE_STRING)
+    throw ApiError {422, kActions};
+  const std::string name = json_node_get_string (a);
+  ControlRequest r;
+  if (name == "request")
+    r.action = ControlAction::kRequest;
+  else if (name == "release")
+    r.action = ControlAction::kRelease;
+  else if (name == "renew")
+    r.action = ControlAction::kRenew;
+  else if (name == "grant")
+    r.action = ControlAction::kGrant;
+  else if (name == "revoke")
+    r.action = ControlAction::kRevoke;
+  else
+    throw ApiError {422, kActions};
+  if (r.action == ControlAction::kRenew) {
+    auto l = body.has ("lease") ? body.string ("lease") : std::nullopt;
+    if (!l)
+      throw ApiError {422, "renew needs \"lease\": the lease id"};
+    r.lease = *l;
+  }
+  if (r.action == ControlAction::kGrant) {
+    auto s = body.has ("session") ? body.string ("session") : std::nullopt;
+    if (!s)
+      throw ApiError {422, "grant needs \"session\": the session to give control to"};
+    r.session = *s;
+  }
+  return r;
+}
+
+const char *
+command_op_name (CommandOp op)
+{
+  switch (op) {
+    case CommandOp::kMove: return "move";
+    case CommandOp::kMoveBy: return "move_by";
+    case CommandOp::kFocus: return "focus";
+    case CommandOp::kFocusBy: return "focus_by";
+    case CommandOp::kObjective: return "objective";
+    case CommandOp::kJog: return "jog";
+    case CommandOp::kAutofocus: return "autofocus";
+    case CommandOp::kStop: return "stop";
+  }
+  return "?";
+}
+
+CommandRequest
+parse_command_request (const JsonInput &body, std::string *op_seen)
+{
+  static const CommandOp kOps[] = {CommandOp::kMove, CommandOp::kMoveBy, CommandOp::kFocus,
+      CommandOp::kFocusBy, CommandOp::kObjective, CommandOp::kJog, CommandOp::kAutofocus, CommandOp::kStop};
+  std::optional<CommandOp> op;
+  std::string unknown, first;
+  GList *members = json_object_get_members (body.object ());
+  for (GList *l = members; l; l = l->next) {
+    const std::string k = static_cast<const char *> (l->data);
+    if (k == "lease")
+      continue;
+    std::optional<CommandOp> known;
+    for (CommandOp o : kOps)
+      if (k == command_op_name (o))
+        known = o;
+    if (!known)
+      unknown = "unknown command '" + k + "'";
+    else if (!op) {
+      op = known;
+      first = k;
+    } else
+      unknown = "one command per request, got two ('" + first + "' and '" + k + "')";
+  }
+  g_list_free (members);
+  if (op && op_seen)
+    *op_seen = command_op_name (*op);
+  if (!unknown.empty ())
+    throw ApiError {422, unknown};
+  if (!op)
+    throw ApiError {422, "no command: give one of move, move_by, focus, focus_by, objective, jog, autofocus, stop"};
+  CommandRequest r;
+  r.op = *op;
+  if (body.has ("lease"))
+    r.lease = *body.string ("lease");
+  const char *name = command_op_name (r.op);
+  if (r.op == CommandOp::kObjective) {
+    try {
+      r.objective = (int) *body.integer ("objective", 1, 1000);
+    } catch (const ApiError &) {
+      throw ApiError {422, "objective must be a magnification, an integer in [1, 1000], e.g. 20"};
+    }
+    return r;
+  }
+  auto args = json_object_get_member (body.object (), name);
+  if (!JSON_NODE_HOLDS_OBJECT (args))
+    throw ApiError {422, std::string (name) + " must be an object"};
+  JsonInput arg = *body.member_object (name);
+  switch (r.op) {
+    case CommandOp::kMove:
+      r.a = arg.required_number ("x_um");
+      r.b = arg.required_number ("y_um");
+      break;
+    case CommandOp::kMoveBy:
+      r.a = arg.required_number ("dx_um");
+      r.b = arg.required_number ("dy_um");
+      break;
+    case CommandOp::kFocus:
+      r.a = arg.required_number ("z_um");
+      break;
+    case CommandOp::kFocusBy:
+      r.a = arg.required_number ("dz_um");
+      break;
+    case CommandOp::kJog:
+      r.a = arg.required_number ("vx_um_s");
+      r.b = arg.required_number ("vy_um_s");
+      break;
+    default:
+      break;
+  }
+  return r;
+}
+
+AnnotationRequest
+parse_annotation_request (const JsonInput &body)
+{
+  body.only ({"kind", "points_um", "label"});
+  AnnotationRequest r;
+  r.kind = body.required_string ("kind");
+  if (r.kind != "point" && r.kind != "arrow" && r.kind != "region")
+    throw ApiError {422, "kind must be point, arrow or region"};
+  r.label = body.string ("label").value_or ("");
+  if (!g_utf8_validate (r.label.c_str (), (gssize) r.label.size (), nullptr) ||
+      g_utf8_strlen (r.label.c_str (), (gssize) r.label.size ()) > 500)
+    throw ApiError {422, "label must be at most 500 characters"};
+  for (const char *p = r.label.c_str (); *p; p = g_utf8_next_char (p)) {
+    gunichar c = g_utf8_get_char (p);
+    if ((g_unichar_type (c) == G_UNICODE_CONTROL && c != '\n' && c != '\t') ||
+        (c >= 0x202A && c <= 0x202E) || (c >= 0x2066 && c <= 0x2069))
+      throw ApiError {422, "label must not contain control characters or bidi overrides"};
+  }
+  JsonNode *pts = json_object_has_member (body.object (), "points_um")
+                      ? json_object_get_member (body.object (), "points_um")
+                      : nullptr;
+  if (!pts || !JSON_NODE_HOLDS_ARRAY (pts))
+    throw ApiError {422, "points_um must be an array of [x_um, y_um]"};
+  JsonArray *arr = json_node_get_array (pts);
+  guint n = json_array_get_length (arr);
+  guint need = r.kind == "point" ? 1 : r.kind == "arrow" ? 2 : 3;
+  if (n < need || n > 10000 || (r.kind != "region" && n != need))
+    throw ApiError {422, r.kind + " needs " + (r.kind == "region" ? "3 to 10000" : std::to_string (need)) + " points"};
+  for (guint i = 0; i < n; i++) {
+    JsonNode *p = json_array_get_element (arr, i);
+    const std::string where = "points_um[" + std::to_string (i) + "]";
+    if (!JSON_NODE_HOLDS_ARRAY (p) || json_array_get_length (json_node_get_array (p)) != 2)
+      throw ApiError {422, where + " must be [x_um, y_um]"};
+    double xy[2];
+    for (guint k = 0; k < 2; k++) {
+      JsonNode *v = json_array_get_element (json_node_get_array (p), k);
+      if (!JSON_NODE_HOLDS_VALUE (v) ||
+          (json_node_get_value_type (v) != G_TYPE_DOUBLE && json_node_get_value_type (v) != G_TYPE_INT64) ||
+          !std::isfinite (json_node_get_double (v)))
+        throw ApiError {422, where + " must hold two numbers"};
+      xy[k] = json_node_get_double (v);
+      if (std::fabs (xy[k]) > kMaxSlideCoordinateUm)
+        throw ApiError {422, where + " is beyond ±1e9 µm: not on a slide"};
+    }
+    r.points_um.emplace_back (xy[0], xy[1]);
+  }
+  return r;
+}
+
+ViewerMessage
+parse_viewer_message (const char *data, size_t len, size_t max_bytes)
+{
+  JsonInput in = JsonInput::parse (data, len, max_bytes);
+  const std::string type = in.required_string ("type");
+  ViewerMessage m;
+  if (type == "hello") {
+    m.kind = ViewerMessage::Kind::kHello;
+    m.token = in.required_string ("token");
+    m.webrtc = in.boolean ("webrtc").value_or (true);
+  } else if (type == "answer") {
+    m.kind = ViewerMessage::Kind::kAnswer;
+    m.sdp = in.required_string ("sdp");
+  } else if (type == "ice") {
+    m.kind = ViewerMessage::Kind::kIce;
+    m.candidate = in.required_string ("candidate");
+    m.mline = (unsigned) in.integer ("sdpMLineIndex", 0, 255).value_or (0);
+  } else if (type == "stats") {
+    m.kind = ViewerMessage::Kind::kStats;
+    if (!in.member_object ("data"))
+      throw ApiError {422, "stats needs \"data\": an object"};
+    m.stats_json = in.member_json ("data");
+  } else if (type == "pointer") {
+    m.kind = ViewerMessage::Kind::kPointer;
+    m.x_um = in.required_number ("x_um");
+    m.y_um = in.required_number ("y_um");
+    if (std::fabs (m.x_um) > kMaxSlideCoordinateUm || std::fabs (m.y_um) > kMaxSlideCoordinateUm)
+      throw ApiError {422, "pointer beyond ±1e9 µm: not on a slide"};
+  } else if (type == "ping") {
+    m.kind = ViewerMessage::Kind::kPing;
+    double t = in.number ("t").value_or (0);
+    if (std::fabs (t) > 9e15)
+      throw ApiError {422, "field 't' must be a time in ms"};
+    m.t = (int64_t) t;
+  } else {
+    throw ApiError {422, "unknown message type '" + type + "'"};
+  }
+  return m;
+}
+
+}  // namespace livemicro::orchestrator

@@ -1,0 +1,143 @@
+// Outside input, parsed once into types: the bodies of the REST API and the
+// messages of the two WebSocket protocols (viewer page, events clients).
+// Everything a client sends passes through here before the daemon sees it:
+// size and nesting are bounded before json-glib parses (its parser recurses),
+// every member is read with its type checked, and a wrong shape is an
+// ApiError (400 malformed, 413 too big, 422 wrong field) naming the field.
+// Plain C++ over json-glib, no GObject state: fuzzed by tests/fuzz.
+#pragma once
+
+#include <json-glib/json-glib.h>
+
+#include <cstdint>
+#include <initializer_list>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace livemicro::orchestrator {
+
+// An error the HTTP API turns into {"error": message} with this status.
+struct ApiError {
+  int status;
+  std::string message;
+};
+
+// Deeper JSON is refused before it is parsed (json-glib recurses per level).
+constexpr int kMaxJsonDepth = 32;
+
+// Whether `data` nests arrays/objects at most `max_depth` deep (strings and
+// their escapes skipped; the JSON itself is not validated here).
+bool json_depth_within (const char *data, size_t len, int max_depth);
+
+// A parsed JSON object that owns its parser; typed access to its members.
+class JsonInput {
+public:
+  // Throws ApiError: 413 over `max_bytes`, 400 empty, malformed, nested too
+  // deep or not an object.
+  static JsonInput parse (const char *data, size_t len, size_t max_bytes);
+  static JsonInput parse (const std::string &text, size_t max_bytes)
+  {
+    return parse (text.data (), text.size (), max_bytes);
+  }
+  JsonObject *object () const { return object_; }
+  bool has (const char *name) const;
+
+  // A member of another type than asked for is an ApiError 422 naming it;
+  // an absent one is nullopt (or, for required_*, a 422 too).
+  std::optional<std::string> string (const char *name) const;
+  std::string required_string (const char *name) const;
+  std::optional<double> number (const char *name) const;  // finite
+  double required_number (const char *name) const;
+  // A JSON integer within [min, max] (no truncation: 1e3, 10.0 and values
+  // that do not fit are refused).
+  std::optional<int64_t> integer (const char *name, int64_t min, int64_t max) const;
+  std::optional<bool> boolean (const char *name) const;
+  // A member that must be an object, as its own input.
+  std::optional<JsonInput> member_object (const char *name) const;
+  // Refuses members not in `allowed` (422 naming the first).
+  void only (std::initializer_list<const char *> allowed) const;
+  // The member's JSON text (e.g. to store it as it came).
+  std::string member_json (const char *name) const;
+
+  // Where the fields sit, for error messages ("move.dx_um").
+  void set_context (std::string c) { context_ = std::move (c); }
+
+private:
+  JsonInput (std::shared_ptr<JsonParser> parser, JsonObject *object, std::string context);
+  JsonNode *member (const char *name) const;
+  std::string field (const char *name) const;
+  std::shared_ptr<JsonParser> parser_;
+  JsonObject *object_ = nullptr;
+  std::string context_;
+};
+
+// A user name shown to others: 1..128 characters (not bytes), valid UTF-8,
+// at least one visible character, no control or format characters (bidi
+// overrides, zero-width characters, soft hyphens).
+bool valid_display_name (const std::string &name, std::string *why = nullptr);
+
+// ---- REST bodies -------------------------------------------------------
+
+// POST /api/v1/sessions
+struct SessionRequest {
+  std::string user, role;
+  std::optional<std::string> microscope;
+};
+SessionRequest parse_session_request (const JsonInput &body);
+
+// POST /api/v1/microscopes/{id}/control
+enum class ControlAction { kRequest, kRelease, kRenew, kGrant, kRevoke };
+const char *control_action_name (ControlAction a);
+struct ControlRequest {
+  ControlAction action = ControlAction::kRequest;
+  std::string lease;    // renew
+  std::string session;  // grant
+};
+ControlRequest parse_control_request (const JsonInput &body);
+
+// POST /api/v1/microscopes/{id}/commands: one command and the lease.
+enum class CommandOp { kMove, kMoveBy, kFocus, kFocusBy, kObjective, kJog, kAutofocus, kStop };
+const char *command_op_name (CommandOp op);
+struct CommandRequest {
+  CommandOp op = CommandOp::kStop;
+  std::string lease;
+  // move: x_um, y_um; move_by: dx_um, dy_um; focus: z_um; focus_by: dz_um;
+  // jog: vx_um_s, vy_um_s (µm and µm/s).
+  double a = 0, b = 0;
+  int objective = 0;  // magnification
+};
+// Throws ApiError 422; `op_seen` (if given) gets the command's name as soon
+// as it is known, so that a refusal can be audited under it.
+CommandRequest parse_command_request (const JsonInput &body, std::string *op_seen = nullptr);
+
+// POST /api/v1/microscopes/{id}/annotations
+struct AnnotationRequest {
+  std::string kind;   // point, arrow, region
+  std::string label;
+  std::vector<std::pair<double, double>> points_um;
+};
+// Coordinates beyond this (1 km) are not on a slide.
+constexpr double kMaxSlideCoordinateUm = 1e9;
+AnnotationRequest parse_annotation_request (const JsonInput &body);
+
+// ---- WebSocket messages (viewer page /ws/{session}, events sockets) ------
+
+struct ViewerMessage {
+  enum class Kind { kHello, kAnswer, kIce, kStats, kPointer, kPing };
+  Kind kind = Kind::kPing;
+  std::string token;        // hello
+  bool webrtc = true;       // hello: whether the page wants video
+  std::string sdp;          // answer
+  std::string candidate;    // ice
+  unsigned mline = 0;       // ice: sdpMLineIndex
+  std::string stats_json;   // stats: the "data" object as JSON
+  double x_um = 0, y_um = 0;  // pointer
+  int64_t t = 0;            // ping: the client's clock, echoed back
+};
+// Throws ApiError (400/413/422).  Unknown types are a 422 too.
+ViewerMessage parse_viewer_message (const char *data, size_t len, size_t max_bytes);
+
+}  // namespace livemicro::orchestrator
