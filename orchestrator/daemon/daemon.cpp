@@ -1,5 +1,6 @@
 #include "daemon.h"
 
+#include "common/json_fields.h"
 #include "common/tokens.h"
 
 #include <gio/gio.h>
@@ -679,7 +680,7 @@ Daemon::command_microscope (const std::string &id, const std::string &json)
 void
 Daemon::on_worker_event (MicroscopeRuntime &m, JsonObject *e)
 {
-  const char *name = json_object_get_string_member_with_default (e, "event", "");
+  const char *name = string_member (e, "event", "");
   const std::string &id = m.config.id;
   if (!strcmp (name, "state")) {
     m.state_json = payload_of (e);
@@ -707,7 +708,7 @@ Daemon::on_worker_event (MicroscopeRuntime &m, JsonObject *e)
     m.view_errors.erase (vid);
   } else if (!strcmp (name, "view_error")) {
     uint32_t vid = (uint32_t) json_object_get_int_member_with_default (e, "view", 0);
-    m.view_errors[vid] = json_object_get_string_member_with_default (e, "message", "error");
+    m.view_errors[vid] = string_member (e, "message", "error");
     m.views_confirmed.erase (vid);
     g_printerr ("livemicrod: microscope '%s' view %u: %s\n", id.c_str (), vid, m.view_errors[vid].c_str ());
   } else if (!strcmp (name, "command")) {
@@ -722,13 +723,13 @@ Daemon::on_worker_event (MicroscopeRuntime &m, JsonObject *e)
     }
   } else if (!strcmp (name, "warning")) {
     g_printerr ("livemicrod: microscope '%s': %s: %s\n", id.c_str (),
-        json_object_get_string_member_with_default (e, "source", "?"),
-        json_object_get_string_member_with_default (e, "message", ""));
+        string_member (e, "source", "?"),
+        string_member (e, "message", ""));
   } else if (!strcmp (name, "device")) {
     // A device went away or came back; the worker keeps streaming (a slate
     // while the camera is gone) and the sessions stay.
-    std::string device = json_object_get_string_member_with_default (e, "device", "");
-    std::string problem = json_object_get_string_member_with_default (e, "problem", "");
+    std::string device = string_member (e, "device", "");
+    std::string problem = string_member (e, "problem", "");
     bool device_online = json_object_get_boolean_member_with_default (e, "online", TRUE);
     if (!device_online)
       m.offline_devices[device] = problem;
@@ -754,7 +755,7 @@ Daemon::on_worker_event (MicroscopeRuntime &m, JsonObject *e)
       notify (id, online ? "online" : "offline", node_to_string (n));
     }
   } else if (!strcmp (name, "error")) {
-    m.last_error = json_object_get_string_member_with_default (e, "message", "error");
+    m.last_error = string_member (e, "message", "error");
     g_printerr ("livemicrod: microscope '%s': %s\n", id.c_str (), m.last_error.c_str ());
   }
 }

@@ -2,6 +2,8 @@
 
 #include "ws_guard.h"
 
+#include "common/json_fields.h"
+
 #include <json-glib/json-glib.h>
 
 #include <algorithm>
@@ -492,14 +494,14 @@ HttpApi::api (SoupServerMessage *msg, const std::string &method, const std::vect
     bool asked;
     try {
       asked = d_.request_still (who, id, [finish] (JsonObject *still) {
-        const char *err = json_object_get_string_member_with_default (still, "error", nullptr);
+        const char *err = string_member (still, "error", nullptr);
         if (err) {
           finish (503, error_json (err), "application/json");
           return;
         }
         gsize len = 0;
         g_autofree guchar *png = g_base64_decode (
-            json_object_get_string_member_with_default (still, "png_base64", ""), &len);
+            string_member (still, "png_base64", ""), &len);
         finish (200, std::string ((const char *) png, len), "image/png");
       });
     } catch (...) {

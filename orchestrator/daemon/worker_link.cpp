@@ -1,5 +1,7 @@
 #include "worker_link.h"
 
+#include "common/json_fields.h"
+
 #include <gio/gio.h>
 
 #include <cstring>
@@ -103,7 +105,7 @@ WorkerLink::spawn ()
           if (!JSON_NODE_HOLDS_OBJECT (root))
             return G_SOURCE_REMOVE;
           JsonObject *o = json_node_get_object (root);
-          const char *name = json_object_get_string_member_with_default (o, "event", "");
+          const char *name = string_member (o, "event", "");
           if (!strcmp (name, "hello")) {
             g_autoptr (JsonBuilder) b = json_builder_new ();
             json_builder_begin_object (b);
@@ -156,9 +158,10 @@ WorkerLink::on_exit (std::shared_ptr<Incarnation> inc, int, const std::string &w
   callbacks_.down (why);
   if (stopping_)
     return;
-  // Restart soon; back off (to 1 s) when it keeps failing at once.
+  // Restart at once (viewers are waiting); back off (to 1 s) when it keeps
+  // failing before it ever started.
   failures_in_a_row_++;
-  guint delay_ms = failures_in_a_row_ <= 1 ? 100 : std::min (1000, 100 * (1 << std::min (failures_in_a_row_, 4)));
+  guint delay_ms = failures_in_a_row_ <= 1 ? 0 : std::min (1000, 100 * (1 << std::min (failures_in_a_row_, 4)));
   restarts_++;
   restart_source_ = g_timeout_add (delay_ms, [] (gpointer d) -> gboolean {
     static_cast<WorkerLink *> (d)->spawn ();

@@ -1,8 +1,9 @@
 // Supervision of one media worker process (livemicro-worker) and the
 // socket to it.  Frames arrive on a reader thread; events, start and exit
 // are delivered on the daemon's main context.  A worker that exits or
-// crashes is started again after 100 ms (backing off to 1 s if it keeps
-// failing), so a microscope's media is back within 2 s.
+// crashes is started again at once (backing off to 1 s if it keeps failing
+// before it starts), so a microscope's media is back within about a second
+// (tests/orchestrator/test_faults.cpp measures it).
 #pragma once
 
 #include "common/wire.h"

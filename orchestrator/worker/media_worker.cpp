@@ -14,6 +14,7 @@
 // crash here takes down this microscope's media only; the daemon restarts it.
 #include "common/encoder_timeline.h"
 #include "common/h264.h"
+#include "common/json_fields.h"
 #include "common/wire.h"
 #include "hardware_queue.h"
 
@@ -42,6 +43,7 @@
 
 namespace wire = livemicro::orchestrator::wire;
 namespace h264 = livemicro::orchestrator::h264;
+using livemicro::orchestrator::string_member;
 
 namespace {
 
@@ -793,10 +795,10 @@ handle_command (const std::string &json)
   if (!JSON_NODE_HOLDS_OBJECT (root))
     return;
   JsonObject *o = json_node_get_object (root);
-  const char *cmd = json_object_get_string_member_with_default (o, "cmd", "");
+  const char *cmd = string_member (o, "cmd", "");
   std::string error;
   if (!strcmp (cmd, "start")) {
-    if (!start (json_object_get_string_member_with_default (o, "capture", ""), error)) {
+    if (!start (string_member (o, "capture", ""), error)) {
       send_error ("error", error);
       g_main_loop_quit (g.loop);
       return;
@@ -804,7 +806,7 @@ handle_command (const std::string &json)
     send_event ("started");
   } else if (!strcmp (cmd, "add_view")) {
     uint32_t id = (uint32_t) json_object_get_int_member_with_default (o, "view", 0);
-    if (add_view (id, json_object_get_string_member_with_default (o, "description", ""), error))
+    if (add_view (id, string_member (o, "description", ""), error))
       send_event ("view_added", [&] (JsonBuilder *b) {
         json_builder_set_member_name (b, "view");
         json_builder_add_int_value (b, id);
@@ -841,7 +843,7 @@ handle_command (const std::string &json)
       return;
     livemicro::orchestrator::HwCommand c;
     c.id = (uint64_t) json_object_get_int_member_with_default (o, "id", 0);
-    c.op = json_object_get_string_member_with_default (o, "op", "");
+    c.op = string_member (o, "op", "");
     c.a = json_object_get_double_member_with_default (o, "a", 0);
     c.b = json_object_get_double_member_with_default (o, "b", 0);
     c.objective = (int) json_object_get_int_member_with_default (o, "objective", 0);
