@@ -131,77 +131,100 @@ RtspService::add_session (const SessionRecord &s, std::shared_ptr<ViewStream> vi
 
 namespace {
 
-// RTSP sessions of all clients that play one mount path: counted, or torn
-// down with their clients and media.
-struct MountQuery {
+// The players of one mount path: each client's RTSP session that plays it,
+// and the media they share.  Holds references until destroyed.
+struct MountPlayers {
+  struct Player {
+    GstRTSPClient *client;
+    GstRTSPSession *session;
+  };
   std::string path;
-  bool remove = false;      // the players' sessions, and their connections
-  bool stop_media = false;  // the media (EOS → BYE → stop)
-  bool hit = false;
-  size_t count = 0;
-  std::vector<GstRTSPClient *> clients;  // to close (owned refs)
-  std::vector<GstRTSPMedia *> media;     // to unprepare (owned refs)
+  std::vector<Player> players;
+  std::vector<GstRTSPMedia *> media;
+  ~MountPlayers ()
+  {
+    for (auto &p : players) {
+      g_object_unref (p.client);
+      g_object_unref (p.session);
+    }
+    for (GstRTSPMedia *m : media)
+      g_object_unref (m);
+  }
+};
+
+struct Walk {
+  MountPlayers *out;
+  GstRTSPClient *client;
 };
 
 GstRTSPFilterResult
-media_filter (GstRTSPSession *, GstRTSPSessionMedia *sm, gpointer data)
+media_filter (GstRTSPSession *session, GstRTSPSessionMedia *sm, gpointer data)
 {
-  auto *q = static_cast<MountQuery *> (data);
+  auto *w = static_cast<Walk *> (data);
   gint matched = 0;
-  if (gst_rtsp_session_media_matches (sm, q->path.c_str (), &matched) &&
-      matched == (gint) q->path.size ()) {
-    q->hit = true;
-    if (q->stop_media) {
-      GstRTSPMedia *media = gst_rtsp_session_media_get_media (sm);
-      if (media && std::find (q->media.begin (), q->media.end (), media) == q->media.end ())
-        q->media.push_back (GST_RTSP_MEDIA (g_object_ref (media)));
-    }
-  }
+  if (!gst_rtsp_session_media_matches (sm, w->out->path.c_str (), &matched) ||
+      matched != (gint) w->out->path.size ())
+    return GST_RTSP_FILTER_KEEP;
+  w->out->players.push_back ({GST_RTSP_CLIENT (g_object_ref (w->client)), GST_RTSP_SESSION (g_object_ref (session))});
+  GstRTSPMedia *media = gst_rtsp_session_media_get_media (sm);
+  if (media && std::find (w->out->media.begin (), w->out->media.end (), media) == w->out->media.end ())
+    w->out->media.push_back (GST_RTSP_MEDIA (g_object_ref (media)));
   return GST_RTSP_FILTER_KEEP;
 }
 
-GstRTSPFilterResult
-session_filter (GstRTSPClient *client, GstRTSPSession *session, gpointer data)
+void
+players_of (GstRTSPServer *server, MountPlayers &out)
 {
-  auto *q = static_cast<MountQuery *> (data);
-  q->hit = false;
-  gst_rtsp_session_filter (session, media_filter, q);
-  if (!q->hit)
-    return GST_RTSP_FILTER_KEEP;
-  q->count++;
-  if (!q->remove)
-    return GST_RTSP_FILTER_KEEP;
-  if (std::find (q->clients.begin (), q->clients.end (), client) == q->clients.end ())
-    q->clients.push_back (GST_RTSP_CLIENT (g_object_ref (client)));
-  return GST_RTSP_FILTER_REMOVE;
+  gst_rtsp_server_client_filter (server,
+      [] (GstRTSPServer *, GstRTSPClient *client, gpointer data) -> GstRTSPFilterResult {
+        Walk w {static_cast<MountPlayers *> (data), client};
+        gst_rtsp_client_session_filter (client,
+            [] (GstRTSPClient *, GstRTSPSession *session, gpointer d) -> GstRTSPFilterResult {
+              gst_rtsp_session_filter (session, media_filter, d);
+              return GST_RTSP_FILTER_KEEP;
+            },
+            &w);
+        return GST_RTSP_FILTER_KEEP;
+      },
+      &out);
 }
 
 size_t
-walk_mount (GstRTSPServer *server, const std::string &path, bool remove, bool stop_media = false)
+count_players (GstRTSPServer *server, const std::string &path)
 {
-  MountQuery q;
-  q.path = path;
-  q.remove = remove;
-  q.stop_media = stop_media;
-  gst_rtsp_server_client_filter (server,
-      [] (GstRTSPServer *, GstRTSPClient *client, gpointer data) -> GstRTSPFilterResult {
-        gst_rtsp_client_session_filter (client, session_filter, data);
-        return GST_RTSP_FILTER_KEEP;
-      },
-      &q);
-  for (GstRTSPMedia *m : q.media) {
-    // EOS first: rtpbin sends RTCP BYE, and players (TCP or UDP) end their
-    // stream instead of waiting for packets.  Only for a media of a removed
-    // mount: no new player can get it while it winds down.
-    gst_rtsp_media_set_eos_shutdown (m, TRUE);
-    gst_rtsp_media_unprepare (m);
-    g_object_unref (m);
+  MountPlayers mp;
+  mp.path = path;
+  players_of (server, mp);
+  return mp.players.size ();
+}
+
+// Ends every player of a removed mount, the way a TEARDOWN would: their
+// session media stop and are released (the media no longer sends to them,
+// and the last one unprepares it), their RTSP sessions go, then their
+// connections close.
+void
+disconnect_players (GstRTSPServer *server, const std::string &path)
+{
+  MountPlayers mp;
+  mp.path = path;
+  players_of (server, mp);
+  GstRTSPSessionPool *pool = gst_rtsp_server_get_session_pool (server);
+  for (auto &p : mp.players) {
+    gint matched = 0;
+    GstRTSPSessionMedia *sm = gst_rtsp_session_get_media (p.session, path.c_str (), &matched);
+    if (!sm)
+      continue;
+    GstRTSPMedia *media = GST_RTSP_MEDIA (g_object_ref (gst_rtsp_session_media_get_media (sm)));
+    gst_rtsp_media_lock (media);
+    gst_rtsp_session_media_set_state (sm, GST_STATE_NULL);
+    if (!gst_rtsp_session_release_media (p.session, sm))
+      gst_rtsp_session_pool_remove (pool, p.session);
+    gst_rtsp_media_unlock (media);
+    g_object_unref (media);
   }
-  for (GstRTSPClient *c : q.clients) {
-    gst_rtsp_client_close (c);
-    g_object_unref (c);
-  }
-  return q.count;
+  g_object_unref (pool);
+  for (auto &p : mp.players)
+    gst_rtsp_client_close (p.client);
 }
 
 }  // namespace
@@ -217,17 +240,31 @@ RtspService::remove_session (const std::string &id)
   std::string path = "/s/" + id;
   gst_rtsp_mount_points_remove_factory (mounts, path.c_str ());
   g_object_unref (mounts);
-  // The session's players stop now, not at their next request: the media
-  // ends (BYE reaches them over TCP and UDP), then their sessions and
-  // connections go once the BYE is out.
-  walk_mount (server_, path, false, true);
+  // The session's players stop now, not at their next request.  First the
+  // stream ends (EOS into the media's appsrc): rtpbin sends RTCP BYE, so
+  // players over TCP or UDP end their stream rather than wait for packets.
+  // It is a media of a removed mount: no new player can get it meanwhile.
+  {
+    MountPlayers mp;
+    mp.path = path;
+    players_of (server_, mp);
+    for (GstRTSPMedia *m : mp.media) {
+      GstElement *bin = gst_rtsp_media_get_element (m);
+      if (GstElement *src = gst_bin_get_by_name_recurse_up (GST_BIN (bin), "src")) {
+        gst_app_src_end_of_stream (GST_APP_SRC (src));
+        gst_object_unref (src);
+      }
+      gst_object_unref (bin);
+    }
+  }
+  // Then, once the BYE is out, their sessions and connections.
   struct Later {
     GstRTSPServer *server;
     std::string path;
   };
   g_timeout_add (300, [] (gpointer d) -> gboolean {
     std::unique_ptr<Later> l (static_cast<Later *> (d));
-    walk_mount (l->server, l->path, true);
+    disconnect_players (l->server, l->path);
     g_object_unref (l->server);
     return G_SOURCE_REMOVE;
   }, new Later {GST_RTSP_SERVER (g_object_ref (server_)), path});
@@ -241,7 +278,7 @@ RtspService::viewers (uint32_t view_id) const
   size_t n = 0;
   for (const auto &kv : mounts_)
     if (kv.second->view->id () == view_id)
-      n += walk_mount (server_, "/s/" + kv.first, false);
+      n += count_players (server_, "/s/" + kv.first);
   return n;
 }
 
@@ -250,7 +287,7 @@ RtspService::viewers () const
 {
   size_t n = 0;
   for (const auto &kv : mounts_)
-    n += walk_mount (server_, "/s/" + kv.first, false);
+    n += count_players (server_, "/s/" + kv.first);
   return n;
 }
 

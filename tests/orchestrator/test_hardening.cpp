@@ -7,6 +7,7 @@
 #include "daemon_process.h"
 #include "events_client.h"
 #include "raw_client.h"
+#include "webrtc_client.h"
 
 #include <gtest/gtest.h>
 
@@ -19,6 +20,7 @@ using livemicro::test::process_usage;
 using livemicro::test::ProcessUsage;
 using livemicro::test::RawClient;
 using livemicro::test::RtspPlayer;
+using livemicro::test::WebRtcClient;
 
 namespace {
 
@@ -450,6 +452,37 @@ TEST_F (Hardening, WebRtcPeersUseTheListenAddressAndGoAwayWhenClosed)
     open_peer (nullptr);  // closed by the client at once (its socket goes)
   ProcessUsage after;
   for (int i = 0; i < 50; i++) {  // teardown finishes on other threads
+    g_usleep (100000);
+    after = process_usage (d.pid ());
+    if (after.fds <= before.fds + 2 && after.threads <= before.threads + 2)
+      break;
+  }
+  EXPECT_LE (after.fds, before.fds + 2) << "fds " << before.fds << " → " << after.fds;
+  EXPECT_LE (after.threads, before.threads + 2) << "threads " << before.threads << " → " << after.threads;
+}
+
+// Peers that negotiated for real (ICE, DTLS, media flowing) give back every
+// socket and thread when their viewer goes, whichever side closes first.
+TEST_F (Hardening, NegotiatedWebRtcPeersAreTornDownCompletely)
+{
+  Daemon d (kSmall);
+  ASSERT_TRUE (d.start ()) << d.error ();
+  HttpReply s = d.create_session ("vera", "consultant");
+  ASSERT_EQ (s.status, 201);
+  {
+    WebRtcClient warm (d.http_port (), s.str ("id"), s.str ("token"));
+    ASSERT_TRUE (warm.wait_packets (10, 15)) << "no RTP from a negotiated peer";
+  }
+  g_usleep (1000000);
+  const ProcessUsage before = process_usage (d.pid ());
+  int flowing = 0;
+  for (int i = 0; i < 30; i++) {
+    WebRtcClient c (d.http_port (), s.str ("id"), s.str ("token"));
+    flowing += c.wait_packets (5, 10);
+  }
+  EXPECT_EQ (flowing, 30);
+  ProcessUsage after;
+  for (int i = 0; i < 100; i++) {
     g_usleep (100000);
     after = process_usage (d.pid ());
     if (after.fds <= before.fds + 2 && after.threads <= before.threads + 2)

@@ -1,0 +1,216 @@
+// Soak: does a node give back what each session took?  1000 session cycles
+// against a real livemicrod — each cycle creates a session (the four roles
+// in turn), plays it over RTSP (TCP and UDP in turn), negotiates a WebRTC
+// peer (webrtcbin in this process), opens an events socket, makes 10 more
+// HTTP requests on a keep-alive client, and ends the session — then
+// compares the daemon's and the worker's open descriptors, threads and
+// resident memory with where they started.
+//
+//   meson test -C build --benchmark --suite bench soak -v
+//   build/tests/bench/bench-soak [--cycles N] [--json FILE]
+//
+// Targets (issue 10): descriptors and threads back to their start value,
+// RSS growth ≤ 10 MB.  "Start" is after 20 warm-up cycles (first-use
+// allocations: thread pools, codec state, plugin caches); the cold value is
+// printed too.
+#include "bench_util.h"
+#include "daemon_process.h"
+#include "events_client.h"
+#include "webrtc_client.h"
+
+#include <cstring>
+
+using livemicro::test::Daemon;
+using livemicro::test::EventsClient;
+using livemicro::test::HttpReply;
+using livemicro::test::process_usage;
+using livemicro::test::ProcessUsage;
+using livemicro::test::RtspPlayer;
+using livemicro::test::WebRtcClient;
+
+namespace {
+
+const char *kConfig = R"({
+  "video": {"width": 320, "height": 240, "framerate": 30, "bitrate_kbps": 400},
+  "microscopes": [{"id": "demo", "uri": "sim://synthetic"}]})";
+
+struct Sample {
+  int cycle;
+  ProcessUsage daemon, worker;
+};
+
+struct Failures {
+  int session = 0, rtsp = 0, webrtc = 0, events = 0, http = 0, ended = 0;
+  int total () const { return session + rtsp + webrtc + events + http + ended; }
+};
+
+int
+worker_pid (Daemon &d)
+{
+  HttpReply m = d.request ("GET", "/api/v1/microscopes/demo");
+  return m.object () ? (int) json_object_get_int_member_with_default (m.object (), "worker_pid", 0) : 0;
+}
+
+// One session, start to end, with every kind of client.
+void
+cycle (Daemon &d, int i, SoupSession *keep_alive, Failures &f, int &http_requests)
+{
+  static const char *kRoles[] = {"owner", "consultant", "trainee", "guest"};
+  const char *role = kRoles[i % 4];
+  HttpReply s = d.create_session ("soak" + std::to_string (i), role);
+  if (s.status != 201) {
+    f.session++;
+    return;
+  }
+  const std::string id = s.str ("id"), token = s.str ("token");
+  {
+    RtspPlayer player (s.str ("rtsp_url"), id, token, i % 2 ? "udp" : "tcp", false);
+    WebRtcClient peer (d.http_port (), id, token);
+    EventsClient events (d.http_port (), "demo", token);
+    f.rtsp += !player.wait_frames (3, 10);
+    f.webrtc += !peer.wait_packets (3, 10);
+    f.events += !events.wait_for ("welcome", [] (JsonObject *) { return true; }, 5);
+    // Ten more requests on a client that keeps connections alive if it can.
+    for (int k = 0; k < 10; k++) {
+      std::string url = "http://127.0.0.1:" + std::to_string (d.http_port ()) +
+                        (k % 2 ? "/healthz" : "/api/v1/sessions/" + id);
+      g_autoptr (SoupMessage) msg = soup_message_new ("GET", url.c_str ());
+      soup_message_headers_replace (soup_message_get_request_headers (msg), "Authorization",
+          ("Bearer " + token).c_str ());
+      g_autoptr (GBytes) body = soup_session_send_and_read (keep_alive, msg, nullptr, nullptr);
+      f.http += soup_message_get_status (msg) != 200;
+      http_requests++;
+    }
+    if (d.request ("DELETE", "/api/v1/sessions/" + id).status != 204)
+      f.ended++;
+    // The player hears about it (BYE → EOS, or its connection closing).
+    player.wait_frames (1000000, 5);
+    f.ended += player.error ().empty ();
+  }
+}
+
+std::string
+usage_line (const ProcessUsage &u)
+{
+  char line[128];
+  std::snprintf (line, sizeof line, "%6d %7d %9.1f", u.fds, u.threads, u.rss_kb / 1024.0);
+  return line;
+}
+
+}  // namespace
+
+int
+main (int argc, char **argv)
+{
+  gst_init (&argc, &argv);
+  int cycles = 1000, warmup = 20;
+  std::string json_path = "bench-soak.json";
+  for (int i = 1; i < argc; i++) {
+    if (!strcmp (argv[i], "--cycles") && i + 1 < argc)
+      cycles = atoi (argv[++i]);
+    else if (!strcmp (argv[i], "--json") && i + 1 < argc)
+      json_path = argv[++i];
+  }
+  Daemon d (kConfig);
+  if (!d.start ()) {
+    std::fprintf (stderr, "livemicrod did not start: %s\n", d.error ().c_str ());
+    return 1;
+  }
+  g_autoptr (SoupSession) keep_alive = soup_session_new_with_options ("timeout", 20, nullptr);
+  Failures warm_failures, f;
+  int http_requests = 0;
+  const ProcessUsage cold_daemon = process_usage (d.pid ()), cold_worker = process_usage (worker_pid (d));
+  for (int i = 0; i < warmup && d.running (); i++)
+    cycle (d, i, keep_alive, warm_failures, http_requests);
+  if (!d.running ()) {
+    std::fprintf (stderr, "livemicrod died during the warm-up:\n%s\n", d.log ().c_str ());
+    return 1;
+  }
+  g_usleep (2000000);
+  std::vector<Sample> samples;
+  samples.push_back ({0, process_usage (d.pid ()), process_usage (worker_pid (d))});
+  double load_start[3] = {0, 0, 0};
+  getloadavg (load_start, 3);
+  std::printf ("soak: %d session cycles (RTSP tcp/udp, WebRTC, events, 10 keep-alive requests each), "
+               "load average %.2f at start\n", cycles, load_start[0]);
+  std::printf ("%8s | %-24s | %-24s\n", "", "livemicrod", "livemicro-worker");
+  std::printf ("%8s | %6s %7s %9s | %6s %7s %9s\n", "cycle", "fds", "threads", "RSS MB", "fds", "threads", "RSS MB");
+  std::printf ("%8s | %s | %s\n", "cold", usage_line (cold_daemon).c_str (), usage_line (cold_worker).c_str ());
+  std::printf ("%8s | %s | %s\n", "start", usage_line (samples[0].daemon).c_str (), usage_line (samples[0].worker).c_str ());
+  std::fflush (stdout);
+  gint64 t0 = g_get_monotonic_time ();
+  for (int i = 1; i <= cycles; i++) {
+    cycle (d, warmup + i, keep_alive, f, http_requests);
+    if (!d.running ()) {
+      std::fprintf (stderr, "livemicrod died in cycle %d:\n%s\n", i, d.log ().c_str ());
+      return 1;
+    }
+    if (i % 250 == 0 || i == cycles) {
+      g_usleep (2000000);  // teardown on other threads finishes
+      samples.push_back ({i, process_usage (d.pid ()), process_usage (worker_pid (d))});
+      std::printf ("%8d | %s | %s   (%.0f s)\n", i, usage_line (samples.back ().daemon).c_str (),
+          usage_line (samples.back ().worker).c_str (), (g_get_monotonic_time () - t0) / 1e6);
+      std::fflush (stdout);
+    }
+  }
+  double load_end[3] = {0, 0, 0};
+  getloadavg (load_end, 3);
+  const Sample &a = samples.front (), &z = samples.back ();
+  const bool fds_back = z.daemon.fds <= a.daemon.fds && z.worker.fds <= a.worker.fds;
+  const bool threads_back = z.daemon.threads <= a.daemon.threads && z.worker.threads <= a.worker.threads;
+  const double rss_growth_mb = std::max (z.daemon.rss_kb - a.daemon.rss_kb, 0L) / 1024.0;
+  const double worker_rss_growth_mb = std::max (z.worker.rss_kb - a.worker.rss_kb, 0L) / 1024.0;
+  std::printf ("\nfailures: session %d, rtsp %d, webrtc %d, events %d, http %d (of %d requests), "
+               "players not told of the end %d\n", f.session, f.rtsp, f.webrtc, f.events, f.http, http_requests,
+      f.ended);
+  std::printf ("fds back to start: %s; threads back to start: %s; RSS growth daemon %.1f MB, worker %.1f MB "
+               "(target ≤ 10 MB); load average %.2f at the end\n",
+      fds_back ? "yes" : "NO", threads_back ? "yes" : "NO", rss_growth_mb, worker_rss_growth_mb, load_end[0]);
+
+  g_autoptr (JsonBuilder) b = json_builder_new ();
+  json_builder_begin_object (b);
+  json_builder_set_member_name (b, "command");
+  json_builder_add_string_value (b, "meson test -C build --benchmark --suite bench soak -v");
+  json_builder_set_member_name (b, "cycles");
+  json_builder_add_int_value (b, cycles);
+  json_builder_set_member_name (b, "load_average");
+  json_builder_begin_array (b);
+  json_builder_add_double_value (b, load_start[0]);
+  json_builder_add_double_value (b, load_end[0]);
+  json_builder_end_array (b);
+  json_builder_set_member_name (b, "samples");
+  json_builder_begin_array (b);
+  for (const Sample &s : samples) {
+    json_builder_begin_object (b);
+    json_builder_set_member_name (b, "cycle");
+    json_builder_add_int_value (b, s.cycle);
+    for (auto [name, u] : {std::pair<const char *, const ProcessUsage *> {"daemon", &s.daemon}, {"worker", &s.worker}}) {
+      json_builder_set_member_name (b, name);
+      json_builder_begin_object (b);
+      json_builder_set_member_name (b, "fds");
+      json_builder_add_int_value (b, u->fds);
+      json_builder_set_member_name (b, "threads");
+      json_builder_add_int_value (b, u->threads);
+      json_builder_set_member_name (b, "rss_kb");
+      json_builder_add_int_value (b, u->rss_kb);
+      json_builder_end_object (b);
+    }
+    json_builder_end_object (b);
+  }
+  json_builder_end_array (b);
+  json_builder_set_member_name (b, "failures");
+  json_builder_add_int_value (b, f.total ());
+  json_builder_set_member_name (b, "http_requests");
+  json_builder_add_int_value (b, http_requests);
+  json_builder_set_member_name (b, "fds_back");
+  json_builder_add_boolean_value (b, fds_back);
+  json_builder_set_member_name (b, "threads_back");
+  json_builder_add_boolean_value (b, threads_back);
+  json_builder_set_member_name (b, "daemon_rss_growth_mb");
+  json_builder_add_double_value (b, rss_growth_mb);
+  json_builder_set_member_name (b, "worker_rss_growth_mb");
+  json_builder_add_double_value (b, worker_rss_growth_mb);
+  json_builder_end_object (b);
+  livemicro::bench::write_json (b, json_path);
+  return fds_back && threads_back && rss_growth_mb <= 10 && f.total () == 0 ? 0 : 1;
+}
