@@ -51,12 +51,20 @@ worker_pid (Daemon &d)
   return m.object () ? (int) json_object_get_int_member_with_default (m.object (), "worker_pid", 0) : 0;
 }
 
-// One session, start to end, with every kind of client.
+// One session, start to end, with every kind of client.  With
+// LIVEMICRO_SOAK_VERBOSE set, one line per cycle says how long each step took.
 void
 cycle (Daemon &d, int i, SoupSession *keep_alive, Failures &f, int &http_requests)
 {
   static const char *kRoles[] = {"owner", "consultant", "trainee", "guest"};
   const char *role = kRoles[i % 4];
+  std::vector<std::pair<const char *, gint64>> steps;
+  gint64 at = g_get_monotonic_time ();
+  auto step = [&] (const char *name) {
+    gint64 now = g_get_monotonic_time ();
+    steps.emplace_back (name, now - at);
+    at = now;
+  };
   HttpReply s = d.create_session ("soak" + std::to_string (i), role);
   if (s.status != 201) {
     f.session++;
@@ -67,9 +75,16 @@ cycle (Daemon &d, int i, SoupSession *keep_alive, Failures &f, int &http_request
     RtspPlayer player (s.str ("rtsp_url"), id, token, i % 2 ? "udp" : "tcp", false);
     WebRtcClient peer (d.http_port (), id, token);
     EventsClient events (d.http_port (), "demo", token);
+    step ("start");
     f.rtsp += !player.wait_frames (3, 10);
+    step ("rtsp");
+    if (player.frames () < 3 && f.rtsp == 1)  // the first time: what the daemon says
+      std::fprintf (stderr, "cycle %d: RTSP player got %d frames in 10 s (error: '%s'); session: %s\n", i,
+          player.frames (), player.error ().c_str (), d.request ("GET", "/api/v1/sessions/" + id).body.c_str ());
     f.webrtc += !peer.wait_packets (3, 10);
+    step ("webrtc");
     f.events += !events.wait_for ("welcome", [] (JsonObject *) { return true; }, 5);
+    step ("events");
     // Ten more requests on a client that keeps connections alive if it can.
     for (int k = 0; k < 10; k++) {
       std::string url = "http://127.0.0.1:" + std::to_string (d.http_port ()) +
@@ -81,11 +96,21 @@ cycle (Daemon &d, int i, SoupSession *keep_alive, Failures &f, int &http_request
       f.http += soup_message_get_status (msg) != 200;
       http_requests++;
     }
+    step ("http");
     if (d.request ("DELETE", "/api/v1/sessions/" + id).status != 204)
       f.ended++;
+    step ("delete");
     // The player hears about it (BYE → EOS, or its connection closing).
     player.wait_frames (1000000, 5);
     f.ended += player.error ().empty ();
+    step ("told");
+  }
+  step ("close");
+  if (g_getenv ("LIVEMICRO_SOAK_VERBOSE")) {
+    std::string line;
+    for (auto &[name, us] : steps)
+      line += std::string (" ") + name + " " + std::to_string (us / 1000) + " ms";
+    std::fprintf (stderr, "cycle %d (%s):%s\n", i, role, line.c_str ());
   }
 }
 

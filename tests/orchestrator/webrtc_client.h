@@ -156,6 +156,11 @@ private:
     if (ice) {
       gboolean ok = FALSE;
       g_signal_emit_by_name (ice, "add-local-ip-address", "127.0.0.1", &ok);
+      GObject *nice = nullptr;  // no UPnP: it only races for ports here
+      g_object_get (ice, "agent", &nice, nullptr);
+      if (nice)
+        g_object_set (nice, "upnp", FALSE, nullptr);
+      g_clear_object (&nice);
       g_object_unref (ice);
     }
     g_signal_connect (webrtc_, "on-ice-candidate", G_CALLBACK (+[] (GstElement *, guint mline, gchar *cand, gpointer d) {
