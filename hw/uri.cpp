@@ -1,6 +1,7 @@
 #include <livemicro/hw/uri.h>
 
 #include <livemicro/hw/error.h>
+#include <livemicro/hw/text.h>
 
 #include <glib.h>
 
@@ -39,13 +40,6 @@ MicroscopeUri::MicroscopeUri (const std::string &text) : text_ (text)
   }
 }
 
-static std::string
-format_number (double v)
-{
-  std::ostringstream s;
-  s << v;
-  return s.str ();
-}
 
 double
 MicroscopeUri::get_double (const std::string &key, double fallback,
@@ -62,8 +56,8 @@ MicroscopeUri::get_double (const std::string &key, double fallback,
       v < min || v > max)
     throw Error (ErrorKind::kOutOfRange,
         "microscope URI '" + text_ + "': " + key + "=" + it->second +
-            " is not a number in [" + format_number (min) + ", " +
-            format_number (max) + "]");
+            " is not a number in [" + num (min) + ", " +
+            num (max) + "]");
   return v;
 }
 

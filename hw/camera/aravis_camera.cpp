@@ -2,7 +2,7 @@
 
 #include "device_link.h"
 #include "pixels.h"
-#include "text.h"
+#include <livemicro/hw/text.h>
 
 #include <livemicro/hw/error.h>
 

@@ -10,7 +10,7 @@
 
 #include <livemicro/hw/error.h>
 
-#include "text.h"
+#include <livemicro/hw/text.h>
 
 #include <cmath>
 #include <cstdio>

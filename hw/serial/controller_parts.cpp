@@ -6,7 +6,7 @@
 
 #include <livemicro/hw/error.h>
 
-#include "text.h"
+#include <livemicro/hw/text.h>
 
 #include <cmath>
 #include <sstream>

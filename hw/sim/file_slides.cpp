@@ -1,5 +1,6 @@
 #include "file_slides.h"
 
+#include <livemicro/hw/text.h>
 #include <config.h>
 #include <livemicro/hw/error.h>
 
@@ -20,14 +21,6 @@
 namespace livemicro::hw::sim {
 
 namespace {
-
-std::string
-num (double v)
-{
-  std::ostringstream s;
-  s << v;
-  return s.str ();
-}
 
 // Maps output pixels of region r at `upp` onto `src` sampled at `src_upp`
 // whose pixel (0, 0) is the slide's pixel (src_x0, src_y0) at src_upp.

@@ -2,6 +2,7 @@
 
 #include "noise.h"
 
+#include <livemicro/hw/text.h>
 #include <glib.h>
 #include <opencv2/imgproc.hpp>
 
@@ -15,14 +16,6 @@ namespace {
 constexpr double kPi = 3.14159265358979323846;
 constexpr int kNoiseMargin = 97;  // distinct noise offsets per axis
 constexpr int kMaxFrameSide = 8192;
-
-std::string
-num (double v)
-{
-  std::ostringstream s;
-  s << v;
-  return s.str ();
-}
 
 std::string
 range_text (const AxisLimits &l)

@@ -1,8 +1,7 @@
 #include "http_api.h"
 
+#include "api_json.h"
 #include "ws_guard.h"
-
-#include "common/json_fields.h"
 
 #include <json-glib/json-glib.h>
 
@@ -13,14 +12,30 @@
 
 namespace livemicro::orchestrator {
 
-namespace {
+using api::add_json;
+using api::add_string;
+using api::error_json;
+using api::to_string;
 
-std::string
-to_json (JsonNode *n)
+int
+http_status (Reason reason)
 {
-  g_autofree char *s = json_to_string (n, FALSE);
-  return s;
+  switch (reason) {
+    case Reason::kMalformed: return 400;
+    case Reason::kUnauthenticated: return 401;
+    case Reason::kForbidden: return 403;
+    case Reason::kNotFound: return 404;
+    case Reason::kConflict: return 409;
+    case Reason::kTooLarge: return 413;
+    case Reason::kInvalid: return 422;
+    case Reason::kRateLimited: return 429;
+    case Reason::kUnavailable: return 503;
+    case Reason::kTimedOut: return 504;
+  }
+  return 500;
 }
+
+namespace {
 
 void
 respond (SoupServerMessage *msg, int status, const std::string &body,
@@ -35,18 +50,6 @@ respond (SoupServerMessage *msg, int status, const std::string &body,
   // closes each connection after its response.
   soup_message_headers_replace (h, "Connection", "close");
   soup_server_message_set_response (msg, type, SOUP_MEMORY_COPY, body.data (), body.size ());
-}
-
-std::string
-error_json (const std::string &message)
-{
-  g_autoptr (JsonBuilder) b = json_builder_new ();
-  json_builder_begin_object (b);
-  json_builder_set_member_name (b, "error");
-  json_builder_add_string_value (b, message.c_str ());
-  json_builder_end_object (b);
-  g_autoptr (JsonNode) n = json_builder_get_root (b);
-  return to_json (n);
 }
 
 void
@@ -89,23 +92,15 @@ bearer_of (SoupServerMessage *msg)
   return t;
 }
 
-// Adds a JSON fragment (already serialised) as a member.
-void
-add_raw (JsonBuilder *b, const char *name, const std::string &json)
+// The request's body as one JSON object (size and nesting bounded).
+JsonInput
+body_of (SoupServerMessage *msg, size_t max_bytes)
 {
-  json_builder_set_member_name (b, name);
-  g_autoptr (JsonParser) p = json_parser_new ();
-  if (json_parser_load_from_data (p, json.c_str (), -1, nullptr) && json_parser_get_root (p))
-    json_builder_add_value (b, json_node_copy (json_parser_get_root (p)));
-  else
-    json_builder_add_null_value (b);
-}
-
-void
-add_string (JsonBuilder *b, const char *name, const std::string &v)
-{
-  json_builder_set_member_name (b, name);
-  json_builder_add_string_value (b, v.c_str ());
+  SoupMessageBody *body = soup_server_message_get_request_body (msg);
+  g_autoptr (GBytes) bytes = soup_message_body_flatten (body);
+  gsize len = 0;
+  const char *data = static_cast<const char *> (g_bytes_get_data (bytes, &len));
+  return JsonInput::parse (data ? data : "", len, max_bytes);
 }
 
 }  // namespace
@@ -128,7 +123,14 @@ struct HttpApi::Viewer {
   gulong closed_handler = 0, message_handler = 0;
 };
 
-HttpApi::HttpApi (Daemon &daemon) : d_ (daemon) {}
+std::string
+HttpApi::Call::query_value (const char *key) const
+{
+  const char *v = query ? static_cast<const char *> (g_hash_table_lookup (query, key)) : nullptr;
+  return v ? v : "";
+}
+
+HttpApi::HttpApi (Node &node) : node_ (node) {}
 
 HttpApi::~HttpApi ()
 {
@@ -160,11 +162,16 @@ constexpr guint kHeaderTimeoutS = 10;
 // Past this many times the limit the daemon stops listening to the sender.
 constexpr size_t kBodyCutFactor = 16;
 
+// Drops the connection at once: shut down, then closed under libsoup (whose
+// next read sees it closed and ends the message), so that a sender still
+// pushing bytes gets a reset instead of a full window for minutes.
 void
 cut_connection (SoupServerMessage *msg)
 {
-  if (GSocket *sock = soup_server_message_get_socket (msg))
+  if (GSocket *sock = soup_server_message_get_socket (msg)) {
     g_socket_shutdown (sock, TRUE, TRUE, nullptr);
+    g_socket_close (sock, nullptr);
+  }
 }
 
 // A body over the limit: answered 413 (once the rest is read and
@@ -238,31 +245,32 @@ void
 HttpApi::start ()
 {
   server_ = soup_server_new ("server-header", "livemicrod", nullptr);
-  if (d_.tls ())
-    g_object_set (server_, "tls-certificate", d_.tls (), nullptr);
+  if (node_.tls ())
+    g_object_set (server_, "tls-certificate", node_.tls (), nullptr);
   g_signal_connect (server_, "request-started", G_CALLBACK (on_request_started), this);
   soup_server_add_handler (server_, nullptr, on_request, this, nullptr);
 
+  const Config &config = node_.config ();
   g_autoptr (GError) error = nullptr;
-  g_autoptr (GInetAddress) addr = g_inet_address_new_from_string (d_.config ().listen_address.c_str ());
+  g_autoptr (GInetAddress) addr = g_inet_address_new_from_string (config.listen_address.c_str ());
   if (!addr)
-    throw std::runtime_error ("HTTP: listen_address '" + d_.config ().listen_address + "' is not an IP address");
-  g_autoptr (GSocketAddress) sa = g_inet_socket_address_new (addr, (guint16) d_.config ().http_port);
-  SoupServerListenOptions opts = d_.tls () ? SOUP_SERVER_LISTEN_HTTPS : (SoupServerListenOptions) 0;
+    throw std::runtime_error ("HTTP: listen_address '" + config.listen_address + "' is not an IP address");
+  g_autoptr (GSocketAddress) sa = g_inet_socket_address_new (addr, (guint16) config.http_port);
+  SoupServerListenOptions opts = node_.tls () ? SOUP_SERVER_LISTEN_HTTPS : (SoupServerListenOptions) 0;
   if (!soup_server_listen (server_, sa, opts, &error))
-    throw std::runtime_error ("HTTP: cannot listen on " + d_.config ().listen_address + ":" +
-                              std::to_string (d_.config ().http_port) + ": " + error->message);
+    throw std::runtime_error ("HTTP: cannot listen on " + config.listen_address + ":" +
+                              std::to_string (config.http_port) + ": " + error->message);
   GSList *uris = soup_server_get_uris (server_);
   if (uris)
     port_ = g_uri_get_port (static_cast<GUri *> (uris->data));
   g_slist_free_full (uris, (GDestroyNotify) g_uri_unref);
-  d_.set_http_port (port_);
+  node_.set_http_port (port_);
 }
 
 size_t
 HttpApi::max_body_bytes () const
 {
-  return d_.config ().max_body_bytes;
+  return node_.config ().max_body_bytes;
 }
 
 void
@@ -273,26 +281,67 @@ HttpApi::on_request (SoupServer *, SoupServerMessage *msg, const char *path, GHa
     return;  // answered while the request was read (413, 400)
   try {
     api->route (msg, path, query);
-  } catch (const ApiError &e) {
-    respond_error (msg, e.status, e.message);
+  } catch (const Refusal &e) {
+    respond_error (msg, http_status (e.reason), e.message);
   } catch (const StoreError &e) {
-    g_printerr ("livemicrod: state database: %s\n", e.what ());
+    g_warning ("state database: %s", e.what ());
     respond_error (msg, 503, "the state database is not available just now; try again");
   } catch (const std::exception &e) {
     respond_error (msg, 500, std::string ("internal error: ") + e.what ());
   }
 }
 
-void
-HttpApi::serve_file (SoupServerMessage *msg, const std::string &name, const char *type)
+namespace {
+
+}  // namespace
+
+const std::vector<HttpApi::Route> &
+HttpApi::routes ()
 {
-  std::string path = d_.paths ().web + "/" + name;
-  g_autofree char *data = nullptr;
-  gsize len = 0;
-  if (!g_file_get_contents (path.c_str (), &data, &len, nullptr))
-    throw ApiError {404, "no such file"};
-  respond (msg, 200, std::string (data, len), type);
+  static const std::vector<Route> table = {
+    {"GET", "/healthz", false, &HttpApi::healthz},
+    {"GET", "/metrics", false, &HttpApi::metrics},
+    {"GET", "/view/{}", false, &HttpApi::viewer_page},
+    {"GET", "/web/{}", false, &HttpApi::web_file},
+    {"POST", "/api/v1/sessions", true, &HttpApi::create_session},
+    {"GET", "/api/v1/sessions", true, &HttpApi::list_sessions},
+    {"GET", "/api/v1/sessions/{}", true, &HttpApi::get_session},
+    {"DELETE", "/api/v1/sessions/{}", true, &HttpApi::end_session},
+    {"POST", "/api/v1/sessions/{}/stills", true, &HttpApi::take_still},
+    {"GET", "/api/v1/sessions/{}/annotations.geojson", true, &HttpApi::annotations_geojson},
+    {"GET", "/api/v1/microscopes", true, &HttpApi::list_microscopes},
+    {"GET", "/api/v1/microscopes/{}", true, &HttpApi::get_microscope},
+    {"POST", "/api/v1/microscopes/{}/control", true, &HttpApi::control},
+    {"POST", "/api/v1/microscopes/{}/commands", true, &HttpApi::command},
+    {"GET", "/api/v1/microscopes/{}/annotations", true, &HttpApi::list_annotations},
+    {"POST", "/api/v1/microscopes/{}/annotations", true, &HttpApi::add_annotation},
+    {"DELETE", "/api/v1/microscopes/{}/annotations/{}", true, &HttpApi::delete_annotation},
+      {"GET", "/api/v1/audit", true, &HttpApi::audit},
+  };
+  return table;
 }
+
+namespace {
+
+// Whether `parts` fit `pattern`; its {parameters} go to `params`.
+bool
+matches (const char *pattern, const std::vector<std::string> &parts, std::vector<std::string> &params)
+{
+  std::vector<std::string> want = split_path (pattern);
+  if (want.size () != parts.size ())
+    return false;
+  std::vector<std::string> found;
+  for (size_t i = 0; i < want.size (); i++) {
+    if (want[i] == "{}")
+      found.push_back (parts[i]);
+    else if (want[i] != parts[i])
+      return false;
+  }
+  params = std::move (found);
+  return true;
+}
+
+}  // namespace
 
 void
 HttpApi::route (SoupServerMessage *msg, const std::string &path, GHashTable *query)
@@ -307,360 +356,517 @@ HttpApi::route (SoupServerMessage *msg, const std::string &path, GHashTable *que
                            parts[2] == "microscopes" && parts[4] == "events");
   if (ws_path) {
     if (!is_websocket_request (msg) || method != "GET")
-      throw ApiError {400, "this path is a WebSocket: GET with Upgrade: websocket"};
+      throw Refusal {Reason::kMalformed, "this path is a WebSocket: GET with Upgrade: websocket"};
     std::string why;
-    if (!accept_websocket (msg, d_.config ().max_body_bytes, on_websocket, this, &why))
-      throw ApiError {400, why};
+    if (!accept_websocket (msg, node_.config ().max_body_bytes, on_websocket, this, &why))
+      throw Refusal {Reason::kMalformed, why};
     return;
   }
 
-  if (path == "/healthz") {
-    g_autoptr (JsonBuilder) b = json_builder_new ();
-    json_builder_begin_object (b);
-    add_string (b, "status", "ok");
-    json_builder_set_member_name (b, "microscopes");
-    json_builder_begin_object (b);
-    for (const auto &kv : d_.microscopes ()) {
-      json_builder_set_member_name (b, kv.first.c_str ());
-      json_builder_add_string_value (b, kv.second.online ? "online" : "offline");
+  // The route: a path no route has is 404; a path some route has, with
+  // another method, is 405 (after the token, for the API).
+  const Route *hit = nullptr;
+  std::vector<std::string> params;
+  std::string allowed;
+  bool authenticated = false;
+  for (const Route &r : routes ()) {
+    std::vector<std::string> p;
+    if (!matches (r.pattern, parts, p))
+      continue;
+    authenticated = authenticated || r.authenticated;
+    allowed += (allowed.empty () ? "" : ", ") + std::string (r.method);
+    if (method == r.method) {
+      hit = &r;
+      params = std::move (p);
     }
-    json_builder_end_object (b);
-    json_builder_end_object (b);
-    g_autoptr (JsonNode) n = json_builder_get_root (b);
-    respond (msg, 200, to_json (n));
+  }
+  if (allowed.empty ())
+    throw Refusal {Reason::kNotFound, parts.size () >= 2 && parts[0] == "api" ? "no such API route" : "no route " + path};
+  Call call {msg, std::move (params), query, {}};
+  if (authenticated) {
+    std::string token = bearer_of (msg);
+    if (token.empty ())
+      throw Refusal {Reason::kUnauthenticated, "missing 'Authorization: Bearer <token>'"};
+    call.who = node_.authenticate (token);
+    if (!call.who.valid ())
+      throw Refusal {Reason::kUnauthenticated, "invalid or expired token"};
+  }
+  if (!hit) {
+    soup_message_headers_replace (soup_server_message_get_response_headers (msg), "Allow", allowed.c_str ());
+    respond_error (msg, 405, "method " + method + " not allowed here (allowed: " + allowed + ")");
     return;
   }
-  if (path == "/metrics") {
-    respond (msg, 200, d_.metrics (), "text/plain; version=0.0.4");
-    return;
-  }
-  if (parts.size () == 2 && parts[0] == "view" && method == "GET") {
-    serve_file (msg, "viewer.html", "text/html; charset=utf-8");
-    return;
-  }
-  if (parts.size () == 2 && parts[0] == "web" && method == "GET") {
-    static const std::map<std::string, const char *> files = {
-        {"viewer.js", "text/javascript; charset=utf-8"},
-        {"viewer.css", "text/css; charset=utf-8"},
-    };
-    auto it = files.find (parts[1]);
-    if (it == files.end ())
-      throw ApiError {404, "no such file"};
-    serve_file (msg, it->first, it->second);
-    return;
-  }
-  if (parts.size () >= 2 && parts[0] == "api" && parts[1] == "v1") {
-    api (msg, method, std::vector<std::string> (parts.begin () + 2, parts.end ()), query);
-    return;
-  }
-  throw ApiError {404, "no route " + path};
+  (this->*(hit->handler)) (call);
+}
+
+// ---- routes without a token ------------------------------------------------------
+
+void
+HttpApi::healthz (Call &c)
+{
+  g_autoptr (JsonBuilder) b = json_builder_new ();
+  json_builder_begin_object (b);
+  add_string (b, "status", "ok");
+  json_builder_set_member_name (b, "microscopes");
+  json_builder_begin_object (b);
+  for (const auto &[id, hub] : node_.hubs ())
+    add_string (b, id.c_str (), hub->online () ? "online" : "offline");
+  json_builder_end_object (b);
+  json_builder_end_object (b);
+  respond (c.msg, 200, to_string (b));
+}
+
+void
+HttpApi::metrics (Call &c)
+{
+  respond (c.msg, 200, node_.metrics (), "text/plain; version=0.0.4");
 }
 
 namespace {
 
-// The request's body as one JSON object (size and nesting bounded).
-JsonInput
-body_of (SoupServerMessage *msg, size_t max_bytes)
+void
+serve_file (SoupServerMessage *msg, const std::string &path, const char *type)
 {
-  SoupMessageBody *body = soup_server_message_get_request_body (msg);
-  g_autoptr (GBytes) bytes = soup_message_body_flatten (body);
+  g_autofree char *data = nullptr;
   gsize len = 0;
-  const char *data = static_cast<const char *> (g_bytes_get_data (bytes, &len));
-  return JsonInput::parse (data ? data : "", len, max_bytes);
+  if (!g_file_get_contents (path.c_str (), &data, &len, nullptr))
+    throw Refusal {Reason::kNotFound, "no such file"};
+  respond (msg, 200, std::string (data, len), type);
 }
 
 }  // namespace
 
 void
-HttpApi::api (SoupServerMessage *msg, const std::string &method, const std::vector<std::string> &parts,
-    GHashTable *query)
+HttpApi::viewer_page (Call &c)
 {
-  auto method_not_allowed = [&] (const char *allow) {
-    soup_message_headers_replace (soup_server_message_get_response_headers (msg), "Allow", allow);
-    throw ApiError {405, "method " + method + " not allowed here (allowed: " + allow + ")"};
-  };
-  if (parts.empty ())
-    throw ApiError {404, "no such API route"};
-  const bool sessions = parts[0] == "sessions" && parts.size () <= 2;
-  const bool microscopes = parts[0] == "microscopes" && parts.size () <= 2;
-  const bool session_sub = parts[0] == "sessions" && parts.size () == 3;
-  const bool microscope_sub = parts[0] == "microscopes" && (parts.size () == 3 || parts.size () == 4);
-  const bool audit = parts[0] == "audit" && parts.size () == 1;
-  if (!sessions && !microscopes && !session_sub && !microscope_sub && !audit)
-    throw ApiError {404, "no such API route"};
+  serve_file (c.msg, node_.paths ().web + "/viewer.html", "text/html; charset=utf-8");
+}
 
-  std::string token = bearer_of (msg);
-  if (token.empty ())
-    throw ApiError {401, "missing 'Authorization: Bearer <token>'"};
-  Principal who = d_.authenticate (token);
-  if (!who.valid ())
-    throw ApiError {401, "invalid or expired token"};
-  const size_t max_body = d_.config ().max_body_bytes;
-
-  auto query_value = [&] (const char *k) -> std::string {
-    const char *v = query ? static_cast<const char *> (g_hash_table_lookup (query, k)) : nullptr;
-    return v ? v : "";
+void
+HttpApi::web_file (Call &c)
+{
+  static const std::map<std::string, const char *> files = {
+      {"viewer.js", "text/javascript; charset=utf-8"},
+      {"viewer.css", "text/css; charset=utf-8"},
   };
-  auto reply = [&] (const Daemon::Reply &r) {
-    if (r.status == 204)
-      respond (msg, 204, "", "text/plain");
-    else
-      respond (msg, r.status, r.json);
-  };
-  if (audit) {
-    if (method != "GET")
-      method_not_allowed ("GET");
-    std::string after = query_value ("after"), limit = query_value ("limit");
-    reply (d_.audit (who, after.empty () ? 0 : g_ascii_strtoll (after.c_str (), nullptr, 10),
-        limit.empty () ? 1000 : (int) std::clamp<gint64> (g_ascii_strtoll (limit.c_str (), nullptr, 10), 1, 10000)));
-    return;
-  }
-  if (microscope_sub) {
-    const std::string &id = parts[1], &what = parts[2];
-    if (what == "annotations" && parts.size () == 4) {
-      if (method != "DELETE")
-        method_not_allowed ("DELETE");
-      char *end = nullptr;
-      gint64 aid = g_ascii_strtoll (parts[3].c_str (), &end, 10);
-      if (!end || *end)
-        throw ApiError {404, "no annotation '" + parts[3] + "'"};
-      reply (d_.delete_annotation (who, id, aid));
-      return;
-    }
-    if (parts.size () != 3)
-      throw ApiError {404, "no such API route"};
-    if (what == "annotations" && !d_.may_see (who, "annotations"))
-      throw ApiError {403, "the " + who.role () + " profile does not show annotations"};
-    if (what == "annotations" && method == "GET") {
-      reply (d_.annotations (who, id));
-      return;
-    }
-    if (what != "control" && what != "commands" && what != "annotations")
-      throw ApiError {404, "no such API route"};
-    if (method != "POST")
-      method_not_allowed (what == "annotations" ? "GET, POST" : "POST");
-    if (what == "control") {
-      std::optional<ControlRequest> request;
-      try {
-        request = parse_control_request (body_of (msg, max_body));
-      } catch (const ApiError &e) {
-        d_.refused (who, id, "control", "(malformed)", e);
-        throw;
-      }
-      reply (d_.control_action (who, id, *request));
-    } else if (what == "commands") {
-      std::optional<CommandRequest> request;
-      std::string op;
-      try {
-        request = parse_command_request (body_of (msg, max_body), &op);
-      } catch (const ApiError &e) {
-        d_.microscope_visible_to (who, id);  // 404/403 before 422
-        d_.refused (who, id, "command", op.empty () ? "(none)" : op, e);
-        throw;
-      }
-      reply (d_.command (who, id, *request));
-    } else {
-      d_.microscope_visible_to (who, id);
-      reply (d_.add_annotation (who, id, parse_annotation_request (body_of (msg, max_body))));
-    }
-    return;
-  }
-  if (session_sub) {
-    const std::string &id = parts[1], &what = parts[2];
-    if (what == "annotations.geojson") {
-      if (method != "GET")
-        method_not_allowed ("GET");
-      std::string upp = query_value ("um_per_px");
-      Daemon::Reply r = d_.annotations_geojson (who, id, upp.empty () ? 0.25 : g_ascii_strtod (upp.c_str (), nullptr));
-      respond (msg, r.status, r.json, "application/geo+json");
-      return;
-    }
-    if (what != "stills")
-      throw ApiError {404, "no such API route"};
-    if (method != "POST")
-      method_not_allowed ("POST");
-    // Answered when the worker has the frame: pause the message meanwhile.
-    g_object_ref (msg);
-    soup_server_message_pause (msg);
-    auto answered = std::make_shared<bool> (false);
-    auto finish = [msg, answered] (int status, const std::string &body, const char *type) {
-      if (*answered)
-        return;
-      *answered = true;
-      respond (msg, status, body, type);
-      soup_server_message_unpause (msg);
-      g_object_unref (msg);
-    };
-    bool asked;
-    try {
-      asked = d_.request_still (who, id, [finish] (JsonObject *still) {
-        const char *err = string_member (still, "error", nullptr);
-        if (err) {
-          finish (503, error_json (err), "application/json");
-          return;
-        }
-        gsize len = 0;
-        g_autofree guchar *png = g_base64_decode (
-            string_member (still, "png_base64", ""), &len);
-        finish (200, std::string ((const char *) png, len), "image/png");
-      });
-    } catch (...) {
-      *answered = true;
-      soup_server_message_unpause (msg);
-      g_object_unref (msg);
-      throw;
-    }
-    if (!asked)
-      finish (503, error_json ("the microscope's media worker is not running"), "application/json");
-    else
-      g_timeout_add_seconds (5, [] (gpointer d) -> gboolean {
-        auto *f = static_cast<std::function<void ()> *> (d);
-        (*f) ();
-        delete f;
-        return G_SOURCE_REMOVE;
-      }, new std::function<void ()> ([finish] { finish (504, error_json ("no frame within 5 s"), "application/json"); }));
-    return;
-  }
+  auto it = files.find (c.params[0]);
+  if (it == files.end ())
+    throw Refusal {Reason::kNotFound, "no such file"};
+  serve_file (c.msg, node_.paths ().web + "/" + it->first, it->second);
+}
 
-  auto session_json = [&] (JsonBuilder *b, const SessionRecord &s) {
-    json_builder_begin_object (b);
-    add_string (b, "id", s.id);
-    add_string (b, "user", s.user);
-    add_string (b, "role", s.role);
-    add_string (b, "microscope", s.microscope);
-    json_builder_set_member_name (b, "created_unix_us");
-    json_builder_add_int_value (b, s.created_unix_us);
-    add_string (b, "rtsp_url", d_.rtsp_url (s));
-    json_builder_set_member_name (b, "view");
-    json_builder_begin_object (b);
-    auto view = d_.view_of_session (s.id);
-    std::string error = d_.view_error_of_session (s.id);
-    add_string (b, "profile", s.role);
-    add_string (b, "state", !error.empty () ? "failed" : (view && view->frames () > 0 ? "streaming" : "starting"));
-    if (!error.empty ())
-      add_string (b, "error", d_.shown_to (who, error));
-    json_builder_end_object (b);
-  };
+// ---- sessions -----------------------------------------------------------------------
 
-  if (sessions && parts.size () == 1) {
-    if (method == "POST") {
-      SessionRequest r = parse_session_request (body_of (msg, max_body));
-      std::string fallback = who.admin ? (d_.microscopes ().size () == 1 ? d_.microscopes ().begin ()->first : "")
-                                       : who.session->microscope;
-      if (!r.microscope && fallback.empty ())
-        throw ApiError {422, "missing field 'microscope'"};
-      Daemon::NewSession n = d_.create_session (who, r.user, r.role, r.microscope.value_or (fallback));
-      g_autoptr (JsonBuilder) b = json_builder_new ();
-      session_json (b, n.record);
-      add_string (b, "token", n.token);
-      add_string (b, "viewer_url", d_.viewer_url (n.record, n.token));
-      json_builder_end_object (b);
-      g_autoptr (JsonNode) root = json_builder_get_root (b);
-      soup_message_headers_replace (soup_server_message_get_response_headers (msg), "Location",
-          ("/api/v1/sessions/" + n.record.id).c_str ());
-      respond (msg, 201, to_json (root));
-      return;
-    }
-    if (method != "GET")
-      method_not_allowed ("GET, POST");
-    g_autoptr (JsonBuilder) b = json_builder_new ();
-    json_builder_begin_object (b);
-    json_builder_set_member_name (b, "sessions");
-    json_builder_begin_array (b);
-    for (const auto &s : d_.sessions_visible_to (who)) {
-      session_json (b, s);
-      json_builder_end_object (b);
-    }
-    json_builder_end_array (b);
-    json_builder_end_object (b);
-    g_autoptr (JsonNode) root = json_builder_get_root (b);
-    respond (msg, 200, to_json (root));
-    return;
-  }
-  if (sessions) {
-    const std::string &id = parts[1];
-    if (method == "DELETE") {
-      d_.end_session (who, id);
-      respond (msg, 204, "", "text/plain");
-      return;
-    }
-    if (method != "GET")
-      method_not_allowed ("GET, DELETE");
-    SessionRecord s = d_.session_visible_to (who, id);
-    g_autoptr (JsonBuilder) b = json_builder_new ();
-    session_json (b, s);
-    add_raw (b, "viewer_stats", d_.viewer_stats (s.id));
-    json_builder_end_object (b);
-    g_autoptr (JsonNode) root = json_builder_get_root (b);
-    respond (msg, 200, to_json (root));
-    return;
-  }
+namespace {
 
-  // microscopes
-  if (method != "GET")
-    method_not_allowed ("GET");
-  auto microscope_json = [&] (JsonBuilder *b, const Daemon::MicroscopeRuntime &m) {
-    json_builder_begin_object (b);
-    add_string (b, "id", m.config.id);
-    add_string (b, "name", m.config.name);
-    if (who.admin) {  // a file path may name the patient
-      add_string (b, "uri", m.config.uri);
-      json_builder_set_member_name (b, "worker_pid");
-      json_builder_add_int_value (b, m.worker->pid ());
-    }
-    json_builder_set_member_name (b, "online");
-    json_builder_add_boolean_value (b, m.online);
-    if (!m.online && !m.last_error.empty ())
-      add_string (b, "error", d_.shown_to (who, m.last_error));
-    // stage/objective/moving from the worker's latest state event.
-    g_autoptr (JsonParser) p = json_parser_new ();
-    JsonObject *st = nullptr;
-    if (json_parser_load_from_data (p, m.state_json.c_str (), -1, nullptr) &&
-        JSON_NODE_HOLDS_OBJECT (json_parser_get_root (p)))
-      st = json_node_get_object (json_parser_get_root (p));
-    json_builder_set_member_name (b, "stage");
-    if (st && json_object_has_member (st, "stage"))
-      json_builder_add_value (b, json_node_copy (json_object_get_member (st, "stage")));
-    else
-      json_builder_add_null_value (b);
-    json_builder_set_member_name (b, "objective");
-    json_builder_add_int_value (b, st ? json_object_get_int_member_with_default (st, "objective", 0) : 0);
-    json_builder_set_member_name (b, "um_per_px");
-    json_builder_add_double_value (b, st ? json_object_get_double_member_with_default (st, "um_per_px", 0) : 0);
-    json_builder_set_member_name (b, "moving");
-    json_builder_add_boolean_value (b, st && json_object_get_boolean_member_with_default (st, "moving", FALSE));
-    if (st && json_object_has_member (st, "limits"))
-      add_raw (b, "soft_limits", to_json (json_object_get_member (st, "limits")));
-    if (st && json_object_has_member (st, "objectives"))
-      add_raw (b, "objectives", to_json (json_object_get_member (st, "objectives")));
-    g_autoptr (JsonParser) cp = json_parser_new ();
-    json_parser_load_from_data (cp, d_.control_json (m).c_str (), -1, nullptr);
-    JsonObject *control = json_node_get_object (json_parser_get_root (cp));
-    for (const char *k : {"controller", "epoch", "queue"}) {
-      json_builder_set_member_name (b, k);
-      json_builder_add_value (b, json_node_copy (json_object_get_member (control, k)));
-    }
-    add_raw (b, "presence", d_.presence_json (m));
-    add_raw (b, "analysis", d_.may_see (who, "analysis") ? m.features_json : "null");
-    json_builder_set_member_name (b, "view_branches");
-    json_builder_add_int_value (b, (gint64) m.views.size ());
-    json_builder_end_object (b);
-  };
+void
+add_session (JsonBuilder *b, const Node &node, const Principal &who, const SessionRecord &s)
+{
+  add_string (b, "id", s.id);
+  add_string (b, "user", s.user);
+  add_string (b, "role", s.role);
+  add_string (b, "microscope", s.microscope);
+  json_builder_set_member_name (b, "created_unix_us");
+  json_builder_add_int_value (b, s.created_unix_us);
+  add_string (b, "rtsp_url", node.rtsp_url (s));
+  json_builder_set_member_name (b, "view");
+  json_builder_begin_object (b);
+  auto view = node.view_of_session (s);
+  std::string error = node.view_error_of_session (s);
+  add_string (b, "profile", s.role);
+  add_string (b, "state", !error.empty () ? "failed" : (view && view->frames () > 0 ? "streaming" : "starting"));
+  if (!error.empty ())
+    add_string (b, "error", node.shown_to (who, error));
+  json_builder_end_object (b);
+}
+
+}  // namespace
+
+void
+HttpApi::create_session (Call &c)
+{
+  SessionRequest r = parse_session_request (body_of (c.msg, max_body_bytes ()));
+  const Principal &who = c.who;
+  std::string fallback = who.admin ? (node_.hubs ().size () == 1 ? node_.hubs ().begin ()->first : "")
+                                   : who.session->microscope;
+  if (!r.microscope && fallback.empty ())
+    throw Refusal {Reason::kInvalid, "missing field 'microscope'"};
+  Node::NewSession n = node_.create_session (who, r.user, r.role, r.microscope.value_or (fallback));
   g_autoptr (JsonBuilder) b = json_builder_new ();
-  if (parts.size () == 1) {
+  json_builder_begin_object (b);
+  add_session (b, node_, who, n.record);
+  add_string (b, "token", n.token);
+  add_string (b, "viewer_url", node_.viewer_url (n.record, n.token));
+  json_builder_end_object (b);
+  soup_message_headers_replace (soup_server_message_get_response_headers (c.msg), "Location",
+      ("/api/v1/sessions/" + n.record.id).c_str ());
+  respond (c.msg, 201, to_string (b));
+}
+
+void
+HttpApi::list_sessions (Call &c)
+{
+  g_autoptr (JsonBuilder) b = json_builder_new ();
+  json_builder_begin_object (b);
+  json_builder_set_member_name (b, "sessions");
+  json_builder_begin_array (b);
+  for (const auto &s : node_.sessions_visible_to (c.who)) {
     json_builder_begin_object (b);
-    json_builder_set_member_name (b, "microscopes");
-    json_builder_begin_array (b);
-    for (const auto &kv : d_.microscopes ())
-      if (who.admin || who.session->microscope == kv.first)
-        microscope_json (b, kv.second);
-    json_builder_end_array (b);
+    add_session (b, node_, c.who, s);
+    json_builder_end_object (b);
+  }
+  json_builder_end_array (b);
+  json_builder_end_object (b);
+  respond (c.msg, 200, to_string (b));
+}
+
+void
+HttpApi::get_session (Call &c)
+{
+  SessionRecord s = node_.session_visible_to (c.who, c.params[0]);
+  g_autoptr (JsonBuilder) b = json_builder_new ();
+  json_builder_begin_object (b);
+  add_session (b, node_, c.who, s);
+  add_json (b, "viewer_stats", node_.viewer_stats (s.id));
+  json_builder_end_object (b);
+  respond (c.msg, 200, to_string (b));
+}
+
+void
+HttpApi::end_session (Call &c)
+{
+  node_.end_session (c.who, c.params[0]);
+  respond (c.msg, 204, "", "text/plain");
+}
+
+// Answered when the worker has the frame: the message waits meanwhile.
+void
+HttpApi::take_still (Call &c)
+{
+  SessionRecord s = node_.session_visible_to (c.who, c.params[0]);
+  MicroscopeHub &hub = node_.hub_visible_to (c.who, s.microscope);
+  SoupServerMessage *msg = c.msg;
+  g_object_ref (msg);
+  soup_server_message_pause (msg);
+  auto answered = std::make_shared<bool> (false);
+  auto finish = [msg, answered] (int status, const std::string &body, const char *type) {
+    if (*answered)
+      return;
+    *answered = true;
+    respond (msg, status, body, type);
+    soup_server_message_unpause (msg);
+    g_object_unref (msg);
+  };
+  bool asked;
+  try {
+    asked = hub.request_still (c.who, s, [finish] (const event::StillTaken &still) {
+      if (!still.error.empty ()) {
+        finish (503, error_json (still.error), "application/json");
+        return;
+      }
+      gsize len = 0;
+      g_autofree guchar *png = g_base64_decode (still.png_base64.c_str (), &len);
+      finish (200, std::string ((const char *) png, len), "image/png");
+    });
+  } catch (...) {
+    *answered = true;
+    soup_server_message_unpause (msg);
+    g_object_unref (msg);
+    throw;
+  }
+  if (!asked) {
+    finish (503, error_json ("the microscope's media worker is not running"), "application/json");
+    return;
+  }
+  g_timeout_add_seconds (5, [] (gpointer d) -> gboolean {
+    std::unique_ptr<std::function<void ()>> f (static_cast<std::function<void ()> *> (d));
+    (*f) ();
+    return G_SOURCE_REMOVE;
+  }, new std::function<void ()> ([finish] { finish (504, error_json ("no frame within 5 s"), "application/json"); }));
+}
+
+// QuPath reads GeoJSON in the pixel space of the image it has open: slide
+// µm / um_per_px (default 0.25, the 40x scale of a whole-slide scan).
+void
+HttpApi::annotations_geojson (Call &c)
+{
+  std::string upp_text = c.query_value ("um_per_px");
+  double um_per_px = upp_text.empty () ? 0.25 : g_ascii_strtod (upp_text.c_str (), nullptr);
+  std::vector<AnnotationRecord> list = node_.session_annotations (c.who, c.params[0]);
+  if (!(um_per_px > 0 && um_per_px < 1000))
+    throw Refusal {Reason::kInvalid, "um_per_px must be in (0, 1000)"};
+  g_autoptr (JsonBuilder) b = json_builder_new ();
+  json_builder_begin_object (b);
+  add_string (b, "type", "FeatureCollection");
+  json_builder_set_member_name (b, "features");
+  json_builder_begin_array (b);
+  for (const auto &a : list) {
+    g_autoptr (JsonParser) p = json_parser_new ();
+    if (!json_parser_load_from_data (p, a.points_json.c_str (), -1, nullptr) ||
+        !JSON_NODE_HOLDS_ARRAY (json_parser_get_root (p)))
+      continue;
+    JsonArray *pts = json_node_get_array (json_parser_get_root (p));
+    auto add_point = [&] (guint i) {
+      JsonArray *xy = json_array_get_array_element (pts, i);
+      json_builder_begin_array (b);
+      json_builder_add_double_value (b, json_array_get_double_element (xy, 0) / um_per_px);
+      json_builder_add_double_value (b, json_array_get_double_element (xy, 1) / um_per_px);
+      json_builder_end_array (b);
+    };
+    json_builder_begin_object (b);
+    add_string (b, "type", "Feature");
+    add_string (b, "id", "livemicro-" + std::to_string (a.id));
+    json_builder_set_member_name (b, "geometry");
+    json_builder_begin_object (b);
+    guint n = json_array_get_length (pts);
+    json_builder_set_member_name (b, "type");
+    json_builder_add_string_value (b, a.kind == "point" ? "Point" : a.kind == "arrow" ? "LineString" : "Polygon");
+    json_builder_set_member_name (b, "coordinates");
+    if (a.kind == "point") {
+      add_point (0);
+    } else {
+      json_builder_begin_array (b);
+      if (a.kind != "arrow")
+        json_builder_begin_array (b);
+      for (guint i = 0; i < n; i++)
+        add_point (i);
+      if (a.kind != "arrow") {
+        add_point (0);  // closed ring
+        json_builder_end_array (b);
+      }
+      json_builder_end_array (b);
+    }
+    json_builder_end_object (b);
+    json_builder_set_member_name (b, "properties");
+    json_builder_begin_object (b);
+    add_string (b, "objectType", "annotation");
+    add_string (b, "name", a.label.empty () ? a.kind : a.label);
+    json_builder_set_member_name (b, "classification");
+    json_builder_begin_object (b);
+    add_string (b, "name", a.kind);
+    json_builder_end_object (b);
+    add_string (b, "author", a.user);
+    json_builder_set_member_name (b, "created_unix_us");
+    json_builder_add_int_value (b, a.created_unix_us);
+    json_builder_end_object (b);
+    json_builder_end_object (b);
+  }
+  json_builder_end_array (b);
+  json_builder_end_object (b);
+  respond (c.msg, 200, to_string (b), "application/geo+json");
+}
+
+// ---- microscopes ---------------------------------------------------------------------
+
+namespace {
+
+void
+add_microscope (JsonBuilder *b, const Node &node, const Principal &who, const MicroscopeHub &m)
+{
+  json_builder_begin_object (b);
+  add_string (b, "id", m.id ());
+  add_string (b, "name", m.config ().name);
+  if (who.admin) {  // a file path may name the patient
+    add_string (b, "uri", m.config ().uri);
+    json_builder_set_member_name (b, "worker_pid");
+    json_builder_add_int_value (b, m.worker_pid ());
+  }
+  json_builder_set_member_name (b, "online");
+  json_builder_add_boolean_value (b, m.online ());
+  if (!m.online () && !m.last_error ().empty ())
+    add_string (b, "error", node.shown_to (who, m.last_error ()));
+  const std::optional<MicroscopeStatus> &st = m.status ();
+  json_builder_set_member_name (b, "stage");
+  if (st) {
+    json_builder_begin_object (b);
+    for (auto [k, v] : {std::pair<const char *, double> {"x_um", st->x_um}, {"y_um", st->y_um}, {"z_um", st->z_um}}) {
+      json_builder_set_member_name (b, k);
+      json_builder_add_double_value (b, v);
+    }
     json_builder_end_object (b);
   } else {
-    microscope_json (b, d_.microscope_visible_to (who, parts[1]));
+    json_builder_add_null_value (b);
   }
-  g_autoptr (JsonNode) root = json_builder_get_root (b);
-  respond (msg, 200, to_json (root));
+  json_builder_set_member_name (b, "objective");
+  json_builder_add_int_value (b, st ? st->objective : 0);
+  json_builder_set_member_name (b, "um_per_px");
+  json_builder_add_double_value (b, st ? st->um_per_px : 0);
+  json_builder_set_member_name (b, "moving");
+  json_builder_add_boolean_value (b, st && st->moving);
+  if (st && st->limits) {
+    json_builder_set_member_name (b, "soft_limits");
+    json_builder_begin_object (b);
+    add_limits_members (b, *st->limits);
+    json_builder_end_object (b);
+  }
+  if (st) {
+    json_builder_set_member_name (b, "objectives");
+    json_builder_begin_array (b);
+    for (int mag : st->objectives)
+      json_builder_add_int_value (b, mag);
+    json_builder_end_array (b);
+  }
+  api::add_control_members (b, m.control ());
+  add_json (b, "presence", api::presence_json (m.presence ()));
+  add_json (b, "analysis", node.may_see (who, "analysis") ? api::analysis_json (m.analysis ()) : "null");
+  json_builder_set_member_name (b, "view_branches");
+  json_builder_add_int_value (b, (gint64) m.view_branches ());
+  json_builder_end_object (b);
+}
+
+}  // namespace
+
+void
+HttpApi::list_microscopes (Call &c)
+{
+  g_autoptr (JsonBuilder) b = json_builder_new ();
+  json_builder_begin_object (b);
+  json_builder_set_member_name (b, "microscopes");
+  json_builder_begin_array (b);
+  for (const auto &[id, hub] : node_.hubs ())
+    if (c.who.admin || c.who.session->microscope == id)
+      add_microscope (b, node_, c.who, *hub);
+  json_builder_end_array (b);
+  json_builder_end_object (b);
+  respond (c.msg, 200, to_string (b));
+}
+
+void
+HttpApi::get_microscope (Call &c)
+{
+  g_autoptr (JsonBuilder) b = json_builder_new ();
+  add_microscope (b, node_, c.who, node_.hub_visible_to (c.who, c.params[0]));
+  respond (c.msg, 200, to_string (b));
+}
+
+void
+HttpApi::control (Call &c)
+{
+  MicroscopeHub &hub = node_.hub_visible_to (c.who, c.params[0]);
+  std::optional<ControlRequest> request;
+  try {
+    request = parse_control_request (body_of (c.msg, max_body_bytes ()));
+  } catch (const Refusal &e) {
+    node_.refused (c.who, hub.id (), "control", "(malformed)", e);
+    throw;
+  }
+  ControlResult r = hub.control (c.who, *request);
+  g_autoptr (JsonBuilder) b = json_builder_new ();
+  json_builder_begin_object (b);
+  add_string (b, "result", r.result);
+  if (r.lease) {
+    add_string (b, "lease", r.lease->id);
+    json_builder_set_member_name (b, "epoch");
+    json_builder_add_int_value (b, (gint64) r.lease->epoch);
+    json_builder_set_member_name (b, "expires_in_ms");
+    json_builder_add_int_value (b, r.expires_in_ms);
+  }
+  if (r.queue_position) {
+    json_builder_set_member_name (b, "queue_position");
+    json_builder_add_int_value (b, r.queue_position);
+  }
+  json_builder_end_object (b);
+  respond (c.msg, r.queued ? 202 : 200, to_string (b));
+}
+
+void
+HttpApi::command (Call &c)
+{
+  MicroscopeHub &hub = node_.hub_visible_to (c.who, c.params[0]);
+  std::optional<CommandRequest> request;
+  std::string op;
+  try {
+    request = parse_command_request (body_of (c.msg, max_body_bytes ()), &op);
+  } catch (const Refusal &e) {
+    node_.refused (c.who, hub.id (), "command", op.empty () ? "(none)" : op, e);
+    throw;
+  }
+  CommandAccepted a = hub.command (c.who, *request);
+  g_autoptr (JsonBuilder) b = json_builder_new ();
+  json_builder_begin_object (b);
+  json_builder_set_member_name (b, "command");
+  json_builder_add_int_value (b, (gint64) a.id);
+  add_string (b, "op", command_op_name (a.op));
+  json_builder_end_object (b);
+  respond (c.msg, 202, to_string (b));
+}
+
+// ---- annotations and audit -----------------------------------------------------------
+
+namespace {
+
+void
+require_annotations (const Node &node, const Principal &who)
+{
+  if (!node.may_see (who, "annotations"))
+    throw Refusal {Reason::kForbidden, "the " + who.role () + " profile does not show annotations"};
+}
+
+}  // namespace
+
+void
+HttpApi::list_annotations (Call &c)
+{
+  require_annotations (node_, c.who);
+  g_autoptr (JsonBuilder) b = json_builder_new ();
+  json_builder_begin_object (b);
+  json_builder_set_member_name (b, "annotations");
+  json_builder_begin_array (b);
+  for (const auto &a : node_.annotations (c.who, c.params[0]))
+    api::add_annotation (b, a);
+  json_builder_end_array (b);
+  json_builder_end_object (b);
+  respond (c.msg, 200, to_string (b));
+}
+
+void
+HttpApi::add_annotation (Call &c)
+{
+  require_annotations (node_, c.who);
+  node_.hub_visible_to (c.who, c.params[0]);
+  AnnotationRecord a = node_.add_annotation (c.who, c.params[0], parse_annotation_request (body_of (c.msg, max_body_bytes ())));
+  respond (c.msg, 201, api::annotation_json (a));
+}
+
+void
+HttpApi::delete_annotation (Call &c)
+{
+  char *end = nullptr;
+  gint64 aid = g_ascii_strtoll (c.params[1].c_str (), &end, 10);
+  if (!end || *end || c.params[1].empty ())
+    throw Refusal {Reason::kNotFound, "no annotation '" + c.params[1] + "'"};
+  node_.delete_annotation (c.who, c.params[0], aid);
+  respond (c.msg, 204, "", "text/plain");
+}
+
+void
+HttpApi::audit (Call &c)
+{
+  std::string after = c.query_value ("after"), limit = c.query_value ("limit");
+  auto rows = node_.audit (c.who, after.empty () ? 0 : g_ascii_strtoll (after.c_str (), nullptr, 10),
+      limit.empty () ? 1000 : (int) std::clamp<gint64> (g_ascii_strtoll (limit.c_str (), nullptr, 10), 1, 10000));
+  g_autoptr (JsonBuilder) b = json_builder_new ();
+  json_builder_begin_object (b);
+  json_builder_set_member_name (b, "audit");
+  json_builder_begin_array (b);
+  for (const auto &r : rows) {
+    json_builder_begin_object (b);
+    json_builder_set_member_name (b, "id");
+    json_builder_add_int_value (b, r.id);
+    json_builder_set_member_name (b, "time_unix_us");
+    json_builder_add_int_value (b, r.time_unix_us);
+    add_string (b, "user", r.user);
+    add_string (b, "role", r.role);
+    add_string (b, "session", r.session);
+    add_string (b, "microscope", r.microscope);
+    add_string (b, "action", r.action);
+    add_string (b, "detail", r.detail);
+    add_string (b, "result", r.result);
+    json_builder_end_object (b);
+  }
+  json_builder_end_array (b);
+  json_builder_end_object (b);
+  respond (c.msg, 200, to_string (b));
 }
 
 // ---- WebSockets: the viewer page (/ws/{session}) and event clients
@@ -677,12 +883,12 @@ HttpApi::close_viewer (Viewer *v)
   if (own->auth_timeout)
     g_source_remove (own->auth_timeout);
   if (own->listener)
-    d_.remove_listener (own->listener);
+    node_.remove_listener (own->listener);
   if (own->presence)
-    d_.leave (own->microscope, own->presence);
+    node_.hubs ().at (own->microscope)->leave (own->presence);
   if (own->peer) {
     own->peer->stop ();
-    d_.count_webrtc_viewer (own->count_key, -1);
+    node_.count_webrtc_viewer (own->count_key, -1);
   }
   if (soup_websocket_connection_get_state (own->conn) == SOUP_WEBSOCKET_STATE_OPEN)
     soup_websocket_connection_close (own->conn, SOUP_WEBSOCKET_CLOSE_NORMAL, nullptr);
@@ -701,16 +907,16 @@ ws_send (SoupWebsocketConnection *c, const std::string &json)
     soup_websocket_connection_send_text (c, json.c_str ());
 }
 
+// An event for a socket: {"type": kind, "data": payload}.
 std::string
-typed (const char *type, const std::string &payload_member, const std::string &payload)
+typed (const std::string &type, const std::string &payload)
 {
   g_autoptr (JsonBuilder) b = json_builder_new ();
   json_builder_begin_object (b);
   add_string (b, "type", type);
-  add_raw (b, payload_member.c_str (), payload);
+  add_json (b, "data", payload);
   json_builder_end_object (b);
-  g_autoptr (JsonNode) n = json_builder_get_root (b);
-  return to_json (n);
+  return to_string (b);
 }
 
 std::string
@@ -721,8 +927,7 @@ ws_error (const std::string &message)
   add_string (b, "type", "error");
   add_string (b, "error", message);
   json_builder_end_object (b);
-  g_autoptr (JsonNode) n = json_builder_get_root (b);
-  return to_json (n);
+  return to_string (b);
 }
 
 }  // namespace
@@ -736,7 +941,7 @@ HttpApi::authenticated (Viewer *v, const Principal &who)
   v->who = who;
   if (who.session)
     v->microscope = who.session->microscope;
-  const auto &m = d_.microscopes ().at (v->microscope);
+  MicroscopeHub &m = *node_.hubs ().at (v->microscope);
   g_autoptr (JsonBuilder) b = json_builder_new ();
   json_builder_begin_object (b);
   add_string (b, "type", "welcome");
@@ -752,57 +957,56 @@ HttpApi::authenticated (Viewer *v, const Principal &who)
     json_builder_add_null_value (b);
   }
   json_builder_set_member_name (b, "online");
-  json_builder_add_boolean_value (b, m.online);
-  add_raw (b, "state", m.state_json);
-  add_raw (b, "features", d_.may_see (who, "analysis") ? m.features_json : "null");
-  add_raw (b, "control", d_.control_json (m));
+  json_builder_add_boolean_value (b, m.online ());
+  add_json (b, "state", api::status_json (m.status ()));
+  add_json (b, "features", node_.may_see (who, "analysis") ? api::analysis_json (m.analysis ()) : "null");
+  add_json (b, "control", api::control_json (m.control ()));
   json_builder_set_member_name (b, "server_time_us");
   json_builder_add_int_value (b, g_get_real_time ());
   json_builder_end_object (b);
-  g_autoptr (JsonNode) root = json_builder_get_root (b);
-  ws_send (v->conn, to_json (root));
+  ws_send (v->conn, to_string (b));
 
   std::string own_session = who.session ? who.session->id : "";
   std::string microscope = v->microscope;
   // What this viewer's profile lets it see.
-  const bool analysis = d_.may_see (who, "analysis"), pointers = d_.may_see (who, "pointers"),
-             annotations = d_.may_see (who, "annotations");
-  v->listener = d_.add_listener ([this, v, own_session, microscope, analysis, pointers, annotations] (
-                                     const std::string &mic, const std::string &kind, const std::string &json) {
-    if (mic != microscope)
+  const bool analysis = node_.may_see (who, "analysis"), pointers = node_.may_see (who, "pointers"),
+             annotations = node_.may_see (who, "annotations");
+  v->listener = node_.add_listener ([this, v, own_session, microscope, analysis, pointers, annotations] (
+                                         const Node::Event &e) {
+    if (e.microscope != microscope)
       return;
-    if ((kind == "features" && !analysis) || (kind == "pointer" && !pointers) ||
-        (kind.rfind ("annotation", 0) == 0 && !annotations))
+    if ((e.kind == "features" && !analysis) || (e.kind == "pointer" && !pointers) ||
+        (e.kind.rfind ("annotation", 0) == 0 && !annotations))
       return;
-    if (kind == "session_ended") {
-      if (!own_session.empty () && json.find (own_session) != std::string::npos)
+    if (e.kind == "session_ended") {
+      if (!own_session.empty () && e.session == own_session)
         end_viewer (v, 4403, "session ended");
       return;
     }
-    ws_send (v->conn, typed (kind.c_str (), "data", json));
+    ws_send (v->conn, typed (e.kind, e.json));
   });
   if (who.session) {
-    v->presence = d_.join (v->microscope, *who.session, v->events_only ? "events" : "viewer");
-    ws_send (v->conn, typed ("presence", "data", d_.presence_json (d_.microscopes ().at (v->microscope))));
+    v->presence = m.join (*who.session, v->events_only ? "events" : "viewer");
+    ws_send (v->conn, typed ("presence", api::presence_json (m.presence ())));
   }
   if (v->events_only || !v->want_webrtc)
     return;
-  auto view = d_.view_of_session (own_session);
+  auto view = who.session ? m.view_of (own_session) : nullptr;
   if (!view) {
     ws_send (v->conn, ws_error ("no view for this session"));
     return;
   }
   SoupWebsocketConnection *conn = v->conn;
-  v->peer = std::make_shared<WebRtcPeer> (view, d_.config ().listen_address,
+  v->peer = std::make_shared<WebRtcPeer> (view, node_.config ().listen_address,
       [conn] (const std::string &json) { ws_send (conn, json); });
   try {
     v->peer->start ();
     v->count_key = view->microscope () + "/" + view->profile ();
-    d_.count_webrtc_viewer (v->count_key, +1);
+    node_.count_webrtc_viewer (v->count_key, +1);
   } catch (const std::exception &e) {
     v->peer->stop ();
     v->peer.reset ();
-    ws_send (v->conn, ws_error (d_.shown_to (who, e.what ())));
+    ws_send (v->conn, ws_error (node_.shown_to (who, e.what ())));
   }
 }
 
@@ -815,17 +1019,17 @@ HttpApi::end_viewer (Viewer *v, int code, const char *reason)
     return;
   v->ended = true;
   if (v->listener) {
-    d_.remove_listener (v->listener);
+    node_.remove_listener (v->listener);
     v->listener = 0;
   }
   if (v->presence) {
-    d_.leave (v->microscope, v->presence);
+    node_.hubs ().at (v->microscope)->leave (v->presence);
     v->presence = 0;
   }
   if (v->peer) {
     v->peer->stop ();
     v->peer.reset ();
-    d_.count_webrtc_viewer (v->count_key, -1);
+    node_.count_webrtc_viewer (v->count_key, -1);
   }
   if (soup_websocket_connection_get_state (v->conn) == SOUP_WEBSOCKET_STATE_OPEN)
     soup_websocket_connection_close (v->conn, (gushort) code, reason);
@@ -838,8 +1042,8 @@ HttpApi::on_viewer_message (Viewer *v, const char *data, size_t len)
     return;
   ViewerMessage m;
   try {
-    m = parse_viewer_message (data, len, d_.config ().max_body_bytes);
-  } catch (const ApiError &e) {
+    m = parse_viewer_message (data, len, node_.config ().max_body_bytes);
+  } catch (const Refusal &e) {
     if (!v->authenticated)  // the first message must be a well-formed hello
       end_viewer (v, 4401, "the first message must be hello with a token");
     else
@@ -851,7 +1055,7 @@ HttpApi::on_viewer_message (Viewer *v, const char *data, size_t len)
       end_viewer (v, 4401, "the first message must be hello with a token");
       return;
     }
-    Principal who = d_.authenticate (m.token);
+    Principal who = node_.authenticate (m.token);
     bool ok = v->events_only
                   ? who.valid () && (who.admin || who.session->microscope == v->microscope)
                   : who.session && who.session->id == v->session_id;
@@ -864,7 +1068,7 @@ HttpApi::on_viewer_message (Viewer *v, const char *data, size_t len)
     return;
   }
   // The session may have ended since it authenticated.
-  if (v->who.session && !d_.session_live (v->who.session->id)) {
+  if (v->who.session && !node_.session_live (v->who.session->id)) {
     end_viewer (v, 4403, "session ended");
     return;
   }
@@ -876,11 +1080,11 @@ HttpApi::on_viewer_message (Viewer *v, const char *data, size_t len)
       break;
     case ViewerMessage::Kind::kStats:
       if (v->who.session)
-        d_.set_viewer_stats (v->who.session->id, m.stats_json);
+        node_.set_viewer_stats (v->who.session->id, m.stats_json);
       break;
     case ViewerMessage::Kind::kPointer:
-      if (v->who.session && d_.may_see (v->who, "pointers"))
-        d_.pointer (*v->who.session, m.x_um, m.y_um);
+      if (v->who.session && node_.may_see (v->who, "pointers"))
+        node_.hubs ().at (v->microscope)->pointer (*v->who.session, m.x_um, m.y_um);
       break;
     case ViewerMessage::Kind::kPing: {
       g_autoptr (JsonBuilder) b = json_builder_new ();
@@ -891,8 +1095,7 @@ HttpApi::on_viewer_message (Viewer *v, const char *data, size_t len)
       json_builder_set_member_name (b, "server_time_us");
       json_builder_add_int_value (b, g_get_real_time ());
       json_builder_end_object (b);
-      g_autoptr (JsonNode) n = json_builder_get_root (b);
-      ws_send (v->conn, to_json (n));
+          ws_send (v->conn, to_string (b));
       break;
     }
     case ViewerMessage::Kind::kHello:
@@ -936,7 +1139,7 @@ HttpApi::on_websocket (SoupServerMessage *msg, SoupWebsocketConnection *conn, gp
           len = 0;  // binary: treated as malformed
         ctx->api->on_viewer_message (ctx->v, data ? data : "", len);
       }), ctx);
-  if (vp->events_only && !api->d_.microscopes ().count (vp->microscope)) {
+  if (vp->events_only && !api->node_.hubs ().count (vp->microscope)) {
     api->end_viewer (vp, 4404, "no such microscope");
     return;
   }
@@ -945,7 +1148,7 @@ HttpApi::on_websocket (SoupServerMessage *msg, SoupWebsocketConnection *conn, gp
   // else (browsers cannot set it) with a first "hello" message within 5 s.
   std::string bearer = bearer_of (msg);
   if (vp->events_only && !bearer.empty ()) {
-    Principal who = api->d_.authenticate (bearer);
+    Principal who = api->node_.authenticate (bearer);
     if (!who.valid () || (!who.admin && who.session->microscope != vp->microscope)) {
       api->end_viewer (vp, 4401, "invalid token for this microscope");
       return;

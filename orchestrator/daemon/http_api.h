@@ -1,9 +1,15 @@
 // livemicrod's HTTP side (libsoup 3): the REST API under /api/v1, /healthz,
-// /metrics, the viewer page, and the viewer WebSocket (/ws/{session}) that
-// carries WebRTC signalling and live microscope events.
+// /metrics, the viewer page, and the WebSockets (/ws/{session}: the viewer
+// page's WebRTC signalling and events; /api/v1/microscopes/{id}/events:
+// events only).
+//
+// A route table of small handlers: each parses its request into a typed call
+// (requests.h), calls the node or a microscope hub, and renders the typed
+// result (api_json.h).  Refusals from the domain become HTTP statuses here,
+// and only here.
 #pragma once
 
-#include "daemon.h"
+#include "node.h"
 #include "webrtc_peer.h"
 
 #include <libsoup/soup.h>
@@ -11,17 +17,37 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace livemicro::orchestrator {
 
+// The HTTP status of a refusal.
+int http_status (Reason reason);
+
 class HttpApi {
 public:
-  explicit HttpApi (Daemon &daemon);
+  explicit HttpApi (Node &node);
   ~HttpApi ();
   // Listens on the configured address and port (0: any free port); throws.
   void start ();
   int port () const { return port_; }
   size_t max_body_bytes () const;
+
+  // One request on its way through a route.
+  struct Call {
+    SoupServerMessage *msg;
+    std::vector<std::string> params;  // the path's {parameters}, in order
+    GHashTable *query;
+    Principal who;                    // for /api/v1 routes: the caller
+    std::string query_value (const char *key) const;
+  };
+  using Handler = void (HttpApi::*) (Call &);
+  struct Route {
+    const char *method;
+    const char *pattern;  // e.g. "/api/v1/sessions/{}/stills"
+    bool authenticated;   // needs a bearer token
+    Handler handler;
+  };
 
 private:
   struct Viewer;
@@ -29,15 +55,35 @@ private:
       GHashTable *query, gpointer self);
   static void on_websocket (SoupServerMessage *msg, SoupWebsocketConnection *conn, gpointer self);
   void route (SoupServerMessage *msg, const std::string &path, GHashTable *query);
-  void api (SoupServerMessage *msg, const std::string &method, const std::vector<std::string> &parts,
-      GHashTable *query);
+  static const std::vector<Route> &routes ();  // the table
+
+  // Handlers, one per route (the table is in http_api.cpp).
+  void healthz (Call &c);
+  void metrics (Call &c);
+  void viewer_page (Call &c);
+  void web_file (Call &c);
+  void create_session (Call &c);
+  void list_sessions (Call &c);
+  void get_session (Call &c);
+  void end_session (Call &c);
+  void take_still (Call &c);
+  void annotations_geojson (Call &c);
+  void list_microscopes (Call &c);
+  void get_microscope (Call &c);
+  void control (Call &c);
+  void command (Call &c);
+  void list_annotations (Call &c);
+  void add_annotation (Call &c);
+  void delete_annotation (Call &c);
+  void audit (Call &c);
+
+  // The viewer and events WebSockets.
   void on_viewer_message (Viewer *v, const char *data, size_t len);
-  void end_viewer (Viewer *v, int code, const char *reason);
   void authenticated (Viewer *v, const Principal &who);
-  void serve_file (SoupServerMessage *msg, const std::string &name, const char *type);
+  void end_viewer (Viewer *v, int code, const char *reason);
   void close_viewer (Viewer *v);
 
-  Daemon &d_;
+  Node &node_;
   SoupServer *server_ = nullptr;
   int port_ = 0;
   std::map<Viewer *, std::unique_ptr<Viewer>> viewers_;

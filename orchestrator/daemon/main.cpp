@@ -1,6 +1,6 @@
 // livemicrod — the LiveMicro edge daemon.  See the README for the
 // configuration file, the HTTP API and the media design.
-#include "daemon.h"
+#include "node.h"
 #include "http_api.h"
 
 #include <config.h>
@@ -115,28 +115,28 @@ main (int argc, char **argv)
     config.listen_address = listen;
 
   GMainLoop *loop = g_main_loop_new (nullptr, FALSE);
-  auto daemon = std::make_unique<Daemon> (config, resolve_paths (config));
+  auto node = std::make_unique<Node> (config, resolve_paths (config));
   std::unique_ptr<HttpApi> http;
   try {
-    daemon->start ();
-    http = std::make_unique<HttpApi> (*daemon);
+    node->start ();
+    http = std::make_unique<HttpApi> (*node);
     http->start ();
   } catch (const std::exception &e) {
     g_printerr ("livemicrod: %s\n", e.what ());
     http.reset ();
-    daemon.reset ();
+    node.reset ();
     return 1;
   }
 
   std::string host = config.public_host.empty () ? config.listen_address : config.public_host;
-  std::printf ("livemicrod: HTTP %s://%s:%d  RTSP %s://%s:%d\n", daemon->https () ? "https" : "http",
-      host.c_str (), http->port (), daemon->rtsp ().tls () ? "rtsps" : "rtsp", host.c_str (),
-      daemon->rtsp ().port ());
+  std::printf ("livemicrod: HTTP %s://%s:%d  RTSP %s://%s:%d\n", node->https () ? "https" : "http",
+      host.c_str (), http->port (), node->rtsp ().tls () ? "rtsps" : "rtsp", host.c_str (),
+      node->rtsp ().port ());
   if (demo) {
     Principal admin;
     admin.admin = true;
     try {
-      auto s = daemon->create_session (admin, "pathologist", "owner", "demo");
+      auto s = node->create_session (admin, "pathologist", "owner", "demo");
       std::printf ("\nLiveMicro demo: a virtual microscope over a generated H&E slide.\n"
                    "  Open the viewer (owner session):  %s\n"
                    "  Or play it over RTSP:             %s\n"
@@ -144,10 +144,10 @@ main (int argc, char **argv)
                    "  e.g. gst-launch-1.0 rtspsrc location=%s user-id=%s user-pw=%s latency=0 "
                    "! decodebin ! autovideosink\n"
                    "  Admin token (API):                %s\n\n",
-          daemon->viewer_url (s.record, s.token).c_str (), daemon->rtsp_url (s.record).c_str (),
-          s.record.id.c_str (), s.token.c_str (), daemon->rtsp_url (s.record).c_str (),
-          s.record.id.c_str (), s.token.c_str (), daemon->admin_token ().c_str ());
-    } catch (const ApiError &e) {
+          node->viewer_url (s.record, s.token).c_str (), node->rtsp_url (s.record).c_str (),
+          s.record.id.c_str (), s.token.c_str (), node->rtsp_url (s.record).c_str (),
+          s.record.id.c_str (), s.token.c_str (), node->admin_token ().c_str ());
+    } catch (const Refusal &e) {
       g_printerr ("livemicrod: demo session: %s\n", e.message.c_str ());
     }
   }
@@ -163,7 +163,7 @@ main (int argc, char **argv)
   }, loop);
   g_main_loop_run (loop);
   http.reset ();
-  daemon.reset ();
+  node.reset ();
   g_main_loop_unref (loop);
   return 0;
 }

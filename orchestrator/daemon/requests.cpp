@@ -42,18 +42,18 @@ JsonInput
 JsonInput::parse (const char *data, size_t len, size_t max_bytes)
 {
   if (len > max_bytes)
-    throw ApiError {413, "body larger than " + std::to_string (max_bytes) + " bytes"};
+    throw Refusal {Reason::kTooLarge, "body larger than " + std::to_string (max_bytes) + " bytes"};
   if (len == 0)
-    throw ApiError {400, "malformed JSON: empty body"};
+    throw Refusal {Reason::kMalformed, "malformed JSON: empty body"};
   if (!json_depth_within (data, len, kMaxJsonDepth))
-    throw ApiError {400, "malformed JSON: nested deeper than " + std::to_string (kMaxJsonDepth) + " levels"};
+    throw Refusal {Reason::kMalformed, "malformed JSON: nested deeper than " + std::to_string (kMaxJsonDepth) + " levels"};
   std::shared_ptr<JsonParser> parser (json_parser_new (), g_object_unref);
   g_autoptr (GError) error = nullptr;
   if (!json_parser_load_from_data (parser.get (), data, (gssize) len, &error))
-    throw ApiError {400, std::string ("malformed JSON: ") + (error ? error->message : "unreadable")};
+    throw Refusal {Reason::kMalformed, std::string ("malformed JSON: ") + (error ? error->message : "unreadable")};
   JsonNode *root = json_parser_get_root (parser.get ());
   if (!root || !JSON_NODE_HOLDS_OBJECT (root))
-    throw ApiError {400, "the body must be a JSON object"};
+    throw Refusal {Reason::kMalformed, "the body must be a JSON object"};
   return JsonInput (std::move (parser), json_node_get_object (root), "");
 }
 
@@ -82,7 +82,7 @@ JsonInput::string (const char *name) const
   if (!n)
     return std::nullopt;
   if (!JSON_NODE_HOLDS_VALUE (n) || json_node_get_value_type (n) != G_TYPE_STRING)
-    throw ApiError {422, "field '" + field (name) + "' must be a string"};
+    throw Refusal {Reason::kInvalid, "field '" + field (name) + "' must be a string"};
   const char *s = json_node_get_string (n);
   return std::string (s ? s : "");
 }
@@ -92,7 +92,7 @@ JsonInput::required_string (const char *name) const
 {
   auto s = string (name);
   if (!s)
-    throw ApiError {422, "missing field '" + field (name) + "'"};
+    throw Refusal {Reason::kInvalid, "missing field '" + field (name) + "'"};
   return *s;
 }
 
@@ -104,10 +104,10 @@ JsonInput::number (const char *name) const
     return std::nullopt;
   if (!JSON_NODE_HOLDS_VALUE (n) ||
       (json_node_get_value_type (n) != G_TYPE_DOUBLE && json_node_get_value_type (n) != G_TYPE_INT64))
-    throw ApiError {422, "field '" + field (name) + "' must be a number"};
+    throw Refusal {Reason::kInvalid, "field '" + field (name) + "' must be a number"};
   double v = json_node_get_double (n);
   if (!std::isfinite (v))
-    throw ApiError {422, "field '" + field (name) + "' must be finite"};
+    throw Refusal {Reason::kInvalid, "field '" + field (name) + "' must be finite"};
   return v;
 }
 
@@ -116,7 +116,7 @@ JsonInput::required_number (const char *name) const
 {
   auto v = number (name);
   if (!v)
-    throw ApiError {422, "field '" + field (name) + "' must be a number"};
+    throw Refusal {Reason::kInvalid, "field '" + field (name) + "' must be a number"};
   return *v;
 }
 
@@ -127,10 +127,10 @@ JsonInput::integer (const char *name, int64_t min, int64_t max) const
   if (!n)
     return std::nullopt;
   if (!JSON_NODE_HOLDS_VALUE (n) || json_node_get_value_type (n) != G_TYPE_INT64)
-    throw ApiError {422, "field '" + field (name) + "' must be an integer"};
+    throw Refusal {Reason::kInvalid, "field '" + field (name) + "' must be an integer"};
   gint64 v = json_node_get_int (n);
   if (v < min || v > max)
-    throw ApiError {422, "field '" + field (name) + "' must be in [" + std::to_string (min) + ", " +
+    throw Refusal {Reason::kInvalid, "field '" + field (name) + "' must be in [" + std::to_string (min) + ", " +
                              std::to_string (max) + "]"};
   return v;
 }
@@ -142,7 +142,7 @@ JsonInput::boolean (const char *name) const
   if (!n)
     return std::nullopt;
   if (!JSON_NODE_HOLDS_VALUE (n) || json_node_get_value_type (n) != G_TYPE_BOOLEAN)
-    throw ApiError {422, "field '" + field (name) + "' must be true or false"};
+    throw Refusal {Reason::kInvalid, "field '" + field (name) + "' must be true or false"};
   return json_node_get_boolean (n) != FALSE;
 }
 
@@ -153,7 +153,7 @@ JsonInput::member_object (const char *name) const
   if (!n)
     return std::nullopt;
   if (!JSON_NODE_HOLDS_OBJECT (n))
-    throw ApiError {422, "field '" + field (name) + "' must be an object"};
+    throw Refusal {Reason::kInvalid, "field '" + field (name) + "' must be an object"};
   return JsonInput (parser_, json_node_get_object (n), field (name));
 }
 
@@ -172,7 +172,7 @@ JsonInput::only (std::initializer_list<const char *> allowed) const
   }
   g_list_free (members);
   if (!unknown.empty ())
-    throw ApiError {422, "unknown field '" + field (unknown.c_str ()) + "'"};
+    throw Refusal {Reason::kInvalid, "unknown field '" + field (unknown.c_str ()) + "'"};
 }
 
 std::string
@@ -256,7 +256,7 @@ parse_control_request (const JsonInput &body)
                     ? json_object_get_member (body.object (), "action")
                     : nullptr;
   if (!a || !JSON_NODE_HOLDS_VALUE (a) || json_node_get_value_type (a) != G_TYPE_STRING)
-    throw ApiError {422, kActions};
+    throw Refusal {Reason::kInvalid, kActions};
   const std::string name = json_node_get_string (a);
   ControlRequest r;
   if (name == "request")
@@ -270,43 +270,25 @@ parse_control_request (const JsonInput &body)
   else if (name == "revoke")
     r.action = ControlAction::kRevoke;
   else
-    throw ApiError {422, kActions};
+    throw Refusal {Reason::kInvalid, kActions};
   if (r.action == ControlAction::kRenew) {
     auto l = body.has ("lease") ? body.string ("lease") : std::nullopt;
     if (!l)
-      throw ApiError {422, "renew needs \"lease\": the lease id"};
+      throw Refusal {Reason::kInvalid, "renew needs \"lease\": the lease id"};
     r.lease = *l;
   }
   if (r.action == ControlAction::kGrant) {
     auto s = body.has ("session") ? body.string ("session") : std::nullopt;
     if (!s)
-      throw ApiError {422, "grant needs \"session\": the session to give control to"};
+      throw Refusal {Reason::kInvalid, "grant needs \"session\": the session to give control to"};
     r.session = *s;
   }
   return r;
 }
 
-const char *
-command_op_name (CommandOp op)
-{
-  switch (op) {
-    case CommandOp::kMove: return "move";
-    case CommandOp::kMoveBy: return "move_by";
-    case CommandOp::kFocus: return "focus";
-    case CommandOp::kFocusBy: return "focus_by";
-    case CommandOp::kObjective: return "objective";
-    case CommandOp::kJog: return "jog";
-    case CommandOp::kAutofocus: return "autofocus";
-    case CommandOp::kStop: return "stop";
-  }
-  return "?";
-}
-
 CommandRequest
 parse_command_request (const JsonInput &body, std::string *op_seen)
 {
-  static const CommandOp kOps[] = {CommandOp::kMove, CommandOp::kMoveBy, CommandOp::kFocus,
-      CommandOp::kFocusBy, CommandOp::kObjective, CommandOp::kJog, CommandOp::kAutofocus, CommandOp::kStop};
   std::optional<CommandOp> op;
   std::string unknown, first;
   GList *members = json_object_get_members (body.object ());
@@ -314,10 +296,7 @@ parse_command_request (const JsonInput &body, std::string *op_seen)
     const std::string k = static_cast<const char *> (l->data);
     if (k == "lease")
       continue;
-    std::optional<CommandOp> known;
-    for (CommandOp o : kOps)
-      if (k == command_op_name (o))
-        known = o;
+    std::optional<CommandOp> known = command_op_from_name (k);
     if (!known)
       unknown = "unknown command '" + k + "'";
     else if (!op) {
@@ -330,9 +309,9 @@ parse_command_request (const JsonInput &body, std::string *op_seen)
   if (op && op_seen)
     *op_seen = command_op_name (*op);
   if (!unknown.empty ())
-    throw ApiError {422, unknown};
+    throw Refusal {Reason::kInvalid, unknown};
   if (!op)
-    throw ApiError {422, "no command: give one of move, move_by, focus, focus_by, objective, jog, autofocus, stop"};
+    throw Refusal {Reason::kInvalid, "no command: give one of move, move_by, focus, focus_by, objective, jog, autofocus, stop"};
   CommandRequest r;
   r.op = *op;
   if (body.has ("lease"))
@@ -341,14 +320,14 @@ parse_command_request (const JsonInput &body, std::string *op_seen)
   if (r.op == CommandOp::kObjective) {
     try {
       r.objective = (int) *body.integer ("objective", 1, 1000);
-    } catch (const ApiError &) {
-      throw ApiError {422, "objective must be a magnification, an integer in [1, 1000], e.g. 20"};
+    } catch (const Refusal &) {
+      throw Refusal {Reason::kInvalid, "objective must be a magnification, an integer in [1, 1000], e.g. 20"};
     }
     return r;
   }
   auto args = json_object_get_member (body.object (), name);
   if (!JSON_NODE_HOLDS_OBJECT (args))
-    throw ApiError {422, std::string (name) + " must be an object"};
+    throw Refusal {Reason::kInvalid, std::string (name) + " must be an object"};
   JsonInput arg = *body.member_object (name);
   switch (r.op) {
     case CommandOp::kMove:
@@ -382,42 +361,42 @@ parse_annotation_request (const JsonInput &body)
   AnnotationRequest r;
   r.kind = body.required_string ("kind");
   if (r.kind != "point" && r.kind != "arrow" && r.kind != "region")
-    throw ApiError {422, "kind must be point, arrow or region"};
+    throw Refusal {Reason::kInvalid, "kind must be point, arrow or region"};
   r.label = body.string ("label").value_or ("");
   if (!g_utf8_validate (r.label.c_str (), (gssize) r.label.size (), nullptr) ||
       g_utf8_strlen (r.label.c_str (), (gssize) r.label.size ()) > 500)
-    throw ApiError {422, "label must be at most 500 characters"};
+    throw Refusal {Reason::kInvalid, "label must be at most 500 characters"};
   for (const char *p = r.label.c_str (); *p; p = g_utf8_next_char (p)) {
     gunichar c = g_utf8_get_char (p);
     if ((g_unichar_type (c) == G_UNICODE_CONTROL && c != '\n' && c != '\t') ||
         (c >= 0x202A && c <= 0x202E) || (c >= 0x2066 && c <= 0x2069))
-      throw ApiError {422, "label must not contain control characters or bidi overrides"};
+      throw Refusal {Reason::kInvalid, "label must not contain control characters or bidi overrides"};
   }
   JsonNode *pts = json_object_has_member (body.object (), "points_um")
                       ? json_object_get_member (body.object (), "points_um")
                       : nullptr;
   if (!pts || !JSON_NODE_HOLDS_ARRAY (pts))
-    throw ApiError {422, "points_um must be an array of [x_um, y_um]"};
+    throw Refusal {Reason::kInvalid, "points_um must be an array of [x_um, y_um]"};
   JsonArray *arr = json_node_get_array (pts);
   guint n = json_array_get_length (arr);
   guint need = r.kind == "point" ? 1 : r.kind == "arrow" ? 2 : 3;
   if (n < need || n > 10000 || (r.kind != "region" && n != need))
-    throw ApiError {422, r.kind + " needs " + (r.kind == "region" ? "3 to 10000" : std::to_string (need)) + " points"};
+    throw Refusal {Reason::kInvalid, r.kind + " needs " + (r.kind == "region" ? "3 to 10000" : std::to_string (need)) + " points"};
   for (guint i = 0; i < n; i++) {
     JsonNode *p = json_array_get_element (arr, i);
     const std::string where = "points_um[" + std::to_string (i) + "]";
     if (!JSON_NODE_HOLDS_ARRAY (p) || json_array_get_length (json_node_get_array (p)) != 2)
-      throw ApiError {422, where + " must be [x_um, y_um]"};
+      throw Refusal {Reason::kInvalid, where + " must be [x_um, y_um]"};
     double xy[2];
     for (guint k = 0; k < 2; k++) {
       JsonNode *v = json_array_get_element (json_node_get_array (p), k);
       if (!JSON_NODE_HOLDS_VALUE (v) ||
           (json_node_get_value_type (v) != G_TYPE_DOUBLE && json_node_get_value_type (v) != G_TYPE_INT64) ||
           !std::isfinite (json_node_get_double (v)))
-        throw ApiError {422, where + " must hold two numbers"};
+        throw Refusal {Reason::kInvalid, where + " must hold two numbers"};
       xy[k] = json_node_get_double (v);
       if (std::fabs (xy[k]) > kMaxSlideCoordinateUm)
-        throw ApiError {422, where + " is beyond ±1e9 µm: not on a slide"};
+        throw Refusal {Reason::kInvalid, where + " is beyond ±1e9 µm: not on a slide"};
     }
     r.points_um.emplace_back (xy[0], xy[1]);
   }
@@ -444,22 +423,22 @@ parse_viewer_message (const char *data, size_t len, size_t max_bytes)
   } else if (type == "stats") {
     m.kind = ViewerMessage::Kind::kStats;
     if (!in.member_object ("data"))
-      throw ApiError {422, "stats needs \"data\": an object"};
+      throw Refusal {Reason::kInvalid, "stats needs \"data\": an object"};
     m.stats_json = in.member_json ("data");
   } else if (type == "pointer") {
     m.kind = ViewerMessage::Kind::kPointer;
     m.x_um = in.required_number ("x_um");
     m.y_um = in.required_number ("y_um");
     if (std::fabs (m.x_um) > kMaxSlideCoordinateUm || std::fabs (m.y_um) > kMaxSlideCoordinateUm)
-      throw ApiError {422, "pointer beyond ±1e9 µm: not on a slide"};
+      throw Refusal {Reason::kInvalid, "pointer beyond ±1e9 µm: not on a slide"};
   } else if (type == "ping") {
     m.kind = ViewerMessage::Kind::kPing;
     double t = in.number ("t").value_or (0);
     if (std::fabs (t) > 9e15)
-      throw ApiError {422, "field 't' must be a time in ms"};
+      throw Refusal {Reason::kInvalid, "field 't' must be a time in ms"};
     m.t = (int64_t) t;
   } else {
-    throw ApiError {422, "unknown message type '" + type + "'"};
+    throw Refusal {Reason::kInvalid, "unknown message type '" + type + "'"};
   }
   return m;
 }

@@ -2,10 +2,12 @@
 // messages of the two WebSocket protocols (viewer page, events clients).
 // Everything a client sends passes through here before the daemon sees it:
 // size and nesting are bounded before json-glib parses (its parser recurses),
-// every member is read with its type checked, and a wrong shape is an
-// ApiError (400 malformed, 413 too big, 422 wrong field) naming the field.
+// every member is read with its type checked, and a wrong shape is a
+// Refusal (malformed, too large, invalid) naming the field.
 // Plain C++ over json-glib, no GObject state: fuzzed by tests/fuzz.
 #pragma once
+
+#include "common/worker_protocol.h"
 
 #include <json-glib/json-glib.h>
 
@@ -19,9 +21,23 @@
 
 namespace livemicro::orchestrator {
 
-// An error the HTTP API turns into {"error": message} with this status.
-struct ApiError {
-  int status;
+// Why the daemon will not do what it was asked, in the domain's words; the
+// HTTP layer maps each reason to a status (http_api.cpp), the WebSocket
+// layer to an error message.
+enum class Reason {
+  kMalformed,        // not JSON, nested too deep, not an object
+  kUnauthenticated,  // no or an unknown token
+  kForbidden,        // the role may not
+  kNotFound,
+  kConflict,         // not the current lease, no view
+  kTooLarge,
+  kInvalid,          // a field of the wrong type or value
+  kRateLimited,
+  kUnavailable,      // offline, the database cannot be written, a view cannot be built
+  kTimedOut,
+};
+struct Refusal {
+  Reason reason;
   std::string message;
 };
 
@@ -35,8 +51,8 @@ bool json_depth_within (const char *data, size_t len, int max_depth);
 // A parsed JSON object that owns its parser; typed access to its members.
 class JsonInput {
 public:
-  // Throws ApiError: 413 over `max_bytes`, 400 empty, malformed, nested too
-  // deep or not an object.
+  // Throws Refusal: too large over `max_bytes`; malformed when empty, not
+  // JSON, nested too deep or not an object.
   static JsonInput parse (const char *data, size_t len, size_t max_bytes);
   static JsonInput parse (const std::string &text, size_t max_bytes)
   {
@@ -45,8 +61,8 @@ public:
   JsonObject *object () const { return object_; }
   bool has (const char *name) const;
 
-  // A member of another type than asked for is an ApiError 422 naming it;
-  // an absent one is nullopt (or, for required_*, a 422 too).
+  // A member of another type than asked for is an invalid Refusal naming it;
+  // an absent one is nullopt (or, for required_*, a refusal too).
   std::optional<std::string> string (const char *name) const;
   std::string required_string (const char *name) const;
   std::optional<double> number (const char *name) const;  // finite
@@ -57,7 +73,7 @@ public:
   std::optional<bool> boolean (const char *name) const;
   // A member that must be an object, as its own input.
   std::optional<JsonInput> member_object (const char *name) const;
-  // Refuses members not in `allowed` (422 naming the first).
+  // Refuses members not in `allowed` (naming the first).
   void only (std::initializer_list<const char *> allowed) const;
   // The member's JSON text (e.g. to store it as it came).
   std::string member_json (const char *name) const;
@@ -99,8 +115,6 @@ struct ControlRequest {
 ControlRequest parse_control_request (const JsonInput &body);
 
 // POST /api/v1/microscopes/{id}/commands: one command and the lease.
-enum class CommandOp { kMove, kMoveBy, kFocus, kFocusBy, kObjective, kJog, kAutofocus, kStop };
-const char *command_op_name (CommandOp op);
 struct CommandRequest {
   CommandOp op = CommandOp::kStop;
   std::string lease;
@@ -109,7 +123,7 @@ struct CommandRequest {
   double a = 0, b = 0;
   int objective = 0;  // magnification
 };
-// Throws ApiError 422; `op_seen` (if given) gets the command's name as soon
+// Throws Refusal; `op_seen` (if given) gets the command's name as soon
 // as it is known, so that a refusal can be audited under it.
 CommandRequest parse_command_request (const JsonInput &body, std::string *op_seen = nullptr);
 
@@ -137,7 +151,7 @@ struct ViewerMessage {
   double x_um = 0, y_um = 0;  // pointer
   int64_t t = 0;            // ping: the client's clock, echoed back
 };
-// Throws ApiError (400/413/422).  Unknown types are a 422 too.
+// Throws Refusal (malformed, too large, invalid).  Unknown types are invalid.
 ViewerMessage parse_viewer_message (const char *data, size_t len, size_t max_bytes);
 
 }  // namespace livemicro::orchestrator

@@ -1,6 +1,5 @@
 #include "worker_link.h"
 
-#include "common/json_fields.h"
 
 #include <gio/gio.h>
 
@@ -98,30 +97,18 @@ WorkerLink::spawn ()
           auto inc = ev->inc.lock ();
           if (!inc || !inc->alive || inc != ev->self->current_)
             return G_SOURCE_REMOVE;
-          g_autoptr (JsonParser) p = json_parser_new ();
-          if (!json_parser_load_from_data (p, ev->json.c_str (), -1, nullptr))
+          auto e = decode_event (ev->json);
+          if (!e) {
+            g_warning ("worker '%s' sent a message that does not decode; dropped", ev->self->name_.c_str ());
             return G_SOURCE_REMOVE;
-          JsonNode *root = json_parser_get_root (p);
-          if (!JSON_NODE_HOLDS_OBJECT (root))
-            return G_SOURCE_REMOVE;
-          JsonObject *o = json_node_get_object (root);
-          const char *name = string_member (o, "event", "");
-          if (!strcmp (name, "hello")) {
-            g_autoptr (JsonBuilder) b = json_builder_new ();
-            json_builder_begin_object (b);
-            json_builder_set_member_name (b, "cmd");
-            json_builder_add_string_value (b, "start");
-            json_builder_set_member_name (b, "capture");
-            json_builder_add_string_value (b, ev->self->capture_.c_str ());
-            json_builder_end_object (b);
-            g_autoptr (JsonNode) n = json_builder_get_root (b);
-            g_autofree char *s = json_to_string (n, FALSE);
-            inc->writer->send_json (wire::Type::kCommand, s);
-          } else if (!strcmp (name, "started")) {
+          }
+          if (std::holds_alternative<event::Hello> (*e)) {
+            inc->writer->send_json (wire::Type::kCommand, encode (command::Start {ev->self->capture_}));
+          } else if (std::holds_alternative<event::Started> (*e)) {
             ev->self->failures_in_a_row_ = 0;
             ev->self->callbacks_.started ();
           } else {
-            ev->self->callbacks_.event (o);
+            ev->self->callbacks_.event (*e);
           }
           return G_SOURCE_REMOVE;
         }, ev);
@@ -178,7 +165,7 @@ WorkerLink::stop ()
     restart_source_ = 0;
   }
   if (auto inc = current_) {
-    inc->writer->send_json (wire::Type::kCommand, "{\"cmd\":\"quit\"}");
+    inc->writer->send_json (wire::Type::kCommand, encode (command::Quit {}));
     // Give it a moment to stop its pipeline cleanly, then insist.
     for (int i = 0; i < 100 && inc->alive; i++) {
       if (g_subprocess_get_identifier (inc->process) == nullptr)

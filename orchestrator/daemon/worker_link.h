@@ -7,8 +7,9 @@
 #pragma once
 
 #include "common/wire.h"
+#include "common/worker_protocol.h"
 
-#include <json-glib/json-glib.h>
+#include <glib.h>
 
 #include <atomic>
 #include <functional>
@@ -22,8 +23,8 @@ public:
   struct Callbacks {
     // Reader thread: one encoded access unit of a view.
     std::function<void (const wire::FrameHeader &, const uint8_t *, size_t)> frame;
-    // Main context: an event object ("state", "features", "stats", ...).
-    std::function<void (JsonObject *)> event;
+    // Main context: an event of the worker (state, features, stats, ...).
+    std::function<void (const WorkerEvent &)> event;
     // Main context: the capture pipeline runs; (re)create the views now.
     std::function<void ()> started;
     // Main context: the worker is gone (exit status or reason).

@@ -1,5 +1,6 @@
 #include "hardware_queue.h"
 
+#include <livemicro/hw/text.h>
 #include <livemicro/hw/autofocus.h>
 #include <livemicro/stagemeta.h>
 
@@ -10,15 +11,9 @@
 
 namespace livemicro::orchestrator {
 
-namespace {
+using livemicro::hw::num;
 
-std::string
-num (double v)
-{
-  std::ostringstream s;
-  s << v;
-  return s.str ();
-}
+namespace {
 
 }  // namespace
 

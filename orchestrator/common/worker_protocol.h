@@ -1,0 +1,170 @@
+// What livemicrod and a livemicro-worker say to each other, as types.
+//
+// The wire (wire.h) frames messages; this is the one codec that turns its
+// JSON messages into these types and back (json-glib), used by both ends.
+// Commands go daemon → worker, events worker → daemon.  A message that does
+// not decode (unknown name, wrong member types) is dropped by the receiver
+// with a warning: the peer is our own process, but its bytes still cross a
+// process boundary.
+#pragma once
+
+#include <json-glib/json-glib.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+namespace livemicro::orchestrator {
+
+// ---- shared vocabulary ------------------------------------------------------
+
+// A stage, focus or objective command, as the hardware thread runs it.
+enum class CommandOp { kMove, kMoveBy, kFocus, kFocusBy, kObjective, kJog, kAutofocus, kStop };
+const char *command_op_name (CommandOp op);
+std::optional<CommandOp> command_op_from_name (const std::string &name);
+
+struct AxisRange {
+  double min_um = 0, max_um = 0;
+  bool contains (double v) const { return v >= min_um && v <= max_um; }
+};
+// The limits remote control keeps to with the current objective (see
+// livemicro::hw::soft_limits).
+struct SoftLimits {
+  AxisRange x, y, z;
+};
+
+// Where the microscope is, as its worker reports it (10 Hz while it moves).
+struct MicroscopeStatus {
+  double x_um = 0, y_um = 0, z_um = 0;
+  int objective = 0;         // magnification
+  double um_per_px = 0;
+  bool moving = false;
+  double stage_speed_um_s = 0;
+  std::vector<int> objectives;       // mounted magnifications
+  std::optional<SoftLimits> limits;  // known once the camera runs
+};
+
+// The latest analysis of the capture (tumorfeatures' summary; see
+// livemicro/featuresmeta.h for the meaning of each field).
+struct AnalysisSummary {
+  bool analysed = false;
+  std::string quality;  // ok, blank, no_tissue, low_resolution, wrong_stain, out_of_focus
+  uint64_t frames_analysed = 0, frames_skipped = 0;
+  uint32_t frame_width = 0, frame_height = 0;
+  double um_per_px = 0, working_um_per_px = 0;
+  std::string stain;
+  double tissue_fraction = 0, tissue_area_mm2 = 0, mean_h_od = 0, mean_e_od = 0, focus = 0,
+         dab_fraction = 0, analysis_ms = 0;
+  std::optional<uint64_t> analysed_pts;
+  std::optional<double> he_ratio;
+  // Only when the quality is ok:
+  std::optional<uint32_t> nuclei_count, mitotic_candidates, pleomorphism;
+  std::optional<double> nuclei_per_mm2, mean_area_um2, cv_area, mean_circularity, cv_h_od,
+      size_ratio, mitotic_candidates_per_mm2;
+  std::optional<std::string> grade_cue, grade_cue_note;
+};
+
+// The members of a status, limits or summary, written into an open JSON
+// object: the API shows them exactly as they cross the wire.
+void add_status_members (JsonBuilder *b, const MicroscopeStatus &s);
+void add_limits_members (JsonBuilder *b, const SoftLimits &l);
+void add_summary_members (JsonBuilder *b, const AnalysisSummary &a);
+
+// ---- daemon → worker ----------------------------------------------------------
+
+namespace command {
+struct Start {
+  std::string capture;  // gst-launch description of the capture branch
+};
+struct AddView {
+  uint32_t view = 0;
+  std::string description;
+};
+struct RemoveView {
+  uint32_t view = 0;
+};
+struct Keyframe {
+  uint32_t view = 0;
+};
+struct Still {
+  uint32_t view = 0;
+  int64_t request = 0;
+};
+struct Hardware {
+  uint64_t id = 0;
+  CommandOp op = CommandOp::kStop;
+  double a = 0, b = 0;  // move x,y / move_by dx,dy / focus z / focus_by dz / jog vx,vy (µm, µm/s)
+  int objective = 0;
+};
+struct Quit {};
+}  // namespace command
+using WorkerCommand = std::variant<command::Start, command::AddView, command::RemoveView,
+    command::Keyframe, command::Still, command::Hardware, command::Quit>;
+
+std::string encode (const WorkerCommand &c);
+std::optional<WorkerCommand> decode_command (const std::string &json);
+
+// ---- worker → daemon -----------------------------------------------------------
+
+namespace event {
+struct Hello {
+  int pid = 0;
+};
+struct Started {};
+struct State {
+  MicroscopeStatus status;
+};
+struct Features {
+  AnalysisSummary summary;
+};
+struct ViewStats {
+  uint32_t view = 0;
+  uint64_t frames = 0, dropped = 0, bytes = 0;
+  double fps = 0;
+};
+struct Stats {
+  std::vector<ViewStats> views;
+  double analysis_ms_mean = 0;
+  uint64_t analysis_count = 0;
+};
+struct ViewAdded {
+  uint32_t view = 0;
+};
+struct ViewError {
+  uint32_t view = 0;
+  std::string message;
+};
+// A hardware command ended: done, failed (with why) or cancelled.
+struct CommandEnded {
+  uint64_t id = 0;
+  std::string op, status, detail;
+};
+struct StillTaken {
+  int64_t request = 0;
+  std::string error;       // empty: taken
+  std::string png_base64;  // the still, lossless
+  uint32_t width = 0, height = 0;
+};
+struct Warning {
+  std::string source, message;
+};
+// A device of the microscope went away or came back.
+struct Device {
+  std::string part, device, problem;
+  bool online = true;
+};
+// The capture failed; the worker exits.
+struct Failed {
+  std::string message;
+};
+}  // namespace event
+using WorkerEvent = std::variant<event::Hello, event::Started, event::State, event::Features,
+    event::Stats, event::ViewAdded, event::ViewError, event::CommandEnded, event::StillTaken,
+    event::Warning, event::Device, event::Failed>;
+
+std::string encode (const WorkerEvent &e);
+std::optional<WorkerEvent> decode_event (const std::string &json);
+
+}  // namespace livemicro::orchestrator

@@ -1,0 +1,584 @@
+#include "microscope_hub.h"
+
+#include "api_json.h"
+#include "common/tokens.h"
+#include "node.h"
+
+#include <livemicro/hw/text.h>
+#include <algorithm>
+#include <cmath>
+#include <mutex>
+#include <sstream>
+
+namespace livemicro::orchestrator {
+
+// Frames from the worker's reader thread find their view here.
+struct FrameRouter {
+  std::mutex mutex;
+  std::map<uint32_t, std::shared_ptr<ViewStream>> views;
+};
+
+using livemicro::hw::num;
+
+namespace {
+
+Participant
+participant (const Principal &p)
+{
+  if (p.admin)
+    return {"", "admin", "admin"};
+  return {p.session->id, p.session->user, p.session->role};
+}
+
+// The domain's reason for a refusal the arbiter answered with a status.
+Reason
+reason_of (int arbiter_status)
+{
+  switch (arbiter_status) {
+    case 403: return Reason::kForbidden;
+    case 404: return Reason::kNotFound;
+    case 422: return Reason::kInvalid;
+    default: return Reason::kConflict;
+  }
+}
+
+}  // namespace
+
+MicroscopeHub::MicroscopeHub (Node &node, MicroscopeConfig config, uint64_t last_epoch)
+    : node_ (node), config_ (std::move (config)), router_ (std::make_shared<FrameRouter> ())
+{
+  WorkerLink::Callbacks cb;
+  auto router = router_;
+  cb.frame = [router] (const wire::FrameHeader &h, const uint8_t *au, size_t len) {
+    std::shared_ptr<ViewStream> v;
+    {
+      std::lock_guard<std::mutex> lock (router->mutex);
+      auto it = router->views.find (h.view_id);
+      if (it != router->views.end ())
+        v = it->second;
+    }
+    if (v)
+      v->push (h, au, len);
+  };
+  cb.event = [this] (const WorkerEvent &e) { on_event (e); };
+  cb.started = [this] { on_started (); };
+  cb.down = [this] (const std::string &why) { on_down (why); };
+  worker_ = std::make_unique<WorkerLink> (config_.id, node_.paths ().worker, std::move (cb));
+  ControlArbiter::Options co;
+  co.idle_timeout_us = (int64_t) node_.config ().control.idle_timeout_ms * 1000;
+  co.may_control = [&node] (const std::string &role) {
+    const livemicro::privacy::Profile *p = node.profiles ().find (role);
+    return p && p->may_control;
+  };
+  control_ = std::make_unique<ControlArbiter> (co, last_epoch, [] { return g_get_monotonic_time (); },
+      [] { return random_id (); });
+}
+
+MicroscopeHub::~MicroscopeHub ()
+{
+  stop ();
+}
+
+void
+MicroscopeHub::start ()
+{
+  worker_->set_capture (node_.render_capture (config_));
+  worker_->start ();
+}
+
+void
+MicroscopeHub::stop ()
+{
+  if (worker_)
+    worker_->stop ();
+}
+
+bool
+MicroscopeHub::send (const WorkerCommand &c)
+{
+  return worker_->command (encode (c));
+}
+
+std::vector<std::shared_ptr<ViewStream>>
+MicroscopeHub::views () const
+{
+  std::vector<std::shared_ptr<ViewStream>> out;
+  for (const auto &kv : views_)
+    out.push_back (kv.second);
+  return out;
+}
+
+// ---- the worker ---------------------------------------------------------------
+
+void
+MicroscopeHub::on_started ()
+{
+  // The capture runs: build the views.  It counts as online once its first
+  // state (with the travel limits) arrives.
+  offline_devices_.clear ();  // the element opened every device
+  last_error_.clear ();
+  status_.reset ();
+  for (auto &kv : views_)
+    send_add_view (*kv.second);
+}
+
+void
+MicroscopeHub::on_down (const std::string &why)
+{
+  if (online_)
+    g_warning ("microscope '%s' media worker %s; restarting", id ().c_str (), why.c_str ());
+  online_ = false;
+  offline_devices_.clear ();
+  views_confirmed_.clear ();
+  if (last_error_.empty ())
+    last_error_ = "media worker " + why;
+  node_.notify (id (), "offline", api::reason_json (""));
+}
+
+void
+MicroscopeHub::send_add_view (const ViewStream &v)
+{
+  std::string desc;
+  try {
+    desc = node_.render_view (v.profile ());
+  } catch (const TemplateError &e) {
+    view_errors_[v.id ()] = e.what ();
+    return;
+  }
+  send (command::AddView {v.id (), desc});
+}
+
+void
+MicroscopeHub::on_event (const WorkerEvent &e)
+{
+  std::visit (
+      [this] (const auto &m) {
+        using T = std::decay_t<decltype (m)>;
+        if constexpr (std::is_same_v<T, event::State>) {
+          status_ = m.status;
+          if (!online_ && offline_devices_.empty () && status_->limits) {
+            online_ = true;
+            node_.notify (id (), "online", api::reason_json (""));
+          }
+          node_.notify (id (), "state", api::status_json (status_));
+        } else if constexpr (std::is_same_v<T, event::Features>) {
+          analysis_ = m.summary;
+          node_.notify (id (), "features", api::analysis_json (analysis_));
+        } else if constexpr (std::is_same_v<T, event::Stats>) {
+          stats_ = m;
+        } else if constexpr (std::is_same_v<T, event::ViewAdded>) {
+          views_confirmed_.insert (m.view);
+          view_errors_.erase (m.view);
+        } else if constexpr (std::is_same_v<T, event::ViewError>) {
+          view_errors_[m.view] = m.message;
+          views_confirmed_.erase (m.view);
+          g_warning ("microscope '%s' view %u: %s", id ().c_str (), m.view, m.message.c_str ());
+        } else if constexpr (std::is_same_v<T, event::CommandEnded>) {
+          event::CommandEnded shown = m;
+          shown.detail = node_.redacted (m.detail);  // every session reads it
+          node_.notify (id (), "command", api::command_ended_json (shown));
+        } else if constexpr (std::is_same_v<T, event::StillTaken>) {
+          auto it = stills_.find (m.request);
+          if (it != stills_.end ()) {
+            auto done = std::move (it->second);
+            stills_.erase (it);
+            done (m);
+          }
+        } else if constexpr (std::is_same_v<T, event::Warning>) {
+          g_warning ("microscope '%s': %s: %s", id ().c_str (), m.source.c_str (), m.message.c_str ());
+        } else if constexpr (std::is_same_v<T, event::Device>) {
+          // A device went away or came back; the worker keeps streaming (a
+          // slate while the camera is gone) and the sessions stay.
+          if (!m.online)
+            offline_devices_[m.device] = m.problem;
+          else
+            offline_devices_.erase (m.device);
+          bool online = offline_devices_.empty () && worker_->running ();
+          std::string reason;
+          for (const auto &kv : offline_devices_)
+            reason += (reason.empty () ? "" : "; ") + kv.second;
+          if (online != online_ || (!online && reason != last_error_)) {
+            g_message ("microscope '%s' is %s%s%s", id ().c_str (), online ? "online" : "offline",
+                online ? "" : ": ", reason.c_str ());
+            online_ = online;
+            last_error_ = reason;
+            node_.notify (id (), online ? "online" : "offline", api::reason_json (node_.redacted (reason)));
+          }
+        } else if constexpr (std::is_same_v<T, event::Failed>) {
+          last_error_ = m.message.empty () ? "error" : m.message;
+          g_warning ("microscope '%s': %s", id ().c_str (), last_error_.c_str ());
+        }
+      },
+      e);
+}
+
+// ---- views ----------------------------------------------------------------------
+
+std::shared_ptr<ViewStream>
+MicroscopeHub::acquire_view (const std::string &profile, const std::string &session_id)
+{
+  const VideoConfig &v = node_.config ().video;
+  std::string key = profile + "|" + std::to_string (v.width) + "x" + std::to_string (v.height) + "@" +
+                    std::to_string (v.framerate) + "|" + std::to_string (v.bitrate_kbps) + "k";
+  auto it = views_.find (key);
+  std::shared_ptr<ViewStream> view;
+  if (it != views_.end ()) {
+    view = it->second;
+  } else {
+    view = std::make_shared<ViewStream> (next_view_id_++, id (), profile, key);
+    uint32_t vid = view->id ();
+    WorkerLink *worker = worker_.get ();
+    view->set_keyframe_request ([worker, vid] {
+      // From the RTSP or main thread: hop to the main context for the link.
+      auto *args = new std::pair<WorkerLink *, uint32_t> (worker, vid);
+      g_main_context_invoke (nullptr, [] (gpointer d) -> gboolean {
+        std::unique_ptr<std::pair<WorkerLink *, uint32_t>> a (static_cast<std::pair<WorkerLink *, uint32_t> *> (d));
+        a->first->command (encode (command::Keyframe {a->second}));
+        return G_SOURCE_REMOVE;
+      }, args);
+    });
+    views_[key] = view;
+    {
+      std::lock_guard<std::mutex> lock (router_->mutex);
+      router_->views[vid] = view;
+    }
+    std::string problem = node_.template_problem (profile);
+    if (!problem.empty ())
+      view_errors_[vid] = problem;
+    else if (online_)
+      send_add_view (*view);
+  }
+  view_sessions_[view->id ()].insert (session_id);
+  session_views_[session_id] = view->id ();
+  return view;
+}
+
+void
+MicroscopeHub::release_view (const std::string &session_id)
+{
+  auto sv = session_views_.find (session_id);
+  if (sv == session_views_.end ())
+    return;
+  uint32_t vid = sv->second;
+  session_views_.erase (sv);
+  auto &users = view_sessions_[vid];
+  users.erase (session_id);
+  if (!users.empty ())
+    return;
+  // Last session of this view: the branch and its encoder go away.
+  view_sessions_.erase (vid);
+  view_errors_.erase (vid);
+  views_confirmed_.erase (vid);
+  for (auto it = views_.begin (); it != views_.end (); ++it)
+    if (it->second->id () == vid) {
+      views_.erase (it);
+      break;
+    }
+  {
+    std::lock_guard<std::mutex> lock (router_->mutex);
+    router_->views.erase (vid);
+  }
+  send (command::RemoveView {vid});
+}
+
+std::shared_ptr<ViewStream>
+MicroscopeHub::view_of (const std::string &session_id) const
+{
+  auto sv = session_views_.find (session_id);
+  if (sv == session_views_.end ())
+    return nullptr;
+  for (const auto &kv : views_)
+    if (kv.second->id () == sv->second)
+      return kv.second;
+  return nullptr;
+}
+
+std::string
+MicroscopeHub::view_error_of (const std::string &session_id) const
+{
+  auto sv = session_views_.find (session_id);
+  if (sv == session_views_.end ())
+    return "";
+  auto it = view_errors_.find (sv->second);
+  return it == view_errors_.end () ? "" : it->second;
+}
+
+// ---- control and commands --------------------------------------------------------
+
+void
+MicroscopeHub::control_changed ()
+{
+  node_.notify (id (), "control", api::control_json (*control_));
+}
+
+ControlResult
+MicroscopeHub::control (const Principal &by, const ControlRequest &r)
+{
+  const std::string action = control_action_name (r.action);
+  Participant me = participant (by);
+  auto refuse = [&] (Reason reason, const std::string &detail, const std::string &why) {
+    Refusal e {reason, why};
+    node_.refused (by, id (), "control", detail, e);
+    throw e;
+  };
+  // The change counts only once it is durable: undone if it cannot be.
+  const ControlArbiter before = *control_;
+  ControlArbiter::Outcome o;
+  std::string detail = action;
+  switch (r.action) {
+    case ControlAction::kRequest:
+    case ControlAction::kRelease:
+    case ControlAction::kRenew:
+      if (by.admin)
+        refuse (Reason::kForbidden, action, "the admin grants and revokes; requesting control needs a session");
+      o = r.action == ControlAction::kRequest   ? control_->request (me)
+          : r.action == ControlAction::kRelease ? control_->release (me)
+                                                : control_->renew (me, r.lease);
+      break;
+    case ControlAction::kGrant: {
+      auto target = node_.store ().session (r.session);
+      if (!target || target->microscope != id ())
+        refuse (Reason::kInvalid, action, "no session '" + r.session + "' on this microscope");
+      detail = "grant to " + target->id;
+      o = control_->grant (me, {target->id, target->user, target->role});
+      break;
+    }
+    case ControlAction::kRevoke:
+      o = control_->revoke (me);
+      break;
+  }
+  const bool changed = control_->take_changed ();
+  if (o.status >= 400) {
+    *control_ = before;
+    refuse (reason_of (o.status), detail, o.reason);
+  }
+  try {
+    node_.durable ({Node::audit_row (by, id (), "control", detail,
+                       o.result + (o.lease ? " epoch " + std::to_string (o.lease->epoch) : "") +
+                           (o.queue_position ? " position " + std::to_string (o.queue_position) : ""))},
+        changed ? this : nullptr);
+  } catch (const Refusal &) {
+    *control_ = before;
+    throw;
+  }
+  if (changed)
+    control_changed ();
+  ControlResult result;
+  result.result = o.result;
+  result.queued = o.status == 202;
+  result.lease = o.lease;
+  result.expires_in_ms = control_->expires_in_us () / 1000;
+  result.queue_position = o.queue_position;
+  return result;
+}
+
+CommandAccepted
+MicroscopeHub::command (const Principal &by, const CommandRequest &c)
+{
+  const std::string op = command_op_name (c.op);
+  auto refuse = [&] (Reason reason, const std::string &why) {
+    Refusal e {reason, why};
+    node_.refused (by, id (), "command", op, e);
+    throw e;
+  };
+  if (!online_)
+    refuse (Reason::kUnavailable,
+        "microscope '" + id () + "' is offline: " + node_.shown_to (by, last_error_.empty () ? "starting" : last_error_));
+
+  // The lease: required, except that the owner and the admin may always stop.
+  const bool emergency_stop = c.op == CommandOp::kStop && (by.admin || by.session->role == "owner");
+  if (!emergency_stop) {
+    if (by.admin)
+      refuse (Reason::kForbidden, "the admin has no lease; only stop is allowed without one");
+    if (c.lease.empty ())
+      refuse (Reason::kConflict, "no lease: request control first");
+    bool current = control_->check (by.session->id, c.lease);
+    if (control_->take_changed ())
+      control_changed ();
+    if (!current)
+      refuse (Reason::kConflict, "not the current lease (it lapsed, was revoked or handed over)");
+  }
+  // Rate: a token bucket per session; stop is never limited.
+  if (c.op != CommandOp::kStop && !by.admin) {
+    auto &bucket = rate_[by.session->id];
+    const double cap = node_.config ().control.max_commands_per_s;
+    int64_t now = g_get_monotonic_time ();
+    bucket.tokens = bucket.at_us ? std::min (cap, bucket.tokens + (now - bucket.at_us) * cap / 1e6) : cap;
+    bucket.at_us = now;
+    if (bucket.tokens < 1)
+      refuse (Reason::kRateLimited,
+          "more than " + std::to_string (node_.config ().control.max_commands_per_s) + " commands per second");
+    bucket.tokens -= 1;
+  }
+
+  // Values against the soft limits of the current objective.
+  if (!status_ || !status_->limits)
+    refuse (Reason::kUnavailable, "the microscope's travel limits are not known yet (the camera is starting)");
+  const MicroscopeStatus &st = *status_;
+  const SoftLimits &lim = *st.limits;
+  auto check_range = [&] (const char *axis, double v, const AxisRange &range) {
+    if (!range.contains (v))
+      refuse (Reason::kInvalid, std::string (axis) + " " + num (v) + " µm is outside the soft travel limit [" +
+                                    num (range.min_um) + ", " + num (range.max_um) + "] µm for this objective");
+  };
+  std::string detail = op;
+  switch (c.op) {
+    case CommandOp::kMove:
+    case CommandOp::kMoveBy: {
+      const bool rel = c.op == CommandOp::kMoveBy;
+      check_range ("x", rel ? st.x_um + c.a : c.a, lim.x);
+      check_range ("y", rel ? st.y_um + c.b : c.b, lim.y);
+      detail = op + " " + num (c.a) + ", " + num (c.b);
+      break;
+    }
+    case CommandOp::kFocus:
+    case CommandOp::kFocusBy:
+      check_range ("z", c.op == CommandOp::kFocusBy ? st.z_um + c.a : c.a, lim.z);
+      detail = op + " " + num (c.a);
+      break;
+    case CommandOp::kObjective: {
+      const auto &mags = st.objectives;
+      if (!mags.empty () && std::find (mags.begin (), mags.end (), c.objective) == mags.end ()) {
+        std::string list;
+        for (int mg : mags)
+          list += (list.empty () ? "" : ", ") + std::to_string (mg) + "x";
+        refuse (Reason::kInvalid, "objective " + std::to_string (c.objective) + "x is not mounted (available: " + list + ")");
+      }
+      detail = "objective " + std::to_string (c.objective);
+      break;
+    }
+    case CommandOp::kJog: {
+      double v = std::hypot (c.a, c.b);
+      if (v <= 0 || v > 20000)
+        refuse (Reason::kInvalid, "jog speed " + num (v) + " µm/s is outside (0, 20000] µm/s");
+      detail = "jog " + num (c.a) + ", " + num (c.b);
+      break;
+    }
+    case CommandOp::kAutofocus:
+    case CommandOp::kStop:
+      break;
+  }
+  const uint64_t cid = next_command_id_++;
+  const AuditRecord row = Node::audit_row (by, id (), "command", detail,
+      "accepted as " + std::to_string (cid) + (emergency_stop && c.lease.empty () ? " (emergency stop)" : ""));
+  const command::Hardware hw {cid, c.op, c.a, c.b, c.objective};
+  if (c.op == CommandOp::kStop) {
+    // Stop is never held back: executed first, its row written as soon as
+    // the database allows.
+    send (hw);
+    node_.record (row);
+  } else {
+    // Nothing reaches the hardware before its audit row is on disk.
+    node_.durable ({row}, nullptr);
+    if (!send (hw)) {
+      node_.record (Node::audit_row (by, id (), "command", detail,
+          "not delivered as " + std::to_string (cid) + ": the media worker is down"));
+      throw Refusal {Reason::kUnavailable, "microscope '" + id () + "' went offline before the command could be delivered"};
+    }
+    if (c.op == CommandOp::kJog) {
+      jog_session_ = by.session->id;
+      jog_until_us_ = g_get_monotonic_time () + 600000;
+    }
+  }
+  return {cid, c.op};
+}
+
+MicroscopeHub::Forgetting
+MicroscopeHub::forget (const std::string &session_id)
+{
+  Forgetting f {false, *control_};
+  f.control_moved = control_->forget (session_id);
+  f.control_moved = control_->take_changed () || f.control_moved;
+  return f;
+}
+
+void
+MicroscopeHub::ended (const std::string &session_id, const Forgetting &f)
+{
+  rate_.erase (session_id);
+  release_view (session_id);
+  if (f.control_moved)
+    control_changed ();
+}
+
+void
+MicroscopeHub::tick ()
+{
+  const ControlArbiter before = *control_;
+  control_->tick ();
+  if (!control_->take_changed ())
+    return;
+  const auto &h = control_->holder ();
+  std::string detail = h ? "lapsed; passed to " + h->holder.session + " epoch " + std::to_string (h->epoch) : "lapsed";
+  try {
+    AuditRecord row {0, g_get_real_time (), "livemicrod", "system", "", id (), "control", detail, "ok"};
+    node_.durable ({row}, this);
+  } catch (const Refusal &) {
+    *control_ = before;  // tried again next tick
+    return;
+  }
+  control_changed ();
+}
+
+// ---- presence, pointers, stills ---------------------------------------------------
+
+int
+MicroscopeHub::join (const SessionRecord &s, const std::string &via)
+{
+  int h = next_presence_++;
+  presence_[h] = {s.id, s.user, s.role, via};
+  node_.notify (id (), "presence", api::presence_json (presence_));
+  return h;
+}
+
+void
+MicroscopeHub::leave (int handle)
+{
+  auto p = presence_.find (handle);
+  if (p == presence_.end ())
+    return;
+  std::string session = p->second.session;
+  presence_.erase (p);
+  node_.notify (id (), "presence", api::presence_json (presence_));
+  // The driver's connection dropped during a jog: the motion stops.
+  bool still_there = false;
+  for (const auto &kv : presence_)
+    still_there = still_there || kv.second.session == session;
+  if (!still_there && jog_session_ == session && g_get_monotonic_time () < jog_until_us_) {
+    uint64_t cid = next_command_id_++;
+    send (command::Hardware {cid, CommandOp::kStop, 0, 0, 0});
+    node_.record (AuditRecord {0, g_get_real_time (), "livemicrod", "system", session, id (), "command",
+        "stop (the jogging session's connection dropped)", "accepted as " + std::to_string (cid)});
+    jog_session_.clear ();
+  }
+}
+
+void
+MicroscopeHub::pointer (const SessionRecord &s, double x_um, double y_um)
+{
+  node_.notify (id (), "pointer", api::pointer_json (s, x_um, y_um), s.id);
+}
+
+bool
+MicroscopeHub::request_still (const Principal &by, const SessionRecord &s, StillDone done)
+{
+  auto sv = session_views_.find (s.id);
+  if (sv == session_views_.end ())
+    throw Refusal {Reason::kConflict, "this session has no view"};
+  // The worker runs commands in order: a view still being built is there by
+  // the time it reads this request.
+  auto err = view_errors_.find (sv->second);
+  if (!online_ || err != view_errors_.end ()) {
+    std::string why = err != view_errors_.end () ? err->second
+                      : last_error_.empty ()     ? "the microscope is offline"
+                                                 : last_error_;
+    node_.record (by, id (), "still", "session " + s.id, "refused: " + why);
+    throw Refusal {Reason::kUnavailable, "no still: " + node_.shown_to (by, why)};
+  }
+  int64_t request = next_still_++;
+  stills_[request] = std::move (done);
+  node_.record (by, id (), "still", "session " + s.id + " (" + s.role + " view)", "requested as " + std::to_string (request));
+  return send (command::Still {sv->second, request});
+}
+
+}  // namespace livemicro::orchestrator

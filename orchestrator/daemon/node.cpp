@@ -1,0 +1,713 @@
+#include "node.h"
+
+#include "api_json.h"
+#include "common/tokens.h"
+
+#include <gio/gio.h>
+#include <glib/gstdio.h>
+#include <gst/gst.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <sstream>
+
+namespace livemicro::orchestrator {
+
+namespace {
+
+std::string
+prom_label (const std::string &v)
+{
+  std::string out;
+  for (char c : v) {
+    if (c == '\\' || c == '"')
+      out += '\\';
+    if (c == '\n') {
+      out += "\\n";
+      continue;
+    }
+    out += c;
+  }
+  return out;
+}
+
+}  // namespace
+
+Node::Node (Config config, Paths paths)
+    : config_ (std::move (config)), paths_ (std::move (paths)), templates_ (paths_.pipelines)
+{
+}
+
+Node::~Node ()
+{
+  stop ();
+  g_clear_object (&tls_);
+}
+
+std::string
+Node::render_capture (const MicroscopeConfig &m) const
+{
+  return Templates::render (templates_.load (m.capture_template),
+      {{"uri", Templates::quote (m.uri)},
+          {"width", std::to_string (config_.video.width)},
+          {"height", std::to_string (config_.video.height)},
+          {"framerate", std::to_string (config_.video.framerate)}});
+}
+
+std::string
+Node::render_view (const std::string &profile) const
+{
+  std::map<std::string, std::string> values = {
+      {"profile", profile},
+      {"width", std::to_string (config_.video.width)},
+      {"height", std::to_string (config_.video.height)},
+      {"framerate", std::to_string (config_.video.framerate)},
+      {"bitrate_kbps", std::to_string (config_.video.bitrate_kbps)},
+      {"keyframe_interval", std::to_string (config_.video.keyframe_interval)},
+      {"privacymask_options", config_.profiles_file.empty ()
+                                  ? std::string ()
+                                  : "profiles-location=" + Templates::quote (config_.profiles_file)},
+  };
+  values["encoder"] = Templates::render (templates_.load ("encoders/h264"), values);
+  return Templates::render (templates_.load ("views/" + profile), values);
+}
+
+std::string
+Node::template_problem (const std::string &profile) const
+{
+  auto it = template_problems_.find (profile);
+  return it == template_problems_.end () ? "" : it->second;
+}
+
+// Every role's view must be buildable: elements present, properties valid.
+// A role whose template fails gets no sessions (503) rather than a view that
+// might show what it must not.
+void
+Node::check_templates ()
+{
+  for (const auto &role : known_roles ()) {
+    if (!profiles_.find (role)) {
+      template_problems_[role] = "no view profile '" + role + "' in " + profiles_.source;
+      g_warning ("view profile '%s' is unavailable: %s", role.c_str (),
+          template_problems_[role].c_str ());
+      continue;
+    }
+    try {
+      std::string desc = render_view (role);
+      GError *err = nullptr;
+      GstElement *bin = gst_parse_bin_from_description (desc.c_str (), TRUE, &err);
+      if (err) {
+        template_problems_[role] = err->message;
+        g_error_free (err);
+      }
+      if (bin)
+        gst_object_unref (bin);
+    } catch (const TemplateError &e) {
+      template_problems_[role] = e.what ();
+    }
+    if (template_problems_.count (role))
+      g_warning ("view profile '%s' is unavailable: %s", role.c_str (),
+          template_problems_[role].c_str ());
+  }
+}
+
+void
+Node::start ()
+{
+  // State directory (created 0700) and the store.
+  state_dir_ = config_.state_dir;
+  if (state_dir_.empty ()) {
+    g_autofree char *tmp = g_dir_make_tmp ("livemicrod-XXXXXX", nullptr);
+    if (!tmp)
+      throw std::runtime_error ("cannot create a temporary state directory");
+    state_dir_ = tmp;
+    temporary_state_ = true;
+  } else if (g_mkdir_with_parents (state_dir_.c_str (), 0700) != 0) {
+    throw std::runtime_error ("cannot create state directory '" + state_dir_ + "'");
+  }
+  g_chmod (state_dir_.c_str (), 0700);  // secrets inside: the daemon's user only
+  store_ = std::make_unique<Store> (state_dir_ + "/livemicro.db");
+
+  admin_token_ = config_.admin_token;
+  if (admin_token_.empty ())
+    if (const char *env = g_getenv ("LIVEMICRO_ADMIN_TOKEN"))
+      admin_token_ = env;
+  if (admin_token_.empty ()) {
+    // Keep it where an operator finds it, readable by the daemon's user only.
+    std::string path = state_dir_ + "/admin-token";
+    g_autofree char *existing = nullptr;
+    if (g_file_get_contents (path.c_str (), &existing, nullptr, nullptr) && *existing) {
+      admin_token_ = g_strstrip (existing);
+    } else {
+      admin_token_ = random_token (32);
+      g_file_set_contents_full (path.c_str (), admin_token_.c_str (), -1,
+          G_FILE_SET_CONTENTS_CONSISTENT, 0600, nullptr);
+    }
+  }
+  if (admin_token_.size () < 16)
+    throw std::runtime_error ("the admin token must have at least 16 characters");
+
+  if (!config_.tls_certificate.empty ()) {
+    g_autoptr (GError) error = nullptr;
+    tls_ = g_tls_certificate_new_from_files (config_.tls_certificate.c_str (),
+        config_.tls_key.c_str (), &error);
+    if (!tls_)
+      throw std::runtime_error ("TLS certificate '" + config_.tls_certificate + "': " + error->message);
+  }
+
+  try {
+    profiles_ = config_.profiles_file.empty () ? livemicro::privacy::builtin_profiles ()
+                                               : livemicro::privacy::load_profiles_file (config_.profiles_file);
+  } catch (const livemicro::privacy::ProfileError &e) {
+    throw std::runtime_error (std::string ("view profiles: ") + e.what ());
+  }
+
+  rtsp_ = std::make_unique<RtspService> (config_.listen_address, config_.rtsp_port, state_dir_);
+  rtsp_->start (tls_);
+
+  check_templates ();
+
+  for (const auto &mc : config_.microscopes) {
+    // What names the slide never reaches a session in an error text.
+    for (const std::string &uri : {mc.uri, mc.camera, mc.stage, mc.focus}) {
+      if (uri.empty ())
+        continue;
+      secrets_.push_back (uri);
+      g_autoptr (GUri) parsed = g_uri_parse (uri.c_str (), G_URI_FLAGS_NONE, nullptr);
+      std::string path = parsed ? g_uri_get_path (parsed) : uri;
+      if (path.size () > 1) {
+        secrets_.push_back (path);
+        g_autofree char *base = g_path_get_basename (path.c_str ());
+        std::string b = base;
+        if (b.size () >= 6)
+          secrets_.push_back (b);
+        std::string stem = b.substr (0, b.rfind ('.'));
+        if (stem.size () >= 8 && stem != b)
+          secrets_.push_back (stem);
+      }
+    }
+    uint64_t epoch = g_ascii_strtoull (store_->get_value ("control_epoch:" + mc.id, "0").c_str (), nullptr, 10);
+    hubs_[mc.id] = std::make_unique<MicroscopeHub> (*this, mc, epoch);
+  }
+
+  // Sessions survive restarts: mount them again.
+  for (const SessionRecord &s : store_->sessions ()) {
+    if (!hubs_.count (s.microscope))
+      continue;  // its microscope left the configuration
+    register_session (s);
+  }
+  for (auto &kv : hubs_) {
+    try {
+      kv.second->start ();
+    } catch (const TemplateError &e) {
+      throw std::runtime_error ("microscope '" + kv.first + "': " + e.what ());
+    }
+  }
+  // Leases lapse on time, not only when someone asks.
+  tick_source_ = g_timeout_add (100, [] (gpointer d) -> gboolean {
+    static_cast<Node *> (d)->tick ();
+    return G_SOURCE_CONTINUE;
+  }, this);
+}
+
+// Every 100 ms: leases that lapsed pass on (once their new epoch is on
+// disk), and audit rows the database refused are written.
+void
+Node::tick ()
+{
+  flush_pending_audit ();
+  for (auto &kv : hubs_)
+    kv.second->tick ();
+}
+
+void
+Node::stop ()
+{
+  if (tick_source_) {
+    g_source_remove (tick_source_);
+    tick_source_ = 0;
+  }
+  for (auto &kv : hubs_)
+    kv.second->stop ();
+  hubs_.clear ();
+  rtsp_.reset ();
+  store_.reset ();
+  if (temporary_state_ && !state_dir_.empty ()) {
+    for (const char *f : {"livemicro.db", "livemicro.db-wal", "livemicro.db-shm", "admin-token"})
+      g_remove ((state_dir_ + "/" + f).c_str ());
+    g_rmdir (state_dir_.c_str ());
+    temporary_state_ = false;
+  }
+}
+
+Principal
+Node::authenticate (const std::string &token) const
+{
+  Principal p;
+  if (token.empty () || !store_)
+    return p;
+  if (constant_time_equal (token, admin_token_)) {
+    p.admin = true;
+    return p;
+  }
+  p.session = store_->session_by_token_sha256 (sha256_hex (token));
+  return p;
+}
+
+Node::NewSession
+Node::create_session (const Principal &by, const std::string &user, const std::string &role,
+    const std::string &microscope)
+{
+  std::string why;
+  if (!valid_display_name (user, &why))
+    throw Refusal {Reason::kInvalid, "user " + why};
+  if (!is_known_role (role))
+    throw Refusal {Reason::kInvalid, "role '" + role + "' is not one of owner, consultant, trainee, guest"};
+  if (!hubs_.count (microscope))
+    throw Refusal {Reason::kInvalid, "no microscope '" + microscope + "' on this node"};
+  if (!by.admin) {
+    // An owner invites others to their own microscope; nobody else creates sessions.
+    if (by.session->role != "owner")
+      throw Refusal {Reason::kForbidden, "only the admin or the session owner can create sessions"};
+    if (by.session->microscope != microscope)
+      throw Refusal {Reason::kForbidden, "an owner can only invite to their own microscope"};
+    if (role == "owner")
+      throw Refusal {Reason::kForbidden, "only the admin can create owner sessions"};
+  }
+  if (!config_.users.empty ()) {
+    auto u = std::find_if (config_.users.begin (), config_.users.end (),
+        [&] (const UserConfig &c) { return c.name == user; });
+    if (u == config_.users.end ())
+      throw Refusal {Reason::kInvalid, "user '" + user + "' is not configured on this node"};
+    if (std::find (u->roles.begin (), u->roles.end (), role) == u->roles.end ())
+      throw Refusal {Reason::kInvalid, "user '" + user + "' may not take the role '" + role + "'"};
+  }
+  if (template_problems_.count (role))
+    throw Refusal {Reason::kUnavailable, "the " + role + " view cannot be built on this node: " + template_problems_[role]};
+
+  NewSession n;
+  n.token = random_token (32);
+  n.record.id = random_id ();
+  n.record.user = user;
+  n.record.role = role;
+  n.record.microscope = microscope;
+  n.record.token_sha256 = sha256_hex (n.token);
+  n.record.digest_ha1 = digest_ha1 (n.record.id, RtspService::kRealm, n.token);
+  n.record.created_unix_us = g_get_real_time ();
+  try {
+    store_->transaction ([&] {
+      store_->insert_session (n.record);
+      store_->append_audit (audit_row (by, microscope, "session.start",
+          "session " + n.record.id + " for " + user + " as " + role, "ok"));
+    });
+  } catch (const StoreError &e) {
+    g_warning ("session not created, the state database cannot be written: %s", e.what ());
+    throw Refusal {Reason::kUnavailable, "the state database cannot be written just now (no session was created; try again)"};
+  }
+  register_session (n.record);
+  return n;
+}
+
+void
+Node::end_session (const Principal &by, const std::string &id)
+{
+  SessionRecord s = session_visible_to (by, id);
+  auto hit = hubs_.find (s.microscope);
+  MicroscopeHub *hub = hit == hubs_.end () ? nullptr : hit->second.get ();
+  // Its lease passes on: the new epoch is written with the end.
+  std::optional<MicroscopeHub::Forgetting> forgetting;
+  if (hub)
+    forgetting = hub->forget (id);
+  try {
+    store_->transaction ([&] {
+      store_->end_session (id);
+      store_->append_audit (audit_row (by, s.microscope, "session.end", "session " + id, "ok"));
+      if (forgetting && forgetting->control_moved)
+        store_->set_value ("control_epoch:" + s.microscope, std::to_string (hub->control ().epoch ()));
+    });
+  } catch (const StoreError &e) {
+    if (hub)
+      hub->undo (*forgetting);
+    g_warning ("session not ended, the state database cannot be written: %s", e.what ());
+    throw Refusal {Reason::kUnavailable, "the state database cannot be written just now (the session was not ended; try again)"};
+  }
+  // Its players, peers and sockets go now.
+  notify (s.microscope, "session_ended", api::session_ended_json (id), id);
+  rtsp_->remove_session (id);
+  viewer_stats_.erase (id);
+  if (hub)
+    hub->ended (id, *forgetting);
+}
+
+std::vector<SessionRecord>
+Node::sessions_visible_to (const Principal &p) const
+{
+  if (p.admin)
+    return store_->sessions ();
+  if (p.session->role == "owner")
+    return store_->sessions (p.session->microscope);
+  return {*p.session};
+}
+
+SessionRecord
+Node::session_visible_to (const Principal &p, const std::string &id) const
+{
+  auto s = store_->session (id);
+  if (!s)
+    throw Refusal {Reason::kNotFound, "no session '" + id + "'"};
+  if (p.admin || p.session->id == id ||
+      (p.session->role == "owner" && p.session->microscope == s->microscope))
+    return *s;
+  throw Refusal {Reason::kForbidden, "this session may not see session '" + id + "'"};
+}
+
+bool
+Node::session_live (const std::string &id) const
+{
+  for (const auto &kv : hubs_)
+    if (kv.second->view_of (id))
+      return true;
+  return false;
+}
+
+std::shared_ptr<ViewStream>
+Node::view_of_session (const SessionRecord &s) const
+{
+  auto it = hubs_.find (s.microscope);
+  return it == hubs_.end () ? nullptr : it->second->view_of (s.id);
+}
+
+std::string
+Node::view_error_of_session (const SessionRecord &s) const
+{
+  auto it = hubs_.find (s.microscope);
+  return it == hubs_.end () ? "" : it->second->view_error_of (s.id);
+}
+
+void
+Node::register_session (const SessionRecord &s)
+{
+  auto view = hubs_.at (s.microscope)->acquire_view (s.role, s.id);
+  rtsp_->add_session (s, view);
+}
+
+std::string
+Node::rtsp_url (const SessionRecord &s) const
+{
+  std::string host = config_.public_host.empty () ? config_.listen_address : config_.public_host;
+  return std::string (rtsp_->tls () ? "rtsps" : "rtsp") + "://" + host + ":" +
+         std::to_string (rtsp_->port ()) + "/s/" + s.id;
+}
+
+std::string
+Node::viewer_url (const SessionRecord &s, const std::string &token) const
+{
+  std::string host = config_.public_host.empty () ? config_.listen_address : config_.public_host;
+  // The token rides in the fragment: browsers never send it to a server.
+  return std::string (tls_ ? "https" : "http") + "://" + host + ":" + std::to_string (http_port_) +
+         "/view/" + s.id + "#token=" + token;
+}
+
+MicroscopeHub &
+Node::hub_visible_to (const Principal &p, const std::string &id) const
+{
+  auto it = hubs_.find (id);
+  if (it == hubs_.end ())
+    throw Refusal {Reason::kNotFound, "no microscope '" + id + "'"};
+  if (!p.admin && p.session->microscope != id)
+    throw Refusal {Reason::kForbidden, "this session belongs to microscope '" + p.session->microscope + "'"};
+  return *it->second;
+}
+
+std::string
+Node::redacted (const std::string &text) const
+{
+  std::string out = text;
+  for (const std::string &secret : secrets_)
+    for (size_t at; !secret.empty () && (at = out.find (secret)) != std::string::npos;)
+      out.replace (at, secret.size (), "<slide>");
+  // Whatever else looks like a URI or an absolute path.
+  std::string clean;
+  size_t i = 0;
+  auto boundary = [&] (size_t k) {
+    return k == 0 || strchr (" \t'\"(:=,[<", out[k - 1]) != nullptr;
+  };
+  while (i < out.size ()) {
+    size_t scheme_end = out.find ("://", i);
+    bool uri = false;
+    if (boundary (i) && g_ascii_isalpha (out[i]) && scheme_end != std::string::npos) {
+      uri = true;
+      for (size_t k = i; k < scheme_end; k++)
+        uri = uri && (g_ascii_isalnum (out[k]) || out[k] == '+' || out[k] == '-' || out[k] == '.');
+    }
+    bool path = boundary (i) && (out[i] == '/' || (out[i] == '~' && i + 1 < out.size () && out[i + 1] == '/'));
+    if (uri || path) {
+      size_t end = i;
+      while (end < out.size () && !strchr (" \t'\")\n", out[end]))
+        end++;
+      while (end > i && strchr (".,:;", out[end - 1]))
+        end--;
+      clean += uri ? "<uri>" : "<path>";
+      i = end;
+      continue;
+    }
+    clean += out[i++];
+  }
+  return clean;
+}
+
+void
+Node::set_viewer_stats (const std::string &session_id, const std::string &json)
+{
+  viewer_stats_[session_id] = json;
+}
+
+std::string
+Node::viewer_stats (const std::string &session_id) const
+{
+  auto it = viewer_stats_.find (session_id);
+  return it == viewer_stats_.end () ? "null" : it->second;
+}
+
+void
+Node::count_webrtc_viewer (const std::string &profile_key, int delta)
+{
+  webrtc_viewers_[profile_key] += delta;
+}
+
+bool
+Node::may_see (const Principal &p, const std::string &overlay) const
+{
+  if (p.admin)
+    return true;
+  const livemicro::privacy::Profile *profile = profiles_.find (p.session->role);
+  return profile && profile->may_draw (overlay);
+}
+
+int
+Node::add_listener (Listener l)
+{
+  int h = next_listener_++;
+  listeners_[h] = std::move (l);
+  return h;
+}
+
+void
+Node::remove_listener (int handle)
+{
+  listeners_.erase (handle);
+}
+
+void
+Node::notify (const std::string &microscope, const std::string &kind, const std::string &json,
+    const std::string &session)
+{
+  // Listeners may remove themselves while being called.
+  std::vector<Listener> ls;
+  for (auto &kv : listeners_)
+    ls.push_back (kv.second);
+  const Event e {microscope, kind, json, session};
+  for (auto &l : ls)
+    l (e);
+}
+
+std::string
+Node::metrics () const
+{
+  std::ostringstream o;
+  auto head = [&] (const char *name, const char *type, const char *help) {
+    o << "# HELP " << name << " " << help << "\n# TYPE " << name << " " << type << "\n";
+  };
+  std::map<std::pair<std::string, std::string>, int> sessions;
+  for (const auto &s : store_->sessions ())
+    sessions[{s.microscope, s.role}]++;
+  head ("livemicro_sessions", "gauge", "Live sessions, by microscope and role.");
+  for (const auto &kv : sessions)
+    o << "livemicro_sessions{microscope=\"" << prom_label (kv.first.first) << "\",role=\""
+      << prom_label (kv.first.second) << "\"} " << kv.second << "\n";
+
+  head ("livemicro_worker_up", "gauge", "1 when the microscope's media worker runs its capture.");
+  for (const auto &[id, hub] : hubs_)
+    o << "livemicro_worker_up{microscope=\"" << prom_label (id) << "\"} " << (hub->online () ? 1 : 0) << "\n";
+  head ("livemicro_worker_restarts_total", "counter", "Media worker restarts.");
+  for (const auto &[id, hub] : hubs_)
+    o << "livemicro_worker_restarts_total{microscope=\"" << prom_label (id) << "\"} " << hub->worker_restarts () << "\n";
+  head ("livemicro_view_branches", "gauge", "View branches (distinct profile and encoding) per microscope.");
+  for (const auto &[id, hub] : hubs_)
+    o << "livemicro_view_branches{microscope=\"" << prom_label (id) << "\"} " << hub->view_branches () << "\n";
+  head ("livemicro_encoders", "gauge", "Running video encoders per microscope (one per built view branch).");
+  for (const auto &[id, hub] : hubs_)
+    o << "livemicro_encoders{microscope=\"" << prom_label (id) << "\"} " << hub->encoders () << "\n";
+
+  auto labels_of = [] (const std::string &microscope, const std::string &profile) {
+    return "microscope=\"" + prom_label (microscope) + "\",profile=\"" + prom_label (profile) + "\"";
+  };
+  head ("livemicro_viewers", "gauge", "Viewers receiving a view, by transport.");
+  for (const auto &[id, hub] : hubs_)
+    for (const auto &v : hub->views ()) {
+      auto w = webrtc_viewers_.find (id + "/" + v->profile ());
+      o << "livemicro_viewers{" << labels_of (id, v->profile ()) << ",transport=\"rtsp\"} " << rtsp_->viewers (v->id ()) << "\n";
+      o << "livemicro_viewers{" << labels_of (id, v->profile ()) << ",transport=\"webrtc\"} "
+        << (w == webrtc_viewers_.end () ? 0 : w->second) << "\n";
+    }
+
+  head ("livemicro_view_frames_total", "counter", "Encoded frames received from the worker per view branch.");
+  for (const auto &[id, hub] : hubs_)
+    for (const auto &v : hub->views ())
+      o << "livemicro_view_frames_total{" << labels_of (id, v->profile ()) << "} " << v->frames () << "\n";
+  // fps and dropped frames as the worker measures them.
+  head ("livemicro_view_fps", "gauge", "Frames per second leaving each view branch's encoder.");
+  std::ostringstream dropped;
+  for (const auto &[id, hub] : hubs_) {
+    if (!hub->stats ())
+      continue;
+    for (const auto &vs : hub->stats ()->views)
+      for (const auto &v : hub->views ())
+        if (v->id () == vs.view) {
+          o << "livemicro_view_fps{" << labels_of (id, v->profile ()) << "} " << vs.fps << "\n";
+          dropped << "livemicro_view_dropped_frames_total{" << labels_of (id, v->profile ()) << "} " << vs.dropped << "\n";
+        }
+  }
+  head ("livemicro_view_dropped_frames_total", "counter", "Frames a view branch dropped at its input (slow encoder).");
+  o << dropped.str ();
+  head ("livemicro_analysis_ms", "gauge", "Mean analysis time per analysed frame (tumorfeatures).");
+  for (const auto &[id, hub] : hubs_)
+    if (hub->stats ())
+      o << "livemicro_analysis_ms{microscope=\"" << prom_label (id) << "\"} " << hub->stats ()->analysis_ms_mean << "\n";
+  return o.str ();
+}
+
+// ---- audit -----------------------------------------------------------------------
+
+AuditRecord
+Node::audit_row (const Principal &by, const std::string &microscope, const std::string &action,
+    const std::string &detail, const std::string &result)
+{
+  return {0, g_get_real_time (), by.user (), by.role (), by.session_id (), microscope, action, detail, result};
+}
+
+void
+Node::record (const Principal &by, const std::string &microscope, const std::string &action,
+    const std::string &detail, const std::string &result)
+{
+  record (audit_row (by, microscope, action, detail, result));
+}
+
+void
+Node::record (const AuditRecord &row)
+{
+  if (pending_audit_.empty ()) {
+    try {
+      store_->append_audit (row);
+      return;
+    } catch (const StoreError &e) {
+      g_warning ("audit row kept in memory until the database is writable: %s", e.what ());
+    }
+  }
+  pending_audit_.push_back (row);
+}
+
+void
+Node::flush_pending_audit ()
+{
+  while (!pending_audit_.empty ()) {
+    try {
+      store_->append_audit (pending_audit_.front ());
+    } catch (const StoreError &) {
+      return;  // still not writable: next tick
+    }
+    pending_audit_.pop_front ();
+  }
+}
+
+void
+Node::refused (const Principal &by, const std::string &microscope, const std::string &action,
+    const std::string &detail, const Refusal &e)
+{
+  record (by, microscope, action, detail, "refused: " + e.message);
+}
+
+void
+Node::durable (const std::vector<AuditRecord> &rows, const MicroscopeHub *epoch_of)
+{
+  try {
+    flush_pending_audit ();
+    store_->transaction ([&] {
+      for (const AuditRecord &r : rows)
+        store_->append_audit (r);
+      if (epoch_of)
+        store_->set_value ("control_epoch:" + epoch_of->id (), std::to_string (epoch_of->control ().epoch ()));
+    });
+  } catch (const StoreError &e) {
+    g_warning ("refused, the state database cannot be written: %s", e.what ());
+    throw Refusal {Reason::kUnavailable, "the state database cannot be written just now (nothing was done; try again)"};
+  }
+}
+
+std::vector<AuditRecord>
+Node::audit (const Principal &by, int64_t after_id, int limit) const
+{
+  if (!by.admin && by.session->role != "owner")
+    throw Refusal {Reason::kForbidden, "the audit log is for the admin and the owner"};
+  return store_->audit (after_id, std::clamp (limit, 1, 10000), by.admin ? "" : by.session->microscope);
+}
+
+// ---- annotations -------------------------------------------------------------------
+
+AnnotationRecord
+Node::add_annotation (const Principal &by, const std::string &microscope, const AnnotationRequest &r)
+{
+  hub_visible_to (by, microscope);
+  if (by.admin)
+    throw Refusal {Reason::kForbidden, "annotations belong to sessions; the admin has none"};
+  AnnotationRecord a;
+  a.microscope = microscope;
+  a.session = by.session->id;
+  a.user = by.session->user;
+  a.kind = r.kind;
+  a.label = r.label;
+  g_autoptr (JsonBuilder) pb = json_builder_new ();
+  json_builder_begin_array (pb);
+  for (const auto &[x, y] : r.points_um) {
+    json_builder_begin_array (pb);
+    json_builder_add_double_value (pb, x);
+    json_builder_add_double_value (pb, y);
+    json_builder_end_array (pb);
+  }
+  json_builder_end_array (pb);
+  a.points_json = api::to_string (pb);
+  a.created_unix_us = g_get_real_time ();
+  a.id = store_->insert_annotation (a);
+  notify (microscope, "annotation", api::annotation_json (a));
+  return a;
+}
+
+std::vector<AnnotationRecord>
+Node::annotations (const Principal &by, const std::string &microscope) const
+{
+  hub_visible_to (by, microscope);
+  return store_->annotations (microscope);
+}
+
+void
+Node::delete_annotation (const Principal &by, const std::string &microscope, int64_t aid)
+{
+  hub_visible_to (by, microscope);
+  auto a = store_->annotation (aid);
+  if (!a || a->microscope != microscope)
+    throw Refusal {Reason::kNotFound, "no annotation " + std::to_string (aid)};
+  if (!by.admin && by.session->id != a->session && by.session->role != "owner")
+    throw Refusal {Reason::kForbidden, "only its author, the owner or the admin can delete an annotation"};
+  store_->delete_annotation (aid);
+  notify (microscope, "annotation_deleted", api::annotation_deleted_json (aid));
+}
+
+std::vector<AnnotationRecord>
+Node::session_annotations (const Principal &by, const std::string &session_id) const
+{
+  SessionRecord s = session_visible_to (by, session_id);
+  return store_->annotations (s.microscope, s.id);
+}
+
+}  // namespace livemicro::orchestrator

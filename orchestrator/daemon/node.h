@@ -1,0 +1,182 @@
+// livemicrod's node: what one edge node holds beside its microscopes —
+// configuration, the state store (sessions, tokens, audit, annotations),
+// the RTSP service, view profiles and templates, who is calling, and the
+// event bus the WebSockets listen to.  Each microscope is a MicroscopeHub.
+//
+// The node may touch: the store, the RTSP service and its hubs.  It knows
+// no HTTP: callers get typed results or a Refusal (requests.h); the HTTP
+// layer (http_api.cpp) renders them.
+#pragma once
+
+#include "common/store.h"
+#include "config.h"
+#include "microscope_hub.h"
+#include "requests.h"
+#include "rtsp_service.h"
+#include "templates.h"
+
+#include <livemicro/privacy/profiles.h>
+
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace livemicro::orchestrator {
+
+// Who is calling: the admin, or a session (with its role and microscope).
+struct Principal {
+  bool admin = false;
+  std::optional<SessionRecord> session;
+  bool valid () const { return admin || session.has_value (); }
+  std::string user () const { return admin ? "admin" : session->user; }
+  std::string role () const { return admin ? "admin" : session->role; }
+  std::string session_id () const { return admin ? "" : session->id; }
+};
+
+struct Paths {
+  std::string worker;     // livemicro-worker executable
+  std::string pipelines;  // pipeline templates
+  std::string web;        // the viewer page
+};
+
+class Node {
+public:
+  // Events for live listeners (WebSockets): kind is "state", "features",
+  // "control", "presence", "command", "pointer", "annotation",
+  // "annotation_deleted", "online", "offline" or "session_ended"; json is the
+  // payload, rendered once for all listeners; session is the session it is
+  // about (session_ended) or from (pointer).
+  struct Event {
+    std::string microscope, kind, json, session;
+  };
+  using Listener = std::function<void (const Event &)>;
+
+  Node (Config config, Paths paths);
+  ~Node ();
+
+  // Opens the store, starts RTSP and the workers.  Throws std::exception.
+  void start ();
+  void stop ();
+
+  const Config &config () const { return config_; }
+  const Paths &paths () const { return paths_; }
+  Store &store () { return *store_; }
+  RtspService &rtsp () { return *rtsp_; }
+  const std::string &admin_token () const { return admin_token_; }
+  void set_http_port (int port) { http_port_ = port; }
+  bool https () const { return tls_ != nullptr; }
+  GTlsCertificate *tls () const { return tls_; }
+
+  Principal authenticate (const std::string &bearer_token) const;
+
+  // Sessions.
+  struct NewSession {
+    SessionRecord record;
+    std::string token;
+  };
+  NewSession create_session (const Principal &by, const std::string &user, const std::string &role,
+      const std::string &microscope);
+  void end_session (const Principal &by, const std::string &id);
+  std::vector<SessionRecord> sessions_visible_to (const Principal &p) const;
+  SessionRecord session_visible_to (const Principal &p, const std::string &id) const;
+  bool session_live (const std::string &id) const;
+  std::string rtsp_url (const SessionRecord &s) const;
+  std::string viewer_url (const SessionRecord &s, const std::string &token) const;
+  // The session's view and why it failed (empty when it did not).
+  std::shared_ptr<ViewStream> view_of_session (const SessionRecord &s) const;
+  std::string view_error_of_session (const SessionRecord &s) const;
+
+  // Microscopes.
+  const std::map<std::string, std::unique_ptr<MicroscopeHub>> &hubs () const { return hubs_; }
+  MicroscopeHub &hub_visible_to (const Principal &p, const std::string &id) const;
+
+  // Annotations (kept with the session, in the store).
+  AnnotationRecord add_annotation (const Principal &by, const std::string &microscope,
+      const AnnotationRequest &r);
+  std::vector<AnnotationRecord> annotations (const Principal &by, const std::string &microscope) const;
+  void delete_annotation (const Principal &by, const std::string &microscope, int64_t id);
+  // A session's annotations, for a GeoJSON export.
+  std::vector<AnnotationRecord> session_annotations (const Principal &by, const std::string &session_id) const;
+
+  // The audit log, oldest first (admin: all; owner: their microscope).
+  std::vector<AuditRecord> audit (const Principal &by, int64_t after_id, int limit) const;
+  // Audit rows of what happened whatever the database says (refusals, a
+  // stop): written now, or kept and written as soon as it allows.
+  void record (const AuditRecord &row);
+  void record (const Principal &by, const std::string &microscope, const std::string &action,
+      const std::string &detail, const std::string &result);
+  void refused (const Principal &by, const std::string &microscope, const std::string &action,
+      const std::string &detail, const Refusal &e);
+  // What must be on disk before the daemon acts: `rows` and, if given, the
+  // microscope's control epoch, in one transaction; a Refusal (unavailable)
+  // when the database refuses.
+  void durable (const std::vector<AuditRecord> &rows, const MicroscopeHub *epoch_of);
+  static AuditRecord audit_row (const Principal &by, const std::string &microscope, const std::string &action,
+      const std::string &detail, const std::string &result);
+
+  // Client-side statistics a viewer page reports (frames decoded, latency).
+  void set_viewer_stats (const std::string &session_id, const std::string &json);
+  std::string viewer_stats (const std::string &session_id) const;
+  void count_webrtc_viewer (const std::string &profile_key, int delta);
+
+  // The event bus.
+  int add_listener (Listener l);
+  void remove_listener (int handle);
+  void notify (const std::string &microscope, const std::string &kind, const std::string &json,
+      const std::string &session = "");
+
+  std::string metrics () const;
+
+  // View profiles (privacy): what each role's view masks, whether it may
+  // drive, which overlays it may see ("analysis", "pointers", "annotations").
+  const livemicro::privacy::ProfileSet &profiles () const { return profiles_; }
+  bool may_see (const Principal &p, const std::string &overlay) const;
+  // An error text as `p` may read it: the admin (the operator) reads what
+  // the devices and libraries said; sessions never read file paths or URIs
+  // (a slide's path may name the patient): those become "<slide>",
+  // "<path>" or "<uri>".
+  std::string shown_to (const Principal &p, const std::string &text) const
+  {
+    return p.admin ? text : redacted (text);
+  }
+  std::string redacted (const std::string &text) const;
+
+  // For the hubs: the rendered pipeline descriptions, and why a profile's
+  // view cannot be built here (empty when it can).
+  std::string render_capture (const MicroscopeConfig &m) const;
+  std::string render_view (const std::string &profile) const;
+  std::string template_problem (const std::string &profile) const;
+
+private:
+  void register_session (const SessionRecord &s);
+  void check_templates ();
+  void flush_pending_audit ();
+  void tick ();
+
+  Config config_;
+  Paths paths_;
+  Templates templates_;
+  std::string admin_token_;
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<RtspService> rtsp_;
+  GTlsCertificate *tls_ = nullptr;
+  int http_port_ = 0;
+  std::string state_dir_;
+  bool temporary_state_ = false;
+  std::map<std::string, std::unique_ptr<MicroscopeHub>> hubs_;
+  std::map<std::string, std::string> template_problems_;  // profile → why it cannot be built
+  livemicro::privacy::ProfileSet profiles_;
+  std::map<std::string, std::string> viewer_stats_;
+  std::map<std::string, int> webrtc_viewers_;  // by microscope/profile
+  std::map<int, Listener> listeners_;
+  int next_listener_ = 1;
+  guint tick_source_ = 0;
+  std::deque<AuditRecord> pending_audit_;  // rows the database refused, oldest first
+  std::vector<std::string> secrets_;       // texts sessions never read (slide paths, URIs)
+};
+
+}  // namespace livemicro::orchestrator
