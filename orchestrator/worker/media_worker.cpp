@@ -14,7 +14,7 @@
 // crash here takes down this microscope's media only; the daemon restarts it.
 #include "common/encoder_timeline.h"
 #include "common/h264.h"
-#include "common/json_fields.h"
+#include "common/worker_protocol.h"
 #include "common/wire.h"
 #include "hardware_queue.h"
 
@@ -43,7 +43,6 @@
 
 namespace wire = livemicro::orchestrator::wire;
 namespace h264 = livemicro::orchestrator::h264;
-using livemicro::orchestrator::string_member;
 
 namespace {
 
@@ -84,74 +83,79 @@ struct Worker {
 
 Worker g;
 
-std::string
-json_of (JsonBuilder *b)
-{
-  g_autoptr (JsonNode) root = json_builder_get_root (b);
-  g_autoptr (JsonGenerator) gen = json_generator_new ();
-  json_generator_set_root (gen, root);
-  g_autofree char *s = json_generator_to_data (gen, nullptr);
-  return s;
-}
-
+// Every event to the daemon goes through the one codec (worker_protocol.h).
 void
-send_event (const char *event, const std::function<void (JsonBuilder *)> &fill = nullptr)
+send (const livemicro::orchestrator::WorkerEvent &e)
 {
-  g_autoptr (JsonBuilder) b = json_builder_new ();
-  json_builder_begin_object (b);
-  json_builder_set_member_name (b, "event");
-  json_builder_add_string_value (b, event);
-  if (fill)
-    fill (b);
-  json_builder_end_object (b);
-  if (!g.writer->send_json (wire::Type::kEvent, json_of (b)))
+  if (!g.writer->send_json (wire::Type::kEvent, livemicro::orchestrator::encode (e)))
     g_main_loop_quit (g.loop);
 }
 
-void
-send_error (const char *event, const std::string &message, int64_t view = -1)
+// tumorfeatures' summary message, typed.
+livemicro::orchestrator::AnalysisSummary
+summary_of (const GstStructure *s)
 {
-  send_event (event, [&] (JsonBuilder *b) {
-    json_builder_set_member_name (b, "message");
-    json_builder_add_string_value (b, message.c_str ());
-    if (view >= 0) {
-      json_builder_set_member_name (b, "view");
-      json_builder_add_int_value (b, view);
-    }
-  });
-}
-
-// A GstStructure's fields as JSON members (numbers, strings, booleans).
-void
-add_structure_fields (JsonBuilder *b, const GstStructure *s)
-{
-  gst_structure_foreach (s, [] (GQuark field, const GValue *v, gpointer data) -> gboolean {
-    auto *b = static_cast<JsonBuilder *> (data);
-    const char *name = g_quark_to_string (field);
-    GType t = G_VALUE_TYPE (v);
-    if (t == G_TYPE_STRING) {
-      json_builder_set_member_name (b, name);
-      json_builder_add_string_value (b, g_value_get_string (v));
-    } else if (t == G_TYPE_BOOLEAN) {
-      json_builder_set_member_name (b, name);
-      json_builder_add_boolean_value (b, g_value_get_boolean (v));
-    } else if (t == G_TYPE_DOUBLE || t == G_TYPE_FLOAT) {
-      json_builder_set_member_name (b, name);
-      json_builder_add_double_value (b, t == G_TYPE_DOUBLE ? g_value_get_double (v) : g_value_get_float (v));
-    } else if (t == G_TYPE_INT || t == G_TYPE_UINT || t == G_TYPE_INT64 || t == G_TYPE_UINT64) {
-      GValue i64 = G_VALUE_INIT;
-      g_value_init (&i64, G_TYPE_INT64);
-      if (g_value_transform (v, &i64)) {
-        json_builder_set_member_name (b, name);
-        json_builder_add_int_value (b, g_value_get_int64 (&i64));
-      }
-      g_value_unset (&i64);
-    } else if (t == G_TYPE_ENUM || G_TYPE_IS_ENUM (t)) {
-      json_builder_set_member_name (b, name);
-      json_builder_add_int_value (b, g_value_get_enum (v));
-    }
-    return TRUE;
-  }, b);
+  livemicro::orchestrator::AnalysisSummary a;
+  auto dbl = [s] (const char *k) {
+    double v = NAN;
+    gst_structure_get_double (s, k, &v);
+    return v;
+  };
+  auto opt_dbl = [s] (const char *k) -> std::optional<double> {
+    double v;
+    if (gst_structure_get_double (s, k, &v))
+      return v;
+    return std::nullopt;
+  };
+  auto opt_uint = [s] (const char *k) -> std::optional<uint32_t> {
+    guint v;
+    if (gst_structure_get_uint (s, k, &v))
+      return v;
+    return std::nullopt;
+  };
+  auto str = [s] (const char *k) -> std::optional<std::string> {
+    const char *v = gst_structure_get_string (s, k);
+    if (v)
+      return std::string (v);
+    return std::nullopt;
+  };
+  gboolean analysed = FALSE;
+  gst_structure_get_boolean (s, "analysed", &analysed);
+  a.analysed = analysed;
+  a.quality = str ("quality").value_or ("");
+  guint64 u64 = 0;
+  if (gst_structure_get_uint64 (s, "frames_analysed", &u64))
+    a.frames_analysed = u64;
+  if (gst_structure_get_uint64 (s, "frames_skipped", &u64))
+    a.frames_skipped = u64;
+  if (gst_structure_get_uint64 (s, "analysed_pts", &u64))
+    a.analysed_pts = u64;
+  a.frame_width = opt_uint ("frame_width").value_or (0);
+  a.frame_height = opt_uint ("frame_height").value_or (0);
+  a.um_per_px = dbl ("um_per_px");
+  a.working_um_per_px = dbl ("working_um_per_px");
+  a.stain = str ("stain").value_or ("");
+  a.tissue_fraction = dbl ("tissue_fraction");
+  a.tissue_area_mm2 = dbl ("tissue_area_mm2");
+  a.mean_h_od = dbl ("mean_h_od");
+  a.mean_e_od = dbl ("mean_e_od");
+  a.focus = dbl ("focus");
+  a.dab_fraction = dbl ("dab_fraction");
+  a.analysis_ms = dbl ("analysis_ms");
+  a.he_ratio = opt_dbl ("he_ratio");
+  a.nuclei_count = opt_uint ("nuclei_count");
+  a.mitotic_candidates = opt_uint ("mitotic_candidates");
+  a.pleomorphism = opt_uint ("pleomorphism");
+  a.nuclei_per_mm2 = opt_dbl ("nuclei_per_mm2");
+  a.mean_area_um2 = opt_dbl ("mean_area_um2");
+  a.cv_area = opt_dbl ("cv_area");
+  a.mean_circularity = opt_dbl ("mean_circularity");
+  a.cv_h_od = opt_dbl ("cv_h_od");
+  a.size_ratio = opt_dbl ("size_ratio");
+  a.mitotic_candidates_per_mm2 = opt_dbl ("mitotic_candidates_per_mm2");
+  a.grade_cue = str ("grade_cue");
+  a.grade_cue_note = str ("grade_cue_note");
+  return a;
 }
 
 constexpr size_t kCaptureTimesKept = 120;
@@ -300,16 +304,7 @@ on_still_frame (GstPad *pad, GstPadProbeInfo *info, gpointer data)
     }
     gst_buffer_unref (dst_buf);
   }
-  double x = 0, y = 0, z = 0, upp = 0;
-  int objective = 0;
-  if (LivemicroStageMeta *m = livemicro_buffer_get_stage_meta (buf)) {
-    x = m->stage_x_um;
-    y = m->stage_y_um;
-    z = m->stage_z_um;
-    upp = m->um_per_px;
-    objective = (int) m->objective;
-  }
-  std::thread ([requests, rgb, ok, x, y, z, upp, objective] () mutable {
+  std::thread ([requests, rgb, ok] () mutable {
     std::vector<uchar> png;
     if (ok) {
       cv::Mat bgr;
@@ -317,32 +312,18 @@ on_still_frame (GstPad *pad, GstPadProbeInfo *info, gpointer data)
       ok = cv::imencode (".png", bgr, png);
     }
     g_autofree char *b64 = ok ? g_base64_encode (png.data (), png.size ()) : nullptr;
-    for (int64_t r : requests)
-      send_event ("still", [&] (JsonBuilder *b) {
-        json_builder_set_member_name (b, "request");
-        json_builder_add_int_value (b, r);
-        if (!ok) {
-          json_builder_set_member_name (b, "error");
-          json_builder_add_string_value (b, "could not convert the frame");
-          return;
-        }
-        json_builder_set_member_name (b, "png_base64");
-        json_builder_add_string_value (b, b64);
-        json_builder_set_member_name (b, "width");
-        json_builder_add_int_value (b, rgb->cols);
-        json_builder_set_member_name (b, "height");
-        json_builder_add_int_value (b, rgb->rows);
-        json_builder_set_member_name (b, "stage");
-        json_builder_begin_object (b);
-        for (auto [k, v] : {std::pair<const char *, double> {"x_um", x}, {"y_um", y}, {"z_um", z},
-                 {"um_per_px", upp}}) {
-          json_builder_set_member_name (b, k);
-          json_builder_add_double_value (b, v);
-        }
-        json_builder_end_object (b);
-        json_builder_set_member_name (b, "objective");
-        json_builder_add_int_value (b, objective);
-      });
+    for (int64_t r : requests) {
+      livemicro::orchestrator::event::StillTaken still;
+      still.request = r;
+      if (!ok) {
+        still.error = "could not convert the frame";
+      } else {
+        still.png_base64 = b64;
+        still.width = (uint32_t) rgb->cols;
+        still.height = (uint32_t) rgb->rows;
+      }
+      send (still);
+    }
   }).detach ();
   return GST_PAD_PROBE_OK;
 }
@@ -516,47 +497,31 @@ send_state (bool force)
   gboolean moving;
   g_object_get (g.scope, "x-um", &x, "y-um", &y, "z-um", &z, "um-per-px", &upp,
       "objective", &objective, "moving", &moving, nullptr);
-  g_autoptr (JsonBuilder) b = json_builder_new ();
-  json_builder_begin_object (b);
-  json_builder_set_member_name (b, "event");
-  json_builder_add_string_value (b, "state");
-  json_builder_set_member_name (b, "stage");
-  json_builder_begin_object (b);
-  json_builder_set_member_name (b, "x_um");
-  json_builder_add_double_value (b, x);
-  json_builder_set_member_name (b, "y_um");
-  json_builder_add_double_value (b, y);
-  json_builder_set_member_name (b, "z_um");
-  json_builder_add_double_value (b, z);
-  json_builder_end_object (b);
-  json_builder_set_member_name (b, "objective");
-  json_builder_add_int_value (b, objective);
-  json_builder_set_member_name (b, "um_per_px");
-  json_builder_add_double_value (b, upp);
-  json_builder_set_member_name (b, "moving");
-  json_builder_add_boolean_value (b, moving);
-  gdouble speed = 0;
+  livemicro::orchestrator::event::State st;
+  auto &status = st.status;
+  status.x_um = x;
+  status.y_um = y;
+  status.z_um = z;
+  status.objective = objective;
+  status.um_per_px = upp;
+  status.moving = moving;
   g_autofree char *objectives = nullptr;
   GstStructure *limits = nullptr;
-  g_object_get (g.scope, "stage-speed-um-s", &speed, "objectives", &objectives, "soft-limits", &limits, nullptr);
-  json_builder_set_member_name (b, "stage_speed_um_s");
-  json_builder_add_double_value (b, speed);
-  json_builder_set_member_name (b, "objectives");
-  json_builder_begin_array (b);
+  g_object_get (g.scope, "stage-speed-um-s", &status.stage_speed_um_s, "objectives", &objectives,
+      "soft-limits", &limits, nullptr);
   g_auto (GStrv) mags = g_strsplit (objectives ? objectives : "", ",", -1);
   for (char **it = mags; *it; it++)
     if (**it)
-      json_builder_add_int_value (b, g_ascii_strtoll (*it, nullptr, 10));
-  json_builder_end_array (b);
+      status.objectives.push_back ((int) g_ascii_strtoll (*it, nullptr, 10));
   if (limits) {
-    json_builder_set_member_name (b, "limits");
-    json_builder_begin_object (b);
-    add_structure_fields (b, limits);
-    json_builder_end_object (b);
+    livemicro::orchestrator::SoftLimits l;
+    gst_structure_get (limits, "x_min_um", G_TYPE_DOUBLE, &l.x.min_um, "x_max_um", G_TYPE_DOUBLE, &l.x.max_um,
+        "y_min_um", G_TYPE_DOUBLE, &l.y.min_um, "y_max_um", G_TYPE_DOUBLE, &l.y.max_um, "z_min_um",
+        G_TYPE_DOUBLE, &l.z.min_um, "z_max_um", G_TYPE_DOUBLE, &l.z.max_um, nullptr);
+    status.limits = l;
     gst_structure_free (limits);
   }
-  json_builder_end_object (b);
-  std::string s = json_of (b);
+  std::string s = livemicro::orchestrator::encode (livemicro::orchestrator::WorkerEvent (st));
   gint64 now = g_get_monotonic_time ();
   if (force || s != g.last_state || now - g.last_state_sent_us > G_USEC_PER_SEC) {
     g.last_state = s;
@@ -578,31 +543,16 @@ send_stats ()
     for (auto &kv : g.views)
       views.push_back (kv.second);
   }
-  send_event ("stats", [&] (JsonBuilder *b) {
-    json_builder_set_member_name (b, "views");
-    json_builder_begin_array (b);
-    for (auto &v : views) {
-      uint64_t frames = v->frames;
-      json_builder_begin_object (b);
-      json_builder_set_member_name (b, "view");
-      json_builder_add_int_value (b, v->id);
-      json_builder_set_member_name (b, "frames");
-      json_builder_add_int_value (b, (gint64) frames);
-      json_builder_set_member_name (b, "dropped");
-      json_builder_add_int_value (b, (gint64) v->dropped.load ());
-      json_builder_set_member_name (b, "bytes");
-      json_builder_add_int_value (b, (gint64) v->bytes.load ());
-      json_builder_set_member_name (b, "fps");
-      json_builder_add_double_value (b, seconds > 0 ? (frames - v->frames_at_last_stats) / seconds : 0);
-      json_builder_end_object (b);
-      v->frames_at_last_stats = frames;
-    }
-    json_builder_end_array (b);
-    json_builder_set_member_name (b, "analysis_ms_mean");
-    json_builder_add_double_value (b, g.analysis_count ? g.analysis_ms_sum / g.analysis_count : 0);
-    json_builder_set_member_name (b, "analysis_count");
-    json_builder_add_int_value (b, (gint64) g.analysis_count);
-  });
+  livemicro::orchestrator::event::Stats stats;
+  for (auto &v : views) {
+    uint64_t frames = v->frames;
+    stats.views.push_back ({v->id, frames, (uint64_t) v->dropped.load (), (uint64_t) v->bytes.load (),
+        seconds > 0 ? (frames - v->frames_at_last_stats) / seconds : 0});
+    v->frames_at_last_stats = frames;
+  }
+  stats.analysis_ms_mean = g.analysis_count ? g.analysis_ms_sum / g.analysis_count : 0;
+  stats.analysis_count = g.analysis_count;
+  send (stats);
 }
 
 gboolean
@@ -623,10 +573,10 @@ on_bus (GstBus *, GstMessage *m, gpointer)
             culprit = kv.second;
       }
       if (culprit) {
-        send_error ("view_error", err->message, culprit->id);
+        send (livemicro::orchestrator::event::ViewError {culprit->id, err->message});
         remove_view (culprit->id);
       } else {
-        send_error ("error", err->message);
+        send (livemicro::orchestrator::event::Failed {err->message});
         g_main_loop_quit (g.loop);
       }
       break;
@@ -634,12 +584,7 @@ on_bus (GstBus *, GstMessage *m, gpointer)
     case GST_MESSAGE_WARNING: {
       g_autoptr (GError) err = nullptr;
       gst_message_parse_warning (m, &err, nullptr);
-      send_event ("warning", [&] (JsonBuilder *b) {
-        json_builder_set_member_name (b, "source");
-        json_builder_add_string_value (b, GST_OBJECT_NAME (GST_MESSAGE_SRC (m)));
-        json_builder_set_member_name (b, "message");
-        json_builder_add_string_value (b, err->message);
-      });
+      send (livemicro::orchestrator::event::Warning {GST_OBJECT_NAME (GST_MESSAGE_SRC (m)), err->message});
       break;
     }
     case GST_MESSAGE_ELEMENT: {
@@ -648,15 +593,11 @@ on_bus (GstBus *, GstMessage *m, gpointer)
         // A device of the microscope went away or came back.
         gboolean online = TRUE;
         gst_structure_get_boolean (s, "online", &online);
-        send_event ("device", [&] (JsonBuilder *b) {
-          json_builder_set_member_name (b, "online");
-          json_builder_add_boolean_value (b, online);
-          for (const char *f : {"part", "device", "problem"}) {
-            json_builder_set_member_name (b, f);
-            const char *v = gst_structure_get_string (s, f);
-            json_builder_add_string_value (b, v ? v : "");
-          }
-        });
+        auto field = [s] (const char *f) {
+          const char *v = gst_structure_get_string (s, f);
+          return std::string (v ? v : "");
+        };
+        send (livemicro::orchestrator::event::Device {field ("part"), field ("device"), field ("problem"), online != FALSE});
         send_state (true);
       }
       if (s && gst_structure_has_name (s, "tumorfeatures")) {
@@ -665,12 +606,7 @@ on_bus (GstBus *, GstMessage *m, gpointer)
           g.analysis_ms_sum += ms;
           g.analysis_count++;
         }
-        send_event ("features", [&] (JsonBuilder *b) {
-          json_builder_set_member_name (b, "summary");
-          json_builder_begin_object (b);
-          add_structure_fields (b, s);
-          json_builder_end_object (b);
-        });
+        send (livemicro::orchestrator::event::Features {summary_of (s)});
       }
       break;
     }
@@ -745,16 +681,7 @@ start (const std::string &description, std::string &error)
   g.hardware = std::make_unique<livemicro::orchestrator::HardwareQueue> (g.scope, valve,
       af_sink ? GST_APP_SINK (af_sink) : nullptr,
       [] (uint64_t id, const std::string &op, const std::string &status, const std::string &detail) {
-        send_event ("command", [&] (JsonBuilder *b) {
-          json_builder_set_member_name (b, "id");
-          json_builder_add_int_value (b, (gint64) id);
-          json_builder_set_member_name (b, "op");
-          json_builder_add_string_value (b, op.c_str ());
-          json_builder_set_member_name (b, "status");
-          json_builder_add_string_value (b, status.c_str ());
-          json_builder_set_member_name (b, "detail");
-          json_builder_add_string_value (b, detail.c_str ());
-        });
+        send (livemicro::orchestrator::event::CommandEnded {id, op, status, detail});
       });
   if (valve)
     gst_object_unref (valve);
@@ -763,97 +690,69 @@ start (const std::string &description, std::string &error)
   return true;
 }
 
-void
-set_properties (JsonObject *props)
-{
-  if (!g.scope)
-    return;
-  GList *members = json_object_get_members (props);
-  for (GList *l = members; l; l = l->next) {
-    const char *name = static_cast<const char *> (l->data);
-    JsonNode *n = json_object_get_member (props, name);
-    GParamSpec *spec = g_object_class_find_property (G_OBJECT_GET_CLASS (g.scope), name);
-    if (!spec || !JSON_NODE_HOLDS_VALUE (n))
-      continue;
-    if (spec->value_type == G_TYPE_DOUBLE)
-      g_object_set (g.scope, name, json_node_get_double (n), nullptr);
-    else if (spec->value_type == G_TYPE_INT)
-      g_object_set (g.scope, name, (gint) json_node_get_int (n), nullptr);
-  }
-  g_list_free (members);
-  send_state (true);
-}
-
 // Commands arrive on a reader thread and run on the main loop.
 void
 handle_command (const std::string &json)
 {
-  g_autoptr (JsonParser) parser = json_parser_new ();
-  if (!json_parser_load_from_data (parser, json.c_str (), (gssize) json.size (), nullptr))
+  namespace command = livemicro::orchestrator::command;
+  namespace event = livemicro::orchestrator::event;
+  auto c = livemicro::orchestrator::decode_command (json);
+  if (!c) {
+    g_warning ("a command from the daemon does not decode; dropped");
     return;
-  JsonNode *root = json_parser_get_root (parser);
-  if (!JSON_NODE_HOLDS_OBJECT (root))
-    return;
-  JsonObject *o = json_node_get_object (root);
-  const char *cmd = string_member (o, "cmd", "");
-  std::string error;
-  if (!strcmp (cmd, "start")) {
-    if (!start (string_member (o, "capture", ""), error)) {
-      send_error ("error", error);
-      g_main_loop_quit (g.loop);
-      return;
-    }
-    send_event ("started");
-  } else if (!strcmp (cmd, "add_view")) {
-    uint32_t id = (uint32_t) json_object_get_int_member_with_default (o, "view", 0);
-    if (add_view (id, string_member (o, "description", ""), error))
-      send_event ("view_added", [&] (JsonBuilder *b) {
-        json_builder_set_member_name (b, "view");
-        json_builder_add_int_value (b, id);
-      });
-    else
-      send_error ("view_error", error, id);
-  } else if (!strcmp (cmd, "remove_view")) {
-    remove_view ((uint32_t) json_object_get_int_member_with_default (o, "view", 0));
-  } else if (!strcmp (cmd, "keyframe")) {
-    force_keyframe ((uint32_t) json_object_get_int_member_with_default (o, "view", 0));
-  } else if (!strcmp (cmd, "still")) {
-    uint32_t id = (uint32_t) json_object_get_int_member_with_default (o, "view", 0);
-    int64_t request = json_object_get_int_member_with_default (o, "request", 0);
-    std::shared_ptr<View> view;
-    {
-      std::lock_guard<std::mutex> lock (g.views_mutex);
-      auto it = g.views.find (id);
-      if (it != g.views.end ())
-        view = it->second;
-    }
-    if (!view) {
-      send_event ("still", [&] (JsonBuilder *b) {
-        json_builder_set_member_name (b, "request");
-        json_builder_add_int_value (b, request);
-        json_builder_set_member_name (b, "error");
-        json_builder_add_string_value (b, "the view is not running");
-      });
-    } else {
-      std::lock_guard<std::mutex> lock (view->still_mutex);
-      view->still_requests.push_back (request);
-    }
-  } else if (!strcmp (cmd, "hw")) {
-    if (!g.hardware)
-      return;
-    livemicro::orchestrator::HwCommand c;
-    c.id = (uint64_t) json_object_get_int_member_with_default (o, "id", 0);
-    c.op = string_member (o, "op", "");
-    c.a = json_object_get_double_member_with_default (o, "a", 0);
-    c.b = json_object_get_double_member_with_default (o, "b", 0);
-    c.objective = (int) json_object_get_int_member_with_default (o, "objective", 0);
-    g.hardware->push (c);
-  } else if (!strcmp (cmd, "set")) {
-    if (JsonObject *props = json_object_get_object_member (o, "properties"))
-      set_properties (props);
-  } else if (!strcmp (cmd, "quit")) {
-    g_main_loop_quit (g.loop);
   }
+  std::visit (
+      [] (const auto &m) {
+        using T = std::decay_t<decltype (m)>;
+        std::string error;
+        if constexpr (std::is_same_v<T, command::Start>) {
+          if (!start (m.capture, error)) {
+            send (event::Failed {error});
+            g_main_loop_quit (g.loop);
+            return;
+          }
+          send (event::Started {});
+        } else if constexpr (std::is_same_v<T, command::AddView>) {
+          if (add_view (m.view, m.description, error))
+            send (event::ViewAdded {m.view});
+          else
+            send (event::ViewError {m.view, error});
+        } else if constexpr (std::is_same_v<T, command::RemoveView>) {
+          remove_view (m.view);
+        } else if constexpr (std::is_same_v<T, command::Keyframe>) {
+          force_keyframe (m.view);
+        } else if constexpr (std::is_same_v<T, command::Still>) {
+          std::shared_ptr<View> view;
+          {
+            std::lock_guard<std::mutex> lock (g.views_mutex);
+            auto it = g.views.find (m.view);
+            if (it != g.views.end ())
+              view = it->second;
+          }
+          if (!view) {
+            event::StillTaken still;
+            still.request = m.request;
+            still.error = "the view is not running";
+            send (still);
+          } else {
+            std::lock_guard<std::mutex> lock (view->still_mutex);
+            view->still_requests.push_back (m.request);
+          }
+        } else if constexpr (std::is_same_v<T, command::Hardware>) {
+          if (!g.hardware)
+            return;
+          livemicro::orchestrator::HwCommand hw;
+          hw.id = m.id;
+          hw.op = livemicro::orchestrator::command_op_name (m.op);
+          hw.a = m.a;
+          hw.b = m.b;
+          hw.objective = m.objective;
+          g.hardware->push (hw);
+        } else {
+          g_main_loop_quit (g.loop);
+        }
+      },
+      *c);
 }
 
 }  // namespace
@@ -909,10 +808,7 @@ main (int argc, char **argv)
     return G_SOURCE_CONTINUE;
   }, nullptr);
 
-  send_event ("hello", [] (JsonBuilder *b) {
-    json_builder_set_member_name (b, "pid");
-    json_builder_add_int_value (b, getpid ());
-  });
+  send (livemicro::orchestrator::event::Hello {(int) getpid ()});
   g_main_loop_run (g.loop);
   g.hardware.reset ();
   if (g.pipeline)
