@@ -407,7 +407,12 @@ add_view (uint32_t id, const std::string &description, std::string &error)
   }
   gst_object_unref (sink);
 
+  // Playing before it is linked: a buffer the tee pushes into a branch whose
+  // pads are not active yet comes back FLUSHING, the tee hands that to the
+  // capture source, and the source pauses its task for good (the whole
+  // microscope stops).
   gst_bin_add (GST_BIN (g.pipeline), bin);
+  gst_element_sync_state_with_parent (bin);
   view->tee_pad = gst_element_request_pad_simple (g.tee, "src_%u");
   GstPad *bin_sink = gst_element_get_static_pad (bin, "sink");
   GstPadLinkReturn lr = bin_sink ? gst_pad_link (view->tee_pad, bin_sink) : GST_PAD_LINK_NOFORMAT;
@@ -417,6 +422,7 @@ add_view (uint32_t id, const std::string &description, std::string &error)
     error = "cannot link the view to the capture tee";
     gst_element_release_request_pad (g.tee, view->tee_pad);
     gst_object_unref (view->tee_pad);
+    gst_element_set_state (bin, GST_STATE_NULL);
     gst_bin_remove (GST_BIN (g.pipeline), bin);
     return false;
   }
@@ -424,7 +430,6 @@ add_view (uint32_t id, const std::string &description, std::string &error)
     std::lock_guard<std::mutex> lock (g.views_mutex);
     g.views[id] = view;
   }
-  gst_element_sync_state_with_parent (bin);
   return true;
 }
 
@@ -669,12 +674,12 @@ start (const std::string &description, std::string &error)
   GstElement *valve = nullptr, *af_sink = nullptr;
   if (af) {
     gst_bin_add (GST_BIN (g.pipeline), af);
+    gst_element_sync_state_with_parent (af);  // playing before linked, as a view
     GstPad *tee_pad = gst_element_request_pad_simple (g.tee, "src_%u");
     GstPad *af_pad = gst_element_get_static_pad (af, "sink");
     gst_pad_link (tee_pad, af_pad);
     gst_object_unref (af_pad);
     gst_object_unref (tee_pad);
-    gst_element_sync_state_with_parent (af);
     valve = gst_bin_get_by_name (GST_BIN (af), "afvalve");
     af_sink = gst_bin_get_by_name (GST_BIN (af), "af");
   }
