@@ -430,3 +430,26 @@ TEST_F (Livemicrod, TenSessionsOverTwoProfilesRunTwoEncoders)
   EXPECT_EQ (d.metric ("livemicro_viewers{microscope=\"demo\",profile=\"guest\",transport=\"rtsp\"}"), 5);
   EXPECT_EQ (d.metric ("livemicro_viewers{microscope=\"demo\",profile=\"consultant\",transport=\"rtsp\"}"), 5);
 }
+
+// View branches come and go with their sessions (each role in turn, so each
+// session builds a new branch while the last one is torn down): the capture
+// never stops.  A branch once linked before it played made the capture source
+// pause for good.
+TEST_F (Livemicrod, ViewBranchesComeAndGoWithoutStoppingTheCapture)
+{
+  Daemon d (kSmall);
+  ASSERT_TRUE (d.start ()) << d.error ();
+  const char *roles[] = {"owner", "consultant", "trainee", "guest"};
+  int served = 0;
+  for (int i = 0; i < 24; i++) {
+    HttpReply s = d.create_session ("u" + std::to_string (i), roles[i % 4]);
+    ASSERT_EQ (s.status, 201) << s.body;
+    {
+      RtspPlayer p (s.str ("rtsp_url"), s.str ("id"), s.str ("token"), i % 2 ? "udp" : "tcp", false);
+      served += p.wait_frames (3, 10);
+      ASSERT_EQ (d.request ("DELETE", "/api/v1/sessions/" + s.str ("id")).status, 204);
+    }
+  }
+  EXPECT_EQ (served, 24);
+  EXPECT_EQ (d.metric ("livemicro_view_branches{microscope=\"demo\"}"), 0);
+}
