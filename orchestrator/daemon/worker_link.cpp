@@ -141,7 +141,7 @@ WorkerLink::on_exit (std::shared_ptr<Incarnation> inc, int, const std::string &w
     current_.reset ();
   // Dropping the last reference joins the reader thread (it ends at EOF);
   // do that off the main loop so a reader busy pushing a frame never blocks it.
-  std::thread ([inc] {}).detach ();
+  reaper_.push ([inc] {});
   callbacks_.down (why);
   if (stopping_)
     return;

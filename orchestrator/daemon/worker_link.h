@@ -6,6 +6,7 @@
 // (tests/orchestrator/test_faults.cpp measures it).
 #pragma once
 
+#include "common/background.h"
 #include "common/wire.h"
 #include "common/worker_protocol.h"
 
@@ -58,6 +59,7 @@ private:
   int restarts_ = 0;
   int failures_in_a_row_ = 0;
   guint restart_source_ = 0;
+  Background reaper_;  // ends the incarnations that exited
 };
 
 }  // namespace livemicro::orchestrator

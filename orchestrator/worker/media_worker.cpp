@@ -12,6 +12,7 @@
 // view_error, warning, error, device) and frames: each encoded access unit of a view
 // with the capture time and stage position of the frame it came from.  A
 // crash here takes down this microscope's media only; the daemon restarts it.
+#include "common/background.h"
 #include "common/encoder_timeline.h"
 #include "common/h264.h"
 #include "common/worker_protocol.h"
@@ -37,6 +38,7 @@
 #include <mutex>
 #include <string>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <csignal>
 #include <thread>
 #include <unistd.h>
@@ -61,6 +63,8 @@ struct View {
 
 struct Worker {
   int fd = -1;
+  // PNG encoding of stills, off the streaming threads.
+  std::unique_ptr<livemicro::orchestrator::Background> stills = std::make_unique<livemicro::orchestrator::Background> ();
   std::unique_ptr<wire::Writer> writer;
   GMainLoop *loop = nullptr;
   GstElement *pipeline = nullptr;
@@ -304,7 +308,7 @@ on_still_frame (GstPad *pad, GstPadProbeInfo *info, gpointer data)
     }
     gst_buffer_unref (dst_buf);
   }
-  std::thread ([requests, rgb, ok] () mutable {
+  g.stills->push ([requests, rgb, ok] () mutable {
     std::vector<uchar> png;
     if (ok) {
       cv::Mat bgr;
@@ -324,7 +328,7 @@ on_still_frame (GstPad *pad, GstPadProbeInfo *info, gpointer data)
       }
       send (still);
     }
-  }).detach ();
+  });
   return GST_PAD_PROBE_OK;
 }
 
@@ -773,16 +777,27 @@ main (int argc, char **argv)
   // background analysis at the video's priority and fight the encoders for
   // the same cores, so OpenCV runs each call on its calling thread.
   cv::setNumThreads (0);
-  for (int i = 1; i + 1 < argc; i++)
-    if (!strcmp (argv[i], "--fd"))
-      g.fd = atoi (argv[i + 1]);
-  if (g.fd < 0) {
-    fprintf (stderr, "usage: livemicro-worker --fd N (started by livemicrod)\n");
+  gint fd = -1;
+  g_autofree char *name = nullptr;
+  GOptionEntry entries[] = {
+      {"fd", 0, 0, G_OPTION_ARG_INT, &fd, "The socket to livemicrod (inherited)", "N"},
+      {"name", 0, 0, G_OPTION_ARG_STRING, &name, "The microscope this worker serves (for its log)", "ID"},
+      {nullptr}};
+  g_autoptr (GOptionContext) ctx = g_option_context_new ("- LiveMicro media worker (started by livemicrod)");
+  g_option_context_add_main_entries (ctx, entries, nullptr);
+  g_autoptr (GError) error = nullptr;
+  if (!g_option_context_parse (ctx, &argc, &argv, &error) || fd < 0) {
+    g_printerr ("livemicro-worker: %s\n", error ? error->message : "--fd is required (it is started by livemicrod)");
     return 2;
   }
+  g.fd = fd;
+  // Log lines say which microscope they are about.
+  g_set_prgname (name ? (std::string ("livemicro-worker[") + name + "]").c_str () : "livemicro-worker");
   g.writer = std::make_unique<wire::Writer> (g.fd);
   g.loop = g_main_loop_new (nullptr, FALSE);
 
+  // Commands from the daemon; the thread ends when the daemon closes the
+  // link (and the process with it: see the end of main).
   std::thread reader ([] {
     wire::Type type;
     std::vector<uint8_t> body;
@@ -802,7 +817,6 @@ main (int argc, char **argv)
       return G_SOURCE_REMOVE;
     }, nullptr);
   });
-  reader.detach ();
 
   g_timeout_add (100, [] (gpointer) -> gboolean {
     send_state (false);
@@ -818,6 +832,9 @@ main (int argc, char **argv)
   g.hardware.reset ();
   if (g.pipeline)
     gst_element_set_state (g.pipeline, GST_STATE_NULL);
-  // Exit without unwinding: the reader thread may still block on the socket.
+  // The reader ends once the link is shut.
+  ::shutdown (g.fd, SHUT_RDWR);
+  reader.join ();
+  g.stills.reset ();  // waits for stills being written
   _exit (0);
 }
