@@ -12,4 +12,16 @@ GST_ELEMENT_REGISTER_DECLARE (featureoverlay);
 #define GST_TYPE_FEATURE_OVERLAY_COLOR_BY (gst_feature_overlay_color_by_get_type ())
 GType gst_feature_overlay_color_by_get_type (void);
 
+/* What the viewer sees (the read-only "state" property and the
+ * "featureoverlay" element message). */
+typedef enum {
+  GST_FEATURE_OVERLAY_STATE_NONE,
+  GST_FEATURE_OVERLAY_STATE_CURRENT,
+  GST_FEATURE_OVERLAY_STATE_MOVED,
+  GST_FEATURE_OVERLAY_STATE_UPDATING,
+} GstFeatureOverlayState;
+
+#define GST_TYPE_FEATURE_OVERLAY_STATE (gst_feature_overlay_state_get_type ())
+GType gst_feature_overlay_state_get_type (void);
+
 G_END_DECLS
