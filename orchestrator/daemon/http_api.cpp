@@ -983,7 +983,7 @@ HttpApi::authenticated (Viewer *v, const Principal &who)
         end_viewer (v, 4403, "session ended");
       return;
     }
-    ws_send (v->conn, typed (e.kind, e.json));
+    ws_send (v->conn, e.message);
   });
   if (who.session) {
     v->presence = m.join (*who.session, v->events_only ? "events" : "viewer");

@@ -507,7 +507,12 @@ Node::notify (const std::string &microscope, const std::string &kind, const std:
   std::vector<Listener> ls;
   for (auto &kv : listeners_)
     ls.push_back (kv.second);
-  const Event e {microscope, kind, json, session};
+  g_autoptr (JsonBuilder) b = json_builder_new ();
+  json_builder_begin_object (b);
+  api::add_string (b, "type", kind);
+  api::add_json (b, "data", json);
+  json_builder_end_object (b);
+  const Event e {microscope, kind, json, session, api::to_string (b)};
   for (auto &l : ls)
     l (e);
 }

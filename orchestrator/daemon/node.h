@@ -52,6 +52,7 @@ public:
   // about (session_ended) or from (pointer).
   struct Event {
     std::string microscope, kind, json, session;
+    std::string message;  // {"type": kind, "data": json}, rendered once for every socket
   };
   using Listener = std::function<void (const Event &)>;
 
