@@ -25,7 +25,7 @@
 
   const state = {
     ws: null, pc: null, framesDecoded: 0, shown: [], latencies: [],
-    frameByRtp: new Map(), clockOffsetMs: 0, iceState: 'new', retry: 0,
+    frameByRtp: new Map(), clockOffsetMs: 0, bestRttMs: Infinity, iceState: 'new', retry: 0,
     session: null, microscope: null, scope: null, control: null, lease: null,
     shownFrame: null, pointers: new Map(), annotations: new Map(),
     tool: 'move', draft: [], lastNotice: '', commands: [],
@@ -429,8 +429,14 @@
       case 'offline': $('offline').classList.remove('hidden'); break;
       case 'online': $('offline').classList.add('hidden'); break;
       case 'pong': {
+        // The server's clock from the exchange with the shortest round trip
+        // (its error is at most half that trip): one slow pong on a loaded
+        // machine must not shift every latency figure.
         const rtt = Date.now() - m.t;
-        state.clockOffsetMs = m.server_time_us / 1000 - (m.t + rtt / 2);
+        if (rtt >= 0 && rtt <= state.bestRttMs) {
+          state.bestRttMs = rtt;
+          state.clockOffsetMs = m.server_time_us / 1000 - (m.t + rtt / 2);
+        }
         break;
       }
       case 'error': setConn('error: ' + m.error, 'badge-bad'); break;
