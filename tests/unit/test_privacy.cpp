@@ -15,6 +15,7 @@
 #include <opencv2/objdetect.hpp>
 
 #include <fstream>
+#include <functional>
 #include <random>
 
 using namespace livemicro::privacy;
@@ -397,6 +398,26 @@ TEST (Detect, TissueFramesAreNotMistakenForText)
     }
 }
 
+// The cheap path on tissue: no more false detections, and none of the
+// costly code searches (the QR search alone costs ~5 ms per call).
+TEST (Detect, ScreenRunsNoCodeSearchOnTissue)
+{
+  Scope s ({640, 480});
+  Detector d;
+  ScreenStats st;
+  for (int obj : {4, 10, 20, 40})
+    for (double x : {32000.0, 45000.0, 58000.0}) {
+      cv::Mat f = s.at (obj, x, 12500);
+      auto found = d.screen (f, all_region_classes (), true, 1.0, 1.0, {0, 0}, cv::Rect (0, 0, 640, 480), &st);
+      double area = 0;
+      for (const auto &det : found)
+        area += (det.bounds_px () & cv::Rect2d (0, 0, 640, 480)).area ();
+      EXPECT_LT (area, 0.02 * 640 * 480) << obj << "x at x=" << x;
+    }
+  EXPECT_EQ (st.qr_runs, 0);
+  EXPECT_EQ (st.barcode_runs, 0);
+}
+
 TEST (Detect, RealHistologyTilesAreNotMistakenForPrint)
 {
   LIVEMICRO_REQUIRE_TESTDATA (dir);
@@ -441,10 +462,14 @@ TEST (Detect, PrintedLabelLinesAreFoundAsLabelAndText)
   EXPECT_EQ (cv::countNonZero (uncovered (cv::Rect (target))), 0);
 }
 
-TEST (Detect, PastedQrCodesBarcodesAndTextAreFoundOnTissue)
+namespace {
+
+// Pastes a QR code, a barcode and a line of text on tissue at 10x and 20x
+// and checks that `run` finds each as its class and covers each entirely.
+void
+expect_pasted_print_found (const std::function<std::vector<Detection> (const cv::Mat &)> &run)
 {
   Scope s ({960, 720});
-  Detector d;
   std::mt19937 rng (11);
   int qr_found = 0, bar_found = 0, text_found = 0, n = 9;
   for (int k = 0; k < n; k++) {
@@ -470,7 +495,7 @@ TEST (Detect, PastedQrCodesBarcodesAndTextAreFoundOnTissue)
     cv::cvtColor (diff, diff, cv::COLOR_RGB2GRAY);
     const cv::Mat printed = diff > 0;
     const cv::Rect2d text_at = cv::boundingRect (printed);
-    auto found = d.detect (f, all_region_classes ());
+    auto found = run (f);
     // Each detector finds its own kind (overlapping most of it), and what
     // all of them found together covers every pasted object entirely.
     cv::Mat all = cv::Mat::zeros (f.size (), CV_8U);
@@ -498,6 +523,32 @@ TEST (Detect, PastedQrCodesBarcodesAndTextAreFoundOnTissue)
   EXPECT_EQ (qr_found, n);
   EXPECT_EQ (bar_found, n);
   EXPECT_EQ (text_found, n);
+}
+
+}  // namespace
+
+TEST (Detect, PastedQrCodesBarcodesAndTextAreFoundOnTissue)
+{
+  Detector d;
+  expect_pasted_print_found ([&] (const cv::Mat &f) { return d.detect (f, all_region_classes ()); });
+}
+
+// The cheap path finds the same print on the whole frame, running the code
+// detectors only where a code is.
+TEST (Detect, ScreenFindsPastedQrCodesBarcodesAndTextToo)
+{
+  Detector d;
+  ScreenStats st;
+  int frames = 0;
+  expect_pasted_print_found ([&] (const cv::Mat &f) {
+    frames++;
+    return d.screen (f, all_region_classes (), true, 1.0, Detector::work_scale (f.size ()), {0, 0},
+        cv::Rect (0, 0, f.cols, f.rows), &st);
+  });
+  EXPECT_GE (st.qr_runs, frames);
+  EXPECT_LE (st.qr_runs, 2 * frames) << "QR searches only on candidates that show a finder pattern";
+  EXPECT_GE (st.barcode_runs, frames);
+  EXPECT_LE (st.barcode_runs, 2 * frames) << "barcode searches only where bars are";
 }
 
 TEST (Detect, InjectedFaultThrows)
