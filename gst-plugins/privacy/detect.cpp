@@ -102,9 +102,8 @@ looks_printed (const cv::Mat &grey, const std::vector<cv::Point2f> &quad, double
   return dark > 0.15 && dark < 0.85 && mid < 0.35;
 }
 
-// A QR finder pattern somewhere in `bin` (255 = dark): a row whose runs go
-// dark:light:dark:light:dark as 1:1:3:1:1 (the tolerance OpenCV's detector
-// uses), confirmed by the column through its centre.
+// How far five runs (dark:light:dark:light:dark) are from a QR finder
+// pattern's 1:1:3:1:1 (0: exactly; OpenCV's measure).
 double
 finder_weight (const int *runs)
 {
@@ -116,6 +115,8 @@ finder_weight (const int *runs)
   return w;
 }
 
+// The column through a finder candidate's centre (x, y) in `bin` (255 =
+// dark) goes 1:1:3:1:1 too.
 bool
 column_is_finder (const cv::Mat &bin, int x, int y)
 {
@@ -142,9 +143,12 @@ column_is_finder (const cv::Mat &bin, int x, int y)
   return finder_weight (runs) < kMaxFinderWeight;
 }
 
+// True when `bin` shows the three finder patterns a QR symbol has (OpenCV's
+// search needs all three), told apart by at least a fifth of the size.
 bool
-has_finder_pattern (const cv::Mat &bin)
+has_finder_patterns (const cv::Mat &bin)
 {
+  std::vector<cv::Point> centres;
   for (int y = 0; y < bin.rows; y++) {
     const uchar *row = bin.ptr<uchar> (y);
     // Run lengths and their start columns, dark runs at even indices.
@@ -162,10 +166,21 @@ has_finder_pattern (const cv::Mat &bin)
     }
     for (size_t i = 0; i + 5 <= len.size (); i += 2) {
       int runs[5] = {len[i], len[i + 1], len[i + 2], len[i + 3], len[i + 4]};
-      if (finder_weight (runs) < kMaxFinderWeight &&
-          column_is_finder (bin, start[i + 2] + len[i + 2] / 2, y))
-        return true;
+      int cx = start[i + 2] + len[i + 2] / 2;
+      if (finder_weight (runs) < kMaxFinderWeight && column_is_finder (bin, cx, y))
+        centres.emplace_back (cx, y);
     }
+  }
+  const double apart = std::max (4.0, 0.2 * std::min (bin.cols, bin.rows));
+  std::vector<cv::Point> distinct;
+  for (const cv::Point &c : centres) {
+    bool known = false;
+    for (const cv::Point &d : distinct)
+      known |= cv::norm (c - d) < apart;
+    if (!known)
+      distinct.push_back (c);
+    if (distinct.size () >= 3)
+      return true;
   }
   return false;
 }
@@ -408,9 +423,9 @@ struct Detector::Impl {
 
   // screen (): the code detectors on print-like candidates only.  Each
   // OpenCV QR search costs ~5 ms whatever the size of what it is given (it
-  // scales its input to 512 px), so it runs only where a finder pattern is.
+  // scales its input to 512 px), so it runs only where finder patterns are.
   void codes (double s, bool colour, const cv::Rect &core, bool want_qr, bool want_barcode,
-      std::vector<Detection> &out)
+      std::vector<Detection> &out, std::vector<cv::Rect> *cut)
   {
     const cv::Rect frame (0, 0, grey.cols, grey.rows);
     dark = grey < kCodeMaxGrey;
@@ -439,10 +454,17 @@ struct Detector::Impl {
         cv::CCL_GRANA);
     std::vector<cv::Point2f> pts;
     for (int i = 1; i < n; i++) {
+      // Undo the dilation, except where it met the edge of the copy (then
+      // the marks reach within kCodeGap / 2 of it, and may go on beyond).
       const int half = kCodeGap / 2;
-      cv::Rect r (stats.at<int> (i, cv::CC_STAT_LEFT) + box.x + half,
-          stats.at<int> (i, cv::CC_STAT_TOP) + box.y + half,
-          stats.at<int> (i, cv::CC_STAT_WIDTH) - 2 * half, stats.at<int> (i, cv::CC_STAT_HEIGHT) - 2 * half);
+      const cv::Rect grown (stats.at<int> (i, cv::CC_STAT_LEFT) + box.x,
+          stats.at<int> (i, cv::CC_STAT_TOP) + box.y, stats.at<int> (i, cv::CC_STAT_WIDTH),
+          stats.at<int> (i, cv::CC_STAT_HEIGHT));
+      const bool at_left = grown.x <= 0, at_top = grown.y <= 0;
+      const bool at_right = grown.br ().x >= frame.width, at_bottom = grown.br ().y >= frame.height;
+      cv::Rect r (cv::Point (at_left ? 0 : grown.x + half, at_top ? 0 : grown.y + half),
+          cv::Point (at_right ? frame.width : grown.br ().x - half,
+              at_bottom ? frame.height : grown.br ().y - half));
       r &= frame;
       if (r.width < kMinCodeSide || r.height < kMinCodeSide || (r & core).empty ())
         continue;
@@ -451,6 +473,14 @@ struct Detector::Impl {
           cv::Point2f ((float) r.x, (float) r.br ().y)};
       if (!looks_printed (grey, quad, 1.0))
         continue;
+      if (cut && (at_left || at_top || at_right || at_bottom)) {
+        cut->push_back (cv::Rect (cv::Point ((int) std::floor (origin.x + r.x / s),
+                                      (int) std::floor (origin.y + r.y / s)),
+            cv::Point ((int) std::ceil (origin.x + r.br ().x / s), (int) std::ceil (origin.y + r.br ().y / s))));
+        if (stats_out)
+          stats_out->cut++;
+        continue;
+      }
       if (stats_out)
         stats_out->candidates++;
       // With its quiet zone.
@@ -461,7 +491,7 @@ struct Detector::Impl {
         double lo, hi;
         cv::minMaxLoc (grey (r), &lo, &hi);
         bin = g < (lo + hi) / 2;
-        if (has_finder_pattern (bin)) {
+        if (has_finder_patterns (bin)) {
           if (stats_out)
             stats_out->qr_runs++;
           pts.clear ();
@@ -573,7 +603,7 @@ Detector::detect (const cv::Mat &frame, const std::vector<RegionClass> &classes,
 std::vector<Detection>
 Detector::screen (const cv::Mat &pixels, const std::vector<RegionClass> &classes, bool colour,
     double pixels_scale, double work_scale, cv::Point origin, const cv::Rect &core,
-    ScreenStats *stats)
+    ScreenStats *stats, std::vector<cv::Rect> *cut)
 {
   if (inject_fault_)
     throw cv::Exception (cv::Error::StsError, "injected detector fault (test hook)",
@@ -614,7 +644,7 @@ Detector::screen (const cv::Mat &pixels, const std::vector<RegionClass> &classes
     d.text (s, colour, want_text, want_label, out, true);
   bool want_qr = wants (classes, RegionClass::kQr), want_barcode = wants (classes, RegionClass::kBarcode);
   if (want_qr || want_barcode)
-    d.codes (s, colour, core_w, want_qr, want_barcode, out);
+    d.codes (s, colour, core_w, want_qr, want_barcode, out, cut);
   d.origin = {0, 0};
   d.stats_out = nullptr;
   return out;

@@ -21,6 +21,11 @@ constexpr int kContextWorkPx = 48;
 constexpr int kTileCells = 64;
 constexpr size_t kMaxTiles = 512;
 constexpr size_t kMaxLayers = 4;
+// A code candidate cut by the edge of an analysed rectangle is looked at
+// again with at least this much around it (detection pixels), or twice its
+// size: a code larger than the context is then seen whole by the code
+// detectors in the frame that shows it whole.
+constexpr int kCutGrowWorkPx = 256;
 // When the rectangles (with context) would cover more than this share of
 // the frame, the whole frame is analysed at once.
 constexpr double kWholeFrameShare = 0.7;
@@ -339,13 +344,41 @@ IncrementalDetector::detect (FrameSource &source, const FrameGeometry &g, double
   if (total > kWholeFrameShare * whole.area ())
     plans = {{whole, whole}};
 
+  std::vector<cv::Rect> cut;
   for (const Plan &p : plans) {
     cv::Mat px = source.pixels (p.crop);
     std::vector<Detection> found = d.detector.screen (px, classes, source.colour (), source.scale (),
-        s, p.crop.tl (), p.core, &st.screen);
+        s, p.crop.tl (), p.core, &st.screen, &cut);
     out.insert (out.end (), found.begin (), found.end ());
     st.rects++;
     st.analysed_px += p.crop.area ();
+  }
+  // Code candidates cut by a rectangle's edge: the code detectors alone,
+  // with room around (overlapping ones once).
+  std::vector<RegionClass> codes;
+  for (RegionClass c : classes)
+    if (c == RegionClass::kQr || c == RegionClass::kBarcode)
+      codes.push_back (c);
+  for (bool merged = true; merged;) {
+    merged = false;
+    for (size_t a = 0; a < cut.size () && !merged; a++)
+      for (size_t b = a + 1; b < cut.size () && !merged; b++)
+        if (!(cut[a] & cut[b]).empty ()) {
+          cut[a] |= cut[b];
+          cut.erase (cut.begin () + (long) b);
+          merged = true;
+        }
+  }
+  for (const cv::Rect &c : cut) {
+    const int grow = std::max ((int) std::ceil (kCutGrowWorkPx * inv), 2 * std::max (c.width, c.height));
+    cv::Rect crop (cv::Point (down (c.x - grow), down (c.y - grow)),
+        cv::Point (up (c.br ().x + grow), up (c.br ().y + grow)));
+    crop &= whole;
+    cv::Mat px = source.pixels (crop);
+    std::vector<Detection> found = d.detector.screen (px, codes, source.colour (), source.scale (),
+        s, crop.tl (), c & whole, &st.screen);
+    out.insert (out.end (), found.begin (), found.end ());
+    st.analysed_px += crop.area ();
   }
 
   // Mark the cells that lay whole inside the frame and an analysed core;

@@ -15,12 +15,13 @@
 //   the frame, restricted to where there is ink, and the QR and barcode
 //   detectors only on print-like candidates (dark marks next to bright,
 //   neutral paper, two-toned, large enough to be a code) that also look like
-//   one: a QR finder pattern (dark:light:dark:light:dark 1:1:3:1:1 across
-//   and down) or parallel bars (edges of one orientation).  What the text
-//   analysis finds (neutral ink: text, and codes printed in black) is found
-//   by both; screen() misses, in exchange for its cost, a code in coloured
-//   or grey ink that has no paper around it or shows no finder pattern (a
-//   quarter of a QR symbol) or no parallel bars.
+//   one: three QR finder patterns (dark:light:dark:light:dark 1:1:3:1:1
+//   across and down) or parallel bars (edges of one orientation).  What
+//   the text analysis finds (neutral ink: text, and codes printed in black)
+//   is found by both; screen() misses, in exchange for its cost, a code in
+//   coloured or grey ink that has no paper around it, or that shows fewer
+//   than three finder patterns or no parallel bars (OpenCV's QR search
+//   cannot find those either).
 #pragma once
 
 #include "livemicro/privacy/profiles.h"
@@ -37,6 +38,7 @@ struct ScreenStats {
   int candidates = 0;     // print-like candidates for the code detectors
   int qr_runs = 0;        // OpenCV QR searches run
   int barcode_runs = 0;   // barcode searches run
+  int cut = 0;            // candidates reaching the edge, looked at again
 };
 
 struct Detection {
@@ -66,10 +68,13 @@ public:
   // work_scale () of the whole frame so that a rectangle is analysed as the
   // whole frame would be).  Code detectors run only for candidates that
   // touch `core` (frame pixels): the rest of the rectangle is context.
+  // With `cut`, candidates that reach the edge of `pixels` (a code that may
+  // go on beyond it) are listed there (frame pixels) instead of searched:
+  // the caller looks at them again with more around them.
   // Detections are returned in frame pixels.  Throws as detect () does.
   std::vector<Detection> screen (const cv::Mat &pixels, const std::vector<RegionClass> &classes,
       bool colour, double pixels_scale, double work_scale, cv::Point origin, const cv::Rect &core,
-      ScreenStats *stats = nullptr);
+      ScreenStats *stats = nullptr, std::vector<cv::Rect> *cut = nullptr);
 
   // The scale the detectors work at for a frame of `size` (≤ 1): callers
   // that must convert the frame first can convert a copy of this size.
