@@ -356,15 +356,25 @@ struct Detector::Impl {
     for (int i = 1; i < n; i++) {
       cv::Rect r (stats.at<int> (i, cv::CC_STAT_LEFT) + box.x, stats.at<int> (i, cv::CC_STAT_TOP) + box.y,
           stats.at<int> (i, cv::CC_STAT_WIDTH), stats.at<int> (i, cv::CC_STAT_HEIGHT));
-      // Undo the dilation.
-      r = cv::Rect (r.x + 4, r.y + 2, std::max (1, r.width - 8), std::max (1, r.height - 4)) & frame;
+      // Undo the dilation, except where it was cut by the edge of the copy
+      // (a glyph coming into view at the frame's edge keeps its ink).
+      {
+        int x0 = r.x <= 0 ? 0 : r.x + 4, y0 = r.y <= 0 ? 0 : r.y + 2;
+        int x1 = r.br ().x >= frame.width ? frame.width : r.br ().x - 4;
+        int y1 = r.br ().y >= frame.height ? frame.height : r.br ().y - 2;
+        r = cv::Rect (x0, y0, std::max (1, x1 - x0), std::max (1, y1 - y0)) & frame;
+      }
       if (r.empty ())
         continue;
       int ink_px = cv::countNonZero (ink (r));
       double density = (double) ink_px / r.area ();
       // Specks and solid dark areas (a black border, a mask drawn upstream)
-      // are not print.
-      if (ink_px < 10 || std::max (r.width, r.height) < 4 || density > 0.85)
+      // are not print; but a glyph cut by the edge of the copy can be a
+      // solid sliver: short ones along the edge are kept.
+      const bool sliver = (r.x == 0 || r.br ().x == frame.width) ? r.height <= frame.height / 4
+                          : (r.y == 0 || r.br ().y == frame.height) ? r.width <= frame.width / 4
+                                                                     : false;
+      if (ink_px < 10 || std::max (r.width, r.height) < 4 || (density > 0.85 && !sliver))
         continue;
       cv::Rect2d fr (origin.x + (r.x) / s - 0.5, origin.y + (r.y) / s - 0.5, r.width / s, r.height / s);
       // Anti-aliased glyph edges and faint strokes fall below the ink
