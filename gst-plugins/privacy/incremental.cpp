@@ -208,40 +208,9 @@ IncrementalDetector::detect (FrameSource &source, const FrameGeometry &g, double
     ys[j] = ((double) (j0 + j) * cell_um - y_edge_um) / upp;
   st.cells_visible = ni * nj;
 
-  // Masked anyway: the hidden mask at a quarter resolution, 255 only where
-  // all of a 4 × 4 block is hidden.
-  cv::Mat small;
-  cv::Rect small_at;
-  double small_fx = 4, small_fy = 4;
-  if (!hidden.empty () && !hidden_roi.empty ()) {
-    CV_Assert (hidden.size () == size && hidden.type () == CV_8U);
-    cv::Point a ((hidden_roi.x / 4) * 4, (hidden_roi.y / 4) * 4);
-    small_at = cv::Rect (a, hidden_roi.br ()) & cv::Rect (cv::Point (0, 0), size);
-    cv::Size ss ((small_at.width + 3) / 4, (small_at.height + 3) / 4);
-    cv::resize (hidden (small_at), small, ss, 0, 0, cv::INTER_AREA);
-    small_fx = (double) small_at.width / ss.width;
-    small_fy = (double) small_at.height / ss.height;
-  }
-  auto is_hidden = [&] (int i, int j) {
-    if (small.empty ())
-      return false;
-    double x0 = std::max (0.0, xs[i]), x1 = std::min ((double) size.width, xs[i + 1]);
-    double y0 = std::max (0.0, ys[j]), y1 = std::min ((double) size.height, ys[j + 1]);
-    int a = (int) std::floor ((x0 - small_at.x) / small_fx), b = (int) std::ceil ((x1 - small_at.x) / small_fx);
-    int c = (int) std::floor ((y0 - small_at.y) / small_fy), e = (int) std::ceil ((y1 - small_at.y) / small_fy);
-    if (a < 0 || c < 0 || b > small.cols || e > small.rows || a >= b || c >= e)
-      return false;
-    for (int y = c; y < e; y++) {
-      const uchar *row = small.ptr<uchar> (y);
-      for (int x = a; x < b; x++)
-        if (row[x] != 255)
-          return false;
-    }
-    return true;
-  };
-
-  // Which visible cells need a check.
+  // Cells not checked within recheck_frames (stale), and their extent.
   std::vector<uint8_t> need ((size_t) ni * nj, 0);
+  int si0 = ni, si1 = -1, sj0 = nj, sj1 = -1;
   for (int64_t tj = floor_div (j0, kTileCells); tj <= floor_div (j1 - 1, kTileCells); tj++)
     for (int64_t ti = floor_div (i0, kTileCells); ti <= floor_div (i1 - 1, kTileCells); ti++) {
       auto it = layer.tiles.find (tile_key (ti, tj));
@@ -262,13 +231,61 @@ IncrementalDetector::detect (FrameSource &source, const FrameGeometry &g, double
             st.cells_fresh++;
             continue;
           }
-          if (is_hidden ((int) (i - i0), (int) (j - j0))) {
-            st.cells_hidden++;
-            continue;
-          }
-          need[(size_t) (j - j0) * ni + (i - i0)] = 1;
-          st.cells_to_check++;
+          const int ci = (int) (i - i0), cj = (int) (j - j0);
+          need[(size_t) cj * ni + ci] = 1;
+          si0 = std::min (si0, ci);
+          si1 = std::max (si1, ci);
+          sj0 = std::min (sj0, cj);
+          sj1 = std::max (sj1, cj);
         }
+    }
+
+  // Of those, the cells masked anyway: the hidden mask reduced 4:1 over the
+  // stale cells (255 only where a whole 4 × 4 block is hidden; blocks
+  // aligned to 4 inside the frame, OpenCV's fast path; a partial block is
+  // not hidden).
+  cv::Mat small;
+  cv::Rect small_at;
+  if (si1 >= 0 && !hidden.empty () && !hidden_roi.empty ()) {
+    CV_Assert (hidden.size () == size && hidden.type () == CV_8U);
+    const cv::Rect stale_px = cv::Rect (cv::Point ((int) std::floor (xs[si0]), (int) std::floor (ys[sj0])),
+                                  cv::Point ((int) std::ceil (xs[si1 + 1]), (int) std::ceil (ys[sj1 + 1]))) &
+                              hidden_roi;
+    cv::Point a ((std::max (0, stale_px.x) / 4) * 4, (std::max (0, stale_px.y) / 4) * 4);
+    cv::Point b (std::min ((stale_px.br ().x + 3) / 4 * 4, size.width / 4 * 4),
+        std::min ((stale_px.br ().y + 3) / 4 * 4, size.height / 4 * 4));
+    if (!stale_px.empty () && b.x > a.x && b.y > a.y) {
+      small_at = cv::Rect (a, b);
+      cv::resize (hidden (small_at), small, cv::Size (small_at.width / 4, small_at.height / 4), 0, 0,
+          cv::INTER_AREA);
+    }
+  }
+  auto is_hidden = [&] (int i, int j) {
+    double x0 = std::max (0.0, xs[i]), x1 = std::min ((double) size.width, xs[i + 1]);
+    double y0 = std::max (0.0, ys[j]), y1 = std::min ((double) size.height, ys[j + 1]);
+    int a = (int) std::floor ((x0 - small_at.x) / 4), b = (int) std::ceil ((x1 - small_at.x) / 4);
+    int c = (int) std::floor ((y0 - small_at.y) / 4), e = (int) std::ceil ((y1 - small_at.y) / 4);
+    if (a < 0 || c < 0 || b > small.cols || e > small.rows || a >= b || c >= e)
+      return false;
+    for (int y = c; y < e; y++) {
+      const uchar *row = small.ptr<uchar> (y);
+      for (int x = a; x < b; x++)
+        if (row[x] != 255)
+          return false;
+    }
+    return true;
+  };
+  for (int j = std::max (0, sj0); j <= sj1; j++)
+    for (int i = std::max (0, si0); i <= si1; i++) {
+      uint8_t &n = need[(size_t) j * ni + i];
+      if (!n)
+        continue;
+      if (!small.empty () && is_hidden (i, j)) {
+        n = 0;
+        st.cells_hidden++;
+      } else {
+        st.cells_to_check++;
+      }
     }
   if (st.cells_to_check == 0)
     return out;
@@ -344,17 +361,17 @@ IncrementalDetector::detect (FrameSource &source, const FrameGeometry &g, double
   if (total > kWholeFrameShare * whole.area ())
     plans = {{whole, whole}};
 
-  std::vector<cv::Rect> cut;
+  std::vector<CutCandidate> cut;
   for (const Plan &p : plans) {
     cv::Mat px = source.pixels (p.crop);
     std::vector<Detection> found = d.detector.screen (px, classes, source.colour (), source.scale (),
-        s, p.crop.tl (), p.core, &st.screen, &cut);
+        s, p.crop.tl (), p.core, &st.screen, size, &cut);
     out.insert (out.end (), found.begin (), found.end ());
     st.rects++;
     st.analysed_px += p.crop.area ();
   }
   // Code candidates cut by a rectangle's edge: the code detectors alone,
-  // with room around (overlapping ones once).
+  // with room on the sides where they were cut (overlapping ones once).
   std::vector<RegionClass> codes;
   for (RegionClass c : classes)
     if (c == RegionClass::kQr || c == RegionClass::kBarcode)
@@ -363,20 +380,25 @@ IncrementalDetector::detect (FrameSource &source, const FrameGeometry &g, double
     merged = false;
     for (size_t a = 0; a < cut.size () && !merged; a++)
       for (size_t b = a + 1; b < cut.size () && !merged; b++)
-        if (!(cut[a] & cut[b]).empty ()) {
-          cut[a] |= cut[b];
+        if (!(cut[a].rect & cut[b].rect).empty ()) {
+          cut[a].rect |= cut[b].rect;
+          cut[a].left |= cut[b].left;
+          cut[a].top |= cut[b].top;
+          cut[a].right |= cut[b].right;
+          cut[a].bottom |= cut[b].bottom;
           cut.erase (cut.begin () + (long) b);
           merged = true;
         }
   }
-  for (const cv::Rect &c : cut) {
-    const int grow = std::max ((int) std::ceil (kCutGrowWorkPx * inv), 2 * std::max (c.width, c.height));
-    cv::Rect crop (cv::Point (down (c.x - grow), down (c.y - grow)),
-        cv::Point (up (c.br ().x + grow), up (c.br ().y + grow)));
+  const int quiet = (int) std::ceil (kContextWorkPx * inv);
+  for (const CutCandidate &c : cut) {
+    const int grow = std::max ((int) std::ceil (kCutGrowWorkPx * inv), 2 * std::max (c.rect.width, c.rect.height));
+    cv::Rect crop (cv::Point (down (c.rect.x - (c.left ? grow : quiet)), down (c.rect.y - (c.top ? grow : quiet))),
+        cv::Point (up (c.rect.br ().x + (c.right ? grow : quiet)), up (c.rect.br ().y + (c.bottom ? grow : quiet))));
     crop &= whole;
     cv::Mat px = source.pixels (crop);
     std::vector<Detection> found = d.detector.screen (px, codes, source.colour (), source.scale (),
-        s, crop.tl (), c & whole, &st.screen);
+        s, crop.tl (), c.rect & whole, &st.screen, size);
     out.insert (out.end (), found.begin (), found.end ());
     st.analysed_px += crop.area ();
   }

@@ -41,6 +41,13 @@ struct ScreenStats {
   int cut = 0;            // candidates reaching the edge, looked at again
 };
 
+// A code candidate that reaches the edge of the pixels screen () was given,
+// in frame pixels, and the sides where it does.
+struct CutCandidate {
+  cv::Rect rect;
+  bool left = false, top = false, right = false, bottom = false;
+};
+
 struct Detection {
   RegionClass region_class = RegionClass::kText;
   std::vector<cv::Point2d> quad_px;  // corners in frame pixel-index coordinates
@@ -68,13 +75,16 @@ public:
   // work_scale () of the whole frame so that a rectangle is analysed as the
   // whole frame would be).  Code detectors run only for candidates that
   // touch `core` (frame pixels): the rest of the rectangle is context.
-  // With `cut`, candidates that reach the edge of `pixels` (a code that may
-  // go on beyond it) are listed there (frame pixels) instead of searched:
-  // the caller looks at them again with more around them.
+  // `frame` is the whole frame's size (empty: `pixels` shows all of it): a
+  // candidate cut by the frame's edge gets no QR search (OpenCV's needs the
+  // whole symbol; its ink is masked as text).  With `cut`, candidates that
+  // reach an edge of `pixels` inside the frame (a code that may go on
+  // beyond it) are listed there instead of searched: the caller looks at
+  // them again with more around them.
   // Detections are returned in frame pixels.  Throws as detect () does.
   std::vector<Detection> screen (const cv::Mat &pixels, const std::vector<RegionClass> &classes,
       bool colour, double pixels_scale, double work_scale, cv::Point origin, const cv::Rect &core,
-      ScreenStats *stats = nullptr, std::vector<cv::Rect> *cut = nullptr);
+      ScreenStats *stats = nullptr, cv::Size frame = {}, std::vector<CutCandidate> *cut = nullptr);
 
   // The scale the detectors work at for a frame of `size` (≤ 1): callers
   // that must convert the frame first can convert a copy of this size.
