@@ -391,6 +391,7 @@ gst_privacy_mask_stop (GstBaseTransform *trans)
     std::lock_guard<std::mutex> lock (p->memory_mutex);
     p->memory.clear ();
   }
+  p->incremental.clear ();
   std::lock_guard<std::mutex> lock (p->config_mutex);
   p->started = false;
   p->mask.release ();

@@ -863,6 +863,94 @@ TEST_F (PrivacyMask, LabelIsMaskedInEveryPlaneOfI420)
   gst_buffer_unref (out);
 }
 
+// The detectors see every format the element takes (each converted only
+// where they look): a QR code and a line of text in tissue are masked.
+TEST_P (PrivacyMaskModes, PastedPrintIsMaskedInEveryFormat)
+{
+  const int w = 640, h = 480;
+  Scope scope ({w, h});
+  hw::CaptureInfo info;
+  cv::Mat rgb = scope.at (20, 52000, 9000, info);
+  const cv::Rect qr = paste_qr (rgb, qr_symbol (150, "PID:00424242;NAME:DOE^JANE"), {60, 50});
+  const cv::Mat text = paste_text (rgb, "DOE, JANE  MRN 00424242", {260, 400}, 0.8);
+  for (const char *format : {"RGB", "BGR", "BGRx", "RGBA", "xRGB", "I420", "NV12", "GRAY8"}) {
+    const std::string f = format;
+    harness (std::string ("profile=guest detection-mode=") + GetParam (),
+        ("video/x-raw,format=" + f + ",width=640,height=480,framerate=30/1").c_str ());
+    cv::Mat data;
+    if (f == "RGB")
+      data = rgb;
+    else if (f == "BGR")
+      cv::cvtColor (rgb, data, cv::COLOR_RGB2BGR);
+    else if (f == "BGRx")
+      cv::cvtColor (rgb, data, cv::COLOR_RGB2BGRA);
+    else if (f == "RGBA")
+      cv::cvtColor (rgb, data, cv::COLOR_RGB2RGBA);
+    else if (f == "xRGB") {
+      cv::Mat rgba;
+      cv::cvtColor (rgb, rgba, cv::COLOR_RGB2RGBA);
+      data.create (rgb.size (), CV_8UC4);
+      const int from_to[] = {3, 0, 0, 1, 1, 2, 2, 3};
+      cv::mixChannels (&rgba, 1, &data, 1, from_to, 4);
+    } else if (f == "GRAY8")
+      cv::cvtColor (rgb, data, cv::COLOR_RGB2GRAY);
+    else {
+      cv::cvtColor (rgb, data, cv::COLOR_RGB2YUV_I420);
+      if (f == "NV12") {  // interleave U and V
+        cv::Mat nv12 = data.clone ();
+        const uchar *u = data.ptr (h), *v = u + w * h / 4;
+        uchar *uv = nv12.ptr (h);
+        for (int k = 0; k < w * h / 4; k++) {
+          uv[2 * k] = u[k];
+          uv[2 * k + 1] = v[k];
+        }
+        data = nv12;
+      }
+    }
+    const size_t size = data.total () * data.elemSize ();
+    GstBuffer *in = gst_buffer_new_allocate (nullptr, size, nullptr);
+    gst_buffer_fill (in, 0, data.data, size);
+    LivemicroStageMeta *m = livemicro_buffer_add_stage_meta (in);
+    m->stage_x_um = info.stage_x_um;
+    m->stage_y_um = info.stage_y_um;
+    m->um_per_px = info.um_per_px;
+    m->frame_width = w;
+    m->frame_height = h;
+    GstBuffer *out = gst_harness_push_and_pull (h_, in);
+    GstMapInfo map;
+    ASSERT_TRUE (gst_buffer_map (out, &map, GST_MAP_READ));
+    // The first plane: luma (fill 16) or packed pixels (fill 0, alpha aside).
+    const bool yuv = f == "I420" || f == "NV12";
+    const int channels = yuv || f == "GRAY8" ? 1 : (int) data.elemSize ();
+    cv::Mat plane (h, w, CV_8UC (channels), map.data);
+    // Pixels of `r` (where `where` is set, if given) hidden by the fill.
+    auto hidden = [&] (const cv::Rect &r, const cv::Mat &where = cv::Mat ()) {
+      cv::Mat ch[4];
+      cv::split (plane (r), ch);
+      int ok = 0;
+      for (int y = 0; y < r.height; y++)
+        for (int x = 0; x < r.width; x++) {
+          if (!where.empty () && !where.at<uchar> (r.y + y, r.x + x))
+            continue;
+          bool all = true;
+          for (int c = 0; c < channels; c++) {
+            const bool alpha = (f == "RGBA" && c == 3);
+            if (!alpha && ch[c].at<uchar> (y, x) != (yuv ? 16 : 0))
+              all = false;
+          }
+          ok += all;
+        }
+      return ok;
+    };
+    EXPECT_EQ (hidden (qr), qr.area ()) << format << ": QR code";
+    EXPECT_EQ (hidden (cv::Rect (0, 0, w, h), text), cv::countNonZero (text)) << format << ": text";
+    EXPECT_LT (hidden (cv::Rect (0, 0, w, h)), w * h / 2) << format << ": tissue still shown";
+    gst_buffer_unmap (out, &map);
+    gst_buffer_unref (out);
+    teardown ();
+  }
+}
+
 TEST_F (PrivacyMask, PixelateAndBlurHideTheLabelDifferentlyFromFill)
 {
   Scope scope;
