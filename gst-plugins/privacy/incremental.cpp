@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <stdexcept>
+#include <string>
 #include <unordered_map>
 
 namespace livemicro::privacy {
@@ -31,6 +33,7 @@ constexpr int kCutGrowWorkPx = 256;
 constexpr double kWholeFrameShare = 0.7;
 // Cell boundaries are compared with this slack, frame pixels.
 constexpr double kEps = 1e-6;
+constexpr double kMaxCellIndex = 1e9;
 
 int64_t
 floor_div (int64_t a, int64_t b)
@@ -196,6 +199,11 @@ IncrementalDetector::detect (FrameSource &source, const FrameGeometry &g, double
   // coordinates [X (i), X (i + 1)) (0 … width across the frame).
   const double x_edge_um = g.stage_x_um - size.width / 2.0 * upp;
   const double y_edge_um = g.stage_y_um - size.height / 2.0 * upp;
+  // Cell indices must fit (a slide is ~10^5 cells across): a position
+  // beyond that is a broken StageMeta, and the frame is blanked.
+  if (!(std::abs (x_edge_um / cell_um) < kMaxCellIndex && std::abs (y_edge_um / cell_um) < kMaxCellIndex))
+    throw std::range_error ("stage position out of range (" + std::to_string (g.stage_x_um) + ", " +
+                            std::to_string (g.stage_y_um) + " µm)");
   const int64_t i0 = (int64_t) std::floor (x_edge_um / cell_um);
   const int64_t i1 = (int64_t) std::ceil ((x_edge_um + size.width * upp) / cell_um);
   const int64_t j0 = (int64_t) std::floor (y_edge_um / cell_um);

@@ -689,6 +689,15 @@ TEST (Incremental, AFailedCheckMarksNothing)
   EXPECT_EQ (st.cells_to_check, st.cells_visible);
 }
 
+TEST (Incremental, AnAbsurdPositionThrowsInsteadOfOverflowing)
+{
+  cv::Mat f (48, 64, CV_8UC3, cv::Scalar (230, 200, 220));
+  MatSource src (f);
+  IncrementalDetector inc;
+  FrameGeometry g {1e300, 0, 1e-6, 64, 48};
+  EXPECT_THROW (inc.detect (src, g, 0, all_region_classes (), cv::Mat (), cv::Rect (), 0, 10), std::range_error);
+}
+
 TEST (Incremental, TheRecordStaysBounded)
 {
   cv::Mat f (48, 64, CV_8UC3, cv::Scalar (230, 200, 220));

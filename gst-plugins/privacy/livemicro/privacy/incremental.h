@@ -92,7 +92,8 @@ public:
   // pixel, focus `z_um` and class set, and not masked anyway: `hidden`
   // (8-bit, frame size, 255 = masked in this frame; may be empty) within
   // `hidden_roi`.  Detections are in frame pixels.  Throws as
-  // Detector::screen () does; then nothing is marked checked.
+  // Detector::screen () does, and std::range_error for a position beyond
+  // ~10^9 cells; then nothing is marked checked.
   std::vector<Detection> detect (FrameSource &source, const FrameGeometry &geometry, double z_um,
       const std::vector<RegionClass> &classes, const cv::Mat &hidden, const cv::Rect &hidden_roi,
       uint64_t frame_number, unsigned recheck_frames, IncrementalStats *stats = nullptr);
