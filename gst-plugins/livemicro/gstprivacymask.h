@@ -11,4 +11,7 @@ GST_ELEMENT_REGISTER_DECLARE (privacymask);
 #define GST_TYPE_PRIVACY_MASK_METHOD (gst_privacy_mask_method_get_type ())
 GType gst_privacy_mask_method_get_type (void);
 
+#define GST_TYPE_PRIVACY_MASK_DETECTION_MODE (gst_privacy_mask_detection_mode_get_type ())
+GType gst_privacy_mask_detection_mode_get_type (void);
+
 G_END_DECLS

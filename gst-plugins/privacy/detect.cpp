@@ -31,6 +31,31 @@ constexpr int kInkMaxChroma = 30;
 // Solid ink blobs this black and neutral (mean) are print whatever their shape.
 constexpr double kSolidInkMaxGrey = 55;
 constexpr double kSolidInkMaxChroma = (double) 12;
+// screen(): code candidates are dark marks (any hue) next to bright, neutral
+// paper (a code needs its quiet zone), at least this large (working pixels:
+// a 21-module QR symbol at one pixel per module, a short barcode).
+// The barcode detector (opencv-contrib 4.6) scales what it is given to
+// 512 px and finds bars of about two pixels there: a candidate is scaled so
+// that its narrowest bar is kBarcodeModule pixels and centred on a plain
+// canvas kBarcodeCanvasPerModule modules across (measured: finds EAN-13 of
+// 2–8 px modules, where the frame-sized search misses 3 px modules).
+constexpr double kBarcodeModule = 2.0;
+constexpr double kBarcodeCanvasPerModule = 260;
+constexpr int kCodeMaxGrey = 100;
+constexpr int kPaperMinGrey = 180;
+constexpr int kPaperMaxChroma = 40;
+constexpr int kMinCodeSide = 21;
+constexpr int kCodeGap = 16;
+// Parallel bars: the structure tensor's coherence over the candidate (1: all
+// edges one way; measured: barcodes 0.88–0.97, QR codes ~0.02, lines of
+// text 0.2–0.6, digits in a bold font up to ~0.6).
+constexpr double kMinBarCoherence = 0.75;
+// How far run lengths may stray from 1:1:3:1:1 (sum of |share − ideal|).
+// OpenCV's own search allows 0.2 across at 512 px; at the working size a
+// module can be one or two pixels, so this pre-check is looser.
+constexpr double kMaxFinderWeight = 0.5;
+// A QR symbol is square; its candidate box, seen at an angle, within this.
+constexpr double kMaxQrAspect = 2.0;
 
 std::vector<cv::Point2d>
 rect_quad (const cv::Rect2d &r)
@@ -38,14 +63,16 @@ rect_quad (const cv::Rect2d &r)
   return {r.tl (), {r.x + r.width, r.y}, r.br (), {r.x, r.y + r.height}};
 }
 
-// Scales corners found on a copy downscaled by `s` back to frame pixels and
-// grows the quad by `pad_frac` of its size plus `pad_px` frame pixels.
+// Scales corners found on a copy downscaled by `s` back to frame pixels (the
+// copy starts at frame pixel `origin`) and grows the quad by `pad_frac` of
+// its size plus `pad_px` frame pixels.
 std::vector<cv::Point2d>
-to_frame_quad (const std::vector<cv::Point2f> &pts, double s, double pad_frac, double pad_px)
+to_frame_quad (const std::vector<cv::Point2f> &pts, double s, double pad_frac, double pad_px,
+    cv::Point2d origin = {0, 0})
 {
   double x0 = 1e300, y0 = 1e300, x1 = -1e300, y1 = -1e300;
   for (const auto &p : pts) {
-    double fx = (p.x + 0.5) / s - 0.5, fy = (p.y + 0.5) / s - 0.5;
+    double fx = origin.x + (p.x + 0.5) / s - 0.5, fy = origin.y + (p.y + 0.5) / s - 0.5;
     x0 = std::min (x0, fx);
     y0 = std::min (y0, fy);
     x1 = std::max (x1, fx);
@@ -78,6 +105,148 @@ looks_printed (const cv::Mat &grey, const std::vector<cv::Point2f> &quad, double
   return dark > 0.15 && dark < 0.85 && mid < 0.35;
 }
 
+// How far five runs (dark:light:dark:light:dark) are from a QR finder
+// pattern's 1:1:3:1:1 (0: exactly; OpenCV's measure).
+double
+finder_weight (const int *runs)
+{
+  double len = 0, w = 0;
+  for (int k = 0; k < 5; k++)
+    len += runs[k];
+  for (int k = 0; k < 5; k++)
+    w += std::abs (runs[k] / len - (k == 2 ? 3.0 : 1.0) / 7.0);
+  return w;
+}
+
+// The column through a finder candidate's centre (x, y) in `bin` (255 =
+// dark) goes 1:1:3:1:1 too.
+bool
+column_is_finder (const cv::Mat &bin, int x, int y)
+{
+  // From the centre (dark, the 3-module core) up and down: core, light ring,
+  // dark ring on each side.
+  int up[3] = {0, 0, 0}, down[3] = {0, 0, 0};
+  for (int dir : {-1, 1}) {
+    int *runs = dir < 0 ? up : down;
+    int k = 0, j = y;
+    uchar want = 255;
+    while (k < 3 && j >= 0 && j < bin.rows) {
+      if (bin.at<uchar> (j, x) == want) {
+        runs[k]++;
+        j += dir;
+      } else {
+        want = (uchar) ~want;
+        k++;
+      }
+    }
+    if (k < 2 || runs[2] == 0)
+      return false;
+  }
+  int runs[5] = {up[2], up[1], up[0] + down[0] - 1, down[1], down[2]};
+  return finder_weight (runs) < kMaxFinderWeight;
+}
+
+// True when `bin` shows the three finder patterns a QR symbol has (OpenCV's
+// search needs all three), told apart by at least a fifth of the size.
+bool
+has_finder_patterns (const cv::Mat &bin)
+{
+  std::vector<cv::Point> centres;
+  for (int y = 0; y < bin.rows; y++) {
+    const uchar *row = bin.ptr<uchar> (y);
+    // Run lengths and their start columns, dark runs at even indices.
+    std::vector<int> len, start;
+    int x = 0;
+    while (x < bin.cols && row[x] == 0)
+      x++;
+    while (x < bin.cols) {
+      int x0 = x;
+      uchar v = row[x];
+      while (x < bin.cols && row[x] == v)
+        x++;
+      len.push_back (x - x0);
+      start.push_back (x0);
+    }
+    for (size_t i = 0; i + 5 <= len.size (); i += 2) {
+      int runs[5] = {len[i], len[i + 1], len[i + 2], len[i + 3], len[i + 4]};
+      int cx = start[i + 2] + len[i + 2] / 2;
+      if (finder_weight (runs) < kMaxFinderWeight && column_is_finder (bin, cx, y))
+        centres.emplace_back (cx, y);
+    }
+  }
+  const double apart = std::max (4.0, 0.2 * std::min (bin.cols, bin.rows));
+  std::vector<cv::Point> distinct;
+  for (const cv::Point &c : centres) {
+    bool known = false;
+    for (const cv::Point &d : distinct)
+      known |= cv::norm (c - d) < apart;
+    if (!known)
+      distinct.push_back (c);
+    if (distinct.size () >= 3)
+      return true;
+  }
+  return false;
+}
+
+// Coherence of the edge orientation (0: edges every way, 1: all parallel)
+// and the dominant gradient direction (radians; across bars).
+double
+edge_coherence (const cv::Mat &grey, double *direction = nullptr)
+{
+  cv::Mat gx, gy;
+  cv::Sobel (grey, gx, CV_32F, 1, 0);
+  cv::Sobel (grey, gy, CV_32F, 0, 1);
+  double jxx = gx.dot (gx), jyy = gy.dot (gy), jxy = gx.dot (gy);
+  double tr = jxx + jyy;
+  if (direction)
+    *direction = 0.5 * std::atan2 (2 * jxy, jxx - jyy);
+  if (tr <= 0)
+    return 0;
+  return std::sqrt ((jxx - jyy) * (jxx - jyy) + 4 * jxy * jxy) / tr;
+}
+
+// The narrowest bar of a barcode in `bin` (255 = dark), from the mean run
+// length across the bars (`direction`, as edge_coherence gives it) along a
+// few parallel lines: bars and spaces are 1–4 modules, 1.7 on average
+// (EAN-13: 95 modules in 59 runs; Code 128: 11 in 6).
+double
+bar_module (const cv::Mat &bin, double direction)
+{
+  const cv::Point2d c (bin.cols / 2.0, bin.rows / 2.0), d (std::cos (direction), std::sin (direction));
+  const cv::Point2d n (-d.y, d.x);
+  const double reach = bin.cols + bin.rows;
+  double length = 0;
+  int runs = 0;
+  for (double off : {-0.2, -0.1, 0.0, 0.1, 0.2}) {
+    cv::Point2d o = c + n * (off * std::min (bin.cols, bin.rows));
+    cv::Point a (cvRound (o.x - d.x * reach), cvRound (o.y - d.y * reach));
+    cv::Point b (cvRound (o.x + d.x * reach), cvRound (o.y + d.y * reach));
+    if (!cv::clipLine (cv::Rect (0, 0, bin.cols, bin.rows), a, b))
+      continue;
+    cv::LineIterator it (bin, a, b, 8);
+    // Runs between the first and the last dark pixel.
+    int first = -1, last = -1, changes = 0;
+    uchar prev = 0;
+    for (int k = 0; k < it.count; k++, ++it) {
+      uchar v = **it;
+      if (v) {
+        if (first < 0)
+          first = k;
+        last = k;
+      }
+      if (k > 0 && v != prev && first >= 0)
+        changes++;
+      prev = v;
+    }
+    if (first < 0 || last <= first)
+      continue;
+    const double step = 1.0 / std::max (std::abs (d.x), std::abs (d.y));
+    length += (last - first + 1) * step;
+    runs += changes;  // the run after the last dark pixel is not counted
+  }
+  return runs > 0 ? length / runs / 1.7 : 2.0;
+}
+
 bool
 wants (const std::vector<RegionClass> &classes, RegionClass c)
 {
@@ -96,7 +265,21 @@ struct Detector::Impl {
   cv::QRCodeDetector qr;
   cv::barcode::BarcodeDetector barcode;
   cv::Mat work, grey, chroma, ink, grouped, labels, stats, centroids, coarse, dist, blobs,
-      blob_stats;
+      blob_stats, dark, paper, seeds, bin, canvas;
+  // Frame pixel where the working copy starts (screen () on a rectangle).
+  cv::Point2d origin {0, 0};
+  ScreenStats *stats_out = nullptr;
+
+  void make_chroma ()
+  {
+    cv::Mat ch[3], mx, mn;
+    cv::split (work, ch);
+    cv::max (ch[0], ch[1], mx);
+    cv::max (mx, ch[2], mx);
+    cv::min (ch[0], ch[1], mn);
+    cv::min (mn, ch[2], mn);
+    cv::subtract (mx, mn, chroma);
+  }
 
   // Print is made of strokes much thinner than the glyph is tall; a
   // nucleus is a filled blob (its widest inscribed disc is about as wide as
@@ -105,10 +288,10 @@ struct Detector::Impl {
   // side, those too small to judge (≤ 3 px strokes), and solid ones that are
   // as black and neutral as printer's ink (QR modules, bold glyphs seen up
   // close), which stained tissue never is.
-  void keep_print ()
+  void keep_print (cv::Mat ink, const cv::Mat &grey, const cv::Mat &chroma, int ccl)
   {
     cv::distanceTransform (ink, dist, cv::DIST_L2, 3);
-    int n = cv::connectedComponentsWithStats (ink, blobs, blob_stats, centroids, 8, CV_32S);
+    int n = cv::connectedComponentsWithStats (ink, blobs, blob_stats, centroids, 8, CV_32S, ccl);
     std::vector<float> widest (n, 0.f);
     std::vector<double> grey_sum (n, 0), chroma_sum (n, 0);
     for (int j = 0; j < ink.rows; j++) {
@@ -141,42 +324,62 @@ struct Detector::Impl {
 
   // Printed text: connected groups of neutral dark strokes (ink), grouped
   // into words and lines.  A group whose surroundings are bright, neutral
-  // paper is a label as well.
-  void text (double s, bool colour, bool want_text, bool want_label, std::vector<Detection> &out)
+  // paper is a label as well.  `tight`: analyse only the bounding box of the
+  // ink (the same result; tissue has little neutral ink, so this costs
+  // little where there is no print).
+  void text (double s, bool colour, bool want_text, bool want_label, std::vector<Detection> &out,
+      bool tight = false)
   {
     if (colour) {
-      cv::Mat ch[3], mx, mn;
-      cv::split (work, ch);
-      cv::max (ch[0], ch[1], mx);
-      cv::max (mx, ch[2], mx);
-      cv::min (ch[0], ch[1], mn);
-      cv::min (mn, ch[2], mn);
-      cv::subtract (mx, mn, chroma);
+      make_chroma ();
       cv::Mat dark = grey < kInkMaxGrey, neutral = chroma < kInkMaxChroma;
       cv::bitwise_and (dark, neutral, ink);
     } else {
       ink = grey < kInkMaxGreyLumaOnly;
       chroma = cv::Mat::zeros (grey.size (), CV_8U);
     }
-    keep_print ();
-    // Characters of a word are less than about half a glyph apart.
-    cv::dilate (ink, grouped, cv::getStructuringElement (cv::MORPH_RECT, cv::Size (9, 5)));
-    int n = cv::connectedComponentsWithStats (grouped, labels, stats, centroids, 8, CV_32S);
     const cv::Rect frame (0, 0, grey.cols, grey.rows);
+    // The grouping below reaches 4 px across and 2 down; the ring test
+    // looks around a group, on the whole copy.
+    cv::Rect box = frame;
+    int ccl = cv::CCL_DEFAULT;
+    if (tight) {
+      if (cv::countNonZero (ink) == 0)
+        return;
+      cv::Rect b = cv::boundingRect (ink);
+      box = cv::Rect (b.x - 6, b.y - 4, b.width + 12, b.height + 8) & frame;
+      // Same components, computed with the cheaper statistics pass.
+      ccl = cv::CCL_GRANA;
+    }
+    cv::Mat ink_box = ink (box);
+    keep_print (ink_box, grey (box), chroma (box), ccl);
+    // Characters of a word are less than about half a glyph apart.
+    cv::dilate (ink_box, grouped, cv::getStructuringElement (cv::MORPH_RECT, cv::Size (9, 5)));
+    int n = cv::connectedComponentsWithStats (grouped, labels, stats, centroids, 8, CV_32S, ccl);
     for (int i = 1; i < n; i++) {
-      cv::Rect r (stats.at<int> (i, cv::CC_STAT_LEFT), stats.at<int> (i, cv::CC_STAT_TOP),
+      cv::Rect r (stats.at<int> (i, cv::CC_STAT_LEFT) + box.x, stats.at<int> (i, cv::CC_STAT_TOP) + box.y,
           stats.at<int> (i, cv::CC_STAT_WIDTH), stats.at<int> (i, cv::CC_STAT_HEIGHT));
-      // Undo the dilation.
-      r = cv::Rect (r.x + 4, r.y + 2, std::max (1, r.width - 8), std::max (1, r.height - 4)) & frame;
+      // Undo the dilation, except where it was cut by the edge of the copy
+      // (a glyph coming into view at the frame's edge keeps its ink).
+      {
+        int x0 = r.x <= 0 ? 0 : r.x + 4, y0 = r.y <= 0 ? 0 : r.y + 2;
+        int x1 = r.br ().x >= frame.width ? frame.width : r.br ().x - 4;
+        int y1 = r.br ().y >= frame.height ? frame.height : r.br ().y - 2;
+        r = cv::Rect (x0, y0, std::max (1, x1 - x0), std::max (1, y1 - y0)) & frame;
+      }
       if (r.empty ())
         continue;
       int ink_px = cv::countNonZero (ink (r));
       double density = (double) ink_px / r.area ();
       // Specks and solid dark areas (a black border, a mask drawn upstream)
-      // are not print.
-      if (ink_px < 10 || std::max (r.width, r.height) < 4 || density > 0.85)
+      // are not print; but a glyph cut by the edge of the copy can be a
+      // solid sliver: short ones along the edge are kept.
+      const bool sliver = (r.x == 0 || r.br ().x == frame.width) ? r.height <= frame.height / 4
+                          : (r.y == 0 || r.br ().y == frame.height) ? r.width <= frame.width / 4
+                                                                     : false;
+      if (ink_px < 10 || std::max (r.width, r.height) < 4 || (density > 0.85 && !sliver))
         continue;
-      cv::Rect2d fr ((r.x) / s - 0.5, (r.y) / s - 0.5, r.width / s, r.height / s);
+      cv::Rect2d fr (origin.x + (r.x) / s - 0.5, origin.y + (r.y) / s - 0.5, r.width / s, r.height / s);
       // Anti-aliased glyph edges and faint strokes fall below the ink
       // threshold: grow by a quarter of a line height (at most 24 working
       // pixels, for large blocks such as a code) and two frame pixels.
@@ -231,6 +434,151 @@ struct Detector::Impl {
     }
   }
 
+  // screen (): the code detectors on print-like candidates only.  Each
+  // OpenCV QR search costs ~5 ms whatever the size of what it is given (it
+  // scales its input to 512 px), so it runs only where finder patterns are.
+  // `frame_edge`: which edges of the copy are the frame's (left, top,
+  // right, bottom).
+  void codes (double s, bool colour, const cv::Rect &core, bool want_qr, bool want_barcode,
+      std::vector<Detection> &out, const bool *frame_edge, std::vector<CutCandidate> *cut)
+  {
+    const cv::Rect frame (0, 0, grey.cols, grey.rows);
+    dark = grey < kCodeMaxGrey;
+    if (cv::countNonZero (dark) == 0)
+      return;
+    if (colour) {
+      if (chroma.size () != grey.size ())
+        make_chroma ();
+      paper = (grey > kPaperMinGrey) & (chroma < kPaperMaxChroma);
+    } else {
+      paper = grey > kPaperMinGrey;
+    }
+    cv::dilate (paper, paper, cv::getStructuringElement (cv::MORPH_RECT, cv::Size (5, 5)));
+    cv::bitwise_and (dark, paper, seeds);
+    if (cv::countNonZero (seeds) == 0)
+      return;
+    // Modules and bars of one code are less than a quiet zone apart (gaps
+    // of up to kCodeGap working pixels are bridged: 4-module gaps between
+    // bars of 4-pixel modules).
+    const cv::Rect b = cv::boundingRect (seeds);
+    const cv::Rect box = cv::Rect (b.x - kCodeGap, b.y - kCodeGap, b.width + 2 * kCodeGap,
+                             b.height + 2 * kCodeGap) & frame;
+    cv::dilate (seeds (box), grouped,
+        cv::getStructuringElement (cv::MORPH_RECT, cv::Size (kCodeGap + 1, kCodeGap + 1)));
+    int n = cv::connectedComponentsWithStats (grouped, labels, stats, centroids, 8, CV_32S,
+        cv::CCL_GRANA);
+    std::vector<cv::Point2f> pts;
+    for (int i = 1; i < n; i++) {
+      // Undo the dilation, except where it met the edge of the copy (then
+      // the marks reach within kCodeGap / 2 of it, and may go on beyond).
+      const int half = kCodeGap / 2;
+      const cv::Rect grown (stats.at<int> (i, cv::CC_STAT_LEFT) + box.x,
+          stats.at<int> (i, cv::CC_STAT_TOP) + box.y, stats.at<int> (i, cv::CC_STAT_WIDTH),
+          stats.at<int> (i, cv::CC_STAT_HEIGHT));
+      const bool at_left = grown.x <= 0, at_top = grown.y <= 0;
+      const bool at_right = grown.br ().x >= frame.width, at_bottom = grown.br ().y >= frame.height;
+      cv::Rect r (cv::Point (at_left ? 0 : grown.x + half, at_top ? 0 : grown.y + half),
+          cv::Point (at_right ? frame.width : grown.br ().x - half,
+              at_bottom ? frame.height : grown.br ().y - half));
+      r &= frame;
+      if (r.width < kMinCodeSide || r.height < kMinCodeSide || (r & core).empty ())
+        continue;
+      const std::vector<cv::Point2f> quad = {cv::Point2f ((float) r.x, (float) r.y),
+          cv::Point2f ((float) r.br ().x, (float) r.y), cv::Point2f ((float) r.br ().x, (float) r.br ().y),
+          cv::Point2f ((float) r.x, (float) r.br ().y)};
+      if (!looks_printed (grey, quad, 1.0))
+        continue;
+      // Cut by the copy's edge inside the frame: looked at again whole.
+      const bool inner_cut[4] = {at_left && !frame_edge[0], at_top && !frame_edge[1],
+          at_right && !frame_edge[2], at_bottom && !frame_edge[3]};
+      if (cut && (inner_cut[0] || inner_cut[1] || inner_cut[2] || inner_cut[3])) {
+        CutCandidate cc;
+        cc.rect = cv::Rect (cv::Point ((int) std::floor (origin.x + r.x / s), (int) std::floor (origin.y + r.y / s)),
+            cv::Point ((int) std::ceil (origin.x + r.br ().x / s), (int) std::ceil (origin.y + r.br ().y / s)));
+        cc.left = inner_cut[0];
+        cc.top = inner_cut[1];
+        cc.right = inner_cut[2];
+        cc.bottom = inner_cut[3];
+        cut->push_back (cc);
+        if (stats_out)
+          stats_out->cut++;
+        continue;
+      }
+      // Cut by the frame's edge: the marks themselves (not their grouping)
+      // reach it.
+      bool frame_cut = false;
+      if ((at_left && frame_edge[0]) || (at_top && frame_edge[1]) || (at_right && frame_edge[2]) ||
+          (at_bottom && frame_edge[3])) {
+        const cv::Rect m = cv::boundingRect (seeds (r)) + r.tl ();
+        frame_cut = (frame_edge[0] && m.x <= 1) || (frame_edge[1] && m.y <= 1) ||
+                    (frame_edge[2] && m.br ().x >= frame.width - 1) ||
+                    (frame_edge[3] && m.br ().y >= frame.height - 1);
+      }
+      if (stats_out)
+        stats_out->candidates++;
+      // With its quiet zone.
+      int pad = std::max (6, (int) (0.15 * std::max (r.width, r.height)));
+      cv::Rect c = cv::Rect (r.x - pad, r.y - pad, r.width + 2 * pad, r.height + 2 * pad) & frame;
+      cv::Mat g = grey (c);
+      const double aspect = (double) std::max (r.width, r.height) / std::min (r.width, r.height);
+      if (want_qr && !frame_cut && aspect <= kMaxQrAspect) {
+        double lo, hi;
+        cv::minMaxLoc (grey (r), &lo, &hi);
+        bin = g < (lo + hi) / 2;
+        if (has_finder_patterns (bin)) {
+          if (stats_out)
+            stats_out->qr_runs++;
+          // One symbol per candidate, as a rule; several only when the
+          // first leaves most of the candidate unexplained (the multi-symbol
+          // search costs as much again, and a failed one much more).
+          pts.clear ();
+          bool found = qr.detect (g, pts) && pts.size () == 4;
+          if (found && cv::boundingRect (pts).area () < 0.5 * r.area ()) {
+            std::vector<cv::Point2f> more;
+            if (qr.detectMulti (g, more) && more.size () > 4)
+              pts = more;
+          }
+          if (found)
+            for (size_t k = 0; k + 4 <= pts.size (); k += 4) {
+              std::vector<cv::Point2f> q (pts.begin () + (long) k, pts.begin () + (long) k + 4);
+              for (auto &p : q)
+                p += cv::Point2f ((float) c.x, (float) c.y);
+              if (looks_printed (grey, q, 1.0))
+                out.push_back ({RegionClass::kQr, to_frame_quad (q, s, 0.1, 2, origin)});
+            }
+        }
+      }
+      double across = 0;
+      if (want_barcode && edge_coherence (grey (r), &across) >= kMinBarCoherence) {
+        if (stats_out)
+          stats_out->barcode_runs++;
+        double lo, hi;
+        cv::minMaxLoc (grey (r), &lo, &hi);
+        bin = grey (r) < (lo + hi) / 2;
+        // Bring the bars to kBarcodeModule pixels, then give the detector a
+        // plain canvas it does not rescale.
+        const double module = bar_module (bin, across);
+        const double q = std::min (1.0, kBarcodeModule / module);
+        cv::Mat small = g;
+        if (q < 1.0)
+          cv::resize (g, small, cv::Size (), q, q, cv::INTER_AREA);
+        const int canvas_side = (int) std::lround (std::max (kBarcodeModule, module * q) * kBarcodeCanvasPerModule);
+        const int bx = std::max (0, (canvas_side - small.cols + 1) / 2);
+        const int by = std::max (0, (canvas_side - small.rows + 1) / 2);
+        cv::copyMakeBorder (small, canvas, by, by, bx, bx, cv::BORDER_CONSTANT, cv::Scalar (hi));
+        pts.clear ();
+        if (barcode.detect (canvas, pts))
+          for (size_t k = 0; k + 4 <= pts.size (); k += 4) {
+            std::vector<cv::Point2f> q4 (pts.begin () + (long) k, pts.begin () + (long) k + 4);
+            for (auto &p : q4)
+              p = cv::Point2f ((float) ((p.x - bx) / q + c.x), (float) ((p.y - by) / q + c.y));
+            if (looks_printed (grey, q4, 1.0))
+              out.push_back ({RegionClass::kBarcode, to_frame_quad (q4, s, 0.3, 2, origin)});
+          }
+      }
+    }
+  }
+
   void barcodes (double s, std::vector<Detection> &out)
   {
     std::vector<cv::Point2f> pts;
@@ -264,6 +612,8 @@ Detector::detect (const cv::Mat &frame, const std::vector<RegionClass> &classes,
     return out;
   CV_Assert (frame.depth () == CV_8U && (frame.channels () == 3 || frame.channels () == 1));
   Impl &d = *impl_;
+  d.origin = {0, 0};
+  d.stats_out = nullptr;
   CV_Assert (frame_scale > 0 && frame_scale <= 1);
   const double own = work_scale (frame.size ());
   if (own < 1.0)
@@ -285,6 +635,62 @@ Detector::detect (const cv::Mat &frame, const std::vector<RegionClass> &classes,
     d.qr_codes (s, out);
   if (wants (classes, RegionClass::kBarcode))
     d.barcodes (s, out);
+  return out;
+}
+
+std::vector<Detection>
+Detector::screen (const cv::Mat &pixels, const std::vector<RegionClass> &classes, bool colour,
+    double pixels_scale, double work_scale, cv::Point origin, const cv::Rect &core,
+    ScreenStats *stats, cv::Size frame, std::vector<CutCandidate> *cut)
+{
+  if (inject_fault_)
+    throw cv::Exception (cv::Error::StsError, "injected detector fault (test hook)",
+        "Detector::screen", __FILE__, __LINE__);
+  std::vector<Detection> out;
+  if (classes.empty () || pixels.empty ())
+    return out;
+  CV_Assert (pixels.depth () == CV_8U && (pixels.channels () == 3 || pixels.channels () == 1));
+  CV_Assert (pixels_scale > 0 && pixels_scale <= 1 && work_scale > 0);
+  Impl &d = *impl_;
+  const double q = std::min (1.0, work_scale / pixels_scale);
+  if (q < 1.0)
+    cv::resize (pixels, d.work,
+        cv::Size (std::max (1, (int) std::lround (pixels.cols * q)),
+            std::max (1, (int) std::lround (pixels.rows * q))),
+        0, 0, cv::INTER_AREA);
+  else
+    d.work = pixels;
+  const double s = pixels_scale * q;
+  colour = colour && d.work.channels () == 3;
+  if (d.work.channels () == 3)
+    cv::cvtColor (d.work, d.grey, cv::COLOR_RGB2GRAY);
+  else
+    d.grey = d.work;
+  d.chroma.release ();
+  d.origin = cv::Point2d (origin);
+  d.stats_out = stats;
+  // The core in working pixels.
+  const cv::Rect core_w = cv::Rect (cv::Point ((int) std::floor ((core.x - origin.x) * s),
+                              (int) std::floor ((core.y - origin.y) * s)),
+                              cv::Point ((int) std::ceil ((core.br ().x - origin.x) * s),
+                                  (int) std::ceil ((core.br ().y - origin.y) * s))) &
+                          cv::Rect (0, 0, d.grey.cols, d.grey.rows);
+
+  bool want_text = wants (classes, RegionClass::kText);
+  bool want_label = wants (classes, RegionClass::kLabel);
+  if (want_text || want_label)
+    d.text (s, colour, want_text, want_label, out, true);
+  bool want_qr = wants (classes, RegionClass::kQr), want_barcode = wants (classes, RegionClass::kBarcode);
+  if (want_qr || want_barcode) {
+    // Which edges of the copy are the frame's.
+    const double right = origin.x + pixels.cols / pixels_scale, bottom = origin.y + pixels.rows / pixels_scale;
+    const bool whole = frame.empty ();
+    const bool frame_edge[4] = {whole || origin.x <= 0, whole || origin.y <= 0,
+        whole || right >= frame.width - 0.5, whole || bottom >= frame.height - 0.5};
+    d.codes (s, colour, core_w, want_qr, want_barcode, out, frame_edge, cut);
+  }
+  d.origin = {0, 0};
+  d.stats_out = nullptr;
   return out;
 }
 

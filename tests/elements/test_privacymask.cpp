@@ -434,6 +434,107 @@ TEST_F (PrivacyMask, QrCodesAndPrintedTextPastedAnywhereInTissueAreMaskedForGues
   EXPECT_GE (tissue_visible, 20) << "and the rest of the tissue is still shown";
 }
 
+// ---- print coming into view while the stage moves ---------------------------
+
+namespace {
+
+// Code 128-like bars of varying width on a white strip (a printed specimen
+// barcode); returns the bars' rectangle within the strip.
+cv::Mat
+barcode_strip (cv::Rect &bars)
+{
+  std::mt19937 rng (9);
+  bars = cv::Rect (20, 15, 0, 90);
+  cv::Mat strip (bars.height + 30, 260, CV_8UC3, cv::Scalar (250, 250, 250));
+  int x = 20;
+  while (x < strip.cols - 26) {
+    int bw = 2 + (int) (rng () % 3) * 2, gap = 2 + (int) (rng () % 3) * 2;
+    strip (cv::Rect (x, 15, bw, bars.height)).setTo (cv::Scalar (20, 20, 20));
+    x += bw + gap;
+  }
+  bars.width = x - 20;
+  return strip;
+}
+
+}  // namespace
+
+class PrivacyMaskModes : public PrivacyMask, public ::testing::WithParamInterface<const char *> {};
+
+// A wide strip of the generated slide with a QR code, a barcode and a line
+// of text pasted on the tissue (in slide coordinates: every frame shows them
+// where they lie); the stage pans across it, 37 px per frame.  From the
+// first frame that shows any of an object (a sliver of a glyph at the edge
+// included), none of it is shown, whichever way the detectors run.
+TEST_P (PrivacyMaskModes, PrintComingIntoViewIsMaskedInEveryFrameThatShowsIt)
+{
+  const int w = 640, h = 480, step = 37;
+  Scope wide ({2000, h});
+  hw::CaptureInfo at;
+  cv::Mat canvas = wide.at (10, 47000, 9000, at);
+  const double upp = at.um_per_px, x0 = at.stage_x_um - 1000 * upp, y0 = at.stage_y_um - h / 2.0 * upp;
+  const cv::Rect qr = paste_qr (canvas, qr_symbol (170, "PID:00424242;NAME:DOE^JANE"), {800, 40});
+  cv::Rect bars;
+  cv::Mat strip = barcode_strip (bars);
+  strip.copyTo (canvas (cv::Rect (1150, 300, strip.cols, strip.rows)));
+  bars += cv::Point (1150, 300);
+  cv::Mat text = cv::Mat::zeros (h, 2000, CV_8U);
+  paste_text (canvas, "DOE, JANE  MRN 00424242", {1450, 120}, 0.8).copyTo (text);
+  harness (std::string ("profile=guest detection-mode=") + GetParam (),
+      "video/x-raw,format=RGB,width=640,height=480,framerate=30/1");
+  int frames_showing = 0;
+  for (int x = 0; x + w <= canvas.cols; x += step) {
+    hw::CaptureInfo info = at;
+    info.stage_x_um = x0 + (x + w / 2.0) * upp;
+    info.stage_y_um = y0 + h / 2.0 * upp;
+    GstBuffer *in = make_buffer (canvas (cv::Rect (x, 0, w, h)).clone (), &info);
+    livemicro_buffer_get_stage_meta (in)->moving = TRUE;
+    cv::Mat out = push_pull (in);
+    const cv::Rect view (x, 0, w, h);
+    auto visible = [&] (const cv::Rect &r) { return (r & view) - cv::Point (x, 0); };
+    int qr_shown = visible (qr).area () - black_pixels (out, visible (qr));
+    int bars_shown = visible (bars).area () - black_pixels (out, visible (bars));
+    int text_shown = shown (out, text (view));
+    frames_showing += !visible (qr).empty () || !visible (bars).empty () || cv::countNonZero (text (view)) > 0;
+    EXPECT_EQ (qr_shown, 0) << "frame at x=" << x << ": QR code, " << visible (qr).width << " px of it in view";
+    EXPECT_EQ (bars_shown, 0) << "frame at x=" << x << ": barcode, " << visible (bars).width << " px in view";
+    EXPECT_EQ (text_shown, 0) << "frame at x=" << x << ": text";
+  }
+  EXPECT_GE (frames_showing, 30);
+}
+
+// A still view whose content changes while its StageMeta does not (a slide
+// swapped, a stage that does not report its moves): checked area is trusted
+// for detection-interval frames, so print that appears is masked within that
+// many frames, and from then on.
+TEST_P (PrivacyMaskModes, PrintAppearingInAStillViewIsMaskedWithinTheDetectionInterval)
+{
+  Scope scope;
+  hw::CaptureInfo info;
+  const cv::Mat tissue = scope.at (10, 59600, 11900, info);
+  cv::Mat printed = tissue.clone ();
+  const cv::Rect qr = paste_qr (printed, qr_symbol (120, "PID:00424242"), {150, 60});
+  for (guint interval : {1u, 5u}) {
+    harness (std::string ("profile=guest detection-mode=") + GetParam () +
+             " detection-interval=" + std::to_string (interval));
+    for (int k = 0; k < 3; k++)
+      push_pull (make_buffer (tissue, &info));
+    int first_masked = -1;
+    for (int k = 0; k < 12; k++) {
+      cv::Mat out = push_pull (make_buffer (printed, &info));
+      bool masked = black_pixels (out, qr) == qr.area ();
+      if (masked && first_masked < 0)
+        first_masked = k;
+      if (first_masked >= 0)
+        EXPECT_TRUE (masked) << "frame " << k << ": stays masked";
+    }
+    EXPECT_GE (first_masked, 0) << "interval " << interval;
+    EXPECT_LT (first_masked, (int) interval) << "interval " << interval;
+    teardown ();
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P (DetectionModes, PrivacyMaskModes, ::testing::Values ("incremental", "full-frame"));
+
 TEST_F (PrivacyMask, OneDimensionalBarcodeInTissueIsMaskedForGuests)
 {
   const int w = 640, h = 480;
@@ -760,6 +861,94 @@ TEST_F (PrivacyMask, LabelIsMaskedInEveryPlaneOfI420)
   EXPECT_GT (cv::mean (y (cv::Rect (kW / 2 + 8, 0, kW / 2 - 8, kH)))[0], 100) << "glass shown";
   gst_buffer_unmap (out, &map);
   gst_buffer_unref (out);
+}
+
+// The detectors see every format the element takes (each converted only
+// where they look): a QR code and a line of text in tissue are masked.
+TEST_P (PrivacyMaskModes, PastedPrintIsMaskedInEveryFormat)
+{
+  const int w = 640, h = 480;
+  Scope scope ({w, h});
+  hw::CaptureInfo info;
+  cv::Mat rgb = scope.at (20, 52000, 9000, info);
+  const cv::Rect qr = paste_qr (rgb, qr_symbol (150, "PID:00424242;NAME:DOE^JANE"), {60, 50});
+  const cv::Mat text = paste_text (rgb, "DOE, JANE  MRN 00424242", {260, 400}, 0.8);
+  for (const char *format : {"RGB", "BGR", "BGRx", "RGBA", "xRGB", "I420", "NV12", "GRAY8"}) {
+    const std::string f = format;
+    harness (std::string ("profile=guest detection-mode=") + GetParam (),
+        ("video/x-raw,format=" + f + ",width=640,height=480,framerate=30/1").c_str ());
+    cv::Mat data;
+    if (f == "RGB")
+      data = rgb;
+    else if (f == "BGR")
+      cv::cvtColor (rgb, data, cv::COLOR_RGB2BGR);
+    else if (f == "BGRx")
+      cv::cvtColor (rgb, data, cv::COLOR_RGB2BGRA);
+    else if (f == "RGBA")
+      cv::cvtColor (rgb, data, cv::COLOR_RGB2RGBA);
+    else if (f == "xRGB") {
+      cv::Mat rgba;
+      cv::cvtColor (rgb, rgba, cv::COLOR_RGB2RGBA);
+      data.create (rgb.size (), CV_8UC4);
+      const int from_to[] = {3, 0, 0, 1, 1, 2, 2, 3};
+      cv::mixChannels (&rgba, 1, &data, 1, from_to, 4);
+    } else if (f == "GRAY8")
+      cv::cvtColor (rgb, data, cv::COLOR_RGB2GRAY);
+    else {
+      cv::cvtColor (rgb, data, cv::COLOR_RGB2YUV_I420);
+      if (f == "NV12") {  // interleave U and V
+        cv::Mat nv12 = data.clone ();
+        const uchar *u = data.ptr (h), *v = u + w * h / 4;
+        uchar *uv = nv12.ptr (h);
+        for (int k = 0; k < w * h / 4; k++) {
+          uv[2 * k] = u[k];
+          uv[2 * k + 1] = v[k];
+        }
+        data = nv12;
+      }
+    }
+    const size_t size = data.total () * data.elemSize ();
+    GstBuffer *in = gst_buffer_new_allocate (nullptr, size, nullptr);
+    gst_buffer_fill (in, 0, data.data, size);
+    LivemicroStageMeta *m = livemicro_buffer_add_stage_meta (in);
+    m->stage_x_um = info.stage_x_um;
+    m->stage_y_um = info.stage_y_um;
+    m->um_per_px = info.um_per_px;
+    m->frame_width = w;
+    m->frame_height = h;
+    GstBuffer *out = gst_harness_push_and_pull (h_, in);
+    GstMapInfo map;
+    ASSERT_TRUE (gst_buffer_map (out, &map, GST_MAP_READ));
+    // The first plane: luma (fill 16) or packed pixels (fill 0, alpha aside).
+    const bool yuv = f == "I420" || f == "NV12";
+    const int channels = yuv || f == "GRAY8" ? 1 : (int) data.elemSize ();
+    cv::Mat plane (h, w, CV_8UC (channels), map.data);
+    // Pixels of `r` (where `where` is set, if given) hidden by the fill.
+    auto hidden = [&] (const cv::Rect &r, const cv::Mat &where = cv::Mat ()) {
+      cv::Mat ch[4];
+      cv::split (plane (r), ch);
+      int ok = 0;
+      for (int y = 0; y < r.height; y++)
+        for (int x = 0; x < r.width; x++) {
+          if (!where.empty () && !where.at<uchar> (r.y + y, r.x + x))
+            continue;
+          bool all = true;
+          for (int c = 0; c < channels; c++) {
+            const bool alpha = (f == "RGBA" && c == 3);
+            if (!alpha && ch[c].at<uchar> (y, x) != (yuv ? 16 : 0))
+              all = false;
+          }
+          ok += all;
+        }
+      return ok;
+    };
+    EXPECT_EQ (hidden (qr), qr.area ()) << format << ": QR code";
+    EXPECT_EQ (hidden (cv::Rect (0, 0, w, h), text), cv::countNonZero (text)) << format << ": text";
+    EXPECT_LT (hidden (cv::Rect (0, 0, w, h)), w * h / 2) << format << ": tissue still shown";
+    gst_buffer_unmap (out, &map);
+    gst_buffer_unref (out);
+    teardown ();
+  }
 }
 
 TEST_F (PrivacyMask, PixelateAndBlurHideTheLabelDifferentlyFromFill)

@@ -6,6 +6,7 @@
 #include "sim/synthetic_slide.h"
 #include <livemicro/hw/microscope.h>
 #include <livemicro/privacy/detect.h>
+#include <livemicro/privacy/incremental.h>
 #include <livemicro/privacy/mask.h>
 #include <livemicro/privacy/profiles.h>
 
@@ -15,6 +16,7 @@
 #include <opencv2/objdetect.hpp>
 
 #include <fstream>
+#include <functional>
 #include <random>
 
 using namespace livemicro::privacy;
@@ -397,6 +399,26 @@ TEST (Detect, TissueFramesAreNotMistakenForText)
     }
 }
 
+// The cheap path on tissue: no more false detections, and none of the
+// costly code searches (the QR search alone costs ~5 ms per call).
+TEST (Detect, ScreenRunsNoCodeSearchOnTissue)
+{
+  Scope s ({640, 480});
+  Detector d;
+  ScreenStats st;
+  for (int obj : {4, 10, 20, 40})
+    for (double x : {32000.0, 45000.0, 58000.0}) {
+      cv::Mat f = s.at (obj, x, 12500);
+      auto found = d.screen (f, all_region_classes (), true, 1.0, 1.0, {0, 0}, cv::Rect (0, 0, 640, 480), &st);
+      double area = 0;
+      for (const auto &det : found)
+        area += (det.bounds_px () & cv::Rect2d (0, 0, 640, 480)).area ();
+      EXPECT_LT (area, 0.02 * 640 * 480) << obj << "x at x=" << x;
+    }
+  EXPECT_EQ (st.qr_runs, 0);
+  EXPECT_EQ (st.barcode_runs, 0);
+}
+
 TEST (Detect, RealHistologyTilesAreNotMistakenForPrint)
 {
   LIVEMICRO_REQUIRE_TESTDATA (dir);
@@ -410,6 +432,14 @@ TEST (Detect, RealHistologyTilesAreNotMistakenForPrint)
     for (const auto &det : d.detect (rgb, all_region_classes ()))
       cv::rectangle (m, det.bounds_px (), cv::Scalar (255), cv::FILLED);
     EXPECT_LT (cv::countNonZero (m), 0.02 * m.total ()) << tile << ": masked as print";
+    // The cheap path, too, and without code searches.
+    ScreenStats st;
+    m.setTo (0);
+    for (const auto &det : d.screen (rgb, all_region_classes (), true, 1.0,
+             Detector::work_scale (rgb.size ()), {0, 0}, cv::Rect (cv::Point (0, 0), rgb.size ()), &st))
+      cv::rectangle (m, det.bounds_px (), cv::Scalar (255), cv::FILLED);
+    EXPECT_LT (cv::countNonZero (m), 0.02 * m.total ()) << tile << ": masked as print (screen)";
+    EXPECT_EQ (st.qr_runs + st.barcode_runs, 0) << tile;
   }
 }
 
@@ -441,10 +471,14 @@ TEST (Detect, PrintedLabelLinesAreFoundAsLabelAndText)
   EXPECT_EQ (cv::countNonZero (uncovered (cv::Rect (target))), 0);
 }
 
-TEST (Detect, PastedQrCodesBarcodesAndTextAreFoundOnTissue)
+namespace {
+
+// Pastes a QR code, a barcode and a line of text on tissue at 10x and 20x
+// and checks that `run` finds each as its class and covers each entirely.
+void
+expect_pasted_print_found (const std::function<std::vector<Detection> (const cv::Mat &)> &run)
 {
   Scope s ({960, 720});
-  Detector d;
   std::mt19937 rng (11);
   int qr_found = 0, bar_found = 0, text_found = 0, n = 9;
   for (int k = 0; k < n; k++) {
@@ -470,7 +504,7 @@ TEST (Detect, PastedQrCodesBarcodesAndTextAreFoundOnTissue)
     cv::cvtColor (diff, diff, cv::COLOR_RGB2GRAY);
     const cv::Mat printed = diff > 0;
     const cv::Rect2d text_at = cv::boundingRect (printed);
-    auto found = d.detect (f, all_region_classes ());
+    auto found = run (f);
     // Each detector finds its own kind (overlapping most of it), and what
     // all of them found together covers every pasted object entirely.
     cv::Mat all = cv::Mat::zeros (f.size (), CV_8U);
@@ -500,10 +534,237 @@ TEST (Detect, PastedQrCodesBarcodesAndTextAreFoundOnTissue)
   EXPECT_EQ (text_found, n);
 }
 
+}  // namespace
+
+TEST (Detect, PastedQrCodesBarcodesAndTextAreFoundOnTissue)
+{
+  Detector d;
+  expect_pasted_print_found ([&] (const cv::Mat &f) { return d.detect (f, all_region_classes ()); });
+}
+
+// The cheap path finds the same print on the whole frame, running the code
+// detectors only where a code is.
+TEST (Detect, ScreenFindsPastedQrCodesBarcodesAndTextToo)
+{
+  Detector d;
+  ScreenStats st;
+  int frames = 0;
+  expect_pasted_print_found ([&] (const cv::Mat &f) {
+    frames++;
+    return d.screen (f, all_region_classes (), true, 1.0, Detector::work_scale (f.size ()), {0, 0},
+        cv::Rect (0, 0, f.cols, f.rows), &st);
+  });
+  EXPECT_GE (st.qr_runs, frames);
+  EXPECT_LE (st.qr_runs, 2 * frames) << "QR searches only on candidates that show a finder pattern";
+  EXPECT_GE (st.barcode_runs, frames);
+  EXPECT_LE (st.barcode_runs, 2 * frames) << "barcode searches only where bars are";
+}
+
 TEST (Detect, InjectedFaultThrows)
 {
   Detector d;
   d.set_inject_fault (true);
   cv::Mat f (48, 64, CV_8UC3, cv::Scalar (200, 100, 200));
   EXPECT_THROW (d.detect (f, {RegionClass::kQr}), cv::Exception);
+}
+
+// ---- detection only where it can matter ---------------------------------------
+
+namespace {
+
+// A wide capture of the generated slide that frames are cut from, so that
+// consecutive frames show the same slide where they overlap.
+struct Canvas {
+  cv::Mat rgb;
+  double x0_um = 0, y0_um = 0, um_per_px = 1;  // slide µm at the top-left edge
+
+  Canvas (cv::Size size, int objective, double x_um, double y_um)
+  {
+    Scope s (size);
+    hw::CaptureInfo info;
+    rgb = s.at (objective, x_um, y_um, &info).clone ();
+    um_per_px = info.um_per_px;
+    x0_um = info.stage_x_um - size.width / 2.0 * um_per_px;
+    y0_um = info.stage_y_um - size.height / 2.0 * um_per_px;
+  }
+  // The frame whose top-left pixel is canvas pixel `at`, and its geometry.
+  cv::Mat frame (cv::Point at, cv::Size size, FrameGeometry &g) const
+  {
+    g = {x0_um + (at.x + size.width / 2.0) * um_per_px, y0_um + (at.y + size.height / 2.0) * um_per_px,
+        um_per_px, size.width, size.height};
+    return rgb (cv::Rect (at, size));
+  }
+};
+
+}  // namespace
+
+TEST (Incremental, PanningChecksOnlyWhatComesIntoViewAndAStillViewNothing)
+{
+  const Canvas c ({1600, 480}, 10, 45000, 12500);
+  const cv::Size fs (640, 480);
+  IncrementalDetector inc;
+  IncrementalStats st;
+  FrameGeometry g;
+  uint64_t frame = 0;
+  for (int k = 0; k < 20; k++, frame++) {
+    MatSource src (c.frame ({40 * k, 0}, fs, g));
+    inc.detect (src, g, 0, all_region_classes (), cv::Mat (), cv::Rect (), frame, 1000, &st);
+    if (k == 0) {
+      EXPECT_EQ (st.cells_to_check, st.cells_visible) << "a new view is checked whole";
+      EXPECT_EQ (st.analysed_px, fs.area ());
+    } else {
+      // A 40 px strip (10 cells) and the cells the frame shows only in part.
+      EXPECT_LE (st.cells_to_check, 0.15 * st.cells_visible) << "frame " << k;
+      EXPECT_GE (st.cells_to_check, 10 * (480 / 4)) << "frame " << k;
+      EXPECT_LE (st.analysed_px, 0.45 * fs.area ()) << "frame " << k;
+    }
+  }
+  // Still: the same view again, even its cells at the edges, is not analysed.
+  for (int k = 0; k < 3; k++, frame++) {
+    MatSource src (c.frame ({40 * 19, 0}, fs, g));
+    inc.detect (src, g, 0, all_region_classes (), cv::Mat (), cv::Rect (), frame, 1000, &st);
+    EXPECT_EQ (st.cells_to_check, 0);
+    EXPECT_EQ (st.rects, 0);
+  }
+  // Going back over checked area costs little either.
+  MatSource back (c.frame ({100, 0}, fs, g));
+  inc.detect (back, g, 0, all_region_classes (), cv::Mat (), cv::Rect (), frame, 1000, &st);
+  EXPECT_LE (st.cells_to_check, 0.1 * st.cells_visible);
+  // Checked area is trusted for recheck_frames frames only.
+  inc.detect (back, g, 0, all_region_classes (), cv::Mat (), cv::Rect (), frame + 1000, 1000, &st);
+  EXPECT_EQ (st.cells_to_check, st.cells_visible);
+}
+
+TEST (Incremental, AreaMaskedAnywayIsNotAnalysed)
+{
+  const Canvas c ({640, 480}, 10, 45000, 12500);
+  FrameGeometry g;
+  MatSource src (c.frame ({0, 0}, {640, 480}, g));
+  cv::Mat hidden = cv::Mat::zeros (480, 640, CV_8U);
+  hidden (cv::Rect (0, 0, 400, 480)).setTo (255);
+  IncrementalDetector inc;
+  IncrementalStats st;
+  inc.detect (src, g, 0, all_region_classes (), hidden, cv::Rect (0, 0, 400, 480), 0, 10, &st);
+  EXPECT_GE (st.cells_hidden, (400 / 4 - 1) * (480 / 4 - 1));
+  EXPECT_LE (st.analysed_px, (240 + 4 + 48) * 480) << "the rest and its context only";
+  // Revealed (another profile, say): checked then.
+  inc.detect (src, g, 0, all_region_classes (), cv::Mat (), cv::Rect (), 1, 10, &st);
+  EXPECT_GE (st.cells_to_check, (400 / 4 - 1) * (480 / 4 - 1));
+}
+
+TEST (Incremental, AnotherObjectiveFocusOrDetectorSetIsCheckedAfresh)
+{
+  const Canvas c ({640, 480}, 10, 45000, 12500);
+  FrameGeometry g;
+  MatSource src (c.frame ({0, 0}, {640, 480}, g));
+  IncrementalDetector inc;
+  IncrementalStats st;
+  uint64_t n = 0;
+  auto run = [&] (const FrameGeometry &geo, double z, const std::vector<RegionClass> &classes) {
+    inc.detect (src, geo, z, classes, cv::Mat (), cv::Rect (), n++, 100, &st);
+    return st.cells_to_check == st.cells_visible;
+  };
+  ASSERT_TRUE (run (g, 0, {RegionClass::kLabel}));
+  EXPECT_FALSE (run (g, 0, {RegionClass::kLabel}));
+  EXPECT_TRUE (run (g, 2.5, {RegionClass::kLabel})) << "print out of focus may have been missed";
+  EXPECT_TRUE (run (g, 0, all_region_classes ())) << "checked for labels only, not for codes";
+  FrameGeometry g20 = g;
+  g20.um_per_px /= 2;
+  EXPECT_TRUE (run (g20, 0, all_region_classes ())) << "another objective";
+  EXPECT_FALSE (run (g, 0, {RegionClass::kLabel})) << "the earlier layers are kept";
+}
+
+TEST (Incremental, AFailedCheckMarksNothing)
+{
+  const Canvas c ({640, 480}, 10, 45000, 12500);
+  FrameGeometry g;
+  MatSource src (c.frame ({0, 0}, {640, 480}, g));
+  IncrementalDetector inc;
+  IncrementalStats st;
+  inc.set_inject_fault (true);
+  EXPECT_THROW (inc.detect (src, g, 0, all_region_classes (), cv::Mat (), cv::Rect (), 0, 10, &st),
+      cv::Exception);
+  inc.set_inject_fault (false);
+  inc.detect (src, g, 0, all_region_classes (), cv::Mat (), cv::Rect (), 1, 10, &st);
+  EXPECT_EQ (st.cells_to_check, st.cells_visible);
+}
+
+TEST (Incremental, AnAbsurdPositionThrowsInsteadOfOverflowing)
+{
+  cv::Mat f (48, 64, CV_8UC3, cv::Scalar (230, 200, 220));
+  MatSource src (f);
+  IncrementalDetector inc;
+  FrameGeometry g {1e300, 0, 1e-6, 64, 48};
+  EXPECT_THROW (inc.detect (src, g, 0, all_region_classes (), cv::Mat (), cv::Rect (), 0, 10), std::range_error);
+}
+
+TEST (Incremental, TheRecordStaysBounded)
+{
+  cv::Mat f (48, 64, CV_8UC3, cv::Scalar (230, 200, 220));
+  MatSource src (f);
+  IncrementalDetector inc;
+  for (int k = 0; k < 700; k++) {
+    // A new tile of 64 × 64 cells (4 µm each) every frame.
+    FrameGeometry g {1000.0 + 300.0 * (k % 50), 1000.0 + 300.0 * (k / 50), 1.0, 64, 48};
+    inc.detect (src, g, 0, all_region_classes (), cv::Mat (), cv::Rect (), (uint64_t) k, 10);
+  }
+  EXPECT_LE (inc.tiles (), 512u);
+  EXPECT_GE (inc.tiles (), 500u);
+}
+
+// QR codes, barcodes and text pasted on the slide are found as they come
+// into view, in the frame that first shows each whole.
+TEST (Incremental, PrintPastedOnTheSlideIsFoundAsItComesIntoView)
+{
+  Canvas c ({1800, 480}, 10, 45000, 12500);
+  const cv::Mat qr = qr_image (150), bar = barcode_image (2, 80);
+  const cv::Rect qr_at (900, 60, qr.cols, qr.rows), bar_at (1250, 300, bar.cols, bar.rows);
+  qr.copyTo (c.rgb (qr_at));
+  bar.copyTo (c.rgb (bar_at));
+  cv::putText (c.rgb, "DOE, JANE MRN 00424242", {1100, 440}, cv::FONT_HERSHEY_SIMPLEX, 0.7,
+      cv::Scalar (20, 20, 24), 2, cv::LINE_AA);
+  const cv::Size fs (640, 480);
+  IncrementalDetector inc;
+  IncrementalStats st;
+  std::vector<std::pair<RegionClass, cv::Rect2d>> found_um;
+  int qr_first = -1, bar_first = -1, frames = 0;
+  for (int x = 0; x + fs.width <= c.rgb.cols; x += 45, frames++) {
+    FrameGeometry g;
+    MatSource src (c.frame ({x, 0}, fs, g));
+    for (const auto &d : inc.detect (src, g, 0, all_region_classes (), cv::Mat (), cv::Rect (),
+             (uint64_t) frames, 100, &st)) {
+      cv::Rect2d b = d.bounds_px ();
+      found_um.push_back ({d.region_class, cv::Rect2d (g.to_slide (b.tl ()), g.to_slide (b.br ()))});
+      if (d.region_class == RegionClass::kQr && qr_first < 0)
+        qr_first = x;
+      if (d.region_class == RegionClass::kBarcode && bar_first < 0)
+        bar_first = x;
+    }
+    EXPECT_LE (st.screen.qr_runs, 2) << "frame at " << x;
+  }
+  // Found by the first frame that shows the symbol whole (its right edge in
+  // view; a barcode's detector may find it a little before).
+  cv::Mat grey;
+  cv::cvtColor (qr, grey, cv::COLOR_RGB2GRAY);
+  const cv::Rect qr_symbol = cv::boundingRect (grey < 128) + qr_at.tl ();
+  const cv::Rect bars (bar_at.x + 20, bar_at.y + 10, bar.cols - 40, 80);
+  auto first_showing = [] (const cv::Rect &r) { return (r.br ().x - 640 + 44) / 45 * 45; };
+  EXPECT_GE (qr_first, 0);
+  EXPECT_LE (qr_first, first_showing (qr_symbol));
+  EXPECT_GE (bar_first, 0);
+  EXPECT_LE (bar_first, first_showing (bars));
+  // Everything pasted is covered (in slide µm).
+  auto covered = [&] (const cv::Rect &canvas_px) {
+    cv::Mat m = cv::Mat::zeros (c.rgb.size (), CV_8U);
+    for (const auto &[cls, r] : found_um)
+      cv::rectangle (m, cv::Rect (cv::Point ((int) std::floor ((r.x - c.x0_um) / c.um_per_px),
+                                       (int) std::floor ((r.y - c.y0_um) / c.um_per_px)),
+                        cv::Point ((int) std::ceil ((r.br ().x - c.x0_um) / c.um_per_px),
+                            (int) std::ceil ((r.br ().y - c.y0_um) / c.um_per_px))),
+          cv::Scalar (255), cv::FILLED);
+    return cv::countNonZero (m (canvas_px)) == canvas_px.area ();
+  };
+  EXPECT_TRUE (covered (qr_symbol));
+  EXPECT_TRUE (covered (bars));
+  EXPECT_TRUE (covered (cv::Rect (1100, 420, 300, 26)));
 }

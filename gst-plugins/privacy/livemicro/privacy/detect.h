@@ -6,6 +6,22 @@
 // is all a mask needs) and opencv-contrib's cv::barcode::BarcodeDetector
 // fail on very large modules, and the text detector looks for ink strokes of
 // a few pixels.  What they miss at one scale is looked for at a second one.
+//
+// Two ways to run them:
+// - detect(): every detector on the whole frame (the exhaustive path; ~35 ms
+//   per 1080p frame on one core, most of it OpenCV's QR search, which works
+//   on at least 512 px whatever it is given);
+// - screen(): the same text analysis at the same resolution on a rectangle of
+//   the frame, restricted to where there is ink, and the QR and barcode
+//   detectors only on print-like candidates (dark marks next to bright,
+//   neutral paper, two-toned, large enough to be a code) that also look like
+//   one: three QR finder patterns (dark:light:dark:light:dark 1:1:3:1:1
+//   across and down) or parallel bars (edges of one orientation).  What
+//   the text analysis finds (neutral ink: text, and codes printed in black)
+//   is found by both; screen() misses, in exchange for its cost, a code in
+//   coloured or grey ink that has no paper around it, or that shows fewer
+//   than three finder patterns or no parallel bars (OpenCV's QR search
+//   cannot find those either).
 #pragma once
 
 #include "livemicro/privacy/profiles.h"
@@ -16,6 +32,21 @@
 #include <vector>
 
 namespace livemicro::privacy {
+
+// What screen() looked at.
+struct ScreenStats {
+  int candidates = 0;     // print-like candidates for the code detectors
+  int qr_runs = 0;        // OpenCV QR searches run
+  int barcode_runs = 0;   // barcode searches run
+  int cut = 0;            // candidates reaching the edge, looked at again
+};
+
+// A code candidate that reaches the edge of the pixels screen () was given,
+// in frame pixels, and the sides where it does.
+struct CutCandidate {
+  cv::Rect rect;
+  bool left = false, top = false, right = false, bottom = false;
+};
 
 struct Detection {
   RegionClass region_class = RegionClass::kText;
@@ -37,6 +68,23 @@ public:
   // that factor; detections are returned in the full frame's pixels.
   std::vector<Detection> detect (const cv::Mat &frame, const std::vector<RegionClass> &classes,
       bool colour = true, double frame_scale = 1.0);
+
+  // The cheap path on a rectangle of a frame.  `pixels` shows frame pixels
+  // [origin, origin + pixels.size () / pixels_scale) scaled by pixels_scale
+  // (≤ 1); the detectors work at `work_scale` (≤ pixels_scale; use
+  // work_scale () of the whole frame so that a rectangle is analysed as the
+  // whole frame would be).  Code detectors run only for candidates that
+  // touch `core` (frame pixels): the rest of the rectangle is context.
+  // `frame` is the whole frame's size (empty: `pixels` shows all of it): a
+  // candidate cut by the frame's edge gets no QR search (OpenCV's needs the
+  // whole symbol; its ink is masked as text).  With `cut`, candidates that
+  // reach an edge of `pixels` inside the frame (a code that may go on
+  // beyond it) are listed there instead of searched: the caller looks at
+  // them again with more around them.
+  // Detections are returned in frame pixels.  Throws as detect () does.
+  std::vector<Detection> screen (const cv::Mat &pixels, const std::vector<RegionClass> &classes,
+      bool colour, double pixels_scale, double work_scale, cv::Point origin, const cv::Rect &core,
+      ScreenStats *stats = nullptr, cv::Size frame = {}, std::vector<CutCandidate> *cut = nullptr);
 
   // The scale the detectors work at for a frame of `size` (≤ 1): callers
   // that must convert the frame first can convert a copy of this size.
