@@ -9,6 +9,16 @@
  * mitotic-figure candidates, a grade cue that is not a diagnosis, and a
  * quality flag).  The video passes through untouched.
  *
+ * Nuclei are found by a learned nucleus model (#GstTumorFeatures:method
+ * model, the default when its ONNX file loads: a small U-Net run through
+ * OpenCV's DNN module at 0.5 µm per pixel whatever the objective, then a
+ * marker-controlled watershed) or by the classical method (colour
+ * deconvolution, threshold, distance-transform watershed).  The model file
+ * is #GstTumorFeatures:model-location, else $LIVEMICRO_NUCLEI_MODEL, else
+ * the installed <datadir>/livemicro/models/nuclei.onnx; it is read when the
+ * element starts.  With method=model a missing or corrupt file is an error
+ * naming it; with method=auto it is a warning and the classical method runs.
+ *
  * The analysis runs on a worker thread: the streaming thread hands it a copy
  * of a frame and waits at most one frame interval for the result.  Every
  * buffer gets a #LivemicroFeaturesMeta with the latest finished result
@@ -811,9 +821,10 @@ gst_tumor_features_class_init (GstTumorFeaturesClass *klass)
           1, 1000, DEFAULT_INTERVAL, rw));
   g_object_class_install_property (gobject_class, PROP_ANALYSIS_SCALE,
       g_param_spec_double ("analysis-scale", "Analysis scale",
-          "Resample the frame by this factor before segmenting (1 = full "
-          "resolution, 0.5 = half); 0 = automatic: about 0.5 µm per pixel, never "
-          "enlarged. Smaller is faster and coarser",
+          "Classical method: resample the frame by this factor before segmenting "
+          "(1 = full resolution, 0.5 = half); 0 = automatic: about 0.5 µm per pixel, "
+          "never enlarged. Smaller is faster and coarser. The model always runs at "
+          "its own 0.5 µm per pixel",
           0.0, 1.0, DEFAULT_ANALYSIS_SCALE, rw));
   g_object_class_install_property (gobject_class, PROP_UM_PER_PX,
       g_param_spec_double ("um-per-px", "µm per pixel",
