@@ -44,6 +44,7 @@ struct Run {
 struct Probe {
   std::mutex m;
   GstElement *pipeline = nullptr;
+  GstClockTime from = GST_CLOCK_TIME_NONE;  // frames before this PTS: warm-up, not counted
   std::vector<double> delays_ms, arrivals_s;
   guint64 first_analysed = 0, last_analysed = 0, last_skipped = 0;
   double first_analysed_s = -1, last_analysed_s = 0;
@@ -60,6 +61,9 @@ on_buffer (GstPad *, GstPadProbeInfo *info, gpointer data)
   GstClockTime now = gst_clock_get_time (clock) - gst_element_get_base_time (p->pipeline);
   gst_object_unref (clock);
   std::lock_guard<std::mutex> lock (p->m);
+  if (!GST_CLOCK_TIME_IS_VALID (p->from) || !GST_BUFFER_PTS_IS_VALID (buf) ||
+      GST_BUFFER_PTS (buf) < p->from)
+    return GST_PAD_PROBE_OK;
   p->delays_ms.push_back (((double) now - (double) GST_BUFFER_PTS (buf)) / 1e6);
   p->arrivals_s.push_back (now / 1e9);
   if (LivemicroFeaturesMeta *m = livemicro_buffer_get_features_meta (buf)) {
@@ -80,15 +84,17 @@ run_live (const std::string &method, const cv::Mat &rgb, double upp, double seco
   Run r;
   r.method = method;
   const std::string desc =
-      "appsrc name=src is-live=true format=time caps=video/x-raw,format=RGB,width=" +
+      "appsrc name=src is-live=true do-timestamp=true format=time caps=video/x-raw,format=RGB,width=" +
       std::to_string (rgb.cols) + ",height=" + std::to_string (rgb.rows) +
       ",framerate=30/1 ! tumorfeatures method=" + method + " um-per-px=" + std::to_string (upp) +
       " wait-for-result=false analysis-nice=10 ! fakesink name=sink sync=true";
   GError *err = nullptr;
   GstElement *pipeline = gst_parse_launch (desc.c_str (), &err);
-  if (!pipeline) {
-    std::fprintf (stderr, "cannot build the pipeline: %s\n", err->message);
+  if (err) {
+    std::fprintf (stderr, "cannot build '%s': %s\n", desc.c_str (), err->message);
     g_error_free (err);
+    if (pipeline)
+      gst_object_unref (pipeline);
     return r;
   }
   Probe probe;
@@ -99,19 +105,27 @@ run_live (const std::string &method, const cv::Mat &rgb, double upp, double seco
   gst_object_unref (pad);
   gst_object_unref (sink);
   GstElement *src = gst_bin_get_by_name (GST_BIN (pipeline), "src");
+  // The sink completes the state change on the first buffer (the pipeline
+  // then fixes its base time): push one, wait for PLAYING, then pace the
+  // frames on the pipeline clock; appsrc stamps each with the running time
+  // at which it was pushed (do-timestamp), as a camera source does.
+  const size_t bytes = rgb.total () * rgb.elemSize ();
   gst_element_set_state (pipeline, GST_STATE_PLAYING);
-  gst_element_get_state (pipeline, nullptr, nullptr, 5 * GST_SECOND);
+  gst_app_src_push_buffer (GST_APP_SRC (src), gst_buffer_new_memdup (rgb.data, bytes));
+  gst_element_get_state (pipeline, nullptr, nullptr, 30 * GST_SECOND);
   GstClock *clock = gst_element_get_clock (pipeline);
   const GstClockTime base = gst_element_get_base_time (pipeline);
+  const GstClockTime t0 = gst_clock_get_time (clock) - base + GST_SECOND / 2;
+  {
+    std::lock_guard<std::mutex> lock (probe.m);
+    probe.from = t0;
+  }
   const int frames = (int) (seconds * 30);
-  const size_t bytes = rgb.total () * rgb.elemSize ();
   for (int k = 0; k < frames; k++) {
-    GstClockTime pts = gst_util_uint64_scale (k, GST_SECOND, 30);
-    GstClockID id = gst_clock_new_single_shot_id (clock, base + pts);
+    GstClockID id = gst_clock_new_single_shot_id (clock, base + t0 + gst_util_uint64_scale (k, GST_SECOND, 30));
     gst_clock_id_wait (id, nullptr);  // a camera delivers at 30 fps
     gst_clock_id_unref (id);
     GstBuffer *buf = gst_buffer_new_memdup (rgb.data, bytes);
-    GST_BUFFER_PTS (buf) = pts;
     GST_BUFFER_DURATION (buf) = GST_SECOND / 30;
     if (gst_app_src_push_buffer (GST_APP_SRC (src), buf) != GST_FLOW_OK)
       break;
