@@ -91,6 +91,10 @@ struct SpeedRow {
   std::string scene;
   double ours_fps = 0, full_fps = 0, skimage_fps = 0, model_fps = 0;
   std::vector<double> ours_runs, full_runs, skimage_runs, model_runs;
+  // Frames per second of this thread's CPU time: what one idle core would
+  // do, whatever else runs on the machine (OpenCV is single-threaded here).
+  std::vector<double> ours_cpu_runs, model_cpu_runs;
+  double ours_cpu_fps = 0, model_cpu_fps = 0;
   double ms_per_frame = 0;
 };
 
@@ -473,8 +477,10 @@ main (int argc, char **argv)
       load[2], sysconf (_SC_NPROCESSORS_ONLN));
   std::printf ("analysed frames per second (each: median of %d runs of %d frames); ratios = method "
                "fps / scikit-image fps on the same frames\n", repeats, frames_per_run);
-  std::printf ("%-38s %10s %12s %12s %14s %9s %9s\n", "frames", "model", "classical",
-      "class. full", "scikit-image", "model/sk", "class/sk");
+  std::printf ("(the last two columns: frames per second of CPU time of the analysing thread, "
+               "i.e. what one otherwise idle core does)\n");
+  std::printf ("%-38s %10s %12s %12s %14s %9s %9s %9s %9s\n", "frames", "model", "classical",
+      "class. full", "scikit-image", "model/sk", "class/sk", "model@cpu", "class@cpu");
   for (const Scene &sc : scenes) {
     if (!only.empty () && only != "speed")
       break;
@@ -495,19 +501,27 @@ main (int argc, char **argv)
     ours.analyze (sc.rgb, sc.upp);  // warm-up (allocations)
     full.analyze (sc.rgb, sc.upp);
     learned.analyze (sc.rgb, sc.upp);
-    auto fps_of = [&] (analysis::Analyzer &a) {
+    auto cpu_s = [] {
+      timespec ts;
+      clock_gettime (CLOCK_THREAD_CPUTIME_ID, &ts);
+      return ts.tv_sec + ts.tv_nsec / 1e9;
+    };
+    auto fps_of = [&] (analysis::Analyzer &a, std::vector<double> *cpu_runs = nullptr) {
       auto t0 = Clock::now ();
+      double c0 = cpu_s ();
       for (int k = 0; k < frames_per_run; k++)
         a.analyze (sc.rgb, sc.upp);
+      if (cpu_runs)
+        cpu_runs->push_back (frames_per_run / (cpu_s () - c0));
       return frames_per_run / std::chrono::duration<double> (Clock::now () - t0).count ();
     };
     std::string frames_arg;
     for (int k = 0; k < frames_per_run; k++)
       frames_arg += " " + png;
     for (int rep = 0; rep < repeats; rep++) {  // interleaved: same noise for all
-      row.ours_runs.push_back (fps_of (ours));
+      row.ours_runs.push_back (fps_of (ours, &row.ours_cpu_runs));
       row.full_runs.push_back (fps_of (full));
-      row.model_runs.push_back (fps_of (learned));
+      row.model_runs.push_back (fps_of (learned, &row.model_cpu_runs));
       int status = 0;
       std::string out = run_capture (python + " time 1 " + std::to_string (sc.upp) + frames_arg,
           status);
@@ -523,11 +537,14 @@ main (int argc, char **argv)
     row.full_fps = median (row.full_runs);
     row.skimage_fps = median (row.skimage_runs);
     row.model_fps = median (row.model_runs);
+    row.ours_cpu_fps = median (row.ours_cpu_runs);
+    row.model_cpu_fps = median (row.model_cpu_runs);
     row.ms_per_frame = 1000.0 / row.ours_fps;
-    std::printf ("%-38s %10.1f %12.1f %12.1f %14.2f %8.1fx %8.1fx\n", sc.name.c_str (), row.model_fps,
-        row.ours_fps, row.full_fps, row.skimage_fps,
+    std::printf ("%-38s %10.1f %12.1f %12.1f %14.2f %8.1fx %8.1fx %9.1f %9.1f\n", sc.name.c_str (),
+        row.model_fps, row.ours_fps, row.full_fps, row.skimage_fps,
         row.skimage_fps > 0 ? row.model_fps / row.skimage_fps : 0,
-        row.skimage_fps > 0 ? row.ours_fps / row.skimage_fps : 0);
+        row.skimage_fps > 0 ? row.ours_fps / row.skimage_fps : 0, row.model_cpu_fps,
+        row.ours_cpu_fps);
     std::fflush (stdout);
     speed.push_back (row);
   }
@@ -651,6 +668,8 @@ main (int argc, char **argv)
       json_builder_add_double_value (b, v);
     };
     num ("model_median_fps", r.model_fps);
+    num ("model_median_fps_cpu_time", r.model_cpu_fps);
+    num ("median_fps_cpu_time", r.ours_cpu_fps);
     num ("median_fps", r.ours_fps);
     num ("median_fps_full_resolution", r.full_fps);
     num ("skimage_median_fps", r.skimage_fps);
