@@ -27,6 +27,8 @@ packages=(
   # --- image analysis and slides
   libopencv-dev               # core, imgproc, imgcodecs, objdetect (QR)
   libopencv-contrib-dev       # barcode detector (cv::barcode) in OpenCV 4.6
+  libopencv-dnn-dev           # build time: OpenCV's DNN module runs tumorfeatures' nucleus model
+                              #   (ONNX); libopencv-dev pulls it in too, named here on purpose
   libopenslide-dev            # whole-slide images (SVS, generic tiled TIFF) for sim:///slide
   libtiff-dev                 # TIFF resolution tags (µm/px) for sim:///image.tif
   # --- orchestrator
@@ -47,6 +49,12 @@ packages=(
   python3-skimage             # only for the scikit-image comparison benchmark
   python3-jsonschema          # tumorfeatures JSON Lines validated against docs/tumorfeatures.schema.json in tests
   python3-numpy               # benchmarks
+  # --- training the nucleus model (scripts/train-nuclei) only: never needed to build, run or
+  #     test LiveMicro, which ships the trained weights
+  python3-torch               # trains the U-Net (CPU, PyTorch 1.13)
+  python3-onnx                # exports it as ONNX (opset 11) for OpenCV's DNN module
+  python3-opencv              # rasterises the MoNuSeg outlines and resamples tiles exactly as the
+                              #   C++ side does; checks the export with cv2.dnn
   chromium                    # real browser for WebRTC viewer tests (headless)
   xvfb                        # a display for Chromium/Firefox tests if ever needed
   git                         # fresh-clone CI runs

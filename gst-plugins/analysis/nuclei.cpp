@@ -3,6 +3,7 @@
 // distance-transform markers, watershed, merge by dynamics), per-nucleus
 // measurements and the per-frame summary.  See nuclei.h and the README.
 #include "livemicro/analysis/nuclei.h"
+#include "livemicro/analysis/nuclei_model.h"
 
 #include <opencv2/imgproc.hpp>
 
@@ -113,6 +114,17 @@ quality_name (Quality q)
   return "unknown";
 }
 
+const char *
+method_name (Method m)
+{
+  switch (m) {
+    case Method::kAuto: return "auto";
+    case Method::kModel: return "model";
+    case Method::kClassical: return "classical";
+  }
+  return "unknown";
+}
+
 double
 Nucleus::feature (Feature f) const
 {
@@ -157,7 +169,7 @@ grade_cue_for (int pleomorphism, double mitoses_per_mm2)
 }
 
 struct Analyzer::Scratch {
-  cv::Mat work, h, hs, bg, hc, mask, dist, dil, markers, labels, gapped;
+  cv::Mat work, h, hs, bg, hc, mask, dist, dil, markers, labels, gapped, fg, core, relief;
   std::vector<std::vector<int>> buckets;
   std::vector<int> stack;
 };
@@ -170,7 +182,42 @@ Analyzer::set_params (const Params &p)
 {
   if (p.stain != params_.stain)
     macenko_.reset ();
+  if (p.model_path != params_.model_path) {
+    model_.reset ();
+    model_tried_ = false;
+  }
+  if (p.method != params_.method)
+    model_tried_ = false;
   params_ = p;
+}
+
+void
+Analyzer::set_model (std::shared_ptr<NucleusModel> model)
+{
+  model_ = std::move (model);
+  model_tried_ = false;
+  model_error_.clear ();
+}
+
+NucleusModel *
+Analyzer::model_for_frame ()
+{
+  if (params_.method == Method::kClassical)
+    return nullptr;
+  if (model_)
+    return model_.get ();
+  if (params_.method == Method::kModel)  // throws ModelError
+    return (model_ = NucleusModel::load (params_.model_path)).get ();
+  if (!model_tried_) {  // kAuto: try once
+    model_tried_ = true;
+    try {
+      model_ = NucleusModel::load (params_.model_path);
+      model_error_.clear ();
+    } catch (const ModelError &e) {
+      model_error_ = e.what ();
+    }
+  }
+  return model_.get ();
 }
 
 void
@@ -270,6 +317,53 @@ label_peaks (const cv::Mat &dist, const cv::Mat &dil, const cv::Mat &mask, float
   return n;
 }
 
+// The model's segmentation at working resolution (= kModelUmPerPx):
+// foreground where P(nucleus) > fg_threshold; one marker per 8-connected
+// core where also the normalised edge distance > marker_threshold; a
+// watershed on the inverted distance from the markers inside the
+// foreground; foreground blobs that hold no core become one region each.
+// Returns the number of regions, labelled 1..n in `labels`.
+int
+segment_with_model (NucleusModel &model, const cv::Mat &work, std::array<int, 3> rgb,
+    const Params &P, cv::Mat &fg, cv::Mat &dist, cv::Mat &mask, cv::Mat &core, cv::Mat &relief,
+    cv::Mat &labels, std::vector<std::vector<int>> &buckets)
+{
+  model.predict (work, rgb, fg, dist);
+  const int w = work.cols, h = work.rows;
+  mask.create (h, w, CV_8U);
+  core.create (h, w, CV_8U);
+  const float tf = (float) P.fg_threshold, tm = (float) P.marker_threshold;
+  for (int j = 0; j < h; j++) {
+    const float *f = fg.ptr<float> (j), *d = dist.ptr<float> (j);
+    uchar *m = mask.ptr<uchar> (j), *c = core.ptr<uchar> (j);
+    for (int i = 0; i < w; i++) {
+      m[i] = f[i] > tf ? 255 : 0;
+      c[i] = m[i] && d[i] > tm ? 255 : 0;
+    }
+  }
+  // The outermost ring is never nucleus (the flood relies on it).
+  cv::rectangle (mask, cv::Rect (0, 0, w, h), cv::Scalar (0), 1);
+  core &= mask;
+  int n = cv::connectedComponents (core, labels, 8, CV_32S) - 1;
+  // Relief: low at nucleus centres, high at their edges.
+  dist.convertTo (relief, CV_8U, -255.0, 255.0);
+  flood (relief, mask, labels, buckets);
+  // Foreground the flood did not reach: blobs without a core.
+  cv::Mat rest = mask & (labels == 0), extra;
+  if (cv::countNonZero (rest) > 0) {
+    int m = cv::connectedComponents (rest, extra, 8, CV_32S) - 1;
+    for (int j = 0; j < h; j++) {
+      const int *e = extra.ptr<int> (j);
+      int *l = labels.ptr<int> (j);
+      for (int i = 0; i < w; i++)
+        if (e[i])
+          l[i] = n + e[i];
+    }
+    n += m;
+  }
+  return n;
+}
+
 }  // namespace
 
 Result
@@ -307,14 +401,22 @@ Analyzer::analyze (const cv::Mat &image, double um_per_px, std::array<int, 3> rg
   sum.frame_width = image.cols;
   sum.frame_height = image.rows;
 
-  // --- working resolution
-  double scale = P.analysis_scale > 0 ? std::min (1.0, P.analysis_scale)
-                                      : std::min (1.0, um_per_px / P.working_um_per_px);
+  NucleusModel *model = model_for_frame ();
+  res.method = model ? Method::kModel : Method::kClassical;
+  // The model refuses frames coarser than it was trained for (see
+  // kModelMaxUmPerPx); they are flagged low_resolution below.
+  const bool model_refuses = model && um_per_px > kModelMaxUmPerPx;
+
+  // --- working resolution: the model's own (enlarging a 10x frame), else
+  // about working_um_per_px, never enlarged
+  double scale = model && !model_refuses ? um_per_px / kModelUmPerPx
+                 : P.analysis_scale > 0  ? std::min (1.0, P.analysis_scale)
+                                         : std::min (1.0, um_per_px / P.working_um_per_px);
   int ww = std::max (1, (int) std::lround (image.cols * scale));
   int wh = std::max (1, (int) std::lround (image.rows * scale));
   const cv::Mat *work = &image;
   if (ww != image.cols || wh != image.rows) {
-    cv::resize (image, S.work, cv::Size (ww, wh), 0, 0, cv::INTER_AREA);
+    cv::resize (image, S.work, cv::Size (ww, wh), 0, 0, scale < 1 ? cv::INTER_AREA : cv::INTER_LINEAR);
     work = &S.work;
   }
   const double sx = (double) image.cols / ww, sy = (double) image.rows / wh;
@@ -438,7 +540,7 @@ Analyzer::analyze (const cv::Mat &image, double um_per_px, std::array<int, 3> rg
     sum.quality = Quality::kBlank;
   } else if (sum.tissue_fraction < kMinTissueFraction) {
     sum.quality = Quality::kNoTissue;
-  } else if (wupp > P.max_um_per_px) {
+  } else if (model_refuses || (!model && wupp > P.max_um_per_px)) {
     sum.quality = Quality::kLowResolution;
   } else if (sum.dab_fraction > kWrongStainDab) {
     sum.quality = Quality::kWrongStain;
@@ -495,7 +597,9 @@ Analyzer::analyze (const cv::Mat &image, double um_per_px, std::array<int, 3> rg
     cv::GaussianBlur (S.h, S.hs, cv::Size (), smooth_px, smooth_px, cv::BORDER_REFLECT);  // ±4σ
   else
     S.h.copyTo (S.hs);
-  if (P.background_radius_um <= 0) {
+  if (model) {
+    // The model needs no background: hc is not used.
+  } else if (P.background_radius_um <= 0) {
     S.bg = cv::Mat::zeros (wh, ww, CV_32F);
   } else {
     int f = std::max (1, (int) std::lround (2.0 / wupp));
@@ -508,7 +612,8 @@ Analyzer::analyze (const cv::Mat &image, double um_per_px, std::array<int, 3> rg
     cv::blur (small, small, {3, 3});
     cv::resize (small, S.bg, cv::Size (ww, wh), 0, 0, cv::INTER_LINEAR);
   }
-  cv::subtract (S.hs, S.bg, S.hc);
+  if (!model)
+    cv::subtract (S.hs, S.bg, S.hc);
 
   stage ("focus");
   // --- focus: gradient energy of H at the fine scale (σ = smooth_sigma,
@@ -555,9 +660,15 @@ Analyzer::analyze (const cv::Mat &image, double um_per_px, std::array<int, 3> rg
     return res;
   }
 
+  double thr = P.min_threshold_od;
+  int n = 0;  // regions in S.labels, 1..n
+  if (model) {
+    stage ("model");
+    n = segment_with_model (*model, *work, rgb, P, S.fg, S.dist, S.mask, S.core, S.relief,
+        S.labels, S.buckets);
+  } else {
   stage ("threshold");
   // --- threshold: Otsu on background-corrected H over tissue, with a floor
-  double thr = P.min_threshold_od;
   {
     constexpr int kBins = 256;
     std::vector<double> hist_h (kBins, 0.0);
@@ -714,12 +825,17 @@ Analyzer::analyze (const cv::Mat &image, double um_per_px, std::array<int, 3> rg
     }
   }
   std::vector<int> remap (n_labels + 1, 0);
-  int n = 0;
   for (int a = 1; a <= n_labels; a++)
     if (uf.find (a) == a)
       remap[a] = ++n;
   for (int a = 1; a <= n_labels; a++)
     remap[a] = remap[uf.find (a)];
+  for (int j = 0; j < wh; j++) {
+    int *lr = S.labels.ptr<int> (j);
+    for (int i = 0; i < ww; i++)
+      lr[i] = remap[lr[i]];
+  }
+  }  // classical
 
   stage ("per-region moments");
   // --- per-region moments
@@ -727,11 +843,12 @@ Analyzer::analyze (const cv::Mat &image, double um_per_px, std::array<int, 3> rg
     double n = 0, sx = 0, sy = 0, sxx = 0, syy = 0, sxy = 0, sh = 0, sc = 0;
   };
   std::vector<Acc> acc (n + 1);
+  const cv::Mat &contrast = model ? S.h : S.hc;  // hc: classical only
   for (int j = 0; j < wh; j++) {
-    int *lr = S.labels.ptr<int> (j);
-    const float *hr = S.h.ptr<float> (j), *cr = S.hc.ptr<float> (j);
+    const int *lr = S.labels.ptr<int> (j);
+    const float *hr = S.h.ptr<float> (j), *cr = contrast.ptr<float> (j);
     for (int i = 0; i < ww; i++) {
-      int a = lr[i] = remap[lr[i]];
+      int a = lr[i];
       if (!a)
         continue;
       Acc &q = acc[a];
@@ -754,8 +871,9 @@ Analyzer::analyze (const cv::Mat &image, double um_per_px, std::array<int, 3> rg
     double area = q.n * px_area;
     if (area < P.min_area_um2 || area > P.max_area_um2)
       continue;
-    // A nucleus is dark on average, not only at one point.
-    if (q.sc / q.n < P.mean_contrast_fraction * thr)
+    // A nucleus is dark on average, not only at one point (classical; the
+    // model has learnt what a nucleus looks like).
+    if (!model && q.sc / q.n < P.mean_contrast_fraction * thr)
       continue;
     Nucleus nu;
     double cx = q.sx / q.n, cy = q.sy / q.n;
@@ -771,7 +889,7 @@ Analyzer::analyze (const cv::Mat &image, double um_per_px, std::array<int, 3> rg
     nu.elongation = std::sqrt (l1 / l2);
     // Thinner than a nucleus can be (minor axis of the equivalent ellipse):
     // a membrane, fibre or fold edge.
-    if (4 * std::sqrt (l2) * wupp < P.min_width_um)
+    if (!model && 4 * std::sqrt (l2) * wupp < P.min_width_um)
       continue;
     nuclei.push_back (std::move (nu));
     keep[a] = (int) nuclei.size ();

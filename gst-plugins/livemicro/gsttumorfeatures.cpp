@@ -2,11 +2,22 @@
  * SECTION:element-tumorfeatures
  * @title: tumorfeatures
  *
- * Live H&E analysis next to the microscope: colour deconvolution, nuclei
- * segmentation and diagnosis-oriented features (nuclear density, size,
+ * Live H&E analysis next to the microscope: nuclei segmentation (a learned
+ * nucleus model, or colour deconvolution with a threshold and a watershed)
+ * and diagnosis-oriented features (nuclear density, size,
  * shape and chromatin statistics, a Nottingham-like pleomorphism score,
  * mitotic-figure candidates, a grade cue that is not a diagnosis, and a
  * quality flag).  The video passes through untouched.
+ *
+ * Nuclei are found by a learned nucleus model (#GstTumorFeatures:method
+ * model, the default when its ONNX file loads: a small U-Net run through
+ * OpenCV's DNN module at 0.5 µm per pixel whatever the objective, then a
+ * marker-controlled watershed) or by the classical method (colour
+ * deconvolution, threshold, distance-transform watershed).  The model file
+ * is #GstTumorFeatures:model-location, else $LIVEMICRO_NUCLEI_MODEL, else
+ * the installed <datadir>/livemicro/models/nuclei.onnx; it is read when the
+ * element starts.  With method=model a missing or corrupt file is an error
+ * naming it; with method=auto it is a warning and the classical method runs.
  *
  * The analysis runs on a worker thread: the streaming thread hands it a copy
  * of a frame and waits at most one frame interval for the result.  Every
@@ -32,6 +43,7 @@
 #include "rgbformats.h"
 
 #include <livemicro/analysis/nuclei.h>
+#include <livemicro/analysis/nuclei_model.h>
 #include <livemicro/analysis/report.h>
 #include <livemicro/featuresmeta.h>
 #include <livemicro/stagemeta.h>
@@ -70,6 +82,14 @@ namespace an = livemicro::analysis;
 #define DEFAULT_MIN_AREA 8.0
 #define DEFAULT_MAX_AREA 400.0
 #define DEFAULT_ANALYSIS_NICE 0
+#define DEFAULT_METHOD GST_TUMOR_FEATURES_METHOD_AUTO
+#define DEFAULT_MODEL_LOCATION nullptr
+
+typedef enum {
+  GST_TUMOR_FEATURES_METHOD_AUTO,
+  GST_TUMOR_FEATURES_METHOD_MODEL,
+  GST_TUMOR_FEATURES_METHOD_CLASSICAL,
+} GstTumorFeaturesMethod;
 
 typedef enum {
   GST_TUMOR_FEATURES_STAIN_RUIFROK_JOHNSTON,
@@ -89,7 +109,28 @@ enum {
   PROP_MIN_AREA,
   PROP_MAX_AREA,
   PROP_ANALYSIS_NICE,
+  PROP_METHOD,
+  PROP_MODEL_LOCATION,
 };
+
+GType
+gst_tumor_features_method_get_type (void)
+{
+  static GType type = 0;
+  static const GEnumValue values[] = {
+      {GST_TUMOR_FEATURES_METHOD_AUTO,
+          "The nucleus model when it loads, else classical (with a warning)", "auto"},
+      {GST_TUMOR_FEATURES_METHOD_MODEL,
+          "Learned nucleus model (U-Net) and marker-controlled watershed; an error "
+          "when the model cannot be loaded", "model"},
+      {GST_TUMOR_FEATURES_METHOD_CLASSICAL,
+          "Colour deconvolution, threshold and distance-transform watershed", "classical"},
+      {0, nullptr, nullptr}};
+  if (g_once_init_enter (&type))
+    g_once_init_leave (&type, g_enum_register_static ("GstTumorFeaturesMethod", values));
+  return type;
+}
+#define GST_TYPE_TUMOR_FEATURES_METHOD (gst_tumor_features_method_get_type ())
 
 GType
 gst_tumor_features_stain_get_type (void)
@@ -149,6 +190,10 @@ struct Private {
   bool warned_skip = false;
   FILE *json = nullptr;
   an::Analyzer analyzer;  // worker thread only
+  /* The nucleus model loaded at start, or null (then model_error says why). */
+  std::shared_ptr<an::NucleusModel> model;
+  std::string model_error;
+  bool model_missing = false;
   // format
   int channels = 3;
   std::array<int, 3> rgb {0, 1, 2};
@@ -170,6 +215,8 @@ struct _GstTumorFeatures {
   GstTumorFeaturesStain stain;
   gdouble min_area, max_area;
   gint analysis_nice;
+  GstTumorFeaturesMethod method;
+  gchar *model_location;
 
   Private *priv;
 };
@@ -230,6 +277,13 @@ gst_tumor_features_set_property (GObject *object, guint prop_id, const GValue *v
     case PROP_ANALYSIS_NICE:
       self->analysis_nice = g_value_get_int (value);
       break;
+    case PROP_METHOD:
+      self->method = (GstTumorFeaturesMethod) g_value_get_enum (value);
+      break;
+    case PROP_MODEL_LOCATION:
+      g_free (self->model_location);
+      self->model_location = g_value_dup_string (value);
+      break;
     default:
       G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
       break;
@@ -277,6 +331,12 @@ gst_tumor_features_get_property (GObject *object, guint prop_id, GValue *value,
       break;
     case PROP_ANALYSIS_NICE:
       g_value_set_int (value, self->analysis_nice);
+      break;
+    case PROP_METHOD:
+      g_value_set_enum (value, self->method);
+      break;
+    case PROP_MODEL_LOCATION:
+      g_value_set_string (value, self->model_location);
       break;
     default:
       G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
@@ -467,7 +527,42 @@ gst_tumor_features_start (GstBaseTransform *trans)
   g_free (location);
   GST_OBJECT_LOCK (self);
   const int nice = self->analysis_nice;
+  const GstTumorFeaturesMethod method = self->method;
+  const std::string model_location = self->model_location ? self->model_location : "";
   GST_OBJECT_UNLOCK (self);
+
+  /* The nucleus model is loaded here, once, whatever the method: `method`
+   * may switch to it while PLAYING.  method=model cannot start without it;
+   * auto warns and analyses classically. */
+  std::shared_ptr<an::NucleusModel> model;
+  std::string model_error;
+  try {
+    model = an::NucleusModel::load (model_location);
+    GST_INFO_OBJECT (self, "nucleus model %s loaded", model->path ().c_str ());
+  } catch (const std::exception &e) {
+    model_error = e.what ();
+  }
+  const std::string model_path =
+      model_location.empty () ? an::default_model_path () : model_location;
+  const bool missing = !model && !g_file_test (model_path.c_str (), G_FILE_TEST_EXISTS);
+  if (!model && method == GST_TUMOR_FEATURES_METHOD_MODEL) {
+    if (json)
+      std::fclose (json);
+    if (missing)
+      GST_ELEMENT_ERROR (self, RESOURCE, NOT_FOUND, ("%s", model_error.c_str ()),
+          ("method=model"));
+    else
+      GST_ELEMENT_ERROR (self, RESOURCE, READ, ("%s", model_error.c_str ()), ("method=model"));
+    return FALSE;
+  }
+  if (!model && method == GST_TUMOR_FEATURES_METHOD_AUTO && missing)
+    GST_ELEMENT_WARNING (self, RESOURCE, NOT_FOUND,
+        ("%s; analysing with method=classical", model_error.c_str ()), (nullptr));
+  else if (!model && method == GST_TUMOR_FEATURES_METHOD_AUTO)
+    GST_ELEMENT_WARNING (self, RESOURCE, READ,
+        ("%s; analysing with method=classical", model_error.c_str ()), (nullptr));
+  else if (!model)
+    GST_INFO_OBJECT (self, "no nucleus model: %s", model_error.c_str ());
 
   std::lock_guard<std::mutex> lock (p->mutex);
   p->json = json;
@@ -478,6 +573,10 @@ gst_tumor_features_start (GstBaseTransform *trans)
   p->seq = p->frames_analysed = p->frames_skipped = p->frame_index = 0;
   p->warned_skip = false;
   p->analyzer.reset ();
+  p->model = model;
+  p->model_error = model_error;
+  p->model_missing = missing;
+  p->analyzer.set_model (model);
   p->worker = std::thread (worker_loop, self, nice);
   return TRUE;
 }
@@ -565,7 +664,20 @@ gst_tumor_features_transform_ip (GstBaseTransform *trans, GstBuffer *buf)
   const bool emit_nuclei = self->emit_nuclei;
   const bool meta_nuclei = self->meta_nuclei;
   const bool wait_for_result = self->wait_for_result;
+  const GstTumorFeaturesMethod method = self->method;
   GST_OBJECT_UNLOCK (self);
+  if (method == GST_TUMOR_FEATURES_METHOD_MODEL && !p->model) {
+    /* Switched to the model while PLAYING, and it did not load at start. */
+    if (p->model_missing)
+      GST_ELEMENT_ERROR (self, RESOURCE, NOT_FOUND, ("%s", p->model_error.c_str ()),
+          ("method=model"));
+    else
+      GST_ELEMENT_ERROR (self, RESOURCE, READ, ("%s", p->model_error.c_str ()), ("method=model"));
+    return GST_FLOW_ERROR;
+  }
+  params.method = method != GST_TUMOR_FEATURES_METHOD_CLASSICAL && p->model
+                      ? an::Method::kModel
+                      : an::Method::kClassical;
   params.want_contours = emit_nuclei || meta_nuclei;
 
   /* µm per pixel: StageMeta first (scaled to this frame's width), else the
@@ -681,6 +793,7 @@ gst_tumor_features_finalize (GObject *object)
 {
   GstTumorFeatures *self = GST_TUMOR_FEATURES (object);
   g_free (self->json_location);
+  g_free (self->model_location);
   delete self->priv;
   G_OBJECT_CLASS (parent_class)->finalize (object);
 }
@@ -708,9 +821,10 @@ gst_tumor_features_class_init (GstTumorFeaturesClass *klass)
           1, 1000, DEFAULT_INTERVAL, rw));
   g_object_class_install_property (gobject_class, PROP_ANALYSIS_SCALE,
       g_param_spec_double ("analysis-scale", "Analysis scale",
-          "Resample the frame by this factor before segmenting (1 = full "
-          "resolution, 0.5 = half); 0 = automatic: about 0.5 µm per pixel, never "
-          "enlarged. Smaller is faster and coarser",
+          "Classical method: resample the frame by this factor before segmenting "
+          "(1 = full resolution, 0.5 = half); 0 = automatic: about 0.5 µm per pixel, "
+          "never enlarged. Smaller is faster and coarser. The model always runs at "
+          "its own 0.5 µm per pixel",
           0.0, 1.0, DEFAULT_ANALYSIS_SCALE, rw));
   g_object_class_install_property (gobject_class, PROP_UM_PER_PX,
       g_param_spec_double ("um-per-px", "µm per pixel",
@@ -758,6 +872,19 @@ gst_tumor_features_class_init (GstTumorFeaturesClass *klass)
           "the video threads get the CPU first and, when it is short, the analysis skips "
           "frames instead of delaying the video. OpenCV's own thread pool is not affected",
           0, 19, DEFAULT_ANALYSIS_NICE, rw));
+  g_object_class_install_property (gobject_class, PROP_METHOD,
+      g_param_spec_enum ("method", "Segmentation method",
+          "How nuclei are found: the learned nucleus model (runs at 0.5 µm per pixel "
+          "whatever the objective, refuses frames coarser than 1.05 µm per pixel as "
+          "low_resolution), the classical threshold and watershed, or auto: the model "
+          "when its file loads, else classical with a warning",
+          GST_TYPE_TUMOR_FEATURES_METHOD, DEFAULT_METHOD, rw));
+  g_object_class_install_property (gobject_class, PROP_MODEL_LOCATION,
+      g_param_spec_string ("model-location", "Nucleus model file",
+          "ONNX file of the nucleus model (made by scripts/train-nuclei), read when "
+          "the element starts; NULL = $LIVEMICRO_NUCLEI_MODEL, else the installed "
+          "<datadir>/livemicro/models/nuclei.onnx",
+          DEFAULT_MODEL_LOCATION, rw_ready));
 
   gst_element_class_add_static_pad_template (element_class, &sink_template);
   gst_element_class_add_static_pad_template (element_class, &src_template);
@@ -776,6 +903,7 @@ gst_tumor_features_class_init (GstTumorFeaturesClass *klass)
   filter_class->set_info = gst_tumor_features_set_info;
 
   gst_type_mark_as_plugin_api (GST_TYPE_TUMOR_FEATURES_STAIN, (GstPluginAPIFlags) 0);
+  gst_type_mark_as_plugin_api (GST_TYPE_TUMOR_FEATURES_METHOD, (GstPluginAPIFlags) 0);
 }
 
 static void
@@ -793,5 +921,7 @@ gst_tumor_features_init (GstTumorFeatures *self)
   self->stain = DEFAULT_STAIN;
   self->min_area = DEFAULT_MIN_AREA;
   self->max_area = DEFAULT_MAX_AREA;
+  self->method = DEFAULT_METHOD;
+  self->model_location = DEFAULT_MODEL_LOCATION;
   gst_base_transform_set_in_place (GST_BASE_TRANSFORM (self), TRUE);
 }

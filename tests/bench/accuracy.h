@@ -9,6 +9,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <unordered_map>
 #include <vector>
 
 namespace livemicro::bench {
@@ -100,6 +102,93 @@ predicted_mask (const analysis::Result &r, cv::Size frame)
   cv::Mat fg = r.label_working > 0, up;
   cv::resize (fg, up, frame, 0, 0, cv::INTER_NEAREST);
   return up;
+}
+
+// The predicted instances at frame resolution: the working-resolution labels
+// nearest-neighbour upsampled (CV_32S, nucleus index + 1).
+inline cv::Mat
+predicted_labels (const analysis::Result &r, cv::Size frame)
+{
+  if (r.label_working.empty ())
+    return cv::Mat::zeros (frame, CV_32S);
+  cv::Mat up;
+  cv::resize (r.label_working, up, frame, 0, 0, cv::INTER_NEAREST);
+  return up;
+}
+
+// Instance-level scores of two label images of the same size (CV_32S or
+// CV_16U, 0 = background):
+//  - object F1 at IoU > iou: pairs overlapping by more than half their union
+//    are unique, so no assignment is needed; F1 = 2·TP / (truth + predicted);
+//  - AJI, aggregated Jaccard index (Kumar et al., IEEE TMI 2017): each truth
+//    nucleus with the prediction of highest IoU (a prediction may serve
+//    several), intersections over unions summed, predictions never chosen
+//    added to the union.
+struct SegmentationScores {
+  int truth = 0, predicted = 0, matched = 0;
+  double object_f1 = 0, aji = 0;
+};
+
+inline SegmentationScores
+segmentation_scores (const cv::Mat &truth_in, const cv::Mat &pred_in, double iou = 0.5)
+{
+  cv::Mat truth, pred;
+  truth_in.convertTo (truth, CV_32S);
+  pred_in.convertTo (pred, CV_32S);
+  double gmax, pmax;
+  cv::minMaxLoc (truth, nullptr, &gmax);
+  cv::minMaxLoc (pred, nullptr, &pmax);
+  std::vector<int64_t> ga ((size_t) gmax + 1, 0), pa ((size_t) pmax + 1, 0);
+  std::unordered_map<uint64_t, int64_t> inter;
+  for (int j = 0; j < truth.rows; j++) {
+    const int *g = truth.ptr<int> (j), *p = pred.ptr<int> (j);
+    for (int i = 0; i < truth.cols; i++) {
+      ga[g[i]]++;
+      pa[p[i]]++;
+      if (g[i] && p[i])
+        inter[((uint64_t) g[i] << 32) | (uint32_t) p[i]]++;
+    }
+  }
+  std::vector<std::vector<std::pair<int, int64_t>>> by_truth (ga.size ());
+  for (auto &[key, n] : inter)
+    by_truth[key >> 32].emplace_back ((int) (key & 0xffffffffu), n);
+  SegmentationScores s;
+  for (size_t g = 1; g < ga.size (); g++)
+    s.truth += ga[g] > 0;
+  for (size_t p = 1; p < pa.size (); p++)
+    s.predicted += pa[p] > 0;
+  std::vector<char> used (pa.size (), 0);
+  double c = 0, u = 0;
+  for (size_t g = 1; g < ga.size (); g++) {
+    if (!ga[g])
+      continue;
+    double best = 0;
+    int best_p = 0;
+    int64_t best_i = 0;
+    for (auto &[p, n] : by_truth[g]) {
+      double j = (double) n / (double) (ga[g] + pa[p] - n);
+      if (j > iou)
+        s.matched++;
+      if (j > best) {
+        best = j;
+        best_p = p;
+        best_i = n;
+      }
+    }
+    if (best_p) {
+      c += (double) best_i;
+      u += (double) (ga[g] + pa[best_p] - best_i);
+      used[best_p] = 1;
+    } else {
+      u += (double) ga[g];
+    }
+  }
+  for (size_t p = 1; p < pa.size (); p++)
+    if (pa[p] && !used[p])
+      u += (double) pa[p];
+  s.aji = u > 0 ? c / u : 1;
+  s.object_f1 = s.truth + s.predicted > 0 ? 2.0 * s.matched / (s.truth + s.predicted) : 1;
+  return s;
 }
 
 }  // namespace livemicro::bench

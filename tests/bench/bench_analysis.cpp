@@ -1,9 +1,16 @@
-// Benchmark: tumorfeatures' nuclei analysis against the scikit-image
-// pipeline (rgb2hed -> Otsu -> distance watershed -> regionprops), in the
-// same run.  Run on purpose:
-//   meson test -C build --benchmark --suite bench -v
+// Benchmark: tumorfeatures' nuclei analysis, the learned nucleus model and
+// the classical method, against the scikit-image pipeline (rgb2hed -> Otsu
+// -> distance watershed -> regionprops), in the same run.  Run on purpose:
+//   meson test -C build --benchmark --suite bench -v analysis
 //   build/tests/bench/bench-analysis [--repeats N] [--json FILE] [--testdata DIR]
+//       [--folds DIR] [--model FILE] [--only looo|kidney|speed]
 //
+// 0. Leave one organ out on the eleven annotated MoNuSeg tiles of five
+//    organs: each tile is segmented by the model trained without its organ
+//    (tests/bench/nuclei-folds/nuclei-without-<organ>.onnx, made by
+//    scripts/train-nuclei --folds), by the classical method and by
+//    scikit-image; detection F1 (centroids within 2 µm), object F1 at IoU
+//    0.5, AJI and count error at the tile's own resolution.
 // 1. Accuracy on the MoNuSeg tile (359 annotated nuclei, 0.252 µm/px):
 //    detection F1 (centroids within 2 µm, one-to-one, closest pairs first),
 //    count error, pixel Dice; both methods scored by the same code.
@@ -14,6 +21,7 @@
 //    PNG frames.  Only the analysis is timed (frames decoded beforehand).
 #include "bench_util.h"
 #include "accuracy.h"
+#include "monuseg.h"
 #include "sim/synthetic_slide.h"
 
 #include <livemicro/analysis/nuclei.h>
@@ -26,10 +34,12 @@
 #include <opencv2/imgproc.hpp>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <sched.h>
+#include <unistd.h>
 #include <string>
 #include <vector>
 
@@ -79,10 +89,44 @@ struct SensitivityRow {
 
 struct SpeedRow {
   std::string scene;
-  double ours_fps = 0, full_fps = 0, skimage_fps = 0;
-  std::vector<double> ours_runs, full_runs, skimage_runs;
+  double ours_fps = 0, full_fps = 0, skimage_fps = 0, model_fps = 0;
+  std::vector<double> ours_runs, full_runs, skimage_runs, model_runs;
+  // Frames per second of this thread's CPU time: what one idle core would
+  // do, whatever else runs on the machine (OpenCV is single-threaded here).
+  std::vector<double> ours_cpu_runs, model_cpu_runs;
+  double ours_cpu_fps = 0, model_cpu_fps = 0;
   double ms_per_frame = 0;
 };
+
+// One method on one held-out tile.
+struct FoldScore {
+  double det_f1 = 0, obj_f1 = 0, aji = 0, count_error = 0;  // count error signed
+  int truth = 0, predicted = 0;
+  bool ok = false;
+};
+
+struct FoldRow {
+  std::string stem, organ;
+  FoldScore model, classical, skimage;
+};
+
+FoldScore
+fold_score (const bench::AnnotatedTile &t, const std::vector<cv::Point2d> &pred,
+    const cv::Mat &pred_labels)
+{
+  FoldScore f;
+  auto truth = bench::label_centroids (t.labels);
+  bench::Scores d = bench::score (truth, pred, 2.0 / t.um_per_px, cv::Mat (), cv::Mat ());
+  bench::SegmentationScores s = bench::segmentation_scores (t.labels, pred_labels);
+  f.det_f1 = d.f1;
+  f.obj_f1 = s.object_f1;
+  f.aji = s.aji;
+  f.truth = d.truth;
+  f.predicted = d.predicted;
+  f.count_error = d.truth ? (double) (d.predicted - d.truth) / d.truth : 0;
+  f.ok = true;
+  return f;
+}
 
 }  // namespace
 
@@ -93,7 +137,18 @@ main (int argc, char **argv)
   std::string json_path = "bench-analysis.json";
   std::string testdata = g_getenv ("LIVEMICRO_TESTDATA") ? g_getenv ("LIVEMICRO_TESTDATA") : "";
   std::string script = SKIMAGE_SCRIPT;
+  std::string folds = NUCLEI_FOLDS_DIR;
+  std::string only;  // one section: looo, kidney or speed
+  std::string model_path = g_getenv ("LIVEMICRO_NUCLEI_MODEL") ? g_getenv ("LIVEMICRO_NUCLEI_MODEL") : "";
+  repeats = 3;
   for (int i = 1; i + 1 < argc; i += 2) {
+    if (!std::strcmp (argv[i], "--folds"))
+      folds = argv[i + 1];
+    else if (!std::strcmp (argv[i], "--only"))
+      only = argv[i + 1];
+    else if (!std::strcmp (argv[i], "--model"))
+      model_path = argv[i + 1];
+    else
     if (!std::strcmp (argv[i], "--repeats"))
       repeats = std::max (1, std::atoi (argv[i + 1]));
     else if (!std::strcmp (argv[i], "--json"))
@@ -110,6 +165,177 @@ main (int argc, char **argv)
   g_autofree char *tmp = g_dir_make_tmp ("bench-analysis-XXXXXX", nullptr);
   const std::string dir = tmp;
 
+  // ------------------------------------------------ leave one organ out
+  std::vector<FoldRow> looo;
+  for (const auto &tile : bench::monuseg_tiles ()) {
+    if (!only.empty () && only != "looo")
+      break;
+    bench::AnnotatedTile t;
+    std::string why;
+    if (!bench::read_annotated_tile (testdata, tile.stem, t, why)) {
+      std::printf ("leave-one-organ-out: %s (set LIVEMICRO_TESTDATA): skipped\n", why.c_str ());
+      looo.clear ();
+      break;
+    }
+    FoldRow row;
+    row.stem = tile.stem;
+    row.organ = tile.organ;
+    auto run_ours = [&] (analysis::Params p) {
+      p.want_labels = true;
+      analysis::Analyzer a (p);
+      analysis::Result r = a.analyze (t.bgr, t.um_per_px, {2, 1, 0});
+      std::vector<cv::Point2d> pred;
+      for (const auto &n : r.nuclei)
+        pred.emplace_back (n.x_px, n.y_px);
+      return fold_score (t, pred, bench::predicted_labels (r, t.bgr.size ()));
+    };
+    analysis::Params classical;
+    classical.method = analysis::Method::kClassical;
+    row.classical = run_ours (classical);
+    analysis::Params model;
+    model.method = analysis::Method::kModel;
+    model.model_path = folds + "/nuclei-without-" + tile.organ + ".onnx";
+    try {
+      row.model = run_ours (model);
+    } catch (const std::exception &e) {
+      std::printf ("leave-one-organ-out: %s\n  (make the fold models with scripts/train-nuclei --folds)\n",
+          e.what ());
+    }
+    {
+      const std::string png = dir + "/tile.png", labels = dir + "/skimage-labels.png";
+      cv::imwrite (png, t.bgr);
+      int status = 0;
+      std::string out = run_capture (python + " labels " + std::to_string (t.um_per_px) + " " + png +
+                                         " " + labels, status);
+      g_autoptr (JsonParser) parser = json_parser_new ();
+      JsonObject *o = status == 0 ? parse_object (parser, out) : nullptr;
+      if (o) {
+        std::vector<cv::Point2d> pred;
+        JsonArray *c = json_object_get_array_member (o, "centroids");
+        for (guint k = 0; k < json_array_get_length (c); k++) {
+          JsonArray *xy = json_array_get_array_element (c, k);
+          pred.emplace_back (json_array_get_double_element (xy, 0),
+              json_array_get_double_element (xy, 1));
+        }
+        row.skimage = fold_score (t, pred, cv::imread (labels, cv::IMREAD_UNCHANGED));
+      } else {
+        std::printf ("scikit-image baseline failed on %s (status %d): %s\n", tile.stem, status,
+            out.c_str ());
+      }
+    }
+    looo.push_back (row);
+  }
+  struct Means {
+    double det_f1 = 0, obj_f1 = 0, aji = 0, abs_count = 0, count = 0, worst_abs_count = 0;
+    int n = 0;
+  };
+  // Per organ (its tiles' mean), and over organs (each organ once).
+  auto mean_of = [] (const std::vector<const FoldScore *> &v) {
+    Means m;
+    for (const FoldScore *f : v) {
+      if (!f->ok)
+        continue;
+      m.det_f1 += f->det_f1;
+      m.obj_f1 += f->obj_f1;
+      m.aji += f->aji;
+      m.abs_count += std::abs (f->count_error);
+      m.count += f->count_error;
+      m.worst_abs_count = std::max (m.worst_abs_count, std::abs (f->count_error));
+      m.n++;
+    }
+    if (m.n)
+      for (double *x : {&m.det_f1, &m.obj_f1, &m.aji, &m.abs_count, &m.count})
+        *x /= m.n;
+    return m;
+  };
+  const char *methods[] = {"model", "classical", "scikit-image"};
+  auto pick = [] (const FoldRow &r, int k) -> const FoldScore & {
+    return k == 0 ? r.model : k == 1 ? r.classical : r.skimage;
+  };
+  std::vector<std::string> organs;
+  for (const auto &r : looo)
+    if (std::find (organs.begin (), organs.end (), r.organ) == organs.end ())
+      organs.push_back (r.organ);
+  std::vector<std::array<Means, 3>> organ_means;
+  std::array<Means, 3> over_organs {}, over_tiles {};
+  for (const auto &o : organs) {
+    std::array<Means, 3> m;
+    for (int k = 0; k < 3; k++) {
+      std::vector<const FoldScore *> v;
+      for (const auto &r : looo)
+        if (r.organ == o)
+          v.push_back (&pick (r, k));
+      m[k] = mean_of (v);
+    }
+    organ_means.push_back (m);
+  }
+  for (int k = 0; k < 3; k++) {
+    std::vector<const FoldScore *> tiles;
+    for (const auto &r : looo)
+      tiles.push_back (&pick (r, k));
+    over_tiles[k] = mean_of (tiles);
+    Means &m = over_organs[k];
+    for (const auto &om : organ_means)
+      if (om[k].n) {
+        m.det_f1 += om[k].det_f1;
+        m.obj_f1 += om[k].obj_f1;
+        m.aji += om[k].aji;
+        m.abs_count += om[k].abs_count;
+        m.count += om[k].count;
+        m.n++;
+      }
+    if (m.n)
+      for (double *x : {&m.det_f1, &m.obj_f1, &m.aji, &m.abs_count, &m.count})
+        *x /= m.n;
+    m.worst_abs_count = over_tiles[k].worst_abs_count;
+  }
+  if (!looo.empty ()) {
+    std::printf ("\nleave one organ out: each tile segmented by the model trained without its "
+                 "organ (%s)\n", folds.c_str ());
+    std::printf ("%-24s %-9s %6s | %-30s | %-30s | %-30s\n", "tile", "organ", "truth",
+        "model: detF1 objF1 AJI count", "classical: detF1 objF1 AJI cnt", "scikit-image: detF1 objF1 AJI cnt");
+    for (const auto &r : looo) {
+      std::printf ("%-24s %-9s %6d", r.stem.c_str (), r.organ.c_str (), r.classical.truth);
+      for (int k = 0; k < 3; k++) {
+        const FoldScore &f = pick (r, k);
+        if (f.ok)
+          std::printf (" | %5.3f %5.3f %5.3f %+6.1f%%     ", f.det_f1, f.obj_f1, f.aji, 100 * f.count_error);
+        else
+          std::printf (" | %-30s", "(not run)");
+      }
+      std::printf ("\n");
+    }
+    std::printf ("\nper organ (mean of its tiles)     detection F1        object F1@0.5       AJI"
+                 "                 count error (mean signed)\n");
+    std::printf ("%-24s %-8s  %6s %6s %6s   %6s %6s %6s   %6s %6s %6s   %7s %7s %7s\n", "organ",
+        "tiles", "model", "class", "skim", "model", "class", "skim", "model", "class", "skim",
+        "model", "class", "skim");
+    auto line = [&] (const char *name, int tiles, const std::array<Means, 3> &m) {
+      std::printf ("%-24s %-8d  %6.3f %6.3f %6.3f   %6.3f %6.3f %6.3f   %6.3f %6.3f %6.3f   "
+                   "%+6.1f%% %+6.1f%% %+6.1f%%\n",
+          name, tiles, m[0].det_f1, m[1].det_f1, m[2].det_f1, m[0].obj_f1, m[1].obj_f1,
+          m[2].obj_f1, m[0].aji, m[1].aji, m[2].aji, 100 * m[0].count, 100 * m[1].count,
+          100 * m[2].count);
+    };
+    for (size_t k = 0; k < organs.size (); k++)
+      line (organs[k].c_str (), organ_means[k][1].n, organ_means[k]);
+    line ("mean over organs", (int) organs.size (), over_organs);
+    line ("mean over tiles", (int) looo.size (), over_tiles);
+    std::printf ("mean |count error| over organs: model %.1f %%, classical %.1f %%, scikit-image "
+                 "%.1f %%; worst tile: model %.1f %%, classical %.1f %%, scikit-image %.1f %%\n",
+        100 * over_organs[0].abs_count, 100 * over_organs[1].abs_count, 100 * over_organs[2].abs_count,
+        100 * over_tiles[0].worst_abs_count, 100 * over_tiles[1].worst_abs_count,
+        100 * over_tiles[2].worst_abs_count);
+    const Means &m = over_organs[0];
+    std::printf ("targets for the model on held-out organs: detection F1 >= 0.85: %s (%.3f); "
+                 "AJI >= 0.62: %s (%.3f); mean |count error| <= 10 %%: %s (%.1f %%); no tile "
+                 "beyond 20 %%: %s (worst %.1f %%)\n",
+        m.det_f1 >= 0.85 ? "met" : "MISSED", m.det_f1, m.aji >= 0.62 ? "met" : "MISSED", m.aji,
+        m.abs_count <= 0.10 ? "met" : "MISSED", 100 * m.abs_count,
+        m.worst_abs_count <= 0.20 ? "met" : "MISSED", 100 * m.worst_abs_count);
+    std::fflush (stdout);
+  }
+
   // ---------------------------------------------------------------- accuracy
   std::vector<AccuracyRow> accuracy;
   std::vector<SensitivityRow> sensitivity;
@@ -117,7 +343,9 @@ main (int argc, char **argv)
   const double mon_upp = 0.252;
   cv::Mat mon_bgr = cv::imread (mon + ".png", cv::IMREAD_COLOR);
   cv::Mat mon_labels = cv::imread (mon + "_labels_derived.png", cv::IMREAD_UNCHANGED);
-  if (mon_bgr.empty () || mon_labels.empty ()) {
+  if (!only.empty () && only != "kidney") {
+    // skipped
+  } else if (mon_bgr.empty () || mon_labels.empty ()) {
     std::printf ("accuracy: MoNuSeg tile not found under '%s' (set LIVEMICRO_TESTDATA): skipped\n",
         testdata.c_str ());
   } else {
@@ -133,10 +361,12 @@ main (int argc, char **argv)
       accuracy.push_back ({name, bench::score (truth, pred, 2.0 / mon_upp, truth_mask,
                                      bench::predicted_mask (r, mon_bgr.size ()))});
     };
-    ours ("tumorfeatures (defaults)", analysis::Params ());
-    analysis::Params macenko;
+    analysis::Params classical;
+    classical.method = analysis::Method::kClassical;
+    ours ("tumorfeatures classical", classical);
+    analysis::Params macenko = classical;
     macenko.stain = analysis::StainMethod::kMacenko;
-    ours ("tumorfeatures stain=macenko", macenko);
+    ours ("tumorfeatures classical macenko", macenko);
     {
       const std::string mask_path = dir + "/skimage-mask.png";
       int status = 0;
@@ -183,6 +413,7 @@ main (int argc, char **argv)
       row.value = analysis::Params ().*k.field;
       for (double f : {0.75, 1.25}) {
         analysis::Params p;
+        p.method = analysis::Method::kClassical;
         p.*k.field = row.value * f;
         p.want_labels = true;
         analysis::Analyzer a (p);
@@ -204,7 +435,7 @@ main (int argc, char **argv)
       std::printf ("%-34s %6d %6d %6d %6.3f %6.3f %6.3f %9.1f%% %6.3f\n", a.method.c_str (),
           a.s.truth, a.s.predicted, a.s.matched, a.s.precision, a.s.recall, a.s.f1,
           100 * a.s.count_error, a.s.dice);
-    std::printf ("\nsensitivity: F1 (count error) with one default moved by -25 %% / +25 %%\n");
+    std::printf ("\nsensitivity of the classical method: F1 (count error) with one default moved by -25 %% / +25 %%\n");
     for (const auto &r : sensitivity)
       std::printf ("%-24s %6.2f   %.3f (%4.1f%%)   %.3f (%4.1f%%)\n", r.param.c_str (), r.value,
           r.f1_low, 100 * r.count_low, r.f1_high, 100 * r.count_high);
@@ -239,34 +470,58 @@ main (int argc, char **argv)
   const int frames_per_run = 3;
   std::printf ("\nspeed at 1920x1080, %s, %d repeats x %d frames, medians\n",
       pinned ? "one core (CPU 0)" : "NOT pinned", repeats, frames_per_run);
-  std::printf ("%-38s %12s %12s %14s %9s\n", "frames", "ours fps", "ours full-res",
-      "scikit-image", "ratio");
+  double load[3] = {0, 0, 0};
+  if (getloadavg (load, 3) < 0)
+    load[0] = load[1] = load[2] = -1;
+  std::printf ("load average before: %.2f %.2f %.2f (1, 5, 15 min; %ld CPUs)\n", load[0], load[1],
+      load[2], sysconf (_SC_NPROCESSORS_ONLN));
+  std::printf ("analysed frames per second (each: median of %d runs of %d frames); ratios = method "
+               "fps / scikit-image fps on the same frames\n", repeats, frames_per_run);
+  std::printf ("(the last two columns: frames per second of CPU time of the analysing thread, "
+               "i.e. what one otherwise idle core does)\n");
+  std::printf ("%-38s %10s %12s %12s %14s %9s %9s %9s %9s\n", "frames", "model", "classical",
+      "class. full", "scikit-image", "model/sk", "class/sk", "model@cpu", "class@cpu");
   for (const Scene &sc : scenes) {
+    if (!only.empty () && only != "speed")
+      break;
     SpeedRow row;
     row.scene = sc.name;
     std::string png = dir + "/frame-" + std::to_string (speed.size ()) + ".png";
     cv::Mat bgr;
     cv::cvtColor (sc.rgb, bgr, cv::COLOR_RGB2BGR);
     cv::imwrite (png, bgr);
-    analysis::Analyzer ours, full ([] {
-      analysis::Params p;
-      p.analysis_scale = 1.0;
-      return p;
-    } ());
+    analysis::Params classical;
+    classical.method = analysis::Method::kClassical;
+    analysis::Params classical_full = classical;
+    classical_full.analysis_scale = 1.0;
+    analysis::Params model = classical;
+    model.method = analysis::Method::kModel;
+    model.model_path = model_path;
+    analysis::Analyzer ours (classical), full (classical_full), learned (model);
     ours.analyze (sc.rgb, sc.upp);  // warm-up (allocations)
     full.analyze (sc.rgb, sc.upp);
-    auto fps_of = [&] (analysis::Analyzer &a) {
+    learned.analyze (sc.rgb, sc.upp);
+    auto cpu_s = [] {
+      timespec ts;
+      clock_gettime (CLOCK_THREAD_CPUTIME_ID, &ts);
+      return ts.tv_sec + ts.tv_nsec / 1e9;
+    };
+    auto fps_of = [&] (analysis::Analyzer &a, std::vector<double> *cpu_runs = nullptr) {
       auto t0 = Clock::now ();
+      double c0 = cpu_s ();
       for (int k = 0; k < frames_per_run; k++)
         a.analyze (sc.rgb, sc.upp);
+      if (cpu_runs)
+        cpu_runs->push_back (frames_per_run / (cpu_s () - c0));
       return frames_per_run / std::chrono::duration<double> (Clock::now () - t0).count ();
     };
     std::string frames_arg;
     for (int k = 0; k < frames_per_run; k++)
       frames_arg += " " + png;
     for (int rep = 0; rep < repeats; rep++) {  // interleaved: same noise for all
-      row.ours_runs.push_back (fps_of (ours));
+      row.ours_runs.push_back (fps_of (ours, &row.ours_cpu_runs));
       row.full_runs.push_back (fps_of (full));
+      row.model_runs.push_back (fps_of (learned, &row.model_cpu_runs));
       int status = 0;
       std::string out = run_capture (python + " time 1 " + std::to_string (sc.upp) + frames_arg,
           status);
@@ -281,9 +536,15 @@ main (int argc, char **argv)
     row.ours_fps = median (row.ours_runs);
     row.full_fps = median (row.full_runs);
     row.skimage_fps = median (row.skimage_runs);
+    row.model_fps = median (row.model_runs);
+    row.ours_cpu_fps = median (row.ours_cpu_runs);
+    row.model_cpu_fps = median (row.model_cpu_runs);
     row.ms_per_frame = 1000.0 / row.ours_fps;
-    std::printf ("%-38s %12.1f %12.1f %14.2f %8.1fx\n", sc.name.c_str (), row.ours_fps,
-        row.full_fps, row.skimage_fps, row.skimage_fps > 0 ? row.ours_fps / row.skimage_fps : 0);
+    std::printf ("%-38s %10.1f %12.1f %12.1f %14.2f %8.1fx %8.1fx %9.1f %9.1f\n", sc.name.c_str (),
+        row.model_fps, row.ours_fps, row.full_fps, row.skimage_fps,
+        row.skimage_fps > 0 ? row.model_fps / row.skimage_fps : 0,
+        row.skimage_fps > 0 ? row.ours_fps / row.skimage_fps : 0, row.model_cpu_fps,
+        row.ours_cpu_fps);
     std::fflush (stdout);
     speed.push_back (row);
   }
@@ -335,6 +596,67 @@ main (int argc, char **argv)
     json_builder_end_object (b);
   }
   json_builder_end_array (b);
+  json_builder_set_member_name (b, "load_average_before_speed");
+  json_builder_begin_array (b);
+  for (double l : load)
+    json_builder_add_double_value (b, l);
+  json_builder_end_array (b);
+  json_builder_set_member_name (b, "leave_one_organ_out");
+  json_builder_begin_object (b);
+  json_builder_set_member_name (b, "folds_dir");
+  json_builder_add_string_value (b, folds.c_str ());
+  json_builder_set_member_name (b, "tiles");
+  json_builder_begin_array (b);
+  for (const auto &r : looo) {
+    json_builder_begin_object (b);
+    json_builder_set_member_name (b, "tile");
+    json_builder_add_string_value (b, r.stem.c_str ());
+    json_builder_set_member_name (b, "organ");
+    json_builder_add_string_value (b, r.organ.c_str ());
+    for (int k = 0; k < 3; k++) {
+      const FoldScore &f = pick (r, k);
+      json_builder_set_member_name (b, methods[k]);
+      if (!f.ok) {
+        json_builder_add_null_value (b);
+        continue;
+      }
+      json_builder_begin_object (b);
+      for (auto [key, v] : {std::pair<const char *, double> {"detection_f1", f.det_f1},
+               {"object_f1_iou50", f.obj_f1}, {"aji", f.aji}, {"count_error", f.count_error},
+               {"truth", (double) f.truth}, {"predicted", (double) f.predicted}}) {
+        json_builder_set_member_name (b, key);
+        json_builder_add_double_value (b, v);
+      }
+      json_builder_end_object (b);
+    }
+    json_builder_end_object (b);
+  }
+  json_builder_end_array (b);
+  auto means_json = [&] (const char *name, const std::array<Means, 3> &m) {
+    json_builder_set_member_name (b, name);
+    json_builder_begin_object (b);
+    for (int k = 0; k < 3; k++) {
+      json_builder_set_member_name (b, methods[k]);
+      json_builder_begin_object (b);
+      for (auto [key, v] : {std::pair<const char *, double> {"detection_f1", m[k].det_f1},
+               {"object_f1_iou50", m[k].obj_f1}, {"aji", m[k].aji},
+               {"mean_count_error", m[k].count}, {"mean_abs_count_error", m[k].abs_count},
+               {"worst_abs_count_error", m[k].worst_abs_count}}) {
+        json_builder_set_member_name (b, key);
+        json_builder_add_double_value (b, v);
+      }
+      json_builder_end_object (b);
+    }
+    json_builder_end_object (b);
+  };
+  json_builder_set_member_name (b, "organs");
+  json_builder_begin_object (b);
+  for (size_t k = 0; k < organs.size (); k++)
+    means_json (organs[k].c_str (), organ_means[k]);
+  json_builder_end_object (b);
+  means_json ("mean_over_organs", over_organs);
+  means_json ("mean_over_tiles", over_tiles);
+  json_builder_end_object (b);
   json_builder_set_member_name (b, "speed_1920x1080");
   json_builder_begin_array (b);
   for (const auto &r : speed) {
@@ -345,11 +667,15 @@ main (int argc, char **argv)
       json_builder_set_member_name (b, k);
       json_builder_add_double_value (b, v);
     };
+    num ("model_median_fps", r.model_fps);
+    num ("model_median_fps_cpu_time", r.model_cpu_fps);
+    num ("median_fps_cpu_time", r.ours_cpu_fps);
     num ("median_fps", r.ours_fps);
     num ("median_fps_full_resolution", r.full_fps);
     num ("skimage_median_fps", r.skimage_fps);
     num ("ratio", r.skimage_fps > 0 ? r.ours_fps / r.skimage_fps : 0);
-    for (auto [k, v] : {std::pair<const char *, const std::vector<double> *> {"runs_fps", &r.ours_runs},
+    for (auto [k, v] : {std::pair<const char *, const std::vector<double> *> {"model_runs_fps", &r.model_runs},
+             {"runs_fps", &r.ours_runs},
              {"runs_fps_full_resolution", &r.full_runs}, {"skimage_runs_fps", &r.skimage_runs}}) {
       json_builder_set_member_name (b, k);
       json_builder_begin_array (b);

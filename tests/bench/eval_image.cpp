@@ -1,6 +1,7 @@
 // Development aid and CLI for the accuracy benchmark: analyse one image,
 // optionally score it against instance labels and draw the contours.
 //   eval-image IMAGE UM_PER_PX [LABELS.png] [--overlay OUT.png] [--scale S] [--macenko]
+//              [--method model|classical] [--model FILE.onnx]
 #include "accuracy.h"
 
 #include <opencv2/imgcodecs.hpp>
@@ -27,6 +28,11 @@ main (int argc, char **argv)
       overlay_path = argv[++i];
     else if (!std::strcmp (argv[i], "--repeat") && i + 1 < argc)
       repeat = std::atoi (argv[++i]);
+    else if (!std::strcmp (argv[i], "--method") && i + 1 < argc) {
+      std::string m = argv[++i];
+      p.method = m == "model" ? analysis::Method::kModel : analysis::Method::kClassical;
+    } else if (!std::strcmp (argv[i], "--model") && i + 1 < argc)
+      p.model_path = argv[++i];
     else if (!std::strcmp (argv[i], "--scale") && i + 1 < argc)
       p.analysis_scale = std::atof (argv[++i]);
     else if (!std::strcmp (argv[i], "--set") && i + 1 < argc) {
@@ -47,6 +53,8 @@ main (int argc, char **argv)
       else if (k == "bg") p.background_radius_um = v;
       else if (k == "minarea") p.min_area_um2 = v;
       else if (k == "work") p.working_um_per_px = v;
+      else if (k == "fg") p.fg_threshold = v;
+      else if (k == "marker") p.marker_threshold = v;
       else { std::fprintf (stderr, "unknown %s\n", k.c_str ()); return 2; }
     } else if (!std::strcmp (argv[i], "--macenko"))
       p.stain = analysis::StainMethod::kMacenko;

@@ -6,7 +6,8 @@ Baseline of the tumorfeatures benchmark (tests/bench/bench_analysis.cpp),
 run with Debian's /usr/bin/python3 and python3-skimage:
 
   skimage_pipeline.py time  REPEATS FRAME.png...   -> per-repeat fps (JSON)
-  skimage_pipeline.py detect UM_PER_PX IMAGE.png   -> centroids and mask (JSON)
+  skimage_pipeline.py detect UM_PER_PX IMAGE.png [MASK.png]   -> centroids (JSON), foreground mask
+  skimage_pipeline.py labels UM_PER_PX IMAGE.png LABELS.png    -> centroids (JSON), 16-bit instance labels
 
 Only the analysis is timed, not reading the PNGs (done before the clock).
 """
@@ -64,8 +65,14 @@ def main():
         if len(sys.argv) > 4:  # write the foreground mask for Dice
             io.imsave(sys.argv[4], ((labels > 0) * 255).astype(np.uint8), check_contrast=False)
         print(json.dumps(out))
+    elif mode == "labels":
+        um_per_px = float(sys.argv[2])
+        rgb = io.imread(sys.argv[3])[..., :3]
+        labels, nuclei = analyse(rgb, um_per_px)
+        io.imsave(sys.argv[4], labels.astype(np.uint16), check_contrast=False)
+        print(json.dumps({"centroids": [[n[0], n[1]] for n in nuclei]}))
     else:
-        sys.exit("usage: skimage_pipeline.py time REPEATS UM_PER_PX FRAME... | detect UM_PER_PX IMAGE [MASK.png]")
+        sys.exit("usage: skimage_pipeline.py time REPEATS UM_PER_PX FRAME... | detect UM_PER_PX IMAGE [MASK.png] | labels UM_PER_PX IMAGE LABELS.png")
 
 
 if __name__ == "__main__":

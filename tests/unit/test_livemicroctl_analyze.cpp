@@ -19,9 +19,16 @@ struct CtlRun {
   std::string out, err;
 };
 
+// Runs livemicroctl; `env` entries ("NAME=value") are added to this
+// process's environment.
 CtlRun
-ctl (const std::vector<std::string> &args)
+ctl (const std::vector<std::string> &args, const std::vector<std::string> &env = {})
 {
+  gchar **envp = g_get_environ ();
+  for (const auto &kv : env) {
+    size_t eq = kv.find ('=');
+    envp = g_environ_setenv (envp, kv.substr (0, eq).c_str (), kv.substr (eq + 1).c_str (), TRUE);
+  }
   std::vector<char *> argv;
   std::string exe = g_getenv ("LIVEMICROCTL") ? g_getenv ("LIVEMICROCTL") : "livemicroctl";
   argv.push_back (exe.data ());
@@ -33,8 +40,10 @@ ctl (const std::vector<std::string> &args)
   gchar *out = nullptr, *err = nullptr;
   gint status = 0;
   GError *e = nullptr;
-  if (!g_spawn_sync (nullptr, argv.data (), nullptr, G_SPAWN_DEFAULT, nullptr, nullptr, &out, &err,
-          &status, &e)) {
+  const bool spawned = g_spawn_sync (nullptr, argv.data (), envp, G_SPAWN_DEFAULT, nullptr, nullptr,
+      &out, &err, &status, &e);
+  g_strfreev (envp);
+  if (!spawned) {
     ADD_FAILURE () << e->message;
     g_error_free (e);
     return r;
@@ -171,4 +180,38 @@ TEST (LivemicroctlAnalyze, WholeSlideRegion)
   CtlRun out = ctl ({"analyze", wsi, "--region", "900,900,400,300"});
   EXPECT_EQ (out.status, 1);
   EXPECT_NE (out.err.find ("outside the image"), std::string::npos) << out.err;
+}
+
+// livemicroctl analyses with the nucleus model when it finds one
+// ($LIVEMICRO_NUCLEI_MODEL here, the installed copy otherwise) and with the
+// classical method when it does not: both give a full report, and they
+// differ, so the model is really the one used.
+TEST (LivemicroctlAnalyze, UsesTheNucleusModelWhenItIsThere)
+{
+  LIVEMICRO_REQUIRE_TESTDATA (data);
+  const char *model = g_getenv ("LIVEMICRO_NUCLEI_MODEL");
+  ASSERT_NE (model, nullptr) << "the tests set LIVEMICRO_NUCLEI_MODEL (tests/meson.build)";
+  const std::string img = data + "/monuseg/TCGA-B0-5710-01Z-00-DX1.png";
+  auto nuclei = [&] (const std::string &model_file) {
+    CtlRun r = ctl ({"analyze", img, "--um-per-px", "0.252", "--json", "--nuclei"},
+        {"LIVEMICRO_NUCLEI_MODEL=" + model_file});
+    EXPECT_EQ (r.status, 0) << r.err;
+    std::vector<double> areas;
+    g_autoptr (JsonParser) p = json_parser_new ();
+    if (!json_parser_load_from_data (p, r.out.c_str (), -1, nullptr)) {
+      ADD_FAILURE () << r.out;
+      return areas;
+    }
+    JsonObject *o = json_node_get_object (json_parser_get_root (p));
+    EXPECT_STREQ (json_object_get_string_member (o, "quality"), "ok");
+    JsonArray *a = json_object_get_array_member (o, "nuclei");
+    for (guint k = 0; k < json_array_get_length (a); k++)
+      areas.push_back (json_object_get_double_member (json_array_get_object_element (a, k), "area_um2"));
+    return areas;
+  };
+  std::vector<double> with_model = nuclei (model), classical = nuclei ("/nonexistent/nuclei.onnx");
+  EXPECT_GT (with_model.size (), 250u);  // 359 annotated nuclei
+  EXPECT_GT (classical.size (), 250u);
+  EXPECT_NE (with_model, classical);
+  EXPECT_EQ (with_model, nuclei (model)) << "the same image gives the same nuclei";
 }

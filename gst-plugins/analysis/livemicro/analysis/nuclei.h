@@ -50,10 +50,29 @@ enum class Quality {
 };
 const char *quality_name (Quality q);
 
+// How nuclei are segmented.  kModel: the learned nucleus model
+// (nuclei_model.h) and a marker-controlled watershed on its maps, always at
+// kModelUmPerPx; kClassical: colour deconvolution, threshold and a
+// distance-transform watershed at working_um_per_px; kAuto: the model when
+// it loads, else classical.
+enum class Method { kAuto, kModel, kClassical };
+const char *method_name (Method m);
+
+class NucleusModel;
+
 // Which nucleus feature a number refers to (overlay colouring, README).
 enum class Feature { kArea, kCircularity, kElongation, kSolidity, kHematoxylin };
 
 struct Params {
+  Method method = Method::kAuto;
+  std::string model_path;            // "" = default_model_path ()
+  // Model method: nucleus where P(foreground) > fg_threshold; one marker per
+  // connected core where also the normalised edge distance > marker_threshold
+  // (0.4 scored best of 0.3/0.4/0.5 on the training organs of the
+  // breast-held-out fold, never on a held-out organ; README).
+  double fg_threshold = 0.5;
+  double marker_threshold = 0.4;
+  // Classical method:
   // Segmentation runs at a working resolution: the frame is area-resampled
   // to `working_um_per_px` (never enlarged) unless `analysis_scale` > 0
   // fixes the resampling factor (1 = full resolution).
@@ -129,6 +148,7 @@ struct Result {
   // [i·sx, (i+1)·sx) with sx = frame width / working width.
   cv::Mat label_working;
   double analysis_ms = 0;
+  Method method = Method::kClassical;  // the one that ran (never kAuto)
 };
 
 // The written Nottingham-like rule (README): subscores and the grade cue.
@@ -146,16 +166,27 @@ public:
   void set_params (const Params &p);
   // Forgets the smoothed per-slide stain vectors (new slide).
   void reset ();
+  // Uses this model for Method::kModel / kAuto instead of loading
+  // Params::model_path itself (nullptr: load it when first needed).
+  void set_model (std::shared_ptr<NucleusModel> model);
+  // kAuto: why the model could not be used ("" when it was, or not tried).
+  const std::string &model_error () const { return model_error_; }
 
   // Analyses one 8-bit image, CV_8UC3 or CV_8UC4; `rgb_channels` gives the
   // indices of R, G and B ({0,1,2} for RGB, {2,1,0} for BGR, {1,2,3} for
-  // xRGB).  Throws std::invalid_argument for an image or scale it cannot use.
+  // xRGB).  Throws std::invalid_argument for an image or scale it cannot
+  // use, ModelError (nuclei_model.h) when Method::kModel's model cannot load.
   Result analyze (const cv::Mat &image, double um_per_px,
       std::array<int, 3> rgb_channels = {0, 1, 2});
 
 private:
   struct Scratch;
+  // The model to use for this frame, or nullptr for classical.
+  NucleusModel *model_for_frame ();
   Params params_;
+  std::shared_ptr<NucleusModel> model_;
+  bool model_tried_ = false;
+  std::string model_error_;
   std::optional<StainVectors> macenko_;
   std::unique_ptr<Scratch> scratch_;
 };

@@ -1,0 +1,68 @@
+// livemicro::analysis — the learned nucleus model (OpenCV DNN, ONNX).
+//
+// A small U-Net trained by scripts/train-nuclei on the shared MoNuSeg tiles
+// (README, "The nucleus model"): it sees RGB at kModelUmPerPx and predicts
+// per pixel the probability of nucleus and the distance to the nucleus edge
+// normalised to 1 at each nucleus's centre.  nuclei.cpp turns these into
+// instances with a marker-controlled watershed.
+//
+// Plain C++, no GObject.  One NucleusModel per thread (cv::dnn::Net is not
+// re-entrant); loading takes a few tens of milliseconds.
+#pragma once
+
+#include <opencv2/core.hpp>
+
+#include <array>
+#include <memory>
+#include <stdexcept>
+#include <string>
+
+namespace livemicro::analysis {
+
+// The resolution the model was trained at and always runs at: every frame
+// is resampled to it, whatever the objective.
+constexpr double kModelUmPerPx = 0.5;
+// Frames coarser than this are refused (quality low_resolution): below a 10x
+// objective a nucleus is under ~4 px across, and the model was trained only
+// on frames from 0.5 µm/px down to 1 µm/px enlarged to 0.5 (augmentation).
+constexpr double kModelMaxUmPerPx = 1.05;
+
+// A model file that is missing, unreadable or not a LiveMicro nucleus
+// model.  what() names the file and says what to do.
+class ModelError : public std::runtime_error {
+public:
+  using std::runtime_error::runtime_error;
+};
+
+// Where the model is looked for when no path is given:
+// $LIVEMICRO_NUCLEI_MODEL (set by `meson devenv` and the tests to the file in
+// the source tree), else the installed copy
+// <datadir>/livemicro/models/nuclei.onnx.
+std::string default_model_path ();
+
+class NucleusModel {
+public:
+  // Loads and checks the model (a probe inference on a small image); throws
+  // ModelError.  An empty path means default_model_path ().
+  static std::unique_ptr<NucleusModel> load (const std::string &path = "");
+  ~NucleusModel ();
+  NucleusModel (const NucleusModel &) = delete;
+  NucleusModel &operator= (const NucleusModel &) = delete;
+
+  const std::string &path () const { return path_; }
+
+  // Runs the model on an 8-bit image already at kModelUmPerPx (3 or 4
+  // channels, `rgb` = indices of R, G, B).  Fills `foreground` and
+  // `distance` (CV_32F, the image's size, values 0..1).  Large images are
+  // processed in overlapping tiles, so memory stays bounded.  Deterministic.
+  void predict (const cv::Mat &image, std::array<int, 3> rgb, cv::Mat &foreground,
+      cv::Mat &distance);
+
+private:
+  NucleusModel ();
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  std::string path_;
+};
+
+}  // namespace livemicro::analysis

@@ -1,0 +1,151 @@
+// The learned nucleus model through OpenCV's DNN module: loading with a
+// clear error, tiling, RGB/255 NCHW input, bilinear x2 upsampling and
+// sigmoid of the two output maps.  See nuclei_model.h.
+#include "livemicro/analysis/nuclei_model.h"
+
+#include <opencv2/dnn.hpp>
+#include <opencv2/imgproc.hpp>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <vector>
+
+#ifndef LIVEMICRO_MODEL_DIR
+#define LIVEMICRO_MODEL_DIR "/usr/local/share/livemicro/models"
+#endif
+
+namespace livemicro::analysis {
+
+namespace {
+
+constexpr int kStride = 16;       // input sides must be multiples of this
+constexpr int kTile = 1024;       // tile side (input pixels) for large images
+constexpr int kMargin = 32;       // context kept around each tile's core
+constexpr const char *kWhatToDo =
+    "run scripts/train-nuclei to make it, point model-location (livemicroctl: "
+    "$LIVEMICRO_NUCLEI_MODEL) at a good copy, or use method=classical";
+
+int
+round_up (int v, int m)
+{
+  return (v + m - 1) / m * m;
+}
+
+}  // namespace
+
+std::string
+default_model_path ()
+{
+  const char *env = std::getenv ("LIVEMICRO_NUCLEI_MODEL");
+  if (env && *env)
+    return env;
+  return std::string (LIVEMICRO_MODEL_DIR) + "/nuclei.onnx";
+}
+
+struct NucleusModel::Impl {
+  cv::dnn::Net net;
+  cv::Mat blob, pad;
+  // Runs the network on `image` (sides multiples of kStride); logits at
+  // half resolution into out[0..1].
+  void run (const cv::Mat &image, std::array<int, 3> rgb, cv::Mat out[2])
+  {
+    const int h = image.rows, w = image.cols;
+    const int dims[4] = {1, 3, h, w};
+    blob.create (4, dims, CV_32F);
+    for (int c = 0; c < 3; c++) {
+      cv::Mat plane (h, w, CV_32F, blob.ptr<float> (0, c));
+      cv::Mat ch;
+      cv::extractChannel (image, ch, rgb[c]);
+      ch.convertTo (plane, CV_32F, 1.0 / 255.0);
+    }
+    net.setInput (blob);
+    cv::Mat o = net.forward ();
+    if (o.dims != 4 || o.size[0] != 1 || o.size[1] != 2 || o.size[2] * 2 != h ||
+        o.size[3] * 2 != w)
+      throw ModelError ("the nucleus model gave an output of an unexpected shape");
+    for (int k = 0; k < 2; k++)
+      out[k] = cv::Mat (o.size[2], o.size[3], CV_32F, o.ptr<float> (0, k)).clone ();
+  }
+};
+
+NucleusModel::NucleusModel () : impl_ (std::make_unique<Impl> ()) {}
+NucleusModel::~NucleusModel () = default;
+
+std::unique_ptr<NucleusModel>
+NucleusModel::load (const std::string &given)
+{
+  const std::string path = given.empty () ? default_model_path () : given;
+  {
+    std::ifstream f (path, std::ios::binary);
+    if (!f)
+      throw ModelError ("nucleus model '" + path + "' cannot be opened (" +
+                        std::strerror (errno) + "): " + kWhatToDo);
+  }
+  std::unique_ptr<NucleusModel> m (new NucleusModel ());
+  m->path_ = path;
+  try {
+    m->impl_->net = cv::dnn::readNetFromONNX (path);
+    if (m->impl_->net.empty ())
+      throw ModelError ("empty network");
+    m->impl_->net.setPreferableBackend (cv::dnn::DNN_BACKEND_OPENCV);
+    m->impl_->net.setPreferableTarget (cv::dnn::DNN_TARGET_CPU);
+    // A probe: a LiveMicro nucleus model maps 3×32×32 to 2×16×16.
+    cv::Mat probe (32, 32, CV_8UC3, cv::Scalar (200, 150, 200)), out[2];
+    m->impl_->run (probe, {0, 1, 2}, out);
+  } catch (const cv::Exception &e) {
+    throw ModelError ("nucleus model '" + path + "' is not a model OpenCV can read (" +
+                      e.err + "): the file is corrupt or truncated; " + kWhatToDo);
+  } catch (const ModelError &e) {
+    throw ModelError ("nucleus model '" + path + "' is not a LiveMicro nucleus model (" +
+                      e.what () + "); " + kWhatToDo);
+  }
+  return m;
+}
+
+void
+NucleusModel::predict (const cv::Mat &image, std::array<int, 3> rgb, cv::Mat &foreground,
+    cv::Mat &distance)
+{
+  if (image.empty () || image.depth () != CV_8U || (image.channels () != 3 && image.channels () != 4))
+    throw std::invalid_argument ("the nucleus model needs an 8-bit RGB image");
+  const int w = image.cols, h = image.rows;
+  foreground.create (h, w, CV_32F);
+  distance.create (h, w, CV_32F);
+  const int border = image.cols > 1 && image.rows > 1 ? cv::BORDER_REFLECT_101 : cv::BORDER_REPLICATE;
+  cv::Mat logits[2], up;
+  auto finish = [&] (const cv::Rect &core_in_tile, const cv::Rect &dst) {
+    for (int k = 0; k < 2; k++) {
+      cv::resize (logits[k], up, cv::Size (logits[k].cols * 2, logits[k].rows * 2), 0, 0,
+          cv::INTER_LINEAR);
+      cv::Mat core = up (core_in_tile), p;
+      cv::exp (-core, p);  // sigmoid
+      p = 1.0 / (1.0 + p);
+      p.copyTo ((k == 0 ? foreground : distance) (dst));
+    }
+  };
+  const int pw = std::max (kStride, round_up (w, kStride));
+  const int ph = std::max (kStride, round_up (h, kStride));
+  if ((double) pw * ph <= 1.5 * kTile * kTile) {
+    // One pass, padded by reflection to multiples of kStride.
+    cv::copyMakeBorder (image, impl_->pad, 0, ph - h, 0, pw - w, border);
+    impl_->run (impl_->pad, rgb, logits);
+    finish (cv::Rect (0, 0, w, h), cv::Rect (0, 0, w, h));
+    return;
+  }
+  // Tiles of kTile with kMargin of context; each keeps its core.
+  const int step = kTile - 2 * kMargin;
+  const int nx = (w + step - 1) / step, ny = (h + step - 1) / step;
+  cv::copyMakeBorder (image, impl_->pad, kMargin, kMargin + ny * step - h, kMargin,
+      kMargin + nx * step - w, border);
+  for (int ty = 0; ty < ny; ty++)
+    for (int tx = 0; tx < nx; tx++) {
+      cv::Rect in (tx * step, ty * step, kTile, kTile);
+      impl_->run (impl_->pad (in), rgb, logits);
+      cv::Rect dst (tx * step, ty * step, std::min (step, w - tx * step), std::min (step, h - ty * step));
+      finish (cv::Rect (kMargin, kMargin, dst.width, dst.height), dst);
+    }
+}
+
+}  // namespace livemicro::analysis
