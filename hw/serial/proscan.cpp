@@ -189,8 +189,12 @@ ProScanController::on_line (const std::string &line)
       fail ("answered '" + line + "' to 'P'");
     }
   } else if (s.kind == Kind::kStatus) {
-    int bits = proscan::motion_bits (line);
-    bool xy = bits & 3, z = bits & 4;
+    std::optional<int> bits = proscan::motion_bits (line);
+    if (!bits) {
+      fail ("answered '" + line + "' to '$'");
+      return;
+    }
+    bool xy = *bits & 3, z = *bits & 4;
     // The move is over when a status asked after it was accepted says so.
     if (active_group_ >= 0 && active_accepted_ && s.at >= accepted_at_) {
       bool still = active_group_ == kGroupXY ? xy : z;

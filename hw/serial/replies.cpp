@@ -1,5 +1,8 @@
 #include "replies.h"
 
+#include <cerrno>
+#include <climits>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <sstream>
@@ -15,6 +18,21 @@ starts_with (const std::string &s, const char *prefix)
   return s.rfind (prefix, 0) == 0;
 }
 
+// The integer at the start of `s` (after spaces, with its sign, trailing
+// text ignored) as atoi reads it — but nullopt rather than a wrapped value
+// when it does not fit an int (atoi("4294967298") is 2), or when there is
+// no number at all.
+std::optional<int>
+leading_int (const char *s)
+{
+  char *end = nullptr;
+  errno = 0;
+  long long v = std::strtoll (s, &end, 10);
+  if (end == s || errno == ERANGE || v < INT_MIN || v > INT_MAX)
+    return std::nullopt;
+  return (int)v;
+}
+
 } // namespace
 
 std::optional<Axes>
@@ -25,6 +43,11 @@ parse_axes (const std::string &text)
                          &a.v[2]);
   if (a.count < 2)
     return std::nullopt;
+  // %lf also reads "nan", "inf" and 1e999: a garbled line must not become
+  // a position.
+  for (int k = 0; k < a.count; k++)
+    if (!std::isfinite (a.v[k]))
+      return std::nullopt;
   return a;
 }
 
@@ -67,10 +90,10 @@ classify_reply (const std::string &line)
     r.kind = ReplyKind::kOk;
   else if (starts_with (line, "error:")) {
     r.kind = ReplyKind::kError;
-    r.code = std::atoi (line.c_str () + 6);
+    r.code = leading_int (line.c_str () + 6).value_or (0);
   } else if (starts_with (line, "ALARM:")) {
     r.kind = ReplyKind::kAlarm;
-    r.code = std::atoi (line.c_str () + 6);
+    r.code = leading_int (line.c_str () + 6).value_or (0);
   } else if (starts_with (line, "Grbl "))
     r.kind = ReplyKind::kBanner;
   else if (line.find ("'$H'|'$X' to unlock") != std::string::npos)
@@ -91,13 +114,16 @@ is_error (const std::string &s)
 int
 error_code (const std::string &line)
 {
-  return line.size () >= 2 ? std::atoi (line.c_str () + 2) : 0;
+  return line.size () >= 2 ? leading_int (line.c_str () + 2).value_or (0) : 0;
 }
 
-int
+std::optional<int>
 motion_bits (const std::string &line)
 {
-  return std::atoi (line.c_str ());
+  std::optional<int> bits = leading_int (line.c_str ());
+  if (bits && *bits < 0)
+    return std::nullopt;
+  return bits;
 }
 
 std::optional<double>
@@ -106,7 +132,7 @@ parse_resolution (const std::string &line)
   if (is_error (line))
     return std::nullopt;
   double v = std::atof (line.c_str ());
-  if (v <= 0)
+  if (!(v > 0 && std::isfinite (v)))
     return std::nullopt;
   return v;
 }

@@ -15,7 +15,7 @@ struct Axes {
 };
 
 // "x,y" or "x,y,z" (as GRBL's MPos:/WPos:/WCO: fields and ProScan's P
-// reply): nullopt unless at least x and y are numbers.
+// reply): nullopt unless at least x and y are finite numbers.
 std::optional<Axes> parse_axes (const std::string &text);
 
 namespace grbl {
@@ -40,7 +40,8 @@ enum class ReplyKind {
 };
 struct Reply {
   ReplyKind kind = ReplyKind::kOther;
-  int code = 0; // N of error:N and ALARM:N
+  int code = 0; // N of error:N and ALARM:N; 0 (no such code) when N is not
+                // a number that fits an int
 };
 Reply classify_reply (const std::string &line);
 
@@ -50,11 +51,14 @@ namespace proscan {
 
 // "E,n" (or "E n"): the controller refused the oldest unanswered command.
 bool is_error (const std::string &line);
-int error_code (const std::string &line); // n of an error line
-// The reply to '$': bit 0 X, bit 1 Y, bit 2 Z moving.
-int motion_bits (const std::string &line);
+// n of an error line; 0 (no such code) when n is not a number that fits an
+// int.
+int error_code (const std::string &line);
+// The reply to '$': bit 0 X, bit 1 Y, bit 2 Z moving; nullopt when the line
+// is not a number in [0, INT_MAX].
+std::optional<int> motion_bits (const std::string &line);
 // The reply to 'RES,s' / 'RES,z': µm per position unit; nullopt for an
-// error or a value that is not above 0.
+// error or a value that is not finite and above 0.
 std::optional<double> parse_resolution (const std::string &line);
 
 } // namespace proscan
