@@ -4,7 +4,8 @@
 
 #include <livemicro/hw/text.h>
 
-#include <cstdio>
+#include <cerrno>
+#include <cstdlib>
 #include <set>
 #include <sstream>
 
@@ -19,21 +20,31 @@ parse_objectives (const std::string &uri, const std::string &text)
   std::string item;
   while (std::getline (ss, item, ',')) {
     Objective o;
-    int mag = 0, n = 0;
-    double upp = 0, na = 0;
-    int fields = std::sscanf (item.c_str (), "%d:%lf%n:%lf%n", &mag, &upp, &n,
-                              &na, &n);
-    if (fields < 2 || n != (int)item.size () || mag < 1 || mag > 1000
-        || !(upp > 0 && upp <= 100) || na < 0 || na > 1.6)
+    // strtol/strtod, not sscanf: "%d" wraps 4294967306 to 10, and NaN
+    // passes `na < 0 || na > 1.6`.
+    const char *s = item.c_str (), *stop = s + item.size ();
+    char *end = nullptr;
+    errno = 0;
+    long mag = std::strtol (s, &end, 10);
+    bool ok = end != s && *end == ':' && errno == 0;
+    double upp = ok ? std::strtod (s = end + 1, &end) : 0;
+    ok = ok && end != s;
+    double na = 0;
+    if (ok && *end == ':') {
+      na = std::strtod (s = end + 1, &end);
+      ok = end != s;
+    }
+    if (!ok || end != stop || mag < 1 || mag > 1000 || !(upp > 0 && upp <= 100)
+        || !(na >= 0 && na <= 1.6))
       throw Error (ErrorKind::kOutOfRange,
                    "microscope URI '" + uri + "': objective '" + item
                        + "' is not MAGNIFICATION:UM_PER_PX[:NA] (e.g. 10:0.69 "
                          "or 40:0.17:0.65)");
-    if (!seen.insert (mag).second)
+    if (!seen.insert ((int)mag).second)
       throw Error (ErrorKind::kOutOfRange,
                    "microscope URI '" + uri + "': objective "
                        + std::to_string (mag) + "x is listed twice");
-    o.magnification = mag;
+    o.magnification = (int)mag;
     o.um_per_px = upp;
     o.numerical_aperture = na;
     out.push_back (o);
@@ -79,8 +90,9 @@ parse_compose (const MicroscopeUri &uri)
     found = found || o.magnification == spec.selected;
   if (!found)
     throw Error (ErrorKind::kOutOfRange,
-                 "microscope URI '" + uri.text () + "': objective="
-                     + std::to_string (spec.selected) + " is not in objectives ("
+                 "microscope URI '" + uri.text ()
+                     + "': objective=" + std::to_string (spec.selected)
+                     + " is not in objectives ("
                      + objectives_text (spec.objectives) + ")");
   spec.stage = uri.get_string ("stage", "");
   spec.focus = uri.get_string ("focus", "");
