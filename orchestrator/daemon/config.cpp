@@ -33,7 +33,11 @@ public:
     JsonNode *n = json_object_get_member (o_, key);
     if (!JSON_NODE_HOLDS_VALUE (n) || json_node_get_value_type (n) != G_TYPE_STRING)
       throw ConfigError (where_ + key + ": expected a string");
-    return json_node_get_string (n);
+    const char *s = json_node_get_string (n);
+    // json-glib turns a lone surrogate escape ("\ud800") into invalid UTF-8.
+    if (!g_utf8_validate (s, -1, nullptr))
+      throw ConfigError (where_ + key + ": not UTF-8 text (a lone \\uD800-\\uDFFF escape?)");
+    return s;
   }
   int integer (const char *key, int fallback, int min, int max) const
   {
@@ -312,7 +316,8 @@ Config::parse (const std::string &json, const std::string &source)
       if (!roles)
         throw ConfigError (where + "roles: a list of roles is needed");
       for (guint k = 0; k < json_array_get_length (roles); k++) {
-        const char *role = json_array_get_string_element (roles, k);
+        JsonNode *e = json_array_get_element (roles, k);
+        const char *role = JSON_NODE_HOLDS_VALUE (e) ? json_node_get_string (e) : nullptr;
         if (!role || !is_known_role (role))
           throw ConfigError (where + "roles[" + std::to_string (k) +
                              "]: not one of owner, consultant, trainee, guest");

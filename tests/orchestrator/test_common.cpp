@@ -202,6 +202,28 @@ TEST (Config, AMicroscopeMadeOfPartsBecomesACompositeUri)
                  .find ("objective: 20 is not in objectives"), std::string::npos);
 }
 
+// Found by tests/fuzz (fuzz-config): a role that is not a string was a
+// json-glib critical; a lone surrogate escape gave a name that is not UTF-8.
+TEST (Config, RolesOfAnyTypeAndTextThatIsNotUtf8AreErrors)
+{
+  auto error = [] (const std::string &json) {
+    try {
+      Config::parse (json, "c.json");
+    } catch (const ConfigError &e) {
+      return std::string (e.what ());
+    }
+    return std::string ("(accepted)");
+  };
+  EXPECT_NE (error (R"({"microscopes": [{"id":"a","uri":"x"}], "users": [{"name":"u","roles":[{"a":1}]}]})")
+                 .find ("users[0].roles[0]: not one of owner"), std::string::npos);
+  EXPECT_NE (error (R"({"microscopes": [{"id":"a","uri":"x"}], "users": [{"name":"u","roles":[["owner"]]}]})")
+                 .find ("roles[0]"), std::string::npos);
+  EXPECT_NE (error (R"({"microscopes": [{"id":"a","uri":"x","name":"dr\ud800ive"}]})")
+                 .find ("config 'c.json': microscopes[0].name: not UTF-8 text"), std::string::npos);
+  EXPECT_EQ (Config::parse (R"({"microscopes": [{"id":"a","uri":"x","name":"\ud83d\udd2c"}]})", "c.json")
+                 .microscopes[0].name, "\xf0\x9f\x94\xac");
+}
+
 TEST (Templates, RenderQuotesValuesAndRefusesUnknownPlaceholders)
 {
   TempDir dir;
