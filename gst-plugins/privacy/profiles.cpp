@@ -306,6 +306,7 @@ public:
     std::string v = json_node_get_string (n);
     if (non_empty && v.empty ())
       fail (line, field + "." + name, "must not be empty");
+    utf8 (v, line, field + "." + name);
     return v;
   }
 
@@ -344,9 +345,17 @@ public:
       std::string v = json_node_get_string (e);
       if (v.empty ())
         fail (element_line (o, name, a, i), f, "must not be empty");
+      utf8 (v, element_line (o, name, a, i), f);
       out.push_back (v);
     }
     return out;
+  }
+
+  // json-glib turns a lone surrogate escape ("\ud800") into invalid UTF-8.
+  void utf8 (const std::string &v, int line, const std::string &field) const
+  {
+    if (!g_utf8_validate (v.data (), (gssize) v.size (), nullptr))
+      fail (line, field, "must be UTF-8 text (a lone \\uD800-\\uDFFF escape is not)");
   }
 
   double number (JsonNode *n, int line, const std::string &field) const
@@ -486,6 +495,12 @@ parse_profile (const Reader &r, JsonObject *o, const std::string &field,
     if (!JSON_NODE_HOLDS_OBJECT (ext))
       r.fail (r.lines ().member (o, "extensions"), pf + ".extensions", "must be a JSON object");
     g_autofree gchar *text = json_to_string (ext, FALSE);
+    // json-glib writes back what it read, valid JSON or not: 1e999 as
+    // "inf.0", a lone surrogate escape as invalid UTF-8.  Keep only JSON.
+    g_autoptr (JsonNode) again = json_from_string (text, nullptr);
+    if (!again)
+      r.fail (r.lines ().member (o, "extensions"), pf + ".extensions",
+          "must be plain JSON: finite numbers (|v| < 1.8e308) and UTF-8 text");
     p.extensions_json = text;
   }
   return p;

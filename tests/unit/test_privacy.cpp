@@ -178,7 +178,21 @@ INSTANTIATE_TEST_SUITE_P (Errors, ProfilesBadInput,
         BadFile {"{\"profiles\": [{\"name\": \"g\", \"regions\": [], \"detect\": [], \"extensions\": 3}]}",
             {"profiles.g.extensions", "JSON object"}},
         BadFile {"{\"version\": 2, \"profiles\": [{\"name\": \"g\", \"regions\": [], \"detect\": []}]}",
-            {"version", "must be 1"}}));
+            {"version", "must be 1"}},
+        // Found by tests/fuzz (fuzz-profiles): json-glib reads these, but
+        // what it makes of them is not JSON (invalid UTF-8, "inf.0").
+        BadFile {"{\"profiles\": [{\"name\": \"g\", \"description\": \"dr\\ud800ive\", \"regions\": [],"
+                 " \"detect\": []}]}",
+            {"profiles.g.description", "UTF-8"}},
+        BadFile {"{\"profiles\": [{\"name\": \"g\", \"regions\": [], \"detect\": [],"
+                 " \"overlays\": [\"\\udc00x\"]}]}",
+            {"profiles.g.overlays[0]", "UTF-8"}},
+        BadFile {"{\"profiles\": [{\"name\": \"g\", \"regions\": [], \"detect\": [],"
+                 " \"extensions\": {\"max\": [1e999]}}]}",
+            {"profiles.g.extensions", "finite numbers"}},
+        BadFile {"{\"profiles\": [{\"name\": \"g\", \"regions\": [], \"detect\": [],"
+                 " \"extensions\": {\"\\ud800x\": 1}}]}",
+            {"profiles.g.extensions", "UTF-8"}}));
 
 TEST (Profiles, UnreadableFileNamesThePath)
 {
