@@ -59,6 +59,15 @@ extern "C" int __sanitizer_install_malloc_and_free_hooks (
     __attribute__ ((weak));
 extern "C" int __lsan_do_recoverable_leak_check (void) __attribute__ ((weak));
 
+// g++ links UBSan as its own runtime, which does not call ASan's death
+// callback: make a UBSan report abort, so that the SIGABRT handler writes
+// the input.  (UBSAN_OPTIONS still overrides these.)
+extern "C" const char *
+__ubsan_default_options (void)
+{
+  return "print_stacktrace=1:halt_on_error=1:abort_on_error=1";
+}
+
 // ---- coverage -------------------------------------------------------------
 
 namespace {
