@@ -1,5 +1,6 @@
 // View profiles: the built-in set and the JSON profiles file (json-glib).
 #include "livemicro/privacy/profiles.h"
+#include "livemicro/json_text.h"
 
 #include <json-glib/json-glib.h>
 
@@ -486,6 +487,12 @@ parse_profile (const Reader &r, JsonObject *o, const std::string &field,
     if (!JSON_NODE_HOLDS_OBJECT (ext))
       r.fail (r.lines ().member (o, "extensions"), pf + ".extensions", "must be a JSON object");
     g_autofree gchar *text = json_to_string (ext, FALSE);
+    // json-glib writes back what it read, valid JSON or not: 1e999 as
+    // "inf.0".  Keep only JSON.
+    g_autoptr (JsonNode) again = json_from_string (text, nullptr);
+    if (!again)
+      r.fail (r.lines ().member (o, "extensions"), pf + ".extensions",
+          "must be plain JSON: finite numbers (|v| < 1.8e308)");
     p.extensions_json = text;
   }
   return p;
@@ -499,6 +506,11 @@ parse_profiles (const std::string &json, const std::string &source)
   g_autoptr (JsonParser) parser = json_parser_new_immutable ();
   LineMap lines (parser);
   Reader r (source, lines);
+  // Before json-glib: deep nesting overflows its stack, half a surrogate
+  // pair becomes invalid UTF-8 (and may leak).  Profiles are 4 deep; the
+  // rest is for `extensions`.
+  if (auto problem = livemicro::json::text_problem (json, 64))
+    r.fail (problem->line, "(file)", problem->what);
   g_autoptr (GError) err = nullptr;
   if (!json_parser_load_from_data (parser, json.data (), (gssize) json.size (), &err)) {
     // json-glib says "<data>:LINE:COL: Parse error: ..."; name the file.

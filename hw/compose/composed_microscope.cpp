@@ -1,4 +1,5 @@
 #include "composed_microscope.h"
+#include "compose_spec.h"
 
 #include "config.h"
 
@@ -13,11 +14,8 @@
 #include <livemicro/hw/text.h>
 
 #include <cmath>
-#include <cstdio>
 #include <functional>
 #include <mutex>
-#include <set>
-#include <sstream>
 
 namespace livemicro::hw::compose {
 
@@ -230,50 +228,6 @@ private:
   std::string description_;
 };
 
-std::vector<Objective>
-parse_objectives (const std::string &uri, const std::string &text)
-{
-  std::vector<Objective> out;
-  std::set<int> seen;
-  std::stringstream ss (text);
-  std::string item;
-  while (std::getline (ss, item, ',')) {
-    Objective o;
-    int mag = 0, n = 0;
-    double upp = 0, na = 0;
-    int fields = std::sscanf (item.c_str (), "%d:%lf%n:%lf%n", &mag, &upp, &n,
-                              &na, &n);
-    if (fields < 2 || n != (int)item.size () || mag < 1 || mag > 1000
-        || !(upp > 0 && upp <= 100) || na < 0 || na > 1.6)
-      throw Error (ErrorKind::kOutOfRange,
-                   "microscope URI '" + uri + "': objective '" + item
-                       + "' is not MAGNIFICATION:UM_PER_PX[:NA] (e.g. 10:0.69 "
-                         "or 40:0.17:0.65)");
-    if (!seen.insert (mag).second)
-      throw Error (ErrorKind::kOutOfRange,
-                   "microscope URI '" + uri + "': objective "
-                       + std::to_string (mag) + "x is listed twice");
-    o.magnification = mag;
-    o.um_per_px = upp;
-    o.numerical_aperture = na;
-    out.push_back (o);
-  }
-  if (out.empty ())
-    throw Error (ErrorKind::kOutOfRange,
-                 "microscope URI '" + uri + "': objectives is empty");
-  return out;
-}
-
-std::string
-objectives_text (const std::vector<Objective> &os)
-{
-  std::string s;
-  for (auto &o : os)
-    s += (s.empty () ? "" : ", ") + std::to_string (o.magnification) + "x ("
-         + num (o.um_per_px) + " µm/px)";
-  return s;
-}
-
 std::unique_ptr<Microscope>
 build (const std::string &text, const std::string &camera_uri,
        const std::string &stage_uri, const std::string &focus_uri,
@@ -344,32 +298,9 @@ is_camera_scheme (const std::string &scheme)
 std::unique_ptr<Microscope>
 open_composed (const MicroscopeUri &uri)
 {
-  uri.check_keys ({"camera", "stage", "focus", "objectives", "objective"});
-  if (!uri.host ().empty () || (!uri.path ().empty () && uri.path () != "/"))
-    throw Error (ErrorKind::kUnsupported,
-                 "microscope URI '" + uri.text ()
-                     + "': a composition is all in its query: "
-                       "compose:?camera=…&stage=…&objectives=…");
-  std::string camera = uri.get_string ("camera", "");
-  if (camera.empty ())
-    throw Error (ErrorKind::kUnsupported,
-                 "microscope URI '" + uri.text ()
-                     + "' has no camera=: a microscope needs one "
-                       "(aravis://DEVICE-ID or v4l2:///dev/videoN)");
-  std::vector<Objective> objectives
-      = parse_objectives (uri.text (), uri.get_string ("objectives", "1:1"));
-  int selected = (int)uri.get_int ("objective",
-                                   objectives.front ().magnification, 1, 1000);
-  bool found = false;
-  for (auto &o : objectives)
-    found = found || o.magnification == selected;
-  if (!found)
-    throw Error (ErrorKind::kOutOfRange,
-                 "microscope URI '" + uri.text () + "': objective="
-                     + std::to_string (selected) + " is not in objectives ("
-                     + objectives_text (objectives) + ")");
-  return build (uri.text (), camera, uri.get_string ("stage", ""),
-                uri.get_string ("focus", ""), objectives, selected);
+  ComposeSpec spec = parse_compose (uri);
+  return build (uri.text (), spec.camera, spec.stage, spec.focus,
+                spec.objectives, spec.selected);
 }
 
 std::unique_ptr<Microscope>

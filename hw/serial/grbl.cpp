@@ -1,11 +1,10 @@
 #include "grbl.h"
+#include "replies.h"
 
 #include <livemicro/hw/error.h>
 
 #include <cmath>
 #include <cstdio>
-#include <cstdlib>
-#include <sstream>
 
 namespace livemicro::hw::serial {
 
@@ -166,36 +165,24 @@ GrblController::handshake ()
 void
 GrblController::parse_status (const std::string &line, int64_t now)
 {
-  // <State|MPos:x,y,z|FS:f,s|WCO:x,y,z> (or WPos: when $10 asks for it)
-  std::string body = line.substr (1, line.find ('>') == std::string::npos
-                                         ? std::string::npos
-                                         : line.find ('>') - 1);
-  std::vector<std::string> fields;
-  std::stringstream ss (body);
-  std::string f;
-  while (std::getline (ss, f, '|'))
-    fields.push_back (f);
-  if (fields.empty ())
+  std::optional<grbl::StatusReport> report = grbl::parse_status_report (line);
+  if (!report)
     return;
-  run_state_ = fields[0];
-  double mpos[3] = {0, 0, 0}, wpos[3] = {0, 0, 0};
-  bool have_m = false, have_w = false;
-  auto parse3 = [] (const std::string &s, double *out) {
-    return std::sscanf (s.c_str (), "%lf,%lf,%lf", &out[0], &out[1], &out[2])
-           >= 2;
-  };
-  for (size_t i = 1; i < fields.size (); i++) {
-    if (starts_with (fields[i], "MPos:"))
-      have_m = parse3 (fields[i].substr (5), mpos);
-    else if (starts_with (fields[i], "WPos:"))
-      have_w = parse3 (fields[i].substr (5), wpos);
-    else if (starts_with (fields[i], "WCO:"))
-      parse3 (fields[i].substr (4), wco_);
-  }
-  if (!have_m && have_w)
+  run_state_ = report->state;
+  if (report->wco)
+    for (int k = 0; k < report->wco->count; k++)
+      wco_[k] = report->wco->v[k];
+  double mpos[3] = {0, 0, 0};
+  if (report->mpos) {
+    for (int k = 0; k < report->mpos->count; k++)
+      mpos[k] = report->mpos->v[k];
+  } else if (report->wpos) {
+    for (int k = 0; k < report->wpos->count; k++)
+      mpos[k] = report->wpos->v[k];
     for (int k = 0; k < 3; k++)
-      mpos[k] = wpos[k] + wco_[k];
-  if (have_m || have_w)
+      mpos[k] += wco_[k];
+  }
+  if (report->mpos || report->wpos)
     set_position (mpos);
 
   bool was_alarm = alarm_;
@@ -225,50 +212,49 @@ void
 GrblController::on_line (const std::string &line)
 {
   int64_t now = now_us ();
-  if (starts_with (line, "<")) {
+  grbl::Reply reply = grbl::classify_reply (line);
+  switch (reply.kind) {
+  case grbl::ReplyKind::kStatus:
     status_request_of_last_report_ = status_sent_;
     status_sent_ = 0;
     last_status_ = now;
     parse_status (line, now);
     return;
-  }
-  if (line == "ok" || starts_with (line, "error:")) {
+  case grbl::ReplyKind::kOk:
+  case grbl::ReplyKind::kError:
     if (!awaiting_)
       return; // e.g. an ok flushed by a reset
     awaiting_ = false;
-    if (line == "ok") {
+    if (reply.kind == grbl::ReplyKind::kOk) {
       if (awaiting_kind_ == Kind::kMove)
         move_ok_at_ = now;
       else if (awaiting_kind_ == Kind::kUnlock)
         set_problem ("");
       return;
     }
-    int code = std::atoi (line.c_str () + 6);
     refuse (protocol () + " refused '" + awaiting_text_ + "': " + line + " ("
-            + error_meaning (code) + ")");
+            + error_meaning (reply.code) + ")");
     if (awaiting_kind_ == Kind::kMove && active_group_ >= 0) {
       set_moving (active_group_, false);
       active_group_ = -1;
     }
     return;
-  }
-  if (starts_with (line, "ALARM:")) {
-    int code = std::atoi (line.c_str () + 6);
+  case grbl::ReplyKind::kAlarm:
     alarm_ = true;
     if (active_group_ >= 0) {
       set_moving (active_group_, false);
       active_group_ = -1;
     }
-    refuse (who () + " raised " + line + " (" + alarm_meaning (code) + ")");
-    if (code == 2) {
+    refuse (who () + " raised " + line + " (" + alarm_meaning (reply.code)
+            + ")");
+    if (reply.code == 2) {
       unlock_due_ = true; // position retained: safe to unlock
     } else {
-      set_problem ("alarm " + std::to_string (code) + " ("
-                   + alarm_meaning (code) + ")");
+      set_problem ("alarm " + std::to_string (reply.code) + " ("
+                   + alarm_meaning (reply.code) + ")");
     }
     return;
-  }
-  if (starts_with (line, "Grbl ")) {
+  case grbl::ReplyKind::kBanner:
     // Banner: after our soft reset (the stop), or the controller restarted.
     awaiting_ = false;
     if (active_group_ >= 0)
@@ -288,10 +274,12 @@ GrblController::on_line (const std::string &line)
     }
     hold_ = Hold::kNone;
     return;
-  }
-  if (line.find ("'$H'|'$X' to unlock") != std::string::npos) {
+  case grbl::ReplyKind::kHomingLock:
     alarm_ = true;
     set_problem ("in alarm (homing required: '$H', or home=1 in the URI)");
+    return;
+  case grbl::ReplyKind::kOther:
+    return;
   }
 }
 

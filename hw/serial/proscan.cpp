@@ -1,21 +1,15 @@
 #include "proscan.h"
+#include "replies.h"
 
 #include <livemicro/hw/error.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <cstdlib>
 
 namespace livemicro::hw::serial {
 
 namespace {
-
-bool
-is_error (const std::string &s)
-{
-  return s.size () >= 3 && s[0] == 'E' && (s[1] == ',' || s[1] == ' ');
-}
 
 std::string
 fmt_units (double v)
@@ -104,20 +98,25 @@ ProScanController::handshake ()
                                          + std::to_string (config ().baud)
                                          + " baud?");
   r = ask ("RES,s");
-  if (is_error (r) || std::atof (r.c_str ()) <= 0)
+  std::optional<double> res = proscan::parse_resolution (r);
+  if (!res)
     throw Error (ErrorKind::kDevice,
                  who () + " reports no stage resolution ('RES,s' → '" + r
                      + "'): is a stage connected?");
-  res_stage_ = std::atof (r.c_str ());
+  res_stage_ = *res;
   r = ask ("RES,z");
-  has_focus_ = !is_error (r) && std::atof (r.c_str ()) > 0;
+  res = proscan::parse_resolution (r);
+  has_focus_ = res.has_value ();
   if (has_focus_)
-    res_focus_ = std::atof (r.c_str ());
+    res_focus_ = *res;
   r = ask ("P");
-  double pos[3] = {0, 0, 0};
-  if (std::sscanf (r.c_str (), "%lf,%lf,%lf", &pos[0], &pos[1], &pos[2]) < 2)
+  std::optional<Axes> p = parse_axes (r);
+  if (!p)
     throw Error (ErrorKind::kDevice,
                  who () + " answered '" + r + "' to 'P' (expected x,y,z)");
+  double pos[3] = {0, 0, 0};
+  for (int k = 0; k < p->count; k++)
+    pos[k] = p->v[k];
   set_position (pos);
   set_problem ("");
 }
@@ -163,8 +162,8 @@ ProScanController::on_line (const std::string &line)
       accepted_at_ = now_us ();
     }
   };
-  if (is_error (line)) {
-    int code = std::atoi (line.c_str () + 2);
+  if (proscan::is_error (line)) {
+    int code = proscan::error_code (line);
     if (sent_.empty ())
       return;
     Sent s = sent_.front ();
@@ -181,15 +180,21 @@ ProScanController::on_line (const std::string &line)
   Sent s = sent_.front ();
   sent_.pop_front ();
   if (s.kind == Kind::kPosition) {
-    double pos[3] = {0, 0, 0};
-    if (std::sscanf (line.c_str (), "%lf,%lf,%lf", &pos[0], &pos[1], &pos[2])
-        >= 2)
+    if (std::optional<Axes> p = parse_axes (line)) {
+      double pos[3] = {0, 0, 0};
+      for (int k = 0; k < p->count; k++)
+        pos[k] = p->v[k];
       set_position (pos);
-    else
+    } else {
       fail ("answered '" + line + "' to 'P'");
+    }
   } else if (s.kind == Kind::kStatus) {
-    int bits = std::atoi (line.c_str ());
-    bool xy = bits & 3, z = bits & 4;
+    std::optional<int> bits = proscan::motion_bits (line);
+    if (!bits) {
+      fail ("answered '" + line + "' to '$'");
+      return;
+    }
+    bool xy = *bits & 3, z = *bits & 4;
     // The move is over when a status asked after it was accepted says so.
     if (active_group_ >= 0 && active_accepted_ && s.at >= accepted_at_) {
       bool still = active_group_ == kGroupXY ? xy : z;

@@ -1,6 +1,7 @@
 #include "config.h"
 
 #include <json-glib/json-glib.h>
+#include <livemicro/json_text.h>
 
 #include <algorithm>
 #include <set>
@@ -175,14 +176,35 @@ Config::demo ()
 Config
 Config::load (const std::string &path)
 {
+  g_autofree gchar *text = nullptr;
+  gsize len = 0;
+  g_autoptr (GError) error = nullptr;
+  if (!g_file_get_contents (path.c_str (), &text, &len, &error))
+    throw ConfigError ("config '" + path + "': " + error->message);
+  return parse (std::string (text, len), path);
+}
+
+Config
+Config::parse (const std::string &json, const std::string &source)
+{
+  // Before json-glib: deep nesting overflows its stack, half a surrogate
+  // pair becomes invalid UTF-8 (and may leak).  A configuration is 4 deep.
+  if (auto problem = livemicro::json::text_problem (json, 32))
+    throw ConfigError ("config '" + source + "': line " + std::to_string (problem->line) + ": " +
+                       problem->what);
   g_autoptr (JsonParser) parser = json_parser_new ();
   g_autoptr (GError) error = nullptr;
-  if (!json_parser_load_from_file (parser, path.c_str (), &error))
-    throw ConfigError ("config '" + path + "': " + error->message);
+  if (!json_parser_load_from_data (parser, json.data (), (gssize) json.size (), &error)) {
+    // json-glib says "<data>:LINE:COL: Parse error: ..."; name the file.
+    std::string msg = error->message;
+    if (msg.rfind ("<data>", 0) == 0)
+      msg = source + msg.substr (6);
+    throw ConfigError ("config '" + source + "': " + msg);
+  }
   JsonNode *root = json_parser_get_root (parser);
   if (!root || !JSON_NODE_HOLDS_OBJECT (root))
-    throw ConfigError ("config '" + path + "': the top level must be a JSON object");
-  Reader r (json_node_get_object (root), "config '" + path + "': ");
+    throw ConfigError ("config '" + source + "': the top level must be a JSON object");
+  Reader r (json_node_get_object (root), "config '" + source + "': ");
   r.only ({"listen_address", "public_host", "http_port", "rtsp_port", "state_dir",
       "admin_token", "tls", "pipelines_dir", "web_dir", "profiles_file", "max_body_bytes",
       "video", "control", "microscopes", "users"});
@@ -296,7 +318,8 @@ Config::load (const std::string &path)
       if (!roles)
         throw ConfigError (where + "roles: a list of roles is needed");
       for (guint k = 0; k < json_array_get_length (roles); k++) {
-        const char *role = json_array_get_string_element (roles, k);
+        JsonNode *e = json_array_get_element (roles, k);
+        const char *role = JSON_NODE_HOLDS_VALUE (e) ? json_node_get_string (e) : nullptr;
         if (!role || !is_known_role (role))
           throw ConfigError (where + "roles[" + std::to_string (k) +
                              "]: not one of owner, consultant, trainee, guest");

@@ -72,7 +72,11 @@ struct Config {
   const MicroscopeConfig *microscope (const std::string &id) const;
   // The demo: one virtual microscope "demo" on sim://synthetic.
   static Config demo ();
+  // Reads and parses a configuration file.  Throws ConfigError (and only
+  // that) naming the file and the key: "config 'PATH': microscopes[0].id: …".
   static Config load (const std::string &path);
+  // Parses the JSON text of a configuration; `source` names it in errors.
+  static Config parse (const std::string &json, const std::string &source);
 };
 
 // The roles a session can have, most privileged first.

@@ -202,6 +202,33 @@ TEST (Config, AMicroscopeMadeOfPartsBecomesACompositeUri)
                  .find ("objective: 20 is not in objectives"), std::string::npos);
 }
 
+// Found by tests/fuzz (fuzz-config): a role that is not a string was a
+// json-glib critical; half a surrogate pair gave a name that is not UTF-8
+// (and two leak in json-glib); deep nesting overflows json-glib's stack.
+TEST (Config, RolesOfAnyTypeHalfSurrogatesAndDeepNestingAreErrors)
+{
+  auto error = [] (const std::string &json) {
+    try {
+      Config::parse (json, "c.json");
+    } catch (const ConfigError &e) {
+      return std::string (e.what ());
+    }
+    return std::string ("(accepted)");
+  };
+  EXPECT_NE (error (R"({"microscopes": [{"id":"a","uri":"x"}], "users": [{"name":"u","roles":[{"a":1}]}]})")
+                 .find ("users[0].roles[0]: not one of owner"), std::string::npos);
+  EXPECT_NE (error (R"({"microscopes": [{"id":"a","uri":"x"}], "users": [{"name":"u","roles":[["owner"]]}]})")
+                 .find ("roles[0]"), std::string::npos);
+  EXPECT_NE (error ("{\"microscopes\": [{\"id\":\"a\",\n\"uri\":\"x\",\"name\":\"dr\\ud800ive\"}]}")
+                 .find ("config 'c.json': line 2: a \\u escape of half a surrogate pair"), std::string::npos);
+  EXPECT_NE (error (R"({"users": [{"name": "\udc00\udc00"}]})").find ("half a surrogate pair"),
+      std::string::npos);
+  EXPECT_EQ (Config::parse (R"({"microscopes": [{"id":"a","uri":"x","name":"\ud83d\udd2c"}]})", "c.json")
+                 .microscopes[0].name, "\xf0\x9f\x94\xac");
+  EXPECT_NE (error (std::string (100000, '[')).find ("config 'c.json': line 1: nested deeper than 32 levels"),
+      std::string::npos);
+}
+
 TEST (Templates, RenderQuotesValuesAndRefusesUnknownPlaceholders)
 {
   TempDir dir;

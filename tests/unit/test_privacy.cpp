@@ -8,6 +8,7 @@
 #include <livemicro/privacy/detect.h>
 #include <livemicro/privacy/incremental.h>
 #include <livemicro/privacy/mask.h>
+#include <livemicro/json_text.h>
 #include <livemicro/privacy/profiles.h>
 
 #include <gtest/gtest.h>
@@ -180,7 +181,53 @@ INSTANTIATE_TEST_SUITE_P (Errors, ProfilesBadInput,
         BadFile {"{\"profiles\": [{\"name\": \"g\", \"regions\": [], \"detect\": [], \"extensions\": 3}]}",
             {"profiles.g.extensions", "JSON object"}},
         BadFile {"{\"version\": 2, \"profiles\": [{\"name\": \"g\", \"regions\": [], \"detect\": []}]}",
-            {"version", "must be 1"}}));
+            {"version", "must be 1"}},
+        // Found by tests/fuzz (fuzz-profiles): json-glib reads these, but
+        // what it makes of them is not JSON (invalid UTF-8, "inf.0").
+        BadFile {"{\"profiles\": [{\"name\": \"g\",\n \"description\": \"dr\\ud800ive\", \"regions\": [],"
+                 " \"detect\": []}]}",
+            {"test.json:2: (file): a \\u escape of half a surrogate pair"}},
+        BadFile {"{\"profiles\": [{\"name\": \"g\", \"regions\": [], \"detect\": [],"
+                 " \"overlays\": [\"\\udc00\\udc00\"]}]}",
+            {"test.json:1:", "half a surrogate pair"}},
+        BadFile {"{\"profiles\": [{\"name\": \"g\", \"regions\": [], \"detect\": [],"
+                 " \"extensions\": {\"max\": [1e999]}}]}",
+            {"profiles.g.extensions", "finite numbers"}},
+        BadFile {std::string (100000, '['), {"test.json:1: (file): nested deeper than 64 levels"}}));
+
+// What json-glib 1.6 gets wrong, found before it reads the text.
+TEST (JsonText, DeepNestingAndHalfSurrogatePairsAreFoundTheWayJsonGlibReadsText)
+{
+  using livemicro::json::text_problem;
+  EXPECT_FALSE (text_problem (R"({"a": [[1], {"b": "\ud83d\udd2c"}]})", 3));
+  EXPECT_EQ (text_problem (R"({"a": [[1]]})", 2)->what, "nested deeper than 2 levels");
+  EXPECT_EQ (text_problem ("[\n[\n[", 2)->line, 3);
+  // Brackets in strings and comments do not nest; quotes in them do not
+  // start a string.
+  EXPECT_FALSE (text_problem (R"(["[[[[", '[[[[', "\"[[[["])", 1));
+  EXPECT_FALSE (text_problem ("/* [[[[ \" */ [1]", 1));
+  EXPECT_TRUE (text_problem ("['\"'] [[[", 2));
+  EXPECT_TRUE (text_problem ("/* \" */ [[[", 2));
+  // Surrogates: a pair is fine, half of one is not (in "…" strings only:
+  // json-glib reads '…' without escapes).
+  EXPECT_TRUE (text_problem (R"(["\ud800"])", 5));
+  EXPECT_TRUE (text_problem (R"(["\ud800\u0041"])", 5));
+  EXPECT_TRUE (text_problem (R"(["\uDC00x"])", 5));
+  EXPECT_FALSE (text_problem (R"(["\\ud800"])", 5));  // an escaped backslash
+  EXPECT_FALSE (text_problem (R"(['\ud800'])", 5));
+  EXPECT_FALSE (text_problem (R"(["\u00e9\uD83D\uDD2C"])", 5));
+  EXPECT_TRUE (text_problem (R"(["\ud8op"])", 5));
+  EXPECT_TRUE (text_problem (R"(["\ud80"\ud800"])", 5));
+  EXPECT_EQ (text_problem (R"(["B\\\641"])", 5)->what, "an escape JSON does not have: \\6");
+  EXPECT_TRUE (text_problem (R"(["a\qb"])", 5));
+  EXPECT_FALSE (text_problem (R"(["\"\\\/\b\f\n\r\t"])", 5));
+  // One value: json-glib would return the first and leak the others.
+  EXPECT_EQ (text_problem ("[][]", 5)->what, "text after the end of the JSON value");
+  EXPECT_TRUE (text_problem (R"({"a":1}{"b":2})", 5));
+  EXPECT_TRUE (text_problem ("1e99[]", 5));
+  EXPECT_EQ (text_problem ("{\"a\": 1}\n\n x", 5)->line, 3);
+  EXPECT_FALSE (text_problem ("\n {\"a\": 1} /* end */\r\n", 5));
+}
 
 TEST (Profiles, UnreadableFileNamesThePath)
 {

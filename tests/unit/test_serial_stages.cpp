@@ -6,6 +6,7 @@
 #include "emulator.h"
 #include "hw_error.h"
 #include "serial/controller_parts.h"
+#include "serial/replies.h"
 
 #include <livemicro/hw/error.h>
 #include <livemicro/hw/uri.h>
@@ -179,6 +180,25 @@ TEST (Grbl, ErrorRepliesAndAlarmsAreReported)
   EXPECT_TRUE (contains (d.problem, "alarm 1 (hard limit")) << d.problem;
   std::string e = error_of ([&] { r.stage->move_to (12000, 10000); });
   EXPECT_TRUE (contains (e, "alarm 1")) << e;
+}
+
+// An alarm number that does not fit an int (atoi wrapped 4294967298 to 2)
+// is not the soft-limit alarm: no automatic unlock, moves stay refused.
+TEST (Grbl, AnAlarmNumberBeyondIntIsNotASoftLimit)
+{
+  Emulator emu ("grbl_emulator.py");
+  Rig r = open_rig ("grbl://" + emu.link () + "?poll_ms=30");
+  size_t mark = emu.mark ();
+  emu.control ("alarm 4294967298");
+  ASSERT_TRUE (eventually (
+      [&] {
+        return !serial::controller_status (*r.controller, "stage")
+                    .problem.empty ();
+      },
+      3));
+  EXPECT_FALSE (emu.wait_event ("RX $X", 1, mark)) << "unlocked a real alarm";
+  EXPECT_TRUE (contains (error_of ([&] { r.stage->move_to (12000, 10000); }),
+                         "alarm"));
 }
 
 TEST (Grbl, HomesOnConnectWhenAskedOtherwiseReportsTheHomingLock)
@@ -387,4 +407,54 @@ TEST (ProScan, SlowRepliesDisconnectAndReconnect)
              all += e + " | ";
            return all;
          }();
+}
+
+// ---------------------------------------------------------------- replies
+// The line parsers alone (hw/serial/replies.h); the cases come from
+// tests/fuzz (corpus/serial-replies/regress-*).
+
+TEST (Replies, PositionsAreFiniteNumbers)
+{
+  auto a = serial::parse_axes ("12.5,-3,0.25");
+  ASSERT_TRUE (a);
+  EXPECT_EQ (a->count, 3);
+  EXPECT_DOUBLE_EQ (a->v[1], -3);
+  EXPECT_EQ (serial::parse_axes ("1,2")->count, 2);
+  EXPECT_FALSE (serial::parse_axes ("1"));
+  EXPECT_FALSE (serial::parse_axes ("nan,1,2"));
+  EXPECT_FALSE (serial::parse_axes ("1,-Infinity,2"));
+  EXPECT_FALSE (serial::parse_axes ("1e400,0"));
+  auto st = serial::grbl::parse_status_report ("<Idle|MPos:inf,1,2|WPos:1,2,3>");
+  ASSERT_TRUE (st);
+  EXPECT_EQ (st->state, "Idle");
+  EXPECT_FALSE (st->mpos);
+  EXPECT_TRUE (st->wpos);
+  EXPECT_FALSE (serial::grbl::parse_status_report ("<>"));
+}
+
+TEST (Replies, CodesThatDoNotFitAnIntAreNoCode)
+{
+  using serial::grbl::classify_reply;
+  using serial::grbl::ReplyKind;
+  EXPECT_EQ (classify_reply ("ALARM:2").code, 2);
+  EXPECT_EQ (classify_reply ("ALARM:4294967298").kind, ReplyKind::kAlarm);
+  EXPECT_EQ (classify_reply ("ALARM:4294967298").code, 0);
+  EXPECT_EQ (classify_reply ("error:4294967306").code, 0);
+  EXPECT_EQ (classify_reply ("error:22").code, 22);
+  EXPECT_EQ (serial::proscan::error_code ("E,7"), 7);
+  EXPECT_EQ (serial::proscan::error_code ("E,4294967303"), 0);
+  EXPECT_EQ (serial::proscan::motion_bits ("5"), 5);
+  EXPECT_FALSE (serial::proscan::motion_bits ("4294967297"));
+  EXPECT_FALSE (serial::proscan::motion_bits ("-1"));
+  EXPECT_FALSE (serial::proscan::motion_bits ("R?"));
+}
+
+TEST (Replies, AResolutionIsFiniteAndAboveZero)
+{
+  EXPECT_DOUBLE_EQ (*serial::proscan::parse_resolution ("0.1"), 0.1);
+  EXPECT_FALSE (serial::proscan::parse_resolution ("E,7"));
+  EXPECT_FALSE (serial::proscan::parse_resolution ("0"));
+  EXPECT_FALSE (serial::proscan::parse_resolution ("1e400"));
+  EXPECT_FALSE (serial::proscan::parse_resolution ("inf"));
+  EXPECT_FALSE (serial::proscan::parse_resolution ("nan"));
 }
