@@ -1,6 +1,7 @@
 #include "worker_protocol.h"
 
 #include <json-glib/json-glib.h>
+#include <livemicro/json_text.h>
 
 #include <cmath>
 #include <cstring>
@@ -178,6 +179,8 @@ parse (const std::string &json, JsonObject **root)
 {
   std::shared_ptr<JsonParser> p (json_parser_new (), g_object_unref);
   *root = nullptr;
+  if (livemicro::json::text_problem (json, 16))
+    return p;  // json-glib would misread or leak it
   if (json_parser_load_from_data (p.get (), json.data (), (gssize) json.size (), nullptr)) {
     JsonNode *r = json_parser_get_root (p.get ());
     if (r && JSON_NODE_HOLDS_OBJECT (r))

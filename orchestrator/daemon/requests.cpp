@@ -1,37 +1,12 @@
 #include "requests.h"
 
 #include <glib.h>
+#include <livemicro/json_text.h>
 
 #include <cmath>
 #include <cstring>
 
 namespace livemicro::orchestrator {
-
-bool
-json_depth_within (const char *data, size_t len, int max_depth)
-{
-  int depth = 0;
-  bool in_string = false;
-  for (size_t i = 0; i < len; i++) {
-    const char c = data[i];
-    if (in_string) {
-      if (c == '\\')
-        i++;  // the escaped character, whatever it is
-      else if (c == '"')
-        in_string = false;
-      continue;
-    }
-    if (c == '"') {
-      in_string = true;
-    } else if (c == '[' || c == '{') {
-      if (++depth > max_depth)
-        return false;
-    } else if (c == ']' || c == '}') {
-      depth--;
-    }
-  }
-  return true;
-}
 
 JsonInput::JsonInput (std::shared_ptr<JsonParser> parser, JsonObject *object, std::string context)
     : parser_ (std::move (parser)), object_ (object), context_ (std::move (context))
@@ -45,8 +20,11 @@ JsonInput::parse (const char *data, size_t len, size_t max_bytes)
     throw Refusal {Reason::kTooLarge, "body larger than " + std::to_string (max_bytes) + " bytes"};
   if (len == 0)
     throw Refusal {Reason::kMalformed, "malformed JSON: empty body"};
-  if (!json_depth_within (data, len, kMaxJsonDepth))
-    throw Refusal {Reason::kMalformed, "malformed JSON: nested deeper than " + std::to_string (kMaxJsonDepth) + " levels"};
+  // What json-glib 1.6 would get wrong (deep nesting overflows its stack,
+  // bad escapes become invalid UTF-8, values after the first are dropped
+  // and leaked) is refused before it reads the text.
+  if (auto problem = livemicro::json::text_problem (std::string (data, len), kMaxJsonDepth))
+    throw Refusal {Reason::kMalformed, "malformed JSON: " + problem->what};
   std::shared_ptr<JsonParser> parser (json_parser_new (), g_object_unref);
   g_autoptr (GError) error = nullptr;
   if (!json_parser_load_from_data (parser.get (), data, (gssize) len, &error))

@@ -44,10 +44,6 @@ struct Refusal {
 // Deeper JSON is refused before it is parsed (json-glib recurses per level).
 constexpr int kMaxJsonDepth = 32;
 
-// Whether `data` nests arrays/objects at most `max_depth` deep (strings and
-// their escapes skipped; the JSON itself is not validated here).
-bool json_depth_within (const char *data, size_t len, int max_depth);
-
 // A parsed JSON object that owns its parser; typed access to its members.
 class JsonInput {
 public:
