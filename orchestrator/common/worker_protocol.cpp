@@ -34,10 +34,7 @@ public:
   Self &num (const char *k, double v)
   {
     json_builder_set_member_name (b_, k);
-    if (std::isfinite (v))
-      json_builder_add_double_value (b_, v);
-    else
-      json_builder_add_null_value (b_);  // JSON has no NaN
+    add_number (b_, v);
     return self ();
   }
   Self &integer (const char *k, int64_t v)
@@ -258,6 +255,19 @@ read_summary (JsonObject *o, AnalysisSummary &a)
 }
 
 }  // namespace
+
+void
+add_number (JsonBuilder *b, double v)
+{
+  if (!std::isfinite (v))
+    json_builder_add_null_value (b);  // JSON has no NaN
+  else if (std::fabs (v) < 9007199254740992.0)  // 2^53: json-glib writes these correctly
+    json_builder_add_double_value (b, v);
+  else if (std::fabs (v) < 9.2e18)
+    json_builder_add_int_value (b, (gint64) v);  // integral at this size
+  else
+    json_builder_add_null_value (b);
+}
 
 void
 add_status_members (JsonBuilder *b, const MicroscopeStatus &s)

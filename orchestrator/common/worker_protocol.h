@@ -66,6 +66,12 @@ struct AnalysisSummary {
   std::optional<std::string> grade_cue, grade_cue_note;
 };
 
+// A number as JSON.  json-glib 1.6 writes a double whose shortest form has
+// an exponent but no point as invalid JSON ("1e+308.0"), and has no NaN or
+// infinity: such doubles (all integral, |v| ≥ 2^53) are written as integers
+// when they fit 64 bits, the rest as null.
+void add_number (JsonBuilder *b, double v);
+
 // The members of a status, limits or summary, written into an open JSON
 // object: the API shows them exactly as they cross the wire.
 void add_status_members (JsonBuilder *b, const MicroscopeStatus &s);

@@ -165,9 +165,9 @@ pointer_json (const SessionRecord &s, double x_um, double y_um)
     add_string (b, "user", s.user);
     add_string (b, "role", s.role);
     json_builder_set_member_name (b, "x_um");
-    json_builder_add_double_value (b, x_um);
+    add_number (b, x_um);
     json_builder_set_member_name (b, "y_um");
-    json_builder_add_double_value (b, y_um);
+    add_number (b, y_um);
   });
 }
 

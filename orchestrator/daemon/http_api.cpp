@@ -609,8 +609,8 @@ HttpApi::annotations_geojson (Call &c)
     auto add_point = [&] (guint i) {
       JsonArray *xy = json_array_get_array_element (pts, i);
       json_builder_begin_array (b);
-      json_builder_add_double_value (b, json_array_get_double_element (xy, 0) / um_per_px);
-      json_builder_add_double_value (b, json_array_get_double_element (xy, 1) / um_per_px);
+      add_number (b, json_array_get_double_element (xy, 0) / um_per_px);
+      add_number (b, json_array_get_double_element (xy, 1) / um_per_px);
       json_builder_end_array (b);
     };
     json_builder_begin_object (b);
@@ -681,7 +681,7 @@ add_microscope (JsonBuilder *b, const Node &node, const Principal &who, const Mi
     json_builder_begin_object (b);
     for (auto [k, v] : {std::pair<const char *, double> {"x_um", st->x_um}, {"y_um", st->y_um}, {"z_um", st->z_um}}) {
       json_builder_set_member_name (b, k);
-      json_builder_add_double_value (b, v);
+      add_number (b, v);
     }
     json_builder_end_object (b);
   } else {
@@ -690,7 +690,7 @@ add_microscope (JsonBuilder *b, const Node &node, const Principal &who, const Mi
   json_builder_set_member_name (b, "objective");
   json_builder_add_int_value (b, st ? st->objective : 0);
   json_builder_set_member_name (b, "um_per_px");
-  json_builder_add_double_value (b, st ? st->um_per_px : 0);
+  add_number (b, st ? st->um_per_px : 0);
   json_builder_set_member_name (b, "moving");
   json_builder_add_boolean_value (b, st && st->moving);
   if (st && st->limits) {

@@ -676,8 +676,8 @@ Node::add_annotation (const Principal &by, const std::string &microscope, const 
   json_builder_begin_array (pb);
   for (const auto &[x, y] : r.points_um) {
     json_builder_begin_array (pb);
-    json_builder_add_double_value (pb, x);
-    json_builder_add_double_value (pb, y);
+    add_number (pb, x);
+    add_number (pb, y);
     json_builder_end_array (pb);
   }
   json_builder_end_array (pb);

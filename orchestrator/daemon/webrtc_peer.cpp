@@ -1,5 +1,7 @@
 #include "webrtc_peer.h"
 
+#include "common/worker_protocol.h"
+
 #define GST_USE_UNSTABLE_API
 #include <gst/rtp/rtp.h>
 #include <gst/sdp/sdp.h>
@@ -121,7 +123,7 @@ WebRtcPeer::start ()
           for (auto [k, v] : {std::pair<const char *, double> {"x_um", fh.stage_x_um}, {"y_um", fh.stage_y_um},
                    {"um_per_px", fh.um_per_px}}) {
             json_builder_set_member_name (jb, k);
-            json_builder_add_double_value (jb, v);
+            add_number (jb, v);
           }
           json_builder_set_member_name (jb, "width");
           json_builder_add_int_value (jb, fh.frame_width);

@@ -154,6 +154,12 @@ TEST_F (Hardening, FragmentedAndDeeplyNestedMessagesAreBoundedLikeWholeOnes)
     EXPECT_EQ (r.status, 400) << r.body;
     HttpReply r2 = d.request ("POST", "/api/v1/sessions", std::string (30000, '{') + "\"a\":1");
     EXPECT_EQ (r2.status, 400) << r2.body;
+    // What json-glib would misread: values after the first, bad escapes.
+    for (const char *body : {R"({"user":"a","role":"guest"}[])", R"({"user":"a","role":"guest"}{"x":1})",
+             R"({"user":"\ud800x","role":"guest"})", R"({"user":"\641","role":"guest"})"}) {
+      HttpReply r3 = d.request ("POST", "/api/v1/sessions", body);
+      EXPECT_EQ (r3.status, 400) << body << " → " << r3.body;
+    }
     expect_alive (d, "60,000 '[' in a REST body");
   }
   const long rss_after = process_usage (d.pid ()).rss_kb;
