@@ -524,8 +524,9 @@ TEST_P (PrivacyMaskModes, PrintAppearingInAStillViewIsMaskedWithinTheDetectionIn
       bool masked = black_pixels (out, qr) == qr.area ();
       if (masked && first_masked < 0)
         first_masked = k;
-      if (first_masked >= 0)
+      if (first_masked >= 0) {
         EXPECT_TRUE (masked) << "frame " << k << ": stays masked";
+      }
     }
     EXPECT_GE (first_masked, 0) << "interval " << interval;
     EXPECT_LT (first_masked, (int) interval) << "interval " << interval;

@@ -335,9 +335,12 @@ TEST_F (Hardening, NamesNumbersAndAnnotationsOfTheWrongShapeAre422)
   };
   for (const Case &c : cases) {
     HttpReply r = d.request ("POST", c.path, c.body, c.path == sessions ? Daemon::kAdminToken : t);
-    EXPECT_EQ (r.status, c.status) << c.body.substr (0, 80) << " → " << r.body;
-    if (c.status >= 400)
-      EXPECT_FALSE (r.str ("error").empty ()) << r.body;
+    // Escaped: a failure message must stay valid UTF-8 for the test log.
+    g_autofree char *shown = g_strescape (c.body.substr (0, 80).c_str (), nullptr);
+    EXPECT_EQ (r.status, c.status) << shown << " → " << r.status;
+    if (c.status >= 400) {
+      EXPECT_FALSE (r.str ("error").empty ()) << shown;
+    }
   }
   // Everything stored exports as valid JSON, nothing silently dropped.
   HttpReply list = d.request ("GET", annotations, "", t);
@@ -385,9 +388,11 @@ TEST_F (Hardening, AnEndedSessionsOpenSocketFallsSilentAtOnce)
     g_usleep (20000);
   }
   g_usleep (300000);
-  for (const auto &e : watcher.events ())
-    if (e.type == "pointer")
+  for (const auto &e : watcher.events ()) {
+    if (e.type == "pointer") {
       EXPECT_LT (e.at_us, ended) << "a pointer of the ended session reached others: " << e.json;
+    }
+  }
 }
 
 TEST_F (Hardening, ABurstOf200RtspConnectionsIsAnswered)
