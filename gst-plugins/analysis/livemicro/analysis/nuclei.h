@@ -183,6 +183,9 @@ private:
   struct Scratch;
   // The model to use for this frame, or nullptr for classical.
   NucleusModel *model_for_frame ();
+  // The stain vectors for this frame (and which kind they are), given its
+  // tissue's optical densities; updates the slide's Macenko estimate.
+  StainVectors stain_vectors (const std::vector<cv::Vec3f> &od_samples, StainMethod &used);
   Params params_;
   std::shared_ptr<NucleusModel> model_;
   bool model_tried_ = false;
