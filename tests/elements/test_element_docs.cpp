@@ -115,8 +115,17 @@ read_tables (const std::string &path, std::string *error)
   }
   std::string line, element;
   Table *current = nullptr;
-  bool in_table = false;
+  bool in_table = false, in_code = false;
   for (int n = 1; std::getline (in, line); n++) {
+    // A table inside a code block (or after a block left open) is not
+    // rendered as a table: it does not count.
+    if (trim (line).rfind ("```", 0) == 0)
+      in_code = !in_code;
+    if (in_code || trim (line).rfind ("```", 0) == 0) {
+      current = in_table ? nullptr : current;
+      in_table = false;
+      continue;
+    }
     if (line.rfind ("## ", 0) == 0) {
       element.clear ();
       size_t a = line.find ('`'), b = a == std::string::npos ? a : line.find ('`', a + 1);
@@ -399,7 +408,7 @@ TEST_P (ElementDocs, PropertyTableMatchesTheElement)
     gst_object_unref (e);
     FAIL () << kDoc << " has no property table for " << element << " (a \"## `" << element
             << "`\" section whose first table has the header | property | type | range | "
-               "default | meaning |)";
+               "default | meaning |, outside any code block: is a ``` left open above it?)";
   }
   const Table &table = it->second;
   for (const auto &p : table.problems)
