@@ -1,7 +1,7 @@
 // H&E nuclei analysis: colour deconvolution, quality gates, segmentation
 // (background-corrected hematoxylin OD, Otsu threshold with a floor,
 // distance-transform markers, watershed, merge by dynamics), per-nucleus
-// measurements and the per-frame summary.  See nuclei.h and the README.
+// measurements and the per-frame summary.  See nuclei.h and docs/analysis.md.
 #include "livemicro/analysis/nuclei.h"
 #include "livemicro/analysis/nuclei_model.h"
 
@@ -139,7 +139,7 @@ Nucleus::feature (Feature f) const
   return 0;
 }
 
-// The Nottingham-like rule, written down in the README:
+// The Nottingham-like rule, written down in docs/analysis.md:
 //   size       1: √(P75 area / reference) < 1.5   2: < 2.0   3: otherwise
 //   variation  1: CV(area) < 0.30                 2: < 0.50  3: otherwise
 //   chromatin  1: CV(mean H OD) < 0.15            2: < 0.25  3: otherwise

@@ -974,15 +974,16 @@ gst_microscope_src_class_init (GstMicroscopeSrcClass *klass)
           "Microscope URI: sim://synthetic[?seed=N] (generated H&E slide), "
           "sim:///path/slide.svs (any slide OpenSlide opens), "
           "sim:///path/image.png?mpp=0.25 (plain image with its µm per pixel); "
-          "see the README for all query parameters",
+          "docs/hardware.md lists every scheme and query parameter",
           DEFAULT_MICROSCOPE,
           static_cast<GParamFlags> (rw | GST_PARAM_MUTABLE_READY)));
   g_object_class_install_property (gobject_class, PROP_X_UM,
       g_param_spec_double ("x-um", "Stage X (µm)",
           "Slide x under the optical axis, µm from the slide's left edge; "
           "setting it while playing moves the stage at its set speed. Reads "
-          "the current position, also while moving. -1 = home (start of the "
-          "tissue); outside the slide's travel range is an error",
+          "the current position, also while moving. -1 = leave the stage where "
+          "it is when the microscope opens (sim: home, the centre of the tissue); "
+          "outside the slide's travel range is an error",
           -1.0, MAX_POSITION_UM, DEFAULT_POSITION, rw_playing));
   g_object_class_install_property (gobject_class, PROP_Y_UM,
       g_param_spec_double ("y-um", "Stage Y (µm)",
@@ -991,7 +992,8 @@ gst_microscope_src_class_init (GstMicroscopeSrcClass *klass)
   g_object_class_install_property (gobject_class, PROP_Z_UM,
       g_param_spec_double ("z-um", "Focus Z (µm)",
           "Focus drive position, µm (sim: 0-2000, best focus near 1000 and "
-          "varying over the slide). -1 = in focus at the home position",
+          "varying over the slide). -1 = leave the focus where it is when the "
+          "microscope opens (sim: in focus at home)",
           -1.0, MAX_POSITION_UM, DEFAULT_POSITION, rw_playing));
   g_object_class_install_property (gobject_class, PROP_OBJECTIVE,
       g_param_spec_int ("objective", "Objective",

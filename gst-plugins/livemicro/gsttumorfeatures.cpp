@@ -865,7 +865,7 @@ gst_tumor_features_class_init (GstTumorFeaturesClass *klass)
   g_object_class_install_property (gobject_class, PROP_JSON_LOCATION,
       g_param_spec_string ("json-location", "JSON Lines file",
           "Write one JSON object per analysed frame to this file (JSON Lines, "
-          "schema in the README); NULL = no file",
+          "format in docs/analysis.md); NULL = no file",
           nullptr, rw_ready));
   g_object_class_install_property (gobject_class, PROP_EMIT_NUCLEI,
       g_param_spec_boolean ("emit-nuclei", "Emit nuclei",

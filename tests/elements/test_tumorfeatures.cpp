@@ -315,7 +315,7 @@ TEST_F (TumorFeatures, MessagesAndJsonLinesMatchTheMetaAndTheSchema)
     EXPECT_NEAR (json_object_get_double_member (n0, "x_px"), s.nuclei[0].x_px, 1e-3);
     EXPECT_NEAR (json_object_get_double_member (n0, "area_um2"), s.nuclei[0].area_um2, 1e-3);
   }
-  // The schema documented in the README, checked by python3-jsonschema.
+  // The schema documented in docs/analysis.md, checked by python3-jsonschema.
   const std::string schema = std::string (LIVEMICRO_SOURCE_DIR) + "/docs/tumorfeatures.schema.json";
   if (!g_file_test ("/usr/bin/python3", G_FILE_TEST_EXISTS) ||
       system ("/usr/bin/python3 -c 'import jsonschema' 2>/dev/null") != 0)
