@@ -350,21 +350,24 @@ TEST (ProScan, StopErrorsAndMissingFocus)
                            serial::make_focus (c, uri);
                          }),
                          "has no focus drive fitted"));
-  Rig r = open_rig ("proscan://" + emu.link ()
+  // A fresh controller: replies to the dropped one's last polls must not
+  // reach this one's handshake (a driver gap noted in docs/hardware.md).
+  Emulator emu2 ("proscan_emulator.py", {"--no-focus", "--max-speed", "1000"});
+  Rig r = open_rig ("proscan://" + emu2.link ()
                     + "?max_speed_um_s=1000&speed_um_s=1000&poll_ms=30");
   EXPECT_EQ (r.focus, nullptr);
-  size_t mark = emu.mark ();
+  size_t mark = emu2.mark ();
   r.stage->move_to (20000, 0); // 20 s
   ASSERT_TRUE (eventually ([&] { return r.stage->state ().x_um > 100; }, 3));
   r.stage->stop ();
   ASSERT_TRUE (eventually ([&] { return !r.stage->state ().moving; }, 3));
-  EXPECT_FALSE (emu.received (mark, "I").empty ());
+  EXPECT_FALSE (emu2.received (mark, "I").empty ());
   double x = r.stage->state ().x_um;
   g_usleep (300000);
   EXPECT_NEAR (r.stage->state ().x_um, x, 1e-9);
   EXPECT_LT (x, 5000);
 
-  emu.control ("error 2"); // E,2 NOT IDLE for the next command: the move
+  emu2.control ("error 2"); // E,2 NOT IDLE for the next command: the move
   r.stage->move_to (100, 100);
   ASSERT_TRUE (
       eventually ([&] { return r.controller->snapshot ().refusals >= 1; }, 3));
