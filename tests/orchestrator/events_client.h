@@ -25,6 +25,10 @@ public:
   {
     url_ = "ws://127.0.0.1:" + std::to_string (http_port) + "/api/v1/microscopes/" + microscope + "/events";
     token_ = token;
+    // The context and loop belong to this object, not to the thread: close ()
+    // can always reach them, whenever the thread ends.
+    ctx_ = g_main_context_new ();
+    loop_ = g_main_loop_new (ctx_, FALSE);
     thread_ = std::thread ([this] { run (); });
     std::unique_lock<std::mutex> lock (mutex_);
     cv_.wait_for (lock, std::chrono::seconds (10), [this] { return connected_ || failed_; });
@@ -33,7 +37,7 @@ public:
 
   void close ()
   {
-    if (!loop_)
+    if (!thread_.joinable ())
       return;
     g_main_context_invoke (ctx_, [] (gpointer d) -> gboolean {
       auto *self = static_cast<EventsClient *> (d);
@@ -43,7 +47,10 @@ public:
       return G_SOURCE_REMOVE;
     }, this);
     thread_.join ();
+    g_main_loop_unref (loop_);
+    g_main_context_unref (ctx_);
     loop_ = nullptr;
+    ctx_ = nullptr;
   }
 
   bool connected () const { return connected_; }
@@ -80,9 +87,7 @@ public:
 private:
   void run ()
   {
-    ctx_ = g_main_context_new ();
     g_main_context_push_thread_default (ctx_);
-    loop_ = g_main_loop_new (ctx_, FALSE);
     SoupSession *session = soup_session_new ();
     SoupMessage *msg = soup_message_new ("GET", url_.c_str ());
     soup_message_headers_replace (soup_message_get_request_headers (msg), "Authorization",
@@ -119,9 +124,7 @@ private:
       g_object_unref (conn_);
     g_object_unref (msg);
     g_object_unref (session);
-    g_main_loop_unref (loop_);
     g_main_context_pop_thread_default (ctx_);
-    g_main_context_unref (ctx_);
   }
 
   std::string url_, token_;
