@@ -134,6 +134,8 @@ HttpApi::HttpApi (Node &node) : node_ (node) {}
 
 HttpApi::~HttpApi ()
 {
+  if (reap_timer_)
+    g_source_remove (reap_timer_);
   while (!viewers_.empty ())
     close_viewer (viewers_.begin ()->first);
   if (server_) {
@@ -191,8 +193,11 @@ refuse_body (SoupServerMessage *msg, RequestGuard *g)
 void
 on_request_started (SoupServer *, SoupServerMessage *msg, gpointer self)
 {
+  auto *api = static_cast<HttpApi *> (self);
+  api->socket_reaper ().track (soup_server_message_get_socket (msg));
+  api->socket_reaper ().sweep ();
   auto *g = new RequestGuard;
-  g->max_body_bytes = static_cast<HttpApi *> (self)->max_body_bytes ();
+  g->max_body_bytes = api->max_body_bytes ();
   g_object_set_data_full (G_OBJECT (msg), "livemicro-guard", g, [] (gpointer d) {
     delete static_cast<RequestGuard *> (d);
   });
@@ -248,6 +253,11 @@ HttpApi::start ()
   if (node_.tls ())
     g_object_set (server_, "tls-certificate", node_.tls (), nullptr);
   g_signal_connect (server_, "request-started", G_CALLBACK (on_request_started), this);
+  // Sockets of the last connections are freed even when no request follows.
+  reap_timer_ = g_timeout_add_seconds (5, [] (gpointer self) -> gboolean {
+    static_cast<HttpApi *> (self)->socket_reaper ().sweep ();
+    return G_SOURCE_CONTINUE;
+  }, this);
   soup_server_add_handler (server_, nullptr, on_request, this, nullptr);
 
   const Config &config = node_.config ();

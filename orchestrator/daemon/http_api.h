@@ -10,6 +10,7 @@
 #pragma once
 
 #include "node.h"
+#include "socket_reaper.h"
 #include "webrtc_peer.h"
 
 #include <libsoup/soup.h>
@@ -32,6 +33,7 @@ public:
   void start ();
   int port () const { return port_; }
   size_t max_body_bytes () const;
+  LeakedSocketReaper &socket_reaper () { return reaper_; }
 
   // One request on its way through a route.
   struct Call {
@@ -86,6 +88,8 @@ private:
   Node &node_;
   SoupServer *server_ = nullptr;
   int port_ = 0;
+  LeakedSocketReaper reaper_;
+  guint reap_timer_ = 0;
   std::map<Viewer *, std::unique_ptr<Viewer>> viewers_;
 };
 

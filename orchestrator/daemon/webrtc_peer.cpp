@@ -222,6 +222,7 @@ WebRtcPeer::on_negotiation_needed (GstElement *webrtc, gpointer data)
       },
       new Ctx {self->weak_from_this ()}, [] (gpointer d) { delete static_cast<Ctx *> (d); });
   g_signal_emit_by_name (webrtc, "create-offer", nullptr, promise);
+  gst_promise_unref (promise);  // webrtcbin holds its own reference until it replies
 }
 
 void
