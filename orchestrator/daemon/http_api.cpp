@@ -640,9 +640,8 @@ qupath_annotations (const std::vector<AnnotationRecord> &list, double um_per_px)
 void
 HttpApi::annotations_geojson (Call &c)
 {
-  const double um_per_px = export_um_per_px (c);
-  respond (c.msg, 200, qupath_annotations (node_.session_annotations (c.who, c.params[0]), um_per_px),
-      "application/geo+json");
+  const auto list = node_.session_annotations (c.who, c.params[0]);  // who may, before what they asked
+  respond (c.msg, 200, qupath_annotations (list, export_um_per_px (c)), "application/geo+json");
 }
 
 // A microscope's annotations (every session's, as the caller may see them),
@@ -650,9 +649,8 @@ HttpApi::annotations_geojson (Call &c)
 void
 HttpApi::microscope_annotations_geojson (Call &c)
 {
-  const double um_per_px = export_um_per_px (c);
-  respond (c.msg, 200, qupath_annotations (node_.exported_annotations (c.who, c.params[0]), um_per_px),
-      "application/geo+json");
+  const auto list = node_.exported_annotations (c.who, c.params[0]);
+  respond (c.msg, 200, qupath_annotations (list, export_um_per_px (c)), "application/geo+json");
 }
 
 // ---- microscopes ---------------------------------------------------------------------
