@@ -23,7 +23,7 @@ namespace livemicro::orchestrator::qupath {
 // A QuPath classification: its name and display colour.
 struct PathClass {
   std::string name;
-  std::array<int, 3> color {0, 0, 0};
+  std::array<int, 3> color{0, 0, 0};
 };
 
 // QuPath's standard classes (PathClass.StandardPathClasses): Tumor, Stroma,
@@ -35,13 +35,15 @@ std::optional<PathClass> standard_class (const std::string &name);
 enum class Shape { kPoint, kLineString, kPolygon };
 
 struct PathObject {
-  std::string id;                                    // a UUID
-  std::string object_type = "annotation";            // or "detection"
+  std::string id;                         // a UUID
+  std::string object_type = "annotation"; // or "detection"
   Shape shape = Shape::kPolygon;
-  std::vector<std::array<double, 2>> points_px;      // a polygon's ring, not closed: the writer closes it
-  std::string name;                                  // empty: none
+  std::vector<std::array<double, 2>>
+      points_px;    // a polygon's ring, not closed: the writer closes it
+  std::string name; // empty: none
   std::optional<PathClass> classification;
-  std::vector<std::pair<std::string, double>> measurements;  // non-finite values are left out
+  std::vector<std::pair<std::string, double>>
+      measurements; // non-finite values are left out
   std::vector<std::pair<std::string, std::string>> properties;
 };
 
@@ -61,7 +63,8 @@ inline constexpr const char *kNucleusArea = "Nucleus: Area µm^2";
 inline constexpr const char *kNucleusPerimeter = "Nucleus: Perimeter µm";
 inline constexpr const char *kNucleusCircularity = "Nucleus: Circularity";
 inline constexpr const char *kNucleusSolidity = "Nucleus: Solidity";
-inline constexpr const char *kNucleusHematoxylinOdMean = "Nucleus: Hematoxylin OD mean";
-}  // namespace measurement
+inline constexpr const char *kNucleusHematoxylinOdMean
+    = "Nucleus: Hematoxylin OD mean";
+} // namespace measurement
 
-}  // namespace livemicro::orchestrator::qupath
+} // namespace livemicro::orchestrator::qupath
