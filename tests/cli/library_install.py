@@ -7,7 +7,9 @@ Writes the page's ```c stagemeta.c block to a fresh directory (with a link
 as sysroot, cc, and the program itself, with no GStreamer or LiveMicro path
 of the build tree in the environment.  What it prints must match the
 ```text block after it.  Then checks that what ran came from the stage: the
-compiler flags point into it, and GStreamer loaded the stage's plugin.
+compiler flags point into it, and GStreamer loaded the stage's plugin; and
+that the programs are there (bin/livemicroctl runs, bin/livemicrod and
+libexec/livemicro-worker exist).
 
 usage: library_install.py DOC BUILD_DIR
 """
@@ -54,7 +56,9 @@ def main():
         check = ('\necho "@@cflags $(pkg-config --cflags livemicro-1.0)"\n'
                  'echo "@@plugin $(LD_LIBRARY_PATH="$LIBDIR" GST_PLUGIN_PATH="$LIBDIR/gstreamer-1.0" '
                  'gst-inspect-1.0 microscopesrc | grep -m1 Filename)"\n'
-                 'echo "@@stage $STAGE"\n')
+                 'echo "@@stage $STAGE"\n'
+                 'echo "@@ctl $(LD_LIBRARY_PATH="$LIBDIR" "$(find "$STAGE" -path "*/bin/livemicroctl")" --help | head -1)"\n'
+                 'echo "@@programs $(find "$STAGE" -path "*/bin/livemicrod" -o -path "*/libexec/livemicro-worker" | wc -l)"\n')
         # The stage goes when the shell ends, however it ends (rm does not follow its links).
         prologue = "set -eu -o pipefail\ntrap 'rm -rf \"${STAGE:-}\"' EXIT\n"
         r = subprocess.run(["bash", "-c", prologue + script + check], cwd=work, env=env,
@@ -74,6 +78,10 @@ def main():
             failures.append(f"pkg-config --cflags livemicro-1.0 does not point into the stage: {cflags}")
         if stage not in plugin:
             failures.append(f"GStreamer did not load the stage's plugin: {plugin}")
+        if not re.search(r"^@@ctl usage: livemicroctl", out, re.M):
+            failures.append("the staged bin/livemicroctl does not run")
+        if not re.search(r"^@@programs 2$", out, re.M):
+            failures.append("bin/livemicrod or libexec/livemicro-worker is not in the stage")
         if failures:
             print("\n".join(failures) + "\n--- printed:\n" + out)
             return 1
