@@ -26,8 +26,6 @@
 #include <gst/video/video.h>
 #include <json-glib/json-glib.h>
 #include <opencv2/core/utility.hpp>
-#include <opencv2/imgcodecs.hpp>
-#include <opencv2/imgproc.hpp>
 
 #include <atomic>
 #include <cstdio>
@@ -260,8 +258,8 @@ on_encoded (GstAppSink *sink, gpointer data)
 }
 
 // A still: the view's frame as it enters the encoder (masked like the video,
-// full resolution, before any compression), converted to RGB and written as
-// PNG off the streaming thread.
+// full resolution, before any compression), made a PNG by GStreamer's own
+// converter (videoconvert ! pngenc) off the streaming thread.
 GstPadProbeReturn
 on_still_frame (GstPad *pad, GstPadProbeInfo *info, gpointer data)
 {
@@ -273,58 +271,40 @@ on_still_frame (GstPad *pad, GstPadProbeInfo *info, gpointer data)
       return GST_PAD_PROBE_OK;
     requests.swap (view->still_requests);
   }
-  GstBuffer *buf = GST_PAD_PROBE_INFO_BUFFER (info);
   GstCaps *caps = gst_pad_get_current_caps (pad);
-  GstVideoInfo in;
-  bool ok = caps && gst_video_info_from_caps (&in, caps);
+  std::shared_ptr<GstSample> frame (
+      caps ? gst_sample_new (GST_PAD_PROBE_INFO_BUFFER (info), caps, nullptr, nullptr) : nullptr,
+      [] (GstSample *s) {
+        if (s)
+          gst_sample_unref (s);
+      });
   if (caps)
     gst_caps_unref (caps);
-  auto rgb = std::make_shared<cv::Mat> ();
-  if (ok) {
-    GstVideoInfo out;
-    gst_video_info_set_format (&out, GST_VIDEO_FORMAT_RGB, in.width, in.height);
-    // The converter insists on equal rates and aspects.
-    out.fps_n = in.fps_n;
-    out.fps_d = in.fps_d;
-    out.par_n = in.par_n;
-    out.par_d = in.par_d;
-    rgb->create (in.height, in.width, CV_8UC3);
-    GstVideoFrame src, dst;
-    GstBuffer *dst_buf = gst_buffer_new_wrapped_full (GST_MEMORY_FLAG_NO_SHARE, rgb->data,
-        rgb->total () * 3, 0, rgb->total () * 3, nullptr, nullptr);
-    out.stride[0] = (gint) rgb->step;
-    if (gst_video_frame_map (&src, &in, buf, GST_MAP_READ)) {
-      if (gst_video_frame_map (&dst, &out, dst_buf, GST_MAP_WRITE)) {
-        GstVideoConverter *conv = gst_video_converter_new (&in, &out, nullptr);
-        gst_video_converter_frame (conv, &src, &dst);
-        gst_video_converter_free (conv);
-        gst_video_frame_unmap (&dst);
-      } else {
-        ok = false;
+  g.stills->push ([requests, frame] {
+    std::string error = "could not convert the frame";
+    g_autofree char *b64 = nullptr;
+    GstVideoInfo in;
+    if (frame && gst_video_info_from_caps (&in, gst_sample_get_caps (frame.get ()))) {
+      g_autoptr (GstCaps) png_caps = gst_caps_new_empty_simple ("image/png");
+      g_autoptr (GError) err = nullptr;
+      g_autoptr (GstSample) png = gst_video_convert_sample (frame.get (), png_caps, 10 * GST_SECOND, &err);
+      GstMapInfo map;
+      if (png && gst_buffer_map (gst_sample_get_buffer (png), &map, GST_MAP_READ)) {
+        b64 = g_base64_encode (map.data, map.size);
+        gst_buffer_unmap (gst_sample_get_buffer (png), &map);
+      } else if (err) {
+        error += std::string (": ") + err->message;
       }
-      gst_video_frame_unmap (&src);
-    } else {
-      ok = false;
     }
-    gst_buffer_unref (dst_buf);
-  }
-  g.stills->push ([requests, rgb, ok] () mutable {
-    std::vector<uchar> png;
-    if (ok) {
-      cv::Mat bgr;
-      cv::cvtColor (*rgb, bgr, cv::COLOR_RGB2BGR);
-      ok = cv::imencode (".png", bgr, png);
-    }
-    g_autofree char *b64 = ok ? g_base64_encode (png.data (), png.size ()) : nullptr;
     for (int64_t r : requests) {
       livemicro::orchestrator::event::StillTaken still;
       still.request = r;
-      if (!ok) {
-        still.error = "could not convert the frame";
+      if (!b64) {
+        still.error = error;
       } else {
         still.png_base64 = b64;
-        still.width = (uint32_t) rgb->cols;
-        still.height = (uint32_t) rgb->rows;
+        still.width = (uint32_t) GST_VIDEO_INFO_WIDTH (&in);
+        still.height = (uint32_t) GST_VIDEO_INFO_HEIGHT (&in);
       }
       send (still);
     }

@@ -393,6 +393,8 @@ TEST_F (ControlApi, StillsAreFullResolutionPngsAndAnnotationsExportAsGeoJson)
   };
   EXPECT_EQ (be32 (16), 320) << "the capture's full width";
   EXPECT_EQ (be32 (20), 240);
+  EXPECT_EQ ((unsigned char) still.body[24], 8) << "8 bits per channel";
+  EXPECT_TRUE (still.body[25] == 2 || still.body[25] == 6) << "colour (RGB or RGBA), not grey: type " << (int) still.body[25];
   // Annotations: bad shapes refused, good ones exported for QuPath.
   auto post = [&] (const std::string &body) {
     return d.request ("POST", "/api/v1/microscopes/demo/annotations", body, o.token);
