@@ -710,6 +710,29 @@ annotate (const Options &o, const std::string &kind)
                  });
 }
 
+// Writes a reply's body to -o FILE and says so: `said`, or with --json
+// {"output": FILE, count_name: count}.
+int
+save (const Options &o, const std::string &body, const char *count_name,
+      gint64 count, const std::string &said)
+{
+  g_autoptr (GError) error = nullptr;
+  if (!g_file_set_contents (o.output.c_str (), body.data (),
+                            (gssize)body.size (), &error)) {
+    std::fprintf (stderr, "livemicroctl: %s\n", error->message);
+    return 1;
+  }
+  if (o.json)
+    std::printf ("%s\n", Body ()
+                             .string ("output", o.output)
+                             .integer (count_name, count)
+                             .text ()
+                             .c_str ());
+  else
+    std::printf ("%s\n", said.c_str ());
+  return 0;
+}
+
 // The microscope's annotations (or one session's), as QuPath GeoJSON: to a
 // file (-o), to stdout (--json), or as a table.
 int
@@ -742,23 +765,9 @@ annotations (const Options &o)
       = p.object () ? json_object_get_array_member (p.object (), "features")
                     : nullptr;
   const guint n = features ? json_array_get_length (features) : 0;
-  if (!o.output.empty ()) {
-    g_autoptr (GError) error = nullptr;
-    if (!g_file_set_contents (o.output.c_str (), r.body.data (),
-                              (gssize)r.body.size (), &error)) {
-      std::fprintf (stderr, "livemicroctl: %s\n", error->message);
-      return 1;
-    }
-    if (o.json)
-      std::printf ("%s\n", Body ()
-                               .string ("output", o.output)
-                               .integer ("annotations", n)
-                               .text ()
-                               .c_str ());
-    else
-      std::printf ("wrote %u annotations to %s\n", n, o.output.c_str ());
-    return 0;
-  }
+  if (!o.output.empty ())
+    return save (o, r.body, "annotations", n,
+                 "wrote " + std::to_string (n) + " annotations to " + o.output);
   if (o.json) {
     std::printf ("%s\n", r.body.c_str ());
     return 0;
@@ -804,21 +813,9 @@ still (const Options &o, const std::string &session_id)
   Reply r = call (o, "POST", "/api/v1/sessions/" + session_id + "/stills");
   if (int f = failure (r))
     return f;
-  g_autoptr (GError) error = nullptr;
-  if (!g_file_set_contents (o.output.c_str (), r.body.data (),
-                            (gssize)r.body.size (), &error)) {
-    std::fprintf (stderr, "livemicroctl: %s\n", error->message);
-    return 1;
-  }
-  if (o.json)
-    std::printf ("%s\n", Body ()
-                             .string ("output", o.output)
-                             .integer ("bytes", (gint64)r.body.size ())
-                             .text ()
-                             .c_str ());
-  else
-    std::printf ("wrote %s (%zu bytes)\n", o.output.c_str (), r.body.size ());
-  return 0;
+  return save (o, r.body, "bytes", (gint64)r.body.size (),
+               "wrote " + o.output + " (" + std::to_string (r.body.size ())
+                   + " bytes)");
 }
 
 } // namespace
