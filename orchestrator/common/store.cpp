@@ -1,6 +1,7 @@
 #include "store.h"
 
 #include <glib.h>
+#include <json-glib/json-glib.h>
 #include <sqlite3.h>
 
 #include <fcntl.h>
@@ -348,6 +349,25 @@ Store::set_value (const std::string &key, const std::string &value)
   Stmt st (db_, "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value");
   st.bind (1, key).bind (2, value);
   st.step ();
+}
+
+std::vector<std::pair<double, double>>
+AnnotationRecord::points_um () const
+{
+  std::vector<std::pair<double, double>> points;
+  g_autoptr (JsonParser) p = json_parser_new ();
+  if (!json_parser_load_from_data (p, points_json.c_str (), (gssize) points_json.size (), nullptr) ||
+      !JSON_NODE_HOLDS_ARRAY (json_parser_get_root (p)))
+    return points;
+  JsonArray *a = json_node_get_array (json_parser_get_root (p));
+  for (guint i = 0; i < json_array_get_length (a); i++) {
+    JsonNode *xy = json_array_get_element (a, i);
+    if (!JSON_NODE_HOLDS_ARRAY (xy) || json_array_get_length (json_node_get_array (xy)) != 2)
+      continue;
+    JsonArray *pair = json_node_get_array (xy);
+    points.emplace_back (json_array_get_double_element (pair, 0), json_array_get_double_element (pair, 1));
+  }
+  return points;
 }
 
 }  // namespace livemicro::orchestrator

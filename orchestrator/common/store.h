@@ -11,6 +11,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 struct sqlite3;
@@ -42,6 +43,8 @@ struct AnnotationRecord {
   std::string label;
   std::string points_json;    // [[x_um, y_um], ...]
   int64_t created_unix_us = 0;
+  // points_json read back (what cannot be read is left out).
+  std::vector<std::pair<double, double>> points_um () const;
 };
 
 class Store {

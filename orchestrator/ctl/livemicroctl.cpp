@@ -11,6 +11,7 @@
 //       region of a whole-slide image through OpenSlide): a summary per image,
 //       JSON Lines, or GeoJSON detections QuPath imports.
 #include "api_commands.h"
+#include "common/qupath_geojson.h"
 #include "sim/file_slides.h"
 #include "sim/synthetic_slide.h"
 
@@ -41,7 +42,8 @@ usage (FILE *to)
       "commands:\n"
       "  session create|list|show|delete ...   (see livemicroctl session --help)\n"
       "  microscope list|show ...\n"
-      "  control, command, still, annotations, audit  (see livemicroctl session --help)\n"
+      "  control, command, command-status, annotate, annotations, still, audit\n"
+      "      (see livemicroctl session --help; docs/cli.md walks through them)\n"
       "  ground-truth [--seed N] [--region X,Y,W,H] [-o FILE]\n"
       "      ground truth of sim://synthetic as JSON (region in slide µm;\n"
       "      default the whole slide, which lists ~10^6 nuclei)\n"
@@ -118,84 +120,41 @@ parse_rect (const char *text, cv::Rect &r)
   return true;
 }
 
-void
-add_measurement (JsonBuilder *b, const char *name, double v)
-{
-  if (!std::isfinite (v))
-    return;
-  json_builder_set_member_name (b, name);
-  json_builder_add_double_value (b, v);
-}
-
 // QuPath (0.4+) GeoJSON: one detection per nucleus, polygon in image pixels
-// (level 0, region offset added), measurements as a name -> number map.
+// (level 0, region offset added), QuPath's measurement names for what the
+// analysis measures (QuPath computes centroids itself).  The id is named by
+// the image and the nucleus' place in it: the same analysis of the same
+// image gives the same ids.  Nucleus and Mitotic candidate are not QuPath
+// standard classes: their colours are ours.
 bool
-write_geojson (const std::string &path, const an::Result &r, cv::Point offset, std::string &error)
+write_geojson (const std::string &path, const std::string &image, const an::Result &r,
+    cv::Point offset, std::string &error)
 {
-  g_autoptr (JsonBuilder) b = json_builder_new ();
-  json_builder_begin_object (b);
-  json_builder_set_member_name (b, "type");
-  json_builder_add_string_value (b, "FeatureCollection");
-  json_builder_set_member_name (b, "features");
-  json_builder_begin_array (b);
+  namespace qp = livemicro::orchestrator::qupath;
+  g_autofree char *image_name = g_path_get_basename (image.c_str ());
+  std::vector<qp::PathObject> objects;
   for (const an::Nucleus &n : r.nuclei) {
-    if (n.contour.size () < 3)
-      continue;
-    json_builder_begin_object (b);
-    json_builder_set_member_name (b, "type");
-    json_builder_add_string_value (b, "Feature");
-    json_builder_set_member_name (b, "geometry");
-    json_builder_begin_object (b);
-    json_builder_set_member_name (b, "type");
-    json_builder_add_string_value (b, "Polygon");
-    json_builder_set_member_name (b, "coordinates");
-    json_builder_begin_array (b);
-    json_builder_begin_array (b);
-    for (size_t k = 0; k <= n.contour.size (); k++) {  // closed ring
-      const cv::Point2f &p = n.contour[k % n.contour.size ()];
-      json_builder_begin_array (b);
-      json_builder_add_double_value (b, std::round ((p.x + offset.x) * 10) / 10);
-      json_builder_add_double_value (b, std::round ((p.y + offset.y) * 10) / 10);
-      json_builder_end_array (b);
-    }
-    json_builder_end_array (b);
-    json_builder_end_array (b);
-    json_builder_end_object (b);
-    json_builder_set_member_name (b, "properties");
-    json_builder_begin_object (b);
-    json_builder_set_member_name (b, "objectType");
-    json_builder_add_string_value (b, "detection");
-    json_builder_set_member_name (b, "classification");
-    json_builder_begin_object (b);
-    json_builder_set_member_name (b, "name");
-    json_builder_add_string_value (b, n.mitotic_candidate ? "Mitotic candidate" : "Nucleus");
-    json_builder_set_member_name (b, "color");
-    json_builder_begin_array (b);
-    for (int c : n.mitotic_candidate ? std::vector<int> {255, 0, 255} : std::vector<int> {40, 200, 60})
-      json_builder_add_int_value (b, c);
-    json_builder_end_array (b);
-    json_builder_end_object (b);
-    json_builder_set_member_name (b, "measurements");
-    json_builder_begin_object (b);
-    add_measurement (b, "Nucleus: Area um^2", n.area_um2);
-    add_measurement (b, "Nucleus: Perimeter um", n.perimeter_um);
-    add_measurement (b, "Nucleus: Circularity", n.circularity);
-    add_measurement (b, "Nucleus: Elongation", n.elongation);
-    add_measurement (b, "Nucleus: Solidity", n.solidity);
-    add_measurement (b, "Nucleus: Hematoxylin OD mean", n.mean_h_od);
-    add_measurement (b, "Centroid X px", n.x_px + offset.x);
-    add_measurement (b, "Centroid Y px", n.y_px + offset.y);
-    json_builder_end_object (b);
-    json_builder_end_object (b);
-    json_builder_end_object (b);
+    qp::PathObject o;
+    const double x = n.x_px + offset.x, y = n.y_px + offset.y;
+    char where[64];
+    g_snprintf (where, sizeof where, "%.1f,%.1f", x, y);
+    o.id = qp::name_uuid (std::string ("nucleus/") + image_name + "/" + where);
+    o.object_type = "detection";
+    o.shape = qp::Shape::kPolygon;
+    for (const cv::Point2f &p : n.contour)
+      o.points_px.push_back ({p.x + offset.x, p.y + offset.y});
+    o.classification = n.mitotic_candidate ? qp::PathClass {"Mitotic candidate", {255, 0, 255}}
+                                           : qp::PathClass {"Nucleus", {40, 200, 60}};
+    o.measurements = {{qp::measurement::kNucleusArea, n.area_um2},
+        {qp::measurement::kNucleusPerimeter, n.perimeter_um},
+        {qp::measurement::kNucleusCircularity, n.circularity},
+        {qp::measurement::kNucleusSolidity, n.solidity},
+        {qp::measurement::kNucleusHematoxylinOdMean, n.mean_h_od}};
+    objects.push_back (std::move (o));
   }
-  json_builder_end_array (b);
-  json_builder_end_object (b);
-  g_autoptr (JsonNode) root = json_builder_get_root (b);
-  g_autoptr (JsonGenerator) gen = json_generator_new ();
-  json_generator_set_root (gen, root);
+  const std::string text = qp::feature_collection (objects);
   g_autoptr (GError) err = nullptr;
-  if (!json_generator_to_file (gen, path.c_str (), &err)) {
+  if (!g_file_set_contents (path.c_str (), text.data (), (gssize) text.size (), &err)) {
     error = err->message;
     return false;
   }
@@ -338,7 +297,7 @@ analyze (int argc, char **argv)
     }
     if (geojson) {
       std::string out = geojson_path_for (geojson, path, several), why;
-      if (!write_geojson (out, result, r.tl (), why)) {
+      if (!write_geojson (out, path, result, r.tl (), why)) {
         std::fprintf (stderr, "livemicroctl analyze: cannot write '%s': %s\n", out.c_str (),
             why.c_str ());
         failures++;
@@ -370,7 +329,8 @@ main (int argc, char **argv)
     if (!std::strcmp (argv[i], "session") || !std::strcmp (argv[i], "microscope") ||
         !std::strcmp (argv[i], "control") || !std::strcmp (argv[i], "command") ||
         !std::strcmp (argv[i], "still") || !std::strcmp (argv[i], "annotations") ||
-        !std::strcmp (argv[i], "audit"))
+        !std::strcmp (argv[i], "audit") || !std::strcmp (argv[i], "annotate") ||
+        !std::strcmp (argv[i], "command-status"))
       return livemicroctl_api (argc - 1, argv + 1);
   std::fprintf (stderr, "livemicroctl: unknown command '%s'\n\n", argv[1]);
   return usage (stderr);

@@ -1,6 +1,7 @@
 #include "http_api.h"
 
 #include "api_json.h"
+#include "common/qupath_geojson.h"
 #include "ws_guard.h"
 
 #include <json-glib/json-glib.h>
@@ -323,10 +324,12 @@ HttpApi::routes ()
     {"GET", "/api/v1/microscopes/{}", true, &HttpApi::get_microscope},
     {"POST", "/api/v1/microscopes/{}/control", true, &HttpApi::control},
     {"POST", "/api/v1/microscopes/{}/commands", true, &HttpApi::command},
+    {"GET", "/api/v1/microscopes/{}/commands/{}", true, &HttpApi::get_command},
     {"GET", "/api/v1/microscopes/{}/annotations", true, &HttpApi::list_annotations},
     {"POST", "/api/v1/microscopes/{}/annotations", true, &HttpApi::add_annotation},
     {"DELETE", "/api/v1/microscopes/{}/annotations/{}", true, &HttpApi::delete_annotation},
-      {"GET", "/api/v1/audit", true, &HttpApi::audit},
+    {"GET", "/api/v1/microscopes/{}/annotations.geojson", true, &HttpApi::microscope_annotations_geojson},
+    {"GET", "/api/v1/audit", true, &HttpApi::audit},
   };
   return table;
 }
@@ -595,75 +598,69 @@ HttpApi::take_still (Call &c)
   }, new std::function<void ()> ([finish] { finish (504, error_json ("no frame within 5 s"), "application/json"); }));
 }
 
-// QuPath reads GeoJSON in the pixel space of the image it has open: slide
-// µm / um_per_px (default 0.25, the 40x scale of a whole-slide scan).
+namespace {
+
+// An annotation as QuPath reads it, in the pixel space of the image it has
+// open: slide µm / um_per_px.  Its id is a UUID named by the microscope, the
+// session and the annotation's row, so each export gives it the same one.
+qupath::PathObject
+qupath_annotation (const AnnotationRecord &a, double um_per_px)
+{
+  qupath::PathObject o;
+  o.id = qupath::name_uuid ("annotation/" + a.microscope + "/" + a.session + "/" + std::to_string (a.id));
+  o.object_type = "annotation";
+  o.shape = a.kind == "point" ? qupath::Shape::kPoint
+            : a.kind == "arrow" ? qupath::Shape::kLineString
+                                : qupath::Shape::kPolygon;
+  for (const auto &[x, y] : a.points_um ())
+    o.points_px.push_back ({x / um_per_px, y / um_per_px});
+  o.name = a.label.empty () ? a.kind : a.label;
+  o.classification = qupath::standard_class (a.label);
+  o.properties = {{"author", a.user}, {"kind", a.kind}};
+  return o;
+}
+
+// ?um_per_px=X: the scale of the image the export is for (default 0.25, the
+// 40x scale of a whole-slide scan).
+double
+export_um_per_px (const HttpApi::Call &c)
+{
+  const std::string text = c.query_value ("um_per_px");
+  if (text.empty ())
+    return 0.25;
+  char *end = nullptr;
+  const double v = g_ascii_strtod (text.c_str (), &end);
+  if (!end || *end || !(v > 0 && v < 1000))
+    throw Refusal {Reason::kInvalid, "um_per_px '" + text + "' is not a number in (0, 1000)"};
+  return v;
+}
+
+std::string
+qupath_annotations (const std::vector<AnnotationRecord> &list, double um_per_px)
+{
+  std::vector<qupath::PathObject> objects;
+  for (const auto &a : list)
+    objects.push_back (qupath_annotation (a, um_per_px));
+  return qupath::feature_collection (objects);
+}
+
+}  // namespace
+
+// A session's annotations, as QuPath GeoJSON.
 void
 HttpApi::annotations_geojson (Call &c)
 {
-  std::string upp_text = c.query_value ("um_per_px");
-  double um_per_px = upp_text.empty () ? 0.25 : g_ascii_strtod (upp_text.c_str (), nullptr);
-  std::vector<AnnotationRecord> list = node_.session_annotations (c.who, c.params[0]);
-  if (!(um_per_px > 0 && um_per_px < 1000))
-    throw Refusal {Reason::kInvalid, "um_per_px must be in (0, 1000)"};
-  g_autoptr (JsonBuilder) b = json_builder_new ();
-  json_builder_begin_object (b);
-  add_string (b, "type", "FeatureCollection");
-  json_builder_set_member_name (b, "features");
-  json_builder_begin_array (b);
-  for (const auto &a : list) {
-    g_autoptr (JsonParser) p = json_parser_new ();
-    if (!json_parser_load_from_data (p, a.points_json.c_str (), -1, nullptr) ||
-        !JSON_NODE_HOLDS_ARRAY (json_parser_get_root (p)))
-      continue;
-    JsonArray *pts = json_node_get_array (json_parser_get_root (p));
-    auto add_point = [&] (guint i) {
-      JsonArray *xy = json_array_get_array_element (pts, i);
-      json_builder_begin_array (b);
-      add_number (b, json_array_get_double_element (xy, 0) / um_per_px);
-      add_number (b, json_array_get_double_element (xy, 1) / um_per_px);
-      json_builder_end_array (b);
-    };
-    json_builder_begin_object (b);
-    add_string (b, "type", "Feature");
-    add_string (b, "id", "livemicro-" + std::to_string (a.id));
-    json_builder_set_member_name (b, "geometry");
-    json_builder_begin_object (b);
-    guint n = json_array_get_length (pts);
-    json_builder_set_member_name (b, "type");
-    json_builder_add_string_value (b, a.kind == "point" ? "Point" : a.kind == "arrow" ? "LineString" : "Polygon");
-    json_builder_set_member_name (b, "coordinates");
-    if (a.kind == "point") {
-      add_point (0);
-    } else {
-      json_builder_begin_array (b);
-      if (a.kind != "arrow")
-        json_builder_begin_array (b);
-      for (guint i = 0; i < n; i++)
-        add_point (i);
-      if (a.kind != "arrow") {
-        add_point (0);  // closed ring
-        json_builder_end_array (b);
-      }
-      json_builder_end_array (b);
-    }
-    json_builder_end_object (b);
-    json_builder_set_member_name (b, "properties");
-    json_builder_begin_object (b);
-    add_string (b, "objectType", "annotation");
-    add_string (b, "name", a.label.empty () ? a.kind : a.label);
-    json_builder_set_member_name (b, "classification");
-    json_builder_begin_object (b);
-    add_string (b, "name", a.kind);
-    json_builder_end_object (b);
-    add_string (b, "author", a.user);
-    json_builder_set_member_name (b, "created_unix_us");
-    json_builder_add_int_value (b, a.created_unix_us);
-    json_builder_end_object (b);
-    json_builder_end_object (b);
-  }
-  json_builder_end_array (b);
-  json_builder_end_object (b);
-  respond (c.msg, 200, to_string (b), "application/geo+json");
+  const auto list = node_.session_annotations (c.who, c.params[0]);  // who may, before what they asked
+  respond (c.msg, 200, qupath_annotations (list, export_um_per_px (c)), "application/geo+json");
+}
+
+// A microscope's annotations (every session's, as the caller may see them),
+// as QuPath GeoJSON.
+void
+HttpApi::microscope_annotations_geojson (Call &c)
+{
+  const auto list = node_.exported_annotations (c.who, c.params[0]);
+  respond (c.msg, 200, qupath_annotations (list, export_um_per_px (c)), "application/geo+json");
 }
 
 // ---- microscopes ---------------------------------------------------------------------
@@ -799,6 +796,31 @@ HttpApi::command (Call &c)
   add_string (b, "op", command_op_name (a.op));
   json_builder_end_object (b);
   respond (c.msg, 202, to_string (b));
+}
+
+// What became of a command: {"command", "op", "status", "detail"}.
+void
+HttpApi::get_command (Call &c)
+{
+  MicroscopeHub &hub = node_.hub_visible_to (c.who, c.params[0]);
+  char *end = nullptr;
+  const guint64 cid = g_ascii_strtoull (c.params[1].c_str (), &end, 10);
+  std::optional<CommandOutcome> o;
+  if (end && !*end && !c.params[1].empty () && g_ascii_isdigit (c.params[1][0]))
+    o = hub.command_outcome (cid);
+  if (!o)
+    throw Refusal {Reason::kNotFound, "no command '" + c.params[1] + "' on microscope '" + hub.id () +
+                                          "' (only the last " + std::to_string (MicroscopeHub::kOutcomesKept) +
+                                          " are kept)"};
+  g_autoptr (JsonBuilder) b = json_builder_new ();
+  json_builder_begin_object (b);
+  json_builder_set_member_name (b, "command");
+  json_builder_add_int_value (b, (gint64) o->id);
+  add_string (b, "op", command_op_name (o->op));
+  add_string (b, "status", o->status);
+  add_string (b, "detail", o->detail);
+  json_builder_end_object (b);
+  respond (c.msg, 200, to_string (b));
 }
 
 // ---- annotations and audit -----------------------------------------------------------

@@ -74,9 +74,11 @@ private:
   void get_microscope (Call &c);
   void control (Call &c);
   void command (Call &c);
+  void get_command (Call &c);
   void list_annotations (Call &c);
   void add_annotation (Call &c);
   void delete_annotation (Call &c);
+  void microscope_annotations_geojson (Call &c);
   void audit (Call &c);
 
   // The viewer and events WebSockets.

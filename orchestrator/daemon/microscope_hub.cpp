@@ -120,6 +120,12 @@ MicroscopeHub::on_down (const std::string &why)
   views_confirmed_.clear ();
   if (last_error_.empty ())
     last_error_ = "media worker " + why;
+  // What the worker had not finished ends with it (its hardware queue is gone).
+  for (auto &[cid, o] : outcomes_)
+    if (o.status == "pending") {
+      o.status = "failed";
+      o.detail = "the microscope's media worker stopped before the command ended";
+    }
   node_.notify (id (), "offline", api::reason_json (""));
 }
 
@@ -164,6 +170,10 @@ MicroscopeHub::on_event (const WorkerEvent &e)
         } else if constexpr (std::is_same_v<T, event::CommandEnded>) {
           event::CommandEnded shown = m;
           shown.detail = node_.redacted (m.detail);  // every session reads it
+          if (auto o = outcomes_.find (m.id); o != outcomes_.end ()) {
+            o->second.status = m.status;
+            o->second.detail = shown.detail;
+          }
           node_.notify (id (), "command", api::command_ended_json (shown));
         } else if constexpr (std::is_same_v<T, event::StillTaken>) {
           auto it = stills_.find (m.request);
@@ -450,10 +460,12 @@ MicroscopeHub::command (const Principal &by, const CommandRequest &c)
   const AuditRecord row = Node::audit_row (by, id (), "command", detail,
       "accepted as " + std::to_string (cid) + (emergency_stop && c.lease.empty () ? " (emergency stop)" : ""));
   const command::Hardware hw {cid, c.op, c.a, c.b, c.objective};
+  CommandOutcome outcome {cid, c.op, "pending", ""};
   if (c.op == CommandOp::kStop) {
     // Stop is never held back: executed first, its row written as soon as
     // the database allows.
-    send (hw);
+    if (!send (hw))
+      outcome = {cid, c.op, "failed", "the microscope's media worker is not running"};
     node_.record (row);
   } else {
     // Nothing reaches the hardware before its audit row is on disk.
@@ -468,7 +480,20 @@ MicroscopeHub::command (const Principal &by, const CommandRequest &c)
       jog_until_us_ = g_get_monotonic_time () + 600000;
     }
   }
+  // Its end comes later, on this loop, as the worker's CommandEnded.
+  outcomes_[cid] = outcome;
+  while (outcomes_.size () > kOutcomesKept)
+    outcomes_.erase (outcomes_.begin ());
   return {cid, c.op};
+}
+
+std::optional<CommandOutcome>
+MicroscopeHub::command_outcome (uint64_t cid) const
+{
+  auto it = outcomes_.find (cid);
+  if (it == outcomes_.end ())
+    return std::nullopt;
+  return it->second;
 }
 
 MicroscopeHub::Forgetting

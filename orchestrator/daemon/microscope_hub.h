@@ -53,6 +53,16 @@ struct CommandAccepted {
   CommandOp op = CommandOp::kStop;
 };
 
+// What became of an accepted command: pending until the hardware thread
+// reports its end (done, failed, cancelled), or failed when the media
+// worker stops before it does.
+struct CommandOutcome {
+  uint64_t id = 0;
+  CommandOp op = CommandOp::kStop;
+  std::string status = "pending";  // pending, done, failed, cancelled
+  std::string detail;              // why it failed or was cancelled
+};
+
 class MicroscopeHub {
 public:
   MicroscopeHub (Node &node, MicroscopeConfig config, uint64_t last_epoch);
@@ -91,6 +101,9 @@ public:
   // Control and commands; a Refusal says why not (audited).
   ControlResult control (const Principal &by, const ControlRequest &r);
   CommandAccepted command (const Principal &by, const CommandRequest &c);
+  // The last kOutcomesKept commands' outcomes; nullopt for an older or unknown id.
+  static constexpr size_t kOutcomesKept = 1024;
+  std::optional<CommandOutcome> command_outcome (uint64_t id) const;
 
   // A session ends: out of the queue, its lease passes on.  The change is
   // made durable by the caller (with the session's end) and then applied
@@ -146,6 +159,7 @@ private:
   // Collaboration.
   std::unique_ptr<ControlArbiter> control_;
   uint64_t next_command_id_ = 1;
+  std::map<uint64_t, CommandOutcome> outcomes_;  // by id, the newest kOutcomesKept
   struct Bucket {
     double tokens = 0;
     int64_t at_us = 0;

@@ -712,7 +712,45 @@ std::vector<AnnotationRecord>
 Node::session_annotations (const Principal &by, const std::string &session_id) const
 {
   SessionRecord s = session_visible_to (by, session_id);
-  return store_->annotations (s.microscope, s.id);
+  return unmasked_for (by, store_->annotations (s.microscope, s.id));
+}
+
+std::vector<AnnotationRecord>
+Node::exported_annotations (const Principal &by, const std::string &microscope) const
+{
+  hub_visible_to (by, microscope);
+  if (!may_see (by, "annotations"))
+    throw Refusal {Reason::kForbidden, "the " + by.role () + " profile does not show annotations"};
+  return unmasked_for (by, store_->annotations (microscope));
+}
+
+std::vector<AnnotationRecord>
+Node::unmasked_for (const Principal &p, std::vector<AnnotationRecord> list) const
+{
+  if (p.admin)
+    return list;
+  const livemicro::privacy::Profile *profile = profiles_.find (p.session->role);
+  if (!profile)
+    return {};  // fail closed: no profile, nothing known to be safe
+  const auto masked = profiles_.regions_for (*profile);
+  auto touches_masked = [&] (const AnnotationRecord &a) {
+    std::vector<cv::Point2d> pts;
+    for (const auto &[x, y] : a.points_um ())
+      pts.emplace_back (x, y);
+    if (pts.empty ())
+      return true;
+    const cv::Rect2d box = livemicro::privacy::bounding_box (pts);
+    for (const livemicro::privacy::SlideRegion *r : masked) {
+      const cv::Rect2d rb = r->bounds_um ();
+      // Closed boxes: a point annotation (zero size) on the region's edge counts.
+      if (box.x <= rb.x + rb.width && rb.x <= box.x + box.width && box.y <= rb.y + rb.height &&
+          rb.y <= box.y + box.height)
+        return true;
+    }
+    return false;
+  };
+  list.erase (std::remove_if (list.begin (), list.end (), touches_masked), list.end ());
+  return list;
 }
 
 }  // namespace livemicro::orchestrator

@@ -100,8 +100,13 @@ public:
       const AnnotationRequest &r);
   std::vector<AnnotationRecord> annotations (const Principal &by, const std::string &microscope) const;
   void delete_annotation (const Principal &by, const std::string &microscope, int64_t id);
-  // A session's annotations, for a GeoJSON export.
+  // Exports (GeoJSON).  A session's annotations (the admin, the session, its
+  // microscope's owner); a microscope's, every session's (the admin; its
+  // sessions whose profile shows annotations).  Both leave out what the
+  // caller's profile masks: an annotation touching a slide region masked in
+  // its view (the slide label, where patient data is) is not exported to it.
   std::vector<AnnotationRecord> session_annotations (const Principal &by, const std::string &session_id) const;
+  std::vector<AnnotationRecord> exported_annotations (const Principal &by, const std::string &microscope) const;
 
   // The audit log, oldest first (admin: all; owner: their microscope).
   std::vector<AuditRecord> audit (const Principal &by, int64_t after_id, int limit) const;
@@ -154,6 +159,7 @@ public:
 
 private:
   void register_session (const SessionRecord &s);
+  std::vector<AnnotationRecord> unmasked_for (const Principal &p, std::vector<AnnotationRecord> list) const;
   void check_templates ();
   void flush_pending_audit ();
   void tick ();

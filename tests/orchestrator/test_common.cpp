@@ -1,6 +1,8 @@
 // The orchestrator's plain parts: H.264 capture-time SEI, credentials, the
-// SQLite store, the configuration file and pipeline templates.
+// SQLite store, the configuration file, pipeline templates and the QuPath
+// GeoJSON writer.
 #include "common/h264.h"
+#include "common/qupath_geojson.h"
 #include "common/store.h"
 #include "common/tokens.h"
 #include "config.h"
@@ -8,8 +10,11 @@
 #include "testutil.h"
 
 #include <gtest/gtest.h>
+#include <json-glib/json-glib.h>
 #include <sqlite3.h>
 
+#include <array>
+#include <cmath>
 #include <fstream>
 #include <set>
 
@@ -240,4 +245,52 @@ TEST (Templates, RenderQuotesValuesAndRefusesUnknownPlaceholders)
   EXPECT_THROW (Templates::render ("x={missing}", {}), TemplateError);
   EXPECT_THROW (t.load ("../etc/passwd"), TemplateError);
   EXPECT_THROW (t.load ("nope"), TemplateError);
+}
+
+// QuPath's GeoJSON: RFC 4122 name-based ids (the value Python's
+// uuid.uuid5 gives for the same namespace and name), QuPath's standard
+// classes, and what cannot be a feature left out.
+TEST (QuPathGeoJson, IdsClassesAndShapesAsQuPathWritesThem)
+{
+  namespace qp = livemicro::orchestrator::qupath;
+  EXPECT_EQ (qp::name_uuid ("annotation/demo/abc/1"), "1f7998d0-d8ee-53cf-9711-8832a6248f26");
+  EXPECT_NE (qp::name_uuid ("annotation/demo/abc/2"), qp::name_uuid ("annotation/demo/abc/1"));
+  ASSERT_TRUE (qp::standard_class ("TUMOUR").has_value ());
+  EXPECT_EQ (qp::standard_class ("tumor")->name, "Tumor");
+  EXPECT_EQ (qp::standard_class ("immune CELLS")->color, (std::array<int, 3> {160, 90, 160}));
+  EXPECT_EQ (qp::standard_class ("region*")->color, (std::array<int, 3> {0, 0, 180}));
+  EXPECT_FALSE (qp::standard_class ("mitosis?").has_value ());
+  EXPECT_FALSE (qp::standard_class ("").has_value ());
+
+  qp::PathObject region;
+  region.id = qp::name_uuid ("r");
+  region.points_px = {{0, 0}, {10, 0}, {10, 5.1234567}};
+  region.classification = qp::standard_class ("Stroma");
+  region.measurements = {{qp::measurement::kNucleusArea, 12.5}, {"not a number", NAN}};
+  qp::PathObject line = region;
+  line.shape = qp::Shape::kLineString;
+  line.points_px = {{1, 1}};  // one point is no line: left out
+  qp::PathObject point;
+  point.shape = qp::Shape::kPoint;
+  point.object_type = "detection";
+  point.points_px = {{3, 4}};
+  const std::string text = qp::feature_collection ({region, line, point});
+  g_autoptr (JsonParser) p = json_parser_new ();
+  ASSERT_TRUE (json_parser_load_from_data (p, text.c_str (), -1, nullptr)) << text;
+  JsonArray *features = json_object_get_array_member (json_node_get_object (json_parser_get_root (p)), "features");
+  ASSERT_EQ (json_array_get_length (features), 2u) << text;
+  JsonObject *f = json_array_get_object_element (features, 0);
+  JsonArray *ring = json_array_get_array_element (
+      json_object_get_array_member (json_object_get_object_member (f, "geometry"), "coordinates"), 0);
+  ASSERT_EQ (json_array_get_length (ring), 4u) << "closed";
+  EXPECT_DOUBLE_EQ (json_array_get_double_element (json_array_get_array_element (ring, 2), 1), 5.123);
+  JsonObject *props = json_object_get_object_member (f, "properties");
+  EXPECT_STREQ (json_object_get_string_member (props, "objectType"), "annotation");
+  JsonObject *m = json_object_get_object_member (props, "measurements");
+  EXPECT_DOUBLE_EQ (json_object_get_double_member (m, "Nucleus: Area µm^2"), 12.5);
+  EXPECT_FALSE (json_object_has_member (m, "not a number"));
+  JsonObject *pt = json_array_get_object_element (features, 1);
+  EXPECT_STREQ (json_object_get_string_member (json_object_get_object_member (pt, "geometry"), "type"), "Point");
+  EXPECT_FALSE (json_object_has_member (json_object_get_object_member (pt, "properties"), "classification"));
+  EXPECT_FALSE (json_object_has_member (json_object_get_object_member (pt, "properties"), "measurements"));
 }

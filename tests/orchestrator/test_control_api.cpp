@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <map>
 #include <thread>
 
@@ -418,6 +419,139 @@ TEST_F (ControlApi, StillsAreFullResolutionPngsAndAnnotationsExportAsGeoJson)
       "annotation");
   HttpReply audit = d.request ("GET", "/api/v1/audit");
   EXPECT_NE (audit.body.find ("\"action\":\"still\""), std::string::npos);
+}
+
+// GET /api/v1/microscopes/{id}/annotations.geojson: every session's
+// annotations, in QuPath's GeoJSON, to each caller as its profile allows.
+// Here the guest profile shows annotations (a profiles file), so what keeps
+// patient data out of its export is the masked slide label alone.
+TEST_F (ControlApi, MicroscopeAnnotationsExportAsQuPathGeoJsonAsEachProfileMaysee)
+{
+  livemicro::test::TempDir dir;
+  const std::string profiles = dir.file ("profiles.json");
+  ASSERT_TRUE (g_file_set_contents (profiles.c_str (), R"({"version": 1,
+    "regions": [{"name": "slide-label", "class": "label", "rect_um": [0, 0, 20000, 25000]}],
+    "profiles": [
+      {"name": "owner", "regions": [], "detect": [], "may_control": true, "overlays": ["*"]},
+      {"name": "consultant", "regions": ["slide-label"], "detect": [], "may_control": true, "overlays": ["*"]},
+      {"name": "trainee", "regions": ["slide-label"], "detect": [], "overlays": ["pointers"]},
+      {"name": "guest", "regions": ["*"], "detect": [], "overlays": ["pointers", "annotations"]}]})", -1, nullptr));
+  Daemon d (std::string (R"({
+    "video": {"width": 320, "height": 240, "framerate": 30, "bitrate_kbps": 400},
+    "profiles_file": ")") + profiles + R"(",
+    "microscopes": [{"id": "demo", "uri": "sim://synthetic"}]})");
+  ASSERT_TRUE (d.start ()) << d.error () << d.log ();
+  Session o = session (d, "olga", "owner"), c = session (d, "carl", "consultant");
+  Session g = session (d, "gus", "guest"), t = session (d, "tess", "trainee");
+  auto annotate = [&] (const Session &s, const std::string &body) {
+    HttpReply r = d.request ("POST", "/api/v1/microscopes/demo/annotations", body, s.token);
+    EXPECT_EQ (r.status, 201) << r.body;
+  };
+  annotate (o, R"({"kind": "region", "label": "Tumor", "points_um": [[30000, 12000], [30400, 12000], [30400, 12300]]})");
+  annotate (c, R"({"kind": "point", "label": "stroma", "points_um": [[30100, 12100]]})");
+  annotate (c, R"({"kind": "region", "label": "label: name?", "points_um": [[1000, 1000], [5000, 1000], [5000, 3000]]})");
+  auto features = [&] (const std::string &token, int status = 200) -> std::vector<JsonObject *> {
+    static std::vector<HttpReply> keep;  // the objects live as long as their reply
+    keep.push_back (d.request ("GET", "/api/v1/microscopes/demo/annotations.geojson?um_per_px=0.5", "", token));
+    EXPECT_EQ (keep.back ().status, status) << keep.back ().body;
+    std::vector<JsonObject *> out;
+    if (status != 200 || !keep.back ().object ())
+      return out;
+    EXPECT_EQ (keep.back ().str ("type"), "FeatureCollection");
+    JsonArray *a = json_object_get_array_member (keep.back ().object (), "features");
+    for (guint i = 0; a && i < json_array_get_length (a); i++)
+      out.push_back (json_array_get_object_element (a, i));
+    return out;
+  };
+  auto props = [] (JsonObject *f) { return json_object_get_object_member (f, "properties"); };
+  // The admin and the owner: all three, every session's.
+  ASSERT_EQ (features (Daemon::kAdminToken).size (), 3u);
+  std::vector<JsonObject *> all = features (o.token);
+  ASSERT_EQ (all.size (), 3u);
+  // QuPath's conventions: a UUID id, objectType, a standard class with QuPath's colour.
+  JsonObject *tumor = all[0];
+  const std::string id = json_object_get_string_member (tumor, "id");
+  EXPECT_TRUE (g_regex_match_simple ("^[0-9a-f]{8}-[0-9a-f]{4}-5[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$",
+      id.c_str (), (GRegexCompileFlags) 0, (GRegexMatchFlags) 0)) << id;
+  EXPECT_STREQ (json_object_get_string_member (props (tumor), "objectType"), "annotation");
+  EXPECT_STREQ (json_object_get_string_member (props (tumor), "name"), "Tumor");
+  JsonObject *cls = json_object_get_object_member (props (tumor), "classification");
+  EXPECT_STREQ (json_object_get_string_member (cls, "name"), "Tumor");
+  JsonArray *color = json_object_get_array_member (cls, "color");
+  ASSERT_EQ (json_array_get_length (color), 3u);
+  EXPECT_EQ (json_array_get_int_element (color, 0), 200);
+  EXPECT_EQ (json_array_get_int_element (color, 1), 0);
+  EXPECT_EQ (json_array_get_int_element (color, 2), 0);
+  JsonObject *stroma = json_object_get_object_member (props (all[1]), "classification");
+  EXPECT_STREQ (json_object_get_string_member (stroma, "name"), "Stroma") << "case does not matter";
+  EXPECT_EQ (json_array_get_int_element (json_object_get_array_member (stroma, "color"), 0), 150);
+  EXPECT_FALSE (json_object_has_member (props (all[2]), "classification")) << "not a QuPath class";
+  JsonArray *ring = json_array_get_array_element (
+      json_object_get_array_member (json_object_get_object_member (tumor, "geometry"), "coordinates"), 0);
+  EXPECT_DOUBLE_EQ (json_array_get_double_element (json_array_get_array_element (ring, 0), 0), 60000.0)
+      << "30000 µm at 0.5 µm/px";
+  EXPECT_STREQ (json_object_get_string_member (props (all[1]), "author"), "carl");
+  // The same annotation keeps its id from one export to the next.
+  EXPECT_EQ (json_object_get_string_member (features (o.token)[0], "id"), id);
+  // The consultant and the guest: not what lies on the slide label they do not see.
+  for (const Session *s : {&c, &g}) {
+    std::vector<JsonObject *> seen = features (s->token);
+    ASSERT_EQ (seen.size (), 2u) << s->role;
+    for (JsonObject *f : seen)
+      EXPECT_STRNE (json_object_get_string_member (props (f), "name"), "label: name?") << s->role;
+  }
+  // A profile that does not show annotations gets none, with the reason.
+  features (t.token, 403);
+  EXPECT_NE (d.request ("GET", "/api/v1/microscopes/demo/annotations.geojson", "", t.token).body.find (
+                 "trainee profile does not show annotations"),
+      std::string::npos);
+  // One session's export follows the same masks.
+  HttpReply own = d.request ("GET", "/api/v1/sessions/" + c.id + "/annotations.geojson", "", c.token);
+  ASSERT_EQ (own.status, 200);
+  EXPECT_EQ (json_array_get_length (json_object_get_array_member (own.object (), "features")), 1u);
+  HttpReply by_owner = d.request ("GET", "/api/v1/sessions/" + c.id + "/annotations.geojson", "", o.token);
+  EXPECT_EQ (json_array_get_length (json_object_get_array_member (by_owner.object (), "features")), 2u);
+  // Bad input: a clear 422 or 404.
+  HttpReply bad = d.request ("GET", "/api/v1/microscopes/demo/annotations.geojson?um_per_px=abc", "", o.token);
+  EXPECT_EQ (bad.status, 422);
+  EXPECT_NE (bad.str ("error").find ("um_per_px 'abc'"), std::string::npos) << bad.body;
+  EXPECT_EQ (d.request ("GET", "/api/v1/microscopes/nope/annotations.geojson", "", Daemon::kAdminToken).status, 404);
+}
+
+// GET /api/v1/microscopes/{id}/commands/{command}: pending until the
+// hardware thread reports the end, then done (or failed, with why).
+TEST_F (ControlApi, ACommandsOutcomeCanBeAskedFor)
+{
+  Daemon d (kConfig);
+  ASSERT_TRUE (d.start ()) << d.error ();
+  Session o = session (d, "olga", "owner");
+  HttpReply lease = control (d, o, R"({"action":"request"})");
+  ASSERT_EQ (lease.status, 200) << lease.body;
+  HttpReply accepted = cmd (d, o, lease.str ("lease"), R"("move": {"x_um": 30000, "y_um": 12000})");
+  ASSERT_EQ (accepted.status, 202) << accepted.body;
+  const std::string path = "/api/v1/microscopes/demo/commands/" +
+                           std::to_string (json_object_get_int_member (accepted.object (), "command"));
+  std::string status;
+  for (int i = 0; i < 600 && (status.empty () || status == "pending"); i++) {
+    HttpReply r = d.request ("GET", path, "", o.token);
+    ASSERT_EQ (r.status, 200) << r.body;
+    EXPECT_EQ (r.str ("op"), "move");
+    status = r.str ("status");
+    if (status == "pending")
+      g_usleep (50000);
+  }
+  EXPECT_EQ (status, "done");
+  // done: the hardware took the target (the stage gets there on its own time).
+  EXPECT_TRUE (until (d, [] (JsonObject *m) {
+    JsonObject *st = json_object_get_object_member (m, "stage");
+    return std::abs (json_object_get_double_member (st, "x_um") - 30000) < 1.0 &&
+           !json_object_get_boolean_member (m, "moving");
+  }, 60));
+  for (const char *id : {"999999", "abc", "-1", "1x"}) {
+    HttpReply r = d.request ("GET", std::string ("/api/v1/microscopes/demo/commands/") + id, "", o.token);
+    EXPECT_EQ (r.status, 404) << id;
+    EXPECT_FALSE (r.str ("error").empty ()) << id;
+  }
 }
 
 TEST_F (ControlApi, ChromiumDrivesTheViewerPageRequestControlArrowKeyStageMovesVideoChanges)

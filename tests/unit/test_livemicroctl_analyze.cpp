@@ -6,6 +6,8 @@
 #include <json-glib/json-glib.h>
 #include <opencv2/imgcodecs.hpp>
 
+#include <algorithm>
+#include <cmath>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -133,7 +135,25 @@ TEST (LivemicroctlAnalyze, JsonAndGeoJsonDescribeTheSameNuclei)
   JsonObject *props = json_object_get_object_member (f0, "properties");
   EXPECT_STREQ (json_object_get_string_member (props, "objectType"), "detection");
   JsonObject *meas = json_object_get_object_member (props, "measurements");
-  EXPECT_GT (json_object_get_double_member (meas, "Nucleus: Area um^2"), 0);
+  // QuPath's names and units (µm as QuPath writes it); QuPath computes centroids itself.
+  EXPECT_GT (json_object_get_double_member (meas, "Nucleus: Area µm^2"), 0);
+  EXPECT_GT (json_object_get_double_member (meas, "Nucleus: Perimeter µm"), 0);
+  EXPECT_GT (json_object_get_double_member (meas, "Nucleus: Circularity"), 0);
+  EXPECT_TRUE (json_object_has_member (meas, "Nucleus: Hematoxylin OD mean"));
+  EXPECT_FALSE (json_object_has_member (meas, "Centroid X px"));
+  // A stable UUID per detection: the same analysis gives the same ids.
+  const std::string id0 = json_object_get_string_member (f0, "id");
+  EXPECT_TRUE (g_regex_match_simple ("^[0-9a-f]{8}-[0-9a-f]{4}-5[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$",
+      id0.c_str (), (GRegexCompileFlags) 0, (GRegexMatchFlags) 0)) << id0;
+  EXPECT_NE (id0, json_object_get_string_member (json_array_get_object_element (features, 1), "id"));
+  CtlRun again = ctl ({"analyze", img, "--um-per-px", "0.252", "--geojson", dir.file ("again.geojson")});
+  ASSERT_EQ (again.status, 0) << again.err;
+  g_autoptr (JsonParser) ap = json_parser_new ();
+  ASSERT_TRUE (json_parser_load_from_file (ap, dir.file ("again.geojson").c_str (), nullptr));
+  EXPECT_EQ (id0, json_object_get_string_member (json_array_get_object_element (json_object_get_array_member (
+                      json_node_get_object (json_parser_get_root (ap)), "features"), 0), "id"));
+  JsonObject *cls = json_object_get_object_member (props, "classification");
+  EXPECT_EQ (json_array_get_length (json_object_get_array_member (cls, "color")), 3u);
   JsonArray *ring = json_array_get_array_element (
       json_object_get_array_member (json_object_get_object_member (f0, "geometry"), "coordinates"), 0);
   ASSERT_GE (json_array_get_length (ring), 4u);
@@ -141,11 +161,21 @@ TEST (LivemicroctlAnalyze, JsonAndGeoJsonDescribeTheSameNuclei)
   JsonArray *first = json_array_get_array_element (ring, 0);
   JsonArray *last = json_array_get_array_element (ring, json_array_get_length (ring) - 1);
   EXPECT_DOUBLE_EQ (json_array_get_double_element (first, 0), json_array_get_double_element (last, 0));
-  double cx = 0;
-  for (guint k = 0; k + 1 < json_array_get_length (ring); k++)
+  // Its centre is a nucleus' centre the --json output gives.
+  double cx = 0, cy = 0;
+  for (guint k = 0; k + 1 < json_array_get_length (ring); k++) {
     cx += json_array_get_double_element (json_array_get_array_element (ring, k), 0);
+    cy += json_array_get_double_element (json_array_get_array_element (ring, k), 1);
+  }
   cx /= json_array_get_length (ring) - 1;
-  EXPECT_NEAR (cx, json_object_get_double_member (meas, "Centroid X px"), 6.0);
+  cy /= json_array_get_length (ring) - 1;
+  double nearest = 1e9;
+  for (guint k = 0; k < json_array_get_length (nuclei); k++) {
+    JsonObject *n = json_array_get_object_element (nuclei, k);
+    nearest = std::min (nearest, std::hypot (json_object_get_double_member (n, "x_px") - cx,
+                                     json_object_get_double_member (n, "y_px") - cy));
+  }
+  EXPECT_LT (nearest, 6.0);
 }
 
 // A region of a whole-slide image through OpenSlide, µm/px from the file;
@@ -173,8 +203,11 @@ TEST (LivemicroctlAnalyze, WholeSlideRegion)
   ASSERT_GT (json_array_get_length (features), 0u);
   JsonObject *meas = json_object_get_object_member (json_object_get_object_member (
       json_array_get_object_element (features, 0), "properties"), "measurements");
-  const double x = json_object_get_double_member (meas, "Centroid X px");
-  EXPECT_GE (x, 500);
+  EXPECT_GT (json_object_get_double_member (meas, "Nucleus: Area µm^2"), 0);
+  JsonArray *first = json_array_get_array_element (json_array_get_array_element (json_object_get_array_member (
+      json_object_get_object_member (json_array_get_object_element (features, 0), "geometry"), "coordinates"), 0), 0);
+  const double x = json_array_get_double_element (first, 0);
+  EXPECT_GE (x, 500) << "level-0 pixels, the region's offset added";
   EXPECT_LE (x, 900);
   // Outside the slide: refused with the image size in the message.
   CtlRun out = ctl ({"analyze", wsi, "--region", "900,900,400,300"});
