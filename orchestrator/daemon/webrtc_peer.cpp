@@ -56,8 +56,8 @@ WebRtcPeer::start ()
 {
   g_autoptr (GError) error = nullptr;
   pipeline_ = gst_parse_launch (
-      "appsrc name=src is-live=true format=time do-timestamp=true min-latency=0 "
-      "! rtph264pay name=pay pt=96 config-interval=-1 aggregate-mode=zero-latency "
+      "appsrc name=src is-live=true format=time do-timestamp=false min-latency=0 "
+      "! rtph264pay name=pay pt=96 config-interval=0 aggregate-mode=zero-latency "
       "! application/x-rtp,media=video,encoding-name=H264,payload=96,clock-rate=90000 "
       "! webrtcbin name=webrtc bundle-policy=max-bundle latency=0",
       &error);

@@ -1,10 +1,12 @@
 // The orchestrator's plain parts: H.264 capture-time SEI, credentials, the
-// SQLite store, the configuration file and pipeline templates.
+// SQLite store, the configuration file, pipeline templates and viewers'
+// timestamps from capture times.
 #include "common/h264.h"
 #include "common/store.h"
 #include "common/tokens.h"
 #include "config.h"
 #include "templates.h"
+#include "view_stream.h"
 #include "testutil.h"
 
 #include <gtest/gtest.h>
@@ -240,4 +242,64 @@ TEST (Templates, RenderQuotesValuesAndRefusesUnknownPlaceholders)
   EXPECT_THROW (Templates::render ("x={missing}", {}), TemplateError);
   EXPECT_THROW (t.load ("../etc/passwd"), TemplateError);
   EXPECT_THROW (t.load ("nope"), TemplateError);
+}
+
+TEST (H264, ParameterSetsGoAfterTheDelimiterBeforeEverythingElse)
+{
+  const uint8_t aud[] = {0, 0, 0, 1, 0x09, 0xf0}, slice[] = {0, 0, 1, 0x65, 0x88, 0x84};
+  const uint8_t ps[] = {0, 0, 0, 1, 0x67, 0x42, 0xc0, 0x1f, 0, 0, 0, 1, 0x68, 0xce, 0x3c, 0x80};
+  std::vector<uint8_t> with_aud (aud, aud + sizeof aud);
+  with_aud.insert (with_aud.end (), slice, slice + sizeof slice);
+  std::vector<uint8_t> p (ps, ps + sizeof ps);
+  auto types = [] (const std::vector<uint8_t> &au) {
+    std::vector<int> t;
+    for (const auto &n : h264::nal_units (au.data (), au.size ()))
+      t.push_back (n.type);
+    return t;
+  };
+  EXPECT_EQ (types (h264::with_parameter_sets (with_aud.data (), with_aud.size (), p)),
+      (std::vector<int> {h264::kAud, h264::kSps, h264::kPps, h264::kIdr}));
+  EXPECT_EQ (types (h264::with_parameter_sets (slice, sizeof slice, p)),
+      (std::vector<int> {h264::kSps, h264::kPps, h264::kIdr}));
+}
+
+// ---- a viewer's timestamps from the capture clock
+
+TEST (CaptureTimeline, KeepsTheCaptureSpacingNotTheArrivalJitter)
+{
+  CaptureTimeline t;
+  const int64_t capture0 = 1795367801000000000;  // ns since the epoch
+  const uint64_t frame = 33333333;
+  // Frames leave the appsrc at uneven times (a burst queued before PLAY,
+  // then jitter): the timestamps follow the capture times.
+  uint64_t first = t.pts (capture0, 5000000000, frame);
+  EXPECT_EQ (first, 5000000000u) << "anchored at the running time";
+  EXPECT_EQ (t.pts (capture0 + (int64_t) frame, 5000000100, frame), first + frame);
+  EXPECT_EQ (t.pts (capture0 + 2 * (int64_t) frame, 5000000200, frame), first + 2 * frame);
+  EXPECT_EQ (t.pts (capture0 + 3 * (int64_t) frame, 5150000000, frame), first + 3 * frame);
+  EXPECT_EQ (t.anchors (), 1);
+}
+
+TEST (CaptureTimeline, NeverGoesBackWhateverTheCaptureClockDoes)
+{
+  CaptureTimeline t;
+  const int64_t c = 1795367801000000000;
+  const uint64_t frame = 33333333;
+  uint64_t last = t.pts (c, 1000000000, frame);
+  // The wall clock steps back 10 s, then a worker restarts after a gap of
+  // 1.5 s, then two frames carry one capture time, then the clock steps
+  // forward an hour.
+  std::vector<std::pair<int64_t, uint64_t>> frames = {{c + 33333333, 1033333333}, {c - 10000000000, 1066666666},
+      {c - 10000000000 + 33333333, 1100000000}, {c - 8500000000, 2600000000}, {c - 8500000000, 2633333333},
+      {c + 3600000000000, 2666666666}, {c + 3600033333333, 2700000000}};
+  for (auto [capture, now] : frames) {
+    uint64_t pts = t.pts (capture, now, frame);
+    EXPECT_GT (pts, last) << "capture " << capture - c << " ns after the first";
+    EXPECT_LT (pts, now + CaptureTimeline::kMaxDriftNs + frame) << "stays near the running time";
+    last = pts;
+  }
+  // Without a clock (no running time yet) it still increases.
+  CaptureTimeline u;
+  uint64_t a = u.pts (c, GST_CLOCK_TIME_NONE, frame), b = u.pts (c - 1000, GST_CLOCK_TIME_NONE, frame);
+  EXPECT_GT (b, a);
 }
