@@ -1,10 +1,11 @@
 // The orchestrator's plain parts: H.264 capture-time SEI, credentials, the
-// SQLite store, the configuration file, pipeline templates and viewers'
-// timestamps from capture times.
+// SQLite store, the configuration file, pipeline templates, viewers'
+// timestamps from capture times and WHEP offers.
 #include "common/h264.h"
 #include "common/store.h"
 #include "common/tokens.h"
 #include "config.h"
+#include "requests.h"
 #include "templates.h"
 #include "view_stream.h"
 #include "testutil.h"
@@ -302,4 +303,76 @@ TEST (CaptureTimeline, NeverGoesBackWhateverTheCaptureClockDoes)
   CaptureTimeline u;
   uint64_t a = u.pts (c, GST_CLOCK_TIME_NONE, frame), b = u.pts (c - 1000, GST_CLOCK_TIME_NONE, frame);
   EXPECT_GT (b, a);
+}
+
+// ---- WHEP offers
+
+namespace {
+
+const std::string kChromiumOffer =
+    "v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0 1\r\n"
+    "a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n"
+    "a=fingerprint:sha-256 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:"
+    "CC:DD:EE:FF\r\n"
+    "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=recvonly\r\na=rtpmap:111 opus/48000/2\r\n"
+    "m=video 9 UDP/TLS/RTP/SAVPF 96 102 104 106 108\r\nc=IN IP4 0.0.0.0\r\na=mid:1\r\na=recvonly\r\n"
+    "a=rtpmap:96 VP8/90000\r\n"
+    "a=rtpmap:102 H264/90000\r\na=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f\r\n"
+    "a=rtpmap:104 H264/90000\r\na=fmtp:104 level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=42e01f\r\n"
+    "a=rtpmap:106 H264/90000\r\na=fmtp:106 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n"
+    "a=rtpmap:108 H264/90000\r\na=fmtp:108 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=4d001f\r\n";
+
+Reason
+refusal_of (const std::string &type, const std::string &body)
+{
+  try {
+    parse_whep_offer (type, body.data (), body.size (), 65536);
+  } catch (const Refusal &r) {
+    EXPECT_FALSE (r.message.empty ());
+    return r.reason;
+  }
+  ADD_FAILURE () << "accepted: " << body.substr (0, 80);
+  return Reason::kNotFound;
+}
+
+}  // namespace
+
+TEST (WhepOffer, PicksConstrainedBaselineInPacketizationMode1)
+{
+  WhepOffer o = parse_whep_offer ("application/sdp", kChromiumOffer.data (), kChromiumOffer.size (), 65536);
+  EXPECT_EQ (o.h264_payload, 106u);
+  EXPECT_EQ (o.video_mline, 1u);
+  EXPECT_EQ (o.sdp, kChromiumOffer);
+  // Baseline will do when constrained baseline is not offered.
+  std::string baseline = kChromiumOffer.substr (0, kChromiumOffer.find ("a=rtpmap:104"));
+  EXPECT_EQ (parse_whep_offer ("Application/SDP; charset=utf-8", baseline.data (), baseline.size (), 65536)
+                 .h264_payload,
+      102u);
+}
+
+TEST (WhepOffer, RefusesWhatIsNotAWebRtcOfferOrOffersNothingToSend)
+{
+  EXPECT_EQ (refusal_of ("application/json", kChromiumOffer), Reason::kUnsupportedMediaType);
+  EXPECT_EQ (refusal_of ("", kChromiumOffer), Reason::kUnsupportedMediaType);
+  EXPECT_EQ (refusal_of ("application/sdp", ""), Reason::kMalformed);
+  EXPECT_EQ (refusal_of ("application/sdp", "hello"), Reason::kMalformed);
+  EXPECT_EQ (refusal_of ("application/sdp", "v=0\r\nnot a line\r\n"), Reason::kMalformed);
+  EXPECT_EQ (refusal_of ("application/sdp", "v=0\r\ns=-\r\n"), Reason::kMalformed) << "no m= section";
+  EXPECT_EQ (refusal_of ("application/sdp", std::string ("v=0\r\n\xff\xfe\r\n")), Reason::kMalformed);
+  std::string no_ice = kChromiumOffer;
+  no_ice.replace (no_ice.find ("a=ice-pwd"), 9, "a=ice-xxx");
+  EXPECT_EQ (refusal_of ("application/sdp", no_ice), Reason::kMalformed);
+  std::string no_dtls = kChromiumOffer;
+  no_dtls.replace (no_dtls.find ("a=fingerprint"), 13, "a=fingerprinx");
+  EXPECT_EQ (refusal_of ("application/sdp", no_dtls), Reason::kMalformed);
+  std::string vp8_only = kChromiumOffer.substr (0, kChromiumOffer.find ("a=rtpmap:102"));
+  EXPECT_EQ (refusal_of ("application/sdp", vp8_only), Reason::kInvalid);
+  std::string main_only = kChromiumOffer.substr (0, kChromiumOffer.find ("a=rtpmap:96")) +
+                          "a=rtpmap:108 H264/90000\r\na=fmtp:108 packetization-mode=1;profile-level-id=4d001f\r\n";
+  EXPECT_EQ (refusal_of ("application/sdp", main_only), Reason::kInvalid);
+  std::string sending = kChromiumOffer;
+  sending.replace (sending.rfind ("a=recvonly"), 10, "a=sendonly");
+  EXPECT_EQ (refusal_of ("application/sdp", sending), Reason::kInvalid);
+  std::string big (70000, 'v');
+  EXPECT_EQ (refusal_of ("application/sdp", big), Reason::kTooLarge);
 }
