@@ -1,7 +1,10 @@
-// Third-party players against a real livemicrod on 127.0.0.1: ffmpeg
-// remuxes the RTSP stream into MP4 without timestamp warnings (also across
-// a worker restart), ffprobe reads the SDP session name.
+// Third-party players and WHEP against a real livemicrod on 127.0.0.1:
+// ffmpeg remuxes the RTSP stream into MP4 without timestamp warnings (also
+// across a worker restart), ffprobe reads the SDP session name; a webrtcbin
+// client plays through WHEP (POST /whep/{session}), and the daemon refuses
+// what it must and gives back what a deleted peer held.
 #include "daemon_process.h"
+#include "webrtc_client.h"
 
 #include <gtest/gtest.h>
 
@@ -12,6 +15,7 @@
 
 using livemicro::test::Daemon;
 using livemicro::test::HttpReply;
+using livemicro::test::WebRtcClient;
 
 namespace {
 
@@ -249,4 +253,134 @@ TEST_F (Players, FfmpegRecordsAcrossAWorkerRestartWithoutTimestampWarnings)
     last = v;
   }
   EXPECT_GE (longest, 0.2) << "the restart shows as a gap";
+}
+
+// ---- WHEP -------------------------------------------------------------------------
+
+TEST_F (Players, WhepClientDecodesTheSessionsViewAndDeleteEndsIt)
+{
+  ASSERT_NO_FATAL_FAILURE (serve ("gina", "guest"));
+  const std::string id = s.str ("id"), token = s.str ("token");
+  const std::string viewers = "livemicro_viewers{microscope=\"demo\",profile=\"guest\",transport=\"webrtc\"}";
+  {
+    WebRtcClient c (WebRtcClient::Whep {}, d.http_port (), id, token);
+    ASSERT_EQ (c.whep_status (), 201) << c.whep_answer () << "\n" << d.log ();
+    EXPECT_EQ (c.whep_content_type (), "application/sdp");
+    EXPECT_EQ (c.whep_location ().rfind ("/whep/" + id + "/", 0), 0u) << c.whep_location ();
+    EXPECT_NE (c.whep_answer ().find ("a=candidate:"), std::string::npos) << "candidates in the answer";
+    EXPECT_NE (c.whep_answer ().find ("a=end-of-candidates"), std::string::npos) << c.whep_answer ();
+    EXPECT_NE (c.whep_answer ().find ("a=sendonly"), std::string::npos) << c.whep_answer ();
+    ASSERT_TRUE (c.wait_frames (30, 40)) << c.frames () << " frames decoded, " << c.packets () << " packets\n"
+                                         << d.log ();
+    // The guest's own (masked) view: its branch, one WebRTC viewer on it.
+    EXPECT_EQ (d.metric (viewers), 1);
+    EXPECT_EQ (d.metric ("livemicro_encoders{microscope=\"demo\"}"), 1) << "no encode per viewer";
+    // Someone else's token does not end it; its own does.
+    HttpReply other = d.create_session ("olga", "owner");
+    EXPECT_EQ (c.remove (other.str ("token")), 401);
+    EXPECT_EQ (c.remove (), 204);
+    EXPECT_EQ (c.remove (), 404) << "gone";
+    EXPECT_EQ (d.metric (viewers), 0);
+    // Nothing more arrives once the peer is gone.
+    g_usleep (1000000);
+    int after = c.packets ();
+    g_usleep (1000000);
+    EXPECT_LE (c.packets (), after + 2);
+  }
+}
+
+TEST_F (Players, DeletingWhepPeersGivesBackTheirFdsAndThreads)
+{
+  ASSERT_NO_FATAL_FAILURE (serve ("carl", "consultant"));
+  const std::string id = s.str ("id"), token = s.str ("token");
+  auto cycle = [&] {
+    WebRtcClient c (WebRtcClient::Whep {}, d.http_port (), id, token);
+    EXPECT_EQ (c.whep_status (), 201) << c.whep_answer ();
+    EXPECT_TRUE (c.wait_frames (10, 40)) << c.frames () << " frames";
+    EXPECT_EQ (c.remove (), 204);
+  };
+  // The first peer starts what lasts (thread pools, the DTLS context).
+  cycle ();
+  auto settled = [&] (int fds, int threads) {
+    livemicro::test::ProcessUsage u;
+    gint64 deadline = g_get_monotonic_time () + 15 * G_USEC_PER_SEC;
+    do {
+      g_usleep (250000);
+      u = livemicro::test::process_usage (d.pid ());
+    } while (g_get_monotonic_time () < deadline && (u.fds > fds || u.threads > threads));
+    return u;
+  };
+  livemicro::test::ProcessUsage before = settled (1 << 20, 1 << 20);
+  before = settled (before.fds, before.threads);
+  for (int i = 0; i < 3; i++)
+    cycle ();
+  livemicro::test::ProcessUsage after = settled (before.fds, before.threads);
+  EXPECT_LE (after.fds, before.fds) << "fds " << before.fds << " → " << after.fds;
+  EXPECT_LE (after.threads, before.threads) << "threads " << before.threads << " → " << after.threads;
+  EXPECT_EQ (d.metric ("livemicro_viewers{microscope=\"demo\",profile=\"consultant\",transport=\"webrtc\"}"), 0);
+}
+
+TEST_F (Players, WhepRefusesBadTokensBadOffersAndOtherMethods)
+{
+  ASSERT_NO_FATAL_FAILURE (serve ("carl", "consultant"));
+  HttpReply other = d.create_session ("olga", "owner");
+  ASSERT_EQ (other.status, 201);
+  const std::string id = s.str ("id"), token = s.str ("token"), path = "/whep/" + id;
+  const std::string sdp = "application/sdp";
+  // A well-formed offer from a real client, for the token cases.
+  const std::string good =
+      "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n"
+      "m=video 9 UDP/TLS/RTP/SAVPF 102\r\nc=IN IP4 0.0.0.0\r\na=ice-ufrag:abcd\r\n"
+      "a=ice-pwd:abcdefghijklmnopqrstuvwx\r\n"
+      "a=fingerprint:sha-256 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:"
+      "CC:DD:EE:FF\r\na=setup:actpass\r\na=mid:0\r\na=recvonly\r\na=rtcp-mux\r\n"
+      "a=rtpmap:102 H264/90000\r\na=fmtp:102 packetization-mode=1;profile-level-id=42e01f\r\n";
+  struct Case {
+    const char *method;
+    std::string path, body, token, type;
+    int status;
+  };
+  std::vector<Case> cases = {
+      {"POST", path, good, "", sdp, 401},
+      {"POST", path, good, "wrong", sdp, 401},
+      {"POST", path, good, other.str ("token"), sdp, 401},
+      {"POST", path, good, Daemon::kAdminToken, sdp, 401},
+      {"POST", "/whep/0123456789abcdef0123456789abcdef", good, token, sdp, 401},
+      {"POST", path, "", token, sdp, 400},
+      {"POST", path, "this is not SDP", token, sdp, 400},
+      {"POST", path, "v=0\r\nnonsense\r\n", token, sdp, 400},
+      {"POST", path, "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n", token, sdp, 400},
+      {"POST", path, good.substr (0, good.find ("a=ice-ufrag")), token, sdp, 400},
+      {"POST", path, good, token, "application/json", 415},
+      {"POST", path, std::string (200 * 1024, 'v'), token, sdp, 413},
+      {"POST", path, "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
+                     "m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=ice-ufrag:a\r\na=ice-pwd:b\r\na=fingerprint:sha-256 00\r\n"
+                     "a=recvonly\r\na=rtpmap:96 VP8/90000\r\n",
+          token, sdp, 422},
+      {"GET", path, "", token, sdp, 405},
+      {"PUT", path, good, token, sdp, 405},
+      {"PATCH", path + "/0123456789abcdef0123456789abcdef", "a=candidate:1 1 udp 1 127.0.0.1 9 typ host", token,
+          "application/trickle-ice-sdpfrag", 405},
+      {"DELETE", path + "/0123456789abcdef0123456789abcdef", "", token, sdp, 404},
+  };
+  for (const Case &c : cases) {
+    HttpReply r = d.request (c.method, c.path, c.body, c.token, c.type);
+    EXPECT_EQ (r.status, c.status) << c.method << " " << c.path << " " << c.body.substr (0, 40) << " → " << r.body;
+    EXPECT_TRUE (r.location.empty ()) << "nothing created: " << r.location;
+  }
+  EXPECT_EQ (d.metric ("livemicro_viewers{microscope=\"demo\",profile=\"consultant\",transport=\"webrtc\"}"), 0);
+}
+
+TEST_F (Players, EndingTheSessionEndsItsWhepPeers)
+{
+  ASSERT_NO_FATAL_FAILURE (serve ("carl", "consultant"));
+  WebRtcClient c (WebRtcClient::Whep {}, d.http_port (), s.str ("id"), s.str ("token"));
+  ASSERT_EQ (c.whep_status (), 201) << c.whep_answer ();
+  ASSERT_TRUE (c.wait_frames (10, 40)) << c.frames () << " frames";
+  EXPECT_EQ (d.request ("DELETE", "/api/v1/sessions/" + s.str ("id")).status, 204);
+  g_usleep (1000000);
+  int after = c.packets ();
+  g_usleep (1000000);
+  EXPECT_LE (c.packets (), after + 2) << "the peer went with its session";
+  EXPECT_EQ (c.remove (), 401) << "the session's token died with it";
 }
