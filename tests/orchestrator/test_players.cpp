@@ -3,6 +3,7 @@
 // across a worker restart), ffprobe reads the SDP session name; a webrtcbin
 // client plays through WHEP (POST /whep/{session}), and the daemon refuses
 // what it must and gives back what a deleted peer held.
+#include "cdp.h"
 #include "daemon_process.h"
 #include "webrtc_client.h"
 
@@ -383,4 +384,31 @@ TEST_F (Players, EndingTheSessionEndsItsWhepPeers)
   g_usleep (1000000);
   EXPECT_LE (c.packets (), after + 2) << "the peer went with its session";
   EXPECT_EQ (c.remove (), 401) << "the session's token died with it";
+}
+
+TEST_F (Players, TheViewerPagePlaysThroughWhepInChromium)
+{
+  if (!livemicro::test::ChromiumPage::available ())
+    GTEST_SKIP () << "Debian's chromium is not installed (scripts/install-deps.sh installs it)";
+  ASSERT_NO_FATAL_FAILURE (serve ("carl", "consultant"));
+  std::string url = s.str ("viewer_url");
+  url.insert (url.find ('#'), "?whep=1");
+  const std::string viewers = "livemicro_viewers{microscope=\"demo\",profile=\"consultant\",transport=\"webrtc\"}";
+  // ICE can fail on a first try on a loaded machine: the page starts over
+  // by itself (a new WHEP resource, the old one deleted).
+  livemicro::test::ChromiumPage page (url);
+  ASSERT_TRUE (page.connected ());
+  bool played = page.wait_true ("window.livemicro && window.livemicro.framesDecoded >= 30", 60);
+  std::string state = page.evaluate (
+      "({whep: livemicro.whep, resource: livemicro.whepResource, decoded: livemicro.framesDecoded, "
+      "ice: livemicro.iceState, notice: livemicro.lastNotice, conn: document.getElementById('conn').textContent})");
+  ASSERT_TRUE (played) << state << "\n" << d.log ();
+  EXPECT_NE (state.find ("\"whep\":true"), std::string::npos) << state;
+  EXPECT_NE (state.find ("\"resource\":\"/whep/" + s.str ("id") + "/"), std::string::npos) << state;
+  EXPECT_EQ (d.metric (viewers), 1) << "one WebRTC peer: the WHEP one (the socket asked for none)";
+  EXPECT_EQ (d.metric ("livemicro_encoders{microscope=\"demo\"}"), 1) << "no encode per viewer";
+  // The page's own DELETE (as on leaving it) ends the peer.
+  page.evaluate ("fetch(livemicro.whepResource, {method: 'DELETE', headers: {Authorization: 'Bearer ' + "
+                 "new URLSearchParams(location.hash.slice(1)).get('token')}}).then(r => r.status)");
+  EXPECT_EQ (d.metric (viewers), 0);
 }
