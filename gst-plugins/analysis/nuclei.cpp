@@ -1,7 +1,7 @@
 // H&E nuclei analysis: colour deconvolution, quality gates, segmentation
 // (background-corrected hematoxylin OD, Otsu threshold with a floor,
 // distance-transform markers, watershed, merge by dynamics), per-nucleus
-// measurements and the per-frame summary.  See nuclei.h and the README.
+// measurements and the per-frame summary.  See nuclei.h and docs/analysis.md.
 #include "livemicro/analysis/nuclei.h"
 #include "livemicro/analysis/nuclei_model.h"
 
@@ -14,6 +14,7 @@
 #include <ctime>
 #include <cmath>
 #include <numeric>
+#include <optional>
 #include <stdexcept>
 #include <unordered_map>
 
@@ -138,7 +139,7 @@ Nucleus::feature (Feature f) const
   return 0;
 }
 
-// The Nottingham-like rule, written down in the README:
+// The Nottingham-like rule, written down in docs/analysis.md:
 //   size       1: √(P75 area / reference) < 1.5   2: < 2.0   3: otherwise
 //   variation  1: CV(area) < 0.30                 2: < 0.50  3: otherwise
 //   chromatin  1: CV(mean H OD) < 0.15            2: < 0.25  3: otherwise
@@ -366,80 +367,92 @@ segment_with_model (NucleusModel &model, const cv::Mat &work, std::array<int, 3>
 
 }  // namespace
 
-Result
-Analyzer::analyze (const cv::Mat &image, double um_per_px, std::array<int, 3> rgb)
+namespace {
+
+// LIVEMICRO_ANALYSIS_PROFILE=1 prints the CPU time of each stage (development).
+class StageProfile {
+public:
+  StageProfile () : on_ (std::getenv ("LIVEMICRO_ANALYSIS_PROFILE") != nullptr), t_ (on_ ? cpu_ms () : 0) {}
+  void next (const char *stage)
+  {
+    if (!on_)
+      return;
+    double t = cpu_ms ();
+    std::fprintf (stderr, "%7.2f ms CPU before %s\n", t - t_, stage);
+    t_ = t;
+  }
+
+private:
+  static double cpu_ms ()
+  {
+    timespec ts;
+    clock_gettime (CLOCK_THREAD_CPUTIME_ID, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+  }
+  bool on_;
+  double t_;
+};
+
+void
+check_input (const cv::Mat &image, double um_per_px, std::array<int, 3> rgb)
 {
-  const double t_start = now_ms ();
-  if (image.empty () || image.depth () != CV_8U ||
-      (image.channels () != 3 && image.channels () != 4))
+  if (image.empty () || image.depth () != CV_8U || (image.channels () != 3 && image.channels () != 4))
     throw std::invalid_argument ("analysis needs an 8-bit RGB image with 3 or 4 channels");
   for (int c : rgb)
     if (c < 0 || c >= image.channels ())
       throw std::invalid_argument ("channel index out of range");
   if (!(um_per_px > 0) || !std::isfinite (um_per_px) || um_per_px > 1000)
     throw std::invalid_argument ("µm per pixel must be a positive number");
-  const Params &P = params_;
-  Scratch &S = *scratch_;
-  // LIVEMICRO_ANALYSIS_PROFILE=1 prints the CPU time of each stage (development).
-  static const bool profile = std::getenv ("LIVEMICRO_ANALYSIS_PROFILE") != nullptr;
-  auto cpu_ms = [] {
-    timespec ts;
-    clock_gettime (CLOCK_THREAD_CPUTIME_ID, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-  };
-  double t_stage = profile ? cpu_ms () : 0;
-  auto stage = [&] (const char *next) {
-    if (!profile)
-      return;
-    double t = cpu_ms ();
-    std::fprintf (stderr, "%7.2f ms CPU before %s\n", t - t_stage, next);
-    t_stage = t;
-  };
-  Result res;
-  Summary &sum = res.summary;
-  sum.um_per_px = um_per_px;
-  sum.frame_width = image.cols;
-  sum.frame_height = image.rows;
+}
 
-  NucleusModel *model = model_for_frame ();
-  res.method = model ? Method::kModel : Method::kClassical;
-  // The model refuses frames coarser than it was trained for (see
-  // kModelMaxUmPerPx); they are flagged low_resolution below.
-  const bool model_refuses = model && um_per_px > kModelMaxUmPerPx;
+// The frame at the resolution segmentation runs at, and how its pixels map
+// back to the frame's.
+struct WorkingFrame {
+  const cv::Mat *image;
+  std::array<int, 3> rgb;
+  int width, height, channels;
+  double sx, sy;     // frame pixels per working pixel
+  double um_per_px;  // of a working pixel
+  const uchar *pixel (int x, int y) const { return image->ptr<uchar> (y) + x * channels; }
+};
 
-  // --- working resolution: the model's own (enlarging a 10x frame), else
-  // about working_um_per_px, never enlarged
-  double scale = model && !model_refuses ? um_per_px / kModelUmPerPx
-                 : P.analysis_scale > 0  ? std::min (1.0, P.analysis_scale)
-                                         : std::min (1.0, um_per_px / P.working_um_per_px);
-  int ww = std::max (1, (int) std::lround (image.cols * scale));
-  int wh = std::max (1, (int) std::lround (image.rows * scale));
+WorkingFrame
+working_frame (const cv::Mat &image, std::array<int, 3> rgb, double um_per_px, double scale, cv::Mat &resized)
+{
+  const int ww = std::max (1, (int) std::lround (image.cols * scale));
+  const int wh = std::max (1, (int) std::lround (image.rows * scale));
   const cv::Mat *work = &image;
   if (ww != image.cols || wh != image.rows) {
-    cv::resize (image, S.work, cv::Size (ww, wh), 0, 0, scale < 1 ? cv::INTER_AREA : cv::INTER_LINEAR);
-    work = &S.work;
+    cv::resize (image, resized, cv::Size (ww, wh), 0, 0, scale < 1 ? cv::INTER_AREA : cv::INTER_LINEAR);
+    work = &resized;
   }
   const double sx = (double) image.cols / ww, sy = (double) image.rows / wh;
-  const double wupp = um_per_px * sx;
-  sum.working_um_per_px = wupp;
-  const int nch = work->channels ();
+  return {work, rgb, ww, wh, work->channels (), sx, sy, um_per_px * sx};
+}
 
-  stage ("glass brightness");
-  // --- glass brightness I0 per channel: 99.8th percentile (clamped to
-  // 200–255) of a subsample, so lamp level and white balance do not shift OD.
+// Optical density per channel value, against the glass brightness I0 of
+// each channel: its 99.8th percentile (clamped to 200–255) over a
+// subsample, so lamp level and white balance do not shift OD.
+struct OdTable {
+  float od[3][256];
+  int brightest;  // the brightest channel's 99.8th percentile, before clamping
+};
+
+OdTable
+glass_od_table (const WorkingFrame &f)
+{
   int hist[3][256] = {};
   int n_hist = 0;
-  for (int j = 0; j < wh; j += 2) {
-    const uchar *row = work->ptr<uchar> (j);
-    for (int i = 0; i < ww; i += 2) {
-      const uchar *p = row + i * nch;
+  for (int j = 0; j < f.height; j += 2)
+    for (int i = 0; i < f.width; i += 2) {
+      const uchar *p = f.pixel (i, j);
       for (int c = 0; c < 3; c++)
-        hist[c][p[rgb[c]]]++;
+        hist[c][p[f.rgb[c]]]++;
       n_hist++;
     }
-  }
+  OdTable t;
   float i0[3];
-  int brightest = 0;
+  t.brightest = 0;
   for (int c = 0; c < 3; c++) {
     int acc = 0, v = 255;
     for (; v > 0; v--) {
@@ -447,35 +460,48 @@ Analyzer::analyze (const cv::Mat &image, double um_per_px, std::array<int, 3> rg
       if (acc >= 0.002 * n_hist)
         break;
     }
-    brightest = std::max (brightest, v);
+    t.brightest = std::max (t.brightest, v);
     i0[c] = (float) std::clamp (v, 200, 255);
   }
-  float od_lut[3][256];
   for (int c = 0; c < 3; c++)
     for (int v = 0; v < 256; v++)
-      od_lut[c][v] = std::max (0.0f, (float) -std::log10 (std::max (v, 1) / i0[c]));
+      t.od[c][v] = std::max (0.0f, (float) -std::log10 (std::max (v, 1) / i0[c]));
+  return t;
+}
 
-  stage ("coarse tissue map");
-  // --- coarse tissue map (one sample every kCoarseStep working pixels):
-  // tissue, wrong stain (DAB share with Ruifrok–Johnston H/E/DAB), Macenko
-  // samples, mean H and E.
-  const StainVectors rj = ruifrok_johnston ();
-  const cv::Matx33f rj_inv = stain_inverse (rj);
-  const int cw = (ww + kCoarseStep - 1) / kCoarseStep, chh = (wh + kCoarseStep - 1) / kCoarseStep;
-  cv::Mat tissue (chh, cw, CV_8U, cv::Scalar (0));
-  std::vector<cv::Vec3f> od_samples;
-  od_samples.reserve (cw * chh);
+// Where the tissue is, from one sample every kCoarseStep working pixels:
+// stained (summed OD above kTissueOdSum) and coloured (an OD direction away
+// from neutral grey: ink, dust, shadows), closed and opened.
+struct TissueMap {
+  cv::Mat coarse;                        // CV_8U, 255 = tissue
+  std::vector<cv::Vec3f> od_samples;     // OD of the tissue samples (Macenko)
+  double fraction = 0;                   // of the frame area
+  double dab_fraction = 0;               // DAB share of the tissue's stain (Ruifrok–Johnston H/E/DAB)
+  int structure_samples = 0;             // samples that are anything but glass
+  int samples = 0;
+  bool at (int x, int y) const { return coarse.at<uchar> (y / kCoarseStep, x / kCoarseStep) != 0; }
+  // The working pixel a coarse sample was taken at.
+  static int sample_at (int coarse_index, int working_size)
+  {
+    return std::min (working_size - 1, coarse_index * kCoarseStep + kCoarseStep / 2);
+  }
+};
+
+TissueMap
+coarse_tissue_map (const WorkingFrame &f, const OdTable &t)
+{
+  const cv::Matx33f rj_inv = stain_inverse (ruifrok_johnston ());
+  const int cw = (f.width + kCoarseStep - 1) / kCoarseStep, ch = (f.height + kCoarseStep - 1) / kCoarseStep;
+  TissueMap m;
+  m.coarse = cv::Mat (ch, cw, CV_8U, cv::Scalar (0));
+  m.od_samples.reserve (cw * ch);
   double dab_sum = 0, stain_sum = 0;
-  double grey_s = 0, grey_s2 = 0;
   int n_structure = 0;
-  for (int cj = 0; cj < chh; cj++) {
-    const uchar *row = work->ptr<uchar> (std::min (wh - 1, cj * kCoarseStep + kCoarseStep / 2));
+  for (int cj = 0; cj < ch; cj++) {
+    const int y = TissueMap::sample_at (cj, f.height);
     for (int ci = 0; ci < cw; ci++) {
-      const uchar *p = row + std::min (ww - 1, ci * kCoarseStep + kCoarseStep / 2) * nch;
-      cv::Vec3f od (od_lut[0][p[rgb[0]]], od_lut[1][p[rgb[1]]], od_lut[2][p[rgb[2]]]);
-      double g = (p[rgb[0]] + p[rgb[1]] + p[rgb[2]]) / 3.0;
-      grey_s += g;
-      grey_s2 += g * g;
+      const uchar *p = f.pixel (TissueMap::sample_at (ci, f.width), y);
+      cv::Vec3f od (t.od[0][p[f.rgb[0]]], t.od[1][p[f.rgb[1]]], t.od[2][p[f.rgb[2]]]);
       float s = od[0] + od[1] + od[2];
       n_structure += s > kStructureOdSum;
       if (s < kTissueOdSum)
@@ -483,8 +509,8 @@ Analyzer::analyze (const cv::Mat &image, double um_per_px, std::array<int, 3> rg
       float cosn = s / (std::sqrt (od.dot (od)) * 1.7320508f);
       if (cosn > kNeutralCos)
         continue;
-      tissue.at<uchar> (cj, ci) = 255;
-      od_samples.push_back (od);
+      m.coarse.at<uchar> (cj, ci) = 255;
+      m.od_samples.push_back (od);
       cv::Vec3f c;  // stain concentrations: OD (row) · inverse
       for (int k = 0; k < 3; k++)
         c[k] = od[0] * rj_inv (0, k) + od[1] * rj_inv (1, k) + od[2] * rj_inv (2, k);
@@ -492,299 +518,221 @@ Analyzer::analyze (const cv::Mat &image, double um_per_px, std::array<int, 3> rg
       stain_sum += std::max (0.0f, c[0]) + std::max (0.0f, c[1]) + std::max (0.0f, c[2]);
     }
   }
-  {
-    cv::Mat k = cv::getStructuringElement (cv::MORPH_RECT, {3, 3});
-    cv::morphologyEx (tissue, tissue, cv::MORPH_CLOSE, k);
-    cv::morphologyEx (tissue, tissue, cv::MORPH_OPEN, k);
-  }
-  const double n_coarse = (double) cw * chh;
-  sum.tissue_fraction = cv::countNonZero (tissue) / n_coarse;
-  sum.tissue_area_mm2 = sum.tissue_fraction * image.cols * image.rows * um_per_px *
-                        um_per_px * 1e-6;
-  sum.dab_fraction = stain_sum > 0 ? dab_sum / stain_sum : 0;
-  const double grey_mean = grey_s / n_coarse;
-  const double grey_sd = std::sqrt (std::max (0.0, grey_s2 / n_coarse - grey_mean * grey_mean));
+  cv::Mat k = cv::getStructuringElement (cv::MORPH_RECT, {3, 3});
+  cv::morphologyEx (m.coarse, m.coarse, cv::MORPH_CLOSE, k);
+  cv::morphologyEx (m.coarse, m.coarse, cv::MORPH_OPEN, k);
+  const double n_coarse = (double) cw * ch;
+  m.fraction = cv::countNonZero (m.coarse) / n_coarse;
+  m.dab_fraction = stain_sum > 0 ? dab_sum / stain_sum : 0;
+  m.structure_samples = n_structure;
+  m.samples = cw * ch;
+  return m;
+}
 
-  stage ("stain vectors");
-  // --- stain vectors
-  StainVectors stains = rj;
-  sum.stain_method = StainMethod::kRuifrokJohnston;
-  if (P.stain == StainMethod::kMacenko && od_samples.size () >= 200) {
-    cv::Mat od (1, (int) od_samples.size (), CV_32FC3, od_samples.data ());
-    if (auto est = estimate_macenko (od)) {
-      if (macenko_) {
-        auto blend = [&] (cv::Vec3f a, cv::Vec3f b) {
-          cv::Vec3f v = a * (float) (1 - P.macenko_smoothing) + b * (float) P.macenko_smoothing;
-          return v / (float) cv::norm (v);
-        };
-        macenko_->hematoxylin = blend (macenko_->hematoxylin, est->hematoxylin);
-        macenko_->eosin = blend (macenko_->eosin, est->eosin);
-        cv::Vec3f t = macenko_->hematoxylin.cross (macenko_->eosin);
-        macenko_->third = t / (float) cv::norm (t);
-      } else {
-        macenko_ = est;
-      }
-    }
-    if (macenko_) {
-      stains = *macenko_;
-      sum.stain_method = StainMethod::kMacenko;
-    }
-  }
-  sum.stain_vectors = stains;
+// Quality gates that need no segmentation (the focus gate comes later).
+Quality
+frame_quality (const OdTable &t, const TissueMap &tissue, bool too_coarse)
+{
+  if (t.brightest < 40 || (tissue.fraction < 0.01 && tissue.structure_samples < 0.005 * (double) tissue.samples))
+    return Quality::kBlank;
+  if (tissue.fraction < kMinTissueFraction)
+    return Quality::kNoTissue;
+  if (too_coarse)
+    return Quality::kLowResolution;
+  if (tissue.dab_fraction > kWrongStainDab)
+    return Quality::kWrongStain;
+  return Quality::kOk;
+}
+
+// Colour deconvolution by lookup: the hematoxylin plane of the whole
+// working frame, and the mean H and E OD over the tissue samples.
+void
+deconvolve (const WorkingFrame &f, const OdTable &t, const StainVectors &stains, const TissueMap &tissue,
+    cv::Mat &h, Summary &sum)
+{
   const cv::Matx33f inv = stain_inverse (stains);
-
-  stage ("quality gates");
-  // --- quality gates that need no segmentation
-  (void) grey_sd;
-  if (brightest < 40 || (sum.tissue_fraction < 0.01 && n_structure < 0.005 * n_coarse)) {
-    sum.quality = Quality::kBlank;
-  } else if (sum.tissue_fraction < kMinTissueFraction) {
-    sum.quality = Quality::kNoTissue;
-  } else if (model_refuses || (!model && wupp > P.max_um_per_px)) {
-    sum.quality = Quality::kLowResolution;
-  } else if (sum.dab_fraction > kWrongStainDab) {
-    sum.quality = Quality::kWrongStain;
-  } else {
-    sum.quality = Quality::kOk;
-  }
-
-  // --- deconvolution at working resolution: H and E planes by LUTs
   float lut_h[3][256], lut_e[3][256];
   for (int c = 0; c < 3; c++)
     for (int v = 0; v < 256; v++) {
-      lut_h[c][v] = od_lut[c][v] * inv (c, 0);
-      lut_e[c][v] = od_lut[c][v] * inv (c, 1);
+      lut_h[c][v] = t.od[c][v] * inv (c, 0);
+      lut_e[c][v] = t.od[c][v] * inv (c, 1);
     }
-  S.h.create (wh, ww, CV_32F);
-  for (int j = 0; j < wh; j++) {
-    const uchar *row = work->ptr<uchar> (j);
-    float *hr = S.h.ptr<float> (j);
-    for (int i = 0; i < ww; i++) {
-      const uchar *p = row + i * nch;
-      uchar r = p[rgb[0]], g = p[rgb[1]], b = p[rgb[2]];
-      hr[i] = lut_h[0][r] + lut_h[1][g] + lut_h[2][b];
+  h.create (f.height, f.width, CV_32F);
+  for (int j = 0; j < f.height; j++) {
+    float *hr = h.ptr<float> (j);
+    for (int i = 0; i < f.width; i++) {
+      const uchar *p = f.pixel (i, j);
+      hr[i] = lut_h[0][p[f.rgb[0]]] + lut_h[1][p[f.rgb[1]]] + lut_h[2][p[f.rgb[2]]];
     }
   }
-  // Mean H and E over tissue (coarse samples).
-  {
-    double hs = 0, es = 0;
-    int n = 0;
-    for (int cj = 0; cj < chh; cj++)
-      for (int ci = 0; ci < cw; ci++)
-        if (tissue.at<uchar> (cj, ci)) {
-          int y = std::min (wh - 1, cj * kCoarseStep + kCoarseStep / 2);
-          int x = std::min (ww - 1, ci * kCoarseStep + kCoarseStep / 2);
-          hs += std::max (0.0f, S.h.at<float> (y, x));
-          const uchar *px = work->ptr<uchar> (y) + x * nch;
-          es += std::max (0.0f, lut_e[0][px[rgb[0]]] + lut_e[1][px[rgb[1]]] + lut_e[2][px[rgb[2]]]);
-          n++;
-        }
-    sum.mean_h_od = n ? hs / n : 0;
-    sum.mean_e_od = n ? es / n : 0;
-    sum.he_ratio = es > 0 ? hs / es : NAN;
-  }
-  if (sum.quality == Quality::kBlank || sum.quality == Quality::kNoTissue ||
-      sum.quality == Quality::kLowResolution || sum.quality == Quality::kWrongStain) {
-    res.analysis_ms = now_ms () - t_start;
-    return res;
-  }
+  double hs = 0, es = 0;
+  int n = 0;
+  for (int cj = 0; cj < tissue.coarse.rows; cj++)
+    for (int ci = 0; ci < tissue.coarse.cols; ci++)
+      if (tissue.coarse.at<uchar> (cj, ci)) {
+        const int y = TissueMap::sample_at (cj, f.height), x = TissueMap::sample_at (ci, f.width);
+        hs += std::max (0.0f, h.at<float> (y, x));
+        const uchar *px = f.pixel (x, y);
+        es += std::max (0.0f, lut_e[0][px[f.rgb[0]]] + lut_e[1][px[f.rgb[1]]] + lut_e[2][px[f.rgb[2]]]);
+        n++;
+      }
+  sum.mean_h_od = n ? hs / n : 0;
+  sum.mean_e_od = n ? es / n : 0;
+  sum.he_ratio = es > 0 ? hs / es : NAN;
+}
 
-  stage ("background");
-  // --- background: grey opening of H at ~2 µm pixels with a window of
-  // 2·background_radius, upsampled; subtracted (top-hat).
-  const double smooth_px = P.smooth_sigma_um / wupp;
-  if (smooth_px > 0.3)
-    cv::GaussianBlur (S.h, S.hs, cv::Size (), smooth_px, smooth_px, cv::BORDER_REFLECT);  // ±4σ
-  else
-    S.h.copyTo (S.hs);
-  if (model) {
-    // The model needs no background: hc is not used.
-  } else if (P.background_radius_um <= 0) {
-    S.bg = cv::Mat::zeros (wh, ww, CV_32F);
+// Background-corrected hematoxylin (classical method): a grey opening of H
+// at ~2 µm pixels with a window of 2·background_radius, upsampled and
+// subtracted (top-hat).
+void
+subtract_background (const cv::Mat &hs, double wupp, const Params &P, cv::Mat &bg, cv::Mat &hc)
+{
+  if (P.background_radius_um <= 0) {
+    bg = cv::Mat::zeros (hs.size (), CV_32F);
   } else {
     int f = std::max (1, (int) std::lround (2.0 / wupp));
     cv::Mat small;
-    cv::resize (S.hs, small, cv::Size ((ww + f - 1) / f, (wh + f - 1) / f), 0, 0,
-        cv::INTER_AREA);
+    cv::resize (hs, small, cv::Size ((hs.cols + f - 1) / f, (hs.rows + f - 1) / f), 0, 0, cv::INTER_AREA);
     int k = 2 * std::max (1, (int) std::lround (P.background_radius_um / (wupp * f))) + 1;
-    cv::morphologyEx (small, small, cv::MORPH_OPEN,
-        cv::getStructuringElement (cv::MORPH_RECT, {k, k}));
+    cv::morphologyEx (small, small, cv::MORPH_OPEN, cv::getStructuringElement (cv::MORPH_RECT, {k, k}));
     cv::blur (small, small, {3, 3});
-    cv::resize (small, S.bg, cv::Size (ww, wh), 0, 0, cv::INTER_LINEAR);
+    cv::resize (small, bg, hs.size (), 0, 0, cv::INTER_LINEAR);
   }
-  if (!model)
-    cv::subtract (S.hs, S.bg, S.hc);
+  cv::subtract (hs, bg, hc);
+}
 
-  stage ("focus");
-  // --- focus: gradient energy of H at the fine scale (σ = smooth_sigma,
-  // 0.5 µm) over that at a 3× coarser scale (1.5 µm), over tissue.  A sharp
-  // edge loses little by the extra smoothing (ratio ≈ 2–3), a blurred one
-  // barely changes (→ 1).  Physical scales: the same meaning at any µm/px.
-  {
-    double s2 = std::sqrt (std::max (0.0, 9.0 - 1.0)) * P.smooth_sigma_um / wupp;
-    // A centred window of at most 512² working pixels (256 µm) is plenty of
-    // edges and keeps the cost fixed.
-    const cv::Rect win ((ww - std::min (ww, 512)) / 2, (wh - std::min (wh, 512)) / 2,
-        std::min (ww, 512), std::min (wh, 512));
-    cv::Mat fine_img = S.hs (win), coarse;
-    cv::GaussianBlur (fine_img, coarse, cv::Size (), s2, s2, cv::BORDER_REFLECT);
-    std::vector<float> fine, crs;
-    fine.reserve (ww * wh / 4);
-    crs.reserve (ww * wh / 4);
-    for (int j = 1; j < win.height - 1; j += 2) {
-      const float *a0 = fine_img.ptr<float> (j), *au = fine_img.ptr<float> (j - 1),
-                  *ad = fine_img.ptr<float> (j + 1);
-      const float *b0 = coarse.ptr<float> (j), *bu = coarse.ptr<float> (j - 1), *bd = coarse.ptr<float> (j + 1);
-      const uchar *tr = tissue.ptr<uchar> ((j + win.y) / kCoarseStep);
-      for (int i = 1; i < win.width - 1; i += 2) {
-        if (!tr[(i + win.x) / kCoarseStep])
-          continue;
-        fine.push_back (std::abs (a0[i + 1] - a0[i - 1]) + std::abs (ad[i] - au[i]));
-        crs.push_back (std::abs (b0[i + 1] - b0[i - 1]) + std::abs (bd[i] - bu[i]));
-      }
+// Focus: gradient energy of the smoothed H at the fine scale (σ =
+// smooth_sigma, 0.5 µm) over that at a 3× coarser scale (1.5 µm), over
+// tissue.  A sharp edge loses little by the extra smoothing (ratio ≈ 2–3),
+// a blurred one barely changes (→ 1).  Physical scales: the same meaning at
+// any µm/px.
+double
+focus_ratio (const cv::Mat &hs, const TissueMap &tissue, double wupp, const Params &P)
+{
+  const int ww = hs.cols, wh = hs.rows;
+  double s2 = std::sqrt (std::max (0.0, 9.0 - 1.0)) * P.smooth_sigma_um / wupp;
+  // A centred window of at most 512² working pixels (256 µm) is plenty of
+  // edges and keeps the cost fixed.
+  const cv::Rect win ((ww - std::min (ww, 512)) / 2, (wh - std::min (wh, 512)) / 2, std::min (ww, 512),
+      std::min (wh, 512));
+  cv::Mat fine_img = hs (win), coarse;
+  cv::GaussianBlur (fine_img, coarse, cv::Size (), s2, s2, cv::BORDER_REFLECT);
+  std::vector<float> fine, crs;
+  fine.reserve (ww * wh / 4);
+  crs.reserve (ww * wh / 4);
+  for (int j = 1; j < win.height - 1; j += 2) {
+    const float *a0 = fine_img.ptr<float> (j), *au = fine_img.ptr<float> (j - 1), *ad = fine_img.ptr<float> (j + 1);
+    const float *b0 = coarse.ptr<float> (j), *bu = coarse.ptr<float> (j - 1), *bd = coarse.ptr<float> (j + 1);
+    for (int i = 1; i < win.width - 1; i += 2) {
+      if (!tissue.at (i + win.x, j + win.y))
+        continue;
+      fine.push_back (std::abs (a0[i + 1] - a0[i - 1]) + std::abs (ad[i] - au[i]));
+      crs.push_back (std::abs (b0[i + 1] - b0[i - 1]) + std::abs (bd[i] - bu[i]));
     }
-    // The strongest edges (98th percentile) tell focus; flat areas do not.
-    auto p98 = [] (std::vector<float> &v) {
-      if (v.empty ())
-        return 0.0f;
-      size_t k = (size_t) (0.98 * (v.size () - 1));
-      std::nth_element (v.begin (), v.begin () + k, v.end ());
-      return v[k];
-    };
-    float f98 = p98 (fine), c98 = p98 (crs);
-    sum.focus = c98 > 0 ? f98 / c98 : 0;
   }
-  if (sum.focus < kMinFocus) {
-    sum.quality = Quality::kOutOfFocus;
-    res.analysis_ms = now_ms () - t_start;
-    return res;
-  }
+  // The strongest edges (98th percentile) tell focus; flat areas do not.
+  auto p98 = [] (std::vector<float> &v) {
+    if (v.empty ())
+      return 0.0f;
+    size_t k = (size_t) (0.98 * (v.size () - 1));
+    std::nth_element (v.begin (), v.begin () + k, v.end ());
+    return v[k];
+  };
+  float f98 = p98 (fine), c98 = p98 (crs);
+  return c98 > 0 ? f98 / c98 : 0;
+}
 
+// Threshold of the classical method: Otsu on background-corrected H over
+// tissue, never below P.min_threshold_od.
+double
+hematoxylin_threshold (const cv::Mat &hc, const TissueMap &tissue, const Params &P)
+{
   double thr = P.min_threshold_od;
-  int n = 0;  // regions in S.labels, 1..n
-  if (model) {
-    stage ("model");
-    n = segment_with_model (*model, *work, rgb, P, S.fg, S.dist, S.mask, S.core, S.relief,
-        S.labels, S.buckets);
-  } else {
-  stage ("threshold");
-  // --- threshold: Otsu on background-corrected H over tissue, with a floor
-  {
-    constexpr int kBins = 256;
-    std::vector<double> hist_h (kBins, 0.0);
-    double total = 0;
-    for (int j = 0; j < wh; j += 2) {
-      const float *cr = S.hc.ptr<float> (j);
-      const uchar *tr = tissue.ptr<uchar> (j / kCoarseStep);
-      for (int i = 0; i < ww; i += 2) {
-        if (!tr[i / kCoarseStep])
-          continue;
-        int b = (int) (std::clamp (cr[i], 0.0f, (float) kOtsuMaxOd) / kOtsuMaxOd * (kBins - 1));
-        hist_h[b]++;
-        total++;
-      }
-    }
-    if (total > 0) {
-      double sum_all = 0;
-      for (int b = 0; b < kBins; b++)
-        sum_all += b * hist_h[b];
-      double w0 = 0, s0 = 0, best = -1;
-      int best_b = 0;
-      for (int b = 0; b < kBins; b++) {
-        w0 += hist_h[b];
-        s0 += b * hist_h[b];
-        double w1 = total - w0;
-        if (w0 <= 0 || w1 <= 0)
-          continue;
-        double m0 = s0 / w0, m1 = (sum_all - s0) / w1;
-        double between = w0 * w1 * (m0 - m1) * (m0 - m1);
-        if (between > best) {
-          best = between;
-          best_b = b;
-        }
-      }
-      thr = std::max (thr, P.otsu_factor * (best_b + 0.5) / (kBins - 1) * kOtsuMaxOd);
+  constexpr int kBins = 256;
+  std::vector<double> hist_h (kBins, 0.0);
+  double total = 0;
+  for (int j = 0; j < hc.rows; j += 2) {
+    const float *cr = hc.ptr<float> (j);
+    for (int i = 0; i < hc.cols; i += 2) {
+      if (!tissue.at (i, j))
+        continue;
+      int b = (int) (std::clamp (cr[i], 0.0f, (float) kOtsuMaxOd) / kOtsuMaxOd * (kBins - 1));
+      hist_h[b]++;
+      total++;
     }
   }
-  stage ("foreground");
-  // --- foreground, object by object: every local maximum of the
-  // background-corrected H seeds a watershed basin on the inverted H; a
-  // basin whose peak passes the threshold contributes its pixels above
-  // edge_fraction × its peak (its own half-maximum-like edge), so pale and
-  // dark nuclei both get their outline.
+  if (total <= 0)
+    return thr;
+  double sum_all = 0;
+  for (int b = 0; b < kBins; b++)
+    sum_all += b * hist_h[b];
+  double w0 = 0, s0 = 0, best = -1;
+  int best_b = 0;
+  for (int b = 0; b < kBins; b++) {
+    w0 += hist_h[b];
+    s0 += b * hist_h[b];
+    double w1 = total - w0;
+    if (w0 <= 0 || w1 <= 0)
+      continue;
+    double m0 = s0 / w0, m1 = (sum_all - s0) / w1;
+    double between = w0 * w1 * (m0 - m1) * (m0 - m1);
+    if (between > best) {
+      best = between;
+      best_b = b;
+    }
+  }
+  return std::max (thr, P.otsu_factor * (best_b + 0.5) / (kBins - 1) * kOtsuMaxOd);
+}
+
+// Foreground, object by object: every pixel whose local peak (the maximum
+// of the corrected H within object_radius, left in `peak`) passes the
+// threshold belongs to that object when it is above edge_fraction × the
+// peak (its own half-maximum-like edge), so pale and dark nuclei both get
+// their outline.  Then holes smaller than a nucleus (vesicular chromatin)
+// are filled and the mask opened.
+void
+nucleus_foreground (const cv::Mat &hc, double thr, double wupp, const Params &P, cv::Mat &peak, cv::Mat &mask)
+{
+  const int ww = hc.cols, wh = hc.rows;
   const float t_low = (float) std::max (0.5 * P.min_threshold_od, P.low_fraction * thr);
-  const int r_split = std::max (1, (int) std::lround (P.min_split_radius_um / wupp));
-  const cv::Mat split_kernel =
-      cv::getStructuringElement (cv::MORPH_RECT, {2 * r_split + 1, 2 * r_split + 1});
-  {
-    // The local peak: the maximum within object_radius (a max filter).
-    int r = std::max (1, (int) std::lround (P.object_radius_um / wupp));
-    cv::dilate (S.hc, S.dil, cv::getStructuringElement (cv::MORPH_RECT, {2 * r + 1, 2 * r + 1}));
-    S.mask.create (wh, ww, CV_8U);
-    const float edge = (float) P.edge_fraction, t = (float) thr;
-    for (int j = 0; j < wh; j++) {
-      const float *cr = S.hc.ptr<float> (j), *dr = S.dil.ptr<float> (j);
-      uchar *mr = S.mask.ptr<uchar> (j);
-      for (int i = 0; i < ww; i++)
-        mr[i] = (cr[i] > t_low && dr[i] > t && cr[i] >= edge * dr[i]) ? 255 : 0;
-    }
+  int r = std::max (1, (int) std::lround (P.object_radius_um / wupp));
+  cv::dilate (hc, peak, cv::getStructuringElement (cv::MORPH_RECT, {2 * r + 1, 2 * r + 1}));
+  mask.create (wh, ww, CV_8U);
+  const float edge = (float) P.edge_fraction, t = (float) thr;
+  for (int j = 0; j < wh; j++) {
+    const float *cr = hc.ptr<float> (j), *dr = peak.ptr<float> (j);
+    uchar *mr = mask.ptr<uchar> (j);
+    for (int i = 0; i < ww; i++)
+      mr[i] = (cr[i] > t_low && dr[i] > t && cr[i] >= edge * dr[i]) ? 255 : 0;
   }
+  // Holes are the inner contours of a two-level contour tree.
+  std::vector<std::vector<cv::Point>> cs;
+  std::vector<cv::Vec4i> tree;
+  cv::Mat copy = mask.clone ();
+  cv::findContours (copy, cs, tree, cv::RETR_CCOMP, cv::CHAIN_APPROX_SIMPLE);
+  const double max_hole_px = P.max_area_um2 / 8.0 / (wupp * wupp);
+  for (size_t k = 0; k < cs.size (); k++)
+    if (tree[k][3] >= 0 && cv::contourArea (cs[k]) < max_hole_px)
+      cv::drawContours (mask, cs, (int) k, cv::Scalar (255), cv::FILLED);
+  cv::morphologyEx (mask, mask, cv::MORPH_OPEN, cv::getStructuringElement (cv::MORPH_CROSS, {3, 3}));
+  // The outermost pixel ring is never nucleus (the flood relies on it).
+  cv::rectangle (mask, cv::Rect (0, 0, ww, wh), cv::Scalar (0), 1);
+}
 
-  stage ("fill holes");
-  // --- fill holes smaller than a nucleus (vesicular chromatin), open
-  {
-    // Holes are the inner contours of a two-level contour tree.
-    std::vector<std::vector<cv::Point>> cs;
-    std::vector<cv::Vec4i> tree;
-    cv::Mat copy = S.mask.clone ();
-    cv::findContours (copy, cs, tree, cv::RETR_CCOMP, cv::CHAIN_APPROX_SIMPLE);
-    const double max_hole_px = P.max_area_um2 / 8.0 / (wupp * wupp);
-    for (size_t k = 0; k < cs.size (); k++)
-      if (tree[k][3] >= 0 && cv::contourArea (cs[k]) < max_hole_px)
-        cv::drawContours (S.mask, cs, (int) k, cv::Scalar (255), cv::FILLED);
-    cv::morphologyEx (S.mask, S.mask, cv::MORPH_OPEN,
-        cv::getStructuringElement (cv::MORPH_CROSS, {3, 3}));
-    // The outermost pixel ring is never nucleus (the flood relies on it).
-    cv::rectangle (S.mask, cv::Rect (0, 0, ww, wh), cv::Scalar (0), 1);
-  }
-
-  stage ("touching nuclei");
-  // --- touching nuclei: split by shape.  Markers are maxima of the
-  // smoothed distance transform; watershed on the inverted distance; two
-  // regions merge again when the saddle between them is less than
-  // split_depth_um below the lower of their two centres (dynamics).
-  cv::distanceTransform (S.mask, S.dist, cv::DIST_L2, cv::DIST_MASK_3);
-  if (P.intensity_weight > 0) {
-    // Paler lines between touching nuclei lower the relief there: distance
-    // × (1 − w + w · H / local peak H).
-    const float wgt = (float) P.intensity_weight;
-    for (int j = 0; j < wh; j++) {
-      float *dr = S.dist.ptr<float> (j);
-      const float *cr = S.hc.ptr<float> (j), *pr = S.dil.ptr<float> (j);
-      for (int i = 0; i < ww; i++)
-        if (dr[i] > 0)
-          dr[i] *= 1 - wgt + wgt * std::clamp (cr[i] / std::max (pr[i], 1e-3f), 0.0f, 1.0f);
-    }
-  }
-  cv::GaussianBlur (S.dist, S.dist, cv::Size (5, 5), 1.0, 1.0);
-  int n_labels = 0;
-  cv::dilate (S.dist, S.dil, split_kernel);
-  n_labels = label_peaks (S.dist, S.dil, S.mask, 0.5f, S.labels, S.stack);
-  {
-    double mx;
-    cv::minMaxLoc (S.dist, nullptr, &mx);
-    double k = mx > 0 ? std::min (16.0, 255.0 / mx) : 1.0;
-    cv::Mat relief;
-    S.dist.convertTo (relief, CV_8U, -k, 255.0);
-    flood (relief, S.mask, S.labels, S.buckets);
-  }
+// Two regions of the watershed merge again when the saddle between them is
+// less than `depth` below the lower of their two centres (dynamics).
+// Relabels `labels` 1..n in place; returns n.
+int
+merge_shallow_saddles (cv::Mat &labels, const cv::Mat &dist, int n_labels, float depth)
+{
+  const int ww = labels.cols, wh = labels.rows;
   std::vector<float> peak (n_labels + 1, 0.0f);
   std::vector<std::pair<uint64_t, float>> contacts;  // (pair key, saddle)
   for (int j = 0; j < wh; j++) {
-    const int *lr = S.labels.ptr<int> (j);
-    const int *ln = j + 1 < wh ? S.labels.ptr<int> (j + 1) : nullptr;
-    const float *dr = S.dist.ptr<float> (j);
-    const float *dn = j + 1 < wh ? S.dist.ptr<float> (j + 1) : nullptr;
+    const int *lr = labels.ptr<int> (j);
+    const int *ln = j + 1 < wh ? labels.ptr<int> (j + 1) : nullptr;
+    const float *dr = dist.ptr<float> (j);
+    const float *dn = j + 1 < wh ? dist.ptr<float> (j + 1) : nullptr;
     for (int i = 0; i < ww; i++) {
       int a = lr[i];
       if (!a)
@@ -792,8 +740,7 @@ Analyzer::analyze (const cv::Mat &image, double um_per_px, std::array<int, 3> rg
       peak[a] = std::max (peak[a], dr[i]);
       auto note = [&] (int b, float d) {
         if (b && b != a) {
-          uint64_t key = a < b ? ((uint64_t) a << 32) | (uint32_t) b
-                               : ((uint64_t) b << 32) | (uint32_t) a;
+          uint64_t key = a < b ? ((uint64_t) a << 32) | (uint32_t) b : ((uint64_t) b << 32) | (uint32_t) a;
           contacts.emplace_back (key, std::min (dr[i], d));
         }
       };
@@ -804,26 +751,23 @@ Analyzer::analyze (const cv::Mat &image, double um_per_px, std::array<int, 3> rg
     }
   }
   UnionFind uf (n_labels + 1);
-  {
-    // The saddle of a pair is its highest contact.
-    std::sort (contacts.begin (), contacts.end ());
-    std::vector<std::pair<float, uint64_t>> order;
-    for (size_t k = 0; k < contacts.size (); k++)
-      if (k + 1 == contacts.size () || contacts[k + 1].first != contacts[k].first)
-        order.emplace_back (contacts[k].second, contacts[k].first);
-    std::sort (order.begin (), order.end (),
-        [] (const auto &x, const auto &y) { return x.first > y.first; });
-    const float depth = (float) (P.split_depth_um / wupp);
-    for (auto &[sd, key] : order) {
-      int a = uf.find ((int) (key >> 32)), b = uf.find ((int) (key & 0xffffffffu));
-      if (a == b)
-        continue;
-      if (std::min (peak[a], peak[b]) - sd < depth) {
-        uf.parent[b] = a;
-        peak[a] = std::max (peak[a], peak[b]);
-      }
+  // The saddle of a pair is its highest contact.
+  std::sort (contacts.begin (), contacts.end ());
+  std::vector<std::pair<float, uint64_t>> order;
+  for (size_t k = 0; k < contacts.size (); k++)
+    if (k + 1 == contacts.size () || contacts[k + 1].first != contacts[k].first)
+      order.emplace_back (contacts[k].second, contacts[k].first);
+  std::sort (order.begin (), order.end (), [] (const auto &x, const auto &y) { return x.first > y.first; });
+  for (auto &[sd, key] : order) {
+    int a = uf.find ((int) (key >> 32)), b = uf.find ((int) (key & 0xffffffffu));
+    if (a == b)
+      continue;
+    if (std::min (peak[a], peak[b]) - sd < depth) {
+      uf.parent[b] = a;
+      peak[a] = std::max (peak[a], peak[b]);
     }
   }
+  int n = 0;
   std::vector<int> remap (n_labels + 1, 0);
   for (int a = 1; a <= n_labels; a++)
     if (uf.find (a) == a)
@@ -831,27 +775,30 @@ Analyzer::analyze (const cv::Mat &image, double um_per_px, std::array<int, 3> rg
   for (int a = 1; a <= n_labels; a++)
     remap[a] = remap[uf.find (a)];
   for (int j = 0; j < wh; j++) {
-    int *lr = S.labels.ptr<int> (j);
+    int *lr = labels.ptr<int> (j);
     for (int i = 0; i < ww; i++)
       lr[i] = remap[lr[i]];
   }
-  }  // classical
+  return n;
+}
 
-  stage ("per-region moments");
-  // --- per-region moments
-  struct Acc {
-    double n = 0, sx = 0, sy = 0, sxx = 0, syy = 0, sxy = 0, sh = 0, sc = 0;
-  };
-  std::vector<Acc> acc (n + 1);
-  const cv::Mat &contrast = model ? S.h : S.hc;  // hc: classical only
-  for (int j = 0; j < wh; j++) {
-    const int *lr = S.labels.ptr<int> (j);
-    const float *hr = S.h.ptr<float> (j), *cr = contrast.ptr<float> (j);
-    for (int i = 0; i < ww; i++) {
+// Per-region sums over the labels.
+struct RegionMoments {
+  double n = 0, sx = 0, sy = 0, sxx = 0, syy = 0, sxy = 0, sh = 0, sc = 0;
+};
+
+std::vector<RegionMoments>
+region_moments (const cv::Mat &labels, int n, const cv::Mat &h, const cv::Mat &contrast)
+{
+  std::vector<RegionMoments> acc (n + 1);
+  for (int j = 0; j < labels.rows; j++) {
+    const int *lr = labels.ptr<int> (j);
+    const float *hr = h.ptr<float> (j), *cr = contrast.ptr<float> (j);
+    for (int i = 0; i < labels.cols; i++) {
       int a = lr[i];
       if (!a)
         continue;
-      Acc &q = acc[a];
+      RegionMoments &q = acc[a];
       q.n++;
       q.sx += i;
       q.sy += j;
@@ -862,23 +809,35 @@ Analyzer::analyze (const cv::Mat &image, double um_per_px, std::array<int, 3> rg
       q.sc += cr[i];
     }
   }
-  const double px_area = wupp * wupp;
-  std::vector<int> keep (n + 1, 0);  // region -> nucleus index + 1
+  return acc;
+}
+
+// The regions that are nuclei, with their centroid, area, mean H and
+// elongation.  `keep` maps region -> nucleus index + 1 (0 = dropped).
+// `classical_threshold`: the classical method's H threshold (its regions
+// must be dark on average and wider than a membrane; the model has learnt
+// what a nucleus looks like).
+std::vector<Nucleus>
+nuclei_of_regions (const std::vector<RegionMoments> &acc, const WorkingFrame &f, const Params &P,
+    std::optional<double> classical_threshold, std::vector<int> &keep)
+{
+  const int n = (int) acc.size () - 1;
+  const double wupp = f.um_per_px, px_area = wupp * wupp;
+  keep.assign (n + 1, 0);
   std::vector<Nucleus> nuclei;
   nuclei.reserve (n);
   for (int a = 1; a <= n; a++) {
-    const Acc &q = acc[a];
+    const RegionMoments &q = acc[a];
     double area = q.n * px_area;
     if (area < P.min_area_um2 || area > P.max_area_um2)
       continue;
-    // A nucleus is dark on average, not only at one point (classical; the
-    // model has learnt what a nucleus looks like).
-    if (!model && q.sc / q.n < P.mean_contrast_fraction * thr)
+    // A nucleus is dark on average, not only at one point.
+    if (classical_threshold && q.sc / q.n < P.mean_contrast_fraction * *classical_threshold)
       continue;
     Nucleus nu;
     double cx = q.sx / q.n, cy = q.sy / q.n;
-    nu.x_px = (cx + 0.5) * sx;
-    nu.y_px = (cy + 0.5) * sy;
+    nu.x_px = (cx + 0.5) * f.sx;
+    nu.y_px = (cy + 0.5) * f.sy;
     nu.area_um2 = area;
     nu.mean_h_od = q.sh / q.n;
     double mxx = q.sxx / q.n - cx * cx + 1.0 / 12, myy = q.syy / q.n - cy * cy + 1.0 / 12;
@@ -889,20 +848,28 @@ Analyzer::analyze (const cv::Mat &image, double um_per_px, std::array<int, 3> rg
     nu.elongation = std::sqrt (l1 / l2);
     // Thinner than a nucleus can be (minor axis of the equivalent ellipse):
     // a membrane, fibre or fold edge.
-    if (!model && 4 * std::sqrt (l2) * wupp < P.min_width_um)
+    if (classical_threshold && 4 * std::sqrt (l2) * wupp < P.min_width_um)
       continue;
     nuclei.push_back (std::move (nu));
     keep[a] = (int) nuclei.size ();
   }
+  return nuclei;
+}
 
-  stage ("contours");
-  // --- contours: one findContours pass over the labels with a one-pixel
-  // gap between touching regions
-  S.gapped.create (wh, ww, CV_8U);
+// Outline measurements of each kept nucleus (perimeter, circularity,
+// solidity, contour) from one findContours pass over the labels with a
+// one-pixel gap between touching regions.
+void
+outline_nuclei (const cv::Mat &labels, const std::vector<int> &keep, const WorkingFrame &f, bool want_contours,
+    cv::Mat &gapped, std::vector<Nucleus> &nuclei)
+{
+  const int ww = labels.cols, wh = labels.rows;
+  const double px_area = f.um_per_px * f.um_per_px;
+  gapped.create (wh, ww, CV_8U);
   for (int j = 0; j < wh; j++) {
-    const int *lr = S.labels.ptr<int> (j);
-    const int *ln = j + 1 < wh ? S.labels.ptr<int> (j + 1) : nullptr;
-    uchar *g = S.gapped.ptr<uchar> (j);
+    const int *lr = labels.ptr<int> (j);
+    const int *ln = j + 1 < wh ? labels.ptr<int> (j + 1) : nullptr;
+    uchar *g = gapped.ptr<uchar> (j);
     for (int i = 0; i < ww; i++) {
       int a = lr[i];
       bool on = a && keep[a];
@@ -915,10 +882,10 @@ Analyzer::analyze (const cv::Mat &image, double um_per_px, std::array<int, 3> rg
     }
   }
   std::vector<std::vector<cv::Point>> contours;
-  cv::findContours (S.gapped, contours, cv::RETR_EXTERNAL, cv::CHAIN_APPROX_NONE);
+  cv::findContours (gapped, contours, cv::RETR_EXTERNAL, cv::CHAIN_APPROX_NONE);
   std::vector<double> best_len (nuclei.size (), 0.0);
   for (auto &c : contours) {
-    int a = S.labels.at<int> (c[0]);
+    int a = labels.at<int> (c[0]);
     if (a <= 0 || !keep[a])
       continue;
     int idx = keep[a] - 1;
@@ -940,7 +907,7 @@ Analyzer::analyze (const cv::Mat &image, double um_per_px, std::array<int, 3> rg
     double grow = 0.5;
     per_px += 2 * kPi * grow;
     poly_area += grow * (per_px - kPi * grow);
-    nu.perimeter_um = per_px * wupp;
+    nu.perimeter_um = per_px * f.um_per_px;
     nu.circularity = std::min (1.0, 4 * kPi * poly_area / (per_px * per_px));
     std::vector<cv::Point2f> hull;
     if (m >= 3) {
@@ -950,10 +917,10 @@ Analyzer::analyze (const cv::Mat &image, double um_per_px, std::array<int, 3> rg
     } else {
       nu.solidity = 1.0;
     }
-    if (P.want_contours) {
+    if (want_contours) {
       nu.contour.resize (m);
       for (size_t k = 0; k < m; k++)
-        nu.contour[k] = cv::Point2f ((float) ((c[k].x + 0.5) * sx), (float) ((c[k].y + 0.5) * sy));
+        nu.contour[k] = cv::Point2f ((float) ((c[k].x + 0.5) * f.sx), (float) ((c[k].y + 0.5) * f.sy));
     }
   }
   for (size_t k = 0; k < nuclei.size (); k++)
@@ -962,9 +929,13 @@ Analyzer::analyze (const cv::Mat &image, double um_per_px, std::array<int, 3> rg
       nuclei[k].circularity = 1.0;
       nuclei[k].solidity = 1.0;
     }
+}
 
-  stage ("frame summary");
-  // --- frame summary
+// The frame summary: counts, densities, variation, mitotic-figure
+// candidates and the grade cue.
+void
+summarise (std::vector<Nucleus> &nuclei, const Params &P, Summary &sum)
+{
   std::vector<double> areas, hods;
   areas.reserve (nuclei.size ());
   hods.reserve (nuclei.size ());
@@ -986,8 +957,8 @@ Analyzer::analyze (const cv::Mat &image, double um_per_px, std::array<int, 3> rg
   double h_med = median_of (hods);
   int mitoses = 0;
   for (Nucleus &nu : nuclei) {
-    nu.mitotic_candidate = nuclei.size () >= 5 && nu.mean_h_od >= 1.4 * h_med &&
-                           nu.solidity < 0.9 && nu.area_um2 <= 2 * P.reference_area_um2;
+    nu.mitotic_candidate = nuclei.size () >= 5 && nu.mean_h_od >= 1.4 * h_med && nu.solidity < 0.9 &&
+                           nu.area_um2 <= 2 * P.reference_area_um2;
     mitoses += nu.mitotic_candidate;
   }
   sum.mitotic_candidates = mitoses;
@@ -997,18 +968,177 @@ Analyzer::analyze (const cv::Mat &image, double um_per_px, std::array<int, 3> rg
     sum.pleomorphism = pleomorphism_score (sum.size_ratio, sum.cv_area, sum.cv_h_od);
     sum.grade_cue = grade_cue_for (sum.pleomorphism, sum.mitotic_candidates_per_mm2);
   }
+}
+
+// The images and buffers segment_classical works in (kept between frames
+// for their capacity).
+struct ClassicalScratch {
+  const cv::Mat &hc;
+  cv::Mat &dil, &mask, &dist, &relief, &labels;
+  std::vector<int> &stack;
+  std::vector<std::vector<int>> &buckets;
+};
+
+// Classical segmentation at working resolution: threshold the corrected H,
+// grow each object to its own edge, then split touching nuclei by shape —
+// markers at maxima of the smoothed distance transform, a watershed on the
+// inverted distance, shallow saddles merged again.  Returns the number of
+// regions, labelled 1..n in S.labels, and the threshold used.
+int
+segment_classical (const TissueMap &tissue, double wupp, const Params &P, ClassicalScratch &&S, double &thr)
+{
+  thr = hematoxylin_threshold (S.hc, tissue, P);
+  nucleus_foreground (S.hc, thr, wupp, P, S.dil, S.mask);
+  cv::distanceTransform (S.mask, S.dist, cv::DIST_L2, cv::DIST_MASK_3);
+  if (P.intensity_weight > 0) {
+    // Paler lines between touching nuclei lower the relief there: distance
+    // × (1 − w + w · H / local peak H).
+    const float wgt = (float) P.intensity_weight;
+    for (int j = 0; j < S.dist.rows; j++) {
+      float *dr = S.dist.ptr<float> (j);
+      const float *cr = S.hc.ptr<float> (j), *pr = S.dil.ptr<float> (j);
+      for (int i = 0; i < S.dist.cols; i++)
+        if (dr[i] > 0)
+          dr[i] *= 1 - wgt + wgt * std::clamp (cr[i] / std::max (pr[i], 1e-3f), 0.0f, 1.0f);
+    }
+  }
+  cv::GaussianBlur (S.dist, S.dist, cv::Size (5, 5), 1.0, 1.0);
+  const int r_split = std::max (1, (int) std::lround (P.min_split_radius_um / wupp));
+  cv::dilate (S.dist, S.dil, cv::getStructuringElement (cv::MORPH_RECT, {2 * r_split + 1, 2 * r_split + 1}));
+  const int n_labels = label_peaks (S.dist, S.dil, S.mask, 0.5f, S.labels, S.stack);
+  double mx;
+  cv::minMaxLoc (S.dist, nullptr, &mx);
+  double k = mx > 0 ? std::min (16.0, 255.0 / mx) : 1.0;
+  S.dist.convertTo (S.relief, CV_8U, -k, 255.0);
+  flood (S.relief, S.mask, S.labels, S.buckets);
+  return merge_shallow_saddles (S.labels, S.dist, n_labels, (float) (P.split_depth_um / wupp));
+}
+
+}  // namespace
+
+// Ruifrok–Johnston, or Macenko's vectors estimated on this frame's tissue
+// and blended into the slide's running estimate.
+StainVectors
+Analyzer::stain_vectors (const std::vector<cv::Vec3f> &od_samples, StainMethod &used)
+{
+  used = StainMethod::kRuifrokJohnston;
+  if (params_.stain != StainMethod::kMacenko || od_samples.size () < 200)
+    return ruifrok_johnston ();
+  cv::Mat od (1, (int) od_samples.size (), CV_32FC3, const_cast<cv::Vec3f *> (od_samples.data ()));
+  if (auto est = estimate_macenko (od)) {
+    if (macenko_) {
+      const double w = params_.macenko_smoothing;
+      auto blend = [w] (cv::Vec3f a, cv::Vec3f b) {
+        cv::Vec3f v = a * (float) (1 - w) + b * (float) w;
+        return v / (float) cv::norm (v);
+      };
+      macenko_->hematoxylin = blend (macenko_->hematoxylin, est->hematoxylin);
+      macenko_->eosin = blend (macenko_->eosin, est->eosin);
+      cv::Vec3f t = macenko_->hematoxylin.cross (macenko_->eosin);
+      macenko_->third = t / (float) cv::norm (t);
+    } else {
+      macenko_ = est;
+    }
+  }
+  if (!macenko_)
+    return ruifrok_johnston ();
+  used = StainMethod::kMacenko;
+  return *macenko_;
+}
+
+// The pipeline, stage by stage; each stage is a function above.  Returns
+// early (with the summary so far) when a quality gate fails.
+Result
+Analyzer::analyze (const cv::Mat &image, double um_per_px, std::array<int, 3> rgb)
+{
+  const double t_start = now_ms ();
+  check_input (image, um_per_px, rgb);
+  const Params &P = params_;
+  Scratch &S = *scratch_;
+  StageProfile profile;
+  Result res;
+  Summary &sum = res.summary;
+  sum.um_per_px = um_per_px;
+  sum.frame_width = image.cols;
+  sum.frame_height = image.rows;
+  auto finish = [&] () -> Result & {
+    res.analysis_ms = now_ms () - t_start;
+    return res;
+  };
+
+  NucleusModel *model = model_for_frame ();
+  res.method = model ? Method::kModel : Method::kClassical;
+  // The model refuses frames coarser than it was trained for (see
+  // kModelMaxUmPerPx); they are flagged low_resolution below.
+  const bool model_refuses = model && um_per_px > kModelMaxUmPerPx;
+
+  // Working resolution: the model's own (enlarging a 10x frame), else about
+  // working_um_per_px, never enlarged.
+  const double scale = model && !model_refuses ? um_per_px / kModelUmPerPx
+                       : P.analysis_scale > 0  ? std::min (1.0, P.analysis_scale)
+                                               : std::min (1.0, um_per_px / P.working_um_per_px);
+  const WorkingFrame f = working_frame (image, rgb, um_per_px, scale, S.work);
+  const double wupp = f.um_per_px;
+  sum.working_um_per_px = wupp;
+
+  profile.next ("glass brightness");
+  const OdTable od = glass_od_table (f);
+  profile.next ("coarse tissue map");
+  const TissueMap tissue = coarse_tissue_map (f, od);
+  sum.tissue_fraction = tissue.fraction;
+  sum.tissue_area_mm2 = sum.tissue_fraction * image.cols * image.rows * um_per_px * um_per_px * 1e-6;
+  sum.dab_fraction = tissue.dab_fraction;
+  profile.next ("stain vectors");
+  sum.stain_vectors = stain_vectors (tissue.od_samples, sum.stain_method);
+  profile.next ("quality gates");
+  sum.quality = frame_quality (od, tissue, model_refuses || (!model && wupp > P.max_um_per_px));
+  deconvolve (f, od, sum.stain_vectors, tissue, S.h, sum);
+  if (sum.quality != Quality::kOk)
+    return finish ();
+
+  profile.next ("background");
+  const double smooth_px = P.smooth_sigma_um / wupp;
+  if (smooth_px > 0.3)
+    cv::GaussianBlur (S.h, S.hs, cv::Size (), smooth_px, smooth_px, cv::BORDER_REFLECT);  // ±4σ
+  else
+    S.h.copyTo (S.hs);
+  if (!model)  // the model needs no background
+    subtract_background (S.hs, wupp, P, S.bg, S.hc);
+
+  profile.next ("focus");
+  sum.focus = focus_ratio (S.hs, tissue, wupp, P);
+  if (sum.focus < kMinFocus) {
+    sum.quality = Quality::kOutOfFocus;
+    return finish ();
+  }
+
+  profile.next (model ? "model" : "classical segmentation");
+  double thr = P.min_threshold_od;
+  const int n = model ? segment_with_model (*model, *f.image, rgb, P, S.fg, S.dist, S.mask, S.core, S.relief,
+                            S.labels, S.buckets)
+                      : segment_classical (tissue, wupp, P,
+                            {S.hc, S.dil, S.mask, S.dist, S.relief, S.labels, S.stack, S.buckets}, thr);
+
+  profile.next ("per-region moments");
+  std::vector<int> keep;  // region -> nucleus index + 1
+  std::vector<Nucleus> nuclei = nuclei_of_regions (region_moments (S.labels, n, S.h, model ? S.h : S.hc), f,
+      P, model ? std::nullopt : std::optional<double> (thr), keep);
+
+  profile.next ("contours");
+  outline_nuclei (S.labels, keep, f, P.want_contours, S.gapped, nuclei);
+  profile.next ("frame summary");
+  summarise (nuclei, P, sum);
   res.nuclei = std::move (nuclei);
   if (P.want_labels) {
-    res.label_working.create (wh, ww, CV_32S);
-    for (int j = 0; j < wh; j++) {
+    res.label_working.create (f.height, f.width, CV_32S);
+    for (int j = 0; j < f.height; j++) {
       const int *lr = S.labels.ptr<int> (j);
       int *out = res.label_working.ptr<int> (j);
-      for (int i = 0; i < ww; i++)
+      for (int i = 0; i < f.width; i++)
         out[i] = keep[lr[i]];
     }
   }
-  res.analysis_ms = now_ms () - t_start;
-  return res;
+  return finish ();
 }
 
 }  // namespace livemicro::analysis

@@ -788,88 +788,143 @@ post_health (GstMicroscopeSrc *self, const std::vector<hw::DeviceStatus> &now)
   }
 }
 
+/* Waits for this frame's slot: the clock paces a rendered (sim) camera and
+ * the offline slate; a real camera paces the stream itself. */
+static GstFlowReturn
+pace_frame (GstMicroscopeSrc *self, GstClockTime duration, bool live, bool &camera_paced)
+{
+  Private *p = self->priv;
+  {
+    std::lock_guard<std::mutex> h (p->health_mutex);
+    camera_paced = p->free_running && p->offline_reason.empty ();
+  }
+  if (live && !camera_paced)
+    return wait_for_slot (self, duration);
+  if (!live)
+    self->next_running_time = self->n_frames * duration;
+  return GST_FLOW_OK;
+}
+
+/* Grabs one frame into `out` and reads the devices' health.  A camera that
+ * is gone (a device error: the backend reconnects) gives the offline slate
+ * and offline = true; any other failure is an element error. */
+static GstFlowReturn
+grab_frame (GstMicroscopeSrc *self, cv::Mat &out, hw::CaptureInfo &capture, bool &offline,
+    std::vector<hw::DeviceStatus> &devices)
+{
+  Private *p = self->priv;
+  /* stop() only runs once this streaming thread has left fill(), so the
+   * microscope outlives the grab; the lock is not held across it, as a
+   * real camera's grab waits for the next exposure and property reads (the
+   * stage position) must not wait with it.  hw calls are thread-safe. */
+  hw::Microscope *scope;
+  {
+    std::lock_guard<std::mutex> lock (p->scope_mutex);
+    scope = p->scope.get ();
+  }
+  if (!scope)
+    return GST_FLOW_FLUSHING;
+  offline = false;
+  try {
+    capture = scope->camera ().grab (out);
+  } catch (const hw::Error &e) {
+    if (e.kind () != hw::ErrorKind::kDevice) {
+      GST_ELEMENT_ERROR (self, RESOURCE, READ, ("camera failed: %s", e.what ()), (nullptr));
+      return GST_FLOW_ERROR;
+    }
+    offline = true;
+    draw_offline_slate (out, e.what ());
+  } catch (const std::exception &e) {
+    GST_ELEMENT_ERROR (self, RESOURCE, READ, ("camera failed: %s", e.what ()), (nullptr));
+    return GST_FLOW_ERROR;
+  }
+  try {
+    devices = scope->devices ();
+  } catch (const std::exception &e) {
+    GST_WARNING_OBJECT (self, "device status: %s", e.what ());
+  }
+  return GST_FLOW_OK;
+}
+
+/* Converts the RGB the camera rendered into the negotiated format. */
+static void
+convert_rgb (Private *p, GstVideoFrame *out)
+{
+  GstVideoFrame rgb_frame;
+  GstBuffer *wrapped = gst_buffer_new_wrapped_full (GST_MEMORY_FLAG_READONLY, p->rgb.data,
+      p->rgb.step * p->rgb.rows, 0, p->rgb.step * p->rgb.rows, nullptr, nullptr);
+  GstVideoInfo rgb_info = p->rgb_info;
+  rgb_info.stride[0] = (gint) p->rgb.step;
+  gst_video_frame_map (&rgb_frame, &rgb_info, wrapped, GST_MAP_READ);
+  gst_video_converter_frame (p->converter, &rgb_frame, out);
+  gst_video_frame_unmap (&rgb_frame);
+  gst_buffer_unref (wrapped);
+}
+
+/* The capture's StageMeta (none for the offline slate: views that need one
+ * fail closed), timestamps and offsets. */
+static void
+stamp_buffer (GstMicroscopeSrc *self, GstBuffer *buf, const hw::CaptureInfo *capture, GstClockTime duration)
+{
+  const GstVideoInfo *info = &self->info;
+  if (!capture) {
+    GST_BUFFER_FLAG_SET (buf, GST_BUFFER_FLAG_GAP);
+  } else {
+    LivemicroStageMeta *meta = livemicro_buffer_add_stage_meta (buf);
+    meta->stage_x_um = capture->stage_x_um;
+    meta->stage_y_um = capture->stage_y_um;
+    meta->stage_z_um = capture->stage_z_um;
+    meta->objective = (guint) capture->objective;
+    meta->um_per_px = capture->um_per_px;
+    meta->frame_width = (guint) info->width;
+    meta->frame_height = (guint) info->height;
+    meta->capture_unix_us = capture->capture_unix_us;
+    meta->moving = capture->moving;
+    meta->frame_number = capture->frame_number;
+  }
+  GST_BUFFER_PTS (buf) = self->next_running_time;
+  GST_BUFFER_DTS (buf) = GST_CLOCK_TIME_NONE;
+  GST_BUFFER_DURATION (buf) = duration;
+  GST_BUFFER_OFFSET (buf) = self->n_frames;
+  GST_BUFFER_OFFSET_END (buf) = self->n_frames + 1;
+  self->n_frames++;
+  self->next_running_time += duration;
+}
+
 static GstFlowReturn
 gst_microscope_src_fill (GstPushSrc *src, GstBuffer *buf)
 {
   GstMicroscopeSrc *self = GST_MICROSCOPE_SRC (src);
   Private *p = self->priv;
   const GstVideoInfo *info = &self->info;
-  GstClockTime duration = gst_util_uint64_scale_int (GST_SECOND, info->fps_d,
-      info->fps_n);
-
-  gboolean live = gst_base_src_is_live (GST_BASE_SRC (src));
-  /* A real camera paces the stream itself; the clock paces a rendered
-   * (sim) camera and the offline slate. */
-  bool camera_paced;
-  {
-    std::lock_guard<std::mutex> h (p->health_mutex);
-    camera_paced = p->free_running && p->offline_reason.empty ();
-  }
-  if (live && !camera_paced) {
-    GstFlowReturn ret = wait_for_slot (self, duration);
-    if (ret != GST_FLOW_OK)
-      return ret;
-  } else if (!live) {
-    self->next_running_time = self->n_frames * duration;
-  }
+  const GstClockTime duration = gst_util_uint64_scale_int (GST_SECOND, info->fps_d, info->fps_n);
+  const bool live = gst_base_src_is_live (GST_BASE_SRC (src));
+  bool camera_paced = false;
+  GstFlowReturn ret = pace_frame (self, duration, live, camera_paced);
+  if (ret != GST_FLOW_OK)
+    return ret;
 
   GstVideoFrame frame;
   if (!gst_video_frame_map (&frame, info, buf, GST_MAP_WRITE)) {
-    GST_ELEMENT_ERROR (self, RESOURCE, WRITE, ("could not map the output buffer"),
-        (nullptr));
+    GST_ELEMENT_ERROR (self, RESOURCE, WRITE, ("could not map the output buffer"), (nullptr));
     return GST_FLOW_ERROR;
   }
-
+  cv::Mat out;
+  if (!p->converter) {
+    /* RGB: the camera renders straight into the buffer. */
+    out = cv::Mat (info->height, info->width, CV_8UC3, GST_VIDEO_FRAME_PLANE_DATA (&frame, 0),
+        GST_VIDEO_FRAME_PLANE_STRIDE (&frame, 0));
+  } else {
+    p->rgb.create (info->height, info->width, CV_8UC3);
+    out = p->rgb;
+  }
   hw::CaptureInfo capture;
   bool offline = false;
   std::vector<hw::DeviceStatus> devices;
-  {
-    /* stop() only runs once this streaming thread has left fill(), so the
-     * microscope outlives the grab; the lock is not held across it, as a
-     * real camera's grab waits for the next exposure and property reads
-     * (the stage position) must not wait with it.  hw calls are
-     * thread-safe. */
-    hw::Microscope *scope;
-    {
-      std::lock_guard<std::mutex> lock (p->scope_mutex);
-      scope = p->scope.get ();
-    }
-    if (!scope) {
-      gst_video_frame_unmap (&frame);
-      return GST_FLOW_FLUSHING;
-    }
-    cv::Mat out;
-    if (!p->converter) {
-      /* RGB: the camera renders straight into the buffer. */
-      out = cv::Mat (info->height, info->width, CV_8UC3,
-          GST_VIDEO_FRAME_PLANE_DATA (&frame, 0),
-          GST_VIDEO_FRAME_PLANE_STRIDE (&frame, 0));
-    } else {
-      p->rgb.create (info->height, info->width, CV_8UC3);
-      out = p->rgb;
-    }
-    try {
-      capture = scope->camera ().grab (out);
-    } catch (const hw::Error &e) {
-      if (e.kind () != hw::ErrorKind::kDevice) {
-        gst_video_frame_unmap (&frame);
-        GST_ELEMENT_ERROR (self, RESOURCE, READ, ("camera failed: %s", e.what ()), (nullptr));
-        return GST_FLOW_ERROR;
-      }
-      /* The camera is gone: the backend reconnects; meanwhile a slate. */
-      offline = true;
-      draw_offline_slate (out, e.what ());
-    } catch (const std::exception &e) {
-      gst_video_frame_unmap (&frame);
-      GST_ELEMENT_ERROR (self, RESOURCE, READ, ("camera failed: %s", e.what ()),
-          (nullptr));
-      return GST_FLOW_ERROR;
-    }
-    try {
-      devices = scope->devices ();
-    } catch (const std::exception &e) {
-      GST_WARNING_OBJECT (self, "device status: %s", e.what ());
-    }
+  ret = grab_frame (self, out, capture, offline, devices);
+  if (ret != GST_FLOW_OK) {
+    gst_video_frame_unmap (&frame);
+    return ret;
   }
   if (live && camera_paced && !offline) {
     /* Timestamp a camera's frame by when it arrived. */
@@ -881,44 +936,10 @@ gst_microscope_src_fill (GstPushSrc *src, GstBuffer *buf)
     }
   }
   post_health (self, devices);
-  if (p->converter) {
-    GstVideoFrame rgb_frame;
-    GstBuffer *wrapped = gst_buffer_new_wrapped_full (GST_MEMORY_FLAG_READONLY,
-        p->rgb.data, p->rgb.step * p->rgb.rows, 0, p->rgb.step * p->rgb.rows,
-        nullptr, nullptr);
-    GstVideoInfo rgb_info = p->rgb_info;
-    rgb_info.stride[0] = (gint) p->rgb.step;
-    gst_video_frame_map (&rgb_frame, &rgb_info, wrapped, GST_MAP_READ);
-    gst_video_converter_frame (p->converter, &rgb_frame, &frame);
-    gst_video_frame_unmap (&rgb_frame);
-    gst_buffer_unref (wrapped);
-  }
+  if (p->converter)
+    convert_rgb (p, &frame);
   gst_video_frame_unmap (&frame);
-
-  if (offline) {
-    /* No capture: no StageMeta (views that need one fail closed). */
-    GST_BUFFER_FLAG_SET (buf, GST_BUFFER_FLAG_GAP);
-  } else {
-  LivemicroStageMeta *meta = livemicro_buffer_add_stage_meta (buf);
-  meta->stage_x_um = capture.stage_x_um;
-  meta->stage_y_um = capture.stage_y_um;
-  meta->stage_z_um = capture.stage_z_um;
-  meta->objective = (guint) capture.objective;
-  meta->um_per_px = capture.um_per_px;
-  meta->frame_width = (guint) info->width;
-  meta->frame_height = (guint) info->height;
-  meta->capture_unix_us = capture.capture_unix_us;
-  meta->moving = capture.moving;
-  meta->frame_number = capture.frame_number;
-  }
-
-  GST_BUFFER_PTS (buf) = self->next_running_time;
-  GST_BUFFER_DTS (buf) = GST_CLOCK_TIME_NONE;
-  GST_BUFFER_DURATION (buf) = duration;
-  GST_BUFFER_OFFSET (buf) = self->n_frames;
-  GST_BUFFER_OFFSET_END (buf) = self->n_frames + 1;
-  self->n_frames++;
-  self->next_running_time += duration;
+  stamp_buffer (self, buf, offline ? nullptr : &capture, duration);
   return GST_FLOW_OK;
 }
 
@@ -953,15 +974,16 @@ gst_microscope_src_class_init (GstMicroscopeSrcClass *klass)
           "Microscope URI: sim://synthetic[?seed=N] (generated H&E slide), "
           "sim:///path/slide.svs (any slide OpenSlide opens), "
           "sim:///path/image.png?mpp=0.25 (plain image with its µm per pixel); "
-          "see the README for all query parameters",
+          "docs/hardware.md lists every scheme and query parameter",
           DEFAULT_MICROSCOPE,
           static_cast<GParamFlags> (rw | GST_PARAM_MUTABLE_READY)));
   g_object_class_install_property (gobject_class, PROP_X_UM,
       g_param_spec_double ("x-um", "Stage X (µm)",
           "Slide x under the optical axis, µm from the slide's left edge; "
           "setting it while playing moves the stage at its set speed. Reads "
-          "the current position, also while moving. -1 = home (start of the "
-          "tissue); outside the slide's travel range is an error",
+          "the current position, also while moving. -1 = leave the stage where "
+          "it is when the microscope opens (sim: home, the centre of the tissue); "
+          "outside the slide's travel range is an error",
           -1.0, MAX_POSITION_UM, DEFAULT_POSITION, rw_playing));
   g_object_class_install_property (gobject_class, PROP_Y_UM,
       g_param_spec_double ("y-um", "Stage Y (µm)",
@@ -970,7 +992,8 @@ gst_microscope_src_class_init (GstMicroscopeSrcClass *klass)
   g_object_class_install_property (gobject_class, PROP_Z_UM,
       g_param_spec_double ("z-um", "Focus Z (µm)",
           "Focus drive position, µm (sim: 0-2000, best focus near 1000 and "
-          "varying over the slide). -1 = in focus at the home position",
+          "varying over the slide). -1 = leave the focus where it is when the "
+          "microscope opens (sim: in focus at home)",
           -1.0, MAX_POSITION_UM, DEFAULT_POSITION, rw_playing));
   g_object_class_install_property (gobject_class, PROP_OBJECTIVE,
       g_param_spec_int ("objective", "Objective",

@@ -1037,7 +1037,7 @@ gst_privacy_mask_class_init (GstPrivacyMaskClass *klass)
           DEFAULT_PROFILE, rw_playing));
   g_object_class_install_property (gobject_class, PROP_PROFILES_LOCATION,
       g_param_spec_string ("profiles-location", "Profiles file",
-          "JSON file with the view profiles and slide regions (format in the README, example "
+          "JSON file with the view profiles and slide regions (format in docs/privacy.md, example "
           "in pipelines/profiles.json); NULL = the built-in profiles. A malformed file is an "
           "error at start naming the file, line and field",
           nullptr, static_cast<GParamFlags> (rw | GST_PARAM_MUTABLE_READY)));

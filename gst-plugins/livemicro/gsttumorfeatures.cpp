@@ -644,55 +644,154 @@ gst_tumor_features_sink_event (GstBaseTransform *trans, GstEvent *event)
   return GST_BASE_TRANSFORM_CLASS (parent_class)->sink_event (trans, event);
 }
 
+/* The properties that apply to one frame, read together under the lock. */
+struct FrameSettings {
+  guint interval;
+  an::Params params;
+  gdouble um_per_px;
+  bool emit_nuclei, meta_nuclei, wait_for_result;
+  GstTumorFeaturesMethod method;
+};
+
+static FrameSettings
+frame_settings (GstTumorFeatures *self)
+{
+  FrameSettings f;
+  GST_OBJECT_LOCK (self);
+  f.interval = MAX (1u, self->interval);
+  f.params.analysis_scale = self->analysis_scale;
+  f.params.stain = self->stain == GST_TUMOR_FEATURES_STAIN_MACENKO ? an::StainMethod::kMacenko
+                                                                   : an::StainMethod::kRuifrokJohnston;
+  f.params.min_area_um2 = self->min_area;
+  f.params.max_area_um2 = MAX (self->max_area, self->min_area);
+  f.um_per_px = self->um_per_px;
+  f.emit_nuclei = self->emit_nuclei;
+  f.meta_nuclei = self->meta_nuclei;
+  f.wait_for_result = self->wait_for_result;
+  f.method = self->method;
+  GST_OBJECT_UNLOCK (self);
+  f.params.method = f.method != GST_TUMOR_FEATURES_METHOD_CLASSICAL && self->priv->model
+                        ? an::Method::kModel
+                        : an::Method::kClassical;
+  f.params.want_contours = f.emit_nuclei || f.meta_nuclei;
+  return f;
+}
+
+/* µm per pixel of this frame: StageMeta first (scaled to this frame's
+ * width, with the stage position), else the um-per-px property; 0 when
+ * neither says. */
+static double
+frame_um_per_px (GstBuffer *buf, const GstVideoInfo *info, gdouble property_um_per_px,
+    std::optional<an::StagePosition> &stage)
+{
+  if (LivemicroStageMeta *sm = livemicro_buffer_get_stage_meta (buf)) {
+    if (sm->um_per_px > 0) {
+      stage = an::StagePosition {sm->stage_x_um, sm->stage_y_um, sm->stage_z_um, (int) sm->objective};
+      return sm->frame_width > 0 ? sm->um_per_px * sm->frame_width / info->width : sm->um_per_px;
+    }
+  }
+  return property_um_per_px > 0 ? property_um_per_px : 0;
+}
+
+/* Hands a copy of the frame to the analysis thread unless it is busy (then
+ * the frame is counted as skipped).  Sets *seq to the job's number, or 0
+ * when no job was started. */
+static GstFlowReturn
+submit_frame (GstTumorFeatures *self, GstBuffer *buf, const FrameSettings &f, double upp,
+    const std::optional<an::StagePosition> &stage, guint64 *seq)
+{
+  Private *p = self->priv;
+  GstBaseTransform *trans = GST_BASE_TRANSFORM (self);
+  const GstVideoInfo *info = &GST_VIDEO_FILTER (self)->in_info;
+  const GstClockTime pts = GST_BUFFER_PTS (buf);
+  *seq = 0;
+  std::unique_lock<std::mutex> lock (p->mutex);
+  if (p->busy) {
+    p->frames_skipped++;
+    bool warn = !p->warned_skip;
+    p->warned_skip = true;
+    lock.unlock ();
+    GST_DEBUG_OBJECT (self, "analysis busy: skipping frame %" GST_TIME_FORMAT, GST_TIME_ARGS (pts));
+    if (warn)
+      GST_ELEMENT_WARNING (self, CORE, TOO_LAZY,
+          ("analysis cannot keep up with the video: frames are skipped (counted "
+           "in frames_skipped); raise interval or lower analysis-scale"),
+          (nullptr));
+    return GST_FLOW_OK;
+  }
+  lock.unlock ();
+  GstVideoFrame frame;
+  if (!gst_video_frame_map (&frame, info, buf, GST_MAP_READ)) {
+    GST_ELEMENT_ERROR (self, STREAM, FAILED, ("could not map the video frame"), (nullptr));
+    return GST_FLOW_ERROR;
+  }
+  Job job;
+  try {
+    cv::Mat view (info->height, info->width, CV_8UC (p->channels), GST_VIDEO_FRAME_PLANE_DATA (&frame, 0),
+        GST_VIDEO_FRAME_PLANE_STRIDE (&frame, 0));
+    view.copyTo (job.frame);
+  } catch (const std::exception &e) {
+    gst_video_frame_unmap (&frame);
+    GST_ELEMENT_ERROR (self, STREAM, FAILED, ("could not copy the frame: %s", e.what ()), (nullptr));
+    return GST_FLOW_ERROR;
+  }
+  gst_video_frame_unmap (&frame);
+  const GstSegment *seg = &trans->segment;
+  job.rgb = p->rgb;
+  job.um_per_px = upp;
+  job.stage = stage;
+  job.pts = pts;
+  if (GST_CLOCK_TIME_IS_VALID (pts) && seg->format == GST_FORMAT_TIME) {
+    job.stream_time = gst_segment_to_stream_time (seg, GST_FORMAT_TIME, pts);
+    job.running_time = gst_segment_to_running_time (seg, GST_FORMAT_TIME, pts);
+  }
+  job.params = f.params;
+  job.emit_nuclei = f.emit_nuclei;
+  lock.lock ();
+  job.seq = *seq = ++p->seq;
+  job.epoch = p->epoch;
+  p->job = std::move (job);
+  p->busy = true;
+  p->job_ready.notify_one ();
+  return GST_FLOW_OK;
+}
+
+/* The latest finished result, after waiting at most one frame interval for
+ * job `seq`'s own (when seq is set and wait-for-result is on). */
+static std::shared_ptr<const Done>
+latest_result (Private *p, GstBuffer *buf, const GstVideoInfo *info, guint64 seq, bool wait)
+{
+  std::unique_lock<std::mutex> lock (p->mutex);
+  if (seq && wait) {
+    GstClockTime frame = GST_BUFFER_DURATION_IS_VALID (buf) ? GST_BUFFER_DURATION (buf)
+                         : info->fps_n > 0 ? gst_util_uint64_scale_int (GST_SECOND, info->fps_d, info->fps_n)
+                                           : 0;
+    auto done = [&] { return p->stopping || !p->busy || (p->latest && p->latest->seq >= seq); };
+    if (frame > 0)
+      p->job_done.wait_for (lock, std::chrono::nanoseconds (frame), done);
+    else  // no frame rate (stills, variable rate): no interval to keep
+      p->job_done.wait (lock, done);
+  }
+  return p->latest;
+}
+
 static GstFlowReturn
 gst_tumor_features_transform_ip (GstBaseTransform *trans, GstBuffer *buf)
 {
   GstTumorFeatures *self = GST_TUMOR_FEATURES (trans);
-  GstVideoFilter *filter = GST_VIDEO_FILTER (trans);
   Private *p = self->priv;
-  const GstVideoInfo *info = &filter->in_info;
-
-  GST_OBJECT_LOCK (self);
-  const guint interval = MAX (1u, self->interval);
-  an::Params params;
-  params.analysis_scale = self->analysis_scale;
-  params.stain = self->stain == GST_TUMOR_FEATURES_STAIN_MACENKO ? an::StainMethod::kMacenko
-                                                                 : an::StainMethod::kRuifrokJohnston;
-  params.min_area_um2 = self->min_area;
-  params.max_area_um2 = MAX (self->max_area, self->min_area);
-  const gdouble prop_upp = self->um_per_px;
-  const bool emit_nuclei = self->emit_nuclei;
-  const bool meta_nuclei = self->meta_nuclei;
-  const bool wait_for_result = self->wait_for_result;
-  const GstTumorFeaturesMethod method = self->method;
-  GST_OBJECT_UNLOCK (self);
-  if (method == GST_TUMOR_FEATURES_METHOD_MODEL && !p->model) {
+  const GstVideoInfo *info = &GST_VIDEO_FILTER (trans)->in_info;
+  const FrameSettings f = frame_settings (self);
+  if (f.method == GST_TUMOR_FEATURES_METHOD_MODEL && !p->model) {
     /* Switched to the model while PLAYING, and it did not load at start. */
     if (p->model_missing)
-      GST_ELEMENT_ERROR (self, RESOURCE, NOT_FOUND, ("%s", p->model_error.c_str ()),
-          ("method=model"));
+      GST_ELEMENT_ERROR (self, RESOURCE, NOT_FOUND, ("%s", p->model_error.c_str ()), ("method=model"));
     else
       GST_ELEMENT_ERROR (self, RESOURCE, READ, ("%s", p->model_error.c_str ()), ("method=model"));
     return GST_FLOW_ERROR;
   }
-  params.method = method != GST_TUMOR_FEATURES_METHOD_CLASSICAL && p->model
-                      ? an::Method::kModel
-                      : an::Method::kClassical;
-  params.want_contours = emit_nuclei || meta_nuclei;
-
-  /* µm per pixel: StageMeta first (scaled to this frame's width), else the
-   * property. */
-  double upp = 0;
   std::optional<an::StagePosition> stage;
-  if (LivemicroStageMeta *sm = livemicro_buffer_get_stage_meta (buf)) {
-    if (sm->um_per_px > 0) {
-      upp = sm->frame_width > 0 ? sm->um_per_px * sm->frame_width / info->width : sm->um_per_px;
-      stage = an::StagePosition {sm->stage_x_um, sm->stage_y_um, sm->stage_z_um,
-          (int) sm->objective};
-    }
-  }
-  if (upp <= 0)
-    upp = prop_upp;
+  const double upp = frame_um_per_px (buf, info, f.um_per_px, stage);
   if (upp <= 0) {
     GST_ELEMENT_ERROR (self, STREAM, FORMAT,
         ("tumorfeatures needs the pixel size: the frames carry no StageMeta and "
@@ -701,90 +800,22 @@ gst_tumor_features_transform_ip (GstBaseTransform *trans, GstBuffer *buf)
     return GST_FLOW_ERROR;
   }
 
-  GstClockTime pts = GST_BUFFER_PTS (buf);
-  guint64 my_seq = 0;
-  bool due = (p->frame_index++ % interval) == 0;
-  if (due) {
-    std::unique_lock<std::mutex> lock (p->mutex);
-    if (p->busy) {
-      p->frames_skipped++;
-      bool warn = !p->warned_skip;
-      p->warned_skip = true;
-      lock.unlock ();
-      GST_DEBUG_OBJECT (self, "analysis busy: skipping frame %" GST_TIME_FORMAT,
-          GST_TIME_ARGS (pts));
-      if (warn)
-        GST_ELEMENT_WARNING (self, CORE, TOO_LAZY,
-            ("analysis cannot keep up with the video: frames are skipped (counted "
-             "in frames_skipped); raise interval or lower analysis-scale"),
-            (nullptr));
-    } else {
-      lock.unlock ();
-      GstVideoFrame frame;
-      if (!gst_video_frame_map (&frame, info, buf, GST_MAP_READ)) {
-        GST_ELEMENT_ERROR (self, STREAM, FAILED, ("could not map the video frame"), (nullptr));
-        return GST_FLOW_ERROR;
-      }
-      Job job;
-      try {
-        cv::Mat view (info->height, info->width, CV_8UC (p->channels),
-            GST_VIDEO_FRAME_PLANE_DATA (&frame, 0), GST_VIDEO_FRAME_PLANE_STRIDE (&frame, 0));
-        view.copyTo (job.frame);
-      } catch (const std::exception &e) {
-        gst_video_frame_unmap (&frame);
-        GST_ELEMENT_ERROR (self, STREAM, FAILED, ("could not copy the frame: %s", e.what ()),
-            (nullptr));
-        return GST_FLOW_ERROR;
-      }
-      gst_video_frame_unmap (&frame);
-      GstSegment *seg = &trans->segment;
-      job.rgb = p->rgb;
-      job.um_per_px = upp;
-      job.stage = stage;
-      job.pts = pts;
-      if (GST_CLOCK_TIME_IS_VALID (pts) && seg->format == GST_FORMAT_TIME) {
-        job.stream_time = gst_segment_to_stream_time (seg, GST_FORMAT_TIME, pts);
-        job.running_time = gst_segment_to_running_time (seg, GST_FORMAT_TIME, pts);
-      }
-      job.params = params;
-      job.emit_nuclei = emit_nuclei;
-      lock.lock ();
-      job.seq = my_seq = ++p->seq;
-      job.epoch = p->epoch;
-      p->job = std::move (job);
-      p->busy = true;
-      p->job_ready.notify_one ();
-    }
+  guint64 seq = 0;
+  if ((p->frame_index++ % f.interval) == 0) {
+    GstFlowReturn ret = submit_frame (self, buf, f, upp, stage, &seq);
+    if (ret != GST_FLOW_OK)
+      return ret;
   }
-
-  /* Wait at most one frame interval for this frame's own result. */
-  std::shared_ptr<const Done> latest;
-  {
-    std::unique_lock<std::mutex> lock (p->mutex);
-    if (my_seq && wait_for_result) {
-      GstClockTime frame = GST_BUFFER_DURATION_IS_VALID (buf) ? GST_BUFFER_DURATION (buf)
-                           : info->fps_n > 0
-                               ? gst_util_uint64_scale_int (GST_SECOND, info->fps_d, info->fps_n)
-                               : 0;
-      auto done = [&] { return p->stopping || !p->busy || (p->latest && p->latest->seq >= my_seq); };
-      if (frame > 0)
-        p->job_done.wait_for (lock, std::chrono::nanoseconds (frame), done);
-      else  // no frame rate (stills, variable rate): no interval to keep
-        p->job_done.wait (lock, done);
-    }
-    latest = p->latest;
-  }
+  std::shared_ptr<const Done> latest = latest_result (p, buf, info, seq, f.wait_for_result);
   if (!latest)
     return GST_FLOW_OK;
-
   LivemicroFeaturesMeta *meta = livemicro_buffer_add_features_meta (buf);
   if (!meta)
     return GST_FLOW_OK;
   fill_summary (meta, *latest);
-  meta->analysed = my_seq != 0 && latest->seq == my_seq;
-  if (meta_nuclei && latest->nuclei_carrier)
-    livemicro_features_meta_share_nuclei (meta,
-        livemicro_buffer_get_features_meta (latest->nuclei_carrier));
+  meta->analysed = seq != 0 && latest->seq == seq;
+  if (f.meta_nuclei && latest->nuclei_carrier)
+    livemicro_features_meta_share_nuclei (meta, livemicro_buffer_get_features_meta (latest->nuclei_carrier));
   return GST_FLOW_OK;
 }
 
@@ -834,7 +865,7 @@ gst_tumor_features_class_init (GstTumorFeaturesClass *klass)
   g_object_class_install_property (gobject_class, PROP_JSON_LOCATION,
       g_param_spec_string ("json-location", "JSON Lines file",
           "Write one JSON object per analysed frame to this file (JSON Lines, "
-          "schema in the README); NULL = no file",
+          "format in docs/analysis.md); NULL = no file",
           nullptr, rw_ready));
   g_object_class_install_property (gobject_class, PROP_EMIT_NUCLEI,
       g_param_spec_boolean ("emit-nuclei", "Emit nuclei",

@@ -21,7 +21,7 @@ struct AxisCalibration {
   double to_um (double units) const { return offset_um + units * um_per_unit; }
 };
 
-// The URI keys every controller takes (documented in the README).
+// The URI keys every controller takes (documented in docs/hardware.md).
 bool is_controller_scheme (const std::string &scheme);
 
 // Opens grbl:///dev/… or proscan:///dev/… and starts its I/O thread.

@@ -1,7 +1,7 @@
 // The virtual microscope: a motorised stage, focus drive and turret over a
 // Slide, and a camera that renders what the objective sees.
 //
-// Optics (documented in the README):
+// Optics (documented in docs/hardware.md):
 //   camera pixel pitch 5.0 µm behind a 0.5x C-mount adapter, so µm/px at the
 //   specimen = pitch / (magnification · adapter): 4x 2.5, 10x 1.0, 20x 0.5,
 //   40x 0.25 µm/px (the usual whole-slide scanner scales);

@@ -1,94 +1,39 @@
+// NAL scanning and SEI parsing through GStreamer's H.264 codecparsers
+// (start codes, emulation prevention and SEI syntax are theirs); this file
+// knows LiveMicro's two user-data payloads and writes them.
 #include "h264.h"
 
+#define GST_USE_UNSTABLE_API  // codecparsers: stable in practice since 1.0
+#include <gst/codecparsers/gsth264parser.h>
+
+#include <algorithm>
 #include <cstring>
+#include <memory>
 
 namespace livemicro::orchestrator::h264 {
 
 namespace {
 
-// 16-byte UUID identifying LiveMicro's capture-time SEI payload.
-const uint8_t kCaptureUuid[16] = {0x6c, 0x69, 0x76, 0x65, 0x6d, 0x69, 0x63, 0x72,
-    0x6f, 0x2d, 0x63, 0x61, 0x70, 0x74, 0x2e, 0x31};  // "livemicro-capt.1"
-const uint8_t kStageUuid[16] = {0x6c, 0x69, 0x76, 0x65, 0x6d, 0x69, 0x63, 0x72,
-    0x6f, 0x2d, 0x73, 0x74, 0x61, 0x67, 0x2e, 0x31};  // "livemicro-stag.1"
+// 16-byte UUIDs identifying LiveMicro's SEI "user data unregistered" payloads.
+const uint8_t kCaptureUuid[16] = {0x6c, 0x69, 0x76, 0x65, 0x6d, 0x69, 0x63, 0x72, 0x6f, 0x2d, 0x63, 0x61, 0x70,
+    0x74, 0x2e, 0x31};  // "livemicro-capt.1"
+const uint8_t kStageUuid[16] = {0x6c, 0x69, 0x76, 0x65, 0x6d, 0x69, 0x63, 0x72, 0x6f, 0x2d, 0x73, 0x74, 0x61,
+    0x67, 0x2e, 0x31};  // "livemicro-stag.1"
+constexpr size_t kCaptureBytes = 8;          // int64 µs
+constexpr size_t kStageBytes = 4 * 8 + 4 + 4;  // x, y, z, µm/px; objective; flags
 
-// RBSP → EBSP: insert 0x03 after two zeros when the next byte is <= 3.
-void
-append_escaped (std::vector<uint8_t> &out, const uint8_t *p, size_t n)
+struct ParserFree {
+  void operator() (GstH264NalParser *p) const { gst_h264_nal_parser_free (p); }
+};
+
+// One parser per thread: identifying NAL units and reading SEI keep no
+// state this file relies on, and a parser is large (every SPS/PPS slot).
+GstH264NalParser *
+parser ()
 {
-  int zeros = 0;
-  for (size_t i = 0; i < n; i++) {
-    if (zeros == 2 && p[i] <= 3) {
-      out.push_back (0x03);
-      zeros = 0;
-    }
-    out.push_back (p[i]);
-    zeros = p[i] == 0 ? zeros + 1 : 0;
-  }
+  thread_local std::unique_ptr<GstH264NalParser, ParserFree> p (gst_h264_nal_parser_new ());
+  return p.get ();
 }
-
-std::vector<uint8_t>
-unescape (const uint8_t *p, size_t n)
-{
-  std::vector<uint8_t> out;
-  out.reserve (n);
-  int zeros = 0;
-  for (size_t i = 0; i < n; i++) {
-    if (zeros == 2 && p[i] == 0x03) {
-      zeros = 0;
-      continue;
-    }
-    out.push_back (p[i]);
-    zeros = p[i] == 0 ? zeros + 1 : 0;
-  }
-  return out;
-}
-
-}  // namespace
-
-std::vector<Nal>
-nal_units (const uint8_t *au, size_t len)
-{
-  std::vector<Nal> nals;
-  size_t i = 0;
-  while (i + 3 <= len) {
-    size_t sc_len = 0;
-    if (au[i] == 0 && au[i + 1] == 0 && au[i + 2] == 1)
-      sc_len = 3;
-    else if (i + 4 <= len && au[i] == 0 && au[i + 1] == 0 && au[i + 2] == 0 && au[i + 3] == 1)
-      sc_len = 4;
-    if (!sc_len) {
-      i++;
-      continue;
-    }
-    if (!nals.empty ())
-      nals.back ().end = i;
-    Nal n;
-    n.start = i;
-    n.payload = i + sc_len;
-    n.type = n.payload < len ? (au[n.payload] & 0x1f) : 0;
-    nals.push_back (n);
-    i += sc_len;
-  }
-  if (!nals.empty ())
-    nals.back ().end = len;
-  // Trailing zero bytes belong to the next start code, not the NAL.
-  for (auto &n : nals)
-    while (n.end > n.payload + 1 && au[n.end - 1] == 0)
-      n.end--;
-  return nals;
-}
-
-bool
-has_nal (const uint8_t *au, size_t len, uint8_t type)
-{
-  for (const Nal &n : nal_units (au, len))
-    if (n.type == type)
-      return true;
-  return false;
-}
-
-namespace {
 
 void
 put_be (std::vector<uint8_t> &out, uint64_t v, int bytes)
@@ -122,29 +67,102 @@ bits_double (uint64_t u)
   return d;
 }
 
-}  // namespace
+// RBSP → EBSP: insert 0x03 after two zeros when the next byte is <= 3.
+void
+append_escaped (std::vector<uint8_t> &out, const std::vector<uint8_t> &rbsp)
+{
+  int zeros = 0;
+  for (uint8_t b : rbsp) {
+    if (zeros == 2 && b <= 3) {
+      out.push_back (0x03);
+      zeros = 0;
+    }
+    out.push_back (b);
+    zeros = b == 0 ? zeros + 1 : 0;
+  }
+}
 
+// The Annex-B SEI NAL (4-byte start code) carrying `info` as two "user data
+// unregistered" messages.  Written here: codecparsers' SEI writer
+// (gst_h264_create_sei_memory) has no user-data-unregistered case, in 1.22
+// or later.
 std::vector<uint8_t>
-with_frame_info (const uint8_t *au, size_t len, const FrameInfo &info)
+sei_nal (const FrameInfo &info)
 {
   std::vector<uint8_t> rbsp;
-  // sei_message 1: payloadType 5 (user data unregistered), 24 bytes.
-  rbsp.push_back (5);
-  rbsp.push_back (24);
+  rbsp.push_back (GST_H264_SEI_USER_DATA_UNREGISTERED);
+  rbsp.push_back (16 + kCaptureBytes);
   rbsp.insert (rbsp.end (), kCaptureUuid, kCaptureUuid + 16);
   put_be (rbsp, (uint64_t) info.capture_unix_us, 8);
-  // sei_message 2: 16 + 4·8 + 4 + 4 = 56 bytes.
-  rbsp.push_back (5);
-  rbsp.push_back (56);
+  rbsp.push_back (GST_H264_SEI_USER_DATA_UNREGISTERED);
+  rbsp.push_back (16 + kStageBytes);
   rbsp.insert (rbsp.end (), kStageUuid, kStageUuid + 16);
   for (double d : {info.stage_x_um, info.stage_y_um, info.stage_z_um, info.um_per_px})
     put_be (rbsp, double_bits (d), 8);
   put_be (rbsp, info.objective, 4);
   put_be (rbsp, info.moving ? 1 : 0, 4);
   rbsp.push_back (0x80);  // rbsp_trailing_bits
-  std::vector<uint8_t> sei = {0, 0, 0, 1, 0x06};
-  append_escaped (sei, rbsp.data (), rbsp.size ());
+  std::vector<uint8_t> sei = {0, 0, 0, 1, GST_H264_NAL_SEI};
+  append_escaped (sei, rbsp);
+  return sei;
+}
 
+}  // namespace
+
+std::vector<Nal>
+nal_units (const uint8_t *au, size_t len)
+{
+  std::vector<Nal> nals;
+  GstH264NalUnit nalu;
+  guint offset = 0;
+  while (offset < len) {
+    const GstH264ParserResult r = gst_h264_parser_identify_nalu (parser (), au, offset, len, &nalu);
+    if (r == GST_H264_PARSER_BROKEN_DATA) {  // a header that does not parse, or an empty NAL: skip it
+      offset = nalu.offset + nalu.size;
+      continue;
+    }
+    if (r != GST_H264_PARSER_OK && r != GST_H264_PARSER_NO_NAL_END)
+      break;
+    size_t end = nalu.offset + nalu.size;
+    if (r == GST_H264_PARSER_NO_NAL_END) {
+      // The last NAL: a start code that ends the buffer and the zero bytes
+      // before it are not part of it (the parser only recognises a start
+      // code with a byte after it, and trims zeros only before one).
+      if (end >= nalu.offset + 3 && au[end - 3] == 0 && au[end - 2] == 0 && au[end - 1] == 1)
+        end -= 3;
+      while (end > nalu.offset && au[end - 1] == 0)
+        end--;
+    }
+    // A NAL shorter than its own header (the parser reads an extension
+    // header past the NAL's end) or without payload: skipped, as the parser
+    // skips such NALs before a start code.
+    if (end < nalu.offset + std::max<size_t> (2, nalu.header_bytes)) {
+      if (r == GST_H264_PARSER_NO_NAL_END)
+        break;
+      offset = nalu.offset + nalu.size;
+      continue;
+    }
+    nals.push_back ({nalu.sc_offset, nalu.offset, end, (uint8_t) nalu.type});
+    if (r == GST_H264_PARSER_NO_NAL_END)
+      break;
+    offset = nalu.offset + nalu.size;
+  }
+  return nals;
+}
+
+bool
+has_nal (const uint8_t *au, size_t len, uint8_t type)
+{
+  for (const Nal &n : nal_units (au, len))
+    if (n.type == type)
+      return true;
+  return false;
+}
+
+std::vector<uint8_t>
+with_frame_info (const uint8_t *au, size_t len, const FrameInfo &info)
+{
+  const std::vector<uint8_t> sei = sei_nal (info);
   size_t at = len;
   for (const Nal &n : nal_units (au, len))
     if (n.type == kSlice || n.type == kIdr) {
@@ -172,39 +190,36 @@ frame_info (const uint8_t *au, size_t len)
 {
   FrameInfo info;
   bool have_capture = false;
+  GstH264NalUnit nalu;
   for (const Nal &n : nal_units (au, len)) {
     if (n.type != kSei)
       continue;
-    std::vector<uint8_t> rbsp = unescape (au + n.payload + 1, n.end - n.payload - 1);
-    size_t i = 0;
-    while (i + 2 <= rbsp.size () && rbsp[i] != 0x80) {
-      uint32_t type = 0, size = 0;
-      while (i < rbsp.size () && rbsp[i] == 0xff)
-        type += 255, i++;
-      if (i >= rbsp.size ())
-        break;
-      type += rbsp[i++];
-      while (i < rbsp.size () && rbsp[i] == 0xff)
-        size += 255, i++;
-      if (i >= rbsp.size ())
-        break;
-      size += rbsp[i++];
-      if (i + size > rbsp.size ())
-        break;
-      const uint8_t *p = &rbsp[i];
-      if (type == 5 && size >= 24 && !std::memcmp (p, kCaptureUuid, 16)) {
-        info.capture_unix_us = (int64_t) get_be (p + 16, 8);
+    std::memset (&nalu, 0, sizeof nalu);
+    if (gst_h264_parser_identify_nalu_unchecked (parser (), au, (guint) n.start, n.end, &nalu) !=
+        GST_H264_PARSER_OK)
+      continue;
+    nalu.size = (guint) (n.end - n.payload);
+    GArray *messages = nullptr;
+    gst_h264_parser_parse_sei (parser (), &nalu, &messages);  // the messages before any error
+    for (guint k = 0; messages && k < messages->len; k++) {
+      const GstH264SEIMessage &m = g_array_index (messages, GstH264SEIMessage, k);
+      if (m.payloadType != GST_H264_SEI_USER_DATA_UNREGISTERED)
+        continue;
+      const GstH264UserDataUnregistered &u = m.payload.user_data_unregistered;
+      if (u.size >= kCaptureBytes && !std::memcmp (u.uuid, kCaptureUuid, 16)) {
+        info.capture_unix_us = (int64_t) get_be (u.data, 8);
         have_capture = true;
-      } else if (type == 5 && size >= 56 && !std::memcmp (p, kStageUuid, 16)) {
-        info.stage_x_um = bits_double (get_be (p + 16, 8));
-        info.stage_y_um = bits_double (get_be (p + 24, 8));
-        info.stage_z_um = bits_double (get_be (p + 32, 8));
-        info.um_per_px = bits_double (get_be (p + 40, 8));
-        info.objective = (uint32_t) get_be (p + 48, 4);
-        info.moving = get_be (p + 52, 4) & 1;
+      } else if (u.size >= kStageBytes && !std::memcmp (u.uuid, kStageUuid, 16)) {
+        info.stage_x_um = bits_double (get_be (u.data, 8));
+        info.stage_y_um = bits_double (get_be (u.data + 8, 8));
+        info.stage_z_um = bits_double (get_be (u.data + 16, 8));
+        info.um_per_px = bits_double (get_be (u.data + 24, 8));
+        info.objective = (uint32_t) get_be (u.data + 32, 4);
+        info.moving = get_be (u.data + 36, 4) & 1;
       }
-      i += size;
     }
+    if (messages)
+      g_array_unref (messages);
   }
   if (!have_capture)
     return std::nullopt;

@@ -1,5 +1,7 @@
 #include "wire.h"
 
+#include <algorithm>
+
 #include <cerrno>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -84,8 +86,17 @@ read_message (int fd, Type &type, std::vector<uint8_t> &body)
       prefix.type < 1 || prefix.type > 3)
     return false;
   type = static_cast<Type> (prefix.type);
-  body.resize (prefix.length);
-  return prefix.length == 0 || read_all (fd, body.data (), prefix.length);
+  // The body grows as its bytes arrive: a prefix that claims 32 MB and
+  // sends nothing costs nothing.
+  constexpr size_t kStep = 1 << 20;
+  body.clear ();
+  while (body.size () < prefix.length) {
+    const size_t at = body.size (), n = std::min<size_t> (kStep, prefix.length - at);
+    body.resize (at + n);
+    if (!read_all (fd, body.data () + at, n))
+      return false;
+  }
+  return true;
 }
 
 }  // namespace livemicro::orchestrator::wire

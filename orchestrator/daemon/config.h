@@ -1,4 +1,4 @@
-// livemicrod's configuration: a JSON file (documented in the README), or the
+// livemicrod's configuration: a JSON file (documented in docs/orchestrator.md), or the
 // built-in demo.  Unknown keys and wrong types are errors that name the key.
 #pragma once
 

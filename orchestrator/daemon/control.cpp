@@ -79,6 +79,27 @@ ControlArbiter::pass_on ()
     give_to (queue_.front ());
 }
 
+namespace {
+
+ControlArbiter::Outcome
+refusal (Reason reason, std::string why)
+{
+  ControlArbiter::Outcome o;
+  o.result = "refused";
+  o.refused = Refusal {reason, std::move (why)};
+  return o;
+}
+
+ControlArbiter::Outcome
+done (const char *result)
+{
+  ControlArbiter::Outcome o;
+  o.result = result;
+  return o;
+}
+
+}  // namespace
+
 ControlArbiter::Outcome
 ControlArbiter::request (const Participant &p)
 {
@@ -86,7 +107,7 @@ ControlArbiter::request (const Participant &p)
   Outcome o;
   std::string why;
   if (!may_drive (p, why))
-    return {403, "refused", why};
+    return refusal (Reason::kForbidden, why);
   if (holder_ && holder_->holder.session == p.session) {
     holder_->last_active_us = now_ ();
     o.result = "granted";
@@ -106,7 +127,6 @@ ControlArbiter::request (const Participant &p)
     queue_.insert (at, p);
     changed_ = true;
   }
-  o.status = 202;
   o.result = "queued";
   o.queue_position = position_of (p.session);
   return o;
@@ -118,14 +138,14 @@ ControlArbiter::release (const Participant &p)
   tick ();
   if (holder_ && holder_->holder.session == p.session) {
     pass_on ();
-    return {200, "released"};
+    return done ("released");
   }
   if (position_of (p.session)) {
     queue_.erase (queue_.begin () + (position_of (p.session) - 1));
     changed_ = true;
-    return {200, "left_queue"};
+    return done ("left_queue");
   }
-  return {409, "refused", "this session neither holds control nor waits for it"};
+  return refusal (Reason::kConflict, "this session neither holds control nor waits for it");
 }
 
 ControlArbiter::Outcome
@@ -133,7 +153,7 @@ ControlArbiter::renew (const Participant &p, const std::string &lease_id)
 {
   tick ();
   if (!holder_ || holder_->holder.session != p.session || holder_->id != lease_id)
-    return {409, "refused", "not the current lease (it lapsed, was revoked, or is another session's)"};
+    return refusal (Reason::kConflict, "not the current lease (it lapsed, was revoked, or is another session's)");
   holder_->last_active_us = now_ ();
   Outcome o;
   o.result = "renewed";
@@ -146,10 +166,10 @@ ControlArbiter::grant (const Participant &by, const Participant &to)
 {
   tick ();
   if (!by.admin () && by.role != "owner")
-    return {403, "refused", "only the owner or the admin can grant control"};
+    return refusal (Reason::kForbidden, "only the owner or the admin can grant control");
   std::string why;
   if (!may_drive (to, why))
-    return {422, "refused", why};
+    return refusal (Reason::kInvalid, why);
   give_to (to);
   Outcome o;
   o.result = "granted";
@@ -162,11 +182,11 @@ ControlArbiter::revoke (const Participant &by)
 {
   tick ();
   if (!by.admin () && by.role != "owner")
-    return {403, "refused", "only the owner or the admin can revoke control"};
+    return refusal (Reason::kForbidden, "only the owner or the admin can revoke control");
   if (!holder_)
-    return {409, "refused", "nobody holds control"};
+    return refusal (Reason::kConflict, "nobody holds control");
   pass_on ();
-  return {200, "revoked"};
+  return done ("revoked");
 }
 
 bool

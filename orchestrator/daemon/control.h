@@ -9,6 +9,8 @@
 // Plain C++ with an injectable clock: the daemon calls it on its main loop.
 #pragma once
 
+#include "refusal.h"
+
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -39,11 +41,11 @@ public:
     std::function<bool (const std::string &role)> may_control;
   };
   struct Outcome {
-    int status = 200;            // HTTP status for the API
-    std::string result;          // granted, queued, released, renewed, revoked, left_queue
-    std::string reason;          // why, when refused
+    std::string result;          // granted, queued, released, renewed, revoked, left_queue, refused
+    std::optional<Refusal> refused;
     std::optional<Lease> lease;  // the caller's lease (granted, renewed)
     int queue_position = 0;      // 1-based, when queued
+    bool queued () const { return queue_position > 0; }
   };
 
   ControlArbiter (Options options, uint64_t last_epoch, std::function<int64_t ()> now_us,

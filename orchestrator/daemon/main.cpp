@@ -1,5 +1,5 @@
-// livemicrod — the LiveMicro edge daemon.  See the README for the
-// configuration file, the HTTP API and the media design.
+// livemicrod — the LiveMicro edge daemon.  See docs/orchestrator.md for
+// the configuration file, the HTTP API and the media design.
 #include "node.h"
 #include "http_api.h"
 
@@ -74,7 +74,7 @@ main (int argc, char **argv)
   gint http_port = -1, rtsp_port = -1;
   gboolean demo = FALSE;
   GOptionEntry entries[] = {
-      {"config", 'c', 0, G_OPTION_ARG_FILENAME, &config_path, "Configuration file (JSON, see README)", "FILE"},
+      {"config", 'c', 0, G_OPTION_ARG_FILENAME, &config_path, "Configuration file (JSON, see docs/orchestrator.md)", "FILE"},
       {"demo", 0, 0, G_OPTION_ARG_NONE, &demo, "No file: one virtual microscope 'demo' on sim://synthetic", nullptr},
       {"http-port", 0, 0, G_OPTION_ARG_INT, &http_port, "HTTP port (0: any free port)", "PORT"},
       {"rtsp-port", 0, 0, G_OPTION_ARG_INT, &rtsp_port, "RTSP port (0: any free port)", "PORT"},

@@ -30,18 +30,6 @@ participant (const Principal &p)
   return {p.session->id, p.session->user, p.session->role};
 }
 
-// The domain's reason for a refusal the arbiter answered with a status.
-Reason
-reason_of (int arbiter_status)
-{
-  switch (arbiter_status) {
-    case 403: return Reason::kForbidden;
-    case 404: return Reason::kNotFound;
-    case 422: return Reason::kInvalid;
-    default: return Reason::kConflict;
-  }
-}
-
 }  // namespace
 
 MicroscopeHub::MicroscopeHub (Node &node, MicroscopeConfig config, uint64_t last_epoch)
@@ -348,9 +336,9 @@ MicroscopeHub::control (const Principal &by, const ControlRequest &r)
       break;
   }
   const bool changed = control_->take_changed ();
-  if (o.status >= 400) {
+  if (o.refused) {
     *control_ = before;
-    refuse (reason_of (o.status), detail, o.reason);
+    refuse (o.refused->reason, detail, o.refused->message);
   }
   try {
     node_.durable ({Node::audit_row (by, id (), "control", detail,
@@ -365,7 +353,7 @@ MicroscopeHub::control (const Principal &by, const ControlRequest &r)
     control_changed ();
   ControlResult result;
   result.result = o.result;
-  result.queued = o.status == 202;
+  result.queued = o.queued ();
   result.lease = o.lease;
   result.expires_in_ms = control_->expires_in_us () / 1000;
   result.queue_position = o.queue_position;

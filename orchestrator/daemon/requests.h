@@ -8,6 +8,7 @@
 #pragma once
 
 #include "common/worker_protocol.h"
+#include "refusal.h"
 
 #include <json-glib/json-glib.h>
 
@@ -20,27 +21,6 @@
 #include <vector>
 
 namespace livemicro::orchestrator {
-
-// Why the daemon will not do what it was asked, in the domain's words; the
-// HTTP layer maps each reason to a status (http_api.cpp), the WebSocket
-// layer to an error message.
-enum class Reason {
-  kMalformed,        // not JSON, nested too deep, not an object
-  kUnauthenticated,  // no or an unknown token
-  kForbidden,        // the role may not
-  kNotFound,
-  kConflict,         // not the current lease, no view
-  kTooLarge,
-  kInvalid,          // a field of the wrong type or value
-  kRateLimited,
-  kUnavailable,      // offline, the database cannot be written, a view cannot be built
-  kTimedOut,
-  kUnsupportedMediaType,  // a body of another content type than the route reads
-};
-struct Refusal {
-  Reason reason;
-  std::string message;
-};
 
 // Deeper JSON is refused before it is parsed (json-glib recurses per level).
 constexpr int kMaxJsonDepth = 32;

@@ -7,7 +7,7 @@
 // resident memory with where they started.
 //
 //   meson test -C build --benchmark --suite bench soak -v
-//   build/tests/bench/bench-soak [--cycles N] [--json FILE]
+//   build/tests/bench/bench-soak [--cycles N] [--clients rtsp,webrtc,events,http] [--json FILE]
 //
 // Targets (issue 10): descriptors and threads back to their start value,
 // RSS growth ≤ 10 MB.  "Start" is after 20 warm-up cycles (first-use
@@ -19,6 +19,7 @@
 #include "webrtc_client.h"
 
 #include <cstring>
+#include <optional>
 
 using livemicro::test::Daemon;
 using livemicro::test::EventsClient;
@@ -39,6 +40,12 @@ struct Sample {
   ProcessUsage daemon, worker;
 };
 
+// Which clients each cycle runs (--clients rtsp,webrtc,events,http; all by
+// default): leaving one out tells which kind of client a growth comes with.
+struct Clients {
+  bool rtsp = true, webrtc = true, events = true, http = true;
+};
+
 struct Failures {
   int session = 0, rtsp = 0, webrtc = 0, events = 0, http = 0, ended = 0;
   int total () const { return session + rtsp + webrtc + events + http + ended; }
@@ -54,7 +61,7 @@ worker_pid (Daemon &d)
 // One session, start to end, with every kind of client.  With
 // LIVEMICRO_SOAK_VERBOSE set, one line per cycle says how long each step took.
 void
-cycle (Daemon &d, int i, SoupSession *keep_alive, Failures &f, int &http_requests)
+cycle (Daemon &d, int i, const Clients &c, SoupSession *keep_alive, Failures &f, int &http_requests)
 {
   static const char *kRoles[] = {"owner", "consultant", "trainee", "guest"};
   const char *role = kRoles[i % 4];
@@ -72,21 +79,32 @@ cycle (Daemon &d, int i, SoupSession *keep_alive, Failures &f, int &http_request
   }
   const std::string id = s.str ("id"), token = s.str ("token");
   {
-    RtspPlayer player (s.str ("rtsp_url"), id, token, i % 2 ? "udp" : "tcp", false);
-    WebRtcClient peer (d.http_port (), id, token);
-    EventsClient events (d.http_port (), "demo", token);
+    std::optional<RtspPlayer> player;
+    std::optional<WebRtcClient> peer;
+    std::optional<EventsClient> events;
+    if (c.rtsp)
+      player.emplace (s.str ("rtsp_url"), id, token, i % 2 ? "udp" : "tcp", false);
+    if (c.webrtc)
+      peer.emplace (d.http_port (), id, token);
+    if (c.events)
+      events.emplace (d.http_port (), "demo", token);
     step ("start");
-    f.rtsp += !player.wait_frames (3, 10);
+    if (player) {
+      f.rtsp += !player->wait_frames (3, 10);
+      if (player->frames () < 3 && f.rtsp == 1)  // the first time: what the daemon says
+        std::fprintf (stderr, "cycle %d: RTSP player got %d frames in 10 s (error: '%s'); session: %s\n", i,
+            player->frames (), player->error ().c_str (),
+            d.request ("GET", "/api/v1/sessions/" + id).body.c_str ());
+    }
     step ("rtsp");
-    if (player.frames () < 3 && f.rtsp == 1)  // the first time: what the daemon says
-      std::fprintf (stderr, "cycle %d: RTSP player got %d frames in 10 s (error: '%s'); session: %s\n", i,
-          player.frames (), player.error ().c_str (), d.request ("GET", "/api/v1/sessions/" + id).body.c_str ());
-    f.webrtc += !peer.wait_packets (3, 10);
+    if (peer)
+      f.webrtc += !peer->wait_packets (3, 10);
     step ("webrtc");
-    f.events += !events.wait_for ("welcome", [] (JsonObject *) { return true; }, 5);
+    if (events)
+      f.events += !events->wait_for ("welcome", [] (JsonObject *) { return true; }, 5);
     step ("events");
     // Ten more requests on a client that keeps connections alive if it can.
-    for (int k = 0; k < 10; k++) {
+    for (int k = 0; c.http && k < 10; k++) {
       std::string url = "http://127.0.0.1:" + std::to_string (d.http_port ()) +
                         (k % 2 ? "/healthz" : "/api/v1/sessions/" + id);
       g_autoptr (SoupMessage) msg = soup_message_new ("GET", url.c_str ());
@@ -101,8 +119,10 @@ cycle (Daemon &d, int i, SoupSession *keep_alive, Failures &f, int &http_request
       f.ended++;
     step ("delete");
     // The player hears about it (BYE → EOS, or its connection closing).
-    player.wait_frames (1000000, 5);
-    f.ended += player.error ().empty ();
+    if (player) {
+      player->wait_frames (1000000, 5);
+      f.ended += player->error ().empty ();
+    }
     step ("told");
   }
   step ("close");
@@ -130,9 +150,17 @@ main (int argc, char **argv)
   gst_init (&argc, &argv);
   int cycles = 1000, warmup = 20;
   std::string json_path = "bench-soak.json";
+  Clients clients;
+  std::string clients_text = "rtsp,webrtc,events,http";
   for (int i = 1; i < argc; i++) {
     if (!strcmp (argv[i], "--cycles") && i + 1 < argc)
       cycles = atoi (argv[++i]);
+    else if (!strcmp (argv[i], "--clients") && i + 1 < argc) {
+      clients_text = argv[++i];
+      const std::string l = "," + clients_text + ",";
+      clients = {l.find (",rtsp,") != l.npos, l.find (",webrtc,") != l.npos, l.find (",events,") != l.npos,
+          l.find (",http,") != l.npos};
+    }
     else if (!strcmp (argv[i], "--json") && i + 1 < argc)
       json_path = argv[++i];
   }
@@ -146,7 +174,7 @@ main (int argc, char **argv)
   int http_requests = 0;
   const ProcessUsage cold_daemon = process_usage (d.pid ()), cold_worker = process_usage (worker_pid (d));
   for (int i = 0; i < warmup && d.running (); i++)
-    cycle (d, i, keep_alive, warm_failures, http_requests);
+    cycle (d, i, clients, keep_alive, warm_failures, http_requests);
   if (!d.running ()) {
     std::fprintf (stderr, "livemicrod died during the warm-up:\n%s\n", d.log ().c_str ());
     return 1;
@@ -156,8 +184,8 @@ main (int argc, char **argv)
   samples.push_back ({0, process_usage (d.pid ()), process_usage (worker_pid (d))});
   double load_start[3] = {0, 0, 0};
   getloadavg (load_start, 3);
-  std::printf ("soak: %d session cycles (RTSP tcp/udp, WebRTC, events, 10 keep-alive requests each), "
-               "load average %.2f at start\n", cycles, load_start[0]);
+  std::printf ("soak: %d session cycles with clients %s (RTSP tcp/udp in turn, WebRTC, events, 10 "
+               "keep-alive requests), load average %.2f at start\n", cycles, clients_text.c_str (), load_start[0]);
   std::printf ("%8s | %-24s | %-24s\n", "", "livemicrod", "livemicro-worker");
   std::printf ("%8s | %6s %7s %9s | %6s %7s %9s\n", "cycle", "fds", "threads", "RSS MB", "fds", "threads", "RSS MB");
   std::printf ("%8s | %s | %s\n", "cold", usage_line (cold_daemon).c_str (), usage_line (cold_worker).c_str ());
@@ -165,7 +193,7 @@ main (int argc, char **argv)
   std::fflush (stdout);
   gint64 t0 = g_get_monotonic_time ();
   for (int i = 1; i <= cycles; i++) {
-    cycle (d, warmup + i, keep_alive, f, http_requests);
+    cycle (d, warmup + i, clients, keep_alive, f, http_requests);
     if (!d.running ()) {
       std::fprintf (stderr, "livemicrod died in cycle %d:\n%s\n", i, d.log ().c_str ());
       return 1;
@@ -198,6 +226,8 @@ main (int argc, char **argv)
   json_builder_add_string_value (b, "meson test -C build --benchmark --suite bench soak -v");
   json_builder_set_member_name (b, "cycles");
   json_builder_add_int_value (b, cycles);
+  json_builder_set_member_name (b, "clients");
+  json_builder_add_string_value (b, clients_text.c_str ());
   json_builder_set_member_name (b, "load_average");
   json_builder_begin_array (b);
   json_builder_add_double_value (b, load_start[0]);

@@ -1,6 +1,6 @@
 // livemicrod's configuration file (orchestrator/daemon/config.cpp).
 // Contract: Config::parse either returns a configuration that satisfies
-// every rule of the README's table, or throws ConfigError — nothing else —
+// every rule of docs/orchestrator.md's table, or throws ConfigError — nothing else —
 // whose message names the file ("config 'SOURCE': …").
 #include "config.h"
 #include "fuzz_util.h"

@@ -1,5 +1,5 @@
 // The view profiles file (gst-plugins/privacy/profiles.cpp).
-// Contract: parse_profiles either returns a set that satisfies the README's
+// Contract: parse_profiles either returns a set that satisfies docs/privacy.md's
 // rules — and that, written back as JSON, parses to the same set — or
 // throws ProfileError, and only that, whose message starts with the file.
 #include "fuzz_util.h"

@@ -8,6 +8,12 @@ using namespace livemicro::orchestrator;
 
 namespace {
 
+std::optional<Reason>
+refusal_of (const ControlArbiter::Outcome &o)
+{
+  return o.refused ? std::optional<Reason> (o.refused->reason) : std::nullopt;
+}
+
 struct Fixture {
   int64_t now = 1000000;
   int ids = 0;
@@ -30,7 +36,7 @@ TEST (ControlArbiter, OneDriverAQueueByRoleAndStrictlyIncreasingEpochs)
   ASSERT_EQ (a.result, "granted");
   EXPECT_EQ (a.lease->epoch, 42u) << "continues from the stored epoch";
   auto c1 = f.arb.request (who ("c1", "consultant"));
-  EXPECT_EQ (c1.status, 202);
+  EXPECT_TRUE (c1.queued ());
   EXPECT_EQ (c1.queue_position, 1);
   auto t2 = f.arb.request (who ("t2", "trainee"));
   EXPECT_EQ (t2.queue_position, 2);
@@ -71,33 +77,33 @@ TEST (ControlArbiter, AnIdleLeaseLapsesToTheNextAndActivityKeepsItAlive)
   f.now += 1;
   EXPECT_TRUE (f.arb.tick ()) << "5 s without commands or renewal";
   EXPECT_EQ (f.arb.holder ()->holder.session, "b");
-  EXPECT_EQ (f.arb.renew (who ("a", "consultant"), a.lease->id).status, 409);
+  EXPECT_EQ (refusal_of (f.arb.renew (who ("a", "consultant"), a.lease->id)), Reason::kConflict);
   EXPECT_FALSE (f.arb.check ("a", a.lease->id));
 }
 
 TEST (ControlArbiter, OwnerGrantsAndRevokesGuestsAreBarred)
 {
   Fixture f;
-  EXPECT_EQ (f.arb.request (who ("g", "guest")).status, 403);
-  EXPECT_EQ (f.arb.request (Participant {"", "admin", "admin"}).status, 403);
+  EXPECT_EQ (refusal_of (f.arb.request (who ("g", "guest"))), Reason::kForbidden);
+  EXPECT_EQ (refusal_of (f.arb.request (Participant {"", "admin", "admin"})), Reason::kForbidden);
   f.arb.request (who ("c", "consultant"));
   f.arb.request (who ("t", "trainee"));
-  EXPECT_EQ (f.arb.grant (who ("c", "consultant"), who ("t", "trainee")).status, 403);
+  EXPECT_EQ (refusal_of (f.arb.grant (who ("c", "consultant"), who ("t", "trainee"))), Reason::kForbidden);
   auto g = f.arb.grant (who ("o", "owner"), who ("t", "trainee"));
   ASSERT_EQ (g.result, "granted");
   EXPECT_EQ (f.arb.holder ()->holder.session, "t");
   EXPECT_TRUE (f.arb.queue ().empty ()) << "the trainee left the queue; the consultant lost the lease";
-  EXPECT_EQ (f.arb.revoke (who ("t", "trainee")).status, 403);
+  EXPECT_EQ (refusal_of (f.arb.revoke (who ("t", "trainee"))), Reason::kForbidden);
   EXPECT_EQ (f.arb.revoke (Participant {"", "admin", "admin"}).result, "revoked");
   EXPECT_FALSE (f.arb.holder ());
-  EXPECT_EQ (f.arb.revoke (Participant {"", "admin", "admin"}).status, 409);
-  EXPECT_EQ (f.arb.grant (Participant {"", "admin", "admin"}, who ("g", "guest")).status, 422);
+  EXPECT_EQ (refusal_of (f.arb.revoke (Participant {"", "admin", "admin"})), Reason::kConflict);
+  EXPECT_EQ (refusal_of (f.arb.grant (Participant {"", "admin", "admin"}, who ("g", "guest"))), Reason::kInvalid);
   ControlArbiter open {ControlArbiter::Options {5000000, [] (const std::string &) { return true; }}, 0,
       [] { return 0; }, [] { return "x"; }};
   EXPECT_EQ (open.request (who ("g", "guest")).result, "granted") << "a profile may allow guests";
   ControlArbiter strict {ControlArbiter::Options {5000000, [] (const std::string &r) { return r == "owner"; }}, 0,
       [] { return 0; }, [] { return "x"; }};
-  EXPECT_EQ (strict.request (who ("t", "trainee")).status, 403) << "a profile may bar trainees";
+  EXPECT_EQ (refusal_of (strict.request (who ("t", "trainee"))), Reason::kForbidden) << "a profile may bar trainees";
 }
 
 TEST (ControlArbiter, AGoneSessionLeavesTheQueueAndPassesItsLease)
@@ -111,5 +117,5 @@ TEST (ControlArbiter, AGoneSessionLeavesTheQueueAndPassesItsLease)
   EXPECT_TRUE (f.arb.forget ("a"));
   EXPECT_EQ (f.arb.holder ()->holder.session, "c");
   EXPECT_FALSE (f.arb.forget ("zzz"));
-  EXPECT_EQ (f.arb.release (who ("zzz", "owner")).status, 409);
+  EXPECT_EQ (refusal_of (f.arb.release (who ("zzz", "owner"))), Reason::kConflict);
 }

@@ -149,7 +149,7 @@ TEST_P (NucleiOnSyntheticSlide, CountsAreasAndPositionsMatchTheGroundTruth)
     return;
   }
   // At 10x (1 µm/px) a lymphocyte is ~16 px and touching nuclei blur into
-  // one another: the figures are looser there (README).
+  // one another: the figures are looser there (docs/analysis.md).
   const bool coarse = objective <= 10;
   EXPECT_LE (count_err, coarse ? 0.10 : 0.05);
   EXPECT_LE (area_err, coarse ? 0.15 : 0.10);
@@ -232,7 +232,7 @@ TEST (StainVectors, OneColourIsNotTwoStains)
   EXPECT_FALSE (an::estimate_macenko (od).has_value ());
 }
 
-// The written rule (README): three subscores, rounded mean.
+// The written rule (docs/analysis.md): three subscores, rounded mean.
 TEST (Grading, PleomorphismAndGradeCueFollowTheWrittenRule)
 {
   EXPECT_EQ (an::pleomorphism_score (1.2, 0.2, 0.10), 1);
@@ -453,7 +453,7 @@ TEST (Analyzer, RefusesWhatItCannotUse)
 
 // Mitotic-figure candidates are a screening cue: on the generated slide
 // (where mitoses are ~1 % of tumour nuclei, dark and lobed) the flagged
-// nuclei are real mitoses; many mitoses stay unflagged (README).
+// nuclei are real mitoses; many mitoses stay unflagged (docs/analysis.md).
 TEST (MitoticCandidates, FlaggedNucleiAreMitoses)
 {
   hw::sim::SyntheticSlide slide;

@@ -63,7 +63,7 @@ typedef enum {
  * @elongation: major/minor axis of the inertia ellipse, ≥ 1
  * @solidity: area / convex hull area
  * @mean_h_od: mean hematoxylin optical density (decadic)
- * @mitotic_candidate: TRUE when it looks like a mitotic figure (see README)
+ * @mitotic_candidate: TRUE when it looks like a mitotic figure (see docs/analysis.md)
  * @n_contour: number of contour points
  * @contour: @n_contour (x, y) pairs in frame pixels, owned by the meta
  */
@@ -165,7 +165,7 @@ LIVEMICRO_API void livemicro_features_meta_share_nuclei (LivemicroFeaturesMeta *
 LIVEMICRO_API const gchar *livemicro_features_quality_to_string (LivemicroFeaturesQuality q);
 
 /* The summary as a GstStructure named "tumorfeatures", fields named as in
- * the JSON Lines output (see README); fields that are not meaningful for the
+ * the JSON Lines output (see docs/analysis.md); fields that are not meaningful for the
  * quality are left out.  Free with gst_structure_free(). */
 LIVEMICRO_API GstStructure *livemicro_features_meta_to_structure (const LivemicroFeaturesMeta *meta);
 

@@ -8,8 +8,8 @@
 //
 // Units: optical density (OD) is decadic, OD = −log10(I / I0), I0 the
 // brightness of empty glass estimated per frame; lengths in µm, areas µm².
-// Every parameter and its default is documented in the README
-// ("tumorfeatures" section) and below.
+// Every parameter and its default is documented in docs/analysis.md and
+// below.
 #pragma once
 
 #include <opencv2/core.hpp>
@@ -60,7 +60,7 @@ const char *method_name (Method m);
 
 class NucleusModel;
 
-// Which nucleus feature a number refers to (overlay colouring, README).
+// Which nucleus feature a number refers to (overlay colouring, docs/elements.md).
 enum class Feature { kArea, kCircularity, kElongation, kSolidity, kHematoxylin };
 
 struct Params {
@@ -69,7 +69,7 @@ struct Params {
   // Model method: nucleus where P(foreground) > fg_threshold; one marker per
   // connected core where also the normalised edge distance > marker_threshold
   // (0.4 scored best of 0.3/0.4/0.5 on the training organs of the
-  // breast-held-out fold, never on a held-out organ; README).
+  // breast-held-out fold, never on a held-out organ; docs/analysis.md).
   double fg_threshold = 0.5;
   double marker_threshold = 0.4;
   // Classical method:
@@ -122,7 +122,7 @@ struct Summary {
   double tissue_area_mm2 = 0;
   double mean_h_od = 0, mean_e_od = 0;  // over tissue
   double he_ratio = 0;               // mean H OD / mean E OD over tissue
-  double focus = 0;                  // fine/coarse band energy ratio (see README)
+  double focus = 0;                  // fine/coarse edge gradient ratio (docs/analysis.md)
   double dab_fraction = 0;           // share of tissue OD on the DAB vector
   // Valid only when quality == kOk (NaN/0 otherwise):
   int nuclei_count = 0;
@@ -151,7 +151,7 @@ struct Result {
   Method method = Method::kClassical;  // the one that ran (never kAuto)
 };
 
-// The written Nottingham-like rule (README): subscores and the grade cue.
+// The written Nottingham-like rule (docs/analysis.md): subscores and the grade cue.
 int pleomorphism_score (double size_ratio, double cv_area, double cv_h_od);
 std::string grade_cue_for (int pleomorphism, double mitoses_per_mm2);
 
@@ -183,6 +183,9 @@ private:
   struct Scratch;
   // The model to use for this frame, or nullptr for classical.
   NucleusModel *model_for_frame ();
+  // The stain vectors for this frame (and which kind they are), given its
+  // tissue's optical densities; updates the slide's Macenko estimate.
+  StainVectors stain_vectors (const std::vector<cv::Vec3f> &od_samples, StainMethod &used);
   Params params_;
   std::shared_ptr<NucleusModel> model_;
   bool model_tried_ = false;

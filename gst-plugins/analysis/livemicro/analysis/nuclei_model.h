@@ -1,7 +1,7 @@
 // livemicro::analysis — the learned nucleus model (OpenCV DNN, ONNX).
 //
 // A small U-Net trained by scripts/train-nuclei on the shared MoNuSeg tiles
-// (README, "The nucleus model"): it sees RGB at kModelUmPerPx and predicts
+// (docs/analysis.md, "The nucleus model"): it sees RGB at kModelUmPerPx and predicts
 // per pixel the probability of nucleus and the distance to the nucleus edge
 // normalised to 1 at each nucleus's centre.  nuclei.cpp turns these into
 // instances with a marker-controlled watershed.

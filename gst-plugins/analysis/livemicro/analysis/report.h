@@ -1,6 +1,6 @@
 // JSON of an analysis result (one JSON Lines record), shared by the
-// tumorfeatures element and `livemicroctl analyze`.  The schema is in the
-// README ("tumorfeatures JSON Lines") and tests/data/tumorfeatures.schema.json.
+// tumorfeatures element and `livemicroctl analyze`.  The format is in
+// docs/analysis.md ("JSON Lines") and docs/tumorfeatures.schema.json.
 #pragma once
 
 #include "nuclei.h"

@@ -9,7 +9,7 @@
 // the two never disagree about a profile.
 //
 // Profiles come built in (builtin_profiles()) or from a JSON file whose format
-// is described in the README ("View profiles file") and shown in
+// is described in docs/privacy.md ("View profiles file") and shown in
 // pipelines/profiles.json.  Loading is all-or-nothing: a malformed file
 // throws ProfileError naming the file, the line and the field, and nothing of
 // it is used.
