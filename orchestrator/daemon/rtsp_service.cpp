@@ -143,7 +143,7 @@ RtspService::add_session (const SessionRecord &s, std::shared_ptr<ViewStream> vi
         gst_object_unref (bin);
         if (!src)
           return;
-        int handle = mount->view->add_viewer (GST_APP_SRC (src));
+        int handle = mount->view->add_viewer (GST_APP_SRC (src), ViewStream::Timestamps::kCaptureClock);
         gst_object_unref (src);
         struct Ctx {
           std::shared_ptr<Mount> mount;

@@ -84,13 +84,15 @@ ViewStream::~ViewStream ()
 }
 
 int
-ViewStream::add_viewer (GstAppSrc *appsrc)
+ViewStream::add_viewer (GstAppSrc *appsrc, Timestamps timestamps)
 {
   GstCaps *caps = gst_caps_from_string (
       "video/x-h264,stream-format=byte-stream,alignment=au,profile=constrained-baseline");
   gst_app_src_set_caps (appsrc, caps);
   gst_caps_unref (caps);
-  if (GstPad *pad = gst_element_get_static_pad (GST_ELEMENT (appsrc), "src")) {
+  GstPad *pad = timestamps == Timestamps::kCaptureClock ? gst_element_get_static_pad (GST_ELEMENT (appsrc), "src")
+                                                       : nullptr;
+  if (pad) {
     gst_pad_add_probe (pad, GST_PAD_PROBE_TYPE_BUFFER, stamp_from_capture_time, new CaptureTimeline,
         [] (gpointer d) { delete static_cast<CaptureTimeline *> (d); });
     gst_object_unref (pad);
@@ -175,7 +177,7 @@ ViewStream::push (const wire::FrameHeader &h, const uint8_t *au, size_t len)
       }
     }
     // A shallow copy per viewer, stamped when it leaves the viewer's appsrc
-    // (stamp_from_capture_time).
+    // (Timestamps).
     GstBuffer *b = gst_buffer_copy (frame);
     GST_BUFFER_PTS (b) = GST_BUFFER_DTS (b) = GST_CLOCK_TIME_NONE;
     GST_BUFFER_DURATION (b) = h.duration_ns ? h.duration_ns : GST_CLOCK_TIME_NONE;

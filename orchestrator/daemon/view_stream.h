@@ -60,10 +60,15 @@ public:
   const std::string &profile () const { return profile_; }
   const std::string &key () const { return key_; }
 
-  // Adds an appsrc (caps set here, and the timestamps of what leaves it:
-  // CaptureTimeline; give it do-timestamp=false); returns a handle for
-  // remove_viewer.
-  int add_viewer (GstAppSrc *appsrc);
+  // How a viewer's appsrc stamps what leaves it.
+  enum class Timestamps {
+    kCaptureClock,  // CaptureTimeline (give the appsrc do-timestamp=false): RTSP players
+    kArrival,       // the appsrc's do-timestamp (give it do-timestamp=true): WebRTC
+                    // peers, as before (their playout follows arrival; the page
+                    // maps RTP timestamps to capture times with "frame" messages)
+  };
+  // Adds an appsrc (caps set here); returns a handle for remove_viewer.
+  int add_viewer (GstAppSrc *appsrc, Timestamps timestamps);
   void remove_viewer (int handle);
   size_t viewers () const;
 

@@ -66,8 +66,8 @@ WebRtcPeer::build (unsigned payload_type)
   g_autoptr (GError) error = nullptr;
   const std::string pt = std::to_string (payload_type);
   pipeline_ = gst_parse_launch (
-      ("appsrc name=src is-live=true format=time do-timestamp=false min-latency=0 "
-       "! rtph264pay name=pay pt=" + pt + " config-interval=0 aggregate-mode=zero-latency "
+      ("appsrc name=src is-live=true format=time do-timestamp=true min-latency=0 "
+       "! rtph264pay name=pay pt=" + pt + " config-interval=-1 aggregate-mode=zero-latency "
        "! application/x-rtp,media=video,encoding-name=H264,payload=" + pt + ",clock-rate=90000 "
        "! webrtcbin name=webrtc bundle-policy=max-bundle latency=0").c_str (),
       &error);
@@ -153,21 +153,25 @@ WebRtcPeer::build (unsigned payload_type)
   if (offerer_)
     g_signal_connect (webrtc_, "on-negotiation-needed", G_CALLBACK (on_negotiation_needed), this);
   g_signal_connect (webrtc_, "on-ice-candidate", G_CALLBACK (on_ice_candidate), this);
-  g_signal_connect (webrtc_, "notify::ice-gathering-state", G_CALLBACK (+[] (GstElement *w, GParamSpec *, gpointer d) {
-    GstWebRTCICEGatheringState state = GST_WEBRTC_ICE_GATHERING_STATE_NEW;
-    g_object_get (w, "ice-gathering-state", &state, nullptr);
-    if (state == GST_WEBRTC_ICE_GATHERING_STATE_COMPLETE)
-      static_cast<WebRtcPeer *> (d)->on_main ([] (WebRtcPeer &p) { p.finish_answer (std::nullopt); });
-  }), this);
-  g_signal_connect (webrtc_, "notify::ice-connection-state", G_CALLBACK (+[] (GstElement *w, GParamSpec *, gpointer d) {
-    GstWebRTCICEConnectionState state = GST_WEBRTC_ICE_CONNECTION_STATE_NEW;
-    g_object_get (w, "ice-connection-state", &state, nullptr);
-    auto *self = static_cast<WebRtcPeer *> (d);
-    if (state == GST_WEBRTC_ICE_CONNECTION_STATE_CONNECTED || state == GST_WEBRTC_ICE_CONNECTION_STATE_COMPLETED)
-      self->connected_ = true;
-    if (state == GST_WEBRTC_ICE_CONNECTION_STATE_FAILED || state == GST_WEBRTC_ICE_CONNECTION_STATE_CLOSED)
-      self->on_main ([] (WebRtcPeer &p) { p.failed (); });
-  }), this);
+  // WHEP: the answer waits for gathering; a peer whose ICE fails goes.
+  // (The page's socket says when it goes; its peers watch neither.)
+  if (!offerer_) {
+    g_signal_connect (webrtc_, "notify::ice-gathering-state", G_CALLBACK (+[] (GstElement *w, GParamSpec *, gpointer d) {
+      GstWebRTCICEGatheringState state = GST_WEBRTC_ICE_GATHERING_STATE_NEW;
+      g_object_get (w, "ice-gathering-state", &state, nullptr);
+      if (state == GST_WEBRTC_ICE_GATHERING_STATE_COMPLETE)
+        static_cast<WebRtcPeer *> (d)->on_main ([] (WebRtcPeer &p) { p.finish_answer (std::nullopt); });
+    }), this);
+    g_signal_connect (webrtc_, "notify::ice-connection-state", G_CALLBACK (+[] (GstElement *w, GParamSpec *, gpointer d) {
+      GstWebRTCICEConnectionState state = GST_WEBRTC_ICE_CONNECTION_STATE_NEW;
+      g_object_get (w, "ice-connection-state", &state, nullptr);
+      auto *self = static_cast<WebRtcPeer *> (d);
+      if (state == GST_WEBRTC_ICE_CONNECTION_STATE_CONNECTED || state == GST_WEBRTC_ICE_CONNECTION_STATE_COMPLETED)
+        self->connected_ = true;
+      if (state == GST_WEBRTC_ICE_CONNECTION_STATE_FAILED || state == GST_WEBRTC_ICE_CONNECTION_STATE_CLOSED)
+        self->on_main ([] (WebRtcPeer &p) { p.failed (); });
+    }), this);
+  }
   // ICE on the daemon's listen address only: once an address is given,
   // libnice gathers on it alone (a wildcard address leaves every
   // interface).  No UPnP port mapping on a hospital network.
@@ -198,7 +202,7 @@ WebRtcPeer::build (unsigned payload_type)
     gst_object_unref (trans);
   }
   GstElement *src = gst_bin_get_by_name (GST_BIN (pipeline_), "src");
-  viewer_handle_ = view_->add_viewer (GST_APP_SRC (src));
+  viewer_handle_ = view_->add_viewer (GST_APP_SRC (src), ViewStream::Timestamps::kArrival);
   gst_object_unref (src);
 }
 
