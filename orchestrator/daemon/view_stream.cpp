@@ -159,9 +159,9 @@ ViewStream::push (const wire::FrameHeader &h, const uint8_t *au, size_t len)
   while (recent_.size () > 64)
     recent_.erase (recent_.begin ());
   // Every keyframe carries SPS/PPS (put in after its delimiter when the
-  // encoder left them out), so a viewer can start at any of them; the
-  // payloaders add none of their own (config-interval=0): a second copy
-  // after the SEI made ffmpeg split the frame and lose its timestamp.
+  // encoder left them out), so a viewer can start at any of them.  The RTSP
+  // payloader adds none of its own (config-interval=0): a second copy after
+  // the SEI made ffmpeg split the frame and lose its timestamp.
   GstBuffer *frame = nullptr;
   for (auto &kv : viewers_) {
     Viewer &v = kv.second;
