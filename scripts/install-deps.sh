@@ -56,6 +56,8 @@ packages=(
   python3-opencv              # rasterises the MoNuSeg outlines and resamples tiles exactly as the
                               #   C++ side does; checks the export with cv2.dnn
   chromium                    # real browser for WebRTC viewer tests (headless)
+  ffmpeg                      # a third-party RTSP player in tests: ffmpeg records the stream into
+                              #   MP4 (no timestamp warnings), ffprobe reads the SDP session name
   xvfb                        # a display for Chromium/Firefox tests if ever needed
   git                         # fresh-clone CI runs
 )

@@ -248,4 +248,17 @@ parameter_sets (const uint8_t *au, size_t len)
   return out;
 }
 
+std::vector<uint8_t>
+with_parameter_sets (const uint8_t *au, size_t len, const std::vector<uint8_t> &parameter_sets)
+{
+  size_t at = 0;
+  std::vector<Nal> nals = nal_units (au, len);
+  if (!nals.empty () && nals[0].type == kAud)
+    at = nals.size () > 1 ? nals[1].start : len;
+  std::vector<uint8_t> out (au, au + at);
+  out.insert (out.end (), parameter_sets.begin (), parameter_sets.end ());
+  out.insert (out.end (), au + at, au + len);
+  return out;
+}
+
 }  // namespace livemicro::orchestrator::h264

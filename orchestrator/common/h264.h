@@ -53,5 +53,10 @@ std::optional<FrameInfo> frame_info (const uint8_t *au, size_t len);
 
 // The SPS and PPS NAL units (with start codes) found in `au`, if any.
 std::vector<uint8_t> parameter_sets (const uint8_t *au, size_t len);
+// `au` with `parameter_sets` (Annex-B SPS/PPS) in front of its NAL units,
+// after its access unit delimiter if it starts with one (an AUD must come
+// first: a parser such as ffmpeg's starts a new access unit at a
+// delimiter or parameter set found later, and the frame loses its time).
+std::vector<uint8_t> with_parameter_sets (const uint8_t *au, size_t len, const std::vector<uint8_t> &parameter_sets);
 
 }  // namespace livemicro::orchestrator::h264

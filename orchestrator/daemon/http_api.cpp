@@ -2,6 +2,7 @@
 
 #include "api_json.h"
 #include "common/qupath_geojson.h"
+#include "common/tokens.h"
 #include "ws_guard.h"
 
 #include <json-glib/json-glib.h>
@@ -32,6 +33,7 @@ http_status (Reason reason)
     case Reason::kRateLimited: return 429;
     case Reason::kUnavailable: return 503;
     case Reason::kTimedOut: return 504;
+    case Reason::kUnsupportedMediaType: return 415;
   }
   return 500;
 }
@@ -139,6 +141,10 @@ HttpApi::~HttpApi ()
     g_source_remove (reap_timer_);
   while (!viewers_.empty ())
     close_viewer (viewers_.begin ()->first);
+  if (whep_listener_)
+    node_.remove_listener (whep_listener_);
+  while (!whep_.empty ())
+    end_whep (whep_.begin ()->first);
   if (server_) {
     soup_server_disconnect (server_);
     g_object_unref (server_);
@@ -276,6 +282,17 @@ HttpApi::start ()
     port_ = g_uri_get_port (static_cast<GUri *> (uris->data));
   g_slist_free_full (uris, (GDestroyNotify) g_uri_unref);
   node_.set_http_port (port_);
+  // A session that ends takes its WHEP peers with it.
+  whep_listener_ = node_.add_listener ([this] (const Node::Event &e) {
+    if (e.kind != "session_ended")
+      return;
+    std::vector<std::string> gone;
+    for (const auto &[id, r] : whep_)
+      if (r.session_id == e.session)
+        gone.push_back (id);
+    for (const auto &id : gone)
+      end_whep (id);
+  });
 }
 
 size_t
@@ -330,6 +347,8 @@ HttpApi::routes ()
     {"DELETE", "/api/v1/microscopes/{}/annotations/{}", true, &HttpApi::delete_annotation},
     {"GET", "/api/v1/microscopes/{}/annotations.geojson", true, &HttpApi::microscope_annotations_geojson},
     {"GET", "/api/v1/audit", true, &HttpApi::audit},
+    {"POST", "/whep/{}", true, &HttpApi::whep_offer},
+    {"DELETE", "/whep/{}/{}", true, &HttpApi::whep_delete},
   };
   return table;
 }
@@ -899,6 +918,97 @@ HttpApi::audit (Call &c)
   json_builder_end_array (b);
   json_builder_end_object (b);
   respond (c.msg, 200, to_string (b));
+}
+
+// ---- WHEP (draft-ietf-wish-whep): /whep/{session} ------------------------------
+// The viewer offers (POST, application/sdp), the daemon answers with every
+// candidate in the answer (201, Location: the resource); DELETE on the
+// resource ends it.  No trickle ICE (PATCH is 405).  The same peer as the
+// page's WebSocket signalling (WebRtcPeer), the same authorisation: the
+// session's own token only, and the session's own view (a guest's is
+// masked).
+
+void
+HttpApi::whep_offer (Call &c)
+{
+  const std::string &session_id = c.params[0];
+  if (!c.who.session || c.who.session->id != session_id)
+    throw Refusal {Reason::kUnauthenticated, "invalid token for this session"};
+  SoupMessageHeaders *h = soup_server_message_get_request_headers (c.msg);
+  const char *type = soup_message_headers_get_one (h, "Content-Type");
+  g_autoptr (GBytes) bytes = soup_message_body_flatten (soup_server_message_get_request_body (c.msg));
+  gsize len = 0;
+  const char *data = static_cast<const char *> (g_bytes_get_data (bytes, &len));
+  WhepOffer offer = parse_whep_offer (type ? type : "", data, len, max_body_bytes ());
+  auto view = node_.hubs ().at (c.who.session->microscope)->view_of (session_id);
+  if (!view)
+    throw Refusal {Reason::kUnavailable, "no view for this session"};
+  size_t open = std::count_if (whep_.begin (), whep_.end (),
+      [&] (const auto &kv) { return kv.second.session_id == session_id; });
+  if (open >= kMaxWhepPerSession)
+    throw Refusal {Reason::kRateLimited, "this session has " + std::to_string (open) +
+                                             " WHEP viewers already; DELETE one first"};
+
+  const std::string resource = random_id ();
+  auto peer = std::make_shared<WebRtcPeer> (view, node_.config ().listen_address, nullptr);
+  whep_[resource] = WhepResource {session_id, view->microscope () + "/" + view->profile (), peer};
+  peer->set_on_failed ([this, resource] { end_whep (resource); });
+  SoupServerMessage *msg = c.msg;
+  g_object_ref (msg);
+  soup_server_message_pause (msg);
+  const Principal who = c.who;
+  auto answered = [this, msg, resource, session_id, who] (const std::string &sdp, const std::optional<Refusal> &refused) {
+    auto it = whep_.find (resource);
+    if (refused || it == whep_.end ()) {
+      if (it != whep_.end ())
+        end_whep (resource);
+      Refusal r = refused.value_or (Refusal {Reason::kNotFound, "the session ended"});
+      respond_error (msg, http_status (r.reason), node_.shown_to (who, r.message));
+    } else {
+      it->second.counted = true;
+      node_.count_webrtc_viewer (it->second.count_key, +1);
+      soup_message_headers_replace (soup_server_message_get_response_headers (msg), "Location",
+          ("/whep/" + session_id + "/" + resource).c_str ());
+      respond (msg, 201, sdp, "application/sdp");
+    }
+    soup_server_message_unpause (msg);
+    g_object_unref (msg);
+  };
+  try {
+    peer->answer (offer, answered);
+  } catch (const std::exception &e) {
+    // answer() threw before it could call back: nobody else answers.
+    end_whep (resource);
+    respond_error (msg, 503, node_.shown_to (who, e.what ()));
+    soup_server_message_unpause (msg);
+    g_object_unref (msg);
+  }
+}
+
+void
+HttpApi::whep_delete (Call &c)
+{
+  const std::string &session_id = c.params[0], &resource = c.params[1];
+  if (!c.who.session || c.who.session->id != session_id)
+    throw Refusal {Reason::kUnauthenticated, "invalid token for this session"};
+  auto it = whep_.find (resource);
+  if (it == whep_.end () || it->second.session_id != session_id)
+    throw Refusal {Reason::kNotFound, "no such WHEP resource"};
+  end_whep (resource);
+  respond (c.msg, 204, "", "text/plain");
+}
+
+void
+HttpApi::end_whep (const std::string &resource)
+{
+  auto it = whep_.find (resource);
+  if (it == whep_.end ())
+    return;
+  WhepResource r = std::move (it->second);
+  whep_.erase (it);
+  r.peer->stop ();
+  if (r.counted)
+    node_.count_webrtc_viewer (r.count_key, -1);
 }
 
 // ---- WebSockets: the viewer page (/ws/{session}) and event clients

@@ -1,7 +1,8 @@
 // livemicrod's HTTP side (libsoup 3): the REST API under /api/v1, /healthz,
-// /metrics, the viewer page, and the WebSockets (/ws/{session}: the viewer
-// page's WebRTC signalling and events; /api/v1/microscopes/{id}/events:
-// events only).
+// /metrics, the viewer page, WHEP (/whep/{session}: WebRTC playback
+// negotiated in one HTTP exchange, draft-ietf-wish-whep), and the WebSockets
+// (/ws/{session}: the viewer page's WebRTC signalling and events;
+// /api/v1/microscopes/{id}/events: events only).
 //
 // A route table of small handlers: each parses its request into a typed call
 // (requests.h), calls the node or a microscope hub, and renders the typed
@@ -80,6 +81,8 @@ private:
   void delete_annotation (Call &c);
   void microscope_annotations_geojson (Call &c);
   void audit (Call &c);
+  void whep_offer (Call &c);
+  void whep_delete (Call &c);
 
   // The viewer and events WebSockets.
   void on_viewer_message (Viewer *v, const char *data, size_t len);
@@ -87,12 +90,25 @@ private:
   void end_viewer (Viewer *v, int code, const char *reason);
   void close_viewer (Viewer *v);
 
+  // WHEP resources (/whep/{session}/{resource}): a WebRTC peer each.
+  struct WhepResource {
+    std::string session_id, count_key;
+    std::shared_ptr<WebRtcPeer> peer;
+    bool counted = false;  // answered: counted as a WebRTC viewer
+  };
+  // Per session at once (a page that reloads makes a new one before its
+  // old one's ICE times out).
+  static constexpr size_t kMaxWhepPerSession = 8;
+  void end_whep (const std::string &resource);
+
   Node &node_;
   SoupServer *server_ = nullptr;
   int port_ = 0;
   LeakedSocketReaper reaper_;
   guint reap_timer_ = 0;
   std::map<Viewer *, std::unique_ptr<Viewer>> viewers_;
+  std::map<std::string, WhepResource> whep_;  // by resource id
+  int whep_listener_ = 0;
 };
 
 }  // namespace livemicro::orchestrator

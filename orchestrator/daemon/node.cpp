@@ -388,8 +388,10 @@ Node::view_error_of_session (const SessionRecord &s) const
 void
 Node::register_session (const SessionRecord &s)
 {
-  auto view = hubs_.at (s.microscope)->acquire_view (s.role, s.id);
-  rtsp_->add_session (s, view);
+  MicroscopeHub &hub = *hubs_.at (s.microscope);
+  auto view = hub.acquire_view (s.role, s.id);
+  const std::string &scope = hub.config ().name.empty () ? hub.id () : hub.config ().name;
+  rtsp_->add_session (s, view, "LiveMicro " + scope + " \u2014 " + s.role + " view");
 }
 
 std::string

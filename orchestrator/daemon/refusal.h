@@ -20,6 +20,7 @@ enum class Reason {
   kRateLimited,
   kUnavailable,      // offline, the database cannot be written, a view cannot be built
   kTimedOut,
+  kUnsupportedMediaType,  // a body of another content type than the route reads
 };
 struct Refusal {
   Reason reason;

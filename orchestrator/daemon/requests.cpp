@@ -1,6 +1,7 @@
 #include "requests.h"
 
 #include <glib.h>
+#include <gst/sdp/sdp.h>
 #include <livemicro/json_text.h>
 
 #include <cmath>
@@ -419,6 +420,139 @@ parse_viewer_message (const char *data, size_t len, size_t max_bytes)
     throw Refusal {Reason::kInvalid, "unknown message type '" + type + "'"};
   }
   return m;
+}
+
+}  // namespace livemicro::orchestrator
+
+namespace livemicro::orchestrator {
+
+namespace {
+
+// The value of an SDP attribute at media level, else at session level.
+const char *
+sdp_attribute (const GstSDPMessage *sdp, const GstSDPMedia *m, const char *key)
+{
+  if (const char *v = gst_sdp_media_get_attribute_val (m, key))
+    return v;
+  return gst_sdp_message_get_attribute_val (sdp, key);
+}
+
+// Whether the fmtp parameters of a payload ("packetization-mode=1;
+// profile-level-id=42e01f;...") fit what the daemon sends; `rank` is lower
+// for a better fit (constrained baseline before baseline).
+bool
+h264_fmtp_fits (const std::string &params, int &rank)
+{
+  bool mode1 = false;
+  std::string profile;
+  g_auto (GStrv) parts = g_strsplit (params.c_str (), ";", -1);
+  for (char **p = parts; *p; p++) {
+    g_autofree char *item = g_strstrip (g_strdup (*p));
+    g_autofree char *lower = g_ascii_strdown (item, -1);
+    if (!strcmp (lower, "packetization-mode=1"))
+      mode1 = true;
+    else if (g_str_has_prefix (lower, "profile-level-id="))
+      profile = lower + strlen ("profile-level-id=");
+  }
+  if (!mode1 || profile.size () != 6)
+    return false;
+  // profile_idc 66 (baseline) with constraint_set1 (constrained baseline)
+  // first; any level: the stream's level is below what receivers offer.
+  if (profile.compare (0, 2, "42") != 0)
+    return false;
+  unsigned constraints = (unsigned) g_ascii_strtoull (profile.substr (2, 2).c_str (), nullptr, 16);
+  rank = (constraints & 0x40) ? 0 : 1;
+  return true;
+}
+
+}  // namespace
+
+WhepOffer
+parse_whep_offer (const std::string &content_type, const char *data, size_t len, size_t max_bytes)
+{
+  if (len == 0)
+    throw Refusal {Reason::kMalformed, "malformed SDP: empty body (the offer goes in the body)"};
+  std::string type = content_type.substr (0, content_type.find (';'));
+  while (!type.empty () && type.back () == ' ')
+    type.pop_back ();
+  if (g_ascii_strcasecmp (type.c_str (), "application/sdp") != 0)
+    throw Refusal {Reason::kUnsupportedMediaType,
+        "the body must be an SDP offer with 'Content-Type: application/sdp'"};
+  if (len > max_bytes)
+    throw Refusal {Reason::kTooLarge, "body larger than " + std::to_string (max_bytes) + " bytes"};
+  std::string text (data, len);
+  if (!g_utf8_validate (text.data (), (gssize) text.size (), nullptr) || text.find ('\0') != std::string::npos)
+    throw Refusal {Reason::kMalformed, "malformed SDP: not UTF-8 text"};
+  if (text.compare (0, 4, "v=0\n") != 0 && text.compare (0, 5, "v=0\r\n") != 0)
+    throw Refusal {Reason::kMalformed, "malformed SDP: it must start with 'v=0'"};
+  // Every line is "<letter>=<value>" (gst_sdp_message_parse_buffer skips
+  // what it does not understand; the daemon does not).
+  {
+    size_t i = 0;
+    while (i < text.size ()) {
+      size_t j = text.find ('\n', i);
+      if (j == std::string::npos)
+        j = text.size ();
+      std::string line = text.substr (i, j - i);
+      if (!line.empty () && line.back () == '\r')
+        line.pop_back ();
+      if (!line.empty () && (line.size () < 2 || !g_ascii_islower (line[0]) || line[1] != '='))
+        throw Refusal {Reason::kMalformed, "malformed SDP: a line is not '<type>=<value>'"};
+      i = j + 1;
+    }
+  }
+  GstSDPMessage *parsed = nullptr;
+  if (gst_sdp_message_new_from_text (text.c_str (), &parsed) != GST_SDP_OK || !parsed)
+    throw Refusal {Reason::kMalformed, "malformed SDP"};
+  std::unique_ptr<GstSDPMessage, decltype (&gst_sdp_message_free)> sdp (parsed, gst_sdp_message_free);
+  const guint n = gst_sdp_message_medias_len (sdp.get ());
+  if (n == 0)
+    throw Refusal {Reason::kMalformed, "malformed SDP: no m= section"};
+  WhepOffer out;
+  int best = -1;
+  std::string why = "no m=video section";
+  for (guint i = 0; i < n; i++) {
+    const GstSDPMedia *m = gst_sdp_message_get_media (sdp.get (), i);
+    if (!sdp_attribute (sdp.get (), m, "ice-ufrag") || !sdp_attribute (sdp.get (), m, "ice-pwd"))
+      throw Refusal {Reason::kMalformed, "malformed SDP: an m= section without ice-ufrag and ice-pwd"};
+    if (!sdp_attribute (sdp.get (), m, "fingerprint"))
+      throw Refusal {Reason::kMalformed, "malformed SDP: an m= section without a DTLS fingerprint"};
+    if (g_strcmp0 (gst_sdp_media_get_media (m), "video") != 0 || best >= 0)
+      continue;
+    if (gst_sdp_media_get_attribute_val (m, "sendonly") || gst_sdp_media_get_attribute_val (m, "inactive")) {
+      why = "the video section does not receive (sendonly or inactive)";
+      continue;
+    }
+    why = "no H.264 with packetization-mode=1 and a baseline profile offered";
+    int best_rank = 2;
+    for (guint k = 0; k < gst_sdp_media_attributes_len (m); k++) {
+      const GstSDPAttribute *a = gst_sdp_media_get_attribute (m, k);
+      if (g_strcmp0 (a->key, "rtpmap") != 0 || !a->value)
+        continue;
+      // "<pt> H264/90000"
+      char *end = nullptr;
+      guint64 pt = g_ascii_strtoull (a->value, &end, 10);
+      if (end == a->value || pt < 96 || pt > 127 || !end || *end != ' ' ||
+          g_ascii_strncasecmp (end + 1, "H264/90000", 10) != 0)
+        continue;
+      std::string prefix = std::to_string (pt) + " ";
+      for (guint f = 0; f < gst_sdp_media_attributes_len (m); f++) {
+        const GstSDPAttribute *fa = gst_sdp_media_get_attribute (m, f);
+        int rank = 2;
+        if (g_strcmp0 (fa->key, "fmtp") == 0 && fa->value && g_str_has_prefix (fa->value, prefix.c_str ()) &&
+            h264_fmtp_fits (fa->value + prefix.size (), rank) && rank < best_rank) {
+          best_rank = rank;
+          out.h264_payload = (unsigned) pt;
+          out.video_mline = i;
+          best = (int) i;
+        }
+      }
+    }
+  }
+  if (best < 0)
+    throw Refusal {Reason::kInvalid, "the offer has nothing LiveMicro can send: " + why};
+  out.sdp = std::move (text);
+  return out;
 }
 
 }  // namespace livemicro::orchestrator

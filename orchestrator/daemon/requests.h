@@ -114,6 +114,22 @@ struct AnnotationRequest {
 constexpr double kMaxSlideCoordinateUm = 1e9;
 AnnotationRequest parse_annotation_request (const JsonInput &body);
 
+// POST /whep/{session} (draft-ietf-wish-whep): the viewer's SDP offer.
+// What the daemon sends: one H.264 video stream, constrained baseline,
+// packetization-mode 1.
+struct WhepOffer {
+  std::string sdp;             // the offer as it came (valid UTF-8, CRLF or LF lines)
+  unsigned h264_payload = 0;   // the offer's payload type for that stream
+  unsigned video_mline = 0;    // the index of its m=video section
+};
+// Throws Refusal: unsupported media type unless `content_type` is
+// application/sdp (parameters allowed); too large over `max_bytes`;
+// malformed when the body is not an SDP offer a WebRTC peer sends (v=0
+// first, m= sections, ICE credentials, a DTLS fingerprint); invalid when
+// it is one but offers no video the daemon can send (H.264 with
+// packetization-mode=1 and a baseline profile-level-id), or only send.
+WhepOffer parse_whep_offer (const std::string &content_type, const char *data, size_t len, size_t max_bytes);
+
 // ---- WebSocket messages (viewer page /ws/{session}, events sockets) ------
 
 struct ViewerMessage {

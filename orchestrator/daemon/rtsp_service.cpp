@@ -10,6 +10,7 @@ namespace livemicro::orchestrator {
 
 struct RtspService::Mount {
   std::string session_id;
+  std::string title;  // the SDP session name
   std::shared_ptr<ViewStream> view;
   GstRTSPMediaFactory *factory = nullptr;
 };
@@ -21,6 +22,54 @@ role_for (const std::string &session_id)
 {
   // GstStructure names (roles) must start with a letter.
   return "session-" + session_id;
+}
+
+// The media of a mount: gst-rtsp-server's, with the SDP session name (s=)
+// saying which microscope and view it is instead of "Session streamed with
+// GStreamer".  The client sets its default name before the media's
+// setup_sdp runs, so the media overrides it there.
+constexpr const char *kSdpTitleKey = "livemicro-sdp-title";
+
+struct LivemicroRtspMedia {
+  GstRTSPMedia parent;
+};
+struct LivemicroRtspMediaClass {
+  GstRTSPMediaClass parent_class;
+};
+G_DEFINE_TYPE (LivemicroRtspMedia, livemicro_rtsp_media, GST_TYPE_RTSP_MEDIA)
+
+gboolean
+livemicro_rtsp_media_setup_sdp (GstRTSPMedia *media, GstSDPMessage *sdp, GstSDPInfo *info)
+{
+  if (!GST_RTSP_MEDIA_CLASS (livemicro_rtsp_media_parent_class)->setup_sdp (media, sdp, info))
+    return FALSE;
+  if (auto *title = static_cast<const char *> (g_object_get_data (G_OBJECT (media), kSdpTitleKey))) {
+    gst_sdp_message_set_session_name (sdp, title);
+    gst_sdp_message_set_information (sdp, "LiveMicro live view (H.264)");
+  }
+  return TRUE;
+}
+
+void
+livemicro_rtsp_media_class_init (LivemicroRtspMediaClass *klass)
+{
+  GST_RTSP_MEDIA_CLASS (klass)->setup_sdp = livemicro_rtsp_media_setup_sdp;
+}
+
+void
+livemicro_rtsp_media_init (LivemicroRtspMedia *)
+{
+}
+
+// One line of printable text for an SDP field.
+std::string
+sdp_text (const std::string &text)
+{
+  std::string out;
+  for (unsigned char c : text)
+    if (c >= 0x20 && c != 0x7f)
+      out += (char) c;
+  return out.empty () ? "LiveMicro" : out;
 }
 
 }  // namespace
@@ -64,16 +113,18 @@ RtspService::start (GTlsCertificate *tls)
 }
 
 void
-RtspService::add_session (const SessionRecord &s, std::shared_ptr<ViewStream> view)
+RtspService::add_session (const SessionRecord &s, std::shared_ptr<ViewStream> view, const std::string &title)
 {
   remove_session (s.id);
   auto mount = std::make_shared<Mount> ();
   mount->session_id = s.id;
+  mount->title = sdp_text (title);
   mount->view = view;
   GstRTSPMediaFactory *f = gst_rtsp_media_factory_new ();
   gst_rtsp_media_factory_set_launch (f,
-      "( appsrc name=src is-live=true format=time do-timestamp=true min-latency=0 "
-      "! rtph264pay name=pay0 pt=96 config-interval=-1 aggregate-mode=zero-latency )");
+      "( appsrc name=src is-live=true format=time do-timestamp=false min-latency=0 "
+      "! rtph264pay name=pay0 pt=96 config-interval=0 aggregate-mode=zero-latency )");
+  gst_rtsp_media_factory_set_media_gtype (f, livemicro_rtsp_media_get_type ());
   // All players of one session share one media (and the stream of the view).
   gst_rtsp_media_factory_set_shared (f, TRUE);
   gst_rtsp_media_factory_set_suspend_mode (f, GST_RTSP_SUSPEND_MODE_NONE);
@@ -86,12 +137,13 @@ RtspService::add_session (const SessionRecord &s, std::shared_ptr<ViewStream> vi
   g_signal_connect_data (f, "media-configure",
       G_CALLBACK (+[] (GstRTSPMediaFactory *, GstRTSPMedia *media, gpointer data) {
         auto mount = *static_cast<std::shared_ptr<Mount> *> (data);
+        g_object_set_data_full (G_OBJECT (media), kSdpTitleKey, g_strdup (mount->title.c_str ()), g_free);
         GstElement *bin = gst_rtsp_media_get_element (media);
         GstElement *src = gst_bin_get_by_name_recurse_up (GST_BIN (bin), "src");
         gst_object_unref (bin);
         if (!src)
           return;
-        int handle = mount->view->add_viewer (GST_APP_SRC (src));
+        int handle = mount->view->add_viewer (GST_APP_SRC (src), ViewStream::Timestamps::kCaptureClock);
         gst_object_unref (src);
         struct Ctx {
           std::shared_ptr<Mount> mount;

@@ -29,7 +29,9 @@ public:
   int port () const { return port_; }
   bool tls () const { return tls_; }
 
-  void add_session (const SessionRecord &s, std::shared_ptr<ViewStream> view);
+  // `title` is the SDP session name players show (s=; ffprobe's "title"),
+  // e.g. "LiveMicro demo — consultant view"; control characters are dropped.
+  void add_session (const SessionRecord &s, std::shared_ptr<ViewStream> view, const std::string &title);
   void remove_session (const std::string &id);
   // Clients that are playing, per view id.
   size_t viewers (uint32_t view_id) const;

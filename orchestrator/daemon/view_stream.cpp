@@ -4,6 +4,71 @@
 
 namespace livemicro::orchestrator {
 
+uint64_t
+CaptureTimeline::pts (int64_t capture_unix_ns, uint64_t running_now_ns, uint64_t duration_ns)
+{
+  const bool now_known = running_now_ns != GST_CLOCK_TIME_NONE;
+  const uint64_t step = duration_ns ? duration_ns : kMinStepNs;
+  bool anchor = !anchored_;
+  uint64_t pts = 0;
+  if (anchored_) {
+    int64_t since = capture_unix_ns - anchor_capture_ns_;
+    if (since < 0) {
+      anchor = true;  // the capture clock went back
+    } else {
+      pts = anchor_pts_ + (uint64_t) since;
+      uint64_t drift = !now_known ? 0 : pts > running_now_ns ? pts - running_now_ns : running_now_ns - pts;
+      anchor = drift > kMaxDriftNs;
+    }
+  }
+  if (anchor) {
+    pts = now_known ? running_now_ns : 0;
+    if (anchored_ && pts < last_pts_ + step)
+      pts = last_pts_ + step;
+    anchored_ = true;
+    anchors_++;
+    anchor_pts_ = pts;
+    anchor_capture_ns_ = capture_unix_ns;
+  } else if (pts < last_pts_ + kMinStepNs) {
+    pts = last_pts_ + kMinStepNs;  // two frames with one capture time
+  }
+  last_pts_ = pts;
+  return pts;
+}
+
+namespace {
+
+// What leaves a viewer's appsrc gets its timestamps from the capture time it
+// carries (CaptureTimeline); a buffer without one keeps what it has.
+GstPadProbeReturn
+stamp_from_capture_time (GstPad *pad, GstPadProbeInfo *info, gpointer data)
+{
+  static GstCaps *caps = gst_caps_from_string (kCaptureTimeCaps);
+  auto *timeline = static_cast<CaptureTimeline *> (data);
+  GstBuffer *b = GST_PAD_PROBE_INFO_BUFFER (info);
+  GstReferenceTimestampMeta *m = gst_buffer_get_reference_timestamp_meta (b, caps);
+  if (!m)
+    return GST_PAD_PROBE_OK;
+  GstClockTime now = GST_CLOCK_TIME_NONE;
+  GstElement *src = GST_ELEMENT (gst_pad_get_parent (pad));
+  if (src) {
+    if (GstClock *clock = gst_element_get_clock (src)) {
+      GstClockTime t = gst_clock_get_time (clock), base = gst_element_get_base_time (src);
+      if (t != GST_CLOCK_TIME_NONE && base != GST_CLOCK_TIME_NONE && t >= base)
+        now = t - base;
+      gst_object_unref (clock);
+    }
+    gst_object_unref (src);
+  }
+  b = gst_buffer_make_writable (b);
+  GST_BUFFER_PTS (b) = GST_BUFFER_DTS (b) = timeline->pts ((int64_t) m->timestamp, now,
+      GST_BUFFER_DURATION_IS_VALID (b) ? GST_BUFFER_DURATION (b) : 0);
+  GST_PAD_PROBE_INFO_DATA (info) = b;
+  return GST_PAD_PROBE_OK;
+}
+
+}  // namespace
+
 ViewStream::ViewStream (uint32_t id, std::string microscope, std::string profile,
     std::string key)
     : id_ (id), microscope_ (std::move (microscope)), profile_ (std::move (profile)),
@@ -19,12 +84,19 @@ ViewStream::~ViewStream ()
 }
 
 int
-ViewStream::add_viewer (GstAppSrc *appsrc)
+ViewStream::add_viewer (GstAppSrc *appsrc, Timestamps timestamps)
 {
   GstCaps *caps = gst_caps_from_string (
       "video/x-h264,stream-format=byte-stream,alignment=au,profile=constrained-baseline");
   gst_app_src_set_caps (appsrc, caps);
   gst_caps_unref (caps);
+  GstPad *pad = timestamps == Timestamps::kCaptureClock ? gst_element_get_static_pad (GST_ELEMENT (appsrc), "src")
+                                                       : nullptr;
+  if (pad) {
+    gst_pad_add_probe (pad, GST_PAD_PROBE_TYPE_BUFFER, stamp_from_capture_time, new CaptureTimeline,
+        [] (gpointer d) { delete static_cast<CaptureTimeline *> (d); });
+    gst_object_unref (pad);
+  }
   int handle;
   {
     std::lock_guard<std::mutex> lock (mutex_);
@@ -76,43 +148,37 @@ ViewStream::push (const wire::FrameHeader &h, const uint8_t *au, size_t len)
   bytes_ += len;
   last_capture_us_ = h.capture_unix_us;
   const bool key = h.flags & wire::kFlagKeyframe;
+  const bool has_sps = key && h264::has_nal (au, len, h264::kSps);
   std::vector<uint8_t> ps;
-  if (key)
+  if (has_sps)
     ps = h264::parameter_sets (au, len);
-  {
-    std::lock_guard<std::mutex> lock (mutex_);
-    if (!ps.empty ())
-      parameter_sets_ = std::move (ps);
-    recent_[h.capture_unix_us] = h;
-    while (recent_.size () > 64)
-      recent_.erase (recent_.begin ());
-  }
-  GstBuffer *frame = nullptr;     // the access unit as it came
-  GstBuffer *with_ps = nullptr;   // with SPS/PPS in front, for a first keyframe
   std::lock_guard<std::mutex> lock (mutex_);
+  if (!ps.empty ())
+    parameter_sets_ = std::move (ps);
+  recent_[h.capture_unix_us] = h;
+  while (recent_.size () > 64)
+    recent_.erase (recent_.begin ());
+  // Every keyframe carries SPS/PPS (put in after its delimiter when the
+  // encoder left them out), so a viewer can start at any of them.  The RTSP
+  // payloader adds none of its own (config-interval=0): a second copy after
+  // the SEI made ffmpeg split the frame and lose its timestamp.
+  GstBuffer *frame = nullptr;
   for (auto &kv : viewers_) {
     Viewer &v = kv.second;
     if (!v.started && !key)
       continue;
-    GstBuffer *src;
-    if (!v.started) {
-      v.started = true;
-      if (!with_ps) {
-        bool has_sps = h264::has_nal (au, len, h264::kSps);
-        std::vector<uint8_t> data;
-        if (!has_sps)
-          data = parameter_sets_;
-        data.insert (data.end (), au, au + len);
-        with_ps = gst_buffer_new_memdup (data.data (), data.size ());
-      }
-      src = with_ps;
-    } else {
-      if (!frame)
+    v.started = true;
+    if (!frame) {
+      if (key && !has_sps && !parameter_sets_.empty ()) {
+        std::vector<uint8_t> data = h264::with_parameter_sets (au, len, parameter_sets_);
+        frame = gst_buffer_new_memdup (data.data (), data.size ());
+      } else {
         frame = gst_buffer_new_memdup (au, len);
-      src = frame;
+      }
     }
-    // A shallow copy per viewer: appsrc stamps its own timestamps.
-    GstBuffer *b = gst_buffer_copy (src);
+    // A shallow copy per viewer, stamped when it leaves the viewer's appsrc
+    // (Timestamps).
+    GstBuffer *b = gst_buffer_copy (frame);
     GST_BUFFER_PTS (b) = GST_BUFFER_DTS (b) = GST_CLOCK_TIME_NONE;
     GST_BUFFER_DURATION (b) = h.duration_ns ? h.duration_ns : GST_CLOCK_TIME_NONE;
     if (!key)
@@ -123,8 +189,6 @@ ViewStream::push (const wire::FrameHeader &h, const uint8_t *au, size_t len)
   }
   if (frame)
     gst_buffer_unref (frame);
-  if (with_ps)
-    gst_buffer_unref (with_ps);
 }
 
 }  // namespace livemicro::orchestrator

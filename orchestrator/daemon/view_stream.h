@@ -23,6 +23,33 @@ namespace livemicro::orchestrator {
 // GstReferenceTimestampMeta with these caps (ns since the Unix epoch).
 constexpr const char *kCaptureTimeCaps = "timestamp/x-unix";
 
+// A viewer's timestamps from the capture clock.  Its first frame is stamped
+// with the viewer pipeline's running time when it leaves the appsrc; each
+// later one by how much later it was captured, so the RTP timestamps keep
+// the capture spacing (not the jitter of the socket from the worker, nor a
+// burst of frames queued before PLAY) and agree with the RTCP sender
+// reports, which map the same running time.  The timestamps only ever
+// increase: a capture clock stepped back, frames from a restarted worker
+// after a gap, or a drift of more than kMaxDriftNs from the running time
+// start a new anchor at the running time (at least one frame after the
+// last).  Plain arithmetic, no GStreamer state: unit-tested.
+class CaptureTimeline {
+public:
+  static constexpr uint64_t kMaxDriftNs = 1000000000;   // 1 s
+  static constexpr uint64_t kMinStepNs = 1000000;       // 1 ms, 90 ticks of RTP's clock
+  // `running_now_ns` is GST_CLOCK_TIME_NONE when the pipeline has no clock
+  // yet; `duration_ns` 0 when unknown.
+  uint64_t pts (int64_t capture_unix_ns, uint64_t running_now_ns, uint64_t duration_ns);
+  bool anchored () const { return anchored_; }
+  int anchors () const { return anchors_; }
+
+private:
+  bool anchored_ = false;
+  int anchors_ = 0;
+  uint64_t anchor_pts_ = 0, last_pts_ = 0;
+  int64_t anchor_capture_ns_ = 0;
+};
+
 class ViewStream {
 public:
   ViewStream (uint32_t id, std::string microscope, std::string profile, std::string key);
@@ -33,8 +60,15 @@ public:
   const std::string &profile () const { return profile_; }
   const std::string &key () const { return key_; }
 
+  // How a viewer's appsrc stamps what leaves it.
+  enum class Timestamps {
+    kCaptureClock,  // CaptureTimeline (give the appsrc do-timestamp=false): RTSP players
+    kArrival,       // the appsrc's do-timestamp (give it do-timestamp=true): WebRTC
+                    // peers, as before (their playout follows arrival; the page
+                    // maps RTP timestamps to capture times with "frame" messages)
+  };
   // Adds an appsrc (caps set here); returns a handle for remove_viewer.
-  int add_viewer (GstAppSrc *appsrc);
+  int add_viewer (GstAppSrc *appsrc, Timestamps timestamps);
   void remove_viewer (int handle);
   size_t viewers () const;
 

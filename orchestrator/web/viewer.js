@@ -5,8 +5,12 @@
 //
 // URL: /view/{session id}#token={session token}.  The token stays in the
 // fragment (never sent in a request); the page sends it as the first
-// WebSocket message and as a Bearer token to the API.  Protocol on
-// /ws/{session id} (JSON):
+// WebSocket message and as a Bearer token to the API.  With ?whep=1
+// (/view/{id}?whep=1#token=…) the video comes through WHEP instead: the page
+// offers, POST /whep/{session id} answers (every candidate in it), DELETE on
+// its Location ends it; the WebSocket then carries events only (hello with
+// webrtc: false) and no per-frame capture times, so no latency figure.
+// Protocol on /ws/{session id} (JSON):
 //   → {type:"hello", token}            ← {type:"welcome", session, online, state, features, control}
 //   ← {type:"offer", sdp}              → {type:"answer", sdp}
 //   ↔ {type:"ice", candidate, sdpMLineIndex}
@@ -19,6 +23,7 @@
   const $ = (id) => document.getElementById(id);
   const sessionId = location.pathname.split('/').filter(Boolean).pop();
   const token = new URLSearchParams(location.hash.slice(1)).get('token') || '';
+  const useWhep = new URLSearchParams(location.search).get('whep') === '1';
   const video = $('video');
   const stageEl = $('stage');
   const canvas = $('overlay');
@@ -27,7 +32,7 @@
     ws: null, pc: null, framesDecoded: 0, shown: [], latencies: [],
     frameByRtp: new Map(), clockOffsetMs: 0, bestRttMs: Infinity, iceState: 'new', retry: 0,
     session: null, microscope: null, scope: null, control: null, lease: null,
-    shownFrame: null, pointers: new Map(), annotations: new Map(),
+    shownFrame: null, pointers: new Map(), annotations: new Map(), whep: useWhep, whepResource: null,
     tool: 'move', draft: [], lastNotice: '', commands: [],
   };
   window.livemicro = state;  // for tests and the curious
@@ -359,22 +364,26 @@
     if (r.status === 200) for (const a of r.data.annotations) state.annotations.set(a.id, a);
   }
 
-  // ---------- WebRTC and the socket
-  async function onOffer(sdp) {
+  // ---------- WebRTC (signalled on the socket, or WHEP) and the socket
+  function newPeer() {
     const pc = new RTCPeerConnection({ iceServers: [] });
     state.pc = pc;
     pc.ontrack = (e) => {
       video.srcObject = e.streams[0] || new MediaStream([e.track]);
       video.play().catch(() => {});
     };
-    pc.onicecandidate = (e) => {
-      if (e.candidate) send({ type: 'ice', candidate: e.candidate.candidate, sdpMLineIndex: e.candidate.sdpMLineIndex });
-    };
     pc.oniceconnectionstatechange = () => {
       state.iceState = pc.iceConnectionState;
       $('ice').textContent = state.iceState;
       if (state.iceState === 'connected' || state.iceState === 'completed') { setConn('live', 'badge-ok'); state.retry = 0; }
       if (state.iceState === 'failed') reconnect('ICE failed');
+    };
+    return pc;
+  }
+  async function onOffer(sdp) {
+    const pc = newPeer();
+    pc.onicecandidate = (e) => {
+      if (e.candidate) send({ type: 'ice', candidate: e.candidate.candidate, sdpMLineIndex: e.candidate.sdpMLineIndex });
     };
     await pc.setRemoteDescription({ type: 'offer', sdp });
     // Candidates that came before the offer was applied.
@@ -383,6 +392,37 @@
     const answer = await pc.createAnswer();
     await pc.setLocalDescription(answer);
     send({ type: 'answer', sdp: answer.sdp });
+  }
+
+  // WHEP: receive-only H.264, the offer sent once ICE gathering completed
+  // (at most 2 s), the answer holds the daemon's candidates (no trickle).
+  async function startWhep() {
+    const pc = newPeer();
+    pc.addTransceiver('video', { direction: 'recvonly' });
+    await pc.setLocalDescription(await pc.createOffer());
+    await new Promise((resolve) => {
+      if (pc.iceGatheringState === 'complete') { resolve(); return; }
+      const done = () => { if (pc.iceGatheringState === 'complete') resolve(); };
+      pc.addEventListener('icegatheringstatechange', done);
+      setTimeout(resolve, 2000);
+    });
+    const res = await fetch(`/whep/${sessionId}`, {
+      method: 'POST',
+      headers: { Authorization: 'Bearer ' + token, 'Content-Type': 'application/sdp' },
+      body: pc.localDescription.sdp,
+    });
+    if (res.status !== 201) {
+      const why = await res.json().catch(() => ({}));
+      throw new Error(`WHEP ${res.status}: ${why.error || ''}`);
+    }
+    if (pc !== state.pc) return;  // started over meanwhile
+    state.whepResource = new URL(res.headers.get('Location'), location.href).pathname;
+    await pc.setRemoteDescription({ type: 'answer', sdp: await res.text() });
+  }
+  function endWhep(keepalive = false) {
+    if (!state.whepResource) return;
+    fetch(state.whepResource, { method: 'DELETE', keepalive, headers: { Authorization: 'Bearer ' + token } }).catch(() => {});
+    state.whepResource = null;
   }
 
   function onMessage(ev) {
@@ -399,6 +439,7 @@
         showControl(m.control);
         loadAnnotations();
         setConn('negotiating', 'badge-wait');
+        if (state.whep) startWhep().catch((e) => reconnect('WHEP failed: ' + e));
         break;
       case 'offer':
         onOffer(m.sdp).catch((e) => reconnect('negotiation failed: ' + e));
@@ -496,12 +537,13 @@
   }
 
   function connect() {
+    endWhep();
     if (state.pc) { state.pc.close(); state.pc = null; }
     state.pendingIce = [];
     if (state.ws) { state.ws.onclose = null; state.ws.close(); }
     const ws = new WebSocket(`${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws/${sessionId}`);
     state.ws = ws;
-    ws.onopen = () => { send({ type: 'hello', token }); send({ type: 'ping', t: Date.now() }); };
+    ws.onopen = () => { send({ type: 'hello', token, webrtc: !state.whep }); send({ type: 'ping', t: Date.now() }); };
     ws.onmessage = onMessage;
     ws.onclose = (e) => {
       if (e.code === 4401 || e.code === 4403) { setConn(e.reason || 'not allowed', 'badge-bad'); return; }
@@ -516,6 +558,7 @@
     return;
   }
   if ('requestVideoFrameCallback' in HTMLVideoElement.prototype) video.requestVideoFrameCallback(onVideoFrame);
+  window.addEventListener('pagehide', () => endWhep(true));
   setInterval(report, 1000);
   connect();
 })();

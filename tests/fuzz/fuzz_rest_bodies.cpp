@@ -1,4 +1,4 @@
-// Fuzz target: the bodies of every REST route (requests.cpp).  The first byte
+// Fuzz target: the bodies of every REST route (requests.cpp), and WHEP's SDP offer.  The first byte
 // picks the route; the rest is the body.  Contract: a body either parses into
 // a typed request whose values keep their documented bounds, or is refused
 // with a Refusal that says why — never a crash, never another exception.
@@ -41,7 +41,7 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
 {
   if (size < 1)
     return 0;
-  const uint8_t route = data[0] % 5;
+  const uint8_t route = data[0] % 6;
   const char *body = reinterpret_cast<const char *> (data + 1);
   const size_t len = size - 1;
   try {
@@ -52,6 +52,13 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
       FUZZ_CHECK (ok || !why.empty (), "a refused name says why");
       if (ok)
         FUZZ_CHECK (g_utf8_strlen (name.c_str (), (gssize) name.size ()) <= 128, "at most 128 characters");
+      return 0;
+    }
+    if (route == 5) {  // POST /whep/{session}: an SDP offer
+      WhepOffer o = parse_whep_offer ("application/sdp", body, len, kMaxBody);
+      FUZZ_CHECK (o.h264_payload >= 96 && o.h264_payload <= 127, "a dynamic payload type");
+      FUZZ_CHECK (o.sdp.size () == len && g_utf8_validate (o.sdp.c_str (), (gssize) o.sdp.size (), nullptr),
+          "the offer is kept as it came, UTF-8");
       return 0;
     }
     JsonInput in = JsonInput::parse (body, len, kMaxBody);

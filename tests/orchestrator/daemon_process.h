@@ -34,12 +34,29 @@ livemicrod_path ()
 struct HttpReply {
   int status = 0;
   std::string body;
+  std::string content_type, location;  // response headers
   JsonNode *json = nullptr;  // parsed body, owned
   HttpReply () = default;
   HttpReply (const HttpReply &) = delete;
-  HttpReply (HttpReply &&o) noexcept : status (o.status), body (std::move (o.body)), json (o.json)
+  HttpReply (HttpReply &&o) noexcept
+      : status (o.status), body (std::move (o.body)), content_type (std::move (o.content_type)),
+        location (std::move (o.location)), json (o.json)
   {
     o.json = nullptr;
+  }
+  HttpReply &operator= (HttpReply &&o) noexcept
+  {
+    if (this != &o) {
+      if (json)
+        json_node_unref (json);
+      status = o.status;
+      body = std::move (o.body);
+      content_type = std::move (o.content_type);
+      location = std::move (o.location);
+      json = o.json;
+      o.json = nullptr;
+    }
+    return *this;
   }
   ~HttpReply ()
   {
@@ -139,7 +156,8 @@ public:
   }
 
   HttpReply request (const std::string &method, const std::string &path,
-      const std::string &body = "", const std::string &token = kAdminToken) const
+      const std::string &body = "", const std::string &token = kAdminToken,
+      const std::string &content_type = "application/json") const
   {
     HttpReply r;
     g_autoptr (SoupSession) session = soup_session_new_with_options ("timeout", 20, nullptr);
@@ -154,13 +172,18 @@ public:
           ("Bearer " + token).c_str ());
     if (!body.empty ()) {
       g_autoptr (GBytes) b = g_bytes_new (body.data (), body.size ());
-      soup_message_set_request_body_from_bytes (msg, "application/json", b);
+      soup_message_set_request_body_from_bytes (msg, content_type.c_str (), b);
     }
     g_autoptr (GError) error = nullptr;
     g_autoptr (GBytes) out = soup_session_send_and_read (session, msg, nullptr, &error);
     if (!out)
       return r;
     r.status = (int) soup_message_get_status (msg);
+    SoupMessageHeaders *h = soup_message_get_response_headers (msg);
+    const char *type = soup_message_headers_get_one (h, "Content-Type");
+    const char *location = soup_message_headers_get_one (h, "Location");
+    r.content_type = type ? type : "";
+    r.location = location ? location : "";
     gsize len = 0;
     const char *data = static_cast<const char *> (g_bytes_get_data (out, &len));
     r.body.assign (data ? data : "", len);

@@ -1,12 +1,14 @@
 // The orchestrator's plain parts: H.264 capture-time SEI, credentials, the
-// SQLite store, the configuration file, pipeline templates and the QuPath
-// GeoJSON writer.
+// SQLite store, the configuration file, pipeline templates, the QuPath
+// GeoJSON writer, viewers' timestamps from capture times and WHEP offers.
 #include "common/h264.h"
 #include "common/qupath_geojson.h"
 #include "common/store.h"
 #include "common/tokens.h"
 #include "config.h"
+#include "requests.h"
 #include "templates.h"
+#include "view_stream.h"
 #include "testutil.h"
 
 #include <gtest/gtest.h>
@@ -20,7 +22,6 @@
 
 using namespace livemicro::orchestrator;
 using livemicro::test::TempDir;
-
 TEST (H264, CaptureTimeSurvivesTheStreamIncludingEmulationPrevention)
 {
   // SPS, PPS, IDR slice: the SEI goes in before the slice.
@@ -293,4 +294,136 @@ TEST (QuPathGeoJson, IdsClassesAndShapesAsQuPathWritesThem)
   EXPECT_STREQ (json_object_get_string_member (json_object_get_object_member (pt, "geometry"), "type"), "Point");
   EXPECT_FALSE (json_object_has_member (json_object_get_object_member (pt, "properties"), "classification"));
   EXPECT_FALSE (json_object_has_member (json_object_get_object_member (pt, "properties"), "measurements"));
+}
+
+TEST (H264, ParameterSetsGoAfterTheDelimiterBeforeEverythingElse)
+{
+  const uint8_t aud[] = {0, 0, 0, 1, 0x09, 0xf0}, slice[] = {0, 0, 1, 0x65, 0x88, 0x84};
+  const uint8_t ps[] = {0, 0, 0, 1, 0x67, 0x42, 0xc0, 0x1f, 0, 0, 0, 1, 0x68, 0xce, 0x3c, 0x80};
+  std::vector<uint8_t> with_aud (aud, aud + sizeof aud);
+  with_aud.insert (with_aud.end (), slice, slice + sizeof slice);
+  std::vector<uint8_t> p (ps, ps + sizeof ps);
+  auto types = [] (const std::vector<uint8_t> &au) {
+    std::vector<int> t;
+    for (const auto &n : h264::nal_units (au.data (), au.size ()))
+      t.push_back (n.type);
+    return t;
+  };
+  EXPECT_EQ (types (h264::with_parameter_sets (with_aud.data (), with_aud.size (), p)),
+      (std::vector<int> {h264::kAud, h264::kSps, h264::kPps, h264::kIdr}));
+  EXPECT_EQ (types (h264::with_parameter_sets (slice, sizeof slice, p)),
+      (std::vector<int> {h264::kSps, h264::kPps, h264::kIdr}));
+}
+
+// ---- a viewer's timestamps from the capture clock
+
+TEST (CaptureTimeline, KeepsTheCaptureSpacingNotTheArrivalJitter)
+{
+  CaptureTimeline t;
+  const int64_t capture0 = 1795367801000000000;  // ns since the epoch
+  const uint64_t frame = 33333333;
+  // Frames leave the appsrc at uneven times (a burst queued before PLAY,
+  // then jitter): the timestamps follow the capture times.
+  uint64_t first = t.pts (capture0, 5000000000, frame);
+  EXPECT_EQ (first, 5000000000u) << "anchored at the running time";
+  EXPECT_EQ (t.pts (capture0 + (int64_t) frame, 5000000100, frame), first + frame);
+  EXPECT_EQ (t.pts (capture0 + 2 * (int64_t) frame, 5000000200, frame), first + 2 * frame);
+  EXPECT_EQ (t.pts (capture0 + 3 * (int64_t) frame, 5150000000, frame), first + 3 * frame);
+  EXPECT_EQ (t.anchors (), 1);
+}
+
+TEST (CaptureTimeline, NeverGoesBackWhateverTheCaptureClockDoes)
+{
+  CaptureTimeline t;
+  const int64_t c = 1795367801000000000;
+  const uint64_t frame = 33333333;
+  uint64_t last = t.pts (c, 1000000000, frame);
+  // The wall clock steps back 10 s, then a worker restarts after a gap of
+  // 1.5 s, then two frames carry one capture time, then the clock steps
+  // forward an hour.
+  std::vector<std::pair<int64_t, uint64_t>> frames = {{c + 33333333, 1033333333}, {c - 10000000000, 1066666666},
+      {c - 10000000000 + 33333333, 1100000000}, {c - 8500000000, 2600000000}, {c - 8500000000, 2633333333},
+      {c + 3600000000000, 2666666666}, {c + 3600033333333, 2700000000}};
+  for (auto [capture, now] : frames) {
+    uint64_t pts = t.pts (capture, now, frame);
+    EXPECT_GT (pts, last) << "capture " << capture - c << " ns after the first";
+    EXPECT_LT (pts, now + CaptureTimeline::kMaxDriftNs + frame) << "stays near the running time";
+    last = pts;
+  }
+  // Without a clock (no running time yet) it still increases.
+  CaptureTimeline u;
+  uint64_t a = u.pts (c, GST_CLOCK_TIME_NONE, frame), b = u.pts (c - 1000, GST_CLOCK_TIME_NONE, frame);
+  EXPECT_GT (b, a);
+}
+
+// ---- WHEP offers
+
+namespace {
+
+const std::string kChromiumOffer =
+    "v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0 1\r\n"
+    "a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n"
+    "a=fingerprint:sha-256 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:"
+    "CC:DD:EE:FF\r\n"
+    "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=recvonly\r\na=rtpmap:111 opus/48000/2\r\n"
+    "m=video 9 UDP/TLS/RTP/SAVPF 96 102 104 106 108\r\nc=IN IP4 0.0.0.0\r\na=mid:1\r\na=recvonly\r\n"
+    "a=rtpmap:96 VP8/90000\r\n"
+    "a=rtpmap:102 H264/90000\r\na=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f\r\n"
+    "a=rtpmap:104 H264/90000\r\na=fmtp:104 level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=42e01f\r\n"
+    "a=rtpmap:106 H264/90000\r\na=fmtp:106 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n"
+    "a=rtpmap:108 H264/90000\r\na=fmtp:108 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=4d001f\r\n";
+
+Reason
+refusal_of (const std::string &type, const std::string &body)
+{
+  try {
+    parse_whep_offer (type, body.data (), body.size (), 65536);
+  } catch (const Refusal &r) {
+    EXPECT_FALSE (r.message.empty ());
+    return r.reason;
+  }
+  ADD_FAILURE () << "accepted: " << body.substr (0, 80);
+  return Reason::kNotFound;
+}
+
+}  // namespace
+
+TEST (WhepOffer, PicksConstrainedBaselineInPacketizationMode1)
+{
+  WhepOffer o = parse_whep_offer ("application/sdp", kChromiumOffer.data (), kChromiumOffer.size (), 65536);
+  EXPECT_EQ (o.h264_payload, 106u);
+  EXPECT_EQ (o.video_mline, 1u);
+  EXPECT_EQ (o.sdp, kChromiumOffer);
+  // Baseline will do when constrained baseline is not offered.
+  std::string baseline = kChromiumOffer.substr (0, kChromiumOffer.find ("a=rtpmap:104"));
+  EXPECT_EQ (parse_whep_offer ("Application/SDP; charset=utf-8", baseline.data (), baseline.size (), 65536)
+                 .h264_payload,
+      102u);
+}
+
+TEST (WhepOffer, RefusesWhatIsNotAWebRtcOfferOrOffersNothingToSend)
+{
+  EXPECT_EQ (refusal_of ("application/json", kChromiumOffer), Reason::kUnsupportedMediaType);
+  EXPECT_EQ (refusal_of ("", kChromiumOffer), Reason::kUnsupportedMediaType);
+  EXPECT_EQ (refusal_of ("application/sdp", ""), Reason::kMalformed);
+  EXPECT_EQ (refusal_of ("application/sdp", "hello"), Reason::kMalformed);
+  EXPECT_EQ (refusal_of ("application/sdp", "v=0\r\nnot a line\r\n"), Reason::kMalformed);
+  EXPECT_EQ (refusal_of ("application/sdp", "v=0\r\ns=-\r\n"), Reason::kMalformed) << "no m= section";
+  EXPECT_EQ (refusal_of ("application/sdp", std::string ("v=0\r\n\xff\xfe\r\n")), Reason::kMalformed);
+  std::string no_ice = kChromiumOffer;
+  no_ice.replace (no_ice.find ("a=ice-pwd"), 9, "a=ice-xxx");
+  EXPECT_EQ (refusal_of ("application/sdp", no_ice), Reason::kMalformed);
+  std::string no_dtls = kChromiumOffer;
+  no_dtls.replace (no_dtls.find ("a=fingerprint"), 13, "a=fingerprinx");
+  EXPECT_EQ (refusal_of ("application/sdp", no_dtls), Reason::kMalformed);
+  std::string vp8_only = kChromiumOffer.substr (0, kChromiumOffer.find ("a=rtpmap:102"));
+  EXPECT_EQ (refusal_of ("application/sdp", vp8_only), Reason::kInvalid);
+  std::string main_only = kChromiumOffer.substr (0, kChromiumOffer.find ("a=rtpmap:96")) +
+                          "a=rtpmap:108 H264/90000\r\na=fmtp:108 packetization-mode=1;profile-level-id=4d001f\r\n";
+  EXPECT_EQ (refusal_of ("application/sdp", main_only), Reason::kInvalid);
+  std::string sending = kChromiumOffer;
+  sending.replace (sending.rfind ("a=recvonly"), 10, "a=sendonly");
+  EXPECT_EQ (refusal_of ("application/sdp", sending), Reason::kInvalid);
+  std::string big (70000, 'v');
+  EXPECT_EQ (refusal_of ("application/sdp", big), Reason::kTooLarge);
 }
