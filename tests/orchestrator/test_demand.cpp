@@ -37,17 +37,10 @@ class Demand : public ::testing::Test {
 protected:
   static void SetUpTestSuite () { gst_init (nullptr, nullptr); }
 
-  // Polls a metric until `want` holds (the worker reports once a second).
   static bool until (const Daemon &d, const std::string &metric, const std::function<bool (double)> &want,
       double seconds = 10)
   {
-    gint64 deadline = g_get_monotonic_time () + (gint64) (seconds * 1e6);
-    while (g_get_monotonic_time () < deadline) {
-      if (want (d.metric (metric)))
-        return true;
-      g_usleep (100000);
-    }
-    return false;
+    return d.until_metric (metric, want, seconds);
   }
   // Frames the capture delivered during `seconds` (as reported; the report
   // lags up to a second at both ends, the same lag).
