@@ -5,6 +5,7 @@
 // what players see (frames, pixels); never CPU time.
 #include "daemon_process.h"
 #include "events_client.h"
+#include "webrtc_client.h"
 
 #include <gst/gst.h>
 #include <gtest/gtest.h>
@@ -21,6 +22,7 @@ using livemicro::test::Daemon;
 using livemicro::test::EventsClient;
 using livemicro::test::HttpReply;
 using livemicro::test::RtspPlayer;
+using livemicro::test::WebRtcClient;
 
 namespace {
 
@@ -188,6 +190,33 @@ TEST_F (Demand, ASecondViewerJoiningAndLeavingDoesNotStallTheFirst)
     EXPECT_EQ (d.metric (kCaptureActive), 1);
     EXPECT_EQ (d.metric (kEncodersActive), 1);
   }
+}
+
+// A WebRTC peer (webrtcbin on 127.0.0.1, as a browser would be) is a player
+// too: RTP flows, the capture and the view's encoder run while it is
+// connected and idle once it leaves.  (A peer whose ICE does not complete is
+// retried, as the viewer page does.)
+TEST_F (Demand, AWebRtcPeerIsAPlayer)
+{
+  Daemon d (kSmall);
+  ASSERT_TRUE (d.start ()) << d.error ();
+  HttpReply s = d.create_session ("vera", "consultant");
+  ASSERT_EQ (s.status, 201) << s.body;
+  ASSERT_TRUE (idle (d)) << d.metrics ();
+  bool flowed = false;
+  for (int attempt = 0; attempt < 3 && !flowed; attempt++) {
+    WebRtcClient c (d.http_port (), s.str ("id"), s.str ("token"));
+    flowed = c.wait_packets (30, 15);
+    if (flowed) {
+      EXPECT_TRUE (until (d, kCaptureActive, [] (double v) { return v == 1; })) << d.metrics ();
+      EXPECT_EQ (d.metric (kEncodersActive), 1);
+      int before = c.packets ();
+      g_usleep (1000000);
+      EXPECT_GT (c.packets (), before) << "RTP keeps flowing";
+    }
+  }
+  EXPECT_TRUE (flowed) << "no RTP from a WebRTC peer in 3 attempts";
+  EXPECT_TRUE (idle (d)) << "the peer left: idle again\n" << d.metrics ();
 }
 
 // A still of a view nobody plays: the still is demand while it is pending
