@@ -22,6 +22,12 @@
  * StageMeta, GAP flag), real frames as soon as the backend has reconnected
  * (then a message with online=true).  The `online` and `offline-reason`
  * properties tell the same.
+ *
+ * With `idle` set, a live source delivers one frame every `idle-interval-ms`
+ * instead of one per frame slot (nobody watches: the stage state, the device
+ * health and the travel limits stay current at a fraction of the cost).
+ * Clearing `idle` ends the wait at once: the next frame follows without
+ * waiting for the rest of the interval.  Timestamps stay on the frame grid.
  */
 #ifdef HAVE_CONFIG_H
 #include "config.h"
@@ -51,6 +57,8 @@ GST_DEBUG_CATEGORY_STATIC (gst_microscope_src_debug);
 #define DEFAULT_WIDTH 1920
 #define DEFAULT_HEIGHT 1080
 #define DEFAULT_FPS_N 30
+#define DEFAULT_IDLE FALSE
+#define DEFAULT_IDLE_INTERVAL_MS 1000
 
 /* Speeds used to reach the start position before the first frame. */
 static const double kStartSpeedUmPerS = 100000.0;
@@ -73,6 +81,8 @@ enum {
   PROP_FOCUS_SPEED,
   PROP_SOFT_LIMITS,
   PROP_OBJECTIVES,
+  PROP_IDLE,
+  PROP_IDLE_INTERVAL_MS,
 };
 
 namespace hw = livemicro::hw;
@@ -107,6 +117,8 @@ struct _GstMicroscopeSrc {
   gint objective;            /* requested; 0 = microscope's default */
   gdouble stage_speed, focus_speed;  /* µm/s; 0 = microscope's default */
   gboolean is_live;
+  gboolean idle;
+  guint idle_interval_ms;
 
   /* streaming state */
   GstVideoInfo info;
@@ -114,6 +126,8 @@ struct _GstMicroscopeSrc {
   GstClockTime next_running_time;
   GstClockID clock_id;
   gboolean flushing;
+  gboolean idle_waiting;  /* clock_id waits past the next frame slot (idle) */
+  gboolean woken;         /* idle was cleared during that wait */
 
   Private *priv;
 };
@@ -257,6 +271,22 @@ gst_microscope_src_set_property (GObject *object, guint prop_id,
       GST_OBJECT_UNLOCK (self);
       gst_base_src_set_live (GST_BASE_SRC (self), g_value_get_boolean (value));
       break;
+    case PROP_IDLE:
+      GST_OBJECT_LOCK (self);
+      self->idle = g_value_get_boolean (value);
+      if (!self->idle && self->idle_waiting && self->clock_id) {
+        /* Someone watches again: the frame comes now, not at the end of the
+         * idle interval. */
+        self->woken = TRUE;
+        gst_clock_id_unschedule (self->clock_id);
+      }
+      GST_OBJECT_UNLOCK (self);
+      break;
+    case PROP_IDLE_INTERVAL_MS:
+      GST_OBJECT_LOCK (self);
+      self->idle_interval_ms = g_value_get_uint (value);
+      GST_OBJECT_UNLOCK (self);
+      break;
     case PROP_STAGE_SPEED:
     case PROP_FOCUS_SPEED: {
       gdouble v = g_value_get_double (value);
@@ -317,6 +347,12 @@ gst_microscope_src_get_property (GObject *object, guint prop_id,
       break;
     case PROP_IS_LIVE:
       g_value_set_boolean (value, self->is_live);
+      break;
+    case PROP_IDLE:
+      g_value_set_boolean (value, self->idle);
+      break;
+    case PROP_IDLE_INTERVAL_MS:
+      g_value_set_uint (value, self->idle_interval_ms);
       break;
     case PROP_UM_PER_PX:
       g_value_set_double (value, open ? st.objective.um_per_px : 0.0);
@@ -690,7 +726,9 @@ gst_microscope_src_unlock_stop (GstBaseSrc *src)
 }
 
 /* Waits for the start of the next frame slot on the pipeline clock.  When
- * capture falls behind, slots are skipped as a camera drops frames. */
+ * capture falls behind, slots are skipped as a camera drops frames.  While
+ * idle, the wait runs to the first slot one idle interval after the last
+ * frame, and ends early (at the current slot) when idle is cleared. */
 static GstFlowReturn
 wait_for_slot (GstMicroscopeSrc *self, GstClockTime frame_duration)
 {
@@ -711,15 +749,38 @@ wait_for_slot (GstMicroscopeSrc *self, GstClockTime frame_duration)
     gst_object_unref (clock);
     return GST_FLOW_FLUSHING;
   }
-  self->clock_id = gst_clock_new_single_shot_id (clock, base + self->next_running_time);
+  GstClockTime target = self->next_running_time;
+  if (self->idle && self->n_frames > 0) {
+    /* The last frame's slot started at next_running_time - frame_duration. */
+    GstClockTime interval = (GstClockTime) self->idle_interval_ms * GST_MSECOND;
+    GstClockTime extra = interval > frame_duration ? interval - frame_duration : 0;
+    target += gst_util_uint64_scale_ceil (extra, 1, frame_duration) * frame_duration;
+  }
+  self->idle_waiting = target > self->next_running_time;
+  self->woken = FALSE;
+  self->clock_id = gst_clock_new_single_shot_id (clock, base + target);
   GST_OBJECT_UNLOCK (self);
   GstClockReturn ret = gst_clock_id_wait (self->clock_id, nullptr);
   GST_OBJECT_LOCK (self);
   gst_clock_id_unref (self->clock_id);
   self->clock_id = nullptr;
+  const gboolean woken = self->woken && !self->flushing;
+  self->idle_waiting = FALSE;
+  self->woken = FALSE;
   GST_OBJECT_UNLOCK (self);
+  if (ret == GST_CLOCK_UNSCHEDULED && !woken) {
+    gst_object_unref (clock);
+    return GST_FLOW_FLUSHING;
+  }
+  if (woken) {
+    /* Out of idle: this frame takes the slot that has begun. */
+    GstClockTime slot = (gst_clock_get_time (clock) - base) / frame_duration * frame_duration;
+    self->next_running_time = MAX (self->next_running_time, slot);
+  } else {
+    self->next_running_time = target;
+  }
   gst_object_unref (clock);
-  return ret == GST_CLOCK_UNSCHEDULED ? GST_FLOW_FLUSHING : GST_FLOW_OK;
+  return GST_FLOW_OK;
 }
 
 /* What viewers see while the camera is gone: never a frozen frame that
@@ -788,8 +849,9 @@ post_health (GstMicroscopeSrc *self, const std::vector<hw::DeviceStatus> &now)
   }
 }
 
-/* Waits for this frame's slot: the clock paces a rendered (sim) camera and
- * the offline slate; a real camera paces the stream itself. */
+/* Waits for this frame's slot: the clock paces a rendered (sim) camera, the
+ * offline slate and an idle camera (its frames in between are not taken); a
+ * real camera otherwise paces the stream itself. */
 static GstFlowReturn
 pace_frame (GstMicroscopeSrc *self, GstClockTime duration, bool live, bool &camera_paced)
 {
@@ -798,7 +860,10 @@ pace_frame (GstMicroscopeSrc *self, GstClockTime duration, bool live, bool &came
     std::lock_guard<std::mutex> h (p->health_mutex);
     camera_paced = p->free_running && p->offline_reason.empty ();
   }
-  if (live && !camera_paced)
+  GST_OBJECT_LOCK (self);
+  const bool idle = self->idle;
+  GST_OBJECT_UNLOCK (self);
+  if (live && (!camera_paced || idle))
     return wait_for_slot (self, duration);
   if (!live)
     self->next_running_time = self->n_frames * duration;
@@ -1051,6 +1116,16 @@ gst_microscope_src_class_init (GstMicroscopeSrcClass *klass)
           "Mounted objective magnifications, comma-separated (e.g. \"4,10,20,40\"); "
           "NULL until started",
           nullptr, ro));
+  g_object_class_install_property (gobject_class, PROP_IDLE,
+      g_param_spec_boolean ("idle", "Idle",
+          "Nobody watches: deliver one frame every idle-interval-ms instead of one per "
+          "frame slot (live only); clearing it delivers the next frame at once",
+          DEFAULT_IDLE, rw_playing));
+  g_object_class_install_property (gobject_class, PROP_IDLE_INTERVAL_MS,
+      g_param_spec_uint ("idle-interval-ms", "Idle interval (ms)",
+          "Time between two frames while idle, in milliseconds (rounded up to whole "
+          "frame slots)",
+          100, 60000, DEFAULT_IDLE_INTERVAL_MS, rw_playing));
 
   /**
    * GstMicroscopeSrc::stop:
@@ -1089,6 +1164,8 @@ gst_microscope_src_init (GstMicroscopeSrc *self)
   self->x_um = self->y_um = self->z_um = DEFAULT_POSITION;
   self->objective = DEFAULT_OBJECTIVE;
   self->is_live = DEFAULT_IS_LIVE;
+  self->idle = DEFAULT_IDLE;
+  self->idle_interval_ms = DEFAULT_IDLE_INTERVAL_MS;
   gst_video_info_init (&self->info);
   gst_base_src_set_live (GST_BASE_SRC (self), DEFAULT_IS_LIVE);
   gst_base_src_set_format (GST_BASE_SRC (self), GST_FORMAT_TIME);

@@ -30,6 +30,11 @@
  * "tumorfeatures" (with timestamp, stream-time and running-time) and, with
  * json-location, written as one JSON line.
  *
+ * With `active` cleared (nobody sees the results) the video passes untouched
+ * without any analysis and without a FeaturesMeta; the last result is
+ * forgotten, so that once active again no frame carries a result computed
+ * elsewhere on the slide.
+ *
  * |[
  * gst-launch-1.0 microscopesrc objective=40 ! tumorfeatures json-location=f.jsonl ! \
  *     featureoverlay ! videoconvert ! autovideosink
@@ -84,6 +89,7 @@ namespace an = livemicro::analysis;
 #define DEFAULT_ANALYSIS_NICE 0
 #define DEFAULT_METHOD GST_TUMOR_FEATURES_METHOD_AUTO
 #define DEFAULT_MODEL_LOCATION nullptr
+#define DEFAULT_ACTIVE TRUE
 
 typedef enum {
   GST_TUMOR_FEATURES_METHOD_AUTO,
@@ -111,6 +117,7 @@ enum {
   PROP_ANALYSIS_NICE,
   PROP_METHOD,
   PROP_MODEL_LOCATION,
+  PROP_ACTIVE,
 };
 
 GType
@@ -188,6 +195,7 @@ struct Private {
   guint64 seq = 0, frames_analysed = 0, frames_skipped = 0, frame_index = 0;
   guint64 epoch = 0;  // incremented by each flush
   bool warned_skip = false;
+  bool was_active = true;  // streaming thread only
   FILE *json = nullptr;
   an::Analyzer analyzer;  // worker thread only
   /* The nucleus model loaded at start, or null (then model_error says why). */
@@ -205,6 +213,7 @@ struct _GstTumorFeatures {
   GstVideoFilter parent;
 
   /* properties, under the object lock */
+  gboolean active;
   guint interval;
   gdouble analysis_scale;
   gdouble um_per_px;
@@ -243,6 +252,9 @@ gst_tumor_features_set_property (GObject *object, guint prop_id, const GValue *v
 
   GST_OBJECT_LOCK (self);
   switch (prop_id) {
+    case PROP_ACTIVE:
+      self->active = g_value_get_boolean (value);
+      break;
     case PROP_INTERVAL:
       self->interval = g_value_get_uint (value);
       break;
@@ -299,6 +311,9 @@ gst_tumor_features_get_property (GObject *object, guint prop_id, GValue *value,
 
   GST_OBJECT_LOCK (self);
   switch (prop_id) {
+    case PROP_ACTIVE:
+      g_value_set_boolean (value, self->active);
+      break;
     case PROP_INTERVAL:
       g_value_set_uint (value, self->interval);
       break;
@@ -646,6 +661,7 @@ gst_tumor_features_sink_event (GstBaseTransform *trans, GstEvent *event)
 
 /* The properties that apply to one frame, read together under the lock. */
 struct FrameSettings {
+  bool active;
   guint interval;
   an::Params params;
   gdouble um_per_px;
@@ -658,6 +674,7 @@ frame_settings (GstTumorFeatures *self)
 {
   FrameSettings f;
   GST_OBJECT_LOCK (self);
+  f.active = self->active;
   f.interval = MAX (1u, self->interval);
   f.params.analysis_scale = self->analysis_scale;
   f.params.stain = self->stain == GST_TUMOR_FEATURES_STAIN_MACENKO ? an::StainMethod::kMacenko
@@ -782,6 +799,18 @@ gst_tumor_features_transform_ip (GstBaseTransform *trans, GstBuffer *buf)
   Private *p = self->priv;
   const GstVideoInfo *info = &GST_VIDEO_FILTER (trans)->in_info;
   const FrameSettings f = frame_settings (self);
+  if (!f.active) {
+    if (p->was_active) {
+      /* The last result shows where the slide was: do not carry it over. */
+      std::lock_guard<std::mutex> lock (p->mutex);
+      p->latest.reset ();
+      p->frame_index = 0;
+      p->epoch++;
+    }
+    p->was_active = false;
+    return GST_FLOW_OK;
+  }
+  p->was_active = true;
   if (f.method == GST_TUMOR_FEATURES_METHOD_MODEL && !p->model) {
     /* Switched to the model while PLAYING, and it did not load at start. */
     if (p->model_missing)
@@ -845,6 +874,11 @@ gst_tumor_features_class_init (GstTumorFeaturesClass *klass)
   gobject_class->get_property = gst_tumor_features_get_property;
   gobject_class->finalize = gst_tumor_features_finalize;
 
+  g_object_class_install_property (gobject_class, PROP_ACTIVE,
+      g_param_spec_boolean ("active", "Active",
+          "Analyse frames; when FALSE (nobody sees the results) the video passes "
+          "untouched, nothing is analysed and no FeaturesMeta is attached",
+          DEFAULT_ACTIVE, rw));
   g_object_class_install_property (gobject_class, PROP_INTERVAL,
       g_param_spec_uint ("interval", "Interval",
           "Analyse every Nth frame; the frames in between carry the last result "
@@ -941,6 +975,7 @@ static void
 gst_tumor_features_init (GstTumorFeatures *self)
 {
   self->priv = new Private ();
+  self->active = DEFAULT_ACTIVE;
   self->interval = DEFAULT_INTERVAL;
   self->analysis_scale = DEFAULT_ANALYSIS_SCALE;
   self->um_per_px = DEFAULT_UM_PER_PX;

@@ -354,7 +354,15 @@ encode (const WorkerCommand &c)
           return Writer ("cmd", "keyframe").integer ("view", m.view).done ();
         else if constexpr (std::is_same_v<T, command::Still>)
           return Writer ("cmd", "still").integer ("view", m.view).integer ("request", m.request).done ();
-        else if constexpr (std::is_same_v<T, command::Hardware>)
+        else if constexpr (std::is_same_v<T, command::Demand>) {
+          Writer w ("cmd", "demand");
+          json_builder_set_member_name (w.builder (), "playing");
+          json_builder_begin_array (w.builder ());
+          for (uint32_t v : m.playing)
+            json_builder_add_int_value (w.builder (), v);
+          json_builder_end_array (w.builder ());
+          return w.boolean ("analysis", m.analysis).done ();
+        } else if constexpr (std::is_same_v<T, command::Hardware>)
           return Writer ("cmd", "hw").integer ("id", (int64_t) m.id).str ("op", command_op_name (m.op))
               .num ("a", m.a).num ("b", m.b).integer ("objective", m.objective).done ();
         else
@@ -388,6 +396,17 @@ decode_command (const std::string &json)
     if (!op)
       return std::nullopt;
     c = command::Hardware {(uint64_t) r.integer ("id"), *op, r.num ("a"), r.num ("b"), (int) r.integer ("objective")};
+  } else if (cmd == "demand") {
+    command::Demand d;
+    JsonArray *playing = r.array ("playing");
+    for (guint i = 0; playing && i < json_array_get_length (playing); i++) {
+      JsonNode *n = json_array_get_element (playing, i);
+      if (!JSON_NODE_HOLDS_VALUE (n) || json_node_get_value_type (n) != G_TYPE_INT64)
+        return std::nullopt;
+      d.playing.push_back ((uint32_t) json_node_get_int (n));
+    }
+    d.analysis = r.boolean ("analysis");
+    c = d;
   } else if (cmd == "quit")
     c = command::Quit {};
   if (!c || !r.ok ())
@@ -432,10 +451,14 @@ encode (const WorkerEvent &e)
             }
             json_builder_set_member_name (b, "fps");
             json_builder_add_double_value (b, v.fps);
+            json_builder_set_member_name (b, "encoding");
+            json_builder_add_boolean_value (b, v.encoding);
             json_builder_end_object (b);
           }
           json_builder_end_array (b);
-          return w.num ("analysis_ms_mean", m.analysis_ms_mean).integer ("analysis_count", (int64_t) m.analysis_count).done ();
+          return w.num ("analysis_ms_mean", m.analysis_ms_mean).integer ("analysis_count", (int64_t) m.analysis_count)
+              .integer ("capture_frames", (int64_t) m.capture_frames).boolean ("capture_active", m.capture_active)
+              .boolean ("analysis_active", m.analysis_active).done ();
         } else if constexpr (std::is_same_v<T, event::ViewAdded>)
           return Writer ("event", "view_added").integer ("view", m.view).done ();
         else if constexpr (std::is_same_v<T, event::ViewError>)
@@ -494,12 +517,16 @@ decode_event (const std::string &json)
         return std::nullopt;
       Reader v (json_node_get_object (n));
       s.views.push_back ({(uint32_t) v.integer ("view"), (uint64_t) v.integer ("frames"),
-          (uint64_t) v.integer ("dropped"), (uint64_t) v.integer ("bytes"), v.num ("fps")});
+          (uint64_t) v.integer ("dropped"), (uint64_t) v.integer ("bytes"), v.num ("fps"),
+          v.boolean ("encoding", false)});
       if (!v.ok ())
         return std::nullopt;
     }
     s.analysis_ms_mean = r.num ("analysis_ms_mean", false);
     s.analysis_count = (uint64_t) r.integer ("analysis_count", false);
+    s.capture_frames = (uint64_t) r.integer ("capture_frames", false);
+    s.capture_active = r.boolean ("capture_active", false);
+    s.analysis_active = r.boolean ("analysis_active", false);
     e = s;
   } else if (name == "view_added")
     e = event::ViewAdded {(uint32_t) r.integer ("view")};

@@ -105,9 +105,19 @@ struct Hardware {
   int objective = 0;
 };
 struct Quit {};
+// Who is watching, as the daemon sees it; sent whenever it changes and after
+// each start (the worker starts idle).  The worker encodes a view only while
+// it is in `playing` (or a still of it is pending), runs the capture at full
+// rate only while some view encodes (or an autofocus or `analysis` needs
+// frames), and analyses only while `analysis` or a playing view draws the
+// analysis.  See docs/media-demand.md.
+struct Demand {
+  std::vector<uint32_t> playing;  // views with at least one player
+  bool analysis = false;          // someone reads the analysis (events or viewer socket)
+};
 }  // namespace command
 using WorkerCommand = std::variant<command::Start, command::AddView, command::RemoveView,
-    command::Keyframe, command::Still, command::Hardware, command::Quit>;
+    command::Keyframe, command::Still, command::Hardware, command::Quit, command::Demand>;
 
 std::string encode (const WorkerCommand &c);
 std::optional<WorkerCommand> decode_command (const std::string &json);
@@ -129,11 +139,15 @@ struct ViewStats {
   uint32_t view = 0;
   uint64_t frames = 0, dropped = 0, bytes = 0;
   double fps = 0;
+  bool encoding = false;  // frames enter its encoder (it has players or a still pending)
 };
 struct Stats {
   std::vector<ViewStats> views;
   double analysis_ms_mean = 0;
   uint64_t analysis_count = 0;
+  uint64_t capture_frames = 0;   // frames the capture delivered since the worker started
+  bool capture_active = false;   // full rate (false: idle, one frame per idle interval)
+  bool analysis_active = false;  // tumorfeatures analyses
 };
 struct ViewAdded {
   uint32_t view = 0;

@@ -115,6 +115,7 @@ struct HttpApi::Viewer {
   bool want_webrtc = true;
   Principal who;
   int presence = 0;
+  bool reads_analysis = false;  // counted by its hub's demand
   std::string session_id;
   std::string microscope;
   std::string count_key;  // microscope/profile for the WebRTC viewer gauge
@@ -1028,6 +1029,7 @@ HttpApi::close_viewer (Viewer *v)
     node_.remove_listener (own->listener);
   if (own->presence)
     node_.hubs ().at (own->microscope)->leave (own->presence);
+  stop_reading_analysis (own.get ());
   if (own->peer) {
     own->peer->stop ();
     node_.count_webrtc_viewer (own->count_key, -1);
@@ -1127,6 +1129,10 @@ HttpApi::authenticated (Viewer *v, const Principal &who)
     }
     ws_send (v->conn, e.message);
   });
+  if (analysis) {
+    v->reads_analysis = true;
+    m.watch_analysis (+1);
+  }
   if (who.session) {
     v->presence = m.join (*who.session, v->events_only ? "events" : "viewer");
     ws_send (v->conn, typed ("presence", api::presence_json (m.presence ())));
@@ -1152,6 +1158,15 @@ HttpApi::authenticated (Viewer *v, const Principal &who)
   }
 }
 
+void
+HttpApi::stop_reading_analysis (Viewer *v)
+{
+  if (!v->reads_analysis)
+    return;
+  v->reads_analysis = false;
+  node_.hubs ().at (v->microscope)->watch_analysis (-1);
+}
+
 // The session ended (or the socket misbehaved): from now on nothing it
 // sends counts and nothing more reaches it; the close handshake follows.
 void
@@ -1168,6 +1183,7 @@ HttpApi::end_viewer (Viewer *v, int code, const char *reason)
     node_.hubs ().at (v->microscope)->leave (v->presence);
     v->presence = 0;
   }
+  stop_reading_analysis (v);
   if (v->peer) {
     v->peer->stop ();
     v->peer.reset ();

@@ -88,6 +88,8 @@ private:
   void on_viewer_message (Viewer *v, const char *data, size_t len);
   void authenticated (Viewer *v, const Principal &who);
   void end_viewer (Viewer *v, int code, const char *reason);
+  // The socket no longer reads its microscope's analysis (demand).
+  void stop_reading_analysis (Viewer *v);
   void close_viewer (Viewer *v);
 
   // WHEP resources (/whep/{session}/{resource}): a WebRTC peer each.

@@ -64,6 +64,7 @@ MicroscopeHub::MicroscopeHub (Node &node, MicroscopeConfig config, uint64_t last
 
 MicroscopeHub::~MicroscopeHub ()
 {
+  *alive_ = false;
   stop ();
 }
 
@@ -108,6 +109,7 @@ MicroscopeHub::on_started ()
   status_.reset ();
   for (auto &kv : views_)
     send_add_view (*kv.second);
+  update_demand (true);
 }
 
 void
@@ -235,6 +237,20 @@ MicroscopeHub::acquire_view (const std::string &profile, const std::string &sess
         return G_SOURCE_REMOVE;
       }, args);
     });
+    // Players come and go on RTSP and WebRTC threads: the demand is
+    // worked out again on the main loop.
+    std::weak_ptr<bool> alive = alive_;
+    view->set_viewers_changed ([this, alive] {
+      auto *args = new std::pair<MicroscopeHub *, std::weak_ptr<bool>> (this, alive);
+      g_main_context_invoke (nullptr, [] (gpointer d) -> gboolean {
+        std::unique_ptr<std::pair<MicroscopeHub *, std::weak_ptr<bool>>> a (
+            static_cast<std::pair<MicroscopeHub *, std::weak_ptr<bool>> *> (d));
+        auto alive = a->second.lock ();
+        if (alive && *alive)
+          a->first->update_demand ();
+        return G_SOURCE_REMOVE;
+      }, args);
+    });
     views_[key] = view;
     {
       std::lock_guard<std::mutex> lock (router_->mutex);
@@ -277,6 +293,7 @@ MicroscopeHub::release_view (const std::string &session_id)
     router_->views.erase (vid);
   }
   send (command::RemoveView {vid});
+  update_demand ();
 }
 
 std::shared_ptr<ViewStream>
@@ -531,6 +548,33 @@ MicroscopeHub::tick ()
     return;
   }
   control_changed ();
+}
+
+// ---- demand ----------------------------------------------------------------------
+
+void
+MicroscopeHub::watch_analysis (int delta)
+{
+  analysis_watchers_ = std::max (0, analysis_watchers_ + delta);
+  update_demand ();
+}
+
+void
+MicroscopeHub::update_demand (bool force)
+{
+  command::Demand d;
+  for (const auto &kv : views_)
+    if (kv.second->viewers () > 0)
+      d.playing.push_back (kv.second->id ());
+  std::sort (d.playing.begin (), d.playing.end ());
+  d.analysis = analysis_watchers_ > 0;
+  if (!force && demand_sent_ && demand_sent_->playing == d.playing && demand_sent_->analysis == d.analysis)
+    return;
+  // A worker that is down gets it with its next start.
+  if (send (d))
+    demand_sent_ = d;
+  else
+    demand_sent_.reset ();
 }
 
 // ---- presence, pointers, stills ---------------------------------------------------

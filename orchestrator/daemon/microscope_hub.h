@@ -129,6 +129,11 @@ public:
   // Every 100 ms: leases that lapsed pass on once durable.
   void tick ();
 
+  // A socket that receives this microscope's analysis opens (+1) or closes
+  // (-1): the worker analyses only while someone reads it (or a playing
+  // view draws it).
+  void watch_analysis (int delta);
+
 private:
   void on_event (const WorkerEvent &e);
   void on_started ();
@@ -137,6 +142,9 @@ private:
   bool send (const WorkerCommand &c);
   void control_changed ();
   void notify_state ();
+  // Tells the worker who watches (docs/media-demand.md) when it changed, or
+  // always with `force` (a freshly started worker is idle).
+  void update_demand (bool force = false);
 
   Node &node_;
   MicroscopeConfig config_;
@@ -171,6 +179,11 @@ private:
   int next_presence_ = 1;
   int64_t next_still_ = 1;
   std::map<int64_t, StillDone> stills_;
+  // Demand: readers of the analysis, and what the worker was last told.
+  int analysis_watchers_ = 0;
+  std::optional<command::Demand> demand_sent_;
+  // Callbacks hopping to the main loop check it before touching the hub.
+  std::shared_ptr<bool> alive_ = std::make_shared<bool> (true);
 };
 
 }  // namespace livemicro::orchestrator

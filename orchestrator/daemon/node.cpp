@@ -578,6 +578,24 @@ Node::metrics () const
   }
   head ("livemicro_view_dropped_frames_total", "counter", "Frames a view branch dropped at its input (slow encoder).");
   o << dropped.str ();
+  // What runs on demand (docs/media-demand.md), as the worker last said.
+  auto worker_gauge = [&] (const char *name, const char *type, const char *help, auto value) {
+    head (name, type, help);
+    for (const auto &[id, hub] : hubs_)
+      if (hub->stats ())
+        o << name << "{microscope=\"" << prom_label (id) << "\"} " << value (*hub->stats ()) << "\n";
+  };
+  worker_gauge ("livemicro_capture_active", "gauge",
+      "1 while the capture runs at full rate (someone watches), 0 while it idles at one frame per second.",
+      [] (const event::Stats &s) { return s.capture_active ? 1 : 0; });
+  worker_gauge ("livemicro_capture_frames_total", "counter", "Frames the capture delivered (since the worker started).",
+      [] (const event::Stats &s) { return s.capture_frames; });
+  worker_gauge ("livemicro_analysis_active", "gauge", "1 while the analysis runs (someone reads it or a played view draws it).",
+      [] (const event::Stats &s) { return s.analysis_active ? 1 : 0; });
+  worker_gauge ("livemicro_encoders_active", "gauge", "View encoders that get frames (their view has players or a still pending).",
+      [] (const event::Stats &s) {
+        return std::count_if (s.views.begin (), s.views.end (), [] (const event::ViewStats &v) { return v.encoding; });
+      });
   head ("livemicro_analysis_ms", "gauge", "Mean analysis time per analysed frame (tumorfeatures).");
   for (const auto &[id, hub] : hubs_)
     if (hub->stats ())

@@ -103,6 +103,9 @@ ViewStream::add_viewer (GstAppSrc *appsrc, Timestamps timestamps)
     handle = next_handle_++;
     viewers_[handle] = Viewer {GST_APP_SRC (gst_object_ref (appsrc)), false};
   }
+  // The encoder runs again first, then the keyframe is asked for.
+  if (viewers_changed_)
+    viewers_changed_ ();
   if (request_keyframe_)
     request_keyframe_ ();
   return handle;
@@ -121,6 +124,8 @@ ViewStream::remove_viewer (int handle)
     viewers_.erase (it);
   }
   gst_object_unref (appsrc);
+  if (viewers_changed_)
+    viewers_changed_ ();
 }
 
 bool

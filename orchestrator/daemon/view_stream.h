@@ -77,6 +77,9 @@ public:
 
   // How to ask the worker for a keyframe (set by the daemon).
   void set_keyframe_request (std::function<void ()> fn) { request_keyframe_ = std::move (fn); }
+  // Called (on the caller's thread, no lock held) after a viewer came or
+  // went: the worker encodes this view only while it has viewers.
+  void set_viewers_changed (std::function<void ()> fn) { viewers_changed_ = std::move (fn); }
 
   // The header of a recent frame by capture time (for per-frame overlays).
   bool recent_frame (int64_t capture_unix_us, wire::FrameHeader &out) const;
@@ -98,6 +101,7 @@ private:
   std::vector<uint8_t> parameter_sets_;
   std::map<int64_t, wire::FrameHeader> recent_;  // by capture time, last ~2 s
   std::function<void ()> request_keyframe_;
+  std::function<void ()> viewers_changed_;
   std::atomic<uint64_t> frames_ {0}, bytes_ {0};
   std::atomic<int64_t> last_capture_us_ {0};
   GstCaps *capture_caps_ = nullptr;

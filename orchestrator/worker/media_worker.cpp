@@ -7,11 +7,19 @@
 //   {"cmd":"remove_view","view":N}
 //   {"cmd":"keyframe","view":N}
 //   {"cmd":"set","properties":{"x-um":...}}      (commands the microscope)
+//   {"cmd":"demand","playing":[N,...],"analysis":bool}  (who watches)
 //   {"cmd":"quit"}
 // and receives events (started, state, features, stats, view_added,
 // view_error, warning, error, device) and frames: each encoded access unit of a view
 // with the capture time and stage position of the frame it came from.  A
 // crash here takes down this microscope's media only; the daemon restarts it.
+//
+// Media runs on demand (docs/media-demand.md): a view's encoder gets frames
+// only while the view has players or a still of it is pending (a gate on its
+// tee pad drops the rest), the capture runs at full rate only while some view
+// encodes, an autofocus runs or the analysis is watched (else microscopesrc
+// idles at one frame per second), and tumorfeatures analyses only while the
+// analysis is watched or a playing view draws it.
 #include "common/background.h"
 #include "common/encoder_timeline.h"
 #include "common/h264.h"
@@ -27,6 +35,7 @@
 #include <json-glib/json-glib.h>
 #include <opencv2/core/utility.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <cstring>
@@ -57,6 +66,9 @@ struct View {
   std::vector<int64_t> still_requests;
   std::atomic<uint64_t> frames {0}, dropped {0}, bytes {0};
   uint64_t frames_at_last_stats = 0;
+  // Frames pass its tee pad only while it has players or a still is pending.
+  std::atomic<bool> encoding {false};
+  bool draws_analysis = false;  // a featureoverlay in the branch
 };
 
 struct Worker {
@@ -68,6 +80,12 @@ struct Worker {
   GstElement *pipeline = nullptr;
   GstElement *tee = nullptr;
   GstElement *scope = nullptr;
+  GstElement *features = nullptr;   // tumorfeatures, when the capture has one
+  GstElement *af_valve = nullptr;   // open while an autofocus runs
+  // What the daemon last said about who watches, and what runs because of it.
+  livemicro::orchestrator::command::Demand demand;
+  bool capture_active = false, analysis_active = false;
+  std::atomic<uint64_t> capture_frames {0};
   std::mutex views_mutex;
   std::map<uint32_t, std::shared_ptr<View>> views;
   std::unique_ptr<livemicro::orchestrator::HardwareQueue> hardware;
@@ -166,6 +184,7 @@ GstPadProbeReturn
 on_capture_frame (GstPad *, GstPadProbeInfo *info, gpointer)
 {
   GstBuffer *buf = GST_PAD_PROBE_INFO_BUFFER (info);
+  g.capture_frames++;
   if (!GST_BUFFER_PTS_IS_VALID (buf))
     return GST_PAD_PROBE_OK;
   LivemicroStageMeta *m = livemicro_buffer_get_stage_meta (buf);
@@ -183,6 +202,66 @@ capture_time_of (GstClockTime pts)
   std::lock_guard<std::mutex> lock (g.capture_times_mutex);
   auto it = g.capture_times.find (pts);
   return it != g.capture_times.end () ? it->second : g_get_real_time ();
+}
+
+// What runs follows who watches (see the top of this file); on the main loop.
+void
+apply_demand ()
+{
+  std::vector<std::shared_ptr<View>> views;
+  {
+    std::lock_guard<std::mutex> lock (g.views_mutex);
+    for (auto &kv : g.views)
+      views.push_back (kv.second);
+  }
+  const auto &playing = g.demand.playing;
+  bool any_encoding = false, overlay_played = false;
+  for (auto &v : views) {
+    bool still_pending;
+    {
+      std::lock_guard<std::mutex> lock (v->still_mutex);
+      still_pending = !v->still_requests.empty ();
+    }
+    const bool on = still_pending || std::find (playing.begin (), playing.end (), v->id) != playing.end ();
+    v->encoding = on;
+    any_encoding = any_encoding || on;
+    overlay_played = overlay_played || (on && v->draws_analysis);
+  }
+  gboolean autofocus = FALSE;
+  if (g.af_valve) {
+    gboolean drop = TRUE;
+    g_object_get (g.af_valve, "drop", &drop, nullptr);
+    autofocus = !drop;
+  }
+  const bool capture = any_encoding || autofocus || g.demand.analysis;
+  const bool analysis = g.demand.analysis || overlay_played;
+  if (g.scope && capture != g.capture_active)
+    g_object_set (g.scope, "idle", !capture, nullptr);
+  if (g.features && analysis != g.analysis_active)
+    g_object_set (g.features, "active", analysis, nullptr);
+  g.capture_active = capture;
+  g.analysis_active = analysis;
+}
+
+// From any thread: apply_demand on the main loop.
+void
+apply_demand_soon ()
+{
+  g_main_context_invoke (nullptr, [] (gpointer) -> gboolean {
+    apply_demand ();
+    return G_SOURCE_REMOVE;
+  }, nullptr);
+}
+
+// The gate of a view's tee pad: frames reach its encoder only while it is
+// wanted.  Only buffers are dropped: caps and segment events keep the branch
+// negotiated, so the first frame after idle goes through the mask like any
+// other.
+GstPadProbeReturn
+on_view_gate (GstPad *, GstPadProbeInfo *, gpointer data)
+{
+  auto *view = static_cast<std::shared_ptr<View> *> (data);
+  return (*view)->encoding ? GST_PAD_PROBE_OK : GST_PAD_PROBE_DROP;
 }
 
 // Records the stage of each raw frame entering a view's encoder.
@@ -271,6 +350,7 @@ on_still_frame (GstPad *pad, GstPadProbeInfo *info, gpointer data)
       return GST_PAD_PROBE_OK;
     requests.swap (view->still_requests);
   }
+  apply_demand_soon ();  // the gate may close again
   GstCaps *caps = gst_pad_get_current_caps (pad);
   std::shared_ptr<GstSample> frame (
       caps ? gst_sample_new (GST_PAD_PROBE_INFO_BUFFER (info), caps, nullptr, nullptr) : nullptr,
@@ -362,6 +442,8 @@ add_view (uint32_t id, const std::string &description, std::string &error)
     GstElementFactory *f = gst_element_get_factory (e);
     if (f && gst_element_factory_list_is_type (f, GST_ELEMENT_FACTORY_TYPE_ENCODER))
       enc = GST_ELEMENT (gst_object_ref (e));
+    if (f && g_str_equal (GST_OBJECT_NAME (f), "featureoverlay"))
+      view->draws_analysis = true;
     g_value_reset (&item);
   }
   g_value_unset (&item);
@@ -398,6 +480,10 @@ add_view (uint32_t id, const std::string &description, std::string &error)
   gst_bin_add (GST_BIN (g.pipeline), bin);
   gst_element_sync_state_with_parent (bin);
   view->tee_pad = gst_element_request_pad_simple (g.tee, "src_%u");
+  // Closed until the daemon says someone plays it (or a still is asked for).
+  gst_pad_add_probe (view->tee_pad, (GstPadProbeType) (GST_PAD_PROBE_TYPE_BUFFER | GST_PAD_PROBE_TYPE_BUFFER_LIST),
+      on_view_gate, new std::shared_ptr<View> (view),
+      [] (gpointer d) { delete static_cast<std::shared_ptr<View> *> (d); });
   GstPad *bin_sink = gst_element_get_static_pad (bin, "sink");
   GstPadLinkReturn lr = bin_sink ? gst_pad_link (view->tee_pad, bin_sink) : GST_PAD_LINK_NOFORMAT;
   if (bin_sink)
@@ -414,6 +500,7 @@ add_view (uint32_t id, const std::string &description, std::string &error)
     std::lock_guard<std::mutex> lock (g.views_mutex);
     g.views[id] = view;
   }
+  apply_demand ();  // the daemon may have named it already
   return true;
 }
 
@@ -536,11 +623,14 @@ send_stats ()
   for (auto &v : views) {
     uint64_t frames = v->frames;
     stats.views.push_back ({v->id, frames, (uint64_t) v->dropped.load (), (uint64_t) v->bytes.load (),
-        seconds > 0 ? (frames - v->frames_at_last_stats) / seconds : 0});
+        seconds > 0 ? (frames - v->frames_at_last_stats) / seconds : 0, v->encoding.load ()});
     v->frames_at_last_stats = frames;
   }
   stats.analysis_ms_mean = g.analysis_count ? g.analysis_ms_sum / g.analysis_count : 0;
   stats.analysis_count = g.analysis_count;
+  stats.capture_frames = g.capture_frames;
+  stats.capture_active = g.capture_active;
+  stats.analysis_active = g.analysis_active;
   send (stats);
 }
 
@@ -632,6 +722,21 @@ start (const std::string &description, std::string &error)
   GstPad *tee_sink = gst_element_get_static_pad (g.tee, "sink");
   gst_pad_add_probe (tee_sink, GST_PAD_PROBE_TYPE_BUFFER, on_capture_frame, nullptr, nullptr);
   gst_object_unref (tee_sink);
+  // Idle until the daemon says who watches: the first frame comes at once
+  // (the travel limits and the state need it), the next one a second later.
+  GstIterator *it = gst_bin_iterate_recurse (GST_BIN (p));
+  GValue item = G_VALUE_INIT;
+  while (!g.features && gst_iterator_next (it, &item) == GST_ITERATOR_OK) {
+    GstElement *e = GST_ELEMENT (g_value_get_object (&item));
+    GstElementFactory *f = gst_element_get_factory (e);
+    if (f && g_str_equal (GST_OBJECT_NAME (f), "tumorfeatures"))
+      g.features = GST_ELEMENT (gst_object_ref (e));
+    g_value_reset (&item);
+  }
+  g_value_unset (&item);
+  gst_iterator_free (it);
+  g.capture_active = g.analysis_active = true;  // as the elements start
+  apply_demand ();
   GstBus *bus = gst_element_get_bus (p);
   if (gst_element_set_state (p, GST_STATE_PLAYING) == GST_STATE_CHANGE_FAILURE) {
     // The element said why on the bus (e.g. "slide '…' does not exist").
@@ -666,6 +771,13 @@ start (const std::string &description, std::string &error)
     gst_object_unref (tee_pad);
     valve = gst_bin_get_by_name (GST_BIN (af), "afvalve");
     af_sink = gst_bin_get_by_name (GST_BIN (af), "af");
+  }
+  if (valve) {
+    // An autofocus needs the capture at full rate while it runs.
+    g.af_valve = GST_ELEMENT (gst_object_ref (valve));
+    g_signal_connect (valve, "notify::drop", G_CALLBACK (+[] (GObject *, GParamSpec *, gpointer) {
+      apply_demand_soon ();
+    }), nullptr);
   }
   g.hardware = std::make_unique<livemicro::orchestrator::HardwareQueue> (g.scope, valve,
       af_sink ? GST_APP_SINK (af_sink) : nullptr,
@@ -710,6 +822,9 @@ handle_command (const std::string &json)
           remove_view (m.view);
         } else if constexpr (std::is_same_v<T, command::Keyframe>) {
           force_keyframe (m.view);
+        } else if constexpr (std::is_same_v<T, command::Demand>) {
+          g.demand = m;
+          apply_demand ();
         } else if constexpr (std::is_same_v<T, command::Still>) {
           std::shared_ptr<View> view;
           {
@@ -724,8 +839,11 @@ handle_command (const std::string &json)
             still.error = "the view is not running";
             send (still);
           } else {
-            std::lock_guard<std::mutex> lock (view->still_mutex);
-            view->still_requests.push_back (m.request);
+            {
+              std::lock_guard<std::mutex> lock (view->still_mutex);
+              view->still_requests.push_back (m.request);
+            }
+            apply_demand ();  // a pending still is demand: frames flow until it is taken
           }
         } else if constexpr (std::is_same_v<T, command::Hardware>) {
           if (!g.hardware)

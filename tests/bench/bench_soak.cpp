@@ -51,13 +51,6 @@ struct Failures {
   int total () const { return session + rtsp + webrtc + events + http + ended; }
 };
 
-int
-worker_pid (Daemon &d)
-{
-  HttpReply m = d.request ("GET", "/api/v1/microscopes/demo");
-  return m.object () ? (int) json_object_get_int_member_with_default (m.object (), "worker_pid", 0) : 0;
-}
-
 // One session, start to end, with every kind of client.  With
 // LIVEMICRO_SOAK_VERBOSE set, one line per cycle says how long each step took.
 void
@@ -172,7 +165,7 @@ main (int argc, char **argv)
   g_autoptr (SoupSession) keep_alive = soup_session_new_with_options ("timeout", 20, nullptr);
   Failures warm_failures, f;
   int http_requests = 0;
-  const ProcessUsage cold_daemon = process_usage (d.pid ()), cold_worker = process_usage (worker_pid (d));
+  const ProcessUsage cold_daemon = process_usage (d.pid ()), cold_worker = process_usage (d.worker_pid ());
   for (int i = 0; i < warmup && d.running (); i++)
     cycle (d, i, clients, keep_alive, warm_failures, http_requests);
   if (!d.running ()) {
@@ -181,7 +174,7 @@ main (int argc, char **argv)
   }
   g_usleep (2000000);
   std::vector<Sample> samples;
-  samples.push_back ({0, process_usage (d.pid ()), process_usage (worker_pid (d))});
+  samples.push_back ({0, process_usage (d.pid ()), process_usage (d.worker_pid ())});
   double load_start[3] = {0, 0, 0};
   getloadavg (load_start, 3);
   std::printf ("soak: %d session cycles with clients %s (RTSP tcp/udp in turn, WebRTC, events, 10 "
@@ -200,7 +193,7 @@ main (int argc, char **argv)
     }
     if (i % 250 == 0 || i == cycles) {
       g_usleep (2000000);  // teardown on other threads finishes
-      samples.push_back ({i, process_usage (d.pid ()), process_usage (worker_pid (d))});
+      samples.push_back ({i, process_usage (d.pid ()), process_usage (d.worker_pid ())});
       std::printf ("%8d | %s | %s   (%.0f s)\n", i, usage_line (samples.back ().daemon).c_str (),
           usage_line (samples.back ().worker).c_str (), (g_get_monotonic_time () - t0) / 1e6);
       std::fflush (stdout);

@@ -12,8 +12,10 @@
 #include <opencv2/imgproc.hpp>
 
 #include <fstream>
+#include <mutex>
 #include <functional>
 #include <string>
+#include <vector>
 
 using livemicro::test::laplacian_variance;
 
@@ -503,6 +505,68 @@ TEST (MicroscopeSrcWhilePlaying, OutOfRangeMoveWarnsAndTheStageStaysPut)
   gst_element_get_state (p, &state, nullptr, 0);
   EXPECT_EQ (state, GST_STATE_PLAYING);
   gst_object_unref (bus);
+  gst_object_unref (src);
+  gst_element_set_state (p, GST_STATE_NULL);
+  gst_object_unref (p);
+}
+
+// Idle (nobody watches): one frame per idle interval; clearing idle brings
+// the next frame at once (not at the end of the interval) and the full rate
+// back, with timestamps that keep increasing on the frame grid.  Bounds are
+// generous: the machine running the tests is shared.
+TEST (MicroscopeSrcWhilePlaying, IdleSlowsToTheIdleIntervalAndWakesAtOnce)
+{
+  gst_init (nullptr, nullptr);
+  GstElement *p = gst_parse_launch ("microscopesrc name=src idle=true idle-interval-ms=20000 "
+                                    "! video/x-raw,width=64,height=48,framerate=30/1 ! fakesink name=sink sync=false",
+      nullptr);
+  ASSERT_NE (p, nullptr);
+  struct Seen {
+    std::mutex mutex;
+    std::vector<GstClockTime> pts;
+    std::vector<gint64> at_us;
+  } seen;
+  GstElement *sink = gst_bin_get_by_name (GST_BIN (p), "sink");
+  GstPad *pad = gst_element_get_static_pad (sink, "sink");
+  gst_pad_add_probe (pad, GST_PAD_PROBE_TYPE_BUFFER,
+      [] (GstPad *, GstPadProbeInfo *info, gpointer d) -> GstPadProbeReturn {
+        auto *s = static_cast<Seen *> (d);
+        std::lock_guard<std::mutex> lock (s->mutex);
+        s->pts.push_back (GST_BUFFER_PTS (GST_PAD_PROBE_INFO_BUFFER (info)));
+        s->at_us.push_back (g_get_monotonic_time ());
+        return GST_PAD_PROBE_OK;
+      },
+      &seen, nullptr);
+  gst_object_unref (pad);
+  gst_object_unref (sink);
+  auto count = [&seen] {
+    std::lock_guard<std::mutex> lock (seen.mutex);
+    return seen.pts.size ();
+  };
+  ASSERT_NE (gst_element_set_state (p, GST_STATE_PLAYING), GST_STATE_CHANGE_FAILURE);
+  for (int k = 0; k < 200 && count () == 0; k++)
+    g_usleep (50000);
+  ASSERT_EQ (count (), 1u) << "the first frame comes at once, even idle";
+  g_usleep (1500000);
+  EXPECT_EQ (count (), 1u) << "idle: no second frame before the 20 s interval";
+  GstElement *src = gst_bin_get_by_name (GST_BIN (p), "src");
+  const gint64 woken_us = g_get_monotonic_time ();
+  g_object_set (src, "idle", FALSE, nullptr);
+  for (int k = 0; k < 200 && count () < 2; k++)
+    g_usleep (10000);
+  ASSERT_GE (count (), 2u);
+  {
+    std::lock_guard<std::mutex> lock (seen.mutex);
+    EXPECT_LT (seen.at_us[1] - woken_us, 1500000) << "the wait ended when idle was cleared";
+  }
+  g_usleep (2000000);
+  EXPECT_GE (count (), 20u) << "full rate again (30 fps for 2 s)";
+  {
+    std::lock_guard<std::mutex> lock (seen.mutex);
+    for (size_t k = 1; k < seen.pts.size (); k++)
+      EXPECT_GT (seen.pts[k], seen.pts[k - 1]) << "frame " << k;
+    EXPECT_EQ (seen.pts[1] % (GST_SECOND / 30), 0u) << "the woken frame takes a slot of the grid";
+  }
   gst_object_unref (src);
   gst_element_set_state (p, GST_STATE_NULL);
   gst_object_unref (p);

@@ -786,21 +786,49 @@ TEST_F (TumorFeatures, PropertiesChangeWhileFramesFlow)
   gst_harness_teardown (h);
 }
 
-// After a flush (a seek) the result of the old position is not carried onto
-// the new frames: the first frame after it is analysed afresh.
-TEST_F (TumorFeatures, FlushDropsTheCarriedResult)
+namespace {
+
+// tumorfeatures at 0.5 µm per pixel analysing every 5th frame of a 320x240
+// RGB stream at 1 fps.
+GstHarness *
+every_fifth_frame_harness ()
 {
   GstHarness *h = gst_harness_new ("tumorfeatures");
   g_object_set (h->element, "um-per-px", 0.5, "interval", 5u, nullptr);
   gst_harness_set_src_caps_str (h, "video/x-raw,format=RGB,width=320,height=240,framerate=1/1");
+  return h;
+}
+
+// The synthetic slide's home field at 0.5 µm per pixel, 320x240.
+cv::Mat
+home_field ()
+{
   livemicro::hw::sim::SyntheticSlide slide;
   cv::Mat rgb;
   slide.render (0.5, cv::Rect ((int) (slide.home_um ().x / 0.5), (int) (slide.home_um ().y / 0.5), 320, 240), rgb);
+  return rgb;
+}
+
+// One second of that stream, at `pts`.
+GstBuffer *
+frame_at (const cv::Mat &rgb, GstClockTime pts)
+{
+  GstBuffer *in = gst_buffer_new_memdup (rgb.data, rgb.total () * 3);
+  GST_BUFFER_PTS (in) = pts;
+  GST_BUFFER_DURATION (in) = GST_SECOND;
+  return in;
+}
+
+}  // namespace
+
+// After a flush (a seek) the result of the old position is not carried onto
+// the new frames: the first frame after it is analysed afresh.
+TEST_F (TumorFeatures, FlushDropsTheCarriedResult)
+{
+  GstHarness *h = every_fifth_frame_harness ();
+  const cv::Mat rgb = home_field ();
   auto push = [&] (GstClockTime pts) {
-    GstBuffer *in = gst_buffer_new_memdup (rgb.data, rgb.total () * 3);
-    GST_BUFFER_PTS (in) = pts;
-    GST_BUFFER_DURATION (in) = GST_SECOND;
-    GstBuffer *out = gst_harness_push_and_pull (h, in);
+    GstBuffer *out = gst_harness_push_and_pull (h, frame_at (rgb, pts));
     LivemicroFeaturesMeta m {};
     if (LivemicroFeaturesMeta *fm = livemicro_buffer_get_features_meta (out))
       m = *fm;
@@ -820,6 +848,46 @@ TEST_F (TumorFeatures, FlushDropsTheCarriedResult)
   LivemicroFeaturesMeta c = push (10 * GST_SECOND);
   EXPECT_TRUE (c.analysed);
   EXPECT_EQ (c.analysed_pts, 10 * GST_SECOND);
+  gst_harness_teardown (h);
+}
+
+// Nobody sees the results (active=false): frames pass untouched without a
+// FeaturesMeta, nothing is analysed, and once active again the first frame
+// is analysed afresh rather than carrying the result from before.
+TEST_F (TumorFeatures, InactivePassesFramesWithoutAnalysisAndForgetsTheLastResult)
+{
+  GstHarness *h = every_fifth_frame_harness ();
+  const cv::Mat rgb = home_field ();
+  auto push = [&] (GstClockTime pts, bool *has_meta) {
+    GstBuffer *out = gst_harness_push_and_pull (h, frame_at (rgb, pts));
+    LivemicroFeaturesMeta m {};
+    LivemicroFeaturesMeta *fm = livemicro_buffer_get_features_meta (out);
+    *has_meta = fm != nullptr;
+    if (fm)
+      m = *fm;
+    m.nuclei = nullptr;
+    GstMapInfo map;
+    EXPECT_TRUE (gst_buffer_map (out, &map, GST_MAP_READ));
+    EXPECT_EQ (memcmp (map.data, rgb.data, rgb.total () * 3), 0) << "the video passes untouched";
+    gst_buffer_unmap (out, &map);
+    gst_buffer_unref (out);
+    return m;
+  };
+  bool has_meta = false;
+  LivemicroFeaturesMeta a = push (0, &has_meta);
+  ASSERT_TRUE (has_meta);
+  EXPECT_TRUE (a.analysed);
+  g_object_set (h->element, "active", FALSE, nullptr);
+  for (int k = 1; k <= 6; k++) {
+    push (k * GST_SECOND, &has_meta);
+    EXPECT_FALSE (has_meta) << "frame " << k << ": no analysis while inactive";
+  }
+  g_object_set (h->element, "active", TRUE, nullptr);
+  LivemicroFeaturesMeta c = push (10 * GST_SECOND, &has_meta);
+  ASSERT_TRUE (has_meta);
+  EXPECT_TRUE (c.analysed) << "the first active frame is analysed, not given the old result";
+  EXPECT_EQ (c.analysed_pts, 10 * GST_SECOND);
+  EXPECT_EQ (c.frames_analysed, 2u);
   gst_harness_teardown (h);
 }
 

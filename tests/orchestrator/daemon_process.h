@@ -213,6 +213,25 @@ public:
     return -1;
   }
 
+  // Polls a metric until `want` holds (the worker reports once a second).
+  bool until_metric (const std::string &name_and_labels, const std::function<bool (double)> &want,
+      double seconds = 10) const
+  {
+    gint64 deadline = g_get_monotonic_time () + (gint64) (seconds * 1e6);
+    while (g_get_monotonic_time () < deadline) {
+      if (want (metric (name_and_labels)))
+        return true;
+      g_usleep (50000);
+    }
+    return false;
+  }
+  // The process id of a microscope's media worker, as the admin sees it (0: none).
+  int worker_pid (const std::string &microscope = "demo") const
+  {
+    HttpReply m = request ("GET", "/api/v1/microscopes/" + microscope);
+    return m.object () ? (int) json_object_get_int_member_with_default (m.object (), "worker_pid", 0) : 0;
+  }
+
   int http_port () const { return http_port_; }
   int rtsp_port () const { return rtsp_port_; }
   // The daemon's process id (0 when it is not running).

@@ -1,0 +1,264 @@
+// Demand-driven media (docs/media-demand.md): what an idle microscope costs
+// and how soon a new viewer of an idle microscope sees its first frame.
+//
+//   meson test -C build --benchmark --suite bench demand -v
+//   build/tests/bench/bench-demand [--runs N] [--starts N] [--seconds S] [--json FILE]
+//
+// Each run starts a real livemicrod (one demo microscope, 1280x720 at 30 fps,
+// sim://synthetic) with one owner session and measures, side by side:
+//   - the worker's CPU (utime + stime from /proc, % of one core) over S
+//     seconds with 0 players, then over S seconds with 1 playing RTSP viewer;
+//   - first frame: from a new rtspsrc player starting (PLAYING) to its first
+//     decoded frame, for N starts, each on an idle microscope (the capture
+//     reported idle and one more second passed), then for 10 starts while
+//     another session of the same view already plays (the warm figure to
+//     compare with: the same path without the wake).
+// Prints each run, then the median of the runs, with the load average.
+// Targets (issue 12): idle ≤ 5 % of a core; first frame p95 ≤ 300 ms.
+#include "bench_util.h"
+#include "daemon_process.h"
+
+#include <atomic>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <memory>
+#include <sstream>
+#include <unistd.h>
+
+using livemicro::test::Daemon;
+using livemicro::test::HttpReply;
+using livemicro::test::RtspPlayer;
+
+namespace {
+
+const char *kConfig = R"({
+  "video": {"width": 1280, "height": 720, "framerate": 30, "bitrate_kbps": 2500},
+  "microscopes": [{"id": "demo", "uri": "sim://synthetic"}]})";
+
+// CPU time of a process so far (utime + stime), in seconds.
+double
+cpu_seconds (int pid)
+{
+  std::ifstream f ("/proc/" + std::to_string (pid) + "/stat");
+  std::string text ((std::istreambuf_iterator<char> (f)), std::istreambuf_iterator<char> ());
+  size_t paren = text.rfind (')');
+  if (paren == std::string::npos)
+    return 0;
+  // After "pid (comm) ": state is field 3; utime and stime are fields 14, 15.
+  std::istringstream rest (text.substr (paren + 2));
+  std::string field;
+  double utime = 0, stime = 0;
+  for (int i = 3; i <= 15 && rest >> field; i++) {
+    if (i == 14)
+      utime = std::atof (field.c_str ());
+    else if (i == 15)
+      stime = std::atof (field.c_str ());
+  }
+  return (utime + stime) / (double) sysconf (_SC_CLK_TCK);
+}
+
+// % of one core the process used during `seconds`.
+double
+cpu_percent (int pid, double seconds)
+{
+  double c0 = cpu_seconds (pid);
+  gint64 t0 = g_get_monotonic_time ();
+  g_usleep ((gulong) (seconds * 1e6));
+  return 100.0 * (cpu_seconds (pid) - c0) / ((g_get_monotonic_time () - t0) / 1e6);
+}
+
+const std::string kCaptureActive = "livemicro_capture_active{microscope=\"demo\"}";
+
+bool
+capture_idle (const Daemon &d, double seconds = 10)
+{
+  return d.until_metric (kCaptureActive, [] (double v) { return v == 0; }, seconds);
+}
+
+// A new player: ms from PLAYING to its first decoded frame, or -1.
+double
+first_frame_ms (const HttpReply &s, double timeout_s = 10)
+{
+  struct First {
+    std::atomic<gint64> at_us {0};
+  } first;
+  std::string desc = "rtspsrc latency=0 protocols=tcp location=\"" + s.str ("rtsp_url") + "\" user-id=\"" +
+                     s.str ("id") + "\" user-pw=\"" + s.str ("token") +
+                     "\" ! rtph264depay ! h264parse ! avdec_h264 ! fakesink name=sink sync=false signal-handoffs=true";
+  GstElement *p = gst_parse_launch (desc.c_str (), nullptr);
+  GstElement *sink = gst_bin_get_by_name (GST_BIN (p), "sink");
+  g_signal_connect (sink, "handoff", G_CALLBACK (+[] (GstElement *, GstBuffer *, GstPad *, gpointer d) {
+    auto *f = static_cast<First *> (d);
+    gint64 none = 0;
+    f->at_us.compare_exchange_strong (none, g_get_monotonic_time ());
+  }), &first);
+  gst_object_unref (sink);
+  gint64 t0 = g_get_monotonic_time ();
+  gst_element_set_state (p, GST_STATE_PLAYING);
+  while (!first.at_us && g_get_monotonic_time () - t0 < (gint64) (timeout_s * 1e6))
+    g_usleep (2000);
+  gst_element_set_state (p, GST_STATE_NULL);
+  gst_object_unref (p);
+  return first.at_us ? (first.at_us - t0) / 1000.0 : -1;
+}
+
+struct Run {
+  double idle_pct = 0, playing_pct = 0;
+  std::vector<double> cold_ms, warm_ms;  // new viewer of an idle / a played microscope
+  int failed_starts = 0;
+};
+
+bool
+one_run (Run &r, int starts, double seconds)
+{
+  Daemon d (kConfig);
+  if (!d.start ()) {
+    std::fprintf (stderr, "daemon: %s\n", d.error ().c_str ());
+    return false;
+  }
+  // Two sessions of one role share the view: the new viewers play `s`, the
+  // viewer already playing during the warm starts plays `other` (a player of
+  // the same mount would share its RTSP media and get no keyframe of its own).
+  HttpReply s = d.create_session ("bench", "owner"), other = d.create_session ("bench-2", "owner");
+  int pid = d.worker_pid ();
+  if (s.status != 201 || other.status != 201 || pid <= 0)
+    return false;
+  // 0 sessions playing vs 1 playing viewer, the same worker, one after the other.
+  capture_idle (d);
+  g_usleep (2000000);
+  r.idle_pct = cpu_percent (pid, seconds);
+  {
+    RtspPlayer viewer (other.str ("rtsp_url"), other.str ("id"), other.str ("token"), "tcp", false);
+    if (!viewer.wait_frames (30, 20))
+      return false;
+    r.playing_pct = cpu_percent (pid, seconds);
+    // Warm: a new viewer while this one plays.
+    for (int i = 0; i < 10; i++) {
+      double ms = first_frame_ms (s);
+      if (ms < 0)
+        r.failed_starts++;
+      else
+        r.warm_ms.push_back (ms);
+    }
+  }
+  for (int i = 0; i < starts; i++) {
+    if (!capture_idle (d)) {
+      std::fprintf (stderr, "the capture did not go idle\n");
+      return false;
+    }
+    g_usleep (1000000);  // idle for a while: the source waits for its next idle frame
+    double ms = first_frame_ms (s);
+    if (ms < 0)
+      r.failed_starts++;
+    else
+      r.cold_ms.push_back (ms);
+  }
+  return true;
+}
+
+}  // namespace
+
+int
+main (int argc, char **argv)
+{
+  gst_init (&argc, &argv);
+  int runs = 3, starts = 24;
+  double seconds = 10;
+  std::string json_path = "bench-demand.json";
+  for (int i = 1; i < argc; i++) {
+    if (!strcmp (argv[i], "--runs") && i + 1 < argc)
+      runs = std::max (1, std::atoi (argv[++i]));
+    else if (!strcmp (argv[i], "--starts") && i + 1 < argc)
+      starts = std::max (1, std::atoi (argv[++i]));
+    else if (!strcmp (argv[i], "--seconds") && i + 1 < argc)
+      seconds = std::max (1.0, std::atof (argv[++i]));
+    else if (!strcmp (argv[i], "--json") && i + 1 < argc)
+      json_path = argv[++i];
+  }
+  using livemicro::bench::median;
+  using livemicro::bench::percentile;
+  double load_start[3] = {0, 0, 0}, load_end[3] = {0, 0, 0};
+  getloadavg (load_start, 3);
+  std::printf ("demand: %d runs, 1280x720@30 sim://synthetic, CPU over %.0f s, %d cold starts per run; "
+               "load average %.2f %.2f %.2f at start\n",
+      runs, seconds, starts, load_start[0], load_start[1], load_start[2]);
+  std::printf ("%-4s %14s %16s %8s %14s %14s %14s %14s %7s\n", "run", "idle %core", "1 viewer %core", "ratio",
+      "cold p50 ms", "cold p95 ms", "warm p50 ms", "warm p95 ms", "failed");
+  std::vector<Run> done;
+  for (int k = 0; k < runs; k++) {
+    Run r;
+    if (!one_run (r, starts, seconds)) {
+      std::fprintf (stderr, "run %d failed\n", k + 1);
+      return 1;
+    }
+    std::printf ("%-4d %14.1f %16.1f %8.3f %14.0f %14.0f %14.0f %14.0f %7d\n", k + 1, r.idle_pct, r.playing_pct,
+        r.playing_pct > 0 ? r.idle_pct / r.playing_pct : 0, percentile (r.cold_ms, 0.5), percentile (r.cold_ms, 0.95),
+        percentile (r.warm_ms, 0.5), percentile (r.warm_ms, 0.95), r.failed_starts);
+    done.push_back (std::move (r));
+  }
+  auto med = [&done] (const std::function<double (const Run &)> &f) {
+    std::vector<double> v;
+    for (const auto &r : done)
+      v.push_back (f (r));
+    return median (v);
+  };
+  const double idle = med ([] (const Run &r) { return r.idle_pct; });
+  const double playing = med ([] (const Run &r) { return r.playing_pct; });
+  const double cold50 = med ([] (const Run &r) { return percentile (r.cold_ms, 0.5); });
+  const double cold95 = med ([] (const Run &r) { return percentile (r.cold_ms, 0.95); });
+  const double warm50 = med ([] (const Run &r) { return percentile (r.warm_ms, 0.5); });
+  const double warm95 = med ([] (const Run &r) { return percentile (r.warm_ms, 0.95); });
+  int failed = 0;
+  for (const auto &r : done)
+    failed += r.failed_starts;
+  getloadavg (load_end, 3);
+  std::printf ("%-4s %14.1f %16.1f %8.3f %14.0f %14.0f %14.0f %14.0f %7d\n", "med", idle, playing,
+      playing > 0 ? idle / playing : 0, cold50, cold95, warm50, warm95, failed);
+  std::printf ("median of %d runs: idle worker %.1f %% of a core (target ≤ 5: %s), with 1 viewer %.1f %%; "
+               "first frame to a new viewer of an idle microscope p50 %.0f ms, p95 %.0f ms (target ≤ 300: %s); "
+               "load average %.2f at the end\n",
+      runs, idle, idle <= 5 ? "met" : "NOT met", playing, cold50, cold95, cold95 <= 300 ? "met" : "NOT met",
+      load_end[0]);
+
+  g_autoptr (JsonBuilder) b = json_builder_new ();
+  json_builder_begin_object (b);
+  auto num = [&b] (const char *k, double v) {
+    json_builder_set_member_name (b, k);
+    json_builder_add_double_value (b, v);
+  };
+  json_builder_set_member_name (b, "command");
+  json_builder_add_string_value (b, "meson test -C build --benchmark --suite bench demand -v");
+  json_builder_set_member_name (b, "runs");
+  json_builder_begin_array (b);
+  for (const auto &r : done) {
+    json_builder_begin_object (b);
+    num ("idle_worker_cpu_pct", r.idle_pct);
+    num ("one_viewer_worker_cpu_pct", r.playing_pct);
+    num ("cold_first_frame_p50_ms", percentile (r.cold_ms, 0.5));
+    num ("cold_first_frame_p95_ms", percentile (r.cold_ms, 0.95));
+    num ("warm_first_frame_p50_ms", percentile (r.warm_ms, 0.5));
+    num ("warm_first_frame_p95_ms", percentile (r.warm_ms, 0.95));
+    num ("cold_starts", (double) r.cold_ms.size ());
+    num ("failed_starts", r.failed_starts);
+    json_builder_end_object (b);
+  }
+  json_builder_end_array (b);
+  json_builder_set_member_name (b, "median");
+  json_builder_begin_object (b);
+  num ("idle_worker_cpu_pct", idle);
+  num ("one_viewer_worker_cpu_pct", playing);
+  num ("cold_first_frame_p50_ms", cold50);
+  num ("cold_first_frame_p95_ms", cold95);
+  num ("warm_first_frame_p50_ms", warm50);
+  num ("warm_first_frame_p95_ms", warm95);
+  json_builder_end_object (b);
+  json_builder_set_member_name (b, "load_average");
+  json_builder_begin_array (b);
+  json_builder_add_double_value (b, load_start[0]);
+  json_builder_add_double_value (b, load_end[0]);
+  json_builder_end_array (b);
+  json_builder_end_object (b);
+  livemicro::bench::write_json (b, json_path);
+  return 0;
+}
