@@ -12,8 +12,8 @@ focus_sharpness (const cv::Mat &img, double centre)
 {
   if (img.empty ())
     return 0;
-  cv::Rect roi ((int) (img.cols * (1 - centre) / 2), (int) (img.rows * (1 - centre) / 2),
-      std::max (1, (int) (img.cols * centre)), std::max (1, (int) (img.rows * centre)));
+  cv::Rect roi ((int)(img.cols * (1 - centre) / 2), (int)(img.rows * (1 - centre) / 2),
+                std::max (1, (int)(img.cols * centre)), std::max (1, (int)(img.rows * centre)));
   cv::Mat grey;
   if (img.channels () == 3)
     cv::cvtColor (img (roi), grey, cv::COLOR_RGB2GRAY);
@@ -62,11 +62,11 @@ parabola_peak (double z0, double s0, double z1, double s1, double z2, double s2)
   return z;
 }
 
-}  // namespace
+} // namespace
 
 AutofocusResult
 autofocus (double start_z, double z_min, double z_max, const AutofocusPlan &plan,
-    const std::function<std::optional<double> (double)> &measure)
+           const std::function<std::optional<double> (double)> &measure)
 {
   AutofocusResult r;
   auto probe = [&] (double z) -> std::optional<double> {
@@ -82,7 +82,7 @@ autofocus (double start_z, double z_min, double z_max, const AutofocusPlan &plan
   // that way (at most twice) — the focus may be further than the range.
   double centre = start_z, best_z = start_z, best_s = -1;
   for (int shift = 0; shift < 3; shift++) {
-    int n = (int) std::round (plan.range_um / plan.coarse_step_um);
+    int n = (int)std::round (plan.range_um / plan.coarse_step_um);
     int best_k = 0;
     for (int k = -n; k <= n; k++) {
       double z = centre + k * plan.coarse_step_um;
@@ -105,7 +105,8 @@ autofocus (double start_z, double z_min, double z_max, const AutofocusPlan &plan
   }
   // Fine: around the coarse best, then a parabola through the best three.
   std::vector<std::pair<double, double>> fine;
-  for (double z = best_z - plan.coarse_step_um; z <= best_z + plan.coarse_step_um + 1e-9; z += plan.fine_step_um) {
+  for (double z = best_z - plan.coarse_step_um; z <= best_z + plan.coarse_step_um + 1e-9;
+       z += plan.fine_step_um) {
     auto s = probe (z);
     if (!s) {
       r.error = "autofocus stopped";
@@ -114,11 +115,12 @@ autofocus (double start_z, double z_min, double z_max, const AutofocusPlan &plan
     fine.emplace_back (std::clamp (z, z_min, z_max), *s);
   }
   auto top = std::max_element (fine.begin (), fine.end (),
-      [] (const auto &a, const auto &b) { return a.second < b.second; });
+                               [] (const auto &a, const auto &b) { return a.second < b.second; });
   double z_best = top->first;
   if (top != fine.begin () && std::next (top) != fine.end ()) {
     auto prev = std::prev (top), next = std::next (top);
-    if (auto peak = parabola_peak (prev->first, prev->second, top->first, top->second, next->first, next->second))
+    if (auto peak
+        = parabola_peak (prev->first, prev->second, top->first, top->second, next->first, next->second))
       z_best = *peak;
   }
   // Finish at the best position, with a measurement there.
@@ -133,4 +135,4 @@ autofocus (double start_z, double z_min, double z_max, const AutofocusPlan &plan
   return r;
 }
 
-}  // namespace livemicro::hw
+} // namespace livemicro::hw

@@ -27,12 +27,12 @@ constexpr double kPi = 3.14159265358979323846;
 // direction more than ~10° away from neutral grey: ink, dust, shadows).
 constexpr float kTissueOdSum = 0.15f;
 constexpr float kNeutralCos = 0.985f;
-constexpr int kCoarseStep = 4;          // tissue map pitch, working pixels
-constexpr double kOtsuMaxOd = 1.6;      // Otsu histogram range of H OD
+constexpr int kCoarseStep = 4;     // tissue map pitch, working pixels
+constexpr double kOtsuMaxOd = 1.6; // Otsu histogram range of H OD
 constexpr double kMinTissueFraction = 0.02;
-constexpr double kWrongStainDab = 0.60;  // DAB share of the tissue OD
+constexpr double kWrongStainDab = 0.60; // DAB share of the tissue OD
 constexpr double kMinFocus = 1.6;       // fine/coarse edge gradient ratio
-constexpr float kStructureOdSum = 0.3f;  // anything but glass (ink, dust, tissue)
+constexpr float kStructureOdSum = 0.3f; // anything but glass (ink, dust, tissue)
 constexpr int kMinNucleiForScore = 20;
 
 double
@@ -46,8 +46,8 @@ now_ms ()
 cv::Matx33f
 stain_inverse (const StainVectors &s)
 {
-  cv::Matx33f m (s.hematoxylin[0], s.hematoxylin[1], s.hematoxylin[2], s.eosin[0],
-      s.eosin[1], s.eosin[2], s.third[0], s.third[1], s.third[2]);
+  cv::Matx33f m (s.hematoxylin[0], s.hematoxylin[1], s.hematoxylin[2], s.eosin[0], s.eosin[1], s.eosin[2],
+                 s.third[0], s.third[1], s.third[2]);
   return m.inv ();
 }
 
@@ -77,7 +77,7 @@ percentile_of (std::vector<double> v, double q)
 {
   if (v.empty ())
     return NAN;
-  size_t k = std::min (v.size () - 1, (size_t) (q * v.size ()));
+  size_t k = std::min (v.size () - 1, (size_t)(q * v.size ()));
   std::nth_element (v.begin (), v.begin () + k, v.end ());
   return v[k];
 }
@@ -99,18 +99,24 @@ mean_cv (const std::vector<double> &v, double &mean, double &cv)
   cv = mean > 0 ? std::sqrt (var) / mean : NAN;
 }
 
-}  // namespace
+} // namespace
 
 const char *
 quality_name (Quality q)
 {
   switch (q) {
-    case Quality::kOk: return "ok";
-    case Quality::kBlank: return "blank";
-    case Quality::kNoTissue: return "no_tissue";
-    case Quality::kLowResolution: return "low_resolution";
-    case Quality::kWrongStain: return "wrong_stain";
-    case Quality::kOutOfFocus: return "out_of_focus";
+  case Quality::kOk:
+    return "ok";
+  case Quality::kBlank:
+    return "blank";
+  case Quality::kNoTissue:
+    return "no_tissue";
+  case Quality::kLowResolution:
+    return "low_resolution";
+  case Quality::kWrongStain:
+    return "wrong_stain";
+  case Quality::kOutOfFocus:
+    return "out_of_focus";
   }
   return "unknown";
 }
@@ -119,9 +125,12 @@ const char *
 method_name (Method m)
 {
   switch (m) {
-    case Method::kAuto: return "auto";
-    case Method::kModel: return "model";
-    case Method::kClassical: return "classical";
+  case Method::kAuto:
+    return "auto";
+  case Method::kModel:
+    return "model";
+  case Method::kClassical:
+    return "classical";
   }
   return "unknown";
 }
@@ -130,11 +139,16 @@ double
 Nucleus::feature (Feature f) const
 {
   switch (f) {
-    case Feature::kArea: return area_um2;
-    case Feature::kCircularity: return circularity;
-    case Feature::kElongation: return elongation;
-    case Feature::kSolidity: return solidity;
-    case Feature::kHematoxylin: return mean_h_od;
+  case Feature::kArea:
+    return area_um2;
+  case Feature::kCircularity:
+    return circularity;
+  case Feature::kElongation:
+    return elongation;
+  case Feature::kSolidity:
+    return solidity;
+  case Feature::kHematoxylin:
+    return mean_h_od;
   }
   return 0;
 }
@@ -152,7 +166,7 @@ pleomorphism_score (double size_ratio, double cv_area, double cv_h_od)
   int s = size_ratio < 1.5 ? 1 : size_ratio < 2.0 ? 2 : 3;
   int v = cv_area < 0.30 ? 1 : cv_area < 0.50 ? 2 : 3;
   int c = cv_h_od < 0.15 ? 1 : cv_h_od < 0.25 ? 2 : 3;
-  return std::clamp ((int) std::lround ((s + v + c) / 3.0), 1, 3);
+  return std::clamp ((int)std::lround ((s + v + c) / 3.0), 1, 3);
 }
 
 // Mitotic points from candidate density (per mm² of tissue; Nottingham's
@@ -207,9 +221,9 @@ Analyzer::model_for_frame ()
     return nullptr;
   if (model_)
     return model_.get ();
-  if (params_.method == Method::kModel)  // throws ModelError
+  if (params_.method == Method::kModel) // throws ModelError
     return (model_ = NucleusModel::load (params_.model_path)).get ();
-  if (!model_tried_) {  // kAuto: try once
+  if (!model_tried_) { // kAuto: try once
     model_tried_ = true;
     try {
       model_ = NucleusModel::load (params_.model_path);
@@ -234,8 +248,7 @@ namespace {
 // on input, every reachable mask pixel labelled on output.  `buckets` is
 // scratch (kept between calls for its capacity).
 void
-flood (const cv::Mat &relief, const cv::Mat &mask, cv::Mat &labels,
-    std::vector<std::vector<int>> &buckets)
+flood (const cv::Mat &relief, const cv::Mat &mask, cv::Mat &labels, std::vector<std::vector<int>> &buckets)
 {
   // The mask's outer rows and columns must be 0: neighbours are then always
   // inside the image and need no bounds checks.
@@ -282,8 +295,8 @@ flood (const cv::Mat &relief, const cv::Mat &mask, cv::Mat &labels,
 // (and at least min_dist), as 8-connected plateaus labelled 1..n into
 // `labels` (zeroed first); returns n.
 int
-label_peaks (const cv::Mat &dist, const cv::Mat &dil, const cv::Mat &mask, float min_dist,
-    cv::Mat &labels, std::vector<int> &stack)
+label_peaks (const cv::Mat &dist, const cv::Mat &dil, const cv::Mat &mask, float min_dist, cv::Mat &labels,
+             std::vector<int> &stack)
 {
   labels.create (dist.size (), CV_32S);
   labels.setTo (0);
@@ -325,15 +338,15 @@ label_peaks (const cv::Mat &dist, const cv::Mat &dil, const cv::Mat &mask, float
 // foreground; foreground blobs that hold no core become one region each.
 // Returns the number of regions, labelled 1..n in `labels`.
 int
-segment_with_model (NucleusModel &model, const cv::Mat &work, std::array<int, 3> rgb,
-    const Params &P, cv::Mat &fg, cv::Mat &dist, cv::Mat &mask, cv::Mat &core, cv::Mat &relief,
-    cv::Mat &labels, std::vector<std::vector<int>> &buckets)
+segment_with_model (NucleusModel &model, const cv::Mat &work, std::array<int, 3> rgb, const Params &P,
+                    cv::Mat &fg, cv::Mat &dist, cv::Mat &mask, cv::Mat &core, cv::Mat &relief,
+                    cv::Mat &labels, std::vector<std::vector<int>> &buckets)
 {
   model.predict (work, rgb, fg, dist);
   const int w = work.cols, h = work.rows;
   mask.create (h, w, CV_8U);
   core.create (h, w, CV_8U);
-  const float tf = (float) P.fg_threshold, tm = (float) P.marker_threshold;
+  const float tf = (float)P.fg_threshold, tm = (float)P.marker_threshold;
   for (int j = 0; j < h; j++) {
     const float *f = fg.ptr<float> (j), *d = dist.ptr<float> (j);
     uchar *m = mask.ptr<uchar> (j), *c = core.ptr<uchar> (j);
@@ -365,7 +378,7 @@ segment_with_model (NucleusModel &model, const cv::Mat &work, std::array<int, 3>
   return n;
 }
 
-}  // namespace
+} // namespace
 
 namespace {
 
@@ -411,22 +424,22 @@ struct WorkingFrame {
   const cv::Mat *image;
   std::array<int, 3> rgb;
   int width, height, channels;
-  double sx, sy;     // frame pixels per working pixel
-  double um_per_px;  // of a working pixel
+  double sx, sy;    // frame pixels per working pixel
+  double um_per_px; // of a working pixel
   const uchar *pixel (int x, int y) const { return image->ptr<uchar> (y) + x * channels; }
 };
 
 WorkingFrame
 working_frame (const cv::Mat &image, std::array<int, 3> rgb, double um_per_px, double scale, cv::Mat &resized)
 {
-  const int ww = std::max (1, (int) std::lround (image.cols * scale));
-  const int wh = std::max (1, (int) std::lround (image.rows * scale));
+  const int ww = std::max (1, (int)std::lround (image.cols * scale));
+  const int wh = std::max (1, (int)std::lround (image.rows * scale));
   const cv::Mat *work = &image;
   if (ww != image.cols || wh != image.rows) {
     cv::resize (image, resized, cv::Size (ww, wh), 0, 0, scale < 1 ? cv::INTER_AREA : cv::INTER_LINEAR);
     work = &resized;
   }
-  const double sx = (double) image.cols / ww, sy = (double) image.rows / wh;
+  const double sx = (double)image.cols / ww, sy = (double)image.rows / wh;
   return {work, rgb, ww, wh, work->channels (), sx, sy, um_per_px * sx};
 }
 
@@ -435,7 +448,7 @@ working_frame (const cv::Mat &image, std::array<int, 3> rgb, double um_per_px, d
 // subsample, so lamp level and white balance do not shift OD.
 struct OdTable {
   float od[3][256];
-  int brightest;  // the brightest channel's 99.8th percentile, before clamping
+  int brightest; // the brightest channel's 99.8th percentile, before clamping
 };
 
 OdTable
@@ -461,11 +474,11 @@ glass_od_table (const WorkingFrame &f)
         break;
     }
     t.brightest = std::max (t.brightest, v);
-    i0[c] = (float) std::clamp (v, 200, 255);
+    i0[c] = (float)std::clamp (v, 200, 255);
   }
   for (int c = 0; c < 3; c++)
     for (int v = 0; v < 256; v++)
-      t.od[c][v] = std::max (0.0f, (float) -std::log10 (std::max (v, 1) / i0[c]));
+      t.od[c][v] = std::max (0.0f, (float)-std::log10 (std::max (v, 1) / i0[c]));
   return t;
 }
 
@@ -473,11 +486,11 @@ glass_od_table (const WorkingFrame &f)
 // stained (summed OD above kTissueOdSum) and coloured (an OD direction away
 // from neutral grey: ink, dust, shadows), closed and opened.
 struct TissueMap {
-  cv::Mat coarse;                        // CV_8U, 255 = tissue
-  std::vector<cv::Vec3f> od_samples;     // OD of the tissue samples (Macenko)
-  double fraction = 0;                   // of the frame area
-  double dab_fraction = 0;               // DAB share of the tissue's stain (Ruifrok–Johnston H/E/DAB)
-  int structure_samples = 0;             // samples that are anything but glass
+  cv::Mat coarse;                    // CV_8U, 255 = tissue
+  std::vector<cv::Vec3f> od_samples; // OD of the tissue samples (Macenko)
+  double fraction = 0;               // of the frame area
+  double dab_fraction = 0;           // DAB share of the tissue's stain (Ruifrok–Johnston H/E/DAB)
+  int structure_samples = 0;         // samples that are anything but glass
   int samples = 0;
   bool at (int x, int y) const { return coarse.at<uchar> (y / kCoarseStep, x / kCoarseStep) != 0; }
   // The working pixel a coarse sample was taken at.
@@ -511,7 +524,7 @@ coarse_tissue_map (const WorkingFrame &f, const OdTable &t)
         continue;
       m.coarse.at<uchar> (cj, ci) = 255;
       m.od_samples.push_back (od);
-      cv::Vec3f c;  // stain concentrations: OD (row) · inverse
+      cv::Vec3f c; // stain concentrations: OD (row) · inverse
       for (int k = 0; k < 3; k++)
         c[k] = od[0] * rj_inv (0, k) + od[1] * rj_inv (1, k) + od[2] * rj_inv (2, k);
       dab_sum += std::max (0.0f, c[2]);
@@ -521,7 +534,7 @@ coarse_tissue_map (const WorkingFrame &f, const OdTable &t)
   cv::Mat k = cv::getStructuringElement (cv::MORPH_RECT, {3, 3});
   cv::morphologyEx (m.coarse, m.coarse, cv::MORPH_CLOSE, k);
   cv::morphologyEx (m.coarse, m.coarse, cv::MORPH_OPEN, k);
-  const double n_coarse = (double) cw * ch;
+  const double n_coarse = (double)cw * ch;
   m.fraction = cv::countNonZero (m.coarse) / n_coarse;
   m.dab_fraction = stain_sum > 0 ? dab_sum / stain_sum : 0;
   m.structure_samples = n_structure;
@@ -533,7 +546,8 @@ coarse_tissue_map (const WorkingFrame &f, const OdTable &t)
 Quality
 frame_quality (const OdTable &t, const TissueMap &tissue, bool too_coarse)
 {
-  if (t.brightest < 40 || (tissue.fraction < 0.01 && tissue.structure_samples < 0.005 * (double) tissue.samples))
+  if (t.brightest < 40
+      || (tissue.fraction < 0.01 && tissue.structure_samples < 0.005 * (double)tissue.samples))
     return Quality::kBlank;
   if (tissue.fraction < kMinTissueFraction)
     return Quality::kNoTissue;
@@ -548,7 +562,7 @@ frame_quality (const OdTable &t, const TissueMap &tissue, bool too_coarse)
 // working frame, and the mean H and E OD over the tissue samples.
 void
 deconvolve (const WorkingFrame &f, const OdTable &t, const StainVectors &stains, const TissueMap &tissue,
-    cv::Mat &h, Summary &sum)
+            cv::Mat &h, Summary &sum)
 {
   const cv::Matx33f inv = stain_inverse (stains);
   float lut_h[3][256], lut_e[3][256];
@@ -590,10 +604,10 @@ subtract_background (const cv::Mat &hs, double wupp, const Params &P, cv::Mat &b
   if (P.background_radius_um <= 0) {
     bg = cv::Mat::zeros (hs.size (), CV_32F);
   } else {
-    int f = std::max (1, (int) std::lround (2.0 / wupp));
+    int f = std::max (1, (int)std::lround (2.0 / wupp));
     cv::Mat small;
     cv::resize (hs, small, cv::Size ((hs.cols + f - 1) / f, (hs.rows + f - 1) / f), 0, 0, cv::INTER_AREA);
-    int k = 2 * std::max (1, (int) std::lround (P.background_radius_um / (wupp * f))) + 1;
+    int k = 2 * std::max (1, (int)std::lround (P.background_radius_um / (wupp * f))) + 1;
     cv::morphologyEx (small, small, cv::MORPH_OPEN, cv::getStructuringElement (cv::MORPH_RECT, {k, k}));
     cv::blur (small, small, {3, 3});
     cv::resize (small, bg, hs.size (), 0, 0, cv::INTER_LINEAR);
@@ -614,14 +628,15 @@ focus_ratio (const cv::Mat &hs, const TissueMap &tissue, double wupp, const Para
   // A centred window of at most 512² working pixels (256 µm) is plenty of
   // edges and keeps the cost fixed.
   const cv::Rect win ((ww - std::min (ww, 512)) / 2, (wh - std::min (wh, 512)) / 2, std::min (ww, 512),
-      std::min (wh, 512));
+                      std::min (wh, 512));
   cv::Mat fine_img = hs (win), coarse;
   cv::GaussianBlur (fine_img, coarse, cv::Size (), s2, s2, cv::BORDER_REFLECT);
   std::vector<float> fine, crs;
   fine.reserve (ww * wh / 4);
   crs.reserve (ww * wh / 4);
   for (int j = 1; j < win.height - 1; j += 2) {
-    const float *a0 = fine_img.ptr<float> (j), *au = fine_img.ptr<float> (j - 1), *ad = fine_img.ptr<float> (j + 1);
+    const float *a0 = fine_img.ptr<float> (j), *au = fine_img.ptr<float> (j - 1),
+                *ad = fine_img.ptr<float> (j + 1);
     const float *b0 = coarse.ptr<float> (j), *bu = coarse.ptr<float> (j - 1), *bd = coarse.ptr<float> (j + 1);
     for (int i = 1; i < win.width - 1; i += 2) {
       if (!tissue.at (i + win.x, j + win.y))
@@ -634,7 +649,7 @@ focus_ratio (const cv::Mat &hs, const TissueMap &tissue, double wupp, const Para
   auto p98 = [] (std::vector<float> &v) {
     if (v.empty ())
       return 0.0f;
-    size_t k = (size_t) (0.98 * (v.size () - 1));
+    size_t k = (size_t)(0.98 * (v.size () - 1));
     std::nth_element (v.begin (), v.begin () + k, v.end ());
     return v[k];
   };
@@ -656,7 +671,7 @@ hematoxylin_threshold (const cv::Mat &hc, const TissueMap &tissue, const Params 
     for (int i = 0; i < hc.cols; i += 2) {
       if (!tissue.at (i, j))
         continue;
-      int b = (int) (std::clamp (cr[i], 0.0f, (float) kOtsuMaxOd) / kOtsuMaxOd * (kBins - 1));
+      int b = (int)(std::clamp (cr[i], 0.0f, (float)kOtsuMaxOd) / kOtsuMaxOd * (kBins - 1));
       hist_h[b]++;
       total++;
     }
@@ -694,11 +709,11 @@ void
 nucleus_foreground (const cv::Mat &hc, double thr, double wupp, const Params &P, cv::Mat &peak, cv::Mat &mask)
 {
   const int ww = hc.cols, wh = hc.rows;
-  const float t_low = (float) std::max (0.5 * P.min_threshold_od, P.low_fraction * thr);
-  int r = std::max (1, (int) std::lround (P.object_radius_um / wupp));
+  const float t_low = (float)std::max (0.5 * P.min_threshold_od, P.low_fraction * thr);
+  int r = std::max (1, (int)std::lround (P.object_radius_um / wupp));
   cv::dilate (hc, peak, cv::getStructuringElement (cv::MORPH_RECT, {2 * r + 1, 2 * r + 1}));
   mask.create (wh, ww, CV_8U);
-  const float edge = (float) P.edge_fraction, t = (float) thr;
+  const float edge = (float)P.edge_fraction, t = (float)thr;
   for (int j = 0; j < wh; j++) {
     const float *cr = hc.ptr<float> (j), *dr = peak.ptr<float> (j);
     uchar *mr = mask.ptr<uchar> (j);
@@ -713,7 +728,7 @@ nucleus_foreground (const cv::Mat &hc, double thr, double wupp, const Params &P,
   const double max_hole_px = P.max_area_um2 / 8.0 / (wupp * wupp);
   for (size_t k = 0; k < cs.size (); k++)
     if (tree[k][3] >= 0 && cv::contourArea (cs[k]) < max_hole_px)
-      cv::drawContours (mask, cs, (int) k, cv::Scalar (255), cv::FILLED);
+      cv::drawContours (mask, cs, (int)k, cv::Scalar (255), cv::FILLED);
   cv::morphologyEx (mask, mask, cv::MORPH_OPEN, cv::getStructuringElement (cv::MORPH_CROSS, {3, 3}));
   // The outermost pixel ring is never nucleus (the flood relies on it).
   cv::rectangle (mask, cv::Rect (0, 0, ww, wh), cv::Scalar (0), 1);
@@ -727,7 +742,7 @@ merge_shallow_saddles (cv::Mat &labels, const cv::Mat &dist, int n_labels, float
 {
   const int ww = labels.cols, wh = labels.rows;
   std::vector<float> peak (n_labels + 1, 0.0f);
-  std::vector<std::pair<uint64_t, float>> contacts;  // (pair key, saddle)
+  std::vector<std::pair<uint64_t, float>> contacts; // (pair key, saddle)
   for (int j = 0; j < wh; j++) {
     const int *lr = labels.ptr<int> (j);
     const int *ln = j + 1 < wh ? labels.ptr<int> (j + 1) : nullptr;
@@ -740,7 +755,7 @@ merge_shallow_saddles (cv::Mat &labels, const cv::Mat &dist, int n_labels, float
       peak[a] = std::max (peak[a], dr[i]);
       auto note = [&] (int b, float d) {
         if (b && b != a) {
-          uint64_t key = a < b ? ((uint64_t) a << 32) | (uint32_t) b : ((uint64_t) b << 32) | (uint32_t) a;
+          uint64_t key = a < b ? ((uint64_t)a << 32) | (uint32_t)b : ((uint64_t)b << 32) | (uint32_t)a;
           contacts.emplace_back (key, std::min (dr[i], d));
         }
       };
@@ -759,7 +774,7 @@ merge_shallow_saddles (cv::Mat &labels, const cv::Mat &dist, int n_labels, float
       order.emplace_back (contacts[k].second, contacts[k].first);
   std::sort (order.begin (), order.end (), [] (const auto &x, const auto &y) { return x.first > y.first; });
   for (auto &[sd, key] : order) {
-    int a = uf.find ((int) (key >> 32)), b = uf.find ((int) (key & 0xffffffffu));
+    int a = uf.find ((int)(key >> 32)), b = uf.find ((int)(key & 0xffffffffu));
     if (a == b)
       continue;
     if (std::min (peak[a], peak[b]) - sd < depth) {
@@ -802,9 +817,9 @@ region_moments (const cv::Mat &labels, int n, const cv::Mat &h, const cv::Mat &c
       q.n++;
       q.sx += i;
       q.sy += j;
-      q.sxx += (double) i * i;
-      q.syy += (double) j * j;
-      q.sxy += (double) i * j;
+      q.sxx += (double)i * i;
+      q.syy += (double)j * j;
+      q.sxy += (double)i * j;
       q.sh += hr[i];
       q.sc += cr[i];
     }
@@ -819,9 +834,9 @@ region_moments (const cv::Mat &labels, int n, const cv::Mat &h, const cv::Mat &c
 // what a nucleus looks like).
 std::vector<Nucleus>
 nuclei_of_regions (const std::vector<RegionMoments> &acc, const WorkingFrame &f, const Params &P,
-    std::optional<double> classical_threshold, std::vector<int> &keep)
+                   std::optional<double> classical_threshold, std::vector<int> &keep)
 {
-  const int n = (int) acc.size () - 1;
+  const int n = (int)acc.size () - 1;
   const double wupp = f.um_per_px, px_area = wupp * wupp;
   keep.assign (n + 1, 0);
   std::vector<Nucleus> nuclei;
@@ -851,7 +866,7 @@ nuclei_of_regions (const std::vector<RegionMoments> &acc, const WorkingFrame &f,
     if (classical_threshold && 4 * std::sqrt (l2) * wupp < P.min_width_um)
       continue;
     nuclei.push_back (std::move (nu));
-    keep[a] = (int) nuclei.size ();
+    keep[a] = (int)nuclei.size ();
   }
   return nuclei;
 }
@@ -860,8 +875,8 @@ nuclei_of_regions (const std::vector<RegionMoments> &acc, const WorkingFrame &f,
 // solidity, contour) from one findContours pass over the labels with a
 // one-pixel gap between touching regions.
 void
-outline_nuclei (const cv::Mat &labels, const std::vector<int> &keep, const WorkingFrame &f, bool want_contours,
-    cv::Mat &gapped, std::vector<Nucleus> &nuclei)
+outline_nuclei (const cv::Mat &labels, const std::vector<int> &keep, const WorkingFrame &f,
+                bool want_contours, cv::Mat &gapped, std::vector<Nucleus> &nuclei)
 {
   const int ww = labels.cols, wh = labels.rows;
   const double px_area = f.um_per_px * f.um_per_px;
@@ -874,9 +889,11 @@ outline_nuclei (const cv::Mat &labels, const std::vector<int> &keep, const Worki
       int a = lr[i];
       bool on = a && keep[a];
       // 8-connected contours: separate diagonal neighbours too.
-      if (on && ((i + 1 < ww && lr[i + 1] && lr[i + 1] != a) ||
-                    (ln && ((ln[i] && ln[i] != a) || (i + 1 < ww && ln[i + 1] && ln[i + 1] != a) ||
-                               (i > 0 && ln[i - 1] && ln[i - 1] != a)))))
+      if (on
+          && ((i + 1 < ww && lr[i + 1] && lr[i + 1] != a)
+              || (ln
+                  && ((ln[i] && ln[i] != a) || (i + 1 < ww && ln[i + 1] && ln[i + 1] != a)
+                      || (i > 0 && ln[i - 1] && ln[i - 1] != a)))))
         on = false;
       g[i] = on ? 255 : 0;
     }
@@ -889,9 +906,9 @@ outline_nuclei (const cv::Mat &labels, const std::vector<int> &keep, const Worki
     if (a <= 0 || !keep[a])
       continue;
     int idx = keep[a] - 1;
-    if ((double) c.size () <= best_len[idx])
+    if ((double)c.size () <= best_len[idx])
       continue;
-    best_len[idx] = (double) c.size ();
+    best_len[idx] = (double)c.size ();
     Nucleus &nu = nuclei[idx];
     // 3-point smoothing removes the pixel staircase before measuring.
     const size_t m = c.size ();
@@ -920,11 +937,11 @@ outline_nuclei (const cv::Mat &labels, const std::vector<int> &keep, const Worki
     if (want_contours) {
       nu.contour.resize (m);
       for (size_t k = 0; k < m; k++)
-        nu.contour[k] = cv::Point2f ((float) ((c[k].x + 0.5) * f.sx), (float) ((c[k].y + 0.5) * f.sy));
+        nu.contour[k] = cv::Point2f ((float)((c[k].x + 0.5) * f.sx), (float)((c[k].y + 0.5) * f.sy));
     }
   }
   for (size_t k = 0; k < nuclei.size (); k++)
-    if (best_len[k] == 0) {  // a region the gap cut to nothing: treat as round
+    if (best_len[k] == 0) { // a region the gap cut to nothing: treat as round
       nuclei[k].perimeter_um = 2 * std::sqrt (kPi * nuclei[k].area_um2);
       nuclei[k].circularity = 1.0;
       nuclei[k].solidity = 1.0;
@@ -945,7 +962,7 @@ summarise (std::vector<Nucleus> &nuclei, const Params &P, Summary &sum)
     hods.push_back (nu.mean_h_od);
     circ_sum += nu.circularity;
   }
-  sum.nuclei_count = (int) nuclei.size ();
+  sum.nuclei_count = (int)nuclei.size ();
   sum.nuclei_per_mm2 = sum.tissue_area_mm2 > 0 ? nuclei.size () / sum.tissue_area_mm2 : NAN;
   double hod_mean = NAN;
   mean_cv (areas, sum.mean_area_um2, sum.cv_area);
@@ -957,13 +974,13 @@ summarise (std::vector<Nucleus> &nuclei, const Params &P, Summary &sum)
   double h_med = median_of (hods);
   int mitoses = 0;
   for (Nucleus &nu : nuclei) {
-    nu.mitotic_candidate = nuclei.size () >= 5 && nu.mean_h_od >= 1.4 * h_med && nu.solidity < 0.9 &&
-                           nu.area_um2 <= 2 * P.reference_area_um2;
+    nu.mitotic_candidate = nuclei.size () >= 5 && nu.mean_h_od >= 1.4 * h_med && nu.solidity < 0.9
+                           && nu.area_um2 <= 2 * P.reference_area_um2;
     mitoses += nu.mitotic_candidate;
   }
   sum.mitotic_candidates = mitoses;
   sum.mitotic_candidates_per_mm2 = sum.tissue_area_mm2 > 0 ? mitoses / sum.tissue_area_mm2 : NAN;
-  if ((int) nuclei.size () >= kMinNucleiForScore) {
+  if ((int)nuclei.size () >= kMinNucleiForScore) {
     sum.size_ratio = std::sqrt (percentile_of (areas, 0.75) / P.reference_area_um2);
     sum.pleomorphism = pleomorphism_score (sum.size_ratio, sum.cv_area, sum.cv_h_od);
     sum.grade_cue = grade_cue_for (sum.pleomorphism, sum.mitotic_candidates_per_mm2);
@@ -993,7 +1010,7 @@ segment_classical (const TissueMap &tissue, double wupp, const Params &P, Classi
   if (P.intensity_weight > 0) {
     // Paler lines between touching nuclei lower the relief there: distance
     // × (1 − w + w · H / local peak H).
-    const float wgt = (float) P.intensity_weight;
+    const float wgt = (float)P.intensity_weight;
     for (int j = 0; j < S.dist.rows; j++) {
       float *dr = S.dist.ptr<float> (j);
       const float *cr = S.hc.ptr<float> (j), *pr = S.dil.ptr<float> (j);
@@ -1003,7 +1020,7 @@ segment_classical (const TissueMap &tissue, double wupp, const Params &P, Classi
     }
   }
   cv::GaussianBlur (S.dist, S.dist, cv::Size (5, 5), 1.0, 1.0);
-  const int r_split = std::max (1, (int) std::lround (P.min_split_radius_um / wupp));
+  const int r_split = std::max (1, (int)std::lround (P.min_split_radius_um / wupp));
   cv::dilate (S.dist, S.dil, cv::getStructuringElement (cv::MORPH_RECT, {2 * r_split + 1, 2 * r_split + 1}));
   const int n_labels = label_peaks (S.dist, S.dil, S.mask, 0.5f, S.labels, S.stack);
   double mx;
@@ -1011,10 +1028,10 @@ segment_classical (const TissueMap &tissue, double wupp, const Params &P, Classi
   double k = mx > 0 ? std::min (16.0, 255.0 / mx) : 1.0;
   S.dist.convertTo (S.relief, CV_8U, -k, 255.0);
   flood (S.relief, S.mask, S.labels, S.buckets);
-  return merge_shallow_saddles (S.labels, S.dist, n_labels, (float) (P.split_depth_um / wupp));
+  return merge_shallow_saddles (S.labels, S.dist, n_labels, (float)(P.split_depth_um / wupp));
 }
 
-}  // namespace
+} // namespace
 
 // Ruifrok–Johnston, or Macenko's vectors estimated on this frame's tissue
 // and blended into the slide's running estimate.
@@ -1024,18 +1041,18 @@ Analyzer::stain_vectors (const std::vector<cv::Vec3f> &od_samples, StainMethod &
   used = StainMethod::kRuifrokJohnston;
   if (params_.stain != StainMethod::kMacenko || od_samples.size () < 200)
     return ruifrok_johnston ();
-  cv::Mat od (1, (int) od_samples.size (), CV_32FC3, const_cast<cv::Vec3f *> (od_samples.data ()));
+  cv::Mat od (1, (int)od_samples.size (), CV_32FC3, const_cast<cv::Vec3f *> (od_samples.data ()));
   if (auto est = estimate_macenko (od)) {
     if (macenko_) {
       const double w = params_.macenko_smoothing;
       auto blend = [w] (cv::Vec3f a, cv::Vec3f b) {
-        cv::Vec3f v = a * (float) (1 - w) + b * (float) w;
-        return v / (float) cv::norm (v);
+        cv::Vec3f v = a * (float)(1 - w) + b * (float)w;
+        return v / (float)cv::norm (v);
       };
       macenko_->hematoxylin = blend (macenko_->hematoxylin, est->hematoxylin);
       macenko_->eosin = blend (macenko_->eosin, est->eosin);
       cv::Vec3f t = macenko_->hematoxylin.cross (macenko_->eosin);
-      macenko_->third = t / (float) cv::norm (t);
+      macenko_->third = t / (float)cv::norm (t);
     } else {
       macenko_ = est;
     }
@@ -1099,10 +1116,10 @@ Analyzer::analyze (const cv::Mat &image, double um_per_px, std::array<int, 3> rg
   profile.next ("background");
   const double smooth_px = P.smooth_sigma_um / wupp;
   if (smooth_px > 0.3)
-    cv::GaussianBlur (S.h, S.hs, cv::Size (), smooth_px, smooth_px, cv::BORDER_REFLECT);  // ±4σ
+    cv::GaussianBlur (S.h, S.hs, cv::Size (), smooth_px, smooth_px, cv::BORDER_REFLECT); // ±4σ
   else
     S.h.copyTo (S.hs);
-  if (!model)  // the model needs no background
+  if (!model) // the model needs no background
     subtract_background (S.hs, wupp, P, S.bg, S.hc);
 
   profile.next ("focus");
@@ -1114,15 +1131,18 @@ Analyzer::analyze (const cv::Mat &image, double um_per_px, std::array<int, 3> rg
 
   profile.next (model ? "model" : "classical segmentation");
   double thr = P.min_threshold_od;
-  const int n = model ? segment_with_model (*model, *f.image, rgb, P, S.fg, S.dist, S.mask, S.core, S.relief,
-                            S.labels, S.buckets)
-                      : segment_classical (tissue, wupp, P,
-                            {S.hc, S.dil, S.mask, S.dist, S.relief, S.labels, S.stack, S.buckets}, thr);
+  const int n
+      = model
+            ? segment_with_model (*model, *f.image, rgb, P, S.fg, S.dist, S.mask, S.core, S.relief, S.labels,
+                                  S.buckets)
+            : segment_classical (tissue, wupp, P,
+                                 {S.hc, S.dil, S.mask, S.dist, S.relief, S.labels, S.stack, S.buckets}, thr);
 
   profile.next ("per-region moments");
-  std::vector<int> keep;  // region -> nucleus index + 1
-  std::vector<Nucleus> nuclei = nuclei_of_regions (region_moments (S.labels, n, S.h, model ? S.h : S.hc), f,
-      P, model ? std::nullopt : std::optional<double> (thr), keep);
+  std::vector<int> keep; // region -> nucleus index + 1
+  std::vector<Nucleus> nuclei
+      = nuclei_of_regions (region_moments (S.labels, n, S.h, model ? S.h : S.hc), f, P,
+                           model ? std::nullopt : std::optional<double> (thr), keep);
 
   profile.next ("contours");
   outline_nuclei (S.labels, keep, f, P.want_contours, S.gapped, nuclei);
@@ -1141,4 +1161,4 @@ Analyzer::analyze (const cv::Mat &image, double um_per_px, std::array<int, 3> rg
   return finish ();
 }
 
-}  // namespace livemicro::analysis
+} // namespace livemicro::analysis

@@ -20,12 +20,11 @@ namespace livemicro::analysis {
 
 namespace {
 
-constexpr int kStride = 16;       // input sides must be multiples of this
-constexpr int kTile = 1024;       // tile side (input pixels) for large images
-constexpr int kMargin = 32;       // context kept around each tile's core
-constexpr const char *kWhatToDo =
-    "run scripts/train-nuclei to make it, point model-location (livemicroctl: "
-    "$LIVEMICRO_NUCLEI_MODEL) at a good copy, or use method=classical";
+constexpr int kStride = 16; // input sides must be multiples of this
+constexpr int kTile = 1024; // tile side (input pixels) for large images
+constexpr int kMargin = 32; // context kept around each tile's core
+constexpr const char *kWhatToDo = "run scripts/train-nuclei to make it, point model-location (livemicroctl: "
+                                  "$LIVEMICRO_NUCLEI_MODEL) at a good copy, or use method=classical";
 
 int
 round_up (int v, int m)
@@ -33,7 +32,7 @@ round_up (int v, int m)
   return (v + m - 1) / m * m;
 }
 
-}  // namespace
+} // namespace
 
 std::string
 default_model_path ()
@@ -62,8 +61,7 @@ struct NucleusModel::Impl {
     }
     net.setInput (blob);
     cv::Mat o = net.forward ();
-    if (o.dims != 4 || o.size[0] != 1 || o.size[1] != 2 || o.size[2] * 2 != h ||
-        o.size[3] * 2 != w)
+    if (o.dims != 4 || o.size[0] != 1 || o.size[1] != 2 || o.size[2] * 2 != h || o.size[3] * 2 != w)
       throw ModelError ("the nucleus model gave an output of an unexpected shape");
     for (int k = 0; k < 2; k++)
       out[k] = cv::Mat (o.size[2], o.size[3], CV_32F, o.ptr<float> (0, k)).clone ();
@@ -80,8 +78,8 @@ NucleusModel::load (const std::string &given)
   {
     std::ifstream f (path, std::ios::binary);
     if (!f)
-      throw ModelError ("nucleus model '" + path + "' cannot be opened (" +
-                        std::strerror (errno) + "): " + kWhatToDo);
+      throw ModelError ("nucleus model '" + path + "' cannot be opened (" + std::strerror (errno)
+                        + "): " + kWhatToDo);
   }
   std::unique_ptr<NucleusModel> m (new NucleusModel ());
   m->path_ = path;
@@ -95,18 +93,17 @@ NucleusModel::load (const std::string &given)
     cv::Mat probe (32, 32, CV_8UC3, cv::Scalar (200, 150, 200)), out[2];
     m->impl_->run (probe, {0, 1, 2}, out);
   } catch (const cv::Exception &e) {
-    throw ModelError ("nucleus model '" + path + "' is not a model OpenCV can read (" +
-                      e.err + "): the file is corrupt or truncated; " + kWhatToDo);
+    throw ModelError ("nucleus model '" + path + "' is not a model OpenCV can read (" + e.err
+                      + "): the file is corrupt or truncated; " + kWhatToDo);
   } catch (const ModelError &e) {
-    throw ModelError ("nucleus model '" + path + "' is not a LiveMicro nucleus model (" +
-                      e.what () + "); " + kWhatToDo);
+    throw ModelError ("nucleus model '" + path + "' is not a LiveMicro nucleus model (" + e.what () + "); "
+                      + kWhatToDo);
   }
   return m;
 }
 
 void
-NucleusModel::predict (const cv::Mat &image, std::array<int, 3> rgb, cv::Mat &foreground,
-    cv::Mat &distance)
+NucleusModel::predict (const cv::Mat &image, std::array<int, 3> rgb, cv::Mat &foreground, cv::Mat &distance)
 {
   if (image.empty () || image.depth () != CV_8U || (image.channels () != 3 && image.channels () != 4))
     throw std::invalid_argument ("the nucleus model needs an 8-bit RGB image");
@@ -117,17 +114,16 @@ NucleusModel::predict (const cv::Mat &image, std::array<int, 3> rgb, cv::Mat &fo
   cv::Mat logits[2], up;
   auto finish = [&] (const cv::Rect &core_in_tile, const cv::Rect &dst) {
     for (int k = 0; k < 2; k++) {
-      cv::resize (logits[k], up, cv::Size (logits[k].cols * 2, logits[k].rows * 2), 0, 0,
-          cv::INTER_LINEAR);
+      cv::resize (logits[k], up, cv::Size (logits[k].cols * 2, logits[k].rows * 2), 0, 0, cv::INTER_LINEAR);
       cv::Mat core = up (core_in_tile), p;
-      cv::exp (-core, p);  // sigmoid
+      cv::exp (-core, p); // sigmoid
       p = 1.0 / (1.0 + p);
       p.copyTo ((k == 0 ? foreground : distance) (dst));
     }
   };
   const int pw = std::max (kStride, round_up (w, kStride));
   const int ph = std::max (kStride, round_up (h, kStride));
-  if ((double) pw * ph <= 1.5 * kTile * kTile) {
+  if ((double)pw * ph <= 1.5 * kTile * kTile) {
     // One pass, padded by reflection to multiples of kStride.
     cv::copyMakeBorder (image, impl_->pad, 0, ph - h, 0, pw - w, border);
     impl_->run (impl_->pad, rgb, logits);
@@ -137,8 +133,8 @@ NucleusModel::predict (const cv::Mat &image, std::array<int, 3> rgb, cv::Mat &fo
   // Tiles of kTile with kMargin of context; each keeps its core.
   const int step = kTile - 2 * kMargin;
   const int nx = (w + step - 1) / step, ny = (h + step - 1) / step;
-  cv::copyMakeBorder (image, impl_->pad, kMargin, kMargin + ny * step - h, kMargin,
-      kMargin + nx * step - w, border);
+  cv::copyMakeBorder (image, impl_->pad, kMargin, kMargin + ny * step - h, kMargin, kMargin + nx * step - w,
+                      border);
   for (int ty = 0; ty < ny; ty++)
     for (int tx = 0; tx < nx; tx++) {
       cv::Rect in (tx * step, ty * step, kTile, kTile);
@@ -148,4 +144,4 @@ NucleusModel::predict (const cv::Mat &image, std::array<int, 3> rgb, cv::Mat &fo
     }
 }
 
-}  // namespace livemicro::analysis
+} // namespace livemicro::analysis

@@ -7,8 +7,8 @@
 
 namespace livemicro::analysis {
 
-const char *const kGradeCueNote =
-    "image-derived cue from pleomorphism and mitotic candidates, not a diagnosis";
+const char *const kGradeCueNote
+    = "image-derived cue from pleomorphism and mitotic candidates, not a diagnosis";
 
 namespace {
 
@@ -42,7 +42,7 @@ member_vec (JsonBuilder *b, const char *name, const cv::Vec3f &v)
   json_builder_end_array (b);
 }
 
-}  // namespace
+} // namespace
 
 std::string
 report_json (const Result &r, const ReportContext &ctx)
@@ -57,14 +57,13 @@ report_json (const Result &r, const ReportContext &ctx)
   }
   json_builder_set_member_name (b, "analysed");
   json_builder_add_boolean_value (b, ctx.analysed);
-  auto opt = [] (std::optional<uint64_t> v) {
-    return v ? std::optional<int64_t> ((int64_t) *v) : std::nullopt;
-  };
+  auto opt
+      = [] (std::optional<uint64_t> v) { return v ? std::optional<int64_t> ((int64_t)*v) : std::nullopt; };
   member_int (b, "pts_ns", opt (ctx.pts_ns));
   member_int (b, "stream_time_ns", opt (ctx.stream_time_ns));
   member_int (b, "running_time_ns", opt (ctx.running_time_ns));
-  member_int (b, "frames_analysed", (int64_t) ctx.frames_analysed);
-  member_int (b, "frames_skipped", (int64_t) ctx.frames_skipped);
+  member_int (b, "frames_analysed", (int64_t)ctx.frames_analysed);
+  member_int (b, "frames_skipped", (int64_t)ctx.frames_skipped);
   json_builder_set_member_name (b, "quality");
   json_builder_add_string_value (b, quality_name (s.quality));
   member_int (b, "frame_width", s.frame_width);
@@ -83,8 +82,7 @@ report_json (const Result &r, const ReportContext &ctx)
     json_builder_add_null_value (b);
   }
   json_builder_set_member_name (b, "stain");
-  json_builder_add_string_value (b,
-      s.stain_method == StainMethod::kMacenko ? "macenko" : "ruifrok-johnston");
+  json_builder_add_string_value (b, s.stain_method == StainMethod::kMacenko ? "macenko" : "ruifrok-johnston");
   json_builder_set_member_name (b, "stain_vectors");
   json_builder_begin_object (b);
   member_vec (b, "hematoxylin", s.stain_vectors.hematoxylin);
@@ -105,9 +103,8 @@ report_json (const Result &r, const ReportContext &ctx)
   member_double (b, "cv_h_od", ok ? s.cv_h_od : NAN);
   member_double (b, "size_ratio", ok ? s.size_ratio : NAN);
   member_int (b, "pleomorphism",
-      ok && s.pleomorphism > 0 ? std::optional<int64_t> (s.pleomorphism) : std::nullopt);
-  member_int (b, "mitotic_candidates",
-      ok ? std::optional<int64_t> (s.mitotic_candidates) : std::nullopt);
+              ok && s.pleomorphism > 0 ? std::optional<int64_t> (s.pleomorphism) : std::nullopt);
+  member_int (b, "mitotic_candidates", ok ? std::optional<int64_t> (s.mitotic_candidates) : std::nullopt);
   member_double (b, "mitotic_candidates_per_mm2", ok ? s.mitotic_candidates_per_mm2 : NAN);
   json_builder_set_member_name (b, "grade_cue");
   if (ok && !s.grade_cue.empty ())
@@ -158,4 +155,4 @@ report_json (const Result &r, const ReportContext &ctx)
   return text;
 }
 
-}  // namespace livemicro::analysis
+} // namespace livemicro::analysis

@@ -14,18 +14,17 @@ cv::Vec3f
 unit (cv::Vec3f v)
 {
   double n = cv::norm (v);
-  return n > 0 ? v / (float) n : v;
+  return n > 0 ? v / (float)n : v;
 }
 
-}  // namespace
+} // namespace
 
 StainVectors
 ruifrok_johnston ()
 {
   // Ruifrok & Johnston, Anal. Quant. Cytol. Histol. 23:291 (2001), the
   // vectors ImageJ and scikit-image use.
-  return {unit ({0.650f, 0.704f, 0.286f}), unit ({0.072f, 0.990f, 0.105f}),
-      unit ({0.268f, 0.570f, 0.776f})};
+  return {unit ({0.650f, 0.704f, 0.286f}), unit ({0.072f, 0.990f, 0.105f}), unit ({0.268f, 0.570f, 0.776f})};
 }
 
 std::optional<StainVectors>
@@ -37,10 +36,9 @@ estimate_macenko (const cv::Mat &od, double alpha)
   CV_Assert (od.type () == CV_32FC3);
   if (od.total () < 200)
     return std::nullopt;
-  cv::Mat samples = od.reshape (1, (int) od.total ());
+  cv::Mat samples = od.reshape (1, (int)od.total ());
   cv::Mat cov, mean;
-  cv::calcCovarMatrix (samples, cov, mean,
-      cv::COVAR_NORMAL | cv::COVAR_ROWS | cv::COVAR_SCALE, CV_64F);
+  cv::calcCovarMatrix (samples, cov, mean, cv::COVAR_NORMAL | cv::COVAR_ROWS | cv::COVAR_SCALE, CV_64F);
   cv::Mat evals, evecs;
   if (!cv::eigen (cov, evals, evecs))
     return std::nullopt;
@@ -62,7 +60,7 @@ estimate_macenko (const cv::Mat &od, double alpha)
     phi.push_back (std::atan2 (b, a));
   }
   auto pct = [&] (double q) {
-    size_t k = std::min (phi.size () - 1, (size_t) (q / 100.0 * phi.size ()));
+    size_t k = std::min (phi.size () - 1, (size_t)(q / 100.0 * phi.size ()));
     std::nth_element (phi.begin (), phi.begin () + k, phi.end ());
     return phi[k];
   };
@@ -76,15 +74,15 @@ estimate_macenko (const cv::Mat &od, double alpha)
   cv::Vec3d h = v1, e = v2;
   if (v1[0] / cv::norm (v1) < v2[0] / cv::norm (v2))
     std::swap (h, e);
-  cv::Vec3f hf = unit (cv::Vec3f ((float) h[0], (float) h[1], (float) h[2]));
-  cv::Vec3f ef = unit (cv::Vec3f ((float) e[0], (float) e[1], (float) e[2]));
+  cv::Vec3f hf = unit (cv::Vec3f ((float)h[0], (float)h[1], (float)h[2]));
+  cv::Vec3f ef = unit (cv::Vec3f ((float)e[0], (float)e[1], (float)e[2]));
   // Too close to one another: the deconvolution would be ill-conditioned.
   if (hf.dot (ef) > 0.98f)
     return std::nullopt;
   cv::Vec3f third = unit (hf.cross (ef));
   if (third[0] + third[1] + third[2] < 0)
     third = -third;
-  return StainVectors {hf, ef, third};
+  return StainVectors{hf, ef, third};
 }
 
-}  // namespace livemicro::analysis
+} // namespace livemicro::analysis

@@ -5,8 +5,7 @@
 G_BEGIN_DECLS
 
 #define GST_TYPE_FEATURE_OVERLAY (gst_feature_overlay_get_type ())
-G_DECLARE_FINAL_TYPE (GstFeatureOverlay, gst_feature_overlay, GST, FEATURE_OVERLAY,
-    GstVideoFilter)
+G_DECLARE_FINAL_TYPE (GstFeatureOverlay, gst_feature_overlay, GST, FEATURE_OVERLAY, GstVideoFilter)
 GST_ELEMENT_REGISTER_DECLARE (featureoverlay);
 
 #define GST_TYPE_FEATURE_OVERLAY_COLOR_BY (gst_feature_overlay_color_by_get_type ())

@@ -9,8 +9,8 @@
  *
  * |[
  * gst-launch-1.0 microscopesrc microscope=sim://synthetic objective=20 ! videoconvert ! autovideosink
- * gst-launch-1.0 microscopesrc microscope="sim:///data/CMU-1.svs" num-buffers=10 ! pngenc ! multifilesink location=f%02d.png
- * gst-launch-1.0 microscopesrc microscope=aravis://Fake_1 ! videoconvert ! autovideosink
+ * gst-launch-1.0 microscopesrc microscope="sim:///data/CMU-1.svs" num-buffers=10 ! pngenc ! multifilesink
+ * location=f%02d.png gst-launch-1.0 microscopesrc microscope=aravis://Fake_1 ! videoconvert ! autovideosink
  * ]|
  *
  * A real camera delivers one frame size (and its own frame rate): the caps
@@ -91,31 +91,31 @@ namespace {
 
 // What the element owns besides GObject state: C++ objects, created in init.
 struct Private {
-  std::mutex scope_mutex;  // guards `scope` between start/stop and setters
+  std::mutex scope_mutex; // guards `scope` between start/stop and setters
   std::unique_ptr<hw::Microscope> scope;
   cv::Mat rgb;
   GstVideoInfo rgb_info;
   GstVideoConverter *converter = nullptr;
   /* what the open microscope's camera delivers */
-  cv::Size min_size {16, 16}, max_size {8192, 8192};
+  cv::Size min_size{16, 16}, max_size{8192, 8192};
   bool free_running = false;
   double camera_fps = 0.0;
   /* device health, as last posted */
   std::mutex health_mutex;
   std::vector<hw::DeviceStatus> devices;
-  std::string offline_reason;  /* empty: online */
+  std::string offline_reason; /* empty: online */
 };
 
-}  // namespace
+} // namespace
 
 struct _GstMicroscopeSrc {
   GstPushSrc parent;
 
   /* properties, under the object lock */
   gchar *microscope;
-  gdouble x_um, y_um, z_um;  /* requested; DEFAULT_POSITION = home */
-  gint objective;            /* requested; 0 = microscope's default */
-  gdouble stage_speed, focus_speed;  /* µm/s; 0 = microscope's default */
+  gdouble x_um, y_um, z_um;         /* requested; DEFAULT_POSITION = home */
+  gint objective;                   /* requested; 0 = microscope's default */
+  gdouble stage_speed, focus_speed; /* µm/s; 0 = microscope's default */
   gboolean is_live;
   gboolean idle;
   guint idle_interval_ms;
@@ -126,27 +126,26 @@ struct _GstMicroscopeSrc {
   GstClockTime next_running_time;
   GstClockID clock_id;
   gboolean flushing;
-  gboolean idle_waiting;  /* clock_id waits past the next frame slot (idle) */
-  gboolean woken;         /* idle was cleared during that wait */
+  gboolean idle_waiting; /* clock_id waits past the next frame slot (idle) */
+  gboolean woken;        /* idle was cleared during that wait */
 
   Private *priv;
 };
 
 #define VIDEO_FORMATS "{ RGB, BGR, RGBx, BGRx, xRGB, xBGR, RGBA, BGRA, I420, NV12, YUY2, GRAY8 }"
 
-static GstStaticPadTemplate src_template = GST_STATIC_PAD_TEMPLATE ("src",
-    GST_PAD_SRC, GST_PAD_ALWAYS,
-    GST_STATIC_CAPS ("video/x-raw, format = (string) " VIDEO_FORMATS
-        ", width = (int) [ 16, 8192 ], height = (int) [ 16, 8192 ], "
-        "framerate = (fraction) [ 1/1, 240/1 ], "
-        "pixel-aspect-ratio = (fraction) 1/1"));
+static GstStaticPadTemplate src_template
+    = GST_STATIC_PAD_TEMPLATE ("src", GST_PAD_SRC, GST_PAD_ALWAYS,
+                               GST_STATIC_CAPS ("video/x-raw, format = (string) " VIDEO_FORMATS
+                                                ", width = (int) [ 16, 8192 ], height = (int) [ 16, 8192 ], "
+                                                "framerate = (fraction) [ 1/1, 240/1 ], "
+                                                "pixel-aspect-ratio = (fraction) 1/1"));
 
 #define gst_microscope_src_parent_class parent_class
 G_DEFINE_TYPE_WITH_CODE (GstMicroscopeSrc, gst_microscope_src, GST_TYPE_PUSH_SRC,
-    GST_DEBUG_CATEGORY_INIT (gst_microscope_src_debug, "microscopesrc", 0,
-        "LiveMicro microscope source"));
-GST_ELEMENT_REGISTER_DEFINE (microscopesrc, "microscopesrc", GST_RANK_NONE,
-    GST_TYPE_MICROSCOPE_SRC);
+                         GST_DEBUG_CATEGORY_INIT (gst_microscope_src_debug, "microscopesrc", 0,
+                                                  "LiveMicro microscope source"));
+GST_ELEMENT_REGISTER_DEFINE (microscopesrc, "microscopesrc", GST_RANK_NONE, GST_TYPE_MICROSCOPE_SRC);
 
 /* Sends a position to the hardware; errors become an element warning while
  * streaming (the stage does not move, the stream goes on). */
@@ -159,23 +158,22 @@ command_position (GstMicroscopeSrc *self, guint prop_id, gdouble value)
     return;
   try {
     switch (prop_id) {
-      case PROP_X_UM: {
-        hw::StageState s = p->scope->stage ().state ();
-        p->scope->stage ().move_to (value, s.target_y_um);
-        break;
-      }
-      case PROP_Y_UM: {
-        hw::StageState s = p->scope->stage ().state ();
-        p->scope->stage ().move_to (s.target_x_um, value);
-        break;
-      }
-      case PROP_Z_UM:
-        p->scope->focus ().move_to (value);
-        break;
+    case PROP_X_UM: {
+      hw::StageState s = p->scope->stage ().state ();
+      p->scope->stage ().move_to (value, s.target_y_um);
+      break;
+    }
+    case PROP_Y_UM: {
+      hw::StageState s = p->scope->stage ().state ();
+      p->scope->stage ().move_to (s.target_x_um, value);
+      break;
+    }
+    case PROP_Z_UM:
+      p->scope->focus ().move_to (value);
+      break;
     }
   } catch (const hw::Error &e) {
-    GST_ELEMENT_WARNING (self, RESOURCE, SETTINGS, ("%s", e.what ()),
-        ("the stage did not move"));
+    GST_ELEMENT_WARNING (self, RESOURCE, SETTINGS, ("%s", e.what ()), ("the stage did not move"));
   }
 }
 
@@ -222,92 +220,89 @@ command_objective (GstMicroscopeSrc *self, gint magnification)
   try {
     p->scope->turret ().select (magnification);
   } catch (const hw::Error &e) {
-    GST_ELEMENT_WARNING (self, RESOURCE, SETTINGS, ("%s", e.what ()),
-        ("the objective did not change"));
+    GST_ELEMENT_WARNING (self, RESOURCE, SETTINGS, ("%s", e.what ()), ("the objective did not change"));
   }
 }
 
 static void
-gst_microscope_src_set_property (GObject *object, guint prop_id,
-    const GValue *value, GParamSpec *pspec)
+gst_microscope_src_set_property (GObject *object, guint prop_id, const GValue *value, GParamSpec *pspec)
 {
   GstMicroscopeSrc *self = GST_MICROSCOPE_SRC (object);
 
   switch (prop_id) {
-    case PROP_MICROSCOPE:
-      GST_OBJECT_LOCK (self);
-      g_free (self->microscope);
-      self->microscope = g_value_dup_string (value);
-      if (!self->microscope)
-        self->microscope = g_strdup (DEFAULT_MICROSCOPE);
-      GST_OBJECT_UNLOCK (self);
-      break;
-    case PROP_X_UM:
-    case PROP_Y_UM:
-    case PROP_Z_UM: {
-      gdouble v = g_value_get_double (value);
-      GST_OBJECT_LOCK (self);
-      if (prop_id == PROP_X_UM)
-        self->x_um = v;
-      else if (prop_id == PROP_Y_UM)
-        self->y_um = v;
-      else
-        self->z_um = v;
-      GST_OBJECT_UNLOCK (self);
-      command_position (self, prop_id, v);
-      break;
+  case PROP_MICROSCOPE:
+    GST_OBJECT_LOCK (self);
+    g_free (self->microscope);
+    self->microscope = g_value_dup_string (value);
+    if (!self->microscope)
+      self->microscope = g_strdup (DEFAULT_MICROSCOPE);
+    GST_OBJECT_UNLOCK (self);
+    break;
+  case PROP_X_UM:
+  case PROP_Y_UM:
+  case PROP_Z_UM: {
+    gdouble v = g_value_get_double (value);
+    GST_OBJECT_LOCK (self);
+    if (prop_id == PROP_X_UM)
+      self->x_um = v;
+    else if (prop_id == PROP_Y_UM)
+      self->y_um = v;
+    else
+      self->z_um = v;
+    GST_OBJECT_UNLOCK (self);
+    command_position (self, prop_id, v);
+    break;
+  }
+  case PROP_OBJECTIVE: {
+    gint v = g_value_get_int (value);
+    GST_OBJECT_LOCK (self);
+    self->objective = v;
+    GST_OBJECT_UNLOCK (self);
+    command_objective (self, v);
+    break;
+  }
+  case PROP_IS_LIVE:
+    GST_OBJECT_LOCK (self);
+    self->is_live = g_value_get_boolean (value);
+    GST_OBJECT_UNLOCK (self);
+    gst_base_src_set_live (GST_BASE_SRC (self), g_value_get_boolean (value));
+    break;
+  case PROP_IDLE:
+    GST_OBJECT_LOCK (self);
+    self->idle = g_value_get_boolean (value);
+    if (!self->idle && self->idle_waiting && self->clock_id) {
+      /* Someone watches again: the frame comes now, not at the end of the
+       * idle interval. */
+      self->woken = TRUE;
+      gst_clock_id_unschedule (self->clock_id);
     }
-    case PROP_OBJECTIVE: {
-      gint v = g_value_get_int (value);
-      GST_OBJECT_LOCK (self);
-      self->objective = v;
-      GST_OBJECT_UNLOCK (self);
-      command_objective (self, v);
-      break;
-    }
-    case PROP_IS_LIVE:
-      GST_OBJECT_LOCK (self);
-      self->is_live = g_value_get_boolean (value);
-      GST_OBJECT_UNLOCK (self);
-      gst_base_src_set_live (GST_BASE_SRC (self), g_value_get_boolean (value));
-      break;
-    case PROP_IDLE:
-      GST_OBJECT_LOCK (self);
-      self->idle = g_value_get_boolean (value);
-      if (!self->idle && self->idle_waiting && self->clock_id) {
-        /* Someone watches again: the frame comes now, not at the end of the
-         * idle interval. */
-        self->woken = TRUE;
-        gst_clock_id_unschedule (self->clock_id);
-      }
-      GST_OBJECT_UNLOCK (self);
-      break;
-    case PROP_IDLE_INTERVAL_MS:
-      GST_OBJECT_LOCK (self);
-      self->idle_interval_ms = g_value_get_uint (value);
-      GST_OBJECT_UNLOCK (self);
-      break;
-    case PROP_STAGE_SPEED:
-    case PROP_FOCUS_SPEED: {
-      gdouble v = g_value_get_double (value);
-      GST_OBJECT_LOCK (self);
-      if (prop_id == PROP_STAGE_SPEED)
-        self->stage_speed = v;
-      else
-        self->focus_speed = v;
-      GST_OBJECT_UNLOCK (self);
-      command_speed (self, prop_id, v);
-      break;
-    }
-    default:
-      G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
-      break;
+    GST_OBJECT_UNLOCK (self);
+    break;
+  case PROP_IDLE_INTERVAL_MS:
+    GST_OBJECT_LOCK (self);
+    self->idle_interval_ms = g_value_get_uint (value);
+    GST_OBJECT_UNLOCK (self);
+    break;
+  case PROP_STAGE_SPEED:
+  case PROP_FOCUS_SPEED: {
+    gdouble v = g_value_get_double (value);
+    GST_OBJECT_LOCK (self);
+    if (prop_id == PROP_STAGE_SPEED)
+      self->stage_speed = v;
+    else
+      self->focus_speed = v;
+    GST_OBJECT_UNLOCK (self);
+    command_speed (self, prop_id, v);
+    break;
+  }
+  default:
+    G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
+    break;
   }
 }
 
 static void
-gst_microscope_src_get_property (GObject *object, guint prop_id,
-    GValue *value, GParamSpec *pspec)
+gst_microscope_src_get_property (GObject *object, guint prop_id, GValue *value, GParamSpec *pspec)
 {
   GstMicroscopeSrc *self = GST_MICROSCOPE_SRC (object);
   Private *p = self->priv;
@@ -330,72 +325,73 @@ gst_microscope_src_get_property (GObject *object, guint prop_id,
 
   GST_OBJECT_LOCK (self);
   switch (prop_id) {
-    case PROP_MICROSCOPE:
-      g_value_set_string (value, self->microscope);
-      break;
-    case PROP_X_UM:
-      g_value_set_double (value, open ? st.stage.x_um : self->x_um);
-      break;
-    case PROP_Y_UM:
-      g_value_set_double (value, open ? st.stage.y_um : self->y_um);
-      break;
-    case PROP_Z_UM:
-      g_value_set_double (value, open ? st.focus.z_um : self->z_um);
-      break;
-    case PROP_OBJECTIVE:
-      g_value_set_int (value, open ? st.objective.magnification : self->objective);
-      break;
-    case PROP_IS_LIVE:
-      g_value_set_boolean (value, self->is_live);
-      break;
-    case PROP_IDLE:
-      g_value_set_boolean (value, self->idle);
-      break;
-    case PROP_IDLE_INTERVAL_MS:
-      g_value_set_uint (value, self->idle_interval_ms);
-      break;
-    case PROP_UM_PER_PX:
-      g_value_set_double (value, open ? st.objective.um_per_px : 0.0);
-      break;
-    case PROP_MOVING:
-      g_value_set_boolean (value, open && (st.stage.moving || st.focus.moving));
-      break;
-    case PROP_DESCRIPTION:
-      g_value_set_string (value, open ? description.c_str () : nullptr);
-      break;
-    case PROP_STAGE_SPEED:
-      g_value_set_double (value, open ? stage_speed : self->stage_speed);
-      break;
-    case PROP_FOCUS_SPEED:
-      g_value_set_double (value, open ? focus_speed : self->focus_speed);
-      break;
-    case PROP_OBJECTIVES:
-      g_value_set_string (value, open ? objectives.c_str () : nullptr);
-      break;
-    case PROP_SOFT_LIMITS: {
-      if (!open || self->info.width <= 0) {
-        g_value_set_boxed (value, nullptr);
-        break;
-      }
-      hw::SoftLimits l = hw::soft_limits (st, self->info.width, self->info.height);
-      g_value_take_boxed (value, gst_structure_new ("soft-limits",
-          "x_min_um", G_TYPE_DOUBLE, l.x.min_um, "x_max_um", G_TYPE_DOUBLE, l.x.max_um,
-          "y_min_um", G_TYPE_DOUBLE, l.y.min_um, "y_max_um", G_TYPE_DOUBLE, l.y.max_um,
-          "z_min_um", G_TYPE_DOUBLE, l.z.min_um, "z_max_um", G_TYPE_DOUBLE, l.z.max_um, nullptr));
+  case PROP_MICROSCOPE:
+    g_value_set_string (value, self->microscope);
+    break;
+  case PROP_X_UM:
+    g_value_set_double (value, open ? st.stage.x_um : self->x_um);
+    break;
+  case PROP_Y_UM:
+    g_value_set_double (value, open ? st.stage.y_um : self->y_um);
+    break;
+  case PROP_Z_UM:
+    g_value_set_double (value, open ? st.focus.z_um : self->z_um);
+    break;
+  case PROP_OBJECTIVE:
+    g_value_set_int (value, open ? st.objective.magnification : self->objective);
+    break;
+  case PROP_IS_LIVE:
+    g_value_set_boolean (value, self->is_live);
+    break;
+  case PROP_IDLE:
+    g_value_set_boolean (value, self->idle);
+    break;
+  case PROP_IDLE_INTERVAL_MS:
+    g_value_set_uint (value, self->idle_interval_ms);
+    break;
+  case PROP_UM_PER_PX:
+    g_value_set_double (value, open ? st.objective.um_per_px : 0.0);
+    break;
+  case PROP_MOVING:
+    g_value_set_boolean (value, open && (st.stage.moving || st.focus.moving));
+    break;
+  case PROP_DESCRIPTION:
+    g_value_set_string (value, open ? description.c_str () : nullptr);
+    break;
+  case PROP_STAGE_SPEED:
+    g_value_set_double (value, open ? stage_speed : self->stage_speed);
+    break;
+  case PROP_FOCUS_SPEED:
+    g_value_set_double (value, open ? focus_speed : self->focus_speed);
+    break;
+  case PROP_OBJECTIVES:
+    g_value_set_string (value, open ? objectives.c_str () : nullptr);
+    break;
+  case PROP_SOFT_LIMITS: {
+    if (!open || self->info.width <= 0) {
+      g_value_set_boxed (value, nullptr);
       break;
     }
-    case PROP_ONLINE:
-    case PROP_OFFLINE_REASON: {
-      std::lock_guard<std::mutex> h (p->health_mutex);
-      if (prop_id == PROP_ONLINE)
-        g_value_set_boolean (value, open && p->offline_reason.empty ());
-      else
-        g_value_set_string (value, p->offline_reason.empty () ? nullptr : p->offline_reason.c_str ());
-      break;
-    }
-    default:
-      G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
-      break;
+    hw::SoftLimits l = hw::soft_limits (st, self->info.width, self->info.height);
+    g_value_take_boxed (value,
+                        gst_structure_new ("soft-limits", "x_min_um", G_TYPE_DOUBLE, l.x.min_um, "x_max_um",
+                                           G_TYPE_DOUBLE, l.x.max_um, "y_min_um", G_TYPE_DOUBLE, l.y.min_um,
+                                           "y_max_um", G_TYPE_DOUBLE, l.y.max_um, "z_min_um", G_TYPE_DOUBLE,
+                                           l.z.min_um, "z_max_um", G_TYPE_DOUBLE, l.z.max_um, nullptr));
+    break;
+  }
+  case PROP_ONLINE:
+  case PROP_OFFLINE_REASON: {
+    std::lock_guard<std::mutex> h (p->health_mutex);
+    if (prop_id == PROP_ONLINE)
+      g_value_set_boolean (value, open && p->offline_reason.empty ());
+    else
+      g_value_set_string (value, p->offline_reason.empty () ? nullptr : p->offline_reason.c_str ());
+    break;
+  }
+  default:
+    G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
+    break;
   }
   GST_OBJECT_UNLOCK (self);
 }
@@ -432,23 +428,20 @@ gst_microscope_src_start (GstBaseSrc *src)
     scope = hw::open_microscope (uri);
   } catch (const hw::Error &e) {
     switch (e.kind ()) {
-      case hw::ErrorKind::kNotFound:
-        GST_ELEMENT_ERROR (self, RESOURCE, NOT_FOUND, ("%s", e.what ()),
-            ("microscope=%s", uri.c_str ()));
-        break;
-      case hw::ErrorKind::kCorrupt:
-        GST_ELEMENT_ERROR (self, RESOURCE, OPEN_READ, ("%s", e.what ()),
-            ("microscope=%s", uri.c_str ()));
-        break;
-      default:
-        GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS, ("%s", e.what ()),
-            ("microscope=%s", uri.c_str ()));
-        break;
+    case hw::ErrorKind::kNotFound:
+      GST_ELEMENT_ERROR (self, RESOURCE, NOT_FOUND, ("%s", e.what ()), ("microscope=%s", uri.c_str ()));
+      break;
+    case hw::ErrorKind::kCorrupt:
+      GST_ELEMENT_ERROR (self, RESOURCE, OPEN_READ, ("%s", e.what ()), ("microscope=%s", uri.c_str ()));
+      break;
+    default:
+      GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS, ("%s", e.what ()), ("microscope=%s", uri.c_str ()));
+      break;
     }
     return FALSE;
   } catch (const std::exception &e) {
     GST_ELEMENT_ERROR (self, RESOURCE, OPEN_READ,
-        ("cannot open microscope '%s': %s", uri.c_str (), e.what ()), (nullptr));
+                       ("cannot open microscope '%s': %s", uri.c_str (), e.what ()), (nullptr));
     return FALSE;
   }
 
@@ -467,7 +460,7 @@ gst_microscope_src_start (GstBaseSrc *src)
       stage.move_to (tx, ty);
       if (!settle ([&] { return stage.state ().moving; }))
         throw hw::Error (hw::ErrorKind::kDevice, "the stage did not reach its "
-            "start position within 10 s");
+                                                 "start position within 10 s");
       stage.set_speed_um_per_s (speed);
     }
     if (z != DEFAULT_POSITION) {
@@ -477,7 +470,7 @@ gst_microscope_src_start (GstBaseSrc *src)
       focus.move_to (z);
       if (!settle ([&] { return focus.state ().moving; }))
         throw hw::Error (hw::ErrorKind::kDevice, "the focus drive did not "
-            "reach its start position within 10 s");
+                                                 "reach its start position within 10 s");
       focus.set_speed_um_per_s (speed);
     }
     if (stage_speed > 0)
@@ -485,8 +478,7 @@ gst_microscope_src_start (GstBaseSrc *src)
     if (focus_speed > 0)
       scope->focus ().set_speed_um_per_s (focus_speed);
   } catch (const hw::Error &e) {
-    GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS, ("%s", e.what ()),
-        ("microscope=%s", uri.c_str ()));
+    GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS, ("%s", e.what ()), ("microscope=%s", uri.c_str ()));
     return FALSE;
   }
   GST_INFO_OBJECT (self, "opened %s", scope->description ().c_str ());
@@ -595,11 +587,11 @@ gst_microscope_src_negotiate (GstBaseSrc *src)
     gchar *size = g_strdup_printf ("%s x %s", w, h);
     gchar *rate = gst_value_serialize (gst_structure_get_value (s, "framerate"));
     GST_ELEMENT_ERROR (self, CORE, NEGOTIATION,
-        ("microscopesrc cannot produce the requested video: downstream "
-         "accepts only %s; the microscope %s delivers video/x-raw with format "
-         "%s, size %s, framerate %s, square pixels",
-            want, uri.c_str (), VIDEO_FORMATS, size, rate),
-        (nullptr));
+                       ("microscopesrc cannot produce the requested video: downstream "
+                        "accepts only %s; the microscope %s delivers video/x-raw with format "
+                        "%s, size %s, framerate %s, square pixels",
+                        want, uri.c_str (), VIDEO_FORMATS, size, rate),
+                       (nullptr));
     g_free (size);
     g_free (rate);
     g_free (want);
@@ -620,9 +612,10 @@ gst_microscope_src_set_caps (GstBaseSrc *src, GstCaps *caps)
   GstVideoInfo info;
 
   if (!gst_video_info_from_caps (&info, caps) || GST_VIDEO_INFO_FPS_N (&info) <= 0) {
-    GST_ELEMENT_ERROR (self, CORE, NEGOTIATION,
-        ("microscopesrc needs raw video caps with a framerate above 0, got %"
-            GST_PTR_FORMAT, caps), (nullptr));
+    GST_ELEMENT_ERROR (
+        self, CORE, NEGOTIATION,
+        ("microscopesrc needs raw video caps with a framerate above 0, got %" GST_PTR_FORMAT, caps),
+        (nullptr));
     return FALSE;
   }
   std::lock_guard<std::mutex> lock (p->scope_mutex);
@@ -639,15 +632,14 @@ gst_microscope_src_set_caps (GstBaseSrc *src, GstCaps *caps)
     p->converter = nullptr;
   }
   if (GST_VIDEO_INFO_FORMAT (&info) != GST_VIDEO_FORMAT_RGB) {
-    gst_video_info_set_format (&p->rgb_info, GST_VIDEO_FORMAT_RGB, info.width,
-        info.height);
+    gst_video_info_set_format (&p->rgb_info, GST_VIDEO_FORMAT_RGB, info.width, info.height);
     p->rgb_info.fps_n = info.fps_n;
     p->rgb_info.fps_d = info.fps_d;
     p->rgb_info.par_n = info.par_n;
     p->rgb_info.par_d = info.par_d;
-    p->converter = gst_video_converter_new (&p->rgb_info, &info,
-        gst_structure_new ("options", GST_VIDEO_CONVERTER_OPT_THREADS,
-            G_TYPE_UINT, 1u, nullptr));
+    p->converter = gst_video_converter_new (
+        &p->rgb_info, &info,
+        gst_structure_new ("options", GST_VIDEO_CONVERTER_OPT_THREADS, G_TYPE_UINT, 1u, nullptr));
   }
   self->info = info;
   GST_DEBUG_OBJECT (self, "negotiated %" GST_PTR_FORMAT, caps);
@@ -662,13 +654,13 @@ gst_microscope_src_decide_allocation (GstBaseSrc *src, GstQuery *query)
   GstMicroscopeSrc *self = GST_MICROSCOPE_SRC (src);
   GstCaps *caps = nullptr;
   GstBufferPool *pool = nullptr;
-  guint size = (guint) GST_VIDEO_INFO_SIZE (&self->info), min = 0, max = 0;
+  guint size = (guint)GST_VIDEO_INFO_SIZE (&self->info), min = 0, max = 0;
   gboolean update = gst_query_get_n_allocation_pools (query) > 0;
 
   gst_query_parse_allocation (query, &caps, nullptr);
   if (update) {
     gst_query_parse_nth_allocation_pool (query, 0, &pool, &size, &min, &max);
-    size = MAX (size, (guint) GST_VIDEO_INFO_SIZE (&self->info));
+    size = MAX (size, (guint)GST_VIDEO_INFO_SIZE (&self->info));
   }
   if (!pool)
     pool = gst_video_buffer_pool_new ();
@@ -695,8 +687,7 @@ gst_microscope_src_query (GstBaseSrc *src, GstQuery *query)
       return FALSE;
     /* A frame is captured when its slot starts and pushed right away: one
      * frame interval of latency, like a camera. */
-    GstClockTime frame = gst_util_uint64_scale_int (GST_SECOND,
-        self->info.fps_d, self->info.fps_n);
+    GstClockTime frame = gst_util_uint64_scale_int (GST_SECOND, self->info.fps_d, self->info.fps_n);
     gst_query_set_latency (query, gst_base_src_is_live (src), frame, frame);
     return TRUE;
   }
@@ -740,7 +731,7 @@ wait_for_slot (GstMicroscopeSrc *self, GstClockTime frame_duration)
   if (now > self->next_running_time + frame_duration) {
     guint64 slot = now / frame_duration;
     GST_DEBUG_OBJECT (self, "late: skipping %" G_GUINT64_FORMAT " frame slot(s)",
-        slot - self->next_running_time / frame_duration);
+                      slot - self->next_running_time / frame_duration);
     self->next_running_time = slot * frame_duration;
   }
   GST_OBJECT_LOCK (self);
@@ -752,7 +743,7 @@ wait_for_slot (GstMicroscopeSrc *self, GstClockTime frame_duration)
   GstClockTime target = self->next_running_time;
   if (self->idle && self->n_frames > 0) {
     /* The last frame's slot started at next_running_time - frame_duration. */
-    GstClockTime interval = (GstClockTime) self->idle_interval_ms * GST_MSECOND;
+    GstClockTime interval = (GstClockTime)self->idle_interval_ms * GST_MSECOND;
     GstClockTime extra = interval > frame_duration ? interval - frame_duration : 0;
     target += gst_util_uint64_scale_ceil (extra, 1, frame_duration) * frame_duration;
   }
@@ -790,15 +781,15 @@ draw_offline_slate (cv::Mat &rgb, const std::string &why)
 {
   rgb.setTo (cv::Scalar (48, 48, 48));
   double scale = std::max (0.4, rgb.cols / 900.0);
-  int thick = std::max (1, (int) std::lround (scale * 2));
-  cv::putText (rgb, "MICROSCOPE OFFLINE", cv::Point (rgb.cols / 20, rgb.rows / 3),
-      cv::FONT_HERSHEY_SIMPLEX, 1.6 * scale, cv::Scalar (230, 230, 230), thick, cv::LINE_AA);
+  int thick = std::max (1, (int)std::lround (scale * 2));
+  cv::putText (rgb, "MICROSCOPE OFFLINE", cv::Point (rgb.cols / 20, rgb.rows / 3), cv::FONT_HERSHEY_SIMPLEX,
+               1.6 * scale, cv::Scalar (230, 230, 230), thick, cv::LINE_AA);
   /* The reason, wrapped at ~70 characters. */
-  int y = rgb.rows / 3 + (int) (60 * scale);
+  int y = rgb.rows / 3 + (int)(60 * scale);
   for (size_t at = 0; at < why.size () && y < rgb.rows - 10; at += 70) {
     cv::putText (rgb, why.substr (at, 70), cv::Point (rgb.cols / 20, y), cv::FONT_HERSHEY_SIMPLEX,
-        0.6 * scale, cv::Scalar (200, 200, 200), std::max (1, thick / 2), cv::LINE_AA);
-    y += (int) (30 * scale);
+                 0.6 * scale, cv::Scalar (200, 200, 200), std::max (1, thick / 2), cv::LINE_AA);
+    y += (int)(30 * scale);
   }
 }
 
@@ -822,30 +813,31 @@ post_health (GstMicroscopeSrc *self, const std::vector<hw::DeviceStatus> &now)
     p->offline_reason = reason;
   }
   for (const auto &d : now) {
-    hw::DeviceStatus prev;  /* online, no problem, no refusals */
+    hw::DeviceStatus prev; /* online, no problem, no refusals */
     for (const auto &b : before)
       if (b.device == d.device && b.part == d.part)
         prev = b;
     if (d.online != prev.online || d.problem != prev.problem) {
       if (!d.problem.empty () && d.online)
         GST_ELEMENT_WARNING (self, RESOURCE, SETTINGS, ("%s", d.problem.c_str ()),
-            ("%s %s", d.part.c_str (), d.device.c_str ()));
+                             ("%s %s", d.part.c_str (), d.device.c_str ()));
       else if (!d.problem.empty ())
         GST_ELEMENT_WARNING (self, RESOURCE, NOT_FOUND, ("%s", d.problem.c_str ()),
-            ("%s %s", d.part.c_str (), d.device.c_str ()));
+                             ("%s %s", d.part.c_str (), d.device.c_str ()));
       else
-        GST_ELEMENT_INFO (self, RESOURCE, NOT_FOUND, ("%s %s is back online", d.part.c_str (),
-            d.device.c_str ()), (nullptr));
+        GST_ELEMENT_INFO (self, RESOURCE, NOT_FOUND,
+                          ("%s %s is back online", d.part.c_str (), d.device.c_str ()), (nullptr));
       GstClockTime running = self->next_running_time;
-      GstStructure *st = gst_structure_new ("microscopesrc", "online", G_TYPE_BOOLEAN, d.online,
-          "part", G_TYPE_STRING, d.part.c_str (), "device", G_TYPE_STRING, d.device.c_str (),
-          "problem", G_TYPE_STRING, d.problem.c_str (), "timestamp", G_TYPE_UINT64, running,
-          "stream-time", G_TYPE_UINT64, running, "running-time", G_TYPE_UINT64, running, nullptr);
+      GstStructure *st = gst_structure_new ("microscopesrc", "online", G_TYPE_BOOLEAN, d.online, "part",
+                                            G_TYPE_STRING, d.part.c_str (), "device", G_TYPE_STRING,
+                                            d.device.c_str (), "problem", G_TYPE_STRING, d.problem.c_str (),
+                                            "timestamp", G_TYPE_UINT64, running, "stream-time", G_TYPE_UINT64,
+                                            running, "running-time", G_TYPE_UINT64, running, nullptr);
       gst_element_post_message (GST_ELEMENT (self), gst_message_new_element (GST_OBJECT (self), st));
     }
     if (d.refusals > prev.refusals)
       GST_ELEMENT_WARNING (self, RESOURCE, SETTINGS, ("%s", d.last_refusal.c_str ()),
-          ("%s %s", d.part.c_str (), d.device.c_str ()));
+                           ("%s %s", d.part.c_str (), d.device.c_str ()));
   }
 }
 
@@ -875,7 +867,7 @@ pace_frame (GstMicroscopeSrc *self, GstClockTime duration, bool live, bool &came
  * and offline = true; any other failure is an element error. */
 static GstFlowReturn
 grab_frame (GstMicroscopeSrc *self, cv::Mat &out, hw::CaptureInfo &capture, bool &offline,
-    std::vector<hw::DeviceStatus> &devices)
+            std::vector<hw::DeviceStatus> &devices)
 {
   Private *p = self->priv;
   /* stop() only runs once this streaming thread has left fill(), so the
@@ -916,10 +908,11 @@ static void
 convert_rgb (Private *p, GstVideoFrame *out)
 {
   GstVideoFrame rgb_frame;
-  GstBuffer *wrapped = gst_buffer_new_wrapped_full (GST_MEMORY_FLAG_READONLY, p->rgb.data,
-      p->rgb.step * p->rgb.rows, 0, p->rgb.step * p->rgb.rows, nullptr, nullptr);
+  GstBuffer *wrapped
+      = gst_buffer_new_wrapped_full (GST_MEMORY_FLAG_READONLY, p->rgb.data, p->rgb.step * p->rgb.rows, 0,
+                                     p->rgb.step * p->rgb.rows, nullptr, nullptr);
   GstVideoInfo rgb_info = p->rgb_info;
-  rgb_info.stride[0] = (gint) p->rgb.step;
+  rgb_info.stride[0] = (gint)p->rgb.step;
   gst_video_frame_map (&rgb_frame, &rgb_info, wrapped, GST_MAP_READ);
   gst_video_converter_frame (p->converter, &rgb_frame, out);
   gst_video_frame_unmap (&rgb_frame);
@@ -939,10 +932,10 @@ stamp_buffer (GstMicroscopeSrc *self, GstBuffer *buf, const hw::CaptureInfo *cap
     meta->stage_x_um = capture->stage_x_um;
     meta->stage_y_um = capture->stage_y_um;
     meta->stage_z_um = capture->stage_z_um;
-    meta->objective = (guint) capture->objective;
+    meta->objective = (guint)capture->objective;
     meta->um_per_px = capture->um_per_px;
-    meta->frame_width = (guint) info->width;
-    meta->frame_height = (guint) info->height;
+    meta->frame_width = (guint)info->width;
+    meta->frame_height = (guint)info->height;
     meta->capture_unix_us = capture->capture_unix_us;
     meta->moving = capture->moving;
     meta->frame_number = capture->frame_number;
@@ -978,7 +971,7 @@ gst_microscope_src_fill (GstPushSrc *src, GstBuffer *buf)
   if (!p->converter) {
     /* RGB: the camera renders straight into the buffer. */
     out = cv::Mat (info->height, info->width, CV_8UC3, GST_VIDEO_FRAME_PLANE_DATA (&frame, 0),
-        GST_VIDEO_FRAME_PLANE_STRIDE (&frame, 0));
+                   GST_VIDEO_FRAME_PLANE_STRIDE (&frame, 0));
   } else {
     p->rgb.create (info->height, info->width, CV_8UC3);
     out = p->rgb;
@@ -1034,111 +1027,127 @@ gst_microscope_src_class_init (GstMicroscopeSrcClass *klass)
   gobject_class->get_property = gst_microscope_src_get_property;
   gobject_class->finalize = gst_microscope_src_finalize;
 
-  g_object_class_install_property (gobject_class, PROP_MICROSCOPE,
+  g_object_class_install_property (
+      gobject_class, PROP_MICROSCOPE,
       g_param_spec_string ("microscope", "Microscope",
-          "Microscope URI: sim://synthetic[?seed=N] (generated H&E slide), "
-          "sim:///path/slide.svs (any slide OpenSlide opens), "
-          "sim:///path/image.png?mpp=0.25 (plain image with its µm per pixel); "
-          "docs/hardware.md lists every scheme and query parameter",
-          DEFAULT_MICROSCOPE,
-          static_cast<GParamFlags> (rw | GST_PARAM_MUTABLE_READY)));
-  g_object_class_install_property (gobject_class, PROP_X_UM,
+                           "Microscope URI: sim://synthetic[?seed=N] (generated H&E slide), "
+                           "sim:///path/slide.svs (any slide OpenSlide opens), "
+                           "sim:///path/image.png?mpp=0.25 (plain image with its µm per pixel); "
+                           "docs/hardware.md lists every scheme and query parameter",
+                           DEFAULT_MICROSCOPE, static_cast<GParamFlags> (rw | GST_PARAM_MUTABLE_READY)));
+  g_object_class_install_property (
+      gobject_class, PROP_X_UM,
       g_param_spec_double ("x-um", "Stage X (µm)",
-          "Slide x under the optical axis, µm from the slide's left edge; "
-          "setting it while playing moves the stage at its set speed. Reads "
-          "the current position, also while moving. -1 = leave the stage where "
-          "it is when the microscope opens (sim: home, the centre of the tissue); "
-          "outside the slide's travel range is an error",
-          -1.0, MAX_POSITION_UM, DEFAULT_POSITION, rw_playing));
-  g_object_class_install_property (gobject_class, PROP_Y_UM,
+                           "Slide x under the optical axis, µm from the slide's left edge; "
+                           "setting it while playing moves the stage at its set speed. Reads "
+                           "the current position, also while moving. -1 = leave the stage where "
+                           "it is when the microscope opens (sim: home, the centre of the tissue); "
+                           "outside the slide's travel range is an error",
+                           -1.0, MAX_POSITION_UM, DEFAULT_POSITION, rw_playing));
+  g_object_class_install_property (
+      gobject_class, PROP_Y_UM,
       g_param_spec_double ("y-um", "Stage Y (µm)",
-          "Slide y under the optical axis, µm from the slide's top edge; as x-um",
-          -1.0, MAX_POSITION_UM, DEFAULT_POSITION, rw_playing));
-  g_object_class_install_property (gobject_class, PROP_Z_UM,
+                           "Slide y under the optical axis, µm from the slide's top edge; as x-um", -1.0,
+                           MAX_POSITION_UM, DEFAULT_POSITION, rw_playing));
+  g_object_class_install_property (
+      gobject_class, PROP_Z_UM,
       g_param_spec_double ("z-um", "Focus Z (µm)",
-          "Focus drive position, µm (sim: 0-2000, best focus near 1000 and "
-          "varying over the slide). -1 = leave the focus where it is when the "
-          "microscope opens (sim: in focus at home)",
-          -1.0, MAX_POSITION_UM, DEFAULT_POSITION, rw_playing));
-  g_object_class_install_property (gobject_class, PROP_OBJECTIVE,
+                           "Focus drive position, µm (sim: 0-2000, best focus near 1000 and "
+                           "varying over the slide). -1 = leave the focus where it is when the "
+                           "microscope opens (sim: in focus at home)",
+                           -1.0, MAX_POSITION_UM, DEFAULT_POSITION, rw_playing));
+  g_object_class_install_property (
+      gobject_class, PROP_OBJECTIVE,
       g_param_spec_int ("objective", "Objective",
-          "Objective magnification to use (sim: 4, 10, 20 or 40); 0 = the "
-          "microscope's default (sim: 10)",
-          0, 1000, DEFAULT_OBJECTIVE, rw_playing));
-  g_object_class_install_property (gobject_class, PROP_IS_LIVE,
+                        "Objective magnification to use (sim: 4, 10, 20 or 40); 0 = the "
+                        "microscope's default (sim: 10)",
+                        0, 1000, DEFAULT_OBJECTIVE, rw_playing));
+  g_object_class_install_property (
+      gobject_class, PROP_IS_LIVE,
       g_param_spec_boolean ("is-live", "Is live",
-          "Deliver frames at the negotiated framerate on the clock (TRUE, a "
-          "camera) or as fast as downstream takes them (FALSE, for offline "
-          "processing and benchmarks)",
-          DEFAULT_IS_LIVE, rw));
-  g_object_class_install_property (gobject_class, PROP_UM_PER_PX,
+                            "Deliver frames at the negotiated framerate on the clock (TRUE, a "
+                            "camera) or as fast as downstream takes them (FALSE, for offline "
+                            "processing and benchmarks)",
+                            DEFAULT_IS_LIVE, rw));
+  g_object_class_install_property (
+      gobject_class, PROP_UM_PER_PX,
       g_param_spec_double ("um-per-px", "µm per pixel",
-          "Size of one camera pixel on the slide with the current objective "
-          "(0 until started)",
-          0.0, G_MAXDOUBLE, 0.0, ro));
+                           "Size of one camera pixel on the slide with the current objective "
+                           "(0 until started)",
+                           0.0, G_MAXDOUBLE, 0.0, ro));
   g_object_class_install_property (gobject_class, PROP_MOVING,
-      g_param_spec_boolean ("moving", "Moving",
-          "TRUE while the stage or the focus drive is moving", FALSE, ro));
-  g_object_class_install_property (gobject_class, PROP_DESCRIPTION,
+                                   g_param_spec_boolean ("moving", "Moving",
+                                                         "TRUE while the stage or the focus drive is moving",
+                                                         FALSE, ro));
+  g_object_class_install_property (
+      gobject_class, PROP_DESCRIPTION,
       g_param_spec_string ("description", "Description",
-          "What the open microscope is (slide, backend); NULL until started",
-          nullptr, ro));
+                           "What the open microscope is (slide, backend); NULL until started", nullptr, ro));
 
-  g_object_class_install_property (gobject_class, PROP_ONLINE,
+  g_object_class_install_property (
+      gobject_class, PROP_ONLINE,
       g_param_spec_boolean ("online", "Online",
-          "TRUE while the microscope is open and every device of it (camera, "
-          "stage and focus controllers) answers; FALSE while one is gone (the "
-          "backend reconnects by itself)", FALSE, ro));
-  g_object_class_install_property (gobject_class, PROP_OFFLINE_REASON,
+                            "TRUE while the microscope is open and every device of it (camera, "
+                            "stage and focus controllers) answers; FALSE while one is gone (the "
+                            "backend reconnects by itself)",
+                            FALSE, ro));
+  g_object_class_install_property (
+      gobject_class, PROP_OFFLINE_REASON,
       g_param_spec_string ("offline-reason", "Offline reason",
-          "Why the microscope is offline, naming the device (e.g. \"GRBL "
-          "controller on /dev/ttyUSB0 is offline: …\"); NULL when online",
-          nullptr, ro));
+                           "Why the microscope is offline, naming the device (e.g. \"GRBL "
+                           "controller on /dev/ttyUSB0 is offline: …\"); NULL when online",
+                           nullptr, ro));
 
-  g_object_class_install_property (gobject_class, PROP_STAGE_SPEED,
+  g_object_class_install_property (
+      gobject_class, PROP_STAGE_SPEED,
       g_param_spec_double ("stage-speed-um-s", "Stage speed (µm/s)",
-          "Speed of XY moves; 0 = the microscope's default (sim: 20000, or the URI's "
-          "stage_speed_um_s). Settable while playing, e.g. slow for jogging at 40x",
-          0.0, 100000.0, 0.0, rw_playing));
-  g_object_class_install_property (gobject_class, PROP_FOCUS_SPEED,
+                           "Speed of XY moves; 0 = the microscope's default (sim: 20000, or the URI's "
+                           "stage_speed_um_s). Settable while playing, e.g. slow for jogging at 40x",
+                           0.0, 100000.0, 0.0, rw_playing));
+  g_object_class_install_property (
+      gobject_class, PROP_FOCUS_SPEED,
       g_param_spec_double ("focus-speed-um-s", "Focus speed (µm/s)",
-          "Speed of focus moves; 0 = the microscope's default (sim: 500)",
-          0.0, 10000.0, 0.0, rw_playing));
-  g_object_class_install_property (gobject_class, PROP_SOFT_LIMITS,
+                           "Speed of focus moves; 0 = the microscope's default (sim: 500)", 0.0, 10000.0, 0.0,
+                           rw_playing));
+  g_object_class_install_property (
+      gobject_class, PROP_SOFT_LIMITS,
       g_param_spec_boxed ("soft-limits", "Soft limits",
-          "Travel limits for remote control with the current objective and frame "
-          "size (x_min_um, x_max_um, y_min_um, ..., z_max_um): the field of view stays "
-          "on the slide and the focus stays 100 µm short of the objective touching it; "
-          "NULL until negotiated",
-          GST_TYPE_STRUCTURE, ro));
-  g_object_class_install_property (gobject_class, PROP_OBJECTIVES,
+                          "Travel limits for remote control with the current objective and frame "
+                          "size (x_min_um, x_max_um, y_min_um, ..., z_max_um): the field of view stays "
+                          "on the slide and the focus stays 100 µm short of the objective touching it; "
+                          "NULL until negotiated",
+                          GST_TYPE_STRUCTURE, ro));
+  g_object_class_install_property (
+      gobject_class, PROP_OBJECTIVES,
       g_param_spec_string ("objectives", "Objectives",
-          "Mounted objective magnifications, comma-separated (e.g. \"4,10,20,40\"); "
-          "NULL until started",
-          nullptr, ro));
-  g_object_class_install_property (gobject_class, PROP_IDLE,
+                           "Mounted objective magnifications, comma-separated (e.g. \"4,10,20,40\"); "
+                           "NULL until started",
+                           nullptr, ro));
+  g_object_class_install_property (
+      gobject_class, PROP_IDLE,
       g_param_spec_boolean ("idle", "Idle",
-          "Nobody watches: deliver one frame every idle-interval-ms instead of one per "
-          "frame slot (live only); clearing it delivers the next frame at once",
-          DEFAULT_IDLE, rw_playing));
-  g_object_class_install_property (gobject_class, PROP_IDLE_INTERVAL_MS,
+                            "Nobody watches: deliver one frame every idle-interval-ms instead of one per "
+                            "frame slot (live only); clearing it delivers the next frame at once",
+                            DEFAULT_IDLE, rw_playing));
+  g_object_class_install_property (
+      gobject_class, PROP_IDLE_INTERVAL_MS,
       g_param_spec_uint ("idle-interval-ms", "Idle interval (ms)",
-          "Time between two frames while idle, in milliseconds (rounded up to whole "
-          "frame slots)",
-          100, 60000, DEFAULT_IDLE_INTERVAL_MS, rw_playing));
+                         "Time between two frames while idle, in milliseconds (rounded up to whole "
+                         "frame slots)",
+                         100, 60000, DEFAULT_IDLE_INTERVAL_MS, rw_playing));
 
   /**
    * GstMicroscopeSrc::stop:
    *
    * Action signal: halts the stage and the focus drive where they are.
    */
-  g_signal_new_class_handler ("stop", G_TYPE_FROM_CLASS (klass),
-      static_cast<GSignalFlags> (G_SIGNAL_RUN_LAST | G_SIGNAL_ACTION),
+  g_signal_new_class_handler (
+      "stop", G_TYPE_FROM_CLASS (klass), static_cast<GSignalFlags> (G_SIGNAL_RUN_LAST | G_SIGNAL_ACTION),
       G_CALLBACK (gst_microscope_src_stop_motion), nullptr, nullptr, nullptr, G_TYPE_NONE, 0);
 
   gst_element_class_add_static_pad_template (element_class, &src_template);
-  gst_element_class_set_static_metadata (element_class, "Microscope source",
-      "Source/Video",
+  gst_element_class_set_static_metadata (
+      element_class, "Microscope source", "Source/Video",
       "Live frames from a (virtual or real) motorised microscope, with the "
       "stage position of each frame as StageMeta",
       "LiveMicro");

@@ -100,12 +100,12 @@ struct Private {
   guint64 frames_since_detection = 0;
   guint64 frames = 0;
   std::string last_blank_reason;
-  std::string caps_change;  /* set by set_info while streaming */
+  std::string caps_change; /* set by set_info while streaming */
   GstVideoInfo prev_info;
   bool have_prev_info = false;
 };
 
-}  // namespace
+} // namespace
 
 struct _GstPrivacyMask {
   GstVideoFilter parent;
@@ -126,14 +126,14 @@ struct _GstPrivacyMask {
 #define VIDEO_FORMATS "{ RGB, BGR, RGBx, BGRx, xRGB, xBGR, RGBA, BGRA, I420, NV12, GRAY8 }"
 #define VIDEO_CAPS GST_VIDEO_CAPS_MAKE (VIDEO_FORMATS)
 
-static GstStaticPadTemplate sink_template = GST_STATIC_PAD_TEMPLATE ("sink",
-    GST_PAD_SINK, GST_PAD_ALWAYS, GST_STATIC_CAPS (VIDEO_CAPS));
-static GstStaticPadTemplate src_template = GST_STATIC_PAD_TEMPLATE ("src",
-    GST_PAD_SRC, GST_PAD_ALWAYS, GST_STATIC_CAPS (VIDEO_CAPS));
+static GstStaticPadTemplate sink_template
+    = GST_STATIC_PAD_TEMPLATE ("sink", GST_PAD_SINK, GST_PAD_ALWAYS, GST_STATIC_CAPS (VIDEO_CAPS));
+static GstStaticPadTemplate src_template
+    = GST_STATIC_PAD_TEMPLATE ("src", GST_PAD_SRC, GST_PAD_ALWAYS, GST_STATIC_CAPS (VIDEO_CAPS));
 
 #define gst_privacy_mask_parent_class parent_class
 G_DEFINE_TYPE_WITH_CODE (GstPrivacyMask, gst_privacy_mask, GST_TYPE_VIDEO_FILTER,
-    GST_DEBUG_CATEGORY_INIT (gst_privacy_mask_debug, "privacymask", 0, "Privacy mask"));
+                         GST_DEBUG_CATEGORY_INIT (gst_privacy_mask_debug, "privacymask", 0, "Privacy mask"));
 GST_ELEMENT_REGISTER_DEFINE (privacymask, "privacymask", GST_RANK_NONE, GST_TYPE_PRIVACY_MASK);
 
 GType
@@ -141,12 +141,12 @@ gst_privacy_mask_method_get_type (void)
 {
   static GType type = 0;
   static const GEnumValue values[] = {
-    {(gint) privacy::MaskMethod::kFill, "Solid black fill (the only method safe for text)", "fill"},
-    {(gint) privacy::MaskMethod::kPixelate,
-        "Pixelate in 16 px blocks (NOT safe for text, codes or faces)", "pixelate"},
-    {(gint) privacy::MaskMethod::kBlur,
-        "Blur (NOT safe for text, codes or faces: blur can be undone)", "blur"},
-    {0, nullptr, nullptr},
+      {(gint)privacy::MaskMethod::kFill, "Solid black fill (the only method safe for text)", "fill"},
+      {(gint)privacy::MaskMethod::kPixelate, "Pixelate in 16 px blocks (NOT safe for text, codes or faces)",
+       "pixelate"},
+      {(gint)privacy::MaskMethod::kBlur, "Blur (NOT safe for text, codes or faces: blur can be undone)",
+       "blur"},
+      {0, nullptr, nullptr},
   };
   if (g_once_init_enter (&type)) {
     GType t = g_enum_register_static ("GstPrivacyMaskMethod", values);
@@ -160,15 +160,15 @@ gst_privacy_mask_detection_mode_get_type (void)
 {
   static GType type = 0;
   static const GEnumValue values[] = {
-    {(gint) DetectionMode::kIncremental,
-        "Only slide area not checked in the last detection-interval frames at this objective "
-        "and focus, outside what is masked anyway; code detectors only on print-like marks",
-        "incremental"},
-    {(gint) DetectionMode::kFullFrame,
-        "Every detector on the whole frame whenever the view moves, and every "
-        "detection-interval frames while it is still (~40 ms per 1080p frame)",
-        "full-frame"},
-    {0, nullptr, nullptr},
+      {(gint)DetectionMode::kIncremental,
+       "Only slide area not checked in the last detection-interval frames at this objective "
+       "and focus, outside what is masked anyway; code detectors only on print-like marks",
+       "incremental"},
+      {(gint)DetectionMode::kFullFrame,
+       "Every detector on the whole frame whenever the view moves, and every "
+       "detection-interval frames while it is still (~40 ms per 1080p frame)",
+       "full-frame"},
+      {0, nullptr, nullptr},
   };
   if (g_once_init_enter (&type)) {
     GType t = g_enum_register_static ("GstPrivacyMaskDetectionMode", values);
@@ -203,84 +203,84 @@ check_config (const privacy::ProfileSet &set, const std::string &profile, bool f
 {
   const privacy::Profile *p = set.find (profile);
   if (!p)
-    return "unknown profile '" + profile + "' in " + set.source + " (known: " +
-           known_profiles (set) + ")";
+    return "unknown profile '" + profile + "' in " + set.source + " (known: " + known_profiles (set) + ")";
   if (!fail_closed && p->masks_anything ())
     return "fail-closed=false is allowed only with a profile that masks nothing (such as "
-           "'owner'); profile '" + profile + "' masks slide regions or detected regions, so "
-           "its frames must be blanked when the mask cannot be computed";
+           "'owner'); profile '"
+           + profile
+           + "' masks slide regions or detected regions, so "
+             "its frames must be blanked when the mask cannot be computed";
   return "";
 }
 
 static void
-gst_privacy_mask_set_property (GObject *object, guint prop_id, const GValue *value,
-    GParamSpec *pspec)
+gst_privacy_mask_set_property (GObject *object, guint prop_id, const GValue *value, GParamSpec *pspec)
 {
   GstPrivacyMask *self = GST_PRIVACY_MASK (object);
   Private *p = self->priv;
 
   switch (prop_id) {
-    case PROP_PROFILE:
-    case PROP_FAIL_CLOSED: {
-      /* While streaming, a change that the loaded profiles refuse changes
-       * nothing and says why; before, start() checks it. */
-      GST_OBJECT_LOCK (self);
-      std::string profile = self->profile;
-      bool fail_closed = self->fail_closed;
-      GST_OBJECT_UNLOCK (self);
-      if (prop_id == PROP_PROFILE) {
-        const gchar *v = g_value_get_string (value);
-        profile = v ? v : DEFAULT_PROFILE;
-      } else {
-        fail_closed = g_value_get_boolean (value);
-      }
-      std::string problem;
-      {
-        std::lock_guard<std::mutex> lock (p->config_mutex);
-        if (p->started)
-          problem = check_config (*p->profiles, profile, fail_closed);
-      }
-      if (!problem.empty ()) {
-        GST_ELEMENT_WARNING (self, LIBRARY, SETTINGS, ("%s", problem.c_str ()),
-            ("the view keeps its current profile and fail-closed setting"));
-        break;
-      }
-      GST_OBJECT_LOCK (self);
-      g_free (self->profile);
-      self->profile = g_strdup (profile.c_str ());
-      self->fail_closed = fail_closed;
-      GST_OBJECT_UNLOCK (self);
+  case PROP_PROFILE:
+  case PROP_FAIL_CLOSED: {
+    /* While streaming, a change that the loaded profiles refuse changes
+     * nothing and says why; before, start() checks it. */
+    GST_OBJECT_LOCK (self);
+    std::string profile = self->profile;
+    bool fail_closed = self->fail_closed;
+    GST_OBJECT_UNLOCK (self);
+    if (prop_id == PROP_PROFILE) {
+      const gchar *v = g_value_get_string (value);
+      profile = v ? v : DEFAULT_PROFILE;
+    } else {
+      fail_closed = g_value_get_boolean (value);
+    }
+    std::string problem;
+    {
+      std::lock_guard<std::mutex> lock (p->config_mutex);
+      if (p->started)
+        problem = check_config (*p->profiles, profile, fail_closed);
+    }
+    if (!problem.empty ()) {
+      GST_ELEMENT_WARNING (self, LIBRARY, SETTINGS, ("%s", problem.c_str ()),
+                           ("the view keeps its current profile and fail-closed setting"));
       break;
     }
-    case PROP_PROFILES_LOCATION:
-      GST_OBJECT_LOCK (self);
-      g_free (self->profiles_location);
-      self->profiles_location = g_value_dup_string (value);
-      GST_OBJECT_UNLOCK (self);
-      break;
-    case PROP_METHOD:
-      GST_OBJECT_LOCK (self);
-      self->method = (privacy::MaskMethod) g_value_get_enum (value);
-      GST_OBJECT_UNLOCK (self);
-      break;
-    case PROP_MARGIN_PX:
-      GST_OBJECT_LOCK (self);
-      self->margin_px = g_value_get_uint (value);
-      GST_OBJECT_UNLOCK (self);
-      break;
-    case PROP_DETECTION_INTERVAL:
-      GST_OBJECT_LOCK (self);
-      self->detection_interval = g_value_get_uint (value);
-      GST_OBJECT_UNLOCK (self);
-      break;
-    case PROP_DETECTION_MODE:
-      GST_OBJECT_LOCK (self);
-      self->detection_mode = (DetectionMode) g_value_get_enum (value);
-      GST_OBJECT_UNLOCK (self);
-      break;
-    default:
-      G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
-      break;
+    GST_OBJECT_LOCK (self);
+    g_free (self->profile);
+    self->profile = g_strdup (profile.c_str ());
+    self->fail_closed = fail_closed;
+    GST_OBJECT_UNLOCK (self);
+    break;
+  }
+  case PROP_PROFILES_LOCATION:
+    GST_OBJECT_LOCK (self);
+    g_free (self->profiles_location);
+    self->profiles_location = g_value_dup_string (value);
+    GST_OBJECT_UNLOCK (self);
+    break;
+  case PROP_METHOD:
+    GST_OBJECT_LOCK (self);
+    self->method = (privacy::MaskMethod)g_value_get_enum (value);
+    GST_OBJECT_UNLOCK (self);
+    break;
+  case PROP_MARGIN_PX:
+    GST_OBJECT_LOCK (self);
+    self->margin_px = g_value_get_uint (value);
+    GST_OBJECT_UNLOCK (self);
+    break;
+  case PROP_DETECTION_INTERVAL:
+    GST_OBJECT_LOCK (self);
+    self->detection_interval = g_value_get_uint (value);
+    GST_OBJECT_UNLOCK (self);
+    break;
+  case PROP_DETECTION_MODE:
+    GST_OBJECT_LOCK (self);
+    self->detection_mode = (DetectionMode)g_value_get_enum (value);
+    GST_OBJECT_UNLOCK (self);
+    break;
+  default:
+    G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
+    break;
   }
 }
 
@@ -290,43 +290,43 @@ gst_privacy_mask_get_property (GObject *object, guint prop_id, GValue *value, GP
   GstPrivacyMask *self = GST_PRIVACY_MASK (object);
 
   switch (prop_id) {
-    case PROP_REGIONS: {
-      std::lock_guard<std::mutex> lock (self->priv->memory_mutex);
-      g_value_set_string (value, self->priv->memory.to_json ().c_str ());
-      return;
-    }
-    default:
-      break;
+  case PROP_REGIONS: {
+    std::lock_guard<std::mutex> lock (self->priv->memory_mutex);
+    g_value_set_string (value, self->priv->memory.to_json ().c_str ());
+    return;
+  }
+  default:
+    break;
   }
   GST_OBJECT_LOCK (self);
   switch (prop_id) {
-    case PROP_PROFILE:
-      g_value_set_string (value, self->profile);
-      break;
-    case PROP_PROFILES_LOCATION:
-      g_value_set_string (value, self->profiles_location);
-      break;
-    case PROP_METHOD:
-      g_value_set_enum (value, (gint) self->method);
-      break;
-    case PROP_FAIL_CLOSED:
-      g_value_set_boolean (value, self->fail_closed);
-      break;
-    case PROP_MARGIN_PX:
-      g_value_set_uint (value, self->margin_px);
-      break;
-    case PROP_DETECTION_INTERVAL:
-      g_value_set_uint (value, self->detection_interval);
-      break;
-    case PROP_DETECTION_MODE:
-      g_value_set_enum (value, (gint) self->detection_mode);
-      break;
-    case PROP_BLANKED_FRAMES:
-      g_value_set_uint64 (value, self->blanked_frames);
-      break;
-    default:
-      G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
-      break;
+  case PROP_PROFILE:
+    g_value_set_string (value, self->profile);
+    break;
+  case PROP_PROFILES_LOCATION:
+    g_value_set_string (value, self->profiles_location);
+    break;
+  case PROP_METHOD:
+    g_value_set_enum (value, (gint)self->method);
+    break;
+  case PROP_FAIL_CLOSED:
+    g_value_set_boolean (value, self->fail_closed);
+    break;
+  case PROP_MARGIN_PX:
+    g_value_set_uint (value, self->margin_px);
+    break;
+  case PROP_DETECTION_INTERVAL:
+    g_value_set_uint (value, self->detection_interval);
+    break;
+  case PROP_DETECTION_MODE:
+    g_value_set_enum (value, (gint)self->detection_mode);
+    break;
+  case PROP_BLANKED_FRAMES:
+    g_value_set_uint64 (value, self->blanked_frames);
+    break;
+  default:
+    G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
+    break;
   }
   GST_OBJECT_UNLOCK (self);
 }
@@ -350,7 +350,7 @@ gst_privacy_mask_start (GstBaseTransform *trans)
     set = load_profiles (location.c_str ());
   } catch (const std::exception &e) {
     GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS, ("%s", e.what ()),
-        ("profiles-location=%s", location.c_str ()));
+                       ("profiles-location=%s", location.c_str ()));
     return FALSE;
   }
   std::string problem = check_config (*set, profile, fail_closed);
@@ -401,22 +401,22 @@ gst_privacy_mask_stop (GstBaseTransform *trans)
 }
 
 static gboolean
-gst_privacy_mask_set_info (GstVideoFilter *filter, GstCaps *incaps, GstVideoInfo *in_info,
-    GstCaps *outcaps, GstVideoInfo *out_info)
+gst_privacy_mask_set_info (GstVideoFilter *filter, GstCaps *incaps, GstVideoInfo *in_info, GstCaps *outcaps,
+                           GstVideoInfo *out_info)
 {
   GstPrivacyMask *self = GST_PRIVACY_MASK (filter);
   Private *p = self->priv;
-  if (p->have_prev_info && p->frames > 0 &&
-      (GST_VIDEO_INFO_WIDTH (&p->prev_info) != GST_VIDEO_INFO_WIDTH (in_info) ||
-          GST_VIDEO_INFO_HEIGHT (&p->prev_info) != GST_VIDEO_INFO_HEIGHT (in_info) ||
-          GST_VIDEO_INFO_FORMAT (&p->prev_info) != GST_VIDEO_INFO_FORMAT (in_info))) {
-    p->caps_change = std::string ("caps changed from ") +
-        std::to_string (GST_VIDEO_INFO_WIDTH (&p->prev_info)) + "x" +
-        std::to_string (GST_VIDEO_INFO_HEIGHT (&p->prev_info)) + " " +
-        gst_video_format_to_string (GST_VIDEO_INFO_FORMAT (&p->prev_info)) + " to " +
-        std::to_string (GST_VIDEO_INFO_WIDTH (in_info)) + "x" +
-        std::to_string (GST_VIDEO_INFO_HEIGHT (in_info)) + " " +
-        gst_video_format_to_string (GST_VIDEO_INFO_FORMAT (in_info)) + " while streaming";
+  if (p->have_prev_info && p->frames > 0
+      && (GST_VIDEO_INFO_WIDTH (&p->prev_info) != GST_VIDEO_INFO_WIDTH (in_info)
+          || GST_VIDEO_INFO_HEIGHT (&p->prev_info) != GST_VIDEO_INFO_HEIGHT (in_info)
+          || GST_VIDEO_INFO_FORMAT (&p->prev_info) != GST_VIDEO_INFO_FORMAT (in_info))) {
+    p->caps_change = std::string ("caps changed from ")
+                     + std::to_string (GST_VIDEO_INFO_WIDTH (&p->prev_info)) + "x"
+                     + std::to_string (GST_VIDEO_INFO_HEIGHT (&p->prev_info)) + " "
+                     + gst_video_format_to_string (GST_VIDEO_INFO_FORMAT (&p->prev_info)) + " to "
+                     + std::to_string (GST_VIDEO_INFO_WIDTH (in_info)) + "x"
+                     + std::to_string (GST_VIDEO_INFO_HEIGHT (in_info)) + " "
+                     + gst_video_format_to_string (GST_VIDEO_INFO_FORMAT (in_info)) + " while streaming";
     GST_INFO_OBJECT (self, "%s", p->caps_change.c_str ());
   }
   p->prev_info = *in_info;
@@ -464,12 +464,15 @@ gst_privacy_mask_sink_event (GstBaseTransform *trans, GstEvent *event)
       gst_event_parse_tag (event, &in);
       GstTagList *out = gst_tag_list_copy (in);
       GstTagScope scope = gst_tag_list_get_scope (in);
-      TagFilter f {profile, out};
-      gst_tag_list_foreach (in, [] (const GstTagList *, const gchar *tag, gpointer data) {
-        auto *f = static_cast<TagFilter *> (data);
-        if (f->profile->strips_tag (tag))
-          gst_tag_list_remove_tag (f->list, tag);
-      }, &f);
+      TagFilter f{profile, out};
+      gst_tag_list_foreach (
+          in,
+          [] (const GstTagList *, const gchar *tag, gpointer data) {
+            auto *f = static_cast<TagFilter *> (data);
+            if (f->profile->strips_tag (tag))
+              gst_tag_list_remove_tag (f->list, tag);
+          },
+          &f);
       GST_DEBUG_OBJECT (self, "tags %" GST_PTR_FORMAT " -> %" GST_PTR_FORMAT, in, out);
       gst_event_unref (event);
       if (gst_tag_list_is_empty (out)) {
@@ -517,8 +520,7 @@ plane (GstVideoFrame *frame, int p)
   } else if (f == GST_VIDEO_FORMAT_NV12) {
     type = CV_8UC2;
   }
-  return cv::Mat (h, w, type, GST_VIDEO_FRAME_PLANE_DATA (frame, p),
-      GST_VIDEO_FRAME_PLANE_STRIDE (frame, p));
+  return cv::Mat (h, w, type, GST_VIDEO_FRAME_PLANE_DATA (frame, p), GST_VIDEO_FRAME_PLANE_STRIDE (frame, p));
 }
 
 /* Fill value of plane p: black, opaque. */
@@ -526,15 +528,15 @@ static cv::Scalar
 fill_value (GstVideoFormat f, int p)
 {
   switch (f) {
-    case GST_VIDEO_FORMAT_I420:
-      return p == 0 ? cv::Scalar (16) : cv::Scalar (128);
-    case GST_VIDEO_FORMAT_NV12:
-      return p == 0 ? cv::Scalar (16) : cv::Scalar (128, 128);
-    case GST_VIDEO_FORMAT_RGBA:
-    case GST_VIDEO_FORMAT_BGRA:
-      return cv::Scalar (0, 0, 0, 255);
-    default:
-      return cv::Scalar (0, 0, 0, 0);
+  case GST_VIDEO_FORMAT_I420:
+    return p == 0 ? cv::Scalar (16) : cv::Scalar (128);
+  case GST_VIDEO_FORMAT_NV12:
+    return p == 0 ? cv::Scalar (16) : cv::Scalar (128, 128);
+  case GST_VIDEO_FORMAT_RGBA:
+  case GST_VIDEO_FORMAT_BGRA:
+    return cv::Scalar (0, 0, 0, 255);
+  default:
+    return cv::Scalar (0, 0, 0, 0);
   }
 }
 
@@ -543,7 +545,7 @@ blank_frame (GstVideoFrame *frame)
 {
   GstVideoFormat f = GST_VIDEO_FRAME_FORMAT (frame);
   for (guint p = 0; p < GST_VIDEO_FRAME_N_PLANES (frame); p++)
-    plane (frame, (int) p).setTo (fill_value (f, (int) p));
+    plane (frame, (int)p).setTo (fill_value (f, (int)p));
 }
 
 /* The frame as 8-bit RGB (or luma) for the detectors, possibly downscaled;
@@ -555,46 +557,46 @@ detection_image (GstVideoFrame *frame, cv::Mat &work, cv::Mat &out, bool &colour
   cv::Mat y = plane (frame, 0);
   colour = true;
   switch (f) {
-    case GST_VIDEO_FORMAT_RGB:
-    case GST_VIDEO_FORMAT_BGR:
-      out = y;
-      return 1.0;
-    case GST_VIDEO_FORMAT_GRAY8:
-      out = y;
-      colour = false;
-      return 1.0;
-    case GST_VIDEO_FORMAT_I420:
-    case GST_VIDEO_FORMAT_NV12: {
-      /* Chroma resolution, as YUV, then RGB. */
-      cv::Mat u, v, half, yuv;
-      if (f == GST_VIDEO_FORMAT_I420) {
-        u = plane (frame, 1);
-        v = plane (frame, 2);
-      } else {
-        cv::Mat uv[2];
-        cv::split (plane (frame, 1), uv);
-        u = uv[0];
-        v = uv[1];
-      }
-      cv::resize (y, half, u.size (), 0, 0, cv::INTER_AREA);
-      cv::Mat ch[3] = {half, u, v};
-      cv::merge (ch, 3, yuv);
-      cv::cvtColor (yuv, out, cv::COLOR_YUV2RGB);
-      return (double) u.cols / y.cols;
+  case GST_VIDEO_FORMAT_RGB:
+  case GST_VIDEO_FORMAT_BGR:
+    out = y;
+    return 1.0;
+  case GST_VIDEO_FORMAT_GRAY8:
+    out = y;
+    colour = false;
+    return 1.0;
+  case GST_VIDEO_FORMAT_I420:
+  case GST_VIDEO_FORMAT_NV12: {
+    /* Chroma resolution, as YUV, then RGB. */
+    cv::Mat u, v, half, yuv;
+    if (f == GST_VIDEO_FORMAT_I420) {
+      u = plane (frame, 1);
+      v = plane (frame, 2);
+    } else {
+      cv::Mat uv[2];
+      cv::split (plane (frame, 1), uv);
+      u = uv[0];
+      v = uv[1];
     }
-    default: {
-      /* 4 bytes per pixel: downscale first, then drop the padding/alpha. */
-      double s = privacy::Detector::work_scale (y.size ());
-      if (s < 1.0)
-        cv::resize (y, work, cv::Size (), s, s, cv::INTER_AREA);
-      else
-        work = y;
-      const GstVideoFormatInfo *fi = frame->info.finfo;
-      int from[6] = {(int) fi->poffset[0], 0, (int) fi->poffset[1], 1, (int) fi->poffset[2], 2};
-      out.create (work.size (), CV_8UC3);
-      cv::mixChannels (&work, 1, &out, 1, from, 3);
-      return s;
-    }
+    cv::resize (y, half, u.size (), 0, 0, cv::INTER_AREA);
+    cv::Mat ch[3] = {half, u, v};
+    cv::merge (ch, 3, yuv);
+    cv::cvtColor (yuv, out, cv::COLOR_YUV2RGB);
+    return (double)u.cols / y.cols;
+  }
+  default: {
+    /* 4 bytes per pixel: downscale first, then drop the padding/alpha. */
+    double s = privacy::Detector::work_scale (y.size ());
+    if (s < 1.0)
+      cv::resize (y, work, cv::Size (), s, s, cv::INTER_AREA);
+    else
+      work = y;
+    const GstVideoFormatInfo *fi = frame->info.finfo;
+    int from[6] = {(int)fi->poffset[0], 0, (int)fi->poffset[1], 1, (int)fi->poffset[2], 2};
+    out.create (work.size (), CV_8UC3);
+    cv::mixChannels (&work, 1, &out, 1, from, 3);
+    return s;
+  }
   }
 }
 
@@ -605,8 +607,7 @@ public:
   explicit ElementSource (GstVideoFrame *frame)
       : frame_ (frame), format_ (GST_VIDEO_FRAME_FORMAT (frame)),
         size_ (GST_VIDEO_FRAME_WIDTH (frame), GST_VIDEO_FRAME_HEIGHT (frame))
-  {
-  }
+  {}
   cv::Size size () const override { return size_; }
   bool colour () const override { return format_ != GST_VIDEO_FORMAT_GRAY8; }
   /* 4:2:0 YUV is converted at chroma resolution, 4-byte RGB downscaled to
@@ -624,13 +625,13 @@ public:
   {
     cv::Mat y = plane (frame_, 0);
     if (!is_planar_yuv (format_) && !packed4 ())
-      return y (r);  /* RGB, BGR, GRAY8: the frame itself */
+      return y (r); /* RGB, BGR, GRAY8: the frame itself */
     cv::Mat out;
     if (is_planar_yuv (format_)) {
       cv::Mat u, v, half, yuv;
       cv::Mat c1 = plane (frame_, 1);
-      const cv::Rect c = cv::Rect (r.x / 2, r.y / 2, (r.width + 1) / 2, (r.height + 1) / 2) &
-                         cv::Rect (0, 0, c1.cols, c1.rows);
+      const cv::Rect c = cv::Rect (r.x / 2, r.y / 2, (r.width + 1) / 2, (r.height + 1) / 2)
+                         & cv::Rect (0, 0, c1.cols, c1.rows);
       if (format_ == GST_VIDEO_FORMAT_I420) {
         u = c1 (c);
         v = plane (frame_, 2) (c);
@@ -650,23 +651,20 @@ public:
     cv::Mat small;
     if (s < 1.0)
       cv::resize (y (r), small,
-          cv::Size (std::max (1, (int) std::lround (r.width * s)),
-              std::max (1, (int) std::lround (r.height * s))),
-          0, 0, cv::INTER_AREA);
+                  cv::Size (std::max (1, (int)std::lround (r.width * s)),
+                            std::max (1, (int)std::lround (r.height * s))),
+                  0, 0, cv::INTER_AREA);
     else
       small = y (r);
     const GstVideoFormatInfo *fi = frame_->info.finfo;
-    int from[6] = {(int) fi->poffset[0], 0, (int) fi->poffset[1], 1, (int) fi->poffset[2], 2};
+    int from[6] = {(int)fi->poffset[0], 0, (int)fi->poffset[1], 1, (int)fi->poffset[2], 2};
     out.create (small.size (), CV_8UC3);
     cv::mixChannels (&small, 1, &out, 1, from, 3);
     return out;
   }
 
 private:
-  bool packed4 () const
-  {
-    return GST_VIDEO_FRAME_COMP_PSTRIDE (frame_, 0) == 4 && !is_planar_yuv (format_);
-  }
+  bool packed4 () const { return GST_VIDEO_FRAME_COMP_PSTRIDE (frame_, 0) == 4 && !is_planar_yuv (format_); }
   GstVideoFrame *frame_;
   GstVideoFormat format_;
   cv::Size size_;
@@ -682,16 +680,16 @@ apply_to_frame (GstVideoFrame *frame, Private *p, const cv::Rect &roi, privacy::
   cv::Mat y = plane (frame, 0);
   privacy::apply_mask (y, p->mask, roi, method, fill_value (f, 0), kBlockPx);
   for (guint i = 1; i < GST_VIDEO_FRAME_N_PLANES (frame); i++) {
-    cv::Mat c = plane (frame, (int) i);
+    cv::Mat c = plane (frame, (int)i);
     /* A chroma sample is hidden when any luma pixel it covers is. */
     cv::resize (p->mask, p->chroma_mask, c.size (), 0, 0, cv::INTER_AREA);
     cv::threshold (p->chroma_mask, p->chroma_mask, 0, 255, cv::THRESH_BINARY);
-    double sx = (double) c.cols / y.cols, sy = (double) c.rows / y.rows;
-    cv::Rect croi (cv::Point ((int) std::floor (roi.x * sx), (int) std::floor (roi.y * sy)),
-        cv::Point ((int) std::ceil (roi.br ().x * sx), (int) std::ceil (roi.br ().y * sy)));
+    double sx = (double)c.cols / y.cols, sy = (double)c.rows / y.rows;
+    cv::Rect croi (cv::Point ((int)std::floor (roi.x * sx), (int)std::floor (roi.y * sy)),
+                   cv::Point ((int)std::ceil (roi.br ().x * sx), (int)std::ceil (roi.br ().y * sy)));
     croi &= cv::Rect (0, 0, c.cols, c.rows);
-    privacy::apply_mask (c, p->chroma_mask, croi, method, fill_value (f, (int) i),
-        std::max (1, (int) (kBlockPx * sx)));
+    privacy::apply_mask (c, p->chroma_mask, croi, method, fill_value (f, (int)i),
+                         std::max (1, (int)(kBlockPx * sx)));
   }
 }
 
@@ -711,24 +709,21 @@ post_regions (GstPrivacyMask *self, GstBuffer *buf, const std::string &profile)
     for (const auto &r : p->memory.regions ()) {
       GValue v = G_VALUE_INIT;
       g_value_init (&v, GST_TYPE_STRUCTURE);
-      GstStructure *s = gst_structure_new ("region",
-          "class", G_TYPE_STRING, privacy::region_class_name (r.region_class),
-          "x-um", G_TYPE_DOUBLE, r.rect_um.x, "y-um", G_TYPE_DOUBLE, r.rect_um.y,
-          "width-um", G_TYPE_DOUBLE, r.rect_um.width,
-          "height-um", G_TYPE_DOUBLE, r.rect_um.height,
-          "first-frame", G_TYPE_UINT64, (guint64) r.first_frame,
-          "hits", G_TYPE_UINT64, (guint64) r.hits, nullptr);
+      GstStructure *s = gst_structure_new (
+          "region", "class", G_TYPE_STRING, privacy::region_class_name (r.region_class), "x-um",
+          G_TYPE_DOUBLE, r.rect_um.x, "y-um", G_TYPE_DOUBLE, r.rect_um.y, "width-um", G_TYPE_DOUBLE,
+          r.rect_um.width, "height-um", G_TYPE_DOUBLE, r.rect_um.height, "first-frame", G_TYPE_UINT64,
+          (guint64)r.first_frame, "hits", G_TYPE_UINT64, (guint64)r.hits, nullptr);
       gst_value_set_structure (&v, s);
       gst_structure_free (s);
       gst_value_list_append_and_take_value (&list, &v);
     }
     json = p->memory.to_json ();
   }
-  GstStructure *s = gst_structure_new ("privacymask",
-      "timestamp", G_TYPE_UINT64, ts, "stream-time", G_TYPE_UINT64, stream_time,
-      "running-time", G_TYPE_UINT64, running_time,
-      "profile", G_TYPE_STRING, profile.c_str (),
-      "regions-json", G_TYPE_STRING, json.c_str (), nullptr);
+  GstStructure *s
+      = gst_structure_new ("privacymask", "timestamp", G_TYPE_UINT64, ts, "stream-time", G_TYPE_UINT64,
+                           stream_time, "running-time", G_TYPE_UINT64, running_time, "profile", G_TYPE_STRING,
+                           profile.c_str (), "regions-json", G_TYPE_STRING, json.c_str (), nullptr);
   gst_structure_take_value (s, "regions", &list);
   gst_element_post_message (GST_ELEMENT (self), gst_message_new_element (GST_OBJECT (self), s));
 }
@@ -743,9 +738,8 @@ blank (GstPrivacyMask *self, GstVideoFrame *frame, const std::string &reason)
   self->blanked_frames++;
   GST_OBJECT_UNLOCK (self);
   if (reason != p->last_blank_reason) {
-    GST_ELEMENT_WARNING (self, STREAM, FAILED,
-        ("%s: the whole frame is blanked", reason.c_str ()),
-        ("frame %" G_GUINT64_FORMAT, p->frames));
+    GST_ELEMENT_WARNING (self, STREAM, FAILED, ("%s: the whole frame is blanked", reason.c_str ()),
+                         ("frame %" G_GUINT64_FORMAT, p->frames));
     p->last_blank_reason = reason;
   }
 }
@@ -753,9 +747,9 @@ blank (GstPrivacyMask *self, GstVideoFrame *frame, const std::string &reason)
 static bool
 same_view (const privacy::FrameGeometry &a, const privacy::FrameGeometry &b, double za, double zb)
 {
-  return a.width == b.width && a.height == b.height && a.um_per_px == b.um_per_px &&
-         std::abs (a.stage_x_um - b.stage_x_um) < 0.25 * a.um_per_px &&
-         std::abs (a.stage_y_um - b.stage_y_um) < 0.25 * a.um_per_px && za == zb;
+  return a.width == b.width && a.height == b.height && a.um_per_px == b.um_per_px
+         && std::abs (a.stage_x_um - b.stage_x_um) < 0.25 * a.um_per_px
+         && std::abs (a.stage_y_um - b.stage_y_um) < 0.25 * a.um_per_px && za == zb;
 }
 
 /* Removes the metas the profile may not see; StageMeta follows its policy
@@ -766,16 +760,19 @@ strip_metas (GstBuffer *buf, const privacy::Profile &profile)
 {
   if (profile.strip_metas.empty ())
     return;
-  gst_buffer_foreach_meta (buf, [] (GstBuffer *, GstMeta **meta, gpointer data) -> gboolean {
-    const auto *profile = static_cast<const privacy::Profile *> (data);
-    GType api = (*meta)->info->api;
-    if (api == GST_VIDEO_META_API_TYPE || api == GST_VIDEO_CROP_META_API_TYPE ||
-        api == LIVEMICRO_STAGE_META_API_TYPE)
-      return TRUE;
-    if (profile->strips_meta (g_type_name (api)))
-      *meta = nullptr;
-    return TRUE;
-  }, const_cast<privacy::Profile *> (&profile));
+  gst_buffer_foreach_meta (
+      buf,
+      [] (GstBuffer *, GstMeta **meta, gpointer data) -> gboolean {
+        const auto *profile = static_cast<const privacy::Profile *> (data);
+        GType api = (*meta)->info->api;
+        if (api == GST_VIDEO_META_API_TYPE || api == GST_VIDEO_CROP_META_API_TYPE
+            || api == LIVEMICRO_STAGE_META_API_TYPE)
+          return TRUE;
+        if (profile->strips_meta (g_type_name (api)))
+          *meta = nullptr;
+        return TRUE;
+      },
+      const_cast<privacy::Profile *> (&profile));
 }
 
 static void
@@ -785,15 +782,15 @@ apply_stage_policy (GstBuffer *buf, privacy::StageMetaPolicy policy)
   if (!m)
     return;
   switch (policy) {
-    case privacy::StageMetaPolicy::kKeep:
-      break;
-    case privacy::StageMetaPolicy::kGeometry:
-      m->capture_unix_us = 0;
-      m->frame_number = 0;
-      break;
-    case privacy::StageMetaPolicy::kRemove:
-      gst_buffer_remove_meta (buf, (GstMeta *) m);
-      break;
+  case privacy::StageMetaPolicy::kKeep:
+    break;
+  case privacy::StageMetaPolicy::kGeometry:
+    m->capture_unix_us = 0;
+    m->frame_number = 0;
+    break;
+  case privacy::StageMetaPolicy::kRemove:
+    gst_buffer_remove_meta (buf, (GstMeta *)m);
+    break;
   }
 }
 
@@ -808,23 +805,22 @@ mask_frame (GstPrivacyMask *self, GstVideoFrame *frame, const Settings &st)
 
   LivemicroStageMeta *meta = livemicro_buffer_get_stage_meta (buf);
   if (!meta)
-    return "no StageMeta on the buffer (profile '" + st.profile_name +
-           "' masks in slide coordinates and needs the stage position of every frame)";
+    return "no StageMeta on the buffer (profile '" + st.profile_name
+           + "' masks in slide coordinates and needs the stage position of every frame)";
   privacy::FrameGeometry g;
   g.stage_x_um = meta->stage_x_um;
   g.stage_y_um = meta->stage_y_um;
   g.um_per_px = meta->um_per_px;
-  g.width = (int) meta->frame_width;
-  g.height = (int) meta->frame_height;
+  g.width = (int)meta->frame_width;
+  g.height = (int)meta->frame_height;
   if (!g.valid ())
-    return "invalid StageMeta (" + std::to_string (meta->um_per_px) + " µm per pixel, " +
-           std::to_string (meta->frame_width) + "x" + std::to_string (meta->frame_height) +
-           " frame)";
+    return "invalid StageMeta (" + std::to_string (meta->um_per_px) + " µm per pixel, "
+           + std::to_string (meta->frame_width) + "x" + std::to_string (meta->frame_height) + " frame)";
   if (g.width != width || g.height != height) {
     std::string why = p->caps_change.empty () ? "" : " (" + p->caps_change + ")";
-    return "the frame is " + std::to_string (width) + "x" + std::to_string (height) +
-           " but its StageMeta describes a " + std::to_string (g.width) + "x" +
-           std::to_string (g.height) + " frame" + why;
+    return "the frame is " + std::to_string (width) + "x" + std::to_string (height)
+           + " but its StageMeta describes a " + std::to_string (g.width) + "x" + std::to_string (g.height)
+           + " frame" + why;
   }
   p->caps_change.clear ();
 
@@ -836,8 +832,9 @@ mask_frame (GstPrivacyMask *self, GstVideoFrame *frame, const Settings &st)
     double travel = kMovingFallbackPx;
     if (p->have_prev && p->prev_geometry.um_per_px == g.um_per_px)
       travel = std::hypot (g.stage_x_um - p->prev_geometry.stage_x_um,
-                   g.stage_y_um - p->prev_geometry.stage_y_um) / g.um_per_px;
-    margin += std::min (travel, (double) std::max (width, height));
+                           g.stage_y_um - p->prev_geometry.stage_y_um)
+               / g.um_per_px;
+    margin += std::min (travel, (double)std::max (width, height));
   }
   p->prev_geometry = g;
   p->have_prev = true;
@@ -887,21 +884,22 @@ mask_frame (GstPrivacyMask *self, GstVideoFrame *frame, const Settings &st)
       ElementSource source (frame);
       privacy::IncrementalStats stats;
       try {
-        found = p->incremental.detect (source, g, meta->stage_z_um, profile.detect, p->mask, roi,
-            p->frames, st.detection_interval, &stats);
+        found = p->incremental.detect (source, g, meta->stage_z_um, profile.detect, p->mask, roi, p->frames,
+                                       st.detection_interval, &stats);
       } catch (const std::exception &e) {
         return std::string ("detection failed: ") + e.what ();
       }
       detected = true;
-      GST_LOG_OBJECT (self, "frame %" G_GUINT64_FORMAT ": cells %d (fresh %d, hidden %d, checked %d), "
-          "%d rectangles, %.0f px, %d candidates, %d QR and %d barcode searches", p->frames,
-          stats.cells_visible, stats.cells_fresh, stats.cells_hidden, stats.cells_to_check,
-          stats.rects, stats.analysed_px, stats.screen.candidates, stats.screen.qr_runs,
-          stats.screen.barcode_runs);
+      GST_LOG_OBJECT (self,
+                      "frame %" G_GUINT64_FORMAT ": cells %d (fresh %d, hidden %d, checked %d), "
+                      "%d rectangles, %.0f px, %d candidates, %d QR and %d barcode searches",
+                      p->frames, stats.cells_visible, stats.cells_fresh, stats.cells_hidden,
+                      stats.cells_to_check, stats.rects, stats.analysed_px, stats.screen.candidates,
+                      stats.screen.qr_runs, stats.screen.barcode_runs);
     } else {
-      bool due = !p->have_detect_key || meta->moving ||
-                 !same_view (g, p->detect_geometry, meta->stage_z_um, p->detect_z_um) ||
-                 p->frames_since_detection + 1 >= st.detection_interval;
+      bool due = !p->have_detect_key || meta->moving
+                 || !same_view (g, p->detect_geometry, meta->stage_z_um, p->detect_z_um)
+                 || p->frames_since_detection + 1 >= st.detection_interval;
       if (due) {
         bool colour = true;
         cv::Mat img;
@@ -1027,69 +1025,82 @@ gst_privacy_mask_class_init (GstPrivacyMaskClass *klass)
   gobject_class->get_property = gst_privacy_mask_get_property;
   gobject_class->finalize = gst_privacy_mask_finalize;
 
-  g_object_class_install_property (gobject_class, PROP_PROFILE,
+  g_object_class_install_property (
+      gobject_class, PROP_PROFILE,
       g_param_spec_string ("profile", "View profile",
-          "Who watches this view: a profile name from profiles-location, or built in: "
-          "owner (nothing masked), consultant and trainee (slide label masked), guest "
-          "(label, QR codes, barcodes, any printed text and patient metadata removed). "
-          "An unknown name is an error at start; while playing it is refused with a "
-          "warning and the view keeps its profile",
-          DEFAULT_PROFILE, rw_playing));
-  g_object_class_install_property (gobject_class, PROP_PROFILES_LOCATION,
-      g_param_spec_string ("profiles-location", "Profiles file",
+                           "Who watches this view: a profile name from profiles-location, or built in: "
+                           "owner (nothing masked), consultant and trainee (slide label masked), guest "
+                           "(label, QR codes, barcodes, any printed text and patient metadata removed). "
+                           "An unknown name is an error at start; while playing it is refused with a "
+                           "warning and the view keeps its profile",
+                           DEFAULT_PROFILE, rw_playing));
+  g_object_class_install_property (
+      gobject_class, PROP_PROFILES_LOCATION,
+      g_param_spec_string (
+          "profiles-location", "Profiles file",
           "JSON file with the view profiles and slide regions (format in docs/privacy.md, example "
           "in pipelines/profiles.json); NULL = the built-in profiles. A malformed file is an "
           "error at start naming the file, line and field",
           nullptr, static_cast<GParamFlags> (rw | GST_PARAM_MUTABLE_READY)));
-  g_object_class_install_property (gobject_class, PROP_METHOD,
+  g_object_class_install_property (
+      gobject_class, PROP_METHOD,
       g_param_spec_enum ("method", "Method",
-          "How masked areas are hidden: fill (solid black, default) is the only method safe "
-          "for text and codes; pixelate and blur keep shapes and can be read or undone",
-          GST_TYPE_PRIVACY_MASK_METHOD, (gint) DEFAULT_METHOD, rw_playing));
-  g_object_class_install_property (gobject_class, PROP_FAIL_CLOSED,
-      g_param_spec_boolean ("fail-closed", "Fail closed",
+                         "How masked areas are hidden: fill (solid black, default) is the only method safe "
+                         "for text and codes; pixelate and blur keep shapes and can be read or undone",
+                         GST_TYPE_PRIVACY_MASK_METHOD, (gint)DEFAULT_METHOD, rw_playing));
+  g_object_class_install_property (
+      gobject_class, PROP_FAIL_CLOSED,
+      g_param_spec_boolean (
+          "fail-closed", "Fail closed",
           "Blank the whole frame when the mask cannot be computed (no or invalid StageMeta, a "
           "detector failure, caps that no longer match the StageMeta). FALSE is accepted only "
           "with a profile that masks nothing (owner); any other profile refuses it",
           DEFAULT_FAIL_CLOSED, rw_playing));
-  g_object_class_install_property (gobject_class, PROP_MARGIN_PX,
+  g_object_class_install_property (
+      gobject_class, PROP_MARGIN_PX,
       g_param_spec_uint ("margin-px", "Margin (px)",
-          "Extra frame pixels hidden around every region (at least 1); a moving stage adds "
-          "the distance travelled since the previous frame",
-          1, MAX_MARGIN_PX, DEFAULT_MARGIN_PX, rw_playing));
-  g_object_class_install_property (gobject_class, PROP_DETECTION_INTERVAL,
+                         "Extra frame pixels hidden around every region (at least 1); a moving stage adds "
+                         "the distance travelled since the previous frame",
+                         1, MAX_MARGIN_PX, DEFAULT_MARGIN_PX, rw_playing));
+  g_object_class_install_property (
+      gobject_class, PROP_DETECTION_INTERVAL,
       g_param_spec_uint ("detection-interval", "Detection interval",
-          "How long, in frames, slide area found clear by the detectors (text, QR, barcode) "
-          "is trusted before it is checked again: area a frame shows for the first time is "
-          "always checked in that frame, and a still view is checked again as a whole every "
-          "N frames (this catches a change the StageMeta does not show, such as a slide "
-          "swapped). With detection-mode=full-frame: the whole frame every N frames while "
-          "the view is still, every frame while it moves. 1 = every frame",
-          1, MAX_DETECTION_INTERVAL, DEFAULT_DETECTION_INTERVAL, rw_playing));
-  g_object_class_install_property (gobject_class, PROP_DETECTION_MODE,
+                         "How long, in frames, slide area found clear by the detectors (text, QR, barcode) "
+                         "is trusted before it is checked again: area a frame shows for the first time is "
+                         "always checked in that frame, and a still view is checked again as a whole every "
+                         "N frames (this catches a change the StageMeta does not show, such as a slide "
+                         "swapped). With detection-mode=full-frame: the whole frame every N frames while "
+                         "the view is still, every frame while it moves. 1 = every frame",
+                         1, MAX_DETECTION_INTERVAL, DEFAULT_DETECTION_INTERVAL, rw_playing));
+  g_object_class_install_property (
+      gobject_class, PROP_DETECTION_MODE,
       g_param_spec_enum ("detection-mode", "Detection mode",
-          "Where the detectors look. incremental: only where the frame shows slide area not "
-          "checked in the last detection-interval frames at this objective and focus, never "
-          "inside what is masked anyway (the slide label, regions found), with the QR and "
-          "barcode searches only on print-like marks (a few ms per moving 1080p frame); "
-          "full-frame: every detector on the whole frame (~40 ms per 1080p frame; for a "
-          "StageMeta that does not follow the slide, e.g. a manual stage, and as the "
-          "benchmark's baseline)",
-          GST_TYPE_PRIVACY_MASK_DETECTION_MODE, (gint) DEFAULT_DETECTION_MODE, rw_playing));
-  g_object_class_install_property (gobject_class, PROP_REGIONS,
-      g_param_spec_string ("regions", "Detected regions",
+                         "Where the detectors look. incremental: only where the frame shows slide area not "
+                         "checked in the last detection-interval frames at this objective and focus, never "
+                         "inside what is masked anyway (the slide label, regions found), with the QR and "
+                         "barcode searches only on print-like marks (a few ms per moving 1080p frame); "
+                         "full-frame: every detector on the whole frame (~40 ms per 1080p frame; for a "
+                         "StageMeta that does not follow the slide, e.g. a manual stage, and as the "
+                         "benchmark's baseline)",
+                         GST_TYPE_PRIVACY_MASK_DETECTION_MODE, (gint)DEFAULT_DETECTION_MODE, rw_playing));
+  g_object_class_install_property (
+      gobject_class, PROP_REGIONS,
+      g_param_spec_string (
+          "regions", "Detected regions",
           "Regions found so far and remembered in slide coordinates, as a JSON array of "
           "{class, x_um, y_um, width_um, height_um, first_frame, hits}; also posted as a "
           "'privacymask' element message whenever it changes. Cleared when the element stops",
           "[]", ro));
-  g_object_class_install_property (gobject_class, PROP_BLANKED_FRAMES,
+  g_object_class_install_property (
+      gobject_class, PROP_BLANKED_FRAMES,
       g_param_spec_uint64 ("blanked-frames", "Blanked frames",
-          "Frames blanked entirely since start because the mask could not be computed",
-          0, G_MAXUINT64, 0, ro));
+                           "Frames blanked entirely since start because the mask could not be computed", 0,
+                           G_MAXUINT64, 0, ro));
 
   gst_element_class_add_static_pad_template (element_class, &sink_template);
   gst_element_class_add_static_pad_template (element_class, &src_template);
-  gst_element_class_set_static_metadata (element_class, "Privacy mask", "Filter/Effect/Video",
+  gst_element_class_set_static_metadata (
+      element_class, "Privacy mask", "Filter/Effect/Video",
       "Masks slide labels and patient data in slide coordinates and strips what a view "
       "profile may not see",
       "LiveMicro");
@@ -1100,8 +1111,8 @@ gst_privacy_mask_class_init (GstPrivacyMaskClass *klass)
   filter_class->set_info = gst_privacy_mask_set_info;
   filter_class->transform_frame_ip = gst_privacy_mask_transform_frame_ip;
 
-  gst_type_mark_as_plugin_api (GST_TYPE_PRIVACY_MASK_METHOD, (GstPluginAPIFlags) 0);
-  gst_type_mark_as_plugin_api (GST_TYPE_PRIVACY_MASK_DETECTION_MODE, (GstPluginAPIFlags) 0);
+  gst_type_mark_as_plugin_api (GST_TYPE_PRIVACY_MASK_METHOD, (GstPluginAPIFlags)0);
+  gst_type_mark_as_plugin_api (GST_TYPE_PRIVACY_MASK_DETECTION_MODE, (GstPluginAPIFlags)0);
 }
 
 static void

@@ -124,15 +124,16 @@ GType
 gst_tumor_features_method_get_type (void)
 {
   static GType type = 0;
-  static const GEnumValue values[] = {
-      {GST_TUMOR_FEATURES_METHOD_AUTO,
-          "The nucleus model when it loads, else classical (with a warning)", "auto"},
-      {GST_TUMOR_FEATURES_METHOD_MODEL,
+  static const GEnumValue values[]
+      = {{GST_TUMOR_FEATURES_METHOD_AUTO, "The nucleus model when it loads, else classical (with a warning)",
+          "auto"},
+         {GST_TUMOR_FEATURES_METHOD_MODEL,
           "Learned nucleus model (U-Net) and marker-controlled watershed; an error "
-          "when the model cannot be loaded", "model"},
-      {GST_TUMOR_FEATURES_METHOD_CLASSICAL,
+          "when the model cannot be loaded",
+          "model"},
+         {GST_TUMOR_FEATURES_METHOD_CLASSICAL,
           "Colour deconvolution, threshold and distance-transform watershed", "classical"},
-      {0, nullptr, nullptr}};
+         {0, nullptr, nullptr}};
   if (g_once_init_enter (&type))
     g_once_init_leave (&type, g_enum_register_static ("GstTumorFeaturesMethod", values));
   return type;
@@ -143,12 +144,12 @@ GType
 gst_tumor_features_stain_get_type (void)
 {
   static GType type = 0;
-  static const GEnumValue values[] = {
-      {GST_TUMOR_FEATURES_STAIN_RUIFROK_JOHNSTON,
-          "Ruifrok-Johnston standard H&E vectors", "ruifrok-johnston"},
-      {GST_TUMOR_FEATURES_STAIN_MACENKO,
-          "Per-slide vectors estimated with Macenko, smoothed over time", "macenko"},
-      {0, nullptr, nullptr}};
+  static const GEnumValue values[]
+      = {{GST_TUMOR_FEATURES_STAIN_RUIFROK_JOHNSTON, "Ruifrok-Johnston standard H&E vectors",
+          "ruifrok-johnston"},
+         {GST_TUMOR_FEATURES_STAIN_MACENKO, "Per-slide vectors estimated with Macenko, smoothed over time",
+          "macenko"},
+         {0, nullptr, nullptr}};
   if (g_once_init_enter (&type))
     g_once_init_leave (&type, g_enum_register_static ("GstTumorFeaturesStain", values));
   return type;
@@ -158,7 +159,7 @@ namespace {
 
 struct Job {
   cv::Mat frame;
-  std::array<int, 3> rgb {0, 1, 2};
+  std::array<int, 3> rgb{0, 1, 2};
   double um_per_px = 0;
   std::optional<an::StagePosition> stage;
   GstClockTime pts = GST_CLOCK_TIME_NONE, stream_time = GST_CLOCK_TIME_NONE,
@@ -166,7 +167,7 @@ struct Job {
   an::Params params;
   bool emit_nuclei = false;
   guint64 seq = 0;
-  guint64 epoch = 0;  // flushes seen when the job was made
+  guint64 epoch = 0; // flushes seen when the job was made
 };
 
 struct Done {
@@ -193,21 +194,21 @@ struct Private {
   std::optional<Job> job;
   std::shared_ptr<const Done> latest;
   guint64 seq = 0, frames_analysed = 0, frames_skipped = 0, frame_index = 0;
-  guint64 epoch = 0;  // incremented by each flush
+  guint64 epoch = 0; // incremented by each flush
   bool warned_skip = false;
-  bool was_active = true;  // streaming thread only
+  bool was_active = true; // streaming thread only
   FILE *json = nullptr;
-  an::Analyzer analyzer;  // worker thread only
+  an::Analyzer analyzer; // worker thread only
   /* The nucleus model loaded at start, or null (then model_error says why). */
   std::shared_ptr<an::NucleusModel> model;
   std::string model_error;
   bool model_missing = false;
   // format
   int channels = 3;
-  std::array<int, 3> rgb {0, 1, 2};
+  std::array<int, 3> rgb{0, 1, 2};
 };
 
-}  // namespace
+} // namespace
 
 struct _GstTumorFeatures {
   GstVideoFilter parent;
@@ -230,132 +231,127 @@ struct _GstTumorFeatures {
   Private *priv;
 };
 
-static GstStaticPadTemplate sink_template = GST_STATIC_PAD_TEMPLATE ("sink",
-    GST_PAD_SINK, GST_PAD_ALWAYS,
-    GST_STATIC_CAPS (GST_VIDEO_CAPS_MAKE (LIVEMICRO_RGB_FORMATS)));
-static GstStaticPadTemplate src_template = GST_STATIC_PAD_TEMPLATE ("src",
-    GST_PAD_SRC, GST_PAD_ALWAYS,
-    GST_STATIC_CAPS (GST_VIDEO_CAPS_MAKE (LIVEMICRO_RGB_FORMATS)));
+static GstStaticPadTemplate sink_template = GST_STATIC_PAD_TEMPLATE (
+    "sink", GST_PAD_SINK, GST_PAD_ALWAYS, GST_STATIC_CAPS (GST_VIDEO_CAPS_MAKE (LIVEMICRO_RGB_FORMATS)));
+static GstStaticPadTemplate src_template = GST_STATIC_PAD_TEMPLATE (
+    "src", GST_PAD_SRC, GST_PAD_ALWAYS, GST_STATIC_CAPS (GST_VIDEO_CAPS_MAKE (LIVEMICRO_RGB_FORMATS)));
 
 #define gst_tumor_features_parent_class parent_class
 G_DEFINE_TYPE_WITH_CODE (GstTumorFeatures, gst_tumor_features, GST_TYPE_VIDEO_FILTER,
-    GST_DEBUG_CATEGORY_INIT (gst_tumor_features_debug, "tumorfeatures", 0,
-        "LiveMicro H&E nuclei analysis"));
-GST_ELEMENT_REGISTER_DEFINE (tumorfeatures, "tumorfeatures", GST_RANK_NONE,
-    GST_TYPE_TUMOR_FEATURES);
+                         GST_DEBUG_CATEGORY_INIT (gst_tumor_features_debug, "tumorfeatures", 0,
+                                                  "LiveMicro H&E nuclei analysis"));
+GST_ELEMENT_REGISTER_DEFINE (tumorfeatures, "tumorfeatures", GST_RANK_NONE, GST_TYPE_TUMOR_FEATURES);
 
 static void
-gst_tumor_features_set_property (GObject *object, guint prop_id, const GValue *value,
-    GParamSpec *pspec)
+gst_tumor_features_set_property (GObject *object, guint prop_id, const GValue *value, GParamSpec *pspec)
 {
   GstTumorFeatures *self = GST_TUMOR_FEATURES (object);
 
   GST_OBJECT_LOCK (self);
   switch (prop_id) {
-    case PROP_ACTIVE:
-      self->active = g_value_get_boolean (value);
-      break;
-    case PROP_INTERVAL:
-      self->interval = g_value_get_uint (value);
-      break;
-    case PROP_ANALYSIS_SCALE:
-      self->analysis_scale = g_value_get_double (value);
-      break;
-    case PROP_UM_PER_PX:
-      self->um_per_px = g_value_get_double (value);
-      break;
-    case PROP_JSON_LOCATION:
-      g_free (self->json_location);
-      self->json_location = g_value_dup_string (value);
-      break;
-    case PROP_EMIT_NUCLEI:
-      self->emit_nuclei = g_value_get_boolean (value);
-      break;
-    case PROP_META_NUCLEI:
-      self->meta_nuclei = g_value_get_boolean (value);
-      break;
-    case PROP_WAIT_FOR_RESULT:
-      self->wait_for_result = g_value_get_boolean (value);
-      break;
-    case PROP_STAIN:
-      self->stain = (GstTumorFeaturesStain) g_value_get_enum (value);
-      break;
-    case PROP_MIN_AREA:
-      self->min_area = g_value_get_double (value);
-      break;
-    case PROP_MAX_AREA:
-      self->max_area = g_value_get_double (value);
-      break;
-    case PROP_ANALYSIS_NICE:
-      self->analysis_nice = g_value_get_int (value);
-      break;
-    case PROP_METHOD:
-      self->method = (GstTumorFeaturesMethod) g_value_get_enum (value);
-      break;
-    case PROP_MODEL_LOCATION:
-      g_free (self->model_location);
-      self->model_location = g_value_dup_string (value);
-      break;
-    default:
-      G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
-      break;
+  case PROP_ACTIVE:
+    self->active = g_value_get_boolean (value);
+    break;
+  case PROP_INTERVAL:
+    self->interval = g_value_get_uint (value);
+    break;
+  case PROP_ANALYSIS_SCALE:
+    self->analysis_scale = g_value_get_double (value);
+    break;
+  case PROP_UM_PER_PX:
+    self->um_per_px = g_value_get_double (value);
+    break;
+  case PROP_JSON_LOCATION:
+    g_free (self->json_location);
+    self->json_location = g_value_dup_string (value);
+    break;
+  case PROP_EMIT_NUCLEI:
+    self->emit_nuclei = g_value_get_boolean (value);
+    break;
+  case PROP_META_NUCLEI:
+    self->meta_nuclei = g_value_get_boolean (value);
+    break;
+  case PROP_WAIT_FOR_RESULT:
+    self->wait_for_result = g_value_get_boolean (value);
+    break;
+  case PROP_STAIN:
+    self->stain = (GstTumorFeaturesStain)g_value_get_enum (value);
+    break;
+  case PROP_MIN_AREA:
+    self->min_area = g_value_get_double (value);
+    break;
+  case PROP_MAX_AREA:
+    self->max_area = g_value_get_double (value);
+    break;
+  case PROP_ANALYSIS_NICE:
+    self->analysis_nice = g_value_get_int (value);
+    break;
+  case PROP_METHOD:
+    self->method = (GstTumorFeaturesMethod)g_value_get_enum (value);
+    break;
+  case PROP_MODEL_LOCATION:
+    g_free (self->model_location);
+    self->model_location = g_value_dup_string (value);
+    break;
+  default:
+    G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
+    break;
   }
   GST_OBJECT_UNLOCK (self);
 }
 
 static void
-gst_tumor_features_get_property (GObject *object, guint prop_id, GValue *value,
-    GParamSpec *pspec)
+gst_tumor_features_get_property (GObject *object, guint prop_id, GValue *value, GParamSpec *pspec)
 {
   GstTumorFeatures *self = GST_TUMOR_FEATURES (object);
 
   GST_OBJECT_LOCK (self);
   switch (prop_id) {
-    case PROP_ACTIVE:
-      g_value_set_boolean (value, self->active);
-      break;
-    case PROP_INTERVAL:
-      g_value_set_uint (value, self->interval);
-      break;
-    case PROP_ANALYSIS_SCALE:
-      g_value_set_double (value, self->analysis_scale);
-      break;
-    case PROP_UM_PER_PX:
-      g_value_set_double (value, self->um_per_px);
-      break;
-    case PROP_JSON_LOCATION:
-      g_value_set_string (value, self->json_location);
-      break;
-    case PROP_EMIT_NUCLEI:
-      g_value_set_boolean (value, self->emit_nuclei);
-      break;
-    case PROP_META_NUCLEI:
-      g_value_set_boolean (value, self->meta_nuclei);
-      break;
-    case PROP_WAIT_FOR_RESULT:
-      g_value_set_boolean (value, self->wait_for_result);
-      break;
-    case PROP_STAIN:
-      g_value_set_enum (value, self->stain);
-      break;
-    case PROP_MIN_AREA:
-      g_value_set_double (value, self->min_area);
-      break;
-    case PROP_MAX_AREA:
-      g_value_set_double (value, self->max_area);
-      break;
-    case PROP_ANALYSIS_NICE:
-      g_value_set_int (value, self->analysis_nice);
-      break;
-    case PROP_METHOD:
-      g_value_set_enum (value, self->method);
-      break;
-    case PROP_MODEL_LOCATION:
-      g_value_set_string (value, self->model_location);
-      break;
-    default:
-      G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
-      break;
+  case PROP_ACTIVE:
+    g_value_set_boolean (value, self->active);
+    break;
+  case PROP_INTERVAL:
+    g_value_set_uint (value, self->interval);
+    break;
+  case PROP_ANALYSIS_SCALE:
+    g_value_set_double (value, self->analysis_scale);
+    break;
+  case PROP_UM_PER_PX:
+    g_value_set_double (value, self->um_per_px);
+    break;
+  case PROP_JSON_LOCATION:
+    g_value_set_string (value, self->json_location);
+    break;
+  case PROP_EMIT_NUCLEI:
+    g_value_set_boolean (value, self->emit_nuclei);
+    break;
+  case PROP_META_NUCLEI:
+    g_value_set_boolean (value, self->meta_nuclei);
+    break;
+  case PROP_WAIT_FOR_RESULT:
+    g_value_set_boolean (value, self->wait_for_result);
+    break;
+  case PROP_STAIN:
+    g_value_set_enum (value, self->stain);
+    break;
+  case PROP_MIN_AREA:
+    g_value_set_double (value, self->min_area);
+    break;
+  case PROP_MAX_AREA:
+    g_value_set_double (value, self->max_area);
+    break;
+  case PROP_ANALYSIS_NICE:
+    g_value_set_int (value, self->analysis_nice);
+    break;
+  case PROP_METHOD:
+    g_value_set_enum (value, self->method);
+    break;
+  case PROP_MODEL_LOCATION:
+    g_value_set_string (value, self->model_location);
+    break;
+  default:
+    G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
+    break;
   }
   GST_OBJECT_UNLOCK (self);
 }
@@ -368,14 +364,14 @@ fill_summary (LivemicroFeaturesMeta *m, const Done &d)
   m->analysed_pts = d.pts;
   m->frames_analysed = d.frames_analysed;
   m->frames_skipped = d.frames_skipped;
-  m->quality = (LivemicroFeaturesQuality) s.quality;
-  m->frame_width = (guint) s.frame_width;
-  m->frame_height = (guint) s.frame_height;
+  m->quality = (LivemicroFeaturesQuality)s.quality;
+  m->frame_width = (guint)s.frame_width;
+  m->frame_height = (guint)s.frame_height;
   m->um_per_px = s.um_per_px;
   m->working_um_per_px = s.working_um_per_px;
   m->tissue_fraction = s.tissue_fraction;
   m->tissue_area_mm2 = s.tissue_area_mm2;
-  m->nuclei_count = (guint) s.nuclei_count;
+  m->nuclei_count = (guint)s.nuclei_count;
   m->nuclei_per_mm2 = s.nuclei_per_mm2;
   m->mean_area_um2 = s.mean_area_um2;
   m->cv_area = s.cv_area;
@@ -385,8 +381,8 @@ fill_summary (LivemicroFeaturesMeta *m, const Done &d)
   m->he_ratio = s.he_ratio;
   m->mean_h_od = s.mean_h_od;
   m->mean_e_od = s.mean_e_od;
-  m->pleomorphism = (guint) s.pleomorphism;
-  m->mitotic_candidates = (guint) s.mitotic_candidates;
+  m->pleomorphism = (guint)s.pleomorphism;
+  m->mitotic_candidates = (guint)s.mitotic_candidates;
   m->mitotic_candidates_per_mm2 = s.mitotic_candidates_per_mm2;
   m->grade_cue = s.grade_cue.empty () ? nullptr : g_intern_string (s.grade_cue.c_str ());
   m->focus = s.focus;
@@ -405,8 +401,8 @@ attach_nuclei (LivemicroFeaturesMeta *m, const Done &d)
   for (size_t k = 0; k < nuclei.size (); k++) {
     const an::Nucleus &n = nuclei[k];
     LivemicroNucleus &o = out[k];
-    o.x_px = (gfloat) n.x_px;
-    o.y_px = (gfloat) n.y_px;
+    o.x_px = (gfloat)n.x_px;
+    o.y_px = (gfloat)n.y_px;
     if (d.stage) {
       cv::Point2d um = an::frame_to_slide_um (*d.stage, d.result.summary, n.x_px, n.y_px);
       o.x_um = um.x;
@@ -414,18 +410,18 @@ attach_nuclei (LivemicroFeaturesMeta *m, const Done &d)
     } else {
       o.x_um = o.y_um = NAN;
     }
-    o.area_um2 = (gfloat) n.area_um2;
-    o.perimeter_um = (gfloat) n.perimeter_um;
-    o.circularity = (gfloat) n.circularity;
-    o.elongation = (gfloat) n.elongation;
-    o.solidity = (gfloat) n.solidity;
-    o.mean_h_od = (gfloat) n.mean_h_od;
+    o.area_um2 = (gfloat)n.area_um2;
+    o.perimeter_um = (gfloat)n.perimeter_um;
+    o.circularity = (gfloat)n.circularity;
+    o.elongation = (gfloat)n.elongation;
+    o.solidity = (gfloat)n.solidity;
+    o.mean_h_od = (gfloat)n.mean_h_od;
     o.mitotic_candidate = n.mitotic_candidate;
-    o.n_contour = (guint) n.contour.size ();
+    o.n_contour = (guint)n.contour.size ();
     /* set_nuclei deep-copies: point at the result's floats meanwhile */
-    o.contour = o.n_contour ? (gfloat *) n.contour.data () : nullptr;
+    o.contour = o.n_contour ? (gfloat *)n.contour.data () : nullptr;
   }
-  livemicro_features_meta_set_nuclei (m, out.data (), (guint) out.size ());
+  livemicro_features_meta_set_nuclei (m, out.data (), (guint)out.size ());
 }
 
 /* Worker: analyses the job, reports it (JSON line, bus message), publishes. */
@@ -436,10 +432,10 @@ worker_loop (GstTumorFeatures *self, int nice)
 #ifdef __linux__
   /* On Linux a thread has its own nice value: a background analysis yields
    * the CPU to the video threads when the machine is short of it. */
-  if (nice > 0 && setpriority (PRIO_PROCESS, (id_t) syscall (SYS_gettid), nice) != 0)
+  if (nice > 0 && setpriority (PRIO_PROCESS, (id_t)syscall (SYS_gettid), nice) != 0)
     GST_WARNING_OBJECT (self, "cannot lower the analysis thread's priority: %s", g_strerror (errno));
 #else
-  (void) nice;
+  (void)nice;
 #endif
   std::unique_lock<std::mutex> lock (p->mutex);
   while (true) {
@@ -461,8 +457,8 @@ worker_loop (GstTumorFeatures *self, int nice)
       done->result = p->analyzer.analyze (job.frame, job.um_per_px, job.rgb);
     } catch (const std::exception &e) {
       ok = false;
-      GST_ELEMENT_WARNING (self, STREAM, FAILED,
-          ("analysis of a frame failed: %s", e.what ()), ("the video goes on"));
+      GST_ELEMENT_WARNING (self, STREAM, FAILED, ("analysis of a frame failed: %s", e.what ()),
+                           ("the video goes on"));
     }
 
     if (ok && !done->result.nuclei.empty ()) {
@@ -483,11 +479,9 @@ worker_loop (GstTumorFeatures *self, int nice)
       fill_summary (&summary, *done);
       summary.analysed = TRUE;
       GstStructure *s = livemicro_features_meta_to_structure (&summary);
-      gst_structure_set (s, "timestamp", G_TYPE_UINT64, job.pts, "stream-time",
-          G_TYPE_UINT64, job.stream_time, "running-time", G_TYPE_UINT64,
-          job.running_time, nullptr);
-      gst_element_post_message (GST_ELEMENT (self),
-          gst_message_new_element (GST_OBJECT (self), s));
+      gst_structure_set (s, "timestamp", G_TYPE_UINT64, job.pts, "stream-time", G_TYPE_UINT64,
+                         job.stream_time, "running-time", G_TYPE_UINT64, job.running_time, nullptr);
+      gst_element_post_message (GST_ELEMENT (self), gst_message_new_element (GST_OBJECT (self), s));
       if (json) {
         an::ReportContext ctx;
         ctx.analysed = true;
@@ -503,16 +497,15 @@ worker_loop (GstTumorFeatures *self, int nice)
         ctx.nuclei = job.emit_nuclei;
         std::string line = an::report_json (done->result, ctx);
         line += '\n';
-        if (std::fwrite (line.data (), 1, line.size (), json) != line.size () ||
-            std::fflush (json) != 0)
+        if (std::fwrite (line.data (), 1, line.size (), json) != line.size () || std::fflush (json) != 0)
           GST_ELEMENT_WARNING (self, RESOURCE, WRITE,
-              ("cannot write the JSON Lines file: %s", g_strerror (errno)), (nullptr));
+                               ("cannot write the JSON Lines file: %s", g_strerror (errno)), (nullptr));
       }
     }
     done->result.label_working.release ();
 
     lock.lock ();
-    if (ok && job.epoch == p->epoch)  // a result from before a flush is stale
+    if (ok && job.epoch == p->epoch) // a result from before a flush is stale
       p->latest = done;
     p->busy = false;
     p->job_done.notify_all ();
@@ -533,8 +526,8 @@ gst_tumor_features_start (GstBaseTransform *trans)
     json = std::fopen (location, "w");
     if (!json) {
       GST_ELEMENT_ERROR (self, RESOURCE, OPEN_WRITE,
-          ("cannot open '%s' for the JSON Lines output: %s", location, g_strerror (errno)),
-          (nullptr));
+                         ("cannot open '%s' for the JSON Lines output: %s", location, g_strerror (errno)),
+                         (nullptr));
       g_free (location);
       return FALSE;
     }
@@ -557,25 +550,23 @@ gst_tumor_features_start (GstBaseTransform *trans)
   } catch (const std::exception &e) {
     model_error = e.what ();
   }
-  const std::string model_path =
-      model_location.empty () ? an::default_model_path () : model_location;
+  const std::string model_path = model_location.empty () ? an::default_model_path () : model_location;
   const bool missing = !model && !g_file_test (model_path.c_str (), G_FILE_TEST_EXISTS);
   if (!model && method == GST_TUMOR_FEATURES_METHOD_MODEL) {
     if (json)
       std::fclose (json);
     if (missing)
-      GST_ELEMENT_ERROR (self, RESOURCE, NOT_FOUND, ("%s", model_error.c_str ()),
-          ("method=model"));
+      GST_ELEMENT_ERROR (self, RESOURCE, NOT_FOUND, ("%s", model_error.c_str ()), ("method=model"));
     else
       GST_ELEMENT_ERROR (self, RESOURCE, READ, ("%s", model_error.c_str ()), ("method=model"));
     return FALSE;
   }
   if (!model && method == GST_TUMOR_FEATURES_METHOD_AUTO && missing)
     GST_ELEMENT_WARNING (self, RESOURCE, NOT_FOUND,
-        ("%s; analysing with method=classical", model_error.c_str ()), (nullptr));
+                         ("%s; analysing with method=classical", model_error.c_str ()), (nullptr));
   else if (!model && method == GST_TUMOR_FEATURES_METHOD_AUTO)
-    GST_ELEMENT_WARNING (self, RESOURCE, READ,
-        ("%s; analysing with method=classical", model_error.c_str ()), (nullptr));
+    GST_ELEMENT_WARNING (self, RESOURCE, READ, ("%s; analysing with method=classical", model_error.c_str ()),
+                         (nullptr));
   else if (!model)
     GST_INFO_OBJECT (self, "no nucleus model: %s", model_error.c_str ());
 
@@ -619,18 +610,18 @@ gst_tumor_features_stop (GstBaseTransform *trans)
 }
 
 static gboolean
-gst_tumor_features_set_info (GstVideoFilter *filter, GstCaps *incaps, GstVideoInfo *in_info,
-    GstCaps *outcaps, GstVideoInfo *out_info)
+gst_tumor_features_set_info (GstVideoFilter *filter, GstCaps *incaps, GstVideoInfo *in_info, GstCaps *outcaps,
+                             GstVideoInfo *out_info)
 {
   GstTumorFeatures *self = GST_TUMOR_FEATURES (filter);
   int channels;
   std::array<int, 3> rgb;
   if (!livemicro::rgb_layout (GST_VIDEO_INFO_FORMAT (in_info), channels, rgb)) {
     GST_ELEMENT_ERROR (self, CORE, NEGOTIATION,
-        ("tumorfeatures analyses packed RGB video (%s), not %s: put videoconvert "
-         "in front of it", LIVEMICRO_RGB_FORMATS,
-            gst_video_format_to_string (GST_VIDEO_INFO_FORMAT (in_info))),
-        ("caps %" GST_PTR_FORMAT, incaps));
+                       ("tumorfeatures analyses packed RGB video (%s), not %s: put videoconvert "
+                        "in front of it",
+                        LIVEMICRO_RGB_FORMATS, gst_video_format_to_string (GST_VIDEO_INFO_FORMAT (in_info))),
+                       ("caps %" GST_PTR_FORMAT, incaps));
     return FALSE;
   }
   std::lock_guard<std::mutex> lock (self->priv->mutex);
@@ -699,11 +690,11 @@ frame_settings (GstTumorFeatures *self)
  * neither says. */
 static double
 frame_um_per_px (GstBuffer *buf, const GstVideoInfo *info, gdouble property_um_per_px,
-    std::optional<an::StagePosition> &stage)
+                 std::optional<an::StagePosition> &stage)
 {
   if (LivemicroStageMeta *sm = livemicro_buffer_get_stage_meta (buf)) {
     if (sm->um_per_px > 0) {
-      stage = an::StagePosition {sm->stage_x_um, sm->stage_y_um, sm->stage_z_um, (int) sm->objective};
+      stage = an::StagePosition{sm->stage_x_um, sm->stage_y_um, sm->stage_z_um, (int)sm->objective};
       return sm->frame_width > 0 ? sm->um_per_px * sm->frame_width / info->width : sm->um_per_px;
     }
   }
@@ -715,7 +706,7 @@ frame_um_per_px (GstBuffer *buf, const GstVideoInfo *info, gdouble property_um_p
  * when no job was started. */
 static GstFlowReturn
 submit_frame (GstTumorFeatures *self, GstBuffer *buf, const FrameSettings &f, double upp,
-    const std::optional<an::StagePosition> &stage, guint64 *seq)
+              const std::optional<an::StagePosition> &stage, guint64 *seq)
 {
   Private *p = self->priv;
   GstBaseTransform *trans = GST_BASE_TRANSFORM (self);
@@ -731,9 +722,9 @@ submit_frame (GstTumorFeatures *self, GstBuffer *buf, const FrameSettings &f, do
     GST_DEBUG_OBJECT (self, "analysis busy: skipping frame %" GST_TIME_FORMAT, GST_TIME_ARGS (pts));
     if (warn)
       GST_ELEMENT_WARNING (self, CORE, TOO_LAZY,
-          ("analysis cannot keep up with the video: frames are skipped (counted "
-           "in frames_skipped); raise interval or lower analysis-scale"),
-          (nullptr));
+                           ("analysis cannot keep up with the video: frames are skipped (counted "
+                            "in frames_skipped); raise interval or lower analysis-scale"),
+                           (nullptr));
     return GST_FLOW_OK;
   }
   lock.unlock ();
@@ -745,7 +736,7 @@ submit_frame (GstTumorFeatures *self, GstBuffer *buf, const FrameSettings &f, do
   Job job;
   try {
     cv::Mat view (info->height, info->width, CV_8UC (p->channels), GST_VIDEO_FRAME_PLANE_DATA (&frame, 0),
-        GST_VIDEO_FRAME_PLANE_STRIDE (&frame, 0));
+                  GST_VIDEO_FRAME_PLANE_STRIDE (&frame, 0));
     view.copyTo (job.frame);
   } catch (const std::exception &e) {
     gst_video_frame_unmap (&frame);
@@ -786,7 +777,7 @@ latest_result (Private *p, GstBuffer *buf, const GstVideoInfo *info, guint64 seq
     auto done = [&] { return p->stopping || !p->busy || (p->latest && p->latest->seq >= seq); };
     if (frame > 0)
       p->job_done.wait_for (lock, std::chrono::nanoseconds (frame), done);
-    else  // no frame rate (stills, variable rate): no interval to keep
+    else // no frame rate (stills, variable rate): no interval to keep
       p->job_done.wait (lock, done);
   }
   return p->latest;
@@ -823,9 +814,9 @@ gst_tumor_features_transform_ip (GstBaseTransform *trans, GstBuffer *buf)
   const double upp = frame_um_per_px (buf, info, f.um_per_px, stage);
   if (upp <= 0) {
     GST_ELEMENT_ERROR (self, STREAM, FORMAT,
-        ("tumorfeatures needs the pixel size: the frames carry no StageMeta and "
-         "um-per-px is not set"),
-        ("set um-per-px=<µm per pixel> (e.g. 0.25 for a 40x scan)"));
+                       ("tumorfeatures needs the pixel size: the frames carry no StageMeta and "
+                        "um-per-px is not set"),
+                       ("set um-per-px=<µm per pixel> (e.g. 0.25 for a 40x scan)"));
     return GST_FLOW_ERROR;
   }
 
@@ -865,96 +856,109 @@ gst_tumor_features_class_init (GstTumorFeaturesClass *klass)
   GstElementClass *element_class = GST_ELEMENT_CLASS (klass);
   GstBaseTransformClass *trans_class = GST_BASE_TRANSFORM_CLASS (klass);
   GstVideoFilterClass *filter_class = GST_VIDEO_FILTER_CLASS (klass);
-  const auto rw = static_cast<GParamFlags> (
-      G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS | GST_PARAM_MUTABLE_PLAYING);
-  const auto rw_ready = static_cast<GParamFlags> (
-      G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS | GST_PARAM_MUTABLE_READY);
+  const auto rw
+      = static_cast<GParamFlags> (G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS | GST_PARAM_MUTABLE_PLAYING);
+  const auto rw_ready
+      = static_cast<GParamFlags> (G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS | GST_PARAM_MUTABLE_READY);
 
   gobject_class->set_property = gst_tumor_features_set_property;
   gobject_class->get_property = gst_tumor_features_get_property;
   gobject_class->finalize = gst_tumor_features_finalize;
 
-  g_object_class_install_property (gobject_class, PROP_ACTIVE,
+  g_object_class_install_property (
+      gobject_class, PROP_ACTIVE,
       g_param_spec_boolean ("active", "Active",
-          "Analyse frames; when FALSE (nobody sees the results) the video passes "
-          "untouched, nothing is analysed and no FeaturesMeta is attached",
-          DEFAULT_ACTIVE, rw));
-  g_object_class_install_property (gobject_class, PROP_INTERVAL,
+                            "Analyse frames; when FALSE (nobody sees the results) the video passes "
+                            "untouched, nothing is analysed and no FeaturesMeta is attached",
+                            DEFAULT_ACTIVE, rw));
+  g_object_class_install_property (
+      gobject_class, PROP_INTERVAL,
       g_param_spec_uint ("interval", "Interval",
-          "Analyse every Nth frame; the frames in between carry the last result "
-          "marked analysed=false",
-          1, 1000, DEFAULT_INTERVAL, rw));
-  g_object_class_install_property (gobject_class, PROP_ANALYSIS_SCALE,
+                         "Analyse every Nth frame; the frames in between carry the last result "
+                         "marked analysed=false",
+                         1, 1000, DEFAULT_INTERVAL, rw));
+  g_object_class_install_property (
+      gobject_class, PROP_ANALYSIS_SCALE,
       g_param_spec_double ("analysis-scale", "Analysis scale",
-          "Classical method: resample the frame by this factor before segmenting "
-          "(1 = full resolution, 0.5 = half); 0 = automatic: about 0.5 µm per pixel, "
-          "never enlarged. Smaller is faster and coarser. The model always runs at "
-          "its own 0.5 µm per pixel",
-          0.0, 1.0, DEFAULT_ANALYSIS_SCALE, rw));
-  g_object_class_install_property (gobject_class, PROP_UM_PER_PX,
+                           "Classical method: resample the frame by this factor before segmenting "
+                           "(1 = full resolution, 0.5 = half); 0 = automatic: about 0.5 µm per pixel, "
+                           "never enlarged. Smaller is faster and coarser. The model always runs at "
+                           "its own 0.5 µm per pixel",
+                           0.0, 1.0, DEFAULT_ANALYSIS_SCALE, rw));
+  g_object_class_install_property (
+      gobject_class, PROP_UM_PER_PX,
       g_param_spec_double ("um-per-px", "µm per pixel",
-          "Size of one frame pixel on the slide, used when a frame carries no "
-          "StageMeta (0 = frames must carry StageMeta, else the stream fails)",
-          0.0, 100.0, DEFAULT_UM_PER_PX, rw));
-  g_object_class_install_property (gobject_class, PROP_JSON_LOCATION,
+                           "Size of one frame pixel on the slide, used when a frame carries no "
+                           "StageMeta (0 = frames must carry StageMeta, else the stream fails)",
+                           0.0, 100.0, DEFAULT_UM_PER_PX, rw));
+  g_object_class_install_property (
+      gobject_class, PROP_JSON_LOCATION,
       g_param_spec_string ("json-location", "JSON Lines file",
-          "Write one JSON object per analysed frame to this file (JSON Lines, "
-          "format in docs/analysis.md); NULL = no file",
-          nullptr, rw_ready));
-  g_object_class_install_property (gobject_class, PROP_EMIT_NUCLEI,
+                           "Write one JSON object per analysed frame to this file (JSON Lines, "
+                           "format in docs/analysis.md); NULL = no file",
+                           nullptr, rw_ready));
+  g_object_class_install_property (
+      gobject_class, PROP_EMIT_NUCLEI,
       g_param_spec_boolean ("emit-nuclei", "Emit nuclei",
-          "Add the per-nucleus array (position, area, shape, stain, contour) to "
-          "each JSON line",
-          DEFAULT_EMIT_NUCLEI, rw));
-  g_object_class_install_property (gobject_class, PROP_META_NUCLEI,
+                            "Add the per-nucleus array (position, area, shape, stain, contour) to "
+                            "each JSON line",
+                            DEFAULT_EMIT_NUCLEI, rw));
+  g_object_class_install_property (
+      gobject_class, PROP_META_NUCLEI,
       g_param_spec_boolean ("meta-nuclei", "Nuclei in the meta",
-          "Put the per-nucleus list with contours in the FeaturesMeta (featureoverlay "
-          "needs it for contours and the heat map)",
-          DEFAULT_META_NUCLEI, rw));
-  g_object_class_install_property (gobject_class, PROP_WAIT_FOR_RESULT,
+                            "Put the per-nucleus list with contours in the FeaturesMeta (featureoverlay "
+                            "needs it for contours and the heat map)",
+                            DEFAULT_META_NUCLEI, rw));
+  g_object_class_install_property (
+      gobject_class, PROP_WAIT_FOR_RESULT,
       g_param_spec_boolean ("wait-for-result", "Wait for the result",
-          "Hold an analysed frame up to one frame interval for its own result "
-          "(TRUE), or never hold the video and attach the latest finished result "
-          "(FALSE: no added latency; that frame says analysed=false)",
-          DEFAULT_WAIT_FOR_RESULT, rw));
-  g_object_class_install_property (gobject_class, PROP_STAIN,
+                            "Hold an analysed frame up to one frame interval for its own result "
+                            "(TRUE), or never hold the video and attach the latest finished result "
+                            "(FALSE: no added latency; that frame says analysed=false)",
+                            DEFAULT_WAIT_FOR_RESULT, rw));
+  g_object_class_install_property (
+      gobject_class, PROP_STAIN,
       g_param_spec_enum ("stain", "Stain vectors",
-          "Colour deconvolution vectors: Ruifrok-Johnston's standard H&E, or "
-          "per-slide vectors estimated with Macenko and smoothed over time (other "
-          "stain tones)",
-          GST_TYPE_TUMOR_FEATURES_STAIN, DEFAULT_STAIN, rw));
+                         "Colour deconvolution vectors: Ruifrok-Johnston's standard H&E, or "
+                         "per-slide vectors estimated with Macenko and smoothed over time (other "
+                         "stain tones)",
+                         GST_TYPE_TUMOR_FEATURES_STAIN, DEFAULT_STAIN, rw));
   g_object_class_install_property (gobject_class, PROP_MIN_AREA,
-      g_param_spec_double ("min-area-um2", "Minimum nucleus area (µm²)",
-          "Objects smaller than this are not counted as nuclei",
-          0.5, 1000.0, DEFAULT_MIN_AREA, rw));
-  g_object_class_install_property (gobject_class, PROP_MAX_AREA,
+                                   g_param_spec_double ("min-area-um2", "Minimum nucleus area (µm²)",
+                                                        "Objects smaller than this are not counted as nuclei",
+                                                        0.5, 1000.0, DEFAULT_MIN_AREA, rw));
+  g_object_class_install_property (
+      gobject_class, PROP_MAX_AREA,
       g_param_spec_double ("max-area-um2", "Maximum nucleus area (µm²)",
-          "Objects larger than this (clumps, folds) are not counted as nuclei",
-          1.0, 10000.0, DEFAULT_MAX_AREA, rw));
-  g_object_class_install_property (gobject_class, PROP_ANALYSIS_NICE,
+                           "Objects larger than this (clumps, folds) are not counted as nuclei", 1.0, 10000.0,
+                           DEFAULT_MAX_AREA, rw));
+  g_object_class_install_property (
+      gobject_class, PROP_ANALYSIS_NICE,
       g_param_spec_int ("analysis-nice", "Analysis thread niceness",
-          "Nice value of the analysis thread (Linux; read when the element starts): above 0 "
-          "the video threads get the CPU first and, when it is short, the analysis skips "
-          "frames instead of delaying the video. OpenCV's own thread pool is not affected",
-          0, 19, DEFAULT_ANALYSIS_NICE, rw));
-  g_object_class_install_property (gobject_class, PROP_METHOD,
+                        "Nice value of the analysis thread (Linux; read when the element starts): above 0 "
+                        "the video threads get the CPU first and, when it is short, the analysis skips "
+                        "frames instead of delaying the video. OpenCV's own thread pool is not affected",
+                        0, 19, DEFAULT_ANALYSIS_NICE, rw));
+  g_object_class_install_property (
+      gobject_class, PROP_METHOD,
       g_param_spec_enum ("method", "Segmentation method",
-          "How nuclei are found: the learned nucleus model (runs at 0.5 µm per pixel "
-          "whatever the objective, refuses frames coarser than 1.05 µm per pixel as "
-          "low_resolution), the classical threshold and watershed, or auto: the model "
-          "when its file loads, else classical with a warning",
-          GST_TYPE_TUMOR_FEATURES_METHOD, DEFAULT_METHOD, rw));
-  g_object_class_install_property (gobject_class, PROP_MODEL_LOCATION,
+                         "How nuclei are found: the learned nucleus model (runs at 0.5 µm per pixel "
+                         "whatever the objective, refuses frames coarser than 1.05 µm per pixel as "
+                         "low_resolution), the classical threshold and watershed, or auto: the model "
+                         "when its file loads, else classical with a warning",
+                         GST_TYPE_TUMOR_FEATURES_METHOD, DEFAULT_METHOD, rw));
+  g_object_class_install_property (
+      gobject_class, PROP_MODEL_LOCATION,
       g_param_spec_string ("model-location", "Nucleus model file",
-          "ONNX file of the nucleus model (made by scripts/train-nuclei), read when "
-          "the element starts; NULL = $LIVEMICRO_NUCLEI_MODEL, else the installed "
-          "<datadir>/livemicro/models/nuclei.onnx",
-          DEFAULT_MODEL_LOCATION, rw_ready));
+                           "ONNX file of the nucleus model (made by scripts/train-nuclei), read when "
+                           "the element starts; NULL = $LIVEMICRO_NUCLEI_MODEL, else the installed "
+                           "<datadir>/livemicro/models/nuclei.onnx",
+                           DEFAULT_MODEL_LOCATION, rw_ready));
 
   gst_element_class_add_static_pad_template (element_class, &sink_template);
   gst_element_class_add_static_pad_template (element_class, &src_template);
-  gst_element_class_set_static_metadata (element_class, "Tumour features",
-      "Filter/Analyzer/Video",
+  gst_element_class_set_static_metadata (
+      element_class, "Tumour features", "Filter/Analyzer/Video",
       "Live H&E nuclei analysis: density, size, shape, pleomorphism, mitotic "
       "candidates and a quality flag, as FeaturesMeta, bus messages and JSON Lines",
       "LiveMicro");
@@ -967,8 +971,8 @@ gst_tumor_features_class_init (GstTumorFeaturesClass *klass)
   trans_class->transform_ip_on_passthrough = FALSE;
   filter_class->set_info = gst_tumor_features_set_info;
 
-  gst_type_mark_as_plugin_api (GST_TYPE_TUMOR_FEATURES_STAIN, (GstPluginAPIFlags) 0);
-  gst_type_mark_as_plugin_api (GST_TYPE_TUMOR_FEATURES_METHOD, (GstPluginAPIFlags) 0);
+  gst_type_mark_as_plugin_api (GST_TYPE_TUMOR_FEATURES_STAIN, (GstPluginAPIFlags)0);
+  gst_type_mark_as_plugin_api (GST_TYPE_TUMOR_FEATURES_METHOD, (GstPluginAPIFlags)0);
 }
 
 static void

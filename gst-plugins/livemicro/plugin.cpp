@@ -19,6 +19,6 @@ plugin_init (GstPlugin *plugin)
 }
 
 GST_PLUGIN_DEFINE (GST_VERSION_MAJOR, GST_VERSION_MINOR, livemicro,
-    "LiveMicro: live, collaborative telepathology (virtual and real "
-    "microscopes, H&E analysis, privacy masks)",
-    plugin_init, VERSION, GST_LICENSE, GST_PACKAGE_NAME, GST_PACKAGE_ORIGIN)
+                   "LiveMicro: live, collaborative telepathology (virtual and real "
+                   "microscopes, H&E analysis, privacy masks)",
+                   plugin_init, VERSION, GST_LICENSE, GST_PACKAGE_NAME, GST_PACKAGE_ORIGIN)

@@ -7,8 +7,7 @@
 
 #include <array>
 
-#define LIVEMICRO_RGB_FORMATS \
-  "{ RGB, BGR, RGBx, BGRx, xRGB, xBGR, RGBA, BGRA, ARGB, ABGR }"
+#define LIVEMICRO_RGB_FORMATS "{ RGB, BGR, RGBx, BGRx, xRGB, xBGR, RGBA, BGRA, ARGB, ABGR }"
 
 namespace livemicro {
 
@@ -17,17 +16,36 @@ inline bool
 rgb_layout (GstVideoFormat f, int &channels, std::array<int, 3> &rgb)
 {
   switch (f) {
-    case GST_VIDEO_FORMAT_RGB: channels = 3; rgb = {0, 1, 2}; return true;
-    case GST_VIDEO_FORMAT_BGR: channels = 3; rgb = {2, 1, 0}; return true;
-    case GST_VIDEO_FORMAT_RGBx:
-    case GST_VIDEO_FORMAT_RGBA: channels = 4; rgb = {0, 1, 2}; return true;
-    case GST_VIDEO_FORMAT_BGRx:
-    case GST_VIDEO_FORMAT_BGRA: channels = 4; rgb = {2, 1, 0}; return true;
-    case GST_VIDEO_FORMAT_xRGB:
-    case GST_VIDEO_FORMAT_ARGB: channels = 4; rgb = {1, 2, 3}; return true;
-    case GST_VIDEO_FORMAT_xBGR:
-    case GST_VIDEO_FORMAT_ABGR: channels = 4; rgb = {3, 2, 1}; return true;
-    default: return false;
+  case GST_VIDEO_FORMAT_RGB:
+    channels = 3;
+    rgb = {0, 1, 2};
+    return true;
+  case GST_VIDEO_FORMAT_BGR:
+    channels = 3;
+    rgb = {2, 1, 0};
+    return true;
+  case GST_VIDEO_FORMAT_RGBx:
+  case GST_VIDEO_FORMAT_RGBA:
+    channels = 4;
+    rgb = {0, 1, 2};
+    return true;
+  case GST_VIDEO_FORMAT_BGRx:
+  case GST_VIDEO_FORMAT_BGRA:
+    channels = 4;
+    rgb = {2, 1, 0};
+    return true;
+  case GST_VIDEO_FORMAT_xRGB:
+  case GST_VIDEO_FORMAT_ARGB:
+    channels = 4;
+    rgb = {1, 2, 3};
+    return true;
+  case GST_VIDEO_FORMAT_xBGR:
+  case GST_VIDEO_FORMAT_ABGR:
+    channels = 4;
+    rgb = {3, 2, 1};
+    return true;
+  default:
+    return false;
   }
 }
 
@@ -56,16 +74,15 @@ refuse_non_rgb_caps (GstBaseTransform *trans, GstEvent *event, const char *what)
   GstVideoInfo info;
   int channels;
   std::array<int, 3> rgb;
-  if (gst_video_info_from_caps (&info, caps) &&
-      rgb_layout (GST_VIDEO_INFO_FORMAT (&info), channels, rgb))
+  if (gst_video_info_from_caps (&info, caps) && rgb_layout (GST_VIDEO_INFO_FORMAT (&info), channels, rgb))
     return false;
   const GstStructure *st = gst_caps_get_structure (caps, 0);
   const gchar *format = st ? gst_structure_get_string (st, "format") : nullptr;
   GST_ELEMENT_ERROR (trans, CORE, NEGOTIATION,
-      ("%s packed RGB video (%s), not %s: put videoconvert in front of it", what,
-          LIVEMICRO_RGB_FORMATS, format ? format : "this stream"),
-      ("caps %" GST_PTR_FORMAT, caps));
+                     ("%s packed RGB video (%s), not %s: put videoconvert in front of it", what,
+                      LIVEMICRO_RGB_FORMATS, format ? format : "this stream"),
+                     ("caps %" GST_PTR_FORMAT, caps));
   return true;
 }
 
-}  // namespace livemicro
+} // namespace livemicro

@@ -8,9 +8,8 @@ GType
 livemicro_features_meta_api_get_type (void)
 {
   static GType type = 0;
-  static const gchar *tags[] = { GST_META_TAG_VIDEO_STR,
-    GST_META_TAG_VIDEO_SIZE_STR, GST_META_TAG_VIDEO_ORIENTATION_STR, NULL
-  };
+  static const gchar *tags[]
+      = {GST_META_TAG_VIDEO_STR, GST_META_TAG_VIDEO_SIZE_STR, GST_META_TAG_VIDEO_ORIENTATION_STR, NULL};
 
   if (g_once_init_enter (&type)) {
     GType t = gst_meta_api_type_register ("LivemicroFeaturesMetaAPI", tags);
@@ -20,9 +19,9 @@ livemicro_features_meta_api_get_type (void)
 }
 
 static gboolean
-livemicro_features_meta_init (GstMeta * meta, gpointer params, GstBuffer * buffer)
+livemicro_features_meta_init (GstMeta *meta, gpointer params, GstBuffer *buffer)
 {
-  LivemicroFeaturesMeta *m = (LivemicroFeaturesMeta *) meta;
+  LivemicroFeaturesMeta *m = (LivemicroFeaturesMeta *)meta;
   GstMeta parent = m->meta;
 
   memset (m, 0, sizeof (*m));
@@ -40,11 +39,11 @@ livemicro_features_meta_init (GstMeta * meta, gpointer params, GstBuffer * buffe
 typedef struct {
   gint refcount;
   guint n;
-  LivemicroNucleus nuclei[];    /* then the contours' floats */
+  LivemicroNucleus nuclei[]; /* then the contours' floats */
 } NucleiBlock;
 
 static void
-free_nuclei (LivemicroFeaturesMeta * m)
+free_nuclei (LivemicroFeaturesMeta *m)
 {
   NucleiBlock *b = m->nuclei_block;
 
@@ -57,22 +56,21 @@ free_nuclei (LivemicroFeaturesMeta * m)
 
 /* A new block holding a copy of @nuclei; its contours point into it. */
 static NucleiBlock *
-nuclei_block_new (const LivemicroNucleus * nuclei, guint n)
+nuclei_block_new (const LivemicroNucleus *nuclei, guint n)
 {
   gsize floats = 0;
   NucleiBlock *b;
   gfloat *f;
 
   for (guint i = 0; i < n; i++)
-    floats += 2 * (gsize) nuclei[i].n_contour;
-  b = g_malloc (sizeof (NucleiBlock) + n * sizeof (LivemicroNucleus) +
-      floats * sizeof (gfloat));
+    floats += 2 * (gsize)nuclei[i].n_contour;
+  b = g_malloc (sizeof (NucleiBlock) + n * sizeof (LivemicroNucleus) + floats * sizeof (gfloat));
   b->refcount = 1;
   b->n = n;
   memcpy (b->nuclei, nuclei, n * sizeof (LivemicroNucleus));
-  f = (gfloat *) (b->nuclei + n);
+  f = (gfloat *)(b->nuclei + n);
   for (guint i = 0; i < n; i++) {
-    gsize len = 2 * (gsize) nuclei[i].n_contour;
+    gsize len = 2 * (gsize)nuclei[i].n_contour;
     if (len)
       memcpy (f, nuclei[i].contour, len * sizeof (gfloat));
     b->nuclei[i].contour = len ? f : NULL;
@@ -82,14 +80,13 @@ nuclei_block_new (const LivemicroNucleus * nuclei, guint n)
 }
 
 static void
-livemicro_features_meta_free (GstMeta * meta, GstBuffer * buffer)
+livemicro_features_meta_free (GstMeta *meta, GstBuffer *buffer)
 {
-  free_nuclei ((LivemicroFeaturesMeta *) meta);
+  free_nuclei ((LivemicroFeaturesMeta *)meta);
 }
 
 void
-livemicro_features_meta_copy_summary (LivemicroFeaturesMeta * dest,
-    const LivemicroFeaturesMeta * src)
+livemicro_features_meta_copy_summary (LivemicroFeaturesMeta *dest, const LivemicroFeaturesMeta *src)
 {
   GstMeta parent;
   guint n;
@@ -109,8 +106,8 @@ livemicro_features_meta_copy_summary (LivemicroFeaturesMeta * dest,
 }
 
 void
-livemicro_features_meta_set_nuclei (LivemicroFeaturesMeta * meta,
-    const LivemicroNucleus * nuclei, guint n_nuclei)
+livemicro_features_meta_set_nuclei (LivemicroFeaturesMeta *meta, const LivemicroNucleus *nuclei,
+                                    guint n_nuclei)
 {
   NucleiBlock *b;
 
@@ -129,8 +126,7 @@ livemicro_features_meta_set_nuclei (LivemicroFeaturesMeta * meta,
 }
 
 void
-livemicro_features_meta_share_nuclei (LivemicroFeaturesMeta * dest,
-    const LivemicroFeaturesMeta * src)
+livemicro_features_meta_share_nuclei (LivemicroFeaturesMeta *dest, const LivemicroFeaturesMeta *src)
 {
   NucleiBlock *b;
 
@@ -147,10 +143,10 @@ livemicro_features_meta_share_nuclei (LivemicroFeaturesMeta * dest,
 }
 
 static gboolean
-livemicro_features_meta_transform (GstBuffer * dest, GstMeta * meta,
-    GstBuffer * buffer, GQuark type, gpointer data)
+livemicro_features_meta_transform (GstBuffer *dest, GstMeta *meta, GstBuffer *buffer, GQuark type,
+                                   gpointer data)
 {
-  LivemicroFeaturesMeta *src = (LivemicroFeaturesMeta *) meta;
+  LivemicroFeaturesMeta *src = (LivemicroFeaturesMeta *)meta;
   LivemicroFeaturesMeta *dst;
 
   if (GST_META_TRANSFORM_IS_COPY (type)) {
@@ -179,8 +175,8 @@ livemicro_features_meta_transform (GstBuffer * dest, GstMeta * meta,
     livemicro_features_meta_copy_summary (dst, src);
     if (in_w <= 0 || in_h <= 0 || out_w <= 0 || out_h <= 0)
       return TRUE;
-    sx = (gdouble) out_w / in_w;
-    sy = (gdouble) out_h / in_h;
+    sx = (gdouble)out_w / in_w;
+    sy = (gdouble)out_h / in_h;
     dst->frame_width = out_w;
     dst->frame_height = out_h;
     /* Only a uniform scale keeps the nuclei's shapes; else summary only. */
@@ -191,7 +187,7 @@ livemicro_features_meta_transform (GstBuffer * dest, GstMeta * meta,
     livemicro_features_meta_set_nuclei (dst, src->nuclei, src->n_nuclei);
     for (guint i = 0; i < dst->n_nuclei; i++) {
       /* A block of its own, not shared yet: safe to rescale in place. */
-      LivemicroNucleus *n = &((NucleiBlock *) dst->nuclei_block)->nuclei[i];
+      LivemicroNucleus *n = &((NucleiBlock *)dst->nuclei_block)->nuclei[i];
       n->x_px *= sx;
       n->y_px *= sy;
       for (guint k = 0; k < n->n_contour; k++) {
@@ -216,88 +212,77 @@ livemicro_features_meta_get_info (void)
 {
   static const GstMetaInfo *info = NULL;
 
-  if (g_once_init_enter ((GstMetaInfo **) & info)) {
-    const GstMetaInfo *i = gst_meta_register (LIVEMICRO_FEATURES_META_API_TYPE,
-        "LivemicroFeaturesMeta", sizeof (LivemicroFeaturesMeta),
-        livemicro_features_meta_init, livemicro_features_meta_free,
-        livemicro_features_meta_transform);
-    g_once_init_leave ((GstMetaInfo **) & info, (GstMetaInfo *) i);
+  if (g_once_init_enter ((GstMetaInfo **)&info)) {
+    const GstMetaInfo *i = gst_meta_register (
+        LIVEMICRO_FEATURES_META_API_TYPE, "LivemicroFeaturesMeta", sizeof (LivemicroFeaturesMeta),
+        livemicro_features_meta_init, livemicro_features_meta_free, livemicro_features_meta_transform);
+    g_once_init_leave ((GstMetaInfo **)&info, (GstMetaInfo *)i);
   }
   return info;
 }
 
 LivemicroFeaturesMeta *
-livemicro_buffer_add_features_meta (GstBuffer * buffer)
+livemicro_buffer_add_features_meta (GstBuffer *buffer)
 {
   g_return_val_if_fail (GST_IS_BUFFER (buffer), NULL);
-  return (LivemicroFeaturesMeta *) gst_buffer_add_meta (buffer,
-      LIVEMICRO_FEATURES_META_INFO, NULL);
+  return (LivemicroFeaturesMeta *)gst_buffer_add_meta (buffer, LIVEMICRO_FEATURES_META_INFO, NULL);
 }
 
 LivemicroFeaturesMeta *
-livemicro_buffer_get_features_meta (GstBuffer * buffer)
+livemicro_buffer_get_features_meta (GstBuffer *buffer)
 {
-  return (LivemicroFeaturesMeta *) gst_buffer_get_meta (buffer,
-      LIVEMICRO_FEATURES_META_API_TYPE);
+  return (LivemicroFeaturesMeta *)gst_buffer_get_meta (buffer, LIVEMICRO_FEATURES_META_API_TYPE);
 }
 
 const gchar *
 livemicro_features_quality_to_string (LivemicroFeaturesQuality q)
 {
   switch (q) {
-    case LIVEMICRO_FEATURES_QUALITY_OK:
-      return "ok";
-    case LIVEMICRO_FEATURES_QUALITY_BLANK:
-      return "blank";
-    case LIVEMICRO_FEATURES_QUALITY_NO_TISSUE:
-      return "no_tissue";
-    case LIVEMICRO_FEATURES_QUALITY_LOW_RESOLUTION:
-      return "low_resolution";
-    case LIVEMICRO_FEATURES_QUALITY_WRONG_STAIN:
-      return "wrong_stain";
-    case LIVEMICRO_FEATURES_QUALITY_OUT_OF_FOCUS:
-      return "out_of_focus";
+  case LIVEMICRO_FEATURES_QUALITY_OK:
+    return "ok";
+  case LIVEMICRO_FEATURES_QUALITY_BLANK:
+    return "blank";
+  case LIVEMICRO_FEATURES_QUALITY_NO_TISSUE:
+    return "no_tissue";
+  case LIVEMICRO_FEATURES_QUALITY_LOW_RESOLUTION:
+    return "low_resolution";
+  case LIVEMICRO_FEATURES_QUALITY_WRONG_STAIN:
+    return "wrong_stain";
+  case LIVEMICRO_FEATURES_QUALITY_OUT_OF_FOCUS:
+    return "out_of_focus";
   }
   return "unknown";
 }
 
 static void
-set_double_if_finite (GstStructure * s, const gchar * name, gdouble v)
+set_double_if_finite (GstStructure *s, const gchar *name, gdouble v)
 {
   if (isfinite (v))
     gst_structure_set (s, name, G_TYPE_DOUBLE, v, NULL);
 }
 
 GstStructure *
-livemicro_features_meta_to_structure (const LivemicroFeaturesMeta * m)
+livemicro_features_meta_to_structure (const LivemicroFeaturesMeta *m)
 {
   GstStructure *s;
 
   g_return_val_if_fail (m != NULL, NULL);
-  s = gst_structure_new ("tumorfeatures",
-      "analysed", G_TYPE_BOOLEAN, m->analysed,
-      "quality", G_TYPE_STRING, livemicro_features_quality_to_string (m->quality),
-      "frames_analysed", G_TYPE_UINT64, m->frames_analysed,
-      "frames_skipped", G_TYPE_UINT64, m->frames_skipped,
-      "frame_width", G_TYPE_UINT, m->frame_width,
-      "frame_height", G_TYPE_UINT, m->frame_height,
-      "um_per_px", G_TYPE_DOUBLE, m->um_per_px,
-      "working_um_per_px", G_TYPE_DOUBLE, m->working_um_per_px,
-      "stain", G_TYPE_STRING, m->stain_macenko ? "macenko" : "ruifrok-johnston",
-      "tissue_fraction", G_TYPE_DOUBLE, m->tissue_fraction,
-      "tissue_area_mm2", G_TYPE_DOUBLE, m->tissue_area_mm2,
-      "mean_h_od", G_TYPE_DOUBLE, m->mean_h_od,
-      "mean_e_od", G_TYPE_DOUBLE, m->mean_e_od,
-      "focus", G_TYPE_DOUBLE, m->focus,
-      "dab_fraction", G_TYPE_DOUBLE, m->dab_fraction,
-      "analysis_ms", G_TYPE_DOUBLE, m->analysis_ms, NULL);
+  s = gst_structure_new (
+      "tumorfeatures", "analysed", G_TYPE_BOOLEAN, m->analysed, "quality", G_TYPE_STRING,
+      livemicro_features_quality_to_string (m->quality), "frames_analysed", G_TYPE_UINT64, m->frames_analysed,
+      "frames_skipped", G_TYPE_UINT64, m->frames_skipped, "frame_width", G_TYPE_UINT, m->frame_width,
+      "frame_height", G_TYPE_UINT, m->frame_height, "um_per_px", G_TYPE_DOUBLE, m->um_per_px,
+      "working_um_per_px", G_TYPE_DOUBLE, m->working_um_per_px, "stain", G_TYPE_STRING,
+      m->stain_macenko ? "macenko" : "ruifrok-johnston", "tissue_fraction", G_TYPE_DOUBLE, m->tissue_fraction,
+      "tissue_area_mm2", G_TYPE_DOUBLE, m->tissue_area_mm2, "mean_h_od", G_TYPE_DOUBLE, m->mean_h_od,
+      "mean_e_od", G_TYPE_DOUBLE, m->mean_e_od, "focus", G_TYPE_DOUBLE, m->focus, "dab_fraction",
+      G_TYPE_DOUBLE, m->dab_fraction, "analysis_ms", G_TYPE_DOUBLE, m->analysis_ms, NULL);
   if (GST_CLOCK_TIME_IS_VALID (m->analysed_pts))
     gst_structure_set (s, "analysed_pts", G_TYPE_UINT64, m->analysed_pts, NULL);
   set_double_if_finite (s, "he_ratio", m->he_ratio);
   if (m->quality == LIVEMICRO_FEATURES_QUALITY_OK) {
-    gst_structure_set (s, "nuclei_count", G_TYPE_UINT, m->nuclei_count,
-        "mitotic_candidates", G_TYPE_UINT, m->mitotic_candidates,
-        "pleomorphism", G_TYPE_UINT, m->pleomorphism, NULL);
+    gst_structure_set (s, "nuclei_count", G_TYPE_UINT, m->nuclei_count, "mitotic_candidates", G_TYPE_UINT,
+                       m->mitotic_candidates, "pleomorphism", G_TYPE_UINT, m->pleomorphism, NULL);
     set_double_if_finite (s, "nuclei_per_mm2", m->nuclei_per_mm2);
     set_double_if_finite (s, "mean_area_um2", m->mean_area_um2);
     set_double_if_finite (s, "cv_area", m->cv_area);
@@ -306,10 +291,8 @@ livemicro_features_meta_to_structure (const LivemicroFeaturesMeta * m)
     set_double_if_finite (s, "size_ratio", m->size_ratio);
     set_double_if_finite (s, "mitotic_candidates_per_mm2", m->mitotic_candidates_per_mm2);
     if (m->grade_cue)
-      gst_structure_set (s, "grade_cue", G_TYPE_STRING, m->grade_cue,
-          "grade_cue_note", G_TYPE_STRING,
-          "image-derived cue from pleomorphism and mitotic candidates, not a diagnosis",
-          NULL);
+      gst_structure_set (s, "grade_cue", G_TYPE_STRING, m->grade_cue, "grade_cue_note", G_TYPE_STRING,
+                         "image-derived cue from pleomorphism and mitotic candidates, not a diagnosis", NULL);
   }
   return s;
 }

@@ -30,7 +30,7 @@ constexpr int kInkMaxGreyLumaOnly = 80;
 constexpr int kInkMaxChroma = 30;
 // Solid ink blobs this black and neutral (mean) are print whatever their shape.
 constexpr double kSolidInkMaxGrey = 55;
-constexpr double kSolidInkMaxChroma = (double) 12;
+constexpr double kSolidInkMaxChroma = (double)12;
 // screen(): code candidates are dark marks (any hue) next to bright, neutral
 // paper (a code needs its quiet zone), at least this large (working pixels:
 // a 21-module QR symbol at one pixel per module, a short barcode).
@@ -68,7 +68,7 @@ rect_quad (const cv::Rect2d &r)
 // its size plus `pad_px` frame pixels.
 std::vector<cv::Point2d>
 to_frame_quad (const std::vector<cv::Point2f> &pts, double s, double pad_frac, double pad_px,
-    cv::Point2d origin = {0, 0})
+               cv::Point2d origin = {0, 0})
 {
   double x0 = 1e300, y0 = 1e300, x1 = -1e300, y1 = -1e300;
   for (const auto &p : pts) {
@@ -90,7 +90,7 @@ looks_printed (const cv::Mat &grey, const std::vector<cv::Point2f> &quad, double
 {
   std::vector<cv::Point> pts;
   for (const auto &p : quad)
-    pts.emplace_back ((int) std::lround (p.x / scale), (int) std::lround (p.y / scale));
+    pts.emplace_back ((int)std::lround (p.x / scale), (int)std::lround (p.y / scale));
   cv::Rect r = cv::boundingRect (pts) & cv::Rect (0, 0, grey.cols, grey.rows);
   if (r.width < 4 || r.height < 4)
     return false;
@@ -98,10 +98,10 @@ looks_printed (const cv::Mat &grey, const std::vector<cv::Point2f> &quad, double
   cv::minMaxLoc (grey (r), &lo, &hi);
   if (hi - lo < 80)
     return false;
-  double dark = (double) cv::countNonZero (grey (r) < (lo + hi) / 2) / r.area ();
+  double dark = (double)cv::countNonZero (grey (r) < (lo + hi) / 2) / r.area ();
   // Print is two-tone; tissue is continuous-tone.
   const double q = (hi - lo) / 4;
-  double mid = (double) cv::countNonZero ((grey (r) > lo + q) & (grey (r) < hi - q)) / r.area ();
+  double mid = (double)cv::countNonZero ((grey (r) > lo + q) & (grey (r) < hi - q)) / r.area ();
   return dark > 0.15 && dark < 0.85 && mid < 0.35;
 }
 
@@ -135,7 +135,7 @@ column_is_finder (const cv::Mat &bin, int x, int y)
         runs[k]++;
         j += dir;
       } else {
-        want = (uchar) ~want;
+        want = (uchar)~want;
         k++;
       }
     }
@@ -242,7 +242,7 @@ bar_module (const cv::Mat &bin, double direction)
       continue;
     const double step = 1.0 / std::max (std::abs (d.x), std::abs (d.y));
     length += (last - first + 1) * step;
-    runs += changes;  // the run after the last dark pixel is not counted
+    runs += changes; // the run after the last dark pixel is not counted
   }
   return runs > 0 ? length / runs / 1.7 : 2.0;
 }
@@ -253,7 +253,7 @@ wants (const std::vector<RegionClass> &classes, RegionClass c)
   return std::find (classes.begin (), classes.end (), c) != classes.end ();
 }
 
-}  // namespace
+} // namespace
 
 cv::Rect2d
 Detection::bounds_px () const
@@ -264,10 +264,10 @@ Detection::bounds_px () const
 struct Detector::Impl {
   cv::QRCodeDetector qr;
   cv::barcode::BarcodeDetector barcode;
-  cv::Mat work, grey, chroma, ink, grouped, labels, stats, centroids, coarse, dist, blobs,
-      blob_stats, dark, paper, seeds, bin, canvas;
+  cv::Mat work, grey, chroma, ink, grouped, labels, stats, centroids, coarse, dist, blobs, blob_stats, dark,
+      paper, seeds, bin, canvas;
   // Frame pixel where the working copy starts (screen () on a rectangle).
-  cv::Point2d origin {0, 0};
+  cv::Point2d origin{0, 0};
   ScreenStats *stats_out = nullptr;
 
   void make_chroma ()
@@ -307,8 +307,8 @@ struct Detector::Impl {
     }
     std::vector<uchar> keep (n, 0);
     for (int k = 1; k < n; k++) {
-      int side = std::max (blob_stats.at<int> (k, cv::CC_STAT_WIDTH),
-          blob_stats.at<int> (k, cv::CC_STAT_HEIGHT));
+      int side
+          = std::max (blob_stats.at<int> (k, cv::CC_STAT_WIDTH), blob_stats.at<int> (k, cv::CC_STAT_HEIGHT));
       double area = blob_stats.at<int> (k, cv::CC_STAT_AREA);
       float stroke = 2 * widest[k];
       bool black = grey_sum[k] / area < kSolidInkMaxGrey && chroma_sum[k] / area < kSolidInkMaxChroma;
@@ -328,7 +328,7 @@ struct Detector::Impl {
   // ink (the same result; tissue has little neutral ink, so this costs
   // little where there is no print).
   void text (double s, bool colour, bool want_text, bool want_label, std::vector<Detection> &out,
-      bool tight = false)
+             bool tight = false)
   {
     if (colour) {
       make_chroma ();
@@ -358,7 +358,7 @@ struct Detector::Impl {
     int n = cv::connectedComponentsWithStats (grouped, labels, stats, centroids, 8, CV_32S, ccl);
     for (int i = 1; i < n; i++) {
       cv::Rect r (stats.at<int> (i, cv::CC_STAT_LEFT) + box.x, stats.at<int> (i, cv::CC_STAT_TOP) + box.y,
-          stats.at<int> (i, cv::CC_STAT_WIDTH), stats.at<int> (i, cv::CC_STAT_HEIGHT));
+                  stats.at<int> (i, cv::CC_STAT_WIDTH), stats.at<int> (i, cv::CC_STAT_HEIGHT));
       // Undo the dilation, except where it was cut by the edge of the copy
       // (a glyph coming into view at the frame's edge keeps its ink).
       {
@@ -370,13 +370,13 @@ struct Detector::Impl {
       if (r.empty ())
         continue;
       int ink_px = cv::countNonZero (ink (r));
-      double density = (double) ink_px / r.area ();
+      double density = (double)ink_px / r.area ();
       // Specks and solid dark areas (a black border, a mask drawn upstream)
       // are not print; but a glyph cut by the edge of the copy can be a
       // solid sliver: short ones along the edge are kept.
-      const bool sliver = (r.x == 0 || r.br ().x == frame.width) ? r.height <= frame.height / 4
+      const bool sliver = (r.x == 0 || r.br ().x == frame.width)    ? r.height <= frame.height / 4
                           : (r.y == 0 || r.br ().y == frame.height) ? r.width <= frame.width / 4
-                                                                     : false;
+                                                                    : false;
       if (ink_px < 10 || std::max (r.width, r.height) < 4 || (density > 0.85 && !sliver))
         continue;
       cv::Rect2d fr (origin.x + (r.x) / s - 0.5, origin.y + (r.y) / s - 0.5, r.width / s, r.height / s);
@@ -407,13 +407,13 @@ struct Detector::Impl {
     size_t before = out.size ();
     auto add = [&] (const std::vector<cv::Point2f> &pts, double scale) {
       for (size_t i = 0; i + 4 <= pts.size (); i += 4) {
-        std::vector<cv::Point2f> quad (pts.begin () + (long) i, pts.begin () + (long) i + 4);
+        std::vector<cv::Point2f> quad (pts.begin () + (long)i, pts.begin () + (long)i + 4);
         if (looks_printed (grey, quad, scale / s))
           out.push_back ({RegionClass::kQr, to_frame_quad (quad, scale, 0.1, 2)});
       }
     };
     auto scaled = [&] (int max_side) {
-      double q = std::min (1.0, (double) max_side / side);
+      double q = std::min (1.0, (double)max_side / side);
       if (q < 1.0)
         cv::resize (grey, coarse, cv::Size (), q, q, cv::INTER_AREA);
       else
@@ -440,7 +440,7 @@ struct Detector::Impl {
   // `frame_edge`: which edges of the copy are the frame's (left, top,
   // right, bottom).
   void codes (double s, bool colour, const cv::Rect &core, bool want_qr, bool want_barcode,
-      std::vector<Detection> &out, const bool *frame_edge, std::vector<CutCandidate> *cut)
+              std::vector<Detection> &out, const bool *frame_edge, std::vector<CutCandidate> *cut)
   {
     const cv::Rect frame (0, 0, grey.cols, grey.rows);
     dark = grey < kCodeMaxGrey;
@@ -461,40 +461,40 @@ struct Detector::Impl {
     // of up to kCodeGap working pixels are bridged: 4-module gaps between
     // bars of 4-pixel modules).
     const cv::Rect b = cv::boundingRect (seeds);
-    const cv::Rect box = cv::Rect (b.x - kCodeGap, b.y - kCodeGap, b.width + 2 * kCodeGap,
-                             b.height + 2 * kCodeGap) & frame;
+    const cv::Rect box
+        = cv::Rect (b.x - kCodeGap, b.y - kCodeGap, b.width + 2 * kCodeGap, b.height + 2 * kCodeGap) & frame;
     cv::dilate (seeds (box), grouped,
-        cv::getStructuringElement (cv::MORPH_RECT, cv::Size (kCodeGap + 1, kCodeGap + 1)));
-    int n = cv::connectedComponentsWithStats (grouped, labels, stats, centroids, 8, CV_32S,
-        cv::CCL_GRANA);
+                cv::getStructuringElement (cv::MORPH_RECT, cv::Size (kCodeGap + 1, kCodeGap + 1)));
+    int n = cv::connectedComponentsWithStats (grouped, labels, stats, centroids, 8, CV_32S, cv::CCL_GRANA);
     std::vector<cv::Point2f> pts;
     for (int i = 1; i < n; i++) {
       // Undo the dilation, except where it met the edge of the copy (then
       // the marks reach within kCodeGap / 2 of it, and may go on beyond).
       const int half = kCodeGap / 2;
       const cv::Rect grown (stats.at<int> (i, cv::CC_STAT_LEFT) + box.x,
-          stats.at<int> (i, cv::CC_STAT_TOP) + box.y, stats.at<int> (i, cv::CC_STAT_WIDTH),
-          stats.at<int> (i, cv::CC_STAT_HEIGHT));
+                            stats.at<int> (i, cv::CC_STAT_TOP) + box.y, stats.at<int> (i, cv::CC_STAT_WIDTH),
+                            stats.at<int> (i, cv::CC_STAT_HEIGHT));
       const bool at_left = grown.x <= 0, at_top = grown.y <= 0;
       const bool at_right = grown.br ().x >= frame.width, at_bottom = grown.br ().y >= frame.height;
       cv::Rect r (cv::Point (at_left ? 0 : grown.x + half, at_top ? 0 : grown.y + half),
-          cv::Point (at_right ? frame.width : grown.br ().x - half,
-              at_bottom ? frame.height : grown.br ().y - half));
+                  cv::Point (at_right ? frame.width : grown.br ().x - half,
+                             at_bottom ? frame.height : grown.br ().y - half));
       r &= frame;
       if (r.width < kMinCodeSide || r.height < kMinCodeSide || (r & core).empty ())
         continue;
-      const std::vector<cv::Point2f> quad = {cv::Point2f ((float) r.x, (float) r.y),
-          cv::Point2f ((float) r.br ().x, (float) r.y), cv::Point2f ((float) r.br ().x, (float) r.br ().y),
-          cv::Point2f ((float) r.x, (float) r.br ().y)};
+      const std::vector<cv::Point2f> quad
+          = {cv::Point2f ((float)r.x, (float)r.y), cv::Point2f ((float)r.br ().x, (float)r.y),
+             cv::Point2f ((float)r.br ().x, (float)r.br ().y), cv::Point2f ((float)r.x, (float)r.br ().y)};
       if (!looks_printed (grey, quad, 1.0))
         continue;
       // Cut by the copy's edge inside the frame: looked at again whole.
       const bool inner_cut[4] = {at_left && !frame_edge[0], at_top && !frame_edge[1],
-          at_right && !frame_edge[2], at_bottom && !frame_edge[3]};
+                                 at_right && !frame_edge[2], at_bottom && !frame_edge[3]};
       if (cut && (inner_cut[0] || inner_cut[1] || inner_cut[2] || inner_cut[3])) {
         CutCandidate cc;
-        cc.rect = cv::Rect (cv::Point ((int) std::floor (origin.x + r.x / s), (int) std::floor (origin.y + r.y / s)),
-            cv::Point ((int) std::ceil (origin.x + r.br ().x / s), (int) std::ceil (origin.y + r.br ().y / s)));
+        cc.rect = cv::Rect (
+            cv::Point ((int)std::floor (origin.x + r.x / s), (int)std::floor (origin.y + r.y / s)),
+            cv::Point ((int)std::ceil (origin.x + r.br ().x / s), (int)std::ceil (origin.y + r.br ().y / s)));
         cc.left = inner_cut[0];
         cc.top = inner_cut[1];
         cc.right = inner_cut[2];
@@ -507,20 +507,20 @@ struct Detector::Impl {
       // Cut by the frame's edge: the marks themselves (not their grouping)
       // reach it.
       bool frame_cut = false;
-      if ((at_left && frame_edge[0]) || (at_top && frame_edge[1]) || (at_right && frame_edge[2]) ||
-          (at_bottom && frame_edge[3])) {
+      if ((at_left && frame_edge[0]) || (at_top && frame_edge[1]) || (at_right && frame_edge[2])
+          || (at_bottom && frame_edge[3])) {
         const cv::Rect m = cv::boundingRect (seeds (r)) + r.tl ();
-        frame_cut = (frame_edge[0] && m.x <= 1) || (frame_edge[1] && m.y <= 1) ||
-                    (frame_edge[2] && m.br ().x >= frame.width - 1) ||
-                    (frame_edge[3] && m.br ().y >= frame.height - 1);
+        frame_cut = (frame_edge[0] && m.x <= 1) || (frame_edge[1] && m.y <= 1)
+                    || (frame_edge[2] && m.br ().x >= frame.width - 1)
+                    || (frame_edge[3] && m.br ().y >= frame.height - 1);
       }
       if (stats_out)
         stats_out->candidates++;
       // With its quiet zone.
-      int pad = std::max (6, (int) (0.15 * std::max (r.width, r.height)));
+      int pad = std::max (6, (int)(0.15 * std::max (r.width, r.height)));
       cv::Rect c = cv::Rect (r.x - pad, r.y - pad, r.width + 2 * pad, r.height + 2 * pad) & frame;
       cv::Mat g = grey (c);
-      const double aspect = (double) std::max (r.width, r.height) / std::min (r.width, r.height);
+      const double aspect = (double)std::max (r.width, r.height) / std::min (r.width, r.height);
       if (want_qr && !frame_cut && aspect <= kMaxQrAspect) {
         double lo, hi;
         cv::minMaxLoc (grey (r), &lo, &hi);
@@ -540,9 +540,9 @@ struct Detector::Impl {
           }
           if (found)
             for (size_t k = 0; k + 4 <= pts.size (); k += 4) {
-              std::vector<cv::Point2f> q (pts.begin () + (long) k, pts.begin () + (long) k + 4);
+              std::vector<cv::Point2f> q (pts.begin () + (long)k, pts.begin () + (long)k + 4);
               for (auto &p : q)
-                p += cv::Point2f ((float) c.x, (float) c.y);
+                p += cv::Point2f ((float)c.x, (float)c.y);
               if (looks_printed (grey, q, 1.0))
                 out.push_back ({RegionClass::kQr, to_frame_quad (q, s, 0.1, 2, origin)});
             }
@@ -562,16 +562,17 @@ struct Detector::Impl {
         cv::Mat small = g;
         if (q < 1.0)
           cv::resize (g, small, cv::Size (), q, q, cv::INTER_AREA);
-        const int canvas_side = (int) std::lround (std::max (kBarcodeModule, module * q) * kBarcodeCanvasPerModule);
+        const int canvas_side
+            = (int)std::lround (std::max (kBarcodeModule, module * q) * kBarcodeCanvasPerModule);
         const int bx = std::max (0, (canvas_side - small.cols + 1) / 2);
         const int by = std::max (0, (canvas_side - small.rows + 1) / 2);
         cv::copyMakeBorder (small, canvas, by, by, bx, bx, cv::BORDER_CONSTANT, cv::Scalar (hi));
         pts.clear ();
         if (barcode.detect (canvas, pts))
           for (size_t k = 0; k + 4 <= pts.size (); k += 4) {
-            std::vector<cv::Point2f> q4 (pts.begin () + (long) k, pts.begin () + (long) k + 4);
+            std::vector<cv::Point2f> q4 (pts.begin () + (long)k, pts.begin () + (long)k + 4);
             for (auto &p : q4)
-              p = cv::Point2f ((float) ((p.x - bx) / q + c.x), (float) ((p.y - by) / q + c.y));
+              p = cv::Point2f ((float)((p.x - bx) / q + c.x), (float)((p.y - by) / q + c.y));
             if (looks_printed (grey, q4, 1.0))
               out.push_back ({RegionClass::kBarcode, to_frame_quad (q4, s, 0.3, 2, origin)});
           }
@@ -584,7 +585,7 @@ struct Detector::Impl {
     std::vector<cv::Point2f> pts;
     if (barcode.detect (grey, pts))
       for (size_t i = 0; i + 4 <= pts.size (); i += 4) {
-        std::vector<cv::Point2f> quad (pts.begin () + (long) i, pts.begin () + (long) i + 4);
+        std::vector<cv::Point2f> quad (pts.begin () + (long)i, pts.begin () + (long)i + 4);
         if (looks_printed (grey, quad, 1.0))
           out.push_back ({RegionClass::kBarcode, to_frame_quad (quad, s, 0.3, 2)});
       }
@@ -594,7 +595,7 @@ struct Detector::Impl {
 double
 Detector::work_scale (cv::Size size)
 {
-  return std::min (1.0, (double) kWorkMaxSide / std::max ({size.width, size.height, 1}));
+  return std::min (1.0, (double)kWorkMaxSide / std::max ({size.width, size.height, 1}));
 }
 
 Detector::Detector () : impl_ (std::make_unique<Impl> ()) {}
@@ -602,11 +603,11 @@ Detector::~Detector () = default;
 
 std::vector<Detection>
 Detector::detect (const cv::Mat &frame, const std::vector<RegionClass> &classes, bool colour,
-    double frame_scale)
+                  double frame_scale)
 {
   if (inject_fault_)
-    throw cv::Exception (cv::Error::StsError, "injected detector fault (test hook)",
-        "Detector::detect", __FILE__, __LINE__);
+    throw cv::Exception (cv::Error::StsError, "injected detector fault (test hook)", "Detector::detect",
+                         __FILE__, __LINE__);
   std::vector<Detection> out;
   if (classes.empty () || frame.empty ())
     return out;
@@ -640,12 +641,12 @@ Detector::detect (const cv::Mat &frame, const std::vector<RegionClass> &classes,
 
 std::vector<Detection>
 Detector::screen (const cv::Mat &pixels, const std::vector<RegionClass> &classes, bool colour,
-    double pixels_scale, double work_scale, cv::Point origin, const cv::Rect &core,
-    ScreenStats *stats, cv::Size frame, std::vector<CutCandidate> *cut)
+                  double pixels_scale, double work_scale, cv::Point origin, const cv::Rect &core,
+                  ScreenStats *stats, cv::Size frame, std::vector<CutCandidate> *cut)
 {
   if (inject_fault_)
-    throw cv::Exception (cv::Error::StsError, "injected detector fault (test hook)",
-        "Detector::screen", __FILE__, __LINE__);
+    throw cv::Exception (cv::Error::StsError, "injected detector fault (test hook)", "Detector::screen",
+                         __FILE__, __LINE__);
   std::vector<Detection> out;
   if (classes.empty () || pixels.empty ())
     return out;
@@ -655,9 +656,9 @@ Detector::screen (const cv::Mat &pixels, const std::vector<RegionClass> &classes
   const double q = std::min (1.0, work_scale / pixels_scale);
   if (q < 1.0)
     cv::resize (pixels, d.work,
-        cv::Size (std::max (1, (int) std::lround (pixels.cols * q)),
-            std::max (1, (int) std::lround (pixels.rows * q))),
-        0, 0, cv::INTER_AREA);
+                cv::Size (std::max (1, (int)std::lround (pixels.cols * q)),
+                          std::max (1, (int)std::lround (pixels.rows * q))),
+                0, 0, cv::INTER_AREA);
   else
     d.work = pixels;
   const double s = pixels_scale * q;
@@ -670,11 +671,11 @@ Detector::screen (const cv::Mat &pixels, const std::vector<RegionClass> &classes
   d.origin = cv::Point2d (origin);
   d.stats_out = stats;
   // The core in working pixels.
-  const cv::Rect core_w = cv::Rect (cv::Point ((int) std::floor ((core.x - origin.x) * s),
-                              (int) std::floor ((core.y - origin.y) * s)),
-                              cv::Point ((int) std::ceil ((core.br ().x - origin.x) * s),
-                                  (int) std::ceil ((core.br ().y - origin.y) * s))) &
-                          cv::Rect (0, 0, d.grey.cols, d.grey.rows);
+  const cv::Rect core_w = cv::Rect (cv::Point ((int)std::floor ((core.x - origin.x) * s),
+                                               (int)std::floor ((core.y - origin.y) * s)),
+                                    cv::Point ((int)std::ceil ((core.br ().x - origin.x) * s),
+                                               (int)std::ceil ((core.br ().y - origin.y) * s)))
+                          & cv::Rect (0, 0, d.grey.cols, d.grey.rows);
 
   bool want_text = wants (classes, RegionClass::kText);
   bool want_label = wants (classes, RegionClass::kLabel);
@@ -683,10 +684,11 @@ Detector::screen (const cv::Mat &pixels, const std::vector<RegionClass> &classes
   bool want_qr = wants (classes, RegionClass::kQr), want_barcode = wants (classes, RegionClass::kBarcode);
   if (want_qr || want_barcode) {
     // Which edges of the copy are the frame's.
-    const double right = origin.x + pixels.cols / pixels_scale, bottom = origin.y + pixels.rows / pixels_scale;
+    const double right = origin.x + pixels.cols / pixels_scale,
+                 bottom = origin.y + pixels.rows / pixels_scale;
     const bool whole = frame.empty ();
     const bool frame_edge[4] = {whole || origin.x <= 0, whole || origin.y <= 0,
-        whole || right >= frame.width - 0.5, whole || bottom >= frame.height - 0.5};
+                                whole || right >= frame.width - 0.5, whole || bottom >= frame.height - 0.5};
     d.codes (s, colour, core_w, want_qr, want_barcode, out, frame_edge, cut);
   }
   d.origin = {0, 0};
@@ -694,4 +696,4 @@ Detector::screen (const cv::Mat &pixels, const std::vector<RegionClass> &classes
   return out;
 }
 
-}  // namespace livemicro::privacy
+} // namespace livemicro::privacy

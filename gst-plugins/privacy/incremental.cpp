@@ -44,7 +44,7 @@ floor_div (int64_t a, int64_t b)
 uint64_t
 tile_key (int64_t ti, int64_t tj)
 {
-  return ((uint64_t) (uint32_t) ti << 32) | (uint32_t) tj;
+  return ((uint64_t)(uint32_t)ti << 32) | (uint32_t)tj;
 }
 
 struct Tile {
@@ -57,7 +57,7 @@ struct Layer {
   std::vector<RegionClass> classes;
   std::unordered_map<uint64_t, Tile> tiles;
   uint64_t used = 0;
-  uint64_t id = 0;  // unique for the detector's lifetime
+  uint64_t id = 0; // unique for the detector's lifetime
 
   bool is (double upp, double z, double s, const std::vector<RegionClass> &c) const
   {
@@ -66,10 +66,10 @@ struct Layer {
 };
 
 struct Plan {
-  cv::Rect core, crop;  // frame pixels
+  cv::Rect core, crop; // frame pixels
 };
 
-}  // namespace
+} // namespace
 
 struct IncrementalDetector::Impl {
   Detector detector;
@@ -84,8 +84,7 @@ struct IncrementalDetector::Impl {
   FrameGeometry partial_view;
   uint64_t next_layer_id = 1;
 
-  Layer &layer (double upp, double z, double s, const std::vector<RegionClass> &classes,
-      uint64_t frame)
+  Layer &layer (double upp, double z, double s, const std::vector<RegionClass> &classes, uint64_t frame)
   {
     for (auto &l : layers)
       if (l.is (upp, z, s, classes)) {
@@ -94,7 +93,7 @@ struct IncrementalDetector::Impl {
       }
     if (layers.size () >= kMaxLayers) {
       auto oldest = std::min_element (layers.begin (), layers.end (),
-          [] (const Layer &a, const Layer &b) { return a.used < b.used; });
+                                      [] (const Layer &a, const Layer &b) { return a.used < b.used; });
       layers.erase (oldest);
     }
     Layer l;
@@ -158,8 +157,9 @@ IncrementalDetector::set_inject_fault (bool on)
 
 std::vector<Detection>
 IncrementalDetector::detect (FrameSource &source, const FrameGeometry &g, double z_um,
-    const std::vector<RegionClass> &classes, const cv::Mat &hidden, const cv::Rect &hidden_roi,
-    uint64_t frame, unsigned recheck_frames, IncrementalStats *stats)
+                             const std::vector<RegionClass> &classes, const cv::Mat &hidden,
+                             const cv::Rect &hidden_roi, uint64_t frame, unsigned recheck_frames,
+                             IncrementalStats *stats)
 {
   Impl &d = *impl_;
   IncrementalStats local;
@@ -175,7 +175,7 @@ IncrementalDetector::detect (FrameSource &source, const FrameGeometry &g, double
     clear ();
     d.epoch = frame;
   }
-  const uint32_t now = (uint32_t) (frame - d.epoch + 1);
+  const uint32_t now = (uint32_t)(frame - d.epoch + 1);
 
   // Detection scale (detection pixels per frame pixel) and the cell size.
   const double s = std::min (Detector::work_scale (size), source.scale ());
@@ -186,9 +186,9 @@ IncrementalDetector::detect (FrameSource &source, const FrameGeometry &g, double
   std::sort (key_classes.begin (), key_classes.end ());
   key_classes.erase (std::unique (key_classes.begin (), key_classes.end ()), key_classes.end ());
   Layer &layer = d.layer (upp, z_um, s, key_classes, frame);
-  const bool same_view = d.partial_layer == layer.id && d.partial_view.stage_x_um == g.stage_x_um &&
-                         d.partial_view.stage_y_um == g.stage_y_um &&
-                         d.partial_view.width == g.width && d.partial_view.height == g.height;
+  const bool same_view = d.partial_layer == layer.id && d.partial_view.stage_x_um == g.stage_x_um
+                         && d.partial_view.stage_y_um == g.stage_y_um && d.partial_view.width == g.width
+                         && d.partial_view.height == g.height;
   if (!same_view) {
     d.partial.clear ();
     d.partial_layer = layer.id;
@@ -202,22 +202,22 @@ IncrementalDetector::detect (FrameSource &source, const FrameGeometry &g, double
   // Cell indices must fit (a slide is ~10^5 cells across): a position
   // beyond that is a broken StageMeta, and the frame is blanked.
   if (!(std::abs (x_edge_um / cell_um) < kMaxCellIndex && std::abs (y_edge_um / cell_um) < kMaxCellIndex))
-    throw std::range_error ("stage position out of range (" + std::to_string (g.stage_x_um) + ", " +
-                            std::to_string (g.stage_y_um) + " µm)");
-  const int64_t i0 = (int64_t) std::floor (x_edge_um / cell_um);
-  const int64_t i1 = (int64_t) std::ceil ((x_edge_um + size.width * upp) / cell_um);
-  const int64_t j0 = (int64_t) std::floor (y_edge_um / cell_um);
-  const int64_t j1 = (int64_t) std::ceil ((y_edge_um + size.height * upp) / cell_um);
-  const int ni = (int) (i1 - i0), nj = (int) (j1 - j0);
+    throw std::range_error ("stage position out of range (" + std::to_string (g.stage_x_um) + ", "
+                            + std::to_string (g.stage_y_um) + " µm)");
+  const int64_t i0 = (int64_t)std::floor (x_edge_um / cell_um);
+  const int64_t i1 = (int64_t)std::ceil ((x_edge_um + size.width * upp) / cell_um);
+  const int64_t j0 = (int64_t)std::floor (y_edge_um / cell_um);
+  const int64_t j1 = (int64_t)std::ceil ((y_edge_um + size.height * upp) / cell_um);
+  const int ni = (int)(i1 - i0), nj = (int)(j1 - j0);
   std::vector<double> xs (ni + 1), ys (nj + 1);
   for (int i = 0; i <= ni; i++)
-    xs[i] = ((double) (i0 + i) * cell_um - x_edge_um) / upp;
+    xs[i] = ((double)(i0 + i) * cell_um - x_edge_um) / upp;
   for (int j = 0; j <= nj; j++)
-    ys[j] = ((double) (j0 + j) * cell_um - y_edge_um) / upp;
+    ys[j] = ((double)(j0 + j) * cell_um - y_edge_um) / upp;
   st.cells_visible = ni * nj;
 
   // Cells not checked within recheck_frames (stale), and their extent.
-  std::vector<uint8_t> need ((size_t) ni * nj, 0);
+  std::vector<uint8_t> need ((size_t)ni * nj, 0);
   int si0 = ni, si1 = -1, sj0 = nj, sj1 = -1;
   for (int64_t tj = floor_div (j0, kTileCells); tj <= floor_div (j1 - 1, kTileCells); tj++)
     for (int64_t ti = floor_div (i0, kTileCells); ti <= floor_div (i1 - 1, kTileCells); ti++) {
@@ -239,8 +239,8 @@ IncrementalDetector::detect (FrameSource &source, const FrameGeometry &g, double
             st.cells_fresh++;
             continue;
           }
-          const int ci = (int) (i - i0), cj = (int) (j - j0);
-          need[(size_t) cj * ni + ci] = 1;
+          const int ci = (int)(i - i0), cj = (int)(j - j0);
+          need[(size_t)cj * ni + ci] = 1;
           si0 = std::min (si0, ci);
           si1 = std::max (si1, ci);
           sj0 = std::min (sj0, cj);
@@ -256,23 +256,24 @@ IncrementalDetector::detect (FrameSource &source, const FrameGeometry &g, double
   cv::Rect small_at;
   if (si1 >= 0 && !hidden.empty () && !hidden_roi.empty ()) {
     CV_Assert (hidden.size () == size && hidden.type () == CV_8U);
-    const cv::Rect stale_px = cv::Rect (cv::Point ((int) std::floor (xs[si0]), (int) std::floor (ys[sj0])),
-                                  cv::Point ((int) std::ceil (xs[si1 + 1]), (int) std::ceil (ys[sj1 + 1]))) &
-                              hidden_roi;
+    const cv::Rect stale_px
+        = cv::Rect (cv::Point ((int)std::floor (xs[si0]), (int)std::floor (ys[sj0])),
+                    cv::Point ((int)std::ceil (xs[si1 + 1]), (int)std::ceil (ys[sj1 + 1])))
+          & hidden_roi;
     cv::Point a ((std::max (0, stale_px.x) / 4) * 4, (std::max (0, stale_px.y) / 4) * 4);
     cv::Point b (std::min ((stale_px.br ().x + 3) / 4 * 4, size.width / 4 * 4),
-        std::min ((stale_px.br ().y + 3) / 4 * 4, size.height / 4 * 4));
+                 std::min ((stale_px.br ().y + 3) / 4 * 4, size.height / 4 * 4));
     if (!stale_px.empty () && b.x > a.x && b.y > a.y) {
       small_at = cv::Rect (a, b);
       cv::resize (hidden (small_at), small, cv::Size (small_at.width / 4, small_at.height / 4), 0, 0,
-          cv::INTER_AREA);
+                  cv::INTER_AREA);
     }
   }
   auto is_hidden = [&] (int i, int j) {
-    double x0 = std::max (0.0, xs[i]), x1 = std::min ((double) size.width, xs[i + 1]);
-    double y0 = std::max (0.0, ys[j]), y1 = std::min ((double) size.height, ys[j + 1]);
-    int a = (int) std::floor ((x0 - small_at.x) / 4), b = (int) std::ceil ((x1 - small_at.x) / 4);
-    int c = (int) std::floor ((y0 - small_at.y) / 4), e = (int) std::ceil ((y1 - small_at.y) / 4);
+    double x0 = std::max (0.0, xs[i]), x1 = std::min ((double)size.width, xs[i + 1]);
+    double y0 = std::max (0.0, ys[j]), y1 = std::min ((double)size.height, ys[j + 1]);
+    int a = (int)std::floor ((x0 - small_at.x) / 4), b = (int)std::ceil ((x1 - small_at.x) / 4);
+    int c = (int)std::floor ((y0 - small_at.y) / 4), e = (int)std::ceil ((y1 - small_at.y) / 4);
     if (a < 0 || c < 0 || b > small.cols || e > small.rows || a >= b || c >= e)
       return false;
     for (int y = c; y < e; y++) {
@@ -285,7 +286,7 @@ IncrementalDetector::detect (FrameSource &source, const FrameGeometry &g, double
   };
   for (int j = std::max (0, sj0); j <= sj1; j++)
     for (int i = std::max (0, si0); i <= si1; i++) {
-      uint8_t &n = need[(size_t) j * ni + i];
+      uint8_t &n = need[(size_t)j * ni + i];
       if (!n)
         continue;
       if (!small.empty () && is_hidden (i, j)) {
@@ -306,15 +307,15 @@ IncrementalDetector::detect (FrameSource &source, const FrameGeometry &g, double
   for (int j = 0; j < nj; j++) {
     std::vector<Run> next;
     for (int i = 0; i < ni;) {
-      if (!need[(size_t) j * ni + i]) {
+      if (!need[(size_t)j * ni + i]) {
         i++;
         continue;
       }
       int a = i;
-      while (i < ni && need[(size_t) j * ni + i])
+      while (i < ni && need[(size_t)j * ni + i])
         i++;
-      auto same = std::find_if (open.begin (), open.end (),
-          [&] (const Run &r) { return r.i0 == a && r.i1 == i; });
+      auto same
+          = std::find_if (open.begin (), open.end (), [&] (const Run &r) { return r.i0 == a && r.i1 == i; });
       if (same != open.end ()) {
         Run r = *same;
         r.j1 = j + 1;
@@ -334,20 +335,20 @@ IncrementalDetector::detect (FrameSource &source, const FrameGeometry &g, double
   int align = std::max (1, source.alignment ());
   const double inv = 1.0 / s;
   if (std::abs (inv - std::round (inv)) < 1e-9)
-    align = std::max (align, (int) std::round (inv));
-  auto down = [&] (double v) { return (int) (std::floor (v / align) * align); };
-  auto up = [&] (double v) { return (int) (std::ceil (v / align) * align); };
-  const int context = (int) std::ceil (kContextWorkPx * inv);
+    align = std::max (align, (int)std::round (inv));
+  auto down = [&] (double v) { return (int)(std::floor (v / align) * align); };
+  auto up = [&] (double v) { return (int)(std::ceil (v / align) * align); };
+  const int context = (int)std::ceil (kContextWorkPx * inv);
   std::vector<Plan> plans;
   for (const Run &r : done) {
     cv::Rect core (cv::Point (down (std::max (0.0, xs[r.i0])), down (std::max (0.0, ys[r.j0]))),
-        cv::Point (std::min (size.width, up (std::min ((double) size.width, xs[r.i1]))),
-            std::min (size.height, up (std::min ((double) size.height, ys[r.j1])))));
+                   cv::Point (std::min (size.width, up (std::min ((double)size.width, xs[r.i1]))),
+                              std::min (size.height, up (std::min ((double)size.height, ys[r.j1])))));
     core &= whole;
     if (core.empty ())
       continue;
     cv::Rect crop (cv::Point (down (core.x - context), down (core.y - context)),
-        cv::Point (up (core.br ().x + context), up (core.br ().y + context)));
+                   cv::Point (up (core.br ().x + context), up (core.br ().y + context)));
     plans.push_back ({core, crop & whole});
   }
   // Merge rectangles whose union costs no more than both.
@@ -358,7 +359,7 @@ IncrementalDetector::detect (FrameSource &source, const FrameGeometry &g, double
         cv::Rect u = plans[a].crop | plans[b].crop;
         if (u.area () <= plans[a].crop.area () + plans[b].crop.area ()) {
           plans[a] = {plans[a].core | plans[b].core, u};
-          plans.erase (plans.begin () + (long) b);
+          plans.erase (plans.begin () + (long)b);
           merged = true;
         }
       }
@@ -372,8 +373,8 @@ IncrementalDetector::detect (FrameSource &source, const FrameGeometry &g, double
   std::vector<CutCandidate> cut;
   for (const Plan &p : plans) {
     cv::Mat px = source.pixels (p.crop);
-    std::vector<Detection> found = d.detector.screen (px, classes, source.colour (), source.scale (),
-        s, p.crop.tl (), p.core, &st.screen, size, &cut);
+    std::vector<Detection> found = d.detector.screen (px, classes, source.colour (), source.scale (), s,
+                                                      p.crop.tl (), p.core, &st.screen, size, &cut);
     out.insert (out.end (), found.begin (), found.end ());
     st.rects++;
     st.analysed_px += p.crop.area ();
@@ -394,19 +395,22 @@ IncrementalDetector::detect (FrameSource &source, const FrameGeometry &g, double
           cut[a].top |= cut[b].top;
           cut[a].right |= cut[b].right;
           cut[a].bottom |= cut[b].bottom;
-          cut.erase (cut.begin () + (long) b);
+          cut.erase (cut.begin () + (long)b);
           merged = true;
         }
   }
-  const int quiet = (int) std::ceil (kContextWorkPx * inv);
+  const int quiet = (int)std::ceil (kContextWorkPx * inv);
   for (const CutCandidate &c : cut) {
-    const int grow = std::max ((int) std::ceil (kCutGrowWorkPx * inv), 2 * std::max (c.rect.width, c.rect.height));
-    cv::Rect crop (cv::Point (down (c.rect.x - (c.left ? grow : quiet)), down (c.rect.y - (c.top ? grow : quiet))),
-        cv::Point (up (c.rect.br ().x + (c.right ? grow : quiet)), up (c.rect.br ().y + (c.bottom ? grow : quiet))));
+    const int grow
+        = std::max ((int)std::ceil (kCutGrowWorkPx * inv), 2 * std::max (c.rect.width, c.rect.height));
+    cv::Rect crop (
+        cv::Point (down (c.rect.x - (c.left ? grow : quiet)), down (c.rect.y - (c.top ? grow : quiet))),
+        cv::Point (up (c.rect.br ().x + (c.right ? grow : quiet)),
+                   up (c.rect.br ().y + (c.bottom ? grow : quiet))));
     crop &= whole;
     cv::Mat px = source.pixels (crop);
-    std::vector<Detection> found = d.detector.screen (px, codes, source.colour (), source.scale (),
-        s, crop.tl (), c.rect & whole, &st.screen, size);
+    std::vector<Detection> found = d.detector.screen (px, codes, source.colour (), source.scale (), s,
+                                                      crop.tl (), c.rect & whole, &st.screen, size);
     out.insert (out.end (), found.begin (), found.end ());
     st.analysed_px += crop.area ();
   }
@@ -417,7 +421,7 @@ IncrementalDetector::detect (FrameSource &source, const FrameGeometry &g, double
     const cv::Rect c = p.core & whole;
     auto inside = [] (double a, double b, int lo, int hi) { return a >= lo - kEps && b <= hi + kEps; };
     for (int j = 0; j < nj; j++) {
-      const double ya = std::max (0.0, ys[j]), yb = std::min ((double) size.height, ys[j + 1]);
+      const double ya = std::max (0.0, ys[j]), yb = std::min ((double)size.height, ys[j + 1]);
       if (!inside (ya, yb, c.y, c.br ().y))
         continue;
       const bool part_y = ys[j] < -kEps || ys[j + 1] > size.height + kEps;
@@ -425,7 +429,7 @@ IncrementalDetector::detect (FrameSource &source, const FrameGeometry &g, double
       Tile *tile = nullptr;
       int64_t tile_i = std::numeric_limits<int64_t>::min ();
       for (int i = 0; i < ni; i++) {
-        const double xa = std::max (0.0, xs[i]), xb = std::min ((double) size.width, xs[i + 1]);
+        const double xa = std::max (0.0, xs[i]), xb = std::min ((double)size.width, xs[i + 1]);
         if (!inside (xa, xb, c.x, c.br ().x))
           continue;
         int64_t si = i0 + i, ti = floor_div (si, kTileCells);
@@ -446,4 +450,4 @@ IncrementalDetector::detect (FrameSource &source, const FrameGeometry &g, double
   return out;
 }
 
-}  // namespace livemicro::privacy
+} // namespace livemicro::privacy

@@ -12,34 +12,34 @@ namespace livemicro::privacy {
 bool
 FrameGeometry::valid () const
 {
-  return std::isfinite (stage_x_um) && std::isfinite (stage_y_um) && std::isfinite (um_per_px) &&
-         um_per_px > 0 && width > 0 && height > 0;
+  return std::isfinite (stage_x_um) && std::isfinite (stage_y_um) && std::isfinite (um_per_px)
+         && um_per_px > 0 && width > 0 && height > 0;
 }
 
 cv::Point2d
 FrameGeometry::to_frame (const cv::Point2d &p) const
 {
   return {(p.x - stage_x_um) / um_per_px + width / 2.0 - 0.5,
-      (p.y - stage_y_um) / um_per_px + height / 2.0 - 0.5};
+          (p.y - stage_y_um) / um_per_px + height / 2.0 - 0.5};
 }
 
 cv::Point2d
 FrameGeometry::to_slide (const cv::Point2d &p) const
 {
   return {stage_x_um + (p.x + 0.5 - width / 2.0) * um_per_px,
-      stage_y_um + (p.y + 0.5 - height / 2.0) * um_per_px};
+          stage_y_um + (p.y + 0.5 - height / 2.0) * um_per_px};
 }
 
 const char *
 mask_method_name (MaskMethod m)
 {
   switch (m) {
-    case MaskMethod::kFill:
-      return "fill";
-    case MaskMethod::kPixelate:
-      return "pixelate";
-    case MaskMethod::kBlur:
-      return "blur";
+  case MaskMethod::kFill:
+    return "fill";
+  case MaskMethod::kPixelate:
+    return "pixelate";
+  case MaskMethod::kBlur:
+    return "blur";
   }
   return "?";
 }
@@ -58,19 +58,31 @@ clip (const std::vector<cv::Point2d> &poly, const cv::Rect2d &box)
     out.clear ();
     auto inside = [&] (const cv::Point2d &p) {
       switch (side) {
-        case 0: return p.x >= x0;
-        case 1: return p.x <= x1;
-        case 2: return p.y >= y0;
-        default: return p.y <= y1;
+      case 0:
+        return p.x >= x0;
+      case 1:
+        return p.x <= x1;
+      case 2:
+        return p.y >= y0;
+      default:
+        return p.y <= y1;
       }
     };
     auto cross = [&] (const cv::Point2d &a, const cv::Point2d &b) {
       double t;
       switch (side) {
-        case 0: t = (x0 - a.x) / (b.x - a.x); break;
-        case 1: t = (x1 - a.x) / (b.x - a.x); break;
-        case 2: t = (y0 - a.y) / (b.y - a.y); break;
-        default: t = (y1 - a.y) / (b.y - a.y); break;
+      case 0:
+        t = (x0 - a.x) / (b.x - a.x);
+        break;
+      case 1:
+        t = (x1 - a.x) / (b.x - a.x);
+        break;
+      case 2:
+        t = (y0 - a.y) / (b.y - a.y);
+        break;
+      default:
+        t = (y1 - a.y) / (b.y - a.y);
+        break;
       }
       return a + t * (b - a);
     };
@@ -86,20 +98,19 @@ clip (const std::vector<cv::Point2d> &poly, const cv::Rect2d &box)
   return out;
 }
 
-constexpr int kShift = 8;  // fixed-point bits for cv::fillPoly
+constexpr int kShift = 8; // fixed-point bits for cv::fillPoly
 constexpr double kOne = 1 << kShift;
 
 cv::Point
 fixed (const cv::Point2d &p)
 {
-  return {(int) std::lround (p.x * kOne), (int) std::lround (p.y * kOne)};
+  return {(int)std::lround (p.x * kOne), (int)std::lround (p.y * kOne)};
 }
 
-}  // namespace
+} // namespace
 
 cv::Rect
-rasterise (const std::vector<FramePolygon> &polygons, double margin_px, cv::Size size,
-    cv::Mat &mask)
+rasterise (const std::vector<FramePolygon> &polygons, double margin_px, cv::Size size, cv::Mat &mask)
 {
   mask.create (size, CV_8U);
   mask.setTo (0);
@@ -127,7 +138,7 @@ rasterise (const std::vector<FramePolygon> &polygons, double margin_px, cv::Size
       by1 = std::max (by1, p.y);
     }
     const cv::Point *pts = body.data ();
-    int n = (int) body.size ();
+    int n = (int)body.size ();
     cv::fillPoly (mask, &pts, &n, 1, cv::Scalar (255), cv::LINE_8, kShift);
     for (size_t i = 0; i < c.size (); i++) {
       const cv::Point2d &a = c[i], &b = c[(i + 1) % c.size ()];
@@ -145,14 +156,14 @@ rasterise (const std::vector<FramePolygon> &polygons, double margin_px, cv::Size
   }
   if (!any)
     return {};
-  cv::Rect roi (cv::Point ((int) std::floor (touched.x), (int) std::floor (touched.y)),
-      cv::Point ((int) std::ceil (touched.br ().x) + 1, (int) std::ceil (touched.br ().y) + 1));
+  cv::Rect roi (cv::Point ((int)std::floor (touched.x), (int)std::floor (touched.y)),
+                cv::Point ((int)std::ceil (touched.br ().x) + 1, (int)std::ceil (touched.br ().y) + 1));
   return roi & cv::Rect (cv::Point (0, 0), size);
 }
 
 void
 apply_mask (cv::Mat &plane, const cv::Mat &mask, const cv::Rect &roi, MaskMethod method,
-    const cv::Scalar &fill, int block_px)
+            const cv::Scalar &fill, int block_px)
 {
   if (roi.empty ())
     return;
@@ -201,7 +212,7 @@ RegionMemory::remember (RegionClass c, const cv::Rect2d &rect_um, uint64_t frame
         n.rect_um |= e.rect_um;
         n.first_frame = std::min (n.first_frame, e.first_frame);
         n.hits += e.hits;
-        regions_.erase (regions_.begin () + (long) i);
+        regions_.erase (regions_.begin () + (long)i);
         merged = true;
         break;
       }
@@ -220,16 +231,18 @@ RegionMemory::to_json () const
     json_builder_begin_object (b);
     json_builder_set_member_name (b, "class");
     json_builder_add_string_value (b, region_class_name (r.region_class));
-    const std::pair<const char *, double> fields[] = {{"x_um", r.rect_um.x}, {"y_um", r.rect_um.y},
-        {"width_um", r.rect_um.width}, {"height_um", r.rect_um.height}};
+    const std::pair<const char *, double> fields[] = {{"x_um", r.rect_um.x},
+                                                      {"y_um", r.rect_um.y},
+                                                      {"width_um", r.rect_um.width},
+                                                      {"height_um", r.rect_um.height}};
     for (const auto &[k, v] : fields) {
       json_builder_set_member_name (b, k);
       json_builder_add_double_value (b, v);
     }
     json_builder_set_member_name (b, "first_frame");
-    json_builder_add_int_value (b, (gint64) r.first_frame);
+    json_builder_add_int_value (b, (gint64)r.first_frame);
     json_builder_set_member_name (b, "hits");
-    json_builder_add_int_value (b, (gint64) r.hits);
+    json_builder_add_int_value (b, (gint64)r.hits);
     json_builder_end_object (b);
   }
   json_builder_end_array (b);
@@ -240,4 +253,4 @@ RegionMemory::to_json () const
   return text;
 }
 
-}  // namespace livemicro::privacy
+} // namespace livemicro::privacy

@@ -19,8 +19,10 @@ struct ClassName {
   RegionClass c;
   const char *name;
 };
-const ClassName kClassNames[] = {{RegionClass::kLabel, "label"}, {RegionClass::kQr, "qr"},
-    {RegionClass::kBarcode, "barcode"}, {RegionClass::kText, "text"}};
+const ClassName kClassNames[] = {{RegionClass::kLabel, "label"},
+                                 {RegionClass::kQr, "qr"},
+                                 {RegionClass::kBarcode, "barcode"},
+                                 {RegionClass::kText, "text"}};
 
 bool
 contains (const std::vector<std::string> &list, const std::string &s)
@@ -28,7 +30,7 @@ contains (const std::vector<std::string> &list, const std::string &s)
   return std::find (list.begin (), list.end (), s) != list.end ();
 }
 
-}  // namespace
+} // namespace
 
 const char *
 region_class_name (RegionClass c)
@@ -51,8 +53,8 @@ region_class_from_name (const std::string &name)
 const std::vector<RegionClass> &
 all_region_classes ()
 {
-  static const std::vector<RegionClass> all = {RegionClass::kLabel, RegionClass::kQr,
-      RegionClass::kBarcode, RegionClass::kText};
+  static const std::vector<RegionClass> all
+      = {RegionClass::kLabel, RegionClass::kQr, RegionClass::kBarcode, RegionClass::kText};
   return all;
 }
 
@@ -60,12 +62,12 @@ const char *
 stage_meta_policy_name (StageMetaPolicy p)
 {
   switch (p) {
-    case StageMetaPolicy::kKeep:
-      return "keep";
-    case StageMetaPolicy::kGeometry:
-      return "geometry";
-    case StageMetaPolicy::kRemove:
-      return "remove";
+  case StageMetaPolicy::kKeep:
+    return "keep";
+  case StageMetaPolicy::kGeometry:
+    return "geometry";
+  case StageMetaPolicy::kRemove:
+    return "remove";
   }
   return "?";
 }
@@ -177,7 +179,7 @@ builtin_profiles ()
     Profile trainee = consultant;
     trainee.name = "trainee";
     trainee.description = "A trainee: slide label masked; may drive after owners and consultants";
-    trainee.may_control = true;  // trainees queue behind consultants (issue 6)
+    trainee.may_control = true; // trainees queue behind consultants (issue 6)
     s.profiles.push_back (trainee);
 
     Profile guest;
@@ -189,8 +191,8 @@ builtin_profiles ()
     guest.strip_metas = {"*"};
     guest.stage_meta = StageMetaPolicy::kGeometry;
     guest.strip_tags = {"*"};
-    guest.keep_tags = {"video-codec", "encoder", "bitrate", "nominal-bitrate",
-        "minimum-bitrate", "maximum-bitrate"};
+    guest.keep_tags
+        = {"video-codec", "encoder", "bitrate", "nominal-bitrate", "minimum-bitrate", "maximum-bitrate"};
     guest.may_control = false;
     guest.overlays = {"pointers"};
     s.profiles.push_back (guest);
@@ -237,7 +239,7 @@ private:
   }
   static void on_element (JsonParser *p, JsonArray *a, gint i, gpointer self)
   {
-    static_cast<LineMap *> (self)->elements_[{a, (guint) i}] = json_parser_get_current_line (p);
+    static_cast<LineMap *> (self)->elements_[{a, (guint)i}] = json_parser_get_current_line (p);
   }
   static void on_object_end (JsonParser *p, JsonObject *o, gpointer self)
   {
@@ -295,8 +297,8 @@ public:
     return n;
   }
 
-  std::string string (JsonObject *o, const std::string &field, const char *name,
-      bool required, bool non_empty = true) const
+  std::string string (JsonObject *o, const std::string &field, const char *name, bool required,
+                      bool non_empty = true) const
   {
     JsonNode *n = get (o, field, name, required);
     if (!n)
@@ -331,7 +333,7 @@ public:
   }
 
   std::vector<std::string> strings (JsonObject *o, const std::string &field, const char *name,
-      bool required) const
+                                    bool required) const
   {
     std::vector<std::string> out;
     JsonArray *a = array (o, field, name, required);
@@ -386,13 +388,14 @@ parse_region (const Reader &r, JsonObject *o, const std::string &field)
   auto c = region_class_from_name (cls);
   if (!c)
     r.fail (r.lines ().member (o, "class"), field + ".class",
-        "unknown region class '" + cls + "' (known: label, qr, barcode, text)");
+            "unknown region class '" + cls + "' (known: label, qr, barcode, text)");
   region.region_class = *c;
   JsonArray *rect = r.array (o, field, "rect_um", false);
   JsonArray *poly = r.array (o, field, "polygon_um", false);
   if ((rect != nullptr) == (poly != nullptr))
-    r.fail (r.lines ().object (o), field, "give exactly one of 'rect_um' [x, y, width, height] "
-                                          "or 'polygon_um' [[x, y], ...]");
+    r.fail (r.lines ().object (o), field,
+            "give exactly one of 'rect_um' [x, y, width, height] "
+            "or 'polygon_um' [[x, y], ...]");
   if (rect) {
     const std::string f = field + ".rect_um";
     const int line = r.lines ().member (o, "rect_um");
@@ -403,8 +406,7 @@ parse_region (const Reader &r, JsonObject *o, const std::string &field)
       v[i] = r.number (json_array_get_element (rect, i), line, f + "[" + std::to_string (i) + "]");
     if (v[2] <= 0 || v[3] <= 0)
       r.fail (line, f, "width and height must be above 0");
-    region.polygon_um = {{v[0], v[1]}, {v[0] + v[2], v[1]}, {v[0] + v[2], v[1] + v[3]},
-        {v[0], v[1] + v[3]}};
+    region.polygon_um = {{v[0], v[1]}, {v[0] + v[2], v[1]}, {v[0] + v[2], v[1] + v[3]}, {v[0], v[1] + v[3]}};
   } else {
     const std::string f = field + ".polygon_um";
     const int line = r.lines ().member (o, "polygon_um");
@@ -419,9 +421,9 @@ parse_region (const Reader &r, JsonObject *o, const std::string &field)
         r.fail (pl, pf, "must be a point [x, y] in slide µm");
       JsonArray *xy = json_node_get_array (pt);
       region.polygon_um.emplace_back (r.number (json_array_get_element (xy, 0), pl, pf + "[0]"),
-          r.number (json_array_get_element (xy, 1), pl, pf + "[1]"));
+                                      r.number (json_array_get_element (xy, 1), pl, pf + "[1]"));
     }
-    double area2 = 0;  // shoelace
+    double area2 = 0; // shoelace
     for (size_t i = 0; i < region.polygon_um.size (); i++) {
       const cv::Point2d &a = region.polygon_um[i];
       const cv::Point2d &b = region.polygon_um[(i + 1) % region.polygon_um.size ()];
@@ -435,36 +437,37 @@ parse_region (const Reader &r, JsonObject *o, const std::string &field)
 
 Profile
 parse_profile (const Reader &r, JsonObject *o, const std::string &field,
-    const std::vector<SlideRegion> &regions)
+               const std::vector<SlideRegion> &regions)
 {
-  r.only (o, field, {"name", "description", "regions", "detect", "strip_metas", "stage_meta",
-                        "strip_tags", "keep_tags", "may_control", "overlays", "extensions",
-                        "comment"});
+  r.only (o, field,
+          {"name", "description", "regions", "detect", "strip_metas", "stage_meta", "strip_tags", "keep_tags",
+           "may_control", "overlays", "extensions", "comment"});
   Profile p;
   p.name = r.string (o, field, "name", true);
   for (char ch : p.name)
     if (!g_ascii_isalnum (ch) && ch != '-' && ch != '_')
       r.fail (r.lines ().member (o, "name"), field + ".name",
-          "'" + p.name + "' may use only letters, digits, '-' and '_'");
+              "'" + p.name + "' may use only letters, digits, '-' and '_'");
   const std::string pf = "profiles." + p.name;
   p.description = r.string (o, pf, "description", false, false);
   p.regions = r.strings (o, pf, "regions", true);
   JsonArray *ra = r.array (o, pf, "regions", true);
   for (size_t i = 0; i < p.regions.size (); i++) {
     const std::string &name = p.regions[i];
-    bool known = name == "*" || std::any_of (regions.begin (), regions.end (),
-                                    [&] (const SlideRegion &s) { return s.name == name; });
+    bool known = name == "*" || std::any_of (regions.begin (), regions.end (), [&] (const SlideRegion &s) {
+                   return s.name == name;
+                 });
     if (!known)
-      r.fail (r.element_line (o, "regions", ra, (guint) i), pf + ".regions[" + std::to_string (i) + "]",
-          "no region named '" + name + "' in 'regions'");
+      r.fail (r.element_line (o, "regions", ra, (guint)i), pf + ".regions[" + std::to_string (i) + "]",
+              "no region named '" + name + "' in 'regions'");
   }
   std::vector<std::string> detect = r.strings (o, pf, "detect", true);
   JsonArray *da = r.array (o, pf, "detect", true);
   for (size_t i = 0; i < detect.size (); i++) {
     auto c = region_class_from_name (detect[i]);
     if (!c)
-      r.fail (r.element_line (o, "detect", da, (guint) i), pf + ".detect[" + std::to_string (i) + "]",
-          "unknown region class '" + detect[i] + "' (known: label, qr, barcode, text)");
+      r.fail (r.element_line (o, "detect", da, (guint)i), pf + ".detect[" + std::to_string (i) + "]",
+              "unknown region class '" + detect[i] + "' (known: label, qr, barcode, text)");
     if (!p.detects (*c))
       p.detect.push_back (*c);
   }
@@ -478,7 +481,7 @@ parse_profile (const Reader &r, JsonObject *o, const std::string &field,
     p.stage_meta = StageMetaPolicy::kRemove;
   else
     r.fail (r.lines ().member (o, "stage_meta"), pf + ".stage_meta",
-        "'" + sm + "' is not one of keep, geometry, remove");
+            "'" + sm + "' is not one of keep, geometry, remove");
   p.strip_tags = r.strings (o, pf, "strip_tags", false);
   p.keep_tags = r.strings (o, pf, "keep_tags", false);
   p.may_control = r.boolean (o, pf, "may_control", false);
@@ -492,13 +495,13 @@ parse_profile (const Reader &r, JsonObject *o, const std::string &field,
     g_autoptr (JsonNode) again = json_from_string (text, nullptr);
     if (!again)
       r.fail (r.lines ().member (o, "extensions"), pf + ".extensions",
-          "must be plain JSON: finite numbers (|v| < 1.8e308)");
+              "must be plain JSON: finite numbers (|v| < 1.8e308)");
     p.extensions_json = text;
   }
   return p;
 }
 
-}  // namespace
+} // namespace
 
 ProfileSet
 parse_profiles (const std::string &json, const std::string &source)
@@ -512,7 +515,7 @@ parse_profiles (const std::string &json, const std::string &source)
   if (auto problem = livemicro::json::text_problem (json, 64))
     r.fail (problem->line, "(file)", problem->what);
   g_autoptr (GError) err = nullptr;
-  if (!json_parser_load_from_data (parser, json.data (), (gssize) json.size (), &err)) {
+  if (!json_parser_load_from_data (parser, json.data (), (gssize)json.size (), &err)) {
     // json-glib says "<data>:LINE:COL: Parse error: ..."; name the file.
     std::string msg = err->message;
     if (msg.rfind ("<data>", 0) == 0)
@@ -530,15 +533,14 @@ parse_profiles (const std::string &json, const std::string &source)
   ProfileSet set;
   set.source = source;
   if (JsonNode *v = json_object_get_member (top, "version")) {
-    if (!JSON_NODE_HOLDS_VALUE (v) || json_node_get_value_type (v) != G_TYPE_INT64 ||
-        json_node_get_int (v) != 1)
+    if (!JSON_NODE_HOLDS_VALUE (v) || json_node_get_value_type (v) != G_TYPE_INT64
+        || json_node_get_int (v) != 1)
       r.fail (lines.member (top, "version"), "version", "must be 1 (the only version so far)");
   }
   if (JsonArray *ra = r.array (top, "(top level)", "regions", false)) {
     for (guint i = 0; i < json_array_get_length (ra); i++) {
       std::string f = "regions[" + std::to_string (i) + "]";
-      JsonObject *o = r.object_at (json_array_get_element (ra, i),
-          r.element_line (top, "regions", ra, i), f);
+      JsonObject *o = r.object_at (json_array_get_element (ra, i), r.element_line (top, "regions", ra, i), f);
       SlideRegion region = parse_region (r, o, f);
       for (const auto &other : set.regions)
         if (other.name == region.name)
@@ -551,8 +553,7 @@ parse_profiles (const std::string &json, const std::string &source)
     r.fail (lines.member (top, "profiles"), "profiles", "must list at least one profile");
   for (guint i = 0; i < json_array_get_length (pa); i++) {
     std::string f = "profiles[" + std::to_string (i) + "]";
-    JsonObject *o = r.object_at (json_array_get_element (pa, i),
-        r.element_line (top, "profiles", pa, i), f);
+    JsonObject *o = r.object_at (json_array_get_element (pa, i), r.element_line (top, "profiles", pa, i), f);
     Profile p = parse_profile (r, o, f, set.regions);
     if (set.find (p.name))
       r.fail (lines.member (o, "name"), f + ".name", "duplicate profile name '" + p.name + "'");
@@ -572,4 +573,4 @@ load_profiles_file (const std::string &path)
   return parse_profiles (std::string (text, len), path);
 }
 
-}  // namespace livemicro::privacy
+} // namespace livemicro::privacy

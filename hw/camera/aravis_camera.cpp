@@ -45,9 +45,7 @@ check (GError *error, ErrorKind kind, const std::string &what)
 
 class AravisCamera::Impl {
 public:
-  explicit Impl (Settings s)
-      : s_ (std::move (s)), link_ (s_.uri, s_.reconnect_ms)
-  {}
+  explicit Impl (Settings s) : s_ (std::move (s)), link_ (s_.uri, s_.reconnect_ms) {}
   ~Impl ()
   {
     link_.stop ();
@@ -76,10 +74,9 @@ public:
     else
       device = arv_open_device (s_.id.c_str (), &error);
     if (!device) {
-      std::string msg
-          = "no GenICam camera '" + s_.id + "'"
-            + (itf.empty () ? "" : " on the " + itf + " interface")
-            + (error ? std::string (" (") + error->message + ")" : "");
+      std::string msg = "no GenICam camera '" + s_.id + "'"
+                        + (itf.empty () ? "" : " on the " + itf + " interface")
+                        + (error ? std::string (" (") + error->message + ")" : "");
       g_clear_error (&error);
       throw Error (ErrorKind::kNotFound, msg);
     }
@@ -109,8 +106,7 @@ public:
     // Pixel format: the one asked for, else the camera's current one if we
     // can convert it, else the first convertible one it offers.
     guint n = 0;
-    const char **formats
-        = arv_camera_dup_available_pixel_formats_as_strings (cam, &n, &error);
+    const char **formats = arv_camera_dup_available_pixel_formats_as_strings (cam, &n, &error);
     check (error, ErrorKind::kDevice, who + ": pixel formats");
     std::vector<std::string> offered, usable;
     for (guint i = 0; i < n; i++) {
@@ -130,27 +126,21 @@ public:
     if (!format.empty ()) {
       PixelLayout l;
       if (!layout_of_genicam (format, l))
+        throw Error (ErrorKind::kUnsupported, who + ": pixel_format=" + format
+                                                  + " is not supported (supported: Mono8/10/12/16, "
+                                                    "RGB8, BGR8, Bayer{RG,BG,GB,GR}{8,10,12,16})");
+      if (std::find (offered.begin (), offered.end (), format) == offered.end ())
         throw Error (ErrorKind::kUnsupported,
-                     who + ": pixel_format=" + format
-                         + " is not supported (supported: Mono8/10/12/16, "
-                           "RGB8, BGR8, Bayer{RG,BG,GB,GR}{8,10,12,16})");
-      if (std::find (offered.begin (), offered.end (), format)
-          == offered.end ())
-        throw Error (ErrorKind::kUnsupported,
-                     who + " does not offer pixel_format=" + format
-                         + " (it offers: " + list (offered) + ")");
+                     who + " does not offer pixel_format=" + format + " (it offers: " + list (offered) + ")");
     } else {
       const char *cur = arv_camera_get_pixel_format_as_string (cam, nullptr);
-      if (cur
-          && std::find (usable.begin (), usable.end (), cur) != usable.end ())
+      if (cur && std::find (usable.begin (), usable.end (), cur) != usable.end ())
         format = cur;
       else if (!usable.empty ())
         format = usable.front ();
       else
-        throw Error (
-            ErrorKind::kUnsupported,
-            who + " offers no pixel format LiveMicro converts (it offers: "
-                + list (offered) + ")");
+        throw Error (ErrorKind::kUnsupported,
+                     who + " offers no pixel format LiveMicro converts (it offers: " + list (offered) + ")");
     }
     arv_camera_set_pixel_format_from_string (cam, format.c_str (), &error);
     check (error, ErrorKind::kDevice, who + ": setting pixel format " + format);
@@ -159,8 +149,7 @@ public:
 
     if (s_.binning > 0) {
       arv_camera_set_binning (cam, s_.binning, s_.binning, &error);
-      check (error, ErrorKind::kUnsupported,
-             who + ": binning=" + std::to_string (s_.binning));
+      check (error, ErrorKind::kUnsupported, who + ": binning=" + std::to_string (s_.binning));
     }
     if (s_.has_roi) {
       gint w0, w1, h0, h1;
@@ -169,17 +158,14 @@ public:
       gint sw = 0, sh = 0;
       arv_camera_get_sensor_size (cam, &sw, &sh, nullptr);
       const int *r = s_.roi;
-      if (r[2] < w0 || r[2] > w1 || r[3] < h0 || r[3] > h1 || r[0] < 0
-          || r[1] < 0 || (sw > 0 && r[0] + r[2] > sw)
-          || (sh > 0 && r[1] + r[3] > sh))
-        throw Error (
-            ErrorKind::kOutOfRange,
-            who + ": roi=" + std::to_string (r[0]) + "," + std::to_string (r[1])
-                + "," + std::to_string (r[2]) + "," + std::to_string (r[3])
-                + " does not fit the sensor (" + std::to_string (sw) + "x"
-                + std::to_string (sh) + ", width " + std::to_string (w0) + "-"
-                + std::to_string (w1) + ", height " + std::to_string (h0) + "-"
-                + std::to_string (h1) + ")");
+      if (r[2] < w0 || r[2] > w1 || r[3] < h0 || r[3] > h1 || r[0] < 0 || r[1] < 0
+          || (sw > 0 && r[0] + r[2] > sw) || (sh > 0 && r[1] + r[3] > sh))
+        throw Error (ErrorKind::kOutOfRange,
+                     who + ": roi=" + std::to_string (r[0]) + "," + std::to_string (r[1]) + ","
+                         + std::to_string (r[2]) + "," + std::to_string (r[3]) + " does not fit the sensor ("
+                         + std::to_string (sw) + "x" + std::to_string (sh) + ", width " + std::to_string (w0)
+                         + "-" + std::to_string (w1) + ", height " + std::to_string (h0) + "-"
+                         + std::to_string (h1) + ")");
       arv_camera_set_region (cam, r[0], r[1], r[2], r[3], &error);
       check (error, ErrorKind::kUnsupported, who + ": roi");
     }
@@ -187,59 +173,48 @@ public:
     arv_camera_get_region (cam, &x, &y, &w, &h, &error);
     check (error, ErrorKind::kDevice, who + ": region");
     if (s_.has_roi && (w != s_.roi[2] || h != s_.roi[3]))
-      throw Error (ErrorKind::kUnsupported,
-                   who + " rounded roi " + std::to_string (s_.roi[2]) + "x"
-                       + std::to_string (s_.roi[3]) + " to "
-                       + std::to_string (w) + "x" + std::to_string (h)
-                       + ": give a size the camera's increments allow");
+      throw Error (ErrorKind::kUnsupported, who + " rounded roi " + std::to_string (s_.roi[2]) + "x"
+                                                + std::to_string (s_.roi[3]) + " to " + std::to_string (w)
+                                                + "x" + std::to_string (h)
+                                                + ": give a size the camera's increments allow");
     size_ = cv::Size (w, h);
 
-    auto bounded
-        = [&] (const char *key, double v,
-               void (*get) (ArvCamera *, double *, double *, GError **),
-               void (*set) (ArvCamera *, double, GError **), const char *unit) {
-            if (v < 0)
-              return;
-            double lo = 0, hi = 0;
-            get (cam, &lo, &hi, &error);
-            check (error, ErrorKind::kUnsupported,
-                   who + ": " + key + " is not available");
-            if (v < lo || v > hi)
-              throw Error (ErrorKind::kOutOfRange,
-                           who + ": " + key + "=" + num (v)
-                               + " is outside the camera's [" + num (lo) + ", "
-                               + num (hi) + "]" + unit);
-            set (cam, v, &error);
-            check (error, ErrorKind::kDevice, who + ": setting " + key);
-          };
-    bounded ("exposure_us", s_.exposure_us, arv_camera_get_exposure_time_bounds,
-             arv_camera_set_exposure_time, " µs");
-    bounded ("gain", s_.gain, arv_camera_get_gain_bounds, arv_camera_set_gain,
-             "");
-    bounded ("frame_rate", s_.frame_rate, arv_camera_get_frame_rate_bounds,
-             arv_camera_set_frame_rate, " frames/s");
-    double fps = arv_camera_is_frame_rate_available (cam, nullptr)
-                     ? arv_camera_get_frame_rate (cam, nullptr)
-                     : 0.0;
+    auto bounded = [&] (const char *key, double v, void (*get) (ArvCamera *, double *, double *, GError **),
+                        void (*set) (ArvCamera *, double, GError **), const char *unit) {
+      if (v < 0)
+        return;
+      double lo = 0, hi = 0;
+      get (cam, &lo, &hi, &error);
+      check (error, ErrorKind::kUnsupported, who + ": " + key + " is not available");
+      if (v < lo || v > hi)
+        throw Error (ErrorKind::kOutOfRange, who + ": " + key + "=" + num (v) + " is outside the camera's ["
+                                                 + num (lo) + ", " + num (hi) + "]" + unit);
+      set (cam, v, &error);
+      check (error, ErrorKind::kDevice, who + ": setting " + key);
+    };
+    bounded ("exposure_us", s_.exposure_us, arv_camera_get_exposure_time_bounds, arv_camera_set_exposure_time,
+             " µs");
+    bounded ("gain", s_.gain, arv_camera_get_gain_bounds, arv_camera_set_gain, "");
+    bounded ("frame_rate", s_.frame_rate, arv_camera_get_frame_rate_bounds, arv_camera_set_frame_rate,
+             " frames/s");
+    double fps
+        = arv_camera_is_frame_rate_available (cam, nullptr) ? arv_camera_get_frame_rate (cam, nullptr) : 0.0;
     fps_ = std::isfinite (fps) && fps > 0 ? fps : 0.0;
     double exposure = arv_camera_is_exposure_time_available (cam, nullptr)
                           ? arv_camera_get_exposure_time (cam, nullptr)
                           : 0.0;
     timeout_ms_ = s_.timeout_ms > 0
                       ? s_.timeout_ms
-                      : (int)std::max (2000.0, 3000.0 / std::max (fps_, 0.1)
-                                                   + exposure / 1000.0);
+                      : (int)std::max (2000.0, 3000.0 / std::max (fps_, 0.1) + exposure / 1000.0);
 
     if (arv_camera_is_gv_device (cam)) {
       arv_camera_gv_auto_packet_size (cam,
                                       &error); // largest packet the path takes
       g_clear_error (&error);
     }
-    arv_camera_set_acquisition_mode (cam, ARV_ACQUISITION_MODE_CONTINUOUS,
-                                     &error);
+    arv_camera_set_acquisition_mode (cam, ARV_ACQUISITION_MODE_CONTINUOUS, &error);
     check (error, ErrorKind::kDevice, who + ": acquisition mode");
-    ArvStream *stream
-        = arv_camera_create_stream (cam, nullptr, nullptr, &error);
+    ArvStream *stream = arv_camera_create_stream (cam, nullptr, nullptr, &error);
     check (error, ErrorKind::kDevice, who + ": stream");
     guint payload = arv_camera_get_payload (cam, nullptr);
     for (int i = 0; i < 8; i++)
@@ -252,9 +227,7 @@ public:
     lost_ = false;
     ArvDevice *dev = arv_camera_get_device (cam);
     g_signal_connect (dev, "control-lost",
-                      G_CALLBACK (+[] (ArvDevice *, gpointer d) {
-                        static_cast<Impl *> (d)->lost_ = true;
-                      }),
+                      G_CALLBACK (+[] (ArvDevice *, gpointer d) { static_cast<Impl *> (d)->lost_ = true; }),
                       this);
     stream_ = stream;
   }
@@ -307,12 +280,10 @@ public:
       }
       gint64 left = deadline - g_get_monotonic_time ();
       if (left <= 0) {
-        lose ("no frame for " + std::to_string (timeout_ms_)
-              + " ms (unplugged or powered off?)");
+        lose ("no frame for " + std::to_string (timeout_ms_) + " ms (unplugged or powered off?)");
         link_.check_online ();
       }
-      ArvBuffer *b = arv_stream_timeout_pop_buffer (
-          stream, (guint64)std::min<gint64> (left, 100000));
+      ArvBuffer *b = arv_stream_timeout_pop_buffer (stream, (guint64)std::min<gint64> (left, 100000));
       if (!b)
         continue;
       if (arv_buffer_get_status (b) == ARV_BUFFER_STATUS_SUCCESS)
@@ -335,21 +306,17 @@ public:
     info.frame_number = arv_buffer_get_frame_id (newest);
     size_t bytes = 0;
     const void *data = arv_buffer_get_data (newest, &bytes);
-    int w = arv_buffer_get_image_width (newest),
-        h = arv_buffer_get_image_height (newest);
-    int type
-        = layout_.kind == PixelLayout::kRGB || layout_.kind == PixelLayout::kBGR
-              ? CV_8UC3
-              : (layout_.bits > 8 ? CV_16UC1 : CV_8UC1);
+    int w = arv_buffer_get_image_width (newest), h = arv_buffer_get_image_height (newest);
+    int type = layout_.kind == PixelLayout::kRGB || layout_.kind == PixelLayout::kBGR
+                   ? CV_8UC3
+                   : (layout_.bits > 8 ? CV_16UC1 : CV_8UC1);
     cv::Mat raw (h, w, type, const_cast<void *> (data));
-    if (w != size_.width || h != size_.height
-        || raw.total () * raw.elemSize () > bytes) {
+    if (w != size_.width || h != size_.height || raw.total () * raw.elemSize () > bytes) {
       arv_stream_push_buffer (stream, newest);
-      throw Error (ErrorKind::kDevice,
-                   "camera " + s_.uri + " sent a " + std::to_string (w) + "x"
-                       + std::to_string (h) + " frame, configured for "
-                       + std::to_string (size_.width) + "x"
-                       + std::to_string (size_.height));
+      throw Error (ErrorKind::kDevice, "camera " + s_.uri + " sent a " + std::to_string (w) + "x"
+                                           + std::to_string (h) + " frame, configured for "
+                                           + std::to_string (size_.width) + "x"
+                                           + std::to_string (size_.height));
     }
     if (rgb.size () != size_ || rgb.type () != CV_8UC3)
       rgb.create (size_, CV_8UC3);
@@ -373,35 +340,29 @@ public:
   std::mutex grab_mutex_;
 };
 
-AravisCamera::AravisCamera (std::unique_ptr<Impl> impl)
-    : impl_ (std::move (impl))
-{}
+AravisCamera::AravisCamera (std::unique_ptr<Impl> impl) : impl_ (std::move (impl)) {}
 
 AravisCamera::~AravisCamera () = default;
 
 std::unique_ptr<AravisCamera>
 AravisCamera::open (const MicroscopeUri &uri)
 {
-  uri.check_keys ({"pixel_format", "exposure_us", "gain", "frame_rate", "roi",
-                   "binning", "demosaic", "interface", "timeout_ms",
-                   "reconnect_ms"});
+  uri.check_keys ({"pixel_format", "exposure_us", "gain", "frame_rate", "roi", "binning", "demosaic",
+                   "interface", "timeout_ms", "reconnect_ms"});
   Settings s;
   s.uri = uri.text ();
   s.id = uri.host ();
   if (s.id.empty () && uri.path ().size () > 1)
     s.id = uri.path ().substr (1); // aravis:///Some%20Camera-123
   if (s.id.empty ())
-    throw Error (ErrorKind::kUnsupported,
-                 "camera URI '" + uri.text ()
-                     + "' names no device: aravis://DEVICE-ID (e.g. "
-                       "aravis://Fake_1, aravis://192.168.1.20)");
+    throw Error (ErrorKind::kUnsupported, "camera URI '" + uri.text ()
+                                              + "' names no device: aravis://DEVICE-ID (e.g. "
+                                                "aravis://Fake_1, aravis://192.168.1.20)");
   s.interface_name = uri.get_string ("interface", "");
-  if (!s.interface_name.empty () && s.interface_name != "Fake"
-      && s.interface_name != "GigEVision" && s.interface_name != "USB3Vision")
-    throw Error (ErrorKind::kUnsupported,
-                 "camera URI '" + uri.text ()
-                     + "': interface=" + s.interface_name
-                     + " is not one of Fake, GigEVision, USB3Vision");
+  if (!s.interface_name.empty () && s.interface_name != "Fake" && s.interface_name != "GigEVision"
+      && s.interface_name != "USB3Vision")
+    throw Error (ErrorKind::kUnsupported, "camera URI '" + uri.text () + "': interface=" + s.interface_name
+                                              + " is not one of Fake, GigEVision, USB3Vision");
   s.pixel_format = uri.get_string ("pixel_format", "");
   s.exposure_us = uri.get_double ("exposure_us", -1, 0, 1e8);
   s.gain = uri.get_double ("gain", -1, 0, 1000);
@@ -412,20 +373,17 @@ AravisCamera::open (const MicroscopeUri &uri)
   std::string demosaic = uri.get_string ("demosaic", "bilinear");
   if (demosaic != "bilinear" && demosaic != "edge")
     throw Error (ErrorKind::kUnsupported,
-                 "camera URI '" + uri.text () + "': demosaic=" + demosaic
-                     + " is not one of bilinear, edge");
+                 "camera URI '" + uri.text () + "': demosaic=" + demosaic + " is not one of bilinear, edge");
   s.edge_aware = demosaic == "edge";
   if (uri.has ("roi")) {
     std::string r = uri.get_string ("roi", "");
     int n = 0;
     char tail = 0;
-    if (std::sscanf (r.c_str (), "%d,%d,%d,%d%n%c", &s.roi[0], &s.roi[1],
-                     &s.roi[2], &s.roi[3], &n, &tail)
+    if (std::sscanf (r.c_str (), "%d,%d,%d,%d%n%c", &s.roi[0], &s.roi[1], &s.roi[2], &s.roi[3], &n, &tail)
             != 4
         || s.roi[2] <= 0 || s.roi[3] <= 0)
       throw Error (ErrorKind::kOutOfRange,
-                   "camera URI '" + uri.text () + "': roi=" + r
-                       + " is not X,Y,WIDTH,HEIGHT in pixels");
+                   "camera URI '" + uri.text () + "': roi=" + r + " is not X,Y,WIDTH,HEIGHT in pixels");
     s.has_roi = true;
   }
   auto impl = std::make_unique<Impl> (s);
@@ -450,11 +408,9 @@ AravisCamera::configure (cv::Size size)
 {
   if (size != impl_->size_)
     throw Error (ErrorKind::kUnsupported,
-                 "camera " + impl_->s_.uri + " delivers only "
-                     + std::to_string (impl_->size_.width) + "x"
-                     + std::to_string (impl_->size_.height) + " frames, not "
-                     + std::to_string (size.width) + "x"
-                     + std::to_string (size.height)
+                 "camera " + impl_->s_.uri + " delivers only " + std::to_string (impl_->size_.width) + "x"
+                     + std::to_string (impl_->size_.height) + " frames, not " + std::to_string (size.width)
+                     + "x" + std::to_string (size.height)
                      + " (roi= in the camera URI chooses the region; scale "
                        "downstream with videoscale)");
 }
@@ -474,9 +430,9 @@ AravisCamera::frame_rate () const
 std::string
 AravisCamera::description () const
 {
-  return "GenICam camera " + impl_->vendor_ + " " + impl_->model_ + " ("
-         + impl_->s_.id + "), " + std::to_string (impl_->size_.width) + "x"
-         + std::to_string (impl_->size_.height) + " " + impl_->format_;
+  return "GenICam camera " + impl_->vendor_ + " " + impl_->model_ + " (" + impl_->s_.id + "), "
+         + std::to_string (impl_->size_.width) + "x" + std::to_string (impl_->size_.height) + " "
+         + impl_->format_;
 }
 
 DeviceStatus

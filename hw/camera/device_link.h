@@ -20,9 +20,7 @@ namespace livemicro::hw::camera {
 
 class DeviceLink {
 public:
-  DeviceLink (std::string uri, int reconnect_ms)
-      : uri_ (std::move (uri)), reconnect_ms_ (reconnect_ms)
-  {}
+  DeviceLink (std::string uri, int reconnect_ms) : uri_ (std::move (uri)), reconnect_ms_ (reconnect_ms) {}
   ~DeviceLink () { stop (); }
 
   // Before the owner's members go: no reconnection runs after this.
@@ -51,8 +49,7 @@ public:
   }
   // Marks the camera offline (once) and reconnects in the background:
   // `close` first, then `connect` until it does not throw.
-  void lose (const std::string &why, std::function<void ()> close,
-             std::function<void ()> connect)
+  void lose (const std::string &why, std::function<void ()> close, std::function<void ()> connect)
   {
     {
       std::lock_guard<std::mutex> l (mutex_);
@@ -69,8 +66,7 @@ public:
       for (;;) {
         {
           std::unique_lock<std::mutex> l (mutex_);
-          cv_.wait_for (l, std::chrono::milliseconds (reconnect_ms_),
-                        [this] { return quit_; });
+          cv_.wait_for (l, std::chrono::milliseconds (reconnect_ms_), [this] { return quit_; });
           if (quit_)
             return;
         }
@@ -81,8 +77,7 @@ public:
           return;
         } catch (const Error &e) {
           std::lock_guard<std::mutex> l (mutex_);
-          problem_ = "camera " + uri_ + " is offline: " + e.what ()
-                     + "; reconnecting";
+          problem_ = "camera " + uri_ + " is offline: " + e.what () + "; reconnecting";
         }
       }
     });

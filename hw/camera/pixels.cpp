@@ -69,8 +69,7 @@ cv_code (Bayer b, bool edge_aware)
 } // namespace
 
 void
-to_rgb (const cv::Mat &raw, const PixelLayout &layout, bool edge_aware,
-        cv::Mat &rgb)
+to_rgb (const cv::Mat &raw, const PixelLayout &layout, bool edge_aware, cv::Mat &rgb)
 {
   cv::Mat eight;
   const cv::Mat *src = &raw;

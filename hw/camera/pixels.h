@@ -27,7 +27,6 @@ bool layout_of_genicam (const std::string &name, PixelLayout &out);
 
 // Converts one frame.  `raw` is CV_8UC1 / CV_16UC1 (mono, Bayer) or CV_8UC3
 // (RGB/BGR) of the frame size.  Demosaicing is bilinear, or edge-aware.
-void to_rgb (const cv::Mat &raw, const PixelLayout &layout, bool edge_aware,
-             cv::Mat &rgb);
+void to_rgb (const cv::Mat &raw, const PixelLayout &layout, bool edge_aware, cv::Mat &rgb);
 
 } // namespace livemicro::hw::camera

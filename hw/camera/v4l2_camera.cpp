@@ -29,8 +29,7 @@ namespace {
 std::string
 fourcc_text (uint32_t f)
 {
-  char s[5] = {char (f & 0xff), char ((f >> 8) & 0xff), char ((f >> 16) & 0xff),
-               char ((f >> 24) & 0xff), 0};
+  char s[5] = {char (f & 0xff), char ((f >> 8) & 0xff), char ((f >> 16) & 0xff), char ((f >> 24) & 0xff), 0};
   return s;
 }
 
@@ -45,9 +44,8 @@ xioctl (int fd, unsigned long req, void *arg)
 }
 
 const uint32_t kPreferred[]
-    = {V4L2_PIX_FMT_YUYV,   V4L2_PIX_FMT_RGB24,  V4L2_PIX_FMT_BGR24,
-       V4L2_PIX_FMT_MJPEG,  V4L2_PIX_FMT_GREY,   V4L2_PIX_FMT_SRGGB8,
-       V4L2_PIX_FMT_SBGGR8, V4L2_PIX_FMT_SGBRG8, V4L2_PIX_FMT_SGRBG8};
+    = {V4L2_PIX_FMT_YUYV,   V4L2_PIX_FMT_RGB24,  V4L2_PIX_FMT_BGR24,  V4L2_PIX_FMT_MJPEG, V4L2_PIX_FMT_GREY,
+       V4L2_PIX_FMT_SRGGB8, V4L2_PIX_FMT_SBGGR8, V4L2_PIX_FMT_SGBRG8, V4L2_PIX_FMT_SGRBG8};
 
 bool
 convertible (uint32_t f)
@@ -71,20 +69,16 @@ struct Settings {
 } // namespace
 
 bool
-v4l2_to_rgb (uint32_t fourcc, const uint8_t *data, size_t bytes, int w, int h,
-             int bpl, cv::Mat &rgb)
+v4l2_to_rgb (uint32_t fourcc, const uint8_t *data, size_t bytes, int w, int h, int bpl, cv::Mat &rgb)
 {
   if (rgb.size () != cv::Size (w, h) || rgb.type () != CV_8UC3)
     rgb.create (h, w, CV_8UC3);
-  auto need = [&] (size_t per_line) {
-    return bytes >= (size_t)bpl * (h - 1) + per_line * w;
-  };
+  auto need = [&] (size_t per_line) { return bytes >= (size_t)bpl * (h - 1) + per_line * w; };
   switch (fourcc) {
   case V4L2_PIX_FMT_YUYV:
     if (!need (2))
       return false;
-    cv::cvtColor (cv::Mat (h, w, CV_8UC2, const_cast<uint8_t *> (data), bpl),
-                  rgb, cv::COLOR_YUV2RGB_YUYV);
+    cv::cvtColor (cv::Mat (h, w, CV_8UC2, const_cast<uint8_t *> (data), bpl), rgb, cv::COLOR_YUV2RGB_YUYV);
     return true;
   case V4L2_PIX_FMT_RGB24:
     if (!need (3))
@@ -94,19 +88,16 @@ v4l2_to_rgb (uint32_t fourcc, const uint8_t *data, size_t bytes, int w, int h,
   case V4L2_PIX_FMT_BGR24:
     if (!need (3))
       return false;
-    cv::cvtColor (cv::Mat (h, w, CV_8UC3, const_cast<uint8_t *> (data), bpl),
-                  rgb, cv::COLOR_BGR2RGB);
+    cv::cvtColor (cv::Mat (h, w, CV_8UC3, const_cast<uint8_t *> (data), bpl), rgb, cv::COLOR_BGR2RGB);
     return true;
   case V4L2_PIX_FMT_GREY:
     if (!need (1))
       return false;
-    cv::cvtColor (cv::Mat (h, w, CV_8UC1, const_cast<uint8_t *> (data), bpl),
-                  rgb, cv::COLOR_GRAY2RGB);
+    cv::cvtColor (cv::Mat (h, w, CV_8UC1, const_cast<uint8_t *> (data), bpl), rgb, cv::COLOR_GRAY2RGB);
     return true;
   case V4L2_PIX_FMT_MJPEG: {
-    cv::Mat bgr = cv::imdecode (
-        cv::Mat (1, (int)bytes, CV_8UC1, const_cast<uint8_t *> (data)),
-        cv::IMREAD_COLOR);
+    cv::Mat bgr
+        = cv::imdecode (cv::Mat (1, (int)bytes, CV_8UC1, const_cast<uint8_t *> (data)), cv::IMREAD_COLOR);
     if (bgr.empty () || bgr.cols != w || bgr.rows != h)
       return false;
     cv::cvtColor (bgr, rgb, cv::COLOR_BGR2RGB);
@@ -124,8 +115,7 @@ v4l2_to_rgb (uint32_t fourcc, const uint8_t *data, size_t bytes, int w, int h,
               : fourcc == V4L2_PIX_FMT_SBGGR8 ? Bayer::kBG
               : fourcc == V4L2_PIX_FMT_SGBRG8 ? Bayer::kGB
                                               : Bayer::kGR;
-    to_rgb (cv::Mat (h, w, CV_8UC1, const_cast<uint8_t *> (data), bpl), l,
-            false, rgb);
+    to_rgb (cv::Mat (h, w, CV_8UC1, const_cast<uint8_t *> (data), bpl), l, false, rgb);
     return true;
   }
   default:
@@ -135,9 +125,7 @@ v4l2_to_rgb (uint32_t fourcc, const uint8_t *data, size_t bytes, int w, int h,
 
 class V4l2Camera::Impl {
 public:
-  explicit Impl (Settings s)
-      : s_ (std::move (s)), link_ (s_.uri, s_.reconnect_ms)
-  {}
+  explicit Impl (Settings s) : s_ (std::move (s)), link_ (s_.uri, s_.reconnect_ms) {}
   ~Impl ()
   {
     link_.stop ();
@@ -152,8 +140,7 @@ public:
       int e = errno;
       if (e == ENOENT || e == ENODEV || e == ENXIO)
         throw Error (ErrorKind::kNotFound, who + " does not exist");
-      throw Error (ErrorKind::kDevice,
-                   "cannot open " + who + ": " + std::strerror (e));
+      throw Error (ErrorKind::kDevice, "cannot open " + who + ": " + std::strerror (e));
     }
     try {
       setup (fd, who);
@@ -174,22 +161,17 @@ public:
     v4l2_capability cap{};
     if (xioctl (fd, VIDIOC_QUERYCAP, &cap) < 0)
       throw Error (ErrorKind::kUnsupported,
-                   who + " is not a V4L2 device (VIDIOC_QUERYCAP: "
-                       + std::strerror (errno) + ")");
-    uint32_t caps = cap.capabilities & V4L2_CAP_DEVICE_CAPS ? cap.device_caps
-                                                            : cap.capabilities;
+                   who + " is not a V4L2 device (VIDIOC_QUERYCAP: " + std::strerror (errno) + ")");
+    uint32_t caps = cap.capabilities & V4L2_CAP_DEVICE_CAPS ? cap.device_caps : cap.capabilities;
     if (!(caps & V4L2_CAP_VIDEO_CAPTURE))
       throw Error (ErrorKind::kUnsupported,
-                   who + " (" + (const char *)cap.card
-                       + ") is not a video capture device");
+                   who + " (" + (const char *)cap.card + ") is not a video capture device");
     if (!(caps & V4L2_CAP_STREAMING))
-      throw Error (ErrorKind::kUnsupported,
-                   who + " does not support streaming I/O");
+      throw Error (ErrorKind::kUnsupported, who + " does not support streaming I/O");
     card_ = (const char *)cap.card;
 
     std::vector<uint32_t> offered;
-    for (v4l2_fmtdesc d{0, V4L2_BUF_TYPE_VIDEO_CAPTURE};
-         xioctl (fd, VIDIOC_ENUM_FMT, &d) == 0; d.index++)
+    for (v4l2_fmtdesc d{0, V4L2_BUF_TYPE_VIDEO_CAPTURE}; xioctl (fd, VIDIOC_ENUM_FMT, &d) == 0; d.index++)
       offered.push_back (d.pixelformat);
     auto list = [&] {
       std::string s;
@@ -200,14 +182,12 @@ public:
     v4l2_format fmt{};
     fmt.type = V4L2_BUF_TYPE_VIDEO_CAPTURE;
     if (xioctl (fd, VIDIOC_G_FMT, &fmt) < 0)
-      throw Error (ErrorKind::kDevice,
-                   who + ": VIDIOC_G_FMT: " + std::strerror (errno));
+      throw Error (ErrorKind::kDevice, who + ": VIDIOC_G_FMT: " + std::strerror (errno));
     uint32_t want = s_.format;
     if (want) {
       if (std::find (offered.begin (), offered.end (), want) == offered.end ())
         throw Error (ErrorKind::kUnsupported,
-                     who + " does not offer format=" + fourcc_text (want)
-                         + " (it offers: " + list () + ")");
+                     who + " does not offer format=" + fourcc_text (want) + " (it offers: " + list () + ")");
     } else if (convertible (fmt.fmt.pix.pixelformat)) {
       want = fmt.fmt.pix.pixelformat;
     } else {
@@ -218,8 +198,7 @@ public:
         }
       if (!want)
         throw Error (ErrorKind::kUnsupported,
-                     who + " offers no format LiveMicro converts (it offers: "
-                         + list () + ")");
+                     who + " offers no format LiveMicro converts (it offers: " + list () + ")");
     }
     fmt.fmt.pix.pixelformat = want;
     if (s_.width > 0) {
@@ -228,19 +207,15 @@ public:
     }
     fmt.fmt.pix.field = V4L2_FIELD_NONE;
     if (xioctl (fd, VIDIOC_S_FMT, &fmt) < 0)
-      throw Error (ErrorKind::kUnsupported, who + ": VIDIOC_S_FMT "
-                                                + fourcc_text (want) + ": "
-                                                + std::strerror (errno));
-    if (fmt.fmt.pix.pixelformat != want
-        || (s_.width > 0
-            && ((int)fmt.fmt.pix.width != s_.width
-                || (int)fmt.fmt.pix.height != s_.height)))
       throw Error (ErrorKind::kUnsupported,
-                   who + " cannot deliver " + std::to_string (s_.width) + "x"
-                       + std::to_string (s_.height) + " " + fourcc_text (want)
-                       + " (nearest: " + std::to_string (fmt.fmt.pix.width)
-                       + "x" + std::to_string (fmt.fmt.pix.height) + " "
-                       + fourcc_text (fmt.fmt.pix.pixelformat) + ")");
+                   who + ": VIDIOC_S_FMT " + fourcc_text (want) + ": " + std::strerror (errno));
+    if (fmt.fmt.pix.pixelformat != want
+        || (s_.width > 0 && ((int)fmt.fmt.pix.width != s_.width || (int)fmt.fmt.pix.height != s_.height)))
+      throw Error (ErrorKind::kUnsupported, who + " cannot deliver " + std::to_string (s_.width) + "x"
+                                                + std::to_string (s_.height) + " " + fourcc_text (want)
+                                                + " (nearest: " + std::to_string (fmt.fmt.pix.width) + "x"
+                                                + std::to_string (fmt.fmt.pix.height) + " "
+                                                + fourcc_text (fmt.fmt.pix.pixelformat) + ")");
     fourcc_ = want;
     size_ = cv::Size ((int)fmt.fmt.pix.width, (int)fmt.fmt.pix.height);
     bytes_per_line_ = (int)fmt.fmt.pix.bytesperline;
@@ -249,30 +224,22 @@ public:
     parm.type = V4L2_BUF_TYPE_VIDEO_CAPTURE;
     if (s_.frame_rate > 0) {
       parm.parm.capture.timeperframe.numerator = 1000;
-      parm.parm.capture.timeperframe.denominator
-          = (uint32_t)std::lround (s_.frame_rate * 1000);
+      parm.parm.capture.timeperframe.denominator = (uint32_t)std::lround (s_.frame_rate * 1000);
       if (xioctl (fd, VIDIOC_S_PARM, &parm) < 0)
-        throw Error (ErrorKind::kUnsupported,
-                     who + ": cannot set frame_rate: " + std::strerror (errno));
+        throw Error (ErrorKind::kUnsupported, who + ": cannot set frame_rate: " + std::strerror (errno));
     }
     fps_ = 0;
-    if (xioctl (fd, VIDIOC_G_PARM, &parm) == 0
-        && parm.parm.capture.timeperframe.numerator > 0)
-      fps_ = double (parm.parm.capture.timeperframe.denominator)
-             / parm.parm.capture.timeperframe.numerator;
+    if (xioctl (fd, VIDIOC_G_PARM, &parm) == 0 && parm.parm.capture.timeperframe.numerator > 0)
+      fps_ = double (parm.parm.capture.timeperframe.denominator) / parm.parm.capture.timeperframe.numerator;
 
     auto set_control = [&] (uint32_t id, int32_t value, const char *what) {
       v4l2_control c{id, value};
       if (xioctl (fd, VIDIOC_S_CTRL, &c) < 0)
-        throw Error (ErrorKind::kUnsupported, who + ": cannot set " + what
-                                                  + ": "
-                                                  + std::strerror (errno));
+        throw Error (ErrorKind::kUnsupported, who + ": cannot set " + what + ": " + std::strerror (errno));
     };
     if (s_.exposure_us >= 0) {
-      set_control (V4L2_CID_EXPOSURE_AUTO, V4L2_EXPOSURE_MANUAL,
-                   "manual exposure");
-      set_control (V4L2_CID_EXPOSURE_ABSOLUTE,
-                   (int32_t)std::lround (s_.exposure_us / 100.0),
+      set_control (V4L2_CID_EXPOSURE_AUTO, V4L2_EXPOSURE_MANUAL, "manual exposure");
+      set_control (V4L2_CID_EXPOSURE_ABSOLUTE, (int32_t)std::lround (s_.exposure_us / 100.0),
                    "exposure_us (V4L2 counts 100 µs units)");
     }
     if (s_.gain >= 0)
@@ -283,30 +250,24 @@ public:
     req.type = V4L2_BUF_TYPE_VIDEO_CAPTURE;
     req.memory = V4L2_MEMORY_MMAP;
     if (xioctl (fd, VIDIOC_REQBUFS, &req) < 0 || req.count < 2)
-      throw Error (ErrorKind::kDevice,
-                   who + ": VIDIOC_REQBUFS: " + std::strerror (errno));
+      throw Error (ErrorKind::kDevice, who + ": VIDIOC_REQBUFS: " + std::strerror (errno));
     for (uint32_t i = 0; i < req.count; i++) {
       v4l2_buffer b{};
       b.type = V4L2_BUF_TYPE_VIDEO_CAPTURE;
       b.memory = V4L2_MEMORY_MMAP;
       b.index = i;
       if (xioctl (fd, VIDIOC_QUERYBUF, &b) < 0)
-        throw Error (ErrorKind::kDevice,
-                     who + ": VIDIOC_QUERYBUF: " + std::strerror (errno));
-      void *p = mmap (nullptr, b.length, PROT_READ | PROT_WRITE, MAP_SHARED, fd,
-                      b.m.offset);
+        throw Error (ErrorKind::kDevice, who + ": VIDIOC_QUERYBUF: " + std::strerror (errno));
+      void *p = mmap (nullptr, b.length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, b.m.offset);
       if (p == MAP_FAILED)
-        throw Error (ErrorKind::kDevice,
-                     who + ": mmap: " + std::strerror (errno));
+        throw Error (ErrorKind::kDevice, who + ": mmap: " + std::strerror (errno));
       maps_.push_back ({p, b.length});
       if (xioctl (fd, VIDIOC_QBUF, &b) < 0)
-        throw Error (ErrorKind::kDevice,
-                     who + ": VIDIOC_QBUF: " + std::strerror (errno));
+        throw Error (ErrorKind::kDevice, who + ": VIDIOC_QBUF: " + std::strerror (errno));
     }
     int type = V4L2_BUF_TYPE_VIDEO_CAPTURE;
     if (xioctl (fd, VIDIOC_STREAMON, &type) < 0)
-      throw Error (ErrorKind::kDevice,
-                   who + ": VIDIOC_STREAMON: " + std::strerror (errno));
+      throw Error (ErrorKind::kDevice, who + ": VIDIOC_STREAMON: " + std::strerror (errno));
   }
 
   void unmap ()
@@ -346,8 +307,7 @@ public:
     struct pollfd p = {fd, POLLIN, 0};
     int r = ::poll (&p, 1, s_.timeout_ms);
     if (r == 0 || (p.revents & (POLLERR | POLLHUP))) {
-      lose (r == 0 ? "no frame for " + std::to_string (s_.timeout_ms) + " ms"
-                   : "the device hung up");
+      lose (r == 0 ? "no frame for " + std::to_string (s_.timeout_ms) + " ms" : "the device hung up");
       link_.check_online ();
     }
     v4l2_buffer b{};
@@ -368,15 +328,12 @@ public:
     CaptureInfo info;
     info.capture_unix_us = g_get_real_time ();
     info.frame_number = b.sequence;
-    bool ok = v4l2_to_rgb (
-        fourcc_, static_cast<const uint8_t *> (maps_[b.index].first),
-        b.bytesused, size_.width, size_.height, bytes_per_line_, rgb);
+    bool ok = v4l2_to_rgb (fourcc_, static_cast<const uint8_t *> (maps_[b.index].first), b.bytesused,
+                           size_.width, size_.height, bytes_per_line_, rgb);
     xioctl (fd, VIDIOC_QBUF, &b);
     if (!ok)
       throw Error (ErrorKind::kCorrupt,
-                   "camera " + s_.uri
-                       + " sent a frame that cannot be decoded as "
-                       + fourcc_text (fourcc_));
+                   "camera " + s_.uri + " sent a frame that cannot be decoded as " + fourcc_text (fourcc_));
     return info;
   }
 
@@ -393,41 +350,35 @@ public:
   std::mutex grab_mutex_;
 };
 
-V4l2Camera::V4l2Camera (std::unique_ptr<Impl> impl) : impl_ (std::move (impl))
-{}
+V4l2Camera::V4l2Camera (std::unique_ptr<Impl> impl) : impl_ (std::move (impl)) {}
 V4l2Camera::~V4l2Camera () = default;
 
 std::unique_ptr<V4l2Camera>
 V4l2Camera::open (const MicroscopeUri &uri)
 {
-  uri.check_keys ({"width", "height", "format", "frame_rate", "exposure_us",
-                   "gain", "timeout_ms", "reconnect_ms"});
+  uri.check_keys (
+      {"width", "height", "format", "frame_rate", "exposure_us", "gain", "timeout_ms", "reconnect_ms"});
   Settings s;
   s.uri = uri.text ();
   s.path = uri.path ();
   if (!uri.host ().empty () || s.path.size () < 2)
     throw Error (ErrorKind::kUnsupported,
-                 "camera URI '" + uri.text ()
-                     + "' names no device: v4l2:///dev/videoN (three slashes)");
+                 "camera URI '" + uri.text () + "' names no device: v4l2:///dev/videoN (three slashes)");
   s.width = (int)uri.get_int ("width", 0, 16, 16384);
   s.height = (int)uri.get_int ("height", 0, 16, 16384);
   if ((s.width > 0) != (s.height > 0))
-    throw Error (ErrorKind::kUnsupported,
-                 "camera URI '" + uri.text ()
-                     + "': width and height go together");
+    throw Error (ErrorKind::kUnsupported, "camera URI '" + uri.text () + "': width and height go together");
   std::string f = uri.get_string ("format", "");
   if (!f.empty ()) {
     if (f.size () != 4)
-      throw Error (ErrorKind::kUnsupported,
-                   "camera URI '" + uri.text () + "': format=" + f
-                       + " is not a FourCC (YUYV, MJPG, RGB3, BGR3, GREY, "
-                         "RGGB, BGGR, GBRG, GRBG)");
+      throw Error (ErrorKind::kUnsupported, "camera URI '" + uri.text () + "': format=" + f
+                                                + " is not a FourCC (YUYV, MJPG, RGB3, BGR3, GREY, "
+                                                  "RGGB, BGGR, GBRG, GRBG)");
     s.format = v4l2_fourcc (f[0], f[1], f[2], f[3]);
     if (!convertible (s.format))
-      throw Error (ErrorKind::kUnsupported,
-                   "camera URI '" + uri.text () + "': format=" + f
-                       + " is not supported (YUYV, MJPG, RGB3, BGR3, GREY, "
-                         "RGGB, BGGR, GBRG, GRBG)");
+      throw Error (ErrorKind::kUnsupported, "camera URI '" + uri.text () + "': format=" + f
+                                                + " is not supported (YUYV, MJPG, RGB3, BGR3, GREY, "
+                                                  "RGGB, BGGR, GBRG, GRBG)");
   }
   s.frame_rate = uri.get_double ("frame_rate", 0, 0.01, 1000);
   s.exposure_us = uri.get_double ("exposure_us", -1, 0, 1e8);
@@ -455,11 +406,9 @@ V4l2Camera::configure (cv::Size size)
 {
   if (size != impl_->size_)
     throw Error (ErrorKind::kUnsupported,
-                 "camera " + impl_->s_.uri + " delivers only "
-                     + std::to_string (impl_->size_.width) + "x"
-                     + std::to_string (impl_->size_.height) + " frames, not "
-                     + std::to_string (size.width) + "x"
-                     + std::to_string (size.height)
+                 "camera " + impl_->s_.uri + " delivers only " + std::to_string (impl_->size_.width) + "x"
+                     + std::to_string (impl_->size_.height) + " frames, not " + std::to_string (size.width)
+                     + "x" + std::to_string (size.height)
                      + " (width=/height= in the camera URI choose the size)");
 }
 
@@ -477,10 +426,8 @@ V4l2Camera::frame_rate () const
 std::string
 V4l2Camera::description () const
 {
-  return "V4L2 camera " + impl_->card_ + " (" + impl_->s_.path + "), "
-         + std::to_string (impl_->size_.width) + "x"
-         + std::to_string (impl_->size_.height) + " "
-         + fourcc_text (impl_->fourcc_);
+  return "V4L2 camera " + impl_->card_ + " (" + impl_->s_.path + "), " + std::to_string (impl_->size_.width)
+         + "x" + std::to_string (impl_->size_.height) + " " + fourcc_text (impl_->fourcc_);
 }
 
 DeviceStatus

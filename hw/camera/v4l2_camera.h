@@ -40,7 +40,7 @@ private:
 
 // A FourCC (e.g. V4L2_PIX_FMT_YUYV) frame → RGB; false for formats it does
 // not convert.  Exposed for unit tests.
-bool v4l2_to_rgb (uint32_t fourcc, const uint8_t *data, size_t bytes, int width,
-                  int height, int bytes_per_line, cv::Mat &rgb);
+bool v4l2_to_rgb (uint32_t fourcc, const uint8_t *data, size_t bytes, int width, int height,
+                  int bytes_per_line, cv::Mat &rgb);
 
 } // namespace livemicro::hw::camera

@@ -25,8 +25,7 @@ ComposeSpec parse_compose (const MicroscopeUri &uri);
 
 // "MAG:UM_PER_PX[:NA],…": magnification 1–1000, µm/px in (0, 100], NA in
 // [0, 1.6], each magnification once.  Throws Error(kOutOfRange) naming `uri`.
-std::vector<Objective> parse_objectives (const std::string &uri,
-                                         const std::string &text);
+std::vector<Objective> parse_objectives (const std::string &uri, const std::string &text);
 // "10x (0.69 µm/px), 40x (0.17 µm/px)", for messages.
 std::string objectives_text (const std::vector<Objective> &objectives);
 

@@ -31,10 +31,9 @@ public:
   void set_speed_um_per_s (double) override {}
   void move_to (double, double) override
   {
-    throw Error (ErrorKind::kUnsupported,
-                 "microscope '" + scope_
-                     + "' has no motorised stage (give stage=grbl:///dev/… or "
-                       "proscan:///dev/… in a compose: URI)");
+    throw Error (ErrorKind::kUnsupported, "microscope '" + scope_
+                                              + "' has no motorised stage (give stage=grbl:///dev/… or "
+                                                "proscan:///dev/… in a compose: URI)");
   }
   void stop () override {}
   StageState state () const override { return {}; }
@@ -51,10 +50,9 @@ public:
   void set_speed_um_per_s (double) override {}
   void move_to (double) override
   {
-    throw Error (ErrorKind::kUnsupported,
-                 "microscope '" + scope_
-                     + "' has no motorised focus (give focus=grbl:///dev/… or "
-                       "proscan:///dev/… in a compose: URI)");
+    throw Error (ErrorKind::kUnsupported, "microscope '" + scope_
+                                              + "' has no motorised focus (give focus=grbl:///dev/… or "
+                                                "proscan:///dev/… in a compose: URI)");
   }
   void stop () override {}
   FocusState state () const override { return {}; }
@@ -65,8 +63,7 @@ private:
 
 class Turret : public ObjectiveTurret {
 public:
-  Turret (std::vector<Objective> objectives, int selected)
-      : objectives_ (std::move (objectives))
+  Turret (std::vector<Objective> objectives, int selected) : objectives_ (std::move (objectives))
   {
     current_ = objectives_.front ();
     for (auto &o : objectives_)
@@ -84,11 +81,9 @@ public:
       }
     std::string list;
     for (const auto &o : objectives_)
-      list += (list.empty () ? "" : ", ") + std::to_string (o.magnification)
-              + "x";
-    throw Error (ErrorKind::kOutOfRange,
-                 "objective " + std::to_string (magnification)
-                     + "x is not mounted (available: " + list + ")");
+      list += (list.empty () ? "" : ", ") + std::to_string (o.magnification) + "x";
+    throw Error (ErrorKind::kOutOfRange, "objective " + std::to_string (magnification)
+                                             + "x is not mounted (available: " + list + ")");
   }
   Objective current () const override
   {
@@ -121,11 +116,10 @@ open_camera (const std::string &text)
     p.description = raw->description ();
     p.camera = std::move (c);
 #else
-    throw Error (ErrorKind::kUnsupported,
-                 "camera URI '" + text
-                     + "': this build has no Aravis "
-                       "(install libaravis-dev and libusb-1.0-0-dev, then "
-                       "meson setup --reconfigure)");
+    throw Error (ErrorKind::kUnsupported, "camera URI '" + text
+                                              + "': this build has no Aravis "
+                                                "(install libaravis-dev and libusb-1.0-0-dev, then "
+                                                "meson setup --reconfigure)");
 #endif
   } else if (uri.scheme () == "v4l2") {
     auto c = camera::V4l2Camera::open (uri);
@@ -134,9 +128,8 @@ open_camera (const std::string &text)
     p.description = raw->description ();
     p.camera = std::move (c);
   } else {
-    throw Error (ErrorKind::kUnsupported,
-                 "camera URI '" + text + "': unknown scheme '" + uri.scheme ()
-                     + "' (supported: aravis, v4l2)");
+    throw Error (ErrorKind::kUnsupported, "camera URI '" + text + "': unknown scheme '" + uri.scheme ()
+                                              + "' (supported: aravis, v4l2)");
   }
   return p;
 }
@@ -144,17 +137,12 @@ open_camera (const std::string &text)
 class Composed : public Microscope, public Camera {
 public:
   Composed (std::string uri, CameraPart camera, std::unique_ptr<Stage> stage,
-            std::unique_ptr<FocusDrive> focus,
-            std::vector<Objective> objectives, int selected,
-            std::vector<std::pair<std::string,
-                                  std::shared_ptr<serial::MotionController>>>
-                controllers,
+            std::unique_ptr<FocusDrive> focus, std::vector<Objective> objectives, int selected,
+            std::vector<std::pair<std::string, std::shared_ptr<serial::MotionController>>> controllers,
             std::string description)
-      : uri_ (std::move (uri)), camera_ (std::move (camera)),
-        stage_ (std::move (stage)), focus_ (std::move (focus)),
-        turret_ (std::move (objectives), selected),
-        controllers_ (std::move (controllers)),
-        description_ (std::move (description))
+      : uri_ (std::move (uri)), camera_ (std::move (camera)), stage_ (std::move (stage)),
+        focus_ (std::move (focus)), turret_ (std::move (objectives), selected),
+        controllers_ (std::move (controllers)), description_ (std::move (description))
   {}
   ~Composed () override
   {
@@ -197,10 +185,7 @@ public:
   cv::Size min_size () const override { return camera_.camera->min_size (); }
   cv::Size max_size () const override { return camera_.camera->max_size (); }
   void configure (cv::Size size) override { camera_.camera->configure (size); }
-  bool free_running () const override
-  {
-    return camera_.camera->free_running ();
-  }
+  bool free_running () const override { return camera_.camera->free_running (); }
   double frame_rate () const override { return camera_.camera->frame_rate (); }
   CaptureInfo grab (cv::Mat &rgb) override
   {
@@ -223,28 +208,24 @@ private:
   std::unique_ptr<Stage> stage_;
   std::unique_ptr<FocusDrive> focus_;
   Turret turret_;
-  std::vector<std::pair<std::string, std::shared_ptr<serial::MotionController>>>
-      controllers_;
+  std::vector<std::pair<std::string, std::shared_ptr<serial::MotionController>>> controllers_;
   std::string description_;
 };
 
 std::unique_ptr<Microscope>
-build (const std::string &text, const std::string &camera_uri,
-       const std::string &stage_uri, const std::string &focus_uri,
-       std::vector<Objective> objectives, int selected)
+build (const std::string &text, const std::string &camera_uri, const std::string &stage_uri,
+       const std::string &focus_uri, std::vector<Objective> objectives, int selected)
 {
   // Controllers first (fast to fail on a missing port), then the camera.
-  std::vector<std::pair<std::string, std::shared_ptr<serial::MotionController>>>
-      controllers;
+  std::vector<std::pair<std::string, std::shared_ptr<serial::MotionController>>> controllers;
   std::unique_ptr<Stage> stage;
   std::unique_ptr<FocusDrive> focus;
   std::string parts;
   if (!stage_uri.empty ()) {
     MicroscopeUri su (stage_uri);
     if (!serial::is_controller_scheme (su.scheme ()))
-      throw Error (ErrorKind::kUnsupported,
-                   "stage URI '" + stage_uri + "': unknown scheme '"
-                       + su.scheme () + "' (supported: grbl, proscan)");
+      throw Error (ErrorKind::kUnsupported, "stage URI '" + stage_uri + "': unknown scheme '" + su.scheme ()
+                                                + "' (supported: grbl, proscan)");
     auto c = serial::open_controller (su);
     stage = serial::make_stage (c, su);
     bool shared = false;
@@ -252,24 +233,21 @@ build (const std::string &text, const std::string &camera_uri,
       MicroscopeUri fu (focus_uri);
       if (fu.scheme () == su.scheme () && fu.path () == su.path ()) {
         if (focus_uri != stage_uri)
-          throw Error (
-              ErrorKind::kUnsupported,
-              "stage and focus name the same controller " + su.path ()
-                  + " with different parameters: give the same URI for both");
+          throw Error (ErrorKind::kUnsupported,
+                       "stage and focus name the same controller " + su.path ()
+                           + " with different parameters: give the same URI for both");
         focus = serial::make_focus (c, fu);
         shared = true;
       }
     }
     controllers.push_back ({shared ? "stage+focus" : "stage", c});
-    parts += "; stage " + c->protocol () + " on " + su.path ()
-             + (shared ? " (also focus)" : "");
+    parts += "; stage " + c->protocol () + " on " + su.path () + (shared ? " (also focus)" : "");
   }
   if (!focus_uri.empty () && !focus) {
     MicroscopeUri fu (focus_uri);
     if (!serial::is_controller_scheme (fu.scheme ()))
-      throw Error (ErrorKind::kUnsupported,
-                   "focus URI '" + focus_uri + "': unknown scheme '"
-                       + fu.scheme () + "' (supported: grbl, proscan)");
+      throw Error (ErrorKind::kUnsupported, "focus URI '" + focus_uri + "': unknown scheme '" + fu.scheme ()
+                                                + "' (supported: grbl, proscan)");
     auto c = serial::open_controller (fu);
     focus = serial::make_focus (c, fu);
     controllers.push_back ({"focus", c});
@@ -280,11 +258,9 @@ build (const std::string &text, const std::string &camera_uri,
   if (!focus)
     focus = std::make_unique<FixedFocus> (text);
   CameraPart cam = open_camera (camera_uri);
-  std::string description = cam.description + parts + "; objectives "
-                            + objectives_text (objectives);
-  return std::make_unique<Composed> (
-      text, std::move (cam), std::move (stage), std::move (focus),
-      std::move (objectives), selected, std::move (controllers), description);
+  std::string description = cam.description + parts + "; objectives " + objectives_text (objectives);
+  return std::make_unique<Composed> (text, std::move (cam), std::move (stage), std::move (focus),
+                                     std::move (objectives), selected, std::move (controllers), description);
 }
 
 } // namespace
@@ -299,8 +275,7 @@ std::unique_ptr<Microscope>
 open_composed (const MicroscopeUri &uri)
 {
   ComposeSpec spec = parse_compose (uri);
-  return build (uri.text (), spec.camera, spec.stage, spec.focus,
-                spec.objectives, spec.selected);
+  return build (uri.text (), spec.camera, spec.stage, spec.focus, spec.objectives, spec.selected);
 }
 
 std::unique_ptr<Microscope>

@@ -16,27 +16,22 @@ namespace livemicro::hw::serial {
 namespace {
 
 AxisCalibration
-read_axis (const MicroscopeUri &uri, char axis, const MotionController &c,
-           double min_default, double max_default)
+read_axis (const MicroscopeUri &uri, char axis, const MotionController &c, double min_default,
+           double max_default)
 {
   std::string a (1, axis);
   AxisCalibration cal;
-  double reported = c.reported_um_per_unit (axis == 'x'   ? 0
-                                            : axis == 'y' ? 1
-                                                          : 2);
-  cal.um_per_unit = uri.get_double (a + "_um_per_unit",
-                                    reported > 0 ? reported : 1.0, -1e6, 1e6);
+  double reported = c.reported_um_per_unit (axis == 'x' ? 0 : axis == 'y' ? 1 : 2);
+  cal.um_per_unit = uri.get_double (a + "_um_per_unit", reported > 0 ? reported : 1.0, -1e6, 1e6);
   if (cal.um_per_unit == 0)
-    throw Error (ErrorKind::kOutOfRange, "microscope URI '" + uri.text ()
-                                             + "': " + a
-                                             + "_um_per_unit must not be 0");
+    throw Error (ErrorKind::kOutOfRange,
+                 "microscope URI '" + uri.text () + "': " + a + "_um_per_unit must not be 0");
   cal.offset_um = uri.get_double (a + "_offset_um", 0.0, -1e7, 1e7);
   cal.limits.min_um = uri.get_double (a + "_min_um", min_default, -1e7, 1e7);
   cal.limits.max_um = uri.get_double (a + "_max_um", max_default, -1e7, 1e7);
   if (cal.limits.min_um >= cal.limits.max_um)
     throw Error (ErrorKind::kOutOfRange,
-                 "microscope URI '" + uri.text () + "': " + a
-                     + "_min_um must be below " + a + "_max_um");
+                 "microscope URI '" + uri.text () + "': " + a + "_min_um must be below " + a + "_max_um");
   return cal;
 }
 
@@ -48,8 +43,7 @@ range_text (const AxisLimits &l)
 
 class ControllerStage : public Stage {
 public:
-  ControllerStage (std::shared_ptr<MotionController> c, AxisCalibration x,
-                   AxisCalibration y, double speed)
+  ControllerStage (std::shared_ptr<MotionController> c, AxisCalibration x, AxisCalibration y, double speed)
       : c_ (std::move (c)), x_ (x), y_ (y), speed_ (speed)
   {}
   AxisLimits x_limits () const override { return x_.limits; }
@@ -63,8 +57,7 @@ public:
   {
     if (!(speed > 0 && speed <= 100000))
       throw Error (ErrorKind::kOutOfRange,
-                   "stage speed " + num (speed)
-                       + " µm/s is outside (0, 100000] µm/s");
+                   "stage speed " + num (speed) + " µm/s is outside (0, 100000] µm/s");
     std::lock_guard<std::mutex> l (mutex_);
     speed_ = speed;
   }
@@ -72,15 +65,11 @@ public:
   {
     if (!std::isfinite (x_um) || !x_.limits.contains (x_um))
       throw Error (ErrorKind::kOutOfRange,
-                   "stage x " + num (x_um) + " µm is outside the travel range "
-                       + range_text (x_.limits));
+                   "stage x " + num (x_um) + " µm is outside the travel range " + range_text (x_.limits));
     if (!std::isfinite (y_um) || !y_.limits.contains (y_um))
       throw Error (ErrorKind::kOutOfRange,
-                   "stage y " + num (y_um) + " µm is outside the travel range "
-                       + range_text (y_.limits));
-    double speed_units
-        = speed_um_per_s ()
-          / std::max (std::abs (x_.um_per_unit), std::abs (y_.um_per_unit));
+                   "stage y " + num (y_um) + " µm is outside the travel range " + range_text (y_.limits));
+    double speed_units = speed_um_per_s () / std::max (std::abs (x_.um_per_unit), std::abs (y_.um_per_unit));
     c_->move (kGroupXY, x_.to_units (x_um), y_.to_units (y_um), speed_units);
   }
   void stop () override { c_->stop (); }
@@ -105,8 +94,7 @@ private:
 
 class ControllerFocus : public FocusDrive {
 public:
-  ControllerFocus (std::shared_ptr<MotionController> c, AxisCalibration z,
-                   double speed)
+  ControllerFocus (std::shared_ptr<MotionController> c, AxisCalibration z, double speed)
       : c_ (std::move (c)), z_ (z), speed_ (speed)
   {}
   AxisLimits z_limits () const override { return z_.limits; }
@@ -118,9 +106,7 @@ public:
   void set_speed_um_per_s (double speed) override
   {
     if (!(speed > 0 && speed <= 10000))
-      throw Error (ErrorKind::kOutOfRange,
-                   "focus speed " + num (speed)
-                       + " µm/s is outside (0, 10000] µm/s");
+      throw Error (ErrorKind::kOutOfRange, "focus speed " + num (speed) + " µm/s is outside (0, 10000] µm/s");
     std::lock_guard<std::mutex> l (mutex_);
     speed_ = speed;
   }
@@ -128,10 +114,8 @@ public:
   {
     if (!std::isfinite (z_um) || !z_.limits.contains (z_um))
       throw Error (ErrorKind::kOutOfRange,
-                   "focus z " + num (z_um) + " µm is outside the focus range "
-                       + range_text (z_.limits));
-    c_->move (kGroupZ, z_.to_units (z_um), 0,
-              speed_um_per_s () / std::abs (z_.um_per_unit));
+                   "focus z " + num (z_um) + " µm is outside the focus range " + range_text (z_.limits));
+    c_->move (kGroupZ, z_.to_units (z_um), 0, speed_um_per_s () / std::abs (z_.um_per_unit));
   }
   void stop () override { c_->stop (); }
   FocusState state () const override
@@ -174,34 +158,29 @@ open_controller (const MicroscopeUri &uri)
   uri.check_keys (kCommonKeys);
   bool grbl = uri.scheme () == "grbl";
   if (!grbl && uri.scheme () != "proscan")
-    throw Error (ErrorKind::kUnsupported,
-                 "'" + uri.text ()
-                     + "' is not a stage controller "
-                       "URI (grbl:///dev/ttyUSB0 or proscan:///dev/ttyUSB0)");
+    throw Error (ErrorKind::kUnsupported, "'" + uri.text ()
+                                              + "' is not a stage controller "
+                                                "URI (grbl:///dev/ttyUSB0 or proscan:///dev/ttyUSB0)");
   if (!uri.host ().empty () || uri.path ().size () < 2)
+    throw Error (ErrorKind::kUnsupported, "controller URI '" + uri.text ()
+                                              + "' names no "
+                                                "serial port: write "
+                                              + uri.scheme () + ":///dev/ttyUSB0 (three slashes)");
+  if (grbl && (uri.has ("max_speed_um_s") || uri.has ("focus_max_speed_um_s")))
     throw Error (ErrorKind::kUnsupported,
                  "controller URI '" + uri.text ()
-                     + "' names no "
-                       "serial port: write "
-                     + uri.scheme () + ":///dev/ttyUSB0 (three slashes)");
-  if (grbl && (uri.has ("max_speed_um_s") || uri.has ("focus_max_speed_um_s")))
-    throw Error (
-        ErrorKind::kUnsupported,
-        "controller URI '" + uri.text ()
-            + "': max_speed_um_s and focus_max_speed_um_s apply to proscan:");
+                     + "': max_speed_um_s and focus_max_speed_um_s apply to proscan:");
   if (!grbl && uri.has ("home"))
-    throw Error (ErrorKind::kUnsupported,
-                 "controller URI '" + uri.text () + "': home applies to grbl:");
+    throw Error (ErrorKind::kUnsupported, "controller URI '" + uri.text () + "': home applies to grbl:");
   ControllerConfig c;
   c.uri = uri.text ();
   c.path = uri.path ();
   c.baud = (int)uri.get_int ("baud", grbl ? 115200 : 9600, 300, 4000000);
   if (!SerialPort::valid_baud (c.baud))
-    throw Error (
-        ErrorKind::kOutOfRange,
-        "controller URI '" + uri.text () + "': baud=" + std::to_string (c.baud)
-            + " is not one of 9600, 19200, 38400, 57600, 115200, 230400, "
-              "460800, 500000, 921600, 1000000");
+    throw Error (ErrorKind::kOutOfRange, "controller URI '" + uri.text ()
+                                             + "': baud=" + std::to_string (c.baud)
+                                             + " is not one of 9600, 19200, 38400, 57600, 115200, 230400, "
+                                               "460800, 500000, 921600, 1000000");
   c.poll_ms = (int)uri.get_int ("poll_ms", 100, 10, 5000);
   c.idle_poll_ms = std::max (c.poll_ms, 500);
   c.reply_timeout_ms = (int)uri.get_int ("timeout_ms", 2000, 50, 60000);
@@ -213,10 +192,8 @@ open_controller (const MicroscopeUri &uri)
     controller = std::make_shared<GrblController> (c, o);
   } else {
     ProScanOptions o;
-    o.max_speed_um_s
-        = uri.get_double ("max_speed_um_s", o.max_speed_um_s, 1, 1e6);
-    o.focus_max_speed_um_s = uri.get_double ("focus_max_speed_um_s",
-                                             o.focus_max_speed_um_s, 1, 1e6);
+    o.max_speed_um_s = uri.get_double ("max_speed_um_s", o.max_speed_um_s, 1, 1e6);
+    o.focus_max_speed_um_s = uri.get_double ("focus_max_speed_um_s", o.focus_max_speed_um_s, 1, 1e6);
     controller = std::make_shared<ProScanController> (c, o);
   }
   controller->start ();
@@ -236,9 +213,8 @@ std::unique_ptr<FocusDrive>
 make_focus (std::shared_ptr<MotionController> c, const MicroscopeUri &uri)
 {
   if (!c->has_focus ())
-    throw Error (ErrorKind::kUnsupported, c->protocol () + " controller on "
-                                              + c->config ().path
-                                              + " has no focus drive fitted");
+    throw Error (ErrorKind::kUnsupported,
+                 c->protocol () + " controller on " + c->config ().path + " has no focus drive fitted");
   AxisCalibration z = read_axis (uri, 'z', *c, 0, 5000);
   double speed = uri.get_double ("focus_speed_um_s", 200, 1, 10000);
   return std::make_unique<ControllerFocus> (std::move (c), z, speed);
@@ -252,10 +228,9 @@ controller_status (const MotionController &c, const std::string &part)
   d.part = part;
   d.device = c.config ().uri;
   d.online = s.online;
-  d.problem = s.problem.empty ()
-                  ? ""
-                  : c.protocol () + " controller on " + c.config ().path
-                        + (s.online ? ": " : " is ") + s.problem;
+  d.problem = s.problem.empty () ? ""
+                                 : c.protocol () + " controller on " + c.config ().path
+                                       + (s.online ? ": " : " is ") + s.problem;
   d.refusals = s.refusals;
   d.last_refusal = s.last_refusal;
   return d;

@@ -27,13 +27,10 @@ bool is_controller_scheme (const std::string &scheme);
 // Opens grbl:///dev/… or proscan:///dev/… and starts its I/O thread.
 std::shared_ptr<MotionController> open_controller (const MicroscopeUri &uri);
 
-std::unique_ptr<Stage> make_stage (std::shared_ptr<MotionController> controller,
-                                   const MicroscopeUri &uri);
-std::unique_ptr<FocusDrive>
-make_focus (std::shared_ptr<MotionController> controller,
-            const MicroscopeUri &uri);
+std::unique_ptr<Stage> make_stage (std::shared_ptr<MotionController> controller, const MicroscopeUri &uri);
+std::unique_ptr<FocusDrive> make_focus (std::shared_ptr<MotionController> controller,
+                                        const MicroscopeUri &uri);
 
-DeviceStatus controller_status (const MotionController &controller,
-                                const std::string &part);
+DeviceStatus controller_status (const MotionController &controller, const std::string &part);
 
 } // namespace livemicro::hw::serial

@@ -132,8 +132,7 @@ GrblController::handshake_status (int64_t deadline)
 void
 GrblController::handshake ()
 {
-  int64_t deadline
-      = now_us () + (int64_t)(config ().reply_timeout_ms + 2000) * 1000;
+  int64_t deadline = now_us () + (int64_t)(config ().reply_timeout_ms + 2000) * 1000;
   std::string status = handshake_status (deadline);
   parse_status (status, now_us ());
   auto command = [&] (const std::string &line, int timeout_ms) {
@@ -143,16 +142,13 @@ GrblController::handshake ()
       if (r == "ok")
         return;
       if (starts_with (r, "error:") || starts_with (r, "ALARM:"))
-        throw Error (ErrorKind::kDevice,
-                     who () + " refused '" + line + "': " + r);
+        throw Error (ErrorKind::kDevice, who () + " refused '" + line + "': " + r);
     }
   };
   if (alarm_ && options_.home_on_connect) {
     command ("$H", 120000); // ok comes when the homing cycle is done
     alarm_ = false;
-    parse_status (handshake_status (
-                      now_us () + (int64_t)config ().reply_timeout_ms * 1000),
-                  now_us ());
+    parse_status (handshake_status (now_us () + (int64_t)config ().reply_timeout_ms * 1000), now_us ());
   }
   if (alarm_) {
     set_problem ("in alarm (homing required: '$H', or home=1 in the URI)");
@@ -193,13 +189,10 @@ GrblController::parse_status (const std::string &line, int64_t now)
   }
   if (!alarm_ && was_alarm)
     set_problem ("");
-  bool running = starts_with (run_state_, "Run")
-                 || starts_with (run_state_, "Jog")
-                 || starts_with (run_state_, "Home")
-                 || starts_with (run_state_, "Hold:1");
+  bool running = starts_with (run_state_, "Run") || starts_with (run_state_, "Jog")
+                 || starts_with (run_state_, "Home") || starts_with (run_state_, "Hold:1");
   // The move is over when a report requested after its ok says so.
-  if (active_group_ >= 0 && move_ok_at_
-      && status_request_of_last_report_ >= move_ok_at_ && !running
+  if (active_group_ >= 0 && move_ok_at_ && status_request_of_last_report_ >= move_ok_at_ && !running
       && hold_ == Hold::kNone) {
     set_moving (active_group_, false);
     active_group_ = -1;
@@ -232,8 +225,8 @@ GrblController::on_line (const std::string &line)
         set_problem ("");
       return;
     }
-    refuse (protocol () + " refused '" + awaiting_text_ + "': " + line + " ("
-            + error_meaning (reply.code) + ")");
+    refuse (protocol () + " refused '" + awaiting_text_ + "': " + line + " (" + error_meaning (reply.code)
+            + ")");
     if (awaiting_kind_ == Kind::kMove && active_group_ >= 0) {
       set_moving (active_group_, false);
       active_group_ = -1;
@@ -245,13 +238,11 @@ GrblController::on_line (const std::string &line)
       set_moving (active_group_, false);
       active_group_ = -1;
     }
-    refuse (who () + " raised " + line + " (" + alarm_meaning (reply.code)
-            + ")");
+    refuse (who () + " raised " + line + " (" + alarm_meaning (reply.code) + ")");
     if (reply.code == 2) {
       unlock_due_ = true; // position retained: safe to unlock
     } else {
-      set_problem ("alarm " + std::to_string (reply.code) + " ("
-                   + alarm_meaning (reply.code) + ")");
+      set_problem ("alarm " + std::to_string (reply.code) + " (" + alarm_meaning (reply.code) + ")");
     }
     return;
   case grbl::ReplyKind::kBanner:
@@ -284,8 +275,7 @@ GrblController::on_line (const std::string &line)
 }
 
 void
-GrblController::send_line (const std::string &line, Kind kind, int group,
-                           int timeout_ms)
+GrblController::send_line (const std::string &line, Kind kind, int group, int timeout_ms)
 {
   send (line + "\n");
   awaiting_ = true;
@@ -300,15 +290,12 @@ void
 GrblController::service (int64_t now)
 {
   const int64_t timeout = (int64_t)config ().reply_timeout_ms * 1000;
-  if (awaiting_
-      && now - awaiting_since_ > (int64_t)awaiting_timeout_ms_ * 1000) {
-    fail ("no reply to '" + awaiting_text_ + "' within "
-          + std::to_string (awaiting_timeout_ms_) + " ms");
+  if (awaiting_ && now - awaiting_since_ > (int64_t)awaiting_timeout_ms_ * 1000) {
+    fail ("no reply to '" + awaiting_text_ + "' within " + std::to_string (awaiting_timeout_ms_) + " ms");
     return;
   }
   if (status_sent_ && now - status_sent_ > timeout) {
-    fail ("no status report within "
-          + std::to_string (config ().reply_timeout_ms) + " ms");
+    fail ("no status report within " + std::to_string (config ().reply_timeout_ms) + " ms");
     return;
   }
 
@@ -326,8 +313,7 @@ GrblController::service (int64_t now)
     }
   }
   if (hold_ == Hold::kHolding) {
-    if (starts_with (run_state_, "Hold:0")
-        || starts_with (run_state_, "Idle")) {
+    if (starts_with (run_state_, "Hold:0") || starts_with (run_state_, "Idle")) {
       send ("\x18"); // soft reset: flushes the rest of the move, keeps the
                      // position
       hold_ = Hold::kResetting;
@@ -352,10 +338,8 @@ GrblController::service (int64_t now)
       if (!take_move (group, m))
         continue;
       double feed = std::max (1e-3, m.speed * 60.0); // units/min
-      std::string line
-          = group == kGroupXY
-                ? "G53 G1 X" + fmt (m.a) + " Y" + fmt (m.b) + " F" + fmt (feed)
-                : "G53 G1 Z" + fmt (m.a) + " F" + fmt (feed);
+      std::string line = group == kGroupXY ? "G53 G1 X" + fmt (m.a) + " Y" + fmt (m.b) + " F" + fmt (feed)
+                                           : "G53 G1 Z" + fmt (m.a) + " F" + fmt (feed);
       active_group_ = group;
       move_ok_at_ = 0;
       set_moving (group, true);
@@ -364,8 +348,7 @@ GrblController::service (int64_t now)
     }
   }
   bool busy = active_group_ >= 0 || hold_ != Hold::kNone;
-  int64_t interval
-      = (int64_t)(busy ? config ().poll_ms : config ().idle_poll_ms) * 1000;
+  int64_t interval = (int64_t)(busy ? config ().poll_ms : config ().idle_poll_ms) * 1000;
   if (!status_sent_ && now - last_status_ >= interval) {
     send ("?");
     status_sent_ = now;

@@ -45,8 +45,7 @@ protected:
 private:
   enum class Kind { kOther, kMove, kHome, kUnlock };
   enum class Hold { kNone, kHolding, kResetting };
-  void send_line (const std::string &line, Kind kind, int group,
-                  int timeout_ms);
+  void send_line (const std::string &line, Kind kind, int group, int timeout_ms);
   void parse_status (const std::string &line, int64_t now);
   std::string handshake_status (int64_t deadline_us);
 

@@ -14,8 +14,7 @@
 
 namespace livemicro::hw::serial {
 
-MotionController::MotionController (ControllerConfig config)
-    : config_ (std::move (config))
+MotionController::MotionController (ControllerConfig config) : config_ (std::move (config))
 {
   wake_fd_ = eventfd (0, EFD_NONBLOCK | EFD_CLOEXEC);
 }
@@ -72,15 +71,11 @@ MotionController::move (int group, double a, double b, double speed)
   {
     std::lock_guard<std::mutex> l (mutex_);
     if (!snap_.online)
-      throw Error (ErrorKind::kDevice,
-                   who () + " is offline (" + snap_.problem + "): the "
-                       + (group == kGroupXY ? "stage" : "focus")
-                       + " did not move");
+      throw Error (ErrorKind::kDevice, who () + " is offline (" + snap_.problem + "): the "
+                                           + (group == kGroupXY ? "stage" : "focus") + " did not move");
     if (!snap_.problem.empty ())
-      throw Error (ErrorKind::kDevice,
-                   who () + ": " + snap_.problem + "; the "
-                       + (group == kGroupXY ? "stage" : "focus")
-                       + " did not move");
+      throw Error (ErrorKind::kDevice, who () + ": " + snap_.problem + "; the "
+                                           + (group == kGroupXY ? "stage" : "focus") + " did not move");
     pending_[group] = {a, b, speed};
     pending_valid_[group] = true;
     snap_.moving[group] = true;
@@ -226,11 +221,9 @@ MotionController::wait_line (int timeout_ms, const std::string &waiting_for)
     }
     int64_t left = deadline - now_us ();
     if (left <= 0)
-      throw Error (ErrorKind::kDevice,
-                   "no answer from " + who () + " (waiting for " + waiting_for
-                       + " for " + std::to_string (timeout_ms)
-                       + " ms): is it a " + protocol () + " controller at "
-                       + std::to_string (config_.baud) + " baud?");
+      throw Error (ErrorKind::kDevice, "no answer from " + who () + " (waiting for " + waiting_for + " for "
+                                           + std::to_string (timeout_ms) + " ms): is it a " + protocol ()
+                                           + " controller at " + std::to_string (config_.baud) + " baud?");
     struct pollfd p = {port_->fd (), POLLIN, 0};
     ::poll (&p, 1, (int)std::min<int64_t> (left / 1000 + 1, 100));
     std::string why;
@@ -313,15 +306,13 @@ MotionController::run ()
         next_connect = now_us () + (int64_t)config_.reconnect_ms * 1000;
       }
       struct pollfd p = {wake_fd_, POLLIN, 0};
-      ::poll (&p, 1,
-              (int)std::max<int64_t> (1, (next_connect - now_us ()) / 1000));
+      ::poll (&p, 1, (int)std::max<int64_t> (1, (next_connect - now_us ()) / 1000));
       uint64_t v;
       while (::read (wake_fd_, &v, sizeof v) > 0) {
       }
       continue;
     }
-    int timeout
-        = (int)std::clamp<int64_t> ((next_wakeup (now) - now) / 1000, 0, 200);
+    int timeout = (int)std::clamp<int64_t> ((next_wakeup (now) - now) / 1000, 0, 200);
     struct pollfd p[2] = {{port_->fd (), POLLIN, 0}, {wake_fd_, POLLIN, 0}};
     ::poll (p, 2, timeout);
     uint64_t v;

@@ -48,8 +48,7 @@ ProScanController::error_meaning (int code)
   return "see the ProScan error codes";
 }
 
-ProScanController::ProScanController (ControllerConfig config,
-                                      ProScanOptions options)
+ProScanController::ProScanController (ControllerConfig config, ProScanOptions options)
     : MotionController (std::move (config)), options_ (options)
 {}
 
@@ -80,8 +79,7 @@ ProScanController::ask (const std::string &command)
 {
   send (command + "\r");
   for (;;) {
-    std::string r = wait_line (config ().reply_timeout_ms,
-                               "the reply to '" + command + "'");
+    std::string r = wait_line (config ().reply_timeout_ms, "the reply to '" + command + "'");
     if (r != "R")
       return r;
   }
@@ -95,14 +93,12 @@ ProScanController::handshake ()
     throw Error (ErrorKind::kDevice, who () + " answered '" + r
                                          + "' to 'COMP 0' (expected 0): "
                                            "is it a Prior ProScan at "
-                                         + std::to_string (config ().baud)
-                                         + " baud?");
+                                         + std::to_string (config ().baud) + " baud?");
   r = ask ("RES,s");
   std::optional<double> res = proscan::parse_resolution (r);
   if (!res)
     throw Error (ErrorKind::kDevice,
-                 who () + " reports no stage resolution ('RES,s' → '" + r
-                     + "'): is a stage connected?");
+                 who () + " reports no stage resolution ('RES,s' → '" + r + "'): is a stage connected?");
   res_stage_ = *res;
   r = ask ("RES,z");
   res = proscan::parse_resolution (r);
@@ -112,8 +108,7 @@ ProScanController::handshake ()
   r = ask ("P");
   std::optional<Axes> p = parse_axes (r);
   if (!p)
-    throw Error (ErrorKind::kDevice,
-                 who () + " answered '" + r + "' to 'P' (expected x,y,z)");
+    throw Error (ErrorKind::kDevice, who () + " answered '" + r + "' to 'P' (expected x,y,z)");
   double pos[3] = {0, 0, 0};
   for (int k = 0; k < p->count; k++)
     pos[k] = p->v[k];
@@ -168,8 +163,7 @@ ProScanController::on_line (const std::string &line)
       return;
     Sent s = sent_.front ();
     sent_.pop_front ();
-    refuse (protocol () + " refused '" + s.text + "': " + line + " ("
-            + error_meaning (code) + ")");
+    refuse (protocol () + " refused '" + s.text + "': " + line + " (" + error_meaning (code) + ")");
     if (s.kind == Kind::kMove)
       move_done ();
     return;
@@ -210,8 +204,7 @@ ProScanController::service (int64_t now)
   const int64_t timeout = (int64_t)config ().reply_timeout_ms * 1000;
   for (const auto &s : sent_)
     if (s.kind != Kind::kMove && now - s.at > timeout) {
-      fail ("no reply to '" + s.text + "' within "
-            + std::to_string (config ().reply_timeout_ms) + " ms");
+      fail ("no reply to '" + s.text + "' within " + std::to_string (config ().reply_timeout_ms) + " ms");
       return;
     }
   if (take_stop ()) {
@@ -219,30 +212,24 @@ ProScanController::service (int64_t now)
     return;
   }
   bool stop_in_flight
-      = std::any_of (sent_.begin (), sent_.end (),
-                     [] (const Sent &s) { return s.kind == Kind::kStop; });
+      = std::any_of (sent_.begin (), sent_.end (), [] (const Sent &s) { return s.kind == Kind::kStop; });
   if (!stop_in_flight && active_group_ < 0) {
     for (int group : {kGroupXY, kGroupZ}) {
       PendingMove m;
       if (!take_move (group, m))
         continue;
-      double max = group == kGroupXY ? options_.max_speed_um_s
-                                     : options_.focus_max_speed_um_s;
+      double max = group == kGroupXY ? options_.max_speed_um_s : options_.focus_max_speed_um_s;
       double res = group == kGroupXY ? res_stage_ : res_focus_;
-      int pct = (int)std::clamp (std::lround (100.0 * m.speed * res / max), 1L,
-                                 100L);
+      int pct = (int)std::clamp (std::lround (100.0 * m.speed * res / max), 1L, 100L);
       if (pct != last_speed_pct_[group]) {
-        send_command ((group == kGroupXY ? "SMS," : "SMZ,")
-                          + std::to_string (pct),
-                      Kind::kSetting);
+        send_command ((group == kGroupXY ? "SMS," : "SMZ,") + std::to_string (pct), Kind::kSetting);
         last_speed_pct_[group] = pct;
       }
       active_group_ = group;
       active_accepted_ = false;
       set_moving (group, true);
-      send_command (group == kGroupXY
-                        ? "G," + fmt_units (m.a) + "," + fmt_units (m.b)
-                        : "V," + fmt_units (m.a),
+      send_command (group == kGroupXY ? "G," + fmt_units (m.a) + "," + fmt_units (m.b)
+                                      : "V," + fmt_units (m.a),
                     Kind::kMove, group);
       send_command ("$", Kind::kStatus); // resolves the move's acceptance
       break;
@@ -251,9 +238,7 @@ ProScanController::service (int64_t now)
   bool polling = std::any_of (sent_.begin (), sent_.end (), [] (const Sent &s) {
     return s.kind == Kind::kPosition || s.kind == Kind::kStatus;
   });
-  int64_t interval = (int64_t)(active_group_ >= 0 ? config ().poll_ms
-                                                  : config ().idle_poll_ms)
-                     * 1000;
+  int64_t interval = (int64_t)(active_group_ >= 0 ? config ().poll_ms : config ().idle_poll_ms) * 1000;
   if (!polling && now - last_poll_ >= interval) {
     send_command ("P", Kind::kPosition);
     send_command ("$", Kind::kStatus);

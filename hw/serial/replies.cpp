@@ -39,8 +39,7 @@ std::optional<Axes>
 parse_axes (const std::string &text)
 {
   Axes a;
-  a.count
-      = std::sscanf (text.c_str (), "%lf,%lf,%lf", &a.v[0], &a.v[1], &a.v[2]);
+  a.count = std::sscanf (text.c_str (), "%lf,%lf,%lf", &a.v[0], &a.v[1], &a.v[2]);
   if (a.count < 2)
     return std::nullopt;
   // %lf also reads "nan", "inf" and 1e999: a garbled line must not become
@@ -57,8 +56,7 @@ std::optional<StatusReport>
 parse_status_report (const std::string &line)
 {
   size_t close = line.find ('>');
-  std::string body = line.substr (
-      1, close == std::string::npos ? std::string::npos : close - 1);
+  std::string body = line.substr (1, close == std::string::npos ? std::string::npos : close - 1);
   std::vector<std::string> fields;
   std::stringstream ss (body);
   std::string f;

@@ -55,42 +55,35 @@ SerialPort::SerialPort (const std::string &path, int baud) : path_ (path)
 {
   speed_t speed = speed_of (baud);
   if (speed == B0)
-    throw Error (ErrorKind::kUnsupported,
-                 "serial port '" + path + "': baud " + std::to_string (baud)
-                     + " is not one of 9600, 19200, 38400, 57600, "
-                       "115200, 230400, 460800, 500000, 921600, 1000000");
+    throw Error (ErrorKind::kUnsupported, "serial port '" + path + "': baud " + std::to_string (baud)
+                                              + " is not one of 9600, 19200, 38400, 57600, "
+                                                "115200, 230400, 460800, 500000, 921600, 1000000");
   fd_ = ::open (path.c_str (), O_RDWR | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
   if (fd_ < 0) {
     int e = errno;
     if (e == ENOENT || e == ENXIO || e == ENODEV)
-      throw Error (ErrorKind::kNotFound,
-                   "serial port '" + path + "' does not exist");
-    throw Error (
-        ErrorKind::kDevice,
-        "cannot open serial port '" + path + "': " + std::strerror (e)
-            + (e == EACCES ? " (is the user in the dialout group?)" : ""));
+      throw Error (ErrorKind::kNotFound, "serial port '" + path + "' does not exist");
+    throw Error (ErrorKind::kDevice, "cannot open serial port '" + path + "': " + std::strerror (e)
+                                         + (e == EACCES ? " (is the user in the dialout group?)" : ""));
   }
   if (!isatty (fd_)) {
     ::close (fd_);
     fd_ = -1;
-    throw Error (ErrorKind::kUnsupported,
-                 "'" + path + "' is not a serial port");
+    throw Error (ErrorKind::kUnsupported, "'" + path + "' is not a serial port");
   }
   // One owner per controller: a second process (another livemicrod, a
   // terminal program) would interleave its commands with ours.
   if (flock (fd_, LOCK_EX | LOCK_NB) != 0) {
     ::close (fd_);
     fd_ = -1;
-    throw Error (ErrorKind::kDevice,
-                 "serial port '" + path + "' is in use by another process");
+    throw Error (ErrorKind::kDevice, "serial port '" + path + "' is in use by another process");
   }
   struct termios t;
   if (tcgetattr (fd_, &t) != 0) {
     int e = errno;
     ::close (fd_);
     fd_ = -1;
-    throw Error (ErrorKind::kDevice,
-                 "serial port '" + path + "': " + std::strerror (e));
+    throw Error (ErrorKind::kDevice, "serial port '" + path + "': " + std::strerror (e));
   }
   cfmakeraw (&t);
   t.c_cflag |= CLOCAL | CREAD;
@@ -104,8 +97,7 @@ SerialPort::SerialPort (const std::string &path, int baud) : path_ (path)
     int e = errno;
     ::close (fd_);
     fd_ = -1;
-    throw Error (ErrorKind::kDevice,
-                 "serial port '" + path + "': " + std::strerror (e));
+    throw Error (ErrorKind::kDevice, "serial port '" + path + "': " + std::strerror (e));
   }
   tcflush (fd_, TCIOFLUSH); // nothing stale from a previous owner
 }
@@ -132,12 +124,10 @@ SerialPort::write_all (const std::string &data)
       struct pollfd p = {fd_, POLLOUT, 0};
       if (::poll (&p, 1, 1000) > 0 && !(p.revents & (POLLERR | POLLHUP)))
         continue;
-      throw Error (ErrorKind::kDevice,
-                   "serial port '" + path_ + "' does not take data");
+      throw Error (ErrorKind::kDevice, "serial port '" + path_ + "' does not take data");
     }
-    throw Error (ErrorKind::kDevice,
-                 "writing to serial port '" + path_ + "': "
-                     + (n < 0 ? std::strerror (errno) : "nothing written"));
+    throw Error (ErrorKind::kDevice, "writing to serial port '" + path_
+                                         + "': " + (n < 0 ? std::strerror (errno) : "nothing written"));
   }
 }
 
@@ -155,8 +145,7 @@ SerialPort::read_available (std::string &out, std::string &why)
     if (r <= 0)
       return true;
     bool hangup = p.revents & (POLLHUP | POLLERR | POLLNVAL);
-    ssize_t n
-        = (p.revents & POLLIN) || hangup ? ::read (fd_, buf, sizeof buf) : 0;
+    ssize_t n = (p.revents & POLLIN) || hangup ? ::read (fd_, buf, sizeof buf) : 0;
     if (n > 0) {
       out.append (buf, (size_t)n);
       if ((size_t)n == sizeof buf)
@@ -166,9 +155,8 @@ SerialPort::read_available (std::string &out, std::string &why)
     if (n < 0 && (errno == EINTR || errno == EAGAIN) && !hangup)
       return true;
     if (hangup || n < 0) {
-      why = n < 0 && errno != EAGAIN
-                ? std::string ("read failed: ") + std::strerror (errno)
-                : "the device closed the line (unplugged or powered off)";
+      why = n < 0 && errno != EAGAIN ? std::string ("read failed: ") + std::strerror (errno)
+                                     : "the device closed the line (unplugged or powered off)";
       return false;
     }
     return true;

@@ -25,16 +25,14 @@ namespace {
 // Maps output pixels of region r at `upp` onto `src` sampled at `src_upp`
 // whose pixel (0, 0) is the slide's pixel (src_x0, src_y0) at src_upp.
 void
-resample (const cv::Mat &src, double src_upp, double src_x0, double src_y0,
-    double upp, const cv::Rect &r, cv::Mat &out)
+resample (const cv::Mat &src, double src_upp, double src_x0, double src_y0, double upp, const cv::Rect &r,
+          cv::Mat &out)
 {
   out.create (r.size (), CV_8UC3);
   double s = upp / src_upp;
-  cv::Matx23d m (s, 0, (r.x + 0.5) * s - 0.5 - src_x0, 0, s,
-      (r.y + 0.5) * s - 0.5 - src_y0);
-  cv::warpAffine (src, out, m, r.size (), cv::WARP_INVERSE_MAP | cv::INTER_LINEAR,
-      cv::BORDER_CONSTANT,
-      cv::Scalar (kNoSlideRgb[0], kNoSlideRgb[1], kNoSlideRgb[2]));
+  cv::Matx23d m (s, 0, (r.x + 0.5) * s - 0.5 - src_x0, 0, s, (r.y + 0.5) * s - 0.5 - src_y0);
+  cv::warpAffine (src, out, m, r.size (), cv::WARP_INVERSE_MAP | cv::INTER_LINEAR, cv::BORDER_CONSTANT,
+                  cv::Scalar (kNoSlideRgb[0], kNoSlideRgb[1], kNoSlideRgb[2]));
 }
 
 // µm per pixel from TIFF resolution tags, 0 when absent.
@@ -75,8 +73,7 @@ has_tiff_extension (const std::string &path)
 // A plain image held in memory with a 2× pyramid.
 class ImageSlide : public Slide {
 public:
-  ImageSlide (const std::string &path, cv::Mat rgb, double mpp)
-      : path_ (path), mpp_ (mpp)
+  ImageSlide (const std::string &path, cv::Mat rgb, double mpp) : path_ (path), mpp_ (mpp)
   {
     levels_.push_back (std::move (rgb));
     while (levels_.back ().cols > 512 && levels_.back ().rows > 512) {
@@ -87,13 +84,10 @@ public:
   }
   std::string description () const override
   {
-    return "image " + path_ + " (" + std::to_string (levels_[0].cols) + "x" +
-           std::to_string (levels_[0].rows) + " px, " + num (mpp_) + " µm/px)";
+    return "image " + path_ + " (" + std::to_string (levels_[0].cols) + "x" + std::to_string (levels_[0].rows)
+           + " px, " + num (mpp_) + " µm/px)";
   }
-  cv::Size2d size_um () const override
-  {
-    return {levels_[0].cols * mpp_, levels_[0].rows * mpp_};
-  }
+  cv::Size2d size_um () const override { return {levels_[0].cols * mpp_, levels_[0].rows * mpp_}; }
   double native_um_per_px () const override { return mpp_; }
   void render (double upp, const cv::Rect &r, cv::Mat &out) const override
   {
@@ -125,15 +119,11 @@ public:
   ~OpenSlideSlide () override { openslide_close (osr_); }
   std::string description () const override
   {
-    return "whole-slide image " + path_ + " (" + vendor_ + ", " +
-           std::to_string (width_px_) + "x" + std::to_string (height_px_) +
-           " px, " + std::to_string (openslide_get_level_count (osr_)) +
-           " levels, " + num (mpp_) + " µm/px)";
+    return "whole-slide image " + path_ + " (" + vendor_ + ", " + std::to_string (width_px_) + "x"
+           + std::to_string (height_px_) + " px, " + std::to_string (openslide_get_level_count (osr_))
+           + " levels, " + num (mpp_) + " µm/px)";
   }
-  cv::Size2d size_um () const override
-  {
-    return {width_px_ * mpp_, height_px_ * mpp_};
-  }
+  cv::Size2d size_um () const override { return {width_px_ * mpp_, height_px_ * mpp_}; }
   double native_um_per_px () const override { return mpp_; }
   void render (double upp, const cv::Rect &r, cv::Mat &out) const override
   {
@@ -144,33 +134,32 @@ public:
     double level_upp = mpp_ * ds;
     double s = upp / level_upp;
     // Source window in level pixels, with a margin for interpolation.
-    int64_t sx0 = (int64_t) std::floor ((r.x + 0.5) * s - 0.5) - 1;
-    int64_t sy0 = (int64_t) std::floor ((r.y + 0.5) * s - 0.5) - 1;
-    int64_t sx1 = (int64_t) std::ceil ((r.x + r.width - 0.5) * s - 0.5) + 2;
-    int64_t sy1 = (int64_t) std::ceil ((r.y + r.height - 0.5) * s - 0.5) + 2;
+    int64_t sx0 = (int64_t)std::floor ((r.x + 0.5) * s - 0.5) - 1;
+    int64_t sy0 = (int64_t)std::floor ((r.y + 0.5) * s - 0.5) - 1;
+    int64_t sx1 = (int64_t)std::ceil ((r.x + r.width - 0.5) * s - 0.5) + 2;
+    int64_t sy1 = (int64_t)std::ceil ((r.y + r.height - 0.5) * s - 0.5) + 2;
     int64_t sw = sx1 - sx0, sh = sy1 - sy0;
     std::vector<uint32_t> argb (size_t (sw) * size_t (sh));
-    openslide_read_region (osr_, argb.data (), (int64_t) std::floor (sx0 * ds),
-        (int64_t) std::floor (sy0 * ds), level, sw, sh);
+    openslide_read_region (osr_, argb.data (), (int64_t)std::floor (sx0 * ds), (int64_t)std::floor (sy0 * ds),
+                           level, sw, sh);
     if (const char *err = openslide_get_error (osr_))
-      throw Error (ErrorKind::kCorrupt,
-          "cannot read slide '" + path_ + "': " + err);
-    cv::Mat src ((int) sh, (int) sw, CV_8UC3);
+      throw Error (ErrorKind::kCorrupt, "cannot read slide '" + path_ + "': " + err);
+    cv::Mat src ((int)sh, (int)sw, CV_8UC3);
     for (int64_t j = 0; j < sh; j++) {
-      cv::Vec3b *row = src.ptr<cv::Vec3b> ((int) j);
+      cv::Vec3b *row = src.ptr<cv::Vec3b> ((int)j);
       const uint32_t *in = argb.data () + j * sw;
       for (int64_t i = 0; i < sw; i++) {
         uint32_t p = in[i];
         uint32_t a = p >> 24;
         // Premultiplied ARGB over the empty light path.
         auto over = [a] (uint32_t c, uint8_t bg) {
-          return (uint8_t) std::min<uint32_t> (255, c + (bg * (255 - a)) / 255);
+          return (uint8_t)std::min<uint32_t> (255, c + (bg * (255 - a)) / 255);
         };
-        row[i] = cv::Vec3b (over ((p >> 16) & 0xff, kNoSlideRgb[0]),
-            over ((p >> 8) & 0xff, kNoSlideRgb[1]), over (p & 0xff, kNoSlideRgb[2]));
+        row[i] = cv::Vec3b (over ((p >> 16) & 0xff, kNoSlideRgb[0]), over ((p >> 8) & 0xff, kNoSlideRgb[1]),
+                            over (p & 0xff, kNoSlideRgb[2]));
       }
     }
-    resample (src, level_upp, (double) sx0, (double) sy0, upp, r, out);
+    resample (src, level_upp, (double)sx0, (double)sy0, upp, r, out);
   }
 
 private:
@@ -202,7 +191,7 @@ openslide_um_per_px (openslide_t *osr)
 }
 #endif
 
-}  // namespace
+} // namespace
 
 std::unique_ptr<Slide>
 open_slide_file (const std::string &path, double mpp_override)
@@ -221,9 +210,9 @@ open_slide_file (const std::string &path, double mpp_override)
       double mpp = mpp_override > 0 ? mpp_override : openslide_um_per_px (osr);
       if (mpp <= 0) {
         openslide_close (osr);
-        throw Error (ErrorKind::kCorrupt,
-            "slide '" + path + "' has no µm/px calibration (no openslide.mpp-x "
-            "nor TIFF resolution): add ?mpp=<µm per pixel> to the URI");
+        throw Error (ErrorKind::kCorrupt, "slide '" + path
+                                              + "' has no µm/px calibration (no openslide.mpp-x "
+                                                "nor TIFF resolution): add ?mpp=<µm per pixel> to the URI");
       }
       auto slide = std::make_unique<OpenSlideSlide> (path, osr, mpp);
       // Read one pixel now so a truncated file fails here, not mid-stream.
@@ -243,21 +232,21 @@ open_slide_file (const std::string &path, double mpp_override)
     bgr.release ();
   }
   if (bgr.empty ()) {
-    std::string why = openslide_problem.empty ()
-        ? "not an image OpenSlide or OpenCV can decode"
-        : openslide_problem + "; OpenCV cannot decode it either";
+    std::string why = openslide_problem.empty () ? "not an image OpenSlide or OpenCV can decode"
+                                                 : openslide_problem + "; OpenCV cannot decode it either";
     throw Error (ErrorKind::kCorrupt, "cannot read slide '" + path + "': " + why);
   }
   double mpp = mpp_override;
   if (mpp <= 0 && has_tiff_extension (path))
     mpp = tiff_um_per_px (path);
   if (mpp <= 0)
-    throw Error (ErrorKind::kCorrupt,
-        "image '" + path + "' has no µm/px calibration: add ?mpp=<µm per "
-        "pixel> to the URI (e.g. sim://" + path + "?mpp=0.25)");
+    throw Error (ErrorKind::kCorrupt, "image '" + path
+                                          + "' has no µm/px calibration: add ?mpp=<µm per "
+                                            "pixel> to the URI (e.g. sim://"
+                                          + path + "?mpp=0.25)");
   cv::Mat rgb;
   cv::cvtColor (bgr, rgb, cv::COLOR_BGR2RGB);
   return std::make_unique<ImageSlide> (path, std::move (rgb), mpp);
 }
 
-}  // namespace livemicro::hw::sim
+} // namespace livemicro::hw::sim

@@ -13,7 +13,6 @@ namespace livemicro::hw::sim {
 // from the slide (openslide.mpp-x, or the TIFF resolution tags).  Throws
 // Error naming the path: kNotFound, kCorrupt (unreadable, truncated, no
 // µm/px) or kUnsupported.
-std::unique_ptr<Slide> open_slide_file (const std::string &path,
-    double mpp_override);
+std::unique_ptr<Slide> open_slide_file (const std::string &path, double mpp_override);
 
-}  // namespace livemicro::hw::sim
+} // namespace livemicro::hw::sim

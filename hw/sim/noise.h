@@ -19,8 +19,9 @@ mix64 (uint64_t z)
 inline uint64_t
 hash3 (uint64_t seed, int64_t a, int64_t b)
 {
-  return mix64 (seed ^ mix64 (static_cast<uint64_t> (a) * 0x9E3779B1ULL ^
-                          mix64 (static_cast<uint64_t> (b) + 0x632BE5ABULL)));
+  return mix64 (seed
+                ^ mix64 (static_cast<uint64_t> (a) * 0x9E3779B1ULL
+                         ^ mix64 (static_cast<uint64_t> (b) + 0x632BE5ABULL)));
 }
 
 // [0, 1) from the top 24 bits of a hash.
@@ -61,8 +62,7 @@ smoothstep (float e0, float e1, float x)
 inline float
 lattice_value (uint32_t seed, int32_t x, int32_t y)
 {
-  uint32_t h = seed ^ (static_cast<uint32_t> (x) * 0x8da6b343u) ^
-               (static_cast<uint32_t> (y) * 0xd8163841u);
+  uint32_t h = seed ^ (static_cast<uint32_t> (x) * 0x8da6b343u) ^ (static_cast<uint32_t> (y) * 0xd8163841u);
   h ^= h >> 15;
   h *= 0x2c1b3c6du;
   h ^= h >> 12;
@@ -98,4 +98,4 @@ octave_weight (double wavelength_px)
   return smoothstep (1.5f, 3.5f, static_cast<float> (wavelength_px));
 }
 
-}  // namespace livemicro::hw::sim
+} // namespace livemicro::hw::sim

@@ -14,7 +14,7 @@ namespace livemicro::hw::sim {
 namespace {
 
 constexpr double kPi = 3.14159265358979323846;
-constexpr int kNoiseMargin = 97;  // distinct noise offsets per axis
+constexpr int kNoiseMargin = 97; // distinct noise offsets per axis
 constexpr int kMaxFrameSide = 8192;
 
 std::string
@@ -30,7 +30,7 @@ struct Motion {
   double from[2] = {0, 0};
   double to[2] = {0, 0};
   int64_t t0_us = 0;
-  double speed = 1;  // µm/s
+  double speed = 1; // µm/s
 
   double length () const
   {
@@ -74,11 +74,9 @@ struct Motion {
   }
 };
 
-}  // namespace
+} // namespace
 
-class SimMicroscope::Parts : public Stage,
-                             public ObjectiveTurret,
-                             public Camera {
+class SimMicroscope::Parts : public Stage, public ObjectiveTurret, public Camera {
 public:
   Parts (const Slide &slide, const SimOptions &o)
       : slide_ (slide), options_ (o), cache_ (slide, o.tile_px, o.cache_bytes),
@@ -91,8 +89,7 @@ public:
       double na, wd_um;
     } kObjectives[] = {{4, 0.10, 17000}, {10, 0.25, 7000}, {20, 0.40, 2100}, {40, 0.65, 600}};
     for (const auto &k : kObjectives)
-      objectives_.push_back ({k.mag, k.na,
-          o.pixel_pitch_um / (k.mag * o.adapter_magnification), k.wd_um});
+      objectives_.push_back ({k.mag, k.na, o.pixel_pitch_um / (k.mag * o.adapter_magnification), k.wd_um});
     objective_ = objectives_[1];
     xy_.speed = o.stage_speed_um_per_s;
     z_.speed = o.focus_speed_um_per_s;
@@ -128,7 +125,7 @@ public:
   {
     if (!(speed > 0 && speed <= 100000))
       throw Error (ErrorKind::kOutOfRange,
-          "stage speed " + num (speed) + " µm/s is outside (0, 100000] µm/s");
+                   "stage speed " + num (speed) + " µm/s is outside (0, 100000] µm/s");
     std::lock_guard<std::mutex> l (mutex_);
     int64_t now = clock_ ();
     double target[2] = {xy_.to[0], xy_.to[1]};
@@ -138,11 +135,11 @@ public:
   void move_to (double x_um, double y_um) override
   {
     if (!std::isfinite (x_um) || !x_limits_.contains (x_um))
-      throw Error (ErrorKind::kOutOfRange, "stage x " + num (x_um) +
-          " µm is outside the travel range " + range_text (x_limits_));
+      throw Error (ErrorKind::kOutOfRange,
+                   "stage x " + num (x_um) + " µm is outside the travel range " + range_text (x_limits_));
     if (!std::isfinite (y_um) || !y_limits_.contains (y_um))
-      throw Error (ErrorKind::kOutOfRange, "stage y " + num (y_um) +
-          " µm is outside the travel range " + range_text (y_limits_));
+      throw Error (ErrorKind::kOutOfRange,
+                   "stage y " + num (y_um) + " µm is outside the travel range " + range_text (y_limits_));
     std::lock_guard<std::mutex> l (mutex_);
     double target[2] = {x_um, y_um};
     xy_.start (clock_ (), target);
@@ -182,8 +179,8 @@ public:
   void focus_move_to (double z_um)
   {
     if (!std::isfinite (z_um) || !z_limits_.contains (z_um))
-      throw Error (ErrorKind::kOutOfRange, "focus z " + num (z_um) +
-          " µm is outside the focus range " + range_text (z_limits_));
+      throw Error (ErrorKind::kOutOfRange,
+                   "focus z " + num (z_um) + " µm is outside the focus range " + range_text (z_limits_));
     std::lock_guard<std::mutex> l (mutex_);
     double target[2] = {z_um, 0};
     z_.start (clock_ (), target);
@@ -202,8 +199,8 @@ public:
     std::string list;
     for (const auto &o : objectives_)
       list += (list.empty () ? "" : ", ") + std::to_string (o.magnification) + "x";
-    throw Error (ErrorKind::kOutOfRange, "objective " +
-        std::to_string (magnification) + "x is not mounted (available: " + list + ")");
+    throw Error (ErrorKind::kOutOfRange, "objective " + std::to_string (magnification)
+                                             + "x is not mounted (available: " + list + ")");
   }
   Objective current () const override
   {
@@ -216,12 +213,11 @@ public:
   cv::Size max_size () const override { return {kMaxFrameSide, kMaxFrameSide}; }
   void configure (cv::Size size) override
   {
-    if (size.width < 16 || size.height < 16 || size.width > kMaxFrameSide ||
-        size.height > kMaxFrameSide)
-      throw Error (ErrorKind::kUnsupported, "frame size " +
-          std::to_string (size.width) + "x" + std::to_string (size.height) +
-          " is outside 16x16 to " + std::to_string (kMaxFrameSide) + "x" +
-          std::to_string (kMaxFrameSide));
+    if (size.width < 16 || size.height < 16 || size.width > kMaxFrameSide || size.height > kMaxFrameSide)
+      throw Error (ErrorKind::kUnsupported, "frame size " + std::to_string (size.width) + "x"
+                                                + std::to_string (size.height) + " is outside 16x16 to "
+                                                + std::to_string (kMaxFrameSide) + "x"
+                                                + std::to_string (kMaxFrameSide));
     std::lock_guard<std::mutex> l (camera_mutex_);
     if (size == frame_size_)
       return;
@@ -239,8 +235,7 @@ public:
       cv::Vec3b *row = gain_.ptr<cv::Vec3b> (j);
       for (int i = 0; i < size.width; i++) {
         double dx = i + 0.5 - cx, dy = j + 0.5 - cy;
-        double g = options_.brightness *
-                   (1.0 - options_.vignetting * (dx * dx + dy * dy) / r2max);
+        double g = options_.brightness * (1.0 - options_.vignetting * (dx * dx + dy * dy) / r2max);
         for (int c = 0; c < 3; c++)
           row[i][c] = cv::saturate_cast<uchar> (std::floor (g * 64 + dither.uniform ()));
       }
@@ -249,7 +244,7 @@ public:
     cv::Mat noise (size.height + kNoiseMargin, size.width + kNoiseMargin, CV_32FC3);
     cv::RNG rng (noise_seed_);
     rng.fill (noise, cv::RNG::NORMAL, 0, options_.noise_sigma);
-    noise.convertTo (noise_pos_, CV_8UC3);      // saturates negatives to 0
+    noise.convertTo (noise_pos_, CV_8UC3); // saturates negatives to 0
     cv::Mat neg = -noise;
     neg.convertTo (noise_neg_, CV_8UC3);
   }
@@ -276,7 +271,7 @@ public:
     // position is the exact slide point at the frame centre.
     int64_t x0 = std::llround (st.x_um / upp - size.width / 2.0);
     int64_t y0 = std::llround (st.y_um / upp - size.height / 2.0);
-    const cv::Rect view ((int) x0, (int) y0, size.width, size.height);
+    const cv::Rect view ((int)x0, (int)y0, size.width, size.height);
     cache_.read (upp, view, rgb);
     if (options_.prefetch) {
       // Still: the ring of tiles around the view.  Moving: the tiles ahead,
@@ -315,27 +310,25 @@ public:
   double focus_at (double x, double y) const
   {
     double dx = x - focus_.centre_x, dy = y - focus_.centre_y;
-    return 1000.0 + focus_.tilt_x * dx + focus_.tilt_y * dy +
-           focus_.curvature * (dx * dx + dy * dy) +
-           focus_.ripple * std::sin (x / 7000.0 + focus_.phase_x) *
-               std::cos (y / 5000.0 + focus_.phase_y);
+    return 1000.0 + focus_.tilt_x * dx + focus_.tilt_y * dy + focus_.curvature * (dx * dx + dy * dy)
+           + focus_.ripple * std::sin (x / 7000.0 + focus_.phase_x) * std::cos (y / 5000.0 + focus_.phase_y);
   }
 
   void defocus (cv::Mat &rgb, double sigma)
   {
     if (sigma < 0.2)
-      return;  // below what 8-bit pixels can show
+      return; // below what 8-bit pixels can show
     if (sigma <= 2.0) {
-      int k = std::max (3, 2 * (int) std::ceil (3 * sigma) + 1);
+      int k = std::max (3, 2 * (int)std::ceil (3 * sigma) + 1);
       cv::GaussianBlur (rgb, rgb, cv::Size (k, k), sigma, sigma, cv::BORDER_REFLECT);
       return;
     }
     // Large blur: area-downsample, blur the rest, upsample.  Downsampling by k
     // and linear upsampling blur by ≈ 0.5·k px themselves.
-    int k = std::max (2, (int) (sigma / 2.0));
+    int k = std::max (2, (int)(sigma / 2.0));
     double residual = std::sqrt (std::max (0.25, sigma * sigma - 0.25 * k * k)) / k;
-    cv::resize (rgb, small_, cv::Size (std::max (1, rgb.cols / k), std::max (1, rgb.rows / k)),
-        0, 0, cv::INTER_AREA);
+    cv::resize (rgb, small_, cv::Size (std::max (1, rgb.cols / k), std::max (1, rgb.rows / k)), 0, 0,
+                cv::INTER_AREA);
     cv::GaussianBlur (small_, small_, cv::Size (), residual, residual, cv::BORDER_REFLECT);
     cv::resize (small_, rgb, rgb.size (), 0, 0, cv::INTER_LINEAR);
   }
@@ -347,9 +340,8 @@ public:
       cv::multiply (rgb, gain_, rgb, 1.0 / 64);
     if (options_.noise_sigma <= 0)
       return;
-    uint64_t h = hash3 (noise_seed_, (int64_t) frame_number, 0);
-    cv::Rect window ((int) (h % kNoiseMargin), (int) ((h >> 32) % kNoiseMargin),
-        rgb.cols, rgb.rows);
+    uint64_t h = hash3 (noise_seed_, (int64_t)frame_number, 0);
+    cv::Rect window ((int)(h % kNoiseMargin), (int)((h >> 32) % kNoiseMargin), rgb.cols, rgb.rows);
     cv::add (rgb, noise_pos_ (window), rgb);
     cv::subtract (rgb, noise_neg_ (window), rgb);
   }
@@ -384,7 +376,7 @@ public:
   const Slide &slide_;
   SimOptions options_;
   TileCache cache_;
-  mutable std::mutex mutex_;  // motion state and objective
+  mutable std::mutex mutex_; // motion state and objective
   MonotonicClock clock_;
   Motion xy_, z_;
   Objective objective_;
@@ -395,7 +387,7 @@ public:
   } focus_;
   uint64_t noise_seed_ = 0;
 
-  std::mutex camera_mutex_;  // frame size, buffers, frame counter
+  std::mutex camera_mutex_; // frame size, buffers, frame counter
   cv::Size frame_size_;
   cv::Mat gain_, noise_pos_, noise_neg_, small_;
   bool unit_gain_ = false;
@@ -415,7 +407,7 @@ public:
     {
       if (!(speed > 0 && speed <= 10000))
         throw Error (ErrorKind::kOutOfRange,
-            "focus speed " + num (speed) + " µm/s is outside (0, 10000] µm/s");
+                     "focus speed " + num (speed) + " µm/s is outside (0, 10000] µm/s");
       std::lock_guard<std::mutex> l (p_.mutex_);
       double target[2] = {p_.z_.to[0], 0};
       p_.z_.start (p_.clock_ (), target);
@@ -436,13 +428,11 @@ public:
   private:
     Parts &p_;
   };
-  FocusAdapter focus_adapter_ {*this};
+  FocusAdapter focus_adapter_{*this};
 };
 
-SimMicroscope::SimMicroscope (std::string uri, std::unique_ptr<Slide> slide,
-    const SimOptions &options)
-    : uri_ (std::move (uri)), slide_ (std::move (slide)),
-      parts_ (std::make_unique<Parts> (*slide_, options))
+SimMicroscope::SimMicroscope (std::string uri, std::unique_ptr<Slide> slide, const SimOptions &options)
+    : uri_ (std::move (uri)), slide_ (std::move (slide)), parts_ (std::make_unique<Parts> (*slide_, options))
 {
   home ();
 }
@@ -524,4 +514,4 @@ SimMicroscope::set_clock (MonotonicClock clock)
   parts_->clock_ = std::move (clock);
 }
 
-}  // namespace livemicro::hw::sim
+} // namespace livemicro::hw::sim

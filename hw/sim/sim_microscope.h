@@ -30,12 +30,12 @@ struct SimOptions {
   double adapter_magnification = 0.5;
   double stage_speed_um_per_s = 20000.0;
   double focus_speed_um_per_s = 500.0;
-  double noise_sigma = 2.0;        // grey levels
-  double brightness = 1.0;         // 1 = nominal lamp
-  double vignetting = 0.12;        // relative fall-off at the frame corner
+  double noise_sigma = 2.0; // grey levels
+  double brightness = 1.0;  // 1 = nominal lamp
+  double vignetting = 0.12; // relative fall-off at the frame corner
   size_t cache_bytes = size_t (384) << 20;
   int tile_px = 256;
-  bool prefetch = true;            // render tiles around the view on a worker
+  bool prefetch = true; // render tiles around the view on a worker
 };
 
 // Microseconds on a monotonic clock; tests substitute a manual one.
@@ -43,8 +43,7 @@ using MonotonicClock = std::function<int64_t ()>;
 
 class SimMicroscope : public Microscope {
 public:
-  SimMicroscope (std::string uri, std::unique_ptr<Slide> slide,
-      const SimOptions &options);
+  SimMicroscope (std::string uri, std::unique_ptr<Slide> slide, const SimOptions &options);
   ~SimMicroscope () override;
 
   std::string uri () const override { return uri_; }
@@ -71,4 +70,4 @@ private:
   std::unique_ptr<Parts> parts_;
 };
 
-}  // namespace livemicro::hw::sim
+} // namespace livemicro::hw::sim

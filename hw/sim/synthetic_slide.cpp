@@ -17,8 +17,8 @@ namespace livemicro::hw::sim {
 namespace {
 
 constexpr double kPi = 3.14159265358979323846;
-constexpr double kFieldUmPerPx = 25.0;  // resolution of the tissue-type maps
-constexpr double kLabelUmPerPx = 8.0;   // resolution the label is printed at
+constexpr double kFieldUmPerPx = 25.0; // resolution of the tissue-type maps
+constexpr double kLabelUmPerPx = 8.0;  // resolution the label is printed at
 constexpr double kMaxNucleusRadiusUm = 9.0;
 
 // Seeds of the independent random streams, so that one never shifts another.
@@ -62,15 +62,12 @@ field_noise (uint64_t seed, cv::Size size, double wavelength_um)
     cv::Mat lattice (gh, gw, CV_32F);
     for (int j = 0; j < gh; j++)
       for (int i = 0; i < gw; i++)
-        lattice.at<float> (j, i) =
-            unit_from_hash (hash3 (seed + octave, i, j));
+        lattice.at<float> (j, i) = unit_from_hash (hash3 (seed + octave, i, j));
     cv::Mat up;
-    cv::resize (lattice, up,
-        cv::Size (static_cast<int> (gw * lambda_px),
-            static_cast<int> (gh * lambda_px)),
-        0, 0, cv::INTER_CUBIC);
-    cv::Mat roi = up (cv::Rect (static_cast<int> (lambda_px),
-        static_cast<int> (lambda_px), size.width, size.height));
+    cv::resize (lattice, up, cv::Size (static_cast<int> (gw * lambda_px), static_cast<int> (gh * lambda_px)),
+                0, 0, cv::INTER_CUBIC);
+    cv::Mat roi
+        = up (cv::Rect (static_cast<int> (lambda_px), static_cast<int> (lambda_px), size.width, size.height));
     cv::scaleAdd (roi, amplitude, acc, acc);
     total += amplitude;
     amplitude *= 0.5f;
@@ -100,17 +97,22 @@ normalized (cv::Vec3f v)
   return v / static_cast<float> (cv::norm (v));
 }
 
-}  // namespace
+} // namespace
 
 const char *
 nucleus_kind_name (NucleusKind kind)
 {
   switch (kind) {
-    case NucleusKind::kTumour: return "tumour";
-    case NucleusKind::kEpithelial: return "epithelial";
-    case NucleusKind::kLymphocyte: return "lymphocyte";
-    case NucleusKind::kFibroblast: return "fibroblast";
-    case NucleusKind::kMitosis: return "mitosis";
+  case NucleusKind::kTumour:
+    return "tumour";
+  case NucleusKind::kEpithelial:
+    return "epithelial";
+  case NucleusKind::kLymphocyte:
+    return "lymphocyte";
+  case NucleusKind::kFibroblast:
+    return "fibroblast";
+  case NucleusKind::kMitosis:
+    return "mitosis";
   }
   return "unknown";
 }
@@ -118,8 +120,7 @@ nucleus_kind_name (NucleusKind kind)
 double
 Nucleus::area_um2 () const
 {
-  return kPi * (major_um / 2) * (minor_um / 2) *
-         (1.0 + lobe_amplitude * lobe_amplitude / 2.0);
+  return kPi * (major_um / 2) * (minor_um / 2) * (1.0 + lobe_amplitude * lobe_amplitude / 2.0);
 }
 
 std::vector<cv::Point2d>
@@ -156,18 +157,18 @@ struct SyntheticSlide::Fields {
   }
 };
 
-SyntheticSlide::SyntheticSlide (uint64_t seed)
-    : seed_ (seed), fields_ (std::make_unique<Fields> ())
+SyntheticSlide::SyntheticSlide (uint64_t seed) : seed_ (seed), fields_ (std::make_unique<Fields> ())
 {
   Rng rng (stream_seed (seed, kStreamSections));
 
   // Stain vectors: Ruifrok & Johnston's H&E, slightly varied per slide as
   // real stainings are.
   Rng stain (stream_seed (seed, kStreamStain));
-  stain_h_ = normalized (cv::Vec3f (0.650f + 0.03f * (float) stain.normal (),
-      0.704f + 0.03f * (float) stain.normal (), 0.286f + 0.03f * (float) stain.normal ()));
-  stain_e_ = normalized (cv::Vec3f (0.072f + 0.02f * (float) stain.normal (),
-      0.990f, 0.105f + 0.02f * (float) stain.normal ()));
+  stain_h_ = normalized (cv::Vec3f (0.650f + 0.03f * (float)stain.normal (),
+                                    0.704f + 0.03f * (float)stain.normal (),
+                                    0.286f + 0.03f * (float)stain.normal ()));
+  stain_e_ = normalized (
+      cv::Vec3f (0.072f + 0.02f * (float)stain.normal (), 0.990f, 0.105f + 0.02f * (float)stain.normal ()));
 
   // Tissue sections: rotated ellipses with ragged edges.
   int n_sections = 2 + static_cast<int> (rng.next () % 3);
@@ -175,13 +176,11 @@ SyntheticSlide::SyntheticSlide (uint64_t seed)
     double rx = rng.uniform (4500, 9000), ry = rng.uniform (3500, 8000);
     double cx = rng.uniform (kTissueMinXUm + 500 + rx, kTissueMaxXUm - 500 - rx);
     double cy = rng.uniform (1500 + ry, kHeightUm - 1500 - ry);
-    sections_um_.emplace_back (cv::Point2f ((float) cx, (float) cy),
-        cv::Size2f ((float) (2 * rx), (float) (2 * ry)),
-        (float) rng.uniform (-25, 25));
+    sections_um_.emplace_back (cv::Point2f ((float)cx, (float)cy),
+                               cv::Size2f ((float)(2 * rx), (float)(2 * ry)), (float)rng.uniform (-25, 25));
   }
 
-  cv::Size fsize (static_cast<int> (kWidthUm / kFieldUmPerPx),
-      static_cast<int> (kHeightUm / kFieldUmPerPx));
+  cv::Size fsize (static_cast<int> (kWidthUm / kFieldUmPerPx), static_cast<int> (kHeightUm / kFieldUmPerPx));
   cv::Mat edge = field_noise (stream_seed (seed, kStreamTissueEdge), fsize, 1800);
   cv::Mat holes = field_noise (stream_seed (seed, kStreamHoles), fsize, 260);
   Fields &f = *fields_;
@@ -192,7 +191,7 @@ SyntheticSlide::SyntheticSlide (uint64_t seed)
   std::vector<Ellipse> ellipses;
   for (const auto &sec : sections_um_)
     ellipses.push_back ({sec.center.x, sec.center.y, std::cos (sec.angle * kPi / 180),
-        std::sin (sec.angle * kPi / 180), sec.size.width / 2.0, sec.size.height / 2.0});
+                         std::sin (sec.angle * kPi / 180), sec.size.width / 2.0, sec.size.height / 2.0});
   for (int j = 0; j < fsize.height; j++) {
     double y = (j + 0.5) * kFieldUmPerPx;
     for (int i = 0; i < fsize.width; i++) {
@@ -203,9 +202,9 @@ SyntheticSlide::SyntheticSlide (uint64_t seed)
         double u = (dx * el.c + dy * el.s) / el.rx;
         double v = (-dx * el.s + dy * el.c) / el.ry;
         if (u * u + v * v > 2.5)
-          continue;  // far outside: the ragged edge never reaches this far
+          continue; // far outside: the ragged edge never reaches this far
         double r = std::sqrt (u * u + v * v);
-        float e = 1.0f - (float) r + 0.35f * (edge.at<float> (j, i) - 0.5f);
+        float e = 1.0f - (float)r + 0.35f * (edge.at<float> (j, i) - 0.5f);
         d = std::max (d, smoothstep (0.0f, 0.04f, e));
       }
       d *= 1.0f - smoothstep (0.70f, 0.76f, holes.at<float> (j, i));
@@ -233,8 +232,7 @@ SyntheticSlide::SyntheticSlide (uint64_t seed)
   for (int ring = 0; ring < 40 && tissue_at (home_um_.x, home_um_.y) < 0.9f; ring++)
     for (int k = 0; k < 16; k++) {
       double a = 2 * kPi * k / 16, r = 100.0 * (ring + 1);
-      cv::Point2d p (largest->center.x + r * std::cos (a),
-          largest->center.y + r * std::sin (a));
+      cv::Point2d p (largest->center.x + r * std::cos (a), largest->center.y + r * std::sin (a));
       if (tissue_at (p.x, p.y) >= 0.9f) {
         home_um_ = p;
         break;
@@ -255,8 +253,7 @@ SyntheticSlide::description () const
 float
 SyntheticSlide::tissue_at (double x_um, double y_um) const
 {
-  if (x_um < kTissueMinXUm || x_um > kTissueMaxXUm || y_um < 0 ||
-      y_um > kHeightUm)
+  if (x_um < kTissueMinXUm || x_um > kTissueMaxXUm || y_um < 0 || y_um > kHeightUm)
     return 0.0f;
   return Fields::sample (fields_->tissue, x_um, y_um);
 }
@@ -297,40 +294,40 @@ SyntheticSlide::nucleus_in_cell (int64_t ci, int64_t cj) const
 
   double area = 0, elongation = 1;
   switch (n.kind) {
-    case NucleusKind::kTumour:
-      area = std::clamp (38.0 * std::exp (0.32 * rng.normal ()), 14.0, 95.0);
-      elongation = std::min (2.2, 1.0 + std::abs (0.28 * rng.normal ()));
-      n.lobe_amplitude = rng.uniform (0.0, 0.12);
-      n.lobes = 2 + static_cast<int> (rng.next () % 4);
-      n.hematoxylin_od = rng.uniform (0.75, 1.10);
-      break;
-    case NucleusKind::kEpithelial:
-      area = std::clamp (24.0 * std::exp (0.15 * rng.normal ()), 14.0, 40.0);
-      elongation = 1.0 + std::abs (0.12 * rng.normal ());
-      n.lobe_amplitude = rng.uniform (0.0, 0.04);
-      n.lobes = 3;
-      n.hematoxylin_od = rng.uniform (0.60, 0.78);
-      break;
-    case NucleusKind::kLymphocyte:
-      area = std::clamp (16.0 * std::exp (0.10 * rng.normal ()), 11.0, 24.0);
-      elongation = 1.0 + std::abs (0.06 * rng.normal ());
-      n.lobe_amplitude = rng.uniform (0.0, 0.02);
-      n.lobes = 3;
-      n.hematoxylin_od = rng.uniform (1.00, 1.25);
-      break;
-    case NucleusKind::kFibroblast:
-      area = std::clamp (16.0 * std::exp (0.20 * rng.normal ()), 9.0, 30.0);
-      elongation = rng.uniform (2.4, 3.4);
-      n.lobes = 2;
-      n.hematoxylin_od = rng.uniform (0.70, 0.85);
-      break;
-    case NucleusKind::kMitosis:
-      area = std::clamp (22.0 * std::exp (0.20 * rng.normal ()), 12.0, 40.0);
-      elongation = rng.uniform (1.2, 1.6);
-      n.lobe_amplitude = rng.uniform (0.25, 0.40);
-      n.lobes = 5 + static_cast<int> (rng.next () % 3);
-      n.hematoxylin_od = rng.uniform (1.45, 1.65);
-      break;
+  case NucleusKind::kTumour:
+    area = std::clamp (38.0 * std::exp (0.32 * rng.normal ()), 14.0, 95.0);
+    elongation = std::min (2.2, 1.0 + std::abs (0.28 * rng.normal ()));
+    n.lobe_amplitude = rng.uniform (0.0, 0.12);
+    n.lobes = 2 + static_cast<int> (rng.next () % 4);
+    n.hematoxylin_od = rng.uniform (0.75, 1.10);
+    break;
+  case NucleusKind::kEpithelial:
+    area = std::clamp (24.0 * std::exp (0.15 * rng.normal ()), 14.0, 40.0);
+    elongation = 1.0 + std::abs (0.12 * rng.normal ());
+    n.lobe_amplitude = rng.uniform (0.0, 0.04);
+    n.lobes = 3;
+    n.hematoxylin_od = rng.uniform (0.60, 0.78);
+    break;
+  case NucleusKind::kLymphocyte:
+    area = std::clamp (16.0 * std::exp (0.10 * rng.normal ()), 11.0, 24.0);
+    elongation = 1.0 + std::abs (0.06 * rng.normal ());
+    n.lobe_amplitude = rng.uniform (0.0, 0.02);
+    n.lobes = 3;
+    n.hematoxylin_od = rng.uniform (1.00, 1.25);
+    break;
+  case NucleusKind::kFibroblast:
+    area = std::clamp (16.0 * std::exp (0.20 * rng.normal ()), 9.0, 30.0);
+    elongation = rng.uniform (2.4, 3.4);
+    n.lobes = 2;
+    n.hematoxylin_od = rng.uniform (0.70, 0.85);
+    break;
+  case NucleusKind::kMitosis:
+    area = std::clamp (22.0 * std::exp (0.20 * rng.normal ()), 12.0, 40.0);
+    elongation = rng.uniform (1.2, 1.6);
+    n.lobe_amplitude = rng.uniform (0.25, 0.40);
+    n.lobes = 5 + static_cast<int> (rng.next () % 3);
+    n.hematoxylin_od = rng.uniform (1.45, 1.65);
+    break;
   }
   n.lobe_phase = rng.uniform (0, 2 * kPi);
   double ab = area / (kPi * (1.0 + n.lobe_amplitude * n.lobe_amplitude / 2));
@@ -338,8 +335,7 @@ SyntheticSlide::nucleus_in_cell (int64_t ci, int64_t cj) const
   n.major_um = 2 * a;
   n.minor_um = 2 * b;
   if (n.kind == NucleusKind::kFibroblast)
-    n.angle_deg = Fields::sample (f.fibre_angle, base_x, base_y) * 540.0 +
-                  rng.normal () * 8.0;
+    n.angle_deg = Fields::sample (f.fibre_angle, base_x, base_y) * 540.0 + rng.normal () * 8.0;
   else
     n.angle_deg = rng.uniform (0, 180);
   n.angle_deg = std::fmod (n.angle_deg + 360.0, 180.0);
@@ -368,8 +364,8 @@ SyntheticSlide::nuclei_in (const cv::Rect2d &region) const
   for (int64_t cj = cj0; cj <= cj1; cj++)
     for (int64_t ci = ci0; ci <= ci1; ci++)
       if (auto n = nucleus_in_cell (ci, cj))
-        if (n->x_um >= region.x && n->x_um < region.x + region.width &&
-            n->y_um >= region.y && n->y_um < region.y + region.height)
+        if (n->x_um >= region.x && n->x_um < region.x + region.width && n->y_um >= region.y
+            && n->y_um < region.y + region.height)
           out.push_back (*n);
   return out;
 }
@@ -378,15 +374,15 @@ namespace {
 
 // Adds one nucleus, in optical density, to the H and E planes of a tile.
 void
-draw_nucleus (const Nucleus &n, double upp, const cv::Rect &r, cv::Mat &H,
-    cv::Mat &E, uint64_t chromatin_seed)
+draw_nucleus (const Nucleus &n, double upp, const cv::Rect &r, cv::Mat &H, cv::Mat &E,
+              uint64_t chromatin_seed)
 {
   const double a = n.major_um / 2, b = n.minor_um / 2;
   const double reach = a * (1 + n.lobe_amplitude) + 2 * upp;
-  int i0 = std::max (0, (int) std::floor ((n.x_um - reach) / upp) - r.x);
-  int i1 = std::min (r.width - 1, (int) std::ceil ((n.x_um + reach) / upp) - r.x);
-  int j0 = std::max (0, (int) std::floor ((n.y_um - reach) / upp) - r.y);
-  int j1 = std::min (r.height - 1, (int) std::ceil ((n.y_um + reach) / upp) - r.y);
+  int i0 = std::max (0, (int)std::floor ((n.x_um - reach) / upp) - r.x);
+  int i1 = std::min (r.width - 1, (int)std::ceil ((n.x_um + reach) / upp) - r.x);
+  int j0 = std::max (0, (int)std::floor ((n.y_um - reach) / upp) - r.y);
+  int j1 = std::min (r.height - 1, (int)std::ceil ((n.y_um + reach) / upp) - r.y);
   if (i0 > i1 || j0 > j1)
     return;
 
@@ -400,7 +396,7 @@ draw_nucleus (const Nucleus &n, double upp, const cv::Rect &r, cv::Mat &H,
     for (int j = j0; j <= j1; j++)
       for (int i = i0; i <= i1; i++) {
         double dx = i - cx, dy = j - cy;
-        float w = (float) (peak * std::exp (-(dx * dx + dy * dy) / (2 * sigma * sigma)));
+        float w = (float)(peak * std::exp (-(dx * dx + dy * dy) / (2 * sigma * sigma)));
         H.at<float> (j, i) += w;
         E.at<float> (j, i) += w * 0.08f;
       }
@@ -411,7 +407,7 @@ draw_nucleus (const Nucleus &n, double upp, const cv::Rect &r, cv::Mat &H,
   const double cp = std::cos (n.lobe_phase), sp = std::sin (n.lobe_phase);
   const float chromatin_w = octave_weight (0.9 / upp);
   const float chromatin_fine_w = octave_weight (0.45 / upp);
-  const double edge_scale = b / upp;  // normalised radius → pixels
+  const double edge_scale = b / upp; // normalised radius → pixels
   for (int j = j0; j <= j1; j++) {
     double y = (r.y + j + 0.5) * upp;
     float *hrow = H.ptr<float> (j), *erow = E.ptr<float> (j);
@@ -431,20 +427,20 @@ draw_nucleus (const Nucleus &n, double upp, const cv::Rect &r, cv::Mat &H,
         }
         boundary += n.lobe_amplitude * (im * cp + re * sp);
       }
-      float cover = (float) std::clamp ((boundary - rr) * edge_scale + 0.5, 0.0, 1.0);
+      float cover = (float)std::clamp ((boundary - rr) * edge_scale + 0.5, 0.0, 1.0);
       if (cover <= 0)
         continue;
-      float chromatin = 0.85f +
-          chromatin_w * 0.5f * (value_noise (chromatin_seed, x / 0.9, y / 0.9) - 0.5f) +
-          chromatin_fine_w * 0.3f * (value_noise (chromatin_seed + 1, x / 0.45, y / 0.45) - 0.5f);
-      float rim = 1.0f + 0.22f * smoothstep (0.70f, 0.95f, (float) (rr / boundary));
-      hrow[i] += cover * (float) n.hematoxylin_od * chromatin * rim;
+      float chromatin
+          = 0.85f + chromatin_w * 0.5f * (value_noise (chromatin_seed, x / 0.9, y / 0.9) - 0.5f)
+            + chromatin_fine_w * 0.3f * (value_noise (chromatin_seed + 1, x / 0.45, y / 0.45) - 0.5f);
+      float rim = 1.0f + 0.22f * smoothstep (0.70f, 0.95f, (float)(rr / boundary));
+      hrow[i] += cover * (float)n.hematoxylin_od * chromatin * rim;
       erow[i] += cover * 0.08f;
     }
   }
 }
 
-}  // namespace
+} // namespace
 
 void
 SyntheticSlide::render_tissue (double upp, const cv::Rect &r, cv::Mat &out) const
@@ -455,8 +451,7 @@ SyntheticSlide::render_tissue (double upp, const cv::Rect &r, cv::Mat &out) cons
   const uint64_t cyto_seed = stream_seed (seed_, kStreamCytoplasm);
   // Fibres: noise stretched along three orientations, blended by the local
   // fibre angle (rotating absolute coordinates would warp the texture).
-  static const double kOrient[3][2] = {
-      {1.0, 0.0}, {0.5, 0.8660254}, {-0.5, 0.8660254}};
+  static const double kOrient[3][2] = {{1.0, 0.0}, {0.5, 0.8660254}, {-0.5, 0.8660254}};
   const double fibre_long_um = 28.0, fibre_short_um = 2.6;
   const float w_fibre = octave_weight (fibre_short_um / upp);
   const float w_cyto = octave_weight (6.0 / upp);
@@ -476,15 +471,15 @@ SyntheticSlide::render_tissue (double upp, const cv::Rect &r, cv::Mat &out) cons
         float t = Fields::sample (f.tumour, x, y);
         float e = Fields::sample (f.epith, x, y);
         float cellular = std::max (smoothstep (f.t_tumour - 0.02f, f.t_tumour + 0.02f, t),
-            smoothstep (f.t_epith - 0.02f, f.t_epith + 0.02f, e));
+                                   smoothstep (f.t_epith - 0.02f, f.t_epith + 0.02f, e));
         float fibre = 0.5f;
         if (w_fibre > 0 && cellular < 1.0f) {
-          float angle = Fields::sample (f.fibre_angle, x, y) * 3.0f * (float) kPi;
+          float angle = Fields::sample (f.fibre_angle, x, y) * 3.0f * (float)kPi;
           float ca = std::cos (angle), sa = std::sin (angle);
           float acc = 0, wsum = 0;
           for (int k = 0; k < 3; k++) {
             // cos(angle − kπ/3), weight |cos|⁶: sharp preference per direction
-            float cd = std::abs (ca * (float) kOrient[k][0] + sa * (float) kOrient[k][1]);
+            float cd = std::abs (ca * (float)kOrient[k][0] + sa * (float)kOrient[k][1]);
             float w = cd * cd * cd;
             w *= w;
             double u = x * kOrient[k][0] + y * kOrient[k][1];
@@ -503,8 +498,8 @@ SyntheticSlide::render_tissue (double upp, const cv::Rect &r, cv::Mat &out) cons
       }
     }
     const double margin = kMaxNucleusRadiusUm + 2 * upp;
-    cv::Rect2d region_um (r.x * upp - margin, r.y * upp - margin,
-        r.width * upp + 2 * margin, r.height * upp + 2 * margin);
+    cv::Rect2d region_um (r.x * upp - margin, r.y * upp - margin, r.width * upp + 2 * margin,
+                          r.height * upp + 2 * margin);
     const uint64_t chromatin_seed = stream_seed (seed_, kStreamChromatin);
     for (const Nucleus &n : nuclei_in (region_um))
       draw_nucleus (n, upp, r, H, E, chromatin_seed);
@@ -536,8 +531,7 @@ SyntheticSlide::render_label (double upp, const cv::Rect &r, cv::Mat &out) const
   double s = upp / kLabelUmPerPx;
   cv::Matx23d m (s, 0, (r.x + first + 0.5) * s - 0.5, 0, s, (r.y + 0.5) * s - 0.5);
   cv::warpAffine (label_rgb_, dst, m, dst.size (),
-      cv::WARP_INVERSE_MAP | (s > 1.5 ? cv::INTER_AREA : cv::INTER_LINEAR),
-      cv::BORDER_REPLICATE);
+                  cv::WARP_INVERSE_MAP | (s > 1.5 ? cv::INTER_AREA : cv::INTER_LINEAR), cv::BORDER_REPLICATE);
 }
 
 void
@@ -562,30 +556,27 @@ SyntheticSlide::render (double upp, const cv::Rect &r, cv::Mat &out) const
 void
 SyntheticSlide::build_label ()
 {
-  static const char *kNames[] = {"DOE, JANE", "ROSSI, MARIA", "SMITH, JOHN",
-      "OKAFOR, ADA", "NGUYEN, LINH", "GARCIA, LUIS", "MUELLER, ANNA",
-      "KOWALSKI, PIOTR", "TANAKA, YUKI", "HASSAN, OMAR"};
+  static const char *kNames[]
+      = {"DOE, JANE",    "ROSSI, MARIA",  "SMITH, JOHN",     "OKAFOR, ADA",  "NGUYEN, LINH",
+         "GARCIA, LUIS", "MUELLER, ANNA", "KOWALSKI, PIOTR", "TANAKA, YUKI", "HASSAN, OMAR"};
   Rng rng (stream_seed (seed_, kStreamLabel));
   SlideLabel &l = label_;
   l.rect_um = cv::Rect2d (0, 0, kLabelWidthUm, kHeightUm);
   l.patient_name = kNames[rng.next () % (sizeof kNames / sizeof kNames[0])];
   char buf[64];
-  std::snprintf (buf, sizeof buf, "%08u", (unsigned) (rng.next () % 100000000u));
+  std::snprintf (buf, sizeof buf, "%08u", (unsigned)(rng.next () % 100000000u));
   l.mrn = buf;
-  std::snprintf (buf, sizeof buf, "%04d-%02d-%02d", 1930 + (int) (rng.next () % 80),
-      1 + (int) (rng.next () % 12), 1 + (int) (rng.next () % 28));
+  std::snprintf (buf, sizeof buf, "%04d-%02d-%02d", 1930 + (int)(rng.next () % 80),
+                 1 + (int)(rng.next () % 12), 1 + (int)(rng.next () % 28));
   l.birth_date = buf;
-  std::snprintf (buf, sizeof buf, "2026-%02d-%02d", 1 + (int) (rng.next () % 11),
-      1 + (int) (rng.next () % 28));
+  std::snprintf (buf, sizeof buf, "2026-%02d-%02d", 1 + (int)(rng.next () % 11), 1 + (int)(rng.next () % 28));
   l.collection_date = buf;
-  std::snprintf (buf, sizeof buf, "S26-%05u A1", (unsigned) (rng.next () % 100000u));
+  std::snprintf (buf, sizeof buf, "S26-%05u A1", (unsigned)(rng.next () % 100000u));
   l.case_id = buf;
   std::string name_caret = l.patient_name;
   std::replace (name_caret.begin (), name_caret.end (), ',', '^');
-  name_caret.erase (std::remove (name_caret.begin (), name_caret.end (), ' '),
-      name_caret.end ());
-  l.qr_payload = "PID:" + l.mrn + ";NAME:" + name_caret + ";DOB:" + l.birth_date +
-                 ";CASE:" + l.case_id;
+  name_caret.erase (std::remove (name_caret.begin (), name_caret.end (), ' '), name_caret.end ());
+  l.qr_payload = "PID:" + l.mrn + ";NAME:" + name_caret + ";DOB:" + l.birth_date + ";CASE:" + l.case_id;
 
   const int w = static_cast<int> (kLabelWidthUm / kLabelUmPerPx);
   const int h = static_cast<int> (kHeightUm / kLabelUmPerPx);
@@ -600,25 +591,23 @@ SyntheticSlide::build_label ()
     cv::Vec3b *row = label_rgb_.ptr<cv::Vec3b> (j);
     for (int i = 0; i < w; i++) {
       float v = 3.5f * g[i];
-      row[i] = cv::Vec3b (cv::saturate_cast<uchar> (240 + v),
-          cv::saturate_cast<uchar> (238 + v), cv::saturate_cast<uchar> (229 + v));
+      row[i] = cv::Vec3b (cv::saturate_cast<uchar> (240 + v), cv::saturate_cast<uchar> (238 + v),
+                          cv::saturate_cast<uchar> (229 + v));
     }
   }
   const cv::Scalar ink (28, 28, 34);
   const double margin_px = 1200 / kLabelUmPerPx;
-  auto print = [&] (const std::string &text, double top_mm, double cap_mm,
-                   int font) {
+  auto print = [&] (const std::string &text, double top_mm, double cap_mm, int font) {
     int base = 0;
     cv::Size unit = cv::getTextSize (text, font, 1.0, 1, &base);
     double scale = cap_mm * 1000 / kLabelUmPerPx / unit.height;
     scale = std::min (scale, (w - 2 * margin_px) / unit.width);
-    int thickness = std::max (2, (int) std::lround (scale * 1.6));
+    int thickness = std::max (2, (int)std::lround (scale * 1.6));
     cv::Size size = cv::getTextSize (text, font, scale, thickness, &base);
-    cv::Point org ((int) margin_px, (int) (top_mm * 1000 / kLabelUmPerPx) + size.height);
+    cv::Point org ((int)margin_px, (int)(top_mm * 1000 / kLabelUmPerPx) + size.height);
     cv::putText (label_rgb_, text, org, font, scale, ink, thickness, cv::LINE_AA);
-    l.text_rects_um.emplace_back (org.x * kLabelUmPerPx,
-        (org.y - size.height) * kLabelUmPerPx, size.width * kLabelUmPerPx,
-        (size.height + base) * kLabelUmPerPx);
+    l.text_rects_um.emplace_back (org.x * kLabelUmPerPx, (org.y - size.height) * kLabelUmPerPx,
+                                  size.width * kLabelUmPerPx, (size.height + base) * kLabelUmPerPx);
   };
   print ("LIVEMICRO PATHOLOGY", 1.5, 1.0, cv::FONT_HERSHEY_SIMPLEX);
   print (l.case_id, 3.8, 1.6, cv::FONT_HERSHEY_DUPLEX);
@@ -632,20 +621,18 @@ SyntheticSlide::build_label ()
   cv::Ptr<cv::QRCodeEncoder> encoder = cv::QRCodeEncoder::create ();
   encoder->encode (l.qr_payload, qr);
   const double qr_side_um = 2400;
-  int qr_px = (int) (qr_side_um / kLabelUmPerPx);
+  int qr_px = (int)(qr_side_um / kLabelUmPerPx);
   cv::Mat qr_big;
   cv::resize (qr, qr_big, cv::Size (qr_px, qr_px), 0, 0, cv::INTER_NEAREST);
-  cv::Rect qr_rect ((int) margin_px, (int) (20000 / kLabelUmPerPx), qr_px, qr_px);
+  cv::Rect qr_rect ((int)margin_px, (int)(20000 / kLabelUmPerPx), qr_px, qr_px);
   for (int j = 0; j < qr_px; j++)
     for (int i = 0; i < qr_px; i++)
       if (qr_big.at<uchar> (j, i) < 128)
-        label_rgb_.at<cv::Vec3b> (qr_rect.y + j, qr_rect.x + i) =
-            cv::Vec3b (28, 28, 34);
+        label_rgb_.at<cv::Vec3b> (qr_rect.y + j, qr_rect.x + i) = cv::Vec3b (28, 28, 34);
   // The ground truth is the printed symbol, without the encoder's quiet zone.
   cv::Rect symbol = cv::boundingRect (qr_big < 128);
-  l.qr_rect_um = cv::Rect2d ((qr_rect.x + symbol.x) * kLabelUmPerPx,
-      (qr_rect.y + symbol.y) * kLabelUmPerPx, symbol.width * kLabelUmPerPx,
-      symbol.height * kLabelUmPerPx);
+  l.qr_rect_um = cv::Rect2d ((qr_rect.x + symbol.x) * kLabelUmPerPx, (qr_rect.y + symbol.y) * kLabelUmPerPx,
+                             symbol.width * kLabelUmPerPx, symbol.height * kLabelUmPerPx);
 }
 
 namespace {
@@ -675,20 +662,18 @@ add_rect (JsonBuilder *b, const char *name, const cv::Rect2d &r)
   json_builder_end_object (b);
 }
 
-}  // namespace
+} // namespace
 
 void
-SyntheticSlide::write_ground_truth (std::ostream &out,
-    std::optional<cv::Rect2d> region_um) const
+SyntheticSlide::write_ground_truth (std::ostream &out, std::optional<cv::Rect2d> region_um) const
 {
   cv::Rect2d region = region_um.value_or (cv::Rect2d (0, 0, kWidthUm, kHeightUm));
   g_autoptr (JsonBuilder) b = json_builder_new ();
   json_builder_begin_object (b);
   json_builder_set_member_name (b, "uri");
-  json_builder_add_string_value (b,
-      ("sim://synthetic?seed=" + std::to_string (seed_)).c_str ());
+  json_builder_add_string_value (b, ("sim://synthetic?seed=" + std::to_string (seed_)).c_str ());
   json_builder_set_member_name (b, "seed");
-  json_builder_add_int_value (b, (gint64) seed_);
+  json_builder_add_int_value (b, (gint64)seed_);
   json_builder_set_member_name (b, "width_um");
   json_builder_add_double_value (b, kWidthUm);
   json_builder_set_member_name (b, "height_um");
@@ -702,8 +687,7 @@ SyntheticSlide::write_ground_truth (std::ostream &out,
   json_builder_end_object (b);
   json_builder_set_member_name (b, "stain_vectors_od_rgb");
   json_builder_begin_object (b);
-  for (auto [name, v] : {std::pair<const char *, cv::Vec3f> {"hematoxylin", stain_h_},
-           {"eosin", stain_e_}}) {
+  for (auto [name, v] : {std::pair<const char *, cv::Vec3f>{"hematoxylin", stain_h_}, {"eosin", stain_e_}}) {
     json_builder_set_member_name (b, name);
     json_builder_begin_array (b);
     for (int k = 0; k < 3; k++)
@@ -714,10 +698,12 @@ SyntheticSlide::write_ground_truth (std::ostream &out,
   json_builder_set_member_name (b, "label");
   json_builder_begin_object (b);
   add_rect (b, "rect", label_.rect_um);
-  for (auto [k, v] : {std::pair<const char *, const std::string *> {"patient_name", &label_.patient_name},
-           {"mrn", &label_.mrn}, {"birth_date", &label_.birth_date},
-           {"collection_date", &label_.collection_date},
-           {"case_id", &label_.case_id}, {"qr_payload", &label_.qr_payload}}) {
+  for (auto [k, v] : {std::pair<const char *, const std::string *>{"patient_name", &label_.patient_name},
+                      {"mrn", &label_.mrn},
+                      {"birth_date", &label_.birth_date},
+                      {"collection_date", &label_.collection_date},
+                      {"case_id", &label_.case_id},
+                      {"qr_payload", &label_.qr_payload}}) {
     json_builder_set_member_name (b, k);
     json_builder_add_string_value (b, v->c_str ());
   }
@@ -761,22 +747,21 @@ SyntheticSlide::write_ground_truth (std::ostream &out,
   std::string head = to_json (root);
   // Stream the nuclei (millions for a whole slide) row by row instead of
   // building one giant tree; every field is a number or a fixed enum name.
-  head.pop_back ();  // the closing '}'
+  head.pop_back (); // the closing '}'
   out << head << ",\"nuclei\":[";
   bool first = true;
   char line[512];
   for (double y = region.y; y < region.y + region.height; y += 1000.0) {
-    cv::Rect2d band (region.x, y, region.width,
-        std::min (1000.0, region.y + region.height - y));
+    cv::Rect2d band (region.x, y, region.width, std::min (1000.0, region.y + region.height - y));
     for (const Nucleus &n : nuclei_in (band)) {
       std::snprintf (line, sizeof line,
-          "%s\n{\"id\":%llu,\"kind\":\"%s\",\"x_um\":%.3f,\"y_um\":%.3f,"
-          "\"major_um\":%.3f,\"minor_um\":%.3f,\"angle_deg\":%.2f,"
-          "\"lobe_amplitude\":%.4f,\"lobes\":%d,\"lobe_phase\":%.4f,"
-          "\"area_um2\":%.3f,\"hematoxylin_od\":%.3f}",
-          first ? "" : ",", (unsigned long long) n.id, nucleus_kind_name (n.kind),
-          n.x_um, n.y_um, n.major_um, n.minor_um, n.angle_deg, n.lobe_amplitude,
-          n.lobes, n.lobe_phase, n.area_um2 (), n.hematoxylin_od);
+                     "%s\n{\"id\":%llu,\"kind\":\"%s\",\"x_um\":%.3f,\"y_um\":%.3f,"
+                     "\"major_um\":%.3f,\"minor_um\":%.3f,\"angle_deg\":%.2f,"
+                     "\"lobe_amplitude\":%.4f,\"lobes\":%d,\"lobe_phase\":%.4f,"
+                     "\"area_um2\":%.3f,\"hematoxylin_od\":%.3f}",
+                     first ? "" : ",", (unsigned long long)n.id, nucleus_kind_name (n.kind), n.x_um, n.y_um,
+                     n.major_um, n.minor_um, n.angle_deg, n.lobe_amplitude, n.lobes, n.lobe_phase,
+                     n.area_um2 (), n.hematoxylin_od);
       out << line;
       first = false;
     }
@@ -784,4 +769,4 @@ SyntheticSlide::write_ground_truth (std::ostream &out,
   out << "\n]}\n";
 }
 
-}  // namespace livemicro::hw::sim
+} // namespace livemicro::hw::sim

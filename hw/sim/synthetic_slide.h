@@ -29,24 +29,24 @@ const char *nucleus_kind_name (NucleusKind kind);
 struct Nucleus {
   uint64_t id = 0;
   NucleusKind kind = NucleusKind::kEpithelial;
-  double x_um = 0, y_um = 0;           // centroid
-  double major_um = 0, minor_um = 0;   // full axis lengths of the base ellipse
-  double angle_deg = 0;                // major axis from +x towards +y
-  double lobe_amplitude = 0;           // outline r(φ) = 1 + a·sin(k·φ + p)
+  double x_um = 0, y_um = 0;         // centroid
+  double major_um = 0, minor_um = 0; // full axis lengths of the base ellipse
+  double angle_deg = 0;              // major axis from +x towards +y
+  double lobe_amplitude = 0;         // outline r(φ) = 1 + a·sin(k·φ + p)
   int lobes = 0;
   double lobe_phase = 0;
-  double hematoxylin_od = 0;           // mean stain optical density inside
+  double hematoxylin_od = 0; // mean stain optical density inside
   double area_um2 () const;
   // The outline as a polygon in slide µm (n points).
   std::vector<cv::Point2d> outline_um (int n = 64) const;
 };
 
 struct SlideLabel {
-  cv::Rect2d rect_um;                  // the whole paper label
+  cv::Rect2d rect_um; // the whole paper label
   std::string patient_name, mrn, birth_date, collection_date, case_id;
   std::string qr_payload;
   cv::Rect2d qr_rect_um;
-  std::vector<cv::Rect2d> text_rects_um;  // one per printed line
+  std::vector<cv::Rect2d> text_rects_um; // one per printed line
 };
 
 class SyntheticSlide : public Slide {
@@ -57,7 +57,7 @@ public:
   static constexpr double kTissueMinXUm = 25000.0;
   static constexpr double kTissueMaxXUm = 70000.0;
   static constexpr double kCellUm = 10.0;
-  static constexpr uint64_t kDefaultSeed = 20190709;  // HotEdge '19
+  static constexpr uint64_t kDefaultSeed = 20190709; // HotEdge '19
 
   explicit SyntheticSlide (uint64_t seed = kDefaultSeed);
   ~SyntheticSlide () override;
@@ -66,8 +66,7 @@ public:
   cv::Size2d size_um () const override { return {kWidthUm, kHeightUm}; }
   double native_um_per_px () const override { return 0.125; }
   cv::Point2d home_um () const override { return home_um_; }
-  void render (double um_per_px, const cv::Rect &region_px,
-      cv::Mat &out_rgb) const override;
+  void render (double um_per_px, const cv::Rect &region_px, cv::Mat &out_rgb) const override;
 
   uint64_t seed () const { return seed_; }
   const SlideLabel &label () const { return label_; }
@@ -77,8 +76,7 @@ public:
   float tissue_at (double x_um, double y_um) const;
   // Ground truth as one JSON object: slide, label, tissue sections and the
   // nuclei inside region_um (whole slide when empty).
-  void write_ground_truth (std::ostream &out,
-      std::optional<cv::Rect2d> region_um = std::nullopt) const;
+  void write_ground_truth (std::ostream &out, std::optional<cv::Rect2d> region_um = std::nullopt) const;
 
 private:
   struct Fields;
@@ -92,8 +90,8 @@ private:
   std::vector<cv::RotatedRect> sections_um_;
   cv::Point2d home_um_;
   SlideLabel label_;
-  cv::Mat label_rgb_;                  // the label printed at kLabelUmPerPx
-  cv::Vec3f stain_h_, stain_e_;        // OD vectors (R, G, B), unit length
+  cv::Mat label_rgb_;           // the label printed at kLabelUmPerPx
+  cv::Vec3f stain_h_, stain_e_; // OD vectors (R, G, B), unit length
 };
 
-}  // namespace livemicro::hw::sim
+} // namespace livemicro::hw::sim

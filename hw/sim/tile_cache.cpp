@@ -17,8 +17,7 @@ TileCache::KeyHash::operator() (const Key &k) const
 
 TileCache::TileCache (const Slide &slide, int tile_px, size_t capacity_bytes)
     : slide_ (slide), tile_px_ (tile_px), capacity_bytes_ (capacity_bytes)
-{
-}
+{}
 
 TileCache::~TileCache ()
 {
@@ -46,9 +45,9 @@ TileCache::render_tile (const Key &key) const
   std::memcpy (&um_per_px, &key.scale_bits, sizeof um_per_px);
   cv::Mat rgb;
   slide_.render (um_per_px,
-      cv::Rect (static_cast<int> (key.tx * tile_px_),
-          static_cast<int> (key.ty * tile_px_), tile_px_, tile_px_),
-      rgb);
+                 cv::Rect (static_cast<int> (key.tx * tile_px_), static_cast<int> (key.ty * tile_px_),
+                           tile_px_, tile_px_),
+                 rgb);
   return rgb;
 }
 
@@ -81,7 +80,7 @@ TileCache::tile_locked (std::unique_lock<std::mutex> &lock, const Key &key)
     }
     if (!in_flight_.count (key))
       break;
-    rendered_.wait (lock);  // the prefetcher is on it
+    rendered_.wait (lock); // the prefetcher is on it
   }
   stats_.misses++;
   in_flight_.insert (key);
@@ -129,8 +128,7 @@ TileCache::prefetch (double um_per_px, const cv::Rect &r, cv::Point focus)
       int64_t dx = tx * t + t / 2 - focus.x, dy = ty * t + t / 2 - focus.y;
       wanted.emplace_back (dx * dx + dy * dy, k);
     }
-  std::sort (wanted.begin (), wanted.end (),
-      [] (const auto &a, const auto &b) { return a.first < b.first; });
+  std::sort (wanted.begin (), wanted.end (), [] (const auto &a, const auto &b) { return a.first < b.first; });
   queue_.clear ();
   for (const auto &w : wanted)
     queue_.push_back (w.second);
@@ -190,4 +188,4 @@ TileCache::clear ()
   stats_ = Stats ();
 }
 
-}  // namespace livemicro::hw::sim
+} // namespace livemicro::hw::sim

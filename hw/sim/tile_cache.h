@@ -25,8 +25,7 @@ public:
     size_t tiles = 0, bytes = 0;
   };
 
-  TileCache (const Slide &slide, int tile_px = 256,
-      size_t capacity_bytes = size_t (384) << 20);
+  TileCache (const Slide &slide, int tile_px = 256, size_t capacity_bytes = size_t (384) << 20);
   ~TileCache ();
 
   // Copies region_px of the slide at um_per_px into out (CV_8UC3 of
@@ -45,10 +44,7 @@ private:
   struct Key {
     uint64_t scale_bits;
     int64_t tx, ty;
-    bool operator== (const Key &o) const
-    {
-      return scale_bits == o.scale_bits && tx == o.tx && ty == o.ty;
-    }
+    bool operator== (const Key &o) const { return scale_bits == o.scale_bits && tx == o.tx && ty == o.ty; }
   };
   struct KeyHash {
     size_t operator() (const Key &k) const;
@@ -69,10 +65,10 @@ private:
   const int tile_px_;
   const size_t capacity_bytes_;
   mutable std::mutex mutex_;
-  std::condition_variable rendered_;  // a tile in flight got inserted
-  std::condition_variable work_;      // the prefetch queue got work
+  std::condition_variable rendered_; // a tile in flight got inserted
+  std::condition_variable work_;     // the prefetch queue got work
   std::unordered_map<Key, Entry, KeyHash> tiles_;
-  std::list<Key> lru_;  // front: most recently used
+  std::list<Key> lru_; // front: most recently used
   std::unordered_set<Key, KeyHash> in_flight_;
   std::deque<Key> queue_;
   bool prefetch_enabled_ = false, stopping_ = false;
@@ -80,4 +76,4 @@ private:
   Stats stats_;
 };
 
-}  // namespace livemicro::hw::sim
+} // namespace livemicro::hw::sim

@@ -30,4 +30,4 @@ private:
   GThreadPool *pool_;
 };
 
-}  // namespace livemicro::orchestrator
+} // namespace livemicro::orchestrator

@@ -44,4 +44,4 @@ private:
   bool have_offset_ = false;
 };
 
-}  // namespace livemicro::orchestrator
+} // namespace livemicro::orchestrator

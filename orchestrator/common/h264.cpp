@@ -3,7 +3,7 @@
 // knows LiveMicro's two user-data payloads and writes them.
 #include "h264.h"
 
-#define GST_USE_UNSTABLE_API  // codecparsers: stable in practice since 1.0
+#define GST_USE_UNSTABLE_API // codecparsers: stable in practice since 1.0
 #include <gst/codecparsers/gsth264parser.h>
 
 #include <algorithm>
@@ -15,12 +15,12 @@ namespace livemicro::orchestrator::h264 {
 namespace {
 
 // 16-byte UUIDs identifying LiveMicro's SEI "user data unregistered" payloads.
-const uint8_t kCaptureUuid[16] = {0x6c, 0x69, 0x76, 0x65, 0x6d, 0x69, 0x63, 0x72, 0x6f, 0x2d, 0x63, 0x61, 0x70,
-    0x74, 0x2e, 0x31};  // "livemicro-capt.1"
-const uint8_t kStageUuid[16] = {0x6c, 0x69, 0x76, 0x65, 0x6d, 0x69, 0x63, 0x72, 0x6f, 0x2d, 0x73, 0x74, 0x61,
-    0x67, 0x2e, 0x31};  // "livemicro-stag.1"
-constexpr size_t kCaptureBytes = 8;          // int64 µs
-constexpr size_t kStageBytes = 4 * 8 + 4 + 4;  // x, y, z, µm/px; objective; flags
+const uint8_t kCaptureUuid[16] = {0x6c, 0x69, 0x76, 0x65, 0x6d, 0x69, 0x63, 0x72,
+                                  0x6f, 0x2d, 0x63, 0x61, 0x70, 0x74, 0x2e, 0x31}; // "livemicro-capt.1"
+const uint8_t kStageUuid[16] = {0x6c, 0x69, 0x76, 0x65, 0x6d, 0x69, 0x63, 0x72,
+                                0x6f, 0x2d, 0x73, 0x74, 0x61, 0x67, 0x2e, 0x31}; // "livemicro-stag.1"
+constexpr size_t kCaptureBytes = 8;                                              // int64 µs
+constexpr size_t kStageBytes = 4 * 8 + 4 + 4; // x, y, z, µm/px; objective; flags
 
 struct ParserFree {
   void operator() (GstH264NalParser *p) const { gst_h264_nal_parser_free (p); }
@@ -39,7 +39,7 @@ void
 put_be (std::vector<uint8_t> &out, uint64_t v, int bytes)
 {
   for (int k = bytes - 1; k >= 0; k--)
-    out.push_back ((uint8_t) (v >> (8 * k)));
+    out.push_back ((uint8_t)(v >> (8 * k)));
 }
 
 uint64_t
@@ -93,7 +93,7 @@ sei_nal (const FrameInfo &info)
   rbsp.push_back (GST_H264_SEI_USER_DATA_UNREGISTERED);
   rbsp.push_back (16 + kCaptureBytes);
   rbsp.insert (rbsp.end (), kCaptureUuid, kCaptureUuid + 16);
-  put_be (rbsp, (uint64_t) info.capture_unix_us, 8);
+  put_be (rbsp, (uint64_t)info.capture_unix_us, 8);
   rbsp.push_back (GST_H264_SEI_USER_DATA_UNREGISTERED);
   rbsp.push_back (16 + kStageBytes);
   rbsp.insert (rbsp.end (), kStageUuid, kStageUuid + 16);
@@ -101,13 +101,13 @@ sei_nal (const FrameInfo &info)
     put_be (rbsp, double_bits (d), 8);
   put_be (rbsp, info.objective, 4);
   put_be (rbsp, info.moving ? 1 : 0, 4);
-  rbsp.push_back (0x80);  // rbsp_trailing_bits
+  rbsp.push_back (0x80); // rbsp_trailing_bits
   std::vector<uint8_t> sei = {0, 0, 0, 1, GST_H264_NAL_SEI};
   append_escaped (sei, rbsp);
   return sei;
 }
 
-}  // namespace
+} // namespace
 
 std::vector<Nal>
 nal_units (const uint8_t *au, size_t len)
@@ -117,7 +117,7 @@ nal_units (const uint8_t *au, size_t len)
   guint offset = 0;
   while (offset < len) {
     const GstH264ParserResult r = gst_h264_parser_identify_nalu (parser (), au, offset, len, &nalu);
-    if (r == GST_H264_PARSER_BROKEN_DATA) {  // a header that does not parse, or an empty NAL: skip it
+    if (r == GST_H264_PARSER_BROKEN_DATA) { // a header that does not parse, or an empty NAL: skip it
       offset = nalu.offset + nalu.size;
       continue;
     }
@@ -142,7 +142,7 @@ nal_units (const uint8_t *au, size_t len)
       offset = nalu.offset + nalu.size;
       continue;
     }
-    nals.push_back ({nalu.sc_offset, nalu.offset, end, (uint8_t) nalu.type});
+    nals.push_back ({nalu.sc_offset, nalu.offset, end, (uint8_t)nalu.type});
     if (r == GST_H264_PARSER_NO_NAL_END)
       break;
     offset = nalu.offset + nalu.size;
@@ -195,26 +195,26 @@ frame_info (const uint8_t *au, size_t len)
     if (n.type != kSei)
       continue;
     std::memset (&nalu, 0, sizeof nalu);
-    if (gst_h264_parser_identify_nalu_unchecked (parser (), au, (guint) n.start, n.end, &nalu) !=
-        GST_H264_PARSER_OK)
+    if (gst_h264_parser_identify_nalu_unchecked (parser (), au, (guint)n.start, n.end, &nalu)
+        != GST_H264_PARSER_OK)
       continue;
-    nalu.size = (guint) (n.end - n.payload);
+    nalu.size = (guint)(n.end - n.payload);
     GArray *messages = nullptr;
-    gst_h264_parser_parse_sei (parser (), &nalu, &messages);  // the messages before any error
+    gst_h264_parser_parse_sei (parser (), &nalu, &messages); // the messages before any error
     for (guint k = 0; messages && k < messages->len; k++) {
       const GstH264SEIMessage &m = g_array_index (messages, GstH264SEIMessage, k);
       if (m.payloadType != GST_H264_SEI_USER_DATA_UNREGISTERED)
         continue;
       const GstH264UserDataUnregistered &u = m.payload.user_data_unregistered;
       if (u.size >= kCaptureBytes && !std::memcmp (u.uuid, kCaptureUuid, 16)) {
-        info.capture_unix_us = (int64_t) get_be (u.data, 8);
+        info.capture_unix_us = (int64_t)get_be (u.data, 8);
         have_capture = true;
       } else if (u.size >= kStageBytes && !std::memcmp (u.uuid, kStageUuid, 16)) {
         info.stage_x_um = bits_double (get_be (u.data, 8));
         info.stage_y_um = bits_double (get_be (u.data + 8, 8));
         info.stage_z_um = bits_double (get_be (u.data + 16, 8));
         info.um_per_px = bits_double (get_be (u.data + 24, 8));
-        info.objective = (uint32_t) get_be (u.data + 32, 4);
+        info.objective = (uint32_t)get_be (u.data + 32, 4);
         info.moving = get_be (u.data + 36, 4) & 1;
       }
     }
@@ -261,4 +261,4 @@ with_parameter_sets (const uint8_t *au, size_t len, const std::vector<uint8_t> &
   return out;
 }
 
-}  // namespace livemicro::orchestrator::h264
+} // namespace livemicro::orchestrator::h264

@@ -20,9 +20,9 @@ enum NalType : uint8_t {
 };
 
 struct Nal {
-  size_t start = 0;        // offset of the start code
-  size_t payload = 0;      // offset of the NAL header byte
-  size_t end = 0;          // one past the last byte
+  size_t start = 0;   // offset of the start code
+  size_t payload = 0; // offset of the NAL header byte
+  size_t end = 0;     // one past the last byte
   uint8_t type = 0;
 };
 
@@ -45,8 +45,7 @@ struct FrameInfo {
 // "livemicro-stag.1") x, y, z, µm/px as big-endian IEEE doubles, the
 // objective as uint32 and a flags uint32 (bit 0: moving).
 std::vector<uint8_t> with_frame_info (const uint8_t *au, size_t len, const FrameInfo &info);
-std::vector<uint8_t> with_capture_time (const uint8_t *au, size_t len,
-    int64_t capture_unix_us);
+std::vector<uint8_t> with_capture_time (const uint8_t *au, size_t len, int64_t capture_unix_us);
 // The capture time / frame info of an access unit that carries the SEI.
 std::optional<int64_t> capture_time (const uint8_t *au, size_t len);
 std::optional<FrameInfo> frame_info (const uint8_t *au, size_t len);
@@ -57,6 +56,7 @@ std::vector<uint8_t> parameter_sets (const uint8_t *au, size_t len);
 // after its access unit delimiter if it starts with one (an AUD must come
 // first: a parser such as ffmpeg's starts a new access unit at a
 // delimiter or parameter set found later, and the frame loses its time).
-std::vector<uint8_t> with_parameter_sets (const uint8_t *au, size_t len, const std::vector<uint8_t> &parameter_sets);
+std::vector<uint8_t> with_parameter_sets (const uint8_t *au, size_t len,
+                                          const std::vector<uint8_t> &parameter_sets);
 
-}  // namespace livemicro::orchestrator::h264
+} // namespace livemicro::orchestrator::h264

@@ -16,9 +16,8 @@ standard_class (const std::string &name)
   // qupath/lib/objects/classes/PathClass.java, class StandardPathClasses
   // (getInstance(name, ColorTools.packRGB(r, g, b))).
   static const PathClass kStandard[] = {
-      {"Tumor", {200, 0, 0}},           {"Stroma", {150, 200, 150}},
-      {"Immune cells", {160, 90, 160}}, {"Necrosis", {50, 50, 50}},
-      {"Other", {255, 200, 0}},         {"Region*", {0, 0, 180}},
+      {"Tumor", {200, 0, 0}},       {"Stroma", {150, 200, 150}}, {"Immune cells", {160, 90, 160}},
+      {"Necrosis", {50, 50, 50}},   {"Other", {255, 200, 0}},    {"Region*", {0, 0, 180}},
       {"Ignore*", {180, 180, 180}},
   };
   g_autofree char *folded = g_utf8_casefold (name.c_str (), -1);
@@ -127,9 +126,7 @@ feature_collection (const std::vector<PathObject> &objects)
   json_builder_set_member_name (b, "features");
   json_builder_begin_array (b);
   for (const PathObject &o : objects) {
-    const size_t needed = o.shape == Shape::kPoint        ? 1
-                          : o.shape == Shape::kLineString ? 2
-                                                          : 3;
+    const size_t needed = o.shape == Shape::kPoint ? 1 : o.shape == Shape::kLineString ? 2 : 3;
     if (o.points_px.size () < needed)
       continue;
     json_builder_begin_object (b);
@@ -151,24 +148,20 @@ name_uuid (const std::string &name)
 {
   // LiveMicro's namespace (a random UUID, fixed once).
   static const guint8 kNamespace[16]
-      = {0x3b, 0x8e, 0x52, 0x0d, 0x6c, 0x1f, 0x4e, 0x27,
-         0x9a, 0x40, 0x51, 0x7d, 0xc2, 0x88, 0x0e, 0x93};
+      = {0x3b, 0x8e, 0x52, 0x0d, 0x6c, 0x1f, 0x4e, 0x27, 0x9a, 0x40, 0x51, 0x7d, 0xc2, 0x88, 0x0e, 0x93};
   g_autoptr (GChecksum) sha1 = g_checksum_new (G_CHECKSUM_SHA1);
   g_checksum_update (sha1, kNamespace, sizeof kNamespace);
-  g_checksum_update (sha1, reinterpret_cast<const guchar *> (name.data ()),
-                     (gssize)name.size ());
+  g_checksum_update (sha1, reinterpret_cast<const guchar *> (name.data ()), (gssize)name.size ());
   guint8 digest[20];
   gsize len = sizeof digest;
   g_checksum_get_digest (sha1, digest, &len);
   digest[6] = (guint8)((digest[6] & 0x0f) | 0x50); // version 5
   digest[8] = (guint8)((digest[8] & 0x3f) | 0x80); // RFC 4122 variant
   char out[37];
-  std::snprintf (
-      out, sizeof out,
-      "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
-      digest[0], digest[1], digest[2], digest[3], digest[4], digest[5],
-      digest[6], digest[7], digest[8], digest[9], digest[10], digest[11],
-      digest[12], digest[13], digest[14], digest[15]);
+  std::snprintf (out, sizeof out, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+                 digest[0], digest[1], digest[2], digest[3], digest[4], digest[5], digest[6], digest[7],
+                 digest[8], digest[9], digest[10], digest[11], digest[12], digest[13], digest[14],
+                 digest[15]);
   return out;
 }
 

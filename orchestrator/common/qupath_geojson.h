@@ -38,12 +38,10 @@ struct PathObject {
   std::string id;                         // a UUID
   std::string object_type = "annotation"; // or "detection"
   Shape shape = Shape::kPolygon;
-  std::vector<std::array<double, 2>>
-      points_px;    // a polygon's ring, not closed: the writer closes it
-  std::string name; // empty: none
+  std::vector<std::array<double, 2>> points_px; // a polygon's ring, not closed: the writer closes it
+  std::string name;                             // empty: none
   std::optional<PathClass> classification;
-  std::vector<std::pair<std::string, double>>
-      measurements; // non-finite values are left out
+  std::vector<std::pair<std::string, double>> measurements; // non-finite values are left out
   std::vector<std::pair<std::string, std::string>> properties;
 };
 
@@ -63,8 +61,7 @@ inline constexpr const char *kNucleusArea = "Nucleus: Area µm^2";
 inline constexpr const char *kNucleusPerimeter = "Nucleus: Perimeter µm";
 inline constexpr const char *kNucleusCircularity = "Nucleus: Circularity";
 inline constexpr const char *kNucleusSolidity = "Nucleus: Solidity";
-inline constexpr const char *kNucleusHematoxylinOdMean
-    = "Nucleus: Hematoxylin OD mean";
+inline constexpr const char *kNucleusHematoxylinOdMean = "Nucleus: Hematoxylin OD mean";
 } // namespace measurement
 
 } // namespace livemicro::orchestrator::qupath

@@ -23,7 +23,7 @@ public:
   ~Stmt () { sqlite3_finalize (s_); }
   Stmt &bind (int i, const std::string &v)
   {
-    sqlite3_bind_text (s_, i, v.c_str (), (int) v.size (), SQLITE_TRANSIENT);
+    sqlite3_bind_text (s_, i, v.c_str (), (int)v.size (), SQLITE_TRANSIENT);
     return *this;
   }
   Stmt &bind (int i, int64_t v)
@@ -109,7 +109,7 @@ read_session (const Stmt &s)
 
 #define SESSION_COLUMNS "id, user, role, microscope, token_sha256, digest_ha1, created_unix_us"
 
-}  // namespace
+} // namespace
 
 Store::Store (const std::string &path) : path_ (path)
 {
@@ -121,8 +121,8 @@ Store::Store (const std::string &path) : path_ (path)
     ::close (fd);
   }
   if (sqlite3_open_v2 (path.c_str (), &db_,
-          SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
-          nullptr) != SQLITE_OK) {
+                       SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr)
+      != SQLITE_OK) {
     std::string msg = db_ ? sqlite3_errmsg (db_) : "out of memory";
     sqlite3_close (db_);
     db_ = nullptr;
@@ -179,8 +179,7 @@ Store::session (const std::string &id) const
 std::optional<SessionRecord>
 Store::session_by_token_sha256 (const std::string &h) const
 {
-  Stmt st (db_, "SELECT " SESSION_COLUMNS
-                " FROM sessions WHERE token_sha256 = ? AND ended_unix_us IS NULL");
+  Stmt st (db_, "SELECT " SESSION_COLUMNS " FROM sessions WHERE token_sha256 = ? AND ended_unix_us IS NULL");
   st.bind (1, h);
   if (!st.step ())
     return std::nullopt;
@@ -191,11 +190,10 @@ std::vector<SessionRecord>
 Store::sessions (const std::string &microscope) const
 {
   std::vector<SessionRecord> out;
-  Stmt st (db_, microscope.empty ()
-                    ? "SELECT " SESSION_COLUMNS " FROM sessions WHERE ended_unix_us IS NULL "
-                      "ORDER BY created_unix_us"
-                    : "SELECT " SESSION_COLUMNS " FROM sessions WHERE ended_unix_us IS NULL "
-                      "AND microscope = ? ORDER BY created_unix_us");
+  Stmt st (db_, microscope.empty () ? "SELECT " SESSION_COLUMNS " FROM sessions WHERE ended_unix_us IS NULL "
+                                      "ORDER BY created_unix_us"
+                                    : "SELECT " SESSION_COLUMNS " FROM sessions WHERE ended_unix_us IS NULL "
+                                      "AND microscope = ? ORDER BY created_unix_us");
   if (!microscope.empty ())
     st.bind (1, microscope);
   while (st.step ())
@@ -234,9 +232,9 @@ Store::audit (int64_t after_id, int limit, const std::string &microscope) const
                       "result FROM audit WHERE id > ? AND microscope = ? ORDER BY id LIMIT ?");
   st.bind (1, after_id);
   if (microscope.empty ())
-    st.bind (2, (int64_t) limit);
+    st.bind (2, (int64_t)limit);
   else
-    st.bind (2, microscope).bind (3, (int64_t) limit);
+    st.bind (2, microscope).bind (3, (int64_t)limit);
   while (st.step ()) {
     AuditRecord r;
     r.id = st.integer (0);
@@ -282,7 +280,7 @@ read_annotation (const Stmt &s)
   return a;
 }
 
-}  // namespace
+} // namespace
 
 std::vector<AnnotationRecord>
 Store::annotations (const std::string &microscope, const std::string &session) const
@@ -346,7 +344,9 @@ Store::get_value (const std::string &key, const std::string &fallback) const
 void
 Store::set_value (const std::string &key, const std::string &value)
 {
-  Stmt st (db_, "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value");
+  Stmt st (
+      db_,
+      "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value");
   st.bind (1, key).bind (2, value);
   st.step ();
 }
@@ -356,8 +356,8 @@ AnnotationRecord::points_um () const
 {
   std::vector<std::pair<double, double>> points;
   g_autoptr (JsonParser) p = json_parser_new ();
-  if (!json_parser_load_from_data (p, points_json.c_str (), (gssize) points_json.size (), nullptr) ||
-      !JSON_NODE_HOLDS_ARRAY (json_parser_get_root (p)))
+  if (!json_parser_load_from_data (p, points_json.c_str (), (gssize)points_json.size (), nullptr)
+      || !JSON_NODE_HOLDS_ARRAY (json_parser_get_root (p)))
     return points;
   JsonArray *a = json_node_get_array (json_parser_get_root (p));
   for (guint i = 0; i < json_array_get_length (a); i++) {
@@ -370,4 +370,4 @@ AnnotationRecord::points_um () const
   return points;
 }
 
-}  // namespace livemicro::orchestrator
+} // namespace livemicro::orchestrator

@@ -25,8 +25,8 @@ public:
 
 struct SessionRecord {
   std::string id, user, role, microscope;
-  std::string token_sha256;  // the bearer token, hashed
-  std::string digest_ha1;    // MD5(id:realm:token) for RTSP Digest auth
+  std::string token_sha256; // the bearer token, hashed
+  std::string digest_ha1;   // MD5(id:realm:token) for RTSP Digest auth
   int64_t created_unix_us = 0;
 };
 
@@ -39,9 +39,9 @@ struct AuditRecord {
 struct AnnotationRecord {
   int64_t id = 0;
   std::string microscope, session, user;
-  std::string kind;           // point, arrow, region
+  std::string kind; // point, arrow, region
   std::string label;
-  std::string points_json;    // [[x_um, y_um], ...]
+  std::string points_json; // [[x_um, y_um], ...]
   int64_t created_unix_us = 0;
   // points_json read back (what cannot be read is left out).
   std::vector<std::pair<double, double>> points_um () const;
@@ -68,11 +68,11 @@ public:
   void append_audit (const AuditRecord &r);
   // Oldest first; `microscope` empty: all.
   std::vector<AuditRecord> audit (int64_t after_id = 0, int limit = 1000,
-      const std::string &microscope = "") const;
+                                  const std::string &microscope = "") const;
 
   int64_t insert_annotation (const AnnotationRecord &a);
   std::vector<AnnotationRecord> annotations (const std::string &microscope,
-      const std::string &session = "") const;
+                                             const std::string &session = "") const;
   std::optional<AnnotationRecord> annotation (int64_t id) const;
   bool delete_annotation (int64_t id);
 
@@ -92,4 +92,4 @@ private:
   sqlite3 *db_ = nullptr;
 };
 
-}  // namespace livemicro::orchestrator
+} // namespace livemicro::orchestrator

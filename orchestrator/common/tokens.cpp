@@ -19,7 +19,7 @@ random_bytes (size_t n)
     ssize_t r = getrandom (buf.data () + got, n - got, 0);
     if (r < 0)
       throw std::runtime_error ("getrandom failed");
-    got += (size_t) r;
+    got += (size_t)r;
   }
   return buf;
 }
@@ -28,11 +28,11 @@ std::string
 checksum (GChecksumType type, const std::string &data)
 {
   g_autoptr (GChecksum) c = g_checksum_new (type);
-  g_checksum_update (c, reinterpret_cast<const guchar *> (data.data ()), (gssize) data.size ());
+  g_checksum_update (c, reinterpret_cast<const guchar *> (data.data ()), (gssize)data.size ());
   return g_checksum_get_string (c);
 }
 
-}  // namespace
+} // namespace
 
 std::string
 random_token (size_t n_bytes)
@@ -67,8 +67,7 @@ sha256_hex (const std::string &data)
 }
 
 std::string
-digest_ha1 (const std::string &user, const std::string &realm,
-    const std::string &password)
+digest_ha1 (const std::string &user, const std::string &realm, const std::string &password)
 {
   return checksum (G_CHECKSUM_MD5, user + ":" + realm + ":" + password);
 }
@@ -80,8 +79,8 @@ constant_time_equal (const std::string &a, const std::string &b)
     return false;
   unsigned char diff = 0;
   for (size_t i = 0; i < a.size (); i++)
-    diff |= (unsigned char) (a[i] ^ b[i]);
+    diff |= (unsigned char)(a[i] ^ b[i]);
   return diff == 0;
 }
 
-}  // namespace livemicro::orchestrator
+} // namespace livemicro::orchestrator

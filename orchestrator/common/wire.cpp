@@ -11,7 +11,7 @@ namespace livemicro::orchestrator::wire {
 
 namespace {
 
-constexpr uint32_t kMagic = 0x314d574cu;  // "LWM1"
+constexpr uint32_t kMagic = 0x314d574cu; // "LWM1"
 
 struct Prefix {
   uint32_t magic;
@@ -30,39 +30,37 @@ read_all (int fd, void *buf, size_t n)
     if (r <= 0)
       return false;
     p += r;
-    n -= (size_t) r;
+    n -= (size_t)r;
   }
   return true;
 }
 
-}  // namespace
+} // namespace
 
 bool
-Writer::send (Type type, const void *head, size_t head_len, const void *body,
-    size_t body_len)
+Writer::send (Type type, const void *head, size_t head_len, const void *body, size_t body_len)
 {
   if (head_len + body_len > kMaxMessageBytes)
     return false;
-  Prefix prefix {kMagic, static_cast<uint32_t> (type),
-      static_cast<uint32_t> (head_len + body_len)};
-  iovec iov[3] = {{&prefix, sizeof prefix}, {const_cast<void *> (head), head_len},
-      {const_cast<void *> (body), body_len}};
+  Prefix prefix{kMagic, static_cast<uint32_t> (type), static_cast<uint32_t> (head_len + body_len)};
+  iovec iov[3] = {
+      {&prefix, sizeof prefix}, {const_cast<void *> (head), head_len}, {const_cast<void *> (body), body_len}};
   int count = body_len ? 3 : 2;
   std::lock_guard<std::mutex> lock (mutex_);
   size_t total = sizeof prefix + head_len + body_len;
   iovec *v = iov;
   while (total > 0) {
-    msghdr msg {};
+    msghdr msg{};
     msg.msg_iov = v;
-    msg.msg_iovlen = (size_t) count;
+    msg.msg_iovlen = (size_t)count;
     ssize_t w = ::sendmsg (fd_, &msg, MSG_NOSIGNAL);
     if (w < 0 && errno == EINTR)
       continue;
     if (w <= 0)
       return false;
-    total -= (size_t) w;
+    total -= (size_t)w;
     // Skip what was written.
-    size_t done = (size_t) w;
+    size_t done = (size_t)w;
     while (count > 0 && done >= v->iov_len) {
       done -= v->iov_len;
       v++;
@@ -82,8 +80,7 @@ read_message (int fd, Type &type, std::vector<uint8_t> &body)
   Prefix prefix;
   if (!read_all (fd, &prefix, sizeof prefix))
     return false;
-  if (prefix.magic != kMagic || prefix.length > kMaxMessageBytes ||
-      prefix.type < 1 || prefix.type > 3)
+  if (prefix.magic != kMagic || prefix.length > kMaxMessageBytes || prefix.type < 1 || prefix.type > 3)
     return false;
   type = static_cast<Type> (prefix.type);
   // The body grows as its bytes arrive: a prefix that claims 32 MB and
@@ -99,4 +96,4 @@ read_message (int fd, Type &type, std::vector<uint8_t> &body)
   return true;
 }
 
-}  // namespace livemicro::orchestrator::wire
+} // namespace livemicro::orchestrator::wire

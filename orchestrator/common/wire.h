@@ -13,9 +13,9 @@
 namespace livemicro::orchestrator::wire {
 
 enum class Type : uint32_t {
-  kCommand = 1,  // daemon → worker, JSON object with "cmd"
-  kEvent = 2,    // worker → daemon, JSON object with "event"
-  kFrame = 3,    // worker → daemon, FrameHeader + H.264 access unit
+  kCommand = 1, // daemon → worker, JSON object with "cmd"
+  kEvent = 2,   // worker → daemon, JSON object with "event"
+  kFrame = 3,   // worker → daemon, FrameHeader + H.264 access unit
 };
 
 constexpr uint32_t kFlagKeyframe = 1u << 0;
@@ -39,8 +39,7 @@ struct FrameHeader {
 class Writer {
 public:
   explicit Writer (int fd) : fd_ (fd) {}
-  bool send (Type type, const void *head, size_t head_len, const void *body,
-      size_t body_len);
+  bool send (Type type, const void *head, size_t head_len, const void *body, size_t body_len);
   bool send_json (Type type, const std::string &json)
   {
     return send (type, json.data (), json.size (), nullptr, 0);
@@ -58,4 +57,4 @@ private:
 // Reads one message (blocking).  False on EOF, error or a malformed frame.
 bool read_message (int fd, Type &type, std::vector<uint8_t> &body);
 
-}  // namespace livemicro::orchestrator::wire
+} // namespace livemicro::orchestrator::wire

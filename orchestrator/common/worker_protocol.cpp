@@ -14,9 +14,10 @@ namespace {
 constexpr struct {
   CommandOp op;
   const char *name;
-} kOps[] = {{CommandOp::kMove, "move"}, {CommandOp::kMoveBy, "move_by"}, {CommandOp::kFocus, "focus"},
-    {CommandOp::kFocusBy, "focus_by"}, {CommandOp::kObjective, "objective"}, {CommandOp::kJog, "jog"},
-    {CommandOp::kAutofocus, "autofocus"}, {CommandOp::kStop, "stop"}};
+} kOps[] = {{CommandOp::kMove, "move"},           {CommandOp::kMoveBy, "move_by"},
+            {CommandOp::kFocus, "focus"},         {CommandOp::kFocusBy, "focus_by"},
+            {CommandOp::kObjective, "objective"}, {CommandOp::kJog, "jog"},
+            {CommandOp::kAutofocus, "autofocus"}, {CommandOp::kStop, "stop"}};
 
 // ---- writing -------------------------------------------------------------------
 
@@ -57,7 +58,7 @@ public:
       else if constexpr (std::is_floating_point_v<T>)
         num (k, *v);
       else
-        integer (k, (int64_t) *v);
+        integer (k, (int64_t)*v);
     }
     return self ();
   }
@@ -113,11 +114,11 @@ public:
   double num (const char *k, bool required = true)
   {
     JsonNode *n = node (k);
-    if (n && JSON_NODE_HOLDS_VALUE (n) &&
-        (json_node_get_value_type (n) == G_TYPE_DOUBLE || json_node_get_value_type (n) == G_TYPE_INT64))
+    if (n && JSON_NODE_HOLDS_VALUE (n)
+        && (json_node_get_value_type (n) == G_TYPE_DOUBLE || json_node_get_value_type (n) == G_TYPE_INT64))
       return json_node_get_double (n);
     if (n && JSON_NODE_HOLDS_NULL (n))
-      return NAN;  // written for a non-finite number
+      return NAN; // written for a non-finite number
     ok_ = ok_ && !required && !n;
     return 0;
   }
@@ -146,7 +147,7 @@ public:
     else if constexpr (std::is_floating_point_v<T>)
       return num (k);
     else
-      return (T) integer (k);
+      return (T)integer (k);
   }
   JsonArray *array (const char *k, bool required = true)
   {
@@ -177,8 +178,8 @@ parse (const std::string &json, JsonObject **root)
   std::shared_ptr<JsonParser> p (json_parser_new (), g_object_unref);
   *root = nullptr;
   if (livemicro::json::text_problem (json, 16))
-    return p;  // json-glib would misread or leak it
-  if (json_parser_load_from_data (p.get (), json.data (), (gssize) json.size (), nullptr)) {
+    return p; // json-glib would misread or leak it
+  if (json_parser_load_from_data (p.get (), json.data (), (gssize)json.size (), nullptr)) {
     JsonNode *r = json_parser_get_root (p.get ());
     if (r && JSON_NODE_HOLDS_OBJECT (r))
       *root = json_node_get_object (r);
@@ -193,7 +194,7 @@ read_status (Reader &r, MicroscopeStatus &s)
   s.x_um = stage.num ("x_um");
   s.y_um = stage.num ("y_um");
   s.z_um = stage.num ("z_um");
-  s.objective = (int) r.integer ("objective");
+  s.objective = (int)r.integer ("objective");
   s.um_per_px = r.num ("um_per_px");
   s.moving = r.boolean ("moving");
   s.stage_speed_um_s = r.num ("stage_speed_um_s", false);
@@ -202,7 +203,7 @@ read_status (Reader &r, MicroscopeStatus &s)
       JsonNode *n = json_array_get_element (mags, i);
       if (!JSON_NODE_HOLDS_VALUE (n) || json_node_get_value_type (n) != G_TYPE_INT64)
         return false;
-      s.objectives.push_back ((int) json_node_get_int (n));
+      s.objectives.push_back ((int)json_node_get_int (n));
     }
   if (JsonObject *lim = r.object ("limits", false)) {
     Reader l (lim);
@@ -223,10 +224,10 @@ read_summary (JsonObject *o, AnalysisSummary &a)
   Reader r (o);
   a.analysed = r.boolean ("analysed");
   a.quality = r.str ("quality");
-  a.frames_analysed = (uint64_t) r.integer ("frames_analysed", false);
-  a.frames_skipped = (uint64_t) r.integer ("frames_skipped", false);
-  a.frame_width = (uint32_t) r.integer ("frame_width", false);
-  a.frame_height = (uint32_t) r.integer ("frame_height", false);
+  a.frames_analysed = (uint64_t)r.integer ("frames_analysed", false);
+  a.frames_skipped = (uint64_t)r.integer ("frames_skipped", false);
+  a.frame_width = (uint32_t)r.integer ("frame_width", false);
+  a.frame_height = (uint32_t)r.integer ("frame_height", false);
   a.um_per_px = r.num ("um_per_px", false);
   a.working_um_per_px = r.num ("working_um_per_px", false);
   a.stain = r.str ("stain", false);
@@ -254,17 +255,17 @@ read_summary (JsonObject *o, AnalysisSummary &a)
   return r.ok ();
 }
 
-}  // namespace
+} // namespace
 
 void
 add_number (JsonBuilder *b, double v)
 {
   if (!std::isfinite (v))
-    json_builder_add_null_value (b);  // JSON has no NaN
-  else if (std::fabs (v) < 9007199254740992.0)  // 2^53: json-glib writes these correctly
+    json_builder_add_null_value (b);           // JSON has no NaN
+  else if (std::fabs (v) < 9007199254740992.0) // 2^53: json-glib writes these correctly
     json_builder_add_double_value (b, v);
   else if (std::fabs (v) < 9.2e18)
-    json_builder_add_int_value (b, (gint64) v);  // integral at this size
+    json_builder_add_int_value (b, (gint64)v); // integral at this size
   else
     json_builder_add_null_value (b);
 }
@@ -276,7 +277,10 @@ add_status_members (JsonBuilder *b, const MicroscopeStatus &s)
   json_builder_begin_object (b);
   Members (b).num ("x_um", s.x_um).num ("y_um", s.y_um).num ("z_um", s.z_um);
   json_builder_end_object (b);
-  Members (b).integer ("objective", s.objective).num ("um_per_px", s.um_per_px).boolean ("moving", s.moving)
+  Members (b)
+      .integer ("objective", s.objective)
+      .num ("um_per_px", s.um_per_px)
+      .boolean ("moving", s.moving)
       .num ("stage_speed_um_s", s.stage_speed_um_s);
   json_builder_set_member_name (b, "objectives");
   json_builder_begin_array (b);
@@ -294,8 +298,13 @@ add_status_members (JsonBuilder *b, const MicroscopeStatus &s)
 void
 add_limits_members (JsonBuilder *b, const SoftLimits &l)
 {
-  Members (b).num ("x_min_um", l.x.min_um).num ("x_max_um", l.x.max_um).num ("y_min_um", l.y.min_um)
-      .num ("y_max_um", l.y.max_um).num ("z_min_um", l.z.min_um).num ("z_max_um", l.z.max_um);
+  Members (b)
+      .num ("x_min_um", l.x.min_um)
+      .num ("x_max_um", l.x.max_um)
+      .num ("y_min_um", l.y.min_um)
+      .num ("y_max_um", l.y.max_um)
+      .num ("z_min_um", l.z.min_um)
+      .num ("z_max_um", l.z.max_um);
 }
 
 void
@@ -303,7 +312,8 @@ add_summary_members (JsonBuilder *b, const AnalysisSummary &a)
 {
   Members m (b);
   m.boolean ("analysed", a.analysed).str ("quality", a.quality);
-  m.integer ("frames_analysed", (int64_t) a.frames_analysed).integer ("frames_skipped", (int64_t) a.frames_skipped);
+  m.integer ("frames_analysed", (int64_t)a.frames_analysed)
+      .integer ("frames_skipped", (int64_t)a.frames_skipped);
   m.integer ("frame_width", a.frame_width).integer ("frame_height", a.frame_height);
   m.num ("um_per_px", a.um_per_px).num ("working_um_per_px", a.working_um_per_px).str ("stain", a.stain);
   m.num ("tissue_fraction", a.tissue_fraction).num ("tissue_area_mm2", a.tissue_area_mm2);
@@ -347,7 +357,10 @@ encode (const WorkerCommand &c)
         if constexpr (std::is_same_v<T, command::Start>)
           return Writer ("cmd", "start").str ("capture", m.capture).done ();
         else if constexpr (std::is_same_v<T, command::AddView>)
-          return Writer ("cmd", "add_view").integer ("view", m.view).str ("description", m.description).done ();
+          return Writer ("cmd", "add_view")
+              .integer ("view", m.view)
+              .str ("description", m.description)
+              .done ();
         else if constexpr (std::is_same_v<T, command::RemoveView>)
           return Writer ("cmd", "remove_view").integer ("view", m.view).done ();
         else if constexpr (std::is_same_v<T, command::Keyframe>)
@@ -363,8 +376,13 @@ encode (const WorkerCommand &c)
           json_builder_end_array (w.builder ());
           return w.boolean ("analysis", m.analysis).done ();
         } else if constexpr (std::is_same_v<T, command::Hardware>)
-          return Writer ("cmd", "hw").integer ("id", (int64_t) m.id).str ("op", command_op_name (m.op))
-              .num ("a", m.a).num ("b", m.b).integer ("objective", m.objective).done ();
+          return Writer ("cmd", "hw")
+              .integer ("id", (int64_t)m.id)
+              .str ("op", command_op_name (m.op))
+              .num ("a", m.a)
+              .num ("b", m.b)
+              .integer ("objective", m.objective)
+              .done ();
         else
           return Writer ("cmd", "quit").done ();
       },
@@ -382,20 +400,21 @@ decode_command (const std::string &json)
   const std::string cmd = r.str ("cmd");
   std::optional<WorkerCommand> c;
   if (cmd == "start")
-    c = command::Start {r.str ("capture")};
+    c = command::Start{r.str ("capture")};
   else if (cmd == "add_view")
-    c = command::AddView {(uint32_t) r.integer ("view"), r.str ("description")};
+    c = command::AddView{(uint32_t)r.integer ("view"), r.str ("description")};
   else if (cmd == "remove_view")
-    c = command::RemoveView {(uint32_t) r.integer ("view")};
+    c = command::RemoveView{(uint32_t)r.integer ("view")};
   else if (cmd == "keyframe")
-    c = command::Keyframe {(uint32_t) r.integer ("view")};
+    c = command::Keyframe{(uint32_t)r.integer ("view")};
   else if (cmd == "still")
-    c = command::Still {(uint32_t) r.integer ("view"), r.integer ("request")};
+    c = command::Still{(uint32_t)r.integer ("view"), r.integer ("request")};
   else if (cmd == "hw") {
     auto op = command_op_from_name (r.str ("op"));
     if (!op)
       return std::nullopt;
-    c = command::Hardware {(uint64_t) r.integer ("id"), *op, r.num ("a"), r.num ("b"), (int) r.integer ("objective")};
+    c = command::Hardware{(uint64_t)r.integer ("id"), *op, r.num ("a"), r.num ("b"),
+                          (int)r.integer ("objective")};
   } else if (cmd == "demand") {
     command::Demand d;
     JsonArray *playing = r.array ("playing");
@@ -403,12 +422,12 @@ decode_command (const std::string &json)
       JsonNode *n = json_array_get_element (playing, i);
       if (!JSON_NODE_HOLDS_VALUE (n) || json_node_get_value_type (n) != G_TYPE_INT64)
         return std::nullopt;
-      d.playing.push_back ((uint32_t) json_node_get_int (n));
+      d.playing.push_back ((uint32_t)json_node_get_int (n));
     }
     d.analysis = r.boolean ("analysis");
     c = d;
   } else if (cmd == "quit")
-    c = command::Quit {};
+    c = command::Quit{};
   if (!c || !r.ok ())
     return std::nullopt;
   return c;
@@ -444,10 +463,12 @@ encode (const WorkerEvent &e)
           json_builder_begin_array (b);
           for (const auto &v : m.views) {
             json_builder_begin_object (b);
-            for (auto [k, n] : {std::pair<const char *, uint64_t> {"view", v.view}, {"frames", v.frames},
-                     {"dropped", v.dropped}, {"bytes", v.bytes}}) {
+            for (auto [k, n] : {std::pair<const char *, uint64_t>{"view", v.view},
+                                {"frames", v.frames},
+                                {"dropped", v.dropped},
+                                {"bytes", v.bytes}}) {
               json_builder_set_member_name (b, k);
-              json_builder_add_int_value (b, (gint64) n);
+              json_builder_add_int_value (b, (gint64)n);
             }
             json_builder_set_member_name (b, "fps");
             json_builder_add_double_value (b, v.fps);
@@ -456,27 +477,41 @@ encode (const WorkerEvent &e)
             json_builder_end_object (b);
           }
           json_builder_end_array (b);
-          return w.num ("analysis_ms_mean", m.analysis_ms_mean).integer ("analysis_count", (int64_t) m.analysis_count)
-              .integer ("capture_frames", (int64_t) m.capture_frames).boolean ("capture_active", m.capture_active)
-              .boolean ("analysis_active", m.analysis_active).done ();
+          return w.num ("analysis_ms_mean", m.analysis_ms_mean)
+              .integer ("analysis_count", (int64_t)m.analysis_count)
+              .integer ("capture_frames", (int64_t)m.capture_frames)
+              .boolean ("capture_active", m.capture_active)
+              .boolean ("analysis_active", m.analysis_active)
+              .done ();
         } else if constexpr (std::is_same_v<T, event::ViewAdded>)
           return Writer ("event", "view_added").integer ("view", m.view).done ();
         else if constexpr (std::is_same_v<T, event::ViewError>)
           return Writer ("event", "view_error").integer ("view", m.view).str ("message", m.message).done ();
         else if constexpr (std::is_same_v<T, event::CommandEnded>)
-          return Writer ("event", "command").integer ("id", (int64_t) m.id).str ("op", m.op)
-              .str ("status", m.status).str ("detail", m.detail).done ();
+          return Writer ("event", "command")
+              .integer ("id", (int64_t)m.id)
+              .str ("op", m.op)
+              .str ("status", m.status)
+              .str ("detail", m.detail)
+              .done ();
         else if constexpr (std::is_same_v<T, event::StillTaken>) {
           Writer w ("event", "still");
           w.integer ("request", m.request);
           if (!m.error.empty ())
             return w.str ("error", m.error).done ();
-          return w.str ("png_base64", m.png_base64).integer ("width", m.width).integer ("height", m.height).done ();
+          return w.str ("png_base64", m.png_base64)
+              .integer ("width", m.width)
+              .integer ("height", m.height)
+              .done ();
         } else if constexpr (std::is_same_v<T, event::Warning>)
           return Writer ("event", "warning").str ("source", m.source).str ("message", m.message).done ();
         else if constexpr (std::is_same_v<T, event::Device>)
-          return Writer ("event", "device").str ("part", m.part).str ("device", m.device)
-              .str ("problem", m.problem).boolean ("online", m.online).done ();
+          return Writer ("event", "device")
+              .str ("part", m.part)
+              .str ("device", m.device)
+              .str ("problem", m.problem)
+              .boolean ("online", m.online)
+              .done ();
         else
           return Writer ("event", "error").str ("message", m.message).done ();
       },
@@ -494,9 +529,9 @@ decode_event (const std::string &json)
   const std::string name = r.str ("event");
   std::optional<WorkerEvent> e;
   if (name == "hello")
-    e = event::Hello {(int) r.integer ("pid", false)};
+    e = event::Hello{(int)r.integer ("pid", false)};
   else if (name == "started")
-    e = event::Started {};
+    e = event::Started{};
   else if (name == "state") {
     event::State s;
     if (!read_status (r, s.status))
@@ -516,44 +551,45 @@ decode_event (const std::string &json)
       if (!JSON_NODE_HOLDS_OBJECT (n))
         return std::nullopt;
       Reader v (json_node_get_object (n));
-      s.views.push_back ({(uint32_t) v.integer ("view"), (uint64_t) v.integer ("frames"),
-          (uint64_t) v.integer ("dropped"), (uint64_t) v.integer ("bytes"), v.num ("fps"),
-          v.boolean ("encoding", false)});
+      s.views.push_back ({(uint32_t)v.integer ("view"), (uint64_t)v.integer ("frames"),
+                          (uint64_t)v.integer ("dropped"), (uint64_t)v.integer ("bytes"), v.num ("fps"),
+                          v.boolean ("encoding", false)});
       if (!v.ok ())
         return std::nullopt;
     }
     s.analysis_ms_mean = r.num ("analysis_ms_mean", false);
-    s.analysis_count = (uint64_t) r.integer ("analysis_count", false);
-    s.capture_frames = (uint64_t) r.integer ("capture_frames", false);
+    s.analysis_count = (uint64_t)r.integer ("analysis_count", false);
+    s.capture_frames = (uint64_t)r.integer ("capture_frames", false);
     s.capture_active = r.boolean ("capture_active", false);
     s.analysis_active = r.boolean ("analysis_active", false);
     e = s;
   } else if (name == "view_added")
-    e = event::ViewAdded {(uint32_t) r.integer ("view")};
+    e = event::ViewAdded{(uint32_t)r.integer ("view")};
   else if (name == "view_error")
-    e = event::ViewError {(uint32_t) r.integer ("view"), r.str ("message")};
+    e = event::ViewError{(uint32_t)r.integer ("view"), r.str ("message")};
   else if (name == "command")
-    e = event::CommandEnded {(uint64_t) r.integer ("id"), r.str ("op"), r.str ("status"), r.str ("detail", false)};
+    e = event::CommandEnded{(uint64_t)r.integer ("id"), r.str ("op"), r.str ("status"),
+                            r.str ("detail", false)};
   else if (name == "still") {
     event::StillTaken s;
     s.request = r.integer ("request");
     s.error = r.str ("error", false);
     s.png_base64 = r.str ("png_base64", false);
-    s.width = (uint32_t) r.integer ("width", false);
-    s.height = (uint32_t) r.integer ("height", false);
+    s.width = (uint32_t)r.integer ("width", false);
+    s.height = (uint32_t)r.integer ("height", false);
     if (s.error.empty () && s.png_base64.empty ())
       s.error = "the worker sent no image";
     e = s;
   } else if (name == "warning")
-    e = event::Warning {r.str ("source", false), r.str ("message", false)};
+    e = event::Warning{r.str ("source", false), r.str ("message", false)};
   else if (name == "device")
-    e = event::Device {r.str ("part", false), r.str ("device", false), r.str ("problem", false),
-        r.boolean ("online", false) || !r.has ("online")};
+    e = event::Device{r.str ("part", false), r.str ("device", false), r.str ("problem", false),
+                      r.boolean ("online", false) || !r.has ("online")};
   else if (name == "error")
-    e = event::Failed {r.str ("message", false)};
+    e = event::Failed{r.str ("message", false)};
   if (!e || !r.ok ())
     return std::nullopt;
   return e;
 }
 
-}  // namespace livemicro::orchestrator
+} // namespace livemicro::orchestrator

@@ -38,31 +38,31 @@ struct SoftLimits {
 // Where the microscope is, as its worker reports it (10 Hz while it moves).
 struct MicroscopeStatus {
   double x_um = 0, y_um = 0, z_um = 0;
-  int objective = 0;         // magnification
+  int objective = 0; // magnification
   double um_per_px = 0;
   bool moving = false;
   double stage_speed_um_s = 0;
-  std::vector<int> objectives;       // mounted magnifications
-  std::optional<SoftLimits> limits;  // known once the camera runs
+  std::vector<int> objectives;      // mounted magnifications
+  std::optional<SoftLimits> limits; // known once the camera runs
 };
 
 // The latest analysis of the capture (tumorfeatures' summary; see
 // livemicro/featuresmeta.h for the meaning of each field).
 struct AnalysisSummary {
   bool analysed = false;
-  std::string quality;  // ok, blank, no_tissue, low_resolution, wrong_stain, out_of_focus
+  std::string quality; // ok, blank, no_tissue, low_resolution, wrong_stain, out_of_focus
   uint64_t frames_analysed = 0, frames_skipped = 0;
   uint32_t frame_width = 0, frame_height = 0;
   double um_per_px = 0, working_um_per_px = 0;
   std::string stain;
-  double tissue_fraction = 0, tissue_area_mm2 = 0, mean_h_od = 0, mean_e_od = 0, focus = 0,
-         dab_fraction = 0, analysis_ms = 0;
+  double tissue_fraction = 0, tissue_area_mm2 = 0, mean_h_od = 0, mean_e_od = 0, focus = 0, dab_fraction = 0,
+         analysis_ms = 0;
   std::optional<uint64_t> analysed_pts;
   std::optional<double> he_ratio;
   // Only when the quality is ok:
   std::optional<uint32_t> nuclei_count, mitotic_candidates, pleomorphism;
-  std::optional<double> nuclei_per_mm2, mean_area_um2, cv_area, mean_circularity, cv_h_od,
-      size_ratio, mitotic_candidates_per_mm2;
+  std::optional<double> nuclei_per_mm2, mean_area_um2, cv_area, mean_circularity, cv_h_od, size_ratio,
+      mitotic_candidates_per_mm2;
   std::optional<std::string> grade_cue, grade_cue_note;
 };
 
@@ -82,7 +82,7 @@ void add_summary_members (JsonBuilder *b, const AnalysisSummary &a);
 
 namespace command {
 struct Start {
-  std::string capture;  // gst-launch description of the capture branch
+  std::string capture; // gst-launch description of the capture branch
 };
 struct AddView {
   uint32_t view = 0;
@@ -101,7 +101,7 @@ struct Still {
 struct Hardware {
   uint64_t id = 0;
   CommandOp op = CommandOp::kStop;
-  double a = 0, b = 0;  // move x,y / move_by dx,dy / focus z / focus_by dz / jog vx,vy (µm, µm/s)
+  double a = 0, b = 0; // move x,y / move_by dx,dy / focus z / focus_by dz / jog vx,vy (µm, µm/s)
   int objective = 0;
 };
 struct Quit {};
@@ -112,12 +112,12 @@ struct Quit {};
 // frames), and analyses only while `analysis` or a playing view draws the
 // analysis.  See docs/media-demand.md.
 struct Demand {
-  std::vector<uint32_t> playing;  // views with at least one player
-  bool analysis = false;          // someone reads the analysis (events or viewer socket)
+  std::vector<uint32_t> playing; // views with at least one player
+  bool analysis = false;         // someone reads the analysis (events or viewer socket)
 };
-}  // namespace command
-using WorkerCommand = std::variant<command::Start, command::AddView, command::RemoveView,
-    command::Keyframe, command::Still, command::Hardware, command::Quit, command::Demand>;
+} // namespace command
+using WorkerCommand = std::variant<command::Start, command::AddView, command::RemoveView, command::Keyframe,
+                                   command::Still, command::Hardware, command::Quit, command::Demand>;
 
 std::string encode (const WorkerCommand &c);
 std::optional<WorkerCommand> decode_command (const std::string &json);
@@ -139,15 +139,15 @@ struct ViewStats {
   uint32_t view = 0;
   uint64_t frames = 0, dropped = 0, bytes = 0;
   double fps = 0;
-  bool encoding = false;  // frames enter its encoder (it has players or a still pending)
+  bool encoding = false; // frames enter its encoder (it has players or a still pending)
 };
 struct Stats {
   std::vector<ViewStats> views;
   double analysis_ms_mean = 0;
   uint64_t analysis_count = 0;
-  uint64_t capture_frames = 0;   // frames the capture delivered since the worker started
-  bool capture_active = false;   // full rate (false: idle, one frame per idle interval)
-  bool analysis_active = false;  // tumorfeatures analyses
+  uint64_t capture_frames = 0;  // frames the capture delivered since the worker started
+  bool capture_active = false;  // full rate (false: idle, one frame per idle interval)
+  bool analysis_active = false; // tumorfeatures analyses
 };
 struct ViewAdded {
   uint32_t view = 0;
@@ -163,8 +163,8 @@ struct CommandEnded {
 };
 struct StillTaken {
   int64_t request = 0;
-  std::string error;       // empty: taken
-  std::string png_base64;  // the still, lossless
+  std::string error;      // empty: taken
+  std::string png_base64; // the still, lossless
   uint32_t width = 0, height = 0;
 };
 struct Warning {
@@ -179,12 +179,12 @@ struct Device {
 struct Failed {
   std::string message;
 };
-}  // namespace event
-using WorkerEvent = std::variant<event::Hello, event::Started, event::State, event::Features,
-    event::Stats, event::ViewAdded, event::ViewError, event::CommandEnded, event::StillTaken,
-    event::Warning, event::Device, event::Failed>;
+} // namespace event
+using WorkerEvent = std::variant<event::Hello, event::Started, event::State, event::Features, event::Stats,
+                                 event::ViewAdded, event::ViewError, event::CommandEnded, event::StillTaken,
+                                 event::Warning, event::Device, event::Failed>;
 
 std::string encode (const WorkerEvent &e);
 std::optional<WorkerEvent> decode_event (const std::string &json);
 
-}  // namespace livemicro::orchestrator
+} // namespace livemicro::orchestrator

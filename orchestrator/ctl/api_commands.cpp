@@ -28,49 +28,46 @@ struct Options {
   bool wait = false;
   bool insecure = false;
   double timeout_s = 120;
-  std::string user, role, microscope, session, lease, output, after, limit,
-      um_per_px, label;
+  std::string user, role, microscope, session, lease, output, after, limit, um_per_px, label;
   std::vector<std::string> args; // positional
 };
 
 int
 usage (FILE *to)
 {
-  std::fprintf (
-      to,
-      "usage: livemicroctl [--server URL] [--token TOKEN] [--json] "
-      "<command>\n\n"
-      "  session create --user NAME --role owner|consultant|trainee|guest "
-      "[--microscope ID]\n"
-      "  session list\n"
-      "  session show ID\n"
-      "  session delete ID\n"
-      "  microscope list\n"
-      "  microscope show ID\n"
-      "  control request|release|revoke [--microscope ID]\n"
-      "  control renew --lease L [--microscope ID]\n"
-      "  control grant SESSION [--microscope ID]\n"
-      "  command [--microscope ID] --lease L [--wait [--timeout S]]\n"
-      "          move X_UM Y_UM | move_by DX DY | focus Z_UM | focus_by DZ | "
-      "objective MAG |\n"
-      "          autofocus | stop\n"
-      "  command-status ID [--microscope ID]\n"
-      "  annotate point|arrow|region X,Y [X,Y ...] [--label TEXT] "
-      "[--microscope ID]   (slide µm)\n"
-      "  annotations [--microscope ID] [--session ID] [-o FILE.geojson] "
-      "[--um-per-px X]\n"
-      "  still SESSION -o FILE.png\n"
-      "  audit [--after ID] [--limit N]\n\n"
-      "The server defaults to $LIVEMICRO_SERVER or http://127.0.0.1:8080; the "
-      "token to\n"
-      "$LIVEMICRO_TOKEN, else $LIVEMICRO_ADMIN_TOKEN.  --json prints the API's "
-      "JSON.\n"
-      "command --wait waits for the command's end and prints 'done' or "
-      "'failed: WHY'\n"
-      "(exit status 1 when it failed).  annotations exports the microscope's "
-      "annotations\n"
-      "(every session's the token may see) as QuPath GeoJSON.\n"
-      "--insecure accepts any TLS certificate (self-signed test setups).\n");
+  std::fprintf (to, "usage: livemicroctl [--server URL] [--token TOKEN] [--json] "
+                    "<command>\n\n"
+                    "  session create --user NAME --role owner|consultant|trainee|guest "
+                    "[--microscope ID]\n"
+                    "  session list\n"
+                    "  session show ID\n"
+                    "  session delete ID\n"
+                    "  microscope list\n"
+                    "  microscope show ID\n"
+                    "  control request|release|revoke [--microscope ID]\n"
+                    "  control renew --lease L [--microscope ID]\n"
+                    "  control grant SESSION [--microscope ID]\n"
+                    "  command [--microscope ID] --lease L [--wait [--timeout S]]\n"
+                    "          move X_UM Y_UM | move_by DX DY | focus Z_UM | focus_by DZ | "
+                    "objective MAG |\n"
+                    "          autofocus | stop\n"
+                    "  command-status ID [--microscope ID]\n"
+                    "  annotate point|arrow|region X,Y [X,Y ...] [--label TEXT] "
+                    "[--microscope ID]   (slide µm)\n"
+                    "  annotations [--microscope ID] [--session ID] [-o FILE.geojson] "
+                    "[--um-per-px X]\n"
+                    "  still SESSION -o FILE.png\n"
+                    "  audit [--after ID] [--limit N]\n\n"
+                    "The server defaults to $LIVEMICRO_SERVER or http://127.0.0.1:8080; the "
+                    "token to\n"
+                    "$LIVEMICRO_TOKEN, else $LIVEMICRO_ADMIN_TOKEN.  --json prints the API's "
+                    "JSON.\n"
+                    "command --wait waits for the command's end and prints 'done' or "
+                    "'failed: WHY'\n"
+                    "(exit status 1 when it failed).  annotations exports the microscope's "
+                    "annotations\n"
+                    "(every session's the token may see) as QuPath GeoJSON.\n"
+                    "--insecure accepts any TLS certificate (self-signed test setups).\n");
   return to == stdout ? 0 : 2;
 }
 
@@ -88,38 +85,31 @@ struct Reply {
 };
 
 Reply
-call (const Options &o, const char *method, const std::string &path,
-      const std::string &body = "")
+call (const Options &o, const char *method, const std::string &path, const std::string &body = "")
 {
   Reply r;
-  g_autoptr (SoupSession) session
-      = soup_session_new_with_options ("timeout", 15, nullptr);
-  g_autoptr (SoupMessage) msg
-      = soup_message_new (method, (o.server + path).c_str ());
+  g_autoptr (SoupSession) session = soup_session_new_with_options ("timeout", 15, nullptr);
+  g_autoptr (SoupMessage) msg = soup_message_new (method, (o.server + path).c_str ());
   if (!msg) {
     r.transport_error = "'" + o.server + "' is not a server URL";
     return r;
   }
   if (o.insecure)
-    g_signal_connect (
-        msg, "accept-certificate",
-        G_CALLBACK (+[] (SoupMessage *, GTlsCertificate *, GTlsCertificateFlags,
-                         gpointer) -> gboolean { return TRUE; }),
-        nullptr);
+    g_signal_connect (msg, "accept-certificate",
+                      G_CALLBACK (+[] (SoupMessage *, GTlsCertificate *, GTlsCertificateFlags,
+                                       gpointer) -> gboolean { return TRUE; }),
+                      nullptr);
   if (!o.token.empty ())
-    soup_message_headers_replace (soup_message_get_request_headers (msg),
-                                  "Authorization",
+    soup_message_headers_replace (soup_message_get_request_headers (msg), "Authorization",
                                   ("Bearer " + o.token).c_str ());
   if (!body.empty ()) {
     g_autoptr (GBytes) b = g_bytes_new (body.data (), body.size ());
     soup_message_set_request_body_from_bytes (msg, "application/json", b);
   }
   g_autoptr (GError) error = nullptr;
-  g_autoptr (GBytes) out
-      = soup_session_send_and_read (session, msg, nullptr, &error);
+  g_autoptr (GBytes) out = soup_session_send_and_read (session, msg, nullptr, &error);
   if (!out) {
-    r.transport_error
-        = std::string ("cannot reach ") + o.server + ": " + error->message;
+    r.transport_error = std::string ("cannot reach ") + o.server + ": " + error->message;
     return r;
   }
   r.status = (int)soup_message_get_status (msg);
@@ -135,9 +125,7 @@ struct Parsed {
   JsonNode *root = nullptr;
   explicit Parsed (const std::string &body)
   {
-    if (!body.empty ()
-        && json_parser_load_from_data (parser, body.c_str (),
-                                       (gssize)body.size (), nullptr))
+    if (!body.empty () && json_parser_load_from_data (parser, body.c_str (), (gssize)body.size (), nullptr))
       root = json_parser_get_root (parser);
   }
   ~Parsed () { g_object_unref (parser); }
@@ -145,8 +133,7 @@ struct Parsed {
   Parsed &operator= (const Parsed &) = delete;
   JsonObject *object () const
   {
-    return root && JSON_NODE_HOLDS_OBJECT (root) ? json_node_get_object (root)
-                                                 : nullptr;
+    return root && JSON_NODE_HOLDS_OBJECT (root) ? json_node_get_object (root) : nullptr;
   }
 };
 
@@ -162,10 +149,8 @@ failure (const Reply &r)
     Parsed p (r.body);
     std::string msg = r.body;
     if (p.object ())
-      msg = json_object_get_string_member_with_default (p.object (), "error",
-                                                        r.body.c_str ());
-    std::fprintf (stderr, "livemicroctl: HTTP %d: %s\n", r.status,
-                  msg.c_str ());
+      msg = json_object_get_string_member_with_default (p.object (), "error", r.body.c_str ());
+    std::fprintf (stderr, "livemicroctl: HTTP %d: %s\n", r.status, msg.c_str ());
     return 1;
   }
   return 0;
@@ -174,8 +159,7 @@ failure (const Reply &r)
 // Prints the reply (the API's JSON, or `human`'s table); returns the exit
 // status.
 int
-finish (const Options &o, const Reply &r,
-        const std::function<void (JsonObject *)> &human)
+finish (const Options &o, const Reply &r, const std::function<void (JsonObject *)> &human)
 {
   if (int f = failure (r))
     return f;
@@ -225,8 +209,7 @@ public:
     json_builder_add_int_value (b_, v);
     return *this;
   }
-  Body &object (const char *k,
-                const std::vector<std::pair<const char *, double>> &members)
+  Body &object (const char *k, const std::vector<std::pair<const char *, double>> &members)
   {
     json_builder_set_member_name (b_, k);
     json_builder_begin_object (b_);
@@ -237,8 +220,7 @@ public:
     json_builder_end_object (b_);
     return *this;
   }
-  Body &points (const char *k,
-                const std::vector<std::pair<double, double>> &pts)
+  Body &points (const char *k, const std::vector<std::pair<double, double>> &pts)
   {
     json_builder_set_member_name (b_, k);
     json_builder_begin_array (b_);
@@ -274,47 +256,36 @@ parse_number (const std::string &v, double &out)
 void
 print_session_header ()
 {
-  std::printf ("%-32s  %-16s  %-10s  %-10s  %s\n", "ID", "USER", "ROLE",
-               "MICROSCOPE", "VIEW");
+  std::printf ("%-32s  %-16s  %-10s  %-10s  %s\n", "ID", "USER", "ROLE", "MICROSCOPE", "VIEW");
 }
 
 void
 print_session_line (JsonObject *s)
 {
-  JsonObject *view = s && json_object_has_member (s, "view")
-                         ? json_object_get_object_member (s, "view")
-                         : nullptr;
-  std::printf ("%-32s  %-16s  %-10s  %-10s  %s\n", str (s, "id"),
-               str (s, "user"), str (s, "role"), str (s, "microscope"),
-               view ? str (view, "state") : "");
+  JsonObject *view
+      = s && json_object_has_member (s, "view") ? json_object_get_object_member (s, "view") : nullptr;
+  std::printf ("%-32s  %-16s  %-10s  %-10s  %s\n", str (s, "id"), str (s, "user"), str (s, "role"),
+               str (s, "microscope"), view ? str (view, "state") : "");
 }
 
 void
 print_microscope_header ()
 {
-  std::printf ("%-12s %-8s %12s %12s %10s %5s  %-8s %s\n", "ID", "STATE",
-               "X_UM", "Y_UM", "Z_UM", "OBJ", "MOTION", "NAME");
+  std::printf ("%-12s %-8s %12s %12s %10s %5s  %-8s %s\n", "ID", "STATE", "X_UM", "Y_UM", "Z_UM", "OBJ",
+               "MOTION", "NAME");
 }
 
 void
 print_microscope (JsonObject *m)
 {
   JsonNode *stage = m ? json_object_get_member (m, "stage") : nullptr;
-  JsonObject *st = stage && JSON_NODE_HOLDS_OBJECT (stage)
-                       ? json_node_get_object (stage)
-                       : nullptr;
-  auto coord = [&] (const char *k) {
-    return st ? json_object_get_double_member_with_default (st, k, 0) : 0.0;
-  };
+  JsonObject *st = stage && JSON_NODE_HOLDS_OBJECT (stage) ? json_node_get_object (stage) : nullptr;
+  auto coord
+      = [&] (const char *k) { return st ? json_object_get_double_member_with_default (st, k, 0) : 0.0; };
   std::printf ("%-12s %-8s %12.1f %12.1f %10.2f %4dx  %-8s %s\n", str (m, "id"),
-               json_object_get_boolean_member_with_default (m, "online", FALSE)
-                   ? "online"
-                   : "OFFLINE",
-               coord ("x_um"), coord ("y_um"), coord ("z_um"),
-               (int)integer (m, "objective"),
-               json_object_get_boolean_member_with_default (m, "moving", FALSE)
-                   ? "moving"
-                   : "still",
+               json_object_get_boolean_member_with_default (m, "online", FALSE) ? "online" : "OFFLINE",
+               coord ("x_um"), coord ("y_um"), coord ("z_um"), (int)integer (m, "objective"),
+               json_object_get_boolean_member_with_default (m, "moving", FALSE) ? "moving" : "still",
                str (m, "name"));
 }
 
@@ -340,21 +311,18 @@ microscope_id (const Options &o)
 int
 audit (const Options &o)
 {
-  std::string q
-      = "?limit=" + (o.limit.empty () ? std::string ("1000") : o.limit)
-        + (o.after.empty () ? "" : "&after=" + o.after);
+  std::string q = "?limit=" + (o.limit.empty () ? std::string ("1000") : o.limit)
+                  + (o.after.empty () ? "" : "&after=" + o.after);
   return finish (o, call (o, "GET", "/api/v1/audit" + q), [] (JsonObject *r) {
     JsonArray *a = r ? json_object_get_array_member (r, "audit") : nullptr;
-    std::printf ("%6s  %-20s  %-12s %-10s %-10s %-8s %s\n", "ID", "TIME",
-                 "USER", "ROLE", "MICROSCOPE", "ACTION", "DETAIL -> RESULT");
+    std::printf ("%6s  %-20s  %-12s %-10s %-10s %-8s %s\n", "ID", "TIME", "USER", "ROLE", "MICROSCOPE",
+                 "ACTION", "DETAIL -> RESULT");
     for (guint i = 0; a && i < json_array_get_length (a); i++) {
       JsonObject *e = json_array_get_object_element (a, i);
-      g_autoptr (GDateTime) t = g_date_time_new_from_unix_utc (
-          integer (e, "time_unix_us") / 1000000);
+      g_autoptr (GDateTime) t = g_date_time_new_from_unix_utc (integer (e, "time_unix_us") / 1000000);
       g_autofree char *when = g_date_time_format_iso8601 (t);
-      std::printf ("%6lld  %-20s  %-12s %-10s %-10s %-8s %s -> %s\n",
-                   (long long)integer (e, "id"), when, str (e, "user"),
-                   str (e, "role"), str (e, "microscope"), str (e, "action"),
+      std::printf ("%6lld  %-20s  %-12s %-10s %-10s %-8s %s -> %s\n", (long long)integer (e, "id"), when,
+                   str (e, "user"), str (e, "role"), str (e, "microscope"), str (e, "action"),
                    str (e, "detail"), str (e, "result"));
     }
   });
@@ -370,15 +338,13 @@ session (const Options &o, const std::string &verb, const std::string &id)
     b.string ("user", o.user).string ("role", o.role);
     if (!o.microscope.empty ())
       b.string ("microscope", o.microscope);
-    return finish (
-        o, call (o, "POST", "/api/v1/sessions", b.text ()), [] (JsonObject *s) {
-          std::printf ("session   %s (%s as %s on %s)\n", str (s, "id"),
-                       str (s, "user"), str (s, "role"), str (s, "microscope"));
-          std::printf ("token     %s\n", str (s, "token"));
-          std::printf ("viewer    %s\n", str (s, "viewer_url"));
-          std::printf ("rtsp      %s  (user = session id, password = token)\n",
-                       str (s, "rtsp_url"));
-        });
+    return finish (o, call (o, "POST", "/api/v1/sessions", b.text ()), [] (JsonObject *s) {
+      std::printf ("session   %s (%s as %s on %s)\n", str (s, "id"), str (s, "user"), str (s, "role"),
+                   str (s, "microscope"));
+      std::printf ("token     %s\n", str (s, "token"));
+      std::printf ("viewer    %s\n", str (s, "viewer_url"));
+      std::printf ("rtsp      %s  (user = session id, password = token)\n", str (s, "rtsp_url"));
+    });
   }
   if (verb == "list")
     return finish (o, call (o, "GET", "/api/v1/sessions"), [] (JsonObject *r) {
@@ -400,44 +366,39 @@ session (const Options &o, const std::string &verb, const std::string &id)
         std::printf ("deleted session %s\n", id.c_str ());
       return 0;
     }
-    return finish (o, call (o, "GET", "/api/v1/sessions/" + id),
-                   [] (JsonObject *s) {
-                     print_session_header ();
-                     print_session_line (s);
-                   });
+    return finish (o, call (o, "GET", "/api/v1/sessions/" + id), [] (JsonObject *s) {
+      print_session_header ();
+      print_session_line (s);
+    });
   }
-  return bad_usage ("unknown command 'session " + verb
-                    + "' (create, list, show, delete)");
+  return bad_usage ("unknown command 'session " + verb + "' (create, list, show, delete)");
 }
 
 int
 microscope (const Options &o, const std::string &verb, const std::string &id)
 {
   if (verb == "list")
-    return finish (
-        o, call (o, "GET", "/api/v1/microscopes"), [] (JsonObject *r) {
-          JsonArray *a
-              = r ? json_object_get_array_member (r, "microscopes") : nullptr;
-          print_microscope_header ();
-          for (guint i = 0; a && i < json_array_get_length (a); i++)
-            print_microscope (json_array_get_object_element (a, i));
-        });
+    return finish (o, call (o, "GET", "/api/v1/microscopes"), [] (JsonObject *r) {
+      JsonArray *a = r ? json_object_get_array_member (r, "microscopes") : nullptr;
+      print_microscope_header ();
+      for (guint i = 0; a && i < json_array_get_length (a); i++)
+        print_microscope (json_array_get_object_element (a, i));
+    });
   if (verb == "show") {
     if (id.empty ())
       return bad_usage ("microscope show needs an ID");
-    return finish (
-        o, call (o, "GET", "/api/v1/microscopes/" + id), [] (JsonObject *m) {
-          print_microscope_header ();
-          print_microscope (m);
-          JsonNode *c = m ? json_object_get_member (m, "controller") : nullptr;
-          if (c && JSON_NODE_HOLDS_OBJECT (c)) {
-            JsonObject *co = json_node_get_object (c);
-            std::printf ("controller  %s (%s, session %s)\n", str (co, "user"),
-                         str (co, "role"), str (co, "session"));
-          } else {
-            std::printf ("controller  nobody\n");
-          }
-        });
+    return finish (o, call (o, "GET", "/api/v1/microscopes/" + id), [] (JsonObject *m) {
+      print_microscope_header ();
+      print_microscope (m);
+      JsonNode *c = m ? json_object_get_member (m, "controller") : nullptr;
+      if (c && JSON_NODE_HOLDS_OBJECT (c)) {
+        JsonObject *co = json_node_get_object (c);
+        std::printf ("controller  %s (%s, session %s)\n", str (co, "user"), str (co, "role"),
+                     str (co, "session"));
+      } else {
+        std::printf ("controller  nobody\n");
+      }
+    });
   }
   return bad_usage ("unknown command 'microscope " + verb + "' (list, show)");
 }
@@ -445,10 +406,8 @@ microscope (const Options &o, const std::string &verb, const std::string &id)
 int
 control (const Options &o, const std::string &verb, const std::string &arg)
 {
-  if (verb != "request" && verb != "release" && verb != "renew"
-      && verb != "revoke" && verb != "grant")
-    return bad_usage ("unknown command 'control " + verb
-                      + "' (request, release, renew, revoke, grant)");
+  if (verb != "request" && verb != "release" && verb != "renew" && verb != "revoke" && verb != "grant")
+    return bad_usage ("unknown command 'control " + verb + "' (request, release, renew, revoke, grant)");
   const std::string mic = microscope_id (o);
   if (mic.empty ())
     return bad_usage ("say which microscope (--microscope ID)");
@@ -465,14 +424,11 @@ control (const Options &o, const std::string &verb, const std::string &arg)
     b.string ("lease", o.lease);
   }
   return finish (
-      o, call (o, "POST", "/api/v1/microscopes/" + mic + "/control", b.text ()),
-      [] (JsonObject *r) {
+      o, call (o, "POST", "/api/v1/microscopes/" + mic + "/control", b.text ()), [] (JsonObject *r) {
         const std::string result = str (r, "result");
         if (json_object_has_member (r, "lease"))
-          std::printf ("%s  lease %s  epoch %lld  expires in %lld ms\n",
-                       result.c_str (), str (r, "lease"),
-                       (long long)integer (r, "epoch"),
-                       (long long)integer (r, "expires_in_ms"));
+          std::printf ("%s  lease %s  epoch %lld  expires in %lld ms\n", result.c_str (), str (r, "lease"),
+                       (long long)integer (r, "epoch"), (long long)integer (r, "expires_in_ms"));
         else if (json_object_has_member (r, "queue_position"))
           std::printf ("%s  position %lld in the queue\n", result.c_str (),
                        (long long)integer (r, "queue_position"));
@@ -516,16 +472,14 @@ struct Target {
 
 // What a --wait prints and returns once the command ended or timed out.
 int
-report_end (const Options &o, const std::string &status,
-            const std::string &detail, const std::string &json)
+report_end (const Options &o, const std::string &status, const std::string &detail, const std::string &json)
 {
   if (o.json)
     std::printf ("%s\n", json.c_str ());
   else if (status == "done")
     std::printf ("done\n");
   else
-    std::printf ("failed: %s%s\n",
-                 status == "failed" ? "" : (status + ": ").c_str (),
+    std::printf ("failed: %s%s\n", status == "failed" ? "" : (status + ": ").c_str (),
                  detail.empty () ? "(no reason given)" : detail.c_str ());
   return status == "done" ? 0 : 1;
 }
@@ -534,20 +488,15 @@ report_end (const Options &o, const std::string &status,
 // hardware reports a move when it starts — until the stage, focus or
 // turret is at its target and still.  At most o.timeout_s in all.
 int
-wait_for_command (const Options &o, const std::string &mic, gint64 cid,
-                  const Target &target)
+wait_for_command (const Options &o, const std::string &mic, gint64 cid, const Target &target)
 {
-  const std::string path
-      = "/api/v1/microscopes/" + mic + "/commands/" + std::to_string (cid);
+  const std::string path = "/api/v1/microscopes/" + mic + "/commands/" + std::to_string (cid);
   const gint64 deadline = g_get_monotonic_time () + (gint64)(o.timeout_s * 1e6);
   auto timed_out = [&] (const std::string &what) {
-    return report_end (
-        o, "failed",
-        "no " + what + " within "
-            + std::to_string ((int)std::ceil (o.timeout_s))
-            + " s (--timeout); command " + std::to_string (cid)
-            + " may still be running",
-        Body ().integer ("command", cid).string ("status", "timeout").text ());
+    return report_end (o, "failed",
+                       "no " + what + " within " + std::to_string ((int)std::ceil (o.timeout_s))
+                           + " s (--timeout); command " + std::to_string (cid) + " may still be running",
+                       Body ().integer ("command", cid).string ("status", "timeout").text ());
   };
   std::string status, detail, json;
   for (;;) {
@@ -584,42 +533,29 @@ wait_for_command (const Options &o, const std::string &mic, gint64 cid,
 int
 command (const Options &o, const std::string &verb)
 {
-  auto arg = [&] (size_t i) -> std::string {
-    return o.args.size () > i ? o.args[i] : "";
-  };
+  auto arg = [&] (size_t i) -> std::string { return o.args.size () > i ? o.args[i] : ""; };
   Body b;
   if (!o.lease.empty ())
     b.string ("lease", o.lease);
   double v1 = 0, v2 = 0;
-  if ((verb == "move" || verb == "move_by") && parse_number (arg (2), v1)
-      && parse_number (arg (3), v2))
+  if ((verb == "move" || verb == "move_by") && parse_number (arg (2), v1) && parse_number (arg (3), v2))
     b.object (verb.c_str (),
-              verb == "move"
-                  ? std::vector<std::pair<const char *, double>>{{"x_um", v1},
-                                                                 {"y_um", v2}}
-                  : std::vector<std::pair<const char *, double>>{
-                      {"dx_um", v1}, {"dy_um", v2}});
-  else if ((verb == "focus" || verb == "focus_by")
-           && parse_number (arg (2), v1))
+              verb == "move" ? std::vector<std::pair<const char *, double>>{{"x_um", v1}, {"y_um", v2}}
+                             : std::vector<std::pair<const char *, double>>{{"dx_um", v1}, {"dy_um", v2}});
+  else if ((verb == "focus" || verb == "focus_by") && parse_number (arg (2), v1))
     b.object (verb.c_str (), {{verb == "focus" ? "z_um" : "dz_um", v1}});
-  else if (verb == "objective" && parse_number (arg (2), v1)
-           && v1 == std::floor (v1) && v1 > 0 && v1 < 1000)
+  else if (verb == "objective" && parse_number (arg (2), v1) && v1 == std::floor (v1) && v1 > 0 && v1 < 1000)
     b.integer ("objective", (gint64)v1);
   else if (verb == "autofocus" || verb == "stop")
     b.object (verb.c_str (), {});
-  else if (verb == "move" || verb == "move_by" || verb == "focus"
-           || verb == "focus_by" || verb == "objective")
-    return bad_usage (
-        "command " + verb
-        + ": missing or non-numeric values (see livemicroctl --help)");
+  else if (verb == "move" || verb == "move_by" || verb == "focus" || verb == "focus_by"
+           || verb == "objective")
+    return bad_usage ("command " + verb + ": missing or non-numeric values (see livemicroctl --help)");
   else
-    return bad_usage (
-        "unknown command '" + verb
-        + "' (move, move_by, focus, focus_by, objective, autofocus, stop)");
+    return bad_usage ("unknown command '" + verb
+                      + "' (move, move_by, focus, focus_by, objective, autofocus, stop)");
   if (o.lease.empty () && verb != "stop")
-    return bad_usage (
-        "command " + verb
-        + " needs --lease L (livemicroctl control request gives one)");
+    return bad_usage ("command " + verb + " needs --lease L (livemicroctl control request gives one)");
   const std::string mic = microscope_id (o);
   if (mic.empty ())
     return bad_usage ("say which microscope (--microscope ID)");
@@ -627,11 +563,8 @@ command (const Options &o, const std::string &verb)
   // now).
   Target target;
   Position before;
-  if (o.wait && (verb == "move_by" || verb == "focus_by")
-      && !position (o, mic, before)) {
-    std::fprintf (stderr,
-                  "livemicroctl: cannot read microscope '%s''s position\n",
-                  mic.c_str ());
+  if (o.wait && (verb == "move_by" || verb == "focus_by") && !position (o, mic, before)) {
+    std::fprintf (stderr, "livemicroctl: cannot read microscope '%s''s position\n", mic.c_str ());
     return 1;
   }
   if (verb == "move")
@@ -644,12 +577,10 @@ command (const Options &o, const std::string &verb)
     target.z_um = before.z_um + v1;
   else if (verb == "objective")
     target.objective = (gint64)v1;
-  Reply r
-      = call (o, "POST", "/api/v1/microscopes/" + mic + "/commands", b.text ());
+  Reply r = call (o, "POST", "/api/v1/microscopes/" + mic + "/commands", b.text ());
   if (!o.wait)
     return finish (o, r, [] (JsonObject *a) {
-      std::printf ("command %lld (%s) accepted\n",
-                   (long long)integer (a, "command"), str (a, "op"));
+      std::printf ("command %lld (%s) accepted\n", (long long)integer (a, "command"), str (a, "op"));
     });
   if (int f = failure (r))
     return f;
@@ -665,14 +596,10 @@ command_status (const Options &o, const std::string &id)
   const std::string mic = microscope_id (o);
   if (mic.empty ())
     return bad_usage ("say which microscope (--microscope ID)");
-  return finish (
-      o, call (o, "GET", "/api/v1/microscopes/" + mic + "/commands/" + id),
-      [] (JsonObject *c) {
-        std::printf ("command %lld (%s): %s%s%s\n",
-                     (long long)integer (c, "command"), str (c, "op"),
-                     str (c, "status"), *str (c, "detail") ? ": " : "",
-                     str (c, "detail"));
-      });
+  return finish (o, call (o, "GET", "/api/v1/microscopes/" + mic + "/commands/" + id), [] (JsonObject *c) {
+    std::printf ("command %lld (%s): %s%s%s\n", (long long)integer (c, "command"), str (c, "op"),
+                 str (c, "status"), *str (c, "detail") ? ": " : "", str (c, "detail"));
+  });
 }
 
 int
@@ -691,8 +618,7 @@ annotate (const Options &o, const std::string &kind)
     pts.emplace_back (x, y);
   }
   if (pts.empty ())
-    return bad_usage ("annotate " + kind
-                      + " needs points: X,Y [X,Y ...] in slide µm");
+    return bad_usage ("annotate " + kind + " needs points: X,Y [X,Y ...] in slide µm");
   const std::string mic = microscope_id (o);
   if (mic.empty ())
     return bad_usage ("say which microscope (--microscope ID)");
@@ -700,34 +626,26 @@ annotate (const Options &o, const std::string &kind)
   b.string ("kind", kind).points ("points_um", pts);
   if (!o.label.empty ())
     b.string ("label", o.label);
-  return finish (o,
-                 call (o, "POST", "/api/v1/microscopes/" + mic + "/annotations",
-                       b.text ()),
+  return finish (o, call (o, "POST", "/api/v1/microscopes/" + mic + "/annotations", b.text ()),
                  [] (JsonObject *a) {
-                   std::printf ("annotation %lld (%s \"%s\") added\n",
-                                (long long)integer (a, "id"), str (a, "kind"),
-                                str (a, "label"));
+                   std::printf ("annotation %lld (%s \"%s\") added\n", (long long)integer (a, "id"),
+                                str (a, "kind"), str (a, "label"));
                  });
 }
 
 // Writes a reply's body to -o FILE and says so: `said`, or with --json
 // {"output": FILE, count_name: count}.
 int
-save (const Options &o, const std::string &body, const char *count_name,
-      gint64 count, const std::string &said)
+save (const Options &o, const std::string &body, const char *count_name, gint64 count,
+      const std::string &said)
 {
   g_autoptr (GError) error = nullptr;
-  if (!g_file_set_contents (o.output.c_str (), body.data (),
-                            (gssize)body.size (), &error)) {
+  if (!g_file_set_contents (o.output.c_str (), body.data (), (gssize)body.size (), &error)) {
     std::fprintf (stderr, "livemicroctl: %s\n", error->message);
     return 1;
   }
   if (o.json)
-    std::printf ("%s\n", Body ()
-                             .string ("output", o.output)
-                             .integer (count_name, count)
-                             .text ()
-                             .c_str ());
+    std::printf ("%s\n", Body ().string ("output", o.output).integer (count_name, count).text ().c_str ());
   else
     std::printf ("%s\n", said.c_str ());
   return 0;
@@ -753,54 +671,40 @@ annotations (const Options &o)
   if (!o.um_per_px.empty ()) {
     double v;
     if (!parse_number (o.um_per_px, v) || v <= 0)
-      return bad_usage ("--um-per-px '" + o.um_per_px
-                        + "' is not a positive number");
+      return bad_usage ("--um-per-px '" + o.um_per_px + "' is not a positive number");
     path += "?um_per_px=" + o.um_per_px;
   }
   Reply r = call (o, "GET", path);
   if (int f = failure (r))
     return f;
   Parsed p (r.body);
-  JsonArray *features
-      = p.object () ? json_object_get_array_member (p.object (), "features")
-                    : nullptr;
+  JsonArray *features = p.object () ? json_object_get_array_member (p.object (), "features") : nullptr;
   const guint n = features ? json_array_get_length (features) : 0;
   if (!o.output.empty ())
-    return save (o, r.body, "annotations", n,
-                 "wrote " + std::to_string (n) + " annotations to " + o.output);
+    return save (o, r.body, "annotations", n, "wrote " + std::to_string (n) + " annotations to " + o.output);
   if (o.json) {
     std::printf ("%s\n", r.body.c_str ());
     return 0;
   }
-  std::printf ("%-36s  %-7s  %-14s  %-16s  %-12s  %s\n", "ID", "KIND", "CLASS",
-               "NAME", "AUTHOR", "FIRST POINT (PX)");
+  std::printf ("%-36s  %-7s  %-14s  %-16s  %-12s  %s\n", "ID", "KIND", "CLASS", "NAME", "AUTHOR",
+               "FIRST POINT (PX)");
   for (guint i = 0; i < n; i++) {
     JsonObject *f = json_array_get_object_element (features, i);
     JsonObject *props = json_object_get_object_member (f, "properties");
-    JsonObject *cls
-        = json_object_has_member (props, "classification")
-              ? json_object_get_object_member (props, "classification")
-              : nullptr;
+    JsonObject *cls = json_object_has_member (props, "classification")
+                          ? json_object_get_object_member (props, "classification")
+                          : nullptr;
     JsonObject *geom = json_object_get_object_member (f, "geometry");
     JsonNode *c = json_object_get_member (geom, "coordinates");
-    while (c && JSON_NODE_HOLDS_ARRAY (c)
-           && json_array_get_length (json_node_get_array (c)) > 0
-           && JSON_NODE_HOLDS_ARRAY (
-               json_array_get_element (json_node_get_array (c), 0)))
+    while (c && JSON_NODE_HOLDS_ARRAY (c) && json_array_get_length (json_node_get_array (c)) > 0
+           && JSON_NODE_HOLDS_ARRAY (json_array_get_element (json_node_get_array (c), 0)))
       c = json_array_get_element (json_node_get_array (c),
                                   0); // down to the first [x, y]
-    JsonArray *xy
-        = c && JSON_NODE_HOLDS_ARRAY (c) ? json_node_get_array (c) : nullptr;
-    std::printf ("%-36s  %-7s  %-14s  %-16s  %-12s  %.1f, %.1f\n",
-                 str (f, "id"), str (props, "kind"),
-                 cls ? str (cls, "name") : "-", str (props, "name"),
-                 str (props, "author"),
-                 xy && json_array_get_length (xy) == 2
-                     ? json_array_get_double_element (xy, 0)
-                     : 0.0,
-                 xy && json_array_get_length (xy) == 2
-                     ? json_array_get_double_element (xy, 1)
-                     : 0.0);
+    JsonArray *xy = c && JSON_NODE_HOLDS_ARRAY (c) ? json_node_get_array (c) : nullptr;
+    std::printf ("%-36s  %-7s  %-14s  %-16s  %-12s  %.1f, %.1f\n", str (f, "id"), str (props, "kind"),
+                 cls ? str (cls, "name") : "-", str (props, "name"), str (props, "author"),
+                 xy && json_array_get_length (xy) == 2 ? json_array_get_double_element (xy, 0) : 0.0,
+                 xy && json_array_get_length (xy) == 2 ? json_array_get_double_element (xy, 1) : 0.0);
   }
   return 0;
 }
@@ -814,8 +718,7 @@ still (const Options &o, const std::string &session_id)
   if (int f = failure (r))
     return f;
   return save (o, r.body, "bytes", (gint64)r.body.size (),
-               "wrote " + o.output + " (" + std::to_string (r.body.size ())
-                   + " bytes)");
+               "wrote " + o.output + " (" + std::to_string (r.body.size ()) + " bytes)");
 }
 
 } // namespace
@@ -831,21 +734,20 @@ livemicroctl_api (int argc, char **argv)
   else if (const char *t = g_getenv ("LIVEMICRO_ADMIN_TOKEN"))
     o.token = t;
   std::string timeout;
-  const std::map<std::string, std::string *> valued
-      = {{"--server", &o.server},
-         {"--token", &o.token},
-         {"--user", &o.user},
-         {"--role", &o.role},
-         {"--microscope", &o.microscope},
-         {"--session", &o.session},
-         {"--lease", &o.lease},
-         {"-o", &o.output},
-         {"--output", &o.output},
-         {"--after", &o.after},
-         {"--limit", &o.limit},
-         {"--um-per-px", &o.um_per_px},
-         {"--label", &o.label},
-         {"--timeout", &timeout}};
+  const std::map<std::string, std::string *> valued = {{"--server", &o.server},
+                                                       {"--token", &o.token},
+                                                       {"--user", &o.user},
+                                                       {"--role", &o.role},
+                                                       {"--microscope", &o.microscope},
+                                                       {"--session", &o.session},
+                                                       {"--lease", &o.lease},
+                                                       {"-o", &o.output},
+                                                       {"--output", &o.output},
+                                                       {"--after", &o.after},
+                                                       {"--limit", &o.limit},
+                                                       {"--um-per-px", &o.um_per_px},
+                                                       {"--label", &o.label},
+                                                       {"--timeout", &timeout}};
   for (int i = 0; i < argc; i++) {
     const std::string a = argv[i];
     if (auto v = valued.find (a); v != valued.end ()) {
@@ -860,18 +762,14 @@ livemicroctl_api (int argc, char **argv)
       o.insecure = true;
     } else if (a == "--help" || a == "-h") {
       return usage (stdout);
-    } else if (a.size () > 1 && a[0] == '-' && !g_ascii_isdigit (a[1])
-               && a[1] != '.') {
-      return bad_usage ("unknown option "
-                        + a); // negative numbers are values, not options
+    } else if (a.size () > 1 && a[0] == '-' && !g_ascii_isdigit (a[1]) && a[1] != '.') {
+      return bad_usage ("unknown option " + a); // negative numbers are values, not options
     } else {
       o.args.push_back (a);
     }
   }
-  if (!timeout.empty ()
-      && (!parse_number (timeout, o.timeout_s) || o.timeout_s <= 0))
-    return bad_usage ("--timeout '" + timeout
-                      + "' is not a positive number of seconds");
+  if (!timeout.empty () && (!parse_number (timeout, o.timeout_s) || o.timeout_s <= 0))
+    return bad_usage ("--timeout '" + timeout + "' is not a positive number of seconds");
   while (!o.server.empty () && o.server.back () == '/')
     o.server.pop_back ();
   if (o.args.empty ())
@@ -897,7 +795,6 @@ livemicroctl_api (int argc, char **argv)
     return annotate (o, verb);
   if (noun == "still")
     return still (o, verb);
-  std::fprintf (stderr, "livemicroctl: unknown command '%s'\n\n",
-                noun.c_str ());
+  std::fprintf (stderr, "livemicroctl: unknown command '%s'\n\n", noun.c_str ());
   return usage (stderr);
 }

@@ -2,4 +2,4 @@
 // HTTP API.
 #pragma once
 
-int livemicroctl_api (int argc, char **argv);  // argv[0] is "session" or "microscope"
+int livemicroctl_api (int argc, char **argv); // argv[0] is "session" or "microscope"

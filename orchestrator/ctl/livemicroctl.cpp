@@ -37,34 +37,33 @@ namespace {
 int
 usage (FILE *to)
 {
-  std::fprintf (to,
-      "usage: livemicroctl <command> [options]\n\n"
-      "commands:\n"
-      "  session create|list|show|delete ...   (see livemicroctl session --help)\n"
-      "  microscope list|show ...\n"
-      "  control, command, command-status, annotate, annotations, still, audit\n"
-      "      (see livemicroctl session --help; docs/cli.md walks through them)\n"
-      "  ground-truth [--seed N] [--region X,Y,W,H] [-o FILE]\n"
-      "      ground truth of sim://synthetic as JSON (region in slide µm;\n"
-      "      default the whole slide, which lists ~10^6 nuclei)\n"
-      "  analyze IMAGE... [--um-per-px X] [--region X,Y,W,H] [--stain macenko]\n"
-      "          [--json [--nuclei] | --geojson FILE]\n"
-      "      H&E nuclei analysis of still images (PNG, JPEG, TIFF, whole-slide\n"
-      "      images through OpenSlide); --geojson writes QuPath detections\n");
+  std::fprintf (to, "usage: livemicroctl <command> [options]\n\n"
+                    "commands:\n"
+                    "  session create|list|show|delete ...   (see livemicroctl session --help)\n"
+                    "  microscope list|show ...\n"
+                    "  control, command, command-status, annotate, annotations, still, audit\n"
+                    "      (see livemicroctl session --help; docs/cli.md walks through them)\n"
+                    "  ground-truth [--seed N] [--region X,Y,W,H] [-o FILE]\n"
+                    "      ground truth of sim://synthetic as JSON (region in slide µm;\n"
+                    "      default the whole slide, which lists ~10^6 nuclei)\n"
+                    "  analyze IMAGE... [--um-per-px X] [--region X,Y,W,H] [--stain macenko]\n"
+                    "          [--json [--nuclei] | --geojson FILE]\n"
+                    "      H&E nuclei analysis of still images (PNG, JPEG, TIFF, whole-slide\n"
+                    "      images through OpenSlide); --geojson writes QuPath detections\n");
   return to == stdout ? 0 : 2;
 }
 
 int
 ground_truth (int argc, char **argv)
 {
-  gint64 seed = (gint64) livemicro::hw::sim::SyntheticSlide::kDefaultSeed;
+  gint64 seed = (gint64)livemicro::hw::sim::SyntheticSlide::kDefaultSeed;
   g_autofree char *region = nullptr;
   g_autofree char *output = nullptr;
-  GOptionEntry entries[] = {
-      {"seed", 0, 0, G_OPTION_ARG_INT64, &seed, "Slide seed (as in sim://synthetic?seed=N)", "N"},
-      {"region", 0, 0, G_OPTION_ARG_STRING, &region, "Only nuclei in this rectangle, slide µm", "X,Y,W,H"},
-      {"output", 'o', 0, G_OPTION_ARG_FILENAME, &output, "Write to FILE instead of stdout", "FILE"},
-      {nullptr}};
+  GOptionEntry entries[]
+      = {{"seed", 0, 0, G_OPTION_ARG_INT64, &seed, "Slide seed (as in sim://synthetic?seed=N)", "N"},
+         {"region", 0, 0, G_OPTION_ARG_STRING, &region, "Only nuclei in this rectangle, slide µm", "X,Y,W,H"},
+         {"output", 'o', 0, G_OPTION_ARG_FILENAME, &output, "Write to FILE instead of stdout", "FILE"},
+         {nullptr}};
   g_autoptr (GOptionContext) ctx = g_option_context_new ("- ground truth of the generated slide");
   g_option_context_add_main_entries (ctx, entries, nullptr);
   g_autoptr (GError) error = nullptr;
@@ -81,13 +80,15 @@ ground_truth (int argc, char **argv)
     double x, y, w, h;
     char tail;
     if (std::sscanf (region, "%lf,%lf,%lf,%lf%c", &x, &y, &w, &h, &tail) != 4 || w <= 0 || h <= 0) {
-      std::fprintf (stderr, "livemicroctl ground-truth: --region '%s' is not X,Y,W,H in µm "
-                            "with W, H > 0\n", region);
+      std::fprintf (stderr,
+                    "livemicroctl ground-truth: --region '%s' is not X,Y,W,H in µm "
+                    "with W, H > 0\n",
+                    region);
       return 2;
     }
     rect = cv::Rect2d (x, y, w, h);
   }
-  livemicro::hw::sim::SyntheticSlide slide ((uint64_t) seed);
+  livemicro::hw::sim::SyntheticSlide slide ((uint64_t)seed);
   if (output) {
     std::ofstream f (output);
     if (!f) {
@@ -105,7 +106,6 @@ ground_truth (int argc, char **argv)
   return 0;
 }
 
-
 namespace an = livemicro::analysis;
 
 bool
@@ -113,8 +113,7 @@ parse_rect (const char *text, cv::Rect &r)
 {
   int x, y, w, h;
   char tail;
-  if (std::sscanf (text, "%d,%d,%d,%d%c", &x, &y, &w, &h, &tail) != 4 || x < 0 || y < 0 ||
-      w <= 0 || h <= 0)
+  if (std::sscanf (text, "%d,%d,%d,%d%c", &x, &y, &w, &h, &tail) != 4 || x < 0 || y < 0 || w <= 0 || h <= 0)
     return false;
   r = cv::Rect (x, y, w, h);
   return true;
@@ -127,8 +126,8 @@ parse_rect (const char *text, cv::Rect &r)
 // image gives the same ids.  Nucleus and Mitotic candidate are not QuPath
 // standard classes: their colours are ours.
 bool
-write_geojson (const std::string &path, const std::string &image, const an::Result &r,
-    cv::Point offset, std::string &error)
+write_geojson (const std::string &path, const std::string &image, const an::Result &r, cv::Point offset,
+               std::string &error)
 {
   namespace qp = livemicro::orchestrator::qupath;
   g_autofree char *image_name = g_path_get_basename (image.c_str ());
@@ -143,18 +142,18 @@ write_geojson (const std::string &path, const std::string &image, const an::Resu
     o.shape = qp::Shape::kPolygon;
     for (const cv::Point2f &p : n.contour)
       o.points_px.push_back ({p.x + offset.x, p.y + offset.y});
-    o.classification = n.mitotic_candidate ? qp::PathClass {"Mitotic candidate", {255, 0, 255}}
-                                           : qp::PathClass {"Nucleus", {40, 200, 60}};
+    o.classification = n.mitotic_candidate ? qp::PathClass{"Mitotic candidate", {255, 0, 255}}
+                                           : qp::PathClass{"Nucleus", {40, 200, 60}};
     o.measurements = {{qp::measurement::kNucleusArea, n.area_um2},
-        {qp::measurement::kNucleusPerimeter, n.perimeter_um},
-        {qp::measurement::kNucleusCircularity, n.circularity},
-        {qp::measurement::kNucleusSolidity, n.solidity},
-        {qp::measurement::kNucleusHematoxylinOdMean, n.mean_h_od}};
+                      {qp::measurement::kNucleusPerimeter, n.perimeter_um},
+                      {qp::measurement::kNucleusCircularity, n.circularity},
+                      {qp::measurement::kNucleusSolidity, n.solidity},
+                      {qp::measurement::kNucleusHematoxylinOdMean, n.mean_h_od}};
     objects.push_back (std::move (o));
   }
   const std::string text = qp::feature_collection (objects);
   g_autoptr (GError) err = nullptr;
-  if (!g_file_set_contents (path.c_str (), text.data (), (gssize) text.size (), &err)) {
+  if (!g_file_set_contents (path.c_str (), text.data (), (gssize)text.size (), &err)) {
     error = err->message;
     return false;
   }
@@ -184,19 +183,20 @@ analyze (int argc, char **argv)
   g_autofree char *geojson = nullptr;
   g_autofree char *region = nullptr;
   g_autofree char *stain = nullptr;
-  GOptionEntry entries[] = {
-      {"um-per-px", 0, 0, G_OPTION_ARG_DOUBLE, &um_per_px,
+  GOptionEntry entries[]
+      = {{"um-per-px", 0, 0, G_OPTION_ARG_DOUBLE, &um_per_px,
           "Pixel size on the slide (default: from the file: OpenSlide mpp or TIFF resolution)", "X"},
-      {"region", 0, 0, G_OPTION_ARG_STRING, &region,
+         {"region", 0, 0, G_OPTION_ARG_STRING, &region,
           "Analyse only this rectangle, full-resolution pixels (required for large slides)", "X,Y,W,H"},
-      {"stain", 0, 0, G_OPTION_ARG_STRING, &stain,
-          "Stain vectors: ruifrok-johnston (default) or macenko", "NAME"},
-      {"json", 0, 0, G_OPTION_ARG_NONE, &json, "One JSON object per image (JSON Lines)", nullptr},
-      {"nuclei", 0, 0, G_OPTION_ARG_NONE, &nuclei, "With --json: add the per-nucleus array", nullptr},
-      {"geojson", 0, 0, G_OPTION_ARG_FILENAME, &geojson,
+         {"stain", 0, 0, G_OPTION_ARG_STRING, &stain, "Stain vectors: ruifrok-johnston (default) or macenko",
+          "NAME"},
+         {"json", 0, 0, G_OPTION_ARG_NONE, &json, "One JSON object per image (JSON Lines)", nullptr},
+         {"nuclei", 0, 0, G_OPTION_ARG_NONE, &nuclei, "With --json: add the per-nucleus array", nullptr},
+         {"geojson", 0, 0, G_OPTION_ARG_FILENAME, &geojson,
           "Write the nuclei as QuPath detections (GeoJSON); with several images, one file each "
-          "(FILE-<image>.geojson)", "FILE"},
-      {nullptr}};
+          "(FILE-<image>.geojson)",
+          "FILE"},
+         {nullptr}};
   g_autoptr (GOptionContext) ctx = g_option_context_new ("IMAGE... - analyse H&E still images");
   g_option_context_add_main_entries (ctx, entries, nullptr);
   g_autoptr (GError) error = nullptr;
@@ -218,16 +218,17 @@ analyze (int argc, char **argv)
   }
   cv::Rect rect;
   if (region && !parse_rect (region, rect)) {
-    std::fprintf (stderr, "livemicroctl analyze: --region '%s' is not X,Y,W,H in pixels "
-                          "(X, Y >= 0, W, H > 0)\n", region);
+    std::fprintf (stderr,
+                  "livemicroctl analyze: --region '%s' is not X,Y,W,H in pixels "
+                  "(X, Y >= 0, W, H > 0)\n",
+                  region);
     return 2;
   }
   an::Params params;
   if (stain && !std::strcmp (stain, "macenko"))
     params.stain = an::StainMethod::kMacenko;
   else if (stain && std::strcmp (stain, "ruifrok-johnston")) {
-    std::fprintf (stderr, "livemicroctl analyze: --stain '%s' is not ruifrok-johnston or macenko\n",
-        stain);
+    std::fprintf (stderr, "livemicroctl analyze: --stain '%s' is not ruifrok-johnston or macenko\n", stain);
     return 2;
   }
   params.want_contours = nuclei || geojson;
@@ -248,19 +249,22 @@ analyze (int argc, char **argv)
       continue;
     }
     const double upp = slide->native_um_per_px ();
-    cv::Size full ((int) std::lround (slide->size_um ().width / upp),
-        (int) std::lround (slide->size_um ().height / upp));
+    cv::Size full ((int)std::lround (slide->size_um ().width / upp),
+                   (int)std::lround (slide->size_um ().height / upp));
     cv::Rect r = region ? rect : cv::Rect (0, 0, full.width, full.height);
     if ((r & cv::Rect (0, 0, full.width, full.height)) != r) {
-      std::fprintf (stderr, "livemicroctl analyze: %s: region %d,%d,%d,%d is outside the "
-                            "image (%dx%d)\n", path.c_str (), r.x, r.y, r.width, r.height,
-          full.width, full.height);
+      std::fprintf (stderr,
+                    "livemicroctl analyze: %s: region %d,%d,%d,%d is outside the "
+                    "image (%dx%d)\n",
+                    path.c_str (), r.x, r.y, r.width, r.height, full.width, full.height);
       failures++;
       continue;
     }
     if (r.width > kMaxSide || r.height > kMaxSide) {
-      std::fprintf (stderr, "livemicroctl analyze: %s is %dx%d pixels: give a --region of at "
-                            "most %dx%d\n", path.c_str (), r.width, r.height, kMaxSide, kMaxSide);
+      std::fprintf (stderr,
+                    "livemicroctl analyze: %s is %dx%d pixels: give a --region of at "
+                    "most %dx%d\n",
+                    path.c_str (), r.width, r.height, kMaxSide, kMaxSide);
       failures++;
       continue;
     }
@@ -287,19 +291,18 @@ analyze (int argc, char **argv)
         std::printf ("%s: %d nuclei, %.0f per mm² of tissue (tissue %.0f %%), mean area %.1f µm² "
                      "(CV %.2f), circularity %.2f, H/E %.2f, pleomorphism %s, mitotic candidates %d, "
                      "grade cue %s (image-derived, not a diagnosis)\n",
-            path.c_str (), s.nuclei_count, s.nuclei_per_mm2, s.tissue_fraction * 100,
-            s.mean_area_um2, s.cv_area, s.mean_circularity, s.he_ratio,
-            s.pleomorphism ? std::to_string (s.pleomorphism).c_str () : "-",
-            s.mitotic_candidates, s.grade_cue.empty () ? "-" : s.grade_cue.c_str ());
+                     path.c_str (), s.nuclei_count, s.nuclei_per_mm2, s.tissue_fraction * 100,
+                     s.mean_area_um2, s.cv_area, s.mean_circularity, s.he_ratio,
+                     s.pleomorphism ? std::to_string (s.pleomorphism).c_str () : "-", s.mitotic_candidates,
+                     s.grade_cue.empty () ? "-" : s.grade_cue.c_str ());
       else
         std::printf ("%s: quality %s (tissue %.0f %%): no nuclear measurements\n", path.c_str (),
-            an::quality_name (s.quality), s.tissue_fraction * 100);
+                     an::quality_name (s.quality), s.tissue_fraction * 100);
     }
     if (geojson) {
       std::string out = geojson_path_for (geojson, path, several), why;
       if (!write_geojson (out, path, result, r.tl (), why)) {
-        std::fprintf (stderr, "livemicroctl analyze: cannot write '%s': %s\n", out.c_str (),
-            why.c_str ());
+        std::fprintf (stderr, "livemicroctl analyze: cannot write '%s': %s\n", out.c_str (), why.c_str ());
         failures++;
       } else if (!json) {
         std::fprintf (stderr, "wrote %zu detections to %s\n", result.nuclei.size (), out.c_str ());
@@ -310,15 +313,14 @@ analyze (int argc, char **argv)
   return failures ? 1 : 0;
 }
 
-}  // namespace
+} // namespace
 
 int
 main (int argc, char **argv)
 {
   if (argc < 2)
     return usage (stderr);
-  if (!std::strcmp (argv[1], "--help") || !std::strcmp (argv[1], "-h") ||
-      !std::strcmp (argv[1], "help"))
+  if (!std::strcmp (argv[1], "--help") || !std::strcmp (argv[1], "-h") || !std::strcmp (argv[1], "help"))
     return usage (stdout);
   if (!std::strcmp (argv[1], "ground-truth"))
     return ground_truth (argc - 1, argv + 1);
@@ -326,11 +328,11 @@ main (int argc, char **argv)
     return analyze (argc - 1, argv + 1);
   // API commands: options may come before the noun (--server, --token, --json).
   for (int i = 1; i < argc; i++)
-    if (!std::strcmp (argv[i], "session") || !std::strcmp (argv[i], "microscope") ||
-        !std::strcmp (argv[i], "control") || !std::strcmp (argv[i], "command") ||
-        !std::strcmp (argv[i], "still") || !std::strcmp (argv[i], "annotations") ||
-        !std::strcmp (argv[i], "audit") || !std::strcmp (argv[i], "annotate") ||
-        !std::strcmp (argv[i], "command-status"))
+    if (!std::strcmp (argv[i], "session") || !std::strcmp (argv[i], "microscope")
+        || !std::strcmp (argv[i], "control") || !std::strcmp (argv[i], "command")
+        || !std::strcmp (argv[i], "still") || !std::strcmp (argv[i], "annotations")
+        || !std::strcmp (argv[i], "audit") || !std::strcmp (argv[i], "annotate")
+        || !std::strcmp (argv[i], "command-status"))
       return livemicroctl_api (argc - 1, argv + 1);
   std::fprintf (stderr, "livemicroctl: unknown command '%s'\n\n", argv[1]);
   return usage (stderr);

@@ -28,7 +28,8 @@ add_json (JsonBuilder *b, const char *name, const std::string &json)
 {
   json_builder_set_member_name (b, name);
   g_autoptr (JsonParser) p = json_parser_new ();
-  if (json_parser_load_from_data (p, json.c_str (), (gssize) json.size (), nullptr) && json_parser_get_root (p))
+  if (json_parser_load_from_data (p, json.c_str (), (gssize)json.size (), nullptr)
+      && json_parser_get_root (p))
     json_builder_add_value (b, json_node_copy (json_parser_get_root (p)));
   else
     json_builder_add_null_value (b);
@@ -47,7 +48,7 @@ object (Fill fill)
   return to_string (b);
 }
 
-}  // namespace
+} // namespace
 
 std::string
 error_json (const std::string &message)
@@ -77,7 +78,7 @@ add_control_members (JsonBuilder *b, const ControlArbiter &c)
     add_string (b, "user", h->holder.user);
     add_string (b, "role", h->holder.role);
     json_builder_set_member_name (b, "epoch");
-    json_builder_add_int_value (b, (gint64) h->epoch);
+    json_builder_add_int_value (b, (gint64)h->epoch);
     json_builder_set_member_name (b, "expires_in_ms");
     json_builder_add_int_value (b, c.expires_in_us () / 1000);
     json_builder_end_object (b);
@@ -85,7 +86,7 @@ add_control_members (JsonBuilder *b, const ControlArbiter &c)
     json_builder_add_null_value (b);
   }
   json_builder_set_member_name (b, "epoch");
-  json_builder_add_int_value (b, (gint64) c.epoch ());
+  json_builder_add_int_value (b, (gint64)c.epoch ());
   json_builder_set_member_name (b, "queue");
   json_builder_begin_array (b);
   for (const auto &q : c.queue ()) {
@@ -150,7 +151,7 @@ command_ended_json (const event::CommandEnded &e)
 {
   return object ([&] (JsonBuilder *b) {
     json_builder_set_member_name (b, "id");
-    json_builder_add_int_value (b, (gint64) e.id);
+    json_builder_add_int_value (b, (gint64)e.id);
     add_string (b, "op", e.op);
     add_string (b, "status", e.status);
     add_string (b, "detail", e.detail);
@@ -195,4 +196,4 @@ annotation_deleted_json (int64_t id)
   });
 }
 
-}  // namespace livemicro::orchestrator::api
+} // namespace livemicro::orchestrator::api

@@ -41,4 +41,4 @@ std::string annotation_deleted_json (int64_t id);
 void add_json (JsonBuilder *b, const char *name, const std::string &json);
 void add_string (JsonBuilder *b, const char *name, const std::string &v);
 
-}  // namespace livemicro::orchestrator::api
+} // namespace livemicro::orchestrator::api

@@ -45,9 +45,9 @@ public:
       throw ConfigError (where_ + key + ": expected an integer");
     gint64 v = json_node_get_int (n);
     if (v < min || v > max)
-      throw ConfigError (where_ + key + ": " + std::to_string (v) + " is outside [" +
-                         std::to_string (min) + ", " + std::to_string (max) + "]");
-    return (int) v;
+      throw ConfigError (where_ + key + ": " + std::to_string (v) + " is outside [" + std::to_string (min)
+                         + ", " + std::to_string (max) + "]");
+    return (int)v;
   }
   double number (const char *key, double fallback, double min, double max) const
   {
@@ -59,8 +59,8 @@ public:
       throw ConfigError (where_ + key + ": expected a number");
     double v = json_node_get_double (n);
     if (!(v >= min && v <= max))
-      throw ConfigError (where_ + key + ": " + std::to_string (v) + " is outside [" +
-                         std::to_string (min) + ", " + std::to_string (max) + "]");
+      throw ConfigError (where_ + key + ": " + std::to_string (v) + " is outside [" + std::to_string (min)
+                         + ", " + std::to_string (max) + "]");
     return v;
   }
   JsonObject *object (const char *key) const
@@ -102,12 +102,11 @@ valid_id (const std::string &id)
 {
   if (id.empty () || id.size () > 64)
     return false;
-  return std::all_of (id.begin (), id.end (), [] (char c) {
-    return g_ascii_isalnum (c) || c == '-' || c == '_';
-  });
+  return std::all_of (id.begin (), id.end (),
+                      [] (char c) { return g_ascii_isalnum (c) || c == '-' || c == '_'; });
 }
 
-}  // namespace
+} // namespace
 
 const std::vector<std::string> &
 known_roles ()
@@ -190,11 +189,11 @@ Config::parse (const std::string &json, const std::string &source)
   // Before json-glib: deep nesting overflows its stack, half a surrogate
   // pair becomes invalid UTF-8 (and may leak).  A configuration is 4 deep.
   if (auto problem = livemicro::json::text_problem (json, 32))
-    throw ConfigError ("config '" + source + "': line " + std::to_string (problem->line) + ": " +
-                       problem->what);
+    throw ConfigError ("config '" + source + "': line " + std::to_string (problem->line) + ": "
+                       + problem->what);
   g_autoptr (JsonParser) parser = json_parser_new ();
   g_autoptr (GError) error = nullptr;
-  if (!json_parser_load_from_data (parser, json.data (), (gssize) json.size (), &error)) {
+  if (!json_parser_load_from_data (parser, json.data (), (gssize)json.size (), &error)) {
     // json-glib says "<data>:LINE:COL: Parse error: ..."; name the file.
     std::string msg = error->message;
     if (msg.rfind ("<data>", 0) == 0)
@@ -205,9 +204,9 @@ Config::parse (const std::string &json, const std::string &source)
   if (!root || !JSON_NODE_HOLDS_OBJECT (root))
     throw ConfigError ("config '" + source + "': the top level must be a JSON object");
   Reader r (json_node_get_object (root), "config '" + source + "': ");
-  r.only ({"listen_address", "public_host", "http_port", "rtsp_port", "state_dir",
-      "admin_token", "tls", "pipelines_dir", "web_dir", "profiles_file", "max_body_bytes",
-      "video", "control", "microscopes", "users"});
+  r.only ({"listen_address", "public_host", "http_port", "rtsp_port", "state_dir", "admin_token", "tls",
+           "pipelines_dir", "web_dir", "profiles_file", "max_body_bytes", "video", "control", "microscopes",
+           "users"});
   Config c;
   c.listen_address = r.string ("listen_address", c.listen_address);
   c.public_host = r.string ("public_host");
@@ -218,7 +217,7 @@ Config::parse (const std::string &json, const std::string &source)
   c.pipelines_dir = r.string ("pipelines_dir");
   c.web_dir = r.string ("web_dir");
   c.profiles_file = r.string ("profiles_file");
-  c.max_body_bytes = (size_t) r.integer ("max_body_bytes", (int) c.max_body_bytes, 1024, 16 << 20);
+  c.max_body_bytes = (size_t)r.integer ("max_body_bytes", (int)c.max_body_bytes, 1024, 16 << 20);
   if (JsonObject *tls = r.object ("tls")) {
     Reader t (tls, r.where () + "tls.");
     t.only ({"certificate", "key"});
@@ -250,8 +249,7 @@ Config::parse (const std::string &json, const std::string &source)
   for (guint i = 0; i < json_array_get_length (ms); i++) {
     std::string where = r.where () + "microscopes[" + std::to_string (i) + "].";
     Reader m (object_at (ms, i, where), where);
-    m.only ({"id", "name", "uri", "capture_template", "camera", "stage", "focus", "objectives",
-        "objective"});
+    m.only ({"id", "name", "uri", "capture_template", "camera", "stage", "focus", "objectives", "objective"});
     MicroscopeConfig mc;
     mc.id = m.string ("id");
     if (!valid_id (mc.id))
@@ -263,16 +261,18 @@ Config::parse (const std::string &json, const std::string &source)
     mc.camera = m.string ("camera");
     mc.stage = m.string ("stage");
     mc.focus = m.string ("focus");
-    bool parts = !mc.camera.empty () || !mc.stage.empty () || !mc.focus.empty () ||
-                 m.has ("objectives") || m.has ("objective");
+    bool parts = !mc.camera.empty () || !mc.stage.empty () || !mc.focus.empty () || m.has ("objectives")
+                 || m.has ("objective");
     if (!mc.uri.empty () && parts)
       throw ConfigError (where + "uri: give either uri or camera/stage/focus/objectives, not both");
     if (parts && mc.camera.empty ())
-      throw ConfigError (where + "camera: a microscope made of parts needs a camera URI "
-                                 "(e.g. aravis://Fake_1 or v4l2:///dev/video0)");
+      throw ConfigError (where
+                         + "camera: a microscope made of parts needs a camera URI "
+                           "(e.g. aravis://Fake_1 or v4l2:///dev/video0)");
     if (mc.uri.empty () && !parts)
-      throw ConfigError (where + "uri: a microscope URI is needed (e.g. sim://synthetic), or "
-                                 "camera/stage/focus/objectives");
+      throw ConfigError (where
+                         + "uri: a microscope URI is needed (e.g. sim://synthetic), or "
+                           "camera/stage/focus/objectives");
     if (JsonArray *os = m.array ("objectives")) {
       for (guint k = 0; k < json_array_get_length (os); k++) {
         std::string ow = where + "objectives[" + std::to_string (k) + "].";
@@ -288,17 +288,19 @@ Config::parse (const std::string &json, const std::string &source)
         oc.numerical_aperture = o.number ("numerical_aperture", 0, 0, 1.6);
         for (const auto &prev : mc.objectives)
           if (prev.magnification == oc.magnification)
-            throw ConfigError (ow + "magnification: " + std::to_string (oc.magnification) + " is listed twice");
+            throw ConfigError (ow + "magnification: " + std::to_string (oc.magnification)
+                               + " is listed twice");
         mc.objectives.push_back (oc);
       }
     }
     mc.objective = m.integer ("objective", 0, 1, 1000);
-    if (mc.objective && std::none_of (mc.objectives.begin (), mc.objectives.end (),
-                            [&] (const ObjectiveConfig &o) { return o.magnification == mc.objective; }))
+    if (mc.objective
+        && std::none_of (mc.objectives.begin (), mc.objectives.end (),
+                         [&] (const ObjectiveConfig &o) { return o.magnification == mc.objective; }))
       throw ConfigError (where + "objective: " + std::to_string (mc.objective) + " is not in objectives");
     if (parts) {
       mc.uri = compose_uri (mc);
-      mc.capture_template = "capture-camera";  // the camera's own size and rate
+      mc.capture_template = "capture-camera"; // the camera's own size and rate
     }
     mc.capture_template = m.string ("capture_template", mc.capture_template);
     if (!valid_id (mc.capture_template))
@@ -321,8 +323,8 @@ Config::parse (const std::string &json, const std::string &source)
         JsonNode *e = json_array_get_element (roles, k);
         const char *role = JSON_NODE_HOLDS_VALUE (e) ? json_node_get_string (e) : nullptr;
         if (!role || !is_known_role (role))
-          throw ConfigError (where + "roles[" + std::to_string (k) +
-                             "]: not one of owner, consultant, trainee, guest");
+          throw ConfigError (where + "roles[" + std::to_string (k)
+                             + "]: not one of owner, consultant, trainee, guest");
         uc.roles.push_back (role);
       }
       c.users.push_back (uc);
@@ -331,4 +333,4 @@ Config::parse (const std::string &json, const std::string &source)
   return c;
 }
 
-}  // namespace livemicro::orchestrator
+} // namespace livemicro::orchestrator

@@ -17,19 +17,19 @@ public:
 struct ObjectiveConfig {
   int magnification = 0;
   double um_per_px = 0;
-  double numerical_aperture = 0;      // 0: not given
+  double numerical_aperture = 0; // 0: not given
 };
 
 struct MicroscopeConfig {
   std::string id;
   std::string name;
-  std::string uri;                    // microscopesrc URI (given, or composed from the parts)
+  std::string uri; // microscopesrc URI (given, or composed from the parts)
   std::string capture_template = "capture";
   // A microscope composed of parts (instead of "uri"): a camera URI, serial
   // stage/focus URIs and the objectives; `uri` is then their compose: URI.
   std::string camera, stage, focus;
   std::vector<ObjectiveConfig> objectives;
-  int objective = 0;                  // selected at start; 0 = the first
+  int objective = 0; // selected at start; 0 = the first
 };
 
 // compose:?camera=…&stage=…&focus=…&objectives=MAG:UM_PER_PX[:NA],…[&objective=MAG]
@@ -38,36 +38,36 @@ std::string compose_uri (const MicroscopeConfig &m);
 
 struct UserConfig {
   std::string name;
-  std::vector<std::string> roles;     // roles this user may take
+  std::vector<std::string> roles; // roles this user may take
 };
 
 struct VideoConfig {
   int width = 1280, height = 720, framerate = 30;
   int bitrate_kbps = 2500;
-  int keyframe_interval = 30;         // frames
+  int keyframe_interval = 30; // frames
 };
 
 struct ControlConfig {
-  int idle_timeout_ms = 30000;        // a lease lapses after this without commands or renewals
-  int max_commands_per_s = 20;        // per session; more get 429 (stop is exempt)
+  int idle_timeout_ms = 30000; // a lease lapses after this without commands or renewals
+  int max_commands_per_s = 20; // per session; more get 429 (stop is exempt)
 };
 
 struct Config {
   std::string listen_address = "127.0.0.1";
-  std::string public_host;            // host in rtsp_url/viewer_url; default listen address
+  std::string public_host; // host in rtsp_url/viewer_url; default listen address
   int http_port = 8080;
   int rtsp_port = 8554;
-  std::string state_dir;              // empty: a fresh temporary directory
-  std::string admin_token;            // or $LIVEMICRO_ADMIN_TOKEN
-  std::string tls_certificate, tls_key;  // PEM files: HTTPS and RTSPS
-  std::string pipelines_dir;          // templates; default: the installed ones
-  std::string web_dir;                // the viewer page; default: the installed one
-  std::string profiles_file;          // privacy view profiles (privacymask)
+  std::string state_dir;                // empty: a fresh temporary directory
+  std::string admin_token;              // or $LIVEMICRO_ADMIN_TOKEN
+  std::string tls_certificate, tls_key; // PEM files: HTTPS and RTSPS
+  std::string pipelines_dir;            // templates; default: the installed ones
+  std::string web_dir;                  // the viewer page; default: the installed one
+  std::string profiles_file;            // privacy view profiles (privacymask)
   size_t max_body_bytes = 64 * 1024;
   VideoConfig video;
   ControlConfig control;
   std::vector<MicroscopeConfig> microscopes;
-  std::vector<UserConfig> users;      // empty: any user name may join
+  std::vector<UserConfig> users; // empty: any user name may join
 
   const MicroscopeConfig *microscope (const std::string &id) const;
   // The demo: one virtual microscope "demo" on sim://synthetic.
@@ -83,4 +83,4 @@ struct Config {
 const std::vector<std::string> &known_roles ();
 bool is_known_role (const std::string &role);
 
-}  // namespace livemicro::orchestrator
+} // namespace livemicro::orchestrator

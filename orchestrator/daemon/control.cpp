@@ -4,12 +4,10 @@
 
 namespace livemicro::orchestrator {
 
-ControlArbiter::ControlArbiter (Options options, uint64_t last_epoch,
-    std::function<int64_t ()> now_us, std::function<std::string ()> new_id)
-    : options_ (options), epoch_ (last_epoch), now_ (std::move (now_us)),
-      new_id_ (std::move (new_id))
-{
-}
+ControlArbiter::ControlArbiter (Options options, uint64_t last_epoch, std::function<int64_t ()> now_us,
+                                std::function<std::string ()> new_id)
+    : options_ (options), epoch_ (last_epoch), now_ (std::move (now_us)), new_id_ (std::move (new_id))
+{}
 
 int
 ControlArbiter::priority (const std::string &role)
@@ -51,7 +49,7 @@ ControlArbiter::position_of (const std::string &session) const
 {
   for (size_t i = 0; i < queue_.size (); i++)
     if (queue_[i].session == session)
-      return (int) i + 1;
+      return (int)i + 1;
   return 0;
 }
 
@@ -65,8 +63,8 @@ ControlArbiter::give_to (const Participant &p)
   l.granted_us = l.last_active_us = now_ ();
   holder_ = l;
   queue_.erase (std::remove_if (queue_.begin (), queue_.end (),
-                    [&] (const Participant &q) { return q.session == p.session; }),
-      queue_.end ());
+                                [&] (const Participant &q) { return q.session == p.session; }),
+                queue_.end ());
   changed_ = true;
 }
 
@@ -86,7 +84,7 @@ refusal (Reason reason, std::string why)
 {
   ControlArbiter::Outcome o;
   o.result = "refused";
-  o.refused = Refusal {reason, std::move (why)};
+  o.refused = Refusal{reason, std::move (why)};
   return o;
 }
 
@@ -98,7 +96,7 @@ done (const char *result)
   return o;
 }
 
-}  // namespace
+} // namespace
 
 ControlArbiter::Outcome
 ControlArbiter::request (const Participant &p)
@@ -123,7 +121,7 @@ ControlArbiter::request (const Participant &p)
   if (!position_of (p.session)) {
     // Behind everyone of a higher or equal role, ahead of lower roles.
     auto at = std::find_if (queue_.begin (), queue_.end (),
-        [&] (const Participant &q) { return priority (q.role) < priority (p.role); });
+                            [&] (const Participant &q) { return priority (q.role) < priority (p.role); });
     queue_.insert (at, p);
     changed_ = true;
   }
@@ -153,7 +151,8 @@ ControlArbiter::renew (const Participant &p, const std::string &lease_id)
 {
   tick ();
   if (!holder_ || holder_->holder.session != p.session || holder_->id != lease_id)
-    return refusal (Reason::kConflict, "not the current lease (it lapsed, was revoked, or is another session's)");
+    return refusal (Reason::kConflict,
+                    "not the current lease (it lapsed, was revoked, or is another session's)");
   holder_->last_active_us = now_ ();
   Outcome o;
   o.result = "renewed";
@@ -224,4 +223,4 @@ ControlArbiter::forget (const std::string &session)
   return changed;
 }
 
-}  // namespace livemicro::orchestrator
+} // namespace livemicro::orchestrator

@@ -21,7 +21,7 @@
 namespace livemicro::orchestrator {
 
 struct Participant {
-  std::string session, user, role;  // session empty: the admin
+  std::string session, user, role; // session empty: the admin
   bool admin () const { return session.empty (); }
 };
 
@@ -41,15 +41,15 @@ public:
     std::function<bool (const std::string &role)> may_control;
   };
   struct Outcome {
-    std::string result;          // granted, queued, released, renewed, revoked, left_queue, refused
+    std::string result; // granted, queued, released, renewed, revoked, left_queue, refused
     std::optional<Refusal> refused;
-    std::optional<Lease> lease;  // the caller's lease (granted, renewed)
-    int queue_position = 0;      // 1-based, when queued
+    std::optional<Lease> lease; // the caller's lease (granted, renewed)
+    int queue_position = 0;     // 1-based, when queued
     bool queued () const { return queue_position > 0; }
   };
 
   ControlArbiter (Options options, uint64_t last_epoch, std::function<int64_t ()> now_us,
-      std::function<std::string ()> new_id);
+                  std::function<std::string ()> new_id);
 
   Outcome request (const Participant &p);
   Outcome release (const Participant &p);
@@ -94,4 +94,4 @@ private:
   bool changed_ = false;
 };
 
-}  // namespace livemicro::orchestrator
+} // namespace livemicro::orchestrator

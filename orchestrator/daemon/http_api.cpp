@@ -23,17 +23,28 @@ int
 http_status (Reason reason)
 {
   switch (reason) {
-    case Reason::kMalformed: return 400;
-    case Reason::kUnauthenticated: return 401;
-    case Reason::kForbidden: return 403;
-    case Reason::kNotFound: return 404;
-    case Reason::kConflict: return 409;
-    case Reason::kTooLarge: return 413;
-    case Reason::kInvalid: return 422;
-    case Reason::kRateLimited: return 429;
-    case Reason::kUnavailable: return 503;
-    case Reason::kTimedOut: return 504;
-    case Reason::kUnsupportedMediaType: return 415;
+  case Reason::kMalformed:
+    return 400;
+  case Reason::kUnauthenticated:
+    return 401;
+  case Reason::kForbidden:
+    return 403;
+  case Reason::kNotFound:
+    return 404;
+  case Reason::kConflict:
+    return 409;
+  case Reason::kTooLarge:
+    return 413;
+  case Reason::kInvalid:
+    return 422;
+  case Reason::kRateLimited:
+    return 429;
+  case Reason::kUnavailable:
+    return 503;
+  case Reason::kTimedOut:
+    return 504;
+  case Reason::kUnsupportedMediaType:
+    return 415;
   }
   return 500;
 }
@@ -41,8 +52,7 @@ http_status (Reason reason)
 namespace {
 
 void
-respond (SoupServerMessage *msg, int status, const std::string &body,
-    const char *type = "application/json")
+respond (SoupServerMessage *msg, int status, const std::string &body, const char *type = "application/json")
 {
   soup_server_message_set_status (msg, status, nullptr);
   SoupMessageHeaders *h = soup_server_message_get_response_headers (msg);
@@ -59,8 +69,8 @@ void
 respond_error (SoupServerMessage *msg, int status, const std::string &message)
 {
   if (status == 401)
-    soup_message_headers_replace (soup_server_message_get_response_headers (msg),
-        "WWW-Authenticate", "Bearer realm=\"LiveMicro\"");
+    soup_message_headers_replace (soup_server_message_get_response_headers (msg), "WWW-Authenticate",
+                                  "Bearer realm=\"LiveMicro\"");
   respond (msg, status, error_json (message));
 }
 
@@ -83,8 +93,8 @@ split_path (const std::string &path)
 std::string
 bearer_of (SoupServerMessage *msg)
 {
-  const char *auth = soup_message_headers_get_one (
-      soup_server_message_get_request_headers (msg), "Authorization");
+  const char *auth
+      = soup_message_headers_get_one (soup_server_message_get_request_headers (msg), "Authorization");
   if (!auth || g_ascii_strncasecmp (auth, "Bearer ", 7))
     return "";
   std::string t = auth + 7;
@@ -106,21 +116,21 @@ body_of (SoupServerMessage *msg, size_t max_bytes)
   return JsonInput::parse (data ? data : "", len, max_bytes);
 }
 
-}  // namespace
+} // namespace
 
 // A browser viewer: its WebSocket, its WebRTC peer, its event subscription.
 struct HttpApi::Viewer {
   SoupWebsocketConnection *conn = nullptr;
-  bool events_only = false;  // /api/v1/microscopes/{id}/events
+  bool events_only = false; // /api/v1/microscopes/{id}/events
   bool want_webrtc = true;
   Principal who;
   int presence = 0;
-  bool reads_analysis = false;  // counted by its hub's demand
+  bool reads_analysis = false; // counted by its hub's demand
   std::string session_id;
   std::string microscope;
-  std::string count_key;  // microscope/profile for the WebRTC viewer gauge
+  std::string count_key; // microscope/profile for the WebRTC viewer gauge
   bool authenticated = false;
-  bool ended = false;  // closing: nothing it sends counts any more
+  bool ended = false; // closing: nothing it sends counts any more
   std::shared_ptr<WebRtcPeer> peer;
   int listener = 0;
   guint auth_timeout = 0;
@@ -206,53 +216,60 @@ on_request_started (SoupServer *, SoupServerMessage *msg, gpointer self)
   api->socket_reaper ().sweep ();
   auto *g = new RequestGuard;
   g->max_body_bytes = api->max_body_bytes ();
-  g_object_set_data_full (G_OBJECT (msg), "livemicro-guard", g, [] (gpointer d) {
-    delete static_cast<RequestGuard *> (d);
-  });
+  g_object_set_data_full (G_OBJECT (msg), "livemicro-guard", g,
+                          [] (gpointer d) { delete static_cast<RequestGuard *> (d); });
   // A client that connects and never finishes its headers is dropped.
-  g->header_timer = g_timeout_add_seconds (kHeaderTimeoutS, [] (gpointer d) -> gboolean {
-    auto *m = static_cast<SoupServerMessage *> (d);
-    if (auto *g = static_cast<RequestGuard *> (g_object_get_data (G_OBJECT (m), "livemicro-guard"))) {
-      g->header_timer = 0;
-      cut_connection (m);
-    }
-    return G_SOURCE_REMOVE;
-  }, msg);
+  g->header_timer = g_timeout_add_seconds (
+      kHeaderTimeoutS,
+      [] (gpointer d) -> gboolean {
+        auto *m = static_cast<SoupServerMessage *> (d);
+        if (auto *g = static_cast<RequestGuard *> (g_object_get_data (G_OBJECT (m), "livemicro-guard"))) {
+          g->header_timer = 0;
+          cut_connection (m);
+        }
+        return G_SOURCE_REMOVE;
+      },
+      msg);
   g_signal_connect (msg, "got-headers", G_CALLBACK (+[] (SoupServerMessage *m, gpointer) {
-    auto *g = static_cast<RequestGuard *> (g_object_get_data (G_OBJECT (m), "livemicro-guard"));
-    if (g->header_timer) {
-      g_source_remove (g->header_timer);
-      g->header_timer = 0;
-    }
-    SoupMessageHeaders *h = soup_server_message_get_request_headers (m);
-    const bool chunked = soup_message_headers_get_one (h, "Transfer-Encoding") != nullptr;
-    const bool sized = soup_message_headers_get_one (h, "Content-Length") != nullptr;
-    if (chunked && sized) {
-      // Ambiguous framing (request smuggling through a proxy): refused.
-      g->refused = true;
-      soup_message_body_set_accumulate (soup_server_message_get_request_body (m), FALSE);
-      respond_error (m, 400, "Content-Length and Transfer-Encoding together are refused");
-      return;
-    }
-    goffset len = sized ? soup_message_headers_get_content_length (h) : 0;
-    if (len > (goffset) g->max_body_bytes) {
-      g->received = (size_t) len;
-      refuse_body (m, g);
-    }
-  }), nullptr);
+                      auto *g
+                          = static_cast<RequestGuard *> (g_object_get_data (G_OBJECT (m), "livemicro-guard"));
+                      if (g->header_timer) {
+                        g_source_remove (g->header_timer);
+                        g->header_timer = 0;
+                      }
+                      SoupMessageHeaders *h = soup_server_message_get_request_headers (m);
+                      const bool chunked = soup_message_headers_get_one (h, "Transfer-Encoding") != nullptr;
+                      const bool sized = soup_message_headers_get_one (h, "Content-Length") != nullptr;
+                      if (chunked && sized) {
+                        // Ambiguous framing (request smuggling through a proxy): refused.
+                        g->refused = true;
+                        soup_message_body_set_accumulate (soup_server_message_get_request_body (m), FALSE);
+                        respond_error (m, 400, "Content-Length and Transfer-Encoding together are refused");
+                        return;
+                      }
+                      goffset len = sized ? soup_message_headers_get_content_length (h) : 0;
+                      if (len > (goffset)g->max_body_bytes) {
+                        g->received = (size_t)len;
+                        refuse_body (m, g);
+                      }
+                    }),
+                    nullptr);
   g_signal_connect (msg, "got-chunk", G_CALLBACK (+[] (SoupServerMessage *m, GBytes *chunk, gpointer) {
-    auto *g = static_cast<RequestGuard *> (g_object_get_data (G_OBJECT (m), "livemicro-guard"));
-    g->received += g_bytes_get_size (chunk);
-    if (g->received > g->max_body_bytes)
-      refuse_body (m, g);
-  }), nullptr);
+                      auto *g
+                          = static_cast<RequestGuard *> (g_object_get_data (G_OBJECT (m), "livemicro-guard"));
+                      g->received += g_bytes_get_size (chunk);
+                      if (g->received > g->max_body_bytes)
+                        refuse_body (m, g);
+                    }),
+                    nullptr);
   // The guard (and its timer) goes with the request, whatever happens to it.
   g_signal_connect (msg, "finished", G_CALLBACK (+[] (SoupServerMessage *m, gpointer) {
-    g_object_set_data (G_OBJECT (m), "livemicro-guard", nullptr);
-  }), nullptr);
+                      g_object_set_data (G_OBJECT (m), "livemicro-guard", nullptr);
+                    }),
+                    nullptr);
 }
 
-}  // namespace
+} // namespace
 
 void
 HttpApi::start ()
@@ -262,10 +279,13 @@ HttpApi::start ()
     g_object_set (server_, "tls-certificate", node_.tls (), nullptr);
   g_signal_connect (server_, "request-started", G_CALLBACK (on_request_started), this);
   // Sockets of the last connections are freed even when no request follows.
-  reap_timer_ = g_timeout_add_seconds (5, [] (gpointer self) -> gboolean {
-    static_cast<HttpApi *> (self)->socket_reaper ().sweep ();
-    return G_SOURCE_CONTINUE;
-  }, this);
+  reap_timer_ = g_timeout_add_seconds (
+      5,
+      [] (gpointer self) -> gboolean {
+        static_cast<HttpApi *> (self)->socket_reaper ().sweep ();
+        return G_SOURCE_CONTINUE;
+      },
+      this);
   soup_server_add_handler (server_, nullptr, on_request, this, nullptr);
 
   const Config &config = node_.config ();
@@ -273,15 +293,15 @@ HttpApi::start ()
   g_autoptr (GInetAddress) addr = g_inet_address_new_from_string (config.listen_address.c_str ());
   if (!addr)
     throw std::runtime_error ("HTTP: listen_address '" + config.listen_address + "' is not an IP address");
-  g_autoptr (GSocketAddress) sa = g_inet_socket_address_new (addr, (guint16) config.http_port);
-  SoupServerListenOptions opts = node_.tls () ? SOUP_SERVER_LISTEN_HTTPS : (SoupServerListenOptions) 0;
+  g_autoptr (GSocketAddress) sa = g_inet_socket_address_new (addr, (guint16)config.http_port);
+  SoupServerListenOptions opts = node_.tls () ? SOUP_SERVER_LISTEN_HTTPS : (SoupServerListenOptions)0;
   if (!soup_server_listen (server_, sa, opts, &error))
-    throw std::runtime_error ("HTTP: cannot listen on " + config.listen_address + ":" +
-                              std::to_string (config.http_port) + ": " + error->message);
+    throw std::runtime_error ("HTTP: cannot listen on " + config.listen_address + ":"
+                              + std::to_string (config.http_port) + ": " + error->message);
   GSList *uris = soup_server_get_uris (server_);
   if (uris)
     port_ = g_uri_get_port (static_cast<GUri *> (uris->data));
-  g_slist_free_full (uris, (GDestroyNotify) g_uri_unref);
+  g_slist_free_full (uris, (GDestroyNotify)g_uri_unref);
   node_.set_http_port (port_);
   // A session that ends takes its WHEP peers with it.
   whep_listener_ = node_.add_listener ([this] (const Node::Event &e) {
@@ -307,7 +327,7 @@ HttpApi::on_request (SoupServer *, SoupServerMessage *msg, const char *path, GHa
 {
   auto *api = static_cast<HttpApi *> (self);
   if (soup_server_message_get_status (msg) != 0)
-    return;  // answered while the request was read (413, 400)
+    return; // answered while the request was read (413, 400)
   try {
     api->route (msg, path, query);
   } catch (const Refusal &e) {
@@ -320,36 +340,34 @@ HttpApi::on_request (SoupServer *, SoupServerMessage *msg, const char *path, GHa
   }
 }
 
-namespace {
-
-}  // namespace
+namespace {} // namespace
 
 const std::vector<HttpApi::Route> &
 HttpApi::routes ()
 {
   static const std::vector<Route> table = {
-    {"GET", "/healthz", false, &HttpApi::healthz},
-    {"GET", "/metrics", false, &HttpApi::metrics},
-    {"GET", "/view/{}", false, &HttpApi::viewer_page},
-    {"GET", "/web/{}", false, &HttpApi::web_file},
-    {"POST", "/api/v1/sessions", true, &HttpApi::create_session},
-    {"GET", "/api/v1/sessions", true, &HttpApi::list_sessions},
-    {"GET", "/api/v1/sessions/{}", true, &HttpApi::get_session},
-    {"DELETE", "/api/v1/sessions/{}", true, &HttpApi::end_session},
-    {"POST", "/api/v1/sessions/{}/stills", true, &HttpApi::take_still},
-    {"GET", "/api/v1/sessions/{}/annotations.geojson", true, &HttpApi::annotations_geojson},
-    {"GET", "/api/v1/microscopes", true, &HttpApi::list_microscopes},
-    {"GET", "/api/v1/microscopes/{}", true, &HttpApi::get_microscope},
-    {"POST", "/api/v1/microscopes/{}/control", true, &HttpApi::control},
-    {"POST", "/api/v1/microscopes/{}/commands", true, &HttpApi::command},
-    {"GET", "/api/v1/microscopes/{}/commands/{}", true, &HttpApi::get_command},
-    {"GET", "/api/v1/microscopes/{}/annotations", true, &HttpApi::list_annotations},
-    {"POST", "/api/v1/microscopes/{}/annotations", true, &HttpApi::add_annotation},
-    {"DELETE", "/api/v1/microscopes/{}/annotations/{}", true, &HttpApi::delete_annotation},
-    {"GET", "/api/v1/microscopes/{}/annotations.geojson", true, &HttpApi::microscope_annotations_geojson},
-    {"GET", "/api/v1/audit", true, &HttpApi::audit},
-    {"POST", "/whep/{}", true, &HttpApi::whep_offer},
-    {"DELETE", "/whep/{}/{}", true, &HttpApi::whep_delete},
+      {"GET", "/healthz", false, &HttpApi::healthz},
+      {"GET", "/metrics", false, &HttpApi::metrics},
+      {"GET", "/view/{}", false, &HttpApi::viewer_page},
+      {"GET", "/web/{}", false, &HttpApi::web_file},
+      {"POST", "/api/v1/sessions", true, &HttpApi::create_session},
+      {"GET", "/api/v1/sessions", true, &HttpApi::list_sessions},
+      {"GET", "/api/v1/sessions/{}", true, &HttpApi::get_session},
+      {"DELETE", "/api/v1/sessions/{}", true, &HttpApi::end_session},
+      {"POST", "/api/v1/sessions/{}/stills", true, &HttpApi::take_still},
+      {"GET", "/api/v1/sessions/{}/annotations.geojson", true, &HttpApi::annotations_geojson},
+      {"GET", "/api/v1/microscopes", true, &HttpApi::list_microscopes},
+      {"GET", "/api/v1/microscopes/{}", true, &HttpApi::get_microscope},
+      {"POST", "/api/v1/microscopes/{}/control", true, &HttpApi::control},
+      {"POST", "/api/v1/microscopes/{}/commands", true, &HttpApi::command},
+      {"GET", "/api/v1/microscopes/{}/commands/{}", true, &HttpApi::get_command},
+      {"GET", "/api/v1/microscopes/{}/annotations", true, &HttpApi::list_annotations},
+      {"POST", "/api/v1/microscopes/{}/annotations", true, &HttpApi::add_annotation},
+      {"DELETE", "/api/v1/microscopes/{}/annotations/{}", true, &HttpApi::delete_annotation},
+      {"GET", "/api/v1/microscopes/{}/annotations.geojson", true, &HttpApi::microscope_annotations_geojson},
+      {"GET", "/api/v1/audit", true, &HttpApi::audit},
+      {"POST", "/whep/{}", true, &HttpApi::whep_offer},
+      {"DELETE", "/whep/{}/{}", true, &HttpApi::whep_delete},
   };
   return table;
 }
@@ -374,7 +392,7 @@ matches (const char *pattern, const std::vector<std::string> &parts, std::vector
   return true;
 }
 
-}  // namespace
+} // namespace
 
 void
 HttpApi::route (SoupServerMessage *msg, const std::string &path, GHashTable *query)
@@ -384,15 +402,15 @@ HttpApi::route (SoupServerMessage *msg, const std::string &path, GHashTable *que
 
   // WebSockets: /ws/{session} (the viewer page) and
   // /api/v1/microscopes/{id}/events (event clients).
-  const bool ws_path = (parts.size () == 2 && parts[0] == "ws") ||
-                       (parts.size () == 5 && parts[0] == "api" && parts[1] == "v1" &&
-                           parts[2] == "microscopes" && parts[4] == "events");
+  const bool ws_path = (parts.size () == 2 && parts[0] == "ws")
+                       || (parts.size () == 5 && parts[0] == "api" && parts[1] == "v1"
+                           && parts[2] == "microscopes" && parts[4] == "events");
   if (ws_path) {
     if (!is_websocket_request (msg) || method != "GET")
-      throw Refusal {Reason::kMalformed, "this path is a WebSocket: GET with Upgrade: websocket"};
+      throw Refusal{Reason::kMalformed, "this path is a WebSocket: GET with Upgrade: websocket"};
     std::string why;
     if (!accept_websocket (msg, node_.config ().max_body_bytes, on_websocket, this, &why))
-      throw Refusal {Reason::kMalformed, why};
+      throw Refusal{Reason::kMalformed, why};
     return;
   }
 
@@ -414,15 +432,16 @@ HttpApi::route (SoupServerMessage *msg, const std::string &path, GHashTable *que
     }
   }
   if (allowed.empty ())
-    throw Refusal {Reason::kNotFound, parts.size () >= 2 && parts[0] == "api" ? "no such API route" : "no route " + path};
-  Call call {msg, std::move (params), query, {}};
+    throw Refusal{Reason::kNotFound,
+                  parts.size () >= 2 && parts[0] == "api" ? "no such API route" : "no route " + path};
+  Call call{msg, std::move (params), query, {}};
   if (authenticated) {
     std::string token = bearer_of (msg);
     if (token.empty ())
-      throw Refusal {Reason::kUnauthenticated, "missing 'Authorization: Bearer <token>'"};
+      throw Refusal{Reason::kUnauthenticated, "missing 'Authorization: Bearer <token>'"};
     call.who = node_.authenticate (token);
     if (!call.who.valid ())
-      throw Refusal {Reason::kUnauthenticated, "invalid or expired token"};
+      throw Refusal{Reason::kUnauthenticated, "invalid or expired token"};
   }
   if (!hit) {
     soup_message_headers_replace (soup_server_message_get_response_headers (msg), "Allow", allowed.c_str ());
@@ -463,11 +482,11 @@ serve_file (SoupServerMessage *msg, const std::string &path, const char *type)
   g_autofree char *data = nullptr;
   gsize len = 0;
   if (!g_file_get_contents (path.c_str (), &data, &len, nullptr))
-    throw Refusal {Reason::kNotFound, "no such file"};
+    throw Refusal{Reason::kNotFound, "no such file"};
   respond (msg, 200, std::string (data, len), type);
 }
 
-}  // namespace
+} // namespace
 
 void
 HttpApi::viewer_page (Call &c)
@@ -484,7 +503,7 @@ HttpApi::web_file (Call &c)
   };
   auto it = files.find (c.params[0]);
   if (it == files.end ())
-    throw Refusal {Reason::kNotFound, "no such file"};
+    throw Refusal{Reason::kNotFound, "no such file"};
   serve_file (c.msg, node_.paths ().web + "/" + it->first, it->second);
 }
 
@@ -507,13 +526,14 @@ add_session (JsonBuilder *b, const Node &node, const Principal &who, const Sessi
   auto view = node.view_of_session (s);
   std::string error = node.view_error_of_session (s);
   add_string (b, "profile", s.role);
-  add_string (b, "state", !error.empty () ? "failed" : (view && view->frames () > 0 ? "streaming" : "starting"));
+  add_string (b, "state",
+              !error.empty () ? "failed" : (view && view->frames () > 0 ? "streaming" : "starting"));
   if (!error.empty ())
     add_string (b, "error", node.shown_to (who, error));
   json_builder_end_object (b);
 }
 
-}  // namespace
+} // namespace
 
 void
 HttpApi::create_session (Call &c)
@@ -523,7 +543,7 @@ HttpApi::create_session (Call &c)
   std::string fallback = who.admin ? (node_.hubs ().size () == 1 ? node_.hubs ().begin ()->first : "")
                                    : who.session->microscope;
   if (!r.microscope && fallback.empty ())
-    throw Refusal {Reason::kInvalid, "missing field 'microscope'"};
+    throw Refusal{Reason::kInvalid, "missing field 'microscope'"};
   Node::NewSession n = node_.create_session (who, r.user, r.role, r.microscope.value_or (fallback));
   g_autoptr (JsonBuilder) b = json_builder_new ();
   json_builder_begin_object (b);
@@ -532,7 +552,7 @@ HttpApi::create_session (Call &c)
   add_string (b, "viewer_url", node_.viewer_url (n.record, n.token));
   json_builder_end_object (b);
   soup_message_headers_replace (soup_server_message_get_response_headers (c.msg), "Location",
-      ("/api/v1/sessions/" + n.record.id).c_str ());
+                                ("/api/v1/sessions/" + n.record.id).c_str ());
   respond (c.msg, 201, to_string (b));
 }
 
@@ -599,7 +619,7 @@ HttpApi::take_still (Call &c)
       }
       gsize len = 0;
       g_autofree guchar *png = g_base64_decode (still.png_base64.c_str (), &len);
-      finish (200, std::string ((const char *) png, len), "image/png");
+      finish (200, std::string ((const char *)png, len), "image/png");
     });
   } catch (...) {
     *answered = true;
@@ -611,11 +631,15 @@ HttpApi::take_still (Call &c)
     finish (503, error_json ("the microscope's media worker is not running"), "application/json");
     return;
   }
-  g_timeout_add_seconds (5, [] (gpointer d) -> gboolean {
-    std::unique_ptr<std::function<void ()>> f (static_cast<std::function<void ()> *> (d));
-    (*f) ();
-    return G_SOURCE_REMOVE;
-  }, new std::function<void ()> ([finish] { finish (504, error_json ("no frame within 5 s"), "application/json"); }));
+  g_timeout_add_seconds (
+      5,
+      [] (gpointer d) -> gboolean {
+        std::unique_ptr<std::function<void ()>> f (static_cast<std::function<void ()> *> (d));
+        (*f) ();
+        return G_SOURCE_REMOVE;
+      },
+      new std::function<void ()> (
+          [finish] { finish (504, error_json ("no frame within 5 s"), "application/json"); }));
 }
 
 namespace {
@@ -629,7 +653,7 @@ qupath_annotation (const AnnotationRecord &a, double um_per_px)
   qupath::PathObject o;
   o.id = qupath::name_uuid ("annotation/" + a.microscope + "/" + a.session + "/" + std::to_string (a.id));
   o.object_type = "annotation";
-  o.shape = a.kind == "point" ? qupath::Shape::kPoint
+  o.shape = a.kind == "point"   ? qupath::Shape::kPoint
             : a.kind == "arrow" ? qupath::Shape::kLineString
                                 : qupath::Shape::kPolygon;
   for (const auto &[x, y] : a.points_um ())
@@ -651,7 +675,7 @@ export_um_per_px (const HttpApi::Call &c)
   char *end = nullptr;
   const double v = g_ascii_strtod (text.c_str (), &end);
   if (!end || *end || !(v > 0 && v < 1000))
-    throw Refusal {Reason::kInvalid, "um_per_px '" + text + "' is not a number in (0, 1000)"};
+    throw Refusal{Reason::kInvalid, "um_per_px '" + text + "' is not a number in (0, 1000)"};
   return v;
 }
 
@@ -664,13 +688,13 @@ qupath_annotations (const std::vector<AnnotationRecord> &list, double um_per_px)
   return qupath::feature_collection (objects);
 }
 
-}  // namespace
+} // namespace
 
 // A session's annotations, as QuPath GeoJSON.
 void
 HttpApi::annotations_geojson (Call &c)
 {
-  const auto list = node_.session_annotations (c.who, c.params[0]);  // who may, before what they asked
+  const auto list = node_.session_annotations (c.who, c.params[0]); // who may, before what they asked
   respond (c.msg, 200, qupath_annotations (list, export_um_per_px (c)), "application/geo+json");
 }
 
@@ -693,7 +717,7 @@ add_microscope (JsonBuilder *b, const Node &node, const Principal &who, const Mi
   json_builder_begin_object (b);
   add_string (b, "id", m.id ());
   add_string (b, "name", m.config ().name);
-  if (who.admin) {  // a file path may name the patient
+  if (who.admin) { // a file path may name the patient
     add_string (b, "uri", m.config ().uri);
     json_builder_set_member_name (b, "worker_pid");
     json_builder_add_int_value (b, m.worker_pid ());
@@ -706,7 +730,8 @@ add_microscope (JsonBuilder *b, const Node &node, const Principal &who, const Mi
   json_builder_set_member_name (b, "stage");
   if (st) {
     json_builder_begin_object (b);
-    for (auto [k, v] : {std::pair<const char *, double> {"x_um", st->x_um}, {"y_um", st->y_um}, {"z_um", st->z_um}}) {
+    for (auto [k, v] :
+         {std::pair<const char *, double>{"x_um", st->x_um}, {"y_um", st->y_um}, {"z_um", st->z_um}}) {
       json_builder_set_member_name (b, k);
       add_number (b, v);
     }
@@ -737,11 +762,11 @@ add_microscope (JsonBuilder *b, const Node &node, const Principal &who, const Mi
   add_json (b, "presence", api::presence_json (m.presence ()));
   add_json (b, "analysis", node.may_see (who, "analysis") ? api::analysis_json (m.analysis ()) : "null");
   json_builder_set_member_name (b, "view_branches");
-  json_builder_add_int_value (b, (gint64) m.view_branches ());
+  json_builder_add_int_value (b, (gint64)m.view_branches ());
   json_builder_end_object (b);
 }
 
-}  // namespace
+} // namespace
 
 void
 HttpApi::list_microscopes (Call &c)
@@ -784,7 +809,7 @@ HttpApi::control (Call &c)
   if (r.lease) {
     add_string (b, "lease", r.lease->id);
     json_builder_set_member_name (b, "epoch");
-    json_builder_add_int_value (b, (gint64) r.lease->epoch);
+    json_builder_add_int_value (b, (gint64)r.lease->epoch);
     json_builder_set_member_name (b, "expires_in_ms");
     json_builder_add_int_value (b, r.expires_in_ms);
   }
@@ -812,7 +837,7 @@ HttpApi::command (Call &c)
   g_autoptr (JsonBuilder) b = json_builder_new ();
   json_builder_begin_object (b);
   json_builder_set_member_name (b, "command");
-  json_builder_add_int_value (b, (gint64) a.id);
+  json_builder_add_int_value (b, (gint64)a.id);
   add_string (b, "op", command_op_name (a.op));
   json_builder_end_object (b);
   respond (c.msg, 202, to_string (b));
@@ -829,13 +854,13 @@ HttpApi::get_command (Call &c)
   if (end && !*end && !c.params[1].empty () && g_ascii_isdigit (c.params[1][0]))
     o = hub.command_outcome (cid);
   if (!o)
-    throw Refusal {Reason::kNotFound, "no command '" + c.params[1] + "' on microscope '" + hub.id () +
-                                          "' (only the last " + std::to_string (MicroscopeHub::kOutcomesKept) +
-                                          " are kept)"};
+    throw Refusal{Reason::kNotFound, "no command '" + c.params[1] + "' on microscope '" + hub.id ()
+                                         + "' (only the last " + std::to_string (MicroscopeHub::kOutcomesKept)
+                                         + " are kept)"};
   g_autoptr (JsonBuilder) b = json_builder_new ();
   json_builder_begin_object (b);
   json_builder_set_member_name (b, "command");
-  json_builder_add_int_value (b, (gint64) o->id);
+  json_builder_add_int_value (b, (gint64)o->id);
   add_string (b, "op", command_op_name (o->op));
   add_string (b, "status", o->status);
   add_string (b, "detail", o->detail);
@@ -851,10 +876,10 @@ void
 require_annotations (const Node &node, const Principal &who)
 {
   if (!node.may_see (who, "annotations"))
-    throw Refusal {Reason::kForbidden, "the " + who.role () + " profile does not show annotations"};
+    throw Refusal{Reason::kForbidden, "the " + who.role () + " profile does not show annotations"};
 }
 
-}  // namespace
+} // namespace
 
 void
 HttpApi::list_annotations (Call &c)
@@ -876,7 +901,8 @@ HttpApi::add_annotation (Call &c)
 {
   require_annotations (node_, c.who);
   node_.hub_visible_to (c.who, c.params[0]);
-  AnnotationRecord a = node_.add_annotation (c.who, c.params[0], parse_annotation_request (body_of (c.msg, max_body_bytes ())));
+  AnnotationRecord a = node_.add_annotation (c.who, c.params[0],
+                                             parse_annotation_request (body_of (c.msg, max_body_bytes ())));
   respond (c.msg, 201, api::annotation_json (a));
 }
 
@@ -886,7 +912,7 @@ HttpApi::delete_annotation (Call &c)
   char *end = nullptr;
   gint64 aid = g_ascii_strtoll (c.params[1].c_str (), &end, 10);
   if (!end || *end || c.params[1].empty ())
-    throw Refusal {Reason::kNotFound, "no annotation '" + c.params[1] + "'"};
+    throw Refusal{Reason::kNotFound, "no annotation '" + c.params[1] + "'"};
   node_.delete_annotation (c.who, c.params[0], aid);
   respond (c.msg, 204, "", "text/plain");
 }
@@ -895,8 +921,10 @@ void
 HttpApi::audit (Call &c)
 {
   std::string after = c.query_value ("after"), limit = c.query_value ("limit");
-  auto rows = node_.audit (c.who, after.empty () ? 0 : g_ascii_strtoll (after.c_str (), nullptr, 10),
-      limit.empty () ? 1000 : (int) std::clamp<gint64> (g_ascii_strtoll (limit.c_str (), nullptr, 10), 1, 10000));
+  auto rows = node_.audit (
+      c.who, after.empty () ? 0 : g_ascii_strtoll (after.c_str (), nullptr, 10),
+      limit.empty () ? 1000
+                     : (int)std::clamp<gint64> (g_ascii_strtoll (limit.c_str (), nullptr, 10), 1, 10000));
   g_autoptr (JsonBuilder) b = json_builder_new ();
   json_builder_begin_object (b);
   json_builder_set_member_name (b, "audit");
@@ -934,7 +962,7 @@ HttpApi::whep_offer (Call &c)
 {
   const std::string &session_id = c.params[0];
   if (!c.who.session || c.who.session->id != session_id)
-    throw Refusal {Reason::kUnauthenticated, "invalid token for this session"};
+    throw Refusal{Reason::kUnauthenticated, "invalid token for this session"};
   SoupMessageHeaders *h = soup_server_message_get_request_headers (c.msg);
   const char *type = soup_message_headers_get_one (h, "Content-Type");
   g_autoptr (GBytes) bytes = soup_message_body_flatten (soup_server_message_get_request_body (c.msg));
@@ -943,33 +971,34 @@ HttpApi::whep_offer (Call &c)
   WhepOffer offer = parse_whep_offer (type ? type : "", data, len, max_body_bytes ());
   auto view = node_.hubs ().at (c.who.session->microscope)->view_of (session_id);
   if (!view)
-    throw Refusal {Reason::kUnavailable, "no view for this session"};
+    throw Refusal{Reason::kUnavailable, "no view for this session"};
   size_t open = std::count_if (whep_.begin (), whep_.end (),
-      [&] (const auto &kv) { return kv.second.session_id == session_id; });
+                               [&] (const auto &kv) { return kv.second.session_id == session_id; });
   if (open >= kMaxWhepPerSession)
-    throw Refusal {Reason::kRateLimited, "this session has " + std::to_string (open) +
-                                             " WHEP viewers already; DELETE one first"};
+    throw Refusal{Reason::kRateLimited,
+                  "this session has " + std::to_string (open) + " WHEP viewers already; DELETE one first"};
 
   const std::string resource = random_id ();
   auto peer = std::make_shared<WebRtcPeer> (view, node_.config ().listen_address, nullptr);
-  whep_[resource] = WhepResource {session_id, view->microscope () + "/" + view->profile (), peer};
+  whep_[resource] = WhepResource{session_id, view->microscope () + "/" + view->profile (), peer};
   peer->set_on_failed ([this, resource] { end_whep (resource); });
   SoupServerMessage *msg = c.msg;
   g_object_ref (msg);
   soup_server_message_pause (msg);
   const Principal who = c.who;
-  auto answered = [this, msg, resource, session_id, who] (const std::string &sdp, const std::optional<Refusal> &refused) {
+  auto answered = [this, msg, resource, session_id, who] (const std::string &sdp,
+                                                          const std::optional<Refusal> &refused) {
     auto it = whep_.find (resource);
     if (refused || it == whep_.end ()) {
       if (it != whep_.end ())
         end_whep (resource);
-      Refusal r = refused.value_or (Refusal {Reason::kNotFound, "the session ended"});
+      Refusal r = refused.value_or (Refusal{Reason::kNotFound, "the session ended"});
       respond_error (msg, http_status (r.reason), node_.shown_to (who, r.message));
     } else {
       it->second.counted = true;
       node_.count_webrtc_viewer (it->second.count_key, +1);
       soup_message_headers_replace (soup_server_message_get_response_headers (msg), "Location",
-          ("/whep/" + session_id + "/" + resource).c_str ());
+                                    ("/whep/" + session_id + "/" + resource).c_str ());
       respond (msg, 201, sdp, "application/sdp");
     }
     soup_server_message_unpause (msg);
@@ -991,10 +1020,10 @@ HttpApi::whep_delete (Call &c)
 {
   const std::string &session_id = c.params[0], &resource = c.params[1];
   if (!c.who.session || c.who.session->id != session_id)
-    throw Refusal {Reason::kUnauthenticated, "invalid token for this session"};
+    throw Refusal{Reason::kUnauthenticated, "invalid token for this session"};
   auto it = whep_.find (resource);
   if (it == whep_.end () || it->second.session_id != session_id)
-    throw Refusal {Reason::kNotFound, "no such WHEP resource"};
+    throw Refusal{Reason::kNotFound, "no such WHEP resource"};
   end_whep (resource);
   respond (c.msg, 204, "", "text/plain");
 }
@@ -1074,7 +1103,7 @@ ws_error (const std::string &message)
   return to_string (b);
 }
 
-}  // namespace
+} // namespace
 
 // After the token checked out: welcome, events, presence, and (viewer page)
 // the WebRTC peer.
@@ -1115,20 +1144,20 @@ HttpApi::authenticated (Viewer *v, const Principal &who)
   // What this viewer's profile lets it see.
   const bool analysis = node_.may_see (who, "analysis"), pointers = node_.may_see (who, "pointers"),
              annotations = node_.may_see (who, "annotations");
-  v->listener = node_.add_listener ([this, v, own_session, microscope, analysis, pointers, annotations] (
-                                         const Node::Event &e) {
-    if (e.microscope != microscope)
-      return;
-    if ((e.kind == "features" && !analysis) || (e.kind == "pointer" && !pointers) ||
-        (e.kind.rfind ("annotation", 0) == 0 && !annotations))
-      return;
-    if (e.kind == "session_ended") {
-      if (!own_session.empty () && e.session == own_session)
-        end_viewer (v, 4403, "session ended");
-      return;
-    }
-    ws_send (v->conn, e.message);
-  });
+  v->listener = node_.add_listener (
+      [this, v, own_session, microscope, analysis, pointers, annotations] (const Node::Event &e) {
+        if (e.microscope != microscope)
+          return;
+        if ((e.kind == "features" && !analysis) || (e.kind == "pointer" && !pointers)
+            || (e.kind.rfind ("annotation", 0) == 0 && !annotations))
+          return;
+        if (e.kind == "session_ended") {
+          if (!own_session.empty () && e.session == own_session)
+            end_viewer (v, 4403, "session ended");
+          return;
+        }
+        ws_send (v->conn, e.message);
+      });
   if (analysis) {
     v->reads_analysis = true;
     m.watch_analysis (+1);
@@ -1146,7 +1175,7 @@ HttpApi::authenticated (Viewer *v, const Principal &who)
   }
   SoupWebsocketConnection *conn = v->conn;
   v->peer = std::make_shared<WebRtcPeer> (view, node_.config ().listen_address,
-      [conn] (const std::string &json) { ws_send (conn, json); });
+                                          [conn] (const std::string &json) { ws_send (conn, json); });
   try {
     v->peer->start ();
     v->count_key = view->microscope () + "/" + view->profile ();
@@ -1190,7 +1219,7 @@ HttpApi::end_viewer (Viewer *v, int code, const char *reason)
     node_.count_webrtc_viewer (v->count_key, -1);
   }
   if (soup_websocket_connection_get_state (v->conn) == SOUP_WEBSOCKET_STATE_OPEN)
-    soup_websocket_connection_close (v->conn, (gushort) code, reason);
+    soup_websocket_connection_close (v->conn, (gushort)code, reason);
 }
 
 void
@@ -1202,7 +1231,7 @@ HttpApi::on_viewer_message (Viewer *v, const char *data, size_t len)
   try {
     m = parse_viewer_message (data, len, node_.config ().max_body_bytes);
   } catch (const Refusal &e) {
-    if (!v->authenticated)  // the first message must be a well-formed hello
+    if (!v->authenticated) // the first message must be a well-formed hello
       end_viewer (v, 4401, "the first message must be hello with a token");
     else
       ws_send (v->conn, ws_error (e.message));
@@ -1214,9 +1243,8 @@ HttpApi::on_viewer_message (Viewer *v, const char *data, size_t len)
       return;
     }
     Principal who = node_.authenticate (m.token);
-    bool ok = v->events_only
-                  ? who.valid () && (who.admin || who.session->microscope == v->microscope)
-                  : who.session && who.session->id == v->session_id;
+    bool ok = v->events_only ? who.valid () && (who.admin || who.session->microscope == v->microscope)
+                             : who.session && who.session->id == v->session_id;
     if (!ok) {
       end_viewer (v, 4401, "invalid token for this socket");
       return;
@@ -1231,34 +1259,34 @@ HttpApi::on_viewer_message (Viewer *v, const char *data, size_t len)
     return;
   }
   switch (m.kind) {
-    case ViewerMessage::Kind::kAnswer:
-    case ViewerMessage::Kind::kIce:
-      if (v->peer)
-        v->peer->on_message (m);
-      break;
-    case ViewerMessage::Kind::kStats:
-      if (v->who.session)
-        node_.set_viewer_stats (v->who.session->id, m.stats_json);
-      break;
-    case ViewerMessage::Kind::kPointer:
-      if (v->who.session && node_.may_see (v->who, "pointers"))
-        node_.hubs ().at (v->microscope)->pointer (*v->who.session, m.x_um, m.y_um);
-      break;
-    case ViewerMessage::Kind::kPing: {
-      g_autoptr (JsonBuilder) b = json_builder_new ();
-      json_builder_begin_object (b);
-      add_string (b, "type", "pong");
-      json_builder_set_member_name (b, "t");
-      json_builder_add_int_value (b, m.t);
-      json_builder_set_member_name (b, "server_time_us");
-      json_builder_add_int_value (b, g_get_real_time ());
-      json_builder_end_object (b);
-          ws_send (v->conn, to_string (b));
-      break;
-    }
-    case ViewerMessage::Kind::kHello:
-      ws_send (v->conn, ws_error ("already authenticated"));
-      break;
+  case ViewerMessage::Kind::kAnswer:
+  case ViewerMessage::Kind::kIce:
+    if (v->peer)
+      v->peer->on_message (m);
+    break;
+  case ViewerMessage::Kind::kStats:
+    if (v->who.session)
+      node_.set_viewer_stats (v->who.session->id, m.stats_json);
+    break;
+  case ViewerMessage::Kind::kPointer:
+    if (v->who.session && node_.may_see (v->who, "pointers"))
+      node_.hubs ().at (v->microscope)->pointer (*v->who.session, m.x_um, m.y_um);
+    break;
+  case ViewerMessage::Kind::kPing: {
+    g_autoptr (JsonBuilder) b = json_builder_new ();
+    json_builder_begin_object (b);
+    add_string (b, "type", "pong");
+    json_builder_set_member_name (b, "t");
+    json_builder_add_int_value (b, m.t);
+    json_builder_set_member_name (b, "server_time_us");
+    json_builder_add_int_value (b, g_get_real_time ());
+    json_builder_end_object (b);
+    ws_send (v->conn, to_string (b));
+    break;
+  }
+  case ViewerMessage::Kind::kHello:
+    ws_send (v->conn, ws_error ("already authenticated"));
+    break;
   }
 }
 
@@ -1283,20 +1311,23 @@ HttpApi::on_websocket (SoupServerMessage *msg, SoupWebsocketConnection *conn, gp
     HttpApi *api;
     Viewer *v;
   };
-  auto *ctx = new Ctx {api, vp};
-  vp->closed_handler = g_signal_connect_data (conn, "closed", G_CALLBACK (+[] (SoupWebsocketConnection *, gpointer d) {
-    auto *c = static_cast<Ctx *> (d);
-    c->api->close_viewer (c->v);
-  }), ctx, [] (gpointer d, GClosure *) { delete static_cast<Ctx *> (d); }, G_CONNECT_DEFAULT);
-  vp->message_handler = g_signal_connect (conn, "message",
-      G_CALLBACK (+[] (SoupWebsocketConnection *, gint type, GBytes *bytes, gpointer d) {
+  auto *ctx = new Ctx{api, vp};
+  vp->closed_handler = g_signal_connect_data (
+      conn, "closed", G_CALLBACK (+[] (SoupWebsocketConnection *, gpointer d) {
+        auto *c = static_cast<Ctx *> (d);
+        c->api->close_viewer (c->v);
+      }),
+      ctx, [] (gpointer d, GClosure *) { delete static_cast<Ctx *> (d); }, G_CONNECT_DEFAULT);
+  vp->message_handler = g_signal_connect (
+      conn, "message", G_CALLBACK (+[] (SoupWebsocketConnection *, gint type, GBytes *bytes, gpointer d) {
         auto *ctx = static_cast<Ctx *> (d);
         gsize len = 0;
         const char *data = static_cast<const char *> (g_bytes_get_data (bytes, &len));
         if (type != SOUP_WEBSOCKET_DATA_TEXT)
-          len = 0;  // binary: treated as malformed
+          len = 0; // binary: treated as malformed
         ctx->api->on_viewer_message (ctx->v, data ? data : "", len);
-      }), ctx);
+      }),
+      ctx);
   if (vp->events_only && !api->node_.hubs ().count (vp->microscope)) {
     api->end_viewer (vp, 4404, "no such microscope");
     return;
@@ -1314,13 +1345,16 @@ HttpApi::on_websocket (SoupServerMessage *msg, SoupWebsocketConnection *conn, gp
     api->authenticated (vp, who);
     return;
   }
-  vp->auth_timeout = g_timeout_add_seconds (5, [] (gpointer d) -> gboolean {
-    auto *c = static_cast<Ctx *> (d);
-    c->v->auth_timeout = 0;
-    if (!c->v->authenticated)
-      c->api->end_viewer (c->v, 4401, "authentication timeout");
-    return G_SOURCE_REMOVE;
-  }, ctx);
+  vp->auth_timeout = g_timeout_add_seconds (
+      5,
+      [] (gpointer d) -> gboolean {
+        auto *c = static_cast<Ctx *> (d);
+        c->v->auth_timeout = 0;
+        if (!c->v->authenticated)
+          c->api->end_viewer (c->v, 4401, "authentication timeout");
+        return G_SOURCE_REMOVE;
+      },
+      ctx);
 }
 
-}  // namespace livemicro::orchestrator
+} // namespace livemicro::orchestrator

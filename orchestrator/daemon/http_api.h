@@ -39,26 +39,26 @@ public:
   // One request on its way through a route.
   struct Call {
     SoupServerMessage *msg;
-    std::vector<std::string> params;  // the path's {parameters}, in order
+    std::vector<std::string> params; // the path's {parameters}, in order
     GHashTable *query;
-    Principal who;                    // for /api/v1 routes: the caller
+    Principal who; // for /api/v1 routes: the caller
     std::string query_value (const char *key) const;
   };
   using Handler = void (HttpApi::*) (Call &);
   struct Route {
     const char *method;
-    const char *pattern;  // e.g. "/api/v1/sessions/{}/stills"
-    bool authenticated;   // needs a bearer token
+    const char *pattern; // e.g. "/api/v1/sessions/{}/stills"
+    bool authenticated;  // needs a bearer token
     Handler handler;
   };
 
 private:
   struct Viewer;
-  static void on_request (SoupServer *, SoupServerMessage *msg, const char *path,
-      GHashTable *query, gpointer self);
+  static void on_request (SoupServer *, SoupServerMessage *msg, const char *path, GHashTable *query,
+                          gpointer self);
   static void on_websocket (SoupServerMessage *msg, SoupWebsocketConnection *conn, gpointer self);
   void route (SoupServerMessage *msg, const std::string &path, GHashTable *query);
-  static const std::vector<Route> &routes ();  // the table
+  static const std::vector<Route> &routes (); // the table
 
   // Handlers, one per route (the table is in http_api.cpp).
   void healthz (Call &c);
@@ -96,7 +96,7 @@ private:
   struct WhepResource {
     std::string session_id, count_key;
     std::shared_ptr<WebRtcPeer> peer;
-    bool counted = false;  // answered: counted as a WebRTC viewer
+    bool counted = false; // answered: counted as a WebRTC viewer
   };
   // Per session at once (a page that reloads makes a new one before its
   // old one's ICE times out).
@@ -109,8 +109,8 @@ private:
   LeakedSocketReaper reaper_;
   guint reap_timer_ = 0;
   std::map<Viewer *, std::unique_ptr<Viewer>> viewers_;
-  std::map<std::string, WhepResource> whep_;  // by resource id
+  std::map<std::string, WhepResource> whep_; // by resource id
   int whep_listener_ = 0;
 };
 
-}  // namespace livemicro::orchestrator
+} // namespace livemicro::orchestrator

@@ -35,8 +35,8 @@ resolve_paths (const Config &c)
   Paths p;
   const bool uninstalled = exe_dir () == LIVEMICRO_BUILD_ORCHESTRATOR_DIR;
   p.worker = g_getenv ("LIVEMICRO_WORKER") ? g_getenv ("LIVEMICRO_WORKER")
-             : uninstalled                ? std::string (LIVEMICRO_BUILD_ORCHESTRATOR_DIR "/livemicro-worker")
-                                          : std::string (LIVEMICRO_INSTALLED_WORKER);
+             : uninstalled ? std::string (LIVEMICRO_BUILD_ORCHESTRATOR_DIR "/livemicro-worker")
+                           : std::string (LIVEMICRO_INSTALLED_WORKER);
   p.pipelines = !c.pipelines_dir.empty () ? c.pipelines_dir
                 : uninstalled             ? std::string (LIVEMICRO_SOURCE_DIR "/pipelines")
                                           : std::string (LIVEMICRO_INSTALLED_DATA "/pipelines");
@@ -51,14 +51,14 @@ resolve_paths (const Config &c)
 void
 raise_fd_limit ()
 {
-  rlimit r {};
+  rlimit r{};
   if (getrlimit (RLIMIT_NOFILE, &r) == 0 && r.rlim_cur < r.rlim_max) {
     r.rlim_cur = r.rlim_max;
     setrlimit (RLIMIT_NOFILE, &r);
   }
 }
 
-}  // namespace
+} // namespace
 
 int
 main (int argc, char **argv)
@@ -74,8 +74,10 @@ main (int argc, char **argv)
   gint http_port = -1, rtsp_port = -1;
   gboolean demo = FALSE;
   GOptionEntry entries[] = {
-      {"config", 'c', 0, G_OPTION_ARG_FILENAME, &config_path, "Configuration file (JSON, see docs/orchestrator.md)", "FILE"},
-      {"demo", 0, 0, G_OPTION_ARG_NONE, &demo, "No file: one virtual microscope 'demo' on sim://synthetic", nullptr},
+      {"config", 'c', 0, G_OPTION_ARG_FILENAME, &config_path,
+       "Configuration file (JSON, see docs/orchestrator.md)", "FILE"},
+      {"demo", 0, 0, G_OPTION_ARG_NONE, &demo, "No file: one virtual microscope 'demo' on sim://synthetic",
+       nullptr},
       {"http-port", 0, 0, G_OPTION_ARG_INT, &http_port, "HTTP port (0: any free port)", "PORT"},
       {"rtsp-port", 0, 0, G_OPTION_ARG_INT, &rtsp_port, "RTSP port (0: any free port)", "PORT"},
       {"state-dir", 0, 0, G_OPTION_ARG_FILENAME, &state_dir, "Where sessions and the audit log live", "DIR"},
@@ -92,8 +94,8 @@ main (int argc, char **argv)
     g_printerr ("livemicrod: give --config FILE or --demo (see --help)\n");
     return 2;
   }
-  if ((http_port != -1 && (http_port < 0 || http_port > 65535)) ||
-      (rtsp_port != -1 && (rtsp_port < 0 || rtsp_port > 65535))) {
+  if ((http_port != -1 && (http_port < 0 || http_port > 65535))
+      || (rtsp_port != -1 && (rtsp_port < 0 || rtsp_port > 65535))) {
     g_printerr ("livemicrod: ports must be in [0, 65535]\n");
     return 2;
   }
@@ -130,8 +132,8 @@ main (int argc, char **argv)
 
   std::string host = config.public_host.empty () ? config.listen_address : config.public_host;
   std::printf ("livemicrod: HTTP %s://%s:%d  RTSP %s://%s:%d\n", node->https () ? "https" : "http",
-      host.c_str (), http->port (), node->rtsp ().tls () ? "rtsps" : "rtsp", host.c_str (),
-      node->rtsp ().port ());
+               host.c_str (), http->port (), node->rtsp ().tls () ? "rtsps" : "rtsp", host.c_str (),
+               node->rtsp ().port ());
   if (demo) {
     Principal admin;
     admin.admin = true;
@@ -144,23 +146,29 @@ main (int argc, char **argv)
                    "  e.g. gst-launch-1.0 rtspsrc location=%s user-id=%s user-pw=%s latency=0 "
                    "! decodebin ! autovideosink\n"
                    "  Admin token (API):                %s\n\n",
-          node->viewer_url (s.record, s.token).c_str (), node->rtsp_url (s.record).c_str (),
-          s.record.id.c_str (), s.token.c_str (), node->rtsp_url (s.record).c_str (),
-          s.record.id.c_str (), s.token.c_str (), node->admin_token ().c_str ());
+                   node->viewer_url (s.record, s.token).c_str (), node->rtsp_url (s.record).c_str (),
+                   s.record.id.c_str (), s.token.c_str (), node->rtsp_url (s.record).c_str (),
+                   s.record.id.c_str (), s.token.c_str (), node->admin_token ().c_str ());
     } catch (const Refusal &e) {
       g_printerr ("livemicrod: demo session: %s\n", e.message.c_str ());
     }
   }
   std::fflush (stdout);
 
-  g_unix_signal_add (SIGINT, [] (gpointer l) -> gboolean {
-    g_main_loop_quit (static_cast<GMainLoop *> (l));
-    return G_SOURCE_REMOVE;
-  }, loop);
-  g_unix_signal_add (SIGTERM, [] (gpointer l) -> gboolean {
-    g_main_loop_quit (static_cast<GMainLoop *> (l));
-    return G_SOURCE_REMOVE;
-  }, loop);
+  g_unix_signal_add (
+      SIGINT,
+      [] (gpointer l) -> gboolean {
+        g_main_loop_quit (static_cast<GMainLoop *> (l));
+        return G_SOURCE_REMOVE;
+      },
+      loop);
+  g_unix_signal_add (
+      SIGTERM,
+      [] (gpointer l) -> gboolean {
+        g_main_loop_quit (static_cast<GMainLoop *> (l));
+        return G_SOURCE_REMOVE;
+      },
+      loop);
   g_main_loop_run (loop);
   http.reset ();
   node.reset ();

@@ -30,7 +30,7 @@ participant (const Principal &p)
   return {p.session->id, p.session->user, p.session->role};
 }
 
-}  // namespace
+} // namespace
 
 MicroscopeHub::MicroscopeHub (Node &node, MicroscopeConfig config, uint64_t last_epoch)
     : node_ (node), config_ (std::move (config)), router_ (std::make_shared<FrameRouter> ())
@@ -53,13 +53,13 @@ MicroscopeHub::MicroscopeHub (Node &node, MicroscopeConfig config, uint64_t last
   cb.down = [this] (const std::string &why) { on_down (why); };
   worker_ = std::make_unique<WorkerLink> (config_.id, node_.paths ().worker, std::move (cb));
   ControlArbiter::Options co;
-  co.idle_timeout_us = (int64_t) node_.config ().control.idle_timeout_ms * 1000;
+  co.idle_timeout_us = (int64_t)node_.config ().control.idle_timeout_ms * 1000;
   co.may_control = [&node] (const std::string &role) {
     const livemicro::privacy::Profile *p = node.profiles ().find (role);
     return p && p->may_control;
   };
-  control_ = std::make_unique<ControlArbiter> (co, last_epoch, [] { return g_get_monotonic_time (); },
-      [] { return random_id (); });
+  control_ = std::make_unique<ControlArbiter> (
+      co, last_epoch, [] { return g_get_monotonic_time (); }, [] { return random_id (); });
 }
 
 MicroscopeHub::~MicroscopeHub ()
@@ -104,7 +104,7 @@ MicroscopeHub::on_started ()
 {
   // The capture runs: build the views.  It counts as online once its first
   // state (with the travel limits) arrives.
-  offline_devices_.clear ();  // the element opened every device
+  offline_devices_.clear (); // the element opened every device
   last_error_.clear ();
   status_.reset ();
   for (auto &kv : views_)
@@ -141,7 +141,7 @@ MicroscopeHub::send_add_view (const ViewStream &v)
     view_errors_[v.id ()] = e.what ();
     return;
   }
-  send (command::AddView {v.id (), desc});
+  send (command::AddView{v.id (), desc});
 }
 
 void
@@ -171,7 +171,7 @@ MicroscopeHub::on_event (const WorkerEvent &e)
           g_warning ("microscope '%s' view %u: %s", id ().c_str (), m.view, m.message.c_str ());
         } else if constexpr (std::is_same_v<T, event::CommandEnded>) {
           event::CommandEnded shown = m;
-          shown.detail = node_.redacted (m.detail);  // every session reads it
+          shown.detail = node_.redacted (m.detail); // every session reads it
           if (auto o = outcomes_.find (m.id); o != outcomes_.end ()) {
             o->second.status = m.status;
             o->second.detail = shown.detail;
@@ -199,7 +199,7 @@ MicroscopeHub::on_event (const WorkerEvent &e)
             reason += (reason.empty () ? "" : "; ") + kv.second;
           if (online != online_ || (!online && reason != last_error_)) {
             g_message ("microscope '%s' is %s%s%s", id ().c_str (), online ? "online" : "offline",
-                online ? "" : ": ", reason.c_str ());
+                       online ? "" : ": ", reason.c_str ());
             online_ = online;
             last_error_ = reason;
             node_.notify (id (), online ? "online" : "offline", api::reason_json (node_.redacted (reason)));
@@ -218,8 +218,8 @@ std::shared_ptr<ViewStream>
 MicroscopeHub::acquire_view (const std::string &profile, const std::string &session_id)
 {
   const VideoConfig &v = node_.config ().video;
-  std::string key = profile + "|" + std::to_string (v.width) + "x" + std::to_string (v.height) + "@" +
-                    std::to_string (v.framerate) + "|" + std::to_string (v.bitrate_kbps) + "k";
+  std::string key = profile + "|" + std::to_string (v.width) + "x" + std::to_string (v.height) + "@"
+                    + std::to_string (v.framerate) + "|" + std::to_string (v.bitrate_kbps) + "k";
   auto it = views_.find (key);
   std::shared_ptr<ViewStream> view;
   if (it != views_.end ()) {
@@ -231,25 +231,32 @@ MicroscopeHub::acquire_view (const std::string &profile, const std::string &sess
     view->set_keyframe_request ([worker, vid] {
       // From the RTSP or main thread: hop to the main context for the link.
       auto *args = new std::pair<WorkerLink *, uint32_t> (worker, vid);
-      g_main_context_invoke (nullptr, [] (gpointer d) -> gboolean {
-        std::unique_ptr<std::pair<WorkerLink *, uint32_t>> a (static_cast<std::pair<WorkerLink *, uint32_t> *> (d));
-        a->first->command (encode (command::Keyframe {a->second}));
-        return G_SOURCE_REMOVE;
-      }, args);
+      g_main_context_invoke (
+          nullptr,
+          [] (gpointer d) -> gboolean {
+            std::unique_ptr<std::pair<WorkerLink *, uint32_t>> a (
+                static_cast<std::pair<WorkerLink *, uint32_t> *> (d));
+            a->first->command (encode (command::Keyframe{a->second}));
+            return G_SOURCE_REMOVE;
+          },
+          args);
     });
     // Players come and go on RTSP and WebRTC threads: the demand is
     // worked out again on the main loop.
     std::weak_ptr<bool> alive = alive_;
     view->set_viewers_changed ([this, alive] {
       auto *args = new std::pair<MicroscopeHub *, std::weak_ptr<bool>> (this, alive);
-      g_main_context_invoke (nullptr, [] (gpointer d) -> gboolean {
-        std::unique_ptr<std::pair<MicroscopeHub *, std::weak_ptr<bool>>> a (
-            static_cast<std::pair<MicroscopeHub *, std::weak_ptr<bool>> *> (d));
-        auto alive = a->second.lock ();
-        if (alive && *alive)
-          a->first->update_demand ();
-        return G_SOURCE_REMOVE;
-      }, args);
+      g_main_context_invoke (
+          nullptr,
+          [] (gpointer d) -> gboolean {
+            std::unique_ptr<std::pair<MicroscopeHub *, std::weak_ptr<bool>>> a (
+                static_cast<std::pair<MicroscopeHub *, std::weak_ptr<bool>> *> (d));
+            auto alive = a->second.lock ();
+            if (alive && *alive)
+              a->first->update_demand ();
+            return G_SOURCE_REMOVE;
+          },
+          args);
     });
     views_[key] = view;
     {
@@ -292,7 +299,7 @@ MicroscopeHub::release_view (const std::string &session_id)
     std::lock_guard<std::mutex> lock (router_->mutex);
     router_->views.erase (vid);
   }
-  send (command::RemoveView {vid});
+  send (command::RemoveView{vid});
   update_demand ();
 }
 
@@ -332,7 +339,7 @@ MicroscopeHub::control (const Principal &by, const ControlRequest &r)
   const std::string action = control_action_name (r.action);
   Participant me = participant (by);
   auto refuse = [&] (Reason reason, const std::string &detail, const std::string &why) {
-    Refusal e {reason, why};
+    Refusal e{reason, why};
     node_.refused (by, id (), "control", detail, e);
     throw e;
   };
@@ -341,26 +348,26 @@ MicroscopeHub::control (const Principal &by, const ControlRequest &r)
   ControlArbiter::Outcome o;
   std::string detail = action;
   switch (r.action) {
-    case ControlAction::kRequest:
-    case ControlAction::kRelease:
-    case ControlAction::kRenew:
-      if (by.admin)
-        refuse (Reason::kForbidden, action, "the admin grants and revokes; requesting control needs a session");
-      o = r.action == ControlAction::kRequest   ? control_->request (me)
-          : r.action == ControlAction::kRelease ? control_->release (me)
-                                                : control_->renew (me, r.lease);
-      break;
-    case ControlAction::kGrant: {
-      auto target = node_.store ().session (r.session);
-      if (!target || target->microscope != id ())
-        refuse (Reason::kInvalid, action, "no session '" + r.session + "' on this microscope");
-      detail = "grant to " + target->id;
-      o = control_->grant (me, {target->id, target->user, target->role});
-      break;
-    }
-    case ControlAction::kRevoke:
-      o = control_->revoke (me);
-      break;
+  case ControlAction::kRequest:
+  case ControlAction::kRelease:
+  case ControlAction::kRenew:
+    if (by.admin)
+      refuse (Reason::kForbidden, action, "the admin grants and revokes; requesting control needs a session");
+    o = r.action == ControlAction::kRequest   ? control_->request (me)
+        : r.action == ControlAction::kRelease ? control_->release (me)
+                                              : control_->renew (me, r.lease);
+    break;
+  case ControlAction::kGrant: {
+    auto target = node_.store ().session (r.session);
+    if (!target || target->microscope != id ())
+      refuse (Reason::kInvalid, action, "no session '" + r.session + "' on this microscope");
+    detail = "grant to " + target->id;
+    o = control_->grant (me, {target->id, target->user, target->role});
+    break;
+  }
+  case ControlAction::kRevoke:
+    o = control_->revoke (me);
+    break;
   }
   const bool changed = control_->take_changed ();
   if (o.refused) {
@@ -368,9 +375,10 @@ MicroscopeHub::control (const Principal &by, const ControlRequest &r)
     refuse (o.refused->reason, detail, o.refused->message);
   }
   try {
-    node_.durable ({Node::audit_row (by, id (), "control", detail,
-                       o.result + (o.lease ? " epoch " + std::to_string (o.lease->epoch) : "") +
-                           (o.queue_position ? " position " + std::to_string (o.queue_position) : ""))},
+    node_.durable (
+        {Node::audit_row (by, id (), "control", detail,
+                          o.result + (o.lease ? " epoch " + std::to_string (o.lease->epoch) : "")
+                              + (o.queue_position ? " position " + std::to_string (o.queue_position) : ""))},
         changed ? this : nullptr);
   } catch (const Refusal &) {
     *control_ = before;
@@ -392,13 +400,13 @@ MicroscopeHub::command (const Principal &by, const CommandRequest &c)
 {
   const std::string op = command_op_name (c.op);
   auto refuse = [&] (Reason reason, const std::string &why) {
-    Refusal e {reason, why};
+    Refusal e{reason, why};
     node_.refused (by, id (), "command", op, e);
     throw e;
   };
   if (!online_)
-    refuse (Reason::kUnavailable,
-        "microscope '" + id () + "' is offline: " + node_.shown_to (by, last_error_.empty () ? "starting" : last_error_));
+    refuse (Reason::kUnavailable, "microscope '" + id () + "' is offline: "
+                                      + node_.shown_to (by, last_error_.empty () ? "starting" : last_error_));
 
   // The lease: required, except that the owner and the admin may always stop.
   const bool emergency_stop = c.op == CommandOp::kStop && (by.admin || by.session->role == "owner");
@@ -421,63 +429,68 @@ MicroscopeHub::command (const Principal &by, const CommandRequest &c)
     bucket.tokens = bucket.at_us ? std::min (cap, bucket.tokens + (now - bucket.at_us) * cap / 1e6) : cap;
     bucket.at_us = now;
     if (bucket.tokens < 1)
-      refuse (Reason::kRateLimited,
-          "more than " + std::to_string (node_.config ().control.max_commands_per_s) + " commands per second");
+      refuse (Reason::kRateLimited, "more than " + std::to_string (node_.config ().control.max_commands_per_s)
+                                        + " commands per second");
     bucket.tokens -= 1;
   }
 
   // Values against the soft limits of the current objective.
   if (!status_ || !status_->limits)
-    refuse (Reason::kUnavailable, "the microscope's travel limits are not known yet (the camera is starting)");
+    refuse (Reason::kUnavailable,
+            "the microscope's travel limits are not known yet (the camera is starting)");
   const MicroscopeStatus &st = *status_;
   const SoftLimits &lim = *st.limits;
   auto check_range = [&] (const char *axis, double v, const AxisRange &range) {
     if (!range.contains (v))
-      refuse (Reason::kInvalid, std::string (axis) + " " + num (v) + " µm is outside the soft travel limit [" +
-                                    num (range.min_um) + ", " + num (range.max_um) + "] µm for this objective");
+      refuse (Reason::kInvalid, std::string (axis) + " " + num (v) + " µm is outside the soft travel limit ["
+                                    + num (range.min_um) + ", " + num (range.max_um)
+                                    + "] µm for this objective");
   };
   std::string detail = op;
   switch (c.op) {
-    case CommandOp::kMove:
-    case CommandOp::kMoveBy: {
-      const bool rel = c.op == CommandOp::kMoveBy;
-      check_range ("x", rel ? st.x_um + c.a : c.a, lim.x);
-      check_range ("y", rel ? st.y_um + c.b : c.b, lim.y);
-      detail = op + " " + num (c.a) + ", " + num (c.b);
-      break;
+  case CommandOp::kMove:
+  case CommandOp::kMoveBy: {
+    const bool rel = c.op == CommandOp::kMoveBy;
+    check_range ("x", rel ? st.x_um + c.a : c.a, lim.x);
+    check_range ("y", rel ? st.y_um + c.b : c.b, lim.y);
+    detail = op + " " + num (c.a) + ", " + num (c.b);
+    break;
+  }
+  case CommandOp::kFocus:
+  case CommandOp::kFocusBy:
+    check_range ("z", c.op == CommandOp::kFocusBy ? st.z_um + c.a : c.a, lim.z);
+    detail = op + " " + num (c.a);
+    break;
+  case CommandOp::kObjective: {
+    const auto &mags = st.objectives;
+    if (!mags.empty () && std::find (mags.begin (), mags.end (), c.objective) == mags.end ()) {
+      std::string list;
+      for (int mg : mags)
+        list += (list.empty () ? "" : ", ") + std::to_string (mg) + "x";
+      refuse (Reason::kInvalid,
+              "objective " + std::to_string (c.objective) + "x is not mounted (available: " + list + ")");
     }
-    case CommandOp::kFocus:
-    case CommandOp::kFocusBy:
-      check_range ("z", c.op == CommandOp::kFocusBy ? st.z_um + c.a : c.a, lim.z);
-      detail = op + " " + num (c.a);
-      break;
-    case CommandOp::kObjective: {
-      const auto &mags = st.objectives;
-      if (!mags.empty () && std::find (mags.begin (), mags.end (), c.objective) == mags.end ()) {
-        std::string list;
-        for (int mg : mags)
-          list += (list.empty () ? "" : ", ") + std::to_string (mg) + "x";
-        refuse (Reason::kInvalid, "objective " + std::to_string (c.objective) + "x is not mounted (available: " + list + ")");
-      }
-      detail = "objective " + std::to_string (c.objective);
-      break;
-    }
-    case CommandOp::kJog: {
-      double v = std::hypot (c.a, c.b);
-      if (v <= 0 || v > 20000)
-        refuse (Reason::kInvalid, "jog speed " + num (v) + " µm/s is outside (0, 20000] µm/s");
-      detail = "jog " + num (c.a) + ", " + num (c.b);
-      break;
-    }
-    case CommandOp::kAutofocus:
-    case CommandOp::kStop:
-      break;
+    detail = "objective " + std::to_string (c.objective);
+    break;
+  }
+  case CommandOp::kJog: {
+    double v = std::hypot (c.a, c.b);
+    if (v <= 0 || v > 20000)
+      refuse (Reason::kInvalid, "jog speed " + num (v) + " µm/s is outside (0, 20000] µm/s");
+    detail = "jog " + num (c.a) + ", " + num (c.b);
+    break;
+  }
+  case CommandOp::kAutofocus:
+  case CommandOp::kStop:
+    break;
   }
   const uint64_t cid = next_command_id_++;
-  const AuditRecord row = Node::audit_row (by, id (), "command", detail,
-      "accepted as " + std::to_string (cid) + (emergency_stop && c.lease.empty () ? " (emergency stop)" : ""));
-  const command::Hardware hw {cid, c.op, c.a, c.b, c.objective};
-  CommandOutcome outcome {cid, c.op, "pending", ""};
+  const AuditRecord row
+      = Node::audit_row (by, id (), "command", detail,
+                         "accepted as " + std::to_string (cid)
+                             + (emergency_stop && c.lease.empty () ? " (emergency stop)" : ""));
+  const command::Hardware hw{cid, c.op, c.a, c.b, c.objective};
+  CommandOutcome outcome{cid, c.op, "pending", ""};
   if (c.op == CommandOp::kStop) {
     // Stop is never held back: executed first, its row written as soon as
     // the database allows.
@@ -488,9 +501,11 @@ MicroscopeHub::command (const Principal &by, const CommandRequest &c)
     // Nothing reaches the hardware before its audit row is on disk.
     node_.durable ({row}, nullptr);
     if (!send (hw)) {
-      node_.record (Node::audit_row (by, id (), "command", detail,
-          "not delivered as " + std::to_string (cid) + ": the media worker is down"));
-      throw Refusal {Reason::kUnavailable, "microscope '" + id () + "' went offline before the command could be delivered"};
+      node_.record (
+          Node::audit_row (by, id (), "command", detail,
+                           "not delivered as " + std::to_string (cid) + ": the media worker is down"));
+      throw Refusal{Reason::kUnavailable,
+                    "microscope '" + id () + "' went offline before the command could be delivered"};
     }
     if (c.op == CommandOp::kJog) {
       jog_session_ = by.session->id;
@@ -516,7 +531,7 @@ MicroscopeHub::command_outcome (uint64_t cid) const
 MicroscopeHub::Forgetting
 MicroscopeHub::forget (const std::string &session_id)
 {
-  Forgetting f {false, *control_};
+  Forgetting f{false, *control_};
   f.control_moved = control_->forget (session_id);
   f.control_moved = control_->take_changed () || f.control_moved;
   return f;
@@ -539,12 +554,13 @@ MicroscopeHub::tick ()
   if (!control_->take_changed ())
     return;
   const auto &h = control_->holder ();
-  std::string detail = h ? "lapsed; passed to " + h->holder.session + " epoch " + std::to_string (h->epoch) : "lapsed";
+  std::string detail
+      = h ? "lapsed; passed to " + h->holder.session + " epoch " + std::to_string (h->epoch) : "lapsed";
   try {
-    AuditRecord row {0, g_get_real_time (), "livemicrod", "system", "", id (), "control", detail, "ok"};
+    AuditRecord row{0, g_get_real_time (), "livemicrod", "system", "", id (), "control", detail, "ok"};
     node_.durable ({row}, this);
   } catch (const Refusal &) {
-    *control_ = before;  // tried again next tick
+    *control_ = before; // tried again next tick
     return;
   }
   control_changed ();
@@ -603,9 +619,10 @@ MicroscopeHub::leave (int handle)
     still_there = still_there || kv.second.session == session;
   if (!still_there && jog_session_ == session && g_get_monotonic_time () < jog_until_us_) {
     uint64_t cid = next_command_id_++;
-    send (command::Hardware {cid, CommandOp::kStop, 0, 0, 0});
-    node_.record (AuditRecord {0, g_get_real_time (), "livemicrod", "system", session, id (), "command",
-        "stop (the jogging session's connection dropped)", "accepted as " + std::to_string (cid)});
+    send (command::Hardware{cid, CommandOp::kStop, 0, 0, 0});
+    node_.record (AuditRecord{0, g_get_real_time (), "livemicrod", "system", session, id (), "command",
+                              "stop (the jogging session's connection dropped)",
+                              "accepted as " + std::to_string (cid)});
     jog_session_.clear ();
   }
 }
@@ -621,7 +638,7 @@ MicroscopeHub::request_still (const Principal &by, const SessionRecord &s, Still
 {
   auto sv = session_views_.find (s.id);
   if (sv == session_views_.end ())
-    throw Refusal {Reason::kConflict, "this session has no view"};
+    throw Refusal{Reason::kConflict, "this session has no view"};
   // The worker runs commands in order: a view still being built is there by
   // the time it reads this request.
   auto err = view_errors_.find (sv->second);
@@ -630,12 +647,13 @@ MicroscopeHub::request_still (const Principal &by, const SessionRecord &s, Still
                       : last_error_.empty ()     ? "the microscope is offline"
                                                  : last_error_;
     node_.record (by, id (), "still", "session " + s.id, "refused: " + why);
-    throw Refusal {Reason::kUnavailable, "no still: " + node_.shown_to (by, why)};
+    throw Refusal{Reason::kUnavailable, "no still: " + node_.shown_to (by, why)};
   }
   int64_t request = next_still_++;
   stills_[request] = std::move (done);
-  node_.record (by, id (), "still", "session " + s.id + " (" + s.role + " view)", "requested as " + std::to_string (request));
-  return send (command::Still {sv->second, request});
+  node_.record (by, id (), "still", "session " + s.id + " (" + s.role + " view)",
+                "requested as " + std::to_string (request));
+  return send (command::Still{sv->second, request});
 }
 
-}  // namespace livemicro::orchestrator
+} // namespace livemicro::orchestrator

@@ -35,13 +35,13 @@ struct FrameRouter;
 
 // Who is connected to a microscope, and through what.
 struct Presence {
-  std::string session, user, role, via;  // via: viewer, events
+  std::string session, user, role, via; // via: viewer, events
 };
 
 // The answer to a control action.
 struct ControlResult {
-  std::string result;       // granted, queued, released, renewed, revoked, left_queue
-  bool queued = false;      // waiting in line (HTTP 202)
+  std::string result;  // granted, queued, released, renewed, revoked, left_queue
+  bool queued = false; // waiting in line (HTTP 202)
   std::optional<Lease> lease;
   int64_t expires_in_ms = 0;
   int queue_position = 0;
@@ -59,8 +59,8 @@ struct CommandAccepted {
 struct CommandOutcome {
   uint64_t id = 0;
   CommandOp op = CommandOp::kStop;
-  std::string status = "pending";  // pending, done, failed, cancelled
-  std::string detail;              // why it failed or was cancelled
+  std::string status = "pending"; // pending, done, failed, cancelled
+  std::string detail;             // why it failed or was cancelled
 };
 
 class MicroscopeHub {
@@ -149,7 +149,7 @@ private:
   Node &node_;
   MicroscopeConfig config_;
   std::unique_ptr<WorkerLink> worker_;
-  std::shared_ptr<FrameRouter> router_;  // view id → stream, for the reader thread
+  std::shared_ptr<FrameRouter> router_; // view id → stream, for the reader thread
   bool online_ = false;
   std::string last_error_;
   // Devices its worker reports gone, with why; offline while any is.
@@ -161,19 +161,19 @@ private:
   std::map<std::string, std::shared_ptr<ViewStream>> views_;
   std::map<uint32_t, std::set<std::string>> view_sessions_;
   std::map<uint32_t, std::string> view_errors_;
-  std::set<uint32_t> views_confirmed_;  // the worker built them
+  std::set<uint32_t> views_confirmed_; // the worker built them
   std::map<std::string, uint32_t> session_views_;
   uint32_t next_view_id_ = 1;
   // Collaboration.
   std::unique_ptr<ControlArbiter> control_;
   uint64_t next_command_id_ = 1;
-  std::map<uint64_t, CommandOutcome> outcomes_;  // by id, the newest kOutcomesKept
+  std::map<uint64_t, CommandOutcome> outcomes_; // by id, the newest kOutcomesKept
   struct Bucket {
     double tokens = 0;
     int64_t at_us = 0;
   };
-  std::map<std::string, Bucket> rate_;  // per session
-  std::string jog_session_;             // who jogs, while jogging
+  std::map<std::string, Bucket> rate_; // per session
+  std::string jog_session_;            // who jogs, while jogging
   int64_t jog_until_us_ = 0;
   std::map<int, Presence> presence_;
   int next_presence_ = 1;
@@ -186,4 +186,4 @@ private:
   std::shared_ptr<bool> alive_ = std::make_shared<bool> (true);
 };
 
-}  // namespace livemicro::orchestrator
+} // namespace livemicro::orchestrator

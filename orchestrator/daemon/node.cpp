@@ -32,12 +32,11 @@ prom_label (const std::string &v)
   return out;
 }
 
-}  // namespace
+} // namespace
 
 Node::Node (Config config, Paths paths)
     : config_ (std::move (config)), paths_ (std::move (paths)), templates_ (paths_.pipelines)
-{
-}
+{}
 
 Node::~Node ()
 {
@@ -49,10 +48,10 @@ std::string
 Node::render_capture (const MicroscopeConfig &m) const
 {
   return Templates::render (templates_.load (m.capture_template),
-      {{"uri", Templates::quote (m.uri)},
-          {"width", std::to_string (config_.video.width)},
-          {"height", std::to_string (config_.video.height)},
-          {"framerate", std::to_string (config_.video.framerate)}});
+                            {{"uri", Templates::quote (m.uri)},
+                             {"width", std::to_string (config_.video.width)},
+                             {"height", std::to_string (config_.video.height)},
+                             {"framerate", std::to_string (config_.video.framerate)}});
 }
 
 std::string
@@ -89,8 +88,7 @@ Node::check_templates ()
   for (const auto &role : known_roles ()) {
     if (!profiles_.find (role)) {
       template_problems_[role] = "no view profile '" + role + "' in " + profiles_.source;
-      g_warning ("view profile '%s' is unavailable: %s", role.c_str (),
-          template_problems_[role].c_str ());
+      g_warning ("view profile '%s' is unavailable: %s", role.c_str (), template_problems_[role].c_str ());
       continue;
     }
     try {
@@ -107,8 +105,7 @@ Node::check_templates ()
       template_problems_[role] = e.what ();
     }
     if (template_problems_.count (role))
-      g_warning ("view profile '%s' is unavailable: %s", role.c_str (),
-          template_problems_[role].c_str ());
+      g_warning ("view profile '%s' is unavailable: %s", role.c_str (), template_problems_[role].c_str ());
   }
 }
 
@@ -126,7 +123,7 @@ Node::start ()
   } else if (g_mkdir_with_parents (state_dir_.c_str (), 0700) != 0) {
     throw std::runtime_error ("cannot create state directory '" + state_dir_ + "'");
   }
-  g_chmod (state_dir_.c_str (), 0700);  // secrets inside: the daemon's user only
+  g_chmod (state_dir_.c_str (), 0700); // secrets inside: the daemon's user only
   store_ = std::make_unique<Store> (state_dir_ + "/livemicro.db");
 
   admin_token_ = config_.admin_token;
@@ -141,8 +138,8 @@ Node::start ()
       admin_token_ = g_strstrip (existing);
     } else {
       admin_token_ = random_token (32);
-      g_file_set_contents_full (path.c_str (), admin_token_.c_str (), -1,
-          G_FILE_SET_CONTENTS_CONSISTENT, 0600, nullptr);
+      g_file_set_contents_full (path.c_str (), admin_token_.c_str (), -1, G_FILE_SET_CONTENTS_CONSISTENT,
+                                0600, nullptr);
     }
   }
   if (admin_token_.size () < 16)
@@ -150,15 +147,16 @@ Node::start ()
 
   if (!config_.tls_certificate.empty ()) {
     g_autoptr (GError) error = nullptr;
-    tls_ = g_tls_certificate_new_from_files (config_.tls_certificate.c_str (),
-        config_.tls_key.c_str (), &error);
+    tls_ = g_tls_certificate_new_from_files (config_.tls_certificate.c_str (), config_.tls_key.c_str (),
+                                             &error);
     if (!tls_)
       throw std::runtime_error ("TLS certificate '" + config_.tls_certificate + "': " + error->message);
   }
 
   try {
-    profiles_ = config_.profiles_file.empty () ? livemicro::privacy::builtin_profiles ()
-                                               : livemicro::privacy::load_profiles_file (config_.profiles_file);
+    profiles_ = config_.profiles_file.empty ()
+                    ? livemicro::privacy::builtin_profiles ()
+                    : livemicro::privacy::load_profiles_file (config_.profiles_file);
   } catch (const livemicro::privacy::ProfileError &e) {
     throw std::runtime_error (std::string ("view profiles: ") + e.what ());
   }
@@ -187,14 +185,15 @@ Node::start ()
           secrets_.push_back (stem);
       }
     }
-    uint64_t epoch = g_ascii_strtoull (store_->get_value ("control_epoch:" + mc.id, "0").c_str (), nullptr, 10);
+    uint64_t epoch
+        = g_ascii_strtoull (store_->get_value ("control_epoch:" + mc.id, "0").c_str (), nullptr, 10);
     hubs_[mc.id] = std::make_unique<MicroscopeHub> (*this, mc, epoch);
   }
 
   // Sessions survive restarts: mount them again.
   for (const SessionRecord &s : store_->sessions ()) {
     if (!hubs_.count (s.microscope))
-      continue;  // its microscope left the configuration
+      continue; // its microscope left the configuration
     register_session (s);
   }
   for (auto &kv : hubs_) {
@@ -205,10 +204,13 @@ Node::start ()
     }
   }
   // Leases lapse on time, not only when someone asks.
-  tick_source_ = g_timeout_add (100, [] (gpointer d) -> gboolean {
-    static_cast<Node *> (d)->tick ();
-    return G_SOURCE_CONTINUE;
-  }, this);
+  tick_source_ = g_timeout_add (
+      100,
+      [] (gpointer d) -> gboolean {
+        static_cast<Node *> (d)->tick ();
+        return G_SOURCE_CONTINUE;
+      },
+      this);
 }
 
 // Every 100 ms: leases that lapsed pass on (once their new epoch is on
@@ -257,34 +259,35 @@ Node::authenticate (const std::string &token) const
 
 Node::NewSession
 Node::create_session (const Principal &by, const std::string &user, const std::string &role,
-    const std::string &microscope)
+                      const std::string &microscope)
 {
   std::string why;
   if (!valid_display_name (user, &why))
-    throw Refusal {Reason::kInvalid, "user " + why};
+    throw Refusal{Reason::kInvalid, "user " + why};
   if (!is_known_role (role))
-    throw Refusal {Reason::kInvalid, "role '" + role + "' is not one of owner, consultant, trainee, guest"};
+    throw Refusal{Reason::kInvalid, "role '" + role + "' is not one of owner, consultant, trainee, guest"};
   if (!hubs_.count (microscope))
-    throw Refusal {Reason::kInvalid, "no microscope '" + microscope + "' on this node"};
+    throw Refusal{Reason::kInvalid, "no microscope '" + microscope + "' on this node"};
   if (!by.admin) {
     // An owner invites others to their own microscope; nobody else creates sessions.
     if (by.session->role != "owner")
-      throw Refusal {Reason::kForbidden, "only the admin or the session owner can create sessions"};
+      throw Refusal{Reason::kForbidden, "only the admin or the session owner can create sessions"};
     if (by.session->microscope != microscope)
-      throw Refusal {Reason::kForbidden, "an owner can only invite to their own microscope"};
+      throw Refusal{Reason::kForbidden, "an owner can only invite to their own microscope"};
     if (role == "owner")
-      throw Refusal {Reason::kForbidden, "only the admin can create owner sessions"};
+      throw Refusal{Reason::kForbidden, "only the admin can create owner sessions"};
   }
   if (!config_.users.empty ()) {
     auto u = std::find_if (config_.users.begin (), config_.users.end (),
-        [&] (const UserConfig &c) { return c.name == user; });
+                           [&] (const UserConfig &c) { return c.name == user; });
     if (u == config_.users.end ())
-      throw Refusal {Reason::kInvalid, "user '" + user + "' is not configured on this node"};
+      throw Refusal{Reason::kInvalid, "user '" + user + "' is not configured on this node"};
     if (std::find (u->roles.begin (), u->roles.end (), role) == u->roles.end ())
-      throw Refusal {Reason::kInvalid, "user '" + user + "' may not take the role '" + role + "'"};
+      throw Refusal{Reason::kInvalid, "user '" + user + "' may not take the role '" + role + "'"};
   }
   if (template_problems_.count (role))
-    throw Refusal {Reason::kUnavailable, "the " + role + " view cannot be built on this node: " + template_problems_[role]};
+    throw Refusal{Reason::kUnavailable,
+                  "the " + role + " view cannot be built on this node: " + template_problems_[role]};
 
   NewSession n;
   n.token = random_token (32);
@@ -299,11 +302,12 @@ Node::create_session (const Principal &by, const std::string &user, const std::s
     store_->transaction ([&] {
       store_->insert_session (n.record);
       store_->append_audit (audit_row (by, microscope, "session.start",
-          "session " + n.record.id + " for " + user + " as " + role, "ok"));
+                                       "session " + n.record.id + " for " + user + " as " + role, "ok"));
     });
   } catch (const StoreError &e) {
     g_warning ("session not created, the state database cannot be written: %s", e.what ());
-    throw Refusal {Reason::kUnavailable, "the state database cannot be written just now (no session was created; try again)"};
+    throw Refusal{Reason::kUnavailable,
+                  "the state database cannot be written just now (no session was created; try again)"};
   }
   register_session (n.record);
   return n;
@@ -330,7 +334,8 @@ Node::end_session (const Principal &by, const std::string &id)
     if (hub)
       hub->undo (*forgetting);
     g_warning ("session not ended, the state database cannot be written: %s", e.what ());
-    throw Refusal {Reason::kUnavailable, "the state database cannot be written just now (the session was not ended; try again)"};
+    throw Refusal{Reason::kUnavailable,
+                  "the state database cannot be written just now (the session was not ended; try again)"};
   }
   // Its players, peers and sockets go now.
   notify (s.microscope, "session_ended", api::session_ended_json (id), id);
@@ -355,11 +360,11 @@ Node::session_visible_to (const Principal &p, const std::string &id) const
 {
   auto s = store_->session (id);
   if (!s)
-    throw Refusal {Reason::kNotFound, "no session '" + id + "'"};
-  if (p.admin || p.session->id == id ||
-      (p.session->role == "owner" && p.session->microscope == s->microscope))
+    throw Refusal{Reason::kNotFound, "no session '" + id + "'"};
+  if (p.admin || p.session->id == id
+      || (p.session->role == "owner" && p.session->microscope == s->microscope))
     return *s;
-  throw Refusal {Reason::kForbidden, "this session may not see session '" + id + "'"};
+  throw Refusal{Reason::kForbidden, "this session may not see session '" + id + "'"};
 }
 
 bool
@@ -398,8 +403,8 @@ std::string
 Node::rtsp_url (const SessionRecord &s) const
 {
   std::string host = config_.public_host.empty () ? config_.listen_address : config_.public_host;
-  return std::string (rtsp_->tls () ? "rtsps" : "rtsp") + "://" + host + ":" +
-         std::to_string (rtsp_->port ()) + "/s/" + s.id;
+  return std::string (rtsp_->tls () ? "rtsps" : "rtsp") + "://" + host + ":" + std::to_string (rtsp_->port ())
+         + "/s/" + s.id;
 }
 
 std::string
@@ -407,8 +412,8 @@ Node::viewer_url (const SessionRecord &s, const std::string &token) const
 {
   std::string host = config_.public_host.empty () ? config_.listen_address : config_.public_host;
   // The token rides in the fragment: browsers never send it to a server.
-  return std::string (tls_ ? "https" : "http") + "://" + host + ":" + std::to_string (http_port_) +
-         "/view/" + s.id + "#token=" + token;
+  return std::string (tls_ ? "https" : "http") + "://" + host + ":" + std::to_string (http_port_) + "/view/"
+         + s.id + "#token=" + token;
 }
 
 MicroscopeHub &
@@ -416,9 +421,9 @@ Node::hub_visible_to (const Principal &p, const std::string &id) const
 {
   auto it = hubs_.find (id);
   if (it == hubs_.end ())
-    throw Refusal {Reason::kNotFound, "no microscope '" + id + "'"};
+    throw Refusal{Reason::kNotFound, "no microscope '" + id + "'"};
   if (!p.admin && p.session->microscope != id)
-    throw Refusal {Reason::kForbidden, "this session belongs to microscope '" + p.session->microscope + "'"};
+    throw Refusal{Reason::kForbidden, "this session belongs to microscope '" + p.session->microscope + "'"};
   return *it->second;
 }
 
@@ -432,9 +437,7 @@ Node::redacted (const std::string &text) const
   // Whatever else looks like a URI or an absolute path.
   std::string clean;
   size_t i = 0;
-  auto boundary = [&] (size_t k) {
-    return k == 0 || strchr (" \t'\"(:=,[<", out[k - 1]) != nullptr;
-  };
+  auto boundary = [&] (size_t k) { return k == 0 || strchr (" \t'\"(:=,[<", out[k - 1]) != nullptr; };
   while (i < out.size ()) {
     size_t scheme_end = out.find ("://", i);
     bool uri = false;
@@ -443,7 +446,8 @@ Node::redacted (const std::string &text) const
       for (size_t k = i; k < scheme_end; k++)
         uri = uri && (g_ascii_isalnum (out[k]) || out[k] == '+' || out[k] == '-' || out[k] == '.');
     }
-    bool path = boundary (i) && (out[i] == '/' || (out[i] == '~' && i + 1 < out.size () && out[i + 1] == '/'));
+    bool path
+        = boundary (i) && (out[i] == '/' || (out[i] == '~' && i + 1 < out.size () && out[i + 1] == '/'));
     if (uri || path) {
       size_t end = i;
       while (end < out.size () && !strchr (" \t'\")\n", out[end]))
@@ -503,7 +507,7 @@ Node::remove_listener (int handle)
 
 void
 Node::notify (const std::string &microscope, const std::string &kind, const std::string &json,
-    const std::string &session)
+              const std::string &session)
 {
   // Listeners may remove themselves while being called.
   std::vector<Listener> ls;
@@ -514,7 +518,7 @@ Node::notify (const std::string &microscope, const std::string &kind, const std:
   api::add_string (b, "type", kind);
   api::add_json (b, "data", json);
   json_builder_end_object (b);
-  const Event e {microscope, kind, json, session, api::to_string (b)};
+  const Event e{microscope, kind, json, session, api::to_string (b)};
   for (auto &l : ls)
     l (e);
 }
@@ -539,10 +543,12 @@ Node::metrics () const
     o << "livemicro_worker_up{microscope=\"" << prom_label (id) << "\"} " << (hub->online () ? 1 : 0) << "\n";
   head ("livemicro_worker_restarts_total", "counter", "Media worker restarts.");
   for (const auto &[id, hub] : hubs_)
-    o << "livemicro_worker_restarts_total{microscope=\"" << prom_label (id) << "\"} " << hub->worker_restarts () << "\n";
+    o << "livemicro_worker_restarts_total{microscope=\"" << prom_label (id) << "\"} "
+      << hub->worker_restarts () << "\n";
   head ("livemicro_view_branches", "gauge", "View branches (distinct profile and encoding) per microscope.");
   for (const auto &[id, hub] : hubs_)
-    o << "livemicro_view_branches{microscope=\"" << prom_label (id) << "\"} " << hub->view_branches () << "\n";
+    o << "livemicro_view_branches{microscope=\"" << prom_label (id) << "\"} " << hub->view_branches ()
+      << "\n";
   head ("livemicro_encoders", "gauge", "Running video encoders per microscope (one per built view branch).");
   for (const auto &[id, hub] : hubs_)
     o << "livemicro_encoders{microscope=\"" << prom_label (id) << "\"} " << hub->encoders () << "\n";
@@ -554,7 +560,8 @@ Node::metrics () const
   for (const auto &[id, hub] : hubs_)
     for (const auto &v : hub->views ()) {
       auto w = webrtc_viewers_.find (id + "/" + v->profile ());
-      o << "livemicro_viewers{" << labels_of (id, v->profile ()) << ",transport=\"rtsp\"} " << rtsp_->viewers (v->id ()) << "\n";
+      o << "livemicro_viewers{" << labels_of (id, v->profile ()) << ",transport=\"rtsp\"} "
+        << rtsp_->viewers (v->id ()) << "\n";
       o << "livemicro_viewers{" << labels_of (id, v->profile ()) << ",transport=\"webrtc\"} "
         << (w == webrtc_viewers_.end () ? 0 : w->second) << "\n";
     }
@@ -573,10 +580,12 @@ Node::metrics () const
       for (const auto &v : hub->views ())
         if (v->id () == vs.view) {
           o << "livemicro_view_fps{" << labels_of (id, v->profile ()) << "} " << vs.fps << "\n";
-          dropped << "livemicro_view_dropped_frames_total{" << labels_of (id, v->profile ()) << "} " << vs.dropped << "\n";
+          dropped << "livemicro_view_dropped_frames_total{" << labels_of (id, v->profile ()) << "} "
+                  << vs.dropped << "\n";
         }
   }
-  head ("livemicro_view_dropped_frames_total", "counter", "Frames a view branch dropped at its input (slow encoder).");
+  head ("livemicro_view_dropped_frames_total", "counter",
+        "Frames a view branch dropped at its input (slow encoder).");
   o << dropped.str ();
   // What runs on demand (docs/media-demand.md), as the worker last said.
   auto worker_gauge = [&] (const char *name, const char *type, const char *help, auto value) {
@@ -585,21 +594,27 @@ Node::metrics () const
       if (hub->stats ())
         o << name << "{microscope=\"" << prom_label (id) << "\"} " << value (*hub->stats ()) << "\n";
   };
-  worker_gauge ("livemicro_capture_active", "gauge",
+  worker_gauge (
+      "livemicro_capture_active", "gauge",
       "1 while the capture runs at full rate (someone watches), 0 while it idles at one frame per second.",
       [] (const event::Stats &s) { return s.capture_active ? 1 : 0; });
-  worker_gauge ("livemicro_capture_frames_total", "counter", "Frames the capture delivered (since the worker started).",
-      [] (const event::Stats &s) { return s.capture_frames; });
-  worker_gauge ("livemicro_analysis_active", "gauge", "1 while the analysis runs (someone reads it or a played view draws it).",
-      [] (const event::Stats &s) { return s.analysis_active ? 1 : 0; });
-  worker_gauge ("livemicro_encoders_active", "gauge", "View encoders that get frames (their view has players or a still pending).",
-      [] (const event::Stats &s) {
-        return std::count_if (s.views.begin (), s.views.end (), [] (const event::ViewStats &v) { return v.encoding; });
-      });
+  worker_gauge ("livemicro_capture_frames_total", "counter",
+                "Frames the capture delivered (since the worker started).",
+                [] (const event::Stats &s) { return s.capture_frames; });
+  worker_gauge ("livemicro_analysis_active", "gauge",
+                "1 while the analysis runs (someone reads it or a played view draws it).",
+                [] (const event::Stats &s) { return s.analysis_active ? 1 : 0; });
+  worker_gauge ("livemicro_encoders_active", "gauge",
+                "View encoders that get frames (their view has players or a still pending).",
+                [] (const event::Stats &s) {
+                  return std::count_if (s.views.begin (), s.views.end (),
+                                        [] (const event::ViewStats &v) { return v.encoding; });
+                });
   head ("livemicro_analysis_ms", "gauge", "Mean analysis time per analysed frame (tumorfeatures).");
   for (const auto &[id, hub] : hubs_)
     if (hub->stats ())
-      o << "livemicro_analysis_ms{microscope=\"" << prom_label (id) << "\"} " << hub->stats ()->analysis_ms_mean << "\n";
+      o << "livemicro_analysis_ms{microscope=\"" << prom_label (id) << "\"} "
+        << hub->stats ()->analysis_ms_mean << "\n";
   return o.str ();
 }
 
@@ -607,14 +622,15 @@ Node::metrics () const
 
 AuditRecord
 Node::audit_row (const Principal &by, const std::string &microscope, const std::string &action,
-    const std::string &detail, const std::string &result)
+                 const std::string &detail, const std::string &result)
 {
-  return {0, g_get_real_time (), by.user (), by.role (), by.session_id (), microscope, action, detail, result};
+  return {0,     g_get_real_time (), by.user (), by.role (), by.session_id (), microscope, action, detail,
+          result};
 }
 
 void
 Node::record (const Principal &by, const std::string &microscope, const std::string &action,
-    const std::string &detail, const std::string &result)
+              const std::string &detail, const std::string &result)
 {
   record (audit_row (by, microscope, action, detail, result));
 }
@@ -640,7 +656,7 @@ Node::flush_pending_audit ()
     try {
       store_->append_audit (pending_audit_.front ());
     } catch (const StoreError &) {
-      return;  // still not writable: next tick
+      return; // still not writable: next tick
     }
     pending_audit_.pop_front ();
   }
@@ -648,7 +664,7 @@ Node::flush_pending_audit ()
 
 void
 Node::refused (const Principal &by, const std::string &microscope, const std::string &action,
-    const std::string &detail, const Refusal &e)
+               const std::string &detail, const Refusal &e)
 {
   record (by, microscope, action, detail, "refused: " + e.message);
 }
@@ -662,11 +678,13 @@ Node::durable (const std::vector<AuditRecord> &rows, const MicroscopeHub *epoch_
       for (const AuditRecord &r : rows)
         store_->append_audit (r);
       if (epoch_of)
-        store_->set_value ("control_epoch:" + epoch_of->id (), std::to_string (epoch_of->control ().epoch ()));
+        store_->set_value ("control_epoch:" + epoch_of->id (),
+                           std::to_string (epoch_of->control ().epoch ()));
     });
   } catch (const StoreError &e) {
     g_warning ("refused, the state database cannot be written: %s", e.what ());
-    throw Refusal {Reason::kUnavailable, "the state database cannot be written just now (nothing was done; try again)"};
+    throw Refusal{Reason::kUnavailable,
+                  "the state database cannot be written just now (nothing was done; try again)"};
   }
 }
 
@@ -674,7 +692,7 @@ std::vector<AuditRecord>
 Node::audit (const Principal &by, int64_t after_id, int limit) const
 {
   if (!by.admin && by.session->role != "owner")
-    throw Refusal {Reason::kForbidden, "the audit log is for the admin and the owner"};
+    throw Refusal{Reason::kForbidden, "the audit log is for the admin and the owner"};
   return store_->audit (after_id, std::clamp (limit, 1, 10000), by.admin ? "" : by.session->microscope);
 }
 
@@ -685,7 +703,7 @@ Node::add_annotation (const Principal &by, const std::string &microscope, const 
 {
   hub_visible_to (by, microscope);
   if (by.admin)
-    throw Refusal {Reason::kForbidden, "annotations belong to sessions; the admin has none"};
+    throw Refusal{Reason::kForbidden, "annotations belong to sessions; the admin has none"};
   AnnotationRecord a;
   a.microscope = microscope;
   a.session = by.session->id;
@@ -721,9 +739,9 @@ Node::delete_annotation (const Principal &by, const std::string &microscope, int
   hub_visible_to (by, microscope);
   auto a = store_->annotation (aid);
   if (!a || a->microscope != microscope)
-    throw Refusal {Reason::kNotFound, "no annotation " + std::to_string (aid)};
+    throw Refusal{Reason::kNotFound, "no annotation " + std::to_string (aid)};
   if (!by.admin && by.session->id != a->session && by.session->role != "owner")
-    throw Refusal {Reason::kForbidden, "only its author, the owner or the admin can delete an annotation"};
+    throw Refusal{Reason::kForbidden, "only its author, the owner or the admin can delete an annotation"};
   store_->delete_annotation (aid);
   notify (microscope, "annotation_deleted", api::annotation_deleted_json (aid));
 }
@@ -740,7 +758,7 @@ Node::exported_annotations (const Principal &by, const std::string &microscope) 
 {
   hub_visible_to (by, microscope);
   if (!may_see (by, "annotations"))
-    throw Refusal {Reason::kForbidden, "the " + by.role () + " profile does not show annotations"};
+    throw Refusal{Reason::kForbidden, "the " + by.role () + " profile does not show annotations"};
   return unmasked_for (by, store_->annotations (microscope));
 }
 
@@ -751,7 +769,7 @@ Node::unmasked_for (const Principal &p, std::vector<AnnotationRecord> list) cons
     return list;
   const livemicro::privacy::Profile *profile = profiles_.find (p.session->role);
   if (!profile)
-    return {};  // fail closed: no profile, nothing known to be safe
+    return {}; // fail closed: no profile, nothing known to be safe
   const auto masked = profiles_.regions_for (*profile);
   auto touches_masked = [&] (const AnnotationRecord &a) {
     std::vector<cv::Point2d> pts;
@@ -763,8 +781,8 @@ Node::unmasked_for (const Principal &p, std::vector<AnnotationRecord> list) cons
     for (const livemicro::privacy::SlideRegion *r : masked) {
       const cv::Rect2d rb = r->bounds_um ();
       // Closed boxes: a point annotation (zero size) on the region's edge counts.
-      if (box.x <= rb.x + rb.width && rb.x <= box.x + box.width && box.y <= rb.y + rb.height &&
-          rb.y <= box.y + box.height)
+      if (box.x <= rb.x + rb.width && rb.x <= box.x + box.width && box.y <= rb.y + rb.height
+          && rb.y <= box.y + box.height)
         return true;
     }
     return false;
@@ -773,4 +791,4 @@ Node::unmasked_for (const Principal &p, std::vector<AnnotationRecord> list) cons
   return list;
 }
 
-}  // namespace livemicro::orchestrator
+} // namespace livemicro::orchestrator

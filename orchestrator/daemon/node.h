@@ -38,9 +38,9 @@ struct Principal {
 };
 
 struct Paths {
-  std::string worker;     // livemicro-worker executable
-  std::string pipelines;  // pipeline templates
-  std::string web;        // the viewer page
+  std::string worker;    // livemicro-worker executable
+  std::string pipelines; // pipeline templates
+  std::string web;       // the viewer page
 };
 
 class Node {
@@ -52,7 +52,7 @@ public:
   // about (session_ended) or from (pointer).
   struct Event {
     std::string microscope, kind, json, session;
-    std::string message;  // {"type": kind, "data": json}, rendered once for every socket
+    std::string message; // {"type": kind, "data": json}, rendered once for every socket
   };
   using Listener = std::function<void (const Event &)>;
 
@@ -80,7 +80,7 @@ public:
     std::string token;
   };
   NewSession create_session (const Principal &by, const std::string &user, const std::string &role,
-      const std::string &microscope);
+                             const std::string &microscope);
   void end_session (const Principal &by, const std::string &id);
   std::vector<SessionRecord> sessions_visible_to (const Principal &p) const;
   SessionRecord session_visible_to (const Principal &p, const std::string &id) const;
@@ -97,7 +97,7 @@ public:
 
   // Annotations (kept with the session, in the store).
   AnnotationRecord add_annotation (const Principal &by, const std::string &microscope,
-      const AnnotationRequest &r);
+                                   const AnnotationRequest &r);
   std::vector<AnnotationRecord> annotations (const Principal &by, const std::string &microscope) const;
   void delete_annotation (const Principal &by, const std::string &microscope, int64_t id);
   // Exports (GeoJSON).  A session's annotations (the admin, the session, its
@@ -105,8 +105,10 @@ public:
   // sessions whose profile shows annotations).  Both leave out what the
   // caller's profile masks: an annotation touching a slide region masked in
   // its view (the slide label, where patient data is) is not exported to it.
-  std::vector<AnnotationRecord> session_annotations (const Principal &by, const std::string &session_id) const;
-  std::vector<AnnotationRecord> exported_annotations (const Principal &by, const std::string &microscope) const;
+  std::vector<AnnotationRecord> session_annotations (const Principal &by,
+                                                     const std::string &session_id) const;
+  std::vector<AnnotationRecord> exported_annotations (const Principal &by,
+                                                      const std::string &microscope) const;
 
   // The audit log, oldest first (admin: all; owner: their microscope).
   std::vector<AuditRecord> audit (const Principal &by, int64_t after_id, int limit) const;
@@ -114,15 +116,15 @@ public:
   // stop): written now, or kept and written as soon as it allows.
   void record (const AuditRecord &row);
   void record (const Principal &by, const std::string &microscope, const std::string &action,
-      const std::string &detail, const std::string &result);
+               const std::string &detail, const std::string &result);
   void refused (const Principal &by, const std::string &microscope, const std::string &action,
-      const std::string &detail, const Refusal &e);
+                const std::string &detail, const Refusal &e);
   // What must be on disk before the daemon acts: `rows` and, if given, the
   // microscope's control epoch, in one transaction; a Refusal (unavailable)
   // when the database refuses.
   void durable (const std::vector<AuditRecord> &rows, const MicroscopeHub *epoch_of);
   static AuditRecord audit_row (const Principal &by, const std::string &microscope, const std::string &action,
-      const std::string &detail, const std::string &result);
+                                const std::string &detail, const std::string &result);
 
   // Client-side statistics a viewer page reports (frames decoded, latency).
   void set_viewer_stats (const std::string &session_id, const std::string &json);
@@ -133,7 +135,7 @@ public:
   int add_listener (Listener l);
   void remove_listener (int handle);
   void notify (const std::string &microscope, const std::string &kind, const std::string &json,
-      const std::string &session = "");
+               const std::string &session = "");
 
   std::string metrics () const;
 
@@ -175,15 +177,15 @@ private:
   std::string state_dir_;
   bool temporary_state_ = false;
   std::map<std::string, std::unique_ptr<MicroscopeHub>> hubs_;
-  std::map<std::string, std::string> template_problems_;  // profile → why it cannot be built
+  std::map<std::string, std::string> template_problems_; // profile → why it cannot be built
   livemicro::privacy::ProfileSet profiles_;
   std::map<std::string, std::string> viewer_stats_;
-  std::map<std::string, int> webrtc_viewers_;  // by microscope/profile
+  std::map<std::string, int> webrtc_viewers_; // by microscope/profile
   std::map<int, Listener> listeners_;
   int next_listener_ = 1;
   guint tick_source_ = 0;
-  std::deque<AuditRecord> pending_audit_;  // rows the database refused, oldest first
-  std::vector<std::string> secrets_;       // texts sessions never read (slide paths, URIs)
+  std::deque<AuditRecord> pending_audit_; // rows the database refused, oldest first
+  std::vector<std::string> secrets_;      // texts sessions never read (slide paths, URIs)
 };
 
-}  // namespace livemicro::orchestrator
+} // namespace livemicro::orchestrator

@@ -10,21 +10,21 @@ namespace livemicro::orchestrator {
 // HTTP layer maps each reason to a status (http_api.cpp), the WebSocket
 // layer to an error message.
 enum class Reason {
-  kMalformed,        // not JSON, nested too deep, not an object
-  kUnauthenticated,  // no or an unknown token
-  kForbidden,        // the role may not
+  kMalformed,       // not JSON, nested too deep, not an object
+  kUnauthenticated, // no or an unknown token
+  kForbidden,       // the role may not
   kNotFound,
-  kConflict,         // not the current lease, no view
+  kConflict, // not the current lease, no view
   kTooLarge,
-  kInvalid,          // a field of the wrong type or value
+  kInvalid, // a field of the wrong type or value
   kRateLimited,
-  kUnavailable,      // offline, the database cannot be written, a view cannot be built
+  kUnavailable, // offline, the database cannot be written, a view cannot be built
   kTimedOut,
-  kUnsupportedMediaType,  // a body of another content type than the route reads
+  kUnsupportedMediaType, // a body of another content type than the route reads
 };
 struct Refusal {
   Reason reason;
   std::string message;
 };
 
-}  // namespace livemicro::orchestrator
+} // namespace livemicro::orchestrator

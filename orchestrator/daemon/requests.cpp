@@ -11,28 +11,28 @@ namespace livemicro::orchestrator {
 
 JsonInput::JsonInput (std::shared_ptr<JsonParser> parser, JsonObject *object, std::string context)
     : parser_ (std::move (parser)), object_ (object), context_ (std::move (context))
-{
-}
+{}
 
 JsonInput
 JsonInput::parse (const char *data, size_t len, size_t max_bytes)
 {
   if (len > max_bytes)
-    throw Refusal {Reason::kTooLarge, "body larger than " + std::to_string (max_bytes) + " bytes"};
+    throw Refusal{Reason::kTooLarge, "body larger than " + std::to_string (max_bytes) + " bytes"};
   if (len == 0)
-    throw Refusal {Reason::kMalformed, "malformed JSON: empty body"};
+    throw Refusal{Reason::kMalformed, "malformed JSON: empty body"};
   // What json-glib 1.6 would get wrong (deep nesting overflows its stack,
   // bad escapes become invalid UTF-8, values after the first are dropped
   // and leaked) is refused before it reads the text.
   if (auto problem = livemicro::json::text_problem (std::string (data, len), kMaxJsonDepth))
-    throw Refusal {Reason::kMalformed, "malformed JSON: " + problem->what};
+    throw Refusal{Reason::kMalformed, "malformed JSON: " + problem->what};
   std::shared_ptr<JsonParser> parser (json_parser_new (), g_object_unref);
   g_autoptr (GError) error = nullptr;
-  if (!json_parser_load_from_data (parser.get (), data, (gssize) len, &error))
-    throw Refusal {Reason::kMalformed, std::string ("malformed JSON: ") + (error ? error->message : "unreadable")};
+  if (!json_parser_load_from_data (parser.get (), data, (gssize)len, &error))
+    throw Refusal{Reason::kMalformed,
+                  std::string ("malformed JSON: ") + (error ? error->message : "unreadable")};
   JsonNode *root = json_parser_get_root (parser.get ());
   if (!root || !JSON_NODE_HOLDS_OBJECT (root))
-    throw Refusal {Reason::kMalformed, "the body must be a JSON object"};
+    throw Refusal{Reason::kMalformed, "the body must be a JSON object"};
   return JsonInput (std::move (parser), json_node_get_object (root), "");
 }
 
@@ -61,7 +61,7 @@ JsonInput::string (const char *name) const
   if (!n)
     return std::nullopt;
   if (!JSON_NODE_HOLDS_VALUE (n) || json_node_get_value_type (n) != G_TYPE_STRING)
-    throw Refusal {Reason::kInvalid, "field '" + field (name) + "' must be a string"};
+    throw Refusal{Reason::kInvalid, "field '" + field (name) + "' must be a string"};
   const char *s = json_node_get_string (n);
   return std::string (s ? s : "");
 }
@@ -71,7 +71,7 @@ JsonInput::required_string (const char *name) const
 {
   auto s = string (name);
   if (!s)
-    throw Refusal {Reason::kInvalid, "missing field '" + field (name) + "'"};
+    throw Refusal{Reason::kInvalid, "missing field '" + field (name) + "'"};
   return *s;
 }
 
@@ -81,12 +81,12 @@ JsonInput::number (const char *name) const
   JsonNode *n = member (name);
   if (!n)
     return std::nullopt;
-  if (!JSON_NODE_HOLDS_VALUE (n) ||
-      (json_node_get_value_type (n) != G_TYPE_DOUBLE && json_node_get_value_type (n) != G_TYPE_INT64))
-    throw Refusal {Reason::kInvalid, "field '" + field (name) + "' must be a number"};
+  if (!JSON_NODE_HOLDS_VALUE (n)
+      || (json_node_get_value_type (n) != G_TYPE_DOUBLE && json_node_get_value_type (n) != G_TYPE_INT64))
+    throw Refusal{Reason::kInvalid, "field '" + field (name) + "' must be a number"};
   double v = json_node_get_double (n);
   if (!std::isfinite (v))
-    throw Refusal {Reason::kInvalid, "field '" + field (name) + "' must be finite"};
+    throw Refusal{Reason::kInvalid, "field '" + field (name) + "' must be finite"};
   return v;
 }
 
@@ -95,7 +95,7 @@ JsonInput::required_number (const char *name) const
 {
   auto v = number (name);
   if (!v)
-    throw Refusal {Reason::kInvalid, "field '" + field (name) + "' must be a number"};
+    throw Refusal{Reason::kInvalid, "field '" + field (name) + "' must be a number"};
   return *v;
 }
 
@@ -106,11 +106,11 @@ JsonInput::integer (const char *name, int64_t min, int64_t max) const
   if (!n)
     return std::nullopt;
   if (!JSON_NODE_HOLDS_VALUE (n) || json_node_get_value_type (n) != G_TYPE_INT64)
-    throw Refusal {Reason::kInvalid, "field '" + field (name) + "' must be an integer"};
+    throw Refusal{Reason::kInvalid, "field '" + field (name) + "' must be an integer"};
   gint64 v = json_node_get_int (n);
   if (v < min || v > max)
-    throw Refusal {Reason::kInvalid, "field '" + field (name) + "' must be in [" + std::to_string (min) + ", " +
-                             std::to_string (max) + "]"};
+    throw Refusal{Reason::kInvalid, "field '" + field (name) + "' must be in [" + std::to_string (min) + ", "
+                                        + std::to_string (max) + "]"};
   return v;
 }
 
@@ -121,7 +121,7 @@ JsonInput::boolean (const char *name) const
   if (!n)
     return std::nullopt;
   if (!JSON_NODE_HOLDS_VALUE (n) || json_node_get_value_type (n) != G_TYPE_BOOLEAN)
-    throw Refusal {Reason::kInvalid, "field '" + field (name) + "' must be true or false"};
+    throw Refusal{Reason::kInvalid, "field '" + field (name) + "' must be true or false"};
   return json_node_get_boolean (n) != FALSE;
 }
 
@@ -132,7 +132,7 @@ JsonInput::member_object (const char *name) const
   if (!n)
     return std::nullopt;
   if (!JSON_NODE_HOLDS_OBJECT (n))
-    throw Refusal {Reason::kInvalid, "field '" + field (name) + "' must be an object"};
+    throw Refusal{Reason::kInvalid, "field '" + field (name) + "' must be an object"};
   return JsonInput (parser_, json_node_get_object (n), field (name));
 }
 
@@ -151,7 +151,7 @@ JsonInput::only (std::initializer_list<const char *> allowed) const
   }
   g_list_free (members);
   if (!unknown.empty ())
-    throw Refusal {Reason::kInvalid, "unknown field '" + field (unknown.c_str ()) + "'"};
+    throw Refusal{Reason::kInvalid, "unknown field '" + field (unknown.c_str ()) + "'"};
 }
 
 std::string
@@ -172,30 +172,31 @@ valid_display_name (const std::string &name, std::string *why)
       *why = reason;
     return false;
   };
-  if (!g_utf8_validate (name.c_str (), (gssize) name.size (), nullptr))
+  if (!g_utf8_validate (name.c_str (), (gssize)name.size (), nullptr))
     return refuse ("is not valid UTF-8");
-  glong chars = g_utf8_strlen (name.c_str (), (gssize) name.size ());
+  glong chars = g_utf8_strlen (name.c_str (), (gssize)name.size ());
   if (chars < 1 || chars > 128)
     return refuse ("must have 1 to 128 characters");
   bool visible = false;
   for (const char *p = name.c_str (); *p; p = g_utf8_next_char (p)) {
     gunichar c = g_utf8_get_char (p);
     switch (g_unichar_type (c)) {
-      case G_UNICODE_CONTROL:
-      case G_UNICODE_FORMAT:  // bidi overrides and isolates, zero-width, soft hyphen
-      case G_UNICODE_LINE_SEPARATOR:
-      case G_UNICODE_PARAGRAPH_SEPARATOR:
-      case G_UNICODE_SURROGATE:
-      case G_UNICODE_UNASSIGNED:
-      case G_UNICODE_PRIVATE_USE:
-        return refuse ("must not contain control, format (e.g. bidi override), invisible or unassigned characters");
-      case G_UNICODE_SPACE_SEPARATOR:
-      case G_UNICODE_NON_SPACING_MARK:
-      case G_UNICODE_ENCLOSING_MARK:
-      case G_UNICODE_SPACING_MARK:
-        break;
-      default:
-        visible = true;
+    case G_UNICODE_CONTROL:
+    case G_UNICODE_FORMAT: // bidi overrides and isolates, zero-width, soft hyphen
+    case G_UNICODE_LINE_SEPARATOR:
+    case G_UNICODE_PARAGRAPH_SEPARATOR:
+    case G_UNICODE_SURROGATE:
+    case G_UNICODE_UNASSIGNED:
+    case G_UNICODE_PRIVATE_USE:
+      return refuse (
+          "must not contain control, format (e.g. bidi override), invisible or unassigned characters");
+    case G_UNICODE_SPACE_SEPARATOR:
+    case G_UNICODE_NON_SPACING_MARK:
+    case G_UNICODE_ENCLOSING_MARK:
+    case G_UNICODE_SPACING_MARK:
+      break;
+    default:
+      visible = true;
     }
   }
   if (!visible)
@@ -218,11 +219,16 @@ const char *
 control_action_name (ControlAction a)
 {
   switch (a) {
-    case ControlAction::kRequest: return "request";
-    case ControlAction::kRelease: return "release";
-    case ControlAction::kRenew: return "renew";
-    case ControlAction::kGrant: return "grant";
-    case ControlAction::kRevoke: return "revoke";
+  case ControlAction::kRequest:
+    return "request";
+  case ControlAction::kRelease:
+    return "release";
+  case ControlAction::kRenew:
+    return "renew";
+  case ControlAction::kGrant:
+    return "grant";
+  case ControlAction::kRevoke:
+    return "revoke";
   }
   return "?";
 }
@@ -235,7 +241,7 @@ parse_control_request (const JsonInput &body)
                     ? json_object_get_member (body.object (), "action")
                     : nullptr;
   if (!a || !JSON_NODE_HOLDS_VALUE (a) || json_node_get_value_type (a) != G_TYPE_STRING)
-    throw Refusal {Reason::kInvalid, kActions};
+    throw Refusal{Reason::kInvalid, kActions};
   const std::string name = json_node_get_string (a);
   ControlRequest r;
   if (name == "request")
@@ -249,17 +255,17 @@ parse_control_request (const JsonInput &body)
   else if (name == "revoke")
     r.action = ControlAction::kRevoke;
   else
-    throw Refusal {Reason::kInvalid, kActions};
+    throw Refusal{Reason::kInvalid, kActions};
   if (r.action == ControlAction::kRenew) {
     auto l = body.has ("lease") ? body.string ("lease") : std::nullopt;
     if (!l)
-      throw Refusal {Reason::kInvalid, "renew needs \"lease\": the lease id"};
+      throw Refusal{Reason::kInvalid, "renew needs \"lease\": the lease id"};
     r.lease = *l;
   }
   if (r.action == ControlAction::kGrant) {
     auto s = body.has ("session") ? body.string ("session") : std::nullopt;
     if (!s)
-      throw Refusal {Reason::kInvalid, "grant needs \"session\": the session to give control to"};
+      throw Refusal{Reason::kInvalid, "grant needs \"session\": the session to give control to"};
     r.session = *s;
   }
   return r;
@@ -288,9 +294,10 @@ parse_command_request (const JsonInput &body, std::string *op_seen)
   if (op && op_seen)
     *op_seen = command_op_name (*op);
   if (!unknown.empty ())
-    throw Refusal {Reason::kInvalid, unknown};
+    throw Refusal{Reason::kInvalid, unknown};
   if (!op)
-    throw Refusal {Reason::kInvalid, "no command: give one of move, move_by, focus, focus_by, objective, jog, autofocus, stop"};
+    throw Refusal{Reason::kInvalid,
+                  "no command: give one of move, move_by, focus, focus_by, objective, jog, autofocus, stop"};
   CommandRequest r;
   r.op = *op;
   if (body.has ("lease"))
@@ -298,37 +305,37 @@ parse_command_request (const JsonInput &body, std::string *op_seen)
   const char *name = command_op_name (r.op);
   if (r.op == CommandOp::kObjective) {
     try {
-      r.objective = (int) *body.integer ("objective", 1, 1000);
+      r.objective = (int)*body.integer ("objective", 1, 1000);
     } catch (const Refusal &) {
-      throw Refusal {Reason::kInvalid, "objective must be a magnification, an integer in [1, 1000], e.g. 20"};
+      throw Refusal{Reason::kInvalid, "objective must be a magnification, an integer in [1, 1000], e.g. 20"};
     }
     return r;
   }
   auto args = json_object_get_member (body.object (), name);
   if (!JSON_NODE_HOLDS_OBJECT (args))
-    throw Refusal {Reason::kInvalid, std::string (name) + " must be an object"};
+    throw Refusal{Reason::kInvalid, std::string (name) + " must be an object"};
   JsonInput arg = *body.member_object (name);
   switch (r.op) {
-    case CommandOp::kMove:
-      r.a = arg.required_number ("x_um");
-      r.b = arg.required_number ("y_um");
-      break;
-    case CommandOp::kMoveBy:
-      r.a = arg.required_number ("dx_um");
-      r.b = arg.required_number ("dy_um");
-      break;
-    case CommandOp::kFocus:
-      r.a = arg.required_number ("z_um");
-      break;
-    case CommandOp::kFocusBy:
-      r.a = arg.required_number ("dz_um");
-      break;
-    case CommandOp::kJog:
-      r.a = arg.required_number ("vx_um_s");
-      r.b = arg.required_number ("vy_um_s");
-      break;
-    default:
-      break;
+  case CommandOp::kMove:
+    r.a = arg.required_number ("x_um");
+    r.b = arg.required_number ("y_um");
+    break;
+  case CommandOp::kMoveBy:
+    r.a = arg.required_number ("dx_um");
+    r.b = arg.required_number ("dy_um");
+    break;
+  case CommandOp::kFocus:
+    r.a = arg.required_number ("z_um");
+    break;
+  case CommandOp::kFocusBy:
+    r.a = arg.required_number ("dz_um");
+    break;
+  case CommandOp::kJog:
+    r.a = arg.required_number ("vx_um_s");
+    r.b = arg.required_number ("vy_um_s");
+    break;
+  default:
+    break;
   }
   return r;
 }
@@ -340,42 +347,44 @@ parse_annotation_request (const JsonInput &body)
   AnnotationRequest r;
   r.kind = body.required_string ("kind");
   if (r.kind != "point" && r.kind != "arrow" && r.kind != "region")
-    throw Refusal {Reason::kInvalid, "kind must be point, arrow or region"};
+    throw Refusal{Reason::kInvalid, "kind must be point, arrow or region"};
   r.label = body.string ("label").value_or ("");
-  if (!g_utf8_validate (r.label.c_str (), (gssize) r.label.size (), nullptr) ||
-      g_utf8_strlen (r.label.c_str (), (gssize) r.label.size ()) > 500)
-    throw Refusal {Reason::kInvalid, "label must be at most 500 characters"};
+  if (!g_utf8_validate (r.label.c_str (), (gssize)r.label.size (), nullptr)
+      || g_utf8_strlen (r.label.c_str (), (gssize)r.label.size ()) > 500)
+    throw Refusal{Reason::kInvalid, "label must be at most 500 characters"};
   for (const char *p = r.label.c_str (); *p; p = g_utf8_next_char (p)) {
     gunichar c = g_utf8_get_char (p);
-    if ((g_unichar_type (c) == G_UNICODE_CONTROL && c != '\n' && c != '\t') ||
-        (c >= 0x202A && c <= 0x202E) || (c >= 0x2066 && c <= 0x2069))
-      throw Refusal {Reason::kInvalid, "label must not contain control characters or bidi overrides"};
+    if ((g_unichar_type (c) == G_UNICODE_CONTROL && c != '\n' && c != '\t') || (c >= 0x202A && c <= 0x202E)
+        || (c >= 0x2066 && c <= 0x2069))
+      throw Refusal{Reason::kInvalid, "label must not contain control characters or bidi overrides"};
   }
   JsonNode *pts = json_object_has_member (body.object (), "points_um")
                       ? json_object_get_member (body.object (), "points_um")
                       : nullptr;
   if (!pts || !JSON_NODE_HOLDS_ARRAY (pts))
-    throw Refusal {Reason::kInvalid, "points_um must be an array of [x_um, y_um]"};
+    throw Refusal{Reason::kInvalid, "points_um must be an array of [x_um, y_um]"};
   JsonArray *arr = json_node_get_array (pts);
   guint n = json_array_get_length (arr);
   guint need = r.kind == "point" ? 1 : r.kind == "arrow" ? 2 : 3;
   if (n < need || n > 10000 || (r.kind != "region" && n != need))
-    throw Refusal {Reason::kInvalid, r.kind + " needs " + (r.kind == "region" ? "3 to 10000" : std::to_string (need)) + " points"};
+    throw Refusal{Reason::kInvalid, r.kind + " needs "
+                                        + (r.kind == "region" ? "3 to 10000" : std::to_string (need))
+                                        + " points"};
   for (guint i = 0; i < n; i++) {
     JsonNode *p = json_array_get_element (arr, i);
     const std::string where = "points_um[" + std::to_string (i) + "]";
     if (!JSON_NODE_HOLDS_ARRAY (p) || json_array_get_length (json_node_get_array (p)) != 2)
-      throw Refusal {Reason::kInvalid, where + " must be [x_um, y_um]"};
+      throw Refusal{Reason::kInvalid, where + " must be [x_um, y_um]"};
     double xy[2];
     for (guint k = 0; k < 2; k++) {
       JsonNode *v = json_array_get_element (json_node_get_array (p), k);
-      if (!JSON_NODE_HOLDS_VALUE (v) ||
-          (json_node_get_value_type (v) != G_TYPE_DOUBLE && json_node_get_value_type (v) != G_TYPE_INT64) ||
-          !std::isfinite (json_node_get_double (v)))
-        throw Refusal {Reason::kInvalid, where + " must hold two numbers"};
+      if (!JSON_NODE_HOLDS_VALUE (v)
+          || (json_node_get_value_type (v) != G_TYPE_DOUBLE && json_node_get_value_type (v) != G_TYPE_INT64)
+          || !std::isfinite (json_node_get_double (v)))
+        throw Refusal{Reason::kInvalid, where + " must hold two numbers"};
       xy[k] = json_node_get_double (v);
       if (std::fabs (xy[k]) > kMaxSlideCoordinateUm)
-        throw Refusal {Reason::kInvalid, where + " is beyond ±1e9 µm: not on a slide"};
+        throw Refusal{Reason::kInvalid, where + " is beyond ±1e9 µm: not on a slide"};
     }
     r.points_um.emplace_back (xy[0], xy[1]);
   }
@@ -398,31 +407,31 @@ parse_viewer_message (const char *data, size_t len, size_t max_bytes)
   } else if (type == "ice") {
     m.kind = ViewerMessage::Kind::kIce;
     m.candidate = in.required_string ("candidate");
-    m.mline = (unsigned) in.integer ("sdpMLineIndex", 0, 255).value_or (0);
+    m.mline = (unsigned)in.integer ("sdpMLineIndex", 0, 255).value_or (0);
   } else if (type == "stats") {
     m.kind = ViewerMessage::Kind::kStats;
     if (!in.member_object ("data"))
-      throw Refusal {Reason::kInvalid, "stats needs \"data\": an object"};
+      throw Refusal{Reason::kInvalid, "stats needs \"data\": an object"};
     m.stats_json = in.member_json ("data");
   } else if (type == "pointer") {
     m.kind = ViewerMessage::Kind::kPointer;
     m.x_um = in.required_number ("x_um");
     m.y_um = in.required_number ("y_um");
     if (std::fabs (m.x_um) > kMaxSlideCoordinateUm || std::fabs (m.y_um) > kMaxSlideCoordinateUm)
-      throw Refusal {Reason::kInvalid, "pointer beyond ±1e9 µm: not on a slide"};
+      throw Refusal{Reason::kInvalid, "pointer beyond ±1e9 µm: not on a slide"};
   } else if (type == "ping") {
     m.kind = ViewerMessage::Kind::kPing;
     double t = in.number ("t").value_or (0);
     if (std::fabs (t) > 9e15)
-      throw Refusal {Reason::kInvalid, "field 't' must be a time in ms"};
-    m.t = (int64_t) t;
+      throw Refusal{Reason::kInvalid, "field 't' must be a time in ms"};
+    m.t = (int64_t)t;
   } else {
-    throw Refusal {Reason::kInvalid, "unknown message type '" + type + "'"};
+    throw Refusal{Reason::kInvalid, "unknown message type '" + type + "'"};
   }
   return m;
 }
 
-}  // namespace livemicro::orchestrator
+} // namespace livemicro::orchestrator
 
 namespace livemicro::orchestrator {
 
@@ -460,31 +469,31 @@ h264_fmtp_fits (const std::string &params, int &rank)
   // first; any level: the stream's level is below what receivers offer.
   if (profile.compare (0, 2, "42") != 0)
     return false;
-  unsigned constraints = (unsigned) g_ascii_strtoull (profile.substr (2, 2).c_str (), nullptr, 16);
+  unsigned constraints = (unsigned)g_ascii_strtoull (profile.substr (2, 2).c_str (), nullptr, 16);
   rank = (constraints & 0x40) ? 0 : 1;
   return true;
 }
 
-}  // namespace
+} // namespace
 
 WhepOffer
 parse_whep_offer (const std::string &content_type, const char *data, size_t len, size_t max_bytes)
 {
   if (len == 0)
-    throw Refusal {Reason::kMalformed, "malformed SDP: empty body (the offer goes in the body)"};
+    throw Refusal{Reason::kMalformed, "malformed SDP: empty body (the offer goes in the body)"};
   std::string type = content_type.substr (0, content_type.find (';'));
   while (!type.empty () && type.back () == ' ')
     type.pop_back ();
   if (g_ascii_strcasecmp (type.c_str (), "application/sdp") != 0)
-    throw Refusal {Reason::kUnsupportedMediaType,
-        "the body must be an SDP offer with 'Content-Type: application/sdp'"};
+    throw Refusal{Reason::kUnsupportedMediaType,
+                  "the body must be an SDP offer with 'Content-Type: application/sdp'"};
   if (len > max_bytes)
-    throw Refusal {Reason::kTooLarge, "body larger than " + std::to_string (max_bytes) + " bytes"};
+    throw Refusal{Reason::kTooLarge, "body larger than " + std::to_string (max_bytes) + " bytes"};
   std::string text (data, len);
-  if (!g_utf8_validate (text.data (), (gssize) text.size (), nullptr) || text.find ('\0') != std::string::npos)
-    throw Refusal {Reason::kMalformed, "malformed SDP: not UTF-8 text"};
+  if (!g_utf8_validate (text.data (), (gssize)text.size (), nullptr) || text.find ('\0') != std::string::npos)
+    throw Refusal{Reason::kMalformed, "malformed SDP: not UTF-8 text"};
   if (text.compare (0, 4, "v=0\n") != 0 && text.compare (0, 5, "v=0\r\n") != 0)
-    throw Refusal {Reason::kMalformed, "malformed SDP: it must start with 'v=0'"};
+    throw Refusal{Reason::kMalformed, "malformed SDP: it must start with 'v=0'"};
   // Every line is "<letter>=<value>" (gst_sdp_message_parse_buffer skips
   // what it does not understand; the daemon does not).
   {
@@ -497,26 +506,26 @@ parse_whep_offer (const std::string &content_type, const char *data, size_t len,
       if (!line.empty () && line.back () == '\r')
         line.pop_back ();
       if (!line.empty () && (line.size () < 2 || !g_ascii_islower (line[0]) || line[1] != '='))
-        throw Refusal {Reason::kMalformed, "malformed SDP: a line is not '<type>=<value>'"};
+        throw Refusal{Reason::kMalformed, "malformed SDP: a line is not '<type>=<value>'"};
       i = j + 1;
     }
   }
   GstSDPMessage *parsed = nullptr;
   if (gst_sdp_message_new_from_text (text.c_str (), &parsed) != GST_SDP_OK || !parsed)
-    throw Refusal {Reason::kMalformed, "malformed SDP"};
+    throw Refusal{Reason::kMalformed, "malformed SDP"};
   std::unique_ptr<GstSDPMessage, decltype (&gst_sdp_message_free)> sdp (parsed, gst_sdp_message_free);
   const guint n = gst_sdp_message_medias_len (sdp.get ());
   if (n == 0)
-    throw Refusal {Reason::kMalformed, "malformed SDP: no m= section"};
+    throw Refusal{Reason::kMalformed, "malformed SDP: no m= section"};
   WhepOffer out;
   int best = -1;
   std::string why = "no m=video section";
   for (guint i = 0; i < n; i++) {
     const GstSDPMedia *m = gst_sdp_message_get_media (sdp.get (), i);
     if (!sdp_attribute (sdp.get (), m, "ice-ufrag") || !sdp_attribute (sdp.get (), m, "ice-pwd"))
-      throw Refusal {Reason::kMalformed, "malformed SDP: an m= section without ice-ufrag and ice-pwd"};
+      throw Refusal{Reason::kMalformed, "malformed SDP: an m= section without ice-ufrag and ice-pwd"};
     if (!sdp_attribute (sdp.get (), m, "fingerprint"))
-      throw Refusal {Reason::kMalformed, "malformed SDP: an m= section without a DTLS fingerprint"};
+      throw Refusal{Reason::kMalformed, "malformed SDP: an m= section without a DTLS fingerprint"};
     if (g_strcmp0 (gst_sdp_media_get_media (m), "video") != 0 || best >= 0)
       continue;
     if (gst_sdp_media_get_attribute_val (m, "sendonly") || gst_sdp_media_get_attribute_val (m, "inactive")) {
@@ -532,27 +541,27 @@ parse_whep_offer (const std::string &content_type, const char *data, size_t len,
       // "<pt> H264/90000"
       char *end = nullptr;
       guint64 pt = g_ascii_strtoull (a->value, &end, 10);
-      if (end == a->value || pt < 96 || pt > 127 || !end || *end != ' ' ||
-          g_ascii_strncasecmp (end + 1, "H264/90000", 10) != 0)
+      if (end == a->value || pt < 96 || pt > 127 || !end || *end != ' '
+          || g_ascii_strncasecmp (end + 1, "H264/90000", 10) != 0)
         continue;
       std::string prefix = std::to_string (pt) + " ";
       for (guint f = 0; f < gst_sdp_media_attributes_len (m); f++) {
         const GstSDPAttribute *fa = gst_sdp_media_get_attribute (m, f);
         int rank = 2;
-        if (g_strcmp0 (fa->key, "fmtp") == 0 && fa->value && g_str_has_prefix (fa->value, prefix.c_str ()) &&
-            h264_fmtp_fits (fa->value + prefix.size (), rank) && rank < best_rank) {
+        if (g_strcmp0 (fa->key, "fmtp") == 0 && fa->value && g_str_has_prefix (fa->value, prefix.c_str ())
+            && h264_fmtp_fits (fa->value + prefix.size (), rank) && rank < best_rank) {
           best_rank = rank;
-          out.h264_payload = (unsigned) pt;
+          out.h264_payload = (unsigned)pt;
           out.video_mline = i;
-          best = (int) i;
+          best = (int)i;
         }
       }
     }
   }
   if (best < 0)
-    throw Refusal {Reason::kInvalid, "the offer has nothing LiveMicro can send: " + why};
+    throw Refusal{Reason::kInvalid, "the offer has nothing LiveMicro can send: " + why};
   out.sdp = std::move (text);
   return out;
 }
 
-}  // namespace livemicro::orchestrator
+} // namespace livemicro::orchestrator

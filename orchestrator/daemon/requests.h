@@ -42,7 +42,7 @@ public:
   // an absent one is nullopt (or, for required_*, a refusal too).
   std::optional<std::string> string (const char *name) const;
   std::string required_string (const char *name) const;
-  std::optional<double> number (const char *name) const;  // finite
+  std::optional<double> number (const char *name) const; // finite
   double required_number (const char *name) const;
   // A JSON integer within [min, max] (no truncation: 1e3, 10.0 and values
   // that do not fit are refused).
@@ -86,8 +86,8 @@ enum class ControlAction { kRequest, kRelease, kRenew, kGrant, kRevoke };
 const char *control_action_name (ControlAction a);
 struct ControlRequest {
   ControlAction action = ControlAction::kRequest;
-  std::string lease;    // renew
-  std::string session;  // grant
+  std::string lease;   // renew
+  std::string session; // grant
 };
 ControlRequest parse_control_request (const JsonInput &body);
 
@@ -98,7 +98,7 @@ struct CommandRequest {
   // move: x_um, y_um; move_by: dx_um, dy_um; focus: z_um; focus_by: dz_um;
   // jog: vx_um_s, vy_um_s (µm and µm/s).
   double a = 0, b = 0;
-  int objective = 0;  // magnification
+  int objective = 0; // magnification
 };
 // Throws Refusal; `op_seen` (if given) gets the command's name as soon
 // as it is known, so that a refusal can be audited under it.
@@ -106,7 +106,7 @@ CommandRequest parse_command_request (const JsonInput &body, std::string *op_see
 
 // POST /api/v1/microscopes/{id}/annotations
 struct AnnotationRequest {
-  std::string kind;   // point, arrow, region
+  std::string kind; // point, arrow, region
   std::string label;
   std::vector<std::pair<double, double>> points_um;
 };
@@ -118,9 +118,9 @@ AnnotationRequest parse_annotation_request (const JsonInput &body);
 // What the daemon sends: one H.264 video stream, constrained baseline,
 // packetization-mode 1.
 struct WhepOffer {
-  std::string sdp;             // the offer as it came (valid UTF-8, CRLF or LF lines)
-  unsigned h264_payload = 0;   // the offer's payload type for that stream
-  unsigned video_mline = 0;    // the index of its m=video section
+  std::string sdp;           // the offer as it came (valid UTF-8, CRLF or LF lines)
+  unsigned h264_payload = 0; // the offer's payload type for that stream
+  unsigned video_mline = 0;  // the index of its m=video section
 };
 // Throws Refusal: unsupported media type unless `content_type` is
 // application/sdp (parameters allowed); too large over `max_bytes`;
@@ -135,16 +135,16 @@ WhepOffer parse_whep_offer (const std::string &content_type, const char *data, s
 struct ViewerMessage {
   enum class Kind { kHello, kAnswer, kIce, kStats, kPointer, kPing };
   Kind kind = Kind::kPing;
-  std::string token;        // hello
-  bool webrtc = true;       // hello: whether the page wants video
-  std::string sdp;          // answer
-  std::string candidate;    // ice
-  unsigned mline = 0;       // ice: sdpMLineIndex
-  std::string stats_json;   // stats: the "data" object as JSON
-  double x_um = 0, y_um = 0;  // pointer
-  int64_t t = 0;            // ping: the client's clock, echoed back
+  std::string token;         // hello
+  bool webrtc = true;        // hello: whether the page wants video
+  std::string sdp;           // answer
+  std::string candidate;     // ice
+  unsigned mline = 0;        // ice: sdpMLineIndex
+  std::string stats_json;    // stats: the "data" object as JSON
+  double x_um = 0, y_um = 0; // pointer
+  int64_t t = 0;             // ping: the client's clock, echoed back
 };
 // Throws Refusal (malformed, too large, invalid).  Unknown types are invalid.
 ViewerMessage parse_viewer_message (const char *data, size_t len, size_t max_bytes);
 
-}  // namespace livemicro::orchestrator
+} // namespace livemicro::orchestrator

@@ -10,7 +10,7 @@ namespace livemicro::orchestrator {
 
 struct RtspService::Mount {
   std::string session_id;
-  std::string title;  // the SDP session name
+  std::string title; // the SDP session name
   std::shared_ptr<ViewStream> view;
   GstRTSPMediaFactory *factory = nullptr;
 };
@@ -58,8 +58,7 @@ livemicro_rtsp_media_class_init (LivemicroRtspMediaClass *klass)
 
 void
 livemicro_rtsp_media_init (LivemicroRtspMedia *)
-{
-}
+{}
 
 // One line of printable text for an SDP field.
 std::string
@@ -68,16 +67,15 @@ sdp_text (const std::string &text)
   std::string out;
   for (unsigned char c : text)
     if (c >= 0x20 && c != 0x7f)
-      out += (char) c;
+      out += (char)c;
   return out.empty () ? "LiveMicro" : out;
 }
 
-}  // namespace
+} // namespace
 
 RtspService::RtspService (std::string address, int port, std::string state_dir)
     : address_ (std::move (address)), state_dir_ (std::move (state_dir)), port_ (port)
-{
-}
+{}
 
 RtspService::~RtspService ()
 {
@@ -121,21 +119,21 @@ RtspService::add_session (const SessionRecord &s, std::shared_ptr<ViewStream> vi
   mount->title = sdp_text (title);
   mount->view = view;
   GstRTSPMediaFactory *f = gst_rtsp_media_factory_new ();
-  gst_rtsp_media_factory_set_launch (f,
-      "( appsrc name=src is-live=true format=time do-timestamp=false min-latency=0 "
-      "! rtph264pay name=pay0 pt=96 config-interval=0 aggregate-mode=zero-latency )");
+  gst_rtsp_media_factory_set_launch (
+      f, "( appsrc name=src is-live=true format=time do-timestamp=false min-latency=0 "
+         "! rtph264pay name=pay0 pt=96 config-interval=0 aggregate-mode=zero-latency )");
   gst_rtsp_media_factory_set_media_gtype (f, livemicro_rtsp_media_get_type ());
   // All players of one session share one media (and the stream of the view).
   gst_rtsp_media_factory_set_shared (f, TRUE);
   gst_rtsp_media_factory_set_suspend_mode (f, GST_RTSP_SUSPEND_MODE_NONE);
-  GstStructure *role = gst_structure_new (role_for (s.id).c_str (),
-      GST_RTSP_PERM_MEDIA_FACTORY_ACCESS, G_TYPE_BOOLEAN, TRUE,
-      GST_RTSP_PERM_MEDIA_FACTORY_CONSTRUCT, G_TYPE_BOOLEAN, TRUE, nullptr);
+  GstStructure *role
+      = gst_structure_new (role_for (s.id).c_str (), GST_RTSP_PERM_MEDIA_FACTORY_ACCESS, G_TYPE_BOOLEAN, TRUE,
+                           GST_RTSP_PERM_MEDIA_FACTORY_CONSTRUCT, G_TYPE_BOOLEAN, TRUE, nullptr);
   gst_rtsp_media_factory_add_role_from_structure (f, role);
   gst_structure_free (role);
 
-  g_signal_connect_data (f, "media-configure",
-      G_CALLBACK (+[] (GstRTSPMediaFactory *, GstRTSPMedia *media, gpointer data) {
+  g_signal_connect_data (
+      f, "media-configure", G_CALLBACK (+[] (GstRTSPMediaFactory *, GstRTSPMedia *media, gpointer data) {
         auto mount = *static_cast<std::shared_ptr<Mount> *> (data);
         g_object_set_data_full (G_OBJECT (media), kSdpTitleKey, g_strdup (mount->title.c_str ()), g_free);
         GstElement *bin = gst_rtsp_media_get_element (media);
@@ -149,32 +147,31 @@ RtspService::add_session (const SessionRecord &s, std::shared_ptr<ViewStream> vi
           std::shared_ptr<Mount> mount;
           int handle;
         };
-        g_signal_connect_data (media, "unprepared",
-            G_CALLBACK (+[] (GstRTSPMedia *, gpointer d) {
+        g_signal_connect_data (
+            media, "unprepared", G_CALLBACK (+[] (GstRTSPMedia *, gpointer d) {
               auto *c = static_cast<Ctx *> (d);
               c->mount->view->remove_viewer (c->handle);
             }),
-            new Ctx {mount, handle},
-            [] (gpointer d, GClosure *) { delete static_cast<Ctx *> (d); },
+            new Ctx{mount, handle}, [] (gpointer d, GClosure *) { delete static_cast<Ctx *> (d); },
             G_CONNECT_DEFAULT);
       }),
       new std::shared_ptr<Mount> (mount),
-      [] (gpointer d, GClosure *) { delete static_cast<std::shared_ptr<Mount> *> (d); },
-      G_CONNECT_DEFAULT);
+      [] (gpointer d, GClosure *) { delete static_cast<std::shared_ptr<Mount> *> (d); }, G_CONNECT_DEFAULT);
   mount->factory = f;
 
   GstRTSPMountPoints *mounts = gst_rtsp_server_get_mount_points (server_);
-  gst_rtsp_mount_points_add_factory (mounts, ("/s/" + s.id).c_str (), GST_RTSP_MEDIA_FACTORY (g_object_ref (f)));
+  gst_rtsp_mount_points_add_factory (mounts, ("/s/" + s.id).c_str (),
+                                     GST_RTSP_MEDIA_FACTORY (g_object_ref (f)));
   g_object_unref (mounts);
 
   // Digest credentials from the stored HA1 (the token itself is not kept):
   // gst-rtsp-server reads them from an htdigest line.
   std::string path = state_dir_ + "/.htdigest-" + s.id;
   std::string line = s.id + ":" + kRealm + ":" + s.digest_ha1 + "\n";
-  g_file_set_contents_full (path.c_str (), line.c_str (), (gssize) line.size (),
-      G_FILE_SET_CONTENTS_NONE, 0600, nullptr);
+  g_file_set_contents_full (path.c_str (), line.c_str (), (gssize)line.size (), G_FILE_SET_CONTENTS_NONE,
+                            0600, nullptr);
   GstRTSPToken *token = gst_rtsp_token_new (GST_RTSP_TOKEN_MEDIA_FACTORY_ROLE, G_TYPE_STRING,
-      role_for (s.id).c_str (), nullptr);
+                                            role_for (s.id).c_str (), nullptr);
   gst_rtsp_auth_parse_htdigest (auth_, path.c_str (), token);
   gst_rtsp_token_unref (token);
   g_remove (path.c_str ());
@@ -214,10 +211,11 @@ media_filter (GstRTSPSession *session, GstRTSPSessionMedia *sm, gpointer data)
 {
   auto *w = static_cast<Walk *> (data);
   gint matched = 0;
-  if (!gst_rtsp_session_media_matches (sm, w->out->path.c_str (), &matched) ||
-      matched != (gint) w->out->path.size ())
+  if (!gst_rtsp_session_media_matches (sm, w->out->path.c_str (), &matched)
+      || matched != (gint)w->out->path.size ())
     return GST_RTSP_FILTER_KEEP;
-  w->out->players.push_back ({GST_RTSP_CLIENT (g_object_ref (w->client)), GST_RTSP_SESSION (g_object_ref (session))});
+  w->out->players.push_back (
+      {GST_RTSP_CLIENT (g_object_ref (w->client)), GST_RTSP_SESSION (g_object_ref (session))});
   GstRTSPMedia *media = gst_rtsp_session_media_get_media (sm);
   if (media && std::find (w->out->media.begin (), w->out->media.end (), media) == w->out->media.end ())
     w->out->media.push_back (GST_RTSP_MEDIA (g_object_ref (media)));
@@ -227,10 +225,12 @@ media_filter (GstRTSPSession *session, GstRTSPSessionMedia *sm, gpointer data)
 void
 players_of (GstRTSPServer *server, MountPlayers &out)
 {
-  gst_rtsp_server_client_filter (server,
+  gst_rtsp_server_client_filter (
+      server,
       [] (GstRTSPServer *, GstRTSPClient *client, gpointer data) -> GstRTSPFilterResult {
-        Walk w {static_cast<MountPlayers *> (data), client};
-        gst_rtsp_client_session_filter (client,
+        Walk w{static_cast<MountPlayers *> (data), client};
+        gst_rtsp_client_session_filter (
+            client,
             [] (GstRTSPClient *, GstRTSPSession *session, gpointer d) -> GstRTSPFilterResult {
               gst_rtsp_session_filter (session, media_filter, d);
               return GST_RTSP_FILTER_KEEP;
@@ -279,7 +279,7 @@ disconnect_players (GstRTSPServer *server, const std::string &path)
     gst_rtsp_client_close (p.client);
 }
 
-}  // namespace
+} // namespace
 
 void
 RtspService::remove_session (const std::string &id)
@@ -314,12 +314,15 @@ RtspService::remove_session (const std::string &id)
     GstRTSPServer *server;
     std::string path;
   };
-  g_timeout_add (300, [] (gpointer d) -> gboolean {
-    std::unique_ptr<Later> l (static_cast<Later *> (d));
-    disconnect_players (l->server, l->path);
-    g_object_unref (l->server);
-    return G_SOURCE_REMOVE;
-  }, new Later {GST_RTSP_SERVER (g_object_ref (server_)), path});
+  g_timeout_add (
+      300,
+      [] (gpointer d) -> gboolean {
+        std::unique_ptr<Later> l (static_cast<Later *> (d));
+        disconnect_players (l->server, l->path);
+        g_object_unref (l->server);
+        return G_SOURCE_REMOVE;
+      },
+      new Later{GST_RTSP_SERVER (g_object_ref (server_)), path});
   g_object_unref (it->second->factory);
   mounts_.erase (it);
 }
@@ -343,4 +346,4 @@ RtspService::viewers () const
   return n;
 }
 
-}  // namespace livemicro::orchestrator
+} // namespace livemicro::orchestrator

@@ -20,7 +20,7 @@ namespace livemicro::orchestrator {
 class RtspService {
 public:
   static constexpr const char *kRealm = "LiveMicro";
-  static constexpr int kListenBacklog = 1024;  // the kernel caps it at somaxconn
+  static constexpr int kListenBacklog = 1024; // the kernel caps it at somaxconn
 
   RtspService (std::string address, int port, std::string state_dir);
   ~RtspService ();
@@ -48,4 +48,4 @@ private:
   std::map<std::string, std::shared_ptr<Mount>> mounts_;
 };
 
-}  // namespace livemicro::orchestrator
+} // namespace livemicro::orchestrator

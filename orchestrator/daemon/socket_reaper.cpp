@@ -22,7 +22,7 @@ LeakedSocketReaper::LeakedSocketReaper () : active_ (libsoup_leaks ()) {}
 LeakedSocketReaper::~LeakedSocketReaper ()
 {
   for (GSocket *s : sockets_)
-    g_object_unref (s);  // ours only: libsoup may still use the others
+    g_object_unref (s); // ours only: libsoup may still use the others
 }
 
 void
@@ -42,10 +42,10 @@ LeakedSocketReaper::sweep ()
   for (GSocket *s : sockets_) {
     const guint refs = g_atomic_int_get (&G_OBJECT (s)->ref_count);
     if (!g_socket_is_closed (s) || refs > 2) {
-      keep.push_back (s);  // still in use (a connection, a WebSocket stream)
+      keep.push_back (s); // still in use (a connection, a WebSocket stream)
       continue;
     }
-    if (refs == 2)  // ours and the one the listener leaked
+    if (refs == 2) // ours and the one the listener leaked
       g_object_unref (s);
     g_object_unref (s);
     freed++;
@@ -54,4 +54,4 @@ LeakedSocketReaper::sweep ()
   return freed;
 }
 
-}  // namespace livemicro::orchestrator
+} // namespace livemicro::orchestrator

@@ -34,4 +34,4 @@ private:
   std::vector<GSocket *> sockets_;
 };
 
-}  // namespace livemicro::orchestrator
+} // namespace livemicro::orchestrator

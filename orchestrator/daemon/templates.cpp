@@ -80,4 +80,4 @@ Templates::quote (const std::string &value)
   return q + "\"";
 }
 
-}  // namespace livemicro::orchestrator
+} // namespace livemicro::orchestrator

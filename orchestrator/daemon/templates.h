@@ -22,8 +22,7 @@ public:
   // The text of <dir>/<name>.pipeline without comments, on one line.
   std::string load (const std::string &name) const;
   // Replaces every {key}; a placeholder without a value is an error.
-  static std::string render (const std::string &text,
-      const std::map<std::string, std::string> &values);
+  static std::string render (const std::string &text, const std::map<std::string, std::string> &values);
   // A value as one gst-launch token: "..." with quotes and backslashes escaped.
   static std::string quote (const std::string &value);
 
@@ -31,4 +30,4 @@ private:
   std::string dir_;
 };
 
-}  // namespace livemicro::orchestrator
+} // namespace livemicro::orchestrator

@@ -14,9 +14,9 @@ CaptureTimeline::pts (int64_t capture_unix_ns, uint64_t running_now_ns, uint64_t
   if (anchored_) {
     int64_t since = capture_unix_ns - anchor_capture_ns_;
     if (since < 0) {
-      anchor = true;  // the capture clock went back
+      anchor = true; // the capture clock went back
     } else {
-      pts = anchor_pts_ + (uint64_t) since;
+      pts = anchor_pts_ + (uint64_t)since;
       uint64_t drift = !now_known ? 0 : pts > running_now_ns ? pts - running_now_ns : running_now_ns - pts;
       anchor = drift > kMaxDriftNs;
     }
@@ -30,7 +30,7 @@ CaptureTimeline::pts (int64_t capture_unix_ns, uint64_t running_now_ns, uint64_t
     anchor_pts_ = pts;
     anchor_capture_ns_ = capture_unix_ns;
   } else if (pts < last_pts_ + kMinStepNs) {
-    pts = last_pts_ + kMinStepNs;  // two frames with one capture time
+    pts = last_pts_ + kMinStepNs; // two frames with one capture time
   }
   last_pts_ = pts;
   return pts;
@@ -61,20 +61,18 @@ stamp_from_capture_time (GstPad *pad, GstPadProbeInfo *info, gpointer data)
     gst_object_unref (src);
   }
   b = gst_buffer_make_writable (b);
-  GST_BUFFER_PTS (b) = GST_BUFFER_DTS (b) = timeline->pts ((int64_t) m->timestamp, now,
-      GST_BUFFER_DURATION_IS_VALID (b) ? GST_BUFFER_DURATION (b) : 0);
+  GST_BUFFER_PTS (b) = GST_BUFFER_DTS (b) = timeline->pts (
+      (int64_t)m->timestamp, now, GST_BUFFER_DURATION_IS_VALID (b) ? GST_BUFFER_DURATION (b) : 0);
   GST_PAD_PROBE_INFO_DATA (info) = b;
   return GST_PAD_PROBE_OK;
 }
 
-}  // namespace
+} // namespace
 
-ViewStream::ViewStream (uint32_t id, std::string microscope, std::string profile,
-    std::string key)
-    : id_ (id), microscope_ (std::move (microscope)), profile_ (std::move (profile)),
-      key_ (std::move (key)), capture_caps_ (gst_caps_from_string (kCaptureTimeCaps))
-{
-}
+ViewStream::ViewStream (uint32_t id, std::string microscope, std::string profile, std::string key)
+    : id_ (id), microscope_ (std::move (microscope)), profile_ (std::move (profile)), key_ (std::move (key)),
+      capture_caps_ (gst_caps_from_string (kCaptureTimeCaps))
+{}
 
 ViewStream::~ViewStream ()
 {
@@ -90,18 +88,19 @@ ViewStream::add_viewer (GstAppSrc *appsrc, Timestamps timestamps)
       "video/x-h264,stream-format=byte-stream,alignment=au,profile=constrained-baseline");
   gst_app_src_set_caps (appsrc, caps);
   gst_caps_unref (caps);
-  GstPad *pad = timestamps == Timestamps::kCaptureClock ? gst_element_get_static_pad (GST_ELEMENT (appsrc), "src")
-                                                       : nullptr;
+  GstPad *pad = timestamps == Timestamps::kCaptureClock
+                    ? gst_element_get_static_pad (GST_ELEMENT (appsrc), "src")
+                    : nullptr;
   if (pad) {
     gst_pad_add_probe (pad, GST_PAD_PROBE_TYPE_BUFFER, stamp_from_capture_time, new CaptureTimeline,
-        [] (gpointer d) { delete static_cast<CaptureTimeline *> (d); });
+                       [] (gpointer d) { delete static_cast<CaptureTimeline *> (d); });
     gst_object_unref (pad);
   }
   int handle;
   {
     std::lock_guard<std::mutex> lock (mutex_);
     handle = next_handle_++;
-    viewers_[handle] = Viewer {GST_APP_SRC (gst_object_ref (appsrc)), false};
+    viewers_[handle] = Viewer{GST_APP_SRC (gst_object_ref (appsrc)), false};
   }
   // The encoder runs again first, then the keyframe is asked for.
   if (viewers_changed_)
@@ -188,12 +187,12 @@ ViewStream::push (const wire::FrameHeader &h, const uint8_t *au, size_t len)
     GST_BUFFER_DURATION (b) = h.duration_ns ? h.duration_ns : GST_CLOCK_TIME_NONE;
     if (!key)
       GST_BUFFER_FLAG_SET (b, GST_BUFFER_FLAG_DELTA_UNIT);
-    gst_buffer_add_reference_timestamp_meta (b, capture_caps_,
-        (GstClockTime) h.capture_unix_us * 1000, GST_CLOCK_TIME_NONE);
+    gst_buffer_add_reference_timestamp_meta (b, capture_caps_, (GstClockTime)h.capture_unix_us * 1000,
+                                             GST_CLOCK_TIME_NONE);
     gst_app_src_push_buffer (v.appsrc, b);
   }
   if (frame)
     gst_buffer_unref (frame);
 }
 
-}  // namespace livemicro::orchestrator
+} // namespace livemicro::orchestrator

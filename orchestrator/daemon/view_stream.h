@@ -35,8 +35,8 @@ constexpr const char *kCaptureTimeCaps = "timestamp/x-unix";
 // last).  Plain arithmetic, no GStreamer state: unit-tested.
 class CaptureTimeline {
 public:
-  static constexpr uint64_t kMaxDriftNs = 1000000000;   // 1 s
-  static constexpr uint64_t kMinStepNs = 1000000;       // 1 ms, 90 ticks of RTP's clock
+  static constexpr uint64_t kMaxDriftNs = 1000000000; // 1 s
+  static constexpr uint64_t kMinStepNs = 1000000;     // 1 ms, 90 ticks of RTP's clock
   // `running_now_ns` is GST_CLOCK_TIME_NONE when the pipeline has no clock
   // yet; `duration_ns` 0 when unknown.
   uint64_t pts (int64_t capture_unix_ns, uint64_t running_now_ns, uint64_t duration_ns);
@@ -62,10 +62,10 @@ public:
 
   // How a viewer's appsrc stamps what leaves it.
   enum class Timestamps {
-    kCaptureClock,  // CaptureTimeline (give the appsrc do-timestamp=false): RTSP players
-    kArrival,       // the appsrc's do-timestamp (give it do-timestamp=true): WebRTC
-                    // peers, as before (their playout follows arrival; the page
-                    // maps RTP timestamps to capture times with "frame" messages)
+    kCaptureClock, // CaptureTimeline (give the appsrc do-timestamp=false): RTSP players
+    kArrival,      // the appsrc's do-timestamp (give it do-timestamp=true): WebRTC
+                   // peers, as before (their playout follows arrival; the page
+                   // maps RTP timestamps to capture times with "frame" messages)
   };
   // Adds an appsrc (caps set here); returns a handle for remove_viewer.
   int add_viewer (GstAppSrc *appsrc, Timestamps timestamps);
@@ -99,12 +99,12 @@ private:
   std::map<int, Viewer> viewers_;
   int next_handle_ = 1;
   std::vector<uint8_t> parameter_sets_;
-  std::map<int64_t, wire::FrameHeader> recent_;  // by capture time, last ~2 s
+  std::map<int64_t, wire::FrameHeader> recent_; // by capture time, last ~2 s
   std::function<void ()> request_keyframe_;
   std::function<void ()> viewers_changed_;
-  std::atomic<uint64_t> frames_ {0}, bytes_ {0};
-  std::atomic<int64_t> last_capture_us_ {0};
+  std::atomic<uint64_t> frames_{0}, bytes_{0};
+  std::atomic<int64_t> last_capture_us_{0};
   GstCaps *capture_caps_ = nullptr;
 };
 
-}  // namespace livemicro::orchestrator
+} // namespace livemicro::orchestrator

@@ -21,12 +21,11 @@ to_json (JsonBuilder *b)
   return s;
 }
 
-}  // namespace
+} // namespace
 
 WebRtcPeer::WebRtcPeer (std::shared_ptr<ViewStream> view, std::string listen_address, Send send)
     : view_ (std::move (view)), listen_address_ (std::move (listen_address)), send_ (std::move (send))
-{
-}
+{}
 
 WebRtcPeer::~WebRtcPeer ()
 {
@@ -41,14 +40,17 @@ WebRtcPeer::send_main (std::string json)
     std::weak_ptr<WebRtcPeer> peer;
     std::string json;
   };
-  auto *m = new Msg {weak_from_this (), std::move (json)};
-  g_main_context_invoke (nullptr, [] (gpointer d) -> gboolean {
-    std::unique_ptr<Msg> m (static_cast<Msg *> (d));
-    if (auto p = m->peer.lock ())
-      if (*p->alive_ && p->send_)
-        p->send_ (m->json);
-    return G_SOURCE_REMOVE;
-  }, m);
+  auto *m = new Msg{weak_from_this (), std::move (json)};
+  g_main_context_invoke (
+      nullptr,
+      [] (gpointer d) -> gboolean {
+        std::unique_ptr<Msg> m (static_cast<Msg *> (d));
+        if (auto p = m->peer.lock ())
+          if (*p->alive_ && p->send_)
+            p->send_ (m->json);
+        return G_SOURCE_REMOVE;
+      },
+      m);
 }
 
 void
@@ -65,29 +67,33 @@ WebRtcPeer::build (unsigned payload_type)
 {
   g_autoptr (GError) error = nullptr;
   const std::string pt = std::to_string (payload_type);
-  pipeline_ = gst_parse_launch (
-      ("appsrc name=src is-live=true format=time do-timestamp=true min-latency=0 "
-       "! rtph264pay name=pay pt=" + pt + " config-interval=-1 aggregate-mode=zero-latency "
-       "! application/x-rtp,media=video,encoding-name=H264,payload=" + pt + ",clock-rate=90000 "
-       "! webrtcbin name=webrtc bundle-policy=max-bundle latency=0").c_str (),
-      &error);
+  pipeline_ = gst_parse_launch (("appsrc name=src is-live=true format=time do-timestamp=true min-latency=0 "
+                                 "! rtph264pay name=pay pt="
+                                 + pt
+                                 + " config-interval=-1 aggregate-mode=zero-latency "
+                                   "! application/x-rtp,media=video,encoding-name=H264,payload="
+                                 + pt
+                                 + ",clock-rate=90000 "
+                                   "! webrtcbin name=webrtc bundle-policy=max-bundle latency=0")
+                                    .c_str (),
+                                &error);
   if (!pipeline_ || error)
-    throw std::runtime_error (std::string ("WebRTC pipeline: ") +
-                              (error ? error->message : "cannot build"));
+    throw std::runtime_error (std::string ("WebRTC pipeline: ") + (error ? error->message : "cannot build"));
   webrtc_ = gst_bin_get_by_name (GST_BIN (pipeline_), "webrtc");
   GstElement *pay = gst_bin_get_by_name (GST_BIN (pipeline_), "pay");
 
   // Capture time of each frame by PTS at the payloader's input, then RTP
   // timestamp → capture time at its output, for the page's latency figure.
   GstPad *pay_sink = gst_element_get_static_pad (pay, "sink");
-  gst_pad_add_probe (pay_sink, GST_PAD_PROBE_TYPE_BUFFER,
+  gst_pad_add_probe (
+      pay_sink, GST_PAD_PROBE_TYPE_BUFFER,
       [] (GstPad *, GstPadProbeInfo *info, gpointer d) -> GstPadProbeReturn {
         auto *self = static_cast<WebRtcPeer *> (d);
         GstBuffer *b = GST_PAD_PROBE_INFO_BUFFER (info);
         static GstCaps *caps = gst_caps_from_string (kCaptureTimeCaps);
         if (GstReferenceTimestampMeta *m = gst_buffer_get_reference_timestamp_meta (b, caps)) {
           std::lock_guard<std::mutex> lock (self->mutex_);
-          self->capture_by_pts_[GST_BUFFER_PTS (b)] = (int64_t) (m->timestamp / 1000);
+          self->capture_by_pts_[GST_BUFFER_PTS (b)] = (int64_t)(m->timestamp / 1000);
           while (self->capture_by_pts_.size () > 32)
             self->capture_by_pts_.erase (self->capture_by_pts_.begin ());
         }
@@ -96,12 +102,12 @@ WebRtcPeer::build (unsigned payload_type)
       this, nullptr);
   gst_object_unref (pay_sink);
   GstPad *pay_src = gst_element_get_static_pad (pay, "src");
-  gst_pad_add_probe (pay_src,
-      (GstPadProbeType) (GST_PAD_PROBE_TYPE_BUFFER | GST_PAD_PROBE_TYPE_BUFFER_LIST),
+  gst_pad_add_probe (
+      pay_src, (GstPadProbeType)(GST_PAD_PROBE_TYPE_BUFFER | GST_PAD_PROBE_TYPE_BUFFER_LIST),
       [] (GstPad *, GstPadProbeInfo *info, gpointer d) -> GstPadProbeReturn {
         auto *self = static_cast<WebRtcPeer *> (d);
         if (!self->offerer_)
-          return GST_PAD_PROBE_OK;  // WHEP: no socket for per-frame messages
+          return GST_PAD_PROBE_OK; // WHEP: no socket for per-frame messages
         GstBuffer *b = (info->type & GST_PAD_PROBE_TYPE_BUFFER_LIST)
                            ? gst_buffer_list_get (GST_PAD_PROBE_INFO_BUFFER_LIST (info), 0)
                            : GST_PAD_PROBE_INFO_BUFFER (info);
@@ -132,8 +138,9 @@ WebRtcPeer::build (unsigned payload_type)
         // Where the frame was taken, for overlays drawn in slide coordinates.
         wire::FrameHeader fh;
         if (self->view_->recent_frame (capture, fh)) {
-          for (auto [k, v] : {std::pair<const char *, double> {"x_um", fh.stage_x_um}, {"y_um", fh.stage_y_um},
-                   {"um_per_px", fh.um_per_px}}) {
+          for (auto [k, v] : {std::pair<const char *, double>{"x_um", fh.stage_x_um},
+                              {"y_um", fh.stage_y_um},
+                              {"um_per_px", fh.um_per_px}}) {
             json_builder_set_member_name (jb, k);
             add_number (jb, v);
           }
@@ -156,21 +163,27 @@ WebRtcPeer::build (unsigned payload_type)
   // WHEP: the answer waits for gathering; a peer whose ICE fails goes.
   // (The page's socket says when it goes; its peers watch neither.)
   if (!offerer_) {
-    g_signal_connect (webrtc_, "notify::ice-gathering-state", G_CALLBACK (+[] (GstElement *w, GParamSpec *, gpointer d) {
-      GstWebRTCICEGatheringState state = GST_WEBRTC_ICE_GATHERING_STATE_NEW;
-      g_object_get (w, "ice-gathering-state", &state, nullptr);
-      if (state == GST_WEBRTC_ICE_GATHERING_STATE_COMPLETE)
-        static_cast<WebRtcPeer *> (d)->on_main ([] (WebRtcPeer &p) { p.finish_answer (std::nullopt); });
-    }), this);
-    g_signal_connect (webrtc_, "notify::ice-connection-state", G_CALLBACK (+[] (GstElement *w, GParamSpec *, gpointer d) {
-      GstWebRTCICEConnectionState state = GST_WEBRTC_ICE_CONNECTION_STATE_NEW;
-      g_object_get (w, "ice-connection-state", &state, nullptr);
-      auto *self = static_cast<WebRtcPeer *> (d);
-      if (state == GST_WEBRTC_ICE_CONNECTION_STATE_CONNECTED || state == GST_WEBRTC_ICE_CONNECTION_STATE_COMPLETED)
-        self->connected_ = true;
-      if (state == GST_WEBRTC_ICE_CONNECTION_STATE_FAILED || state == GST_WEBRTC_ICE_CONNECTION_STATE_CLOSED)
-        self->on_main ([] (WebRtcPeer &p) { p.failed (); });
-    }), this);
+    g_signal_connect (
+        webrtc_, "notify::ice-gathering-state", G_CALLBACK (+[] (GstElement *w, GParamSpec *, gpointer d) {
+          GstWebRTCICEGatheringState state = GST_WEBRTC_ICE_GATHERING_STATE_NEW;
+          g_object_get (w, "ice-gathering-state", &state, nullptr);
+          if (state == GST_WEBRTC_ICE_GATHERING_STATE_COMPLETE)
+            static_cast<WebRtcPeer *> (d)->on_main ([] (WebRtcPeer &p) { p.finish_answer (std::nullopt); });
+        }),
+        this);
+    g_signal_connect (webrtc_, "notify::ice-connection-state",
+                      G_CALLBACK (+[] (GstElement *w, GParamSpec *, gpointer d) {
+                        GstWebRTCICEConnectionState state = GST_WEBRTC_ICE_CONNECTION_STATE_NEW;
+                        g_object_get (w, "ice-connection-state", &state, nullptr);
+                        auto *self = static_cast<WebRtcPeer *> (d);
+                        if (state == GST_WEBRTC_ICE_CONNECTION_STATE_CONNECTED
+                            || state == GST_WEBRTC_ICE_CONNECTION_STATE_COMPLETED)
+                          self->connected_ = true;
+                        if (state == GST_WEBRTC_ICE_CONNECTION_STATE_FAILED
+                            || state == GST_WEBRTC_ICE_CONNECTION_STATE_CLOSED)
+                          self->on_main ([] (WebRtcPeer &p) { p.failed (); });
+                      }),
+                      this);
   }
   // ICE on the daemon's listen address only: once an address is given,
   // libnice gathers on it alone (a wildcard address leaves every
@@ -214,13 +227,16 @@ WebRtcPeer::on_main (std::function<void (WebRtcPeer &)> fn)
     std::weak_ptr<WebRtcPeer> peer;
     std::function<void (WebRtcPeer &)> fn;
   };
-  g_main_context_invoke (nullptr, [] (gpointer d) -> gboolean {
-    std::unique_ptr<Call> c (static_cast<Call *> (d));
-    if (auto p = c->peer.lock ())
-      if (*p->alive_)
-        c->fn (*p);
-    return G_SOURCE_REMOVE;
-  }, new Call {weak_from_this (), std::move (fn)});
+  g_main_context_invoke (
+      nullptr,
+      [] (gpointer d) -> gboolean {
+        std::unique_ptr<Call> c (static_cast<Call *> (d));
+        if (auto p = c->peer.lock ())
+          if (*p->alive_)
+            c->fn (*p);
+        return G_SOURCE_REMOVE;
+      },
+      new Call{weak_from_this (), std::move (fn)});
 }
 
 // Longer than a screen: the promise chain (apply the offer → create the
@@ -233,19 +249,22 @@ WebRtcPeer::answer (const WhepOffer &offer, Answered done, unsigned gather_timeo
   build (offer.h264_payload);
   // Bounded: an answer goes out with what was gathered by then.
   auto *weak = new std::weak_ptr<WebRtcPeer> (weak_from_this ());
-  gather_timeout_ = g_timeout_add_full (G_PRIORITY_DEFAULT, gather_timeout_ms, [] (gpointer d) -> gboolean {
-    if (auto p = static_cast<std::weak_ptr<WebRtcPeer> *> (d)->lock ()) {
-      p->gather_timeout_ = 0;
-      p->finish_answer (std::nullopt);
-    }
-    return G_SOURCE_REMOVE;
-  }, weak, [] (gpointer d) { delete static_cast<std::weak_ptr<WebRtcPeer> *> (d); });
+  gather_timeout_ = g_timeout_add_full (
+      G_PRIORITY_DEFAULT, gather_timeout_ms,
+      [] (gpointer d) -> gboolean {
+        if (auto p = static_cast<std::weak_ptr<WebRtcPeer> *> (d)->lock ()) {
+          p->gather_timeout_ = 0;
+          p->finish_answer (std::nullopt);
+        }
+        return G_SOURCE_REMOVE;
+      },
+      weak, [] (gpointer d) { delete static_cast<std::weak_ptr<WebRtcPeer> *> (d); });
 
   GstSDPMessage *sdp = nullptr;
   if (gst_sdp_message_new_from_text (offer.sdp.c_str (), &sdp) != GST_SDP_OK || !sdp) {
     if (sdp)
       gst_sdp_message_free (sdp);
-    on_main ([] (WebRtcPeer &p) { p.finish_answer (Refusal {Reason::kMalformed, "malformed SDP"}); });
+    on_main ([] (WebRtcPeer &p) { p.finish_answer (Refusal{Reason::kMalformed, "malformed SDP"}); });
     return;
   }
   GstWebRTCSessionDescription *desc = gst_webrtc_session_description_new (GST_WEBRTC_SDP_TYPE_OFFER, sdp);
@@ -265,7 +284,8 @@ WebRtcPeer::answer (const WhepOffer &offer, Answered done, unsigned gather_timeo
         if (reply && gst_structure_has_field (reply, "error"))
           gst_structure_get (reply, "error", G_TYPE_ERROR, &err, nullptr);
         if (!replied || err) {
-          Refusal why {Reason::kMalformed, std::string ("the offer was refused: ") + (err ? err->message : "no reply")};
+          Refusal why{Reason::kMalformed,
+                      std::string ("the offer was refused: ") + (err ? err->message : "no reply")};
           peer->on_main ([why] (WebRtcPeer &p) { p.finish_answer (why); });
           return;
         }
@@ -282,18 +302,18 @@ WebRtcPeer::answer (const WhepOffer &offer, Answered done, unsigned gather_timeo
                 gst_structure_get (reply, "answer", GST_TYPE_WEBRTC_SESSION_DESCRIPTION, &answer, nullptr);
               if (!answer) {
                 peer->on_main ([] (WebRtcPeer &p) {
-                  p.finish_answer (Refusal {Reason::kMalformed, "webrtcbin has no answer to this offer"});
+                  p.finish_answer (Refusal{Reason::kMalformed, "webrtcbin has no answer to this offer"});
                 });
                 return;
               }
               g_signal_emit_by_name (peer->webrtc_, "set-local-description", answer, nullptr);
               gst_webrtc_session_description_free (answer);
             },
-            new Ctx {peer}, [] (gpointer d) { delete static_cast<Ctx *> (d); });
+            new Ctx{peer}, [] (gpointer d) { delete static_cast<Ctx *> (d); });
         g_signal_emit_by_name (peer->webrtc_, "create-answer", nullptr, created);
         gst_promise_unref (created);
       },
-      new Ctx {weak_from_this ()}, [] (gpointer d) { delete static_cast<Ctx *> (d); });
+      new Ctx{weak_from_this ()}, [] (gpointer d) { delete static_cast<Ctx *> (d); });
   g_signal_emit_by_name (webrtc_, "set-remote-description", desc, applied);
   gst_promise_unref (applied);
   gst_webrtc_session_description_free (desc);
@@ -320,7 +340,7 @@ WebRtcPeer::finish_answer (std::optional<Refusal> refused)
   if (webrtc_)
     g_object_get (webrtc_, "local-description", &local, nullptr);
   if (!local) {
-    done ("", Refusal {Reason::kUnavailable, "no answer was made in time; try again"});
+    done ("", Refusal{Reason::kUnavailable, "no answer was made in time; try again"});
     return;
   }
   GstSDPMessage *sdp = nullptr;
@@ -356,14 +376,17 @@ WebRtcPeer::finish_answer (std::optional<Refusal> refused)
   // A viewer that never connects (gone, or waiting for trickle ICE the
   // daemon does not take) does not keep its peer.
   auto *weak = new std::weak_ptr<WebRtcPeer> (weak_from_this ());
-  connect_timeout_ = g_timeout_add_seconds_full (G_PRIORITY_DEFAULT, kConnectTimeoutS, [] (gpointer d) -> gboolean {
-    if (auto p = static_cast<std::weak_ptr<WebRtcPeer> *> (d)->lock ()) {
-      p->connect_timeout_ = 0;
-      if (!p->connected_)
-        p->failed ();
-    }
-    return G_SOURCE_REMOVE;
-  }, weak, [] (gpointer d) { delete static_cast<std::weak_ptr<WebRtcPeer> *> (d); });
+  connect_timeout_ = g_timeout_add_seconds_full (
+      G_PRIORITY_DEFAULT, kConnectTimeoutS,
+      [] (gpointer d) -> gboolean {
+        if (auto p = static_cast<std::weak_ptr<WebRtcPeer> *> (d)->lock ()) {
+          p->connect_timeout_ = 0;
+          if (!p->connected_)
+            p->failed ();
+        }
+        return G_SOURCE_REMOVE;
+      },
+      weak, [] (gpointer d) { delete static_cast<std::weak_ptr<WebRtcPeer> *> (d); });
   done (text, std::nullopt);
 }
 
@@ -429,16 +452,16 @@ WebRtcPeer::on_negotiation_needed (GstElement *webrtc, gpointer data)
         g_signal_emit_by_name (peer->webrtc_, "set-local-description", offer, nullptr);
         gst_webrtc_session_description_free (offer);
       },
-      new Ctx {self->weak_from_this ()}, [] (gpointer d) { delete static_cast<Ctx *> (d); });
+      new Ctx{self->weak_from_this ()}, [] (gpointer d) { delete static_cast<Ctx *> (d); });
   g_signal_emit_by_name (webrtc, "create-offer", nullptr, promise);
-  gst_promise_unref (promise);  // webrtcbin holds its own reference until it replies
+  gst_promise_unref (promise); // webrtcbin holds its own reference until it replies
 }
 
 void
 WebRtcPeer::on_ice_candidate (GstElement *, guint mline, gchar *candidate, gpointer data)
 {
   auto *self = static_cast<WebRtcPeer *> (data);
-  if (!self->offerer_) {  // WHEP: they go into the answer
+  if (!self->offerer_) { // WHEP: they go into the answer
     std::lock_guard<std::mutex> lock (self->mutex_);
     if (self->local_candidates_.size () < 64)
       self->local_candidates_.emplace_back (mline, candidate ? candidate : "");
@@ -468,8 +491,8 @@ WebRtcPeer::on_message (const ViewerMessage &msg)
         gst_sdp_message_free (sdp);
       return;
     }
-    GstWebRTCSessionDescription *answer =
-        gst_webrtc_session_description_new (GST_WEBRTC_SDP_TYPE_ANSWER, sdp);
+    GstWebRTCSessionDescription *answer
+        = gst_webrtc_session_description_new (GST_WEBRTC_SDP_TYPE_ANSWER, sdp);
     g_signal_emit_by_name (webrtc_, "set-remote-description", answer, nullptr);
     gst_webrtc_session_description_free (answer);
   } else if (msg.kind == ViewerMessage::Kind::kIce) {
@@ -478,4 +501,4 @@ WebRtcPeer::on_message (const ViewerMessage &msg)
   }
 }
 
-}  // namespace livemicro::orchestrator
+} // namespace livemicro::orchestrator

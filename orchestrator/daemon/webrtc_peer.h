@@ -66,19 +66,19 @@ private:
   std::shared_ptr<ViewStream> view_;
   std::string listen_address_;
   Send send_;
-  bool offerer_ = false;  // start (the page's WebSocket) rather than answer (WHEP)
+  bool offerer_ = false; // start (the page's WebSocket) rather than answer (WHEP)
   GstElement *pipeline_ = nullptr, *webrtc_ = nullptr;
   int viewer_handle_ = 0;
   std::mutex mutex_;
   std::map<GstClockTime, int64_t> capture_by_pts_;
   // WHEP: the pending answer, candidates gathered for it, the wait bound.
   Answered answered_;
-  std::vector<std::pair<unsigned, std::string>> local_candidates_;  // guarded by mutex_
+  std::vector<std::pair<unsigned, std::string>> local_candidates_; // guarded by mutex_
   guint gather_timeout_ = 0, connect_timeout_ = 0;
-  std::atomic<bool> connected_ {false};
+  std::atomic<bool> connected_{false};
   std::function<void ()> on_failed_;
   // Shared with callbacks that may outlive this object on other threads.
   std::shared_ptr<bool> alive_ = std::make_shared<bool> (true);
 };
 
-}  // namespace livemicro::orchestrator
+} // namespace livemicro::orchestrator

@@ -1,6 +1,5 @@
 #include "worker_link.h"
 
-
 #include <gio/gio.h>
 
 #include <cstring>
@@ -14,7 +13,7 @@ struct WorkerLink::Incarnation {
   int fd = -1;
   GSubprocess *process = nullptr;
   std::unique_ptr<wire::Writer> writer;
-  std::atomic<bool> alive {true};
+  std::atomic<bool> alive{true};
   std::thread reader;
   ~Incarnation ()
   {
@@ -29,10 +28,8 @@ struct WorkerLink::Incarnation {
 };
 
 WorkerLink::WorkerLink (std::string name, std::string worker_path, Callbacks callbacks)
-    : name_ (std::move (name)), worker_path_ (std::move (worker_path)),
-      callbacks_ (std::move (callbacks))
-{
-}
+    : name_ (std::move (name)), worker_path_ (std::move (worker_path)), callbacks_ (std::move (callbacks))
+{}
 
 WorkerLink::~WorkerLink ()
 {
@@ -58,8 +55,8 @@ WorkerLink::spawn ()
   g_autoptr (GSubprocessLauncher) launcher = g_subprocess_launcher_new (G_SUBPROCESS_FLAGS_NONE);
   g_subprocess_launcher_take_fd (launcher, fds[1], 3);
   g_autoptr (GError) error = nullptr;
-  GSubprocess *proc = g_subprocess_launcher_spawn (launcher, &error, worker_path_.c_str (),
-      "--fd", "3", "--name", name_.c_str (), nullptr);
+  GSubprocess *proc = g_subprocess_launcher_spawn (launcher, &error, worker_path_.c_str (), "--fd", "3",
+                                                   "--name", name_.c_str (), nullptr);
   if (!proc) {
     ::close (fds[0]);
     std::string why = std::string ("cannot start ") + worker_path_ + ": " + error->message;
@@ -91,46 +88,54 @@ WorkerLink::spawn ()
           std::weak_ptr<Incarnation> inc;
           std::string json;
         };
-        auto *ev = new Ev {this, weak, std::string (body.begin (), body.end ())};
-        g_main_context_invoke (nullptr, [] (gpointer d) -> gboolean {
-          std::unique_ptr<Ev> ev (static_cast<Ev *> (d));
-          auto inc = ev->inc.lock ();
-          if (!inc || !inc->alive || inc != ev->self->current_)
-            return G_SOURCE_REMOVE;
-          auto e = decode_event (ev->json);
-          if (!e) {
-            g_warning ("worker '%s' sent a message that does not decode; dropped", ev->self->name_.c_str ());
-            return G_SOURCE_REMOVE;
-          }
-          if (std::holds_alternative<event::Hello> (*e)) {
-            inc->writer->send_json (wire::Type::kCommand, encode (command::Start {ev->self->capture_}));
-          } else if (std::holds_alternative<event::Started> (*e)) {
-            ev->self->failures_in_a_row_ = 0;
-            ev->self->callbacks_.started ();
-          } else {
-            ev->self->callbacks_.event (*e);
-          }
-          return G_SOURCE_REMOVE;
-        }, ev);
+        auto *ev = new Ev{this, weak, std::string (body.begin (), body.end ())};
+        g_main_context_invoke (
+            nullptr,
+            [] (gpointer d) -> gboolean {
+              std::unique_ptr<Ev> ev (static_cast<Ev *> (d));
+              auto inc = ev->inc.lock ();
+              if (!inc || !inc->alive || inc != ev->self->current_)
+                return G_SOURCE_REMOVE;
+              auto e = decode_event (ev->json);
+              if (!e) {
+                g_warning ("worker '%s' sent a message that does not decode; dropped",
+                           ev->self->name_.c_str ());
+                return G_SOURCE_REMOVE;
+              }
+              if (std::holds_alternative<event::Hello> (*e)) {
+                inc->writer->send_json (wire::Type::kCommand, encode (command::Start{ev->self->capture_}));
+              } else if (std::holds_alternative<event::Started> (*e)) {
+                ev->self->failures_in_a_row_ = 0;
+                ev->self->callbacks_.started ();
+              } else {
+                ev->self->callbacks_.event (*e);
+              }
+              return G_SOURCE_REMOVE;
+            },
+            ev);
       }
     }
   });
 
-  g_subprocess_wait_async (proc, nullptr, [] (GObject *src, GAsyncResult *res, gpointer data) {
-    auto *holder = static_cast<std::pair<WorkerLink *, std::weak_ptr<Incarnation>> *> (data);
-    std::unique_ptr<std::pair<WorkerLink *, std::weak_ptr<Incarnation>>> own (holder);
-    g_subprocess_wait_finish (G_SUBPROCESS (src), res, nullptr);
-    auto inc = holder->second.lock ();
-    if (!inc)
-      return;
-    GSubprocess *p = G_SUBPROCESS (src);
-    std::string why;
-    if (g_subprocess_get_if_signaled (p))
-      why = "killed by signal " + std::to_string (g_subprocess_get_term_sig (p));
-    else
-      why = "exited with status " + std::to_string (g_subprocess_get_exit_status (p));
-    holder->first->on_exit (inc, g_subprocess_get_if_exited (p) ? g_subprocess_get_exit_status (p) : -1, why);
-  }, new std::pair<WorkerLink *, std::weak_ptr<Incarnation>> (this, inc));
+  g_subprocess_wait_async (
+      proc, nullptr,
+      [] (GObject *src, GAsyncResult *res, gpointer data) {
+        auto *holder = static_cast<std::pair<WorkerLink *, std::weak_ptr<Incarnation>> *> (data);
+        std::unique_ptr<std::pair<WorkerLink *, std::weak_ptr<Incarnation>>> own (holder);
+        g_subprocess_wait_finish (G_SUBPROCESS (src), res, nullptr);
+        auto inc = holder->second.lock ();
+        if (!inc)
+          return;
+        GSubprocess *p = G_SUBPROCESS (src);
+        std::string why;
+        if (g_subprocess_get_if_signaled (p))
+          why = "killed by signal " + std::to_string (g_subprocess_get_term_sig (p));
+        else
+          why = "exited with status " + std::to_string (g_subprocess_get_exit_status (p));
+        holder->first->on_exit (inc, g_subprocess_get_if_exited (p) ? g_subprocess_get_exit_status (p) : -1,
+                                why);
+      },
+      new std::pair<WorkerLink *, std::weak_ptr<Incarnation>> (this, inc));
 }
 
 void
@@ -148,12 +153,16 @@ WorkerLink::on_exit (std::shared_ptr<Incarnation> inc, int, const std::string &w
   // Restart at once (viewers are waiting); back off (to 1 s) when it keeps
   // failing before it ever started.
   failures_in_a_row_++;
-  guint delay_ms = failures_in_a_row_ <= 1 ? 0 : std::min (1000, 100 * (1 << std::min (failures_in_a_row_, 4)));
+  guint delay_ms
+      = failures_in_a_row_ <= 1 ? 0 : std::min (1000, 100 * (1 << std::min (failures_in_a_row_, 4)));
   restarts_++;
-  restart_source_ = g_timeout_add (delay_ms, [] (gpointer d) -> gboolean {
-    static_cast<WorkerLink *> (d)->spawn ();
-    return G_SOURCE_REMOVE;
-  }, this);
+  restart_source_ = g_timeout_add (
+      delay_ms,
+      [] (gpointer d) -> gboolean {
+        static_cast<WorkerLink *> (d)->spawn ();
+        return G_SOURCE_REMOVE;
+      },
+      this);
 }
 
 void
@@ -165,7 +174,7 @@ WorkerLink::stop ()
     restart_source_ = 0;
   }
   if (auto inc = current_) {
-    inc->writer->send_json (wire::Type::kCommand, encode (command::Quit {}));
+    inc->writer->send_json (wire::Type::kCommand, encode (command::Quit{}));
     // Give it a moment to stop its pipeline cleanly, then insist.
     for (int i = 0; i < 100 && inc->alive; i++) {
       if (g_subprocess_get_identifier (inc->process) == nullptr)
@@ -201,4 +210,4 @@ WorkerLink::pid () const
   return id ? atoi (id) : 0;
 }
 
-}  // namespace livemicro::orchestrator
+} // namespace livemicro::orchestrator

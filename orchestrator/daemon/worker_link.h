@@ -59,7 +59,7 @@ private:
   int restarts_ = 0;
   int failures_in_a_row_ = 0;
   guint restart_source_ = 0;
-  Background reaper_;  // ends the incarnations that exited
+  Background reaper_; // ends the incarnations that exited
 };
 
-}  // namespace livemicro::orchestrator
+} // namespace livemicro::orchestrator

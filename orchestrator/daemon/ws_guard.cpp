@@ -10,30 +10,31 @@ namespace livemicro::orchestrator {
 G_BEGIN_DECLS
 #define LM_TYPE_COUNTING_INPUT_STREAM (lm_counting_input_stream_get_type ())
 G_DECLARE_FINAL_TYPE (LmCountingInputStream, lm_counting_input_stream, LM, COUNTING_INPUT_STREAM,
-    GInputStream)
+                      GInputStream)
 G_END_DECLS
 
 struct _LmCountingInputStream {
   GInputStream parent;
-  GInputStream *base;  // pollable
+  GInputStream *base; // pollable
   gsize limit;
   gsize counted;
   gboolean tripped;
   void (*on_trip) (gpointer);
-  GWeakRef target;  // passed to on_trip (the WebSocket connection)
+  GWeakRef target; // passed to on_trip (the WebSocket connection)
 };
 
 static void lm_counting_input_stream_pollable_init (GPollableInputStreamInterface *iface);
 
 G_DEFINE_TYPE_WITH_CODE (LmCountingInputStream, lm_counting_input_stream, G_TYPE_INPUT_STREAM,
-    G_IMPLEMENT_INTERFACE (G_TYPE_POLLABLE_INPUT_STREAM, lm_counting_input_stream_pollable_init))
+                         G_IMPLEMENT_INTERFACE (G_TYPE_POLLABLE_INPUT_STREAM,
+                                                lm_counting_input_stream_pollable_init))
 
 static void
 counted (LmCountingInputStream *self, gssize n)
 {
   if (n <= 0 || self->tripped)
     return;
-  self->counted += (gsize) n;
+  self->counted += (gsize)n;
   if (self->counted <= self->limit)
     return;
   self->tripped = TRUE;
@@ -53,7 +54,7 @@ counted (LmCountingInputStream *self, gssize n)
         delete t;
         return G_SOURCE_REMOVE;
       },
-      new Trip {self->on_trip, target});
+      new Trip{self->on_trip, target});
 }
 
 static gssize
@@ -72,7 +73,7 @@ counting_read (GInputStream *stream, void *buffer, gsize count, GCancellable *ca
 static gboolean
 counting_close (GInputStream *, GCancellable *, GError **)
 {
-  return TRUE;  // the base stream is closed with its connection
+  return TRUE; // the base stream is closed with its connection
 }
 
 static gboolean
@@ -93,7 +94,7 @@ static GSource *
 counting_create_source (GPollableInputStream *stream, GCancellable *cancellable)
 {
   auto *self = LM_COUNTING_INPUT_STREAM (stream);
-  if (self->tripped)  // a source that never fires: nothing more is read
+  if (self->tripped) // a source that never fires: nothing more is read
     return g_pollable_source_new (G_OBJECT (stream));
   GSource *base = g_pollable_input_stream_create_source (G_POLLABLE_INPUT_STREAM (self->base), cancellable);
   GSource *source = g_pollable_source_new_full (stream, base, cancellable);
@@ -109,8 +110,8 @@ counting_read_nonblocking (GPollableInputStream *stream, void *buffer, gsize cou
     g_set_error_literal (error, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK, "message too big: not reading");
     return -1;
   }
-  gssize n = g_pollable_input_stream_read_nonblocking (G_POLLABLE_INPUT_STREAM (self->base), buffer,
-      count, nullptr, error);
+  gssize n = g_pollable_input_stream_read_nonblocking (G_POLLABLE_INPUT_STREAM (self->base), buffer, count,
+                                                       nullptr, error);
   counted (self, n);
   return n;
 }
@@ -182,11 +183,12 @@ guarded_close (GIOStream *stream, GCancellable *cancellable, GError **error)
 
 // Closed on the caller's context (the socket is used there), not in a thread.
 static void
-guarded_close_async (GIOStream *stream, int priority, GCancellable *cancellable,
-    GAsyncReadyCallback callback, gpointer user_data)
+guarded_close_async (GIOStream *stream, int priority, GCancellable *cancellable, GAsyncReadyCallback callback,
+                     gpointer user_data)
 {
   GTask *task = g_task_new (stream, cancellable, callback, user_data);
-  g_io_stream_close_async (LM_GUARDED_IO_STREAM (stream)->base, priority, cancellable,
+  g_io_stream_close_async (
+      LM_GUARDED_IO_STREAM (stream)->base, priority, cancellable,
       [] (GObject *base, GAsyncResult *res, gpointer d) {
         GTask *t = G_TASK (d);
         GError *error = nullptr;
@@ -228,8 +230,7 @@ lm_guarded_io_stream_class_init (LmGuardedIOStreamClass *klass)
 
 static void
 lm_guarded_io_stream_init (LmGuardedIOStream *)
-{
-}
+{}
 
 // ---- the upgrade ---------------------------------------------------------
 
@@ -262,37 +263,42 @@ complete_upgrade (SoupServerMessage *msg, gpointer data)
   GIOStream *stolen = soup_server_message_steal_connection (msg);
   auto *counter = LM_COUNTING_INPUT_STREAM (g_object_new (LM_TYPE_COUNTING_INPUT_STREAM, nullptr));
   counter->base = G_INPUT_STREAM (g_object_ref (g_io_stream_get_input_stream (stolen)));
-  counter->limit = p->max_message_bytes + 64;  // plus the frames' own headers
+  counter->limit = p->max_message_bytes + 64; // plus the frames' own headers
   counter->on_trip = [] (gpointer conn) {
     auto *c = SOUP_WEBSOCKET_CONNECTION (conn);
     if (soup_websocket_connection_get_state (c) == SOUP_WEBSOCKET_STATE_OPEN)
       soup_websocket_connection_close (c, SOUP_WEBSOCKET_CLOSE_TOO_BIG, "message too big");
   };
   auto *guarded = LM_GUARDED_IO_STREAM (g_object_new (LM_TYPE_GUARDED_IO_STREAM, nullptr));
-  guarded->base = stolen;  // takes the stolen reference
+  guarded->base = stolen; // takes the stolen reference
   guarded->input = counter;
   GUri *uri = soup_server_message_get_uri (msg);
   const char *origin = soup_message_headers_get_one (soup_server_message_get_request_headers (msg), "Origin");
-  SoupWebsocketConnection *conn = soup_websocket_connection_new (G_IO_STREAM (guarded), uri,
-      SOUP_WEBSOCKET_CONNECTION_SERVER, origin, nullptr, nullptr);
+  SoupWebsocketConnection *conn = soup_websocket_connection_new (
+      G_IO_STREAM (guarded), uri, SOUP_WEBSOCKET_CONNECTION_SERVER, origin, nullptr, nullptr);
   g_object_unref (guarded);
   soup_websocket_connection_set_max_incoming_payload_size (conn, p->max_message_bytes);
   g_weak_ref_set (&counter->target, conn);
   // A whole message (or a pong) arrived: count afresh.
-  g_signal_connect_object (conn, "message", G_CALLBACK (+[] (SoupWebsocketConnection *, gint, GBytes *,
-      gpointer d) { reset_count (LM_COUNTING_INPUT_STREAM (d)); }), counter, G_CONNECT_DEFAULT);
-  g_signal_connect_object (conn, "pong", G_CALLBACK (+[] (SoupWebsocketConnection *, GBytes *,
-      gpointer d) { reset_count (LM_COUNTING_INPUT_STREAM (d)); }), counter, G_CONNECT_DEFAULT);
+  g_signal_connect_object (conn, "message",
+                           G_CALLBACK (+[] (SoupWebsocketConnection *, gint, GBytes *, gpointer d) {
+                             reset_count (LM_COUNTING_INPUT_STREAM (d));
+                           }),
+                           counter, G_CONNECT_DEFAULT);
+  g_signal_connect_object (conn, "pong", G_CALLBACK (+[] (SoupWebsocketConnection *, GBytes *, gpointer d) {
+                             reset_count (LM_COUNTING_INPUT_STREAM (d));
+                           }),
+                           counter, G_CONNECT_DEFAULT);
   p->accepted (msg, conn, p->user_data);
   g_object_unref (conn);
   g_object_unref (msg);
 }
 
-}  // namespace
+} // namespace
 
 bool
 accept_websocket (SoupServerMessage *msg, size_t max_message_bytes, WebsocketAccepted accepted,
-    gpointer user_data, std::string *why)
+                  gpointer user_data, std::string *why)
 {
   g_autoptr (GError) error = nullptr;
   if (!soup_websocket_server_check_handshake (msg, nullptr, nullptr, nullptr, &error)) {
@@ -300,10 +306,11 @@ accept_websocket (SoupServerMessage *msg, size_t max_message_bytes, WebsocketAcc
     return false;
   }
   soup_websocket_server_process_handshake (msg, nullptr, nullptr, nullptr, nullptr);
-  g_signal_connect_data (msg, "wrote-informational", G_CALLBACK (complete_upgrade),
-      new Pending {max_message_bytes, accepted, user_data},
+  g_signal_connect_data (
+      msg, "wrote-informational", G_CALLBACK (complete_upgrade),
+      new Pending{max_message_bytes, accepted, user_data},
       [] (gpointer d, GClosure *) { delete static_cast<Pending *> (d); }, G_CONNECT_DEFAULT);
   return true;
 }
 
-}  // namespace livemicro::orchestrator
+} // namespace livemicro::orchestrator

@@ -24,9 +24,9 @@ bool is_websocket_request (SoupServerMessage *msg);
 // new connection (a reference it must take if it keeps it) on the main
 // context.  False, with `why`, when the handshake is invalid (nothing is
 // answered: the caller says 400).
-using WebsocketAccepted = void (*) (SoupServerMessage *msg, SoupWebsocketConnection *conn,
-    gpointer user_data);
+using WebsocketAccepted
+    = void (*) (SoupServerMessage *msg, SoupWebsocketConnection *conn, gpointer user_data);
 bool accept_websocket (SoupServerMessage *msg, size_t max_message_bytes, WebsocketAccepted accepted,
-    gpointer user_data, std::string *why);
+                       gpointer user_data, std::string *why);
 
-}  // namespace livemicro::orchestrator
+} // namespace livemicro::orchestrator

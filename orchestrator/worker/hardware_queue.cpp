@@ -13,13 +13,11 @@ namespace livemicro::orchestrator {
 
 using livemicro::hw::num;
 
-namespace {
+namespace {} // namespace
 
-}  // namespace
-
-HardwareQueue::HardwareQueue (GstElement *scope, GstElement *af_valve, GstAppSink *af_sink,
-    Report report)
-    : scope_ (GST_ELEMENT (gst_object_ref (scope))), af_valve_ (af_valve ? GST_ELEMENT (gst_object_ref (af_valve)) : nullptr),
+HardwareQueue::HardwareQueue (GstElement *scope, GstElement *af_valve, GstAppSink *af_sink, Report report)
+    : scope_ (GST_ELEMENT (gst_object_ref (scope))),
+      af_valve_ (af_valve ? GST_ELEMENT (gst_object_ref (af_valve)) : nullptr),
       af_sink_ (af_sink ? GST_APP_SINK (gst_object_ref (af_sink)) : nullptr), report_ (std::move (report))
 {
   g_object_get (scope_, "stage-speed-um-s", &normal_speed_, nullptr);
@@ -53,7 +51,7 @@ HardwareQueue::push (HwCommand c)
       queue_.push_front (c);
       abort_ = true;
     } else if (c.op == "jog" && !queue_.empty () && queue_.back ().op == "jog") {
-      queue_.back () = c;  // a newer jog replaces one not started yet
+      queue_.back () = c; // a newer jog replaces one not started yet
     } else {
       queue_.push_back (c);
     }
@@ -94,8 +92,7 @@ HardwareQueue::run ()
     if (jog_until_us_) {
       // Jogging: wake at the dead-man time unless a command comes first.
       auto wait_us = std::max<int64_t> (0, jog_until_us_ - g_get_monotonic_time ());
-      cv_.wait_for (lock, std::chrono::microseconds (wait_us),
-          [this] { return quit_ || !queue_.empty (); });
+      cv_.wait_for (lock, std::chrono::microseconds (wait_us), [this] { return quit_ || !queue_.empty (); });
       if (queue_.empty () && !quit_ && g_get_monotonic_time () >= jog_until_us_) {
         lock.unlock ();
         end_jog ();
@@ -185,7 +182,7 @@ HardwareQueue::execute (const HwCommand &c)
       report_ (c.id, c.op, "failed", speed <= 0 ? "a jog needs a velocity" : "no limits known yet");
       return;
     }
-    double t = 1e12;  // time to the first limit along the direction
+    double t = 1e12; // time to the first limit along the direction
     if (c.a > 0)
       t = std::min (t, (lim[1] - x) / c.a);
     if (c.a < 0)
@@ -223,8 +220,12 @@ HardwareQueue::autofocus (const HwCommand &c)
   g_object_get (scope_, "objective", &objective, "um-per-px", &upp, "z-um", &z0, nullptr);
   // NA from the magnification of a standard plan series when the backend
   // does not say: 4x/0.10, 10x/0.25, 20x/0.40, 40x/0.65, 60x/0.85, 100x/1.25.
-  double na = objective <= 4 ? 0.10 : objective <= 10 ? 0.25 : objective <= 20 ? 0.40
-              : objective <= 40 ? 0.65 : objective <= 60 ? 0.85 : 1.25;
+  double na = objective <= 4    ? 0.10
+              : objective <= 10 ? 0.25
+              : objective <= 20 ? 0.40
+              : objective <= 40 ? 0.65
+              : objective <= 60 ? 0.85
+                                : 1.25;
   hw::AutofocusPlan plan = hw::AutofocusPlan::for_objective (na, upp);
   gdouble focus_speed = 0;
   g_object_get (scope_, "focus-speed-um-s", &focus_speed, nullptr);
@@ -258,8 +259,9 @@ HardwareQueue::autofocus (const HwCommand &c)
       GstBuffer *buf = gst_sample_get_buffer (sample);
       LivemicroStageMeta *m = livemicro_buffer_get_stage_meta (buf);
       if (g_getenv ("LIVEMICRO_AF_DEBUG"))
-        g_printerr ("af: meta %p capture %+lld z %.3f target %.3f moving %d\n", (void *) m,
-            m ? (long long) (m->capture_unix_us - arrived) : 0LL, m ? m->stage_z_um : 0, target, m ? m->moving : -1);
+        g_printerr ("af: meta %p capture %+lld z %.3f target %.3f moving %d\n", (void *)m,
+                    m ? (long long)(m->capture_unix_us - arrived) : 0LL, m ? m->stage_z_um : 0, target,
+                    m ? m->moving : -1);
       if (!m || m->capture_unix_us < arrived || std::abs (m->stage_z_um - target) > 0.01 || m->moving) {
         gst_sample_unref (sample);
         continue;
@@ -270,14 +272,14 @@ HardwareQueue::autofocus (const HwCommand &c)
       double sharp = 0;
       if (gst_video_frame_map (&frame, &info, buf, GST_MAP_READ)) {
         cv::Mat grey (info.height, info.width, CV_8UC1, GST_VIDEO_FRAME_PLANE_DATA (&frame, 0),
-            GST_VIDEO_FRAME_PLANE_STRIDE (&frame, 0));
+                      GST_VIDEO_FRAME_PLANE_STRIDE (&frame, 0));
         sharp = hw::focus_sharpness (grey);
         gst_video_frame_unmap (&frame);
       }
       gst_sample_unref (sample);
       return sharp;
     }
-    no_frame = true;  // the camera stalled
+    no_frame = true; // the camera stalled
     return std::nullopt;
   };
   hw::AutofocusResult r = hw::autofocus (z0, lim[4], lim[5], plan, measure);
@@ -286,11 +288,14 @@ HardwareQueue::autofocus (const HwCommand &c)
     g_object_set (scope_, "focus-speed-um-s", focus_speed, nullptr);
   double seconds = (g_get_monotonic_time () - t0) / 1e6;
   if (r.ok)
-    report_ (c.id, c.op, "done", "best focus z " + num (r.best_z_um) + " µm after " +
-        std::to_string (r.measurements) + " frames in " + num (std::round (seconds * 100) / 100) + " s");
+    report_ (c.id, c.op, "done",
+             "best focus z " + num (r.best_z_um) + " µm after " + std::to_string (r.measurements)
+                 + " frames in " + num (std::round (seconds * 100) / 100) + " s");
   else
     report_ (c.id, c.op, abort_ ? "cancelled" : "failed",
-        abort_ ? "a stop came" : no_frame ? "no frame came from the camera within 3 s" : r.error);
+             abort_     ? "a stop came"
+             : no_frame ? "no frame came from the camera within 3 s"
+                        : r.error);
 }
 
-}  // namespace livemicro::orchestrator
+} // namespace livemicro::orchestrator

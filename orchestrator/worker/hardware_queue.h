@@ -20,7 +20,7 @@ namespace livemicro::orchestrator {
 
 struct HwCommand {
   uint64_t id = 0;
-  std::string op;  // move, move_by, focus, focus_by, objective, jog, autofocus, stop
+  std::string op; // move, move_by, focus, focus_by, objective, jog, autofocus, stop
   double a = 0, b = 0;
   int objective = 0;
 };
@@ -28,8 +28,8 @@ struct HwCommand {
 class HardwareQueue {
 public:
   // Reports a command's end: status "done", "failed" or "cancelled".
-  using Report = std::function<void (uint64_t id, const std::string &op,
-      const std::string &status, const std::string &detail)>;
+  using Report = std::function<void (uint64_t id, const std::string &op, const std::string &status,
+                                     const std::string &detail)>;
 
   // `scope` is the microscopesrc; `af_valve`/`af_sink` the autofocus tap
   // (GRAY8 frames of the capture, off unless an autofocus runs).
@@ -52,11 +52,11 @@ private:
   std::mutex mutex_;
   std::condition_variable cv_;
   std::deque<HwCommand> queue_;
-  std::atomic<bool> abort_ {false};
+  std::atomic<bool> abort_{false};
   bool quit_ = false;
-  int64_t jog_until_us_ = 0;  // monotonic; 0 = not jogging
+  int64_t jog_until_us_ = 0; // monotonic; 0 = not jogging
   double normal_speed_ = 0;
   std::thread thread_;
 };
 
-}  // namespace livemicro::orchestrator
+} // namespace livemicro::orchestrator

@@ -64,28 +64,29 @@ struct View {
   // Stills asked for and not taken yet.
   std::mutex still_mutex;
   std::vector<int64_t> still_requests;
-  std::atomic<uint64_t> frames {0}, dropped {0}, bytes {0};
+  std::atomic<uint64_t> frames{0}, dropped{0}, bytes{0};
   uint64_t frames_at_last_stats = 0;
   // Frames pass its tee pad only while it has players or a still is pending.
-  std::atomic<bool> encoding {false};
-  bool draws_analysis = false;  // a featureoverlay in the branch
+  std::atomic<bool> encoding{false};
+  bool draws_analysis = false; // a featureoverlay in the branch
 };
 
 struct Worker {
   int fd = -1;
   // PNG encoding of stills, off the streaming threads.
-  std::unique_ptr<livemicro::orchestrator::Background> stills = std::make_unique<livemicro::orchestrator::Background> ();
+  std::unique_ptr<livemicro::orchestrator::Background> stills
+      = std::make_unique<livemicro::orchestrator::Background> ();
   std::unique_ptr<wire::Writer> writer;
   GMainLoop *loop = nullptr;
   GstElement *pipeline = nullptr;
   GstElement *tee = nullptr;
   GstElement *scope = nullptr;
-  GstElement *features = nullptr;   // tumorfeatures, when the capture has one
-  GstElement *af_valve = nullptr;   // open while an autofocus runs
+  GstElement *features = nullptr; // tumorfeatures, when the capture has one
+  GstElement *af_valve = nullptr; // open while an autofocus runs
   // What the daemon last said about who watches, and what runs because of it.
   livemicro::orchestrator::command::Demand demand;
   bool capture_active = false, analysis_active = false;
-  std::atomic<uint64_t> capture_frames {0};
+  std::atomic<uint64_t> capture_frames{0};
   std::mutex views_mutex;
   std::map<uint32_t, std::shared_ptr<View>> views;
   std::unique_ptr<livemicro::orchestrator::HardwareQueue> hardware;
@@ -247,10 +248,13 @@ apply_demand ()
 void
 apply_demand_soon ()
 {
-  g_main_context_invoke (nullptr, [] (gpointer) -> gboolean {
-    apply_demand ();
-    return G_SOURCE_REMOVE;
-  }, nullptr);
+  g_main_context_invoke (
+      nullptr,
+      [] (gpointer) -> gboolean {
+        apply_demand ();
+        return G_SOURCE_REMOVE;
+      },
+      nullptr);
 }
 
 // The gate of a view's tee pad: frames reach its encoder only while it is
@@ -350,7 +354,7 @@ on_still_frame (GstPad *pad, GstPadProbeInfo *info, gpointer data)
       return GST_PAD_PROBE_OK;
     requests.swap (view->still_requests);
   }
-  apply_demand_soon ();  // the gate may close again
+  apply_demand_soon (); // the gate may close again
   GstCaps *caps = gst_pad_get_current_caps (pad);
   std::shared_ptr<GstSample> frame (
       caps ? gst_sample_new (GST_PAD_PROBE_INFO_BUFFER (info), caps, nullptr, nullptr) : nullptr,
@@ -383,8 +387,8 @@ on_still_frame (GstPad *pad, GstPadProbeInfo *info, gpointer data)
         still.error = error;
       } else {
         still.png_base64 = b64;
-        still.width = (uint32_t) GST_VIDEO_INFO_WIDTH (&in);
-        still.height = (uint32_t) GST_VIDEO_INFO_HEIGHT (&in);
+        still.width = (uint32_t)GST_VIDEO_INFO_WIDTH (&in);
+        still.height = (uint32_t)GST_VIDEO_INFO_HEIGHT (&in);
       }
       send (still);
     }
@@ -413,7 +417,7 @@ add_view (uint32_t id, const std::string &description, std::string &error)
     g_clear_error (&err);
     return false;
   }
-  if (err) {  // parsed, but with a problem (e.g. a missing element)
+  if (err) { // parsed, but with a problem (e.g. a missing element)
     error = std::string ("view pipeline: ") + err->message;
     g_clear_error (&err);
     gst_object_unref (bin);
@@ -430,7 +434,7 @@ add_view (uint32_t id, const std::string &description, std::string &error)
   auto view = std::make_shared<View> ();
   view->id = id;
   view->bin = bin;
-  GstAppSinkCallbacks callbacks {};
+  GstAppSinkCallbacks callbacks{};
   callbacks.new_sample = on_encoded;
   gst_app_sink_set_callbacks (GST_APP_SINK (sink), &callbacks, view.get (), nullptr);
   // Stage bookkeeping at the encoder's input.
@@ -466,9 +470,9 @@ add_view (uint32_t id, const std::string &description, std::string &error)
   }
   // Frames a slow view drops at its leaky input queue.
   if (GstElement *q = gst_bin_get_by_name (GST_BIN (bin), "in")) {
-    g_signal_connect (q, "overrun", G_CALLBACK (+[] (GstElement *, gpointer d) {
-      static_cast<View *> (d)->dropped++;
-    }), view.get ());
+    g_signal_connect (q, "overrun",
+                      G_CALLBACK (+[] (GstElement *, gpointer d) { static_cast<View *> (d)->dropped++; }),
+                      view.get ());
     gst_object_unref (q);
   }
   gst_object_unref (sink);
@@ -481,9 +485,10 @@ add_view (uint32_t id, const std::string &description, std::string &error)
   gst_element_sync_state_with_parent (bin);
   view->tee_pad = gst_element_request_pad_simple (g.tee, "src_%u");
   // Closed until the daemon says someone plays it (or a still is asked for).
-  gst_pad_add_probe (view->tee_pad, (GstPadProbeType) (GST_PAD_PROBE_TYPE_BUFFER | GST_PAD_PROBE_TYPE_BUFFER_LIST),
-      on_view_gate, new std::shared_ptr<View> (view),
-      [] (gpointer d) { delete static_cast<std::shared_ptr<View> *> (d); });
+  gst_pad_add_probe (view->tee_pad,
+                     (GstPadProbeType)(GST_PAD_PROBE_TYPE_BUFFER | GST_PAD_PROBE_TYPE_BUFFER_LIST),
+                     on_view_gate, new std::shared_ptr<View> (view),
+                     [] (gpointer d) { delete static_cast<std::shared_ptr<View> *> (d); });
   GstPad *bin_sink = gst_element_get_static_pad (bin, "sink");
   GstPadLinkReturn lr = bin_sink ? gst_pad_link (view->tee_pad, bin_sink) : GST_PAD_LINK_NOFORMAT;
   if (bin_sink)
@@ -500,7 +505,7 @@ add_view (uint32_t id, const std::string &description, std::string &error)
     std::lock_guard<std::mutex> lock (g.views_mutex);
     g.views[id] = view;
   }
-  apply_demand ();  // the daemon may have named it already
+  apply_demand (); // the daemon may have named it already
   return true;
 }
 
@@ -519,7 +524,8 @@ remove_view (uint32_t id)
   // Unlink from the tee while no buffer is in flight on that pad, then tear
   // the branch down on the main loop.
   auto *ctx = new std::shared_ptr<View> (view);
-  gst_pad_add_probe (view->tee_pad, GST_PAD_PROBE_TYPE_IDLE,
+  gst_pad_add_probe (
+      view->tee_pad, GST_PAD_PROBE_TYPE_IDLE,
       [] (GstPad *pad, GstPadProbeInfo *, gpointer data) -> GstPadProbeReturn {
         auto *v = static_cast<std::shared_ptr<View> *> (data);
         GstPad *peer = gst_pad_get_peer (pad);
@@ -527,16 +533,18 @@ remove_view (uint32_t id)
           gst_pad_unlink (pad, peer);
           gst_object_unref (peer);
         }
-        g_idle_add ([] (gpointer d) -> gboolean {
-          auto *vv = static_cast<std::shared_ptr<View> *> (d);
-          View &v = **vv;
-          gst_element_release_request_pad (g.tee, v.tee_pad);
-          gst_object_unref (v.tee_pad);
-          gst_element_set_state (v.bin, GST_STATE_NULL);
-          gst_bin_remove (GST_BIN (g.pipeline), v.bin);
-          delete vv;
-          return G_SOURCE_REMOVE;
-        }, v);
+        g_idle_add (
+            [] (gpointer d) -> gboolean {
+              auto *vv = static_cast<std::shared_ptr<View> *> (d);
+              View &v = **vv;
+              gst_element_release_request_pad (g.tee, v.tee_pad);
+              gst_object_unref (v.tee_pad);
+              gst_element_set_state (v.bin, GST_STATE_NULL);
+              gst_bin_remove (GST_BIN (g.pipeline), v.bin);
+              delete vv;
+              return G_SOURCE_REMOVE;
+            },
+            v);
         return GST_PAD_PROBE_REMOVE;
       },
       ctx, nullptr);
@@ -571,8 +579,8 @@ send_state (bool force)
   gdouble x, y, z, upp;
   gint objective;
   gboolean moving;
-  g_object_get (g.scope, "x-um", &x, "y-um", &y, "z-um", &z, "um-per-px", &upp,
-      "objective", &objective, "moving", &moving, nullptr);
+  g_object_get (g.scope, "x-um", &x, "y-um", &y, "z-um", &z, "um-per-px", &upp, "objective", &objective,
+                "moving", &moving, nullptr);
   livemicro::orchestrator::event::State st;
   auto &status = st.status;
   status.x_um = x;
@@ -584,16 +592,17 @@ send_state (bool force)
   g_autofree char *objectives = nullptr;
   GstStructure *limits = nullptr;
   g_object_get (g.scope, "stage-speed-um-s", &status.stage_speed_um_s, "objectives", &objectives,
-      "soft-limits", &limits, nullptr);
+                "soft-limits", &limits, nullptr);
   g_auto (GStrv) mags = g_strsplit (objectives ? objectives : "", ",", -1);
   for (char **it = mags; *it; it++)
     if (**it)
-      status.objectives.push_back ((int) g_ascii_strtoll (*it, nullptr, 10));
+      status.objectives.push_back ((int)g_ascii_strtoll (*it, nullptr, 10));
   if (limits) {
     livemicro::orchestrator::SoftLimits l;
     gst_structure_get (limits, "x_min_um", G_TYPE_DOUBLE, &l.x.min_um, "x_max_um", G_TYPE_DOUBLE, &l.x.max_um,
-        "y_min_um", G_TYPE_DOUBLE, &l.y.min_um, "y_max_um", G_TYPE_DOUBLE, &l.y.max_um, "z_min_um",
-        G_TYPE_DOUBLE, &l.z.min_um, "z_max_um", G_TYPE_DOUBLE, &l.z.max_um, nullptr);
+                       "y_min_um", G_TYPE_DOUBLE, &l.y.min_um, "y_max_um", G_TYPE_DOUBLE, &l.y.max_um,
+                       "z_min_um", G_TYPE_DOUBLE, &l.z.min_um, "z_max_um", G_TYPE_DOUBLE, &l.z.max_um,
+                       nullptr);
     status.limits = l;
     gst_structure_free (limits);
   }
@@ -622,8 +631,9 @@ send_stats ()
   livemicro::orchestrator::event::Stats stats;
   for (auto &v : views) {
     uint64_t frames = v->frames;
-    stats.views.push_back ({v->id, frames, (uint64_t) v->dropped.load (), (uint64_t) v->bytes.load (),
-        seconds > 0 ? (frames - v->frames_at_last_stats) / seconds : 0, v->encoding.load ()});
+    stats.views.push_back ({v->id, frames, (uint64_t)v->dropped.load (), (uint64_t)v->bytes.load (),
+                            seconds > 0 ? (frames - v->frames_at_last_stats) / seconds : 0,
+                            v->encoding.load ()});
     v->frames_at_last_stats = frames;
   }
   stats.analysis_ms_mean = g.analysis_count ? g.analysis_ms_sum / g.analysis_count : 0;
@@ -638,59 +648,60 @@ gboolean
 on_bus (GstBus *, GstMessage *m, gpointer)
 {
   switch (GST_MESSAGE_TYPE (m)) {
-    case GST_MESSAGE_ERROR: {
-      g_autoptr (GError) err = nullptr;
-      g_autofree char *dbg = nullptr;
-      gst_message_parse_error (m, &err, &dbg);
-      // An error inside a view branch takes that view down, not the capture.
-      GstObject *src = GST_MESSAGE_SRC (m);
-      std::shared_ptr<View> culprit;
-      {
-        std::lock_guard<std::mutex> lock (g.views_mutex);
-        for (auto &kv : g.views)
-          if (gst_object_has_as_ancestor (src, GST_OBJECT (kv.second->bin)))
-            culprit = kv.second;
-      }
-      if (culprit) {
-        send (livemicro::orchestrator::event::ViewError {culprit->id, err->message});
-        remove_view (culprit->id);
-      } else {
-        send (livemicro::orchestrator::event::Failed {err->message});
-        g_main_loop_quit (g.loop);
-      }
-      break;
+  case GST_MESSAGE_ERROR: {
+    g_autoptr (GError) err = nullptr;
+    g_autofree char *dbg = nullptr;
+    gst_message_parse_error (m, &err, &dbg);
+    // An error inside a view branch takes that view down, not the capture.
+    GstObject *src = GST_MESSAGE_SRC (m);
+    std::shared_ptr<View> culprit;
+    {
+      std::lock_guard<std::mutex> lock (g.views_mutex);
+      for (auto &kv : g.views)
+        if (gst_object_has_as_ancestor (src, GST_OBJECT (kv.second->bin)))
+          culprit = kv.second;
     }
-    case GST_MESSAGE_WARNING: {
-      g_autoptr (GError) err = nullptr;
-      gst_message_parse_warning (m, &err, nullptr);
-      send (livemicro::orchestrator::event::Warning {GST_OBJECT_NAME (GST_MESSAGE_SRC (m)), err->message});
-      break;
+    if (culprit) {
+      send (livemicro::orchestrator::event::ViewError{culprit->id, err->message});
+      remove_view (culprit->id);
+    } else {
+      send (livemicro::orchestrator::event::Failed{err->message});
+      g_main_loop_quit (g.loop);
     }
-    case GST_MESSAGE_ELEMENT: {
-      const GstStructure *s = gst_message_get_structure (m);
-      if (s && gst_structure_has_name (s, "microscopesrc")) {
-        // A device of the microscope went away or came back.
-        gboolean online = TRUE;
-        gst_structure_get_boolean (s, "online", &online);
-        auto field = [s] (const char *f) {
-          const char *v = gst_structure_get_string (s, f);
-          return std::string (v ? v : "");
-        };
-        send (livemicro::orchestrator::event::Device {field ("part"), field ("device"), field ("problem"), online != FALSE});
-        send_state (true);
-      }
-      if (s && gst_structure_has_name (s, "tumorfeatures")) {
-        double ms;
-        if (gst_structure_get_double (s, "analysis_ms", &ms)) {
-          g.analysis_ms_sum += ms;
-          g.analysis_count++;
-        }
-        send (livemicro::orchestrator::event::Features {summary_of (s)});
-      }
-      break;
+    break;
+  }
+  case GST_MESSAGE_WARNING: {
+    g_autoptr (GError) err = nullptr;
+    gst_message_parse_warning (m, &err, nullptr);
+    send (livemicro::orchestrator::event::Warning{GST_OBJECT_NAME (GST_MESSAGE_SRC (m)), err->message});
+    break;
+  }
+  case GST_MESSAGE_ELEMENT: {
+    const GstStructure *s = gst_message_get_structure (m);
+    if (s && gst_structure_has_name (s, "microscopesrc")) {
+      // A device of the microscope went away or came back.
+      gboolean online = TRUE;
+      gst_structure_get_boolean (s, "online", &online);
+      auto field = [s] (const char *f) {
+        const char *v = gst_structure_get_string (s, f);
+        return std::string (v ? v : "");
+      };
+      send (livemicro::orchestrator::event::Device{field ("part"), field ("device"), field ("problem"),
+                                                   online != FALSE});
+      send_state (true);
     }
-    default:
-      break;
+    if (s && gst_structure_has_name (s, "tumorfeatures")) {
+      double ms;
+      if (gst_structure_get_double (s, "analysis_ms", &ms)) {
+        g.analysis_ms_sum += ms;
+        g.analysis_count++;
+      }
+      send (livemicro::orchestrator::event::Features{summary_of (s)});
+    }
+    break;
+  }
+  default:
+    break;
   }
   return TRUE;
 }
@@ -735,7 +746,7 @@ start (const std::string &description, std::string &error)
   }
   g_value_unset (&item);
   gst_iterator_free (it);
-  g.capture_active = g.analysis_active = true;  // as the elements start
+  g.capture_active = g.analysis_active = true; // as the elements start
   apply_demand ();
   GstBus *bus = gst_element_get_bus (p);
   if (gst_element_set_state (p, GST_STATE_PLAYING) == GST_STATE_CHANGE_FAILURE) {
@@ -763,7 +774,7 @@ start (const std::string &description, std::string &error)
   GstElement *valve = nullptr, *af_sink = nullptr;
   if (af) {
     gst_bin_add (GST_BIN (g.pipeline), af);
-    gst_element_sync_state_with_parent (af);  // playing before linked, as a view
+    gst_element_sync_state_with_parent (af); // playing before linked, as a view
     GstPad *tee_pad = gst_element_request_pad_simple (g.tee, "src_%u");
     GstPad *af_pad = gst_element_get_static_pad (af, "sink");
     gst_pad_link (tee_pad, af_pad);
@@ -775,14 +786,14 @@ start (const std::string &description, std::string &error)
   if (valve) {
     // An autofocus needs the capture at full rate while it runs.
     g.af_valve = GST_ELEMENT (gst_object_ref (valve));
-    g_signal_connect (valve, "notify::drop", G_CALLBACK (+[] (GObject *, GParamSpec *, gpointer) {
-      apply_demand_soon ();
-    }), nullptr);
+    g_signal_connect (valve, "notify::drop",
+                      G_CALLBACK (+[] (GObject *, GParamSpec *, gpointer) { apply_demand_soon (); }),
+                      nullptr);
   }
-  g.hardware = std::make_unique<livemicro::orchestrator::HardwareQueue> (g.scope, valve,
-      af_sink ? GST_APP_SINK (af_sink) : nullptr,
+  g.hardware = std::make_unique<livemicro::orchestrator::HardwareQueue> (
+      g.scope, valve, af_sink ? GST_APP_SINK (af_sink) : nullptr,
       [] (uint64_t id, const std::string &op, const std::string &status, const std::string &detail) {
-        send (livemicro::orchestrator::event::CommandEnded {id, op, status, detail});
+        send (livemicro::orchestrator::event::CommandEnded{id, op, status, detail});
       });
   if (valve)
     gst_object_unref (valve);
@@ -808,16 +819,16 @@ handle_command (const std::string &json)
         std::string error;
         if constexpr (std::is_same_v<T, command::Start>) {
           if (!start (m.capture, error)) {
-            send (event::Failed {error});
+            send (event::Failed{error});
             g_main_loop_quit (g.loop);
             return;
           }
-          send (event::Started {});
+          send (event::Started{});
         } else if constexpr (std::is_same_v<T, command::AddView>) {
           if (add_view (m.view, m.description, error))
-            send (event::ViewAdded {m.view});
+            send (event::ViewAdded{m.view});
           else
-            send (event::ViewError {m.view, error});
+            send (event::ViewError{m.view, error});
         } else if constexpr (std::is_same_v<T, command::RemoveView>) {
           remove_view (m.view);
         } else if constexpr (std::is_same_v<T, command::Keyframe>) {
@@ -843,7 +854,7 @@ handle_command (const std::string &json)
               std::lock_guard<std::mutex> lock (view->still_mutex);
               view->still_requests.push_back (m.request);
             }
-            apply_demand ();  // a pending still is demand: frames flow until it is taken
+            apply_demand (); // a pending still is demand: frames flow until it is taken
           }
         } else if constexpr (std::is_same_v<T, command::Hardware>) {
           if (!g.hardware)
@@ -862,7 +873,7 @@ handle_command (const std::string &json)
       *c);
 }
 
-}  // namespace
+} // namespace
 
 int
 main (int argc, char **argv)
@@ -877,15 +888,16 @@ main (int argc, char **argv)
   cv::setNumThreads (0);
   gint fd = -1;
   g_autofree char *name = nullptr;
-  GOptionEntry entries[] = {
-      {"fd", 0, 0, G_OPTION_ARG_INT, &fd, "The socket to livemicrod (inherited)", "N"},
-      {"name", 0, 0, G_OPTION_ARG_STRING, &name, "The microscope this worker serves (for its log)", "ID"},
-      {nullptr}};
+  GOptionEntry entries[]
+      = {{"fd", 0, 0, G_OPTION_ARG_INT, &fd, "The socket to livemicrod (inherited)", "N"},
+         {"name", 0, 0, G_OPTION_ARG_STRING, &name, "The microscope this worker serves (for its log)", "ID"},
+         {nullptr}};
   g_autoptr (GOptionContext) ctx = g_option_context_new ("- LiveMicro media worker (started by livemicrod)");
   g_option_context_add_main_entries (ctx, entries, nullptr);
   g_autoptr (GError) error = nullptr;
   if (!g_option_context_parse (ctx, &argc, &argv, &error) || fd < 0) {
-    g_printerr ("livemicro-worker: %s\n", error ? error->message : "--fd is required (it is started by livemicrod)");
+    g_printerr ("livemicro-worker: %s\n",
+                error ? error->message : "--fd is required (it is started by livemicrod)");
     return 2;
   }
   g.fd = fd;
@@ -903,29 +915,41 @@ main (int argc, char **argv)
       if (type != wire::Type::kCommand)
         continue;
       auto *json = new std::string (body.begin (), body.end ());
-      g_main_context_invoke (nullptr, [] (gpointer d) -> gboolean {
-        std::unique_ptr<std::string> s (static_cast<std::string *> (d));
-        handle_command (*s);
-        return G_SOURCE_REMOVE;
-      }, json);
+      g_main_context_invoke (
+          nullptr,
+          [] (gpointer d) -> gboolean {
+            std::unique_ptr<std::string> s (static_cast<std::string *> (d));
+            handle_command (*s);
+            return G_SOURCE_REMOVE;
+          },
+          json);
     }
     // The daemon closed the link.
-    g_main_context_invoke (nullptr, [] (gpointer) -> gboolean {
-      g_main_loop_quit (g.loop);
-      return G_SOURCE_REMOVE;
-    }, nullptr);
+    g_main_context_invoke (
+        nullptr,
+        [] (gpointer) -> gboolean {
+          g_main_loop_quit (g.loop);
+          return G_SOURCE_REMOVE;
+        },
+        nullptr);
   });
 
-  g_timeout_add (100, [] (gpointer) -> gboolean {
-    send_state (false);
-    return G_SOURCE_CONTINUE;
-  }, nullptr);
-  g_timeout_add (1000, [] (gpointer) -> gboolean {
-    send_stats ();
-    return G_SOURCE_CONTINUE;
-  }, nullptr);
+  g_timeout_add (
+      100,
+      [] (gpointer) -> gboolean {
+        send_state (false);
+        return G_SOURCE_CONTINUE;
+      },
+      nullptr);
+  g_timeout_add (
+      1000,
+      [] (gpointer) -> gboolean {
+        send_stats ();
+        return G_SOURCE_CONTINUE;
+      },
+      nullptr);
 
-  send (livemicro::orchestrator::event::Hello {(int) getpid ()});
+  send (livemicro::orchestrator::event::Hello{(int)getpid ()});
   g_main_loop_run (g.loop);
   g.hardware.reset ();
   if (g.pipeline)
@@ -933,6 +957,6 @@ main (int argc, char **argv)
   // The reader ends once the link is shut.
   ::shutdown (g.fd, SHUT_RDWR);
   reader.join ();
-  g.stills.reset ();  // waits for stills being written
+  g.stills.reset (); // waits for stills being written
   _exit (0);
 }

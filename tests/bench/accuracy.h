@@ -29,8 +29,8 @@ label_centroids (const cv::Mat &labels)
   labels.convertTo (l32, CV_32S);
   double mx;
   cv::minMaxLoc (l32, nullptr, &mx);
-  std::vector<cv::Point2d> s ((size_t) mx + 1);
-  std::vector<double> n ((size_t) mx + 1, 0);
+  std::vector<cv::Point2d> s ((size_t)mx + 1);
+  std::vector<double> n ((size_t)mx + 1, 0);
   for (int j = 0; j < l32.rows; j++)
     for (int i = 0; i < l32.cols; i++)
       if (int a = l32.at<int> (j, i)) {
@@ -46,16 +46,15 @@ label_centroids (const cv::Mat &labels)
 
 // One-to-one matching: pairs closer than max_dist, shortest first.
 inline int
-match_centroids (const std::vector<cv::Point2d> &truth, const std::vector<cv::Point2d> &pred,
-    double max_dist, std::vector<char> *truth_matched = nullptr,
-    std::vector<char> *pred_matched = nullptr)
+match_centroids (const std::vector<cv::Point2d> &truth, const std::vector<cv::Point2d> &pred, double max_dist,
+                 std::vector<char> *truth_matched = nullptr, std::vector<char> *pred_matched = nullptr)
 {
   std::vector<std::tuple<double, int, int>> pairs;
   for (size_t t = 0; t < truth.size (); t++)
     for (size_t p = 0; p < pred.size (); p++) {
       double d = cv::norm (truth[t] - pred[p]);
       if (d <= max_dist)
-        pairs.emplace_back (d, (int) t, (int) p);
+        pairs.emplace_back (d, (int)t, (int)p);
     }
   std::sort (pairs.begin (), pairs.end ());
   std::vector<char> tu (truth.size (), 0), pu (pred.size (), 0);
@@ -73,17 +72,17 @@ match_centroids (const std::vector<cv::Point2d> &truth, const std::vector<cv::Po
 }
 
 inline Scores
-score (const std::vector<cv::Point2d> &truth, const std::vector<cv::Point2d> &pred,
-    double max_dist_px, const cv::Mat &truth_mask, const cv::Mat &pred_mask)
+score (const std::vector<cv::Point2d> &truth, const std::vector<cv::Point2d> &pred, double max_dist_px,
+       const cv::Mat &truth_mask, const cv::Mat &pred_mask)
 {
   Scores s;
-  s.truth = (int) truth.size ();
-  s.predicted = (int) pred.size ();
+  s.truth = (int)truth.size ();
+  s.predicted = (int)pred.size ();
   s.matched = match_centroids (truth, pred, max_dist_px);
-  s.precision = s.predicted ? (double) s.matched / s.predicted : 0;
-  s.recall = s.truth ? (double) s.matched / s.truth : 0;
+  s.precision = s.predicted ? (double)s.matched / s.predicted : 0;
+  s.recall = s.truth ? (double)s.matched / s.truth : 0;
   s.f1 = s.precision + s.recall > 0 ? 2 * s.precision * s.recall / (s.precision + s.recall) : 0;
-  s.count_error = s.truth ? std::abs (s.predicted - s.truth) / (double) s.truth : 0;
+  s.count_error = s.truth ? std::abs (s.predicted - s.truth) / (double)s.truth : 0;
   if (!truth_mask.empty () && !pred_mask.empty ()) {
     double inter = cv::countNonZero (truth_mask & pred_mask);
     double total = cv::countNonZero (truth_mask) + cv::countNonZero (pred_mask);
@@ -138,7 +137,7 @@ segmentation_scores (const cv::Mat &truth_in, const cv::Mat &pred_in, double iou
   double gmax, pmax;
   cv::minMaxLoc (truth, nullptr, &gmax);
   cv::minMaxLoc (pred, nullptr, &pmax);
-  std::vector<int64_t> ga ((size_t) gmax + 1, 0), pa ((size_t) pmax + 1, 0);
+  std::vector<int64_t> ga ((size_t)gmax + 1, 0), pa ((size_t)pmax + 1, 0);
   std::unordered_map<uint64_t, int64_t> inter;
   for (int j = 0; j < truth.rows; j++) {
     const int *g = truth.ptr<int> (j), *p = pred.ptr<int> (j);
@@ -146,12 +145,12 @@ segmentation_scores (const cv::Mat &truth_in, const cv::Mat &pred_in, double iou
       ga[g[i]]++;
       pa[p[i]]++;
       if (g[i] && p[i])
-        inter[((uint64_t) g[i] << 32) | (uint32_t) p[i]]++;
+        inter[((uint64_t)g[i] << 32) | (uint32_t)p[i]]++;
     }
   }
   std::vector<std::vector<std::pair<int, int64_t>>> by_truth (ga.size ());
   for (auto &[key, n] : inter)
-    by_truth[key >> 32].emplace_back ((int) (key & 0xffffffffu), n);
+    by_truth[key >> 32].emplace_back ((int)(key & 0xffffffffu), n);
   SegmentationScores s;
   for (size_t g = 1; g < ga.size (); g++)
     s.truth += ga[g] > 0;
@@ -166,7 +165,7 @@ segmentation_scores (const cv::Mat &truth_in, const cv::Mat &pred_in, double iou
     int best_p = 0;
     int64_t best_i = 0;
     for (auto &[p, n] : by_truth[g]) {
-      double j = (double) n / (double) (ga[g] + pa[p] - n);
+      double j = (double)n / (double)(ga[g] + pa[p] - n);
       if (j > iou)
         s.matched++;
       if (j > best) {
@@ -176,19 +175,19 @@ segmentation_scores (const cv::Mat &truth_in, const cv::Mat &pred_in, double iou
       }
     }
     if (best_p) {
-      c += (double) best_i;
-      u += (double) (ga[g] + pa[best_p] - best_i);
+      c += (double)best_i;
+      u += (double)(ga[g] + pa[best_p] - best_i);
       used[best_p] = 1;
     } else {
-      u += (double) ga[g];
+      u += (double)ga[g];
     }
   }
   for (size_t p = 1; p < pa.size (); p++)
     if (pa[p] && !used[p])
-      u += (double) pa[p];
+      u += (double)pa[p];
   s.aji = u > 0 ? c / u : 1;
   s.object_f1 = s.truth + s.predicted > 0 ? 2.0 * s.matched / (s.truth + s.predicted) : 1;
   return s;
 }
 
-}  // namespace livemicro::bench
+} // namespace livemicro::bench

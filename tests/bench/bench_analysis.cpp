@@ -100,7 +100,7 @@ struct SpeedRow {
 
 // One method on one held-out tile.
 struct FoldScore {
-  double det_f1 = 0, obj_f1 = 0, aji = 0, count_error = 0;  // count error signed
+  double det_f1 = 0, obj_f1 = 0, aji = 0, count_error = 0; // count error signed
   int truth = 0, predicted = 0;
   bool ok = false;
 };
@@ -111,8 +111,7 @@ struct FoldRow {
 };
 
 FoldScore
-fold_score (const bench::AnnotatedTile &t, const std::vector<cv::Point2d> &pred,
-    const cv::Mat &pred_labels)
+fold_score (const bench::AnnotatedTile &t, const std::vector<cv::Point2d> &pred, const cv::Mat &pred_labels)
 {
   FoldScore f;
   auto truth = bench::label_centroids (t.labels);
@@ -123,12 +122,12 @@ fold_score (const bench::AnnotatedTile &t, const std::vector<cv::Point2d> &pred,
   f.aji = s.aji;
   f.truth = d.truth;
   f.predicted = d.predicted;
-  f.count_error = d.truth ? (double) (d.predicted - d.truth) / d.truth : 0;
+  f.count_error = d.truth ? (double)(d.predicted - d.truth) / d.truth : 0;
   f.ok = true;
   return f;
 }
 
-}  // namespace
+} // namespace
 
 int
 main (int argc, char **argv)
@@ -138,7 +137,7 @@ main (int argc, char **argv)
   std::string testdata = g_getenv ("LIVEMICRO_TESTDATA") ? g_getenv ("LIVEMICRO_TESTDATA") : "";
   std::string script = SKIMAGE_SCRIPT;
   std::string folds = NUCLEI_FOLDS_DIR;
-  std::string only;  // one section: looo, kidney or speed
+  std::string only; // one section: looo, kidney or speed
   std::string model_path = g_getenv ("LIVEMICRO_NUCLEI_MODEL") ? g_getenv ("LIVEMICRO_NUCLEI_MODEL") : "";
   repeats = 3;
   for (int i = 1; i + 1 < argc; i += 2) {
@@ -148,8 +147,7 @@ main (int argc, char **argv)
       only = argv[i + 1];
     else if (!std::strcmp (argv[i], "--model"))
       model_path = argv[i + 1];
-    else
-    if (!std::strcmp (argv[i], "--repeats"))
+    else if (!std::strcmp (argv[i], "--repeats"))
       repeats = std::max (1, std::atoi (argv[i + 1]));
     else if (!std::strcmp (argv[i], "--json"))
       json_path = argv[i + 1];
@@ -199,14 +197,14 @@ main (int argc, char **argv)
       row.model = run_ours (model);
     } catch (const std::exception &e) {
       std::printf ("leave-one-organ-out: %s\n  (make the fold models with scripts/train-nuclei --folds)\n",
-          e.what ());
+                   e.what ());
     }
     {
       const std::string png = dir + "/tile.png", labels = dir + "/skimage-labels.png";
       cv::imwrite (png, t.bgr);
       int status = 0;
-      std::string out = run_capture (python + " labels " + std::to_string (t.um_per_px) + " " + png +
-                                         " " + labels, status);
+      std::string out = run_capture (
+          python + " labels " + std::to_string (t.um_per_px) + " " + png + " " + labels, status);
       g_autoptr (JsonParser) parser = json_parser_new ();
       JsonObject *o = status == 0 ? parse_object (parser, out) : nullptr;
       if (o) {
@@ -214,13 +212,11 @@ main (int argc, char **argv)
         JsonArray *c = json_object_get_array_member (o, "centroids");
         for (guint k = 0; k < json_array_get_length (c); k++) {
           JsonArray *xy = json_array_get_array_element (c, k);
-          pred.emplace_back (json_array_get_double_element (xy, 0),
-              json_array_get_double_element (xy, 1));
+          pred.emplace_back (json_array_get_double_element (xy, 0), json_array_get_double_element (xy, 1));
         }
         row.skimage = fold_score (t, pred, cv::imread (labels, cv::IMREAD_UNCHANGED));
       } else {
-        std::printf ("scikit-image baseline failed on %s (status %d): %s\n", tile.stem, status,
-            out.c_str ());
+        std::printf ("scikit-image baseline failed on %s (status %d): %s\n", tile.stem, status, out.c_str ());
       }
     }
     looo.push_back (row);
@@ -257,7 +253,7 @@ main (int argc, char **argv)
     if (std::find (organs.begin (), organs.end (), r.organ) == organs.end ())
       organs.push_back (r.organ);
   std::vector<std::array<Means, 3>> organ_means;
-  std::array<Means, 3> over_organs {}, over_tiles {};
+  std::array<Means, 3> over_organs{}, over_tiles{};
   for (const auto &o : organs) {
     std::array<Means, 3> m;
     for (int k = 0; k < 3; k++) {
@@ -291,9 +287,11 @@ main (int argc, char **argv)
   }
   if (!looo.empty ()) {
     std::printf ("\nleave one organ out: each tile segmented by the model trained without its "
-                 "organ (%s)\n", folds.c_str ());
+                 "organ (%s)\n",
+                 folds.c_str ());
     std::printf ("%-24s %-9s %6s | %-30s | %-30s | %-30s\n", "tile", "organ", "truth",
-        "model: detF1 objF1 AJI count", "classical: detF1 objF1 AJI cnt", "scikit-image: detF1 objF1 AJI cnt");
+                 "model: detF1 objF1 AJI count", "classical: detF1 objF1 AJI cnt",
+                 "scikit-image: detF1 objF1 AJI cnt");
     for (const auto &r : looo) {
       std::printf ("%-24s %-9s %6d", r.stem.c_str (), r.organ.c_str (), r.classical.truth);
       for (int k = 0; k < 3; k++) {
@@ -307,32 +305,31 @@ main (int argc, char **argv)
     }
     std::printf ("\nper organ (mean of its tiles)     detection F1        object F1@0.5       AJI"
                  "                 count error (mean signed)\n");
-    std::printf ("%-24s %-8s  %6s %6s %6s   %6s %6s %6s   %6s %6s %6s   %7s %7s %7s\n", "organ",
-        "tiles", "model", "class", "skim", "model", "class", "skim", "model", "class", "skim",
-        "model", "class", "skim");
+    std::printf ("%-24s %-8s  %6s %6s %6s   %6s %6s %6s   %6s %6s %6s   %7s %7s %7s\n", "organ", "tiles",
+                 "model", "class", "skim", "model", "class", "skim", "model", "class", "skim", "model",
+                 "class", "skim");
     auto line = [&] (const char *name, int tiles, const std::array<Means, 3> &m) {
       std::printf ("%-24s %-8d  %6.3f %6.3f %6.3f   %6.3f %6.3f %6.3f   %6.3f %6.3f %6.3f   "
                    "%+6.1f%% %+6.1f%% %+6.1f%%\n",
-          name, tiles, m[0].det_f1, m[1].det_f1, m[2].det_f1, m[0].obj_f1, m[1].obj_f1,
-          m[2].obj_f1, m[0].aji, m[1].aji, m[2].aji, 100 * m[0].count, 100 * m[1].count,
-          100 * m[2].count);
+                   name, tiles, m[0].det_f1, m[1].det_f1, m[2].det_f1, m[0].obj_f1, m[1].obj_f1, m[2].obj_f1,
+                   m[0].aji, m[1].aji, m[2].aji, 100 * m[0].count, 100 * m[1].count, 100 * m[2].count);
     };
     for (size_t k = 0; k < organs.size (); k++)
       line (organs[k].c_str (), organ_means[k][1].n, organ_means[k]);
-    line ("mean over organs", (int) organs.size (), over_organs);
-    line ("mean over tiles", (int) looo.size (), over_tiles);
+    line ("mean over organs", (int)organs.size (), over_organs);
+    line ("mean over tiles", (int)looo.size (), over_tiles);
     std::printf ("mean |count error| over organs: model %.1f %%, classical %.1f %%, scikit-image "
                  "%.1f %%; worst tile: model %.1f %%, classical %.1f %%, scikit-image %.1f %%\n",
-        100 * over_organs[0].abs_count, 100 * over_organs[1].abs_count, 100 * over_organs[2].abs_count,
-        100 * over_tiles[0].worst_abs_count, 100 * over_tiles[1].worst_abs_count,
-        100 * over_tiles[2].worst_abs_count);
+                 100 * over_organs[0].abs_count, 100 * over_organs[1].abs_count,
+                 100 * over_organs[2].abs_count, 100 * over_tiles[0].worst_abs_count,
+                 100 * over_tiles[1].worst_abs_count, 100 * over_tiles[2].worst_abs_count);
     const Means &m = over_organs[0];
     std::printf ("targets for the model on held-out organs: detection F1 >= 0.85: %s (%.3f); "
                  "AJI >= 0.62: %s (%.3f); mean |count error| <= 10 %%: %s (%.1f %%); no tile "
                  "beyond 20 %%: %s (worst %.1f %%)\n",
-        m.det_f1 >= 0.85 ? "met" : "MISSED", m.det_f1, m.aji >= 0.62 ? "met" : "MISSED", m.aji,
-        m.abs_count <= 0.10 ? "met" : "MISSED", 100 * m.abs_count,
-        m.worst_abs_count <= 0.20 ? "met" : "MISSED", 100 * m.worst_abs_count);
+                 m.det_f1 >= 0.85 ? "met" : "MISSED", m.det_f1, m.aji >= 0.62 ? "met" : "MISSED", m.aji,
+                 m.abs_count <= 0.10 ? "met" : "MISSED", 100 * m.abs_count,
+                 m.worst_abs_count <= 0.20 ? "met" : "MISSED", 100 * m.worst_abs_count);
     std::fflush (stdout);
   }
 
@@ -347,7 +344,7 @@ main (int argc, char **argv)
     // skipped
   } else if (mon_bgr.empty () || mon_labels.empty ()) {
     std::printf ("accuracy: MoNuSeg tile not found under '%s' (set LIVEMICRO_TESTDATA): skipped\n",
-        testdata.c_str ());
+                 testdata.c_str ());
   } else {
     auto truth = bench::label_centroids (mon_labels);
     cv::Mat truth_mask = mon_labels > 0;
@@ -359,7 +356,7 @@ main (int argc, char **argv)
       for (const auto &n : r.nuclei)
         pred.emplace_back (n.x_px, n.y_px);
       accuracy.push_back ({name, bench::score (truth, pred, 2.0 / mon_upp, truth_mask,
-                                     bench::predicted_mask (r, mon_bgr.size ()))});
+                                               bench::predicted_mask (r, mon_bgr.size ()))});
     };
     analysis::Params classical;
     classical.method = analysis::Method::kClassical;
@@ -370,24 +367,22 @@ main (int argc, char **argv)
     {
       const std::string mask_path = dir + "/skimage-mask.png";
       int status = 0;
-      std::string out = run_capture (python + " detect " + std::to_string (mon_upp) + " " +
-                                          mon + ".png " + mask_path, status);
+      std::string out = run_capture (
+          python + " detect " + std::to_string (mon_upp) + " " + mon + ".png " + mask_path, status);
       g_autoptr (JsonParser) parser = json_parser_new ();
       JsonObject *o = status == 0 ? parse_object (parser, out) : nullptr;
       if (!o) {
-        std::printf ("accuracy: the scikit-image baseline failed (status %d): %s\n", status,
-            out.c_str ());
+        std::printf ("accuracy: the scikit-image baseline failed (status %d): %s\n", status, out.c_str ());
       } else {
         std::vector<cv::Point2d> pred;
         JsonArray *c = json_object_get_array_member (o, "centroids");
         for (guint k = 0; k < json_array_get_length (c); k++) {
           JsonArray *xy = json_array_get_array_element (c, k);
-          pred.emplace_back (json_array_get_double_element (xy, 0),
-              json_array_get_double_element (xy, 1));
+          pred.emplace_back (json_array_get_double_element (xy, 0), json_array_get_double_element (xy, 1));
         }
         cv::Mat mask = cv::imread (mask_path, cv::IMREAD_GRAYSCALE) > 0;
         accuracy.push_back ({"scikit-image pipeline (baseline)",
-            bench::score (truth, pred, 2.0 / mon_upp, truth_mask, mask)});
+                             bench::score (truth, pred, 2.0 / mon_upp, truth_mask, mask)});
       }
     }
     // Sensitivity: each default moved by ±25 % alone.  A method fitted to
@@ -428,17 +423,18 @@ main (int argc, char **argv)
       sensitivity.push_back (row);
     }
     std::printf ("\naccuracy on MoNuSeg TCGA-B0-5710 (%d nuclei, 0.252 um/px; match within 2 um)\n",
-        accuracy.empty () ? 0 : accuracy[0].s.truth);
-    std::printf ("%-34s %6s %6s %6s %6s %6s %6s %10s %6s\n", "method", "truth", "pred", "match",
-        "prec", "recall", "F1", "count err", "Dice");
+                 accuracy.empty () ? 0 : accuracy[0].s.truth);
+    std::printf ("%-34s %6s %6s %6s %6s %6s %6s %10s %6s\n", "method", "truth", "pred", "match", "prec",
+                 "recall", "F1", "count err", "Dice");
     for (const auto &a : accuracy)
-      std::printf ("%-34s %6d %6d %6d %6.3f %6.3f %6.3f %9.1f%% %6.3f\n", a.method.c_str (),
-          a.s.truth, a.s.predicted, a.s.matched, a.s.precision, a.s.recall, a.s.f1,
-          100 * a.s.count_error, a.s.dice);
-    std::printf ("\nsensitivity of the classical method: F1 (count error) with one default moved by -25 %% / +25 %%\n");
+      std::printf ("%-34s %6d %6d %6d %6.3f %6.3f %6.3f %9.1f%% %6.3f\n", a.method.c_str (), a.s.truth,
+                   a.s.predicted, a.s.matched, a.s.precision, a.s.recall, a.s.f1, 100 * a.s.count_error,
+                   a.s.dice);
+    std::printf ("\nsensitivity of the classical method: F1 (count error) with one default moved by -25 %% / "
+                 "+25 %%\n");
     for (const auto &r : sensitivity)
-      std::printf ("%-24s %6.2f   %.3f (%4.1f%%)   %.3f (%4.1f%%)\n", r.param.c_str (), r.value,
-          r.f1_low, 100 * r.count_low, r.f1_high, 100 * r.count_high);
+      std::printf ("%-24s %6.2f   %.3f (%4.1f%%)   %.3f (%4.1f%%)\n", r.param.c_str (), r.value, r.f1_low,
+                   100 * r.count_low, r.f1_high, 100 * r.count_high);
   }
 
   // ------------------------------------------------------------------- speed
@@ -453,10 +449,10 @@ main (int argc, char **argv)
     for (double upp : {0.25, 0.5}) {
       cv::Mat rgb;
       cv::Point2d h = slide.home_um ();
-      slide.render (upp, cv::Rect ((int) (h.x / upp) - 960, (int) (h.y / upp) - 540, 1920, 1080), rgb);
-      scenes.push_back ({upp == 0.25 ? "virtual microscope 40x (0.25 um/px)"
-                                     : "virtual microscope 20x (0.5 um/px)",
-          upp, rgb});
+      slide.render (upp, cv::Rect ((int)(h.x / upp) - 960, (int)(h.y / upp) - 540, 1920, 1080), rgb);
+      scenes.push_back (
+          {upp == 0.25 ? "virtual microscope 40x (0.25 um/px)" : "virtual microscope 20x (0.5 um/px)", upp,
+           rgb});
     }
   }
   if (!mon_bgr.empty ()) {
@@ -464,23 +460,25 @@ main (int argc, char **argv)
     cv::Mat rgb, big;
     cv::cvtColor (mon_bgr, rgb, cv::COLOR_BGR2RGB);
     cv::copyMakeBorder (rgb, big, 0, 80, 0, 920, cv::BORDER_REFLECT);
-    scenes.push_back ({"MoNuSeg tissue tiled (0.252 um/px)", mon_upp, big (cv::Rect (0, 0, 1920, 1080)).clone ()});
+    scenes.push_back (
+        {"MoNuSeg tissue tiled (0.252 um/px)", mon_upp, big (cv::Rect (0, 0, 1920, 1080)).clone ()});
   }
   std::vector<SpeedRow> speed;
   const int frames_per_run = 3;
   std::printf ("\nspeed at 1920x1080, %s, %d repeats x %d frames, medians\n",
-      pinned ? "one core (CPU 0)" : "NOT pinned", repeats, frames_per_run);
+               pinned ? "one core (CPU 0)" : "NOT pinned", repeats, frames_per_run);
   double load[3] = {0, 0, 0};
   if (getloadavg (load, 3) < 0)
     load[0] = load[1] = load[2] = -1;
-  std::printf ("load average before: %.2f %.2f %.2f (1, 5, 15 min; %ld CPUs)\n", load[0], load[1],
-      load[2], sysconf (_SC_NPROCESSORS_ONLN));
+  std::printf ("load average before: %.2f %.2f %.2f (1, 5, 15 min; %ld CPUs)\n", load[0], load[1], load[2],
+               sysconf (_SC_NPROCESSORS_ONLN));
   std::printf ("analysed frames per second (each: median of %d runs of %d frames); ratios = method "
-               "fps / scikit-image fps on the same frames\n", repeats, frames_per_run);
+               "fps / scikit-image fps on the same frames\n",
+               repeats, frames_per_run);
   std::printf ("(the last two columns: frames per second of CPU time of the analysing thread, "
                "i.e. what one otherwise idle core does)\n");
-  std::printf ("%-38s %10s %12s %12s %14s %9s %9s %9s %9s\n", "frames", "model", "classical",
-      "class. full", "scikit-image", "model/sk", "class/sk", "model@cpu", "class@cpu");
+  std::printf ("%-38s %10s %12s %12s %14s %9s %9s %9s %9s\n", "frames", "model", "classical", "class. full",
+               "scikit-image", "model/sk", "class/sk", "model@cpu", "class@cpu");
   for (const Scene &sc : scenes) {
     if (!only.empty () && only != "speed")
       break;
@@ -498,7 +496,7 @@ main (int argc, char **argv)
     model.method = analysis::Method::kModel;
     model.model_path = model_path;
     analysis::Analyzer ours (classical), full (classical_full), learned (model);
-    ours.analyze (sc.rgb, sc.upp);  // warm-up (allocations)
+    ours.analyze (sc.rgb, sc.upp); // warm-up (allocations)
     full.analyze (sc.rgb, sc.upp);
     learned.analyze (sc.rgb, sc.upp);
     auto cpu_s = [] {
@@ -518,13 +516,12 @@ main (int argc, char **argv)
     std::string frames_arg;
     for (int k = 0; k < frames_per_run; k++)
       frames_arg += " " + png;
-    for (int rep = 0; rep < repeats; rep++) {  // interleaved: same noise for all
+    for (int rep = 0; rep < repeats; rep++) { // interleaved: same noise for all
       row.ours_runs.push_back (fps_of (ours, &row.ours_cpu_runs));
       row.full_runs.push_back (fps_of (full));
       row.model_runs.push_back (fps_of (learned, &row.model_cpu_runs));
       int status = 0;
-      std::string out = run_capture (python + " time 1 " + std::to_string (sc.upp) + frames_arg,
-          status);
+      std::string out = run_capture (python + " time 1 " + std::to_string (sc.upp) + frames_arg, status);
       g_autoptr (JsonParser) parser = json_parser_new ();
       JsonObject *o = status == 0 ? parse_object (parser, out) : nullptr;
       if (o)
@@ -541,10 +538,10 @@ main (int argc, char **argv)
     row.model_cpu_fps = median (row.model_cpu_runs);
     row.ms_per_frame = 1000.0 / row.ours_fps;
     std::printf ("%-38s %10.1f %12.1f %12.1f %14.2f %8.1fx %8.1fx %9.1f %9.1f\n", sc.name.c_str (),
-        row.model_fps, row.ours_fps, row.full_fps, row.skimage_fps,
-        row.skimage_fps > 0 ? row.model_fps / row.skimage_fps : 0,
-        row.skimage_fps > 0 ? row.ours_fps / row.skimage_fps : 0, row.model_cpu_fps,
-        row.ours_cpu_fps);
+                 row.model_fps, row.ours_fps, row.full_fps, row.skimage_fps,
+                 row.skimage_fps > 0 ? row.model_fps / row.skimage_fps : 0,
+                 row.skimage_fps > 0 ? row.ours_fps / row.skimage_fps : 0, row.model_cpu_fps,
+                 row.ours_cpu_fps);
     std::fflush (stdout);
     speed.push_back (row);
   }
@@ -587,9 +584,11 @@ main (int argc, char **argv)
     json_builder_begin_object (b);
     json_builder_set_member_name (b, "param");
     json_builder_add_string_value (b, r.param.c_str ());
-    for (auto [k, v] : {std::pair<const char *, double> {"default", r.value}, {"f1_minus_25pct", r.f1_low},
-             {"f1_plus_25pct", r.f1_high}, {"count_error_minus_25pct", r.count_low},
-             {"count_error_plus_25pct", r.count_high}}) {
+    for (auto [k, v] : {std::pair<const char *, double>{"default", r.value},
+                        {"f1_minus_25pct", r.f1_low},
+                        {"f1_plus_25pct", r.f1_high},
+                        {"count_error_minus_25pct", r.count_low},
+                        {"count_error_plus_25pct", r.count_high}}) {
       json_builder_set_member_name (b, k);
       json_builder_add_double_value (b, v);
     }
@@ -621,9 +620,12 @@ main (int argc, char **argv)
         continue;
       }
       json_builder_begin_object (b);
-      for (auto [key, v] : {std::pair<const char *, double> {"detection_f1", f.det_f1},
-               {"object_f1_iou50", f.obj_f1}, {"aji", f.aji}, {"count_error", f.count_error},
-               {"truth", (double) f.truth}, {"predicted", (double) f.predicted}}) {
+      for (auto [key, v] : {std::pair<const char *, double>{"detection_f1", f.det_f1},
+                            {"object_f1_iou50", f.obj_f1},
+                            {"aji", f.aji},
+                            {"count_error", f.count_error},
+                            {"truth", (double)f.truth},
+                            {"predicted", (double)f.predicted}}) {
         json_builder_set_member_name (b, key);
         json_builder_add_double_value (b, v);
       }
@@ -638,10 +640,12 @@ main (int argc, char **argv)
     for (int k = 0; k < 3; k++) {
       json_builder_set_member_name (b, methods[k]);
       json_builder_begin_object (b);
-      for (auto [key, v] : {std::pair<const char *, double> {"detection_f1", m[k].det_f1},
-               {"object_f1_iou50", m[k].obj_f1}, {"aji", m[k].aji},
-               {"mean_count_error", m[k].count}, {"mean_abs_count_error", m[k].abs_count},
-               {"worst_abs_count_error", m[k].worst_abs_count}}) {
+      for (auto [key, v] : {std::pair<const char *, double>{"detection_f1", m[k].det_f1},
+                            {"object_f1_iou50", m[k].obj_f1},
+                            {"aji", m[k].aji},
+                            {"mean_count_error", m[k].count},
+                            {"mean_abs_count_error", m[k].abs_count},
+                            {"worst_abs_count_error", m[k].worst_abs_count}}) {
         json_builder_set_member_name (b, key);
         json_builder_add_double_value (b, v);
       }
@@ -674,9 +678,10 @@ main (int argc, char **argv)
     num ("median_fps_full_resolution", r.full_fps);
     num ("skimage_median_fps", r.skimage_fps);
     num ("ratio", r.skimage_fps > 0 ? r.ours_fps / r.skimage_fps : 0);
-    for (auto [k, v] : {std::pair<const char *, const std::vector<double> *> {"model_runs_fps", &r.model_runs},
-             {"runs_fps", &r.ours_runs},
-             {"runs_fps_full_resolution", &r.full_runs}, {"skimage_runs_fps", &r.skimage_runs}}) {
+    for (auto [k, v] : {std::pair<const char *, const std::vector<double> *>{"model_runs_fps", &r.model_runs},
+                        {"runs_fps", &r.ours_runs},
+                        {"runs_fps_full_resolution", &r.full_runs},
+                        {"skimage_runs_fps", &r.skimage_runs}}) {
       json_builder_set_member_name (b, k);
       json_builder_begin_array (b);
       for (double x : *v)

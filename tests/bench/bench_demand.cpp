@@ -55,7 +55,7 @@ cpu_seconds (int pid)
     else if (i == 15)
       stime = std::atof (field.c_str ());
   }
-  return (utime + stime) / (double) sysconf (_SC_CLK_TCK);
+  return (utime + stime) / (double)sysconf (_SC_CLK_TCK);
 }
 
 // % of one core the process used during `seconds`.
@@ -64,7 +64,7 @@ cpu_percent (int pid, double seconds)
 {
   double c0 = cpu_seconds (pid);
   gint64 t0 = g_get_monotonic_time ();
-  g_usleep ((gulong) (seconds * 1e6));
+  g_usleep ((gulong)(seconds * 1e6));
   return 100.0 * (cpu_seconds (pid) - c0) / ((g_get_monotonic_time () - t0) / 1e6);
 }
 
@@ -73,7 +73,8 @@ const std::string kCaptureActive = "livemicro_capture_active{microscope=\"demo\"
 bool
 capture_idle (const Daemon &d, double seconds = 10)
 {
-  return d.until_metric (kCaptureActive, [] (double v) { return v == 0; }, seconds);
+  return d.until_metric (
+      kCaptureActive, [] (double v) { return v == 0; }, seconds);
 }
 
 // A new player: ms from PLAYING to its first decoded frame, or -1.
@@ -81,22 +82,24 @@ double
 first_frame_ms (const HttpReply &s, double timeout_s = 10)
 {
   struct First {
-    std::atomic<gint64> at_us {0};
+    std::atomic<gint64> at_us{0};
   } first;
-  std::string desc = "rtspsrc latency=0 protocols=tcp location=\"" + s.str ("rtsp_url") + "\" user-id=\"" +
-                     s.str ("id") + "\" user-pw=\"" + s.str ("token") +
-                     "\" ! rtph264depay ! h264parse ! avdec_h264 ! fakesink name=sink sync=false signal-handoffs=true";
+  std::string desc
+      = "rtspsrc latency=0 protocols=tcp location=\"" + s.str ("rtsp_url") + "\" user-id=\"" + s.str ("id")
+        + "\" user-pw=\"" + s.str ("token")
+        + "\" ! rtph264depay ! h264parse ! avdec_h264 ! fakesink name=sink sync=false signal-handoffs=true";
   GstElement *p = gst_parse_launch (desc.c_str (), nullptr);
   GstElement *sink = gst_bin_get_by_name (GST_BIN (p), "sink");
   g_signal_connect (sink, "handoff", G_CALLBACK (+[] (GstElement *, GstBuffer *, GstPad *, gpointer d) {
-    auto *f = static_cast<First *> (d);
-    gint64 none = 0;
-    f->at_us.compare_exchange_strong (none, g_get_monotonic_time ());
-  }), &first);
+                      auto *f = static_cast<First *> (d);
+                      gint64 none = 0;
+                      f->at_us.compare_exchange_strong (none, g_get_monotonic_time ());
+                    }),
+                    &first);
   gst_object_unref (sink);
   gint64 t0 = g_get_monotonic_time ();
   gst_element_set_state (p, GST_STATE_PLAYING);
-  while (!first.at_us && g_get_monotonic_time () - t0 < (gint64) (timeout_s * 1e6))
+  while (!first.at_us && g_get_monotonic_time () - t0 < (gint64)(timeout_s * 1e6))
     g_usleep (2000);
   gst_element_set_state (p, GST_STATE_NULL);
   gst_object_unref (p);
@@ -105,7 +108,7 @@ first_frame_ms (const HttpReply &s, double timeout_s = 10)
 
 struct Run {
   double idle_pct = 0, playing_pct = 0;
-  std::vector<double> cold_ms, warm_ms;  // new viewer of an idle / a played microscope
+  std::vector<double> cold_ms, warm_ms; // new viewer of an idle / a played microscope
   int failed_starts = 0;
 };
 
@@ -147,7 +150,7 @@ one_run (Run &r, int starts, double seconds)
       std::fprintf (stderr, "the capture did not go idle\n");
       return false;
     }
-    g_usleep (1000000);  // idle for a while: the source waits for its next idle frame
+    g_usleep (1000000); // idle for a while: the source waits for its next idle frame
     double ms = first_frame_ms (s);
     if (ms < 0)
       r.failed_starts++;
@@ -157,7 +160,7 @@ one_run (Run &r, int starts, double seconds)
   return true;
 }
 
-}  // namespace
+} // namespace
 
 int
 main (int argc, char **argv)
@@ -182,9 +185,9 @@ main (int argc, char **argv)
   getloadavg (load_start, 3);
   std::printf ("demand: %d runs, 1280x720@30 sim://synthetic, CPU over %.0f s, %d cold starts per run; "
                "load average %.2f %.2f %.2f at start\n",
-      runs, seconds, starts, load_start[0], load_start[1], load_start[2]);
+               runs, seconds, starts, load_start[0], load_start[1], load_start[2]);
   std::printf ("%-4s %14s %16s %8s %14s %14s %14s %14s %7s\n", "run", "idle %core", "1 viewer %core", "ratio",
-      "cold p50 ms", "cold p95 ms", "warm p50 ms", "warm p95 ms", "failed");
+               "cold p50 ms", "cold p95 ms", "warm p50 ms", "warm p95 ms", "failed");
   std::vector<Run> done;
   for (int k = 0; k < runs; k++) {
     Run r;
@@ -192,9 +195,10 @@ main (int argc, char **argv)
       std::fprintf (stderr, "run %d failed\n", k + 1);
       return 1;
     }
-    std::printf ("%-4d %14.1f %16.1f %8.3f %14.0f %14.0f %14.0f %14.0f %7d\n", k + 1, r.idle_pct, r.playing_pct,
-        r.playing_pct > 0 ? r.idle_pct / r.playing_pct : 0, percentile (r.cold_ms, 0.5), percentile (r.cold_ms, 0.95),
-        percentile (r.warm_ms, 0.5), percentile (r.warm_ms, 0.95), r.failed_starts);
+    std::printf ("%-4d %14.1f %16.1f %8.3f %14.0f %14.0f %14.0f %14.0f %7d\n", k + 1, r.idle_pct,
+                 r.playing_pct, r.playing_pct > 0 ? r.idle_pct / r.playing_pct : 0,
+                 percentile (r.cold_ms, 0.5), percentile (r.cold_ms, 0.95), percentile (r.warm_ms, 0.5),
+                 percentile (r.warm_ms, 0.95), r.failed_starts);
     done.push_back (std::move (r));
   }
   auto med = [&done] (const std::function<double (const Run &)> &f) {
@@ -214,10 +218,11 @@ main (int argc, char **argv)
     failed += r.failed_starts;
   getloadavg (load_end, 3);
   std::printf ("%-4s %14.1f %16.1f %8.3f %14.0f %14.0f %14.0f %14.0f %7d\n", "med", idle, playing,
-      playing > 0 ? idle / playing : 0, cold50, cold95, warm50, warm95, failed);
-  std::printf ("median of %d runs: idle worker %.1f %% of a core (target ≤ 5: %s), with 1 viewer %.1f %%; "
-               "first frame to a new viewer of an idle microscope p50 %.0f ms, p95 %.0f ms (target ≤ 300: %s); "
-               "load average %.2f at the end\n",
+               playing > 0 ? idle / playing : 0, cold50, cold95, warm50, warm95, failed);
+  std::printf (
+      "median of %d runs: idle worker %.1f %% of a core (target ≤ 5: %s), with 1 viewer %.1f %%; "
+      "first frame to a new viewer of an idle microscope p50 %.0f ms, p95 %.0f ms (target ≤ 300: %s); "
+      "load average %.2f at the end\n",
       runs, idle, idle <= 5 ? "met" : "NOT met", playing, cold50, cold95, cold95 <= 300 ? "met" : "NOT met",
       load_end[0]);
 
@@ -239,7 +244,7 @@ main (int argc, char **argv)
     num ("cold_first_frame_p95_ms", percentile (r.cold_ms, 0.95));
     num ("warm_first_frame_p50_ms", percentile (r.warm_ms, 0.5));
     num ("warm_first_frame_p95_ms", percentile (r.warm_ms, 0.95));
-    num ("cold_starts", (double) r.cold_ms.size ());
+    num ("cold_starts", (double)r.cold_ms.size ());
     num ("failed_starts", r.failed_starts);
     json_builder_end_object (b);
   }

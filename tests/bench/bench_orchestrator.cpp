@@ -1,6 +1,7 @@
 // Benchmarks of livemicrod, run on purpose:
 //   meson test -C build --benchmark --suite bench -v
-//   build/tests/bench/bench-orchestrator [latency|session-start|control|viewers|all] [--seconds S] [--json FILE]
+//   build/tests/bench/bench-orchestrator [latency|session-start|control|viewers|all] [--seconds S] [--json
+//   FILE]
 //
 // latency        glass-to-glass at 720p30 on loopback: capture time (carried in
 //                every access unit as an SEI) → decoded at an rtspsrc client /
@@ -52,49 +53,53 @@ class LatencyClient {
 public:
   LatencyClient (const std::string &url, const std::string &user, const std::string &pw, bool decode)
   {
-    std::string desc = "rtspsrc name=src latency=0 protocols=tcp location=\"" + url + "\"" +
-                       (user.empty () ? "" : " user-id=\"" + user + "\" user-pw=\"" + pw + "\"") +
-                       " ! rtph264depay name=depay ! video/x-h264,stream-format=byte-stream,alignment=au ! h264parse ! " +
-                       (decode ? "avdec_h264 ! " : "") +
-                       "fakesink name=sink sync=false signal-handoffs=true";
+    std::string desc
+        = "rtspsrc name=src latency=0 protocols=tcp location=\"" + url + "\""
+          + (user.empty () ? "" : " user-id=\"" + user + "\" user-pw=\"" + pw + "\"")
+          + " ! rtph264depay name=depay ! video/x-h264,stream-format=byte-stream,alignment=au ! h264parse ! "
+          + (decode ? "avdec_h264 ! " : "") + "fakesink name=sink sync=false signal-handoffs=true";
     pipeline_ = gst_parse_launch (desc.c_str (), nullptr);
     GstElement *depay = gst_bin_get_by_name (GST_BIN (pipeline_), "depay");
     GstPad *pad = gst_element_get_static_pad (depay, "src");
-    gst_pad_add_probe (pad, GST_PAD_PROBE_TYPE_BUFFER, [] (GstPad *, GstPadProbeInfo *info, gpointer d) {
-      auto *self = static_cast<LatencyClient *> (d);
-      GstBuffer *b = GST_PAD_PROBE_INFO_BUFFER (info);
-      GstMapInfo map;
-      if (gst_buffer_map (b, &map, GST_MAP_READ)) {
-        auto t = h264::frame_info (map.data, map.size);
-        gst_buffer_unmap (b, &map);
-        if (t) {
-          std::lock_guard<std::mutex> lock (self->mutex_);
-          self->capture_[GST_BUFFER_PTS (b)] = *t;
-          while (self->capture_.size () > 64)
-            self->capture_.erase (self->capture_.begin ());
-        }
-      }
-      return GST_PAD_PROBE_OK;
-    }, this, nullptr);
+    gst_pad_add_probe (
+        pad, GST_PAD_PROBE_TYPE_BUFFER,
+        [] (GstPad *, GstPadProbeInfo *info, gpointer d) {
+          auto *self = static_cast<LatencyClient *> (d);
+          GstBuffer *b = GST_PAD_PROBE_INFO_BUFFER (info);
+          GstMapInfo map;
+          if (gst_buffer_map (b, &map, GST_MAP_READ)) {
+            auto t = h264::frame_info (map.data, map.size);
+            gst_buffer_unmap (b, &map);
+            if (t) {
+              std::lock_guard<std::mutex> lock (self->mutex_);
+              self->capture_[GST_BUFFER_PTS (b)] = *t;
+              while (self->capture_.size () > 64)
+                self->capture_.erase (self->capture_.begin ());
+            }
+          }
+          return GST_PAD_PROBE_OK;
+        },
+        this, nullptr);
     gst_object_unref (pad);
     gst_object_unref (depay);
     GstElement *sink = gst_bin_get_by_name (GST_BIN (pipeline_), "sink");
     g_signal_connect (sink, "handoff", G_CALLBACK (+[] (GstElement *, GstBuffer *b, GstPad *, gpointer d) {
-      auto *self = static_cast<LatencyClient *> (d);
-      gint64 now = g_get_real_time ();
-      std::lock_guard<std::mutex> lock (self->mutex_);
-      self->frames_++;
-      if (self->first_frame_us_ == 0)
-        self->first_frame_us_ = g_get_monotonic_time ();
-      auto it = self->capture_.find (GST_BUFFER_PTS (b));
-      if (it != self->capture_.end ()) {
-        if (self->recording_)
-          self->latency_ms_.push_back ((now - it->second.capture_unix_us) / 1000.0);
-        self->shown_.push_back ({g_get_monotonic_time (), it->second});
-        while (self->shown_.size () > 256)
-          self->shown_.erase (self->shown_.begin ());
-      }
-    }), this);
+                        auto *self = static_cast<LatencyClient *> (d);
+                        gint64 now = g_get_real_time ();
+                        std::lock_guard<std::mutex> lock (self->mutex_);
+                        self->frames_++;
+                        if (self->first_frame_us_ == 0)
+                          self->first_frame_us_ = g_get_monotonic_time ();
+                        auto it = self->capture_.find (GST_BUFFER_PTS (b));
+                        if (it != self->capture_.end ()) {
+                          if (self->recording_)
+                            self->latency_ms_.push_back ((now - it->second.capture_unix_us) / 1000.0);
+                          self->shown_.push_back ({g_get_monotonic_time (), it->second});
+                          while (self->shown_.size () > 256)
+                            self->shown_.erase (self->shown_.begin ());
+                        }
+                      }),
+                      this);
     gst_object_unref (sink);
     gst_element_set_state (pipeline_, GST_STATE_PLAYING);
   }
@@ -141,7 +146,7 @@ private:
   GstElement *pipeline_;
   std::mutex mutex_;
   std::map<GstClockTime, h264::FrameInfo> capture_;
-  std::vector<std::pair<gint64, h264::FrameInfo>> shown_;  // decoded: when, what
+  std::vector<std::pair<gint64, h264::FrameInfo>> shown_; // decoded: when, what
   std::vector<double> latency_ms_;
   int frames_ = 0, frames_at_record_ = 0;
   gint64 first_frame_us_ = 0;
@@ -151,7 +156,8 @@ private:
 // Runs the default main context (gst-rtsp-server in this process) on a thread.
 class MainLoopThread {
 public:
-  MainLoopThread () : loop_ (g_main_loop_new (nullptr, FALSE)), thread_ ([this] { g_main_loop_run (loop_); }) {}
+  MainLoopThread () : loop_ (g_main_loop_new (nullptr, FALSE)), thread_ ([this] { g_main_loop_run (loop_); })
+  {}
   ~MainLoopThread ()
   {
     g_main_loop_quit (loop_);
@@ -172,7 +178,7 @@ GstPadProbeReturn
 stamp_capture (GstPad *, GstPadProbeInfo *info, gpointer d)
 {
   static_cast<CaptureTimes *> (d)->record (GST_BUFFER_PTS (GST_PAD_PROBE_INFO_BUFFER (info)),
-      g_get_real_time ());
+                                           g_get_real_time ());
   return GST_PAD_PROBE_OK;
 }
 
@@ -204,7 +210,7 @@ on_media_configure (GstRTSPMediaFactory *, GstRTSPMedia *media, gpointer)
   GstElement *enc = gst_bin_get_by_name_recurse_up (GST_BIN (bin), "enc");
   auto *times = new CaptureTimes ();
   g_object_set_data_full (G_OBJECT (media), "capture-times", times,
-      [] (gpointer p) { delete static_cast<CaptureTimes *> (p); });
+                          [] (gpointer p) { delete static_cast<CaptureTimes *> (p); });
   GstPad *cp = gst_element_get_static_pad (cap, "src");
   gst_pad_add_probe (cp, GST_PAD_PROBE_TYPE_BUFFER, stamp_capture, times, nullptr);
   gst_object_unref (cp);
@@ -259,7 +265,7 @@ private:
 
 struct Row {
   std::string name;
-  std::vector<double> values;  // latency samples or times, ms
+  std::vector<double> values; // latency samples or times, ms
   double extra = 0;
 };
 
@@ -273,10 +279,11 @@ measure_client (LatencyClient &c, double seconds)
   // Let it settle first (keyframe, jitter of the first second).
   g_usleep (1500000);
   c.record (true);
-  g_usleep ((gulong) (seconds * 1e6));
+  g_usleep ((gulong)(seconds * 1e6));
   c.record (false);
   if (g_getenv ("BENCH_DEBUG"))
-    std::fprintf (stderr, "client: %d frames, %zu samples\n", c.frames_since_record (), c.latencies ().size ());
+    std::fprintf (stderr, "client: %d frames, %zu samples\n", c.frames_since_record (),
+                  c.latencies ().size ());
   return c.latencies ();
 }
 
@@ -290,16 +297,25 @@ webrtc_latency (Daemon &d, double seconds, std::string &note)
   }
   HttpReply s = d.create_session ("bench-webrtc", "owner");
   TempDir profile;
-  std::vector<std::string> args = {chromium, "--headless=new", "--no-sandbox", "--disable-gpu",
-      "--disable-quic", "--no-first-run", "--disable-background-networking",
-      "--disable-component-update", "--disable-sync", "--autoplay-policy=no-user-gesture-required",
-      "--user-data-dir=" + profile.path (), s.str ("viewer_url")};
+  std::vector<std::string> args = {chromium,
+                                   "--headless=new",
+                                   "--no-sandbox",
+                                   "--disable-gpu",
+                                   "--disable-quic",
+                                   "--no-first-run",
+                                   "--disable-background-networking",
+                                   "--disable-component-update",
+                                   "--disable-sync",
+                                   "--autoplay-policy=no-user-gesture-required",
+                                   "--user-data-dir=" + profile.path (),
+                                   s.str ("viewer_url")};
   std::vector<const char *> argv;
   for (auto &a : args)
     argv.push_back (a.c_str ());
   argv.push_back (nullptr);
-  GSubprocess *browser = g_subprocess_newv (argv.data (),
-      (GSubprocessFlags) (G_SUBPROCESS_FLAGS_STDOUT_SILENCE | G_SUBPROCESS_FLAGS_STDERR_SILENCE), nullptr);
+  GSubprocess *browser = g_subprocess_newv (
+      argv.data (), (GSubprocessFlags)(G_SUBPROCESS_FLAGS_STDOUT_SILENCE | G_SUBPROCESS_FLAGS_STDERR_SILENCE),
+      nullptr);
   // Wait for the page to play, then take the last `seconds` of samples.
   std::vector<double> out;
   gint64 deadline = g_get_monotonic_time () + 30 * G_USEC_PER_SEC;
@@ -311,7 +327,7 @@ webrtc_latency (Daemon &d, double seconds, std::string &note)
     if (st && JSON_NODE_HOLDS_OBJECT (st))
       decoded = json_object_get_int_member_with_default (json_node_get_object (st), "frames_decoded", 0);
   }
-  g_usleep ((gulong) (std::min (seconds, 9.5) * 1e6) + 1200000);
+  g_usleep ((gulong)(std::min (seconds, 9.5) * 1e6) + 1200000);
   HttpReply r = d.request ("GET", "/api/v1/sessions/" + s.str ("id"));
   JsonNode *st = r.object () ? json_object_get_member (r.object (), "viewer_stats") : nullptr;
   if (st && JSON_NODE_HOLDS_OBJECT (st)) {
@@ -331,25 +347,29 @@ webrtc_latency (Daemon &d, double seconds, std::string &note)
 void
 print_latency_table (const std::vector<Row> &rows)
 {
-  std::printf ("%-52s %8s %8s %8s %8s\n", "glass-to-glass latency, 720p30, loopback", "samples", "p50 ms", "p95 ms", "max ms");
+  std::printf ("%-52s %8s %8s %8s %8s\n", "glass-to-glass latency, 720p30, loopback", "samples", "p50 ms",
+               "p95 ms", "max ms");
   for (const Row &r : rows)
     std::printf ("%-52s %8zu %8.1f %8.1f %8.1f\n", r.name.c_str (), r.values.size (), pct (r.values, 0.5),
-        pct (r.values, 0.95), r.values.empty () ? -1.0 : *std::max_element (r.values.begin (), r.values.end ()));
+                 pct (r.values, 0.95),
+                 r.values.empty () ? -1.0 : *std::max_element (r.values.begin (), r.values.end ()));
 }
 
 std::vector<Row>
 bench_latency (double seconds, int repeats)
 {
   std::vector<Row> rows = {{"livemicrod RTSP (rtspsrc, decoded)", {}},
-      {"bare gst-rtsp-server RTSP (same client)", {}},
-      {"livemicrod WebRTC (Chromium, presented)", {}}};
+                           {"bare gst-rtsp-server RTSP (same client)", {}},
+                           {"livemicrod WebRTC (Chromium, presented)", {}}};
   MainLoopThread loop;
   BareServer bare ("( videotestsrc is-live=true pattern=ball "
                    "! video/x-raw,width=1280,height=720,framerate=30/1 ! identity name=capture "
                    "! videoconvert ! video/x-raw,format=I420 "
-                   "! x264enc name=enc tune=zerolatency speed-preset=ultrafast bitrate=2500 key-int-max=30 bframes=0 threads=1 "
-                   "! video/x-h264,profile=constrained-baseline,stream-format=byte-stream,alignment=au ! rtph264pay name=pay0 pt=96 config-interval=-1 )",
-      true);
+                   "! x264enc name=enc tune=zerolatency speed-preset=ultrafast bitrate=2500 key-int-max=30 "
+                   "bframes=0 threads=1 "
+                   "! video/x-h264,profile=constrained-baseline,stream-format=byte-stream,alignment=au ! "
+                   "rtph264pay name=pay0 pt=96 config-interval=-1 )",
+                   true);
   Daemon d (kConfig720);
   if (!d.start ()) {
     std::fprintf (stderr, "livemicrod: %s\n", d.error ().c_str ());
@@ -357,7 +377,7 @@ bench_latency (double seconds, int repeats)
   }
   HttpReply s = d.create_session ("bench", "owner");
   std::string note;
-  for (int k = 0; k < repeats; k++) {  // interleaved, so the machine's noise hits all alike
+  for (int k = 0; k < repeats; k++) { // interleaved, so the machine's noise hits all alike
     {
       LatencyClient c (s.str ("rtsp_url"), s.str ("id"), s.str ("token"), true);
       auto v = measure_client (c, seconds);
@@ -379,12 +399,12 @@ bench_latency (double seconds, int repeats)
 std::vector<Row>
 bench_session_start (int n)
 {
-  Row shared {"POST → first decoded frame, view branch exists", {}};
-  Row fresh {"POST → first decoded frame, first session of a view", {}};
+  Row shared{"POST → first decoded frame, view branch exists", {}};
+  Row fresh{"POST → first decoded frame, first session of a view", {}};
   Daemon d (kConfig720);
   if (!d.start ())
     return {};
-  HttpReply keep = d.create_session ("keep", "owner");  // keeps the owner branch alive
+  HttpReply keep = d.create_session ("keep", "owner"); // keeps the owner branch alive
   for (int k = 0; k < n; k++) {
     for (Row *row : {&shared, &fresh}) {
       std::string role = row == &shared ? "owner" : "trainee";
@@ -413,28 +433,31 @@ bench_session_start (int n)
 std::vector<Row>
 bench_control_to_photon (int n)
 {
-  Row total {"command accepted → new field decoded (RTSP)", {}};
-  Row beyond {"… minus stage travel time", {}};
-  Row travel {"stage travel time (distance / speed)", {}};
+  Row total{"command accepted → new field decoded (RTSP)", {}};
+  Row beyond{"… minus stage travel time", {}};
+  Row travel{"stage travel time (distance / speed)", {}};
   Daemon d (kConfig720);
   if (!d.start ())
     return {};
   HttpReply s = d.create_session ("driver", "owner");
-  std::string lease = d.request ("POST", "/api/v1/microscopes/demo/control", R"({"action":"request"})", s.str ("token")).str ("lease");
+  std::string lease
+      = d.request ("POST", "/api/v1/microscopes/demo/control", R"({"action":"request"})", s.str ("token"))
+            .str ("lease");
   HttpReply m = d.request ("GET", "/api/v1/microscopes/demo");
   JsonObject *stage = json_object_get_object_member (m.object (), "stage");
   double x = json_object_get_double_member (stage, "x_um");
   double upp = json_object_get_double_member (m.object (), "um_per_px");
-  const double speed = 20000;  // the virtual stage's default, µm/s
+  const double speed = 20000; // the virtual stage's default, µm/s
   LatencyClient c (s.str ("rtsp_url"), s.str ("id"), s.str ("token"), true);
   g_usleep (2000000);
   for (int k = 0; k < n; k++) {
     double dx = (k % 2 ? -1 : 1) * 200.0;
     double target = x + dx;
     HttpReply r = d.request ("POST", "/api/v1/microscopes/demo/commands",
-        "{\"lease\":\"" + lease + "\",\"move\":{\"x_um\":" + std::to_string (target) + ",\"y_um\":" +
-            std::to_string (json_object_get_double_member (stage, "y_um")) + "}}",
-        s.str ("token"));
+                             "{\"lease\":\"" + lease + "\",\"move\":{\"x_um\":" + std::to_string (target)
+                                 + ",\"y_um\":"
+                                 + std::to_string (json_object_get_double_member (stage, "y_um")) + "}}",
+                             s.str ("token"));
     gint64 t0 = g_get_monotonic_time ();
     if (r.status != 202)
       continue;
@@ -470,7 +493,7 @@ step_ok (std::vector<std::unique_ptr<LatencyClient>> &clients, double seconds, s
 {
   for (auto &c : clients)
     c->record (true);
-  g_usleep ((gulong) (seconds * 1e6));
+  g_usleep ((gulong)(seconds * 1e6));
   std::vector<double> all;
   int min_frames = INT32_MAX;
   for (auto &c : clients) {
@@ -483,8 +506,8 @@ step_ok (std::vector<std::unique_ptr<LatencyClient>> &clients, double seconds, s
   double expected = 30 * seconds;
   bool ok = p95 > 0 && p95 <= 150 && min_frames >= 0.95 * expected;
   char buf[200];
-  std::snprintf (buf, sizeof buf, "%3zu viewers: p95 %6.1f ms, slowest viewer %5.1f fps %s", clients.size (), p95,
-      min_frames / seconds, ok ? "ok" : "FAILS");
+  std::snprintf (buf, sizeof buf, "%3zu viewers: p95 %6.1f ms, slowest viewer %5.1f fps %s", clients.size (),
+                 p95, min_frames / seconds, ok ? "ok" : "FAILS");
   line = buf;
   return ok;
 }
@@ -492,7 +515,7 @@ step_ok (std::vector<std::unique_ptr<LatencyClient>> &clients, double seconds, s
 Ramp
 ramp_livemicrod (double seconds, int max_viewers)
 {
-  Ramp r {"livemicrod (one encoder per view profile, shared)"};
+  Ramp r{"livemicrod (one encoder per view profile, shared)"};
   const char *profiles[] = {"owner", "consultant", "guest"};
   Daemon d (kConfig720);
   if (!d.start ())
@@ -505,10 +528,12 @@ ramp_livemicrod (double seconds, int max_viewers)
     while (n < target) {
       HttpReply s = d.create_session ("v" + std::to_string (n), profiles[n % 3]);
       if (s.status != 201) {
-        r.steps.push_back (std::string ("cannot create a ") + profiles[n % 3] + " session: " + s.str ("error"));
+        r.steps.push_back (std::string ("cannot create a ") + profiles[n % 3]
+                           + " session: " + s.str ("error"));
         return r;
       }
-      clients.push_back (std::make_unique<LatencyClient> (s.str ("rtsp_url"), s.str ("id"), s.str ("token"), false));
+      clients.push_back (
+          std::make_unique<LatencyClient> (s.str ("rtsp_url"), s.str ("id"), s.str ("token"), false));
       n++;
     }
     g_usleep (2000000);
@@ -527,7 +552,7 @@ ramp_livemicrod (double seconds, int max_viewers)
 Ramp
 ramp_naive (double seconds, int max_viewers)
 {
-  Ramp r {"naive (full pipeline and encoder per viewer)"};
+  Ramp r{"naive (full pipeline and encoder per viewer)"};
   MainLoopThread loop;
   // What livemicrod runs for a microscope and a view (pipelines/capture.pipeline
   // and pipelines/views/*.pipeline), but all of it once per viewer.
@@ -535,14 +560,17 @@ ramp_naive (double seconds, int max_viewers)
                               "! video/x-raw,format=RGB,width=1280,height=720,framerate=30/1 "
                               "! tumorfeatures interval=3 wait-for-result=false analysis-nice=10 ";
   const std::string overlay = "! featureoverlay contours=true summary=false heatmap=false ";
-  const std::string encoder =
-      "! videoconvert ! video/x-raw,format=I420 "
-      "! x264enc name=enc tune=zerolatency speed-preset=ultrafast bitrate=2500 key-int-max=30 bframes=0 threads=1 "
-      "! video/x-h264,profile=constrained-baseline,stream-format=byte-stream,alignment=au "
-      "! rtph264pay name=pay0 pt=96 config-interval=-1 ";
-  BareServer naive ({{"/owner", "( " + capture + overlay + encoder + ")"},
-                        {"/consultant", "( " + capture + "! privacymask profile=consultant detection-interval=10 " + overlay + encoder + ")"},
-                        {"/guest", "( " + capture + "! privacymask profile=guest detection-interval=10 " + encoder + ")"}},
+  const std::string encoder
+      = "! videoconvert ! video/x-raw,format=I420 "
+        "! x264enc name=enc tune=zerolatency speed-preset=ultrafast bitrate=2500 key-int-max=30 bframes=0 "
+        "threads=1 "
+        "! video/x-h264,profile=constrained-baseline,stream-format=byte-stream,alignment=au "
+        "! rtph264pay name=pay0 pt=96 config-interval=-1 ";
+  BareServer naive (
+      {{"/owner", "( " + capture + overlay + encoder + ")"},
+       {"/consultant",
+        "( " + capture + "! privacymask profile=consultant detection-interval=10 " + overlay + encoder + ")"},
+       {"/guest", "( " + capture + "! privacymask profile=guest detection-interval=10 " + encoder + ")"}},
       false);
   const char *mounts[] = {"/owner", "/consultant", "/guest"};
   std::vector<std::unique_ptr<LatencyClient>> clients;
@@ -561,13 +589,13 @@ ramp_naive (double seconds, int max_viewers)
   return r;
 }
 
-}  // namespace
+} // namespace
 
 int
 main (int argc, char **argv)
 {
   gst_init (&argc, &argv);
-  cv::setNumThreads (0);  // as livemicro-worker does, for the naive pipelines in this process
+  cv::setNumThreads (0); // as livemicro-worker does, for the naive pipelines in this process
   std::string what = "all", json_path = "bench-orchestrator.json";
   double seconds = 8;
   int repeats = 3, max_viewers = 200;
@@ -595,7 +623,7 @@ main (int argc, char **argv)
       json_builder_set_member_name (b, "name");
       json_builder_add_string_value (b, r.name.c_str ());
       json_builder_set_member_name (b, "samples");
-      json_builder_add_int_value (b, (gint64) r.values.size ());
+      json_builder_add_int_value (b, (gint64)r.values.size ());
       json_builder_set_member_name (b, "p50_ms");
       json_builder_add_double_value (b, pct (r.values, 0.5));
       json_builder_set_member_name (b, "p95_ms");
@@ -614,14 +642,17 @@ main (int argc, char **argv)
     auto rows = bench_session_start (20);
     std::printf ("\n%-60s %8s %8s %8s\n", "session start (20 each)", "n", "p50 ms", "p95 ms");
     for (const Row &r : rows)
-      std::printf ("%-60s %8zu %8.1f %8.1f\n", r.name.c_str (), r.values.size (), pct (r.values, 0.5), pct (r.values, 0.95));
+      std::printf ("%-60s %8zu %8.1f %8.1f\n", r.name.c_str (), r.values.size (), pct (r.values, 0.5),
+                   pct (r.values, 0.95));
     add_rows ("session_start", rows);
   }
   if (what == "control" || what == "all") {
     auto rows = bench_control_to_photon (30);
-    std::printf ("\n%-60s %8s %8s %8s\n", "control to photon, 720p30, 10x, 200 µm moves", "n", "p50 ms", "p95 ms");
+    std::printf ("\n%-60s %8s %8s %8s\n", "control to photon, 720p30, 10x, 200 µm moves", "n", "p50 ms",
+                 "p95 ms");
     for (const Row &r : rows)
-      std::printf ("%-60s %8zu %8.1f %8.1f\n", r.name.c_str (), r.values.size (), pct (r.values, 0.5), pct (r.values, 0.95));
+      std::printf ("%-60s %8zu %8.1f %8.1f\n", r.name.c_str (), r.values.size (), pct (r.values, 0.5),
+                   pct (r.values, 0.95));
     add_rows ("control_to_photon", rows);
   }
   if (what == "viewers" || what == "all") {
@@ -629,7 +660,8 @@ main (int argc, char **argv)
     Ramp ours = ramp_livemicrod (std::max (4.0, seconds / 2), max_viewers);
     Ramp naive = ramp_naive (std::max (4.0, seconds / 2), max_viewers);
     std::printf ("%-52s %6d viewers\n%-52s %6d viewers\nratio x%.1f\n", ours.design.c_str (), ours.max_ok,
-        naive.design.c_str (), naive.max_ok, naive.max_ok ? (double) ours.max_ok / naive.max_ok : 0.0);
+                 naive.design.c_str (), naive.max_ok,
+                 naive.max_ok ? (double)ours.max_ok / naive.max_ok : 0.0);
     json_builder_set_member_name (b, "viewers");
     json_builder_begin_object (b);
     for (Ramp *r : {&ours, &naive}) {

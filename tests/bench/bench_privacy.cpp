@@ -94,7 +94,7 @@ struct Print {
     std::mt19937 rng (9);
     bar = cv::Mat (120, 300, CV_8UC3, cv::Scalar (250, 250, 250));
     for (int x = 20; x < bar.cols - 26;) {
-      int bw = 2 + (int) (rng () % 3) * 2, gap = 2 + (int) (rng () % 3) * 2;
+      int bw = 2 + (int)(rng () % 3) * 2, gap = 2 + (int)(rng () % 3) * 2;
       bar (cv::Rect (x, 15, bw, 90)).setTo (cv::Scalar (20, 20, 20));
       x += bw + gap;
     }
@@ -103,8 +103,8 @@ struct Print {
   {
     const double upp = info.um_per_px;
     auto to_px = [&] (double x_um, double y_um) {
-      return cv::Point ((int) std::lround ((x_um - info.stage_x_um) / upp + kW / 2.0),
-          (int) std::lround ((y_um - info.stage_y_um) / upp + kH / 2.0));
+      return cv::Point ((int)std::lround ((x_um - info.stage_x_um) / upp + kW / 2.0),
+                        (int)std::lround ((y_um - info.stage_y_um) / upp + kH / 2.0));
     };
     auto put = [&] (const cv::Mat &img, cv::Point at) {
       cv::Rect r = cv::Rect (at, img.size ()) & cv::Rect (0, 0, rgb.cols, rgb.rows);
@@ -114,8 +114,8 @@ struct Print {
     for (double x = 40500; x < 70000; x += 2100) {
       put (qr, to_px (x, 8700));
       put (bar, to_px (x + 700, 9400));
-      cv::putText (rgb, "DOE, JANE  MRN 00424242", to_px (x + 300, 9100), cv::FONT_HERSHEY_SIMPLEX,
-          1.0, cv::Scalar (20, 20, 24), 2, cv::LINE_AA);
+      cv::putText (rgb, "DOE, JANE  MRN 00424242", to_px (x + 300, 9100), cv::FONT_HERSHEY_SIMPLEX, 1.0,
+                   cv::Scalar (20, 20, 24), 2, cv::LINE_AA);
     }
   }
 };
@@ -167,7 +167,7 @@ make_buffer (const Frame &f, const std::string &format)
   m->stage_x_um = f.info.stage_x_um;
   m->stage_y_um = f.info.stage_y_um;
   m->stage_z_um = f.info.stage_z_um;
-  m->objective = (guint) f.info.objective;
+  m->objective = (guint)f.info.objective;
   m->um_per_px = f.info.um_per_px;
   m->frame_width = kW;
   m->frame_height = kH;
@@ -228,7 +228,7 @@ struct Figures {
 struct Result {
   std::string scenario, format;
   bool moving = true, detection = false;
-  Figures before, after, identity;  // before: only for detection rows
+  Figures before, after, identity; // before: only for detection rows
 };
 
 // before/after of two costs net of identity's.
@@ -241,9 +241,10 @@ ratio (double before, double after, double identity)
 void
 print_figures (const char *what, const Figures &f, const Figures &id)
 {
-  std::printf ("    %-36s CPU median %6.2f ms  p95 %6.2f ms  mean %6.2f ms   (wall median %6.2f ms; identity %.2f ms)\n",
-      what, f.median_ms - id.median_ms, f.p95_ms - id.median_ms, f.mean_ms - id.mean_ms, f.wall_median_ms,
-      id.median_ms);
+  std::printf ("    %-36s CPU median %6.2f ms  p95 %6.2f ms  mean %6.2f ms   (wall median %6.2f ms; identity "
+               "%.2f ms)\n",
+               what, f.median_ms - id.median_ms, f.p95_ms - id.median_ms, f.mean_ms - id.mean_ms,
+               f.wall_median_ms, id.median_ms);
 }
 
 void
@@ -254,16 +255,21 @@ add_figures (JsonBuilder *b, const char *name, const Figures &f, const Figures &
   json_builder_set_member_name (b, "element");
   json_builder_add_string_value (b, f.element.c_str ());
   const std::pair<const char *, double> fields[] = {{"cpu_median_ms", f.median_ms - id.median_ms},
-      {"cpu_p95_ms", f.p95_ms - id.median_ms}, {"cpu_mean_ms", f.mean_ms - id.mean_ms},
-      {"cpu_median_ms_raw", f.median_ms}, {"cpu_p95_ms_raw", f.p95_ms}, {"cpu_mean_ms_raw", f.mean_ms},
-      {"wall_median_ms", f.wall_median_ms}};
+                                                    {"cpu_p95_ms", f.p95_ms - id.median_ms},
+                                                    {"cpu_mean_ms", f.mean_ms - id.mean_ms},
+                                                    {"cpu_median_ms_raw", f.median_ms},
+                                                    {"cpu_p95_ms_raw", f.p95_ms},
+                                                    {"cpu_mean_ms_raw", f.mean_ms},
+                                                    {"wall_median_ms", f.wall_median_ms}};
   for (const auto &[k, v] : fields) {
     json_builder_set_member_name (b, k);
     json_builder_add_double_value (b, v);
   }
-  for (const auto &[k, list] : {std::pair<const char *, const std::vector<double> *> {"runs_cpu_median_ms", &f.run_median},
-           {"runs_cpu_p95_ms", &f.run_p95}, {"runs_cpu_mean_ms", &f.run_mean},
-           {"runs_wall_median_ms", &f.run_wall_median}}) {
+  for (const auto &[k, list] :
+       {std::pair<const char *, const std::vector<double> *>{"runs_cpu_median_ms", &f.run_median},
+        {"runs_cpu_p95_ms", &f.run_p95},
+        {"runs_cpu_mean_ms", &f.run_mean},
+        {"runs_wall_median_ms", &f.run_wall_median}}) {
     json_builder_set_member_name (b, k);
     json_builder_begin_array (b);
     for (double v : *list)
@@ -273,7 +279,7 @@ add_figures (JsonBuilder *b, const char *name, const Figures &f, const Figures &
   json_builder_end_object (b);
 }
 
-}  // namespace
+} // namespace
 
 int
 main (int argc, char **argv)
@@ -320,20 +326,20 @@ main (int argc, char **argv)
 
   std::printf ("privacymask, 1920x1080 at 10x, %s, CPU time of the pushing thread per frame, "
                "%d runs x %d frames, median over runs; load average %s\n",
-      pinned ? "pinned to CPU 0" : "NOT pinned", repeats, frames, load_before.c_str ());
+               pinned ? "pinned to CPU 0" : "NOT pinned", repeats, frames, load_before.c_str ());
   std::printf ("(figures are the element's CPU time minus identity's median on the same buffers)\n");
   std::fflush (stdout);
 
   std::vector<Result> results;
   // A mask-only row: the element against identity.
   auto mask_row = [&] (const std::string &name, const std::string &element, const std::string &format,
-                      const std::vector<Frame> &fr) {
+                       const std::vector<Frame> &fr) {
     Result r;
     r.scenario = name;
     r.format = format;
     r.after.element = element;
     r.identity.element = "identity";
-    for (int k = 0; k < repeats; k++) {  // interleaved: the same noise for both
+    for (int k = 0; k < repeats; k++) { // interleaved: the same noise for both
       r.after.add (run (element, format, fr));
       r.identity.add (run ("identity", format, fr));
     }
@@ -344,7 +350,7 @@ main (int argc, char **argv)
   };
   // A detection row: the guest view both ways, and identity.
   auto detection_row = [&] (const std::string &name, const std::string &options, const std::string &format,
-                           const std::vector<Frame> &fr) {
+                            const std::vector<Frame> &fr) {
     Result r;
     r.scenario = name;
     r.format = format;
@@ -362,9 +368,9 @@ main (int argc, char **argv)
     print_figures ("before: detection-mode=full-frame", r.before, r.identity);
     print_figures ("after:  detection-mode=incremental", r.after, r.identity);
     std::printf ("    before/after, CPU per frame: median x%.1f, p95 x%.1f, mean x%.1f\n",
-        ratio (r.before.median_ms, r.after.median_ms, r.identity.median_ms),
-        ratio (r.before.p95_ms, r.after.p95_ms, r.identity.median_ms),
-        ratio (r.before.mean_ms, r.after.mean_ms, r.identity.mean_ms));
+                 ratio (r.before.median_ms, r.after.median_ms, r.identity.median_ms),
+                 ratio (r.before.p95_ms, r.after.p95_ms, r.identity.median_ms),
+                 ratio (r.before.mean_ms, r.after.mean_ms, r.identity.mean_ms));
     std::fflush (stdout);
     results.push_back (r);
   };
@@ -372,14 +378,18 @@ main (int argc, char **argv)
   {
     // Across the label edge (half the view is label, masked geometrically).
     auto fr = frames_along (pan (19600, 2000, 20, 108, frames), true);
-    mask_row ("slide label mask (slide coordinates only), moving", "privacymask profile=label-only" + loc, "RGB", fr);
-    mask_row ("slide label mask (slide coordinates only), moving", "privacymask profile=label-only" + loc, "I420", fr);
-    mask_row ("label + 50 polygons (slide coordinates only), moving", "privacymask profile=many-regions" + loc, "RGB", fr);
-    mask_row ("label mask, method=pixelate, moving", "privacymask profile=label-only method=pixelate" + loc, "RGB", fr);
+    mask_row ("slide label mask (slide coordinates only), moving", "privacymask profile=label-only" + loc,
+              "RGB", fr);
+    mask_row ("slide label mask (slide coordinates only), moving", "privacymask profile=label-only" + loc,
+              "I420", fr);
+    mask_row ("label + 50 polygons (slide coordinates only), moving",
+              "privacymask profile=many-regions" + loc, "RGB", fr);
+    mask_row ("label mask, method=pixelate, moving", "privacymask profile=label-only method=pixelate" + loc,
+              "RGB", fr);
     mask_row ("consultant: label mask + label (text) detection, moving",
-        "privacymask profile=consultant detection-mode=incremental" + loc, "RGB", fr);
+              "privacymask profile=consultant detection-mode=incremental" + loc, "RGB", fr);
     mask_row ("consultant, detection-mode=full-frame, moving",
-        "privacymask profile=consultant detection-mode=full-frame" + loc, "RGB", fr);
+              "privacymask profile=consultant detection-mode=full-frame" + loc, "RGB", fr);
     detection_row ("guest, panning along the label edge, 3 fields/s", "", "RGB", fr);
   }
   {
@@ -397,12 +407,12 @@ main (int argc, char **argv)
     std::mt19937 rng (12);
     std::vector<cv::Point2d> places;
     for (int k = 0; k <= frames; k++)
-      places.emplace_back (28000 + (double) (rng () % 40000), 2000 + (double) (rng () % 21000));
+      places.emplace_back (28000 + (double)(rng () % 40000), 2000 + (double)(rng () % 21000));
     auto fr = frames_along (places, true);
     detection_row ("guest, jumping: a new place every frame", "", "RGB", fr);
   }
   {
-    auto fr = frames_along (std::vector<cv::Point2d> ((size_t) frames + 1, cv::Point2d (47000, 9000)), false);
+    auto fr = frames_along (std::vector<cv::Point2d> ((size_t)frames + 1, cv::Point2d (47000, 9000)), false);
     detection_row ("guest, still view, detection-interval=10", " detection-interval=10", "RGB", fr);
   }
   g_remove (profiles.c_str ());
@@ -422,7 +432,7 @@ main (int argc, char **argv)
   const std::string load_after = load_average ();
   std::printf ("target: guest detection <= %.0f ms CPU per moving 1080p frame on one core: %s "
                "(worst moving scenario after: median %.2f ms, p95 %.2f ms)\n",
-      kTargetMs, met ? "met" : "NOT met", worst_median, worst_p95);
+               kTargetMs, met ? "met" : "NOT met", worst_median, worst_p95);
   std::printf ("load average before %s, after %s\n", load_before.c_str (), load_after.c_str ());
 
   g_autoptr (JsonBuilder) b = json_builder_new ();
@@ -457,10 +467,11 @@ main (int argc, char **argv)
     json_builder_add_boolean_value (b, r.moving);
     if (r.detection) {
       add_figures (b, "before", r.before, r.identity);
-      const std::pair<const char *, double> ratios[] = {
-          {"ratio_before_after_cpu_median", ratio (r.before.median_ms, r.after.median_ms, r.identity.median_ms)},
-          {"ratio_before_after_cpu_p95", ratio (r.before.p95_ms, r.after.p95_ms, r.identity.median_ms)},
-          {"ratio_before_after_cpu_mean", ratio (r.before.mean_ms, r.after.mean_ms, r.identity.mean_ms)}};
+      const std::pair<const char *, double> ratios[]
+          = {{"ratio_before_after_cpu_median",
+              ratio (r.before.median_ms, r.after.median_ms, r.identity.median_ms)},
+             {"ratio_before_after_cpu_p95", ratio (r.before.p95_ms, r.after.p95_ms, r.identity.median_ms)},
+             {"ratio_before_after_cpu_mean", ratio (r.before.mean_ms, r.after.mean_ms, r.identity.mean_ms)}};
       for (const auto &[k, v] : ratios) {
         json_builder_set_member_name (b, k);
         json_builder_add_double_value (b, v);

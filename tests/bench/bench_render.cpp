@@ -37,7 +37,7 @@ using livemicro::bench::percentile;
 struct Result {
   std::string scenario, baseline;
   double fps = 0, baseline_fps = 0;
-  double p95_ms = 0, baseline_p95_ms = 0;  // 95th percentile frame times
+  double p95_ms = 0, baseline_p95_ms = 0; // 95th percentile frame times
   std::vector<double> runs, baseline_runs;
 };
 
@@ -80,11 +80,10 @@ struct FrameClock {
 };
 
 double
-camera_fps (int objective, double pan_fov_per_s, double defocus_um, int frames,
-    bool prefetch = false, bool paced = false)
+camera_fps (int objective, double pan_fov_per_s, double defocus_um, int frames, bool prefetch = false,
+            bool paced = false)
 {
-  Scope s (std::string ("sim://synthetic?stage_speed_um_s=100000&prefetch=") +
-           (prefetch ? "1" : "0"));
+  Scope s (std::string ("sim://synthetic?stage_speed_um_s=100000&prefetch=") + (prefetch ? "1" : "0"));
   FrameClock clock;
   s.m->set_clock (clock.fn ());
   s.m->turret ().select (objective);
@@ -109,7 +108,7 @@ camera_fps (int objective, double pan_fov_per_s, double defocus_um, int frames,
     auto frame_start = Clock::now ();
     clock.now += 1000000 / 60;
     s.m->camera ().grab (rgb);
-    if (paced)  // a live camera: one frame per 16.7 ms slot
+    if (paced) // a live camera: one frame per 16.7 ms slot
       std::this_thread::sleep_until (frame_start + std::chrono::microseconds (16667));
   });
 }
@@ -121,7 +120,7 @@ uncached_fps (int objective, int frames)
   s.m->turret ().select (objective);
   double upp = s.m->turret ().current ().um_per_px;
   StageState st = s.m->stage ().state ();
-  cv::Rect r ((int) (st.x_um / upp - 960), (int) (st.y_um / upp - 540), 1920, 1080);
+  cv::Rect r ((int)(st.x_um / upp - 960), (int)(st.y_um / upp - 540), 1920, 1080);
   cv::Mat rgb;
   return measure (frames, [&] (int) { s.m->slide ().render (upp, r, rgb); });
 }
@@ -129,10 +128,10 @@ uncached_fps (int objective, int frames)
 double
 element_fps (const char *format, int frames)
 {
-  g_frame_ms.clear ();  // no per-frame times through a pipeline
-  std::string desc = "microscopesrc is-live=false num-buffers=" + std::to_string (frames) +
-                     " ! video/x-raw,format=" + format +
-                     ",width=1920,height=1080,framerate=60/1 ! fakesink sync=false";
+  g_frame_ms.clear (); // no per-frame times through a pipeline
+  std::string desc = "microscopesrc is-live=false num-buffers=" + std::to_string (frames)
+                     + " ! video/x-raw,format=" + format
+                     + ",width=1920,height=1080,framerate=60/1 ! fakesink sync=false";
   GstElement *p = gst_parse_launch (desc.c_str (), nullptr);
   // Preroll first (opens the slide, renders the first tiles).
   gst_element_set_state (p, GST_STATE_PAUSED);
@@ -141,7 +140,7 @@ element_fps (const char *format, int frames)
   gst_element_set_state (p, GST_STATE_PLAYING);
   GstBus *bus = gst_element_get_bus (p);
   GstMessage *m = gst_bus_timed_pop_filtered (bus, GST_CLOCK_TIME_NONE,
-      (GstMessageType) (GST_MESSAGE_EOS | GST_MESSAGE_ERROR));
+                                              (GstMessageType)(GST_MESSAGE_EOS | GST_MESSAGE_ERROR));
   double s = std::chrono::duration<double> (Clock::now () - t0).count ();
   gst_message_unref (m);
   gst_object_unref (bus);
@@ -150,7 +149,7 @@ element_fps (const char *format, int frames)
   return (frames - 1) / s;
 }
 
-}  // namespace
+} // namespace
 
 int
 main (int argc, char **argv)
@@ -174,13 +173,13 @@ main (int argc, char **argv)
   gst_init (&argc, &argv);
 
   std::vector<Result> results;
-  auto run = [&] (const std::string &name, const std::string &baseline,
-                 const std::function<double ()> &a, const std::function<double ()> &b) {
+  auto run = [&] (const std::string &name, const std::string &baseline, const std::function<double ()> &a,
+                  const std::function<double ()> &b) {
     Result r;
     r.scenario = name;
     r.baseline = baseline;
     std::vector<double> p95s, base_p95s;
-    for (int k = 0; k < repeats; k++) {  // interleaved: same noise for both
+    for (int k = 0; k < repeats; k++) { // interleaved: same noise for both
       r.runs.push_back (a ());
       p95s.push_back (percentile (g_frame_ms, 0.95));
       r.baseline_runs.push_back (b ());
@@ -190,41 +189,40 @@ main (int argc, char **argv)
     r.p95_ms = median (p95s);
     r.baseline_fps = median (r.baseline_runs);
     r.baseline_p95_ms = median (base_p95s);
-    std::printf ("%-46s %7.1f fps %6.1f ms  %-30s %7.1f fps %6.1f ms  x%.2f\n", name.c_str (),
-        r.fps, r.p95_ms, baseline.c_str (), r.baseline_fps, r.baseline_p95_ms,
-        r.fps / r.baseline_fps);
+    std::printf ("%-46s %7.1f fps %6.1f ms  %-30s %7.1f fps %6.1f ms  x%.2f\n", name.c_str (), r.fps,
+                 r.p95_ms, baseline.c_str (), r.baseline_fps, r.baseline_p95_ms, r.fps / r.baseline_fps);
     std::fflush (stdout);
     results.push_back (r);
   };
 
   std::printf ("virtual microscope, 1920x1080 RGB, %s, %d repeats x %d frames, medians\n",
-      pinned ? "pinned to CPU 0" : "NOT pinned", repeats, frames);
+               pinned ? "pinned to CPU 0" : "NOT pinned", repeats, frames);
   std::printf ("%-46s %11s %9s  %-30s %11s %9s  %s\n", "scenario", "median", "p95 frame",
-      "baseline (same run)", "median", "p95 frame", "fps ratio");
+               "baseline (same run)", "median", "p95 frame", "fps ratio");
   const int few = std::max (5, frames / 12);
   for (int obj : {4, 10, 20, 40}) {
     std::string o = std::to_string (obj) + "x";
-    run ("camera " + o + " still, in focus", "render every frame, no cache",
-        [&] { return camera_fps (obj, 0, 0, frames); },
-        [&] { return uncached_fps (obj, few); });
+    run (
+        "camera " + o + " still, in focus", "render every frame, no cache",
+        [&] { return camera_fps (obj, 0, 0, frames); }, [&] { return uncached_fps (obj, few); });
   }
   for (int obj : {10, 40}) {
     std::string o = std::to_string (obj) + "x";
-    run ("camera " + o + " panning 1 field/s", "camera " + o + " still",
-        [&] { return camera_fps (obj, 1.0, 0, frames); },
-        [&] { return camera_fps (obj, 0, 0, frames); });
-    run ("camera " + o + " panning 3 fields/s", "camera " + o + " still",
-        [&] { return camera_fps (obj, 3.0, 0, frames); },
-        [&] { return camera_fps (obj, 0, 0, frames); });
+    run (
+        "camera " + o + " panning 1 field/s", "camera " + o + " still",
+        [&] { return camera_fps (obj, 1.0, 0, frames); }, [&] { return camera_fps (obj, 0, 0, frames); });
+    run (
+        "camera " + o + " panning 3 fields/s", "camera " + o + " still",
+        [&] { return camera_fps (obj, 3.0, 0, frames); }, [&] { return camera_fps (obj, 0, 0, frames); });
   }
   // Live pacing (a frame every 16.7 ms) with the prefetch worker free to use
   // the second core, against the same paced run on one core without it: the
   // figure that matters here is the p95 frame time (stalls), not the fps.
   sched_setaffinity (0, sizeof all, &all);
   for (int obj : {10, 40})
-    run ("camera " + std::to_string (obj) + "x 3 fields/s, paced 60 fps, prefetch",
-        "same, no prefetch, one core",
-        [&] { return camera_fps (obj, 3.0, 0, frames, true, true); },
+    run (
+        "camera " + std::to_string (obj) + "x 3 fields/s, paced 60 fps, prefetch",
+        "same, no prefetch, one core", [&] { return camera_fps (obj, 3.0, 0, frames, true, true); },
         [&] {
           sched_setaffinity (0, sizeof one, &one);
           double fps = camera_fps (obj, 3.0, 0, frames, false, true);
@@ -232,15 +230,15 @@ main (int argc, char **argv)
           return fps;
         });
   sched_setaffinity (0, sizeof one, &one);
-  run ("camera 40x defocused 2 um (sigma 3.4 px)", "camera 40x still, in focus",
-      [&] { return camera_fps (40, 0, 2.0, frames); },
-      [&] { return camera_fps (40, 0, 0, frames); });
-  run ("camera 40x defocused 10 um (sigma 17 px)", "camera 40x still, in focus",
-      [&] { return camera_fps (40, 0, 10.0, frames); },
-      [&] { return camera_fps (40, 0, 0, frames); });
-  run ("microscopesrc ! fakesink, I420", "microscopesrc ! fakesink, RGB",
-      [&] { return element_fps ("I420", frames); },
-      [&] { return element_fps ("RGB", frames); });
+  run (
+      "camera 40x defocused 2 um (sigma 3.4 px)", "camera 40x still, in focus",
+      [&] { return camera_fps (40, 0, 2.0, frames); }, [&] { return camera_fps (40, 0, 0, frames); });
+  run (
+      "camera 40x defocused 10 um (sigma 17 px)", "camera 40x still, in focus",
+      [&] { return camera_fps (40, 0, 10.0, frames); }, [&] { return camera_fps (40, 0, 0, frames); });
+  run (
+      "microscopesrc ! fakesink, I420", "microscopesrc ! fakesink, RGB",
+      [&] { return element_fps ("I420", frames); }, [&] { return element_fps ("RGB", frames); });
 
   g_autoptr (JsonBuilder) b = json_builder_new ();
   json_builder_begin_object (b);

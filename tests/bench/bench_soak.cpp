@@ -84,25 +84,26 @@ cycle (Daemon &d, int i, const Clients &c, SoupSession *keep_alive, Failures &f,
     step ("start");
     if (player) {
       f.rtsp += !player->wait_frames (3, 10);
-      if (player->frames () < 3 && f.rtsp == 1)  // the first time: what the daemon says
+      if (player->frames () < 3 && f.rtsp == 1) // the first time: what the daemon says
         std::fprintf (stderr, "cycle %d: RTSP player got %d frames in 10 s (error: '%s'); session: %s\n", i,
-            player->frames (), player->error ().c_str (),
-            d.request ("GET", "/api/v1/sessions/" + id).body.c_str ());
+                      player->frames (), player->error ().c_str (),
+                      d.request ("GET", "/api/v1/sessions/" + id).body.c_str ());
     }
     step ("rtsp");
     if (peer)
       f.webrtc += !peer->wait_packets (3, 10);
     step ("webrtc");
     if (events)
-      f.events += !events->wait_for ("welcome", [] (JsonObject *) { return true; }, 5);
+      f.events += !events->wait_for (
+          "welcome", [] (JsonObject *) { return true; }, 5);
     step ("events");
     // Ten more requests on a client that keeps connections alive if it can.
     for (int k = 0; c.http && k < 10; k++) {
-      std::string url = "http://127.0.0.1:" + std::to_string (d.http_port ()) +
-                        (k % 2 ? "/healthz" : "/api/v1/sessions/" + id);
+      std::string url = "http://127.0.0.1:" + std::to_string (d.http_port ())
+                        + (k % 2 ? "/healthz" : "/api/v1/sessions/" + id);
       g_autoptr (SoupMessage) msg = soup_message_new ("GET", url.c_str ());
       soup_message_headers_replace (soup_message_get_request_headers (msg), "Authorization",
-          ("Bearer " + token).c_str ());
+                                    ("Bearer " + token).c_str ());
       g_autoptr (GBytes) body = soup_session_send_and_read (keep_alive, msg, nullptr, nullptr);
       f.http += soup_message_get_status (msg) != 200;
       http_requests++;
@@ -135,7 +136,7 @@ usage_line (const ProcessUsage &u)
   return line;
 }
 
-}  // namespace
+} // namespace
 
 int
 main (int argc, char **argv)
@@ -152,9 +153,8 @@ main (int argc, char **argv)
       clients_text = argv[++i];
       const std::string l = "," + clients_text + ",";
       clients = {l.find (",rtsp,") != l.npos, l.find (",webrtc,") != l.npos, l.find (",events,") != l.npos,
-          l.find (",http,") != l.npos};
-    }
-    else if (!strcmp (argv[i], "--json") && i + 1 < argc)
+                 l.find (",http,") != l.npos};
+    } else if (!strcmp (argv[i], "--json") && i + 1 < argc)
       json_path = argv[++i];
   }
   Daemon d (kConfig);
@@ -178,11 +178,15 @@ main (int argc, char **argv)
   double load_start[3] = {0, 0, 0};
   getloadavg (load_start, 3);
   std::printf ("soak: %d session cycles with clients %s (RTSP tcp/udp in turn, WebRTC, events, 10 "
-               "keep-alive requests), load average %.2f at start\n", cycles, clients_text.c_str (), load_start[0]);
+               "keep-alive requests), load average %.2f at start\n",
+               cycles, clients_text.c_str (), load_start[0]);
   std::printf ("%8s | %-24s | %-24s\n", "", "livemicrod", "livemicro-worker");
-  std::printf ("%8s | %6s %7s %9s | %6s %7s %9s\n", "cycle", "fds", "threads", "RSS MB", "fds", "threads", "RSS MB");
-  std::printf ("%8s | %s | %s\n", "cold", usage_line (cold_daemon).c_str (), usage_line (cold_worker).c_str ());
-  std::printf ("%8s | %s | %s\n", "start", usage_line (samples[0].daemon).c_str (), usage_line (samples[0].worker).c_str ());
+  std::printf ("%8s | %6s %7s %9s | %6s %7s %9s\n", "cycle", "fds", "threads", "RSS MB", "fds", "threads",
+               "RSS MB");
+  std::printf ("%8s | %s | %s\n", "cold", usage_line (cold_daemon).c_str (),
+               usage_line (cold_worker).c_str ());
+  std::printf ("%8s | %s | %s\n", "start", usage_line (samples[0].daemon).c_str (),
+               usage_line (samples[0].worker).c_str ());
   std::fflush (stdout);
   gint64 t0 = g_get_monotonic_time ();
   for (int i = 1; i <= cycles; i++) {
@@ -192,10 +196,10 @@ main (int argc, char **argv)
       return 1;
     }
     if (i % 250 == 0 || i == cycles) {
-      g_usleep (2000000);  // teardown on other threads finishes
+      g_usleep (2000000); // teardown on other threads finishes
       samples.push_back ({i, process_usage (d.pid ()), process_usage (d.worker_pid ())});
       std::printf ("%8d | %s | %s   (%.0f s)\n", i, usage_line (samples.back ().daemon).c_str (),
-          usage_line (samples.back ().worker).c_str (), (g_get_monotonic_time () - t0) / 1e6);
+                   usage_line (samples.back ().worker).c_str (), (g_get_monotonic_time () - t0) / 1e6);
       std::fflush (stdout);
     }
   }
@@ -207,11 +211,12 @@ main (int argc, char **argv)
   const double rss_growth_mb = std::max (z.daemon.rss_kb - a.daemon.rss_kb, 0L) / 1024.0;
   const double worker_rss_growth_mb = std::max (z.worker.rss_kb - a.worker.rss_kb, 0L) / 1024.0;
   std::printf ("\nfailures: session %d, rtsp %d, webrtc %d, events %d, http %d (of %d requests), "
-               "players not told of the end %d\n", f.session, f.rtsp, f.webrtc, f.events, f.http, http_requests,
-      f.ended);
+               "players not told of the end %d\n",
+               f.session, f.rtsp, f.webrtc, f.events, f.http, http_requests, f.ended);
   std::printf ("fds back to start: %s; threads back to start: %s; RSS growth daemon %.1f MB, worker %.1f MB "
                "(target ≤ 10 MB); load average %.2f at the end\n",
-      fds_back ? "yes" : "NO", threads_back ? "yes" : "NO", rss_growth_mb, worker_rss_growth_mb, load_end[0]);
+               fds_back ? "yes" : "NO", threads_back ? "yes" : "NO", rss_growth_mb, worker_rss_growth_mb,
+               load_end[0]);
 
   g_autoptr (JsonBuilder) b = json_builder_new ();
   json_builder_begin_object (b);
@@ -232,7 +237,8 @@ main (int argc, char **argv)
     json_builder_begin_object (b);
     json_builder_set_member_name (b, "cycle");
     json_builder_add_int_value (b, s.cycle);
-    for (auto [name, u] : {std::pair<const char *, const ProcessUsage *> {"daemon", &s.daemon}, {"worker", &s.worker}}) {
+    for (auto [name, u] :
+         {std::pair<const char *, const ProcessUsage *>{"daemon", &s.daemon}, {"worker", &s.worker}}) {
       json_builder_set_member_name (b, name);
       json_builder_begin_object (b);
       json_builder_set_member_name (b, "fds");

@@ -44,7 +44,7 @@ struct Run {
 struct Probe {
   std::mutex m;
   GstElement *pipeline = nullptr;
-  GstClockTime from = GST_CLOCK_TIME_NONE;  // frames before this PTS: warm-up, not counted
+  GstClockTime from = GST_CLOCK_TIME_NONE; // frames before this PTS: warm-up, not counted
   std::vector<double> delays_ms, arrivals_s;
   guint64 first_analysed = 0, last_analysed = 0, last_skipped = 0;
   double first_analysed_s = -1, last_analysed_s = 0;
@@ -61,10 +61,9 @@ on_buffer (GstPad *, GstPadProbeInfo *info, gpointer data)
   GstClockTime now = gst_clock_get_time (clock) - gst_element_get_base_time (p->pipeline);
   gst_object_unref (clock);
   std::lock_guard<std::mutex> lock (p->m);
-  if (!GST_CLOCK_TIME_IS_VALID (p->from) || !GST_BUFFER_PTS_IS_VALID (buf) ||
-      GST_BUFFER_PTS (buf) < p->from)
+  if (!GST_CLOCK_TIME_IS_VALID (p->from) || !GST_BUFFER_PTS_IS_VALID (buf) || GST_BUFFER_PTS (buf) < p->from)
     return GST_PAD_PROBE_OK;
-  p->delays_ms.push_back (((double) now - (double) GST_BUFFER_PTS (buf)) / 1e6);
+  p->delays_ms.push_back (((double)now - (double)GST_BUFFER_PTS (buf)) / 1e6);
   p->arrivals_s.push_back (now / 1e9);
   if (LivemicroFeaturesMeta *m = livemicro_buffer_get_features_meta (buf)) {
     if (p->first_analysed_s < 0) {
@@ -83,11 +82,11 @@ run_live (const std::string &method, const cv::Mat &rgb, double upp, double seco
 {
   Run r;
   r.method = method;
-  const std::string desc =
-      "appsrc name=src is-live=true do-timestamp=true format=time caps=video/x-raw,format=RGB,width=" +
-      std::to_string (rgb.cols) + ",height=" + std::to_string (rgb.rows) +
-      ",framerate=30/1 ! tumorfeatures method=" + method + " um-per-px=" + std::to_string (upp) +
-      " wait-for-result=false analysis-nice=10 ! fakesink name=sink sync=true";
+  const std::string desc
+      = "appsrc name=src is-live=true do-timestamp=true format=time caps=video/x-raw,format=RGB,width="
+        + std::to_string (rgb.cols) + ",height=" + std::to_string (rgb.rows)
+        + ",framerate=30/1 ! tumorfeatures method=" + method + " um-per-px=" + std::to_string (upp)
+        + " wait-for-result=false analysis-nice=10 ! fakesink name=sink sync=true";
   GError *err = nullptr;
   GstElement *pipeline = gst_parse_launch (desc.c_str (), &err);
   if (err) {
@@ -120,10 +119,11 @@ run_live (const std::string &method, const cv::Mat &rgb, double upp, double seco
     std::lock_guard<std::mutex> lock (probe.m);
     probe.from = t0;
   }
-  const int frames = (int) (seconds * 30);
+  const int frames = (int)(seconds * 30);
   for (int k = 0; k < frames; k++) {
-    GstClockID id = gst_clock_new_single_shot_id (clock, base + t0 + gst_util_uint64_scale (k, GST_SECOND, 30));
-    gst_clock_id_wait (id, nullptr);  // a camera delivers at 30 fps
+    GstClockID id
+        = gst_clock_new_single_shot_id (clock, base + t0 + gst_util_uint64_scale (k, GST_SECOND, 30));
+    gst_clock_id_wait (id, nullptr); // a camera delivers at 30 fps
     gst_clock_id_unref (id);
     GstBuffer *buf = gst_buffer_new_memdup (rgb.data, bytes);
     GST_BUFFER_DURATION (buf) = GST_SECOND / 30;
@@ -134,7 +134,7 @@ run_live (const std::string &method, const cv::Mat &rgb, double upp, double seco
   gst_app_src_end_of_stream (GST_APP_SRC (src));
   GstBus *bus = gst_element_get_bus (pipeline);
   GstMessage *msg = gst_bus_timed_pop_filtered (bus, 30 * GST_SECOND,
-      (GstMessageType) (GST_MESSAGE_EOS | GST_MESSAGE_ERROR));
+                                                (GstMessageType)(GST_MESSAGE_EOS | GST_MESSAGE_ERROR));
   if (msg && GST_MESSAGE_TYPE (msg) == GST_MESSAGE_ERROR) {
     GError *e = nullptr;
     gst_message_parse_error (msg, &e, nullptr);
@@ -150,7 +150,7 @@ run_live (const std::string &method, const cv::Mat &rgb, double upp, double seco
   gst_object_unref (pipeline);
 
   std::lock_guard<std::mutex> lock (probe.m);
-  r.out = (int) probe.arrivals_s.size ();
+  r.out = (int)probe.arrivals_s.size ();
   if (r.out > 1)
     r.out_fps = (r.out - 1) / (probe.arrivals_s.back () - probe.arrivals_s.front ());
   double span = probe.last_analysed_s - probe.first_analysed_s;
@@ -163,7 +163,7 @@ run_live (const std::string &method, const cv::Mat &rgb, double upp, double seco
   return r;
 }
 
-}  // namespace
+} // namespace
 
 int
 main (int argc, char **argv)
@@ -197,22 +197,23 @@ main (int argc, char **argv)
   } else {
     livemicro::hw::sim::SyntheticSlide slide;
     cv::Point2d h = slide.home_um ();
-    slide.render (upp, cv::Rect ((int) (h.x / upp) - 960, (int) (h.y / upp) - 540, 1920, 1080), rgb);
+    slide.render (upp, cv::Rect ((int)(h.x / upp) - 960, (int)(h.y / upp) - 540, 1920, 1080), rgb);
     scene = "generated slide 1920x1080";
   }
   double load[3] = {-1, -1, -1};
   if (getloadavg (load, 3) < 0)
     load[0] = load[1] = load[2] = -1;
   std::printf ("live 30 fps, %s at 0.252 um/px, %.0f s per method, %s; load average %.2f %.2f %.2f\n",
-      scene.c_str (), seconds, pinned ? "one core (CPU 0)" : "NOT pinned", load[0], load[1], load[2]);
-  std::printf ("%-10s %7s %7s %8s %10s %9s %13s %13s %13s\n", "method", "pushed", "out",
-      "out fps", "analysed/s", "skipped", "delay p50 ms", "delay p99 ms", "delay max ms");
+               scene.c_str (), seconds, pinned ? "one core (CPU 0)" : "NOT pinned", load[0], load[1],
+               load[2]);
+  std::printf ("%-10s %7s %7s %8s %10s %9s %13s %13s %13s\n", "method", "pushed", "out", "out fps",
+               "analysed/s", "skipped", "delay p50 ms", "delay p99 ms", "delay max ms");
   std::vector<Run> runs;
   for (const char *m : {"classical", "model"}) {
     Run r = run_live (m, rgb, upp, seconds);
-    std::printf ("%-10s %7d %7d %8.1f %10.1f %9llu %13.1f %13.1f %13.1f\n", r.method.c_str (),
-        r.pushed, r.out, r.out_fps, r.analysed_fps, (unsigned long long) r.skipped, r.delay_p50_ms,
-        r.delay_p99_ms, r.delay_max_ms);
+    std::printf ("%-10s %7d %7d %8.1f %10.1f %9llu %13.1f %13.1f %13.1f\n", r.method.c_str (), r.pushed,
+                 r.out, r.out_fps, r.analysed_fps, (unsigned long long)r.skipped, r.delay_p50_ms,
+                 r.delay_p99_ms, r.delay_max_ms);
     std::fflush (stdout);
     runs.push_back (r);
   }
@@ -237,11 +238,15 @@ main (int argc, char **argv)
     json_builder_begin_object (b);
     json_builder_set_member_name (b, "method");
     json_builder_add_string_value (b, r.method.c_str ());
-    for (auto [k, v] : {std::pair<const char *, double> {"frames_pushed", (double) r.pushed},
-             {"frames_out", (double) r.out}, {"out_fps", r.out_fps},
-             {"analysed_fps", r.analysed_fps}, {"frames_analysed", (double) r.analysed},
-             {"frames_skipped", (double) r.skipped}, {"delay_p50_ms", r.delay_p50_ms},
-             {"delay_p99_ms", r.delay_p99_ms}, {"delay_max_ms", r.delay_max_ms}}) {
+    for (auto [k, v] : {std::pair<const char *, double>{"frames_pushed", (double)r.pushed},
+                        {"frames_out", (double)r.out},
+                        {"out_fps", r.out_fps},
+                        {"analysed_fps", r.analysed_fps},
+                        {"frames_analysed", (double)r.analysed},
+                        {"frames_skipped", (double)r.skipped},
+                        {"delay_p50_ms", r.delay_p50_ms},
+                        {"delay_p99_ms", r.delay_p99_ms},
+                        {"delay_max_ms", r.delay_max_ms}}) {
       json_builder_set_member_name (b, k);
       json_builder_add_double_value (b, v);
     }

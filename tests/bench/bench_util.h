@@ -26,7 +26,7 @@ percentile (std::vector<double> v, double q)
   if (v.empty ())
     return 0;
   std::sort (v.begin (), v.end ());
-  return v[std::min (v.size () - 1, (size_t) (q * v.size ()))];
+  return v[std::min (v.size () - 1, (size_t)(q * v.size ()))];
 }
 
 // Writes the results and says where, or why not.
@@ -47,4 +47,4 @@ write_json (JsonBuilder *b, const std::string &path)
   return true;
 }
 
-}  // namespace livemicro::bench
+} // namespace livemicro::bench

@@ -26,26 +26,21 @@ inline const std::vector<MonusegTile> &
 monuseg_tiles ()
 {
   static const std::vector<MonusegTile> tiles = {
-      {"TCGA-AR-A1AK-01Z-00-DX1", "breast"},
-      {"TCGA-AR-A1AS-01Z-00-DX1", "breast"},
-      {"TCGA-E2-A1B5-01Z-00-DX1", "breast"},
-      {"TCGA-NH-A8F7-01A-01-TS1", "colon"},
-      {"TCGA-B0-5698-01Z-00-DX1", "kidney"},
-      {"TCGA-B0-5710-01Z-00-DX1", "kidney"},
-      {"TCGA-B0-5711-01Z-00-DX1", "kidney"},
-      {"TCGA-21-5784-01Z-00-DX1", "lung"},
-      {"TCGA-21-5786-01Z-00-DX1", "lung"},
-      {"TCGA-50-5931-01Z-00-DX1", "lung"},
+      {"TCGA-AR-A1AK-01Z-00-DX1", "breast"},   {"TCGA-AR-A1AS-01Z-00-DX1", "breast"},
+      {"TCGA-E2-A1B5-01Z-00-DX1", "breast"},   {"TCGA-NH-A8F7-01A-01-TS1", "colon"},
+      {"TCGA-B0-5698-01Z-00-DX1", "kidney"},   {"TCGA-B0-5710-01Z-00-DX1", "kidney"},
+      {"TCGA-B0-5711-01Z-00-DX1", "kidney"},   {"TCGA-21-5784-01Z-00-DX1", "lung"},
+      {"TCGA-21-5786-01Z-00-DX1", "lung"},     {"TCGA-50-5931-01Z-00-DX1", "lung"},
       {"TCGA-G9-6362-01Z-00-DX1", "prostate"},
   };
   return tiles;
 }
 
 struct AnnotatedTile {
-  cv::Mat bgr;        // CV_8UC3
-  cv::Mat labels;     // CV_32S instance labels, 0 = background
+  cv::Mat bgr;    // CV_8UC3
+  cv::Mat labels; // CV_32S instance labels, 0 = background
   double um_per_px = 0;
-  int annotated = 0;  // polygons in the XML
+  int annotated = 0; // polygons in the XML
 };
 
 namespace detail {
@@ -57,8 +52,8 @@ struct XmlState {
 };
 
 inline void
-xml_start (GMarkupParseContext *, const gchar *name, const gchar **attr_names,
-    const gchar **attr_values, gpointer data, GError **)
+xml_start (GMarkupParseContext *, const gchar *name, const gchar **attr_names, const gchar **attr_values,
+           gpointer data, GError **)
 {
   auto *st = static_cast<XmlState *> (data);
   auto attr = [&] (const char *key) -> const char * {
@@ -76,8 +71,8 @@ xml_start (GMarkupParseContext *, const gchar *name, const gchar **attr_names,
   } else if (!std::strcmp (name, "Vertex") && st->in_region) {
     const char *x = attr ("X"), *y = attr ("Y");
     if (x && y)
-      st->polygons.back ().emplace_back ((int) std::lround (g_ascii_strtod (x, nullptr)),
-          (int) std::lround (g_ascii_strtod (y, nullptr)));
+      st->polygons.back ().emplace_back ((int)std::lround (g_ascii_strtod (x, nullptr)),
+                                         (int)std::lround (g_ascii_strtod (y, nullptr)));
   }
 }
 
@@ -88,13 +83,13 @@ xml_end (GMarkupParseContext *, const gchar *name, gpointer data, GError **)
     static_cast<XmlState *> (data)->in_region = false;
 }
 
-}  // namespace detail
+} // namespace detail
 
 // Reads <dir>/monuseg/<stem>.png and .xml; false (and `error`) when either
 // is missing or unreadable.
 inline bool
 read_annotated_tile (const std::string &testdata, const std::string &stem, AnnotatedTile &out,
-    std::string &error)
+                     std::string &error)
 {
   const std::string base = testdata + "/monuseg/" + stem;
   out.bgr = cv::imread (base + ".png", cv::IMREAD_COLOR);
@@ -112,9 +107,9 @@ read_annotated_tile (const std::string &testdata, const std::string &stem, Annot
   }
   detail::XmlState st;
   GMarkupParser parser = {detail::xml_start, detail::xml_end, nullptr, nullptr, nullptr};
-  GMarkupParseContext *ctx = g_markup_parse_context_new (&parser, (GMarkupParseFlags) 0, &st, nullptr);
-  bool ok = g_markup_parse_context_parse (ctx, text, (gssize) len, &err) &&
-            g_markup_parse_context_end_parse (ctx, &err);
+  GMarkupParseContext *ctx = g_markup_parse_context_new (&parser, (GMarkupParseFlags)0, &st, nullptr);
+  bool ok = g_markup_parse_context_parse (ctx, text, (gssize)len, &err)
+            && g_markup_parse_context_end_parse (ctx, &err);
   g_markup_parse_context_free (ctx);
   g_free (text);
   if (!ok) {
@@ -128,11 +123,11 @@ read_annotated_tile (const std::string &testdata, const std::string &stem, Annot
   for (size_t k = 0; k < st.polygons.size (); k++) {
     if (st.polygons[k].size () < 3)
       continue;
-    cv::fillPoly (out.labels, std::vector<std::vector<cv::Point>> {st.polygons[k]},
-        cv::Scalar ((double) k + 1));
+    cv::fillPoly (out.labels, std::vector<std::vector<cv::Point>>{st.polygons[k]},
+                  cv::Scalar ((double)k + 1));
     out.annotated++;
   }
   return true;
 }
 
-}  // namespace livemicro::bench
+} // namespace livemicro::bench

@@ -25,13 +25,11 @@ emulators_dir ()
 
 class Emulator {
 public:
-  Emulator (const std::string &script,
-            const std::vector<std::string> &args = {})
+  Emulator (const std::string &script, const std::vector<std::string> &args = {})
   {
     link_ = dir_.file ("tty" + script.substr (0, script.find ('_')));
     std::vector<std::string> argv
-        = {"/usr/bin/python3", "-u", emulators_dir () + "/" + script, "--link",
-           link_};
+        = {"/usr/bin/python3", "-u", emulators_dir () + "/" + script, "--link", link_};
     argv.insert (argv.end (), args.begin (), args.end ());
     std::vector<const char *> cargv;
     for (auto &a : argv)
@@ -39,9 +37,7 @@ public:
     cargv.push_back (nullptr);
     GError *error = nullptr;
     proc_ = g_subprocess_newv (
-        cargv.data (),
-        (GSubprocessFlags)(G_SUBPROCESS_FLAGS_STDIN_PIPE
-                           | G_SUBPROCESS_FLAGS_STDOUT_PIPE),
+        cargv.data (), (GSubprocessFlags)(G_SUBPROCESS_FLAGS_STDIN_PIPE | G_SUBPROCESS_FLAGS_STDOUT_PIPE),
         &error);
     if (!proc_) {
       failure_ = error->message;
@@ -71,8 +67,7 @@ public:
       return;
     control ("quit");
     gint64 deadline = g_get_monotonic_time () + 5 * G_USEC_PER_SEC;
-    while (g_subprocess_get_identifier (proc_)
-           && g_get_monotonic_time () < deadline)
+    while (g_subprocess_get_identifier (proc_) && g_get_monotonic_time () < deadline)
       g_usleep (10000);
     if (g_subprocess_get_identifier (proc_))
       g_subprocess_force_exit (proc_);
@@ -89,8 +84,7 @@ public:
   {
     GOutputStream *in = g_subprocess_get_stdin_pipe (proc_);
     std::string line = command + "\n";
-    g_output_stream_write_all (in, line.data (), line.size (), nullptr, nullptr,
-                               nullptr);
+    g_output_stream_write_all (in, line.data (), line.size (), nullptr, nullptr, nullptr);
     g_output_stream_flush (in, nullptr, nullptr);
   }
   // Index of the next event: wait_event/events_since from here on.
@@ -100,12 +94,11 @@ public:
     return events_.size ();
   }
   // Waits for an event starting with `prefix` at or after index `from`.
-  bool wait_event (const std::string &prefix, double timeout_s, size_t from = 0,
-                   std::string *found = nullptr)
+  bool wait_event (const std::string &prefix, double timeout_s, size_t from = 0, std::string *found = nullptr)
   {
     std::unique_lock<std::mutex> l (mutex_);
-    auto deadline = std::chrono::steady_clock::now ()
-                    + std::chrono::milliseconds ((int64_t)(timeout_s * 1000));
+    auto deadline
+        = std::chrono::steady_clock::now () + std::chrono::milliseconds ((int64_t)(timeout_s * 1000));
     for (;;) {
       for (size_t i = from; i < events_.size (); i++)
         if (events_[i].rfind (prefix, 0) == 0) {
@@ -120,13 +113,11 @@ public:
   std::vector<std::string> events_since (size_t from)
   {
     std::lock_guard<std::mutex> l (mutex_);
-    return std::vector<std::string> (
-        events_.begin () + (long)std::min (from, events_.size ()),
-        events_.end ());
+    return std::vector<std::string> (events_.begin () + (long)std::min (from, events_.size ()),
+                                     events_.end ());
   }
   // Received commands (RX lines) since `from` that start with `prefix`.
-  std::vector<std::string> received (size_t from,
-                                     const std::string &prefix = "")
+  std::vector<std::string> received (size_t from, const std::string &prefix = "")
   {
     std::vector<std::string> out;
     for (auto &e : events_since (from))

@@ -20,11 +20,7 @@ public:
 
   // `pattern` fills each frame (nullptr: Aravis' own ramp); its data
   // argument is the ArvFakeCamera (registers: width, height, …).
-  explicit FakeGvCamera (ArvFakeCameraFillPattern pattern = nullptr)
-      : pattern_ (pattern)
-  {
-    plug ();
-  }
+  explicit FakeGvCamera (ArvFakeCameraFillPattern pattern = nullptr) : pattern_ (pattern) { plug (); }
   ~FakeGvCamera () { unplug (); }
 
   bool plug ()
@@ -38,9 +34,8 @@ public:
       return false;
     }
     if (pattern_)
-      arv_fake_camera_set_fill_pattern (
-          arv_gv_fake_camera_get_fake_camera (gv_), pattern_,
-          arv_gv_fake_camera_get_fake_camera (gv_));
+      arv_fake_camera_set_fill_pattern (arv_gv_fake_camera_get_fake_camera (gv_), pattern_,
+                                        arv_gv_fake_camera_get_fake_camera (gv_));
     return true;
   }
   void unplug ()

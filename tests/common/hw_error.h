@@ -10,8 +10,7 @@ namespace livemicro::test {
 
 // The Error's message ("(no error)" when nothing was thrown) and its kind.
 inline std::string
-error_of (const std::function<void ()> &fn,
-          livemicro::hw::ErrorKind *kind = nullptr)
+error_of (const std::function<void ()> &fn, livemicro::hw::ErrorKind *kind = nullptr)
 {
   try {
     fn ();

@@ -23,10 +23,10 @@ testdata_dir ()
   return "";
 }
 
-#define LIVEMICRO_REQUIRE_TESTDATA(var)                                       \
-  const std::string var = ::livemicro::test::testdata_dir ();                 \
-  if (var.empty ())                                                           \
-  GTEST_SKIP () << "shared test data not found (set LIVEMICRO_TESTDATA or "  \
+#define LIVEMICRO_REQUIRE_TESTDATA(var)                                                                      \
+  const std::string var = ::livemicro::test::testdata_dir ();                                                \
+  if (var.empty ())                                                                                          \
+  GTEST_SKIP () << "shared test data not found (set LIVEMICRO_TESTDATA or "                                  \
                    "put ../shared/testdata next to the source tree)"
 
 // Focus measure: variance of the Laplacian of the grey image.
@@ -69,4 +69,4 @@ private:
   std::string path_;
 };
 
-}  // namespace livemicro::test
+} // namespace livemicro::test

@@ -46,9 +46,9 @@ struct Row {
 };
 
 struct Table {
-  int line = 0;  // of the header
+  int line = 0; // of the header
   std::map<std::string, Row> rows;
-  std::vector<std::string> problems;  // malformed rows
+  std::vector<std::string> problems; // malformed rows
 };
 
 std::string
@@ -138,25 +138,25 @@ read_tables (const std::string &path, std::string *error)
     std::vector<std::string> cells = cells_of (line);
     if (cells.empty ()) {
       if (in_table)
-        current = nullptr;  // only the first property table of a section
+        current = nullptr; // only the first property table of a section
       in_table = false;
       continue;
     }
     if (!in_table) {
       in_table = true;
-      if (!element.empty () && !cells.empty () && cells[0] == "property" &&
-          !tables.count (element)) {
+      if (!element.empty () && !cells.empty () && cells[0] == "property" && !tables.count (element)) {
         current = &tables[element];
         current->line = n;
         std::vector<std::string> want = {"property", "type", "range", "default", "meaning"};
         if (cells != want)
-          current->problems.push_back (path + ":" + std::to_string (n) +
-              ": the header must be | property | type | range | default | meaning |");
+          current->problems.push_back (
+              path + ":" + std::to_string (n)
+              + ": the header must be | property | type | range | default | meaning |");
       }
       continue;
     }
     if (!current || cells[0].find_first_not_of ("-: ") == std::string::npos)
-      continue;  // the |---| line
+      continue; // the |---| line
     if (cells.size () < 5) {
       current->problems.push_back (path + ":" + std::to_string (n) + ": a row needs 5 cells");
       continue;
@@ -165,9 +165,8 @@ read_tables (const std::string &path, std::string *error)
     for (std::string name; std::getline (names, name, ',');) {
       name = strip_backticks (name);
       if (current->rows.count (name))
-        current->problems.push_back (path + ":" + std::to_string (n) + ": '" + name +
-            "' is listed twice");
-      current->rows[name] = Row {n, cells[1], cells[2], cells[3]};
+        current->problems.push_back (path + ":" + std::to_string (n) + ": '" + name + "' is listed twice");
+      current->rows[name] = Row{n, cells[1], cells[2], cells[3]};
     }
   }
   return tables;
@@ -178,17 +177,28 @@ type_word (GParamSpec *p)
 {
   GType t = G_PARAM_SPEC_VALUE_TYPE (p);
   switch (G_TYPE_FUNDAMENTAL (t)) {
-    case G_TYPE_BOOLEAN: return "bool";
-    case G_TYPE_INT: return "int";
-    case G_TYPE_UINT: return "uint";
-    case G_TYPE_INT64: return "int64";
-    case G_TYPE_UINT64: return "uint64";
-    case G_TYPE_DOUBLE: return "double";
-    case G_TYPE_FLOAT: return "float";
-    case G_TYPE_STRING: return "string";
-    case G_TYPE_ENUM: return "enum";
-    case G_TYPE_FLAGS: return "flags";
-    default: return g_type_name (t);
+  case G_TYPE_BOOLEAN:
+    return "bool";
+  case G_TYPE_INT:
+    return "int";
+  case G_TYPE_UINT:
+    return "uint";
+  case G_TYPE_INT64:
+    return "int64";
+  case G_TYPE_UINT64:
+    return "uint64";
+  case G_TYPE_DOUBLE:
+    return "double";
+  case G_TYPE_FLOAT:
+    return "float";
+  case G_TYPE_STRING:
+    return "string";
+  case G_TYPE_ENUM:
+    return "enum";
+  case G_TYPE_FLAGS:
+    return "flags";
+  default:
+    return g_type_name (t);
   }
 }
 
@@ -240,21 +250,27 @@ numeric_of (GParamSpec *p)
   Numeric n;
   n.ok = true;
   switch (G_TYPE_FUNDAMENTAL (G_PARAM_SPEC_VALUE_TYPE (p))) {
-#define NUM(T, CAST, MAXV)                                                     \
-  n.min = CAST (p)->minimum;                                                   \
-  n.max = CAST (p)->maximum;                                                   \
-  n.def = CAST (p)->default_value;                                             \
-  n.type_max = MAXV;                                                           \
+#define NUM(T, CAST, MAXV)                                                                                   \
+  n.min = CAST (p)->minimum;                                                                                 \
+  n.max = CAST (p)->maximum;                                                                                 \
+  n.def = CAST (p)->default_value;                                                                           \
+  n.type_max = MAXV;                                                                                         \
   break;
-    case G_TYPE_INT: NUM (int, G_PARAM_SPEC_INT, G_MAXINT)
-    case G_TYPE_UINT: NUM (uint, G_PARAM_SPEC_UINT, G_MAXUINT)
-    case G_TYPE_INT64: NUM (int64, G_PARAM_SPEC_INT64, (double) G_MAXINT64)
-    case G_TYPE_UINT64: NUM (uint64, G_PARAM_SPEC_UINT64, (double) G_MAXUINT64)
-    case G_TYPE_DOUBLE: NUM (double, G_PARAM_SPEC_DOUBLE, G_MAXDOUBLE)
-    case G_TYPE_FLOAT: NUM (float, G_PARAM_SPEC_FLOAT, G_MAXFLOAT)
+  case G_TYPE_INT:
+    NUM (int, G_PARAM_SPEC_INT, G_MAXINT)
+  case G_TYPE_UINT:
+    NUM (uint, G_PARAM_SPEC_UINT, G_MAXUINT)
+  case G_TYPE_INT64:
+    NUM (int64, G_PARAM_SPEC_INT64, (double)G_MAXINT64)
+  case G_TYPE_UINT64:
+    NUM (uint64, G_PARAM_SPEC_UINT64, (double)G_MAXUINT64)
+  case G_TYPE_DOUBLE:
+    NUM (double, G_PARAM_SPEC_DOUBLE, G_MAXDOUBLE)
+  case G_TYPE_FLOAT:
+    NUM (float, G_PARAM_SPEC_FLOAT, G_MAXFLOAT)
 #undef NUM
-    default:
-      n.ok = false;
+  default:
+    n.ok = false;
   }
   return n;
 }
@@ -264,8 +280,8 @@ std::vector<std::string>
 check_row (const std::string &element, GParamSpec *p, const Row &row)
 {
   std::vector<std::string> out;
-  const std::string where = std::string (kDoc) + ":" + std::to_string (row.line) + ": " +
-      element + " property '" + p->name + "': ";
+  const std::string where = std::string (kDoc) + ":" + std::to_string (row.line) + ": " + element
+                            + " property '" + p->name + "': ";
   auto problem = [&] (const std::string &what) { out.push_back (where + what); };
 
   // Type and writability.
@@ -282,27 +298,27 @@ check_row (const std::string &element, GParamSpec *p, const Row &row)
   if (type != type_word (p))
     problem ("type is " + type_word (p) + " in the element, the table says '" + type + "'");
   if (says_ro == writable)
-    problem (writable ? "the element lets it be written; the table says read-only"
-                      : "the element has it read-only; the table must say \"" +
-                    type_word (p) + ", read-only\"");
+    problem (writable
+                 ? "the element lets it be written; the table says read-only"
+                 : "the element has it read-only; the table must say \"" + type_word (p) + ", read-only\"");
 
   const std::string range = trim (row.range), def = value_of (row.def);
   const bool no_range = range.empty () || range == "—";
   GType vt = G_PARAM_SPEC_VALUE_TYPE (p);
 
   if (Numeric n = numeric_of (p); n.ok) {
-    const std::string sep = "\xe2\x80\xa6";  // "…"
+    const std::string sep = "\xe2\x80\xa6"; // "…"
     size_t s = range.find (sep);
     double lo = 0, hi = 0;
     std::string hi_text = s == std::string::npos ? "" : strip_backticks (range.substr (s + sep.size ()));
-    bool ok = s != std::string::npos && parse_number (range.substr (0, s), &lo) &&
-        (hi_text == "max" ? (hi = n.type_max, true) : parse_number (hi_text, &hi));
+    bool ok = s != std::string::npos && parse_number (range.substr (0, s), &lo)
+              && (hi_text == "max" ? (hi = n.type_max, true) : parse_number (hi_text, &hi));
     if (!ok)
-      problem ("range cell '" + range + "' is not \"MIN … MAX\" (the element: " + fmt (n.min) +
-          " … " + fmt (n.max) + ")");
+      problem ("range cell '" + range + "' is not \"MIN … MAX\" (the element: " + fmt (n.min) + " … "
+               + fmt (n.max) + ")");
     else if (!same_number (lo, n.min) || !same_number (hi, n.max))
-      problem ("range is " + fmt (n.min) + " … " + fmt (n.max) + " in the element, the table says " +
-          fmt (lo) + " … " + (hi_text == "max" ? std::string ("max") : fmt (hi)));
+      problem ("range is " + fmt (n.min) + " … " + fmt (n.max) + " in the element, the table says " + fmt (lo)
+               + " … " + (hi_text == "max" ? std::string ("max") : fmt (hi)));
     double d = 0;
     if (!parse_number (def, &d))
       problem ("default cell '" + row.def + "' is not a number (the element: " + fmt (n.def) + ")");
@@ -346,10 +362,10 @@ check_row (const std::string &element, GParamSpec *p, const Row &row)
     if (!d) {
       if (def != "NULL")
         problem ("default is NULL in the element, the table says " + def);
-    } else if (def.size () < 2 || def.front () != '`' || def.back () != '`' ||
-        def.substr (1, def.size () - 2) != d) {
-      problem (std::string ("default is \"") + d + "\" in the element, the table must say `" +
-          d + "` (it says " + def + ")");
+    } else if (def.size () < 2 || def.front () != '`' || def.back () != '`'
+               || def.substr (1, def.size () - 2) != d) {
+      problem (std::string ("default is \"") + d + "\" in the element, the table must say `" + d
+               + "` (it says " + def + ")");
     }
   } else if (def != "—") {
     problem ("a " + type_word (p) + " has no default to document: the default cell must be —");
@@ -387,13 +403,14 @@ TEST_F (ElementDocs, EveryElementOfThePluginIsDocumented)
       continue;
     const char *name = gst_plugin_feature_get_name (GST_PLUGIN_FEATURE (l->data));
     n++;
-    EXPECT_TRUE (known.count (name))
-        << "element '" << name << "' of the livemicro plugin is not checked by this test: "
-        << "add it to kElements and give it a \"## `" << name << "`\" section with a "
-        << "property table in " << kDoc;
+    EXPECT_TRUE (known.count (name)) << "element '" << name
+                                     << "' of the livemicro plugin is not checked by this test: "
+                                     << "add it to kElements and give it a \"## `" << name
+                                     << "`\" section with a "
+                                     << "property table in " << kDoc;
   }
   gst_plugin_feature_list_free (features);
-  EXPECT_EQ (n, (int) known.size ()) << "kElements names an element the plugin does not have";
+  EXPECT_EQ (n, (int)known.size ()) << "kElements names an element the plugin does not have";
 }
 
 TEST_P (ElementDocs, PropertyTableMatchesTheElement)
@@ -424,8 +441,7 @@ TEST_P (ElementDocs, PropertyTableMatchesTheElement)
       // The element's own properties must be listed; inherited ones may be.
       if (p->owner_type == G_OBJECT_TYPE (e))
         ADD_FAILURE () << kDoc << ":" << table.line << ": " << element << "'s table lacks "
-                       << "the property '" << p->name << "' (" << type_word (p)
-                       << "): add a row for it";
+                       << "the property '" << p->name << "' (" << type_word (p) << "): add a row for it";
       continue;
     }
     for (const auto &problem : check_row (element, p, row->second))
@@ -434,12 +450,14 @@ TEST_P (ElementDocs, PropertyTableMatchesTheElement)
   g_free (specs);
   for (const auto &[name, row] : table.rows)
     if (!g_object_class_find_property (klass, name.c_str ()))
-      ADD_FAILURE () << kDoc << ":" << row.line << ": " << element << "'s table lists '"
-                     << name << "', which the element does not have";
+      ADD_FAILURE () << kDoc << ":" << row.line << ": " << element << "'s table lists '" << name
+                     << "', which the element does not have";
   gst_object_unref (e);
 }
 
 INSTANTIATE_TEST_SUITE_P (Livemicro, ElementDocs, ::testing::ValuesIn (kElements),
-    [] (const ::testing::TestParamInfo<const char *> &info) { return std::string (info.param); });
+                          [] (const ::testing::TestParamInfo<const char *> &info) {
+                            return std::string (info.param);
+                          });
 
-}  // namespace
+} // namespace

@@ -73,8 +73,7 @@ render (const SyntheticSlide &slide, Shot &s)
 GstBuffer *
 buffer_of (const cv::Mat &rgb, const Shot &s, GstClockTime pts)
 {
-  GstBuffer *b
-      = gst_buffer_new_memdup (rgb.data, rgb.total () * rgb.elemSize ());
+  GstBuffer *b = gst_buffer_new_memdup (rgb.data, rgb.total () * rgb.elemSize ());
   GST_BUFFER_PTS (b) = pts;
   if (s.has_stage) {
     LivemicroStageMeta *m = livemicro_buffer_add_stage_meta (b);
@@ -131,8 +130,7 @@ result_of (GstBuffer *b)
   for (guint k = 0; k < m->n_nuclei; k++) {
     std::vector<cv::Point2f> c;
     for (guint q = 0; q < m->nuclei[k].n_contour; q++)
-      c.emplace_back (m->nuclei[k].contour[2 * q],
-                      m->nuclei[k].contour[2 * q + 1]);
+      c.emplace_back (m->nuclei[k].contour[2 * q], m->nuclei[k].contour[2 * q + 1]);
     r.contours.push_back (c);
     r.slide_um.emplace_back (m->nuclei[k].x_um, m->nuclei[k].y_um);
   }
@@ -145,8 +143,7 @@ map_px (const Shot &a, const Shot &b, cv::Point2d p)
 {
   const double x = a.x_um + (p.x - kW / 2.0) * a.um_per_px;
   const double y = a.y_um + (p.y - kH / 2.0) * a.um_per_px;
-  return {(x - b.x_um) / b.um_per_px + kW / 2.0,
-          (y - b.y_um) / b.um_per_px + kH / 2.0};
+  return {(x - b.x_um) / b.um_per_px + kW / 2.0, (y - b.y_um) / b.um_per_px + kH / 2.0};
 }
 
 struct Registration {
@@ -164,8 +161,7 @@ constexpr int kPad = 16;
 // Each drawn pixel against the result's outlines carried from frame a to
 // frame b through the slide (where they belong on b).
 Registration
-check_registration (const cv::Mat &drawn, const Result &r, const Shot &a,
-                    const Shot &b, double tolerance_um)
+check_registration (const cv::Mat &drawn, const Result &r, const Shot &a, const Shot &b, double tolerance_um)
 {
   cv::Mat outlines = cv::Mat::zeros (kH + 2 * kPad, kW + 2 * kPad, CV_8U);
   cv::Mat whole = cv::Mat::zeros (kH, kW, CV_8U);
@@ -179,8 +175,7 @@ check_registration (const cv::Mat &drawn, const Result &r, const Shot &a,
       inside_a &= q.x > 5 && q.y > 5 && q.x < kW - 5 && q.y < kH - 5;
       cv::Point2d m = map_px (a, b, q);
       inside_b &= m.x > 2 && m.y > 2 && m.x < kW - 2 && m.y < kH - 2;
-      pts.emplace_back ((int)std::lround (m.x - 0.5),
-                        (int)std::lround (m.y - 0.5));
+      pts.emplace_back ((int)std::lround (m.x - 0.5), (int)std::lround (m.y - 0.5));
       padded.push_back (pts.back () + cv::Point (kPad, kPad));
     }
     cv::polylines (outlines, padded, true, 255, 1, cv::LINE_8);
@@ -188,8 +183,7 @@ check_registration (const cv::Mat &drawn, const Result &r, const Shot &a,
       cv::polylines (whole, pts, true, 255, 1, cv::LINE_8);
   }
   cv::Mat dist;
-  cv::distanceTransform (outlines == 0, dist, cv::DIST_L2,
-                         cv::DIST_MASK_PRECISE);
+  cv::distanceTransform (outlines == 0, dist, cv::DIST_L2, cv::DIST_MASK_PRECISE);
   Registration out;
   for (int y = 0; y < kH; y++)
     for (int x = 0; x < kW; x++) {
@@ -203,41 +197,35 @@ check_registration (const cv::Mat &drawn, const Result &r, const Shot &a,
   cv::Mat near_drawn;
   cv::dilate (drawn, near_drawn, cv::Mat::ones (3, 3, CV_8U));
   out.expected = cv::countNonZero (whole);
-  out.recall = out.expected ? (double)cv::countNonZero (whole & near_drawn)
-                                  / out.expected
-                            : 0;
+  out.recall = out.expected ? (double)cv::countNonZero (whole & near_drawn) / out.expected : 0;
   return out;
 }
 
 // Share of drawn pixels within tolerance_um of a ground-truth nucleus
 // outline of the generated slide.
 double
-near_ground_truth (const cv::Mat &drawn, const SyntheticSlide &slide,
-                   const Shot &b, double tolerance_um)
+near_ground_truth (const cv::Mat &drawn, const SyntheticSlide &slide, const Shot &b, double tolerance_um)
 {
   const double hw = kW / 2.0 * b.um_per_px, hh = kH / 2.0 * b.um_per_px;
   cv::Mat outlines = cv::Mat::zeros (kH + 2 * kPad, kW + 2 * kPad, CV_8U);
-  for (const auto &n : slide.nuclei_in (cv::Rect2d (
-           b.x_um - hw - 20, b.y_um - hh - 20, 2 * hw + 40, 2 * hh + 40))) {
+  for (const auto &n :
+       slide.nuclei_in (cv::Rect2d (b.x_um - hw - 20, b.y_um - hh - 20, 2 * hw + 40, 2 * hh + 40))) {
     std::vector<cv::Point> pts;
     for (const cv::Point2d &p : n.outline_um (64)) {
       const double x = (p.x - b.x_um) / b.um_per_px + kW / 2.0;
       const double y = (p.y - b.y_um) / b.um_per_px + kH / 2.0;
-      pts.emplace_back ((int)std::lround (x - 0.5) + kPad,
-                        (int)std::lround (y - 0.5) + kPad);
+      pts.emplace_back ((int)std::lround (x - 0.5) + kPad, (int)std::lround (y - 0.5) + kPad);
     }
     cv::polylines (outlines, pts, true, 255, 1, cv::LINE_8);
   }
   cv::Mat dist;
-  cv::distanceTransform (outlines == 0, dist, cv::DIST_L2,
-                         cv::DIST_MASK_PRECISE);
+  cv::distanceTransform (outlines == 0, dist, cv::DIST_L2, cv::DIST_MASK_PRECISE);
   int drawn_n = 0, near = 0;
   for (int y = 0; y < kH; y++)
     for (int x = 0; x < kW; x++)
       if (drawn.at<uchar> (y, x)) {
         drawn_n++;
-        near += dist.at<float> (y + kPad, x + kPad) * b.um_per_px
-                <= tolerance_um;
+        near += dist.at<float> (y + kPad, x + kPad) * b.um_per_px <= tolerance_um;
       }
   return drawn_n ? (double)near / drawn_n : 0;
 }
@@ -273,8 +261,7 @@ state_of (GstElement *overlay)
 {
   gint v = 0;
   g_object_get (overlay, "state", &v, nullptr);
-  GEnumClass *k = G_ENUM_CLASS (
-      g_type_class_ref (g_type_from_name ("GstFeatureOverlayState")));
+  GEnumClass *k = G_ENUM_CLASS (g_type_class_ref (g_type_from_name ("GstFeatureOverlayState")));
   std::string nick = g_enum_get_value (k, v)->value_nick;
   g_type_class_unref (k);
   return nick;
@@ -290,10 +277,9 @@ public:
                                 "featureoverlay name=overlay "
                                 + overlay_props)
                                    .c_str ());
-    gst_harness_set_src_caps_str (
-        h, ("video/x-raw,format=RGB,width=" + std::to_string (kW)
-            + ",height=" + std::to_string (kH) + ",framerate=0/1")
-               .c_str ());
+    gst_harness_set_src_caps_str (h, ("video/x-raw,format=RGB,width=" + std::to_string (kW)
+                                      + ",height=" + std::to_string (kH) + ",framerate=0/1")
+                                         .c_str ());
     bus = gst_bus_new ();
     gst_element_set_bus (h->element, bus);
     overlay = gst_bin_get_by_name (GST_BIN (h->element), "overlay");
@@ -364,8 +350,7 @@ TEST (Placement, SameFieldMapsOntoItselfAndAStageDeltaShifts)
   half.um_per_px = 0.5;
   half.width_px = 320;
   half.height_px = 240;
-  an::Placement scaled
-      = an::place_result (half, half, 0, an::PlacementLimits ());
+  an::Placement scaled = an::place_result (half, half, 0, an::PlacementLimits ());
   ASSERT_TRUE (scaled.ok ());
   EXPECT_NEAR (scaled.map ({320, 240}).x, 320, 1e-9);
 }
@@ -382,9 +367,7 @@ TEST (Placement, NothingPlacedWhenObjectiveFocusPixelSizeAgeOrMotionDiffer)
   a.height_px = 480;
   an::PlacementLimits limits;
   limits.max_age_s = 5;
-  auto why = [&] (const an::FieldOfView &b, double age) {
-    return an::place_result (a, b, age, limits).why;
-  };
+  auto why = [&] (const an::FieldOfView &b, double age) { return an::place_result (a, b, age, limits).why; };
   an::FieldOfView b = a;
   b.objective = 20;
   b.um_per_px = 0.5;
@@ -425,8 +408,7 @@ TEST (Placement, DepthOfFieldFollowsTheObjective)
   EXPECT_NEAR (an::depth_of_field_um (4, 2.5), 80.0, 0.01);
   // Between the table's entries: between their depths.
   EXPECT_GT (an::depth_of_field_um (60, 0.17), 0.5);
-  EXPECT_LT (an::depth_of_field_um (60, 0.17),
-             an::depth_of_field_um (40, 0.25));
+  EXPECT_LT (an::depth_of_field_um (60, 0.17), an::depth_of_field_um (40, 0.25));
   EXPECT_GT (an::typical_numerical_aperture (25), 0.40);
   EXPECT_LT (an::typical_numerical_aperture (25), 0.65);
 }
@@ -471,8 +453,7 @@ TEST (Density, FlatToTheFrameEdgesFallingWhereTheNucleiStop)
 
   // Only the left 400 px observed (the stage moved since): no value on the
   // right, no fade at the observed area's edge.
-  cv::Mat part = an::nuclear_density_per_mm2 (
-      grid, cv::Rect2d (-240, 0, 640, 480), {kW, kH}, upp);
+  cv::Mat part = an::nuclear_density_per_mm2 (grid, cv::Rect2d (-240, 0, 640, 480), {kW, kH}, upp);
   EXPECT_TRUE (std::isnan (part.at<float> (240, 420)));
   EXPECT_NEAR (part.at<float> (240, 399), 2500, 250);
   EXPECT_NEAR (part.at<float> (240, 200), 2500, 250);
@@ -484,8 +465,7 @@ TEST (Density, FlatToTheFrameEdgesFallingWhereTheNucleiStop)
 // run), the stage moves several times.  On every frame, every drawn pixel
 // is within 2 µm of the outline it belongs to, carried through the slide,
 // and the outlines of the nuclei still in view are drawn.
-TEST_F (FeatureOverlay,
-        OutlinesStayOnTheirNucleiWhileTheStageMovesAndAnalysisIsSlow)
+TEST_F (FeatureOverlay, OutlinesStayOnTheirNucleiWhileTheStageMovesAndAnalysisIsSlow)
 {
   SyntheticSlide slide;
   SlowAnalysis run ("summary=false heatmap=false color-by=none");
@@ -499,12 +479,10 @@ TEST_F (FeatureOverlay,
   gst_buffer_unref (out0);
 
   const std::pair<double, double> moves[]
-      = {{0, 0},         {37.5, 21.25},  {-60.0, 35.5},
-         {80.25, -40.0}, {-20.0, -20.0}, {0, 0}};
+      = {{0, 0}, {37.5, 21.25}, {-60.0, 35.5}, {80.25, -40.0}, {-20.0, -20.0}, {0, 0}};
   GstClockTime pts = 0;
   for (auto [dx, dy] : moves) {
-    SCOPED_TRACE ("stage moved by " + std::to_string (dx) + ", "
-                  + std::to_string (dy) + " µm");
+    SCOPED_TRACE ("stage moved by " + std::to_string (dx) + ", " + std::to_string (dy) + " µm");
     pts += 200 * GST_MSECOND;
     Shot s = at (slide, dx, dy);
     cv::Mat rgb = render (slide, s);
@@ -518,15 +496,13 @@ TEST_F (FeatureOverlay,
     gst_buffer_unref (out);
     const Registration reg = check_registration (drawn, r, home, s, 2.0);
     EXPECT_GT (reg.drawn, 300);
-    EXPECT_EQ (reg.far, 0)
-        << "drawn pixels more than 2 µm from their outline; worst "
-        << reg.worst_um << " µm";
+    EXPECT_EQ (reg.far, 0) << "drawn pixels more than 2 µm from their outline; worst " << reg.worst_um
+                           << " µm";
     EXPECT_GT (reg.expected, 300);
     EXPECT_GE (reg.recall, 0.95);
     // And against the generated slide's own nuclei.
     const double gt = near_ground_truth (drawn, slide, s, 2.0);
-    EXPECT_GE (gt, 0.9)
-        << "share of drawn pixels within 2 µm of a true nucleus outline";
+    EXPECT_GE (gt, 0.9) << "share of drawn pixels within 2 µm of a true nucleus outline";
     const std::string want = dx == 0 && dy == 0 ? "current" : "moved";
     EXPECT_EQ (state_of (run.overlay), want);
   }
@@ -559,9 +535,7 @@ TEST_F (FeatureOverlay, OutlinesCutByTheAnalysedFramesEdgeAreLeftOut)
   ASSERT_LE (edge_u, 3.0f);
   int cut_left = 0;
   for (const auto &c : r.contours)
-    cut_left += std::any_of (c.begin (), c.end (), [&] (const cv::Point2f &p) {
-      return p.x <= edge_u;
-    });
+    cut_left += std::any_of (c.begin (), c.end (), [&] (const cv::Point2f &p) { return p.x <= edge_u; });
   ASSERT_GE (cut_left, 2) << "the field has nuclei on its left edge";
   // The stage 40 µm left: the analysed frame's left edge is now at x = 160.
   Shot s = at (slide, -40.0, 0);
@@ -582,10 +556,8 @@ TEST_F (FeatureOverlay, OutlinesCutByTheAnalysedFramesEdgeAreLeftOut)
     }
   }
   EXPECT_LE (longest, 4) << "a straight cut drawn along the old frame edge";
-  EXPECT_GT (cv::countNonZero (drawn.colRange (edge_x + 2, kW)), 300)
-      << "the rest is drawn";
-  EXPECT_EQ (cv::countNonZero (drawn.colRange (0, field_x)), 0)
-      << "nothing left of the analysed field";
+  EXPECT_GT (cv::countNonZero (drawn.colRange (edge_x + 2, kW)), 300) << "the rest is drawn";
+  EXPECT_EQ (cv::countNonZero (drawn.colRange (0, field_x)), 0) << "nothing left of the analysed field";
 }
 
 // Nothing is drawn while the result cannot be placed, and the state says
@@ -610,15 +582,13 @@ TEST_F (FeatureOverlay, NothingDrawnWhileTheResultCannotBePlaced)
     std::string state, reason;
   };
   Shot objective20 = at (slide, 0, 0, 20);
-  Shot defocused = home, refocused = home, moving = home,
-       away = at (slide, 400, 0), no_stage = home;
+  Shot defocused = home, refocused = home, moving = home, away = at (slide, 400, 0), no_stage = home;
   defocused.z_um += 3.0; // 40x depth of field: 1.7 µm
   refocused.z_um += 1.0;
   moving.moving = true;
   no_stage.has_stage = false;
   const Step steps[] = {
-      {"objective changed", objective20, 1 * GST_SECOND, "updating",
-       "objective"},
+      {"objective changed", objective20, 1 * GST_SECOND, "updating", "objective"},
       {"objective back", home, 2 * GST_SECOND, "current", ""},
       {"focus 3 um away", defocused, 3 * GST_SECOND, "updating", "focus"},
       {"focus 1 um away", refocused, 4 * GST_SECOND, "current", ""},
@@ -626,8 +596,7 @@ TEST_F (FeatureOverlay, NothingDrawnWhileTheResultCannotBePlaced)
       {"a field away", away, 6 * GST_SECOND, "updating", "outside"},
       {"no StageMeta", no_stage, 7 * GST_SECOND, "updating", "no-stage"},
       {"back home", home, 8 * GST_SECOND, "current", ""},
-      {"older than max-age (10 s)", home, 10 * GST_SECOND + 1, "updating",
-       "stale"},
+      {"older than max-age (10 s)", home, 10 * GST_SECOND + 1, "updating", "stale"},
   };
   for (Step st : steps) {
     SCOPED_TRACE (st.name);
@@ -639,11 +608,9 @@ TEST_F (FeatureOverlay, NothingDrawnWhileTheResultCannotBePlaced)
     const cv::Mat drawn = drawn_mask (rgb, pixels_of (out));
     gst_buffer_unref (out);
     if (st.state == "updating") {
-      EXPECT_EQ (cv::countNonZero (drawn), 0)
-          << "drawn although it cannot be placed";
+      EXPECT_EQ (cv::countNonZero (drawn), 0) << "drawn although it cannot be placed";
     } else {
-      EXPECT_EQ (cv::countNonZero (drawn != drawn0), 0)
-          << "not drawn as on the analysed frame";
+      EXPECT_EQ (cv::countNonZero (drawn != drawn0), 0) << "not drawn as on the analysed frame";
     }
     EXPECT_EQ (state_of (run.overlay), st.state);
     auto msgs = pop_state_messages (run.bus);
@@ -656,8 +623,7 @@ TEST_F (FeatureOverlay, NothingDrawnWhileTheResultCannotBePlaced)
   g_object_set (run.overlay, "max-age", (guint64)60 * GST_SECOND, nullptr);
   for (GstClockTime pts : {11 * GST_SECOND, 12 * GST_SECOND}) {
     GstBuffer *out = run.push (rgb0, home, pts);
-    EXPECT_EQ (cv::countNonZero (drawn_mask (rgb0, pixels_of (out)) != drawn0),
-               0);
+    EXPECT_EQ (cv::countNonZero (drawn_mask (rgb0, pixels_of (out)) != drawn0), 0);
     gst_buffer_unref (out);
   }
   auto msgs = pop_state_messages (run.bus);
@@ -682,8 +648,7 @@ TEST_F (FeatureOverlay, SummaryPanelSaysUpdating)
   const cv::Mat panel = drawn_mask (rgb, pixels_of (out));
   gst_buffer_unref (out);
   // Two lines instead of six: a smaller panel, still top-left.
-  const cv::Rect box0 = cv::boundingRect (panel0),
-                 box = cv::boundingRect (panel);
+  const cv::Rect box0 = cv::boundingRect (panel0), box = cv::boundingRect (panel);
   EXPECT_GT (box.area (), 1000);
   EXPECT_LT (box.height, box0.height * 0.6);
   EXPECT_LT (box.y, 20);
@@ -695,17 +660,14 @@ TEST_F (FeatureOverlay, SummaryPanelSaysUpdating)
 TEST_F (FeatureOverlay, AnalysedFrameDroppedBeforeTheOverlay)
 {
   SyntheticSlide slide;
-  const std::string caps
-      = "video/x-raw,format=RGB,width=640,height=480,framerate=0/1";
+  const std::string caps = "video/x-raw,format=RGB,width=640,height=480,framerate=0/1";
   for (bool moved_in_the_gap : {false, true}) {
     SCOPED_TRACE (moved_in_the_gap ? "stage moved in the gap" : "stage still");
     GstHarness *tf = gst_harness_new_parse ("tumorfeatures interval=2");
-    GstHarness *fo
-        = gst_harness_new_parse ("featureoverlay summary=false heatmap=false");
+    GstHarness *fo = gst_harness_new_parse ("featureoverlay summary=false heatmap=false");
     gst_harness_set_src_caps_str (tf, caps.c_str ());
     gst_harness_set_src_caps_str (fo, caps.c_str ());
-    Shot home = at (slide, 0, 0),
-         there = at (slide, moved_in_the_gap ? 30.0 : 0.0, 0);
+    Shot home = at (slide, 0, 0), there = at (slide, moved_in_the_gap ? 30.0 : 0.0, 0);
     cv::Mat a = render (slide, home), b = render (slide, there);
     // Frame 0 (analysed) and 1 reach the overlay; frame 2 (analysed) is
     // dropped on the way; frame 3 carries frame 2's result.
@@ -713,8 +675,8 @@ TEST_F (FeatureOverlay, AnalysedFrameDroppedBeforeTheOverlay)
     const cv::Mat *frames[] = {&a, &a, &b, &b};
     cv::Mat last_in, last_out;
     for (int k = 0; k < 4; k++) {
-      GstBuffer *mid = gst_harness_push_and_pull (
-          tf, buffer_of (*frames[k], *shots[k], k * 200 * GST_MSECOND));
+      GstBuffer *mid
+          = gst_harness_push_and_pull (tf, buffer_of (*frames[k], *shots[k], k * 200 * GST_MSECOND));
       ASSERT_NE (mid, nullptr);
       if (k == 2) {
         gst_buffer_unref (mid);
@@ -722,8 +684,7 @@ TEST_F (FeatureOverlay, AnalysedFrameDroppedBeforeTheOverlay)
       }
       GstBuffer *out = gst_harness_push_and_pull (fo, mid);
       if (k == 3) {
-        const LivemicroFeaturesMeta *m
-            = livemicro_buffer_get_features_meta (out);
+        const LivemicroFeaturesMeta *m = livemicro_buffer_get_features_meta (out);
         ASSERT_NE (m, nullptr);
         EXPECT_EQ (m->analysed_pts, 400 * GST_MSECOND);
         last_out = pixels_of (out);
@@ -751,8 +712,8 @@ namespace {
 // where keep(x, y) (analysed-frame pixels) says so.
 template <typename Keep>
 GstBuffer *
-grid_frame (const Shot &s, const Shot &analysed, double spacing_um,
-            GstClockTime pts, GstClockTime analysed_pts, Keep keep)
+grid_frame (const Shot &s, const Shot &analysed, double spacing_um, GstClockTime pts,
+            GstClockTime analysed_pts, Keep keep)
 {
   cv::Mat grey (kH, kW, CV_8UC3, cv::Scalar (200, 200, 200));
   GstBuffer *b = buffer_of (grey, s, pts);
@@ -790,10 +751,8 @@ grid_frame (const Shot &s, const Shot &analysed, double spacing_um,
 // edge of that.
 TEST_F (FeatureOverlay, HeatMapFadesWhereTheTissueEndsNotAtTheFrameEdges)
 {
-  GstHarness *h = gst_harness_new_parse (
-      "featureoverlay contours=false summary=false heatmap=true");
-  gst_harness_set_src_caps_str (
-      h, "video/x-raw,format=RGB,width=640,height=480,framerate=5/1");
+  GstHarness *h = gst_harness_new_parse ("featureoverlay contours=false summary=false heatmap=true");
+  gst_harness_set_src_caps_str (h, "video/x-raw,format=RGB,width=640,height=480,framerate=5/1");
   Shot s; // 10x: 1 µm per pixel, the frame is 640 × 480 µm
   s.x_um = 30000;
   s.y_um = 12000;
@@ -806,38 +765,30 @@ TEST_F (FeatureOverlay, HeatMapFadesWhereTheTissueEndsNotAtTheFrameEdges)
     return cv::norm (cv::Vec3i (img.at<cv::Vec3b> (y, x)) - grey, cv::NORM_INF);
   };
   auto colour_gap = [] (const cv::Mat &img, cv::Point a, cv::Point b) {
-    return cv::norm (cv::Vec3i (img.at<cv::Vec3b> (a))
-                         - cv::Vec3i (img.at<cv::Vec3b> (b)),
-                     cv::NORM_INF);
+    return cv::norm (cv::Vec3i (img.at<cv::Vec3b> (a)) - cv::Vec3i (img.at<cv::Vec3b> (b)), cv::NORM_INF);
   };
 
   // 2500 nuclei / mm² everywhere: the same colour at every edge and corner.
-  GstBuffer *out = gst_harness_push_and_pull (
-      h, grid_frame (s, s, 20.0, 0, 0, everywhere));
+  GstBuffer *out = gst_harness_push_and_pull (h, grid_frame (s, s, 20.0, 0, 0, everywhere));
   cv::Mat img = pixels_of (out);
   gst_buffer_unref (out);
   const cv::Point centre (320, 240);
   ASSERT_GT (tint (img, 320, 240), 30) << "the heat map tints";
-  for (cv::Point p :
-       {cv::Point (0, 0), cv::Point (639, 0), cv::Point (0, 479),
-        cv::Point (639, 479), cv::Point (320, 0), cv::Point (0, 240),
-        cv::Point (639, 240), cv::Point (320, 479)})
+  for (cv::Point p : {cv::Point (0, 0), cv::Point (639, 0), cv::Point (0, 479), cv::Point (639, 479),
+                      cv::Point (320, 0), cv::Point (0, 240), cv::Point (639, 240), cv::Point (320, 479)})
     EXPECT_LE (colour_gap (img, p, centre), 8) << "fades at " << p;
 
   // Nuclei in the left half only: the left edge as strong as the left
   // half's middle, nothing 100 µm past the last nuclei.
-  out = gst_harness_push_and_pull (
-      h, grid_frame (s, s, 20.0, GST_SECOND, GST_SECOND, left_half));
+  out = gst_harness_push_and_pull (h, grid_frame (s, s, 20.0, GST_SECOND, GST_SECOND, left_half));
   img = pixels_of (out);
   gst_buffer_unref (out);
   EXPECT_LE (colour_gap (img, {0, 240}, {160, 240}), 8);
   EXPECT_LE (colour_gap (img, {0, 0}, {160, 240}), 8);
   EXPECT_EQ (tint (img, 420, 240), 0);
-  EXPECT_EQ (
-      cv::countNonZero (
-          drawn_mask (cv::Mat (kH, kW, CV_8UC3, cv::Scalar::all (200)), img)
-              .colRange (430, kW)),
-      0);
+  EXPECT_EQ (cv::countNonZero (
+                 drawn_mask (cv::Mat (kH, kW, CV_8UC3, cv::Scalar::all (200)), img).colRange (430, kW)),
+             0);
 
   // The result of a frame 240 µm to the left (the stage moved right since):
   // it covers the left 400 px only; untinted right of that; no fade at its
@@ -845,18 +796,14 @@ TEST_F (FeatureOverlay, HeatMapFadesWhereTheTissueEndsNotAtTheFrameEdges)
   Shot before = s;
   before.x_um -= 240;
   gst_buffer_unref (gst_harness_push_and_pull (
-      h, grid_frame (before, before, 20.0, 2 * GST_SECOND, 2 * GST_SECOND,
-                     everywhere)));
-  out = gst_harness_push_and_pull (
-      h,
-      grid_frame (s, before, 20.0, 3 * GST_SECOND, 2 * GST_SECOND, everywhere));
+      h, grid_frame (before, before, 20.0, 2 * GST_SECOND, 2 * GST_SECOND, everywhere)));
+  out = gst_harness_push_and_pull (h,
+                                   grid_frame (s, before, 20.0, 3 * GST_SECOND, 2 * GST_SECOND, everywhere));
   img = pixels_of (out);
   gst_buffer_unref (out);
-  EXPECT_EQ (
-      cv::countNonZero (
-          drawn_mask (cv::Mat (kH, kW, CV_8UC3, cv::Scalar::all (200)), img)
-              .colRange (400, kW)),
-      0);
+  EXPECT_EQ (cv::countNonZero (
+                 drawn_mask (cv::Mat (kH, kW, CV_8UC3, cv::Scalar::all (200)), img).colRange (400, kW)),
+             0);
   EXPECT_LE (colour_gap (img, {399, 240}, {200, 240}), 8);
   EXPECT_LE (colour_gap (img, {0, 479}, {200, 240}), 8);
   gst_harness_teardown (h);
@@ -882,8 +829,7 @@ struct FramesIn {
   std::mutex mutex;
   std::map<GstClockTime, cv::Mat> frames;
 
-  static GstPadProbeReturn probe (GstPad *, GstPadProbeInfo *info,
-                                  gpointer data)
+  static GstPadProbeReturn probe (GstPad *, GstPadProbeInfo *info, gpointer data)
   {
     auto *self = static_cast<FramesIn *> (data);
     GstBuffer *b = GST_PAD_PROBE_INFO_BUFFER (info);
@@ -908,30 +854,27 @@ struct FramesIn {
 // the objective and back.  On every frame, whatever is drawn lies within
 // 2 µm of its nucleus' outline carried through the slide; nothing is drawn
 // under the other objective or while the stage moves.
-TEST_F (FeatureOverlay,
-        MicroscopeMovesAndChangesObjectiveWhileTheAnalysisIsSlow)
+TEST_F (FeatureOverlay, MicroscopeMovesAndChangesObjectiveWhileTheAnalysisIsSlow)
 {
   GError *err = nullptr;
-  GstElement *pipeline = gst_parse_launch (
-      "microscopesrc name=scope is-live=false "
-      "microscope=sim://synthetic?prefetch=0 objective=40 "
-      "! video/x-raw,format=RGB,width=640,height=480,framerate=30/1 "
-      "! tumorfeatures interval=1000 "
-      "! featureoverlay name=overlay summary=false heatmap=false color-by=none "
-      "! appsink name=out sync=false max-buffers=1 drop=false",
-      &err);
+  GstElement *pipeline
+      = gst_parse_launch ("microscopesrc name=scope is-live=false "
+                          "microscope=sim://synthetic?prefetch=0 objective=40 "
+                          "! video/x-raw,format=RGB,width=640,height=480,framerate=30/1 "
+                          "! tumorfeatures interval=1000 "
+                          "! featureoverlay name=overlay summary=false heatmap=false color-by=none "
+                          "! appsink name=out sync=false max-buffers=1 drop=false",
+                          &err);
   ASSERT_EQ (err, nullptr) << err->message;
   GstElement *scope = gst_bin_get_by_name (GST_BIN (pipeline), "scope");
   GstElement *overlay = gst_bin_get_by_name (GST_BIN (pipeline), "overlay");
   GstElement *sink = gst_bin_get_by_name (GST_BIN (pipeline), "out");
   GstPad *overlay_sink = gst_element_get_static_pad (overlay, "sink");
   FramesIn in;
-  gst_pad_add_probe (overlay_sink, GST_PAD_PROBE_TYPE_BUFFER, FramesIn::probe,
-                     &in, nullptr);
+  gst_pad_add_probe (overlay_sink, GST_PAD_PROBE_TYPE_BUFFER, FramesIn::probe, &in, nullptr);
   gst_object_unref (overlay_sink);
   GstBus *bus = gst_element_get_bus (pipeline);
-  ASSERT_NE (gst_element_set_state (pipeline, GST_STATE_PLAYING),
-             GST_STATE_CHANGE_FAILURE);
+  ASSERT_NE (gst_element_set_state (pipeline, GST_STATE_PLAYING), GST_STATE_CHANGE_FAILURE);
 
   std::map<GstClockTime, Shot> shots; // every frame's, by PTS
   std::optional<Shot> analysed;
@@ -939,8 +882,7 @@ TEST_F (FeatureOverlay,
   int frames = 0, checked = 0, drawn_frames = 0, blank_other_objective = 0;
   // Pulls one frame and checks it; false at the end of the stream.
   auto next = [&] (Shot &shot, int &drawn_px) {
-    GstSample *smp
-        = gst_app_sink_try_pull_sample (GST_APP_SINK (sink), 60 * GST_SECOND);
+    GstSample *smp = gst_app_sink_try_pull_sample (GST_APP_SINK (sink), 60 * GST_SECOND);
     if (!smp)
       return false;
     GstBuffer *b = gst_sample_get_buffer (smp);
@@ -964,12 +906,10 @@ TEST_F (FeatureOverlay,
     if (drawn_px) {
       EXPECT_TRUE (analysed.has_value ());
       if (analysed) {
-        const Registration reg
-            = check_registration (drawn, result, *analysed, shot, 2.0);
-        EXPECT_EQ (reg.far, 0)
-            << "frame " << frames << " at " << shot.x_um << ", " << shot.y_um
-            << " " << shot.objective << "x: drawn up to " << reg.worst_um
-            << " µm from its outline";
+        const Registration reg = check_registration (drawn, result, *analysed, shot, 2.0);
+        EXPECT_EQ (reg.far, 0) << "frame " << frames << " at " << shot.x_um << ", " << shot.y_um << " "
+                               << shot.objective << "x: drawn up to " << reg.worst_um
+                               << " µm from its outline";
         checked++;
       }
       EXPECT_EQ (shot.objective, 40) << "drawn under another objective";
@@ -988,11 +928,9 @@ TEST_F (FeatureOverlay,
   // until the analysis has posted its result, however long it takes.
   ASSERT_TRUE (next (shot, px));
   for (bool finished = false; !finished;) {
-    GstMessage *msg = gst_bus_timed_pop_filtered (bus, 120 * GST_SECOND,
-                                                  GST_MESSAGE_ELEMENT);
+    GstMessage *msg = gst_bus_timed_pop_filtered (bus, 120 * GST_SECOND, GST_MESSAGE_ELEMENT);
     ASSERT_NE (msg, nullptr) << "no analysis result in 2 minutes";
-    finished = gst_structure_has_name (gst_message_get_structure (msg),
-                                       "tumorfeatures");
+    finished = gst_structure_has_name (gst_message_get_structure (msg), "tumorfeatures");
     gst_message_unref (msg);
   }
   for (int k = 0; k < 10 && !analysed; k++)
@@ -1017,11 +955,9 @@ TEST_F (FeatureOverlay,
   g_object_set (scope, "x-um", home.x_um + 30.0, nullptr);
   g_object_set (scope, "y-um", home.y_um + 20.0, nullptr);
   auto arrived = [&] (double x, double y) {
-    return !shot.moving && std::abs (shot.x_um - x) < 0.5
-           && std::abs (shot.y_um - y) < 0.5;
+    return !shot.moving && std::abs (shot.x_um - x) < 0.5 && std::abs (shot.y_um - y) < 0.5;
   };
-  ASSERT_TRUE (
-      until ([&] { return arrived (home.x_um + 30, home.y_um + 20); }));
+  ASSERT_TRUE (until ([&] { return arrived (home.x_um + 30, home.y_um + 20); }));
   EXPECT_GT (px, 300) << "the part of the old field still in view is drawn";
   EXPECT_EQ (state_of (overlay), "moved");
 

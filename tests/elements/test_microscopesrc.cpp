@@ -24,9 +24,9 @@ namespace {
 const char *kRgbCaps = "video/x-raw,format=RGB,width=320,height=240,framerate=60/1";
 
 struct Frame {
-  cv::Mat rgb;  // converted to RGB when the caps are another format
+  cv::Mat rgb; // converted to RGB when the caps are another format
   bool has_meta = false;
-  LivemicroStageMeta meta {};
+  LivemicroStageMeta meta{};
   GstClockTime pts = GST_CLOCK_TIME_NONE;
 };
 
@@ -41,30 +41,30 @@ to_frame (GstBuffer *buf, GstCaps *caps)
   const int w = info.width, h = info.height;
   auto plane = [&] (int p, int rows, int cols, int type) {
     return cv::Mat (rows, cols, type, GST_VIDEO_FRAME_PLANE_DATA (&vf, p),
-        GST_VIDEO_FRAME_PLANE_STRIDE (&vf, p));
+                    GST_VIDEO_FRAME_PLANE_STRIDE (&vf, p));
   };
   switch (GST_VIDEO_INFO_FORMAT (&info)) {
-    case GST_VIDEO_FORMAT_RGB:
-      plane (0, h, w, CV_8UC3).copyTo (f.rgb);
-      break;
-    case GST_VIDEO_FORMAT_RGBx:
-      cv::cvtColor (plane (0, h, w, CV_8UC4), f.rgb, cv::COLOR_RGBA2RGB);
-      break;
-    case GST_VIDEO_FORMAT_BGRx:
-      cv::cvtColor (plane (0, h, w, CV_8UC4), f.rgb, cv::COLOR_BGRA2RGB);
-      break;
-    case GST_VIDEO_FORMAT_I420: {
-      cv::Mat i420 (h * 3 / 2, w, CV_8U);
-      plane (0, h, w, CV_8U).copyTo (i420.rowRange (0, h));
-      cv::Mat u = plane (1, h / 2, w / 2, CV_8U).clone ().reshape (1, h / 4);
-      cv::Mat v = plane (2, h / 2, w / 2, CV_8U).clone ().reshape (1, h / 4);
-      u.copyTo (i420.rowRange (h, h + h / 4));
-      v.copyTo (i420.rowRange (h + h / 4, h * 3 / 2));
-      cv::cvtColor (i420, f.rgb, cv::COLOR_YUV2RGB_I420);
-      break;
-    }
-    default:
-      ADD_FAILURE () << "unexpected format";
+  case GST_VIDEO_FORMAT_RGB:
+    plane (0, h, w, CV_8UC3).copyTo (f.rgb);
+    break;
+  case GST_VIDEO_FORMAT_RGBx:
+    cv::cvtColor (plane (0, h, w, CV_8UC4), f.rgb, cv::COLOR_RGBA2RGB);
+    break;
+  case GST_VIDEO_FORMAT_BGRx:
+    cv::cvtColor (plane (0, h, w, CV_8UC4), f.rgb, cv::COLOR_BGRA2RGB);
+    break;
+  case GST_VIDEO_FORMAT_I420: {
+    cv::Mat i420 (h * 3 / 2, w, CV_8U);
+    plane (0, h, w, CV_8U).copyTo (i420.rowRange (0, h));
+    cv::Mat u = plane (1, h / 2, w / 2, CV_8U).clone ().reshape (1, h / 4);
+    cv::Mat v = plane (2, h / 2, w / 2, CV_8U).clone ().reshape (1, h / 4);
+    u.copyTo (i420.rowRange (h, h + h / 4));
+    v.copyTo (i420.rowRange (h + h / 4, h * 3 / 2));
+    cv::cvtColor (i420, f.rgb, cv::COLOR_YUV2RGB_I420);
+    break;
+  }
+  default:
+    ADD_FAILURE () << "unexpected format";
   }
   gst_video_frame_unmap (&vf);
   if (LivemicroStageMeta *m = livemicro_buffer_get_stage_meta (buf)) {
@@ -122,7 +122,7 @@ protected:
   GstHarness *h_ = nullptr;
 };
 
-}  // namespace
+} // namespace
 
 TEST_F (MicroscopeSrc, EveryBufferCarriesStageMetaWithTheCommandedPosition)
 {
@@ -157,7 +157,7 @@ TEST_F (MicroscopeSrc, SettingAPositionWhilePlayingMovesTheStageVisiblyOverTime)
   start ("name=src microscope=sim://synthetic?stage_speed_um_s=2000");
   Frame first = pull ();
   ASSERT_TRUE (first.has_meta);
-  const double x0 = first.meta.stage_x_um, target = x0 + 400;  // 0.2 s
+  const double x0 = first.meta.stage_x_um, target = x0 + 400; // 0.2 s
   GstElement *s = src ();
   g_object_set (s, "x-um", target, nullptr);
   int moving_frames = 0;
@@ -185,8 +185,8 @@ TEST_F (MicroscopeSrc, StageMoveShiftsTheImageByTheExpectedPixels)
   g_object_set (s, "x-um", a.meta.stage_x_um + 25.0, "y-um", a.meta.stage_y_um + 10.0, nullptr);
   gst_object_unref (s);
   Frame b = pull_until ([&] (const Frame &f) {
-    return !f.meta.moving && std::abs (f.meta.stage_x_um - a.meta.stage_x_um - 25.0) < 0.3 &&
-           std::abs (f.meta.stage_y_um - a.meta.stage_y_um - 10.0) < 0.3;
+    return !f.meta.moving && std::abs (f.meta.stage_x_um - a.meta.stage_x_um - 25.0) < 0.3
+           && std::abs (f.meta.stage_y_um - a.meta.stage_y_um - 10.0) < 0.3;
   });
   // 25 µm, 10 µm at 0.5 µm/px = 50 px, 20 px.
   cv::Mat a_part = a.rgb (cv::Rect (50, 20, 270, 220));
@@ -198,7 +198,7 @@ TEST_F (MicroscopeSrc, DefocusLowersSharpnessMonotonically)
 {
   start ("name=src objective=40 microscope=sim://synthetic?noise=0&vignetting=0");
   Frame first = pull ();
-  const double best = first.meta.stage_z_um;  // home starts in focus
+  const double best = first.meta.stage_z_um; // home starts in focus
   GstElement *s = src ();
   double previous = 1e300;
   for (double dz : {0.0, 1.0, 2.0, 4.0, 8.0, 16.0}) {
@@ -217,9 +217,9 @@ TEST_F (MicroscopeSrc, ObjectiveChangesMicronsPerPixel)
 {
   start ("name=src");
   GstElement *s = src ();
-  for (auto [mag, upp] : {std::pair<int, double> {4, 2.5}, {40, 0.25}, {20, 0.5}, {10, 1.0}}) {
+  for (auto [mag, upp] : {std::pair<int, double>{4, 2.5}, {40, 0.25}, {20, 0.5}, {10, 1.0}}) {
     g_object_set (s, "objective", mag, nullptr);
-    Frame f = pull_until ([&] (const Frame &fr) { return fr.meta.objective == (guint) mag; });
+    Frame f = pull_until ([&] (const Frame &fr) { return fr.meta.objective == (guint)mag; });
     EXPECT_DOUBLE_EQ (f.meta.um_per_px, upp);
     gdouble prop;
     g_object_get (s, "um-per-px", &prop, nullptr);
@@ -233,17 +233,14 @@ TEST_F (MicroscopeSrc, DeliversRgbRgbxBgrxAndI420WithTheSamePicture)
   const char *formats[] = {"RGB", "RGBx", "BGRx", "I420"};
   cv::Mat reference;
   for (const char *format : formats) {
-    std::string caps = std::string ("video/x-raw,format=") + format +
-                       ",width=320,height=240,framerate=30/1";
-    start ("name=src is-live=false num-buffers=1 microscope=sim://synthetic?noise=0",
-        caps.c_str ());
+    std::string caps = std::string ("video/x-raw,format=") + format + ",width=320,height=240,framerate=30/1";
+    start ("name=src is-live=false num-buffers=1 microscope=sim://synthetic?noise=0", caps.c_str ());
     Frame f = pull ();
     ASSERT_TRUE (f.has_meta) << format;
     if (reference.empty ())
       reference = f.rgb;
     else
-      EXPECT_GT (cv::PSNR (reference, f.rgb), std::string (format) == "I420" ? 30.0 : 99.0)
-          << format;
+      EXPECT_GT (cv::PSNR (reference, f.rgb), std::string (format) == "I420" ? 30.0 : 99.0) << format;
     gst_harness_teardown (h_);
     h_ = nullptr;
   }
@@ -267,8 +264,7 @@ TEST_F (MicroscopeSrc, StageMetaSurvivesVideoconvertAndVideoscaleRescalesIt)
 
 TEST_F (MicroscopeSrc, NonUniformScaleDropsStageMetaRatherThanLie)
 {
-  h_ = gst_harness_new_parse (
-      "microscopesrc is-live=false ! video/x-raw,width=320,height=240 ! videoscale");
+  h_ = gst_harness_new_parse ("microscopesrc is-live=false ! video/x-raw,width=320,height=240 ! videoscale");
   gst_harness_set_sink_caps_str (h_, "video/x-raw,format=RGB,width=320,height=120,pixel-aspect-ratio=1/2");
   gst_harness_play (h_);
   GstBuffer *buf = gst_harness_pull (h_);
@@ -280,7 +276,8 @@ TEST_F (MicroscopeSrc, NonUniformScaleDropsStageMetaRatherThanLie)
 // fragments get no StageMeta, and that is not an error on the log.
 TEST_F (MicroscopeSrc, APartOfABufferGetsNoStageMetaQuietly)
 {
-  h_ = gst_harness_new_parse ("microscopesrc is-live=false ! video/x-raw,format=RGB,width=64,height=48 ! identity");
+  h_ = gst_harness_new_parse (
+      "microscopesrc is-live=false ! video/x-raw,format=RGB,width=64,height=48 ! identity");
   gst_harness_play (h_);
   GstBuffer *buf = gst_harness_pull (h_);
   ASSERT_NE (livemicro_buffer_get_stage_meta (buf), nullptr);
@@ -311,11 +308,14 @@ TEST_F (MicroscopeSrc, StagePropertiesCanBeHammeredWhilePlaying)
   g_value_init (&x, G_TYPE_DOUBLE);
   g_value_set_double (&x, 40000.0);
   GstHarnessThread *t = gst_harness_stress_property_start_full (h_, "x-um", &x, 0);
-  GThread *setter = g_thread_new ("setter", [] (gpointer data) -> gpointer {
-    for (int k = 0; k < 2000; k++)
-      g_object_set (data, "y-um", 5000.0 + (k % 100) * 100.0, "objective", k % 2 ? 20 : 40, nullptr);
-    return nullptr;
-  }, s);
+  GThread *setter = g_thread_new (
+      "setter",
+      [] (gpointer data) -> gpointer {
+        for (int k = 0; k < 2000; k++)
+          g_object_set (data, "y-um", 5000.0 + (k % 100) * 100.0, "objective", k % 2 ? 20 : 40, nullptr);
+        return nullptr;
+      },
+      s);
   for (int k = 0; k < 20; k++) {
     Frame f = pull ();
     ASSERT_TRUE (f.has_meta);
@@ -365,10 +365,10 @@ run_pipeline (const std::string &description, double seconds = 10)
     return r;
   gst_element_set_state (p, GST_STATE_PLAYING);
   GstBus *bus = gst_element_get_bus (p);
-  gint64 deadline = g_get_monotonic_time () + (gint64) (seconds * 1e6);
+  gint64 deadline = g_get_monotonic_time () + (gint64)(seconds * 1e6);
   while (g_get_monotonic_time () < deadline) {
-    GstMessage *m = gst_bus_timed_pop_filtered (bus, 100 * GST_MSECOND,
-        (GstMessageType) (GST_MESSAGE_ERROR | GST_MESSAGE_EOS | GST_MESSAGE_WARNING));
+    GstMessage *m = gst_bus_timed_pop_filtered (
+        bus, 100 * GST_MSECOND, (GstMessageType)(GST_MESSAGE_ERROR | GST_MESSAGE_EOS | GST_MESSAGE_WARNING));
     if (!m)
       continue;
     GError *e = nullptr;
@@ -396,11 +396,11 @@ run_pipeline (const std::string &description, double seconds = 10)
   return r;
 }
 
-}  // namespace
+} // namespace
 
 struct BadInputCase {
   std::string pipeline;
-  std::vector<std::string> expected;  // substrings of the error message
+  std::vector<std::string> expected; // substrings of the error message
 };
 
 class MicroscopeSrcBadInput : public ::testing::TestWithParam<BadInputCase> {
@@ -418,25 +418,25 @@ TEST_P (MicroscopeSrcBadInput, PostsAnErrorNamingTheProblem)
         << "error '" << r.error_text << "' should mention '" << s << "'";
 }
 
-INSTANTIATE_TEST_SUITE_P (Errors, MicroscopeSrcBadInput,
-    ::testing::Values (
-        BadInputCase {"microscopesrc microscope=sim:///nonexistent/slide.svs ! fakesink",
-            {"/nonexistent/slide.svs", "does not exist"}},
-        BadInputCase {"microscopesrc microscope=foo://bar ! fakesink",
-            {"unknown microscope URI scheme 'foo'"}},
-        BadInputCase {"microscopesrc microscope=sim://synthetic?noise=99 ! fakesink",
-            {"noise=99", "[0, 50]"}},
-        BadInputCase {"microscopesrc x-um=90000 ! fakesink", {"90000", "[0, 75000]"}},
-        BadInputCase {"microscopesrc z-um=5000 ! fakesink", {"5000", "[0, 2000]"}},
-        BadInputCase {"microscopesrc objective=60 ! fakesink", {"60x", "4x, 10x, 20x, 40x"}}));
+INSTANTIATE_TEST_SUITE_P (
+    Errors, MicroscopeSrcBadInput,
+    ::testing::Values (BadInputCase{"microscopesrc microscope=sim:///nonexistent/slide.svs ! fakesink",
+                                    {"/nonexistent/slide.svs", "does not exist"}},
+                       BadInputCase{"microscopesrc microscope=foo://bar ! fakesink",
+                                    {"unknown microscope URI scheme 'foo'"}},
+                       BadInputCase{"microscopesrc microscope=sim://synthetic?noise=99 ! fakesink",
+                                    {"noise=99", "[0, 50]"}},
+                       BadInputCase{"microscopesrc x-um=90000 ! fakesink", {"90000", "[0, 75000]"}},
+                       BadInputCase{"microscopesrc z-um=5000 ! fakesink", {"5000", "[0, 2000]"}},
+                       BadInputCase{"microscopesrc objective=60 ! fakesink", {"60x", "4x, 10x, 20x, 40x"}}));
 
 // Caps an application sets after linking (gst-launch-1.0 refuses such a link
 // itself, see below): negotiation fails with a message naming both sides.
 TEST (MicroscopeSrcCaps, ImpossibleCapsRequestNamesWhatWasAskedAndWhatIsOffered)
 {
   gst_init (nullptr, nullptr);
-  for (const char *wanted : {"video/x-raw,format=YUV9", "video/x-raw,width=10000",
-           "video/x-raw,framerate=0/1", "image/jpeg"}) {
+  for (const char *wanted :
+       {"video/x-raw,format=YUV9", "video/x-raw,width=10000", "video/x-raw,framerate=0/1", "image/jpeg"}) {
     GstElement *p = gst_pipeline_new (nullptr);
     GstElement *src = gst_element_factory_make ("microscopesrc", nullptr);
     GstElement *filter = gst_element_factory_make ("capsfilter", nullptr);
@@ -478,7 +478,8 @@ TEST (MicroscopeSrcFiles, CorruptSlideFileNamesThePath)
 TEST (MicroscopeSrcWhilePlaying, OutOfRangeMoveWarnsAndTheStageStaysPut)
 {
   gst_init (nullptr, nullptr);
-  GstElement *p = gst_parse_launch ("microscopesrc name=src ! video/x-raw,width=64,height=48 ! fakesink", nullptr);
+  GstElement *p
+      = gst_parse_launch ("microscopesrc name=src ! video/x-raw,width=64,height=48 ! fakesink", nullptr);
   ASSERT_NE (p, nullptr);
   ASSERT_NE (gst_element_set_state (p, GST_STATE_PLAYING), GST_STATE_CHANGE_FAILURE);
   ASSERT_EQ (gst_element_get_state (p, nullptr, nullptr, 10 * GST_SECOND), GST_STATE_CHANGE_SUCCESS);
@@ -488,7 +489,7 @@ TEST (MicroscopeSrcWhilePlaying, OutOfRangeMoveWarnsAndTheStageStaysPut)
   g_object_set (src, "x-um", 123456.0, nullptr);
   GstBus *bus = gst_element_get_bus (p);
   GstMessage *m = gst_bus_timed_pop_filtered (bus, 5 * GST_SECOND,
-      (GstMessageType) (GST_MESSAGE_WARNING | GST_MESSAGE_ERROR));
+                                              (GstMessageType)(GST_MESSAGE_WARNING | GST_MESSAGE_ERROR));
   ASSERT_NE (m, nullptr);
   EXPECT_EQ (GST_MESSAGE_TYPE (m), GST_MESSAGE_WARNING) << "streaming goes on";
   GError *e = nullptr;
@@ -517,9 +518,10 @@ TEST (MicroscopeSrcWhilePlaying, OutOfRangeMoveWarnsAndTheStageStaysPut)
 TEST (MicroscopeSrcWhilePlaying, IdleSlowsToTheIdleIntervalAndWakesAtOnce)
 {
   gst_init (nullptr, nullptr);
-  GstElement *p = gst_parse_launch ("microscopesrc name=src idle=true idle-interval-ms=20000 "
-                                    "! video/x-raw,width=64,height=48,framerate=30/1 ! fakesink name=sink sync=false",
-      nullptr);
+  GstElement *p
+      = gst_parse_launch ("microscopesrc name=src idle=true idle-interval-ms=20000 "
+                          "! video/x-raw,width=64,height=48,framerate=30/1 ! fakesink name=sink sync=false",
+                          nullptr);
   ASSERT_NE (p, nullptr);
   struct Seen {
     std::mutex mutex;
@@ -528,7 +530,8 @@ TEST (MicroscopeSrcWhilePlaying, IdleSlowsToTheIdleIntervalAndWakesAtOnce)
   } seen;
   GstElement *sink = gst_bin_get_by_name (GST_BIN (p), "sink");
   GstPad *pad = gst_element_get_static_pad (sink, "sink");
-  gst_pad_add_probe (pad, GST_PAD_PROBE_TYPE_BUFFER,
+  gst_pad_add_probe (
+      pad, GST_PAD_PROBE_TYPE_BUFFER,
       [] (GstPad *, GstPadProbeInfo *info, gpointer d) -> GstPadProbeReturn {
         auto *s = static_cast<Seen *> (d);
         std::lock_guard<std::mutex> lock (s->mutex);

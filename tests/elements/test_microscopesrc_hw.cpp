@@ -50,16 +50,13 @@ public:
     gst_object_unref (e); // the pipeline keeps it
     return e;
   }
-  GstStateChangeReturn play ()
-  {
-    return gst_element_set_state (pipeline_, GST_STATE_PLAYING);
-  }
+  GstStateChangeReturn play () { return gst_element_set_state (pipeline_, GST_STATE_PLAYING); }
   // Pulls one sample (owned by the caller) within the timeout; collects bus
   // messages.
   GstSample *pull (double timeout_s = 5)
   {
-    GstSample *s = gst_app_sink_try_pull_sample (
-        GST_APP_SINK (get ("sink")), (GstClockTime)(timeout_s * GST_SECOND));
+    GstSample *s
+        = gst_app_sink_try_pull_sample (GST_APP_SINK (get ("sink")), (GstClockTime)(timeout_s * GST_SECOND));
     drain ();
     return s;
   }
@@ -74,14 +71,12 @@ public:
         gst_message_parse_error (m, &e, nullptr);
         errors.push_back (e->message);
       } else if (GST_MESSAGE_TYPE (m) == GST_MESSAGE_ELEMENT
-                 && gst_structure_has_name (gst_message_get_structure (m),
-                                            "microscopesrc")) {
+                 && gst_structure_has_name (gst_message_get_structure (m), "microscopesrc")) {
         const GstStructure *s = gst_message_get_structure (m);
         gboolean online = TRUE;
         gst_structure_get_boolean (s, "online", &online);
-        health.push_back (std::string (online ? "online " : "offline ")
-                          + gst_structure_get_string (s, "part") + " "
-                          + gst_structure_get_string (s, "device") + " "
+        health.push_back (std::string (online ? "online " : "offline ") + gst_structure_get_string (s, "part")
+                          + " " + gst_structure_get_string (s, "device") + " "
                           + gst_structure_get_string (s, "problem"));
       }
       if (e)
@@ -127,8 +122,7 @@ TEST (MicroscopeSrcHw, StreamsAravisFakeCameraAtItsOwnSizeAndRate)
   ASSERT_NE (meta_of (a), nullptr);
   EXPECT_EQ (meta_of (a)->um_per_px, 1.0);
   EXPECT_GT (meta_of (b)->frame_number, meta_of (a)->frame_number);
-  EXPECT_GT (GST_BUFFER_PTS (gst_sample_get_buffer (b)),
-             GST_BUFFER_PTS (gst_sample_get_buffer (a)));
+  EXPECT_GT (GST_BUFFER_PTS (gst_sample_get_buffer (b)), GST_BUFFER_PTS (gst_sample_get_buffer (a)));
   gboolean online = FALSE;
   g_object_get (p.get ("scope"), "online", &online, nullptr);
   EXPECT_TRUE (online);
@@ -157,11 +151,8 @@ TEST (MicroscopeSrcHw, GstLaunchStreamsAndRefusesSizesTheCameraCannotDeliver)
                   "video/x-raw,width=1280,height=720 ! fakesink",
                   out),
              0);
-  EXPECT_NE (out.find ("the microscope aravis://Fake_1 delivers video/x-raw"),
-             std::string::npos)
-      << out;
-  EXPECT_NE (out.find ("size 512 x 512, framerate 25/1"), std::string::npos)
-      << out;
+  EXPECT_NE (out.find ("the microscope aravis://Fake_1 delivers video/x-raw"), std::string::npos) << out;
+  EXPECT_NE (out.find ("size 512 x 512, framerate 25/1"), std::string::npos) << out;
   out.clear ();
   EXPECT_NE (run ("microscopesrc microscope=aravis://Nope_3?interface=Fake "
                   "num-buffers=5 ! fakesink",
@@ -175,8 +166,7 @@ TEST (MicroscopeSrcHw, CommandsAComposedStageAndSurvivesItsDevicesGoingAway)
   FakeGvCamera gv;
   ASSERT_TRUE (gv.running ());
   Emulator emu ("grbl_emulator.py");
-  std::string grbl = "grbl://" + emu.link ()
-                     + "?poll_ms=30%26reconnect_ms=100%26speed_um_s=20000";
+  std::string grbl = "grbl://" + emu.link () + "?poll_ms=30%26reconnect_ms=100%26speed_um_s=20000";
   std::string uri = "compose:?camera=aravis://"
                     "127.0.0.1?timeout_ms=500%26reconnect_ms=200&stage="
                     + grbl + "&objectives=10:0.69,40:0.17";
@@ -199,8 +189,7 @@ TEST (MicroscopeSrcHw, CommandsAComposedStageAndSurvivesItsDevicesGoingAway)
   ASSERT_TRUE (eventually (
       [&] {
         GstSample *x = p.pull ();
-        bool there = x && meta_of (x)
-                     && std::abs (meta_of (x)->stage_x_um - 14000) < 1;
+        bool there = x && meta_of (x) && std::abs (meta_of (x)->stage_x_um - 14000) < 1;
         if (x)
           gst_sample_unref (x);
         return there;
@@ -210,9 +199,7 @@ TEST (MicroscopeSrcHw, CommandsAComposedStageAndSurvivesItsDevicesGoingAway)
   size_t mark = emu.mark ();
   g_object_set (scope, "x-um", 900000.0, nullptr);
   p.drain ();
-  EXPECT_TRUE (
-      p.any_of (p.warnings, "stage x 900000 µm is outside the travel range"))
-      << p.warnings.size ();
+  EXPECT_TRUE (p.any_of (p.warnings, "stage x 900000 µm is outside the travel range")) << p.warnings.size ();
   EXPECT_TRUE (emu.received (mark, "G53").empty ());
 
   // The stage controller goes away: warning + message, frames go on.
@@ -225,14 +212,12 @@ TEST (MicroscopeSrcHw, CommandsAComposedStageAndSurvivesItsDevicesGoingAway)
       },
       5))
       << "health messages: " << p.health.size ();
-  EXPECT_TRUE (p.any_of (p.warnings,
-                         "GRBL controller on " + emu.link () + " is offline"));
+  EXPECT_TRUE (p.any_of (p.warnings, "GRBL controller on " + emu.link () + " is offline"));
   gboolean online = TRUE;
   gchar *reason = nullptr;
   g_object_get (scope, "online", &online, "offline-reason", &reason, nullptr);
   EXPECT_FALSE (online);
-  EXPECT_NE (std::string (reason ? reason : "").find ("GRBL controller on"),
-             std::string::npos);
+  EXPECT_NE (std::string (reason ? reason : "").find ("GRBL controller on"), std::string::npos);
   g_free (reason);
   s = p.pull ();
   ASSERT_TRUE (s);
@@ -256,18 +241,15 @@ TEST (MicroscopeSrcHw, CommandsAComposedStageAndSurvivesItsDevicesGoingAway)
       [&] {
         GstSample *x = p.pull (1);
         if (x) {
-          slate = slate
-                  || (!meta_of (x)
-                      && GST_BUFFER_FLAG_IS_SET (gst_sample_get_buffer (x),
-                                                 GST_BUFFER_FLAG_GAP));
+          slate
+              = slate
+                || (!meta_of (x) && GST_BUFFER_FLAG_IS_SET (gst_sample_get_buffer (x), GST_BUFFER_FLAG_GAP));
           gst_sample_unref (x);
         }
         return slate;
       },
       8));
-  EXPECT_TRUE (p.any_of (
-      p.warnings,
-      "camera aravis://127.0.0.1?timeout_ms=500&reconnect_ms=200 is offline"));
+  EXPECT_TRUE (p.any_of (p.warnings, "camera aravis://127.0.0.1?timeout_ms=500&reconnect_ms=200 is offline"));
   EXPECT_TRUE (p.any_of (p.health, "offline camera aravis://127.0.0.1"));
   ASSERT_TRUE (gv.plug ());
   ASSERT_TRUE (eventually (

@@ -44,10 +44,10 @@ make_buffer (const cv::Mat &rgb, const hw::CaptureInfo *info)
     m->stage_x_um = info->stage_x_um;
     m->stage_y_um = info->stage_y_um;
     m->stage_z_um = info->stage_z_um;
-    m->objective = (guint) info->objective;
+    m->objective = (guint)info->objective;
     m->um_per_px = info->um_per_px;
-    m->frame_width = (guint) rgb.cols;
-    m->frame_height = (guint) rgb.rows;
+    m->frame_width = (guint)rgb.cols;
+    m->frame_height = (guint)rgb.rows;
     m->capture_unix_us = info->capture_unix_us;
     m->frame_number = info->frame_number;
   }
@@ -60,7 +60,7 @@ to_rgb (GstBuffer *buf, int w = kW, int h = kH)
 {
   GstMapInfo map;
   EXPECT_TRUE (gst_buffer_map (buf, &map, GST_MAP_READ));
-  EXPECT_GE (map.size, (gsize) w * h * 3);
+  EXPECT_GE (map.size, (gsize)w * h * 3);
   cv::Mat out = cv::Mat (h, w, CV_8UC3, map.data).clone ();
   gst_buffer_unmap (buf, &map);
   return out;
@@ -84,14 +84,14 @@ touching (const LivemicroStageMeta &m, const cv::Rect2d &r_um)
   const double upp = m.um_per_px;
   auto first = [&] (double lo_um, double centre, guint n) {
     // pixel i covers [c + (i − n/2)·upp, c + (i + 1 − n/2)·upp]
-    return (int) std::floor ((lo_um - centre) / upp + n / 2.0);
+    return (int)std::floor ((lo_um - centre) / upp + n / 2.0);
   };
   int x0 = first (r_um.x, m.stage_x_um, m.frame_width);
   int x1 = first (r_um.x + r_um.width, m.stage_x_um, m.frame_width);
   int y0 = first (r_um.y, m.stage_y_um, m.frame_height);
   int y1 = first (r_um.y + r_um.height, m.stage_y_um, m.frame_height);
-  return cv::Rect (cv::Point (x0, y0), cv::Point (x1 + 1, y1 + 1)) &
-         cv::Rect (0, 0, (int) m.frame_width, (int) m.frame_height);
+  return cv::Rect (cv::Point (x0, y0), cv::Point (x1 + 1, y1 + 1))
+         & cv::Rect (0, 0, (int)m.frame_width, (int)m.frame_height);
 }
 
 // Messages from an element's own bus.
@@ -174,7 +174,7 @@ protected:
 LivemicroStageMeta
 geometry_of (const hw::CaptureInfo &info)
 {
-  LivemicroStageMeta m {};
+  LivemicroStageMeta m{};
   m.stage_x_um = info.stage_x_um;
   m.stage_y_um = info.stage_y_um;
   m.um_per_px = info.um_per_px;
@@ -202,7 +202,7 @@ struct Scope {
   }
 };
 
-}  // namespace
+} // namespace
 
 // ---- the leak test ------------------------------------------------------
 
@@ -220,7 +220,7 @@ TEST (PrivacyMaskLeak, GuestViewNeverShowsOnePixelOfTheLabelOver2000MovingFrames
   long leaked = 0, clear_outside = 0, eligible_outside = 0;
   std::map<guint, long> per_objective;
   for (int obj : {4, 10, 20, 40}) {
-    const double upp = 10.0 / obj;  // sim: 2.5 µm/px at 4x
+    const double upp = 10.0 / obj; // sim: 2.5 µm/px at 4x
     const double fov_w = kW * upp, fov_h = kH * upp;
     // Three fields per second (a frame moves ~3 px at 100 fps); live, so
     // that the path is the same however fast the machine masks.
@@ -229,11 +229,12 @@ TEST (PrivacyMaskLeak, GuestViewNeverShowsOnePixelOfTheLabelOver2000MovingFrames
     const bool top = obj == 4 || obj == 20;
     const double edge_y = top ? 0.2 * fov_h : 25000 - 0.2 * fov_h;
     double tx = label.br ().x + 0.7 * fov_w, ty = top ? 2 * fov_h : 25000 - 2 * fov_h;
-    std::string desc = "microscopesrc name=src objective=" + std::to_string (obj) +
-        " x-um=" + std::to_string (tx) + " y-um=" + std::to_string (ty) +
-        " microscope=sim://synthetic?stage_speed_um_s=" + std::to_string ((int) speed) +
-        " ! video/x-raw,format=RGB,width=320,height=240,framerate=100/1"
-        " ! privacymask name=mask profile=guest ! appsink name=sink max-buffers=2 sync=false";
+    std::string desc
+        = "microscopesrc name=src objective=" + std::to_string (obj) + " x-um=" + std::to_string (tx)
+          + " y-um=" + std::to_string (ty)
+          + " microscope=sim://synthetic?stage_speed_um_s=" + std::to_string ((int)speed)
+          + " ! video/x-raw,format=RGB,width=320,height=240,framerate=100/1"
+            " ! privacymask name=mask profile=guest ! appsink name=sink max-buffers=2 sync=false";
     GstElement *p = gst_parse_launch (desc.c_str (), nullptr);
     ASSERT_NE (p, nullptr);
     GstElement *src = gst_bin_get_by_name (GST_BIN (p), "src");
@@ -246,7 +247,7 @@ TEST (PrivacyMaskLeak, GuestViewNeverShowsOnePixelOfTheLabelOver2000MovingFrames
     int leg = 0;
     long obj_frames = 0;
     double prev_x = 0, prev_y = 0, prev_upp = 0;
-    auto jitter = [&] () { return ((int) (rng () % 200) - 100) / 100.0; };
+    auto jitter = [&] () { return ((int)(rng () % 200) - 100) / 100.0; };
     while (obj_frames < 520) {
       GstSample *s = gst_app_sink_try_pull_sample (GST_APP_SINK (sink), 10 * GST_SECOND);
       ASSERT_NE (s, nullptr) << "no frame";
@@ -271,7 +272,7 @@ TEST (PrivacyMaskLeak, GuestViewNeverShowsOnePixelOfTheLabelOver2000MovingFrames
             travel = prev_upp == m->um_per_px
                          ? std::hypot (m->stage_x_um - prev_x, m->stage_y_um - prev_y) / m->um_per_px
                          : 64;
-          int right = std::min (kW, in_label.br ().x + 2 + (int) std::ceil (travel) + 8);
+          int right = std::min (kW, in_label.br ().x + 2 + (int)std::ceil (travel) + 8);
           if (right < kW) {
             eligible_outside++;
             if (black_pixels (rgb, cv::Rect (right, 0, kW - right, kH)) < (kW - right) * kH / 10)
@@ -287,30 +288,30 @@ TEST (PrivacyMaskLeak, GuestViewNeverShowsOnePixelOfTheLabelOver2000MovingFrames
       per_objective[m->objective]++;
       frames++;
       obj_frames++;
-      bool arrived = !m->moving && std::abs (m->stage_x_um - tx) < 2 * m->um_per_px &&
-                     std::abs (m->stage_y_um - ty) < 2 * m->um_per_px;
+      bool arrived = !m->moving && std::abs (m->stage_x_um - tx) < 2 * m->um_per_px
+                     && std::abs (m->stage_y_um - ty) < 2 * m->um_per_px;
       gst_sample_unref (s);
       if (obj_frames == 1 || arrived) {
         switch (leg++ % 5) {
-          case 0:  // deep into the label
-            tx = label.br ().x - (0.6 + 0.4 * std::abs (jitter ())) * fov_w;
-            ty = std::clamp (ty + jitter () * fov_h, 0.0, 25000.0);
-            break;
-          case 1:  // out to the tissue side
-            tx = label.br ().x + 0.7 * fov_w;
-            break;
-          case 2:  // along the edge, half on the label
-            tx = label.br ().x + 0.5 * jitter () * fov_w;
-            ty = std::clamp (ty + (top ? 1 : -1) * fov_h, 0.0, 25000.0);
-            break;
-          case 3:  // onto the slide's edge, still on the label
-            tx = label.br ().x - 0.3 * fov_w;
-            ty = edge_y;
-            break;
-          default:  // back out and away from the edge
-            tx = label.br ().x + 0.6 * fov_w;
-            ty = top ? 2 * fov_h : 25000 - 2 * fov_h;
-            break;
+        case 0: // deep into the label
+          tx = label.br ().x - (0.6 + 0.4 * std::abs (jitter ())) * fov_w;
+          ty = std::clamp (ty + jitter () * fov_h, 0.0, 25000.0);
+          break;
+        case 1: // out to the tissue side
+          tx = label.br ().x + 0.7 * fov_w;
+          break;
+        case 2: // along the edge, half on the label
+          tx = label.br ().x + 0.5 * jitter () * fov_w;
+          ty = std::clamp (ty + (top ? 1 : -1) * fov_h, 0.0, 25000.0);
+          break;
+        case 3: // onto the slide's edge, still on the label
+          tx = label.br ().x - 0.3 * fov_w;
+          ty = edge_y;
+          break;
+        default: // back out and away from the edge
+          tx = label.br ().x + 0.6 * fov_w;
+          ty = top ? 2 * fov_h : 25000 - 2 * fov_h;
+          break;
         }
         g_object_set (src, "x-um", tx, "y-um", ty, nullptr);
         // Switch objective while the stage moves, and back on the next leg.
@@ -322,7 +323,7 @@ TEST (PrivacyMaskLeak, GuestViewNeverShowsOnePixelOfTheLabelOver2000MovingFrames
     }
     guint64 blanked = 0;
     g_object_get (mask, "blanked-frames", &blanked, nullptr);
-    std::string why;  // the element says why it blanked, as warnings
+    std::string why; // the element says why it blanked, as warnings
     GstBus *bus = gst_element_get_bus (p);
     while (GstMessage *w = gst_bus_pop_filtered (bus, GST_MESSAGE_WARNING)) {
       GError *e = nullptr;
@@ -332,7 +333,8 @@ TEST (PrivacyMaskLeak, GuestViewNeverShowsOnePixelOfTheLabelOver2000MovingFrames
       gst_message_unref (w);
     }
     gst_object_unref (bus);
-    EXPECT_EQ (blanked, 0u) << "every frame had a valid StageMeta: masked, not blanked (" << obj << "x)" << why;
+    EXPECT_EQ (blanked, 0u) << "every frame had a valid StageMeta: masked, not blanked (" << obj << "x)"
+                            << why;
     gst_element_set_state (p, GST_STATE_NULL);
     gst_object_unref (src);
     gst_object_unref (sink);
@@ -342,9 +344,9 @@ TEST (PrivacyMaskLeak, GuestViewNeverShowsOnePixelOfTheLabelOver2000MovingFrames
   std::printf ("leak test: %ld frames (%ld moving; 4x %ld, 10x %ld, 20x %ld, 40x %ld), %ld showing "
                "the label (%ld partly; beyond it clear in %ld of %ld), %ld label pixels checked, "
                "%ld leaked\n",
-      frames, moving_frames, per_objective[4], per_objective[10], per_objective[20],
-      per_objective[40], label_frames, partial_frames, clear_outside, eligible_outside,
-      label_pixels, leaked);
+               frames, moving_frames, per_objective[4], per_objective[10], per_objective[20],
+               per_objective[40], label_frames, partial_frames, clear_outside, eligible_outside, label_pixels,
+               leaked);
   EXPECT_EQ (leaked, 0);
   EXPECT_GE (frames, 2000);
   EXPECT_GE (moving_frames, frames / 2);
@@ -375,8 +377,7 @@ cv::Mat
 paste_text (cv::Mat &rgb, const std::string &text, cv::Point org, double scale)
 {
   cv::Mat before = rgb.clone (), diff;
-  cv::putText (rgb, text, org, cv::FONT_HERSHEY_SIMPLEX, scale, cv::Scalar (20, 20, 24), 2,
-      cv::LINE_AA);
+  cv::putText (rgb, text, org, cv::FONT_HERSHEY_SIMPLEX, scale, cv::Scalar (20, 20, 24), 2, cv::LINE_AA);
   cv::absdiff (rgb, before, diff);
   cv::cvtColor (diff, diff, cv::COLOR_RGB2GRAY);
   return diff > 0;
@@ -403,7 +404,7 @@ paste_qr (cv::Mat &rgb, const cv::Mat &qr, cv::Point at)
   return cv::boundingRect (grey < 128) + at;
 }
 
-}  // namespace
+} // namespace
 
 TEST_F (PrivacyMask, QrCodesAndPrintedTextPastedAnywhereInTissueAreMaskedForGuests)
 {
@@ -414,13 +415,14 @@ TEST_F (PrivacyMask, QrCodesAndPrintedTextPastedAnywhereInTissueAreMaskedForGues
   int objects = 0, fully_masked = 0, tissue_visible = 0;
   for (int k = 0; k < 24; k++) {
     hw::CaptureInfo info;
-    const int obj = (int[]) {10, 20, 40}[k % 3];
+    const int obj = (int[]){10, 20, 40}[k % 3];
     cv::Mat f = scope.at (obj, 28000 + (rng () % 40000), 3000 + (rng () % 19000), info);
-    cv::Mat qr = qr_symbol (110 + (int) (rng () % 120), "PID:" + std::to_string (rng ()) + ";NAME:DOE^JANE");
-    cv::Rect qr_at = paste_qr (f, qr,
-        cv::Point ((int) (rng () % (w - qr.cols)), (int) (rng () % (h / 2 - qr.rows / 2))));
+    cv::Mat qr = qr_symbol (110 + (int)(rng () % 120), "PID:" + std::to_string (rng ()) + ";NAME:DOE^JANE");
+    cv::Rect qr_at
+        = paste_qr (f, qr, cv::Point ((int)(rng () % (w - qr.cols)), (int)(rng () % (h / 2 - qr.rows / 2))));
     cv::Mat text = paste_text (f, "DOE, JANE  MRN " + std::to_string (rng () % 100000000),
-        cv::Point ((int) (rng () % (w / 3)), h - 20 - (int) (rng () % (h / 3))), 0.6 + (rng () % 60) / 100.0);
+                               cv::Point ((int)(rng () % (w / 3)), h - 20 - (int)(rng () % (h / 3))),
+                               0.6 + (rng () % 60) / 100.0);
     cv::Mat out = push_pull (make_buffer (f, &info));
     objects += 2;
     int qr_shown = qr_at.area () - black_pixels (out, qr_at), text_shown = shown (out, text);
@@ -448,7 +450,7 @@ barcode_strip (cv::Rect &bars)
   cv::Mat strip (bars.height + 30, 260, CV_8UC3, cv::Scalar (250, 250, 250));
   int x = 20;
   while (x < strip.cols - 26) {
-    int bw = 2 + (int) (rng () % 3) * 2, gap = 2 + (int) (rng () % 3) * 2;
+    int bw = 2 + (int)(rng () % 3) * 2, gap = 2 + (int)(rng () % 3) * 2;
     strip (cv::Rect (x, 15, bw, bars.height)).setTo (cv::Scalar (20, 20, 20));
     x += bw + gap;
   }
@@ -456,7 +458,7 @@ barcode_strip (cv::Rect &bars)
   return strip;
 }
 
-}  // namespace
+} // namespace
 
 class PrivacyMaskModes : public PrivacyMask, public ::testing::WithParamInterface<const char *> {};
 
@@ -480,7 +482,7 @@ TEST_P (PrivacyMaskModes, PrintComingIntoViewIsMaskedInEveryFrameThatShowsIt)
   cv::Mat text = cv::Mat::zeros (h, 2000, CV_8U);
   paste_text (canvas, "DOE, JANE  MRN 00424242", {1450, 120}, 0.8).copyTo (text);
   harness (std::string ("profile=guest detection-mode=") + GetParam (),
-      "video/x-raw,format=RGB,width=640,height=480,framerate=30/1");
+           "video/x-raw,format=RGB,width=640,height=480,framerate=30/1");
   int frames_showing = 0;
   for (int x = 0; x + w <= canvas.cols; x += step) {
     hw::CaptureInfo info = at;
@@ -494,8 +496,10 @@ TEST_P (PrivacyMaskModes, PrintComingIntoViewIsMaskedInEveryFrameThatShowsIt)
     int qr_shown = visible (qr).area () - black_pixels (out, visible (qr));
     int bars_shown = visible (bars).area () - black_pixels (out, visible (bars));
     int text_shown = shown (out, text (view));
-    frames_showing += !visible (qr).empty () || !visible (bars).empty () || cv::countNonZero (text (view)) > 0;
-    EXPECT_EQ (qr_shown, 0) << "frame at x=" << x << ": QR code, " << visible (qr).width << " px of it in view";
+    frames_showing
+        += !visible (qr).empty () || !visible (bars).empty () || cv::countNonZero (text (view)) > 0;
+    EXPECT_EQ (qr_shown, 0) << "frame at x=" << x << ": QR code, " << visible (qr).width
+                            << " px of it in view";
     EXPECT_EQ (bars_shown, 0) << "frame at x=" << x << ": barcode, " << visible (bars).width << " px in view";
     EXPECT_EQ (text_shown, 0) << "frame at x=" << x << ": text";
   }
@@ -514,8 +518,8 @@ TEST_P (PrivacyMaskModes, PrintAppearingInAStillViewIsMaskedWithinTheDetectionIn
   cv::Mat printed = tissue.clone ();
   const cv::Rect qr = paste_qr (printed, qr_symbol (120, "PID:00424242"), {150, 60});
   for (guint interval : {1u, 5u}) {
-    harness (std::string ("profile=guest detection-mode=") + GetParam () +
-             " detection-interval=" + std::to_string (interval));
+    harness (std::string ("profile=guest detection-mode=") + GetParam ()
+             + " detection-interval=" + std::to_string (interval));
     for (int k = 0; k < 3; k++)
       push_pull (make_buffer (tissue, &info));
     int first_masked = -1;
@@ -529,7 +533,7 @@ TEST_P (PrivacyMaskModes, PrintAppearingInAStillViewIsMaskedWithinTheDetectionIn
       }
     }
     EXPECT_GE (first_masked, 0) << "interval " << interval;
-    EXPECT_LT (first_masked, (int) interval) << "interval " << interval;
+    EXPECT_LT (first_masked, (int)interval) << "interval " << interval;
     teardown ();
   }
 }
@@ -549,7 +553,7 @@ TEST_F (PrivacyMask, OneDimensionalBarcodeInTissueIsMaskedForGuests)
   cv::Mat strip (bars.height + 30, 300, CV_8UC3, cv::Scalar (250, 250, 250));
   int x = 20;
   while (x < strip.cols - 26) {
-    int bw = 2 + (int) (rng () % 3) * 2, gap = 2 + (int) (rng () % 3) * 2;
+    int bw = 2 + (int)(rng () % 3) * 2, gap = 2 + (int)(rng () % 3) * 2;
     strip (cv::Rect (x, 15, bw, bars.height)).setTo (cv::Scalar (20, 20, 20));
     x += bw + gap;
   }
@@ -567,7 +571,7 @@ TEST_F (PrivacyMask, OwnerSeesTheFrameAsCapturedAndConsultantsSeeTissueText)
 {
   Scope scope;
   hw::CaptureInfo info;
-  cv::Mat f = scope.at (10, 59600, 11900, info);  // dense tissue
+  cv::Mat f = scope.at (10, 59600, 11900, info); // dense tissue
   const cv::Rect text = cv::boundingRect (paste_text (f, "MRN 1234", cv::Point (40, 200), 0.6));
   harness ("profile=owner");
   cv::Mat out = push_pull (make_buffer (f, &info));
@@ -697,20 +701,21 @@ const GstMetaInfo *
 fake_features_info ()
 {
   static const GstMetaInfo *info = nullptr;
-  if (g_once_init_enter ((GstMetaInfo **) &info)) {
-    const GstMetaInfo *i = gst_meta_register (fake_features_api (), "TestFakeFeaturesMeta",
-        sizeof (FakeFeaturesMeta), [] (GstMeta *, gpointer, GstBuffer *) -> gboolean { return TRUE; },
-        nullptr, [] (GstBuffer *dest, GstMeta *meta, GstBuffer *, GQuark, gpointer) -> gboolean {
-          auto *d = (FakeFeaturesMeta *) gst_buffer_add_meta (dest, fake_features_info (), nullptr);
-          d->nuclei = ((FakeFeaturesMeta *) meta)->nuclei;
+  if (g_once_init_enter ((GstMetaInfo **)&info)) {
+    const GstMetaInfo *i = gst_meta_register (
+        fake_features_api (), "TestFakeFeaturesMeta", sizeof (FakeFeaturesMeta),
+        [] (GstMeta *, gpointer, GstBuffer *) -> gboolean { return TRUE; }, nullptr,
+        [] (GstBuffer *dest, GstMeta *meta, GstBuffer *, GQuark, gpointer) -> gboolean {
+          auto *d = (FakeFeaturesMeta *)gst_buffer_add_meta (dest, fake_features_info (), nullptr);
+          d->nuclei = ((FakeFeaturesMeta *)meta)->nuclei;
           return TRUE;
         });
-    g_once_init_leave ((GstMetaInfo **) &info, (GstMetaInfo *) i);
+    g_once_init_leave ((GstMetaInfo **)&info, (GstMetaInfo *)i);
   }
   return info;
 }
 
-}  // namespace
+} // namespace
 
 TEST_F (PrivacyMask, GuestLosesAnalysisMetasAndCaptureTimeButKeepsGeometry)
 {
@@ -720,15 +725,14 @@ TEST_F (PrivacyMask, GuestLosesAnalysisMetasAndCaptureTimeButKeepsGeometry)
   for (const char *profile : {"owner", "consultant", "guest"}) {
     harness (std::string ("profile=") + profile);
     GstBuffer *in = make_buffer (f, &info);
-    ((FakeFeaturesMeta *) gst_buffer_add_meta (in, fake_features_info (), nullptr))->nuclei = 7;
-    gst_buffer_add_reference_timestamp_meta (in, gst_caps_new_empty_simple ("timestamp/x-unix"),
-        12345, GST_CLOCK_TIME_NONE);
+    ((FakeFeaturesMeta *)gst_buffer_add_meta (in, fake_features_info (), nullptr))->nuclei = 7;
+    gst_buffer_add_reference_timestamp_meta (in, gst_caps_new_empty_simple ("timestamp/x-unix"), 12345,
+                                             GST_CLOCK_TIME_NONE);
     GstBuffer *out = nullptr;
     push_pull (in, &out);
     bool guest = std::string (profile) == "guest";
     EXPECT_EQ (gst_buffer_get_meta (out, fake_features_api ()) == nullptr, guest) << profile;
-    EXPECT_EQ (gst_buffer_get_meta (out, GST_REFERENCE_TIMESTAMP_META_API_TYPE) == nullptr, guest)
-        << profile;
+    EXPECT_EQ (gst_buffer_get_meta (out, GST_REFERENCE_TIMESTAMP_META_API_TYPE) == nullptr, guest) << profile;
     LivemicroStageMeta *m = livemicro_buffer_get_stage_meta (out);
     ASSERT_NE (m, nullptr) << profile << ": viewers need the geometry for pointers";
     EXPECT_DOUBLE_EQ (m->stage_x_um, info.stage_x_um);
@@ -746,7 +750,7 @@ TEST_F (PrivacyMask, PatientTagsNeverLeaveTheGuestView)
     harness (std::string ("profile=") + profile);
     gst_harness_play (h_);
     GstTagList *tags = gst_tag_list_new (GST_TAG_TITLE, "DOE, JANE 1950-01-02", GST_TAG_COMMENT,
-        "MRN 00424242", GST_TAG_VIDEO_CODEC, "raw", nullptr);
+                                         "MRN 00424242", GST_TAG_VIDEO_CODEC, "raw", nullptr);
     ASSERT_TRUE (gst_harness_push_event (h_, gst_event_new_tag (tags)));
     GstEvent *e;
     GstTagList *seen = nullptr;
@@ -802,13 +806,14 @@ TEST_F (PrivacyMask, FoundRegionsAreRememberedInSlideCoordinatesAndPosted)
   for (guint i = 0; i < gst_value_list_get_size (list); i++) {
     const GstStructure *r = gst_value_get_structure (gst_value_list_get_value (list, i));
     double x, y, w, h;
-    ASSERT_TRUE (gst_structure_get (r, "x-um", G_TYPE_DOUBLE, &x, "y-um", G_TYPE_DOUBLE, &y,
-        "width-um", G_TYPE_DOUBLE, &w, "height-um", G_TYPE_DOUBLE, &h, nullptr));
+    ASSERT_TRUE (gst_structure_get (r, "x-um", G_TYPE_DOUBLE, &x, "y-um", G_TYPE_DOUBLE, &y, "width-um",
+                                    G_TYPE_DOUBLE, &w, "height-um", G_TYPE_DOUBLE, &h, nullptr));
     all = i == 0 ? cv::Rect2d (x, y, w, h) : (all | cv::Rect2d (x, y, w, h));
   }
   // The symbol (2.1 mm) is larger than this 4x frame (0.8 × 0.6 mm).
   const cv::Rect2d frame_um (info.stage_x_um - kW / 2.0 * info.um_per_px,
-      info.stage_y_um - kH / 2.0 * info.um_per_px, kW * info.um_per_px, kH * info.um_per_px);
+                             info.stage_y_um - kH / 2.0 * info.um_per_px, kW * info.um_per_px,
+                             kH * info.um_per_px);
   const cv::Rect2d visible = qr_um & frame_um;
   ASSERT_GT (visible.area (), 0.9 * frame_um.area ());
   EXPECT_GE ((all & visible).area (), 0.99 * visible.area ());
@@ -836,7 +841,7 @@ TEST_F (PrivacyMask, LabelIsMaskedInEveryPlaneOfI420)
   harness ("profile=consultant", "video/x-raw,format=I420,width=320,height=240,framerate=30/1");
   Scope scope;
   hw::CaptureInfo info;
-  cv::Mat f = scope.at (10, 20000, 9000, info);  // left half on the label
+  cv::Mat f = scope.at (10, 20000, 9000, info); // left half on the label
   cv::Mat yuv;
   cv::cvtColor (f, yuv, cv::COLOR_RGB2YUV_I420);
   GstBuffer *in = gst_buffer_new_allocate (nullptr, yuv.total (), nullptr);
@@ -877,7 +882,7 @@ TEST_P (PrivacyMaskModes, PastedPrintIsMaskedInEveryFormat)
   for (const char *format : {"RGB", "BGR", "BGRx", "RGBA", "xRGB", "I420", "NV12", "GRAY8"}) {
     const std::string f = format;
     harness (std::string ("profile=guest detection-mode=") + GetParam (),
-        ("video/x-raw,format=" + f + ",width=640,height=480,framerate=30/1").c_str ());
+             ("video/x-raw,format=" + f + ",width=640,height=480,framerate=30/1").c_str ());
     cv::Mat data;
     if (f == "RGB")
       data = rgb;
@@ -897,7 +902,7 @@ TEST_P (PrivacyMaskModes, PastedPrintIsMaskedInEveryFormat)
       cv::cvtColor (rgb, data, cv::COLOR_RGB2GRAY);
     else {
       cv::cvtColor (rgb, data, cv::COLOR_RGB2YUV_I420);
-      if (f == "NV12") {  // interleave U and V
+      if (f == "NV12") { // interleave U and V
         cv::Mat nv12 = data.clone ();
         const uchar *u = data.ptr (h), *v = u + w * h / 4;
         uchar *uv = nv12.ptr (h);
@@ -922,7 +927,7 @@ TEST_P (PrivacyMaskModes, PastedPrintIsMaskedInEveryFormat)
     ASSERT_TRUE (gst_buffer_map (out, &map, GST_MAP_READ));
     // The first plane: luma (fill 16) or packed pixels (fill 0, alpha aside).
     const bool yuv = f == "I420" || f == "NV12";
-    const int channels = yuv || f == "GRAY8" ? 1 : (int) data.elemSize ();
+    const int channels = yuv || f == "GRAY8" ? 1 : (int)data.elemSize ();
     cv::Mat plane (h, w, CV_8UC (channels), map.data);
     // Pixels of `r` (where `where` is set, if given) hidden by the fill.
     auto hidden = [&] (const cv::Rect &r, const cv::Mat &where = cv::Mat ()) {
@@ -956,7 +961,7 @@ TEST_F (PrivacyMask, PixelateAndBlurHideTheLabelDifferentlyFromFill)
 {
   Scope scope;
   hw::CaptureInfo info;
-  cv::Mat f = scope.at (4, 5000, 12000, info);  // the patient's name lines
+  cv::Mat f = scope.at (4, 5000, 12000, info); // the patient's name lines
   for (const char *method : {"pixelate", "blur"}) {
     harness (std::string ("profile=consultant method=") + method);
     cv::Mat out = push_pull (make_buffer (f, &info));
@@ -984,7 +989,7 @@ TEST_F (PrivacyMask, SwitchingProfilesWhilePlayingNeverUnmasksTheLabel)
   Scope scope;
   hw::CaptureInfo info;
   for (int k = 0; k < 40; k++) {
-    cv::Mat f = scope.at (10, 19800 + 5 * k, 9000, info);  // crossing the label edge
+    cv::Mat f = scope.at (10, 19800 + 5 * k, 9000, info); // crossing the label edge
     g_object_set (mask (), "profile", k % 2 ? "guest" : "trainee", nullptr);
     cv::Mat out = push_pull (make_buffer (f, &info));
     cv::Rect in = touching (geometry_of (info), cv::Rect2d (0, 0, 20000, 25000));
@@ -1003,14 +1008,15 @@ std::string
 start_error (const std::string &props)
 {
   std::string desc = "videotestsrc num-buffers=1 ! video/x-raw,format=RGB,width=64,height=48 ! "
-                     "privacymask " + props + " ! fakesink";
+                     "privacymask "
+                     + props + " ! fakesink";
   GError *err = nullptr;
   GstElement *p = gst_parse_launch (desc.c_str (), &err);
   EXPECT_EQ (err, nullptr);
   gst_element_set_state (p, GST_STATE_PLAYING);
   GstBus *bus = gst_element_get_bus (p);
   GstMessage *m = gst_bus_timed_pop_filtered (bus, 10 * GST_SECOND,
-      (GstMessageType) (GST_MESSAGE_ERROR | GST_MESSAGE_EOS));
+                                              (GstMessageType)(GST_MESSAGE_ERROR | GST_MESSAGE_EOS));
   std::string text;
   if (m && GST_MESSAGE_TYPE (m) == GST_MESSAGE_ERROR) {
     GError *e = nullptr;
@@ -1026,7 +1032,7 @@ start_error (const std::string &props)
   return text;
 }
 
-}  // namespace
+} // namespace
 
 TEST (PrivacyMaskConfig, BadConfigurationIsAnErrorAtStartNamingTheProblem)
 {
@@ -1043,12 +1049,12 @@ TEST (PrivacyMaskConfig, BadConfigurationIsAnErrorAtStartNamingTheProblem)
       {"profile=guest fail-closed=false", {"fail-closed=false", "'guest'"}},
       {"profile=consultant fail-closed=false", {"fail-closed=false", "'consultant'"}},
       {"profiles-location=" + dir.file ("bad.json"),
-          {dir.file ("bad.json") + ":4:", "profiles.g.detect[0]", "unknown region class 'face'"}},
+       {dir.file ("bad.json") + ":4:", "profiles.g.detect[0]", "unknown region class 'face'"}},
       {"profiles-location=" + dir.file ("broken.json"), {dir.file ("broken.json") + ":"}},
       {"profiles-location=/nonexistent/p.json", {"/nonexistent/p.json"}},
-      {"profiles-location=" + std::string (LIVEMICRO_SOURCE_DIR "/pipelines/profiles.json") +
-              " profile=nobody",
-          {"unknown profile 'nobody'", "profiles.json"}},
+      {"profiles-location=" + std::string (LIVEMICRO_SOURCE_DIR "/pipelines/profiles.json")
+           + " profile=nobody",
+       {"unknown profile 'nobody'", "profiles.json"}},
   };
   for (const auto &c : cases) {
     std::string e = start_error (c.props);
@@ -1057,7 +1063,8 @@ TEST (PrivacyMaskConfig, BadConfigurationIsAnErrorAtStartNamingTheProblem)
       EXPECT_NE (e.find (s), std::string::npos) << c.props << ": '" << e << "' lacks '" << s << "'";
   }
   EXPECT_EQ (start_error ("profile=owner fail-closed=false"), "");
-  EXPECT_EQ (start_error ("profile=guest profiles-location=" LIVEMICRO_SOURCE_DIR "/pipelines/profiles.json"), "");
+  EXPECT_EQ (start_error ("profile=guest profiles-location=" LIVEMICRO_SOURCE_DIR "/pipelines/profiles.json"),
+             "");
 }
 
 TEST (PrivacyMaskConfig, GstLaunchExitsNonZeroWithTheMessage)
@@ -1069,7 +1076,7 @@ TEST (PrivacyMaskConfig, GstLaunchExitsNonZeroWithTheMessage)
       {"videotestsrc num-buffers=1 ! privacymask profile=visitor ! fakesink", "unknown profile 'visitor'"},
       {"videotestsrc num-buffers=1 ! privacymask fail-closed=false ! fakesink", "fail-closed=false"},
       {"videotestsrc num-buffers=1 ! privacymask profiles-location=/no/such/profiles.json ! fakesink",
-          "/no/such/profiles.json"},
+       "/no/such/profiles.json"},
   };
   for (const auto &c : cases) {
     g_autofree char *cmd = g_strdup_printf ("gst-launch-1.0 -q %s", c.pipeline);

@@ -33,11 +33,11 @@ namespace {
 struct Sample {
   cv::Mat rgb;
   bool has_meta = false;
-  LivemicroFeaturesMeta meta {};
-  std::vector<LivemicroNucleus> nuclei;               // contours not kept
+  LivemicroFeaturesMeta meta{};
+  std::vector<LivemicroNucleus> nuclei; // contours not kept
   std::vector<std::vector<cv::Point2f>> contours;
   bool has_stage = false;
-  LivemicroStageMeta stage {};
+  LivemicroStageMeta stage{};
   GstClockTime pts = GST_CLOCK_TIME_NONE;
 };
 
@@ -50,7 +50,7 @@ to_sample (GstBuffer *buf, GstCaps *caps)
   GstVideoFrame f;
   if (gst_video_frame_map (&f, &info, buf, GST_MAP_READ)) {
     cv::Mat (info.height, info.width, CV_8UC3, GST_VIDEO_FRAME_PLANE_DATA (&f, 0),
-        GST_VIDEO_FRAME_PLANE_STRIDE (&f, 0))
+             GST_VIDEO_FRAME_PLANE_STRIDE (&f, 0))
         .copyTo (s.rgb);
     gst_video_frame_unmap (&f);
   }
@@ -65,7 +65,7 @@ to_sample (GstBuffer *buf, GstCaps *caps)
       s.contours.push_back (c);
     }
     s.meta.nuclei = nullptr;
-    s.meta.n_nuclei = (guint) s.nuclei.size ();
+    s.meta.n_nuclei = (guint)s.nuclei.size ();
   }
   if (LivemicroStageMeta *st = livemicro_buffer_get_stage_meta (buf)) {
     s.has_stage = true;
@@ -121,8 +121,8 @@ public:
     std::vector<bool> eos (appsinks.size (), false);
     gint64 deadline = g_get_monotonic_time () + 60 * G_USEC_PER_SEC;
     bool failed = false;
-    while (!failed && g_get_monotonic_time () < deadline &&
-           std::find (eos.begin (), eos.end (), false) != eos.end ()) {
+    while (!failed && g_get_monotonic_time () < deadline
+           && std::find (eos.begin (), eos.end (), false) != eos.end ()) {
       for (size_t k = 0; k < appsinks.size (); k++) {
         if (eos[k])
           continue;
@@ -159,8 +159,8 @@ public:
   {
     std::vector<const GstStructure *> out;
     for (GstMessage *m : messages_)
-      if (GST_MESSAGE_TYPE (m) == GST_MESSAGE_ELEMENT &&
-          gst_structure_has_name (gst_message_get_structure (m), name))
+      if (GST_MESSAGE_TYPE (m) == GST_MESSAGE_ELEMENT
+          && gst_structure_has_name (gst_message_get_structure (m), name))
         out.push_back (gst_message_get_structure (m));
     return out;
   }
@@ -200,9 +200,9 @@ private:
 std::string
 scope (int objective, int frames, const std::string &extra = "")
 {
-  return "microscopesrc is-live=false microscope=sim://synthetic?prefetch=0 objective=" +
-         std::to_string (objective) + " num-buffers=" + std::to_string (frames) + " " + extra +
-         " ! video/x-raw,format=RGB,width=640,height=480,framerate=5/1 ";
+  return "microscopesrc is-live=false microscope=sim://synthetic?prefetch=0 objective="
+         + std::to_string (objective) + " num-buffers=" + std::to_string (frames) + " " + extra
+         + " ! video/x-raw,format=RGB,width=640,height=480,framerate=5/1 ";
 }
 
 class TumorFeatures : public ::testing::Test {
@@ -220,7 +220,7 @@ read_lines (const std::string &path)
   return out;
 }
 
-}  // namespace
+} // namespace
 
 // µm conversion at every objective: the meta's µm/px is the objective's,
 // the tissue area is the tissue fraction of the frame's area in mm², and at
@@ -258,13 +258,13 @@ TEST_F (TumorFeatures, MicronsRightAtEveryObjective)
     EXPECT_NEAR (s.meta.nuclei_per_mm2, s.meta.nuclei_count / s.meta.tissue_area_mm2, 1e-6);
     // Slide positions: each detection near a ground-truth nucleus.
     cv::Rect2d region (s.stage.stage_x_um - 320 * upp - 10, s.stage.stage_y_um - 240 * upp - 10,
-        640 * upp + 20, 480 * upp + 20);
+                       640 * upp + 20, 480 * upp + 20);
     auto truth = slide.nuclei_in (region);
     int near = 0;
     for (const LivemicroNucleus &n : s.nuclei) {
       double x, y;
       livemicro_stage_meta_frame_to_slide (&s.stage, n.x_px - 0.5, n.y_px - 0.5, &x, &y);
-      EXPECT_NEAR (n.x_um, x, 1e-3);  // x_px is a float
+      EXPECT_NEAR (n.x_um, x, 1e-3); // x_px is a float
       EXPECT_NEAR (n.y_um, y, 1e-3);
       double best = 1e9;
       for (const auto &t : truth)
@@ -281,64 +281,63 @@ TEST_F (TumorFeatures, MicronsRightAtEveryObjective)
 TEST_F (TumorFeatures, MessagesAndJsonLinesMatchTheMetaAndTheSchema)
 {
   for (const char *method : {"model", "classical"}) {
-  SCOPED_TRACE (method);
-  TempDir dir;
-  const std::string jsonl = dir.file ("f.jsonl");
-  Pipeline p (scope (40, 3) + "! tumorfeatures method=" + method +
-              " emit-nuclei=true json-location=" + jsonl + " ! appsink name=out");
-  ASSERT_TRUE (p.run ()) << p.error_text ();
-  ASSERT_EQ (p.samples ().size (), 3u);
-  auto msgs = p.element_messages ("tumorfeatures");
-  ASSERT_EQ (msgs.size (), 3u);
-  auto lines = read_lines (jsonl);
-  ASSERT_EQ (lines.size (), 3u);
-  for (size_t k = 0; k < 3; k++) {
-    const Sample &s = p.samples ()[k];
-    ASSERT_TRUE (s.has_meta);
-    guint64 ts = 0, st = 0, rt = 0;
-    guint count = 0;
-    EXPECT_TRUE (gst_structure_get_uint64 (msgs[k], "timestamp", &ts));
-    EXPECT_TRUE (gst_structure_get_uint64 (msgs[k], "stream-time", &st));
-    EXPECT_TRUE (gst_structure_get_uint64 (msgs[k], "running-time", &rt));
-    EXPECT_EQ (ts, s.pts);
-    EXPECT_TRUE (gst_structure_get_uint (msgs[k], "nuclei_count", &count));
-    EXPECT_EQ (count, s.meta.nuclei_count);
-    EXPECT_STREQ (gst_structure_get_string (msgs[k], "quality"), "ok");
-    g_autoptr (JsonParser) parser = json_parser_new ();
-    ASSERT_TRUE (json_parser_load_from_data (parser, lines[k].c_str (), -1, nullptr));
-    JsonObject *o = json_node_get_object (json_parser_get_root (parser));
-    EXPECT_EQ ((guint) json_object_get_int_member (o, "nuclei_count"), s.meta.nuclei_count);
-    EXPECT_EQ ((guint64) json_object_get_int_member (o, "pts_ns"), s.pts);
-    JsonArray *nuclei = json_object_get_array_member (o, "nuclei");
-    ASSERT_EQ (json_array_get_length (nuclei), s.nuclei.size ());
-    JsonObject *n0 = json_array_get_object_element (nuclei, 0);
-    EXPECT_NEAR (json_object_get_double_member (n0, "x_px"), s.nuclei[0].x_px, 1e-3);
-    EXPECT_NEAR (json_object_get_double_member (n0, "area_um2"), s.nuclei[0].area_um2, 1e-3);
-  }
-  // The schema documented in docs/analysis.md, checked by python3-jsonschema.
-  const std::string schema = std::string (LIVEMICRO_SOURCE_DIR) + "/docs/tumorfeatures.schema.json";
-  if (!g_file_test ("/usr/bin/python3", G_FILE_TEST_EXISTS) ||
-      system ("/usr/bin/python3 -c 'import jsonschema' 2>/dev/null") != 0)
-    GTEST_SKIP () << "python3-jsonschema not installed (scripts/install-deps.sh installs it)";
-  std::string cmd = "/usr/bin/python3 " + std::string (LIVEMICRO_SOURCE_DIR) +
-                    "/tests/elements/validate_jsonl.py " + schema + " " + jsonl;
-  EXPECT_EQ (system (cmd.c_str ()), 0) << cmd;
-  if (std::string (method) != "classical")
-    continue;
-  // And a line that breaks the schema is refused by the same check.
-  std::ofstream (dir.file ("bad.jsonl")) << "{\"analysed\":true,\"quality\":\"great\"}\n";
-  cmd = "/usr/bin/python3 " + std::string (LIVEMICRO_SOURCE_DIR) +
-        "/tests/elements/validate_jsonl.py " + schema + " " + dir.file ("bad.jsonl") +
-        " >/dev/null 2>&1";
-  EXPECT_NE (system (cmd.c_str ()), 0);
+    SCOPED_TRACE (method);
+    TempDir dir;
+    const std::string jsonl = dir.file ("f.jsonl");
+    Pipeline p (scope (40, 3) + "! tumorfeatures method=" + method
+                + " emit-nuclei=true json-location=" + jsonl + " ! appsink name=out");
+    ASSERT_TRUE (p.run ()) << p.error_text ();
+    ASSERT_EQ (p.samples ().size (), 3u);
+    auto msgs = p.element_messages ("tumorfeatures");
+    ASSERT_EQ (msgs.size (), 3u);
+    auto lines = read_lines (jsonl);
+    ASSERT_EQ (lines.size (), 3u);
+    for (size_t k = 0; k < 3; k++) {
+      const Sample &s = p.samples ()[k];
+      ASSERT_TRUE (s.has_meta);
+      guint64 ts = 0, st = 0, rt = 0;
+      guint count = 0;
+      EXPECT_TRUE (gst_structure_get_uint64 (msgs[k], "timestamp", &ts));
+      EXPECT_TRUE (gst_structure_get_uint64 (msgs[k], "stream-time", &st));
+      EXPECT_TRUE (gst_structure_get_uint64 (msgs[k], "running-time", &rt));
+      EXPECT_EQ (ts, s.pts);
+      EXPECT_TRUE (gst_structure_get_uint (msgs[k], "nuclei_count", &count));
+      EXPECT_EQ (count, s.meta.nuclei_count);
+      EXPECT_STREQ (gst_structure_get_string (msgs[k], "quality"), "ok");
+      g_autoptr (JsonParser) parser = json_parser_new ();
+      ASSERT_TRUE (json_parser_load_from_data (parser, lines[k].c_str (), -1, nullptr));
+      JsonObject *o = json_node_get_object (json_parser_get_root (parser));
+      EXPECT_EQ ((guint)json_object_get_int_member (o, "nuclei_count"), s.meta.nuclei_count);
+      EXPECT_EQ ((guint64)json_object_get_int_member (o, "pts_ns"), s.pts);
+      JsonArray *nuclei = json_object_get_array_member (o, "nuclei");
+      ASSERT_EQ (json_array_get_length (nuclei), s.nuclei.size ());
+      JsonObject *n0 = json_array_get_object_element (nuclei, 0);
+      EXPECT_NEAR (json_object_get_double_member (n0, "x_px"), s.nuclei[0].x_px, 1e-3);
+      EXPECT_NEAR (json_object_get_double_member (n0, "area_um2"), s.nuclei[0].area_um2, 1e-3);
+    }
+    // The schema documented in docs/analysis.md, checked by python3-jsonschema.
+    const std::string schema = std::string (LIVEMICRO_SOURCE_DIR) + "/docs/tumorfeatures.schema.json";
+    if (!g_file_test ("/usr/bin/python3", G_FILE_TEST_EXISTS)
+        || system ("/usr/bin/python3 -c 'import jsonschema' 2>/dev/null") != 0)
+      GTEST_SKIP () << "python3-jsonschema not installed (scripts/install-deps.sh installs it)";
+    std::string cmd = "/usr/bin/python3 " + std::string (LIVEMICRO_SOURCE_DIR)
+                      + "/tests/elements/validate_jsonl.py " + schema + " " + jsonl;
+    EXPECT_EQ (system (cmd.c_str ()), 0) << cmd;
+    if (std::string (method) != "classical")
+      continue;
+    // And a line that breaks the schema is refused by the same check.
+    std::ofstream (dir.file ("bad.jsonl")) << "{\"analysed\":true,\"quality\":\"great\"}\n";
+    cmd = "/usr/bin/python3 " + std::string (LIVEMICRO_SOURCE_DIR) + "/tests/elements/validate_jsonl.py "
+          + schema + " " + dir.file ("bad.jsonl") + " >/dev/null 2>&1";
+    EXPECT_NE (system (cmd.c_str ()), 0);
   }
 }
 
 TEST_F (TumorFeatures, MetaSurvivesTeeAndQueue)
 {
-  Pipeline p (scope (40, 3) +
-              "! tumorfeatures ! tee name=t t. ! queue ! appsink name=a "
-              "t. ! queue ! videoconvert ! video/x-raw,format=BGRx ! queue ! appsink name=b");
+  Pipeline p (scope (40, 3)
+              + "! tumorfeatures ! tee name=t t. ! queue ! appsink name=a "
+                "t. ! queue ! videoconvert ! video/x-raw,format=BGRx ! queue ! appsink name=b");
   ASSERT_TRUE (p.run ({"a", "b"})) << p.error_text ();
   ASSERT_EQ (p.samples (0).size (), 3u);
   ASSERT_EQ (p.samples (1).size (), 3u);
@@ -355,8 +354,9 @@ TEST_F (TumorFeatures, MetaSurvivesTeeAndQueue)
 // videoscale rescales the per-nucleus geometry with the frame.
 TEST_F (TumorFeatures, VideoscaleRescalesTheNuclei)
 {
-  Pipeline p (scope (40, 1) + "! tumorfeatures ! tee name=t t. ! queue ! appsink name=a "
-                               "t. ! queue ! videoscale ! video/x-raw,width=320,height=240 ! appsink name=b");
+  Pipeline p (scope (40, 1)
+              + "! tumorfeatures ! tee name=t t. ! queue ! appsink name=a "
+                "t. ! queue ! videoscale ! video/x-raw,width=320,height=240 ! appsink name=b");
   ASSERT_TRUE (p.run ({"a", "b"})) << p.error_text ();
   const Sample &a = p.samples (0)[0], &b = p.samples (1)[0];
   ASSERT_TRUE (a.has_meta && b.has_meta);
@@ -394,14 +394,14 @@ TEST_F (TumorFeatures, SkipsAndSaysSoWhenAnalysisCannotKeepUp)
   GstHarness *h = gst_harness_new_parse ("tumorfeatures um-per-px=0.25");
   // 200 fps: the element may hold a frame at most 5 ms for its result,
   // less than a 1080p analysis takes.
-  gst_harness_set_src_caps_str (h,
-      "video/x-raw,format=RGB,width=1920,height=1080,framerate=200/1");
+  gst_harness_set_src_caps_str (h, "video/x-raw,format=RGB,width=1920,height=1080,framerate=200/1");
   GstBus *bus = gst_bus_new ();
   gst_element_set_bus (h->element, bus);
   // A real H&E field: the synthetic slide at 0.25 µm/px.
   livemicro::hw::sim::SyntheticSlide slide;
   cv::Mat rgb;
-  slide.render (0.25, cv::Rect ((int) (slide.home_um ().x / 0.25), (int) (slide.home_um ().y / 0.25), 1920, 1080), rgb);
+  slide.render (
+      0.25, cv::Rect ((int)(slide.home_um ().x / 0.25), (int)(slide.home_um ().y / 0.25), 1920, 1080), rgb);
   // At least 60 frames, and on until a result reports skips (a result
   // counts the skips made before it started: on a loaded machine the first
   // one or two can take longer than 60 frames of 5 ms); at most 2000.
@@ -412,7 +412,7 @@ TEST_F (TumorFeatures, SkipsAndSaysSoWhenAnalysisCannotKeepUp)
     GST_BUFFER_PTS (in) = k * 5 * GST_MSECOND;
     GST_BUFFER_DURATION (in) = 5 * GST_MSECOND;
     GstBuffer *out = gst_harness_push_and_pull (h, in);
-    g_usleep (5000);  // frames arrive at the rate the caps announce
+    g_usleep (5000); // frames arrive at the rate the caps announce
     ASSERT_NE (out, nullptr);
     if (LivemicroFeaturesMeta *m = livemicro_buffer_get_features_meta (out)) {
       with_meta++;
@@ -447,13 +447,15 @@ TEST_F (TumorFeatures, BlankDefocusedLabelAndDabAreFlagged)
     std::string name, desc;
     LivemicroFeaturesQuality want;
   } cases[] = {
-      {"blank glass", "microscopesrc is-live=false microscope=sim://synthetic?prefetch=0 objective=40 "
-                      "num-buffers=1 x-um=72000 y-um=12000",
-          LIVEMICRO_FEATURES_QUALITY_BLANK},
+      {"blank glass",
+       "microscopesrc is-live=false microscope=sim://synthetic?prefetch=0 objective=40 "
+       "num-buffers=1 x-um=72000 y-um=12000",
+       LIVEMICRO_FEATURES_QUALITY_BLANK},
       {"defocused 6 um", "", LIVEMICRO_FEATURES_QUALITY_OUT_OF_FOCUS},
-      {"slide label", "microscopesrc is-live=false microscope=sim://synthetic?prefetch=0 objective=10 "
-                      "num-buffers=1 x-um=10000 y-um=12500",
-          LIVEMICRO_FEATURES_QUALITY_NO_TISSUE},
+      {"slide label",
+       "microscopesrc is-live=false microscope=sim://synthetic?prefetch=0 objective=10 "
+       "num-buffers=1 x-um=10000 y-um=12500",
+       LIVEMICRO_FEATURES_QUALITY_NO_TISSUE},
   };
   // Defocus: 6 µm below best focus at home (σ ≈ 10 px at 40x).
   {
@@ -465,12 +467,14 @@ TEST_F (TumorFeatures, BlankDefocusedLabelAndDabAreFlagged)
     gst_element_set_state (probe, GST_STATE_NULL);
     gst_object_unref (probe);
     cases[1].desc = "microscopesrc is-live=false microscope=sim://synthetic?prefetch=0 objective=40 "
-                    "num-buffers=1 z-um=" + std::to_string (z + 6.0);
+                    "num-buffers=1 z-um="
+                    + std::to_string (z + 6.0);
   }
   for (const Case &c : cases) {
     SCOPED_TRACE (c.name);
-    Pipeline p (c.desc + " ! video/x-raw,format=RGB,width=640,height=480,framerate=5/1 ! "
-                         "tumorfeatures ! appsink name=out");
+    Pipeline p (c.desc
+                + " ! video/x-raw,format=RGB,width=640,height=480,framerate=5/1 ! "
+                  "tumorfeatures ! appsink name=out");
     ASSERT_TRUE (p.run ()) << p.error_text ();
     ASSERT_EQ (p.samples ().size (), 1u);
     const Sample &s = p.samples ()[0];
@@ -485,15 +489,15 @@ TEST_F (TumorFeatures, BlankDefocusedLabelAndDabAreFlagged)
   {
     cv::Mat rgb;
     const double upp = 0.25;
-    slide.render (upp, cv::Rect ((int) (home_x / upp), (int) (home_y / upp), 640, 480), rgb);
+    slide.render (upp, cv::Rect ((int)(home_x / upp), (int)(home_y / upp), 640, 480), rgb);
     const cv::Vec3f dab (0.268f, 0.570f, 0.776f), h (0.650f, 0.704f, 0.286f);
     for (int j = 0; j < rgb.rows; j++)
       for (int i = 0; i < rgb.cols; i++) {
         cv::Vec3b &px = rgb.at<cv::Vec3b> (j, i);
-        float od_r = -std::log (std::max (1, (int) px[0]) / 255.0f);
-        float conc = od_r / h[0] * 0.8f;  // most red OD comes from hematoxylin
+        float od_r = -std::log (std::max (1, (int)px[0]) / 255.0f);
+        float conc = od_r / h[0] * 0.8f; // most red OD comes from hematoxylin
         for (int c = 0; c < 3; c++)
-          px[c] = cv::saturate_cast<uchar> (255 * std::exp (-conc * dab[c] / (float) cv::norm (dab) * 1.2f));
+          px[c] = cv::saturate_cast<uchar> (255 * std::exp (-conc * dab[c] / (float)cv::norm (dab) * 1.2f));
       }
     GstHarness *hh = gst_harness_new_parse ("tumorfeatures um-per-px=0.25");
     gst_harness_set_src_caps_str (hh, "video/x-raw,format=RGB,width=640,height=480,framerate=1/1");
@@ -510,8 +514,9 @@ TEST_F (TumorFeatures, BlankDefocusedLabelAndDabAreFlagged)
 TEST_F (TumorFeatures, RealIhcTileIsWrongStain)
 {
   LIVEMICRO_REQUIRE_TESTDATA (dir);
-  Pipeline p ("filesrc location=" + dir + "/tiles/skimage_ihc.png ! pngdec ! videoconvert ! "
-              "tumorfeatures um-per-px=0.5 ! appsink name=out");
+  Pipeline p ("filesrc location=" + dir
+              + "/tiles/skimage_ihc.png ! pngdec ! videoconvert ! "
+                "tumorfeatures um-per-px=0.5 ! appsink name=out");
   ASSERT_TRUE (p.run ()) << p.error_text ();
   ASSERT_EQ (p.samples ().size (), 1u);
   ASSERT_TRUE (p.samples ()[0].has_meta);
@@ -545,8 +550,8 @@ TEST_F (TumorFeatures, UnsupportedCapsGetAClearError)
     gst_harness_teardown (h);
 
     GError *err = nullptr;
-    GstElement *p = gst_parse_launch ((std::string ("videotestsrc ! video/x-raw,format=I420 ! ") +
-                                          element + " ! fakesink").c_str (), &err);
+    GstElement *p = gst_parse_launch (
+        (std::string ("videotestsrc ! video/x-raw,format=I420 ! ") + element + " ! fakesink").c_str (), &err);
     ASSERT_NE (err, nullptr);
     EXPECT_NE (std::string (err->message).find ("I420"), std::string::npos) << err->message;
     g_error_free (err);
@@ -575,7 +580,8 @@ TEST_F (TumorFeatures, MissingPixelSizeAndUnwritableJsonGetClearErrors)
 // part can be switched off.
 TEST_F (TumorFeatures, OverlayDrawsWhereTheNucleiAre)
 {
-  const std::string head = scope (40, 1) + "! tumorfeatures ! tee name=t t. ! queue ! appsink name=plain t. ! queue ! ";
+  const std::string head
+      = scope (40, 1) + "! tumorfeatures ! tee name=t t. ! queue ! appsink name=plain t. ! queue ! ";
   Pipeline p (head + "featureoverlay summary=false heatmap=false color-by=none ! appsink name=drawn");
   ASSERT_TRUE (p.run ({"plain", "drawn"})) << p.error_text ();
   const Sample &plain = p.samples (0)[0], &drawn = p.samples (1)[0];
@@ -589,7 +595,7 @@ TEST_F (TumorFeatures, OverlayDrawsWhereTheNucleiAre)
   cv::Mat near_contour = cv::Mat::zeros (changed.size (), CV_8U);
   for (const auto &c : drawn.contours)
     for (const auto &pt : c)
-      cv::circle (near_contour, cv::Point ((int) pt.x, (int) pt.y), 2, 255, -1);
+      cv::circle (near_contour, cv::Point ((int)pt.x, (int)pt.y), 2, 255, -1);
   int n_changed = cv::countNonZero (changed);
   int n_inside = cv::countNonZero (changed & near_contour);
   EXPECT_GT (n_changed, 500);
@@ -600,7 +606,7 @@ TEST_F (TumorFeatures, OverlayDrawsWhereTheNucleiAre)
       continue;
     with_contour++;
     const auto &pt = c[c.size () / 2];
-    cv::Rect r ((int) pt.x - 2, (int) pt.y - 2, 5, 5);
+    cv::Rect r ((int)pt.x - 2, (int)pt.y - 2, 5, 5);
     hit += cv::countNonZero (changed (r & cv::Rect (0, 0, changed.cols, changed.rows))) > 0;
   }
   EXPECT_GE (with_contour, 0.95 * drawn.contours.size ());
@@ -677,8 +683,8 @@ TEST_F (TumorFeatures, OverlayFollowsEachNewResult)
   livemicro::hw::sim::SyntheticSlide slide;
   cv::Point2d home = slide.home_um ();
   std::vector<cv::Mat> fields (2);
-  slide.render (0.25, cv::Rect ((int) (home.x / 0.25), (int) (home.y / 0.25), 640, 480), fields[0]);
-  slide.render (0.25, cv::Rect ((int) (home.x / 0.25) + 900, (int) (home.y / 0.25) + 700, 640, 480), fields[1]);
+  slide.render (0.25, cv::Rect ((int)(home.x / 0.25), (int)(home.y / 0.25), 640, 480), fields[0]);
+  slide.render (0.25, cv::Rect ((int)(home.x / 0.25) + 900, (int)(home.y / 0.25) + 700, 640, 480), fields[1]);
   std::vector<cv::Mat> changed_sets;
   for (int k : {0, 0, 1, 1, 0}) {
     const cv::Mat &rgb = fields[k];
@@ -698,7 +704,8 @@ TEST_F (TumorFeatures, OverlayFollowsEachNewResult)
     for (guint i = 0; i < m->n_nuclei; i++)
       for (guint q = 0; q < m->nuclei[i].n_contour; q++)
         cv::circle (near_contour,
-            cv::Point ((int) m->nuclei[i].contour[2 * q], (int) m->nuclei[i].contour[2 * q + 1]), 2, 255, -1);
+                    cv::Point ((int)m->nuclei[i].contour[2 * q], (int)m->nuclei[i].contour[2 * q + 1]), 2,
+                    255, -1);
     int n_changed = cv::countNonZero (changed);
     EXPECT_GT (n_changed, 300) << "field " << k;
     EXPECT_GE (cv::countNonZero (changed & near_contour), 0.98 * n_changed) << "field " << k;
@@ -726,7 +733,8 @@ TEST_F (TumorFeatures, PropertiesChangeWhileFramesFlow)
   gst_harness_set_src_caps_str (o, caps);
   livemicro::hw::sim::SyntheticSlide slide;
   cv::Mat rgb;
-  slide.render (0.5, cv::Rect ((int) (slide.home_um ().x / 0.5), (int) (slide.home_um ().y / 0.5), 320, 240), rgb);
+  slide.render (0.5, cv::Rect ((int)(slide.home_um ().x / 0.5), (int)(slide.home_um ().y / 0.5), 320, 240),
+                rgb);
   // A first result (the model's first inference sets itself up; on a loaded
   // machine that can take longer than a few frame intervals).
   GstClockTime pts = 0;
@@ -805,7 +813,8 @@ home_field ()
 {
   livemicro::hw::sim::SyntheticSlide slide;
   cv::Mat rgb;
-  slide.render (0.5, cv::Rect ((int) (slide.home_um ().x / 0.5), (int) (slide.home_um ().y / 0.5), 320, 240), rgb);
+  slide.render (0.5, cv::Rect ((int)(slide.home_um ().x / 0.5), (int)(slide.home_um ().y / 0.5), 320, 240),
+                rgb);
   return rgb;
 }
 
@@ -819,7 +828,7 @@ frame_at (const cv::Mat &rgb, GstClockTime pts)
   return in;
 }
 
-}  // namespace
+} // namespace
 
 // After a flush (a seek) the result of the old position is not carried onto
 // the new frames: the first frame after it is analysed afresh.
@@ -829,7 +838,7 @@ TEST_F (TumorFeatures, FlushDropsTheCarriedResult)
   const cv::Mat rgb = home_field ();
   auto push = [&] (GstClockTime pts) {
     GstBuffer *out = gst_harness_push_and_pull (h, frame_at (rgb, pts));
-    LivemicroFeaturesMeta m {};
+    LivemicroFeaturesMeta m{};
     if (LivemicroFeaturesMeta *fm = livemicro_buffer_get_features_meta (out))
       m = *fm;
     m.nuclei = nullptr;
@@ -860,7 +869,7 @@ TEST_F (TumorFeatures, InactivePassesFramesWithoutAnalysisAndForgetsTheLastResul
   const cv::Mat rgb = home_field ();
   auto push = [&] (GstClockTime pts, bool *has_meta) {
     GstBuffer *out = gst_harness_push_and_pull (h, frame_at (rgb, pts));
-    LivemicroFeaturesMeta m {};
+    LivemicroFeaturesMeta m{};
     LivemicroFeaturesMeta *fm = livemicro_buffer_get_features_meta (out);
     *has_meta = fm != nullptr;
     if (fm)
@@ -897,8 +906,8 @@ namespace {
 guint
 count_with (const char *method, const cv::Mat &rgb)
 {
-  GstHarness *h = gst_harness_new_parse (
-      (std::string ("tumorfeatures um-per-px=0.25 method=") + method).c_str ());
+  GstHarness *h
+      = gst_harness_new_parse ((std::string ("tumorfeatures um-per-px=0.25 method=") + method).c_str ());
   gst_harness_set_src_caps_str (h, "video/x-raw,format=RGB,width=640,height=480,framerate=0/1");
   GstBuffer *out = gst_harness_push_and_pull (h, gst_buffer_new_memdup (rgb.data, rgb.total () * 3));
   LivemicroFeaturesMeta *m = out ? livemicro_buffer_get_features_meta (out) : nullptr;
@@ -910,7 +919,7 @@ count_with (const char *method, const cv::Mat &rgb)
   return n;
 }
 
-}  // namespace
+} // namespace
 
 // `method` switches while PLAYING: the same field, analysed frame after
 // frame, gives the model's count, then the classical count, then the model's
@@ -919,13 +928,14 @@ TEST_F (TumorFeatures, MethodSwitchesWhilePlaying)
 {
   livemicro::hw::sim::SyntheticSlide slide;
   cv::Mat rgb;
-  slide.render (0.25, cv::Rect ((int) (slide.home_um ().x / 0.25), (int) (slide.home_um ().y / 0.25), 640, 480), rgb);
+  slide.render (0.25, cv::Rect ((int)(slide.home_um ().x / 0.25), (int)(slide.home_um ().y / 0.25), 640, 480),
+                rgb);
   const guint model = count_with ("model", rgb), classical = count_with ("classical", rgb);
   ASSERT_GT (model, 20u);
   ASSERT_GT (classical, 20u);
   ASSERT_NE (model, classical) << "the two methods must differ on this field for the test to "
                                   "see the switch";
-  GstHarness *h = gst_harness_new ("tumorfeatures");  // h->element is the element itself
+  GstHarness *h = gst_harness_new ("tumorfeatures"); // h->element is the element itself
   g_object_set (h->element, "um-per-px", 0.25, nullptr);
   gst_harness_set_src_caps_str (h, "video/x-raw,format=RGB,width=640,height=480,framerate=0/1");
   const char *sequence[] = {"model", "classical", "classical", "model", "classical", "model"};
@@ -959,8 +969,8 @@ TEST_F (TumorFeatures, MissingOrCorruptModelGetsAClearError)
   for (const Case &c : cases) {
     SCOPED_TRACE (c.file);
     {
-      Pipeline p (scope (40, 1) + "! tumorfeatures method=model model-location=" + c.file +
-                  " ! appsink name=out");
+      Pipeline p (scope (40, 1) + "! tumorfeatures method=model model-location=" + c.file
+                  + " ! appsink name=out");
       EXPECT_FALSE (p.run ());
       const std::string e = p.error_text ();
       EXPECT_NE (e.find (c.file), std::string::npos) << e;
@@ -969,8 +979,8 @@ TEST_F (TumorFeatures, MissingOrCorruptModelGetsAClearError)
       EXPECT_NE (e.find ("method=classical"), std::string::npos) << e;
     }
     {
-      Pipeline p (scope (40, 1) + "! tumorfeatures method=auto model-location=" + c.file +
-                  " ! appsink name=out");
+      Pipeline p (scope (40, 1) + "! tumorfeatures method=auto model-location=" + c.file
+                  + " ! appsink name=out");
       ASSERT_TRUE (p.run ()) << p.error_text ();
       const std::string w = p.warning_text ();
       EXPECT_NE (w.find (c.file), std::string::npos) << w;
@@ -979,8 +989,8 @@ TEST_F (TumorFeatures, MissingOrCorruptModelGetsAClearError)
       EXPECT_GT (p.samples ()[0].meta.nuclei_count, 20u);
     }
     {
-      Pipeline p (scope (40, 1) + "! tumorfeatures method=classical model-location=" + c.file +
-                  " ! appsink name=out");
+      Pipeline p (scope (40, 1) + "! tumorfeatures method=classical model-location=" + c.file
+                  + " ! appsink name=out");
       ASSERT_TRUE (p.run ()) << p.error_text ();
       EXPECT_EQ (p.warning_text ().find (c.file), std::string::npos) << p.warning_text ();
       ASSERT_EQ (p.samples ().size (), 1u);
@@ -991,7 +1001,9 @@ TEST_F (TumorFeatures, MissingOrCorruptModelGetsAClearError)
   // (The harness starts its element at once: the file is named in the
   // description so that the element starts without a model.)
   GstHarness *h = gst_harness_new_parse (("tumorfeatures name=tf um-per-px=0.25 method=classical "
-                                          "model-location=" + dir.file ("none.onnx")).c_str ());
+                                          "model-location="
+                                          + dir.file ("none.onnx"))
+                                             .c_str ());
   GstElement *tf = gst_bin_get_by_name (GST_BIN (h->element), "tf");
   ASSERT_NE (tf, nullptr);
   GstBus *bus = gst_bus_new ();

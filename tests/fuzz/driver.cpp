@@ -50,12 +50,10 @@
 #include <vector>
 
 extern "C" int LLVMFuzzerTestOneInput (const uint8_t *data, size_t size);
-extern "C" int LLVMFuzzerInitialize (int *argc, char ***argv)
-    __attribute__ ((weak));
-extern "C" void __sanitizer_set_death_callback (void (*) (void))
-    __attribute__ ((weak));
-extern "C" int __sanitizer_install_malloc_and_free_hooks (
-    void (*) (const volatile void *, size_t), void (*) (const volatile void *))
+extern "C" int LLVMFuzzerInitialize (int *argc, char ***argv) __attribute__ ((weak));
+extern "C" void __sanitizer_set_death_callback (void (*) (void)) __attribute__ ((weak));
+extern "C" int __sanitizer_install_malloc_and_free_hooks (void (*) (const volatile void *, size_t),
+                                                          void (*) (const volatile void *))
     __attribute__ ((weak));
 extern "C" int __lsan_do_recoverable_leak_check (void) __attribute__ ((weak));
 
@@ -84,8 +82,7 @@ uintptr_t g_prev_loc;
 extern "C" __attribute__ ((no_sanitize ("address", "undefined"))) void
 __sanitizer_cov_trace_pc (void)
 {
-  uintptr_t pc = (uintptr_t)__builtin_return_address (0)
-                 - (uintptr_t)&__sanitizer_cov_trace_pc;
+  uintptr_t pc = (uintptr_t)__builtin_return_address (0) - (uintptr_t)&__sanitizer_cov_trace_pc;
   uintptr_t cur = (uintptr_t)((uint64_t)pc * 0x9E3779B97F4A7C15ull >> 48);
   g_hits[(cur ^ g_prev_loc) & (kMapSize - 1)]++;
   g_prev_loc = cur >> 1;
@@ -176,8 +173,7 @@ dump_input (const char *kind)
     append (g_crash_path, sizeof g_crash_path, kind);
     append (g_crash_path, sizeof g_crash_path, "-");
     append (g_crash_path, sizeof g_crash_path, hex);
-    int fd
-        = open (g_crash_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int fd = open (g_crash_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     bool written = fd >= 0;
     for (size_t off = 0; fd >= 0 && off < size;) {
       ssize_t w = write (fd, data + off, size - off);
@@ -243,8 +239,7 @@ on_fatal_signal (int sig, siginfo_t *info, void *)
   sigaction (sig, &g_old_actions[sig], nullptr);
   // A fault (si_code > 0) happens again when the instruction is retried;
   // abort(), raise() and the alarm have to be raised again.
-  if (sig == SIGALRM || sig == SIGABRT || sig == SIGTRAP || info == nullptr
-      || info->si_code <= 0)
+  if (sig == SIGALRM || sig == SIGABRT || sig == SIGTRAP || info == nullptr || info->si_code <= 0)
     raise (sig);
 }
 
@@ -315,11 +310,9 @@ parse_dict_line (const std::string &line, Bytes &out)
       return false;
     c = line[i];
     if (c == 'x') {
-      if (i + 2 >= end || !isxdigit ((unsigned char)line[i + 1])
-          || !isxdigit ((unsigned char)line[i + 2]))
+      if (i + 2 >= end || !isxdigit ((unsigned char)line[i + 1]) || !isxdigit ((unsigned char)line[i + 2]))
         return false;
-      out.push_back (
-          (uint8_t)strtoul (line.substr (i + 1, 2).c_str (), nullptr, 16));
+      out.push_back ((uint8_t)strtoul (line.substr (i + 1, 2).c_str (), nullptr, 16));
       i += 2;
     } else if (c == 'n') {
       out.push_back ('\n');
@@ -361,8 +354,7 @@ load_dict (const std::string &path, std::vector<Bytes> &tokens)
   int line_no = 0;
   while (pos < all.size ()) {
     size_t nl = all.find ('\n', pos);
-    std::string line = all.substr (
-        pos, nl == std::string::npos ? std::string::npos : nl - pos);
+    std::string line = all.substr (pos, nl == std::string::npos ? std::string::npos : nl - pos);
     pos = nl == std::string::npos ? all.size () : nl + 1;
     line_no++;
     size_t first = line.find_first_not_of (" \t\r");
@@ -370,8 +362,7 @@ load_dict (const std::string &path, std::vector<Bytes> &tokens)
       continue;
     Bytes tok;
     if (!parse_dict_line (line, tok)) {
-      fprintf (stderr, "%s:%d: not a dictionary entry: %s\n", path.c_str (),
-               line_no, line.c_str ());
+      fprintf (stderr, "%s:%d: not a dictionary entry: %s\n", path.c_str (), line_no, line.c_str ());
       return false;
     }
     if (!tok.empty ())
@@ -400,8 +391,7 @@ const char *const kGenericTokens[] = {
     "\\u0000",
     "\\",
 };
-const size_t kGenericTokenLens[]
-    = {1, 1, 2, 3, 4, 3, 3, 2, 1, 1, 1, 3, 3, 6, 1};
+const size_t kGenericTokenLens[] = {1, 1, 2, 3, 4, 3, 3, 2, 1, 1, 1, 3, 3, 6, 1};
 
 // Numbers as text: the edges of int32/int64/double parsing.
 const char *const kNumberTexts[] = {"0",
@@ -519,14 +509,8 @@ public:
   }
 
 private:
-  size_t room (const Bytes &d) const
-  {
-    return d.size () < max_len_ ? max_len_ - d.size () : 0;
-  }
-  size_t pos (const Bytes &d)
-  {
-    return d.empty () ? 0 : rng_.below (d.size ());
-  }
+  size_t room (const Bytes &d) const { return d.size () < max_len_ ? max_len_ - d.size () : 0; }
+  size_t pos (const Bytes &d) { return d.empty () ? 0 : rng_.below (d.size ()); }
   size_t insert_pos (const Bytes &d) { return rng_.below (d.size () + 1); }
   // A short length, most often small: 1-8, sometimes up to 64 or more.
   size_t length (size_t max)
@@ -551,11 +535,9 @@ private:
   {
     static std::vector<Bytes> generic = [] {
       std::vector<Bytes> g;
-      for (size_t i = 0; i < sizeof kGenericTokens / sizeof *kGenericTokens;
-           i++)
+      for (size_t i = 0; i < sizeof kGenericTokens / sizeof *kGenericTokens; i++)
         g.emplace_back ((const uint8_t *)kGenericTokens[i],
-                        (const uint8_t *)kGenericTokens[i]
-                            + kGenericTokenLens[i]);
+                        (const uint8_t *)kGenericTokens[i] + kGenericTokenLens[i]);
       return g;
     }();
     if (!dict_.empty () && !rng_.one_in (8))
@@ -571,8 +553,7 @@ private:
   {
     if (d.size () < (size_t)width)
       return;
-    uint64_t v
-        = kInteresting[rng_.below (sizeof kInteresting / sizeof *kInteresting)];
+    uint64_t v = kInteresting[rng_.below (sizeof kInteresting / sizeof *kInteresting)];
     if (rng_.one_in (2))
       v = 0 - v; // two's complement negation, defined for unsigned
     size_t at = rng_.below (d.size () - (size_t)width + 1);
@@ -595,22 +576,18 @@ private:
     while (b > 0 && (isdigit (d[b - 1]) || d[b - 1] == '-' || d[b - 1] == '.'))
       b--;
     while (e < d.size ()
-           && (isdigit (d[e]) || d[e] == '.' || d[e] == 'e' || d[e] == 'E'
-               || d[e] == '+' || d[e] == '-'))
+           && (isdigit (d[e]) || d[e] == '.' || d[e] == 'e' || d[e] == 'E' || d[e] == '+' || d[e] == '-'))
       e++;
     std::string repl;
     if (rng_.one_in (3)) {
       // Wrapping arithmetic: the number may be anything.
       uint64_t v = (uint64_t)strtoll (
-          std::string (d.begin () + (ptrdiff_t)b, d.begin () + (ptrdiff_t)e)
-              .c_str (),
-          nullptr, 10);
+          std::string (d.begin () + (ptrdiff_t)b, d.begin () + (ptrdiff_t)e).c_str (), nullptr, 10);
       static const int64_t deltas[] = {1, -1, 2, -2, 16, -16, 1000, -1000};
       v += (uint64_t)deltas[rng_.below (8)];
       repl = std::to_string ((long long)v);
     } else {
-      repl = kNumberTexts[rng_.below (sizeof kNumberTexts
-                                      / sizeof *kNumberTexts)];
+      repl = kNumberTexts[rng_.below (sizeof kNumberTexts / sizeof *kNumberTexts)];
     }
     d.erase (d.begin () + (ptrdiff_t)b, d.begin () + (ptrdiff_t)e);
     insert (d, b, (const uint8_t *)repl.data (), repl.size ());
@@ -622,10 +599,9 @@ private:
   bool replace_literal (Bytes &d)
   {
     static const char *const values[]
-        = {"{}",          "[]",       "null",  "true",    "0",
-           "-1",          "1.5",      "1e999", "\"\"",    "\"x\"",
-           "[[]]",        "{\"\":0}", "[0]",   "[\"\"]",  "\"\\u0000\"",
-           "\"\\ud800\"", "-0",       "\"*\"", "[1,2,3]", "{\"a\":[{}]}"};
+        = {"{}",          "[]",          "null",  "true",  "0",        "-1",          "1.5",
+           "1e999",       "\"\"",        "\"x\"", "[[]]",  "{\"\":0}", "[0]",         "[\"\"]",
+           "\"\\u0000\"", "\"\\ud800\"", "-0",    "\"*\"", "[1,2,3]",  "{\"a\":[{}]}"};
     if (d.empty ())
       return false;
     size_t b = pos (d);
@@ -639,8 +615,7 @@ private:
         e += d[e] == '\\' ? 2 : 1;
       e = std::min (e + 1, d.size ());
     } else {
-      while (e < d.size ()
-             && (isdigit (d[e]) || (d[e] && strchr (".eE+-", d[e]))))
+      while (e < d.size () && (isdigit (d[e]) || (d[e] && strchr (".eE+-", d[e]))))
         e++;
     }
     d.erase (d.begin () + (ptrdiff_t)b, d.begin () + (ptrdiff_t)e);
@@ -667,9 +642,8 @@ private:
       break;
     case 2: // an interesting byte
       if (!d.empty ()) {
-        static const uint8_t b[] = {0,   1,   0x7f, 0x80, 0xff, ' ', '"', '\\',
-                                    '0', '9', '-',  '.',  ',',  ':', '[', '{',
-                                    ']', '}', '\n', '\r', '|',  '<', '>', 0xc3};
+        static const uint8_t b[] = {0,   1,   0x7f, 0x80, 0xff, ' ', '"',  '\\', '0', '9', '-', '.',
+                                    ',', ':', '[',  '{',  ']',  '}', '\n', '\r', '|', '<', '>', 0xc3};
         d[pos (d)] = b[rng_.below (sizeof b)];
       }
       break;
@@ -703,8 +677,7 @@ private:
     }
     case 9: { // a long run of one byte (long strings, deep nesting)
       size_t n = length (std::max<size_t> (1, room (d)));
-      uint8_t c
-          = d.empty () || rng_.one_in (2) ? (uint8_t)rng_.next () : d[pos (d)];
+      uint8_t c = d.empty () || rng_.one_in (2) ? (uint8_t)rng_.next () : d[pos (d)];
       Bytes r (n, c);
       insert (d, insert_pos (d), r.data (), r.size ());
       break;
@@ -714,11 +687,9 @@ private:
       if (!d.empty ()) {
         size_t from = pos (d);
         size_t n = length (d.size () - from);
-        Bytes chunk (d.begin () + (ptrdiff_t)from,
-                     d.begin () + (ptrdiff_t)(from + n));
+        Bytes chunk (d.begin () + (ptrdiff_t)from, d.begin () + (ptrdiff_t)(from + n));
         if (rng_.one_in (2)) {
-          insert (d, rng_.one_in (2) ? from : insert_pos (d), chunk.data (),
-                  chunk.size ());
+          insert (d, rng_.one_in (2) ? from : insert_pos (d), chunk.data (), chunk.size ());
         } else {
           size_t to = pos (d);
           for (size_t k = 0; k < chunk.size () && to + k < d.size (); k++)
@@ -770,8 +741,7 @@ private:
     }
     case 18:
       if (!mutate_number (d)) {
-        const char *n = kNumberTexts[rng_.below (sizeof kNumberTexts
-                                                 / sizeof *kNumberTexts)];
+        const char *n = kNumberTexts[rng_.below (sizeof kNumberTexts / sizeof *kNumberTexts)];
         insert (d, insert_pos (d), (const uint8_t *)n, strlen (n));
       }
       break;
@@ -909,8 +879,7 @@ list_dir (const std::string &dir)
     while (dirent *e = readdir (d)) {
       std::string p = dir + "/" + e->d_name;
       struct stat st;
-      if (e->d_name[0] != '.' && stat (p.c_str (), &st) == 0
-          && S_ISREG (st.st_mode))
+      if (e->d_name[0] != '.' && stat (p.c_str (), &st) == 0 && S_ISREG (st.st_mode))
         out.push_back (p);
     }
     closedir (d);
@@ -932,8 +901,7 @@ flag (const char *arg, const char *name, std::string &value)
 double
 seconds_since (std::chrono::steady_clock::time_point t0)
 {
-  return std::chrono::duration<double> (std::chrono::steady_clock::now () - t0)
-      .count ();
+  return std::chrono::duration<double> (std::chrono::steady_clock::now () - t0).count ();
 }
 
 } // namespace
@@ -984,8 +952,7 @@ main (int argc, char **argv)
     exe[n] = 0;
     snprintf (g_exe, sizeof g_exe, "%s", exe);
   }
-  const char *name
-      = strrchr (argv[0], '/') ? strrchr (argv[0], '/') + 1 : argv[0];
+  const char *name = strrchr (argv[0], '/') ? strrchr (argv[0], '/') + 1 : argv[0];
 
   if (LLVMFuzzerInitialize)
     LLVMFuzzerInitialize (&argc, &argv);
@@ -1017,8 +984,7 @@ main (int argc, char **argv)
       run_one (in, (unsigned)g_timeout_s);
       g_replaying = nullptr;
     }
-    printf ("%s: %zu input(s) ran without a crash or a broken contract\n", name,
-            files.size ());
+    printf ("%s: %zu input(s) ran without a crash or a broken contract\n", name, files.size ());
     return 0;
   }
 
@@ -1030,11 +996,9 @@ main (int argc, char **argv)
   for (const auto &f : files)
     dirs.push_back (f); // mixed: files count as corpus too
   for (const auto &d : dirs) {
-    std::vector<std::string> entries
-        = is_dir (d) ? list_dir (d) : std::vector<std::string>{d};
+    std::vector<std::string> entries = is_dir (d) ? list_dir (d) : std::vector<std::string>{d};
     if (is_dir (d) && entries.empty ())
-      fprintf (stderr, "%s: warning: the corpus %s is empty\n", name,
-               d.c_str ());
+      fprintf (stderr, "%s: warning: the corpus %s is empty\n", name, d.c_str ());
     for (const auto &f : entries) {
       Bytes in;
       if (!read_file (f, in)) {
@@ -1065,9 +1029,8 @@ main (int argc, char **argv)
     }
     Rng &rng = mutator.rng ();
     // Mostly the pool's inputs, with a bias towards recent finds.
-    size_t pick = rng.one_in (4) && pool.inputs.size () > 16
-                      ? pool.inputs.size () - 1 - rng.below (16)
-                      : rng.below (pool.inputs.size ());
+    size_t pick = rng.one_in (4) && pool.inputs.size () > 16 ? pool.inputs.size () - 1 - rng.below (16)
+                                                             : rng.below (pool.inputs.size ());
     Bytes in = pool.inputs[pick];
     mutator.mutate (in, pool);
     RunResult r = run_one (in, (unsigned)g_timeout_s);
@@ -1075,8 +1038,7 @@ main (int argc, char **argv)
       found++;
       if (!save_new.empty ()) {
         char hex[17];
-        snprintf (hex, sizeof hex, "%016" PRIx64,
-                  fnv1a (in.data (), in.size ()));
+        snprintf (hex, sizeof hex, "%016" PRIx64, fnv1a (in.data (), in.size ()));
         std::string p = save_new + "/" + hex;
         if (FILE *f = fopen (p.c_str (), "wb")) {
           fwrite (in.data (), 1, in.size (), f);
@@ -1087,9 +1049,8 @@ main (int argc, char **argv)
     }
     if (done + 1 == next_report) {
       double s = seconds_since (t1);
-      printf ("%s: #%" PRIu64 " %.1f s, %zu features, pool %zu, %.0f/s\n", name,
-              done + 1, s, features (), pool.inputs.size (),
-              s > 0 ? (double)(done + 1) / s : 0.0);
+      printf ("%s: #%" PRIu64 " %.1f s, %zu features, pool %zu, %.0f/s\n", name, done + 1, s, features (),
+              pool.inputs.size (), s > 0 ? (double)(done + 1) / s : 0.0);
       next_report *= 4;
     }
   }
@@ -1097,7 +1058,7 @@ main (int argc, char **argv)
   printf ("%s: done: %" PRIu64 " of %" PRIu64 " mutation runs in %.1f s "
           "(%.0f/s)%s; %zu inputs with new coverage; %zu coverage features; "
           "no crash, no broken contract\n",
-          name, done, runs, s, s > 0 ? (double)done / s : 0.0,
-          capped ? ", stopped by -max_total_time" : "", found, features ());
+          name, done, runs, s, s > 0 ? (double)done / s : 0.0, capped ? ", stopped by -max_total_time" : "",
+          found, features ());
   return 0;
 }

@@ -20,10 +20,9 @@ const char kSource[] = "fuzz.json";
 bool
 valid_id (const std::string &id)
 {
-  return !id.empty () && id.size () <= 64
-         && std::all_of (id.begin (), id.end (), [] (char c) {
-              return g_ascii_isalnum (c) || c == '-' || c == '_';
-            });
+  return !id.empty () && id.size () <= 64 && std::all_of (id.begin (), id.end (), [] (char c) {
+    return g_ascii_isalnum (c) || c == '-' || c == '_';
+  });
 }
 
 // A lone surrogate escape ("\ud800") gives invalid UTF-8 from json-glib;
@@ -38,38 +37,27 @@ check_utf8 (const std::string &s, const char *what)
 void
 check (const Config &c)
 {
-  for (const std::string *s : {&c.listen_address, &c.public_host, &c.state_dir,
-                               &c.admin_token, &c.tls_certificate, &c.tls_key,
-                               &c.pipelines_dir, &c.web_dir, &c.profiles_file})
+  for (const std::string *s :
+       {&c.listen_address, &c.public_host, &c.state_dir, &c.admin_token, &c.tls_certificate, &c.tls_key,
+        &c.pipelines_dir, &c.web_dir, &c.profiles_file})
     check_utf8 (*s, "a setting");
   for (const MicroscopeConfig &m : c.microscopes)
-    for (const std::string *s :
-         {&m.name, &m.uri, &m.camera, &m.stage, &m.focus})
+    for (const std::string *s : {&m.name, &m.uri, &m.camera, &m.stage, &m.focus})
       check_utf8 (*s, "a microscope's text");
   for (const UserConfig &u : c.users)
     check_utf8 (u.name, "a user name");
-  FUZZ_CHECK (c.http_port >= 0 && c.http_port <= 65535,
-              std::to_string (c.http_port));
-  FUZZ_CHECK (c.rtsp_port >= 0 && c.rtsp_port <= 65535,
-              std::to_string (c.rtsp_port));
-  FUZZ_CHECK (c.max_body_bytes >= 1024 && c.max_body_bytes <= (16u << 20),
-              std::to_string (c.max_body_bytes));
-  FUZZ_CHECK (c.tls_certificate.empty () == c.tls_key.empty (),
-              "certificate without key");
+  FUZZ_CHECK (c.http_port >= 0 && c.http_port <= 65535, std::to_string (c.http_port));
+  FUZZ_CHECK (c.rtsp_port >= 0 && c.rtsp_port <= 65535, std::to_string (c.rtsp_port));
+  FUZZ_CHECK (c.max_body_bytes >= 1024 && c.max_body_bytes <= (16u << 20), std::to_string (c.max_body_bytes));
+  FUZZ_CHECK (c.tls_certificate.empty () == c.tls_key.empty (), "certificate without key");
   const VideoConfig &v = c.video;
-  FUZZ_CHECK (v.width >= 64 && v.width <= 3840 && v.width % 2 == 0,
-              std::to_string (v.width));
-  FUZZ_CHECK (v.height >= 64 && v.height <= 2160 && v.height % 2 == 0,
-              std::to_string (v.height));
+  FUZZ_CHECK (v.width >= 64 && v.width <= 3840 && v.width % 2 == 0, std::to_string (v.width));
+  FUZZ_CHECK (v.height >= 64 && v.height <= 2160 && v.height % 2 == 0, std::to_string (v.height));
   FUZZ_CHECK (v.framerate >= 1 && v.framerate <= 60, "framerate");
   FUZZ_CHECK (v.bitrate_kbps >= 100 && v.bitrate_kbps <= 50000, "bitrate");
-  FUZZ_CHECK (v.keyframe_interval >= 1 && v.keyframe_interval <= 600,
-              "keyframe_interval");
-  FUZZ_CHECK (c.control.idle_timeout_ms >= 100
-                  && c.control.idle_timeout_ms <= 3600000,
-              "idle_timeout_ms");
-  FUZZ_CHECK (c.control.max_commands_per_s >= 1
-                  && c.control.max_commands_per_s <= 1000,
+  FUZZ_CHECK (v.keyframe_interval >= 1 && v.keyframe_interval <= 600, "keyframe_interval");
+  FUZZ_CHECK (c.control.idle_timeout_ms >= 100 && c.control.idle_timeout_ms <= 3600000, "idle_timeout_ms");
+  FUZZ_CHECK (c.control.max_commands_per_s >= 1 && c.control.max_commands_per_s <= 1000,
               "max_commands_per_s");
 
   FUZZ_CHECK (!c.microscopes.empty (), "no microscope");
@@ -79,27 +67,23 @@ check (const Config &c)
     FUZZ_CHECK (ids.insert (m.id).second, "id '" + m.id + "' twice");
     FUZZ_CHECK (c.microscope (m.id) == &m, "microscope() finds another entry");
     FUZZ_CHECK (!m.uri.empty (), m.id + ": no uri");
-    FUZZ_CHECK (valid_id (m.capture_template),
-                "capture_template '" + m.capture_template + "'");
-    bool parts = !m.camera.empty () || !m.stage.empty () || !m.focus.empty ()
-                 || !m.objectives.empty () || m.objective != 0;
+    FUZZ_CHECK (valid_id (m.capture_template), "capture_template '" + m.capture_template + "'");
+    bool parts = !m.camera.empty () || !m.stage.empty () || !m.focus.empty () || !m.objectives.empty ()
+                 || m.objective != 0;
     if (parts) {
       FUZZ_CHECK (!m.camera.empty (), m.id + ": parts without a camera");
       FUZZ_CHECK (m.uri == compose_uri (m), m.id + ": uri " + m.uri);
     }
     std::set<int> mags;
     for (const ObjectiveConfig &o : m.objectives) {
-      FUZZ_CHECK (o.magnification >= 1 && o.magnification <= 1000,
-                  std::to_string (o.magnification));
+      FUZZ_CHECK (o.magnification >= 1 && o.magnification <= 1000, std::to_string (o.magnification));
       FUZZ_CHECK (mags.insert (o.magnification).second, "magnification twice");
-      FUZZ_CHECK (o.um_per_px >= 1e-6 && o.um_per_px <= 100,
-                  std::to_string (o.um_per_px));
+      FUZZ_CHECK (o.um_per_px >= 1e-6 && o.um_per_px <= 100, std::to_string (o.um_per_px));
       FUZZ_CHECK (o.numerical_aperture >= 0 && o.numerical_aperture <= 1.6,
                   std::to_string (o.numerical_aperture));
     }
     FUZZ_CHECK (m.objective == 0 || mags.count (m.objective),
-                "objective " + std::to_string (m.objective)
-                    + " not in objectives");
+                "objective " + std::to_string (m.objective) + " not in objectives");
   }
   for (const UserConfig &u : c.users) {
     FUZZ_CHECK (!u.name.empty (), "user without a name");
@@ -114,8 +98,8 @@ extern "C" int
 LLVMFuzzerInitialize (int *, char ***)
 {
   // A GLib critical (a json-glib precondition) is a bug of the caller.
-  g_log_set_always_fatal (static_cast<GLogLevelFlags> (
-      G_LOG_FATAL_MASK | G_LOG_LEVEL_CRITICAL | G_LOG_LEVEL_WARNING));
+  g_log_set_always_fatal (
+      static_cast<GLogLevelFlags> (G_LOG_FATAL_MASK | G_LOG_LEVEL_CRITICAL | G_LOG_LEVEL_WARNING));
   return 0;
 }
 

@@ -17,8 +17,8 @@ namespace {
 std::string
 where (const Nal &n)
 {
-  return "NAL at " + std::to_string (n.start) + ", payload "
-         + std::to_string (n.payload) + ", end " + std::to_string (n.end);
+  return "NAL at " + std::to_string (n.start) + ", payload " + std::to_string (n.payload) + ", end "
+         + std::to_string (n.end);
 }
 
 void
@@ -26,15 +26,13 @@ check_nals (const uint8_t *au, size_t len, const std::vector<Nal> &nals)
 {
   size_t prev_end = 0;
   for (const Nal &n : nals) {
-    FUZZ_CHECK (n.start >= prev_end && n.start < n.payload && n.payload <= n.end
-                    && n.end <= len,
+    FUZZ_CHECK (n.start >= prev_end && n.start < n.payload && n.payload <= n.end && n.end <= len,
                 where (n) + " of " + std::to_string (len));
     size_t sc = n.payload - n.start;
     FUZZ_CHECK ((sc == 3 && !std::memcmp (au + n.start, "\0\0\1", 3))
                     || (sc == 4 && !std::memcmp (au + n.start, "\0\0\0\1", 4)),
                 "no start code at " + where (n));
-    FUZZ_CHECK (n.type == (n.payload < len ? (au[n.payload] & 0x1f) : 0),
-                "type of " + where (n));
+    FUZZ_CHECK (n.type == (n.payload < len ? (au[n.payload] & 0x1f) : 0), "type of " + where (n));
     prev_end = n.end;
   }
 }
@@ -79,8 +77,7 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
     bool any = false;
     for (const Nal &n : nals)
       any = any || n.type == t;
-    FUZZ_CHECK (has_nal (data, size, t) == any,
-                "has_nal " + std::to_string (t));
+    FUZZ_CHECK (has_nal (data, size, t) == any, "has_nal " + std::to_string (t));
   }
 
   std::vector<uint8_t> ps = parameter_sets (data, size);
@@ -93,33 +90,28 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
     FUZZ_CHECK (k < ps_nals.size (), "a parameter set is missing");
     const Nal &p = ps_nals[k++];
     FUZZ_CHECK (p.end - p.payload == n.end - n.payload
-                    && !std::memcmp (ps.data () + p.payload, data + n.payload,
-                                     n.end - n.payload),
+                    && !std::memcmp (ps.data () + p.payload, data + n.payload, n.end - n.payload),
                 "parameter set changed: " + where (n));
   }
   FUZZ_CHECK (k == ps_nals.size (), "extra NAL units in the parameter sets");
 
   std::optional<FrameInfo> fi = frame_info (data, size);
   std::optional<int64_t> ct = capture_time (data, size);
-  FUZZ_CHECK (fi.has_value () == ct.has_value ()
-                  && (!fi || fi->capture_unix_us == *ct),
+  FUZZ_CHECK (fi.has_value () == ct.has_value () && (!fi || fi->capture_unix_us == *ct),
               "capture_time and frame_info disagree");
   FUZZ_CHECK (!fi || has_nal (data, size, kSei), "frame info without an SEI");
 
   FrameInfo info = info_from (data, size);
   std::vector<uint8_t> with = with_frame_info (data, size, info);
   FUZZ_CHECK (with.size () > size, "nothing inserted");
-  check_nals (with.data (), with.size (),
-              nal_units (with.data (), with.size ()));
+  check_nals (with.data (), with.size (), nal_units (with.data (), with.size ()));
   std::optional<FrameInfo> back = frame_info (with.data (), with.size ());
   FUZZ_CHECK (back.has_value (), "the inserted SEI is not found");
   if (!has_nal (data, size, kSei)) {
-    FUZZ_CHECK (back->capture_unix_us == info.capture_unix_us
-                    && same_bits (back->stage_x_um, info.stage_x_um)
+    FUZZ_CHECK (back->capture_unix_us == info.capture_unix_us && same_bits (back->stage_x_um, info.stage_x_um)
                     && same_bits (back->stage_y_um, info.stage_y_um)
                     && same_bits (back->stage_z_um, info.stage_z_um)
-                    && same_bits (back->um_per_px, info.um_per_px)
-                    && back->objective == info.objective
+                    && same_bits (back->um_per_px, info.um_per_px) && back->objective == info.objective
                     && back->moving == info.moving,
                 "frame info changed on the way");
     // The access unit's own NAL units are all still there.
@@ -130,8 +122,7 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
     for (const Nal &n : nals)
       before += n.type != kSei;
     FUZZ_CHECK (own == before,
-                "NAL units lost or gained: " + std::to_string (before) + " → "
-                    + std::to_string (own));
+                "NAL units lost or gained: " + std::to_string (before) + " → " + std::to_string (own));
   }
   return 0;
 }

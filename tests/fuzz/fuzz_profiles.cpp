@@ -27,19 +27,16 @@ std::optional<cv::Rect2d>
 as_rect (const SlideRegion &r)
 {
   const auto &p = r.polygon_um;
-  if (p.size () != 4 || p[1].y != p[0].y || p[2].x != p[1].x || p[3].x != p[0].x
-      || p[3].y != p[2].y)
+  if (p.size () != 4 || p[1].y != p[0].y || p[2].x != p[1].x || p[3].x != p[0].x || p[3].y != p[2].y)
     return std::nullopt;
-  double w = std::min (p[1].x - p[0].x, 1e9),
-         h = std::min (p[3].y - p[0].y, 1e9);
+  double w = std::min (p[1].x - p[0].x, 1e9), h = std::min (p[3].y - p[0].y, 1e9);
   if (!(w > 0 && h > 0))
     return std::nullopt;
   return cv::Rect2d (p[0].x, p[0].y, w, h);
 }
 
 void
-add_strings (JsonBuilder *b, const char *name,
-             const std::vector<std::string> &list)
+add_strings (JsonBuilder *b, const char *name, const std::vector<std::string> &list)
 {
   json_builder_set_member_name (b, name);
   json_builder_begin_array (b);
@@ -109,9 +106,8 @@ write (const ProfileSet &set)
       g_autoptr (GError) error = nullptr;
       JsonNode *ext = json_from_string (p.extensions_json.c_str (), &error);
       FUZZ_CHECK (ext && JSON_NODE_HOLDS_OBJECT (ext),
-                  "extensions_json is not a JSON object: '" + p.extensions_json
-                      + "' (" + (error ? error->message : "not an object")
-                      + ")");
+                  "extensions_json is not a JSON object: '" + p.extensions_json + "' ("
+                      + (error ? error->message : "not an object") + ")");
       json_builder_set_member_name (b, "extensions");
       json_builder_add_value (b, ext); // takes it
     }
@@ -127,14 +123,12 @@ write (const ProfileSet &set)
 // Exactly the same points; a rectangle's far corner x + width may differ by
 // the rounding of width = corner − x.
 bool
-same_points (const std::vector<cv::Point2d> &a,
-             const std::vector<cv::Point2d> &b, double tolerance)
+same_points (const std::vector<cv::Point2d> &a, const std::vector<cv::Point2d> &b, double tolerance)
 {
   if (a.size () != b.size ())
     return false;
   for (size_t i = 0; i < a.size (); i++)
-    if (!(std::abs (a[i].x - b[i].x) <= tolerance
-          && std::abs (a[i].y - b[i].y) <= tolerance))
+    if (!(std::abs (a[i].x - b[i].x) <= tolerance && std::abs (a[i].y - b[i].y) <= tolerance))
       return false;
   return true;
 }
@@ -142,11 +136,9 @@ same_points (const std::vector<cv::Point2d> &a,
 bool
 same (const Profile &a, const Profile &b)
 {
-  return a.name == b.name && a.description == b.description
-         && a.regions == b.regions && a.detect == b.detect
-         && a.strip_metas == b.strip_metas && a.stage_meta == b.stage_meta
-         && a.strip_tags == b.strip_tags && a.keep_tags == b.keep_tags
-         && a.may_control == b.may_control && a.overlays == b.overlays
+  return a.name == b.name && a.description == b.description && a.regions == b.regions && a.detect == b.detect
+         && a.strip_metas == b.strip_metas && a.stage_meta == b.stage_meta && a.strip_tags == b.strip_tags
+         && a.keep_tags == b.keep_tags && a.may_control == b.may_control && a.overlays == b.overlays
          && a.extensions_json == b.extensions_json;
 }
 
@@ -173,8 +165,8 @@ check (const ProfileSet &set)
     // Every number of the file is within ±1e9 µm; a rectangle's far corner
     // (x + width) within ±2e9.
     for (const auto &p : r.polygon_um)
-      FUZZ_CHECK (std::isfinite (p.x) && std::isfinite (p.y)
-                      && std::abs (p.x) <= 2e9 && std::abs (p.y) <= 2e9,
+      FUZZ_CHECK (std::isfinite (p.x) && std::isfinite (p.y) && std::abs (p.x) <= 2e9
+                      && std::abs (p.y) <= 2e9,
                   r.name + ": point out of range");
     cv::Rect2d bb = r.bounds_um ();
     FUZZ_CHECK (bb.width >= 0 && bb.height >= 0, r.name + ": bounds");
@@ -186,17 +178,13 @@ check (const ProfileSet &set)
     FUZZ_CHECK (names.insert (p.name).second, "profile twice: " + p.name);
     FUZZ_CHECK (set.find (p.name) == &p, "find() gives another profile");
     for (const std::string &r : p.regions)
-      FUZZ_CHECK (r == "*" || region_names.count (r),
-                  p.name + ": unknown region " + r);
+      FUZZ_CHECK (r == "*" || region_names.count (r), p.name + ": unknown region " + r);
     std::set<RegionClass> detect (p.detect.begin (), p.detect.end ());
     FUZZ_CHECK (detect.size () == p.detect.size (), p.name + ": detect twice");
     std::set<std::string> masked (p.regions.begin (), p.regions.end ());
-    FUZZ_CHECK (
-        set.regions_for (p).size ()
-            == (masked.count ("*") ? set.regions.size () : masked.size ()),
-        p.name + ": regions_for");
-    for (const auto *list :
-         {&p.strip_metas, &p.strip_tags, &p.keep_tags, &p.overlays})
+    FUZZ_CHECK (set.regions_for (p).size () == (masked.count ("*") ? set.regions.size () : masked.size ()),
+                p.name + ": regions_for");
+    for (const auto *list : {&p.strip_metas, &p.strip_tags, &p.keep_tags, &p.overlays})
       for (const std::string &s : *list)
         FUZZ_CHECK (!s.empty (), p.name + ": an empty name in a list");
   }
@@ -207,8 +195,8 @@ check (const ProfileSet &set)
 extern "C" int
 LLVMFuzzerInitialize (int *, char ***)
 {
-  g_log_set_always_fatal (static_cast<GLogLevelFlags> (
-      G_LOG_FATAL_MASK | G_LOG_LEVEL_CRITICAL | G_LOG_LEVEL_WARNING));
+  g_log_set_always_fatal (
+      static_cast<GLogLevelFlags> (G_LOG_FATAL_MASK | G_LOG_LEVEL_CRITICAL | G_LOG_LEVEL_WARNING));
   return 0;
 }
 
@@ -220,8 +208,7 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
     set = parse_profiles (text (data, size), kSource);
   } catch (const ProfileError &e) {
     std::string msg = e.what ();
-    FUZZ_CHECK (msg.rfind (kSource, 0) == 0 && msg.size () > sizeof kSource,
-                "message '" + msg + "'");
+    FUZZ_CHECK (msg.rfind (kSource, 0) == 0 && msg.size () > sizeof kSource, "message '" + msg + "'");
     return 0;
   }
   check (set);
@@ -232,18 +219,14 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
   try {
     again = parse_profiles (written, kSource);
   } catch (const ProfileError &e) {
-    FUZZ_CHECK (false, std::string ("the written set does not parse: ")
-                           + e.what () + "\n" + written);
+    FUZZ_CHECK (false, std::string ("the written set does not parse: ") + e.what () + "\n" + written);
   }
-  FUZZ_CHECK (again.regions.size () == set.regions.size ()
-                  && again.profiles.size () == set.profiles.size (),
+  FUZZ_CHECK (again.regions.size () == set.regions.size () && again.profiles.size () == set.profiles.size (),
               written);
   for (size_t i = 0; i < set.regions.size (); i++)
     FUZZ_CHECK (again.regions[i].name == set.regions[i].name
-                    && again.regions[i].region_class
-                           == set.regions[i].region_class
-                    && same_points (again.regions[i].polygon_um,
-                                    set.regions[i].polygon_um,
+                    && again.regions[i].region_class == set.regions[i].region_class
+                    && same_points (again.regions[i].polygon_um, set.regions[i].polygon_um,
                                     as_rect (set.regions[i]) ? 1e-6 : 0),
                 "region " + set.regions[i].name + " changed:\n" + written);
   for (size_t i = 0; i < set.profiles.size (); i++)

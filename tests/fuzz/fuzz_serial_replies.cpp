@@ -47,14 +47,12 @@ one_line (const std::string &line)
   // --- GRBL
   grbl::Reply r = grbl::classify_reply (line);
   if (r.kind == grbl::ReplyKind::kError || r.kind == grbl::ReplyKind::kAlarm)
-    FUZZ_CHECK (r.code == written_code (line, 6),
-                "code " + std::to_string (r.code) + " from '" + line + "'");
+    FUZZ_CHECK (r.code == written_code (line, 6), "code " + std::to_string (r.code) + " from '" + line + "'");
   if (line.rfind ("<", 0) == 0) {
     FUZZ_CHECK (r.kind == grbl::ReplyKind::kStatus, line);
     std::optional<grbl::StatusReport> st = grbl::parse_status_report (line);
     if (st) {
-      FUZZ_CHECK (st->state.find ('|') == std::string::npos
-                      && st->state.find ('>') == std::string::npos,
+      FUZZ_CHECK (st->state.find ('|') == std::string::npos && st->state.find ('>') == std::string::npos,
                   "state '" + st->state + "' from '" + line + "'");
       check_axes (st->mpos, line);
       check_axes (st->wpos, line);
@@ -67,8 +65,7 @@ one_line (const std::string &line)
   if (proscan::is_error (line)) {
     FUZZ_CHECK (line[0] == 'E', line);
     FUZZ_CHECK (proscan::error_code (line) == written_code (line, 2),
-                "code " + std::to_string (proscan::error_code (line))
-                    + " from '" + line + "'");
+                "code " + std::to_string (proscan::error_code (line)) + " from '" + line + "'");
     FUZZ_CHECK (!proscan::parse_resolution (line), "an error is no resolution");
   }
   // Motion bits: the number written, when it is one in [0, INT_MAX].
@@ -76,10 +73,8 @@ one_line (const std::string &line)
   char *end = nullptr;
   errno = 0;
   long long v = std::strtoll (line.c_str (), &end, 10);
-  bool number
-      = end != line.c_str () && errno != ERANGE && v >= 0 && v <= INT32_MAX;
-  FUZZ_CHECK (bits.has_value () == number && (!bits || *bits == v),
-              "bits from '" + line + "'");
+  bool number = end != line.c_str () && errno != ERANGE && v >= 0 && v <= INT32_MAX;
+  FUZZ_CHECK (bits.has_value () == number && (!bits || *bits == v), "bits from '" + line + "'");
   if (std::optional<double> res = proscan::parse_resolution (line))
     FUZZ_CHECK (std::isfinite (*res) && *res > 0,
                 "resolution " + std::to_string (*res) + " from '" + line + "'");

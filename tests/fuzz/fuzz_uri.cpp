@@ -55,17 +55,14 @@ struct IntKey {
   int64_t min, max;
 };
 const IntKey kIntKeys[] = {
-    {"seed", 0, INT64_MAX},    {"cache_mb", 16, 16384}, {"prefetch", 0, 1},
-    {"baud", 9600, 1000000},   {"objective", 1, 1000},  {"width", 1, 65535},
-    {"timeout_ms", 1, 600000}, {"home", 0, 1},
+    {"seed", 0, INT64_MAX}, {"cache_mb", 16, 16384}, {"prefetch", 0, 1},        {"baud", 9600, 1000000},
+    {"objective", 1, 1000}, {"width", 1, 65535},     {"timeout_ms", 1, 600000}, {"home", 0, 1},
 };
 
 void
 check_error (const Error &e, ErrorKind kind, const std::string &what)
 {
-  FUZZ_CHECK (e.kind () == kind, what + ": kind "
-                                     + std::to_string ((int)e.kind ()) + ": "
-                                     + e.what ());
+  FUZZ_CHECK (e.kind () == kind, what + ": kind " + std::to_string ((int)e.kind ()) + ": " + e.what ());
   FUZZ_CHECK (std::strlen (e.what ()) > 0, what + ": empty message");
 }
 
@@ -77,11 +74,9 @@ check_spec (const ComposeSpec &spec)
   std::set<int> mags;
   bool selected = false;
   for (const auto &o : spec.objectives) {
-    FUZZ_CHECK (o.magnification >= 1 && o.magnification <= 1000,
-                std::to_string (o.magnification));
+    FUZZ_CHECK (o.magnification >= 1 && o.magnification <= 1000, std::to_string (o.magnification));
     FUZZ_CHECK (mags.insert (o.magnification).second, "magnification twice");
-    FUZZ_CHECK (o.um_per_px > 0 && o.um_per_px <= 100,
-                std::to_string (o.um_per_px));
+    FUZZ_CHECK (o.um_per_px > 0 && o.um_per_px <= 100, std::to_string (o.um_per_px));
     FUZZ_CHECK (o.numerical_aperture >= 0 && o.numerical_aperture <= 1.6,
                 std::to_string (o.numerical_aperture));
     selected = selected || o.magnification == spec.selected;
@@ -115,8 +110,7 @@ as_uri (const std::string &s)
   for (const auto &k : kIntKeys) {
     try {
       int64_t v = uri->get_int (k.key, k.min, k.min, k.max);
-      FUZZ_CHECK (v >= k.min && v <= k.max,
-                  std::string (k.key) + "=" + std::to_string (v));
+      FUZZ_CHECK (v >= k.min && v <= k.max, std::string (k.key) + "=" + std::to_string (v));
     } catch (const Error &e) {
       check_error (e, ErrorKind::kOutOfRange, k.key);
     }
@@ -137,12 +131,9 @@ as_uri (const std::string &s)
     std::string item;
     for (size_t i = 0; std::getline (ss, item, ','); i++) {
       long long written = std::strtoll (item.c_str (), nullptr, 10);
-      FUZZ_CHECK (i < spec.objectives.size ()
-                      && written == spec.objectives[i].magnification,
+      FUZZ_CHECK (i < spec.objectives.size () && written == spec.objectives[i].magnification,
                   "objective '" + item + "' read as "
-                      + std::to_string (i < spec.objectives.size ()
-                                            ? spec.objectives[i].magnification
-                                            : -1));
+                      + std::to_string (i < spec.objectives.size () ? spec.objectives[i].magnification : -1));
     }
     // The parts are URIs of their own.
     for (const std::string *part : {&spec.camera, &spec.stage, &spec.focus})
@@ -153,8 +144,7 @@ as_uri (const std::string &s)
           check_error (e, ErrorKind::kUnsupported, "part " + *part);
         }
   } catch (const Error &e) {
-    FUZZ_CHECK (e.kind () == ErrorKind::kUnsupported
-                    || e.kind () == ErrorKind::kOutOfRange,
+    FUZZ_CHECK (e.kind () == ErrorKind::kUnsupported || e.kind () == ErrorKind::kOutOfRange,
                 std::string ("parse_compose: ") + e.what ());
     FUZZ_CHECK (std::strlen (e.what ()) > 0, "empty message");
   }
@@ -195,8 +185,7 @@ as_parts (const std::string &s)
     o.um_per_px = std::strtod (end, &end);
     o.numerical_aperture = std::strtod (end, &end);
     o.magnification = (int)mag;
-    if (mag < 1 || mag > 1000 || mags.count ((int)mag)
-        || !(o.um_per_px >= 1e-6 && o.um_per_px <= 100)
+    if (mag < 1 || mag > 1000 || mags.count ((int)mag) || !(o.um_per_px >= 1e-6 && o.um_per_px <= 100)
         || !(o.numerical_aperture >= 0 && o.numerical_aperture <= 1.6))
       continue;
     mags.insert ((int)mag);
@@ -211,20 +200,17 @@ as_parts (const std::string &s)
   try {
     spec = parse_compose (MicroscopeUri (text));
   } catch (const Error &e) {
-    FUZZ_CHECK (false, "compose_uri gave '" + text
-                           + "', which is refused: " + e.what ());
+    FUZZ_CHECK (false, "compose_uri gave '" + text + "', which is refused: " + e.what ());
   }
   check_spec (spec);
-  FUZZ_CHECK (spec.camera == m.camera, "camera '" + m.camera
-                                           + "' came back as '" + spec.camera
-                                           + "' from " + text);
-  FUZZ_CHECK (spec.stage == m.stage, "stage '" + m.stage + "' came back as '"
-                                         + spec.stage + "' from " + text);
-  FUZZ_CHECK (spec.focus == m.focus, "focus '" + m.focus + "' came back as '"
-                                         + spec.focus + "' from " + text);
+  FUZZ_CHECK (spec.camera == m.camera,
+              "camera '" + m.camera + "' came back as '" + spec.camera + "' from " + text);
+  FUZZ_CHECK (spec.stage == m.stage,
+              "stage '" + m.stage + "' came back as '" + spec.stage + "' from " + text);
+  FUZZ_CHECK (spec.focus == m.focus,
+              "focus '" + m.focus + "' came back as '" + spec.focus + "' from " + text);
   if (m.objectives.empty ()) {
-    FUZZ_CHECK (spec.objectives.size () == 1
-                    && spec.objectives[0].magnification == 1,
+    FUZZ_CHECK (spec.objectives.size () == 1 && spec.objectives[0].magnification == 1,
                 "default objective " + text);
     return;
   }
@@ -234,16 +220,11 @@ as_parts (const std::string &s)
     const auto &b = spec.objectives[i];
     FUZZ_CHECK (a.magnification == b.magnification, text);
     // compose_uri writes µm/px with 6 and NA with 4 significant digits.
-    FUZZ_CHECK (std::abs (a.um_per_px - b.um_per_px) <= 1e-5 * a.um_per_px,
-                text);
-    FUZZ_CHECK (std::abs (a.numerical_aperture - b.numerical_aperture)
-                    <= 1e-3 * a.numerical_aperture,
-                text);
+    FUZZ_CHECK (std::abs (a.um_per_px - b.um_per_px) <= 1e-5 * a.um_per_px, text);
+    FUZZ_CHECK (std::abs (a.numerical_aperture - b.numerical_aperture) <= 1e-3 * a.numerical_aperture, text);
   }
-  FUZZ_CHECK (
-      spec.selected
-          == (m.objective ? m.objective : m.objectives.front ().magnification),
-      "selected " + std::to_string (spec.selected) + " from " + text);
+  FUZZ_CHECK (spec.selected == (m.objective ? m.objective : m.objectives.front ().magnification),
+              "selected " + std::to_string (spec.selected) + " from " + text);
 }
 
 } // namespace
@@ -251,8 +232,8 @@ as_parts (const std::string &s)
 extern "C" int
 LLVMFuzzerInitialize (int *, char ***)
 {
-  g_log_set_always_fatal (static_cast<GLogLevelFlags> (
-      G_LOG_FATAL_MASK | G_LOG_LEVEL_CRITICAL | G_LOG_LEVEL_WARNING));
+  g_log_set_always_fatal (
+      static_cast<GLogLevelFlags> (G_LOG_FATAL_MASK | G_LOG_LEVEL_CRITICAL | G_LOG_LEVEL_WARNING));
   return 0;
 }
 

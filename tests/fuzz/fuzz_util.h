@@ -10,11 +10,9 @@
 namespace livemicro::fuzz {
 
 [[noreturn]] inline void
-broken_contract (const char *file, int line, const char *condition,
-                 const std::string &detail)
+broken_contract (const char *file, int line, const char *condition, const std::string &detail)
 {
-  std::fprintf (stderr, "\n%s:%d: broken contract: %s\n  %s\n", file, line,
-                condition, detail.c_str ());
+  std::fprintf (stderr, "\n%s:%d: broken contract: %s\n  %s\n", file, line, condition, detail.c_str ());
   std::fflush (stderr);
   std::abort ();
 }
@@ -30,9 +28,8 @@ text (const uint8_t *data, size_t size)
 
 // FUZZ_CHECK (condition, detail): `detail` (a std::string expression) is
 // evaluated only when the condition is false.
-#define FUZZ_CHECK(condition, detail)                                          \
-  do {                                                                         \
-    if (!(condition))                                                          \
-      ::livemicro::fuzz::broken_contract (__FILE__, __LINE__, #condition,      \
-                                          (detail));                           \
+#define FUZZ_CHECK(condition, detail)                                                                        \
+  do {                                                                                                       \
+    if (!(condition))                                                                                        \
+      ::livemicro::fuzz::broken_contract (__FILE__, __LINE__, #condition, (detail));                         \
   } while (0)

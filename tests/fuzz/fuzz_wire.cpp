@@ -25,8 +25,7 @@ struct Link {
   int fd[2] = {-1, -1};
   explicit Link (size_t capacity)
   {
-    FUZZ_CHECK (socketpair (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fd) == 0,
-                std::strerror (errno));
+    FUZZ_CHECK (socketpair (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fd) == 0, std::strerror (errno));
     int bytes = (int)std::max<size_t> (2 * capacity + 65536, 262144);
     setsockopt (fd[1], SOL_SOCKET, SO_SNDBUF, &bytes, sizeof bytes);
     setsockopt (fd[0], SOL_SOCKET, SO_RCVBUF, &bytes, sizeof bytes);
@@ -48,8 +47,7 @@ struct Link {
   {
     while (n > 0) {
       ssize_t w = send (fd[1], p, n, MSG_DONTWAIT | MSG_NOSIGNAL);
-      FUZZ_CHECK (w > 0,
-                  std::string ("the link is full: ") + std::strerror (errno));
+      FUZZ_CHECK (w > 0, std::string ("the link is full: ") + std::strerror (errno));
       p += w;
       n -= (size_t)w;
     }
@@ -80,11 +78,9 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
     std::vector<uint8_t> body;
     if (!read_message (in.fd[0], type, body))
       break;
-    FUZZ_CHECK (type == Type::kCommand || type == Type::kEvent
-                    || type == Type::kFrame,
+    FUZZ_CHECK (type == Type::kCommand || type == Type::kEvent || type == Type::kFrame,
                 "type " + std::to_string ((uint32_t)type));
-    FUZZ_CHECK (body.size () <= kMaxMessageBytes
-                    && body.capacity () <= kMaxMessageBytes,
+    FUZZ_CHECK (body.size () <= kMaxMessageBytes && body.capacity () <= kMaxMessageBytes,
                 "body of " + std::to_string (body.capacity ()) + " bytes");
     messages.emplace_back (type, std::move (body));
   }
@@ -97,16 +93,12 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
   Link out (size);
   Writer w (out.fd[1]);
   for (const auto &m : messages)
-    FUZZ_CHECK (
-        w.send (m.first, m.second.data (), m.second.size (), nullptr, 0),
-        "Writer::send failed");
+    FUZZ_CHECK (w.send (m.first, m.second.data (), m.second.size (), nullptr, 0), "Writer::send failed");
   out.close_write ();
   std::vector<uint8_t> again = out.read_rest ();
   FUZZ_CHECK (again.size () <= consumed
-                  && (again.empty ()
-                      || std::memcmp (again.data (), data, again.size ()) == 0),
-              "the messages read are not the bytes written ("
-                  + std::to_string (again.size ()) + " vs "
+                  && (again.empty () || std::memcmp (again.data (), data, again.size ()) == 0),
+              "the messages read are not the bytes written (" + std::to_string (again.size ()) + " vs "
                   + std::to_string (consumed) + " bytes)");
   return 0;
 }

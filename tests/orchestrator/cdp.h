@@ -24,17 +24,28 @@ public:
   explicit ChromiumPage (const std::string &url)
   {
     port_ = free_port ();
-    std::vector<std::string> args = {"/usr/bin/chromium", "--headless=new", "--no-sandbox", "--disable-gpu",
-        "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--autoplay-policy=no-user-gesture-required", "--window-size=1280,900",
-        "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=" + std::to_string (port_),
-        "--user-data-dir=" + profile_.path (), url};
+    std::vector<std::string> args = {"/usr/bin/chromium",
+                                     "--headless=new",
+                                     "--no-sandbox",
+                                     "--disable-gpu",
+                                     "--disable-quic",
+                                     "--no-first-run",
+                                     "--disable-background-networking",
+                                     "--disable-component-update",
+                                     "--disable-sync",
+                                     "--autoplay-policy=no-user-gesture-required",
+                                     "--window-size=1280,900",
+                                     "--remote-debugging-address=127.0.0.1",
+                                     "--remote-debugging-port=" + std::to_string (port_),
+                                     "--user-data-dir=" + profile_.path (),
+                                     url};
     std::vector<const char *> argv;
     for (auto &a : args)
       argv.push_back (a.c_str ());
     argv.push_back (nullptr);
-    browser_ = g_subprocess_newv (argv.data (),
-        (GSubprocessFlags) (G_SUBPROCESS_FLAGS_STDOUT_SILENCE | G_SUBPROCESS_FLAGS_STDERR_SILENCE), nullptr);
+    browser_ = g_subprocess_newv (
+        argv.data (),
+        (GSubprocessFlags)(G_SUBPROCESS_FLAGS_STDOUT_SILENCE | G_SUBPROCESS_FLAGS_STDERR_SILENCE), nullptr);
     // Find the page's DevTools socket.
     std::string ws;
     for (int i = 0; i < 100 && ws.empty (); i++, g_usleep (100000))
@@ -48,10 +59,13 @@ public:
   ~ChromiumPage ()
   {
     if (loop_) {
-      g_main_context_invoke (ctx_, [] (gpointer d) -> gboolean {
-        g_main_loop_quit (static_cast<ChromiumPage *> (d)->loop_);
-        return G_SOURCE_REMOVE;
-      }, this);
+      g_main_context_invoke (
+          ctx_,
+          [] (gpointer d) -> gboolean {
+            g_main_loop_quit (static_cast<ChromiumPage *> (d)->loop_);
+            return G_SOURCE_REMOVE;
+          },
+          this);
       thread_.join ();
     }
     if (browser_) {
@@ -90,7 +104,7 @@ public:
   // Waits until `expression` evaluates to true.
   bool wait_true (const std::string &expression, double timeout_s)
   {
-    gint64 deadline = g_get_monotonic_time () + (gint64) (timeout_s * 1e6);
+    gint64 deadline = g_get_monotonic_time () + (gint64)(timeout_s * 1e6);
     while (g_get_monotonic_time () < deadline) {
       if (evaluate ("!!(" + expression + ")") == "true")
         return true;
@@ -118,7 +132,8 @@ public:
 private:
   static int free_port ()
   {
-    g_autoptr (GSocket) s = g_socket_new (G_SOCKET_FAMILY_IPV4, G_SOCKET_TYPE_STREAM, G_SOCKET_PROTOCOL_TCP, nullptr);
+    g_autoptr (GSocket) s
+        = g_socket_new (G_SOCKET_FAMILY_IPV4, G_SOCKET_TYPE_STREAM, G_SOCKET_PROTOCOL_TCP, nullptr);
     g_autoptr (GInetAddress) lo = g_inet_address_new_loopback (G_SOCKET_FAMILY_IPV4);
     g_autoptr (GSocketAddress) a = g_inet_socket_address_new (lo, 0);
     g_socket_bind (s, a, TRUE, nullptr);
@@ -128,21 +143,23 @@ private:
   std::string page_socket (const std::string &url)
   {
     g_autoptr (SoupSession) s = soup_session_new_with_options ("timeout", 2, nullptr);
-    g_autoptr (SoupMessage) m = soup_message_new ("GET", ("http://127.0.0.1:" + std::to_string (port_) + "/json/list").c_str ());
+    g_autoptr (SoupMessage) m
+        = soup_message_new ("GET", ("http://127.0.0.1:" + std::to_string (port_) + "/json/list").c_str ());
     g_autoptr (GBytes) body = soup_session_send_and_read (s, m, nullptr, nullptr);
     if (!body)
       return "";
     gsize len = 0;
     const char *data = static_cast<const char *> (g_bytes_get_data (body, &len));
     g_autoptr (JsonParser) p = json_parser_new ();
-    if (!json_parser_load_from_data (p, data, (gssize) len, nullptr) || !JSON_NODE_HOLDS_ARRAY (json_parser_get_root (p)))
+    if (!json_parser_load_from_data (p, data, (gssize)len, nullptr)
+        || !JSON_NODE_HOLDS_ARRAY (json_parser_get_root (p)))
       return "";
     JsonArray *targets = json_node_get_array (json_parser_get_root (p));
     std::string base = url.substr (0, url.find ('#'));
     for (guint i = 0; i < json_array_get_length (targets); i++) {
       JsonObject *t = json_array_get_object_element (targets, i);
-      if (!g_strcmp0 (json_object_get_string_member_with_default (t, "type", ""), "page") &&
-          std::string (json_object_get_string_member_with_default (t, "url", "")).rfind (base, 0) == 0)
+      if (!g_strcmp0 (json_object_get_string_member_with_default (t, "type", ""), "page")
+          && std::string (json_object_get_string_member_with_default (t, "url", "")).rfind (base, 0) == 0)
         return json_object_get_string_member_with_default (t, "webSocketDebuggerUrl", "");
     }
     return "";
@@ -168,14 +185,19 @@ private:
       text = s;
     }
     auto *ctx = new std::pair<ChromiumPage *, std::string> (this, text);
-    g_main_context_invoke (ctx_, [] (gpointer d) -> gboolean {
-      std::unique_ptr<std::pair<ChromiumPage *, std::string>> c (static_cast<std::pair<ChromiumPage *, std::string> *> (d));
-      if (c->first->conn_)
-        soup_websocket_connection_send_text (c->first->conn_, c->second.c_str ());
-      return G_SOURCE_REMOVE;
-    }, ctx);
+    g_main_context_invoke (
+        ctx_,
+        [] (gpointer d) -> gboolean {
+          std::unique_ptr<std::pair<ChromiumPage *, std::string>> c (
+              static_cast<std::pair<ChromiumPage *, std::string> *> (d));
+          if (c->first->conn_)
+            soup_websocket_connection_send_text (c->first->conn_, c->second.c_str ());
+          return G_SOURCE_REMOVE;
+        },
+        ctx);
     std::unique_lock<std::mutex> lock (mutex_);
-    cv_.wait_for (lock, std::chrono::milliseconds ((int) (timeout_s * 1000)), [&] { return replies_.count (id) > 0; });
+    cv_.wait_for (lock, std::chrono::milliseconds ((int)(timeout_s * 1000)),
+                  [&] { return replies_.count (id) > 0; });
     auto it = replies_.find (id);
     if (it == replies_.end ())
       return "";
@@ -190,7 +212,8 @@ private:
     loop_ = g_main_loop_new (ctx_, FALSE);
     SoupSession *session = soup_session_new ();
     SoupMessage *msg = soup_message_new ("GET", ws.c_str ());
-    soup_session_websocket_connect_async (session, msg, nullptr, nullptr, G_PRIORITY_DEFAULT, nullptr,
+    soup_session_websocket_connect_async (
+        session, msg, nullptr, nullptr, G_PRIORITY_DEFAULT, nullptr,
         [] (GObject *src, GAsyncResult *res, gpointer d) {
           auto *self = static_cast<ChromiumPage *> (d);
           self->conn_ = soup_session_websocket_connect_finish (SOUP_SESSION (src), res, nullptr);
@@ -199,20 +222,23 @@ private:
             self->failed_ = true;
           } else {
             soup_websocket_connection_set_max_incoming_payload_size (self->conn_, 64 << 20);
-            g_signal_connect (self->conn_, "message", G_CALLBACK (+[] (SoupWebsocketConnection *, gint, GBytes *b, gpointer d) {
-              auto *self = static_cast<ChromiumPage *> (d);
-              gsize len = 0;
-              const char *data = static_cast<const char *> (g_bytes_get_data (b, &len));
-              g_autoptr (JsonParser) p = json_parser_new ();
-              if (!json_parser_load_from_data (p, data, (gssize) len, nullptr))
-                return;
-              JsonObject *o = json_node_get_object (json_parser_get_root (p));
-              if (!json_object_has_member (o, "id"))
-                return;  // an event
-              std::lock_guard<std::mutex> lock (self->mutex_);
-              self->replies_[(int) json_object_get_int_member (o, "id")] = std::string (data, len);
-              self->cv_.notify_all ();
-            }), self);
+            g_signal_connect (self->conn_, "message",
+                              G_CALLBACK (+[] (SoupWebsocketConnection *, gint, GBytes *b, gpointer d) {
+                                auto *self = static_cast<ChromiumPage *> (d);
+                                gsize len = 0;
+                                const char *data = static_cast<const char *> (g_bytes_get_data (b, &len));
+                                g_autoptr (JsonParser) p = json_parser_new ();
+                                if (!json_parser_load_from_data (p, data, (gssize)len, nullptr))
+                                  return;
+                                JsonObject *o = json_node_get_object (json_parser_get_root (p));
+                                if (!json_object_has_member (o, "id"))
+                                  return; // an event
+                                std::lock_guard<std::mutex> lock (self->mutex_);
+                                self->replies_[(int)json_object_get_int_member (o, "id")]
+                                    = std::string (data, len);
+                                self->cv_.notify_all ();
+                              }),
+                              self);
             self->connected_ = true;
           }
           self->cv_.notify_all ();
@@ -242,4 +268,4 @@ private:
   std::map<int, std::string> replies_;
 };
 
-}  // namespace livemicro::test
+} // namespace livemicro::test

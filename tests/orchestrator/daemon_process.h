@@ -34,8 +34,8 @@ livemicrod_path ()
 struct HttpReply {
   int status = 0;
   std::string body;
-  std::string content_type, location;  // response headers
-  JsonNode *json = nullptr;  // parsed body, owned
+  std::string content_type, location; // response headers
+  JsonNode *json = nullptr;           // parsed body, owned
   HttpReply () = default;
   HttpReply (const HttpReply &) = delete;
   HttpReply (HttpReply &&o) noexcept
@@ -81,15 +81,14 @@ public:
   // `config_json` empty: --demo.  `state_dir` empty: a fresh one.
   explicit Daemon (const std::string &config_json = "", std::string state_dir = "")
       : config_json_ (config_json), state_dir_ (state_dir.empty () ? dir_.file ("state") : state_dir)
-  {
-  }
+  {}
   ~Daemon () { stop (); }
 
   // Starts and waits until it serves and (wait_online) every microscope is up.
   bool start (double timeout_s = 30, bool wait_online = true)
   {
-    std::vector<std::string> args = {livemicrod_path (), "--http-port", "0", "--rtsp-port", "0",
-        "--state-dir", state_dir_};
+    std::vector<std::string> args
+        = {livemicrod_path (), "--http-port", "0", "--rtsp-port", "0", "--state-dir", state_dir_};
     if (config_json_.empty ()) {
       args.push_back ("--demo");
     } else {
@@ -112,7 +111,7 @@ public:
       last_error_ = error->message;
       return false;
     }
-    gint64 deadline = g_get_monotonic_time () + (gint64) (timeout_s * 1e6);
+    gint64 deadline = g_get_monotonic_time () + (gint64)(timeout_s * 1e6);
     while (g_get_monotonic_time () < deadline) {
       std::string text = log ();
       auto at = text.find ("livemicrod: HTTP ");
@@ -155,21 +154,23 @@ public:
     return s.str ();
   }
 
-  HttpReply request (const std::string &method, const std::string &path,
-      const std::string &body = "", const std::string &token = kAdminToken,
-      const std::string &content_type = "application/json") const
+  HttpReply request (const std::string &method, const std::string &path, const std::string &body = "",
+                     const std::string &token = kAdminToken,
+                     const std::string &content_type = "application/json") const
   {
     HttpReply r;
     g_autoptr (SoupSession) session = soup_session_new_with_options ("timeout", 20, nullptr);
-    std::string url = std::string (https_ ? "https" : "http") + "://127.0.0.1:" +
-                      std::to_string (http_port_) + path;
+    std::string url
+        = std::string (https_ ? "https" : "http") + "://127.0.0.1:" + std::to_string (http_port_) + path;
     g_autoptr (SoupMessage) msg = soup_message_new (method.c_str (), url.c_str ());
-    if (https_)  // the tests' self-signed certificate
-      g_signal_connect (msg, "accept-certificate", G_CALLBACK (+[] (SoupMessage *, GTlsCertificate *,
-          GTlsCertificateFlags, gpointer) -> gboolean { return TRUE; }), nullptr);
+    if (https_) // the tests' self-signed certificate
+      g_signal_connect (msg, "accept-certificate",
+                        G_CALLBACK (+[] (SoupMessage *, GTlsCertificate *, GTlsCertificateFlags,
+                                         gpointer) -> gboolean { return TRUE; }),
+                        nullptr);
     if (!token.empty ())
       soup_message_headers_replace (soup_message_get_request_headers (msg), "Authorization",
-          ("Bearer " + token).c_str ());
+                                    ("Bearer " + token).c_str ());
     if (!body.empty ()) {
       g_autoptr (GBytes) b = g_bytes_new (body.data (), body.size ());
       soup_message_set_request_body_from_bytes (msg, content_type.c_str (), b);
@@ -178,7 +179,7 @@ public:
     g_autoptr (GBytes) out = soup_session_send_and_read (session, msg, nullptr, &error);
     if (!out)
       return r;
-    r.status = (int) soup_message_get_status (msg);
+    r.status = (int)soup_message_get_status (msg);
     SoupMessageHeaders *h = soup_message_get_response_headers (msg);
     const char *type = soup_message_headers_get_one (h, "Content-Type");
     const char *location = soup_message_headers_get_one (h, "Location");
@@ -188,16 +189,18 @@ public:
     const char *data = static_cast<const char *> (g_bytes_get_data (out, &len));
     r.body.assign (data ? data : "", len);
     g_autoptr (JsonParser) p = json_parser_new ();
-    if (!r.body.empty () && json_parser_load_from_data (p, r.body.c_str (), (gssize) r.body.size (), nullptr))
+    if (!r.body.empty () && json_parser_load_from_data (p, r.body.c_str (), (gssize)r.body.size (), nullptr))
       r.json = json_node_copy (json_parser_get_root (p));
     return r;
   }
 
   // POST /api/v1/sessions; returns the reply (201 expected).
   HttpReply create_session (const std::string &user, const std::string &role,
-      const std::string &microscope = "demo", const std::string &token = kAdminToken) const
+                            const std::string &microscope = "demo",
+                            const std::string &token = kAdminToken) const
   {
-    return request ("POST", "/api/v1/sessions",
+    return request (
+        "POST", "/api/v1/sessions",
         "{\"user\":\"" + user + "\",\"role\":\"" + role + "\",\"microscope\":\"" + microscope + "\"}", token);
   }
 
@@ -215,9 +218,9 @@ public:
 
   // Polls a metric until `want` holds (the worker reports once a second).
   bool until_metric (const std::string &name_and_labels, const std::function<bool (double)> &want,
-      double seconds = 10) const
+                     double seconds = 10) const
   {
-    gint64 deadline = g_get_monotonic_time () + (gint64) (seconds * 1e6);
+    gint64 deadline = g_get_monotonic_time () + (gint64)(seconds * 1e6);
     while (g_get_monotonic_time () < deadline) {
       if (want (metric (name_and_labels)))
         return true;
@@ -229,7 +232,7 @@ public:
   int worker_pid (const std::string &microscope = "demo") const
   {
     HttpReply m = request ("GET", "/api/v1/microscopes/" + microscope);
-    return m.object () ? (int) json_object_get_int_member_with_default (m.object (), "worker_pid", 0) : 0;
+    return m.object () ? (int)json_object_get_int_member_with_default (m.object (), "worker_pid", 0) : 0;
   }
 
   int http_port () const { return http_port_; }
@@ -304,36 +307,40 @@ process_usage (int pid)
 class RtspPlayer {
 public:
   RtspPlayer (const std::string &url, const std::string &user, const std::string &password,
-      const char *protocols = "tcp", bool decode = true)
+              const char *protocols = "tcp", bool decode = true)
   {
     // rtsps: the tests' self-signed certificate.
     std::string tls = url.rfind ("rtsps:", 0) == 0 ? " tls-validation-flags=0" : "";
-    std::string desc = "rtspsrc name=src latency=0" + tls + " protocols=" + std::string (protocols) +
-                       " location=\"" + url + "\"" +
-                       (user.empty () ? "" : " user-id=\"" + user + "\" user-pw=\"" + password + "\"") +
-                       " ! rtph264depay name=depay ! video/x-h264,stream-format=byte-stream,alignment=au ! h264parse ! " +
-                       (decode ? "avdec_h264 ! " : "") + "fakesink name=sink sync=false signal-handoffs=true";
+    std::string desc
+        = "rtspsrc name=src latency=0" + tls + " protocols=" + std::string (protocols) + " location=\"" + url
+          + "\"" + (user.empty () ? "" : " user-id=\"" + user + "\" user-pw=\"" + password + "\"")
+          + " ! rtph264depay name=depay ! video/x-h264,stream-format=byte-stream,alignment=au ! h264parse ! "
+          + (decode ? "avdec_h264 ! " : "") + "fakesink name=sink sync=false signal-handoffs=true";
     pipeline_ = gst_parse_launch (desc.c_str (), nullptr);
     GstElement *sink = gst_bin_get_by_name (GST_BIN (pipeline_), "sink");
     GstElement *depay = gst_bin_get_by_name (GST_BIN (pipeline_), "depay");
     GstPad *au_pad = gst_element_get_static_pad (depay, "src");
-    gst_pad_add_probe (au_pad, GST_PAD_PROBE_TYPE_BUFFER, +[] (GstPad *, GstPadProbeInfo *info, gpointer d) {
-      GstBuffer *b = GST_PAD_PROBE_INFO_BUFFER (info);
-      GstMapInfo map;
-      if (gst_buffer_map (b, &map, GST_MAP_READ)) {
-        if (auto fi = livemicro::orchestrator::h264::frame_info (map.data, map.size))
-          static_cast<RtspPlayer *> (d)->last_capture_unix_us_ = fi->capture_unix_us;
-        gst_buffer_unmap (b, &map);
-      }
-      return GST_PAD_PROBE_OK;
-    }, this, nullptr);
+    gst_pad_add_probe (
+        au_pad, GST_PAD_PROBE_TYPE_BUFFER,
+        +[] (GstPad *, GstPadProbeInfo *info, gpointer d) {
+          GstBuffer *b = GST_PAD_PROBE_INFO_BUFFER (info);
+          GstMapInfo map;
+          if (gst_buffer_map (b, &map, GST_MAP_READ)) {
+            if (auto fi = livemicro::orchestrator::h264::frame_info (map.data, map.size))
+              static_cast<RtspPlayer *> (d)->last_capture_unix_us_ = fi->capture_unix_us;
+            gst_buffer_unmap (b, &map);
+          }
+          return GST_PAD_PROBE_OK;
+        },
+        this, nullptr);
     gst_object_unref (au_pad);
     gst_object_unref (depay);
     g_signal_connect (sink, "handoff", G_CALLBACK (+[] (GstElement *, GstBuffer *, GstPad *, gpointer d) {
-      auto *self = static_cast<RtspPlayer *> (d);
-      self->frames_++;
-      self->last_frame_us_ = g_get_monotonic_time ();
-    }), this);
+                        auto *self = static_cast<RtspPlayer *> (d);
+                        self->frames_++;
+                        self->last_frame_us_ = g_get_monotonic_time ();
+                      }),
+                      this);
     gst_object_unref (sink);
     gst_element_set_state (pipeline_, GST_STATE_PLAYING);
   }
@@ -346,7 +353,7 @@ public:
   bool wait_frames (int n, double timeout_s = 10)
   {
     GstBus *bus = gst_element_get_bus (pipeline_);
-    gint64 deadline = g_get_monotonic_time () + (gint64) (timeout_s * 1e6);
+    gint64 deadline = g_get_monotonic_time () + (gint64)(timeout_s * 1e6);
     bool ok = false;
     while (g_get_monotonic_time () < deadline) {
       if (frames_ >= n) {
@@ -354,7 +361,7 @@ public:
         break;
       }
       GstMessage *m = gst_bus_timed_pop_filtered (bus, 20 * GST_MSECOND,
-          (GstMessageType) (GST_MESSAGE_ERROR | GST_MESSAGE_EOS));
+                                                  (GstMessageType)(GST_MESSAGE_ERROR | GST_MESSAGE_EOS));
       if (m) {
         if (GST_MESSAGE_TYPE (m) == GST_MESSAGE_ERROR) {
           GError *e = nullptr;
@@ -380,10 +387,10 @@ public:
 
 private:
   GstElement *pipeline_ = nullptr;
-  std::atomic<int> frames_ {0};
-  std::atomic<gint64> last_frame_us_ {0};
-  std::atomic<gint64> last_capture_unix_us_ {0};
+  std::atomic<int> frames_{0};
+  std::atomic<gint64> last_frame_us_{0};
+  std::atomic<gint64> last_capture_unix_us_{0};
   std::string error_;
 };
 
-}  // namespace livemicro::test
+} // namespace livemicro::test

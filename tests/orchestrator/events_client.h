@@ -17,8 +17,8 @@ namespace livemicro::test {
 class EventsClient {
 public:
   struct Event {
-    std::string type, json;  // json: the whole message
-    gint64 at_us;            // monotonic arrival
+    std::string type, json; // json: the whole message
+    gint64 at_us;           // monotonic arrival
   };
 
   EventsClient (int http_port, const std::string &microscope, const std::string &token)
@@ -39,13 +39,16 @@ public:
   {
     if (!thread_.joinable ())
       return;
-    g_main_context_invoke (ctx_, [] (gpointer d) -> gboolean {
-      auto *self = static_cast<EventsClient *> (d);
-      if (self->conn_ && soup_websocket_connection_get_state (self->conn_) == SOUP_WEBSOCKET_STATE_OPEN)
-        soup_websocket_connection_close (self->conn_, SOUP_WEBSOCKET_CLOSE_NORMAL, nullptr);
-      g_main_loop_quit (self->loop_);
-      return G_SOURCE_REMOVE;
-    }, this);
+    g_main_context_invoke (
+        ctx_,
+        [] (gpointer d) -> gboolean {
+          auto *self = static_cast<EventsClient *> (d);
+          if (self->conn_ && soup_websocket_connection_get_state (self->conn_) == SOUP_WEBSOCKET_STATE_OPEN)
+            soup_websocket_connection_close (self->conn_, SOUP_WEBSOCKET_CLOSE_NORMAL, nullptr);
+          g_main_loop_quit (self->loop_);
+          return G_SOURCE_REMOVE;
+        },
+        this);
     thread_.join ();
     g_main_loop_unref (loop_);
     g_main_context_unref (ctx_);
@@ -60,10 +63,10 @@ public:
     return events_;
   }
   // Waits for an event of `type` whose JSON satisfies `match`.
-  bool wait_for (const std::string &type, const std::function<bool (JsonObject *)> &match,
-      double timeout_s, Event *found = nullptr)
+  bool wait_for (const std::string &type, const std::function<bool (JsonObject *)> &match, double timeout_s,
+                 Event *found = nullptr)
   {
-    gint64 deadline = g_get_monotonic_time () + (gint64) (timeout_s * 1e6);
+    gint64 deadline = g_get_monotonic_time () + (gint64)(timeout_s * 1e6);
     size_t seen = 0;
     while (g_get_monotonic_time () < deadline) {
       std::vector<Event> evs = events ();
@@ -91,8 +94,9 @@ private:
     SoupSession *session = soup_session_new ();
     SoupMessage *msg = soup_message_new ("GET", url_.c_str ());
     soup_message_headers_replace (soup_message_get_request_headers (msg), "Authorization",
-        ("Bearer " + token_).c_str ());
-    soup_session_websocket_connect_async (session, msg, nullptr, nullptr, G_PRIORITY_DEFAULT, nullptr,
+                                  ("Bearer " + token_).c_str ());
+    soup_session_websocket_connect_async (
+        session, msg, nullptr, nullptr, G_PRIORITY_DEFAULT, nullptr,
         [] (GObject *src, GAsyncResult *res, gpointer d) {
           auto *self = static_cast<EventsClient *> (d);
           self->conn_ = soup_session_websocket_connect_finish (SOUP_SESSION (src), res, nullptr);
@@ -102,19 +106,22 @@ private:
             self->cv_.notify_all ();
             return;
           }
-          g_signal_connect (self->conn_, "message", G_CALLBACK (+[] (SoupWebsocketConnection *, gint, GBytes *b, gpointer d) {
-            auto *self = static_cast<EventsClient *> (d);
-            gsize len = 0;
-            const char *data = static_cast<const char *> (g_bytes_get_data (b, &len));
-            std::string json (data, len);
-            g_autoptr (JsonParser) p = json_parser_new ();
-            std::string type;
-            if (json_parser_load_from_data (p, json.c_str (), -1, nullptr) &&
-                JSON_NODE_HOLDS_OBJECT (json_parser_get_root (p)))
-              type = json_object_get_string_member_with_default (json_node_get_object (json_parser_get_root (p)), "type", "");
-            std::lock_guard<std::mutex> lock (self->mutex_);
-            self->events_.push_back ({type, json, g_get_monotonic_time ()});
-          }), self);
+          g_signal_connect (self->conn_, "message",
+                            G_CALLBACK (+[] (SoupWebsocketConnection *, gint, GBytes *b, gpointer d) {
+                              auto *self = static_cast<EventsClient *> (d);
+                              gsize len = 0;
+                              const char *data = static_cast<const char *> (g_bytes_get_data (b, &len));
+                              std::string json (data, len);
+                              g_autoptr (JsonParser) p = json_parser_new ();
+                              std::string type;
+                              if (json_parser_load_from_data (p, json.c_str (), -1, nullptr)
+                                  && JSON_NODE_HOLDS_OBJECT (json_parser_get_root (p)))
+                                type = json_object_get_string_member_with_default (
+                                    json_node_get_object (json_parser_get_root (p)), "type", "");
+                              std::lock_guard<std::mutex> lock (self->mutex_);
+                              self->events_.push_back ({type, json, g_get_monotonic_time ()});
+                            }),
+                            self);
           self->connected_ = true;
           self->cv_.notify_all ();
         },
@@ -138,4 +145,4 @@ private:
   std::vector<Event> events_;
 };
 
-}  // namespace livemicro::test
+} // namespace livemicro::test

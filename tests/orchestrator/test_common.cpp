@@ -25,8 +25,8 @@ using livemicro::test::TempDir;
 TEST (H264, CaptureTimeSurvivesTheStreamIncludingEmulationPrevention)
 {
   // SPS, PPS, IDR slice: the SEI goes in before the slice.
-  const uint8_t au[] = {0, 0, 0, 1, 0x67, 0x42, 0xc0, 0x1f, 0, 0, 0, 1, 0x68, 0xce, 0x3c,
-      0x80, 0, 0, 1, 0x65, 0x88, 0x84, 0x00, 0x33};
+  const uint8_t au[] = {0,    0,    0,    1,    0x67, 0x42, 0xc0, 0x1f, 0,    0,    0,    1,
+                        0x68, 0xce, 0x3c, 0x80, 0,    0,    1,    0x65, 0x88, 0x84, 0x00, 0x33};
   // Values whose bytes contain 00 00 0x sequences need escaping.
   for (int64_t t : {int64_t (1795367801658453), int64_t (0x0000000100000002), int64_t (3)}) {
     auto out = h264::with_capture_time (au, sizeof au, t);
@@ -72,7 +72,7 @@ TEST (Tokens, RandomEnoughAndHashedAsStandardsSay)
   std::set<std::string> seen;
   for (int i = 0; i < 1000; i++) {
     std::string t = random_token (32);
-    EXPECT_EQ (t.size (), 43u);  // 256 bits, base64url
+    EXPECT_EQ (t.size (), 43u); // 256 bits, base64url
     EXPECT_EQ (t.find_first_of ("+/="), std::string::npos);
     EXPECT_TRUE (seen.insert (t).second);
   }
@@ -80,7 +80,7 @@ TEST (Tokens, RandomEnoughAndHashedAsStandardsSay)
   EXPECT_EQ (sha256_hex ("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
   // RFC 2617's example.
   EXPECT_EQ (digest_ha1 ("Mufasa", "testrealm@host.com", "Circle Of Life"),
-      "939e7578ed9e3c518a452acee763bce9");
+             "939e7578ed9e3c518a452acee763bce9");
   EXPECT_TRUE (constant_time_equal ("abc", "abc"));
   EXPECT_FALSE (constant_time_equal ("abc", "abd"));
   EXPECT_FALSE (constant_time_equal ("abc", "abcd"));
@@ -90,7 +90,7 @@ TEST (Store, SessionsPersistInWalAndTheAuditIsAppendOnly)
 {
   TempDir dir;
   std::string path = dir.file ("state.db");
-  SessionRecord s {"id1", "alice", "consultant", "demo", sha256_hex ("tok"), "ha1", 42};
+  SessionRecord s{"id1", "alice", "consultant", "demo", sha256_hex ("tok"), "ha1", 42};
   {
     Store st (path);
     st.insert_session (s);
@@ -149,7 +149,7 @@ config_error (const std::string &json)
   return "(accepted)";
 }
 
-}  // namespace
+} // namespace
 
 TEST (Config, ValidFileLoadsAndMistakesNameTheKey)
 {
@@ -166,16 +166,23 @@ TEST (Config, ValidFileLoadsAndMistakesNameTheKey)
 
   EXPECT_NE (config_error ("{").find ("c.json"), std::string::npos);
   EXPECT_NE (config_error (R"({"microscopes": []})").find ("at least one microscope"), std::string::npos);
-  EXPECT_NE (config_error (R"({"htp_port": 1, "microscopes": [{"id":"a","uri":"sim://synthetic"}]})").find ("htp_port: unknown key"),
+  EXPECT_NE (config_error (R"({"htp_port": 1, "microscopes": [{"id":"a","uri":"sim://synthetic"}]})")
+                 .find ("htp_port: unknown key"),
+             std::string::npos);
+  EXPECT_NE (config_error (R"({"http_port": "80", "microscopes": [{"id":"a","uri":"sim://synthetic"}]})")
+                 .find ("http_port: expected an integer"),
+             std::string::npos);
+  EXPECT_NE (config_error (R"({"microscopes": [{"id":"a b","uri":"x"}]})").find ("id: 'a b'"),
+             std::string::npos);
+  EXPECT_NE (
+      config_error (R"({"microscopes": [{"id":"a","uri":"x"},{"id":"a","uri":"y"}]})").find ("used twice"),
       std::string::npos);
-  EXPECT_NE (config_error (R"({"http_port": "80", "microscopes": [{"id":"a","uri":"sim://synthetic"}]})").find ("http_port: expected an integer"),
+  EXPECT_NE (
+      config_error (R"({"video": {"width": 641}, "microscopes": [{"id":"a","uri":"x"}]})").find ("even"),
       std::string::npos);
-  EXPECT_NE (config_error (R"({"microscopes": [{"id":"a b","uri":"x"}]})").find ("id: 'a b'"), std::string::npos);
-  EXPECT_NE (config_error (R"({"microscopes": [{"id":"a","uri":"x"},{"id":"a","uri":"y"}]})").find ("used twice"),
-      std::string::npos);
-  EXPECT_NE (config_error (R"({"video": {"width": 641}, "microscopes": [{"id":"a","uri":"x"}]})").find ("even"),
-      std::string::npos);
-  EXPECT_NE (config_error (R"({"users": [{"name":"x","roles":["king"]}], "microscopes": [{"id":"a","uri":"x"}]})").find ("roles[0]"),
+  EXPECT_NE (
+      config_error (R"({"users": [{"name":"x","roles":["king"]}], "microscopes": [{"id":"a","uri":"x"}]})")
+          .find ("roles[0]"),
       std::string::npos);
 }
 
@@ -183,7 +190,8 @@ TEST (Config, AMicroscopeMadeOfPartsBecomesACompositeUri)
 {
   TempDir dir;
   std::string path = dir.file ("c.json");
-  std::ofstream (path) << R"({"microscopes": [{"id": "lab", "camera": "aravis://Basler-1?exposure_us=800&gain=2",
+  std::ofstream (path)
+      << R"({"microscopes": [{"id": "lab", "camera": "aravis://Basler-1?exposure_us=800&gain=2",
       "stage": "grbl:///dev/ttyUSB0?baud=115200&x_offset_um=2000", "focus": "grbl:///dev/ttyUSB0?baud=115200&x_offset_um=2000",
       "objectives": [{"magnification": 10, "um_per_px": 0.69}, {"magnification": 40, "um_per_px": 0.17, "numerical_aperture": 0.65}],
       "objective": 40}, {"id": "sim", "uri": "sim://synthetic"}]})";
@@ -196,16 +204,28 @@ TEST (Config, AMicroscopeMadeOfPartsBecomesACompositeUri)
   EXPECT_EQ (m.capture_template, "capture-camera");
   EXPECT_EQ (c.microscopes[1].capture_template, "capture");
 
-  EXPECT_NE (config_error (R"({"microscopes": [{"id":"a","uri":"sim://synthetic","camera":"aravis://Fake_1"}]})")
-                 .find ("either uri or camera"), std::string::npos);
-  EXPECT_NE (config_error (R"({"microscopes": [{"id":"a","stage":"grbl:///dev/ttyUSB0"}]})").find ("camera: a microscope made of parts needs a camera"),
+  EXPECT_NE (
+      config_error (R"({"microscopes": [{"id":"a","uri":"sim://synthetic","camera":"aravis://Fake_1"}]})")
+          .find ("either uri or camera"),
       std::string::npos);
-  EXPECT_NE (config_error (R"({"microscopes": [{"id":"a","camera":"aravis://Fake_1","objectives":[{"magnification":10}]}]})")
-                 .find ("objectives[0].um_per_px: needed"), std::string::npos);
-  EXPECT_NE (config_error (R"({"microscopes": [{"id":"a","camera":"aravis://Fake_1","objectives":[{"magnification":10,"um_per_px":"x"}]}]})")
-                 .find ("um_per_px: expected a number"), std::string::npos);
-  EXPECT_NE (config_error (R"({"microscopes": [{"id":"a","camera":"aravis://Fake_1","objective":20,"objectives":[{"magnification":10,"um_per_px":1}]}]})")
-                 .find ("objective: 20 is not in objectives"), std::string::npos);
+  EXPECT_NE (config_error (R"({"microscopes": [{"id":"a","stage":"grbl:///dev/ttyUSB0"}]})")
+                 .find ("camera: a microscope made of parts needs a camera"),
+             std::string::npos);
+  EXPECT_NE (
+      config_error (
+          R"({"microscopes": [{"id":"a","camera":"aravis://Fake_1","objectives":[{"magnification":10}]}]})")
+          .find ("objectives[0].um_per_px: needed"),
+      std::string::npos);
+  EXPECT_NE (
+      config_error (
+          R"({"microscopes": [{"id":"a","camera":"aravis://Fake_1","objectives":[{"magnification":10,"um_per_px":"x"}]}]})")
+          .find ("um_per_px: expected a number"),
+      std::string::npos);
+  EXPECT_NE (
+      config_error (
+          R"({"microscopes": [{"id":"a","camera":"aravis://Fake_1","objective":20,"objectives":[{"magnification":10,"um_per_px":1}]}]})")
+          .find ("objective: 20 is not in objectives"),
+      std::string::npos);
 }
 
 // Found by tests/fuzz (fuzz-config): a role that is not a string was a
@@ -222,17 +242,22 @@ TEST (Config, RolesOfAnyTypeHalfSurrogatesAndDeepNestingAreErrors)
     return std::string ("(accepted)");
   };
   EXPECT_NE (error (R"({"microscopes": [{"id":"a","uri":"x"}], "users": [{"name":"u","roles":[{"a":1}]}]})")
-                 .find ("users[0].roles[0]: not one of owner"), std::string::npos);
+                 .find ("users[0].roles[0]: not one of owner"),
+             std::string::npos);
   EXPECT_NE (error (R"({"microscopes": [{"id":"a","uri":"x"}], "users": [{"name":"u","roles":[["owner"]]}]})")
-                 .find ("roles[0]"), std::string::npos);
+                 .find ("roles[0]"),
+             std::string::npos);
   EXPECT_NE (error ("{\"microscopes\": [{\"id\":\"a\",\n\"uri\":\"x\",\"name\":\"dr\\ud800ive\"}]}")
-                 .find ("config 'c.json': line 2: a \\u escape of half a surrogate pair"), std::string::npos);
+                 .find ("config 'c.json': line 2: a \\u escape of half a surrogate pair"),
+             std::string::npos);
   EXPECT_NE (error (R"({"users": [{"name": "\udc00\udc00"}]})").find ("half a surrogate pair"),
-      std::string::npos);
+             std::string::npos);
   EXPECT_EQ (Config::parse (R"({"microscopes": [{"id":"a","uri":"x","name":"\ud83d\udd2c"}]})", "c.json")
-                 .microscopes[0].name, "\xf0\x9f\x94\xac");
+                 .microscopes[0]
+                 .name,
+             "\xf0\x9f\x94\xac");
   EXPECT_NE (error (std::string (100000, '[')).find ("config 'c.json': line 1: nested deeper than 32 levels"),
-      std::string::npos);
+             std::string::npos);
 }
 
 TEST (Templates, RenderQuotesValuesAndRefusesUnknownPlaceholders)
@@ -242,7 +267,7 @@ TEST (Templates, RenderQuotesValuesAndRefusesUnknownPlaceholders)
   Templates t (dir.path ());
   EXPECT_EQ (t.load ("t"), "foo uri={uri} ! bar n={n}");
   EXPECT_EQ (Templates::render (t.load ("t"), {{"uri", Templates::quote ("sim:///a \"b\"\\c")}, {"n", "3"}}),
-      "foo uri=\"sim:///a \\\"b\\\"\\\\c\" ! bar n=3");
+             "foo uri=\"sim:///a \\\"b\\\"\\\\c\" ! bar n=3");
   EXPECT_THROW (Templates::render ("x={missing}", {}), TemplateError);
   EXPECT_THROW (t.load ("../etc/passwd"), TemplateError);
   EXPECT_THROW (t.load ("nope"), TemplateError);
@@ -258,8 +283,8 @@ TEST (QuPathGeoJson, IdsClassesAndShapesAsQuPathWritesThem)
   EXPECT_NE (qp::name_uuid ("annotation/demo/abc/2"), qp::name_uuid ("annotation/demo/abc/1"));
   ASSERT_TRUE (qp::standard_class ("TUMOUR").has_value ());
   EXPECT_EQ (qp::standard_class ("tumor")->name, "Tumor");
-  EXPECT_EQ (qp::standard_class ("immune CELLS")->color, (std::array<int, 3> {160, 90, 160}));
-  EXPECT_EQ (qp::standard_class ("region*")->color, (std::array<int, 3> {0, 0, 180}));
+  EXPECT_EQ (qp::standard_class ("immune CELLS")->color, (std::array<int, 3>{160, 90, 160}));
+  EXPECT_EQ (qp::standard_class ("region*")->color, (std::array<int, 3>{0, 0, 180}));
   EXPECT_FALSE (qp::standard_class ("mitosis?").has_value ());
   EXPECT_FALSE (qp::standard_class ("").has_value ());
 
@@ -270,7 +295,7 @@ TEST (QuPathGeoJson, IdsClassesAndShapesAsQuPathWritesThem)
   region.measurements = {{qp::measurement::kNucleusArea, 12.5}, {"not a number", NAN}};
   qp::PathObject line = region;
   line.shape = qp::Shape::kLineString;
-  line.points_px = {{1, 1}};  // one point is no line: left out
+  line.points_px = {{1, 1}}; // one point is no line: left out
   qp::PathObject point;
   point.shape = qp::Shape::kPoint;
   point.object_type = "detection";
@@ -278,7 +303,8 @@ TEST (QuPathGeoJson, IdsClassesAndShapesAsQuPathWritesThem)
   const std::string text = qp::feature_collection ({region, line, point});
   g_autoptr (JsonParser) p = json_parser_new ();
   ASSERT_TRUE (json_parser_load_from_data (p, text.c_str (), -1, nullptr)) << text;
-  JsonArray *features = json_object_get_array_member (json_node_get_object (json_parser_get_root (p)), "features");
+  JsonArray *features
+      = json_object_get_array_member (json_node_get_object (json_parser_get_root (p)), "features");
   ASSERT_EQ (json_array_get_length (features), 2u) << text;
   JsonObject *f = json_array_get_object_element (features, 0);
   JsonArray *ring = json_array_get_array_element (
@@ -291,7 +317,8 @@ TEST (QuPathGeoJson, IdsClassesAndShapesAsQuPathWritesThem)
   EXPECT_DOUBLE_EQ (json_object_get_double_member (m, "Nucleus: Area µm^2"), 12.5);
   EXPECT_FALSE (json_object_has_member (m, "not a number"));
   JsonObject *pt = json_array_get_object_element (features, 1);
-  EXPECT_STREQ (json_object_get_string_member (json_object_get_object_member (pt, "geometry"), "type"), "Point");
+  EXPECT_STREQ (json_object_get_string_member (json_object_get_object_member (pt, "geometry"), "type"),
+                "Point");
   EXPECT_FALSE (json_object_has_member (json_object_get_object_member (pt, "properties"), "classification"));
   EXPECT_FALSE (json_object_has_member (json_object_get_object_member (pt, "properties"), "measurements"));
 }
@@ -310,9 +337,9 @@ TEST (H264, ParameterSetsGoAfterTheDelimiterBeforeEverythingElse)
     return t;
   };
   EXPECT_EQ (types (h264::with_parameter_sets (with_aud.data (), with_aud.size (), p)),
-      (std::vector<int> {h264::kAud, h264::kSps, h264::kPps, h264::kIdr}));
+             (std::vector<int>{h264::kAud, h264::kSps, h264::kPps, h264::kIdr}));
   EXPECT_EQ (types (h264::with_parameter_sets (slice, sizeof slice, p)),
-      (std::vector<int> {h264::kSps, h264::kPps, h264::kIdr}));
+             (std::vector<int>{h264::kSps, h264::kPps, h264::kIdr}));
 }
 
 // ---- a viewer's timestamps from the capture clock
@@ -320,15 +347,15 @@ TEST (H264, ParameterSetsGoAfterTheDelimiterBeforeEverythingElse)
 TEST (CaptureTimeline, KeepsTheCaptureSpacingNotTheArrivalJitter)
 {
   CaptureTimeline t;
-  const int64_t capture0 = 1795367801000000000;  // ns since the epoch
+  const int64_t capture0 = 1795367801000000000; // ns since the epoch
   const uint64_t frame = 33333333;
   // Frames leave the appsrc at uneven times (a burst queued before PLAY,
   // then jitter): the timestamps follow the capture times.
   uint64_t first = t.pts (capture0, 5000000000, frame);
   EXPECT_EQ (first, 5000000000u) << "anchored at the running time";
-  EXPECT_EQ (t.pts (capture0 + (int64_t) frame, 5000000100, frame), first + frame);
-  EXPECT_EQ (t.pts (capture0 + 2 * (int64_t) frame, 5000000200, frame), first + 2 * frame);
-  EXPECT_EQ (t.pts (capture0 + 3 * (int64_t) frame, 5150000000, frame), first + 3 * frame);
+  EXPECT_EQ (t.pts (capture0 + (int64_t)frame, 5000000100, frame), first + frame);
+  EXPECT_EQ (t.pts (capture0 + 2 * (int64_t)frame, 5000000200, frame), first + 2 * frame);
+  EXPECT_EQ (t.pts (capture0 + 3 * (int64_t)frame, 5150000000, frame), first + 3 * frame);
   EXPECT_EQ (t.anchors (), 1);
 }
 
@@ -341,9 +368,10 @@ TEST (CaptureTimeline, NeverGoesBackWhateverTheCaptureClockDoes)
   // The wall clock steps back 10 s, then a worker restarts after a gap of
   // 1.5 s, then two frames carry one capture time, then the clock steps
   // forward an hour.
-  std::vector<std::pair<int64_t, uint64_t>> frames = {{c + 33333333, 1033333333}, {c - 10000000000, 1066666666},
-      {c - 10000000000 + 33333333, 1100000000}, {c - 8500000000, 2600000000}, {c - 8500000000, 2633333333},
-      {c + 3600000000000, 2666666666}, {c + 3600033333333, 2700000000}};
+  std::vector<std::pair<int64_t, uint64_t>> frames = {
+      {c + 33333333, 1033333333},     {c - 10000000000, 1066666666}, {c - 10000000000 + 33333333, 1100000000},
+      {c - 8500000000, 2600000000},   {c - 8500000000, 2633333333},  {c + 3600000000000, 2666666666},
+      {c + 3600033333333, 2700000000}};
   for (auto [capture, now] : frames) {
     uint64_t pts = t.pts (capture, now, frame);
     EXPECT_GT (pts, last) << "capture " << capture - c << " ns after the first";
@@ -360,18 +388,24 @@ TEST (CaptureTimeline, NeverGoesBackWhateverTheCaptureClockDoes)
 
 namespace {
 
-const std::string kChromiumOffer =
-    "v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0 1\r\n"
-    "a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n"
-    "a=fingerprint:sha-256 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:"
-    "CC:DD:EE:FF\r\n"
-    "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=recvonly\r\na=rtpmap:111 opus/48000/2\r\n"
-    "m=video 9 UDP/TLS/RTP/SAVPF 96 102 104 106 108\r\nc=IN IP4 0.0.0.0\r\na=mid:1\r\na=recvonly\r\n"
-    "a=rtpmap:96 VP8/90000\r\n"
-    "a=rtpmap:102 H264/90000\r\na=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f\r\n"
-    "a=rtpmap:104 H264/90000\r\na=fmtp:104 level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=42e01f\r\n"
-    "a=rtpmap:106 H264/90000\r\na=fmtp:106 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n"
-    "a=rtpmap:108 H264/90000\r\na=fmtp:108 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=4d001f\r\n";
+const std::string kChromiumOffer
+    = "v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0 1\r\n"
+      "a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n"
+      "a=fingerprint:sha-256 "
+      "00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:"
+      "CC:DD:EE:FF\r\n"
+      "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=recvonly\r\na=rtpmap:111 "
+      "opus/48000/2\r\n"
+      "m=video 9 UDP/TLS/RTP/SAVPF 96 102 104 106 108\r\nc=IN IP4 0.0.0.0\r\na=mid:1\r\na=recvonly\r\n"
+      "a=rtpmap:96 VP8/90000\r\n"
+      "a=rtpmap:102 H264/90000\r\na=fmtp:102 "
+      "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f\r\n"
+      "a=rtpmap:104 H264/90000\r\na=fmtp:104 "
+      "level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=42e01f\r\n"
+      "a=rtpmap:106 H264/90000\r\na=fmtp:106 "
+      "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n"
+      "a=rtpmap:108 H264/90000\r\na=fmtp:108 "
+      "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=4d001f\r\n";
 
 Reason
 refusal_of (const std::string &type, const std::string &body)
@@ -386,7 +420,7 @@ refusal_of (const std::string &type, const std::string &body)
   return Reason::kNotFound;
 }
 
-}  // namespace
+} // namespace
 
 TEST (WhepOffer, PicksConstrainedBaselineInPacketizationMode1)
 {
@@ -398,7 +432,7 @@ TEST (WhepOffer, PicksConstrainedBaselineInPacketizationMode1)
   std::string baseline = kChromiumOffer.substr (0, kChromiumOffer.find ("a=rtpmap:104"));
   EXPECT_EQ (parse_whep_offer ("Application/SDP; charset=utf-8", baseline.data (), baseline.size (), 65536)
                  .h264_payload,
-      102u);
+             102u);
 }
 
 TEST (WhepOffer, RefusesWhatIsNotAWebRtcOfferOrOffersNothingToSend)
@@ -418,8 +452,9 @@ TEST (WhepOffer, RefusesWhatIsNotAWebRtcOfferOrOffersNothingToSend)
   EXPECT_EQ (refusal_of ("application/sdp", no_dtls), Reason::kMalformed);
   std::string vp8_only = kChromiumOffer.substr (0, kChromiumOffer.find ("a=rtpmap:102"));
   EXPECT_EQ (refusal_of ("application/sdp", vp8_only), Reason::kInvalid);
-  std::string main_only = kChromiumOffer.substr (0, kChromiumOffer.find ("a=rtpmap:96")) +
-                          "a=rtpmap:108 H264/90000\r\na=fmtp:108 packetization-mode=1;profile-level-id=4d001f\r\n";
+  std::string main_only
+      = kChromiumOffer.substr (0, kChromiumOffer.find ("a=rtpmap:96"))
+        + "a=rtpmap:108 H264/90000\r\na=fmtp:108 packetization-mode=1;profile-level-id=4d001f\r\n";
   EXPECT_EQ (refusal_of ("application/sdp", main_only), Reason::kInvalid);
   std::string sending = kChromiumOffer;
   sending.replace (sending.rfind ("a=recvonly"), 10, "a=sendonly");

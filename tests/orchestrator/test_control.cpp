@@ -17,8 +17,8 @@ refusal_of (const ControlArbiter::Outcome &o)
 struct Fixture {
   int64_t now = 1000000;
   int ids = 0;
-  ControlArbiter arb {ControlArbiter::Options {5000000, nullptr}, 41, [this] { return now; },
-      [this] { return "lease-" + std::to_string (++ids); }};
+  ControlArbiter arb{ControlArbiter::Options{5000000, nullptr}, 41, [this] { return now; },
+                     [this] { return "lease-" + std::to_string (++ids); }};
 };
 
 Participant
@@ -27,7 +27,7 @@ who (const char *session, const char *role)
   return {session, std::string ("user-") + session, role};
 }
 
-}  // namespace
+} // namespace
 
 TEST (ControlArbiter, OneDriverAQueueByRoleAndStrictlyIncreasingEpochs)
 {
@@ -59,7 +59,7 @@ TEST (ControlArbiter, OneDriverAQueueByRoleAndStrictlyIncreasingEpochs)
     order.push_back (f.arb.holder ()->holder.session);
     f.arb.release (f.arb.holder ()->holder);
   }
-  EXPECT_EQ (order, (std::vector<std::string> {"o1", "c1", "c2", "t2"}));
+  EXPECT_EQ (order, (std::vector<std::string>{"o1", "c1", "c2", "t2"}));
   EXPECT_EQ (f.arb.epoch (), 46u);
 }
 
@@ -85,7 +85,7 @@ TEST (ControlArbiter, OwnerGrantsAndRevokesGuestsAreBarred)
 {
   Fixture f;
   EXPECT_EQ (refusal_of (f.arb.request (who ("g", "guest"))), Reason::kForbidden);
-  EXPECT_EQ (refusal_of (f.arb.request (Participant {"", "admin", "admin"})), Reason::kForbidden);
+  EXPECT_EQ (refusal_of (f.arb.request (Participant{"", "admin", "admin"})), Reason::kForbidden);
   f.arb.request (who ("c", "consultant"));
   f.arb.request (who ("t", "trainee"));
   EXPECT_EQ (refusal_of (f.arb.grant (who ("c", "consultant"), who ("t", "trainee"))), Reason::kForbidden);
@@ -94,16 +94,18 @@ TEST (ControlArbiter, OwnerGrantsAndRevokesGuestsAreBarred)
   EXPECT_EQ (f.arb.holder ()->holder.session, "t");
   EXPECT_TRUE (f.arb.queue ().empty ()) << "the trainee left the queue; the consultant lost the lease";
   EXPECT_EQ (refusal_of (f.arb.revoke (who ("t", "trainee"))), Reason::kForbidden);
-  EXPECT_EQ (f.arb.revoke (Participant {"", "admin", "admin"}).result, "revoked");
+  EXPECT_EQ (f.arb.revoke (Participant{"", "admin", "admin"}).result, "revoked");
   EXPECT_FALSE (f.arb.holder ());
-  EXPECT_EQ (refusal_of (f.arb.revoke (Participant {"", "admin", "admin"})), Reason::kConflict);
-  EXPECT_EQ (refusal_of (f.arb.grant (Participant {"", "admin", "admin"}, who ("g", "guest"))), Reason::kInvalid);
-  ControlArbiter open {ControlArbiter::Options {5000000, [] (const std::string &) { return true; }}, 0,
-      [] { return 0; }, [] { return "x"; }};
+  EXPECT_EQ (refusal_of (f.arb.revoke (Participant{"", "admin", "admin"})), Reason::kConflict);
+  EXPECT_EQ (refusal_of (f.arb.grant (Participant{"", "admin", "admin"}, who ("g", "guest"))),
+             Reason::kInvalid);
+  ControlArbiter open{ControlArbiter::Options{5000000, [] (const std::string &) { return true; }}, 0,
+                      [] { return 0; }, [] { return "x"; }};
   EXPECT_EQ (open.request (who ("g", "guest")).result, "granted") << "a profile may allow guests";
-  ControlArbiter strict {ControlArbiter::Options {5000000, [] (const std::string &r) { return r == "owner"; }}, 0,
-      [] { return 0; }, [] { return "x"; }};
-  EXPECT_EQ (refusal_of (strict.request (who ("t", "trainee"))), Reason::kForbidden) << "a profile may bar trainees";
+  ControlArbiter strict{ControlArbiter::Options{5000000, [] (const std::string &r) { return r == "owner"; }},
+                        0, [] { return 0; }, [] { return "x"; }};
+  EXPECT_EQ (refusal_of (strict.request (who ("t", "trainee"))), Reason::kForbidden)
+      << "a profile may bar trainees";
 }
 
 TEST (ControlArbiter, AGoneSessionLeavesTheQueueAndPassesItsLease)

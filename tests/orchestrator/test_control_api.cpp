@@ -54,7 +54,7 @@ protected:
   static HttpReply cmd (Daemon &d, const Session &s, const std::string &lease, const std::string &command)
   {
     return d.request ("POST", "/api/v1/microscopes/demo/commands",
-        "{\"lease\":\"" + lease + "\"," + command + "}", s.token);
+                      "{\"lease\":\"" + lease + "\"," + command + "}", s.token);
   }
   static JsonObject *stage_of (const HttpReply &r)
   {
@@ -68,7 +68,7 @@ protected:
   // Polls the microscope until `done` holds.
   static bool until (Daemon &d, const std::function<bool (JsonObject *)> &done, double seconds)
   {
-    gint64 deadline = g_get_monotonic_time () + (gint64) (seconds * 1e6);
+    gint64 deadline = g_get_monotonic_time () + (gint64)(seconds * 1e6);
     while (g_get_monotonic_time () < deadline) {
       HttpReply r = d.request ("GET", "/api/v1/microscopes/demo");
       if (r.object () && done (r.object ()))
@@ -79,7 +79,7 @@ protected:
   }
 };
 
-}  // namespace
+} // namespace
 
 TEST_F (ControlApi, OnlyTheLeaseHolderMovesTheStageAndAStaleLeaseIsRefused)
 {
@@ -101,9 +101,15 @@ TEST_F (ControlApi, OnlyTheLeaseHolderMovesTheStageAndAStaleLeaseIsRefused)
       << "the owner's lease id is no good in another session's hands";
   EXPECT_EQ (cmd (d, cons, "", R"("move_by": {"dx_um": 50, "dy_um": 0})").status, 409);
   EXPECT_EQ (cmd (d, owner, lease, R"("move_by": {"dx_um": 50, "dy_um": 0})").status, 202);
-  EXPECT_TRUE (until (d, [&] (JsonObject *m) {
-    return std::abs (json_object_get_double_member (json_object_get_object_member (m, "stage"), "x_um") - (x0 + 50)) < 0.6;
-  }, 3)) << "the holder's command moved the stage";
+  EXPECT_TRUE (until (
+      d,
+      [&] (JsonObject *m) {
+        return std::abs (json_object_get_double_member (json_object_get_object_member (m, "stage"), "x_um")
+                         - (x0 + 50))
+               < 0.6;
+      },
+      3))
+      << "the holder's command moved the stage";
   HttpReply now = d.request ("GET", "/api/v1/microscopes/demo");
   JsonObject *controller = json_object_get_object_member (now.object (), "controller");
   EXPECT_STREQ (json_object_get_string_member (controller, "user"), "olga");
@@ -128,7 +134,7 @@ TEST_F (ControlApi, TwentyClientsQueueByRoleAndOnlyTheHolderIsObeyed)
   for (int i = 0; i < 19; i++)
     all.push_back (session (d, "u" + std::to_string (i), i % 2 ? "consultant" : "trainee"));
   size_t rows_before = audit_rows (d);
-  std::atomic<int> requests {0};
+  std::atomic<int> requests{0};
   // Everyone asks at once (the trainees first, to check priorities reorder them).
   std::vector<std::thread> threads;
   std::map<std::string, HttpReply> replies;
@@ -165,7 +171,7 @@ TEST_F (ControlApi, TwentyClientsQueueByRoleAndOnlyTheHolderIsObeyed)
   }
   // Everyone fires commands with whatever lease they believe in: only the
   // holder's are accepted.
-  std::atomic<int> accepted {0}, refused_wrong_lease {0}, other {0};
+  std::atomic<int> accepted{0}, refused_wrong_lease{0}, other{0};
   for (auto &s : all)
     threads.emplace_back ([&, s] {
       for (int i = 0; i < 3; i++) {
@@ -185,15 +191,17 @@ TEST_F (ControlApi, TwentyClientsQueueByRoleAndOnlyTheHolderIsObeyed)
   EXPECT_EQ (refused_wrong_lease, 19 * 3);
   EXPECT_EQ (other, 0);
   // Exactly one audit row per request.
-  EXPECT_EQ (audit_rows (d) - rows_before, (size_t) requests.load ());
+  EXPECT_EQ (audit_rows (d) - rows_before, (size_t)requests.load ());
   // Handing over follows the queue.
-  std::string first_waiting = json_object_get_string_member (json_array_get_object_element (queue, 0), "session");
+  std::string first_waiting
+      = json_object_get_string_member (json_array_get_object_element (queue, 0), "session");
   for (auto &s : all)
     if (s.id == holder)
       control (d, s, R"({"action": "release"})");
   HttpReply after = d.request ("GET", "/api/v1/microscopes/demo");
-  EXPECT_STREQ (json_object_get_string_member (json_object_get_object_member (after.object (), "controller"), "session"),
-      first_waiting.c_str ());
+  EXPECT_STREQ (json_object_get_string_member (json_object_get_object_member (after.object (), "controller"),
+                                               "session"),
+                first_waiting.c_str ());
 }
 
 TEST_F (ControlApi, AnIdleLeaseLapsesToTheNextInLine)
@@ -208,12 +216,18 @@ TEST_F (ControlApi, AnIdleLeaseLapsesToTheNextInLine)
   EXPECT_EQ (control (d, a, "{\"action\": \"renew\", \"lease\": \"" + la.str ("lease") + "\"}").status, 200);
   g_usleep (800000);
   HttpReply still_a = d.request ("GET", "/api/v1/microscopes/demo");
-  EXPECT_STREQ (json_object_get_string_member (json_object_get_object_member (still_a.object (), "controller"), "user"), "a");
-  EXPECT_TRUE (until (d, [] (JsonObject *m) {
-    JsonNode *c = json_object_get_member (m, "controller");
-    return c && JSON_NODE_HOLDS_OBJECT (c) &&
-           std::string (json_object_get_string_member (json_node_get_object (c), "user")) == "b";
-  }, 2.5)) << "1.5 s idle hands control to the next";
+  EXPECT_STREQ (
+      json_object_get_string_member (json_object_get_object_member (still_a.object (), "controller"), "user"),
+      "a");
+  EXPECT_TRUE (until (
+      d,
+      [] (JsonObject *m) {
+        JsonNode *c = json_object_get_member (m, "controller");
+        return c && JSON_NODE_HOLDS_OBJECT (c)
+               && std::string (json_object_get_string_member (json_node_get_object (c), "user")) == "b";
+      },
+      2.5))
+      << "1.5 s idle hands control to the next";
   EXPECT_EQ (control (d, a, "{\"action\": \"renew\", \"lease\": \"" + la.str ("lease") + "\"}").status, 409);
 }
 
@@ -242,9 +256,11 @@ TEST_F (ControlApi, LimitsAndRateLimitsHoldAndStopIsObeyedUnderAFlood)
   HttpReply far = cmd (d, o, lease, R"("move": {"x_um": 10, "y_um": 12000})");
   EXPECT_EQ (far.status, 422);
   EXPECT_NE (far.str ("error").find ("soft travel limit"), std::string::npos) << far.body;
-  EXPECT_EQ (cmd (d, o, lease, R"("focus": {"z_um": 1990})").status, 202) << "10x has room up to the drive's end";
+  EXPECT_EQ (cmd (d, o, lease, R"("focus": {"z_um": 1990})").status, 202)
+      << "10x has room up to the drive's end";
   EXPECT_EQ (cmd (d, o, lease, R"("objective": 40)").status, 202);
-  ASSERT_TRUE (until (d, [] (JsonObject *m) { return json_object_get_int_member (m, "objective") == 40; }, 3));
+  ASSERT_TRUE (until (
+      d, [] (JsonObject *m) { return json_object_get_int_member (m, "objective") == 40; }, 3));
   HttpReply crash = cmd (d, o, lease, R"("focus": {"z_um": 1800})");
   EXPECT_EQ (crash.status, 422) << "40x: the focus stops 100 µm short of the slide";
   EXPECT_NE (crash.str ("error").find ("1500"), std::string::npos) << crash.body;
@@ -252,8 +268,11 @@ TEST_F (ControlApi, LimitsAndRateLimitsHoldAndStopIsObeyedUnderAFlood)
   EXPECT_EQ (cmd (d, o, lease, R"("move_by": {"dx_um": "far"})").status, 422);
   EXPECT_EQ (cmd (d, o, lease, R"("teleport": {})").status, 422);
   EXPECT_EQ (d.request ("POST", "/api/v1/microscopes/demo/commands",
-                 "{\"lease\":\"" + lease + "\",\"move_by\":{\"dx_um\":1,\"dy_um\":0},\"stop\":{}}", o.token).status,
-      422) << "one command per request";
+                        "{\"lease\":\"" + lease + "\",\"move_by\":{\"dx_um\":1,\"dy_um\":0},\"stop\":{}}",
+                        o.token)
+                 .status,
+             422)
+      << "one command per request";
 
   // A flood: the bucket empties, 429s follow; a stop still goes through and
   // the stage stands still afterwards.
@@ -268,11 +287,13 @@ TEST_F (ControlApi, LimitsAndRateLimitsHoldAndStopIsObeyedUnderAFlood)
   EXPECT_LE (ok, 40);
   HttpReply stop = cmd (d, o, lease, R"("stop": {})");
   EXPECT_EQ (stop.status, 202) << stop.body;
-  ASSERT_TRUE (until (d, [] (JsonObject *m) { return !json_object_get_boolean_member (m, "moving"); }, 2));
+  ASSERT_TRUE (until (
+      d, [] (JsonObject *m) { return !json_object_get_boolean_member (m, "moving"); }, 2));
   HttpReply a = d.request ("GET", "/api/v1/microscopes/demo");
   g_usleep (500000);
   HttpReply b = d.request ("GET", "/api/v1/microscopes/demo");
-  EXPECT_DOUBLE_EQ (json_object_get_double_member (stage_of (a), "x_um"), json_object_get_double_member (stage_of (b), "x_um"))
+  EXPECT_DOUBLE_EQ (json_object_get_double_member (stage_of (a), "x_um"),
+                    json_object_get_double_member (stage_of (b), "x_um"))
       << "nothing queued before the stop moves the stage after it";
 }
 
@@ -283,27 +304,37 @@ TEST_F (ControlApi, EventsCarryPositionWhileMovingControlPresenceAndCommandResul
   Session o = session (d, "o", "owner");
   EventsClient ev (d.http_port (), "demo", o.token);
   ASSERT_TRUE (ev.connected ());
-  ASSERT_TRUE (ev.wait_for ("welcome", [] (JsonObject *) { return true; }, 5));
-  EXPECT_TRUE (ev.wait_for ("presence", [] (JsonObject *m) {
-    JsonArray *a = json_object_get_array_member (m, "data");
-    return a && json_array_get_length (a) == 1;
-  }, 5));
+  ASSERT_TRUE (ev.wait_for (
+      "welcome", [] (JsonObject *) { return true; }, 5));
+  EXPECT_TRUE (ev.wait_for (
+      "presence",
+      [] (JsonObject *m) {
+        JsonArray *a = json_object_get_array_member (m, "data");
+        return a && json_array_get_length (a) == 1;
+      },
+      5));
   std::string lease = control (d, o, R"({"action": "request"})").str ("lease");
-  EXPECT_TRUE (ev.wait_for ("control", [] (JsonObject *m) {
-    JsonObject *data = json_object_get_object_member (m, "data");
-    JsonNode *c = json_object_get_member (data, "controller");
-    return c && JSON_NODE_HOLDS_OBJECT (c);
-  }, 5));
+  EXPECT_TRUE (ev.wait_for (
+      "control",
+      [] (JsonObject *m) {
+        JsonObject *data = json_object_get_object_member (m, "data");
+        JsonNode *c = json_object_get_member (data, "controller");
+        return c && JSON_NODE_HOLDS_OBJECT (c);
+      },
+      5));
   // A slow, long move (jog at 500 µm/s for ~0.5 s): position events at >= 10 Hz.
   HttpReply j = cmd (d, o, lease, R"("jog": {"vx_um_s": 500, "vy_um_s": 0})");
   ASSERT_EQ (j.status, 202) << j.body;
   gint64 id = json_object_get_int_member (j.object (), "command");
-  EXPECT_TRUE (ev.wait_for ("command", [id] (JsonObject *m) {
-    JsonObject *data = json_object_get_object_member (m, "data");
-    return json_object_get_int_member (data, "id") == id &&
-           std::string (json_object_get_string_member (data, "status")) == "done";
-  }, 5));
-  g_usleep (1200000);  // the jog's dead-man time stops it
+  EXPECT_TRUE (ev.wait_for (
+      "command",
+      [id] (JsonObject *m) {
+        JsonObject *data = json_object_get_object_member (m, "data");
+        return json_object_get_int_member (data, "id") == id
+               && std::string (json_object_get_string_member (data, "status")) == "done";
+      },
+      5));
+  g_usleep (1200000); // the jog's dead-man time stops it
   std::vector<gint64> moving_at;
   for (const auto &e : ev.events ())
     if (e.type == "state" && e.json.find ("\"moving\":true") != std::string::npos)
@@ -311,7 +342,8 @@ TEST_F (ControlApi, EventsCarryPositionWhileMovingControlPresenceAndCommandResul
   ASSERT_GE (moving_at.size (), 4u);
   double span_s = (moving_at.back () - moving_at.front ()) / 1e6;
   EXPECT_GE ((moving_at.size () - 1) / span_s, 9.0) << "position updates while moving";
-  ASSERT_TRUE (until (d, [] (JsonObject *m) { return !json_object_get_boolean_member (m, "moving"); }, 2))
+  ASSERT_TRUE (until (
+      d, [] (JsonObject *m) { return !json_object_get_boolean_member (m, "moving"); }, 2))
       << "a jog without renewal stops by itself";
 }
 
@@ -321,18 +353,21 @@ TEST_F (ControlApi, AJoggingDriversDroppedConnectionStopsTheMotion)
   ASSERT_TRUE (d.start ()) << d.error ();
   Session o = session (d, "o", "owner");
   auto ev = std::make_unique<EventsClient> (d.http_port (), "demo", o.token);
-  ASSERT_TRUE (ev->wait_for ("welcome", [] (JsonObject *) { return true; }, 5));
+  ASSERT_TRUE (ev->wait_for (
+      "welcome", [] (JsonObject *) { return true; }, 5));
   std::string lease = control (d, o, R"({"action": "request"})").str ("lease");
   // Keep jogging (renewing within the dead-man time), then drop the socket.
   for (int i = 0; i < 4; i++) {
     ASSERT_EQ (cmd (d, o, lease, R"("jog": {"vx_um_s": 300, "vy_um_s": 0})").status, 202);
     g_usleep (250000);
   }
-  ASSERT_TRUE (until (d, [] (JsonObject *m) { return json_object_get_boolean_member (m, "moving"); }, 1));
+  ASSERT_TRUE (until (
+      d, [] (JsonObject *m) { return json_object_get_boolean_member (m, "moving"); }, 1));
   ASSERT_EQ (cmd (d, o, lease, R"("jog": {"vx_um_s": 300, "vy_um_s": 0})").status, 202);
   gint64 dropped = g_get_monotonic_time ();
   ev.reset ();
-  ASSERT_TRUE (until (d, [] (JsonObject *m) { return !json_object_get_boolean_member (m, "moving"); }, 2));
+  ASSERT_TRUE (until (
+      d, [] (JsonObject *m) { return !json_object_get_boolean_member (m, "moving"); }, 2));
   EXPECT_LT (g_get_monotonic_time () - dropped, 600000) << "stopped by the drop, not only the dead-man";
   HttpReply audit = d.request ("GET", "/api/v1/audit");
   EXPECT_NE (audit.body.find ("connection dropped"), std::string::npos);
@@ -348,20 +383,28 @@ TEST_F (ControlApi, AutofocusEndsWithinOneMicronOfBestFocusWithinTwoSeconds)
   ASSERT_EQ (cmd (d, o, lease, R"("objective": 40)").status, 202);
   ASSERT_EQ (cmd (d, o, lease, R"("move_by": {"dx_um": 1500, "dy_um": -700})").status, 202);
   ASSERT_EQ (cmd (d, o, lease, R"("focus_by": {"dz_um": 6})").status, 202);
-  ASSERT_TRUE (until (d, [] (JsonObject *m) {
-    return json_object_get_int_member (m, "objective") == 40 && !json_object_get_boolean_member (m, "moving");
-  }, 3));
+  ASSERT_TRUE (until (
+      d,
+      [] (JsonObject *m) {
+        return json_object_get_int_member (m, "objective") == 40
+               && !json_object_get_boolean_member (m, "moving");
+      },
+      3));
   g_usleep (200000);
   gint64 t0 = g_get_monotonic_time ();
   HttpReply af = cmd (d, o, lease, R"("autofocus": {})");
   ASSERT_EQ (af.status, 202) << af.body;
   gint64 id = json_object_get_int_member (af.object (), "command");
   EventsClient::Event done;
-  ASSERT_TRUE (ev.wait_for ("command", [id] (JsonObject *m) {
-    JsonObject *data = json_object_get_object_member (m, "data");
-    return json_object_get_int_member (data, "id") == id &&
-           std::string (json_object_get_string_member (data, "status")) != "accepted";
-  }, 10, &done)) << "no result for the autofocus";
+  ASSERT_TRUE (ev.wait_for (
+      "command",
+      [id] (JsonObject *m) {
+        JsonObject *data = json_object_get_object_member (m, "data");
+        return json_object_get_int_member (data, "id") == id
+               && std::string (json_object_get_string_member (data, "status")) != "accepted";
+      },
+      10, &done))
+      << "no result for the autofocus";
   double seconds = (done.at_us - t0) / 1e6;
   if (g_getenv ("LIVEMICRO_AF_DEBUG"))
     std::fprintf (stderr, "%s\n", d.log ().c_str ());
@@ -371,7 +414,8 @@ TEST_F (ControlApi, AutofocusEndsWithinOneMicronOfBestFocusWithinTwoSeconds)
   // (state events come at 10 Hz: let the last one arrive).
   g_usleep (300000);
   HttpReply m = d.request ("GET", "/api/v1/microscopes/demo");
-  double x = json_object_get_double_member (stage_of (m), "x_um"), y = json_object_get_double_member (stage_of (m), "y_um");
+  double x = json_object_get_double_member (stage_of (m), "x_um"),
+         y = json_object_get_double_member (stage_of (m), "y_um");
   double z = json_object_get_double_member (stage_of (m), "z_um");
   auto scope = livemicro::hw::open_microscope ("sim://synthetic");
   double truth = dynamic_cast<livemicro::hw::sim::SimMicroscope &> (*scope).focus_at (x, y);
@@ -393,8 +437,9 @@ TEST_F (ControlApi, StillsAreFullResolutionPngsAndAnnotationsExportAsGeoJson)
   };
   EXPECT_EQ (be32 (16), 320) << "the capture's full width";
   EXPECT_EQ (be32 (20), 240);
-  EXPECT_EQ ((unsigned char) still.body[24], 8) << "8 bits per channel";
-  EXPECT_TRUE (still.body[25] == 2 || still.body[25] == 6) << "colour (RGB or RGBA), not grey: type " << (int) still.body[25];
+  EXPECT_EQ ((unsigned char)still.body[24], 8) << "8 bits per channel";
+  EXPECT_TRUE (still.body[25] == 2 || still.body[25] == 6)
+      << "colour (RGB or RGBA), not grey: type " << (int)still.body[25];
   // Annotations: bad shapes refused, good ones exported for QuPath.
   auto post = [&] (const std::string &body) {
     return d.request ("POST", "/api/v1/microscopes/demo/annotations", body, o.token);
@@ -402,9 +447,15 @@ TEST_F (ControlApi, StillsAreFullResolutionPngsAndAnnotationsExportAsGeoJson)
   EXPECT_EQ (post (R"({"kind": "region", "points_um": [[1, 2], [3, 4]]})").status, 422);
   EXPECT_EQ (post (R"({"kind": "blob", "points_um": [[1, 2]]})").status, 422);
   EXPECT_EQ (post (R"({"kind": "point", "points_um": [["a", 2]]})").status, 422);
-  ASSERT_EQ (post (R"({"kind": "arrow", "label": "mitosis?", "points_um": [[47000, 12000], [47010, 12005]]})").status, 201);
-  ASSERT_EQ (post (R"({"kind": "region", "label": "tumour", "points_um": [[100, 200], [300, 200], [300, 400]]})").status, 201);
-  HttpReply gj = d.request ("GET", "/api/v1/sessions/" + o.id + "/annotations.geojson?um_per_px=0.5", "", o.token);
+  ASSERT_EQ (post (R"({"kind": "arrow", "label": "mitosis?", "points_um": [[47000, 12000], [47010, 12005]]})")
+                 .status,
+             201);
+  ASSERT_EQ (
+      post (R"({"kind": "region", "label": "tumour", "points_um": [[100, 200], [300, 200], [300, 400]]})")
+          .status,
+      201);
+  HttpReply gj
+      = d.request ("GET", "/api/v1/sessions/" + o.id + "/annotations.geojson?um_per_px=0.5", "", o.token);
   ASSERT_EQ (gj.status, 200);
   EXPECT_EQ (gj.str ("type"), "FeatureCollection");
   JsonArray *features = json_object_get_array_member (gj.object (), "features");
@@ -414,8 +465,10 @@ TEST_F (ControlApi, StillsAreFullResolutionPngsAndAnnotationsExportAsGeoJson)
   EXPECT_STREQ (json_object_get_string_member (geom, "type"), "Polygon");
   JsonArray *ring = json_array_get_array_element (json_object_get_array_member (geom, "coordinates"), 0);
   ASSERT_EQ (json_array_get_length (ring), 4u) << "closed ring";
-  EXPECT_DOUBLE_EQ (json_array_get_double_element (json_array_get_array_element (ring, 0), 0), 200.0) << "100 µm at 0.5 µm/px";
-  EXPECT_STREQ (json_object_get_string_member (json_object_get_object_member (region, "properties"), "objectType"),
+  EXPECT_DOUBLE_EQ (json_array_get_double_element (json_array_get_array_element (ring, 0), 0), 200.0)
+      << "100 µm at 0.5 µm/px";
+  EXPECT_STREQ (
+      json_object_get_string_member (json_object_get_object_member (region, "properties"), "objectType"),
       "annotation");
   HttpReply audit = d.request ("GET", "/api/v1/audit");
   EXPECT_NE (audit.body.find ("\"action\":\"still\""), std::string::npos);
@@ -435,10 +488,12 @@ TEST_F (ControlApi, MicroscopeAnnotationsExportAsQuPathGeoJsonAsEachProfileMayse
       {"name": "owner", "regions": [], "detect": [], "may_control": true, "overlays": ["*"]},
       {"name": "consultant", "regions": ["slide-label"], "detect": [], "may_control": true, "overlays": ["*"]},
       {"name": "trainee", "regions": ["slide-label"], "detect": [], "overlays": ["pointers"]},
-      {"name": "guest", "regions": ["*"], "detect": [], "overlays": ["pointers", "annotations"]}]})", -1, nullptr));
+      {"name": "guest", "regions": ["*"], "detect": [], "overlays": ["pointers", "annotations"]}]})",
+                                    -1, nullptr));
   Daemon d (std::string (R"({
     "video": {"width": 320, "height": 240, "framerate": 30, "bitrate_kbps": 400},
-    "profiles_file": ")") + profiles + R"(",
+    "profiles_file": ")")
+            + profiles + R"(",
     "microscopes": [{"id": "demo", "uri": "sim://synthetic"}]})");
   ASSERT_TRUE (d.start ()) << d.error () << d.log ();
   Session o = session (d, "olga", "owner"), c = session (d, "carl", "consultant");
@@ -447,12 +502,17 @@ TEST_F (ControlApi, MicroscopeAnnotationsExportAsQuPathGeoJsonAsEachProfileMayse
     HttpReply r = d.request ("POST", "/api/v1/microscopes/demo/annotations", body, s.token);
     EXPECT_EQ (r.status, 201) << r.body;
   };
-  annotate (o, R"({"kind": "region", "label": "Tumor", "points_um": [[30000, 12000], [30400, 12000], [30400, 12300]]})");
+  annotate (
+      o,
+      R"({"kind": "region", "label": "Tumor", "points_um": [[30000, 12000], [30400, 12000], [30400, 12300]]})");
   annotate (c, R"({"kind": "point", "label": "stroma", "points_um": [[30100, 12100]]})");
-  annotate (c, R"({"kind": "region", "label": "label: name?", "points_um": [[1000, 1000], [5000, 1000], [5000, 3000]]})");
+  annotate (
+      c,
+      R"({"kind": "region", "label": "label: name?", "points_um": [[1000, 1000], [5000, 1000], [5000, 3000]]})");
   auto features = [&] (const std::string &token, int status = 200) -> std::vector<JsonObject *> {
-    static std::vector<HttpReply> keep;  // the objects live as long as their reply
-    keep.push_back (d.request ("GET", "/api/v1/microscopes/demo/annotations.geojson?um_per_px=0.5", "", token));
+    static std::vector<HttpReply> keep; // the objects live as long as their reply
+    keep.push_back (
+        d.request ("GET", "/api/v1/microscopes/demo/annotations.geojson?um_per_px=0.5", "", token));
     EXPECT_EQ (keep.back ().status, status) << keep.back ().body;
     std::vector<JsonObject *> out;
     if (status != 200 || !keep.back ().object ())
@@ -472,7 +532,8 @@ TEST_F (ControlApi, MicroscopeAnnotationsExportAsQuPathGeoJsonAsEachProfileMayse
   JsonObject *tumor = all[0];
   const std::string id = json_object_get_string_member (tumor, "id");
   EXPECT_TRUE (g_regex_match_simple ("^[0-9a-f]{8}-[0-9a-f]{4}-5[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$",
-      id.c_str (), (GRegexCompileFlags) 0, (GRegexMatchFlags) 0)) << id;
+                                     id.c_str (), (GRegexCompileFlags)0, (GRegexMatchFlags)0))
+      << id;
   EXPECT_STREQ (json_object_get_string_member (props (tumor), "objectType"), "annotation");
   EXPECT_STREQ (json_object_get_string_member (props (tumor), "name"), "Tumor");
   JsonObject *cls = json_object_get_object_member (props (tumor), "classification");
@@ -502,9 +563,9 @@ TEST_F (ControlApi, MicroscopeAnnotationsExportAsQuPathGeoJsonAsEachProfileMayse
   }
   // A profile that does not show annotations gets none, with the reason.
   features (t.token, 403);
-  EXPECT_NE (d.request ("GET", "/api/v1/microscopes/demo/annotations.geojson", "", t.token).body.find (
-                 "trainee profile does not show annotations"),
-      std::string::npos);
+  EXPECT_NE (d.request ("GET", "/api/v1/microscopes/demo/annotations.geojson", "", t.token)
+                 .body.find ("trainee profile does not show annotations"),
+             std::string::npos);
   // One session's export follows the same masks.
   HttpReply own = d.request ("GET", "/api/v1/sessions/" + c.id + "/annotations.geojson", "", c.token);
   ASSERT_EQ (own.status, 200);
@@ -512,10 +573,12 @@ TEST_F (ControlApi, MicroscopeAnnotationsExportAsQuPathGeoJsonAsEachProfileMayse
   HttpReply by_owner = d.request ("GET", "/api/v1/sessions/" + c.id + "/annotations.geojson", "", o.token);
   EXPECT_EQ (json_array_get_length (json_object_get_array_member (by_owner.object (), "features")), 2u);
   // Bad input: a clear 422 or 404.
-  HttpReply bad = d.request ("GET", "/api/v1/microscopes/demo/annotations.geojson?um_per_px=abc", "", o.token);
+  HttpReply bad
+      = d.request ("GET", "/api/v1/microscopes/demo/annotations.geojson?um_per_px=abc", "", o.token);
   EXPECT_EQ (bad.status, 422);
   EXPECT_NE (bad.str ("error").find ("um_per_px 'abc'"), std::string::npos) << bad.body;
-  EXPECT_EQ (d.request ("GET", "/api/v1/microscopes/nope/annotations.geojson", "", Daemon::kAdminToken).status, 404);
+  EXPECT_EQ (
+      d.request ("GET", "/api/v1/microscopes/nope/annotations.geojson", "", Daemon::kAdminToken).status, 404);
 }
 
 // GET /api/v1/microscopes/{id}/commands/{command}: pending until the
@@ -529,8 +592,8 @@ TEST_F (ControlApi, ACommandsOutcomeCanBeAskedFor)
   ASSERT_EQ (lease.status, 200) << lease.body;
   HttpReply accepted = cmd (d, o, lease.str ("lease"), R"("move": {"x_um": 30000, "y_um": 12000})");
   ASSERT_EQ (accepted.status, 202) << accepted.body;
-  const std::string path = "/api/v1/microscopes/demo/commands/" +
-                           std::to_string (json_object_get_int_member (accepted.object (), "command"));
+  const std::string path = "/api/v1/microscopes/demo/commands/"
+                           + std::to_string (json_object_get_int_member (accepted.object (), "command"));
   std::string status;
   for (int i = 0; i < 600 && (status.empty () || status == "pending"); i++) {
     HttpReply r = d.request ("GET", path, "", o.token);
@@ -542,11 +605,14 @@ TEST_F (ControlApi, ACommandsOutcomeCanBeAskedFor)
   }
   EXPECT_EQ (status, "done");
   // done: the hardware took the target (the stage gets there on its own time).
-  EXPECT_TRUE (until (d, [] (JsonObject *m) {
-    JsonObject *st = json_object_get_object_member (m, "stage");
-    return std::abs (json_object_get_double_member (st, "x_um") - 30000) < 1.0 &&
-           !json_object_get_boolean_member (m, "moving");
-  }, 60));
+  EXPECT_TRUE (until (
+      d,
+      [] (JsonObject *m) {
+        JsonObject *st = json_object_get_object_member (m, "stage");
+        return std::abs (json_object_get_double_member (st, "x_um") - 30000) < 1.0
+               && !json_object_get_boolean_member (m, "moving");
+      },
+      60));
   for (const char *id : {"999999", "abc", "-1", "1x"}) {
     HttpReply r = d.request ("GET", std::string ("/api/v1/microscopes/demo/commands/") + id, "", o.token);
     EXPECT_EQ (r.status, 404) << id;
@@ -588,7 +654,8 @@ TEST_F (ControlApi, ChromiumDrivesTheViewerPageRequestControlArrowKeyStageMovesV
   page.key ("rawKeyDown", "ArrowRight", 39);
   g_usleep (800000);
   page.key ("keyUp", "ArrowRight", 39);
-  ASSERT_TRUE (until (d, [] (JsonObject *m) { return !json_object_get_boolean_member (m, "moving"); }, 3));
+  ASSERT_TRUE (until (
+      d, [] (JsonObject *m) { return !json_object_get_boolean_member (m, "moving"); }, 3));
   HttpReply m1 = d.request ("GET", "/api/v1/microscopes/demo");
   double x1 = json_object_get_double_member (stage_of (m1), "x_um");
   EXPECT_GT (x1 - x0, 100) << "jogging right for 0.8 s at a field per second (320 µm/s at 10x)";
@@ -600,7 +667,7 @@ TEST_F (ControlApi, ChromiumDrivesTheViewerPageRequestControlArrowKeyStageMovesV
   EXPECT_NE (page.evaluate ("document.getElementById('driver').textContent").find ("you"), std::string::npos);
   ASSERT_EQ (d.request ("POST", "/api/v1/microscopes/demo/control", R"({"action": "revoke"})").status, 200);
   g_usleep (300000);
-  page.evaluate ("document.getElementById('stop').click()");  // the owner may always stop
+  page.evaluate ("document.getElementById('stop').click()"); // the owner may always stop
   page.evaluate ("window.livemicro.lease = 'stale'; document.getElementById('autofocus').disabled = false; "
                  "document.getElementById('autofocus').click()");
   EXPECT_TRUE (page.wait_true ("document.getElementById('notice').textContent.includes('refused (409)')", 5))

@@ -40,7 +40,7 @@ protected:
   static void SetUpTestSuite () { gst_init (nullptr, nullptr); }
 
   static bool until (const Daemon &d, const std::string &metric, const std::function<bool (double)> &want,
-      double seconds = 10)
+                     double seconds = 10)
   {
     return d.until_metric (metric, want, seconds);
   }
@@ -49,13 +49,15 @@ protected:
   static double captured_during (const Daemon &d, double seconds)
   {
     double before = d.metric (kCaptureFrames);
-    g_usleep ((gulong) (seconds * 1e6));
+    g_usleep ((gulong)(seconds * 1e6));
     return d.metric (kCaptureFrames) - before;
   }
   static bool idle (const Daemon &d, double seconds = 10)
   {
-    return until (d, kCaptureActive, [] (double v) { return v == 0; }, seconds) &&
-           until (d, kEncodersActive, [] (double v) { return v == 0; }, seconds);
+    return until (
+               d, kCaptureActive, [] (double v) { return v == 0; }, seconds)
+           && until (
+               d, kEncodersActive, [] (double v) { return v == 0; }, seconds);
   }
 };
 
@@ -64,10 +66,11 @@ class PixelPlayer {
 public:
   PixelPlayer (const std::string &url, const std::string &user, const std::string &password)
   {
-    std::string desc = "rtspsrc latency=0 protocols=tcp location=\"" + url + "\" user-id=\"" + user +
-                       "\" user-pw=\"" + password +
-                       "\" ! rtph264depay ! h264parse ! avdec_h264 ! videoconvert ! video/x-raw,format=GRAY8 "
-                       "! appsink name=out sync=false emit-signals=true";
+    std::string desc
+        = "rtspsrc latency=0 protocols=tcp location=\"" + url + "\" user-id=\"" + user + "\" user-pw=\""
+          + password
+          + "\" ! rtph264depay ! h264parse ! avdec_h264 ! videoconvert ! video/x-raw,format=GRAY8 "
+            "! appsink name=out sync=false emit-signals=true";
     pipeline_ = gst_parse_launch (desc.c_str (), nullptr);
     GstElement *sink = gst_bin_get_by_name (GST_BIN (pipeline_), "out");
     g_signal_connect (sink, "new-sample", G_CALLBACK (on_sample), this);
@@ -81,7 +84,7 @@ public:
   }
   std::vector<std::pair<int, int>> wait_frames (size_t n, double timeout_s)
   {
-    gint64 deadline = g_get_monotonic_time () + (gint64) (timeout_s * 1e6);
+    gint64 deadline = g_get_monotonic_time () + (gint64)(timeout_s * 1e6);
     while (g_get_monotonic_time () < deadline) {
       {
         std::lock_guard<std::mutex> lock (mutex_);
@@ -120,10 +123,10 @@ private:
 
   GstElement *pipeline_ = nullptr;
   std::mutex mutex_;
-  std::vector<std::pair<int, int>> ranges_;  // (min, max) luma per frame
+  std::vector<std::pair<int, int>> ranges_; // (min, max) luma per frame
 };
 
-}  // namespace
+} // namespace
 
 // No player: the capture idles (about one frame a second), no encoder gets
 // frames, no analysis runs.  A player brings full rate at once and gets
@@ -269,17 +272,20 @@ TEST_F (Demand, AGuestNeverSeesAnUnmaskedFrameWhenTheCaptureWakes)
   ASSERT_TRUE (d.start ()) << d.error ();
   HttpReply owner = d.create_session ("o", "owner"), guest = d.create_session ("g", "guest");
   ASSERT_EQ (guest.status, 201) << guest.body;
-  HttpReply lease = d.request ("POST", "/api/v1/microscopes/demo/control", R"({"action": "request"})", owner.str ("token"));
+  HttpReply lease = d.request ("POST", "/api/v1/microscopes/demo/control", R"({"action": "request"})",
+                               owner.str ("token"));
   ASSERT_EQ (lease.status, 200) << lease.body;
-  HttpReply moved = d.request ("POST", "/api/v1/microscopes/demo/commands",
-      "{\"lease\":\"" + lease.str ("lease") + "\",\"move\":{\"x_um\":10000,\"y_um\":12000}}", owner.str ("token"));
+  HttpReply moved
+      = d.request ("POST", "/api/v1/microscopes/demo/commands",
+                   "{\"lease\":\"" + lease.str ("lease") + "\",\"move\":{\"x_um\":10000,\"y_um\":12000}}",
+                   owner.str ("token"));
   ASSERT_EQ (moved.status, 202) << moved.body;
   bool there = false;
   for (int i = 0; i < 300 && !there; i++, g_usleep (50000)) {
     HttpReply m = d.request ("GET", "/api/v1/microscopes/demo");
     JsonObject *stage = m.object () ? json_object_get_object_member (m.object (), "stage") : nullptr;
-    there = stage && std::abs (json_object_get_double_member (stage, "x_um") - 10000) < 1 &&
-            !json_object_get_boolean_member (m.object (), "moving");
+    there = stage && std::abs (json_object_get_double_member (stage, "x_um") - 10000) < 1
+            && !json_object_get_boolean_member (m.object (), "moving");
   }
   ASSERT_TRUE (there) << "the stage reached the label";
   for (int round = 0; round < 3; round++) {

@@ -45,7 +45,8 @@ protected:
   }
   static HttpReply command (Daemon &d, const Session &s, const std::string &lease, const std::string &cmd)
   {
-    return d.request ("POST", "/api/v1/microscopes/demo/commands", "{\"lease\":\"" + lease + "\"," + cmd + "}", s.token);
+    return d.request ("POST", "/api/v1/microscopes/demo/commands",
+                      "{\"lease\":\"" + lease + "\"," + cmd + "}", s.token);
   }
   static double stage_x (Daemon &d)
   {
@@ -61,15 +62,15 @@ protected:
     int n = 0;
     for (guint i = 0; rows && i < json_array_get_length (rows); i++) {
       JsonObject *r = json_array_get_object_element (rows, i);
-      std::string line = std::string (json_object_get_string_member (r, "detail")) + " | " +
-                         json_object_get_string_member (r, "result");
+      std::string line = std::string (json_object_get_string_member (r, "detail")) + " | "
+                         + json_object_get_string_member (r, "result");
       n += line.find (text) != std::string::npos;
     }
     return n;
   }
   static bool wait_until (const std::function<bool ()> &done, double seconds)
   {
-    gint64 deadline = g_get_monotonic_time () + (gint64) (seconds * 1e6);
+    gint64 deadline = g_get_monotonic_time () + (gint64)(seconds * 1e6);
     while (g_get_monotonic_time () < deadline) {
       if (done ())
         return true;
@@ -114,7 +115,7 @@ public:
   {
     // The soft limit only: lowering the hard one could not be undone.
     ok_ = prlimit (pid_, RLIMIT_FSIZE, nullptr, &old_) == 0;
-    rlimit one {1, old_.rlim_max};
+    rlimit one{1, old_.rlim_max};
     ok_ = ok_ && prlimit (pid_, RLIMIT_FSIZE, &one, nullptr) == 0;
   }
   ~FullDisk () { release (); }
@@ -128,11 +129,11 @@ public:
 
 private:
   int pid_;
-  rlimit old_ {};
+  rlimit old_{};
   bool ok_ = false;
 };
 
-}  // namespace
+} // namespace
 
 // What the user sees: 503 "the state database cannot be written just now"
 // within a fraction of a second for every move and every control change;
@@ -228,13 +229,14 @@ TEST_F (Faults, EpochsAreNeverIssuedTwiceAcrossFaultsAndRestarts)
     HttpReply g = control (d, b, "request");
     ASSERT_EQ (g.status, 200) << g.body;
     issued.push_back (json_object_get_int_member (g.object (), "epoch"));
-    kill (d.pid (), SIGKILL);  // no clean shutdown
+    kill (d.pid (), SIGKILL); // no clean shutdown
     d.stop ();
   }
   Daemon again (kSmall, state);
   ASSERT_TRUE (again.start ()) << again.error ();
   HttpReply s = again.create_session ("cid", "owner");
-  HttpReply g = again.request ("POST", "/api/v1/microscopes/demo/control", R"({"action":"request"})", s.str ("token"));
+  HttpReply g = again.request ("POST", "/api/v1/microscopes/demo/control", R"({"action":"request"})",
+                               s.str ("token"));
   ASSERT_EQ (g.status, 200) << g.body;
   gint64 after = json_object_get_int_member (g.object (), "epoch");
   for (gint64 e : issued)
@@ -248,7 +250,7 @@ TEST_F (Faults, ADaemonKilledMidCommandLosesNoAnsweredCommand)
 {
   livemicro::test::TempDir dir;
   const std::string state = dir.file ("state");
-  std::atomic<int> accepted {0};
+  std::atomic<int> accepted{0};
   Session owner;
   {
     Daemon d (kSmall, state);
@@ -257,7 +259,7 @@ TEST_F (Faults, ADaemonKilledMidCommandLosesNoAnsweredCommand)
     HttpReply lease = control (d, owner, "request");
     ASSERT_EQ (lease.status, 200);
     const std::string l = lease.str ("lease");
-    std::atomic<bool> go {true};
+    std::atomic<bool> go{true};
     std::vector<std::thread> clients;
     for (int k = 0; k < 3; k++)
       clients.emplace_back ([&] {
@@ -266,7 +268,7 @@ TEST_F (Faults, ADaemonKilledMidCommandLosesNoAnsweredCommand)
           if (r.status == 202)
             accepted++;
           else if (r.status == 0)
-            break;  // the daemon is gone
+            break; // the daemon is gone
         }
       });
     g_usleep (1500000);
@@ -303,9 +305,9 @@ TEST_F (Faults, AKilledMediaWorkerIsBackWithinOneSecond)
     HttpReply m = d.request ("GET", "/api/v1/microscopes/demo");
     gint64 pid = json_object_get_int_member_with_default (m.object (), "worker_pid", 0);
     ASSERT_GT (pid, 0);
-    g_usleep (300000);  // in-flight frames land
+    g_usleep (300000); // in-flight frames land
     gint64 killed = g_get_monotonic_time ();
-    ASSERT_EQ (kill ((pid_t) pid, SIGKILL), 0);
+    ASSERT_EQ (kill ((pid_t)pid, SIGKILL), 0);
     // Frames again: one whose arrival is after the kill and after the
     // frames already on their way.
     int before = p.frames ();
@@ -319,18 +321,18 @@ TEST_F (Faults, AKilledMediaWorkerIsBackWithinOneSecond)
     gaps_ms.push_back ((back - killed) / 1000.0);
   }
   std::sort (gaps_ms.begin (), gaps_ms.end ());
-  double p95 = gaps_ms[(size_t) std::ceil (0.95 * gaps_ms.size ()) - 1];
+  double p95 = gaps_ms[(size_t)std::ceil (0.95 * gaps_ms.size ()) - 1];
   std::string all;
   for (double g : gaps_ms)
-    all += std::to_string ((int) g) + " ";
+    all += std::to_string ((int)g) + " ";
   // The restart is CPU-bound (a new process, the capture opened, the view's
   // encoder built): on a 2-core machine with a load average L it takes
   // about L/2 times longer, and the bound says so rather than flake.
   double load[1] = {0};
   getloadavg (load, 1);
   const double allowed_ms = 1000 * std::max (1.0, load[0] / 2);
-  std::printf ("worker restart gaps (ms, sorted): %s; p95 %.0f ms, allowed %.0f ms at load %.2f\n", all.c_str (),
-      p95, allowed_ms, load[0]);
+  std::printf ("worker restart gaps (ms, sorted): %s; p95 %.0f ms, allowed %.0f ms at load %.2f\n",
+               all.c_str (), p95, allowed_ms, load[0]);
   EXPECT_LE (p95, allowed_ms) << "p95 " << p95 << " ms; all: " << all;
   EXPECT_TRUE (d.running ());
 }

@@ -41,7 +41,7 @@ protected:
   }
 };
 
-}  // namespace
+} // namespace
 
 TEST_F (Hardening, WebSocketMessagesOfTheWrongShapeAreRefusedNotFatal)
 {
@@ -53,12 +53,22 @@ TEST_F (Hardening, WebSocketMessagesOfTheWrongShapeAreRefusedNotFatal)
 
   // Before authentication, on every kind of socket.
   const std::vector<std::string> unauthenticated = {
-      R"({"type":1})", R"({"type":null})", R"({"type":{}})", R"({"type":["hello"]})",
-      R"({"type":"hello","token":5})", R"({"type":"hello","token":null})",
-      R"({"type":"hello","token":["x"]})", R"({"type":"hello","token":"x","webrtc":"yes"})",
-      R"([])", R"("hello")", R"(5)", "\xff\xfe", R"({"type":"hello","token":")" + token + "x\"}",
+      R"({"type":1})",
+      R"({"type":null})",
+      R"({"type":{}})",
+      R"({"type":["hello"]})",
+      R"({"type":"hello","token":5})",
+      R"({"type":"hello","token":null})",
+      R"({"type":"hello","token":["x"]})",
+      R"({"type":"hello","token":"x","webrtc":"yes"})",
+      R"([])",
+      R"("hello")",
+      R"(5)",
+      "\xff\xfe",
+      R"({"type":"hello","token":")" + token + "x\"}",
   };
-  for (const std::string &path : std::vector<std::string> {"/ws/anything", "/ws/" + sid, "/api/v1/microscopes/demo/events"}) {
+  for (const std::string &path :
+       std::vector<std::string>{"/ws/anything", "/ws/" + sid, "/api/v1/microscopes/demo/events"}) {
     for (const std::string &m : unauthenticated) {
       RawClient c (d.http_port ());
       ASSERT_TRUE (c.websocket_handshake (path)) << path;
@@ -82,15 +92,22 @@ TEST_F (Hardening, WebSocketMessagesOfTheWrongShapeAreRefusedNotFatal)
   ASSERT_FALSE (welcome.empty ());
   EXPECT_NE (welcome[0].payload.find ("\"welcome\""), std::string::npos) << welcome[0].payload;
   const std::vector<std::string> authenticated = {
-      R"({"type":"answer","sdp":5})", R"({"type":"answer","sdp":null})", R"({"type":"answer"})",
-      R"({"type":"answer","sdp":"v=0 garbage"})", R"({"type":"ice","candidate":5})",
+      R"({"type":"answer","sdp":5})",
+      R"({"type":"answer","sdp":null})",
+      R"({"type":"answer"})",
+      R"({"type":"answer","sdp":"v=0 garbage"})",
+      R"({"type":"ice","candidate":5})",
       R"({"type":"ice","candidate":"candidate:1 1 UDP 1 127.0.0.1 9 typ host","sdpMLineIndex":"0"})",
       R"({"type":"ice","candidate":"candidate:1 1 UDP 1 127.0.0.1 9 typ host","sdpMLineIndex":-1})",
       R"({"type":"ice","candidate":"candidate:1 1 UDP 1 127.0.0.1 9 typ host","sdpMLineIndex":4294967296})",
       R"({"type":"ice","candidate":"not a candidate","sdpMLineIndex":0})",
-      R"({"type":"stats","data":5})", R"({"type":"stats","data":"x"})",
-      R"({"type":"pointer","x_um":"1","y_um":2})", R"({"type":"pointer","x_um":1e999,"y_um":2})",
-      R"({"type":"ping","t":"now"})", R"({"type":"ping","t":1e300})", R"({"type":5})",
+      R"({"type":"stats","data":5})",
+      R"({"type":"stats","data":"x"})",
+      R"({"type":"pointer","x_um":"1","y_um":2})",
+      R"({"type":"pointer","x_um":1e999,"y_um":2})",
+      R"({"type":"ping","t":"now"})",
+      R"({"type":"ping","t":1e300})",
+      R"({"type":5})",
       R"({"type":"hello","token":7})",
   };
   for (const std::string &m : authenticated) {
@@ -156,14 +173,15 @@ TEST_F (Hardening, FragmentedAndDeeplyNestedMessagesAreBoundedLikeWholeOnes)
     EXPECT_EQ (r2.status, 400) << r2.body;
     // What json-glib would misread: values after the first, bad escapes.
     for (const char *body : {R"({"user":"a","role":"guest"}[])", R"({"user":"a","role":"guest"}{"x":1})",
-             R"({"user":"\ud800x","role":"guest"})", R"({"user":"\641","role":"guest"})"}) {
+                             R"({"user":"\ud800x","role":"guest"})", R"({"user":"\641","role":"guest"})"}) {
       HttpReply r3 = d.request ("POST", "/api/v1/sessions", body);
       EXPECT_EQ (r3.status, 400) << body << " → " << r3.body;
     }
     expect_alive (d, "60,000 '[' in a REST body");
   }
   const long rss_after = process_usage (d.pid ()).rss_kb;
-  EXPECT_LT (rss_after - rss_before, 20 * 1024) << "RSS grew from " << rss_before << " to " << rss_after << " kB";
+  EXPECT_LT (rss_after - rss_before, 20 * 1024)
+      << "RSS grew from " << rss_before << " to " << rss_after << " kB";
 }
 
 TEST_F (Hardening, ConnectionsClosedByTheClientAfterAResponseDoNotLeakDescriptors)
@@ -187,13 +205,13 @@ TEST_F (Hardening, ConnectionsClosedByTheClientAfterAResponseDoNotLeakDescriptor
   };
   for (int i = 0; i < 300; i++) {
     exchange ("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
-    exchange ("GET /api/v1/sessions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer " +
-              owner.str ("token") + "\r\n\r\n");
+    exchange ("GET /api/v1/sessions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer "
+              + owner.str ("token") + "\r\n\r\n");
   }
   g_usleep (500000);
   const int fds_after = process_usage (d.pid ()).fds;
-  EXPECT_LE (fds_after, fds_before + 4) << "fds went from " << fds_before << " to " << fds_after
-                                         << " over 600 requests";
+  EXPECT_LE (fds_after, fds_before + 4)
+      << "fds went from " << fds_before << " to " << fds_after << " over 600 requests";
   expect_alive (d, "600 dropped keep-alive connections");
 }
 
@@ -215,7 +233,8 @@ TEST_F (Hardening, ChunkedBodiesAreHeldToTheSizeLimit)
   EXPECT_TRUE (!sending || reply.find (" 413 ") != std::string::npos)
       << "sent " << sent << " chunks; reply: " << reply.substr (0, 200);
   const long rss_after = process_usage (d.pid ()).rss_kb;
-  EXPECT_LT (rss_after - rss_before, 16 * 1024) << "RSS grew from " << rss_before << " to " << rss_after << " kB";
+  EXPECT_LT (rss_after - rss_before, 16 * 1024)
+      << "RSS grew from " << rss_before << " to " << rss_after << " kB";
   expect_alive (d, "a 64 MB chunked body");
 
   // A small chunked body is read like any other.
@@ -223,10 +242,10 @@ TEST_F (Hardening, ChunkedBodiesAreHeldToTheSizeLimit)
   std::string body = R"({"user":"chunky","role":"guest","microscope":"demo"})";
   char size[16];
   g_snprintf (size, sizeof size, "%zx", body.size ());
-  ASSERT_TRUE (small.send (std::string ("POST /api/v1/sessions HTTP/1.1\r\nHost: 127.0.0.1\r\n") +
-                           "Authorization: Bearer " + Daemon::kAdminToken + "\r\n" +
-                           "Transfer-Encoding: chunked\r\nContent-Type: application/json\r\n\r\n" + size +
-                           "\r\n" + body + "\r\n0\r\n\r\n"));
+  ASSERT_TRUE (small.send (std::string ("POST /api/v1/sessions HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+                           + "Authorization: Bearer " + Daemon::kAdminToken + "\r\n"
+                           + "Transfer-Encoding: chunked\r\nContent-Type: application/json\r\n\r\n" + size
+                           + "\r\n" + body + "\r\n0\r\n\r\n"));
   std::string created = small.receive (5000, "}");
   EXPECT_EQ (created.rfind ("HTTP/1.1 201", 0), 0u) << created.substr (0, 300);
 
@@ -262,7 +281,7 @@ TEST_F (Hardening, ErrorTextsNeverCarryTheSlidePathToSessions)
 {
   livemicro::test::TempDir dir;
   const std::string slide = dir.file ("DOE_JANE_1961-04-02_case-4711.svs");
-  g_file_set_contents (slide.c_str (), "not a slide", -1, nullptr);  // corrupt
+  g_file_set_contents (slide.c_str (), "not a slide", -1, nullptr); // corrupt
   Daemon d (R"({"microscopes": [{"id": "demo", "uri": "sim://)" + slide + R"("}],
       "video": {"width": 320, "height": 240}})");
   ASSERT_TRUE (d.start (20, false)) << d.error ();
@@ -321,8 +340,16 @@ TEST_F (Hardening, NamesNumbersAndAnnotationsOfTheWrongShapeAre422)
       {sessions, "{\"user\":\"" + std::string (129, 'a') + "\",\"role\":\"guest\"}", 422},
       {sessions, "{\"user\":\"" + std::string (128, 'a') + "\",\"role\":\"guest\"}", 201},
       // 100 two-byte characters are 100 characters (200 bytes).
-      {sessions, "{\"user\":\"" + [] { std::string s; for (int i = 0; i < 100; i++) s += "\xc3\xa9"; return s; } () +
-                     "\",\"role\":\"guest\"}", 201},
+      {sessions,
+       "{\"user\":\"" +
+           [] {
+             std::string s;
+             for (int i = 0; i < 100; i++)
+               s += "\xc3\xa9";
+             return s;
+           }()
+           + "\",\"role\":\"guest\"}",
+       201},
       {sessions, R"({"user":"Zoë Müller-Łukasz","role":"guest"})", 201},
       // Annotations with fields of the wrong type.
       {annotations, R"({"kind":5,"points_um":[[1,2]]})", 422},
@@ -349,7 +376,8 @@ TEST_F (Hardening, NamesNumbersAndAnnotationsOfTheWrongShapeAre422)
   ASSERT_EQ (json_array_get_length (all), 1u) << list.body;
   HttpReply geo = d.request ("GET", "/api/v1/sessions/" + owner.str ("id") + "/annotations.geojson", "", t);
   ASSERT_EQ (geo.status, 200);
-  EXPECT_EQ (json_array_get_length (json_object_get_array_member (geo.object (), "features")), 1u) << geo.body;
+  EXPECT_EQ (json_array_get_length (json_object_get_array_member (geo.object (), "features")), 1u)
+      << geo.body;
 
   // Objectives: a number that does not fit is not truncated into a valid one.
   const gint64 objective_before = json_object_get_int_member (
@@ -359,7 +387,7 @@ TEST_F (Hardening, NamesNumbersAndAnnotationsOfTheWrongShapeAre422)
   const std::string l = lease.str ("lease");
   for (const char *objective : {"4294967306", "-4294967276", "1e3", "10.0", "true"}) {
     HttpReply r = d.request ("POST", "/api/v1/microscopes/demo/commands",
-        "{\"lease\":\"" + l + "\",\"objective\":" + objective + "}", t);
+                             "{\"lease\":\"" + l + "\",\"objective\":" + objective + "}", t);
     EXPECT_EQ (r.status, 422) << objective << " → " << r.body;
   }
   HttpReply m = d.request ("GET", "/api/v1/microscopes/demo", "", t);
@@ -450,7 +478,8 @@ TEST_F (Hardening, WebRtcPeersUseTheListenAddressAndGoAwayWhenClosed)
   for (const std::string &j : candidates) {
     g_autoptr (JsonParser) p = json_parser_new ();
     ASSERT_TRUE (json_parser_load_from_data (p, j.c_str (), -1, nullptr));
-    std::string cand = json_object_get_string_member (json_node_get_object (json_parser_get_root (p)), "candidate");
+    std::string cand
+        = json_object_get_string_member (json_node_get_object (json_parser_get_root (p)), "candidate");
     // candidate:<foundation> <component> <transport> <priority> <address> <port> typ ...
     gchar **parts = g_strsplit (cand.c_str (), " ", -1);
     ASSERT_GE (g_strv_length (parts), 6u) << cand;
@@ -460,9 +489,9 @@ TEST_F (Hardening, WebRtcPeersUseTheListenAddressAndGoAwayWhenClosed)
   g_usleep (500000);
   const ProcessUsage before = process_usage (d.pid ());
   for (int i = 0; i < 40; i++)
-    open_peer (nullptr);  // closed by the client at once (its socket goes)
+    open_peer (nullptr); // closed by the client at once (its socket goes)
   ProcessUsage after;
-  for (int i = 0; i < 50; i++) {  // teardown finishes on other threads
+  for (int i = 0; i < 50; i++) { // teardown finishes on other threads
     g_usleep (100000);
     after = process_usage (d.pid ());
     if (after.fds <= before.fds + 2 && after.threads <= before.threads + 2)

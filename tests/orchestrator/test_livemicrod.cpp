@@ -29,7 +29,7 @@ const char *kSmall = R"({
   "video": {"width": 320, "height": 240, "framerate": 30, "bitrate_kbps": 500},
   "microscopes": [{"id": "demo", "uri": "sim://synthetic"}]})";
 
-}  // namespace
+} // namespace
 
 TEST_F (Livemicrod, SessionLifecycleThroughTheApi)
 {
@@ -41,10 +41,9 @@ TEST_F (Livemicrod, SessionLifecycleThroughTheApi)
   EXPECT_EQ (id.size (), 32u);
   EXPECT_GE (token.size (), 22u) << "at least 128 bits";
   EXPECT_EQ (created.str ("role"), "owner");
-  EXPECT_EQ (created.str ("rtsp_url"),
-      "rtsp://127.0.0.1:" + std::to_string (d.rtsp_port ()) + "/s/" + id);
-  EXPECT_EQ (created.str ("viewer_url"), "http://127.0.0.1:" + std::to_string (d.http_port ()) +
-                                             "/view/" + id + "#token=" + token);
+  EXPECT_EQ (created.str ("rtsp_url"), "rtsp://127.0.0.1:" + std::to_string (d.rtsp_port ()) + "/s/" + id);
+  EXPECT_EQ (created.str ("viewer_url"),
+             "http://127.0.0.1:" + std::to_string (d.http_port ()) + "/view/" + id + "#token=" + token);
 
   HttpReply list = d.request ("GET", "/api/v1/sessions");
   ASSERT_EQ (list.status, 200);
@@ -116,7 +115,8 @@ TEST_F (Livemicrod, BadInputOnEveryRouteGetsTheRightStatusAndAJsonError)
   };
   for (const Case &c : cases) {
     HttpReply r = d.request (c.method, c.path, c.body, c.token);
-    EXPECT_EQ (r.status, c.status) << c.method << " " << c.path << " " << c.body.substr (0, 60) << " → " << r.body;
+    EXPECT_EQ (r.status, c.status) << c.method << " " << c.path << " " << c.body.substr (0, 60) << " → "
+                                   << r.body;
     EXPECT_FALSE (r.str ("error").empty ()) << c.method << " " << c.path << ": " << r.body;
   }
   // Nothing above changed anything: still exactly the two sessions.
@@ -250,7 +250,7 @@ TEST_F (Livemicrod, KillingOneMicroscopesWorkerLeavesTheOtherServingAndComesBack
   ASSERT_GT (pid, 0);
   int right_before = right.frames (), left_before = left.frames ();
   gint64 killed = g_get_monotonic_time ();
-  ASSERT_EQ (kill ((pid_t) pid, SIGKILL), 0);
+  ASSERT_EQ (kill ((pid_t)pid, SIGKILL), 0);
 
   // The right microscope never stops: no gap over 0.5 s in the next 2.5 s.
   gint64 longest_gap = 0, last = g_get_monotonic_time ();
@@ -307,10 +307,18 @@ TEST_F (Livemicrod, ChromiumDecodesWebRtcVideoOnTheViewerPage)
   HttpReply a = d.create_session ("alice", "owner");
   ASSERT_EQ (a.status, 201);
   livemicro::test::TempDir profile;
-  std::vector<std::string> args = {chromium, "--headless=new", "--no-sandbox", "--disable-gpu",
-      "--disable-quic", "--no-first-run", "--disable-background-networking",
-      "--disable-component-update", "--disable-sync", "--autoplay-policy=no-user-gesture-required",
-      "--user-data-dir=" + profile.path (), a.str ("viewer_url")};
+  std::vector<std::string> args = {chromium,
+                                   "--headless=new",
+                                   "--no-sandbox",
+                                   "--disable-gpu",
+                                   "--disable-quic",
+                                   "--no-first-run",
+                                   "--disable-background-networking",
+                                   "--disable-component-update",
+                                   "--disable-sync",
+                                   "--autoplay-policy=no-user-gesture-required",
+                                   "--user-data-dir=" + profile.path (),
+                                   a.str ("viewer_url")};
   std::vector<const char *> argv;
   for (auto &s : args)
     argv.push_back (s.c_str ());
@@ -351,7 +359,8 @@ TEST_F (Livemicrod, ChromiumDecodesWebRtcVideoOnTheViewerPage)
     g_file_get_contents (browser_log.c_str (), &log, nullptr, nullptr);
     std::string text = log ? log : "";
     ADD_FAILURE () << "the page's last report: " << last_stats.substr (0, 600) << "\nChromium's log (tail):\n"
-                   << text.substr (text.size () > 3000 ? text.size () - 3000 : 0) << "\nlivemicrod:\n" << d.log ();
+                   << text.substr (text.size () > 3000 ? text.size () - 3000 : 0) << "\nlivemicrod:\n"
+                   << d.log ();
   }
   EXPECT_GE (decoded, 30) << "frames decoded by Chromium";
   EXPECT_GT (p50, 0) << "the page measured latency from the capture times";
@@ -362,8 +371,8 @@ TEST_F (Livemicrod, TlsServesTheApiOverHttpsAndPlayersOverRtsps)
 {
   livemicro::test::TempDir dir;
   std::string cert = dir.file ("cert.pem"), key = dir.file ("key.pem");
-  std::string cmd = "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 -keyout " + key +
-                    " -out " + cert;
+  std::string cmd = "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 -keyout " + key
+                    + " -out " + cert;
   int status = 0;
   if (!g_spawn_command_line_sync (cmd.c_str (), nullptr, nullptr, &status, nullptr) || status != 0)
     GTEST_SKIP () << "openssl is not available to make a test certificate";
@@ -379,8 +388,8 @@ TEST_F (Livemicrod, TlsServesTheApiOverHttpsAndPlayersOverRtsps)
   EXPECT_TRUE (p.wait_frames (5, 15)) << p.error ();
   // A broken key pair is refused at start with the file named.
   std::ofstream (dir.file ("bad.pem")) << "not a key";
-  Daemon bad (std::string (R"({"tls": {"certificate": ")") + cert + R"(", "key": ")" + dir.file ("bad.pem") +
-              R"("}, "microscopes": [{"id": "demo", "uri": "sim://synthetic"}]})");
+  Daemon bad (std::string (R"({"tls": {"certificate": ")") + cert + R"(", "key": ")" + dir.file ("bad.pem")
+              + R"("}, "microscopes": [{"id": "demo", "uri": "sim://synthetic"}]})");
   EXPECT_FALSE (bad.start (10));
   EXPECT_NE (bad.error ().find (cert), std::string::npos) << bad.error ();
 }
@@ -420,7 +429,8 @@ TEST_F (Livemicrod, TenSessionsOverTwoProfilesRunTwoEncoders)
   for (int i = 0; i < 10; i++) {
     HttpReply s = d.create_session ("u" + std::to_string (i), i % 2 ? "guest" : "consultant");
     ASSERT_EQ (s.status, 201) << s.body;
-    players.push_back (std::make_unique<RtspPlayer> (s.str ("rtsp_url"), s.str ("id"), s.str ("token"), "tcp", false));
+    players.push_back (
+        std::make_unique<RtspPlayer> (s.str ("rtsp_url"), s.str ("id"), s.str ("token"), "tcp", false));
   }
   for (auto &p : players)
     EXPECT_TRUE (p->wait_frames (5, 20)) << p->error ();
@@ -428,7 +438,8 @@ TEST_F (Livemicrod, TenSessionsOverTwoProfilesRunTwoEncoders)
   EXPECT_EQ (d.metric ("livemicro_encoders{microscope=\"demo\"}"), 2);
   EXPECT_EQ (d.metric ("livemicro_sessions{microscope=\"demo\",role=\"guest\"}"), 5);
   EXPECT_EQ (d.metric ("livemicro_viewers{microscope=\"demo\",profile=\"guest\",transport=\"rtsp\"}"), 5);
-  EXPECT_EQ (d.metric ("livemicro_viewers{microscope=\"demo\",profile=\"consultant\",transport=\"rtsp\"}"), 5);
+  EXPECT_EQ (d.metric ("livemicro_viewers{microscope=\"demo\",profile=\"consultant\",transport=\"rtsp\"}"),
+             5);
 }
 
 // View branches come and go with their sessions (each role in turn, so each

@@ -55,59 +55,41 @@ TEST (LivemicrodHw, DevicesGoingAwayMarkTheMicroscopeOfflineAndItReconnects)
   ASSERT_TRUE (d.start ()) << d.error ();
   Scope s = scope_of (d);
   EXPECT_TRUE (s.online);
-  EXPECT_EQ (
-      s.uri.rfind (
-          "compose:?camera=aravis://127.0.0.1?roi=0,0,320,240%26timeout_ms=500",
-          0),
-      0u)
+  EXPECT_EQ (s.uri.rfind ("compose:?camera=aravis://127.0.0.1?roi=0,0,320,240%26timeout_ms=500", 0), 0u)
       << s.uri;
 
   HttpReply created = d.create_session ("alice", "owner", "lab");
   ASSERT_EQ (created.status, 201) << created.body;
   std::string session = created.str ("id");
-  RtspPlayer player (created.str ("rtsp_url"), session, created.str ("token"),
-                     "tcp", false);
+  RtspPlayer player (created.str ("rtsp_url"), session, created.str ("token"), "tcp", false);
   ASSERT_TRUE (player.wait_frames (10, 20)) << player.error () << d.log ();
 
   // The stage controller goes away.
   emu.control ("disconnect");
-  ASSERT_TRUE (eventually ([&] { return !scope_of (d).online; }, 10))
-      << d.log ();
+  ASSERT_TRUE (eventually ([&] { return !scope_of (d).online; }, 10)) << d.log ();
   s = scope_of (d);
-  EXPECT_NE (s.error.find ("GRBL controller on " + emu.link () + " is offline"),
-             std::string::npos)
+  EXPECT_NE (s.error.find ("GRBL controller on " + emu.link () + " is offline"), std::string::npos)
       << s.error;
-  EXPECT_NE (
-      d.request ("GET", "/healthz", "", "").body.find ("\"lab\":\"offline\""),
-      std::string::npos);
-  EXPECT_EQ (d.request ("GET", "/api/v1/sessions/" + session).status, 200)
-      << "the session stays";
+  EXPECT_NE (d.request ("GET", "/healthz", "", "").body.find ("\"lab\":\"offline\""), std::string::npos);
+  EXPECT_EQ (d.request ("GET", "/api/v1/sessions/" + session).status, 200) << "the session stays";
   int before = player.frames ();
-  EXPECT_TRUE (player.wait_frames (before + 10, 10))
-      << "the stream goes on while the stage is gone";
+  EXPECT_TRUE (player.wait_frames (before + 10, 10)) << "the stream goes on while the stage is gone";
   emu.control ("connect");
-  ASSERT_TRUE (eventually ([&] { return scope_of (d).online; }, 10))
-      << d.log ();
+  ASSERT_TRUE (eventually ([&] { return scope_of (d).online; }, 10)) << d.log ();
   EXPECT_EQ (scope_of (d).error, "");
 
   // The camera goes away: the viewers get the offline slate, then the camera
   // again.
   gv.unplug ();
-  ASSERT_TRUE (eventually ([&] { return !scope_of (d).online; }, 10))
-      << d.log ();
-  EXPECT_NE (scope_of (d).error.find ("camera aravis://127.0.0.1"),
-             std::string::npos)
-      << scope_of (d).error;
+  ASSERT_TRUE (eventually ([&] { return !scope_of (d).online; }, 10)) << d.log ();
+  EXPECT_NE (scope_of (d).error.find ("camera aravis://127.0.0.1"), std::string::npos) << scope_of (d).error;
   before = player.frames ();
-  EXPECT_TRUE (player.wait_frames (before + 10, 10))
-      << "no slate frames while the camera is gone";
+  EXPECT_TRUE (player.wait_frames (before + 10, 10)) << "no slate frames while the camera is gone";
   ASSERT_TRUE (gv.plug ());
-  ASSERT_TRUE (eventually ([&] { return scope_of (d).online; }, 15))
-      << d.log ();
+  ASSERT_TRUE (eventually ([&] { return scope_of (d).online; }, 15)) << d.log ();
   before = player.frames ();
   EXPECT_TRUE (player.wait_frames (before + 10, 10));
-  EXPECT_EQ (d.metric ("livemicro_worker_restarts_total{microscope=\"lab\"}"),
-             0)
+  EXPECT_EQ (d.metric ("livemicro_worker_restarts_total{microscope=\"lab\"}"), 0)
       << "the devices reconnected inside the running worker";
   EXPECT_EQ (d.request ("GET", "/api/v1/sessions/" + session).status, 200);
 }
@@ -118,12 +100,9 @@ TEST (LivemicrodHw, AMissingDeviceAtStartIsReportedAndRetried)
   Daemon d (R"({"microscopes": [{"id": "lab", "camera": "aravis://Fake_1",
       "stage": "grbl:///dev/ttyLIVEMICRO-NOPE", "objectives": [{"magnification": 10, "um_per_px": 0.69}]}]})");
   ASSERT_TRUE (d.start (30, false)) << d.error ();
-  ASSERT_TRUE (eventually ([&] { return !scope_of (d).error.empty (); }, 10))
-      << d.log ();
+  ASSERT_TRUE (eventually ([&] { return !scope_of (d).error.empty (); }, 10)) << d.log ();
   Scope s = scope_of (d);
   EXPECT_FALSE (s.online);
-  EXPECT_NE (
-      s.error.find ("serial port '/dev/ttyLIVEMICRO-NOPE' does not exist"),
-      std::string::npos)
+  EXPECT_NE (s.error.find ("serial port '/dev/ttyLIVEMICRO-NOPE' does not exist"), std::string::npos)
       << s.error;
 }

@@ -36,13 +36,13 @@ protected:
     s = d.create_session (user, role);
     ASSERT_EQ (s.status, 201) << s.body;
   }
-  Daemon d {kSmall};
+  Daemon d{kSmall};
   HttpReply s;
 };
 
 // What ffmpeg prints when the timestamps it is given are wrong.
 const char *kTimestampWarnings[] = {"non monotonically increasing dts", "Non-monotonous DTS",
-    "pts has no value", "Timestamps are unset", "non-strictly-monotonic"};
+                                    "pts has no value", "Timestamps are unset", "non-strictly-monotonic"};
 
 struct ProgramRun {
   int status = -1;
@@ -59,16 +59,17 @@ run (const std::vector<std::string> &args, double timeout_s)
     argv.push_back (a.c_str ());
   argv.push_back (nullptr);
   g_autoptr (GError) error = nullptr;
-  g_autoptr (GSubprocess) p = g_subprocess_newv (argv.data (),
-      (GSubprocessFlags) (G_SUBPROCESS_FLAGS_STDOUT_PIPE | G_SUBPROCESS_FLAGS_STDERR_PIPE |
-                          G_SUBPROCESS_FLAGS_STDIN_INHERIT),
-      &error);
+  g_autoptr (GSubprocess) p
+      = g_subprocess_newv (argv.data (),
+                           (GSubprocessFlags)(G_SUBPROCESS_FLAGS_STDOUT_PIPE | G_SUBPROCESS_FLAGS_STDERR_PIPE
+                                              | G_SUBPROCESS_FLAGS_STDIN_INHERIT),
+                           &error);
   if (!p) {
     r.err = error->message;
     return r;
   }
   std::thread killer ([&p, timeout_s] {
-    gint64 deadline = g_get_monotonic_time () + (gint64) (timeout_s * 1e6);
+    gint64 deadline = g_get_monotonic_time () + (gint64)(timeout_s * 1e6);
     while (g_get_monotonic_time () < deadline && g_subprocess_get_identifier (p))
       g_usleep (50000);
     if (g_subprocess_get_identifier (p))
@@ -119,8 +120,8 @@ timestamp_warnings (const std::string &ffmpeg_stderr)
   while (std::getline (in, line)) {
     if (line.find ("Timestamps are unset in a packet") != std::string::npos && first_frame_unset++ == 0)
       continue;
-    if (line.find ("Non-monotonous DTS") != std::string::npos &&
-        line.find ("previous: 0, current: 0;") != std::string::npos && first_frame_dts++ == 0)
+    if (line.find ("Non-monotonous DTS") != std::string::npos
+        && line.find ("previous: 0, current: 0;") != std::string::npos && first_frame_dts++ == 0)
       continue;
     for (const char *w : kTimestampWarnings)
       if (line.find (w) != std::string::npos)
@@ -141,7 +142,7 @@ rational (const char *text)
   int n = 0, d = 0;
   if (!text || sscanf (text, "%d/%d", &n, &d) != 2 || d == 0)
     return -1;
-  return (double) n / d;
+  return (double)n / d;
 }
 
 Probe
@@ -149,15 +150,16 @@ probe_mp4 (const std::string &path)
 {
   Probe p;
   ProgramRun r = run ({"ffprobe", "-v", "error", "-count_packets", "-select_streams", "v:0", "-show_entries",
-                   "format=duration:stream=avg_frame_rate,nb_read_packets", "-of", "json", path},
-      60);
+                       "format=duration:stream=avg_frame_rate,nb_read_packets", "-of", "json", path},
+                      60);
   p.json = r.out + r.err;
   g_autoptr (JsonParser) parser = json_parser_new ();
   if (!json_parser_load_from_data (parser, r.out.c_str (), -1, nullptr))
     return p;
   JsonObject *root = json_node_get_object (json_parser_get_root (parser));
   if (JsonObject *format = json_object_get_object_member (root, "format"))
-    p.duration_s = g_ascii_strtod (json_object_get_string_member_with_default (format, "duration", "-1"), nullptr);
+    p.duration_s
+        = g_ascii_strtod (json_object_get_string_member_with_default (format, "duration", "-1"), nullptr);
   JsonArray *streams = json_object_get_array_member (root, "streams");
   if (streams && json_array_get_length (streams) > 0) {
     JsonObject *v = json_array_get_object_element (streams, 0);
@@ -173,11 +175,11 @@ ProgramRun
 ffmpeg_record (const std::string &url, const std::string &out, int seconds)
 {
   return run ({"ffmpeg", "-nostdin", "-hide_banner", "-y", "-rtsp_transport", "tcp", "-i", url, "-c", "copy",
-                  "-t", std::to_string (seconds), out},
-      seconds + 60.0);
+               "-t", std::to_string (seconds), out},
+              seconds + 60.0);
 }
 
-}  // namespace
+} // namespace
 
 TEST_F (Players, FfmpegRecordsTheRtspStreamIntoMp4WithoutTimestampWarnings)
 {
@@ -204,9 +206,10 @@ TEST_F (Players, FfprobeShowsWhichMicroscopeAndViewTheStreamIs)
   if (!have ("ffprobe"))
     GTEST_SKIP () << "ffmpeg is not installed (scripts/install-deps.sh installs it)";
   ASSERT_NO_FATAL_FAILURE (serve ("carl", "consultant"));
-  ProgramRun r = run ({"ffprobe", "-v", "error", "-rtsp_transport", "tcp", "-show_entries", "format_tags=title", "-of",
-                   "default=noprint_wrappers=1:nokey=1", rtsp_with_credentials (s)},
-      60);
+  ProgramRun r
+      = run ({"ffprobe", "-v", "error", "-rtsp_transport", "tcp", "-show_entries", "format_tags=title", "-of",
+              "default=noprint_wrappers=1:nokey=1", rtsp_with_credentials (s)},
+             60);
   EXPECT_EQ (r.status, 0) << r.err;
   EXPECT_EQ (r.out, "LiveMicro demo \u2014 consultant view\n") << r.err;
 }
@@ -225,12 +228,13 @@ TEST_F (Players, FfmpegRecordsAcrossAWorkerRestartWithoutTimestampWarnings)
   std::thread recorder ([&] { r = ffmpeg_record (rtsp_with_credentials (s), out, 7); });
   // Kill the worker once ffmpeg plays (the daemon counts it) and has
   // recorded for a while.
-  const std::string players = "livemicro_viewers{microscope=\"demo\",profile=\"consultant\",transport=\"rtsp\"}";
+  const std::string players
+      = "livemicro_viewers{microscope=\"demo\",profile=\"consultant\",transport=\"rtsp\"}";
   gint64 deadline = g_get_monotonic_time () + 30 * G_USEC_PER_SEC;
   while (g_get_monotonic_time () < deadline && d.metric (players) < 1)
     g_usleep (100000);
   g_usleep (2000000);
-  EXPECT_EQ (kill ((pid_t) pid, SIGKILL), 0);
+  EXPECT_EQ (kill ((pid_t)pid, SIGKILL), 0);
   recorder.join ();
   ASSERT_EQ (r.status, 0) << r.err;
   EXPECT_EQ (timestamp_warnings (r.err), "") << r.err;
@@ -240,9 +244,9 @@ TEST_F (Players, FfmpegRecordsAcrossAWorkerRestartWithoutTimestampWarnings)
   EXPECT_LE (p.duration_s, 8.0) << p.json;
   // The time the worker took to come back is a gap in the timestamps (the
   // capture clock's), not squeezed out: the longest step between frames.
-  ProgramRun pts = run ({"ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries", "packet=pts_time", "-of",
-                           "csv=p=0", out},
-      60);
+  ProgramRun pts = run ({"ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
+                         "packet=pts_time", "-of", "csv=p=0", out},
+                        60);
   double last = -1, longest = 0;
   std::istringstream times (pts.out);
   for (std::string t; std::getline (times, t);) {
@@ -264,7 +268,7 @@ TEST_F (Players, WhepClientDecodesTheSessionsViewAndDeleteEndsIt)
   const std::string id = s.str ("id"), token = s.str ("token");
   const std::string viewers = "livemicro_viewers{microscope=\"demo\",profile=\"guest\",transport=\"webrtc\"}";
   {
-    WebRtcClient c (WebRtcClient::Whep {}, d.http_port (), id, token);
+    WebRtcClient c (WebRtcClient::Whep{}, d.http_port (), id, token);
     ASSERT_EQ (c.whep_status (), 201) << c.whep_answer () << "\n" << d.log ();
     EXPECT_EQ (c.whep_content_type (), "application/sdp");
     EXPECT_EQ (c.whep_location ().rfind ("/whep/" + id + "/", 0), 0u) << c.whep_location ();
@@ -295,7 +299,7 @@ TEST_F (Players, DeletingWhepPeersGivesBackTheirFdsAndThreads)
   ASSERT_NO_FATAL_FAILURE (serve ("carl", "consultant"));
   const std::string id = s.str ("id"), token = s.str ("token");
   auto cycle = [&] {
-    WebRtcClient c (WebRtcClient::Whep {}, d.http_port (), id, token);
+    WebRtcClient c (WebRtcClient::Whep{}, d.http_port (), id, token);
     EXPECT_EQ (c.whep_status (), 201) << c.whep_answer ();
     EXPECT_TRUE (c.wait_frames (10, 40)) << c.frames () << " frames";
     EXPECT_EQ (c.remove (), 204);
@@ -318,7 +322,8 @@ TEST_F (Players, DeletingWhepPeersGivesBackTheirFdsAndThreads)
   livemicro::test::ProcessUsage after = settled (before.fds, before.threads);
   EXPECT_LE (after.fds, before.fds) << "fds " << before.fds << " → " << after.fds;
   EXPECT_LE (after.threads, before.threads) << "threads " << before.threads << " → " << after.threads;
-  EXPECT_EQ (d.metric ("livemicro_viewers{microscope=\"demo\",profile=\"consultant\",transport=\"webrtc\"}"), 0);
+  EXPECT_EQ (d.metric ("livemicro_viewers{microscope=\"demo\",profile=\"consultant\",transport=\"webrtc\"}"),
+             0);
 }
 
 TEST_F (Players, WhepRefusesBadTokensBadOffersAndOtherMethods)
@@ -329,13 +334,14 @@ TEST_F (Players, WhepRefusesBadTokensBadOffersAndOtherMethods)
   const std::string id = s.str ("id"), token = s.str ("token"), path = "/whep/" + id;
   const std::string sdp = "application/sdp";
   // A well-formed offer from a real client, for the token cases.
-  const std::string good =
-      "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n"
-      "m=video 9 UDP/TLS/RTP/SAVPF 102\r\nc=IN IP4 0.0.0.0\r\na=ice-ufrag:abcd\r\n"
-      "a=ice-pwd:abcdefghijklmnopqrstuvwx\r\n"
-      "a=fingerprint:sha-256 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:"
-      "CC:DD:EE:FF\r\na=setup:actpass\r\na=mid:0\r\na=recvonly\r\na=rtcp-mux\r\n"
-      "a=rtpmap:102 H264/90000\r\na=fmtp:102 packetization-mode=1;profile-level-id=42e01f\r\n";
+  const std::string good
+      = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n"
+        "m=video 9 UDP/TLS/RTP/SAVPF 102\r\nc=IN IP4 0.0.0.0\r\na=ice-ufrag:abcd\r\n"
+        "a=ice-pwd:abcdefghijklmnopqrstuvwx\r\n"
+        "a=fingerprint:sha-256 "
+        "00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:"
+        "CC:DD:EE:FF\r\na=setup:actpass\r\na=mid:0\r\na=recvonly\r\na=rtcp-mux\r\n"
+        "a=rtpmap:102 H264/90000\r\na=fmtp:102 packetization-mode=1;profile-level-id=42e01f\r\n";
   struct Case {
     const char *method;
     std::string path, body, token, type;
@@ -354,28 +360,31 @@ TEST_F (Players, WhepRefusesBadTokensBadOffersAndOtherMethods)
       {"POST", path, good.substr (0, good.find ("a=ice-ufrag")), token, sdp, 400},
       {"POST", path, good, token, "application/json", 415},
       {"POST", path, std::string (200 * 1024, 'v'), token, sdp, 413},
-      {"POST", path, "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
-                     "m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=ice-ufrag:a\r\na=ice-pwd:b\r\na=fingerprint:sha-256 00\r\n"
-                     "a=recvonly\r\na=rtpmap:96 VP8/90000\r\n",
-          token, sdp, 422},
+      {"POST", path,
+       "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
+       "m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=ice-ufrag:a\r\na=ice-pwd:b\r\na=fingerprint:sha-256 00\r\n"
+       "a=recvonly\r\na=rtpmap:96 VP8/90000\r\n",
+       token, sdp, 422},
       {"GET", path, "", token, sdp, 405},
       {"PUT", path, good, token, sdp, 405},
-      {"PATCH", path + "/0123456789abcdef0123456789abcdef", "a=candidate:1 1 udp 1 127.0.0.1 9 typ host", token,
-          "application/trickle-ice-sdpfrag", 405},
+      {"PATCH", path + "/0123456789abcdef0123456789abcdef", "a=candidate:1 1 udp 1 127.0.0.1 9 typ host",
+       token, "application/trickle-ice-sdpfrag", 405},
       {"DELETE", path + "/0123456789abcdef0123456789abcdef", "", token, sdp, 404},
   };
   for (const Case &c : cases) {
     HttpReply r = d.request (c.method, c.path, c.body, c.token, c.type);
-    EXPECT_EQ (r.status, c.status) << c.method << " " << c.path << " " << c.body.substr (0, 40) << " → " << r.body;
+    EXPECT_EQ (r.status, c.status) << c.method << " " << c.path << " " << c.body.substr (0, 40) << " → "
+                                   << r.body;
     EXPECT_TRUE (r.location.empty ()) << "nothing created: " << r.location;
   }
-  EXPECT_EQ (d.metric ("livemicro_viewers{microscope=\"demo\",profile=\"consultant\",transport=\"webrtc\"}"), 0);
+  EXPECT_EQ (d.metric ("livemicro_viewers{microscope=\"demo\",profile=\"consultant\",transport=\"webrtc\"}"),
+             0);
 }
 
 TEST_F (Players, EndingTheSessionEndsItsWhepPeers)
 {
   ASSERT_NO_FATAL_FAILURE (serve ("carl", "consultant"));
-  WebRtcClient c (WebRtcClient::Whep {}, d.http_port (), s.str ("id"), s.str ("token"));
+  WebRtcClient c (WebRtcClient::Whep{}, d.http_port (), s.str ("id"), s.str ("token"));
   ASSERT_EQ (c.whep_status (), 201) << c.whep_answer ();
   ASSERT_TRUE (c.wait_frames (10, 40)) << c.frames () << " frames";
   EXPECT_EQ (d.request ("DELETE", "/api/v1/sessions/" + s.str ("id")).status, 204);
@@ -393,7 +402,8 @@ TEST_F (Players, TheViewerPagePlaysThroughWhepInChromium)
   ASSERT_NO_FATAL_FAILURE (serve ("carl", "consultant"));
   std::string url = s.str ("viewer_url");
   url.insert (url.find ('#'), "?whep=1");
-  const std::string viewers = "livemicro_viewers{microscope=\"demo\",profile=\"consultant\",transport=\"webrtc\"}";
+  const std::string viewers
+      = "livemicro_viewers{microscope=\"demo\",profile=\"consultant\",transport=\"webrtc\"}";
   // ICE can fail on a first try on a loaded machine: the page starts over
   // by itself (a new WHEP resource, the old one deleted).
   livemicro::test::ChromiumPage page (url);
@@ -401,7 +411,8 @@ TEST_F (Players, TheViewerPagePlaysThroughWhepInChromium)
   bool played = page.wait_true ("window.livemicro && window.livemicro.framesDecoded >= 30", 60);
   std::string state = page.evaluate (
       "({whep: livemicro.whep, resource: livemicro.whepResource, decoded: livemicro.framesDecoded, "
-      "ice: livemicro.iceState, notice: livemicro.lastNotice, conn: document.getElementById('conn').textContent})");
+      "ice: livemicro.iceState, notice: livemicro.lastNotice, conn: "
+      "document.getElementById('conn').textContent})");
   ASSERT_TRUE (played) << state << "\n" << d.log ();
   EXPECT_NE (state.find ("\"whep\":true"), std::string::npos) << state;
   EXPECT_NE (state.find ("\"resource\":\"/whep/" + s.str ("id") + "/"), std::string::npos) << state;

@@ -39,7 +39,8 @@ public:
   }
   // WHEP: returns once the offer was answered (or refused: whep_status ()).
   struct Whep {};
-  WebRtcClient (Whep, int http_port, const std::string &session_id, const std::string &token, bool decode = true)
+  WebRtcClient (Whep, int http_port, const std::string &session_id, const std::string &token,
+                bool decode = true)
       : url_ ("http://127.0.0.1:" + std::to_string (http_port) + "/whep/" + session_id), token_ (token),
         origin_ ("http://127.0.0.1:" + std::to_string (http_port)), whep_ (true), decode_ (decode)
   {
@@ -54,7 +55,7 @@ public:
   // Waits until `n` RTP packets arrived; false on timeout.
   bool wait_packets (int n, double timeout_s)
   {
-    gint64 deadline = g_get_monotonic_time () + (gint64) (timeout_s * 1e6);
+    gint64 deadline = g_get_monotonic_time () + (gint64)(timeout_s * 1e6);
     while (g_get_monotonic_time () < deadline) {
       if (packets_ >= n)
         return true;
@@ -66,7 +67,7 @@ public:
   // Waits until `n` frames were decoded (decode = true); false on timeout.
   bool wait_frames (int n, double timeout_s)
   {
-    gint64 deadline = g_get_monotonic_time () + (gint64) (timeout_s * 1e6);
+    gint64 deadline = g_get_monotonic_time () + (gint64)(timeout_s * 1e6);
     while (g_get_monotonic_time () < deadline && frames_ < n)
       g_usleep (5000);
     return frames_ >= n;
@@ -91,13 +92,16 @@ public:
   {
     if (!loop_)
       return;
-    g_main_context_invoke (ctx_, [] (gpointer d) -> gboolean {
-      auto *self = static_cast<WebRtcClient *> (d);
-      if (self->conn_ && soup_websocket_connection_get_state (self->conn_) == SOUP_WEBSOCKET_STATE_OPEN)
-        soup_websocket_connection_close (self->conn_, SOUP_WEBSOCKET_CLOSE_NORMAL, nullptr);
-      g_main_loop_quit (self->loop_);
-      return G_SOURCE_REMOVE;
-    }, this);
+    g_main_context_invoke (
+        ctx_,
+        [] (gpointer d) -> gboolean {
+          auto *self = static_cast<WebRtcClient *> (d);
+          if (self->conn_ && soup_websocket_connection_get_state (self->conn_) == SOUP_WEBSOCKET_STATE_OPEN)
+            soup_websocket_connection_close (self->conn_, SOUP_WEBSOCKET_CLOSE_NORMAL, nullptr);
+          g_main_loop_quit (self->loop_);
+          return G_SOURCE_REMOVE;
+        },
+        this);
     thread_.join ();
     loop_ = nullptr;
   }
@@ -128,7 +132,8 @@ private:
     if (!strcmp (type, "offer")) {
       GstSDPMessage *sdp = nullptr;
       gst_sdp_message_new_from_text (json_object_get_string_member_with_default (o, "sdp", ""), &sdp);
-      GstWebRTCSessionDescription *offer = gst_webrtc_session_description_new (GST_WEBRTC_SDP_TYPE_OFFER, sdp);
+      GstWebRTCSessionDescription *offer
+          = gst_webrtc_session_description_new (GST_WEBRTC_SDP_TYPE_OFFER, sdp);
       GstPromise *p = gst_promise_new_with_change_func (
           [] (GstPromise *p, gpointer d) {
             gst_promise_unref (p);
@@ -148,12 +153,15 @@ private:
                   std::string sdp_text = text;
                   gst_webrtc_session_description_free (a);
                   auto *args = new std::pair<WebRtcClient *, std::string> (self, sdp_text);
-                  g_main_context_invoke (self->ctx_, [] (gpointer d) -> gboolean {
-                    std::unique_ptr<std::pair<WebRtcClient *, std::string>> a (
-                        static_cast<std::pair<WebRtcClient *, std::string> *> (d));
-                    a->first->send ("answer", "sdp", a->second);
-                    return G_SOURCE_REMOVE;
-                  }, args);
+                  g_main_context_invoke (
+                      self->ctx_,
+                      [] (gpointer d) -> gboolean {
+                        std::unique_ptr<std::pair<WebRtcClient *, std::string>> a (
+                            static_cast<std::pair<WebRtcClient *, std::string> *> (d));
+                        a->first->send ("answer", "sdp", a->second);
+                        return G_SOURCE_REMOVE;
+                      },
+                      args);
                 },
                 self, nullptr);
             g_signal_emit_by_name (self->webrtc_, "create-answer", nullptr, answer);
@@ -163,7 +171,7 @@ private:
       gst_webrtc_session_description_free (offer);
     } else if (!strcmp (type, "ice")) {
       const char *c = json_object_get_string_member_with_default (o, "candidate", "");
-      guint mline = (guint) json_object_get_int_member_with_default (o, "sdpMLineIndex", 0);
+      guint mline = (guint)json_object_get_int_member_with_default (o, "sdpMLineIndex", 0);
       if (*c)
         g_signal_emit_by_name (webrtc_, "add-ice-candidate", mline, c);
     }
@@ -177,7 +185,7 @@ private:
   static gboolean send_candidate (gpointer d)
   {
     std::unique_ptr<Candidate> c (static_cast<Candidate *> (d));
-    c->self->send ("ice", "candidate", c->candidate, "sdpMLineIndex", (int) c->mline);
+    c->self->send ("ice", "candidate", c->candidate, "sdpMLineIndex", (int)c->mline);
     return G_SOURCE_REMOVE;
   }
 
@@ -196,66 +204,81 @@ private:
     if (ice) {
       gboolean ok = FALSE;
       g_signal_emit_by_name (ice, "add-local-ip-address", "127.0.0.1", &ok);
-      GObject *nice = nullptr;  // no UPnP: it only races for ports here
+      GObject *nice = nullptr; // no UPnP: it only races for ports here
       g_object_get (ice, "agent", &nice, nullptr);
       if (nice)
         g_object_set (nice, "upnp", FALSE, nullptr);
       g_clear_object (&nice);
       g_object_unref (ice);
     }
-    g_signal_connect (webrtc_, "on-ice-candidate", G_CALLBACK (+[] (GstElement *, guint mline, gchar *cand, gpointer d) {
-      auto *self = static_cast<WebRtcClient *> (d);
-      g_main_context_invoke (self->ctx_, send_candidate, new Candidate {self, cand, mline});
-    }), this);
-    g_signal_connect (webrtc_, "pad-added", G_CALLBACK (+[] (GstElement *, GstPad *pad, gpointer d) {
-      auto *self = static_cast<WebRtcClient *> (d);
-      if (GST_PAD_DIRECTION (pad) != GST_PAD_SRC)
-        return;
-      if (self->decode_) {  // depayload, decode, count pictures
-        GstElement *bin = gst_parse_bin_from_description (
-            "rtph264depay ! h264parse ! avdec_h264 ! fakesink name=frames sync=false async=false signal-handoffs=true",
-            TRUE, nullptr);
-        GstElement *frames = gst_bin_get_by_name (GST_BIN (bin), "frames");
-        g_signal_connect (frames, "handoff", G_CALLBACK (+[] (GstElement *, GstBuffer *, GstPad *, gpointer d) {
-          static_cast<WebRtcClient *> (d)->frames_++;
-        }), self);
-        gst_object_unref (frames);
-        GstPad *in = gst_element_get_static_pad (bin, "sink");
-        gst_pad_add_probe (in, GST_PAD_PROBE_TYPE_BUFFER, [] (GstPad *, GstPadProbeInfo *, gpointer d) {
-          static_cast<WebRtcClient *> (d)->packets_++;
-          return GST_PAD_PROBE_OK;
-        }, self, nullptr);
-        gst_bin_add (GST_BIN (self->pipeline_), bin);
-        gst_element_sync_state_with_parent (bin);
-        gst_pad_link (pad, in);
-        gst_object_unref (in);
-        return;
-      }
-      GstElement *sink = gst_element_factory_make ("fakesink", nullptr);
-      g_object_set (sink, "sync", FALSE, "async", FALSE, "signal-handoffs", TRUE, nullptr);
-      g_signal_connect (sink, "handoff", G_CALLBACK (+[] (GstElement *, GstBuffer *, GstPad *, gpointer d) {
-        static_cast<WebRtcClient *> (d)->packets_++;
-      }), self);
-      gst_bin_add (GST_BIN (self->pipeline_), sink);
-      gst_element_sync_state_with_parent (sink);
-      GstPad *sinkpad = gst_element_get_static_pad (sink, "sink");
-      gst_pad_link (pad, sinkpad);
-      gst_object_unref (sinkpad);
-    }), this);
+    g_signal_connect (webrtc_, "on-ice-candidate",
+                      G_CALLBACK (+[] (GstElement *, guint mline, gchar *cand, gpointer d) {
+                        auto *self = static_cast<WebRtcClient *> (d);
+                        g_main_context_invoke (self->ctx_, send_candidate, new Candidate{self, cand, mline});
+                      }),
+                      this);
+    g_signal_connect (
+        webrtc_, "pad-added", G_CALLBACK (+[] (GstElement *, GstPad *pad, gpointer d) {
+          auto *self = static_cast<WebRtcClient *> (d);
+          if (GST_PAD_DIRECTION (pad) != GST_PAD_SRC)
+            return;
+          if (self->decode_) { // depayload, decode, count pictures
+            GstElement *bin
+                = gst_parse_bin_from_description ("rtph264depay ! h264parse ! avdec_h264 ! fakesink "
+                                                  "name=frames sync=false async=false signal-handoffs=true",
+                                                  TRUE, nullptr);
+            GstElement *frames = gst_bin_get_by_name (GST_BIN (bin), "frames");
+            g_signal_connect (frames, "handoff",
+                              G_CALLBACK (+[] (GstElement *, GstBuffer *, GstPad *, gpointer d) {
+                                static_cast<WebRtcClient *> (d)->frames_++;
+                              }),
+                              self);
+            gst_object_unref (frames);
+            GstPad *in = gst_element_get_static_pad (bin, "sink");
+            gst_pad_add_probe (
+                in, GST_PAD_PROBE_TYPE_BUFFER,
+                [] (GstPad *, GstPadProbeInfo *, gpointer d) {
+                  static_cast<WebRtcClient *> (d)->packets_++;
+                  return GST_PAD_PROBE_OK;
+                },
+                self, nullptr);
+            gst_bin_add (GST_BIN (self->pipeline_), bin);
+            gst_element_sync_state_with_parent (bin);
+            gst_pad_link (pad, in);
+            gst_object_unref (in);
+            return;
+          }
+          GstElement *sink = gst_element_factory_make ("fakesink", nullptr);
+          g_object_set (sink, "sync", FALSE, "async", FALSE, "signal-handoffs", TRUE, nullptr);
+          g_signal_connect (sink, "handoff",
+                            G_CALLBACK (+[] (GstElement *, GstBuffer *, GstPad *, gpointer d) {
+                              static_cast<WebRtcClient *> (d)->packets_++;
+                            }),
+                            self);
+          gst_bin_add (GST_BIN (self->pipeline_), sink);
+          gst_element_sync_state_with_parent (sink);
+          GstPad *sinkpad = gst_element_get_static_pad (sink, "sink");
+          gst_pad_link (pad, sinkpad);
+          gst_object_unref (sinkpad);
+        }),
+        this);
     if (whep_) {
       GstCaps *caps = gst_caps_from_string ("application/x-rtp,media=video,encoding-name=H264,payload=102,"
                                             "clock-rate=90000,packetization-mode=(string)1,"
                                             "profile-level-id=(string)42e01f");
       GstWebRTCRTPTransceiver *trans = nullptr;
-      g_signal_emit_by_name (webrtc_, "add-transceiver", GST_WEBRTC_RTP_TRANSCEIVER_DIRECTION_RECVONLY, caps, &trans);
+      g_signal_emit_by_name (webrtc_, "add-transceiver", GST_WEBRTC_RTP_TRANSCEIVER_DIRECTION_RECVONLY, caps,
+                             &trans);
       gst_caps_unref (caps);
       if (trans)
         gst_object_unref (trans);
-      g_signal_connect (webrtc_, "on-ice-candidate", G_CALLBACK (+[] (GstElement *, guint mline, gchar *cand, gpointer d) {
-        auto *self = static_cast<WebRtcClient *> (d);
-        std::lock_guard<std::mutex> lock (self->mutex_);
-        self->candidates_.emplace_back (mline, cand ? cand : "");
-      }), this);
+      g_signal_connect (webrtc_, "on-ice-candidate",
+                        G_CALLBACK (+[] (GstElement *, guint mline, gchar *cand, gpointer d) {
+                          auto *self = static_cast<WebRtcClient *> (d);
+                          std::lock_guard<std::mutex> lock (self->mutex_);
+                          self->candidates_.emplace_back (mline, cand ? cand : "");
+                        }),
+                        this);
     }
     gst_element_set_state (pipeline_, GST_STATE_PLAYING);
 
@@ -264,26 +287,31 @@ private:
     if (whep_)
       negotiate_whep ();
     else
-      soup_session_websocket_connect_async (session, msg, nullptr, nullptr, G_PRIORITY_DEFAULT, nullptr,
-        [] (GObject *src, GAsyncResult *res, gpointer d) {
-          auto *self = static_cast<WebRtcClient *> (d);
-          self->conn_ = soup_session_websocket_connect_finish (SOUP_SESSION (src), res, nullptr);
-          if (!self->conn_)
-            return;
-          g_signal_connect (self->conn_, "message", G_CALLBACK (+[] (SoupWebsocketConnection *, gint, GBytes *b, gpointer d) {
-            gsize len = 0;
-            const char *data = static_cast<const char *> (g_bytes_get_data (b, &len));
-            g_autoptr (JsonParser) p = json_parser_new ();
-            if (json_parser_load_from_data (p, data, (gssize) len, nullptr) &&
-                JSON_NODE_HOLDS_OBJECT (json_parser_get_root (p)))
-              static_cast<WebRtcClient *> (d)->on_message (json_node_get_object (json_parser_get_root (p)));
-          }), self);
-          g_signal_connect (self->conn_, "closed", G_CALLBACK (+[] (SoupWebsocketConnection *, gpointer d) {
-            static_cast<WebRtcClient *> (d)->closed_ = true;
-          }), self);
-          self->send ("hello", "token", self->token_);
-        },
-        this);
+      soup_session_websocket_connect_async (
+          session, msg, nullptr, nullptr, G_PRIORITY_DEFAULT, nullptr,
+          [] (GObject *src, GAsyncResult *res, gpointer d) {
+            auto *self = static_cast<WebRtcClient *> (d);
+            self->conn_ = soup_session_websocket_connect_finish (SOUP_SESSION (src), res, nullptr);
+            if (!self->conn_)
+              return;
+            g_signal_connect (self->conn_, "message",
+                              G_CALLBACK (+[] (SoupWebsocketConnection *, gint, GBytes *b, gpointer d) {
+                                gsize len = 0;
+                                const char *data = static_cast<const char *> (g_bytes_get_data (b, &len));
+                                g_autoptr (JsonParser) p = json_parser_new ();
+                                if (json_parser_load_from_data (p, data, (gssize)len, nullptr)
+                                    && JSON_NODE_HOLDS_OBJECT (json_parser_get_root (p)))
+                                  static_cast<WebRtcClient *> (d)->on_message (
+                                      json_node_get_object (json_parser_get_root (p)));
+                              }),
+                              self);
+            g_signal_connect (self->conn_, "closed", G_CALLBACK (+[] (SoupWebsocketConnection *, gpointer d) {
+                                static_cast<WebRtcClient *> (d)->closed_ = true;
+                              }),
+                              self);
+            self->send ("hello", "token", self->token_);
+          },
+          this);
     {
       std::lock_guard<std::mutex> lock (mutex_);
       started_ = true;
@@ -312,7 +340,7 @@ private:
   };
   // One HTTP request (on the calling thread, blocking).
   static Reply http (const char *method, const std::string &url, const std::string &token,
-      const std::string &sdp, const char *content_type)
+                     const std::string &sdp, const char *content_type)
   {
     Reply r;
     g_autoptr (SoupSession) session = soup_session_new_with_options ("timeout", 30, nullptr);
@@ -320,7 +348,8 @@ private:
     if (!msg)
       return r;
     if (!token.empty ())
-      soup_message_headers_replace (soup_message_get_request_headers (msg), "Authorization", ("Bearer " + token).c_str ());
+      soup_message_headers_replace (soup_message_get_request_headers (msg), "Authorization",
+                                    ("Bearer " + token).c_str ());
     if (content_type) {
       g_autoptr (GBytes) b = g_bytes_new (sdp.data (), sdp.size ());
       soup_message_set_request_body_from_bytes (msg, content_type, b);
@@ -328,12 +357,13 @@ private:
     g_autoptr (GBytes) out = soup_session_send_and_read (session, msg, nullptr, nullptr);
     if (!out)
       return r;
-    r.status = (int) soup_message_get_status (msg);
+    r.status = (int)soup_message_get_status (msg);
     gsize len = 0;
     const char *data = static_cast<const char *> (g_bytes_get_data (out, &len));
     r.body.assign (data ? data : "", len);
     SoupMessageHeaders *h = soup_message_get_response_headers (msg);
-    const char *t = soup_message_headers_get_one (h, "Content-Type"), *l = soup_message_headers_get_one (h, "Location");
+    const char *t = soup_message_headers_get_one (h, "Content-Type"),
+               *l = soup_message_headers_get_one (h, "Location");
     r.content_type = t ? t : "";
     r.location = l ? l : "";
     return r;
@@ -347,7 +377,8 @@ private:
     g_signal_emit_by_name (webrtc_, "create-offer", nullptr, p);
     GstWebRTCSessionDescription *offer = nullptr;
     if (gst_promise_wait (p) == GST_PROMISE_RESULT_REPLIED && gst_promise_get_reply (p))
-      gst_structure_get (gst_promise_get_reply (p), "offer", GST_TYPE_WEBRTC_SESSION_DESCRIPTION, &offer, nullptr);
+      gst_structure_get (gst_promise_get_reply (p), "offer", GST_TYPE_WEBRTC_SESSION_DESCRIPTION, &offer,
+                         nullptr);
     gst_promise_unref (p);
     if (!offer)
       return;
@@ -396,7 +427,8 @@ private:
     GstSDPMessage *answer_sdp = nullptr;
     if (gst_sdp_message_new_from_text (r.body.c_str (), &answer_sdp) != GST_SDP_OK || !answer_sdp)
       return;
-    GstWebRTCSessionDescription *answer = gst_webrtc_session_description_new (GST_WEBRTC_SDP_TYPE_ANSWER, answer_sdp);
+    GstWebRTCSessionDescription *answer
+        = gst_webrtc_session_description_new (GST_WEBRTC_SDP_TYPE_ANSWER, answer_sdp);
     GstPromise *applied = gst_promise_new ();
     g_signal_emit_by_name (webrtc_, "set-remote-description", answer, applied);
     gst_promise_wait (applied);
@@ -408,8 +440,8 @@ private:
   bool whep_ = false, decode_ = false;
   int whep_status_ = 0;
   std::string whep_answer_, whep_content_type_, whep_location_;
-  std::vector<std::pair<guint, std::string>> candidates_;  // WHEP: our own, for the offer
-  std::atomic<int> frames_ {0};
+  std::vector<std::pair<guint, std::string>> candidates_; // WHEP: our own, for the offer
+  std::atomic<int> frames_{0};
   std::thread thread_;
   GMainContext *ctx_ = nullptr;
   GMainLoop *loop_ = nullptr;
@@ -418,8 +450,8 @@ private:
   std::mutex mutex_;
   std::condition_variable cv_;
   bool started_ = false;
-  std::atomic<int> packets_ {0};
-  std::atomic<bool> closed_ {false};
+  std::atomic<int> packets_{0};
+  std::atomic<bool> closed_{false};
 };
 
-}  // namespace livemicro::test
+} // namespace livemicro::test

@@ -19,7 +19,7 @@ open_sim (const std::string &uri)
   return std::unique_ptr<sim::SimMicroscope> (dynamic_cast<sim::SimMicroscope *> (m.release ()));
 }
 
-}  // namespace
+} // namespace
 
 TEST (Autofocus, SharpnessPeaksAtBestFocus)
 {
@@ -79,11 +79,11 @@ TEST (Autofocus, StopsWhenTheMeasurementIsAborted)
 {
   int calls = 0;
   AutofocusResult r = autofocus (1000, 0, 2000, AutofocusPlan::for_objective (0.65, 0.25),
-      [&] (double) -> std::optional<double> {
-        if (++calls > 3)
-          return std::nullopt;
-        return 1.0;
-      });
+                                 [&] (double) -> std::optional<double> {
+                                   if (++calls > 3)
+                                     return std::nullopt;
+                                   return 1.0;
+                                 });
   EXPECT_FALSE (r.ok);
   EXPECT_EQ (calls, 4);
 }

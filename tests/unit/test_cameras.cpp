@@ -34,10 +34,8 @@ mosaic (const std::string &pattern, cv::Size size, cv::Mat *truth = nullptr)
 {
   cv::Mat rgb (size, CV_8UC3, cv::Scalar (0, 0, 0));
   rgb.colRange (0, size.width / 3).setTo (cv::Scalar (200, 20, 20));
-  rgb.colRange (size.width / 3, 2 * size.width / 3)
-      .setTo (cv::Scalar (20, 200, 20));
-  rgb.colRange (2 * size.width / 3, size.width)
-      .setTo (cv::Scalar (20, 20, 200));
+  rgb.colRange (size.width / 3, 2 * size.width / 3).setTo (cv::Scalar (20, 200, 20));
+  rgb.colRange (2 * size.width / 3, size.width).setTo (cv::Scalar (20, 20, 200));
   cv::Mat raw (size, CV_8UC1);
   for (int y = 0; y < size.height; y++)
     for (int x = 0; x < size.width; x++) {
@@ -51,17 +49,13 @@ mosaic (const std::string &pattern, cv::Size size, cv::Mat *truth = nullptr)
 }
 
 void
-fill_bayer_rg (ArvBuffer *buffer, void *fake, guint32, guint32,
-               ArvPixelFormat format)
+fill_bayer_rg (ArvBuffer *buffer, void *fake, guint32, guint32, ArvPixelFormat format)
 {
   size_t size = 0;
-  auto *data = static_cast<uint8_t *> (
-      const_cast<void *> (arv_buffer_get_data (buffer, &size)));
+  auto *data = static_cast<uint8_t *> (const_cast<void *> (arv_buffer_get_data (buffer, &size)));
   guint32 w = 0, h = 0;
-  arv_fake_camera_read_register (static_cast<ArvFakeCamera *> (fake),
-                                 ARV_FAKE_CAMERA_REGISTER_WIDTH, &w);
-  arv_fake_camera_read_register (static_cast<ArvFakeCamera *> (fake),
-                                 ARV_FAKE_CAMERA_REGISTER_HEIGHT, &h);
+  arv_fake_camera_read_register (static_cast<ArvFakeCamera *> (fake), ARV_FAKE_CAMERA_REGISTER_WIDTH, &w);
+  arv_fake_camera_read_register (static_cast<ArvFakeCamera *> (fake), ARV_FAKE_CAMERA_REGISTER_HEIGHT, &h);
   // The buffer holds the camera's payload (w×h bytes for 8-bit Bayer); its
   // received size is set only after the pattern is drawn.
   (void)size;
@@ -84,10 +78,7 @@ TEST (Pixels, DemosaicsEveryBayerOrderToTheRightColours)
 {
   const struct {
     const char *genicam, *pattern;
-  } cases[] = {{"BayerRG8", "RGGB"},
-               {"BayerBG8", "BGGR"},
-               {"BayerGB8", "GBRG"},
-               {"BayerGR8", "GRBG"}};
+  } cases[] = {{"BayerRG8", "RGGB"}, {"BayerBG8", "BGGR"}, {"BayerGB8", "GBRG"}, {"BayerGR8", "GRBG"}};
   for (auto c : cases) {
     camera::PixelLayout l;
     ASSERT_TRUE (camera::layout_of_genicam (c.genicam, l)) << c.genicam;
@@ -97,8 +88,7 @@ TEST (Pixels, DemosaicsEveryBayerOrderToTheRightColours)
       camera::to_rgb (raw, l, edge, rgb);
       ASSERT_EQ (rgb.size (), raw.size ());
       // Away from the colour edges the colours come back.
-      cv::Vec3d red = mean_of (rgb, {4, 4, 24, 24}),
-                green = mean_of (rgb, {36, 4, 24, 24}),
+      cv::Vec3d red = mean_of (rgb, {4, 4, 24, 24}), green = mean_of (rgb, {36, 4, 24, 24}),
                 blue = mean_of (rgb, {68, 4, 24, 24});
       EXPECT_GT (red[0], 150) << c.genicam;
       EXPECT_LT (red[2], 60) << c.genicam;
@@ -131,16 +121,13 @@ TEST (Pixels, V4l2FormatsConvert)
   for (int i = 0; i < 8 * 2 / 2; i++)
     yuyv.insert (yuyv.end (), {81, 90, 81, 240});
   cv::Mat rgb;
-  ASSERT_TRUE (camera::v4l2_to_rgb (V4L2_PIX_FMT_YUYV, yuyv.data (),
-                                    yuyv.size (), 4, 4, 8, rgb));
+  ASSERT_TRUE (camera::v4l2_to_rgb (V4L2_PIX_FMT_YUYV, yuyv.data (), yuyv.size (), 4, 4, 8, rgb));
   EXPECT_GT (rgb.at<cv::Vec3b> (2, 2)[0], 200);
   EXPECT_LT (rgb.at<cv::Vec3b> (2, 2)[1], 40);
   cv::Mat raw = mosaic ("GRBG", cv::Size (96, 32));
-  ASSERT_TRUE (camera::v4l2_to_rgb (V4L2_PIX_FMT_SGRBG8, raw.data, raw.total (),
-                                    96, 32, 96, rgb));
+  ASSERT_TRUE (camera::v4l2_to_rgb (V4L2_PIX_FMT_SGRBG8, raw.data, raw.total (), 96, 32, 96, rgb));
   EXPECT_GT (mean_of (rgb, {68, 4, 24, 24})[2], 150);
-  EXPECT_FALSE (
-      camera::v4l2_to_rgb (V4L2_PIX_FMT_YUYV, yuyv.data (), 10, 4, 4, 8, rgb))
+  EXPECT_FALSE (camera::v4l2_to_rgb (V4L2_PIX_FMT_YUYV, yuyv.data (), 10, 4, 4, 8, rgb))
       << "a short frame must be refused";
 }
 
@@ -159,14 +146,12 @@ TEST (AravisFake, StreamsAtTheCameraSizeAndHonoursItsSettings)
   cv::Scalar mean, sd;
   cv::meanStdDev (rgb, mean, sd);
   EXPECT_GT (sd[0], 10) << "Aravis' ramp pattern has structure";
-  EXPECT_TRUE (contains (m->description (),
-                         "GenICam camera Aravis Fake (Fake_1), 512x512"))
+  EXPECT_TRUE (contains (m->description (), "GenICam camera Aravis Fake (Fake_1), 512x512"))
       << m->description ();
   EXPECT_EQ (m->devices ().size (), 1u);
   EXPECT_TRUE (m->devices ()[0].online);
   EXPECT_EQ (m->state ().objective.um_per_px, 1.0); // uncalibrated
-  EXPECT_TRUE (contains (error_of ([&] { m->stage ().move_to (10, 10); }),
-                         "has no motorised stage"));
+  EXPECT_TRUE (contains (error_of ([&] { m->stage ().move_to (10, 10); }), "has no motorised stage"));
   EXPECT_TRUE (contains (error_of ([&] {
                            m->camera ().configure ({640, 480});
                          }),
@@ -185,42 +170,32 @@ TEST (AravisFake, StreamsAtTheCameraSizeAndHonoursItsSettings)
 TEST (AravisFake, BadSettingsAndUnknownDevicesAreClearErrors)
 {
   ErrorKind kind;
-  std::string e = error_of (
-      [] { open_microscope ("aravis://Nope_7?interface=Fake"); }, &kind);
+  std::string e = error_of ([] { open_microscope ("aravis://Nope_7?interface=Fake"); }, &kind);
   EXPECT_EQ (kind, ErrorKind::kNotFound);
-  EXPECT_TRUE (contains (e, "no GenICam camera 'Nope_7' on the Fake interface"))
-      << e;
-  e = error_of (
-      [] { open_microscope ("aravis://Fake_1?exposure_us=99999999"); }, &kind);
+  EXPECT_TRUE (contains (e, "no GenICam camera 'Nope_7' on the Fake interface")) << e;
+  e = error_of ([] { open_microscope ("aravis://Fake_1?exposure_us=99999999"); }, &kind);
   EXPECT_EQ (kind, ErrorKind::kOutOfRange);
-  EXPECT_TRUE (
-      contains (e, "exposure_us=1e+08 is outside the camera's [10, 1e+07] µs")
-      || contains (e, "exposure_us=9.99"))
+  EXPECT_TRUE (contains (e, "exposure_us=1e+08 is outside the camera's [10, 1e+07] µs")
+               || contains (e, "exposure_us=9.99"))
       << e;
-  e = error_of (
-      [] { open_microscope ("aravis://Fake_1?pixel_format=YUV422_8"); });
+  e = error_of ([] { open_microscope ("aravis://Fake_1?pixel_format=YUV422_8"); });
   EXPECT_TRUE (contains (e, "pixel_format=YUV422_8 is not supported")) << e;
-  e = error_of (
-      [] { open_microscope ("aravis://Fake_1?pixel_format=Mono12"); });
-  EXPECT_TRUE (
-      contains (e, "does not offer pixel_format=Mono12 (it offers: BayerBG8"))
-      << e;
+  e = error_of ([] { open_microscope ("aravis://Fake_1?pixel_format=Mono12"); });
+  EXPECT_TRUE (contains (e, "does not offer pixel_format=Mono12 (it offers: BayerBG8")) << e;
   e = error_of ([] { open_microscope ("aravis://Fake_1?roi=0,0,4000,10"); });
   EXPECT_TRUE (contains (e, "does not fit the sensor (2048x2048")) << e;
   e = error_of ([] { open_microscope ("aravis://Fake_1?gain=3&gian=2"); });
   EXPECT_TRUE (contains (e, "unknown parameter 'gian'")) << e;
   e = error_of ([] { open_microscope ("aravis://Fake_1?demosaic=fancy"); });
-  EXPECT_TRUE (contains (e, "demosaic=fancy is not one of bilinear, edge"))
-      << e;
+  EXPECT_TRUE (contains (e, "demosaic=fancy is not one of bilinear, edge")) << e;
 }
 
 TEST (AravisGigE, DemosaicsTheCamerasBayerFramesAndSurvivesUnplugging)
 {
   FakeGvCamera gv (fill_bayer_rg);
   ASSERT_TRUE (gv.running ());
-  auto m = open_microscope (
-      std::string (FakeGvCamera::kUri)
-      + "?pixel_format=BayerRG8&roi=0,0,96,32&timeout_ms=600&reconnect_ms=200");
+  auto m = open_microscope (std::string (FakeGvCamera::kUri)
+                            + "?pixel_format=BayerRG8&roi=0,0,96,32&timeout_ms=600&reconnect_ms=200");
   cv::Mat rgb;
   m->camera ().grab (rgb);
   ASSERT_EQ (rgb.size (), cv::Size (96, 32));
@@ -246,8 +221,7 @@ TEST (AravisGigE, DemosaicsTheCamerasBayerFramesAndSurvivesUnplugging)
   EXPECT_LT (g_get_monotonic_time () - t0, 100000);
 
   ASSERT_TRUE (gv.plug ());
-  ASSERT_TRUE (eventually ([&] { return m->devices ()[0].online; }, 10))
-      << m->devices ()[0].problem;
+  ASSERT_TRUE (eventually ([&] { return m->devices ()[0].online; }, 10)) << m->devices ()[0].problem;
   m->camera ().grab (rgb);
   EXPECT_GT (mean_of (rgb, {68, 4, 24, 24})[2], 150);
 }
@@ -280,8 +254,7 @@ TEST (V4l2, CapturesFromARealDeviceWhenThereIsOne)
 TEST (V4l2, MissingOrWrongDevicesAreClearErrors)
 {
   ErrorKind kind;
-  std::string e
-      = error_of ([] { open_microscope ("v4l2:///dev/video97"); }, &kind);
+  std::string e = error_of ([] { open_microscope ("v4l2:///dev/video97"); }, &kind);
   EXPECT_EQ (kind, ErrorKind::kNotFound);
   EXPECT_TRUE (contains (e, "V4L2 device '/dev/video97' does not exist")) << e;
   e = error_of ([] { open_microscope ("v4l2:///dev/null"); });
@@ -298,14 +271,11 @@ TEST (Compose, ACameraAndAGrblStageAndFocusMakeOneMicroscope)
 {
   Emulator emu ("grbl_emulator.py");
   std::string grbl = "grbl://" + emu.link () + "?poll_ms=30%26speed_um_s=5000";
-  auto m = open_microscope ("compose:?camera=aravis://Fake_1&stage=" + grbl
-                            + "&focus=" + grbl
+  auto m = open_microscope ("compose:?camera=aravis://Fake_1&stage=" + grbl + "&focus=" + grbl
                             + "&objectives=10:0.69,40:0.17:0.65&objective=40");
-  EXPECT_TRUE (contains (m->description (),
-                         "stage GRBL on " + emu.link () + " (also focus)"))
+  EXPECT_TRUE (contains (m->description (), "stage GRBL on " + emu.link () + " (also focus)"))
       << m->description ();
-  EXPECT_TRUE (contains (m->description (),
-                         "objectives 10x (0.69 µm/px), 40x (0.17 µm/px)"));
+  EXPECT_TRUE (contains (m->description (), "objectives 10x (0.69 µm/px), 40x (0.17 µm/px)"));
   auto devices = m->devices ();
   ASSERT_EQ (devices.size (), 2u);
   EXPECT_EQ (devices[1].part, "stage+focus");
@@ -315,8 +285,7 @@ TEST (Compose, ACameraAndAGrblStageAndFocusMakeOneMicroscope)
   ASSERT_TRUE (eventually (
       [&] {
         auto s = m->state ();
-        return !s.stage.moving && !s.focus.moving
-               && std::abs (s.stage.x_um - 12000) < 1
+        return !s.stage.moving && !s.focus.moving && std::abs (s.stage.x_um - 12000) < 1
                && std::abs (s.focus.z_um - 1500) < 1;
       },
       5));
@@ -335,52 +304,31 @@ TEST (Compose, ACameraAndAGrblStageAndFocusMakeOneMicroscope)
 
 TEST (Compose, BadCompositionsAreClearErrors)
 {
-  EXPECT_TRUE (contains (
-      error_of ([] { open_microscope ("compose:?stage=grbl:///dev/ttyUSB0"); }),
-      "has no camera="));
-  EXPECT_TRUE (contains (
-      error_of ([] {
-        open_microscope ("compose:?camera=aravis://Fake_1&objectives=10x");
-      }),
-      "objective '10x' is not MAGNIFICATION:UM_PER_PX"));
   EXPECT_TRUE (
-      contains (error_of ([] {
-                  open_microscope (
-                      "compose:?camera=aravis://Fake_1&objectives=10:1,10:2");
-                }),
+      contains (error_of ([] { open_microscope ("compose:?stage=grbl:///dev/ttyUSB0"); }), "has no camera="));
+  EXPECT_TRUE (
+      contains (error_of ([] { open_microscope ("compose:?camera=aravis://Fake_1&objectives=10x"); }),
+                "objective '10x' is not MAGNIFICATION:UM_PER_PX"));
+  EXPECT_TRUE (
+      contains (error_of ([] { open_microscope ("compose:?camera=aravis://Fake_1&objectives=10:1,10:2"); }),
                 "objective 10x is listed twice"));
   EXPECT_TRUE (contains (
-      error_of ([] {
-        open_microscope (
-            "compose:?camera=aravis://Fake_1&objectives=10:1&objective=4");
-      }),
+      error_of ([] { open_microscope ("compose:?camera=aravis://Fake_1&objectives=10:1&objective=4"); }),
       "objective=4 is not in objectives"));
   EXPECT_TRUE (contains (
-      error_of ([] {
-        open_microscope (
-            "compose:?camera=aravis://Fake_1&stage=grbl:///dev/ttyNOPE3");
-      }),
+      error_of ([] { open_microscope ("compose:?camera=aravis://Fake_1&stage=grbl:///dev/ttyNOPE3"); }),
       "serial port '/dev/ttyNOPE3' does not exist"));
   EXPECT_TRUE (
-      contains (error_of ([] {
-                  open_microscope (
-                      "compose:?camera=aravis://Fake_1&stage=sim://synthetic");
-                }),
+      contains (error_of ([] { open_microscope ("compose:?camera=aravis://Fake_1&stage=sim://synthetic"); }),
                 "stage URI 'sim://synthetic': unknown scheme 'sim'"));
-  EXPECT_TRUE (contains (error_of ([] {
-                           open_microscope (
-                               "compose:?camera=aravis://Fake_1&lens=1");
-                         }),
+  EXPECT_TRUE (contains (error_of ([] { open_microscope ("compose:?camera=aravis://Fake_1&lens=1"); }),
                          "unknown parameter 'lens'"));
-  EXPECT_TRUE (
-      contains (error_of ([] { open_microscope ("grbl:///dev/ttyUSB0"); }),
-                "is a stage controller, not a microscope"));
+  EXPECT_TRUE (contains (error_of ([] { open_microscope ("grbl:///dev/ttyUSB0"); }),
+                         "is a stage controller, not a microscope"));
   Emulator emu ("grbl_emulator.py");
   EXPECT_TRUE (contains (error_of ([&] {
-                           open_microscope (
-                               "compose:?camera=aravis://Fake_1&stage=grbl://"
-                               + emu.link () + "&focus=grbl://" + emu.link ()
-                               + "?baud=9600");
+                           open_microscope ("compose:?camera=aravis://Fake_1&stage=grbl://" + emu.link ()
+                                            + "&focus=grbl://" + emu.link () + "?baud=9600");
                          }),
                          "with different parameters"))
       << "";

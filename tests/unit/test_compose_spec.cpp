@@ -45,14 +45,10 @@ TEST (ComposeSpec, PartsObjectivesAndTheSelectedOne)
 // a NaN numerical aperture passed the range check.
 TEST (ComposeSpec, ObjectivesAreTheNumbersWrittenAndInRange)
 {
-  for (const char *bad :
-       {"4294967306:0.5", "10:0.5:nan", "10:nan", "10:inf", "10:0.5:1.7",
-        "10:0.5:", "10:0.5 ", "10", "10:0.5:0.3x", "0:1", "1001:1"})
+  for (const char *bad : {"4294967306:0.5", "10:0.5:nan", "10:nan", "10:inf", "10:0.5:1.7",
+                          "10:0.5:", "10:0.5 ", "10", "10:0.5:0.3x", "0:1", "1001:1"})
     EXPECT_TRUE (contains (
-        error_of ([&] {
-          spec (std::string ("compose:?camera=aravis://Fake_1&objectives=")
-                + bad);
-        }),
+        error_of ([&] { spec (std::string ("compose:?camera=aravis://Fake_1&objectives=") + bad); }),
         "is not MAGNIFICATION:UM_PER_PX[:NA]"))
         << bad;
   EXPECT_TRUE (contains (error_of ([] {

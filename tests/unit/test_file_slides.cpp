@@ -42,13 +42,13 @@ copy_prefix (const std::string &from, const std::string &to, size_t n)
 {
   std::ifstream in (from, std::ios::binary);
   std::string data (n, '\0');
-  in.read (data.data (), (std::streamsize) n);
-  data.resize ((size_t) in.gcount ());
+  in.read (data.data (), (std::streamsize)n);
+  data.resize ((size_t)in.gcount ());
   write_bytes (to, data);
   return to;
 }
 
-}  // namespace
+} // namespace
 
 TEST (FileSlides, MissingFileNamesThePath)
 {
@@ -88,7 +88,7 @@ TEST (FileSlides, PlainImageRendersItsPixelsAtItsScale)
   cv::Mat bgr (300, 400, CV_8UC3);
   for (int j = 0; j < bgr.rows; j++)
     for (int i = 0; i < bgr.cols; i++)
-      bgr.at<cv::Vec3b> (j, i) = cv::Vec3b ((uchar) (i / 2), (uchar) j % 256, (uchar) ((i + j) % 256));
+      bgr.at<cv::Vec3b> (j, i) = cv::Vec3b ((uchar)(i / 2), (uchar)j % 256, (uchar)((i + j) % 256));
   cv::imwrite (path, bgr);
   auto slide = sim::open_slide_file (path, 0.5);
   EXPECT_DOUBLE_EQ (slide->size_um ().width, 200.0);
@@ -109,8 +109,7 @@ TEST (FileSlides, TiffResolutionTagsGiveMicronsPerPixel)
   std::string path = dir.file ("calibrated.tif");
   // 40 000 px per cm = 0.25 µm/px.
   cv::imwrite (path, cv::Mat (64, 80, CV_8UC3, cv::Scalar (180, 120, 200)),
-      {cv::IMWRITE_TIFF_RESUNIT, 3, cv::IMWRITE_TIFF_XDPI, 40000,
-          cv::IMWRITE_TIFF_YDPI, 40000});
+               {cv::IMWRITE_TIFF_RESUNIT, 3, cv::IMWRITE_TIFF_XDPI, 40000, cv::IMWRITE_TIFF_YDPI, 40000});
   auto m = open_microscope ("sim://" + path);
   auto *sim = dynamic_cast<sim::SimMicroscope *> (m.get ());
   ASSERT_NE (sim, nullptr);
@@ -139,8 +138,7 @@ TEST (FileSlides, OpenSlidePyramidLevelsAgreeWithEachOther)
   LIVEMICRO_REQUIRE_TESTDATA (data);
   std::string path = data + "/wsi/TCGA-B0-5710_pyramid_DERIVED.tif";
   auto slide = sim::open_slide_file (path, 0);
-  EXPECT_NE (slide->description ().find ("generic-tiff"), std::string::npos)
-      << slide->description ();
+  EXPECT_NE (slide->description ().find ("generic-tiff"), std::string::npos) << slide->description ();
   double mpp = slide->native_um_per_px ();
   EXPECT_NEAR (mpp, 0.252, 0.002);
   // Level 1 (2x) read through OpenSlide vs. level 0 area-downsampled.

@@ -42,8 +42,8 @@ ctl (const std::vector<std::string> &args, const std::vector<std::string> &env =
   gchar *out = nullptr, *err = nullptr;
   gint status = 0;
   GError *e = nullptr;
-  const bool spawned = g_spawn_sync (nullptr, argv.data (), envp, G_SPAWN_DEFAULT, nullptr, nullptr,
-      &out, &err, &status, &e);
+  const bool spawned = g_spawn_sync (nullptr, argv.data (), envp, G_SPAWN_DEFAULT, nullptr, nullptr, &out,
+                                     &err, &status, &e);
   g_strfreev (envp);
   if (!spawned) {
     ADD_FAILURE () << e->message;
@@ -58,7 +58,7 @@ ctl (const std::vector<std::string> &args, const std::vector<std::string> &env =
   return r;
 }
 
-}  // namespace
+} // namespace
 
 TEST (LivemicroctlAnalyze, CorruptImageGivesAClearErrorAndNonZeroExit)
 {
@@ -81,8 +81,8 @@ TEST (LivemicroctlAnalyze, CorruptImageGivesAClearErrorAndNonZeroExit)
   EXPECT_EQ (missing.status, 1);
   EXPECT_NE (missing.err.find ("does not exist"), std::string::npos) << missing.err;
   // A good image next to a bad one is still analysed; the exit says one failed.
-  CtlRun both = ctl ({"analyze", dir.file ("cut.png"), data + "/tiles/stardist_histo.jpg",
-      "--um-per-px", "0.5", "--json"});
+  CtlRun both = ctl (
+      {"analyze", dir.file ("cut.png"), data + "/tiles/stardist_histo.jpg", "--um-per-px", "0.5", "--json"});
   EXPECT_EQ (both.status, 1);
   EXPECT_NE (both.out.find ("stardist_histo.jpg"), std::string::npos);
 }
@@ -118,10 +118,10 @@ TEST (LivemicroctlAnalyze, JsonAndGeoJsonDescribeTheSameNuclei)
   JsonObject *o = json_node_get_object (json_parser_get_root (p));
   EXPECT_STREQ (json_object_get_string_member (o, "quality"), "ok");
   const gint64 count = json_object_get_int_member (o, "nuclei_count");
-  EXPECT_GT (count, 250);  // 359 annotated nuclei
+  EXPECT_GT (count, 250); // 359 annotated nuclei
   EXPECT_LT (count, 450);
   JsonArray *nuclei = json_object_get_array_member (o, "nuclei");
-  ASSERT_EQ ((gint64) json_array_get_length (nuclei), count);
+  ASSERT_EQ ((gint64)json_array_get_length (nuclei), count);
 
   CtlRun g = ctl ({"analyze", img, "--um-per-px", "0.252", "--geojson", dir.file ("n.geojson")});
   ASSERT_EQ (g.status, 0) << g.err;
@@ -130,7 +130,7 @@ TEST (LivemicroctlAnalyze, JsonAndGeoJsonDescribeTheSameNuclei)
   JsonObject *fc = json_node_get_object (json_parser_get_root (gp));
   EXPECT_STREQ (json_object_get_string_member (fc, "type"), "FeatureCollection");
   JsonArray *features = json_object_get_array_member (fc, "features");
-  ASSERT_GE ((gint64) json_array_get_length (features), count - 3);
+  ASSERT_GE ((gint64)json_array_get_length (features), count - 3);
   JsonObject *f0 = json_array_get_object_element (features, 0);
   JsonObject *props = json_object_get_object_member (f0, "properties");
   EXPECT_STREQ (json_object_get_string_member (props, "objectType"), "detection");
@@ -144,14 +144,19 @@ TEST (LivemicroctlAnalyze, JsonAndGeoJsonDescribeTheSameNuclei)
   // A stable UUID per detection: the same analysis gives the same ids.
   const std::string id0 = json_object_get_string_member (f0, "id");
   EXPECT_TRUE (g_regex_match_simple ("^[0-9a-f]{8}-[0-9a-f]{4}-5[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$",
-      id0.c_str (), (GRegexCompileFlags) 0, (GRegexMatchFlags) 0)) << id0;
+                                     id0.c_str (), (GRegexCompileFlags)0, (GRegexMatchFlags)0))
+      << id0;
   EXPECT_NE (id0, json_object_get_string_member (json_array_get_object_element (features, 1), "id"));
   CtlRun again = ctl ({"analyze", img, "--um-per-px", "0.252", "--geojson", dir.file ("again.geojson")});
   ASSERT_EQ (again.status, 0) << again.err;
   g_autoptr (JsonParser) ap = json_parser_new ();
   ASSERT_TRUE (json_parser_load_from_file (ap, dir.file ("again.geojson").c_str (), nullptr));
-  EXPECT_EQ (id0, json_object_get_string_member (json_array_get_object_element (json_object_get_array_member (
-                      json_node_get_object (json_parser_get_root (ap)), "features"), 0), "id"));
+  EXPECT_EQ (
+      id0,
+      json_object_get_string_member (
+          json_array_get_object_element (
+              json_object_get_array_member (json_node_get_object (json_parser_get_root (ap)), "features"), 0),
+          "id"));
   JsonObject *cls = json_object_get_object_member (props, "classification");
   EXPECT_EQ (json_array_get_length (json_object_get_array_member (cls, "color")), 3u);
   JsonArray *ring = json_array_get_array_element (
@@ -173,7 +178,7 @@ TEST (LivemicroctlAnalyze, JsonAndGeoJsonDescribeTheSameNuclei)
   for (guint k = 0; k < json_array_get_length (nuclei); k++) {
     JsonObject *n = json_array_get_object_element (nuclei, k);
     nearest = std::min (nearest, std::hypot (json_object_get_double_member (n, "x_px") - cx,
-                                     json_object_get_double_member (n, "y_px") - cy));
+                                             json_object_get_double_member (n, "y_px") - cy));
   }
   EXPECT_LT (nearest, 6.0);
 }
@@ -198,14 +203,20 @@ TEST (LivemicroctlAnalyze, WholeSlideRegion)
   ASSERT_EQ (g.status, 0) << g.err;
   g_autoptr (JsonParser) gp = json_parser_new ();
   ASSERT_TRUE (json_parser_load_from_file (gp, dir.file ("w.geojson").c_str (), nullptr));
-  JsonArray *features = json_object_get_array_member (
-      json_node_get_object (json_parser_get_root (gp)), "features");
+  JsonArray *features
+      = json_object_get_array_member (json_node_get_object (json_parser_get_root (gp)), "features");
   ASSERT_GT (json_array_get_length (features), 0u);
-  JsonObject *meas = json_object_get_object_member (json_object_get_object_member (
-      json_array_get_object_element (features, 0), "properties"), "measurements");
+  JsonObject *meas = json_object_get_object_member (
+      json_object_get_object_member (json_array_get_object_element (features, 0), "properties"),
+      "measurements");
   EXPECT_GT (json_object_get_double_member (meas, "Nucleus: Area µm^2"), 0);
-  JsonArray *first = json_array_get_array_element (json_array_get_array_element (json_object_get_array_member (
-      json_object_get_object_member (json_array_get_object_element (features, 0), "geometry"), "coordinates"), 0), 0);
+  JsonArray *first = json_array_get_array_element (
+      json_array_get_array_element (
+          json_object_get_array_member (
+              json_object_get_object_member (json_array_get_object_element (features, 0), "geometry"),
+              "coordinates"),
+          0),
+      0);
   const double x = json_array_get_double_element (first, 0);
   EXPECT_GE (x, 500) << "level-0 pixels, the region's offset added";
   EXPECT_LE (x, 900);
@@ -227,7 +238,7 @@ TEST (LivemicroctlAnalyze, UsesTheNucleusModelWhenItIsThere)
   const std::string img = data + "/monuseg/TCGA-B0-5710-01Z-00-DX1.png";
   auto nuclei = [&] (const std::string &model_file) {
     CtlRun r = ctl ({"analyze", img, "--um-per-px", "0.252", "--json", "--nuclei"},
-        {"LIVEMICRO_NUCLEI_MODEL=" + model_file});
+                    {"LIVEMICRO_NUCLEI_MODEL=" + model_file});
     EXPECT_EQ (r.status, 0) << r.err;
     std::vector<double> areas;
     g_autoptr (JsonParser) p = json_parser_new ();
@@ -243,7 +254,7 @@ TEST (LivemicroctlAnalyze, UsesTheNucleusModelWhenItIsThere)
     return areas;
   };
   std::vector<double> with_model = nuclei (model), classical = nuclei ("/nonexistent/nuclei.onnx");
-  EXPECT_GT (with_model.size (), 250u);  // 359 annotated nuclei
+  EXPECT_GT (with_model.size (), 250u); // 359 annotated nuclei
   EXPECT_GT (classical.size (), 250u);
   EXPECT_NE (with_model, classical);
   EXPECT_EQ (with_model, nuclei (model)) << "the same image gives the same nuclei";

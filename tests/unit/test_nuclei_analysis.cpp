@@ -32,7 +32,7 @@ namespace {
 struct Shot {
   cv::Mat rgb;
   hw::CaptureInfo info;
-  std::vector<hw::sim::Nucleus> truth;  // centroids inside the frame
+  std::vector<hw::sim::Nucleus> truth; // centroids inside the frame
 };
 
 class SimScope {
@@ -59,7 +59,7 @@ public:
     s.info = scope_->camera ().grab (s.rgb);
     double upp = s.info.um_per_px;
     cv::Rect2d region (s.info.stage_x_um - size.width / 2.0 * upp,
-        s.info.stage_y_um - size.height / 2.0 * upp, size.width * upp, size.height * upp);
+                       s.info.stage_y_um - size.height / 2.0 * upp, size.width * upp, size.height * upp);
     s.truth = slide_->nuclei_in (region);
     return s;
   }
@@ -94,14 +94,13 @@ truth_px (const Shot &s)
   double upp = s.info.um_per_px;
   for (const auto &n : s.truth)
     out.emplace_back ((n.x_um - s.info.stage_x_um) / upp + s.rgb.cols / 2.0,
-        (n.y_um - s.info.stage_y_um) / upp + s.rgb.rows / 2.0);
+                      (n.y_um - s.info.stage_y_um) / upp + s.rgb.rows / 2.0);
   return out;
 }
 
-}  // namespace
+} // namespace
 
-class NucleiOnSyntheticSlide
-    : public ::testing::TestWithParam<std::tuple<an::Method, int>> {};
+class NucleiOnSyntheticSlide : public ::testing::TestWithParam<std::tuple<an::Method, int>> {};
 
 // Classical: counts within 5 %, mean area within 10 %, centroids where the
 // slide put them (F1 of a 2 µm match), at 10x, 20x and 40x.  The model
@@ -114,13 +113,13 @@ TEST_P (NucleiOnSyntheticSlide, CountsAreasAndPositionsMatchTheGroundTruth)
   int truth_n = 0, found_n = 0, matched = 0, predicted = 0;
   double truth_area = 0, found_area = 0;
   // Several fields so that the figures are not one lucky frame.
-  for (auto [dx, dy] : {std::pair {0.0, 0.0}, {700.0, 300.0}, {-600.0, 500.0}}) {
+  for (auto [dx, dy] : {std::pair{0.0, 0.0}, {700.0, 300.0}, {-600.0, 500.0}}) {
     Shot s = scope.take (objective, {800, 600}, dx, dy);
     an::Result r = analyse (s, with_method (method));
     ASSERT_EQ (r.method, method);
     ASSERT_EQ (r.summary.quality, an::Quality::kOk) << an::quality_name (r.summary.quality);
     EXPECT_DOUBLE_EQ (r.summary.um_per_px, s.info.um_per_px);
-    truth_n += (int) s.truth.size ();
+    truth_n += (int)s.truth.size ();
     found_n += r.summary.nuclei_count;
     for (const auto &n : s.truth)
       truth_area += n.area_um2 ();
@@ -130,17 +129,17 @@ TEST_P (NucleiOnSyntheticSlide, CountsAreasAndPositionsMatchTheGroundTruth)
     for (const auto &n : r.nuclei)
       pred.emplace_back (n.x_px, n.y_px);
     matched += bench::match_centroids (truth_px (s), pred, 2.0 / s.info.um_per_px);
-    predicted += (int) pred.size ();
+    predicted += (int)pred.size ();
   }
   ASSERT_GT (truth_n, 100);
-  double count_err = std::abs (found_n - truth_n) / (double) truth_n;
+  double count_err = std::abs (found_n - truth_n) / (double)truth_n;
   double area_err = std::abs (found_area / found_n - truth_area / truth_n) / (truth_area / truth_n);
-  double recall = (double) matched / truth_n, precision = (double) matched / predicted;
+  double recall = (double)matched / truth_n, precision = (double)matched / predicted;
   RecordProperty ("count_error", std::to_string (count_err));
   std::printf ("%s %dx: truth %d found %d (err %.3f), mean area truth %.1f found %.1f (err %.3f), "
                "precision %.3f recall %.3f\n",
-      an::method_name (method), objective, truth_n, found_n, count_err, truth_area / truth_n,
-      found_area / found_n, area_err, precision, recall);
+               an::method_name (method), objective, truth_n, found_n, count_err, truth_area / truth_n,
+               found_area / found_n, area_err, precision, recall);
   if (method == an::Method::kModel) {
     EXPECT_LE (count_err, 0.10);
     EXPECT_LE (area_err, 0.20);
@@ -158,12 +157,12 @@ TEST_P (NucleiOnSyntheticSlide, CountsAreasAndPositionsMatchTheGroundTruth)
 }
 
 INSTANTIATE_TEST_SUITE_P (Objectives, NucleiOnSyntheticSlide,
-    ::testing::Combine (::testing::Values (an::Method::kModel, an::Method::kClassical),
-        ::testing::Values (10, 20, 40)),
-    [] (const auto &info) {
-      return std::string (an::method_name (std::get<0> (info.param))) + "_" +
-             std::to_string (std::get<1> (info.param)) + "x";
-    });
+                          ::testing::Combine (::testing::Values (an::Method::kModel, an::Method::kClassical),
+                                              ::testing::Values (10, 20, 40)),
+                          [] (const auto &info) {
+                            return std::string (an::method_name (std::get<0> (info.param))) + "_"
+                                   + std::to_string (std::get<1> (info.param)) + "x";
+                          });
 
 // Macenko recovers stain vectors far from Ruifrok–Johnston's: the
 // generated slide's field, unmixed with its own (ground-truth) vectors and
@@ -179,10 +178,10 @@ TEST (StainVectors, MacenkoFindsAnotherStainTone)
     EXPECT_NE (at, std::string::npos);
     cv::Vec3f v;
     std::sscanf (text.c_str () + text.find ('[', at) + 1, "%f,%f,%f", &v[0], &v[1], &v[2]);
-    return v / (float) cv::norm (v);
+    return v / (float)cv::norm (v);
   };
   const cv::Vec3f h0 = vec ("hematoxylin"), e0 = vec ("eosin");
-  const cv::Vec3f h1 = cv::normalize (cv::Vec3f (0.55f, 0.65f, 0.52f));  // bluer
+  const cv::Vec3f h1 = cv::normalize (cv::Vec3f (0.55f, 0.65f, 0.52f)); // bluer
   const cv::Vec3f e1 = cv::normalize (cv::Vec3f (0.20f, 0.95f, 0.25f));
   cv::Matx33f m (h0[0], h0[1], h0[2], e0[0], e0[1], e0[2], 0, 0, 0);
   cv::Vec3f third = cv::normalize (h0.cross (e0));
@@ -191,13 +190,13 @@ TEST (StainVectors, MacenkoFindsAnotherStainTone)
   cv::Matx33f inv = m.inv ();
   cv::Mat rgb;
   cv::Point2d home = slide.home_um ();
-  slide.render (0.5, cv::Rect ((int) (home.x / 0.5) - 320, (int) (home.y / 0.5) - 240, 640, 480), rgb);
+  slide.render (0.5, cv::Rect ((int)(home.x / 0.5) - 320, (int)(home.y / 0.5) - 240, 640, 480), rgb);
   for (int j = 0; j < rgb.rows; j++)
     for (int i = 0; i < rgb.cols; i++) {
       cv::Vec3b &p = rgb.at<cv::Vec3b> (j, i);
       cv::Vec3f od;
       for (int c = 0; c < 3; c++)
-        od[c] = -std::log (std::max (1, (int) p[c]) / 255.0f);
+        od[c] = -std::log (std::max (1, (int)p[c]) / 255.0f);
       float ch = 0, ce = 0;
       for (int c = 0; c < 3; c++) {
         ch += od[c] * inv (c, 0);
@@ -212,7 +211,7 @@ TEST (StainVectors, MacenkoFindsAnotherStainTone)
   an::Result r = a.analyze (rgb, 0.5);
   ASSERT_EQ (r.summary.stain_method, an::StainMethod::kMacenko);
   auto angle = [] (cv::Vec3f a, cv::Vec3f b) {
-    return std::acos (std::min (1.0f, a.dot (b) / (float) (cv::norm (a) * cv::norm (b)))) * 180 / CV_PI;
+    return std::acos (std::min (1.0f, a.dot (b) / (float)(cv::norm (a) * cv::norm (b)))) * 180 / CV_PI;
   };
   const double est = angle (h1, r.summary.stain_vectors.hematoxylin);
   const double standard = angle (h1, an::ruifrok_johnston ().hematoxylin);
@@ -226,7 +225,7 @@ TEST (StainVectors, OneColourIsNotTwoStains)
   cv::Mat od (1, 1000, CV_32FC3);
   cv::RNG rng (1);
   for (int k = 0; k < od.cols; k++) {
-    float c = (float) rng.uniform (0.1, 1.0);
+    float c = (float)rng.uniform (0.1, 1.0);
     od.at<cv::Vec3f> (0, k) = cv::Vec3f (0.65f, 0.70f, 0.29f) * c;
   }
   EXPECT_FALSE (an::estimate_macenko (od).has_value ());
@@ -238,9 +237,9 @@ TEST (Grading, PleomorphismAndGradeCueFollowTheWrittenRule)
   EXPECT_EQ (an::pleomorphism_score (1.2, 0.2, 0.10), 1);
   EXPECT_EQ (an::pleomorphism_score (1.7, 0.4, 0.20), 2);
   EXPECT_EQ (an::pleomorphism_score (2.3, 0.6, 0.30), 3);
-  EXPECT_EQ (an::pleomorphism_score (2.3, 0.2, 0.10), 2);  // (3+1+1)/3 = 1.67 -> 2
-  EXPECT_EQ (an::pleomorphism_score (1.2, 0.6, 0.10), 2);  // (1+3+1)/3 = 1.67 -> 2
-  EXPECT_EQ (an::pleomorphism_score (1.2, 0.4, 0.10), 1);  // (1+2+1)/3 = 1.33 -> 1
+  EXPECT_EQ (an::pleomorphism_score (2.3, 0.2, 0.10), 2); // (3+1+1)/3 = 1.67 -> 2
+  EXPECT_EQ (an::pleomorphism_score (1.2, 0.6, 0.10), 2); // (1+3+1)/3 = 1.67 -> 2
+  EXPECT_EQ (an::pleomorphism_score (1.2, 0.4, 0.10), 1); // (1+2+1)/3 = 1.33 -> 1
   EXPECT_EQ (an::pleomorphism_score (NAN, 0.4, 0.10), 0);
   EXPECT_EQ (an::grade_cue_for (1, 1.0), "low");
   EXPECT_EQ (an::grade_cue_for (2, 1.0), "low");
@@ -285,7 +284,7 @@ TEST_P (Quality, RealTilesHaveTheRightStainFlag)
   LIVEMICRO_REQUIRE_TESTDATA (dir);
   an::Analyzer a (with_method (GetParam ()));
   for (const char *he : {"/tiles/stardist_histo.jpg", "/tiles/torchstain_source.png",
-           "/tiles/torchstain_target.png", "/monuseg/TCGA-B0-5710-01Z-00-DX1.png"}) {
+                         "/tiles/torchstain_target.png", "/monuseg/TCGA-B0-5710-01Z-00-DX1.png"}) {
     cv::Mat bgr = cv::imread (dir + he, cv::IMREAD_COLOR);
     ASSERT_FALSE (bgr.empty ()) << he;
     EXPECT_EQ (a.analyze (bgr, 0.25, {2, 1, 0}).summary.quality, an::Quality::kOk) << he;
@@ -294,9 +293,8 @@ TEST_P (Quality, RealTilesHaveTheRightStainFlag)
   EXPECT_EQ (a.analyze (ihc, 0.5, {2, 1, 0}).summary.quality, an::Quality::kWrongStain);
 }
 
-INSTANTIATE_TEST_SUITE_P (Methods, Quality,
-    ::testing::Values (an::Method::kModel, an::Method::kClassical),
-    [] (const auto &info) { return std::string (an::method_name (info.param)); });
+INSTANTIATE_TEST_SUITE_P (Methods, Quality, ::testing::Values (an::Method::kModel, an::Method::kClassical),
+                          [] (const auto &info) { return std::string (an::method_name (info.param)); });
 
 // The committed model loads, its maps are probabilities, and the same frame
 // gives the same maps and the same nuclei every time (also after another
@@ -309,8 +307,8 @@ TEST (NucleusModel, LoadsAndGivesDeterministicOutput)
   hw::sim::SyntheticSlide slide;
   cv::Point2d home = slide.home_um ();
   cv::Mat field, other;
-  slide.render (0.5, cv::Rect ((int) (home.x / 0.5) - 200, (int) (home.y / 0.5) - 150, 400, 300), field);
-  slide.render (0.5, cv::Rect ((int) (home.x / 0.5) + 600, (int) (home.y / 0.5), 400, 300), other);
+  slide.render (0.5, cv::Rect ((int)(home.x / 0.5) - 200, (int)(home.y / 0.5) - 150, 400, 300), field);
+  slide.render (0.5, cv::Rect ((int)(home.x / 0.5) + 600, (int)(home.y / 0.5), 400, 300), other);
   cv::Mat fg1, d1, fg2, d2, fg3, d3;
   model->predict (field, {0, 1, 2}, fg1, d1);
   model->predict (other, {0, 1, 2}, fg3, d3);
@@ -351,15 +349,15 @@ TEST (NucleusModel, TilesAgreeWithOnePass)
   hw::sim::SyntheticSlide slide;
   cv::Point2d home = slide.home_um ();
   cv::Mat big;
-  slide.render (0.5, cv::Rect ((int) (home.x / 0.5) - 1000, (int) (home.y / 0.5) - 700, 2000, 1400), big);
+  slide.render (0.5, cv::Rect ((int)(home.x / 0.5) - 1000, (int)(home.y / 0.5) - 700, 2000, 1400), big);
   cv::Mat fg_tiled, d_tiled, fg_one, d_one;
-  model->predict (big, {0, 1, 2}, fg_tiled, d_tiled);  // 2000x1400: tiled
+  model->predict (big, {0, 1, 2}, fg_tiled, d_tiled); // 2000x1400: tiled
   cv::Rect inner (600, 400, 800, 600);
-  model->predict (big (inner).clone (), {0, 1, 2}, fg_one, d_one);  // one pass
+  model->predict (big (inner).clone (), {0, 1, 2}, fg_one, d_one); // one pass
   // Compare the middle of the inner window (its own borders lack context).
   cv::Rect mid (100, 100, 600, 400);
   cv::Mat a = fg_tiled (inner) (mid) > 0.5, b = fg_one (mid) > 0.5;
-  double agree = 1.0 - cv::countNonZero (a != b) / (double) mid.area ();
+  double agree = 1.0 - cv::countNonZero (a != b) / (double)mid.area ();
   EXPECT_GT (agree, 0.99);
   EXPECT_GT (cv::countNonZero (a), mid.area () / 20) << "nuclei were found";
 }
@@ -381,7 +379,8 @@ TEST (NucleusModel, MissingFileGivesAClearError)
   }
   cv::Mat rgb;
   hw::sim::SyntheticSlide slide;
-  slide.render (0.5, cv::Rect ((int) (slide.home_um ().x / 0.5), (int) (slide.home_um ().y / 0.5), 320, 240), rgb);
+  slide.render (0.5, cv::Rect ((int)(slide.home_um ().x / 0.5), (int)(slide.home_um ().y / 0.5), 320, 240),
+                rgb);
   an::Params p = with_method (an::Method::kModel);
   p.model_path = path;
   an::Analyzer strict (p);
@@ -462,8 +461,8 @@ TEST (MitoticCandidates, FlaggedNucleiAreMitoses)
   const cv::Point2d home = slide.home_um ();
   int candidates = 0, true_candidates = 0, mitoses = 0;
   for (int t = 0; t < 16; t++) {
-    cv::Rect r ((int) ((home.x + (t % 4 - 1.5) * 600) / upp) - 960,
-        (int) ((home.y + (t / 4 - 1.5) * 400) / upp) - 540, 1920, 1080);
+    cv::Rect r ((int)((home.x + (t % 4 - 1.5) * 600) / upp) - 960,
+                (int)((home.y + (t / 4 - 1.5) * 400) / upp) - 540, 1920, 1080);
     cv::Mat rgb;
     slide.render (upp, r, rgb);
     an::Result res = a.analyze (rgb, upp);
@@ -475,8 +474,8 @@ TEST (MitoticCandidates, FlaggedNucleiAreMitoses)
         continue;
       candidates++;
       for (const auto &n : truth)
-        if (n.kind == hw::sim::NucleusKind::kMitosis &&
-            std::hypot (d.x_px - (n.x_um / upp - r.x), d.y_px - (n.y_um / upp - r.y)) < 3.0 / upp) {
+        if (n.kind == hw::sim::NucleusKind::kMitosis
+            && std::hypot (d.x_px - (n.x_um / upp - r.x), d.y_px - (n.y_um / upp - r.y)) < 3.0 / upp) {
           true_candidates++;
           break;
         }

@@ -41,12 +41,12 @@ error_of (const std::string &json)
   return "(no error)";
 }
 
-}  // namespace
+} // namespace
 
 TEST (Profiles, BuiltInProfilesSayWhatEachRoleMaySee)
 {
   const ProfileSet &b = builtin_profiles ();
-  EXPECT_EQ (b.names (), (std::vector<std::string> {"owner", "consultant", "trainee", "guest"}));
+  EXPECT_EQ (b.names (), (std::vector<std::string>{"owner", "consultant", "trainee", "guest"}));
   const Profile &owner = *b.find ("owner");
   EXPECT_FALSE (owner.masks_anything ());
   EXPECT_TRUE (owner.may_control);
@@ -113,7 +113,7 @@ TEST (Profiles, PolygonsRectanglesAndWildcardsParse)
   const Profile &p = *s.find ("reviewer");
   ASSERT_EQ (s.regions_for (p).size (), 1u);
   EXPECT_EQ (s.regions_for (p)[0]->name, "b");
-  EXPECT_EQ (p.detect, std::vector<RegionClass> {RegionClass::kQr});
+  EXPECT_EQ (p.detect, std::vector<RegionClass>{RegionClass::kQr});
   EXPECT_TRUE (p.strips_meta ("LivemicroFeaturesMetaAPI"));
   EXPECT_FALSE (p.strips_meta ("GstVideoRegionOfInterestMetaAPI"));
   EXPECT_EQ (p.stage_meta, StageMetaPolicy::kRemove);
@@ -126,7 +126,7 @@ TEST (Profiles, PolygonsRectanglesAndWildcardsParse)
 
 struct BadFile {
   std::string json;
-  std::vector<std::string> expected;  // substrings of the error
+  std::vector<std::string> expected; // substrings of the error
 };
 
 class ProfilesBadInput : public ::testing::TestWithParam<BadFile> {};
@@ -138,62 +138,66 @@ TEST_P (ProfilesBadInput, ErrorNamesFileLineAndField)
     EXPECT_NE (e.find (s), std::string::npos) << "error '" << e << "' should mention '" << s << "'";
 }
 
-INSTANTIATE_TEST_SUITE_P (Errors, ProfilesBadInput,
+INSTANTIATE_TEST_SUITE_P (
+    Errors, ProfilesBadInput,
     ::testing::Values (
-        BadFile {"{\n  \"profiles\": [\n    {\"name\": \"x\",, }\n  ]\n}", {"test.json:3:"}},
-        BadFile {"", {"test.json", "empty"}},
-        BadFile {"[1, 2]", {"test.json:1", "(top level)", "JSON object"}},
-        BadFile {"{\"regions\": []}", {"test.json", "missing field 'profiles'"}},
-        BadFile {"{\"profiles\": []}", {"profiles", "at least one profile"}},
-        BadFile {"{\n\"profiles\": [\n{\"name\": \"g\",\n \"regions\": [],\n \"detcet\": [\"qr\"]}]}",
-            {"test.json:5:", "profiles[0].detcet", "unknown field"}},
-        BadFile {"{\"profiles\": [{\"name\": \"g\", \"regions\": []}]}",
-            {"profiles.g", "missing field 'detect'"}},
-        BadFile {"{\n\"profiles\": [{\"name\": \"g\", \"regions\": [],\n \"detect\": [\"faces\"]}]}",
-            {"test.json:3:", "profiles.g.detect[0]", "unknown region class 'faces'"}},
-        BadFile {"{\"profiles\": [{\"name\": \"g\", \"regions\": [\"nowhere\"], \"detect\": []}]}",
-            {"profiles.g.regions[0]", "no region named 'nowhere'"}},
-        BadFile {"{\"profiles\": [{\"name\": \"g\", \"regions\": [], \"detect\": [], \"may_control\": \"yes\"}]}",
+        BadFile{"{\n  \"profiles\": [\n    {\"name\": \"x\",, }\n  ]\n}", {"test.json:3:"}},
+        BadFile{"", {"test.json", "empty"}}, BadFile{"[1, 2]", {"test.json:1", "(top level)", "JSON object"}},
+        BadFile{"{\"regions\": []}", {"test.json", "missing field 'profiles'"}},
+        BadFile{"{\"profiles\": []}", {"profiles", "at least one profile"}},
+        BadFile{"{\n\"profiles\": [\n{\"name\": \"g\",\n \"regions\": [],\n \"detcet\": [\"qr\"]}]}",
+                {"test.json:5:", "profiles[0].detcet", "unknown field"}},
+        BadFile{"{\"profiles\": [{\"name\": \"g\", \"regions\": []}]}",
+                {"profiles.g", "missing field 'detect'"}},
+        BadFile{"{\n\"profiles\": [{\"name\": \"g\", \"regions\": [],\n \"detect\": [\"faces\"]}]}",
+                {"test.json:3:", "profiles.g.detect[0]", "unknown region class 'faces'"}},
+        BadFile{"{\"profiles\": [{\"name\": \"g\", \"regions\": [\"nowhere\"], \"detect\": []}]}",
+                {"profiles.g.regions[0]", "no region named 'nowhere'"}},
+        BadFile{
+            "{\"profiles\": [{\"name\": \"g\", \"regions\": [], \"detect\": [], \"may_control\": \"yes\"}]}",
             {"profiles.g.may_control", "true or false"}},
-        BadFile {"{\"profiles\": [{\"name\": \"g\", \"regions\": [], \"detect\": [], \"stage_meta\": \"blur\"}]}",
+        BadFile{
+            "{\"profiles\": [{\"name\": \"g\", \"regions\": [], \"detect\": [], \"stage_meta\": \"blur\"}]}",
             {"profiles.g.stage_meta", "keep, geometry, remove"}},
-        BadFile {"{\"profiles\": [{\"name\": \"a b\", \"regions\": [], \"detect\": []}]}",
-            {"profiles[0].name", "letters, digits"}},
-        BadFile {"{\"profiles\": [{\"name\": \"g\", \"regions\": [], \"detect\": []},"
-                 " {\"name\": \"g\", \"regions\": [], \"detect\": []}]}",
-            {"profiles[1].name", "duplicate profile name 'g'"}},
-        BadFile {"{\n\"regions\": [\n{\"name\": \"r\", \"class\": \"label\",\n \"rect_um\": [0, 0, -5, 10]}],"
-                 " \"profiles\": [{\"name\": \"g\", \"regions\": [], \"detect\": []}]}",
-            {"test.json:4:", "regions[0].rect_um", "above 0"}},
-        BadFile {"{\"regions\": [{\"name\": \"r\", \"class\": \"label\", \"polygon_um\": [[0, 0], [1, 1]]}],"
-                 " \"profiles\": [{\"name\": \"g\", \"regions\": [], \"detect\": []}]}",
-            {"regions[0].polygon_um", "at least 3 points"}},
-        BadFile {"{\"regions\": [{\"name\": \"r\", \"class\": \"label\", \"polygon_um\": [[0, 0], [1, 1], [2, 2]]}],"
-                 " \"profiles\": [{\"name\": \"g\", \"regions\": [], \"detect\": []}]}",
-            {"regions[0].polygon_um", "no area"}},
-        BadFile {"{\"regions\": [{\"name\": \"r\", \"class\": \"label\", \"polygon_um\": [[0, 0], [1, \"a\"], [2, 5]]}],"
-                 " \"profiles\": [{\"name\": \"g\", \"regions\": [], \"detect\": []}]}",
-            {"regions[0].polygon_um[1][1]", "number"}},
-        BadFile {"{\"regions\": [{\"name\": \"r\", \"class\": \"label\", \"rect_um\": [0, 0, 5, 5],"
-                 " \"polygon_um\": [[0, 0], [1, 0], [0, 1]]}],"
-                 " \"profiles\": [{\"name\": \"g\", \"regions\": [], \"detect\": []}]}",
-            {"regions[0]", "exactly one of"}},
-        BadFile {"{\"profiles\": [{\"name\": \"g\", \"regions\": [], \"detect\": [], \"extensions\": 3}]}",
-            {"profiles.g.extensions", "JSON object"}},
-        BadFile {"{\"version\": 2, \"profiles\": [{\"name\": \"g\", \"regions\": [], \"detect\": []}]}",
-            {"version", "must be 1"}},
+        BadFile{"{\"profiles\": [{\"name\": \"a b\", \"regions\": [], \"detect\": []}]}",
+                {"profiles[0].name", "letters, digits"}},
+        BadFile{"{\"profiles\": [{\"name\": \"g\", \"regions\": [], \"detect\": []},"
+                " {\"name\": \"g\", \"regions\": [], \"detect\": []}]}",
+                {"profiles[1].name", "duplicate profile name 'g'"}},
+        BadFile{"{\n\"regions\": [\n{\"name\": \"r\", \"class\": \"label\",\n \"rect_um\": [0, 0, -5, 10]}],"
+                " \"profiles\": [{\"name\": \"g\", \"regions\": [], \"detect\": []}]}",
+                {"test.json:4:", "regions[0].rect_um", "above 0"}},
+        BadFile{"{\"regions\": [{\"name\": \"r\", \"class\": \"label\", \"polygon_um\": [[0, 0], [1, 1]]}],"
+                " \"profiles\": [{\"name\": \"g\", \"regions\": [], \"detect\": []}]}",
+                {"regions[0].polygon_um", "at least 3 points"}},
+        BadFile{"{\"regions\": [{\"name\": \"r\", \"class\": \"label\", \"polygon_um\": [[0, 0], [1, 1], [2, "
+                "2]]}],"
+                " \"profiles\": [{\"name\": \"g\", \"regions\": [], \"detect\": []}]}",
+                {"regions[0].polygon_um", "no area"}},
+        BadFile{"{\"regions\": [{\"name\": \"r\", \"class\": \"label\", \"polygon_um\": [[0, 0], [1, \"a\"], "
+                "[2, 5]]}],"
+                " \"profiles\": [{\"name\": \"g\", \"regions\": [], \"detect\": []}]}",
+                {"regions[0].polygon_um[1][1]", "number"}},
+        BadFile{"{\"regions\": [{\"name\": \"r\", \"class\": \"label\", \"rect_um\": [0, 0, 5, 5],"
+                " \"polygon_um\": [[0, 0], [1, 0], [0, 1]]}],"
+                " \"profiles\": [{\"name\": \"g\", \"regions\": [], \"detect\": []}]}",
+                {"regions[0]", "exactly one of"}},
+        BadFile{"{\"profiles\": [{\"name\": \"g\", \"regions\": [], \"detect\": [], \"extensions\": 3}]}",
+                {"profiles.g.extensions", "JSON object"}},
+        BadFile{"{\"version\": 2, \"profiles\": [{\"name\": \"g\", \"regions\": [], \"detect\": []}]}",
+                {"version", "must be 1"}},
         // Found by tests/fuzz (fuzz-profiles): json-glib reads these, but
         // what it makes of them is not JSON (invalid UTF-8, "inf.0").
-        BadFile {"{\"profiles\": [{\"name\": \"g\",\n \"description\": \"dr\\ud800ive\", \"regions\": [],"
-                 " \"detect\": []}]}",
-            {"test.json:2: (file): a \\u escape of half a surrogate pair"}},
-        BadFile {"{\"profiles\": [{\"name\": \"g\", \"regions\": [], \"detect\": [],"
-                 " \"overlays\": [\"\\udc00\\udc00\"]}]}",
-            {"test.json:1:", "half a surrogate pair"}},
-        BadFile {"{\"profiles\": [{\"name\": \"g\", \"regions\": [], \"detect\": [],"
-                 " \"extensions\": {\"max\": [1e999]}}]}",
-            {"profiles.g.extensions", "finite numbers"}},
-        BadFile {std::string (100000, '['), {"test.json:1: (file): nested deeper than 64 levels"}}));
+        BadFile{"{\"profiles\": [{\"name\": \"g\",\n \"description\": \"dr\\ud800ive\", \"regions\": [],"
+                " \"detect\": []}]}",
+                {"test.json:2: (file): a \\u escape of half a surrogate pair"}},
+        BadFile{"{\"profiles\": [{\"name\": \"g\", \"regions\": [], \"detect\": [],"
+                " \"overlays\": [\"\\udc00\\udc00\"]}]}",
+                {"test.json:1:", "half a surrogate pair"}},
+        BadFile{"{\"profiles\": [{\"name\": \"g\", \"regions\": [], \"detect\": [],"
+                " \"extensions\": {\"max\": [1e999]}}]}",
+                {"profiles.g.extensions", "finite numbers"}},
+        BadFile{std::string (100000, '['), {"test.json:1: (file): nested deeper than 64 levels"}}));
 
 // What json-glib 1.6 gets wrong, found before it reads the text.
 TEST (JsonText, DeepNestingAndHalfSurrogatePairsAreFoundTheWayJsonGlibReadsText)
@@ -213,7 +217,7 @@ TEST (JsonText, DeepNestingAndHalfSurrogatePairsAreFoundTheWayJsonGlibReadsText)
   EXPECT_TRUE (text_problem (R"(["\ud800"])", 5));
   EXPECT_TRUE (text_problem (R"(["\ud800\u0041"])", 5));
   EXPECT_TRUE (text_problem (R"(["\uDC00x"])", 5));
-  EXPECT_FALSE (text_problem (R"(["\\ud800"])", 5));  // an escaped backslash
+  EXPECT_FALSE (text_problem (R"(["\\ud800"])", 5)); // an escaped backslash
   EXPECT_FALSE (text_problem (R"(['\ud800'])", 5));
   EXPECT_FALSE (text_problem (R"(["\u00e9\uD83D\uDD2C"])", 5));
   EXPECT_TRUE (text_problem (R"(["\ud8op"])", 5));
@@ -235,8 +239,7 @@ TEST (Profiles, UnreadableFileNamesThePath)
     load_profiles_file ("/nonexistent/profiles.json");
     FAIL () << "no error";
   } catch (const ProfileError &e) {
-    EXPECT_NE (std::string (e.what ()).find ("/nonexistent/profiles.json"), std::string::npos)
-        << e.what ();
+    EXPECT_NE (std::string (e.what ()).find ("/nonexistent/profiles.json"), std::string::npos) << e.what ();
   }
 }
 
@@ -248,16 +251,16 @@ TEST (Mask, EveryPixelTouchingARegionIsMaskedAndFarPixelsAreNot)
   std::uniform_real_distribution<double> u (0, 1);
   for (int k = 0; k < 300; k++) {
     FrameGeometry g;
-    g.width = 64 + (int) (u (rng) * 200);
-    g.height = 48 + (int) (u (rng) * 150);
+    g.width = 64 + (int)(u (rng) * 200);
+    g.height = 48 + (int)(u (rng) * 150);
     g.um_per_px = 0.1 + u (rng) * 3;
     g.stage_x_um = 1000 + u (rng) * 500;
     g.stage_y_um = 1000 + u (rng) * 500;
     // A rectangle somewhere around the frame, in slide µm.
     const double fw = g.width * g.um_per_px, fh = g.height * g.um_per_px;
     cv::Rect2d r (g.stage_x_um - fw + u (rng) * 1.5 * fw, g.stage_y_um - fh + u (rng) * 1.5 * fh,
-        u (rng) * fw, u (rng) * fh);
-    const double margin = 1 + (int) (u (rng) * 3);
+                  u (rng) * fw, u (rng) * fh);
+    const double margin = 1 + (int)(u (rng) * 3);
     FramePolygon fp;
     for (auto p : {r.tl (), cv::Point2d (r.br ().x, r.y), r.br (), cv::Point2d (r.x, r.br ().y)})
       fp.points.push_back (g.to_frame (p));
@@ -297,8 +300,8 @@ TEST (Mask, RotatedPolygonIsCoveredWithItsMargin)
   std::vector<cv::Point2f> pf (poly.begin (), poly.end ());
   for (int j = 0; j < size.height; j++)
     for (int i = 0; i < size.width; i++) {
-      double d = cv::pointPolygonTest (pf, cv::Point2f ((float) i, (float) j), true);
-      if (d >= -2.0) {  // inside or within the margin
+      double d = cv::pointPolygonTest (pf, cv::Point2f ((float)i, (float)j), true);
+      if (d >= -2.0) { // inside or within the margin
         ASSERT_NE (mask.at<uchar> (j, i), 0) << i << "," << j << " d=" << d;
       }
       if (d < -5.5) {
@@ -369,14 +372,14 @@ struct Scope {
 std::vector<int>
 ean13_modules ()
 {
-  static const char *L[] = {"0001101", "0011001", "0010011", "0111101", "0100011", "0110001",
-      "0101111", "0111011", "0110111", "0001011"};
-  static const char *G[] = {"0100111", "0110011", "0011011", "0100001", "0011101", "0111001",
-      "0000101", "0010001", "0001001", "0010111"};
-  static const char *R[] = {"1110010", "1100110", "1101100", "1000010", "1011100", "1001110",
-      "1010000", "1000100", "1001000", "1110100"};
-  static const char *parity[] = {"LLLLLL", "LLGLGG", "LLGGLG", "LLGGGL", "LGLLGG", "LGGLLG",
-      "LGGGLL", "LGLGLG", "LGLGGL", "LGGLGL"};
+  static const char *L[] = {"0001101", "0011001", "0010011", "0111101", "0100011",
+                            "0110001", "0101111", "0111011", "0110111", "0001011"};
+  static const char *G[] = {"0100111", "0110011", "0011011", "0100001", "0011101",
+                            "0111001", "0000101", "0010001", "0001001", "0010111"};
+  static const char *R[] = {"1110010", "1100110", "1101100", "1000010", "1011100",
+                            "1001110", "1010000", "1000100", "1001000", "1110100"};
+  static const char *parity[]
+      = {"LLLLLL", "LLGLGG", "LLGGLG", "LLGGGL", "LGLLGG", "LGGLLG", "LGGGLL", "LGLGLG", "LGLGGL", "LGGLGL"};
   const std::string code = "4006381333931";
   std::string bits = "101";
   for (int i = 1; i <= 6; i++) {
@@ -393,18 +396,18 @@ ean13_modules ()
   return m;
 }
 
-}  // namespace
+} // namespace
 
 cv::Mat
 barcode_image (int module_px, int height_px)
 {
   std::vector<int> m = ean13_modules ();
   const int quiet = 10 * module_px;
-  cv::Mat img (height_px + 2 * quiet / 2, (int) m.size () * module_px + 2 * quiet, CV_8UC3,
-      cv::Scalar (255, 255, 255));
+  cv::Mat img (height_px + 2 * quiet / 2, (int)m.size () * module_px + 2 * quiet, CV_8UC3,
+               cv::Scalar (255, 255, 255));
   for (size_t i = 0; i < m.size (); i++)
     if (m[i])
-      img (cv::Rect (quiet + (int) i * module_px, quiet / 2, module_px, height_px))
+      img (cv::Rect (quiet + (int)i * module_px, quiet / 2, module_px, height_px))
           .setTo (cv::Scalar (25, 25, 30));
   return img;
 }
@@ -441,8 +444,8 @@ TEST (Detect, TissueFramesAreNotMistakenForText)
       double area = 0;
       for (const auto &det : found)
         area += (det.bounds_px () & cv::Rect2d (0, 0, 640, 480)).area ();
-      EXPECT_LT (area, 0.02 * 640 * 480) << obj << "x at x=" << x << ": " << found.size ()
-                                          << " false detections";
+      EXPECT_LT (area, 0.02 * 640 * 480)
+          << obj << "x at x=" << x << ": " << found.size () << " false detections";
     }
 }
 
@@ -456,7 +459,8 @@ TEST (Detect, ScreenRunsNoCodeSearchOnTissue)
   for (int obj : {4, 10, 20, 40})
     for (double x : {32000.0, 45000.0, 58000.0}) {
       cv::Mat f = s.at (obj, x, 12500);
-      auto found = d.screen (f, all_region_classes (), true, 1.0, 1.0, {0, 0}, cv::Rect (0, 0, 640, 480), &st);
+      auto found
+          = d.screen (f, all_region_classes (), true, 1.0, 1.0, {0, 0}, cv::Rect (0, 0, 640, 480), &st);
       double area = 0;
       for (const auto &det : found)
         area += (det.bounds_px () & cv::Rect2d (0, 0, 640, 480)).area ();
@@ -470,8 +474,9 @@ TEST (Detect, RealHistologyTilesAreNotMistakenForPrint)
 {
   LIVEMICRO_REQUIRE_TESTDATA (dir);
   Detector d;
-  for (const char *tile : {"monuseg/TCGA-B0-5710-01Z-00-DX1.png", "tiles/torchstain_target.png",
-           "tiles/torchstain_source.png", "tiles/stardist_histo.jpg", "tiles/skimage_ihc.png"}) {
+  for (const char *tile :
+       {"monuseg/TCGA-B0-5710-01Z-00-DX1.png", "tiles/torchstain_target.png", "tiles/torchstain_source.png",
+        "tiles/stardist_histo.jpg", "tiles/skimage_ihc.png"}) {
     cv::Mat bgr = cv::imread (dir + "/" + tile, cv::IMREAD_COLOR), rgb;
     ASSERT_FALSE (bgr.empty ()) << tile;
     cv::cvtColor (bgr, rgb, cv::COLOR_BGR2RGB);
@@ -482,8 +487,9 @@ TEST (Detect, RealHistologyTilesAreNotMistakenForPrint)
     // The cheap path, too, and without code searches.
     ScreenStats st;
     m.setTo (0);
-    for (const auto &det : d.screen (rgb, all_region_classes (), true, 1.0,
-             Detector::work_scale (rgb.size ()), {0, 0}, cv::Rect (cv::Point (0, 0), rgb.size ()), &st))
+    for (const auto &det :
+         d.screen (rgb, all_region_classes (), true, 1.0, Detector::work_scale (rgb.size ()), {0, 0},
+                   cv::Rect (cv::Point (0, 0), rgb.size ()), &st))
       cv::rectangle (m, det.bounds_px (), cv::Scalar (255), cv::FILLED);
     EXPECT_LT (cv::countNonZero (m), 0.02 * m.total ()) << tile << ": masked as print (screen)";
     EXPECT_EQ (st.qr_runs + st.barcode_runs, 0) << tile;
@@ -499,7 +505,7 @@ TEST (Detect, PrintedLabelLinesAreFoundAsLabelAndText)
   const cv::Rect2d name_um = slide.label ().text_rects_um[3];
   hw::CaptureInfo info;
   cv::Mat f = s.at (4, name_um.x + 0.5 * 640 * 2.5 - 100, name_um.y + name_um.height / 2, &info);
-  FrameGeometry g {info.stage_x_um, info.stage_y_um, info.um_per_px, 640, 480};
+  FrameGeometry g{info.stage_x_um, info.stage_y_um, info.um_per_px, 640, 480};
   cv::Point2d a = g.to_frame (name_um.tl ()), b = g.to_frame (name_um.br ());
   cv::Rect2d target = cv::Rect2d (a, b) & cv::Rect2d (0, 0, 640, 480);
   ASSERT_GT (target.area (), 1000);
@@ -531,18 +537,18 @@ expect_pasted_print_found (const std::function<std::vector<Detection> (const cv:
   for (int k = 0; k < n; k++) {
     cv::Mat f = s.at (k % 2 ? 10 : 20, 30000 + 5000 * k, 8000 + 1500 * k).clone ();
     cv::Mat qr = qr_image (160 + 40 * (k % 3));
-    cv::Rect pasted (40 + (int) (rng () % 300), 40 + (int) (rng () % 200), qr.cols, qr.rows);
+    cv::Rect pasted (40 + (int)(rng () % 300), 40 + (int)(rng () % 200), qr.cols, qr.rows);
     qr.copyTo (f (pasted));
     // The symbol (its dark modules), without the white quiet zone.
     cv::Mat qr_grey;
     cv::cvtColor (qr, qr_grey, cv::COLOR_RGB2GRAY);
     const cv::Rect qr_at = cv::boundingRect (qr_grey < 128) + pasted.tl ();
     cv::Mat bar = barcode_image (2 + k % 2, 90);
-    cv::Rect bar_at (480 + (int) (rng () % 150), 380 + (int) (rng () % 150), bar.cols, bar.rows);
+    cv::Rect bar_at (480 + (int)(rng () % 150), 380 + (int)(rng () % 150), bar.cols, bar.rows);
     bar.copyTo (f (bar_at));
     const std::string text = "MRN 00424242";
     double scale = 0.8 + 0.2 * (k % 3);
-    cv::Point org (40 + (int) (rng () % 300), 600 + (int) (rng () % 60));
+    cv::Point org (40 + (int)(rng () % 300), 600 + (int)(rng () % 60));
     cv::Mat before = f.clone ();
     cv::putText (f, text, org, cv::FONT_HERSHEY_SIMPLEX, scale, cv::Scalar (20, 20, 24), 2, cv::LINE_AA);
     // Every pixel the print changed.
@@ -565,7 +571,7 @@ expect_pasted_print_found (const std::function<std::vector<Detection> (const cv:
       return cv::countNonZero (m (r)) >= 0.5 * r.area () * (c == RegionClass::kText ? 0.5 : 1);
     };
     auto covered = [&] (const cv::Rect &r) { return cv::countNonZero (all (r)) == r.area (); };
-    const int module = 2 + k % 2;  // quiet zone: 10 modules left and right, 5 above
+    const int module = 2 + k % 2; // quiet zone: 10 modules left and right, 5 above
     const cv::Rect bars (bar_at.x + 10 * module, bar_at.y + 5 * module, bar.cols - 20 * module, 90);
     qr_found += found_as (RegionClass::kQr, qr_at) && covered (qr_at);
     bar_found += found_as (RegionClass::kBarcode, bars) && covered (bars);
@@ -581,7 +587,7 @@ expect_pasted_print_found (const std::function<std::vector<Detection> (const cv:
   EXPECT_EQ (text_found, n);
 }
 
-}  // namespace
+} // namespace
 
 TEST (Detect, PastedQrCodesBarcodesAndTextAreFoundOnTissue)
 {
@@ -599,7 +605,7 @@ TEST (Detect, ScreenFindsPastedQrCodesBarcodesAndTextToo)
   expect_pasted_print_found ([&] (const cv::Mat &f) {
     frames++;
     return d.screen (f, all_region_classes (), true, 1.0, Detector::work_scale (f.size ()), {0, 0},
-        cv::Rect (0, 0, f.cols, f.rows), &st);
+                     cv::Rect (0, 0, f.cols, f.rows), &st);
   });
   EXPECT_GE (st.qr_runs, frames);
   EXPECT_LE (st.qr_runs, 2 * frames) << "QR searches only on candidates that show a finder pattern";
@@ -623,7 +629,7 @@ namespace {
 // consecutive frames show the same slide where they overlap.
 struct Canvas {
   cv::Mat rgb;
-  double x0_um = 0, y0_um = 0, um_per_px = 1;  // slide µm at the top-left edge
+  double x0_um = 0, y0_um = 0, um_per_px = 1; // slide µm at the top-left edge
 
   Canvas (cv::Size size, int objective, double x_um, double y_um)
   {
@@ -638,12 +644,12 @@ struct Canvas {
   cv::Mat frame (cv::Point at, cv::Size size, FrameGeometry &g) const
   {
     g = {x0_um + (at.x + size.width / 2.0) * um_per_px, y0_um + (at.y + size.height / 2.0) * um_per_px,
-        um_per_px, size.width, size.height};
+         um_per_px, size.width, size.height};
     return rgb (cv::Rect (at, size));
   }
 };
 
-}  // namespace
+} // namespace
 
 TEST (Incremental, PanningChecksOnlyWhatComesIntoViewAndAStillViewNothing)
 {
@@ -730,7 +736,7 @@ TEST (Incremental, AFailedCheckMarksNothing)
   IncrementalStats st;
   inc.set_inject_fault (true);
   EXPECT_THROW (inc.detect (src, g, 0, all_region_classes (), cv::Mat (), cv::Rect (), 0, 10, &st),
-      cv::Exception);
+                cv::Exception);
   inc.set_inject_fault (false);
   inc.detect (src, g, 0, all_region_classes (), cv::Mat (), cv::Rect (), 1, 10, &st);
   EXPECT_EQ (st.cells_to_check, st.cells_visible);
@@ -741,8 +747,9 @@ TEST (Incremental, AnAbsurdPositionThrowsInsteadOfOverflowing)
   cv::Mat f (48, 64, CV_8UC3, cv::Scalar (230, 200, 220));
   MatSource src (f);
   IncrementalDetector inc;
-  FrameGeometry g {1e300, 0, 1e-6, 64, 48};
-  EXPECT_THROW (inc.detect (src, g, 0, all_region_classes (), cv::Mat (), cv::Rect (), 0, 10), std::range_error);
+  FrameGeometry g{1e300, 0, 1e-6, 64, 48};
+  EXPECT_THROW (inc.detect (src, g, 0, all_region_classes (), cv::Mat (), cv::Rect (), 0, 10),
+                std::range_error);
 }
 
 TEST (Incremental, TheRecordStaysBounded)
@@ -752,8 +759,8 @@ TEST (Incremental, TheRecordStaysBounded)
   IncrementalDetector inc;
   for (int k = 0; k < 700; k++) {
     // A new tile of 64 × 64 cells (4 µm each) every frame.
-    FrameGeometry g {1000.0 + 300.0 * (k % 50), 1000.0 + 300.0 * (k / 50), 1.0, 64, 48};
-    inc.detect (src, g, 0, all_region_classes (), cv::Mat (), cv::Rect (), (uint64_t) k, 10);
+    FrameGeometry g{1000.0 + 300.0 * (k % 50), 1000.0 + 300.0 * (k / 50), 1.0, 64, 48};
+    inc.detect (src, g, 0, all_region_classes (), cv::Mat (), cv::Rect (), (uint64_t)k, 10);
   }
   EXPECT_LE (inc.tiles (), 512u);
   EXPECT_GE (inc.tiles (), 500u);
@@ -769,7 +776,7 @@ TEST (Incremental, PrintPastedOnTheSlideIsFoundAsItComesIntoView)
   qr.copyTo (c.rgb (qr_at));
   bar.copyTo (c.rgb (bar_at));
   cv::putText (c.rgb, "DOE, JANE MRN 00424242", {1100, 440}, cv::FONT_HERSHEY_SIMPLEX, 0.7,
-      cv::Scalar (20, 20, 24), 2, cv::LINE_AA);
+               cv::Scalar (20, 20, 24), 2, cv::LINE_AA);
   const cv::Size fs (640, 480);
   IncrementalDetector inc;
   IncrementalStats st;
@@ -778,8 +785,8 @@ TEST (Incremental, PrintPastedOnTheSlideIsFoundAsItComesIntoView)
   for (int x = 0; x + fs.width <= c.rgb.cols; x += 45, frames++) {
     FrameGeometry g;
     MatSource src (c.frame ({x, 0}, fs, g));
-    for (const auto &d : inc.detect (src, g, 0, all_region_classes (), cv::Mat (), cv::Rect (),
-             (uint64_t) frames, 100, &st)) {
+    for (const auto &d :
+         inc.detect (src, g, 0, all_region_classes (), cv::Mat (), cv::Rect (), (uint64_t)frames, 100, &st)) {
       cv::Rect2d b = d.bounds_px ();
       found_um.push_back ({d.region_class, cv::Rect2d (g.to_slide (b.tl ()), g.to_slide (b.br ()))});
       if (d.region_class == RegionClass::kQr && qr_first < 0)
@@ -804,11 +811,12 @@ TEST (Incremental, PrintPastedOnTheSlideIsFoundAsItComesIntoView)
   auto covered = [&] (const cv::Rect &canvas_px) {
     cv::Mat m = cv::Mat::zeros (c.rgb.size (), CV_8U);
     for (const auto &[cls, r] : found_um)
-      cv::rectangle (m, cv::Rect (cv::Point ((int) std::floor ((r.x - c.x0_um) / c.um_per_px),
-                                       (int) std::floor ((r.y - c.y0_um) / c.um_per_px)),
-                        cv::Point ((int) std::ceil ((r.br ().x - c.x0_um) / c.um_per_px),
-                            (int) std::ceil ((r.br ().y - c.y0_um) / c.um_per_px))),
-          cv::Scalar (255), cv::FILLED);
+      cv::rectangle (m,
+                     cv::Rect (cv::Point ((int)std::floor ((r.x - c.x0_um) / c.um_per_px),
+                                          (int)std::floor ((r.y - c.y0_um) / c.um_per_px)),
+                               cv::Point ((int)std::ceil ((r.br ().x - c.x0_um) / c.um_per_px),
+                                          (int)std::ceil ((r.br ().y - c.y0_um) / c.um_per_px))),
+                     cv::Scalar (255), cv::FILLED);
     return cv::countNonZero (m (canvas_px)) == canvas_px.area ();
   };
   EXPECT_TRUE (covered (qr_symbol));

@@ -50,8 +50,7 @@ TEST (Grbl, MovesTakeTimeAndThePositionIsReportedWhileMoving)
   Emulator emu ("grbl_emulator.py");
   ASSERT_TRUE (emu.ok ());
   // 1 machine mm = 1000 µm; slide x = 5000 µm + machine mm × 1000.
-  Rig r = open_rig ("grbl://" + emu.link ()
-                    + "?x_offset_um=5000&speed_um_s=4000&poll_ms=30");
+  Rig r = open_rig ("grbl://" + emu.link () + "?x_offset_um=5000&speed_um_s=4000&poll_ms=30");
   StageState s0 = r.stage->state ();
   EXPECT_NEAR (s0.x_um, 15000, 1e-6); // emulator starts at X10 mm
   EXPECT_NEAR (s0.y_um, 10000, 1e-6);
@@ -87,14 +86,12 @@ TEST (Grbl, OutOfRangeMoveIsRefusedBeforeAnythingIsSent)
   ErrorKind kind;
   std::string e = error_of ([&] { r.stage->move_to (60000, 1000); }, &kind);
   EXPECT_EQ (kind, ErrorKind::kOutOfRange);
-  EXPECT_TRUE (contains (
-      e, "stage x 60000 µm is outside the travel range [0, 50000] µm"))
-      << e;
+  EXPECT_TRUE (contains (e, "stage x 60000 µm is outside the travel range [0, 50000] µm")) << e;
   e = error_of ([&] { r.focus->move_to (-5); }, &kind);
   EXPECT_TRUE (contains (e, "focus z -5 µm is outside the focus range")) << e;
   g_usleep (600000); // two idle polls later: no move went out
   for (auto &rx : emu.received (mark))
-    EXPECT_EQ (rx.find ("G53"), std::string::npos) << "sent " << rx;  // no move
+    EXPECT_EQ (rx.find ("G53"), std::string::npos) << "sent " << rx; // no move
 }
 
 TEST (Grbl, StopHoldsThenResetsAndKeepsThePosition)
@@ -109,15 +106,12 @@ TEST (Grbl, StopHoldsThenResetsAndKeepsThePosition)
   double x = r.stage->state ().x_um;
   EXPECT_LT (x, 20000);
   g_usleep (400000);
-  EXPECT_NEAR (r.stage->state ().x_um, x, 1e-6)
-      << "the stage kept moving after stop";
+  EXPECT_NEAR (r.stage->state ().x_um, x, 1e-6) << "the stage kept moving after stop";
   ASSERT_TRUE (emu.wait_event ("RX !", 1, mark));
-  ASSERT_TRUE (emu.wait_event ("RX \\x18", 2, mark))
-      << "no soft reset after the hold";
+  ASSERT_TRUE (emu.wait_event ("RX \\x18", 2, mark)) << "no soft reset after the hold";
   // The controller takes the next move.
   r.stage->move_to (x + 500, 10000);
-  ASSERT_TRUE (eventually (
-      [&] { return std::abs (r.stage->state ().x_um - (x + 500)) < 1; }, 5));
+  ASSERT_TRUE (eventually ([&] { return std::abs (r.stage->state ().x_um - (x + 500)) < 1; }, 5));
 }
 
 TEST (Grbl, ErrorRepliesAndAlarmsAreReported)
@@ -128,31 +122,20 @@ TEST (Grbl, ErrorRepliesAndAlarmsAreReported)
   // error:N for a move: counted and described, the stage stays put.
   emu.control ("fail-next 20");
   r.stage->move_to (12000, 10000);
-  ASSERT_TRUE (eventually (
-      [&] {
-        return serial::controller_status (*r.controller, "stage").refusals == 1;
-      },
-      3));
+  ASSERT_TRUE (
+      eventually ([&] { return serial::controller_status (*r.controller, "stage").refusals == 1; }, 3));
   DeviceStatus d = serial::controller_status (*r.controller, "stage");
-  EXPECT_TRUE (
-      contains (d.last_refusal, "GRBL refused 'G53 G1 X12.0000 Y10.0000"))
-      << d.last_refusal;
-  EXPECT_TRUE (contains (d.last_refusal,
-                         "error:20 (unsupported or invalid G-code command)"))
+  EXPECT_TRUE (contains (d.last_refusal, "GRBL refused 'G53 G1 X12.0000 Y10.0000")) << d.last_refusal;
+  EXPECT_TRUE (contains (d.last_refusal, "error:20 (unsupported or invalid G-code command)"))
       << d.last_refusal;
   EXPECT_FALSE (r.stage->state ().moving);
 
   // ALARM:2 (soft limit, position retained): reported, then unlocked.
   size_t mark = emu.mark ();
   r.stage->move_to (40000, 10000);
-  ASSERT_TRUE (eventually (
-      [&] {
-        return serial::controller_status (*r.controller, "stage").refusals == 2;
-      },
-      3));
-  EXPECT_TRUE (
-      contains (serial::controller_status (*r.controller, "stage").last_refusal,
-                "ALARM:2"));
+  ASSERT_TRUE (
+      eventually ([&] { return serial::controller_status (*r.controller, "stage").refusals == 2; }, 3));
+  EXPECT_TRUE (contains (serial::controller_status (*r.controller, "stage").last_refusal, "ALARM:2"));
   ASSERT_TRUE (emu.wait_event ("RX $X", 2, mark)) << "no unlock after ALARM:2";
   ASSERT_TRUE (eventually (
       [&] {
@@ -164,17 +147,12 @@ TEST (Grbl, ErrorRepliesAndAlarmsAreReported)
         }
       },
       3));
-  ASSERT_TRUE (eventually (
-      [&] { return std::abs (r.stage->state ().x_um - 11000) < 1; }, 3));
+  ASSERT_TRUE (eventually ([&] { return std::abs (r.stage->state ().x_um - 11000) < 1; }, 3));
 
   // ALARM:1 (hard limit): the controller is in alarm, moves are refused.
   emu.control ("alarm 1");
-  ASSERT_TRUE (eventually (
-      [&] {
-        return !serial::controller_status (*r.controller, "stage")
-                    .problem.empty ();
-      },
-      3));
+  ASSERT_TRUE (
+      eventually ([&] { return !serial::controller_status (*r.controller, "stage").problem.empty (); }, 3));
   d = serial::controller_status (*r.controller, "stage");
   EXPECT_TRUE (d.online);
   EXPECT_TRUE (contains (d.problem, "alarm 1 (hard limit")) << d.problem;
@@ -190,15 +168,10 @@ TEST (Grbl, AnAlarmNumberBeyondIntIsNotASoftLimit)
   Rig r = open_rig ("grbl://" + emu.link () + "?poll_ms=30");
   size_t mark = emu.mark ();
   emu.control ("alarm 4294967298");
-  ASSERT_TRUE (eventually (
-      [&] {
-        return !serial::controller_status (*r.controller, "stage")
-                    .problem.empty ();
-      },
-      3));
+  ASSERT_TRUE (
+      eventually ([&] { return !serial::controller_status (*r.controller, "stage").problem.empty (); }, 3));
   EXPECT_FALSE (emu.wait_event ("RX $X", 1, mark)) << "unlocked a real alarm";
-  EXPECT_TRUE (contains (error_of ([&] { r.stage->move_to (12000, 10000); }),
-                         "alarm"));
+  EXPECT_TRUE (contains (error_of ([&] { r.stage->move_to (12000, 10000); }), "alarm"));
 }
 
 TEST (Grbl, HomesOnConnectWhenAskedOtherwiseReportsTheHomingLock)
@@ -208,14 +181,12 @@ TEST (Grbl, HomesOnConnectWhenAskedOtherwiseReportsTheHomingLock)
     Rig r = open_rig ("grbl://" + emu.link ());
     DeviceStatus d = serial::controller_status (*r.controller, "stage");
     EXPECT_TRUE (contains (d.problem, "homing required")) << d.problem;
-    EXPECT_TRUE (contains (error_of ([&] { r.stage->move_to (1000, 1000); }),
-                           "homing required"));
+    EXPECT_TRUE (contains (error_of ([&] { r.stage->move_to (1000, 1000); }), "homing required"));
   }
   size_t mark = emu.mark ();
   Rig r = open_rig ("grbl://" + emu.link () + "?home=1");
   EXPECT_FALSE (emu.received (mark, "$H").empty ());
-  EXPECT_TRUE (
-      serial::controller_status (*r.controller, "stage").problem.empty ());
+  EXPECT_TRUE (serial::controller_status (*r.controller, "stage").problem.empty ());
   EXPECT_NEAR (r.stage->state ().x_um, 0, 1e-6);
 }
 
@@ -242,14 +213,10 @@ TEST (Grbl, ControllerThatStopsAnsweringIsDroppedAndReconnected)
   Emulator emu ("grbl_emulator.py");
   Rig r = open_rig ("grbl://" + emu.link () + "?timeout_ms=300&poll_ms=30");
   emu.control ("delay 1000");
-  ASSERT_TRUE (
-      eventually ([&] { return !r.controller->snapshot ().online; }, 4));
-  EXPECT_TRUE (
-      contains (serial::controller_status (*r.controller, "stage").problem,
-                "within 300 ms"));
+  ASSERT_TRUE (eventually ([&] { return !r.controller->snapshot ().online; }, 4));
+  EXPECT_TRUE (contains (serial::controller_status (*r.controller, "stage").problem, "within 300 ms"));
   emu.control ("delay 0");
-  ASSERT_TRUE (
-      eventually ([&] { return r.controller->snapshot ().online; }, 5));
+  ASSERT_TRUE (eventually ([&] { return r.controller->snapshot ().online; }, 5));
 }
 
 TEST (Grbl, DeviceGoneIsReportedAndReconnectsWhenItComesBack)
@@ -257,13 +224,10 @@ TEST (Grbl, DeviceGoneIsReportedAndReconnectsWhenItComesBack)
   Emulator emu ("grbl_emulator.py");
   Rig r = open_rig ("grbl://" + emu.link () + "?reconnect_ms=100&poll_ms=30");
   emu.control ("disconnect");
-  ASSERT_TRUE (
-      eventually ([&] { return !r.controller->snapshot ().online; }, 3));
+  ASSERT_TRUE (eventually ([&] { return !r.controller->snapshot ().online; }, 3));
   DeviceStatus d = serial::controller_status (*r.controller, "stage");
   EXPECT_FALSE (d.online);
-  EXPECT_TRUE (
-      contains (d.problem, "GRBL controller on " + emu.link () + " is offline"))
-      << d.problem;
+  EXPECT_TRUE (contains (d.problem, "GRBL controller on " + emu.link () + " is offline")) << d.problem;
   ErrorKind kind;
   std::string e = error_of ([&] { r.stage->move_to (12000, 10000); }, &kind);
   EXPECT_EQ (kind, ErrorKind::kDevice);
@@ -272,15 +236,11 @@ TEST (Grbl, DeviceGoneIsReportedAndReconnectsWhenItComesBack)
 
   size_t mark = emu.mark ();
   emu.control ("connect"); // a new pty behind the same path
-  ASSERT_TRUE (
-      eventually ([&] { return r.controller->snapshot ().online; }, 5));
-  EXPECT_TRUE (
-      serial::controller_status (*r.controller, "stage").problem.empty ());
-  EXPECT_TRUE (emu.wait_event ("RX !", 2, mark))
-      << "the stop requested while offline was dropped";
+  ASSERT_TRUE (eventually ([&] { return r.controller->snapshot ().online; }, 5));
+  EXPECT_TRUE (serial::controller_status (*r.controller, "stage").problem.empty ());
+  EXPECT_TRUE (emu.wait_event ("RX !", 2, mark)) << "the stop requested while offline was dropped";
   r.stage->move_to (12000, 10000);
-  ASSERT_TRUE (eventually (
-      [&] { return std::abs (r.stage->state ().x_um - 12000) < 1; }, 5));
+  ASSERT_TRUE (eventually ([&] { return std::abs (r.stage->state ().x_um - 12000) < 1; }, 5));
 }
 
 TEST (Grbl, BadUrisAndMissingPortsGiveClearErrors)
@@ -288,20 +248,13 @@ TEST (Grbl, BadUrisAndMissingPortsGiveClearErrors)
   EXPECT_TRUE (contains (error_of ([] { open_rig ("grbl:///dev/ttyNOPE9"); }),
                          "serial port '/dev/ttyNOPE9' does not exist"));
   EXPECT_TRUE (
-      contains (error_of ([] { open_rig ("grbl:///dev/ttyS0?bauds=9600"); }),
-                "unknown parameter 'bauds'"));
+      contains (error_of ([] { open_rig ("grbl:///dev/ttyS0?bauds=9600"); }), "unknown parameter 'bauds'"));
   EXPECT_TRUE (
-      contains (error_of ([] { open_rig ("grbl:///dev/ttyS0?baud=12345"); }),
-                "baud=12345 is not one of"));
-  EXPECT_TRUE (contains (error_of ([] { open_rig ("grbl://dev/ttyUSB0"); }),
-                         "three slashes"));
-  EXPECT_TRUE (contains (error_of ([] { open_rig ("grbl:///etc/hostname"); }),
-                         "is not a serial port"));
+      contains (error_of ([] { open_rig ("grbl:///dev/ttyS0?baud=12345"); }), "baud=12345 is not one of"));
+  EXPECT_TRUE (contains (error_of ([] { open_rig ("grbl://dev/ttyUSB0"); }), "three slashes"));
+  EXPECT_TRUE (contains (error_of ([] { open_rig ("grbl:///etc/hostname"); }), "is not a serial port"));
   Emulator emu ("proscan_emulator.py"); // another protocol on the line
-  EXPECT_TRUE (contains (error_of ([&] {
-                           open_rig ("grbl://" + emu.link ()
-                                     + "?timeout_ms=300");
-                         }),
+  EXPECT_TRUE (contains (error_of ([&] { open_rig ("grbl://" + emu.link () + "?timeout_ms=300"); }),
                          "no answer from GRBL controller on"));
 }
 
@@ -309,10 +262,8 @@ TEST (Grbl, BadUrisAndMissingPortsGiveClearErrors)
 
 TEST (ProScan, UsesTheControllersResolutionAndReportsPositionWhileMoving)
 {
-  Emulator emu ("proscan_emulator.py",
-                {"--res-stage", "0.5", "--max-speed", "8000"});
-  Rig r = open_rig ("proscan://" + emu.link ()
-                    + "?speed_um_s=4000&max_speed_um_s=8000&poll_ms=30");
+  Emulator emu ("proscan_emulator.py", {"--res-stage", "0.5", "--max-speed", "8000"});
+  Rig r = open_rig ("proscan://" + emu.link () + "?speed_um_s=4000&max_speed_um_s=8000&poll_ms=30");
   EXPECT_NEAR (r.stage->state ().x_um, 0, 1e-9);
   size_t mark = emu.mark ();
   r.stage->move_to (4000, 2000);
@@ -320,8 +271,7 @@ TEST (ProScan, UsesTheControllersResolutionAndReportsPositionWhileMoving)
   ASSERT_TRUE (eventually (
       [&] {
         StageState s = r.stage->state ();
-        seen_between
-            = seen_between || (s.moving && s.x_um > 100 && s.x_um < 3900);
+        seen_between = seen_between || (s.moving && s.x_um > 100 && s.x_um < 3900);
         return !s.moving && std::abs (s.x_um - 4000) < 1;
       },
       5));
@@ -333,11 +283,7 @@ TEST (ProScan, UsesTheControllersResolutionAndReportsPositionWhileMoving)
   // focus: 0.1 µm per unit by default in the emulator
   r.focus->move_to (25);
   ASSERT_TRUE (eventually (
-      [&] {
-        return !r.focus->state ().moving
-               && std::abs (r.focus->state ().z_um - 25) < 0.2;
-      },
-      5));
+      [&] { return !r.focus->state ().moving && std::abs (r.focus->state ().z_um - 25) < 0.2; }, 5));
   EXPECT_FALSE (emu.received (mark, "V,250").empty ());
 }
 
@@ -353,8 +299,7 @@ TEST (ProScan, StopErrorsAndMissingFocus)
   // A fresh controller: replies to the dropped one's last polls must not
   // reach this one's handshake (a driver gap noted in docs/hardware.md).
   Emulator emu2 ("proscan_emulator.py", {"--no-focus", "--max-speed", "1000"});
-  Rig r = open_rig ("proscan://" + emu2.link ()
-                    + "?max_speed_um_s=1000&speed_um_s=1000&poll_ms=30");
+  Rig r = open_rig ("proscan://" + emu2.link () + "?max_speed_um_s=1000&speed_um_s=1000&poll_ms=30");
   EXPECT_EQ (r.focus, nullptr);
   size_t mark = emu2.mark ();
   r.stage->move_to (20000, 0); // 20 s
@@ -369,41 +314,30 @@ TEST (ProScan, StopErrorsAndMissingFocus)
 
   emu2.control ("error 2"); // E,2 NOT IDLE for the next command: the move
   r.stage->move_to (100, 100);
-  ASSERT_TRUE (
-      eventually ([&] { return r.controller->snapshot ().refusals >= 1; }, 3));
-  EXPECT_TRUE (
-      contains (r.controller->snapshot ().last_refusal, "E,2 (NOT IDLE)"))
+  ASSERT_TRUE (eventually ([&] { return r.controller->snapshot ().refusals >= 1; }, 3));
+  EXPECT_TRUE (contains (r.controller->snapshot ().last_refusal, "E,2 (NOT IDLE)"))
       << r.controller->snapshot ().last_refusal;
 }
 
 TEST (ProScan, SlowRepliesDisconnectAndReconnect)
 {
   Emulator emu ("proscan_emulator.py");
-  Rig r = open_rig ("proscan://" + emu.link ()
-                    + "?reconnect_ms=100&poll_ms=30&speed_um_s=5000");
+  Rig r = open_rig ("proscan://" + emu.link () + "?reconnect_ms=100&poll_ms=30&speed_um_s=5000");
   emu.control ("delay 200");
   r.stage->move_to (3000, 0);
   ASSERT_TRUE (eventually (
-      [&] {
-        return !r.stage->state ().moving
-               && std::abs (r.stage->state ().x_um - 3000) < 1;
-      },
-      6));
+      [&] { return !r.stage->state ().moving && std::abs (r.stage->state ().x_um - 3000) < 1; }, 6));
   emu.control ("delay 0");
   emu.control ("disconnect");
-  ASSERT_TRUE (
-      eventually ([&] { return !r.controller->snapshot ().online; }, 3));
+  ASSERT_TRUE (eventually ([&] { return !r.controller->snapshot ().online; }, 3));
   EXPECT_TRUE (
-      contains (serial::controller_status (*r.controller, "stage").problem,
-                "ProScan controller on"));
+      contains (serial::controller_status (*r.controller, "stage").problem, "ProScan controller on"));
   emu.control ("connect");
-  ASSERT_TRUE (
-      eventually ([&] { return r.controller->snapshot ().online; }, 5));
+  ASSERT_TRUE (eventually ([&] { return r.controller->snapshot ().online; }, 5));
   EXPECT_NEAR (r.stage->state ().x_um, 3000, 1); // re-read from the controller
   size_t mark = emu.mark ();
   r.stage->move_to (1000, 0);
-  ASSERT_TRUE (eventually (
-      [&] { return std::abs (r.stage->state ().x_um - 1000) < 1; }, 5))
+  ASSERT_TRUE (eventually ([&] { return std::abs (r.stage->state ().x_um - 1000) < 1; }, 5))
       << "x " << r.stage->state ().x_um << "; sent: " << [&] {
            std::string all;
            for (auto &e : emu.events_since (mark))

@@ -44,7 +44,7 @@ error_text (const std::function<void ()> &fn)
   return "(no error)";
 }
 
-}  // namespace
+} // namespace
 
 TEST (SimMicroscope, MoveTakesTimeAtTheSetSpeedAndReportsPositionWhileMoving)
 {
@@ -53,11 +53,11 @@ TEST (SimMicroscope, MoveTakesTimeAtTheSetSpeedAndReportsPositionWhileMoving)
   m->set_clock (clock.fn ());
   StageState s0 = m->stage ().state ();
   EXPECT_FALSE (s0.moving);
-  m->stage ().move_to (s0.x_um + 3000, s0.y_um + 4000);  // 5000 µm at 1000 µm/s
+  m->stage ().move_to (s0.x_um + 3000, s0.y_um + 4000); // 5000 µm at 1000 µm/s
   StageState s1 = m->stage ().state ();
   EXPECT_TRUE (s1.moving);
   EXPECT_DOUBLE_EQ (s1.x_um, s0.x_um);
-  clock.now_us += 2500000;  // half way
+  clock.now_us += 2500000; // half way
   StageState s2 = m->stage ().state ();
   EXPECT_TRUE (s2.moving);
   EXPECT_NEAR (s2.x_um, s0.x_um + 1500, 1e-6);
@@ -145,12 +145,12 @@ TEST (SimMicroscope, StageMoveShiftsTheImageByTheExpectedPixels)
   auto m = open_sim ("sim://synthetic?noise=0&vignetting=0");
   ManualClock clock;
   m->set_clock (clock.fn ());
-  m->turret ().select (20);  // 0.5 µm/px
+  m->turret ().select (20); // 0.5 µm/px
   m->camera ().configure ({400, 300});
   cv::Mat a, b;
   CaptureInfo ia = m->camera ().grab (a);
   StageState s = m->stage ().state ();
-  m->stage ().move_to (s.x_um + 30.0, s.y_um - 20.0);  // +60 px, −40 px
+  m->stage ().move_to (s.x_um + 30.0, s.y_um - 20.0); // +60 px, −40 px
   clock.now_us += 10000000;
   CaptureInfo ib = m->camera ().grab (b);
   EXPECT_NEAR (ib.stage_x_um - ia.stage_x_um, 30.0, 1e-9);
@@ -222,9 +222,9 @@ TEST (SimMicroscope, SameSeedSameFramesIncludingNoise)
 TEST (MicroscopeUri, BadUrisAreRefusedWithAMessageNamingTheProblem)
 {
   EXPECT_NE (error_text ([] { open_microscope ("foo://bar"); }).find ("unknown microscope URI scheme 'foo'"),
-      std::string::npos);
+             std::string::npos);
   EXPECT_NE (error_text ([] { open_microscope ("not a uri"); }).find ("not a microscope URI"),
-      std::string::npos);
+             std::string::npos);
   std::string e = error_text ([] { open_microscope ("sim://synthetic?noise=-3"); });
   EXPECT_NE (e.find ("noise=-3"), std::string::npos) << e;
   EXPECT_NE (e.find ("[0, 50]"), std::string::npos) << e;

@@ -19,12 +19,12 @@ namespace {
 cv::Mat
 hematoxylin_od (const cv::Mat &rgb)
 {
-  cv::Matx33d stains (0.650, 0.704, 0.286,   // H
-      0.072, 0.990, 0.105,                      // E
-      0.268, 0.570, 0.776);                     // DAB
+  cv::Matx33d stains (0.650, 0.704, 0.286,  // H
+                      0.072, 0.990, 0.105,  // E
+                      0.268, 0.570, 0.776); // DAB
   for (int r = 0; r < 3; r++) {
-    double n = std::sqrt (stains (r, 0) * stains (r, 0) + stains (r, 1) * stains (r, 1) +
-        stains (r, 2) * stains (r, 2));
+    double n = std::sqrt (stains (r, 0) * stains (r, 0) + stains (r, 1) * stains (r, 1)
+                          + stains (r, 2) * stains (r, 2));
     for (int c = 0; c < 3; c++)
       stains (r, c) /= n;
   }
@@ -35,8 +35,8 @@ hematoxylin_od (const cv::Mat &rgb)
       cv::Vec3b p = rgb.at<cv::Vec3b> (j, i);
       double od[3];
       for (int c = 0; c < 3; c++)
-        od[c] = -std::log (std::max (1.0, (double) p[c]) / 255.0);
-      h.at<float> (j, i) = (float) (od[0] * inv (0, 0) + od[1] * inv (1, 0) + od[2] * inv (2, 0));
+        od[c] = -std::log (std::max (1.0, (double)p[c]) / 255.0);
+      h.at<float> (j, i) = (float)(od[0] * inv (0, 0) + od[1] * inv (1, 0) + od[2] * inv (2, 0));
     }
   return h;
 }
@@ -44,12 +44,11 @@ hematoxylin_od (const cv::Mat &rgb)
 cv::Rect
 frame_rect (const cv::Point2d &centre_um, double upp, cv::Size size)
 {
-  return cv::Rect ((int) std::lround (centre_um.x / upp - size.width / 2.0),
-      (int) std::lround (centre_um.y / upp - size.height / 2.0), size.width,
-      size.height);
+  return cv::Rect ((int)std::lround (centre_um.x / upp - size.width / 2.0),
+                   (int)std::lround (centre_um.y / upp - size.height / 2.0), size.width, size.height);
 }
 
-}  // namespace
+} // namespace
 
 TEST (SyntheticSlide, SameSeedSamePixelsOtherSeedOtherSlide)
 {
@@ -92,17 +91,15 @@ TEST (SyntheticSlide, NucleiAreWhereHematoxylinIs)
 
   // Ground-truth mask from the outlines, at the same scale.
   cv::Rect2d region_um (r.x * upp, r.y * upp, r.width * upp, r.height * upp);
-  cv::Rect2d wide (region_um.x - 15, region_um.y - 15, region_um.width + 30,
-      region_um.height + 30);
+  cv::Rect2d wide (region_um.x - 15, region_um.y - 15, region_um.width + 30, region_um.height + 30);
   auto nuclei = s.nuclei_in (wide);
   ASSERT_GT (nuclei.size (), 200u) << "home should be in cellular tissue";
   cv::Mat truth = cv::Mat::zeros (rgb.size (), CV_8U);
   for (const Nucleus &n : nuclei) {
     std::vector<cv::Point> poly;
     for (const auto &p : n.outline_um (64))
-      poly.emplace_back ((int) std::lround (p.x / upp - 0.5 - r.x),
-          (int) std::lround (p.y / upp - 0.5 - r.y));
-    cv::fillPoly (truth, std::vector<std::vector<cv::Point>> {poly}, 255);
+      poly.emplace_back ((int)std::lround (p.x / upp - 0.5 - r.x), (int)std::lround (p.y / upp - 0.5 - r.y));
+    cv::fillPoly (truth, std::vector<std::vector<cv::Point>>{poly}, 255);
   }
 
   cv::Mat h = hematoxylin_od (rgb);
@@ -114,7 +111,7 @@ TEST (SyntheticSlide, NucleiAreWhereHematoxylinIs)
   // Every nucleus centre inside the frame is hematoxylin-dark.
   int inside = 0, dark = 0;
   for (const Nucleus &n : nuclei) {
-    int px = (int) (n.x_um / upp - r.x), py = (int) (n.y_um / upp - r.y);
+    int px = (int)(n.x_um / upp - r.x), py = (int)(n.y_um / upp - r.y);
     if (px < 0 || py < 0 || px >= r.width || py >= r.height)
       continue;
     inside++;
@@ -127,13 +124,12 @@ TEST (SyntheticSlide, NucleiAreWhereHematoxylinIs)
 TEST (SyntheticSlide, NucleusAreaMatchesItsOutline)
 {
   SyntheticSlide s;
-  auto nuclei = s.nuclei_in (cv::Rect2d (s.home_um () - cv::Point2d (200, 200),
-      cv::Size2d (400, 400)));
+  auto nuclei = s.nuclei_in (cv::Rect2d (s.home_um () - cv::Point2d (200, 200), cv::Size2d (400, 400)));
   ASSERT_FALSE (nuclei.empty ());
   for (const Nucleus &n : nuclei) {
     std::vector<cv::Point2f> poly;
     for (const auto &p : n.outline_um (720))
-      poly.emplace_back ((float) p.x, (float) p.y);
+      poly.emplace_back ((float)p.x, (float)p.y);
     EXPECT_NEAR (cv::contourArea (poly), n.area_um2 (), 0.01 * n.area_um2 ());
     EXPECT_GT (n.area_um2 (), 5.0);
     EXPECT_LT (n.area_um2 (), 120.0);
@@ -153,8 +149,8 @@ TEST (SyntheticSlide, LabelCarriesAQrCodeWhereTheGroundTruthSays)
   // way a detector looks at a large frame.
   const double upp = 5.0;
   cv::Rect2d q = l.qr_rect_um;
-  cv::Rect r ((int) ((q.x - 800) / upp), (int) ((q.y - 800) / upp),
-      (int) ((q.width + 1600) / upp), (int) ((q.height + 1600) / upp));
+  cv::Rect r ((int)((q.x - 800) / upp), (int)((q.y - 800) / upp), (int)((q.width + 1600) / upp),
+              (int)((q.height + 1600) / upp));
   cv::Mat rgb, grey;
   s.render (upp, r, rgb);
   cv::cvtColor (rgb, grey, cv::COLOR_RGB2GRAY);
@@ -169,12 +165,12 @@ TEST (SyntheticSlide, LabelCarriesAQrCodeWhereTheGroundTruthSays)
 
   // The paper is bright, with dark ink where the text lines are.
   const double text_upp = 2.5;
-  cv::Rect2d t = l.text_rects_um.at (3);  // patient name
-  cv::Rect tr ((int) (t.x / text_upp), (int) (t.y / text_upp),
-      (int) (t.width / text_upp), (int) (t.height / text_upp));
+  cv::Rect2d t = l.text_rects_um.at (3); // patient name
+  cv::Rect tr ((int)(t.x / text_upp), (int)(t.y / text_upp), (int)(t.width / text_upp),
+               (int)(t.height / text_upp));
   s.render (text_upp, tr, rgb);
   cv::cvtColor (rgb, grey, cv::COLOR_RGB2GRAY);
-  double ink = cv::countNonZero (grey < 100) / (double) grey.total ();
+  double ink = cv::countNonZero (grey < 100) / (double)grey.total ();
   EXPECT_GT (ink, 0.05);
   EXPECT_LT (ink, 0.7);
 }
@@ -184,8 +180,7 @@ TEST (SyntheticSlide, OffSlideIsEmptyLightPath)
   SyntheticSlide s;
   cv::Mat rgb;
   s.render (1.0, cv::Rect (-50, -50, 40, 40), rgb);
-  EXPECT_EQ (cv::norm (rgb, cv::Mat (rgb.size (), CV_8UC3, cv::Scalar (250, 250, 250)),
-                cv::NORM_INF), 0.0);
+  EXPECT_EQ (cv::norm (rgb, cv::Mat (rgb.size (), CV_8UC3, cv::Scalar (250, 250, 250)), cv::NORM_INF), 0.0);
 }
 
 TEST (SyntheticSlide, GroundTruthJsonListsWhatIsInTheRegion)

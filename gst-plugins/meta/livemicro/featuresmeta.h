@@ -154,13 +154,13 @@ LIVEMICRO_API LivemicroFeaturesMeta *livemicro_buffer_get_features_meta (GstBuff
 
 /* Copies the summary fields (not the nuclei) of @src into @dest. */
 LIVEMICRO_API void livemicro_features_meta_copy_summary (LivemicroFeaturesMeta *dest,
-    const LivemicroFeaturesMeta *src);
+                                                         const LivemicroFeaturesMeta *src);
 /* Replaces the nuclei with a deep copy of @nuclei (contours included). */
 LIVEMICRO_API void livemicro_features_meta_set_nuclei (LivemicroFeaturesMeta *meta,
-    const LivemicroNucleus *nuclei, guint n_nuclei);
+                                                       const LivemicroNucleus *nuclei, guint n_nuclei);
 /* Replaces the nuclei of @dest with those of @src, shared, not copied. */
 LIVEMICRO_API void livemicro_features_meta_share_nuclei (LivemicroFeaturesMeta *dest,
-    const LivemicroFeaturesMeta *src);
+                                                         const LivemicroFeaturesMeta *src);
 
 LIVEMICRO_API const gchar *livemicro_features_quality_to_string (LivemicroFeaturesQuality q);
 

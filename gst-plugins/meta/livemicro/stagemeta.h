@@ -64,10 +64,10 @@ LIVEMICRO_API const GstMetaInfo *livemicro_stage_meta_get_info (void);
 LIVEMICRO_API LivemicroStageMeta *livemicro_buffer_add_stage_meta (GstBuffer *buffer);
 LIVEMICRO_API LivemicroStageMeta *livemicro_buffer_get_stage_meta (GstBuffer *buffer);
 
-LIVEMICRO_API void livemicro_stage_meta_frame_to_slide (const LivemicroStageMeta *meta,
-    gdouble px, gdouble py, gdouble *x_um, gdouble *y_um);
-LIVEMICRO_API void livemicro_stage_meta_slide_to_frame (const LivemicroStageMeta *meta,
-    gdouble x_um, gdouble y_um, gdouble *px, gdouble *py);
+LIVEMICRO_API void livemicro_stage_meta_frame_to_slide (const LivemicroStageMeta *meta, gdouble px,
+                                                        gdouble py, gdouble *x_um, gdouble *y_um);
+LIVEMICRO_API void livemicro_stage_meta_slide_to_frame (const LivemicroStageMeta *meta, gdouble x_um,
+                                                        gdouble y_um, gdouble *px, gdouble *py);
 
 /* The meta as a GstStructure named "stage" (for messages and JSON). */
 LIVEMICRO_API GstStructure *livemicro_stage_meta_to_structure (const LivemicroStageMeta *meta);

@@ -9,8 +9,8 @@
 namespace livemicro::json {
 
 struct TextProblem {
-  int line = 1;      // 1-based
-  std::string what;  // "nested deeper than 64 levels", …
+  int line = 1;     // 1-based
+  std::string what; // "nested deeper than 64 levels", …
 };
 
 // What json-glib would get wrong in `text`, or nullopt:
@@ -33,8 +33,8 @@ text_problem (const std::string &text, int max_depth)
 {
   const size_t n = text.size ();
   int depth = 0, line = 1;
-  bool started = false;  // the (first) value has begun
-  bool ended = false;    // the first array or object is complete
+  bool started = false; // the (first) value has begun
+  bool ended = false;   // the first array or object is complete
   auto hex4 = [&] (size_t at, unsigned &v) {
     if (at + 4 > n)
       return false;
@@ -47,7 +47,7 @@ text_problem (const std::string &text, int max_depth)
                                      : -1;
       if (d < 0)
         return false;
-      v = v * 16 + (unsigned) d;
+      v = v * 16 + (unsigned)d;
     }
     return true;
   };
@@ -69,11 +69,11 @@ text_problem (const std::string &text, int max_depth)
       continue;
     }
     if (ended || (depth == 0 && started && (c == '[' || c == '{')))
-      return TextProblem {line, "text after the end of the JSON value"};
+      return TextProblem{line, "text after the end of the JSON value"};
     started = true;
     if (c == '[' || c == '{') {
       if (++depth > max_depth)
-        return TextProblem {line, "nested deeper than " + std::to_string (max_depth) + " levels"};
+        return TextProblem{line, "nested deeper than " + std::to_string (max_depth) + " levels"};
     } else if (c == ']' || c == '}') {
       if (depth > 0 && --depth == 0)
         ended = true;
@@ -91,25 +91,25 @@ text_problem (const std::string &text, int max_depth)
         if (std::string ("\"\\/bfnrt").find (text[i]) != std::string::npos)
           continue;
         if (text[i] != 'u')
-          return TextProblem {line, std::string ("an escape JSON does not have: \\") + text[i]};
+          return TextProblem{line, std::string ("an escape JSON does not have: \\") + text[i]};
         unsigned u = 0, low = 0;
         // json-glib reads "\ud8op" as something, not UTF-8: no guessing.
         if (!hex4 (i + 1, u))
-          return TextProblem {line, "a \\u escape without four hex digits"};
+          return TextProblem{line, "a \\u escape without four hex digits"};
         i += 4;
         bool high = u >= 0xD800 && u <= 0xDBFF;
-        if (high && i + 2 < n && text[i + 1] == '\\' && text[i + 2] == 'u' && hex4 (i + 3, low) &&
-            low >= 0xDC00 && low <= 0xDFFF) {
+        if (high && i + 2 < n && text[i + 1] == '\\' && text[i + 2] == 'u' && hex4 (i + 3, low)
+            && low >= 0xDC00 && low <= 0xDFFF) {
           i += 6;
           continue;
         }
         if (u >= 0xD800 && u <= 0xDFFF)
-          return TextProblem {line, "a \\u escape of half a surrogate pair (\\uD800-\\uDFFF) "
-                                    "without its other half"};
+          return TextProblem{line, "a \\u escape of half a surrogate pair (\\uD800-\\uDFFF) "
+                                   "without its other half"};
       }
     }
   }
   return std::nullopt;
 }
 
-}  // namespace livemicro::json
+} // namespace livemicro::json

@@ -26,7 +26,7 @@ namespace livemicro::analysis {
 
 // Stain OD vectors (R, G, B components, unit length).
 struct StainVectors {
-  cv::Vec3f hematoxylin, eosin, third;  // third: DAB (Ruifrok) or H×E residual
+  cv::Vec3f hematoxylin, eosin, third; // third: DAB (Ruifrok) or H×E residual
 };
 // Ruifrok & Johnston (2001), H, E and DAB, normalised.
 StainVectors ruifrok_johnston ();
@@ -36,17 +36,16 @@ enum class StainMethod { kRuifrokJohnston, kMacenko };
 // Estimates H and E vectors with Macenko et al. (2009) from OD samples (rows
 // of CV_32FC3 OD values, already filtered to tissue).  nullopt when the
 // samples cannot give two distinct stains (too few, one colour only).
-std::optional<StainVectors> estimate_macenko (const cv::Mat &od_samples,
-    double alpha_percentile = 1.0);
+std::optional<StainVectors> estimate_macenko (const cv::Mat &od_samples, double alpha_percentile = 1.0);
 
 // What makes the numbers of a frame meaningless.
 enum class Quality {
   kOk,
-  kBlank,          // empty light path / blank glass / dark frame: no structure
-  kNoTissue,       // structure but (almost) no stained tissue: label, debris
-  kLowResolution,  // µm/px too coarse to resolve nuclei (e.g. a 4x objective)
-  kWrongStain,     // not an H&E stain (e.g. DAB/IHC brown dominating)
-  kOutOfFocus,     // tissue present but blurred
+  kBlank,         // empty light path / blank glass / dark frame: no structure
+  kNoTissue,      // structure but (almost) no stained tissue: label, debris
+  kLowResolution, // µm/px too coarse to resolve nuclei (e.g. a 4x objective)
+  kWrongStain,    // not an H&E stain (e.g. DAB/IHC brown dominating)
+  kOutOfFocus,    // tissue present but blurred
 };
 const char *quality_name (Quality q);
 
@@ -65,7 +64,7 @@ enum class Feature { kArea, kCircularity, kElongation, kSolidity, kHematoxylin }
 
 struct Params {
   Method method = Method::kAuto;
-  std::string model_path;            // "" = default_model_path ()
+  std::string model_path; // "" = default_model_path ()
   // Model method: nucleus where P(foreground) > fg_threshold; one marker per
   // connected core where also the normalised edge distance > marker_threshold
   // (0.4 scored best of 0.3/0.4/0.5 on the training organs of the
@@ -76,66 +75,66 @@ struct Params {
   // Segmentation runs at a working resolution: the frame is area-resampled
   // to `working_um_per_px` (never enlarged) unless `analysis_scale` > 0
   // fixes the resampling factor (1 = full resolution).
-  double analysis_scale = 0.0;       // 0 = automatic (working_um_per_px)
+  double analysis_scale = 0.0; // 0 = automatic (working_um_per_px)
   double working_um_per_px = 0.5;
   StainMethod stain = StainMethod::kRuifrokJohnston;
-  double macenko_smoothing = 0.2;    // weight of a new frame's vectors
-  double min_area_um2 = 8.0;         // smaller objects are not nuclei
-  double max_area_um2 = 400.0;       // larger objects are clumps/folds: dropped
+  double macenko_smoothing = 0.2;       // weight of a new frame's vectors
+  double min_area_um2 = 8.0;            // smaller objects are not nuclei
+  double max_area_um2 = 400.0;          // larger objects are clumps/folds: dropped
   double mean_contrast_fraction = 0.75; // mean corrected H ≥ this × threshold
-  double min_width_um = 2.0;         // thinner objects are membranes/fibres
-  double smooth_sigma_um = 0.5;      // Gaussian smoothing of hematoxylin OD
-  double background_radius_um = 10.0;  // background (top-hat) scale
-  double min_threshold_od = 0.10;    // floor of the threshold (H OD)
-  double otsu_factor = 1.0;          // threshold = max(floor, factor × Otsu)
-  double split_depth_um = 0.05;      // saddle depth (distance map) that splits nuclei
-  double low_fraction = 0.4;         // basin support: H above this × threshold
-  double edge_fraction = 0.4;        // nucleus edge at this × its local peak H
-  double object_radius_um = 3.0;     // window of the local peak (max filter)
-  double intensity_weight = 0.5;     // paler gaps help splitting (0 = shape only)
-  double min_split_radius_um = 1.2;  // markers closer than this merge
-  double max_um_per_px = 1.25;       // coarser frames: quality low_resolution
-  double reference_area_um2 = 30.0;  // normal epithelial nucleus (Nottingham)
+  double min_width_um = 2.0;            // thinner objects are membranes/fibres
+  double smooth_sigma_um = 0.5;         // Gaussian smoothing of hematoxylin OD
+  double background_radius_um = 10.0;   // background (top-hat) scale
+  double min_threshold_od = 0.10;       // floor of the threshold (H OD)
+  double otsu_factor = 1.0;             // threshold = max(floor, factor × Otsu)
+  double split_depth_um = 0.05;         // saddle depth (distance map) that splits nuclei
+  double low_fraction = 0.4;            // basin support: H above this × threshold
+  double edge_fraction = 0.4;           // nucleus edge at this × its local peak H
+  double object_radius_um = 3.0;        // window of the local peak (max filter)
+  double intensity_weight = 0.5;        // paler gaps help splitting (0 = shape only)
+  double min_split_radius_um = 1.2;     // markers closer than this merge
+  double max_um_per_px = 1.25;          // coarser frames: quality low_resolution
+  double reference_area_um2 = 30.0;     // normal epithelial nucleus (Nottingham)
   bool want_contours = true;
-  bool want_labels = false;          // fill Result::label_working
+  bool want_labels = false; // fill Result::label_working
 };
 
 struct Nucleus {
-  double x_px = 0, y_px = 0;         // centroid, frame pixels (centre of px 0 = 0.5)
+  double x_px = 0, y_px = 0; // centroid, frame pixels (centre of px 0 = 0.5)
   double area_um2 = 0;
   double perimeter_um = 0;
-  double circularity = 0;            // 4πA/P², 1 for a disc
-  double elongation = 1;             // major/minor axis of the inertia ellipse
-  double solidity = 0;               // area / convex hull area
-  double mean_h_od = 0;              // mean hematoxylin OD inside
+  double circularity = 0; // 4πA/P², 1 for a disc
+  double elongation = 1;  // major/minor axis of the inertia ellipse
+  double solidity = 0;    // area / convex hull area
+  double mean_h_od = 0;   // mean hematoxylin OD inside
   bool mitotic_candidate = false;
-  std::vector<cv::Point2f> contour;  // frame pixels (outline polygon)
+  std::vector<cv::Point2f> contour; // frame pixels (outline polygon)
   double feature (Feature f) const;
 };
 
 struct Summary {
   Quality quality = Quality::kBlank;
-  double um_per_px = 0;              // of the frame given
-  double working_um_per_px = 0;      // where segmentation ran
+  double um_per_px = 0;         // of the frame given
+  double working_um_per_px = 0; // where segmentation ran
   int frame_width = 0, frame_height = 0;
-  double tissue_fraction = 0;        // of the frame area
+  double tissue_fraction = 0; // of the frame area
   double tissue_area_mm2 = 0;
-  double mean_h_od = 0, mean_e_od = 0;  // over tissue
-  double he_ratio = 0;               // mean H OD / mean E OD over tissue
-  double focus = 0;                  // fine/coarse edge gradient ratio (docs/analysis.md)
-  double dab_fraction = 0;           // share of tissue OD on the DAB vector
+  double mean_h_od = 0, mean_e_od = 0; // over tissue
+  double he_ratio = 0;                 // mean H OD / mean E OD over tissue
+  double focus = 0;                    // fine/coarse edge gradient ratio (docs/analysis.md)
+  double dab_fraction = 0;             // share of tissue OD on the DAB vector
   // Valid only when quality == kOk (NaN/0 otherwise):
   int nuclei_count = 0;
   double nuclei_per_mm2 = NAN;
   double mean_area_um2 = NAN;
-  double cv_area = NAN;              // coefficient of variation of nuclear area
+  double cv_area = NAN; // coefficient of variation of nuclear area
   double mean_circularity = NAN;
-  double cv_h_od = NAN;              // chromatin variation: CV of mean H OD
-  double size_ratio = NAN;           // √(P75 area / reference area)
-  int pleomorphism = 0;              // 1–3, 0 = not scored (too few nuclei)
+  double cv_h_od = NAN;    // chromatin variation: CV of mean H OD
+  double size_ratio = NAN; // √(P75 area / reference area)
+  int pleomorphism = 0;    // 1–3, 0 = not scored (too few nuclei)
   int mitotic_candidates = 0;
   double mitotic_candidates_per_mm2 = NAN;
-  std::string grade_cue;             // "low" | "intermediate" | "high" | "" (none)
+  std::string grade_cue; // "low" | "intermediate" | "high" | "" (none)
   StainVectors stain_vectors;
   StainMethod stain_method = StainMethod::kRuifrokJohnston;
 };
@@ -148,7 +147,7 @@ struct Result {
   // [i·sx, (i+1)·sx) with sx = frame width / working width.
   cv::Mat label_working;
   double analysis_ms = 0;
-  Method method = Method::kClassical;  // the one that ran (never kAuto)
+  Method method = Method::kClassical; // the one that ran (never kAuto)
 };
 
 // The written Nottingham-like rule (docs/analysis.md): subscores and the grade cue.
@@ -176,8 +175,7 @@ public:
   // indices of R, G and B ({0,1,2} for RGB, {2,1,0} for BGR, {1,2,3} for
   // xRGB).  Throws std::invalid_argument for an image or scale it cannot
   // use, ModelError (nuclei_model.h) when Method::kModel's model cannot load.
-  Result analyze (const cv::Mat &image, double um_per_px,
-      std::array<int, 3> rgb_channels = {0, 1, 2});
+  Result analyze (const cv::Mat &image, double um_per_px, std::array<int, 3> rgb_channels = {0, 1, 2});
 
 private:
   struct Scratch;
@@ -194,4 +192,4 @@ private:
   std::unique_ptr<Scratch> scratch_;
 };
 
-}  // namespace livemicro::analysis
+} // namespace livemicro::analysis

@@ -55,8 +55,7 @@ public:
   // channels, `rgb` = indices of R, G, B).  Fills `foreground` and
   // `distance` (CV_32F, the image's size, values 0..1).  Large images are
   // processed in overlapping tiles, so memory stays bounded.  Deterministic.
-  void predict (const cv::Mat &image, std::array<int, 3> rgb, cv::Mat &foreground,
-      cv::Mat &distance);
+  void predict (const cv::Mat &image, std::array<int, 3> rgb, cv::Mat &foreground, cv::Mat &distance);
 
 private:
   NucleusModel ();
@@ -65,4 +64,4 @@ private:
   std::string path_;
 };
 
-}  // namespace livemicro::analysis
+} // namespace livemicro::analysis

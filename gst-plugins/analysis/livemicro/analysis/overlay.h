@@ -31,8 +31,7 @@ struct FieldOfView {
 
   bool placed () const
   {
-    return std::isfinite (x_um) && std::isfinite (y_um) && um_per_px > 0
-           && width_px > 0 && height_px > 0;
+    return std::isfinite (x_um) && std::isfinite (y_um) && um_per_px > 0 && width_px > 0 && height_px > 0;
   }
   cv::Point2d to_slide_um (cv::Point2d px) const;
   cv::Point2d to_frame_px (cv::Point2d um) const;
@@ -86,8 +85,8 @@ Placement same_frame (cv::Size2d analysed_px, cv::Size2d frame_px);
 // negative: unknown).  Checks, in this order: both fields known, neither
 // moving, same objective (when both are known), same µm/px, focus within the
 // tolerance, age, and that some of the analysed field is in view.
-Placement place_result (const FieldOfView &analysed, const FieldOfView &now,
-                        double age_s, const PlacementLimits &limits);
+Placement place_result (const FieldOfView &analysed, const FieldOfView &now, double age_s,
+                        const PlacementLimits &limits);
 
 // A typical numerical aperture for a magnification (plan achromats: 4x 0.10,
 // 10x 0.25, 20x 0.40, 40x 0.65, 60x 0.85, 100x 1.25 oil; interpolated in
@@ -101,8 +100,7 @@ double depth_of_field_um (int magnification, double um_per_px);
 // Edges of the analysed frame an outline runs along (it was cut by the frame
 // there): bit 0 left, 1 top, 2 right, 3 bottom.  `margin_px`: how close to
 // the edge a point must be (one working pixel of the analysis).
-unsigned cut_edges (const float *xy, std::size_t n_points,
-                    cv::Size2d analysed_px, double margin_px);
+unsigned cut_edges (const float *xy, std::size_t n_points, cv::Size2d analysed_px, double margin_px);
 // Edges of the analysed field that lie inside the frame drawn on (same bits):
 // an outline cut there would show a straight cut across a whole nucleus.
 unsigned edges_in_view (const Placement &p, cv::Size2d frame_px);
@@ -113,9 +111,8 @@ unsigned edges_in_view (const Placement &p, cv::Size2d frame_px);
 // density does not fall at the frame's edges or at the edge of `observed_px`
 // (the part of the frame the analysis saw), only where the nuclei do (the
 // tissue ends).  CV_32F, frame size; NaN outside `observed_px`.
-cv::Mat nuclear_density_per_mm2 (const std::vector<cv::Point2d> &centroids_px,
-                                 const cv::Rect2d &observed_px,
-                                 cv::Size frame_px, double um_per_px,
-                                 double window_um = 25.0, int cell_px = 16);
+cv::Mat nuclear_density_per_mm2 (const std::vector<cv::Point2d> &centroids_px, const cv::Rect2d &observed_px,
+                                 cv::Size frame_px, double um_per_px, double window_um = 25.0,
+                                 int cell_px = 16);
 
 } // namespace livemicro::analysis

@@ -11,17 +11,17 @@
 namespace livemicro::analysis {
 
 struct StagePosition {
-  double x_um = 0, y_um = 0, z_um = 0;  // slide point at the frame centre
+  double x_um = 0, y_um = 0, z_um = 0; // slide point at the frame centre
   int objective = 0;
 };
 
 struct ReportContext {
   bool analysed = true;
   std::optional<uint64_t> pts_ns, stream_time_ns, running_time_ns;
-  std::optional<std::string> image;   // still image path (livemicroctl)
+  std::optional<std::string> image; // still image path (livemicroctl)
   std::optional<StagePosition> stage;
   uint64_t frames_analysed = 0, frames_skipped = 0;
-  bool nuclei = false;                // add the per-nucleus array
+  bool nuclei = false; // add the per-nucleus array
 };
 
 // Slide µm of a frame point (continuous pixel coordinates) under `stage`.
@@ -29,7 +29,7 @@ inline cv::Point2d
 frame_to_slide_um (const StagePosition &stage, const Summary &s, double x_px, double y_px)
 {
   return {stage.x_um + (x_px - s.frame_width / 2.0) * s.um_per_px,
-      stage.y_um + (y_px - s.frame_height / 2.0) * s.um_per_px};
+          stage.y_um + (y_px - s.frame_height / 2.0) * s.um_per_px};
 }
 
 // One compact JSON object (no newline).
@@ -38,4 +38,4 @@ std::string report_json (const Result &r, const ReportContext &ctx);
 // The note that always accompanies grade_cue.
 extern const char *const kGradeCueNote;
 
-}  // namespace livemicro::analysis
+} // namespace livemicro::analysis

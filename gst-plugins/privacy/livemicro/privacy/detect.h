@@ -35,10 +35,10 @@ namespace livemicro::privacy {
 
 // What screen() looked at.
 struct ScreenStats {
-  int candidates = 0;     // print-like candidates for the code detectors
-  int qr_runs = 0;        // OpenCV QR searches run
-  int barcode_runs = 0;   // barcode searches run
-  int cut = 0;            // candidates reaching the edge, looked at again
+  int candidates = 0;   // print-like candidates for the code detectors
+  int qr_runs = 0;      // OpenCV QR searches run
+  int barcode_runs = 0; // barcode searches run
+  int cut = 0;          // candidates reaching the edge, looked at again
 };
 
 // A code candidate that reaches the edge of the pixels screen () was given,
@@ -50,7 +50,7 @@ struct CutCandidate {
 
 struct Detection {
   RegionClass region_class = RegionClass::kText;
-  std::vector<cv::Point2d> quad_px;  // corners in frame pixel-index coordinates
+  std::vector<cv::Point2d> quad_px; // corners in frame pixel-index coordinates
   cv::Rect2d bounds_px () const;
 };
 
@@ -67,7 +67,7 @@ public:
   // `frame_scale` < 1 says `frame` is already a copy of the frame scaled by
   // that factor; detections are returned in the full frame's pixels.
   std::vector<Detection> detect (const cv::Mat &frame, const std::vector<RegionClass> &classes,
-      bool colour = true, double frame_scale = 1.0);
+                                 bool colour = true, double frame_scale = 1.0);
 
   // The cheap path on a rectangle of a frame.  `pixels` shows frame pixels
   // [origin, origin + pixels.size () / pixels_scale) scaled by pixels_scale
@@ -82,9 +82,10 @@ public:
   // beyond it) are listed there instead of searched: the caller looks at
   // them again with more around them.
   // Detections are returned in frame pixels.  Throws as detect () does.
-  std::vector<Detection> screen (const cv::Mat &pixels, const std::vector<RegionClass> &classes,
-      bool colour, double pixels_scale, double work_scale, cv::Point origin, const cv::Rect &core,
-      ScreenStats *stats = nullptr, cv::Size frame = {}, std::vector<CutCandidate> *cut = nullptr);
+  std::vector<Detection> screen (const cv::Mat &pixels, const std::vector<RegionClass> &classes, bool colour,
+                                 double pixels_scale, double work_scale, cv::Point origin,
+                                 const cv::Rect &core, ScreenStats *stats = nullptr, cv::Size frame = {},
+                                 std::vector<CutCandidate> *cut = nullptr);
 
   // The scale the detectors work at for a frame of `size` (≤ 1): callers
   // that must convert the frame first can convert a copy of this size.
@@ -100,4 +101,4 @@ private:
   bool inject_fault_ = false;
 };
 
-}  // namespace livemicro::privacy
+} // namespace livemicro::privacy

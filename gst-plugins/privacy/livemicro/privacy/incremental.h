@@ -71,12 +71,12 @@ private:
 
 // What one call looked at.
 struct IncrementalStats {
-  int cells_visible = 0;   // cells of the record the frame touches
-  int cells_fresh = 0;     // checked within recheck_frames
-  int cells_hidden = 0;    // masked anyway in this frame
-  int cells_to_check = 0;  // the rest: analysed in this frame
-  int rects = 0;           // rectangles analysed
-  double analysed_px = 0;  // frame pixels given to the detectors, context included
+  int cells_visible = 0;  // cells of the record the frame touches
+  int cells_fresh = 0;    // checked within recheck_frames
+  int cells_hidden = 0;   // masked anyway in this frame
+  int cells_to_check = 0; // the rest: analysed in this frame
+  int rects = 0;          // rectangles analysed
+  double analysed_px = 0; // frame pixels given to the detectors, context included
   ScreenStats screen;
 };
 
@@ -95,8 +95,9 @@ public:
   // Detector::screen () does, and std::range_error for a position beyond
   // ~10^9 cells; then nothing is marked checked.
   std::vector<Detection> detect (FrameSource &source, const FrameGeometry &geometry, double z_um,
-      const std::vector<RegionClass> &classes, const cv::Mat &hidden, const cv::Rect &hidden_roi,
-      uint64_t frame_number, unsigned recheck_frames, IncrementalStats *stats = nullptr);
+                                 const std::vector<RegionClass> &classes, const cv::Mat &hidden,
+                                 const cv::Rect &hidden_roi, uint64_t frame_number, unsigned recheck_frames,
+                                 IncrementalStats *stats = nullptr);
 
   // Forgets every checked cell (new stream, new caps).
   void clear ();
@@ -111,4 +112,4 @@ private:
   std::unique_ptr<Impl> impl_;
 };
 
-}  // namespace livemicro::privacy
+} // namespace livemicro::privacy

@@ -39,21 +39,21 @@ struct FramePolygon {
 
 // Builds the 8-bit mask (255 = hide) of `polygons` grown by margin_px, for a
 // frame of `size`; returns the bounding box of what was set (empty: nothing).
-cv::Rect rasterise (const std::vector<FramePolygon> &polygons, double margin_px,
-    cv::Size size, cv::Mat &mask);
+cv::Rect rasterise (const std::vector<FramePolygon> &polygons, double margin_px, cv::Size size,
+                    cv::Mat &mask);
 
 // Hides the masked pixels of one image plane (any depth-8 channels count):
 // fill with `fill` (per channel), or pixelate/blur the masked area and copy it
 // in.  `roi` is rasterise()'s bounding box (in this plane's pixels).
 void apply_mask (cv::Mat &plane, const cv::Mat &mask, const cv::Rect &roi, MaskMethod method,
-    const cv::Scalar &fill, int block_px);
+                 const cv::Scalar &fill, int block_px);
 
 // A region found in a frame and remembered in slide coordinates.
 struct RememberedRegion {
   RegionClass region_class = RegionClass::kText;
   cv::Rect2d rect_um;
-  uint64_t first_frame = 0;  // frame count of the element when first seen
-  uint64_t hits = 1;         // times it was detected
+  uint64_t first_frame = 0; // frame count of the element when first seen
+  uint64_t hits = 1;        // times it was detected
 };
 
 // Regions found so far; overlapping regions of one class merge.
@@ -72,4 +72,4 @@ private:
   std::vector<RememberedRegion> regions_;
 };
 
-}  // namespace livemicro::privacy
+} // namespace livemicro::privacy

@@ -38,15 +38,15 @@ cv::Rect2d bounding_box (const std::vector<cv::Point2d> &points);
 struct SlideRegion {
   std::string name;
   RegionClass region_class = RegionClass::kLabel;
-  std::vector<cv::Point2d> polygon_um;  // ≥ 3 points, finite
+  std::vector<cv::Point2d> polygon_um; // ≥ 3 points, finite
   cv::Rect2d bounds_um () const;
 };
 
 // What happens to StageMeta on the way to this viewer.
 enum class StageMetaPolicy {
-  kKeep,      // as captured
-  kGeometry,  // position, objective, µm/px, frame size kept; capture time and
-              // frame number zeroed (when a frame was taken says who was there)
+  kKeep,     // as captured
+  kGeometry, // position, objective, µm/px, frame size kept; capture time and
+             // frame number zeroed (when a frame was taken says who was there)
   kRemove,
 };
 const char *stage_meta_policy_name (StageMetaPolicy p);
@@ -88,7 +88,7 @@ struct Profile {
 
 // A complete set: the configured regions and the profiles that use them.
 struct ProfileSet {
-  std::string source;  // file path, or "built-in"
+  std::string source; // file path, or "built-in"
   std::vector<SlideRegion> regions;
   std::vector<Profile> profiles;
 
@@ -115,4 +115,4 @@ ProfileSet load_profiles_file (const std::string &path);
 // Parses JSON text; `source` names it in error messages.
 ProfileSet parse_profiles (const std::string &json, const std::string &source);
 
-}  // namespace livemicro::privacy
+} // namespace livemicro::privacy

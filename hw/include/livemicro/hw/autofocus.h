@@ -18,7 +18,7 @@ namespace livemicro::hw {
 double focus_sharpness (const cv::Mat &rgb_or_grey, double centre = 0.6);
 
 struct AutofocusPlan {
-  double range_um = 0;     // coarse search: z ± range
+  double range_um = 0; // coarse search: z ± range
   double coarse_step_um = 0;
   double fine_step_um = 0;
   // A plan sized by the objective's depth of field: λ/NA² + pixel/(M·NA).
@@ -31,13 +31,13 @@ struct AutofocusResult {
   double best_sharpness = 0;
   int measurements = 0;
   std::string error;
-  std::vector<std::pair<double, double>> samples;  // (z, sharpness)
+  std::vector<std::pair<double, double>> samples; // (z, sharpness)
 };
 
 // measure(z) moves the focus to z, waits for a frame taken there, and returns
 // its sharpness; std::nullopt aborts (stop, device error).  z stays within
 // [z_min, z_max].
-AutofocusResult autofocus (double start_z_um, double z_min_um, double z_max_um,
-    const AutofocusPlan &plan, const std::function<std::optional<double> (double)> &measure);
+AutofocusResult autofocus (double start_z_um, double z_min_um, double z_max_um, const AutofocusPlan &plan,
+                           const std::function<std::optional<double> (double)> &measure);
 
-}  // namespace livemicro::hw
+} // namespace livemicro::hw

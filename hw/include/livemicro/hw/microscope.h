@@ -77,10 +77,10 @@ public:
 };
 
 struct Objective {
-  int magnification = 0;      // 4, 10, 20, 40 ...
+  int magnification = 0; // 4, 10, 20, 40 ...
   double numerical_aperture = 0.0;
-  double um_per_px = 0.0;     // at the camera, for this objective
-  double working_distance_um = 0.0;  // objective front lens to focal plane; 0 = unknown
+  double um_per_px = 0.0;           // at the camera, for this objective
+  double working_distance_um = 0.0; // objective front lens to focal plane; 0 = unknown
 };
 
 class ObjectiveTurret {
@@ -100,7 +100,7 @@ struct CaptureInfo {
   int objective = 0;
   double um_per_px = 0.0;
   bool moving = false;
-  int64_t capture_unix_us = 0;  // wall clock when the exposure was taken
+  int64_t capture_unix_us = 0; // wall clock when the exposure was taken
   uint64_t frame_number = 0;
 };
 
@@ -127,12 +127,12 @@ public:
 
 // Health of one device of a microscope (camera, stage or focus controller).
 struct DeviceStatus {
-  std::string part;     // "camera", "stage", "focus"
-  std::string device;   // its URI, e.g. grbl:///dev/ttyUSB0
-  bool online = true;   // connected and answering
-  std::string problem;  // why it is offline, or an alarm; empty when fine
-  uint64_t refusals = 0;      // commands the device refused so far
-  std::string last_refusal;   // the last of them, as a sentence
+  std::string part;         // "camera", "stage", "focus"
+  std::string device;       // its URI, e.g. grbl:///dev/ttyUSB0
+  bool online = true;       // connected and answering
+  std::string problem;      // why it is offline, or an alarm; empty when fine
+  uint64_t refusals = 0;    // commands the device refused so far
+  std::string last_refusal; // the last of them, as a sentence
 };
 
 struct MicroscopeState {
@@ -140,7 +140,7 @@ struct MicroscopeState {
   FocusState focus;
   Objective objective;
   AxisLimits x_limits, y_limits, z_limits;
-  double focal_plane_z_um = 0.0;  // nominal focus of the slide surface; 0 = unknown
+  double focal_plane_z_um = 0.0; // nominal focus of the slide surface; 0 = unknown
 };
 
 // Limits for remote control with the current objective: the field of view
@@ -173,4 +173,4 @@ public:
 // and what is wrong (unknown scheme, missing or unreadable slide, bad query).
 std::unique_ptr<Microscope> open_microscope (const std::string &uri);
 
-}  // namespace livemicro::hw
+} // namespace livemicro::hw
