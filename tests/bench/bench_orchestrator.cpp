@@ -297,18 +297,8 @@ webrtc_latency (Daemon &d, double seconds, std::string &note)
   }
   HttpReply s = d.create_session ("bench-webrtc", "owner");
   TempDir profile;
-  std::vector<std::string> args = {chromium,
-                                   "--headless=new",
-                                   "--no-sandbox",
-                                   "--disable-gpu",
-                                   "--disable-quic",
-                                   "--no-first-run",
-                                   "--disable-background-networking",
-                                   "--disable-component-update",
-                                   "--disable-sync",
-                                   "--autoplay-policy=no-user-gesture-required",
-                                   "--user-data-dir=" + profile.path (),
-                                   s.str ("viewer_url")};
+  std::vector<std::string> args
+      = livemicro::test::headless_chromium_args (profile.path (), s.str ("viewer_url"));
   std::vector<const char *> argv;
   for (auto &a : args)
     argv.push_back (a.c_str ());

@@ -9,8 +9,33 @@
 
 #include <cstdlib>
 #include <string>
+#include <vector>
 
 namespace livemicro::test {
+
+// Debian's Chromium, headless, with a throwaway profile, opening `url`:
+// the command line every browser test and benchmark starts it with
+// (`extra` goes before the URL).
+constexpr const char *kChromium = "/usr/bin/chromium";
+inline std::vector<std::string>
+headless_chromium_args (const std::string &profile_dir, const std::string &url,
+                        const std::vector<std::string> &extra = {})
+{
+  std::vector<std::string> args = {kChromium,
+                                   "--headless=new",
+                                   "--no-sandbox",
+                                   "--disable-gpu",
+                                   "--disable-quic",
+                                   "--no-first-run",
+                                   "--disable-background-networking",
+                                   "--disable-component-update",
+                                   "--disable-sync",
+                                   "--autoplay-policy=no-user-gesture-required",
+                                   "--user-data-dir=" + profile_dir};
+  args.insert (args.end (), extra.begin (), extra.end ());
+  args.push_back (url);
+  return args;
+}
 
 // The shared H&E test images (../shared/testdata), or "" when absent.
 inline std::string

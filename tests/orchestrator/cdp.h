@@ -19,26 +19,15 @@ namespace livemicro::test {
 
 class ChromiumPage {
 public:
-  static bool available () { return g_file_test ("/usr/bin/chromium", G_FILE_TEST_IS_EXECUTABLE); }
+  static bool available () { return g_file_test (kChromium, G_FILE_TEST_IS_EXECUTABLE); }
 
   explicit ChromiumPage (const std::string &url)
   {
     port_ = free_port ();
-    std::vector<std::string> args = {"/usr/bin/chromium",
-                                     "--headless=new",
-                                     "--no-sandbox",
-                                     "--disable-gpu",
-                                     "--disable-quic",
-                                     "--no-first-run",
-                                     "--disable-background-networking",
-                                     "--disable-component-update",
-                                     "--disable-sync",
-                                     "--autoplay-policy=no-user-gesture-required",
-                                     "--window-size=1280,900",
-                                     "--remote-debugging-address=127.0.0.1",
-                                     "--remote-debugging-port=" + std::to_string (port_),
-                                     "--user-data-dir=" + profile_.path (),
-                                     url};
+    std::vector<std::string> args
+        = headless_chromium_args (profile_.path (), url,
+                                  {"--window-size=1280,900", "--remote-debugging-address=127.0.0.1",
+                                   "--remote-debugging-port=" + std::to_string (port_)});
     std::vector<const char *> argv;
     for (auto &a : args)
       argv.push_back (a.c_str ());

@@ -307,18 +307,8 @@ TEST_F (Livemicrod, ChromiumDecodesWebRtcVideoOnTheViewerPage)
   HttpReply a = d.create_session ("alice", "owner");
   ASSERT_EQ (a.status, 201);
   livemicro::test::TempDir profile;
-  std::vector<std::string> args = {chromium,
-                                   "--headless=new",
-                                   "--no-sandbox",
-                                   "--disable-gpu",
-                                   "--disable-quic",
-                                   "--no-first-run",
-                                   "--disable-background-networking",
-                                   "--disable-component-update",
-                                   "--disable-sync",
-                                   "--autoplay-policy=no-user-gesture-required",
-                                   "--user-data-dir=" + profile.path (),
-                                   a.str ("viewer_url")};
+  std::vector<std::string> args
+      = livemicro::test::headless_chromium_args (profile.path (), a.str ("viewer_url"));
   std::vector<const char *> argv;
   for (auto &s : args)
     argv.push_back (s.c_str ());
