@@ -35,6 +35,9 @@ packages=(
   libsoup-3.0-dev             # HTTP + WebSocket server and client
   libjson-glib-dev            # JSON for the API, configs, ground truth and JSON Lines
   libsqlite3-dev              # sessions, users, audit log (WAL)
+  etcd-server                 # the edge cloud's store (docs/edge-cloud.md); its tests start real members
+  etcd-client                 # etcdctl, to read an edge cloud's keys by hand
+  curl                        # scripts/edge-cloud.sh waits for etcd's /health with it
   # --- hardware
   libaravis-dev               # GenICam cameras (and Aravis' fake camera in tests)
   libusb-1.0-0-dev            # aravis-0.8.pc requires libusb-1.0.pc

@@ -57,7 +57,8 @@ usage (FILE *to)
                     "  annotations [--microscope ID] [--session ID] [-o FILE.geojson] "
                     "[--um-per-px X]\n"
                     "  still SESSION -o FILE.png\n"
-                    "  audit [--after ID] [--limit N]\n\n"
+                    "  audit [--after ID] [--limit N]\n"
+                    "  cluster status   (the edge cloud: nodes, microscopes' homes, etcd)\n\n"
                     "The server defaults to $LIVEMICRO_SERVER or http://127.0.0.1:8080; the "
                     "token to\n"
                     "$LIVEMICRO_TOKEN, else $LIVEMICRO_ADMIN_TOKEN.  --json prints the API's "
@@ -324,6 +325,51 @@ audit (const Options &o)
       std::printf ("%6lld  %-20s  %-12s %-10s %-10s %-8s %s -> %s\n", (long long)integer (e, "id"), when,
                    str (e, "user"), str (e, "role"), str (e, "microscope"), str (e, "action"),
                    str (e, "detail"), str (e, "result"));
+    }
+  });
+}
+
+// cluster status: nodes (site, load, microscopes homed there), each
+// microscope's home and fencing revision, and each etcd member's health.
+int
+cluster (const Options &o, const std::string &verb)
+{
+  if (verb != "status")
+    return bad_usage ("cluster: expected 'cluster status'");
+  return finish (o, call (o, "GET", "/api/v1/cluster"), [] (JsonObject *r) {
+    std::printf ("node %s (site %s): %s%s%s\n\n", str (r, "node"), str (r, "site"),
+                 json_object_get_boolean_member_with_default (r, "joined", FALSE) ? "joined" : "NOT JOINED",
+                 *str (r, "error") ? " — " : "", str (r, "error"));
+    std::printf ("%-16s %-12s %5s %8s %9s %9s  %-28s %s\n", "NODE", "SITE", "CPU", "VIEWERS", "ENCODERS",
+                 "SESSIONS", "HTTP", "MICROSCOPES");
+    JsonArray *nodes = json_object_get_array_member (r, "nodes");
+    for (guint i = 0; nodes && i < json_array_get_length (nodes); i++) {
+      JsonObject *n = json_array_get_object_element (nodes, i);
+      JsonObject *load
+          = json_object_has_member (n, "load") ? json_object_get_object_member (n, "load") : nullptr;
+      std::string homed;
+      JsonArray *ms = json_object_get_array_member (n, "microscopes");
+      for (guint k = 0; ms && k < json_array_get_length (ms); k++)
+        homed += (homed.empty () ? "" : ",") + std::string (json_array_get_string_element (ms, k));
+      std::printf ("%-16s %-12s %4.0f%% %8lld %9lld %9lld  %-28s %s\n", str (n, "name"), str (n, "site"),
+                   load ? 100 * json_object_get_double_member_with_default (load, "cpu", 0) : 0.0,
+                   (long long)integer (load, "viewers"), (long long)integer (load, "encoders"),
+                   (long long)integer (load, "sessions"), str (n, "http_url"), homed.c_str ());
+    }
+    std::printf ("\n%-16s %-16s %s\n", "MICROSCOPE", "HOME", "FENCING REVISION");
+    JsonArray *homes = json_object_get_array_member (r, "microscopes");
+    for (guint i = 0; homes && i < json_array_get_length (homes); i++) {
+      JsonObject *h = json_array_get_object_element (homes, i);
+      std::printf ("%-16s %-16s %lld\n", str (h, "id"), str (h, "home"),
+                   (long long)integer (h, "fencing_revision"));
+    }
+    std::printf ("\n%-28s %-8s %-8s %s\n", "ETCD MEMBER", "HEALTH", "VERSION", "LEADER / ERROR");
+    JsonArray *etcd = json_object_get_array_member (r, "etcd");
+    for (guint i = 0; etcd && i < json_array_get_length (etcd); i++) {
+      JsonObject *m = json_array_get_object_element (etcd, i);
+      const bool healthy = json_object_get_boolean_member_with_default (m, "healthy", FALSE);
+      std::printf ("%-28s %-8s %-8s %s\n", str (m, "endpoint"), healthy ? "healthy" : "DOWN",
+                   str (m, "version"), healthy ? str (m, "leader") : str (m, "error"));
     }
   });
 }
@@ -779,6 +825,8 @@ livemicroctl_api (int argc, char **argv)
   const std::string id = o.args.size () > 2 ? o.args[2] : "";
   if (noun == "audit")
     return audit (o);
+  if (noun == "cluster")
+    return cluster (o, verb);
   if (noun == "annotations")
     return annotations (o);
   if (noun == "session")

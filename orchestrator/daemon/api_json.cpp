@@ -196,4 +196,54 @@ annotation_deleted_json (int64_t id)
   });
 }
 
+std::string
+cluster_json (const livemicro::cluster::ClusterView &v)
+{
+  g_autoptr (JsonBuilder) b = json_builder_new ();
+  json_builder_begin_object (b);
+  add_string (b, "node", v.node);
+  add_string (b, "site", v.site);
+  json_builder_set_member_name (b, "joined");
+  json_builder_add_boolean_value (b, v.joined);
+  add_string (b, "lease", std::to_string (v.lease));
+  add_string (b, "error", v.error);
+  json_builder_set_member_name (b, "nodes");
+  json_builder_begin_array (b);
+  for (const auto &n : v.nodes) {
+    // The record as the node keeps it in etcd.
+    const std::string record = livemicro::cluster::node_record_json (n);
+    g_autoptr (JsonParser) p = json_parser_new ();
+    if (json_parser_load_from_data (p, record.c_str (), (gssize)record.size (), nullptr))
+      json_builder_add_value (b, json_node_copy (json_parser_get_root (p)));
+  }
+  json_builder_end_array (b);
+  json_builder_set_member_name (b, "microscopes");
+  json_builder_begin_array (b);
+  for (const auto &h : v.homes) {
+    json_builder_begin_object (b);
+    add_string (b, "id", h.microscope);
+    add_string (b, "home", h.node);
+    json_builder_set_member_name (b, "fencing_revision");
+    json_builder_add_int_value (b, h.revision);
+    json_builder_end_object (b);
+  }
+  json_builder_end_array (b);
+  json_builder_set_member_name (b, "etcd");
+  json_builder_begin_array (b);
+  for (const auto &m : v.etcd) {
+    json_builder_begin_object (b);
+    add_string (b, "endpoint", m.endpoint);
+    json_builder_set_member_name (b, "healthy");
+    json_builder_add_boolean_value (b, m.healthy);
+    add_string (b, "version", m.version);
+    add_string (b, "member_id", m.member_id);
+    add_string (b, "leader", m.leader);
+    add_string (b, "error", m.error);
+    json_builder_end_object (b);
+  }
+  json_builder_end_array (b);
+  json_builder_end_object (b);
+  return to_string (b);
+}
+
 } // namespace livemicro::orchestrator::api

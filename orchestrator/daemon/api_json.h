@@ -3,6 +3,7 @@
 // HTTP/WebSocket codec (requests.h is the input half).
 #pragma once
 
+#include "cluster/cluster_member.h"
 #include "common/store.h"
 #include "common/worker_protocol.h"
 #include "control.h"
@@ -37,6 +38,8 @@ std::string session_ended_json (const std::string &session_id);
 // {} or {"reason": why}
 std::string reason_json (const std::string &reason);
 std::string annotation_deleted_json (int64_t id);
+// GET /api/v1/cluster: this node, the nodes, the microscopes' homes, etcd's members.
+std::string cluster_json (const livemicro::cluster::ClusterView &v);
 // A member holding already-rendered JSON (parsed back into the tree).
 void add_json (JsonBuilder *b, const char *name, const std::string &json);
 void add_string (JsonBuilder *b, const char *name, const std::string &v);

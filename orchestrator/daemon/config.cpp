@@ -106,7 +106,67 @@ valid_id (const std::string &id)
                       [] (char c) { return g_ascii_isalnum (c) || c == '-' || c == '_'; });
 }
 
+// An etcd endpoint: an http(s) URL with a host and nothing after the port.
+void
+check_etcd_endpoint (const std::string &url, const std::string &where)
+{
+  g_autoptr (GUri) u = g_uri_parse (url.c_str (), G_URI_FLAGS_NONE, nullptr);
+  const char *scheme = u ? g_uri_get_scheme (u) : nullptr;
+  if (!u || !scheme || (g_strcmp0 (scheme, "http") && g_strcmp0 (scheme, "https")) || !g_uri_get_host (u)
+      || !*g_uri_get_host (u) || (*g_uri_get_path (u) && g_strcmp0 (g_uri_get_path (u), "/")))
+    throw ConfigError (where + ": '" + url + "' is not an etcd endpoint (e.g. http://10.0.0.5:2379)");
+}
+
+void
+parse_cluster (const Reader &r, livemicro::cluster::ClusterConfig &c)
+{
+  r.only ({"etcd", "node", "site", "lease_ttl_s", "capacity_viewers", "prefix"});
+  JsonArray *etcd = r.array ("etcd");
+  if (!etcd || json_array_get_length (etcd) == 0)
+    throw ConfigError (r.where () + "etcd: a list of etcd endpoints is needed");
+  for (guint i = 0; i < json_array_get_length (etcd); i++) {
+    const std::string where = r.where () + "etcd[" + std::to_string (i) + "]";
+    JsonNode *e = json_array_get_element (etcd, i);
+    if (!JSON_NODE_HOLDS_VALUE (e) || json_node_get_value_type (e) != G_TYPE_STRING)
+      throw ConfigError (where + ": expected a string");
+    check_etcd_endpoint (json_node_get_string (e), where);
+    c.etcd.push_back (json_node_get_string (e));
+  }
+  c.node = r.string ("node", c.node);
+  if (!c.node.empty () && !valid_id (c.node))
+    throw ConfigError (r.where () + "node: '" + c.node + "' must be 1-64 letters, digits, - or _");
+  c.site = r.string ("site", c.site);
+  c.lease_ttl_s = r.integer ("lease_ttl_s", c.lease_ttl_s, 1, 60);
+  c.capacity_viewers = r.integer ("capacity_viewers", c.capacity_viewers, 0, 1000000);
+  c.prefix = r.string ("prefix", c.prefix);
+  if (c.prefix.empty () || c.prefix[0] != '/')
+    throw ConfigError (r.where () + "prefix: must start with '/'");
+}
+
 } // namespace
+
+void
+Config::set_cluster_endpoints (const std::string &arg)
+{
+  const std::string head = "etcd=";
+  if (arg.compare (0, head.size (), head) != 0 || arg.size () == head.size ())
+    throw ConfigError ("--cluster: expected etcd=URL[,URL…], e.g. etcd=http://10.0.0.5:2379");
+  std::vector<std::string> endpoints;
+  g_auto (GStrv) urls = g_strsplit (arg.c_str () + head.size (), ",", -1);
+  for (char **u = urls; *u; u++) {
+    check_etcd_endpoint (*u, "--cluster");
+    endpoints.push_back (*u);
+  }
+  cluster.etcd = std::move (endpoints); // only once every one is good
+}
+
+void
+Config::set_node_name (const std::string &name)
+{
+  if (!valid_id (name))
+    throw ConfigError ("--node-name: '" + name + "' must be 1-64 letters, digits, - or _");
+  cluster.node = name;
+}
 
 const std::vector<std::string> &
 known_roles ()
@@ -206,7 +266,7 @@ Config::parse (const std::string &json, const std::string &source)
   Reader r (json_node_get_object (root), "config '" + source + "': ");
   r.only ({"listen_address", "public_host", "http_port", "rtsp_port", "state_dir", "admin_token", "tls",
            "pipelines_dir", "web_dir", "profiles_file", "max_body_bytes", "video", "control", "microscopes",
-           "users"});
+           "users", "cluster"});
   Config c;
   c.listen_address = r.string ("listen_address", c.listen_address);
   c.public_host = r.string ("public_host");
@@ -243,10 +303,13 @@ Config::parse (const std::string &json, const std::string &source)
     c.control.idle_timeout_ms = k.integer ("idle_timeout_ms", c.control.idle_timeout_ms, 100, 3600000);
     c.control.max_commands_per_s = k.integer ("max_commands_per_s", c.control.max_commands_per_s, 1, 1000);
   }
+  if (JsonObject *cluster = r.object ("cluster"))
+    parse_cluster (Reader (cluster, r.where () + "cluster."), c.cluster);
   JsonArray *ms = r.array ("microscopes");
-  if (!ms || json_array_get_length (ms) == 0)
+  // In an edge cloud a node may only serve viewers: no microscope of its own.
+  if ((!ms || json_array_get_length (ms) == 0) && !c.cluster.enabled ())
     throw ConfigError (r.where () + "microscopes: at least one microscope is needed");
-  for (guint i = 0; i < json_array_get_length (ms); i++) {
+  for (guint i = 0; ms && i < json_array_get_length (ms); i++) {
     std::string where = r.where () + "microscopes[" + std::to_string (i) + "].";
     Reader m (object_at (ms, i, where), where);
     m.only ({"id", "name", "uri", "capture_template", "camera", "stage", "focus", "objectives", "objective"});

@@ -2,6 +2,8 @@
 // built-in demo.  Unknown keys and wrong types are errors that name the key.
 #pragma once
 
+#include "../cluster/cluster_config.h"
+
 #include <map>
 #include <stdexcept>
 #include <string>
@@ -67,7 +69,12 @@ struct Config {
   VideoConfig video;
   ControlConfig control;
   std::vector<MicroscopeConfig> microscopes;
-  std::vector<UserConfig> users; // empty: any user name may join
+  std::vector<UserConfig> users;             // empty: any user name may join
+  livemicro::cluster::ClusterConfig cluster; // no etcd endpoints: a node on its own
+
+  // --cluster etcd=URL,… and --node-name; throw ConfigError.
+  void set_cluster_endpoints (const std::string &arg);
+  void set_node_name (const std::string &name);
 
   const MicroscopeConfig *microscope (const std::string &id) const;
   // The demo: one virtual microscope "demo" on sim://synthetic.

@@ -366,6 +366,7 @@ HttpApi::routes ()
       {"DELETE", "/api/v1/microscopes/{}/annotations/{}", true, &HttpApi::delete_annotation},
       {"GET", "/api/v1/microscopes/{}/annotations.geojson", true, &HttpApi::microscope_annotations_geojson},
       {"GET", "/api/v1/audit", true, &HttpApi::audit},
+      {"GET", "/api/v1/cluster", true, &HttpApi::cluster},
       {"POST", "/whep/{}", true, &HttpApi::whep_offer},
       {"DELETE", "/whep/{}/{}", true, &HttpApi::whep_delete},
   };
@@ -947,6 +948,18 @@ HttpApi::audit (Call &c)
   json_builder_end_array (b);
   json_builder_end_object (b);
   respond (c.msg, 200, to_string (b));
+}
+
+// GET /api/v1/cluster (the admin): the edge cloud as this node sees it.
+void
+HttpApi::cluster (Call &c)
+{
+  if (!c.who.admin)
+    throw Refusal{Reason::kForbidden, "the edge cloud's state is for the admin"};
+  if (!node_.cluster ())
+    throw Refusal{Reason::kNotFound,
+                  "this node is not in an edge cloud (start it with --cluster etcd=URL,…)"};
+  respond (c.msg, 200, api::cluster_json (node_.cluster ()->view ()));
 }
 
 // ---- WHEP (draft-ietf-wish-whep): /whep/{session} ------------------------------

@@ -81,6 +81,7 @@ private:
   void delete_annotation (Call &c);
   void microscope_annotations_geojson (Call &c);
   void audit (Call &c);
+  void cluster (Call &c);
   void whep_offer (Call &c);
   void whep_delete (Call &c);
 

@@ -71,6 +71,9 @@ main (int argc, char **argv)
   g_autofree char *config_path = nullptr;
   g_autofree char *state_dir = nullptr;
   g_autofree char *listen = nullptr;
+  g_autofree char *cluster = nullptr;
+  g_autofree char *node_name = nullptr;
+  g_autofree char *site = nullptr;
   gint http_port = -1, rtsp_port = -1;
   gboolean demo = FALSE;
   GOptionEntry entries[] = {
@@ -82,6 +85,12 @@ main (int argc, char **argv)
       {"rtsp-port", 0, 0, G_OPTION_ARG_INT, &rtsp_port, "RTSP port (0: any free port)", "PORT"},
       {"state-dir", 0, 0, G_OPTION_ARG_FILENAME, &state_dir, "Where sessions and the audit log live", "DIR"},
       {"listen", 0, 0, G_OPTION_ARG_STRING, &listen, "Address to listen on (default 127.0.0.1)", "ADDR"},
+      {"cluster", 0, 0, G_OPTION_ARG_STRING, &cluster,
+       "Join an edge cloud through these etcd members (docs/edge-cloud.md)", "etcd=URL[,URL...]"},
+      {"node-name", 0, 0, G_OPTION_ARG_STRING, &node_name,
+       "This node's name in the edge cloud (default: host name)", "NAME"},
+      {"site", 0, 0, G_OPTION_ARG_STRING, &site, "This node's site or region label in the edge cloud",
+       "LABEL"},
       {nullptr}};
   g_autoptr (GOptionContext) ctx = g_option_context_new ("- LiveMicro edge daemon");
   g_option_context_add_main_entries (ctx, entries, nullptr);
@@ -107,6 +116,17 @@ main (int argc, char **argv)
     g_printerr ("livemicrod: %s\n", e.what ());
     return 2;
   }
+  try {
+    if (cluster)
+      config.set_cluster_endpoints (cluster);
+    if (node_name)
+      config.set_node_name (node_name);
+  } catch (const ConfigError &e) {
+    g_printerr ("livemicrod: %s\n", e.what ());
+    return 2;
+  }
+  if (site)
+    config.cluster.site = site;
   if (http_port >= 0)
     config.http_port = http_port;
   if (rtsp_port >= 0)
@@ -123,6 +143,7 @@ main (int argc, char **argv)
     node->start ();
     http = std::make_unique<HttpApi> (*node);
     http->start ();
+    node->join_cluster (3000);
   } catch (const std::exception &e) {
     g_printerr ("livemicrod: %s\n", e.what ());
     http.reset ();

@@ -498,7 +498,13 @@ MicroscopeHub::command (const Principal &by, const CommandRequest &c)
       outcome = {cid, c.op, "failed", "the microscope's media worker is not running"};
     node_.record (row);
   } else {
-    // Nothing reaches the hardware before its audit row is on disk.
+    // Nothing reaches the hardware before its audit row is on disk (and, in
+    // an edge cloud, in etcd under this node's fencing token).
+    try {
+      node_.fenced (row);
+    } catch (const Refusal &e) {
+      refuse (e.reason, e.message);
+    }
     node_.durable ({row}, nullptr);
     if (!send (hw)) {
       node_.record (

@@ -221,6 +221,96 @@ Node::tick ()
   flush_pending_audit ();
   for (auto &kv : hubs_)
     kv.second->tick ();
+  if (cluster_ && g_get_monotonic_time () - load_reported_us_ > G_USEC_PER_SEC)
+    report_load ();
+}
+
+// ---- the edge cloud ---------------------------------------------------------------
+
+namespace {
+
+// The machine's busy and total jiffies, from /proc/stat's first line.
+bool
+read_cpu (uint64_t &busy, uint64_t &total)
+{
+  g_autofree char *text = nullptr;
+  if (!g_file_get_contents ("/proc/stat", &text, nullptr, nullptr))
+    return false;
+  unsigned long long v[8] = {};
+  if (sscanf (text, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5],
+              &v[6], &v[7])
+      != 8)
+    return false;
+  total = v[0] + v[1] + v[2] + v[3] + v[4] + v[5] + v[6] + v[7];
+  busy = total - v[3] - v[4]; // all but idle and iowait
+  return true;
+}
+
+} // namespace
+
+void
+Node::join_cluster (int wait_ms)
+{
+  if (!config_.cluster.enabled () || cluster_)
+    return;
+  livemicro::cluster::ClusterConfig c = config_.cluster;
+  if (c.node.empty ())
+    c.node = g_get_host_name ();
+  const std::string host = config_.public_host.empty () ? config_.listen_address : config_.public_host;
+  c.http_url = std::string (https () ? "https" : "http") + "://" + host + ":" + std::to_string (http_port_);
+  c.rtsp_url
+      = std::string (rtsp_->tls () ? "rtsps" : "rtsp") + "://" + host + ":" + std::to_string (rtsp_->port ());
+  std::vector<std::string> homed;
+  for (const auto &[id, hub] : hubs_)
+    homed.push_back (id);
+  cluster_ = std::make_unique<livemicro::cluster::ClusterMember> (c, homed);
+  report_load ();
+  cluster_->start ();
+  if (!cluster_->wait_joined (wait_ms))
+    g_warning ("edge cloud: not joined yet (%s); going on trying", cluster_->view ().error.c_str ());
+}
+
+void
+Node::report_load ()
+{
+  load_reported_us_ = g_get_monotonic_time ();
+  livemicro::cluster::NodeLoad load;
+  uint64_t busy = 0, total = 0;
+  if (read_cpu (busy, total) && total > cpu_total_ && cpu_total_)
+    load.cpu = double (busy - cpu_busy_) / double (total - cpu_total_);
+  cpu_busy_ = busy;
+  cpu_total_ = total;
+  for (const auto &[id, hub] : hubs_) {
+    load.encoders += (int)hub->encoders ();
+    for (const auto &v : hub->views ())
+      load.viewers += rtsp_->viewers (v->id ());
+  }
+  for (const auto &[key, n] : webrtc_viewers_)
+    load.viewers += n;
+  load.sessions = (int)store_->sessions ().size ();
+  cluster_->set_load (load);
+}
+
+void
+Node::fenced (const AuditRecord &row)
+{
+  if (!cluster_)
+    return;
+  auto fence = cluster_->fence (row.microscope);
+  if (!fence)
+    throw Refusal{Reason::kUnavailable, "this node does not hold microscope '" + row.microscope
+                                            + "' in the edge cloud just now (not joined, lease lapsed or "
+                                              "cut off from etcd): nothing was done"};
+  try {
+    if (!cluster_->commit_fenced (*fence, row))
+      throw Refusal{Reason::kUnavailable, "this node's ownership of microscope '" + row.microscope
+                                              + "' lapsed (fencing token " + std::to_string (fence->revision)
+                                              + " is stale): nothing was done"};
+  } catch (const livemicro::cluster::EtcdError &e) {
+    g_warning ("edge cloud: fenced write refused: %s", e.what ());
+    throw Refusal{Reason::kUnavailable,
+                  "the edge cloud's store cannot be reached just now: nothing was done"};
+  }
 }
 
 void
@@ -230,6 +320,7 @@ Node::stop ()
     g_source_remove (tick_source_);
     tick_source_ = 0;
   }
+  cluster_.reset (); // leaves the edge cloud first: others see it gone at once
   for (auto &kv : hubs_)
     kv.second->stop ();
   hubs_.clear ();

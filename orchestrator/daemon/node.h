@@ -8,6 +8,7 @@
 // layer (http_api.cpp) renders them.
 #pragma once
 
+#include "cluster/cluster_member.h"
 #include "common/store.h"
 #include "config.h"
 #include "microscope_hub.h"
@@ -62,6 +63,17 @@ public:
   // Opens the store, starts RTSP and the workers.  Throws std::exception.
   void start ();
   void stop ();
+  // With a "cluster" configuration: joins the edge cloud (docs/edge-cloud.md)
+  // once the HTTP port is known; waits up to `wait_ms` for the first
+  // registration (it goes on trying in the background after that).
+  void join_cluster (int wait_ms);
+  // The edge cloud as this node sees it; nullptr when not in one.
+  const livemicro::cluster::ClusterMember *cluster () const { return cluster_.get (); }
+  // In an edge cloud, what moves a microscope needs its fencing token:
+  // `row` is written to the cluster's audit log only while this node still
+  // owns `row.microscope` there.  Throws a Refusal (unavailable) when it does
+  // not, or etcd cannot be reached.  Alone (no cluster): nothing.
+  void fenced (const AuditRecord &row);
 
   const Config &config () const { return config_; }
   const Paths &paths () const { return paths_; }
@@ -165,6 +177,7 @@ private:
   void check_templates ();
   void flush_pending_audit ();
   void tick ();
+  void report_load ();
 
   Config config_;
   Paths paths_;
@@ -186,6 +199,9 @@ private:
   guint tick_source_ = 0;
   std::deque<AuditRecord> pending_audit_; // rows the database refused, oldest first
   std::vector<std::string> secrets_;      // texts sessions never read (slide paths, URIs)
+  std::unique_ptr<livemicro::cluster::ClusterMember> cluster_;
+  int64_t load_reported_us_ = 0;
+  uint64_t cpu_busy_ = 0, cpu_total_ = 0; // /proc/stat at the last report
 };
 
 } // namespace livemicro::orchestrator

@@ -77,6 +77,8 @@ struct HttpReply {
 class Daemon {
 public:
   static constexpr const char *kAdminToken = "test-admin-token-0123456789abcdef";
+  // More command-line options for the next start() (e.g. --cluster).
+  std::vector<std::string> extra_args;
 
   // `config_json` empty: --demo.  `state_dir` empty: a fresh one.
   explicit Daemon (const std::string &config_json = "", std::string state_dir = "")
@@ -89,6 +91,7 @@ public:
   {
     std::vector<std::string> args
         = {livemicrod_path (), "--http-port", "0", "--rtsp-port", "0", "--state-dir", state_dir_};
+    args.insert (args.end (), extra_args.begin (), extra_args.end ());
     if (config_json_.empty ()) {
       args.push_back ("--demo");
     } else {

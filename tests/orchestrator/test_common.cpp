@@ -186,6 +186,52 @@ TEST (Config, ValidFileLoadsAndMistakesNameTheKey)
       std::string::npos);
 }
 
+TEST (Config, AnEdgeCloudSectionOrCommandLineIsCheckedKeyByKey)
+{
+  TempDir dir;
+  std::string path = dir.file ("c.json");
+  // A node of an edge cloud may have no microscope of its own.
+  std::ofstream (path)
+      << R"({"cluster": {"etcd": ["http://10.0.0.1:2379", "https://e2:2379/"], "node": "edge-1",
+      "site": "lab", "lease_ttl_s": 3}, "microscopes": []})";
+  Config c = Config::load (path);
+  ASSERT_TRUE (c.cluster.enabled ());
+  EXPECT_EQ (c.cluster.etcd.size (), 2u);
+  EXPECT_EQ (c.cluster.node, "edge-1");
+  EXPECT_EQ (c.cluster.lease_ttl_s, 3);
+  EXPECT_TRUE (c.microscopes.empty ());
+  EXPECT_FALSE (Config::demo ().cluster.enabled ());
+
+  auto err = [&] (const std::string &cluster) {
+    return config_error (R"({"cluster": )" + cluster
+                         + R"(, "microscopes": [{"id":"a","uri":"sim://synthetic"}]})");
+  };
+  EXPECT_NE (err (R"({"etcd": []})").find ("cluster.etcd: a list of etcd endpoints is needed"),
+             std::string::npos);
+  EXPECT_NE (err (R"({"etcd": ["ftp://x:1"]})").find ("cluster.etcd[0]: 'ftp://x:1' is not an etcd endpoint"),
+             std::string::npos);
+  EXPECT_NE (err (R"({"etcd": ["http://x:1/v3/kv"]})").find ("is not an etcd endpoint"), std::string::npos);
+  EXPECT_NE (err (R"({"etcd": [2379]})").find ("cluster.etcd[0]: expected a string"), std::string::npos);
+  EXPECT_NE (err (R"({"etcd": ["http://x:1"], "node": "a/b"})").find ("cluster.node: 'a/b'"),
+             std::string::npos);
+  EXPECT_NE (err (R"({"etcd": ["http://x:1"], "lease_ttl_s": 0})").find ("lease_ttl_s: 0 is outside [1, 60]"),
+             std::string::npos);
+  EXPECT_NE (err (R"({"etcd": ["http://x:1"], "ttl": 2})").find ("cluster.ttl: unknown key"),
+             std::string::npos);
+  EXPECT_NE (err (R"({"etcd": ["http://x:1"], "prefix": "lm"})").find ("prefix: must start with '/'"),
+             std::string::npos);
+
+  // The command line's --cluster and --node-name.
+  Config cli = Config::demo ();
+  cli.set_cluster_endpoints ("etcd=http://127.0.0.1:2379,http://127.0.0.1:2479");
+  EXPECT_EQ (cli.cluster.etcd, (std::vector<std::string>{"http://127.0.0.1:2379", "http://127.0.0.1:2479"}));
+  for (const char *bad :
+       {"", "etcd=", "http://127.0.0.1:2379", "etcd=http://a:1,,http://b:2", "etcd=127.0.0.1:2379"})
+    EXPECT_THROW (cli.set_cluster_endpoints (bad), ConfigError) << bad;
+  EXPECT_THROW (cli.set_node_name ("no spaces"), ConfigError);
+  EXPECT_EQ (cli.cluster.etcd.size (), 2u) << "a refused argument changes nothing";
+}
+
 TEST (Config, AMicroscopeMadeOfPartsBecomesACompositeUri)
 {
   TempDir dir;

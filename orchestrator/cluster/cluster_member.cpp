@@ -1,0 +1,438 @@
+// See cluster_member.h.  The values kept in etcd (a node's record, an audit
+// row) are JSON, written and read here only.
+#include "cluster_member.h"
+#include "json_doc.h"
+
+#include <glib.h>
+#include <json-glib/json-glib.h>
+
+#include <algorithm>
+#include <chrono>
+
+namespace livemicro::cluster {
+
+namespace {
+
+int64_t
+now_us ()
+{
+  return g_get_monotonic_time ();
+}
+
+} // namespace
+
+std::string
+node_record_json (const NodeInfo &n)
+{
+  g_autoptr (JsonBuilder) b = json_builder_new ();
+  json_builder_begin_object (b);
+  member (b, "name", n.name);
+  member (b, "site", n.site);
+  member (b, "http_url", n.http_url);
+  member (b, "rtsp_url", n.rtsp_url);
+  member (b, "capacity_viewers", (int64_t)n.capacity_viewers);
+  json_builder_set_member_name (b, "load");
+  json_builder_begin_object (b);
+  json_builder_set_member_name (b, "cpu");
+  json_builder_add_double_value (b, n.load.cpu);
+  member (b, "viewers", (int64_t)n.load.viewers);
+  member (b, "encoders", (int64_t)n.load.encoders);
+  member (b, "sessions", (int64_t)n.load.sessions);
+  json_builder_end_object (b);
+  json_builder_set_member_name (b, "microscopes");
+  json_builder_begin_array (b);
+  for (const auto &m : n.microscopes)
+    json_builder_add_string_value (b, m.c_str ());
+  json_builder_end_array (b);
+  json_builder_end_object (b);
+  return to_json (b);
+}
+
+namespace {
+
+// A value kept in etcd: a JSON object, nullptr root when it is not one.
+struct Parsed : JsonDoc {
+  using JsonDoc::JsonDoc;
+  std::string str (const char *name) const { return JsonDoc::str (root, name); }
+  int64_t integer (const char *name) const { return JsonDoc::integer (root, name); }
+};
+
+std::optional<NodeInfo>
+parse_node (const KeyValue &kv)
+{
+  Parsed p (kv.value);
+  if (!p.root)
+    return std::nullopt; // not written by a LiveMicro node: not shown
+  NodeInfo n;
+  n.name = p.str ("name");
+  n.site = p.str ("site");
+  n.http_url = p.str ("http_url");
+  n.rtsp_url = p.str ("rtsp_url");
+  n.capacity_viewers = (int)p.integer ("capacity_viewers");
+  n.lease = kv.lease;
+  if (JsonObject *load = JsonDoc::object (p.root, "load")) {
+    n.load.cpu = JsonDoc::number (load, "cpu");
+    n.load.viewers = (int)JsonDoc::integer (load, "viewers");
+    n.load.encoders = (int)JsonDoc::integer (load, "encoders");
+    n.load.sessions = (int)JsonDoc::integer (load, "sessions");
+  }
+  if (JsonArray *a = JsonDoc::array (p.root, "microscopes"))
+    for (guint i = 0; i < json_array_get_length (a); i++)
+      if (const char *m = json_array_get_string_element (a, i))
+        n.microscopes.push_back (m);
+  return n;
+}
+
+std::string
+render_audit (const std::string &node, const AuditRecord &r, int64_t fence_revision)
+{
+  g_autoptr (JsonBuilder) b = json_builder_new ();
+  json_builder_begin_object (b);
+  member (b, "node", node);
+  member (b, "id", r.id);
+  member (b, "time_unix_us", r.time_unix_us);
+  member (b, "user", r.user);
+  member (b, "role", r.role);
+  member (b, "session", r.session);
+  member (b, "microscope", r.microscope);
+  member (b, "action", r.action);
+  member (b, "detail", r.detail);
+  member (b, "result", r.result);
+  member (b, "fence_revision", fence_revision);
+  json_builder_end_object (b);
+  return to_json (b);
+}
+
+} // namespace
+
+ClusterMember::ClusterMember (ClusterConfig config, std::vector<std::string> home_microscopes)
+    : config_ (std::move (config)), home_microscopes_ (std::move (home_microscopes))
+{
+  if (config_.lease_ttl_s < 1)
+    config_.lease_ttl_s = 1;
+  if (config_.prefix.empty () || config_.prefix.back () != '/')
+    config_.prefix += '/';
+  caller_etcd_ = std::make_unique<EtcdClient> (config_.etcd);
+  view_.node = config_.node;
+  view_.site = config_.site;
+}
+
+ClusterMember::~ClusterMember ()
+{
+  stop ();
+}
+
+std::string
+ClusterMember::key (const std::string &kind, const std::string &name) const
+{
+  return config_.prefix + kind + "/" + name;
+}
+
+void
+ClusterMember::start ()
+{
+  if (thread_.joinable ())
+    return;
+  stopping_ = false;
+  thread_ = std::thread ([this] { run (); });
+}
+
+bool
+ClusterMember::wait_joined (int timeout_ms)
+{
+  std::unique_lock<std::mutex> lock (mutex_);
+  return changed_.wait_for (lock, std::chrono::milliseconds (timeout_ms), [this] { return view_.joined; });
+}
+
+void
+ClusterMember::stop ()
+{
+  if (!thread_.joinable ())
+    return;
+  {
+    std::lock_guard<std::mutex> lock (wake_mutex_);
+    stopping_ = true;
+  }
+  wake_.notify_all ();
+  thread_.join ();
+}
+
+void
+ClusterMember::set_load (const NodeLoad &load)
+{
+  std::lock_guard<std::mutex> lock (mutex_);
+  load_ = load;
+}
+
+ClusterView
+ClusterMember::view () const
+{
+  std::lock_guard<std::mutex> lock (mutex_);
+  return view_;
+}
+
+std::optional<Fence>
+ClusterMember::fence (const std::string &microscope) const
+{
+  std::lock_guard<std::mutex> lock (mutex_);
+  if (!view_.joined || now_us () >= lease_valid_until_us_)
+    return std::nullopt;
+  auto it = fences_.find (microscope);
+  if (it == fences_.end ())
+    return std::nullopt;
+  return it->second;
+}
+
+std::string
+ClusterMember::audit_key ()
+{
+  // Unique across this node's restarts (wall-clock µs) and within one (a
+  // counter); the cluster-wide order is etcd's revision, not the key.
+  const int64_t seq = ++audit_seq_;
+  g_autofree char *k
+      = g_strdup_printf ("%016" G_GINT64_FORMAT "-%06" G_GINT64_FORMAT, g_get_real_time (), seq % 1000000);
+  return key ("audit", config_.node + "/" + k);
+}
+
+bool
+ClusterMember::commit_fenced (const Fence &f, const AuditRecord &row)
+{
+  auto held = fence (f.microscope);
+  if (!held || held->revision != f.revision || held->lease != f.lease)
+    return false; // known stale here, no need to ask
+  std::lock_guard<std::mutex> lock (caller_mutex_);
+  Op put{Op::Kind::kPut, audit_key (), render_audit (config_.node, row, f.revision)};
+  Compare still_owner{key ("homes", f.microscope), Compare::Target::kModRevision, f.revision};
+  return caller_etcd_->txn ({still_owner}, {put}).succeeded;
+}
+
+void
+ClusterMember::commit (const AuditRecord &row)
+{
+  std::lock_guard<std::mutex> lock (caller_mutex_);
+  caller_etcd_->put (audit_key (), render_audit (config_.node, row, 0));
+}
+
+std::vector<ClusterAuditRow>
+ClusterMember::audit (int64_t after_revision)
+{
+  std::vector<KeyValue> kvs;
+  {
+    std::lock_guard<std::mutex> lock (caller_mutex_);
+    kvs = caller_etcd_->list (config_.prefix + "audit/");
+  }
+  std::vector<ClusterAuditRow> rows;
+  for (const auto &kv : kvs) {
+    if (kv.mod_revision <= after_revision)
+      continue;
+    Parsed p (kv.value);
+    if (!p.root)
+      continue;
+    AuditRecord r{p.integer ("id"), p.integer ("time_unix_us"), p.str ("user"),
+                  p.str ("role"),   p.str ("session"),          p.str ("microscope"),
+                  p.str ("action"), p.str ("detail"),           p.str ("result")};
+    rows.push_back ({p.str ("node"), std::move (r), p.integer ("fence_revision"), kv.mod_revision});
+  }
+  std::sort (rows.begin (), rows.end (),
+             [] (const ClusterAuditRow &a, const ClusterAuditRow &b) { return a.revision < b.revision; });
+  return rows;
+}
+
+// ---- the membership thread
+
+void
+ClusterMember::run ()
+{
+  EtcdClient etcd (config_.etcd);
+  const int period_ms = std::max (100, config_.lease_ttl_s * 1000 / 3);
+  int64_t last_status_us = 0;
+  while (!stopping_) {
+    try {
+      bool joined;
+      {
+        std::lock_guard<std::mutex> lock (mutex_);
+        joined = view_.joined;
+      }
+      if (joined)
+        renew (etcd);
+      else
+        join (etcd);
+      acquire_homes (etcd);
+      publish (etcd);
+      read_cluster (etcd);
+    } catch (const EtcdError &e) {
+      std::lock_guard<std::mutex> lock (mutex_);
+      view_.error = e.what ();
+      // Unreachable: the lease may lapse without us hearing it; the fences
+      // fall at lease_valid_until_us_ by themselves (fence()).
+      if (view_.joined && now_us () >= lease_valid_until_us_) {
+        g_warning ("edge cloud: lease %" G_GINT64_FORMAT " lapsed while etcd was unreachable", lease_);
+        view_.joined = false;
+        fences_.clear ();
+      }
+    }
+    if (now_us () - last_status_us > 2 * G_USEC_PER_SEC) {
+      auto st = etcd.status ();
+      std::lock_guard<std::mutex> lock (mutex_);
+      view_.etcd = std::move (st);
+      last_status_us = now_us ();
+    }
+    changed_.notify_all ();
+    std::unique_lock<std::mutex> lock (wake_mutex_);
+    wake_.wait_for (lock, std::chrono::milliseconds (period_ms), [this] { return stopping_.load (); });
+  }
+  // Leaving: the lease and with it this node's record and ownerships go now,
+  // not after the TTL.
+  int64_t lease;
+  {
+    std::lock_guard<std::mutex> lock (mutex_);
+    lease = view_.joined ? lease_ : 0;
+    view_.joined = false;
+    fences_.clear ();
+  }
+  if (lease) {
+    try {
+      etcd.revoke (lease);
+    } catch (const EtcdError &e) {
+      g_message ("edge cloud: could not revoke lease on leaving (it lapses by itself): %s", e.what ());
+    }
+  }
+}
+
+void
+ClusterMember::renew (EtcdClient &etcd)
+{
+  const int64_t sent = now_us ();
+  const int ttl = etcd.keepalive (lease_);
+  std::lock_guard<std::mutex> lock (mutex_);
+  if (ttl > 0) {
+    lease_valid_until_us_ = sent + (int64_t)ttl * G_USEC_PER_SEC;
+    return;
+  }
+  g_warning ("edge cloud: lease %" G_GINT64_FORMAT " expired; joining again", lease_);
+  view_.joined = false;
+  fences_.clear ();
+}
+
+void
+ClusterMember::join (EtcdClient &etcd)
+{
+  const int64_t sent = now_us ();
+  const auto lease = etcd.grant (config_.lease_ttl_s);
+  NodeInfo me;
+  {
+    std::lock_guard<std::mutex> lock (mutex_);
+    me = {config_.node, config_.site, config_.http_url, config_.rtsp_url, config_.capacity_viewers,
+          load_,        {},           lease.id};
+  }
+  const std::string node_key = key ("nodes", config_.node);
+  auto t = etcd.txn ({{node_key, Compare::Target::kCreateRevision, 0}},
+                     {{Op::Kind::kPut, node_key, node_record_json (me), lease.id}},
+                     {{Op::Kind::kRange, node_key}});
+  if (!t.succeeded) {
+    // Another live process has this name (or this node's previous
+    // incarnation, whose lease lapses within the TTL).
+    etcd.revoke (lease.id);
+    std::lock_guard<std::mutex> lock (mutex_);
+    view_.error
+        = "node name '" + config_.node + "' is registered by another live process; waiting for its lease";
+    return;
+  }
+  std::lock_guard<std::mutex> lock (mutex_);
+  lease_ = lease.id;
+  lease_valid_until_us_ = sent + (int64_t)lease.ttl_s * G_USEC_PER_SEC;
+  view_.joined = true;
+  view_.lease = lease.id;
+  view_.error.clear ();
+  fences_.clear ();
+  g_message ("edge cloud: node '%s' joined under lease %" G_GINT64_FORMAT " (TTL %d s)",
+             config_.node.c_str (), lease.id, lease.ttl_s);
+}
+
+void
+ClusterMember::acquire_homes (EtcdClient &etcd)
+{
+  int64_t lease;
+  std::vector<std::string> wanted;
+  {
+    std::lock_guard<std::mutex> lock (mutex_);
+    if (!view_.joined)
+      return;
+    lease = lease_;
+    for (const auto &m : home_microscopes_)
+      if (!fences_.count (m))
+        wanted.push_back (m);
+  }
+  std::string problems;
+  for (const auto &m : wanted) {
+    const std::string k = key ("homes", m);
+    auto t = etcd.txn ({{k, Compare::Target::kCreateRevision, 0}}, {{Op::Kind::kPut, k, config_.node, lease}},
+                       {{Op::Kind::kRange, k}});
+    if (!t.succeeded && !t.ranged.empty () && t.ranged.front ().value == config_.node) {
+      // Left by this node's previous incarnation: take it over, as one step.
+      const int64_t was = t.ranged.front ().mod_revision;
+      t = etcd.txn ({{k, Compare::Target::kModRevision, was}}, {{Op::Kind::kPut, k, config_.node, lease}});
+    }
+    std::lock_guard<std::mutex> lock (mutex_);
+    if (t.succeeded) {
+      fences_[m] = {m, lease, t.revision};
+      g_message ("edge cloud: this node is the home of microscope '%s' (fencing revision %" G_GINT64_FORMAT
+                 ")",
+                 m.c_str (), t.revision);
+    } else {
+      const std::string owner = t.ranged.empty () ? "?" : t.ranged.front ().value;
+      problems += (problems.empty () ? "" : "; ") + std::string ("microscope '") + m + "' is homed on node '"
+                  + owner + "'";
+    }
+  }
+  if (!problems.empty ()) {
+    std::lock_guard<std::mutex> lock (mutex_);
+    view_.error = problems;
+  }
+}
+
+void
+ClusterMember::publish (EtcdClient &etcd)
+{
+  NodeInfo me;
+  int64_t lease;
+  {
+    std::lock_guard<std::mutex> lock (mutex_);
+    if (!view_.joined)
+      return;
+    lease = lease_;
+    me = {config_.node, config_.site, config_.http_url, config_.rtsp_url, config_.capacity_viewers, load_,
+          {},           lease};
+    for (const auto &[m, f] : fences_)
+      me.microscopes.push_back (m);
+  }
+  etcd.put (key ("nodes", config_.node), node_record_json (me), lease);
+}
+
+void
+ClusterMember::read_cluster (EtcdClient &etcd)
+{
+  std::vector<NodeInfo> nodes;
+  for (const auto &kv : etcd.list (config_.prefix + "nodes/"))
+    if (auto n = parse_node (kv))
+      nodes.push_back (std::move (*n));
+  std::vector<Home> homes;
+  const std::string homes_prefix = config_.prefix + "homes/";
+  for (const auto &kv : etcd.list (homes_prefix))
+    homes.push_back ({kv.key.substr (homes_prefix.size ()), kv.value, kv.mod_revision, kv.lease});
+
+  std::lock_guard<std::mutex> lock (mutex_);
+  view_.nodes = std::move (nodes);
+  view_.homes = homes;
+  // An ownership that etcd no longer shows as this lease's, at this revision,
+  // is gone: taken again on the next round (a new fencing token).
+  for (auto it = fences_.begin (); it != fences_.end ();) {
+    auto h = std::find_if (homes.begin (), homes.end (),
+                           [&] (const Home &x) { return x.microscope == it->first; });
+    const bool held = h != homes.end () && h->node == config_.node && h->lease == it->second.lease
+                      && h->revision == it->second.revision;
+    it = held ? std::next (it) : fences_.erase (it);
+  }
+}
+
+} // namespace livemicro::cluster

@@ -1,0 +1,144 @@
+// One livemicrod's membership of an edge cloud kept in etcd
+// (docs/edge-cloud.md):
+//
+//   <prefix>nodes/<node>        this node's record (address, site, capacity,
+//                               load, the microscopes homed here), under its lease
+//   <prefix>homes/<microscope>  the name of the microscope's home node, under
+//                               that node's lease: who alone may drive it
+//   <prefix>audit/<node>/<n>    audit rows, kept (no lease)
+//
+// Its own thread keeps the lease alive (every TTL/3), re-registers after a
+// lapse, takes the ownership of its microscopes and reads the others' records.
+// The rest of the daemon asks it from the main loop: view() for status,
+// fence() for the fencing token of a microscope it owns, commit_fenced() to
+// write a row only while that token still holds in etcd.
+#pragma once
+
+#include "cluster_config.h"
+#include "common/store.h"
+#include "etcd_client.h"
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace livemicro::cluster {
+
+using orchestrator::AuditRecord;
+
+struct NodeLoad {
+  double cpu = 0; // the machine's busy fraction of all its cores, 0..1
+  int viewers = 0, encoders = 0, sessions = 0;
+};
+
+struct NodeInfo {
+  std::string name, site, http_url, rtsp_url;
+  int capacity_viewers = 0;
+  NodeLoad load;
+  std::vector<std::string> microscopes; // homed here
+  int64_t lease = 0;
+};
+
+// A node's record as kept in etcd (and shown by GET /api/v1/cluster).
+std::string node_record_json (const NodeInfo &n);
+
+// Who owns a microscope, as etcd holds it.
+struct Home {
+  std::string microscope, node;
+  int64_t revision = 0; // the ownership key's mod revision
+  int64_t lease = 0;
+};
+
+// A fencing token: this node's ownership of one microscope.  It holds while
+// the ownership key's mod revision is still `revision` (a lapse and a
+// re-acquisition make a new one) and the lease is alive by this node's clock.
+struct Fence {
+  std::string microscope;
+  int64_t lease = 0, revision = 0;
+};
+
+struct ClusterView {
+  bool joined = false; // registered under a live lease
+  std::string node, site;
+  int64_t lease = 0;
+  std::string error; // why not joined, or a microscope it could not own
+  std::vector<NodeInfo> nodes;
+  std::vector<Home> homes;
+  std::vector<MemberStatus> etcd;
+};
+
+// One row of the audit log as the edge cloud keeps it.
+struct ClusterAuditRow {
+  std::string node;           // the node that wrote it
+  AuditRecord row;            // its id is the node's own (SQLite) id, 0 if none
+  int64_t fence_revision = 0; // the fencing token it was written under, 0: none
+  int64_t revision = 0;       // etcd's: the cluster-wide order
+};
+
+class ClusterMember {
+public:
+  ClusterMember (ClusterConfig config, std::vector<std::string> home_microscopes);
+  ~ClusterMember (); // leaves: stops the thread and revokes the lease
+  ClusterMember (const ClusterMember &) = delete;
+  ClusterMember &operator= (const ClusterMember &) = delete;
+
+  const ClusterConfig &config () const { return config_; }
+  void start ();
+  // Waits for the first registration; false when it did not happen in time
+  // (the thread goes on trying).
+  bool wait_joined (int timeout_ms);
+  // Leaves now (revokes the lease) and stops the thread.
+  void stop ();
+
+  void set_load (const NodeLoad &load);
+  ClusterView view () const;
+  std::optional<Fence> fence (const std::string &microscope) const;
+
+  // Writes `row` to the cluster's audit log only if `fence` still holds (one
+  // etcd transaction).  False when it no longer does (stale: another
+  // incarnation or node owns the microscope now, or nobody does); throws
+  // EtcdError when etcd cannot be reached.  Blocking (one round trip).
+  bool commit_fenced (const Fence &fence, const AuditRecord &row);
+  // An audit row that needs no ownership (refusals, sessions); throws EtcdError.
+  void commit (const AuditRecord &row);
+  // The cluster's audit log in the order etcd applied the rows.
+  std::vector<ClusterAuditRow> audit (int64_t after_revision = 0);
+
+private:
+  void run ();
+  void renew (EtcdClient &etcd);
+  void join (EtcdClient &etcd);
+  void acquire_homes (EtcdClient &etcd);
+  void publish (EtcdClient &etcd);
+  void read_cluster (EtcdClient &etcd);
+  std::string audit_key ();
+  std::string key (const std::string &kind, const std::string &name) const;
+
+  ClusterConfig config_;
+  std::vector<std::string> home_microscopes_;
+  std::unique_ptr<EtcdClient> caller_etcd_; // for the main loop's calls
+  std::mutex caller_mutex_;
+
+  mutable std::mutex mutex_;
+  std::condition_variable changed_;
+  ClusterView view_;
+  NodeLoad load_;
+  std::map<std::string, Fence> fences_; // microscopes owned now
+  int64_t lease_ = 0;
+  int64_t lease_valid_until_us_ = 0; // monotonic; conservative (from the renewal's send time)
+  int64_t audit_seq_ = 0;
+
+  std::atomic<bool> stopping_{false};
+  std::mutex wake_mutex_;
+  std::condition_variable wake_;
+  std::thread thread_;
+};
+
+} // namespace livemicro::cluster

@@ -1,0 +1,212 @@
+// Real livemicrod processes joining an edge cloud through real etcd members
+// started by the test, all on 127.0.0.1: membership, microscope homes,
+// fencing of stage commands when a node is cut off from etcd, the cluster
+// audit log, livemicroctl cluster status, and an etcd member lost.
+#include "../orchestrator/daemon_process.h"
+#include "etcd_client.h"
+#include "etcd_cluster.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+using livemicro::test::Daemon;
+using livemicro::test::EtcdCluster;
+using livemicro::test::eventually;
+using livemicro::test::HttpReply;
+using livemicro::test::TcpRelay;
+
+namespace {
+
+std::string
+small_config (const std::string &microscope)
+{
+  return R"({"video": {"width": 320, "height": 240, "framerate": 15, "bitrate_kbps": 300},
+  "control": {"idle_timeout_ms": 30000, "max_commands_per_s": 1000},
+  "microscopes": [{"id": ")"
+         + microscope + R"(", "uri": "sim://synthetic"}]})";
+}
+
+JsonArray *
+array (const HttpReply &r, const char *name)
+{
+  return r.object () && json_object_has_member (r.object (), name)
+             ? json_object_get_array_member (r.object (), name)
+             : nullptr;
+}
+
+int
+count_nodes (const Daemon &d)
+{
+  HttpReply r = d.request ("GET", "/api/v1/cluster");
+  JsonArray *a = array (r, "nodes");
+  return a ? (int)json_array_get_length (a) : -1;
+}
+
+std::string
+home_of (const Daemon &d, const std::string &microscope)
+{
+  HttpReply r = d.request ("GET", "/api/v1/cluster");
+  JsonArray *a = array (r, "microscopes");
+  for (guint i = 0; a && i < json_array_get_length (a); i++) {
+    JsonObject *m = json_array_get_object_element (a, i);
+    if (json_object_get_string_member (m, "id") == microscope)
+      return json_object_get_string_member (m, "home");
+  }
+  return "";
+}
+
+struct Driver {
+  std::string token, lease;
+};
+
+Driver
+take_control (const Daemon &d, const std::string &microscope)
+{
+  HttpReply s = d.create_session ("pat", "owner", microscope);
+  EXPECT_EQ (s.status, 201) << s.body;
+  Driver drv{s.str ("token"), ""};
+  HttpReply c = d.request ("POST", "/api/v1/microscopes/" + microscope + "/control",
+                           R"({"action":"request"})", drv.token);
+  EXPECT_EQ (c.status, 200) << c.body;
+  drv.lease = c.str ("lease");
+  return drv;
+}
+
+HttpReply
+move (const Daemon &d, const std::string &microscope, const Driver &drv, double x_um)
+{
+  return d.request ("POST", "/api/v1/microscopes/" + microscope + "/commands",
+                    "{\"lease\":\"" + drv.lease + "\",\"move_by\":{\"dx_um\":" + std::to_string (x_um)
+                        + ",\"dy_um\":0}}",
+                    drv.token);
+}
+
+} // namespace
+
+class EdgeCloud : public ::testing::Test {
+protected:
+  static void SetUpTestSuite () { gst_init (nullptr, nullptr); }
+  void SetUp () override
+  {
+    if (!livemicro::test::etcd_available ())
+      GTEST_SKIP () << "etcd is not installed (scripts/install-deps.sh installs etcd-server)";
+  }
+};
+
+TEST_F (EdgeCloud, NodesJoinOwnTheirMicroscopesAndListEachOther)
+{
+  EtcdCluster etcd (1);
+  ASSERT_TRUE (etcd.start ());
+  Daemon a (small_config ("scope-a")), b (small_config ("scope-b"));
+  a.extra_args = {"--cluster", etcd.cluster_arg (), "--node-name", "node-a", "--site", "north"};
+  b.extra_args = {"--cluster", etcd.cluster_arg (), "--node-name", "node-b", "--site", "south"};
+  ASSERT_TRUE (a.start ()) << a.error ();
+  ASSERT_TRUE (b.start ()) << b.error ();
+  ASSERT_TRUE (eventually ([&] { return count_nodes (a) == 2 && count_nodes (b) == 2; }, 5));
+  EXPECT_EQ (home_of (b, "scope-a"), "node-a");
+  EXPECT_EQ (home_of (a, "scope-b"), "node-b");
+
+  // Sessions see nothing of the cluster; the admin does.
+  Driver drv = take_control (a, "scope-a");
+  EXPECT_EQ (a.request ("GET", "/api/v1/cluster", "", drv.token).status, 403);
+
+  // Commands pass the fence and land in the cluster's audit log.
+  HttpReply m = move (a, "scope-a", drv, 10);
+  EXPECT_EQ (m.status, 202) << m.body;
+
+  // livemicroctl shows the same.
+  g_autofree char *ctl
+      = g_find_program_in_path (g_getenv ("LIVEMICROCTL") ? g_getenv ("LIVEMICROCTL") : "livemicroctl");
+  ASSERT_TRUE (ctl);
+  const char *argv[]
+      = {ctl, "--server", nullptr, "--token", Daemon::kAdminToken, "cluster", "status", nullptr};
+  const std::string url = "http://127.0.0.1:" + std::to_string (b.http_port ());
+  argv[2] = url.c_str ();
+  g_autofree char *out = nullptr;
+  gint status = -1;
+  ASSERT_TRUE (g_spawn_sync (nullptr, (char **)argv, nullptr, G_SPAWN_DEFAULT, nullptr, nullptr, &out,
+                             nullptr, &status, nullptr));
+  EXPECT_EQ (status, 0) << out;
+  const std::string text = out ? out : "";
+  for (const char *want :
+       {"node node-b (site south): joined", "node-a", "north", "scope-a", "scope-b", "healthy"})
+    EXPECT_NE (text.find (want), std::string::npos) << want << " missing in:\n" << text;
+
+  // A node that leaves is gone for the others at once (its lease revoked).
+  b.stop ();
+  EXPECT_TRUE (eventually ([&] { return count_nodes (a) == 1; }, 2)) << "node-b still listed";
+  EXPECT_EQ (home_of (a, "scope-b"), "");
+}
+
+TEST_F (EdgeCloud, AMicroscopeHasOneHomeAndAPartitionedNodeCannotMoveIt)
+{
+  EtcdCluster etcd (3);
+  ASSERT_TRUE (etcd.start ());
+  // node-a reaches etcd through relays the test can cut (a network partition).
+  std::vector<std::unique_ptr<TcpRelay>> relays;
+  std::string through = "etcd=";
+  for (auto &e : etcd.endpoints ()) {
+    relays.push_back (std::make_unique<TcpRelay> (std::stoi (e.substr (e.rfind (':') + 1))));
+    through += (relays.size () > 1 ? "," : "") + relays.back ()->url ();
+  }
+  Daemon a (small_config ("shared")), b (small_config ("shared"));
+  a.extra_args = {"--cluster", through, "--node-name", "node-a"};
+  b.extra_args = {"--cluster", etcd.cluster_arg (), "--node-name", "node-b"};
+  ASSERT_TRUE (a.start ()) << a.error ();
+  ASSERT_TRUE (eventually ([&] { return home_of (a, "shared") == "node-a"; }, 5));
+  ASSERT_TRUE (b.start ()) << b.error ();
+
+  // Both have the microscope configured; only its home drives it.
+  Driver on_a = take_control (a, "shared");
+  Driver on_b = take_control (b, "shared");
+  EXPECT_EQ (move (a, "shared", on_a, 5).status, 202);
+  HttpReply refused = move (b, "shared", on_b, 5);
+  EXPECT_EQ (refused.status, 503) << refused.body;
+  EXPECT_NE (refused.body.find ("does not hold microscope 'shared'"), std::string::npos) << refused.body;
+  HttpReply cl = b.request ("GET", "/api/v1/cluster");
+  EXPECT_NE (cl.str ("error").find ("microscope 'shared' is homed on node 'node-a'"), std::string::npos)
+      << cl.body;
+
+  // An etcd member dies: nothing visible.
+  etcd.kill (2);
+  for (int i = 0; i < 10; i++) {
+    EXPECT_EQ (move (a, "shared", on_a, 1).status, 202) << "command " << i << " after losing an etcd member";
+    g_usleep (200000);
+  }
+
+  // node-a is cut off from etcd: within the TTL (2 s) it refuses to move the
+  // stage, and its ownership lapses in etcd.
+  const gint64 cut = g_get_monotonic_time ();
+  for (auto &r : relays)
+    r->cut ();
+  ASSERT_TRUE (eventually ([&] { return move (a, "shared", on_a, 1).status == 503; }, 4));
+  const double refused_after_ms = (g_get_monotonic_time () - cut) / 1000.0;
+  EXPECT_LE (refused_after_ms, 2000 + 300) << "node-a moved the stage after its lease could have lapsed";
+  EXPECT_TRUE (eventually ([&] { return home_of (b, "shared") != "node-a"; }, 4));
+  // The owner may still stop the stage it is attached to.
+  HttpReply stop = a.request ("POST", "/api/v1/microscopes/shared/commands",
+                              "{\"lease\":\"" + on_a.lease + "\",\"stop\":{}}", on_a.token);
+  EXPECT_EQ (stop.status, 202) << stop.body;
+
+  // b is configured with the same microscope and takes the free home: the
+  // cluster never has two drivers.  Then a comes back and stays refused.
+  EXPECT_TRUE (eventually ([&] { return home_of (b, "shared") == "node-b"; }, 4));
+  EXPECT_TRUE (eventually ([&] { return move (b, "shared", on_b, 1).status == 202; }, 3));
+  for (auto &r : relays)
+    r->restore ();
+  ASSERT_TRUE (eventually ([&] { return count_nodes (a) == 2; }, 6));
+  EXPECT_EQ (move (a, "shared", on_a, 1).status, 503);
+
+  // The cluster's audit log holds the accepted moves from both nodes under
+  // their fencing tokens, in etcd's order.
+  livemicro::cluster::EtcdClient observer ({etcd.endpoint (0), etcd.endpoint (1)});
+  auto rows = observer.list ("/livemicro/audit/");
+  int from_a = 0, from_b = 0;
+  for (auto &kv : rows) {
+    from_a += kv.key.find ("/audit/node-a/") != std::string::npos;
+    from_b += kv.key.find ("/audit/node-b/") != std::string::npos;
+  }
+  EXPECT_GE (from_a, 11);
+  EXPECT_GE (from_b, 1);
+}
