@@ -84,6 +84,37 @@ parse_node (const KeyValue &kv)
 }
 
 std::string
+render_session (const SessionRecord &s)
+{
+  g_autoptr (JsonBuilder) b = json_builder_new ();
+  json_builder_begin_object (b);
+  member (b, "id", s.id);
+  member (b, "user", s.user);
+  member (b, "role", s.role);
+  member (b, "microscope", s.microscope);
+  member (b, "token_sha256", s.token_sha256);
+  member (b, "digest_ha1", s.digest_ha1);
+  member (b, "created_unix_us", s.created_unix_us);
+  json_builder_end_object (b);
+  return to_json (b);
+}
+
+std::optional<SessionRecord>
+parse_session (const std::string &text)
+{
+  Parsed p (text);
+  if (!p.root || p.str ("id").empty () || p.str ("token_sha256").empty ())
+    return std::nullopt;
+  return SessionRecord{p.str ("id"),
+                       p.str ("user"),
+                       p.str ("role"),
+                       p.str ("microscope"),
+                       p.str ("token_sha256"),
+                       p.str ("digest_ha1"),
+                       p.integer ("created_unix_us")};
+}
+
+std::string
 render_audit (const std::string &node, const AuditRecord &r, int64_t fence_revision)
 {
   g_autoptr (JsonBuilder) b = json_builder_new ();
@@ -236,6 +267,86 @@ ClusterMember::audit (int64_t after_revision)
   std::sort (rows.begin (), rows.end (),
              [] (const ClusterAuditRow &a, const ClusterAuditRow &b) { return a.revision < b.revision; });
   return rows;
+}
+
+// ---- sessions of the edge cloud
+
+void
+ClusterMember::put_session (const SessionRecord &s)
+{
+  const std::string k = key ("sessions", s.id);
+  std::lock_guard<std::mutex> lock (caller_mutex_);
+  auto t = caller_etcd_->txn (
+      {{k, Compare::Target::kCreateRevision, 0}},
+      {{Op::Kind::kPut, k, render_session (s)}, {Op::Kind::kPut, key ("tokens", s.token_sha256), s.id}});
+  if (!t.succeeded)
+    throw EtcdError ("session '" + s.id + "' is already in the edge cloud");
+  std::lock_guard<std::mutex> state (mutex_);
+  sessions_[s.id] = s;
+}
+
+void
+ClusterMember::remove_session (const SessionRecord &s)
+{
+  std::lock_guard<std::mutex> lock (caller_mutex_);
+  caller_etcd_->txn (
+      {}, {{Op::Kind::kDelete, key ("sessions", s.id)}, {Op::Kind::kDelete, key ("tokens", s.token_sha256)}});
+  std::lock_guard<std::mutex> state (mutex_);
+  sessions_.erase (s.id);
+}
+
+std::optional<SessionRecord>
+ClusterMember::session_by_token_sha256 (const std::string &sha256)
+{
+  {
+    std::lock_guard<std::mutex> lock (mutex_);
+    for (const auto &[id, s] : sessions_)
+      if (s.token_sha256 == sha256)
+        return s;
+  }
+  std::lock_guard<std::mutex> lock (caller_mutex_);
+  auto id = caller_etcd_->get (key ("tokens", sha256));
+  if (!id)
+    return std::nullopt;
+  auto kv = caller_etcd_->get (key ("sessions", id->value));
+  auto s = kv ? parse_session (kv->value) : std::nullopt;
+  if (!s || s->token_sha256 != sha256)
+    return std::nullopt;
+  return s;
+}
+
+std::optional<SessionRecord>
+ClusterMember::session (const std::string &id)
+{
+  {
+    std::lock_guard<std::mutex> lock (mutex_);
+    auto it = sessions_.find (id);
+    if (it != sessions_.end ())
+      return it->second;
+  }
+  std::lock_guard<std::mutex> lock (caller_mutex_);
+  auto kv = caller_etcd_->get (key ("sessions", id));
+  return kv ? parse_session (kv->value) : std::nullopt;
+}
+
+std::optional<std::string>
+ClusterMember::home_of (const std::string &microscope) const
+{
+  std::lock_guard<std::mutex> lock (mutex_);
+  for (const auto &h : view_.homes)
+    if (h.microscope == microscope)
+      return h.node;
+  return std::nullopt;
+}
+
+std::optional<NodeInfo>
+ClusterMember::node (const std::string &name) const
+{
+  std::lock_guard<std::mutex> lock (mutex_);
+  for (const auto &n : view_.nodes)
+    if (n.name == name)
+      return n;
+  return std::nullopt;
 }
 
 // ---- the membership thread
@@ -420,10 +531,15 @@ ClusterMember::read_cluster (EtcdClient &etcd)
   const std::string homes_prefix = config_.prefix + "homes/";
   for (const auto &kv : etcd.list (homes_prefix))
     homes.push_back ({kv.key.substr (homes_prefix.size ()), kv.value, kv.mod_revision, kv.lease});
+  std::map<std::string, SessionRecord> sessions;
+  for (const auto &kv : etcd.list (config_.prefix + "sessions/"))
+    if (auto s = parse_session (kv.value))
+      sessions[s->id] = std::move (*s);
 
   std::lock_guard<std::mutex> lock (mutex_);
   view_.nodes = std::move (nodes);
   view_.homes = homes;
+  sessions_ = std::move (sessions);
   // An ownership that etcd no longer shows as this lease's, at this revision,
   // is gone: taken again on the next round (a new fencing token).
   for (auto it = fences_.begin (); it != fences_.end ();) {

@@ -32,6 +32,7 @@
 namespace livemicro::cluster {
 
 using orchestrator::AuditRecord;
+using orchestrator::SessionRecord;
 
 struct NodeLoad {
   double cpu = 0; // the machine's busy fraction of all its cores, 0..1
@@ -111,6 +112,21 @@ public:
   // The cluster's audit log in the order etcd applied the rows.
   std::vector<ClusterAuditRow> audit (int64_t after_revision = 0);
 
+  // Sessions of the whole edge cloud, kept in etcd so that any node
+  // authenticates any session (<prefix>sessions/<id>, and
+  // <prefix>tokens/<sha256> → id).  Both blocking; throw EtcdError.
+  void put_session (const SessionRecord &s);
+  void remove_session (const SessionRecord &s);
+  // By its token's hash: from the last read of the sessions, else asked of
+  // etcd (a session created a moment ago on another node).
+  std::optional<SessionRecord> session_by_token_sha256 (const std::string &sha256);
+  // By id: from the last read, else asked of etcd.
+  std::optional<SessionRecord> session (const std::string &id);
+  // The node that is a microscope's home now (not this one's own check: see
+  // fence()), and a node's record.
+  std::optional<std::string> home_of (const std::string &microscope) const;
+  std::optional<NodeInfo> node (const std::string &name) const;
+
 private:
   void run ();
   void renew (EtcdClient &etcd);
@@ -130,7 +146,8 @@ private:
   std::condition_variable changed_;
   ClusterView view_;
   NodeLoad load_;
-  std::map<std::string, Fence> fences_; // microscopes owned now
+  std::map<std::string, Fence> fences_;           // microscopes owned now
+  std::map<std::string, SessionRecord> sessions_; // by id, as last read
   int64_t lease_ = 0;
   int64_t lease_valid_until_us_ = 0; // monotonic; conservative (from the renewal's send time)
   int64_t audit_seq_ = 0;

@@ -144,7 +144,10 @@ HttpApi::Call::query_value (const char *key) const
   return v ? v : "";
 }
 
-HttpApi::HttpApi (Node &node) : node_ (node) {}
+HttpApi::HttpApi (Node &node) : node_ (node)
+{
+  forwarder_ = soup_session_new_with_options ("timeout", 15, "idle-timeout", 30, nullptr);
+}
 
 HttpApi::~HttpApi ()
 {
@@ -156,6 +159,10 @@ HttpApi::~HttpApi ()
     node_.remove_listener (whep_listener_);
   while (!whep_.empty ())
     end_whep (whep_.begin ()->first);
+  if (forwarder_) {
+    soup_session_abort (forwarder_);
+    g_clear_object (&forwarder_);
+  }
   if (server_) {
     soup_server_disconnect (server_);
     g_object_unref (server_);
@@ -449,7 +456,106 @@ HttpApi::route (SoupServerMessage *msg, const std::string &path, GHashTable *que
     respond_error (msg, 405, "method " + method + " not allowed here (allowed: " + allowed + ")");
     return;
   }
+  if (auto home = forward_target (call, parts, method)) {
+    forward (msg, *home);
+    return;
+  }
   (this->*(hit->handler)) (call);
+}
+
+// ---- the edge cloud: requests answered by a microscope's home node ---------------
+
+namespace {
+
+// Set on a request one node forwards to another: the receiver answers it
+// itself (no forwarding loops between nodes that disagree for a moment).
+constexpr const char *kForwardedBy = "X-LiveMicro-Forwarded-By";
+
+struct Forwarding {
+  SoupServerMessage *msg; // paused, referenced
+  SoupMessage *out;
+};
+
+void
+on_forwarded (GObject *source, GAsyncResult *res, gpointer data)
+{
+  std::unique_ptr<Forwarding> f (static_cast<Forwarding *> (data));
+  g_autoptr (GError) error = nullptr;
+  g_autoptr (GBytes) body = soup_session_send_and_read_finish (SOUP_SESSION (source), res, &error);
+  if (!body) {
+    respond_error (f->msg, 502, std::string ("the microscope's home node did not answer: ") + error->message);
+  } else {
+    SoupMessageHeaders *in = soup_message_get_response_headers (f->out);
+    SoupMessageHeaders *back = soup_server_message_get_response_headers (f->msg);
+    for (const char *h : {"Location", "WWW-Authenticate", "Allow", "Retry-After", "ETag", "Link"})
+      if (const char *v = soup_message_headers_get_one (in, h))
+        soup_message_headers_replace (back, h, v);
+    const char *type = soup_message_headers_get_content_type (in, nullptr);
+    gsize len = 0;
+    const char *data = static_cast<const char *> (g_bytes_get_data (body, &len));
+    respond (f->msg, (int)soup_message_get_status (f->out), std::string (data ? data : "", len),
+             type ? type : "application/json");
+  }
+  soup_server_message_unpause (f->msg);
+  g_object_unref (f->msg);
+  g_object_unref (f->out);
+}
+
+} // namespace
+
+std::optional<std::string>
+HttpApi::forward_target (const Call &c, const std::vector<std::string> &parts,
+                         const std::string &method) const
+{
+  if (!node_.cluster ()
+      || soup_message_headers_get_one (soup_server_message_get_request_headers (c.msg), kForwardedBy))
+    return std::nullopt;
+  const bool api = parts.size () >= 3 && parts[0] == "api" && parts[1] == "v1";
+  std::string microscope;
+  if (api && parts[2] == "microscopes" && parts.size () >= 4) {
+    microscope = parts[3];
+  } else if (api && parts[2] == "sessions" && parts.size () >= 4) {
+    microscope = node_.microscope_of_cluster_session (parts[3]).value_or ("");
+  } else if (api && parts[2] == "sessions" && parts.size () == 3 && method == "POST") {
+    try {
+      microscope = parse_session_request (body_of (c.msg, max_body_bytes ())).microscope.value_or ("");
+    } catch (const Refusal &) {
+      // Malformed: answered here, by the route.
+    }
+  } else if (parts.size () >= 2 && parts[0] == "whep") {
+    microscope = node_.microscope_of_cluster_session (parts[1]).value_or ("");
+  }
+  // A session of a microscope homed elsewhere: its home answers what it asks.
+  if (microscope.empty () && !c.who.admin && c.who.session)
+    microscope = c.who.session->microscope;
+  if (microscope.empty ())
+    return std::nullopt;
+  return node_.home_elsewhere (microscope);
+}
+
+void
+HttpApi::forward (SoupServerMessage *msg, const std::string &base)
+{
+  GUri *uri = soup_server_message_get_uri (msg);
+  const char *q = g_uri_get_query (uri);
+  const std::string url = base + g_uri_get_path (uri) + (q ? std::string ("?") + q : "");
+  SoupMessage *out = soup_message_new (soup_server_message_get_method (msg), url.c_str ());
+  if (!out)
+    throw Refusal{Reason::kUnavailable, "the microscope's home node has no usable address"};
+  SoupMessageHeaders *in = soup_server_message_get_request_headers (msg);
+  SoupMessageHeaders *to = soup_message_get_request_headers (out);
+  for (const char *h : {"Authorization", "Accept"})
+    if (const char *v = soup_message_headers_get_one (in, h))
+      soup_message_headers_replace (to, h, v);
+  soup_message_headers_replace (to, kForwardedBy, node_.cluster ()->config ().node.c_str ());
+  g_autoptr (GBytes) body = soup_message_body_flatten (soup_server_message_get_request_body (msg));
+  if (g_bytes_get_size (body) > 0) {
+    const char *type = soup_message_headers_get_content_type (in, nullptr);
+    soup_message_set_request_body_from_bytes (out, type ? type : "application/octet-stream", body);
+  }
+  soup_server_message_pause (msg);
+  soup_session_send_and_read_async (forwarder_, out, G_PRIORITY_DEFAULT, nullptr, on_forwarded,
+                                    new Forwarding{SOUP_SERVER_MESSAGE (g_object_ref (msg)), out});
 }
 
 // ---- routes without a token ------------------------------------------------------

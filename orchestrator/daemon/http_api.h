@@ -17,6 +17,7 @@
 #include <libsoup/soup.h>
 
 #include <map>
+#include <optional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -58,6 +59,13 @@ private:
                           gpointer self);
   static void on_websocket (SoupServerMessage *msg, SoupWebsocketConnection *conn, gpointer self);
   void route (SoupServerMessage *msg, const std::string &path, GHashTable *query);
+  // In an edge cloud: the home node that answers this request, when it is
+  // about a microscope homed on another node (docs/edge-cloud.md).
+  std::optional<std::string> forward_target (const Call &c, const std::vector<std::string> &parts,
+                                             const std::string &method) const;
+  // Sends the request on to `base` (the home node) with the caller's own
+  // token and answers with what it answered.
+  void forward (SoupServerMessage *msg, const std::string &base);
   static const std::vector<Route> &routes (); // the table
 
   // Handlers, one per route (the table is in http_api.cpp).
@@ -106,6 +114,7 @@ private:
 
   Node &node_;
   SoupServer *server_ = nullptr;
+  SoupSession *forwarder_ = nullptr; // to other nodes of the edge cloud
   int port_ = 0;
   LeakedSocketReaper reaper_;
   guint reap_timer_ = 0;

@@ -292,6 +292,45 @@ Node::report_load ()
 }
 
 void
+Node::forget_cluster_session (const SessionRecord &s)
+{
+  try {
+    cluster_->remove_session (s);
+  } catch (const livemicro::cluster::EtcdError &e) {
+    g_warning ("edge cloud: session %s stays in etcd: %s", s.id.c_str (), e.what ());
+  }
+}
+
+std::optional<std::string>
+Node::home_elsewhere (const std::string &microscope) const
+{
+  if (!cluster_ || hubs_.count (microscope))
+    return std::nullopt;
+  auto home = cluster_->home_of (microscope);
+  if (!home || *home == cluster_->config ().node)
+    return std::nullopt;
+  auto n = cluster_->node (*home);
+  if (!n || n->http_url.empty ())
+    return std::nullopt;
+  return n->http_url;
+}
+
+std::optional<std::string>
+Node::microscope_of_cluster_session (const std::string &session_id) const
+{
+  if (!cluster_ || store_->session (session_id))
+    return std::nullopt;
+  try {
+    auto s = cluster_->session (session_id);
+    if (s)
+      return s->microscope;
+  } catch (const livemicro::cluster::EtcdError &e) {
+    g_warning ("edge cloud: cannot look session %s up: %s", session_id.c_str (), e.what ());
+  }
+  return std::nullopt;
+}
+
+void
 Node::fenced (const AuditRecord &row)
 {
   if (!cluster_)
@@ -344,7 +383,17 @@ Node::authenticate (const std::string &token) const
     p.admin = true;
     return p;
   }
-  p.session = store_->session_by_token_sha256 (sha256_hex (token));
+  const std::string hash = sha256_hex (token);
+  p.session = store_->session_by_token_sha256 (hash);
+  if (!p.session && cluster_) {
+    // A session of another node of the edge cloud (its requests about its
+    // microscope are forwarded to the home node; see HttpApi::route).
+    try {
+      p.session = cluster_->session_by_token_sha256 (hash);
+    } catch (const livemicro::cluster::EtcdError &e) {
+      g_warning ("edge cloud: cannot look a token up: %s", e.what ());
+    }
+  }
   return p;
 }
 
@@ -389,6 +438,17 @@ Node::create_session (const Principal &by, const std::string &user, const std::s
   n.record.token_sha256 = sha256_hex (n.token);
   n.record.digest_ha1 = digest_ha1 (n.record.id, RtspService::kRealm, n.token);
   n.record.created_unix_us = g_get_real_time ();
+  if (cluster_) {
+    // Known to the whole edge cloud before it is answered: any node
+    // authenticates it.
+    try {
+      cluster_->put_session (n.record);
+    } catch (const livemicro::cluster::EtcdError &e) {
+      g_warning ("session not created, the edge cloud's store refused: %s", e.what ());
+      throw Refusal{Reason::kUnavailable,
+                    "the edge cloud's store cannot be reached just now (no session was created; try again)"};
+    }
+  }
   try {
     store_->transaction ([&] {
       store_->insert_session (n.record);
@@ -397,6 +457,7 @@ Node::create_session (const Principal &by, const std::string &user, const std::s
     });
   } catch (const StoreError &e) {
     g_warning ("session not created, the state database cannot be written: %s", e.what ());
+    forget_cluster_session (n.record);
     throw Refusal{Reason::kUnavailable,
                   "the state database cannot be written just now (no session was created; try again)"};
   }
@@ -410,6 +471,17 @@ Node::end_session (const Principal &by, const std::string &id)
   SessionRecord s = session_visible_to (by, id);
   auto hit = hubs_.find (s.microscope);
   MicroscopeHub *hub = hit == hubs_.end () ? nullptr : hit->second.get ();
+  // No node of the edge cloud accepts its token any more, first.
+  if (cluster_) {
+    try {
+      cluster_->remove_session (s);
+    } catch (const livemicro::cluster::EtcdError &e) {
+      g_warning ("session not ended, the edge cloud's store refused: %s", e.what ());
+      throw Refusal{
+          Reason::kUnavailable,
+          "the edge cloud's store cannot be reached just now (the session was not ended; try again)"};
+    }
+  }
   // Its lease passes on: the new epoch is written with the end.
   std::optional<MicroscopeHub::Forgetting> forgetting;
   if (hub)
@@ -424,6 +496,12 @@ Node::end_session (const Principal &by, const std::string &id)
   } catch (const StoreError &e) {
     if (hub)
       hub->undo (*forgetting);
+    if (cluster_) {
+      try {
+        cluster_->put_session (s); // it goes on: valid everywhere again
+      } catch (const livemicro::cluster::EtcdError &) {
+      }
+    }
     g_warning ("session not ended, the state database cannot be written: %s", e.what ());
     throw Refusal{Reason::kUnavailable,
                   "the state database cannot be written just now (the session was not ended; try again)"};

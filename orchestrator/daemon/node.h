@@ -68,12 +68,19 @@ public:
   // registration (it goes on trying in the background after that).
   void join_cluster (int wait_ms);
   // The edge cloud as this node sees it; nullptr when not in one.
-  const livemicro::cluster::ClusterMember *cluster () const { return cluster_.get (); }
+  livemicro::cluster::ClusterMember *cluster () const { return cluster_.get (); }
   // In an edge cloud, what moves a microscope needs its fencing token:
   // `row` is written to the cluster's audit log only while this node still
   // owns `row.microscope` there.  Throws a Refusal (unavailable) when it does
   // not, or etcd cannot be reached.  Alone (no cluster): nothing.
   void fenced (const AuditRecord &row);
+  // In an edge cloud, the HTTP base URL of `microscope`'s home node when that
+  // is another node (requests about it are answered there); nullopt when it
+  // is this node, or unknown, or not in a cluster.
+  std::optional<std::string> home_elsewhere (const std::string &microscope) const;
+  // The microscope of a session this node does not have, as the edge cloud
+  // knows it.
+  std::optional<std::string> microscope_of_cluster_session (const std::string &session_id) const;
 
   const Config &config () const { return config_; }
   const Paths &paths () const { return paths_; }
@@ -178,6 +185,7 @@ private:
   void flush_pending_audit ();
   void tick ();
   void report_load ();
+  void forget_cluster_session (const SessionRecord &s);
 
   Config config_;
   Paths paths_;

@@ -210,3 +210,64 @@ TEST_F (EdgeCloud, AMicroscopeHasOneHomeAndAPartitionedNodeCannotMoveIt)
   EXPECT_GE (from_a, 11);
   EXPECT_GE (from_b, 1);
 }
+
+TEST_F (EdgeCloud, ASessionMadeOnAnyNodeDrivesTheStageThroughItsHome)
+{
+  EtcdCluster etcd (1);
+  ASSERT_TRUE (etcd.start ());
+  Daemon a (small_config ("scope-a"));
+  a.extra_args = {"--cluster", etcd.cluster_arg (), "--node-name", "node-a"};
+  // node-c has no microscope of its own.
+  Daemon c (R"({"cluster": {"etcd": [")" + etcd.endpoint (0) + R"("], "node": "node-c", "site": "far"},
+                "microscopes": []})");
+  ASSERT_TRUE (a.start ()) << a.error ();
+  ASSERT_TRUE (c.start ()) << c.error ();
+  ASSERT_TRUE (eventually ([&] { return home_of (c, "scope-a") == "node-a" && count_nodes (c) == 2; }, 5));
+
+  // The admin asks node-c for a session on scope-a: node-a makes it.
+  HttpReply s = c.create_session ("pat", "owner", "scope-a");
+  ASSERT_EQ (s.status, 201) << s.body;
+  const std::string id = s.str ("id"), token = s.str ("token");
+  EXPECT_EQ (c.request ("GET", "/api/v1/sessions/" + id).status, 200) << "the admin, at once";
+  EXPECT_NE (s.str ("viewer_url").find (":" + std::to_string (a.http_port ()) + "/view/"), std::string::npos)
+      << "its view is served by the home node: " << s.body;
+  // Its token works on every node.
+  EXPECT_EQ (c.request ("GET", "/api/v1/sessions/" + id, "", token).status, 200);
+  EXPECT_EQ (a.request ("GET", "/api/v1/sessions/" + id, "", token).status, 200);
+  EXPECT_EQ (c.request ("GET", "/api/v1/sessions/" + id, "", "not-a-token-of-anyone").status, 401);
+
+  // Through node-c it takes control and moves node-a's stage.
+  HttpReply lease
+      = c.request ("POST", "/api/v1/microscopes/scope-a/control", R"({"action":"request"})", token);
+  ASSERT_EQ (lease.status, 200) << lease.body;
+  Driver drv{token, lease.str ("lease")};
+  auto stage_x = [&] (const Daemon &d) {
+    HttpReply m = d.request ("GET", "/api/v1/microscopes/scope-a", "", token);
+    JsonObject *st = m.object () && json_object_has_member (m.object (), "stage")
+                         ? json_object_get_object_member (m.object (), "stage")
+                         : nullptr;
+    return st ? json_object_get_double_member (st, "x_um") : NAN;
+  };
+  ASSERT_TRUE (eventually ([&] { return !std::isnan (stage_x (a)); }, 10));
+  const double x0 = stage_x (a);
+  HttpReply moved = move (c, "scope-a", drv, 250);
+  ASSERT_EQ (moved.status, 202) << moved.body;
+  EXPECT_TRUE (eventually ([&] { return std::fabs (stage_x (a) - (x0 + 250)) < 1; }, 10))
+      << "x " << stage_x (a) << " after moving by 250 from " << x0;
+  EXPECT_NEAR (stage_x (c), stage_x (a), 1) << "node-c answers what node-a says";
+
+  // Node-a audited it, with the session that asked.
+  HttpReply audit = a.request ("GET", "/api/v1/audit?limit=1000");
+  EXPECT_NE (audit.body.find ("\"session\":\"" + id + "\""), std::string::npos);
+  EXPECT_NE (audit.body.find ("move_by 250"), std::string::npos) << audit.body;
+
+  // Ended through node-c: no node accepts the token any more.
+  HttpReply ended = c.request ("DELETE", "/api/v1/sessions/" + id);
+  EXPECT_EQ (ended.status, 204) << ended.body;
+  EXPECT_TRUE (eventually (
+      [&] {
+        return c.request ("GET", "/api/v1/sessions/" + id, "", token).status == 401
+               && a.request ("GET", "/api/v1/sessions/" + id, "", token).status == 401;
+      },
+      3));
+}
