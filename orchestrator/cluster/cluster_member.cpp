@@ -339,6 +339,16 @@ ClusterMember::home_of (const std::string &microscope) const
   return std::nullopt;
 }
 
+std::optional<std::string>
+ClusterMember::last_home_of (const std::string &microscope) const
+{
+  std::lock_guard<std::mutex> lock (mutex_);
+  auto it = last_homes_.find (microscope);
+  if (it == last_homes_.end ())
+    return std::nullopt;
+  return it->second;
+}
+
 std::optional<NodeInfo>
 ClusterMember::node (const std::string &name) const
 {
@@ -484,6 +494,8 @@ ClusterMember::acquire_homes (EtcdClient &etcd)
       const int64_t was = t.ranged.front ().mod_revision;
       t = etcd.txn ({{k, Compare::Target::kModRevision, was}}, {{Op::Kind::kPut, k, config_.node, lease}});
     }
+    if (t.succeeded)
+      etcd.put (key ("microscopes", m), config_.node); // kept while this node is away
     std::lock_guard<std::mutex> lock (mutex_);
     if (t.succeeded) {
       fences_[m] = {m, lease, t.revision};
@@ -531,6 +543,10 @@ ClusterMember::read_cluster (EtcdClient &etcd)
   const std::string homes_prefix = config_.prefix + "homes/";
   for (const auto &kv : etcd.list (homes_prefix))
     homes.push_back ({kv.key.substr (homes_prefix.size ()), kv.value, kv.mod_revision, kv.lease});
+  std::map<std::string, std::string> last_homes;
+  const std::string microscopes_prefix = config_.prefix + "microscopes/";
+  for (const auto &kv : etcd.list (microscopes_prefix))
+    last_homes[kv.key.substr (microscopes_prefix.size ())] = kv.value;
   std::map<std::string, SessionRecord> sessions;
   for (const auto &kv : etcd.list (config_.prefix + "sessions/"))
     if (auto s = parse_session (kv.value))
@@ -540,6 +556,7 @@ ClusterMember::read_cluster (EtcdClient &etcd)
   view_.nodes = std::move (nodes);
   view_.homes = homes;
   sessions_ = std::move (sessions);
+  last_homes_ = std::move (last_homes);
   // An ownership that etcd no longer shows as this lease's, at this revision,
   // is gone: taken again on the next round (a new fencing token).
   for (auto it = fences_.begin (); it != fences_.end ();) {

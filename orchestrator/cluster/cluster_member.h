@@ -125,6 +125,9 @@ public:
   // The node that is a microscope's home now (not this one's own check: see
   // fence()), and a node's record.
   std::optional<std::string> home_of (const std::string &microscope) const;
+  // The node a microscope was last homed on, kept while that node is away
+  // (<prefix>microscopes/<id>, no lease): its microscope is offline, not unknown.
+  std::optional<std::string> last_home_of (const std::string &microscope) const;
   std::optional<NodeInfo> node (const std::string &name) const;
 
 private:
@@ -148,6 +151,7 @@ private:
   NodeLoad load_;
   std::map<std::string, Fence> fences_;           // microscopes owned now
   std::map<std::string, SessionRecord> sessions_; // by id, as last read
+  std::map<std::string, std::string> last_homes_; // microscope → node, as last read
   int64_t lease_ = 0;
   int64_t lease_valid_until_us_ = 0; // monotonic; conservative (from the renewal's send time)
   int64_t audit_seq_ = 0;

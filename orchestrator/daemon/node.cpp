@@ -306,13 +306,18 @@ Node::home_elsewhere (const std::string &microscope) const
 {
   if (!cluster_ || hubs_.count (microscope))
     return std::nullopt;
+  const std::string &me = cluster_->config ().node;
   auto home = cluster_->home_of (microscope);
-  if (!home || *home == cluster_->config ().node)
-    return std::nullopt;
-  auto n = cluster_->node (*home);
-  if (!n || n->http_url.empty ())
-    return std::nullopt;
-  return n->http_url;
+  auto n = home && *home != me ? cluster_->node (*home) : std::nullopt;
+  if (n && !n->http_url.empty ())
+    return n->http_url;
+  auto last = cluster_->last_home_of (microscope);
+  if (!home && last && *last != me)
+    throw Refusal{Reason::kUnavailable,
+                  "microscope '" + microscope + "' is offline: its home node '" + *last
+                      + "' is not in the edge cloud just now (its sessions, annotations "
+                        "and leases are kept; it comes back with the node)"};
+  return std::nullopt;
 }
 
 std::optional<std::string>

@@ -76,7 +76,8 @@ public:
   void fenced (const AuditRecord &row);
   // In an edge cloud, the HTTP base URL of `microscope`'s home node when that
   // is another node (requests about it are answered there); nullopt when it
-  // is this node, or unknown, or not in a cluster.
+  // is this node, or unknown, or not in a cluster.  A Refusal (unavailable)
+  // when its home node is away.
   std::optional<std::string> home_elsewhere (const std::string &microscope) const;
   // The microscope of a session this node does not have, as the edge cloud
   // knows it.

@@ -271,3 +271,56 @@ TEST_F (EdgeCloud, ASessionMadeOnAnyNodeDrivesTheStageThroughItsHome)
       },
       3));
 }
+
+TEST_F (EdgeCloud, AHomeNodeAwayLeavesItsMicroscopeOfflineAndEveryRestartKeepsSessionsAnnotationsAudit)
+{
+  EtcdCluster etcd (1);
+  ASSERT_TRUE (etcd.start ());
+  Daemon a (small_config ("scope-a"));
+  a.extra_args = {"--cluster", etcd.cluster_arg (), "--node-name", "node-a"};
+  Daemon c (R"({"cluster": {"etcd": [")" + etcd.endpoint (0)
+            + R"("], "node": "node-c"}, "microscopes": []})");
+  ASSERT_TRUE (a.start ()) << a.error ();
+  ASSERT_TRUE (c.start ()) << c.error ();
+  ASSERT_TRUE (eventually ([&] { return home_of (c, "scope-a") == "node-a"; }, 5));
+
+  HttpReply s = c.create_session ("pat", "owner", "scope-a");
+  ASSERT_EQ (s.status, 201) << s.body;
+  const std::string id = s.str ("id"), token = s.str ("token");
+  HttpReply note = c.request ("POST", "/api/v1/microscopes/scope-a/annotations",
+                              R"({"kind": "point", "points_um": [[120, 340]], "label": "mitosis?"})", token);
+  ASSERT_EQ (note.status, 201) << note.body;
+  HttpReply lease
+      = c.request ("POST", "/api/v1/microscopes/scope-a/control", R"({"action":"request"})", token);
+  ASSERT_EQ (lease.status, 200) << lease.body;
+  ASSERT_EQ (move (c, "scope-a", {token, lease.str ("lease")}, 40).status, 202);
+
+  // node-a goes away: its microscope is offline for everyone, not unknown.
+  a.stop ();
+  HttpReply away;
+  ASSERT_TRUE (eventually (
+      [&] {
+        away = c.request ("GET", "/api/v1/microscopes/scope-a", "", token);
+        return away.status == 503;
+      },
+      4))
+      << away.status << " " << away.body;
+  EXPECT_NE (away.body.find ("home node 'node-a' is not in the edge cloud"), std::string::npos) << away.body;
+
+  // Every node restarts: the session, its annotation and the audit are kept.
+  c.stop ();
+  ASSERT_TRUE (a.start ()) << a.error ();
+  ASSERT_TRUE (c.start ()) << c.error ();
+  ASSERT_TRUE (eventually ([&] { return home_of (c, "scope-a") == "node-a"; }, 5));
+  EXPECT_EQ (c.request ("GET", "/api/v1/sessions/" + id, "", token).status, 200);
+  HttpReply notes = c.request ("GET", "/api/v1/microscopes/scope-a/annotations", "", token);
+  EXPECT_EQ (notes.status, 200) << notes.body;
+  EXPECT_NE (notes.body.find ("mitosis?"), std::string::npos) << notes.body;
+  HttpReply audit = a.request ("GET", "/api/v1/audit?limit=1000");
+  EXPECT_NE (audit.body.find ("move_by 40"), std::string::npos);
+  livemicro::cluster::EtcdClient observer (etcd.endpoints ());
+  bool in_etcd = false;
+  for (auto &kv : observer.list ("/livemicro/audit/node-a/"))
+    in_etcd = in_etcd || kv.value.find ("move_by 40") != std::string::npos;
+  EXPECT_TRUE (in_etcd) << "the move's row is in the edge cloud's audit log";
+}
