@@ -36,7 +36,7 @@
 #include "gstmicroscopesrc.h"
 
 #include <livemicro/hw/microscope.h>
-#include <livemicro/stagemeta.h>
+#include <livemicro/frame_record_meta.h>
 
 #include <gst/video/video.h>
 #include <opencv2/imgproc.hpp>
@@ -866,7 +866,7 @@ pace_frame (GstMicroscopeSrc *self, GstClockTime duration, bool live, bool &came
  * is gone (a device error: the backend reconnects) gives the offline slate
  * and offline = true; any other failure is an element error. */
 static GstFlowReturn
-grab_frame (GstMicroscopeSrc *self, cv::Mat &out, hw::CaptureInfo &capture, bool &offline,
+grab_frame (GstMicroscopeSrc *self, cv::Mat &out, hw::FrameRecord &capture, bool &offline,
             std::vector<hw::DeviceStatus> &devices)
 {
   Private *p = self->priv;
@@ -922,23 +922,14 @@ convert_rgb (Private *p, GstVideoFrame *out)
 /* The capture's StageMeta (none for the offline slate: views that need one
  * fail closed), timestamps and offsets. */
 static void
-stamp_buffer (GstMicroscopeSrc *self, GstBuffer *buf, const hw::CaptureInfo *capture, GstClockTime duration)
+stamp_buffer (GstMicroscopeSrc *self, GstBuffer *buf, hw::FrameRecord *capture, GstClockTime duration)
 {
-  const GstVideoInfo *info = &self->info;
   if (!capture) {
     GST_BUFFER_FLAG_SET (buf, GST_BUFFER_FLAG_GAP);
   } else {
-    LivemicroStageMeta *meta = livemicro_buffer_add_stage_meta (buf);
-    meta->stage_x_um = capture->stage_x_um;
-    meta->stage_y_um = capture->stage_y_um;
-    meta->stage_z_um = capture->stage_z_um;
-    meta->objective = (guint)capture->objective;
-    meta->um_per_px = capture->um_per_px;
-    meta->frame_width = (guint)info->width;
-    meta->frame_height = (guint)info->height;
-    meta->capture_unix_us = capture->capture_unix_us;
-    meta->moving = capture->moving;
-    meta->frame_number = capture->frame_number;
+    capture->frame_width = self->info.width;
+    capture->frame_height = self->info.height;
+    livemicro::add_frame_record_meta (buf, *capture);
   }
   GST_BUFFER_PTS (buf) = self->next_running_time;
   GST_BUFFER_DTS (buf) = GST_CLOCK_TIME_NONE;
@@ -976,7 +967,7 @@ gst_microscope_src_fill (GstPushSrc *src, GstBuffer *buf)
     p->rgb.create (info->height, info->width, CV_8UC3);
     out = p->rgb;
   }
-  hw::CaptureInfo capture;
+  hw::FrameRecord capture;
   bool offline = false;
   std::vector<hw::DeviceStatus> devices;
   ret = grab_frame (self, out, capture, offline, devices);

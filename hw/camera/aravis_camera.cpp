@@ -262,7 +262,7 @@ public:
         why, [this] { close (); }, [this] { connect (); });
   }
 
-  CaptureInfo grab (cv::Mat &rgb)
+  FrameRecord grab (cv::Mat &rgb)
   {
     std::lock_guard<std::mutex> g (grab_mutex_);
     link_.check_online ();
@@ -301,7 +301,7 @@ public:
         arv_stream_push_buffer (stream, b);
       }
     }
-    CaptureInfo info;
+    FrameRecord info;
     info.capture_unix_us = g_get_real_time ();
     info.frame_number = arv_buffer_get_frame_id (newest);
     size_t bytes = 0;
@@ -415,7 +415,7 @@ AravisCamera::configure (cv::Size size)
                        "downstream with videoscale)");
 }
 
-CaptureInfo
+FrameRecord
 AravisCamera::grab (cv::Mat &rgb)
 {
   return impl_->grab (rgb);

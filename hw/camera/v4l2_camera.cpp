@@ -295,7 +295,7 @@ public:
         why, [this] { close (); }, [this] { connect (); });
   }
 
-  CaptureInfo grab (cv::Mat &rgb)
+  FrameRecord grab (cv::Mat &rgb)
   {
     std::lock_guard<std::mutex> g (grab_mutex_);
     link_.check_online ();
@@ -325,7 +325,7 @@ public:
       xioctl (fd, VIDIOC_QBUF, &b);
       b = next;
     }
-    CaptureInfo info;
+    FrameRecord info;
     info.capture_unix_us = g_get_real_time ();
     info.frame_number = b.sequence;
     bool ok = v4l2_to_rgb (fourcc_, static_cast<const uint8_t *> (maps_[b.index].first), b.bytesused,
@@ -412,7 +412,7 @@ V4l2Camera::configure (cv::Size size)
                      + " (width=/height= in the camera URI choose the size)");
 }
 
-CaptureInfo
+FrameRecord
 V4l2Camera::grab (cv::Mat &rgb)
 {
   return impl_->grab (rgb);

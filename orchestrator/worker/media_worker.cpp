@@ -21,13 +21,13 @@
 // idles at one frame per second), and tumorfeatures analyses only while the
 // analysis is watched or a playing view draws it.
 #include "common/background.h"
-#include "common/encoder_timeline.h"
+#include "capture_ledger.h"
 #include "common/h264.h"
 #include "common/worker_protocol.h"
 #include "common/wire.h"
 #include "hardware_queue.h"
 
-#include <livemicro/stagemeta.h>
+#include <livemicro/frame_record_meta.h>
 
 #include <gst/app/gstappsink.h>
 #include <gst/gst.h>
@@ -59,8 +59,8 @@ struct View {
   uint32_t id = 0;
   GstElement *bin = nullptr;
   GstPad *tee_pad = nullptr;
-  // Stage and capture time of the raw frames entering the encoder.
-  livemicro::orchestrator::EncoderTimeline<wire::FrameHeader> timeline;
+  // The records of the raw frames inside its encoder (CaptureLedger).
+  livemicro::orchestrator::CaptureLedger::ViewTimeline timeline;
   // Stills asked for and not taken yet.
   std::mutex still_mutex;
   std::vector<int64_t> still_requests;
@@ -95,11 +95,10 @@ struct Worker {
   gint64 last_stats_us = 0;
   double analysis_ms_sum = 0;
   uint64_t analysis_count = 0;
-  // When each recent frame entered the capture tee, by PTS: a view whose
-  // profile strips the capture time from the stage meta (guest: geometry
-  // only) still gets a true capture time in its stream for latency.
-  std::mutex capture_times_mutex;
-  std::map<GstClockTime, gint64> capture_times;
+  // Each recent frame's record at the capture tee: a view whose profile
+  // strips the capture time from the stage meta (guest: geometry only)
+  // still gets a true capture time in its stream for latency.
+  livemicro::orchestrator::CaptureLedger ledger;
 };
 
 Worker g;
@@ -179,8 +178,6 @@ summary_of (const GstStructure *s)
   return a;
 }
 
-constexpr size_t kCaptureTimesKept = 120;
-
 GstPadProbeReturn
 on_capture_frame (GstPad *, GstPadProbeInfo *info, gpointer)
 {
@@ -188,21 +185,13 @@ on_capture_frame (GstPad *, GstPadProbeInfo *info, gpointer)
   g.capture_frames++;
   if (!GST_BUFFER_PTS_IS_VALID (buf))
     return GST_PAD_PROBE_OK;
-  LivemicroStageMeta *m = livemicro_buffer_get_stage_meta (buf);
-  gint64 t = m && m->capture_unix_us ? m->capture_unix_us : g_get_real_time ();
-  std::lock_guard<std::mutex> lock (g.capture_times_mutex);
-  g.capture_times[GST_BUFFER_PTS (buf)] = t;
-  while (g.capture_times.size () > kCaptureTimesKept)
-    g.capture_times.erase (g.capture_times.begin ());
+  livemicro::hw::FrameRecord r;
+  if (const LivemicroStageMeta *m = livemicro_buffer_get_stage_meta (buf))
+    r = livemicro::frame_record_of (*m);
+  if (r.capture_unix_us == 0)
+    r.capture_unix_us = g_get_real_time ();
+  g.ledger.captured (GST_BUFFER_PTS (buf), r);
   return GST_PAD_PROBE_OK;
-}
-
-gint64
-capture_time_of (GstClockTime pts)
-{
-  std::lock_guard<std::mutex> lock (g.capture_times_mutex);
-  auto it = g.capture_times.find (pts);
-  return it != g.capture_times.end () ? it->second : g_get_real_time ();
 }
 
 // What runs follows who watches (see the top of this file); on the main loop.
@@ -268,29 +257,16 @@ on_view_gate (GstPad *, GstPadProbeInfo *, gpointer data)
   return (*view)->encoding ? GST_PAD_PROBE_OK : GST_PAD_PROBE_DROP;
 }
 
-// Records the stage of each raw frame entering a view's encoder.
+// Records the record of each raw frame entering a view's encoder.
 GstPadProbeReturn
 on_raw_frame (GstPad *, GstPadProbeInfo *info, gpointer data)
 {
   auto *view = static_cast<View *> (data);
   GstBuffer *buf = GST_PAD_PROBE_INFO_BUFFER (info);
-  wire::FrameHeader h;
-  h.view_id = view->id;
-  if (LivemicroStageMeta *m = livemicro_buffer_get_stage_meta (buf)) {
-    h.capture_unix_us = m->capture_unix_us;
-    h.stage_x_um = m->stage_x_um;
-    h.stage_y_um = m->stage_y_um;
-    h.stage_z_um = m->stage_z_um;
-    h.um_per_px = m->um_per_px;
-    h.objective = m->objective;
-    h.frame_width = m->frame_width;
-    h.frame_height = m->frame_height;
-    if (m->moving)
-      h.flags |= wire::kFlagMoving;
-  }
-  if (h.capture_unix_us == 0)
-    h.capture_unix_us = capture_time_of (GST_BUFFER_PTS (buf));
-  view->timeline.record (GST_BUFFER_PTS (buf), h);
+  std::optional<livemicro::hw::FrameRecord> record;
+  if (const LivemicroStageMeta *m = livemicro_buffer_get_stage_meta (buf))
+    record = livemicro::frame_record_of (*m);
+  g.ledger.entering_encoder (view->timeline, GST_BUFFER_PTS (buf), record);
   return GST_PAD_PROBE_OK;
 }
 
@@ -303,12 +279,8 @@ on_encoded (GstAppSink *sink, gpointer data)
     return GST_FLOW_EOS;
   GstBuffer *buf = gst_sample_get_buffer (sample);
   wire::FrameHeader h;
-  if (auto in = view->timeline.take (GST_BUFFER_PTS (buf))) {
-    h = *in;
-  } else {
-    h.view_id = view->id;
-    h.capture_unix_us = g_get_real_time ();
-  }
+  h.view_id = view->id;
+  h.record = livemicro::orchestrator::CaptureLedger::encoded (view->timeline, GST_BUFFER_PTS (buf));
   h.pts_ns = GST_BUFFER_PTS (buf);
   h.duration_ns = GST_BUFFER_DURATION_IS_VALID (buf) ? GST_BUFFER_DURATION (buf) : 0;
   if (!GST_BUFFER_FLAG_IS_SET (buf, GST_BUFFER_FLAG_DELTA_UNIT))
@@ -316,16 +288,8 @@ on_encoded (GstAppSink *sink, gpointer data)
   GstMapInfo map;
   bool ok = true;
   if (gst_buffer_map (buf, &map, GST_MAP_READ)) {
-    // Capture time and stage position ride in the stream (SEI), for any client.
-    h264::FrameInfo fi;
-    fi.capture_unix_us = h.capture_unix_us;
-    fi.stage_x_um = h.stage_x_um;
-    fi.stage_y_um = h.stage_y_um;
-    fi.stage_z_um = h.stage_z_um;
-    fi.um_per_px = h.um_per_px;
-    fi.objective = h.objective;
-    fi.moving = h.flags & wire::kFlagMoving;
-    std::vector<uint8_t> au = h264::with_frame_info (map.data, map.size, fi);
+    // The frame's record rides in the stream (SEI), for any client.
+    std::vector<uint8_t> au = h264::with_frame_record (map.data, map.size, h.record);
     gst_buffer_unmap (buf, &map);
     ok = g.writer->send_frame (h, au.data (), au.size ());
     view->frames++;
