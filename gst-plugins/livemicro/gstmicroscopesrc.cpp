@@ -28,6 +28,12 @@
  * health and the travel limits stay current at a fraction of the cost).
  * Clearing `idle` ends the wait at once: the next frame follows without
  * waiting for the rest of the interval.  Timestamps stay on the frame grid.
+ *
+ * An application linking LiveMicro's hardware library can command the open
+ * microscope itself rather than through the properties: the action signal
+ * `get-microscope` returns a `std::shared_ptr<livemicro::hw::Microscope> *`
+ * (NULL while the element is stopped) that the caller deletes; see
+ * livemicro_microscopesrc_get_microscope() in gstmicroscopesrc.h.
  */
 #ifdef HAVE_CONFIG_H
 #include "config.h"
@@ -92,7 +98,8 @@ namespace {
 // What the element owns besides GObject state: C++ objects, created in init.
 struct Private {
   std::mutex scope_mutex; // guards `scope` between start/stop and setters
-  std::unique_ptr<hw::Microscope> scope;
+  /* shared: an application may hold it too (the "get-microscope" signal) */
+  std::shared_ptr<hw::Microscope> scope;
   cv::Mat rgb;
   GstVideoInfo rgb_info;
   GstVideoConverter *converter = nullptr;
@@ -208,6 +215,18 @@ gst_microscope_src_stop_motion (GstMicroscopeSrc *self)
   } catch (const hw::Error &e) {
     GST_ELEMENT_WARNING (self, RESOURCE, SETTINGS, ("stop failed: %s", e.what ()), (nullptr));
   }
+}
+
+/* The "get-microscope" action signal: a new shared_ptr to the open
+ * microscope for the application, or NULL while stopped. */
+static gpointer
+gst_microscope_src_get_microscope (GstMicroscopeSrc *self)
+{
+  Private *p = self->priv;
+  std::lock_guard<std::mutex> lock (p->scope_mutex);
+  if (!p->scope)
+    return nullptr;
+  return new std::shared_ptr<hw::Microscope> (p->scope);
 }
 
 static void
@@ -874,10 +893,10 @@ grab_frame (GstMicroscopeSrc *self, cv::Mat &out, hw::FrameRecord &capture, bool
    * microscope outlives the grab; the lock is not held across it, as a
    * real camera's grab waits for the next exposure and property reads (the
    * stage position) must not wait with it.  hw calls are thread-safe. */
-  hw::Microscope *scope;
+  std::shared_ptr<hw::Microscope> scope;
   {
     std::lock_guard<std::mutex> lock (p->scope_mutex);
-    scope = p->scope.get ();
+    scope = p->scope;
   }
   if (!scope)
     return GST_FLOW_FLUSHING;
@@ -1135,6 +1154,20 @@ gst_microscope_src_class_init (GstMicroscopeSrcClass *klass)
   g_signal_new_class_handler (
       "stop", G_TYPE_FROM_CLASS (klass), static_cast<GSignalFlags> (G_SIGNAL_RUN_LAST | G_SIGNAL_ACTION),
       G_CALLBACK (gst_microscope_src_stop_motion), nullptr, nullptr, nullptr, G_TYPE_NONE, 0);
+
+  /**
+   * GstMicroscopeSrc::get-microscope:
+   *
+   * Action signal for applications linking LiveMicro's hardware library:
+   * returns a new `std::shared_ptr<livemicro::hw::Microscope> *` to the open
+   * microscope (delete it when done; the devices stay open while it is
+   * held), or NULL while the element is stopped.  Commands through it move
+   * the same hardware the properties move.
+   */
+  g_signal_new_class_handler ("get-microscope", G_TYPE_FROM_CLASS (klass),
+                              static_cast<GSignalFlags> (G_SIGNAL_RUN_LAST | G_SIGNAL_ACTION),
+                              G_CALLBACK (gst_microscope_src_get_microscope), nullptr, nullptr, nullptr,
+                              G_TYPE_POINTER, 0);
 
   gst_element_class_add_static_pad_template (element_class, &src_template);
   gst_element_class_set_static_metadata (

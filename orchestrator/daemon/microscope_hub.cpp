@@ -440,7 +440,7 @@ MicroscopeHub::command (const Principal &by, const CommandRequest &c)
             "the microscope's travel limits are not known yet (the camera is starting)");
   const MicroscopeStatus &st = *status_;
   const SoftLimits &lim = *st.limits;
-  auto check_range = [&] (const char *axis, double v, const AxisRange &range) {
+  auto check_range = [&] (const char *axis, double v, const hw::AxisLimits &range) {
     if (!range.contains (v))
       refuse (Reason::kInvalid, std::string (axis) + " " + num (v) + " µm is outside the soft travel limit ["
                                     + num (range.min_um) + ", " + num (range.max_um)

@@ -6,7 +6,7 @@
 //   {"cmd":"add_view","view":N,"description":"<bin description ending in appsink name=out>"}
 //   {"cmd":"remove_view","view":N}
 //   {"cmd":"keyframe","view":N}
-//   {"cmd":"set","properties":{"x-um":...}}      (commands the microscope)
+//   {"cmd":"hw","id":N,"op":"move",...}          (hardware_queue.h commands the microscope)
 //   {"cmd":"demand","playing":[N,...],"analysis":bool}  (who watches)
 //   {"cmd":"quit"}
 // and receives events (started, state, features, stats, view_added,
@@ -538,38 +538,13 @@ force_keyframe (uint32_t id)
 void
 send_state (bool force)
 {
-  if (!g.scope)
+  if (!g.hardware)
     return;
-  gdouble x, y, z, upp;
-  gint objective;
-  gboolean moving;
-  g_object_get (g.scope, "x-um", &x, "y-um", &y, "z-um", &z, "um-per-px", &upp, "objective", &objective,
-                "moving", &moving, nullptr);
+  std::optional<livemicro::orchestrator::MicroscopeStatus> status = g.hardware->status ();
+  if (!status)
+    return;
   livemicro::orchestrator::event::State st;
-  auto &status = st.status;
-  status.x_um = x;
-  status.y_um = y;
-  status.z_um = z;
-  status.objective = objective;
-  status.um_per_px = upp;
-  status.moving = moving;
-  g_autofree char *objectives = nullptr;
-  GstStructure *limits = nullptr;
-  g_object_get (g.scope, "stage-speed-um-s", &status.stage_speed_um_s, "objectives", &objectives,
-                "soft-limits", &limits, nullptr);
-  g_auto (GStrv) mags = g_strsplit (objectives ? objectives : "", ",", -1);
-  for (char **it = mags; *it; it++)
-    if (**it)
-      status.objectives.push_back ((int)g_ascii_strtoll (*it, nullptr, 10));
-  if (limits) {
-    livemicro::orchestrator::SoftLimits l;
-    gst_structure_get (limits, "x_min_um", G_TYPE_DOUBLE, &l.x.min_um, "x_max_um", G_TYPE_DOUBLE, &l.x.max_um,
-                       "y_min_um", G_TYPE_DOUBLE, &l.y.min_um, "y_max_um", G_TYPE_DOUBLE, &l.y.max_um,
-                       "z_min_um", G_TYPE_DOUBLE, &l.z.min_um, "z_max_um", G_TYPE_DOUBLE, &l.z.max_um,
-                       nullptr);
-    status.limits = l;
-    gst_structure_free (limits);
-  }
+  st.status = *status;
   std::string s = livemicro::orchestrator::encode (livemicro::orchestrator::WorkerEvent (st));
   gint64 now = g_get_monotonic_time ();
   if (force || s != g.last_state || now - g.last_state_sent_us > G_USEC_PER_SEC) {
@@ -823,13 +798,7 @@ handle_command (const std::string &json)
         } else if constexpr (std::is_same_v<T, command::Hardware>) {
           if (!g.hardware)
             return;
-          livemicro::orchestrator::HwCommand hw;
-          hw.id = m.id;
-          hw.op = livemicro::orchestrator::command_op_name (m.op);
-          hw.a = m.a;
-          hw.b = m.b;
-          hw.objective = m.objective;
-          g.hardware->push (hw);
+          g.hardware->push (m);
         } else {
           g_main_loop_quit (g.loop);
         }
