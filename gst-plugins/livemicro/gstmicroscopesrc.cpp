@@ -320,6 +320,8 @@ gst_microscope_src_set_property (GObject *object, guint prop_id, const GValue *v
   }
 }
 
+/* Long by nature: one case per property, all read from one consistent
+ * snapshot of the hardware taken first. */
 static void
 gst_microscope_src_get_property (GObject *object, guint prop_id, GValue *value, GParamSpec *pspec)
 {
@@ -1022,6 +1024,8 @@ gst_microscope_src_finalize (GObject *object)
   G_OBJECT_CLASS (parent_class)->finalize (object);
 }
 
+/* Long by nature: one g_param_spec per property, each with its blurb, range
+ * and default, in the order gst-inspect-1.0 shows them. */
 static void
 gst_microscope_src_class_init (GstMicroscopeSrcClass *klass)
 {

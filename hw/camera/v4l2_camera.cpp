@@ -156,7 +156,17 @@ public:
     link_.set_online ();
   }
 
+  // Checks the device, then its format, frame rate and controls, then its
+  // buffers and streaming.
   void setup (int fd, const std::string &who)
+  {
+    check_capabilities (fd, who);
+    setup_format (fd, who);
+    setup_rate_and_controls (fd, who);
+    start_streaming (fd, who);
+  }
+
+  void check_capabilities (int fd, const std::string &who)
   {
     v4l2_capability cap{};
     if (xioctl (fd, VIDIOC_QUERYCAP, &cap) < 0)
@@ -169,7 +179,12 @@ public:
     if (!(caps & V4L2_CAP_STREAMING))
       throw Error (ErrorKind::kUnsupported, who + " does not support streaming I/O");
     card_ = (const char *)cap.card;
+  }
 
+  // The pixel format asked for, else the current one if convertible, else
+  // the first preferred one offered; the size asked for, exactly.
+  void setup_format (int fd, const std::string &who)
+  {
     std::vector<uint32_t> offered;
     for (v4l2_fmtdesc d{0, V4L2_BUF_TYPE_VIDEO_CAPTURE}; xioctl (fd, VIDIOC_ENUM_FMT, &d) == 0; d.index++)
       offered.push_back (d.pixelformat);
@@ -219,7 +234,10 @@ public:
     fourcc_ = want;
     size_ = cv::Size ((int)fmt.fmt.pix.width, (int)fmt.fmt.pix.height);
     bytes_per_line_ = (int)fmt.fmt.pix.bytesperline;
+  }
 
+  void setup_rate_and_controls (int fd, const std::string &who)
+  {
     v4l2_streamparm parm{};
     parm.type = V4L2_BUF_TYPE_VIDEO_CAPTURE;
     if (s_.frame_rate > 0) {
@@ -244,7 +262,11 @@ public:
     }
     if (s_.gain >= 0)
       set_control (V4L2_CID_GAIN, s_.gain, "gain");
+  }
 
+  // Memory-mapped buffers, queued, and the stream on.
+  void start_streaming (int fd, const std::string &who)
+  {
     v4l2_requestbuffers req{};
     req.count = 4;
     req.type = V4L2_BUF_TYPE_VIDEO_CAPTURE;

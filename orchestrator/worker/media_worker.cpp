@@ -360,6 +360,109 @@ on_still_frame (GstPad *pad, GstPadProbeInfo *info, gpointer data)
   return GST_PAD_PROBE_OK;
 }
 
+// A view's bin from the daemon's description; nullptr and `error` when it
+// does not parse or parses with a problem (e.g. a missing element).
+GstElement *
+parse_view_bin (const std::string &description, std::string &error)
+{
+  g_autoptr (GError) err = nullptr;
+  GstElement *bin = gst_parse_bin_from_description (description.c_str (), TRUE, &err);
+  if (!bin || err) {
+    error = std::string ("view pipeline: ") + (err ? err->message : "parse error");
+    if (bin)
+      gst_object_unref (bin);
+    return nullptr;
+  }
+  return bin;
+}
+
+// The bin's encoder (a new reference), and whether it draws the analysis.
+GstElement *
+find_encoder (GstElement *bin, bool &draws_analysis)
+{
+  GstElement *enc = nullptr;
+  GstIterator *it = gst_bin_iterate_recurse (GST_BIN (bin));
+  GValue item = G_VALUE_INIT;
+  while (gst_iterator_next (it, &item) == GST_ITERATOR_OK) {
+    GstElement *e = GST_ELEMENT (g_value_get_object (&item));
+    GstElementFactory *f = gst_element_get_factory (e);
+    if (f && gst_element_factory_list_is_type (f, GST_ELEMENT_FACTORY_TYPE_ENCODER))
+      gst_object_replace ((GstObject **)&enc, GST_OBJECT (e));
+    if (f && g_str_equal (GST_OBJECT_NAME (f), "featureoverlay"))
+      draws_analysis = true;
+    g_value_reset (&item);
+  }
+  g_value_unset (&item);
+  gst_iterator_free (it);
+  return enc;
+}
+
+// Hooks a parsed view bin up: encoded access units out of its appsink
+// "out", frame records at its encoder's input, stills at "encode_in", and
+// frames dropped at its leaky input queue "in".
+bool
+instrument_view (View &view, std::string &error)
+{
+  GstBin *bin = GST_BIN (view.bin);
+  g_autoptr (GstElement) sink = gst_bin_get_by_name (bin, "out");
+  if (!sink || !GST_IS_APP_SINK (sink)) {
+    error = "view pipeline has no appsink named 'out'";
+    return false;
+  }
+  g_autoptr (GstElement) enc = find_encoder (view.bin, view.draws_analysis);
+  if (!enc) {
+    error = "view pipeline has no encoder";
+    return false;
+  }
+  GstAppSinkCallbacks callbacks{};
+  callbacks.new_sample = on_encoded;
+  gst_app_sink_set_callbacks (GST_APP_SINK (sink), &callbacks, &view, nullptr);
+  GstPad *enc_sink = gst_element_get_static_pad (enc, "sink");
+  gst_pad_add_probe (enc_sink, GST_PAD_PROBE_TYPE_BUFFER, on_raw_frame, &view, nullptr);
+  gst_object_unref (enc_sink);
+  if (g_autoptr (GstElement) encode_in = gst_bin_get_by_name (bin, "encode_in")) {
+    GstPad *p = gst_element_get_static_pad (encode_in, "sink");
+    gst_pad_add_probe (p, GST_PAD_PROBE_TYPE_BUFFER, on_still_frame, &view, nullptr);
+    gst_object_unref (p);
+  }
+  if (g_autoptr (GstElement) q = gst_bin_get_by_name (bin, "in"))
+    g_signal_connect (q, "overrun",
+                      G_CALLBACK (+[] (GstElement *, gpointer d) { static_cast<View *> (d)->dropped++; }),
+                      &view);
+  return true;
+}
+
+// Adds the view's bin to the pipeline and links it to a new pad of the
+// capture tee, behind the view's gate.  On failure the bin is out again.
+bool
+link_view (const std::shared_ptr<View> &view, std::string &error)
+{
+  // Playing before it is linked: a buffer the tee pushes into a branch whose
+  // pads are not active yet comes back FLUSHING, the tee hands that to the
+  // capture source, and the source pauses its task for good (the whole
+  // microscope stops).
+  gst_bin_add (GST_BIN (g.pipeline), view->bin);
+  gst_element_sync_state_with_parent (view->bin);
+  view->tee_pad = gst_element_request_pad_simple (g.tee, "src_%u");
+  // Closed until the daemon says someone plays it (or a still is asked for).
+  gst_pad_add_probe (view->tee_pad,
+                     (GstPadProbeType)(GST_PAD_PROBE_TYPE_BUFFER | GST_PAD_PROBE_TYPE_BUFFER_LIST),
+                     on_view_gate, new std::shared_ptr<View> (view),
+                     [] (gpointer d) { delete static_cast<std::shared_ptr<View> *> (d); });
+  GstPad *bin_sink = gst_element_get_static_pad (view->bin, "sink");
+  GstPadLinkReturn lr = bin_sink ? gst_pad_link (view->tee_pad, bin_sink) : GST_PAD_LINK_NOFORMAT;
+  if (bin_sink)
+    gst_object_unref (bin_sink);
+  if (lr == GST_PAD_LINK_OK)
+    return true;
+  error = "cannot link the view to the capture tee";
+  gst_element_release_request_pad (g.tee, view->tee_pad);
+  gst_object_unref (view->tee_pad);
+  gst_element_set_state (view->bin, GST_STATE_NULL);
+  gst_bin_remove (GST_BIN (g.pipeline), view->bin);
+  return false;
+}
+
 bool
 add_view (uint32_t id, const std::string &description, std::string &error)
 {
@@ -374,97 +477,17 @@ add_view (uint32_t id, const std::string &description, std::string &error)
       return false;
     }
   }
-  GError *err = nullptr;
-  GstElement *bin = gst_parse_bin_from_description (description.c_str (), TRUE, &err);
-  if (!bin) {
-    error = std::string ("view pipeline: ") + (err ? err->message : "parse error");
-    g_clear_error (&err);
-    return false;
-  }
-  if (err) { // parsed, but with a problem (e.g. a missing element)
-    error = std::string ("view pipeline: ") + err->message;
-    g_clear_error (&err);
-    gst_object_unref (bin);
-    return false;
-  }
-  GstElement *sink = gst_bin_get_by_name (GST_BIN (bin), "out");
-  if (!sink || !GST_IS_APP_SINK (sink)) {
-    error = "view pipeline has no appsink named 'out'";
-    if (sink)
-      gst_object_unref (sink);
-    gst_object_unref (bin);
-    return false;
-  }
   auto view = std::make_shared<View> ();
   view->id = id;
-  view->bin = bin;
-  GstAppSinkCallbacks callbacks{};
-  callbacks.new_sample = on_encoded;
-  gst_app_sink_set_callbacks (GST_APP_SINK (sink), &callbacks, view.get (), nullptr);
-  // Stage bookkeeping at the encoder's input.
-  GstElement *enc = nullptr;
-  GstIterator *it = gst_bin_iterate_recurse (GST_BIN (bin));
-  GValue item = G_VALUE_INIT;
-  while (gst_iterator_next (it, &item) == GST_ITERATOR_OK) {
-    GstElement *e = GST_ELEMENT (g_value_get_object (&item));
-    GstElementFactory *f = gst_element_get_factory (e);
-    if (f && gst_element_factory_list_is_type (f, GST_ELEMENT_FACTORY_TYPE_ENCODER))
-      enc = GST_ELEMENT (gst_object_ref (e));
-    if (f && g_str_equal (GST_OBJECT_NAME (f), "featureoverlay"))
-      view->draws_analysis = true;
-    g_value_reset (&item);
-  }
-  g_value_unset (&item);
-  gst_iterator_free (it);
-  if (!enc) {
-    error = "view pipeline has no encoder";
-    gst_object_unref (sink);
-    gst_object_unref (bin);
+  view->bin = parse_view_bin (description, error);
+  if (!view->bin)
+    return false;
+  if (!instrument_view (*view, error)) {
+    gst_object_unref (view->bin);
     return false;
   }
-  GstPad *enc_sink = gst_element_get_static_pad (enc, "sink");
-  gst_pad_add_probe (enc_sink, GST_PAD_PROBE_TYPE_BUFFER, on_raw_frame, view.get (), nullptr);
-  gst_object_unref (enc_sink);
-  gst_object_unref (enc);
-  if (GstElement *encode_in = gst_bin_get_by_name (GST_BIN (bin), "encode_in")) {
-    GstPad *p = gst_element_get_static_pad (encode_in, "sink");
-    gst_pad_add_probe (p, GST_PAD_PROBE_TYPE_BUFFER, on_still_frame, view.get (), nullptr);
-    gst_object_unref (p);
-    gst_object_unref (encode_in);
-  }
-  // Frames a slow view drops at its leaky input queue.
-  if (GstElement *q = gst_bin_get_by_name (GST_BIN (bin), "in")) {
-    g_signal_connect (q, "overrun",
-                      G_CALLBACK (+[] (GstElement *, gpointer d) { static_cast<View *> (d)->dropped++; }),
-                      view.get ());
-    gst_object_unref (q);
-  }
-  gst_object_unref (sink);
-
-  // Playing before it is linked: a buffer the tee pushes into a branch whose
-  // pads are not active yet comes back FLUSHING, the tee hands that to the
-  // capture source, and the source pauses its task for good (the whole
-  // microscope stops).
-  gst_bin_add (GST_BIN (g.pipeline), bin);
-  gst_element_sync_state_with_parent (bin);
-  view->tee_pad = gst_element_request_pad_simple (g.tee, "src_%u");
-  // Closed until the daemon says someone plays it (or a still is asked for).
-  gst_pad_add_probe (view->tee_pad,
-                     (GstPadProbeType)(GST_PAD_PROBE_TYPE_BUFFER | GST_PAD_PROBE_TYPE_BUFFER_LIST),
-                     on_view_gate, new std::shared_ptr<View> (view),
-                     [] (gpointer d) { delete static_cast<std::shared_ptr<View> *> (d); });
-  GstPad *bin_sink = gst_element_get_static_pad (bin, "sink");
-  GstPadLinkReturn lr = bin_sink ? gst_pad_link (view->tee_pad, bin_sink) : GST_PAD_LINK_NOFORMAT;
-  if (bin_sink)
-    gst_object_unref (bin_sink);
-  if (lr != GST_PAD_LINK_OK) {
-    error = "cannot link the view to the capture tee";
-    gst_element_release_request_pad (g.tee, view->tee_pad);
-    gst_object_unref (view->tee_pad);
-    gst_element_set_state (bin, GST_STATE_NULL);
-    gst_bin_remove (GST_BIN (g.pipeline), bin);
+  if (!link_view (view, error))
     return false;
-  }
   {
     std::lock_guard<std::mutex> lock (g.views_mutex);
     g.views[id] = view;
