@@ -42,15 +42,10 @@ member_vec (JsonBuilder *b, const char *name, const cv::Vec3f &v)
   json_builder_end_array (b);
 }
 
-} // namespace
-
-std::string
-report_json (const Result &r, const ReportContext &ctx)
+// Where the record comes from: the image or the frame's times and counts.
+void
+add_context_members (JsonBuilder *b, const ReportContext &ctx)
 {
-  const Summary &s = r.summary;
-  const bool ok = s.quality == Quality::kOk;
-  g_autoptr (JsonBuilder) b = json_builder_new ();
-  json_builder_begin_object (b);
   if (ctx.image) {
     json_builder_set_member_name (b, "image");
     json_builder_add_string_value (b, ctx.image->c_str ());
@@ -64,6 +59,12 @@ report_json (const Result &r, const ReportContext &ctx)
   member_int (b, "running_time_ns", opt (ctx.running_time_ns));
   member_int (b, "frames_analysed", (int64_t)ctx.frames_analysed);
   member_int (b, "frames_skipped", (int64_t)ctx.frames_skipped);
+}
+
+// The frame's geometry, where the stage was, and the stain.
+void
+add_frame_members (JsonBuilder *b, const Summary &s, const ReportContext &ctx)
+{
   json_builder_set_member_name (b, "quality");
   json_builder_add_string_value (b, quality_name (s.quality));
   member_int (b, "frame_width", s.frame_width);
@@ -88,6 +89,13 @@ report_json (const Result &r, const ReportContext &ctx)
   member_vec (b, "hematoxylin", s.stain_vectors.hematoxylin);
   member_vec (b, "eosin", s.stain_vectors.eosin);
   json_builder_end_object (b);
+}
+
+// The measurements; the nuclear ones only when the quality is ok (else null).
+void
+add_measurement_members (JsonBuilder *b, const Summary &s)
+{
+  const bool ok = s.quality == Quality::kOk;
   member_double (b, "tissue_fraction", s.tissue_fraction);
   member_double (b, "tissue_area_mm2", s.tissue_area_mm2);
   member_double (b, "mean_h_od", s.mean_h_od);
@@ -113,40 +121,58 @@ report_json (const Result &r, const ReportContext &ctx)
     json_builder_add_null_value (b);
   json_builder_set_member_name (b, "grade_cue_note");
   json_builder_add_string_value (b, kGradeCueNote);
-  member_double (b, "analysis_ms", r.analysis_ms);
-  if (ctx.nuclei) {
-    json_builder_set_member_name (b, "nuclei");
+}
+
+// "nuclei": one object per nucleus, in slide µm too when the stage is known.
+void
+add_nuclei_member (JsonBuilder *b, const Result &r, const ReportContext &ctx)
+{
+  json_builder_set_member_name (b, "nuclei");
+  json_builder_begin_array (b);
+  for (const Nucleus &n : r.nuclei) {
+    json_builder_begin_object (b);
+    member_double (b, "x_px", n.x_px);
+    member_double (b, "y_px", n.y_px);
+    if (ctx.stage) {
+      cv::Point2d um = frame_to_slide_um (*ctx.stage, r.summary, n.x_px, n.y_px);
+      member_double (b, "x_um", um.x);
+      member_double (b, "y_um", um.y);
+    }
+    member_double (b, "area_um2", n.area_um2);
+    member_double (b, "perimeter_um", n.perimeter_um);
+    member_double (b, "circularity", n.circularity);
+    member_double (b, "elongation", n.elongation);
+    member_double (b, "solidity", n.solidity);
+    member_double (b, "mean_h_od", n.mean_h_od);
+    json_builder_set_member_name (b, "mitotic_candidate");
+    json_builder_add_boolean_value (b, n.mitotic_candidate);
+    json_builder_set_member_name (b, "contour");
     json_builder_begin_array (b);
-    for (const Nucleus &n : r.nuclei) {
-      json_builder_begin_object (b);
-      member_double (b, "x_px", n.x_px);
-      member_double (b, "y_px", n.y_px);
-      if (ctx.stage) {
-        cv::Point2d um = frame_to_slide_um (*ctx.stage, s, n.x_px, n.y_px);
-        member_double (b, "x_um", um.x);
-        member_double (b, "y_um", um.y);
-      }
-      member_double (b, "area_um2", n.area_um2);
-      member_double (b, "perimeter_um", n.perimeter_um);
-      member_double (b, "circularity", n.circularity);
-      member_double (b, "elongation", n.elongation);
-      member_double (b, "solidity", n.solidity);
-      member_double (b, "mean_h_od", n.mean_h_od);
-      json_builder_set_member_name (b, "mitotic_candidate");
-      json_builder_add_boolean_value (b, n.mitotic_candidate);
-      json_builder_set_member_name (b, "contour");
+    for (const cv::Point2f &p : n.contour) {
       json_builder_begin_array (b);
-      for (const cv::Point2f &p : n.contour) {
-        json_builder_begin_array (b);
-        json_builder_add_double_value (b, std::round (p.x * 10) / 10);
-        json_builder_add_double_value (b, std::round (p.y * 10) / 10);
-        json_builder_end_array (b);
-      }
+      json_builder_add_double_value (b, std::round (p.x * 10) / 10);
+      json_builder_add_double_value (b, std::round (p.y * 10) / 10);
       json_builder_end_array (b);
-      json_builder_end_object (b);
     }
     json_builder_end_array (b);
+    json_builder_end_object (b);
   }
+  json_builder_end_array (b);
+}
+
+} // namespace
+
+std::string
+report_json (const Result &r, const ReportContext &ctx)
+{
+  g_autoptr (JsonBuilder) b = json_builder_new ();
+  json_builder_begin_object (b);
+  add_context_members (b, ctx);
+  add_frame_members (b, r.summary, ctx);
+  add_measurement_members (b, r.summary);
+  member_double (b, "analysis_ms", r.analysis_ms);
+  if (ctx.nuclei)
+    add_nuclei_member (b, r, ctx);
   json_builder_end_object (b);
   g_autoptr (JsonNode) root = json_builder_get_root (b);
   g_autoptr (JsonGenerator) gen = json_generator_new ();

@@ -835,6 +835,8 @@ gst_feature_overlay_finalize (GObject *object)
   G_OBJECT_CLASS (parent_class)->finalize (object);
 }
 
+/* Long by nature: one g_param_spec per property, each with its blurb, range
+ * and default, in the order gst-inspect-1.0 shows them. */
 static void
 gst_feature_overlay_class_init (GstFeatureOverlayClass *klass)
 {

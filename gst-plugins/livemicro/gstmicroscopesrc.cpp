@@ -28,6 +28,12 @@
  * health and the travel limits stay current at a fraction of the cost).
  * Clearing `idle` ends the wait at once: the next frame follows without
  * waiting for the rest of the interval.  Timestamps stay on the frame grid.
+ *
+ * An application linking LiveMicro's hardware library can command the open
+ * microscope itself rather than through the properties: the action signal
+ * `get-microscope` returns a `std::shared_ptr<livemicro::hw::Microscope> *`
+ * (NULL while the element is stopped) that the caller deletes; see
+ * livemicro_microscopesrc_get_microscope() in gstmicroscopesrc.h.
  */
 #ifdef HAVE_CONFIG_H
 #include "config.h"
@@ -36,7 +42,7 @@
 #include "gstmicroscopesrc.h"
 
 #include <livemicro/hw/microscope.h>
-#include <livemicro/stagemeta.h>
+#include <livemicro/frame_record_meta.h>
 
 #include <gst/video/video.h>
 #include <opencv2/imgproc.hpp>
@@ -92,7 +98,8 @@ namespace {
 // What the element owns besides GObject state: C++ objects, created in init.
 struct Private {
   std::mutex scope_mutex; // guards `scope` between start/stop and setters
-  std::unique_ptr<hw::Microscope> scope;
+  /* shared: an application may hold it too (the "get-microscope" signal) */
+  std::shared_ptr<hw::Microscope> scope;
   cv::Mat rgb;
   GstVideoInfo rgb_info;
   GstVideoConverter *converter = nullptr;
@@ -210,6 +217,18 @@ gst_microscope_src_stop_motion (GstMicroscopeSrc *self)
   }
 }
 
+/* The "get-microscope" action signal: a new shared_ptr to the open
+ * microscope for the application, or NULL while stopped. */
+static gpointer
+gst_microscope_src_get_microscope (GstMicroscopeSrc *self)
+{
+  Private *p = self->priv;
+  std::lock_guard<std::mutex> lock (p->scope_mutex);
+  if (!p->scope)
+    return nullptr;
+  return new std::shared_ptr<hw::Microscope> (p->scope);
+}
+
 static void
 command_objective (GstMicroscopeSrc *self, gint magnification)
 {
@@ -301,6 +320,8 @@ gst_microscope_src_set_property (GObject *object, guint prop_id, const GValue *v
   }
 }
 
+/* Long by nature: one case per property, all read from one consistent
+ * snapshot of the hardware taken first. */
 static void
 gst_microscope_src_get_property (GObject *object, guint prop_id, GValue *value, GParamSpec *pspec)
 {
@@ -866,7 +887,7 @@ pace_frame (GstMicroscopeSrc *self, GstClockTime duration, bool live, bool &came
  * is gone (a device error: the backend reconnects) gives the offline slate
  * and offline = true; any other failure is an element error. */
 static GstFlowReturn
-grab_frame (GstMicroscopeSrc *self, cv::Mat &out, hw::CaptureInfo &capture, bool &offline,
+grab_frame (GstMicroscopeSrc *self, cv::Mat &out, hw::FrameRecord &capture, bool &offline,
             std::vector<hw::DeviceStatus> &devices)
 {
   Private *p = self->priv;
@@ -874,10 +895,10 @@ grab_frame (GstMicroscopeSrc *self, cv::Mat &out, hw::CaptureInfo &capture, bool
    * microscope outlives the grab; the lock is not held across it, as a
    * real camera's grab waits for the next exposure and property reads (the
    * stage position) must not wait with it.  hw calls are thread-safe. */
-  hw::Microscope *scope;
+  std::shared_ptr<hw::Microscope> scope;
   {
     std::lock_guard<std::mutex> lock (p->scope_mutex);
-    scope = p->scope.get ();
+    scope = p->scope;
   }
   if (!scope)
     return GST_FLOW_FLUSHING;
@@ -922,23 +943,14 @@ convert_rgb (Private *p, GstVideoFrame *out)
 /* The capture's StageMeta (none for the offline slate: views that need one
  * fail closed), timestamps and offsets. */
 static void
-stamp_buffer (GstMicroscopeSrc *self, GstBuffer *buf, const hw::CaptureInfo *capture, GstClockTime duration)
+stamp_buffer (GstMicroscopeSrc *self, GstBuffer *buf, hw::FrameRecord *capture, GstClockTime duration)
 {
-  const GstVideoInfo *info = &self->info;
   if (!capture) {
     GST_BUFFER_FLAG_SET (buf, GST_BUFFER_FLAG_GAP);
   } else {
-    LivemicroStageMeta *meta = livemicro_buffer_add_stage_meta (buf);
-    meta->stage_x_um = capture->stage_x_um;
-    meta->stage_y_um = capture->stage_y_um;
-    meta->stage_z_um = capture->stage_z_um;
-    meta->objective = (guint)capture->objective;
-    meta->um_per_px = capture->um_per_px;
-    meta->frame_width = (guint)info->width;
-    meta->frame_height = (guint)info->height;
-    meta->capture_unix_us = capture->capture_unix_us;
-    meta->moving = capture->moving;
-    meta->frame_number = capture->frame_number;
+    capture->frame_width = self->info.width;
+    capture->frame_height = self->info.height;
+    livemicro::add_frame_record_meta (buf, *capture);
   }
   GST_BUFFER_PTS (buf) = self->next_running_time;
   GST_BUFFER_DTS (buf) = GST_CLOCK_TIME_NONE;
@@ -976,7 +988,7 @@ gst_microscope_src_fill (GstPushSrc *src, GstBuffer *buf)
     p->rgb.create (info->height, info->width, CV_8UC3);
     out = p->rgb;
   }
-  hw::CaptureInfo capture;
+  hw::FrameRecord capture;
   bool offline = false;
   std::vector<hw::DeviceStatus> devices;
   ret = grab_frame (self, out, capture, offline, devices);
@@ -1012,6 +1024,8 @@ gst_microscope_src_finalize (GObject *object)
   G_OBJECT_CLASS (parent_class)->finalize (object);
 }
 
+/* Long by nature: one g_param_spec per property, each with its blurb, range
+ * and default, in the order gst-inspect-1.0 shows them. */
 static void
 gst_microscope_src_class_init (GstMicroscopeSrcClass *klass)
 {
@@ -1144,6 +1158,20 @@ gst_microscope_src_class_init (GstMicroscopeSrcClass *klass)
   g_signal_new_class_handler (
       "stop", G_TYPE_FROM_CLASS (klass), static_cast<GSignalFlags> (G_SIGNAL_RUN_LAST | G_SIGNAL_ACTION),
       G_CALLBACK (gst_microscope_src_stop_motion), nullptr, nullptr, nullptr, G_TYPE_NONE, 0);
+
+  /**
+   * GstMicroscopeSrc::get-microscope:
+   *
+   * Action signal for applications linking LiveMicro's hardware library:
+   * returns a new `std::shared_ptr<livemicro::hw::Microscope> *` to the open
+   * microscope (delete it when done; the devices stay open while it is
+   * held), or NULL while the element is stopped.  Commands through it move
+   * the same hardware the properties move.
+   */
+  g_signal_new_class_handler ("get-microscope", G_TYPE_FROM_CLASS (klass),
+                              static_cast<GSignalFlags> (G_SIGNAL_RUN_LAST | G_SIGNAL_ACTION),
+                              G_CALLBACK (gst_microscope_src_get_microscope), nullptr, nullptr, nullptr,
+                              G_TYPE_POINTER, 0);
 
   gst_element_class_add_static_pad_template (element_class, &src_template);
   gst_element_class_set_static_metadata (

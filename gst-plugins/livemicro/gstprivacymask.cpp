@@ -794,150 +794,213 @@ apply_stage_policy (GstBuffer *buf, privacy::StageMetaPolicy policy)
   }
 }
 
-/* Computes and applies the mask; returns "" or why it could not. */
+/* One frame being masked: where it shows the slide, and the mask so far. */
+struct MaskJob {
+  GstVideoFrame *frame;
+  const Settings &st;
+  privacy::FrameGeometry g;
+  double z_um = 0;
+  bool moving = false;
+  cv::Size size;
+  double margin = 0;
+  cv::Rect roi;
+  bool have_mask = false;
+};
+
+/* The frame's geometry from its StageMeta; "" or why it cannot be masked. */
 static std::string
-mask_frame (GstPrivacyMask *self, GstVideoFrame *frame, const Settings &st)
+read_geometry (GstPrivacyMask *self, MaskJob &job)
 {
   Private *p = self->priv;
-  const privacy::Profile &profile = *st.profile;
-  GstBuffer *buf = frame->buffer;
-  const int width = GST_VIDEO_FRAME_WIDTH (frame), height = GST_VIDEO_FRAME_HEIGHT (frame);
-
-  LivemicroStageMeta *meta = livemicro_buffer_get_stage_meta (buf);
+  const LivemicroStageMeta *meta = livemicro_buffer_get_stage_meta (job.frame->buffer);
   if (!meta)
-    return "no StageMeta on the buffer (profile '" + st.profile_name
+    return "no StageMeta on the buffer (profile '" + job.st.profile_name
            + "' masks in slide coordinates and needs the stage position of every frame)";
-  privacy::FrameGeometry g;
+  privacy::FrameGeometry &g = job.g;
   g.stage_x_um = meta->stage_x_um;
   g.stage_y_um = meta->stage_y_um;
   g.um_per_px = meta->um_per_px;
   g.width = (int)meta->frame_width;
   g.height = (int)meta->frame_height;
+  job.z_um = meta->stage_z_um;
+  job.moving = meta->moving;
   if (!g.valid ())
     return "invalid StageMeta (" + std::to_string (meta->um_per_px) + " µm per pixel, "
            + std::to_string (meta->frame_width) + "x" + std::to_string (meta->frame_height) + " frame)";
-  if (g.width != width || g.height != height) {
+  if (g.width != job.size.width || g.height != job.size.height) {
     std::string why = p->caps_change.empty () ? "" : " (" + p->caps_change + ")";
-    return "the frame is " + std::to_string (width) + "x" + std::to_string (height)
+    return "the frame is " + std::to_string (job.size.width) + "x" + std::to_string (job.size.height)
            + " but its StageMeta describes a " + std::to_string (g.width) + "x" + std::to_string (g.height)
            + " frame" + why;
   }
   p->caps_change.clear ();
+  return "";
+}
 
-  /* Safety margin: the configured one, plus the distance the view travelled
-   * since the previous frame when the stage is moving (the exposure may
-   * smear over it). */
-  double margin = st.margin_px;
-  if (meta->moving) {
+/* Safety margin: the configured one, plus the distance the view travelled
+ * since the previous frame when the stage is moving (the exposure may smear
+ * over it). */
+static double
+safety_margin (Private *p, const MaskJob &job)
+{
+  const privacy::FrameGeometry &g = job.g;
+  double margin = job.st.margin_px;
+  if (job.moving) {
     double travel = kMovingFallbackPx;
     if (p->have_prev && p->prev_geometry.um_per_px == g.um_per_px)
       travel = std::hypot (g.stage_x_um - p->prev_geometry.stage_x_um,
                            g.stage_y_um - p->prev_geometry.stage_y_um)
                / g.um_per_px;
-    margin += std::min (travel, (double)std::max (width, height));
+    margin += std::min (travel, (double)std::max (job.size.width, job.size.height));
   }
   p->prev_geometry = g;
   p->have_prev = true;
+  return margin;
+}
 
-  /* Everything to hide, in frame pixels: the profile's slide regions and
-   * the regions found so far. */
-  const cv::Rect2d view (-margin - 2, -margin - 2, width + 2 * margin + 4, height + 2 * margin + 4);
-  auto hide = [&] () {
-    std::vector<privacy::FramePolygon> polys;
-    auto add = [&] (const std::vector<cv::Point2d> &poly_um, const cv::Rect2d &bounds_um) {
-      cv::Point2d a = g.to_frame (bounds_um.tl ()), z = g.to_frame (bounds_um.br ());
-      if ((cv::Rect2d (a, z) & view).empty () && !cv::Rect2d (a, z).contains (view.tl ()))
-        return;
-      privacy::FramePolygon fp;
-      for (const auto &pt : poly_um)
-        fp.points.push_back (g.to_frame (pt));
-      polys.push_back (std::move (fp));
-    };
-    for (const privacy::SlideRegion *r : st.profiles->regions_for (profile))
-      add (r->polygon_um, r->bounds_um ());
-    std::lock_guard<std::mutex> lock (p->memory_mutex);
-    for (const auto &r : p->memory.regions ())
-      if (profile.detects (r.region_class)) {
-        const cv::Rect2d &b = r.rect_um;
-        add ({b.tl (), {b.x + b.width, b.y}, b.br (), {b.x, b.y + b.height}}, b);
-      }
-    return privacy::rasterise (polys, margin, cv::Size (width, height), p->mask);
+/* Everything to hide, rasterised into p->mask in frame pixels: the
+ * profile's slide regions and the regions found so far.  Returns the mask's
+ * bounding box. */
+static cv::Rect
+hide_regions (Private *p, const MaskJob &job)
+{
+  const privacy::FrameGeometry &g = job.g;
+  const privacy::Profile &profile = *job.st.profile;
+  const double margin = job.margin;
+  const cv::Rect2d view (-margin - 2, -margin - 2, job.size.width + 2 * margin + 4,
+                         job.size.height + 2 * margin + 4);
+  std::vector<privacy::FramePolygon> polys;
+  auto add = [&] (const std::vector<cv::Point2d> &poly_um, const cv::Rect2d &bounds_um) {
+    cv::Point2d a = g.to_frame (bounds_um.tl ()), z = g.to_frame (bounds_um.br ());
+    if ((cv::Rect2d (a, z) & view).empty () && !cv::Rect2d (a, z).contains (view.tl ()))
+      return;
+    privacy::FramePolygon fp;
+    for (const auto &pt : poly_um)
+      fp.points.push_back (g.to_frame (pt));
+    polys.push_back (std::move (fp));
   };
-  cv::Rect roi;
-  bool have_mask = false;
-
-  /* Detection.  incremental: every frame, where the view shows slide area
-   * not checked recently and not masked anyway (so the mask comes first);
-   * full-frame: the whole frame on every frame whose view changed, else
-   * every N frames. */
-  bool memory_changed = false;
-  if (!profile.detect.empty ()) {
-    std::vector<privacy::Detection> found;
-    bool detected = false;
-    if (st.detection_mode == DetectionMode::kIncremental) {
-      try {
-        roi = hide ();
-        have_mask = true;
-      } catch (const std::exception &e) {
-        return std::string ("masking failed: ") + e.what ();
-      }
-      ElementSource source (frame);
-      privacy::IncrementalStats stats;
-      try {
-        found = p->incremental.detect (source, g, meta->stage_z_um, profile.detect, p->mask, roi, p->frames,
-                                       st.detection_interval, &stats);
-      } catch (const std::exception &e) {
-        return std::string ("detection failed: ") + e.what ();
-      }
-      detected = true;
-      GST_LOG_OBJECT (self,
-                      "frame %" G_GUINT64_FORMAT ": cells %d (fresh %d, hidden %d, checked %d), "
-                      "%d rectangles, %.0f px, %d candidates, %d QR and %d barcode searches",
-                      p->frames, stats.cells_visible, stats.cells_fresh, stats.cells_hidden,
-                      stats.cells_to_check, stats.rects, stats.analysed_px, stats.screen.candidates,
-                      stats.screen.qr_runs, stats.screen.barcode_runs);
-    } else {
-      bool due = !p->have_detect_key || meta->moving
-                 || !same_view (g, p->detect_geometry, meta->stage_z_um, p->detect_z_um)
-                 || p->frames_since_detection + 1 >= st.detection_interval;
-      if (due) {
-        bool colour = true;
-        cv::Mat img;
-        try {
-          double s = detection_image (frame, p->work, img, colour);
-          found = p->detector.detect (img, profile.detect, colour, s);
-        } catch (const std::exception &e) {
-          p->have_detect_key = false;
-          return std::string ("detection failed: ") + e.what ();
-        }
-        detected = true;
-        p->detect_geometry = g;
-        p->detect_z_um = meta->stage_z_um;
-        p->have_detect_key = true;
-        p->frames_since_detection = 0;
-      } else {
-        p->frames_since_detection++;
-      }
+  for (const privacy::SlideRegion *r : job.st.profiles->regions_for (profile))
+    add (r->polygon_um, r->bounds_um ());
+  std::lock_guard<std::mutex> lock (p->memory_mutex);
+  for (const auto &r : p->memory.regions ())
+    if (profile.detects (r.region_class)) {
+      const cv::Rect2d &b = r.rect_um;
+      add ({b.tl (), {b.x + b.width, b.y}, b.br (), {b.x, b.y + b.height}}, b);
     }
-    if (detected) {
-      std::lock_guard<std::mutex> lock (p->memory_mutex);
-      for (const auto &d : found) {
-        cv::Rect2d b = d.bounds_px ();
-        cv::Point2d a = g.to_slide (b.tl ()), z = g.to_slide (b.br ());
-        memory_changed |= p->memory.remember (d.region_class, cv::Rect2d (a, z), p->frames);
-      }
-    }
-  }
+  return privacy::rasterise (polys, margin, job.size, p->mask);
+}
 
+/* incremental: every frame, where the view shows slide area not checked
+ * recently and not masked anyway (so the mask comes first).  Sets `found`;
+ * "" or why it failed. */
+static std::string
+detect_incremental (GstPrivacyMask *self, MaskJob &job, std::vector<privacy::Detection> &found)
+{
+  Private *p = self->priv;
   try {
-    if (!have_mask || memory_changed)
-      roi = hide ();
-    apply_to_frame (frame, p, roi, st.method);
+    job.roi = hide_regions (p, job);
+    job.have_mask = true;
+  } catch (const std::exception &e) {
+    return std::string ("masking failed: ") + e.what ();
+  }
+  ElementSource source (job.frame);
+  privacy::IncrementalStats stats;
+  try {
+    found = p->incremental.detect (source, job.g, job.z_um, job.st.profile->detect, p->mask, job.roi,
+                                   p->frames, job.st.detection_interval, &stats);
+  } catch (const std::exception &e) {
+    return std::string ("detection failed: ") + e.what ();
+  }
+  GST_LOG_OBJECT (self,
+                  "frame %" G_GUINT64_FORMAT ": cells %d (fresh %d, hidden %d, checked %d), "
+                  "%d rectangles, %.0f px, %d candidates, %d QR and %d barcode searches",
+                  p->frames, stats.cells_visible, stats.cells_fresh, stats.cells_hidden, stats.cells_to_check,
+                  stats.rects, stats.analysed_px, stats.screen.candidates, stats.screen.qr_runs,
+                  stats.screen.barcode_runs);
+  return "";
+}
+
+/* full-frame: the whole frame on every frame whose view changed, else every
+ * N frames.  Sets `detected` and `found`; "" or why it failed. */
+static std::string
+detect_full_frame (Private *p, MaskJob &job, bool &detected, std::vector<privacy::Detection> &found)
+{
+  bool due = !p->have_detect_key || job.moving
+             || !same_view (job.g, p->detect_geometry, job.z_um, p->detect_z_um)
+             || p->frames_since_detection + 1 >= job.st.detection_interval;
+  if (!due) {
+    p->frames_since_detection++;
+    return "";
+  }
+  bool colour = true;
+  cv::Mat img;
+  try {
+    double s = detection_image (job.frame, p->work, img, colour);
+    found = p->detector.detect (img, job.st.profile->detect, colour, s);
+  } catch (const std::exception &e) {
+    p->have_detect_key = false;
+    return std::string ("detection failed: ") + e.what ();
+  }
+  detected = true;
+  p->detect_geometry = job.g;
+  p->detect_z_um = job.z_um;
+  p->have_detect_key = true;
+  p->frames_since_detection = 0;
+  return "";
+}
+
+/* Detection by the profile's detectors, remembered in slide coordinates;
+ * sets `memory_changed` when a region is new.  "" or why it failed. */
+static std::string
+detect_regions (GstPrivacyMask *self, MaskJob &job, bool &memory_changed)
+{
+  Private *p = self->priv;
+  if (job.st.profile->detect.empty ())
+    return "";
+  std::vector<privacy::Detection> found;
+  bool detected = false;
+  std::string why;
+  if (job.st.detection_mode == DetectionMode::kIncremental) {
+    why = detect_incremental (self, job, found);
+    detected = why.empty ();
+  } else {
+    why = detect_full_frame (p, job, detected, found);
+  }
+  if (!why.empty () || !detected)
+    return why;
+  std::lock_guard<std::mutex> lock (p->memory_mutex);
+  for (const auto &d : found) {
+    cv::Rect2d b = d.bounds_px ();
+    cv::Point2d a = job.g.to_slide (b.tl ()), z = job.g.to_slide (b.br ());
+    memory_changed |= p->memory.remember (d.region_class, cv::Rect2d (a, z), p->frames);
+  }
+  return "";
+}
+
+/* Computes and applies the mask; returns "" or why it could not. */
+static std::string
+mask_frame (GstPrivacyMask *self, GstVideoFrame *frame, const Settings &st)
+{
+  Private *p = self->priv;
+  MaskJob job{frame, st};
+  job.size = cv::Size (GST_VIDEO_FRAME_WIDTH (frame), GST_VIDEO_FRAME_HEIGHT (frame));
+  std::string why = read_geometry (self, job);
+  if (!why.empty ())
+    return why;
+  job.margin = safety_margin (p, job);
+  bool memory_changed = false;
+  why = detect_regions (self, job, memory_changed);
+  if (!why.empty ())
+    return why;
+  try {
+    if (!job.have_mask || memory_changed)
+      job.roi = hide_regions (p, job);
+    apply_to_frame (frame, p, job.roi, st.method);
   } catch (const std::exception &e) {
     return std::string ("masking failed: ") + e.what ();
   }
   if (memory_changed)
-    post_regions (self, buf, st.profile_name);
+    post_regions (self, frame->buffer, st.profile_name);
   return "";
 }
 
@@ -1010,6 +1073,8 @@ gst_privacy_mask_finalize (GObject *object)
   G_OBJECT_CLASS (parent_class)->finalize (object);
 }
 
+/* Long by nature: one g_param_spec per property, each with its blurb, range
+ * and default, in the order gst-inspect-1.0 shows them. */
 static void
 gst_privacy_mask_class_init (GstPrivacyMaskClass *klass)
 {

@@ -849,6 +849,8 @@ gst_tumor_features_finalize (GObject *object)
   G_OBJECT_CLASS (parent_class)->finalize (object);
 }
 
+/* Long by nature: one g_param_spec per property, each with its blurb, range
+ * and default, in the order gst-inspect-1.0 shows them. */
 static void
 gst_tumor_features_class_init (GstTumorFeaturesClass *klass)
 {

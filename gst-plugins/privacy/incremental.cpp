@@ -69,6 +69,247 @@ struct Plan {
   cv::Rect core, crop; // frame pixels
 };
 
+// The cells of the record a frame touches: cell i0 + i spans frame edge
+// coordinates [xs[i], xs[i + 1]) (0 … width across the frame), rows alike.
+struct CellGrid {
+  int64_t i0 = 0, i1 = 0, j0 = 0, j1 = 0;
+  int ni = 0, nj = 0;
+  std::vector<double> xs, ys;
+};
+
+// Cells to analyse, row by row (need[j * ni + i]), and their extent.
+struct Need {
+  std::vector<uint8_t> cells;
+  int si0 = 0, si1 = -1, sj0 = 0, sj1 = -1;
+};
+
+// A rectangle of cells [i0, i1) × [j0, j1).
+struct Run {
+  int i0, i1, j0, j1;
+};
+
+CellGrid
+cell_grid (const FrameGeometry &g, cv::Size size, double cell_um)
+{
+  const double upp = g.um_per_px;
+  // Slide µm at the frame's left/top edge.
+  const double x_edge_um = g.stage_x_um - size.width / 2.0 * upp;
+  const double y_edge_um = g.stage_y_um - size.height / 2.0 * upp;
+  // Cell indices must fit (a slide is ~10^5 cells across): a position
+  // beyond that is a broken StageMeta, and the frame is blanked.
+  if (!(std::abs (x_edge_um / cell_um) < kMaxCellIndex && std::abs (y_edge_um / cell_um) < kMaxCellIndex))
+    throw std::range_error ("stage position out of range (" + std::to_string (g.stage_x_um) + ", "
+                            + std::to_string (g.stage_y_um) + " µm)");
+  CellGrid c;
+  c.i0 = (int64_t)std::floor (x_edge_um / cell_um);
+  c.i1 = (int64_t)std::ceil ((x_edge_um + size.width * upp) / cell_um);
+  c.j0 = (int64_t)std::floor (y_edge_um / cell_um);
+  c.j1 = (int64_t)std::ceil ((y_edge_um + size.height * upp) / cell_um);
+  c.ni = (int)(c.i1 - c.i0);
+  c.nj = (int)(c.j1 - c.j0);
+  c.xs.resize (c.ni + 1);
+  c.ys.resize (c.nj + 1);
+  for (int i = 0; i <= c.ni; i++)
+    c.xs[i] = ((double)(c.i0 + i) * cell_um - x_edge_um) / upp;
+  for (int j = 0; j <= c.nj; j++)
+    c.ys[j] = ((double)(c.j0 + j) * cell_um - y_edge_um) / upp;
+  return c;
+}
+
+// Cells not checked within recheck_frames (stale): by the layer's stamps,
+// and for cells the previous still frame showed in part, by `partial`.
+Need
+stale_cells (Layer &layer, const std::unordered_map<uint64_t, uint32_t> &partial, const CellGrid &c,
+             uint32_t now, unsigned recheck_frames, uint64_t frame, IncrementalStats &st)
+{
+  Need n;
+  n.cells.assign ((size_t)c.ni * c.nj, 0);
+  n.si0 = c.ni;
+  n.sj0 = c.nj;
+  for (int64_t tj = floor_div (c.j0, kTileCells); tj <= floor_div (c.j1 - 1, kTileCells); tj++)
+    for (int64_t ti = floor_div (c.i0, kTileCells); ti <= floor_div (c.i1 - 1, kTileCells); ti++) {
+      auto it = layer.tiles.find (tile_key (ti, tj));
+      const Tile *tile = it == layer.tiles.end () ? nullptr : &it->second;
+      if (tile)
+        it->second.used = frame;
+      int64_t ja = std::max (c.j0, tj * kTileCells), jb = std::min (c.j1, (tj + 1) * kTileCells);
+      int64_t ia = std::max (c.i0, ti * kTileCells), ib = std::min (c.i1, (ti + 1) * kTileCells);
+      for (int64_t j = ja; j < jb; j++)
+        for (int64_t i = ia; i < ib; i++) {
+          uint32_t stamp = tile ? tile->stamp[(j - tj * kTileCells) * kTileCells + (i - ti * kTileCells)] : 0;
+          if (!partial.empty ()) {
+            auto p = partial.find (tile_key (i, j));
+            if (p != partial.end ())
+              stamp = std::max (stamp, p->second);
+          }
+          if (stamp != 0 && now - stamp < recheck_frames) {
+            st.cells_fresh++;
+            continue;
+          }
+          const int ci = (int)(i - c.i0), cj = (int)(j - c.j0);
+          n.cells[(size_t)cj * c.ni + ci] = 1;
+          n.si0 = std::min (n.si0, ci);
+          n.si1 = std::max (n.si1, ci);
+          n.sj0 = std::min (n.sj0, cj);
+          n.sj1 = std::max (n.sj1, cj);
+        }
+    }
+  return n;
+}
+
+// Of the stale cells, drops those masked anyway: the hidden mask reduced
+// 4:1 over the stale cells (255 only where a whole 4 × 4 block is hidden;
+// blocks aligned to 4 inside the frame, OpenCV's fast path; a partial block
+// is not hidden).  Counts the rest as cells to check.
+void
+drop_hidden_cells (Need &n, const CellGrid &c, cv::Size size, const cv::Mat &hidden,
+                   const cv::Rect &hidden_roi, IncrementalStats &st)
+{
+  cv::Mat small;
+  cv::Rect small_at;
+  if (n.si1 >= 0 && !hidden.empty () && !hidden_roi.empty ()) {
+    CV_Assert (hidden.size () == size && hidden.type () == CV_8U);
+    const cv::Rect stale_px
+        = cv::Rect (cv::Point ((int)std::floor (c.xs[n.si0]), (int)std::floor (c.ys[n.sj0])),
+                    cv::Point ((int)std::ceil (c.xs[n.si1 + 1]), (int)std::ceil (c.ys[n.sj1 + 1])))
+          & hidden_roi;
+    cv::Point a ((std::max (0, stale_px.x) / 4) * 4, (std::max (0, stale_px.y) / 4) * 4);
+    cv::Point b (std::min ((stale_px.br ().x + 3) / 4 * 4, size.width / 4 * 4),
+                 std::min ((stale_px.br ().y + 3) / 4 * 4, size.height / 4 * 4));
+    if (!stale_px.empty () && b.x > a.x && b.y > a.y) {
+      small_at = cv::Rect (a, b);
+      cv::resize (hidden (small_at), small, cv::Size (small_at.width / 4, small_at.height / 4), 0, 0,
+                  cv::INTER_AREA);
+    }
+  }
+  auto is_hidden = [&] (int i, int j) {
+    double x0 = std::max (0.0, c.xs[i]), x1 = std::min ((double)size.width, c.xs[i + 1]);
+    double y0 = std::max (0.0, c.ys[j]), y1 = std::min ((double)size.height, c.ys[j + 1]);
+    int a = (int)std::floor ((x0 - small_at.x) / 4), b = (int)std::ceil ((x1 - small_at.x) / 4);
+    int cc = (int)std::floor ((y0 - small_at.y) / 4), e = (int)std::ceil ((y1 - small_at.y) / 4);
+    if (a < 0 || cc < 0 || b > small.cols || e > small.rows || a >= b || cc >= e)
+      return false;
+    for (int y = cc; y < e; y++) {
+      const uchar *row = small.ptr<uchar> (y);
+      for (int x = a; x < b; x++)
+        if (row[x] != 255)
+          return false;
+    }
+    return true;
+  };
+  for (int j = std::max (0, n.sj0); j <= n.sj1; j++)
+    for (int i = std::max (0, n.si0); i <= n.si1; i++) {
+      uint8_t &cell = n.cells[(size_t)j * c.ni + i];
+      if (!cell)
+        continue;
+      if (!small.empty () && is_hidden (i, j)) {
+        cell = 0;
+        st.cells_hidden++;
+      } else {
+        st.cells_to_check++;
+      }
+    }
+}
+
+// Rectangles of cells: runs along each row, stacked while they match.
+std::vector<Run>
+cell_runs (const Need &n, int ni, int nj)
+{
+  std::vector<Run> open, done;
+  for (int j = 0; j < nj; j++) {
+    std::vector<Run> next;
+    for (int i = 0; i < ni;) {
+      if (!n.cells[(size_t)j * ni + i]) {
+        i++;
+        continue;
+      }
+      int a = i;
+      while (i < ni && n.cells[(size_t)j * ni + i])
+        i++;
+      auto same
+          = std::find_if (open.begin (), open.end (), [&] (const Run &r) { return r.i0 == a && r.i1 == i; });
+      if (same != open.end ()) {
+        Run r = *same;
+        r.j1 = j + 1;
+        open.erase (same);
+        next.push_back (r);
+      } else {
+        next.push_back ({a, i, j, j + 1});
+      }
+    }
+    done.insert (done.end (), open.begin (), open.end ());
+    open.swap (next);
+  }
+  done.insert (done.end (), open.begin (), open.end ());
+  return done;
+}
+
+// Frame coordinates rounded outwards to the source's alignment.
+struct Aligner {
+  int align = 1;
+  int down (double v) const { return (int)(std::floor (v / align) * align); }
+  int up (double v) const { return (int)(std::ceil (v / align) * align); }
+};
+
+// Frame rectangles of the runs, aligned outwards, with `context` around;
+// merged where their union costs no more than both; the whole frame when
+// they would cover most of it.
+std::vector<Plan>
+plan_rects (const std::vector<Run> &runs, const CellGrid &c, cv::Size size, const Aligner &al, int context)
+{
+  const cv::Rect whole (cv::Point (0, 0), size);
+  std::vector<Plan> plans;
+  for (const Run &r : runs) {
+    cv::Rect core (cv::Point (al.down (std::max (0.0, c.xs[r.i0])), al.down (std::max (0.0, c.ys[r.j0]))),
+                   cv::Point (std::min (size.width, al.up (std::min ((double)size.width, c.xs[r.i1]))),
+                              std::min (size.height, al.up (std::min ((double)size.height, c.ys[r.j1])))));
+    core &= whole;
+    if (core.empty ())
+      continue;
+    cv::Rect crop (cv::Point (al.down (core.x - context), al.down (core.y - context)),
+                   cv::Point (al.up (core.br ().x + context), al.up (core.br ().y + context)));
+    plans.push_back ({core, crop & whole});
+  }
+  for (bool merged = true; merged;) {
+    merged = false;
+    for (size_t a = 0; a < plans.size () && !merged; a++)
+      for (size_t b = a + 1; b < plans.size () && !merged; b++) {
+        cv::Rect u = plans[a].crop | plans[b].crop;
+        if (u.area () <= plans[a].crop.area () + plans[b].crop.area ()) {
+          plans[a] = {plans[a].core | plans[b].core, u};
+          plans.erase (plans.begin () + (long)b);
+          merged = true;
+        }
+      }
+  }
+  double total = 0;
+  for (const Plan &p : plans)
+    total += p.crop.area ();
+  if (total > kWholeFrameShare * whole.area ())
+    plans = {{whole, whole}};
+  return plans;
+}
+
+// Code candidates that overlap, as one (their cut sides together).
+void
+merge_cut_candidates (std::vector<CutCandidate> &cut)
+{
+  for (bool merged = true; merged;) {
+    merged = false;
+    for (size_t a = 0; a < cut.size () && !merged; a++)
+      for (size_t b = a + 1; b < cut.size () && !merged; b++)
+        if (!(cut[a].rect & cut[b].rect).empty ()) {
+          cut[a].rect |= cut[b].rect;
+          cut[a].left |= cut[b].left;
+          cut[a].top |= cut[b].top;
+          cut[a].right |= cut[b].right;
+          cut[a].bottom |= cut[b].bottom;
+          cut.erase (cut.begin () + (long)b);
+          merged = true;
+        }
+  }
+}
+
 } // namespace
 
 struct IncrementalDetector::Impl {
@@ -115,6 +356,25 @@ struct IncrementalDetector::Impl {
     return n;
   }
 
+  // The partial-cell record holds only while the frame shows exactly the
+  // part of the slide the previous one showed (a still view).
+  void keep_partial_if_still (const Layer &layer, const FrameGeometry &g)
+  {
+    const bool same_view = partial_layer == layer.id && partial_view.stage_x_um == g.stage_x_um
+                           && partial_view.stage_y_um == g.stage_y_um && partial_view.width == g.width
+                           && partial_view.height == g.height;
+    if (same_view)
+      return;
+    partial.clear ();
+    partial_layer = layer.id;
+    partial_view = g;
+  }
+
+  std::vector<Detection> screen (FrameSource &source, const std::vector<RegionClass> &classes, double s,
+                                 const std::vector<Plan> &plans, const Aligner &al, IncrementalStats &st);
+  void mark_checked (Layer &layer, const std::vector<Plan> &plans, const CellGrid &c, cv::Size size,
+                     uint32_t now, uint64_t frame);
+
   // Drops the least recently used tiles beyond the cap.
   void trim ()
   {
@@ -155,286 +415,74 @@ IncrementalDetector::set_inject_fault (bool on)
   impl_->detector.set_inject_fault (on);
 }
 
+// The detectors on each planned rectangle; then code candidates cut by a
+// rectangle's edge: the code detectors alone, with room on the sides where
+// they were cut (overlapping ones once).
 std::vector<Detection>
-IncrementalDetector::detect (FrameSource &source, const FrameGeometry &g, double z_um,
-                             const std::vector<RegionClass> &classes, const cv::Mat &hidden,
-                             const cv::Rect &hidden_roi, uint64_t frame, unsigned recheck_frames,
-                             IncrementalStats *stats)
+IncrementalDetector::Impl::screen (FrameSource &source, const std::vector<RegionClass> &classes, double s,
+                                   const std::vector<Plan> &plans, const Aligner &al, IncrementalStats &st)
 {
-  Impl &d = *impl_;
-  IncrementalStats local;
-  IncrementalStats &st = stats ? *stats : local;
-  st = IncrementalStats ();
-  std::vector<Detection> out;
   const cv::Size size = source.size ();
-  CV_Assert (g.valid () && g.width == size.width && g.height == size.height);
-  if (classes.empty ())
-    return out;
-  recheck_frames = std::max (1u, recheck_frames);
-  if (frame < d.epoch || frame - d.epoch + 1 >= std::numeric_limits<uint32_t>::max ()) {
-    clear ();
-    d.epoch = frame;
-  }
-  const uint32_t now = (uint32_t)(frame - d.epoch + 1);
-
-  // Detection scale (detection pixels per frame pixel) and the cell size.
-  const double s = std::min (Detector::work_scale (size), source.scale ());
-  const double cell_px = kCellWorkPx / s;
-  const double upp = g.um_per_px;
-  const double cell_um = cell_px * upp;
-  std::vector<RegionClass> key_classes = classes;
-  std::sort (key_classes.begin (), key_classes.end ());
-  key_classes.erase (std::unique (key_classes.begin (), key_classes.end ()), key_classes.end ());
-  Layer &layer = d.layer (upp, z_um, s, key_classes, frame);
-  const bool same_view = d.partial_layer == layer.id && d.partial_view.stage_x_um == g.stage_x_um
-                         && d.partial_view.stage_y_um == g.stage_y_um && d.partial_view.width == g.width
-                         && d.partial_view.height == g.height;
-  if (!same_view) {
-    d.partial.clear ();
-    d.partial_layer = layer.id;
-    d.partial_view = g;
-  }
-
-  // Slide µm at the frame's left/top edge; cell i spans frame edge
-  // coordinates [X (i), X (i + 1)) (0 … width across the frame).
-  const double x_edge_um = g.stage_x_um - size.width / 2.0 * upp;
-  const double y_edge_um = g.stage_y_um - size.height / 2.0 * upp;
-  // Cell indices must fit (a slide is ~10^5 cells across): a position
-  // beyond that is a broken StageMeta, and the frame is blanked.
-  if (!(std::abs (x_edge_um / cell_um) < kMaxCellIndex && std::abs (y_edge_um / cell_um) < kMaxCellIndex))
-    throw std::range_error ("stage position out of range (" + std::to_string (g.stage_x_um) + ", "
-                            + std::to_string (g.stage_y_um) + " µm)");
-  const int64_t i0 = (int64_t)std::floor (x_edge_um / cell_um);
-  const int64_t i1 = (int64_t)std::ceil ((x_edge_um + size.width * upp) / cell_um);
-  const int64_t j0 = (int64_t)std::floor (y_edge_um / cell_um);
-  const int64_t j1 = (int64_t)std::ceil ((y_edge_um + size.height * upp) / cell_um);
-  const int ni = (int)(i1 - i0), nj = (int)(j1 - j0);
-  std::vector<double> xs (ni + 1), ys (nj + 1);
-  for (int i = 0; i <= ni; i++)
-    xs[i] = ((double)(i0 + i) * cell_um - x_edge_um) / upp;
-  for (int j = 0; j <= nj; j++)
-    ys[j] = ((double)(j0 + j) * cell_um - y_edge_um) / upp;
-  st.cells_visible = ni * nj;
-
-  // Cells not checked within recheck_frames (stale), and their extent.
-  std::vector<uint8_t> need ((size_t)ni * nj, 0);
-  int si0 = ni, si1 = -1, sj0 = nj, sj1 = -1;
-  for (int64_t tj = floor_div (j0, kTileCells); tj <= floor_div (j1 - 1, kTileCells); tj++)
-    for (int64_t ti = floor_div (i0, kTileCells); ti <= floor_div (i1 - 1, kTileCells); ti++) {
-      auto it = layer.tiles.find (tile_key (ti, tj));
-      const Tile *tile = it == layer.tiles.end () ? nullptr : &it->second;
-      if (tile)
-        it->second.used = frame;
-      int64_t ja = std::max (j0, tj * kTileCells), jb = std::min (j1, (tj + 1) * kTileCells);
-      int64_t ia = std::max (i0, ti * kTileCells), ib = std::min (i1, (ti + 1) * kTileCells);
-      for (int64_t j = ja; j < jb; j++)
-        for (int64_t i = ia; i < ib; i++) {
-          uint32_t stamp = tile ? tile->stamp[(j - tj * kTileCells) * kTileCells + (i - ti * kTileCells)] : 0;
-          if (!d.partial.empty ()) {
-            auto p = d.partial.find (tile_key (i, j));
-            if (p != d.partial.end ())
-              stamp = std::max (stamp, p->second);
-          }
-          if (stamp != 0 && now - stamp < recheck_frames) {
-            st.cells_fresh++;
-            continue;
-          }
-          const int ci = (int)(i - i0), cj = (int)(j - j0);
-          need[(size_t)cj * ni + ci] = 1;
-          si0 = std::min (si0, ci);
-          si1 = std::max (si1, ci);
-          sj0 = std::min (sj0, cj);
-          sj1 = std::max (sj1, cj);
-        }
-    }
-
-  // Of those, the cells masked anyway: the hidden mask reduced 4:1 over the
-  // stale cells (255 only where a whole 4 × 4 block is hidden; blocks
-  // aligned to 4 inside the frame, OpenCV's fast path; a partial block is
-  // not hidden).
-  cv::Mat small;
-  cv::Rect small_at;
-  if (si1 >= 0 && !hidden.empty () && !hidden_roi.empty ()) {
-    CV_Assert (hidden.size () == size && hidden.type () == CV_8U);
-    const cv::Rect stale_px
-        = cv::Rect (cv::Point ((int)std::floor (xs[si0]), (int)std::floor (ys[sj0])),
-                    cv::Point ((int)std::ceil (xs[si1 + 1]), (int)std::ceil (ys[sj1 + 1])))
-          & hidden_roi;
-    cv::Point a ((std::max (0, stale_px.x) / 4) * 4, (std::max (0, stale_px.y) / 4) * 4);
-    cv::Point b (std::min ((stale_px.br ().x + 3) / 4 * 4, size.width / 4 * 4),
-                 std::min ((stale_px.br ().y + 3) / 4 * 4, size.height / 4 * 4));
-    if (!stale_px.empty () && b.x > a.x && b.y > a.y) {
-      small_at = cv::Rect (a, b);
-      cv::resize (hidden (small_at), small, cv::Size (small_at.width / 4, small_at.height / 4), 0, 0,
-                  cv::INTER_AREA);
-    }
-  }
-  auto is_hidden = [&] (int i, int j) {
-    double x0 = std::max (0.0, xs[i]), x1 = std::min ((double)size.width, xs[i + 1]);
-    double y0 = std::max (0.0, ys[j]), y1 = std::min ((double)size.height, ys[j + 1]);
-    int a = (int)std::floor ((x0 - small_at.x) / 4), b = (int)std::ceil ((x1 - small_at.x) / 4);
-    int c = (int)std::floor ((y0 - small_at.y) / 4), e = (int)std::ceil ((y1 - small_at.y) / 4);
-    if (a < 0 || c < 0 || b > small.cols || e > small.rows || a >= b || c >= e)
-      return false;
-    for (int y = c; y < e; y++) {
-      const uchar *row = small.ptr<uchar> (y);
-      for (int x = a; x < b; x++)
-        if (row[x] != 255)
-          return false;
-    }
-    return true;
-  };
-  for (int j = std::max (0, sj0); j <= sj1; j++)
-    for (int i = std::max (0, si0); i <= si1; i++) {
-      uint8_t &n = need[(size_t)j * ni + i];
-      if (!n)
-        continue;
-      if (!small.empty () && is_hidden (i, j)) {
-        n = 0;
-        st.cells_hidden++;
-      } else {
-        st.cells_to_check++;
-      }
-    }
-  if (st.cells_to_check == 0)
-    return out;
-
-  // Rectangles of cells: runs along each row, stacked while they match.
-  struct Run {
-    int i0, i1, j0, j1;
-  };
-  std::vector<Run> open, done;
-  for (int j = 0; j < nj; j++) {
-    std::vector<Run> next;
-    for (int i = 0; i < ni;) {
-      if (!need[(size_t)j * ni + i]) {
-        i++;
-        continue;
-      }
-      int a = i;
-      while (i < ni && need[(size_t)j * ni + i])
-        i++;
-      auto same
-          = std::find_if (open.begin (), open.end (), [&] (const Run &r) { return r.i0 == a && r.i1 == i; });
-      if (same != open.end ()) {
-        Run r = *same;
-        r.j1 = j + 1;
-        open.erase (same);
-        next.push_back (r);
-      } else {
-        next.push_back ({a, i, j, j + 1});
-      }
-    }
-    done.insert (done.end (), open.begin (), open.end ());
-    open.swap (next);
-  }
-  done.insert (done.end (), open.begin (), open.end ());
-
-  // Frame rectangles, aligned outwards, with context.
   const cv::Rect whole (cv::Point (0, 0), size);
-  int align = std::max (1, source.alignment ());
-  const double inv = 1.0 / s;
-  if (std::abs (inv - std::round (inv)) < 1e-9)
-    align = std::max (align, (int)std::round (inv));
-  auto down = [&] (double v) { return (int)(std::floor (v / align) * align); };
-  auto up = [&] (double v) { return (int)(std::ceil (v / align) * align); };
-  const int context = (int)std::ceil (kContextWorkPx * inv);
-  std::vector<Plan> plans;
-  for (const Run &r : done) {
-    cv::Rect core (cv::Point (down (std::max (0.0, xs[r.i0])), down (std::max (0.0, ys[r.j0]))),
-                   cv::Point (std::min (size.width, up (std::min ((double)size.width, xs[r.i1]))),
-                              std::min (size.height, up (std::min ((double)size.height, ys[r.j1])))));
-    core &= whole;
-    if (core.empty ())
-      continue;
-    cv::Rect crop (cv::Point (down (core.x - context), down (core.y - context)),
-                   cv::Point (up (core.br ().x + context), up (core.br ().y + context)));
-    plans.push_back ({core, crop & whole});
-  }
-  // Merge rectangles whose union costs no more than both.
-  for (bool merged = true; merged;) {
-    merged = false;
-    for (size_t a = 0; a < plans.size () && !merged; a++)
-      for (size_t b = a + 1; b < plans.size () && !merged; b++) {
-        cv::Rect u = plans[a].crop | plans[b].crop;
-        if (u.area () <= plans[a].crop.area () + plans[b].crop.area ()) {
-          plans[a] = {plans[a].core | plans[b].core, u};
-          plans.erase (plans.begin () + (long)b);
-          merged = true;
-        }
-      }
-  }
-  double total = 0;
-  for (const Plan &p : plans)
-    total += p.crop.area ();
-  if (total > kWholeFrameShare * whole.area ())
-    plans = {{whole, whole}};
-
+  std::vector<Detection> out;
   std::vector<CutCandidate> cut;
   for (const Plan &p : plans) {
     cv::Mat px = source.pixels (p.crop);
-    std::vector<Detection> found = d.detector.screen (px, classes, source.colour (), source.scale (), s,
-                                                      p.crop.tl (), p.core, &st.screen, size, &cut);
+    std::vector<Detection> found = detector.screen (px, classes, source.colour (), source.scale (), s,
+                                                    p.crop.tl (), p.core, &st.screen, size, &cut);
     out.insert (out.end (), found.begin (), found.end ());
     st.rects++;
     st.analysed_px += p.crop.area ();
   }
-  // Code candidates cut by a rectangle's edge: the code detectors alone,
-  // with room on the sides where they were cut (overlapping ones once).
   std::vector<RegionClass> codes;
   for (RegionClass c : classes)
     if (c == RegionClass::kQr || c == RegionClass::kBarcode)
       codes.push_back (c);
-  for (bool merged = true; merged;) {
-    merged = false;
-    for (size_t a = 0; a < cut.size () && !merged; a++)
-      for (size_t b = a + 1; b < cut.size () && !merged; b++)
-        if (!(cut[a].rect & cut[b].rect).empty ()) {
-          cut[a].rect |= cut[b].rect;
-          cut[a].left |= cut[b].left;
-          cut[a].top |= cut[b].top;
-          cut[a].right |= cut[b].right;
-          cut[a].bottom |= cut[b].bottom;
-          cut.erase (cut.begin () + (long)b);
-          merged = true;
-        }
-  }
+  merge_cut_candidates (cut);
+  const double inv = 1.0 / s;
   const int quiet = (int)std::ceil (kContextWorkPx * inv);
   for (const CutCandidate &c : cut) {
     const int grow
         = std::max ((int)std::ceil (kCutGrowWorkPx * inv), 2 * std::max (c.rect.width, c.rect.height));
     cv::Rect crop (
-        cv::Point (down (c.rect.x - (c.left ? grow : quiet)), down (c.rect.y - (c.top ? grow : quiet))),
-        cv::Point (up (c.rect.br ().x + (c.right ? grow : quiet)),
-                   up (c.rect.br ().y + (c.bottom ? grow : quiet))));
+        cv::Point (al.down (c.rect.x - (c.left ? grow : quiet)), al.down (c.rect.y - (c.top ? grow : quiet))),
+        cv::Point (al.up (c.rect.br ().x + (c.right ? grow : quiet)),
+                   al.up (c.rect.br ().y + (c.bottom ? grow : quiet))));
     crop &= whole;
     cv::Mat px = source.pixels (crop);
-    std::vector<Detection> found = d.detector.screen (px, codes, source.colour (), source.scale (), s,
-                                                      crop.tl (), c.rect & whole, &st.screen, size);
+    std::vector<Detection> found = detector.screen (px, codes, source.colour (), source.scale (), s,
+                                                    crop.tl (), c.rect & whole, &st.screen, size);
     out.insert (out.end (), found.begin (), found.end ());
     st.analysed_px += crop.area ();
   }
+  return out;
+}
 
-  // Mark the cells that lay whole inside the frame and an analysed core;
-  // those the frame shows only in part, for as long as it stays still.
+// Marks the cells that lay whole inside the frame and an analysed core;
+// those the frame shows only in part, for as long as it stays still.
+void
+IncrementalDetector::Impl::mark_checked (Layer &layer, const std::vector<Plan> &plans, const CellGrid &c,
+                                         cv::Size size, uint32_t now, uint64_t frame)
+{
+  const cv::Rect whole (cv::Point (0, 0), size);
+  auto inside = [] (double a, double b, int lo, int hi) { return a >= lo - kEps && b <= hi + kEps; };
   for (const Plan &p : plans) {
-    const cv::Rect c = p.core & whole;
-    auto inside = [] (double a, double b, int lo, int hi) { return a >= lo - kEps && b <= hi + kEps; };
-    for (int j = 0; j < nj; j++) {
-      const double ya = std::max (0.0, ys[j]), yb = std::min ((double)size.height, ys[j + 1]);
-      if (!inside (ya, yb, c.y, c.br ().y))
+    const cv::Rect core = p.core & whole;
+    for (int j = 0; j < c.nj; j++) {
+      const double ya = std::max (0.0, c.ys[j]), yb = std::min ((double)size.height, c.ys[j + 1]);
+      if (!inside (ya, yb, core.y, core.br ().y))
         continue;
-      const bool part_y = ys[j] < -kEps || ys[j + 1] > size.height + kEps;
-      int64_t sj = j0 + j, tj = floor_div (sj, kTileCells);
+      const bool part_y = c.ys[j] < -kEps || c.ys[j + 1] > size.height + kEps;
+      int64_t sj = c.j0 + j, tj = floor_div (sj, kTileCells);
       Tile *tile = nullptr;
       int64_t tile_i = std::numeric_limits<int64_t>::min ();
-      for (int i = 0; i < ni; i++) {
-        const double xa = std::max (0.0, xs[i]), xb = std::min ((double)size.width, xs[i + 1]);
-        if (!inside (xa, xb, c.x, c.br ().x))
+      for (int i = 0; i < c.ni; i++) {
+        const double xa = std::max (0.0, c.xs[i]), xb = std::min ((double)size.width, c.xs[i + 1]);
+        if (!inside (xa, xb, core.x, core.br ().x))
           continue;
-        int64_t si = i0 + i, ti = floor_div (si, kTileCells);
-        if (part_y || xs[i] < -kEps || xs[i + 1] > size.width + kEps) {
-          d.partial[tile_key (si, sj)] = now;
+        int64_t si = c.i0 + i, ti = floor_div (si, kTileCells);
+        if (part_y || c.xs[i] < -kEps || c.xs[i + 1] > size.width + kEps) {
+          partial[tile_key (si, sj)] = now;
           continue;
         }
         if (ti != tile_i) {
@@ -446,6 +494,58 @@ IncrementalDetector::detect (FrameSource &source, const FrameGeometry &g, double
       }
     }
   }
+}
+
+// The stages: the cells the frame touches (cell_grid), the stale ones
+// (stale_cells) less those masked anyway (drop_hidden_cells), rectangles of
+// them (cell_runs, plan_rects), the detectors on those (screen) and the
+// cells marked checked (mark_checked).
+std::vector<Detection>
+IncrementalDetector::detect (FrameSource &source, const FrameGeometry &g, double z_um,
+                             const std::vector<RegionClass> &classes, const cv::Mat &hidden,
+                             const cv::Rect &hidden_roi, uint64_t frame, unsigned recheck_frames,
+                             IncrementalStats *stats)
+{
+  Impl &d = *impl_;
+  IncrementalStats local;
+  IncrementalStats &st = stats ? *stats : local;
+  st = IncrementalStats ();
+  const cv::Size size = source.size ();
+  CV_Assert (g.valid () && g.width == size.width && g.height == size.height);
+  if (classes.empty ())
+    return {};
+  recheck_frames = std::max (1u, recheck_frames);
+  if (frame < d.epoch || frame - d.epoch + 1 >= std::numeric_limits<uint32_t>::max ()) {
+    clear ();
+    d.epoch = frame;
+  }
+  const uint32_t now = (uint32_t)(frame - d.epoch + 1);
+
+  // Detection scale (detection pixels per frame pixel) and the cell size.
+  const double s = std::min (Detector::work_scale (size), source.scale ());
+  const double cell_um = kCellWorkPx / s * g.um_per_px;
+  std::vector<RegionClass> key_classes = classes;
+  std::sort (key_classes.begin (), key_classes.end ());
+  key_classes.erase (std::unique (key_classes.begin (), key_classes.end ()), key_classes.end ());
+  Layer &layer = d.layer (g.um_per_px, z_um, s, key_classes, frame);
+  d.keep_partial_if_still (layer, g);
+
+  const CellGrid grid = cell_grid (g, size, cell_um);
+  st.cells_visible = grid.ni * grid.nj;
+  Need need = stale_cells (layer, d.partial, grid, now, recheck_frames, frame, st);
+  drop_hidden_cells (need, grid, size, hidden, hidden_roi, st);
+  if (st.cells_to_check == 0)
+    return {};
+
+  Aligner al;
+  al.align = std::max (1, source.alignment ());
+  const double inv = 1.0 / s;
+  if (std::abs (inv - std::round (inv)) < 1e-9)
+    al.align = std::max (al.align, (int)std::round (inv));
+  const int context = (int)std::ceil (kContextWorkPx * inv);
+  const std::vector<Plan> plans = plan_rects (cell_runs (need, grid.ni, grid.nj), grid, size, al, context);
+  std::vector<Detection> out = d.screen (source, classes, s, plans, al, st);
+  d.mark_checked (layer, plans, grid, size, now, frame);
   d.trim ();
   return out;
 }

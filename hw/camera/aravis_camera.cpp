@@ -96,15 +96,23 @@ public:
     link_.set_online ();
   }
 
+  // The camera's pixel format, region, timing, then its stream.
   void setup (ArvCamera *cam)
   {
-    GError *error = nullptr;
     const std::string who = "camera '" + s_.id + "'";
     vendor_ = arv_camera_get_vendor_name (cam, nullptr) ?: "";
     model_ = arv_camera_get_model_name (cam, nullptr) ?: "";
+    setup_pixel_format (cam, who);
+    setup_region (cam, who);
+    setup_timing (cam, who);
+    start_stream (cam, who);
+  }
 
-    // Pixel format: the one asked for, else the camera's current one if we
-    // can convert it, else the first convertible one it offers.
+  // Pixel format: the one asked for, else the camera's current one if we
+  // can convert it, else the first convertible one it offers.
+  void setup_pixel_format (ArvCamera *cam, const std::string &who)
+  {
+    GError *error = nullptr;
     guint n = 0;
     const char **formats = arv_camera_dup_available_pixel_formats_as_strings (cam, &n, &error);
     check (error, ErrorKind::kDevice, who + ": pixel formats");
@@ -146,7 +154,12 @@ public:
     check (error, ErrorKind::kDevice, who + ": setting pixel format " + format);
     layout_of_genicam (format, layout_);
     format_ = format;
+  }
 
+  // Binning and the region of interest, exactly as asked.
+  void setup_region (ArvCamera *cam, const std::string &who)
+  {
+    GError *error = nullptr;
     if (s_.binning > 0) {
       arv_camera_set_binning (cam, s_.binning, s_.binning, &error);
       check (error, ErrorKind::kUnsupported, who + ": binning=" + std::to_string (s_.binning));
@@ -178,7 +191,13 @@ public:
                                                 + "x" + std::to_string (h)
                                                 + ": give a size the camera's increments allow");
     size_ = cv::Size (w, h);
+  }
 
+  // Exposure, gain and frame rate within the camera's bounds; the grab
+  // timeout from the rate and exposure.
+  void setup_timing (ArvCamera *cam, const std::string &who)
+  {
+    GError *error = nullptr;
     auto bounded = [&] (const char *key, double v, void (*get) (ArvCamera *, double *, double *, GError **),
                         void (*set) (ArvCamera *, double, GError **), const char *unit) {
       if (v < 0)
@@ -206,7 +225,12 @@ public:
     timeout_ms_ = s_.timeout_ms > 0
                       ? s_.timeout_ms
                       : (int)std::max (2000.0, 3000.0 / std::max (fps_, 0.1) + exposure / 1000.0);
+  }
 
+  // Continuous acquisition into 8 buffers; a lost control link is noted.
+  void start_stream (ArvCamera *cam, const std::string &who)
+  {
+    GError *error = nullptr;
     if (arv_camera_is_gv_device (cam)) {
       arv_camera_gv_auto_packet_size (cam,
                                       &error); // largest packet the path takes
@@ -262,7 +286,7 @@ public:
         why, [this] { close (); }, [this] { connect (); });
   }
 
-  CaptureInfo grab (cv::Mat &rgb)
+  FrameRecord grab (cv::Mat &rgb)
   {
     std::lock_guard<std::mutex> g (grab_mutex_);
     link_.check_online ();
@@ -301,7 +325,7 @@ public:
         arv_stream_push_buffer (stream, b);
       }
     }
-    CaptureInfo info;
+    FrameRecord info;
     info.capture_unix_us = g_get_real_time ();
     info.frame_number = arv_buffer_get_frame_id (newest);
     size_t bytes = 0;
@@ -415,7 +439,7 @@ AravisCamera::configure (cv::Size size)
                        "downstream with videoscale)");
 }
 
-CaptureInfo
+FrameRecord
 AravisCamera::grab (cv::Mat &rgb)
 {
   return impl_->grab (rgb);

@@ -156,7 +156,17 @@ public:
     link_.set_online ();
   }
 
+  // Checks the device, then its format, frame rate and controls, then its
+  // buffers and streaming.
   void setup (int fd, const std::string &who)
+  {
+    check_capabilities (fd, who);
+    setup_format (fd, who);
+    setup_rate_and_controls (fd, who);
+    start_streaming (fd, who);
+  }
+
+  void check_capabilities (int fd, const std::string &who)
   {
     v4l2_capability cap{};
     if (xioctl (fd, VIDIOC_QUERYCAP, &cap) < 0)
@@ -169,7 +179,12 @@ public:
     if (!(caps & V4L2_CAP_STREAMING))
       throw Error (ErrorKind::kUnsupported, who + " does not support streaming I/O");
     card_ = (const char *)cap.card;
+  }
 
+  // The pixel format asked for, else the current one if convertible, else
+  // the first preferred one offered; the size asked for, exactly.
+  void setup_format (int fd, const std::string &who)
+  {
     std::vector<uint32_t> offered;
     for (v4l2_fmtdesc d{0, V4L2_BUF_TYPE_VIDEO_CAPTURE}; xioctl (fd, VIDIOC_ENUM_FMT, &d) == 0; d.index++)
       offered.push_back (d.pixelformat);
@@ -219,7 +234,10 @@ public:
     fourcc_ = want;
     size_ = cv::Size ((int)fmt.fmt.pix.width, (int)fmt.fmt.pix.height);
     bytes_per_line_ = (int)fmt.fmt.pix.bytesperline;
+  }
 
+  void setup_rate_and_controls (int fd, const std::string &who)
+  {
     v4l2_streamparm parm{};
     parm.type = V4L2_BUF_TYPE_VIDEO_CAPTURE;
     if (s_.frame_rate > 0) {
@@ -244,7 +262,11 @@ public:
     }
     if (s_.gain >= 0)
       set_control (V4L2_CID_GAIN, s_.gain, "gain");
+  }
 
+  // Memory-mapped buffers, queued, and the stream on.
+  void start_streaming (int fd, const std::string &who)
+  {
     v4l2_requestbuffers req{};
     req.count = 4;
     req.type = V4L2_BUF_TYPE_VIDEO_CAPTURE;
@@ -295,7 +317,7 @@ public:
         why, [this] { close (); }, [this] { connect (); });
   }
 
-  CaptureInfo grab (cv::Mat &rgb)
+  FrameRecord grab (cv::Mat &rgb)
   {
     std::lock_guard<std::mutex> g (grab_mutex_);
     link_.check_online ();
@@ -325,7 +347,7 @@ public:
       xioctl (fd, VIDIOC_QBUF, &b);
       b = next;
     }
-    CaptureInfo info;
+    FrameRecord info;
     info.capture_unix_us = g_get_real_time ();
     info.frame_number = b.sequence;
     bool ok = v4l2_to_rgb (fourcc_, static_cast<const uint8_t *> (maps_[b.index].first), b.bytesused,
@@ -412,7 +434,7 @@ V4l2Camera::configure (cv::Size size)
                      + " (width=/height= in the camera URI choose the size)");
 }
 
-CaptureInfo
+FrameRecord
 V4l2Camera::grab (cv::Mat &rgb)
 {
   return impl_->grab (rgb);

@@ -24,7 +24,7 @@ public:
   cv::Size min_size () const override;
   cv::Size max_size () const override;
   void configure (cv::Size size) override;
-  CaptureInfo grab (cv::Mat &rgb) override;
+  FrameRecord grab (cv::Mat &rgb) override;
   bool free_running () const override { return true; }
   double frame_rate () const override;
 

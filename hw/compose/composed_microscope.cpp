@@ -187,9 +187,9 @@ public:
   void configure (cv::Size size) override { camera_.camera->configure (size); }
   bool free_running () const override { return camera_.camera->free_running (); }
   double frame_rate () const override { return camera_.camera->frame_rate (); }
-  CaptureInfo grab (cv::Mat &rgb) override
+  FrameRecord grab (cv::Mat &rgb) override
   {
-    CaptureInfo info = camera_.camera->grab (rgb);
+    FrameRecord info = camera_.camera->grab (rgb);
     StageState st = stage_->state ();
     FocusState fs = focus_->state ();
     Objective o = turret_.current ();

@@ -249,10 +249,10 @@ public:
     neg.convertTo (noise_neg_, CV_8UC3);
   }
 
-  CaptureInfo grab (cv::Mat &rgb) override
+  FrameRecord grab (cv::Mat &rgb) override
   {
     std::lock_guard<std::mutex> cam (camera_mutex_);
-    CaptureInfo info;
+    FrameRecord info;
     Objective obj;
     StageState st;
     FocusState fs;

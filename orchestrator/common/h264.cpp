@@ -20,7 +20,8 @@ const uint8_t kCaptureUuid[16] = {0x6c, 0x69, 0x76, 0x65, 0x6d, 0x69, 0x63, 0x72
 const uint8_t kStageUuid[16] = {0x6c, 0x69, 0x76, 0x65, 0x6d, 0x69, 0x63, 0x72,
                                 0x6f, 0x2d, 0x73, 0x74, 0x61, 0x67, 0x2e, 0x31}; // "livemicro-stag.1"
 constexpr size_t kCaptureBytes = 8;                                              // int64 µs
-constexpr size_t kStageBytes = 4 * 8 + 4 + 4; // x, y, z, µm/px; objective; flags
+constexpr size_t kStageBytes = 4 * 8 + 4 + 4;             // x, y, z, µm/px; objective; flags
+constexpr size_t kStageBytesV2 = kStageBytes + 8 + 4 + 4; // then frame number, width, height
 
 struct ParserFree {
   void operator() (GstH264NalParser *p) const { gst_h264_nal_parser_free (p); }
@@ -87,7 +88,7 @@ append_escaped (std::vector<uint8_t> &out, const std::vector<uint8_t> &rbsp)
 // (gst_h264_create_sei_memory) has no user-data-unregistered case, in 1.22
 // or later.
 std::vector<uint8_t>
-sei_nal (const FrameInfo &info)
+sei_nal (const hw::FrameRecord &info)
 {
   std::vector<uint8_t> rbsp;
   rbsp.push_back (GST_H264_SEI_USER_DATA_UNREGISTERED);
@@ -95,12 +96,15 @@ sei_nal (const FrameInfo &info)
   rbsp.insert (rbsp.end (), kCaptureUuid, kCaptureUuid + 16);
   put_be (rbsp, (uint64_t)info.capture_unix_us, 8);
   rbsp.push_back (GST_H264_SEI_USER_DATA_UNREGISTERED);
-  rbsp.push_back (16 + kStageBytes);
+  rbsp.push_back (16 + kStageBytesV2);
   rbsp.insert (rbsp.end (), kStageUuid, kStageUuid + 16);
   for (double d : {info.stage_x_um, info.stage_y_um, info.stage_z_um, info.um_per_px})
     put_be (rbsp, double_bits (d), 8);
   put_be (rbsp, info.objective, 4);
   put_be (rbsp, info.moving ? 1 : 0, 4);
+  put_be (rbsp, info.frame_number, 8);
+  put_be (rbsp, (uint32_t)info.frame_width, 4);
+  put_be (rbsp, (uint32_t)info.frame_height, 4);
   rbsp.push_back (0x80); // rbsp_trailing_bits
   std::vector<uint8_t> sei = {0, 0, 0, 1, GST_H264_NAL_SEI};
   append_escaped (sei, rbsp);
@@ -160,7 +164,7 @@ has_nal (const uint8_t *au, size_t len, uint8_t type)
 }
 
 std::vector<uint8_t>
-with_frame_info (const uint8_t *au, size_t len, const FrameInfo &info)
+with_frame_record (const uint8_t *au, size_t len, const hw::FrameRecord &info)
 {
   const std::vector<uint8_t> sei = sei_nal (info);
   size_t at = len;
@@ -180,15 +184,15 @@ with_frame_info (const uint8_t *au, size_t len, const FrameInfo &info)
 std::vector<uint8_t>
 with_capture_time (const uint8_t *au, size_t len, int64_t capture_unix_us)
 {
-  FrameInfo info;
+  hw::FrameRecord info;
   info.capture_unix_us = capture_unix_us;
-  return with_frame_info (au, len, info);
+  return with_frame_record (au, len, info);
 }
 
-std::optional<FrameInfo>
-frame_info (const uint8_t *au, size_t len)
+std::optional<hw::FrameRecord>
+frame_record (const uint8_t *au, size_t len)
 {
-  FrameInfo info;
+  hw::FrameRecord info;
   bool have_capture = false;
   GstH264NalUnit nalu;
   for (const Nal &n : nal_units (au, len)) {
@@ -214,8 +218,13 @@ frame_info (const uint8_t *au, size_t len)
         info.stage_y_um = bits_double (get_be (u.data + 8, 8));
         info.stage_z_um = bits_double (get_be (u.data + 16, 8));
         info.um_per_px = bits_double (get_be (u.data + 24, 8));
-        info.objective = (uint32_t)get_be (u.data + 32, 4);
+        info.objective = (int)(uint32_t)get_be (u.data + 32, 4);
         info.moving = get_be (u.data + 36, 4) & 1;
+        if (u.size >= kStageBytesV2) {
+          info.frame_number = get_be (u.data + 40, 8);
+          info.frame_width = (int)(uint32_t)get_be (u.data + 48, 4);
+          info.frame_height = (int)(uint32_t)get_be (u.data + 52, 4);
+        }
       }
     }
     if (messages)
@@ -229,7 +238,7 @@ frame_info (const uint8_t *au, size_t len)
 std::optional<int64_t>
 capture_time (const uint8_t *au, size_t len)
 {
-  auto info = frame_info (au, len);
+  auto info = frame_record (au, len);
   if (!info)
     return std::nullopt;
   return info->capture_unix_us;

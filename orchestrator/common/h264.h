@@ -3,6 +3,8 @@
 // client (rtspsrc, a browser, ffprobe) can measure glass-to-glass latency.
 #pragma once
 
+#include <livemicro/hw/frame_record.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -30,25 +32,18 @@ struct Nal {
 std::vector<Nal> nal_units (const uint8_t *au, size_t len);
 bool has_nal (const uint8_t *au, size_t len, uint8_t type);
 
-// What LiveMicro puts into each access unit (SEI user data unregistered):
-// when the frame was captured and where the stage was.
-struct FrameInfo {
-  int64_t capture_unix_us = 0;
-  double stage_x_um = 0, stage_y_um = 0, stage_z_um = 0, um_per_px = 0;
-  uint32_t objective = 0;
-  bool moving = false;
-};
-
-// Returns `au` with an SEI NAL carrying `info` inserted before the first
-// slice: message 1 (UUID "livemicro-capt.1") the capture time as a
-// big-endian int64 of µs since the epoch; message 2 (UUID
-// "livemicro-stag.1") x, y, z, µm/px as big-endian IEEE doubles, the
-// objective as uint32 and a flags uint32 (bit 0: moving).
-std::vector<uint8_t> with_frame_info (const uint8_t *au, size_t len, const FrameInfo &info);
+// Returns `au` with an SEI NAL carrying the frame's record inserted before
+// the first slice (SEI user data unregistered): message 1 (UUID
+// "livemicro-capt.1") the capture time as a big-endian int64 of µs since
+// the epoch; message 2 (UUID "livemicro-stag.1") x, y, z, µm/px as
+// big-endian IEEE doubles, the objective as uint32, a flags uint32 (bit 0:
+// moving), then the frame number as uint64 and the frame width and height
+// as uint32 (a reader of the first 40 bytes alone still works).
+std::vector<uint8_t> with_frame_record (const uint8_t *au, size_t len, const hw::FrameRecord &record);
 std::vector<uint8_t> with_capture_time (const uint8_t *au, size_t len, int64_t capture_unix_us);
-// The capture time / frame info of an access unit that carries the SEI.
+// The capture time / frame record of an access unit that carries the SEI.
 std::optional<int64_t> capture_time (const uint8_t *au, size_t len);
-std::optional<FrameInfo> frame_info (const uint8_t *au, size_t len);
+std::optional<hw::FrameRecord> frame_record (const uint8_t *au, size_t len);
 
 // The SPS and PPS NAL units (with start codes) found in `au`, if any.
 std::vector<uint8_t> parameter_sets (const uint8_t *au, size_t len);

@@ -4,6 +4,8 @@
 // same host, so the header is in native byte order.
 #pragma once
 
+#include <livemicro/hw/frame_record.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <mutex>
@@ -19,19 +21,17 @@ enum class Type : uint32_t {
 };
 
 constexpr uint32_t kFlagKeyframe = 1u << 0;
-constexpr uint32_t kFlagMoving = 1u << 1;
 constexpr uint32_t kMaxMessageBytes = 32u << 20;
 
+// What goes before an access unit: which view it belongs to, its timing,
+// and the record of the frame it was encoded from (copied as it is: both
+// ends are this build on this host).
 struct FrameHeader {
   uint32_t view_id = 0;
-  uint32_t flags = 0;
+  uint32_t flags = 0; // kFlagKeyframe
   uint64_t pts_ns = 0;
   uint64_t duration_ns = 0;
-  int64_t capture_unix_us = 0;
-  double stage_x_um = 0, stage_y_um = 0, stage_z_um = 0, um_per_px = 0;
-  uint32_t objective = 0;
-  uint32_t frame_width = 0, frame_height = 0;
-  uint32_t reserved = 0;
+  hw::FrameRecord record;
 };
 
 // Writes one message; safe from several threads.  Returns false when the

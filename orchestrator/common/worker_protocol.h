@@ -8,6 +8,8 @@
 // process boundary.
 #pragma once
 
+#include <livemicro/hw/limits.h>
+
 #include <json-glib/json-glib.h>
 
 #include <cstdint>
@@ -25,15 +27,9 @@ enum class CommandOp { kMove, kMoveBy, kFocus, kFocusBy, kObjective, kJog, kAuto
 const char *command_op_name (CommandOp op);
 std::optional<CommandOp> command_op_from_name (const std::string &name);
 
-struct AxisRange {
-  double min_um = 0, max_um = 0;
-  bool contains (double v) const { return v >= min_um && v <= max_um; }
-};
-// The limits remote control keeps to with the current objective (see
-// livemicro::hw::soft_limits).
-struct SoftLimits {
-  AxisRange x, y, z;
-};
+// The limits remote control keeps to with the current objective: the
+// hardware layer's own type (livemicro::hw::soft_limits computes them).
+using hw::SoftLimits;
 
 // Where the microscope is, as its worker reports it (10 Hz while it moves).
 struct MicroscopeStatus {

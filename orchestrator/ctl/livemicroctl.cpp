@@ -176,8 +176,19 @@ geojson_path_for (const std::string &base, const std::string &image, bool severa
   return b + "-" + stem + ".geojson";
 }
 
-int
-analyze (int argc, char **argv)
+// What `livemicroctl analyze` was asked for.
+struct AnalyzeOptions {
+  double um_per_px = 0; // 0: from the file
+  bool json = false, nuclei = false;
+  std::string geojson; // empty: no GeoJSON
+  std::optional<cv::Rect> region;
+  an::Params params;
+};
+
+// The command line of `analyze` into `o` (the images stay in argv); false
+// after saying what is wrong.
+bool
+parse_analyze_options (int &argc, char **&argv, AnalyzeOptions &o)
 {
   gdouble um_per_px = 0;
   gboolean json = FALSE, nuclei = FALSE;
@@ -203,19 +214,19 @@ analyze (int argc, char **argv)
   g_autoptr (GError) error = nullptr;
   if (!g_option_context_parse (ctx, &argc, &argv, &error)) {
     std::fprintf (stderr, "livemicroctl analyze: %s\n", error->message);
-    return 2;
+    return false;
   }
   if (argc < 2) {
     std::fprintf (stderr, "livemicroctl analyze: no image given\n");
-    return 2;
+    return false;
   }
   if (um_per_px < 0 || um_per_px > 100) {
     std::fprintf (stderr, "livemicroctl analyze: --um-per-px %g is not in (0, 100]\n", um_per_px);
-    return 2;
+    return false;
   }
   if (json && geojson) {
     std::fprintf (stderr, "livemicroctl analyze: choose --json or --geojson, not both\n");
-    return 2;
+    return false;
   }
   cv::Rect rect;
   if (region && !parse_rect (region, rect)) {
@@ -223,94 +234,128 @@ analyze (int argc, char **argv)
                   "livemicroctl analyze: --region '%s' is not X,Y,W,H in pixels "
                   "(X, Y >= 0, W, H > 0)\n",
                   region);
-    return 2;
+    return false;
   }
-  an::Params params;
   if (stain && !std::strcmp (stain, "macenko"))
-    params.stain = an::StainMethod::kMacenko;
+    o.params.stain = an::StainMethod::kMacenko;
   else if (stain && std::strcmp (stain, "ruifrok-johnston")) {
     std::fprintf (stderr, "livemicroctl analyze: --stain '%s' is not ruifrok-johnston or macenko\n", stain);
-    return 2;
+    return false;
   }
-  params.want_contours = nuclei || geojson;
+  o.um_per_px = um_per_px;
+  o.json = json;
+  o.nuclei = nuclei;
+  o.geojson = geojson ? geojson : "";
+  if (region)
+    o.region = rect;
+  o.params.want_contours = nuclei || geojson;
+  return true;
+}
+
+// The rectangle of the slide to analyse, full-resolution pixels; nullopt
+// after saying why when it is outside the image or too large.
+std::optional<cv::Rect>
+analysed_rect (const std::string &path, const livemicro::hw::sim::Slide &slide, const AnalyzeOptions &o)
+{
   constexpr int kMaxSide = 16384;
-  int failures = 0;
-  const bool several = argc > 2;
-  for (int i = 1; i < argc; i++) {
-    const std::string path = argv[i];
-    std::unique_ptr<livemicro::hw::sim::Slide> slide;
-    try {
-      slide = livemicro::hw::sim::open_slide_file (path, um_per_px);
-    } catch (const std::exception &e) {
-      std::string why = e.what ();
-      if (um_per_px <= 0 && why.find ("calibration") != std::string::npos)
-        why = "'" + path + "' does not say its pixel size: give --um-per-px X";
-      std::fprintf (stderr, "livemicroctl analyze: %s\n", why.c_str ());
-      failures++;
-      continue;
-    }
-    const double upp = slide->native_um_per_px ();
-    cv::Size full ((int)std::lround (slide->size_um ().width / upp),
-                   (int)std::lround (slide->size_um ().height / upp));
-    cv::Rect r = region ? rect : cv::Rect (0, 0, full.width, full.height);
-    if ((r & cv::Rect (0, 0, full.width, full.height)) != r) {
-      std::fprintf (stderr,
-                    "livemicroctl analyze: %s: region %d,%d,%d,%d is outside the "
-                    "image (%dx%d)\n",
-                    path.c_str (), r.x, r.y, r.width, r.height, full.width, full.height);
-      failures++;
-      continue;
-    }
-    if (r.width > kMaxSide || r.height > kMaxSide) {
-      std::fprintf (stderr,
-                    "livemicroctl analyze: %s is %dx%d pixels: give a --region of at "
-                    "most %dx%d\n",
-                    path.c_str (), r.width, r.height, kMaxSide, kMaxSide);
-      failures++;
-      continue;
-    }
-    cv::Mat rgb;
-    an::Result result;
-    try {
-      slide->render (upp, r, rgb);
-      an::Analyzer analyzer (params);
-      result = analyzer.analyze (rgb, upp);
-    } catch (const std::exception &e) {
-      std::fprintf (stderr, "livemicroctl analyze: %s: %s\n", path.c_str (), e.what ());
-      failures++;
-      continue;
-    }
-    const an::Summary &s = result.summary;
-    if (json) {
-      an::ReportContext rc;
-      rc.image = path;
-      rc.frames_analysed = 1;
-      rc.nuclei = nuclei;
-      std::printf ("%s\n", an::report_json (result, rc).c_str ());
-    } else {
-      if (s.quality == an::Quality::kOk)
-        std::printf ("%s: %d nuclei, %.0f per mm² of tissue (tissue %.0f %%), mean area %.1f µm² "
-                     "(CV %.2f), circularity %.2f, H/E %.2f, pleomorphism %s, mitotic candidates %d, "
-                     "grade cue %s (image-derived, not a diagnosis)\n",
-                     path.c_str (), s.nuclei_count, s.nuclei_per_mm2, s.tissue_fraction * 100,
-                     s.mean_area_um2, s.cv_area, s.mean_circularity, s.he_ratio,
-                     s.pleomorphism ? std::to_string (s.pleomorphism).c_str () : "-", s.mitotic_candidates,
-                     s.grade_cue.empty () ? "-" : s.grade_cue.c_str ());
-      else
-        std::printf ("%s: quality %s (tissue %.0f %%): no nuclear measurements\n", path.c_str (),
-                     an::quality_name (s.quality), s.tissue_fraction * 100);
-    }
-    if (geojson) {
-      std::string out = geojson_path_for (geojson, path, several), why;
-      if (!write_geojson (out, path, result, r.tl (), why)) {
-        std::fprintf (stderr, "livemicroctl analyze: cannot write '%s': %s\n", out.c_str (), why.c_str ());
-        failures++;
-      } else if (!json) {
-        std::fprintf (stderr, "wrote %zu detections to %s\n", result.nuclei.size (), out.c_str ());
-      }
-    }
-    std::fflush (stdout);
+  const double upp = slide.native_um_per_px ();
+  cv::Size full ((int)std::lround (slide.size_um ().width / upp),
+                 (int)std::lround (slide.size_um ().height / upp));
+  cv::Rect r = o.region ? *o.region : cv::Rect (0, 0, full.width, full.height);
+  if ((r & cv::Rect (0, 0, full.width, full.height)) != r) {
+    std::fprintf (stderr,
+                  "livemicroctl analyze: %s: region %d,%d,%d,%d is outside the "
+                  "image (%dx%d)\n",
+                  path.c_str (), r.x, r.y, r.width, r.height, full.width, full.height);
+    return std::nullopt;
   }
+  if (r.width > kMaxSide || r.height > kMaxSide) {
+    std::fprintf (stderr,
+                  "livemicroctl analyze: %s is %dx%d pixels: give a --region of at "
+                  "most %dx%d\n",
+                  path.c_str (), r.width, r.height, kMaxSide, kMaxSide);
+    return std::nullopt;
+  }
+  return r;
+}
+
+// One line per image, or one JSON object (--json).
+void
+print_result (const std::string &path, const an::Result &result, const AnalyzeOptions &o)
+{
+  const an::Summary &s = result.summary;
+  if (o.json) {
+    an::ReportContext rc;
+    rc.image = path;
+    rc.frames_analysed = 1;
+    rc.nuclei = o.nuclei;
+    std::printf ("%s\n", an::report_json (result, rc).c_str ());
+  } else if (s.quality == an::Quality::kOk) {
+    std::printf ("%s: %d nuclei, %.0f per mm² of tissue (tissue %.0f %%), mean area %.1f µm² "
+                 "(CV %.2f), circularity %.2f, H/E %.2f, pleomorphism %s, mitotic candidates %d, "
+                 "grade cue %s (image-derived, not a diagnosis)\n",
+                 path.c_str (), s.nuclei_count, s.nuclei_per_mm2, s.tissue_fraction * 100, s.mean_area_um2,
+                 s.cv_area, s.mean_circularity, s.he_ratio,
+                 s.pleomorphism ? std::to_string (s.pleomorphism).c_str () : "-", s.mitotic_candidates,
+                 s.grade_cue.empty () ? "-" : s.grade_cue.c_str ());
+  } else {
+    std::printf ("%s: quality %s (tissue %.0f %%): no nuclear measurements\n", path.c_str (),
+                 an::quality_name (s.quality), s.tissue_fraction * 100);
+  }
+}
+
+// Opens, analyses and reports one image; false after saying why it failed.
+bool
+analyze_image (const std::string &path, const AnalyzeOptions &o, bool several)
+{
+  std::unique_ptr<livemicro::hw::sim::Slide> slide;
+  try {
+    slide = livemicro::hw::sim::open_slide_file (path, o.um_per_px);
+  } catch (const std::exception &e) {
+    std::string why = e.what ();
+    if (o.um_per_px <= 0 && why.find ("calibration") != std::string::npos)
+      why = "'" + path + "' does not say its pixel size: give --um-per-px X";
+    std::fprintf (stderr, "livemicroctl analyze: %s\n", why.c_str ());
+    return false;
+  }
+  std::optional<cv::Rect> r = analysed_rect (path, *slide, o);
+  if (!r)
+    return false;
+  const double upp = slide->native_um_per_px ();
+  cv::Mat rgb;
+  an::Result result;
+  try {
+    slide->render (upp, *r, rgb);
+    an::Analyzer analyzer (o.params);
+    result = analyzer.analyze (rgb, upp);
+  } catch (const std::exception &e) {
+    std::fprintf (stderr, "livemicroctl analyze: %s: %s\n", path.c_str (), e.what ());
+    return false;
+  }
+  print_result (path, result, o);
+  bool ok = true;
+  if (!o.geojson.empty ()) {
+    std::string out = geojson_path_for (o.geojson, path, several), why;
+    if (!write_geojson (out, path, result, r->tl (), why)) {
+      std::fprintf (stderr, "livemicroctl analyze: cannot write '%s': %s\n", out.c_str (), why.c_str ());
+      ok = false;
+    } else if (!o.json) {
+      std::fprintf (stderr, "wrote %zu detections to %s\n", result.nuclei.size (), out.c_str ());
+    }
+  }
+  std::fflush (stdout);
+  return ok;
+}
+
+int
+analyze (int argc, char **argv)
+{
+  AnalyzeOptions o;
+  if (!parse_analyze_options (argc, argv, o))
+    return 2;
+  int failures = 0;
+  for (int i = 1; i < argc; i++)
+    failures += analyze_image (argv[i], o, argc > 2) ? 0 : 1;
   return failures ? 1 : 0;
 }
 

@@ -117,8 +117,9 @@ check_etcd_endpoint (const std::string &url, const std::string &where)
     throw ConfigError (where + ": '" + url + "' is not an etcd endpoint (e.g. http://10.0.0.5:2379)");
 }
 
+// "cluster": the edge cloud this node joins (docs/edge-cloud.md).
 void
-parse_cluster (const Reader &r, livemicro::cluster::ClusterConfig &c)
+read_cluster_section (const Reader &r, livemicro::cluster::ClusterConfig &c)
 {
   r.only ({"etcd", "node", "site", "lease_ttl_s", "capacity_viewers", "prefix"});
   JsonArray *etcd = r.array ("etcd");
@@ -243,15 +244,17 @@ Config::load (const std::string &path)
   return parse (std::string (text, len), path);
 }
 
-Config
-Config::parse (const std::string &json, const std::string &source)
+namespace {
+
+// The top-level object of a configuration's text, loaded into `parser`.
+JsonObject *
+root_object (JsonParser *parser, const std::string &json, const std::string &source)
 {
   // Before json-glib: deep nesting overflows its stack, half a surrogate
   // pair becomes invalid UTF-8 (and may leak).  A configuration is 4 deep.
   if (auto problem = livemicro::json::text_problem (json, 32))
     throw ConfigError ("config '" + source + "': line " + std::to_string (problem->line) + ": "
                        + problem->what);
-  g_autoptr (JsonParser) parser = json_parser_new ();
   g_autoptr (GError) error = nullptr;
   if (!json_parser_load_from_data (parser, json.data (), (gssize)json.size (), &error)) {
     // json-glib says "<data>:LINE:COL: Parse error: ..."; name the file.
@@ -263,7 +266,155 @@ Config::parse (const std::string &json, const std::string &source)
   JsonNode *root = json_parser_get_root (parser);
   if (!root || !JSON_NODE_HOLDS_OBJECT (root))
     throw ConfigError ("config '" + source + "': the top level must be a JSON object");
-  Reader r (json_node_get_object (root), "config '" + source + "': ");
+  return json_node_get_object (root);
+}
+
+void
+read_tls (Reader &r, Config &c)
+{
+  JsonObject *tls = r.object ("tls");
+  if (!tls)
+    return;
+  Reader t (tls, r.where () + "tls.");
+  t.only ({"certificate", "key"});
+  c.tls_certificate = t.string ("certificate");
+  c.tls_key = t.string ("key");
+  if (c.tls_certificate.empty () != c.tls_key.empty ())
+    throw ConfigError (t.where () + "certificate and key go together");
+}
+
+void
+read_video (Reader &r, Config &c)
+{
+  JsonObject *video = r.object ("video");
+  if (!video)
+    return;
+  Reader v (video, r.where () + "video.");
+  v.only ({"width", "height", "framerate", "bitrate_kbps", "keyframe_interval"});
+  c.video.width = v.integer ("width", c.video.width, 64, 3840);
+  c.video.height = v.integer ("height", c.video.height, 64, 2160);
+  c.video.framerate = v.integer ("framerate", c.video.framerate, 1, 60);
+  c.video.bitrate_kbps = v.integer ("bitrate_kbps", c.video.bitrate_kbps, 100, 50000);
+  c.video.keyframe_interval = v.integer ("keyframe_interval", c.video.keyframe_interval, 1, 600);
+  if (c.video.width % 2 || c.video.height % 2)
+    throw ConfigError (v.where () + "width and height must be even (H.264 4:2:0)");
+}
+
+void
+read_control (Reader &r, Config &c)
+{
+  JsonObject *control = r.object ("control");
+  if (!control)
+    return;
+  Reader k (control, r.where () + "control.");
+  k.only ({"idle_timeout_ms", "max_commands_per_s"});
+  c.control.idle_timeout_ms = k.integer ("idle_timeout_ms", c.control.idle_timeout_ms, 100, 3600000);
+  c.control.max_commands_per_s = k.integer ("max_commands_per_s", c.control.max_commands_per_s, 1, 1000);
+}
+
+// A microscope made of parts: its objectives, each magnification once.
+void
+read_objectives (Reader &m, const std::string &where, MicroscopeConfig &mc)
+{
+  JsonArray *os = m.array ("objectives");
+  for (guint k = 0; os && k < json_array_get_length (os); k++) {
+    std::string ow = where + "objectives[" + std::to_string (k) + "].";
+    Reader o (object_at (os, k, ow), ow);
+    o.only ({"magnification", "um_per_px", "numerical_aperture"});
+    ObjectiveConfig oc;
+    oc.magnification = o.integer ("magnification", 0, 1, 1000);
+    if (!o.has ("magnification"))
+      throw ConfigError (ow + "magnification: needed (e.g. 10)");
+    oc.um_per_px = o.number ("um_per_px", 0, 1e-6, 100);
+    if (!o.has ("um_per_px"))
+      throw ConfigError (ow + "um_per_px: needed (µm per camera pixel with this objective)");
+    oc.numerical_aperture = o.number ("numerical_aperture", 0, 0, 1.6);
+    for (const auto &prev : mc.objectives)
+      if (prev.magnification == oc.magnification)
+        throw ConfigError (ow + "magnification: " + std::to_string (oc.magnification) + " is listed twice");
+    mc.objectives.push_back (oc);
+  }
+  mc.objective = m.integer ("objective", 0, 1, 1000);
+  if (mc.objective
+      && std::none_of (mc.objectives.begin (), mc.objectives.end (),
+                       [&] (const ObjectiveConfig &o) { return o.magnification == mc.objective; }))
+    throw ConfigError (where + "objective: " + std::to_string (mc.objective) + " is not in objectives");
+}
+
+// microscopes[i]: a URI, or a camera with stage, focus and objectives.
+MicroscopeConfig
+read_microscope (JsonArray *ms, guint i, const std::string &where, const Config &c)
+{
+  Reader m (object_at (ms, i, where), where);
+  m.only ({"id", "name", "uri", "capture_template", "camera", "stage", "focus", "objectives", "objective"});
+  MicroscopeConfig mc;
+  mc.id = m.string ("id");
+  if (!valid_id (mc.id))
+    throw ConfigError (where + "id: '" + mc.id + "' must be 1-64 letters, digits, - or _");
+  if (c.microscope (mc.id))
+    throw ConfigError (where + "id: '" + mc.id + "' is used twice");
+  mc.name = m.string ("name", mc.id);
+  mc.uri = m.string ("uri");
+  mc.camera = m.string ("camera");
+  mc.stage = m.string ("stage");
+  mc.focus = m.string ("focus");
+  bool parts = !mc.camera.empty () || !mc.stage.empty () || !mc.focus.empty () || m.has ("objectives")
+               || m.has ("objective");
+  if (!mc.uri.empty () && parts)
+    throw ConfigError (where + "uri: give either uri or camera/stage/focus/objectives, not both");
+  if (parts && mc.camera.empty ())
+    throw ConfigError (where
+                       + "camera: a microscope made of parts needs a camera URI "
+                         "(e.g. aravis://Fake_1 or v4l2:///dev/video0)");
+  if (mc.uri.empty () && !parts)
+    throw ConfigError (where
+                       + "uri: a microscope URI is needed (e.g. sim://synthetic), or "
+                         "camera/stage/focus/objectives");
+  read_objectives (m, where, mc);
+  if (parts) {
+    mc.uri = compose_uri (mc);
+    mc.capture_template = "capture-camera"; // the camera's own size and rate
+  }
+  mc.capture_template = m.string ("capture_template", mc.capture_template);
+  if (!valid_id (mc.capture_template))
+    throw ConfigError (where + "capture_template: not a template name");
+  return mc;
+}
+
+void
+read_users (Reader &r, Config &c)
+{
+  JsonArray *us = r.array ("users");
+  for (guint i = 0; us && i < json_array_get_length (us); i++) {
+    std::string where = r.where () + "users[" + std::to_string (i) + "].";
+    Reader u (object_at (us, i, where), where);
+    u.only ({"name", "roles"});
+    UserConfig uc;
+    uc.name = u.string ("name");
+    if (uc.name.empty ())
+      throw ConfigError (where + "name: empty");
+    JsonArray *roles = u.array ("roles");
+    if (!roles)
+      throw ConfigError (where + "roles: a list of roles is needed");
+    for (guint k = 0; k < json_array_get_length (roles); k++) {
+      JsonNode *e = json_array_get_element (roles, k);
+      const char *role = JSON_NODE_HOLDS_VALUE (e) ? json_node_get_string (e) : nullptr;
+      if (!role || !is_known_role (role))
+        throw ConfigError (where + "roles[" + std::to_string (k)
+                           + "]: not one of owner, consultant, trainee, guest");
+      uc.roles.push_back (role);
+    }
+    c.users.push_back (uc);
+  }
+}
+
+} // namespace
+
+Config
+Config::parse (const std::string &json, const std::string &source)
+{
+  g_autoptr (JsonParser) parser = json_parser_new ();
+  Reader r (root_object (parser, json, source), "config '" + source + "': ");
   r.only ({"listen_address", "public_host", "http_port", "rtsp_port", "state_dir", "admin_token", "tls",
            "pipelines_dir", "web_dir", "profiles_file", "max_body_bytes", "video", "control", "microscopes",
            "users", "cluster"});
@@ -278,121 +429,19 @@ Config::parse (const std::string &json, const std::string &source)
   c.web_dir = r.string ("web_dir");
   c.profiles_file = r.string ("profiles_file");
   c.max_body_bytes = (size_t)r.integer ("max_body_bytes", (int)c.max_body_bytes, 1024, 16 << 20);
-  if (JsonObject *tls = r.object ("tls")) {
-    Reader t (tls, r.where () + "tls.");
-    t.only ({"certificate", "key"});
-    c.tls_certificate = t.string ("certificate");
-    c.tls_key = t.string ("key");
-    if (c.tls_certificate.empty () != c.tls_key.empty ())
-      throw ConfigError (t.where () + "certificate and key go together");
-  }
-  if (JsonObject *video = r.object ("video")) {
-    Reader v (video, r.where () + "video.");
-    v.only ({"width", "height", "framerate", "bitrate_kbps", "keyframe_interval"});
-    c.video.width = v.integer ("width", c.video.width, 64, 3840);
-    c.video.height = v.integer ("height", c.video.height, 64, 2160);
-    c.video.framerate = v.integer ("framerate", c.video.framerate, 1, 60);
-    c.video.bitrate_kbps = v.integer ("bitrate_kbps", c.video.bitrate_kbps, 100, 50000);
-    c.video.keyframe_interval = v.integer ("keyframe_interval", c.video.keyframe_interval, 1, 600);
-    if (c.video.width % 2 || c.video.height % 2)
-      throw ConfigError (v.where () + "width and height must be even (H.264 4:2:0)");
-  }
-  if (JsonObject *control = r.object ("control")) {
-    Reader k (control, r.where () + "control.");
-    k.only ({"idle_timeout_ms", "max_commands_per_s"});
-    c.control.idle_timeout_ms = k.integer ("idle_timeout_ms", c.control.idle_timeout_ms, 100, 3600000);
-    c.control.max_commands_per_s = k.integer ("max_commands_per_s", c.control.max_commands_per_s, 1, 1000);
-  }
+  read_tls (r, c);
+  read_video (r, c);
+  read_control (r, c);
   if (JsonObject *cluster = r.object ("cluster"))
-    parse_cluster (Reader (cluster, r.where () + "cluster."), c.cluster);
+    read_cluster_section (Reader (cluster, r.where () + "cluster."), c.cluster);
   JsonArray *ms = r.array ("microscopes");
   // In an edge cloud a node may only serve viewers: no microscope of its own.
   if ((!ms || json_array_get_length (ms) == 0) && !c.cluster.enabled ())
     throw ConfigError (r.where () + "microscopes: at least one microscope is needed");
-  for (guint i = 0; ms && i < json_array_get_length (ms); i++) {
-    std::string where = r.where () + "microscopes[" + std::to_string (i) + "].";
-    Reader m (object_at (ms, i, where), where);
-    m.only ({"id", "name", "uri", "capture_template", "camera", "stage", "focus", "objectives", "objective"});
-    MicroscopeConfig mc;
-    mc.id = m.string ("id");
-    if (!valid_id (mc.id))
-      throw ConfigError (where + "id: '" + mc.id + "' must be 1-64 letters, digits, - or _");
-    if (c.microscope (mc.id))
-      throw ConfigError (where + "id: '" + mc.id + "' is used twice");
-    mc.name = m.string ("name", mc.id);
-    mc.uri = m.string ("uri");
-    mc.camera = m.string ("camera");
-    mc.stage = m.string ("stage");
-    mc.focus = m.string ("focus");
-    bool parts = !mc.camera.empty () || !mc.stage.empty () || !mc.focus.empty () || m.has ("objectives")
-                 || m.has ("objective");
-    if (!mc.uri.empty () && parts)
-      throw ConfigError (where + "uri: give either uri or camera/stage/focus/objectives, not both");
-    if (parts && mc.camera.empty ())
-      throw ConfigError (where
-                         + "camera: a microscope made of parts needs a camera URI "
-                           "(e.g. aravis://Fake_1 or v4l2:///dev/video0)");
-    if (mc.uri.empty () && !parts)
-      throw ConfigError (where
-                         + "uri: a microscope URI is needed (e.g. sim://synthetic), or "
-                           "camera/stage/focus/objectives");
-    if (JsonArray *os = m.array ("objectives")) {
-      for (guint k = 0; k < json_array_get_length (os); k++) {
-        std::string ow = where + "objectives[" + std::to_string (k) + "].";
-        Reader o (object_at (os, k, ow), ow);
-        o.only ({"magnification", "um_per_px", "numerical_aperture"});
-        ObjectiveConfig oc;
-        oc.magnification = o.integer ("magnification", 0, 1, 1000);
-        if (!o.has ("magnification"))
-          throw ConfigError (ow + "magnification: needed (e.g. 10)");
-        oc.um_per_px = o.number ("um_per_px", 0, 1e-6, 100);
-        if (!o.has ("um_per_px"))
-          throw ConfigError (ow + "um_per_px: needed (µm per camera pixel with this objective)");
-        oc.numerical_aperture = o.number ("numerical_aperture", 0, 0, 1.6);
-        for (const auto &prev : mc.objectives)
-          if (prev.magnification == oc.magnification)
-            throw ConfigError (ow + "magnification: " + std::to_string (oc.magnification)
-                               + " is listed twice");
-        mc.objectives.push_back (oc);
-      }
-    }
-    mc.objective = m.integer ("objective", 0, 1, 1000);
-    if (mc.objective
-        && std::none_of (mc.objectives.begin (), mc.objectives.end (),
-                         [&] (const ObjectiveConfig &o) { return o.magnification == mc.objective; }))
-      throw ConfigError (where + "objective: " + std::to_string (mc.objective) + " is not in objectives");
-    if (parts) {
-      mc.uri = compose_uri (mc);
-      mc.capture_template = "capture-camera"; // the camera's own size and rate
-    }
-    mc.capture_template = m.string ("capture_template", mc.capture_template);
-    if (!valid_id (mc.capture_template))
-      throw ConfigError (where + "capture_template: not a template name");
-    c.microscopes.push_back (mc);
-  }
-  if (JsonArray *us = r.array ("users")) {
-    for (guint i = 0; i < json_array_get_length (us); i++) {
-      std::string where = r.where () + "users[" + std::to_string (i) + "].";
-      Reader u (object_at (us, i, where), where);
-      u.only ({"name", "roles"});
-      UserConfig uc;
-      uc.name = u.string ("name");
-      if (uc.name.empty ())
-        throw ConfigError (where + "name: empty");
-      JsonArray *roles = u.array ("roles");
-      if (!roles)
-        throw ConfigError (where + "roles: a list of roles is needed");
-      for (guint k = 0; k < json_array_get_length (roles); k++) {
-        JsonNode *e = json_array_get_element (roles, k);
-        const char *role = JSON_NODE_HOLDS_VALUE (e) ? json_node_get_string (e) : nullptr;
-        if (!role || !is_known_role (role))
-          throw ConfigError (where + "roles[" + std::to_string (k)
-                             + "]: not one of owner, consultant, trainee, guest");
-        uc.roles.push_back (role);
-      }
-      c.users.push_back (uc);
-    }
-  }
+  for (guint i = 0; ms && i < json_array_get_length (ms); i++)
+    c.microscopes.push_back (
+        read_microscope (ms, i, r.where () + "microscopes[" + std::to_string (i) + "].", c));
+  read_users (r, c);
   return c;
 }
 

@@ -395,33 +395,48 @@ MicroscopeHub::control (const Principal &by, const ControlRequest &r)
   return result;
 }
 
+// A command's way to the hardware thread: admitted (online, lease, rate),
+// its values checked, audited, then sent.
 CommandAccepted
 MicroscopeHub::command (const Principal &by, const CommandRequest &c)
 {
-  const std::string op = command_op_name (c.op);
-  auto refuse = [&] (Reason reason, const std::string &why) {
-    Refusal e{reason, why};
-    node_.refused (by, id (), "command", op, e);
-    throw e;
-  };
-  if (!online_)
-    refuse (Reason::kUnavailable, "microscope '" + id () + "' is offline: "
-                                      + node_.shown_to (by, last_error_.empty () ? "starting" : last_error_));
+  const bool emergency_stop = admit_command (by, c);
+  const std::string detail = check_command_values (by, c);
+  return dispatch_command (by, c, detail, emergency_stop);
+}
 
-  // The lease: required, except that the owner and the admin may always stop.
+void
+MicroscopeHub::refuse_command (const Principal &by, const CommandRequest &c, Reason reason,
+                               const std::string &why)
+{
+  Refusal e{reason, why};
+  node_.refused (by, id (), "command", command_op_name (c.op), e);
+  throw e;
+}
+
+// Online, the lease (required, except that the owner and the admin may
+// always stop) and the rate (a token bucket per session; stop is never
+// limited).  Returns whether this is an emergency stop without a lease.
+bool
+MicroscopeHub::admit_command (const Principal &by, const CommandRequest &c)
+{
+  if (!online_)
+    refuse_command (by, c, Reason::kUnavailable,
+                    "microscope '" + id () + "' is offline: "
+                        + node_.shown_to (by, last_error_.empty () ? "starting" : last_error_));
   const bool emergency_stop = c.op == CommandOp::kStop && (by.admin || by.session->role == "owner");
   if (!emergency_stop) {
     if (by.admin)
-      refuse (Reason::kForbidden, "the admin has no lease; only stop is allowed without one");
+      refuse_command (by, c, Reason::kForbidden, "the admin has no lease; only stop is allowed without one");
     if (c.lease.empty ())
-      refuse (Reason::kConflict, "no lease: request control first");
+      refuse_command (by, c, Reason::kConflict, "no lease: request control first");
     bool current = control_->check (by.session->id, c.lease);
     if (control_->take_changed ())
       control_changed ();
     if (!current)
-      refuse (Reason::kConflict, "not the current lease (it lapsed, was revoked or handed over)");
+      refuse_command (by, c, Reason::kConflict,
+                      "not the current lease (it lapsed, was revoked or handed over)");
   }
-  // Rate: a token bucket per session; stop is never limited.
   if (c.op != CommandOp::kStop && !by.admin) {
     auto &bucket = rate_[by.session->id];
     const double cap = node_.config ().control.max_commands_per_s;
@@ -429,61 +444,75 @@ MicroscopeHub::command (const Principal &by, const CommandRequest &c)
     bucket.tokens = bucket.at_us ? std::min (cap, bucket.tokens + (now - bucket.at_us) * cap / 1e6) : cap;
     bucket.at_us = now;
     if (bucket.tokens < 1)
-      refuse (Reason::kRateLimited, "more than " + std::to_string (node_.config ().control.max_commands_per_s)
-                                        + " commands per second");
+      refuse_command (by, c, Reason::kRateLimited,
+                      "more than " + std::to_string (node_.config ().control.max_commands_per_s)
+                          + " commands per second");
     bucket.tokens -= 1;
   }
+  return emergency_stop;
+}
 
-  // Values against the soft limits of the current objective.
+// Values against the soft limits of the current objective (hw::SoftLimits,
+// as the worker last reported them), the mounted objectives and the jog
+// speed.  Returns the command as the audit log shows it.
+std::string
+MicroscopeHub::check_command_values (const Principal &by, const CommandRequest &c)
+{
+  const std::string op = command_op_name (c.op);
   if (!status_ || !status_->limits)
-    refuse (Reason::kUnavailable,
-            "the microscope's travel limits are not known yet (the camera is starting)");
+    refuse_command (by, c, Reason::kUnavailable,
+                    "the microscope's travel limits are not known yet (the camera is starting)");
   const MicroscopeStatus &st = *status_;
   const SoftLimits &lim = *st.limits;
-  auto check_range = [&] (const char *axis, double v, const AxisRange &range) {
+  auto check_range = [&] (const char *axis, double v, const hw::AxisLimits &range) {
     if (!range.contains (v))
-      refuse (Reason::kInvalid, std::string (axis) + " " + num (v) + " µm is outside the soft travel limit ["
-                                    + num (range.min_um) + ", " + num (range.max_um)
-                                    + "] µm for this objective");
+      refuse_command (by, c, Reason::kInvalid,
+                      std::string (axis) + " " + num (v) + " µm is outside the soft travel limit ["
+                          + num (range.min_um) + ", " + num (range.max_um) + "] µm for this objective");
   };
-  std::string detail = op;
   switch (c.op) {
   case CommandOp::kMove:
   case CommandOp::kMoveBy: {
     const bool rel = c.op == CommandOp::kMoveBy;
     check_range ("x", rel ? st.x_um + c.a : c.a, lim.x);
     check_range ("y", rel ? st.y_um + c.b : c.b, lim.y);
-    detail = op + " " + num (c.a) + ", " + num (c.b);
-    break;
+    return op + " " + num (c.a) + ", " + num (c.b);
   }
   case CommandOp::kFocus:
   case CommandOp::kFocusBy:
     check_range ("z", c.op == CommandOp::kFocusBy ? st.z_um + c.a : c.a, lim.z);
-    detail = op + " " + num (c.a);
-    break;
+    return op + " " + num (c.a);
   case CommandOp::kObjective: {
     const auto &mags = st.objectives;
     if (!mags.empty () && std::find (mags.begin (), mags.end (), c.objective) == mags.end ()) {
       std::string list;
       for (int mg : mags)
         list += (list.empty () ? "" : ", ") + std::to_string (mg) + "x";
-      refuse (Reason::kInvalid,
-              "objective " + std::to_string (c.objective) + "x is not mounted (available: " + list + ")");
+      refuse_command (by, c, Reason::kInvalid,
+                      "objective " + std::to_string (c.objective) + "x is not mounted (available: " + list
+                          + ")");
     }
-    detail = "objective " + std::to_string (c.objective);
-    break;
+    return "objective " + std::to_string (c.objective);
   }
   case CommandOp::kJog: {
     double v = std::hypot (c.a, c.b);
     if (v <= 0 || v > 20000)
-      refuse (Reason::kInvalid, "jog speed " + num (v) + " µm/s is outside (0, 20000] µm/s");
-    detail = "jog " + num (c.a) + ", " + num (c.b);
-    break;
+      refuse_command (by, c, Reason::kInvalid, "jog speed " + num (v) + " µm/s is outside (0, 20000] µm/s");
+    return "jog " + num (c.a) + ", " + num (c.b);
   }
   case CommandOp::kAutofocus:
   case CommandOp::kStop:
     break;
   }
+  return op;
+}
+
+// Audits the command and sends it to the worker; its end comes later, on
+// this loop, as the worker's CommandEnded.
+CommandAccepted
+MicroscopeHub::dispatch_command (const Principal &by, const CommandRequest &c, const std::string &detail,
+                                 bool emergency_stop)
+{
   const uint64_t cid = next_command_id_++;
   const AuditRecord row
       = Node::audit_row (by, id (), "command", detail,
@@ -503,7 +532,7 @@ MicroscopeHub::command (const Principal &by, const CommandRequest &c)
     try {
       node_.fenced (row);
     } catch (const Refusal &e) {
-      refuse (e.reason, e.message);
+      refuse_command (by, c, e.reason, e.message);
     }
     node_.durable ({row}, nullptr);
     if (!send (hw)) {
@@ -518,7 +547,6 @@ MicroscopeHub::command (const Principal &by, const CommandRequest &c)
       jog_until_us_ = g_get_monotonic_time () + 600000;
     }
   }
-  // Its end comes later, on this loop, as the worker's CommandEnded.
   outcomes_[cid] = outcome;
   while (outcomes_.size () > kOutcomesKept)
     outcomes_.erase (outcomes_.begin ());

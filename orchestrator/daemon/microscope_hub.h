@@ -135,6 +135,13 @@ public:
   void watch_analysis (int delta);
 
 private:
+  // The stages of command (): each throws a Refusal (audited) when it says no.
+  [[noreturn]] void refuse_command (const Principal &by, const CommandRequest &c, Reason reason,
+                                    const std::string &why);
+  bool admit_command (const Principal &by, const CommandRequest &c);
+  std::string check_command_values (const Principal &by, const CommandRequest &c);
+  CommandAccepted dispatch_command (const Principal &by, const CommandRequest &c, const std::string &detail,
+                                    bool emergency_stop);
   void on_event (const WorkerEvent &e);
   void on_started ();
   void on_down (const std::string &why);

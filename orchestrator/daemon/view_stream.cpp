@@ -2,6 +2,8 @@
 
 #include "common/h264.h"
 
+#include <livemicro/frame_record_meta.h>
+
 namespace livemicro::orchestrator {
 
 uint64_t
@@ -38,17 +40,17 @@ CaptureTimeline::pts (int64_t capture_unix_ns, uint64_t running_now_ns, uint64_t
 
 namespace {
 
-// What leaves a viewer's appsrc gets its timestamps from the capture time it
-// carries (CaptureTimeline); a buffer without one keeps what it has.
+// What leaves a viewer's appsrc gets its timestamps from the capture time its
+// record carries (CaptureTimeline); a buffer without one keeps what it has.
 GstPadProbeReturn
 stamp_from_capture_time (GstPad *pad, GstPadProbeInfo *info, gpointer data)
 {
-  static GstCaps *caps = gst_caps_from_string (kCaptureTimeCaps);
   auto *timeline = static_cast<CaptureTimeline *> (data);
   GstBuffer *b = GST_PAD_PROBE_INFO_BUFFER (info);
-  GstReferenceTimestampMeta *m = gst_buffer_get_reference_timestamp_meta (b, caps);
-  if (!m)
+  const LivemicroStageMeta *m = livemicro_buffer_get_stage_meta (b);
+  if (!m || m->capture_unix_us == 0)
     return GST_PAD_PROBE_OK;
+  const int64_t capture_unix_ns = m->capture_unix_us * 1000;
   GstClockTime now = GST_CLOCK_TIME_NONE;
   GstElement *src = GST_ELEMENT (gst_pad_get_parent (pad));
   if (src) {
@@ -61,8 +63,8 @@ stamp_from_capture_time (GstPad *pad, GstPadProbeInfo *info, gpointer data)
     gst_object_unref (src);
   }
   b = gst_buffer_make_writable (b);
-  GST_BUFFER_PTS (b) = GST_BUFFER_DTS (b) = timeline->pts (
-      (int64_t)m->timestamp, now, GST_BUFFER_DURATION_IS_VALID (b) ? GST_BUFFER_DURATION (b) : 0);
+  GST_BUFFER_PTS (b) = GST_BUFFER_DTS (b)
+      = timeline->pts (capture_unix_ns, now, GST_BUFFER_DURATION_IS_VALID (b) ? GST_BUFFER_DURATION (b) : 0);
   GST_PAD_PROBE_INFO_DATA (info) = b;
   return GST_PAD_PROBE_OK;
 }
@@ -70,15 +72,13 @@ stamp_from_capture_time (GstPad *pad, GstPadProbeInfo *info, gpointer data)
 } // namespace
 
 ViewStream::ViewStream (uint32_t id, std::string microscope, std::string profile, std::string key)
-    : id_ (id), microscope_ (std::move (microscope)), profile_ (std::move (profile)), key_ (std::move (key)),
-      capture_caps_ (gst_caps_from_string (kCaptureTimeCaps))
+    : id_ (id), microscope_ (std::move (microscope)), profile_ (std::move (profile)), key_ (std::move (key))
 {}
 
 ViewStream::~ViewStream ()
 {
   for (auto &kv : viewers_)
     gst_object_unref (kv.second.appsrc);
-  gst_caps_unref (capture_caps_);
 }
 
 int
@@ -127,17 +127,6 @@ ViewStream::remove_viewer (int handle)
     viewers_changed_ ();
 }
 
-bool
-ViewStream::recent_frame (int64_t capture_unix_us, wire::FrameHeader &out) const
-{
-  std::lock_guard<std::mutex> lock (mutex_);
-  auto it = recent_.find (capture_unix_us);
-  if (it == recent_.end ())
-    return false;
-  out = it->second;
-  return true;
-}
-
 size_t
 ViewStream::viewers () const
 {
@@ -150,7 +139,7 @@ ViewStream::push (const wire::FrameHeader &h, const uint8_t *au, size_t len)
 {
   frames_++;
   bytes_ += len;
-  last_capture_us_ = h.capture_unix_us;
+  last_capture_us_ = h.record.capture_unix_us;
   const bool key = h.flags & wire::kFlagKeyframe;
   const bool has_sps = key && h264::has_nal (au, len, h264::kSps);
   std::vector<uint8_t> ps;
@@ -159,9 +148,6 @@ ViewStream::push (const wire::FrameHeader &h, const uint8_t *au, size_t len)
   std::lock_guard<std::mutex> lock (mutex_);
   if (!ps.empty ())
     parameter_sets_ = std::move (ps);
-  recent_[h.capture_unix_us] = h;
-  while (recent_.size () > 64)
-    recent_.erase (recent_.begin ());
   // Every keyframe carries SPS/PPS (put in after its delimiter when the
   // encoder left them out), so a viewer can start at any of them.  The RTSP
   // payloader adds none of its own (config-interval=0): a second copy after
@@ -187,8 +173,7 @@ ViewStream::push (const wire::FrameHeader &h, const uint8_t *au, size_t len)
     GST_BUFFER_DURATION (b) = h.duration_ns ? h.duration_ns : GST_CLOCK_TIME_NONE;
     if (!key)
       GST_BUFFER_FLAG_SET (b, GST_BUFFER_FLAG_DELTA_UNIT);
-    gst_buffer_add_reference_timestamp_meta (b, capture_caps_, (GstClockTime)h.capture_unix_us * 1000,
-                                             GST_CLOCK_TIME_NONE);
+    livemicro::add_frame_record_meta (b, h.record);
     gst_app_src_push_buffer (v.appsrc, b);
   }
   if (frame)

@@ -19,9 +19,9 @@
 
 namespace livemicro::orchestrator {
 
-// Every buffer pushed to a viewer carries its capture time as a
-// GstReferenceTimestampMeta with these caps (ns since the Unix epoch).
-constexpr const char *kCaptureTimeCaps = "timestamp/x-unix";
+// Every buffer pushed to a viewer carries its frame's record as a StageMeta
+// (livemicro/frame_record_meta.h): the capture time its timestamps come
+// from, and where the frame was taken for per-frame messages.
 
 // A viewer's timestamps from the capture clock.  Its first frame is stamped
 // with the viewer pipeline's running time when it leaves the appsrc; each
@@ -81,9 +81,6 @@ public:
   // went: the worker encodes this view only while it has viewers.
   void set_viewers_changed (std::function<void ()> fn) { viewers_changed_ = std::move (fn); }
 
-  // The header of a recent frame by capture time (for per-frame overlays).
-  bool recent_frame (int64_t capture_unix_us, wire::FrameHeader &out) const;
-
   uint64_t frames () const { return frames_; }
   uint64_t bytes () const { return bytes_; }
   int64_t last_capture_unix_us () const { return last_capture_us_; }
@@ -99,12 +96,10 @@ private:
   std::map<int, Viewer> viewers_;
   int next_handle_ = 1;
   std::vector<uint8_t> parameter_sets_;
-  std::map<int64_t, wire::FrameHeader> recent_; // by capture time, last ~2 s
   std::function<void ()> request_keyframe_;
   std::function<void ()> viewers_changed_;
   std::atomic<uint64_t> frames_{0}, bytes_{0};
   std::atomic<int64_t> last_capture_us_{0};
-  GstCaps *capture_caps_ = nullptr;
 };
 
 } // namespace livemicro::orchestrator

@@ -2,6 +2,8 @@
 
 #include "common/worker_protocol.h"
 
+#include <livemicro/frame_record_meta.h>
+
 #define GST_USE_UNSTABLE_API
 #include <gst/rtp/rtp.h>
 #include <gst/sdp/sdp.h>
@@ -65,6 +67,28 @@ WebRtcPeer::start ()
 void
 WebRtcPeer::build (unsigned payload_type)
 {
+  launch (payload_type);
+  watch_payloader ();
+  connect_signals ();
+  restrict_ice ();
+  if (gst_element_set_state (pipeline_, GST_STATE_PLAYING) == GST_STATE_CHANGE_FAILURE)
+    throw std::runtime_error ("WebRTC pipeline failed to start");
+  // Send-only: the browser receives, nothing comes back.
+  GstWebRTCRTPTransceiver *trans = nullptr;
+  g_signal_emit_by_name (webrtc_, "get-transceiver", 0, &trans);
+  if (trans) {
+    g_object_set (trans, "direction", GST_WEBRTC_RTP_TRANSCEIVER_DIRECTION_SENDONLY, nullptr);
+    gst_object_unref (trans);
+  }
+  GstElement *src = gst_bin_get_by_name (GST_BIN (pipeline_), "src");
+  viewer_handle_ = view_->add_viewer (GST_APP_SRC (src), ViewStream::Timestamps::kArrival);
+  gst_object_unref (src);
+}
+
+// appsrc → rtph264pay → webrtcbin for an H.264 payload type.
+void
+WebRtcPeer::launch (unsigned payload_type)
+{
   g_autoptr (GError) error = nullptr;
   const std::string pt = std::to_string (payload_type);
   pipeline_ = gst_parse_launch (("appsrc name=src is-live=true format=time do-timestamp=true min-latency=0 "
@@ -80,143 +104,149 @@ WebRtcPeer::build (unsigned payload_type)
   if (!pipeline_ || error)
     throw std::runtime_error (std::string ("WebRTC pipeline: ") + (error ? error->message : "cannot build"));
   webrtc_ = gst_bin_get_by_name (GST_BIN (pipeline_), "webrtc");
-  GstElement *pay = gst_bin_get_by_name (GST_BIN (pipeline_), "pay");
+}
 
-  // Capture time of each frame by PTS at the payloader's input, then RTP
-  // timestamp → capture time at its output, for the page's latency figure.
+// The frame record of each access unit by PTS at the payloader's input (its
+// StageMeta, which the payloader does not copy to RTP packets), then RTP
+// timestamp → record at its output, for the page's latency figure and
+// overlays drawn in slide coordinates.
+void
+WebRtcPeer::watch_payloader ()
+{
+  GstElement *pay = gst_bin_get_by_name (GST_BIN (pipeline_), "pay");
   GstPad *pay_sink = gst_element_get_static_pad (pay, "sink");
-  gst_pad_add_probe (
-      pay_sink, GST_PAD_PROBE_TYPE_BUFFER,
-      [] (GstPad *, GstPadProbeInfo *info, gpointer d) -> GstPadProbeReturn {
-        auto *self = static_cast<WebRtcPeer *> (d);
-        GstBuffer *b = GST_PAD_PROBE_INFO_BUFFER (info);
-        static GstCaps *caps = gst_caps_from_string (kCaptureTimeCaps);
-        if (GstReferenceTimestampMeta *m = gst_buffer_get_reference_timestamp_meta (b, caps)) {
-          std::lock_guard<std::mutex> lock (self->mutex_);
-          self->capture_by_pts_[GST_BUFFER_PTS (b)] = (int64_t)(m->timestamp / 1000);
-          while (self->capture_by_pts_.size () > 32)
-            self->capture_by_pts_.erase (self->capture_by_pts_.begin ());
-        }
-        return GST_PAD_PROBE_OK;
-      },
-      this, nullptr);
+  gst_pad_add_probe (pay_sink, GST_PAD_PROBE_TYPE_BUFFER, on_payloader_input, this, nullptr);
   gst_object_unref (pay_sink);
   GstPad *pay_src = gst_element_get_static_pad (pay, "src");
-  gst_pad_add_probe (
-      pay_src, (GstPadProbeType)(GST_PAD_PROBE_TYPE_BUFFER | GST_PAD_PROBE_TYPE_BUFFER_LIST),
-      [] (GstPad *, GstPadProbeInfo *info, gpointer d) -> GstPadProbeReturn {
-        auto *self = static_cast<WebRtcPeer *> (d);
-        if (!self->offerer_)
-          return GST_PAD_PROBE_OK; // WHEP: no socket for per-frame messages
-        GstBuffer *b = (info->type & GST_PAD_PROBE_TYPE_BUFFER_LIST)
-                           ? gst_buffer_list_get (GST_PAD_PROBE_INFO_BUFFER_LIST (info), 0)
-                           : GST_PAD_PROBE_INFO_BUFFER (info);
-        if (!b)
-          return GST_PAD_PROBE_OK;
-        int64_t capture = 0;
-        {
-          std::lock_guard<std::mutex> lock (self->mutex_);
-          auto it = self->capture_by_pts_.find (GST_BUFFER_PTS (b));
-          if (it == self->capture_by_pts_.end ())
-            return GST_PAD_PROBE_OK;
-          capture = it->second;
-          self->capture_by_pts_.erase (it);
-        }
-        GstRTPBuffer rtp = GST_RTP_BUFFER_INIT;
-        if (!gst_rtp_buffer_map (b, GST_MAP_READ, &rtp))
-          return GST_PAD_PROBE_OK;
-        guint32 ts = gst_rtp_buffer_get_timestamp (&rtp);
-        gst_rtp_buffer_unmap (&rtp);
-        g_autoptr (JsonBuilder) jb = json_builder_new ();
-        json_builder_begin_object (jb);
-        json_builder_set_member_name (jb, "type");
-        json_builder_add_string_value (jb, "frame");
-        json_builder_set_member_name (jb, "rtp");
-        json_builder_add_int_value (jb, ts);
-        json_builder_set_member_name (jb, "capture_unix_us");
-        json_builder_add_int_value (jb, capture);
-        // Where the frame was taken, for overlays drawn in slide coordinates.
-        wire::FrameHeader fh;
-        if (self->view_->recent_frame (capture, fh)) {
-          for (auto [k, v] : {std::pair<const char *, double>{"x_um", fh.stage_x_um},
-                              {"y_um", fh.stage_y_um},
-                              {"um_per_px", fh.um_per_px}}) {
-            json_builder_set_member_name (jb, k);
-            add_number (jb, v);
-          }
-          json_builder_set_member_name (jb, "width");
-          json_builder_add_int_value (jb, fh.frame_width);
-          json_builder_set_member_name (jb, "height");
-          json_builder_add_int_value (jb, fh.frame_height);
-        }
-        json_builder_end_object (jb);
-        self->send_main (to_json (jb));
-        return GST_PAD_PROBE_OK;
-      },
-      this, nullptr);
+  gst_pad_add_probe (pay_src, (GstPadProbeType)(GST_PAD_PROBE_TYPE_BUFFER | GST_PAD_PROBE_TYPE_BUFFER_LIST),
+                     on_payloader_output, this, nullptr);
   gst_object_unref (pay_src);
   gst_object_unref (pay);
+}
 
+GstPadProbeReturn
+WebRtcPeer::on_payloader_input (GstPad *, GstPadProbeInfo *info, gpointer data)
+{
+  auto *self = static_cast<WebRtcPeer *> (data);
+  GstBuffer *b = GST_PAD_PROBE_INFO_BUFFER (info);
+  if (const LivemicroStageMeta *m = livemicro_buffer_get_stage_meta (b)) {
+    std::lock_guard<std::mutex> lock (self->mutex_);
+    self->record_by_pts_[GST_BUFFER_PTS (b)] = livemicro::frame_record_of (*m);
+    while (self->record_by_pts_.size () > 32)
+      self->record_by_pts_.erase (self->record_by_pts_.begin ());
+  }
+  return GST_PAD_PROBE_OK;
+}
+
+// Per frame to the page: {type:"frame", rtp, capture_unix_us, x_um, y_um,
+// um_per_px, width, height}.
+GstPadProbeReturn
+WebRtcPeer::on_payloader_output (GstPad *, GstPadProbeInfo *info, gpointer data)
+{
+  auto *self = static_cast<WebRtcPeer *> (data);
+  if (!self->offerer_)
+    return GST_PAD_PROBE_OK; // WHEP: no socket for per-frame messages
+  GstBuffer *b = (info->type & GST_PAD_PROBE_TYPE_BUFFER_LIST)
+                     ? gst_buffer_list_get (GST_PAD_PROBE_INFO_BUFFER_LIST (info), 0)
+                     : GST_PAD_PROBE_INFO_BUFFER (info);
+  if (!b)
+    return GST_PAD_PROBE_OK;
+  hw::FrameRecord record;
+  {
+    std::lock_guard<std::mutex> lock (self->mutex_);
+    auto it = self->record_by_pts_.find (GST_BUFFER_PTS (b));
+    if (it == self->record_by_pts_.end ())
+      return GST_PAD_PROBE_OK;
+    record = it->second;
+    self->record_by_pts_.erase (it);
+  }
+  GstRTPBuffer rtp = GST_RTP_BUFFER_INIT;
+  if (!gst_rtp_buffer_map (b, GST_MAP_READ, &rtp))
+    return GST_PAD_PROBE_OK;
+  guint32 ts = gst_rtp_buffer_get_timestamp (&rtp);
+  gst_rtp_buffer_unmap (&rtp);
+  g_autoptr (JsonBuilder) jb = json_builder_new ();
+  json_builder_begin_object (jb);
+  json_builder_set_member_name (jb, "type");
+  json_builder_add_string_value (jb, "frame");
+  json_builder_set_member_name (jb, "rtp");
+  json_builder_add_int_value (jb, ts);
+  json_builder_set_member_name (jb, "capture_unix_us");
+  json_builder_add_int_value (jb, record.capture_unix_us);
+  // Where the frame was taken, for overlays drawn in slide coordinates.
+  for (auto [k, v] : {std::pair<const char *, double>{"x_um", record.stage_x_um},
+                      {"y_um", record.stage_y_um},
+                      {"um_per_px", record.um_per_px}}) {
+    json_builder_set_member_name (jb, k);
+    add_number (jb, v);
+  }
+  json_builder_set_member_name (jb, "width");
+  json_builder_add_int_value (jb, record.frame_width);
+  json_builder_set_member_name (jb, "height");
+  json_builder_add_int_value (jb, record.frame_height);
+  json_builder_end_object (jb);
+  self->send_main (to_json (jb));
+  return GST_PAD_PROBE_OK;
+}
+
+// Negotiation (the page: webrtcbin offers) and, for WHEP, the end of ICE
+// gathering and a connection that failed.
+void
+WebRtcPeer::connect_signals ()
+{
   if (offerer_)
     g_signal_connect (webrtc_, "on-negotiation-needed", G_CALLBACK (on_negotiation_needed), this);
   g_signal_connect (webrtc_, "on-ice-candidate", G_CALLBACK (on_ice_candidate), this);
   // WHEP: the answer waits for gathering; a peer whose ICE fails goes.
   // (The page's socket says when it goes; its peers watch neither.)
-  if (!offerer_) {
-    g_signal_connect (
-        webrtc_, "notify::ice-gathering-state", G_CALLBACK (+[] (GstElement *w, GParamSpec *, gpointer d) {
-          GstWebRTCICEGatheringState state = GST_WEBRTC_ICE_GATHERING_STATE_NEW;
-          g_object_get (w, "ice-gathering-state", &state, nullptr);
-          if (state == GST_WEBRTC_ICE_GATHERING_STATE_COMPLETE)
-            static_cast<WebRtcPeer *> (d)->on_main ([] (WebRtcPeer &p) { p.finish_answer (std::nullopt); });
-        }),
-        this);
-    g_signal_connect (webrtc_, "notify::ice-connection-state",
-                      G_CALLBACK (+[] (GstElement *w, GParamSpec *, gpointer d) {
-                        GstWebRTCICEConnectionState state = GST_WEBRTC_ICE_CONNECTION_STATE_NEW;
-                        g_object_get (w, "ice-connection-state", &state, nullptr);
-                        auto *self = static_cast<WebRtcPeer *> (d);
-                        if (state == GST_WEBRTC_ICE_CONNECTION_STATE_CONNECTED
-                            || state == GST_WEBRTC_ICE_CONNECTION_STATE_COMPLETED)
-                          self->connected_ = true;
-                        if (state == GST_WEBRTC_ICE_CONNECTION_STATE_FAILED
-                            || state == GST_WEBRTC_ICE_CONNECTION_STATE_CLOSED)
-                          self->on_main ([] (WebRtcPeer &p) { p.failed (); });
-                      }),
-                      this);
-  }
-  // ICE on the daemon's listen address only: once an address is given,
-  // libnice gathers on it alone (a wildcard address leaves every
-  // interface).  No UPnP port mapping on a hospital network.
+  if (offerer_)
+    return;
+  g_signal_connect (
+      webrtc_, "notify::ice-gathering-state", G_CALLBACK (+[] (GstElement *w, GParamSpec *, gpointer d) {
+        GstWebRTCICEGatheringState state = GST_WEBRTC_ICE_GATHERING_STATE_NEW;
+        g_object_get (w, "ice-gathering-state", &state, nullptr);
+        if (state == GST_WEBRTC_ICE_GATHERING_STATE_COMPLETE)
+          static_cast<WebRtcPeer *> (d)->on_main ([] (WebRtcPeer &p) { p.finish_answer (std::nullopt); });
+      }),
+      this);
+  g_signal_connect (webrtc_, "notify::ice-connection-state",
+                    G_CALLBACK (+[] (GstElement *w, GParamSpec *, gpointer d) {
+                      GstWebRTCICEConnectionState state = GST_WEBRTC_ICE_CONNECTION_STATE_NEW;
+                      g_object_get (w, "ice-connection-state", &state, nullptr);
+                      auto *self = static_cast<WebRtcPeer *> (d);
+                      if (state == GST_WEBRTC_ICE_CONNECTION_STATE_CONNECTED
+                          || state == GST_WEBRTC_ICE_CONNECTION_STATE_COMPLETED)
+                        self->connected_ = true;
+                      if (state == GST_WEBRTC_ICE_CONNECTION_STATE_FAILED
+                          || state == GST_WEBRTC_ICE_CONNECTION_STATE_CLOSED)
+                        self->on_main ([] (WebRtcPeer &p) { p.failed (); });
+                    }),
+                    this);
+}
+
+// ICE on the daemon's listen address only: once an address is given,
+// libnice gathers on it alone (a wildcard address leaves every interface).
+// No UPnP port mapping on a hospital network.
+void
+WebRtcPeer::restrict_ice ()
+{
   GObject *ice = nullptr;
   g_object_get (webrtc_, "ice-agent", &ice, nullptr);
-  if (ice) {
-    g_autoptr (GInetAddress) addr = g_inet_address_new_from_string (listen_address_.c_str ());
-    if (addr && !g_inet_address_get_is_any (addr)) {
-      gboolean ok = FALSE;
-      g_signal_emit_by_name (ice, "add-local-ip-address", listen_address_.c_str (), &ok);
-    }
-    if (g_object_class_find_property (G_OBJECT_GET_CLASS (ice), "agent")) {
-      GObject *nice = nullptr;
-      g_object_get (ice, "agent", &nice, nullptr);
-      if (nice && g_object_class_find_property (G_OBJECT_GET_CLASS (nice), "upnp"))
-        g_object_set (nice, "upnp", FALSE, nullptr);
-      g_clear_object (&nice);
-    }
-    g_object_unref (ice);
+  if (!ice)
+    return;
+  g_autoptr (GInetAddress) addr = g_inet_address_new_from_string (listen_address_.c_str ());
+  if (addr && !g_inet_address_get_is_any (addr)) {
+    gboolean ok = FALSE;
+    g_signal_emit_by_name (ice, "add-local-ip-address", listen_address_.c_str (), &ok);
   }
-  if (gst_element_set_state (pipeline_, GST_STATE_PLAYING) == GST_STATE_CHANGE_FAILURE)
-    throw std::runtime_error ("WebRTC pipeline failed to start");
-  // Send-only: the browser receives, nothing comes back.
-  GstWebRTCRTPTransceiver *trans = nullptr;
-  g_signal_emit_by_name (webrtc_, "get-transceiver", 0, &trans);
-  if (trans) {
-    g_object_set (trans, "direction", GST_WEBRTC_RTP_TRANSCEIVER_DIRECTION_SENDONLY, nullptr);
-    gst_object_unref (trans);
+  if (g_object_class_find_property (G_OBJECT_GET_CLASS (ice), "agent")) {
+    GObject *nice = nullptr;
+    g_object_get (ice, "agent", &nice, nullptr);
+    if (nice && g_object_class_find_property (G_OBJECT_GET_CLASS (nice), "upnp"))
+      g_object_set (nice, "upnp", FALSE, nullptr);
+    g_clear_object (&nice);
   }
-  GstElement *src = gst_bin_get_by_name (GST_BIN (pipeline_), "src");
-  viewer_handle_ = view_->add_viewer (GST_APP_SRC (src), ViewStream::Timestamps::kArrival);
-  gst_object_unref (src);
+  g_object_unref (ice);
 }
 
 // Runs `fn` on the main context while the peer lives.

@@ -11,6 +11,8 @@
 #include "requests.h"
 #include "view_stream.h"
 
+#include <livemicro/hw/frame_record.h>
+
 #include <gst/gst.h>
 #include <json-glib/json-glib.h>
 
@@ -56,6 +58,12 @@ public:
 
 private:
   void build (unsigned payload_type);
+  void launch (unsigned payload_type);
+  void watch_payloader ();
+  void connect_signals ();
+  void restrict_ice ();
+  static GstPadProbeReturn on_payloader_input (GstPad *pad, GstPadProbeInfo *info, gpointer self);
+  static GstPadProbeReturn on_payloader_output (GstPad *pad, GstPadProbeInfo *info, gpointer self);
   void send_main (std::string json);
   void on_main (std::function<void (WebRtcPeer &)> fn);
   void finish_answer (std::optional<Refusal> refused);
@@ -70,7 +78,7 @@ private:
   GstElement *pipeline_ = nullptr, *webrtc_ = nullptr;
   int viewer_handle_ = 0;
   std::mutex mutex_;
-  std::map<GstClockTime, int64_t> capture_by_pts_;
+  std::map<GstClockTime, hw::FrameRecord> record_by_pts_; // across the payloader, guarded by mutex_
   // WHEP: the pending answer, candidates gathered for it, the wait bound.
   Answered answered_;
   std::vector<std::pair<unsigned, std::string>> local_candidates_; // guarded by mutex_

@@ -2,7 +2,17 @@
 // came, `stop` jumps the queue (cancelling what waits and aborting what runs,
 // such as an autofocus) and is never dropped.  A jog is continuous motion
 // that stops by itself unless renewed within its dead-man time.
+//
+// The thread commands the microscope object (livemicro::hw::Microscope)
+// that the capture's microscopesrc has open, fetched through the element's
+// "get-microscope" signal: a 2-D move is one Stage::move_to, an objective
+// change reports the turret's own error, and a target is checked once
+// against hw::soft_limits for the current objective and frame size.
 #pragma once
+
+#include "common/worker_protocol.h"
+
+#include <livemicro/hw/microscope.h>
 
 #include <gst/app/gstappsink.h>
 #include <gst/gst.h>
@@ -12,18 +22,13 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 
 namespace livemicro::orchestrator {
-
-struct HwCommand {
-  uint64_t id = 0;
-  std::string op; // move, move_by, focus, focus_by, objective, jog, autofocus, stop
-  double a = 0, b = 0;
-  int objective = 0;
-};
 
 class HardwareQueue {
 public:
@@ -35,27 +40,45 @@ public:
   // (GRAY8 frames of the capture, off unless an autofocus runs).
   HardwareQueue (GstElement *scope, GstElement *af_valve, GstAppSink *af_sink, Report report);
   ~HardwareQueue ();
-  void push (HwCommand c);
+  void push (command::Hardware c);
   static constexpr int64_t kJogDeadManUs = 600000;
 
-private:
-  void run ();
-  void execute (const HwCommand &c);
-  void autofocus (const HwCommand &c);
-  bool soft_limits (double lim[6]);
-  void end_jog ();
+  // The microscope's state for the daemon (any thread); nullopt while the
+  // microscopesrc has no microscope open.  Limits once the caps are known.
+  std::optional<MicroscopeStatus> status () const;
 
-  GstElement *scope_;
+private:
+  // What a command runs against: the open microscope and the soft limits
+  // for its current objective and frame size (none before caps).
+  struct Target {
+    std::shared_ptr<hw::Microscope> scope;
+    std::optional<hw::SoftLimits> limits;
+  };
+  std::optional<Target> target () const;
+
+  void run ();
+  void execute (const command::Hardware &c);
+  void move (const command::Hardware &c, const Target &t);
+  void focus (const command::Hardware &c, const Target &t);
+  void jog (const command::Hardware &c, const Target &t);
+  void autofocus (const command::Hardware &c, const Target &t);
+  std::optional<double> sharpness_at (hw::FocusDrive &focus, double z_um);
+  void stop_motion (hw::Microscope &scope);
+  void end_jog (hw::Microscope &scope);
+  void report (const command::Hardware &c, const std::string &status, const std::string &detail = "");
+
+  GstElement *scope_element_;
   GstElement *af_valve_;
   GstAppSink *af_sink_;
   Report report_;
   std::mutex mutex_;
   std::condition_variable cv_;
-  std::deque<HwCommand> queue_;
+  std::deque<command::Hardware> queue_;
   std::atomic<bool> abort_{false};
   bool quit_ = false;
   int64_t jog_until_us_ = 0; // monotonic; 0 = not jogging
-  double normal_speed_ = 0;
+  double normal_speed_ = 0;  // the stage speed before a jog changed it
+  bool autofocus_no_frame_ = false;
   std::thread thread_;
 };
 

@@ -6,7 +6,7 @@
 //   {"cmd":"add_view","view":N,"description":"<bin description ending in appsink name=out>"}
 //   {"cmd":"remove_view","view":N}
 //   {"cmd":"keyframe","view":N}
-//   {"cmd":"set","properties":{"x-um":...}}      (commands the microscope)
+//   {"cmd":"hw","id":N,"op":"move",...}          (hardware_queue.h commands the microscope)
 //   {"cmd":"demand","playing":[N,...],"analysis":bool}  (who watches)
 //   {"cmd":"quit"}
 // and receives events (started, state, features, stats, view_added,
@@ -21,13 +21,13 @@
 // idles at one frame per second), and tumorfeatures analyses only while the
 // analysis is watched or a playing view draws it.
 #include "common/background.h"
-#include "common/encoder_timeline.h"
+#include "capture_ledger.h"
 #include "common/h264.h"
 #include "common/worker_protocol.h"
 #include "common/wire.h"
 #include "hardware_queue.h"
 
-#include <livemicro/stagemeta.h>
+#include <livemicro/frame_record_meta.h>
 
 #include <gst/app/gstappsink.h>
 #include <gst/gst.h>
@@ -59,8 +59,8 @@ struct View {
   uint32_t id = 0;
   GstElement *bin = nullptr;
   GstPad *tee_pad = nullptr;
-  // Stage and capture time of the raw frames entering the encoder.
-  livemicro::orchestrator::EncoderTimeline<wire::FrameHeader> timeline;
+  // The records of the raw frames inside its encoder (CaptureLedger).
+  livemicro::orchestrator::CaptureLedger::ViewTimeline timeline;
   // Stills asked for and not taken yet.
   std::mutex still_mutex;
   std::vector<int64_t> still_requests;
@@ -95,11 +95,10 @@ struct Worker {
   gint64 last_stats_us = 0;
   double analysis_ms_sum = 0;
   uint64_t analysis_count = 0;
-  // When each recent frame entered the capture tee, by PTS: a view whose
-  // profile strips the capture time from the stage meta (guest: geometry
-  // only) still gets a true capture time in its stream for latency.
-  std::mutex capture_times_mutex;
-  std::map<GstClockTime, gint64> capture_times;
+  // Each recent frame's record at the capture tee: a view whose profile
+  // strips the capture time from the stage meta (guest: geometry only)
+  // still gets a true capture time in its stream for latency.
+  livemicro::orchestrator::CaptureLedger ledger;
 };
 
 Worker g;
@@ -179,8 +178,6 @@ summary_of (const GstStructure *s)
   return a;
 }
 
-constexpr size_t kCaptureTimesKept = 120;
-
 GstPadProbeReturn
 on_capture_frame (GstPad *, GstPadProbeInfo *info, gpointer)
 {
@@ -188,21 +185,13 @@ on_capture_frame (GstPad *, GstPadProbeInfo *info, gpointer)
   g.capture_frames++;
   if (!GST_BUFFER_PTS_IS_VALID (buf))
     return GST_PAD_PROBE_OK;
-  LivemicroStageMeta *m = livemicro_buffer_get_stage_meta (buf);
-  gint64 t = m && m->capture_unix_us ? m->capture_unix_us : g_get_real_time ();
-  std::lock_guard<std::mutex> lock (g.capture_times_mutex);
-  g.capture_times[GST_BUFFER_PTS (buf)] = t;
-  while (g.capture_times.size () > kCaptureTimesKept)
-    g.capture_times.erase (g.capture_times.begin ());
+  livemicro::hw::FrameRecord r;
+  if (const LivemicroStageMeta *m = livemicro_buffer_get_stage_meta (buf))
+    r = livemicro::frame_record_of (*m);
+  if (r.capture_unix_us == 0)
+    r.capture_unix_us = g_get_real_time ();
+  g.ledger.captured (GST_BUFFER_PTS (buf), r);
   return GST_PAD_PROBE_OK;
-}
-
-gint64
-capture_time_of (GstClockTime pts)
-{
-  std::lock_guard<std::mutex> lock (g.capture_times_mutex);
-  auto it = g.capture_times.find (pts);
-  return it != g.capture_times.end () ? it->second : g_get_real_time ();
 }
 
 // What runs follows who watches (see the top of this file); on the main loop.
@@ -268,29 +257,16 @@ on_view_gate (GstPad *, GstPadProbeInfo *, gpointer data)
   return (*view)->encoding ? GST_PAD_PROBE_OK : GST_PAD_PROBE_DROP;
 }
 
-// Records the stage of each raw frame entering a view's encoder.
+// Records the record of each raw frame entering a view's encoder.
 GstPadProbeReturn
 on_raw_frame (GstPad *, GstPadProbeInfo *info, gpointer data)
 {
   auto *view = static_cast<View *> (data);
   GstBuffer *buf = GST_PAD_PROBE_INFO_BUFFER (info);
-  wire::FrameHeader h;
-  h.view_id = view->id;
-  if (LivemicroStageMeta *m = livemicro_buffer_get_stage_meta (buf)) {
-    h.capture_unix_us = m->capture_unix_us;
-    h.stage_x_um = m->stage_x_um;
-    h.stage_y_um = m->stage_y_um;
-    h.stage_z_um = m->stage_z_um;
-    h.um_per_px = m->um_per_px;
-    h.objective = m->objective;
-    h.frame_width = m->frame_width;
-    h.frame_height = m->frame_height;
-    if (m->moving)
-      h.flags |= wire::kFlagMoving;
-  }
-  if (h.capture_unix_us == 0)
-    h.capture_unix_us = capture_time_of (GST_BUFFER_PTS (buf));
-  view->timeline.record (GST_BUFFER_PTS (buf), h);
+  std::optional<livemicro::hw::FrameRecord> record;
+  if (const LivemicroStageMeta *m = livemicro_buffer_get_stage_meta (buf))
+    record = livemicro::frame_record_of (*m);
+  g.ledger.entering_encoder (view->timeline, GST_BUFFER_PTS (buf), record);
   return GST_PAD_PROBE_OK;
 }
 
@@ -303,12 +279,8 @@ on_encoded (GstAppSink *sink, gpointer data)
     return GST_FLOW_EOS;
   GstBuffer *buf = gst_sample_get_buffer (sample);
   wire::FrameHeader h;
-  if (auto in = view->timeline.take (GST_BUFFER_PTS (buf))) {
-    h = *in;
-  } else {
-    h.view_id = view->id;
-    h.capture_unix_us = g_get_real_time ();
-  }
+  h.view_id = view->id;
+  h.record = livemicro::orchestrator::CaptureLedger::encoded (view->timeline, GST_BUFFER_PTS (buf));
   h.pts_ns = GST_BUFFER_PTS (buf);
   h.duration_ns = GST_BUFFER_DURATION_IS_VALID (buf) ? GST_BUFFER_DURATION (buf) : 0;
   if (!GST_BUFFER_FLAG_IS_SET (buf, GST_BUFFER_FLAG_DELTA_UNIT))
@@ -316,16 +288,8 @@ on_encoded (GstAppSink *sink, gpointer data)
   GstMapInfo map;
   bool ok = true;
   if (gst_buffer_map (buf, &map, GST_MAP_READ)) {
-    // Capture time and stage position ride in the stream (SEI), for any client.
-    h264::FrameInfo fi;
-    fi.capture_unix_us = h.capture_unix_us;
-    fi.stage_x_um = h.stage_x_um;
-    fi.stage_y_um = h.stage_y_um;
-    fi.stage_z_um = h.stage_z_um;
-    fi.um_per_px = h.um_per_px;
-    fi.objective = h.objective;
-    fi.moving = h.flags & wire::kFlagMoving;
-    std::vector<uint8_t> au = h264::with_frame_info (map.data, map.size, fi);
+    // The frame's record rides in the stream (SEI), for any client.
+    std::vector<uint8_t> au = h264::with_frame_record (map.data, map.size, h.record);
     gst_buffer_unmap (buf, &map);
     ok = g.writer->send_frame (h, au.data (), au.size ());
     view->frames++;
@@ -396,6 +360,109 @@ on_still_frame (GstPad *pad, GstPadProbeInfo *info, gpointer data)
   return GST_PAD_PROBE_OK;
 }
 
+// A view's bin from the daemon's description; nullptr and `error` when it
+// does not parse or parses with a problem (e.g. a missing element).
+GstElement *
+parse_view_bin (const std::string &description, std::string &error)
+{
+  g_autoptr (GError) err = nullptr;
+  GstElement *bin = gst_parse_bin_from_description (description.c_str (), TRUE, &err);
+  if (!bin || err) {
+    error = std::string ("view pipeline: ") + (err ? err->message : "parse error");
+    if (bin)
+      gst_object_unref (bin);
+    return nullptr;
+  }
+  return bin;
+}
+
+// The bin's encoder (a new reference), and whether it draws the analysis.
+GstElement *
+find_encoder (GstElement *bin, bool &draws_analysis)
+{
+  GstElement *enc = nullptr;
+  GstIterator *it = gst_bin_iterate_recurse (GST_BIN (bin));
+  GValue item = G_VALUE_INIT;
+  while (gst_iterator_next (it, &item) == GST_ITERATOR_OK) {
+    GstElement *e = GST_ELEMENT (g_value_get_object (&item));
+    GstElementFactory *f = gst_element_get_factory (e);
+    if (f && gst_element_factory_list_is_type (f, GST_ELEMENT_FACTORY_TYPE_ENCODER))
+      gst_object_replace ((GstObject **)&enc, GST_OBJECT (e));
+    if (f && g_str_equal (GST_OBJECT_NAME (f), "featureoverlay"))
+      draws_analysis = true;
+    g_value_reset (&item);
+  }
+  g_value_unset (&item);
+  gst_iterator_free (it);
+  return enc;
+}
+
+// Hooks a parsed view bin up: encoded access units out of its appsink
+// "out", frame records at its encoder's input, stills at "encode_in", and
+// frames dropped at its leaky input queue "in".
+bool
+instrument_view (View &view, std::string &error)
+{
+  GstBin *bin = GST_BIN (view.bin);
+  g_autoptr (GstElement) sink = gst_bin_get_by_name (bin, "out");
+  if (!sink || !GST_IS_APP_SINK (sink)) {
+    error = "view pipeline has no appsink named 'out'";
+    return false;
+  }
+  g_autoptr (GstElement) enc = find_encoder (view.bin, view.draws_analysis);
+  if (!enc) {
+    error = "view pipeline has no encoder";
+    return false;
+  }
+  GstAppSinkCallbacks callbacks{};
+  callbacks.new_sample = on_encoded;
+  gst_app_sink_set_callbacks (GST_APP_SINK (sink), &callbacks, &view, nullptr);
+  GstPad *enc_sink = gst_element_get_static_pad (enc, "sink");
+  gst_pad_add_probe (enc_sink, GST_PAD_PROBE_TYPE_BUFFER, on_raw_frame, &view, nullptr);
+  gst_object_unref (enc_sink);
+  if (g_autoptr (GstElement) encode_in = gst_bin_get_by_name (bin, "encode_in")) {
+    GstPad *p = gst_element_get_static_pad (encode_in, "sink");
+    gst_pad_add_probe (p, GST_PAD_PROBE_TYPE_BUFFER, on_still_frame, &view, nullptr);
+    gst_object_unref (p);
+  }
+  if (g_autoptr (GstElement) q = gst_bin_get_by_name (bin, "in"))
+    g_signal_connect (q, "overrun",
+                      G_CALLBACK (+[] (GstElement *, gpointer d) { static_cast<View *> (d)->dropped++; }),
+                      &view);
+  return true;
+}
+
+// Adds the view's bin to the pipeline and links it to a new pad of the
+// capture tee, behind the view's gate.  On failure the bin is out again.
+bool
+link_view (const std::shared_ptr<View> &view, std::string &error)
+{
+  // Playing before it is linked: a buffer the tee pushes into a branch whose
+  // pads are not active yet comes back FLUSHING, the tee hands that to the
+  // capture source, and the source pauses its task for good (the whole
+  // microscope stops).
+  gst_bin_add (GST_BIN (g.pipeline), view->bin);
+  gst_element_sync_state_with_parent (view->bin);
+  view->tee_pad = gst_element_request_pad_simple (g.tee, "src_%u");
+  // Closed until the daemon says someone plays it (or a still is asked for).
+  gst_pad_add_probe (view->tee_pad,
+                     (GstPadProbeType)(GST_PAD_PROBE_TYPE_BUFFER | GST_PAD_PROBE_TYPE_BUFFER_LIST),
+                     on_view_gate, new std::shared_ptr<View> (view),
+                     [] (gpointer d) { delete static_cast<std::shared_ptr<View> *> (d); });
+  GstPad *bin_sink = gst_element_get_static_pad (view->bin, "sink");
+  GstPadLinkReturn lr = bin_sink ? gst_pad_link (view->tee_pad, bin_sink) : GST_PAD_LINK_NOFORMAT;
+  if (bin_sink)
+    gst_object_unref (bin_sink);
+  if (lr == GST_PAD_LINK_OK)
+    return true;
+  error = "cannot link the view to the capture tee";
+  gst_element_release_request_pad (g.tee, view->tee_pad);
+  gst_object_unref (view->tee_pad);
+  gst_element_set_state (view->bin, GST_STATE_NULL);
+  gst_bin_remove (GST_BIN (g.pipeline), view->bin);
+  return false;
+}
+
 bool
 add_view (uint32_t id, const std::string &description, std::string &error)
 {
@@ -410,97 +477,17 @@ add_view (uint32_t id, const std::string &description, std::string &error)
       return false;
     }
   }
-  GError *err = nullptr;
-  GstElement *bin = gst_parse_bin_from_description (description.c_str (), TRUE, &err);
-  if (!bin) {
-    error = std::string ("view pipeline: ") + (err ? err->message : "parse error");
-    g_clear_error (&err);
-    return false;
-  }
-  if (err) { // parsed, but with a problem (e.g. a missing element)
-    error = std::string ("view pipeline: ") + err->message;
-    g_clear_error (&err);
-    gst_object_unref (bin);
-    return false;
-  }
-  GstElement *sink = gst_bin_get_by_name (GST_BIN (bin), "out");
-  if (!sink || !GST_IS_APP_SINK (sink)) {
-    error = "view pipeline has no appsink named 'out'";
-    if (sink)
-      gst_object_unref (sink);
-    gst_object_unref (bin);
-    return false;
-  }
   auto view = std::make_shared<View> ();
   view->id = id;
-  view->bin = bin;
-  GstAppSinkCallbacks callbacks{};
-  callbacks.new_sample = on_encoded;
-  gst_app_sink_set_callbacks (GST_APP_SINK (sink), &callbacks, view.get (), nullptr);
-  // Stage bookkeeping at the encoder's input.
-  GstElement *enc = nullptr;
-  GstIterator *it = gst_bin_iterate_recurse (GST_BIN (bin));
-  GValue item = G_VALUE_INIT;
-  while (gst_iterator_next (it, &item) == GST_ITERATOR_OK) {
-    GstElement *e = GST_ELEMENT (g_value_get_object (&item));
-    GstElementFactory *f = gst_element_get_factory (e);
-    if (f && gst_element_factory_list_is_type (f, GST_ELEMENT_FACTORY_TYPE_ENCODER))
-      enc = GST_ELEMENT (gst_object_ref (e));
-    if (f && g_str_equal (GST_OBJECT_NAME (f), "featureoverlay"))
-      view->draws_analysis = true;
-    g_value_reset (&item);
-  }
-  g_value_unset (&item);
-  gst_iterator_free (it);
-  if (!enc) {
-    error = "view pipeline has no encoder";
-    gst_object_unref (sink);
-    gst_object_unref (bin);
+  view->bin = parse_view_bin (description, error);
+  if (!view->bin)
+    return false;
+  if (!instrument_view (*view, error)) {
+    gst_object_unref (view->bin);
     return false;
   }
-  GstPad *enc_sink = gst_element_get_static_pad (enc, "sink");
-  gst_pad_add_probe (enc_sink, GST_PAD_PROBE_TYPE_BUFFER, on_raw_frame, view.get (), nullptr);
-  gst_object_unref (enc_sink);
-  gst_object_unref (enc);
-  if (GstElement *encode_in = gst_bin_get_by_name (GST_BIN (bin), "encode_in")) {
-    GstPad *p = gst_element_get_static_pad (encode_in, "sink");
-    gst_pad_add_probe (p, GST_PAD_PROBE_TYPE_BUFFER, on_still_frame, view.get (), nullptr);
-    gst_object_unref (p);
-    gst_object_unref (encode_in);
-  }
-  // Frames a slow view drops at its leaky input queue.
-  if (GstElement *q = gst_bin_get_by_name (GST_BIN (bin), "in")) {
-    g_signal_connect (q, "overrun",
-                      G_CALLBACK (+[] (GstElement *, gpointer d) { static_cast<View *> (d)->dropped++; }),
-                      view.get ());
-    gst_object_unref (q);
-  }
-  gst_object_unref (sink);
-
-  // Playing before it is linked: a buffer the tee pushes into a branch whose
-  // pads are not active yet comes back FLUSHING, the tee hands that to the
-  // capture source, and the source pauses its task for good (the whole
-  // microscope stops).
-  gst_bin_add (GST_BIN (g.pipeline), bin);
-  gst_element_sync_state_with_parent (bin);
-  view->tee_pad = gst_element_request_pad_simple (g.tee, "src_%u");
-  // Closed until the daemon says someone plays it (or a still is asked for).
-  gst_pad_add_probe (view->tee_pad,
-                     (GstPadProbeType)(GST_PAD_PROBE_TYPE_BUFFER | GST_PAD_PROBE_TYPE_BUFFER_LIST),
-                     on_view_gate, new std::shared_ptr<View> (view),
-                     [] (gpointer d) { delete static_cast<std::shared_ptr<View> *> (d); });
-  GstPad *bin_sink = gst_element_get_static_pad (bin, "sink");
-  GstPadLinkReturn lr = bin_sink ? gst_pad_link (view->tee_pad, bin_sink) : GST_PAD_LINK_NOFORMAT;
-  if (bin_sink)
-    gst_object_unref (bin_sink);
-  if (lr != GST_PAD_LINK_OK) {
-    error = "cannot link the view to the capture tee";
-    gst_element_release_request_pad (g.tee, view->tee_pad);
-    gst_object_unref (view->tee_pad);
-    gst_element_set_state (bin, GST_STATE_NULL);
-    gst_bin_remove (GST_BIN (g.pipeline), bin);
+  if (!link_view (view, error))
     return false;
-  }
   {
     std::lock_guard<std::mutex> lock (g.views_mutex);
     g.views[id] = view;
@@ -574,38 +561,13 @@ force_keyframe (uint32_t id)
 void
 send_state (bool force)
 {
-  if (!g.scope)
+  if (!g.hardware)
     return;
-  gdouble x, y, z, upp;
-  gint objective;
-  gboolean moving;
-  g_object_get (g.scope, "x-um", &x, "y-um", &y, "z-um", &z, "um-per-px", &upp, "objective", &objective,
-                "moving", &moving, nullptr);
+  std::optional<livemicro::orchestrator::MicroscopeStatus> status = g.hardware->status ();
+  if (!status)
+    return;
   livemicro::orchestrator::event::State st;
-  auto &status = st.status;
-  status.x_um = x;
-  status.y_um = y;
-  status.z_um = z;
-  status.objective = objective;
-  status.um_per_px = upp;
-  status.moving = moving;
-  g_autofree char *objectives = nullptr;
-  GstStructure *limits = nullptr;
-  g_object_get (g.scope, "stage-speed-um-s", &status.stage_speed_um_s, "objectives", &objectives,
-                "soft-limits", &limits, nullptr);
-  g_auto (GStrv) mags = g_strsplit (objectives ? objectives : "", ",", -1);
-  for (char **it = mags; *it; it++)
-    if (**it)
-      status.objectives.push_back ((int)g_ascii_strtoll (*it, nullptr, 10));
-  if (limits) {
-    livemicro::orchestrator::SoftLimits l;
-    gst_structure_get (limits, "x_min_um", G_TYPE_DOUBLE, &l.x.min_um, "x_max_um", G_TYPE_DOUBLE, &l.x.max_um,
-                       "y_min_um", G_TYPE_DOUBLE, &l.y.min_um, "y_max_um", G_TYPE_DOUBLE, &l.y.max_um,
-                       "z_min_um", G_TYPE_DOUBLE, &l.z.min_um, "z_max_um", G_TYPE_DOUBLE, &l.z.max_um,
-                       nullptr);
-    status.limits = l;
-    gst_structure_free (limits);
-  }
+  st.status = *status;
   std::string s = livemicro::orchestrator::encode (livemicro::orchestrator::WorkerEvent (st));
   gint64 now = g_get_monotonic_time ();
   if (force || s != g.last_state || now - g.last_state_sent_us > G_USEC_PER_SEC) {
@@ -859,13 +821,7 @@ handle_command (const std::string &json)
         } else if constexpr (std::is_same_v<T, command::Hardware>) {
           if (!g.hardware)
             return;
-          livemicro::orchestrator::HwCommand hw;
-          hw.id = m.id;
-          hw.op = livemicro::orchestrator::command_op_name (m.op);
-          hw.a = m.a;
-          hw.b = m.b;
-          hw.objective = m.objective;
-          g.hardware->push (hw);
+          g.hardware->push (m);
         } else {
           g_main_loop_quit (g.loop);
         }

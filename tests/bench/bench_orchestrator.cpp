@@ -68,7 +68,7 @@ public:
           GstBuffer *b = GST_PAD_PROBE_INFO_BUFFER (info);
           GstMapInfo map;
           if (gst_buffer_map (b, &map, GST_MAP_READ)) {
-            auto t = h264::frame_info (map.data, map.size);
+            auto t = h264::frame_record (map.data, map.size);
             gst_buffer_unmap (b, &map);
             if (t) {
               std::lock_guard<std::mutex> lock (self->mutex_);
@@ -133,7 +133,8 @@ public:
     return first_frame_us_;
   }
   // The first decoded frame after `since_us` (monotonic) satisfying `ok`.
-  std::optional<gint64> first_shown (gint64 since_us, const std::function<bool (const h264::FrameInfo &)> &ok)
+  std::optional<gint64> first_shown (gint64 since_us,
+                                     const std::function<bool (const livemicro::hw::FrameRecord &)> &ok)
   {
     std::lock_guard<std::mutex> lock (mutex_);
     for (const auto &s : shown_)
@@ -145,8 +146,8 @@ public:
 private:
   GstElement *pipeline_;
   std::mutex mutex_;
-  std::map<GstClockTime, h264::FrameInfo> capture_;
-  std::vector<std::pair<gint64, h264::FrameInfo>> shown_; // decoded: when, what
+  std::map<GstClockTime, livemicro::hw::FrameRecord> capture_;
+  std::vector<std::pair<gint64, livemicro::hw::FrameRecord>> shown_; // decoded: when, what
   std::vector<double> latency_ms_;
   int frames_ = 0, frames_at_record_ = 0;
   gint64 first_frame_us_ = 0;
@@ -454,7 +455,7 @@ bench_control_to_photon (int n)
     std::optional<gint64> t1;
     while (!t1 && g_get_monotonic_time () - t0 < 3 * G_USEC_PER_SEC) {
       g_usleep (1000);
-      t1 = c.first_shown (t0, [&] (const h264::FrameInfo &f) {
+      t1 = c.first_shown (t0, [&] (const livemicro::hw::FrameRecord &f) {
         return !f.moving && std::abs (f.stage_x_um - target) <= upp;
       });
     }

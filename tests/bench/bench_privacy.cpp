@@ -59,7 +59,7 @@ const double kTargetMs = 10.0;
 
 struct Frame {
   cv::Mat rgb;
-  hw::CaptureInfo info;
+  hw::FrameRecord info;
 };
 
 double
@@ -99,7 +99,7 @@ struct Print {
       x += bw + gap;
     }
   }
-  void paste (cv::Mat &rgb, const hw::CaptureInfo &info) const
+  void paste (cv::Mat &rgb, const hw::FrameRecord &info) const
   {
     const double upp = info.um_per_px;
     auto to_px = [&] (double x_um, double y_um) {

@@ -31,7 +31,7 @@ const char *kRgbCaps = "video/x-raw,format=RGB,width=320,height=240,framerate=30
 
 // RGB buffer with a StageMeta from a capture (or none).
 GstBuffer *
-make_buffer (const cv::Mat &rgb, const hw::CaptureInfo *info)
+make_buffer (const cv::Mat &rgb, const hw::FrameRecord *info)
 {
   GstBuffer *buf = gst_buffer_new_allocate (nullptr, rgb.total () * 3, nullptr);
   GstMapInfo map;
@@ -172,7 +172,7 @@ protected:
 
 // The StageMeta geometry of a kW x kH capture.
 LivemicroStageMeta
-geometry_of (const hw::CaptureInfo &info)
+geometry_of (const hw::FrameRecord &info)
 {
   LivemicroStageMeta m{};
   m.stage_x_um = info.stage_x_um;
@@ -190,7 +190,7 @@ struct Scope {
   {
     m->camera ().configure (size);
   }
-  cv::Mat at (int objective, double x, double y, hw::CaptureInfo &info)
+  cv::Mat at (int objective, double x, double y, hw::FrameRecord &info)
   {
     m->turret ().select (objective);
     m->stage ().move_to (x, y);
@@ -414,7 +414,7 @@ TEST_F (PrivacyMask, QrCodesAndPrintedTextPastedAnywhereInTissueAreMaskedForGues
   std::mt19937 rng (2024);
   int objects = 0, fully_masked = 0, tissue_visible = 0;
   for (int k = 0; k < 24; k++) {
-    hw::CaptureInfo info;
+    hw::FrameRecord info;
     const int obj = (int[]){10, 20, 40}[k % 3];
     cv::Mat f = scope.at (obj, 28000 + (rng () % 40000), 3000 + (rng () % 19000), info);
     cv::Mat qr = qr_symbol (110 + (int)(rng () % 120), "PID:" + std::to_string (rng ()) + ";NAME:DOE^JANE");
@@ -471,7 +471,7 @@ TEST_P (PrivacyMaskModes, PrintComingIntoViewIsMaskedInEveryFrameThatShowsIt)
 {
   const int w = 640, h = 480, step = 37;
   Scope wide ({2000, h});
-  hw::CaptureInfo at;
+  hw::FrameRecord at;
   cv::Mat canvas = wide.at (10, 47000, 9000, at);
   const double upp = at.um_per_px, x0 = at.stage_x_um - 1000 * upp, y0 = at.stage_y_um - h / 2.0 * upp;
   const cv::Rect qr = paste_qr (canvas, qr_symbol (170, "PID:00424242;NAME:DOE^JANE"), {800, 40});
@@ -485,7 +485,7 @@ TEST_P (PrivacyMaskModes, PrintComingIntoViewIsMaskedInEveryFrameThatShowsIt)
            "video/x-raw,format=RGB,width=640,height=480,framerate=30/1");
   int frames_showing = 0;
   for (int x = 0; x + w <= canvas.cols; x += step) {
-    hw::CaptureInfo info = at;
+    hw::FrameRecord info = at;
     info.stage_x_um = x0 + (x + w / 2.0) * upp;
     info.stage_y_um = y0 + h / 2.0 * upp;
     GstBuffer *in = make_buffer (canvas (cv::Rect (x, 0, w, h)).clone (), &info);
@@ -513,7 +513,7 @@ TEST_P (PrivacyMaskModes, PrintComingIntoViewIsMaskedInEveryFrameThatShowsIt)
 TEST_P (PrivacyMaskModes, PrintAppearingInAStillViewIsMaskedWithinTheDetectionInterval)
 {
   Scope scope;
-  hw::CaptureInfo info;
+  hw::FrameRecord info;
   const cv::Mat tissue = scope.at (10, 59600, 11900, info);
   cv::Mat printed = tissue.clone ();
   const cv::Rect qr = paste_qr (printed, qr_symbol (120, "PID:00424242"), {150, 60});
@@ -545,7 +545,7 @@ TEST_F (PrivacyMask, OneDimensionalBarcodeInTissueIsMaskedForGuests)
   const int w = 640, h = 480;
   harness ("profile=guest", "video/x-raw,format=RGB,width=640,height=480,framerate=30/1");
   Scope scope ({w, h});
-  hw::CaptureInfo info;
+  hw::FrameRecord info;
   cv::Mat f = scope.at (20, 47000, 9000, info);
   // Code 128-like bars of varying width (a printed specimen barcode).
   std::mt19937 rng (9);
@@ -570,7 +570,7 @@ TEST_F (PrivacyMask, OneDimensionalBarcodeInTissueIsMaskedForGuests)
 TEST_F (PrivacyMask, OwnerSeesTheFrameAsCapturedAndConsultantsSeeTissueText)
 {
   Scope scope;
-  hw::CaptureInfo info;
+  hw::FrameRecord info;
   cv::Mat f = scope.at (10, 59600, 11900, info); // dense tissue
   const cv::Rect text = cv::boundingRect (paste_text (f, "MRN 1234", cv::Point (40, 200), 0.6));
   harness ("profile=owner");
@@ -594,7 +594,7 @@ TEST_F (PrivacyMask, OwnerSeesTheFrameAsCapturedAndConsultantsSeeTissueText)
 TEST_F (PrivacyMask, MissingStageMetaBlanksTheWholeFrameAndWarns)
 {
   Scope scope;
-  hw::CaptureInfo info;
+  hw::FrameRecord info;
   cv::Mat tissue = scope.at (10, 47000, 9000, info);
   for (const char *profile : {"guest", "consultant", "trainee"}) {
     harness (std::string ("profile=") + profile);
@@ -620,7 +620,7 @@ TEST_F (PrivacyMask, MissingStageMetaBlanksTheWholeFrameAndWarns)
 TEST_F (PrivacyMask, InvalidStageMetaBlanksTheFrame)
 {
   Scope scope;
-  hw::CaptureInfo info;
+  hw::FrameRecord info;
   cv::Mat tissue = scope.at (10, 47000, 9000, info);
   harness ("profile=guest");
   info.um_per_px = 0;
@@ -632,7 +632,7 @@ TEST_F (PrivacyMask, InvalidStageMetaBlanksTheFrame)
 TEST_F (PrivacyMask, DetectorFailureBlanksTheWholeFrameAndWarns)
 {
   Scope scope;
-  hw::CaptureInfo info;
+  hw::FrameRecord info;
   cv::Mat tissue = scope.at (10, 47000, 9000, info);
   g_setenv ("LIVEMICRO_PRIVACY_INJECT_FAULT", "detect", TRUE);
   harness ("profile=guest");
@@ -647,7 +647,7 @@ TEST_F (PrivacyMask, DetectorFailureBlanksTheWholeFrameAndWarns)
 TEST_F (PrivacyMask, CapsChangeUnderTheMaskBlanksUntilTheStageMetaAgrees)
 {
   Scope scope;
-  hw::CaptureInfo info;
+  hw::FrameRecord info;
   cv::Mat f = scope.at (10, 47000, 9000, info);
   harness ("profile=consultant");
   push_pull (make_buffer (f, &info));
@@ -720,7 +720,7 @@ fake_features_info ()
 TEST_F (PrivacyMask, GuestLosesAnalysisMetasAndCaptureTimeButKeepsGeometry)
 {
   Scope scope;
-  hw::CaptureInfo info;
+  hw::FrameRecord info;
   cv::Mat f = scope.at (10, 47000, 9000, info);
   for (const char *profile : {"owner", "consultant", "guest"}) {
     harness (std::string ("profile=") + profile);
@@ -783,7 +783,7 @@ TEST_F (PrivacyMask, PatientTagsNeverLeaveTheGuestView)
 TEST_F (PrivacyMask, FoundRegionsAreRememberedInSlideCoordinatesAndPosted)
 {
   Scope scope;
-  hw::CaptureInfo info;
+  hw::FrameRecord info;
   // 4x over the QR code of the label (ground truth), label regions off so
   // only what detection found is masked.
   const cv::Rect2d qr_um = hw::sim::SyntheticSlide ().label ().qr_rect_um;
@@ -840,7 +840,7 @@ TEST_F (PrivacyMask, LabelIsMaskedInEveryPlaneOfI420)
 {
   harness ("profile=consultant", "video/x-raw,format=I420,width=320,height=240,framerate=30/1");
   Scope scope;
-  hw::CaptureInfo info;
+  hw::FrameRecord info;
   cv::Mat f = scope.at (10, 20000, 9000, info); // left half on the label
   cv::Mat yuv;
   cv::cvtColor (f, yuv, cv::COLOR_RGB2YUV_I420);
@@ -875,7 +875,7 @@ TEST_P (PrivacyMaskModes, PastedPrintIsMaskedInEveryFormat)
 {
   const int w = 640, h = 480;
   Scope scope ({w, h});
-  hw::CaptureInfo info;
+  hw::FrameRecord info;
   cv::Mat rgb = scope.at (20, 52000, 9000, info);
   const cv::Rect qr = paste_qr (rgb, qr_symbol (150, "PID:00424242;NAME:DOE^JANE"), {60, 50});
   const cv::Mat text = paste_text (rgb, "DOE, JANE  MRN 00424242", {260, 400}, 0.8);
@@ -960,7 +960,7 @@ TEST_P (PrivacyMaskModes, PastedPrintIsMaskedInEveryFormat)
 TEST_F (PrivacyMask, PixelateAndBlurHideTheLabelDifferentlyFromFill)
 {
   Scope scope;
-  hw::CaptureInfo info;
+  hw::FrameRecord info;
   cv::Mat f = scope.at (4, 5000, 12000, info); // the patient's name lines
   for (const char *method : {"pixelate", "blur"}) {
     harness (std::string ("profile=consultant method=") + method);
@@ -987,7 +987,7 @@ TEST_F (PrivacyMask, SwitchingProfilesWhilePlayingNeverUnmasksTheLabel)
   g_value_set_string (&v, "consultant");
   GstHarnessThread *t = gst_harness_stress_property_start_full (h_, "profile", &v, 0);
   Scope scope;
-  hw::CaptureInfo info;
+  hw::FrameRecord info;
   for (int k = 0; k < 40; k++) {
     cv::Mat f = scope.at (10, 19800 + 5 * k, 9000, info); // crossing the label edge
     g_object_set (mask (), "profile", k % 2 ? "guest" : "trainee", nullptr);
@@ -1109,7 +1109,7 @@ TEST_F (PrivacyMask, RefusedChangesWhilePlayingWarnAndChangeNothing)
   g_free (profile);
   // Still masking: a frame without StageMeta is blanked.
   Scope scope;
-  hw::CaptureInfo info;
+  hw::FrameRecord info;
   cv::Mat out = push_pull (make_buffer (scope.at (10, 47000, 9000, info), nullptr));
   EXPECT_EQ (black_pixels (out, cv::Rect (0, 0, kW, kH)), kW * kH);
 }

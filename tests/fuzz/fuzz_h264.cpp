@@ -2,7 +2,7 @@
 // on arbitrary bytes.  Contract: NAL units lie inside the buffer, in order,
 // each behind a start code; has_nal agrees with nal_units; the parameter
 // sets re-parse to the same NAL units; capture_time agrees with frame_info;
-// and an access unit without SEI, given a frame info by with_frame_info,
+// and an access unit without SEI, given a frame info by with_frame_record,
 // gives exactly that frame info back.
 #include "common/h264.h"
 #include "fuzz_util.h"
@@ -37,7 +37,7 @@ check_nals (const uint8_t *au, size_t len, const std::vector<Nal> &nals)
   }
 }
 
-FrameInfo
+livemicro::hw::FrameRecord
 info_from (const uint8_t *data, size_t size)
 {
   // The last 53 bytes (when there are that many) choose the frame info,
@@ -45,7 +45,7 @@ info_from (const uint8_t *data, size_t size)
   uint8_t b[53] = {};
   size_t n = std::min (size, sizeof b);
   std::memcpy (b, data + size - n, n);
-  FrameInfo f;
+  livemicro::hw::FrameRecord f;
   std::memcpy (&f.capture_unix_us, b, 8);
   std::memcpy (&f.stage_x_um, b + 8, 8);
   std::memcpy (&f.stage_y_um, b + 16, 8);
@@ -95,17 +95,17 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
   }
   FUZZ_CHECK (k == ps_nals.size (), "extra NAL units in the parameter sets");
 
-  std::optional<FrameInfo> fi = frame_info (data, size);
+  std::optional<livemicro::hw::FrameRecord> fi = frame_record (data, size);
   std::optional<int64_t> ct = capture_time (data, size);
   FUZZ_CHECK (fi.has_value () == ct.has_value () && (!fi || fi->capture_unix_us == *ct),
               "capture_time and frame_info disagree");
   FUZZ_CHECK (!fi || has_nal (data, size, kSei), "frame info without an SEI");
 
-  FrameInfo info = info_from (data, size);
-  std::vector<uint8_t> with = with_frame_info (data, size, info);
+  livemicro::hw::FrameRecord info = info_from (data, size);
+  std::vector<uint8_t> with = with_frame_record (data, size, info);
   FUZZ_CHECK (with.size () > size, "nothing inserted");
   check_nals (with.data (), with.size (), nal_units (with.data (), with.size ()));
-  std::optional<FrameInfo> back = frame_info (with.data (), with.size ());
+  std::optional<livemicro::hw::FrameRecord> back = frame_record (with.data (), with.size ());
   FUZZ_CHECK (back.has_value (), "the inserted SEI is not found");
   if (!has_nal (data, size, kSei)) {
     FUZZ_CHECK (back->capture_unix_us == info.capture_unix_us && same_bits (back->stage_x_um, info.stage_x_um)

@@ -329,7 +329,7 @@ public:
           GstBuffer *b = GST_PAD_PROBE_INFO_BUFFER (info);
           GstMapInfo map;
           if (gst_buffer_map (b, &map, GST_MAP_READ)) {
-            if (auto fi = livemicro::orchestrator::h264::frame_info (map.data, map.size))
+            if (auto fi = livemicro::orchestrator::h264::frame_record (map.data, map.size))
               static_cast<RtspPlayer *> (d)->last_capture_unix_us_ = fi->capture_unix_us;
             gst_buffer_unmap (b, &map);
           }

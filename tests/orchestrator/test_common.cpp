@@ -1,6 +1,8 @@
 // The orchestrator's plain parts: H.264 capture-time SEI, credentials, the
 // SQLite store, the configuration file, pipeline templates, the QuPath
-// GeoJSON writer, viewers' timestamps from capture times and WHEP offers.
+// GeoJSON writer, viewers' timestamps from capture times, WHEP offers and
+// the worker's ledger of frame records.
+#include "capture_ledger.h"
 #include "common/h264.h"
 #include "common/qupath_geojson.h"
 #include "common/store.h"
@@ -45,7 +47,7 @@ TEST (H264, CaptureTimeSurvivesTheStreamIncludingEmulationPrevention)
   }
   EXPECT_FALSE (h264::capture_time (au, sizeof au).has_value ());
   // The stage position rides along.
-  h264::FrameInfo in;
+  livemicro::hw::FrameRecord in;
   in.capture_unix_us = 123456789;
   in.stage_x_um = 47000.125;
   in.stage_y_um = -0.5;
@@ -53,8 +55,8 @@ TEST (H264, CaptureTimeSurvivesTheStreamIncludingEmulationPrevention)
   in.um_per_px = 0.25;
   in.objective = 40;
   in.moving = true;
-  auto out = h264::with_frame_info (au, sizeof au, in);
-  auto info = h264::frame_info (out.data (), out.size ());
+  auto out = h264::with_frame_record (au, sizeof au, in);
+  auto info = h264::frame_record (out.data (), out.size ());
   ASSERT_TRUE (info.has_value ());
   EXPECT_EQ (info->capture_unix_us, 123456789);
   EXPECT_DOUBLE_EQ (info->stage_x_um, 47000.125);
@@ -507,4 +509,44 @@ TEST (WhepOffer, RefusesWhatIsNotAWebRtcOfferOrOffersNothingToSend)
   EXPECT_EQ (refusal_of ("application/sdp", sending), Reason::kInvalid);
   std::string big (70000, 'v');
   EXPECT_EQ (refusal_of ("application/sdp", big), Reason::kTooLarge);
+}
+
+// The worker's CaptureLedger: an encoded access unit gets the record of the
+// frame that entered the encoder (the encoder shifts PTS by a constant), and
+// a view whose profile stripped the capture time gets it back from the
+// capture, but nothing else the profile stripped.
+TEST (CaptureLedger, EncodedAccessUnitsGetTheRecordOfTheirCapture)
+{
+  CaptureLedger ledger;
+  CaptureLedger::ViewTimeline owner, guest;
+  const uint64_t shift = 3600ull * 1000000000ull; // x264enc's min-pts offset
+  for (uint64_t k = 0; k < 10; k++) {
+    const uint64_t pts = k * 33333333;
+    livemicro::hw::FrameRecord r;
+    r.stage_x_um = 1000 + 10.0 * k;
+    r.stage_y_um = 2000;
+    r.um_per_px = 0.5;
+    r.frame_width = 1280;
+    r.frame_height = 720;
+    r.objective = 20;
+    r.capture_unix_us = 1700000000000000 + (int64_t)k * 33333;
+    r.frame_number = 100 + k;
+    ledger.captured (pts, r);
+    ledger.entering_encoder (owner, pts, r);
+    livemicro::hw::FrameRecord stripped = r; // guest: geometry only
+    stripped.capture_unix_us = 0;
+    stripped.frame_number = 0;
+    ledger.entering_encoder (guest, pts, stripped);
+  }
+  for (uint64_t k = 0; k < 10; k++) {
+    const uint64_t out_pts = k * 33333333 + shift;
+    livemicro::hw::FrameRecord o = CaptureLedger::encoded (owner, out_pts);
+    EXPECT_EQ (o.frame_number, 100 + k);
+    EXPECT_DOUBLE_EQ (o.stage_x_um, 1000 + 10.0 * k);
+    EXPECT_EQ (o.capture_unix_us, 1700000000000000 + (int64_t)k * 33333);
+    livemicro::hw::FrameRecord g = CaptureLedger::encoded (guest, out_pts);
+    EXPECT_EQ (g.capture_unix_us, o.capture_unix_us) << "the guest view's latency needs the capture time";
+    EXPECT_EQ (g.frame_number, 0u) << "what the profile stripped stays stripped";
+    EXPECT_DOUBLE_EQ (g.stage_x_um, o.stage_x_um);
+  }
 }

@@ -139,8 +139,8 @@ TEST (AravisFake, StreamsAtTheCameraSizeAndHonoursItsSettings)
   EXPECT_TRUE (m->camera ().free_running ());
   EXPECT_NEAR (m->camera ().frame_rate (), 25, 0.01);
   cv::Mat rgb;
-  CaptureInfo a = m->camera ().grab (rgb);
-  CaptureInfo b = m->camera ().grab (rgb);
+  FrameRecord a = m->camera ().grab (rgb);
+  FrameRecord b = m->camera ().grab (rgb);
   EXPECT_EQ (rgb.size (), cv::Size (512, 512));
   EXPECT_GT (b.frame_number, a.frame_number);
   cv::Scalar mean, sd;
@@ -290,7 +290,7 @@ TEST (Compose, ACameraAndAGrblStageAndFocusMakeOneMicroscope)
       },
       5));
   cv::Mat rgb;
-  CaptureInfo info = m->camera ().grab (rgb);
+  FrameRecord info = m->camera ().grab (rgb);
   EXPECT_NEAR (info.stage_x_um, 12000, 1);
   EXPECT_NEAR (info.stage_y_um, 11000, 1);
   EXPECT_NEAR (info.stage_z_um, 1500, 1);

@@ -31,7 +31,7 @@ namespace {
 
 struct Shot {
   cv::Mat rgb;
-  hw::CaptureInfo info;
+  hw::FrameRecord info;
   std::vector<hw::sim::Nucleus> truth; // centroids inside the frame
 };
 

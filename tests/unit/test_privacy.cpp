@@ -354,14 +354,14 @@ struct Scope {
   {
     m->camera ().configure (size);
   }
-  cv::Mat at (int objective, double x, double y, hw::CaptureInfo *info = nullptr)
+  cv::Mat at (int objective, double x, double y, hw::FrameRecord *info = nullptr)
   {
     m->turret ().select (objective);
     m->stage ().move_to (x, y);
     while (m->stage ().state ().moving)
       g_usleep (1000);
     cv::Mat rgb;
-    hw::CaptureInfo c = m->camera ().grab (rgb);
+    hw::FrameRecord c = m->camera ().grab (rgb);
     if (info)
       *info = c;
     return rgb;
@@ -435,7 +435,7 @@ TEST (Detect, TissueFramesAreNotMistakenForText)
 {
   Scope s ({640, 480});
   Detector d;
-  hw::CaptureInfo info;
+  hw::FrameRecord info;
   s.at (10, 0, 0, &info);
   for (int obj : {4, 10, 20, 40})
     for (double x : {32000.0, 45000.0, 58000.0}) {
@@ -503,7 +503,7 @@ TEST (Detect, PrintedLabelLinesAreFoundAsLabelAndText)
   Detector d;
   // 4x: 2.5 µm/px, the patient-name line fills part of the frame.
   const cv::Rect2d name_um = slide.label ().text_rects_um[3];
-  hw::CaptureInfo info;
+  hw::FrameRecord info;
   cv::Mat f = s.at (4, name_um.x + 0.5 * 640 * 2.5 - 100, name_um.y + name_um.height / 2, &info);
   FrameGeometry g{info.stage_x_um, info.stage_y_um, info.um_per_px, 640, 480};
   cv::Point2d a = g.to_frame (name_um.tl ()), b = g.to_frame (name_um.br ());
@@ -634,7 +634,7 @@ struct Canvas {
   Canvas (cv::Size size, int objective, double x_um, double y_um)
   {
     Scope s (size);
-    hw::CaptureInfo info;
+    hw::FrameRecord info;
     rgb = s.at (objective, x_um, y_um, &info).clone ();
     um_per_px = info.um_per_px;
     x0_um = info.stage_x_um - size.width / 2.0 * um_per_px;

@@ -130,7 +130,7 @@ TEST (SimMicroscope, ObjectivesSetMicronsPerPixel)
     EXPECT_DOUBLE_EQ (m->turret ().current ().um_per_px, upp);
     cv::Mat rgb;
     m->camera ().configure ({64, 48});
-    CaptureInfo info = m->camera ().grab (rgb);
+    FrameRecord info = m->camera ().grab (rgb);
     EXPECT_EQ (info.objective, mag);
     EXPECT_DOUBLE_EQ (info.um_per_px, upp);
   }
@@ -148,11 +148,11 @@ TEST (SimMicroscope, StageMoveShiftsTheImageByTheExpectedPixels)
   m->turret ().select (20); // 0.5 µm/px
   m->camera ().configure ({400, 300});
   cv::Mat a, b;
-  CaptureInfo ia = m->camera ().grab (a);
+  FrameRecord ia = m->camera ().grab (a);
   StageState s = m->stage ().state ();
   m->stage ().move_to (s.x_um + 30.0, s.y_um - 20.0); // +60 px, −40 px
   clock.now_us += 10000000;
-  CaptureInfo ib = m->camera ().grab (b);
+  FrameRecord ib = m->camera ().grab (b);
   EXPECT_NEAR (ib.stage_x_um - ia.stage_x_um, 30.0, 1e-9);
   EXPECT_NEAR (ib.stage_y_um - ia.stage_y_um, -20.0, 1e-9);
   // b(x, y) shows what a showed at (x + 60, y − 40).

@@ -21,6 +21,8 @@
 #pragma once
 
 #include <livemicro/hw/error.h>
+#include <livemicro/hw/frame_record.h>
+#include <livemicro/hw/limits.h>
 
 #include <opencv2/core.hpp>
 
@@ -30,12 +32,6 @@
 #include <vector>
 
 namespace livemicro::hw {
-
-struct AxisLimits {
-  double min_um = 0.0;
-  double max_um = 0.0;
-  bool contains (double v) const { return v >= min_um && v <= max_um; }
-};
 
 struct StageState {
   double x_um = 0.0;
@@ -92,18 +88,6 @@ public:
   virtual Objective current () const = 0;
 };
 
-// Where and how a frame was taken: copied into StageMeta by microscopesrc.
-struct CaptureInfo {
-  double stage_x_um = 0.0;
-  double stage_y_um = 0.0;
-  double stage_z_um = 0.0;
-  int objective = 0;
-  double um_per_px = 0.0;
-  bool moving = false;
-  int64_t capture_unix_us = 0; // wall clock when the exposure was taken
-  uint64_t frame_number = 0;
-};
-
 class Camera {
 public:
   virtual ~Camera () = default;
@@ -116,8 +100,9 @@ public:
   // Takes one RGB (8 bit, 3 channels) frame into `rgb`, which is (re)allocated
   // only when its size or type differs.  Throws Error on device faults:
   // Error(kDevice) while the camera is gone (a real backend reconnects by
-  // itself and grabs again once it is back).
-  virtual CaptureInfo grab (cv::Mat &rgb) = 0;
+  // itself and grabs again once it is back).  The record says where and
+  // when (frame_width/height stay 0: the element that makes the frame knows).
+  virtual FrameRecord grab (cv::Mat &rgb) = 0;
   // TRUE when the camera exposes at its own rate and grab() waits for the
   // next frame (a real camera); FALSE when grab() renders on demand (sim).
   virtual bool free_running () const { return false; }
@@ -143,13 +128,7 @@ struct MicroscopeState {
   double focal_plane_z_um = 0.0; // nominal focus of the slide surface; 0 = unknown
 };
 
-// Limits for remote control with the current objective: the field of view
-// stays on the slide (x, y shrink by half the frame), and the focus stops
-// 100 µm short of the objective touching the slide (high-magnification
-// objectives have short working distances).
-struct SoftLimits {
-  AxisLimits x, y, z;
-};
+// The soft limits (limits.h) of the current objective for a frame of this size.
 SoftLimits soft_limits (const MicroscopeState &state, int frame_width, int frame_height);
 
 // A microscope as one object: the parts plus a consistent snapshot.
