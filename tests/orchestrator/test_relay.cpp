@@ -282,3 +282,39 @@ TEST_F (RelayTest, LostPacketsAreRetransmittedAndEveryFrameDecodes)
   EXPECT_EQ (in.state ().reconnects, 0u);
   RecordProperty ("datagrams_dropped", std::to_string (net.dropped ()));
 }
+
+TEST (RelayedFrameHeader, ComesFromTheSeiAndThePictureAndNeedsTheCaptureTime)
+{
+  // SPS, PPS, IDR slice (as in the H.264 unit test) with the worker's SEI.
+  const uint8_t au[] = {0,    0,    0,    1,    0x67, 0x42, 0xc0, 0x1f, 0,    0,    0,    1,
+                        0x68, 0xce, 0x3c, 0x80, 0,    0,    1,    0x65, 0x88, 0x84, 0x00, 0x33};
+  h264::FrameInfo fi;
+  fi.capture_unix_us = 1795367801658453;
+  fi.stage_x_um = 47000.125;
+  fi.stage_y_um = -0.5;
+  fi.stage_z_um = 1003.25;
+  fi.um_per_px = 0.25;
+  fi.objective = 40;
+  fi.moving = true;
+  const std::vector<uint8_t> with_sei = h264::with_frame_info (au, sizeof au, fi);
+  RelayedPicture pic{true, 1280, 720, 33333333};
+  auto h = relayed_frame_header (with_sei.data (), with_sei.size (), pic, 7);
+  ASSERT_TRUE (h.has_value ());
+  EXPECT_EQ (h->view_id, 7u);
+  EXPECT_EQ (h->capture_unix_us, fi.capture_unix_us);
+  EXPECT_DOUBLE_EQ (h->stage_x_um, 47000.125);
+  EXPECT_DOUBLE_EQ (h->stage_y_um, -0.5);
+  EXPECT_DOUBLE_EQ (h->stage_z_um, 1003.25);
+  EXPECT_DOUBLE_EQ (h->um_per_px, 0.25);
+  EXPECT_EQ (h->objective, 40u);
+  EXPECT_EQ (h->flags, wire::kFlagKeyframe | wire::kFlagMoving);
+  EXPECT_EQ (h->frame_width, 1280u);
+  EXPECT_EQ (h->frame_height, 720u);
+  EXPECT_EQ (h->duration_ns, 33333333u);
+  EXPECT_EQ (h->pts_ns, 0u) << "not carried";
+  pic.keyframe = false;
+  fi.moving = false;
+  const std::vector<uint8_t> still = h264::with_frame_info (au, sizeof au, fi);
+  EXPECT_EQ (relayed_frame_header (still.data (), still.size (), pic, 7)->flags, 0u);
+  EXPECT_FALSE (relayed_frame_header (au, sizeof au, pic, 7).has_value ()) << "no SEI, no capture time";
+}
