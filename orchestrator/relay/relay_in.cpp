@@ -46,23 +46,19 @@ message_text (GstMessage *m)
 std::optional<wire::FrameHeader>
 relayed_frame_header (const uint8_t *au, size_t len, const RelayedPicture &pic, uint32_t view_id)
 {
-  std::optional<h264::FrameInfo> info = h264::frame_info (au, len);
-  if (!info)
+  std::optional<hw::FrameRecord> record = h264::frame_record (au, len);
+  if (!record)
     return std::nullopt;
   wire::FrameHeader h;
   h.view_id = view_id;
-  h.capture_unix_us = info->capture_unix_us;
-  h.stage_x_um = info->stage_x_um;
-  h.stage_y_um = info->stage_y_um;
-  h.stage_z_um = info->stage_z_um;
-  h.um_per_px = info->um_per_px;
-  h.objective = info->objective;
-  if (info->moving)
-    h.flags |= wire::kFlagMoving;
+  h.record = *record;
   if (pic.keyframe)
     h.flags |= wire::kFlagKeyframe;
-  h.frame_width = pic.width;
-  h.frame_height = pic.height;
+  // A record written without the frame size: the encoded picture's.
+  if (!h.record.frame_width || !h.record.frame_height) {
+    h.record.frame_width = (int)pic.width;
+    h.record.frame_height = (int)pic.height;
+  }
   h.duration_ns = pic.duration_ns;
   return h;
 }
@@ -263,7 +259,7 @@ RelayIn::on_access_unit (GstElement *appsink, gpointer data)
       self->without_capture_++;
       h = wire::FrameHeader{};
       h->view_id = self->view_->id ();
-      h->capture_unix_us = g_get_real_time ();
+      h->record.capture_unix_us = g_get_real_time ();
       h->flags = pic.keyframe ? wire::kFlagKeyframe : 0;
     }
     self->view_->push (*h, map.data, map.size);

@@ -5,6 +5,8 @@
 // no netem).
 #pragma once
 
+#include <livemicro/frame_record_meta.h>
+
 #include "common/h264.h"
 #include "common/wire.h"
 #include "view_stream.h"
@@ -115,27 +117,24 @@ private:
     gst_buffer_map (buf, &map, GST_MAP_READ);
     orchestrator::wire::FrameHeader h;
     h.view_id = view_->id ();
-    h.capture_unix_us = std::max (g_get_real_time (), last_capture_us_ + 1);
-    last_capture_us_ = h.capture_unix_us;
-    h.stage_x_um = 1.25 * (double)frames_;
-    h.stage_y_um = -3.5;
-    h.um_per_px = 0.25;
-    h.objective = 40;
+    h.record.capture_unix_us = std::max (g_get_real_time (), last_capture_us_ + 1);
+    last_capture_us_ = h.record.capture_unix_us;
+    h.record.stage_x_um = 1.25 * (double)frames_;
+    h.record.stage_y_um = -3.5;
+    h.record.um_per_px = 0.25;
+    h.record.objective = 40;
+    h.record.frame_width = 320;
+    h.record.frame_height = 240;
+    h.record.frame_number = frames_;
     h.duration_ns = GST_BUFFER_DURATION_IS_VALID (buf) ? GST_BUFFER_DURATION (buf) : 0;
     if (!GST_BUFFER_FLAG_IS_SET (buf, GST_BUFFER_FLAG_DELTA_UNIT))
       h.flags |= orchestrator::wire::kFlagKeyframe;
-    orchestrator::h264::FrameInfo fi;
-    fi.capture_unix_us = h.capture_unix_us;
-    fi.stage_x_um = h.stage_x_um;
-    fi.stage_y_um = h.stage_y_um;
-    fi.um_per_px = h.um_per_px;
-    fi.objective = h.objective;
-    std::vector<uint8_t> au = orchestrator::h264::with_frame_info (map.data, map.size, fi);
+    std::vector<uint8_t> au = orchestrator::h264::with_frame_record (map.data, map.size, h.record);
     gst_buffer_unmap (buf, &map);
     gst_sample_unref (sample);
     {
       std::lock_guard<std::mutex> lock (mutex_);
-      pushed_[h.capture_unix_us] = h.stage_x_um;
+      pushed_[h.record.capture_unix_us] = h.record.stage_x_um;
     }
     frames_++;
     view_->push (h, au.data (), au.size ());
@@ -159,6 +158,7 @@ class LocalViewer {
 public:
   struct Arrival {
     int64_t capture_unix_us, arrival_unix_us;
+    std::optional<hw::FrameRecord> record; // the StageMeta the ViewStream put on the buffer
   };
   explicit LocalViewer (std::shared_ptr<ViewStream> view) : view_ (view)
   {
@@ -216,13 +216,16 @@ private:
       return GST_PAD_PROBE_OK;
     auto capture = orchestrator::h264::capture_time (map.data, map.size);
     gst_buffer_unmap (b, &map);
+    std::optional<hw::FrameRecord> record;
+    if (const LivemicroStageMeta *m = livemicro_buffer_get_stage_meta (b))
+      record = livemicro::frame_record_of (*m);
     self->access_units_++;
     if (!capture) {
       self->without_capture_time_++;
       return GST_PAD_PROBE_OK;
     }
     std::lock_guard<std::mutex> lock (self->mutex_);
-    self->arrivals_.push_back ({*capture, g_get_real_time ()});
+    self->arrivals_.push_back ({*capture, g_get_real_time (), record});
     return GST_PAD_PROBE_OK;
   }
 

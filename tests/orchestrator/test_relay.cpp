@@ -74,15 +74,15 @@ TEST_F (RelayTest, FramesArriveWithTheirCaptureTimeAndStageAndDecode)
     ASSERT_EQ (pushed.count (a.capture_unix_us), 1u) << a.capture_unix_us;
     EXPECT_GT (a.capture_unix_us, last);
     last = a.capture_unix_us;
-    wire::FrameHeader h;
-    if (serving->recent_frame (a.capture_unix_us, h)) { // the last 64 frames
+    if (a.record) { // the frame record the serving ViewStream rebuilt, on the buffer
       stage_checked++;
-      EXPECT_DOUBLE_EQ (h.stage_x_um, pushed.at (a.capture_unix_us));
-      EXPECT_DOUBLE_EQ (h.stage_y_um, -3.5);
-      EXPECT_DOUBLE_EQ (h.um_per_px, 0.25);
-      EXPECT_EQ (h.objective, 40u);
-      EXPECT_EQ (h.frame_width, 320u);
-      EXPECT_EQ (h.frame_height, 240u);
+      EXPECT_EQ (a.record->capture_unix_us, a.capture_unix_us);
+      EXPECT_DOUBLE_EQ (a.record->stage_x_um, pushed.at (a.capture_unix_us));
+      EXPECT_DOUBLE_EQ (a.record->stage_y_um, -3.5);
+      EXPECT_DOUBLE_EQ (a.record->um_per_px, 0.25);
+      EXPECT_EQ (a.record->objective, 40);
+      EXPECT_EQ (a.record->frame_width, 320);
+      EXPECT_EQ (a.record->frame_height, 240);
     }
   }
   EXPECT_GE (stage_checked, 30u);
@@ -288,7 +288,7 @@ TEST (RelayedFrameHeader, ComesFromTheSeiAndThePictureAndNeedsTheCaptureTime)
   // SPS, PPS, IDR slice (as in the H.264 unit test) with the worker's SEI.
   const uint8_t au[] = {0,    0,    0,    1,    0x67, 0x42, 0xc0, 0x1f, 0,    0,    0,    1,
                         0x68, 0xce, 0x3c, 0x80, 0,    0,    1,    0x65, 0x88, 0x84, 0x00, 0x33};
-  h264::FrameInfo fi;
+  livemicro::hw::FrameRecord fi;
   fi.capture_unix_us = 1795367801658453;
   fi.stage_x_um = 47000.125;
   fi.stage_y_um = -0.5;
@@ -296,25 +296,33 @@ TEST (RelayedFrameHeader, ComesFromTheSeiAndThePictureAndNeedsTheCaptureTime)
   fi.um_per_px = 0.25;
   fi.objective = 40;
   fi.moving = true;
-  const std::vector<uint8_t> with_sei = h264::with_frame_info (au, sizeof au, fi);
+  fi.frame_number = 12345;
+  const std::vector<uint8_t> with_sei = h264::with_frame_record (au, sizeof au, fi);
   RelayedPicture pic{true, 1280, 720, 33333333};
   auto h = relayed_frame_header (with_sei.data (), with_sei.size (), pic, 7);
   ASSERT_TRUE (h.has_value ());
   EXPECT_EQ (h->view_id, 7u);
-  EXPECT_EQ (h->capture_unix_us, fi.capture_unix_us);
-  EXPECT_DOUBLE_EQ (h->stage_x_um, 47000.125);
-  EXPECT_DOUBLE_EQ (h->stage_y_um, -0.5);
-  EXPECT_DOUBLE_EQ (h->stage_z_um, 1003.25);
-  EXPECT_DOUBLE_EQ (h->um_per_px, 0.25);
-  EXPECT_EQ (h->objective, 40u);
-  EXPECT_EQ (h->flags, wire::kFlagKeyframe | wire::kFlagMoving);
-  EXPECT_EQ (h->frame_width, 1280u);
-  EXPECT_EQ (h->frame_height, 720u);
+  EXPECT_EQ (h->record.capture_unix_us, fi.capture_unix_us);
+  EXPECT_DOUBLE_EQ (h->record.stage_x_um, 47000.125);
+  EXPECT_DOUBLE_EQ (h->record.stage_y_um, -0.5);
+  EXPECT_DOUBLE_EQ (h->record.stage_z_um, 1003.25);
+  EXPECT_DOUBLE_EQ (h->record.um_per_px, 0.25);
+  EXPECT_EQ (h->record.objective, 40);
+  EXPECT_TRUE (h->record.moving);
+  EXPECT_EQ (h->record.frame_number, 12345u);
+  EXPECT_EQ (h->flags, wire::kFlagKeyframe);
+  EXPECT_EQ (h->record.frame_width, 1280) << "no size in the record: the picture's";
+  EXPECT_EQ (h->record.frame_height, 720);
   EXPECT_EQ (h->duration_ns, 33333333u);
   EXPECT_EQ (h->pts_ns, 0u) << "not carried";
   pic.keyframe = false;
   fi.moving = false;
-  const std::vector<uint8_t> still = h264::with_frame_info (au, sizeof au, fi);
-  EXPECT_EQ (relayed_frame_header (still.data (), still.size (), pic, 7)->flags, 0u);
+  fi.frame_width = 640;
+  fi.frame_height = 480;
+  const std::vector<uint8_t> still = h264::with_frame_record (au, sizeof au, fi);
+  auto hs = relayed_frame_header (still.data (), still.size (), pic, 7);
+  EXPECT_EQ (hs->flags, 0u);
+  EXPECT_FALSE (hs->record.moving);
+  EXPECT_EQ (hs->record.frame_width, 640) << "the record's own size wins";
   EXPECT_FALSE (relayed_frame_header (au, sizeof au, pic, 7).has_value ()) << "no SEI, no capture time";
 }
