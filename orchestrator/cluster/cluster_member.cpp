@@ -84,10 +84,11 @@ parse_node (const KeyValue &kv)
 }
 
 std::string
-render_session (const SessionRecord &s)
+render_session (const SessionRecord &s, const std::string &serving_node)
 {
   g_autoptr (JsonBuilder) b = json_builder_new ();
   json_builder_begin_object (b);
+  member (b, "serving_node", serving_node);
   member (b, "id", s.id);
   member (b, "user", s.user);
   member (b, "role", s.role);
@@ -99,19 +100,32 @@ render_session (const SessionRecord &s)
   return to_json (b);
 }
 
-std::optional<SessionRecord>
+std::optional<ClusterSession>
 parse_session (const std::string &text)
 {
   Parsed p (text);
   if (!p.root || p.str ("id").empty () || p.str ("token_sha256").empty ())
     return std::nullopt;
-  return SessionRecord{p.str ("id"),
-                       p.str ("user"),
-                       p.str ("role"),
-                       p.str ("microscope"),
-                       p.str ("token_sha256"),
-                       p.str ("digest_ha1"),
-                       p.integer ("created_unix_us")};
+  SessionRecord r{p.str ("id"),
+                  p.str ("user"),
+                  p.str ("role"),
+                  p.str ("microscope"),
+                  p.str ("token_sha256"),
+                  p.str ("digest_ha1"),
+                  p.integer ("created_unix_us")};
+  return ClusterSession{std::move (r), p.str ("serving_node")};
+}
+
+std::string
+render_relay (const RelayEndpoint &r)
+{
+  g_autoptr (JsonBuilder) b = json_builder_new ();
+  json_builder_begin_object (b);
+  member (b, "node", r.node);
+  member (b, "host", r.host);
+  member (b, "port", (int64_t)r.port);
+  json_builder_end_object (b);
+  return to_json (b);
 }
 
 std::string
@@ -272,17 +286,17 @@ ClusterMember::audit (int64_t after_revision)
 // ---- sessions of the edge cloud
 
 void
-ClusterMember::put_session (const SessionRecord &s)
+ClusterMember::put_session (const SessionRecord &s, const std::string &serving_node)
 {
   const std::string k = key ("sessions", s.id);
   std::lock_guard<std::mutex> lock (caller_mutex_);
-  auto t = caller_etcd_->txn (
-      {{k, Compare::Target::kCreateRevision, 0}},
-      {{Op::Kind::kPut, k, render_session (s)}, {Op::Kind::kPut, key ("tokens", s.token_sha256), s.id}});
+  auto t = caller_etcd_->txn ({{k, Compare::Target::kCreateRevision, 0}},
+                              {{Op::Kind::kPut, k, render_session (s, serving_node)},
+                               {Op::Kind::kPut, key ("tokens", s.token_sha256), s.id}});
   if (!t.succeeded)
     throw EtcdError ("session '" + s.id + "' is already in the edge cloud");
   std::lock_guard<std::mutex> state (mutex_);
-  sessions_[s.id] = s;
+  sessions_[s.id] = {s, serving_node};
 }
 
 void
@@ -301,8 +315,8 @@ ClusterMember::session_by_token_sha256 (const std::string &sha256)
   {
     std::lock_guard<std::mutex> lock (mutex_);
     for (const auto &[id, s] : sessions_)
-      if (s.token_sha256 == sha256)
-        return s;
+      if (s.record.token_sha256 == sha256)
+        return s.record;
   }
   std::lock_guard<std::mutex> lock (caller_mutex_);
   auto id = caller_etcd_->get (key ("tokens", sha256));
@@ -310,12 +324,77 @@ ClusterMember::session_by_token_sha256 (const std::string &sha256)
     return std::nullopt;
   auto kv = caller_etcd_->get (key ("sessions", id->value));
   auto s = kv ? parse_session (kv->value) : std::nullopt;
-  if (!s || s->token_sha256 != sha256)
+  if (!s || s->record.token_sha256 != sha256)
     return std::nullopt;
-  return s;
+  return s->record;
 }
 
-std::optional<SessionRecord>
+std::vector<ClusterSession>
+ClusterMember::sessions () const
+{
+  std::lock_guard<std::mutex> lock (mutex_);
+  std::vector<ClusterSession> out;
+  for (const auto &[id, s] : sessions_)
+    out.push_back (s);
+  return out;
+}
+
+void
+ClusterMember::publish_relay (const std::string &microscope, const std::string &profile,
+                              const RelayEndpoint &at)
+{
+  int64_t lease;
+  {
+    std::lock_guard<std::mutex> lock (mutex_);
+    lease = view_.joined ? lease_ : 0;
+  }
+  if (!lease)
+    throw EtcdError ("not joined: no lease to publish a relay under");
+  std::lock_guard<std::mutex> lock (caller_mutex_);
+  caller_etcd_->put (key ("relays", microscope + "/" + profile), render_relay (at), lease);
+  std::lock_guard<std::mutex> state (mutex_);
+  relays_[microscope + "/" + profile] = at;
+}
+
+void
+ClusterMember::withdraw_relay (const std::string &microscope, const std::string &profile)
+{
+  std::lock_guard<std::mutex> lock (caller_mutex_);
+  caller_etcd_->remove (key ("relays", microscope + "/" + profile));
+  std::lock_guard<std::mutex> state (mutex_);
+  relays_.erase (microscope + "/" + profile);
+}
+
+std::optional<RelayEndpoint>
+ClusterMember::relay (const std::string &microscope, const std::string &profile)
+{
+  {
+    std::lock_guard<std::mutex> lock (mutex_);
+    auto it = relays_.find (microscope + "/" + profile);
+    if (it != relays_.end ())
+      return it->second;
+  }
+  std::lock_guard<std::mutex> lock (caller_mutex_);
+  auto kv = caller_etcd_->get (key ("relays", microscope + "/" + profile));
+  if (!kv)
+    return std::nullopt;
+  Parsed p (kv->value);
+  if (!p.root)
+    return std::nullopt;
+  RelayEndpoint at{p.str ("node"), p.str ("host"), (int)p.integer ("port")};
+  std::lock_guard<std::mutex> state (mutex_);
+  relays_[microscope + "/" + profile] = at;
+  return at;
+}
+
+void
+ClusterMember::remember (const ClusterSession &s)
+{
+  std::lock_guard<std::mutex> lock (mutex_);
+  sessions_[s.record.id] = s;
+}
+
+std::optional<ClusterSession>
 ClusterMember::session (const std::string &id)
 {
   {
@@ -547,16 +626,25 @@ ClusterMember::read_cluster (EtcdClient &etcd)
   const std::string microscopes_prefix = config_.prefix + "microscopes/";
   for (const auto &kv : etcd.list (microscopes_prefix))
     last_homes[kv.key.substr (microscopes_prefix.size ())] = kv.value;
-  std::map<std::string, SessionRecord> sessions;
+  std::map<std::string, ClusterSession> sessions;
   for (const auto &kv : etcd.list (config_.prefix + "sessions/"))
     if (auto s = parse_session (kv.value))
-      sessions[s->id] = std::move (*s);
+      sessions[s->record.id] = std::move (*s);
+  std::map<std::string, RelayEndpoint> relays;
+  const std::string relays_prefix = config_.prefix + "relays/";
+  for (const auto &kv : etcd.list (relays_prefix)) {
+    Parsed p (kv.value);
+    if (p.root)
+      relays[kv.key.substr (relays_prefix.size ())]
+          = {p.str ("node"), p.str ("host"), (int)p.integer ("port")};
+  }
 
   std::lock_guard<std::mutex> lock (mutex_);
   view_.nodes = std::move (nodes);
   view_.homes = homes;
   sessions_ = std::move (sessions);
   last_homes_ = std::move (last_homes);
+  relays_ = std::move (relays);
   // An ownership that etcd no longer shows as this lease's, at this revision,
   // is gone: taken again on the next round (a new fencing token).
   for (auto it = fences_.begin (); it != fences_.end ();) {

@@ -75,6 +75,20 @@ struct ClusterView {
   std::vector<MemberStatus> etcd;
 };
 
+// A session as the edge cloud keeps it: the record, and the node that
+// serves its view (placed near its viewers; the home node when empty).
+struct ClusterSession {
+  SessionRecord record;
+  std::string serving_node;
+};
+
+// Where a home node serves one view to other nodes (SRT, see
+// orchestrator/relay/).
+struct RelayEndpoint {
+  std::string node, host;
+  int port = 0;
+};
+
 // One row of the audit log as the edge cloud keeps it.
 struct ClusterAuditRow {
   std::string node;           // the node that wrote it
@@ -115,13 +129,24 @@ public:
   // Sessions of the whole edge cloud, kept in etcd so that any node
   // authenticates any session (<prefix>sessions/<id>, and
   // <prefix>tokens/<sha256> → id).  Both blocking; throw EtcdError.
-  void put_session (const SessionRecord &s);
+  void put_session (const SessionRecord &s, const std::string &serving_node);
   void remove_session (const SessionRecord &s);
   // By its token's hash: from the last read of the sessions, else asked of
   // etcd (a session created a moment ago on another node).
   std::optional<SessionRecord> session_by_token_sha256 (const std::string &sha256);
   // By id: from the last read, else asked of etcd.
-  std::optional<SessionRecord> session (const std::string &id);
+  std::optional<ClusterSession> session (const std::string &id);
+  // Every session, as last read.
+  std::vector<ClusterSession> sessions () const;
+
+  // The view relays this node serves as a home node (<prefix>relays/<microscope>/<profile>,
+  // under its lease), and where another node's are.  publish/withdraw block; throw EtcdError.
+  void publish_relay (const std::string &microscope, const std::string &profile, const RelayEndpoint &at);
+  void withdraw_relay (const std::string &microscope, const std::string &profile);
+  // From the last read, else asked of etcd (one published a moment ago).
+  std::optional<RelayEndpoint> relay (const std::string &microscope, const std::string &profile);
+  // A session read a moment ago (session()) joins the last read at once.
+  void remember (const ClusterSession &s);
   // The node that is a microscope's home now (not this one's own check: see
   // fence()), and a node's record.
   std::optional<std::string> home_of (const std::string &microscope) const;
@@ -149,9 +174,10 @@ private:
   std::condition_variable changed_;
   ClusterView view_;
   NodeLoad load_;
-  std::map<std::string, Fence> fences_;           // microscopes owned now
-  std::map<std::string, SessionRecord> sessions_; // by id, as last read
-  std::map<std::string, std::string> last_homes_; // microscope → node, as last read
+  std::map<std::string, Fence> fences_;            // microscopes owned now
+  std::map<std::string, ClusterSession> sessions_; // by id, as last read
+  std::map<std::string, RelayEndpoint> relays_;    // microscope/profile → where, as last read
+  std::map<std::string, std::string> last_homes_;  // microscope → node, as last read
   int64_t lease_ = 0;
   int64_t lease_valid_until_us_ = 0; // monotonic; conservative (from the renewal's send time)
   int64_t audit_seq_ = 0;

@@ -51,6 +51,10 @@ http_status (Reason reason)
 
 namespace {
 
+// Set on a request one node forwards to another: the receiver answers it
+// itself (no forwarding loops between nodes that disagree for a moment).
+constexpr const char *kForwardedBy = "X-LiveMicro-Forwarded-By";
+
 void
 respond (SoupServerMessage *msg, int status, const std::string &body, const char *type = "application/json")
 {
@@ -368,6 +372,7 @@ HttpApi::routes ()
       {"POST", "/api/v1/microscopes/{}/control", true, &HttpApi::control},
       {"POST", "/api/v1/microscopes/{}/commands", true, &HttpApi::command},
       {"GET", "/api/v1/microscopes/{}/commands/{}", true, &HttpApi::get_command},
+      {"POST", "/api/v1/microscopes/{}/keyframe", true, &HttpApi::keyframe},
       {"GET", "/api/v1/microscopes/{}/annotations", true, &HttpApi::list_annotations},
       {"POST", "/api/v1/microscopes/{}/annotations", true, &HttpApi::add_annotation},
       {"DELETE", "/api/v1/microscopes/{}/annotations/{}", true, &HttpApi::delete_annotation},
@@ -467,13 +472,11 @@ HttpApi::route (SoupServerMessage *msg, const std::string &path, GHashTable *que
 
 namespace {
 
-// Set on a request one node forwards to another: the receiver answers it
-// itself (no forwarding loops between nodes that disagree for a moment).
-constexpr const char *kForwardedBy = "X-LiveMicro-Forwarded-By";
-
 struct Forwarding {
   SoupServerMessage *msg; // paused, referenced
   SoupMessage *out;
+  Node *node;
+  bool creates_session; // POST /api/v1/sessions
 };
 
 void
@@ -493,8 +496,15 @@ on_forwarded (GObject *source, GAsyncResult *res, gpointer data)
     const char *type = soup_message_headers_get_content_type (in, nullptr);
     gsize len = 0;
     const char *data = static_cast<const char *> (g_bytes_get_data (body, &len));
-    respond (f->msg, (int)soup_message_get_status (f->out), std::string (data ? data : "", len),
-             type ? type : "application/json");
+    const int status = (int)soup_message_get_status (f->out);
+    respond (f->msg, status, std::string (data ? data : "", len), type ? type : "application/json");
+    if (f->creates_session && status == 201) {
+      // Its view may be placed on this node: ready before the viewer comes.
+      const char *location = soup_message_headers_get_one (in, "Location");
+      const char *id = location ? strrchr (location, '/') : nullptr;
+      if (id && id[1])
+        f->node->adopt_session (id + 1);
+    }
   }
   soup_server_message_unpause (f->msg);
   g_object_unref (f->msg);
@@ -554,8 +564,11 @@ HttpApi::forward (SoupServerMessage *msg, const std::string &base)
     soup_message_set_request_body_from_bytes (out, type ? type : "application/octet-stream", body);
   }
   soup_server_message_pause (msg);
-  soup_session_send_and_read_async (forwarder_, out, G_PRIORITY_DEFAULT, nullptr, on_forwarded,
-                                    new Forwarding{SOUP_SERVER_MESSAGE (g_object_ref (msg)), out});
+  const bool creates_session = g_str_equal (soup_server_message_get_method (msg), "POST")
+                               && g_str_equal (g_uri_get_path (uri), "/api/v1/sessions");
+  soup_session_send_and_read_async (
+      forwarder_, out, G_PRIORITY_DEFAULT, nullptr, on_forwarded,
+      new Forwarding{SOUP_SERVER_MESSAGE (g_object_ref (msg)), out, &node_, creates_session});
 }
 
 // ---- routes without a token ------------------------------------------------------
@@ -651,7 +664,14 @@ HttpApi::create_session (Call &c)
                                    : who.session->microscope;
   if (!r.microscope && fallback.empty ())
     throw Refusal{Reason::kInvalid, "missing field 'microscope'"};
-  Node::NewSession n = node_.create_session (who, r.user, r.role, r.microscope.value_or (fallback));
+  // Its viewers' site: as asked, else the site of the node asked first.
+  std::string site = r.site.value_or ("");
+  const char *forwarded_by
+      = soup_message_headers_get_one (soup_server_message_get_request_headers (c.msg), kForwardedBy);
+  if (site.empty () && forwarded_by && node_.cluster ())
+    if (auto first = node_.cluster ()->node (forwarded_by))
+      site = first->site;
+  Node::NewSession n = node_.create_session (who, r.user, r.role, r.microscope.value_or (fallback), site);
   g_autoptr (JsonBuilder) b = json_builder_new ();
   json_builder_begin_object (b);
   add_session (b, node_, who, n.record);
@@ -973,6 +993,26 @@ HttpApi::get_command (Call &c)
   add_string (b, "detail", o->detail);
   json_builder_end_object (b);
   respond (c.msg, 200, to_string (b));
+}
+
+// A keyframe of a view now (the admin: serving nodes of the edge cloud ask
+// it when a viewer joins a view they relay).
+void
+HttpApi::keyframe (Call &c)
+{
+  if (!c.who.admin)
+    throw Refusal{Reason::kForbidden, "keyframes are asked by the admin (the edge cloud's nodes)"};
+  MicroscopeHub &hub = node_.hub_visible_to (c.who, c.params[0]);
+  const KeyframeRequest r = parse_keyframe_request (body_of (c.msg, max_body_bytes ()));
+  bool found = false;
+  for (const auto &v : hub.views ())
+    if (v->profile () == r.profile) {
+      v->request_keyframe ();
+      found = true;
+    }
+  if (!found)
+    throw Refusal{Reason::kNotFound, "no " + r.profile + " view on microscope '" + hub.id () + "' just now"};
+  respond (c.msg, 202, "{}");
 }
 
 // ---- annotations and audit -----------------------------------------------------------

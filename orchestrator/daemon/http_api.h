@@ -84,6 +84,7 @@ private:
   void control (Call &c);
   void command (Call &c);
   void get_command (Call &c);
+  void keyframe (Call &c);
   void list_annotations (Call &c);
   void add_annotation (Call &c);
   void delete_annotation (Call &c);

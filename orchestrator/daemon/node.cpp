@@ -223,6 +223,10 @@ Node::tick ()
     kv.second->tick ();
   if (cluster_ && g_get_monotonic_time () - load_reported_us_ > G_USEC_PER_SEC)
     report_load ();
+  if (cluster_views_ && g_get_monotonic_time () - views_synced_us_ > G_USEC_PER_SEC / 2) {
+    views_synced_us_ = g_get_monotonic_time ();
+    cluster_views_->sync ();
+  }
 }
 
 // ---- the edge cloud ---------------------------------------------------------------
@@ -264,6 +268,11 @@ Node::join_cluster (int wait_ms)
   for (const auto &[id, hub] : hubs_)
     homed.push_back (id);
   cluster_ = std::make_unique<livemicro::cluster::ClusterMember> (c, homed);
+  // Views between nodes: SRT with AES-256, its passphrase derived from the
+  // admin token every node of an edge cloud shares (docs/edge-cloud.md).
+  relay::SrtLinkSettings link;
+  link.passphrase = "lm-" + sha256_hex ("livemicro view relay\n" + admin_token_).substr (0, 48);
+  cluster_views_ = std::make_unique<ClusterViews> (*this, link);
   report_load ();
   cluster_->start ();
   if (!cluster_->wait_joined (wait_ms))
@@ -301,6 +310,41 @@ Node::forget_cluster_session (const SessionRecord &s)
   }
 }
 
+std::string
+Node::place_view (const std::string &site) const
+{
+  const std::string &me = cluster_->config ().node;
+  const livemicro::cluster::NodeInfo *best = nullptr;
+  double best_score = 0;
+  const auto view = cluster_->view ();
+  for (const auto &n : view.nodes) {
+    if (n.site != site)
+      continue;
+    // The least loaded node of the site: by its stated capacity, else by CPU.
+    const double score = n.capacity_viewers > 0 ? double (n.load.viewers) / n.capacity_viewers : n.load.cpu;
+    if (!best || score < best_score - 1e-9 || (score < best_score + 1e-9 && n.name == me)) {
+      best = &n;
+      best_score = score;
+    }
+  }
+  return best ? best->name : me;
+}
+
+std::optional<livemicro::cluster::NodeInfo>
+Node::serving_elsewhere (const SessionRecord &s) const
+{
+  if (!cluster_)
+    return std::nullopt;
+  std::optional<livemicro::cluster::ClusterSession> cs;
+  try {
+    cs = cluster_->session (s.id);
+  } catch (const livemicro::cluster::EtcdError &) {
+  }
+  if (!cs || cs->serving_node.empty () || cs->serving_node == cluster_->config ().node)
+    return std::nullopt;
+  return cluster_->node (cs->serving_node);
+}
+
 std::optional<std::string>
 Node::home_elsewhere (const std::string &microscope) const
 {
@@ -320,6 +364,32 @@ Node::home_elsewhere (const std::string &microscope) const
   return std::nullopt;
 }
 
+void
+Node::adopt_session (const std::string &session_id)
+{
+  if (!cluster_ || !cluster_views_)
+    return;
+  try {
+    if (auto s = cluster_->session (session_id))
+      cluster_->remember (*s);
+  } catch (const livemicro::cluster::EtcdError &e) {
+    g_message ("edge cloud: session %s comes with the next read: %s", session_id.c_str (), e.what ());
+  }
+  cluster_views_->sync ();
+}
+
+std::optional<std::string>
+Node::home_url_of (const std::string &microscope) const
+{
+  if (!cluster_)
+    return std::nullopt;
+  auto home = cluster_->home_of (microscope);
+  auto n = home ? cluster_->node (*home) : std::nullopt;
+  if (!n || n->http_url.empty ())
+    return std::nullopt;
+  return n->http_url;
+}
+
 std::optional<std::string>
 Node::microscope_of_cluster_session (const std::string &session_id) const
 {
@@ -328,7 +398,7 @@ Node::microscope_of_cluster_session (const std::string &session_id) const
   try {
     auto s = cluster_->session (session_id);
     if (s)
-      return s->microscope;
+      return s->record.microscope;
   } catch (const livemicro::cluster::EtcdError &e) {
     g_warning ("edge cloud: cannot look session %s up: %s", session_id.c_str (), e.what ());
   }
@@ -364,6 +434,7 @@ Node::stop ()
     g_source_remove (tick_source_);
     tick_source_ = 0;
   }
+  cluster_views_.reset ();
   cluster_.reset (); // leaves the edge cloud first: others see it gone at once
   for (auto &kv : hubs_)
     kv.second->stop ();
@@ -404,7 +475,7 @@ Node::authenticate (const std::string &token) const
 
 Node::NewSession
 Node::create_session (const Principal &by, const std::string &user, const std::string &role,
-                      const std::string &microscope)
+                      const std::string &microscope, const std::string &viewer_site)
 {
   std::string why;
   if (!valid_display_name (user, &why))
@@ -447,7 +518,8 @@ Node::create_session (const Principal &by, const std::string &user, const std::s
     // Known to the whole edge cloud before it is answered: any node
     // authenticates it.
     try {
-      cluster_->put_session (n.record);
+      cluster_->put_session (n.record,
+                             place_view (viewer_site.empty () ? cluster_->config ().site : viewer_site));
     } catch (const livemicro::cluster::EtcdError &e) {
       g_warning ("session not created, the edge cloud's store refused: %s", e.what ());
       throw Refusal{Reason::kUnavailable,
@@ -467,6 +539,8 @@ Node::create_session (const Principal &by, const std::string &user, const std::s
                   "the state database cannot be written just now (no session was created; try again)"};
   }
   register_session (n.record);
+  if (cluster_views_)
+    cluster_views_->sync (); // a view served elsewhere is relayed from now on
   return n;
 }
 
@@ -503,7 +577,7 @@ Node::end_session (const Principal &by, const std::string &id)
       hub->undo (*forgetting);
     if (cluster_) {
       try {
-        cluster_->put_session (s); // it goes on: valid everywhere again
+        cluster_->put_session (s, ""); // it goes on (served here): valid everywhere again
       } catch (const livemicro::cluster::EtcdError &) {
       }
     }
@@ -554,7 +628,9 @@ std::shared_ptr<ViewStream>
 Node::view_of_session (const SessionRecord &s) const
 {
   auto it = hubs_.find (s.microscope);
-  return it == hubs_.end () ? nullptr : it->second->view_of (s.id);
+  if (it == hubs_.end ())
+    return cluster_views_ ? cluster_views_->view_of_session (s.id) : nullptr;
+  return it->second->view_of (s.id);
 }
 
 std::string
@@ -576,6 +652,8 @@ Node::register_session (const SessionRecord &s)
 std::string
 Node::rtsp_url (const SessionRecord &s) const
 {
+  if (auto serving = serving_elsewhere (s))
+    return serving->rtsp_url + "/s/" + s.id;
   std::string host = config_.public_host.empty () ? config_.listen_address : config_.public_host;
   return std::string (rtsp_->tls () ? "rtsps" : "rtsp") + "://" + host + ":" + std::to_string (rtsp_->port ())
          + "/s/" + s.id;
@@ -586,6 +664,8 @@ Node::viewer_url (const SessionRecord &s, const std::string &token) const
 {
   std::string host = config_.public_host.empty () ? config_.listen_address : config_.public_host;
   // The token rides in the fragment: browsers never send it to a server.
+  if (auto serving = serving_elsewhere (s))
+    return serving->http_url + "/view/" + s.id + "#token=" + token;
   return std::string (tls_ ? "https" : "http") + "://" + host + ":" + std::to_string (http_port_) + "/view/"
          + s.id + "#token=" + token;
 }
@@ -789,6 +869,8 @@ Node::metrics () const
     if (hub->stats ())
       o << "livemicro_analysis_ms{microscope=\"" << prom_label (id) << "\"} "
         << hub->stats ()->analysis_ms_mean << "\n";
+  if (cluster_views_)
+    o << cluster_views_->metrics ();
   return o.str ();
 }
 

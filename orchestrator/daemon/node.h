@@ -9,6 +9,7 @@
 #pragma once
 
 #include "cluster/cluster_member.h"
+#include "cluster_views.h"
 #include "common/store.h"
 #include "config.h"
 #include "microscope_hub.h"
@@ -79,6 +80,11 @@ public:
   // is this node, or unknown, or not in a cluster.  A Refusal (unavailable)
   // when its home node is away.
   std::optional<std::string> home_elsewhere (const std::string &microscope) const;
+  // The HTTP base URL of a microscope's live home node (another node's).
+  std::optional<std::string> home_url_of (const std::string &microscope) const;
+  // A session another node made a moment ago at this node's request: its
+  // view is placed here at once, not at the next read of etcd.
+  void adopt_session (const std::string &session_id);
   // The microscope of a session this node does not have, as the edge cloud
   // knows it.
   std::optional<std::string> microscope_of_cluster_session (const std::string &session_id) const;
@@ -99,8 +105,10 @@ public:
     SessionRecord record;
     std::string token;
   };
+  // `viewer_site`: where its viewers are, for placing its view in an edge
+  // cloud (empty: this node's site).
   NewSession create_session (const Principal &by, const std::string &user, const std::string &role,
-                             const std::string &microscope);
+                             const std::string &microscope, const std::string &viewer_site = "");
   void end_session (const Principal &by, const std::string &id);
   std::vector<SessionRecord> sessions_visible_to (const Principal &p) const;
   SessionRecord session_visible_to (const Principal &p, const std::string &id) const;
@@ -186,6 +194,10 @@ private:
   void flush_pending_audit ();
   void tick ();
   void report_load ();
+  // The node of the edge cloud that serves a new view for viewers at `site`.
+  std::string place_view (const std::string &site) const;
+  // The live node (not this one) that serves a session's view, if any.
+  std::optional<livemicro::cluster::NodeInfo> serving_elsewhere (const SessionRecord &s) const;
   void forget_cluster_session (const SessionRecord &s);
 
   Config config_;
@@ -209,6 +221,8 @@ private:
   std::deque<AuditRecord> pending_audit_; // rows the database refused, oldest first
   std::vector<std::string> secrets_;      // texts sessions never read (slide paths, URIs)
   std::unique_ptr<livemicro::cluster::ClusterMember> cluster_;
+  std::unique_ptr<ClusterViews> cluster_views_;
+  int64_t views_synced_us_ = 0;
   int64_t load_reported_us_ = 0;
   uint64_t cpu_busy_ = 0, cpu_total_ = 0; // /proc/stat at the last report
 };

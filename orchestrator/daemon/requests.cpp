@@ -207,12 +207,20 @@ valid_display_name (const std::string &name, std::string *why)
 SessionRequest
 parse_session_request (const JsonInput &body)
 {
-  body.only ({"user", "role", "microscope"});
+  body.only ({"user", "role", "microscope", "site"});
   SessionRequest r;
   r.user = body.required_string ("user");
   r.role = body.required_string ("role");
   r.microscope = body.string ("microscope");
+  r.site = body.string ("site");
   return r;
+}
+
+KeyframeRequest
+parse_keyframe_request (const JsonInput &body)
+{
+  body.only ({"profile"});
+  return {body.required_string ("profile")};
 }
 
 const char *

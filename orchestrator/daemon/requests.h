@@ -78,8 +78,17 @@ bool valid_display_name (const std::string &name, std::string *why = nullptr);
 struct SessionRequest {
   std::string user, role;
   std::optional<std::string> microscope;
+  std::optional<std::string> site; // where its viewers are (an edge cloud places its view near them)
 };
 SessionRequest parse_session_request (const JsonInput &body);
+
+// POST /api/v1/microscopes/{id}/keyframe (the admin; the edge cloud's
+// serving nodes): a keyframe of one view now, for a viewer that joins a
+// relayed view.
+struct KeyframeRequest {
+  std::string profile;
+};
+KeyframeRequest parse_keyframe_request (const JsonInput &body);
 
 // POST /api/v1/microscopes/{id}/control
 enum class ControlAction { kRequest, kRelease, kRenew, kGrant, kRevoke };

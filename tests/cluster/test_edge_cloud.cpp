@@ -324,3 +324,66 @@ TEST_F (EdgeCloud, AHomeNodeAwayLeavesItsMicroscopeOfflineAndEveryRestartKeepsSe
     in_etcd = in_etcd || kv.value.find ("move_by 40") != std::string::npos;
   EXPECT_TRUE (in_etcd) << "the move's row is in the edge cloud's audit log";
 }
+
+TEST_F (EdgeCloud, ViewersAtAnotherSitePlayFromTheirSitesNodeWhichPullsEachViewOnce)
+{
+  EtcdCluster etcd (1);
+  ASSERT_TRUE (etcd.start ());
+  Daemon a (small_config ("scope-a"));
+  a.extra_args = {"--cluster", etcd.cluster_arg (), "--node-name", "node-a", "--site", "lab"};
+  Daemon c (R"({"cluster": {"etcd": [")" + etcd.endpoint (0) + R"("], "node": "node-c", "site": "far"},
+                "microscopes": []})");
+  ASSERT_TRUE (a.start ()) << a.error ();
+  ASSERT_TRUE (c.start ()) << c.error ();
+  ASSERT_TRUE (eventually ([&] { return home_of (c, "scope-a") == "node-a" && count_nodes (a) == 2; }, 5));
+
+  // Sessions asked of node-c (site "far"): node-a makes them, node-c serves
+  // their view.  One asked of node-a with no site stays on node-a.
+  const std::string c_rtsp = "rtsp://127.0.0.1:" + std::to_string (c.rtsp_port ()) + "/s/";
+  const int kViewers = 20;
+  std::vector<std::pair<std::string, std::string>> far; // id, token
+  for (int i = 0; i < kViewers; i++) {
+    HttpReply s = c.create_session ("consultant-" + std::to_string (i), "consultant", "scope-a");
+    ASSERT_EQ (s.status, 201) << s.body;
+    ASSERT_EQ (s.str ("rtsp_url"), c_rtsp + s.str ("id")) << "served near its viewers: " << s.body;
+    far.emplace_back (s.str ("id"), s.str ("token"));
+  }
+  HttpReply near = a.create_session ("local", "consultant", "scope-a");
+  ASSERT_EQ (near.status, 201) << near.body;
+  EXPECT_EQ (near.str ("rtsp_url").find ("127.0.0.1:" + std::to_string (a.rtsp_port ())), 7u) << near.body;
+
+  // Every far viewer plays from node-c, with the capture time of node-a's frames.
+  std::vector<std::unique_ptr<livemicro::test::RtspPlayer>> players;
+  for (auto &[id, token] : far)
+    players.push_back (std::make_unique<livemicro::test::RtspPlayer> (c_rtsp + id, id, token, "tcp", false));
+  for (size_t i = 0; i < players.size (); i++)
+    ASSERT_TRUE (players[i]->wait_frames (10, 60)) << "viewer " << i << ": " << players[i]->error ();
+  const int64_t lag_us = g_get_real_time () - players[0]->last_capture_unix_us ();
+  EXPECT_GT (players[0]->last_capture_unix_us (), 0) << "the capture-time SEI crossed the relay";
+  EXPECT_LT (lag_us, 3 * G_USEC_PER_SEC) << "frames are live";
+
+  // node-a sends that view once, to node-c, however many watch it there.
+  EXPECT_EQ (a.metric (R"(livemicro_relay_out_callers{microscope="scope-a",profile="consultant"})"), 1);
+  EXPECT_EQ (c.metric (R"(livemicro_relay_in_connected{microscope="scope-a",profile="consultant"})"), 1);
+  const double sent0
+      = a.metric (R"(livemicro_relay_out_bytes_total{microscope="scope-a",profile="consultant"})");
+  g_usleep (2 * G_USEC_PER_SEC);
+  const double sent
+      = a.metric (R"(livemicro_relay_out_bytes_total{microscope="scope-a",profile="consultant"})") - sent0;
+  const double received0
+      = c.metric (R"(livemicro_relay_in_bytes_total{microscope="scope-a",profile="consultant"})");
+  EXPECT_GT (sent, 0);
+  RecordProperty ("relay_bytes_per_s_for_20_viewers", std::to_string (sent / 2));
+  (void)received0;
+
+  // The last far session ends: node-c drops its mounts and the relay.
+  for (auto &[id, token] : far)
+    EXPECT_EQ (c.request ("DELETE", "/api/v1/sessions/" + id).status, 204);
+  players.clear ();
+  EXPECT_TRUE (eventually (
+      [&] {
+        return a.metric (R"(livemicro_relay_out_callers{microscope="scope-a",profile="consultant"})") <= 0;
+      },
+      5))
+      << a.metrics ();
+}

@@ -11,6 +11,7 @@
 
 #include <atomic>
 #include <csignal>
+#include <sys/prctl.h>
 #include <functional>
 #include <mutex>
 #include <string>
@@ -144,6 +145,9 @@ private:
     const std::string log = dir_.file ("etcd-" + m.name + ".log");
     g_autoptr (GSubprocessLauncher) l = g_subprocess_launcher_new (G_SUBPROCESS_FLAGS_STDERR_MERGE);
     g_subprocess_launcher_set_stdout_file_path (l, log.c_str ());
+    // A test that crashes takes its etcd members with it.
+    g_subprocess_launcher_set_child_setup (
+        l, [] (gpointer) { prctl (PR_SET_PDEATHSIG, SIGKILL); }, nullptr, nullptr);
     const char *argv[] = {"etcd", "--name", m.name.c_str (), "--data-dir", data.c_str (),
                           "--listen-client-urls", client.c_str (), "--advertise-client-urls", client.c_str (),
                           "--listen-peer-urls", peer.c_str (), "--initial-advertise-peer-urls", peer.c_str (),

@@ -13,6 +13,7 @@
 
 #include <atomic>
 #include <csignal>
+#include <sys/prctl.h>
 #include <cstdlib>
 #include <fstream>
 #include <functional>
@@ -23,6 +24,14 @@
 #include <vector>
 
 namespace livemicro::test {
+
+// In a child before exec: a test that crashes takes its daemons and etcd
+// members with it instead of leaving them running.
+inline void
+die_with_parent (gpointer)
+{
+  prctl (PR_SET_PDEATHSIG, SIGTERM);
+}
 
 inline std::string
 livemicrod_path ()
@@ -104,6 +113,7 @@ public:
     g_autoptr (GSubprocessLauncher) l = g_subprocess_launcher_new (G_SUBPROCESS_FLAGS_STDERR_MERGE);
     g_subprocess_launcher_setenv (l, "LIVEMICRO_ADMIN_TOKEN", kAdminToken, TRUE);
     g_subprocess_launcher_set_stdout_file_path (l, log_.c_str ());
+    g_subprocess_launcher_set_child_setup (l, die_with_parent, nullptr, nullptr);
     std::vector<const char *> argv;
     for (auto &a : args)
       argv.push_back (a.c_str ());
