@@ -215,6 +215,16 @@ parse_session_request (const JsonInput &body)
   return r;
 }
 
+RecordingRequest
+parse_recording_request (const JsonInput &body)
+{
+  body.only ({"segment_s"});
+  RecordingRequest r;
+  if (auto s = body.integer ("segment_s", 1, 3600))
+    r.segment_s = (int)*s;
+  return r;
+}
+
 const char *
 control_action_name (ControlAction a)
 {

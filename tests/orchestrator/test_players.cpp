@@ -5,6 +5,7 @@
 // what it must and gives back what a deleted peer held.
 #include "cdp.h"
 #include "daemon_process.h"
+#include "program_run.h"
 #include "webrtc_client.h"
 
 #include <gtest/gtest.h>
@@ -15,7 +16,10 @@
 #include <thread>
 
 using livemicro::test::Daemon;
+using livemicro::test::have;
 using livemicro::test::HttpReply;
+using livemicro::test::ProgramRun;
+using livemicro::test::run;
 using livemicro::test::WebRtcClient;
 
 namespace {
@@ -43,54 +47,6 @@ protected:
 // What ffmpeg prints when the timestamps it is given are wrong.
 const char *kTimestampWarnings[] = {"non monotonically increasing dts", "Non-monotonous DTS",
                                     "pts has no value", "Timestamps are unset", "non-strictly-monotonic"};
-
-struct ProgramRun {
-  int status = -1;
-  std::string out, err;
-};
-
-// Runs a program to its end (bounded by `timeout_s`: then it is killed).
-ProgramRun
-run (const std::vector<std::string> &args, double timeout_s)
-{
-  ProgramRun r;
-  std::vector<const char *> argv;
-  for (const auto &a : args)
-    argv.push_back (a.c_str ());
-  argv.push_back (nullptr);
-  g_autoptr (GError) error = nullptr;
-  g_autoptr (GSubprocess) p
-      = g_subprocess_newv (argv.data (),
-                           (GSubprocessFlags)(G_SUBPROCESS_FLAGS_STDOUT_PIPE | G_SUBPROCESS_FLAGS_STDERR_PIPE
-                                              | G_SUBPROCESS_FLAGS_STDIN_INHERIT),
-                           &error);
-  if (!p) {
-    r.err = error->message;
-    return r;
-  }
-  std::thread killer ([&p, timeout_s] {
-    gint64 deadline = g_get_monotonic_time () + (gint64)(timeout_s * 1e6);
-    while (g_get_monotonic_time () < deadline && g_subprocess_get_identifier (p))
-      g_usleep (50000);
-    if (g_subprocess_get_identifier (p))
-      g_subprocess_force_exit (p);
-  });
-  g_autofree char *out = nullptr, *err = nullptr;
-  g_subprocess_communicate_utf8 (p, nullptr, nullptr, &out, &err, nullptr);
-  g_subprocess_wait (p, nullptr, nullptr);
-  killer.join ();
-  r.status = g_subprocess_get_if_exited (p) ? g_subprocess_get_exit_status (p) : -1;
-  r.out = out ? out : "";
-  r.err = err ? err : "";
-  return r;
-}
-
-bool
-have (const char *program)
-{
-  g_autofree char *p = g_find_program_in_path (program);
-  return p != nullptr;
-}
 
 // rtsp://id:token@host:port/s/id (the token is base64url: safe in a URL).
 std::string
