@@ -77,8 +77,11 @@ Node::stop_recording (const Principal &by, const std::string &session_id, Record
   SessionRecord s = session_visible_to (by, session_id);
   try {
     may_record (by);
-    if (!recordings_.count (s.id))
+    auto it = recordings_.find (s.id);
+    if (it == recordings_.end ())
       throw Refusal{Reason::kNotFound, "this session's view is not being recorded"};
+    if (it->second->stopping ())
+      throw Refusal{Reason::kConflict, "this recording is being stopped already"};
   } catch (const Refusal &e) {
     refused (by, s.microscope, "recording.stop", "session " + s.id, e);
     throw;

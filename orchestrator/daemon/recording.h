@@ -67,7 +67,7 @@ public:
   // main loop (within kStopTimeoutMs).
   void stop (Ended done);
   RecordingStatus status () const;
-  const std::string &path () const { return path_; }
+  bool stopping () const { return stopping_ || finished_; }
 
 private:
   static gchar *on_format_location (GstElement *, guint index, gpointer self);
