@@ -300,7 +300,7 @@ Recording::on_muxer_input (GstPad *, GstPadProbeInfo *info, gpointer self)
   r->by_pts_.erase (r->by_pts_.begin (), it == r->by_pts_.end () ? r->by_pts_.lower_bound (pts) : ++it);
   if (r->segment_first_pts_ == GST_CLOCK_TIME_NONE)
     r->segment_first_pts_ = pts;
-  if (r->last_capture_us_ && h.capture_unix_us - r->last_capture_us_ > G_USEC_PER_SEC)
+  if (r->last_capture_us_ && h.capture_unix_us - r->last_capture_us_ > Recording::kGapUs)
     r->status_.interruptions++;
   if (h.capture_unix_us)
     r->last_capture_us_ = h.capture_unix_us;

@@ -36,7 +36,7 @@ struct RecordingStatus {
   int segment_s = 0;
   uint64_t frames = 0;        // written into segments
   uint32_t segments = 0;      // segment files opened
-  uint32_t interruptions = 0; // times the view's frames stopped for over a second and came back
+  uint32_t interruptions = 0; // gaps of over Recording::kGapUs between frames (a worker restart)
 };
 
 // A recording's name: UTC start time, the view profile and 32 random bits
@@ -52,6 +52,10 @@ class Recording {
 public:
   static constexpr unsigned kFragmentMs = 500;
   static constexpr unsigned kStopTimeoutMs = 5000;
+  // Frames further apart than this in capture time are an interruption: a
+  // media worker restart takes longer, a running capture never does (33 ms
+  // at 30 fps; a stall of the capture this long counts too).
+  static constexpr int64_t kGapUs = 300000;
   using Ended = std::function<void (const RecordingStatus &)>;
 
   // Creates `directory`/`status.id` and starts recording `view` at its next
