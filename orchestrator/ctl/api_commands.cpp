@@ -28,7 +28,7 @@ struct Options {
   bool wait = false;
   bool insecure = false;
   double timeout_s = 120;
-  std::string user, role, microscope, session, lease, output, after, limit, um_per_px, label;
+  std::string user, role, microscope, session, lease, output, after, limit, um_per_px, label, segment_s;
   std::vector<std::string> args; // positional
 };
 
@@ -57,6 +57,7 @@ usage (FILE *to)
                     "  annotations [--microscope ID] [--session ID] [-o FILE.geojson] "
                     "[--um-per-px X]\n"
                     "  still SESSION -o FILE.png\n"
+                    "  record start SESSION [--segment-s N] | record stop SESSION | record show SESSION\n"
                     "  audit [--after ID] [--limit N]\n"
                     "  cluster status   (the edge cloud: nodes, microscopes' homes, etcd)\n\n"
                     "The server defaults to $LIVEMICRO_SERVER or http://127.0.0.1:8080; the "
@@ -767,6 +768,31 @@ still (const Options &o, const std::string &session_id)
                "wrote " + o.output + " (" + std::to_string (r.body.size ()) + " bytes)");
 }
 
+// record start|stop|show SESSION: a recording of the session's view.
+int
+record (const Options &o, const std::string &verb, const std::string &session_id)
+{
+  if (session_id.empty () || (verb != "start" && verb != "stop" && verb != "show"))
+    return bad_usage ("record needs start, stop or show and a SESSION");
+  const std::string path = "/api/v1/sessions/" + session_id + "/recording";
+  std::string body = "{}";
+  if (!o.segment_s.empty ()) {
+    double s = 0;
+    if (verb != "start" || !parse_number (o.segment_s, s) || s != (int)s)
+      return bad_usage ("--segment-s takes a whole number of seconds, with record start");
+    body = "{\"segment_s\": " + std::to_string ((int)s) + "}";
+  }
+  Reply r = verb == "start"  ? call (o, "POST", path, body)
+            : verb == "stop" ? call (o, "DELETE", path)
+                             : call (o, "GET", path);
+  return finish (o, r, [] (JsonObject *j) {
+    std::printf ("recording %s  %s  (%s view of session %s)  %lld frames in %lld segments\n",
+                 str (j, "recording"), str (j, "state"), str (j, "view"), str (j, "session"),
+                 (long long)json_object_get_int_member_with_default (j, "frames", 0),
+                 (long long)json_object_get_int_member_with_default (j, "segments", 0));
+  });
+}
+
 } // namespace
 
 int
@@ -793,6 +819,7 @@ livemicroctl_api (int argc, char **argv)
                                                        {"--limit", &o.limit},
                                                        {"--um-per-px", &o.um_per_px},
                                                        {"--label", &o.label},
+                                                       {"--segment-s", &o.segment_s},
                                                        {"--timeout", &timeout}};
   for (int i = 0; i < argc; i++) {
     const std::string a = argv[i];
@@ -843,6 +870,8 @@ livemicroctl_api (int argc, char **argv)
     return annotate (o, verb);
   if (noun == "still")
     return still (o, verb);
+  if (noun == "record")
+    return record (o, verb, id);
   std::fprintf (stderr, "livemicroctl: unknown command '%s'\n\n", noun.c_str ());
   return usage (stderr);
 }

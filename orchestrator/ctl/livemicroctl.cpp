@@ -41,8 +41,8 @@ usage (FILE *to)
                     "commands:\n"
                     "  session create|list|show|delete ...   (see livemicroctl session --help)\n"
                     "  microscope list|show ...\n"
-                    "  control, command, command-status, annotate, annotations, still, audit,\n"
-                    "  cluster\n"
+                    "  control, command, command-status, annotate, annotations, still, record,\n"
+                    "  audit, cluster\n"
                     "      (see livemicroctl session --help; docs/cli.md walks through them)\n"
                     "  ground-truth [--seed N] [--region X,Y,W,H] [-o FILE]\n"
                     "      ground truth of sim://synthetic as JSON (region in slide µm;\n"
@@ -378,7 +378,8 @@ main (int argc, char **argv)
         || !std::strcmp (argv[i], "control") || !std::strcmp (argv[i], "command")
         || !std::strcmp (argv[i], "still") || !std::strcmp (argv[i], "annotations")
         || !std::strcmp (argv[i], "audit") || !std::strcmp (argv[i], "annotate")
-        || !std::strcmp (argv[i], "command-status") || !std::strcmp (argv[i], "cluster"))
+        || !std::strcmp (argv[i], "command-status") || !std::strcmp (argv[i], "cluster")
+        || !std::strcmp (argv[i], "record"))
       return livemicroctl_api (argc - 1, argv + 1);
   std::fprintf (stderr, "livemicroctl: unknown command '%s'\n\n", argv[1]);
   return usage (stderr);

@@ -246,4 +246,29 @@ cluster_json (const livemicro::cluster::ClusterView &v)
   return to_string (b);
 }
 
+std::string
+recording_json (const RecordingStatus &r)
+{
+  return object ([&] (JsonBuilder *b) {
+    add_string (b, "recording", r.id);
+    add_string (b, "session", r.session);
+    add_string (b, "microscope", r.microscope);
+    add_string (b, "view", r.view);
+    add_string (b, "state", r.state);
+    if (!r.error.empty ())
+      add_string (b, "error", r.error);
+    for (const auto &[name, v] : {std::pair<const char *, int64_t>{"started_unix_us", r.started_unix_us},
+                                  {"stopped_unix_us", r.stopped_unix_us},
+                                  {"segment_s", r.segment_s},
+                                  {"frames", (int64_t)r.frames},
+                                  {"segments", r.segments},
+                                  {"interruptions", r.interruptions}}) {
+      if (v == 0 && std::string (name) == "stopped_unix_us")
+        continue;
+      json_builder_set_member_name (b, name);
+      json_builder_add_int_value (b, v);
+    }
+  });
+}
+
 } // namespace livemicro::orchestrator::api

@@ -8,6 +8,7 @@
 #include "common/worker_protocol.h"
 #include "control.h"
 #include "microscope_hub.h"
+#include "recording.h"
 
 #include <json-glib/json-glib.h>
 
@@ -40,6 +41,8 @@ std::string reason_json (const std::string &reason);
 std::string annotation_deleted_json (int64_t id);
 // GET /api/v1/cluster: this node, the nodes, the microscopes' homes, etcd's members.
 std::string cluster_json (const livemicro::cluster::ClusterView &v);
+// A recording's state (POST/GET/DELETE /api/v1/sessions/{id}/recording).
+std::string recording_json (const RecordingStatus &r);
 // A member holding already-rendered JSON (parsed back into the tree).
 void add_json (JsonBuilder *b, const char *name, const std::string &json);
 void add_string (JsonBuilder *b, const char *name, const std::string &v);

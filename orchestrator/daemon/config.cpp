@@ -416,8 +416,8 @@ Config::parse (const std::string &json, const std::string &source)
   g_autoptr (JsonParser) parser = json_parser_new ();
   Reader r (root_object (parser, json, source), "config '" + source + "': ");
   r.only ({"listen_address", "public_host", "http_port", "rtsp_port", "state_dir", "admin_token", "tls",
-           "pipelines_dir", "web_dir", "profiles_file", "max_body_bytes", "video", "control", "microscopes",
-           "users", "cluster"});
+           "pipelines_dir", "web_dir", "profiles_file", "max_body_bytes", "video", "control", "recordings",
+           "cors", "microscopes", "users", "cluster"});
   Config c;
   c.listen_address = r.string ("listen_address", c.listen_address);
   c.public_host = r.string ("public_host");
@@ -434,6 +434,33 @@ Config::parse (const std::string &json, const std::string &source)
   read_control (r, c);
   if (JsonObject *cluster = r.object ("cluster"))
     read_cluster_section (Reader (cluster, r.where () + "cluster."), c.cluster);
+  if (JsonObject *rec = r.object ("recordings")) {
+    Reader k (rec, r.where () + "recordings.");
+    k.only ({"directory", "segment_s"});
+    c.recordings.directory = k.string ("directory");
+    c.recordings.segment_s = k.integer ("segment_s", c.recordings.segment_s, 1, 3600);
+  }
+  if (JsonObject *cors = r.object ("cors")) {
+    Reader k (cors, r.where () + "cors.");
+    k.only ({"allowed_origins"});
+    JsonArray *origins = k.array ("allowed_origins");
+    for (guint i = 0; origins && i < json_array_get_length (origins); i++) {
+      JsonNode *e = json_array_get_element (origins, i);
+      const char *o = JSON_NODE_HOLDS_VALUE (e) && json_node_get_value_type (e) == G_TYPE_STRING
+                          ? json_node_get_string (e)
+                          : nullptr;
+      std::string origin = o ? o : "";
+      // An origin is scheme://host[:port], nothing after it (browsers send no path).
+      size_t scheme = origin.find ("://");
+      bool valid = origin == "*"
+                   || ((origin.rfind ("http://", 0) == 0 || origin.rfind ("https://", 0) == 0)
+                       && origin.size () > scheme + 3 && origin.find ('/', scheme + 3) == std::string::npos);
+      if (!valid)
+        throw ConfigError (k.where () + "allowed_origins[" + std::to_string (i)
+                           + "]: not an origin (http[s]://host[:port], or \"*\")");
+      c.cors.allowed_origins.push_back (origin);
+    }
+  }
   JsonArray *ms = r.array ("microscopes");
   // In an edge cloud a node may only serve viewers: no microscope of its own.
   if ((!ms || json_array_get_length (ms) == 0) && !c.cluster.enabled ())
@@ -443,6 +470,17 @@ Config::parse (const std::string &json, const std::string &source)
         read_microscope (ms, i, r.where () + "microscopes[" + std::to_string (i) + "].", c));
   read_users (r, c);
   return c;
+}
+
+bool
+CorsConfig::allows (const std::string &origin) const
+{
+  if (origin.empty () || origin == "null")
+    return false;
+  for (const std::string &o : allowed_origins)
+    if (o == "*" || o == origin)
+      return true;
+  return false;
 }
 
 } // namespace livemicro::orchestrator

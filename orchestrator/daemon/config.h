@@ -54,6 +54,22 @@ struct ControlConfig {
   int max_commands_per_s = 20; // per session; more get 429 (stop is exempt)
 };
 
+// Recordings of views (docs/orchestrator.md#recording): fragmented MP4
+// segments and their stage track, one directory per recording.
+struct RecordingsConfig {
+  std::string directory; // empty: <state_dir>/recordings
+  int segment_s = 60;    // a new segment file at the first keyframe after this many seconds
+};
+
+// Cross-origin access to WHEP (docs/security.md#cross-origin-whep): the
+// origins ("https://player.example:8443", exactly as browsers send them, or
+// "*") whose pages may POST offers and DELETE resources.  Empty: none, only
+// pages served by the daemon itself (same origin, no CORS needed).
+struct CorsConfig {
+  std::vector<std::string> allowed_origins;
+  bool allows (const std::string &origin) const;
+};
+
 struct Config {
   std::string listen_address = "127.0.0.1";
   std::string public_host; // host in rtsp_url/viewer_url; default listen address
@@ -68,6 +84,8 @@ struct Config {
   size_t max_body_bytes = 64 * 1024;
   VideoConfig video;
   ControlConfig control;
+  RecordingsConfig recordings;
+  CorsConfig cors;
   std::vector<MicroscopeConfig> microscopes;
   std::vector<UserConfig> users;             // empty: any user name may join
   livemicro::cluster::ClusterConfig cluster; // no etcd endpoints: a node on its own

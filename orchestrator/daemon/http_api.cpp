@@ -17,6 +17,7 @@ namespace livemicro::orchestrator {
 using api::add_json;
 using api::add_string;
 using api::error_json;
+using api::recording_json;
 using api::to_string;
 
 int
@@ -366,6 +367,9 @@ HttpApi::routes ()
       {"GET", "/api/v1/sessions/{}", true, &HttpApi::get_session},
       {"DELETE", "/api/v1/sessions/{}", true, &HttpApi::end_session},
       {"POST", "/api/v1/sessions/{}/stills", true, &HttpApi::take_still},
+      {"POST", "/api/v1/sessions/{}/recording", true, &HttpApi::start_recording},
+      {"GET", "/api/v1/sessions/{}/recording", true, &HttpApi::get_recording},
+      {"DELETE", "/api/v1/sessions/{}/recording", true, &HttpApi::stop_recording},
       {"GET", "/api/v1/sessions/{}/annotations.geojson", true, &HttpApi::annotations_geojson},
       {"GET", "/api/v1/microscopes", true, &HttpApi::list_microscopes},
       {"GET", "/api/v1/microscopes/{}", true, &HttpApi::get_microscope},
@@ -412,6 +416,16 @@ HttpApi::route (SoupServerMessage *msg, const std::string &path, GHashTable *que
 {
   const std::string method = soup_server_message_get_method (msg);
   std::vector<std::string> parts = split_path (path);
+
+  // WHEP from browser players on other origins: CORS headers on every
+  // answer, and preflights (which carry no token) answered here.
+  if (!parts.empty () && parts[0] == "whep") {
+    allow_cross_origin (msg);
+    if (method == "OPTIONS") {
+      whep_options (msg, parts);
+      return;
+    }
+  }
 
   // WebSockets: /ws/{session} (the viewer page) and
   // /api/v1/microscopes/{id}/events (event clients).
@@ -767,6 +781,44 @@ HttpApi::take_still (Call &c)
       },
       new std::function<void ()> (
           [finish] { finish (504, error_json ("no frame within 5 s"), "application/json"); }));
+}
+
+// ---- recordings of a session's view ----------------------------------------------
+
+void
+HttpApi::start_recording (Call &c)
+{
+  RecordingRequest r = parse_recording_request (body_of (c.msg, max_body_bytes ()));
+  RecordingStatus st = node_.start_recording (c.who, c.params[0], r);
+  soup_message_headers_replace (soup_server_message_get_response_headers (c.msg), "Location",
+                                ("/api/v1/sessions/" + c.params[0] + "/recording").c_str ());
+  respond (c.msg, 201, recording_json (st));
+}
+
+void
+HttpApi::get_recording (Call &c)
+{
+  respond (c.msg, 200, recording_json (node_.recording_of (c.who, c.params[0])));
+}
+
+// Answered once the last segment is finished: the message waits meanwhile.
+void
+HttpApi::stop_recording (Call &c)
+{
+  SoupServerMessage *msg = c.msg;
+  g_object_ref (msg);
+  soup_server_message_pause (msg);
+  try {
+    node_.stop_recording (c.who, c.params[0], [msg] (const RecordingStatus &st) {
+      respond (msg, 200, recording_json (st));
+      soup_server_message_unpause (msg);
+      g_object_unref (msg);
+    });
+  } catch (...) {
+    soup_server_message_unpause (msg);
+    g_object_unref (msg);
+    throw;
+  }
 }
 
 namespace {
@@ -1185,6 +1237,43 @@ HttpApi::whep_delete (Call &c)
     throw Refusal{Reason::kNotFound, "no such WHEP resource"};
   end_whep (resource);
   respond (c.msg, 204, "", "text/plain");
+}
+
+// The origin must be one of cors.allowed_origins (docs/security.md): the
+// daemon's own pages need none of this (same origin).
+bool
+HttpApi::allow_cross_origin (SoupServerMessage *msg) const
+{
+  SoupMessageHeaders *out = soup_server_message_get_response_headers (msg);
+  soup_message_headers_append (out, "Vary", "Origin");
+  const char *origin = soup_message_headers_get_one (soup_server_message_get_request_headers (msg), "Origin");
+  if (!origin || !node_.config ().cors.allows (origin))
+    return false;
+  soup_message_headers_replace (out, "Access-Control-Allow-Origin", origin);
+  soup_message_headers_replace (out, "Access-Control-Expose-Headers", "Location, Link, ETag");
+  return true;
+}
+
+void
+HttpApi::whep_options (SoupServerMessage *msg, const std::vector<std::string> &parts) const
+{
+  if (parts.size () != 2 && parts.size () != 3)
+    throw Refusal{Reason::kNotFound, "no such WHEP endpoint"};
+  const char *methods = parts.size () == 2 ? "POST, OPTIONS" : "DELETE, OPTIONS";
+  SoupMessageHeaders *in = soup_server_message_get_request_headers (msg);
+  SoupMessageHeaders *out = soup_server_message_get_response_headers (msg);
+  soup_message_headers_replace (out, "Allow", methods);
+  const char *origin = soup_message_headers_get_one (in, "Origin");
+  if (origin && !node_.config ().cors.allows (origin))
+    throw Refusal{Reason::kForbidden,
+                  std::string ("origin '") + origin + "' may not use WHEP here (see cors.allowed_origins)"};
+  if (origin) {
+    soup_message_headers_replace (out, "Access-Control-Allow-Methods", methods);
+    soup_message_headers_replace (out, "Access-Control-Allow-Headers",
+                                  "Authorization, Content-Type, If-Match");
+    soup_message_headers_replace (out, "Access-Control-Max-Age", "600");
+  }
+  respond (msg, 204, "", "text/plain");
 }
 
 void

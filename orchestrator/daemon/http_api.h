@@ -78,6 +78,9 @@ private:
   void get_session (Call &c);
   void end_session (Call &c);
   void take_still (Call &c);
+  void start_recording (Call &c);
+  void get_recording (Call &c);
+  void stop_recording (Call &c);
   void annotations_geojson (Call &c);
   void list_microscopes (Call &c);
   void get_microscope (Call &c);
@@ -93,6 +96,10 @@ private:
   void cluster (Call &c);
   void whep_offer (Call &c);
   void whep_delete (Call &c);
+  // CORS for WHEP: the headers a browser on an allowed origin needs (true
+  // when the request's Origin is allowed), and the answer to a preflight.
+  bool allow_cross_origin (SoupServerMessage *msg) const;
+  void whep_options (SoupServerMessage *msg, const std::vector<std::string> &parts) const;
 
   // The viewer and events WebSockets.
   void on_viewer_message (Viewer *v, const char *data, size_t len);

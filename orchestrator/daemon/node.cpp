@@ -436,6 +436,7 @@ Node::stop ()
   }
   cluster_views_.reset ();
   cluster_.reset (); // leaves the edge cloud first: others see it gone at once
+  stop_all_recordings ();
   for (auto &kv : hubs_)
     kv.second->stop ();
   hubs_.clear ();
@@ -589,6 +590,8 @@ Node::end_session (const Principal &by, const std::string &id)
   notify (s.microscope, "session_ended", api::session_ended_json (id), id);
   rtsp_->remove_session (id);
   viewer_stats_.erase (id);
+  if (recordings_.count (id))
+    stop_recording_of (by, s, "the session ended", nullptr);
   if (hub)
     hub->ended (id, *forgetting);
 }

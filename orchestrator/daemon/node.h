@@ -13,6 +13,7 @@
 #include "common/store.h"
 #include "config.h"
 #include "microscope_hub.h"
+#include "recording.h"
 #include "requests.h"
 #include "rtsp_service.h"
 #include "templates.h"
@@ -119,6 +120,18 @@ public:
   std::shared_ptr<ViewStream> view_of_session (const SessionRecord &s) const;
   std::string view_error_of_session (const SessionRecord &s) const;
 
+  // Recordings of a session's view (node_recordings.cpp): started and
+  // stopped by the admin or an owner of the session's microscope, audited;
+  // seen by whoever sees the session.  One at a time per session (a second
+  // start is a conflict); a stop answers `done` on the main loop once the
+  // last segment is finished.  Ending the session stops its recording.
+  RecordingStatus start_recording (const Principal &by, const std::string &session_id,
+                                   const RecordingRequest &r);
+  void stop_recording (const Principal &by, const std::string &session_id, Recording::Ended done);
+  // The running recording, else the last one that ended; NotFound if none.
+  RecordingStatus recording_of (const Principal &by, const std::string &session_id) const;
+  std::string recordings_directory () const;
+
   // Microscopes.
   const std::map<std::string, std::unique_ptr<MicroscopeHub>> &hubs () const { return hubs_; }
   MicroscopeHub &hub_visible_to (const Principal &p, const std::string &id) const;
@@ -188,6 +201,10 @@ public:
   std::string template_problem (const std::string &profile) const;
 
 private:
+  void may_record (const Principal &by) const;
+  void stop_recording_of (const Principal &by, const SessionRecord &s, const std::string &why,
+                          Recording::Ended done);
+  void stop_all_recordings ();
   void register_session (const SessionRecord &s);
   std::vector<AnnotationRecord> unmasked_for (const Principal &p, std::vector<AnnotationRecord> list) const;
   void check_templates ();
@@ -224,7 +241,9 @@ private:
   std::unique_ptr<ClusterViews> cluster_views_;
   int64_t views_synced_us_ = 0;
   int64_t load_reported_us_ = 0;
-  uint64_t cpu_busy_ = 0, cpu_total_ = 0; // /proc/stat at the last report
+  uint64_t cpu_busy_ = 0, cpu_total_ = 0;                        // /proc/stat at the last report
+  std::map<std::string, std::unique_ptr<Recording>> recordings_; // by session, while they run
+  std::map<std::string, RecordingStatus> recorded_;              // by session, the last that ended
 };
 
 } // namespace livemicro::orchestrator

@@ -223,6 +223,16 @@ parse_keyframe_request (const JsonInput &body)
   return {body.required_string ("profile")};
 }
 
+RecordingRequest
+parse_recording_request (const JsonInput &body)
+{
+  body.only ({"segment_s"});
+  RecordingRequest r;
+  if (auto s = body.integer ("segment_s", 1, 3600))
+    r.segment_s = (int)*s;
+  return r;
+}
+
 const char *
 control_action_name (ControlAction a)
 {

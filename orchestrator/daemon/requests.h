@@ -123,6 +123,12 @@ struct AnnotationRequest {
 constexpr double kMaxSlideCoordinateUm = 1e9;
 AnnotationRequest parse_annotation_request (const JsonInput &body);
 
+// POST /api/v1/sessions/{id}/recording: `{}` or `{"segment_s": N}`.
+struct RecordingRequest {
+  std::optional<int> segment_s; // 1..3600; absent: the configured one
+};
+RecordingRequest parse_recording_request (const JsonInput &body);
+
 // POST /whep/{session} (draft-ietf-wish-whep): the viewer's SDP offer.
 // What the daemon sends: one H.264 video stream, constrained baseline,
 // packetization-mode 1.

@@ -12,6 +12,7 @@
 #include <libsoup/soup.h>
 
 #include <atomic>
+#include <cmath>
 #include <csignal>
 #include <sys/prctl.h>
 #include <cstdlib>
@@ -284,6 +285,33 @@ private:
   int http_port_ = 0, rtsp_port_ = 0, starts_ = 0;
   bool https_ = false;
 };
+
+// Takes the control lease with `owner_token`, moves the stage to (x, y) µm
+// and waits until it is there and still.  Empty on success, else what went wrong.
+inline std::string
+move_stage (const Daemon &d, const std::string &owner_token, double x_um, double y_um,
+            const std::string &microscope = "demo")
+{
+  const std::string base = "/api/v1/microscopes/" + microscope;
+  HttpReply lease = d.request ("POST", base + "/control", R"({"action": "request"})", owner_token);
+  if (lease.status != 200)
+    return "control: " + lease.body;
+  HttpReply moved = d.request ("POST", base + "/commands",
+                               "{\"lease\":\"" + lease.str ("lease") + "\",\"move\":{\"x_um\":"
+                                   + std::to_string (x_um) + ",\"y_um\":" + std::to_string (y_um) + "}}",
+                               owner_token);
+  if (moved.status != 202)
+    return "move: " + moved.body;
+  for (int i = 0; i < 300; i++, g_usleep (50000)) {
+    HttpReply m = d.request ("GET", base);
+    JsonObject *stage = m.object () ? json_object_get_object_member (m.object (), "stage") : nullptr;
+    if (stage && std::abs (json_object_get_double_member (stage, "x_um") - x_um) < 1
+        && std::abs (json_object_get_double_member (stage, "y_um") - y_um) < 1
+        && !json_object_get_boolean_member (m.object (), "moving"))
+      return "";
+  }
+  return "the stage did not reach the target within 15 s";
+}
 
 // What a process holds: open file descriptors, threads, resident memory.
 struct ProcessUsage {

@@ -234,6 +234,33 @@ TEST (Config, AnEdgeCloudSectionOrCommandLineIsCheckedKeyByKey)
   EXPECT_EQ (cli.cluster.etcd.size (), 2u) << "a refused argument changes nothing";
 }
 
+// Recordings and WHEP's CORS origins: read as given, mistakes named.
+TEST (Config, RecordingsAndCorsOriginsAreCheckedAndNamed)
+{
+  Config c = Config::parse (R"({"recordings": {"directory": "/srv/rec", "segment_s": 10},
+      "cors": {"allowed_origins": ["https://player.example:8443", "http://localhost:3000"]},
+      "microscopes": [{"id": "a", "uri": "sim://synthetic"}]})",
+                            "c.json");
+  EXPECT_EQ (c.recordings.directory, "/srv/rec");
+  EXPECT_EQ (c.recordings.segment_s, 10);
+  EXPECT_TRUE (c.cors.allows ("https://player.example:8443"));
+  EXPECT_TRUE (c.cors.allows ("http://localhost:3000"));
+  EXPECT_FALSE (c.cors.allows ("https://player.example")) << "another port is another origin";
+  EXPECT_FALSE (c.cors.allows ("null"));
+  EXPECT_FALSE (c.cors.allows (""));
+  EXPECT_FALSE (Config::demo ().cors.allows ("https://player.example:8443")) << "no origin by default";
+  const std::string m = R"("microscopes": [{"id":"a","uri":"x"}])";
+  EXPECT_NE (config_error (R"({"recordings": {"segment_s": 0}, )" + m + "}").find ("recordings.segment_s"),
+             std::string::npos);
+  EXPECT_NE (config_error (R"({"recordings": {"dir": "x"}, )" + m + "}").find ("recordings.dir: unknown key"),
+             std::string::npos);
+  for (const char *bad : {R"("https://a.example/path")", R"("a.example")", R"("ftp://a.example")", "3"})
+    EXPECT_NE (config_error (std::string (R"({"cors": {"allowed_origins": [)") + bad + "]}, " + m + "}")
+                   .find ("cors.allowed_origins[0]: not an origin"),
+               std::string::npos)
+        << bad;
+}
+
 TEST (Config, AMicroscopeMadeOfPartsBecomesACompositeUri)
 {
   TempDir dir;

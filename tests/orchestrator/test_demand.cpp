@@ -272,22 +272,8 @@ TEST_F (Demand, AGuestNeverSeesAnUnmaskedFrameWhenTheCaptureWakes)
   ASSERT_TRUE (d.start ()) << d.error ();
   HttpReply owner = d.create_session ("o", "owner"), guest = d.create_session ("g", "guest");
   ASSERT_EQ (guest.status, 201) << guest.body;
-  HttpReply lease = d.request ("POST", "/api/v1/microscopes/demo/control", R"({"action": "request"})",
-                               owner.str ("token"));
-  ASSERT_EQ (lease.status, 200) << lease.body;
-  HttpReply moved
-      = d.request ("POST", "/api/v1/microscopes/demo/commands",
-                   "{\"lease\":\"" + lease.str ("lease") + "\",\"move\":{\"x_um\":10000,\"y_um\":12000}}",
-                   owner.str ("token"));
-  ASSERT_EQ (moved.status, 202) << moved.body;
-  bool there = false;
-  for (int i = 0; i < 300 && !there; i++, g_usleep (50000)) {
-    HttpReply m = d.request ("GET", "/api/v1/microscopes/demo");
-    JsonObject *stage = m.object () ? json_object_get_object_member (m.object (), "stage") : nullptr;
-    there = stage && std::abs (json_object_get_double_member (stage, "x_um") - 10000) < 1
-            && !json_object_get_boolean_member (m.object (), "moving");
-  }
-  ASSERT_TRUE (there) << "the stage reached the label";
+  ASSERT_EQ (livemicro::test::move_stage (d, owner.str ("token"), 10000, 12000), "")
+      << "the stage on the label";
   for (int round = 0; round < 3; round++) {
     ASSERT_TRUE (idle (d)) << d.metrics ();
     {

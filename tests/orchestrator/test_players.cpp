@@ -5,17 +5,22 @@
 // what it must and gives back what a deleted peer held.
 #include "cdp.h"
 #include "daemon_process.h"
+#include "program_run.h"
 #include "webrtc_client.h"
 
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <map>
 #include <csignal>
 #include <sstream>
 #include <thread>
 
 using livemicro::test::Daemon;
+using livemicro::test::have;
 using livemicro::test::HttpReply;
+using livemicro::test::ProgramRun;
+using livemicro::test::run;
 using livemicro::test::WebRtcClient;
 
 namespace {
@@ -43,54 +48,6 @@ protected:
 // What ffmpeg prints when the timestamps it is given are wrong.
 const char *kTimestampWarnings[] = {"non monotonically increasing dts", "Non-monotonous DTS",
                                     "pts has no value", "Timestamps are unset", "non-strictly-monotonic"};
-
-struct ProgramRun {
-  int status = -1;
-  std::string out, err;
-};
-
-// Runs a program to its end (bounded by `timeout_s`: then it is killed).
-ProgramRun
-run (const std::vector<std::string> &args, double timeout_s)
-{
-  ProgramRun r;
-  std::vector<const char *> argv;
-  for (const auto &a : args)
-    argv.push_back (a.c_str ());
-  argv.push_back (nullptr);
-  g_autoptr (GError) error = nullptr;
-  g_autoptr (GSubprocess) p
-      = g_subprocess_newv (argv.data (),
-                           (GSubprocessFlags)(G_SUBPROCESS_FLAGS_STDOUT_PIPE | G_SUBPROCESS_FLAGS_STDERR_PIPE
-                                              | G_SUBPROCESS_FLAGS_STDIN_INHERIT),
-                           &error);
-  if (!p) {
-    r.err = error->message;
-    return r;
-  }
-  std::thread killer ([&p, timeout_s] {
-    gint64 deadline = g_get_monotonic_time () + (gint64)(timeout_s * 1e6);
-    while (g_get_monotonic_time () < deadline && g_subprocess_get_identifier (p))
-      g_usleep (50000);
-    if (g_subprocess_get_identifier (p))
-      g_subprocess_force_exit (p);
-  });
-  g_autofree char *out = nullptr, *err = nullptr;
-  g_subprocess_communicate_utf8 (p, nullptr, nullptr, &out, &err, nullptr);
-  g_subprocess_wait (p, nullptr, nullptr);
-  killer.join ();
-  r.status = g_subprocess_get_if_exited (p) ? g_subprocess_get_exit_status (p) : -1;
-  r.out = out ? out : "";
-  r.err = err ? err : "";
-  return r;
-}
-
-bool
-have (const char *program)
-{
-  g_autofree char *p = g_find_program_in_path (program);
-  return p != nullptr;
-}
 
 // rtsp://id:token@host:port/s/id (the token is base64url: safe in a URL).
 std::string
@@ -422,4 +379,141 @@ TEST_F (Players, TheViewerPagePlaysThroughWhepInChromium)
   page.evaluate ("fetch(livemicro.whepResource, {method: 'DELETE', headers: {Authorization: 'Bearer ' + "
                  "new URLSearchParams(location.hash.slice(1)).get('token')}}).then(r => r.status)");
   EXPECT_EQ (d.metric (viewers), 0);
+}
+
+namespace {
+
+// A request with the headers a browser sends; the reply's status and the
+// response headers asked for.
+struct CorsReply {
+  int status = 0;
+  std::map<std::string, std::string> headers;
+};
+
+CorsReply
+cors_request (const Daemon &d, const char *method, const std::string &path,
+              const std::vector<std::pair<std::string, std::string>> &headers, const std::string &body = "",
+              const char *type = "application/sdp")
+{
+  CorsReply r;
+  g_autoptr (SoupSession) session = soup_session_new ();
+  std::string url = "http://127.0.0.1:" + std::to_string (d.http_port ()) + path;
+  g_autoptr (SoupMessage) msg = soup_message_new (method, url.c_str ());
+  for (const auto &[name, value] : headers)
+    soup_message_headers_replace (soup_message_get_request_headers (msg), name.c_str (), value.c_str ());
+  if (!body.empty ()) {
+    g_autoptr (GBytes) b = g_bytes_new (body.data (), body.size ());
+    soup_message_set_request_body_from_bytes (msg, type, b);
+  }
+  g_autoptr (GBytes) out = soup_session_send_and_read (session, msg, nullptr, nullptr);
+  r.status = (int)soup_message_get_status (msg);
+  for (const char *name : {"Access-Control-Allow-Origin", "Access-Control-Allow-Methods",
+                           "Access-Control-Allow-Headers", "Access-Control-Expose-Headers", "Allow", "Vary"})
+    if (const char *v = soup_message_headers_get_list (soup_message_get_response_headers (msg), name))
+      r.headers[name] = v;
+  return r;
+}
+
+const char *kPlayerOrigin = "https://player.example:8443";
+
+std::vector<std::pair<std::string, std::string>>
+preflight (const std::string &origin, const char *method)
+{
+  return {{"Origin", origin},
+          {"Access-Control-Request-Method", method},
+          {"Access-Control-Request-Headers", "authorization,content-type"}};
+}
+
+} // namespace
+
+// A WHEP player on an allowed origin gets its preflights answered and the
+// CORS headers on every answer (errors included, so it can read them);
+// another origin, or any origin without configuration, gets none.
+TEST_F (Players, WhepAnswersCorsPreflightsForAllowedOriginsOnly)
+{
+  Daemon cors (std::string (R"({"cors": {"allowed_origins": [")") + kPlayerOrigin + R"("]},)"
+               + std::string (kSmall).substr (1));
+  ASSERT_TRUE (cors.start ()) << cors.error ();
+  HttpReply session = cors.create_session ("carl", "consultant");
+  ASSERT_EQ (session.status, 201) << session.body;
+  const std::string path = "/whep/" + session.str ("id");
+
+  CorsReply p = cors_request (cors, "OPTIONS", path, preflight (kPlayerOrigin, "POST"));
+  EXPECT_EQ (p.status, 204);
+  EXPECT_EQ (p.headers["Access-Control-Allow-Origin"], kPlayerOrigin);
+  EXPECT_NE (p.headers["Access-Control-Allow-Methods"].find ("POST"), std::string::npos);
+  EXPECT_NE (p.headers["Access-Control-Allow-Headers"].find ("Authorization"), std::string::npos);
+  EXPECT_NE (p.headers["Access-Control-Allow-Headers"].find ("Content-Type"), std::string::npos);
+  EXPECT_NE (p.headers["Vary"].find ("Origin"), std::string::npos);
+  CorsReply del
+      = cors_request (cors, "OPTIONS", path + "/0123456789abcdef", preflight (kPlayerOrigin, "DELETE"));
+  EXPECT_EQ (del.status, 204);
+  EXPECT_NE (del.headers["Access-Control-Allow-Methods"].find ("DELETE"), std::string::npos);
+  // The answer itself (here a refusal: no token) is readable from that origin.
+  CorsReply post = cors_request (cors, "POST", path, {{"Origin", kPlayerOrigin}}, "v=0\r\n");
+  EXPECT_EQ (post.status, 401);
+  EXPECT_EQ (post.headers["Access-Control-Allow-Origin"], kPlayerOrigin);
+  EXPECT_NE (post.headers["Access-Control-Expose-Headers"].find ("Location"), std::string::npos);
+  // Another origin: refused, no CORS header.
+  for (const char *origin : {"https://evil.example", "null", "https://player.example"}) {
+    CorsReply other = cors_request (cors, "OPTIONS", path, preflight (origin, "POST"));
+    EXPECT_EQ (other.status, 403) << origin;
+    EXPECT_EQ (other.headers.count ("Access-Control-Allow-Origin"), 0u) << origin;
+    CorsReply answer = cors_request (cors, "POST", path, {{"Origin", origin}}, "v=0\r\n");
+    EXPECT_EQ (answer.headers.count ("Access-Control-Allow-Origin"), 0u) << origin;
+  }
+  // Without an Origin (not a browser): the methods, nothing else.
+  CorsReply plain = cors_request (cors, "OPTIONS", path, {});
+  EXPECT_EQ (plain.status, 204);
+  EXPECT_EQ (plain.headers["Allow"], "POST, OPTIONS");
+  EXPECT_EQ (plain.headers.count ("Access-Control-Allow-Origin"), 0u);
+  // The default configuration allows no other origin.
+  ASSERT_NO_FATAL_FAILURE (serve ("carl", "consultant"));
+  CorsReply none = cors_request (d, "OPTIONS", "/whep/" + s.str ("id"), preflight (kPlayerOrigin, "POST"));
+  EXPECT_EQ (none.status, 403);
+  EXPECT_EQ (none.headers.count ("Access-Control-Allow-Origin"), 0u);
+}
+
+// A real browser preflight: a page on http://127.0.0.1:PORT plays through
+// WHEP on http://localhost:PORT (another origin), with its Authorization
+// header, and reads the Location of the new resource.
+TEST_F (Players, ABrowserOnAnotherOriginPlaysThroughWhepWhenItsOriginIsAllowed)
+{
+  if (!livemicro::test::ChromiumPage::available ())
+    GTEST_SKIP () << "Debian's chromium is not installed (scripts/install-deps.sh installs it)";
+  Daemon cors (R"({"cors": {"allowed_origins": ["*"]},)" + std::string (kSmall).substr (1));
+  ASSERT_TRUE (cors.start ()) << cors.error ();
+  HttpReply session = cors.create_session ("carl", "consultant");
+  ASSERT_EQ (session.status, 201) << session.body;
+  const std::string port = std::to_string (cors.http_port ());
+  livemicro::test::ChromiumPage page ("http://127.0.0.1:" + port + "/healthz");
+  ASSERT_TRUE (page.connected ());
+  ASSERT_TRUE (page.wait_true ("location.pathname === '/healthz' && document.readyState === 'complete'", 10));
+  const std::string script
+      = "(async () => { try {"
+        "  const pc = new RTCPeerConnection ({iceServers: []});"
+        "  pc.addTransceiver ('video', {direction: 'recvonly'});"
+        "  await pc.setLocalDescription (await pc.createOffer ());"
+        "  const url = 'http://localhost:"
+        + port + "/whep/" + session.str ("id")
+        + "';"
+          "    const r = await fetch (url, {method: 'POST', body: pc.localDescription.sdp, headers: {"
+          "      'Authorization': 'Bearer "
+        + session.str ("token")
+        + "', 'Content-Type': 'application/sdp'}});"
+          "    const location = r.headers.get ('Location');"
+          "    const gone = location ? (await fetch ('http://localhost:"
+        + port + "' + location, {method: 'DELETE', headers: {'Authorization': 'Bearer "
+        + session.str ("token")
+        + "'}})).status : 0;"
+          "    pc.close ();"
+          "    return {status: r.status, location, gone};"
+          "  } catch (e) { return {error: String (e)}; }"
+          "}) ()";
+  std::string result = page.evaluate (script, 30);
+  if (result.empty ()) // the page's context went away under the call (a late navigation): once more
+    result = page.evaluate (script, 30);
+  EXPECT_NE (result.find ("\"status\":201"), std::string::npos) << result << "\n" << cors.log ();
+  EXPECT_NE (result.find ("\"location\":\"/whep/" + session.str ("id") + "/"), std::string::npos) << result;
+  EXPECT_NE (result.find ("\"gone\":204"), std::string::npos) << result;
 }
