@@ -77,6 +77,12 @@ public:
 
   // How to ask the worker for a keyframe (set by the daemon).
   void set_keyframe_request (std::function<void ()> fn) { request_keyframe_ = std::move (fn); }
+  // Asks the worker for a keyframe of this view (from any thread).
+  void request_keyframe () const
+  {
+    if (request_keyframe_)
+      request_keyframe_ ();
+  }
   // Called (on the caller's thread, no lock held) after a viewer came or
   // went: the worker encodes this view only while it has viewers.
   void set_viewers_changed (std::function<void ()> fn) { viewers_changed_ = std::move (fn); }
