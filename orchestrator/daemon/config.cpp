@@ -205,8 +205,8 @@ Config::parse (const std::string &json, const std::string &source)
     throw ConfigError ("config '" + source + "': the top level must be a JSON object");
   Reader r (json_node_get_object (root), "config '" + source + "': ");
   r.only ({"listen_address", "public_host", "http_port", "rtsp_port", "state_dir", "admin_token", "tls",
-           "pipelines_dir", "web_dir", "profiles_file", "max_body_bytes", "video", "control", "microscopes",
-           "users"});
+           "pipelines_dir", "web_dir", "profiles_file", "max_body_bytes", "video", "control", "rtsp",
+           "microscopes", "users"});
   Config c;
   c.listen_address = r.string ("listen_address", c.listen_address);
   c.public_host = r.string ("public_host");
@@ -242,6 +242,12 @@ Config::parse (const std::string &json, const std::string &source)
     k.only ({"idle_timeout_ms", "max_commands_per_s"});
     c.control.idle_timeout_ms = k.integer ("idle_timeout_ms", c.control.idle_timeout_ms, 100, 3600000);
     c.control.max_commands_per_s = k.integer ("max_commands_per_s", c.control.max_commands_per_s, 1, 1000);
+  }
+  if (JsonObject *rtsp = r.object ("rtsp")) {
+    Reader k (rtsp, r.where () + "rtsp.");
+    k.only ({"client_threads"});
+    c.rtsp.client_threads
+        = k.integer ("client_threads", c.rtsp.client_threads, 0, RtspConfig::kMaxClientThreads);
   }
   JsonArray *ms = r.array ("microscopes");
   if (!ms || json_array_get_length (ms) == 0)

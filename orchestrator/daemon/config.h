@@ -52,6 +52,15 @@ struct ControlConfig {
   int max_commands_per_s = 20; // per session; more get 429 (stop is exempt)
 };
 
+// gst-rtsp-server's threads for RTSP connections (GstRTSPThreadPool
+// max-threads): every connection is served by one of at most
+// `client_threads` threads, whatever the number of players; 0 = all of them
+// on the daemon's main loop.  A thread per connection (-1) is not offered.
+struct RtspConfig {
+  static constexpr int kMaxClientThreads = 64;
+  int client_threads = 2;
+};
+
 struct Config {
   std::string listen_address = "127.0.0.1";
   std::string public_host; // host in rtsp_url/viewer_url; default listen address
@@ -66,6 +75,7 @@ struct Config {
   size_t max_body_bytes = 64 * 1024;
   VideoConfig video;
   ControlConfig control;
+  RtspConfig rtsp;
   std::vector<MicroscopeConfig> microscopes;
   std::vector<UserConfig> users; // empty: any user name may join
 

@@ -161,7 +161,8 @@ Node::start ()
     throw std::runtime_error (std::string ("view profiles: ") + e.what ());
   }
 
-  rtsp_ = std::make_unique<RtspService> (config_.listen_address, config_.rtsp_port, state_dir_);
+  rtsp_ = std::make_unique<RtspService> (config_.listen_address, config_.rtsp_port, state_dir_,
+                                         config_.rtsp.client_threads);
   rtsp_->start (tls_);
 
   check_templates ();

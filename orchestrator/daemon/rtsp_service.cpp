@@ -175,8 +175,9 @@ permissions_for (const std::set<std::string> &sessions)
 
 } // namespace
 
-RtspService::RtspService (std::string address, int port, std::string state_dir)
-    : address_ (std::move (address)), state_dir_ (std::move (state_dir)), port_ (port)
+RtspService::RtspService (std::string address, int port, std::string state_dir, int client_threads)
+    : address_ (std::move (address)), state_dir_ (std::move (state_dir)), port_ (port),
+      client_threads_ (client_threads)
 {}
 
 RtspService::~RtspService ()
@@ -198,6 +199,10 @@ RtspService::start (GTlsCertificate *tls)
   // A burst of players (a class joining at once) is queued, not refused:
   // gst-rtsp-server's default backlog is 5.
   gst_rtsp_server_set_backlog (server_, kListenBacklog);
+  // Connections share a fixed number of threads, whatever their number.
+  GstRTSPThreadPool *pool = gst_rtsp_server_get_thread_pool (server_);
+  gst_rtsp_thread_pool_set_max_threads (pool, client_threads_);
+  g_object_unref (pool);
   g_signal_connect (server_, "client-connected", G_CALLBACK (+[] (GstRTSPServer *, GstRTSPClient *client) {
                       g_signal_connect (client, "play-request", G_CALLBACK (on_play_request), nullptr);
                     }),

@@ -186,6 +186,25 @@ TEST (Config, ValidFileLoadsAndMistakesNameTheKey)
       std::string::npos);
 }
 
+TEST (Config, RtspClientThreadsAreBoundedAndNeverOnePerConnection)
+{
+  auto with = [] (const std::string &rtsp) {
+    return R"({"rtsp": )" + rtsp + R"(, "microscopes": [{"id":"a","uri":"x"}]})";
+  };
+  EXPECT_EQ (Config::parse (R"({"microscopes": [{"id":"a","uri":"x"}]})", "c.json").rtsp.client_threads, 2);
+  EXPECT_EQ (Config::parse (with (R"({"client_threads": 0})"), "c.json").rtsp.client_threads, 0);
+  EXPECT_EQ (Config::parse (with (R"({"client_threads": 8})"), "c.json").rtsp.client_threads, 8);
+  // -1 would be gst-rtsp-server's "a thread per connection".
+  EXPECT_NE (
+      config_error (with (R"({"client_threads": -1})")).find ("rtsp.client_threads: -1 is outside [0, 64]"),
+      std::string::npos);
+  EXPECT_NE (config_error (with (R"({"client_threads": 65})")).find ("rtsp.client_threads"),
+             std::string::npos);
+  EXPECT_NE (config_error (with (R"({"client_threads": "2"})")).find ("expected an integer"),
+             std::string::npos);
+  EXPECT_NE (config_error (with (R"({"threads": 2})")).find ("rtsp.threads: unknown key"), std::string::npos);
+}
+
 TEST (Config, AMicroscopeMadeOfPartsBecomesACompositeUri)
 {
   TempDir dir;

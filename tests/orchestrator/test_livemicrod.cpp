@@ -435,13 +435,15 @@ TEST_F (Livemicrod, TenSessionsOverTwoProfilesRunTwoEncoders)
 
 // Every session of a view mounts the view's one factory: their players
 // share one RTSP media (one appsrc and payloader in the daemon), a player
-// costs the daemon no thread of its own, and a player joining the playing media starts at a
+// costs the daemon no thread of its own (connections share
+// rtsp.client_threads), and a player joining the playing media starts at a
 // keyframe asked for then, not at the view's next regular one (10 s apart
 // here).  Another session's credentials still do not open a mount.
 TEST_F (Livemicrod, PlayersOfOneViewShareOneMediaWithoutAThreadEachAndStartAtOnce)
 {
   Daemon d (R"({
     "video": {"width": 320, "height": 240, "framerate": 30, "bitrate_kbps": 500, "keyframe_interval": 300},
+    "rtsp": {"client_threads": 2},
     "microscopes": [{"id": "demo", "uri": "sim://synthetic"}]})");
   ASSERT_TRUE (d.start ()) << d.error ();
   std::vector<HttpReply> sessions;
