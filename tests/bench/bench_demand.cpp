@@ -36,36 +36,14 @@ const char *kConfig = R"({
   "video": {"width": 1280, "height": 720, "framerate": 30, "bitrate_kbps": 2500},
   "microscopes": [{"id": "demo", "uri": "sim://synthetic"}]})";
 
-// CPU time of a process so far (utime + stime), in seconds.
-double
-cpu_seconds (int pid)
-{
-  std::ifstream f ("/proc/" + std::to_string (pid) + "/stat");
-  std::string text ((std::istreambuf_iterator<char> (f)), std::istreambuf_iterator<char> ());
-  size_t paren = text.rfind (')');
-  if (paren == std::string::npos)
-    return 0;
-  // After "pid (comm) ": state is field 3; utime and stime are fields 14, 15.
-  std::istringstream rest (text.substr (paren + 2));
-  std::string field;
-  double utime = 0, stime = 0;
-  for (int i = 3; i <= 15 && rest >> field; i++) {
-    if (i == 14)
-      utime = std::atof (field.c_str ());
-    else if (i == 15)
-      stime = std::atof (field.c_str ());
-  }
-  return (utime + stime) / (double)sysconf (_SC_CLK_TCK);
-}
-
 // % of one core the process used during `seconds`.
 double
 cpu_percent (int pid, double seconds)
 {
-  double c0 = cpu_seconds (pid);
+  double c0 = livemicro::bench::cpu_seconds (pid);
   gint64 t0 = g_get_monotonic_time ();
   g_usleep ((gulong)(seconds * 1e6));
-  return 100.0 * (cpu_seconds (pid) - c0) / ((g_get_monotonic_time () - t0) / 1e6);
+  return 100.0 * (livemicro::bench::cpu_seconds (pid) - c0) / ((g_get_monotonic_time () - t0) / 1e6);
 }
 
 const std::string kCaptureActive = "livemicro_capture_active{microscope=\"demo\"}";

@@ -1,7 +1,6 @@
 // Benchmarks of livemicrod, run on purpose:
 //   meson test -C build --benchmark --suite bench -v
-//   build/tests/bench/bench-orchestrator [latency|session-start|control|viewers|all] [--seconds S] [--json
-//   FILE]
+//   build/tests/bench/bench-orchestrator [latency|session-start|control|all] [--seconds S] [--json FILE]
 //
 // latency        glass-to-glass at 720p30 on loopback: capture time (carried in
 //                every access unit as an SEI) → decoded at an rtspsrc client /
@@ -10,13 +9,7 @@
 //                rtspsrc latency=0) in the same run.
 // session-start  POST /api/v1/sessions → first decoded frame at an RTSP client.
 // control        command accepted → first decoded frame showing the new field.
-// viewers        concurrent RTSP viewers over 3 view profiles (owner,
-//                consultant, guest) at 720p30 until p95 latency passes 150 ms
-//                or a viewer gets < 95 % of the frames, next to the naive
-//                design in the same run: the same capture, analysis, mask,
-//                overlay and encoder, but all of it once per viewer.  The
-//                clients (rtspsrc, no decoding: 100 decoders do not fit on 2
-//                cores) run in this process, on the same machine.
+// Viewers per node: bench-viewers (bench_viewers.cpp).
 #include "bench_util.h"
 #include "../orchestrator/daemon_process.h"
 #include "../../orchestrator/common/encoder_timeline.h"
@@ -470,132 +463,21 @@ bench_control_to_photon (int n)
   return {total, beyond, travel};
 }
 
-// Viewers spread over 3 profiles; each viewer its own session.  Returns the
-// largest count that held (p95 ≤ 150 ms and ≥ 95 % of the frames).
-struct Ramp {
-  std::string design;
-  int max_ok = 0;
-  std::vector<std::string> steps;
-};
-
-bool
-step_ok (std::vector<std::unique_ptr<LatencyClient>> &clients, double seconds, std::string &line)
-{
-  for (auto &c : clients)
-    c->record (true);
-  g_usleep ((gulong)(seconds * 1e6));
-  std::vector<double> all;
-  int min_frames = INT32_MAX;
-  for (auto &c : clients) {
-    c->record (false);
-    auto v = c->latencies ();
-    all.insert (all.end (), v.begin (), v.end ());
-    min_frames = std::min (min_frames, c->frames_since_record ());
-  }
-  double p95 = pct (all, 0.95);
-  double expected = 30 * seconds;
-  bool ok = p95 > 0 && p95 <= 150 && min_frames >= 0.95 * expected;
-  char buf[200];
-  std::snprintf (buf, sizeof buf, "%3zu viewers: p95 %6.1f ms, slowest viewer %5.1f fps %s", clients.size (),
-                 p95, min_frames / seconds, ok ? "ok" : "FAILS");
-  line = buf;
-  return ok;
-}
-
-Ramp
-ramp_livemicrod (double seconds, int max_viewers)
-{
-  Ramp r{"livemicrod (one encoder per view profile, shared)"};
-  const char *profiles[] = {"owner", "consultant", "guest"};
-  Daemon d (kConfig720);
-  if (!d.start ())
-    return r;
-  std::vector<std::unique_ptr<LatencyClient>> clients;
-  int n = 0;
-  for (int target : {3, 6, 12, 24, 36, 50, 64, 80, 100, 128, 160, 200}) {
-    if (target > max_viewers)
-      break;
-    while (n < target) {
-      HttpReply s = d.create_session ("v" + std::to_string (n), profiles[n % 3]);
-      if (s.status != 201) {
-        r.steps.push_back (std::string ("cannot create a ") + profiles[n % 3]
-                           + " session: " + s.str ("error"));
-        return r;
-      }
-      clients.push_back (
-          std::make_unique<LatencyClient> (s.str ("rtsp_url"), s.str ("id"), s.str ("token"), false));
-      n++;
-    }
-    g_usleep (2000000);
-    std::string line;
-    bool ok = step_ok (clients, seconds, line);
-    r.steps.push_back (line);
-    std::printf ("  livemicrod %s\n", line.c_str ());
-    std::fflush (stdout);
-    if (!ok)
-      break;
-    r.max_ok = target;
-  }
-  return r;
-}
-
-Ramp
-ramp_naive (double seconds, int max_viewers)
-{
-  Ramp r{"naive (full pipeline and encoder per viewer)"};
-  MainLoopThread loop;
-  // What livemicrod runs for a microscope and a view (pipelines/capture.pipeline
-  // and pipelines/views/*.pipeline), but all of it once per viewer.
-  const std::string capture = "microscopesrc name=capture microscope=sim://synthetic "
-                              "! video/x-raw,format=RGB,width=1280,height=720,framerate=30/1 "
-                              "! tumorfeatures interval=3 wait-for-result=false analysis-nice=10 ";
-  const std::string overlay = "! featureoverlay contours=true summary=false heatmap=false ";
-  const std::string encoder
-      = "! videoconvert ! video/x-raw,format=I420 "
-        "! x264enc name=enc tune=zerolatency speed-preset=ultrafast bitrate=2500 key-int-max=30 bframes=0 "
-        "threads=1 "
-        "! video/x-h264,profile=constrained-baseline,stream-format=byte-stream,alignment=au "
-        "! rtph264pay name=pay0 pt=96 config-interval=-1 ";
-  BareServer naive (
-      {{"/owner", "( " + capture + overlay + encoder + ")"},
-       {"/consultant",
-        "( " + capture + "! privacymask profile=consultant detection-interval=10 " + overlay + encoder + ")"},
-       {"/guest", "( " + capture + "! privacymask profile=guest detection-interval=10 " + encoder + ")"}},
-      false);
-  const char *mounts[] = {"/owner", "/consultant", "/guest"};
-  std::vector<std::unique_ptr<LatencyClient>> clients;
-  for (int target = 1; target <= max_viewers; target++) {
-    clients.push_back (std::make_unique<LatencyClient> (naive.url (mounts[(target - 1) % 3]), "", "", false));
-    g_usleep (2000000);
-    std::string line;
-    bool ok = step_ok (clients, seconds, line);
-    r.steps.push_back (line);
-    std::printf ("  naive      %s\n", line.c_str ());
-    std::fflush (stdout);
-    if (!ok)
-      break;
-    r.max_ok = target;
-  }
-  return r;
-}
-
 } // namespace
 
 int
 main (int argc, char **argv)
 {
   gst_init (&argc, &argv);
-  cv::setNumThreads (0); // as livemicro-worker does, for the naive pipelines in this process
+  cv::setNumThreads (0); // as livemicro-worker does
   std::string what = "all", json_path = "bench-orchestrator.json";
   double seconds = 8;
-  int repeats = 3, max_viewers = 200;
+  int repeats = 3;
   for (int i = 1; i < argc; i++) {
     if (!strcmp (argv[i], "--seconds") && i + 1 < argc)
       seconds = atof (argv[++i]);
     else if (!strcmp (argv[i], "--repeats") && i + 1 < argc)
       repeats = atoi (argv[++i]);
-    else if (!strcmp (argv[i], "--max-viewers") && i + 1 < argc)
-      max_viewers = atoi (argv[++i]);
     else if (!strcmp (argv[i], "--json") && i + 1 < argc)
       json_path = argv[++i];
     else
@@ -644,29 +526,6 @@ main (int argc, char **argv)
       std::printf ("%-60s %8zu %8.1f %8.1f\n", r.name.c_str (), r.values.size (), pct (r.values, 0.5),
                    pct (r.values, 0.95));
     add_rows ("control_to_photon", rows);
-  }
-  if (what == "viewers" || what == "all") {
-    std::printf ("\nviewers per node, 720p30, 3 view profiles, RTSP over TCP, AU latency at the client\n");
-    Ramp ours = ramp_livemicrod (std::max (4.0, seconds / 2), max_viewers);
-    Ramp naive = ramp_naive (std::max (4.0, seconds / 2), max_viewers);
-    std::printf ("%-52s %6d viewers\n%-52s %6d viewers\nratio x%.1f\n", ours.design.c_str (), ours.max_ok,
-                 naive.design.c_str (), naive.max_ok,
-                 naive.max_ok ? (double)ours.max_ok / naive.max_ok : 0.0);
-    json_builder_set_member_name (b, "viewers");
-    json_builder_begin_object (b);
-    for (Ramp *r : {&ours, &naive}) {
-      json_builder_set_member_name (b, r == &ours ? "livemicrod" : "naive");
-      json_builder_begin_object (b);
-      json_builder_set_member_name (b, "max_viewers");
-      json_builder_add_int_value (b, r->max_ok);
-      json_builder_set_member_name (b, "steps");
-      json_builder_begin_array (b);
-      for (auto &s : r->steps)
-        json_builder_add_string_value (b, s.c_str ());
-      json_builder_end_array (b);
-      json_builder_end_object (b);
-    }
-    json_builder_end_object (b);
   }
   json_builder_end_object (b);
   livemicro::bench::write_json (b, json_path);

@@ -6,8 +6,13 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <fstream>
+#include <iterator>
+#include <sstream>
 #include <string>
 #include <vector>
+
+#include <unistd.h>
 
 namespace livemicro::bench {
 
@@ -27,6 +32,29 @@ percentile (std::vector<double> v, double q)
     return 0;
   std::sort (v.begin (), v.end ());
   return v[std::min (v.size () - 1, (size_t)(q * v.size ()))];
+}
+
+// CPU time of a process so far (utime + stime from /proc/PID/stat), in
+// seconds; 0 when it is gone.
+inline double
+cpu_seconds (int pid)
+{
+  std::ifstream f ("/proc/" + std::to_string (pid) + "/stat");
+  std::string text ((std::istreambuf_iterator<char> (f)), std::istreambuf_iterator<char> ());
+  size_t paren = text.rfind (')');
+  if (paren == std::string::npos)
+    return 0;
+  // After "pid (comm) ": state is field 3; utime and stime are fields 14, 15.
+  std::istringstream rest (text.substr (paren + 2));
+  std::string field;
+  double utime = 0, stime = 0;
+  for (int i = 3; i <= 15 && rest >> field; i++) {
+    if (i == 14)
+      utime = std::atof (field.c_str ());
+    else if (i == 15)
+      stime = std::atof (field.c_str ());
+  }
+  return (utime + stime) / (double)sysconf (_SC_CLK_TCK);
 }
 
 // Writes the results and says where, or why not.
