@@ -32,6 +32,9 @@ struct FrameHeader {
   uint32_t objective = 0;
   uint32_t frame_width = 0, frame_height = 0;
   uint32_t reserved = 0;
+  // When the view's encoder handed this access unit to the worker (µs since
+  // the epoch, the host's clock): the daemon measures the hop from here.
+  int64_t encoded_unix_us = 0;
 };
 
 // Writes one message; safe from several threads.  Returns false when the

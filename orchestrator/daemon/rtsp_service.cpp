@@ -146,20 +146,26 @@ void
 livemicro_rtsp_auth_init (LivemicroRtspAuth *)
 {}
 
-// The view a media streams, for its players' PLAY requests.
+// The view a media streams and its viewer handle there, for its players'
+// PLAY requests.
 constexpr const char *kViewKey = "livemicro-view";
+struct MediaViewer {
+  std::weak_ptr<ViewStream> view;
+  int handle;
+};
 
-// A player joining a media that already streams (another session of the
-// view plays it) starts at a keyframe asked for now, not at the view's next
+// The first PLAY of a media starts its stream (ViewStream::play_viewer); a
+// player joining a media that already streams (another session of the view
+// plays it) starts at a keyframe asked for now, not at the view's next
 // regular one.
 void
 on_play_request (GstRTSPClient *, GstRTSPContext *ctx, gpointer)
 {
   if (!ctx->media)
     return;
-  auto *weak = static_cast<std::weak_ptr<ViewStream> *> (g_object_get_data (G_OBJECT (ctx->media), kViewKey));
-  if (auto view = weak ? weak->lock () : nullptr)
-    view->request_keyframe ();
+  auto *mv = static_cast<MediaViewer *> (g_object_get_data (G_OBJECT (ctx->media), kViewKey));
+  if (auto view = mv ? mv->view.lock () : nullptr)
+    view->play_viewer (mv->handle);
 }
 
 GstRTSPPermissions *
@@ -244,8 +250,6 @@ view_factory (const std::shared_ptr<ViewStream> &view, const std::string &title)
       f, "media-configure", G_CALLBACK (+[] (GstRTSPMediaFactory *, GstRTSPMedia *media, gpointer data) {
         auto *feed = static_cast<Feed *> (data);
         g_object_set_data_full (G_OBJECT (media), kSdpTitleKey, g_strdup (feed->title.c_str ()), g_free);
-        g_object_set_data_full (G_OBJECT (media), kViewKey, new std::weak_ptr<ViewStream> (feed->view),
-                                [] (gpointer p) { delete static_cast<std::weak_ptr<ViewStream> *> (p); });
         GstElement *bin = gst_rtsp_media_get_element (media);
         GstElement *src = gst_bin_get_by_name_recurse_up (GST_BIN (bin), "src");
         gst_object_unref (bin);
@@ -253,6 +257,8 @@ view_factory (const std::shared_ptr<ViewStream> &view, const std::string &title)
           return;
         int handle = feed->view->add_viewer (GST_APP_SRC (src), ViewStream::Timestamps::kCaptureClock);
         gst_object_unref (src);
+        g_object_set_data_full (G_OBJECT (media), kViewKey, new MediaViewer{feed->view, handle},
+                                [] (gpointer p) { delete static_cast<MediaViewer *> (p); });
         struct Ctx {
           std::shared_ptr<ViewStream> view;
           int handle;

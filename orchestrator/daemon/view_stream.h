@@ -22,6 +22,10 @@ namespace livemicro::orchestrator {
 // Every buffer pushed to a viewer carries its capture time as a
 // GstReferenceTimestampMeta with these caps (ns since the Unix epoch).
 constexpr const char *kCaptureTimeCaps = "timestamp/x-unix";
+// ... and, when the worker said it, when its encoder handed it over, and
+// when the daemon received it (ns since the epoch), for Hop.
+constexpr const char *kEncodedTimeCaps = "timestamp/x-livemicro-encoded";
+constexpr const char *kReceivedTimeCaps = "timestamp/x-livemicro-received";
 
 // A viewer's timestamps from the capture clock.  Its first frame is stamped
 // with the viewer pipeline's running time when it leaves the appsrc; each
@@ -42,12 +46,42 @@ public:
   uint64_t pts (int64_t capture_unix_ns, uint64_t running_now_ns, uint64_t duration_ns);
   bool anchored () const { return anchored_; }
   int anchors () const { return anchors_; }
+  // The next frame starts a new anchor at the running time (still after the
+  // last timestamp): the stream keeps that frame's delay, not the delay of
+  // a frame that waited for PLAY in a prepared media.
+  void reanchor () { reanchor_ = true; }
 
 private:
-  bool anchored_ = false;
+  bool anchored_ = false, reanchor_ = false;
   int anchors_ = 0;
   uint64_t anchor_pts_ = 0, last_pts_ = 0;
   int64_t anchor_capture_ns_ = 0;
+};
+
+// The worker→daemon hop of a view's access units, in ms: from the worker's
+// encoder handing one over (FrameHeader::encoded_unix_us) to the daemon
+// handing it from an RTSP viewer's appsrc to its payloader, over the last
+// kSamples frames.  Thread-safe.
+class HopStats {
+public:
+  static constexpr size_t kSamples = 600;
+  void record (double ms);
+  // The q-quantile (nearest rank) of the recent samples; -1 without any.
+  double quantile (double q) const;
+  size_t samples () const;
+
+private:
+  mutable std::mutex mutex_;
+  std::vector<double> ring_;
+  size_t next_ = 0;
+};
+
+// The hop in parts: `socket` from the worker's encoder to the daemon's
+// reader thread (the worker's SEI copy and write, the socket, the read),
+// `daemon` from there to the payloader's input (the copy, the appsrc's
+// queue and thread), `total` both.
+struct Hop {
+  HopStats total, socket, daemon;
 };
 
 class ViewStream {
@@ -67,8 +101,16 @@ public:
                    // peers, as before (their playout follows arrival; the page
                    // maps RTP timestamps to capture times with "frame" messages)
   };
+  // A kCaptureClock viewer's timeline and hop record, kept by its appsrc's
+  // probe (view_stream.cpp).
+  struct Clock;
   // Adds an appsrc (caps set here); returns a handle for remove_viewer.
   int add_viewer (GstAppSrc *appsrc, Timestamps timestamps);
+  // The first PLAY of a kCaptureClock viewer's media: until then it got
+  // one keyframe (to prepare the media) and nothing more; from here on it
+  // gets every frame from the keyframe this asks for.  For a media already
+  // playing (another player joins) it only asks for a keyframe.
+  void play_viewer (int handle);
   void remove_viewer (int handle);
   size_t viewers () const;
 
@@ -77,12 +119,6 @@ public:
 
   // How to ask the worker for a keyframe (set by the daemon).
   void set_keyframe_request (std::function<void ()> fn) { request_keyframe_ = std::move (fn); }
-  // Asks the worker for a keyframe of this view (from any thread).
-  void request_keyframe () const
-  {
-    if (request_keyframe_)
-      request_keyframe_ ();
-  }
   // Called (on the caller's thread, no lock held) after a viewer came or
   // went: the worker encodes this view only while it has viewers.
   void set_viewers_changed (std::function<void ()> fn) { viewers_changed_ = std::move (fn); }
@@ -90,6 +126,7 @@ public:
   // The header of a recent frame by capture time (for per-frame overlays).
   bool recent_frame (int64_t capture_unix_us, wire::FrameHeader &out) const;
 
+  const Hop &hop () const { return *hop_; }
   uint64_t frames () const { return frames_; }
   uint64_t bytes () const { return bytes_; }
   int64_t last_capture_unix_us () const { return last_capture_us_; }
@@ -97,7 +134,10 @@ public:
 private:
   struct Viewer {
     GstAppSrc *appsrc = nullptr;
-    bool started = false;
+    std::shared_ptr<Clock> clock; // kCaptureClock viewers
+    bool started = false;         // from a keyframe on
+    bool until_play = false;      // an RTSP media before its first PLAY
+    uint64_t frames_pushed = 0;
   };
   const uint32_t id_;
   const std::string microscope_, profile_, key_;
@@ -110,7 +150,8 @@ private:
   std::function<void ()> viewers_changed_;
   std::atomic<uint64_t> frames_{0}, bytes_{0};
   std::atomic<int64_t> last_capture_us_{0};
-  GstCaps *capture_caps_ = nullptr;
+  GstCaps *capture_caps_ = nullptr, *encoded_caps_ = nullptr, *received_caps_ = nullptr;
+  std::shared_ptr<Hop> hop_ = std::make_shared<Hop> ();
 };
 
 } // namespace livemicro::orchestrator

@@ -301,6 +301,7 @@ on_encoded (GstAppSink *sink, gpointer data)
   GstSample *sample = gst_app_sink_pull_sample (sink);
   if (!sample)
     return GST_FLOW_EOS;
+  const int64_t encoded_unix_us = g_get_real_time ();
   GstBuffer *buf = gst_sample_get_buffer (sample);
   wire::FrameHeader h;
   if (auto in = view->timeline.take (GST_BUFFER_PTS (buf))) {
@@ -309,6 +310,7 @@ on_encoded (GstAppSink *sink, gpointer data)
     h.view_id = view->id;
     h.capture_unix_us = g_get_real_time ();
   }
+  h.encoded_unix_us = encoded_unix_us;
   h.pts_ns = GST_BUFFER_PTS (buf);
   h.duration_ns = GST_BUFFER_DURATION_IS_VALID (buf) ? GST_BUFFER_DURATION (buf) : 0;
   if (!GST_BUFFER_FLAG_IS_SET (buf, GST_BUFFER_FLAG_DELTA_UNIT))

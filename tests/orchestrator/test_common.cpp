@@ -403,6 +403,46 @@ TEST (CaptureTimeline, NeverGoesBackWhateverTheCaptureClockDoes)
   EXPECT_GT (b, a);
 }
 
+// A prepared RTSP media holds its first frame until PLAY: the stream must
+// not keep that frame's delay.  After reanchor () the next frame is stamped
+// at the running time (after the last timestamp), and the capture spacing
+// holds from there.
+TEST (CaptureTimeline, ReanchorTakesTheNextFramesDelayNotTheFirstOnes)
+{
+  CaptureTimeline t;
+  const int64_t c = 1795367801000000000;
+  const uint64_t frame = 33333333;
+  // The first frame left the appsrc 10 ms after capture (running 1.0 s);
+  // the keyframe after PLAY was captured 500 ms later and leaves 150 ms
+  // after its capture (the prepared frame had waited in between).
+  uint64_t first = t.pts (c, 1000000000, frame);
+  t.reanchor ();
+  uint64_t after_play = t.pts (c + 500000000, 1640000000, frame);
+  EXPECT_EQ (after_play, 1640000000u) << "stamped now, not at first + 500 ms (it would wait 140 ms)";
+  EXPECT_EQ (t.pts (c + 500000000 + (int64_t)frame, 1640000000 + 20000000, frame), after_play + frame);
+  EXPECT_EQ (t.anchors (), 2);
+  // Never back, even when reanchored at an earlier running time.
+  t.reanchor ();
+  EXPECT_GT (t.pts (c + 600000000, 1000000000, frame), after_play + frame);
+  EXPECT_GT (after_play, first);
+}
+
+TEST (HopStats, QuantilesOfTheLastSamplesOnly)
+{
+  HopStats h;
+  EXPECT_EQ (h.quantile (0.5), -1) << "no samples yet";
+  for (int i = 1; i <= 100; i++)
+    h.record (i);
+  EXPECT_EQ (h.quantile (0.5), 51);
+  EXPECT_EQ (h.quantile (0.95), 96);
+  // A full ring forgets the oldest: after kSamples samples of 1 ms, no 100.
+  for (size_t i = 0; i < HopStats::kSamples; i++)
+    h.record (1);
+  EXPECT_EQ (h.samples (), HopStats::kSamples);
+  EXPECT_EQ (h.quantile (0.95), 1);
+  EXPECT_EQ (h.quantile (1.0), 1);
+}
+
 // ---- WHEP offers
 
 namespace {
