@@ -467,6 +467,18 @@ ramp (Server &server, const std::vector<int> &targets, double settle_s, double s
   return r;
 }
 
+// Threads the RTSP server's process adds per viewer beyond the first step
+// (where every profile already has its media): from the first step to the
+// largest.
+double
+threads_per_viewer_of (const Ramp &r)
+{
+  if (r.steps.size () < 2)
+    return 0;
+  const Step &a = r.steps.front (), &b = r.steps.back ();
+  return (double)(b.server_threads - a.server_threads) / (b.viewers - a.viewers);
+}
+
 // The largest step measured, for the per-viewer figures (CPU and threads
 // per viewer are measured whether the step held or not).
 const Step *
@@ -574,7 +586,7 @@ main (int argc, char **argv)
 
   // Per viewer, at each server's largest step: the RTSP server process's CPU
   // (livemicrod: the daemon alone; the baseline: its one process, pipeline
-  // included) and threads beyond those it had without viewers.
+  // included), and the threads it adds per viewer after the first step.
   std::printf ("\n%-4s %10s %10s %7s %8s %13s %13s %13s %13s %13s\n", "run", "livemicrod", "baseline",
                "ratio", "viewers", "daemon %/v", "base srv %/v", "clients %/v", "daemon thr/v", "base thr/v");
   std::vector<double> lm, bl, ratio, daemon_per_viewer, threads_per_viewer, base_threads_per_viewer;
@@ -583,8 +595,7 @@ main (int argc, char **argv)
     const Step *s = largest (o), *t = largest (b);
     double r = b.max_ok ? (double)o.max_ok / b.max_ok : 0;
     double dpv = s ? (s->server_cpu_pct - s->worker_cpu_pct) / s->viewers : 0;
-    double tpv = s ? (double)(s->server_threads - o.threads_idle) / s->viewers : 0;
-    double btpv = t ? (double)(t->server_threads - b.threads_idle) / t->viewers : 0;
+    double tpv = threads_per_viewer_of (o), btpv = threads_per_viewer_of (b);
     lm.push_back (o.max_ok);
     bl.push_back (b.max_ok);
     ratio.push_back (r);
