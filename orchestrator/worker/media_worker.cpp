@@ -40,6 +40,9 @@
 #include <cstdio>
 #include <cstring>
 #include <functional>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <map>
 #include <memory>
 #include <mutex>
@@ -511,6 +514,19 @@ add_view (uint32_t id, const std::string &description, std::string &error)
   return true;
 }
 
+// A removed branch frees its encoder's and masks' buffers (megabytes per
+// 720p frame), but glibc keeps freed heap in its arenas (one per streaming
+// thread) rather than give it back; malloc_trim returns the free pages of
+// every arena (bench-branches: +72 MB instead of +127 MB over 20 cycles of
+// the four profiles after 3 warm-up cycles).
+void
+give_back_freed_memory ()
+{
+#ifdef __GLIBC__
+  malloc_trim (0);
+#endif
+}
+
 void
 remove_view (uint32_t id)
 {
@@ -544,6 +560,7 @@ remove_view (uint32_t id)
               gst_element_set_state (v.bin, GST_STATE_NULL);
               gst_bin_remove (GST_BIN (g.pipeline), v.bin);
               delete vv;
+              give_back_freed_memory ();
               return G_SOURCE_REMOVE;
             },
             v);

@@ -641,11 +641,7 @@ main (int argc, char **argv)
   num ("daemon_threads_per_viewer", median (threads_per_viewer));
   num ("baseline_threads_per_viewer", median (base_threads_per_viewer));
   json_builder_end_object (b);
-  json_builder_set_member_name (b, "load_average");
-  json_builder_begin_array (b);
-  for (double l : {load_start[0], load_start[1], load_start[2], load_end[0], load_end[1], load_end[2]})
-    json_builder_add_double_value (b, l);
-  json_builder_end_array (b);
+  livemicro::bench::add_load_average (b, load_start, load_end);
   json_builder_end_object (b);
   livemicro::bench::write_json (b, json_path);
   return 0;
