@@ -35,6 +35,18 @@ CaptureTimeline::pts (int64_t capture_unix_ns, uint64_t running_now_ns, uint64_t
   } else if (pts < last_pts_ + kMinStepNs) {
     pts = last_pts_ + kMinStepNs; // two frames with one capture time
   }
+  // Frames that keep leaving before their timestamp: the anchor frame was
+  // late, and every frame waits as long.  Move the anchor earlier.
+  if (!anchor && now_known && pts > running_now_ns) {
+    uint64_t early = pts - running_now_ns;
+    least_early_ns_ = early_frames_ == 0 ? early : std::min (least_early_ns_, early);
+    if (++early_frames_ >= kSettleFrames) {
+      anchor_pts_ -= std::min ({least_early_ns_, step / 2, anchor_pts_});
+      early_frames_ = 0;
+    }
+  } else {
+    early_frames_ = 0;
+  }
   last_pts_ = pts;
   return pts;
 }

@@ -36,11 +36,16 @@ constexpr const char *kReceivedTimeCaps = "timestamp/x-livemicro-received";
 // increase: a capture clock stepped back, frames from a restarted worker
 // after a gap, or a drift of more than kMaxDriftNs from the running time
 // start a new anchor at the running time (at least one frame after the
-// last).  Plain arithmetic, no GStreamer state: unit-tested.
+// last).  A stream keeps the delay of the frame it anchored on: when every
+// frame of kSettleFrames in a row would leave early (the anchor frame was
+// late), the anchor moves earlier by the least of those, at most half a
+// frame at a time, so the delay settles on the frames' own.  Plain
+// arithmetic, no GStreamer state: unit-tested.
 class CaptureTimeline {
 public:
   static constexpr uint64_t kMaxDriftNs = 1000000000; // 1 s
   static constexpr uint64_t kMinStepNs = 1000000;     // 1 ms, 90 ticks of RTP's clock
+  static constexpr int kSettleFrames = 30;
   // `running_now_ns` is GST_CLOCK_TIME_NONE when the pipeline has no clock
   // yet; `duration_ns` 0 when unknown.
   uint64_t pts (int64_t capture_unix_ns, uint64_t running_now_ns, uint64_t duration_ns);
@@ -56,6 +61,8 @@ private:
   int anchors_ = 0;
   uint64_t anchor_pts_ = 0, last_pts_ = 0;
   int64_t anchor_capture_ns_ = 0;
+  int early_frames_ = 0;        // in a row, each stamped after the running time
+  uint64_t least_early_ns_ = 0; // the least of them
 };
 
 // The worker→daemon hop of a view's access units, in ms: from the worker's

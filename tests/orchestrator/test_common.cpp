@@ -427,6 +427,29 @@ TEST (CaptureTimeline, ReanchorTakesTheNextFramesDelayNotTheFirstOnes)
   EXPECT_GT (after_play, first);
 }
 
+// The anchor frame came 100 ms late: every later frame would wait 100 ms
+// for its timestamp.  After kSettleFrames early frames in a row the anchor
+// moves earlier, half a frame at a time, until they leave on time; the
+// timestamps keep increasing all along.
+TEST (CaptureTimeline, AFrameThatAnchoredLateDoesNotDelayTheStreamForGood)
+{
+  CaptureTimeline t;
+  const int64_t c = 1795367801000000000;
+  const uint64_t frame = 33333333, late = 100000000;
+  uint64_t last = t.pts (c, 1000000000 + late, frame);
+  uint64_t waits = 0;
+  for (int i = 1; i <= 600; i++) {
+    uint64_t now = 1000000000 + i * frame; // each later frame leaves on time
+    uint64_t pts = t.pts (c + i * (int64_t)frame, now, frame);
+    ASSERT_GT (pts, last) << "frame " << i;
+    ASSERT_GE (pts - last, frame / 2) << "frame " << i << ": spacing kept within half a frame";
+    last = pts;
+    waits = pts > now ? pts - now : 0;
+  }
+  EXPECT_LT (waits, 2000000u) << "still waits " << waits / 1000000.0 << " ms after 20 s";
+  EXPECT_EQ (t.anchors (), 1);
+}
+
 TEST (HopStats, QuantilesOfTheLastSamplesOnly)
 {
   HopStats h;
