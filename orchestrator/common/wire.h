@@ -32,6 +32,9 @@ struct FrameHeader {
   uint64_t pts_ns = 0;
   uint64_t duration_ns = 0;
   hw::FrameRecord record;
+  // When the view's encoder handed this access unit to the worker (µs since
+  // the epoch, the host's clock): the daemon measures the hop from here.
+  int64_t encoded_unix_us = 0;
 };
 
 // Writes one message; safe from several threads.  Returns false when the

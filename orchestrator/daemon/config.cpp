@@ -416,8 +416,8 @@ Config::parse (const std::string &json, const std::string &source)
   g_autoptr (JsonParser) parser = json_parser_new ();
   Reader r (root_object (parser, json, source), "config '" + source + "': ");
   r.only ({"listen_address", "public_host", "http_port", "rtsp_port", "state_dir", "admin_token", "tls",
-           "pipelines_dir", "web_dir", "profiles_file", "max_body_bytes", "video", "control", "recordings",
-           "cors", "microscopes", "users", "cluster"});
+           "pipelines_dir", "web_dir", "profiles_file", "max_body_bytes", "video", "control", "rtsp",
+           "recordings", "cors", "microscopes", "users", "cluster"});
   Config c;
   c.listen_address = r.string ("listen_address", c.listen_address);
   c.public_host = r.string ("public_host");
@@ -460,6 +460,12 @@ Config::parse (const std::string &json, const std::string &source)
                            + "]: not an origin (http[s]://host[:port], or \"*\")");
       c.cors.allowed_origins.push_back (origin);
     }
+  }
+  if (JsonObject *rtsp = r.object ("rtsp")) {
+    Reader k (rtsp, r.where () + "rtsp.");
+    k.only ({"client_threads"});
+    c.rtsp.client_threads
+        = k.integer ("client_threads", c.rtsp.client_threads, 0, RtspConfig::kMaxClientThreads);
   }
   JsonArray *ms = r.array ("microscopes");
   // In an edge cloud a node may only serve viewers: no microscope of its own.

@@ -70,6 +70,15 @@ struct CorsConfig {
   bool allows (const std::string &origin) const;
 };
 
+// gst-rtsp-server's threads for RTSP connections (GstRTSPThreadPool
+// max-threads): every connection is served by one of at most
+// `client_threads` threads, whatever the number of players; 0 = all of them
+// on the daemon's main loop.  A thread per connection (-1) is not offered.
+struct RtspConfig {
+  static constexpr int kMaxClientThreads = 64;
+  int client_threads = 2;
+};
+
 struct Config {
   std::string listen_address = "127.0.0.1";
   std::string public_host; // host in rtsp_url/viewer_url; default listen address
@@ -86,6 +95,7 @@ struct Config {
   ControlConfig control;
   RecordingsConfig recordings;
   CorsConfig cors;
+  RtspConfig rtsp;
   std::vector<MicroscopeConfig> microscopes;
   std::vector<UserConfig> users;             // empty: any user name may join
   livemicro::cluster::ClusterConfig cluster; // no etcd endpoints: a node on its own

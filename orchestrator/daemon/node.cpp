@@ -161,7 +161,8 @@ Node::start ()
     throw std::runtime_error (std::string ("view profiles: ") + e.what ());
   }
 
-  rtsp_ = std::make_unique<RtspService> (config_.listen_address, config_.rtsp_port, state_dir_);
+  rtsp_ = std::make_unique<RtspService> (config_.listen_address, config_.rtsp_port, state_dir_,
+                                         config_.rtsp.client_threads);
   rtsp_->start (tls_);
 
   check_templates ();
@@ -827,6 +828,18 @@ Node::metrics () const
   for (const auto &[id, hub] : hubs_)
     for (const auto &v : hub->views ())
       o << "livemicro_view_frames_total{" << labels_of (id, v->profile ()) << "} " << v->frames () << "\n";
+  head ("livemicro_worker_hop_ms", "summary",
+        "Worker to daemon hop of each view's access units over the last 600 frames, ms, by part: socket (the "
+        "worker's encoder to the daemon's reader), daemon (the reader to the RTSP payloader), total.");
+  for (const auto &[id, hub] : hubs_)
+    for (const auto &v : hub->views ())
+      for (auto [part, stats] : {std::pair<const char *, const HopStats *>{"total", &v->hop ().total},
+                                 {"socket", &v->hop ().socket},
+                                 {"daemon", &v->hop ().daemon}})
+        if (stats->samples ())
+          for (double q : {0.5, 0.95})
+            o << "livemicro_worker_hop_ms{" << labels_of (id, v->profile ()) << ",part=\"" << part
+              << "\",quantile=\"" << q << "\"} " << stats->quantile (q) << "\n";
   // fps and dropped frames as the worker measures them.
   head ("livemicro_view_fps", "gauge", "Frames per second leaving each view branch's encoder.");
   std::ostringstream dropped;

@@ -3,6 +3,7 @@
 #include "common/h264.h"
 
 #include <livemicro/frame_record_meta.h>
+#include <algorithm>
 
 namespace livemicro::orchestrator {
 
@@ -11,9 +12,10 @@ CaptureTimeline::pts (int64_t capture_unix_ns, uint64_t running_now_ns, uint64_t
 {
   const bool now_known = running_now_ns != GST_CLOCK_TIME_NONE;
   const uint64_t step = duration_ns ? duration_ns : kMinStepNs;
-  bool anchor = !anchored_;
+  bool anchor = !anchored_ || reanchor_;
+  reanchor_ = false;
   uint64_t pts = 0;
-  if (anchored_) {
+  if (!anchor) {
     int64_t since = capture_unix_ns - anchor_capture_ns_;
     if (since < 0) {
       anchor = true; // the capture clock went back
@@ -34,19 +36,82 @@ CaptureTimeline::pts (int64_t capture_unix_ns, uint64_t running_now_ns, uint64_t
   } else if (pts < last_pts_ + kMinStepNs) {
     pts = last_pts_ + kMinStepNs; // two frames with one capture time
   }
+  // Frames that keep leaving before their timestamp: the anchor frame was
+  // late, and every frame waits as long.  Move the anchor earlier.
+  if (!anchor && now_known && pts > running_now_ns) {
+    uint64_t early = pts - running_now_ns;
+    least_early_ns_ = early_frames_ == 0 ? early : std::min (least_early_ns_, early);
+    if (++early_frames_ >= kSettleFrames) {
+      anchor_pts_ -= std::min ({least_early_ns_, step / 2, anchor_pts_});
+      early_frames_ = 0;
+    }
+  } else {
+    early_frames_ = 0;
+  }
   last_pts_ = pts;
   return pts;
 }
+
+void
+HopStats::record (double ms)
+{
+  std::lock_guard<std::mutex> lock (mutex_);
+  if (ring_.size () < kSamples)
+    ring_.push_back (ms);
+  else
+    ring_[next_] = ms;
+  next_ = (next_ + 1) % kSamples;
+}
+
+double
+HopStats::quantile (double q) const
+{
+  std::vector<double> v;
+  {
+    std::lock_guard<std::mutex> lock (mutex_);
+    v = ring_;
+  }
+  if (v.empty ())
+    return -1;
+  size_t k = std::min (v.size () - 1, (size_t)(q * v.size ()));
+  std::nth_element (v.begin (), v.begin () + k, v.end ());
+  return v[k];
+}
+
+size_t
+HopStats::samples () const
+{
+  std::lock_guard<std::mutex> lock (mutex_);
+  return ring_.size ();
+}
+
+// What a capture-clock viewer's appsrc probe keeps.
+struct ViewStream::Clock {
+  CaptureTimeline timeline; // the streaming thread's alone
+  std::shared_ptr<Hop> hop;
+  std::atomic<bool> reanchor{false}; // set by play_viewer
+};
 
 namespace {
 
 // What leaves a viewer's appsrc gets its timestamps from the capture time its
 // record carries (CaptureTimeline); a buffer without one keeps what it has.
+// The hop from the worker's encoder to here is recorded on the way.
 GstPadProbeReturn
 stamp_from_capture_time (GstPad *pad, GstPadProbeInfo *info, gpointer data)
 {
-  auto *timeline = static_cast<CaptureTimeline *> (data);
+  static GstCaps *encoded_caps = gst_caps_from_string (kEncodedTimeCaps);
+  static GstCaps *received_caps = gst_caps_from_string (kReceivedTimeCaps);
+  ViewStream::Clock *clock_data = static_cast<std::shared_ptr<ViewStream::Clock> *> (data)->get ();
+  CaptureTimeline *timeline = &clock_data->timeline;
+  if (clock_data->reanchor.exchange (false))
+    timeline->reanchor ();
   GstBuffer *b = GST_PAD_PROBE_INFO_BUFFER (info);
+  const int64_t now_us = g_get_real_time ();
+  if (GstReferenceTimestampMeta *e = gst_buffer_get_reference_timestamp_meta (b, encoded_caps))
+    clock_data->hop->total.record ((now_us - (int64_t)(e->timestamp / 1000)) / 1000.0);
+  if (GstReferenceTimestampMeta *r = gst_buffer_get_reference_timestamp_meta (b, received_caps))
+    clock_data->hop->daemon.record ((now_us - (int64_t)(r->timestamp / 1000)) / 1000.0);
   const LivemicroStageMeta *m = livemicro_buffer_get_stage_meta (b);
   if (!m || m->capture_unix_us == 0)
     return GST_PAD_PROBE_OK;
@@ -72,17 +137,21 @@ stamp_from_capture_time (GstPad *pad, GstPadProbeInfo *info, gpointer data)
 } // namespace
 
 ViewStream::ViewStream (uint32_t id, std::string microscope, std::string profile, std::string key)
-    : id_ (id), microscope_ (std::move (microscope)), profile_ (std::move (profile)), key_ (std::move (key))
+    : id_ (id), microscope_ (std::move (microscope)), profile_ (std::move (profile)), key_ (std::move (key)),
+      encoded_caps_ (gst_caps_from_string (kEncodedTimeCaps)),
+      received_caps_ (gst_caps_from_string (kReceivedTimeCaps))
 {}
 
 ViewStream::~ViewStream ()
 {
   for (auto &kv : viewers_)
     gst_object_unref (kv.second.appsrc);
+  gst_caps_unref (encoded_caps_);
+  gst_caps_unref (received_caps_);
 }
 
 int
-ViewStream::add_viewer (GstAppSrc *appsrc, Timestamps timestamps)
+ViewStream::add_viewer (GstAppSrc *appsrc, Timestamps timestamps, bool until_play)
 {
   GstCaps *caps = gst_caps_from_string (
       "video/x-h264,stream-format=byte-stream,alignment=au,profile=constrained-baseline");
@@ -91,16 +160,24 @@ ViewStream::add_viewer (GstAppSrc *appsrc, Timestamps timestamps)
   GstPad *pad = timestamps == Timestamps::kCaptureClock
                     ? gst_element_get_static_pad (GST_ELEMENT (appsrc), "src")
                     : nullptr;
+  std::shared_ptr<Clock> clock;
   if (pad) {
-    gst_pad_add_probe (pad, GST_PAD_PROBE_TYPE_BUFFER, stamp_from_capture_time, new CaptureTimeline,
-                       [] (gpointer d) { delete static_cast<CaptureTimeline *> (d); });
+    clock = std::make_shared<Clock> ();
+    clock->hop = hop_;
+    gst_pad_add_probe (pad, GST_PAD_PROBE_TYPE_BUFFER, stamp_from_capture_time,
+                       new std::shared_ptr<Clock> (clock),
+                       [] (gpointer d) { delete static_cast<std::shared_ptr<Clock> *> (d); });
     gst_object_unref (pad);
   }
   int handle;
   {
     std::lock_guard<std::mutex> lock (mutex_);
     handle = next_handle_++;
-    viewers_[handle] = Viewer{GST_APP_SRC (gst_object_ref (appsrc)), false};
+    Viewer v;
+    v.appsrc = GST_APP_SRC (gst_object_ref (appsrc));
+    v.clock = clock;
+    v.until_play = until_play;
+    viewers_[handle] = v;
   }
   // The encoder runs again first, then the keyframe is asked for.
   if (viewers_changed_)
@@ -108,6 +185,23 @@ ViewStream::add_viewer (GstAppSrc *appsrc, Timestamps timestamps)
   if (request_keyframe_)
     request_keyframe_ ();
   return handle;
+}
+
+void
+ViewStream::play_viewer (int handle)
+{
+  {
+    std::lock_guard<std::mutex> lock (mutex_);
+    auto it = viewers_.find (handle);
+    if (it != viewers_.end () && it->second.until_play) {
+      it->second.until_play = false;
+      it->second.started = false; // from the keyframe asked for below,
+      if (it->second.clock)       // which takes the delay it comes with
+        it->second.clock->reanchor = true;
+    }
+  }
+  if (request_keyframe_)
+    request_keyframe_ ();
 }
 
 void
@@ -137,6 +231,9 @@ ViewStream::viewers () const
 void
 ViewStream::push (const wire::FrameHeader &h, const uint8_t *au, size_t len)
 {
+  const int64_t received_us = g_get_real_time ();
+  if (h.encoded_unix_us > 0)
+    hop_->socket.record ((received_us - h.encoded_unix_us) / 1000.0);
   frames_++;
   bytes_ += len;
   last_capture_us_ = h.record.capture_unix_us;
@@ -155,9 +252,16 @@ ViewStream::push (const wire::FrameHeader &h, const uint8_t *au, size_t len)
   GstBuffer *frame = nullptr;
   for (auto &kv : viewers_) {
     Viewer &v = kv.second;
+    // A prepared RTSP media holds its first frame until PLAY: the frames
+    // after it wait for play_viewer (queued in the appsrc, they would leave
+    // in a burst at PLAY, and the capture-clock timestamps would then hold
+    // every later frame that much behind).
+    if (v.until_play && v.frames_pushed > 0)
+      continue;
     if (!v.started && !key)
       continue;
     v.started = true;
+    v.frames_pushed++;
     if (!frame) {
       if (key && !has_sps && !parameter_sets_.empty ()) {
         std::vector<uint8_t> data = h264::with_parameter_sets (au, len, parameter_sets_);
@@ -174,6 +278,12 @@ ViewStream::push (const wire::FrameHeader &h, const uint8_t *au, size_t len)
     if (!key)
       GST_BUFFER_FLAG_SET (b, GST_BUFFER_FLAG_DELTA_UNIT);
     livemicro::add_frame_record_meta (b, h.record);
+    if (h.encoded_unix_us > 0) {
+      gst_buffer_add_reference_timestamp_meta (b, encoded_caps_, (GstClockTime)h.encoded_unix_us * 1000,
+                                               GST_CLOCK_TIME_NONE);
+      gst_buffer_add_reference_timestamp_meta (b, received_caps_, (GstClockTime)received_us * 1000,
+                                               GST_CLOCK_TIME_NONE);
+    }
     gst_app_src_push_buffer (v.appsrc, b);
   }
   if (frame)

@@ -40,6 +40,9 @@
 #include <cstdio>
 #include <cstring>
 #include <functional>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <map>
 #include <memory>
 #include <mutex>
@@ -277,10 +280,12 @@ on_encoded (GstAppSink *sink, gpointer data)
   GstSample *sample = gst_app_sink_pull_sample (sink);
   if (!sample)
     return GST_FLOW_EOS;
+  const int64_t encoded_unix_us = g_get_real_time ();
   GstBuffer *buf = gst_sample_get_buffer (sample);
   wire::FrameHeader h;
   h.view_id = view->id;
   h.record = livemicro::orchestrator::CaptureLedger::encoded (view->timeline, GST_BUFFER_PTS (buf));
+  h.encoded_unix_us = encoded_unix_us;
   h.pts_ns = GST_BUFFER_PTS (buf);
   h.duration_ns = GST_BUFFER_DURATION_IS_VALID (buf) ? GST_BUFFER_DURATION (buf) : 0;
   if (!GST_BUFFER_FLAG_IS_SET (buf, GST_BUFFER_FLAG_DELTA_UNIT))
@@ -496,6 +501,19 @@ add_view (uint32_t id, const std::string &description, std::string &error)
   return true;
 }
 
+// A removed branch frees its encoder's and masks' buffers (megabytes per
+// 720p frame), but glibc keeps freed heap in its arenas (one per streaming
+// thread) rather than give it back; malloc_trim returns the free pages of
+// every arena (bench-branches: +72 MB instead of +127 MB over 20 cycles of
+// the four profiles after 3 warm-up cycles).
+void
+give_back_freed_memory ()
+{
+#ifdef __GLIBC__
+  malloc_trim (0);
+#endif
+}
+
 void
 remove_view (uint32_t id)
 {
@@ -529,6 +547,7 @@ remove_view (uint32_t id)
               gst_element_set_state (v.bin, GST_STATE_NULL);
               gst_bin_remove (GST_BIN (g.pipeline), v.bin);
               delete vv;
+              give_back_freed_memory ();
               return G_SOURCE_REMOVE;
             },
             v);

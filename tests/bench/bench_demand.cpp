@@ -2,19 +2,23 @@
 // and how soon a new viewer of an idle microscope sees its first frame.
 //
 //   meson test -C build --benchmark --suite bench demand -v
-//   build/tests/bench/bench-demand [--runs N] [--starts N] [--seconds S] [--json FILE]
+//   build/tests/bench/bench-demand [--runs N] [--microscopes M] [--starts N] [--seconds S] [--json FILE]
 //
-// Each run starts a real livemicrod (one demo microscope, 1280x720 at 30 fps,
-// sim://synthetic) with one owner session and measures, side by side:
-//   - the worker's CPU (utime + stime from /proc, % of one core) over S
-//     seconds with 0 players, then over S seconds with 1 playing RTSP viewer;
+// Each run starts a real livemicrod with M demo microscopes (--microscopes,
+// 8 by default; 1280x720 at 30 fps, sim://synthetic with a slide of its own
+// each), an owner session on each, and measures, side by side:
+//   - every worker's CPU (utime + stime from /proc, % of one core) and the
+//     daemon's over S seconds with 0 players anywhere, then "demo"'s worker
+//     over S seconds with 1 playing RTSP viewer;
 //   - first frame: from a new rtspsrc player starting (PLAYING) to its first
-//     decoded frame, for N starts, each on an idle microscope (the capture
-//     reported idle and one more second passed), then for 10 starts while
-//     another session of the same view already plays (the warm figure to
-//     compare with: the same path without the wake).
+//     decoded frame, for N starts, each on an idle microscope (the
+//     microscopes in turn; the capture reported idle and one more second
+//     passed), then for 10 starts on "demo" while another session of the
+//     same view already plays (the warm figure to compare with: the same
+//     path without the wake).
 // Prints each run, then the median of the runs, with the load average.
-// Targets (issue 12): idle ≤ 5 % of a core; first frame p95 ≤ 300 ms.
+// Targets (issue 12): ≥ 8 microscopes on a node, each idle one ≤ 5 % of a
+// core; first frame p95 ≤ 300 ms.
 #include "bench_util.h"
 #include "daemon_process.h"
 
@@ -32,9 +36,23 @@ using livemicro::test::RtspPlayer;
 
 namespace {
 
-const char *kConfig = R"({
-  "video": {"width": 1280, "height": 720, "framerate": 30, "bitrate_kbps": 2500},
-  "microscopes": [{"id": "demo", "uri": "sim://synthetic"}]})";
+std::string
+microscope_id (int k)
+{
+  return k == 1 ? "demo" : "demo" + std::to_string (k);
+}
+
+// `n` demo microscopes: "demo", then "demo2" … each its own synthetic slide.
+std::string
+config_of (int n)
+{
+  std::string list;
+  for (int k = 1; k <= n; k++)
+    list += std::string (k > 1 ? ", " : "") + "{\"id\": \"" + microscope_id (k)
+            + "\", \"uri\": \"sim://synthetic" + (k > 1 ? "?seed=" + std::to_string (k) : "") + "\"}";
+  return R"({"video": {"width": 1280, "height": 720, "framerate": 30, "bitrate_kbps": 2500}, "microscopes": [)"
+         + list + "]}";
+}
 
 // % of one core the process used during `seconds`.
 double
@@ -46,13 +64,12 @@ cpu_percent (int pid, double seconds)
   return 100.0 * (livemicro::bench::cpu_seconds (pid) - c0) / ((g_get_monotonic_time () - t0) / 1e6);
 }
 
-const std::string kCaptureActive = "livemicro_capture_active{microscope=\"demo\"}";
-
 bool
-capture_idle (const Daemon &d, double seconds = 10)
+capture_idle (const Daemon &d, const std::string &microscope = "demo", double seconds = 10)
 {
   return d.until_metric (
-      kCaptureActive, [] (double v) { return v == 0; }, seconds);
+      "livemicro_capture_active{microscope=\"" + microscope + "\"}", [] (double v) { return v == 0; },
+      seconds);
 }
 
 // A new player: ms from PLAYING to its first decoded frame, or -1.
@@ -85,30 +102,67 @@ first_frame_ms (const HttpReply &s, double timeout_s = 10)
 }
 
 struct Run {
-  double idle_pct = 0, playing_pct = 0;
+  double idle_pct = 0, playing_pct = 0; // the "demo" worker
+  std::vector<double> idle_pct_each;    // every microscope's worker, all idle at once
+  double idle_daemon_pct = 0;           // the daemon meanwhile
   std::vector<double> cold_ms, warm_ms; // new viewer of an idle / a played microscope
   int failed_starts = 0;
 };
 
-bool
-one_run (Run &r, int starts, double seconds)
+// The workers' CPU over the same `seconds`, % of one core each.
+std::vector<double>
+cpu_percent_each (const std::vector<int> &pids, double seconds)
 {
-  Daemon d (kConfig);
+  std::vector<double> c0;
+  for (int pid : pids)
+    c0.push_back (livemicro::bench::cpu_seconds (pid));
+  gint64 t0 = g_get_monotonic_time ();
+  g_usleep ((gulong)(seconds * 1e6));
+  double dt = (g_get_monotonic_time () - t0) / 1e6;
+  std::vector<double> out;
+  for (size_t i = 0; i < pids.size (); i++)
+    out.push_back (100.0 * (livemicro::bench::cpu_seconds (pids[i]) - c0[i]) / dt);
+  return out;
+}
+
+// One run: the idle figures over all `microscopes`, the one-viewer figure
+// and the warm starts on "demo", the cold starts rotating over all of them.
+bool
+one_run (Run &r, int microscopes, int starts, double seconds)
+{
+  Daemon d (config_of (microscopes));
   if (!d.start ()) {
     std::fprintf (stderr, "daemon: %s\n", d.error ().c_str ());
     return false;
   }
   // Two sessions of one role share the view: the new viewers play `s`, the
-  // viewer already playing during the warm starts plays `other` (a player of
-  // the same mount would share its RTSP media and get no keyframe of its own).
+  // viewer already playing during the warm starts plays `other` (each new
+  // player joins the view's RTSP media and asks for a keyframe of its own).
   HttpReply s = d.create_session ("bench", "owner"), other = d.create_session ("bench-2", "owner");
   int pid = d.worker_pid ();
   if (s.status != 201 || other.status != 201 || pid <= 0)
     return false;
-  // 0 sessions playing vs 1 playing viewer, the same worker, one after the other.
-  capture_idle (d);
+  // Every microscope has an owner session nobody plays; the cold starts play them.
+  std::vector<HttpReply> others;
+  others.reserve (microscopes); // no reallocation: `cold` points into it
+  std::vector<const HttpReply *> cold = {&s};
+  std::vector<int> pids = {pid};
+  for (int k = 2; k <= microscopes; k++) {
+    others.push_back (d.create_session ("bench", "owner", microscope_id (k)));
+    cold.push_back (&others.back ());
+    pids.push_back (d.worker_pid (microscope_id (k)));
+    if (others.back ().status != 201 || pids.back () <= 0)
+      return false;
+  }
+  // All idle (sessions exist, nobody plays), then 1 playing viewer of "demo".
+  for (int k = 1; k <= microscopes; k++)
+    capture_idle (d, microscope_id (k));
   g_usleep (2000000);
-  r.idle_pct = cpu_percent (pid, seconds);
+  pids.push_back (d.pid ());
+  r.idle_pct_each = cpu_percent_each (pids, seconds);
+  r.idle_daemon_pct = r.idle_pct_each.back ();
+  r.idle_pct_each.pop_back ();
+  r.idle_pct = r.idle_pct_each.front ();
   {
     RtspPlayer viewer (other.str ("rtsp_url"), other.str ("id"), other.str ("token"), "tcp", false);
     if (!viewer.wait_frames (30, 20))
@@ -124,12 +178,13 @@ one_run (Run &r, int starts, double seconds)
     }
   }
   for (int i = 0; i < starts; i++) {
-    if (!capture_idle (d)) {
-      std::fprintf (stderr, "the capture did not go idle\n");
+    const int k = 1 + i % microscopes;
+    if (!capture_idle (d, microscope_id (k))) {
+      std::fprintf (stderr, "the capture of %s did not go idle\n", microscope_id (k).c_str ());
       return false;
     }
     g_usleep (1000000); // idle for a while: the source waits for its next idle frame
-    double ms = first_frame_ms (s);
+    double ms = first_frame_ms (*cold[k - 1]);
     if (ms < 0)
       r.failed_starts++;
     else
@@ -144,7 +199,7 @@ int
 main (int argc, char **argv)
 {
   gst_init (&argc, &argv);
-  int runs = 3, starts = 24;
+  int runs = 3, starts = 24, microscopes = 8;
   double seconds = 10;
   std::string json_path = "bench-demand.json";
   for (int i = 1; i < argc; i++) {
@@ -154,6 +209,8 @@ main (int argc, char **argv)
       starts = std::max (1, std::atoi (argv[++i]));
     else if (!strcmp (argv[i], "--seconds") && i + 1 < argc)
       seconds = std::max (1.0, std::atof (argv[++i]));
+    else if (!strcmp (argv[i], "--microscopes") && i + 1 < argc)
+      microscopes = std::max (1, std::atoi (argv[++i]));
     else if (!strcmp (argv[i], "--json") && i + 1 < argc)
       json_path = argv[++i];
   }
@@ -161,22 +218,34 @@ main (int argc, char **argv)
   using livemicro::bench::percentile;
   double load_start[3] = {0, 0, 0}, load_end[3] = {0, 0, 0};
   getloadavg (load_start, 3);
-  std::printf ("demand: %d runs, 1280x720@30 sim://synthetic, CPU over %.0f s, %d cold starts per run; "
-               "load average %.2f %.2f %.2f at start\n",
-               runs, seconds, starts, load_start[0], load_start[1], load_start[2]);
-  std::printf ("%-4s %14s %16s %8s %14s %14s %14s %14s %7s\n", "run", "idle %core", "1 viewer %core", "ratio",
-               "cold p50 ms", "cold p95 ms", "warm p50 ms", "warm p95 ms", "failed");
+  std::printf (
+      "demand: %d runs, %d microscopes, 1280x720@30 sim://synthetic, CPU over %.0f s, %d cold starts "
+      "per run; load average %.2f %.2f %.2f at start\n",
+      runs, microscopes, seconds, starts, load_start[0], load_start[1], load_start[2]);
+  std::printf ("%-4s %12s %12s %12s %14s %8s %12s %12s %12s %12s %7s\n", "run", "idle max %", "idle all %",
+               "daemon %", "1 viewer %", "ratio", "cold p50 ms", "cold p95 ms", "warm p50 ms", "warm p95 ms",
+               "failed");
+  auto max_of = [] (const std::vector<double> &v) {
+    return v.empty () ? 0 : *std::max_element (v.begin (), v.end ());
+  };
+  auto sum_of = [] (const std::vector<double> &v) {
+    double t = 0;
+    for (double x : v)
+      t += x;
+    return t;
+  };
   std::vector<Run> done;
   for (int k = 0; k < runs; k++) {
     Run r;
-    if (!one_run (r, starts, seconds)) {
+    if (!one_run (r, microscopes, starts, seconds)) {
       std::fprintf (stderr, "run %d failed\n", k + 1);
       return 1;
     }
-    std::printf ("%-4d %14.1f %16.1f %8.3f %14.0f %14.0f %14.0f %14.0f %7d\n", k + 1, r.idle_pct,
-                 r.playing_pct, r.playing_pct > 0 ? r.idle_pct / r.playing_pct : 0,
-                 percentile (r.cold_ms, 0.5), percentile (r.cold_ms, 0.95), percentile (r.warm_ms, 0.5),
-                 percentile (r.warm_ms, 0.95), r.failed_starts);
+    std::printf ("%-4d %12.1f %12.1f %12.1f %14.1f %8.3f %12.0f %12.0f %12.0f %12.0f %7d\n", k + 1,
+                 max_of (r.idle_pct_each), sum_of (r.idle_pct_each), r.idle_daemon_pct, r.playing_pct,
+                 r.playing_pct > 0 ? r.idle_pct / r.playing_pct : 0, percentile (r.cold_ms, 0.5),
+                 percentile (r.cold_ms, 0.95), percentile (r.warm_ms, 0.5), percentile (r.warm_ms, 0.95),
+                 r.failed_starts);
     done.push_back (std::move (r));
   }
   auto med = [&done] (const std::function<double (const Run &)> &f) {
@@ -186,6 +255,9 @@ main (int argc, char **argv)
     return median (v);
   };
   const double idle = med ([] (const Run &r) { return r.idle_pct; });
+  const double idle_max = med ([&] (const Run &r) { return max_of (r.idle_pct_each); });
+  const double idle_all = med ([&] (const Run &r) { return sum_of (r.idle_pct_each); });
+  const double idle_daemon = med ([] (const Run &r) { return r.idle_daemon_pct; });
   const double playing = med ([] (const Run &r) { return r.playing_pct; });
   const double cold50 = med ([] (const Run &r) { return percentile (r.cold_ms, 0.5); });
   const double cold95 = med ([] (const Run &r) { return percentile (r.cold_ms, 0.95); });
@@ -195,14 +267,16 @@ main (int argc, char **argv)
   for (const auto &r : done)
     failed += r.failed_starts;
   getloadavg (load_end, 3);
-  std::printf ("%-4s %14.1f %16.1f %8.3f %14.0f %14.0f %14.0f %14.0f %7d\n", "med", idle, playing,
-               playing > 0 ? idle / playing : 0, cold50, cold95, warm50, warm95, failed);
+  std::printf ("%-4s %12.1f %12.1f %12.1f %14.1f %8.3f %12.0f %12.0f %12.0f %12.0f %7d\n", "med", idle_max,
+               idle_all, idle_daemon, playing, playing > 0 ? idle / playing : 0, cold50, cold95, warm50,
+               warm95, failed);
   std::printf (
-      "median of %d runs: idle worker %.1f %% of a core (target ≤ 5: %s), with 1 viewer %.1f %%; "
+      "median of %d runs, %d microscopes configured: the busiest idle worker %.1f %% of a core (target "
+      "≤ 5: %s), all %d idle workers %.1f %%, the daemon %.1f %%; \"demo\" with 1 viewer %.1f %%; "
       "first frame to a new viewer of an idle microscope p50 %.0f ms, p95 %.0f ms (target ≤ 300: %s); "
       "load average %.2f at the end\n",
-      runs, idle, idle <= 5 ? "met" : "NOT met", playing, cold50, cold95, cold95 <= 300 ? "met" : "NOT met",
-      load_end[0]);
+      runs, microscopes, idle_max, idle_max <= 5 ? "met" : "NOT met", microscopes, idle_all, idle_daemon,
+      playing, cold50, cold95, cold95 <= 300 ? "met" : "NOT met", load_end[0]);
 
   g_autoptr (JsonBuilder) b = json_builder_new ();
   json_builder_begin_object (b);
@@ -217,6 +291,9 @@ main (int argc, char **argv)
   for (const auto &r : done) {
     json_builder_begin_object (b);
     num ("idle_worker_cpu_pct", r.idle_pct);
+    num ("idle_worker_cpu_pct_max", max_of (r.idle_pct_each));
+    num ("idle_workers_cpu_pct_all", sum_of (r.idle_pct_each));
+    num ("idle_daemon_cpu_pct", r.idle_daemon_pct);
     num ("one_viewer_worker_cpu_pct", r.playing_pct);
     num ("cold_first_frame_p50_ms", percentile (r.cold_ms, 0.5));
     num ("cold_first_frame_p95_ms", percentile (r.cold_ms, 0.95));
@@ -230,6 +307,10 @@ main (int argc, char **argv)
   json_builder_set_member_name (b, "median");
   json_builder_begin_object (b);
   num ("idle_worker_cpu_pct", idle);
+  num ("idle_worker_cpu_pct_max", idle_max);
+  num ("idle_workers_cpu_pct_all", idle_all);
+  num ("idle_daemon_cpu_pct", idle_daemon);
+  num ("microscopes", microscopes);
   num ("one_viewer_worker_cpu_pct", playing);
   num ("cold_first_frame_p50_ms", cold50);
   num ("cold_first_frame_p95_ms", cold95);

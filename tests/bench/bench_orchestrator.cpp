@@ -1,7 +1,6 @@
 // Benchmarks of livemicrod, run on purpose:
 //   meson test -C build --benchmark --suite bench -v
-//   build/tests/bench/bench-orchestrator [latency|session-start|control|viewers|all] [--seconds S] [--json
-//   FILE]
+//   build/tests/bench/bench-orchestrator [latency|session-start|control|hop|all] [--seconds S] [--json FILE]
 //
 // latency        glass-to-glass at 720p30 on loopback: capture time (carried in
 //                every access unit as an SEI) → decoded at an rtspsrc client /
@@ -10,13 +9,10 @@
 //                rtspsrc latency=0) in the same run.
 // session-start  POST /api/v1/sessions → first decoded frame at an RTSP client.
 // control        command accepted → first decoded frame showing the new field.
-// viewers        concurrent RTSP viewers over 3 view profiles (owner,
-//                consultant, guest) at 720p30 until p95 latency passes 150 ms
-//                or a viewer gets < 95 % of the frames, next to the naive
-//                design in the same run: the same capture, analysis, mask,
-//                overlay and encoder, but all of it once per viewer.  The
-//                clients (rtspsrc, no decoding: 100 decoders do not fit on 2
-//                cores) run in this process, on the same machine.
+// hop            the worker→daemon hop (the worker's encoder output → the
+//                daemon's RTSP payloader input) next to the same span in a
+//                bare gst-rtsp-server, one viewer each, in turn.
+// Viewers per node: bench-viewers (bench_viewers.cpp).
 #include "bench_util.h"
 #include "../orchestrator/daemon_process.h"
 #include "../../orchestrator/common/encoder_timeline.h"
@@ -203,6 +199,36 @@ insert_sei (GstPad *, GstPadProbeInfo *info, gpointer d)
   return GST_PAD_PROBE_OK;
 }
 
+// The bare server's own "hop": from its encoder's output (before the SEI
+// is put in, where livemicro-worker takes FrameHeader::encoded_unix_us) to
+// its payloader's input, by PTS, while recording.
+struct BareHop {
+  std::mutex mutex;
+  std::map<GstClockTime, gint64> encoded_us;
+  std::vector<double> ms;
+  bool recording = false;
+} g_bare_hop;
+
+GstPadProbeReturn
+bare_encoded (GstPad *, GstPadProbeInfo *info, gpointer)
+{
+  std::lock_guard<std::mutex> lock (g_bare_hop.mutex);
+  g_bare_hop.encoded_us[GST_BUFFER_PTS (GST_PAD_PROBE_INFO_BUFFER (info))] = g_get_real_time ();
+  while (g_bare_hop.encoded_us.size () > 64)
+    g_bare_hop.encoded_us.erase (g_bare_hop.encoded_us.begin ());
+  return GST_PAD_PROBE_OK;
+}
+
+GstPadProbeReturn
+bare_payloading (GstPad *, GstPadProbeInfo *info, gpointer)
+{
+  std::lock_guard<std::mutex> lock (g_bare_hop.mutex);
+  auto it = g_bare_hop.encoded_us.find (GST_BUFFER_PTS (GST_PAD_PROBE_INFO_BUFFER (info)));
+  if (it != g_bare_hop.encoded_us.end () && g_bare_hop.recording)
+    g_bare_hop.ms.push_back ((g_get_real_time () - it->second) / 1000.0);
+  return GST_PAD_PROBE_OK;
+}
+
 void
 on_media_configure (GstRTSPMediaFactory *, GstRTSPMedia *media, gpointer)
 {
@@ -216,8 +242,15 @@ on_media_configure (GstRTSPMediaFactory *, GstRTSPMedia *media, gpointer)
   gst_pad_add_probe (cp, GST_PAD_PROBE_TYPE_BUFFER, stamp_capture, times, nullptr);
   gst_object_unref (cp);
   GstPad *ep = gst_element_get_static_pad (enc, "src");
+  gst_pad_add_probe (ep, GST_PAD_PROBE_TYPE_BUFFER, bare_encoded, nullptr, nullptr);
   gst_pad_add_probe (ep, GST_PAD_PROBE_TYPE_BUFFER, insert_sei, times, nullptr);
   gst_object_unref (ep);
+  if (GstElement *pay = gst_bin_get_by_name_recurse_up (GST_BIN (bin), "pay0")) {
+    GstPad *pp = gst_element_get_static_pad (pay, "sink");
+    gst_pad_add_probe (pp, GST_PAD_PROBE_TYPE_BUFFER, bare_payloading, nullptr, nullptr);
+    gst_object_unref (pp);
+    gst_object_unref (pay);
+  }
   gst_object_unref (cap);
   gst_object_unref (enc);
   gst_object_unref (bin);
@@ -471,113 +504,75 @@ bench_control_to_photon (int n)
   return {total, beyond, travel};
 }
 
-// Viewers spread over 3 profiles; each viewer its own session.  Returns the
-// largest count that held (p95 ≤ 150 ms and ≥ 95 % of the frames).
-struct Ramp {
-  std::string design;
-  int max_ok = 0;
-  std::vector<std::string> steps;
+// The worker→daemon hop: from the worker's encoder handing an access unit
+// over to the daemon handing it to the RTSP payloader (the daemon's
+// livemicro_worker_hop_ms over the last 600 frames, i.e. the last 20 s at
+// 30 fps), next to the same span in a bare gst-rtsp-server (encoder output
+// → payloader input, one process, one thread), one viewer each, in turn.
+// Per repeat: p50 and p95 of each.
+struct HopRepeat {
+  double ours_p50 = -1, ours_p95 = -1, bare_p50 = -1, bare_p95 = -1;
+  double socket_p50 = -1, socket_p95 = -1, daemon_p50 = -1, daemon_p95 = -1; // livemicrod's parts
 };
 
-bool
-step_ok (std::vector<std::unique_ptr<LatencyClient>> &clients, double seconds, std::string &line)
+std::vector<HopRepeat>
+bench_hop (int repeats)
 {
-  for (auto &c : clients)
-    c->record (true);
-  g_usleep ((gulong)(seconds * 1e6));
-  std::vector<double> all;
-  int min_frames = INT32_MAX;
-  for (auto &c : clients) {
-    c->record (false);
-    auto v = c->latencies ();
-    all.insert (all.end (), v.begin (), v.end ());
-    min_frames = std::min (min_frames, c->frames_since_record ());
-  }
-  double p95 = pct (all, 0.95);
-  double expected = 30 * seconds;
-  bool ok = p95 > 0 && p95 <= 150 && min_frames >= 0.95 * expected;
-  char buf[200];
-  std::snprintf (buf, sizeof buf, "%3zu viewers: p95 %6.1f ms, slowest viewer %5.1f fps %s", clients.size (),
-                 p95, min_frames / seconds, ok ? "ok" : "FAILS");
-  line = buf;
-  return ok;
-}
-
-Ramp
-ramp_livemicrod (double seconds, int max_viewers)
-{
-  Ramp r{"livemicrod (one encoder per view profile, shared)"};
-  const char *profiles[] = {"owner", "consultant", "guest"};
-  Daemon d (kConfig720);
-  if (!d.start ())
-    return r;
-  std::vector<std::unique_ptr<LatencyClient>> clients;
-  int n = 0;
-  for (int target : {3, 6, 12, 24, 36, 50, 64, 80, 100, 128, 160, 200}) {
-    if (target > max_viewers)
-      break;
-    while (n < target) {
-      HttpReply s = d.create_session ("v" + std::to_string (n), profiles[n % 3]);
-      if (s.status != 201) {
-        r.steps.push_back (std::string ("cannot create a ") + profiles[n % 3]
-                           + " session: " + s.str ("error"));
-        return r;
-      }
-      clients.push_back (
-          std::make_unique<LatencyClient> (s.str ("rtsp_url"), s.str ("id"), s.str ("token"), false));
-      n++;
-    }
-    g_usleep (2000000);
-    std::string line;
-    bool ok = step_ok (clients, seconds, line);
-    r.steps.push_back (line);
-    std::printf ("  livemicrod %s\n", line.c_str ());
-    std::fflush (stdout);
-    if (!ok)
-      break;
-    r.max_ok = target;
-  }
-  return r;
-}
-
-Ramp
-ramp_naive (double seconds, int max_viewers)
-{
-  Ramp r{"naive (full pipeline and encoder per viewer)"};
+  std::vector<HopRepeat> out;
   MainLoopThread loop;
-  // What livemicrod runs for a microscope and a view (pipelines/capture.pipeline
-  // and pipelines/views/*.pipeline), but all of it once per viewer.
-  const std::string capture = "microscopesrc name=capture microscope=sim://synthetic "
-                              "! video/x-raw,format=RGB,width=1280,height=720,framerate=30/1 "
-                              "! tumorfeatures interval=3 wait-for-result=false analysis-nice=10 ";
-  const std::string overlay = "! featureoverlay contours=true summary=false heatmap=false ";
-  const std::string encoder
-      = "! videoconvert ! video/x-raw,format=I420 "
-        "! x264enc name=enc tune=zerolatency speed-preset=ultrafast bitrate=2500 key-int-max=30 bframes=0 "
-        "threads=1 "
-        "! video/x-h264,profile=constrained-baseline,stream-format=byte-stream,alignment=au "
-        "! rtph264pay name=pay0 pt=96 config-interval=-1 ";
-  BareServer naive (
-      {{"/owner", "( " + capture + overlay + encoder + ")"},
-       {"/consultant",
-        "( " + capture + "! privacymask profile=consultant detection-interval=10 " + overlay + encoder + ")"},
-       {"/guest", "( " + capture + "! privacymask profile=guest detection-interval=10 " + encoder + ")"}},
-      false);
-  const char *mounts[] = {"/owner", "/consultant", "/guest"};
-  std::vector<std::unique_ptr<LatencyClient>> clients;
-  for (int target = 1; target <= max_viewers; target++) {
-    clients.push_back (std::make_unique<LatencyClient> (naive.url (mounts[(target - 1) % 3]), "", "", false));
-    g_usleep (2000000);
-    std::string line;
-    bool ok = step_ok (clients, seconds, line);
-    r.steps.push_back (line);
-    std::printf ("  naive      %s\n", line.c_str ());
-    std::fflush (stdout);
-    if (!ok)
-      break;
-    r.max_ok = target;
+  BareServer bare ("( videotestsrc is-live=true pattern=ball "
+                   "! video/x-raw,width=1280,height=720,framerate=30/1 ! identity name=capture "
+                   "! videoconvert ! video/x-raw,format=I420 "
+                   "! x264enc name=enc tune=zerolatency speed-preset=ultrafast bitrate=2500 key-int-max=30 "
+                   "bframes=0 threads=1 "
+                   "! video/x-h264,profile=constrained-baseline,stream-format=byte-stream,alignment=au ! "
+                   "rtph264pay name=pay0 pt=96 config-interval=-1 )",
+                   true);
+  Daemon d (kConfig720);
+  if (!d.start ()) {
+    std::fprintf (stderr, "livemicrod: %s\n", d.error ().c_str ());
+    return out;
   }
-  return r;
+  HttpReply s = d.create_session ("bench", "owner");
+  auto hop = [&d] (const char *part, const char *q) {
+    return d.metric (std::string ("livemicro_worker_hop_ms{microscope=\"demo\",profile=\"owner\",part=\"")
+                     + part + "\",quantile=\"" + q + "\"}");
+  };
+  for (int k = 0; k < repeats; k++) {
+    HopRepeat r;
+    {
+      LatencyClient c (s.str ("rtsp_url"), s.str ("id"), s.str ("token"), false);
+      g_usleep (21 * G_USEC_PER_SEC); // the metric's window: the last 600 frames
+      r.ours_p50 = hop ("total", "0.5");
+      r.ours_p95 = hop ("total", "0.95");
+      r.socket_p50 = hop ("socket", "0.5");
+      r.socket_p95 = hop ("socket", "0.95");
+      r.daemon_p50 = hop ("daemon", "0.5");
+      r.daemon_p95 = hop ("daemon", "0.95");
+    }
+    {
+      LatencyClient c (bare.url (), "", "", false);
+      g_usleep (1500000);
+      {
+        std::lock_guard<std::mutex> lock (g_bare_hop.mutex);
+        g_bare_hop.ms.clear ();
+        g_bare_hop.recording = true;
+      }
+      g_usleep (20 * G_USEC_PER_SEC);
+      std::lock_guard<std::mutex> lock (g_bare_hop.mutex);
+      g_bare_hop.recording = false;
+      r.bare_p50 = pct (g_bare_hop.ms, 0.5);
+      r.bare_p95 = pct (g_bare_hop.ms, 0.95);
+    }
+    std::printf (
+        "  repeat %d: livemicrod hop p50 %.2f ms, p95 %.2f ms (socket %.2f / %.2f, daemon %.2f / %.2f); "
+        "bare p50 %.2f ms, p95 %.2f ms\n",
+        k + 1, r.ours_p50, r.ours_p95, r.socket_p50, r.socket_p95, r.daemon_p50, r.daemon_p95, r.bare_p50,
+        r.bare_p95);
+    std::fflush (stdout);
+    out.push_back (r);
+  }
+  return out;
 }
 
 } // namespace
@@ -586,17 +581,15 @@ int
 main (int argc, char **argv)
 {
   gst_init (&argc, &argv);
-  cv::setNumThreads (0); // as livemicro-worker does, for the naive pipelines in this process
+  cv::setNumThreads (0); // as livemicro-worker does
   std::string what = "all", json_path = "bench-orchestrator.json";
   double seconds = 8;
-  int repeats = 3, max_viewers = 200;
+  int repeats = 3;
   for (int i = 1; i < argc; i++) {
     if (!strcmp (argv[i], "--seconds") && i + 1 < argc)
       seconds = atof (argv[++i]);
     else if (!strcmp (argv[i], "--repeats") && i + 1 < argc)
       repeats = atoi (argv[++i]);
-    else if (!strcmp (argv[i], "--max-viewers") && i + 1 < argc)
-      max_viewers = atoi (argv[++i]);
     else if (!strcmp (argv[i], "--json") && i + 1 < argc)
       json_path = argv[++i];
     else
@@ -646,27 +639,54 @@ main (int argc, char **argv)
                    pct (r.values, 0.95));
     add_rows ("control_to_photon", rows);
   }
-  if (what == "viewers" || what == "all") {
-    std::printf ("\nviewers per node, 720p30, 3 view profiles, RTSP over TCP, AU latency at the client\n");
-    Ramp ours = ramp_livemicrod (std::max (4.0, seconds / 2), max_viewers);
-    Ramp naive = ramp_naive (std::max (4.0, seconds / 2), max_viewers);
-    std::printf ("%-52s %6d viewers\n%-52s %6d viewers\nratio x%.1f\n", ours.design.c_str (), ours.max_ok,
-                 naive.design.c_str (), naive.max_ok,
-                 naive.max_ok ? (double)ours.max_ok / naive.max_ok : 0.0);
-    json_builder_set_member_name (b, "viewers");
-    json_builder_begin_object (b);
-    for (Ramp *r : {&ours, &naive}) {
-      json_builder_set_member_name (b, r == &ours ? "livemicrod" : "naive");
-      json_builder_begin_object (b);
-      json_builder_set_member_name (b, "max_viewers");
-      json_builder_add_int_value (b, r->max_ok);
-      json_builder_set_member_name (b, "steps");
-      json_builder_begin_array (b);
-      for (auto &s : r->steps)
-        json_builder_add_string_value (b, s.c_str ());
-      json_builder_end_array (b);
-      json_builder_end_object (b);
+  if (what == "hop" || what == "all") {
+    double load[3] = {0, 0, 0};
+    getloadavg (load, 3);
+    std::printf (
+        "\nworker→daemon hop, 720p30, one RTSP viewer, 20 s per repeat; load average %.2f %.2f %.2f\n",
+        load[0], load[1], load[2]);
+    auto reps = bench_hop (repeats);
+    std::vector<double> o50, o95, b50, b95, a50, a95, s50, s95, d50, d95;
+    for (const HopRepeat &r : reps) {
+      s50.push_back (r.socket_p50);
+      s95.push_back (r.socket_p95);
+      d50.push_back (r.daemon_p50);
+      d95.push_back (r.daemon_p95);
+      o50.push_back (r.ours_p50);
+      o95.push_back (r.ours_p95);
+      b50.push_back (r.bare_p50);
+      b95.push_back (r.bare_p95);
+      a50.push_back (r.ours_p50 - r.bare_p50);
+      a95.push_back (r.ours_p95 - r.bare_p95);
     }
+    using livemicro::bench::median;
+    std::printf (
+        "median of %zu: livemicrod hop p50 %.2f ms, p95 %.2f ms (socket %.2f / %.2f, daemon %.2f / %.2f); "
+        "bare p50 %.2f ms, p95 %.2f ms; added p50 %.2f ms (target <= 2: %s), p95 %.2f ms (target <= 5: %s)\n",
+        reps.size (), median (o50), median (o95), median (s50), median (s95), median (d50), median (d95),
+        median (b50), median (b95), median (a50), median (a50) <= 2 ? "met" : "NOT met", median (a95),
+        median (a95) <= 5 ? "met" : "NOT met");
+    json_builder_set_member_name (b, "hop");
+    json_builder_begin_object (b);
+    for (auto &[name, v] :
+         std::vector<std::pair<const char *, std::vector<double> *>>{{"livemicrod_p50_ms", &o50},
+                                                                     {"livemicrod_p95_ms", &o95},
+                                                                     {"bare_p50_ms", &b50},
+                                                                     {"bare_p95_ms", &b95},
+                                                                     {"added_p50_ms", &a50},
+                                                                     {"added_p95_ms", &a95},
+                                                                     {"socket_p50_ms", &s50},
+                                                                     {"socket_p95_ms", &s95},
+                                                                     {"daemon_p50_ms", &d50},
+                                                                     {"daemon_p95_ms", &d95}}) {
+      json_builder_set_member_name (b, name);
+      json_builder_begin_array (b);
+      for (double x : *v)
+        json_builder_add_double_value (b, x);
+      json_builder_end_array (b);
+    }
+    json_builder_set_member_name (b, "load_average");
+    json_builder_add_double_value (b, load[0]);
     json_builder_end_object (b);
   }
   json_builder_end_object (b);

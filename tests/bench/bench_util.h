@@ -15,6 +15,8 @@
 #include <string>
 #include <vector>
 
+#include <unistd.h>
+
 namespace livemicro::bench {
 
 // The upper median (0 for no samples).
@@ -56,6 +58,17 @@ cpu_seconds (int pid)
       stime = std::atof (field.c_str ());
   }
   return (utime + stime) / (double)sysconf (_SC_CLK_TCK);
+}
+
+// "load_average": [1, 5, 15 min at the start, the same at the end].
+inline void
+add_load_average (JsonBuilder *b, const double start[3], const double end[3])
+{
+  json_builder_set_member_name (b, "load_average");
+  json_builder_begin_array (b);
+  for (int i = 0; i < 6; i++)
+    json_builder_add_double_value (b, i < 3 ? start[i] : end[i - 3]);
+  json_builder_end_array (b);
 }
 
 // Writes the results and says where, or why not.

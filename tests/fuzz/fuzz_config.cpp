@@ -59,6 +59,8 @@ check (const Config &c)
   FUZZ_CHECK (c.control.idle_timeout_ms >= 100 && c.control.idle_timeout_ms <= 3600000, "idle_timeout_ms");
   FUZZ_CHECK (c.control.max_commands_per_s >= 1 && c.control.max_commands_per_s <= 1000,
               "max_commands_per_s");
+  FUZZ_CHECK (c.rtsp.client_threads >= 0 && c.rtsp.client_threads <= RtspConfig::kMaxClientThreads,
+              "client_threads");
 
   FUZZ_CHECK (!c.microscopes.empty (), "no microscope");
   std::set<std::string> ids;

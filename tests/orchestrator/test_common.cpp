@@ -261,6 +261,25 @@ TEST (Config, RecordingsAndCorsOriginsAreCheckedAndNamed)
         << bad;
 }
 
+TEST (Config, RtspClientThreadsAreBoundedAndNeverOnePerConnection)
+{
+  auto with = [] (const std::string &rtsp) {
+    return R"({"rtsp": )" + rtsp + R"(, "microscopes": [{"id":"a","uri":"x"}]})";
+  };
+  EXPECT_EQ (Config::parse (R"({"microscopes": [{"id":"a","uri":"x"}]})", "c.json").rtsp.client_threads, 2);
+  EXPECT_EQ (Config::parse (with (R"({"client_threads": 0})"), "c.json").rtsp.client_threads, 0);
+  EXPECT_EQ (Config::parse (with (R"({"client_threads": 8})"), "c.json").rtsp.client_threads, 8);
+  // -1 would be gst-rtsp-server's "a thread per connection".
+  EXPECT_NE (
+      config_error (with (R"({"client_threads": -1})")).find ("rtsp.client_threads: -1 is outside [0, 64]"),
+      std::string::npos);
+  EXPECT_NE (config_error (with (R"({"client_threads": 65})")).find ("rtsp.client_threads"),
+             std::string::npos);
+  EXPECT_NE (config_error (with (R"({"client_threads": "2"})")).find ("expected an integer"),
+             std::string::npos);
+  EXPECT_NE (config_error (with (R"({"threads": 2})")).find ("rtsp.threads: unknown key"), std::string::npos);
+}
+
 TEST (Config, AMicroscopeMadeOfPartsBecomesACompositeUri)
 {
   TempDir dir;
@@ -457,6 +476,69 @@ TEST (CaptureTimeline, NeverGoesBackWhateverTheCaptureClockDoes)
   CaptureTimeline u;
   uint64_t a = u.pts (c, GST_CLOCK_TIME_NONE, frame), b = u.pts (c - 1000, GST_CLOCK_TIME_NONE, frame);
   EXPECT_GT (b, a);
+}
+
+// A prepared RTSP media holds its first frame until PLAY: the stream must
+// not keep that frame's delay.  After reanchor () the next frame is stamped
+// at the running time (after the last timestamp), and the capture spacing
+// holds from there.
+TEST (CaptureTimeline, ReanchorTakesTheNextFramesDelayNotTheFirstOnes)
+{
+  CaptureTimeline t;
+  const int64_t c = 1795367801000000000;
+  const uint64_t frame = 33333333;
+  // The first frame left the appsrc 10 ms after capture (running 1.0 s);
+  // the keyframe after PLAY was captured 500 ms later and leaves 150 ms
+  // after its capture (the prepared frame had waited in between).
+  uint64_t first = t.pts (c, 1000000000, frame);
+  t.reanchor ();
+  uint64_t after_play = t.pts (c + 500000000, 1640000000, frame);
+  EXPECT_EQ (after_play, 1640000000u) << "stamped now, not at first + 500 ms (it would wait 140 ms)";
+  EXPECT_EQ (t.pts (c + 500000000 + (int64_t)frame, 1640000000 + 20000000, frame), after_play + frame);
+  EXPECT_EQ (t.anchors (), 2);
+  // Never back, even when reanchored at an earlier running time.
+  t.reanchor ();
+  EXPECT_GT (t.pts (c + 600000000, 1000000000, frame), after_play + frame);
+  EXPECT_GT (after_play, first);
+}
+
+// The anchor frame came 100 ms late: every later frame would wait 100 ms
+// for its timestamp.  After kSettleFrames early frames in a row the anchor
+// moves earlier, half a frame at a time, until they leave on time; the
+// timestamps keep increasing all along.
+TEST (CaptureTimeline, AFrameThatAnchoredLateDoesNotDelayTheStreamForGood)
+{
+  CaptureTimeline t;
+  const int64_t c = 1795367801000000000;
+  const uint64_t frame = 33333333, late = 100000000;
+  uint64_t last = t.pts (c, 1000000000 + late, frame);
+  uint64_t waits = 0;
+  for (int i = 1; i <= 600; i++) {
+    uint64_t now = 1000000000 + i * frame; // each later frame leaves on time
+    uint64_t pts = t.pts (c + i * (int64_t)frame, now, frame);
+    ASSERT_GT (pts, last) << "frame " << i;
+    ASSERT_GE (pts - last, frame / 2) << "frame " << i << ": spacing kept within half a frame";
+    last = pts;
+    waits = pts > now ? pts - now : 0;
+  }
+  EXPECT_LT (waits, 2000000u) << "still waits " << waits / 1000000.0 << " ms after 20 s";
+  EXPECT_EQ (t.anchors (), 1);
+}
+
+TEST (HopStats, QuantilesOfTheLastSamplesOnly)
+{
+  HopStats h;
+  EXPECT_EQ (h.quantile (0.5), -1) << "no samples yet";
+  for (int i = 1; i <= 100; i++)
+    h.record (i);
+  EXPECT_EQ (h.quantile (0.5), 51);
+  EXPECT_EQ (h.quantile (0.95), 96);
+  // A full ring forgets the oldest: after kSamples samples of 1 ms, no 100.
+  for (size_t i = 0; i < HopStats::kSamples; i++)
+    h.record (1);
+  EXPECT_EQ (h.samples (), HopStats::kSamples);
+  EXPECT_EQ (h.quantile (0.95), 1);
+  EXPECT_EQ (h.quantile (1.0), 1);
 }
 
 // ---- WHEP offers

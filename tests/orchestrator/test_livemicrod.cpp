@@ -9,6 +9,7 @@
 
 using livemicro::test::Daemon;
 using livemicro::test::HttpReply;
+using livemicro::test::process_usage;
 using livemicro::test::RtspPlayer;
 
 namespace {
@@ -430,6 +431,58 @@ TEST_F (Livemicrod, TenSessionsOverTwoProfilesRunTwoEncoders)
   EXPECT_EQ (d.metric ("livemicro_viewers{microscope=\"demo\",profile=\"guest\",transport=\"rtsp\"}"), 5);
   EXPECT_EQ (d.metric ("livemicro_viewers{microscope=\"demo\",profile=\"consultant\",transport=\"rtsp\"}"),
              5);
+}
+
+// Every session of a view mounts the view's one factory: their players
+// share one RTSP media (one appsrc and payloader in the daemon), a player
+// costs the daemon no thread of its own (connections share
+// rtsp.client_threads), and a player joining the playing media starts at a
+// keyframe asked for then, not at the view's next regular one (10 s apart
+// here).  Another session's credentials still do not open a mount.
+TEST_F (Livemicrod, PlayersOfOneViewShareOneMediaWithoutAThreadEachAndStartAtOnce)
+{
+  Daemon d (R"({
+    "video": {"width": 320, "height": 240, "framerate": 30, "bitrate_kbps": 500, "keyframe_interval": 300},
+    "rtsp": {"client_threads": 2},
+    "microscopes": [{"id": "demo", "uri": "sim://synthetic"}]})");
+  ASSERT_TRUE (d.start ()) << d.error ();
+  std::vector<HttpReply> sessions;
+  std::vector<std::unique_ptr<RtspPlayer>> players;
+  auto play = [&] (bool decode) {
+    sessions.push_back (d.create_session ("u" + std::to_string (sessions.size ()), "owner"));
+    EXPECT_EQ (sessions.back ().status, 201);
+    players.push_back (std::make_unique<RtspPlayer> (sessions.back ().str ("rtsp_url"),
+                                                     sessions.back ().str ("id"),
+                                                     sessions.back ().str ("token"), "tcp", decode));
+  };
+  play (true);
+  ASSERT_TRUE (players[0]->wait_frames (5, 15)) << players[0]->error ();
+  g_usleep (500000);
+  const int threads_with_one = process_usage (d.pid ()).threads;
+  for (int i = 0; i < 12; i++)
+    play (false);
+  for (auto &p : players)
+    EXPECT_TRUE (p->wait_frames (5, 20)) << p->error ();
+  const int threads_with_13 = process_usage (d.pid ()).threads;
+  EXPECT_LE (threads_with_13 - threads_with_one, 3)
+      << threads_with_one << " threads with 1 player, " << threads_with_13 << " with 13";
+  EXPECT_EQ (d.metric ("livemicro_viewers{microscope=\"demo\",profile=\"owner\",transport=\"rtsp\"}"), 13);
+  // A late player decodes a frame long before the next regular keyframe.
+  play (true);
+  EXPECT_TRUE (players.back ()->wait_frames (1, 3))
+      << "no decoded frame within 3 s: " << players.back ()->error ();
+  // The first session's mount refuses the last session's valid credentials.
+  RtspPlayer other (sessions[0].str ("rtsp_url"), sessions.back ().str ("id"),
+                    sessions.back ().str ("token"));
+  EXPECT_FALSE (other.wait_frames (1, 5));
+  EXPECT_EQ (other.frames (), 0);
+  // Ending one session stops its player only.
+  ASSERT_EQ (d.request ("DELETE", "/api/v1/sessions/" + sessions[1].str ("id")).status, 204);
+  g_usleep (1500000);
+  int ended = players[1]->frames (), going = players[2]->frames ();
+  g_usleep (1000000);
+  EXPECT_EQ (players[1]->frames (), ended) << "frames still arrive after the session ended";
+  EXPECT_GT (players[2]->frames (), going + 15) << "another session's player stalled";
 }
 
 // View branches come and go with their sessions (each role in turn, so each

@@ -1,0 +1,648 @@
+// Viewers per node against the honest baseline, run on purpose:
+//   meson test -C build --benchmark --suite bench viewers -v
+//   build/tests/bench/bench-viewers [--runs N] [--max-viewers N] [--seconds S] [--keep-going] [--json FILE]
+//
+// Each run ramps RTSP viewers over the four view profiles (owner,
+// consultant, guest, trainee; 1280x720 at 30 fps, the demo microscope
+// sim://synthetic) against two servers on this machine, one after the other
+// (the order alternates between runs):
+//   - livemicrod: each viewer its own session (POST /api/v1/sessions), so
+//     its own mount, Digest credentials and RTSP session;
+//   - the baseline: a bare gst-rtsp-server (this program, re-run as
+//     `bench-viewers baseline-server` in its own process) with ONE shared
+//     factory per profile, fed by the same pipeline from the same templates
+//     (pipelines/capture.pipeline → tee → views/<profile>.pipeline with
+//     encoders/h264.pipeline): capture, analysis, masks and overlays, and one
+//     encoder per profile, whose access units go to each factory's appsrc.
+// A step holds when every viewer received ≥ 95 % of 30 frames per second
+// over the measured seconds; the ramp stops at the first step that fails.
+// The clients are rtspsrc over TCP without depayloading or decoding (an RTP
+// packet with the marker bit ends a frame), all in this process; their own
+// CPU is reported (it shares the two cores with the server).
+// Reported per step: the slowest and the median viewer's fps, the CPU of the
+// server processes (daemon, worker; baseline) and of the clients, and the
+// server's threads.  Prints each run and the median of the runs, with the
+// load average.  Targets (issue 12): ≥ 150 viewers; livemicrod within 10 %
+// of the baseline's viewer count.
+#include "bench_util.h"
+#include "daemon_process.h"
+#include "daemon/templates.h"
+
+#include <gst/app/gstappsink.h>
+#include <gst/app/gstappsrc.h>
+#include <gst/rtsp-server/rtsp-server.h>
+#include <gst/video/video.h>
+#include <glib-unix.h>
+
+#include <atomic>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+using livemicro::orchestrator::Templates;
+using livemicro::test::Daemon;
+using livemicro::test::HttpReply;
+using livemicro::test::process_usage;
+
+namespace {
+
+const char *const kProfiles[] = {"owner", "consultant", "guest", "trainee"};
+constexpr int kFps = 30;
+
+const char *kConfig = R"({
+  "video": {"width": 1280, "height": 720, "framerate": 30, "bitrate_kbps": 2500, "keyframe_interval": 30},
+  "microscopes": [{"id": "demo", "uri": "sim://synthetic"}]})";
+
+// ---- the baseline server (its own process) ----
+
+// One profile's encoded stream fanned out to the appsrc of each of its
+// shared factory's media (there is one at a time), as FIELD-NOTES describes.
+struct ProfileFeed {
+  GstElement *appsink = nullptr;
+  std::mutex mutex;
+  struct Src {
+    GstAppSrc *appsrc;
+    bool started;
+  };
+  std::vector<Src> srcs;
+
+  void keyframe ()
+  {
+    gst_element_send_event (appsink,
+                            gst_video_event_new_upstream_force_key_unit (GST_CLOCK_TIME_NONE, TRUE, 0));
+  }
+};
+
+GstFlowReturn
+on_profile_sample (GstAppSink *sink, gpointer data)
+{
+  auto *feed = static_cast<ProfileFeed *> (data);
+  GstSample *sample = gst_app_sink_pull_sample (sink);
+  if (!sample)
+    return GST_FLOW_OK;
+  GstBuffer *buf = gst_sample_get_buffer (sample);
+  const bool key = !GST_BUFFER_FLAG_IS_SET (buf, GST_BUFFER_FLAG_DELTA_UNIT);
+  {
+    std::lock_guard<std::mutex> lock (feed->mutex);
+    for (auto &s : feed->srcs) {
+      if (!s.started && !key)
+        continue;
+      s.started = true;
+      GstBuffer *b = gst_buffer_copy (buf);
+      GST_BUFFER_PTS (b) = GST_BUFFER_DTS (b) = GST_CLOCK_TIME_NONE;
+      gst_app_src_push_buffer (s.appsrc, b);
+    }
+  }
+  gst_sample_unref (sample);
+  return GST_FLOW_OK;
+}
+
+void
+on_baseline_media_configure (GstRTSPMediaFactory *, GstRTSPMedia *media, gpointer data)
+{
+  auto *feed = static_cast<ProfileFeed *> (data);
+  GstElement *bin = gst_rtsp_media_get_element (media);
+  GstElement *src = gst_bin_get_by_name_recurse_up (GST_BIN (bin), "src");
+  gst_object_unref (bin);
+  GstCaps *caps = gst_caps_from_string (
+      "video/x-h264,stream-format=byte-stream,alignment=au,profile=constrained-baseline");
+  gst_app_src_set_caps (GST_APP_SRC (src), caps);
+  gst_caps_unref (caps);
+  {
+    std::lock_guard<std::mutex> lock (feed->mutex);
+    feed->srcs.push_back ({GST_APP_SRC (src), false});
+  }
+  feed->keyframe ();
+  g_signal_connect (media, "unprepared", G_CALLBACK (+[] (GstRTSPMedia *m, gpointer d) {
+                      auto *f = static_cast<ProfileFeed *> (d);
+                      GstElement *b = gst_rtsp_media_get_element (m);
+                      GstElement *s = gst_bin_get_by_name_recurse_up (GST_BIN (b), "src");
+                      gst_object_unref (b);
+                      std::lock_guard<std::mutex> lock (f->mutex);
+                      for (auto it = f->srcs.begin (); it != f->srcs.end (); ++it)
+                        if (GST_ELEMENT (it->appsrc) == s) {
+                          gst_object_unref (it->appsrc);
+                          f->srcs.erase (it);
+                          break;
+                        }
+                      gst_object_unref (s);
+                    }),
+                    feed);
+}
+
+// The producer: the daemon's own templates, rendered as livemicrod renders
+// them for the demo microscope, in one pipeline: capture → tee → one branch
+// per profile ending in its encoder's appsink.
+GstElement *
+baseline_producer (const std::string &pipelines_dir, std::vector<std::unique_ptr<ProfileFeed>> &feeds)
+{
+  Templates t (pipelines_dir);
+  std::map<std::string, std::string> values = {
+      {"uri", "sim://synthetic"},  {"width", "1280"},        {"height", "720"},
+      {"framerate", "30"},         {"bitrate_kbps", "2500"}, {"keyframe_interval", "30"},
+      {"privacymask_options", ""},
+  };
+  GError *error = nullptr;
+  GstElement *pipeline = gst_parse_launch (Templates::render (t.load ("capture"), values).c_str (), &error);
+  if (!pipeline) {
+    std::fprintf (stderr, "capture: %s\n", error ? error->message : "?");
+    return nullptr;
+  }
+  GstElement *tee = gst_bin_get_by_name (GST_BIN (pipeline), "capture");
+  values["encoder"] = Templates::render (t.load ("encoders/h264"), values);
+  for (const char *profile : kProfiles) {
+    std::string desc = Templates::render (t.load (std::string ("views/") + profile), values);
+    GstElement *bin = gst_parse_bin_from_description (desc.c_str (), TRUE, &error);
+    if (!bin) {
+      std::fprintf (stderr, "%s: %s\n", profile, error ? error->message : "?");
+      return nullptr;
+    }
+    gst_bin_add (GST_BIN (pipeline), bin);
+    gst_element_link (tee, bin);
+    auto feed = std::make_unique<ProfileFeed> ();
+    feed->appsink = gst_bin_get_by_name (GST_BIN (bin), "out");
+    GstAppSinkCallbacks cb = {};
+    cb.new_sample = on_profile_sample;
+    gst_app_sink_set_callbacks (GST_APP_SINK (feed->appsink), &cb, feed.get (), nullptr);
+    feeds.push_back (std::move (feed));
+  }
+  gst_object_unref (tee);
+  return pipeline;
+}
+
+// `bench-viewers baseline-server`: prints "PORT N" once it serves, runs
+// until its standard input closes.
+int
+serve_baseline (int client_threads)
+{
+  std::vector<std::unique_ptr<ProfileFeed>> feeds;
+  GstElement *producer = baseline_producer (PIPELINES_DIR, feeds);
+  if (!producer)
+    return 1;
+  GstRTSPServer *server = gst_rtsp_server_new ();
+  gst_rtsp_server_set_address (server, "127.0.0.1");
+  gst_rtsp_server_set_service (server, "0");
+  gst_rtsp_server_set_backlog (server, 1024);
+  GstRTSPThreadPool *pool = gst_rtsp_server_get_thread_pool (server);
+  gst_rtsp_thread_pool_set_max_threads (pool, client_threads);
+  g_object_unref (pool);
+  GstRTSPMountPoints *mounts = gst_rtsp_server_get_mount_points (server);
+  for (size_t i = 0; i < feeds.size (); i++) {
+    GstRTSPMediaFactory *f = gst_rtsp_media_factory_new ();
+    gst_rtsp_media_factory_set_launch (f, "( appsrc name=src is-live=true format=time do-timestamp=true "
+                                          "min-latency=0 ! rtph264pay name=pay0 pt=96 config-interval=-1 "
+                                          "aggregate-mode=zero-latency )");
+    gst_rtsp_media_factory_set_shared (f, TRUE);
+    gst_rtsp_media_factory_set_suspend_mode (f, GST_RTSP_SUSPEND_MODE_NONE);
+    g_signal_connect (f, "media-configure", G_CALLBACK (on_baseline_media_configure), feeds[i].get ());
+    gst_rtsp_mount_points_add_factory (mounts, (std::string ("/") + kProfiles[i]).c_str (), f);
+  }
+  g_object_unref (mounts);
+  // A player joining the shared media starts at a keyframe asked for now
+  // (as livemicrod does).
+  static std::vector<std::unique_ptr<ProfileFeed>> *all = &feeds;
+  g_signal_connect (server, "client-connected", G_CALLBACK (+[] (GstRTSPServer *, GstRTSPClient *c) {
+                      g_signal_connect (
+                          c, "play-request", G_CALLBACK (+[] (GstRTSPClient *, GstRTSPContext *ctx) {
+                            for (size_t i = 0; i < all->size (); i++)
+                              if (ctx->uri && g_str_has_prefix (ctx->uri->abspath + 1, kProfiles[i]))
+                                (*all)[i]->keyframe ();
+                          }),
+                          nullptr);
+                    }),
+                    nullptr);
+  gst_rtsp_server_attach (server, nullptr);
+  gst_element_set_state (producer, GST_STATE_PLAYING);
+  GMainLoop *loop = g_main_loop_new (nullptr, FALSE);
+  g_unix_fd_add (
+      0, (GIOCondition)(G_IO_IN | G_IO_HUP | G_IO_ERR),
+      [] (gint fd, GIOCondition, gpointer l) -> gboolean {
+        char buf[64];
+        if (read (fd, buf, sizeof buf) <= 0) {
+          g_main_loop_quit (static_cast<GMainLoop *> (l));
+          return G_SOURCE_REMOVE;
+        }
+        return G_SOURCE_CONTINUE;
+      },
+      loop);
+  std::printf ("PORT %d\n", gst_rtsp_server_get_bound_port (server));
+  std::fflush (stdout);
+  g_main_loop_run (loop);
+  gst_element_set_state (producer, GST_STATE_NULL);
+  gst_object_unref (producer);
+  g_object_unref (server);
+  return 0;
+}
+
+// ---- the clients (this process) ----
+
+// An RTSP viewer that counts frames: rtspsrc over TCP into a fakesink, an
+// RTP packet with the marker bit being the last of a frame.
+class Viewer {
+public:
+  Viewer (const std::string &url, const std::string &user, const std::string &pw)
+  {
+    std::string desc = "rtspsrc latency=0 protocols=tcp location=\"" + url + "\""
+                       + (user.empty () ? "" : " user-id=\"" + user + "\" user-pw=\"" + pw + "\"")
+                       + " ! fakesink name=sink sync=false async=false";
+    pipeline_ = gst_parse_launch (desc.c_str (), nullptr);
+    GstElement *sink = gst_bin_get_by_name (GST_BIN (pipeline_), "sink");
+    GstPad *pad = gst_element_get_static_pad (sink, "sink");
+    gst_pad_add_probe (
+        pad, (GstPadProbeType)(GST_PAD_PROBE_TYPE_BUFFER | GST_PAD_PROBE_TYPE_BUFFER_LIST),
+        [] (GstPad *, GstPadProbeInfo *info, gpointer d) {
+          auto *self = static_cast<Viewer *> (d);
+          auto count = [self] (GstBuffer *b) {
+            guint8 second = 0;
+            if (gst_buffer_extract (b, 1, &second, 1) == 1 && (second & 0x80))
+              self->frames_++;
+          };
+          if (info->type & GST_PAD_PROBE_TYPE_BUFFER_LIST) {
+            GstBufferList *l = GST_PAD_PROBE_INFO_BUFFER_LIST (info);
+            for (guint i = 0; i < gst_buffer_list_length (l); i++)
+              count (gst_buffer_list_get (l, i));
+          } else {
+            count (GST_PAD_PROBE_INFO_BUFFER (info));
+          }
+          return GST_PAD_PROBE_OK;
+        },
+        this, nullptr);
+    gst_object_unref (pad);
+    gst_object_unref (sink);
+    gst_element_set_state (pipeline_, GST_STATE_PLAYING);
+  }
+  ~Viewer ()
+  {
+    gst_element_set_state (pipeline_, GST_STATE_NULL);
+    gst_object_unref (pipeline_);
+  }
+  int frames () const { return frames_; }
+
+private:
+  GstElement *pipeline_;
+  std::atomic<int> frames_{0};
+};
+
+// A server under test: where its viewers connect and which processes serve.
+class Server {
+public:
+  virtual ~Server () = default;
+  virtual bool start (std::string &error) = 0;
+  // The n-th viewer's URL and credentials (creating its session if needed).
+  virtual bool viewer (int n, std::string &url, std::string &user, std::string &pw) = 0;
+  virtual std::vector<int> pids () const = 0; // [0] is the RTSP server's process
+  virtual std::string name () const = 0;
+};
+
+class LivemicrodServer : public Server {
+public:
+  bool start (std::string &error) override
+  {
+    if (!d_.start ()) {
+      error = d_.error ();
+      return false;
+    }
+    return true;
+  }
+  bool viewer (int n, std::string &url, std::string &user, std::string &pw) override
+  {
+    HttpReply s = d_.create_session ("viewer" + std::to_string (n), kProfiles[n % 4]);
+    if (s.status != 201)
+      return false;
+    url = s.str ("rtsp_url");
+    user = s.str ("id");
+    pw = s.str ("token");
+    return true;
+  }
+  std::vector<int> pids () const override { return {d_.pid (), d_.worker_pid ()}; }
+  std::string name () const override { return "livemicrod"; }
+
+private:
+  Daemon d_{kConfig};
+};
+
+class BaselineServer : public Server {
+public:
+  explicit BaselineServer (std::string self) : self_ (std::move (self)) {}
+  ~BaselineServer () override
+  {
+    if (!proc_)
+      return;
+    g_output_stream_close (g_subprocess_get_stdin_pipe (proc_), nullptr, nullptr); // it quits
+    gint64 deadline = g_get_monotonic_time () + 5 * G_USEC_PER_SEC;
+    while (g_subprocess_get_identifier (proc_) && g_get_monotonic_time () < deadline)
+      g_usleep (20000);
+    if (g_subprocess_get_identifier (proc_))
+      g_subprocess_force_exit (proc_);
+    g_subprocess_wait (proc_, nullptr, nullptr);
+    g_object_unref (proc_);
+  }
+  bool start (std::string &error) override
+  {
+    GError *e = nullptr;
+    proc_ = g_subprocess_new (
+        (GSubprocessFlags)(G_SUBPROCESS_FLAGS_STDIN_PIPE | G_SUBPROCESS_FLAGS_STDOUT_PIPE), &e,
+        self_.c_str (), "baseline-server", nullptr);
+    if (!proc_) {
+      error = e->message;
+      g_error_free (e);
+      return false;
+    }
+    g_autoptr (GDataInputStream) in = g_data_input_stream_new (g_subprocess_get_stdout_pipe (proc_));
+    g_autofree char *line = g_data_input_stream_read_line (in, nullptr, nullptr, nullptr);
+    if (!line || sscanf (line, "PORT %d", &port_) != 1) {
+      error = "the baseline server did not start";
+      return false;
+    }
+    return true;
+  }
+  bool viewer (int n, std::string &url, std::string &user, std::string &pw) override
+  {
+    url = "rtsp://127.0.0.1:" + std::to_string (port_) + "/" + kProfiles[n % 4];
+    user.clear ();
+    pw.clear ();
+    return true;
+  }
+  std::vector<int> pids () const override
+  {
+    const char *id = proc_ ? g_subprocess_get_identifier (proc_) : nullptr;
+    return {id ? atoi (id) : 0};
+  }
+  std::string name () const override { return "baseline"; }
+
+private:
+  std::string self_;
+  GSubprocess *proc_ = nullptr;
+  int port_ = 0;
+};
+
+struct Step {
+  int viewers = 0;
+  double slowest_fps = 0, median_fps = 0;
+  double server_cpu_pct = 0; // all its processes, % of one core
+  double worker_cpu_pct = 0; // livemicrod's worker alone (0 for the baseline)
+  double clients_cpu_pct = 0;
+  int server_threads = 0; // the RTSP server's process
+  bool ok = false;
+};
+
+struct Ramp {
+  std::string server;
+  int max_ok = 0;
+  int threads_idle = 0; // the RTSP server's process before any viewer
+  std::vector<Step> steps;
+  std::string note;
+};
+
+// Adds viewers step by step; stops at the first step that fails unless
+// `keep_going` (then max_ok is still the last step before the first failure,
+// and the later steps give CPU and threads per viewer at larger counts).
+Ramp
+ramp (Server &server, const std::vector<int> &targets, double settle_s, double seconds, bool keep_going)
+{
+  Ramp r;
+  r.server = server.name ();
+  std::string error;
+  if (!server.start (error)) {
+    r.note = "did not start: " + error;
+    return r;
+  }
+  g_usleep (2 * G_USEC_PER_SEC);
+  r.threads_idle = process_usage (server.pids ()[0]).threads;
+  std::vector<std::unique_ptr<Viewer>> viewers;
+  int failed_before = 0;
+  for (int target : targets) {
+    while ((int)viewers.size () < target) {
+      std::string url, user, pw;
+      if (!server.viewer ((int)viewers.size (), url, user, pw)) {
+        r.note = "could not add viewer " + std::to_string (viewers.size ());
+        return r;
+      }
+      viewers.push_back (std::make_unique<Viewer> (url, user, pw));
+    }
+    g_usleep ((gulong)(settle_s * 1e6));
+    std::vector<int> pids = server.pids ();
+    std::vector<double> cpu0;
+    for (int pid : pids)
+      cpu0.push_back (livemicro::bench::cpu_seconds (pid));
+    double self0 = livemicro::bench::cpu_seconds (getpid ());
+    std::vector<int> f0;
+    for (auto &v : viewers)
+      f0.push_back (v->frames ());
+    gint64 t0 = g_get_monotonic_time ();
+    g_usleep ((gulong)(seconds * 1e6));
+    double dt = (g_get_monotonic_time () - t0) / 1e6;
+    Step s;
+    s.viewers = target;
+    std::vector<double> fps;
+    for (size_t i = 0; i < viewers.size (); i++)
+      fps.push_back ((viewers[i]->frames () - f0[i]) / dt);
+    if (g_getenv ("BENCH_DEBUG"))
+      for (size_t i = 0; i < fps.size (); i++)
+        std::printf ("    viewer %zu (%s): %.1f fps\n", i, kProfiles[i % 4], fps[i]);
+    s.slowest_fps = *std::min_element (fps.begin (), fps.end ());
+    s.median_fps = livemicro::bench::median (fps);
+    for (size_t i = 0; i < pids.size (); i++) {
+      double pct = 100.0 * (livemicro::bench::cpu_seconds (pids[i]) - cpu0[i]) / dt;
+      s.server_cpu_pct += pct;
+      if (i == 1)
+        s.worker_cpu_pct = pct;
+    }
+    s.clients_cpu_pct = 100.0 * (livemicro::bench::cpu_seconds (getpid ()) - self0) / dt;
+    s.server_threads = process_usage (pids[0]).threads;
+    s.ok = s.slowest_fps >= 0.95 * kFps;
+    std::printf ("  %-10s %4d viewers: slowest %5.1f fps, median %5.1f fps; server %6.1f %% of a core "
+                 "(worker %5.1f), clients %6.1f %%; server threads %4d %s\n",
+                 r.server.c_str (), s.viewers, s.slowest_fps, s.median_fps, s.server_cpu_pct,
+                 s.worker_cpu_pct, s.clients_cpu_pct, s.server_threads, s.ok ? "ok" : "FAILS");
+    std::fflush (stdout);
+    r.steps.push_back (s);
+    if (!s.ok && !keep_going)
+      break;
+    if (s.ok && failed_before == 0)
+      r.max_ok = target;
+    failed_before += s.ok ? 0 : 1;
+  }
+  return r;
+}
+
+// Threads the RTSP server's process adds per viewer beyond the first step
+// (where every profile already has its media): from the first step to the
+// largest.
+double
+threads_per_viewer_of (const Ramp &r)
+{
+  if (r.steps.size () < 2)
+    return 0;
+  const Step &a = r.steps.front (), &b = r.steps.back ();
+  return (double)(b.server_threads - a.server_threads) / (b.viewers - a.viewers);
+}
+
+// The largest step measured, for the per-viewer figures (CPU and threads
+// per viewer are measured whether the step held or not).
+const Step *
+largest (const Ramp &r)
+{
+  return r.steps.empty () ? nullptr : &r.steps.back ();
+}
+
+void
+add_ramp_json (JsonBuilder *b, const Ramp &r)
+{
+  json_builder_begin_object (b);
+  json_builder_set_member_name (b, "server");
+  json_builder_add_string_value (b, r.server.c_str ());
+  json_builder_set_member_name (b, "max_viewers");
+  json_builder_add_int_value (b, r.max_ok);
+  json_builder_set_member_name (b, "threads_without_viewers");
+  json_builder_add_int_value (b, r.threads_idle);
+  if (!r.note.empty ()) {
+    json_builder_set_member_name (b, "note");
+    json_builder_add_string_value (b, r.note.c_str ());
+  }
+  json_builder_set_member_name (b, "steps");
+  json_builder_begin_array (b);
+  for (const Step &s : r.steps) {
+    json_builder_begin_object (b);
+    auto num = [b] (const char *k, double v) {
+      json_builder_set_member_name (b, k);
+      json_builder_add_double_value (b, v);
+    };
+    num ("viewers", s.viewers);
+    num ("slowest_fps", s.slowest_fps);
+    num ("median_fps", s.median_fps);
+    num ("server_cpu_pct", s.server_cpu_pct);
+    num ("worker_cpu_pct", s.worker_cpu_pct);
+    num ("clients_cpu_pct", s.clients_cpu_pct);
+    num ("server_threads", s.server_threads);
+    json_builder_set_member_name (b, "ok");
+    json_builder_add_boolean_value (b, s.ok);
+    json_builder_end_object (b);
+  }
+  json_builder_end_array (b);
+  json_builder_end_object (b);
+}
+
+} // namespace
+
+// main: the ramps of each run, their table and the medians; ~90 lines of
+// printing and JSON that read better in one place than split.
+int
+main (int argc, char **argv)
+{
+  gst_init (&argc, &argv);
+  if (argc > 1 && !strcmp (argv[1], "baseline-server"))
+    return serve_baseline (2);
+  int runs = 3, max_viewers = 240;
+  bool keep_going = false;
+  double seconds = 5, settle = 3;
+  std::string json_path = "bench-viewers.json";
+  for (int i = 1; i < argc; i++) {
+    if (!strcmp (argv[i], "--runs") && i + 1 < argc)
+      runs = std::max (1, atoi (argv[++i]));
+    else if (!strcmp (argv[i], "--max-viewers") && i + 1 < argc)
+      max_viewers = atoi (argv[++i]);
+    else if (!strcmp (argv[i], "--seconds") && i + 1 < argc)
+      seconds = std::max (1.0, atof (argv[++i]));
+    else if (!strcmp (argv[i], "--json") && i + 1 < argc)
+      json_path = argv[++i];
+    else if (!strcmp (argv[i], "--keep-going"))
+      keep_going = true;
+  }
+  std::vector<int> targets;
+  for (int t : {4, 40, 80, 120, 150, 180, 210, 240, 300})
+    if (t <= max_viewers)
+      targets.push_back (t);
+  g_autofree char *self = g_file_read_link ("/proc/self/exe", nullptr);
+  double load_start[3] = {0, 0, 0}, load_end[3] = {0, 0, 0};
+  getloadavg (load_start, 3);
+  std::printf (
+      "viewers per node: 1280x720@30, 4 view profiles, RTSP over TCP, a step holds when every viewer "
+      "gets >= 95 %% of %d fps over %.0f s; %d runs; load average %.2f %.2f %.2f at the start\n",
+      kFps, seconds, runs, load_start[0], load_start[1], load_start[2]);
+  std::vector<std::pair<Ramp, Ramp>> done; // livemicrod, baseline
+  for (int k = 0; k < runs; k++) {
+    std::printf ("run %d\n", k + 1);
+    Ramp ours, base;
+    auto run_ours = [&] {
+      LivemicrodServer s;
+      ours = ramp (s, targets, settle, seconds, keep_going);
+    };
+    auto run_base = [&] {
+      BaselineServer s (self);
+      base = ramp (s, targets, settle, seconds, keep_going);
+    };
+    if (k % 2 == 0) {
+      run_ours ();
+      run_base ();
+    } else {
+      run_base ();
+      run_ours ();
+    }
+    done.push_back ({ours, base});
+  }
+  getloadavg (load_end, 3);
+
+  // Per viewer, at each server's largest step: the RTSP server process's CPU
+  // (livemicrod: the daemon alone; the baseline: its one process, pipeline
+  // included), and the threads it adds per viewer after the first step.
+  std::printf ("\n%-4s %10s %10s %7s %8s %13s %13s %13s %13s %13s\n", "run", "livemicrod", "baseline",
+               "ratio", "viewers", "daemon %/v", "base srv %/v", "clients %/v", "daemon thr/v", "base thr/v");
+  std::vector<double> lm, bl, ratio, daemon_per_viewer, threads_per_viewer, base_threads_per_viewer;
+  for (size_t k = 0; k < done.size (); k++) {
+    const Ramp &o = done[k].first, &b = done[k].second;
+    const Step *s = largest (o), *t = largest (b);
+    double r = b.max_ok ? (double)o.max_ok / b.max_ok : 0;
+    double dpv = s ? (s->server_cpu_pct - s->worker_cpu_pct) / s->viewers : 0;
+    double tpv = threads_per_viewer_of (o), btpv = threads_per_viewer_of (b);
+    lm.push_back (o.max_ok);
+    bl.push_back (b.max_ok);
+    ratio.push_back (r);
+    daemon_per_viewer.push_back (dpv);
+    threads_per_viewer.push_back (tpv);
+    base_threads_per_viewer.push_back (btpv);
+    std::printf ("%-4zu %10d %10d %7.2f %8d %13.2f %13.2f %13.2f %13.3f %13.3f\n", k + 1, o.max_ok, b.max_ok,
+                 r, s ? s->viewers : 0, dpv, t ? t->server_cpu_pct / t->viewers : 0,
+                 s ? s->clients_cpu_pct / s->viewers : 0, tpv, btpv);
+  }
+  using livemicro::bench::median;
+  std::printf ("%-4s %10.0f %10.0f %7.2f %8s %13.2f %13s %13s %13.3f %13.3f\n", "med", median (lm),
+               median (bl), median (ratio), "", median (daemon_per_viewer), "", "",
+               median (threads_per_viewer), median (base_threads_per_viewer));
+  std::printf ("median of %d runs: livemicrod held %.0f viewers (target >= 150: %s), the baseline %.0f; "
+               "livemicrod / baseline %.2f (target >= 0.90: %s); load average %.2f %.2f %.2f at the end\n",
+               runs, median (lm), median (lm) >= 150 ? "met" : "NOT met", median (bl), median (ratio),
+               median (ratio) >= 0.9 ? "met" : "NOT met", load_end[0], load_end[1], load_end[2]);
+
+  g_autoptr (JsonBuilder) b = json_builder_new ();
+  json_builder_begin_object (b);
+  json_builder_set_member_name (b, "command");
+  json_builder_add_string_value (b, "meson test -C build --benchmark --suite bench viewers -v");
+  json_builder_set_member_name (b, "runs");
+  json_builder_begin_array (b);
+  for (auto &[o, base] : done) {
+    json_builder_begin_array (b);
+    add_ramp_json (b, o);
+    add_ramp_json (b, base);
+    json_builder_end_array (b);
+  }
+  json_builder_end_array (b);
+  auto num = [&b] (const char *k, double v) {
+    json_builder_set_member_name (b, k);
+    json_builder_add_double_value (b, v);
+  };
+  json_builder_set_member_name (b, "median");
+  json_builder_begin_object (b);
+  num ("livemicrod_max_viewers", median (lm));
+  num ("baseline_max_viewers", median (bl));
+  num ("livemicrod_over_baseline", median (ratio));
+  num ("daemon_cpu_pct_per_viewer", median (daemon_per_viewer));
+  num ("daemon_threads_per_viewer", median (threads_per_viewer));
+  num ("baseline_threads_per_viewer", median (base_threads_per_viewer));
+  json_builder_end_object (b);
+  livemicro::bench::add_load_average (b, load_start, load_end);
+  json_builder_end_object (b);
+  livemicro::bench::write_json (b, json_path);
+  return 0;
+}
