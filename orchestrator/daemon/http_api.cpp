@@ -1134,6 +1134,21 @@ HttpApi::authenticated (Viewer *v, const Principal &who)
   add_json (b, "state", api::status_json (m.status ()));
   add_json (b, "features", node_.may_see (who, "analysis") ? api::analysis_json (m.analysis ()) : "null");
   add_json (b, "control", api::control_json (m.control ()));
+  // What the page may offer: a control this viewer cannot use is not shown,
+  // so the page fires no request that would be refused.
+  const livemicro::privacy::Profile *profile
+      = who.session ? node_.profiles ().find (who.session->role) : nullptr;
+  json_builder_set_member_name (b, "permissions");
+  json_builder_begin_object (b);
+  for (auto [name, allowed] : {std::pair<const char *, bool>{"control", profile && profile->may_control},
+                               {"stop", who.admin || (who.session && who.session->role == "owner")},
+                               {"analysis", node_.may_see (who, "analysis")},
+                               {"pointers", node_.may_see (who, "pointers")},
+                               {"annotations", node_.may_see (who, "annotations") && !who.admin}}) {
+    json_builder_set_member_name (b, name);
+    json_builder_add_boolean_value (b, allowed);
+  }
+  json_builder_end_object (b);
   json_builder_set_member_name (b, "server_time_us");
   json_builder_add_int_value (b, g_get_real_time ());
   json_builder_end_object (b);

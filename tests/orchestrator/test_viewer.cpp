@@ -1,0 +1,215 @@
+// The viewer page per role, in a real headless Chromium driven over the
+// DevTools protocol against a real livemicrod: what each role is offered,
+// that nothing the page asks for on load is refused (every HTTP response
+// watched), a bad link, the region tool, the analysis panel and scale bar.
+#include "cdp.h"
+#include "daemon_process.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <string>
+
+using livemicro::test::ChromiumPage;
+using livemicro::test::Daemon;
+using livemicro::test::HttpReply;
+
+namespace {
+
+const char *kConfig = R"({
+  "video": {"width": 320, "height": 240, "framerate": 30, "bitrate_kbps": 400},
+  "control": {"idle_timeout_ms": 30000, "max_commands_per_s": 20},
+  "microscopes": [{"id": "demo", "uri": "sim://synthetic"}]})";
+
+class Viewer : public ::testing::Test {
+protected:
+  static void SetUpTestSuite () { gst_init (nullptr, nullptr); }
+  void SetUp () override
+  {
+    if (!ChromiumPage::available ())
+      GTEST_SKIP () << "Debian's chromium is not installed (scripts/install-deps.sh installs it)";
+  }
+  // Whether the element with this id is shown (not display:none, itself
+  // or by an ancestor).
+  static bool shown (ChromiumPage &page, const std::string &selector)
+  {
+    return page.evaluate ("(() => { const e = document.querySelector('" + selector
+                          + "'); return !!e && e.getClientRects().length > 0; })()")
+           == "true";
+  }
+  // The responses of status 400 or more, as "STATUS URL" lines.
+  static std::string refused (ChromiumPage &page)
+  {
+    std::string out;
+    for (const auto &r : page.responses ())
+      if (r.status >= 400)
+        out += std::to_string (r.status) + " " + r.url + "\n";
+    return out;
+  }
+  // Opens the page of a new session of `role`, watching its responses from
+  // the first request, and waits for its video.
+  static std::unique_ptr<ChromiumPage> open (Daemon &d, const std::string &user, const std::string &role,
+                                             HttpReply *session = nullptr)
+  {
+    HttpReply s = d.create_session (user, role);
+    EXPECT_EQ (s.status, 201) << s.body;
+    auto page = std::make_unique<ChromiumPage> (s.str ("viewer_url"));
+    EXPECT_TRUE (page->connected ()) << "no DevTools connection to Chromium";
+    page->watch_network_and_reload ();
+    EXPECT_TRUE (page->wait_true ("window.livemicro && window.livemicro.framesDecoded > 5", 40))
+        << role << ": the page shows video";
+    if (session)
+      *session = std::move (s);
+    return page;
+  }
+};
+
+TEST_F (Viewer, EachRoleIsOfferedWhatItMayUseAndNothingIsRefusedOnLoad)
+{
+  Daemon d (kConfig);
+  ASSERT_TRUE (d.start ()) << d.error ();
+  struct Expect {
+    const char *role;
+    bool drive, stop, annotate, pointer, analysis;
+  };
+  for (const Expect &e :
+       {Expect{"guest", false, false, false, true, false}, Expect{"consultant", true, true, true, true, true},
+        Expect{"owner", true, true, true, true, true}}) {
+    SCOPED_TRACE (e.role);
+    auto page = open (d, std::string ("u-") + e.role, e.role);
+    g_usleep (2000000); // what the page asks for after the video started
+    EXPECT_EQ (shown (*page, "#request"), e.drive);
+    EXPECT_EQ (shown (*page, "#focus-up"), e.drive);
+    EXPECT_EQ (shown (*page, "#autofocus"), e.drive);
+    EXPECT_EQ (shown (*page, "input[value=move]"), e.drive);
+    EXPECT_EQ (shown (*page, "#stop"), e.stop);
+    EXPECT_EQ (shown (*page, "input[value=arrow]"), e.annotate);
+    EXPECT_EQ (shown (*page, "input[value=region]"), e.annotate);
+    EXPECT_EQ (shown (*page, "input[value=pointer]"), e.pointer);
+    EXPECT_EQ (shown (*page, "#analysis-panel"), e.analysis);
+    // Keys a guest may press fire nothing either.
+    page->evaluate ("document.getElementById('stage').focus()");
+    page->key ("rawKeyDown", "ArrowRight", 39);
+    page->key ("keyUp", "ArrowRight", 39);
+    page->key ("rawKeyDown", "Escape", 27);
+    page->key ("keyUp", "Escape", 27);
+    g_usleep (500000);
+    auto responses = page->responses ();
+    EXPECT_GE (responses.size (), 3u) << "the watcher saw the page, its script and its style";
+    EXPECT_EQ (refused (*page), "") << "requests the page made that were refused";
+    if (!e.drive) { // a key that would move says why nothing happens
+      EXPECT_NE (page->evaluate ("document.getElementById('notice').textContent").find ("cannot drive"),
+                 std::string::npos)
+          << page->evaluate ("document.getElementById('notice').textContent");
+    }
+  }
+}
+
+TEST_F (Viewer, ABadTokenShowsOneClearMessageAndDisablesEverything)
+{
+  Daemon d (kConfig);
+  ASSERT_TRUE (d.start ()) << d.error ();
+  HttpReply s = d.create_session ("gina", "guest");
+  ASSERT_EQ (s.status, 201);
+  std::string url = s.str ("viewer_url");
+  url = url.substr (0, url.find ("#token=")) + "#token=not-the-token";
+  {
+    ChromiumPage page (url);
+    EXPECT_TRUE (page.connected ());
+    page.watch_network_and_reload ();
+    EXPECT_TRUE (page.wait_true ("!document.getElementById('fatal').classList.contains('hidden')", 20));
+    std::string message = page.evaluate ("document.getElementById('fatal').textContent");
+    EXPECT_NE (message.find ("not valid"), std::string::npos) << message;
+    EXPECT_EQ (page.evaluate ("[...document.querySelectorAll('button, input')].every((e) => e.disabled)"),
+               "true");
+    EXPECT_EQ (page.evaluate ("document.querySelectorAll('.fatal:not(.hidden)').length"), "1");
+    g_usleep (1500000);
+    EXPECT_EQ (refused (page), "");
+  } // Chromium goes away: its sockets close
+  g_usleep (1000000);
+  EXPECT_EQ (d.log ().find ("CRITICAL"), std::string::npos) << d.log ();
+}
+
+TEST_F (Viewer, RegionToolShowsHintsAndTheDoubleClickAddsNoCorner)
+{
+  Daemon d (kConfig);
+  ASSERT_TRUE (d.start ()) << d.error ();
+  HttpReply s;
+  auto page = open (d, "olga", "owner", &s);
+  page->evaluate ("window.prompt = () => 'tumour'; const r = document.querySelector('input[value=region]'); "
+                  "r.checked = true; r.dispatchEvent(new Event('change'))");
+  EXPECT_NE (page->evaluate ("document.getElementById('hint').textContent").find ("first corner"),
+             std::string::npos);
+  std::string box
+      = page->evaluate ("(() => { const r = document.getElementById('stage').getBoundingClientRect(); "
+                        "return [r.left, r.top, r.width, r.height].join(','); })()");
+  double l = 0, t = 0, w = 0, h = 0;
+  ASSERT_EQ (sscanf (g_strstrip (g_strdelimit (&box[0], "\"", ' ')), "%lf,%lf,%lf,%lf", &l, &t, &w, &h), 4)
+      << box;
+  const double cx = l + w / 2, cy = t + h / 2;
+  page->click (cx - 60, cy - 40);
+  page->click (cx + 60, cy - 40);
+  page->click (cx + 60, cy + 40);
+  EXPECT_NE (page->evaluate ("document.getElementById('hint').textContent").find ("double-click"),
+             std::string::npos);
+  page->click (cx - 60, cy + 40, 1);
+  page->click (cx - 60, cy + 40, 2); // the second click of the double-click
+  ASSERT_TRUE (page->wait_true ("document.getElementById('notice').textContent.includes('region saved')", 10))
+      << page->evaluate ("document.getElementById('notice').textContent");
+  HttpReply a = d.request ("GET", "/api/v1/microscopes/demo/annotations", "", s.str ("token"));
+  ASSERT_EQ (a.status, 200);
+  JsonArray *list = json_object_get_array_member (a.object (), "annotations");
+  ASSERT_EQ (json_array_get_length (list), 1u);
+  JsonArray *pts = json_object_get_array_member (json_array_get_object_element (list, 0), "points_um");
+  EXPECT_EQ (json_array_get_length (pts), 4u) << "four corners, none twice";
+}
+
+TEST_F (Viewer, AnalysisPanelLeadsWithTheFiguresThatMatterScaleBarAndUpdatingAfterAMove)
+{
+  Daemon d (kConfig);
+  ASSERT_TRUE (d.start ()) << d.error ();
+  HttpReply s;
+  auto page = open (d, "olga", "owner", &s);
+  ASSERT_TRUE (page->wait_true ("window.livemicro.features && window.livemicro.features.analysed", 30));
+  // The lead: these five, in this order, each with a tooltip.
+  EXPECT_EQ (page->evaluate (
+                 "[...document.querySelectorAll('#analysis-lead dt')].map((e) => e.textContent).join('|')"),
+             "\"nuclei|density|pleomorphism|grade cue|quality\"");
+  EXPECT_EQ (
+      page->evaluate ("[...document.querySelectorAll('#analysis-lead dt, #analysis-lead dd')].every((e) => "
+                      "e.title.length > 10)"),
+      "true");
+  std::string density
+      = page->evaluate ("document.querySelector('#analysis-lead dd[data-key=nuclei_per_mm2]').textContent");
+  EXPECT_NE (density.find ("/mm²"), std::string::npos) << density;
+  EXPECT_NE (page->evaluate ("document.getElementById('grade-note').textContent").find ("not a diagnosis"),
+             std::string::npos);
+  EXPECT_EQ (page->evaluate ("document.getElementById('analysis-more').open"), "false")
+      << "the rest folds away";
+  // The scale bar: 1, 2 or 5 × 10ⁿ µm, drawn as long as that many µm are on screen.
+  ASSERT_TRUE (page->wait_true ("window.livemicro.scaleBar", 5));
+  double um = std::stod (page->evaluate ("window.livemicro.scaleBar.um"));
+  double px = std::stod (page->evaluate ("window.livemicro.scaleBar.px"));
+  double upp = std::stod (page->evaluate ("window.livemicro.scope.um_per_px"));
+  double scale
+      = std::stod (page->evaluate ("(() => { const v = document.getElementById('video'); const r = "
+                                   "document.getElementById('stage').getBoundingClientRect(); return "
+                                   "Math.min(r.width / v.videoWidth, r.height / v.videoHeight); })()"));
+  EXPECT_NEAR (px, um / upp * scale, 0.5);
+  double mantissa = um / std::pow (10, std::floor (std::log10 (um)));
+  EXPECT_TRUE (std::abs (mantissa - 1) < 1e-9 || std::abs (mantissa - 2) < 1e-9
+               || std::abs (mantissa - 5) < 1e-9)
+      << um;
+  ASSERT_TRUE (page->wait_true ("document.getElementById('analysis-state').textContent === 'current'", 20));
+  // The stage moves: the panel says "updating" until a result of the new field.
+  HttpReply c
+      = d.request ("POST", "/api/v1/microscopes/demo/control", R"({"action": "request"})", s.str ("token"));
+  ASSERT_EQ (c.status, 200) << c.body;
+  HttpReply m = d.request ("POST", "/api/v1/microscopes/demo/commands",
+                           "{\"lease\":\"" + c.str ("lease") + "\",\"move_by\":{\"dx_um\":3000,\"dy_um\":0}}",
+                           s.str ("token"));
+  ASSERT_EQ (m.status, 202) << m.body;
+  EXPECT_TRUE (page->wait_true ("document.getElementById('analysis-state').textContent === 'updating'", 5));
+}
+
+} // namespace
