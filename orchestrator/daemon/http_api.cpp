@@ -1163,7 +1163,7 @@ HttpApi::authenticated (Viewer *v, const Principal &who)
       [this, v, own_session, microscope, analysis, pointers, annotations] (const Node::Event &e) {
         if (e.microscope != microscope)
           return;
-        if ((e.kind == "features" && !analysis) || (e.kind == "pointer" && !pointers)
+        if (((e.kind == "features" || e.kind == "nuclei") && !analysis) || (e.kind == "pointer" && !pointers)
             || (e.kind.rfind ("annotation", 0) == 0 && !annotations))
           return;
         if (e.kind == "session_ended") {

@@ -160,6 +160,8 @@ MicroscopeHub::on_event (const WorkerEvent &e)
         } else if constexpr (std::is_same_v<T, event::Features>) {
           analysis_ = m.summary;
           node_.notify (id (), "features", api::analysis_json (analysis_));
+        } else if constexpr (std::is_same_v<T, event::Nuclei>) {
+          node_.notify (id (), "nuclei", api::field_json (m.field));
         } else if constexpr (std::is_same_v<T, event::Stats>) {
           stats_ = m;
         } else if constexpr (std::is_same_v<T, event::ViewAdded>) {

@@ -15,7 +15,7 @@
 //   ← {type:"offer", sdp}              → {type:"answer", sdp}
 //   ↔ {type:"ice", candidate, sdpMLineIndex}
 //   ← {type:"frame", rtp, capture_unix_us, x_um, y_um, um_per_px, width, height}
-//   ← {type:"state"|"features"|"control"|"presence"|"command"|"pointer"|
+//   ← {type:"state"|"features"|"nuclei"|"control"|"presence"|"command"|"pointer"|
 //        "annotation"|"annotation_deleted"|"online"|"offline", data}
 //   → {type:"pointer", x_um, y_um}     → {type:"stats", data}   ↔ ping/pong
 (() => {
@@ -38,6 +38,10 @@
     // offers nothing else, so it fires no request that would be refused.
     perms: { control: false, stop: false, analysis: false, pointers: false, annotations: false },
     features: null, featuresAt: 0, releasing: false,
+    // The latest analysis' nuclei in slide µm (the "nuclei" event), and the
+    // layers this viewer chose to draw from them.
+    nuclei: null, nucleiAt: 0,
+    layers: { outlines: localStorage.getItem('livemicro.outlines') !== '0', heatmap: localStorage.getItem('livemicro.heatmap') === '1' },
   };
   window.livemicro = state;  // for tests and the curious
 
@@ -341,6 +345,71 @@
   // ---------- overlay: pointers and annotations, from slide coordinates
   const colours = ['#ffd166', '#06d6a0', '#4cc9f0', '#f72585', '#b5e48c', '#ff9f1c'];
   const colourOf = (key) => colours[[...key].reduce((a, c) => a + c.charCodeAt(0), 0) % colours.length];
+  // The analysis layers, drawn here as vectors from slide µm (so they stay
+  // crisp and on their cells while the stage moves): nucleus outlines, and
+  // a density heat map on 50 µm cells of the analysed field (each cell's
+  // density over the part of it the field covers, so it does not fade at
+  // the field's edges).  Not drawn for another µm/px or an old result.
+  function layersDrawable() {
+    const n = state.nuclei, s = state.scope;
+    return n && s && performance.now() - state.nucleiAt < 10000 &&
+      !(n.um_per_px && s.um_per_px && Math.abs(n.um_per_px / s.um_per_px - 1) > 0.02);
+  }
+  function drawLayers(ctx, g) {
+    if (!state.perms.analysis || !layersDrawable()) { state.layersDrawn = 0; return; }
+    const n = state.nuclei;
+    let drawn = 0;
+    if (state.layers.heatmap) {
+      const cell = 50, x0 = n.x_um - n.width_um / 2, y0 = n.y_um - n.height_um / 2;
+      const cols = Math.ceil(n.width_um / cell), rows = Math.ceil(n.height_um / cell);
+      const counts = new Float32Array(cols * rows);
+      for (const c of n.nuclei) {
+        const i = Math.floor((c.x_um - x0) / cell), j = Math.floor((c.y_um - y0) / cell);
+        if (i >= 0 && j >= 0 && i < cols && j < rows) counts[j * cols + i]++;
+      }
+      for (let j = 0; j < rows; j++) {
+        for (let i = 0; i < cols; i++) {
+          const w = Math.min(cell, n.width_um - i * cell), h = Math.min(cell, n.height_um - j * cell);
+          const perMm2 = counts[j * cols + i] / (w * h / 1e6);
+          const t = Math.min(1, perMm2 / 6000);
+          if (t <= 0) continue;
+          const [ax, ay] = toCanvas(g, x0 + i * cell, y0 + j * cell);
+          const [bx, by] = toCanvas(g, x0 + i * cell + w, y0 + j * cell + h);
+          ctx.fillStyle = `hsla(${Math.round(240 - 240 * t)}, 90%, 50%, ${0.12 + 0.3 * t})`;
+          ctx.fillRect(ax, ay, bx - ax, by - ay);
+          drawn++;
+        }
+      }
+    }
+    if (state.layers.outlines) {
+      ctx.lineWidth = 1.25;
+      ctx.strokeStyle = 'rgba(0, 255, 140, .9)';
+      ctx.beginPath();
+      for (const c of n.nuclei) {
+        const o = c.outline_um;
+        if (o.length < 6) continue;
+        for (let k = 0; k < o.length; k += 2) {
+          const [x, y] = toCanvas(g, o[k], o[k + 1]);
+          if (k) ctx.lineTo(x, y); else ctx.moveTo(x, y);
+        }
+        ctx.closePath();
+        drawn++;
+      }
+      ctx.stroke();
+      ctx.strokeStyle = '#ff4d6d';
+      for (const c of n.nuclei) {
+        if (!c.mitotic_candidate) continue;
+        const [x, y] = toCanvas(g, c.x_um, c.y_um);
+        ctx.beginPath(); ctx.arc(x, y, 7, 0, 2 * Math.PI); ctx.stroke();
+      }
+    }
+    state.layersDrawn = drawn;
+  }
+  for (const name of ['outlines', 'heatmap']) {
+    const box = $('layer-' + name);
+    box.checked = state.layers[name];
+    box.onchange = () => { state.layers[name] = box.checked; localStorage.setItem('livemicro.' + name, box.checked ? '1' : '0'); };
+  }
   function draw() {
     const g = frameGeometry();
     const dpr = window.devicePixelRatio || 1;
@@ -353,6 +422,7 @@
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
     ctx.clearRect(0, 0, r.width, r.height);
     if (!g) return;
+    drawLayers(ctx, g);
     ctx.lineWidth = 2;
     ctx.font = '13px system-ui, sans-serif';
     for (const a of state.annotations.values()) {
@@ -635,6 +705,7 @@
         break;
       case 'state': showState(m.data); break;
       case 'features': showFeatures(m.data); break;
+      case 'nuclei': state.nuclei = m.data; state.nucleiAt = performance.now(); showAnalysisState(); break;
       case 'control': showControl(m.data); break;
       case 'presence': showPresence(m.data); break;
       case 'command':

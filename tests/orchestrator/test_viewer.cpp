@@ -4,6 +4,7 @@
 // watched), a bad link, the region tool, the analysis panel and scale bar.
 #include "cdp.h"
 #include "daemon_process.h"
+#include "sim/synthetic_slide.h"
 
 #include <gtest/gtest.h>
 
@@ -210,6 +211,66 @@ TEST_F (Viewer, AnalysisPanelLeadsWithTheFiguresThatMatterScaleBarAndUpdatingAft
                            s.str ("token"));
   ASSERT_EQ (m.status, 202) << m.body;
   EXPECT_TRUE (page->wait_true ("document.getElementById('analysis-state').textContent === 'updating'", 5));
+}
+
+// The nuclei event: outlines and centroids in slide µm, where the slide
+// has them (the synthetic slide's ground truth), drawn by the page as
+// layers each viewer switches; not sent to a profile without analysis.
+TEST_F (Viewer, NucleiInSlideMicronsDrawnAsLayersOnlyForProfilesWithAnalysis)
+{
+  Daemon d (kConfig);
+  ASSERT_TRUE (d.start ()) << d.error ();
+  auto page = open (d, "carl", "consultant");
+  ASSERT_TRUE (page->wait_true ("window.livemicro.nuclei && window.livemicro.nuclei.nuclei.length > 20", 30));
+  std::string text = page->evaluate ("window.livemicro.nuclei");
+  g_autoptr (JsonParser) p = json_parser_new ();
+  ASSERT_TRUE (json_parser_load_from_data (p, text.c_str (), -1, nullptr)) << text.substr (0, 200);
+  JsonObject *field = json_node_get_object (json_parser_get_root (p));
+  const double fx = json_object_get_double_member (field, "x_um"),
+               fy = json_object_get_double_member (field, "y_um");
+  const double fw = json_object_get_double_member (field, "width_um"),
+               fh = json_object_get_double_member (field, "height_um");
+  livemicro::hw::sim::SyntheticSlide slide;
+  auto truth = slide.nuclei_in (cv::Rect2d (fx - fw / 2 - 20, fy - fh / 2 - 20, fw + 40, fh + 40));
+  ASSERT_FALSE (truth.empty ());
+  JsonArray *nuclei = json_object_get_array_member (field, "nuclei");
+  size_t near = 0, n = json_array_get_length (nuclei), outlined = 0;
+  for (guint i = 0; i < n; i++) {
+    JsonObject *c = json_array_get_object_element (nuclei, i);
+    double x = json_object_get_double_member (c, "x_um"), y = json_object_get_double_member (c, "y_um");
+    EXPECT_LE (std::abs (x - fx), fw / 2 + 1);
+    EXPECT_LE (std::abs (y - fy), fh / 2 + 1);
+    double best = 1e9;
+    for (const auto &t : truth)
+      best = std::min (best, std::hypot (t.x_um - x, t.y_um - y));
+    near += best <= 3.0;
+    JsonArray *o = json_object_get_array_member (c, "outline_um");
+    if (json_array_get_length (o) >= 6) {
+      outlined++;
+      // The outline goes round its centroid, within a nucleus' size.
+      for (guint k = 0; k + 1 < json_array_get_length (o); k += 2)
+        EXPECT_LT (std::hypot (json_array_get_double_element (o, k) - x,
+                               json_array_get_double_element (o, k + 1) - y),
+                   25.0);
+    }
+  }
+  EXPECT_GE (near, n * 8 / 10) << near << " of " << n << " within 3 µm of a true nucleus";
+  EXPECT_GE (outlined, n * 9 / 10);
+  // Layers: outlines on by default, heat map on request, both off.
+  EXPECT_TRUE (page->wait_true ("window.livemicro.layersDrawn > 20", 10));
+  page->evaluate (
+      "document.getElementById('layer-outlines').click(); document.getElementById('layer-heatmap').click()");
+  EXPECT_TRUE (page->wait_true ("window.livemicro.layers.heatmap && !window.livemicro.layers.outlines && "
+                                "window.livemicro.layersDrawn > 0",
+                                5));
+  page->evaluate ("document.getElementById('layer-heatmap').click()");
+  EXPECT_TRUE (page->wait_true ("window.livemicro.layersDrawn === 0", 5));
+  // A guest's profile draws no analysis: no nuclei reach its page.
+  page.reset ();
+  auto guest = open (d, "gina", "guest");
+  g_usleep (3000000);
+  EXPECT_EQ (guest->evaluate ("window.livemicro.nuclei"), "null");
+  EXPECT_FALSE (shown (*guest, "#layer-outlines"));
 }
 
 } // namespace
