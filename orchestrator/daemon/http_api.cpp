@@ -358,6 +358,8 @@ HttpApi::routes ()
       {"GET", "/api/v1/sessions/{}/annotations.geojson", true, &HttpApi::annotations_geojson},
       {"GET", "/api/v1/microscopes", true, &HttpApi::list_microscopes},
       {"GET", "/api/v1/microscopes/{}", true, &HttpApi::get_microscope},
+      {"GET", "/api/v1/microscopes/{}/overview", true, &HttpApi::slide_map},
+      {"GET", "/api/v1/microscopes/{}/overview.png", true, &HttpApi::slide_map_png},
       {"POST", "/api/v1/microscopes/{}/control", true, &HttpApi::control},
       {"POST", "/api/v1/microscopes/{}/commands", true, &HttpApi::command},
       {"GET", "/api/v1/microscopes/{}/commands/{}", true, &HttpApi::get_command},
@@ -791,6 +793,59 @@ HttpApi::get_microscope (Call &c)
   respond (c.msg, 200, to_string (b));
 }
 
+namespace {
+
+// What a viewer's copy of the slide map hides: the configured regions its
+// profile masks (the label), and whether it is coarsened because the
+// profile masks print found anywhere (slide_map.h).  The admin sees all.
+struct MapMask {
+  std::vector<std::vector<cv::Point2d>> polygons_um;
+  bool coarse = false;
+};
+MapMask
+map_mask_for (const Node &node, const Principal &who)
+{
+  MapMask m;
+  if (who.admin)
+    return m;
+  const livemicro::privacy::Profile *profile = node.profiles ().find (who.session->role);
+  if (!profile)
+    throw Refusal{Reason::kForbidden, "no view profile '" + who.session->role + "' on this node"};
+  for (const livemicro::privacy::SlideRegion *r : node.profiles ().regions_for (*profile))
+    m.polygons_um.push_back (r->polygon_um);
+  using livemicro::privacy::RegionClass;
+  m.coarse = profile->detects (RegionClass::kText) || profile->detects (RegionClass::kQr)
+             || profile->detects (RegionClass::kBarcode);
+  return m;
+}
+
+const SlideMapImage &
+map_of (const MicroscopeHub &hub)
+{
+  if (!hub.slide_map ())
+    throw Refusal{Reason::kUnavailable, "no slide map yet: it is made from the first frames"};
+  return *hub.slide_map ();
+}
+
+} // namespace
+
+void
+HttpApi::slide_map (Call &c)
+{
+  MicroscopeHub &hub = node_.hub_visible_to (c.who, c.params[0]);
+  respond (c.msg, 200,
+           api::overview_json (map_of (hub), map_mask_for (node_, c.who).polygons_um, hub.path_um ()));
+}
+
+void
+HttpApi::slide_map_png (Call &c)
+{
+  MicroscopeHub &hub = node_.hub_visible_to (c.who, c.params[0]);
+  MapMask mask = map_mask_for (node_, c.who);
+  std::vector<unsigned char> png = masked_png (map_of (hub), mask.polygons_um, mask.coarse);
+  respond (c.msg, 200, std::string (png.begin (), png.end ()), "image/png");
+}
+
 void
 HttpApi::control (Call &c)
 {
@@ -1149,6 +1204,12 @@ HttpApi::authenticated (Viewer *v, const Principal &who)
     json_builder_add_boolean_value (b, allowed);
   }
   json_builder_end_object (b);
+  // The slide map's geometry as this viewer may see it (null until the
+  // first frames made one); its pixels come from …/overview.png.
+  add_json (b, "slide_map",
+            m.slide_map ()
+                ? api::overview_json (*m.slide_map (), map_mask_for (node_, who).polygons_um, m.path_um ())
+                : "null");
   json_builder_set_member_name (b, "server_time_us");
   json_builder_add_int_value (b, g_get_real_time ());
   json_builder_end_object (b);

@@ -41,6 +41,10 @@
     // The latest analysis' nuclei in slide µm (the "nuclei" event), and the
     // layers this viewer chose to draw from them.
     nuclei: null, nucleiAt: 0,
+    // The slide map: geometry, regions masked in this viewer's copy, the path
+    // driven (GET …/overview) and its pixels (…/overview.png, masked on the
+    // server for this viewer).
+    map: null, mapImage: null, mapFetchAt: 0, mapView: null,
     layers: { outlines: localStorage.getItem('livemicro.outlines') !== '0', heatmap: localStorage.getItem('livemicro.heatmap') === '1' },
   };
   window.livemicro = state;  // for tests and the curious
@@ -485,7 +489,116 @@
     ctx.fillText(um >= 1000 ? `${um / 1000} mm` : `${um} µm`, x, y - 8);
     state.scaleBar = { um, px: len };
   }
-  (function loop() { draw(); requestAnimationFrame(loop); })();
+  (function loop() { draw(); drawMap(); requestAnimationFrame(loop); })();
+
+  // ---------- the slide map: the whole slide, the field on screen, where
+  // each participant points, the annotations and the path driven; a click
+  // moves there (for the driver).
+  let mapTimer = null;
+  async function loadMap() {
+    if (state.fatal || !state.microscope) return;
+    const wait = state.mapFetchAt + 2500 - performance.now();
+    if (wait > 0) {  // at most one fetch every 2.5 s, the last change never lost
+      if (!mapTimer) mapTimer = setTimeout(() => { mapTimer = null; loadMap(); }, wait);
+      return;
+    }
+    state.mapFetchAt = performance.now();
+    const meta = await api('GET', `/api/v1/microscopes/${state.microscope}/overview`);
+    if (meta.status !== 200) return;
+    const png = await api('GET', `/api/v1/microscopes/${state.microscope}/overview.png`);
+    if (png.status !== 200) return;
+    const image = await createImageBitmap(png.data);
+    state.map = meta.data;
+    state.mapImage = image;
+    $('map-note').textContent = (state.map.macro ? 'the slide' : 'the slide as seen so far') +
+      (state.map.masked_um.length ? '; label area masked for your role' : '') +
+      (state.perms.control ? ' — click to move there while you drive' : '');
+  }
+  function onStateForMap(s) {
+    if (!state.map || !s || !s.stage) return;
+    const p = state.map.path_um, last = p[p.length - 1];
+    if (!last || Math.hypot(last[0] - s.stage.x_um, last[1] - s.stage.y_um) >= 25) p.push([s.stage.x_um, s.stage.y_um]);
+    if (p.length > 4000) p.shift();
+  }
+  const mapCanvas = $('map');
+  function drawMap() {
+    const m = state.map;
+    if (!m || !state.mapImage) return;
+    const dpr = window.devicePixelRatio || 1;
+    const w = mapCanvas.clientWidth, h = Math.round(w * m.height_um / m.width_um);
+    if (mapCanvas.width !== Math.round(w * dpr) || mapCanvas.height !== Math.round(h * dpr)) {
+      mapCanvas.width = Math.round(w * dpr);
+      mapCanvas.height = Math.round(h * dpr);
+      mapCanvas.style.height = h + 'px';
+    }
+    const ctx = mapCanvas.getContext('2d');
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    const k = w / m.width_um;
+    const at = (x, y) => [(x - m.x_um) * k, (y - m.y_um) * k];
+    ctx.imageSmoothingEnabled = true;
+    ctx.drawImage(state.mapImage, 0, 0, w, h);
+    // What is masked for this role: hatched, said in words.
+    for (const poly of m.masked_um) {
+      ctx.save();
+      ctx.beginPath();
+      poly.forEach(([x, y], i) => { const [px, py] = at(x, y); if (i) ctx.lineTo(px, py); else ctx.moveTo(px, py); });
+      ctx.closePath();
+      ctx.clip();
+      ctx.strokeStyle = 'rgba(255,255,255,.25)';
+      for (let d = -h; d < w; d += 8) { ctx.beginPath(); ctx.moveTo(d, h); ctx.lineTo(d + h, 0); ctx.stroke(); }
+      const [cx, cy] = at(poly.reduce((a, p) => a + p[0], 0) / poly.length, poly.reduce((a, p) => a + p[1], 0) / poly.length);
+      ctx.fillStyle = '#ffffff';
+      ctx.font = '11px system-ui, sans-serif';
+      ctx.textAlign = 'center';
+      ctx.fillText('label masked', cx, cy);
+      ctx.restore();
+    }
+    // The path driven so far.
+    ctx.strokeStyle = 'rgba(255, 209, 102, .85)';
+    ctx.lineWidth = 1.5;
+    ctx.beginPath();
+    m.path_um.forEach(([x, y], i) => { const [px, py] = at(x, y); if (i) ctx.lineTo(px, py); else ctx.moveTo(px, py); });
+    ctx.stroke();
+    // Annotations.
+    for (const a of state.annotations.values()) {
+      ctx.strokeStyle = ctx.fillStyle = colourOf(a.user);
+      ctx.beginPath();
+      a.points_um.forEach(([x, y], i) => { const [px, py] = at(x, y); if (i) ctx.lineTo(px, py); else ctx.moveTo(px, py); });
+      if (a.kind === 'region') ctx.closePath();
+      ctx.stroke();
+    }
+    // Where each participant points.
+    const now = performance.now();
+    for (const p of state.pointers.values()) {
+      if (now - p.at > 15000) continue;
+      const [px, py] = at(p.x_um, p.y_um);
+      ctx.fillStyle = colourOf(p.user);
+      ctx.beginPath(); ctx.arc(px, py, 4, 0, 2 * Math.PI); ctx.fill();
+    }
+    // The field on screen.
+    let field = null;
+    const s = state.scope;
+    if (s && s.stage && s.um_per_px) {
+      const fw = s.um_per_px * (video.videoWidth || 1280), fh = s.um_per_px * (video.videoHeight || 720);
+      const [x0, y0] = at(s.stage.x_um - fw / 2, s.stage.y_um - fh / 2);
+      const fwpx = Math.max(4, fw * k), fhpx = Math.max(3, fh * k);
+      const cx = x0 + fw * k / 2, cy = y0 + fh * k / 2;
+      ctx.strokeStyle = '#4cc9f0';
+      ctx.lineWidth = 2;
+      ctx.strokeRect(cx - fwpx / 2, cy - fhpx / 2, fwpx, fhpx);
+      field = { x: cx, y: cy };
+    }
+    state.mapView = { width: w, height: h, um_per_css_px: 1 / k, field };
+    mapCanvas.classList.toggle('drivable', drives());
+  }
+  mapCanvas.addEventListener('click', (e) => {
+    const m = state.map;
+    if (!m) return;
+    const r = mapCanvas.getBoundingClientRect();
+    const k = r.width / m.width_um;
+    const x = m.x_um + (e.clientX - r.left) / k, y = m.y_um + (e.clientY - r.top) / k;
+    command({ move: { x_um: x, y_um: y } });
+  });
 
   // ---------- mouse and keyboard
   document.querySelectorAll('input[name=tool]').forEach((r) => {
@@ -687,6 +800,7 @@
         showFeatures(m.features);
         showControl(m.control);
         loadAnnotations();
+        if (m.slide_map) loadMap();
         setConn('negotiating', 'badge-wait');
         if (state.whep) startWhep().catch((e) => reconnect('WHEP failed: ' + e));
         break;
@@ -703,7 +817,8 @@
         state.frameByRtp.set(m.rtp >>> 0, m);
         if (state.frameByRtp.size > 600) state.frameByRtp.delete(state.frameByRtp.keys().next().value);
         break;
-      case 'state': showState(m.data); break;
+      case 'state': showState(m.data); onStateForMap(m.data); break;
+      case 'overview': loadMap(); break;
       case 'features': showFeatures(m.data); break;
       case 'nuclei': state.nuclei = m.data; state.nucleiAt = performance.now(); showAnalysisState(); break;
       case 'control': showControl(m.data); break;

@@ -97,6 +97,13 @@ SlideMap::paste (const cv::Mat &rgb, double x_um, double y_um, double um_per_px)
   cv::Rect inside = dst & cv::Rect (0, 0, rgb_.cols, rgb_.rows);
   if (inside.empty ())
     return false;
+  {
+    std::lock_guard<std::mutex> lock (mutex_);
+    if (dst.tl () == last_at_ && um_per_px == last_um_per_px_)
+      return false;
+    last_at_ = dst.tl ();
+    last_um_per_px_ = um_per_px;
+  }
   cv::Mat scaled;
   cv::resize (rgb, scaled, dst.size (), 0, 0, cv::INTER_AREA);
   std::lock_guard<std::mutex> lock (mutex_);

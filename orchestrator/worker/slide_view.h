@@ -33,7 +33,8 @@ public:
   // The slide's own macro image of `area_um` (it replaces what is there).
   void set_macro (const cv::Mat &rgb, const cv::Rect2d &area_um);
   // Pastes an RGB frame whose centre is at (x_um, y_um), at `um_per_px`.
-  // False when it falls outside the map.
+  // False when it falls outside the map, or on the spot (within a map pixel)
+  // and scale of the last one: a still stage changes nothing on the map.
   bool paste (const cv::Mat &rgb, double x_um, double y_um, double um_per_px);
   // The map when it changed since the last call (PNG, base64), else nothing.
   std::optional<SlideOverview> take_if_changed ();
@@ -46,6 +47,8 @@ private:
   std::mutex mutex_;
   cv::Mat rgb_;
   bool macro_ = false, changed_ = true;
+  cv::Point last_at_{-1, -1};
+  double last_um_per_px_ = 0;
 };
 
 } // namespace livemicro::orchestrator

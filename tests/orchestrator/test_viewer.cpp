@@ -7,6 +7,7 @@
 #include "sim/synthetic_slide.h"
 
 #include <gtest/gtest.h>
+#include <opencv2/imgcodecs.hpp>
 
 #include <cmath>
 #include <string>
@@ -271,6 +272,124 @@ TEST_F (Viewer, NucleiInSlideMicronsDrawnAsLayersOnlyForProfilesWithAnalysis)
   g_usleep (3000000);
   EXPECT_EQ (guest->evaluate ("window.livemicro.nuclei"), "null");
   EXPECT_FALSE (shown (*guest, "#layer-outlines"));
+}
+
+// Where the microscope is now, from the API.
+cv::Point2d
+stage_at (Daemon &d, bool *moving = nullptr)
+{
+  HttpReply m = d.request ("GET", "/api/v1/microscopes/demo");
+  JsonObject *st = json_object_get_object_member (m.object (), "stage");
+  if (moving)
+    *moving = json_object_get_boolean_member (m.object (), "moving");
+  return {json_object_get_double_member (st, "x_um"), json_object_get_double_member (st, "y_um")};
+}
+
+// The slide map: the whole slide (the virtual microscope's macro image),
+// the field drawn where the stage is, the path; a click moves the stage
+// for the driver only.
+TEST_F (Viewer, SlideMapShowsTheFieldWhereTheStageWentAndAClickMovesItForTheDriverOnly)
+{
+  Daemon d (kConfig);
+  ASSERT_TRUE (d.start ()) << d.error ();
+  auto page = open (d, "carl", "consultant");
+  ASSERT_TRUE (page->wait_true (
+      "window.livemicro.map && window.livemicro.mapView && window.livemicro.mapView.field", 20));
+  EXPECT_EQ (page->evaluate ("window.livemicro.map.macro"), "true");
+  EXPECT_NEAR (std::stod (page->evaluate ("window.livemicro.map.width_um")), 75000, 200);
+  std::string box
+      = page->evaluate ("(() => { const r = document.getElementById('map').getBoundingClientRect(); "
+                        "return [r.left, r.top].join(','); })()");
+  double left = 0, top = 0;
+  ASSERT_EQ (sscanf (g_strstrip (g_strdelimit (&box[0], "\"", ' ')), "%lf,%lf", &left, &top), 2) << box;
+  const double x0 = std::stod (page->evaluate ("window.livemicro.map.x_um")),
+               y0 = std::stod (page->evaluate ("window.livemicro.map.y_um"));
+  const double um_per_px = std::stod (page->evaluate ("window.livemicro.mapView.um_per_css_px"));
+  auto click_at = [&] (double x_um, double y_um) {
+    page->click (left + (x_um - x0) / um_per_px, top + (y_um - y0) / um_per_px);
+  };
+  // Not driving: a click on the map moves nothing and sends nothing.
+  const cv::Point2d before = stage_at (d);
+  const cv::Point2d target (45000, 14000);
+  click_at (target.x, target.y);
+  g_usleep (1500000);
+  EXPECT_LT (cv::norm (stage_at (d) - before), 1.0);
+  EXPECT_EQ (refused (*page), "");
+  EXPECT_NE (page->evaluate ("document.getElementById('notice').textContent").find ("request control"),
+             std::string::npos);
+  // Driving: the stage goes where the map was clicked (within a map pixel).
+  page->evaluate ("document.getElementById('request').click()");
+  ASSERT_TRUE (page->wait_true ("window.livemicro.lease", 10));
+  click_at (target.x, target.y);
+  bool arrived = false;
+  for (int i = 0; i < 300 && !arrived; i++, g_usleep (100000)) {
+    bool moving = true;
+    cv::Point2d at = stage_at (d, &moving);
+    arrived = !moving && cv::norm (at - target) <= 2 * um_per_px;
+  }
+  ASSERT_TRUE (arrived) << "stage at " << stage_at (d) << ", clicked " << target;
+  // The map draws the field there and the path ends there.
+  const cv::Point2d at = stage_at (d);
+  EXPECT_TRUE (page->wait_true ("(() => { const v = window.livemicro.mapView, m = window.livemicro.map; "
+                                "return Math.hypot(v.field.x - ("
+                                    + std::to_string (at.x) + " - m.x_um) / v.um_per_css_px, v.field.y - ("
+                                    + std::to_string (at.y) + " - m.y_um) / v.um_per_css_px) < 3; })()",
+                                5));
+  EXPECT_TRUE (page->wait_true ("(() => { const p = window.livemicro.map.path_um, e = p[p.length - 1]; "
+                                "return Math.hypot(e[0] - "
+                                    + std::to_string (at.x) + ", e[1] - " + std::to_string (at.y)
+                                    + ") <= 25; })()",
+                                5))
+      << page->evaluate ("JSON.stringify(window.livemicro.map.path_um.slice(-3))");
+  HttpReply json = d.request ("GET", "/api/v1/microscopes/demo/overview");
+  ASSERT_EQ (json.status, 200) << json.body;
+  JsonArray *path = json_object_get_array_member (json.object (), "path_um");
+  ASSERT_GE (json_array_get_length (path), 2u) << "the path driven, kept by the daemon";
+  EXPECT_EQ (refused (*page), "");
+}
+
+// A guest's map: the label area masked on the server (no label pixel is
+// sent), and coarse; the owner's map shows the label.
+TEST_F (Viewer, GuestsSlideMapIsMaskedOverTheLabelOnTheServer)
+{
+  Daemon d (kConfig);
+  ASSERT_TRUE (d.start ()) << d.error ();
+  HttpReply g;
+  auto page = open (d, "gina", "guest", &g);
+  ASSERT_TRUE (page->wait_true ("window.livemicro.map && window.livemicro.mapView", 20));
+  EXPECT_EQ (page->evaluate ("window.livemicro.map.masked_um.length"), "1");
+  EXPECT_NE (page->evaluate ("document.getElementById('map-note').textContent").find ("label area masked"),
+             std::string::npos);
+  EXPECT_EQ (refused (*page), "");
+  HttpReply o = d.create_session ("olga", "owner");
+  ASSERT_EQ (o.status, 201);
+  // The label of the synthetic slide: x 0–20 mm, the whole height.
+  auto label_pixels = [] (const HttpReply &png, cv::Mat &label) {
+    cv::Mat bgr = cv::imdecode (cv::Mat (1, (int)png.body.size (), CV_8UC1, (void *)png.body.data ()),
+                                cv::IMREAD_COLOR);
+    if (bgr.empty ())
+      return false;
+    int label_cols = (int)std::floor (20000.0 / 75000.0 * bgr.cols);
+    label = bgr (cv::Rect (0, 0, label_cols, bgr.rows));
+    return true;
+  };
+  HttpReply guest_png = d.request ("GET", "/api/v1/microscopes/demo/overview.png", "", g.str ("token"));
+  HttpReply owner_png = d.request ("GET", "/api/v1/microscopes/demo/overview.png", "", o.str ("token"));
+  ASSERT_EQ (guest_png.status, 200);
+  ASSERT_EQ (owner_png.status, 200);
+  EXPECT_EQ (guest_png.content_type, "image/png");
+  cv::Mat guest_label, owner_label;
+  ASSERT_TRUE (label_pixels (guest_png, guest_label));
+  ASSERT_TRUE (label_pixels (owner_png, owner_label));
+  EXPECT_LE (guest_label.rows, 60) << "coarse: 0.5 mm per pixel for a profile that masks print anywhere";
+  cv::Mat not_mask;
+  cv::inRange (guest_label, cv::Scalar (104, 96, 96), cv::Scalar (104, 96, 96), not_mask);
+  EXPECT_EQ (cv::countNonZero (not_mask), guest_label.rows * guest_label.cols) << "every label pixel masked";
+  cv::Mat dark;
+  cv::inRange (owner_label, cv::Scalar (0, 0, 0), cv::Scalar (90, 90, 90), dark);
+  EXPECT_GT (cv::countNonZero (dark), 20) << "the owner's map shows the label's print";
+  // No token, another microscope's route: refused like the rest of the API.
+  EXPECT_EQ (d.request ("GET", "/api/v1/microscopes/demo/overview.png", "", "").status, 401);
 }
 
 } // namespace
