@@ -1205,11 +1205,16 @@ HttpApi::authenticated (Viewer *v, const Principal &who)
   }
   json_builder_end_object (b);
   // The slide map's geometry as this viewer may see it (null until the
-  // first frames made one); its pixels come from …/overview.png.
-  add_json (b, "slide_map",
-            m.slide_map ()
-                ? api::overview_json (*m.slide_map (), map_mask_for (node_, who).polygons_um, m.path_um ())
-                : "null");
+  // first frames made one, or for a role without a profile here); its
+  // pixels come from …/overview.png.
+  std::string slide_map = "null";
+  if (m.slide_map ()) {
+    try {
+      slide_map = api::overview_json (*m.slide_map (), map_mask_for (node_, who).polygons_um, m.path_um ());
+    } catch (const Refusal &) {
+    }
+  }
+  add_json (b, "slide_map", slide_map);
   json_builder_set_member_name (b, "server_time_us");
   json_builder_add_int_value (b, g_get_real_time ());
   json_builder_end_object (b);

@@ -48,6 +48,8 @@
 #include <mutex>
 #include <string>
 #include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/socket.h>
 #include <csignal>
 #include <thread>
@@ -112,7 +114,9 @@ Worker g;
 struct SlideViews {
   GstClockTime nuclei_pts = GST_CLOCK_TIME_NONE;
   gint64 nuclei_sent_us = 0, map_pasted_us = 0;
-  std::shared_ptr<livemicro::orchestrator::SlideMap> map; // made with the first frame
+  // Made with the first frame on the streaming thread, read on the main
+  // loop: through std::atomic_load / std::atomic_store only.
+  std::shared_ptr<livemicro::orchestrator::SlideMap> map;
 };
 SlideViews slide_views;
 
@@ -233,16 +237,24 @@ make_slide_map (const LivemicroStageMeta &sm)
     area = cv::Rect2d (sm.stage_x_um - 37500, sm.stage_y_um - 12500, 75000, 25000);
   constexpr int kMapSidePx = 960;
   auto map = std::make_shared<livemicro::orchestrator::SlideMap> (area, kMapSidePx);
-  slide_views.map = map;
+  std::atomic_store (&slide_views.map, map);
+  // Rendering a slide's macro image costs seconds of CPU (the virtual
+  // microscope opens its slide again): on a thread of its own at the lowest
+  // priority, after the capture has settled, so that it never delays the
+  // video, a still or a restart.  It touches only the map it shares.
   std::string text = uri ? uri : "";
-  g.stills->push ([map, text] {
+  std::thread ([map, text] {
+#ifdef __linux__
+    setpriority (PRIO_PROCESS, (id_t)syscall (SYS_gettid), 19);
+#endif
+    g_usleep (2 * G_USEC_PER_SEC);
     try {
       if (auto o = livemicro::hw::slide_overview (text, kMapSidePx))
         map->set_macro (o->rgb, o->area_um);
     } catch (const std::exception &e) {
-      send (livemicro::orchestrator::event::Warning{"slide map", e.what ()});
+      g_printerr ("livemicro-worker: no macro image for the slide map: %s\n", e.what ());
     }
-  });
+  }).detach ();
 }
 
 // From the capture's streaming thread.
@@ -262,8 +274,11 @@ publish_slide_views (GstPad *pad, GstBuffer *buf)
   if (!sm || !(sm->um_per_px > 0) || now - slide_views.map_pasted_us < 500000)
     return;
   slide_views.map_pasted_us = now;
-  if (!slide_views.map)
+  auto map = std::atomic_load (&slide_views.map);
+  if (!map) {
     make_slide_map (*sm);
+    map = std::atomic_load (&slide_views.map);
+  }
   g_autoptr (GstCaps) caps = gst_pad_get_current_caps (pad);
   GstVideoInfo info;
   GstVideoFrame frame;
@@ -274,7 +289,7 @@ publish_slide_views (GstPad *pad, GstBuffer *buf)
   cv::Mat rgb (GST_VIDEO_FRAME_HEIGHT (&frame), GST_VIDEO_FRAME_WIDTH (&frame), CV_8UC3,
                GST_VIDEO_FRAME_PLANE_DATA (&frame, 0), GST_VIDEO_FRAME_PLANE_STRIDE (&frame, 0));
   double upp = sm->frame_width > 0 ? sm->um_per_px * sm->frame_width / rgb.cols : sm->um_per_px;
-  slide_views.map->paste (rgb, sm->stage_x_um, sm->stage_y_um, upp);
+  map->paste (rgb, sm->stage_x_um, sm->stage_y_um, upp);
   gst_video_frame_unmap (&frame);
 }
 
@@ -1027,7 +1042,7 @@ main (int argc, char **argv)
       [] (gpointer) -> gboolean {
         send_stats ();
         // The slide map, when it changed, encoded off the main loop.
-        if (auto map = slide_views.map)
+        if (auto map = std::atomic_load (&slide_views.map))
           g.stills->push ([map] {
             if (auto o = map->take_if_changed ())
               send (livemicro::orchestrator::event::Overview{std::move (*o)});

@@ -295,7 +295,8 @@ TEST_F (Viewer, SlideMapShowsTheFieldWhereTheStageWentAndAClickMovesItForTheDriv
   auto page = open (d, "carl", "consultant");
   ASSERT_TRUE (page->wait_true (
       "window.livemicro.map && window.livemicro.mapView && window.livemicro.mapView.field", 20));
-  EXPECT_EQ (page->evaluate ("window.livemicro.map.macro"), "true");
+  // The macro image comes a few seconds after the first frames (rendered at low priority).
+  EXPECT_TRUE (page->wait_true ("window.livemicro.map.macro", 40));
   EXPECT_NEAR (std::stod (page->evaluate ("window.livemicro.map.width_um")), 75000, 200);
   std::string box
       = page->evaluate ("(() => { const r = document.getElementById('map').getBoundingClientRect(); "
@@ -363,6 +364,13 @@ TEST_F (Viewer, GuestsSlideMapIsMaskedOverTheLabelOnTheServer)
   EXPECT_EQ (refused (*page), "");
   HttpReply o = d.create_session ("olga", "owner");
   ASSERT_EQ (o.status, 201);
+  // Wait for the slide's macro image (it shows the label the stage never visited).
+  bool macro = false;
+  for (int i = 0; i < 400 && !macro; i++, g_usleep (100000)) {
+    HttpReply m = d.request ("GET", "/api/v1/microscopes/demo/overview", "", o.str ("token"));
+    macro = m.status == 200 && json_object_get_boolean_member (m.object (), "macro");
+  }
+  ASSERT_TRUE (macro);
   // The label of the synthetic slide: x 0–20 mm, the whole height.
   auto label_pixels = [] (const HttpReply &png, cv::Mat &label) {
     cv::Mat bgr = cv::imdecode (cv::Mat (1, (int)png.body.size (), CV_8UC1, (void *)png.body.data ()),
