@@ -123,6 +123,7 @@ struct HttpApi::Viewer {
   SoupWebsocketConnection *conn = nullptr;
   bool events_only = false; // /api/v1/microscopes/{id}/events
   bool want_webrtc = true;
+  bool want_nuclei = false; // asked for in its hello (tens to hundreds of kB each)
   Principal who;
   int presence = 0;
   bool reads_analysis = false; // counted by its hub's demand
@@ -1224,13 +1225,13 @@ HttpApi::authenticated (Viewer *v, const Principal &who)
   std::string microscope = v->microscope;
   // What this viewer's profile lets it see.
   const bool analysis = node_.may_see (who, "analysis"), pointers = node_.may_see (who, "pointers"),
-             annotations = node_.may_see (who, "annotations");
+             annotations = node_.may_see (who, "annotations"), nuclei = analysis && v->want_nuclei;
   v->listener = node_.add_listener (
-      [this, v, own_session, microscope, analysis, pointers, annotations] (const Node::Event &e) {
+      [this, v, own_session, microscope, analysis, pointers, annotations, nuclei] (const Node::Event &e) {
         if (e.microscope != microscope)
           return;
-        if (((e.kind == "features" || e.kind == "nuclei") && !analysis) || (e.kind == "pointer" && !pointers)
-            || (e.kind.rfind ("annotation", 0) == 0 && !annotations))
+        if ((e.kind == "features" && !analysis) || (e.kind == "nuclei" && !nuclei)
+            || (e.kind == "pointer" && !pointers) || (e.kind.rfind ("annotation", 0) == 0 && !annotations))
           return;
         if (e.kind == "session_ended") {
           if (!own_session.empty () && e.session == own_session)
@@ -1331,6 +1332,7 @@ HttpApi::on_viewer_message (Viewer *v, const char *data, size_t len)
       return;
     }
     v->want_webrtc = m.webrtc;
+    v->want_nuclei = m.nuclei;
     authenticated (v, who);
     return;
   }

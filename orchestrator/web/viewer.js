@@ -11,7 +11,7 @@
 // its Location ends it; the WebSocket then carries events only (hello with
 // webrtc: false) and no per-frame capture times, so no latency figure.
 // Protocol on /ws/{session id} (JSON):
-//   → {type:"hello", token}            ← {type:"welcome", session, online, state, features, control, permissions}
+//   → {type:"hello", token, nuclei: true}  ← {type:"welcome", session, online, state, features, control, permissions, slide_map}
 //   ← {type:"offer", sdp}              → {type:"answer", sdp}
 //   ↔ {type:"ice", candidate, sdpMLineIndex}
 //   ← {type:"frame", rtp, capture_unix_us, x_um, y_um, um_per_px, width, height}
@@ -926,7 +926,7 @@
     if (state.ws) { state.ws.onclose = null; state.ws.close(); }
     const ws = new WebSocket(`${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws/${sessionId}`);
     state.ws = ws;
-    ws.onopen = () => { send({ type: 'hello', token, webrtc: !state.whep }); send({ type: 'ping', t: Date.now() }); };
+    ws.onopen = () => { send({ type: 'hello', token, webrtc: !state.whep, nuclei: true }); send({ type: 'ping', t: Date.now() }); };
     ws.onmessage = onMessage;
     ws.onclose = (e) => {
       if (e.code === 4401) { fatal('This link is not valid: its token is wrong or its session has ended. Ask the session owner for a new link.'); return; }
