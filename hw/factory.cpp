@@ -12,6 +12,8 @@ namespace livemicro::hw {
 
 namespace {
 
+std::unique_ptr<sim::Slide> open_sim_slide (const MicroscopeUri &uri, uint64_t seed);
+
 std::unique_ptr<Microscope>
 open_sim (const MicroscopeUri &uri)
 {
@@ -29,14 +31,19 @@ open_sim (const MicroscopeUri &uri)
   o.cache_bytes = (size_t)uri.get_int ("cache_mb", (int64_t)(o.cache_bytes >> 20), 16, 16384) << 20;
 
   o.prefetch = uri.get_int ("prefetch", 1, 0, 1) != 0;
+  return std::make_unique<sim::SimMicroscope> (uri.text (), open_sim_slide (uri, o.seed), o);
+}
 
+std::unique_ptr<sim::Slide>
+open_sim_slide (const MicroscopeUri &uri, uint64_t seed)
+{
   std::unique_ptr<sim::Slide> slide;
   if (uri.host () == "synthetic" && (uri.path ().empty () || uri.path () == "/")) {
     if (uri.has ("mpp"))
       throw Error (ErrorKind::kUnsupported,
                    "microscope URI '" + uri.text ()
                        + "': mpp applies to slide files, the synthetic slide has its own scale");
-    slide = std::make_unique<sim::SyntheticSlide> (o.seed);
+    slide = std::make_unique<sim::SyntheticSlide> (seed);
   } else if (uri.host ().empty () && !uri.path ().empty ()) {
     slide = sim::open_slide_file (uri.path (), uri.get_double ("mpp", 0, 1e-3, 1000));
   } else {
@@ -44,7 +51,7 @@ open_sim (const MicroscopeUri &uri)
                  "microscope URI '" + uri.text ()
                      + "' names no slide: use sim://synthetic or sim:///absolute/path/to/slide");
   }
-  return std::make_unique<sim::SimMicroscope> (uri.text (), std::move (slide), o);
+  return slide;
 }
 
 } // namespace
@@ -89,6 +96,23 @@ open_microscope (const std::string &text)
                      + text);
   throw Error (ErrorKind::kUnsupported, "unknown microscope URI scheme '" + uri.scheme () + "' in '" + text
                                             + "' (supported: sim, aravis, v4l2, compose)");
+}
+
+std::optional<SlideOverview>
+slide_overview (const std::string &text, int max_side_px)
+{
+  MicroscopeUri uri (text);
+  if (uri.scheme () != "sim")
+    return std::nullopt;
+  std::unique_ptr<sim::Slide> slide = open_sim_slide (
+      uri, (uint64_t)uri.get_int ("seed", (int64_t)sim::SyntheticSlide::kDefaultSeed, 0, INT64_MAX));
+  cv::Size2d size = slide->size_um ();
+  double upp = std::max (size.width, size.height) / std::max (16, max_side_px);
+  SlideOverview o;
+  o.area_um = cv::Rect2d (0, 0, size.width, size.height);
+  slide->render (upp, cv::Rect (0, 0, (int)std::ceil (size.width / upp), (int)std::ceil (size.height / upp)),
+                 o.rgb);
+  return o;
 }
 
 } // namespace livemicro::hw

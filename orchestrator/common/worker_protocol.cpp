@@ -219,6 +219,42 @@ read_status (Reader &r, MicroscopeStatus &s)
 }
 
 bool
+read_field (JsonObject *o, AnalysedField &f)
+{
+  Reader r (o);
+  f.analysed_pts = (uint64_t)r.integer ("analysed_pts");
+  f.x_um = r.num ("x_um");
+  f.y_um = r.num ("y_um");
+  f.width_um = r.num ("width_um");
+  f.height_um = r.num ("height_um");
+  f.um_per_px = r.num ("um_per_px");
+  JsonArray *list = r.array ("nuclei");
+  for (guint i = 0; list && i < json_array_get_length (list); i++) {
+    JsonNode *n = json_array_get_element (list, i);
+    if (!JSON_NODE_HOLDS_OBJECT (n))
+      return false;
+    Reader m (json_node_get_object (n));
+    NucleusOutline o;
+    o.x_um = m.num ("x_um");
+    o.y_um = m.num ("y_um");
+    o.area_um2 = m.num ("area_um2");
+    o.mitotic_candidate = m.boolean ("mitotic_candidate");
+    JsonArray *pts = m.array ("outline_um");
+    for (guint k = 0; pts && k < json_array_get_length (pts); k++) {
+      JsonNode *v = json_array_get_element (pts, k);
+      if (!JSON_NODE_HOLDS_VALUE (v)
+          || (json_node_get_value_type (v) != G_TYPE_DOUBLE && json_node_get_value_type (v) != G_TYPE_INT64))
+        return false;
+      o.outline_um.push_back (json_node_get_double (v));
+    }
+    if (!m.ok () || o.outline_um.size () % 2)
+      return false;
+    f.nuclei.push_back (std::move (o));
+  }
+  return r.ok ();
+}
+
+bool
 read_summary (JsonObject *o, AnalysisSummary &a)
 {
   Reader r (o);
@@ -305,6 +341,33 @@ add_limits_members (JsonBuilder *b, const SoftLimits &l)
       .num ("y_max_um", l.y.max_um)
       .num ("z_min_um", l.z.min_um)
       .num ("z_max_um", l.z.max_um);
+}
+
+void
+add_field_members (JsonBuilder *b, const AnalysedField &f)
+{
+  Members (b)
+      .integer ("analysed_pts", (int64_t)f.analysed_pts)
+      .num ("x_um", f.x_um)
+      .num ("y_um", f.y_um)
+      .num ("width_um", f.width_um)
+      .num ("height_um", f.height_um)
+      .num ("um_per_px", f.um_per_px);
+  json_builder_set_member_name (b, "nuclei");
+  json_builder_begin_array (b);
+  for (const NucleusOutline &n : f.nuclei) {
+    json_builder_begin_object (b);
+    Members (b).num ("x_um", n.x_um).num ("y_um", n.y_um).num ("area_um2", n.area_um2);
+    json_builder_set_member_name (b, "mitotic_candidate");
+    json_builder_add_boolean_value (b, n.mitotic_candidate);
+    json_builder_set_member_name (b, "outline_um");
+    json_builder_begin_array (b);
+    for (double v : n.outline_um)
+      add_number (b, v);
+    json_builder_end_array (b);
+    json_builder_end_object (b);
+  }
+  json_builder_end_array (b);
 }
 
 void
@@ -512,6 +575,24 @@ encode (const WorkerEvent &e)
               .str ("problem", m.problem)
               .boolean ("online", m.online)
               .done ();
+        else if constexpr (std::is_same_v<T, event::Nuclei>) {
+          Writer w ("event", "nuclei");
+          json_builder_set_member_name (w.builder (), "field");
+          json_builder_begin_object (w.builder ());
+          add_field_members (w.builder (), m.field);
+          json_builder_end_object (w.builder ());
+          return w.done ();
+        } else if constexpr (std::is_same_v<T, event::Overview>)
+          return Writer ("event", "overview")
+              .num ("x_um", m.overview.x_um)
+              .num ("y_um", m.overview.y_um)
+              .num ("width_um", m.overview.width_um)
+              .num ("height_um", m.overview.height_um)
+              .integer ("width", m.overview.width)
+              .integer ("height", m.overview.height)
+              .boolean ("macro", m.overview.macro)
+              .str ("png_base64", m.overview.png_base64)
+              .done ();
         else
           return Writer ("event", "error").str ("message", m.message).done ();
       },
@@ -587,6 +668,24 @@ decode_event (const std::string &json)
                       r.boolean ("online", false) || !r.has ("online")};
   else if (name == "error")
     e = event::Failed{r.str ("message", false)};
+  else if (name == "nuclei") {
+    event::Nuclei n;
+    JsonObject *field = r.object ("field");
+    if (!field || !read_field (field, n.field))
+      return std::nullopt;
+    e = n;
+  } else if (name == "overview") {
+    SlideOverview o;
+    o.x_um = r.num ("x_um");
+    o.y_um = r.num ("y_um");
+    o.width_um = r.num ("width_um");
+    o.height_um = r.num ("height_um");
+    o.width = (uint32_t)r.integer ("width");
+    o.height = (uint32_t)r.integer ("height");
+    o.macro = r.boolean ("macro", false);
+    o.png_base64 = r.str ("png_base64");
+    e = event::Overview{std::move (o)};
+  }
   if (!e || !r.ok ())
     return std::nullopt;
   return e;

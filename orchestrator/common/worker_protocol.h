@@ -62,6 +62,35 @@ struct AnalysisSummary {
   std::optional<std::string> grade_cue, grade_cue_note;
 };
 
+// The nuclei of the latest analysis on the slide, for pages that draw
+// outlines and a heat map themselves (RTSP players keep the burned-in
+// overlay).  Everything in slide µm, so a page places it with the stage
+// position of the frame it shows; outlines are simplified to 0.25 µm.
+struct NucleusOutline {
+  double x_um = 0, y_um = 0; // centroid
+  double area_um2 = 0;
+  bool mitotic_candidate = false;
+  std::vector<double> outline_um; // x0, y0, x1, y1, … (closed polygon)
+};
+struct AnalysedField {
+  uint64_t analysed_pts = 0;
+  double x_um = 0, y_um = 0;          // centre of the analysed frame
+  double width_um = 0, height_um = 0; // its extent
+  double um_per_px = 0;
+  std::vector<NucleusOutline> nuclei;
+};
+
+// A low-resolution map of the whole slide: the slide's macro image where
+// the microscope knows one (the virtual microscope), with the frames
+// captured so far pasted where their StageMeta places them.  Unmasked: the
+// daemon masks it per viewer before it leaves (docs/viewer.md).
+struct SlideOverview {
+  double x_um = 0, y_um = 0, width_um = 0, height_um = 0; // what it covers
+  uint32_t width = 0, height = 0;                         // pixels
+  bool macro = false;                                     // started from the slide's own macro image
+  std::string png_base64;                                 // RGB
+};
+
 // A number as JSON.  json-glib 1.6 writes a double whose shortest form has
 // an exponent but no point as invalid JSON ("1e+308.0"), and has no NaN or
 // infinity: such doubles (all integral, |v| ≥ 2^53) are written as integers
@@ -73,6 +102,7 @@ void add_number (JsonBuilder *b, double v);
 void add_status_members (JsonBuilder *b, const MicroscopeStatus &s);
 void add_limits_members (JsonBuilder *b, const SoftLimits &l);
 void add_summary_members (JsonBuilder *b, const AnalysisSummary &a);
+void add_field_members (JsonBuilder *b, const AnalysedField &f);
 
 // ---- daemon → worker ----------------------------------------------------------
 
@@ -166,6 +196,12 @@ struct StillTaken {
 struct Warning {
   std::string source, message;
 };
+struct Nuclei {
+  AnalysedField field;
+};
+struct Overview {
+  SlideOverview overview;
+};
 // A device of the microscope went away or came back.
 struct Device {
   std::string part, device, problem;
@@ -176,9 +212,10 @@ struct Failed {
   std::string message;
 };
 } // namespace event
-using WorkerEvent = std::variant<event::Hello, event::Started, event::State, event::Features, event::Stats,
-                                 event::ViewAdded, event::ViewError, event::CommandEnded, event::StillTaken,
-                                 event::Warning, event::Device, event::Failed>;
+using WorkerEvent
+    = std::variant<event::Hello, event::Started, event::State, event::Features, event::Stats,
+                   event::ViewAdded, event::ViewError, event::CommandEnded, event::StillTaken, event::Warning,
+                   event::Device, event::Failed, event::Nuclei, event::Overview>;
 
 std::string encode (const WorkerEvent &e);
 std::optional<WorkerEvent> decode_event (const std::string &json);

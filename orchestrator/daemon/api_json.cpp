@@ -68,6 +68,56 @@ analysis_json (const std::optional<AnalysisSummary> &a)
   return a ? object ([&] (JsonBuilder *b) { add_summary_members (b, *a); }) : "null";
 }
 
+std::string
+field_json (const AnalysedField &f)
+{
+  return object ([&] (JsonBuilder *b) { add_field_members (b, f); });
+}
+
+namespace {
+
+void
+add_points (JsonBuilder *b, const std::vector<cv::Point2d> &points)
+{
+  json_builder_begin_array (b);
+  for (const cv::Point2d &p : points) {
+    json_builder_begin_array (b);
+    add_number (b, std::round (p.x * 10) / 10);
+    add_number (b, std::round (p.y * 10) / 10);
+    json_builder_end_array (b);
+  }
+  json_builder_end_array (b);
+}
+
+} // namespace
+
+std::string
+overview_json (const SlideMapImage &map, const std::vector<std::vector<cv::Point2d>> &masked_um,
+               const std::vector<cv::Point2d> &path_um)
+{
+  return object ([&] (JsonBuilder *b) {
+    const SlideOverview &g = map.geometry;
+    for (auto [k, v] : {std::pair<const char *, double>{"x_um", g.x_um},
+                        {"y_um", g.y_um},
+                        {"width_um", g.width_um},
+                        {"height_um", g.height_um}}) {
+      json_builder_set_member_name (b, k);
+      add_number (b, v);
+    }
+    json_builder_set_member_name (b, "macro");
+    json_builder_add_boolean_value (b, g.macro);
+    json_builder_set_member_name (b, "updated_unix_us");
+    json_builder_add_int_value (b, map.updated_unix_us);
+    json_builder_set_member_name (b, "masked_um");
+    json_builder_begin_array (b);
+    for (const auto &poly : masked_um)
+      add_points (b, poly);
+    json_builder_end_array (b);
+    json_builder_set_member_name (b, "path_um");
+    add_points (b, path_um);
+  });
+}
+
 void
 add_control_members (JsonBuilder *b, const ControlArbiter &c)
 {

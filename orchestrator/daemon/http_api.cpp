@@ -128,6 +128,7 @@ struct HttpApi::Viewer {
   SoupWebsocketConnection *conn = nullptr;
   bool events_only = false; // /api/v1/microscopes/{id}/events
   bool want_webrtc = true;
+  bool want_nuclei = false; // asked for in its hello (tens to hundreds of kB each)
   Principal who;
   int presence = 0;
   bool reads_analysis = false; // counted by its hub's demand
@@ -373,6 +374,8 @@ HttpApi::routes ()
       {"GET", "/api/v1/sessions/{}/annotations.geojson", true, &HttpApi::annotations_geojson},
       {"GET", "/api/v1/microscopes", true, &HttpApi::list_microscopes},
       {"GET", "/api/v1/microscopes/{}", true, &HttpApi::get_microscope},
+      {"GET", "/api/v1/microscopes/{}/overview", true, &HttpApi::slide_map},
+      {"GET", "/api/v1/microscopes/{}/overview.png", true, &HttpApi::slide_map_png},
       {"POST", "/api/v1/microscopes/{}/control", true, &HttpApi::control},
       {"POST", "/api/v1/microscopes/{}/commands", true, &HttpApi::command},
       {"GET", "/api/v1/microscopes/{}/commands/{}", true, &HttpApi::get_command},
@@ -970,6 +973,59 @@ HttpApi::get_microscope (Call &c)
   respond (c.msg, 200, to_string (b));
 }
 
+namespace {
+
+// What a viewer's copy of the slide map hides: the configured regions its
+// profile masks (the label), and whether it is coarsened because the
+// profile masks print found anywhere (slide_map.h).  The admin sees all.
+struct MapMask {
+  std::vector<std::vector<cv::Point2d>> polygons_um;
+  bool coarse = false;
+};
+MapMask
+map_mask_for (const Node &node, const Principal &who)
+{
+  MapMask m;
+  if (who.admin)
+    return m;
+  const livemicro::privacy::Profile *profile = node.profiles ().find (who.session->role);
+  if (!profile)
+    throw Refusal{Reason::kForbidden, "no view profile '" + who.session->role + "' on this node"};
+  for (const livemicro::privacy::SlideRegion *r : node.profiles ().regions_for (*profile))
+    m.polygons_um.push_back (r->polygon_um);
+  using livemicro::privacy::RegionClass;
+  m.coarse = profile->detects (RegionClass::kText) || profile->detects (RegionClass::kQr)
+             || profile->detects (RegionClass::kBarcode);
+  return m;
+}
+
+const SlideMapImage &
+map_of (const MicroscopeHub &hub)
+{
+  if (!hub.slide_map ())
+    throw Refusal{Reason::kUnavailable, "no slide map yet: it is made from the first frames"};
+  return *hub.slide_map ();
+}
+
+} // namespace
+
+void
+HttpApi::slide_map (Call &c)
+{
+  MicroscopeHub &hub = node_.hub_visible_to (c.who, c.params[0]);
+  respond (c.msg, 200,
+           api::overview_json (map_of (hub), map_mask_for (node_, c.who).polygons_um, hub.path_um ()));
+}
+
+void
+HttpApi::slide_map_png (Call &c)
+{
+  MicroscopeHub &hub = node_.hub_visible_to (c.who, c.params[0]);
+  MapMask mask = map_mask_for (node_, c.who);
+  std::vector<unsigned char> png = masked_png (map_of (hub), mask.polygons_um, mask.coarse);
+  respond (c.msg, 200, std::string (png.begin (), png.end ()), "image/png");
+}
+
 void
 HttpApi::control (Call &c)
 {
@@ -1382,6 +1438,32 @@ HttpApi::authenticated (Viewer *v, const Principal &who)
   add_json (b, "state", api::status_json (m.status ()));
   add_json (b, "features", node_.may_see (who, "analysis") ? api::analysis_json (m.analysis ()) : "null");
   add_json (b, "control", api::control_json (m.control ()));
+  // What the page may offer: a control this viewer cannot use is not shown,
+  // so the page fires no request that would be refused.
+  const livemicro::privacy::Profile *profile
+      = who.session ? node_.profiles ().find (who.session->role) : nullptr;
+  json_builder_set_member_name (b, "permissions");
+  json_builder_begin_object (b);
+  for (auto [name, allowed] : {std::pair<const char *, bool>{"control", profile && profile->may_control},
+                               {"stop", who.admin || (who.session && who.session->role == "owner")},
+                               {"analysis", node_.may_see (who, "analysis")},
+                               {"pointers", node_.may_see (who, "pointers")},
+                               {"annotations", node_.may_see (who, "annotations") && !who.admin}}) {
+    json_builder_set_member_name (b, name);
+    json_builder_add_boolean_value (b, allowed);
+  }
+  json_builder_end_object (b);
+  // The slide map's geometry as this viewer may see it (null until the
+  // first frames made one, or for a role without a profile here); its
+  // pixels come from …/overview.png.
+  std::string slide_map = "null";
+  if (m.slide_map ()) {
+    try {
+      slide_map = api::overview_json (*m.slide_map (), map_mask_for (node_, who).polygons_um, m.path_um ());
+    } catch (const Refusal &) {
+    }
+  }
+  add_json (b, "slide_map", slide_map);
   json_builder_set_member_name (b, "server_time_us");
   json_builder_add_int_value (b, g_get_real_time ());
   json_builder_end_object (b);
@@ -1391,13 +1473,13 @@ HttpApi::authenticated (Viewer *v, const Principal &who)
   std::string microscope = v->microscope;
   // What this viewer's profile lets it see.
   const bool analysis = node_.may_see (who, "analysis"), pointers = node_.may_see (who, "pointers"),
-             annotations = node_.may_see (who, "annotations");
+             annotations = node_.may_see (who, "annotations"), nuclei = analysis && v->want_nuclei;
   v->listener = node_.add_listener (
-      [this, v, own_session, microscope, analysis, pointers, annotations] (const Node::Event &e) {
+      [this, v, own_session, microscope, analysis, pointers, annotations, nuclei] (const Node::Event &e) {
         if (e.microscope != microscope)
           return;
-        if ((e.kind == "features" && !analysis) || (e.kind == "pointer" && !pointers)
-            || (e.kind.rfind ("annotation", 0) == 0 && !annotations))
+        if ((e.kind == "features" && !analysis) || (e.kind == "nuclei" && !nuclei)
+            || (e.kind == "pointer" && !pointers) || (e.kind.rfind ("annotation", 0) == 0 && !annotations))
           return;
         if (e.kind == "session_ended") {
           if (!own_session.empty () && e.session == own_session)
@@ -1498,6 +1580,7 @@ HttpApi::on_viewer_message (Viewer *v, const char *data, size_t len)
       return;
     }
     v->want_webrtc = m.webrtc;
+    v->want_nuclei = m.nuclei;
     authenticated (v, who);
     return;
   }

@@ -84,6 +84,8 @@ private:
   void annotations_geojson (Call &c);
   void list_microscopes (Call &c);
   void get_microscope (Call &c);
+  void slide_map (Call &c);
+  void slide_map_png (Call &c);
   void control (Call &c);
   void command (Call &c);
   void get_command (Call &c);

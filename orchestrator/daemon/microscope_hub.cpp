@@ -157,9 +157,24 @@ MicroscopeHub::on_event (const WorkerEvent &e)
             node_.notify (id (), "online", api::reason_json (""));
           }
           node_.notify (id (), "state", api::status_json (status_));
+          const cv::Point2d here (m.status.x_um, m.status.y_um);
+          if (path_um_.empty () || cv::norm (here - path_um_.back ()) >= kPathStepUm) {
+            path_um_.push_back (here);
+            if (path_um_.size () > kPathPoints)
+              path_um_.erase (path_um_.begin ());
+          }
         } else if constexpr (std::is_same_v<T, event::Features>) {
           analysis_ = m.summary;
           node_.notify (id (), "features", api::analysis_json (analysis_));
+        } else if constexpr (std::is_same_v<T, event::Nuclei>) {
+          node_.notify (id (), "nuclei", api::field_json (m.field));
+        } else if constexpr (std::is_same_v<T, event::Overview>) {
+          if (auto map = decode_overview (m.overview, g_get_real_time ())) {
+            slide_map_ = std::move (map);
+            node_.notify (id (), "overview", api::overview_json (*slide_map_, {}, path_um_));
+          } else {
+            g_warning ("microscope '%s': the slide map from its worker does not decode", id ().c_str ());
+          }
         } else if constexpr (std::is_same_v<T, event::Stats>) {
           stats_ = m;
         } else if constexpr (std::is_same_v<T, event::ViewAdded>) {

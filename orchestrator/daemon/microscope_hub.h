@@ -17,6 +17,7 @@
 #include "config.h"
 #include "control.h"
 #include "requests.h"
+#include "slide_map.h"
 #include "view_stream.h"
 #include "worker_link.h"
 
@@ -83,6 +84,12 @@ public:
   const std::optional<MicroscopeStatus> &status () const { return status_; }
   const std::optional<AnalysisSummary> &analysis () const { return analysis_; }
   const std::optional<event::Stats> &stats () const { return stats_; }
+  // The slide map (unmasked: see slide_map.h) and the path the stage took,
+  // a point each time it had gone kPathStepUm (the last kPathPoints).
+  const std::optional<SlideMapImage> &slide_map () const { return slide_map_; }
+  const std::vector<cv::Point2d> &path_um () const { return path_um_; }
+  static constexpr double kPathStepUm = 25.0;
+  static constexpr size_t kPathPoints = 4000;
   const ControlArbiter &control () const { return *control_; }
   const std::map<int, Presence> &presence () const { return presence_; }
   int worker_pid () const { return worker_->pid (); }
@@ -164,6 +171,8 @@ private:
   std::optional<MicroscopeStatus> status_;
   std::optional<AnalysisSummary> analysis_;
   std::optional<event::Stats> stats_;
+  std::optional<SlideMapImage> slide_map_;
+  std::vector<cv::Point2d> path_um_;
   // View branches by key (profile + encoding), each with its sessions.
   std::map<std::string, std::shared_ptr<ViewStream>> views_;
   std::map<uint32_t, std::set<std::string>> view_sessions_;

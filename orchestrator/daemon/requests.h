@@ -152,6 +152,7 @@ struct ViewerMessage {
   Kind kind = Kind::kPing;
   std::string token;         // hello
   bool webrtc = true;        // hello: whether the page wants video
+  bool nuclei = false;       // hello: whether it wants the 'nuclei' events (large)
   std::string sdp;           // answer
   std::string candidate;     // ice
   unsigned mline = 0;        // ice: sdpMLineIndex

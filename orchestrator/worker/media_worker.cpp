@@ -26,6 +26,9 @@
 #include "common/worker_protocol.h"
 #include "common/wire.h"
 #include "hardware_queue.h"
+#include "slide_view.h"
+
+#include <livemicro/hw/microscope.h>
 
 #include <livemicro/frame_record_meta.h>
 
@@ -48,6 +51,8 @@
 #include <mutex>
 #include <string>
 #include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/socket.h>
 #include <csignal>
 #include <thread>
@@ -105,6 +110,17 @@ struct Worker {
 };
 
 Worker g;
+
+// For the pages (slide_view.h): the nuclei of each new analysis and the
+// frames of the slide map, each at most twice a second.
+struct SlideViews {
+  GstClockTime nuclei_pts = GST_CLOCK_TIME_NONE;
+  gint64 nuclei_sent_us = 0, map_pasted_us = 0;
+  // Made with the first frame on the streaming thread, read on the main
+  // loop: through std::atomic_load / std::atomic_store only.
+  std::shared_ptr<livemicro::orchestrator::SlideMap> map;
+};
+SlideViews slide_views;
 
 // Every event to the daemon goes through the one codec (worker_protocol.h).
 void
@@ -181,11 +197,14 @@ summary_of (const GstStructure *s)
   return a;
 }
 
+void publish_slide_views (GstPad *pad, GstBuffer *buf);
+
 GstPadProbeReturn
-on_capture_frame (GstPad *, GstPadProbeInfo *info, gpointer)
+on_capture_frame (GstPad *pad, GstPadProbeInfo *info, gpointer)
 {
   GstBuffer *buf = GST_PAD_PROBE_INFO_BUFFER (info);
   g.capture_frames++;
+  publish_slide_views (pad, buf);
   if (!GST_BUFFER_PTS_IS_VALID (buf))
     return GST_PAD_PROBE_OK;
   livemicro::hw::FrameRecord r;
@@ -195,6 +214,83 @@ on_capture_frame (GstPad *, GstPadProbeInfo *info, gpointer)
     r.capture_unix_us = g_get_real_time ();
   g.ledger.captured (GST_BUFFER_PTS (buf), r);
   return GST_PAD_PROBE_OK;
+}
+
+// The map covers the slide where the microscope knows it (its macro image is
+// rendered off this thread), else the stage's travel: the soft limits of
+// the field's centre widened by half a field.
+void
+make_slide_map (const LivemicroStageMeta &sm)
+{
+  g_autofree char *uri = nullptr;
+  GstStructure *limits = nullptr;
+  g_object_get (g.scope, "microscope", &uri, "soft-limits", &limits, nullptr);
+  double x0 = 0, x1 = 0, y0 = 0, y1 = 0;
+  if (limits) {
+    gst_structure_get (limits, "x_min_um", G_TYPE_DOUBLE, &x0, "x_max_um", G_TYPE_DOUBLE, &x1, "y_min_um",
+                       G_TYPE_DOUBLE, &y0, "y_max_um", G_TYPE_DOUBLE, &y1, nullptr);
+    gst_structure_free (limits);
+  }
+  const double half_w = sm.frame_width * sm.um_per_px / 2, half_h = sm.frame_height * sm.um_per_px / 2;
+  cv::Rect2d area (x0 - half_w, y0 - half_h, x1 - x0 + 2 * half_w, y1 - y0 + 2 * half_h);
+  if (!(area.width > 0 && area.height > 0)) // no limits: a standard slide around here
+    area = cv::Rect2d (sm.stage_x_um - 37500, sm.stage_y_um - 12500, 75000, 25000);
+  constexpr int kMapSidePx = 960;
+  auto map = std::make_shared<livemicro::orchestrator::SlideMap> (area, kMapSidePx);
+  std::atomic_store (&slide_views.map, map);
+  // Rendering a slide's macro image costs seconds of CPU (the virtual
+  // microscope opens its slide again): on a thread of its own at the lowest
+  // priority, after the capture has settled, so that it never delays the
+  // video, a still or a restart.  It touches only the map it shares.
+  std::string text = uri ? uri : "";
+  std::thread ([map, text] {
+#ifdef __linux__
+    setpriority (PRIO_PROCESS, (id_t)syscall (SYS_gettid), 19);
+#endif
+    g_usleep (2 * G_USEC_PER_SEC);
+    try {
+      if (auto o = livemicro::hw::slide_overview (text, kMapSidePx))
+        map->set_macro (o->rgb, o->area_um);
+    } catch (const std::exception &e) {
+      g_printerr ("livemicro-worker: no macro image for the slide map: %s\n", e.what ());
+    }
+  }).detach ();
+}
+
+// From the capture's streaming thread.
+void
+publish_slide_views (GstPad *pad, GstBuffer *buf)
+{
+  const gint64 now = g_get_monotonic_time ();
+  LivemicroFeaturesMeta *fm = livemicro_buffer_get_features_meta (buf);
+  if (fm && fm->n_nuclei > 0 && fm->analysed_pts != slide_views.nuclei_pts
+      && now - slide_views.nuclei_sent_us >= 500000) {
+    slide_views.nuclei_pts = fm->analysed_pts;
+    slide_views.nuclei_sent_us = now;
+    if (auto field = livemicro::orchestrator::analysed_field (*fm))
+      send (livemicro::orchestrator::event::Nuclei{std::move (*field)});
+  }
+  LivemicroStageMeta *sm = livemicro_buffer_get_stage_meta (buf);
+  if (!sm || !(sm->um_per_px > 0) || now - slide_views.map_pasted_us < 500000)
+    return;
+  slide_views.map_pasted_us = now;
+  auto map = std::atomic_load (&slide_views.map);
+  if (!map) {
+    make_slide_map (*sm);
+    map = std::atomic_load (&slide_views.map);
+  }
+  g_autoptr (GstCaps) caps = gst_pad_get_current_caps (pad);
+  GstVideoInfo info;
+  GstVideoFrame frame;
+  if (!caps || !gst_video_info_from_caps (&info, caps)
+      || GST_VIDEO_INFO_FORMAT (&info) != GST_VIDEO_FORMAT_RGB
+      || !gst_video_frame_map (&frame, &info, buf, GST_MAP_READ))
+    return;
+  cv::Mat rgb (GST_VIDEO_FRAME_HEIGHT (&frame), GST_VIDEO_FRAME_WIDTH (&frame), CV_8UC3,
+               GST_VIDEO_FRAME_PLANE_DATA (&frame, 0), GST_VIDEO_FRAME_PLANE_STRIDE (&frame, 0));
+  double upp = sm->frame_width > 0 ? sm->um_per_px * sm->frame_width / rgb.cols : sm->um_per_px;
+  map->paste (rgb, sm->stage_x_um, sm->stage_y_um, upp);
+  gst_video_frame_unmap (&frame);
 }
 
 // What runs follows who watches (see the top of this file); on the main loop.
@@ -920,6 +1016,12 @@ main (int argc, char **argv)
       1000,
       [] (gpointer) -> gboolean {
         send_stats ();
+        // The slide map, when it changed, encoded off the main loop.
+        if (auto map = std::atomic_load (&slide_views.map))
+          g.stills->push ([map] {
+            if (auto o = map->take_if_changed ())
+              send (livemicro::orchestrator::event::Overview{std::move (*o)});
+          });
         return G_SOURCE_CONTINUE;
       },
       nullptr);

@@ -1,5 +1,6 @@
 // Drives a page in Debian's headless Chromium through the Chrome DevTools
-// Protocol (WebSocket, libsoup): evaluate JavaScript, press keys.
+// Protocol (WebSocket, libsoup): evaluate JavaScript, press keys, click, and
+// watch the HTTP responses the page gets.
 #pragma once
 
 #include "testutil.h"
@@ -118,6 +119,49 @@ public:
     call ("Input.dispatchKeyEvent", params, 5);
   }
 
+  void mouse (const char *type, double x, double y, int click_count = 1)
+  {
+    g_autoptr (JsonBuilder) b = json_builder_new ();
+    json_builder_begin_object (b);
+    json_builder_set_member_name (b, "type");
+    json_builder_add_string_value (b, type);
+    json_builder_set_member_name (b, "x");
+    json_builder_add_double_value (b, x);
+    json_builder_set_member_name (b, "y");
+    json_builder_add_double_value (b, y);
+    json_builder_set_member_name (b, "button");
+    json_builder_add_string_value (b, "left");
+    json_builder_set_member_name (b, "clickCount");
+    json_builder_add_int_value (b, click_count);
+    json_builder_end_object (b);
+    g_autoptr (JsonNode) params = json_builder_get_root (b);
+    call ("Input.dispatchMouseEvent", params, 5);
+  }
+  // A left click at page coordinates (CSS pixels); `count` 2 is the second
+  // click of a double-click.
+  void click (double x, double y, int count = 1)
+  {
+    mouse ("mousePressed", x, y, count);
+    mouse ("mouseReleased", x, y, count);
+  }
+  // Records every HTTP response from now on and loads the page again, so
+  // that the record starts with the page's first request.
+  void watch_network_and_reload ()
+  {
+    g_autoptr (JsonNode) none = json_node_init_object (json_node_alloc (), json_object_new ());
+    call ("Network.enable", none, 5);
+    call ("Page.reload", none, 5);
+  }
+  struct Response {
+    std::string url;
+    int status = 0;
+  };
+  std::vector<Response> responses ()
+  {
+    std::lock_guard<std::mutex> lock (mutex_);
+    return responses_;
+  }
+
 private:
   static int free_port ()
   {
@@ -220,8 +264,10 @@ private:
                                 if (!json_parser_load_from_data (p, data, (gssize)len, nullptr))
                                   return;
                                 JsonObject *o = json_node_get_object (json_parser_get_root (p));
-                                if (!json_object_has_member (o, "id"))
-                                  return; // an event
+                                if (!json_object_has_member (o, "id")) { // an event
+                                  self->on_event (o);
+                                  return;
+                                }
                                 std::lock_guard<std::mutex> lock (self->mutex_);
                                 self->replies_[(int)json_object_get_int_member (o, "id")]
                                     = std::string (data, len);
@@ -243,7 +289,21 @@ private:
     g_main_context_unref (ctx_);
   }
 
+  void on_event (JsonObject *o)
+  {
+    if (g_strcmp0 (json_object_get_string_member_with_default (o, "method", ""), "Network.responseReceived"))
+      return;
+    JsonObject *params = json_object_get_object_member (o, "params");
+    JsonObject *r = params ? json_object_get_object_member (params, "response") : nullptr;
+    if (!r)
+      return;
+    std::lock_guard<std::mutex> lock (mutex_);
+    responses_.push_back ({json_object_get_string_member_with_default (r, "url", ""),
+                           (int)json_object_get_int_member_with_default (r, "status", 0)});
+  }
+
   TempDir profile_;
+  std::vector<Response> responses_;
   GSubprocess *browser_ = nullptr;
   int port_ = 0;
   std::thread thread_;

@@ -28,6 +28,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -151,5 +152,16 @@ public:
 // Opens a microscope by URI.  Throws Error with a message that names the URI
 // and what is wrong (unknown scheme, missing or unreadable slide, bad query).
 std::unique_ptr<Microscope> open_microscope (const std::string &uri);
+
+// The whole slide at low resolution, as a macro camera shows it: for a URI
+// whose microscope knows its slide (the virtual microscope, sim:), rendered
+// with at most `max_side_px` pixels on the longer side, with the slide µm it
+// covers; nothing for real hardware, whose slide is only seen through the
+// objective.  Opens no device.  Throws Error like open_microscope.
+struct SlideOverview {
+  cv::Mat rgb; // CV_8UC3
+  cv::Rect2d area_um;
+};
+std::optional<SlideOverview> slide_overview (const std::string &uri, int max_side_px);
 
 } // namespace livemicro::hw
