@@ -307,6 +307,17 @@ const char *kConfig720 = R"({
   "video": {"width": 1280, "height": 720, "framerate": 30, "bitrate_kbps": 2500},
   "microscopes": [{"id": "demo", "uri": "sim://synthetic"}]})";
 
+// The bare gst-rtsp-server reference: the same size, rate and encoder
+// settings as the daemon's view, one shared factory.
+const char *kBarePipeline
+    = "( videotestsrc is-live=true pattern=ball "
+      "! video/x-raw,width=1280,height=720,framerate=30/1 ! identity name=capture "
+      "! videoconvert ! video/x-raw,format=I420 "
+      "! x264enc name=enc tune=zerolatency speed-preset=ultrafast bitrate=2500 "
+      "key-int-max=30 bframes=0 threads=1 "
+      "! video/x-h264,profile=constrained-baseline,stream-format=byte-stream,alignment=au "
+      "! rtph264pay name=pay0 pt=96 config-interval=-1 )";
+
 std::vector<double>
 measure_client (LatencyClient &c, double seconds)
 {
@@ -386,14 +397,7 @@ bench_latency (double seconds, int repeats)
                            {"bare gst-rtsp-server RTSP (same client)", {}},
                            {"livemicrod WebRTC (Chromium, presented)", {}}};
   MainLoopThread loop;
-  BareServer bare ("( videotestsrc is-live=true pattern=ball "
-                   "! video/x-raw,width=1280,height=720,framerate=30/1 ! identity name=capture "
-                   "! videoconvert ! video/x-raw,format=I420 "
-                   "! x264enc name=enc tune=zerolatency speed-preset=ultrafast bitrate=2500 key-int-max=30 "
-                   "bframes=0 threads=1 "
-                   "! video/x-h264,profile=constrained-baseline,stream-format=byte-stream,alignment=au ! "
-                   "rtph264pay name=pay0 pt=96 config-interval=-1 )",
-                   true);
+  BareServer bare (kBarePipeline, true);
   Daemon d (kConfig720);
   if (!d.start ()) {
     std::fprintf (stderr, "livemicrod: %s\n", d.error ().c_str ());
@@ -520,14 +524,7 @@ bench_hop (int repeats)
 {
   std::vector<HopRepeat> out;
   MainLoopThread loop;
-  BareServer bare ("( videotestsrc is-live=true pattern=ball "
-                   "! video/x-raw,width=1280,height=720,framerate=30/1 ! identity name=capture "
-                   "! videoconvert ! video/x-raw,format=I420 "
-                   "! x264enc name=enc tune=zerolatency speed-preset=ultrafast bitrate=2500 key-int-max=30 "
-                   "bframes=0 threads=1 "
-                   "! video/x-h264,profile=constrained-baseline,stream-format=byte-stream,alignment=au ! "
-                   "rtph264pay name=pay0 pt=96 config-interval=-1 )",
-                   true);
+  BareServer bare (kBarePipeline, true);
   Daemon d (kConfig720);
   if (!d.start ()) {
     std::fprintf (stderr, "livemicrod: %s\n", d.error ().c_str ());

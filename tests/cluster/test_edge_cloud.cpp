@@ -111,6 +111,15 @@ TEST_F (EdgeCloud, NodesJoinOwnTheirMicroscopesAndListEachOther)
   Driver drv = take_control (a, "scope-a");
   EXPECT_EQ (a.request ("GET", "/api/v1/cluster", "", drv.token).status, 403);
 
+  // A keyframe of a view is the admin's (the nodes') to ask; bad asks change nothing.
+  const std::string kf = "/api/v1/microscopes/scope-a/keyframe";
+  EXPECT_EQ (a.request ("POST", kf, R"({"profile": "owner"})", drv.token).status, 403);
+  EXPECT_EQ (a.request ("POST", kf, R"({"profile": 3})").status, 422);
+  EXPECT_EQ (a.request ("POST", kf, R"({"profile": "owner", "x": 1})").status, 422);
+  EXPECT_EQ (a.request ("POST", kf, "{not json").status, 400);
+  EXPECT_EQ (a.request ("POST", kf, R"({"profile": "no-such-view"})").status, 404);
+  EXPECT_EQ (a.request ("POST", kf, R"({"profile": "owner"})").status, 202);
+
   // Commands pass the fence and land in the cluster's audit log.
   HttpReply m = move (a, "scope-a", drv, 10);
   EXPECT_EQ (m.status, 202) << m.body;
