@@ -84,11 +84,12 @@ parse_node (const KeyValue &kv)
 }
 
 std::string
-render_session (const SessionRecord &s, const std::string &serving_node)
+render_session (const SessionRecord &s, const std::string &serving_node, const std::string &site)
 {
   g_autoptr (JsonBuilder) b = json_builder_new ();
   json_builder_begin_object (b);
   member (b, "serving_node", serving_node);
+  member (b, "site", site);
   member (b, "id", s.id);
   member (b, "user", s.user);
   member (b, "role", s.role);
@@ -101,7 +102,7 @@ render_session (const SessionRecord &s, const std::string &serving_node)
 }
 
 std::optional<ClusterSession>
-parse_session (const std::string &text)
+parse_session (const std::string &text, int64_t revision)
 {
   Parsed p (text);
   if (!p.root || p.str ("id").empty () || p.str ("token_sha256").empty ())
@@ -113,7 +114,7 @@ parse_session (const std::string &text)
                   p.str ("token_sha256"),
                   p.str ("digest_ha1"),
                   p.integer ("created_unix_us")};
-  return ClusterSession{std::move (r), p.str ("serving_node")};
+  return ClusterSession{std::move (r), p.str ("serving_node"), p.str ("site"), revision};
 }
 
 std::string
@@ -286,17 +287,31 @@ ClusterMember::audit (int64_t after_revision)
 // ---- sessions of the edge cloud
 
 void
-ClusterMember::put_session (const SessionRecord &s, const std::string &serving_node)
+ClusterMember::put_session (const SessionRecord &s, const std::string &serving_node, const std::string &site)
 {
   const std::string k = key ("sessions", s.id);
   std::lock_guard<std::mutex> lock (caller_mutex_);
   auto t = caller_etcd_->txn ({{k, Compare::Target::kCreateRevision, 0}},
-                              {{Op::Kind::kPut, k, render_session (s, serving_node)},
+                              {{Op::Kind::kPut, k, render_session (s, serving_node, site)},
                                {Op::Kind::kPut, key ("tokens", s.token_sha256), s.id}});
   if (!t.succeeded)
     throw EtcdError ("session '" + s.id + "' is already in the edge cloud");
   std::lock_guard<std::mutex> state (mutex_);
-  sessions_[s.id] = {s, serving_node};
+  sessions_[s.id] = {s, serving_node, site, t.revision};
+}
+
+bool
+ClusterMember::move_session (const ClusterSession &s, const std::string &serving_node)
+{
+  const std::string k = key ("sessions", s.record.id);
+  std::lock_guard<std::mutex> lock (caller_mutex_);
+  auto t = caller_etcd_->txn ({{k, Compare::Target::kModRevision, s.revision}},
+                              {{Op::Kind::kPut, k, render_session (s.record, serving_node, s.site)}});
+  if (!t.succeeded)
+    return false;
+  std::lock_guard<std::mutex> state (mutex_);
+  sessions_[s.record.id] = {s.record, serving_node, s.site, t.revision};
+  return true;
 }
 
 void
@@ -323,7 +338,7 @@ ClusterMember::session_by_token_sha256 (const std::string &sha256)
   if (!id)
     return std::nullopt;
   auto kv = caller_etcd_->get (key ("sessions", id->value));
-  auto s = kv ? parse_session (kv->value) : std::nullopt;
+  auto s = kv ? parse_session (kv->value, kv->mod_revision) : std::nullopt;
   if (!s || s->record.token_sha256 != sha256)
     return std::nullopt;
   return s->record;
@@ -405,7 +420,7 @@ ClusterMember::session (const std::string &id)
   }
   std::lock_guard<std::mutex> lock (caller_mutex_);
   auto kv = caller_etcd_->get (key ("sessions", id));
-  return kv ? parse_session (kv->value) : std::nullopt;
+  return kv ? parse_session (kv->value, kv->mod_revision) : std::nullopt;
 }
 
 std::optional<std::string>
@@ -628,7 +643,7 @@ ClusterMember::read_cluster (EtcdClient &etcd)
     last_homes[kv.key.substr (microscopes_prefix.size ())] = kv.value;
   std::map<std::string, ClusterSession> sessions;
   for (const auto &kv : etcd.list (config_.prefix + "sessions/"))
-    if (auto s = parse_session (kv.value))
+    if (auto s = parse_session (kv.value, kv.mod_revision))
       sessions[s->record.id] = std::move (*s);
   std::map<std::string, RelayEndpoint> relays;
   const std::string relays_prefix = config_.prefix + "relays/";

@@ -80,6 +80,8 @@ struct ClusterView {
 struct ClusterSession {
   SessionRecord record;
   std::string serving_node;
+  std::string site;     // its viewers' site, where it is placed again after a failover
+  int64_t revision = 0; // the key's mod revision as read (0: not read from etcd)
 };
 
 // Where a home node serves one view to other nodes (SRT, see
@@ -129,7 +131,11 @@ public:
   // Sessions of the whole edge cloud, kept in etcd so that any node
   // authenticates any session (<prefix>sessions/<id>, and
   // <prefix>tokens/<sha256> → id).  Both blocking; throw EtcdError.
-  void put_session (const SessionRecord &s, const std::string &serving_node);
+  void put_session (const SessionRecord &s, const std::string &serving_node, const std::string &site = "");
+  // Places a session's view on another node, if its record is still the one
+  // read (`s.revision`): false when someone changed it meanwhile.  Blocking;
+  // throws EtcdError.
+  bool move_session (const ClusterSession &s, const std::string &serving_node);
   void remove_session (const SessionRecord &s);
   // By its token's hash: from the last read of the sessions, else asked of
   // etcd (a session created a moment ago on another node).

@@ -58,7 +58,8 @@ ClusterViews::sync ()
   auto *cluster = node_.cluster ();
   if (!cluster)
     return;
-  const auto sessions = cluster->sessions ();
+  auto sessions = cluster->sessions ();
+  replace_departed (sessions);
   sync_outgoing (sessions);
   sync_incoming (sessions);
 }
@@ -92,6 +93,41 @@ ClusterViews::open_outgoing (const std::string &key, const ClusterSession &s)
 }
 
 void
+ClusterViews::replace_departed (std::vector<ClusterSession> &sessions)
+{
+  auto *cluster = node_.cluster ();
+  const std::string &me = cluster->config ().node;
+  for (auto &s : sessions) {
+    // Only the microscope's home decides, and only while it holds it.
+    if (s.serving_node.empty () || s.serving_node == me || cluster->node (s.serving_node)
+        || !node_.hubs ().count (s.record.microscope) || !cluster->fence (s.record.microscope))
+      continue;
+    const std::string to = node_.place_view (s.site);
+    try {
+      if (!cluster->move_session (s, to))
+        continue; // changed meanwhile: seen again on the next read
+    } catch (const EtcdError &e) {
+      g_warning ("edge cloud: session %s stays placed on departed node %s: %s", s.record.id.c_str (),
+                 s.serving_node.c_str (), e.what ());
+      continue;
+    }
+    g_message ("edge cloud: node %s left; session %s is served by %s now", s.serving_node.c_str (),
+               s.record.id.c_str (), to.c_str ());
+    s.serving_node = to;
+  }
+}
+
+void
+ClusterViews::hold (const std::string &session_id, int delta)
+{
+  int &n = held_[session_id];
+  n += delta;
+  if (n <= 0)
+    held_.erase (session_id);
+  sync ();
+}
+
+void
 ClusterViews::sync_outgoing (const std::vector<ClusterSession> &sessions)
 {
   auto *cluster = node_.cluster ();
@@ -107,7 +143,8 @@ ClusterViews::sync_outgoing (const std::vector<ClusterSession> &sessions)
       wanted.insert (key);
   }
   for (auto it = outgoing_.begin (); it != outgoing_.end ();) {
-    if (wanted.count (it->first)) {
+    // Kept while a node pulls it (one whose viewers came to it on a failover).
+    if (wanted.count (it->first) || it->second.relay->stats ().callers > 0) {
       ++it;
       continue;
     }
@@ -128,7 +165,7 @@ ClusterViews::sync_incoming (const std::vector<ClusterSession> &sessions)
   const std::string &me = cluster->config ().node;
   std::map<std::string, std::vector<const ClusterSession *>> wanted;
   for (const auto &s : sessions)
-    if (s.serving_node == me && !node_.hubs ().count (s.record.microscope))
+    if ((s.serving_node == me || held_.count (s.record.id)) && !node_.hubs ().count (s.record.microscope))
       wanted[view_key (s.record)].push_back (&s);
 
   for (const auto &[key, list] : wanted) {

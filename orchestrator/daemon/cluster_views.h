@@ -35,6 +35,10 @@ public:
 
   // Starts and stops relays and mounts to match the edge cloud's sessions.
   void sync ();
+  // A viewer of a session reached this node (+1) or left it (-1): its view is
+  // served here while it has viewers here, wherever the session is placed
+  // (a browser that failed over comes before etcd says its node is gone).
+  void hold (const std::string &session_id, int delta);
   // The local view a session placed on this node plays (nullptr: none).
   std::shared_ptr<ViewStream> view_of_session (const std::string &session_id) const;
   // Prometheus lines: relays out (callers, bytes) and in (connected, frames).
@@ -53,6 +57,9 @@ private:
     std::string microscope, profile, from; // from: host:port it pulls
     std::set<std::string> sessions;
   };
+  // Home side: the sessions of microscopes homed here whose serving node
+  // left the edge cloud are placed again (same site, else here).
+  void replace_departed (std::vector<livemicro::cluster::ClusterSession> &sessions);
   void sync_outgoing (const std::vector<livemicro::cluster::ClusterSession> &sessions);
   void sync_incoming (const std::vector<livemicro::cluster::ClusterSession> &sessions);
   bool open_outgoing (const std::string &key, const livemicro::cluster::ClusterSession &s);
@@ -64,6 +71,7 @@ private:
   relay::SrtLinkSettings link_;
   std::map<std::string, Outgoing> outgoing_; // by microscope/profile
   std::map<std::string, Incoming> incoming_; // by microscope/profile
+  std::map<std::string, int> held_;          // session → its viewers here
   uint32_t next_view_id_ = 1u << 24;         // apart from the hubs' view ids
   std::shared_ptr<bool> alive_ = std::make_shared<bool> (true);
 };

@@ -234,14 +234,14 @@ Config::demo ()
 }
 
 Config
-Config::load (const std::string &path)
+Config::load (const std::string &path, bool in_cluster)
 {
   g_autofree gchar *text = nullptr;
   gsize len = 0;
   g_autoptr (GError) error = nullptr;
   if (!g_file_get_contents (path.c_str (), &text, &len, &error))
     throw ConfigError ("config '" + path + "': " + error->message);
-  return parse (std::string (text, len), path);
+  return parse (std::string (text, len), path, in_cluster);
 }
 
 namespace {
@@ -411,7 +411,7 @@ read_users (Reader &r, Config &c)
 } // namespace
 
 Config
-Config::parse (const std::string &json, const std::string &source)
+Config::parse (const std::string &json, const std::string &source, bool in_cluster)
 {
   g_autoptr (JsonParser) parser = json_parser_new ();
   Reader r (root_object (parser, json, source), "config '" + source + "': ");
@@ -469,7 +469,7 @@ Config::parse (const std::string &json, const std::string &source)
   }
   JsonArray *ms = r.array ("microscopes");
   // In an edge cloud a node may only serve viewers: no microscope of its own.
-  if ((!ms || json_array_get_length (ms) == 0) && !c.cluster.enabled ())
+  if ((!ms || json_array_get_length (ms) == 0) && !c.cluster.enabled () && !in_cluster)
     throw ConfigError (r.where () + "microscopes: at least one microscope is needed");
   for (guint i = 0; ms && i < json_array_get_length (ms); i++)
     c.microscopes.push_back (

@@ -109,9 +109,11 @@ struct Config {
   static Config demo ();
   // Reads and parses a configuration file.  Throws ConfigError (and only
   // that) naming the file and the key: "config 'PATH': microscopes[0].id: …".
-  static Config load (const std::string &path);
+  // `in_cluster`: the command line joins an edge cloud (--cluster), where a
+  // node may have no microscope of its own.
+  static Config load (const std::string &path, bool in_cluster = false);
   // Parses the JSON text of a configuration; `source` names it in errors.
-  static Config parse (const std::string &json, const std::string &source);
+  static Config parse (const std::string &json, const std::string &source, bool in_cluster = false);
 };
 
 // The roles a session can have, most privileged first.

@@ -129,6 +129,7 @@ struct HttpApi::Viewer {
   bool events_only = false; // /api/v1/microscopes/{id}/events
   bool want_webrtc = true;
   bool want_nuclei = false; // asked for in its hello (tens to hundreds of kB each)
+  bool relayed = false;     // another node relays it (that node tells the page where to go on)
   Principal who;
   int presence = 0;
   bool reads_analysis = false; // counted by its hub's demand
@@ -138,6 +139,8 @@ struct HttpApi::Viewer {
   bool authenticated = false;
   bool ended = false; // closing: nothing it sends counts any more
   std::shared_ptr<WebRtcPeer> peer;
+  std::unique_ptr<HomeLink> home; // its events, when its microscope is homed elsewhere
+  bool holds_view = false;        // its view is relayed here while it is here
   int listener = 0;
   guint auth_timeout = 0;
   gulong closed_handler = 0, message_handler = 0;
@@ -1367,6 +1370,7 @@ HttpApi::close_viewer (Viewer *v)
     own->peer->stop ();
     node_.count_webrtc_viewer (own->count_key, -1);
   }
+  release_view (own.get ());
   if (soup_websocket_connection_get_state (own->conn) == SOUP_WEBSOCKET_STATE_OPEN)
     soup_websocket_connection_close (own->conn, SOUP_WEBSOCKET_CLOSE_NORMAL, nullptr);
   // The message handler first: the closed handler's data dies with it.
@@ -1496,9 +1500,14 @@ HttpApi::authenticated (Viewer *v, const Principal &who)
     v->presence = m.join (*who.session, v->events_only ? "events" : "viewer");
     ws_send (v->conn, typed ("presence", api::presence_json (m.presence ())));
   }
-  if (v->events_only || !v->want_webrtc)
-    return;
-  auto view = who.session ? m.view_of (own_session) : nullptr;
+  send_failover_nodes (v);
+  if (!v->events_only && v->want_webrtc)
+    start_peer (v, who, who.session ? m.view_of (own_session) : nullptr);
+}
+
+void
+HttpApi::start_peer (Viewer *v, const Principal &who, std::shared_ptr<ViewStream> view)
+{
   if (!view) {
     ws_send (v->conn, ws_error ("no view for this session"));
     return;
@@ -1515,6 +1524,81 @@ HttpApi::authenticated (Viewer *v, const Principal &who)
     v->peer.reset ();
     ws_send (v->conn, ws_error (node_.shown_to (who, e.what ())));
   }
+}
+
+void
+HttpApi::serve_relayed (Viewer *v, const Principal &who, const std::string &token)
+{
+  v->authenticated = true;
+  v->who = who;
+  const SessionRecord &s = *who.session;
+  v->microscope = s.microscope;
+  auto home = node_.home_url_of (s.microscope);
+  if (!home) {
+    end_viewer (v, 4503, "the microscope's home node is not in the edge cloud just now");
+    return;
+  }
+  node_.adopt_session (s.id);
+  node_.hold_view (s.id, +1);
+  v->holds_view = true;
+  // Up to the home node with the page's own token: it checks it again and
+  // sends what this session may see, as it would to the page itself.
+  g_autoptr (JsonBuilder) b = json_builder_new ();
+  json_builder_begin_object (b);
+  add_string (b, "type", "hello");
+  add_string (b, "token", token);
+  json_builder_set_member_name (b, "webrtc");
+  json_builder_add_boolean_value (b, FALSE);
+  json_builder_set_member_name (b, "nuclei");
+  json_builder_add_boolean_value (b, v->want_nuclei);
+  json_builder_set_member_name (b, "relayed");
+  json_builder_add_boolean_value (b, TRUE);
+  json_builder_end_object (b);
+  SoupWebsocketConnection *conn = v->conn;
+  v->home = std::make_unique<HomeLink> (
+      *home + "/ws/" + s.id, to_string (b), [conn] (const std::string &text) { ws_send (conn, text); },
+      [this, v] (int code, const std::string &reason) {
+        // The home node's refusals (token, session ended) reach the page as
+        // they are; its going away is one the page retries.
+        const bool refusal = code >= 4400 && code < 4500;
+        end_viewer (v, refusal ? code : 4503,
+                    refusal ? reason.c_str () : "the microscope's home node went away");
+      });
+  send_failover_nodes (v);
+  if (v->want_webrtc)
+    start_peer (v, who, node_.view_of_session (s));
+}
+
+void
+HttpApi::release_view (Viewer *v)
+{
+  if (!v->holds_view)
+    return;
+  v->holds_view = false;
+  node_.hold_view (v->who.session->id, -1);
+}
+
+void
+HttpApi::send_failover_nodes (Viewer *v)
+{
+  const auto nodes = node_.failover_nodes ();
+  if (nodes.empty () || v->relayed || v->events_only)
+    return;
+  g_autoptr (JsonBuilder) b = json_builder_new ();
+  json_builder_begin_object (b);
+  add_string (b, "type", "nodes");
+  json_builder_set_member_name (b, "nodes");
+  json_builder_begin_array (b);
+  for (const auto &n : nodes) {
+    json_builder_begin_object (b);
+    add_string (b, "name", n.name);
+    add_string (b, "site", n.site);
+    add_string (b, "url", n.http_url);
+    json_builder_end_object (b);
+  }
+  json_builder_end_array (b);
+  json_builder_end_object (b);
+  ws_send (v->conn, to_string (b));
 }
 
 void
@@ -1548,6 +1632,7 @@ HttpApi::end_viewer (Viewer *v, int code, const char *reason)
     v->peer.reset ();
     node_.count_webrtc_viewer (v->count_key, -1);
   }
+  release_view (v);
   if (soup_websocket_connection_get_state (v->conn) == SOUP_WEBSOCKET_STATE_OPEN)
     soup_websocket_connection_close (v->conn, (gushort)code, reason);
 }
@@ -1581,12 +1666,21 @@ HttpApi::on_viewer_message (Viewer *v, const char *data, size_t len)
     }
     v->want_webrtc = m.webrtc;
     v->want_nuclei = m.nuclei;
-    authenticated (v, who);
+    v->relayed = m.relayed;
+    if (who.session && !node_.hubs ().count (who.session->microscope))
+      serve_relayed (v, who, m.token);
+    else
+      authenticated (v, who);
     return;
   }
-  // The session may have ended since it authenticated.
-  if (v->who.session && !node_.session_live (v->who.session->id)) {
+  // The session may have ended since it authenticated (of a microscope
+  // homed elsewhere: its home node closes the link when it ends).
+  if (v->who.session && !v->home && !node_.session_live (v->who.session->id)) {
     end_viewer (v, 4403, "session ended");
+    return;
+  }
+  if (v->home && (m.kind == ViewerMessage::Kind::kStats || m.kind == ViewerMessage::Kind::kPointer)) {
+    v->home->send (std::string (data, len));
     return;
   }
   switch (m.kind) {

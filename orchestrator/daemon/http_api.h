@@ -10,6 +10,7 @@
 // and only here.
 #pragma once
 
+#include "home_link.h"
 #include "node.h"
 #include "socket_reaper.h"
 #include "webrtc_peer.h"
@@ -106,6 +107,13 @@ private:
   // The viewer and events WebSockets.
   void on_viewer_message (Viewer *v, const char *data, size_t len);
   void authenticated (Viewer *v, const Principal &who);
+  // A session of a microscope homed on another node: video from the view
+  // relayed here, events from the home node (home_link.h).
+  void serve_relayed (Viewer *v, const Principal &who, const std::string &token);
+  void start_peer (Viewer *v, const Principal &who, std::shared_ptr<ViewStream> view);
+  // Where the page may go on if this node fails (an edge cloud only).
+  void send_failover_nodes (Viewer *v);
+  void release_view (Viewer *v);
   void end_viewer (Viewer *v, int code, const char *reason);
   // The socket no longer reads its microscope's analysis (demand).
   void stop_reading_analysis (Viewer *v);

@@ -125,7 +125,7 @@ load_config (const Options &o)
 {
   Config config;
   try {
-    config = o.config_path ? Config::load (o.config_path) : Config::demo ();
+    config = o.config_path ? Config::load (o.config_path, o.cluster != nullptr) : Config::demo ();
   } catch (const ConfigError &e) {
     g_printerr ("livemicrod: %s\n", e.what ());
     return std::nullopt;

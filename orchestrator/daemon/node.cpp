@@ -379,6 +379,28 @@ Node::adopt_session (const std::string &session_id)
   cluster_views_->sync ();
 }
 
+void
+Node::hold_view (const std::string &session_id, int delta)
+{
+  if (cluster_views_)
+    cluster_views_->hold (session_id, delta);
+}
+
+std::vector<livemicro::cluster::NodeInfo>
+Node::failover_nodes () const
+{
+  if (!cluster_)
+    return {};
+  auto nodes = cluster_->view ().nodes;
+  const auto &me = cluster_->config ();
+  auto rank = [&] (const livemicro::cluster::NodeInfo &n) {
+    return n.name == me.node ? 0 : n.site == me.site ? 1 : 2;
+  };
+  std::stable_sort (nodes.begin (), nodes.end (),
+                    [&] (const auto &a, const auto &b) { return rank (a) < rank (b); });
+  return nodes;
+}
+
 std::optional<std::string>
 Node::home_url_of (const std::string &microscope) const
 {
@@ -520,8 +542,8 @@ Node::create_session (const Principal &by, const std::string &user, const std::s
     // Known to the whole edge cloud before it is answered: any node
     // authenticates it.
     try {
-      cluster_->put_session (n.record,
-                             place_view (viewer_site.empty () ? cluster_->config ().site : viewer_site));
+      const std::string site = viewer_site.empty () ? cluster_->config ().site : viewer_site;
+      cluster_->put_session (n.record, place_view (site), site);
     } catch (const livemicro::cluster::EtcdError &e) {
       g_warning ("session not created, the edge cloud's store refused: %s", e.what ());
       throw Refusal{Reason::kUnavailable,

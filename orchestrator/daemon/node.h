@@ -86,6 +86,12 @@ public:
   // A session another node made a moment ago at this node's request: its
   // view is placed here at once, not at the next read of etcd.
   void adopt_session (const std::string &session_id);
+  // A viewer of a session of a microscope homed elsewhere came to this node
+  // (+1) or left (-1): its view is relayed here while it has viewers here.
+  void hold_view (const std::string &session_id, int delta);
+  // The live nodes of the edge cloud, this one first, then those of its
+  // site: where a viewer page may go on when this node fails.
+  std::vector<livemicro::cluster::NodeInfo> failover_nodes () const;
   // The microscope of a session this node does not have, as the edge cloud
   // knows it.
   std::optional<std::string> microscope_of_cluster_session (const std::string &session_id) const;
@@ -200,6 +206,10 @@ public:
   std::string render_view (const std::string &profile) const;
   std::string template_problem (const std::string &profile) const;
 
+  // The node of the edge cloud that serves a view for viewers at `site`: the
+  // least loaded live node of that site, else this one.
+  std::string place_view (const std::string &site) const;
+
 private:
   void may_record (const Principal &by) const;
   void stop_recording_of (const Principal &by, const SessionRecord &s, const std::string &why,
@@ -211,8 +221,6 @@ private:
   void flush_pending_audit ();
   void tick ();
   void report_load ();
-  // The node of the edge cloud that serves a new view for viewers at `site`.
-  std::string place_view (const std::string &site) const;
   // The live node (not this one) that serves a session's view, if any.
   std::optional<livemicro::cluster::NodeInfo> serving_elsewhere (const SessionRecord &s) const;
   void forget_cluster_session (const SessionRecord &s);

@@ -420,6 +420,7 @@ parse_viewer_message (const char *data, size_t len, size_t max_bytes)
     m.token = in.required_string ("token");
     m.webrtc = in.boolean ("webrtc").value_or (true);
     m.nuclei = in.boolean ("nuclei").value_or (false);
+    m.relayed = in.boolean ("relayed").value_or (false);
   } else if (type == "answer") {
     m.kind = ViewerMessage::Kind::kAnswer;
     m.sdp = in.required_string ("sdp");

@@ -153,6 +153,7 @@ struct ViewerMessage {
   std::string token;         // hello
   bool webrtc = true;        // hello: whether the page wants video
   bool nuclei = false;       // hello: whether it wants the 'nuclei' events (large)
+  bool relayed = false;      // hello: another node of the edge cloud relays this page
   std::string sdp;           // answer
   std::string candidate;     // ice
   unsigned mline = 0;        // ice: sdpMLineIndex

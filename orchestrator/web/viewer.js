@@ -34,6 +34,9 @@
     session: null, microscope: null, scope: null, control: null, lease: null,
     shownFrame: null, pointers: new Map(), annotations: new Map(), whep: useWhep, whepResource: null,
     tool: 'move', draft: [], lastNotice: '', commands: [], fatal: '',
+    // In an edge cloud: the live nodes (this one first, then its site's),
+    // where the page goes on when this node fails.
+    nodes: [], failingOver: false,
     // What this viewer's role may do (the welcome's permissions): the page
     // offers nothing else, so it fires no request that would be refused.
     perms: { control: false, stop: false, analysis: false, pointers: false, annotations: false },
@@ -822,6 +825,7 @@
       case 'features': showFeatures(m.data); break;
       case 'nuclei': state.nuclei = m.data; state.nucleiAt = performance.now(); showAnalysisState(); break;
       case 'control': showControl(m.data); break;
+      case 'nodes': state.nodes = Array.isArray(m.nodes) ? m.nodes : []; break;
       case 'presence': showPresence(m.data); break;
       case 'command':
         if (m.data.status === 'failed') notice(`${m.data.op} failed: ${m.data.detail}`);
@@ -914,9 +918,44 @@
     if (state.fatal) return;
     setConn('reconnecting', 'badge-bad');
     console.warn('LiveMicro: reconnecting:', reason);
-    if (reconnectTimer) return;
-    const delay = Math.min(5000, 500 * 2 ** state.retry++);
-    reconnectTimer = setTimeout(() => { reconnectTimer = null; connect(); }, delay);
+    if (reconnectTimer || state.failingOver) return;
+    const retry = () => {
+      const delay = Math.min(5000, 500 * 2 ** state.retry++);
+      reconnectTimer = setTimeout(() => { reconnectTimer = null; connect(); }, delay);
+    };
+    if (state.nodes.length < 2) { retry(); return; }
+    state.failingOver = true;
+    failover().then((moved) => { state.failingOver = false; if (!moved) retry(); });
+  }
+
+  // Does anything answer at `base`?  A no-cors fetch resolves on any answer
+  // and fails when nothing listens there (no CORS needed: it is not read).
+  async function reachable(base, ms) {
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(), ms);
+    try {
+      await fetch(base + '/healthz', { mode: 'no-cors', cache: 'no-store', signal: abort.signal });
+      return true;
+    } catch {
+      return false;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  // This node is gone: the page goes on at the first other node of the edge
+  // cloud that answers (this node's site first), which serves this session's
+  // view from then on.  False when this node still answers (a blip: retry it).
+  async function failover() {
+    if (await reachable(location.origin, 800)) return false;
+    for (const n of state.nodes) {
+      if (!n.url || n.url === location.origin || !(await reachable(n.url, 800))) continue;
+      setConn(`moving to node ${n.name}`, 'badge-wait');
+      console.warn('LiveMicro: this node is gone; going on at', n.name);
+      location.replace(`${n.url}/view/${sessionId}${location.search}#token=${token}`);
+      return true;
+    }
+    return false;
   }
 
   function connect() {

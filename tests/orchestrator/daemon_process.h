@@ -160,6 +160,17 @@ public:
     g_clear_object (&proc_);
   }
 
+  // Dies at once, as a crashed or powered-off machine would: nothing is
+  // handed over (in an edge cloud its lease lapses by itself).
+  void kill ()
+  {
+    if (!proc_)
+      return;
+    g_subprocess_force_exit (proc_);
+    g_subprocess_wait (proc_, nullptr, nullptr);
+    g_clear_object (&proc_);
+  }
+
   std::string log () const
   {
     std::ifstream f (log_);
