@@ -7,6 +7,7 @@
 #include <gio/gio.h>
 #include <libsoup/soup.h>
 
+#include <algorithm>
 #include <sstream>
 
 namespace livemicro::orchestrator {
@@ -45,6 +46,7 @@ ClusterViews::ClusterViews (Node &node, relay::SrtLinkSettings link) : node_ (no
 
 ClusterViews::~ClusterViews ()
 {
+  *alive_ = false;
   for (auto &[key, in] : incoming_)
     for (const auto &id : in.sessions)
       node_.rtsp ().remove_session (id);
@@ -158,44 +160,31 @@ ClusterViews::sync_outgoing (const std::vector<ClusterSession> &sessions)
   }
 }
 
+// Every session of a microscope homed elsewhere whose view some node may
+// pull is mounted here: an RTSP player is served by whichever node it
+// reaches.  The view is pulled from the home node only while the session is
+// placed here, a page of it is here, or a player plays it here.
 void
 ClusterViews::sync_incoming (const std::vector<ClusterSession> &sessions)
 {
   auto *cluster = node_.cluster ();
   const std::string &me = cluster->config ().node;
-  std::map<std::string, std::vector<const ClusterSession *>> wanted;
-  for (const auto &s : sessions)
-    if ((s.serving_node == me || held_.count (s.record.id)) && !node_.hubs ().count (s.record.microscope))
-      wanted[view_key (s.record)].push_back (&s);
-
-  for (const auto &[key, list] : wanted) {
-    const SessionRecord &first = list.front ()->record;
-    auto at = cluster->relay (first.microscope, first.role);
+  std::map<std::string, std::vector<const ClusterSession *>> mounted;
+  for (const auto &s : sessions) {
+    if (node_.hubs ().count (s.record.microscope))
+      continue;
+    const bool here = s.serving_node == me || held_.count (s.record.id);
+    if (here || cluster->relay (s.record.microscope, s.record.role))
+      mounted[view_key (s.record)].push_back (&s);
+  }
+  for (const auto &[key, list] : mounted) {
     Incoming &in = incoming_[key];
-    // Mounted at once; frames come when the relay is there.
-    if (!in.view) {
-      in.view = std::make_shared<ViewStream> (next_view_id_++, first.microscope, first.role, key);
-      in.view->set_keyframe_request ([this, alive = alive_, m = first.microscope, p = first.role] {
-        if (*alive)
-          ask_keyframe (m, p);
-      });
-      in.microscope = first.microscope;
-      in.profile = first.role;
-    }
-    const std::string from = at ? at->host + ":" + std::to_string (at->port) : "";
-    if (at && from != in.from) {
-      // A new relay (or the home node came back on another port): pull from it.
-      in.relay.reset ();
-      auto relay = std::make_unique<relay::RelayIn> (in.view, at->host, (uint16_t)at->port, link_);
-      std::string error;
-      if (relay->start (error)) {
-        in.relay = std::move (relay);
-        in.from = from;
-      } else {
-        g_warning ("edge cloud: cannot pull view %s from %s: %s", key.c_str (), from.c_str (),
-                   error.c_str ());
-      }
-    }
+    if (!in.view)
+      open_incoming (in, key, list.front ()->record);
+    const bool pulled = in.view->viewers () > 0 || std::any_of (list.begin (), list.end (), [&] (auto *s) {
+                          return s->serving_node == me || held_.count (s->record.id);
+                        });
+    pull (in, key, pulled);
     std::set<std::string> ids;
     for (const ClusterSession *s : list) {
       ids.insert (s->record.id);
@@ -213,13 +202,62 @@ ClusterViews::sync_incoming (const std::vector<ClusterSession> &sessions)
     }
   }
   for (auto it = incoming_.begin (); it != incoming_.end ();) {
-    if (wanted.count (it->first)) {
+    if (mounted.count (it->first)) {
       ++it;
       continue;
     }
     for (const auto &id : it->second.sessions)
       node_.rtsp ().remove_session (id);
     it = incoming_.erase (it);
+  }
+}
+
+void
+ClusterViews::open_incoming (Incoming &in, const std::string &key, const SessionRecord &first)
+{
+  in.view = std::make_shared<ViewStream> (next_view_id_++, first.microscope, first.role, key);
+  in.view->set_keyframe_request ([this, alive = alive_, m = first.microscope, p = first.role] {
+    if (*alive)
+      ask_keyframe (m, p);
+  });
+  // A player came or went (on an RTSP thread): pull or stop on the main loop.
+  in.view->set_viewers_changed ([this, alive = alive_] {
+    auto *ctx = new std::pair<ClusterViews *, std::shared_ptr<bool>> (this, alive);
+    g_idle_add_full (
+        G_PRIORITY_DEFAULT,
+        [] (gpointer d) -> gboolean {
+          auto *c = static_cast<std::pair<ClusterViews *, std::shared_ptr<bool>> *> (d);
+          if (*c->second)
+            c->first->sync ();
+          return G_SOURCE_REMOVE;
+        },
+        ctx, [] (gpointer d) { delete static_cast<std::pair<ClusterViews *, std::shared_ptr<bool>> *> (d); });
+  });
+  in.microscope = first.microscope;
+  in.profile = first.role;
+}
+
+void
+ClusterViews::pull (Incoming &in, const std::string &key, bool wanted)
+{
+  if (!wanted) {
+    in.relay.reset ();
+    in.from.clear ();
+    return;
+  }
+  auto at = node_.cluster ()->relay (in.microscope, in.profile);
+  const std::string from = at ? at->host + ":" + std::to_string (at->port) : "";
+  if (!at || from == in.from)
+    return;
+  // A new relay (or the home node came back on another port): pull from it.
+  in.relay.reset ();
+  auto relay = std::make_unique<relay::RelayIn> (in.view, at->host, (uint16_t)at->port, link_);
+  std::string error;
+  if (relay->start (error)) {
+    in.relay = std::move (relay);
+    in.from = from;
+  } else {
+    g_warning ("edge cloud: cannot pull view %s from %s: %s", key.c_str (), from.c_str (), error.c_str ());
   }
 }
 

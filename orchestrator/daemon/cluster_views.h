@@ -63,6 +63,9 @@ private:
   void sync_outgoing (const std::vector<livemicro::cluster::ClusterSession> &sessions);
   void sync_incoming (const std::vector<livemicro::cluster::ClusterSession> &sessions);
   bool open_outgoing (const std::string &key, const livemicro::cluster::ClusterSession &s);
+  void open_incoming (Incoming &in, const std::string &key, const SessionRecord &first);
+  // Pulls the view from its home node's relay (wanted) or stops pulling it.
+  void pull (Incoming &in, const std::string &key, bool wanted);
   // Asks the home node for a keyframe of a relayed view (a viewer joined it
   // here): from any thread; nobody waits for the answer.
   void ask_keyframe (const std::string &microscope, const std::string &profile);

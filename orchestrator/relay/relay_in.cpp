@@ -188,8 +188,14 @@ RelayIn::connect_once ()
         auto *self = static_cast<RelayIn *> (data);
         self->bytes_ += gst_buffer_get_size (GST_PAD_PROBE_INFO_BUFFER (info));
         self->last_data_us_ = g_get_monotonic_time ();
-        if (!self->connected_.exchange (true) && self->had_connection_.exchange (true))
-          self->reconnects_++;
+        if (!self->connected_.exchange (true)) {
+          if (self->had_connection_.exchange (true))
+            self->reconnects_++;
+          // Viewers that joined before the link was up start at a keyframe
+          // now, not at the next GOP.
+          if (self->view_->viewers () > 0)
+            self->view_->request_keyframe ();
+        }
         return GST_PAD_PROBE_OK;
       },
       this, nullptr);

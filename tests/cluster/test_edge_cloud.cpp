@@ -433,6 +433,14 @@ TEST_F (EdgeCloud, ABrowserWhoseServingNodeDiesPlaysAgainFromAnotherNodeOfItsSit
   EXPECT_EQ (page.evaluate ("window.livemicro.session && window.livemicro.session.microscope"), "\"scope-a\"")
       << "its events come from the home node";
 
+  // An RTSP player is served by whichever node of the edge cloud it reaches.
+  {
+    livemicro::test::RtspPlayer reached (
+        "rtsp://127.0.0.1:" + std::to_string (other.rtsp_port ()) + "/s/" + id, id, token, "tcp", false);
+    EXPECT_TRUE (reached.wait_frames (5, 30))
+        << "a player at the node the session is not placed on: " << reached.error ();
+  }
+
   // The serving node dies (no goodbye: its lease lapses by itself).
   const int64_t killed = g_get_monotonic_time ();
   serving.kill ();
