@@ -162,6 +162,8 @@ HttpApi::~HttpApi ()
 {
   if (reap_timer_)
     g_source_remove (reap_timer_);
+  if (nodes_timer_)
+    g_source_remove (nodes_timer_);
   while (!viewers_.empty ())
     close_viewer (viewers_.begin ()->first);
   if (whep_listener_)
@@ -302,6 +304,14 @@ HttpApi::start ()
         return G_SOURCE_CONTINUE;
       },
       this);
+  // Pages learn when nodes join or leave the edge cloud (where to go on).
+  nodes_timer_ = g_timeout_add_seconds (
+      1,
+      [] (gpointer self) -> gboolean {
+        static_cast<HttpApi *> (self)->refresh_failover_nodes ();
+        return G_SOURCE_CONTINUE;
+      },
+      this);
   soup_server_add_handler (server_, nullptr, on_request, this, nullptr);
 
   const Config &config = node_.config ();
@@ -389,6 +399,7 @@ HttpApi::routes ()
       {"GET", "/api/v1/microscopes/{}/annotations.geojson", true, &HttpApi::microscope_annotations_geojson},
       {"GET", "/api/v1/audit", true, &HttpApi::audit},
       {"GET", "/api/v1/cluster", true, &HttpApi::cluster},
+      {"POST", "/api/v1/cluster/sessions/{}", true, &HttpApi::adopt_placed_session},
       {"POST", "/whep/{}", true, &HttpApi::whep_offer},
       {"DELETE", "/whep/{}/{}", true, &HttpApi::whep_delete},
   };
@@ -700,7 +711,48 @@ HttpApi::create_session (Call &c)
   json_builder_end_object (b);
   soup_message_headers_replace (soup_server_message_get_response_headers (c.msg), "Location",
                                 ("/api/v1/sessions/" + n.record.id).c_str ());
-  respond (c.msg, 201, to_string (b));
+  auto serving = node_.serving_elsewhere (n.record);
+  if (!serving || (forwarded_by && serving->name == forwarded_by)) {
+    respond (c.msg, 201, to_string (b)); // (the node that forwarded it takes it up with the answer)
+    return;
+  }
+  // Placed on another node: it mounts the session before its players come
+  // (else it would at its next read of etcd).  Answered either way.
+  struct Told {
+    SoupServerMessage *msg;
+    std::string body;
+  };
+  SoupMessage *tell
+      = soup_message_new ("POST", (serving->http_url + "/api/v1/cluster/sessions/" + n.record.id).c_str ());
+  if (!tell) {
+    respond (c.msg, 201, to_string (b));
+    return;
+  }
+  soup_message_headers_replace (soup_message_get_request_headers (tell), "Authorization",
+                                ("Bearer " + node_.admin_token ()).c_str ());
+  soup_server_message_pause (c.msg);
+  soup_session_send_and_read_async (
+      forwarder_, tell, G_PRIORITY_DEFAULT, nullptr,
+      [] (GObject *source, GAsyncResult *res, gpointer data) {
+        std::unique_ptr<Told> t (static_cast<Told *> (data));
+        g_autoptr (GBytes) ignored = soup_session_send_and_read_finish (SOUP_SESSION (source), res, nullptr);
+        respond (t->msg, 201, t->body);
+        soup_server_message_unpause (t->msg);
+        g_object_unref (t->msg);
+      },
+      new Told{SOUP_SERVER_MESSAGE (g_object_ref (c.msg)), to_string (b)});
+  g_object_unref (tell);
+}
+
+void
+HttpApi::adopt_placed_session (Call &c)
+{
+  if (!c.who.admin)
+    throw Refusal{Reason::kForbidden, "sessions are placed by the edge cloud's nodes (the admin)"};
+  if (!node_.cluster ())
+    throw Refusal{Reason::kNotFound, "this node is not in an edge cloud"};
+  node_.adopt_session (c.params[0]);
+  respond (c.msg, 204, "");
 }
 
 void
@@ -1576,6 +1628,20 @@ HttpApi::release_view (Viewer *v)
     return;
   v->holds_view = false;
   node_.hold_view (v->who.session->id, -1);
+}
+
+void
+HttpApi::refresh_failover_nodes ()
+{
+  std::string names;
+  for (const auto &n : node_.failover_nodes ())
+    names += n.name + " " + n.http_url + "\n";
+  if (names == failover_nodes_)
+    return;
+  failover_nodes_ = names;
+  for (auto &[ptr, v] : viewers_)
+    if (v->authenticated && !v->ended)
+      send_failover_nodes (v.get ());
 }
 
 void

@@ -97,6 +97,7 @@ private:
   void microscope_annotations_geojson (Call &c);
   void audit (Call &c);
   void cluster (Call &c);
+  void adopt_placed_session (Call &c);
   void whep_offer (Call &c);
   void whep_delete (Call &c);
   // CORS for WHEP: the headers a browser on an allowed origin needs (true
@@ -113,6 +114,8 @@ private:
   void start_peer (Viewer *v, const Principal &who, std::shared_ptr<ViewStream> view);
   // Where the page may go on if this node fails (an edge cloud only).
   void send_failover_nodes (Viewer *v);
+  // To every page, when the edge cloud's nodes changed.
+  void refresh_failover_nodes ();
   void release_view (Viewer *v);
   void end_viewer (Viewer *v, int code, const char *reason);
   // The socket no longer reads its microscope's analysis (demand).
@@ -136,6 +139,8 @@ private:
   int port_ = 0;
   LeakedSocketReaper reaper_;
   guint reap_timer_ = 0;
+  guint nodes_timer_ = 0;
+  std::string failover_nodes_; // their names and addresses, as last sent
   std::map<Viewer *, std::unique_ptr<Viewer>> viewers_;
   std::map<std::string, WhepResource> whep_; // by resource id
   int whep_listener_ = 0;

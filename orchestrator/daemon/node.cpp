@@ -8,6 +8,8 @@
 #include <gst/gst.h>
 
 #include <algorithm>
+#include <tuple>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <sstream>
@@ -315,19 +317,22 @@ std::string
 Node::place_view (const std::string &site) const
 {
   const std::string &me = cluster_->config ().node;
+  std::map<std::string, int> placed; // sessions whose view each node serves
+  for (const auto &s : cluster_->sessions ())
+    placed[s.serving_node]++;
+  // The least loaded node of the site: by its stated viewer capacity, else by
+  // CPU in steps of 10 % (finer differences are noise); then by the sessions
+  // placed on it; then this node.
+  auto load_of = [&] (const livemicro::cluster::NodeInfo &n) {
+    const double busy = n.capacity_viewers > 0 ? double (n.load.viewers) / n.capacity_viewers
+                                               : std::floor (n.load.cpu * 10) / 10;
+    return std::make_tuple (busy, placed[n.name], n.name == me ? 0 : 1);
+  };
   const livemicro::cluster::NodeInfo *best = nullptr;
-  double best_score = 0;
   const auto view = cluster_->view ();
-  for (const auto &n : view.nodes) {
-    if (n.site != site)
-      continue;
-    // The least loaded node of the site: by its stated capacity, else by CPU.
-    const double score = n.capacity_viewers > 0 ? double (n.load.viewers) / n.capacity_viewers : n.load.cpu;
-    if (!best || score < best_score - 1e-9 || (score < best_score + 1e-9 && n.name == me)) {
+  for (const auto &n : view.nodes)
+    if (n.site == site && (!best || load_of (n) < load_of (*best)))
       best = &n;
-      best_score = score;
-    }
-  }
   return best ? best->name : me;
 }
 

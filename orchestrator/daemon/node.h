@@ -89,6 +89,8 @@ public:
   // A viewer of a session of a microscope homed elsewhere came to this node
   // (+1) or left (-1): its view is relayed here while it has viewers here.
   void hold_view (const std::string &session_id, int delta);
+  // The live node (not this one) that serves a session's view, if any.
+  std::optional<livemicro::cluster::NodeInfo> serving_elsewhere (const SessionRecord &s) const;
   // The live nodes of the edge cloud, this one first, then those of its
   // site: where a viewer page may go on when this node fails.
   std::vector<livemicro::cluster::NodeInfo> failover_nodes () const;
@@ -221,8 +223,6 @@ private:
   void flush_pending_audit ();
   void tick ();
   void report_load ();
-  // The live node (not this one) that serves a session's view, if any.
-  std::optional<livemicro::cluster::NodeInfo> serving_elsewhere (const SessionRecord &s) const;
   void forget_cluster_session (const SessionRecord &s);
 
   Config config_;
