@@ -341,12 +341,12 @@ main (int argc, char **argv)
     livemicro::bench::write_json (b, json_path);
     return f.failed > 0 ? 1 : 0;
   }
-  const double one_node_cpv = med (1, [] (const Spread &s) { return s.serving_cpu_per_viewer_pct; });
+  std::map<int, double> total_cpu; // all serving nodes' CPU, % of a core
   std::printf (
       "%d RTSP viewers (640x360, 15 fps, consultant view) over 1-3 serving nodes, median of %d runs:\n",
       viewers, runs);
-  std::printf ("%8s %6s %16s %14s %18s %16s %12s\n", "serving", "held", "A->nodes kB/s", "per viewer",
-               "serving %/viewer", "A %/viewer", "vs 1 node");
+  std::printf ("%8s %6s %16s %14s %16s %16s %14s\n", "serving", "held", "A->nodes kB/s", "per viewer",
+               "serving cpu %", "per node %", "A cpu %");
   json_builder_set_member_name (b, "serving_nodes");
   json_builder_begin_array (b);
   for (int n : {1, 2, 3}) {
@@ -355,11 +355,9 @@ main (int argc, char **argv)
     const double cpv = med (n, [] (const Spread &s) { return s.serving_cpu_per_viewer_pct; });
     const double home = med (n, [] (const Spread &s) { return s.home_cpu_pct; });
     const double failed = med (n, [] (const Spread &s) { return (double)s.failed; });
-    // What a node adds: one core's worth of viewers at this node's cost per
-    // viewer, against the single serving node's.
-    const double added = cpv > 0 ? one_node_cpv / cpv : NAN;
-    std::printf ("%8d %6.0f %16.1f %14.1f %18.2f %16.2f %11.0f%%%s\n", n, held, bytes / 1000,
-                 bytes / 1000 / viewers, cpv, home / viewers, 100 * added,
+    total_cpu[n] = cpv * viewers;
+    std::printf ("%8d %6.0f %16.1f %14.1f %16.2f %16.2f %14.1f%s\n", n, held, bytes / 1000,
+                 bytes / 1000 / viewers, cpv * viewers, cpv * viewers / n, home,
                  failed > 0 ? "  (some failed)" : "");
     json_builder_begin_object (b);
     num ("serving_nodes", n);
@@ -370,7 +368,7 @@ main (int argc, char **argv)
     num ("serving_cpu_pct_per_viewer", cpv);
     num ("home_cpu_pct", home);
     num ("home_cpu_pct_per_viewer", home / viewers);
-    num ("per_viewer_capacity_vs_one_node", added);
+    num ("serving_cpu_pct_total", cpv * viewers);
     num ("failed", failed);
     json_builder_set_member_name (b, "viewers_per_node_last_run");
     json_builder_begin_array (b);
@@ -380,10 +378,22 @@ main (int argc, char **argv)
     json_builder_end_object (b);
   }
   json_builder_end_array (b);
+  // The same viewers over 1, 2, 3 nodes: total = nodes x fixed + viewers x
+  // marginal.  The slope over the node count is what a node costs before
+  // its first viewer (the relay in, its timers, etcd); the rest is the
+  // viewers'.  A node's capacity is one core's worth of viewers at that
+  // cost, the same for the first node and every one added.
+  const double fixed = (total_cpu[3] - total_cpu[1]) / 2;
+  const double marginal = (total_cpu[1] - fixed) / viewers;
+  const double per_core = marginal > 0 ? (100 - fixed) / marginal : NAN;
+  std::printf ("\nA serving node costs %.2f %% of a core before its first viewer and %.3f %% per viewer: one "
+               "core would hold %.0f viewers per node\n(each node added holds as many as the first; the home "
+               "node sends one stream per view and serving node: \"A->nodes\").\n",
+               fixed, marginal, per_core);
+  num ("serving_node_fixed_cpu_pct", fixed);
+  num ("serving_cpu_pct_per_viewer_marginal", marginal);
+  num ("viewers_per_core_per_serving_node", per_core);
   json_builder_end_object (b);
-  std::printf ("\n\"vs 1 node\": CPU per viewer on one serving node / on each of N, i.e. the viewers a node "
-               "adds per core against the first one.\nA sends one stream per (view, serving node): "
-               "\"A->nodes\" grows with serving nodes, not with viewers.\n");
   livemicro::bench::write_json (b, json_path);
   return f.failed > 0 ? 1 : 0;
 }

@@ -84,8 +84,12 @@ public:
     if (!json_parser_load_from_data (p, reply.c_str (), -1, nullptr))
       return "";
     JsonObject *o = json_node_get_object (json_parser_get_root (p));
-    JsonObject *result = json_object_get_object_member (o, "result");
-    JsonObject *value = result ? json_object_get_object_member (result, "result") : nullptr;
+    // No result while the page navigates (its context went with the old page).
+    JsonObject *result
+        = json_object_has_member (o, "result") ? json_object_get_object_member (o, "result") : nullptr;
+    JsonObject *value = result && json_object_has_member (result, "result")
+                            ? json_object_get_object_member (result, "result")
+                            : nullptr;
     if (!value || !json_object_has_member (value, "value"))
       return "";
     g_autofree char *s = json_to_string (json_object_get_member (value, "value"), FALSE);
