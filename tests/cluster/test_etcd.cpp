@@ -217,3 +217,33 @@ TEST (ClusterMember, FencingHoldsThroughAMemberLossAndFailsOnAPartition)
   EXPECT_EQ (rows[2].row.detail, "move 3, 4");
   EXPECT_EQ (rows[2].node, "a");
 }
+
+TEST (ClusterMember, ASessionIsPlacedAgainOnlyFromTheRecordItRead)
+{
+  NEED_ETCD ();
+  EtcdCluster etcd (1);
+  ASSERT_TRUE (etcd.start ());
+  ClusterMember home (node_config (etcd.endpoints (), "home", "lab"), {"m1"});
+  home.start ();
+  ASSERT_TRUE (home.wait_joined (5000)) << home.view ().error;
+  livemicro::orchestrator::SessionRecord s{"s1", "pat", "consultant", "m1", "ab12", "cd34", 1};
+  home.put_session (s, "edge-1", "far");
+  auto read = home.session ("s1");
+  ASSERT_TRUE (read);
+  EXPECT_EQ (read->serving_node, "edge-1");
+  EXPECT_EQ (read->site, "far");
+  EXPECT_GT (read->revision, 0);
+
+  // Two deciders read the same record: the first move wins, the second is
+  // refused and changes nothing.
+  livemicro::cluster::ClusterSession stale = *read;
+  EXPECT_TRUE (home.move_session (*read, "edge-2"));
+  EXPECT_FALSE (home.move_session (stale, "edge-3"));
+  livemicro::cluster::EtcdClient observer (etcd.endpoints ());
+  auto kv = observer.get ("/test/sessions/s1");
+  ASSERT_TRUE (kv);
+  EXPECT_NE (kv->value.find ("\"edge-2\""), std::string::npos) << kv->value;
+  EXPECT_NE (kv->value.find ("\"far\""), std::string::npos) << "the viewers' site is kept: " << kv->value;
+  EXPECT_EQ (kv->value.find ("edge-3"), std::string::npos) << kv->value;
+  EXPECT_NE (kv->value.find ("cd34"), std::string::npos) << "the digest hash is kept";
+}
