@@ -1583,16 +1583,20 @@ HttpApi::serve_relayed (Viewer *v, const Principal &who, const std::string &toke
 {
   v->authenticated = true;
   v->who = who;
-  const SessionRecord &s = *who.session;
-  v->microscope = s.microscope;
-  auto home = node_.home_url_of (s.microscope);
+  if (!v->events_only)
+    v->microscope = who.session->microscope;
+  auto home = node_.home_url_of (v->microscope);
   if (!home) {
     end_viewer (v, 4503, "the microscope's home node is not in the edge cloud just now");
     return;
   }
-  node_.adopt_session (s.id);
-  node_.hold_view (s.id, +1);
-  v->holds_view = true;
+  // A viewer page: its view is pulled here while it is open.
+  const bool page = !v->events_only && who.session;
+  if (page) {
+    node_.adopt_session (who.session->id);
+    node_.hold_view (who.session->id, +1);
+    v->holds_view = true;
+  }
   // Up to the home node with the page's own token: it checks it again and
   // sends what this session may see, as it would to the page itself.
   g_autoptr (JsonBuilder) b = json_builder_new ();
@@ -1607,8 +1611,10 @@ HttpApi::serve_relayed (Viewer *v, const Principal &who, const std::string &toke
   json_builder_add_boolean_value (b, TRUE);
   json_builder_end_object (b);
   SoupWebsocketConnection *conn = v->conn;
+  const std::string path
+      = page ? "/ws/" + who.session->id : "/api/v1/microscopes/" + v->microscope + "/events";
   v->home = std::make_unique<HomeLink> (
-      *home + "/ws/" + s.id, to_string (b), [conn] (const std::string &text) { ws_send (conn, text); },
+      *home + path, to_string (b), [conn] (const std::string &text) { ws_send (conn, text); },
       [this, v] (int code, const std::string &reason) {
         // The home node's refusals (token, session ended) reach the page as
         // they are; its going away is one the page retries.
@@ -1617,8 +1623,8 @@ HttpApi::serve_relayed (Viewer *v, const Principal &who, const std::string &toke
                     refusal ? reason.c_str () : "the microscope's home node went away");
       });
   send_failover_nodes (v);
-  if (v->want_webrtc)
-    start_peer (v, who, node_.view_of_session (s));
+  if (page && v->want_webrtc)
+    start_peer (v, who, node_.view_of_session (*who.session));
 }
 
 void
@@ -1733,7 +1739,8 @@ HttpApi::on_viewer_message (Viewer *v, const char *data, size_t len)
     v->want_webrtc = m.webrtc;
     v->want_nuclei = m.nuclei;
     v->relayed = m.relayed;
-    if (who.session && !node_.hubs ().count (who.session->microscope))
+    const std::string &microscope = v->events_only ? v->microscope : who.session->microscope;
+    if (!node_.hubs ().count (microscope))
       serve_relayed (v, who, m.token);
     else
       authenticated (v, who);
@@ -1819,7 +1826,9 @@ HttpApi::on_websocket (SoupServerMessage *msg, SoupWebsocketConnection *conn, gp
         ctx->api->on_viewer_message (ctx->v, data ? data : "", len);
       }),
       ctx);
-  if (vp->events_only && !api->node_.hubs ().count (vp->microscope)) {
+  // (Of a microscope homed on another node: relayed from there.)
+  if (vp->events_only && !api->node_.hubs ().count (vp->microscope)
+      && !api->node_.home_url_of (vp->microscope)) {
     api->end_viewer (vp, 4404, "no such microscope");
     return;
   }
@@ -1833,7 +1842,10 @@ HttpApi::on_websocket (SoupServerMessage *msg, SoupWebsocketConnection *conn, gp
       api->end_viewer (vp, 4401, "invalid token for this microscope");
       return;
     }
-    api->authenticated (vp, who);
+    if (api->node_.hubs ().count (vp->microscope))
+      api->authenticated (vp, who);
+    else
+      api->serve_relayed (vp, who, bearer);
     return;
   }
   vp->auth_timeout = g_timeout_add_seconds (

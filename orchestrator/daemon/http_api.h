@@ -108,8 +108,9 @@ private:
   // The viewer and events WebSockets.
   void on_viewer_message (Viewer *v, const char *data, size_t len);
   void authenticated (Viewer *v, const Principal &who);
-  // A session of a microscope homed on another node: video from the view
-  // relayed here, events from the home node (home_link.h).
+  // A viewer page of a session of a microscope homed on another node (video
+  // from the view relayed here, events from the home node: home_link.h), or
+  // an events client of such a microscope (events from the home node).
   void serve_relayed (Viewer *v, const Principal &who, const std::string &token);
   void start_peer (Viewer *v, const Principal &who, std::shared_ptr<ViewStream> view);
   // Where the page may go on if this node fails (an edge cloud only).

@@ -5,6 +5,7 @@
 // serving node that dies under a browser (headless Chromium) and RTSP players.
 #include "../orchestrator/cdp.h"
 #include "../orchestrator/daemon_process.h"
+#include "../orchestrator/events_client.h"
 #include "etcd_client.h"
 #include "etcd_cluster.h"
 
@@ -262,11 +263,20 @@ TEST_F (EdgeCloud, ASessionMadeOnAnyNodeDrivesTheStageThroughItsHome)
   };
   ASSERT_TRUE (eventually ([&] { return !std::isnan (stage_x (a)); }, 10));
   const double x0 = stage_x (a);
+  // An events client of node-c gets node-a's events of the microscope.
+  livemicro::test::EventsClient events (c.http_port (), "scope-a", token);
+  ASSERT_TRUE (events.connected ());
+  EXPECT_TRUE (events.wait_for (
+      "welcome", [] (JsonObject *) { return true; }, 10))
+      << "relayed from node-a";
   HttpReply moved = move (c, "scope-a", drv, 250);
   ASSERT_EQ (moved.status, 202) << moved.body;
   EXPECT_TRUE (eventually ([&] { return std::fabs (stage_x (a) - (x0 + 250)) < 1; }, 10))
       << "x " << stage_x (a) << " after moving by 250 from " << x0;
   EXPECT_NEAR (stage_x (c), stage_x (a), 1) << "node-c answers what node-a says";
+  EXPECT_TRUE (events.wait_for (
+      "command", [] (JsonObject *o) { return json_object_has_member (o, "data"); }, 10))
+      << "the move's result reached the events client at node-c";
 
   // Node-a audited it, with the session that asked.
   HttpReply audit = a.request ("GET", "/api/v1/audit?limit=1000");
