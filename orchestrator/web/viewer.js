@@ -58,6 +58,10 @@
     el.textContent = text;
     el.className = 'badge ' + cls;
   }
+  // The page's clock for latencies: the one video frames' presentation
+  // times are on (performance.timeOrigin + performance.now()), which can be
+  // tens of ms away from Date.now(); whole ms, as the ping's "t" is.
+  const clockMs = () => Math.round(performance.timeOrigin + performance.now());
   const fmt = (v, digits = 1) => (typeof v === 'number' && isFinite(v) ? v.toFixed(digits) : '–');
   function percentile(values, q) {
     if (!values.length) return NaN;
@@ -842,7 +846,7 @@
         // The server's clock from the exchange with the shortest round trip
         // (its error is at most half that trip): one slow pong on a loaded
         // machine must not shift every latency figure.
-        const rtt = Date.now() - m.t;
+        const rtt = clockMs() - m.t;
         if (rtt >= 0 && rtt <= state.bestRttMs) {
           state.bestRttMs = rtt;
           state.clockOffsetMs = m.server_time_us / 1000 - (m.t + rtt / 2);
@@ -895,7 +899,7 @@
       drives: drives(),
       user_agent: navigator.userAgent,
     } });
-    send({ type: 'ping', t: Date.now() });
+    send({ type: 'ping', t: clockMs() });
   }
 
   // One clear message, everything disabled, no more requests.
@@ -965,7 +969,7 @@
     if (state.ws) { state.ws.onclose = null; state.ws.close(); }
     const ws = new WebSocket(`${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws/${sessionId}`);
     state.ws = ws;
-    ws.onopen = () => { send({ type: 'hello', token, webrtc: !state.whep, nuclei: true }); send({ type: 'ping', t: Date.now() }); };
+    ws.onopen = () => { send({ type: 'hello', token, webrtc: !state.whep, nuclei: true }); send({ type: 'ping', t: clockMs() }); };
     ws.onmessage = onMessage;
     ws.onclose = (e) => {
       if (e.code === 4401) { fatal('This link is not valid: its token is wrong or its session has ended. Ask the session owner for a new link.'); return; }
