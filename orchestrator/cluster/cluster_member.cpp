@@ -118,6 +118,41 @@ parse_session (const std::string &text, int64_t revision)
 }
 
 std::string
+render_annotation (const orchestrator::AnnotationRecord &a)
+{
+  g_autoptr (JsonBuilder) b = json_builder_new ();
+  json_builder_begin_object (b);
+  member (b, "id", a.id);
+  member (b, "microscope", a.microscope);
+  member (b, "session", a.session);
+  member (b, "user", a.user);
+  member (b, "kind", a.kind);
+  member (b, "label", a.label);
+  member (b, "points_json", a.points_json);
+  member (b, "created_unix_us", a.created_unix_us);
+  json_builder_end_object (b);
+  return to_json (b);
+}
+
+std::optional<orchestrator::AnnotationRecord>
+parse_annotation (const std::string &text)
+{
+  Parsed p (text);
+  if (!p.root || p.integer ("id") <= 0)
+    return std::nullopt;
+  orchestrator::AnnotationRecord a;
+  a.id = p.integer ("id");
+  a.microscope = p.str ("microscope");
+  a.session = p.str ("session");
+  a.user = p.str ("user");
+  a.kind = p.str ("kind");
+  a.label = p.str ("label");
+  a.points_json = p.str ("points_json");
+  a.created_unix_us = p.integer ("created_unix_us");
+  return a;
+}
+
+std::string
 render_relay (const RelayEndpoint &r)
 {
   g_autoptr (JsonBuilder) b = json_builder_new ();
@@ -342,6 +377,52 @@ ClusterMember::session_by_token_sha256 (const std::string &sha256)
   if (!s || s->record.token_sha256 != sha256)
     return std::nullopt;
   return s->record;
+}
+
+// ---- annotations of the edge cloud
+
+int64_t
+ClusterMember::put_annotation (const orchestrator::AnnotationRecord &a)
+{
+  const std::string counter = key ("annotation_ids", "");
+  std::lock_guard<std::mutex> lock (caller_mutex_);
+  // Take the next id and write the annotation in one transaction; another
+  // node taking the same id meanwhile makes it fail, and it tries again.
+  for (int attempt = 0; attempt < 20; attempt++) {
+    auto kv = caller_etcd_->get (counter);
+    const int64_t id = (kv ? g_ascii_strtoll (kv->value.c_str (), nullptr, 10) : 0) + 1;
+    orchestrator::AnnotationRecord stored = a;
+    stored.id = id;
+    auto t
+        = caller_etcd_->txn ({kv ? Compare{counter, Compare::Target::kModRevision, kv->mod_revision}
+                                 : Compare{counter, Compare::Target::kCreateRevision, 0}},
+                             {{Op::Kind::kPut, counter, std::to_string (id)},
+                              {Op::Kind::kPut, key ("annotations", a.microscope + "/" + std::to_string (id)),
+                               render_annotation (stored)}});
+    if (t.succeeded)
+      return id;
+  }
+  throw EtcdError ("no annotation id could be taken (too many at once); try again");
+}
+
+std::vector<orchestrator::AnnotationRecord>
+ClusterMember::annotations (const std::string &microscope)
+{
+  std::vector<orchestrator::AnnotationRecord> out;
+  std::lock_guard<std::mutex> lock (caller_mutex_);
+  for (const auto &kv : caller_etcd_->list (key ("annotations", microscope + "/")))
+    if (auto a = parse_annotation (kv.value))
+      out.push_back (std::move (*a));
+  std::sort (out.begin (), out.end (), [] (const auto &x, const auto &y) { return x.id < y.id; });
+  return out;
+}
+
+bool
+ClusterMember::delete_annotation (const std::string &microscope, int64_t id)
+{
+  const std::string k = key ("annotations", microscope + "/" + std::to_string (id));
+  std::lock_guard<std::mutex> lock (caller_mutex_);
+  return caller_etcd_->remove (k) > 0;
 }
 
 std::vector<ClusterSession>

@@ -145,6 +145,14 @@ public:
   // Every session, as last read.
   std::vector<ClusterSession> sessions () const;
 
+  // Annotations of the whole edge cloud (<prefix>annotations/<microscope>/<id>,
+  // no lease): they stay with the microscope whichever node is its home.
+  // Ids come from one counter (<prefix>annotation_ids), so they are unique
+  // in the edge cloud.  All blocking; throw EtcdError.
+  int64_t put_annotation (const orchestrator::AnnotationRecord &a); // its new id
+  std::vector<orchestrator::AnnotationRecord> annotations (const std::string &microscope);
+  bool delete_annotation (const std::string &microscope, int64_t id); // false: none such
+
   // The view relays this node serves as a home node (<prefix>relays/<microscope>/<profile>,
   // under its lease), and where another node's are.  publish/withdraw block; throw EtcdError.
   void publish_relay (const std::string &microscope, const std::string &profile, const RelayEndpoint &at);

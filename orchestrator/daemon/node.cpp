@@ -226,6 +226,8 @@ Node::tick ()
     kv.second->tick ();
   if (cluster_ && g_get_monotonic_time () - load_reported_us_ > G_USEC_PER_SEC)
     report_load ();
+  if (cluster_ && !annotations_moved_ && cluster_->view ().joined)
+    move_annotations_to_cluster ();
   if (cluster_views_ && g_get_monotonic_time () - views_synced_us_ > G_USEC_PER_SEC / 2) {
     views_synced_us_ = g_get_monotonic_time ();
     cluster_views_->sync ();
@@ -1020,7 +1022,7 @@ Node::add_annotation (const Principal &by, const std::string &microscope, const 
   json_builder_end_array (pb);
   a.points_json = api::to_string (pb);
   a.created_unix_us = g_get_real_time ();
-  a.id = store_->insert_annotation (a);
+  a.id = keep_annotation (a);
   notify (microscope, "annotation", api::annotation_json (a));
   return a;
 }
@@ -1029,19 +1031,22 @@ std::vector<AnnotationRecord>
 Node::annotations (const Principal &by, const std::string &microscope) const
 {
   hub_visible_to (by, microscope);
-  return store_->annotations (microscope);
+  return stored_annotations (microscope);
 }
 
 void
 Node::delete_annotation (const Principal &by, const std::string &microscope, int64_t aid)
 {
   hub_visible_to (by, microscope);
-  auto a = store_->annotation (aid);
-  if (!a || a->microscope != microscope)
+  std::optional<AnnotationRecord> a;
+  for (auto &x : stored_annotations (microscope))
+    if (x.id == aid)
+      a = x;
+  if (!a)
     throw Refusal{Reason::kNotFound, "no annotation " + std::to_string (aid)};
   if (!by.admin && by.session->id != a->session && by.session->role != "owner")
     throw Refusal{Reason::kForbidden, "only its author, the owner or the admin can delete an annotation"};
-  store_->delete_annotation (aid);
+  forget_annotation (microscope, aid);
   notify (microscope, "annotation_deleted", api::annotation_deleted_json (aid));
 }
 
@@ -1049,7 +1054,7 @@ std::vector<AnnotationRecord>
 Node::session_annotations (const Principal &by, const std::string &session_id) const
 {
   SessionRecord s = session_visible_to (by, session_id);
-  return unmasked_for (by, store_->annotations (s.microscope, s.id));
+  return unmasked_for (by, stored_annotations (s.microscope, s.id));
 }
 
 std::vector<AnnotationRecord>
@@ -1058,7 +1063,84 @@ Node::exported_annotations (const Principal &by, const std::string &microscope) 
   hub_visible_to (by, microscope);
   if (!may_see (by, "annotations"))
     throw Refusal{Reason::kForbidden, "the " + by.role () + " profile does not show annotations"};
-  return unmasked_for (by, store_->annotations (microscope));
+  return unmasked_for (by, stored_annotations (microscope));
+}
+
+// A node that joins an edge cloud brings the annotations it kept alone: once,
+// for each of its microscopes that has none in etcd yet (they keep their
+// text, author and time; etcd gives them new ids).  They stay in its store.
+void
+Node::move_annotations_to_cluster ()
+{
+  try {
+    for (const auto &[id, hub] : hubs_) {
+      if (annotations_moved_of_.count (id) || !cluster_->fence (id))
+        continue; // done, or not (yet) its home
+      const auto local = store_->annotations (id);
+      if (cluster_->annotations (id).empty ())
+        for (const auto &a : local)
+          cluster_->put_annotation (a);
+      if (!local.empty ())
+        g_message ("edge cloud: the annotations of microscope %s are kept in etcd from now on", id.c_str ());
+      annotations_moved_of_.insert (id);
+    }
+    annotations_moved_ = annotations_moved_of_.size () == hubs_.size ();
+  } catch (const livemicro::cluster::EtcdError &e) {
+    g_message ("edge cloud: annotations move to etcd on the next try: %s", e.what ());
+  }
+}
+
+// Annotations are kept in etcd in an edge cloud (they stay with the
+// microscope whichever node is its home), else in the node's store.
+int64_t
+Node::keep_annotation (const AnnotationRecord &a)
+{
+  if (!cluster_)
+    return store_->insert_annotation (a);
+  try {
+    return cluster_->put_annotation (a);
+  } catch (const livemicro::cluster::EtcdError &e) {
+    g_warning ("annotation not kept, the edge cloud's store refused: %s", e.what ());
+    throw Refusal{
+        Reason::kUnavailable,
+        "the edge cloud's store cannot be reached just now (the annotation was not kept; try again)"};
+  }
+}
+
+std::vector<AnnotationRecord>
+Node::stored_annotations (const std::string &microscope, const std::string &session) const
+{
+  if (!cluster_)
+    return store_->annotations (microscope, session);
+  std::vector<AnnotationRecord> all;
+  try {
+    all = cluster_->annotations (microscope);
+  } catch (const livemicro::cluster::EtcdError &e) {
+    g_warning ("annotations not read, the edge cloud's store refused: %s", e.what ());
+    throw Refusal{Reason::kUnavailable, "the edge cloud's store cannot be reached just now (try again)"};
+  }
+  if (!session.empty ())
+    all.erase (
+        std::remove_if (all.begin (), all.end (), [&] (const auto &a) { return a.session != session; }),
+        all.end ());
+  return all;
+}
+
+void
+Node::forget_annotation (const std::string &microscope, int64_t id)
+{
+  if (!cluster_) {
+    store_->delete_annotation (id);
+    return;
+  }
+  try {
+    cluster_->delete_annotation (microscope, id);
+  } catch (const livemicro::cluster::EtcdError &e) {
+    g_warning ("annotation not deleted, the edge cloud's store refused: %s", e.what ());
+    throw Refusal{
+        Reason::kUnavailable,
+        "the edge cloud's store cannot be reached just now (the annotation was not deleted; try again)"};
+  }
 }
 
 std::vector<AnnotationRecord>

@@ -23,6 +23,7 @@
 #include <deque>
 #include <functional>
 #include <map>
+#include <set>
 #include <memory>
 #include <optional>
 #include <string>
@@ -219,6 +220,13 @@ private:
   void stop_all_recordings ();
   void register_session (const SessionRecord &s);
   std::vector<AnnotationRecord> unmasked_for (const Principal &p, std::vector<AnnotationRecord> list) const;
+  // Where annotations are kept: etcd in an edge cloud, else the store.
+  // Refusal (unavailable) when etcd cannot be reached.
+  int64_t keep_annotation (const AnnotationRecord &a);
+  std::vector<AnnotationRecord> stored_annotations (const std::string &microscope,
+                                                    const std::string &session = "") const;
+  void forget_annotation (const std::string &microscope, int64_t id);
+  void move_annotations_to_cluster ();
   void check_templates ();
   void flush_pending_audit ();
   void tick ();
@@ -248,6 +256,8 @@ private:
   std::unique_ptr<livemicro::cluster::ClusterMember> cluster_;
   std::unique_ptr<ClusterViews> cluster_views_;
   int64_t views_synced_us_ = 0;
+  bool annotations_moved_ = false;             // a node's own annotations, into etcd once joined
+  std::set<std::string> annotations_moved_of_; // microscopes done
   int64_t load_reported_us_ = 0;
   uint64_t cpu_busy_ = 0, cpu_total_ = 0;                        // /proc/stat at the last report
   std::map<std::string, std::unique_ptr<Recording>> recordings_; // by session, while they run

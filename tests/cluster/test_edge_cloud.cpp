@@ -180,6 +180,11 @@ TEST_F (EdgeCloud, AMicroscopeHasOneHomeAndAPartitionedNodeCannotMoveIt)
   EXPECT_NE (cl.str ("error").find ("microscope 'shared' is homed on node 'node-a'"), std::string::npos)
       << cl.body;
 
+  HttpReply note
+      = a.request ("POST", "/api/v1/microscopes/shared/annotations",
+                   R"({"kind": "point", "points_um": [[10, 20]], "label": "made on node-a"})", on_a.token);
+  ASSERT_EQ (note.status, 201) << note.body;
+
   // An etcd member dies: nothing visible.
   etcd.kill (2);
   for (int i = 0; i < 10; i++) {
@@ -205,6 +210,9 @@ TEST_F (EdgeCloud, AMicroscopeHasOneHomeAndAPartitionedNodeCannotMoveIt)
   // cluster never has two drivers.  Then a comes back and stays refused.
   EXPECT_TRUE (eventually ([&] { return home_of (b, "shared") == "node-b"; }, 4));
   EXPECT_TRUE (eventually ([&] { return move (b, "shared", on_b, 1).status == 202; }, 3));
+  // The microscope's annotations came with it.
+  HttpReply notes = b.request ("GET", "/api/v1/microscopes/shared/annotations", "", on_b.token);
+  EXPECT_NE (notes.body.find ("made on node-a"), std::string::npos) << notes.body;
   for (auto &r : relays)
     r->restore ();
   ASSERT_TRUE (eventually ([&] { return count_nodes (a) == 2; }, 6));
