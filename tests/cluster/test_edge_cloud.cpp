@@ -488,3 +488,43 @@ TEST_F (EdgeCloud, ABrowserWhoseServingNodeDiesPlaysAgainFromAnotherNodeOfItsSit
   livemicro::test::RtspPlayer player (rtsp_url, id, token, "tcp", false);
   EXPECT_TRUE (player.wait_frames (5, 30)) << player.error ();
 }
+
+TEST_F (EdgeCloud, ANodeThatJoinsBringsTheAnnotationsItKeptAlone)
+{
+  livemicro::test::TempDir state;
+  const std::string dir = state.file ("state");
+  std::string token;
+  {
+    Daemon alone (small_config ("scope-a"), dir);
+    ASSERT_TRUE (alone.start ()) << alone.error ();
+    HttpReply s = alone.create_session ("pat", "owner", "scope-a");
+    ASSERT_EQ (s.status, 201) << s.body;
+    HttpReply note = alone.request (
+        "POST", "/api/v1/microscopes/scope-a/annotations",
+        R"({"kind": "point", "points_um": [[1, 2]], "label": "before the cloud"})", s.str ("token"));
+    ASSERT_EQ (note.status, 201) << note.body;
+  }
+  EtcdCluster etcd (1);
+  ASSERT_TRUE (etcd.start ());
+  Daemon a (small_config ("scope-a"), dir);
+  a.extra_args = {"--cluster", etcd.cluster_arg (), "--node-name", "node-a"};
+  ASSERT_TRUE (a.start ()) << a.error ();
+  livemicro::cluster::EtcdClient observer (etcd.endpoints ());
+  EXPECT_TRUE (eventually (
+      [&] {
+        for (const auto &kv : observer.list ("/livemicro/annotations/scope-a/"))
+          if (kv.value.find ("before the cloud") != std::string::npos)
+            return true;
+        return false;
+      },
+      5))
+      << "kept in etcd once the node joined";
+  HttpReply s = a.create_session ("pat", "owner", "scope-a");
+  HttpReply notes = a.request ("GET", "/api/v1/microscopes/scope-a/annotations", "", s.str ("token"));
+  EXPECT_NE (notes.body.find ("before the cloud"), std::string::npos) << notes.body;
+  // Once: a restart does not bring them again.
+  a.stop ();
+  ASSERT_TRUE (a.start ()) << a.error ();
+  g_usleep (1500000);
+  EXPECT_EQ (observer.list ("/livemicro/annotations/scope-a/").size (), 1u);
+}
