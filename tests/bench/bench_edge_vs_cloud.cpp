@@ -338,8 +338,9 @@ score_frames (const std::vector<Frame> &all, gint64 from, gint64 to, VideoResult
   r.frames = (int)captures.size ();
   // The virtual microscope captures kFps frames a second, on a grid.
   r.frames_lost = std::max (0, (int)std::lround ((to - from) / 1e6 * kFps) - r.frames);
-  r.g2g_p50_ms = livemicro::bench::percentile (g2g, 0.5);
-  r.g2g_p95_ms = livemicro::bench::percentile (g2g, 0.95);
+  // No frame in the window: no figure (-1, left out of the medians), not 0.
+  r.g2g_p50_ms = g2g.empty () ? -1 : livemicro::bench::percentile (g2g, 0.5);
+  r.g2g_p95_ms = g2g.empty () ? -1 : livemicro::bench::percentile (g2g, 0.95);
 }
 
 // Stage moves sent to the serving node; each until the first frame at its
