@@ -430,6 +430,8 @@ watch (Sites &sites, const Options &o, const std::string &serving, const std::st
     r.wan_bytes_per_min = (sites.wan_bytes () - bytes0) * 60e6 / (to - from);
     g_usleep (2500000); // the window's last frames reach the pathologist
     score_frames (player->frames (), from, to, r);
+    if (r.frames == 0) // a failed session: its bytes are not a viewer's
+      r.wan_bytes_per_min = -1;
     control_to_photon (ip, owner, *player, o.moves, r);
   } else {
     std::fprintf (stderr, "no frame within 30 s at the pathologist (%s)\n", serving.c_str ());
