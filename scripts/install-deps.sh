@@ -52,6 +52,8 @@ packages=(
   python3-skimage             # only for the scikit-image comparison benchmark
   python3-jsonschema          # tumorfeatures JSON Lines validated against docs/tumorfeatures.schema.json in tests
   python3-numpy               # benchmarks
+  python3-matplotlib          # only for the plots of the edge-versus-cloud benchmark (docs/evaluation.md)
+  iproute2                    # ip netns / tc for the edge-versus-cloud benchmark's emulated sites and WAN
   # --- training the nucleus model (scripts/train-nuclei) only: never needed to build, run or
   #     test LiveMicro, which ships the trained weights
   python3-torch               # trains the U-Net (CPU, PyTorch 1.13)

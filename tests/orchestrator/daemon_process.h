@@ -84,6 +84,46 @@ struct HttpReply {
   }
 };
 
+// One HTTP request (libsoup) to `url`, with a bearer token when given; a
+// self-signed certificate (the tests') is accepted.
+inline HttpReply
+http_request (const std::string &method, const std::string &url, const std::string &body = "",
+              const std::string &token = "", const std::string &content_type = "application/json")
+{
+  HttpReply r;
+  g_autoptr (SoupSession) session = soup_session_new_with_options ("timeout", 20, nullptr);
+  g_autoptr (SoupMessage) msg = soup_message_new (method.c_str (), url.c_str ());
+  if (url.rfind ("https:", 0) == 0)
+    g_signal_connect (msg, "accept-certificate",
+                      G_CALLBACK (+[] (SoupMessage *, GTlsCertificate *, GTlsCertificateFlags,
+                                       gpointer) -> gboolean { return TRUE; }),
+                      nullptr);
+  if (!token.empty ())
+    soup_message_headers_replace (soup_message_get_request_headers (msg), "Authorization",
+                                  ("Bearer " + token).c_str ());
+  if (!body.empty ()) {
+    g_autoptr (GBytes) b = g_bytes_new (body.data (), body.size ());
+    soup_message_set_request_body_from_bytes (msg, content_type.c_str (), b);
+  }
+  g_autoptr (GError) error = nullptr;
+  g_autoptr (GBytes) out = soup_session_send_and_read (session, msg, nullptr, &error);
+  if (!out)
+    return r;
+  r.status = (int)soup_message_get_status (msg);
+  SoupMessageHeaders *h = soup_message_get_response_headers (msg);
+  const char *type = soup_message_headers_get_one (h, "Content-Type");
+  const char *location = soup_message_headers_get_one (h, "Location");
+  r.content_type = type ? type : "";
+  r.location = location ? location : "";
+  gsize len = 0;
+  const char *data = static_cast<const char *> (g_bytes_get_data (out, &len));
+  r.body.assign (data ? data : "", len);
+  g_autoptr (JsonParser) p = json_parser_new ();
+  if (!r.body.empty () && json_parser_load_from_data (p, r.body.c_str (), (gssize)r.body.size (), nullptr))
+    r.json = json_node_copy (json_parser_get_root (p));
+  return r;
+}
+
 class Daemon {
 public:
   static constexpr const char *kAdminToken = "test-admin-token-0123456789abcdef";
@@ -183,40 +223,10 @@ public:
                      const std::string &token = kAdminToken,
                      const std::string &content_type = "application/json") const
   {
-    HttpReply r;
-    g_autoptr (SoupSession) session = soup_session_new_with_options ("timeout", 20, nullptr);
-    std::string url
-        = std::string (https_ ? "https" : "http") + "://127.0.0.1:" + std::to_string (http_port_) + path;
-    g_autoptr (SoupMessage) msg = soup_message_new (method.c_str (), url.c_str ());
-    if (https_) // the tests' self-signed certificate
-      g_signal_connect (msg, "accept-certificate",
-                        G_CALLBACK (+[] (SoupMessage *, GTlsCertificate *, GTlsCertificateFlags,
-                                         gpointer) -> gboolean { return TRUE; }),
-                        nullptr);
-    if (!token.empty ())
-      soup_message_headers_replace (soup_message_get_request_headers (msg), "Authorization",
-                                    ("Bearer " + token).c_str ());
-    if (!body.empty ()) {
-      g_autoptr (GBytes) b = g_bytes_new (body.data (), body.size ());
-      soup_message_set_request_body_from_bytes (msg, content_type.c_str (), b);
-    }
-    g_autoptr (GError) error = nullptr;
-    g_autoptr (GBytes) out = soup_session_send_and_read (session, msg, nullptr, &error);
-    if (!out)
-      return r;
-    r.status = (int)soup_message_get_status (msg);
-    SoupMessageHeaders *h = soup_message_get_response_headers (msg);
-    const char *type = soup_message_headers_get_one (h, "Content-Type");
-    const char *location = soup_message_headers_get_one (h, "Location");
-    r.content_type = type ? type : "";
-    r.location = location ? location : "";
-    gsize len = 0;
-    const char *data = static_cast<const char *> (g_bytes_get_data (out, &len));
-    r.body.assign (data ? data : "", len);
-    g_autoptr (JsonParser) p = json_parser_new ();
-    if (!r.body.empty () && json_parser_load_from_data (p, r.body.c_str (), (gssize)r.body.size (), nullptr))
-      r.json = json_node_copy (json_parser_get_root (p));
-    return r;
+    return http_request (method,
+                         std::string (https_ ? "https" : "http")
+                             + "://127.0.0.1:" + std::to_string (http_port_) + path,
+                         body, token, content_type);
   }
 
   // POST /api/v1/sessions; returns the reply (201 expected).
