@@ -216,6 +216,7 @@ ClusterMember::start ()
     return;
   stopping_ = false;
   thread_ = std::thread ([this] { run (); });
+  renewer_ = std::thread ([this] { keep_lease (); });
 }
 
 bool
@@ -235,6 +236,7 @@ ClusterMember::stop ()
     stopping_ = true;
   }
   wake_.notify_all ();
+  renewer_.join ();
   thread_.join ();
 }
 
@@ -549,9 +551,7 @@ ClusterMember::run ()
         std::lock_guard<std::mutex> lock (mutex_);
         joined = view_.joined;
       }
-      if (joined)
-        renew (etcd);
-      else
+      if (!joined)
         join (etcd);
       acquire_homes (etcd);
       publish (etcd);
@@ -595,17 +595,55 @@ ClusterMember::run ()
   }
 }
 
+// The lease is renewed every TTL/3 on a thread and etcd connection of its
+// own: reading the edge cloud (several round trips, slow across a WAN) never
+// delays a renewal past the TTL.
 void
-ClusterMember::renew (EtcdClient &etcd)
+ClusterMember::keep_lease ()
+{
+  EtcdClient etcd (config_.etcd);
+  const int period_ms = std::max (100, config_.lease_ttl_s * 1000 / 3);
+  while (!stopping_) {
+    int64_t lease = 0;
+    {
+      std::lock_guard<std::mutex> lock (mutex_);
+      lease = view_.joined ? lease_ : 0;
+    }
+    if (lease) {
+      try {
+        renew (etcd, lease);
+      } catch (const EtcdError &e) {
+        std::lock_guard<std::mutex> lock (mutex_);
+        view_.error = e.what ();
+        // Unreachable: the lease may lapse without us hearing it; the
+        // fences fall at lease_valid_until_us_ by themselves (fence()).
+        if (view_.joined && lease_ == lease && now_us () >= lease_valid_until_us_) {
+          g_warning ("edge cloud: lease %" G_GINT64_FORMAT " lapsed while etcd was unreachable", lease);
+          view_.joined = false;
+          fences_.clear ();
+        }
+      }
+    }
+    std::unique_lock<std::mutex> lock (wake_mutex_);
+    wake_.wait_for (lock, std::chrono::milliseconds (period_ms), [this] { return stopping_.load (); });
+  }
+}
+
+void
+ClusterMember::renew (EtcdClient &etcd, int64_t lease)
 {
   const int64_t sent = now_us ();
-  const int ttl = etcd.keepalive (lease_);
+  const int ttl = etcd.keepalive (lease);
   std::lock_guard<std::mutex> lock (mutex_);
+  if (lease_ != lease || !view_.joined)
+    return; // joined again meanwhile, or leaving
   if (ttl > 0) {
     lease_valid_until_us_ = sent + (int64_t)ttl * G_USEC_PER_SEC;
     return;
   }
-  g_warning ("edge cloud: lease %" G_GINT64_FORMAT " expired; joining again", lease_);
+  if (stopping_)
+    return; // revoked on the way out
+  g_warning ("edge cloud: lease %" G_GINT64_FORMAT " expired; joining again", lease);
   view_.joined = false;
   fences_.clear ();
 }

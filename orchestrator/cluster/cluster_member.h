@@ -7,8 +7,9 @@
 //                               that node's lease: who alone may drive it
 //   <prefix>audit/<node>/<n>    audit rows, kept (no lease)
 //
-// Its own thread keeps the lease alive (every TTL/3), re-registers after a
-// lapse, takes the ownership of its microscopes and reads the others' records.
+// Its own thread re-registers after a lapse, takes the ownership of its
+// microscopes and reads the others' records; a second one keeps the lease
+// alive (every TTL/3), so slow reads never delay a renewal.
 // The rest of the daemon asks it from the main loop: view() for status,
 // fence() for the fencing token of a microscope it owns, commit_fenced() to
 // write a row only while that token still holds in etcd.
@@ -171,7 +172,8 @@ public:
 
 private:
   void run ();
-  void renew (EtcdClient &etcd);
+  void keep_lease ();
+  void renew (EtcdClient &etcd, int64_t lease);
   void join (EtcdClient &etcd);
   void acquire_homes (EtcdClient &etcd);
   void publish (EtcdClient &etcd);
@@ -200,6 +202,7 @@ private:
   std::mutex wake_mutex_;
   std::condition_variable wake_;
   std::thread thread_;
+  std::thread renewer_; // keep_lease ()
 };
 
 } // namespace livemicro::cluster
