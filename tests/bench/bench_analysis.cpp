@@ -101,7 +101,8 @@ struct SpeedRow {
 // One method on one held-out tile.
 struct FoldScore {
   double det_f1 = 0, obj_f1 = 0, aji = 0, count_error = 0; // count error signed
-  int truth = 0, predicted = 0;
+  int truth = 0, predicted = 0, det_matched = 0;
+  bench::SegmentationScores seg; // with where the errors come from
   bool ok = false;
 };
 
@@ -123,8 +124,43 @@ fold_score (const bench::AnnotatedTile &t, const std::vector<cv::Point2d> &pred,
   f.truth = d.truth;
   f.predicted = d.predicted;
   f.count_error = d.truth ? (double)(d.predicted - d.truth) / d.truth : 0;
+  f.det_matched = d.matched;
+  f.seg = s;
   f.ok = true;
   return f;
+}
+
+// Where the errors come from, per organ and in all (sums over the tiles):
+// detection misses and false detections, and the instance-level sources of
+// bench::SegmentationScores, for the model and the classical method.
+void
+print_error_sources (const std::vector<FoldRow> &looo, const std::vector<std::string> &organs)
+{
+  std::printf ("\nwhere the errors come from (nuclei, summed over the held-out tiles; see accuracy.h)\n");
+  std::printf ("%-18s %-10s %6s | %7s %7s | %7s %7s %7s %7s %7s\n", "organ", "method", "truth", "det FN",
+               "det FP", "missed", "merged", "(preds)", "split+", "false");
+  for (int k = 0; k < 2; k++) {
+    std::vector<std::string> rows = organs;
+    rows.push_back ("all");
+    for (const auto &o : rows) {
+      int t = 0, fn = 0, fp = 0, missed = 0, merged = 0, mp = 0, split = 0, fo = 0;
+      for (const auto &r : looo) {
+        const FoldScore &f = k == 0 ? r.model : r.classical;
+        if (!f.ok || (o != "all" && r.organ != o))
+          continue;
+        t += f.truth;
+        fn += f.truth - f.det_matched;
+        fp += f.predicted - f.det_matched;
+        missed += f.seg.missed;
+        merged += f.seg.merged;
+        mp += f.seg.merged_predictions;
+        split += f.seg.split_extra;
+        fo += f.seg.false_objects;
+      }
+      std::printf ("%-18s %-10s %6d | %7d %7d | %7d %7d %7d %7d %7d\n", o.c_str (),
+                   k == 0 ? "model" : "classical", t, fn, fp, missed, merged, mp, split, fo);
+    }
+  }
 }
 
 } // namespace
@@ -323,6 +359,7 @@ main (int argc, char **argv)
                  100 * over_organs[0].abs_count, 100 * over_organs[1].abs_count,
                  100 * over_organs[2].abs_count, 100 * over_tiles[0].worst_abs_count,
                  100 * over_tiles[1].worst_abs_count, 100 * over_tiles[2].worst_abs_count);
+    print_error_sources (looo, organs);
     const Means &m = over_organs[0];
     std::printf ("targets for the model on held-out organs: detection F1 >= 0.85: %s (%.3f); "
                  "AJI >= 0.62: %s (%.3f); mean |count error| <= 10 %%: %s (%.1f %%); no tile "
@@ -625,7 +662,13 @@ main (int argc, char **argv)
                             {"aji", f.aji},
                             {"count_error", f.count_error},
                             {"truth", (double)f.truth},
-                            {"predicted", (double)f.predicted}}) {
+                            {"predicted", (double)f.predicted},
+                            {"detection_matched", (double)f.det_matched},
+                            {"missed", (double)f.seg.missed},
+                            {"merged", (double)f.seg.merged},
+                            {"merged_predictions", (double)f.seg.merged_predictions},
+                            {"split_extra", (double)f.seg.split_extra},
+                            {"false_objects", (double)f.seg.false_objects}}) {
         json_builder_set_member_name (b, key);
         json_builder_add_double_value (b, v);
       }
