@@ -123,10 +123,53 @@ predicted_labels (const analysis::Result &r, cv::Size frame)
 //    nucleus with the prediction of highest IoU (a prediction may serve
 //    several), intersections over unions summed, predictions never chosen
 //    added to the union.
+//  - where the errors come from (counts of nuclei):
+//    missed: truth nuclei of which predictions cover under 20 %;
+//    merged: truth nuclei that lie (≥ 50 % of their area) in a prediction
+//      holding another such truth nucleus (under-segmentation), in
+//      merged_predictions predictions;
+//    split_extra: predictions beyond the first that lie (≥ 50 % of their
+//      area) in one truth nucleus (over-segmentation);
+//    false_objects: predictions of which under 20 % lies on any truth
+//      nucleus (stroma, debris, unannotated nuclei).
 struct SegmentationScores {
   int truth = 0, predicted = 0, matched = 0;
   double object_f1 = 0, aji = 0;
+  int missed = 0, merged = 0, merged_predictions = 0, split_extra = 0, false_objects = 0;
 };
+
+// The error sources of SegmentationScores from the areas of the truth (ga)
+// and predicted (pa) instances and their overlaps (by truth instance).
+inline void
+error_sources (const std::vector<int64_t> &ga, const std::vector<int64_t> &pa,
+               const std::vector<std::vector<std::pair<int, int64_t>>> &by_truth, SegmentationScores &s)
+{
+  std::vector<int> truths_inside (pa.size (), 0), preds_inside (ga.size (), 0);
+  std::vector<int64_t> on_truth (pa.size (), 0);
+  for (size_t g = 1; g < ga.size (); g++) {
+    int64_t covered = 0;
+    for (auto &[p, n] : by_truth[g]) {
+      covered += n;
+      on_truth[p] += n;
+      if (2 * n >= ga[g])
+        truths_inside[p]++;
+      if (2 * n >= pa[p])
+        preds_inside[g]++;
+    }
+    if (ga[g] && 5 * covered < ga[g])
+      s.missed++;
+    if (preds_inside[g] > 1)
+      s.split_extra += preds_inside[g] - 1;
+  }
+  for (size_t p = 1; p < pa.size (); p++) {
+    if (truths_inside[p] > 1) {
+      s.merged += truths_inside[p];
+      s.merged_predictions++;
+    }
+    if (pa[p] && 5 * on_truth[p] < pa[p])
+      s.false_objects++;
+  }
+}
 
 inline SegmentationScores
 segmentation_scores (const cv::Mat &truth_in, const cv::Mat &pred_in, double iou = 0.5)
@@ -186,6 +229,7 @@ segmentation_scores (const cv::Mat &truth_in, const cv::Mat &pred_in, double iou
     if (pa[p] && !used[p])
       u += (double)pa[p];
   s.aji = u > 0 ? c / u : 1;
+  error_sources (ga, pa, by_truth, s);
   s.object_f1 = s.truth + s.predicted > 0 ? 2.0 * s.matched / (s.truth + s.predicted) : 1;
   return s;
 }

@@ -3,7 +3,7 @@
 // -> distance watershed -> regionprops), in the same run.  Run on purpose:
 //   meson test -C build --benchmark --suite bench -v analysis
 //   build/tests/bench/bench-analysis [--repeats N] [--json FILE] [--testdata DIR]
-//       [--folds DIR] [--model FILE] [--only looo|kidney|speed]
+//       [--folds DIR] [--model FILE] [--only looo|thresholds|kidney|speed]
 //
 // 0. Leave one organ out on the eleven annotated MoNuSeg tiles of five
 //    organs: each tile is segmented by the model trained without its organ
@@ -11,6 +11,9 @@
 //    scripts/train-nuclei --folds), by the classical method and by
 //    scikit-image; detection F1 (centroids within 2 µm), object F1 at IoU
 //    0.5, AJI and count error at the tile's own resolution.
+//    --only thresholds: the model's two thresholds chosen per fold on the
+//    fold's *training* organs only (grid of foreground x marker
+//    thresholds), then scored on the held-out organ beside the defaults.
 // 1. Accuracy on the MoNuSeg tile (359 annotated nuclei, 0.252 µm/px):
 //    detection F1 (centroids within 2 µm, one-to-one, closest pairs first),
 //    count error, pixel Dice; both methods scored by the same code.
@@ -25,6 +28,7 @@
 #include "sim/synthetic_slide.h"
 
 #include <livemicro/analysis/nuclei.h>
+#include <livemicro/analysis/nuclei_model.h>
 
 #include <glib.h>
 #include <glib/gstdio.h>
@@ -101,7 +105,8 @@ struct SpeedRow {
 // One method on one held-out tile.
 struct FoldScore {
   double det_f1 = 0, obj_f1 = 0, aji = 0, count_error = 0; // count error signed
-  int truth = 0, predicted = 0;
+  int truth = 0, predicted = 0, det_matched = 0;
+  bench::SegmentationScores seg; // with where the errors come from
   bool ok = false;
 };
 
@@ -123,8 +128,154 @@ fold_score (const bench::AnnotatedTile &t, const std::vector<cv::Point2d> &pred,
   f.truth = d.truth;
   f.predicted = d.predicted;
   f.count_error = d.truth ? (double)(d.predicted - d.truth) / d.truth : 0;
+  f.det_matched = d.matched;
+  f.seg = s;
   f.ok = true;
   return f;
+}
+
+// The model's thresholds chosen on training organs only: for each fold
+// model, every (foreground, marker) threshold pair of a small grid scored on
+// the tiles of the four organs it was trained on (mean detection F1 + AJI);
+// the best pair then scored on the held-out organ, beside the defaults.
+struct ThresholdChoice {
+  std::string organ;
+  double fg = 0, marker = 0, train_det_f1 = 0, train_aji = 0;
+  FoldScore held_out_chosen, held_out_default; // means over the organ's tiles
+};
+
+FoldScore
+mean_score (const std::vector<FoldScore> &v)
+{
+  FoldScore m;
+  for (const auto &f : v) {
+    m.det_f1 += f.det_f1 / v.size ();
+    m.aji += f.aji / v.size ();
+    m.obj_f1 += f.obj_f1 / v.size ();
+    m.count_error += std::abs (f.count_error) / v.size (); // mean |count error| of the tiles
+  }
+  m.ok = !v.empty ();
+  return m;
+}
+
+std::vector<ThresholdChoice>
+choose_thresholds (const std::string &testdata, const std::string &folds)
+{
+  std::vector<std::pair<bench::MonusegTile, bench::AnnotatedTile>> tiles;
+  for (const auto &tile : bench::monuseg_tiles ()) {
+    bench::AnnotatedTile t;
+    std::string why;
+    if (!bench::read_annotated_tile (testdata, tile.stem, t, why)) {
+      std::printf ("thresholds: %s (set LIVEMICRO_TESTDATA): skipped\n", why.c_str ());
+      return {};
+    }
+    tiles.emplace_back (tile, std::move (t));
+  }
+  const analysis::Params defaults;
+  const double fgs[] = {0.4, 0.5, 0.6}, markers[] = {0.3, 0.4, 0.5, 0.6};
+  std::vector<ThresholdChoice> out;
+  std::vector<std::string> organs;
+  for (const auto &[tile, t] : tiles)
+    if (std::find (organs.begin (), organs.end (), tile.organ) == organs.end ())
+      organs.push_back (tile.organ);
+  for (const auto &organ : organs) {
+    std::shared_ptr<analysis::NucleusModel> model
+        = analysis::NucleusModel::load (folds + "/nuclei-without-" + organ + ".onnx");
+    auto scores = [&] (double fg, double marker, bool held_out) {
+      std::vector<FoldScore> v;
+      for (const auto &[tile, t] : tiles) {
+        if ((tile.organ == organ) != held_out)
+          continue;
+        analysis::Params p;
+        p.method = analysis::Method::kModel;
+        p.fg_threshold = fg;
+        p.marker_threshold = marker;
+        p.want_labels = true;
+        analysis::Analyzer a (p);
+        a.set_model (model);
+        analysis::Result r = a.analyze (t.bgr, t.um_per_px, {2, 1, 0});
+        std::vector<cv::Point2d> pred;
+        for (const auto &n : r.nuclei)
+          pred.emplace_back (n.x_px, n.y_px);
+        v.push_back (fold_score (t, pred, bench::predicted_labels (r, t.bgr.size ())));
+      }
+      return mean_score (v);
+    };
+    ThresholdChoice c;
+    c.organ = organ;
+    double best = -1;
+    for (double fg : fgs)
+      for (double marker : markers) {
+        FoldScore m = scores (fg, marker, false);
+        if (m.det_f1 + m.aji > best) {
+          best = m.det_f1 + m.aji;
+          c.fg = fg;
+          c.marker = marker;
+          c.train_det_f1 = m.det_f1;
+          c.train_aji = m.aji;
+        }
+      }
+    c.held_out_chosen = scores (c.fg, c.marker, true);
+    c.held_out_default = scores (defaults.fg_threshold, defaults.marker_threshold, true);
+    out.push_back (c);
+  }
+  std::printf ("\nthe model's thresholds chosen on each fold's training organs (grid: foreground 0.4-0.6 x "
+               "marker 0.3-0.6), scored on the held-out organ; defaults %.2f / %.2f\n",
+               defaults.fg_threshold, defaults.marker_threshold);
+  std::printf ("%-10s %5s %6s | %-20s | %-26s | %-26s\n", "held out", "fg", "marker", "training det F1, AJI",
+               "held out, chosen: det AJI |cnt|", "held out, defaults");
+  FoldScore mc, md;
+  for (const auto &c : out) {
+    std::printf ("%-10s %5.2f %6.2f | %6.3f %6.3f        | %6.3f %6.3f %5.1f%%      | %6.3f %6.3f %5.1f%%\n",
+                 c.organ.c_str (), c.fg, c.marker, c.train_det_f1, c.train_aji, c.held_out_chosen.det_f1,
+                 c.held_out_chosen.aji, 100 * c.held_out_chosen.count_error, c.held_out_default.det_f1,
+                 c.held_out_default.aji, 100 * c.held_out_default.count_error);
+    for (auto [m, f] :
+         {std::pair<FoldScore *, const FoldScore *>{&mc, &c.held_out_chosen}, {&md, &c.held_out_default}}) {
+      m->det_f1 += f->det_f1 / out.size ();
+      m->aji += f->aji / out.size ();
+      m->count_error += f->count_error / out.size ();
+    }
+  }
+  if (!out.empty ())
+    std::printf ("mean over organs: chosen det F1 %.3f, AJI %.3f, |count| %.1f %%; defaults det F1 %.3f, AJI "
+                 "%.3f, |count| %.1f %%\n",
+                 mc.det_f1, mc.aji, 100 * mc.count_error, md.det_f1, md.aji, 100 * md.count_error);
+  std::fflush (stdout);
+  return out;
+}
+
+// Where the errors come from, per organ and in all (sums over the tiles):
+// detection misses and false detections, and the instance-level sources of
+// bench::SegmentationScores, for the model and the classical method.
+void
+print_error_sources (const std::vector<FoldRow> &looo, const std::vector<std::string> &organs)
+{
+  std::printf ("\nwhere the errors come from (nuclei, summed over the held-out tiles; see accuracy.h)\n");
+  std::printf ("%-18s %-10s %6s | %7s %7s | %7s %7s %7s %7s %7s\n", "organ", "method", "truth", "det FN",
+               "det FP", "missed", "merged", "(preds)", "split+", "false");
+  for (int k = 0; k < 2; k++) {
+    std::vector<std::string> rows = organs;
+    rows.push_back ("all");
+    for (const auto &o : rows) {
+      int t = 0, fn = 0, fp = 0, missed = 0, merged = 0, mp = 0, split = 0, fo = 0;
+      for (const auto &r : looo) {
+        const FoldScore &f = k == 0 ? r.model : r.classical;
+        if (!f.ok || (o != "all" && r.organ != o))
+          continue;
+        t += f.truth;
+        fn += f.truth - f.det_matched;
+        fp += f.predicted - f.det_matched;
+        missed += f.seg.missed;
+        merged += f.seg.merged;
+        mp += f.seg.merged_predictions;
+        split += f.seg.split_extra;
+        fo += f.seg.false_objects;
+      }
+      std::printf ("%-18s %-10s %6d | %7d %7d | %7d %7d %7d %7d %7d\n", o.c_str (),
+                   k == 0 ? "model" : "classical", t, fn, fp, missed, merged, mp, split, fo);
+    }
+  }
 }
 
 } // namespace
@@ -323,6 +474,7 @@ main (int argc, char **argv)
                  100 * over_organs[0].abs_count, 100 * over_organs[1].abs_count,
                  100 * over_organs[2].abs_count, 100 * over_tiles[0].worst_abs_count,
                  100 * over_tiles[1].worst_abs_count, 100 * over_tiles[2].worst_abs_count);
+    print_error_sources (looo, organs);
     const Means &m = over_organs[0];
     std::printf ("targets for the model on held-out organs: detection F1 >= 0.85: %s (%.3f); "
                  "AJI >= 0.62: %s (%.3f); mean |count error| <= 10 %%: %s (%.1f %%); no tile "
@@ -332,6 +484,10 @@ main (int argc, char **argv)
                  m.worst_abs_count <= 0.20 ? "met" : "MISSED", 100 * m.worst_abs_count);
     std::fflush (stdout);
   }
+
+  std::vector<ThresholdChoice> thresholds;
+  if (only == "thresholds")
+    thresholds = choose_thresholds (testdata, folds);
 
   // ---------------------------------------------------------------- accuracy
   std::vector<AccuracyRow> accuracy;
@@ -625,7 +781,13 @@ main (int argc, char **argv)
                             {"aji", f.aji},
                             {"count_error", f.count_error},
                             {"truth", (double)f.truth},
-                            {"predicted", (double)f.predicted}}) {
+                            {"predicted", (double)f.predicted},
+                            {"detection_matched", (double)f.det_matched},
+                            {"missed", (double)f.seg.missed},
+                            {"merged", (double)f.seg.merged},
+                            {"merged_predictions", (double)f.seg.merged_predictions},
+                            {"split_extra", (double)f.seg.split_extra},
+                            {"false_objects", (double)f.seg.false_objects}}) {
         json_builder_set_member_name (b, key);
         json_builder_add_double_value (b, v);
       }
@@ -661,6 +823,28 @@ main (int argc, char **argv)
   means_json ("mean_over_organs", over_organs);
   means_json ("mean_over_tiles", over_tiles);
   json_builder_end_object (b);
+  json_builder_set_member_name (b, "thresholds_chosen_on_training_organs");
+  json_builder_begin_array (b);
+  for (const auto &c : thresholds) {
+    json_builder_begin_object (b);
+    json_builder_set_member_name (b, "held_out_organ");
+    json_builder_add_string_value (b, c.organ.c_str ());
+    for (auto [k, v] : {std::pair<const char *, double>{"fg_threshold", c.fg},
+                        {"marker_threshold", c.marker},
+                        {"training_detection_f1", c.train_det_f1},
+                        {"training_aji", c.train_aji},
+                        {"held_out_detection_f1", c.held_out_chosen.det_f1},
+                        {"held_out_aji", c.held_out_chosen.aji},
+                        {"held_out_mean_abs_count_error", c.held_out_chosen.count_error},
+                        {"held_out_detection_f1_defaults", c.held_out_default.det_f1},
+                        {"held_out_aji_defaults", c.held_out_default.aji},
+                        {"held_out_mean_abs_count_error_defaults", c.held_out_default.count_error}}) {
+      json_builder_set_member_name (b, k);
+      json_builder_add_double_value (b, v);
+    }
+    json_builder_end_object (b);
+  }
+  json_builder_end_array (b);
   json_builder_set_member_name (b, "speed_1920x1080");
   json_builder_begin_array (b);
   for (const auto &r : speed) {
