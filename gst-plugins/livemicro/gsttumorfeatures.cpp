@@ -51,6 +51,7 @@
 #include <livemicro/analysis/nuclei_model.h>
 #include <livemicro/analysis/report.h>
 #include <livemicro/featuresmeta.h>
+#include <livemicro/frame_record_meta.h>
 #include <livemicro/stagemeta.h>
 
 #include <gst/video/video.h>
@@ -161,7 +162,7 @@ struct Job {
   cv::Mat frame;
   std::array<int, 3> rgb{0, 1, 2};
   double um_per_px = 0;
-  std::optional<an::StagePosition> stage;
+  std::optional<livemicro::hw::FrameRecord> stage;
   GstClockTime pts = GST_CLOCK_TIME_NONE, stream_time = GST_CLOCK_TIME_NONE,
                running_time = GST_CLOCK_TIME_NONE;
   an::Params params;
@@ -173,7 +174,7 @@ struct Job {
 struct Done {
   an::Result result;
   GstClockTime pts = GST_CLOCK_TIME_NONE;
-  std::optional<an::StagePosition> stage;
+  std::optional<livemicro::hw::FrameRecord> stage;
   guint64 seq = 0, frames_analysed = 0, frames_skipped = 0;
   /* An empty buffer whose FeaturesMeta holds the nuclei, made once: every
    * frame carrying this result shares them instead of copying. */
@@ -711,11 +712,11 @@ frame_settings (GstTumorFeatures *self)
  * neither says. */
 static double
 frame_um_per_px (GstBuffer *buf, const GstVideoInfo *info, gdouble property_um_per_px,
-                 std::optional<an::StagePosition> &stage)
+                 std::optional<livemicro::hw::FrameRecord> &stage)
 {
   if (LivemicroStageMeta *sm = livemicro_buffer_get_stage_meta (buf)) {
     if (sm->um_per_px > 0) {
-      stage = an::StagePosition{sm->stage_x_um, sm->stage_y_um, sm->stage_z_um, (int)sm->objective};
+      stage = livemicro::frame_record_of (*sm);
       return sm->frame_width > 0 ? sm->um_per_px * sm->frame_width / info->width : sm->um_per_px;
     }
   }
@@ -727,7 +728,7 @@ frame_um_per_px (GstBuffer *buf, const GstVideoInfo *info, gdouble property_um_p
  * when no job was started. */
 static GstFlowReturn
 submit_frame (GstTumorFeatures *self, GstBuffer *buf, const FrameSettings &f, double upp,
-              const std::optional<an::StagePosition> &stage, guint64 *seq)
+              const std::optional<livemicro::hw::FrameRecord> &stage, guint64 *seq)
 {
   Private *p = self->priv;
   GstBaseTransform *trans = GST_BASE_TRANSFORM (self);
@@ -831,7 +832,7 @@ gst_tumor_features_transform_ip (GstBaseTransform *trans, GstBuffer *buf)
       GST_ELEMENT_ERROR (self, RESOURCE, READ, ("%s", p->model_error.c_str ()), ("method=model"));
     return GST_FLOW_ERROR;
   }
-  std::optional<an::StagePosition> stage;
+  std::optional<livemicro::hw::FrameRecord> stage;
   const double upp = frame_um_per_px (buf, info, f.um_per_px, stage);
   if (upp <= 0) {
     GST_ELEMENT_ERROR (self, STREAM, FORMAT,
