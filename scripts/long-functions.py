@@ -26,10 +26,13 @@ def functions(path):
                 while j > 0 and not re.match(r'^' + indent + r'[A-Za-z_~].*\(', lines[j]):
                     j -= 1
                 k = i + 1
-                while k < len(lines) and lines[k] != indent + '}':
+                while k < len(lines) and not re.match(r'^' + indent + r'}\s*(//.*)?$', lines[k]):
                     k += 1
                 sig = lines[j].strip()
-                if not sig.startswith(('struct', 'class', 'namespace', 'enum', 'static const', 'const ')):
+                # A line ending in ';' is a statement before a nested block
+                # ({ ... } // scope), not a signature.
+                if not sig.startswith(('struct', 'class', 'namespace', 'enum', 'static const', 'const ')) \
+                        and not sig.endswith(';'):
                     above = '\n'.join(lines[max(0, j - 4):j])
                     yield k - j + 1, j + 1, sig, bool(REASON.search(above))
                 i = k

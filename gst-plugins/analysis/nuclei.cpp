@@ -1063,6 +1063,41 @@ Analyzer::stain_vectors (const std::vector<cv::Vec3f> &od_samples, StainMethod &
   return *macenko_;
 }
 
+// `h` smoothed by a Gaussian of sigma_px (±4σ); a copy when sigma_px is
+// below 0.3.
+static void
+smooth (const cv::Mat &h, double sigma_px, cv::Mat &out)
+{
+  if (sigma_px > 0.3)
+    cv::GaussianBlur (h, out, cv::Size (), sigma_px, sigma_px, cv::BORDER_REFLECT);
+  else
+    h.copyTo (out);
+}
+
+// The working-resolution label image: each pixel the nucleus index + 1 of
+// its region (`keep`), 0 where no nucleus was kept.
+static void
+nucleus_labels (const cv::Mat &regions, const std::vector<int> &keep, cv::Size size, cv::Mat &out)
+{
+  out.create (size.height, size.width, CV_32S);
+  for (int j = 0; j < size.height; j++) {
+    const int *lr = regions.ptr<int> (j);
+    int *o = out.ptr<int> (j);
+    for (int i = 0; i < size.width; i++)
+      o[i] = keep[lr[i]];
+  }
+}
+
+// Working resolution: the model's own (enlarging a 10x frame) when it runs,
+// else about working_um_per_px, never enlarged.
+static double
+working_scale (bool model_runs, const Params &P, double um_per_px)
+{
+  return model_runs             ? um_per_px / kModelUmPerPx
+         : P.analysis_scale > 0 ? std::min (1.0, P.analysis_scale)
+                                : std::min (1.0, um_per_px / P.working_um_per_px);
+}
+
 // The pipeline, stage by stage; each stage is a function above.  Returns
 // early (with the summary so far) when a quality gate fails.
 Result
@@ -1089,11 +1124,7 @@ Analyzer::analyze (const cv::Mat &image, double um_per_px, std::array<int, 3> rg
   // kModelMaxUmPerPx); they are flagged low_resolution below.
   const bool model_refuses = model && um_per_px > kModelMaxUmPerPx;
 
-  // Working resolution: the model's own (enlarging a 10x frame), else about
-  // working_um_per_px, never enlarged.
-  const double scale = model && !model_refuses ? um_per_px / kModelUmPerPx
-                       : P.analysis_scale > 0  ? std::min (1.0, P.analysis_scale)
-                                               : std::min (1.0, um_per_px / P.working_um_per_px);
+  const double scale = working_scale (model && !model_refuses, P, um_per_px);
   const WorkingFrame f = working_frame (image, rgb, um_per_px, scale, S.work);
   const double wupp = f.um_per_px;
   sum.working_um_per_px = wupp;
@@ -1114,11 +1145,7 @@ Analyzer::analyze (const cv::Mat &image, double um_per_px, std::array<int, 3> rg
     return finish ();
 
   profile.next ("background");
-  const double smooth_px = P.smooth_sigma_um / wupp;
-  if (smooth_px > 0.3)
-    cv::GaussianBlur (S.h, S.hs, cv::Size (), smooth_px, smooth_px, cv::BORDER_REFLECT); // ±4σ
-  else
-    S.h.copyTo (S.hs);
+  smooth (S.h, P.smooth_sigma_um / wupp, S.hs);
   if (!model) // the model needs no background
     subtract_background (S.hs, wupp, P, S.bg, S.hc);
 
@@ -1149,15 +1176,8 @@ Analyzer::analyze (const cv::Mat &image, double um_per_px, std::array<int, 3> rg
   profile.next ("frame summary");
   summarise (nuclei, P, sum);
   res.nuclei = std::move (nuclei);
-  if (P.want_labels) {
-    res.label_working.create (f.height, f.width, CV_32S);
-    for (int j = 0; j < f.height; j++) {
-      const int *lr = S.labels.ptr<int> (j);
-      int *out = res.label_working.ptr<int> (j);
-      for (int i = 0; i < f.width; i++)
-        out[i] = keep[lr[i]];
-    }
-  }
+  if (P.want_labels)
+    nucleus_labels (S.labels, keep, cv::Size (f.width, f.height), res.label_working);
   return finish ();
 }
 

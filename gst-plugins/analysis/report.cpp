@@ -74,9 +74,9 @@ add_frame_members (JsonBuilder *b, const Summary &s, const ReportContext &ctx)
   json_builder_set_member_name (b, "stage");
   if (ctx.stage) {
     json_builder_begin_object (b);
-    member_double (b, "x_um", ctx.stage->x_um);
-    member_double (b, "y_um", ctx.stage->y_um);
-    member_double (b, "z_um", ctx.stage->z_um);
+    member_double (b, "x_um", ctx.stage->stage_x_um);
+    member_double (b, "y_um", ctx.stage->stage_y_um);
+    member_double (b, "z_um", ctx.stage->stage_z_um);
     member_int (b, "objective", ctx.stage->objective);
     json_builder_end_object (b);
   } else {

@@ -431,6 +431,65 @@ settle (Moving moving)
   return true;
 }
 
+/* Opens the microscope of `uri`; nullptr after posting an error that says
+ * whether it is missing, unreadable or misconfigured. */
+static std::unique_ptr<hw::Microscope>
+open_scope (GstMicroscopeSrc *self, const std::string &uri)
+{
+  try {
+    return hw::open_microscope (uri);
+  } catch (const hw::Error &e) {
+    switch (e.kind ()) {
+    case hw::ErrorKind::kNotFound:
+      GST_ELEMENT_ERROR (self, RESOURCE, NOT_FOUND, ("%s", e.what ()), ("microscope=%s", uri.c_str ()));
+      break;
+    case hw::ErrorKind::kCorrupt:
+      GST_ELEMENT_ERROR (self, RESOURCE, OPEN_READ, ("%s", e.what ()), ("microscope=%s", uri.c_str ()));
+      break;
+    default:
+      GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS, ("%s", e.what ()), ("microscope=%s", uri.c_str ()));
+      break;
+    }
+  } catch (const std::exception &e) {
+    GST_ELEMENT_ERROR (self, RESOURCE, OPEN_READ,
+                       ("cannot open microscope '%s': %s", uri.c_str (), e.what ()), (nullptr));
+  }
+  return nullptr;
+}
+
+/* Places the stage where the properties ask before the first frame: moves
+ * at full speed and waits until it arrives, as one would on a real stage.
+ * DEFAULT_POSITION leaves an axis where it is.  Throws hw::Error. */
+static void
+place_for_first_frame (hw::Microscope &scope, double x, double y, double z, int objective)
+{
+  if (objective != 0)
+    scope.turret ().select (objective);
+  hw::StageState s = scope.stage ().state ();
+  double tx = x == DEFAULT_POSITION ? s.x_um : x;
+  double ty = y == DEFAULT_POSITION ? s.y_um : y;
+  if (tx != s.x_um || ty != s.y_um) {
+    hw::Stage &stage = scope.stage ();
+    double speed = stage.speed_um_per_s ();
+    stage.set_speed_um_per_s (kStartSpeedUmPerS);
+    stage.move_to (tx, ty);
+    if (!settle ([&] { return stage.state ().moving; }))
+      throw hw::Error (hw::ErrorKind::kDevice, "the stage did not reach its "
+                                               "start position within 10 s");
+    stage.set_speed_um_per_s (speed);
+  }
+  if (z != DEFAULT_POSITION) {
+    hw::FocusDrive &focus = scope.focus ();
+    double speed = focus.speed_um_per_s ();
+    focus.set_speed_um_per_s (kStartFocusSpeedUmPerS);
+    focus.move_to (z);
+    if (!settle ([&] { return focus.state ().moving; }))
+      throw hw::Error (hw::ErrorKind::kDevice, "the focus drive did not "
+                                               "reach its start position within 10 s");
+    focus.set_speed_um_per_s (speed);
+  }
+}
+
 static gboolean
 gst_microscope_src_start (GstBaseSrc *src)
 {
@@ -444,56 +503,11 @@ gst_microscope_src_start (GstBaseSrc *src)
   gdouble stage_speed = self->stage_speed, focus_speed = self->focus_speed;
   GST_OBJECT_UNLOCK (self);
 
-  std::unique_ptr<hw::Microscope> scope;
-  try {
-    scope = hw::open_microscope (uri);
-  } catch (const hw::Error &e) {
-    switch (e.kind ()) {
-    case hw::ErrorKind::kNotFound:
-      GST_ELEMENT_ERROR (self, RESOURCE, NOT_FOUND, ("%s", e.what ()), ("microscope=%s", uri.c_str ()));
-      break;
-    case hw::ErrorKind::kCorrupt:
-      GST_ELEMENT_ERROR (self, RESOURCE, OPEN_READ, ("%s", e.what ()), ("microscope=%s", uri.c_str ()));
-      break;
-    default:
-      GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS, ("%s", e.what ()), ("microscope=%s", uri.c_str ()));
-      break;
-    }
+  std::unique_ptr<hw::Microscope> scope = open_scope (self, uri);
+  if (!scope)
     return FALSE;
-  } catch (const std::exception &e) {
-    GST_ELEMENT_ERROR (self, RESOURCE, OPEN_READ,
-                       ("cannot open microscope '%s': %s", uri.c_str (), e.what ()), (nullptr));
-    return FALSE;
-  }
-
-  /* Place the stage where the properties ask before the first frame: move
-   * at full speed and wait until it arrives, as one would on a real stage. */
   try {
-    if (objective != 0)
-      scope->turret ().select (objective);
-    hw::StageState s = scope->stage ().state ();
-    double tx = x == DEFAULT_POSITION ? s.x_um : x;
-    double ty = y == DEFAULT_POSITION ? s.y_um : y;
-    if (tx != s.x_um || ty != s.y_um) {
-      hw::Stage &stage = scope->stage ();
-      double speed = stage.speed_um_per_s ();
-      stage.set_speed_um_per_s (kStartSpeedUmPerS);
-      stage.move_to (tx, ty);
-      if (!settle ([&] { return stage.state ().moving; }))
-        throw hw::Error (hw::ErrorKind::kDevice, "the stage did not reach its "
-                                                 "start position within 10 s");
-      stage.set_speed_um_per_s (speed);
-    }
-    if (z != DEFAULT_POSITION) {
-      hw::FocusDrive &focus = scope->focus ();
-      double speed = focus.speed_um_per_s ();
-      focus.set_speed_um_per_s (kStartFocusSpeedUmPerS);
-      focus.move_to (z);
-      if (!settle ([&] { return focus.state ().moving; }))
-        throw hw::Error (hw::ErrorKind::kDevice, "the focus drive did not "
-                                                 "reach its start position within 10 s");
-      focus.set_speed_um_per_s (speed);
-    }
+    place_for_first_frame (*scope, x, y, z, objective);
     if (stage_speed > 0)
       scope->stage ().set_speed_um_per_s (stage_speed);
     if (focus_speed > 0)

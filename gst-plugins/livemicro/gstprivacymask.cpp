@@ -29,6 +29,7 @@
 
 #include "gstprivacymask.h"
 
+#include <livemicro/frame_record_meta.h>
 #include <livemicro/privacy/detect.h>
 #include <livemicro/privacy/incremental.h>
 #include <livemicro/privacy/mask.h>
@@ -93,10 +94,9 @@ struct Private {
   privacy::IncrementalDetector incremental;
   cv::Mat mask, chroma_mask, work;
   bool have_prev = false;
-  privacy::FrameGeometry prev_geometry;
+  livemicro::hw::FrameRecord prev_geometry;
   bool have_detect_key = false;
-  privacy::FrameGeometry detect_geometry;
-  double detect_z_um = 0;
+  livemicro::hw::FrameRecord detect_geometry;
   guint64 frames_since_detection = 0;
   guint64 frames = 0;
   std::string last_blank_reason;
@@ -745,11 +745,11 @@ blank (GstPrivacyMask *self, GstVideoFrame *frame, const std::string &reason)
 }
 
 static bool
-same_view (const privacy::FrameGeometry &a, const privacy::FrameGeometry &b, double za, double zb)
+same_view (const livemicro::hw::FrameRecord &a, const livemicro::hw::FrameRecord &b)
 {
-  return a.width == b.width && a.height == b.height && a.um_per_px == b.um_per_px
+  return a.frame_width == b.frame_width && a.frame_height == b.frame_height && a.um_per_px == b.um_per_px
          && std::abs (a.stage_x_um - b.stage_x_um) < 0.25 * a.um_per_px
-         && std::abs (a.stage_y_um - b.stage_y_um) < 0.25 * a.um_per_px && za == zb;
+         && std::abs (a.stage_y_um - b.stage_y_um) < 0.25 * a.um_per_px && a.stage_z_um == b.stage_z_um;
 }
 
 /* Removes the metas the profile may not see; StageMeta follows its policy
@@ -794,13 +794,12 @@ apply_stage_policy (GstBuffer *buf, privacy::StageMetaPolicy policy)
   }
 }
 
-/* One frame being masked: where it shows the slide, and the mask so far. */
+/* One frame being masked: where it shows the slide (its StageMeta), and the
+ * mask so far. */
 struct MaskJob {
   GstVideoFrame *frame;
   const Settings &st;
-  privacy::FrameGeometry g;
-  double z_um = 0;
-  bool moving = false;
+  livemicro::hw::FrameRecord g;
   cv::Size size;
   double margin = 0;
   cv::Rect roi;
@@ -816,22 +815,15 @@ read_geometry (GstPrivacyMask *self, MaskJob &job)
   if (!meta)
     return "no StageMeta on the buffer (profile '" + job.st.profile_name
            + "' masks in slide coordinates and needs the stage position of every frame)";
-  privacy::FrameGeometry &g = job.g;
-  g.stage_x_um = meta->stage_x_um;
-  g.stage_y_um = meta->stage_y_um;
-  g.um_per_px = meta->um_per_px;
-  g.width = (int)meta->frame_width;
-  g.height = (int)meta->frame_height;
-  job.z_um = meta->stage_z_um;
-  job.moving = meta->moving;
-  if (!g.valid ())
+  const livemicro::hw::FrameRecord &g = job.g = livemicro::frame_record_of (*meta);
+  if (!privacy::places_frame (g))
     return "invalid StageMeta (" + std::to_string (meta->um_per_px) + " µm per pixel, "
            + std::to_string (meta->frame_width) + "x" + std::to_string (meta->frame_height) + " frame)";
-  if (g.width != job.size.width || g.height != job.size.height) {
+  if (g.frame_width != job.size.width || g.frame_height != job.size.height) {
     std::string why = p->caps_change.empty () ? "" : " (" + p->caps_change + ")";
     return "the frame is " + std::to_string (job.size.width) + "x" + std::to_string (job.size.height)
-           + " but its StageMeta describes a " + std::to_string (g.width) + "x" + std::to_string (g.height)
-           + " frame" + why;
+           + " but its StageMeta describes a " + std::to_string (g.frame_width) + "x"
+           + std::to_string (g.frame_height) + " frame" + why;
   }
   p->caps_change.clear ();
   return "";
@@ -843,9 +835,9 @@ read_geometry (GstPrivacyMask *self, MaskJob &job)
 static double
 safety_margin (Private *p, const MaskJob &job)
 {
-  const privacy::FrameGeometry &g = job.g;
+  const livemicro::hw::FrameRecord &g = job.g;
   double margin = job.st.margin_px;
-  if (job.moving) {
+  if (g.moving) {
     double travel = kMovingFallbackPx;
     if (p->have_prev && p->prev_geometry.um_per_px == g.um_per_px)
       travel = std::hypot (g.stage_x_um - p->prev_geometry.stage_x_um,
@@ -864,19 +856,19 @@ safety_margin (Private *p, const MaskJob &job)
 static cv::Rect
 hide_regions (Private *p, const MaskJob &job)
 {
-  const privacy::FrameGeometry &g = job.g;
+  const livemicro::hw::FrameRecord &g = job.g;
   const privacy::Profile &profile = *job.st.profile;
   const double margin = job.margin;
   const cv::Rect2d view (-margin - 2, -margin - 2, job.size.width + 2 * margin + 4,
                          job.size.height + 2 * margin + 4);
   std::vector<privacy::FramePolygon> polys;
   auto add = [&] (const std::vector<cv::Point2d> &poly_um, const cv::Rect2d &bounds_um) {
-    cv::Point2d a = g.to_frame (bounds_um.tl ()), z = g.to_frame (bounds_um.br ());
+    cv::Point2d a = privacy::to_frame (g, bounds_um.tl ()), z = privacy::to_frame (g, bounds_um.br ());
     if ((cv::Rect2d (a, z) & view).empty () && !cv::Rect2d (a, z).contains (view.tl ()))
       return;
     privacy::FramePolygon fp;
     for (const auto &pt : poly_um)
-      fp.points.push_back (g.to_frame (pt));
+      fp.points.push_back (privacy::to_frame (g, pt));
     polys.push_back (std::move (fp));
   };
   for (const privacy::SlideRegion *r : job.st.profiles->regions_for (profile))
@@ -906,8 +898,8 @@ detect_incremental (GstPrivacyMask *self, MaskJob &job, std::vector<privacy::Det
   ElementSource source (job.frame);
   privacy::IncrementalStats stats;
   try {
-    found = p->incremental.detect (source, job.g, job.z_um, job.st.profile->detect, p->mask, job.roi,
-                                   p->frames, job.st.detection_interval, &stats);
+    found = p->incremental.detect (source, job.g, job.st.profile->detect, p->mask, job.roi, p->frames,
+                                   job.st.detection_interval, &stats);
   } catch (const std::exception &e) {
     return std::string ("detection failed: ") + e.what ();
   }
@@ -925,8 +917,7 @@ detect_incremental (GstPrivacyMask *self, MaskJob &job, std::vector<privacy::Det
 static std::string
 detect_full_frame (Private *p, MaskJob &job, bool &detected, std::vector<privacy::Detection> &found)
 {
-  bool due = !p->have_detect_key || job.moving
-             || !same_view (job.g, p->detect_geometry, job.z_um, p->detect_z_um)
+  bool due = !p->have_detect_key || job.g.moving || !same_view (job.g, p->detect_geometry)
              || p->frames_since_detection + 1 >= job.st.detection_interval;
   if (!due) {
     p->frames_since_detection++;
@@ -943,7 +934,6 @@ detect_full_frame (Private *p, MaskJob &job, bool &detected, std::vector<privacy
   }
   detected = true;
   p->detect_geometry = job.g;
-  p->detect_z_um = job.z_um;
   p->have_detect_key = true;
   p->frames_since_detection = 0;
   return "";
@@ -971,7 +961,7 @@ detect_regions (GstPrivacyMask *self, MaskJob &job, bool &memory_changed)
   std::lock_guard<std::mutex> lock (p->memory_mutex);
   for (const auto &d : found) {
     cv::Rect2d b = d.bounds_px ();
-    cv::Point2d a = job.g.to_slide (b.tl ()), z = job.g.to_slide (b.br ());
+    cv::Point2d a = privacy::to_slide (job.g, b.tl ()), z = privacy::to_slide (job.g, b.br ());
     memory_changed |= p->memory.remember (d.region_class, cv::Rect2d (a, z), p->frames);
   }
   return "";

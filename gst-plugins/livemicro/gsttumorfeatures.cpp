@@ -51,6 +51,7 @@
 #include <livemicro/analysis/nuclei_model.h>
 #include <livemicro/analysis/report.h>
 #include <livemicro/featuresmeta.h>
+#include <livemicro/frame_record_meta.h>
 #include <livemicro/stagemeta.h>
 
 #include <gst/video/video.h>
@@ -161,7 +162,7 @@ struct Job {
   cv::Mat frame;
   std::array<int, 3> rgb{0, 1, 2};
   double um_per_px = 0;
-  std::optional<an::StagePosition> stage;
+  std::optional<livemicro::hw::FrameRecord> stage;
   GstClockTime pts = GST_CLOCK_TIME_NONE, stream_time = GST_CLOCK_TIME_NONE,
                running_time = GST_CLOCK_TIME_NONE;
   an::Params params;
@@ -173,7 +174,7 @@ struct Job {
 struct Done {
   an::Result result;
   GstClockTime pts = GST_CLOCK_TIME_NONE;
-  std::optional<an::StagePosition> stage;
+  std::optional<livemicro::hw::FrameRecord> stage;
   guint64 seq = 0, frames_analysed = 0, frames_skipped = 0;
   /* An empty buffer whose FeaturesMeta holds the nuclei, made once: every
    * frame carrying this result shares them instead of copying. */
@@ -424,19 +425,64 @@ attach_nuclei (LivemicroFeaturesMeta *m, const Done &d)
   livemicro_features_meta_set_nuclei (m, out.data (), (guint)out.size ());
 }
 
+/* On Linux a thread has its own nice value: a background analysis yields
+ * the CPU to the video threads when the machine is short of it. */
+static void
+lower_thread_priority (GstTumorFeatures *self, int nice)
+{
+#ifdef __linux__
+  if (nice > 0 && setpriority (PRIO_PROCESS, (id_t)syscall (SYS_gettid), nice) != 0)
+    GST_WARNING_OBJECT (self, "cannot lower the analysis thread's priority: %s", g_strerror (errno));
+#else
+  (void)self;
+  (void)nice;
+#endif
+}
+
+/* The element message of an analysed frame (its summary and times). */
+static void
+post_summary (GstTumorFeatures *self, const Job &job, const Done &done)
+{
+  LivemicroFeaturesMeta summary;
+  memset (&summary, 0, sizeof summary);
+  fill_summary (&summary, done);
+  summary.analysed = TRUE;
+  GstStructure *s = livemicro_features_meta_to_structure (&summary);
+  gst_structure_set (s, "timestamp", G_TYPE_UINT64, job.pts, "stream-time", G_TYPE_UINT64, job.stream_time,
+                     "running-time", G_TYPE_UINT64, job.running_time, nullptr);
+  gst_element_post_message (GST_ELEMENT (self), gst_message_new_element (GST_OBJECT (self), s));
+}
+
+/* One JSON Lines record of an analysed frame; a warning when it cannot be
+ * written. */
+static void
+write_report_line (GstTumorFeatures *self, FILE *json, const Job &job, const Done &done)
+{
+  an::ReportContext ctx;
+  ctx.analysed = true;
+  if (GST_CLOCK_TIME_IS_VALID (job.pts))
+    ctx.pts_ns = job.pts;
+  if (GST_CLOCK_TIME_IS_VALID (job.stream_time))
+    ctx.stream_time_ns = job.stream_time;
+  if (GST_CLOCK_TIME_IS_VALID (job.running_time))
+    ctx.running_time_ns = job.running_time;
+  ctx.stage = job.stage;
+  ctx.frames_analysed = done.frames_analysed;
+  ctx.frames_skipped = done.frames_skipped;
+  ctx.nuclei = job.emit_nuclei;
+  std::string line = an::report_json (done.result, ctx);
+  line += '\n';
+  if (std::fwrite (line.data (), 1, line.size (), json) != line.size () || std::fflush (json) != 0)
+    GST_ELEMENT_WARNING (self, RESOURCE, WRITE, ("cannot write the JSON Lines file: %s", g_strerror (errno)),
+                         (nullptr));
+}
+
 /* Worker: analyses the job, reports it (JSON line, bus message), publishes. */
 static void
 worker_loop (GstTumorFeatures *self, int nice)
 {
   Private *p = self->priv;
-#ifdef __linux__
-  /* On Linux a thread has its own nice value: a background analysis yields
-   * the CPU to the video threads when the machine is short of it. */
-  if (nice > 0 && setpriority (PRIO_PROCESS, (id_t)syscall (SYS_gettid), nice) != 0)
-    GST_WARNING_OBJECT (self, "cannot lower the analysis thread's priority: %s", g_strerror (errno));
-#else
-  (void)nice;
-#endif
+  lower_thread_priority (self, nice);
   std::unique_lock<std::mutex> lock (p->mutex);
   while (true) {
     p->job_ready.wait (lock, [p] { return p->stopping || p->job.has_value (); });
@@ -474,33 +520,9 @@ worker_loop (GstTumorFeatures *self, int nice)
     lock.unlock ();
 
     if (ok) {
-      LivemicroFeaturesMeta summary;
-      memset (&summary, 0, sizeof summary);
-      fill_summary (&summary, *done);
-      summary.analysed = TRUE;
-      GstStructure *s = livemicro_features_meta_to_structure (&summary);
-      gst_structure_set (s, "timestamp", G_TYPE_UINT64, job.pts, "stream-time", G_TYPE_UINT64,
-                         job.stream_time, "running-time", G_TYPE_UINT64, job.running_time, nullptr);
-      gst_element_post_message (GST_ELEMENT (self), gst_message_new_element (GST_OBJECT (self), s));
-      if (json) {
-        an::ReportContext ctx;
-        ctx.analysed = true;
-        if (GST_CLOCK_TIME_IS_VALID (job.pts))
-          ctx.pts_ns = job.pts;
-        if (GST_CLOCK_TIME_IS_VALID (job.stream_time))
-          ctx.stream_time_ns = job.stream_time;
-        if (GST_CLOCK_TIME_IS_VALID (job.running_time))
-          ctx.running_time_ns = job.running_time;
-        ctx.stage = job.stage;
-        ctx.frames_analysed = done->frames_analysed;
-        ctx.frames_skipped = skipped;
-        ctx.nuclei = job.emit_nuclei;
-        std::string line = an::report_json (done->result, ctx);
-        line += '\n';
-        if (std::fwrite (line.data (), 1, line.size (), json) != line.size () || std::fflush (json) != 0)
-          GST_ELEMENT_WARNING (self, RESOURCE, WRITE,
-                               ("cannot write the JSON Lines file: %s", g_strerror (errno)), (nullptr));
-      }
+      post_summary (self, job, *done);
+      if (json)
+        write_report_line (self, json, job, *done);
     }
     done->result.label_working.release ();
 
@@ -690,11 +712,11 @@ frame_settings (GstTumorFeatures *self)
  * neither says. */
 static double
 frame_um_per_px (GstBuffer *buf, const GstVideoInfo *info, gdouble property_um_per_px,
-                 std::optional<an::StagePosition> &stage)
+                 std::optional<livemicro::hw::FrameRecord> &stage)
 {
   if (LivemicroStageMeta *sm = livemicro_buffer_get_stage_meta (buf)) {
     if (sm->um_per_px > 0) {
-      stage = an::StagePosition{sm->stage_x_um, sm->stage_y_um, sm->stage_z_um, (int)sm->objective};
+      stage = livemicro::frame_record_of (*sm);
       return sm->frame_width > 0 ? sm->um_per_px * sm->frame_width / info->width : sm->um_per_px;
     }
   }
@@ -706,7 +728,7 @@ frame_um_per_px (GstBuffer *buf, const GstVideoInfo *info, gdouble property_um_p
  * when no job was started. */
 static GstFlowReturn
 submit_frame (GstTumorFeatures *self, GstBuffer *buf, const FrameSettings &f, double upp,
-              const std::optional<an::StagePosition> &stage, guint64 *seq)
+              const std::optional<livemicro::hw::FrameRecord> &stage, guint64 *seq)
 {
   Private *p = self->priv;
   GstBaseTransform *trans = GST_BASE_TRANSFORM (self);
@@ -810,7 +832,7 @@ gst_tumor_features_transform_ip (GstBaseTransform *trans, GstBuffer *buf)
       GST_ELEMENT_ERROR (self, RESOURCE, READ, ("%s", p->model_error.c_str ()), ("method=model"));
     return GST_FLOW_ERROR;
   }
-  std::optional<an::StagePosition> stage;
+  std::optional<livemicro::hw::FrameRecord> stage;
   const double upp = frame_um_per_px (buf, info, f.um_per_px, stage);
   if (upp <= 0) {
     GST_ELEMENT_ERROR (self, STREAM, FORMAT,

@@ -434,18 +434,13 @@ struct Detector::Impl {
     }
   }
 
-  // screen (): the code detectors on print-like candidates only.  Each
-  // OpenCV QR search costs ~5 ms whatever the size of what it is given (it
-  // scales its input to 512 px), so it runs only where finder patterns are.
-  // `frame_edge`: which edges of the copy are the frame's (left, top,
-  // right, bottom).
-  void codes (double s, bool colour, const cv::Rect &core, bool want_qr, bool want_barcode,
-              std::vector<Detection> &out, const bool *frame_edge, std::vector<CutCandidate> *cut)
+  // Dark marks on paper (`seeds`): where a code may be printed; false when
+  // there are none.
+  bool find_code_seeds (bool colour)
   {
-    const cv::Rect frame (0, 0, grey.cols, grey.rows);
     dark = grey < kCodeMaxGrey;
     if (cv::countNonZero (dark) == 0)
-      return;
+      return false;
     if (colour) {
       if (chroma.size () != grey.size ())
         make_chroma ();
@@ -455,7 +450,85 @@ struct Detector::Impl {
     }
     cv::dilate (paper, paper, cv::getStructuringElement (cv::MORPH_RECT, cv::Size (5, 5)));
     cv::bitwise_and (dark, paper, seeds);
-    if (cv::countNonZero (seeds) == 0)
+    return cv::countNonZero (seeds) > 0;
+  }
+
+  // A QR code in the candidate `r` (with its quiet zone, `c`), only where
+  // finder patterns are.
+  void qr_in_candidate (double s, const cv::Rect &r, const cv::Rect &c, std::vector<Detection> &out)
+  {
+    cv::Mat g = grey (c);
+    double lo, hi;
+    cv::minMaxLoc (grey (r), &lo, &hi);
+    bin = g < (lo + hi) / 2;
+    if (!has_finder_patterns (bin))
+      return;
+    if (stats_out)
+      stats_out->qr_runs++;
+    // One symbol per candidate, as a rule; several only when the first
+    // leaves most of the candidate unexplained (the multi-symbol search
+    // costs as much again, and a failed one much more).
+    std::vector<cv::Point2f> pts;
+    bool found = qr.detect (g, pts) && pts.size () == 4;
+    if (found && cv::boundingRect (pts).area () < 0.5 * r.area ()) {
+      std::vector<cv::Point2f> more;
+      if (qr.detectMulti (g, more) && more.size () > 4)
+        pts = more;
+    }
+    if (found)
+      for (size_t k = 0; k + 4 <= pts.size (); k += 4) {
+        std::vector<cv::Point2f> q (pts.begin () + (long)k, pts.begin () + (long)k + 4);
+        for (auto &p : q)
+          p += cv::Point2f ((float)c.x, (float)c.y);
+        if (looks_printed (grey, q, 1.0))
+          out.push_back ({RegionClass::kQr, to_frame_quad (q, s, 0.1, 2, origin)});
+      }
+  }
+
+  // A barcode in the candidate `r` (with its quiet zone, `c`) whose bars run
+  // `across`.
+  void barcode_in_candidate (double s, const cv::Rect &r, const cv::Rect &c, double across,
+                             std::vector<Detection> &out)
+  {
+    if (stats_out)
+      stats_out->barcode_runs++;
+    cv::Mat g = grey (c);
+    double lo, hi;
+    cv::minMaxLoc (grey (r), &lo, &hi);
+    bin = grey (r) < (lo + hi) / 2;
+    // Bring the bars to kBarcodeModule pixels, then give the detector a
+    // plain canvas it does not rescale.
+    const double module = bar_module (bin, across);
+    const double q = std::min (1.0, kBarcodeModule / module);
+    cv::Mat small = g;
+    if (q < 1.0)
+      cv::resize (g, small, cv::Size (), q, q, cv::INTER_AREA);
+    const int canvas_side
+        = (int)std::lround (std::max (kBarcodeModule, module * q) * kBarcodeCanvasPerModule);
+    const int bx = std::max (0, (canvas_side - small.cols + 1) / 2);
+    const int by = std::max (0, (canvas_side - small.rows + 1) / 2);
+    cv::copyMakeBorder (small, canvas, by, by, bx, bx, cv::BORDER_CONSTANT, cv::Scalar (hi));
+    std::vector<cv::Point2f> pts;
+    if (barcode.detect (canvas, pts))
+      for (size_t k = 0; k + 4 <= pts.size (); k += 4) {
+        std::vector<cv::Point2f> q4 (pts.begin () + (long)k, pts.begin () + (long)k + 4);
+        for (auto &p : q4)
+          p = cv::Point2f ((float)((p.x - bx) / q + c.x), (float)((p.y - by) / q + c.y));
+        if (looks_printed (grey, q4, 1.0))
+          out.push_back ({RegionClass::kBarcode, to_frame_quad (q4, s, 0.3, 2, origin)});
+      }
+  }
+
+  // screen (): the code detectors on print-like candidates only.  Each
+  // OpenCV QR search costs ~5 ms whatever the size of what it is given (it
+  // scales its input to 512 px), so it runs only where finder patterns are.
+  // `frame_edge`: which edges of the copy are the frame's (left, top,
+  // right, bottom).
+  void codes (double s, bool colour, const cv::Rect &core, bool want_qr, bool want_barcode,
+              std::vector<Detection> &out, const bool *frame_edge, std::vector<CutCandidate> *cut)
+  {
+    const cv::Rect frame (0, 0, grey.cols, grey.rows);
+    if (!find_code_seeds (colour))
       return;
     // Modules and bars of one code are less than a quiet zone apart (gaps
     // of up to kCodeGap working pixels are bridged: 4-module gaps between
@@ -466,7 +539,6 @@ struct Detector::Impl {
     cv::dilate (seeds (box), grouped,
                 cv::getStructuringElement (cv::MORPH_RECT, cv::Size (kCodeGap + 1, kCodeGap + 1)));
     int n = cv::connectedComponentsWithStats (grouped, labels, stats, centroids, 8, CV_32S, cv::CCL_GRANA);
-    std::vector<cv::Point2f> pts;
     for (int i = 1; i < n; i++) {
       // Undo the dilation, except where it met the edge of the copy (then
       // the marks reach within kCodeGap / 2 of it, and may go on beyond).
@@ -519,64 +591,12 @@ struct Detector::Impl {
       // With its quiet zone.
       int pad = std::max (6, (int)(0.15 * std::max (r.width, r.height)));
       cv::Rect c = cv::Rect (r.x - pad, r.y - pad, r.width + 2 * pad, r.height + 2 * pad) & frame;
-      cv::Mat g = grey (c);
       const double aspect = (double)std::max (r.width, r.height) / std::min (r.width, r.height);
-      if (want_qr && !frame_cut && aspect <= kMaxQrAspect) {
-        double lo, hi;
-        cv::minMaxLoc (grey (r), &lo, &hi);
-        bin = g < (lo + hi) / 2;
-        if (has_finder_patterns (bin)) {
-          if (stats_out)
-            stats_out->qr_runs++;
-          // One symbol per candidate, as a rule; several only when the
-          // first leaves most of the candidate unexplained (the multi-symbol
-          // search costs as much again, and a failed one much more).
-          pts.clear ();
-          bool found = qr.detect (g, pts) && pts.size () == 4;
-          if (found && cv::boundingRect (pts).area () < 0.5 * r.area ()) {
-            std::vector<cv::Point2f> more;
-            if (qr.detectMulti (g, more) && more.size () > 4)
-              pts = more;
-          }
-          if (found)
-            for (size_t k = 0; k + 4 <= pts.size (); k += 4) {
-              std::vector<cv::Point2f> q (pts.begin () + (long)k, pts.begin () + (long)k + 4);
-              for (auto &p : q)
-                p += cv::Point2f ((float)c.x, (float)c.y);
-              if (looks_printed (grey, q, 1.0))
-                out.push_back ({RegionClass::kQr, to_frame_quad (q, s, 0.1, 2, origin)});
-            }
-        }
-      }
+      if (want_qr && !frame_cut && aspect <= kMaxQrAspect)
+        qr_in_candidate (s, r, c, out);
       double across = 0;
-      if (want_barcode && edge_coherence (grey (r), &across) >= kMinBarCoherence) {
-        if (stats_out)
-          stats_out->barcode_runs++;
-        double lo, hi;
-        cv::minMaxLoc (grey (r), &lo, &hi);
-        bin = grey (r) < (lo + hi) / 2;
-        // Bring the bars to kBarcodeModule pixels, then give the detector a
-        // plain canvas it does not rescale.
-        const double module = bar_module (bin, across);
-        const double q = std::min (1.0, kBarcodeModule / module);
-        cv::Mat small = g;
-        if (q < 1.0)
-          cv::resize (g, small, cv::Size (), q, q, cv::INTER_AREA);
-        const int canvas_side
-            = (int)std::lround (std::max (kBarcodeModule, module * q) * kBarcodeCanvasPerModule);
-        const int bx = std::max (0, (canvas_side - small.cols + 1) / 2);
-        const int by = std::max (0, (canvas_side - small.rows + 1) / 2);
-        cv::copyMakeBorder (small, canvas, by, by, bx, bx, cv::BORDER_CONSTANT, cv::Scalar (hi));
-        pts.clear ();
-        if (barcode.detect (canvas, pts))
-          for (size_t k = 0; k + 4 <= pts.size (); k += 4) {
-            std::vector<cv::Point2f> q4 (pts.begin () + (long)k, pts.begin () + (long)k + 4);
-            for (auto &p : q4)
-              p = cv::Point2f ((float)((p.x - bx) / q + c.x), (float)((p.y - by) / q + c.y));
-            if (looks_printed (grey, q4, 1.0))
-              out.push_back ({RegionClass::kBarcode, to_frame_quad (q4, s, 0.3, 2, origin)});
-          }
-      }
+      if (want_barcode && edge_coherence (grey (r), &across) >= kMinBarCoherence)
+        barcode_in_candidate (s, r, c, across, out);
     }
   }
 

@@ -89,7 +89,7 @@ struct Run {
 };
 
 CellGrid
-cell_grid (const FrameGeometry &g, cv::Size size, double cell_um)
+cell_grid (const hw::FrameRecord &g, cv::Size size, double cell_um)
 {
   const double upp = g.um_per_px;
   // Slide µm at the frame's left/top edge.
@@ -322,7 +322,7 @@ struct IncrementalDetector::Impl {
   // the slide (a still view), so that they are not analysed in every frame.
   std::unordered_map<uint64_t, uint32_t> partial;
   uint64_t partial_layer = 0;
-  FrameGeometry partial_view;
+  hw::FrameRecord partial_view;
   uint64_t next_layer_id = 1;
 
   Layer &layer (double upp, double z, double s, const std::vector<RegionClass> &classes, uint64_t frame)
@@ -358,11 +358,12 @@ struct IncrementalDetector::Impl {
 
   // The partial-cell record holds only while the frame shows exactly the
   // part of the slide the previous one showed (a still view).
-  void keep_partial_if_still (const Layer &layer, const FrameGeometry &g)
+  void keep_partial_if_still (const Layer &layer, const hw::FrameRecord &g)
   {
     const bool same_view = partial_layer == layer.id && partial_view.stage_x_um == g.stage_x_um
-                           && partial_view.stage_y_um == g.stage_y_um && partial_view.width == g.width
-                           && partial_view.height == g.height;
+                           && partial_view.stage_y_um == g.stage_y_um
+                           && partial_view.frame_width == g.frame_width
+                           && partial_view.frame_height == g.frame_height;
     if (same_view)
       return;
     partial.clear ();
@@ -501,7 +502,7 @@ IncrementalDetector::Impl::mark_checked (Layer &layer, const std::vector<Plan> &
 // them (cell_runs, plan_rects), the detectors on those (screen) and the
 // cells marked checked (mark_checked).
 std::vector<Detection>
-IncrementalDetector::detect (FrameSource &source, const FrameGeometry &g, double z_um,
+IncrementalDetector::detect (FrameSource &source, const hw::FrameRecord &g,
                              const std::vector<RegionClass> &classes, const cv::Mat &hidden,
                              const cv::Rect &hidden_roi, uint64_t frame, unsigned recheck_frames,
                              IncrementalStats *stats)
@@ -511,7 +512,7 @@ IncrementalDetector::detect (FrameSource &source, const FrameGeometry &g, double
   IncrementalStats &st = stats ? *stats : local;
   st = IncrementalStats ();
   const cv::Size size = source.size ();
-  CV_Assert (g.valid () && g.width == size.width && g.height == size.height);
+  CV_Assert (places_frame (g) && g.frame_width == size.width && g.frame_height == size.height);
   if (classes.empty ())
     return {};
   recheck_frames = std::max (1u, recheck_frames);
@@ -527,7 +528,7 @@ IncrementalDetector::detect (FrameSource &source, const FrameGeometry &g, double
   std::vector<RegionClass> key_classes = classes;
   std::sort (key_classes.begin (), key_classes.end ());
   key_classes.erase (std::unique (key_classes.begin (), key_classes.end ()), key_classes.end ());
-  Layer &layer = d.layer (g.um_per_px, z_um, s, key_classes, frame);
+  Layer &layer = d.layer (g.um_per_px, g.stage_z_um, s, key_classes, frame);
   d.keep_partial_if_still (layer, g);
 
   const CellGrid grid = cell_grid (g, size, cell_um);

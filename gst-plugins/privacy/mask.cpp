@@ -10,24 +10,24 @@
 namespace livemicro::privacy {
 
 bool
-FrameGeometry::valid () const
+places_frame (const hw::FrameRecord &f)
 {
-  return std::isfinite (stage_x_um) && std::isfinite (stage_y_um) && std::isfinite (um_per_px)
-         && um_per_px > 0 && width > 0 && height > 0;
+  return std::isfinite (f.stage_x_um) && std::isfinite (f.stage_y_um) && std::isfinite (f.um_per_px)
+         && f.um_per_px > 0 && f.frame_width > 0 && f.frame_height > 0;
 }
 
 cv::Point2d
-FrameGeometry::to_frame (const cv::Point2d &p) const
+to_frame (const hw::FrameRecord &f, const cv::Point2d &p)
 {
-  return {(p.x - stage_x_um) / um_per_px + width / 2.0 - 0.5,
-          (p.y - stage_y_um) / um_per_px + height / 2.0 - 0.5};
+  return {(p.x - f.stage_x_um) / f.um_per_px + f.frame_width / 2.0 - 0.5,
+          (p.y - f.stage_y_um) / f.um_per_px + f.frame_height / 2.0 - 0.5};
 }
 
 cv::Point2d
-FrameGeometry::to_slide (const cv::Point2d &p) const
+to_slide (const hw::FrameRecord &f, const cv::Point2d &p)
 {
-  return {stage_x_um + (p.x + 0.5 - width / 2.0) * um_per_px,
-          stage_y_um + (p.y + 0.5 - height / 2.0) * um_per_px};
+  return {f.stage_x_um + (p.x + 0.5 - f.frame_width / 2.0) * f.um_per_px,
+          f.stage_y_um + (p.y + 0.5 - f.frame_height / 2.0) * f.um_per_px};
 }
 
 const char *

@@ -180,6 +180,18 @@ SyntheticSlide::SyntheticSlide (uint64_t seed) : seed_ (seed), fields_ (std::mak
                                cv::Size2f ((float)(2 * rx), (float)(2 * ry)), (float)rng.uniform (-25, 25));
   }
 
+  build_fields ();
+  find_home ();
+  build_label ();
+}
+
+// The smooth fields the slide is drawn from: tissue presence (the sections
+// with ragged edges and holes) and the tissue-type noises with their
+// thresholds.
+void
+SyntheticSlide::build_fields ()
+{
+  uint64_t seed = seed_;
   cv::Size fsize (static_cast<int> (kWidthUm / kFieldUmPerPx), static_cast<int> (kHeightUm / kFieldUmPerPx));
   cv::Mat edge = field_noise (stream_seed (seed, kStreamTissueEdge), fsize, 1800);
   cv::Mat holes = field_noise (stream_seed (seed, kStreamHoles), fsize, 260);
@@ -221,9 +233,13 @@ SyntheticSlide::SyntheticSlide (uint64_t seed) : seed_ (seed), fields_ (std::mak
   f.t_tumour = percentile (f.tumour, f.tissue, 0.65);
   f.t_lymph = percentile (f.lymph, f.tissue, 0.92);
   f.t_epith = percentile (f.epith, f.tissue, 0.70);
+}
 
-  // Home: the centre of the largest section, moved onto tissue if it fell in
-  // a hole.
+// Home: the centre of the largest section, moved onto tissue if it fell in a
+// hole.
+void
+SyntheticSlide::find_home ()
+{
   const cv::RotatedRect *largest = &sections_um_[0];
   for (const auto &s : sections_um_)
     if (s.size.area () > largest->size.area ())
@@ -238,8 +254,6 @@ SyntheticSlide::SyntheticSlide (uint64_t seed) : seed_ (seed), fields_ (std::mak
         break;
       }
     }
-
-  build_label ();
 }
 
 SyntheticSlide::~SyntheticSlide () = default;
@@ -258,41 +272,12 @@ SyntheticSlide::tissue_at (double x_um, double y_um) const
   return Fields::sample (fields_->tissue, x_um, y_um);
 }
 
-std::optional<Nucleus>
-SyntheticSlide::nucleus_in_cell (int64_t ci, int64_t cj) const
+// Draws the size, elongation, lobes and stain of a nucleus of n.kind (in
+// this order from `rng`); returns its area in µm².
+static double
+draw_shape (Nucleus &n, Rng &rng, double &elongation)
 {
-  double base_x = (ci + 0.5) * kCellUm, base_y = (cj + 0.5) * kCellUm;
-  float d = tissue_at (base_x, base_y);
-  if (d < 0.35f)
-    return std::nullopt;
-  const Fields &f = *fields_;
-  Rng rng (hash3 (stream_seed (seed_, kStreamNuclei), ci, cj));
-  float presence = smoothstep (0.35f, 0.65f, d);
-  float t = Fields::sample (f.tumour, base_x, base_y);
-  float l = Fields::sample (f.lymph, base_x, base_y);
-  float e = Fields::sample (f.epith, base_x, base_y);
-
-  Nucleus n;
-  double p;
-  if (t >= f.t_tumour) {
-    n.kind = NucleusKind::kTumour;
-    p = 0.80;
-  } else if (l >= f.t_lymph) {
-    n.kind = NucleusKind::kLymphocyte;
-    p = 0.75;
-  } else if (e >= f.t_epith) {
-    n.kind = NucleusKind::kEpithelial;
-    p = 0.55;
-  } else {
-    n.kind = NucleusKind::kFibroblast;
-    p = 0.12;
-  }
-  if (rng.uniform () > p * presence)
-    return std::nullopt;
-  if (n.kind == NucleusKind::kTumour && rng.uniform () < 0.012)
-    n.kind = NucleusKind::kMitosis;
-
-  double area = 0, elongation = 1;
+  double area = 0;
   switch (n.kind) {
   case NucleusKind::kTumour:
     area = std::clamp (38.0 * std::exp (0.32 * rng.normal ()), 14.0, 95.0);
@@ -329,6 +314,45 @@ SyntheticSlide::nucleus_in_cell (int64_t ci, int64_t cj) const
     n.hematoxylin_od = rng.uniform (1.45, 1.65);
     break;
   }
+  return area;
+}
+
+std::optional<Nucleus>
+SyntheticSlide::nucleus_in_cell (int64_t ci, int64_t cj) const
+{
+  double base_x = (ci + 0.5) * kCellUm, base_y = (cj + 0.5) * kCellUm;
+  float d = tissue_at (base_x, base_y);
+  if (d < 0.35f)
+    return std::nullopt;
+  const Fields &f = *fields_;
+  Rng rng (hash3 (stream_seed (seed_, kStreamNuclei), ci, cj));
+  float presence = smoothstep (0.35f, 0.65f, d);
+  float t = Fields::sample (f.tumour, base_x, base_y);
+  float l = Fields::sample (f.lymph, base_x, base_y);
+  float e = Fields::sample (f.epith, base_x, base_y);
+
+  Nucleus n;
+  double p;
+  if (t >= f.t_tumour) {
+    n.kind = NucleusKind::kTumour;
+    p = 0.80;
+  } else if (l >= f.t_lymph) {
+    n.kind = NucleusKind::kLymphocyte;
+    p = 0.75;
+  } else if (e >= f.t_epith) {
+    n.kind = NucleusKind::kEpithelial;
+    p = 0.55;
+  } else {
+    n.kind = NucleusKind::kFibroblast;
+    p = 0.12;
+  }
+  if (rng.uniform () > p * presence)
+    return std::nullopt;
+  if (n.kind == NucleusKind::kTumour && rng.uniform () < 0.012)
+    n.kind = NucleusKind::kMitosis;
+
+  double elongation = 1;
+  double area = draw_shape (n, rng, elongation);
   n.lobe_phase = rng.uniform (0, 2 * kPi);
   double ab = area / (kPi * (1.0 + n.lobe_amplitude * n.lobe_amplitude / 2));
   double a = std::sqrt (ab * elongation), b = std::sqrt (ab / elongation);
@@ -662,6 +686,63 @@ add_rect (JsonBuilder *b, const char *name, const cv::Rect2d &r)
   json_builder_end_object (b);
 }
 
+// The label's place, its printed fields and where each is printed.
+void
+add_label (JsonBuilder *b, const SlideLabel &label)
+{
+  json_builder_set_member_name (b, "label");
+  json_builder_begin_object (b);
+  add_rect (b, "rect", label.rect_um);
+  for (auto [k, v] : {std::pair<const char *, const std::string *>{"patient_name", &label.patient_name},
+                      {"mrn", &label.mrn},
+                      {"birth_date", &label.birth_date},
+                      {"collection_date", &label.collection_date},
+                      {"case_id", &label.case_id},
+                      {"qr_payload", &label.qr_payload}}) {
+    json_builder_set_member_name (b, k);
+    json_builder_add_string_value (b, v->c_str ());
+  }
+  add_rect (b, "qr_rect", label.qr_rect_um);
+  json_builder_set_member_name (b, "text_rects");
+  json_builder_begin_array (b);
+  for (const auto &t : label.text_rects_um) {
+    json_builder_begin_object (b);
+    json_builder_set_member_name (b, "x_um");
+    json_builder_add_double_value (b, t.x);
+    json_builder_set_member_name (b, "y_um");
+    json_builder_add_double_value (b, t.y);
+    json_builder_set_member_name (b, "width_um");
+    json_builder_add_double_value (b, t.width);
+    json_builder_set_member_name (b, "height_um");
+    json_builder_add_double_value (b, t.height);
+    json_builder_end_object (b);
+  }
+  json_builder_end_array (b);
+  json_builder_end_object (b);
+}
+
+void
+add_tissue_sections (JsonBuilder *b, const std::vector<cv::RotatedRect> &sections_um)
+{
+  json_builder_set_member_name (b, "tissue_sections");
+  json_builder_begin_array (b);
+  for (const auto &s : sections_um) {
+    json_builder_begin_object (b);
+    json_builder_set_member_name (b, "center_x_um");
+    json_builder_add_double_value (b, s.center.x);
+    json_builder_set_member_name (b, "center_y_um");
+    json_builder_add_double_value (b, s.center.y);
+    json_builder_set_member_name (b, "width_um");
+    json_builder_add_double_value (b, s.size.width);
+    json_builder_set_member_name (b, "height_um");
+    json_builder_add_double_value (b, s.size.height);
+    json_builder_set_member_name (b, "angle_deg");
+    json_builder_add_double_value (b, s.angle);
+    json_builder_end_object (b);
+  }
+  json_builder_end_array (b);
+}
+
 } // namespace
 
 void
@@ -695,52 +776,8 @@ SyntheticSlide::write_ground_truth (std::ostream &out, std::optional<cv::Rect2d>
     json_builder_end_array (b);
   }
   json_builder_end_object (b);
-  json_builder_set_member_name (b, "label");
-  json_builder_begin_object (b);
-  add_rect (b, "rect", label_.rect_um);
-  for (auto [k, v] : {std::pair<const char *, const std::string *>{"patient_name", &label_.patient_name},
-                      {"mrn", &label_.mrn},
-                      {"birth_date", &label_.birth_date},
-                      {"collection_date", &label_.collection_date},
-                      {"case_id", &label_.case_id},
-                      {"qr_payload", &label_.qr_payload}}) {
-    json_builder_set_member_name (b, k);
-    json_builder_add_string_value (b, v->c_str ());
-  }
-  add_rect (b, "qr_rect", label_.qr_rect_um);
-  json_builder_set_member_name (b, "text_rects");
-  json_builder_begin_array (b);
-  for (const auto &t : label_.text_rects_um) {
-    json_builder_begin_object (b);
-    json_builder_set_member_name (b, "x_um");
-    json_builder_add_double_value (b, t.x);
-    json_builder_set_member_name (b, "y_um");
-    json_builder_add_double_value (b, t.y);
-    json_builder_set_member_name (b, "width_um");
-    json_builder_add_double_value (b, t.width);
-    json_builder_set_member_name (b, "height_um");
-    json_builder_add_double_value (b, t.height);
-    json_builder_end_object (b);
-  }
-  json_builder_end_array (b);
-  json_builder_end_object (b);
-  json_builder_set_member_name (b, "tissue_sections");
-  json_builder_begin_array (b);
-  for (const auto &s : sections_um_) {
-    json_builder_begin_object (b);
-    json_builder_set_member_name (b, "center_x_um");
-    json_builder_add_double_value (b, s.center.x);
-    json_builder_set_member_name (b, "center_y_um");
-    json_builder_add_double_value (b, s.center.y);
-    json_builder_set_member_name (b, "width_um");
-    json_builder_add_double_value (b, s.size.width);
-    json_builder_set_member_name (b, "height_um");
-    json_builder_add_double_value (b, s.size.height);
-    json_builder_set_member_name (b, "angle_deg");
-    json_builder_add_double_value (b, s.angle);
-    json_builder_end_object (b);
-  }
-  json_builder_end_array (b);
+  add_label (b, label_);
+  add_tissue_sections (b, sections_um_);
   add_rect (b, "region", region);
   json_builder_end_object (b);
   g_autoptr (JsonNode) root = json_builder_get_root (b);

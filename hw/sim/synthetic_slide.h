@@ -84,6 +84,8 @@ private:
   void render_tissue (double upp, const cv::Rect &r, cv::Mat &out) const;
   void render_label (double upp, const cv::Rect &r, cv::Mat &out) const;
   void build_label ();
+  void build_fields ();
+  void find_home ();
 
   uint64_t seed_;
   std::unique_ptr<Fields> fields_;

@@ -498,6 +498,103 @@ decode_command (const std::string &json)
 
 // ---- events ------------------------------------------------------------------------
 
+namespace {
+
+std::string
+encode_stats (const event::Stats &m)
+{
+  Writer w ("event", "stats");
+  JsonBuilder *b = w.builder ();
+  json_builder_set_member_name (b, "views");
+  json_builder_begin_array (b);
+  for (const auto &v : m.views) {
+    json_builder_begin_object (b);
+    for (auto [k, n] : {std::pair<const char *, uint64_t>{"view", v.view},
+                        {"frames", v.frames},
+                        {"dropped", v.dropped},
+                        {"bytes", v.bytes}}) {
+      json_builder_set_member_name (b, k);
+      json_builder_add_int_value (b, (gint64)n);
+    }
+    json_builder_set_member_name (b, "fps");
+    json_builder_add_double_value (b, v.fps);
+    json_builder_set_member_name (b, "encoding");
+    json_builder_add_boolean_value (b, v.encoding);
+    json_builder_end_object (b);
+  }
+  json_builder_end_array (b);
+  return w.num ("analysis_ms_mean", m.analysis_ms_mean)
+      .integer ("analysis_count", (int64_t)m.analysis_count)
+      .integer ("capture_frames", (int64_t)m.capture_frames)
+      .boolean ("capture_active", m.capture_active)
+      .boolean ("analysis_active", m.analysis_active)
+      .done ();
+}
+
+std::string
+encode_still (const event::StillTaken &m)
+{
+  Writer w ("event", "still");
+  w.integer ("request", m.request);
+  if (!m.error.empty ())
+    return w.str ("error", m.error).done ();
+  return w.str ("png_base64", m.png_base64).integer ("width", m.width).integer ("height", m.height).done ();
+}
+
+bool
+read_stats (Reader &r, event::Stats &s)
+{
+  JsonArray *views = r.array ("views");
+  for (guint i = 0; views && i < json_array_get_length (views); i++) {
+    JsonNode *n = json_array_get_element (views, i);
+    if (!JSON_NODE_HOLDS_OBJECT (n))
+      return false;
+    Reader v (json_node_get_object (n));
+    s.views.push_back ({(uint32_t)v.integer ("view"), (uint64_t)v.integer ("frames"),
+                        (uint64_t)v.integer ("dropped"), (uint64_t)v.integer ("bytes"), v.num ("fps"),
+                        v.boolean ("encoding", false)});
+    if (!v.ok ())
+      return false;
+  }
+  s.analysis_ms_mean = r.num ("analysis_ms_mean", false);
+  s.analysis_count = (uint64_t)r.integer ("analysis_count", false);
+  s.capture_frames = (uint64_t)r.integer ("capture_frames", false);
+  s.capture_active = r.boolean ("capture_active", false);
+  s.analysis_active = r.boolean ("analysis_active", false);
+  return true;
+}
+
+event::StillTaken
+read_still (Reader &r)
+{
+  event::StillTaken s;
+  s.request = r.integer ("request");
+  s.error = r.str ("error", false);
+  s.png_base64 = r.str ("png_base64", false);
+  s.width = (uint32_t)r.integer ("width", false);
+  s.height = (uint32_t)r.integer ("height", false);
+  if (s.error.empty () && s.png_base64.empty ())
+    s.error = "the worker sent no image";
+  return s;
+}
+
+SlideOverview
+read_overview (Reader &r)
+{
+  SlideOverview o;
+  o.x_um = r.num ("x_um");
+  o.y_um = r.num ("y_um");
+  o.width_um = r.num ("width_um");
+  o.height_um = r.num ("height_um");
+  o.width = (uint32_t)r.integer ("width");
+  o.height = (uint32_t)r.integer ("height");
+  o.macro = r.boolean ("macro", false);
+  o.png_base64 = r.str ("png_base64");
+  return o;
+}
+
+} // namespace
+
 std::string
 encode (const WorkerEvent &e)
 {
@@ -519,34 +616,9 @@ encode (const WorkerEvent &e)
           add_summary_members (w.builder (), m.summary);
           json_builder_end_object (w.builder ());
           return w.done ();
-        } else if constexpr (std::is_same_v<T, event::Stats>) {
-          Writer w ("event", "stats");
-          JsonBuilder *b = w.builder ();
-          json_builder_set_member_name (b, "views");
-          json_builder_begin_array (b);
-          for (const auto &v : m.views) {
-            json_builder_begin_object (b);
-            for (auto [k, n] : {std::pair<const char *, uint64_t>{"view", v.view},
-                                {"frames", v.frames},
-                                {"dropped", v.dropped},
-                                {"bytes", v.bytes}}) {
-              json_builder_set_member_name (b, k);
-              json_builder_add_int_value (b, (gint64)n);
-            }
-            json_builder_set_member_name (b, "fps");
-            json_builder_add_double_value (b, v.fps);
-            json_builder_set_member_name (b, "encoding");
-            json_builder_add_boolean_value (b, v.encoding);
-            json_builder_end_object (b);
-          }
-          json_builder_end_array (b);
-          return w.num ("analysis_ms_mean", m.analysis_ms_mean)
-              .integer ("analysis_count", (int64_t)m.analysis_count)
-              .integer ("capture_frames", (int64_t)m.capture_frames)
-              .boolean ("capture_active", m.capture_active)
-              .boolean ("analysis_active", m.analysis_active)
-              .done ();
-        } else if constexpr (std::is_same_v<T, event::ViewAdded>)
+        } else if constexpr (std::is_same_v<T, event::Stats>)
+          return encode_stats (m);
+        else if constexpr (std::is_same_v<T, event::ViewAdded>)
           return Writer ("event", "view_added").integer ("view", m.view).done ();
         else if constexpr (std::is_same_v<T, event::ViewError>)
           return Writer ("event", "view_error").integer ("view", m.view).str ("message", m.message).done ();
@@ -557,16 +629,9 @@ encode (const WorkerEvent &e)
               .str ("status", m.status)
               .str ("detail", m.detail)
               .done ();
-        else if constexpr (std::is_same_v<T, event::StillTaken>) {
-          Writer w ("event", "still");
-          w.integer ("request", m.request);
-          if (!m.error.empty ())
-            return w.str ("error", m.error).done ();
-          return w.str ("png_base64", m.png_base64)
-              .integer ("width", m.width)
-              .integer ("height", m.height)
-              .done ();
-        } else if constexpr (std::is_same_v<T, event::Warning>)
+        else if constexpr (std::is_same_v<T, event::StillTaken>)
+          return encode_still (m);
+        else if constexpr (std::is_same_v<T, event::Warning>)
           return Writer ("event", "warning").str ("source", m.source).str ("message", m.message).done ();
         else if constexpr (std::is_same_v<T, event::Device>)
           return Writer ("event", "device")
@@ -626,23 +691,8 @@ decode_event (const std::string &json)
     e = f;
   } else if (name == "stats") {
     event::Stats s;
-    JsonArray *views = r.array ("views");
-    for (guint i = 0; views && i < json_array_get_length (views); i++) {
-      JsonNode *n = json_array_get_element (views, i);
-      if (!JSON_NODE_HOLDS_OBJECT (n))
-        return std::nullopt;
-      Reader v (json_node_get_object (n));
-      s.views.push_back ({(uint32_t)v.integer ("view"), (uint64_t)v.integer ("frames"),
-                          (uint64_t)v.integer ("dropped"), (uint64_t)v.integer ("bytes"), v.num ("fps"),
-                          v.boolean ("encoding", false)});
-      if (!v.ok ())
-        return std::nullopt;
-    }
-    s.analysis_ms_mean = r.num ("analysis_ms_mean", false);
-    s.analysis_count = (uint64_t)r.integer ("analysis_count", false);
-    s.capture_frames = (uint64_t)r.integer ("capture_frames", false);
-    s.capture_active = r.boolean ("capture_active", false);
-    s.analysis_active = r.boolean ("analysis_active", false);
+    if (!read_stats (r, s))
+      return std::nullopt;
     e = s;
   } else if (name == "view_added")
     e = event::ViewAdded{(uint32_t)r.integer ("view")};
@@ -651,17 +701,9 @@ decode_event (const std::string &json)
   else if (name == "command")
     e = event::CommandEnded{(uint64_t)r.integer ("id"), r.str ("op"), r.str ("status"),
                             r.str ("detail", false)};
-  else if (name == "still") {
-    event::StillTaken s;
-    s.request = r.integer ("request");
-    s.error = r.str ("error", false);
-    s.png_base64 = r.str ("png_base64", false);
-    s.width = (uint32_t)r.integer ("width", false);
-    s.height = (uint32_t)r.integer ("height", false);
-    if (s.error.empty () && s.png_base64.empty ())
-      s.error = "the worker sent no image";
-    e = s;
-  } else if (name == "warning")
+  else if (name == "still")
+    e = read_still (r);
+  else if (name == "warning")
     e = event::Warning{r.str ("source", false), r.str ("message", false)};
   else if (name == "device")
     e = event::Device{r.str ("part", false), r.str ("device", false), r.str ("problem", false),
@@ -674,18 +716,8 @@ decode_event (const std::string &json)
     if (!field || !read_field (field, n.field))
       return std::nullopt;
     e = n;
-  } else if (name == "overview") {
-    SlideOverview o;
-    o.x_um = r.num ("x_um");
-    o.y_um = r.num ("y_um");
-    o.width_um = r.num ("width_um");
-    o.height_um = r.num ("height_um");
-    o.width = (uint32_t)r.integer ("width");
-    o.height = (uint32_t)r.integer ("height");
-    o.macro = r.boolean ("macro", false);
-    o.png_base64 = r.str ("png_base64");
-    e = event::Overview{std::move (o)};
-  }
+  } else if (name == "overview")
+    e = event::Overview{read_overview (r)};
   if (!e || !r.ok ())
     return std::nullopt;
   return e;

@@ -144,6 +144,47 @@ MicroscopeHub::send_add_view (const ViewStream &v)
   send (command::AddView{v.id (), desc});
 }
 
+// The worker's state: the microscope comes online with its first travel
+// limits; the stage's path grows by steps of kPathStepUm.
+void
+MicroscopeHub::on_state (const event::State &m)
+{
+  status_ = m.status;
+  if (!online_ && offline_devices_.empty () && status_->limits) {
+    online_ = true;
+    node_.notify (id (), "online", api::reason_json (""));
+  }
+  node_.notify (id (), "state", api::status_json (status_));
+  const cv::Point2d here (m.status.x_um, m.status.y_um);
+  if (path_um_.empty () || cv::norm (here - path_um_.back ()) >= kPathStepUm) {
+    path_um_.push_back (here);
+    if (path_um_.size () > kPathPoints)
+      path_um_.erase (path_um_.begin ());
+  }
+}
+
+// A device went away or came back; the worker keeps streaming (a slate while
+// the camera is gone) and the sessions stay.
+void
+MicroscopeHub::on_device (const event::Device &m)
+{
+  if (!m.online)
+    offline_devices_[m.device] = m.problem;
+  else
+    offline_devices_.erase (m.device);
+  bool online = offline_devices_.empty () && worker_->running ();
+  std::string reason;
+  for (const auto &kv : offline_devices_)
+    reason += (reason.empty () ? "" : "; ") + kv.second;
+  if (online != online_ || (!online && reason != last_error_)) {
+    g_message ("microscope '%s' is %s%s%s", id ().c_str (), online ? "online" : "offline", online ? "" : ": ",
+               reason.c_str ());
+    online_ = online;
+    last_error_ = reason;
+    node_.notify (id (), online ? "online" : "offline", api::reason_json (node_.redacted (reason)));
+  }
+}
+
 void
 MicroscopeHub::on_event (const WorkerEvent &e)
 {
@@ -151,18 +192,7 @@ MicroscopeHub::on_event (const WorkerEvent &e)
       [this] (const auto &m) {
         using T = std::decay_t<decltype (m)>;
         if constexpr (std::is_same_v<T, event::State>) {
-          status_ = m.status;
-          if (!online_ && offline_devices_.empty () && status_->limits) {
-            online_ = true;
-            node_.notify (id (), "online", api::reason_json (""));
-          }
-          node_.notify (id (), "state", api::status_json (status_));
-          const cv::Point2d here (m.status.x_um, m.status.y_um);
-          if (path_um_.empty () || cv::norm (here - path_um_.back ()) >= kPathStepUm) {
-            path_um_.push_back (here);
-            if (path_um_.size () > kPathPoints)
-              path_um_.erase (path_um_.begin ());
-          }
+          on_state (m);
         } else if constexpr (std::is_same_v<T, event::Features>) {
           analysis_ = m.summary;
           node_.notify (id (), "features", api::analysis_json (analysis_));
@@ -202,23 +232,7 @@ MicroscopeHub::on_event (const WorkerEvent &e)
         } else if constexpr (std::is_same_v<T, event::Warning>) {
           g_warning ("microscope '%s': %s: %s", id ().c_str (), m.source.c_str (), m.message.c_str ());
         } else if constexpr (std::is_same_v<T, event::Device>) {
-          // A device went away or came back; the worker keeps streaming (a
-          // slate while the camera is gone) and the sessions stay.
-          if (!m.online)
-            offline_devices_[m.device] = m.problem;
-          else
-            offline_devices_.erase (m.device);
-          bool online = offline_devices_.empty () && worker_->running ();
-          std::string reason;
-          for (const auto &kv : offline_devices_)
-            reason += (reason.empty () ? "" : "; ") + kv.second;
-          if (online != online_ || (!online && reason != last_error_)) {
-            g_message ("microscope '%s' is %s%s%s", id ().c_str (), online ? "online" : "offline",
-                       online ? "" : ": ", reason.c_str ());
-            online_ = online;
-            last_error_ = reason;
-            node_.notify (id (), online ? "online" : "offline", api::reason_json (node_.redacted (reason)));
-          }
+          on_device (m);
         } else if constexpr (std::is_same_v<T, event::Failed>) {
           last_error_ = m.message.empty () ? "error" : m.message;
           g_warning ("microscope '%s': %s", id ().c_str (), last_error_.c_str ());

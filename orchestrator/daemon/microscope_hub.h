@@ -150,6 +150,8 @@ private:
   CommandAccepted dispatch_command (const Principal &by, const CommandRequest &c, const std::string &detail,
                                     bool emergency_stop);
   void on_event (const WorkerEvent &e);
+  void on_state (const event::State &m);
+  void on_device (const event::Device &m);
   void on_started ();
   void on_down (const std::string &why);
   void send_add_view (const ViewStream &v);

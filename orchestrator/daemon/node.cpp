@@ -111,41 +111,85 @@ Node::check_templates ()
   }
 }
 
-void
-Node::start ()
+namespace {
+
+// The state directory (created 0700: secrets inside, the daemon's user
+// only); a temporary one when the configuration names none.
+std::string
+open_state_dir (const std::string &configured, bool &temporary)
 {
-  // State directory (created 0700) and the store.
-  state_dir_ = config_.state_dir;
-  if (state_dir_.empty ()) {
+  std::string dir = configured;
+  if (dir.empty ()) {
     g_autofree char *tmp = g_dir_make_tmp ("livemicrod-XXXXXX", nullptr);
     if (!tmp)
       throw std::runtime_error ("cannot create a temporary state directory");
-    state_dir_ = tmp;
-    temporary_state_ = true;
-  } else if (g_mkdir_with_parents (state_dir_.c_str (), 0700) != 0) {
-    throw std::runtime_error ("cannot create state directory '" + state_dir_ + "'");
+    dir = tmp;
+    temporary = true;
+  } else if (g_mkdir_with_parents (dir.c_str (), 0700) != 0) {
+    throw std::runtime_error ("cannot create state directory '" + dir + "'");
   }
-  g_chmod (state_dir_.c_str (), 0700); // secrets inside: the daemon's user only
-  store_ = std::make_unique<Store> (state_dir_ + "/livemicro.db");
+  g_chmod (dir.c_str (), 0700);
+  return dir;
+}
 
-  admin_token_ = config_.admin_token;
-  if (admin_token_.empty ())
+// The admin token: configured, else LIVEMICRO_ADMIN_TOKEN, else the one kept
+// in the state directory (made on first start, readable by the daemon's
+// user only, where an operator finds it).
+std::string
+admin_token_of (const std::string &configured, const std::string &state_dir)
+{
+  std::string token = configured;
+  if (token.empty ())
     if (const char *env = g_getenv ("LIVEMICRO_ADMIN_TOKEN"))
-      admin_token_ = env;
-  if (admin_token_.empty ()) {
-    // Keep it where an operator finds it, readable by the daemon's user only.
-    std::string path = state_dir_ + "/admin-token";
+      token = env;
+  if (token.empty ()) {
+    std::string path = state_dir + "/admin-token";
     g_autofree char *existing = nullptr;
     if (g_file_get_contents (path.c_str (), &existing, nullptr, nullptr) && *existing) {
-      admin_token_ = g_strstrip (existing);
+      token = g_strstrip (existing);
     } else {
-      admin_token_ = random_token (32);
-      g_file_set_contents_full (path.c_str (), admin_token_.c_str (), -1, G_FILE_SET_CONTENTS_CONSISTENT,
-                                0600, nullptr);
+      token = random_token (32);
+      g_file_set_contents_full (path.c_str (), token.c_str (), -1, G_FILE_SET_CONTENTS_CONSISTENT, 0600,
+                                nullptr);
     }
   }
-  if (admin_token_.size () < 16)
+  if (token.size () < 16)
     throw std::runtime_error ("the admin token must have at least 16 characters");
+  return token;
+}
+
+// What names the slide (URIs, paths, file names and stems) never reaches a
+// session in an error text.
+void
+add_slide_secrets (const MicroscopeConfig &mc, std::vector<std::string> &secrets)
+{
+  for (const std::string &uri : {mc.uri, mc.camera, mc.stage, mc.focus}) {
+    if (uri.empty ())
+      continue;
+    secrets.push_back (uri);
+    g_autoptr (GUri) parsed = g_uri_parse (uri.c_str (), G_URI_FLAGS_NONE, nullptr);
+    std::string path = parsed ? g_uri_get_path (parsed) : uri;
+    if (path.size () > 1) {
+      secrets.push_back (path);
+      g_autofree char *base = g_path_get_basename (path.c_str ());
+      std::string b = base;
+      if (b.size () >= 6)
+        secrets.push_back (b);
+      std::string stem = b.substr (0, b.rfind ('.'));
+      if (stem.size () >= 8 && stem != b)
+        secrets.push_back (stem);
+    }
+  }
+}
+
+} // namespace
+
+void
+Node::start ()
+{
+  state_dir_ = open_state_dir (config_.state_dir, temporary_state_);
+  store_ = std::make_unique<Store> (state_dir_ + "/livemicro.db");
+  admin_token_ = admin_token_of (config_.admin_token, state_dir_);
 
   if (!config_.tls_certificate.empty ()) {
     g_autoptr (GError) error = nullptr;
@@ -170,24 +214,7 @@ Node::start ()
   check_templates ();
 
   for (const auto &mc : config_.microscopes) {
-    // What names the slide never reaches a session in an error text.
-    for (const std::string &uri : {mc.uri, mc.camera, mc.stage, mc.focus}) {
-      if (uri.empty ())
-        continue;
-      secrets_.push_back (uri);
-      g_autoptr (GUri) parsed = g_uri_parse (uri.c_str (), G_URI_FLAGS_NONE, nullptr);
-      std::string path = parsed ? g_uri_get_path (parsed) : uri;
-      if (path.size () > 1) {
-        secrets_.push_back (path);
-        g_autofree char *base = g_path_get_basename (path.c_str ());
-        std::string b = base;
-        if (b.size () >= 6)
-          secrets_.push_back (b);
-        std::string stem = b.substr (0, b.rfind ('.'));
-        if (stem.size () >= 8 && stem != b)
-          secrets_.push_back (stem);
-      }
-    }
+    add_slide_secrets (mc, secrets_);
     uint64_t epoch
         = g_ascii_strtoull (store_->get_value ("control_epoch:" + mc.id, "0").c_str (), nullptr, 10);
     hubs_[mc.id] = std::make_unique<MicroscopeHub> (*this, mc, epoch);

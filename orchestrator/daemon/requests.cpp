@@ -494,10 +494,12 @@ h264_fmtp_fits (const std::string &params, int &rank)
   return true;
 }
 
-} // namespace
-
-WhepOffer
-parse_whep_offer (const std::string &content_type, const char *data, size_t len, size_t max_bytes)
+// The offer's text once it is an SDP body as a browser sends it: the right
+// content type and size, UTF-8, "v=0" first and every line
+// "<letter>=<value>" (gst_sdp_message_parse_buffer skips what it does not
+// understand; the daemon does not).
+std::string
+offer_text (const std::string &content_type, const char *data, size_t len, size_t max_bytes)
 {
   if (len == 0)
     throw Refusal{Reason::kMalformed, "malformed SDP: empty body (the offer goes in the body)"};
@@ -514,22 +516,57 @@ parse_whep_offer (const std::string &content_type, const char *data, size_t len,
     throw Refusal{Reason::kMalformed, "malformed SDP: not UTF-8 text"};
   if (text.compare (0, 4, "v=0\n") != 0 && text.compare (0, 5, "v=0\r\n") != 0)
     throw Refusal{Reason::kMalformed, "malformed SDP: it must start with 'v=0'"};
-  // Every line is "<letter>=<value>" (gst_sdp_message_parse_buffer skips
-  // what it does not understand; the daemon does not).
-  {
-    size_t i = 0;
-    while (i < text.size ()) {
-      size_t j = text.find ('\n', i);
-      if (j == std::string::npos)
-        j = text.size ();
-      std::string line = text.substr (i, j - i);
-      if (!line.empty () && line.back () == '\r')
-        line.pop_back ();
-      if (!line.empty () && (line.size () < 2 || !g_ascii_islower (line[0]) || line[1] != '='))
-        throw Refusal{Reason::kMalformed, "malformed SDP: a line is not '<type>=<value>'"};
-      i = j + 1;
+  size_t i = 0;
+  while (i < text.size ()) {
+    size_t j = text.find ('\n', i);
+    if (j == std::string::npos)
+      j = text.size ();
+    std::string line = text.substr (i, j - i);
+    if (!line.empty () && line.back () == '\r')
+      line.pop_back ();
+    if (!line.empty () && (line.size () < 2 || !g_ascii_islower (line[0]) || line[1] != '='))
+      throw Refusal{Reason::kMalformed, "malformed SDP: a line is not '<type>=<value>'"};
+    i = j + 1;
+  }
+  return text;
+}
+
+// The payload type of the best H.264 that `m` offers (packetization-mode=1
+// and a baseline profile, constrained baseline first); -1 when none fits.
+int
+best_h264_payload (const GstSDPMedia *m)
+{
+  int best_pt = -1, best_rank = 2;
+  for (guint k = 0; k < gst_sdp_media_attributes_len (m); k++) {
+    const GstSDPAttribute *a = gst_sdp_media_get_attribute (m, k);
+    if (g_strcmp0 (a->key, "rtpmap") != 0 || !a->value)
+      continue;
+    // "<pt> H264/90000"
+    char *end = nullptr;
+    guint64 pt = g_ascii_strtoull (a->value, &end, 10);
+    if (end == a->value || pt < 96 || pt > 127 || !end || *end != ' '
+        || g_ascii_strncasecmp (end + 1, "H264/90000", 10) != 0)
+      continue;
+    std::string prefix = std::to_string (pt) + " ";
+    for (guint f = 0; f < gst_sdp_media_attributes_len (m); f++) {
+      const GstSDPAttribute *fa = gst_sdp_media_get_attribute (m, f);
+      int rank = 2;
+      if (g_strcmp0 (fa->key, "fmtp") == 0 && fa->value && g_str_has_prefix (fa->value, prefix.c_str ())
+          && h264_fmtp_fits (fa->value + prefix.size (), rank) && rank < best_rank) {
+        best_rank = rank;
+        best_pt = (int)pt;
+      }
     }
   }
+  return best_pt;
+}
+
+} // namespace
+
+WhepOffer
+parse_whep_offer (const std::string &content_type, const char *data, size_t len, size_t max_bytes)
+{
+  std::string text = offer_text (content_type, data, len, max_bytes);
   GstSDPMessage *parsed = nullptr;
   if (gst_sdp_message_new_from_text (text.c_str (), &parsed) != GST_SDP_OK || !parsed)
     throw Refusal{Reason::kMalformed, "malformed SDP"};
@@ -553,29 +590,11 @@ parse_whep_offer (const std::string &content_type, const char *data, size_t len,
       continue;
     }
     why = "no H.264 with packetization-mode=1 and a baseline profile offered";
-    int best_rank = 2;
-    for (guint k = 0; k < gst_sdp_media_attributes_len (m); k++) {
-      const GstSDPAttribute *a = gst_sdp_media_get_attribute (m, k);
-      if (g_strcmp0 (a->key, "rtpmap") != 0 || !a->value)
-        continue;
-      // "<pt> H264/90000"
-      char *end = nullptr;
-      guint64 pt = g_ascii_strtoull (a->value, &end, 10);
-      if (end == a->value || pt < 96 || pt > 127 || !end || *end != ' '
-          || g_ascii_strncasecmp (end + 1, "H264/90000", 10) != 0)
-        continue;
-      std::string prefix = std::to_string (pt) + " ";
-      for (guint f = 0; f < gst_sdp_media_attributes_len (m); f++) {
-        const GstSDPAttribute *fa = gst_sdp_media_get_attribute (m, f);
-        int rank = 2;
-        if (g_strcmp0 (fa->key, "fmtp") == 0 && fa->value && g_str_has_prefix (fa->value, prefix.c_str ())
-            && h264_fmtp_fits (fa->value + prefix.size (), rank) && rank < best_rank) {
-          best_rank = rank;
-          out.h264_payload = (unsigned)pt;
-          out.video_mline = i;
-          best = (int)i;
-        }
-      }
+    int pt = best_h264_payload (m);
+    if (pt >= 0) {
+      out.h264_payload = (unsigned)pt;
+      out.video_mline = i;
+      best = (int)i;
     }
   }
   if (best < 0)

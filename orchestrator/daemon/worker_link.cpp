@@ -73,50 +73,68 @@ WorkerLink::spawn ()
 
   // Frames and events from the worker.
   std::weak_ptr<Incarnation> weak = inc;
-  auto frame_cb = callbacks_.frame;
-  inc->reader = std::thread ([this, weak, frame_cb, fd = inc->fd] {
-    wire::Type type;
-    std::vector<uint8_t> body;
-    while (wire::read_message (fd, type, body)) {
-      if (type == wire::Type::kFrame && body.size () >= sizeof (wire::FrameHeader)) {
-        wire::FrameHeader h;
-        std::memcpy (&h, body.data (), sizeof h);
-        frame_cb (h, body.data () + sizeof h, body.size () - sizeof h);
-      } else if (type == wire::Type::kEvent) {
-        struct Ev {
-          WorkerLink *self;
-          std::weak_ptr<Incarnation> inc;
-          std::string json;
-        };
-        auto *ev = new Ev{this, weak, std::string (body.begin (), body.end ())};
-        g_main_context_invoke (
-            nullptr,
-            [] (gpointer d) -> gboolean {
-              std::unique_ptr<Ev> ev (static_cast<Ev *> (d));
-              auto inc = ev->inc.lock ();
-              if (!inc || !inc->alive || inc != ev->self->current_)
-                return G_SOURCE_REMOVE;
-              auto e = decode_event (ev->json);
-              if (!e) {
-                g_warning ("worker '%s' sent a message that does not decode; dropped",
-                           ev->self->name_.c_str ());
-                return G_SOURCE_REMOVE;
-              }
-              if (std::holds_alternative<event::Hello> (*e)) {
-                inc->writer->send_json (wire::Type::kCommand, encode (command::Start{ev->self->capture_}));
-              } else if (std::holds_alternative<event::Started> (*e)) {
-                ev->self->failures_in_a_row_ = 0;
-                ev->self->callbacks_.started ();
-              } else {
-                ev->self->callbacks_.event (*e);
-              }
-              return G_SOURCE_REMOVE;
-            },
-            ev);
-      }
-    }
-  });
+  inc->reader = std::thread (
+      [this, weak, frame_cb = callbacks_.frame, fd = inc->fd] { read_messages (weak, fd, frame_cb); });
+  watch_exit (proc, inc);
+}
 
+// The reader thread: frames go to the frame callback at once; events are
+// handed to the main loop.
+void
+WorkerLink::read_messages (std::weak_ptr<Incarnation> weak, int fd, const Callbacks::Frame &frame_cb)
+{
+  wire::Type type;
+  std::vector<uint8_t> body;
+  while (wire::read_message (fd, type, body)) {
+    if (type == wire::Type::kFrame && body.size () >= sizeof (wire::FrameHeader)) {
+      wire::FrameHeader h;
+      std::memcpy (&h, body.data (), sizeof h);
+      frame_cb (h, body.data () + sizeof h, body.size () - sizeof h);
+    } else if (type == wire::Type::kEvent) {
+      struct Ev {
+        WorkerLink *self;
+        std::weak_ptr<Incarnation> inc;
+        std::string json;
+      };
+      auto *ev = new Ev{this, weak, std::string (body.begin (), body.end ())};
+      g_main_context_invoke (
+          nullptr,
+          [] (gpointer d) -> gboolean {
+            std::unique_ptr<Ev> ev (static_cast<Ev *> (d));
+            auto inc = ev->inc.lock ();
+            if (inc && inc->alive && inc == ev->self->current_)
+              ev->self->on_event (*inc, ev->json);
+            return G_SOURCE_REMOVE;
+          },
+          ev);
+    }
+  }
+}
+
+// On the main loop, from the current incarnation: Hello is answered with the
+// capture to start, Started resets the failure count, the rest go up.
+void
+WorkerLink::on_event (Incarnation &inc, const std::string &json)
+{
+  auto e = decode_event (json);
+  if (!e) {
+    g_warning ("worker '%s' sent a message that does not decode; dropped", name_.c_str ());
+    return;
+  }
+  if (std::holds_alternative<event::Hello> (*e)) {
+    inc.writer->send_json (wire::Type::kCommand, encode (command::Start{capture_}));
+  } else if (std::holds_alternative<event::Started> (*e)) {
+    failures_in_a_row_ = 0;
+    callbacks_.started ();
+  } else {
+    callbacks_.event (*e);
+  }
+}
+
+// Calls on_exit when the worker process of `inc` ends, with why in words.
+void
+WorkerLink::watch_exit (GSubprocess *proc, const std::shared_ptr<Incarnation> &inc)
+{
   g_subprocess_wait_async (
       proc, nullptr,
       [] (GObject *src, GAsyncResult *res, gpointer data) {

@@ -10,6 +10,7 @@
 #include "common/wire.h"
 #include "common/worker_protocol.h"
 
+#include <gio/gio.h>
 #include <glib.h>
 
 #include <atomic>
@@ -23,7 +24,8 @@ class WorkerLink {
 public:
   struct Callbacks {
     // Reader thread: one encoded access unit of a view.
-    std::function<void (const wire::FrameHeader &, const uint8_t *, size_t)> frame;
+    using Frame = std::function<void (const wire::FrameHeader &, const uint8_t *, size_t)>;
+    Frame frame;
     // Main context: an event of the worker (state, features, stats, ...).
     std::function<void (const WorkerEvent &)> event;
     // Main context: the capture pipeline runs; (re)create the views now.
@@ -50,6 +52,9 @@ public:
 private:
   struct Incarnation;
   void spawn ();
+  void read_messages (std::weak_ptr<Incarnation> inc, int fd, const Callbacks::Frame &frame_cb);
+  void on_event (Incarnation &inc, const std::string &json);
+  void watch_exit (GSubprocess *proc, const std::shared_ptr<Incarnation> &inc);
   void on_exit (std::shared_ptr<Incarnation> inc, int status, const std::string &why);
 
   std::string name_, worker_path_, capture_;

@@ -783,8 +783,10 @@ on_bus (GstBus *, GstMessage *m, gpointer)
   return TRUE;
 }
 
-bool
-start (const std::string &description, std::string &error)
+// The capture pipeline of `description`, in a pipeline of its own when it is
+// a bare bin; nullptr and `error` when it does not parse.
+GstElement *
+parse_capture (const std::string &description, std::string &error)
 {
   GError *err = nullptr;
   GstElement *p = gst_parse_launch (description.c_str (), &err);
@@ -793,40 +795,42 @@ start (const std::string &description, std::string &error)
     g_clear_error (&err);
     if (p)
       gst_object_unref (p);
-    return false;
+    return nullptr;
   }
   if (!GST_IS_PIPELINE (p)) {
     GstElement *pipe = gst_pipeline_new ("capture");
     gst_bin_add (GST_BIN (pipe), p);
     p = pipe;
   }
-  g.pipeline = p;
-  g.tee = gst_bin_get_by_name (GST_BIN (p), "capture");
-  g.scope = gst_bin_get_by_name (GST_BIN (p), "scope");
-  if (!g.tee || !g.scope) {
-    error = "capture pipeline needs a tee named 'capture' and a microscopesrc named 'scope'";
-    return false;
-  }
-  GstPad *tee_sink = gst_element_get_static_pad (g.tee, "sink");
-  gst_pad_add_probe (tee_sink, GST_PAD_PROBE_TYPE_BUFFER, on_capture_frame, nullptr, nullptr);
-  gst_object_unref (tee_sink);
-  // Idle until the daemon says who watches: the first frame comes at once
-  // (the travel limits and the state need it), the next one a second later.
-  GstIterator *it = gst_bin_iterate_recurse (GST_BIN (p));
+  return p;
+}
+
+// The first tumorfeatures element inside `bin` (a new reference), or nullptr.
+GstElement *
+find_tumorfeatures (GstBin *bin)
+{
+  GstElement *found = nullptr;
+  GstIterator *it = gst_bin_iterate_recurse (bin);
   GValue item = G_VALUE_INIT;
-  while (!g.features && gst_iterator_next (it, &item) == GST_ITERATOR_OK) {
+  while (!found && gst_iterator_next (it, &item) == GST_ITERATOR_OK) {
     GstElement *e = GST_ELEMENT (g_value_get_object (&item));
     GstElementFactory *f = gst_element_get_factory (e);
     if (f && g_str_equal (GST_OBJECT_NAME (f), "tumorfeatures"))
-      g.features = GST_ELEMENT (gst_object_ref (e));
+      found = GST_ELEMENT (gst_object_ref (e));
     g_value_reset (&item);
   }
   g_value_unset (&item);
   gst_iterator_free (it);
-  g.capture_active = g.analysis_active = true; // as the elements start
-  apply_demand ();
-  GstBus *bus = gst_element_get_bus (p);
-  if (gst_element_set_state (p, GST_STATE_PLAYING) == GST_STATE_CHANGE_FAILURE) {
+  return found;
+}
+
+// Sets the capture PLAYING and watches its bus; false and the element's own
+// words in `error` when it fails to start.
+bool
+play_capture (std::string &error)
+{
+  GstBus *bus = gst_element_get_bus (g.pipeline);
+  if (gst_element_set_state (g.pipeline, GST_STATE_PLAYING) == GST_STATE_CHANGE_FAILURE) {
     // The element said why on the bus (e.g. "slide '…' does not exist").
     error = "the capture pipeline failed to start";
     if (GstMessage *m = gst_bus_pop_filtered (bus, GST_MESSAGE_ERROR)) {
@@ -840,9 +844,14 @@ start (const std::string &description, std::string &error)
   }
   gst_bus_add_watch (bus, on_bus, nullptr);
   gst_object_unref (bus);
+  return true;
+}
 
-  // The autofocus tap: grey frames of the capture, flowing only while an
-  // autofocus runs.
+// The autofocus tap (grey frames of the capture, flowing only while an
+// autofocus runs) and the hardware queue that uses it.
+void
+start_hardware ()
+{
   GstElement *af = gst_parse_bin_from_description (
       "valve name=afvalve drop=true ! queue leaky=downstream max-size-buffers=1 max-size-bytes=0 "
       "max-size-time=0 ! videoconvert ! video/x-raw,format=GRAY8 "
@@ -876,6 +885,33 @@ start (const std::string &description, std::string &error)
     gst_object_unref (valve);
   if (af_sink)
     gst_object_unref (af_sink);
+}
+
+bool
+start (const std::string &description, std::string &error)
+{
+  GstElement *p = parse_capture (description, error);
+  if (!p)
+    return false;
+  g.pipeline = p;
+  g.tee = gst_bin_get_by_name (GST_BIN (p), "capture");
+  g.scope = gst_bin_get_by_name (GST_BIN (p), "scope");
+  if (!g.tee || !g.scope) {
+    error = "capture pipeline needs a tee named 'capture' and a microscopesrc named 'scope'";
+    return false;
+  }
+  GstPad *tee_sink = gst_element_get_static_pad (g.tee, "sink");
+  gst_pad_add_probe (tee_sink, GST_PAD_PROBE_TYPE_BUFFER, on_capture_frame, nullptr, nullptr);
+  gst_object_unref (tee_sink);
+  // Idle until the daemon says who watches: the first frame comes at once
+  // (the travel limits and the state need it), the next one a second later.
+  if (!g.features)
+    g.features = find_tumorfeatures (GST_BIN (p));
+  g.capture_active = g.analysis_active = true; // as the elements start
+  apply_demand ();
+  if (!play_capture (error))
+    return false;
+  start_hardware ();
   return true;
 }
 
@@ -944,6 +980,62 @@ handle_command (const std::string &json)
       *c);
 }
 
+// The reader thread: each command from the daemon runs on the main loop;
+// the main loop quits when the daemon closes the link.
+void
+read_commands ()
+{
+  wire::Type type;
+  std::vector<uint8_t> body;
+  while (wire::read_message (g.fd, type, body)) {
+    if (type != wire::Type::kCommand)
+      continue;
+    auto *json = new std::string (body.begin (), body.end ());
+    g_main_context_invoke (
+        nullptr,
+        [] (gpointer d) -> gboolean {
+          std::unique_ptr<std::string> s (static_cast<std::string *> (d));
+          handle_command (*s);
+          return G_SOURCE_REMOVE;
+        },
+        json);
+  }
+  // The daemon closed the link.
+  g_main_context_invoke (
+      nullptr,
+      [] (gpointer) -> gboolean {
+        g_main_loop_quit (g.loop);
+        return G_SOURCE_REMOVE;
+      },
+      nullptr);
+}
+
+// The state every 100 ms; the stats and a changed slide map every second.
+void
+add_timers ()
+{
+  g_timeout_add (
+      100,
+      [] (gpointer) -> gboolean {
+        send_state (false);
+        return G_SOURCE_CONTINUE;
+      },
+      nullptr);
+  g_timeout_add (
+      1000,
+      [] (gpointer) -> gboolean {
+        send_stats ();
+        // The slide map, when it changed, encoded off the main loop.
+        if (auto map = std::atomic_load (&slide_views.map))
+          g.stills->push ([map] {
+            if (auto o = map->take_if_changed ())
+              send (livemicro::orchestrator::event::Overview{std::move (*o)});
+          });
+        return G_SOURCE_CONTINUE;
+      },
+      nullptr);
+}
+
 } // namespace
 
 int
@@ -979,52 +1071,8 @@ main (int argc, char **argv)
 
   // Commands from the daemon; the thread ends when the daemon closes the
   // link (and the process with it: see the end of main).
-  std::thread reader ([] {
-    wire::Type type;
-    std::vector<uint8_t> body;
-    while (wire::read_message (g.fd, type, body)) {
-      if (type != wire::Type::kCommand)
-        continue;
-      auto *json = new std::string (body.begin (), body.end ());
-      g_main_context_invoke (
-          nullptr,
-          [] (gpointer d) -> gboolean {
-            std::unique_ptr<std::string> s (static_cast<std::string *> (d));
-            handle_command (*s);
-            return G_SOURCE_REMOVE;
-          },
-          json);
-    }
-    // The daemon closed the link.
-    g_main_context_invoke (
-        nullptr,
-        [] (gpointer) -> gboolean {
-          g_main_loop_quit (g.loop);
-          return G_SOURCE_REMOVE;
-        },
-        nullptr);
-  });
-
-  g_timeout_add (
-      100,
-      [] (gpointer) -> gboolean {
-        send_state (false);
-        return G_SOURCE_CONTINUE;
-      },
-      nullptr);
-  g_timeout_add (
-      1000,
-      [] (gpointer) -> gboolean {
-        send_stats ();
-        // The slide map, when it changed, encoded off the main loop.
-        if (auto map = std::atomic_load (&slide_views.map))
-          g.stills->push ([map] {
-            if (auto o = map->take_if_changed ())
-              send (livemicro::orchestrator::event::Overview{std::move (*o)});
-          });
-        return G_SOURCE_CONTINUE;
-      },
-      nullptr);
+  std::thread reader (read_commands);
+  add_timers ();
 
   send (livemicro::orchestrator::event::Hello{(int)getpid ()});
   g_main_loop_run (g.loop);

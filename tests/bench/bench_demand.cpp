@@ -195,6 +195,8 @@ one_run (Run &r, int microscopes, int starts, double seconds)
 
 } // namespace
 
+// Long by nature: a benchmark read top to bottom (its options, the measured runs, the
+// table and the JSON in the order they are printed); its steps are the functions above.
 int
 main (int argc, char **argv)
 {

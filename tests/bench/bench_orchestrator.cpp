@@ -574,6 +574,8 @@ bench_hop (int repeats)
 
 } // namespace
 
+// Long by nature: a benchmark read top to bottom (its options, the measured runs, the
+// table and the JSON in the order they are printed); its steps are the functions above.
 int
 main (int argc, char **argv)
 {

@@ -281,6 +281,8 @@ add_figures (JsonBuilder *b, const char *name, const Figures &f, const Figures &
 
 } // namespace
 
+// Long by nature: a benchmark read top to bottom (its options, the measured runs, the
+// table and the JSON in the order they are printed); its steps are the functions above.
 int
 main (int argc, char **argv)
 {

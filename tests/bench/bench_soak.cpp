@@ -138,6 +138,8 @@ usage_line (const ProcessUsage &u)
 
 } // namespace
 
+// Long by nature: a benchmark read top to bottom (its options, the measured runs, the
+// table and the JSON in the order they are printed); its steps are the functions above.
 int
 main (int argc, char **argv)
 {

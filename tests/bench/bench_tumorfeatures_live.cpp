@@ -77,6 +77,8 @@ on_buffer (GstPad *, GstPadProbeInfo *info, gpointer data)
   return GST_PAD_PROBE_OK;
 }
 
+// Long by nature: one live pipeline built, run for `seconds` and measured in the
+// order its figures are reported.
 Run
 run_live (const std::string &method, const cv::Mat &rgb, double upp, double seconds)
 {
@@ -165,6 +167,8 @@ run_live (const std::string &method, const cv::Mat &rgb, double upp, double seco
 
 } // namespace
 
+// Long by nature: a benchmark read top to bottom (its options, the measured runs, the
+// table and the JSON in the order they are printed); its steps are the functions above.
 int
 main (int argc, char **argv)
 {

@@ -526,8 +526,8 @@ add_ramp_json (JsonBuilder *b, const Ramp &r)
 
 } // namespace
 
-// main: the ramps of each run, their table and the medians; ~90 lines of
-// printing and JSON that read better in one place than split.
+// main: the ramps of each run, their table and the medians.  Long by nature:
+// ~90 lines of printing and JSON that read better in one place than split.
 int
 main (int argc, char **argv)
 {

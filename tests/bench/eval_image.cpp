@@ -12,6 +12,8 @@
 
 using namespace livemicro;
 
+// Long by nature: one command read top to bottom (its arguments, the analysis, the
+// comparison with the ground truth and the report in the order they are printed).
 int
 main (int argc, char **argv)
 {

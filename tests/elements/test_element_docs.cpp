@@ -26,6 +26,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <set>
 #include <sstream>
@@ -275,16 +276,12 @@ numeric_of (GParamSpec *p)
   return n;
 }
 
-// Problems with one documented row, each naming the element and property.
-std::vector<std::string>
-check_row (const std::string &element, GParamSpec *p, const Row &row)
-{
-  std::vector<std::string> out;
-  const std::string where = std::string (kDoc) + ":" + std::to_string (row.line) + ": " + element
-                            + " property '" + p->name + "': ";
-  auto problem = [&] (const std::string &what) { out.push_back (where + what); };
+using Problem = std::function<void (const std::string &)>;
 
-  // Type and writability.
+// The type cell (", read-only" when the element has it read-only).
+void
+check_type (GParamSpec *p, const Row &row, const Problem &problem)
+{
   const bool writable = (p->flags & G_PARAM_WRITABLE) != 0;
   std::string type = strip_backticks (row.type);
   bool says_ro = false;
@@ -301,57 +298,61 @@ check_row (const std::string &element, GParamSpec *p, const Row &row)
     problem (writable
                  ? "the element lets it be written; the table says read-only"
                  : "the element has it read-only; the table must say \"" + type_word (p) + ", read-only\"");
+}
 
-  const std::string range = trim (row.range), def = value_of (row.def);
-  const bool no_range = range.empty () || range == "—";
-  GType vt = G_PARAM_SPEC_VALUE_TYPE (p);
+// A number's range cell ("MIN … MAX", "max" for the type's largest) and
+// default.
+void
+check_numeric (const Numeric &n, const std::string &range, const std::string &def, const Row &row,
+               const Problem &problem)
+{
+  const std::string sep = "\xe2\x80\xa6"; // "…"
+  size_t s = range.find (sep);
+  double lo = 0, hi = 0;
+  std::string hi_text = s == std::string::npos ? "" : strip_backticks (range.substr (s + sep.size ()));
+  bool ok = s != std::string::npos && parse_number (range.substr (0, s), &lo)
+            && (hi_text == "max" ? (hi = n.type_max, true) : parse_number (hi_text, &hi));
+  if (!ok)
+    problem ("range cell '" + range + "' is not \"MIN … MAX\" (the element: " + fmt (n.min) + " … "
+             + fmt (n.max) + ")");
+  else if (!same_number (lo, n.min) || !same_number (hi, n.max))
+    problem ("range is " + fmt (n.min) + " … " + fmt (n.max) + " in the element, the table says " + fmt (lo)
+             + " … " + (hi_text == "max" ? std::string ("max") : fmt (hi)));
+  double d = 0;
+  if (!parse_number (def, &d))
+    problem ("default cell '" + row.def + "' is not a number (the element: " + fmt (n.def) + ")");
+  else if (!same_number (d, n.def))
+    problem ("default is " + fmt (n.def) + " in the element, the table says " + def);
+}
 
-  if (Numeric n = numeric_of (p); n.ok) {
-    const std::string sep = "\xe2\x80\xa6"; // "…"
-    size_t s = range.find (sep);
-    double lo = 0, hi = 0;
-    std::string hi_text = s == std::string::npos ? "" : strip_backticks (range.substr (s + sep.size ()));
-    bool ok = s != std::string::npos && parse_number (range.substr (0, s), &lo)
-              && (hi_text == "max" ? (hi = n.type_max, true) : parse_number (hi_text, &hi));
-    if (!ok)
-      problem ("range cell '" + range + "' is not \"MIN … MAX\" (the element: " + fmt (n.min) + " … "
-               + fmt (n.max) + ")");
-    else if (!same_number (lo, n.min) || !same_number (hi, n.max))
-      problem ("range is " + fmt (n.min) + " … " + fmt (n.max) + " in the element, the table says " + fmt (lo)
-               + " … " + (hi_text == "max" ? std::string ("max") : fmt (hi)));
-    double d = 0;
-    if (!parse_number (def, &d))
-      problem ("default cell '" + row.def + "' is not a number (the element: " + fmt (n.def) + ")");
-    else if (!same_number (d, n.def))
-      problem ("default is " + fmt (n.def) + " in the element, the table says " + def);
-    return out;
-  }
+// An enum's range cell (every nick, no other) and default.
+void
+check_enum (GParamSpec *p, GType vt, const std::string &range, const std::string &def, const Problem &problem)
+{
+  GEnumClass *klass = static_cast<GEnumClass *> (g_type_class_ref (vt));
+  std::set<std::string> nicks, listed;
+  for (guint i = 0; i < klass->n_values; i++)
+    nicks.insert (klass->values[i].value_nick);
+  std::stringstream ss (range);
+  for (std::string nick; std::getline (ss, nick, ',');)
+    listed.insert (strip_backticks (nick));
+  for (const auto &nick : nicks)
+    if (!listed.count (nick))
+      problem ("the value '" + nick + "' is missing from the range cell");
+  for (const auto &nick : listed)
+    if (!nicks.count (nick))
+      problem ("the range cell lists '" + nick + "', which the element does not have");
+  GEnumValue *v = g_enum_get_value (klass, G_PARAM_SPEC_ENUM (p)->default_value);
+  std::string want = v ? v->value_nick : "?";
+  if (strip_backticks (def) != want)
+    problem ("default is " + want + " in the element, the table says " + def);
+  g_type_class_unref (klass);
+}
 
-  if (G_TYPE_IS_ENUM (vt)) {
-    GEnumClass *klass = static_cast<GEnumClass *> (g_type_class_ref (vt));
-    std::set<std::string> nicks, listed;
-    for (guint i = 0; i < klass->n_values; i++)
-      nicks.insert (klass->values[i].value_nick);
-    std::stringstream ss (range);
-    for (std::string nick; std::getline (ss, nick, ',');)
-      listed.insert (strip_backticks (nick));
-    for (const auto &nick : nicks)
-      if (!listed.count (nick))
-        problem ("the value '" + nick + "' is missing from the range cell");
-    for (const auto &nick : listed)
-      if (!nicks.count (nick))
-        problem ("the range cell lists '" + nick + "', which the element does not have");
-    GEnumValue *v = g_enum_get_value (klass, G_PARAM_SPEC_ENUM (p)->default_value);
-    std::string want = v ? v->value_nick : "?";
-    if (strip_backticks (def) != want)
-      problem ("default is " + want + " in the element, the table says " + def);
-    g_type_class_unref (klass);
-    return out;
-  }
-
-  if (!no_range)
-    problem ("range cell '" + range + "' must be empty or — for a " + type_word (p));
-
+// The default cell of a boolean, a string, or a type without a default (—).
+void
+check_other_default (GParamSpec *p, GType vt, const std::string &def, const Problem &problem)
+{
   if (vt == G_TYPE_BOOLEAN) {
     std::string want = G_PARAM_SPEC_BOOLEAN (p)->default_value ? "true" : "false";
     g_autofree char *got = g_ascii_strdown (strip_backticks (def).c_str (), -1);
@@ -370,6 +371,32 @@ check_row (const std::string &element, GParamSpec *p, const Row &row)
   } else if (def != "—") {
     problem ("a " + type_word (p) + " has no default to document: the default cell must be —");
   }
+}
+
+// Problems with one documented row, each naming the element and property.
+std::vector<std::string>
+check_row (const std::string &element, GParamSpec *p, const Row &row)
+{
+  std::vector<std::string> out;
+  const std::string where = std::string (kDoc) + ":" + std::to_string (row.line) + ": " + element
+                            + " property '" + p->name + "': ";
+  auto problem = [&] (const std::string &what) { out.push_back (where + what); };
+
+  check_type (p, row, problem);
+  const std::string range = trim (row.range), def = value_of (row.def);
+  const bool no_range = range.empty () || range == "—";
+  GType vt = G_PARAM_SPEC_VALUE_TYPE (p);
+  if (Numeric n = numeric_of (p); n.ok) {
+    check_numeric (n, range, def, row, problem);
+    return out;
+  }
+  if (G_TYPE_IS_ENUM (vt)) {
+    check_enum (p, vt, range, def, problem);
+    return out;
+  }
+  if (!no_range)
+    problem ("range cell '" + range + "' must be empty or — for a " + type_word (p));
+  check_other_default (p, vt, def, problem);
   return out;
 }
 

@@ -854,6 +854,7 @@ struct FramesIn {
 // the objective and back.  On every frame, whatever is drawn lies within
 // 2 µm of its nucleus' outline carried through the slide; nothing is drawn
 // under the other objective or while the stage moves.
+// Long by nature: one story (move, change objective, back) checked frame by frame.
 TEST_F (FeatureOverlay, MicroscopeMovesAndChangesObjectiveWhileTheAnalysisIsSlow)
 {
   GError *err = nullptr;

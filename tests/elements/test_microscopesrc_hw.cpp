@@ -161,6 +161,7 @@ TEST (MicroscopeSrcHw, GstLaunchStreamsAndRefusesSizesTheCameraCannotDeliver)
   EXPECT_NE (out.find ("no GenICam camera 'Nope_3'"), std::string::npos) << out;
 }
 
+// Long by nature: one story told in order (commands, each device going away and back).
 TEST (MicroscopeSrcHw, CommandsAComposedStageAndSurvivesItsDevicesGoingAway)
 {
   FakeGvCamera gv;

@@ -871,6 +871,7 @@ TEST_F (PrivacyMask, LabelIsMaskedInEveryPlaneOfI420)
 
 // The detectors see every format the element takes (each converted only
 // where they look): a QR code and a line of text in tissue are masked.
+// Long by nature: one frame built, masked and checked pixel by pixel, in order.
 TEST_P (PrivacyMaskModes, PastedPrintIsMaskedInEveryFormat)
 {
   const int w = 640, h = 480;

@@ -629,6 +629,7 @@ private:
     return true;
   }
 
+  // Long by nature: one case per mutation, each a few lines.
   void mutate_once (Bytes &d, const Pool &pool)
   {
     switch (rng_.below (21)) {
@@ -906,6 +907,8 @@ seconds_since (std::chrono::steady_clock::time_point t0)
 
 } // namespace
 
+// Long by nature: the driver read top to bottom (its options, one loop per target in
+// the order the targets are listed, the summary).
 int
 main (int argc, char **argv)
 {

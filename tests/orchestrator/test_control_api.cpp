@@ -478,6 +478,7 @@ TEST_F (ControlApi, StillsAreFullResolutionPngsAndAnnotationsExportAsGeoJson)
 // annotations, in QuPath's GeoJSON, to each caller as its profile allows.
 // Here the guest profile shows annotations (a profiles file), so what keeps
 // patient data out of its export is the masked slide label alone.
+// Long by nature: one story, the same export read by each profile in turn.
 TEST_F (ControlApi, MicroscopeAnnotationsExportAsQuPathGeoJsonAsEachProfileMaysee)
 {
   livemicro::test::TempDir dir;

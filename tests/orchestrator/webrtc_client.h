@@ -189,6 +189,75 @@ private:
     return G_SOURCE_REMOVE;
   }
 
+  // A stream of the answer: decoded and its pictures counted, or only its
+  // packets counted.
+  static void on_pad_added (GstElement *, GstPad *pad, gpointer d)
+  {
+    auto *self = static_cast<WebRtcClient *> (d);
+    if (GST_PAD_DIRECTION (pad) != GST_PAD_SRC)
+      return;
+    if (self->decode_) { // depayload, decode, count pictures
+      GstElement *bin
+          = gst_parse_bin_from_description ("rtph264depay ! h264parse ! avdec_h264 ! fakesink "
+                                            "name=frames sync=false async=false signal-handoffs=true",
+                                            TRUE, nullptr);
+      GstElement *frames = gst_bin_get_by_name (GST_BIN (bin), "frames");
+      g_signal_connect (frames, "handoff", G_CALLBACK (+[] (GstElement *, GstBuffer *, GstPad *, gpointer d) {
+                          static_cast<WebRtcClient *> (d)->frames_++;
+                        }),
+                        self);
+      gst_object_unref (frames);
+      GstPad *in = gst_element_get_static_pad (bin, "sink");
+      gst_pad_add_probe (
+          in, GST_PAD_PROBE_TYPE_BUFFER,
+          [] (GstPad *, GstPadProbeInfo *, gpointer d) {
+            static_cast<WebRtcClient *> (d)->packets_++;
+            return GST_PAD_PROBE_OK;
+          },
+          self, nullptr);
+      gst_bin_add (GST_BIN (self->pipeline_), bin);
+      gst_element_sync_state_with_parent (bin);
+      gst_pad_link (pad, in);
+      gst_object_unref (in);
+      return;
+    }
+    GstElement *sink = gst_element_factory_make ("fakesink", nullptr);
+    g_object_set (sink, "sync", FALSE, "async", FALSE, "signal-handoffs", TRUE, nullptr);
+    g_signal_connect (sink, "handoff", G_CALLBACK (+[] (GstElement *, GstBuffer *, GstPad *, gpointer d) {
+                        static_cast<WebRtcClient *> (d)->packets_++;
+                      }),
+                      self);
+    gst_bin_add (GST_BIN (self->pipeline_), sink);
+    gst_element_sync_state_with_parent (sink);
+    GstPad *sinkpad = gst_element_get_static_pad (sink, "sink");
+    gst_pad_link (pad, sinkpad);
+    gst_object_unref (sinkpad);
+  }
+
+  // The signalling WebSocket is open: read its messages, say hello.
+  static void on_websocket (GObject *src, GAsyncResult *res, gpointer d)
+  {
+    auto *self = static_cast<WebRtcClient *> (d);
+    self->conn_ = soup_session_websocket_connect_finish (SOUP_SESSION (src), res, nullptr);
+    if (!self->conn_)
+      return;
+    g_signal_connect (
+        self->conn_, "message", G_CALLBACK (+[] (SoupWebsocketConnection *, gint, GBytes *b, gpointer d) {
+          gsize len = 0;
+          const char *data = static_cast<const char *> (g_bytes_get_data (b, &len));
+          g_autoptr (JsonParser) p = json_parser_new ();
+          if (json_parser_load_from_data (p, data, (gssize)len, nullptr)
+              && JSON_NODE_HOLDS_OBJECT (json_parser_get_root (p)))
+            static_cast<WebRtcClient *> (d)->on_message (json_node_get_object (json_parser_get_root (p)));
+        }),
+        self);
+    g_signal_connect (self->conn_, "closed", G_CALLBACK (+[] (SoupWebsocketConnection *, gpointer d) {
+                        static_cast<WebRtcClient *> (d)->closed_ = true;
+                      }),
+                      self);
+    self->send ("hello", "token", self->token_);
+  }
+
   void run ()
   {
     ctx_ = g_main_context_new ();
@@ -217,51 +286,7 @@ private:
                         g_main_context_invoke (self->ctx_, send_candidate, new Candidate{self, cand, mline});
                       }),
                       this);
-    g_signal_connect (
-        webrtc_, "pad-added", G_CALLBACK (+[] (GstElement *, GstPad *pad, gpointer d) {
-          auto *self = static_cast<WebRtcClient *> (d);
-          if (GST_PAD_DIRECTION (pad) != GST_PAD_SRC)
-            return;
-          if (self->decode_) { // depayload, decode, count pictures
-            GstElement *bin
-                = gst_parse_bin_from_description ("rtph264depay ! h264parse ! avdec_h264 ! fakesink "
-                                                  "name=frames sync=false async=false signal-handoffs=true",
-                                                  TRUE, nullptr);
-            GstElement *frames = gst_bin_get_by_name (GST_BIN (bin), "frames");
-            g_signal_connect (frames, "handoff",
-                              G_CALLBACK (+[] (GstElement *, GstBuffer *, GstPad *, gpointer d) {
-                                static_cast<WebRtcClient *> (d)->frames_++;
-                              }),
-                              self);
-            gst_object_unref (frames);
-            GstPad *in = gst_element_get_static_pad (bin, "sink");
-            gst_pad_add_probe (
-                in, GST_PAD_PROBE_TYPE_BUFFER,
-                [] (GstPad *, GstPadProbeInfo *, gpointer d) {
-                  static_cast<WebRtcClient *> (d)->packets_++;
-                  return GST_PAD_PROBE_OK;
-                },
-                self, nullptr);
-            gst_bin_add (GST_BIN (self->pipeline_), bin);
-            gst_element_sync_state_with_parent (bin);
-            gst_pad_link (pad, in);
-            gst_object_unref (in);
-            return;
-          }
-          GstElement *sink = gst_element_factory_make ("fakesink", nullptr);
-          g_object_set (sink, "sync", FALSE, "async", FALSE, "signal-handoffs", TRUE, nullptr);
-          g_signal_connect (sink, "handoff",
-                            G_CALLBACK (+[] (GstElement *, GstBuffer *, GstPad *, gpointer d) {
-                              static_cast<WebRtcClient *> (d)->packets_++;
-                            }),
-                            self);
-          gst_bin_add (GST_BIN (self->pipeline_), sink);
-          gst_element_sync_state_with_parent (sink);
-          GstPad *sinkpad = gst_element_get_static_pad (sink, "sink");
-          gst_pad_link (pad, sinkpad);
-          gst_object_unref (sinkpad);
-        }),
-        this);
+    g_signal_connect (webrtc_, "pad-added", G_CALLBACK (on_pad_added), this);
     if (whep_) {
       GstCaps *caps = gst_caps_from_string ("application/x-rtp,media=video,encoding-name=H264,payload=102,"
                                             "clock-rate=90000,packetization-mode=(string)1,"
@@ -287,31 +312,8 @@ private:
     if (whep_)
       negotiate_whep ();
     else
-      soup_session_websocket_connect_async (
-          session, msg, nullptr, nullptr, G_PRIORITY_DEFAULT, nullptr,
-          [] (GObject *src, GAsyncResult *res, gpointer d) {
-            auto *self = static_cast<WebRtcClient *> (d);
-            self->conn_ = soup_session_websocket_connect_finish (SOUP_SESSION (src), res, nullptr);
-            if (!self->conn_)
-              return;
-            g_signal_connect (self->conn_, "message",
-                              G_CALLBACK (+[] (SoupWebsocketConnection *, gint, GBytes *b, gpointer d) {
-                                gsize len = 0;
-                                const char *data = static_cast<const char *> (g_bytes_get_data (b, &len));
-                                g_autoptr (JsonParser) p = json_parser_new ();
-                                if (json_parser_load_from_data (p, data, (gssize)len, nullptr)
-                                    && JSON_NODE_HOLDS_OBJECT (json_parser_get_root (p)))
-                                  static_cast<WebRtcClient *> (d)->on_message (
-                                      json_node_get_object (json_parser_get_root (p)));
-                              }),
-                              self);
-            g_signal_connect (self->conn_, "closed", G_CALLBACK (+[] (SoupWebsocketConnection *, gpointer d) {
-                                static_cast<WebRtcClient *> (d)->closed_ = true;
-                              }),
-                              self);
-            self->send ("hello", "token", self->token_);
-          },
-          this);
+      soup_session_websocket_connect_async (session, msg, nullptr, nullptr, G_PRIORITY_DEFAULT, nullptr,
+                                            on_websocket, this);
     {
       std::lock_guard<std::mutex> lock (mutex_);
       started_ = true;

@@ -41,6 +41,19 @@ error_of (const std::string &json)
   return "(no error)";
 }
 
+// The record of a w × h frame whose centre shows slide point (x_um, y_um).
+livemicro::hw::FrameRecord
+placed (double x_um, double y_um, double um_per_px, int w, int h)
+{
+  livemicro::hw::FrameRecord r;
+  r.stage_x_um = x_um;
+  r.stage_y_um = y_um;
+  r.um_per_px = um_per_px;
+  r.frame_width = w;
+  r.frame_height = h;
+  return r;
+}
+
 } // namespace
 
 TEST (Profiles, BuiltInProfilesSayWhatEachRoleMaySee)
@@ -250,28 +263,28 @@ TEST (Mask, EveryPixelTouchingARegionIsMaskedAndFarPixelsAreNot)
   std::mt19937 rng (7);
   std::uniform_real_distribution<double> u (0, 1);
   for (int k = 0; k < 300; k++) {
-    FrameGeometry g;
-    g.width = 64 + (int)(u (rng) * 200);
-    g.height = 48 + (int)(u (rng) * 150);
+    livemicro::hw::FrameRecord g;
+    g.frame_width = 64 + (int)(u (rng) * 200);
+    g.frame_height = 48 + (int)(u (rng) * 150);
     g.um_per_px = 0.1 + u (rng) * 3;
     g.stage_x_um = 1000 + u (rng) * 500;
     g.stage_y_um = 1000 + u (rng) * 500;
     // A rectangle somewhere around the frame, in slide µm.
-    const double fw = g.width * g.um_per_px, fh = g.height * g.um_per_px;
+    const double fw = g.frame_width * g.um_per_px, fh = g.frame_height * g.um_per_px;
     cv::Rect2d r (g.stage_x_um - fw + u (rng) * 1.5 * fw, g.stage_y_um - fh + u (rng) * 1.5 * fh,
                   u (rng) * fw, u (rng) * fh);
     const double margin = 1 + (int)(u (rng) * 3);
     FramePolygon fp;
     for (auto p : {r.tl (), cv::Point2d (r.br ().x, r.y), r.br (), cv::Point2d (r.x, r.br ().y)})
-      fp.points.push_back (g.to_frame (p));
+      fp.points.push_back (to_frame (g, p));
     cv::Mat mask;
-    cv::Rect roi = rasterise ({fp}, margin, cv::Size (g.width, g.height), mask);
+    cv::Rect roi = rasterise ({fp}, margin, cv::Size (g.frame_width, g.frame_height), mask);
     int missed = 0, far_masked = 0;
-    for (int j = 0; j < g.height; j++)
-      for (int i = 0; i < g.width; i++) {
+    for (int j = 0; j < g.frame_height; j++)
+      for (int i = 0; i < g.frame_width; i++) {
         // The pixel's square on the slide.
-        double x0 = g.stage_x_um + (i - g.width / 2.0) * g.um_per_px;
-        double y0 = g.stage_y_um + (j - g.height / 2.0) * g.um_per_px;
+        double x0 = g.stage_x_um + (i - g.frame_width / 2.0) * g.um_per_px;
+        double y0 = g.stage_y_um + (j - g.frame_height / 2.0) * g.um_per_px;
         cv::Rect2d px (x0, y0, g.um_per_px, g.um_per_px);
         bool touches = (px & r).area () > 0;
         // Distance in pixels from the pixel square to the rectangle.
@@ -505,8 +518,8 @@ TEST (Detect, PrintedLabelLinesAreFoundAsLabelAndText)
   const cv::Rect2d name_um = slide.label ().text_rects_um[3];
   hw::FrameRecord info;
   cv::Mat f = s.at (4, name_um.x + 0.5 * 640 * 2.5 - 100, name_um.y + name_um.height / 2, &info);
-  FrameGeometry g{info.stage_x_um, info.stage_y_um, info.um_per_px, 640, 480};
-  cv::Point2d a = g.to_frame (name_um.tl ()), b = g.to_frame (name_um.br ());
+  const livemicro::hw::FrameRecord g = placed (info.stage_x_um, info.stage_y_um, info.um_per_px, 640, 480);
+  cv::Point2d a = to_frame (g, name_um.tl ()), b = to_frame (g, name_um.br ());
   cv::Rect2d target = cv::Rect2d (a, b) & cv::Rect2d (0, 0, 640, 480);
   ASSERT_GT (target.area (), 1000);
   auto found = d.detect (f, {RegionClass::kLabel, RegionClass::kText});
@@ -641,10 +654,10 @@ struct Canvas {
     y0_um = info.stage_y_um - size.height / 2.0 * um_per_px;
   }
   // The frame whose top-left pixel is canvas pixel `at`, and its geometry.
-  cv::Mat frame (cv::Point at, cv::Size size, FrameGeometry &g) const
+  cv::Mat frame (cv::Point at, cv::Size size, livemicro::hw::FrameRecord &g) const
   {
-    g = {x0_um + (at.x + size.width / 2.0) * um_per_px, y0_um + (at.y + size.height / 2.0) * um_per_px,
-         um_per_px, size.width, size.height};
+    g = placed (x0_um + (at.x + size.width / 2.0) * um_per_px, y0_um + (at.y + size.height / 2.0) * um_per_px,
+                um_per_px, size.width, size.height);
     return rgb (cv::Rect (at, size));
   }
 };
@@ -657,11 +670,11 @@ TEST (Incremental, PanningChecksOnlyWhatComesIntoViewAndAStillViewNothing)
   const cv::Size fs (640, 480);
   IncrementalDetector inc;
   IncrementalStats st;
-  FrameGeometry g;
+  livemicro::hw::FrameRecord g;
   uint64_t frame = 0;
   for (int k = 0; k < 20; k++, frame++) {
     MatSource src (c.frame ({40 * k, 0}, fs, g));
-    inc.detect (src, g, 0, all_region_classes (), cv::Mat (), cv::Rect (), frame, 1000, &st);
+    inc.detect (src, g, all_region_classes (), cv::Mat (), cv::Rect (), frame, 1000, &st);
     if (k == 0) {
       EXPECT_EQ (st.cells_to_check, st.cells_visible) << "a new view is checked whole";
       EXPECT_EQ (st.analysed_px, fs.area ());
@@ -675,53 +688,55 @@ TEST (Incremental, PanningChecksOnlyWhatComesIntoViewAndAStillViewNothing)
   // Still: the same view again, even its cells at the edges, is not analysed.
   for (int k = 0; k < 3; k++, frame++) {
     MatSource src (c.frame ({40 * 19, 0}, fs, g));
-    inc.detect (src, g, 0, all_region_classes (), cv::Mat (), cv::Rect (), frame, 1000, &st);
+    inc.detect (src, g, all_region_classes (), cv::Mat (), cv::Rect (), frame, 1000, &st);
     EXPECT_EQ (st.cells_to_check, 0);
     EXPECT_EQ (st.rects, 0);
   }
   // Going back over checked area costs little either.
   MatSource back (c.frame ({100, 0}, fs, g));
-  inc.detect (back, g, 0, all_region_classes (), cv::Mat (), cv::Rect (), frame, 1000, &st);
+  inc.detect (back, g, all_region_classes (), cv::Mat (), cv::Rect (), frame, 1000, &st);
   EXPECT_LE (st.cells_to_check, 0.1 * st.cells_visible);
   // Checked area is trusted for recheck_frames frames only.
-  inc.detect (back, g, 0, all_region_classes (), cv::Mat (), cv::Rect (), frame + 1000, 1000, &st);
+  inc.detect (back, g, all_region_classes (), cv::Mat (), cv::Rect (), frame + 1000, 1000, &st);
   EXPECT_EQ (st.cells_to_check, st.cells_visible);
 }
 
 TEST (Incremental, AreaMaskedAnywayIsNotAnalysed)
 {
   const Canvas c ({640, 480}, 10, 45000, 12500);
-  FrameGeometry g;
+  livemicro::hw::FrameRecord g;
   MatSource src (c.frame ({0, 0}, {640, 480}, g));
   cv::Mat hidden = cv::Mat::zeros (480, 640, CV_8U);
   hidden (cv::Rect (0, 0, 400, 480)).setTo (255);
   IncrementalDetector inc;
   IncrementalStats st;
-  inc.detect (src, g, 0, all_region_classes (), hidden, cv::Rect (0, 0, 400, 480), 0, 10, &st);
+  inc.detect (src, g, all_region_classes (), hidden, cv::Rect (0, 0, 400, 480), 0, 10, &st);
   EXPECT_GE (st.cells_hidden, (400 / 4 - 1) * (480 / 4 - 1));
   EXPECT_LE (st.analysed_px, (240 + 4 + 48) * 480) << "the rest and its context only";
   // Revealed (another profile, say): checked then.
-  inc.detect (src, g, 0, all_region_classes (), cv::Mat (), cv::Rect (), 1, 10, &st);
+  inc.detect (src, g, all_region_classes (), cv::Mat (), cv::Rect (), 1, 10, &st);
   EXPECT_GE (st.cells_to_check, (400 / 4 - 1) * (480 / 4 - 1));
 }
 
 TEST (Incremental, AnotherObjectiveFocusOrDetectorSetIsCheckedAfresh)
 {
   const Canvas c ({640, 480}, 10, 45000, 12500);
-  FrameGeometry g;
+  livemicro::hw::FrameRecord g;
   MatSource src (c.frame ({0, 0}, {640, 480}, g));
   IncrementalDetector inc;
   IncrementalStats st;
   uint64_t n = 0;
-  auto run = [&] (const FrameGeometry &geo, double z, const std::vector<RegionClass> &classes) {
-    inc.detect (src, geo, z, classes, cv::Mat (), cv::Rect (), n++, 100, &st);
+  auto run = [&] (const livemicro::hw::FrameRecord &geo, double z, const std::vector<RegionClass> &classes) {
+    livemicro::hw::FrameRecord at = geo;
+    at.stage_z_um = z;
+    inc.detect (src, at, classes, cv::Mat (), cv::Rect (), n++, 100, &st);
     return st.cells_to_check == st.cells_visible;
   };
   ASSERT_TRUE (run (g, 0, {RegionClass::kLabel}));
   EXPECT_FALSE (run (g, 0, {RegionClass::kLabel}));
   EXPECT_TRUE (run (g, 2.5, {RegionClass::kLabel})) << "print out of focus may have been missed";
   EXPECT_TRUE (run (g, 0, all_region_classes ())) << "checked for labels only, not for codes";
-  FrameGeometry g20 = g;
+  livemicro::hw::FrameRecord g20 = g;
   g20.um_per_px /= 2;
   EXPECT_TRUE (run (g20, 0, all_region_classes ())) << "another objective";
   EXPECT_FALSE (run (g, 0, {RegionClass::kLabel})) << "the earlier layers are kept";
@@ -730,15 +745,15 @@ TEST (Incremental, AnotherObjectiveFocusOrDetectorSetIsCheckedAfresh)
 TEST (Incremental, AFailedCheckMarksNothing)
 {
   const Canvas c ({640, 480}, 10, 45000, 12500);
-  FrameGeometry g;
+  livemicro::hw::FrameRecord g;
   MatSource src (c.frame ({0, 0}, {640, 480}, g));
   IncrementalDetector inc;
   IncrementalStats st;
   inc.set_inject_fault (true);
-  EXPECT_THROW (inc.detect (src, g, 0, all_region_classes (), cv::Mat (), cv::Rect (), 0, 10, &st),
+  EXPECT_THROW (inc.detect (src, g, all_region_classes (), cv::Mat (), cv::Rect (), 0, 10, &st),
                 cv::Exception);
   inc.set_inject_fault (false);
-  inc.detect (src, g, 0, all_region_classes (), cv::Mat (), cv::Rect (), 1, 10, &st);
+  inc.detect (src, g, all_region_classes (), cv::Mat (), cv::Rect (), 1, 10, &st);
   EXPECT_EQ (st.cells_to_check, st.cells_visible);
 }
 
@@ -747,9 +762,8 @@ TEST (Incremental, AnAbsurdPositionThrowsInsteadOfOverflowing)
   cv::Mat f (48, 64, CV_8UC3, cv::Scalar (230, 200, 220));
   MatSource src (f);
   IncrementalDetector inc;
-  FrameGeometry g{1e300, 0, 1e-6, 64, 48};
-  EXPECT_THROW (inc.detect (src, g, 0, all_region_classes (), cv::Mat (), cv::Rect (), 0, 10),
-                std::range_error);
+  const livemicro::hw::FrameRecord g = placed (1e300, 0, 1e-6, 64, 48);
+  EXPECT_THROW (inc.detect (src, g, all_region_classes (), cv::Mat (), cv::Rect (), 0, 10), std::range_error);
 }
 
 TEST (Incremental, TheRecordStaysBounded)
@@ -759,8 +773,9 @@ TEST (Incremental, TheRecordStaysBounded)
   IncrementalDetector inc;
   for (int k = 0; k < 700; k++) {
     // A new tile of 64 × 64 cells (4 µm each) every frame.
-    FrameGeometry g{1000.0 + 300.0 * (k % 50), 1000.0 + 300.0 * (k / 50), 1.0, 64, 48};
-    inc.detect (src, g, 0, all_region_classes (), cv::Mat (), cv::Rect (), (uint64_t)k, 10);
+    const livemicro::hw::FrameRecord g
+        = placed (1000.0 + 300.0 * (k % 50), 1000.0 + 300.0 * (k / 50), 1.0, 64, 48);
+    inc.detect (src, g, all_region_classes (), cv::Mat (), cv::Rect (), (uint64_t)k, 10);
   }
   EXPECT_LE (inc.tiles (), 512u);
   EXPECT_GE (inc.tiles (), 500u);
@@ -783,12 +798,12 @@ TEST (Incremental, PrintPastedOnTheSlideIsFoundAsItComesIntoView)
   std::vector<std::pair<RegionClass, cv::Rect2d>> found_um;
   int qr_first = -1, bar_first = -1, frames = 0;
   for (int x = 0; x + fs.width <= c.rgb.cols; x += 45, frames++) {
-    FrameGeometry g;
+    livemicro::hw::FrameRecord g;
     MatSource src (c.frame ({x, 0}, fs, g));
     for (const auto &d :
-         inc.detect (src, g, 0, all_region_classes (), cv::Mat (), cv::Rect (), (uint64_t)frames, 100, &st)) {
+         inc.detect (src, g, all_region_classes (), cv::Mat (), cv::Rect (), (uint64_t)frames, 100, &st)) {
       cv::Rect2d b = d.bounds_px ();
-      found_um.push_back ({d.region_class, cv::Rect2d (g.to_slide (b.tl ()), g.to_slide (b.br ()))});
+      found_um.push_back ({d.region_class, cv::Rect2d (to_slide (g, b.tl ()), to_slide (g, b.br ()))});
       if (d.region_class == RegionClass::kQr && qr_first < 0)
         qr_first = x;
       if (d.region_class == RegionClass::kBarcode && bar_first < 0)

@@ -87,14 +87,15 @@ public:
   IncrementalDetector (const IncrementalDetector &) = delete;
   IncrementalDetector &operator= (const IncrementalDetector &) = delete;
 
-  // Looks for `classes` where frame `frame_number` (increasing) shows slide
-  // area not checked within the last `recheck_frames` frames at this µm per
-  // pixel, focus `z_um` and class set, and not masked anyway: `hidden`
+  // Looks for `classes` where frame `frame_number` (increasing; this
+  // caller's own count) taken at `frame` shows slide area not checked within
+  // the last `recheck_frames` frames at its µm per pixel, focus
+  // (stage_z_um) and this class set, and not masked anyway: `hidden`
   // (8-bit, frame size, 255 = masked in this frame; may be empty) within
   // `hidden_roi`.  Detections are in frame pixels.  Throws as
   // Detector::screen () does, and std::range_error for a position beyond
   // ~10^9 cells; then nothing is marked checked.
-  std::vector<Detection> detect (FrameSource &source, const FrameGeometry &geometry, double z_um,
+  std::vector<Detection> detect (FrameSource &source, const hw::FrameRecord &frame,
                                  const std::vector<RegionClass> &classes, const cv::Mat &hidden,
                                  const cv::Rect &hidden_roi, uint64_t frame_number, unsigned recheck_frames,
                                  IncrementalStats *stats = nullptr);

@@ -5,6 +5,7 @@
 
 #include "livemicro/privacy/profiles.h"
 
+#include <livemicro/hw/frame_record.h>
 #include <opencv2/core.hpp>
 
 #include <cstdint>
@@ -13,19 +14,16 @@
 
 namespace livemicro::privacy {
 
-// Where a frame lies on the slide (the geometry fields of StageMeta).
+// Where a frame lies on the slide: its hw::FrameRecord (the StageMeta's
+// stage_x_um, stage_y_um, um_per_px, frame_width and frame_height).
 // Pixel (px, py) — centres at +0.5 — shows slide point
-//   x = stage_x_um + (px + 0.5 − width / 2) · um_per_px   (same for y).
-struct FrameGeometry {
-  double stage_x_um = 0, stage_y_um = 0;
-  double um_per_px = 0;
-  int width = 0, height = 0;
-
-  bool valid () const;
-  // Continuous pixel-index coordinates: pixel i covers [i − 0.5, i + 0.5].
-  cv::Point2d to_frame (const cv::Point2d &slide_um) const;
-  cv::Point2d to_slide (const cv::Point2d &frame_px) const;
-};
+//   x = stage_x_um + (px + 0.5 − frame_width / 2) · um_per_px   (same for y).
+//
+// Whether the record places the frame: finite, µm per pixel > 0, a size.
+bool places_frame (const hw::FrameRecord &frame);
+// Continuous pixel-index coordinates: pixel i covers [i − 0.5, i + 0.5].
+cv::Point2d to_frame (const hw::FrameRecord &frame, const cv::Point2d &slide_um);
+cv::Point2d to_slide (const hw::FrameRecord &frame, const cv::Point2d &frame_px);
 
 enum class MaskMethod { kFill, kPixelate, kBlur };
 const char *mask_method_name (MaskMethod m);
