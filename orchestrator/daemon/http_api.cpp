@@ -1465,16 +1465,11 @@ ws_error (const std::string &message)
 
 } // namespace
 
-// After the token checked out: welcome, events, presence, and (viewer page)
-// the WebRTC peer.
-void
-HttpApi::authenticated (Viewer *v, const Principal &who)
+// The first message a viewer or events socket gets: who it is, the
+// microscope's state, what this viewer may offer and see.
+std::string
+HttpApi::welcome_json (const Principal &who, const MicroscopeHub &m) const
 {
-  v->authenticated = true;
-  v->who = who;
-  if (who.session)
-    v->microscope = who.session->microscope;
-  MicroscopeHub &m = *node_.hubs ().at (v->microscope);
   g_autoptr (JsonBuilder) b = json_builder_new ();
   json_builder_begin_object (b);
   add_string (b, "type", "welcome");
@@ -1523,7 +1518,20 @@ HttpApi::authenticated (Viewer *v, const Principal &who)
   json_builder_set_member_name (b, "server_time_us");
   json_builder_add_int_value (b, g_get_real_time ());
   json_builder_end_object (b);
-  ws_send (v->conn, to_string (b));
+  return to_string (b);
+}
+
+// After the token checked out: welcome, events, presence, and (viewer page)
+// the WebRTC peer.
+void
+HttpApi::authenticated (Viewer *v, const Principal &who)
+{
+  v->authenticated = true;
+  v->who = who;
+  if (who.session)
+    v->microscope = who.session->microscope;
+  MicroscopeHub &m = *node_.hubs ().at (v->microscope);
+  ws_send (v->conn, welcome_json (who, m));
 
   std::string own_session = who.session ? who.session->id : "";
   std::string microscope = v->microscope;

@@ -108,6 +108,7 @@ private:
   // The viewer and events WebSockets.
   void on_viewer_message (Viewer *v, const char *data, size_t len);
   void authenticated (Viewer *v, const Principal &who);
+  std::string welcome_json (const Principal &who, const MicroscopeHub &m) const;
   // A viewer page of a session of a microscope homed on another node (video
   // from the view relayed here, events from the home node: home_link.h), or
   // an events client of such a microscope (events from the home node).

@@ -837,6 +837,8 @@ Node::notify (const std::string &microscope, const std::string &kind, const std:
     l (e);
 }
 
+// One flat list of Prometheus metric families, in the order /metrics shows
+// them: long, and clearest as one list.
 std::string
 Node::metrics () const
 {

@@ -95,6 +95,8 @@ measure (const Daemon &a, const Daemon &c, int viewers, double seconds)
 
 } // namespace
 
+// main: the runs, their table and JSON.  Long by nature: printing and JSON
+// that read better in one place than split.
 int
 main (int argc, char **argv)
 {

@@ -253,6 +253,8 @@ spread (int serving_nodes, int viewers, double seconds)
 
 } // namespace
 
+// main: the two parts, their table and JSON.  Long by nature: printing and
+// JSON that read better in one place than split.
 int
 main (int argc, char **argv)
 {
