@@ -198,11 +198,11 @@ private:
 };
 
 std::string
-scope (int objective, int frames, const std::string &extra = "")
+scope (int objective, int frames, const std::string &extra = "", int fps = 5)
 {
   return "microscopesrc is-live=false microscope=sim://synthetic?prefetch=0 objective="
          + std::to_string (objective) + " num-buffers=" + std::to_string (frames) + " " + extra
-         + " ! video/x-raw,format=RGB,width=640,height=480,framerate=5/1 ";
+         + " ! video/x-raw,format=RGB,width=640,height=480,framerate=" + std::to_string (fps) + "/1 ";
 }
 
 class TumorFeatures : public ::testing::Test {
@@ -284,7 +284,10 @@ TEST_F (TumorFeatures, MessagesAndJsonLinesMatchTheMetaAndTheSchema)
     SCOPED_TRACE (method);
     TempDir dir;
     const std::string jsonl = dir.file ("f.jsonl");
-    Pipeline p (scope (40, 3) + "! tumorfeatures method=" + method
+    // 1 fps: the element waits up to a frame's duration for each frame's
+    // result (it skips frames rather than delay them), so every frame is
+    // analysed even when the machine is loaded.
+    Pipeline p (scope (40, 3, "", 1) + "! tumorfeatures method=" + method
                 + " emit-nuclei=true json-location=" + jsonl + " ! appsink name=out");
     ASSERT_TRUE (p.run ()) << p.error_text ();
     ASSERT_EQ (p.samples ().size (), 3u);
@@ -580,8 +583,10 @@ TEST_F (TumorFeatures, MissingPixelSizeAndUnwritableJsonGetClearErrors)
 // part can be switched off.
 TEST_F (TumorFeatures, OverlayDrawsWhereTheNucleiAre)
 {
+  // 1 fps: the frame waits up to its duration for its own result (see
+  // MessagesAndJsonLinesMatchTheMetaAndTheSchema).
   const std::string head
-      = scope (40, 1) + "! tumorfeatures ! tee name=t t. ! queue ! appsink name=plain t. ! queue ! ";
+      = scope (40, 1, "", 1) + "! tumorfeatures ! tee name=t t. ! queue ! appsink name=plain t. ! queue ! ";
   Pipeline p (head + "featureoverlay summary=false heatmap=false color-by=none ! appsink name=drawn");
   ASSERT_TRUE (p.run ({"plain", "drawn"})) << p.error_text ();
   const Sample &plain = p.samples (0)[0], &drawn = p.samples (1)[0];
