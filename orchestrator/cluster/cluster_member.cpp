@@ -184,6 +184,77 @@ render_audit (const std::string &node, const AuditRecord &r, int64_t fence_revis
   return to_json (b);
 }
 
+void
+participant_member (JsonBuilder *b, const orchestrator::Participant &p)
+{
+  json_builder_begin_object (b);
+  member (b, "session", p.session);
+  member (b, "user", p.user);
+  member (b, "role", p.role);
+  json_builder_end_object (b);
+}
+
+orchestrator::Participant
+parse_participant (JsonObject *o)
+{
+  return {JsonDoc::str (o, "session"), JsonDoc::str (o, "user"), JsonDoc::str (o, "role")};
+}
+
+std::string
+render_control (const ControlState &c)
+{
+  g_autoptr (JsonBuilder) b = json_builder_new ();
+  json_builder_begin_object (b);
+  member (b, "epoch", (int64_t)c.epoch);
+  if (c.holder) {
+    json_builder_set_member_name (b, "holder");
+    json_builder_begin_object (b);
+    member (b, "lease", c.holder->id);
+    member (b, "epoch", (int64_t)c.holder->epoch);
+    json_builder_set_member_name (b, "participant");
+    participant_member (b, c.holder->holder);
+    json_builder_end_object (b);
+  }
+  json_builder_set_member_name (b, "queue");
+  json_builder_begin_array (b);
+  for (const auto &p : c.queue)
+    participant_member (b, p);
+  json_builder_end_array (b);
+  json_builder_end_object (b);
+  return to_json (b);
+}
+
+// Nullopt for a value no LiveMicro node wrote: an unreadable control is not
+// adopted (the home node's own state goes on and is written over it).
+std::optional<ControlState>
+parse_control (const std::string &text)
+{
+  Parsed p (text);
+  if (!p.root || p.integer ("epoch") <= 0)
+    return std::nullopt;
+  ControlState c;
+  c.epoch = (uint64_t)p.integer ("epoch");
+  if (JsonObject *h = JsonDoc::object (p.root, "holder")) {
+    orchestrator::Lease l;
+    l.id = JsonDoc::str (h, "lease");
+    l.epoch = (uint64_t)std::max<int64_t> (0, JsonDoc::integer (h, "epoch"));
+    l.holder = parse_participant (JsonDoc::object (h, "participant"));
+    if (l.id.empty () || l.holder.session.empty () || l.epoch == 0 || l.epoch > c.epoch)
+      return std::nullopt;
+    c.holder = std::move (l);
+  }
+  if (JsonArray *q = JsonDoc::array (p.root, "queue"))
+    for (guint i = 0; i < json_array_get_length (q); i++) {
+      JsonNode *n = json_array_get_element (q, i);
+      if (!JSON_NODE_HOLDS_OBJECT (n))
+        return std::nullopt;
+      c.queue.push_back (parse_participant (json_node_get_object (n)));
+      if (c.queue.back ().session.empty ())
+        return std::nullopt;
+    }
+  return c;
+}
+
 } // namespace
 
 ClusterMember::ClusterMember (ClusterConfig config, std::vector<std::string> home_microscopes)
@@ -278,15 +349,34 @@ ClusterMember::audit_key ()
 }
 
 bool
-ClusterMember::commit_fenced (const Fence &f, const AuditRecord &row)
+ClusterMember::commit_fenced (const Fence &f, const std::vector<AuditRecord> &rows,
+                              const ControlState *control)
 {
   auto held = fence (f.microscope);
   if (!held || held->revision != f.revision || held->lease != f.lease)
     return false; // known stale here, no need to ask
   std::lock_guard<std::mutex> lock (caller_mutex_);
-  Op put{Op::Kind::kPut, audit_key (), render_audit (config_.node, row, f.revision)};
+  std::vector<Op> puts;
+  for (const AuditRecord &row : rows)
+    puts.push_back ({Op::Kind::kPut, audit_key (), render_audit (config_.node, row, f.revision)});
+  if (control)
+    puts.push_back ({Op::Kind::kPut, key ("control", f.microscope), render_control (*control)});
   Compare still_owner{key ("homes", f.microscope), Compare::Target::kModRevision, f.revision};
-  return caller_etcd_->txn ({still_owner}, {put}).succeeded;
+  return caller_etcd_->txn ({still_owner}, puts).succeeded;
+}
+
+std::optional<ControlState>
+ClusterMember::control (const std::string &microscope)
+{
+  std::lock_guard<std::mutex> lock (caller_mutex_);
+  auto kv = caller_etcd_->get (key ("control", microscope));
+  if (!kv)
+    return std::nullopt;
+  auto c = parse_control (kv->value);
+  if (!c)
+    g_warning ("edge cloud: the control kept for microscope '%s' is unreadable; this node's own is kept",
+               microscope.c_str ());
+  return c;
 }
 
 void

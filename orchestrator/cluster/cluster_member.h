@@ -6,6 +6,7 @@
 //   <prefix>homes/<microscope>  the name of the microscope's home node, under
 //                               that node's lease: who alone may drive it
 //   <prefix>audit/<node>/<n>    audit rows, kept (no lease)
+//   <prefix>control/<microscope> who drives it (lease, epoch, queue), kept
 //
 // Its own thread re-registers after a lapse, takes the ownership of its
 // microscopes and reads the others' records; a second one keeps the lease
@@ -16,6 +17,7 @@
 #pragma once
 
 #include "cluster_config.h"
+#include "common/control_state.h"
 #include "common/store.h"
 #include "etcd_client.h"
 
@@ -33,6 +35,7 @@
 namespace livemicro::cluster {
 
 using orchestrator::AuditRecord;
+using orchestrator::ControlState;
 using orchestrator::SessionRecord;
 
 struct NodeLoad {
@@ -119,11 +122,17 @@ public:
   ClusterView view () const;
   std::optional<Fence> fence (const std::string &microscope) const;
 
-  // Writes `row` to the cluster's audit log only if `fence` still holds (one
-  // etcd transaction).  False when it no longer does (stale: another
-  // incarnation or node owns the microscope now, or nobody does); throws
-  // EtcdError when etcd cannot be reached.  Blocking (one round trip).
-  bool commit_fenced (const Fence &fence, const AuditRecord &row);
+  // Writes `rows` to the cluster's audit log, and the microscope's control
+  // when given, only if `fence` still holds (one etcd transaction).  False
+  // when it no longer does (stale: another incarnation or node owns the
+  // microscope now, or nobody does); throws EtcdError when etcd cannot be
+  // reached.  Blocking (one round trip).
+  bool commit_fenced (const Fence &fence, const std::vector<AuditRecord> &rows,
+                      const ControlState *control = nullptr);
+  // The microscope's control as its home node last wrote it (no lease: it
+  // outlives the node), nullopt when none was written.  Blocking; throws
+  // EtcdError.
+  std::optional<ControlState> control (const std::string &microscope);
   // An audit row that needs no ownership (refusals, sessions); throws EtcdError.
   void commit (const AuditRecord &row);
   // The cluster's audit log in the order etcd applied the rows.

@@ -208,6 +208,26 @@ ControlArbiter::tick ()
   return false;
 }
 
+ControlState
+ControlArbiter::state () const
+{
+  return {epoch_, holder_, queue_};
+}
+
+bool
+ControlArbiter::restore (const ControlState &s)
+{
+  if (s.epoch < epoch_)
+    return false;
+  epoch_ = s.epoch;
+  holder_ = s.holder;
+  if (holder_)
+    holder_->granted_us = holder_->last_active_us = now_ ();
+  queue_ = s.queue;
+  changed_ = true;
+  return true;
+}
+
 bool
 ControlArbiter::forget (const std::string &session)
 {

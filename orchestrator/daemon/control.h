@@ -9,6 +9,7 @@
 // Plain C++ with an injectable clock: the daemon calls it on its main loop.
 #pragma once
 
+#include "common/control_state.h"
 #include "refusal.h"
 
 #include <cstdint>
@@ -19,18 +20,6 @@
 #include <vector>
 
 namespace livemicro::orchestrator {
-
-struct Participant {
-  std::string session, user, role; // session empty: the admin
-  bool admin () const { return session.empty (); }
-};
-
-struct Lease {
-  std::string id;
-  uint64_t epoch = 0;
-  Participant holder;
-  int64_t granted_us = 0, last_active_us = 0;
-};
 
 class ControlArbiter {
 public:
@@ -78,6 +67,12 @@ public:
   }
 
   static int priority (const std::string &role);
+
+  // The state as values, and back: a restored holder's idle time starts
+  // now.  A state older than this arbiter's (a lower epoch) is not taken:
+  // false.
+  ControlState state () const;
+  bool restore (const ControlState &s);
 
 private:
   bool may_drive (const Participant &p, std::string &why) const;

@@ -372,6 +372,11 @@ MicroscopeHub::control (const Principal &by, const ControlRequest &r)
     node_.refused (by, id (), "control", detail, e);
     throw e;
   };
+  try {
+    node_.adopt_cluster_control (*this);
+  } catch (const Refusal &e) {
+    refuse (e.reason, action, e.message);
+  }
   // The change counts only once it is durable: undone if it cannot be.
   const ControlArbiter before = *control_;
   ControlArbiter::Outcome o;
@@ -455,13 +460,19 @@ MicroscopeHub::admit_command (const Principal &by, const CommandRequest &c)
                         + node_.shown_to (by, last_error_.empty () ? "starting" : last_error_));
   const bool emergency_stop = c.op == CommandOp::kStop && (by.admin || by.session->role == "owner");
   if (!emergency_stop) {
+    try {
+      node_.adopt_cluster_control (*this);
+    } catch (const Refusal &e) {
+      refuse_command (by, c, e.reason, e.message);
+    }
     if (by.admin)
       refuse_command (by, c, Reason::kForbidden, "the admin has no lease; only stop is allowed without one");
     if (c.lease.empty ())
       refuse_command (by, c, Reason::kConflict, "no lease: request control first");
+    const ControlArbiter before = *control_;
     bool current = control_->check (by.session->id, c.lease);
     if (control_->take_changed ())
-      control_changed ();
+      keep_lapse (before);
     if (!current)
       refuse_command (by, c, Reason::kConflict,
                       "not the current lease (it lapsed, was revoked or handed over)");
@@ -559,7 +570,7 @@ MicroscopeHub::dispatch_command (const Principal &by, const CommandRequest &c, c
     // Nothing reaches the hardware before its audit row is on disk (and, in
     // an edge cloud, in etcd under this node's fencing token).
     try {
-      node_.fenced (row);
+      node_.fenced (id (), {row});
     } catch (const Refusal &e) {
       refuse_command (by, c, e.reason, e.message);
     }
@@ -609,13 +620,31 @@ MicroscopeHub::ended (const std::string &session_id, const Forgetting &f)
     control_changed ();
 }
 
+bool
+MicroscopeHub::adopt_control (const std::optional<ControlState> &kept, int64_t fence_revision)
+{
+  control_revision_ = fence_revision;
+  if (!kept || !control_->restore (*kept))
+    return false;
+  control_->take_changed ();
+  control_changed ();
+  return true;
+}
+
 void
 MicroscopeHub::tick ()
 {
   const ControlArbiter before = *control_;
   control_->tick ();
-  if (!control_->take_changed ())
-    return;
+  if (control_->take_changed ())
+    keep_lapse (before);
+}
+
+// A lease that lapsed passed on: kept once durable (and, in an edge cloud,
+// in etcd), else undone and tried again at the next tick.
+void
+MicroscopeHub::keep_lapse (const ControlArbiter &before)
+{
   const auto &h = control_->holder ();
   std::string detail
       = h ? "lapsed; passed to " + h->holder.session + " epoch " + std::to_string (h->epoch) : "lapsed";
@@ -623,7 +652,7 @@ MicroscopeHub::tick ()
     AuditRecord row{0, g_get_real_time (), "livemicrod", "system", "", id (), "control", detail, "ok"};
     node_.durable ({row}, this);
   } catch (const Refusal &) {
-    *control_ = before; // tried again next tick
+    *control_ = before;
     return;
   }
   control_changed ();

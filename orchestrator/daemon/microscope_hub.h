@@ -136,6 +136,14 @@ public:
   // Every 100 ms: leases that lapsed pass on once durable.
   void tick ();
 
+  // In an edge cloud: the control kept in etcd, adopted when this node took
+  // the microscope under `fence_revision` (Node::adopt_cluster_control).
+  // False when there was none, or it is older than this hub's own: then the
+  // hub's own stands.
+  bool adopt_control (const std::optional<ControlState> &kept, int64_t fence_revision);
+  // The fencing revision under which the control was last adopted (0: never).
+  int64_t control_revision () const { return control_revision_; }
+
   // A socket that receives this microscope's analysis opens (+1) or closes
   // (-1): the worker analyses only while someone reads it (or a playing
   // view draws it).
@@ -157,6 +165,7 @@ private:
   void send_add_view (const ViewStream &v);
   bool send (const WorkerCommand &c);
   void control_changed ();
+  void keep_lapse (const ControlArbiter &before);
   void notify_state ();
   // Tells the worker who watches (docs/media-demand.md) when it changed, or
   // always with `force` (a freshly started worker is idle).
@@ -184,6 +193,7 @@ private:
   uint32_t next_view_id_ = 1;
   // Collaboration.
   std::unique_ptr<ControlArbiter> control_;
+  int64_t control_revision_ = 0;
   uint64_t next_command_id_ = 1;
   std::map<uint64_t, CommandOutcome> outcomes_; // by id, the newest kOutcomesKept
   struct Bucket {

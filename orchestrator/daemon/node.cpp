@@ -249,8 +249,14 @@ void
 Node::tick ()
 {
   flush_pending_audit ();
-  for (auto &kv : hubs_)
+  for (auto &kv : hubs_) {
+    try {
+      adopt_cluster_control (*kv.second);
+    } catch (const Refusal &) {
+      continue; // etcd unreachable: tried again next tick
+    }
     kv.second->tick ();
+  }
   if (cluster_ && g_get_monotonic_time () - load_reported_us_ > G_USEC_PER_SEC)
     report_load ();
   if (cluster_ && !annotations_moved_ && cluster_->view ().joined)
@@ -462,19 +468,30 @@ Node::microscope_of_cluster_session (const std::string &session_id) const
   return std::nullopt;
 }
 
+namespace {
+
+Refusal
+not_held (const std::string &microscope)
+{
+  return {Reason::kUnavailable, "this node does not hold microscope '" + microscope
+                                    + "' in the edge cloud just now (not joined, lease lapsed or "
+                                      "cut off from etcd): nothing was done"};
+}
+
+} // namespace
+
 void
-Node::fenced (const AuditRecord &row)
+Node::fenced (const std::string &microscope, const std::vector<AuditRecord> &rows,
+              const ControlState *control)
 {
   if (!cluster_)
     return;
-  auto fence = cluster_->fence (row.microscope);
+  auto fence = cluster_->fence (microscope);
   if (!fence)
-    throw Refusal{Reason::kUnavailable, "this node does not hold microscope '" + row.microscope
-                                            + "' in the edge cloud just now (not joined, lease lapsed or "
-                                              "cut off from etcd): nothing was done"};
+    throw not_held (microscope);
   try {
-    if (!cluster_->commit_fenced (*fence, row))
-      throw Refusal{Reason::kUnavailable, "this node's ownership of microscope '" + row.microscope
+    if (!cluster_->commit_fenced (*fence, rows, control))
+      throw Refusal{Reason::kUnavailable, "this node's ownership of microscope '" + microscope
                                               + "' lapsed (fencing token " + std::to_string (fence->revision)
                                               + " is stale): nothing was done"};
   } catch (const livemicro::cluster::EtcdError &e) {
@@ -482,6 +499,43 @@ Node::fenced (const AuditRecord &row)
     throw Refusal{Reason::kUnavailable,
                   "the edge cloud's store cannot be reached just now: nothing was done"};
   }
+}
+
+void
+Node::adopt_cluster_control (MicroscopeHub &hub)
+{
+  if (!cluster_)
+    return;
+  auto fence = cluster_->fence (hub.id ());
+  if (!fence)
+    throw not_held (hub.id ());
+  if (fence->revision == hub.control_revision ())
+    return;
+  try {
+    std::optional<ControlState> kept = cluster_->control (hub.id ());
+    if (kept) {
+      // Sessions that ended while it was kept drive and wait no more.
+      auto gone = [&] (const Participant &p) {
+        return !store_->session (p.session) && !cluster_->session (p.session);
+      };
+      kept->queue.erase (std::remove_if (kept->queue.begin (), kept->queue.end (), gone), kept->queue.end ());
+      if (kept->holder && gone (kept->holder->holder))
+        kept->holder.reset ();
+    }
+    // What this node knows is written when etcd has nothing newer.
+    if (!hub.adopt_control (kept, fence->revision)) {
+      ControlState mine = hub.control ().state ();
+      if (!cluster_->commit_fenced (*fence, {}, &mine))
+        return; // lost the microscope meanwhile: the next holder adopts it
+    }
+  } catch (const livemicro::cluster::EtcdError &e) {
+    g_warning ("edge cloud: the control of microscope '%s' cannot be read: %s", hub.id ().c_str (),
+               e.what ());
+    throw Refusal{Reason::kUnavailable,
+                  "the edge cloud's store cannot be reached just now: nothing was done"};
+  }
+  g_message ("edge cloud: microscope '%s': control adopted under fencing token %" G_GINT64_FORMAT,
+             hub.id ().c_str (), fence->revision);
 }
 
 void
@@ -623,6 +677,16 @@ Node::end_session (const Principal &by, const std::string &id)
   std::optional<MicroscopeHub::Forgetting> forgetting;
   if (hub)
     forgetting = hub->forget (id);
+  if (cluster_ && forgetting && forgetting->control_moved) {
+    // Best effort: a node adopting the control later drops ended sessions.
+    const ControlState control = hub->control ().state ();
+    try {
+      fenced (s.microscope, {}, &control);
+    } catch (const Refusal &e) {
+      g_warning ("edge cloud: the control of '%s' after session %s ended is not in etcd yet: %s",
+                 s.microscope.c_str (), id.c_str (), e.message.c_str ());
+    }
+  }
   try {
     store_->transaction ([&] {
       store_->end_session (id);
@@ -1002,6 +1066,10 @@ Node::refused (const Principal &by, const std::string &microscope, const std::st
 void
 Node::durable (const std::vector<AuditRecord> &rows, const MicroscopeHub *epoch_of)
 {
+  if (cluster_ && epoch_of) {
+    const ControlState control = epoch_of->control ().state ();
+    fenced (epoch_of->id (), rows, &control);
+  }
   try {
     flush_pending_audit ();
     store_->transaction ([&] {

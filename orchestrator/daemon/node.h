@@ -72,11 +72,20 @@ public:
   void join_cluster (int wait_ms);
   // The edge cloud as this node sees it; nullptr when not in one.
   livemicro::cluster::ClusterMember *cluster () const { return cluster_.get (); }
-  // In an edge cloud, what moves a microscope needs its fencing token:
-  // `row` is written to the cluster's audit log only while this node still
-  // owns `row.microscope` there.  Throws a Refusal (unavailable) when it does
-  // not, or etcd cannot be reached.  Alone (no cluster): nothing.
-  void fenced (const AuditRecord &row);
+  // In an edge cloud, what moves a microscope or changes who drives it needs
+  // its fencing token: `rows` (and `control`, when given) are written to
+  // etcd only while this node still owns `microscope` there.  Throws a
+  // Refusal (unavailable) when it does not, or etcd cannot be reached.
+  // Alone (no cluster): nothing.
+  void fenced (const std::string &microscope, const std::vector<AuditRecord> &rows,
+               const ControlState *control = nullptr);
+  // In an edge cloud a microscope's control is kept in etcd: a node that
+  // (re)takes a microscope's home adopts it before anything changes it, so
+  // a lease, its epoch and the queue outlive the home node's restarts and
+  // moves.  Nothing when it is adopted already (or not in an edge cloud); a
+  // Refusal (unavailable) when this node does not hold the microscope or
+  // etcd cannot be read.
+  void adopt_cluster_control (MicroscopeHub &hub);
   // In an edge cloud, the HTTP base URL of `microscope`'s home node when that
   // is another node (requests about it are answered there); nullopt when it
   // is this node, or unknown, or not in a cluster.  A Refusal (unavailable)
@@ -171,7 +180,8 @@ public:
                 const std::string &detail, const Refusal &e);
   // What must be on disk before the daemon acts: `rows` and, if given, the
   // microscope's control epoch, in one transaction; a Refusal (unavailable)
-  // when the database refuses.
+  // when the database refuses.  In an edge cloud a control change goes to
+  // etcd first, fenced.
   void durable (const std::vector<AuditRecord> &rows, const MicroscopeHub *epoch_of);
   static AuditRecord audit_row (const Principal &by, const std::string &microscope, const std::string &action,
                                 const std::string &detail, const std::string &result);

@@ -61,6 +61,8 @@ home_of (const Daemon &d, const std::string &microscope)
 
 struct Driver {
   std::string token, lease;
+  std::string session = "";
+  int64_t epoch = 0;
 };
 
 Driver
@@ -68,11 +70,12 @@ take_control (const Daemon &d, const std::string &microscope)
 {
   HttpReply s = d.create_session ("pat", "owner", microscope);
   EXPECT_EQ (s.status, 201) << s.body;
-  Driver drv{s.str ("token"), ""};
+  Driver drv{s.str ("token"), "", s.str ("id")};
   HttpReply c = d.request ("POST", "/api/v1/microscopes/" + microscope + "/control",
                            R"({"action":"request"})", drv.token);
   EXPECT_EQ (c.status, 200) << c.body;
   drv.lease = c.str ("lease");
+  drv.epoch = c.integer ("epoch");
   return drv;
 }
 
@@ -151,6 +154,8 @@ TEST_F (EdgeCloud, NodesJoinOwnTheirMicroscopesAndListEachOther)
   EXPECT_EQ (home_of (a, "scope-b"), "");
 }
 
+// Long: one story of a microscope configured on two nodes, from the first
+// home through a partition to the second home and the first one's return.
 TEST_F (EdgeCloud, AMicroscopeHasOneHomeAndAPartitionedNodeCannotMoveIt)
 {
   EtcdCluster etcd (3);
@@ -169,13 +174,20 @@ TEST_F (EdgeCloud, AMicroscopeHasOneHomeAndAPartitionedNodeCannotMoveIt)
   ASSERT_TRUE (eventually ([&] { return home_of (a, "shared") == "node-a"; }, 5));
   ASSERT_TRUE (b.start ()) << b.error ();
 
-  // Both have the microscope configured; only its home drives it.
+  // Both have the microscope configured; only its home drives it and says
+  // who may.
   Driver on_a = take_control (a, "shared");
-  Driver on_b = take_control (b, "shared");
+  HttpReply made_on_b = b.create_session ("pat", "owner", "shared");
+  ASSERT_EQ (made_on_b.status, 201) << made_on_b.body;
+  Driver on_b{made_on_b.str ("token"), ""};
   EXPECT_EQ (move (a, "shared", on_a, 5).status, 202);
-  HttpReply refused = move (b, "shared", on_b, 5);
-  EXPECT_EQ (refused.status, 503) << refused.body;
-  EXPECT_NE (refused.body.find ("does not hold microscope 'shared'"), std::string::npos) << refused.body;
+  auto refused_on_b = [] (const HttpReply &refused) {
+    EXPECT_EQ (refused.status, 503) << refused.body;
+    EXPECT_NE (refused.body.find ("does not hold microscope 'shared'"), std::string::npos) << refused.body;
+  };
+  refused_on_b (move (b, "shared", on_a, 5));
+  refused_on_b (
+      b.request ("POST", "/api/v1/microscopes/shared/control", R"({"action":"request"})", on_b.token));
   HttpReply cl = b.request ("GET", "/api/v1/cluster");
   EXPECT_NE (cl.str ("error").find ("microscope 'shared' is homed on node 'node-a'"), std::string::npos)
       << cl.body;
@@ -207,9 +219,32 @@ TEST_F (EdgeCloud, AMicroscopeHasOneHomeAndAPartitionedNodeCannotMoveIt)
   EXPECT_EQ (stop.status, 202) << stop.body;
 
   // b is configured with the same microscope and takes the free home: the
-  // cluster never has two drivers.  Then a comes back and stays refused.
+  // cluster never has two drivers.  The control came with the microscope:
+  // the lease node-a granted drives the stage through node-b, with its
+  // epoch, and others queue behind it.  Then a comes back and stays refused.
   EXPECT_TRUE (eventually ([&] { return home_of (b, "shared") == "node-b"; }, 4));
-  EXPECT_TRUE (eventually ([&] { return move (b, "shared", on_b, 1).status == 202; }, 3));
+  EXPECT_TRUE (eventually ([&] { return move (b, "shared", on_a, 1).status == 202; }, 3));
+  HttpReply scope = b.request ("GET", "/api/v1/microscopes/shared", "", on_b.token);
+  JsonObject *m = scope.object ();
+  ASSERT_TRUE (m && json_object_has_member (m, "controller")
+               && !JSON_NODE_HOLDS_NULL (json_object_get_member (m, "controller")))
+      << scope.body;
+  JsonObject *controller = json_object_get_object_member (m, "controller");
+  EXPECT_EQ (std::string (json_object_get_string_member (controller, "session")), on_a.session) << scope.body;
+  EXPECT_EQ (json_object_get_int_member (controller, "epoch"), on_a.epoch) << scope.body;
+  HttpReply queued
+      = b.request ("POST", "/api/v1/microscopes/shared/control", R"({"action":"request"})", on_b.token);
+  EXPECT_EQ (queued.status, 202) << queued.body;
+  EXPECT_EQ (queued.str ("result"), "queued") << queued.body;
+  HttpReply released
+      = b.request ("POST", "/api/v1/microscopes/shared/control", R"({"action":"release"})", on_a.token);
+  EXPECT_EQ (released.status, 200) << released.body;
+  HttpReply granted
+      = b.request ("POST", "/api/v1/microscopes/shared/control", R"({"action":"request"})", on_b.token);
+  ASSERT_EQ (granted.status, 200) << granted.body;
+  on_b.lease = granted.str ("lease");
+  EXPECT_EQ (granted.integer ("epoch"), on_a.epoch + 1) << granted.body;
+  EXPECT_EQ (move (b, "shared", on_b, 1).status, 202);
   // The microscope's annotations came with it.
   HttpReply notes = b.request ("GET", "/api/v1/microscopes/shared/annotations", "", on_b.token);
   EXPECT_NE (notes.body.find ("made on node-a"), std::string::npos) << notes.body;
@@ -337,12 +372,22 @@ TEST_F (EdgeCloud, AHomeNodeAwayLeavesItsMicroscopeOfflineAndEveryRestartKeepsSe
       << away.status << " " << away.body;
   EXPECT_NE (away.body.find ("home node 'node-a' is not in the edge cloud"), std::string::npos) << away.body;
 
-  // Every node restarts: the session, its annotation and the audit are kept.
+  // Every node restarts: the session, its annotation, its control lease and
+  // the audit are kept.
   c.stop ();
   ASSERT_TRUE (a.start ()) << a.error ();
   ASSERT_TRUE (c.start ()) << c.error ();
   ASSERT_TRUE (eventually ([&] { return home_of (c, "scope-a") == "node-a"; }, 5));
   EXPECT_EQ (c.request ("GET", "/api/v1/sessions/" + id, "", token).status, 200);
+  HttpReply again;
+  EXPECT_TRUE (eventually (
+      [&] {
+        again = move (c, "scope-a", {token, lease.str ("lease")}, 10);
+        return again.status == 202;
+      },
+      10))
+      << "the lease granted before the restarts drives the stage after them: " << again.status << " "
+      << again.body;
   HttpReply notes = c.request ("GET", "/api/v1/microscopes/scope-a/annotations", "", token);
   EXPECT_EQ (notes.status, 200) << notes.body;
   EXPECT_NE (notes.body.find ("mitosis?"), std::string::npos) << notes.body;

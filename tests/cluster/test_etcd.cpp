@@ -172,14 +172,14 @@ TEST (ClusterMember, FencingHoldsThroughAMemberLossAndFailsOnAPartition)
   const Fence first = *a.fence ("m1");
   livemicro::orchestrator::AuditRecord row{0,    g_get_real_time (), "u",         "owner",   "s",
                                            "m1", "command",          "move 1, 2", "accepted"};
-  EXPECT_TRUE (a.commit_fenced (first, row));
+  EXPECT_TRUE (a.commit_fenced (first, {row}));
 
   // An etcd member dies: nothing changes for a (same lease, same token).
   etcd.kill (0);
   g_usleep (3 * G_USEC_PER_SEC);
   ASSERT_TRUE (a.fence ("m1"));
   EXPECT_EQ (a.fence ("m1")->revision, first.revision);
-  EXPECT_TRUE (a.commit_fenced (first, row));
+  EXPECT_TRUE (a.commit_fenced (first, {row}));
 
   // a is cut off from etcd: within the TTL it holds no token.
   EtcdClient observer ({etcd.endpoint (1), etcd.endpoint (2)});
@@ -188,7 +188,7 @@ TEST (ClusterMember, FencingHoldsThroughAMemberLossAndFailsOnAPartition)
     r->cut ();
   ASSERT_TRUE (eventually ([&] { return !a.fence ("m1"); }, 3));
   EXPECT_LE ((g_get_monotonic_time () - cut_at) / 1000, 2000 + 100) << "ms with a token after the cut";
-  EXPECT_FALSE (a.commit_fenced (first, row));
+  EXPECT_FALSE (a.commit_fenced (first, {row}));
   // etcd lets the ownership go with the lease.
   EXPECT_TRUE (eventually ([&] { return !observer.get ("/test/homes/m1"); }, 4));
 
@@ -203,9 +203,9 @@ TEST (ClusterMember, FencingHoldsThroughAMemberLossAndFailsOnAPartition)
   EXPECT_FALSE (
       observer.txn ({{"/test/homes/m1", Compare::Target::kModRevision, first.revision}}, {put}).succeeded)
       << "a transaction under the old token must fail in etcd, whoever sends it";
-  EXPECT_FALSE (a.commit_fenced (first, row));
+  EXPECT_FALSE (a.commit_fenced (first, {row}));
   row.detail = "move 3, 4";
-  EXPECT_TRUE (a.commit_fenced (second, row));
+  EXPECT_TRUE (a.commit_fenced (second, {row}));
 
   // The audit log reads back in etcd's order, with the token each row had.
   auto rows = a.audit ();
@@ -216,6 +216,60 @@ TEST (ClusterMember, FencingHoldsThroughAMemberLossAndFailsOnAPartition)
   EXPECT_EQ (rows[2].fence_revision, second.revision);
   EXPECT_EQ (rows[2].row.detail, "move 3, 4");
   EXPECT_EQ (rows[2].node, "a");
+}
+
+// A microscope's control is kept with its audit row, under the fence, and
+// read back whole; a node that lost the microscope cannot write it.
+TEST (ClusterMember, ControlIsKeptUnderTheFenceAndReadBackWhole)
+{
+  NEED_ETCD ();
+  EtcdCluster etcd (1);
+  ASSERT_TRUE (etcd.start ());
+  auto a = std::make_unique<ClusterMember> (node_config (etcd.endpoints (), "a"),
+                                            std::vector<std::string>{"m1"});
+  a->start ();
+  ASSERT_TRUE (a->wait_joined (5000)) << a->view ().error;
+  ASSERT_TRUE (eventually ([&] { return a->fence ("m1").has_value (); }, 3));
+  EXPECT_FALSE (a->control ("m1")) << "nothing was written yet";
+
+  livemicro::orchestrator::ControlState c;
+  c.epoch = 7;
+  c.holder = livemicro::orchestrator::Lease{"lease-7", 7, {"s1", "ana", "owner"}, 123, 456};
+  c.queue = {{"s2", "bo", "consultant"}, {"s3", "cy", "trainee"}};
+  livemicro::orchestrator::AuditRecord row{0,    g_get_real_time (), "ana",     "owner",          "s1",
+                                           "m1", "control",          "request", "granted epoch 7"};
+  const Fence first = *a->fence ("m1");
+  ASSERT_TRUE (a->commit_fenced (first, {row}, &c));
+  auto read = a->control ("m1");
+  ASSERT_TRUE (read);
+  EXPECT_EQ (read->epoch, 7u);
+  ASSERT_TRUE (read->holder);
+  EXPECT_EQ (read->holder->id, "lease-7");
+  EXPECT_EQ (read->holder->epoch, 7u);
+  EXPECT_EQ (read->holder->holder.session, "s1");
+  EXPECT_EQ (read->holder->holder.role, "owner");
+  ASSERT_EQ (read->queue.size (), 2u);
+  EXPECT_EQ (read->queue[0].session, "s2");
+  EXPECT_EQ (read->queue[1].role, "trainee");
+  EXPECT_EQ (a->audit ().size (), 1u) << "the row went with it";
+
+  // Another node takes the microscope: the old fence writes nothing.
+  a.reset ();
+  ClusterMember b (node_config (etcd.endpoints (), "b"), {"m1"});
+  b.start ();
+  ASSERT_TRUE (b.wait_joined (5000)) << b.view ().error;
+  ASSERT_TRUE (eventually ([&] { return b.fence ("m1").has_value (); }, 5));
+  c.epoch = 8;
+  EXPECT_FALSE (b.commit_fenced (first, {row}, &c)) << "the old home's token is stale";
+  auto kept = b.control ("m1");
+  ASSERT_TRUE (kept) << "the control outlives its node";
+  EXPECT_EQ (kept->epoch, 7u);
+  EXPECT_EQ (kept->holder->id, "lease-7");
+
+  // A value no node wrote is not adopted.
+  EtcdClient observer (etcd.endpoints ());
+  observer.put ("/test/control/m1", "{\"epoch\": 9, \"holder\": {\"lease\": \"\"}}");
+  EXPECT_FALSE (b.control ("m1"));
 }
 
 TEST (ClusterMember, ASessionIsPlacedAgainOnlyFromTheRecordItRead)

@@ -82,6 +82,11 @@ struct HttpReply {
     JsonObject *o = object ();
     return o ? json_object_get_string_member_with_default (o, member, "") : "";
   }
+  int64_t integer (const char *member) const
+  {
+    JsonObject *o = object ();
+    return o ? json_object_get_int_member_with_default (o, member, 0) : 0;
+  }
 };
 
 // One HTTP request (libsoup) to `url`, with a bearer token when given; a

@@ -121,3 +121,35 @@ TEST (ControlArbiter, AGoneSessionLeavesTheQueueAndPassesItsLease)
   EXPECT_FALSE (f.arb.forget ("zzz"));
   EXPECT_EQ (refusal_of (f.arb.release (who ("zzz", "owner"))), Reason::kConflict);
 }
+
+// What an edge cloud keeps and another arbiter (a restarted or new home
+// node) takes back: the same lease goes on, with a fresh idle time, and the
+// epochs continue; an older state is not taken.
+TEST (ControlArbiter, ItsStateIsRestoredWholeAndNeverBackwards)
+{
+  Fixture kept;
+  auto a = kept.arb.request (who ("a", "consultant"));
+  kept.arb.request (who ("b", "owner"));
+  kept.arb.request (who ("c", "trainee"));
+  const ControlState state = kept.arb.state ();
+  EXPECT_EQ (state.epoch, 42u);
+
+  Fixture home;
+  home.now = 900000000; // another process's clock
+  ASSERT_TRUE (home.arb.restore (state));
+  EXPECT_TRUE (home.arb.take_changed ());
+  EXPECT_TRUE (home.arb.check ("a", a.lease->id)) << "the lease granted by the other arbiter";
+  ASSERT_EQ (home.arb.queue ().size (), 2u);
+  EXPECT_EQ (home.arb.queue ()[0].session, "b");
+  EXPECT_EQ (home.arb.expires_in_us (), 5000000) << "its idle time starts afresh";
+  home.now += 5000000;
+  EXPECT_TRUE (home.arb.tick ());
+  EXPECT_EQ (home.arb.holder ()->holder.session, "b");
+  EXPECT_EQ (home.arb.holder ()->epoch, 43u) << "the epochs continue";
+
+  ControlState older = state;
+  older.epoch = 40;
+  EXPECT_FALSE (home.arb.restore (older));
+  EXPECT_EQ (home.arb.holder ()->holder.session, "b");
+  EXPECT_EQ (home.arb.epoch (), 43u);
+}
