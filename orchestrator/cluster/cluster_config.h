@@ -2,6 +2,7 @@
 // section of its configuration, or --cluster etcd=URL,… on its command line.
 #pragma once
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -15,6 +16,9 @@ struct ClusterConfig {
   int lease_ttl_s = 2;                // a node silent this long has left
   int capacity_viewers = 0;           // what the operator says it serves; 0: not stated
   std::string prefix = "/livemicro/"; // every key of this edge cloud starts with it
+  // The users this node's configuration lists (name → the roles each may
+  // take): a node brings those the edge cloud does not have yet.
+  std::map<std::string, std::vector<std::string>> users;
 
   bool enabled () const { return !etcd.empty (); }
 };

@@ -255,6 +255,35 @@ parse_control (const std::string &text)
   return c;
 }
 
+std::string
+render_user (const std::string &name, const std::vector<std::string> &roles)
+{
+  g_autoptr (JsonBuilder) b = json_builder_new ();
+  json_builder_begin_object (b);
+  member (b, "name", name);
+  json_builder_set_member_name (b, "roles");
+  json_builder_begin_array (b);
+  for (const auto &r : roles)
+    json_builder_add_string_value (b, r.c_str ());
+  json_builder_end_array (b);
+  json_builder_end_object (b);
+  return to_json (b);
+}
+
+std::optional<std::vector<std::string>>
+parse_user_roles (const std::string &text)
+{
+  Parsed p (text);
+  JsonArray *a = p.root ? JsonDoc::array (p.root, "roles") : nullptr;
+  if (!a)
+    return std::nullopt;
+  std::vector<std::string> roles;
+  for (guint i = 0; i < json_array_get_length (a); i++)
+    if (const char *r = json_array_get_string_element (a, i))
+      roles.push_back (r);
+  return roles;
+}
+
 } // namespace
 
 ClusterMember::ClusterMember (ClusterConfig config, std::vector<std::string> home_microscopes)
@@ -616,6 +645,13 @@ ClusterMember::last_home_of (const std::string &microscope) const
   return it->second;
 }
 
+std::map<std::string, std::vector<std::string>>
+ClusterMember::users () const
+{
+  std::lock_guard<std::mutex> lock (mutex_);
+  return users_;
+}
+
 std::optional<NodeInfo>
 ClusterMember::node (const std::string &name) const
 {
@@ -643,6 +679,7 @@ ClusterMember::run ()
       }
       if (!joined)
         join (etcd);
+      bring_users (etcd);
       acquire_homes (etcd);
       publish (etcd);
       read_cluster (etcd);
@@ -769,6 +806,7 @@ ClusterMember::join (EtcdClient &etcd)
   view_.lease = lease.id;
   view_.error.clear ();
   fences_.clear ();
+  users_brought_ = false;
   g_message ("edge cloud: node '%s' joined under lease %" G_GINT64_FORMAT " (TTL %d s)",
              config_.node.c_str (), lease.id, lease.ttl_s);
 }
@@ -835,6 +873,33 @@ ClusterMember::publish (EtcdClient &etcd)
   etcd.put (key ("nodes", config_.node), node_record_json (me), lease);
 }
 
+// Once per join: each configured user the edge cloud does not have yet is
+// written (create-only, so the first node to bring a name decides its
+// roles); one it has with other roles is said in the log.
+void
+ClusterMember::bring_users (EtcdClient &etcd)
+{
+  {
+    std::lock_guard<std::mutex> lock (mutex_);
+    if (users_brought_ || !view_.joined)
+      return;
+  }
+  for (const auto &[name, roles] : config_.users) {
+    const std::string k = key ("users", name);
+    auto t = etcd.txn ({{k, Compare::Target::kCreateRevision, 0}},
+                       {{Op::Kind::kPut, k, render_user (name, roles)}}, {{Op::Kind::kRange, k}});
+    if (t.succeeded || t.ranged.empty ())
+      continue;
+    auto theirs = parse_user_roles (t.ranged[0].value);
+    if (!theirs || *theirs != roles)
+      g_warning ("edge cloud: user '%s' is in the edge cloud with other roles than this node's configuration "
+                 "gives; the edge cloud's count",
+                 name.c_str ());
+  }
+  std::lock_guard<std::mutex> lock (mutex_);
+  users_brought_ = true;
+}
+
 void
 ClusterMember::read_cluster (EtcdClient &etcd)
 {
@@ -863,9 +928,16 @@ ClusterMember::read_cluster (EtcdClient &etcd)
           = {p.str ("node"), p.str ("host"), (int)p.integer ("port")};
   }
 
+  std::map<std::string, std::vector<std::string>> users;
+  const std::string users_prefix = config_.prefix + "users/";
+  for (const auto &kv : etcd.list (users_prefix))
+    if (auto roles = parse_user_roles (kv.value))
+      users[kv.key.substr (users_prefix.size ())] = std::move (*roles);
+
   std::lock_guard<std::mutex> lock (mutex_);
   view_.nodes = std::move (nodes);
   view_.homes = homes;
+  users_ = std::move (users);
   sessions_ = std::move (sessions);
   last_homes_ = std::move (last_homes);
   relays_ = std::move (relays);

@@ -7,6 +7,7 @@
 //                               that node's lease: who alone may drive it
 //   <prefix>audit/<node>/<n>    audit rows, kept (no lease)
 //   <prefix>control/<microscope> who drives it (lease, epoch, queue), kept
+//   <prefix>users/<name>        a user and the roles they may take, kept
 //
 // Its own thread re-registers after a lapse, takes the ownership of its
 // microscopes and reads the others' records; a second one keeps the lease
@@ -178,8 +179,13 @@ public:
   // (<prefix>microscopes/<id>, no lease): its microscope is offline, not unknown.
   std::optional<std::string> last_home_of (const std::string &microscope) const;
   std::optional<NodeInfo> node (const std::string &name) const;
+  // The edge cloud's users (name → roles), as last read: those every node
+  // brought from its configuration, the first node to bring a name
+  // deciding its roles.  Empty: no node lists users (anyone may join).
+  std::map<std::string, std::vector<std::string>> users () const;
 
 private:
+  void bring_users (EtcdClient &etcd);
   void run ();
   void keep_lease ();
   void renew (EtcdClient &etcd, int64_t lease);
@@ -199,10 +205,12 @@ private:
   std::condition_variable changed_;
   ClusterView view_;
   NodeLoad load_;
-  std::map<std::string, Fence> fences_;            // microscopes owned now
-  std::map<std::string, ClusterSession> sessions_; // by id, as last read
-  std::map<std::string, RelayEndpoint> relays_;    // microscope/profile → where, as last read
-  std::map<std::string, std::string> last_homes_;  // microscope → node, as last read
+  std::map<std::string, Fence> fences_;                   // microscopes owned now
+  std::map<std::string, ClusterSession> sessions_;        // by id, as last read
+  std::map<std::string, RelayEndpoint> relays_;           // microscope/profile → where, as last read
+  std::map<std::string, std::string> last_homes_;         // microscope → node, as last read
+  std::map<std::string, std::vector<std::string>> users_; // name → roles, as last read
+  bool users_brought_ = false;                            // since the last join
   int64_t lease_ = 0;
   int64_t lease_valid_until_us_ = 0; // monotonic; conservative (from the renewal's send time)
   int64_t audit_seq_ = 0;

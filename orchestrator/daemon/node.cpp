@@ -298,6 +298,8 @@ Node::join_cluster (int wait_ms)
   livemicro::cluster::ClusterConfig c = config_.cluster;
   if (c.node.empty ())
     c.node = g_get_host_name ();
+  for (const UserConfig &u : config_.users)
+    c.users[u.name] = u.roles;
   const std::string host = config_.public_host.empty () ? config_.listen_address : config_.public_host;
   c.http_url = std::string (https () ? "https" : "http") + "://" + host + ":" + std::to_string (http_port_);
   c.rtsp_url
@@ -561,6 +563,30 @@ Node::stop ()
   }
 }
 
+// Who may join, as what: the edge cloud's users when it has any (every
+// node's configured users, kept in etcd), else this node's configuration;
+// none listed anywhere: anyone.
+void
+Node::check_user (const std::string &user, const std::string &role) const
+{
+  std::map<std::string, std::vector<std::string>> users;
+  if (cluster_)
+    users = cluster_->users ();
+  const char *where = "this edge cloud";
+  if (users.empty ()) {
+    for (const UserConfig &u : config_.users)
+      users[u.name] = u.roles;
+    where = "this node";
+  }
+  if (users.empty ())
+    return;
+  auto u = users.find (user);
+  if (u == users.end ())
+    throw Refusal{Reason::kInvalid, "user '" + user + "' is not configured on " + where};
+  if (std::find (u->second.begin (), u->second.end (), role) == u->second.end ())
+    throw Refusal{Reason::kInvalid, "user '" + user + "' may not take the role '" + role + "'"};
+}
+
 Principal
 Node::authenticate (const std::string &token) const
 {
@@ -605,14 +631,7 @@ Node::create_session (const Principal &by, const std::string &user, const std::s
     if (role == "owner")
       throw Refusal{Reason::kForbidden, "only the admin can create owner sessions"};
   }
-  if (!config_.users.empty ()) {
-    auto u = std::find_if (config_.users.begin (), config_.users.end (),
-                           [&] (const UserConfig &c) { return c.name == user; });
-    if (u == config_.users.end ())
-      throw Refusal{Reason::kInvalid, "user '" + user + "' is not configured on this node"};
-    if (std::find (u->roles.begin (), u->roles.end (), role) == u->roles.end ())
-      throw Refusal{Reason::kInvalid, "user '" + user + "' may not take the role '" + role + "'"};
-  }
+  check_user (user, role);
   if (template_problems_.count (role))
     throw Refusal{Reason::kUnavailable,
                   "the " + role + " view cannot be built on this node: " + template_problems_[role]};

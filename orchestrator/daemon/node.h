@@ -240,6 +240,7 @@ private:
   void check_templates ();
   void flush_pending_audit ();
   void tick ();
+  void check_user (const std::string &user, const std::string &role) const;
   void report_load ();
   void forget_cluster_session (const SessionRecord &s);
 

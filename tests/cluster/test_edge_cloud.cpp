@@ -337,6 +337,39 @@ TEST_F (EdgeCloud, ASessionMadeOnAnyNodeDrivesTheStageThroughItsHome)
       3));
 }
 
+// The users one node's configuration lists are the edge cloud's: a session
+// on a microscope whose home lists none is checked against them.
+TEST_F (EdgeCloud, UsersConfiguredOnOneNodeCountOnEveryNode)
+{
+  EtcdCluster etcd (1);
+  ASSERT_TRUE (etcd.start ());
+  Daemon a (small_config ("scope-a")); // lists no users
+  a.extra_args = {"--cluster", etcd.cluster_arg (), "--node-name", "node-a"};
+  Daemon c (R"({"cluster": {"etcd": [")" + etcd.endpoint (0) + R"("], "node": "node-c"}, "microscopes": [],
+                "users": [{"name": "ana", "roles": ["owner", "consultant"]}]})");
+  ASSERT_TRUE (a.start ()) << a.error ();
+  ASSERT_TRUE (c.start ()) << c.error ();
+  livemicro::cluster::EtcdClient observer (etcd.endpoints ());
+  ASSERT_TRUE (eventually ([&] { return observer.get ("/livemicro/users/ana").has_value (); }, 5));
+  ASSERT_TRUE (eventually ([&] { return home_of (c, "scope-a") == "node-a"; }, 5));
+
+  // Asked of node-a itself, which lists nobody.
+  HttpReply stranger;
+  ASSERT_TRUE (eventually (
+      [&] {
+        stranger = a.create_session ("bob", "consultant", "scope-a");
+        return stranger.status == 422;
+      },
+      3))
+      << stranger.status << " " << stranger.body;
+  EXPECT_NE (stranger.body.find ("'bob' is not configured on this edge cloud"), std::string::npos)
+      << stranger.body;
+  HttpReply wrong_role = c.create_session ("ana", "trainee", "scope-a");
+  EXPECT_EQ (wrong_role.status, 422) << wrong_role.body;
+  EXPECT_EQ (a.create_session ("ana", "consultant", "scope-a").status, 201);
+  EXPECT_EQ (c.create_session ("ana", "owner", "scope-a").status, 201);
+}
+
 TEST_F (EdgeCloud, AHomeNodeAwayLeavesItsMicroscopeOfflineAndEveryRestartKeepsSessionsAnnotationsAudit)
 {
   EtcdCluster etcd (1);
