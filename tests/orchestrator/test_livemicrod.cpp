@@ -70,6 +70,24 @@ TEST_F (Livemicrod, SessionLifecycleThroughTheApi)
   EXPECT_EQ (d.request ("GET", "/healthz", "", "").status, 200);
 }
 
+TEST_F (Livemicrod, OnlyConfiguredUsersJoinAndOnlyInTheirRoles)
+{
+  Daemon d (R"({"video": {"width": 320, "height": 240, "framerate": 30, "bitrate_kbps": 500},
+                "microscopes": [{"id": "demo", "uri": "sim://synthetic"}],
+                "users": [{"name": "alice", "roles": ["owner", "consultant"]}]})");
+  ASSERT_TRUE (d.start ()) << d.error ();
+  HttpReply stranger = d.create_session ("mallory", "consultant");
+  EXPECT_EQ (stranger.status, 422) << stranger.body;
+  EXPECT_NE (stranger.body.find ("'mallory' is not configured on this node"), std::string::npos)
+      << stranger.body;
+  HttpReply wrong_role = d.create_session ("alice", "trainee");
+  EXPECT_EQ (wrong_role.status, 422) << wrong_role.body;
+  EXPECT_NE (wrong_role.body.find ("may not take the role 'trainee'"), std::string::npos) << wrong_role.body;
+  EXPECT_EQ (d.create_session ("alice", "consultant").status, 201);
+  HttpReply list = d.request ("GET", "/api/v1/sessions");
+  EXPECT_EQ (list.body.find ("mallory"), std::string::npos) << "a refused session is not made";
+}
+
 TEST_F (Livemicrod, BadInputOnEveryRouteGetsTheRightStatusAndAJsonError)
 {
   Daemon d (kSmall);
