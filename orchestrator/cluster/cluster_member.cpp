@@ -916,7 +916,8 @@ ClusterMember::read_cluster (EtcdClient &etcd)
   for (const auto &kv : etcd.list (microscopes_prefix))
     last_homes[kv.key.substr (microscopes_prefix.size ())] = kv.value;
   std::map<std::string, ClusterSession> sessions;
-  for (const auto &kv : etcd.list (config_.prefix + "sessions/"))
+  int64_t sessions_read_at = 0;
+  for (const auto &kv : etcd.list (config_.prefix + "sessions/", &sessions_read_at))
     if (auto s = parse_session (kv.value, kv.mod_revision))
       sessions[s->record.id] = std::move (*s);
   std::map<std::string, RelayEndpoint> relays;
@@ -938,6 +939,11 @@ ClusterMember::read_cluster (EtcdClient &etcd)
   view_.nodes = std::move (nodes);
   view_.homes = homes;
   users_ = std::move (users);
+  // A session remembered while this read was on its way is newer than it:
+  // kept, not taken for ended.
+  for (auto &[id, known] : sessions_)
+    if (known.revision > sessions_read_at && !sessions.count (id))
+      sessions[id] = std::move (known);
   sessions_ = std::move (sessions);
   last_homes_ = std::move (last_homes);
   relays_ = std::move (relays);

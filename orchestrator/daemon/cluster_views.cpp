@@ -197,7 +197,7 @@ ClusterViews::sync_incoming (const std::vector<ClusterSession> &sessions)
         ++it;
         continue;
       }
-      node_.rtsp ().remove_session (*it);
+      ended_here (key, *it);
       it = in.sessions.erase (it);
     }
   }
@@ -207,9 +207,35 @@ ClusterViews::sync_incoming (const std::vector<ClusterSession> &sessions)
       continue;
     }
     for (const auto &id : it->second.sessions)
-      node_.rtsp ().remove_session (id);
+      ended_here (it->first, id);
     it = incoming_.erase (it);
   }
+}
+
+// A session relayed here is gone from the edge cloud: its players and
+// WHEP peers here end with it.  The peers are told from the main loop's
+// next turn: ending one lets go of its view (hold), which syncs again, and
+// sync () is what is running now.
+void
+ClusterViews::ended_here (const std::string &key, const std::string &session_id)
+{
+  node_.rtsp ().remove_session (session_id);
+  struct Ended {
+    ClusterViews *self;
+    std::shared_ptr<bool> alive;
+    std::string microscope, session;
+  };
+  auto *e = new Ended{this, alive_, key.substr (0, key.find ('/')), session_id};
+  g_idle_add_full (
+      G_PRIORITY_DEFAULT,
+      [] (gpointer d) -> gboolean {
+        auto *e = static_cast<Ended *> (d);
+        if (*e->alive)
+          e->self->node_.notify (e->microscope, "session_ended", api::session_ended_json (e->session),
+                                 e->session);
+        return G_SOURCE_REMOVE;
+      },
+      e, [] (gpointer d) { delete static_cast<Ended *> (d); });
 }
 
 void
@@ -304,6 +330,16 @@ ClusterViews::view_of_session (const std::string &session_id) const
     if (in.sessions.count (session_id))
       return in.view;
   return nullptr;
+}
+
+std::vector<std::shared_ptr<ViewStream>>
+ClusterViews::relayed_views () const
+{
+  std::vector<std::shared_ptr<ViewStream>> out;
+  for (const auto &[key, in] : incoming_)
+    if (in.view)
+      out.push_back (in.view);
+  return out;
 }
 
 std::string

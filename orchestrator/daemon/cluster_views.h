@@ -41,6 +41,8 @@ public:
   void hold (const std::string &session_id, int delta);
   // The local view a session placed on this node plays (nullptr: none).
   std::shared_ptr<ViewStream> view_of_session (const std::string &session_id) const;
+  // The views relayed to this node from their home nodes.
+  std::vector<std::shared_ptr<ViewStream>> relayed_views () const;
   // Prometheus lines: relays out (callers, bytes) and in (connected, frames).
   std::string metrics () const;
 
@@ -64,6 +66,7 @@ private:
   void sync_incoming (const std::vector<livemicro::cluster::ClusterSession> &sessions);
   bool open_outgoing (const std::string &key, const livemicro::cluster::ClusterSession &s);
   void open_incoming (Incoming &in, const std::string &key, const SessionRecord &first);
+  void ended_here (const std::string &key, const std::string &session_id);
   // Pulls the view from its home node's relay (wanted) or stops pulling it.
   void pull (Incoming &in, const std::string &key, bool wanted);
   // Asks the home node for a keyframe of a relayed view (a viewer joined it

@@ -564,7 +564,9 @@ HttpApi::forward_target (const Call &c, const std::vector<std::string> &parts,
       // Malformed: answered here, by the route.
     }
   } else if (parts.size () >= 2 && parts[0] == "whep") {
-    microscope = node_.microscope_of_cluster_session (parts[1]).value_or ("");
+    // Answered where it is asked: a session's view is relayed to any node
+    // its viewers reach, as for its viewer page.
+    return std::nullopt;
   }
   // A session of a microscope homed elsewhere: its home answers what it asks.
   if (microscope.empty () && !c.who.admin && c.who.session)
@@ -1291,18 +1293,29 @@ HttpApi::whep_offer (Call &c)
   gsize len = 0;
   const char *data = static_cast<const char *> (g_bytes_get_data (bytes, &len));
   WhepOffer offer = parse_whep_offer (type ? type : "", data, len, max_body_bytes ());
-  auto view = node_.hubs ().at (c.who.session->microscope)->view_of (session_id);
-  if (!view)
-    throw Refusal{Reason::kUnavailable, "no view for this session"};
   size_t open = std::count_if (whep_.begin (), whep_.end (),
                                [&] (const auto &kv) { return kv.second.session_id == session_id; });
   if (open >= kMaxWhepPerSession)
     throw Refusal{Reason::kRateLimited,
                   "this session has " + std::to_string (open) + " WHEP viewers already; DELETE one first"};
+  // In an edge cloud, a session of a microscope homed elsewhere: its view
+  // is pulled here while the resource lives.
+  const bool relayed = !node_.hubs ().count (c.who.session->microscope);
+  if (relayed) {
+    node_.adopt_session (session_id);
+    node_.hold_view (session_id, +1);
+  }
+  auto view = node_.view_of_session (*c.who.session);
+  if (!view) {
+    if (relayed)
+      node_.hold_view (session_id, -1);
+    throw Refusal{Reason::kUnavailable, "no view for this session"};
+  }
 
   const std::string resource = random_id ();
   auto peer = std::make_shared<WebRtcPeer> (view, node_.config ().listen_address, nullptr);
-  whep_[resource] = WhepResource{session_id, view->microscope () + "/" + view->profile (), peer};
+  whep_[resource]
+      = WhepResource{session_id, view->microscope () + "/" + view->profile (), peer, false, relayed};
   peer->set_on_failed ([this, resource] { end_whep (resource); });
   SoupServerMessage *msg = c.msg;
   g_object_ref (msg);
@@ -1398,6 +1411,8 @@ HttpApi::end_whep (const std::string &resource)
   r.peer->stop ();
   if (r.counted)
     node_.count_webrtc_viewer (r.count_key, -1);
+  if (r.holds_view)
+    node_.hold_view (r.session_id, -1);
 }
 
 // ---- WebSockets: the viewer page (/ws/{session}) and event clients

@@ -128,7 +128,8 @@ private:
   struct WhepResource {
     std::string session_id, count_key;
     std::shared_ptr<WebRtcPeer> peer;
-    bool counted = false; // answered: counted as a WebRTC viewer
+    bool counted = false;    // answered: counted as a WebRTC viewer
+    bool holds_view = false; // its view is relayed here while it lives
   };
   // Per session at once (a page that reloads makes a new one before its
   // old one's ICE times out).

@@ -955,15 +955,21 @@ Node::metrics () const
   auto labels_of = [] (const std::string &microscope, const std::string &profile) {
     return "microscope=\"" + prom_label (microscope) + "\",profile=\"" + prom_label (profile) + "\"";
   };
-  head ("livemicro_viewers", "gauge", "Viewers receiving a view, by transport.");
+  head ("livemicro_viewers", "gauge", "Viewers receiving a view here (relayed or not), by transport.");
+  std::vector<std::shared_ptr<ViewStream>> views;
   for (const auto &[id, hub] : hubs_)
-    for (const auto &v : hub->views ()) {
-      auto w = webrtc_viewers_.find (id + "/" + v->profile ());
-      o << "livemicro_viewers{" << labels_of (id, v->profile ()) << ",transport=\"rtsp\"} "
-        << rtsp_->viewers (v->id ()) << "\n";
-      o << "livemicro_viewers{" << labels_of (id, v->profile ()) << ",transport=\"webrtc\"} "
-        << (w == webrtc_viewers_.end () ? 0 : w->second) << "\n";
-    }
+    for (const auto &v : hub->views ())
+      views.push_back (v);
+  if (cluster_views_)
+    for (const auto &v : cluster_views_->relayed_views ())
+      views.push_back (v);
+  for (const auto &v : views) {
+    auto w = webrtc_viewers_.find (v->microscope () + "/" + v->profile ());
+    o << "livemicro_viewers{" << labels_of (v->microscope (), v->profile ()) << ",transport=\"rtsp\"} "
+      << rtsp_->viewers (v->id ()) << "\n";
+    o << "livemicro_viewers{" << labels_of (v->microscope (), v->profile ()) << ",transport=\"webrtc\"} "
+      << (w == webrtc_viewers_.end () ? 0 : w->second) << "\n";
+  }
 
   head ("livemicro_view_frames_total", "counter", "Encoded frames received from the worker per view branch.");
   for (const auto &[id, hub] : hubs_)

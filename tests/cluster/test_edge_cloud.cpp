@@ -6,6 +6,7 @@
 #include "../orchestrator/cdp.h"
 #include "../orchestrator/daemon_process.h"
 #include "../orchestrator/events_client.h"
+#include "../orchestrator/webrtc_client.h"
 #include "etcd_client.h"
 #include "etcd_cluster.h"
 
@@ -88,6 +89,25 @@ move (const Daemon &d, const std::string &microscope, const Driver &drv, double 
                     drv.token);
 }
 
+// A WHEP player at `serving` of a session whose view `home` relays there
+// (consultant view of scope-a): answered by `serving`, the media flowing
+// from it; it ends with its session, which this ends.
+void
+whep_plays_from_serving_node (const Daemon &home, const Daemon &serving, const std::string &id,
+                              const std::string &token)
+{
+  const char *webrtc = R"(livemicro_viewers{microscope="scope-a",profile="consultant",transport="webrtc"})";
+  livemicro::test::WebRtcClient whep (livemicro::test::WebRtcClient::Whep{}, serving.http_port (), id, token);
+  ASSERT_EQ (whep.whep_status (), 201) << whep.whep_answer ();
+  EXPECT_TRUE (whep.wait_frames (10, 40)) << whep.frames () << " frames decoded";
+  EXPECT_EQ (serving.metric (webrtc), 1) << serving.metrics ();
+  EXPECT_EQ (home.metric (R"(livemicro_relay_out_callers{microscope="scope-a",profile="consultant"})"), 1);
+  EXPECT_EQ (home.metric (webrtc), 0) << "the media flows from the serving node, not the home";
+  EXPECT_EQ (serving.request ("DELETE", "/api/v1/sessions/" + id).status, 204);
+  EXPECT_TRUE (eventually ([&] { return serving.metric (webrtc) <= 0; }, 5))
+      << "the WHEP peer ended with its session";
+}
+
 } // namespace
 
 class EdgeCloud : public ::testing::Test {
@@ -109,9 +129,16 @@ TEST_F (EdgeCloud, NodesJoinOwnTheirMicroscopesAndListEachOther)
   b.extra_args = {"--cluster", etcd.cluster_arg (), "--node-name", "node-b", "--site", "south"};
   ASSERT_TRUE (a.start ()) << a.error ();
   ASSERT_TRUE (b.start ()) << b.error ();
-  ASSERT_TRUE (eventually ([&] { return count_nodes (a) == 2 && count_nodes (b) == 2; }, 5));
-  EXPECT_EQ (home_of (b, "scope-a"), "node-a");
-  EXPECT_EQ (home_of (a, "scope-b"), "node-b");
+  // (A node registers, then takes its microscopes: the others may read the
+  // first before the second.)
+  ASSERT_TRUE (eventually (
+      [&] {
+        return count_nodes (a) == 2 && count_nodes (b) == 2 && home_of (b, "scope-a") == "node-a"
+               && home_of (a, "scope-b") == "node-b";
+      },
+      5))
+      << "homes seen: scope-a on '" << home_of (b, "scope-a") << "', scope-b on '" << home_of (a, "scope-b")
+      << "'";
 
   // Sessions see nothing of the cluster; the admin does.
   Driver drv = take_control (a, "scope-a");
@@ -483,6 +510,12 @@ TEST_F (EdgeCloud, ViewersAtAnotherSitePlayFromTheirSitesNodeWhichPullsEachViewO
   EXPECT_GT (sent, 0);
   RecordProperty ("relay_bytes_per_s_for_20_viewers", std::to_string (sent / 2));
   (void)received0;
+
+  // A WHEP player of a far session is answered by node-c from the same
+  // relayed view (node-a still sends it once), and ends with its session.
+  whep_plays_from_serving_node (a, c, far[0].first, far[0].second);
+  far.erase (far.begin ());
+  players.erase (players.begin ());
 
   // The last far session ends: node-c drops its mounts and the relay.
   for (auto &[id, token] : far)

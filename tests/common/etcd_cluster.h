@@ -67,20 +67,29 @@ public:
       kill (i);
   }
 
-  // Starts every member; true once each answers /health.
+  // Starts every member; true once each answers /health.  A start that
+  // fails (a port taken meanwhile by another process, a loaded machine)
+  // prints the members' logs and is tried once more on fresh ports.
   bool start (double timeout_s = 20)
   {
-    for (size_t i = 0; i < members_.size (); i++)
-      if (!spawn (i))
-        return false;
-    gint64 deadline = g_get_monotonic_time () + (gint64)(timeout_s * 1e6);
-    for (size_t i = 0; i < members_.size (); i++)
-      while (!healthy (i)) {
-        if (g_get_monotonic_time () > deadline)
-          return false;
-        g_usleep (100000);
+    for (int attempt = 1; attempt <= 2; attempt++) {
+      if (start_once (timeout_s))
+        return true;
+      for (size_t i = 0; i < members_.size (); i++) {
+        kill (i);
+        g_autofree char *log = nullptr;
+        if (g_file_get_contents (log_of (members_[i]).c_str (), &log, nullptr, nullptr)) {
+          std::string text (log);
+          g_printerr ("etcd member %s did not start (attempt %d); its log ends:\n%s\n",
+                      members_[i].name.c_str (), attempt,
+                      text.substr (text.size () > 2000 ? text.size () - 2000 : 0).c_str ());
+        }
+        members_[i].client_port = free_tcp_port ();
+        members_[i].peer_port = free_tcp_port ();
       }
-    return true;
+      generation_++;
+    }
+    return false;
   }
 
   std::string endpoint (size_t i) const
@@ -133,6 +142,26 @@ private:
     GSubprocess *proc;
   };
 
+  bool start_once (double timeout_s)
+  {
+    for (size_t i = 0; i < members_.size (); i++)
+      if (!spawn (i))
+        return false;
+    gint64 deadline = g_get_monotonic_time () + (gint64)(timeout_s * 1e6);
+    for (size_t i = 0; i < members_.size (); i++)
+      while (!healthy (i)) {
+        if (g_get_monotonic_time () > deadline)
+          return false;
+        g_usleep (100000);
+      }
+    return true;
+  }
+
+  std::string log_of (const Member &m) const
+  {
+    return dir_.file ("etcd-" + m.name + "-" + std::to_string (generation_) + ".log");
+  }
+
   bool spawn (size_t i)
   {
     auto &m = members_[i];
@@ -141,8 +170,8 @@ private:
       initial += (initial.empty () ? "" : ",") + o.name + "=http://127.0.0.1:" + std::to_string (o.peer_port);
     const std::string client = "http://127.0.0.1:" + std::to_string (m.client_port);
     const std::string peer = "http://127.0.0.1:" + std::to_string (m.peer_port);
-    const std::string data = dir_.file ("data-" + m.name);
-    const std::string log = dir_.file ("etcd-" + m.name + ".log");
+    const std::string data = dir_.file ("data-" + m.name + "-" + std::to_string (generation_));
+    const std::string log = log_of (m);
     g_autoptr (GSubprocessLauncher) l = g_subprocess_launcher_new (G_SUBPROCESS_FLAGS_STDERR_MERGE);
     g_subprocess_launcher_set_stdout_file_path (l, log.c_str ());
     // A test that crashes takes its etcd members with it.
@@ -160,6 +189,7 @@ private:
 
   TempDir dir_;
   std::vector<Member> members_;
+  int generation_ = 0; // starts tried
 };
 
 // A TCP relay 127.0.0.1:port() → 127.0.0.1:target.  cut() closes every
