@@ -955,9 +955,11 @@
   }
 
   // Of `candidates`, the node nearest to this viewer: all probed at once,
-  // each twice when it answers (the first may pay for a connection), the
-  // lowest round trip winning; a node of this node's site wins a near tie
-  // (within 5 ms or 25 %).  Null when none answers.
+  // each twice when it answers (the first may pay for a connection); of
+  // those that answer, the one of this node's site with the lowest round
+  // trip, else the lowest of all (the site label says where the viewer is;
+  // the round trip chooses within it, or where there is no label).  Null
+  // when none answers.
   async function nearestNode(candidates) {
     const probe = async (n) => {
       const first = await roundTripMs(n.url, 800);
@@ -966,10 +968,9 @@
     const times = await Promise.all(candidates.map(probe));
     const answered = candidates.map((n, i) => ({ n, ms: times[i] }))
       .filter((c) => c.ms !== Infinity).sort((a, b) => a.ms - b.ms);
-    if (!answered.length) return null;
-    const best = answered[0].ms, site = state.nodes[0] && state.nodes[0].site;
-    const sameSite = answered.find((c) => c.n.site === site && c.ms <= Math.max(best + 5, best * 1.25));
-    return (sameSite || answered[0]).n;
+    const site = state.nodes[0] ? state.nodes[0].site : undefined;
+    const best = answered.find((c) => c.n.site === site) || answered[0];
+    return best ? best.n : null;
   }
 
   // This node is gone: the page goes on at the nearest other node of the
