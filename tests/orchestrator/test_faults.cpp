@@ -312,12 +312,12 @@ TEST_F (Faults, AKilledMediaWorkerIsBackWithinOneSecond)
     // frames already on their way.
     int before = p.frames ();
     gint64 back = 0;
-    while (!back && g_get_monotonic_time () - killed < 5000000) {
+    while (!back && g_get_monotonic_time () - killed < 15000000) {
       g_usleep (5000);
       if (p.frames () > before + 2 && p.last_frame_us () > killed + 50000)
         back = p.last_frame_us ();
     }
-    ASSERT_GT (back, 0) << "kill " << k << ": no frame within 5 s\n" << d.log ();
+    ASSERT_GT (back, 0) << "kill " << k << ": no frame within 15 s\n" << d.log ();
     gaps_ms.push_back ((back - killed) / 1000.0);
   }
   std::sort (gaps_ms.begin (), gaps_ms.end ());
