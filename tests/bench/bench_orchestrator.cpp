@@ -17,6 +17,9 @@
 #include "../orchestrator/daemon_process.h"
 #include "../../orchestrator/common/encoder_timeline.h"
 #include "../../orchestrator/common/h264.h"
+#include "../../orchestrator/daemon/templates.h"
+
+#include <livemicro/stagemeta.h>
 
 #include <gst/app/gstappsink.h>
 #include <gst/rtsp-server/rtsp-server.h>
@@ -174,8 +177,12 @@ using CaptureTimes = livemicro::orchestrator::EncoderTimeline<gint64>;
 GstPadProbeReturn
 stamp_capture (GstPad *, GstPadProbeInfo *info, gpointer d)
 {
-  static_cast<CaptureTimes *> (d)->record (GST_BUFFER_PTS (GST_PAD_PROBE_INFO_BUFFER (info)),
-                                           g_get_real_time ());
+  // The capture time microscopesrc gave the frame (taken before it renders
+  // it, as livemicrod's is) when it is one of its frames; else now.
+  GstBuffer *b = GST_PAD_PROBE_INFO_BUFFER (info);
+  const LivemicroStageMeta *m = livemicro_buffer_get_stage_meta (b);
+  const gint64 when = m && m->capture_unix_us > 0 ? m->capture_unix_us : g_get_real_time ();
+  static_cast<CaptureTimes *> (d)->record (GST_BUFFER_PTS (b), when);
   return GST_PAD_PROBE_OK;
 }
 
@@ -318,6 +325,44 @@ const char *kBarePipeline
       "! video/x-h264,profile=constrained-baseline,stream-format=byte-stream,alignment=au "
       "! rtph264pay name=pay0 pt=96 config-interval=-1 )";
 
+// livemicrod's own capture and owner view — its templates rendered as the
+// daemon renders them for the demo microscope — in a bare gst-rtsp-server:
+// the same work per frame (virtual microscope, analysis, overlay, encoder),
+// without the worker→daemon hop.  One view, so the capture tee is left out;
+// frames are stamped with microscopesrc's own capture time (stamp_capture).
+// Empty when the templates no longer read as expected.
+std::string
+own_pipeline_launch ()
+{
+  using livemicro::orchestrator::Templates;
+  Templates t (PIPELINES_DIR);
+  std::map<std::string, std::string> v = {
+      {"uri", "sim://synthetic"},  {"width", "1280"},        {"height", "720"},
+      {"framerate", "30"},         {"bitrate_kbps", "2500"}, {"keyframe_interval", "30"},
+      {"privacymask_options", ""},
+  };
+  std::string capture = Templates::render (t.load ("capture"), v);
+  std::string encoder = Templates::render (t.load ("encoders/h264"), v);
+  auto swap = [] (std::string &text, const std::string &from, const std::string &to) {
+    const size_t at = text.find (from);
+    if (at == std::string::npos)
+      return false;
+    text.replace (at, from.size (), to);
+    return true;
+  };
+  if (!swap (capture, "! tumorfeatures", "! identity name=capture ! tumorfeatures")
+      || !swap (capture, "! tee name=capture allow-not-linked=true", "")
+      || !swap (encoder, "x264enc ", "x264enc name=enc ")
+      || !swap (encoder, "appsink name=out sync=false async=false max-buffers=8 drop=false",
+                "rtph264pay name=pay0 pt=96 config-interval=-1")) {
+    std::fprintf (stderr, "own pipeline: the templates in %s changed; update own_pipeline_launch ()\n",
+                  PIPELINES_DIR);
+    return "";
+  }
+  v["encoder"] = encoder;
+  return "( " + capture + " ! " + Templates::render (t.load ("views/owner"), v) + " )";
+}
+
 std::vector<double>
 measure_client (LatencyClient &c, double seconds)
 {
@@ -395,9 +440,15 @@ bench_latency (double seconds, int repeats)
 {
   std::vector<Row> rows = {{"livemicrod RTSP (rtspsrc, decoded)", {}},
                            {"bare gst-rtsp-server RTSP (same client)", {}},
-                           {"livemicrod WebRTC (Chromium, presented)", {}}};
+                           {"livemicrod WebRTC (Chromium, presented)", {}},
+                           {"bare gst-rtsp-server, livemicrod's own pipeline", {}}};
   MainLoopThread loop;
   BareServer bare (kBarePipeline, true);
+  const std::string own_launch = own_pipeline_launch ();
+  std::unique_ptr<BareServer> own;
+  if (!own_launch.empty ())
+    own = std::make_unique<BareServer> (
+        std::vector<std::pair<std::string, std::string>>{{"/own", own_launch}}, true);
   Daemon d (kConfig720);
   if (!d.start ()) {
     std::fprintf (stderr, "livemicrod: %s\n", d.error ().c_str ());
@@ -418,6 +469,11 @@ bench_latency (double seconds, int repeats)
     }
     auto w = webrtc_latency (d, seconds, note);
     rows[2].values.insert (rows[2].values.end (), w.begin (), w.end ());
+    if (own) {
+      LatencyClient c (own->url ("/own"), "", "", true);
+      auto v = measure_client (c, seconds);
+      rows[3].values.insert (rows[3].values.end (), v.begin (), v.end ());
+    }
   }
   if (!note.empty ())
     rows[2].name += " [" + note + "]";
