@@ -17,9 +17,7 @@
 #include "../orchestrator/daemon_process.h"
 #include "../../orchestrator/common/encoder_timeline.h"
 #include "../../orchestrator/common/h264.h"
-#include "../../orchestrator/daemon/templates.h"
-
-#include <livemicro/stagemeta.h>
+#include "shared_feed.h"
 
 #include <gst/app/gstappsink.h>
 #include <gst/rtsp-server/rtsp-server.h>
@@ -177,12 +175,8 @@ using CaptureTimes = livemicro::orchestrator::EncoderTimeline<gint64>;
 GstPadProbeReturn
 stamp_capture (GstPad *, GstPadProbeInfo *info, gpointer d)
 {
-  // The capture time microscopesrc gave the frame (taken before it renders
-  // it, as livemicrod's is) when it is one of its frames; else now.
-  GstBuffer *b = GST_PAD_PROBE_INFO_BUFFER (info);
-  const LivemicroStageMeta *m = livemicro_buffer_get_stage_meta (b);
-  const gint64 when = m && m->capture_unix_us > 0 ? m->capture_unix_us : g_get_real_time ();
-  static_cast<CaptureTimes *> (d)->record (GST_BUFFER_PTS (b), when);
+  static_cast<CaptureTimes *> (d)->record (GST_BUFFER_PTS (GST_PAD_PROBE_INFO_BUFFER (info)),
+                                           g_get_real_time ());
   return GST_PAD_PROBE_OK;
 }
 
@@ -325,43 +319,50 @@ const char *kBarePipeline
       "! video/x-h264,profile=constrained-baseline,stream-format=byte-stream,alignment=au "
       "! rtph264pay name=pay0 pt=96 config-interval=-1 )";
 
-// livemicrod's own capture and owner view — its templates rendered as the
-// daemon renders them for the demo microscope — in a bare gst-rtsp-server:
-// the same work per frame (virtual microscope, analysis, overlay, encoder),
-// without the worker→daemon hop.  One view, so the capture tee is left out;
-// frames are stamped with microscopesrc's own capture time (stamp_capture).
-// Empty when the templates no longer read as expected.
-std::string
-own_pipeline_launch ()
-{
-  using livemicro::orchestrator::Templates;
-  Templates t (PIPELINES_DIR);
-  std::map<std::string, std::string> v = {
-      {"uri", "sim://synthetic"},  {"width", "1280"},        {"height", "720"},
-      {"framerate", "30"},         {"bitrate_kbps", "2500"}, {"keyframe_interval", "30"},
-      {"privacymask_options", ""},
-  };
-  std::string capture = Templates::render (t.load ("capture"), v);
-  std::string encoder = Templates::render (t.load ("encoders/h264"), v);
-  auto swap = [] (std::string &text, const std::string &from, const std::string &to) {
-    const size_t at = text.find (from);
-    if (at == std::string::npos)
-      return false;
-    text.replace (at, from.size (), to);
-    return true;
-  };
-  if (!swap (capture, "! tumorfeatures", "! identity name=capture ! tumorfeatures")
-      || !swap (capture, "! tee name=capture allow-not-linked=true", "")
-      || !swap (encoder, "x264enc ", "x264enc name=enc ")
-      || !swap (encoder, "appsink name=out sync=false async=false max-buffers=8 drop=false",
-                "rtph264pay name=pay0 pt=96 config-interval=-1")) {
-    std::fprintf (stderr, "own pipeline: the templates in %s changed; update own_pipeline_launch ()\n",
-                  PIPELINES_DIR);
-    return "";
+// livemicrod's own capture and owner view (its templates, rendered as the
+// daemon renders them for the demo microscope) in a bare gst-rtsp-server in
+// this process, its encoder's output handed to a shared factory's appsrc
+// (shared_feed.h) with the capture time microscopesrc gave each frame as an
+// SEI: the same work per frame and the same appsink → appsrc hand-over as
+// livemicrod, without the worker→daemon hop between two processes.
+class OwnPipelineServer {
+public:
+  OwnPipelineServer ()
+  {
+    producer_ = livemicro::bench::view_producer (PIPELINES_DIR, {"owner"}, feeds_, true);
+    if (!producer_)
+      return;
+    server_ = gst_rtsp_server_new ();
+    gst_rtsp_server_set_address (server_, "127.0.0.1");
+    gst_rtsp_server_set_service (server_, "0");
+    GstRTSPMountPoints *m = gst_rtsp_server_get_mount_points (server_);
+    gst_rtsp_mount_points_add_factory (m, "/own", livemicro::bench::feed_factory (feeds_[0].get ()));
+    g_object_unref (m);
+    source_ = gst_rtsp_server_attach (server_, nullptr);
+    port_ = gst_rtsp_server_get_bound_port (server_);
+    gst_element_set_state (producer_, GST_STATE_PLAYING);
   }
-  v["encoder"] = encoder;
-  return "( " + capture + " ! " + Templates::render (t.load ("views/owner"), v) + " )";
-}
+  ~OwnPipelineServer ()
+  {
+    if (source_)
+      g_source_remove (source_);
+    if (server_)
+      g_object_unref (server_);
+    if (producer_) {
+      gst_element_set_state (producer_, GST_STATE_NULL);
+      gst_object_unref (producer_);
+    }
+  }
+  bool ok () const { return server_ != nullptr; }
+  std::string url () const { return "rtsp://127.0.0.1:" + std::to_string (port_) + "/own"; }
+
+private:
+  std::vector<std::unique_ptr<livemicro::bench::ViewFeed>> feeds_;
+  GstElement *producer_ = nullptr;
+  GstRTSPServer *server_ = nullptr;
+  guint source_ = 0;
+  int port_ = 0;
+};
 
 std::vector<double>
 measure_client (LatencyClient &c, double seconds)
@@ -444,11 +445,7 @@ bench_latency (double seconds, int repeats)
                            {"bare gst-rtsp-server, livemicrod's own pipeline", {}}};
   MainLoopThread loop;
   BareServer bare (kBarePipeline, true);
-  const std::string own_launch = own_pipeline_launch ();
-  std::unique_ptr<BareServer> own;
-  if (!own_launch.empty ())
-    own = std::make_unique<BareServer> (
-        std::vector<std::pair<std::string, std::string>>{{"/own", own_launch}}, true);
+  OwnPipelineServer own;
   Daemon d (kConfig720);
   if (!d.start ()) {
     std::fprintf (stderr, "livemicrod: %s\n", d.error ().c_str ());
@@ -469,8 +466,8 @@ bench_latency (double seconds, int repeats)
     }
     auto w = webrtc_latency (d, seconds, note);
     rows[2].values.insert (rows[2].values.end (), w.begin (), w.end ());
-    if (own) {
-      LatencyClient c (own->url ("/own"), "", "", true);
+    if (own.ok ()) {
+      LatencyClient c (own.url (), "", "", true);
       auto v = measure_client (c, seconds);
       rows[3].values.insert (rows[3].values.end (), v.begin (), v.end ());
     }

@@ -26,7 +26,7 @@
 // of the baseline's viewer count.
 #include "bench_util.h"
 #include "daemon_process.h"
-#include "daemon/templates.h"
+#include "shared_feed.h"
 
 #include <gst/app/gstappsink.h>
 #include <gst/app/gstappsrc.h>
@@ -40,7 +40,9 @@
 #include <mutex>
 #include <vector>
 
-using livemicro::orchestrator::Templates;
+using livemicro::bench::feed_factory;
+using livemicro::bench::view_producer;
+using livemicro::bench::ViewFeed;
 using livemicro::test::Daemon;
 using livemicro::test::HttpReply;
 using livemicro::test::process_usage;
@@ -54,130 +56,15 @@ const char *kConfig = R"({
   "video": {"width": 1280, "height": 720, "framerate": 30, "bitrate_kbps": 2500, "keyframe_interval": 30},
   "microscopes": [{"id": "demo", "uri": "sim://synthetic"}]})";
 
-// ---- the baseline server (its own process) ----
-
-// One profile's encoded stream fanned out to the appsrc of each of its
-// shared factory's media (there is one at a time), as FIELD-NOTES describes.
-struct ProfileFeed {
-  GstElement *appsink = nullptr;
-  std::mutex mutex;
-  struct Src {
-    GstAppSrc *appsrc;
-    bool started;
-  };
-  std::vector<Src> srcs;
-
-  void keyframe ()
-  {
-    gst_element_send_event (appsink,
-                            gst_video_event_new_upstream_force_key_unit (GST_CLOCK_TIME_NONE, TRUE, 0));
-  }
-};
-
-GstFlowReturn
-on_profile_sample (GstAppSink *sink, gpointer data)
-{
-  auto *feed = static_cast<ProfileFeed *> (data);
-  GstSample *sample = gst_app_sink_pull_sample (sink);
-  if (!sample)
-    return GST_FLOW_OK;
-  GstBuffer *buf = gst_sample_get_buffer (sample);
-  const bool key = !GST_BUFFER_FLAG_IS_SET (buf, GST_BUFFER_FLAG_DELTA_UNIT);
-  {
-    std::lock_guard<std::mutex> lock (feed->mutex);
-    for (auto &s : feed->srcs) {
-      if (!s.started && !key)
-        continue;
-      s.started = true;
-      GstBuffer *b = gst_buffer_copy (buf);
-      GST_BUFFER_PTS (b) = GST_BUFFER_DTS (b) = GST_CLOCK_TIME_NONE;
-      gst_app_src_push_buffer (s.appsrc, b);
-    }
-  }
-  gst_sample_unref (sample);
-  return GST_FLOW_OK;
-}
-
-void
-on_baseline_media_configure (GstRTSPMediaFactory *, GstRTSPMedia *media, gpointer data)
-{
-  auto *feed = static_cast<ProfileFeed *> (data);
-  GstElement *bin = gst_rtsp_media_get_element (media);
-  GstElement *src = gst_bin_get_by_name_recurse_up (GST_BIN (bin), "src");
-  gst_object_unref (bin);
-  GstCaps *caps = gst_caps_from_string (
-      "video/x-h264,stream-format=byte-stream,alignment=au,profile=constrained-baseline");
-  gst_app_src_set_caps (GST_APP_SRC (src), caps);
-  gst_caps_unref (caps);
-  {
-    std::lock_guard<std::mutex> lock (feed->mutex);
-    feed->srcs.push_back ({GST_APP_SRC (src), false});
-  }
-  feed->keyframe ();
-  g_signal_connect (media, "unprepared", G_CALLBACK (+[] (GstRTSPMedia *m, gpointer d) {
-                      auto *f = static_cast<ProfileFeed *> (d);
-                      GstElement *b = gst_rtsp_media_get_element (m);
-                      GstElement *s = gst_bin_get_by_name_recurse_up (GST_BIN (b), "src");
-                      gst_object_unref (b);
-                      std::lock_guard<std::mutex> lock (f->mutex);
-                      for (auto it = f->srcs.begin (); it != f->srcs.end (); ++it)
-                        if (GST_ELEMENT (it->appsrc) == s) {
-                          gst_object_unref (it->appsrc);
-                          f->srcs.erase (it);
-                          break;
-                        }
-                      gst_object_unref (s);
-                    }),
-                    feed);
-}
-
-// The producer: the daemon's own templates, rendered as livemicrod renders
-// them for the demo microscope, in one pipeline: capture → tee → one branch
-// per profile ending in its encoder's appsink.
-GstElement *
-baseline_producer (const std::string &pipelines_dir, std::vector<std::unique_ptr<ProfileFeed>> &feeds)
-{
-  Templates t (pipelines_dir);
-  std::map<std::string, std::string> values = {
-      {"uri", "sim://synthetic"},  {"width", "1280"},        {"height", "720"},
-      {"framerate", "30"},         {"bitrate_kbps", "2500"}, {"keyframe_interval", "30"},
-      {"privacymask_options", ""},
-  };
-  GError *error = nullptr;
-  GstElement *pipeline = gst_parse_launch (Templates::render (t.load ("capture"), values).c_str (), &error);
-  if (!pipeline) {
-    std::fprintf (stderr, "capture: %s\n", error ? error->message : "?");
-    return nullptr;
-  }
-  GstElement *tee = gst_bin_get_by_name (GST_BIN (pipeline), "capture");
-  values["encoder"] = Templates::render (t.load ("encoders/h264"), values);
-  for (const char *profile : kProfiles) {
-    std::string desc = Templates::render (t.load (std::string ("views/") + profile), values);
-    GstElement *bin = gst_parse_bin_from_description (desc.c_str (), TRUE, &error);
-    if (!bin) {
-      std::fprintf (stderr, "%s: %s\n", profile, error ? error->message : "?");
-      return nullptr;
-    }
-    gst_bin_add (GST_BIN (pipeline), bin);
-    gst_element_link (tee, bin);
-    auto feed = std::make_unique<ProfileFeed> ();
-    feed->appsink = gst_bin_get_by_name (GST_BIN (bin), "out");
-    GstAppSinkCallbacks cb = {};
-    cb.new_sample = on_profile_sample;
-    gst_app_sink_set_callbacks (GST_APP_SINK (feed->appsink), &cb, feed.get (), nullptr);
-    feeds.push_back (std::move (feed));
-  }
-  gst_object_unref (tee);
-  return pipeline;
-}
+// ---- the baseline server (its own process; shared_feed.h) ----
 
 // `bench-viewers baseline-server`: prints "PORT N" once it serves, runs
 // until its standard input closes.
 int
 serve_baseline (int client_threads)
 {
-  std::vector<std::unique_ptr<ProfileFeed>> feeds;
-  GstElement *producer = baseline_producer (PIPELINES_DIR, feeds);
+  std::vector<std::unique_ptr<ViewFeed>> feeds;
+  GstElement *producer = view_producer (PIPELINES_DIR, {std::begin (kProfiles), std::end (kProfiles)}, feeds);
   if (!producer)
     return 1;
   GstRTSPServer *server = gst_rtsp_server_new ();
@@ -188,20 +75,13 @@ serve_baseline (int client_threads)
   gst_rtsp_thread_pool_set_max_threads (pool, client_threads);
   g_object_unref (pool);
   GstRTSPMountPoints *mounts = gst_rtsp_server_get_mount_points (server);
-  for (size_t i = 0; i < feeds.size (); i++) {
-    GstRTSPMediaFactory *f = gst_rtsp_media_factory_new ();
-    gst_rtsp_media_factory_set_launch (f, "( appsrc name=src is-live=true format=time do-timestamp=true "
-                                          "min-latency=0 ! rtph264pay name=pay0 pt=96 config-interval=-1 "
-                                          "aggregate-mode=zero-latency )");
-    gst_rtsp_media_factory_set_shared (f, TRUE);
-    gst_rtsp_media_factory_set_suspend_mode (f, GST_RTSP_SUSPEND_MODE_NONE);
-    g_signal_connect (f, "media-configure", G_CALLBACK (on_baseline_media_configure), feeds[i].get ());
-    gst_rtsp_mount_points_add_factory (mounts, (std::string ("/") + kProfiles[i]).c_str (), f);
-  }
+  for (size_t i = 0; i < feeds.size (); i++)
+    gst_rtsp_mount_points_add_factory (mounts, (std::string ("/") + kProfiles[i]).c_str (),
+                                       feed_factory (feeds[i].get ()));
   g_object_unref (mounts);
   // A player joining the shared media starts at a keyframe asked for now
   // (as livemicrod does).
-  static std::vector<std::unique_ptr<ProfileFeed>> *all = &feeds;
+  static std::vector<std::unique_ptr<ViewFeed>> *all = &feeds;
   g_signal_connect (server, "client-connected", G_CALLBACK (+[] (GstRTSPServer *, GstRTSPClient *c) {
                       g_signal_connect (
                           c, "play-request", G_CALLBACK (+[] (GstRTSPClient *, GstRTSPContext *ctx) {
