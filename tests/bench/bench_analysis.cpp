@@ -42,6 +42,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <memory>
 #include <sched.h>
 #include <unistd.h>
 #include <string>
@@ -53,7 +54,6 @@ using Clock = std::chrono::steady_clock;
 namespace {
 
 using livemicro::bench::median;
-using livemicro::bench::percentile;
 
 std::string
 run_capture (const std::string &cmd, int &status)
@@ -158,67 +158,91 @@ mean_score (const std::vector<FoldScore> &v)
   return m;
 }
 
-std::vector<ThresholdChoice>
-choose_thresholds (const std::string &testdata, const std::string &folds)
+// The centroids of what the analysis found, in pixels of the analysed image.
+std::vector<cv::Point2d>
+centroids_of (const analysis::Result &r)
 {
-  std::vector<std::pair<bench::MonusegTile, bench::AnnotatedTile>> tiles;
-  for (const auto &tile : bench::monuseg_tiles ()) {
-    bench::AnnotatedTile t;
-    std::string why;
-    if (!bench::read_annotated_tile (testdata, tile.stem, t, why)) {
-      std::printf ("thresholds: %s (set LIVEMICRO_TESTDATA): skipped\n", why.c_str ());
-      return {};
-    }
-    tiles.emplace_back (tile, std::move (t));
+  std::vector<cv::Point2d> pred;
+  for (const auto &n : r.nuclei)
+    pred.emplace_back (n.x_px, n.y_px);
+  return pred;
+}
+
+// tumorfeatures' analysis with `p` (and `model`, when given, in place of
+// p.model_path) on an annotated tile, scored against its annotations.
+FoldScore
+analyze_tile (const bench::AnnotatedTile &t, analysis::Params p,
+              const std::shared_ptr<analysis::NucleusModel> &model = nullptr)
+{
+  p.want_labels = true;
+  analysis::Analyzer a (p);
+  if (model)
+    a.set_model (model);
+  analysis::Result r = a.analyze (t.bgr, t.um_per_px, {2, 1, 0});
+  return fold_score (t, centroids_of (r), bench::predicted_labels (r, t.bgr.size ()));
+}
+
+void
+add_once (std::vector<std::string> &v, const std::string &s)
+{
+  if (std::find (v.begin (), v.end (), s) == v.end ())
+    v.push_back (s);
+}
+
+using TileSet = std::vector<std::pair<bench::MonusegTile, bench::AnnotatedTile>>;
+
+// The model with these thresholds on the tiles of `organ` (held_out) or on
+// those of the other organs: the mean of their scores.
+FoldScore
+thresholds_score (const TileSet &tiles, const std::shared_ptr<analysis::NucleusModel> &model,
+                  const std::string &organ, double fg, double marker, bool held_out)
+{
+  std::vector<FoldScore> v;
+  for (const auto &[tile, t] : tiles) {
+    if ((tile.organ == organ) != held_out)
+      continue;
+    analysis::Params p;
+    p.method = analysis::Method::kModel;
+    p.fg_threshold = fg;
+    p.marker_threshold = marker;
+    v.push_back (analyze_tile (t, p, model));
   }
-  const analysis::Params defaults;
+  return mean_score (v);
+}
+
+// The best pair of the grid on the fold's training organs, then that pair
+// and the defaults on the held-out organ.
+ThresholdChoice
+choose_for_fold (const TileSet &tiles, const std::string &folds, const std::string &organ)
+{
   const double fgs[] = {0.4, 0.5, 0.6}, markers[] = {0.3, 0.4, 0.5, 0.6};
-  std::vector<ThresholdChoice> out;
-  std::vector<std::string> organs;
-  for (const auto &[tile, t] : tiles)
-    if (std::find (organs.begin (), organs.end (), tile.organ) == organs.end ())
-      organs.push_back (tile.organ);
-  for (const auto &organ : organs) {
-    std::shared_ptr<analysis::NucleusModel> model
-        = analysis::NucleusModel::load (folds + "/nuclei-without-" + organ + ".onnx");
-    auto scores = [&] (double fg, double marker, bool held_out) {
-      std::vector<FoldScore> v;
-      for (const auto &[tile, t] : tiles) {
-        if ((tile.organ == organ) != held_out)
-          continue;
-        analysis::Params p;
-        p.method = analysis::Method::kModel;
-        p.fg_threshold = fg;
-        p.marker_threshold = marker;
-        p.want_labels = true;
-        analysis::Analyzer a (p);
-        a.set_model (model);
-        analysis::Result r = a.analyze (t.bgr, t.um_per_px, {2, 1, 0});
-        std::vector<cv::Point2d> pred;
-        for (const auto &n : r.nuclei)
-          pred.emplace_back (n.x_px, n.y_px);
-        v.push_back (fold_score (t, pred, bench::predicted_labels (r, t.bgr.size ())));
+  const analysis::Params defaults;
+  std::shared_ptr<analysis::NucleusModel> model
+      = analysis::NucleusModel::load (folds + "/nuclei-without-" + organ + ".onnx");
+  ThresholdChoice c;
+  c.organ = organ;
+  double best = -1;
+  for (double fg : fgs)
+    for (double marker : markers) {
+      FoldScore m = thresholds_score (tiles, model, organ, fg, marker, false);
+      if (m.det_f1 + m.aji > best) {
+        best = m.det_f1 + m.aji;
+        c.fg = fg;
+        c.marker = marker;
+        c.train_det_f1 = m.det_f1;
+        c.train_aji = m.aji;
       }
-      return mean_score (v);
-    };
-    ThresholdChoice c;
-    c.organ = organ;
-    double best = -1;
-    for (double fg : fgs)
-      for (double marker : markers) {
-        FoldScore m = scores (fg, marker, false);
-        if (m.det_f1 + m.aji > best) {
-          best = m.det_f1 + m.aji;
-          c.fg = fg;
-          c.marker = marker;
-          c.train_det_f1 = m.det_f1;
-          c.train_aji = m.aji;
-        }
-      }
-    c.held_out_chosen = scores (c.fg, c.marker, true);
-    c.held_out_default = scores (defaults.fg_threshold, defaults.marker_threshold, true);
-    out.push_back (c);
-  }
+    }
+  c.held_out_chosen = thresholds_score (tiles, model, organ, c.fg, c.marker, true);
+  c.held_out_default
+      = thresholds_score (tiles, model, organ, defaults.fg_threshold, defaults.marker_threshold, true);
+  return c;
+}
+
+void
+print_thresholds (const std::vector<ThresholdChoice> &out)
+{
+  const analysis::Params defaults;
   std::printf ("\nthe model's thresholds chosen on each fold's training organs (grid: foreground 0.4-0.6 x "
                "marker 0.3-0.6), scored on the held-out organ; defaults %.2f / %.2f\n",
                defaults.fg_threshold, defaults.marker_threshold);
@@ -242,6 +266,27 @@ choose_thresholds (const std::string &testdata, const std::string &folds)
                  "%.3f, |count| %.1f %%\n",
                  mc.det_f1, mc.aji, 100 * mc.count_error, md.det_f1, md.aji, 100 * md.count_error);
   std::fflush (stdout);
+}
+
+std::vector<ThresholdChoice>
+choose_thresholds (const std::string &testdata, const std::string &folds)
+{
+  TileSet tiles;
+  std::vector<std::string> organs;
+  for (const auto &tile : bench::monuseg_tiles ()) {
+    bench::AnnotatedTile t;
+    std::string why;
+    if (!bench::read_annotated_tile (testdata, tile.stem, t, why)) {
+      std::printf ("thresholds: %s (set LIVEMICRO_TESTDATA): skipped\n", why.c_str ());
+      return {};
+    }
+    tiles.emplace_back (tile, std::move (t));
+    add_once (organs, tile.organ);
+  }
+  std::vector<ThresholdChoice> out;
+  for (const auto &organ : organs)
+    out.push_back (choose_for_fold (tiles, folds, organ));
+  print_thresholds (out);
   return out;
 }
 
@@ -278,134 +323,172 @@ print_error_sources (const std::vector<FoldRow> &looo, const std::vector<std::st
   }
 }
 
-} // namespace
+// ------------------------------------------------------------- the run
 
-int
-main (int argc, char **argv)
-{
-  int repeats = 5;
+struct Options {
+  int repeats = 3;
   std::string json_path = "bench-analysis.json";
-  std::string testdata = g_getenv ("LIVEMICRO_TESTDATA") ? g_getenv ("LIVEMICRO_TESTDATA") : "";
-  std::string script = SKIMAGE_SCRIPT;
+  std::string testdata;
   std::string folds = NUCLEI_FOLDS_DIR;
-  std::string only; // one section: looo, kidney or speed
-  std::string model_path = g_getenv ("LIVEMICRO_NUCLEI_MODEL") ? g_getenv ("LIVEMICRO_NUCLEI_MODEL") : "";
-  repeats = 3;
+  std::string model_path;
+  std::string only; // one section: looo, thresholds, kidney or speed
+
+  // Whether a section that runs by default runs (thresholds runs only when
+  // asked for by --only).
+  bool runs (const char *section) const { return only.empty () || only == section; }
+};
+
+Options
+parse_options (int argc, char **argv)
+{
+  Options o;
+  o.testdata = g_getenv ("LIVEMICRO_TESTDATA") ? g_getenv ("LIVEMICRO_TESTDATA") : "";
+  o.model_path = g_getenv ("LIVEMICRO_NUCLEI_MODEL") ? g_getenv ("LIVEMICRO_NUCLEI_MODEL") : "";
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp (argv[i], "--folds"))
-      folds = argv[i + 1];
+      o.folds = argv[i + 1];
     else if (!std::strcmp (argv[i], "--only"))
-      only = argv[i + 1];
+      o.only = argv[i + 1];
     else if (!std::strcmp (argv[i], "--model"))
-      model_path = argv[i + 1];
+      o.model_path = argv[i + 1];
     else if (!std::strcmp (argv[i], "--repeats"))
-      repeats = std::max (1, std::atoi (argv[i + 1]));
+      o.repeats = std::max (1, std::atoi (argv[i + 1]));
     else if (!std::strcmp (argv[i], "--json"))
-      json_path = argv[i + 1];
+      o.json_path = argv[i + 1];
     else if (!std::strcmp (argv[i], "--testdata"))
-      testdata = argv[i + 1];
+      o.testdata = argv[i + 1];
   }
-  cpu_set_t one;
-  CPU_ZERO (&one);
-  CPU_SET (0, &one);
-  const bool pinned = sched_setaffinity (0, sizeof one, &one) == 0;
-  cv::setNumThreads (0);
-  const std::string python = "OMP_NUM_THREADS=1 taskset -c 0 /usr/bin/python3 " + script;
-  g_autofree char *tmp = g_dir_make_tmp ("bench-analysis-XXXXXX", nullptr);
-  const std::string dir = tmp;
+  return o;
+}
 
-  // ------------------------------------------------ leave one organ out
+// What every section shares: the scikit-image script's command line (on
+// CPU 0, one thread) and a folder for the PNG frames handed to it.
+struct Baseline {
+  std::string python;
+  std::string dir;
+};
+
+// Runs the scikit-image script with `args`; its JSON answer, or nullptr
+// with `status` and `out` saying why.
+JsonObject *
+run_skimage (const Baseline &base, const std::string &args, JsonParser *parser, int &status, std::string &out)
+{
+  out = run_capture (base.python + " " + args, status);
+  return status == 0 ? parse_object (parser, out) : nullptr;
+}
+
+std::vector<cv::Point2d>
+centroids_member (JsonObject *o)
+{
+  std::vector<cv::Point2d> pred;
+  JsonArray *c = json_object_get_array_member (o, "centroids");
+  for (guint k = 0; k < json_array_get_length (c); k++) {
+    JsonArray *xy = json_array_get_array_element (c, k);
+    pred.emplace_back (json_array_get_double_element (xy, 0), json_array_get_double_element (xy, 1));
+  }
+  return pred;
+}
+
+// ------------------------------------------------ leave one organ out
+
+FoldRow
+leave_out_tile (const bench::MonusegTile &tile, const bench::AnnotatedTile &t, const std::string &folds,
+                const Baseline &base)
+{
+  FoldRow row;
+  row.stem = tile.stem;
+  row.organ = tile.organ;
+  analysis::Params classical;
+  classical.method = analysis::Method::kClassical;
+  row.classical = analyze_tile (t, classical);
+  analysis::Params model;
+  model.method = analysis::Method::kModel;
+  model.model_path = folds + "/nuclei-without-" + tile.organ + ".onnx";
+  try {
+    row.model = analyze_tile (t, model);
+  } catch (const std::exception &e) {
+    std::printf ("leave-one-organ-out: %s\n  (make the fold models with scripts/train-nuclei --folds)\n",
+                 e.what ());
+  }
+  const std::string png = base.dir + "/tile.png", labels = base.dir + "/skimage-labels.png";
+  cv::imwrite (png, t.bgr);
+  int status = 0;
+  std::string out;
+  g_autoptr (JsonParser) parser = json_parser_new ();
+  JsonObject *o = run_skimage (base, "labels " + std::to_string (t.um_per_px) + " " + png + " " + labels,
+                               parser, status, out);
+  if (o)
+    row.skimage = fold_score (t, centroids_member (o), cv::imread (labels, cv::IMREAD_UNCHANGED));
+  else
+    std::printf ("scikit-image baseline failed on %s (status %d): %s\n", tile.stem, status, out.c_str ());
+  return row;
+}
+
+std::vector<FoldRow>
+leave_one_organ_out (const std::string &testdata, const std::string &folds, const Baseline &base)
+{
   std::vector<FoldRow> looo;
   for (const auto &tile : bench::monuseg_tiles ()) {
-    if (!only.empty () && only != "looo")
-      break;
     bench::AnnotatedTile t;
     std::string why;
     if (!bench::read_annotated_tile (testdata, tile.stem, t, why)) {
       std::printf ("leave-one-organ-out: %s (set LIVEMICRO_TESTDATA): skipped\n", why.c_str ());
-      looo.clear ();
-      break;
+      return {};
     }
-    FoldRow row;
-    row.stem = tile.stem;
-    row.organ = tile.organ;
-    auto run_ours = [&] (analysis::Params p) {
-      p.want_labels = true;
-      analysis::Analyzer a (p);
-      analysis::Result r = a.analyze (t.bgr, t.um_per_px, {2, 1, 0});
-      std::vector<cv::Point2d> pred;
-      for (const auto &n : r.nuclei)
-        pred.emplace_back (n.x_px, n.y_px);
-      return fold_score (t, pred, bench::predicted_labels (r, t.bgr.size ()));
-    };
-    analysis::Params classical;
-    classical.method = analysis::Method::kClassical;
-    row.classical = run_ours (classical);
-    analysis::Params model;
-    model.method = analysis::Method::kModel;
-    model.model_path = folds + "/nuclei-without-" + tile.organ + ".onnx";
-    try {
-      row.model = run_ours (model);
-    } catch (const std::exception &e) {
-      std::printf ("leave-one-organ-out: %s\n  (make the fold models with scripts/train-nuclei --folds)\n",
-                   e.what ());
-    }
-    {
-      const std::string png = dir + "/tile.png", labels = dir + "/skimage-labels.png";
-      cv::imwrite (png, t.bgr);
-      int status = 0;
-      std::string out = run_capture (
-          python + " labels " + std::to_string (t.um_per_px) + " " + png + " " + labels, status);
-      g_autoptr (JsonParser) parser = json_parser_new ();
-      JsonObject *o = status == 0 ? parse_object (parser, out) : nullptr;
-      if (o) {
-        std::vector<cv::Point2d> pred;
-        JsonArray *c = json_object_get_array_member (o, "centroids");
-        for (guint k = 0; k < json_array_get_length (c); k++) {
-          JsonArray *xy = json_array_get_array_element (c, k);
-          pred.emplace_back (json_array_get_double_element (xy, 0), json_array_get_double_element (xy, 1));
-        }
-        row.skimage = fold_score (t, pred, cv::imread (labels, cv::IMREAD_UNCHANGED));
-      } else {
-        std::printf ("scikit-image baseline failed on %s (status %d): %s\n", tile.stem, status, out.c_str ());
-      }
-    }
-    looo.push_back (row);
+    looo.push_back (leave_out_tile (tile, t, folds, base));
   }
-  struct Means {
-    double det_f1 = 0, obj_f1 = 0, aji = 0, abs_count = 0, count = 0, worst_abs_count = 0;
-    int n = 0;
-  };
-  // Per organ (its tiles' mean), and over organs (each organ once).
-  auto mean_of = [] (const std::vector<const FoldScore *> &v) {
-    Means m;
-    for (const FoldScore *f : v) {
-      if (!f->ok)
-        continue;
-      m.det_f1 += f->det_f1;
-      m.obj_f1 += f->obj_f1;
-      m.aji += f->aji;
-      m.abs_count += std::abs (f->count_error);
-      m.count += f->count_error;
-      m.worst_abs_count = std::max (m.worst_abs_count, std::abs (f->count_error));
-      m.n++;
-    }
-    if (m.n)
-      for (double *x : {&m.det_f1, &m.obj_f1, &m.aji, &m.abs_count, &m.count})
-        *x /= m.n;
-    return m;
-  };
-  const char *methods[] = {"model", "classical", "scikit-image"};
-  auto pick = [] (const FoldRow &r, int k) -> const FoldScore & {
-    return k == 0 ? r.model : k == 1 ? r.classical : r.skimage;
-  };
+  return looo;
+}
+
+struct Means {
+  double det_f1 = 0, obj_f1 = 0, aji = 0, abs_count = 0, count = 0, worst_abs_count = 0;
+  int n = 0;
+};
+
+const char *const kMethods[] = {"model", "classical", "scikit-image"};
+
+const FoldScore &
+pick (const FoldRow &r, int k)
+{
+  return k == 0 ? r.model : k == 1 ? r.classical : r.skimage;
+}
+
+Means
+mean_of (const std::vector<const FoldScore *> &v)
+{
+  Means m;
+  for (const FoldScore *f : v) {
+    if (!f->ok)
+      continue;
+    m.det_f1 += f->det_f1;
+    m.obj_f1 += f->obj_f1;
+    m.aji += f->aji;
+    m.abs_count += std::abs (f->count_error);
+    m.count += f->count_error;
+    m.worst_abs_count = std::max (m.worst_abs_count, std::abs (f->count_error));
+    m.n++;
+  }
+  if (m.n)
+    for (double *x : {&m.det_f1, &m.obj_f1, &m.aji, &m.abs_count, &m.count})
+      *x /= m.n;
+  return m;
+}
+
+// Per organ (its tiles' mean), and over organs (each organ once) and tiles;
+// [k] is kMethods[k].
+struct LoooMeans {
   std::vector<std::string> organs;
-  for (const auto &r : looo)
-    if (std::find (organs.begin (), organs.end (), r.organ) == organs.end ())
-      organs.push_back (r.organ);
-  std::vector<std::array<Means, 3>> organ_means;
+  std::vector<std::array<Means, 3>> organs_means;
   std::array<Means, 3> over_organs{}, over_tiles{};
-  for (const auto &o : organs) {
+};
+
+LoooMeans
+means_of (const std::vector<FoldRow> &looo)
+{
+  LoooMeans s;
+  for (const auto &r : looo)
+    add_once (s.organs, r.organ);
+  for (const auto &o : s.organs) {
     std::array<Means, 3> m;
     for (int k = 0; k < 3; k++) {
       std::vector<const FoldScore *> v;
@@ -414,15 +497,15 @@ main (int argc, char **argv)
           v.push_back (&pick (r, k));
       m[k] = mean_of (v);
     }
-    organ_means.push_back (m);
+    s.organs_means.push_back (m);
   }
   for (int k = 0; k < 3; k++) {
     std::vector<const FoldScore *> tiles;
     for (const auto &r : looo)
       tiles.push_back (&pick (r, k));
-    over_tiles[k] = mean_of (tiles);
-    Means &m = over_organs[k];
-    for (const auto &om : organ_means)
+    s.over_tiles[k] = mean_of (tiles);
+    Means &m = s.over_organs[k];
+    for (const auto &om : s.organs_means)
       if (om[k].n) {
         m.det_f1 += om[k].det_f1;
         m.obj_f1 += om[k].obj_f1;
@@ -434,328 +517,418 @@ main (int argc, char **argv)
     if (m.n)
       for (double *x : {&m.det_f1, &m.obj_f1, &m.aji, &m.abs_count, &m.count})
         *x /= m.n;
-    m.worst_abs_count = over_tiles[k].worst_abs_count;
+    m.worst_abs_count = s.over_tiles[k].worst_abs_count;
   }
-  if (!looo.empty ()) {
-    std::printf ("\nleave one organ out: each tile segmented by the model trained without its "
-                 "organ (%s)\n",
-                 folds.c_str ());
-    std::printf ("%-24s %-9s %6s | %-30s | %-30s | %-30s\n", "tile", "organ", "truth",
-                 "model: detF1 objF1 AJI count", "classical: detF1 objF1 AJI cnt",
-                 "scikit-image: detF1 objF1 AJI cnt");
-    for (const auto &r : looo) {
-      std::printf ("%-24s %-9s %6d", r.stem.c_str (), r.organ.c_str (), r.classical.truth);
-      for (int k = 0; k < 3; k++) {
-        const FoldScore &f = pick (r, k);
-        if (f.ok)
-          std::printf (" | %5.3f %5.3f %5.3f %+6.1f%%     ", f.det_f1, f.obj_f1, f.aji, 100 * f.count_error);
-        else
-          std::printf (" | %-30s", "(not run)");
-      }
-      std::printf ("\n");
+  return s;
+}
+
+void
+print_looo_tiles (const std::vector<FoldRow> &looo, const std::string &folds)
+{
+  std::printf ("\nleave one organ out: each tile segmented by the model trained without its "
+               "organ (%s)\n",
+               folds.c_str ());
+  std::printf ("%-24s %-9s %6s | %-30s | %-30s | %-30s\n", "tile", "organ", "truth",
+               "model: detF1 objF1 AJI count", "classical: detF1 objF1 AJI cnt",
+               "scikit-image: detF1 objF1 AJI cnt");
+  for (const auto &r : looo) {
+    std::printf ("%-24s %-9s %6d", r.stem.c_str (), r.organ.c_str (), r.classical.truth);
+    for (int k = 0; k < 3; k++) {
+      const FoldScore &f = pick (r, k);
+      if (f.ok)
+        std::printf (" | %5.3f %5.3f %5.3f %+6.1f%%     ", f.det_f1, f.obj_f1, f.aji, 100 * f.count_error);
+      else
+        std::printf (" | %-30s", "(not run)");
     }
-    std::printf ("\nper organ (mean of its tiles)     detection F1        object F1@0.5       AJI"
-                 "                 count error (mean signed)\n");
-    std::printf ("%-24s %-8s  %6s %6s %6s   %6s %6s %6s   %6s %6s %6s   %7s %7s %7s\n", "organ", "tiles",
-                 "model", "class", "skim", "model", "class", "skim", "model", "class", "skim", "model",
-                 "class", "skim");
-    auto line = [&] (const char *name, int tiles, const std::array<Means, 3> &m) {
-      std::printf ("%-24s %-8d  %6.3f %6.3f %6.3f   %6.3f %6.3f %6.3f   %6.3f %6.3f %6.3f   "
-                   "%+6.1f%% %+6.1f%% %+6.1f%%\n",
-                   name, tiles, m[0].det_f1, m[1].det_f1, m[2].det_f1, m[0].obj_f1, m[1].obj_f1, m[2].obj_f1,
-                   m[0].aji, m[1].aji, m[2].aji, 100 * m[0].count, 100 * m[1].count, 100 * m[2].count);
-    };
-    for (size_t k = 0; k < organs.size (); k++)
-      line (organs[k].c_str (), organ_means[k][1].n, organ_means[k]);
-    line ("mean over organs", (int)organs.size (), over_organs);
-    line ("mean over tiles", (int)looo.size (), over_tiles);
-    std::printf ("mean |count error| over organs: model %.1f %%, classical %.1f %%, scikit-image "
-                 "%.1f %%; worst tile: model %.1f %%, classical %.1f %%, scikit-image %.1f %%\n",
-                 100 * over_organs[0].abs_count, 100 * over_organs[1].abs_count,
-                 100 * over_organs[2].abs_count, 100 * over_tiles[0].worst_abs_count,
-                 100 * over_tiles[1].worst_abs_count, 100 * over_tiles[2].worst_abs_count);
-    print_error_sources (looo, organs);
-    const Means &m = over_organs[0];
-    std::printf ("targets for the model on held-out organs: detection F1 >= 0.85: %s (%.3f); "
-                 "AJI >= 0.62: %s (%.3f); mean |count error| <= 10 %%: %s (%.1f %%); no tile "
-                 "beyond 20 %%: %s (worst %.1f %%)\n",
-                 m.det_f1 >= 0.85 ? "met" : "MISSED", m.det_f1, m.aji >= 0.62 ? "met" : "MISSED", m.aji,
-                 m.abs_count <= 0.10 ? "met" : "MISSED", 100 * m.abs_count,
-                 m.worst_abs_count <= 0.20 ? "met" : "MISSED", 100 * m.worst_abs_count);
-    std::fflush (stdout);
+    std::printf ("\n");
   }
+}
 
-  std::vector<ThresholdChoice> thresholds;
-  if (only == "thresholds")
-    thresholds = choose_thresholds (testdata, folds);
+void
+print_means_line (const char *name, int tiles, const std::array<Means, 3> &m)
+{
+  std::printf ("%-24s %-8d  %6.3f %6.3f %6.3f   %6.3f %6.3f %6.3f   %6.3f %6.3f %6.3f   "
+               "%+6.1f%% %+6.1f%% %+6.1f%%\n",
+               name, tiles, m[0].det_f1, m[1].det_f1, m[2].det_f1, m[0].obj_f1, m[1].obj_f1, m[2].obj_f1,
+               m[0].aji, m[1].aji, m[2].aji, 100 * m[0].count, 100 * m[1].count, 100 * m[2].count);
+}
 
-  // ---------------------------------------------------------------- accuracy
+void
+print_looo_means (const LoooMeans &s, int tiles)
+{
+  std::printf ("\nper organ (mean of its tiles)     detection F1        object F1@0.5       AJI"
+               "                 count error (mean signed)\n");
+  std::printf ("%-24s %-8s  %6s %6s %6s   %6s %6s %6s   %6s %6s %6s   %7s %7s %7s\n", "organ", "tiles",
+               "model", "class", "skim", "model", "class", "skim", "model", "class", "skim", "model", "class",
+               "skim");
+  for (size_t k = 0; k < s.organs.size (); k++)
+    print_means_line (s.organs[k].c_str (), s.organs_means[k][1].n, s.organs_means[k]);
+  print_means_line ("mean over organs", (int)s.organs.size (), s.over_organs);
+  print_means_line ("mean over tiles", tiles, s.over_tiles);
+  std::printf ("mean |count error| over organs: model %.1f %%, classical %.1f %%, scikit-image "
+               "%.1f %%; worst tile: model %.1f %%, classical %.1f %%, scikit-image %.1f %%\n",
+               100 * s.over_organs[0].abs_count, 100 * s.over_organs[1].abs_count,
+               100 * s.over_organs[2].abs_count, 100 * s.over_tiles[0].worst_abs_count,
+               100 * s.over_tiles[1].worst_abs_count, 100 * s.over_tiles[2].worst_abs_count);
+}
+
+void
+print_looo_targets (const Means &m)
+{
+  std::printf ("targets for the model on held-out organs: detection F1 >= 0.85: %s (%.3f); "
+               "AJI >= 0.62: %s (%.3f); mean |count error| <= 10 %%: %s (%.1f %%); no tile "
+               "beyond 20 %%: %s (worst %.1f %%)\n",
+               m.det_f1 >= 0.85 ? "met" : "MISSED", m.det_f1, m.aji >= 0.62 ? "met" : "MISSED", m.aji,
+               m.abs_count <= 0.10 ? "met" : "MISSED", 100 * m.abs_count,
+               m.worst_abs_count <= 0.20 ? "met" : "MISSED", 100 * m.worst_abs_count);
+}
+
+// ---------------------------------------------------------------- accuracy
+
+// The kidney tile the accuracy table and the speed table's real-tissue
+// frame come from (empty images when the test data is not there).
+struct KidneyTile {
+  std::string path; // without ".png"
+  double upp = 0.252;
+  cv::Mat bgr, labels;
+};
+
+KidneyTile
+read_kidney_tile (const std::string &testdata)
+{
+  KidneyTile k;
+  k.path = testdata + "/monuseg/TCGA-B0-5710-01Z-00-DX1";
+  k.bgr = cv::imread (k.path + ".png", cv::IMREAD_COLOR);
+  k.labels = cv::imread (k.path + "_labels_derived.png", cv::IMREAD_UNCHANGED);
+  return k;
+}
+
+std::vector<AccuracyRow>
+accuracy_rows (const KidneyTile &k, const Baseline &base)
+{
   std::vector<AccuracyRow> accuracy;
-  std::vector<SensitivityRow> sensitivity;
-  const std::string mon = testdata + "/monuseg/TCGA-B0-5710-01Z-00-DX1";
-  const double mon_upp = 0.252;
-  cv::Mat mon_bgr = cv::imread (mon + ".png", cv::IMREAD_COLOR);
-  cv::Mat mon_labels = cv::imread (mon + "_labels_derived.png", cv::IMREAD_UNCHANGED);
-  if (!only.empty () && only != "kidney") {
-    // skipped
-  } else if (mon_bgr.empty () || mon_labels.empty ()) {
-    std::printf ("accuracy: MoNuSeg tile not found under '%s' (set LIVEMICRO_TESTDATA): skipped\n",
-                 testdata.c_str ());
+  auto truth = bench::label_centroids (k.labels);
+  cv::Mat truth_mask = k.labels > 0;
+  auto ours = [&] (const char *name, analysis::Params p) {
+    p.want_labels = true;
+    analysis::Analyzer a (p);
+    analysis::Result r = a.analyze (k.bgr, k.upp, {2, 1, 0});
+    accuracy.push_back ({name, bench::score (truth, centroids_of (r), 2.0 / k.upp, truth_mask,
+                                             bench::predicted_mask (r, k.bgr.size ()))});
+  };
+  analysis::Params classical;
+  classical.method = analysis::Method::kClassical;
+  ours ("tumorfeatures classical", classical);
+  analysis::Params macenko = classical;
+  macenko.stain = analysis::StainMethod::kMacenko;
+  ours ("tumorfeatures classical macenko", macenko);
+  const std::string mask_path = base.dir + "/skimage-mask.png";
+  int status = 0;
+  std::string out;
+  g_autoptr (JsonParser) parser = json_parser_new ();
+  JsonObject *o = run_skimage (base, "detect " + std::to_string (k.upp) + " " + k.path + ".png " + mask_path,
+                               parser, status, out);
+  if (!o) {
+    std::printf ("accuracy: the scikit-image baseline failed (status %d): %s\n", status, out.c_str ());
   } else {
-    auto truth = bench::label_centroids (mon_labels);
-    cv::Mat truth_mask = mon_labels > 0;
-    auto ours = [&] (const char *name, analysis::Params p) {
+    cv::Mat mask = cv::imread (mask_path, cv::IMREAD_GRAYSCALE) > 0;
+    accuracy.push_back ({"scikit-image pipeline (baseline)",
+                         bench::score (truth, centroids_member (o), 2.0 / k.upp, truth_mask, mask)});
+  }
+  return accuracy;
+}
+
+// Sensitivity: each default moved by ±25 % alone.  A method fitted to this
+// tile would fall off on either side; a flat row says the default is not a
+// knife edge.
+std::vector<SensitivityRow>
+sensitivity_rows (const KidneyTile &k)
+{
+  struct Knob {
+    const char *name;
+    double analysis::Params::*field;
+  };
+  const Knob knobs[] = {
+      {"edge_fraction", &analysis::Params::edge_fraction},
+      {"mean_contrast_fraction", &analysis::Params::mean_contrast_fraction},
+      {"intensity_weight", &analysis::Params::intensity_weight},
+      {"min_split_radius_um", &analysis::Params::min_split_radius_um},
+      {"min_area_um2", &analysis::Params::min_area_um2},
+      {"background_radius_um", &analysis::Params::background_radius_um},
+      {"working_um_per_px", &analysis::Params::working_um_per_px},
+      {"object_radius_um", &analysis::Params::object_radius_um},
+  };
+  auto truth = bench::label_centroids (k.labels);
+  cv::Mat truth_mask = k.labels > 0;
+  std::vector<SensitivityRow> sensitivity;
+  for (const Knob &knob : knobs) {
+    SensitivityRow row;
+    row.param = knob.name;
+    row.value = analysis::Params ().*knob.field;
+    for (double f : {0.75, 1.25}) {
+      analysis::Params p;
+      p.method = analysis::Method::kClassical;
+      p.*knob.field = row.value * f;
       p.want_labels = true;
       analysis::Analyzer a (p);
-      analysis::Result r = a.analyze (mon_bgr, mon_upp, {2, 1, 0});
-      std::vector<cv::Point2d> pred;
-      for (const auto &n : r.nuclei)
-        pred.emplace_back (n.x_px, n.y_px);
-      accuracy.push_back ({name, bench::score (truth, pred, 2.0 / mon_upp, truth_mask,
-                                               bench::predicted_mask (r, mon_bgr.size ()))});
-    };
-    analysis::Params classical;
-    classical.method = analysis::Method::kClassical;
-    ours ("tumorfeatures classical", classical);
-    analysis::Params macenko = classical;
-    macenko.stain = analysis::StainMethod::kMacenko;
-    ours ("tumorfeatures classical macenko", macenko);
-    {
-      const std::string mask_path = dir + "/skimage-mask.png";
-      int status = 0;
-      std::string out = run_capture (
-          python + " detect " + std::to_string (mon_upp) + " " + mon + ".png " + mask_path, status);
-      g_autoptr (JsonParser) parser = json_parser_new ();
-      JsonObject *o = status == 0 ? parse_object (parser, out) : nullptr;
-      if (!o) {
-        std::printf ("accuracy: the scikit-image baseline failed (status %d): %s\n", status, out.c_str ());
-      } else {
-        std::vector<cv::Point2d> pred;
-        JsonArray *c = json_object_get_array_member (o, "centroids");
-        for (guint k = 0; k < json_array_get_length (c); k++) {
-          JsonArray *xy = json_array_get_array_element (c, k);
-          pred.emplace_back (json_array_get_double_element (xy, 0), json_array_get_double_element (xy, 1));
-        }
-        cv::Mat mask = cv::imread (mask_path, cv::IMREAD_GRAYSCALE) > 0;
-        accuracy.push_back ({"scikit-image pipeline (baseline)",
-                             bench::score (truth, pred, 2.0 / mon_upp, truth_mask, mask)});
-      }
+      analysis::Result r = a.analyze (k.bgr, k.upp, {2, 1, 0});
+      bench::Scores sc = bench::score (truth, centroids_of (r), 2.0 / k.upp, truth_mask, cv::Mat ());
+      (f < 1 ? row.f1_low : row.f1_high) = sc.f1;
+      (f < 1 ? row.count_low : row.count_high) = sc.count_error;
     }
-    // Sensitivity: each default moved by ±25 % alone.  A method fitted to
-    // this tile would fall off on either side; a flat row says the default
-    // is not a knife edge.
-    struct Knob {
-      const char *name;
-      double analysis::Params::*field;
-    };
-    const Knob knobs[] = {
-        {"edge_fraction", &analysis::Params::edge_fraction},
-        {"mean_contrast_fraction", &analysis::Params::mean_contrast_fraction},
-        {"intensity_weight", &analysis::Params::intensity_weight},
-        {"min_split_radius_um", &analysis::Params::min_split_radius_um},
-        {"min_area_um2", &analysis::Params::min_area_um2},
-        {"background_radius_um", &analysis::Params::background_radius_um},
-        {"working_um_per_px", &analysis::Params::working_um_per_px},
-        {"object_radius_um", &analysis::Params::object_radius_um},
-    };
-    for (const Knob &k : knobs) {
-      SensitivityRow row;
-      row.param = k.name;
-      row.value = analysis::Params ().*k.field;
-      for (double f : {0.75, 1.25}) {
-        analysis::Params p;
-        p.method = analysis::Method::kClassical;
-        p.*k.field = row.value * f;
-        p.want_labels = true;
-        analysis::Analyzer a (p);
-        analysis::Result r = a.analyze (mon_bgr, mon_upp, {2, 1, 0});
-        std::vector<cv::Point2d> pred;
-        for (const auto &n : r.nuclei)
-          pred.emplace_back (n.x_px, n.y_px);
-        bench::Scores sc = bench::score (truth, pred, 2.0 / mon_upp, truth_mask, cv::Mat ());
-        (f < 1 ? row.f1_low : row.f1_high) = sc.f1;
-        (f < 1 ? row.count_low : row.count_high) = sc.count_error;
-      }
-      sensitivity.push_back (row);
-    }
-    std::printf ("\naccuracy on MoNuSeg TCGA-B0-5710 (%d nuclei, 0.252 um/px; match within 2 um)\n",
-                 accuracy.empty () ? 0 : accuracy[0].s.truth);
-    std::printf ("%-34s %6s %6s %6s %6s %6s %6s %10s %6s\n", "method", "truth", "pred", "match", "prec",
-                 "recall", "F1", "count err", "Dice");
-    for (const auto &a : accuracy)
-      std::printf ("%-34s %6d %6d %6d %6.3f %6.3f %6.3f %9.1f%% %6.3f\n", a.method.c_str (), a.s.truth,
-                   a.s.predicted, a.s.matched, a.s.precision, a.s.recall, a.s.f1, 100 * a.s.count_error,
-                   a.s.dice);
-    std::printf ("\nsensitivity of the classical method: F1 (count error) with one default moved by -25 %% / "
-                 "+25 %%\n");
-    for (const auto &r : sensitivity)
-      std::printf ("%-24s %6.2f   %.3f (%4.1f%%)   %.3f (%4.1f%%)\n", r.param.c_str (), r.value, r.f1_low,
-                   100 * r.count_low, r.f1_high, 100 * r.count_high);
+    sensitivity.push_back (row);
   }
+  return sensitivity;
+}
 
-  // ------------------------------------------------------------------- speed
-  struct Scene {
-    std::string name;
-    double upp;
-    cv::Mat rgb;
-  };
+void
+print_accuracy (const std::vector<AccuracyRow> &accuracy, const std::vector<SensitivityRow> &sensitivity)
+{
+  std::printf ("\naccuracy on MoNuSeg TCGA-B0-5710 (%d nuclei, 0.252 um/px; match within 2 um)\n",
+               accuracy.empty () ? 0 : accuracy[0].s.truth);
+  std::printf ("%-34s %6s %6s %6s %6s %6s %6s %10s %6s\n", "method", "truth", "pred", "match", "prec",
+               "recall", "F1", "count err", "Dice");
+  for (const auto &a : accuracy)
+    std::printf ("%-34s %6d %6d %6d %6.3f %6.3f %6.3f %9.1f%% %6.3f\n", a.method.c_str (), a.s.truth,
+                 a.s.predicted, a.s.matched, a.s.precision, a.s.recall, a.s.f1, 100 * a.s.count_error,
+                 a.s.dice);
+  std::printf ("\nsensitivity of the classical method: F1 (count error) with one default moved by -25 %% / "
+               "+25 %%\n");
+  for (const auto &r : sensitivity)
+    std::printf ("%-24s %6.2f   %.3f (%4.1f%%)   %.3f (%4.1f%%)\n", r.param.c_str (), r.value, r.f1_low,
+                 100 * r.count_low, r.f1_high, 100 * r.count_high);
+}
+
+// ------------------------------------------------------------------- speed
+
+struct Scene {
+  std::string name;
+  double upp;
+  cv::Mat rgb;
+};
+
+std::vector<Scene>
+speed_scenes (const KidneyTile &k)
+{
   std::vector<Scene> scenes;
-  {
-    hw::sim::SyntheticSlide slide;
-    for (double upp : {0.25, 0.5}) {
-      cv::Mat rgb;
-      cv::Point2d h = slide.home_um ();
-      slide.render (upp, cv::Rect ((int)(h.x / upp) - 960, (int)(h.y / upp) - 540, 1920, 1080), rgb);
-      scenes.push_back (
-          {upp == 0.25 ? "virtual microscope 40x (0.25 um/px)" : "virtual microscope 20x (0.5 um/px)", upp,
-           rgb});
-    }
+  hw::sim::SyntheticSlide slide;
+  for (double upp : {0.25, 0.5}) {
+    cv::Mat rgb;
+    cv::Point2d h = slide.home_um ();
+    slide.render (upp, cv::Rect ((int)(h.x / upp) - 960, (int)(h.y / upp) - 540, 1920, 1080), rgb);
+    scenes.push_back (
+        {upp == 0.25 ? "virtual microscope 40x (0.25 um/px)" : "virtual microscope 20x (0.5 um/px)", upp,
+         rgb});
   }
-  if (!mon_bgr.empty ()) {
+  if (!k.bgr.empty ()) {
     // A 1920x1080 real-tissue frame: the tile mirrored to fill the frame.
     cv::Mat rgb, big;
-    cv::cvtColor (mon_bgr, rgb, cv::COLOR_BGR2RGB);
+    cv::cvtColor (k.bgr, rgb, cv::COLOR_BGR2RGB);
     cv::copyMakeBorder (rgb, big, 0, 80, 0, 920, cv::BORDER_REFLECT);
     scenes.push_back (
-        {"MoNuSeg tissue tiled (0.252 um/px)", mon_upp, big (cv::Rect (0, 0, 1920, 1080)).clone ()});
+        {"MoNuSeg tissue tiled (0.252 um/px)", k.upp, big (cv::Rect (0, 0, 1920, 1080)).clone ()});
   }
-  std::vector<SpeedRow> speed;
-  const int frames_per_run = 3;
+  return scenes;
+}
+
+const int kFramesPerRun = 3;
+
+void
+print_speed_header (bool pinned, int repeats, const double load[3])
+{
   std::printf ("\nspeed at 1920x1080, %s, %d repeats x %d frames, medians\n",
-               pinned ? "one core (CPU 0)" : "NOT pinned", repeats, frames_per_run);
-  double load[3] = {0, 0, 0};
-  if (getloadavg (load, 3) < 0)
-    load[0] = load[1] = load[2] = -1;
+               pinned ? "one core (CPU 0)" : "NOT pinned", repeats, kFramesPerRun);
   std::printf ("load average before: %.2f %.2f %.2f (1, 5, 15 min; %ld CPUs)\n", load[0], load[1], load[2],
                sysconf (_SC_NPROCESSORS_ONLN));
   std::printf ("analysed frames per second (each: median of %d runs of %d frames); ratios = method "
                "fps / scikit-image fps on the same frames\n",
-               repeats, frames_per_run);
+               repeats, kFramesPerRun);
   std::printf ("(the last two columns: frames per second of CPU time of the analysing thread, "
                "i.e. what one otherwise idle core does)\n");
   std::printf ("%-38s %10s %12s %12s %14s %9s %9s %9s %9s\n", "frames", "model", "classical", "class. full",
                "scikit-image", "model/sk", "class/sk", "model@cpu", "class@cpu");
-  for (const Scene &sc : scenes) {
-    if (!only.empty () && only != "speed")
-      break;
-    SpeedRow row;
-    row.scene = sc.name;
-    std::string png = dir + "/frame-" + std::to_string (speed.size ()) + ".png";
-    cv::Mat bgr;
-    cv::cvtColor (sc.rgb, bgr, cv::COLOR_RGB2BGR);
-    cv::imwrite (png, bgr);
-    analysis::Params classical;
-    classical.method = analysis::Method::kClassical;
-    analysis::Params classical_full = classical;
-    classical_full.analysis_scale = 1.0;
-    analysis::Params model = classical;
-    model.method = analysis::Method::kModel;
-    model.model_path = model_path;
-    analysis::Analyzer ours (classical), full (classical_full), learned (model);
-    ours.analyze (sc.rgb, sc.upp); // warm-up (allocations)
-    full.analyze (sc.rgb, sc.upp);
-    learned.analyze (sc.rgb, sc.upp);
-    auto cpu_s = [] {
-      timespec ts;
-      clock_gettime (CLOCK_THREAD_CPUTIME_ID, &ts);
-      return ts.tv_sec + ts.tv_nsec / 1e9;
-    };
-    auto fps_of = [&] (analysis::Analyzer &a, std::vector<double> *cpu_runs = nullptr) {
-      auto t0 = Clock::now ();
-      double c0 = cpu_s ();
-      for (int k = 0; k < frames_per_run; k++)
-        a.analyze (sc.rgb, sc.upp);
-      if (cpu_runs)
-        cpu_runs->push_back (frames_per_run / (cpu_s () - c0));
-      return frames_per_run / std::chrono::duration<double> (Clock::now () - t0).count ();
-    };
-    std::string frames_arg;
-    for (int k = 0; k < frames_per_run; k++)
-      frames_arg += " " + png;
-    for (int rep = 0; rep < repeats; rep++) { // interleaved: same noise for all
-      row.ours_runs.push_back (fps_of (ours, &row.ours_cpu_runs));
-      row.full_runs.push_back (fps_of (full));
-      row.model_runs.push_back (fps_of (learned, &row.model_cpu_runs));
-      int status = 0;
-      std::string out = run_capture (python + " time 1 " + std::to_string (sc.upp) + frames_arg, status);
-      g_autoptr (JsonParser) parser = json_parser_new ();
-      JsonObject *o = status == 0 ? parse_object (parser, out) : nullptr;
-      if (o)
-        row.skimage_runs.push_back (
-            json_array_get_double_element (json_object_get_array_member (o, "runs_fps"), 0));
-      else
-        std::printf ("scikit-image run failed (status %d): %s\n", status, out.c_str ());
-    }
-    row.ours_fps = median (row.ours_runs);
-    row.full_fps = median (row.full_runs);
-    row.skimage_fps = median (row.skimage_runs);
-    row.model_fps = median (row.model_runs);
-    row.ours_cpu_fps = median (row.ours_cpu_runs);
-    row.model_cpu_fps = median (row.model_cpu_runs);
-    row.ms_per_frame = 1000.0 / row.ours_fps;
-    std::printf ("%-38s %10.1f %12.1f %12.1f %14.2f %8.1fx %8.1fx %9.1f %9.1f\n", sc.name.c_str (),
-                 row.model_fps, row.ours_fps, row.full_fps, row.skimage_fps,
-                 row.skimage_fps > 0 ? row.model_fps / row.skimage_fps : 0,
-                 row.skimage_fps > 0 ? row.ours_fps / row.skimage_fps : 0, row.model_cpu_fps,
-                 row.ours_cpu_fps);
-    std::fflush (stdout);
-    speed.push_back (row);
-  }
+}
 
-  // -------------------------------------------------------------------- JSON
-  g_autoptr (JsonBuilder) b = json_builder_new ();
-  json_builder_begin_object (b);
-  json_builder_set_member_name (b, "benchmark");
-  json_builder_add_string_value (b, "tumorfeatures nuclei analysis vs scikit-image");
-  json_builder_set_member_name (b, "command");
-  json_builder_add_string_value (b, "meson test -C build --benchmark --suite bench -v analysis");
-  json_builder_set_member_name (b, "pinned_one_cpu");
-  json_builder_add_boolean_value (b, pinned);
-  json_builder_set_member_name (b, "repeats");
-  json_builder_add_int_value (b, repeats);
+double
+thread_cpu_s ()
+{
+  timespec ts;
+  clock_gettime (CLOCK_THREAD_CPUTIME_ID, &ts);
+  return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+// Frames per second of one run of kFramesPerRun frames; per second of this
+// thread's CPU time into `cpu_runs` when given.
+double
+frames_per_s (analysis::Analyzer &a, const Scene &sc, std::vector<double> *cpu_runs = nullptr)
+{
+  auto t0 = Clock::now ();
+  double c0 = thread_cpu_s ();
+  for (int k = 0; k < kFramesPerRun; k++)
+    a.analyze (sc.rgb, sc.upp);
+  if (cpu_runs)
+    cpu_runs->push_back (kFramesPerRun / (thread_cpu_s () - c0));
+  return kFramesPerRun / std::chrono::duration<double> (Clock::now () - t0).count ();
+}
+
+SpeedRow
+time_scene (const Scene &sc, const std::string &png, const Options &opt, const Baseline &base)
+{
+  SpeedRow row;
+  row.scene = sc.name;
+  cv::Mat bgr;
+  cv::cvtColor (sc.rgb, bgr, cv::COLOR_RGB2BGR);
+  cv::imwrite (png, bgr);
+  analysis::Params classical;
+  classical.method = analysis::Method::kClassical;
+  analysis::Params classical_full = classical;
+  classical_full.analysis_scale = 1.0;
+  analysis::Params model = classical;
+  model.method = analysis::Method::kModel;
+  model.model_path = opt.model_path;
+  analysis::Analyzer ours (classical), full (classical_full), learned (model);
+  ours.analyze (sc.rgb, sc.upp); // warm-up (allocations)
+  full.analyze (sc.rgb, sc.upp);
+  learned.analyze (sc.rgb, sc.upp);
+  std::string frames_arg;
+  for (int k = 0; k < kFramesPerRun; k++)
+    frames_arg += " " + png;
+  for (int rep = 0; rep < opt.repeats; rep++) { // interleaved: same noise for all
+    row.ours_runs.push_back (frames_per_s (ours, sc, &row.ours_cpu_runs));
+    row.full_runs.push_back (frames_per_s (full, sc));
+    row.model_runs.push_back (frames_per_s (learned, sc, &row.model_cpu_runs));
+    int status = 0;
+    std::string out;
+    g_autoptr (JsonParser) parser = json_parser_new ();
+    JsonObject *o = run_skimage (base, "time 1 " + std::to_string (sc.upp) + frames_arg, parser, status, out);
+    if (o)
+      row.skimage_runs.push_back (
+          json_array_get_double_element (json_object_get_array_member (o, "runs_fps"), 0));
+    else
+      std::printf ("scikit-image run failed (status %d): %s\n", status, out.c_str ());
+  }
+  row.ours_fps = median (row.ours_runs);
+  row.full_fps = median (row.full_runs);
+  row.skimage_fps = median (row.skimage_runs);
+  row.model_fps = median (row.model_runs);
+  row.ours_cpu_fps = median (row.ours_cpu_runs);
+  row.model_cpu_fps = median (row.model_cpu_runs);
+  row.ms_per_frame = 1000.0 / row.ours_fps;
+  return row;
+}
+
+void
+print_speed_row (const SpeedRow &row)
+{
+  std::printf ("%-38s %10.1f %12.1f %12.1f %14.2f %8.1fx %8.1fx %9.1f %9.1f\n", row.scene.c_str (),
+               row.model_fps, row.ours_fps, row.full_fps, row.skimage_fps,
+               row.skimage_fps > 0 ? row.model_fps / row.skimage_fps : 0,
+               row.skimage_fps > 0 ? row.ours_fps / row.skimage_fps : 0, row.model_cpu_fps, row.ours_cpu_fps);
+  std::fflush (stdout);
+}
+
+// -------------------------------------------------------------------- JSON
+
+struct Results {
+  bool pinned = false;
+  std::vector<FoldRow> looo;
+  LoooMeans looo_means;
+  std::vector<ThresholdChoice> thresholds;
+  std::vector<AccuracyRow> accuracy;
+  std::vector<SensitivityRow> sensitivity;
+  double load[3] = {0, 0, 0}; // before the speed section
+  std::vector<SpeedRow> speed;
+};
+
+void
+add_number (JsonBuilder *b, const char *key, double v)
+{
+  json_builder_set_member_name (b, key);
+  json_builder_add_double_value (b, v);
+}
+
+void
+add_accuracy_json (JsonBuilder *b, const std::vector<AccuracyRow> &accuracy)
+{
   json_builder_set_member_name (b, "accuracy");
   json_builder_begin_array (b);
   for (const auto &a : accuracy) {
     json_builder_begin_object (b);
-    auto num = [&] (const char *k, double v) {
-      json_builder_set_member_name (b, k);
-      json_builder_add_double_value (b, v);
-    };
     json_builder_set_member_name (b, "method");
     json_builder_add_string_value (b, a.method.c_str ());
-    num ("truth", a.s.truth);
-    num ("predicted", a.s.predicted);
-    num ("matched", a.s.matched);
-    num ("precision", a.s.precision);
-    num ("recall", a.s.recall);
-    num ("f1", a.s.f1);
-    num ("count_error", a.s.count_error);
-    num ("dice", a.s.dice);
+    add_number (b, "truth", a.s.truth);
+    add_number (b, "predicted", a.s.predicted);
+    add_number (b, "matched", a.s.matched);
+    add_number (b, "precision", a.s.precision);
+    add_number (b, "recall", a.s.recall);
+    add_number (b, "f1", a.s.f1);
+    add_number (b, "count_error", a.s.count_error);
+    add_number (b, "dice", a.s.dice);
     json_builder_end_object (b);
   }
   json_builder_end_array (b);
+}
+
+void
+add_sensitivity_json (JsonBuilder *b, const std::vector<SensitivityRow> &sensitivity)
+{
   json_builder_set_member_name (b, "sensitivity");
   json_builder_begin_array (b);
   for (const auto &r : sensitivity) {
     json_builder_begin_object (b);
     json_builder_set_member_name (b, "param");
     json_builder_add_string_value (b, r.param.c_str ());
-    for (auto [k, v] : {std::pair<const char *, double>{"default", r.value},
-                        {"f1_minus_25pct", r.f1_low},
-                        {"f1_plus_25pct", r.f1_high},
-                        {"count_error_minus_25pct", r.count_low},
-                        {"count_error_plus_25pct", r.count_high}}) {
-      json_builder_set_member_name (b, k);
-      json_builder_add_double_value (b, v);
-    }
+    add_number (b, "default", r.value);
+    add_number (b, "f1_minus_25pct", r.f1_low);
+    add_number (b, "f1_plus_25pct", r.f1_high);
+    add_number (b, "count_error_minus_25pct", r.count_low);
+    add_number (b, "count_error_plus_25pct", r.count_high);
     json_builder_end_object (b);
   }
   json_builder_end_array (b);
-  json_builder_set_member_name (b, "load_average_before_speed");
-  json_builder_begin_array (b);
-  for (double l : load)
-    json_builder_add_double_value (b, l);
-  json_builder_end_array (b);
+}
+
+void
+add_fold_score_json (JsonBuilder *b, const FoldScore &f)
+{
+  json_builder_begin_object (b);
+  add_number (b, "detection_f1", f.det_f1);
+  add_number (b, "object_f1_iou50", f.obj_f1);
+  add_number (b, "aji", f.aji);
+  add_number (b, "count_error", f.count_error);
+  add_number (b, "truth", f.truth);
+  add_number (b, "predicted", f.predicted);
+  add_number (b, "detection_matched", f.det_matched);
+  add_number (b, "missed", f.seg.missed);
+  add_number (b, "merged", f.seg.merged);
+  add_number (b, "merged_predictions", f.seg.merged_predictions);
+  add_number (b, "split_extra", f.seg.split_extra);
+  add_number (b, "false_objects", f.seg.false_objects);
+  json_builder_end_object (b);
+}
+
+void
+add_means_json (JsonBuilder *b, const char *name, const std::array<Means, 3> &m)
+{
+  json_builder_set_member_name (b, name);
+  json_builder_begin_object (b);
+  for (int k = 0; k < 3; k++) {
+    json_builder_set_member_name (b, kMethods[k]);
+    json_builder_begin_object (b);
+    add_number (b, "detection_f1", m[k].det_f1);
+    add_number (b, "object_f1_iou50", m[k].obj_f1);
+    add_number (b, "aji", m[k].aji);
+    add_number (b, "mean_count_error", m[k].count);
+    add_number (b, "mean_abs_count_error", m[k].abs_count);
+    add_number (b, "worst_abs_count_error", m[k].worst_abs_count);
+    json_builder_end_object (b);
+  }
+  json_builder_end_object (b);
+}
+
+void
+add_looo_json (JsonBuilder *b, const std::vector<FoldRow> &looo, const LoooMeans &s, const std::string &folds)
+{
   json_builder_set_member_name (b, "leave_one_organ_out");
   json_builder_begin_object (b);
   json_builder_set_member_name (b, "folds_dir");
@@ -769,120 +942,179 @@ main (int argc, char **argv)
     json_builder_set_member_name (b, "organ");
     json_builder_add_string_value (b, r.organ.c_str ());
     for (int k = 0; k < 3; k++) {
-      const FoldScore &f = pick (r, k);
-      json_builder_set_member_name (b, methods[k]);
-      if (!f.ok) {
+      json_builder_set_member_name (b, kMethods[k]);
+      if (pick (r, k).ok)
+        add_fold_score_json (b, pick (r, k));
+      else
         json_builder_add_null_value (b);
-        continue;
-      }
-      json_builder_begin_object (b);
-      for (auto [key, v] : {std::pair<const char *, double>{"detection_f1", f.det_f1},
-                            {"object_f1_iou50", f.obj_f1},
-                            {"aji", f.aji},
-                            {"count_error", f.count_error},
-                            {"truth", (double)f.truth},
-                            {"predicted", (double)f.predicted},
-                            {"detection_matched", (double)f.det_matched},
-                            {"missed", (double)f.seg.missed},
-                            {"merged", (double)f.seg.merged},
-                            {"merged_predictions", (double)f.seg.merged_predictions},
-                            {"split_extra", (double)f.seg.split_extra},
-                            {"false_objects", (double)f.seg.false_objects}}) {
-        json_builder_set_member_name (b, key);
-        json_builder_add_double_value (b, v);
-      }
-      json_builder_end_object (b);
     }
     json_builder_end_object (b);
   }
   json_builder_end_array (b);
-  auto means_json = [&] (const char *name, const std::array<Means, 3> &m) {
-    json_builder_set_member_name (b, name);
-    json_builder_begin_object (b);
-    for (int k = 0; k < 3; k++) {
-      json_builder_set_member_name (b, methods[k]);
-      json_builder_begin_object (b);
-      for (auto [key, v] : {std::pair<const char *, double>{"detection_f1", m[k].det_f1},
-                            {"object_f1_iou50", m[k].obj_f1},
-                            {"aji", m[k].aji},
-                            {"mean_count_error", m[k].count},
-                            {"mean_abs_count_error", m[k].abs_count},
-                            {"worst_abs_count_error", m[k].worst_abs_count}}) {
-        json_builder_set_member_name (b, key);
-        json_builder_add_double_value (b, v);
-      }
-      json_builder_end_object (b);
-    }
-    json_builder_end_object (b);
-  };
   json_builder_set_member_name (b, "organs");
   json_builder_begin_object (b);
-  for (size_t k = 0; k < organs.size (); k++)
-    means_json (organs[k].c_str (), organ_means[k]);
+  for (size_t k = 0; k < s.organs.size (); k++)
+    add_means_json (b, s.organs[k].c_str (), s.organs_means[k]);
   json_builder_end_object (b);
-  means_json ("mean_over_organs", over_organs);
-  means_json ("mean_over_tiles", over_tiles);
+  add_means_json (b, "mean_over_organs", s.over_organs);
+  add_means_json (b, "mean_over_tiles", s.over_tiles);
   json_builder_end_object (b);
+}
+
+void
+add_thresholds_json (JsonBuilder *b, const std::vector<ThresholdChoice> &thresholds)
+{
   json_builder_set_member_name (b, "thresholds_chosen_on_training_organs");
   json_builder_begin_array (b);
   for (const auto &c : thresholds) {
     json_builder_begin_object (b);
     json_builder_set_member_name (b, "held_out_organ");
     json_builder_add_string_value (b, c.organ.c_str ());
-    for (auto [k, v] : {std::pair<const char *, double>{"fg_threshold", c.fg},
-                        {"marker_threshold", c.marker},
-                        {"training_detection_f1", c.train_det_f1},
-                        {"training_aji", c.train_aji},
-                        {"held_out_detection_f1", c.held_out_chosen.det_f1},
-                        {"held_out_aji", c.held_out_chosen.aji},
-                        {"held_out_mean_abs_count_error", c.held_out_chosen.count_error},
-                        {"held_out_detection_f1_defaults", c.held_out_default.det_f1},
-                        {"held_out_aji_defaults", c.held_out_default.aji},
-                        {"held_out_mean_abs_count_error_defaults", c.held_out_default.count_error}}) {
-      json_builder_set_member_name (b, k);
-      json_builder_add_double_value (b, v);
-    }
+    add_number (b, "fg_threshold", c.fg);
+    add_number (b, "marker_threshold", c.marker);
+    add_number (b, "training_detection_f1", c.train_det_f1);
+    add_number (b, "training_aji", c.train_aji);
+    add_number (b, "held_out_detection_f1", c.held_out_chosen.det_f1);
+    add_number (b, "held_out_aji", c.held_out_chosen.aji);
+    add_number (b, "held_out_mean_abs_count_error", c.held_out_chosen.count_error);
+    add_number (b, "held_out_detection_f1_defaults", c.held_out_default.det_f1);
+    add_number (b, "held_out_aji_defaults", c.held_out_default.aji);
+    add_number (b, "held_out_mean_abs_count_error_defaults", c.held_out_default.count_error);
     json_builder_end_object (b);
   }
   json_builder_end_array (b);
+}
+
+void
+add_runs_json (JsonBuilder *b, const char *key, const std::vector<double> &runs)
+{
+  json_builder_set_member_name (b, key);
+  json_builder_begin_array (b);
+  for (double x : runs)
+    json_builder_add_double_value (b, x);
+  json_builder_end_array (b);
+}
+
+void
+add_speed_json (JsonBuilder *b, const std::vector<SpeedRow> &speed)
+{
   json_builder_set_member_name (b, "speed_1920x1080");
   json_builder_begin_array (b);
   for (const auto &r : speed) {
     json_builder_begin_object (b);
     json_builder_set_member_name (b, "frames");
     json_builder_add_string_value (b, r.scene.c_str ());
-    auto num = [&] (const char *k, double v) {
-      json_builder_set_member_name (b, k);
-      json_builder_add_double_value (b, v);
-    };
-    num ("model_median_fps", r.model_fps);
-    num ("model_median_fps_cpu_time", r.model_cpu_fps);
-    num ("median_fps_cpu_time", r.ours_cpu_fps);
-    num ("median_fps", r.ours_fps);
-    num ("median_fps_full_resolution", r.full_fps);
-    num ("skimage_median_fps", r.skimage_fps);
-    num ("ratio", r.skimage_fps > 0 ? r.ours_fps / r.skimage_fps : 0);
-    for (auto [k, v] : {std::pair<const char *, const std::vector<double> *>{"model_runs_fps", &r.model_runs},
-                        {"runs_fps", &r.ours_runs},
-                        {"runs_fps_full_resolution", &r.full_runs},
-                        {"skimage_runs_fps", &r.skimage_runs}}) {
-      json_builder_set_member_name (b, k);
-      json_builder_begin_array (b);
-      for (double x : *v)
-        json_builder_add_double_value (b, x);
-      json_builder_end_array (b);
-    }
+    add_number (b, "model_median_fps", r.model_fps);
+    add_number (b, "model_median_fps_cpu_time", r.model_cpu_fps);
+    add_number (b, "median_fps_cpu_time", r.ours_cpu_fps);
+    add_number (b, "median_fps", r.ours_fps);
+    add_number (b, "median_fps_full_resolution", r.full_fps);
+    add_number (b, "skimage_median_fps", r.skimage_fps);
+    add_number (b, "ratio", r.skimage_fps > 0 ? r.ours_fps / r.skimage_fps : 0);
+    add_runs_json (b, "model_runs_fps", r.model_runs);
+    add_runs_json (b, "runs_fps", r.ours_runs);
+    add_runs_json (b, "runs_fps_full_resolution", r.full_runs);
+    add_runs_json (b, "skimage_runs_fps", r.skimage_runs);
     json_builder_end_object (b);
   }
   json_builder_end_array (b);
+}
+
+void
+write_results (const Results &res, const Options &opt)
+{
+  g_autoptr (JsonBuilder) b = json_builder_new ();
+  json_builder_begin_object (b);
+  json_builder_set_member_name (b, "benchmark");
+  json_builder_add_string_value (b, "tumorfeatures nuclei analysis vs scikit-image");
+  json_builder_set_member_name (b, "command");
+  json_builder_add_string_value (b, "meson test -C build --benchmark --suite bench -v analysis");
+  json_builder_set_member_name (b, "pinned_one_cpu");
+  json_builder_add_boolean_value (b, res.pinned);
+  json_builder_set_member_name (b, "repeats");
+  json_builder_add_int_value (b, opt.repeats);
+  add_accuracy_json (b, res.accuracy);
+  add_sensitivity_json (b, res.sensitivity);
+  add_runs_json (b, "load_average_before_speed", std::vector<double> (res.load, res.load + 3));
+  add_looo_json (b, res.looo, res.looo_means, opt.folds);
+  add_thresholds_json (b, res.thresholds);
+  add_speed_json (b, res.speed);
   json_builder_end_object (b);
-  livemicro::bench::write_json (b, json_path);
-  // Clean the temporary frames.
+  livemicro::bench::write_json (b, opt.json_path);
+}
+
+// This process on CPU 0 alone.
+bool
+pin_to_one_cpu ()
+{
+  cpu_set_t one;
+  CPU_ZERO (&one);
+  CPU_SET (0, &one);
+  return sched_setaffinity (0, sizeof one, &one) == 0;
+}
+
+void
+remove_dir (const std::string &dir)
+{
   if (GDir *d = g_dir_open (dir.c_str (), 0, nullptr)) {
     while (const char *n = g_dir_read_name (d))
       g_remove ((dir + "/" + n).c_str ());
     g_dir_close (d);
   }
   g_rmdir (dir.c_str ());
+}
+
+} // namespace
+
+int
+main (int argc, char **argv)
+{
+  const Options opt = parse_options (argc, argv);
+  Results res;
+  res.pinned = pin_to_one_cpu ();
+  cv::setNumThreads (0);
+  g_autofree char *tmp = g_dir_make_tmp ("bench-analysis-XXXXXX", nullptr);
+  const Baseline base{std::string ("OMP_NUM_THREADS=1 taskset -c 0 /usr/bin/python3 ") + SKIMAGE_SCRIPT, tmp};
+
+  if (opt.runs ("looo"))
+    res.looo = leave_one_organ_out (opt.testdata, opt.folds, base);
+  res.looo_means = means_of (res.looo);
+  if (!res.looo.empty ()) {
+    print_looo_tiles (res.looo, opt.folds);
+    print_looo_means (res.looo_means, (int)res.looo.size ());
+    print_error_sources (res.looo, res.looo_means.organs);
+    print_looo_targets (res.looo_means.over_organs[0]);
+    std::fflush (stdout);
+  }
+
+  if (opt.only == "thresholds")
+    res.thresholds = choose_thresholds (opt.testdata, opt.folds);
+
+  const KidneyTile kidney = read_kidney_tile (opt.testdata);
+  if (!opt.runs ("kidney")) {
+    // skipped
+  } else if (kidney.bgr.empty () || kidney.labels.empty ()) {
+    std::printf ("accuracy: MoNuSeg tile not found under '%s' (set LIVEMICRO_TESTDATA): skipped\n",
+                 opt.testdata.c_str ());
+  } else {
+    res.accuracy = accuracy_rows (kidney, base);
+    res.sensitivity = sensitivity_rows (kidney);
+    print_accuracy (res.accuracy, res.sensitivity);
+  }
+
+  if (getloadavg (res.load, 3) < 0)
+    res.load[0] = res.load[1] = res.load[2] = -1;
+  print_speed_header (res.pinned, opt.repeats, res.load);
+  if (opt.runs ("speed")) {
+    const std::vector<Scene> scenes = speed_scenes (kidney);
+    for (size_t k = 0; k < scenes.size (); k++) {
+      res.speed.push_back (
+          time_scene (scenes[k], base.dir + "/frame-" + std::to_string (k) + ".png", opt, base));
+      print_speed_row (res.speed.back ());
+    }
+  }
+
+  write_results (res, opt);
+  remove_dir (base.dir);
   return 0;
 }

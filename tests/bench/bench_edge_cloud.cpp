@@ -16,9 +16,8 @@
 //
 //   meson test -C build --benchmark --suite bench edge-cloud -v
 //   build/tests/bench/bench-edge-cloud [--runs N] [--json FILE]
-#include "../orchestrator/daemon_process.h"
+#include "bench_cluster.h"
 #include "bench_util.h"
-#include "etcd_cluster.h"
 
 #include <cstdio>
 #include <cstdlib>
@@ -31,9 +30,6 @@ using livemicro::test::HttpReply;
 using livemicro::test::RtspPlayer;
 
 namespace {
-
-const char *kHome = R"({"video": {"width": 640, "height": 360, "framerate": 15, "bitrate_kbps": 800},
-  "microscopes": [{"id": "scope-a", "uri": "sim://synthetic"}]})";
 
 double
 metric_of (const Daemon &d, const char *name)
@@ -103,16 +99,11 @@ main (int argc, char **argv)
   gst_init (&argc, &argv);
   int runs = 3;
   std::string json_path = "bench-edge-cloud.json";
-  for (int i = 1; i + 1 < argc; i++) {
-    if (!std::strcmp (argv[i], "--runs"))
-      runs = std::max (1, std::atoi (argv[++i]));
-    else if (!std::strcmp (argv[i], "--json"))
-      json_path = argv[++i];
-  }
-  if (!livemicro::test::etcd_available ()) {
-    std::printf ("SKIP: etcd is not installed (scripts/install-deps.sh installs etcd-server)\n");
+  if (auto status = livemicro::bench::parse_options (argc, argv, "bench-edge-cloud [--runs N] [--json FILE]",
+                                                     {{"--runs", &runs, 1}}, {{"--json", &json_path}}))
+    return *status;
+  if (!livemicro::bench::etcd_or_skip ())
     return 77;
-  }
   double load_start[3] = {}, load_end[3] = {};
   getloadavg (load_start, 3);
   const std::vector<int> steps = {1, 5, 20};
@@ -123,22 +114,20 @@ main (int argc, char **argv)
       std::fprintf (stderr, "etcd did not start\n");
       return 1;
     }
-    Daemon a (kHome);
-    a.extra_args = {"--cluster", etcd.cluster_arg (), "--node-name", "node-a", "--site", "lab"};
+    Daemon a (livemicro::bench::kHomeNode);
+    livemicro::bench::join (a, etcd, "node-a", "lab");
     Daemon c (R"({"cluster": {"etcd": [")" + etcd.endpoint (0) + R"("], "node": "node-c", "site": "far"},
                   "microscopes": []})");
     if (!a.start () || !c.start ()) {
       std::fprintf (stderr, "a node did not start: %s %s\n", a.error ().c_str (), c.error ().c_str ());
       return 1;
     }
-    // Both nodes see each other (placement reads the site from A's view).
-    auto both = [] (const Daemon &d) {
-      HttpReply r = d.request ("GET", "/api/v1/cluster");
-      return r.body.find ("\"node-a\"") != std::string::npos
-             && r.body.find ("\"node-c\"") != std::string::npos
-             && r.body.find ("scope-a") != std::string::npos;
-    };
-    livemicro::test::eventually ([&] { return both (a) && both (c); }, 10);
+    // Both nodes see each other and scope-a's home (placement reads the
+    // site from A's view).
+    if (!livemicro::bench::wait_for_cluster ({&a, &c}, 1)) {
+      std::fprintf (stderr, "the nodes do not see each other\n");
+      return 1;
+    }
     for (int n : steps) {
       Step s = measure (a, c, n, 5);
       std::printf (
@@ -153,12 +142,7 @@ main (int argc, char **argv)
   }
   getloadavg (load_end, 3);
 
-  auto med = [&] (int n, auto field) {
-    std::vector<double> v;
-    for (const auto &s : results[n])
-      v.push_back (field (s));
-    return livemicro::bench::median (v);
-  };
+  auto med = [&] (int n, auto field) { return livemicro::bench::median_of (results[n], field); };
   const double one_stream = med (1, [] (const Step &s) { return s.relay_bytes_s; });
   std::printf (
       "\nEdge cloud: viewers at a remote site (node C) of a microscope homed on node A, median of %d runs\n"

@@ -28,13 +28,11 @@
 //   meson test -C build --benchmark --suite bench edge-failover -v
 //   build/tests/bench/bench-edge-failover [--kills N] [--viewers V] [--runs N] [--json FILE]
 #include "../orchestrator/cdp.h"
-#include "../orchestrator/daemon_process.h"
+#include "bench_cluster.h"
 #include "bench_util.h"
-#include "etcd_cluster.h"
 
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <map>
 
 using livemicro::test::ChromiumPage;
@@ -45,25 +43,10 @@ using livemicro::test::RtspPlayer;
 
 namespace {
 
-const char *kHome = R"({"video": {"width": 640, "height": 360, "framerate": 15, "bitrate_kbps": 800},
-  "microscopes": [{"id": "scope-a", "uri": "sim://synthetic"}]})";
+using livemicro::bench::join;
+using livemicro::bench::kHomeNode;
+
 const char *kServing = R"({"microscopes": []})";
-
-void
-join (Daemon &d, const EtcdCluster &etcd, const std::string &name, const std::string &site)
-{
-  d.extra_args = {"--cluster", etcd.cluster_arg (), "--node-name", name, "--site", site};
-}
-
-int
-nodes_of (const Daemon &d)
-{
-  HttpReply r = d.request ("GET", "/api/v1/cluster");
-  JsonArray *a = r.object () && json_object_has_member (r.object (), "nodes")
-                     ? json_object_get_array_member (r.object (), "nodes")
-                     : nullptr;
-  return a ? (int)json_array_get_length (a) : 0;
-}
 
 HttpReply
 far_session (const Daemon &a, const std::string &user)
@@ -90,12 +73,11 @@ failovers (int kills)
     out.failed = kills;
     return out;
   }
-  Daemon a (kHome), b (kServing), c (kServing);
+  Daemon a (kHomeNode), b (kServing), c (kServing);
   join (a, etcd, "node-a", "lab");
   join (b, etcd, "node-b", "far");
   join (c, etcd, "node-c", "far");
-  if (!a.start () || !b.start () || !c.start ()
-      || !livemicro::test::eventually ([&] { return nodes_of (a) == 3; }, 10)) {
+  if (!a.start () || !b.start () || !c.start () || !livemicro::bench::wait_for_cluster ({&a, &b, &c}, 1)) {
     std::fprintf (stderr, "the nodes did not start: %s %s %s\n", a.error ().c_str (), b.error ().c_str (),
                   c.error ().c_str ());
     out.failed = kills;
@@ -183,7 +165,7 @@ spread (int serving_nodes, int viewers, double seconds)
     out.failed = viewers;
     return out;
   }
-  Daemon a (kHome);
+  Daemon a (kHomeNode);
   join (a, etcd, "node-a", "lab");
   std::vector<std::unique_ptr<Daemon>> nodes;
   for (int i = 0; i < serving_nodes; i++) {
@@ -191,9 +173,12 @@ spread (int serving_nodes, int viewers, double seconds)
     join (*nodes.back (), etcd, "serving-" + std::to_string (i + 1), "far");
   }
   bool up = a.start ();
-  for (auto &n : nodes)
+  std::vector<const Daemon *> all = {&a};
+  for (auto &n : nodes) {
     up = up && n->start ();
-  if (!up || !livemicro::test::eventually ([&] { return nodes_of (a) == serving_nodes + 1; }, 10)) {
+    all.push_back (n.get ());
+  }
+  if (!up || !livemicro::bench::wait_for_cluster (all, 1)) {
     out.failed = viewers;
     return out;
   }
@@ -261,20 +246,13 @@ main (int argc, char **argv)
   gst_init (&argc, &argv);
   int runs = 3, kills = 20, viewers = 24;
   std::string json_path = "bench-edge-failover.json";
-  for (int i = 1; i + 1 < argc; i++) {
-    if (!std::strcmp (argv[i], "--runs"))
-      runs = std::max (0, std::atoi (argv[++i]));
-    else if (!std::strcmp (argv[i], "--kills"))
-      kills = std::max (0, std::atoi (argv[++i]));
-    else if (!std::strcmp (argv[i], "--viewers"))
-      viewers = std::max (1, std::atoi (argv[++i]));
-    else if (!std::strcmp (argv[i], "--json"))
-      json_path = argv[++i];
-  }
-  if (!livemicro::test::etcd_available ()) {
-    std::printf ("SKIP: etcd is not installed (scripts/install-deps.sh installs etcd-server)\n");
+  if (auto status = livemicro::bench::parse_options (
+          argc, argv, "bench-edge-failover [--kills N] [--viewers V] [--runs N] [--json FILE]",
+          {{"--runs", &runs, 0}, {"--kills", &kills, 0}, {"--viewers", &viewers, 1}},
+          {{"--json", &json_path}}))
+    return *status;
+  if (!livemicro::bench::etcd_or_skip ())
     return 77;
-  }
   double load_start[3] = {}, load_end[3] = {};
   getloadavg (load_start, 3);
 
@@ -332,12 +310,7 @@ main (int argc, char **argv)
     json_builder_end_array (b);
     json_builder_end_object (b);
   }
-  auto med = [&] (int n, auto field) {
-    std::vector<double> v;
-    for (const auto &s : spreads[n])
-      v.push_back (field (s));
-    return livemicro::bench::median (v);
-  };
+  auto med = [&] (int n, auto field) { return livemicro::bench::median_of (spreads[n], field); };
   if (runs == 0) {
     json_builder_end_object (b);
     livemicro::bench::write_json (b, json_path);

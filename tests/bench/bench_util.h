@@ -1,5 +1,6 @@
-// What every benchmark needs: medians and percentiles of its samples, and
-// writing its results (built with a JsonBuilder) to its JSON file.
+// What every benchmark needs: its command line, medians and percentiles of
+// its samples, and writing its results (built with a JsonBuilder) to its
+// JSON file.
 #pragma once
 
 #include <json-glib/json-glib.h>
@@ -7,17 +8,80 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <climits>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <initializer_list>
 #include <iterator>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
 
-#include <unistd.h>
-
 namespace livemicro::bench {
+
+// A benchmark's "--name value" options: whole numbers of at least `min`,
+// and texts.
+struct IntOption {
+  const char *name;
+  int *value;
+  int min;
+};
+struct TextOption {
+  const char *name;
+  std::string *value;
+};
+
+// Reads the command line into the options.  The status main returns at
+// once when the benchmark is not to run: 0 after --help (the usage
+// printed), 2 for an option it does not know, one without its value, or a
+// number that is not one or is below its least (said on stderr with the
+// usage).
+inline std::optional<int>
+parse_options (int argc, char **argv, const char *usage, std::initializer_list<IntOption> ints,
+               std::initializer_list<TextOption> texts = {})
+{
+  for (int i = 1; i < argc; i++) {
+    const std::string arg = argv[i];
+    if (arg == "--help" || arg == "-h") {
+      std::printf ("usage: %s\n", usage);
+      return 0;
+    }
+    const IntOption *number = nullptr;
+    const TextOption *text = nullptr;
+    for (const IntOption &o : ints)
+      if (arg == o.name)
+        number = &o;
+    for (const TextOption &o : texts)
+      if (arg == o.name)
+        text = &o;
+    if (!number && !text) {
+      std::fprintf (stderr, "unknown option '%s'\nusage: %s\n", arg.c_str (), usage);
+      return 2;
+    }
+    if (i + 1 >= argc) {
+      std::fprintf (stderr, "%s needs a value\nusage: %s\n", arg.c_str (), usage);
+      return 2;
+    }
+    const char *value = argv[++i];
+    if (text) {
+      *text->value = value;
+      continue;
+    }
+    char *end = nullptr;
+    errno = 0;
+    const long n = std::strtol (value, &end, 10);
+    if (end == value || *end || errno || n < number->min || n > INT_MAX) {
+      std::fprintf (stderr, "%s wants a whole number of at least %d, not '%s'\nusage: %s\n", arg.c_str (),
+                    number->min, value, usage);
+      return 2;
+    }
+    *number->value = (int)n;
+  }
+  return std::nullopt;
+}
 
 // The upper median (0 for no samples).
 inline double
@@ -25,6 +89,17 @@ median (std::vector<double> v)
 {
   std::sort (v.begin (), v.end ());
   return v.empty () ? 0 : v[v.size () / 2];
+}
+
+// The median of one figure over runs: `figure (run)` of each.
+template <class Run, class Figure>
+double
+median_of (const std::vector<Run> &runs, Figure figure)
+{
+  std::vector<double> v;
+  for (const Run &r : runs)
+    v.push_back (figure (r));
+  return median (v);
 }
 
 // The q-quantile, nearest rank (0 for no samples).

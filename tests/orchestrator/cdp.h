@@ -9,6 +9,9 @@
 #include <json-glib/json-glib.h>
 #include <libsoup/soup.h>
 
+#include <csignal>
+#include <sys/prctl.h>
+
 #include <condition_variable>
 #include <map>
 #include <mutex>
@@ -33,9 +36,10 @@ public:
     for (auto &a : args)
       argv.push_back (a.c_str ());
     argv.push_back (nullptr);
-    browser_ = g_subprocess_newv (
-        argv.data (),
-        (GSubprocessFlags)(G_SUBPROCESS_FLAGS_STDOUT_SILENCE | G_SUBPROCESS_FLAGS_STDERR_SILENCE), nullptr);
+    g_autoptr (GSubprocessLauncher) l = g_subprocess_launcher_new (
+        (GSubprocessFlags)(G_SUBPROCESS_FLAGS_STDOUT_SILENCE | G_SUBPROCESS_FLAGS_STDERR_SILENCE));
+    g_subprocess_launcher_set_child_setup (l, killed_with_parent, nullptr, nullptr);
+    browser_ = g_subprocess_launcher_spawnv (l, argv.data (), nullptr);
     // Find the page's DevTools socket.
     std::string ws;
     for (int i = 0; i < 100 && ws.empty (); i++, g_usleep (100000))
@@ -167,6 +171,13 @@ public:
   }
 
 private:
+  // In the child before exec: the kernel kills the browser when the thread
+  // that started it ends, so a test or benchmark killed mid-run (SIGKILL,
+  // a timeout) leaves no Chromium behind.  /usr/bin/chromium execs the
+  // browser, which keeps the setting; the browser's own children (zygote,
+  // renderers) go when it goes.  SIGKILL, not SIGTERM: nothing of the
+  // browser is worth an orderly shutdown here.
+  static void killed_with_parent (gpointer) { prctl (PR_SET_PDEATHSIG, SIGKILL); }
   static int free_port ()
   {
     g_autoptr (GSocket) s

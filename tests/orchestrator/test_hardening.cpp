@@ -5,15 +5,18 @@
 // daemon process on 127.0.0.1; the clients are raw sockets where a library
 // would refuse to misbehave.
 #include "daemon_process.h"
+#include "etcd_cluster.h"
 #include "events_client.h"
 #include "raw_client.h"
 #include "webrtc_client.h"
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <thread>
 
 using livemicro::test::Daemon;
+using livemicro::test::EtcdCluster;
 using livemicro::test::EventsClient;
 using livemicro::test::HttpReply;
 using livemicro::test::process_usage;
@@ -38,6 +41,40 @@ protected:
     ASSERT_TRUE (d.running ()) << "livemicrod died after " << after << "\n" << d.log ();
     HttpReply h = d.request ("GET", "/healthz", "", "");
     ASSERT_EQ (h.status, 200) << "after " << after;
+  }
+
+  // Whether a message holding every one of `words` comes on `c` within
+  // about 4 s (false as soon as the socket closes).
+  static bool receives (RawClient &c, std::initializer_list<const char *> words)
+  {
+    bool closed = false;
+    for (int i = 0; i < 20 && !closed; i++)
+      for (const auto &f : c.websocket_read (200, &closed))
+        if (std::all_of (words.begin (), words.end (),
+                         [&] (const char *w) { return f.payload.find (w) != std::string::npos; }))
+          return true;
+    return false;
+  }
+
+  // The ids of the sessions `d` lists to the admin, in its order.
+  static std::vector<std::string> session_ids (const Daemon &d)
+  {
+    std::vector<std::string> ids;
+    HttpReply r = d.request ("GET", "/api/v1/sessions");
+    JsonArray *a = r.object () ? json_object_get_array_member (r.object (), "sessions") : nullptr;
+    for (guint i = 0; a && i < json_array_get_length (a); i++)
+      ids.push_back (json_object_get_string_member (json_array_get_object_element (a, i), "id"));
+    return ids;
+  }
+
+  // How many are present at the microscope (viewer pages and event clients).
+  static int presence (const Daemon &d)
+  {
+    HttpReply r = d.request ("GET", "/api/v1/microscopes/demo");
+    JsonArray *a = r.object () && json_object_has_member (r.object (), "presence")
+                       ? json_object_get_array_member (r.object (), "presence")
+                       : nullptr;
+    return a ? (int)json_array_get_length (a) : -1;
   }
 };
 
@@ -117,11 +154,7 @@ TEST_F (Hardening, WebSocketMessagesOfTheWrongShapeAreRefusedNotFatal)
   }
   // The socket still works: a well-formed ping is answered.
   ASSERT_TRUE (c.websocket_text (R"({"type":"ping","t":42})"));
-  bool pong = false;
-  for (int i = 0; i < 20 && !pong; i++)
-    for (const auto &f : c.websocket_read (200))
-      pong = pong || f.payload.find ("\"pong\"") != std::string::npos;
-  EXPECT_TRUE (pong);
+  EXPECT_TRUE (receives (c, {"\"pong\""}));
 }
 
 TEST_F (Hardening, FragmentedAndDeeplyNestedMessagesAreBoundedLikeWholeOnes)
@@ -533,4 +566,125 @@ TEST_F (Hardening, NegotiatedWebRtcPeersAreTornDownCompletely)
   }
   EXPECT_LE (after.fds, before.fds + 2) << "fds " << before.fds << " → " << after.fds;
   EXPECT_LE (after.threads, before.threads + 2) << "threads " << before.threads << " → " << after.threads;
+}
+
+// POST /api/v1/cluster/sessions/{id}: how a home node tells a serving node
+// of a session placed on it.  On a node that is not in an edge cloud it is
+// the admin's all the same (403 first), then 404; nothing changes.
+TEST_F (Hardening, PlacedSessionNoticesOffAnEdgeCloudAre403ForSessionsAnd404ForTheAdmin)
+{
+  Daemon d (kSmall);
+  ASSERT_TRUE (d.start ()) << d.error ();
+  HttpReply owner = d.create_session ("olga", "owner");
+  HttpReply guest = d.create_session ("gus", "guest");
+  ASSERT_EQ (owner.status, 201);
+  ASSERT_EQ (guest.status, 201);
+  const std::vector<std::string> before = session_ids (d);
+  const std::string path = "/api/v1/cluster/sessions/" + owner.str ("id");
+  for (const HttpReply *s : {&owner, &guest}) {
+    HttpReply r = d.request ("POST", path, "", s->str ("token"));
+    EXPECT_EQ (r.status, 403) << r.body;
+    EXPECT_FALSE (r.str ("error").empty ()) << r.body;
+  }
+  EXPECT_EQ (d.request ("POST", path, "", "").status, 401);
+  for (const std::string &id : {owner.str ("id"), std::string ("no-such-session")}) {
+    HttpReply r = d.request ("POST", "/api/v1/cluster/sessions/" + id);
+    EXPECT_EQ (r.status, 404) << r.body;
+    EXPECT_NE (r.str ("error").find ("not in an edge cloud"), std::string::npos) << r.body;
+  }
+  EXPECT_EQ (session_ids (d), before);
+  EXPECT_EQ (d.request ("GET", "/api/v1/sessions/" + owner.str ("id"), "", owner.str ("token")).status, 200);
+  expect_alive (d, "placed-session notices off an edge cloud");
+}
+
+// On a node of an edge cloud: the admin's only (403 for a session's own
+// token, even about itself), and a notice of a session etcd does not hold
+// is taken (204: the node reads etcd and finds nothing) and adds nothing
+// the node lists or shows.
+TEST_F (Hardening, PlacedSessionNoticesOnAnEdgeCloudAreTheAdminsAndAnUnknownIdChangesNothing)
+{
+  if (!livemicro::test::etcd_available ())
+    GTEST_SKIP () << "etcd is not installed (scripts/install-deps.sh installs etcd-server)";
+  EtcdCluster etcd (1);
+  ASSERT_TRUE (etcd.start ());
+  Daemon d (kSmall);
+  d.extra_args = {"--cluster", etcd.cluster_arg (), "--node-name", "node-a"};
+  ASSERT_TRUE (d.start ()) << d.error ();
+  ASSERT_TRUE (livemicro::test::eventually (
+      [&] {
+        HttpReply c = d.request ("GET", "/api/v1/cluster");
+        return c.status == 200 && json_object_get_boolean_member_with_default (c.object (), "joined", FALSE);
+      },
+      10))
+      << d.log ();
+  HttpReply owner = d.create_session ("olga", "owner");
+  ASSERT_EQ (owner.status, 201) << owner.body;
+  const std::string id = owner.str ("id"), token = owner.str ("token");
+  const std::vector<std::string> before = session_ids (d);
+
+  HttpReply own = d.request ("POST", "/api/v1/cluster/sessions/" + id, "", token);
+  EXPECT_EQ (own.status, 403) << own.body;
+  EXPECT_FALSE (own.str ("error").empty ()) << own.body;
+
+  std::string unknown = id;
+  unknown.back () = unknown.back () == 'a' ? 'b' : 'a';
+  for (const std::string &other : {unknown, std::string ("no-such-session"), std::string (300, 'x')}) {
+    HttpReply r = d.request ("POST", "/api/v1/cluster/sessions/" + other);
+    EXPECT_EQ (r.status, 204) << other.substr (0, 40) << " → " << r.body;
+    EXPECT_EQ (d.request ("GET", "/api/v1/sessions/" + other).status, 404) << other.substr (0, 40);
+  }
+  // An id that would be another etcd key: libsoup refuses an encoded '/'
+  // in a path before any handler sees it.
+  EXPECT_EQ (d.request ("POST", "/api/v1/cluster/sessions/..%2Fnodes%2Fnode-a").status, 400);
+  EXPECT_EQ (session_ids (d), before);
+  HttpReply same = d.request ("GET", "/api/v1/sessions/" + id, "", token);
+  EXPECT_EQ (same.status, 200) << same.body;
+  expect_alive (d, "placed-session notices of unknown ids");
+}
+
+// The hello's "relayed" (a node of the edge cloud that relays the page says
+// so) is true or false.  Any other value is refused like the hello's other
+// fields: before the hello is accepted the socket closes with 4401 and
+// nobody joins the microscope; after it, the page is told which field.
+TEST_F (Hardening, AHellosRelayedFieldOfTheWrongTypeIsRefusedAndChangesNothing)
+{
+  Daemon d (kSmall);
+  ASSERT_TRUE (d.start ()) << d.error ();
+  HttpReply s = d.create_session ("carl", "consultant");
+  ASSERT_EQ (s.status, 201);
+  const std::string sid = s.str ("id");
+  const std::string hello
+      = R"({"type":"hello","token":")" + s.str ("token") + R"(","webrtc":false,"relayed":)";
+  const std::vector<std::string> wrong
+      = {R"("true")", R"("")", "1", "0", "{}", R"({"relayed":true})", "null", "[true]"};
+  ASSERT_EQ (presence (d), 0);
+  for (const std::string &v : wrong) {
+    RawClient c (d.http_port ());
+    ASSERT_TRUE (c.websocket_handshake ("/ws/" + sid));
+    ASSERT_TRUE (c.websocket_text (hello + v + "}"));
+    bool closed = false;
+    auto frames = c.websocket_read (1500, &closed);
+    EXPECT_TRUE (closed) << "relayed: " << v;
+    EXPECT_EQ (RawClient::close_code (frames), 4401) << "relayed: " << v;
+    for (const auto &f : frames)
+      EXPECT_EQ (f.payload.find ("\"welcome\""), std::string::npos) << "relayed: " << v << " was welcomed";
+    EXPECT_EQ (presence (d), 0) << "relayed: " << v << " joined the microscope";
+    expect_alive (d, "relayed: " + v);
+  }
+
+  // The session is as it was: a well-formed hello is welcomed.
+  RawClient c (d.http_port ());
+  ASSERT_TRUE (c.websocket_handshake ("/ws/" + sid));
+  ASSERT_TRUE (c.websocket_text (hello + "false}"));
+  ASSERT_TRUE (receives (c, {"\"welcome\""}));
+  EXPECT_EQ (presence (d), 1);
+
+  // After the hello: an error naming the field, and the socket goes on.
+  for (const std::string &v : wrong) {
+    ASSERT_TRUE (c.websocket_text (hello + v + "}")) << "the socket was dropped before relayed: " << v;
+    EXPECT_TRUE (receives (c, {"\"error\"", "'relayed' must be true or false"})) << "relayed: " << v;
+  }
+  ASSERT_TRUE (c.websocket_text (R"({"type":"ping","t":42})"));
+  EXPECT_TRUE (receives (c, {"\"pong\""}));
+  EXPECT_EQ (presence (d), 1);
 }
