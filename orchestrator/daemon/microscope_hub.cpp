@@ -472,7 +472,7 @@ MicroscopeHub::admit_command (const Principal &by, const CommandRequest &c)
     const ControlArbiter before = *control_;
     bool current = control_->check (by.session->id, c.lease);
     if (control_->take_changed ())
-      keep_lapse (before);
+      keep_passed_on (before, "lapsed");
     if (!current)
       refuse_command (by, c, Reason::kConflict,
                       "not the current lease (it lapsed, was revoked or handed over)");
@@ -621,13 +621,20 @@ MicroscopeHub::ended (const std::string &session_id, const Forgetting &f)
 }
 
 bool
-MicroscopeHub::adopt_control (const std::optional<ControlState> &kept, int64_t fence_revision)
+MicroscopeHub::adopt_control (const std::optional<ControlState> &kept, int64_t fence_revision,
+                              const std::set<std::string> &ended)
 {
   control_revision_ = fence_revision;
   if (!kept || !control_->restore (*kept))
     return false;
   control_->take_changed ();
-  control_changed ();
+  const ControlArbiter before = *control_;
+  for (const std::string &s : ended)
+    control_->forget (s);
+  if (control_->take_changed ())
+    keep_passed_on (before, "session ended while its home was away");
+  else
+    control_changed ();
   return true;
 }
 
@@ -637,17 +644,18 @@ MicroscopeHub::tick ()
   const ControlArbiter before = *control_;
   control_->tick ();
   if (control_->take_changed ())
-    keep_lapse (before);
+    keep_passed_on (before, "lapsed");
 }
 
-// A lease that lapsed passed on: kept once durable (and, in an edge cloud,
-// in etcd), else undone and tried again at the next tick.
+// The control passed on by itself (`why`: a lease lapsed, its session is
+// gone): kept once durable (and, in an edge cloud, in etcd), else undone
+// (a lapse is tried again at the next tick).
 void
-MicroscopeHub::keep_lapse (const ControlArbiter &before)
+MicroscopeHub::keep_passed_on (const ControlArbiter &before, const std::string &why)
 {
   const auto &h = control_->holder ();
   std::string detail
-      = h ? "lapsed; passed to " + h->holder.session + " epoch " + std::to_string (h->epoch) : "lapsed";
+      = h ? why + "; passed to " + h->holder.session + " epoch " + std::to_string (h->epoch) : why;
   try {
     AuditRecord row{0, g_get_real_time (), "livemicrod", "system", "", id (), "control", detail, "ok"};
     node_.durable ({row}, this);

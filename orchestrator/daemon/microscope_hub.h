@@ -137,10 +137,12 @@ public:
   void tick ();
 
   // In an edge cloud: the control kept in etcd, adopted when this node took
-  // the microscope under `fence_revision` (Node::adopt_cluster_control).
-  // False when there was none, or it is older than this hub's own: then the
-  // hub's own stands.
-  bool adopt_control (const std::optional<ControlState> &kept, int64_t fence_revision);
+  // the microscope under `fence_revision` (Node::adopt_cluster_control);
+  // the `ended` sessions leave it (a lease they held passes on).  False
+  // when there was none, or it is older than this hub's own: then the hub's
+  // own stands.
+  bool adopt_control (const std::optional<ControlState> &kept, int64_t fence_revision,
+                      const std::set<std::string> &ended);
   // The fencing revision under which the control was last adopted (0: never).
   int64_t control_revision () const { return control_revision_; }
 
@@ -165,7 +167,7 @@ private:
   void send_add_view (const ViewStream &v);
   bool send (const WorkerCommand &c);
   void control_changed ();
-  void keep_lapse (const ControlArbiter &before);
+  void keep_passed_on (const ControlArbiter &before, const std::string &why);
   void notify_state ();
   // Tells the worker who watches (docs/media-demand.md) when it changed, or
   // always with `force` (a freshly started worker is idle).

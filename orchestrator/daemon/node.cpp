@@ -515,17 +515,18 @@ Node::adopt_cluster_control (MicroscopeHub &hub)
     return;
   try {
     std::optional<ControlState> kept = cluster_->control (hub.id ());
+    // Sessions that ended while it was kept drive and wait no more.
+    std::set<std::string> ended;
     if (kept) {
-      // Sessions that ended while it was kept drive and wait no more.
-      auto gone = [&] (const Participant &p) {
-        return !store_->session (p.session) && !cluster_->session (p.session);
-      };
-      kept->queue.erase (std::remove_if (kept->queue.begin (), kept->queue.end (), gone), kept->queue.end ());
-      if (kept->holder && gone (kept->holder->holder))
-        kept->holder.reset ();
+      std::vector<Participant> all = kept->queue;
+      if (kept->holder)
+        all.push_back (kept->holder->holder);
+      for (const Participant &p : all)
+        if (!store_->session (p.session) && !cluster_->session (p.session))
+          ended.insert (p.session);
     }
     // What this node knows is written when etcd has nothing newer.
-    if (!hub.adopt_control (kept, fence->revision)) {
+    if (!hub.adopt_control (kept, fence->revision, ended)) {
       ControlState mine = hub.control ().state ();
       if (!cluster_->commit_fenced (*fence, {}, &mine))
         return; // lost the microscope meanwhile: the next holder adopts it
