@@ -36,17 +36,26 @@ CaptureTimeline::pts (int64_t capture_unix_ns, uint64_t running_now_ns, uint64_t
   } else if (pts < last_pts_ + kMinStepNs) {
     pts = last_pts_ + kMinStepNs; // two frames with one capture time
   }
-  // Frames that keep leaving before their timestamp: the anchor frame was
-  // late, and every frame waits as long.  Move the anchor earlier.
-  if (!anchor && now_known && pts > running_now_ns) {
-    uint64_t early = pts - running_now_ns;
-    least_early_ns_ = early_frames_ == 0 ? early : std::min (least_early_ns_, early);
-    if (++early_frames_ >= kSettleFrames) {
-      anchor_pts_ -= std::min ({least_early_ns_, step / 2, anchor_pts_});
-      early_frames_ = 0;
+  // Most frames leaving before their timestamp: the anchor frame was late,
+  // and they wait as long.  Per window of kSettleFrames frames, when at
+  // least half of them were early the anchor moves earlier by the least of
+  // those (at most half a frame), whatever the others did: a burst of a few
+  // queued frames keeps its spacing, while jitter no longer pins the stream
+  // to its anchor's delay (it settles near the frames' median delay; a
+  // slower frame leaves as soon as it comes).
+  if (anchor) {
+    window_frames_ = early_frames_ = 0;
+  } else if (now_known) {
+    if (pts > running_now_ns) {
+      const uint64_t early = pts - running_now_ns;
+      least_early_ns_ = early_frames_ == 0 ? early : std::min (least_early_ns_, early);
+      early_frames_++;
     }
-  } else {
-    early_frames_ = 0;
+    if (++window_frames_ >= kSettleFrames) {
+      if (2 * early_frames_ >= window_frames_)
+        anchor_pts_ -= std::min ({least_early_ns_, step / 2, anchor_pts_});
+      window_frames_ = early_frames_ = 0;
+    }
   }
   last_pts_ = pts;
   return pts;

@@ -36,11 +36,11 @@ constexpr const char *kReceivedTimeCaps = "timestamp/x-livemicro-received";
 // increase: a capture clock stepped back, frames from a restarted worker
 // after a gap, or a drift of more than kMaxDriftNs from the running time
 // start a new anchor at the running time (at least one frame after the
-// last).  A stream keeps the delay of the frame it anchored on: when every
-// frame of kSettleFrames in a row would leave early (the anchor frame was
-// late), the anchor moves earlier by the least of those, at most half a
-// frame at a time, so the delay settles on the frames' own.  Plain
-// arithmetic, no GStreamer state: unit-tested.
+// last).  A stream keeps the delay of the frame it anchored on until, in a
+// window of kSettleFrames frames, at least half would leave early (the
+// anchor frame was late): then the anchor moves earlier by the least of
+// those, at most half a frame at a time, so the delay settles near the
+// frames' own median.  Plain arithmetic, no GStreamer state: unit-tested.
 class CaptureTimeline {
 public:
   static constexpr uint64_t kMaxDriftNs = 1000000000; // 1 s
@@ -61,8 +61,9 @@ private:
   int anchors_ = 0;
   uint64_t anchor_pts_ = 0, last_pts_ = 0;
   int64_t anchor_capture_ns_ = 0;
-  int early_frames_ = 0;        // in a row, each stamped after the running time
-  uint64_t least_early_ns_ = 0; // the least of them
+  int window_frames_ = 0;       // of the current settling window
+  int early_frames_ = 0;        // of them, stamped after the running time
+  uint64_t least_early_ns_ = 0; // the least of those
 };
 
 // The worker→daemon hop of a view's access units, in ms: from the worker's

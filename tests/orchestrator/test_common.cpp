@@ -525,6 +525,30 @@ TEST (CaptureTimeline, AFrameThatAnchoredLateDoesNotDelayTheStreamForGood)
   EXPECT_EQ (t.anchors (), 1);
 }
 
+// The anchor frame came 100 ms late and the frames after it jitter: one in
+// three takes 60 ms longer than the others.  The late ones must not pin
+// the stream to the anchor's delay: it settles near the frames' median, so
+// the quick frames wait little and the slow ones leave as they come.
+TEST (CaptureTimeline, JitterDoesNotKeepTheStreamAtALateAnchorsDelay)
+{
+  CaptureTimeline t;
+  const int64_t c = 1795367801000000000;
+  const uint64_t frame = 33333333, late = 100000000, slow = 60000000;
+  uint64_t last = t.pts (c, 1000000000 + late, frame);
+  std::vector<uint64_t> waits;
+  for (int i = 1; i <= 900; i++) {
+    const uint64_t now = 1000000000 + i * frame + (i % 3 == 0 ? slow : 0);
+    const uint64_t pts = t.pts (c + i * (int64_t)frame, now, frame);
+    ASSERT_GT (pts, last) << "frame " << i;
+    last = pts;
+    if (i > 600)
+      waits.push_back (pts > now ? pts - now : 0);
+  }
+  std::sort (waits.begin (), waits.end ());
+  EXPECT_LT (waits[waits.size () / 2], 2000000u) << "the median frame still waits after 20 s";
+  EXPECT_EQ (t.anchors (), 1);
+}
+
 TEST (HopStats, QuantilesOfTheLastSamplesOnly)
 {
   HopStats h;
