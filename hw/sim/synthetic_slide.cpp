@@ -370,16 +370,18 @@ SyntheticSlide::nucleus_in_cell (int64_t ci, int64_t cj) const
   return n;
 }
 
-std::vector<Nucleus>
-SyntheticSlide::nuclei_in (const cv::Rect2d &region) const
+// Visits the nuclei one at a time: a whole-slide render (the slide map's
+// overview) covers millions of them, which as one vector cost ~200 MB.
+void
+SyntheticSlide::for_each_nucleus_in (const cv::Rect2d &region,
+                                     const std::function<void (const Nucleus &)> &visit) const
 {
-  std::vector<Nucleus> out;
   double x0 = std::max (region.x, kTissueMinXUm - kCellUm);
   double x1 = std::min (region.x + region.width, kTissueMaxXUm + kCellUm);
   double y0 = std::max (region.y, 0.0);
   double y1 = std::min (region.y + region.height, kHeightUm);
   if (x1 <= x0 || y1 <= y0)
-    return out;
+    return;
   // A nucleus sits within 0.35 cell of its cell centre: widen by one cell.
   int64_t ci0 = static_cast<int64_t> (std::floor (x0 / kCellUm)) - 1;
   int64_t ci1 = static_cast<int64_t> (std::floor (x1 / kCellUm)) + 1;
@@ -390,7 +392,14 @@ SyntheticSlide::nuclei_in (const cv::Rect2d &region) const
       if (auto n = nucleus_in_cell (ci, cj))
         if (n->x_um >= region.x && n->x_um < region.x + region.width && n->y_um >= region.y
             && n->y_um < region.y + region.height)
-          out.push_back (*n);
+          visit (*n);
+}
+
+std::vector<Nucleus>
+SyntheticSlide::nuclei_in (const cv::Rect2d &region) const
+{
+  std::vector<Nucleus> out;
+  for_each_nucleus_in (region, [&out] (const Nucleus &n) { out.push_back (n); });
   return out;
 }
 
@@ -525,8 +534,8 @@ SyntheticSlide::render_tissue (double upp, const cv::Rect &r, cv::Mat &out) cons
     cv::Rect2d region_um (r.x * upp - margin, r.y * upp - margin, r.width * upp + 2 * margin,
                           r.height * upp + 2 * margin);
     const uint64_t chromatin_seed = stream_seed (seed_, kStreamChromatin);
-    for (const Nucleus &n : nuclei_in (region_um))
-      draw_nucleus (n, upp, r, H, E, chromatin_seed);
+    for_each_nucleus_in (region_um,
+                         [&] (const Nucleus &n) { draw_nucleus (n, upp, r, H, E, chromatin_seed); });
   }
 
   // Beer–Lambert: I = I0 · exp(−OD), OD = H·h + E·e + glass.

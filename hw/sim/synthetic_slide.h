@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <iosfwd>
 #include <memory>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -72,6 +73,9 @@ public:
   const SlideLabel &label () const { return label_; }
   // Nuclei whose centroid lies in region_um.
   std::vector<Nucleus> nuclei_in (const cv::Rect2d &region_um) const;
+  // The same nuclei, one at a time, without collecting them.
+  void for_each_nucleus_in (const cv::Rect2d &region_um,
+                            const std::function<void (const Nucleus &)> &visit) const;
   // Tissue presence in [0, 1] at a slide point (0: glass).
   float tissue_at (double x_um, double y_um) const;
   // Ground truth as one JSON object: slide, label, tissue sections and the

@@ -343,6 +343,7 @@ move_stage (const Daemon &d, const std::string &owner_token, double x_um, double
 struct ProcessUsage {
   int fds = -1, threads = -1;
   long rss_kb = -1;
+  long peak_rss_kb = -1; // VmHWM: the most it was resident since it started
 };
 
 inline ProcessUsage
@@ -365,6 +366,8 @@ process_usage (int pid)
       u.threads = std::atoi (line.c_str () + 8);
     else if (line.rfind ("VmRSS:", 0) == 0)
       u.rss_kb = std::atol (line.c_str () + 6);
+    else if (line.rfind ("VmHWM:", 0) == 0)
+      u.peak_rss_kb = std::atol (line.c_str () + 6);
   }
   return u;
 }
