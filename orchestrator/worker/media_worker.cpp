@@ -199,16 +199,11 @@ summary_of (const GstStructure *s)
 
 void publish_slide_views (GstPad *pad, GstBuffer *buf);
 
-void fit_allocator_thresholds (size_t frame_bytes);
-
 GstPadProbeReturn
 on_capture_frame (GstPad *pad, GstPadProbeInfo *info, gpointer)
 {
   GstBuffer *buf = GST_PAD_PROBE_INFO_BUFFER (info);
   g.capture_frames++;
-  static std::atomic<size_t> frame_bytes{0};
-  if (const size_t bytes = gst_buffer_get_size (buf); frame_bytes.exchange (bytes) != bytes)
-    fit_allocator_thresholds (bytes);
   publish_slide_views (pad, buf);
   if (!GST_BUFFER_PTS_IS_VALID (buf))
     return GST_PAD_PROBE_OK;
@@ -606,7 +601,7 @@ add_view (uint32_t id, const std::string &description, std::string &error)
 // 720p frame), but glibc keeps freed heap in its arenas (one per streaming
 // thread) rather than give it back; malloc_trim returns the free pages inside
 // every arena (the free space at the top of an arena other than the main one
-// it does not: see fit_allocator_thresholds).
+// it does not: see keep_allocator_thresholds_fixed).
 void
 give_back_freed_memory ()
 {
@@ -619,23 +614,20 @@ give_back_freed_memory ()
 // to 32 MB) and its trim threshold to twice that.  One such free (the slide
 // map's copy of the slide: blocks of 12-23 MB) and from then on every frame
 // buffer lives in the arenas of the streaming threads, and each arena other
-// than the main one keeps up to 64 MB free at its top, which malloc_trim
-// does not return: the worker grew by ~35 MB over 100 owner branches with an
-// unchanged amount in use (bench-branches).  Fixed thresholds instead: a
-// block above both a frame and 4 MB (the analysis' working set, the slide)
-// is mapped of its own and unmapped when freed, a frame still comes from an
-// arena (a threshold below the frame size maps and faults in every frame
-// buffer: 4 ms of CPU each at 1080p), and an arena gives back the free space
-// at its top beyond that.  At start, and again for each new frame size.
+// than the main one keeps up to 64 MB free at its top,
+// which malloc_trim does not return: the worker grew by ~35 MB over 100
+// owner branches with an unchanged amount in use (bench-branches).  Fixed
+// thresholds: blocks of 4 MB and more (the analysis' working set, the slide)
+// are mapped of their own and unmapped when freed; a frame (2.7 MB at 720p
+// RGB) still comes from an arena; an arena gives back free space above 4 MB
+// at its top.
 void
-fit_allocator_thresholds (size_t frame_bytes)
+keep_allocator_thresholds_fixed ()
 {
 #ifdef __GLIBC__
-  // glibc refuses an mmap threshold above 32 MB.
-  constexpr size_t kMinBytes = 4 << 20, kMaxBytes = 32 << 20;
-  const int bytes = (int)std::min (kMaxBytes, std::max (kMinBytes, frame_bytes + (1 << 20)));
-  mallopt (M_MMAP_THRESHOLD, bytes);
-  mallopt (M_TRIM_THRESHOLD, bytes);
+  constexpr int kThresholdBytes = 4 << 20;
+  mallopt (M_MMAP_THRESHOLD, kThresholdBytes);
+  mallopt (M_TRIM_THRESHOLD, kThresholdBytes);
 #endif
 }
 
@@ -1072,7 +1064,7 @@ main (int argc, char **argv)
 {
   // Die with the daemon: a worker never outlives the process that owns it.
   prctl (PR_SET_PDEATHSIG, SIGTERM);
-  fit_allocator_thresholds (0);
+  keep_allocator_thresholds_fixed ();
   gst_init (&argc, &argv);
   // One media process runs many branches on a few cores: the parallelism
   // is the branches' threads.  OpenCV's own pool (TBB) would run the
