@@ -272,6 +272,36 @@ TEST (ClusterMember, ControlIsKeptUnderTheFenceAndReadBackWhole)
   EXPECT_FALSE (b.control ("m1"));
 }
 
+// Users: the first node to bring a name decides its roles; a value no node
+// wrote (not JSON, roles of the wrong type) is not a user.
+TEST (ClusterMember, UsersAreBroughtOnceAndBadValuesAreNoUsers)
+{
+  NEED_ETCD ();
+  EtcdCluster etcd (1);
+  ASSERT_TRUE (etcd.start ());
+  EtcdClient observer (etcd.endpoints ());
+  observer.put ("/test/users/mallory", "not json");
+  observer.put ("/test/users/trudy", R"({"name": "trudy", "roles": "owner"})");
+  ClusterConfig ca = node_config (etcd.endpoints (), "a");
+  ca.users = {{"ana", {"owner", "consultant"}}};
+  ClusterMember a (ca, {});
+  a.start ();
+  ASSERT_TRUE (a.wait_joined (5000)) << a.view ().error;
+  ASSERT_TRUE (eventually ([&] { return a.users ().count ("ana") == 1; }, 3));
+  ClusterConfig cb = node_config (etcd.endpoints (), "b");
+  cb.users = {{"ana", {"trainee"}}, {"bo", {"guest"}}};
+  ClusterMember b (cb, {});
+  b.start ();
+  ASSERT_TRUE (b.wait_joined (5000)) << b.view ().error;
+  ASSERT_TRUE (eventually ([&] { return a.users ().count ("bo") == 1; }, 3));
+  const auto users = a.users ();
+  EXPECT_EQ (users.at ("ana"), (std::vector<std::string>{"owner", "consultant"})) << "the first node's roles";
+  EXPECT_EQ (users.at ("bo"), (std::vector<std::string>{"guest"}));
+  EXPECT_EQ (users.count ("mallory"), 0u);
+  EXPECT_EQ (users.count ("trudy"), 0u);
+  EXPECT_EQ (users.size (), 2u);
+}
+
 TEST (ClusterMember, ASessionIsPlacedAgainOnlyFromTheRecordItRead)
 {
   NEED_ETCD ();
