@@ -2,8 +2,10 @@
 // the classical method, against the scikit-image pipeline (rgb2hed -> Otsu
 // -> distance watershed -> regionprops), in the same run.  Run on purpose:
 //   meson test -C build --benchmark --suite bench -v analysis
-//   build/tests/bench/bench-analysis [--repeats N] [--json FILE] [--testdata DIR]
-//       [--folds DIR] [--model FILE] [--only looo|thresholds|kidney|speed]
+//   build/tests/bench/bench-analysis [--repeats N=3] [--json FILE=bench-analysis.json]
+//       [--testdata DIR=$LIVEMICRO_TESTDATA] [--folds DIR=tests/bench/nuclei-folds]
+//       [--model FILE=$LIVEMICRO_NUCLEI_MODEL] [--only looo|thresholds|kidney|speed]
+//   (without --only: every section but thresholds)
 //
 // 0. Leave one organ out on the eleven annotated MoNuSeg tiles of five
 //    organs: each tile is segmented by the model trained without its organ
@@ -338,27 +340,24 @@ struct Options {
   bool runs (const char *section) const { return only.empty () || only == section; }
 };
 
-Options
-parse_options (int argc, char **argv)
+// Reads the command line into `o`: the status main returns at once when
+// the benchmark is not to run (livemicro::bench::parse_options).
+std::optional<int>
+parse_options (int argc, char **argv, Options &o)
 {
-  Options o;
   o.testdata = g_getenv ("LIVEMICRO_TESTDATA") ? g_getenv ("LIVEMICRO_TESTDATA") : "";
   o.model_path = g_getenv ("LIVEMICRO_NUCLEI_MODEL") ? g_getenv ("LIVEMICRO_NUCLEI_MODEL") : "";
-  for (int i = 1; i + 1 < argc; i += 2) {
-    if (!std::strcmp (argv[i], "--folds"))
-      o.folds = argv[i + 1];
-    else if (!std::strcmp (argv[i], "--only"))
-      o.only = argv[i + 1];
-    else if (!std::strcmp (argv[i], "--model"))
-      o.model_path = argv[i + 1];
-    else if (!std::strcmp (argv[i], "--repeats"))
-      o.repeats = std::max (1, std::atoi (argv[i + 1]));
-    else if (!std::strcmp (argv[i], "--json"))
-      o.json_path = argv[i + 1];
-    else if (!std::strcmp (argv[i], "--testdata"))
-      o.testdata = argv[i + 1];
-  }
-  return o;
+  return livemicro::bench::parse_options (
+      argc, argv,
+      "bench-analysis [--repeats N=3] [--json FILE=bench-analysis.json] [--testdata DIR=$LIVEMICRO_TESTDATA] "
+      "[--folds DIR=tests/bench/nuclei-folds] [--model FILE=$LIVEMICRO_NUCLEI_MODEL] "
+      "[--only looo|thresholds|kidney|speed] (without --only: every section but thresholds)",
+      {{"--repeats", &o.repeats, 1}},
+      {{"--json", &o.json_path},
+       {"--testdata", &o.testdata},
+       {"--folds", &o.folds},
+       {"--model", &o.model_path},
+       {"--only", &o.only, "looo|thresholds|kidney|speed"}});
 }
 
 // What every section shares: the scikit-image script's command line (on
@@ -1069,7 +1068,9 @@ remove_dir (const std::string &dir)
 int
 main (int argc, char **argv)
 {
-  const Options opt = parse_options (argc, argv);
+  Options opt;
+  if (auto status = parse_options (argc, argv, opt))
+    return *status;
   Results res;
   res.pinned = pin_to_one_cpu ();
   cv::setNumThreads (0);

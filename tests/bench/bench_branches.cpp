@@ -7,7 +7,8 @@
 // after the warm-up cycles is compared with the end; the daemon's too.
 //
 //   meson test -C build --benchmark --suite bench branches -v
-//   build/tests/bench/bench-branches [--cycles N] [--warmup N] [--runs N] [--profiles a,b] [--json FILE]
+//   build/tests/bench/bench-branches [--cycles N=100] [--warmup N=20] [--runs N=3]
+//       [--profiles owner,consultant,guest,trainee] [--json FILE=bench-branches.json]
 //
 // Target (issue 12): after 100 cycles the worker has grown by ≤ 10 MB.
 // The worker's one start-up job is waited for first: the slide map's macro
@@ -141,23 +142,18 @@ main (int argc, char **argv)
 {
   gst_init (&argc, &argv);
   int cycles = 100, warmup = 20, runs = 3;
-  std::string json_path = "bench-branches.json";
-  for (int i = 1; i < argc; i++) {
-    if (!strcmp (argv[i], "--cycles") && i + 1 < argc)
-      cycles = std::max (1, atoi (argv[++i]));
-    else if (!strcmp (argv[i], "--warmup") && i + 1 < argc)
-      warmup = std::max (0, atoi (argv[++i]));
-    else if (!strcmp (argv[i], "--runs") && i + 1 < argc)
-      runs = std::max (1, atoi (argv[++i]));
-    else if (!strcmp (argv[i], "--json") && i + 1 < argc)
-      json_path = argv[++i];
-    else if (!strcmp (argv[i], "--profiles") && i + 1 < argc) {
-      g_profiles.clear ();
-      g_auto (GStrv) names = g_strsplit (argv[++i], ",", -1);
-      for (char **n = names; *n; n++)
-        g_profiles.push_back (*n);
-    }
-  }
+  std::string json_path = "bench-branches.json", profiles = "owner,consultant,guest,trainee";
+  if (auto status = livemicro::bench::parse_options (
+          argc, argv,
+          "bench-branches [--cycles N=100] [--warmup N=20] [--runs N=3] "
+          "[--profiles owner,consultant,guest,trainee] [--json FILE=bench-branches.json]",
+          {{"--cycles", &cycles, 1}, {"--warmup", &warmup, 0}, {"--runs", &runs, 1}},
+          {{"--json", &json_path}, {"--profiles", &profiles, "owner|consultant|guest|trainee", true}}))
+    return *status;
+  g_profiles.clear ();
+  g_auto (GStrv) profile_names = g_strsplit (profiles.c_str (), ",", -1);
+  for (char **n = profile_names; *n; n++)
+    g_profiles.push_back (*n);
   double load_start[3] = {0, 0, 0}, load_end[3] = {0, 0, 0};
   getloadavg (load_start, 3);
   std::string names;

@@ -2,7 +2,8 @@
 // and how soon a new viewer of an idle microscope sees its first frame.
 //
 //   meson test -C build --benchmark --suite bench demand -v
-//   build/tests/bench/bench-demand [--runs N] [--microscopes M] [--starts N] [--seconds S] [--json FILE]
+//   build/tests/bench/bench-demand [--runs N=3] [--microscopes M=8] [--starts N=24] [--seconds S=10]
+//       [--json FILE=bench-demand.json]
 //
 // Each run starts a real livemicrod with M demo microscopes (--microscopes,
 // 8 by default; 1280x720 at 30 fps, sim://synthetic with a slide of its own
@@ -204,18 +205,13 @@ main (int argc, char **argv)
   int runs = 3, starts = 24, microscopes = 8;
   double seconds = 10;
   std::string json_path = "bench-demand.json";
-  for (int i = 1; i < argc; i++) {
-    if (!strcmp (argv[i], "--runs") && i + 1 < argc)
-      runs = std::max (1, std::atoi (argv[++i]));
-    else if (!strcmp (argv[i], "--starts") && i + 1 < argc)
-      starts = std::max (1, std::atoi (argv[++i]));
-    else if (!strcmp (argv[i], "--seconds") && i + 1 < argc)
-      seconds = std::max (1.0, std::atof (argv[++i]));
-    else if (!strcmp (argv[i], "--microscopes") && i + 1 < argc)
-      microscopes = std::max (1, std::atoi (argv[++i]));
-    else if (!strcmp (argv[i], "--json") && i + 1 < argc)
-      json_path = argv[++i];
-  }
+  if (auto status = livemicro::bench::parse_options (
+          argc, argv,
+          "bench-demand [--runs N=3] [--microscopes M=8] [--starts N=24] [--seconds S=10] "
+          "[--json FILE=bench-demand.json]",
+          {{"--runs", &runs, 1}, {"--starts", &starts, 1}, {"--microscopes", &microscopes, 1}},
+          {{"--json", &json_path}}, {{"--seconds", &seconds, 1}}))
+    return *status;
   using livemicro::bench::median;
   using livemicro::bench::percentile;
   double load_start[3] = {0, 0, 0}, load_end[3] = {0, 0, 0};

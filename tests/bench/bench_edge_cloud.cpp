@@ -15,7 +15,7 @@
 // machine doing other work, CPU figures move; the bytes do not.
 //
 //   meson test -C build --benchmark --suite bench edge-cloud -v
-//   build/tests/bench/bench-edge-cloud [--runs N] [--json FILE]
+//   build/tests/bench/bench-edge-cloud [--runs N=3] [--json FILE=bench-edge-cloud.json]
 #include "bench_cluster.h"
 #include "bench_util.h"
 
@@ -99,8 +99,9 @@ main (int argc, char **argv)
   gst_init (&argc, &argv);
   int runs = 3;
   std::string json_path = "bench-edge-cloud.json";
-  if (auto status = livemicro::bench::parse_options (argc, argv, "bench-edge-cloud [--runs N] [--json FILE]",
-                                                     {{"--runs", &runs, 1}}, {{"--json", &json_path}}))
+  if (auto status = livemicro::bench::parse_options (
+          argc, argv, "bench-edge-cloud [--runs N=3] [--json FILE=bench-edge-cloud.json]",
+          {{"--runs", &runs, 1}}, {{"--json", &json_path}}))
     return *status;
   if (!livemicro::bench::etcd_or_skip ())
     return 77;

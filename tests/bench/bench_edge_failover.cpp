@@ -26,7 +26,8 @@
 // cores).  --runs N (3); medians.
 //
 //   meson test -C build --benchmark --suite bench edge-failover -v
-//   build/tests/bench/bench-edge-failover [--kills N] [--viewers V] [--runs N] [--json FILE]
+//   build/tests/bench/bench-edge-failover [--kills N=20] [--viewers V=24] [--runs N=3]
+//       [--json FILE=bench-edge-failover.json]
 #include "../orchestrator/cdp.h"
 #include "bench_cluster.h"
 #include "bench_util.h"
@@ -247,7 +248,9 @@ main (int argc, char **argv)
   int runs = 3, kills = 20, viewers = 24;
   std::string json_path = "bench-edge-failover.json";
   if (auto status = livemicro::bench::parse_options (
-          argc, argv, "bench-edge-failover [--kills N] [--viewers V] [--runs N] [--json FILE]",
+          argc, argv,
+          "bench-edge-failover [--kills N=20] [--viewers V=24] [--runs N=3] [--json "
+          "FILE=bench-edge-failover.json]",
           {{"--runs", &runs, 0}, {"--kills", &kills, 0}, {"--viewers", &viewers, 1}},
           {{"--json", &json_path}}))
     return *status;

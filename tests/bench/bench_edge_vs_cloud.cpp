@@ -20,6 +20,9 @@
 // Median of --runs runs (default 3); the load average is printed.
 //
 //   tests/bench/edge-vs-cloud [--quick] [--profiles metro,national] [--runs N]
+//   bench-edge-vs-cloud [--quick (--profiles national --runs 1)]
+//       [--profiles metro,national,intercontinental] [--runs N=3] [--seconds S=15]
+//       [--placement edge|cloud (both)] [--json FILE=bench-edge-vs-cloud.json]
 //   meson test -C build --benchmark --suite bench edge-vs-cloud -v
 #include "../orchestrator/daemon_process.h"
 #include "bench_util.h"
@@ -680,27 +683,30 @@ report (const Options &o, const Results &results, bool netem, const double load_
   livemicro::bench::write_json (b, o.json);
 }
 
-Options
-parse_options (int argc, char **argv)
+// Reads the command line into `o`: the status main returns at once when
+// the benchmark is not to run (livemicro::bench::parse_options).
+std::optional<int>
+parse_options (int argc, char **argv, Options &o)
 {
-  Options o;
-  std::string only;
-  for (int i = 1; i < argc; i++) {
-    const std::string a = argv[i];
-    const bool has = i + 1 < argc;
-    if (a == "--quick")
-      only = "national", o.runs = 1;
-    else if (a == "--runs" && has)
-      o.runs = std::max (1, std::atoi (argv[++i]));
-    else if (a == "--profiles" && has)
-      only = argv[++i];
-    else if (a == "--seconds" && has)
-      o.video_s = std::max (3.0, std::atof (argv[++i]));
-    else if (a == "--placement" && has)
-      o.placements = {argv[++i]};
-    else if (a == "--json" && has)
-      o.json = argv[++i];
-  }
+  std::string only, placement;
+  int runs = 0; // not given
+  bool quick = false;
+  if (auto status = livemicro::bench::parse_options (
+          argc, argv,
+          "bench-edge-vs-cloud [--quick (--profiles national --runs 1)] "
+          "[--profiles metro,national,intercontinental] [--runs N=3] [--seconds S=15] "
+          "[--placement edge|cloud (both)] [--json FILE=bench-edge-vs-cloud.json]",
+          {{"--runs", &runs, 1}},
+          {{"--json", &o.json},
+           {"--profiles", &only, "metro|national|intercontinental", true},
+           {"--placement", &placement, "edge|cloud"}},
+          {{"--seconds", &o.video_s, 3}}, {{"--quick", &quick}}))
+    return status;
+  if (quick && only.empty ())
+    only = "national";
+  o.runs = runs ? runs : quick ? 1 : o.runs;
+  if (!placement.empty ())
+    o.placements = {placement};
   if (const char *env = g_getenv ("LIVEMICRO_EVAL_PROFILES"))
     only = env;
   if (!only.empty ()) {
@@ -716,7 +722,7 @@ parse_options (int argc, char **argv)
   o.pipelines = PIPELINES_DIR;
   const char *testdata = g_getenv ("LIVEMICRO_TESTDATA");
   o.field = std::string (testdata ? testdata : "") + "/monuseg/TCGA-B0-5710-01Z-00-DX1.png";
-  return o;
+  return std::nullopt;
 }
 
 // The field of experiment 1: the MoNuSeg tile (1000x1000, 0.252 um/px,
@@ -756,7 +762,9 @@ enter_namespace (const std::string &name)
 int
 main (int argc, char **argv)
 {
-  Options o = parse_options (argc, argv);
+  Options o;
+  if (auto status = parse_options (argc, argv, o))
+    return *status;
   if (geteuid () != 0 || !g_find_program_in_path ("ip") || !g_find_program_in_path ("tc")
       || !livemicro::test::etcd_available ()) {
     std::printf ("SKIP: needs root, ip, tc and etcd (it makes network namespaces)\n");

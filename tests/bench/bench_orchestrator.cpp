@@ -1,6 +1,7 @@
 // Benchmarks of livemicrod, run on purpose:
 //   meson test -C build --benchmark --suite bench -v
-//   build/tests/bench/bench-orchestrator [latency|session-start|control|hop|all] [--seconds S] [--json FILE]
+//   build/tests/bench/bench-orchestrator [latency|session-start|control|hop|all (all)] [--seconds S=8]
+//       [--repeats N=3] [--json FILE=bench-orchestrator.json]
 //
 // latency        glass-to-glass at 720p30 on loopback: capture time (carried in
 //                every access unit as an SEI) → decoded at an rtspsrc client /
@@ -637,16 +638,14 @@ main (int argc, char **argv)
   std::string what = "all", json_path = "bench-orchestrator.json";
   double seconds = 8;
   int repeats = 3;
-  for (int i = 1; i < argc; i++) {
-    if (!strcmp (argv[i], "--seconds") && i + 1 < argc)
-      seconds = atof (argv[++i]);
-    else if (!strcmp (argv[i], "--repeats") && i + 1 < argc)
-      repeats = atoi (argv[++i]);
-    else if (!strcmp (argv[i], "--json") && i + 1 < argc)
-      json_path = argv[++i];
-    else
-      what = argv[i];
-  }
+  if (auto status = livemicro::bench::parse_options (
+          argc, argv,
+          "bench-orchestrator [latency|session-start|control|hop|all (all)] [--seconds S=8] [--repeats N=3] "
+          "[--json FILE=bench-orchestrator.json]",
+          {{"--repeats", &repeats, 1}},
+          {{"--json", &json_path}, {"WHAT", &what, "latency|session-start|control|hop|all"}},
+          {{"--seconds", &seconds, 1}}))
+    return *status;
   g_autoptr (JsonBuilder) b = json_builder_new ();
   json_builder_begin_object (b);
   json_builder_set_member_name (b, "command");

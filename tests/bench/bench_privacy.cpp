@@ -1,6 +1,6 @@
 // Benchmark: what privacymask costs per 1920x1080 frame.  Run on purpose:
 //   meson test -C build --benchmark --suite bench privacy -v
-//   build/tests/bench/bench-privacy [--repeats N] [--frames N] [--json FILE]
+//   build/tests/bench/bench-privacy [--repeats N=3] [--frames N=60] [--json FILE=bench-privacy.json]
 //
 // Frames of the generated slide at 10x are pushed through `privacymask` with
 // a GstHarness and, in the same run and interleaved, through `identity` (the
@@ -288,14 +288,10 @@ main (int argc, char **argv)
 {
   int repeats = 3, frames = 60;
   std::string json_path = "bench-privacy.json";
-  for (int i = 1; i + 1 < argc; i += 2) {
-    if (!std::strcmp (argv[i], "--repeats"))
-      repeats = std::max (1, std::atoi (argv[i + 1]));
-    else if (!std::strcmp (argv[i], "--frames"))
-      frames = std::max (2, std::atoi (argv[i + 1]));
-    else if (!std::strcmp (argv[i], "--json"))
-      json_path = argv[i + 1];
-  }
+  if (auto status = livemicro::bench::parse_options (
+          argc, argv, "bench-privacy [--repeats N=3] [--frames N=60] [--json FILE=bench-privacy.json]",
+          {{"--repeats", &repeats, 1}, {"--frames", &frames, 2}}, {{"--json", &json_path}}))
+    return *status;
   cpu_set_t one;
   CPU_ZERO (&one);
   CPU_SET (0, &one);

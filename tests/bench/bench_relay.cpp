@@ -3,7 +3,7 @@
 // on the link per view.
 //
 //   meson test -C build --benchmark --suite bench relay -v
-//   build/tests/bench/bench-relay [--runs N] [--seconds S] [--json FILE]
+//   build/tests/bench/bench-relay [--runs N=3] [--seconds S=6] [--json FILE (no JSON without it)]
 //
 // In one process on 127.0.0.1: a home ViewStream fed by x264 (1280x720 at
 // 30 fps, 2500 kbit/s, videotestsrc snow so the encoder stays at its
@@ -107,14 +107,10 @@ main (int argc, char **argv)
   gst_init (&argc, &argv);
   int runs = 3, seconds = 6;
   std::string json_path;
-  for (int i = 1; i < argc; i++) {
-    if (!std::strcmp (argv[i], "--runs") && i + 1 < argc)
-      runs = std::atoi (argv[++i]);
-    else if (!std::strcmp (argv[i], "--seconds") && i + 1 < argc)
-      seconds = std::atoi (argv[++i]);
-    else if (!std::strcmp (argv[i], "--json") && i + 1 < argc)
-      json_path = argv[++i];
-  }
+  if (auto status = livemicro::bench::parse_options (
+          argc, argv, "bench-relay [--runs N=3] [--seconds S=6] [--json FILE (no JSON without it)]",
+          {{"--runs", &runs, 1}, {"--seconds", &seconds, 1}}, {{"--json", &json_path}}))
+    return *status;
   const std::string load_before = load_average ();
   g_autoptr (JsonBuilder) jb = json_builder_new ();
   json_builder_begin_object (jb);

@@ -1,7 +1,7 @@
 // Benchmark: the virtual microscope renders 1920x1080 frames from its tile
 // cache on one core.  Run on purpose:
 //   meson test -C build --benchmark --suite bench -v
-//   build/tests/bench/bench-render [--repeats N] [--frames N] [--json FILE]
+//   build/tests/bench/bench-render [--repeats N=5] [--frames N=120] [--json FILE=bench-render.json]
 //
 // Each scenario is measured against a baseline in the same run: the cached
 // camera path vs. rendering every frame from the slide model (no cache), and
@@ -158,14 +158,10 @@ main (int argc, char **argv)
 {
   int repeats = 5, frames = 120;
   std::string json_path = "bench-render.json";
-  for (int i = 1; i + 1 < argc; i += 2) {
-    if (!std::strcmp (argv[i], "--repeats"))
-      repeats = std::atoi (argv[i + 1]);
-    else if (!std::strcmp (argv[i], "--frames"))
-      frames = std::atoi (argv[i + 1]);
-    else if (!std::strcmp (argv[i], "--json"))
-      json_path = argv[i + 1];
-  }
+  if (auto status = livemicro::bench::parse_options (
+          argc, argv, "bench-render [--repeats N=5] [--frames N=120] [--json FILE=bench-render.json]",
+          {{"--repeats", &repeats, 1}, {"--frames", &frames, 1}}, {{"--json", &json_path}}))
+    return *status;
   cpu_set_t one, all;
   sched_getaffinity (0, sizeof all, &all);
   CPU_ZERO (&one);

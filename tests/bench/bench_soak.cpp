@@ -7,7 +7,8 @@
 // resident memory with where they started.
 //
 //   meson test -C build --benchmark --suite bench soak -v
-//   build/tests/bench/bench-soak [--cycles N] [--clients rtsp,webrtc,events,http] [--json FILE]
+//   build/tests/bench/bench-soak [--cycles N=1000] [--clients rtsp,webrtc,events,http]
+//       [--json FILE=bench-soak.json]
 //
 // Targets (issue 10): descriptors and threads back to their start value,
 // RSS growth ≤ 10 MB.  "Start" is after 20 warm-up cycles (first-use
@@ -148,17 +149,15 @@ main (int argc, char **argv)
   std::string json_path = "bench-soak.json";
   Clients clients;
   std::string clients_text = "rtsp,webrtc,events,http";
-  for (int i = 1; i < argc; i++) {
-    if (!strcmp (argv[i], "--cycles") && i + 1 < argc)
-      cycles = atoi (argv[++i]);
-    else if (!strcmp (argv[i], "--clients") && i + 1 < argc) {
-      clients_text = argv[++i];
-      const std::string l = "," + clients_text + ",";
-      clients = {l.find (",rtsp,") != l.npos, l.find (",webrtc,") != l.npos, l.find (",events,") != l.npos,
-                 l.find (",http,") != l.npos};
-    } else if (!strcmp (argv[i], "--json") && i + 1 < argc)
-      json_path = argv[++i];
-  }
+  if (auto status = livemicro::bench::parse_options (
+          argc, argv,
+          "bench-soak [--cycles N=1000] [--clients rtsp,webrtc,events,http] [--json FILE=bench-soak.json]",
+          {{"--cycles", &cycles, 1}},
+          {{"--json", &json_path}, {"--clients", &clients_text, "rtsp|webrtc|events|http", true}}))
+    return *status;
+  const std::string l = "," + clients_text + ",";
+  clients = {l.find (",rtsp,") != l.npos, l.find (",webrtc,") != l.npos, l.find (",events,") != l.npos,
+             l.find (",http,") != l.npos};
   Daemon d (kConfig);
   if (!d.start ()) {
     std::fprintf (stderr, "livemicrod did not start: %s\n", d.error ().c_str ());

@@ -8,7 +8,7 @@
 // the sink, how late they reach it (sink arrival − PTS: the delay analysis
 // adds), and analysed frames per second (the rest are skipped, not delayed).
 //   meson test -C build --benchmark --suite bench -v tumorfeatures-live
-//   build/tests/bench/bench-tumorfeatures-live [--seconds S] [--json FILE]
+//   build/tests/bench/bench-tumorfeatures-live [--seconds S=10] [--json FILE=bench-tumorfeatures-live.json]
 #include "bench_util.h"
 #include "sim/synthetic_slide.h"
 
@@ -174,12 +174,10 @@ main (int argc, char **argv)
 {
   double seconds = 10;
   std::string json_path = "bench-tumorfeatures-live.json";
-  for (int i = 1; i + 1 < argc; i += 2) {
-    if (!std::strcmp (argv[i], "--seconds"))
-      seconds = std::max (2.0, std::atof (argv[i + 1]));
-    else if (!std::strcmp (argv[i], "--json"))
-      json_path = argv[i + 1];
-  }
+  if (auto status = livemicro::bench::parse_options (
+          argc, argv, "bench-tumorfeatures-live [--seconds S=10] [--json FILE=bench-tumorfeatures-live.json]",
+          {}, {{"--json", &json_path}}, {{"--seconds", &seconds, 2}}))
+    return *status;
   cpu_set_t one;
   CPU_ZERO (&one);
   CPU_SET (0, &one);

@@ -22,62 +22,120 @@
 
 namespace livemicro::bench {
 
-// A benchmark's "--name value" options: whole numbers of at least `min`,
-// and texts.
+// A benchmark's options: "--name value" with a whole number of at least
+// `min`, a number of at least `min`, or a text; "--name" alone for a flag.
 struct IntOption {
   const char *name;
   int *value;
   int min;
 };
+struct DoubleOption {
+  const char *name;
+  double *value;
+  double min;
+};
+// A text option named without "--" (e.g. "WHAT") takes the word given
+// without a name.  With `choices` ("a|b|c") the text is one of them, or
+// with `list` a ','-separated list of them.
 struct TextOption {
   const char *name;
   std::string *value;
+  const char *choices = nullptr;
+  bool list = false;
 };
+struct FlagOption {
+  const char *name;
+  bool *value;
+};
+
+// The first item of `value` (one item, or ','-separated ones with `list`)
+// that is not among `choices` ("a|b|c"); nullopt when all are.
+inline std::optional<std::string>
+unknown_choice (const std::string &value, const char *choices, bool list)
+{
+  std::vector<std::string> items;
+  std::istringstream in (value);
+  for (std::string item; list && std::getline (in, item, ',');)
+    items.push_back (item);
+  if (items.empty ())
+    items.push_back (value);
+  const std::string known = std::string ("|") + choices + "|";
+  for (const std::string &item : items)
+    if (known.find ("|" + item + "|") == std::string::npos)
+      return item;
+  return std::nullopt;
+}
 
 // Reads the command line into the options.  The status main returns at
 // once when the benchmark is not to run: 0 after --help (the usage
-// printed), 2 for an option it does not know, one without its value, or a
-// number that is not one or is below its least (said on stderr with the
-// usage).
+// printed), 2 for an option it does not know, one without its value, a
+// number that is not one or is below its least, or a text not among its
+// choices (said on stderr with the usage).
 inline std::optional<int>
 parse_options (int argc, char **argv, const char *usage, std::initializer_list<IntOption> ints,
-               std::initializer_list<TextOption> texts = {})
+               std::initializer_list<TextOption> texts = {}, std::initializer_list<DoubleOption> doubles = {},
+               std::initializer_list<FlagOption> flags = {})
 {
+  auto fail = [usage] (const std::string &why) {
+    std::fprintf (stderr, "%s\nusage: %s\n", why.c_str (), usage);
+    return 2;
+  };
   for (int i = 1; i < argc; i++) {
     const std::string arg = argv[i];
     if (arg == "--help" || arg == "-h") {
       std::printf ("usage: %s\n", usage);
       return 0;
     }
+    const bool word = arg.empty () || arg[0] != '-';
     const IntOption *number = nullptr;
+    const DoubleOption *real = nullptr;
     const TextOption *text = nullptr;
+    const FlagOption *flag = nullptr;
     for (const IntOption &o : ints)
       if (arg == o.name)
         number = &o;
-    for (const TextOption &o : texts)
+    for (const DoubleOption &o : doubles)
       if (arg == o.name)
+        real = &o;
+    for (const TextOption &o : texts)
+      if (word ? o.name[0] != '-' : arg == o.name)
         text = &o;
-    if (!number && !text) {
-      std::fprintf (stderr, "unknown option '%s'\nusage: %s\n", arg.c_str (), usage);
-      return 2;
+    for (const FlagOption &o : flags)
+      if (arg == o.name)
+        flag = &o;
+    if (flag) {
+      *flag->value = true;
+      continue;
     }
-    if (i + 1 >= argc) {
-      std::fprintf (stderr, "%s needs a value\nusage: %s\n", arg.c_str (), usage);
-      return 2;
-    }
-    const char *value = argv[++i];
+    if (!number && !real && !text)
+      return fail ("unknown " + std::string (word ? "argument '" : "option '") + arg + "'");
+    if (!word && i + 1 >= argc)
+      return fail (arg + " needs a value");
+    const char *value = word ? argv[i] : argv[++i];
     if (text) {
+      if (text->choices)
+        if (auto bad = unknown_choice (value, text->choices, text->list))
+          return fail (std::string (text->name) + " takes " + (text->list ? "a list of " : "") + text->choices
+                       + ", not '" + *bad + "'");
       *text->value = value;
       continue;
     }
     char *end = nullptr;
     errno = 0;
-    const long n = std::strtol (value, &end, 10);
-    if (end == value || *end || errno || n < number->min || n > INT_MAX) {
-      std::fprintf (stderr, "%s wants a whole number of at least %d, not '%s'\nusage: %s\n", arg.c_str (),
-                    number->min, value, usage);
-      return 2;
+    if (real) {
+      const double x = std::strtod (value, &end);
+      if (end == value || *end || errno || !(x >= real->min)) {
+        char least[32];
+        std::snprintf (least, sizeof least, "%g", real->min);
+        return fail (arg + " wants a number of at least " + least + ", not '" + value + "'");
+      }
+      *real->value = x;
+      continue;
     }
+    const long n = std::strtol (value, &end, 10);
+    if (end == value || *end || errno || n < number->min || n > INT_MAX)
+      return fail (arg + " wants a whole number of at least " + std::to_string (number->min) + ", not '"
+                   + value + "'");
     *number->value = (int)n;
   }
   return std::nullopt;

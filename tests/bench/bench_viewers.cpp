@@ -1,6 +1,7 @@
 // Viewers per node against the honest baseline, run on purpose:
 //   meson test -C build --benchmark --suite bench viewers -v
-//   build/tests/bench/bench-viewers [--runs N] [--max-viewers N] [--seconds S] [--keep-going] [--json FILE]
+//   build/tests/bench/bench-viewers [--runs N=3] [--max-viewers N=240] [--seconds S=5] [--keep-going]
+//       [--json FILE=bench-viewers.json]
 //
 // Each run ramps RTSP viewers over the four view profiles (owner,
 // consultant, guest, trainee; 1280x720 at 30 fps, the demo microscope
@@ -15,7 +16,8 @@
 //     encoders/h264.pipeline): capture, analysis, masks and overlays, and one
 //     encoder per profile, whose access units go to each factory's appsrc.
 // A step holds when every viewer received ≥ 95 % of 30 frames per second
-// over the measured seconds; the ramp stops at the first step that fails.
+// over the measured seconds; the ramp stops at the first step that fails
+// (with --keep-going it measures every step up to --max-viewers).
 // The clients are rtspsrc over TCP without depayloading or decoding (an RTP
 // packet with the marker bit ends a frame), all in this process; their own
 // CPU is reported (it shares the two cores with the server).
@@ -418,18 +420,13 @@ main (int argc, char **argv)
   bool keep_going = false;
   double seconds = 5, settle = 3;
   std::string json_path = "bench-viewers.json";
-  for (int i = 1; i < argc; i++) {
-    if (!strcmp (argv[i], "--runs") && i + 1 < argc)
-      runs = std::max (1, atoi (argv[++i]));
-    else if (!strcmp (argv[i], "--max-viewers") && i + 1 < argc)
-      max_viewers = atoi (argv[++i]);
-    else if (!strcmp (argv[i], "--seconds") && i + 1 < argc)
-      seconds = std::max (1.0, atof (argv[++i]));
-    else if (!strcmp (argv[i], "--json") && i + 1 < argc)
-      json_path = argv[++i];
-    else if (!strcmp (argv[i], "--keep-going"))
-      keep_going = true;
-  }
+  if (auto status = livemicro::bench::parse_options (
+          argc, argv,
+          "bench-viewers [--runs N=3] [--max-viewers N=240] [--seconds S=5] [--keep-going] "
+          "[--json FILE=bench-viewers.json]",
+          {{"--runs", &runs, 1}, {"--max-viewers", &max_viewers, 4}}, {{"--json", &json_path}},
+          {{"--seconds", &seconds, 1}}, {{"--keep-going", &keep_going}}))
+    return *status;
   std::vector<int> targets;
   for (int t : {4, 40, 80, 120, 150, 180, 210, 240, 300})
     if (t <= max_viewers)
