@@ -98,21 +98,4 @@ open_microscope (const std::string &text)
                                             + "' (supported: sim, aravis, v4l2, compose)");
 }
 
-std::optional<SlideOverview>
-slide_overview (const std::string &text, int max_side_px)
-{
-  MicroscopeUri uri (text);
-  if (uri.scheme () != "sim")
-    return std::nullopt;
-  std::unique_ptr<sim::Slide> slide = open_sim_slide (
-      uri, (uint64_t)uri.get_int ("seed", (int64_t)sim::SyntheticSlide::kDefaultSeed, 0, INT64_MAX));
-  cv::Size2d size = slide->size_um ();
-  double upp = std::max (size.width, size.height) / std::max (16, max_side_px);
-  SlideOverview o;
-  o.area_um = cv::Rect2d (0, 0, size.width, size.height);
-  slide->render (upp, cv::Rect (0, 0, (int)std::ceil (size.width / upp), (int)std::ceil (size.height / upp)),
-                 o.rgb);
-  return o;
-}
-
 } // namespace livemicro::hw

@@ -482,6 +482,18 @@ SimMicroscope::home ()
   parts_->place (h.x, h.y, parts_->focus_at (h.x, h.y));
 }
 
+std::optional<SlideOverview>
+SimMicroscope::overview (int max_side_px) const
+{
+  const cv::Size2d size = slide_->size_um ();
+  const double upp = std::max (size.width, size.height) / std::max (16, max_side_px);
+  SlideOverview o;
+  o.area_um = cv::Rect2d (0, 0, size.width, size.height);
+  slide_->render (upp, cv::Rect (0, 0, (int)std::ceil (size.width / upp), (int)std::ceil (size.height / upp)),
+                  o.rgb);
+  return o;
+}
+
 double
 SimMicroscope::focus_at (double x_um, double y_um) const
 {

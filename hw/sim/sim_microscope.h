@@ -54,6 +54,9 @@ public:
   ObjectiveTurret &turret () override;
   MicroscopeState state () const override;
   void home () override;
+  // Rendered from the slide this microscope has open (Slide::render is safe
+  // beside the capture's).
+  std::optional<SlideOverview> overview (int max_side_px) const override;
 
   const Slide &slide () const { return *slide_; }
   // Best-focus z at a slide point.

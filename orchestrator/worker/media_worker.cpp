@@ -25,6 +25,7 @@
 #include "common/h264.h"
 #include "common/worker_protocol.h"
 #include "common/wire.h"
+#include "gstmicroscopesrc.h"
 #include "hardware_queue.h"
 #include "slide_view.h"
 
@@ -222,9 +223,8 @@ on_capture_frame (GstPad *pad, GstPadProbeInfo *info, gpointer)
 void
 make_slide_map (const LivemicroStageMeta &sm)
 {
-  g_autofree char *uri = nullptr;
   GstStructure *limits = nullptr;
-  g_object_get (g.scope, "microscope", &uri, "soft-limits", &limits, nullptr);
+  g_object_get (g.scope, "soft-limits", &limits, nullptr);
   double x0 = 0, x1 = 0, y0 = 0, y1 = 0;
   if (limits) {
     gst_structure_get (limits, "x_min_um", G_TYPE_DOUBLE, &x0, "x_max_um", G_TYPE_DOUBLE, &x1, "y_min_um",
@@ -238,18 +238,23 @@ make_slide_map (const LivemicroStageMeta &sm)
   constexpr int kMapSidePx = 960;
   auto map = std::make_shared<livemicro::orchestrator::SlideMap> (area, kMapSidePx);
   std::atomic_store (&slide_views.map, map);
-  // Rendering a slide's macro image costs seconds of CPU (the virtual
-  // microscope opens its slide again): on a thread of its own at the lowest
-  // priority, after the capture has settled, so that it never delays the
-  // video, a still or a restart.  It touches only the map it shares.
-  std::string text = uri ? uri : "";
-  std::thread ([map, text] {
+  // Rendering a slide's macro image costs seconds of CPU: on a thread of its
+  // own at the lowest priority, after the capture has settled, so that it
+  // never delays the video, a still or a restart.  It renders from the slide
+  // the microscope has open, and touches only the map it shares.
+  // Weakly held while it waits: a microscope closed meanwhile is not kept
+  // open for it (a camera would stay busy).
+  std::weak_ptr<livemicro::hw::Microscope> open_microscope = livemicro_microscopesrc_get_microscope (g.scope);
+  std::thread ([map, open_microscope] {
 #ifdef __linux__
     setpriority (PRIO_PROCESS, (id_t)syscall (SYS_gettid), 19);
 #endif
     g_usleep (2 * G_USEC_PER_SEC);
     try {
-      if (auto o = livemicro::hw::slide_overview (text, kMapSidePx))
+      std::shared_ptr<livemicro::hw::Microscope> microscope = open_microscope.lock ();
+      if (!microscope)
+        return;
+      if (auto o = microscope->overview (kMapSidePx))
         map->set_macro (o->rgb, o->area_um);
     } catch (const std::exception &e) {
       g_printerr ("livemicro-worker: no macro image for the slide map: %s\n", e.what ());

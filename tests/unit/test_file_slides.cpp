@@ -10,7 +10,9 @@
 #include <gtest/gtest.h>
 #include <opencv2/imgcodecs.hpp>
 
+#include <atomic>
 #include <fstream>
+#include <thread>
 
 using namespace livemicro::hw;
 using livemicro::test::TempDir;
@@ -101,6 +103,44 @@ TEST (FileSlides, PlainImageRendersItsPixelsAtItsScale)
   auto m = open_microscope ("sim://" + path + "?mpp=0.5");
   EXPECT_DOUBLE_EQ (m->stage ().x_limits ().max_um, 200.0);
   EXPECT_DOUBLE_EQ (m->stage ().y_limits ().max_um, 150.0);
+}
+
+// The slide map's macro image comes from the slide the microscope has open:
+// the whole slide at most max_side_px on its longer side, the same pixels
+// whether the capture is grabbing meanwhile or not.
+TEST (FileSlides, OverviewIsTheWholeOpenSlideAtMostMaxSidePixels)
+{
+  TempDir dir;
+  std::string path = dir.file ("halves.png");
+  cv::Mat bgr (300, 400, CV_8UC3, cv::Scalar (200, 40, 40));          // blue left half
+  bgr (cv::Rect (200, 0, 200, 300)).setTo (cv::Scalar (40, 40, 200)); // red right half
+  cv::imwrite (path, bgr);
+  auto m = open_microscope ("sim://" + path + "?mpp=0.5");
+  std::optional<SlideOverview> alone = m->overview (100);
+  ASSERT_TRUE (alone.has_value ());
+  EXPECT_EQ (alone->rgb.size (), cv::Size (100, 75));
+  EXPECT_EQ (alone->rgb.type (), CV_8UC3);
+  EXPECT_DOUBLE_EQ (alone->area_um.width, 200.0);
+  EXPECT_DOUBLE_EQ (alone->area_um.height, 150.0);
+  // RGB, and each half where it is on the slide.
+  cv::Vec3b left = alone->rgb.at<cv::Vec3b> (37, 20), right = alone->rgb.at<cv::Vec3b> (37, 80);
+  EXPECT_GT (left[2], 150);
+  EXPECT_LT (left[0], 80);
+  EXPECT_GT (right[0], 150);
+  EXPECT_LT (right[2], 80);
+
+  m->camera ().configure ({320, 240});
+  std::atomic<bool> done{false};
+  std::thread capture ([&] {
+    cv::Mat frame;
+    while (!done)
+      m->camera ().grab (frame);
+  });
+  std::optional<SlideOverview> beside = m->overview (100);
+  done = true;
+  capture.join ();
+  ASSERT_TRUE (beside.has_value ());
+  EXPECT_EQ (cv::norm (alone->rgb, beside->rgb, cv::NORM_INF), 0.0);
 }
 
 TEST (FileSlides, TiffResolutionTagsGiveMicronsPerPixel)

@@ -132,6 +132,12 @@ struct MicroscopeState {
 // The soft limits (limits.h) of the current objective for a frame of this size.
 SoftLimits soft_limits (const MicroscopeState &state, int frame_width, int frame_height);
 
+// The whole slide at low resolution, as a macro camera shows it.
+struct SlideOverview {
+  cv::Mat rgb; // CV_8UC3
+  cv::Rect2d area_um;
+};
+
 // A microscope as one object: the parts plus a consistent snapshot.
 class Microscope {
 public:
@@ -147,21 +153,16 @@ public:
   virtual void home () = 0;
   // Health of each real device; empty for a virtual microscope.
   virtual std::vector<DeviceStatus> devices () const { return {}; }
+  // For a microscope that knows its slide (the virtual one): the whole slide
+  // rendered with at most `max_side_px` pixels on the longer side, and the
+  // slide µm it covers, from the slide it has open (seconds of CPU for a
+  // large slide; safe beside the capture).  Nothing for real hardware, whose
+  // slide is only seen through the objective.
+  virtual std::optional<SlideOverview> overview (int /*max_side_px*/) const { return std::nullopt; }
 };
 
 // Opens a microscope by URI.  Throws Error with a message that names the URI
 // and what is wrong (unknown scheme, missing or unreadable slide, bad query).
 std::unique_ptr<Microscope> open_microscope (const std::string &uri);
-
-// The whole slide at low resolution, as a macro camera shows it: for a URI
-// whose microscope knows its slide (the virtual microscope, sim:), rendered
-// with at most `max_side_px` pixels on the longer side, with the slide µm it
-// covers; nothing for real hardware, whose slide is only seen through the
-// objective.  Opens no device.  Throws Error like open_microscope.
-struct SlideOverview {
-  cv::Mat rgb; // CV_8UC3
-  cv::Rect2d area_um;
-};
-std::optional<SlideOverview> slide_overview (const std::string &uri, int max_side_px);
 
 } // namespace livemicro::hw
