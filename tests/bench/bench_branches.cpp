@@ -71,22 +71,6 @@ cycle (Daemon &d, int k)
   return failed;
 }
 
-// Waits until the worker has rendered the slide map's macro image (the
-// overview says "macro": true); the seconds it took, or -1 after timeout_s.
-double
-wait_for_macro (Daemon &d, double timeout_s)
-{
-  const gint64 t0 = g_get_monotonic_time ();
-  while ((g_get_monotonic_time () - t0) / 1e6 < timeout_s) {
-    HttpReply o = d.request ("GET", "/api/v1/microscopes/demo/overview");
-    if (o.status == 200 && o.object ()
-        && json_object_get_boolean_member_with_default (o.object (), "macro", FALSE))
-      return (g_get_monotonic_time () - t0) / 1e6;
-    g_usleep (G_USEC_PER_SEC / 4);
-  }
-  return -1;
-}
-
 struct Run {
   ProcessUsage cold_worker, start_worker, end_worker, start_daemon, end_daemon;
   double macro_wait_s = -1;
@@ -104,7 +88,7 @@ one_run (Run &r, int cycles, int warmup)
     return false;
   }
   const int worker = d.worker_pid ();
-  r.macro_wait_s = wait_for_macro (d, 300);
+  r.macro_wait_s = d.wait_macro_image ("demo", 300);
   if (r.macro_wait_s < 0)
     std::printf ("    the slide map's macro image was not rendered within 300 s: measuring anyway\n");
   g_usleep (G_USEC_PER_SEC);

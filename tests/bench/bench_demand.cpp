@@ -9,7 +9,8 @@
 // 8 by default; 1280x720 at 30 fps, sim://synthetic with a slide of its own
 // each), an owner session on each, and measures, side by side:
 //   - every worker's CPU (utime + stime from /proc, % of one core) and the
-//     daemon's over S seconds with 0 players anywhere, then "demo"'s worker
+//     daemon's over S seconds with 0 players anywhere (once every worker
+//     has rendered its slide map's macro image), then "demo"'s worker
 //     over S seconds with 1 playing RTSP viewer;
 //   - first frame: from a new rtspsrc player starting (PLAYING) to its first
 //     decoded frame, for N starts, each on an idle microscope (the
@@ -156,8 +157,13 @@ one_run (Run &r, int microscopes, int starts, double seconds)
       return false;
   }
   // All idle (sessions exist, nobody plays), then 1 playing viewer of "demo".
-  for (int k = 1; k <= microscopes; k++)
+  // Each worker's one-time start-up job, the slide map's macro image (about
+  // a second of CPU), is over before the idle figure is taken.
+  for (int k = 1; k <= microscopes; k++) {
     capture_idle (d, microscope_id (k));
+    if (d.wait_macro_image (microscope_id (k), 300) < 0)
+      std::fprintf (stderr, "%s rendered no macro image within 300 s\n", microscope_id (k).c_str ());
+  }
   g_usleep (2000000);
   pids.push_back (d.pid ());
   r.idle_pct_each = cpu_percent_each (pids, seconds);

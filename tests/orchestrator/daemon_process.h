@@ -275,6 +275,23 @@ public:
     return m.object () ? (int)json_object_get_int_member_with_default (m.object (), "worker_pid", 0) : 0;
   }
 
+  // Waits until a microscope's worker has rendered its slide map's macro
+  // image (the overview says "macro": true; a one-time job of about a second
+  // of CPU that benchmarks keep out of what they sample); the seconds it
+  // took, or -1 after timeout_s.
+  double wait_macro_image (const std::string &microscope = "demo", double timeout_s = 120) const
+  {
+    const gint64 t0 = g_get_monotonic_time ();
+    while ((g_get_monotonic_time () - t0) / 1e6 < timeout_s) {
+      HttpReply o = request ("GET", "/api/v1/microscopes/" + microscope + "/overview");
+      if (o.status == 200 && o.object ()
+          && json_object_get_boolean_member_with_default (o.object (), "macro", FALSE))
+        return (g_get_monotonic_time () - t0) / 1e6;
+      g_usleep (G_USEC_PER_SEC / 4);
+    }
+    return -1;
+  }
+
   int http_port () const { return http_port_; }
   int rtsp_port () const { return rtsp_port_; }
   // The daemon's process id (0 when it is not running).
