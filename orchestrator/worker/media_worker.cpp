@@ -603,34 +603,15 @@ add_view (uint32_t id, const std::string &description, std::string &error)
 }
 
 // A removed branch frees its encoder's and masks' buffers (megabytes per
-// 720p frame), but glibc keeps freed heap rather than give it back;
-// malloc_trim returns the free pages of every arena, and the free space at
-// the top of the main one (see use_one_arena for the other arenas' tops).
+// 720p frame), but glibc keeps freed heap in its arenas (one per streaming
+// thread) rather than give it back; malloc_trim returns the free pages of
+// every arena (bench-branches: +72 MB instead of +127 MB over 20 cycles of
+// the four profiles after 3 warm-up cycles).
 void
 give_back_freed_memory ()
 {
 #ifdef __GLIBC__
   malloc_trim (0);
-#endif
-}
-
-// glibc gives each new thread that finds the arenas busy an arena of its
-// own (up to 8 per core).  A view branch's streaming threads allocate its
-// frames in such arenas, and what the branch frees at the top of an arena
-// other than the main one stays there (up to twice glibc's mmap threshold,
-// 64 MB, per arena): malloc_trim does not return it, and the worker grew by
-// +48 to +54 MB (medians of 3, three sittings) over 100 cycles of the four
-// profiles (bench-branches).  With the main arena alone malloc_trim returns
-// it all (+13.2, -7.5, -4.6 MB in the same sittings; ~100 MB less held after
-// the cycles, peak ~70 MB lower).  Frames come from buffer pools and small
-// blocks from each thread's cache: the one lock cost no CPU beyond the
-// spread on a fixed workload, nor a killed worker's return time
-// (docs/benchmarks.md, "Branch memory").
-void
-use_one_arena ()
-{
-#ifdef __GLIBC__
-  mallopt (M_ARENA_MAX, 1);
 #endif
 }
 
@@ -1067,7 +1048,6 @@ main (int argc, char **argv)
 {
   // Die with the daemon: a worker never outlives the process that owns it.
   prctl (PR_SET_PDEATHSIG, SIGTERM);
-  use_one_arena (); // before any thread allocates
   gst_init (&argc, &argv);
   // One media process runs many branches on a few cores: the parallelism
   // is the branches' threads.  OpenCV's own pool (TBB) would run the
