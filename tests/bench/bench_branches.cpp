@@ -30,6 +30,7 @@ using livemicro::test::HttpReply;
 using livemicro::test::process_usage;
 using livemicro::test::ProcessUsage;
 using livemicro::test::RtspPlayer;
+using livemicro::test::wait_for_macro;
 
 namespace {
 
@@ -68,22 +69,6 @@ cycle (Daemon &d, int k)
   d.until_metric (
       "livemicro_view_branches{microscope=\"demo\"}", [] (double v) { return v == 0; }, 10);
   return failed;
-}
-
-// Waits until the worker has rendered the slide map's macro image (the
-// overview says "macro": true); the seconds it took, or -1 after timeout_s.
-double
-wait_for_macro (Daemon &d, double timeout_s)
-{
-  const gint64 t0 = g_get_monotonic_time ();
-  while ((g_get_monotonic_time () - t0) / 1e6 < timeout_s) {
-    HttpReply o = d.request ("GET", "/api/v1/microscopes/demo/overview");
-    if (o.status == 200 && o.object ()
-        && json_object_get_boolean_member_with_default (o.object (), "macro", FALSE))
-      return (g_get_monotonic_time () - t0) / 1e6;
-    g_usleep (G_USEC_PER_SEC / 4);
-  }
-  return -1;
 }
 
 struct Run {

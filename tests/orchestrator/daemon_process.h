@@ -339,6 +339,24 @@ move_stage (const Daemon &d, const std::string &owner_token, double x_um, double
   return "the stage did not reach the target within 15 s";
 }
 
+// Waits until a microscope's worker has rendered the slide map's macro image
+// (its overview says "macro": true; a one-off job at the lowest priority a
+// few seconds after the first frame, which holds ~140 MB while it runs); the
+// seconds it took, or -1 after timeout_s.
+inline double
+wait_for_macro (const Daemon &d, double timeout_s, const std::string &microscope = "demo")
+{
+  const gint64 t0 = g_get_monotonic_time ();
+  while ((g_get_monotonic_time () - t0) / 1e6 < timeout_s) {
+    HttpReply o = d.request ("GET", "/api/v1/microscopes/" + microscope + "/overview");
+    if (o.status == 200 && o.object ()
+        && json_object_get_boolean_member_with_default (o.object (), "macro", FALSE))
+      return (g_get_monotonic_time () - t0) / 1e6;
+    g_usleep (G_USEC_PER_SEC / 4);
+  }
+  return -1;
+}
+
 // What a process holds: open file descriptors, threads, resident memory.
 struct ProcessUsage {
   int fds = -1, threads = -1;
