@@ -940,7 +940,9 @@ gst_tumor_features_class_init (GstTumorFeaturesClass *klass)
       gobject_class, PROP_ACTIVE,
       g_param_spec_boolean ("active", "Active",
                             "Analyse frames; when FALSE (nobody sees the results) the video passes "
-                            "untouched, nothing is analysed and no FeaturesMeta is attached",
+                            "untouched, nothing is analysed, no FeaturesMeta is attached and the analysis' "
+                            "working memory is given back (the first frame analysed after it allocates "
+                            "it again)",
                             DEFAULT_ACTIVE, rw));
   g_object_class_install_property (
       gobject_class, PROP_INTERVAL,
