@@ -241,6 +241,14 @@ Analyzer::reset ()
   macenko_.reset ();
 }
 
+void
+Analyzer::release_memory ()
+{
+  scratch_ = std::make_unique<Scratch> ();
+  if (model_)
+    model_->release_buffers ();
+}
+
 namespace {
 
 // Marker-controlled watershed by hierarchical queue on an 8-bit relief

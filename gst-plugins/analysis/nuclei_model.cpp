@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <iterator>
 #include <vector>
 
 #ifndef LIVEMICRO_MODEL_DIR
@@ -44,8 +45,19 @@ default_model_path ()
 }
 
 struct NucleusModel::Impl {
+  std::vector<uchar> onnx; // the file's bytes, read once
   cv::dnn::Net net;
   cv::Mat blob, pad;
+  // A network built from `onnx`, with nothing allocated yet; throws
+  // cv::Exception or ModelError.
+  void build ()
+  {
+    net = cv::dnn::readNetFromONNX (onnx);
+    if (net.empty ())
+      throw ModelError ("empty network");
+    net.setPreferableBackend (cv::dnn::DNN_BACKEND_OPENCV);
+    net.setPreferableTarget (cv::dnn::DNN_TARGET_CPU);
+  }
   // Runs the network on `image` (sides multiples of kStride); logits at
   // half resolution into out[0..1].
   void run (const cv::Mat &image, std::array<int, 3> rgb, cv::Mat out[2])
@@ -75,20 +87,21 @@ std::unique_ptr<NucleusModel>
 NucleusModel::load (const std::string &given)
 {
   const std::string path = given.empty () ? default_model_path () : given;
+  std::unique_ptr<NucleusModel> m (new NucleusModel ());
+  m->path_ = path;
   {
     std::ifstream f (path, std::ios::binary);
     if (!f)
       throw ModelError ("nucleus model '" + path + "' cannot be opened (" + std::strerror (errno)
                         + "): " + kWhatToDo);
+    m->impl_->onnx.assign (std::istreambuf_iterator<char> (f), std::istreambuf_iterator<char> ());
+    if (f.bad () || m->impl_->onnx.empty ())
+      throw ModelError ("nucleus model '" + path + "' cannot be read ("
+                        + (f.bad () ? "a read error" : "empty") + "): the file is corrupt or truncated; "
+                        + kWhatToDo);
   }
-  std::unique_ptr<NucleusModel> m (new NucleusModel ());
-  m->path_ = path;
   try {
-    m->impl_->net = cv::dnn::readNetFromONNX (path);
-    if (m->impl_->net.empty ())
-      throw ModelError ("empty network");
-    m->impl_->net.setPreferableBackend (cv::dnn::DNN_BACKEND_OPENCV);
-    m->impl_->net.setPreferableTarget (cv::dnn::DNN_TARGET_CPU);
+    m->impl_->build ();
     // A probe: a LiveMicro nucleus model maps 3×32×32 to 2×16×16.
     cv::Mat probe (32, 32, CV_8UC3, cv::Scalar (200, 150, 200)), out[2];
     m->impl_->run (probe, {0, 1, 2}, out);
@@ -142,6 +155,17 @@ NucleusModel::predict (const cv::Mat &image, std::array<int, 3> rgb, cv::Mat &fo
       cv::Rect dst (tx * step, ty * step, std::min (step, w - tx * step), std::min (step, h - ty * step));
       finish (cv::Rect (kMargin, kMargin, dst.width, dst.height), dst);
     }
+}
+
+void
+NucleusModel::release_buffers ()
+{
+  // A network that has run holds every layer's output for the last input
+  // size; only a new one holds nothing.  The bytes built a working network
+  // at load, so this cannot fail for want of a file.
+  impl_->build ();
+  impl_->blob.release ();
+  impl_->pad.release ();
 }
 
 } // namespace livemicro::analysis

@@ -33,7 +33,10 @@
  * With `active` cleared (nobody sees the results) the video passes untouched
  * without any analysis and without a FeaturesMeta; the last result is
  * forgotten, so that once active again no frame carries a result computed
- * elsewhere on the slide.
+ * elsewhere on the slide.  The analysis thread then gives back its working
+ * memory (the model's layer buffers and the scratch images, ~120 MB for a
+ * 1280x720 frame at 0.5 µm per pixel) once the analysis in progress, if
+ * any, is finished; the first frame analysed after it allocates them again.
  *
  * |[
  * gst-launch-1.0 microscopesrc objective=40 ! tumorfeatures json-location=f.jsonl ! \
@@ -67,6 +70,9 @@
 #include <string>
 #include <thread>
 
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #ifdef __linux__
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -192,6 +198,9 @@ struct Private {
   std::thread worker;
   bool stopping = false;
   bool busy = false;
+  /* Set when the element goes inactive: the analysis thread gives back its
+   * working memory between jobs.  Cleared by a new job (active again). */
+  bool release_wanted = false;
   std::optional<Job> job;
   std::shared_ptr<const Done> latest;
   guint64 seq = 0, frames_analysed = 0, frames_skipped = 0, frame_index = 0;
@@ -199,7 +208,8 @@ struct Private {
   bool warned_skip = false;
   bool was_active = true; // streaming thread only
   FILE *json = nullptr;
-  an::Analyzer analyzer; // worker thread only
+  an::Analyzer analyzer;               // worker thread only
+  bool analysed_since_release = false; // worker thread only
   /* The nucleus model loaded at start, or null (then model_error says why). */
   std::shared_ptr<an::NucleusModel> model;
   std::string model_error;
@@ -477,7 +487,28 @@ write_report_line (GstTumorFeatures *self, FILE *json, const Job &job, const Don
                          (nullptr));
 }
 
-/* Worker: analyses the job, reports it (JSON line, bus message), publishes. */
+/* Worker, inactive: gives back the analysis' working memory (the model's
+ * layer buffers and the scratch images) to the allocator, and the
+ * allocator's free pages to the system (glibc keeps freed heap in its arenas
+ * otherwise).  No analysis runs meanwhile: this thread alone runs them. */
+static void
+release_working_memory (GstTumorFeatures *self)
+{
+  const gint64 t0 = g_get_monotonic_time ();
+  try {
+    self->priv->analyzer.release_memory ();
+  } catch (const std::exception &e) {
+    GST_WARNING_OBJECT (self, "cannot give back the analysis' memory: %s", e.what ());
+  }
+#ifdef __GLIBC__
+  malloc_trim (0);
+#endif
+  GST_DEBUG_OBJECT (self, "inactive: the analysis' working memory given back in %.1f ms",
+                    (g_get_monotonic_time () - t0) / 1000.0);
+}
+
+/* Worker: analyses the job, reports it (JSON line, bus message), publishes;
+ * while inactive, gives back its working memory once. */
 static void
 worker_loop (GstTumorFeatures *self, int nice)
 {
@@ -485,9 +516,19 @@ worker_loop (GstTumorFeatures *self, int nice)
   lower_thread_priority (self, nice);
   std::unique_lock<std::mutex> lock (p->mutex);
   while (true) {
-    p->job_ready.wait (lock, [p] { return p->stopping || p->job.has_value (); });
+    p->job_ready.wait (lock, [p] { return p->stopping || p->job.has_value () || p->release_wanted; });
     if (p->stopping)
       return;
+    if (!p->job) {
+      p->release_wanted = false;
+      if (p->analysed_since_release) { // else there is nothing to give back
+        lock.unlock ();
+        release_working_memory (self);
+        p->analysed_since_release = false;
+        lock.lock ();
+      }
+      continue;
+    }
     Job job = std::move (*p->job);
     p->job.reset ();
     guint64 skipped = p->frames_skipped;
@@ -500,6 +541,7 @@ worker_loop (GstTumorFeatures *self, int nice)
     bool ok = true;
     try {
       p->analyzer.set_params (job.params);
+      p->analysed_since_release = true;
       done->result = p->analyzer.analyze (job.frame, job.um_per_px, job.rgb);
     } catch (const std::exception &e) {
       ok = false;
@@ -596,6 +638,7 @@ gst_tumor_features_start (GstBaseTransform *trans)
   p->json = json;
   p->stopping = false;
   p->busy = false;
+  p->release_wanted = false;
   p->job.reset ();
   p->latest.reset ();
   p->seq = p->frames_analysed = p->frames_skipped = p->frame_index = 0;
@@ -782,6 +825,7 @@ submit_frame (GstTumorFeatures *self, GstBuffer *buf, const FrameSettings &f, do
   job.epoch = p->epoch;
   p->job = std::move (job);
   p->busy = true;
+  p->release_wanted = false; // active again: a release not yet done is not wanted
   p->job_ready.notify_one ();
   return GST_FLOW_OK;
 }
@@ -814,11 +858,14 @@ gst_tumor_features_transform_ip (GstBaseTransform *trans, GstBuffer *buf)
   const FrameSettings f = frame_settings (self);
   if (!f.active) {
     if (p->was_active) {
-      /* The last result shows where the slide was: do not carry it over. */
+      /* The last result shows where the slide was: do not carry it over;
+       * nobody sees the analysis, so its memory goes back too. */
       std::lock_guard<std::mutex> lock (p->mutex);
       p->latest.reset ();
       p->frame_index = 0;
       p->epoch++;
+      p->release_wanted = true;
+      p->job_ready.notify_one ();
     }
     p->was_active = false;
     return GST_FLOW_OK;
@@ -893,7 +940,9 @@ gst_tumor_features_class_init (GstTumorFeaturesClass *klass)
       gobject_class, PROP_ACTIVE,
       g_param_spec_boolean ("active", "Active",
                             "Analyse frames; when FALSE (nobody sees the results) the video passes "
-                            "untouched, nothing is analysed and no FeaturesMeta is attached",
+                            "untouched, nothing is analysed, no FeaturesMeta is attached and the analysis' "
+                            "working memory is given back (the first frame analysed after it allocates "
+                            "it again)",
                             DEFAULT_ACTIVE, rw));
   g_object_class_install_property (
       gobject_class, PROP_INTERVAL,

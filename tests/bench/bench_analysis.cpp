@@ -4,8 +4,8 @@
 //   meson test -C build --benchmark --suite bench -v analysis
 //   build/tests/bench/bench-analysis [--repeats N=3] [--json FILE=bench-analysis.json]
 //       [--testdata DIR=$LIVEMICRO_TESTDATA] [--folds DIR=tests/bench/nuclei-folds]
-//       [--model FILE=$LIVEMICRO_NUCLEI_MODEL] [--only looo|thresholds|kidney|speed]
-//   (without --only: every section but thresholds)
+//       [--model FILE=$LIVEMICRO_NUCLEI_MODEL] [--only looo|thresholds|kidney|speed|rebuild]
+//   (without --only: every section but thresholds and rebuild)
 //
 // 0. Leave one organ out on the eleven annotated MoNuSeg tiles of five
 //    organs: each tile is segmented by the model trained without its organ
@@ -24,6 +24,14 @@
 //    microscope at 40x and 20x, and a real-tissue frame tiled from MoNuSeg;
 //    medians over repeats; the ratio is against scikit-image on the same
 //    PNG frames.  Only the analysis is timed (frames decoded beforehand).
+// 3. --only rebuild: what the first analysis costs once the working memory
+//    was given back (Analyzer::release_memory, what an inactive
+//    tumorfeatures does), against one with it kept: a 1280x720 frame of the
+//    virtual microscope's default 10x (1 µm/px, the model enlarges it to its
+//    0.5 µm/px), the model, --repeats pairs of (kept, rebuilt: released
+//    and malloc_trim, as the element does) in turn;
+//    the analysing thread's CPU time (what load does not change) and the
+//    wall time, medians, and what the release itself takes.
 #include "bench_util.h"
 #include "accuracy.h"
 #include "monuseg.h"
@@ -47,6 +55,9 @@
 #include <memory>
 #include <sched.h>
 #include <unistd.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <string>
 #include <vector>
 
@@ -333,10 +344,10 @@ struct Options {
   std::string testdata;
   std::string folds = NUCLEI_FOLDS_DIR;
   std::string model_path;
-  std::string only; // one section: looo, thresholds, kidney or speed
+  std::string only; // one section: looo, thresholds, kidney, speed or rebuild
 
-  // Whether a section that runs by default runs (thresholds runs only when
-  // asked for by --only).
+  // Whether a section that runs by default runs (thresholds and rebuild run
+  // only when asked for by --only).
   bool runs (const char *section) const { return only.empty () || only == section; }
 };
 
@@ -351,13 +362,14 @@ parse_options (int argc, char **argv, Options &o)
       argc, argv,
       "bench-analysis [--repeats N=3] [--json FILE=bench-analysis.json] [--testdata DIR=$LIVEMICRO_TESTDATA] "
       "[--folds DIR=tests/bench/nuclei-folds] [--model FILE=$LIVEMICRO_NUCLEI_MODEL] "
-      "[--only looo|thresholds|kidney|speed] (without --only: every section but thresholds)",
+      "[--only looo|thresholds|kidney|speed|rebuild] (without --only: every section but thresholds and "
+      "rebuild)",
       {{"--repeats", &o.repeats, 1}},
       {{"--json", &o.json_path},
        {"--testdata", &o.testdata},
        {"--folds", &o.folds},
        {"--model", &o.model_path},
-       {"--only", &o.only, "looo|thresholds|kidney|speed"}});
+       {"--only", &o.only, "looo|thresholds|kidney|speed|rebuild"}});
 }
 
 // What every section shares: the scikit-image script's command line (on
@@ -828,8 +840,70 @@ print_speed_row (const SpeedRow &row)
 
 // -------------------------------------------------------------------- JSON
 
+// ----------------------------------------------------------------- rebuild
+
+struct RebuildRuns {
+  std::vector<double> kept_cpu_ms, kept_wall_ms, rebuilt_cpu_ms, rebuilt_wall_ms, release_wall_ms;
+};
+
+// One analysis of `rgb`: its thread CPU and wall ms into `cpu`, `wall`.
+void
+time_analysis (analysis::Analyzer &a, const cv::Mat &rgb, double upp, std::vector<double> &cpu,
+               std::vector<double> &wall)
+{
+  const auto t0 = Clock::now ();
+  const double c0 = thread_cpu_s ();
+  a.analyze (rgb, upp);
+  cpu.push_back ((thread_cpu_s () - c0) * 1000);
+  wall.push_back (std::chrono::duration<double, std::milli> (Clock::now () - t0).count ());
+}
+
+RebuildRuns
+time_rebuild (const Options &opt)
+{
+  RebuildRuns r;
+  hw::sim::SyntheticSlide slide;
+  const double upp = 1.0;
+  const cv::Point2d h = slide.home_um ();
+  cv::Mat rgb;
+  slide.render (upp, cv::Rect ((int)(h.x / upp) - 640, (int)(h.y / upp) - 360, 1280, 720), rgb);
+  analysis::Params p;
+  p.method = analysis::Method::kModel;
+  p.model_path = opt.model_path;
+  analysis::Analyzer a (p);
+  a.analyze (rgb, upp); // first use: allocated
+  for (int k = 0; k < opt.repeats; k++) {
+    time_analysis (a, rgb, upp, r.kept_cpu_ms, r.kept_wall_ms);
+    const auto t0 = Clock::now ();
+    a.release_memory ();
+#ifdef __GLIBC__
+    malloc_trim (0); // as tumorfeatures does: the pages go back, the next analysis faults them in anew
+#endif
+    r.release_wall_ms.push_back (std::chrono::duration<double, std::milli> (Clock::now () - t0).count ());
+    time_analysis (a, rgb, upp, r.rebuilt_cpu_ms, r.rebuilt_wall_ms);
+  }
+  return r;
+}
+
+void
+print_rebuild (const RebuildRuns &r, int repeats)
+{
+  double load[3] = {-1, -1, -1};
+  getloadavg (load, 3);
+  std::printf ("\nfirst analysis after the working memory was given back: 1280x720 at 1 um/px (10x), the "
+               "model, %d pairs in turn, medians; load average %.2f %.2f %.2f\n",
+               repeats, load[0], load[1], load[2]);
+  std::printf ("%-28s %14s %14s\n", "analysis", "thread CPU ms", "wall ms");
+  std::printf ("%-28s %14.0f %14.0f\n", "working memory kept", median (r.kept_cpu_ms),
+               median (r.kept_wall_ms));
+  std::printf ("%-28s %14.0f %14.0f\n", "after release + malloc_trim", median (r.rebuilt_cpu_ms),
+               median (r.rebuilt_wall_ms));
+  std::printf ("%-28s %14s %14.0f\n", "release_memory () + trim", "", median (r.release_wall_ms));
+}
+
 struct Results {
   bool pinned = false;
+  RebuildRuns rebuild;
   std::vector<FoldRow> looo;
   LoooMeans looo_means;
   std::vector<ThresholdChoice> thresholds;
@@ -1020,6 +1094,21 @@ add_speed_json (JsonBuilder *b, const std::vector<SpeedRow> &speed)
 }
 
 void
+add_rebuild_json (JsonBuilder *b, const RebuildRuns &r)
+{
+  if (r.kept_cpu_ms.empty ())
+    return;
+  json_builder_set_member_name (b, "rebuild");
+  json_builder_begin_object (b);
+  add_runs_json (b, "kept_cpu_ms", r.kept_cpu_ms);
+  add_runs_json (b, "kept_wall_ms", r.kept_wall_ms);
+  add_runs_json (b, "rebuilt_cpu_ms", r.rebuilt_cpu_ms);
+  add_runs_json (b, "rebuilt_wall_ms", r.rebuilt_wall_ms);
+  add_runs_json (b, "release_wall_ms", r.release_wall_ms);
+  json_builder_end_object (b);
+}
+
+void
 write_results (const Results &res, const Options &opt)
 {
   g_autoptr (JsonBuilder) b = json_builder_new ();
@@ -1038,6 +1127,7 @@ write_results (const Results &res, const Options &opt)
   add_looo_json (b, res.looo, res.looo_means, opt.folds);
   add_thresholds_json (b, res.thresholds);
   add_speed_json (b, res.speed);
+  add_rebuild_json (b, res.rebuild);
   json_builder_end_object (b);
   livemicro::bench::write_json (b, opt.json_path);
 }
@@ -1105,14 +1195,19 @@ main (int argc, char **argv)
 
   if (getloadavg (res.load, 3) < 0)
     res.load[0] = res.load[1] = res.load[2] = -1;
-  print_speed_header (res.pinned, opt.repeats, res.load);
   if (opt.runs ("speed")) {
+    print_speed_header (res.pinned, opt.repeats, res.load);
     const std::vector<Scene> scenes = speed_scenes (kidney);
     for (size_t k = 0; k < scenes.size (); k++) {
       res.speed.push_back (
           time_scene (scenes[k], base.dir + "/frame-" + std::to_string (k) + ".png", opt, base));
       print_speed_row (res.speed.back ());
     }
+  }
+
+  if (opt.only == "rebuild") {
+    res.rebuild = time_rebuild (opt);
+    print_rebuild (res.rebuild, opt.repeats);
   }
 
   write_results (res, opt);

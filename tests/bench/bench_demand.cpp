@@ -17,12 +17,23 @@
 //     microscopes in turn; the capture reported idle and one more second
 //     passed), then for 10 starts on "demo" while another session of the
 //     same view already plays (the warm figure to compare with: the same
-//     path without the wake).
+//     path without the wake);
+//   - "demo"'s worker memory (VmRSS): idle before it ever analysed (after
+//     the slide map's one-off macro image), with the viewer (the analysis
+//     and the owner view's overlay and encoder running), and idle again
+//     after the analysis ran and was turned off (the viewer gone, 3 s after
+//     the analysis reported off);
+//   - the first analysed result once the analysis is turned on again: an
+//     events socket that is shown the analysis opens, 3 times; the analysis
+//     time of its first result minus the median of the next ones (what the
+//     first result pays for memory given back while off), and the ms from
+//     the socket open to that first result.
 // Prints each run, then the median of the runs, with the load average.
 // Targets (issue 12): ≥ 8 microscopes on a node, each idle one ≤ 5 % of a
 // core; first frame p95 ≤ 300 ms.
 #include "bench_util.h"
 #include "daemon_process.h"
+#include "events_client.h"
 
 #include <atomic>
 #include <cstring>
@@ -33,7 +44,9 @@
 #include <unistd.h>
 
 using livemicro::test::Daemon;
+using livemicro::test::EventsClient;
 using livemicro::test::HttpReply;
+using livemicro::test::process_usage;
 using livemicro::test::RtspPlayer;
 
 namespace {
@@ -103,8 +116,29 @@ first_frame_ms (const HttpReply &s, double timeout_s = 10)
   return first.at_us ? (first.at_us - t0) / 1000.0 : -1;
 }
 
+bool
+analysis_off (const Daemon &d, double seconds = 10)
+{
+  return d.until_metric (
+      "livemicro_analysis_active{microscope=\"demo\"}", [] (double v) { return v == 0; }, seconds);
+}
+
 struct Run {
   double idle_pct = 0, playing_pct = 0; // the "demo" worker
+  // "demo"'s worker VmRSS, MB: idle before any analysis, with 1 viewer,
+  // idle after the analysis ran
+  double rss_idle_before_mb = 0, rss_viewing_mb = 0, rss_idle_after_mb = 0;
+  // First analysed result after the analysis is turned on again: its
+  // analysis ms, the median of the next four's, and ms from the socket open
+  // to it; one per round.
+  std::vector<double> first_analysis_ms, steady_analysis_ms, first_result_ms;
+  double first_extra_ms () const
+  {
+    std::vector<double> d;
+    for (size_t i = 0; i < first_analysis_ms.size (); i++)
+      d.push_back (first_analysis_ms[i] - steady_analysis_ms[i]);
+    return livemicro::bench::median (d);
+  }
   std::vector<double> idle_pct_each;    // every microscope's worker, all idle at once
   double idle_daemon_pct = 0;           // the daemon meanwhile
   std::vector<double> cold_ms, warm_ms; // new viewer of an idle / a played microscope
@@ -125,6 +159,40 @@ cpu_percent_each (const std::vector<int> &pids, double seconds)
   for (size_t i = 0; i < pids.size (); i++)
     out.push_back (100.0 * (livemicro::bench::cpu_seconds (pids[i]) - c0[i]) / dt);
   return out;
+}
+
+// `rounds` times: the analysis off (and its memory given back), then an
+// events socket shown the analysis opens; the first analysed result's
+// analysis time against the median of the next four, and how soon it came.
+bool
+first_results (Run &r, const Daemon &d, const HttpReply &s, int rounds)
+{
+  for (int i = 0; i < rounds; i++) {
+    if (!analysis_off (d))
+      return false;
+    g_usleep (3000000); // idle frames come once a second: the release is done
+    std::vector<double> ms;
+    gint64 t0 = g_get_monotonic_time (), first_at = 0;
+    EventsClient ev (d.http_port (), "demo", s.str ("token"));
+    bool ok = ev.wait_for (
+        "features",
+        [&] (JsonObject *o) {
+          JsonObject *data = json_object_get_object_member (o, "data");
+          if (!data || !json_object_get_boolean_member_with_default (data, "analysed", FALSE))
+            return false;
+          if (ms.empty ()) // seen within the 5 ms wait_for polls at
+            first_at = g_get_monotonic_time ();
+          ms.push_back (json_object_get_double_member_with_default (data, "analysis_ms", 0));
+          return ms.size () >= 5;
+        },
+        60);
+    if (!ok || ms.size () < 5)
+      return false;
+    r.first_analysis_ms.push_back (ms[0]);
+    r.steady_analysis_ms.push_back (livemicro::bench::median ({ms.begin () + 1, ms.end ()}));
+    r.first_result_ms.push_back (first_at > t0 ? (first_at - t0) / 1000.0 : -1);
+  }
+  return true;
 }
 
 // One run: the idle figures over all `microscopes`, the one-viewer figure
@@ -170,11 +238,13 @@ one_run (Run &r, int microscopes, int starts, double seconds)
   r.idle_daemon_pct = r.idle_pct_each.back ();
   r.idle_pct_each.pop_back ();
   r.idle_pct = r.idle_pct_each.front ();
+  r.rss_idle_before_mb = process_usage (pid).rss_kb / 1024.0;
   {
     RtspPlayer viewer (other.str ("rtsp_url"), other.str ("id"), other.str ("token"), "tcp", false);
     if (!viewer.wait_frames (30, 20))
       return false;
     r.playing_pct = cpu_percent (pid, seconds);
+    r.rss_viewing_mb = process_usage (pid).rss_kb / 1024.0;
     // Warm: a new viewer while this one plays.
     for (int i = 0; i < 10; i++) {
       double ms = first_frame_ms (s);
@@ -183,6 +253,14 @@ one_run (Run &r, int microscopes, int starts, double seconds)
       else
         r.warm_ms.push_back (ms);
     }
+  }
+  if (!analysis_off (d) || !capture_idle (d))
+    return false;
+  g_usleep (3000000); // idle frames come once a second: the release is done
+  r.rss_idle_after_mb = process_usage (pid).rss_kb / 1024.0;
+  if (!first_results (r, d, s, 3)) {
+    std::fprintf (stderr, "no analysed result on the events socket\n");
+    return false;
   }
   for (int i = 0; i < starts; i++) {
     const int k = 1 + i % microscopes;
@@ -250,6 +328,13 @@ main (int argc, char **argv)
                  r.playing_pct > 0 ? r.idle_pct / r.playing_pct : 0, percentile (r.cold_ms, 0.5),
                  percentile (r.cold_ms, 0.95), percentile (r.warm_ms, 0.5), percentile (r.warm_ms, 0.95),
                  r.failed_starts);
+    std::printf ("     \"demo\"'s worker RSS: idle before analysing %.1f MB, 1 viewer %.1f MB, idle after "
+                 "analysis %.1f MB; first result after the analysis is turned on again (median of %zu): "
+                 "analysed in %.0f ms (the next ones %.0f ms: %+.0f ms), %.0f ms after the socket opened\n",
+                 r.rss_idle_before_mb, r.rss_viewing_mb, r.rss_idle_after_mb, r.first_result_ms.size (),
+                 median (r.first_analysis_ms), median (r.steady_analysis_ms), r.first_extra_ms (),
+                 median (r.first_result_ms));
+    std::fflush (stdout);
     done.push_back (std::move (r));
   }
   auto med = [&done] (const std::function<double (const Run &)> &f) {
@@ -267,6 +352,11 @@ main (int argc, char **argv)
   const double cold95 = med ([] (const Run &r) { return percentile (r.cold_ms, 0.95); });
   const double warm50 = med ([] (const Run &r) { return percentile (r.warm_ms, 0.5); });
   const double warm95 = med ([] (const Run &r) { return percentile (r.warm_ms, 0.95); });
+  const double rss_before = med ([] (const Run &r) { return r.rss_idle_before_mb; });
+  const double rss_viewing = med ([] (const Run &r) { return r.rss_viewing_mb; });
+  const double rss_after = med ([] (const Run &r) { return r.rss_idle_after_mb; });
+  const double first_extra = med ([] (const Run &r) { return r.first_extra_ms (); });
+  const double first_result = med ([] (const Run &r) { return median (r.first_result_ms); });
   int failed = 0;
   for (const auto &r : done)
     failed += r.failed_starts;
@@ -281,6 +371,10 @@ main (int argc, char **argv)
       "load average %.2f at the end\n",
       runs, microscopes, idle_max, idle_max <= 5 ? "met" : "NOT met", microscopes, idle_all, idle_daemon,
       playing, cold50, cold95, cold95 <= 300 ? "met" : "NOT met", load_end[0]);
+  std::printf ("median of %d runs, \"demo\"'s worker RSS: idle before analysing %.1f MB, 1 viewer %.1f MB, "
+               "worker RSS idle after analysis %.1f MB; first result after the analysis is turned on again: "
+               "%+.0f ms of analysis against the next results, %.0f ms after the socket opened\n",
+               runs, rss_before, rss_viewing, rss_after, first_extra, first_result);
 
   g_autoptr (JsonBuilder) b = json_builder_new ();
   json_builder_begin_object (b);
@@ -305,6 +399,13 @@ main (int argc, char **argv)
     num ("warm_first_frame_p95_ms", percentile (r.warm_ms, 0.95));
     num ("cold_starts", (double)r.cold_ms.size ());
     num ("failed_starts", r.failed_starts);
+    num ("worker_rss_idle_before_analysis_mb", r.rss_idle_before_mb);
+    num ("worker_rss_one_viewer_mb", r.rss_viewing_mb);
+    num ("worker_rss_idle_after_analysis_mb", r.rss_idle_after_mb);
+    num ("first_result_analysis_ms", median (r.first_analysis_ms));
+    num ("next_results_analysis_ms", median (r.steady_analysis_ms));
+    num ("first_result_extra_analysis_ms", r.first_extra_ms ());
+    num ("first_result_after_socket_ms", median (r.first_result_ms));
     json_builder_end_object (b);
   }
   json_builder_end_array (b);
@@ -320,6 +421,11 @@ main (int argc, char **argv)
   num ("cold_first_frame_p95_ms", cold95);
   num ("warm_first_frame_p50_ms", warm50);
   num ("warm_first_frame_p95_ms", warm95);
+  num ("worker_rss_idle_before_analysis_mb", rss_before);
+  num ("worker_rss_one_viewer_mb", rss_viewing);
+  num ("worker_rss_idle_after_analysis_mb", rss_after);
+  num ("first_result_extra_analysis_ms", first_extra);
+  num ("first_result_after_socket_ms", first_result);
   json_builder_end_object (b);
   json_builder_set_member_name (b, "load_average");
   json_builder_begin_array (b);

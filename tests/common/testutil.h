@@ -8,6 +8,7 @@
 #include <glib/gstdio.h>
 
 #include <cstdlib>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -64,6 +65,18 @@ laplacian_variance (const cv::Mat &rgb)
   cv::Scalar mean, stddev;
   cv::meanStdDev (lap, mean, stddev);
   return stddev[0] * stddev[0];
+}
+
+// This process's resident memory (VmRSS in /proc/self/status), kB; -1
+// where there is no /proc.
+inline long
+resident_kb ()
+{
+  std::ifstream status ("/proc/self/status");
+  for (std::string line; std::getline (status, line);)
+    if (line.rfind ("VmRSS:", 0) == 0)
+      return std::atol (line.c_str () + 6);
+  return -1;
 }
 
 // A fresh temporary directory, removed with its files by the destructor.

@@ -19,6 +19,10 @@
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
+
 #include <algorithm>
 #include <cmath>
 #include <fstream>
@@ -902,6 +906,112 @@ TEST_F (TumorFeatures, InactivePassesFramesWithoutAnalysisAndForgetsTheLastResul
   EXPECT_TRUE (c.analysed) << "the first active frame is analysed, not given the old result";
   EXPECT_EQ (c.analysed_pts, 10 * GST_SECOND);
   EXPECT_EQ (c.frames_analysed, 2u);
+  gst_harness_teardown (h);
+}
+
+// Going inactive gives the analysis' working memory back (the model's layer
+// buffers and the scratch images: at 1280x720 and 0.5 µm per pixel, the
+// model's own scale, the process's resident memory drops by well over 40 MB;
+// what earlier tests freed is trimmed before the active sample, so that it
+// is not counted), and an element toggled back on while PLAYING
+// analyses again at once with the same result for the same frame: the first
+// active frame is analysed, its message posted, its count unchanged; quick
+// toggles (a release asked for while frames are analysed) change nothing.
+TEST_F (TumorFeatures, InactiveGivesItsWorkingMemoryBackAndActiveRebuildsIt)
+{
+  livemicro::hw::sim::SyntheticSlide slide;
+  cv::Mat rgb;
+  slide.render (
+      0.5, cv::Rect ((int)(slide.home_um ().x / 0.5) - 640, (int)(slide.home_um ().y / 0.5) - 360, 1280, 720),
+      rgb);
+  GstHarness *h = gst_harness_new ("tumorfeatures"); // h->element is the element itself
+  g_object_set (h->element, "um-per-px", 0.5, nullptr);
+  gst_util_set_object_arg (G_OBJECT (h->element), "method", "model");
+  gst_harness_set_src_caps_str (h, "video/x-raw,format=RGB,width=1280,height=720,framerate=0/1");
+  GstBus *bus = gst_bus_new ();
+  gst_element_set_bus (h->element, bus);
+  GstClockTime pts = 0;
+  // One frame through; its meta (nuclei not kept), or analysed=false and 0
+  // nuclei when it has none.
+  auto push = [&] (bool *has_meta = nullptr) {
+    GstBuffer *out = gst_harness_push_and_pull (h, frame_at (rgb, pts));
+    pts += GST_SECOND;
+    LivemicroFeaturesMeta m{};
+    LivemicroFeaturesMeta *fm = out ? livemicro_buffer_get_features_meta (out) : nullptr;
+    if (has_meta)
+      *has_meta = fm != nullptr;
+    if (fm)
+      m = *fm;
+    m.nuclei = nullptr;
+    if (out)
+      gst_buffer_unref (out);
+    return m;
+  };
+  auto messages = [&] () {
+    int n = 0;
+    while (GstMessage *msg = gst_bus_pop_filtered (bus, GST_MESSAGE_ELEMENT)) {
+      n += gst_structure_has_name (gst_message_get_structure (msg), "tumorfeatures");
+      gst_message_unref (msg);
+    }
+    return n;
+  };
+#ifdef __GLIBC__
+  malloc_trim (0);
+#endif
+  const long before_kb = livemicro::test::resident_kb ();
+  LivemicroFeaturesMeta first = push ();
+  ASSERT_TRUE (first.analysed);
+  ASSERT_GT (first.nuclei_count, 20u);
+  for (int k = 0; k < 2; k++)
+    EXPECT_EQ (push ().nuclei_count, first.nuclei_count);
+  EXPECT_EQ (messages (), 3);
+#ifdef __GLIBC__
+  malloc_trim (0);
+#endif
+  const long active_kb = livemicro::test::resident_kb ();
+
+  g_object_set (h->element, "active", FALSE, nullptr);
+  bool has_meta = true;
+  push (&has_meta);
+  EXPECT_FALSE (has_meta);
+  // The analysis thread gives the memory back on its own time: wait for it
+  // (a minute at most, whatever the machine's load).
+  long inactive_kb = active_kb;
+  for (int i = 0; i < 600 && active_kb - inactive_kb <= 40 * 1024; i++) {
+    g_usleep (100000);
+    inactive_kb = livemicro::test::resident_kb ();
+  }
+  EXPECT_GT (active_kb - inactive_kb, 40 * 1024)
+      << "resident " << active_kb / 1024 << " MB active, " << inactive_kb / 1024 << " MB inactive";
+  std::printf ("resident memory: %.1f MB before the first analysis, %.1f MB active, %.1f MB inactive\n",
+               before_kb / 1024.0, active_kb / 1024.0, inactive_kb / 1024.0);
+
+  g_object_set (h->element, "active", TRUE, nullptr);
+  LivemicroFeaturesMeta again = push (&has_meta);
+  ASSERT_TRUE (has_meta);
+  EXPECT_TRUE (again.analysed) << "the first active frame is analysed";
+  EXPECT_EQ (again.nuclei_count, first.nuclei_count) << "the same frame, the same nuclei";
+  EXPECT_EQ (again.mean_area_um2, first.mean_area_um2);
+  EXPECT_EQ (messages (), 1);
+
+  // Quick toggles: inactive for one frame, active the next.
+  for (int k = 0; k < 5; k++) {
+    SCOPED_TRACE (k);
+    g_object_set (h->element, "active", FALSE, nullptr);
+    push (&has_meta);
+    EXPECT_FALSE (has_meta);
+    g_object_set (h->element, "active", TRUE, nullptr);
+    LivemicroFeaturesMeta m = push (&has_meta);
+    ASSERT_TRUE (has_meta);
+    EXPECT_TRUE (m.analysed);
+    EXPECT_EQ (m.nuclei_count, first.nuclei_count);
+  }
+  EXPECT_EQ (messages (), 5);
+  GstState state;
+  gst_element_get_state (h->element, &state, nullptr, 0);
+  EXPECT_EQ (state, GST_STATE_PLAYING);
+  gst_element_set_bus (h->element, nullptr);
+  gst_object_unref (bus);
   gst_harness_teardown (h);
 }
 

@@ -340,6 +340,61 @@ TEST (NucleusModel, LoadsAndGivesDeterministicOutput)
   EXPECT_NE (r1.summary.nuclei_count, r2.summary.nuclei_count);
 }
 
+// Giving back the model's layer buffers and the analysis' scratch (what an
+// inactive tumorfeatures does) changes no output: the maps are bit for bit
+// the same after release_buffers (), and so are the nuclei after
+// release_memory ().  The network is rebuilt from the bytes read at load:
+// the file has been removed meanwhile.
+TEST (NucleusModel, GivesTheSameOutputAfterReleasingItsBuffers)
+{
+  TempDir dir;
+  {
+    std::ifstream real (an::default_model_path (), std::ios::binary);
+    std::ofstream copy (dir.file ("nuclei.onnx"), std::ios::binary);
+    copy << real.rdbuf ();
+  }
+  std::shared_ptr<an::NucleusModel> model = an::NucleusModel::load (dir.file ("nuclei.onnx"));
+  ASSERT_EQ (g_remove (dir.file ("nuclei.onnx").c_str ()), 0);
+  hw::sim::SyntheticSlide slide;
+  cv::Point2d home = slide.home_um ();
+  cv::Mat field;
+  slide.render (0.5, cv::Rect ((int)(home.x / 0.5) - 320, (int)(home.y / 0.5) - 180, 640, 360), field);
+  cv::Mat fg1, d1, fg2, d2, fg3, d3;
+  model->predict (field, {0, 1, 2}, fg1, d1);
+  model->release_buffers ();
+  model->predict (field, {0, 1, 2}, fg2, d2);
+  model->release_buffers ();
+  model->release_buffers (); // twice in a row, as an element toggled quickly may
+  model->predict (field, {0, 1, 2}, fg3, d3);
+  ASSERT_EQ (fg2.size (), field.size ());
+  EXPECT_EQ (cv::norm (fg1, fg2, cv::NORM_INF), 0.0);
+  EXPECT_EQ (cv::norm (d1, d2, cv::NORM_INF), 0.0);
+  EXPECT_EQ (cv::norm (fg1, fg3, cv::NORM_INF), 0.0);
+  EXPECT_EQ (cv::norm (d1, d3, cv::NORM_INF), 0.0);
+  double hi;
+  cv::minMaxLoc (fg2, nullptr, &hi);
+  EXPECT_GT (hi, 0.9) << "nuclei are still found";
+
+  an::Analyzer a (with_method (an::Method::kModel));
+  a.set_model (model);
+  an::Result r1 = a.analyze (field, 0.5);
+  a.release_memory ();
+  an::Result r2 = a.analyze (field, 0.5);
+  ASSERT_GT (r1.summary.nuclei_count, 20);
+  EXPECT_EQ (r2.method, an::Method::kModel);
+  ASSERT_EQ (r1.nuclei.size (), r2.nuclei.size ());
+  for (size_t k = 0; k < r1.nuclei.size (); k++) {
+    EXPECT_EQ (r1.nuclei[k].x_px, r2.nuclei[k].x_px);
+    EXPECT_EQ (r1.nuclei[k].y_px, r2.nuclei[k].y_px);
+    EXPECT_EQ (r1.nuclei[k].area_um2, r2.nuclei[k].area_um2);
+    EXPECT_EQ (r1.nuclei[k].contour, r2.nuclei[k].contour);
+  }
+  an::Analyzer classical (with_method (an::Method::kClassical));
+  an::Result c1 = classical.analyze (field, 0.5);
+  classical.release_memory (); // no model: the scratch alone
+  EXPECT_EQ (classical.analyze (field, 0.5).summary.nuclei_count, c1.summary.nuclei_count);
+}
+
 // A frame too large for one pass is predicted in overlapping tiles; the
 // result agrees with one pass over the same pixels away from the seams'
 // context limits.

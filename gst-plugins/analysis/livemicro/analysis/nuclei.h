@@ -165,6 +165,11 @@ public:
   void set_params (const Params &p);
   // Forgets the smoothed per-slide stain vectors (new slide).
   void reset ();
+  // Gives back the working memory of analyze (): the scratch images and,
+  // when a model is set, its layer buffers (NucleusModel::release_buffers;
+  // tens of MB each at 720p).  Settings, the model and the stain estimate
+  // stay; the next analyze () allocates again and gives the same result.
+  void release_memory ();
   // Uses this model for Method::kModel / kAuto instead of loading
   // Params::model_path itself (nullptr: load it when first needed).
   void set_model (std::shared_ptr<NucleusModel> model);

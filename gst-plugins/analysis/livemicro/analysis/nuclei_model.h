@@ -7,7 +7,9 @@
 // instances with a marker-controlled watershed.
 //
 // Plain C++, no GObject.  One NucleusModel per thread (cv::dnn::Net is not
-// re-entrant); loading takes a few tens of milliseconds.
+// re-entrant); loading takes a few tens of milliseconds.  The file is read
+// once, at load: its bytes (under 2 MB) stay in memory, so that
+// release_buffers () rebuilds the network without touching the file again.
 #pragma once
 
 #include <opencv2/core.hpp>
@@ -56,6 +58,14 @@ public:
   // `distance` (CV_32F, the image's size, values 0..1).  Large images are
   // processed in overlapping tiles, so memory stays bounded.  Deterministic.
   void predict (const cv::Mat &image, std::array<int, 3> rgb, cv::Mat &foreground, cv::Mat &distance);
+
+  // Gives back the memory predict () allocated (the network's layer
+  // buffers, tens of MB for a 720p frame, and the input copies) by
+  // rebuilding the network from the bytes read at load; the next predict ()
+  // allocates them again and gives the same output.  Never reads the file,
+  // so a file removed or damaged since load cannot break a running model.
+  // Not while predict () runs (same thread, or the caller's lock).
+  void release_buffers ();
 
 private:
   NucleusModel ();
