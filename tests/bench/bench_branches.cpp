@@ -4,7 +4,9 @@
 // built, their encoders started), plays each over RTSP until it decoded a
 // frame, then ends the four sessions (the four branches removed), and waits
 // until the worker reports no branch.  The worker's resident memory (VmRSS)
-// after the warm-up cycles is compared with the end; the daemon's too.
+// after the warm-up cycles is compared with the end, each taken once the
+// worker has settled (the analysis off and the memory it gives back
+// returned); the daemon's too.
 //
 //   meson test -C build --benchmark --suite bench branches -v
 //   build/tests/bench/bench-branches [--cycles N=100] [--warmup N=20] [--runs N=3]
@@ -71,6 +73,29 @@ cycle (Daemon &d, int k)
   return failed;
 }
 
+// The worker's usage once it has settled after a cycle: the analysis off
+// (the owner's overlay view is gone) and the memory its inactive analysis
+// gives back returned — the analysis thread does that after the analysis in
+// progress, seconds later at its low priority — so until the resident size
+// has not fallen by 1 MB or more over 3 s (at most 60 s).
+ProcessUsage
+settled_usage (const Daemon &d, int worker)
+{
+  d.until_metric (
+      "livemicro_analysis_active{microscope=\"demo\"}", [] (double v) { return v == 0; }, 10);
+  ProcessUsage last = process_usage (worker);
+  const gint64 deadline = g_get_monotonic_time () + 60 * G_USEC_PER_SEC;
+  gint64 since = g_get_monotonic_time ();
+  while (g_get_monotonic_time () < deadline && g_get_monotonic_time () - since < 3 * G_USEC_PER_SEC) {
+    g_usleep (G_USEC_PER_SEC / 4);
+    ProcessUsage u = process_usage (worker);
+    if (u.rss_kb < last.rss_kb - 1024)
+      since = g_get_monotonic_time ();
+    last = u;
+  }
+  return last;
+}
+
 struct Run {
   ProcessUsage cold_worker, start_worker, end_worker, start_daemon, end_daemon;
   double macro_wait_s = -1;
@@ -95,8 +120,7 @@ one_run (Run &r, int cycles, int warmup)
   r.cold_worker = process_usage (worker);
   for (int k = 0; k < warmup; k++)
     r.failed += cycle (d, -1 - k);
-  g_usleep (G_USEC_PER_SEC);
-  r.start_worker = process_usage (worker);
+  r.start_worker = settled_usage (d, worker);
   r.start_daemon = process_usage (d.pid ());
   for (int k = 0; k < cycles; k++) {
     r.failed += cycle (d, k);
@@ -107,8 +131,7 @@ one_run (Run &r, int cycles, int warmup)
       std::fflush (stdout);
     }
   }
-  g_usleep (G_USEC_PER_SEC);
-  r.end_worker = process_usage (worker);
+  r.end_worker = settled_usage (d, worker);
   r.end_daemon = process_usage (d.pid ());
   if (d.worker_pid () != worker) {
     std::fprintf (stderr, "the worker restarted during the run\n");
