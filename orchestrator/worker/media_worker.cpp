@@ -242,16 +242,21 @@ make_slide_map (const LivemicroStageMeta &sm)
   // own at the lowest priority, after the capture has settled, so that it
   // never delays the video, a still or a restart.  It renders from the slide
   // the microscope has open, and touches only the map it shares.
-  // Weakly held while it waits: a microscope closed meanwhile is not kept
-  // open for it (a camera would stay busy).
-  std::weak_ptr<livemicro::hw::Microscope> open_microscope = livemicro_microscopesrc_get_microscope (g.scope);
-  std::thread ([map, open_microscope] {
+  // The microscope is taken from the element once the wait is over (the one
+  // open then: a microscope closed meanwhile is neither kept open for this,
+  // nor rendered), and waited for while the element is stopped.
+  GstElement *scope = GST_ELEMENT (gst_object_ref (g.scope));
+  std::thread ([map, scope] {
 #ifdef __linux__
     setpriority (PRIO_PROCESS, (id_t)syscall (SYS_gettid), 19);
 #endif
-    g_usleep (2 * G_USEC_PER_SEC);
+    std::shared_ptr<livemicro::hw::Microscope> microscope;
+    for (int k = 0; k < 30 && !microscope; k++) {
+      g_usleep (2 * G_USEC_PER_SEC);
+      microscope = livemicro_microscopesrc_get_microscope (scope);
+    }
+    gst_object_unref (scope);
     try {
-      std::shared_ptr<livemicro::hw::Microscope> microscope = open_microscope.lock ();
       if (!microscope)
         return;
       if (auto o = microscope->overview (kMapSidePx))
