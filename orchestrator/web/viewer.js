@@ -29,7 +29,7 @@
   const canvas = $('overlay');
 
   const state = {
-    ws: null, pc: null, framesDecoded: 0, shown: [], latencies: [],
+    ws: null, pc: null, framesDecoded: 0, shown: [], shownMinusCapture: [],
     frameByRtp: new Map(), clockOffsetMs: 0, bestRttMs: Infinity, iceState: 'new', retry: 0,
     session: null, microscope: null, scope: null, control: null, lease: null,
     shownFrame: null, pointers: new Map(), annotations: new Map(), whep: useWhep, whepResource: null,
@@ -866,10 +866,12 @@
       const f = state.frameByRtp.get(meta.rtpTimestamp >>> 0);
       if (f) {
         if (f.um_per_px) state.shownFrame = f;
-        const shownAt = performance.timeOrigin + (meta.presentationTime || now) + state.clockOffsetMs;
-        const latency = shownAt - f.capture_unix_us / 1000;
-        if (latency > -50 && latency < 10000) state.latencies.push(latency);
-        if (state.latencies.length > 300) state.latencies.shift();
+        // On the page's clock: the server's clock offset is applied when the
+        // figures are made, so that every sample gets the best offset known
+        // then, not the rougher one of the moment the frame was shown.
+        const shownAt = performance.timeOrigin + (meta.presentationTime || now);
+        state.shownMinusCapture.push(shownAt - f.capture_unix_us / 1000);
+        if (state.shownMinusCapture.length > 300) state.shownMinusCapture.shift();
       }
     }
     video.requestVideoFrameCallback(onVideoFrame);
@@ -880,7 +882,9 @@
     showAnalysisState();
     const t = performance.now();
     state.shown = state.shown.filter((x) => t - x < 1000);
-    const recent = state.latencies.slice(-60);
+    const latencies = state.shownMinusCapture.map((d) => d + state.clockOffsetMs)
+      .filter((latency) => latency > -50 && latency < 10000);
+    const recent = latencies.slice(-60);
     const p50 = percentile(recent, 0.5), p95 = percentile(recent, 0.95);
     $('fps').textContent = `${state.shown.length} fps`;
     $('latency').textContent = isFinite(p50) ? `latency ${fmt(p50, 0)} ms` : 'latency –';
@@ -893,8 +897,8 @@
       fps: state.shown.length,
       latency_ms_p50: isFinite(p50) ? p50 : null,
       latency_ms_p95: isFinite(p95) ? p95 : null,
-      latency_samples: state.latencies.length,
-      latencies_ms: state.latencies,
+      latency_samples: latencies.length,
+      latencies_ms: latencies,
       ice_state: state.iceState,
       drives: drives(),
       user_agent: navigator.userAgent,
