@@ -30,7 +30,7 @@
 
   const state = {
     ws: null, pc: null, framesDecoded: 0, shown: [], shownMinusCapture: [],
-    frameByRtp: new Map(), clockOffsetMs: 0, bestRttMs: Infinity, iceState: 'new', retry: 0,
+    frameByRtp: new Map(), clockOffsetMs: 0, bestRttMs: Infinity, clockPingsLeft: 0, iceState: 'new', retry: 0,
     session: null, microscope: null, scope: null, control: null, lease: null,
     shownFrame: null, pointers: new Map(), annotations: new Map(), whep: useWhep, whepResource: null,
     tool: 'move', draft: [], lastNotice: '', commands: [], fatal: '',
@@ -61,6 +61,9 @@
   // The page's clock for latencies: the one video frames' presentation
   // times are on (performance.timeOrigin + performance.now()), which can be
   // tens of ms away from Date.now(); whole ms, as the ping's "t" is.
+  // Pings in a row on connecting: a loaded machine delays some of them; the
+  // one with the shortest round trip sets the clock offset.
+  const kClockPings = 8;
   const clockMs = () => Math.round(performance.timeOrigin + performance.now());
   const fmt = (v, digits = 1) => (typeof v === 'number' && isFinite(v) ? v.toFixed(digits) : '–');
   function percentile(values, q) {
@@ -851,6 +854,10 @@
           state.bestRttMs = rtt;
           state.clockOffsetMs = m.server_time_us / 1000 - (m.t + rtt / 2);
         }
+        if (state.clockPingsLeft > 0) {
+          state.clockPingsLeft--;
+          send({ type: 'ping', t: clockMs() });
+        }
         break;
       }
       case 'error': setConn('error: ' + m.error, 'badge-bad'); break;
@@ -899,6 +906,9 @@
       latency_ms_p95: isFinite(p95) ? p95 : null,
       latency_samples: latencies.length,
       latencies_ms: latencies,
+      // The latencies' error bound is half the best round trip.
+      clock_offset_ms: isFinite(state.bestRttMs) ? state.clockOffsetMs : null,
+      clock_rtt_ms: isFinite(state.bestRttMs) ? state.bestRttMs : null,
       ice_state: state.iceState,
       drives: drives(),
       user_agent: navigator.userAgent,
@@ -997,6 +1007,11 @@
     if (state.ws) { state.ws.onclose = null; state.ws.close(); }
     const ws = new WebSocket(`${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws/${sessionId}`);
     state.ws = ws;
+    // A new server may run on another clock: its offset is learnt afresh,
+    // from a short run of pings (each sent when the last one's pong comes).
+    state.bestRttMs = Infinity;
+    state.shownMinusCapture = [];
+    state.clockPingsLeft = kClockPings;
     ws.onopen = () => { send({ type: 'hello', token, webrtc: !state.whep, nuclei: true }); send({ type: 'ping', t: clockMs() }); };
     ws.onmessage = onMessage;
     ws.onclose = (e) => {
