@@ -379,8 +379,8 @@ TEST_F (Livemicrod, ChromiumDecodesWebRtcVideoOnTheViewerPage)
   // to half the best round trip (and the whole ms the ping carries), which
   // on a loaded machine can be more than this small view's latency.
   ASSERT_GE (clock_rtt_ms, 0) << "the page learnt the server's clock: " << last_stats.substr (0, 600);
-  EXPECT_GT (p50, -(clock_rtt_ms / 2 + 1)) << "the page measured latency from the capture times: "
-                                           << last_stats.substr (0, 600);
+  EXPECT_GT (p50, -(clock_rtt_ms / 2 + 1))
+      << "the page measured latency from the capture times: " << last_stats.substr (0, 600);
   EXPECT_LT (p50, 1000) << "glass-to-glass on one machine";
   EXPECT_EQ (d.metric ("livemicro_encoders{microscope=\"demo\"}"), 1) << "no encode per viewer";
 }
