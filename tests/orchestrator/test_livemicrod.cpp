@@ -271,11 +271,17 @@ TEST_F (Livemicrod, KillingOneMicroscopesWorkerLeavesTheOtherServingAndComesBack
   gint64 killed = g_get_monotonic_time ();
   ASSERT_EQ (kill ((pid_t)pid, SIGKILL), 0);
 
-  // The right microscope never stops: no gap over 0.5 s in the next 2.5 s.
+  // The left one's return takes a new process (GStreamer, the slide, an
+  // encoder): 2 s on an idle 2-core machine, longer in proportion when the
+  // load average is over 2 (as test-faults allows its restarts).
+  double load[1] = {0};
+  getloadavg (load, 1);
+  const gint64 allowed_us = (gint64)(2000000 * std::max (1.0, load[0] / 2));
+  // The right microscope never stops: no gap over 0.5 s meanwhile.
   gint64 longest_gap = 0, last = g_get_monotonic_time ();
   int seen = right.frames ();
   gint64 left_back = 0;
-  while (g_get_monotonic_time () - killed < 2500000) {
+  while (g_get_monotonic_time () - killed < allowed_us + 500000) {
     g_usleep (10000);
     if (right.frames () != seen) {
       seen = right.frames ();
@@ -288,8 +294,10 @@ TEST_F (Livemicrod, KillingOneMicroscopesWorkerLeavesTheOtherServingAndComesBack
   }
   EXPECT_GT (right.frames (), right_before + 45) << "right kept receiving ~30 fps";
   EXPECT_LT (longest_gap, 500000) << "right stalled " << longest_gap / 1000 << " ms";
-  ASSERT_GT (left_back, 0) << "left did not serve again within 2.5 s";
-  EXPECT_LT (left_back - killed, 2000000) << "left came back after " << (left_back - killed) / 1000 << " ms";
+  ASSERT_GT (left_back, 0) << "left did not serve again within " << (allowed_us + 500000) / 1000
+                           << " ms at load " << load[0];
+  EXPECT_LT (left_back - killed, allowed_us)
+      << "left came back after " << (left_back - killed) / 1000 << " ms at load " << load[0];
   EXPECT_GE (d.metric ("livemicro_worker_restarts_total{microscope=\"left\"}"), 1);
   EXPECT_EQ (d.metric ("livemicro_worker_restarts_total{microscope=\"right\"}"), 0);
 }
