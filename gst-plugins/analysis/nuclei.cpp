@@ -350,7 +350,7 @@ segment_with_model (NucleusModel &model, const cv::Mat &work, std::array<int, 3>
                     cv::Mat &fg, cv::Mat &dist, cv::Mat &mask, cv::Mat &core, cv::Mat &relief,
                     cv::Mat &labels, std::vector<std::vector<int>> &buckets)
 {
-  model.predict (work, rgb, fg, dist);
+  model.predict (work, rgb, fg, dist, P.model_tta_copies);
   const int w = work.cols, h = work.rows;
   mask.create (h, w, CV_8U);
   core.create (h, w, CV_8U);
@@ -1113,6 +1113,8 @@ Analyzer::analyze (const cv::Mat &image, double um_per_px, std::array<int, 3> rg
 {
   const double t_start = now_ms ();
   check_input (image, um_per_px, rgb);
+  if (!valid_augmentation_copies (params_.model_tta_copies))
+    throw std::invalid_argument ("model_tta_copies must be 1, 2, 4 or 8");
   const Params &P = params_;
   Scratch &S = *scratch_;
   StageProfile profile;

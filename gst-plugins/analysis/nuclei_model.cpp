@@ -1,5 +1,6 @@
 // The learned nucleus model through OpenCV's DNN module: loading with a
-// clear error, tiling, RGB/255 NCHW input, bilinear x2 upsampling and
+// clear error, tiling, RGB/255 NCHW input, optional test-time augmentation
+// (mean logits over flipped/rotated copies), bilinear x2 upsampling and
 // sigmoid of the two output maps.  See nuclei_model.h.
 #include "livemicro/analysis/nuclei_model.h"
 
@@ -31,6 +32,46 @@ int
 round_up (int v, int m)
 {
   return (v + m - 1) / m * m;
+}
+
+// The eight symmetries of a square, in the order test-time augmentation
+// adds them: the three that keep the sides (so 2 and 4 copies run the
+// network at one input shape), then the four that swap them.
+enum Dihedral { kIdentity, kFlipX, kFlipY, kRotate180, kTranspose, kRotate90, kRotate270, kAntiTranspose };
+
+// dst = transform t of src (undo: its inverse).  Sides that were multiples
+// of kStride stay so, and a logit map (half the input's size) transforms
+// exactly as its input did.
+void
+dihedral (const cv::Mat &src, cv::Mat &dst, int t, bool undo)
+{
+  switch (t) {
+  case kIdentity:
+    src.copyTo (dst);
+    break;
+  case kFlipX:
+    cv::flip (src, dst, 1);
+    break;
+  case kFlipY:
+    cv::flip (src, dst, 0);
+    break;
+  case kRotate180:
+    cv::flip (src, dst, -1);
+    break;
+  case kTranspose:
+    cv::transpose (src, dst);
+    break;
+  case kRotate90:
+  case kRotate270:
+    cv::rotate (src, dst,
+                (t == kRotate90) != undo ? cv::ROTATE_90_CLOCKWISE : cv::ROTATE_90_COUNTERCLOCKWISE);
+    break;
+  default: { // kAntiTranspose, its own inverse
+    cv::Mat tr;
+    cv::transpose (src, tr);
+    cv::flip (tr, dst, -1);
+  }
+  }
 }
 
 } // namespace
@@ -78,6 +119,31 @@ struct NucleusModel::Impl {
     for (int k = 0; k < 2; k++)
       out[k] = cv::Mat (o.size[2], o.size[3], CV_32F, o.ptr<float> (0, k)).clone ();
   }
+  // run () on `image` and its first `copies` dihedral transforms, each
+  // output transformed back; the mean logits into out[0..1] (summed in a
+  // fixed order: deterministic).  copies = 1 is run () itself.
+  void run_augmented (const cv::Mat &image, std::array<int, 3> rgb, int copies, cv::Mat out[2])
+  {
+    if (copies == 1) {
+      run (image, rgb, out);
+      return;
+    }
+    cv::Mat one[2], back;
+    for (int t = 0; t < copies; t++) {
+      dihedral (image, turned, t, false);
+      run (turned, rgb, one);
+      for (int k = 0; k < 2; k++) {
+        dihedral (one[k], back, t, true);
+        if (t == 0)
+          back.copyTo (out[k]);
+        else
+          out[k] += back;
+      }
+    }
+    for (int k = 0; k < 2; k++)
+      out[k] *= 1.0 / copies;
+  }
+  cv::Mat turned; // the transformed input of run_augmented ()
 };
 
 NucleusModel::NucleusModel () : impl_ (std::make_unique<Impl> ()) {}
@@ -115,11 +181,21 @@ NucleusModel::load (const std::string &given)
   return m;
 }
 
+bool
+valid_augmentation_copies (int copies)
+{
+  return copies == 1 || copies == 2 || copies == 4 || copies == 8;
+}
+
 void
-NucleusModel::predict (const cv::Mat &image, std::array<int, 3> rgb, cv::Mat &foreground, cv::Mat &distance)
+NucleusModel::predict (const cv::Mat &image, std::array<int, 3> rgb, cv::Mat &foreground, cv::Mat &distance,
+                       int copies)
 {
   if (image.empty () || image.depth () != CV_8U || (image.channels () != 3 && image.channels () != 4))
     throw std::invalid_argument ("the nucleus model needs an 8-bit RGB image");
+  if (!valid_augmentation_copies (copies))
+    throw std::invalid_argument ("test-time augmentation takes 1, 2, 4 or 8 copies, not "
+                                 + std::to_string (copies));
   const int w = image.cols, h = image.rows;
   foreground.create (h, w, CV_32F);
   distance.create (h, w, CV_32F);
@@ -139,7 +215,7 @@ NucleusModel::predict (const cv::Mat &image, std::array<int, 3> rgb, cv::Mat &fo
   if ((double)pw * ph <= 1.5 * kTile * kTile) {
     // One pass, padded by reflection to multiples of kStride.
     cv::copyMakeBorder (image, impl_->pad, 0, ph - h, 0, pw - w, border);
-    impl_->run (impl_->pad, rgb, logits);
+    impl_->run_augmented (impl_->pad, rgb, copies, logits);
     finish (cv::Rect (0, 0, w, h), cv::Rect (0, 0, w, h));
     return;
   }
@@ -151,7 +227,7 @@ NucleusModel::predict (const cv::Mat &image, std::array<int, 3> rgb, cv::Mat &fo
   for (int ty = 0; ty < ny; ty++)
     for (int tx = 0; tx < nx; tx++) {
       cv::Rect in (tx * step, ty * step, kTile, kTile);
-      impl_->run (impl_->pad (in), rgb, logits);
+      impl_->run_augmented (impl_->pad (in), rgb, copies, logits);
       cv::Rect dst (tx * step, ty * step, std::min (step, w - tx * step), std::min (step, h - ty * step));
       finish (cv::Rect (kMargin, kMargin, dst.width, dst.height), dst);
     }
@@ -166,6 +242,7 @@ NucleusModel::release_buffers ()
   impl_->build ();
   impl_->blob.release ();
   impl_->pad.release ();
+  impl_->turned.release ();
 }
 
 } // namespace livemicro::analysis

@@ -6,7 +6,7 @@
 //       writes the generated slide's ground truth (label, tissue sections,
 //       nuclei with positions, sizes and shapes) as JSON; region in slide µm.
 //   livemicroctl analyze IMAGE... [--um-per-px X] [--region X,Y,W,H]
-//       [--json [--nuclei] | --geojson FILE]
+//       [--stain macenko] [--tta 2|4|8] [--json [--nuclei] | --geojson FILE]
 //       the tumorfeatures analysis on still images (PNG, JPEG, TIFF, or a
 //       region of a whole-slide image through OpenSlide): a summary per image,
 //       JSON Lines, or GeoJSON detections QuPath imports.
@@ -16,6 +16,7 @@
 #include "sim/synthetic_slide.h"
 
 #include <livemicro/analysis/nuclei.h>
+#include <livemicro/analysis/nuclei_model.h>
 #include <livemicro/analysis/report.h>
 #include <livemicro/hw/error.h>
 
@@ -48,7 +49,7 @@ usage (FILE *to)
                     "      ground truth of sim://synthetic as JSON (region in slide µm;\n"
                     "      default the whole slide, which lists ~10^6 nuclei)\n"
                     "  analyze IMAGE... [--um-per-px X] [--region X,Y,W,H] [--stain macenko]\n"
-                    "          [--json [--nuclei] | --geojson FILE]\n"
+                    "          [--tta 2|4|8] [--json [--nuclei] | --geojson FILE]\n"
                     "      H&E nuclei analysis of still images (PNG, JPEG, TIFF, whole-slide\n"
                     "      images through OpenSlide); --geojson writes QuPath detections\n");
   return to == stdout ? 0 : 2;
@@ -195,6 +196,7 @@ parse_analyze_options (int &argc, char **&argv, AnalyzeOptions &o)
   g_autofree char *geojson = nullptr;
   g_autofree char *region = nullptr;
   g_autofree char *stain = nullptr;
+  gint tta = 1;
   GOptionEntry entries[]
       = {{"um-per-px", 0, 0, G_OPTION_ARG_DOUBLE, &um_per_px,
           "Pixel size on the slide (default: from the file: OpenSlide mpp or TIFF resolution)", "X"},
@@ -202,6 +204,10 @@ parse_analyze_options (int &argc, char **&argv, AnalyzeOptions &o)
           "Analyse only this rectangle, full-resolution pixels (required for large slides)", "X,Y,W,H"},
          {"stain", 0, 0, G_OPTION_ARG_STRING, &stain, "Stain vectors: ruifrok-johnston (default) or macenko",
           "NAME"},
+         {"tta", 0, 0, G_OPTION_ARG_INT, &tta,
+          "Nucleus model: average its maps over N flipped/rotated copies of the image (1 = off, the default; "
+          "2, 4 or 8; N times the model's time)",
+          "N"},
          {"json", 0, 0, G_OPTION_ARG_NONE, &json, "One JSON object per image (JSON Lines)", nullptr},
          {"nuclei", 0, 0, G_OPTION_ARG_NONE, &nuclei, "With --json: add the per-nucleus array", nullptr},
          {"geojson", 0, 0, G_OPTION_ARG_FILENAME, &geojson,
@@ -242,6 +248,11 @@ parse_analyze_options (int &argc, char **&argv, AnalyzeOptions &o)
     std::fprintf (stderr, "livemicroctl analyze: --stain '%s' is not ruifrok-johnston or macenko\n", stain);
     return false;
   }
+  if (!an::valid_augmentation_copies (tta)) {
+    std::fprintf (stderr, "livemicroctl analyze: --tta %d is not 1, 2, 4 or 8\n", tta);
+    return false;
+  }
+  o.params.model_tta_copies = tta;
   o.um_per_px = um_per_px;
   o.json = json;
   o.nuclei = nuclei;

@@ -5,7 +5,10 @@
 //   build/tests/bench/bench-analysis [--repeats N=3] [--json FILE=bench-analysis.json]
 //       [--testdata DIR=$LIVEMICRO_TESTDATA] [--folds DIR=tests/bench/nuclei-folds]
 //       [--model FILE=$LIVEMICRO_NUCLEI_MODEL] [--only looo|thresholds|kidney|speed|rebuild]
-//   (without --only: every section but thresholds and rebuild)
+//       [--tta 1|2|4|8]
+//   (without --only: every section but thresholds and rebuild; --tta: the
+//   model's test-time augmentation copies, Params::model_tta_copies, in the
+//   looo, speed and rebuild sections)
 //
 // 0. Leave one organ out on the eleven annotated MoNuSeg tiles of five
 //    organs: each tile is segmented by the model trained without its organ
@@ -344,7 +347,8 @@ struct Options {
   std::string testdata;
   std::string folds = NUCLEI_FOLDS_DIR;
   std::string model_path;
-  std::string only; // one section: looo, thresholds, kidney, speed or rebuild
+  std::string only;   // one section: looo, thresholds, kidney, speed or rebuild
+  int tta_copies = 1; // the model's test-time augmentation (looo, speed, rebuild)
 
   // Whether a section that runs by default runs (thresholds and rebuild run
   // only when asked for by --only).
@@ -358,18 +362,23 @@ parse_options (int argc, char **argv, Options &o)
 {
   o.testdata = g_getenv ("LIVEMICRO_TESTDATA") ? g_getenv ("LIVEMICRO_TESTDATA") : "";
   o.model_path = g_getenv ("LIVEMICRO_NUCLEI_MODEL") ? g_getenv ("LIVEMICRO_NUCLEI_MODEL") : "";
-  return livemicro::bench::parse_options (
+  auto status = livemicro::bench::parse_options (
       argc, argv,
       "bench-analysis [--repeats N=3] [--json FILE=bench-analysis.json] [--testdata DIR=$LIVEMICRO_TESTDATA] "
       "[--folds DIR=tests/bench/nuclei-folds] [--model FILE=$LIVEMICRO_NUCLEI_MODEL] "
-      "[--only looo|thresholds|kidney|speed|rebuild] (without --only: every section but thresholds and "
-      "rebuild)",
-      {{"--repeats", &o.repeats, 1}},
+      "[--only looo|thresholds|kidney|speed|rebuild] [--tta 1|2|4|8] (without --only: every section but "
+      "thresholds and rebuild)",
+      {{"--repeats", &o.repeats, 1}, {"--tta", &o.tta_copies, 1}},
       {{"--json", &o.json_path},
        {"--testdata", &o.testdata},
        {"--folds", &o.folds},
        {"--model", &o.model_path},
        {"--only", &o.only, "looo|thresholds|kidney|speed|rebuild"}});
+  if (!status && !analysis::valid_augmentation_copies (o.tta_copies)) {
+    std::fprintf (stderr, "--tta takes 1, 2, 4 or 8, not %d\n", o.tta_copies);
+    return 2;
+  }
+  return status;
 }
 
 // What every section shares: the scikit-image script's command line (on
@@ -403,7 +412,7 @@ centroids_member (JsonObject *o)
 // ------------------------------------------------ leave one organ out
 
 FoldRow
-leave_out_tile (const bench::MonusegTile &tile, const bench::AnnotatedTile &t, const std::string &folds,
+leave_out_tile (const bench::MonusegTile &tile, const bench::AnnotatedTile &t, const Options &opt,
                 const Baseline &base)
 {
   FoldRow row;
@@ -414,7 +423,8 @@ leave_out_tile (const bench::MonusegTile &tile, const bench::AnnotatedTile &t, c
   row.classical = analyze_tile (t, classical);
   analysis::Params model;
   model.method = analysis::Method::kModel;
-  model.model_path = folds + "/nuclei-without-" + tile.organ + ".onnx";
+  model.model_path = opt.folds + "/nuclei-without-" + tile.organ + ".onnx";
+  model.model_tta_copies = opt.tta_copies;
   try {
     row.model = analyze_tile (t, model);
   } catch (const std::exception &e) {
@@ -436,17 +446,17 @@ leave_out_tile (const bench::MonusegTile &tile, const bench::AnnotatedTile &t, c
 }
 
 std::vector<FoldRow>
-leave_one_organ_out (const std::string &testdata, const std::string &folds, const Baseline &base)
+leave_one_organ_out (const Options &opt, const Baseline &base)
 {
   std::vector<FoldRow> looo;
   for (const auto &tile : bench::monuseg_tiles ()) {
     bench::AnnotatedTile t;
     std::string why;
-    if (!bench::read_annotated_tile (testdata, tile.stem, t, why)) {
+    if (!bench::read_annotated_tile (opt.testdata, tile.stem, t, why)) {
       std::printf ("leave-one-organ-out: %s (set LIVEMICRO_TESTDATA): skipped\n", why.c_str ());
       return {};
     }
-    looo.push_back (leave_out_tile (tile, t, folds, base));
+    looo.push_back (leave_out_tile (tile, t, opt, base));
   }
   return looo;
 }
@@ -531,6 +541,12 @@ means_of (const std::vector<FoldRow> &looo)
     m.worst_abs_count = s.over_tiles[k].worst_abs_count;
   }
   return s;
+}
+
+void
+print_tta (int copies)
+{
+  std::printf ("\nthe model's test-time augmentation: %d cop%s\n", copies, copies == 1 ? "y (off)" : "ies");
 }
 
 void
@@ -797,6 +813,7 @@ time_scene (const Scene &sc, const std::string &png, const Options &opt, const B
   analysis::Params model = classical;
   model.method = analysis::Method::kModel;
   model.model_path = opt.model_path;
+  model.model_tta_copies = opt.tta_copies;
   analysis::Analyzer ours (classical), full (classical_full), learned (model);
   ours.analyze (sc.rgb, sc.upp); // warm-up (allocations)
   full.analyze (sc.rgb, sc.upp);
@@ -870,6 +887,7 @@ time_rebuild (const Options &opt)
   analysis::Params p;
   p.method = analysis::Method::kModel;
   p.model_path = opt.model_path;
+  p.model_tta_copies = opt.tta_copies;
   analysis::Analyzer a (p);
   a.analyze (rgb, upp); // first use: allocated
   for (int k = 0; k < opt.repeats; k++) {
@@ -1121,6 +1139,8 @@ write_results (const Results &res, const Options &opt)
   json_builder_add_boolean_value (b, res.pinned);
   json_builder_set_member_name (b, "repeats");
   json_builder_add_int_value (b, opt.repeats);
+  json_builder_set_member_name (b, "model_tta_copies");
+  json_builder_add_int_value (b, opt.tta_copies);
   add_accuracy_json (b, res.accuracy);
   add_sensitivity_json (b, res.sensitivity);
   add_runs_json (b, "load_average_before_speed", std::vector<double> (res.load, res.load + 3));
@@ -1168,9 +1188,10 @@ main (int argc, char **argv)
   const Baseline base{std::string ("OMP_NUM_THREADS=1 taskset -c 0 /usr/bin/python3 ") + SKIMAGE_SCRIPT, tmp};
 
   if (opt.runs ("looo"))
-    res.looo = leave_one_organ_out (opt.testdata, opt.folds, base);
+    res.looo = leave_one_organ_out (opt, base);
   res.looo_means = means_of (res.looo);
   if (!res.looo.empty ()) {
+    print_tta (opt.tta_copies);
     print_looo_tiles (res.looo, opt.folds);
     print_looo_means (res.looo_means, (int)res.looo.size ());
     print_error_sources (res.looo, res.looo_means.organs);
@@ -1196,6 +1217,7 @@ main (int argc, char **argv)
   if (getloadavg (res.load, 3) < 0)
     res.load[0] = res.load[1] = res.load[2] = -1;
   if (opt.runs ("speed")) {
+    print_tta (opt.tta_copies);
     print_speed_header (res.pinned, opt.repeats, res.load);
     const std::vector<Scene> scenes = speed_scenes (kidney);
     for (size_t k = 0; k < scenes.size (); k++) {

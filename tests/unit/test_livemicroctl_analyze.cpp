@@ -94,6 +94,11 @@ TEST (LivemicroctlAnalyze, BadArgumentsAreRefused)
   EXPECT_EQ (r.status, 2);
   EXPECT_NE (r.err.find ("--region"), std::string::npos) << r.err;
   EXPECT_EQ (ctl ({"analyze", "x.png", "--um-per-px", "-1"}).status, 2);
+  for (const char *copies : {"0", "3", "16"}) {
+    r = ctl ({"analyze", "x.png", "--tta", copies});
+    EXPECT_EQ (r.status, 2);
+    EXPECT_NE (r.err.find ("--tta"), std::string::npos) << r.err;
+  }
 }
 
 TEST (LivemicroctlAnalyze, UncalibratedImageAsksForThePixelSize)
@@ -236,9 +241,10 @@ TEST (LivemicroctlAnalyze, UsesTheNucleusModelWhenItIsThere)
   const char *model = g_getenv ("LIVEMICRO_NUCLEI_MODEL");
   ASSERT_NE (model, nullptr) << "the tests set LIVEMICRO_NUCLEI_MODEL (tests/meson.build)";
   const std::string img = data + "/monuseg/TCGA-B0-5710-01Z-00-DX1.png";
-  auto nuclei = [&] (const std::string &model_file) {
-    CtlRun r = ctl ({"analyze", img, "--um-per-px", "0.252", "--json", "--nuclei"},
-                    {"LIVEMICRO_NUCLEI_MODEL=" + model_file});
+  auto nuclei = [&] (const std::string &model_file, std::vector<std::string> extra = {}) {
+    std::vector<std::string> args = {"analyze", img, "--um-per-px", "0.252", "--json", "--nuclei"};
+    args.insert (args.end (), extra.begin (), extra.end ());
+    CtlRun r = ctl (args, {"LIVEMICRO_NUCLEI_MODEL=" + model_file});
     EXPECT_EQ (r.status, 0) << r.err;
     std::vector<double> areas;
     g_autoptr (JsonParser) p = json_parser_new ();
@@ -258,4 +264,10 @@ TEST (LivemicroctlAnalyze, UsesTheNucleusModelWhenItIsThere)
   EXPECT_GT (classical.size (), 250u);
   EXPECT_NE (with_model, classical);
   EXPECT_EQ (with_model, nuclei (model)) << "the same image gives the same nuclei";
+  // --tta 8: the model's maps averaged over the eight flips and rotations
+  // of the image; other nuclei, about as many.
+  std::vector<double> averaged = nuclei (model, {"--tta", "8"});
+  EXPECT_NE (averaged, with_model);
+  EXPECT_NEAR ((double)averaged.size (), (double)with_model.size (), 0.1 * with_model.size ());
+  EXPECT_EQ (averaged, nuclei (model, {"--tta", "8"})) << "deterministic";
 }

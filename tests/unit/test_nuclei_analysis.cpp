@@ -417,6 +417,75 @@ TEST (NucleusModel, TilesAgreeWithOnePass)
   EXPECT_GT (cv::countNonZero (a), mid.area () / 20) << "nuclei were found";
 }
 
+// Test-time augmentation averages the model over flipped/rotated copies of
+// the frame, each output turned back.  Averaged over the copies, the maps
+// of a flipped (transposed, rotated) frame are the frame's own maps flipped
+// (transposed, rotated) to rounding, which the plain network's are not:
+// this fails if a copy is turned back wrongly.  The averaged maps are deterministic, mostly agree with the
+// plain ones, and give nuclei counts within 10 % of the plain ones; other
+// numbers of copies are refused.
+TEST (NucleusModel, TestTimeAugmentationTurnsEachCopyBack)
+{
+  auto model = an::NucleusModel::load ();
+  hw::sim::SyntheticSlide slide;
+  cv::Point2d home = slide.home_um ();
+  cv::Mat field; // sides multiples of 16: no padding, which would break the symmetry
+  slide.render (0.5, cv::Rect ((int)(home.x / 0.5) - 160, (int)(home.y / 0.5) - 120, 320, 240), field);
+  auto max_diff_of_turned = [&] (int copies, auto turn) {
+    cv::Mat fg, d, fg_t, d_t, turned, fg_back;
+    model->predict (field, {0, 1, 2}, fg, d, copies);
+    turn (field, turned);
+    model->predict (turned, {0, 1, 2}, fg_t, d_t, copies);
+    turn (fg, fg_back);
+    EXPECT_EQ (fg_back.size (), fg_t.size ());
+    const double diff = cv::norm (fg_back, fg_t, cv::NORM_INF);
+    std::printf ("%d copies: largest difference of P(nucleus), turned frame vs turned maps: %.2g\n", copies,
+                 diff);
+    return diff;
+  };
+  auto flip_x = [] (const cv::Mat &a, cv::Mat &b) { cv::flip (a, b, 1); };
+  auto flip_y = [] (const cv::Mat &a, cv::Mat &b) { cv::flip (a, b, 0); };
+  auto transpose = [] (const cv::Mat &a, cv::Mat &b) { cv::transpose (a, b); };
+  auto rotate_90 = [] (const cv::Mat &a, cv::Mat &b) { cv::rotate (a, b, cv::ROTATE_90_CLOCKWISE); };
+  // Plain, the network itself is far from symmetric: the test can tell.
+  EXPECT_GT (max_diff_of_turned (1, flip_x), 0.1);
+  EXPECT_GT (max_diff_of_turned (1, rotate_90), 0.1);
+  EXPECT_LT (max_diff_of_turned (2, flip_x), 1e-5);
+  EXPECT_LT (max_diff_of_turned (4, flip_x), 1e-5);
+  EXPECT_LT (max_diff_of_turned (4, flip_y), 1e-5);
+  EXPECT_LT (max_diff_of_turned (8, transpose), 1e-5);
+  EXPECT_LT (max_diff_of_turned (8, rotate_90), 1e-5);
+
+  cv::Mat fg1, d1, fg8, d8, again, d_again;
+  model->predict (field, {0, 1, 2}, fg1, d1);
+  model->predict (field, {0, 1, 2}, fg8, d8, 8);
+  model->predict (field, {0, 1, 2}, again, d_again, 8);
+  EXPECT_EQ (cv::norm (fg8, again, cv::NORM_INF), 0.0);
+  EXPECT_EQ (cv::norm (d8, d_again, cv::NORM_INF), 0.0);
+  const double agree = 1.0 - cv::countNonZero ((fg1 > 0.5) != (fg8 > 0.5)) / (double)field.total ();
+  EXPECT_GT (agree, 0.95);
+
+  // Counts on the generated slide (a 640x480 field at 0.5 µm/px).
+  cv::Mat wide;
+  slide.render (0.5, cv::Rect ((int)(home.x / 0.5) - 320, (int)(home.y / 0.5) - 240, 640, 480), wide);
+  an::Params p = with_method (an::Method::kModel);
+  const int plain = an::Analyzer (p).analyze (wide, 0.5).summary.nuclei_count;
+  ASSERT_GT (plain, 50);
+  for (int copies : {2, 4, 8}) {
+    p.model_tta_copies = copies;
+    const int n = an::Analyzer (p).analyze (wide, 0.5).summary.nuclei_count;
+    std::printf ("%d copies: %d nuclei, plain %d\n", copies, n, plain);
+    EXPECT_LE (std::abs (n - plain), 0.10 * plain) << copies << " copies: " << n << " vs " << plain;
+  }
+
+  for (int copies : {0, 3, 16}) {
+    EXPECT_FALSE (an::valid_augmentation_copies (copies));
+    EXPECT_THROW (model->predict (field, {0, 1, 2}, fg1, d1, copies), std::invalid_argument);
+    p.model_tta_copies = copies;
+    EXPECT_THROW (an::Analyzer (p).analyze (wide, 0.5), std::invalid_argument);
+  }
+}
+
 // A missing model file: the error names it and says what to do; auto falls
 // back to classical and says why; classical never needs the file.
 TEST (NucleusModel, MissingFileGivesAClearError)

@@ -71,6 +71,10 @@ struct Params {
   // breast-held-out fold, never on a held-out organ; docs/analysis.md).
   double fg_threshold = 0.5;
   double marker_threshold = 0.4;
+  // Test-time augmentation of the model: its maps averaged over this many
+  // flipped/rotated copies of the frame (1 = off, 2, 4 or 8; see
+  // NucleusModel::predict), at that many times the network's CPU.
+  int model_tta_copies = 1;
   // Classical method:
   // Segmentation runs at a working resolution: the frame is area-resampled
   // to `working_um_per_px` (never enlarged) unless `analysis_scale` > 0

@@ -42,6 +42,10 @@ public:
 // <datadir>/livemicro/models/nuclei.onnx.
 std::string default_model_path ();
 
+// Whether NucleusModel::predict takes this many test-time augmentation
+// copies: 1 (none), 2, 4 or 8.
+bool valid_augmentation_copies (int copies);
+
 class NucleusModel {
 public:
   // Loads and checks the model (a probe inference on a small image); throws
@@ -57,7 +61,13 @@ public:
   // channels, `rgb` = indices of R, G, B).  Fills `foreground` and
   // `distance` (CV_32F, the image's size, values 0..1).  Large images are
   // processed in overlapping tiles, so memory stays bounded.  Deterministic.
-  void predict (const cv::Mat &image, std::array<int, 3> rgb, cv::Mat &foreground, cv::Mat &distance);
+  // Test-time augmentation: `copies` > 1 runs the network also on flipped
+  // and rotated copies of each tile (2: + mirrored left-right; 4: + upside
+  // down and both; 8: + the four that swap the sides), turns each output
+  // back and averages the logits; `copies` times the network's CPU.
+  // Throws std::invalid_argument unless valid_augmentation_copies (copies).
+  void predict (const cv::Mat &image, std::array<int, 3> rgb, cv::Mat &foreground, cv::Mat &distance,
+                int copies = 1);
 
   // Gives back the memory predict () allocated (the network's layer
   // buffers, tens of MB for a 720p frame, and the input copies) by
