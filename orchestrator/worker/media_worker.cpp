@@ -27,6 +27,7 @@
 #include "common/wire.h"
 #include "gstmicroscopesrc.h"
 #include "hardware_queue.h"
+#include "heap_policy.h"
 #include "slide_view.h"
 
 #include <livemicro/hw/microscope.h>
@@ -44,9 +45,6 @@
 #include <cstdio>
 #include <cstring>
 #include <functional>
-#ifdef __GLIBC__
-#include <malloc.h>
-#endif
 #include <map>
 #include <memory>
 #include <mutex>
@@ -205,6 +203,11 @@ on_capture_frame (GstPad *pad, GstPadProbeInfo *info, gpointer)
 {
   GstBuffer *buf = GST_PAD_PROBE_INFO_BUFFER (info);
   g.capture_frames++;
+  // From the first frame on (heap_policy.h): the start-up, before it, keeps
+  // glibc's own thresholds.
+  static std::atomic<size_t> frame_bytes{0};
+  if (const size_t bytes = gst_buffer_get_size (buf); frame_bytes.exchange (bytes) != bytes)
+    livemicro::orchestrator::fit_allocator_thresholds (bytes);
   publish_slide_views (pad, buf);
   if (!GST_BUFFER_PTS_IS_VALID (buf))
     return GST_PAD_PROBE_OK;
@@ -264,6 +267,8 @@ make_slide_map (const LivemicroStageMeta &sm)
     } catch (const std::exception &e) {
       g_printerr ("livemicro-worker: no macro image for the slide map: %s\n", e.what ());
     }
+    // The render's working images are freed for good: their pages go back.
+    livemicro::orchestrator::give_back_freed_memory ();
   }).detach ();
 }
 
@@ -607,19 +612,6 @@ add_view (uint32_t id, const std::string &description, std::string &error)
   return true;
 }
 
-// A removed branch frees its encoder's and masks' buffers (megabytes per
-// 720p frame), but glibc keeps freed heap in its arenas (one per streaming
-// thread) rather than give it back; malloc_trim returns the free pages of
-// every arena (bench-branches: +72 MB instead of +127 MB over 20 cycles of
-// the four profiles after 3 warm-up cycles).
-void
-give_back_freed_memory ()
-{
-#ifdef __GLIBC__
-  malloc_trim (0);
-#endif
-}
-
 void
 remove_view (uint32_t id)
 {
@@ -653,7 +645,8 @@ remove_view (uint32_t id)
               gst_element_set_state (v.bin, GST_STATE_NULL);
               gst_bin_remove (GST_BIN (g.pipeline), v.bin);
               delete vv;
-              give_back_freed_memory ();
+              // What the branch freed goes back to the system (heap_policy.h).
+              livemicro::orchestrator::give_back_freed_memory ();
               return G_SOURCE_REMOVE;
             },
             v);

@@ -447,6 +447,62 @@ TEST_F (Livemicrod, AMicroscopeWhoseSlideIsMissingIsOfflineWithTheReason)
   EXPECT_TRUE (p.wait_frames (5, 15)) << p.error ();
 }
 
+// The worker's memory (orchestrator/worker/heap_policy.h): what a viewer's
+// branch and the analysis it drew used goes back to the system once the
+// viewer has left — the branch torn down, the inactive analysis' working
+// set dropped and trimmed, the slide map's start-up render trimmed — so an
+// idle worker holds about what it held before. At 1280x720 the analysis
+// alone works in ~250 MB, which the worker kept until it was given back.
+TEST_F (Livemicrod, AWorkerGivesBackWhatItsViewerUsedOnceIdle)
+{
+  Daemon d (R"({"video": {"width": 1280, "height": 720, "framerate": 30, "bitrate_kbps": 2000},
+               "microscopes": [{"id": "demo", "uri": "sim://synthetic"}]})");
+  ASSERT_TRUE (d.start ()) << d.error ();
+  const int worker = d.worker_pid ();
+  ASSERT_GT (worker, 0);
+  ASSERT_GE (d.wait_macro_image ("demo", 120), 0) << "no slide map macro image";
+  const auto settled_rss_mb = [&] {
+    // Until the resident size has not fallen by 1 MB over 3 s (at most 60 s).
+    double last = process_usage (worker).rss_kb / 1024.0;
+    const gint64 deadline = g_get_monotonic_time () + 60 * G_USEC_PER_SEC;
+    gint64 since = g_get_monotonic_time ();
+    while (g_get_monotonic_time () < deadline && g_get_monotonic_time () - since < 3 * G_USEC_PER_SEC) {
+      g_usleep (G_USEC_PER_SEC / 4);
+      const double now = process_usage (worker).rss_kb / 1024.0;
+      if (now < last - 1) {
+        last = now;
+        since = g_get_monotonic_time ();
+      }
+    }
+    return last;
+  };
+  const double idle_before_mb = settled_rss_mb ();
+
+  HttpReply s = d.create_session ("olga", "owner");
+  ASSERT_EQ (s.status, 201) << s.body;
+  {
+    RtspPlayer p (s.str ("rtsp_url"), s.str ("id"), s.str ("token"), "tcp", false);
+    ASSERT_TRUE (p.wait_frames (10, 20)) << p.error ();
+    // The owner's overlay view draws the analysis: its working set is
+    // allocated with the first analysed frame (nice 10: slow under load).
+    double viewing_mb = 0;
+    const gint64 deadline = g_get_monotonic_time () + 60 * G_USEC_PER_SEC;
+    while (g_get_monotonic_time () < deadline && viewing_mb < idle_before_mb + 100) {
+      g_usleep (G_USEC_PER_SEC / 4);
+      viewing_mb = process_usage (worker).rss_kb / 1024.0;
+    }
+    ASSERT_GE (viewing_mb, idle_before_mb + 100) << "the analysis never ran: the worker grew from "
+                                                 << idle_before_mb << " to only " << viewing_mb << " MB";
+  }
+  ASSERT_EQ (d.request ("DELETE", "/api/v1/sessions/" + s.str ("id")).status, 204);
+  ASSERT_TRUE (d.until_metric (
+      "livemicro_analysis_active{microscope=\"demo\"}", [] (double v) { return v == 0; }, 20));
+  const double idle_after_mb = settled_rss_mb ();
+  EXPECT_LT (idle_after_mb, idle_before_mb + 60)
+      << "idle, the worker held " << idle_before_mb << " MB before its viewer and " << idle_after_mb
+      << " MB after";
+}
+
 TEST_F (Livemicrod, TenSessionsOverTwoProfilesRunTwoEncoders)
 {
   Daemon d (kSmall);
