@@ -83,17 +83,7 @@ settled_usage (const Daemon &d, int worker)
 {
   d.until_metric (
       "livemicro_analysis_active{microscope=\"demo\"}", [] (double v) { return v == 0; }, 10);
-  ProcessUsage last = process_usage (worker);
-  const gint64 deadline = g_get_monotonic_time () + 60 * G_USEC_PER_SEC;
-  gint64 since = g_get_monotonic_time ();
-  while (g_get_monotonic_time () < deadline && g_get_monotonic_time () - since < 3 * G_USEC_PER_SEC) {
-    g_usleep (G_USEC_PER_SEC / 4);
-    ProcessUsage u = process_usage (worker);
-    if (u.rss_kb < last.rss_kb - 1024)
-      since = g_get_monotonic_time ();
-    last = u;
-  }
-  return last;
+  return livemicro::test::settled_usage (worker);
 }
 
 struct Run {

@@ -389,6 +389,25 @@ process_usage (int pid)
   return u;
 }
 
+// A process's usage once its resident size has settled: not fallen by 1 MB
+// or more over 3 s (at most 60 s) — memory a process gives back after the
+// fact (an analysis releasing its working set at low priority) is back.
+inline ProcessUsage
+settled_usage (int pid)
+{
+  ProcessUsage last = process_usage (pid);
+  const gint64 deadline = g_get_monotonic_time () + 60 * G_USEC_PER_SEC;
+  gint64 since = g_get_monotonic_time ();
+  while (g_get_monotonic_time () < deadline && g_get_monotonic_time () - since < 3 * G_USEC_PER_SEC) {
+    g_usleep (G_USEC_PER_SEC / 4);
+    ProcessUsage u = process_usage (pid);
+    if (u.rss_kb < last.rss_kb - 1024)
+      since = g_get_monotonic_time ();
+    last = u;
+  }
+  return last;
+}
+
 // An RTSP player: rtspsrc → depay → decode, counting decoded frames and
 // reading the capture time each access unit carries (SEI).
 class RtspPlayer {

@@ -11,6 +11,7 @@ using livemicro::test::Daemon;
 using livemicro::test::HttpReply;
 using livemicro::test::process_usage;
 using livemicro::test::RtspPlayer;
+using livemicro::test::settled_usage;
 
 namespace {
 
@@ -461,22 +462,7 @@ TEST_F (Livemicrod, AWorkerGivesBackWhatItsViewerUsedOnceIdle)
   const int worker = d.worker_pid ();
   ASSERT_GT (worker, 0);
   ASSERT_GE (d.wait_macro_image ("demo", 120), 0) << "no slide map macro image";
-  const auto settled_rss_mb = [&] {
-    // Until the resident size has not fallen by 1 MB over 3 s (at most 60 s).
-    double last = process_usage (worker).rss_kb / 1024.0;
-    const gint64 deadline = g_get_monotonic_time () + 60 * G_USEC_PER_SEC;
-    gint64 since = g_get_monotonic_time ();
-    while (g_get_monotonic_time () < deadline && g_get_monotonic_time () - since < 3 * G_USEC_PER_SEC) {
-      g_usleep (G_USEC_PER_SEC / 4);
-      const double now = process_usage (worker).rss_kb / 1024.0;
-      if (now < last - 1) {
-        last = now;
-        since = g_get_monotonic_time ();
-      }
-    }
-    return last;
-  };
-  const double idle_before_mb = settled_rss_mb ();
+  const double idle_before_mb = settled_usage (worker).rss_kb / 1024.0;
 
   HttpReply s = d.create_session ("olga", "owner");
   ASSERT_EQ (s.status, 201) << s.body;
@@ -497,7 +483,7 @@ TEST_F (Livemicrod, AWorkerGivesBackWhatItsViewerUsedOnceIdle)
   ASSERT_EQ (d.request ("DELETE", "/api/v1/sessions/" + s.str ("id")).status, 204);
   ASSERT_TRUE (d.until_metric (
       "livemicro_analysis_active{microscope=\"demo\"}", [] (double v) { return v == 0; }, 20));
-  const double idle_after_mb = settled_rss_mb ();
+  const double idle_after_mb = settled_usage (worker).rss_kb / 1024.0;
   EXPECT_LT (idle_after_mb, idle_before_mb + 60)
       << "idle, the worker held " << idle_before_mb << " MB before its viewer and " << idle_after_mb
       << " MB after";
