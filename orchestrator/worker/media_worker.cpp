@@ -83,6 +83,14 @@ struct Worker {
   // PNG encoding of stills, off the streaming threads.
   std::unique_ptr<livemicro::orchestrator::Background> stills
       = std::make_unique<livemicro::orchestrator::Background> ();
+  // The pages' nuclei, outlined and encoded off the capture's streaming
+  // thread (thousands of nuclei take tens of ms: on that thread they held
+  // every branch's frames back and its leaky input dropped them).
+  std::unique_ptr<livemicro::orchestrator::Background> nuclei
+      = std::make_unique<livemicro::orchestrator::Background> ();
+  std::atomic<bool> nuclei_pending{false};
+  // Someone reads the analysis (demand.analysis), for the streaming thread.
+  std::atomic<bool> analysis_read{false};
   std::unique_ptr<wire::Writer> writer;
   GMainLoop *loop = nullptr;
   GstElement *pipeline = nullptr;
@@ -279,11 +287,20 @@ publish_slide_views (GstPad *pad, GstBuffer *buf)
   const gint64 now = g_get_monotonic_time ();
   LivemicroFeaturesMeta *fm = livemicro_buffer_get_features_meta (buf);
   if (fm && fm->n_nuclei > 0 && fm->analysed_pts != slide_views.nuclei_pts
-      && now - slide_views.nuclei_sent_us >= 500000) {
+      && now - slide_views.nuclei_sent_us >= 500000 && g.analysis_read && !g.nuclei_pending.exchange (true)) {
     slide_views.nuclei_pts = fm->analysed_pts;
     slide_views.nuclei_sent_us = now;
-    if (auto field = livemicro::orchestrator::analysed_field (*fm))
-      send (livemicro::orchestrator::event::Nuclei{std::move (*field)});
+    // A buffer without memory carrying the frame's metas: the nuclei are
+    // shared with the frame's (a reference), the frame itself is not held.
+    GstBuffer *carrier = gst_buffer_new ();
+    gst_buffer_copy_into (carrier, buf, GST_BUFFER_COPY_META, 0, (gsize)-1);
+    g.nuclei->push ([carrier] {
+      if (LivemicroFeaturesMeta *m = livemicro_buffer_get_features_meta (carrier))
+        if (auto field = livemicro::orchestrator::analysed_field (*m))
+          send (livemicro::orchestrator::event::Nuclei{std::move (*field)});
+      gst_buffer_unref (carrier);
+      g.nuclei_pending = false;
+    });
   }
   LivemicroStageMeta *sm = livemicro_buffer_get_stage_meta (buf);
   if (!sm || !(sm->um_per_px > 0) || now - slide_views.map_pasted_us < 500000)
@@ -345,6 +362,7 @@ apply_demand ()
     g_object_set (g.features, "active", analysis, nullptr);
   g.capture_active = capture;
   g.analysis_active = analysis;
+  g.analysis_read = g.demand.analysis;
 }
 
 // From any thread: apply_demand on the main loop.
@@ -1086,5 +1104,6 @@ main (int argc, char **argv)
   ::shutdown (g.fd, SHUT_RDWR);
   reader.join ();
   g.stills.reset (); // waits for stills being written
+  g.nuclei.reset ();
   _exit (0);
 }
