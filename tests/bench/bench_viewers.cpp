@@ -1,7 +1,7 @@
 // Viewers per node against the honest baseline, run on purpose:
 //   meson test -C build --benchmark --suite bench viewers -v
 //   build/tests/bench/bench-viewers [--runs N=3] [--max-viewers N=240] [--seconds S=5] [--keep-going]
-//       [--json FILE=bench-viewers.json]
+//       [--clients light|rtspsrc] [--servers both|livemicrod|baseline] [--json FILE=bench-viewers.json]
 //
 // Each run ramps RTSP viewers over the four view profiles (owner,
 // consultant, guest, trainee; 1280x720 at 30 fps, the demo microscope
@@ -18,9 +18,13 @@
 // A step holds when every viewer received ≥ 95 % of 30 frames per second
 // over the measured seconds; the ramp stops at the first step that fails
 // (with --keep-going it measures every step up to --max-viewers).
-// The clients are rtspsrc over TCP without depayloading or decoding (an RTP
-// packet with the marker bit ends a frame), all in this process; their own
-// CPU is reported (it shares the two cores with the server).
+// The clients are all in this process and count frames without
+// depayloading or decoding (an RTP packet with the marker bit ends one);
+// their own CPU is reported (it shares the two cores with the servers).
+// With --clients light (the default) the first viewer of each profile is an
+// rtspsrc player over TCP and the others the load generator of
+// rtsp_load_client.h (the same RTSP sessions over TCP, one thread for all);
+// with --clients rtspsrc every viewer is an rtspsrc player, as before.
 // Reported per step: the slowest and the median viewer's fps, the CPU of the
 // server processes (daemon, worker; baseline) and of the clients, and the
 // server's threads.  Prints each run and the median of the runs, with the
@@ -28,6 +32,7 @@
 // of the baseline's viewer count.
 #include "bench_util.h"
 #include "daemon_process.h"
+#include "rtsp_load_client.h"
 #include "shared_feed.h"
 
 #include <gst/app/gstappsink.h>
@@ -38,7 +43,10 @@
 
 #include <atomic>
 #include <cstring>
+#include <functional>
+#include <map>
 #include <memory>
+#include <sstream>
 #include <mutex>
 #include <vector>
 
@@ -119,11 +127,11 @@ serve_baseline (int client_threads)
 
 // ---- the clients (this process) ----
 
-// An RTSP viewer that counts frames: rtspsrc over TCP into a fakesink, an
-// RTP packet with the marker bit being the last of a frame.
-class Viewer {
+// A player that counts frames: rtspsrc over TCP into a fakesink, an RTP
+// packet with the marker bit being the last of a frame.
+class RtspsrcViewer {
 public:
-  Viewer (const std::string &url, const std::string &user, const std::string &pw)
+  RtspsrcViewer (const std::string &url, const std::string &user, const std::string &pw)
   {
     std::string desc = "rtspsrc latency=0 protocols=tcp location=\"" + url + "\""
                        + (user.empty () ? "" : " user-id=\"" + user + "\" user-pw=\"" + pw + "\"")
@@ -134,7 +142,7 @@ public:
     gst_pad_add_probe (
         pad, (GstPadProbeType)(GST_PAD_PROBE_TYPE_BUFFER | GST_PAD_PROBE_TYPE_BUFFER_LIST),
         [] (GstPad *, GstPadProbeInfo *info, gpointer d) {
-          auto *self = static_cast<Viewer *> (d);
+          auto *self = static_cast<RtspsrcViewer *> (d);
           auto count = [self] (GstBuffer *b) {
             guint8 second = 0;
             if (gst_buffer_extract (b, 1, &second, 1) == 1 && (second & 0x80))
@@ -154,7 +162,7 @@ public:
     gst_object_unref (sink);
     gst_element_set_state (pipeline_, GST_STATE_PLAYING);
   }
-  ~Viewer ()
+  ~RtspsrcViewer ()
   {
     gst_element_set_state (pipeline_, GST_STATE_NULL);
     gst_object_unref (pipeline_);
@@ -166,6 +174,44 @@ private:
   std::atomic<int> frames_{0};
 };
 
+// The viewers of one ramp.  With `players` (0 = all) the first `players`
+// are rtspsrc players and the rest the load generator's viewers
+// (rtsp_load_client.h): same sessions and packets on the server's side, a
+// fraction of the clients' CPU.
+class Viewers {
+public:
+  explicit Viewers (int players) : players_ (players) {}
+  bool add (const std::string &url, const std::string &user, const std::string &pw, std::string &error)
+  {
+    if (players_ == 0 || (int)frames_.size () < players_) {
+      auto *p = players_list_.emplace_back (std::make_unique<RtspsrcViewer> (url, user, pw)).get ();
+      frames_.push_back ([p] { return p->frames (); });
+      is_player_.push_back (true);
+      return true;
+    }
+    if (!light_)
+      light_ = std::make_unique<livemicro::bench::RtspLoadClients> ();
+    int index = light_->add (url, user, pw, error);
+    if (index < 0)
+      return false;
+    auto *l = light_.get ();
+    frames_.push_back ([l, index] { return l->frames (index); });
+    is_player_.push_back (false);
+    return true;
+  }
+  size_t size () const { return frames_.size (); }
+  int frames (size_t i) const { return frames_[i](); }
+  bool is_player (size_t i) const { return is_player_[i]; }
+  long long garbage_bytes () const { return light_ ? light_->garbage_bytes () : 0; }
+
+private:
+  int players_;
+  std::vector<std::unique_ptr<RtspsrcViewer>> players_list_;
+  std::unique_ptr<livemicro::bench::RtspLoadClients> light_;
+  std::vector<std::function<int ()>> frames_;
+  std::vector<bool> is_player_;
+};
+
 // A server under test: where its viewers connect and which processes serve.
 class Server {
 public:
@@ -175,6 +221,9 @@ public:
   virtual bool viewer (int n, std::string &url, std::string &user, std::string &pw) = 0;
   virtual std::vector<int> pids () const = 0; // [0] is the RTSP server's process
   virtual std::string name () const = 0;
+  // Frame counters of the media, by Prometheus sample name and labels (none
+  // for the baseline).
+  virtual std::map<std::string, double> frame_counters () const { return {}; }
 };
 
 class LivemicrodServer : public Server {
@@ -199,6 +248,17 @@ public:
   }
   std::vector<int> pids () const override { return {d_.pid (), d_.worker_pid ()}; }
   std::string name () const override { return "livemicrod"; }
+  std::map<std::string, double> frame_counters () const override
+  {
+    std::map<std::string, double> out;
+    std::istringstream in (d_.metrics ());
+    for (std::string line; std::getline (in, line);)
+      for (const char *name : {"livemicro_capture_frames_total{", "livemicro_view_frames_total{",
+                               "livemicro_view_dropped_frames_total{"})
+        if (line.rfind (name, 0) == 0 && line.rfind (' ') != std::string::npos)
+          out[line.substr (0, line.rfind (' '))] = std::atof (line.c_str () + line.rfind (' ') + 1);
+    return out;
+  }
 
 private:
   Daemon d_{kConfig};
@@ -262,11 +322,18 @@ private:
 struct Step {
   int viewers = 0;
   double slowest_fps = 0, median_fps = 0;
-  double server_cpu_pct = 0; // all its processes, % of one core
-  double worker_cpu_pct = 0; // livemicrod's worker alone (0 for the baseline)
+  double slowest_player_fps = 0; // of the rtspsrc players among them
+  double fastest_fps = 0;        // above 30 fps: a client that miscounts
+  double server_cpu_pct = 0;     // all its processes, % of one core
+  double worker_cpu_pct = 0;     // livemicrod's worker alone (0 for the baseline)
   double clients_cpu_pct = 0;
   int server_threads = 0; // the RTSP server's process
   bool ok = false;
+  // livemicrod's own counters over the same seconds: frames captured, the
+  // slowest view's frames received from the worker, frames the branches
+  // dropped at their input (-1: not known).
+  double captured_fps = -1, received_fps = -1, dropped_fps = -1;
+  std::string dropped_most; // the labels of the branch that dropped most
 };
 
 struct Ramp {
@@ -277,11 +344,42 @@ struct Ramp {
   std::string note;
 };
 
+// The media's frame rates between two readings of its counters.
+void
+media_rates (const std::map<std::string, double> &before, const std::map<std::string, double> &after,
+             double dt, Step &s)
+{
+  if (before.empty () || after.empty ())
+    return;
+  double captured = 0, dropped = 0, received = 1e9, most = 0;
+  for (const auto &[key, value] : after) {
+    auto was = before.find (key);
+    if (was == before.end ())
+      continue;
+    double rate = (value - was->second) / dt;
+    if (key.rfind ("livemicro_capture_frames_total", 0) == 0)
+      captured += rate;
+    else if (key.rfind ("livemicro_view_frames_total", 0) == 0)
+      received = std::min (received, rate);
+    else {
+      if (rate > 0 && rate > most) {
+        most = rate;
+        s.dropped_most = key.substr (key.find ('{'));
+      }
+      dropped += rate;
+    }
+  }
+  s.captured_fps = captured;
+  s.received_fps = received < 1e8 ? received : -1;
+  s.dropped_fps = dropped;
+}
+
 // Adds viewers step by step; stops at the first step that fails unless
 // `keep_going` (then max_ok is still the last step before the first failure,
 // and the later steps give CPU and threads per viewer at larger counts).
 Ramp
-ramp (Server &server, const std::vector<int> &targets, double settle_s, double seconds, bool keep_going)
+ramp (Server &server, const std::vector<int> &targets, double settle_s, double seconds, bool keep_going,
+      int players)
 {
   Ramp r;
   r.server = server.name ();
@@ -292,16 +390,15 @@ ramp (Server &server, const std::vector<int> &targets, double settle_s, double s
   }
   g_usleep (2 * G_USEC_PER_SEC);
   r.threads_idle = process_usage (server.pids ()[0]).threads;
-  std::vector<std::unique_ptr<Viewer>> viewers;
+  Viewers viewers (players);
   int failed_before = 0;
   for (int target : targets) {
     while ((int)viewers.size () < target) {
       std::string url, user, pw;
-      if (!server.viewer ((int)viewers.size (), url, user, pw)) {
-        r.note = "could not add viewer " + std::to_string (viewers.size ());
+      if (!server.viewer ((int)viewers.size (), url, user, pw) || !viewers.add (url, user, pw, error)) {
+        r.note = "could not add viewer " + std::to_string (viewers.size ()) + ": " + error;
         return r;
       }
-      viewers.push_back (std::make_unique<Viewer> (url, user, pw));
     }
     g_usleep ((gulong)(settle_s * 1e6));
     std::vector<int> pids = server.pids ();
@@ -309,22 +406,31 @@ ramp (Server &server, const std::vector<int> &targets, double settle_s, double s
     for (int pid : pids)
       cpu0.push_back (livemicro::bench::cpu_seconds (pid));
     double self0 = livemicro::bench::cpu_seconds (getpid ());
+    std::map<std::string, double> counters0 = server.frame_counters ();
     std::vector<int> f0;
-    for (auto &v : viewers)
-      f0.push_back (v->frames ());
+    for (size_t i = 0; i < viewers.size (); i++)
+      f0.push_back (viewers.frames (i));
     gint64 t0 = g_get_monotonic_time ();
     g_usleep ((gulong)(seconds * 1e6));
     double dt = (g_get_monotonic_time () - t0) / 1e6;
     Step s;
+    media_rates (counters0, server.frame_counters (), dt, s);
     s.viewers = target;
     std::vector<double> fps;
-    for (size_t i = 0; i < viewers.size (); i++)
-      fps.push_back ((viewers[i]->frames () - f0[i]) / dt);
+    s.slowest_player_fps = 1e9;
+    for (size_t i = 0; i < viewers.size (); i++) {
+      fps.push_back ((viewers.frames (i) - f0[i]) / dt);
+      if (viewers.is_player (i))
+        s.slowest_player_fps = std::min (s.slowest_player_fps, fps.back ());
+    }
     if (g_getenv ("BENCH_DEBUG"))
       for (size_t i = 0; i < fps.size (); i++)
         std::printf ("    viewer %zu (%s): %.1f fps\n", i, kProfiles[i % 4], fps[i]);
     s.slowest_fps = *std::min_element (fps.begin (), fps.end ());
     s.median_fps = livemicro::bench::median (fps);
+    s.fastest_fps = *std::max_element (fps.begin (), fps.end ());
+    if (s.slowest_player_fps > 1e8)
+      s.slowest_player_fps = 0;
     for (size_t i = 0; i < pids.size (); i++) {
       double pct = 100.0 * (livemicro::bench::cpu_seconds (pids[i]) - cpu0[i]) / dt;
       s.server_cpu_pct += pct;
@@ -333,11 +439,21 @@ ramp (Server &server, const std::vector<int> &targets, double settle_s, double s
     }
     s.clients_cpu_pct = 100.0 * (livemicro::bench::cpu_seconds (getpid ()) - self0) / dt;
     s.server_threads = process_usage (pids[0]).threads;
-    s.ok = s.slowest_fps >= 0.95 * kFps;
-    std::printf ("  %-10s %4d viewers: slowest %5.1f fps, median %5.1f fps; server %6.1f %% of a core "
-                 "(worker %5.1f), clients %6.1f %%; server threads %4d %s\n",
-                 r.server.c_str (), s.viewers, s.slowest_fps, s.median_fps, s.server_cpu_pct,
-                 s.worker_cpu_pct, s.clients_cpu_pct, s.server_threads, s.ok ? "ok" : "FAILS");
+    // A viewer faster than the source, or bytes the load generator could
+    // not parse, would be a client counting wrong: the step does not hold.
+    bool counted_right = s.fastest_fps <= 1.1 * kFps && viewers.garbage_bytes () == 0;
+    s.ok = s.slowest_fps >= 0.95 * kFps && counted_right;
+    std::printf ("  %-10s %4d viewers: slowest %5.1f fps (of the rtspsrc players %5.1f), median %5.1f, "
+                 "fastest %5.1f; server %6.1f %% of a core (worker %5.1f), clients %6.1f %%; server threads "
+                 "%4d %s%s\n",
+                 r.server.c_str (), s.viewers, s.slowest_fps, s.slowest_player_fps, s.median_fps,
+                 s.fastest_fps, s.server_cpu_pct, s.worker_cpu_pct, s.clients_cpu_pct, s.server_threads,
+                 s.ok ? "ok" : "FAILS", counted_right ? "" : " (a client counted wrong)");
+    if (s.captured_fps >= 0)
+      std::printf (
+          "  %-10s      worker: captured %5.1f fps, slowest view received %5.1f fps, dropped %4.1f fps%s%s\n",
+          "", s.captured_fps, s.received_fps, s.dropped_fps, s.dropped_most.empty () ? "" : ", most by ",
+          s.dropped_most.c_str ());
     std::fflush (stdout);
     r.steps.push_back (s);
     if (!s.ok && !keep_going)
@@ -394,6 +510,11 @@ add_ramp_json (JsonBuilder *b, const Ramp &r)
     num ("viewers", s.viewers);
     num ("slowest_fps", s.slowest_fps);
     num ("median_fps", s.median_fps);
+    num ("slowest_rtspsrc_player_fps", s.slowest_player_fps);
+    num ("fastest_fps", s.fastest_fps);
+    num ("captured_fps", s.captured_fps);
+    num ("slowest_view_received_fps", s.received_fps);
+    num ("dropped_fps", s.dropped_fps);
     num ("server_cpu_pct", s.server_cpu_pct);
     num ("worker_cpu_pct", s.worker_cpu_pct);
     num ("clients_cpu_pct", s.clients_cpu_pct);
@@ -418,17 +539,23 @@ main (int argc, char **argv)
     return serve_baseline (2);
   int runs = 3, max_viewers = 240;
   bool keep_going = false;
+  std::string clients = "light", servers = "both";
   double seconds = 5, settle = 3;
   std::string json_path = "bench-viewers.json";
   if (auto status = livemicro::bench::parse_options (
           argc, argv,
           "bench-viewers [--runs N=3] [--max-viewers N=240] [--seconds S=5] [--keep-going] "
-          "[--json FILE=bench-viewers.json]",
-          {{"--runs", &runs, 1}, {"--max-viewers", &max_viewers, 4}}, {{"--json", &json_path}},
+          "[--clients light|rtspsrc] [--servers both|livemicrod|baseline] [--json FILE=bench-viewers.json]",
+          {{"--runs", &runs, 1}, {"--max-viewers", &max_viewers, 4}},
+          {{"--json", &json_path},
+           {"--clients", &clients, "light|rtspsrc"},
+           {"--servers", &servers, "both|livemicrod|baseline"}},
           {{"--seconds", &seconds, 1}}, {{"--keep-going", &keep_going}}))
     return *status;
+  // light: one rtspsrc player per profile, the rest the load generator.
+  const int players = clients == "light" ? 4 : 0;
   std::vector<int> targets;
-  for (int t : {4, 40, 80, 120, 150, 180, 210, 240, 300})
+  for (int t : {4, 40, 80, 120, 150, 180, 210, 240, 300, 360, 420, 480, 540, 600})
     if (t <= max_viewers)
       targets.push_back (t);
   g_autofree char *self = g_file_read_link ("/proc/self/exe", nullptr);
@@ -436,19 +563,25 @@ main (int argc, char **argv)
   getloadavg (load_start, 3);
   std::printf (
       "viewers per node: 1280x720@30, 4 view profiles, RTSP over TCP, a step holds when every viewer "
-      "gets >= 95 %% of %d fps over %.0f s; %d runs; load average %.2f %.2f %.2f at the start\n",
-      kFps, seconds, runs, load_start[0], load_start[1], load_start[2]);
+      "gets >= 95 %% of %d fps over %.0f s; clients: %s; %d runs; load average %.2f %.2f %.2f at the start\n",
+      kFps, seconds,
+      players ? "one rtspsrc player per profile, the rest the load generator" : "all rtspsrc players", runs,
+      load_start[0], load_start[1], load_start[2]);
   std::vector<std::pair<Ramp, Ramp>> done; // livemicrod, baseline
   for (int k = 0; k < runs; k++) {
     std::printf ("run %d\n", k + 1);
     Ramp ours, base;
     auto run_ours = [&] {
+      if (servers == "baseline")
+        return;
       LivemicrodServer s;
-      ours = ramp (s, targets, settle, seconds, keep_going);
+      ours = ramp (s, targets, settle, seconds, keep_going, players);
     };
     auto run_base = [&] {
+      if (servers == "livemicrod")
+        return;
       BaselineServer s (self);
-      base = ramp (s, targets, settle, seconds, keep_going);
+      base = ramp (s, targets, settle, seconds, keep_going, players);
     };
     if (k % 2 == 0) {
       run_ours ();
@@ -496,6 +629,8 @@ main (int argc, char **argv)
   json_builder_begin_object (b);
   json_builder_set_member_name (b, "command");
   json_builder_add_string_value (b, "meson test -C build --benchmark --suite bench viewers -v");
+  json_builder_set_member_name (b, "clients");
+  json_builder_add_string_value (b, clients.c_str ());
   json_builder_set_member_name (b, "runs");
   json_builder_begin_array (b);
   for (auto &[o, base] : done) {

@@ -3,6 +3,7 @@
 // across a worker restart), ffprobe reads the SDP session name; a webrtcbin
 // client plays through WHEP (POST /whep/{session}), and the daemon refuses
 // what it must and gives back what a deleted peer held.
+#include "../bench/rtsp_load_client.h"
 #include "cdp.h"
 #include "daemon_process.h"
 #include "program_run.h"
@@ -11,6 +12,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <map>
 #include <csignal>
 #include <sstream>
@@ -516,4 +518,50 @@ TEST_F (Players, ABrowserOnAnotherOriginPlaysThroughWhepWhenItsOriginIsAllowed)
   EXPECT_NE (result.find ("\"status\":201"), std::string::npos) << result << "\n" << cors.log ();
   EXPECT_NE (result.find ("\"location\":\"/whep/" + session.str ("id") + "/"), std::string::npos) << result;
   EXPECT_NE (result.find ("\"gone\":204"), std::string::npos) << result;
+}
+
+// bench-viewers' load generator (tests/bench/rtsp_load_client.h) answers
+// the daemon's Digest challenge, plays the session's view over TCP and
+// counts the frames a real player (rtspsrc, depayloaded and parsed into
+// access units) gets over the same seconds; a wrong token is refused.
+TEST_F (Players, TheBenchmarksLoadGeneratorCountsTheFramesAPlayerGets)
+{
+  ASSERT_NO_FATAL_FAILURE (serve ("alice", "owner"));
+  std::string desc = "rtspsrc latency=0 protocols=tcp location=\"" + s.str ("rtsp_url") + "\" user-id=\""
+                     + s.str ("id") + "\" user-pw=\"" + s.str ("token")
+                     + "\" ! rtph264depay ! h264parse ! video/x-h264,alignment=au ! fakesink name=sink "
+                       "sync=false async=false";
+  GstElement *player = gst_parse_launch (desc.c_str (), nullptr);
+  ASSERT_NE (player, nullptr);
+  std::atomic<int> player_frames{0};
+  GstElement *sink = gst_bin_get_by_name (GST_BIN (player), "sink");
+  GstPad *pad = gst_element_get_static_pad (sink, "sink");
+  gst_pad_add_probe (
+      pad, GST_PAD_PROBE_TYPE_BUFFER,
+      [] (GstPad *, GstPadProbeInfo *, gpointer n) {
+        (*static_cast<std::atomic<int> *> (n))++;
+        return GST_PAD_PROBE_OK;
+      },
+      &player_frames, nullptr);
+  gst_object_unref (pad);
+  gst_object_unref (sink);
+  gst_element_set_state (player, GST_STATE_PLAYING);
+
+  livemicro::bench::RtspLoadClients load;
+  std::string error;
+  EXPECT_EQ (load.add (s.str ("rtsp_url"), s.str ("id"), "not-the-token", error), -1);
+  EXPECT_NE (error.find ("status 401"), std::string::npos) << error;
+  int viewer = load.add (s.str ("rtsp_url"), s.str ("id"), s.str ("token"), error);
+  ASSERT_GE (viewer, 0) << error;
+
+  g_usleep (2 * G_USEC_PER_SEC);
+  int load0 = load.frames (viewer), player0 = player_frames;
+  g_usleep (4 * G_USEC_PER_SEC);
+  int by_load = load.frames (viewer) - load0, by_player = player_frames - player0;
+  gst_element_set_state (player, GST_STATE_NULL);
+  gst_object_unref (player);
+
+  EXPECT_GT (by_player, 30) << "the player got too few frames to compare";
+  EXPECT_NEAR (by_load, by_player, 3 + by_player / 10);
+  EXPECT_EQ (load.garbage_bytes (), 0);
 }
