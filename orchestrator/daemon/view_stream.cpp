@@ -191,9 +191,21 @@ ViewStream::add_viewer (GstAppSrc *appsrc, Timestamps timestamps, bool until_pla
   // The encoder runs again first, then the keyframe is asked for.
   if (viewers_changed_)
     viewers_changed_ ();
+  request_keyframe ();
+  return handle;
+}
+
+void
+ViewStream::request_keyframe ()
+{
+  const int64_t now = g_get_monotonic_time ();
+  int64_t asked = keyframe_asked_us_.load ();
+  do {
+    if (asked != 0 && now - asked < kKeyframeRetryUs)
+      return;
+  } while (!keyframe_asked_us_.compare_exchange_weak (asked, now));
   if (request_keyframe_)
     request_keyframe_ ();
-  return handle;
 }
 
 void
@@ -209,8 +221,7 @@ ViewStream::play_viewer (int handle)
         it->second.clock->reanchor = true;
     }
   }
-  if (request_keyframe_)
-    request_keyframe_ ();
+  request_keyframe ();
 }
 
 void
@@ -247,6 +258,10 @@ ViewStream::push (const wire::FrameHeader &h, const uint8_t *au, size_t len)
   bytes_ += len;
   last_capture_us_ = h.record.capture_unix_us;
   const bool key = h.flags & wire::kFlagKeyframe;
+  // Before the viewers are walked: one that asks from here on is not
+  // served by this keyframe and asks for another (request_keyframe).
+  if (key)
+    keyframe_asked_us_ = 0;
   const bool has_sps = key && h264::has_nal (au, len, h264::kSps);
   std::vector<uint8_t> ps;
   if (has_sps)

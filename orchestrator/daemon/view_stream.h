@@ -132,11 +132,11 @@ public:
   void set_keyframe_request (std::function<void ()> fn) { request_keyframe_ = std::move (fn); }
   // Asks for one now: a viewer that joins an appsrc already fed (a second
   // node pulling a relay) starts at once rather than at the next GOP.
-  void request_keyframe ()
-  {
-    if (request_keyframe_)
-      request_keyframe_ ();
-  }
+  // Unless one asked for is still on its way (not pushed yet, asked less
+  // than kKeyframeRetryUs ago): every viewer waiting starts at that one, so
+  // players joining together cost the encoder one keyframe, not one each.
+  void request_keyframe ();
+  static constexpr int64_t kKeyframeRetryUs = 1000000;
   // Called (on the caller's thread, no lock held) after a viewer came or
   // went: the worker encodes this view only while it has viewers.
   void set_viewers_changed (std::function<void ()> fn) { viewers_changed_ = std::move (fn); }
@@ -164,6 +164,7 @@ private:
   std::function<void ()> viewers_changed_;
   std::atomic<uint64_t> frames_{0}, bytes_{0};
   std::atomic<int64_t> last_capture_us_{0};
+  std::atomic<int64_t> keyframe_asked_us_{0}; // monotonic; 0: none on its way
   GstCaps *encoded_caps_ = nullptr, *received_caps_ = nullptr;
   std::shared_ptr<Hop> hop_ = std::make_shared<Hop> ();
 };

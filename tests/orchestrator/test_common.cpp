@@ -438,6 +438,41 @@ TEST (H264, ParameterSetsGoAfterTheDelimiterBeforeEverythingElse)
 
 // ---- a viewer's timestamps from the capture clock
 
+// Players that join a view together are served by one keyframe: a request
+// while one is on its way is not passed on; the keyframe's arrival, or a
+// second without it, lets the next request through.
+TEST (ViewStream, PlayersJoiningTogetherCostTheEncoderOneKeyframe)
+{
+  gst_init (nullptr, nullptr);
+  ViewStream view (1, "demo", "owner", "owner|1280x720@30|2500k");
+  int asked = 0;
+  view.set_keyframe_request ([&asked] { asked++; });
+  std::vector<GstElement *> srcs;
+  auto join = [&] {
+    srcs.push_back (gst_element_factory_make ("appsrc", nullptr));
+    view.add_viewer (GST_APP_SRC (srcs.back ()), ViewStream::Timestamps::kArrival);
+  };
+  for (int i = 0; i < 5; i++)
+    join ();
+  EXPECT_EQ (asked, 1) << "five players at once, one keyframe";
+
+  const uint8_t idr[] = {0, 0, 0, 1, 0x65, 0x88, 0x84, 0x00};
+  wire::FrameHeader delta_h, key_h;
+  key_h.flags = wire::kFlagKeyframe;
+  view.push (delta_h, idr, sizeof idr);
+  join ();
+  EXPECT_EQ (asked, 1) << "a frame that is no keyframe does not serve the waiting players";
+  view.push (key_h, idr, sizeof idr);
+  join ();
+  EXPECT_EQ (asked, 2) << "after the keyframe came, a new player asks for its own";
+
+  g_usleep (ViewStream::kKeyframeRetryUs + 50000);
+  join ();
+  EXPECT_EQ (asked, 3) << "a keyframe asked for a second ago and never seen is asked for again";
+  for (GstElement *e : srcs)
+    gst_object_unref (e);
+}
+
 TEST (CaptureTimeline, KeepsTheCaptureSpacingNotTheArrivalJitter)
 {
   CaptureTimeline t;
