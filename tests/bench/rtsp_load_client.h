@@ -12,6 +12,7 @@
 #pragma once
 
 #include <glib.h>
+#include <gst/rtsp/gstrtspdefs.h>
 
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -94,13 +95,6 @@ digest_param (const std::string &challenge, const char *key)
   return end == std::string::npos ? "" : challenge.substr (at, end - at);
 }
 
-inline std::string
-md5_hex (const std::string &text)
-{
-  g_autofree char *hex = g_compute_checksum_for_string (G_CHECKSUM_MD5, text.c_str (), (gssize)text.size ());
-  return hex;
-}
-
 class RtspLoadClients {
 public:
   RtspLoadClients () : epoll_ (epoll_create1 (EPOLL_CLOEXEC))
@@ -175,10 +169,10 @@ private:
     if (v.challenge.empty ())
       return "";
     std::string realm = digest_param (v.challenge, "realm"), nonce = digest_param (v.challenge, "nonce");
-    std::string ha1 = md5_hex (v.user + ":" + realm + ":" + v.pw);
-    std::string response = md5_hex (ha1 + ":" + nonce + ":" + md5_hex (std::string (method) + ":" + uri));
+    g_autofree char *response = gst_rtsp_generate_digest_auth_response (
+        nullptr, method, realm.c_str (), v.user.c_str (), v.pw.c_str (), uri.c_str (), nonce.c_str ());
     return "Authorization: Digest username=\"" + v.user + "\", realm=\"" + realm + "\", nonce=\"" + nonce
-           + "\", uri=\"" + uri + "\", response=\"" + response + "\"\r\n";
+           + "\", uri=\"" + uri + "\", response=\"" + (response ? response : "") + "\"\r\n";
   }
 
   std::string request (Viewer &v, const char *method, const std::string &uri, const std::string &extra) const
