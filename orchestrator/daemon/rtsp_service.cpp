@@ -158,11 +158,22 @@ struct MediaViewer {
 // player joining a media that already streams (another session of the view
 // plays it) starts at a keyframe asked for now, not at the view's next
 // regular one.
+//
+// A view's frames leave as soon as the worker hands them over: without
+// rate control the stream's sink does not hold each packet until the
+// pipeline's running time reaches its (capture-clock) timestamp, which cost
+// every RTSP player 15-25 ms glass to glass and, after a late anchor frame,
+// tens more (docs/benchmarks.md).  The frames come from a live capture, so
+// there is nothing to pace; the RTP timestamps still carry the capture
+// times for the players' jitter buffers.  gst-rtsp-server turns rate
+// control back on at every PLAY without a "Rate-Control: no" header, so it
+// is turned off here, after the request was handled.
 void
 on_play_request (GstRTSPClient *, GstRTSPContext *ctx, gpointer)
 {
   if (!ctx->media)
     return;
+  gst_rtsp_media_set_rate_control (ctx->media, FALSE);
   auto *mv = static_cast<MediaViewer *> (g_object_get_data (G_OBJECT (ctx->media), kViewKey));
   if (auto view = mv ? mv->view.lock () : nullptr)
     view->play_viewer (mv->handle);

@@ -1,7 +1,7 @@
 // The orchestrator's plain parts: H.264 capture-time SEI, credentials, the
 // SQLite store, the configuration file, pipeline templates, the QuPath
-// GeoJSON writer, viewers' timestamps from capture times, WHEP offers and
-// the worker's ledger of frame records.
+// GeoJSON writer, viewers' timestamps from capture times, WHEP offers, the
+// worker's ledger of frame records and the RTSP service's pacing.
 #include "capture_ledger.h"
 #include "common/h264.h"
 #include "common/qupath_geojson.h"
@@ -9,10 +9,13 @@
 #include "common/tokens.h"
 #include "config.h"
 #include "requests.h"
+#include "rtsp_service.h"
 #include "templates.h"
 #include "view_stream.h"
 #include "testutil.h"
 
+#include <gst/app/gstappsink.h>
+#include <gst/video/video.h>
 #include <gtest/gtest.h>
 #include <json-glib/json-glib.h>
 #include <sqlite3.h>
@@ -21,6 +24,7 @@
 #include <cmath>
 #include <fstream>
 #include <set>
+#include <thread>
 
 using namespace livemicro::orchestrator;
 using livemicro::test::TempDir;
@@ -717,4 +721,109 @@ TEST (CaptureLedger, EncodedAccessUnitsGetTheRecordOfTheirCapture)
     EXPECT_EQ (g.frame_number, 0u) << "what the profile stripped stays stripped";
     EXPECT_DOUBLE_EQ (g.stage_x_um, o.stage_x_um);
   }
+}
+
+// ---- the RTSP service
+
+// A view's frames leave for its players when the worker hands them over,
+// never held until the pipeline's running time reaches their capture-clock
+// timestamps (rate control off): here the capture clock runs at twice real
+// time, which would halve the frames a player gets.
+TEST (RtspService, FramesLeaveWhenHandedOverWhateverTheirCaptureTimesSay)
+{
+  gst_init (nullptr, nullptr);
+  TempDir dir;
+  RtspService rtsp ("127.0.0.1", 0, dir.path (), 1);
+  GMainLoop *loop = g_main_loop_new (nullptr, FALSE);
+  rtsp.start ();
+  std::thread loop_thread ([loop] { g_main_loop_run (loop); });
+
+  auto view = std::make_shared<ViewStream> (1, "demo", "owner", "owner|320x240@30|500k");
+  SessionRecord s;
+  s.id = "s1";
+  s.role = "owner";
+  s.microscope = "demo";
+  const std::string token = "a-token";
+  g_autofree gchar *ha1 = g_compute_checksum_for_string (
+      G_CHECKSUM_MD5, (s.id + ":" + RtspService::kRealm + ":" + token).c_str (), -1);
+  s.digest_ha1 = ha1;
+  rtsp.add_session (s, view, "LiveMicro demo — owner view");
+
+  // The view's encoder.
+  GstElement *enc = gst_parse_launch (
+      "videotestsrc is-live=true ! video/x-raw,width=320,height=240,framerate=30/1 "
+      "! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=30 bframes=0 "
+      "! video/x-h264,profile=constrained-baseline,stream-format=byte-stream,alignment=au "
+      "! appsink name=out",
+      nullptr);
+  ASSERT_NE (enc, nullptr);
+  GstElement *out = gst_bin_get_by_name (GST_BIN (enc), "out");
+  view->set_keyframe_request ([out] {
+    gst_element_send_event (out, gst_video_event_new_upstream_force_key_unit (GST_CLOCK_TIME_NONE, TRUE, 0));
+  });
+  struct Feed {
+    ViewStream *view;
+    int64_t t0_us = g_get_real_time ();
+    std::atomic<int> pushed{0};
+  } feed{view.get ()};
+  GstAppSinkCallbacks cb = {};
+  cb.new_sample = [] (GstAppSink *sink, gpointer d) {
+    auto *f = static_cast<Feed *> (d);
+    GstSample *sample = gst_app_sink_pull_sample (sink);
+    GstBuffer *b = gst_sample_get_buffer (sample);
+    wire::FrameHeader h;
+    const int64_t now = g_get_real_time ();
+    h.record.capture_unix_us = f->t0_us + 2 * (now - f->t0_us);
+    h.encoded_unix_us = now;
+    h.duration_ns = GST_BUFFER_DURATION_IS_VALID (b) ? GST_BUFFER_DURATION (b) : 0;
+    if (!GST_BUFFER_FLAG_IS_SET (b, GST_BUFFER_FLAG_DELTA_UNIT))
+      h.flags |= wire::kFlagKeyframe;
+    GstMapInfo map;
+    if (gst_buffer_map (b, &map, GST_MAP_READ)) {
+      f->view->push (h, map.data, map.size);
+      gst_buffer_unmap (b, &map);
+      f->pushed++;
+    }
+    gst_sample_unref (sample);
+    return GST_FLOW_OK;
+  };
+  gst_app_sink_set_callbacks (GST_APP_SINK (out), &cb, &feed, nullptr);
+  gst_element_set_state (enc, GST_STATE_PLAYING);
+
+  // A player.
+  const std::string url = "rtsp://127.0.0.1:" + std::to_string (rtsp.port ()) + "/s/" + s.id;
+  GstElement *player = gst_parse_launch (
+      ("rtspsrc protocols=tcp latency=0 location=" + url + " user-id=" + s.id + " user-pw=" + token
+       + " ! rtph264depay ! fakesink name=sink sync=false signal-handoffs=true")
+          .c_str (),
+      nullptr);
+  ASSERT_NE (player, nullptr);
+  std::atomic<int> received{0};
+  GstElement *sink = gst_bin_get_by_name (GST_BIN (player), "sink");
+  g_signal_connect (sink, "handoff", G_CALLBACK (+[] (GstElement *, GstBuffer *, GstPad *, gpointer d) {
+                      (*static_cast<std::atomic<int> *> (d))++;
+                    }),
+                    &received);
+  gst_object_unref (sink);
+  gst_element_set_state (player, GST_STATE_PLAYING);
+  for (int i = 0; i < 100 && received == 0; i++)
+    g_usleep (100000);
+  ASSERT_GT (received, 0) << "the player got no frame within 10 s";
+
+  // Over three seconds of streaming, a player gets the frames handed over.
+  const int pushed0 = feed.pushed, received0 = received;
+  g_usleep (3 * G_USEC_PER_SEC);
+  const int pushed = feed.pushed - pushed0, got = received - received0;
+  EXPECT_GE (pushed, 30);
+  EXPECT_GE (got, pushed * 8 / 10) << got << " frames received of " << pushed << " handed over";
+
+  gst_element_set_state (player, GST_STATE_NULL);
+  gst_object_unref (player);
+  gst_element_set_state (enc, GST_STATE_NULL);
+  gst_object_unref (out);
+  gst_object_unref (enc);
+  rtsp.remove_session (s.id);
+  g_main_loop_quit (loop);
+  loop_thread.join ();
+  g_main_loop_unref (loop);
 }
