@@ -988,6 +988,14 @@ Node::metrics () const
           for (double q : {0.5, 0.95})
             o << "livemicro_worker_hop_ms{" << labels_of (id, v->profile ()) << ",part=\"" << part
               << "\",quantile=\"" << q << "\"} " << stats->quantile (q) << "\n";
+  head ("livemicro_view_capture_to_encoded_ms", "summary",
+        "From a frame's capture to its view's encoder output in the worker, over the last 600 frames, ms.");
+  for (const auto &[id, hub] : hubs_)
+    for (const auto &v : hub->views ())
+      if (v->hop ().capture.samples ())
+        for (double q : {0.5, 0.95})
+          o << "livemicro_view_capture_to_encoded_ms{" << labels_of (id, v->profile ()) << ",quantile=\"" << q
+            << "\"} " << v->hop ().capture.quantile (q) << "\n";
   // fps and dropped frames as the worker measures them.
   head ("livemicro_view_fps", "gauge", "Frames per second leaving each view branch's encoder.");
   std::ostringstream dropped;

@@ -36,8 +36,8 @@ CaptureTimeline::pts (int64_t capture_unix_ns, uint64_t running_now_ns, uint64_t
   } else if (pts < last_pts_ + kMinStepNs) {
     pts = last_pts_ + kMinStepNs; // two frames with one capture time
   }
-  // Most frames leaving before their timestamp: the anchor frame was late,
-  // and they wait as long.  Per window of kSettleFrames frames, when at
+  // Most frames leaving before their timestamp: the anchor frame was late
+  // (a player pacing by the timestamps would hold them as long).  Per window of kSettleFrames frames, when at
   // least half of them were early the anchor moves earlier by the least of
   // those (at most half a frame), whatever the others did: a burst of a few
   // queued frames keeps its spacing, while jitter no longer pins the stream
@@ -254,6 +254,8 @@ ViewStream::push (const wire::FrameHeader &h, const uint8_t *au, size_t len)
   const int64_t received_us = g_get_real_time ();
   if (h.encoded_unix_us > 0)
     hop_->socket.record ((received_us - h.encoded_unix_us) / 1000.0);
+  if (h.encoded_unix_us > 0 && h.record.capture_unix_us > 0)
+    hop_->capture.record ((h.encoded_unix_us - h.record.capture_unix_us) / 1000.0);
   frames_++;
   bytes_ += len;
   last_capture_us_ = h.record.capture_unix_us;

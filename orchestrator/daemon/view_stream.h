@@ -36,11 +36,13 @@ constexpr const char *kReceivedTimeCaps = "timestamp/x-livemicro-received";
 // increase: a capture clock stepped back, frames from a restarted worker
 // after a gap, or a drift of more than kMaxDriftNs from the running time
 // start a new anchor at the running time (at least one frame after the
-// last).  A stream keeps the delay of the frame it anchored on until, in a
-// window of kSettleFrames frames, at least half would leave early (the
-// anchor frame was late): then the anchor moves earlier by the least of
-// those, at most half a frame at a time, so the delay settles near the
-// frames' own median.  Plain arithmetic, no GStreamer state: unit-tested.
+// last).  A stream keeps the offset of the frame it anchored on until, in a
+// window of kSettleFrames frames, at least half are stamped after the
+// running time they leave at (the anchor frame was late): then the anchor
+// moves earlier by the least of those, at most half a frame at a time, so
+// the timestamps settle near the frames' own median delay.  The timestamps
+// do not hold the frames: the RTSP media send without rate control
+// (rtsp_service.cpp).  Plain arithmetic, no GStreamer state: unit-tested.
 class CaptureTimeline {
 public:
   static constexpr uint64_t kMaxDriftNs = 1000000000; // 1 s
@@ -90,6 +92,7 @@ private:
 // queue and thread), `total` both.
 struct Hop {
   HopStats total, socket, daemon;
+  HopStats capture; // before the hop: the frame's capture → the worker's encoder output
 };
 
 class ViewStream {

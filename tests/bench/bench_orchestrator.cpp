@@ -7,7 +7,10 @@
 //                every access unit as an SEI) → decoded at an rtspsrc client /
 //                presented in headless Chromium (WebRTC), p50/p95, next to a
 //                bare gst-rtsp-server (videotestsrc → x264enc zerolatency →
-//                rtspsrc latency=0) in the same run.
+//                rtspsrc latency=0) and livemicrod's own pipeline in one
+//                process (as gst-rtsp-server serves it, and with rate
+//                control off as livemicrod does) in the same run, with
+//                where the time goes (capture → encoder, payloader, client).
 // session-start  POST /api/v1/sessions → first decoded frame at an RTSP client.
 // control        command accepted → first decoded frame showing the new field.
 // hop            the worker→daemon hop (the worker's encoder output → the
@@ -70,6 +73,8 @@ public:
             gst_buffer_unmap (b, &map);
             if (t) {
               std::lock_guard<std::mutex> lock (self->mutex_);
+              if (self->recording_)
+                self->received_ms_.push_back ((g_get_real_time () - t->capture_unix_us) / 1000.0);
               self->capture_[GST_BUFFER_PTS (b)] = *t;
               while (self->capture_.size () > 64)
                 self->capture_.erase (self->capture_.begin ());
@@ -112,6 +117,7 @@ public:
     recording_ = on;
     if (on) {
       latency_ms_.clear ();
+      received_ms_.clear ();
       frames_at_record_ = frames_;
     }
   }
@@ -119,6 +125,12 @@ public:
   {
     std::lock_guard<std::mutex> lock (mutex_);
     return latency_ms_;
+  }
+  // Capture → the depayloader's output, of the frames received while recording.
+  std::vector<double> received ()
+  {
+    std::lock_guard<std::mutex> lock (mutex_);
+    return received_ms_;
   }
   int frames_since_record ()
   {
@@ -146,7 +158,7 @@ private:
   std::mutex mutex_;
   std::map<GstClockTime, livemicro::hw::FrameRecord> capture_;
   std::vector<std::pair<gint64, livemicro::hw::FrameRecord>> shown_; // decoded: when, what
-  std::vector<double> latency_ms_;
+  std::vector<double> latency_ms_, received_ms_;
   int frames_ = 0, frames_at_record_ = 0;
   gint64 first_frame_us_ = 0;
   bool recording_ = false;
@@ -303,6 +315,10 @@ struct Row {
   std::string name;
   std::vector<double> values; // latency samples or times, ms
   double extra = 0;
+  // Glass to glass in parts: capture → the client's depayloader output
+  // (samples), and, where the server tells, capture → its encoder output and
+  // → its payloader input (p50 per repeat).
+  std::vector<double> received, encoded_p50, payloader_p50;
 };
 
 const char *kConfig720 = R"({
@@ -325,7 +341,10 @@ const char *kBarePipeline
 // this process, its encoder's output handed to a shared factory's appsrc
 // (shared_feed.h) with the capture time microscopesrc gave each frame as an
 // SEI: the same work per frame and the same appsink → appsrc hand-over as
-// livemicrod, without the worker→daemon hop between two processes.
+// livemicrod, without the worker→daemon hop between two processes.  Two
+// mounts of the one pipeline: /own as gst-rtsp-server serves it (rate
+// control on: each packet waits for its timestamp), /own-unpaced with rate
+// control off after PLAY, as livemicrod serves its views.
 class OwnPipelineServer {
 public:
   OwnPipelineServer ()
@@ -338,10 +357,25 @@ public:
     gst_rtsp_server_set_service (server_, "0");
     GstRTSPMountPoints *m = gst_rtsp_server_get_mount_points (server_);
     gst_rtsp_mount_points_add_factory (m, "/own", livemicro::bench::feed_factory (feeds_[0].get ()));
+    GstRTSPMediaFactory *unpaced = livemicro::bench::feed_factory (feeds_[0].get ());
+    g_signal_connect (unpaced, "media-configure",
+                      G_CALLBACK (+[] (GstRTSPMediaFactory *, GstRTSPMedia *media) {
+                        g_object_set_data (G_OBJECT (media), "unpaced", GINT_TO_POINTER (1));
+                      }),
+                      nullptr);
+    gst_rtsp_mount_points_add_factory (m, "/own-unpaced", unpaced);
     g_object_unref (m);
+    g_signal_connect (server_, "client-connected", G_CALLBACK (+[] (GstRTSPServer *, GstRTSPClient *c) {
+                        g_signal_connect (
+                            c, "play-request", G_CALLBACK (+[] (GstRTSPClient *, GstRTSPContext *ctx) {
+                              if (ctx->media && g_object_get_data (G_OBJECT (ctx->media), "unpaced"))
+                                gst_rtsp_media_set_rate_control (ctx->media, FALSE);
+                            }),
+                            nullptr);
+                      }),
+                      nullptr);
     source_ = gst_rtsp_server_attach (server_, nullptr);
     port_ = gst_rtsp_server_get_bound_port (server_);
-    gst_element_set_state (producer_, GST_STATE_PLAYING);
   }
   ~OwnPipelineServer ()
   {
@@ -355,7 +389,34 @@ public:
     }
   }
   bool ok () const { return server_ != nullptr; }
-  std::string url () const { return "rtsp://127.0.0.1:" + std::to_string (port_) + "/own"; }
+  std::string url (bool paced) const
+  {
+    return "rtsp://127.0.0.1:" + std::to_string (port_) + (paced ? "/own" : "/own-unpaced");
+  }
+  // The pipeline runs only while measured, as livemicrod's worker captures
+  // and encodes only while its view has a player: the other servers never
+  // measure theirs against this one's load.
+  void play (bool on) { gst_element_set_state (producer_, on ? GST_STATE_PLAYING : GST_STATE_NULL); }
+  // Records capture → encoder output and → payloader input while on.
+  void record (bool on)
+  {
+    std::lock_guard<std::mutex> lock (feeds_[0]->mutex);
+    feeds_[0]->recording = on;
+    if (on) {
+      feeds_[0]->capture_to_encoded_ms.clear ();
+      feeds_[0]->capture_to_payloader_ms.clear ();
+    }
+  }
+  std::vector<double> capture_to_payloader ()
+  {
+    std::lock_guard<std::mutex> lock (feeds_[0]->mutex);
+    return feeds_[0]->capture_to_payloader_ms;
+  }
+  std::vector<double> capture_to_encoded ()
+  {
+    std::lock_guard<std::mutex> lock (feeds_[0]->mutex);
+    return feeds_[0]->capture_to_encoded_ms;
+  }
 
 private:
   std::vector<std::unique_ptr<livemicro::bench::ViewFeed>> feeds_;
@@ -365,18 +426,26 @@ private:
   int port_ = 0;
 };
 
-std::vector<double>
-measure_client (LatencyClient &c, double seconds)
+// Records `seconds` of `c` into `row` once it has settled; `recording`
+// is told when the recording starts and stops.
+void
+measure_client (LatencyClient &c, double seconds, Row &row, const std::function<void (bool)> &recording = {})
 {
   // Let it settle first (keyframe, jitter of the first second).
   g_usleep (1500000);
   c.record (true);
+  if (recording)
+    recording (true);
   g_usleep ((gulong)(seconds * 1e6));
   c.record (false);
+  if (recording)
+    recording (false);
   if (g_getenv ("BENCH_DEBUG"))
     std::fprintf (stderr, "client: %d frames, %zu samples\n", c.frames_since_record (),
                   c.latencies ().size ());
-  return c.latencies ();
+  auto v = c.latencies (), r = c.received ();
+  row.values.insert (row.values.end (), v.begin (), v.end ());
+  row.received.insert (row.received.end (), r.begin (), r.end ());
 }
 
 std::vector<double>
@@ -426,6 +495,9 @@ webrtc_latency (Daemon &d, double seconds, std::string &note)
   return out;
 }
 
+// Rows of bench_latency, in the order printed.
+enum LatencyRow { kOurs, kBare, kOwnPaced, kOwnUnpaced, kWebrtc };
+
 void
 print_latency_table (const std::vector<Row> &rows)
 {
@@ -435,15 +507,37 @@ print_latency_table (const std::vector<Row> &rows)
     std::printf ("%-52s %8zu %8.1f %8.1f %8.1f\n", r.name.c_str (), r.values.size (), pct (r.values, 0.5),
                  pct (r.values, 0.95),
                  r.values.empty () ? -1.0 : *std::max_element (r.values.begin (), r.values.end ()));
+  // Where the time goes, from the capture time each frame carries: to the
+  // server's encoder output and payloader input (p50 of each repeat, their
+  // median; livemicrod's from its /metrics), to the client's depayloader
+  // output and its decoder output (pooled p50).
+  std::printf ("\n%-52s %12s %12s %12s %12s\n", "p50 from capture, ms", "encoded", "payloader", "received",
+               "decoded");
+  auto median_or
+      = [] (const std::vector<double> &v) { return v.empty () ? -1.0 : livemicro::bench::median (v); };
+  for (const Row &r : rows)
+    if (!r.received.empty ())
+      std::printf ("%-52s %12.1f %12.1f %12.1f %12.1f\n", r.name.c_str (), median_or (r.encoded_p50),
+                   median_or (r.payloader_p50), pct (r.received, 0.5), pct (r.values, 0.5));
+  auto added = [&] (LatencyRow a, LatencyRow b, const char *what) {
+    std::printf ("livemicrod RTSP over %s: p50 %+.1f ms, p95 %+.1f ms\n", what,
+                 pct (rows[a].values, 0.5) - pct (rows[b].values, 0.5),
+                 pct (rows[a].values, 0.95) - pct (rows[b].values, 0.95));
+  };
+  std::printf ("\n");
+  added (kOurs, kOwnUnpaced, "its own pipeline in one process, rate control off (the two processes' cost)");
+  added (kOurs, kOwnPaced, "its own pipeline in a stock gst-rtsp-server");
+  added (kOurs, kBare, "the stock videotestsrc server");
 }
 
 std::vector<Row>
 bench_latency (double seconds, int repeats)
 {
   std::vector<Row> rows = {{"livemicrod RTSP (rtspsrc, decoded)", {}},
-                           {"bare gst-rtsp-server RTSP (same client)", {}},
-                           {"livemicrod WebRTC (Chromium, presented)", {}},
-                           {"bare gst-rtsp-server, livemicrod's own pipeline", {}}};
+                           {"bare gst-rtsp-server, videotestsrc (same client)", {}},
+                           {"bare gst-rtsp-server, livemicrod's pipeline", {}},
+                           {"  the same, rate control off as livemicrod", {}},
+                           {"livemicrod WebRTC (Chromium, presented)", {}}};
   MainLoopThread loop;
   BareServer bare (kBarePipeline, true);
   OwnPipelineServer own;
@@ -453,28 +547,42 @@ bench_latency (double seconds, int repeats)
     return rows;
   }
   HttpReply s = d.create_session ("bench", "owner");
-  std::string note;
-  for (int k = 0; k < repeats; k++) { // interleaved, so the machine's noise hits all alike
+  auto metric = [&d] (const std::string &name, const char *labels) {
+    return d.metric (name + "{microscope=\"demo\",profile=\"owner\"" + labels + ",quantile=\"0.5\"}");
+  };
+  // Interleaved, so that the machine's noise hits all alike.  The WebRTC
+  // peers come after: the daemon's summary of its last 600 RTSP frames
+  // (capture → encoder output) then covers the RTSP runs alone.
+  for (int k = 0; k < repeats; k++) {
     {
       LatencyClient c (s.str ("rtsp_url"), s.str ("id"), s.str ("token"), true);
-      auto v = measure_client (c, seconds);
-      rows[0].values.insert (rows[0].values.end (), v.begin (), v.end ());
+      measure_client (c, seconds, rows[kOurs]);
+      const double encoded = metric ("livemicro_view_capture_to_encoded_ms", "");
+      rows[kOurs].encoded_p50.push_back (encoded);
+      rows[kOurs].payloader_p50.push_back (encoded + metric ("livemicro_worker_hop_ms", ",part=\"total\""));
     }
     {
       LatencyClient c (bare.url (), "", "", true);
-      auto v = measure_client (c, seconds);
-      rows[1].values.insert (rows[1].values.end (), v.begin (), v.end ());
+      measure_client (c, seconds, rows[kBare]);
     }
-    auto w = webrtc_latency (d, seconds, note);
-    rows[2].values.insert (rows[2].values.end (), w.begin (), w.end ());
     if (own.ok ()) {
-      LatencyClient c (own.url (), "", "", true);
-      auto v = measure_client (c, seconds);
-      rows[3].values.insert (rows[3].values.end (), v.begin (), v.end ());
+      own.play (true);
+      for (LatencyRow r : {kOwnPaced, kOwnUnpaced}) {
+        LatencyClient c (own.url (r == kOwnPaced), "", "", true);
+        measure_client (c, seconds, rows[r], [&own] (bool on) { own.record (on); });
+        rows[r].encoded_p50.push_back (pct (own.capture_to_encoded (), 0.5));
+        rows[r].payloader_p50.push_back (pct (own.capture_to_payloader (), 0.5));
+      }
+      own.play (false);
     }
   }
+  std::string note;
+  for (int k = 0; k < repeats; k++) {
+    auto w = webrtc_latency (d, seconds, note);
+    rows[kWebrtc].values.insert (rows[kWebrtc].values.end (), w.begin (), w.end ());
+  }
   if (!note.empty ())
-    rows[2].name += " [" + note + "]";
+    rows[kWebrtc].name += " [" + note + "]";
   return rows;
 }
 
@@ -663,6 +771,16 @@ main (int argc, char **argv)
       json_builder_add_double_value (b, pct (r.values, 0.5));
       json_builder_set_member_name (b, "p95_ms");
       json_builder_add_double_value (b, pct (r.values, 0.95));
+      if (!r.received.empty ()) { // glass to glass in parts (print_latency_table)
+        json_builder_set_member_name (b, "received_p50_ms");
+        json_builder_add_double_value (b, pct (r.received, 0.5));
+        for (auto [key, v] :
+             {std::pair<const char *, const std::vector<double> *>{"encoded_p50_ms", &r.encoded_p50},
+              {"payloader_p50_ms", &r.payloader_p50}}) {
+          json_builder_set_member_name (b, key);
+          json_builder_add_double_value (b, v->empty () ? -1.0 : livemicro::bench::median (*v));
+        }
+      }
       json_builder_end_object (b);
     }
     json_builder_end_array (b);

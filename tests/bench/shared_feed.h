@@ -38,6 +38,10 @@ struct ViewFeed {
   std::vector<Src> srcs;
   // Capture times by PTS (from the capture tee), when the stream carries them.
   std::unique_ptr<orchestrator::EncoderTimeline<gint64>> capture_times;
+  // While recording (under `mutex`), ms from each frame's capture to its
+  // encoder's output and to its payloader's input (a media's appsrc output).
+  bool recording = false;
+  std::vector<double> capture_to_encoded_ms, capture_to_payloader_ms;
 
   void keyframe ()
   {
@@ -58,6 +62,11 @@ on_view_sample (GstAppSink *sink, gpointer data)
   GstBuffer *au = gst_buffer_ref (buf);
   if (feed->capture_times) {
     if (auto when = feed->capture_times->take (GST_BUFFER_PTS (buf))) {
+      {
+        std::lock_guard<std::mutex> lock (feed->mutex);
+        if (feed->recording)
+          feed->capture_to_encoded_ms.push_back ((g_get_real_time () - *when) / 1000.0);
+      }
       GstMapInfo map;
       if (gst_buffer_map (buf, &map, GST_MAP_READ)) {
         auto with = orchestrator::h264::with_capture_time (map.data, map.size, *when);
@@ -95,6 +104,26 @@ on_feed_media_configure (GstRTSPMediaFactory *, GstRTSPMedia *media, gpointer da
       "video/x-h264,stream-format=byte-stream,alignment=au,profile=constrained-baseline");
   gst_app_src_set_caps (GST_APP_SRC (src), caps);
   gst_caps_unref (caps);
+  if (feed->capture_times) {
+    GstPad *pad = gst_element_get_static_pad (src, "src");
+    gst_pad_add_probe (
+        pad, GST_PAD_PROBE_TYPE_BUFFER,
+        [] (GstPad *, GstPadProbeInfo *info, gpointer d) {
+          auto *f = static_cast<ViewFeed *> (d);
+          GstMapInfo map;
+          GstBuffer *b = GST_PAD_PROBE_INFO_BUFFER (info);
+          if (gst_buffer_map (b, &map, GST_MAP_READ)) {
+            auto r = orchestrator::h264::frame_record (map.data, map.size);
+            gst_buffer_unmap (b, &map);
+            std::lock_guard<std::mutex> lock (f->mutex);
+            if (r && f->recording)
+              f->capture_to_payloader_ms.push_back ((g_get_real_time () - r->capture_unix_us) / 1000.0);
+          }
+          return GST_PAD_PROBE_OK;
+        },
+        feed, nullptr);
+    gst_object_unref (pad);
+  }
   {
     std::lock_guard<std::mutex> lock (feed->mutex);
     feed->srcs.push_back ({GST_APP_SRC (src), false});
