@@ -37,12 +37,12 @@ CaptureTimeline::pts (int64_t capture_unix_ns, uint64_t running_now_ns, uint64_t
     pts = last_pts_ + kMinStepNs; // two frames with one capture time
   }
   // Most frames leaving before their timestamp: the anchor frame was late
-  // (a player pacing by the timestamps would hold them as long).  Per window of kSettleFrames frames, when at
-  // least half of them were early the anchor moves earlier by the least of
-  // those (at most half a frame), whatever the others did: a burst of a few
-  // queued frames keeps its spacing, while jitter no longer pins the stream
-  // to its anchor's delay (it settles near the frames' median delay; a
-  // slower frame leaves as soon as it comes).
+  // (a player pacing by the timestamps would hold them as long).  Per
+  // window of kSettleFrames frames, when at least half of them were early
+  // the anchor moves earlier by the least of those (at most half a frame),
+  // whatever the others did: a burst of a few queued frames keeps its
+  // spacing, while jitter no longer pins the stream to its anchor's delay
+  // (it settles near the frames' median delay).
   if (anchor) {
     window_frames_ = early_frames_ = 0;
   } else if (now_known) {
