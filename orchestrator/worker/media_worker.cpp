@@ -358,6 +358,20 @@ apply_demand ()
   const bool analysis = g.demand.analysis || overlay_played;
   if (g.scope && capture != g.capture_active)
     g_object_set (g.scope, "idle", !capture, nullptr);
+  if (!capture && g.capture_active) {
+    // Gone idle: once the frames in flight are gone, what they and the
+    // analysis' last result held goes back too.  The branch removal and the
+    // analysis trim as they free, but these are freed after them, and
+    // nothing else would trim an idle worker (heap_policy.h).
+    g_timeout_add_seconds (
+        2,
+        [] (gpointer) -> gboolean {
+          if (!g.capture_active)
+            livemicro::orchestrator::give_back_freed_memory ();
+          return G_SOURCE_REMOVE;
+        },
+        nullptr);
+  }
   if (g.features && analysis != g.analysis_active)
     g_object_set (g.features, "active", analysis, nullptr);
   g.capture_active = capture;
