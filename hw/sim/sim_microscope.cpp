@@ -219,9 +219,17 @@ public:
                                                 + std::to_string (kMaxFrameSide) + "x"
                                                 + std::to_string (kMaxFrameSide));
     std::lock_guard<std::mutex> l (camera_mutex_);
-    if (size == frame_size_)
-      return;
     frame_size_ = size;
+  }
+
+  // The exposure tables for the frame size, built by the first frame of that
+  // size rather than at each configure: a microscope opens at 1920x1080 and
+  // is usually configured to the stream's size before its first frame.
+  void prepare_exposure (cv::Size size)
+  {
+    if (size == exposure_size_)
+      return;
+    exposure_size_ = size;
     // Illumination gain per pixel and channel (×64 fixed point, so a lamp up
     // to ~4x nominal fits in 8 bits), and the seeded noise bank split into
     // its positive and negative parts: frame += pos, frame −= neg is exact
@@ -265,6 +273,7 @@ public:
     }
     info.capture_unix_us = g_get_real_time ();
     const cv::Size size = frame_size_;
+    prepare_exposure (size);
     rgb.create (size, CV_8UC3);
     const double upp = obj.um_per_px;
     // The frame's pixel grid is the slide's grid at this scale; the reported
@@ -388,7 +397,7 @@ public:
   uint64_t noise_seed_ = 0;
 
   std::mutex camera_mutex_; // frame size, buffers, frame counter
-  cv::Size frame_size_;
+  cv::Size frame_size_, exposure_size_;
   cv::Mat gain_, noise_pos_, noise_neg_, small_;
   bool unit_gain_ = false;
   uint64_t frame_number_ = 0;

@@ -10,6 +10,7 @@
 #include <array>
 #include <cmath>
 #include <cstdio>
+#include <future>
 #include <ostream>
 
 namespace livemicro::hw::sim {
@@ -180,9 +181,11 @@ SyntheticSlide::SyntheticSlide (uint64_t seed) : seed_ (seed), fields_ (std::mak
                                cv::Size2f ((float)(2 * rx), (float)(2 * ry)), (float)rng.uniform (-25, 25));
   }
 
+  // The label is printed while the fields are built (it needs none of them).
+  auto label = std::async (std::launch::async, [this] { build_label (); });
   build_fields ();
   find_home ();
-  build_label ();
+  label.get ();
 }
 
 // The smooth fields the slide is drawn from: tissue presence (the sections
@@ -191,42 +194,59 @@ SyntheticSlide::SyntheticSlide (uint64_t seed) : seed_ (seed), fields_ (std::mak
 void
 SyntheticSlide::build_fields ()
 {
+  // The six noises are independent: built side by side, each on its own
+  // thread, as the slide is built once, before any frame (identical to
+  // building them in turn).
   uint64_t seed = seed_;
   cv::Size fsize (static_cast<int> (kWidthUm / kFieldUmPerPx), static_cast<int> (kHeightUm / kFieldUmPerPx));
-  cv::Mat edge = field_noise (stream_seed (seed, kStreamTissueEdge), fsize, 1800);
-  cv::Mat holes = field_noise (stream_seed (seed, kStreamHoles), fsize, 260);
-  Fields &f = *fields_;
-  f.tissue = cv::Mat::zeros (fsize, CV_32F);
-  struct Ellipse {
-    double cx, cy, c, s, rx, ry;
+  auto noise = [&] (Stream stream, double wavelength_um) {
+    return std::async (std::launch::async, field_noise, stream_seed (seed, stream), fsize, wavelength_um);
   };
-  std::vector<Ellipse> ellipses;
-  for (const auto &sec : sections_um_)
-    ellipses.push_back ({sec.center.x, sec.center.y, std::cos (sec.angle * kPi / 180),
-                         std::sin (sec.angle * kPi / 180), sec.size.width / 2.0, sec.size.height / 2.0});
-  for (int j = 0; j < fsize.height; j++) {
-    double y = (j + 0.5) * kFieldUmPerPx;
-    for (int i = 0; i < fsize.width; i++) {
-      double x = (i + 0.5) * kFieldUmPerPx;
-      float d = 0;
-      for (const Ellipse &el : ellipses) {
-        double dx = x - el.cx, dy = y - el.cy;
-        double u = (dx * el.c + dy * el.s) / el.rx;
-        double v = (-dx * el.s + dy * el.c) / el.ry;
+  auto tumour = noise (kStreamTumour, 2500), lymph = noise (kStreamLymph, 350);
+  auto epith = noise (kStreamEpith, 700), fibre_angle = noise (kStreamFibreAngle, 600);
+  auto holes_f = noise (kStreamHoles, 260);
+  cv::Mat edge = field_noise (stream_seed (seed, kStreamTissueEdge), fsize, 1800);
+  Fields &f = *fields_;
+  // Tissue: the largest presence over the sections, each evaluated only
+  // where it can reach (its ellipse at √2.5 times its radii).
+  f.tissue = cv::Mat::zeros (fsize, CV_32F);
+  for (const auto &sec : sections_um_) {
+    const double c = std::cos (sec.angle * kPi / 180), s = std::sin (sec.angle * kPi / 180);
+    const double rx = sec.size.width / 2.0, ry = sec.size.height / 2.0, reach = std::sqrt (2.5);
+    const double half_w = reach * std::hypot (rx * c, ry * s), half_h = reach * std::hypot (rx * s, ry * c);
+    const int i0 = std::max (0, (int)std::floor ((sec.center.x - half_w) / kFieldUmPerPx - 1));
+    const int i1 = std::min (fsize.width - 1, (int)std::ceil ((sec.center.x + half_w) / kFieldUmPerPx + 1));
+    const int j0 = std::max (0, (int)std::floor ((sec.center.y - half_h) / kFieldUmPerPx - 1));
+    const int j1 = std::min (fsize.height - 1, (int)std::ceil ((sec.center.y + half_h) / kFieldUmPerPx + 1));
+    for (int j = j0; j <= j1; j++) {
+      double y = (j + 0.5) * kFieldUmPerPx;
+      float *row = f.tissue.ptr<float> (j);
+      const float *edge_row = edge.ptr<float> (j);
+      for (int i = i0; i <= i1; i++) {
+        double x = (i + 0.5) * kFieldUmPerPx;
+        double dx = x - sec.center.x, dy = y - sec.center.y;
+        double u = (dx * c + dy * s) / rx;
+        double v = (-dx * s + dy * c) / ry;
         if (u * u + v * v > 2.5)
           continue; // far outside: the ragged edge never reaches this far
         double r = std::sqrt (u * u + v * v);
-        float e = 1.0f - (float)r + 0.35f * (edge.at<float> (j, i) - 0.5f);
-        d = std::max (d, smoothstep (0.0f, 0.04f, e));
+        float e = 1.0f - (float)r + 0.35f * (edge_row[i] - 0.5f);
+        row[i] = std::max (row[i], smoothstep (0.0f, 0.04f, e));
       }
-      d *= 1.0f - smoothstep (0.70f, 0.76f, holes.at<float> (j, i));
-      f.tissue.at<float> (j, i) = d;
     }
   }
-  f.tumour = field_noise (stream_seed (seed, kStreamTumour), fsize, 2500);
-  f.lymph = field_noise (stream_seed (seed, kStreamLymph), fsize, 350);
-  f.epith = field_noise (stream_seed (seed, kStreamEpith), fsize, 700);
-  f.fibre_angle = field_noise (stream_seed (seed, kStreamFibreAngle), fsize, 600);
+  cv::Mat holes = holes_f.get ();
+  for (int j = 0; j < fsize.height; j++) {
+    float *row = f.tissue.ptr<float> (j);
+    const float *holes_row = holes.ptr<float> (j);
+    for (int i = 0; i < fsize.width; i++)
+      if (row[i] > 0)
+        row[i] *= 1.0f - smoothstep (0.70f, 0.76f, holes_row[i]);
+  }
+  f.tumour = tumour.get ();
+  f.lymph = lymph.get ();
+  f.epith = epith.get ();
+  f.fibre_angle = fibre_angle.get ();
   // Thresholds as quantiles over the tissue, so the share of each tissue type
   // is the same for every seed: ~35 % tumour, ~8 % lymphocyte clusters,
   // ~20 % benign epithelium, the rest stroma.
