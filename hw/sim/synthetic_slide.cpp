@@ -54,6 +54,7 @@ field_noise (uint64_t seed, cv::Size size, double wavelength_um)
 {
   cv::Mat acc = cv::Mat::zeros (size, CV_32F);
   float amplitude = 1.0f, total = 0.0f;
+  cv::Mat up_buffer;
   for (int octave = 0; octave < 6; octave++) {
     double lambda_px = wavelength_um / kFieldUmPerPx / (1 << octave);
     if (lambda_px < 2.0)
@@ -64,9 +65,12 @@ field_noise (uint64_t seed, cv::Size size, double wavelength_um)
     for (int j = 0; j < gh; j++)
       for (int i = 0; i < gw; i++)
         lattice.at<float> (j, i) = unit_from_hash (hash3 (seed + octave, i, j));
-    cv::Mat up;
-    cv::resize (lattice, up, cv::Size (static_cast<int> (gw * lambda_px), static_cast<int> (gh * lambda_px)),
-                0, 0, cv::INTER_CUBIC);
+    // The first octave's is the largest: the later ones reuse its pages.
+    const cv::Size up_size (static_cast<int> (gw * lambda_px), static_cast<int> (gh * lambda_px));
+    if (up_buffer.empty ())
+      up_buffer.create (up_size, CV_32F);
+    cv::Mat up = up_buffer (cv::Rect (cv::Point (0, 0), up_size));
+    cv::resize (lattice, up, up_size, 0, 0, cv::INTER_CUBIC);
     cv::Mat roi
         = up (cv::Rect (static_cast<int> (lambda_px), static_cast<int> (lambda_px), size.width, size.height));
     cv::scaleAdd (roi, amplitude, acc, acc);
