@@ -30,7 +30,10 @@ packages=(
   libopencv-dnn-dev           # build time: OpenCV's DNN module runs tumorfeatures' nucleus model
                               #   (ONNX); libopencv-dev pulls it in too, named here on purpose
   libopenslide-dev            # whole-slide images (SVS, generic tiled TIFF) for sim:///slide
-  libtiff-dev                 # TIFF resolution tags (µm/px) for sim:///image.tif
+  libtiff-dev                 # TIFF images and their resolution tags (µm/px) for sim:///image.tif
+  libpng-dev                  # PNG slides and the slide map's PNG (hw/image/), not OpenCV's imgcodecs,
+                              #   whose ~139 libraries cost every process ~200 ms at start
+  libjpeg62-turbo-dev         # JPEG slides and V4L2 MJPEG frames (hw/image/); provides libjpeg.pc
   # --- orchestrator
   libsoup-3.0-dev             # HTTP + WebSocket server and client
   libjson-glib-dev            # JSON for the API, configs, ground truth and JSON Lines
