@@ -4,9 +4,9 @@
 #include "pixels.h"
 
 #include <livemicro/hw/error.h>
+#include <livemicro/hw/image_codec.h>
 
 #include <glib.h>
-#include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
 #include <cerrno>
@@ -96,11 +96,12 @@ v4l2_to_rgb (uint32_t fourcc, const uint8_t *data, size_t bytes, int w, int h, i
     cv::cvtColor (cv::Mat (h, w, CV_8UC1, const_cast<uint8_t *> (data), bpl), rgb, cv::COLOR_GRAY2RGB);
     return true;
   case V4L2_PIX_FMT_MJPEG: {
-    cv::Mat bgr
-        = cv::imdecode (cv::Mat (1, (int)bytes, CV_8UC1, const_cast<uint8_t *> (data)), cv::IMREAD_COLOR);
-    if (bgr.empty () || bgr.cols != w || bgr.rows != h)
+    // A frame libjpeg got through with damage (a lost USB packet) is still
+    // shown, as a webcam's own viewer would.
+    DecodedImage jpeg = decode_image (data, bytes, {DamagedJpeg::kAccept, cv::Size (w, h)});
+    if (jpeg.format != ImageFormat::kJpeg || jpeg.rgb.empty ())
       return false;
-    cv::cvtColor (bgr, rgb, cv::COLOR_BGR2RGB);
+    jpeg.rgb.copyTo (rgb); // into rgb's own pixels, which the caller may own
     return true;
   }
   case V4L2_PIX_FMT_SRGGB8:

@@ -3,9 +3,10 @@
 #include <livemicro/hw/text.h>
 #include <config.h>
 #include <livemicro/hw/error.h>
+#include <livemicro/hw/image_codec.h>
 
 #include <glib.h>
-#include <opencv2/imgcodecs.hpp>
+#include <glib/gstdio.h>
 #include <opencv2/imgproc.hpp>
 #if HAVE_OPENSLIDE
 #include <openslide.h>
@@ -14,6 +15,7 @@
 #include <tiffio.h>
 #endif
 
+#include <cerrno>
 #include <cmath>
 #include <sstream>
 #include <vector>
@@ -61,13 +63,6 @@ tiff_um_per_px (const std::string &path)
 #else
   return 0;
 #endif
-}
-
-bool
-has_tiff_extension (const std::string &path)
-{
-  g_autofree char *lower = g_ascii_strdown (path.c_str (), -1);
-  return g_str_has_suffix (lower, ".tif") || g_str_has_suffix (lower, ".tiff");
 }
 
 // A plain image held in memory with a 2× pyramid.
@@ -200,6 +195,8 @@ open_slide_file (const std::string &path, double mpp_override)
     throw Error (ErrorKind::kNotFound, "slide '" + path + "' does not exist");
   if (!g_file_test (path.c_str (), G_FILE_TEST_IS_REGULAR))
     throw Error (ErrorKind::kUnsupported, "slide '" + path + "' is not a file");
+  if (g_access (path.c_str (), R_OK) != 0)
+    throw Error (ErrorKind::kCorrupt, "cannot read slide '" + path + "': " + g_strerror (errno));
 
   std::string openslide_problem;
 #if HAVE_OPENSLIDE
@@ -225,28 +222,25 @@ open_slide_file (const std::string &path, double mpp_override)
       openslide_close (osr);
   }
 #endif
-  cv::Mat bgr;
-  try {
-    bgr = cv::imread (path, cv::IMREAD_COLOR);
-  } catch (const cv::Exception &e) {
-    bgr.release ();
-  }
-  if (bgr.empty ()) {
-    std::string why = openslide_problem.empty () ? "not an image OpenSlide or OpenCV can decode"
-                                                 : openslide_problem + "; OpenCV cannot decode it either";
+  DecodedImage image = decode_image_file (path);
+  if (!image.error.empty ()) {
+    // Bytes that are no image at all: the readers they were offered to.
+    std::string why = image.format == ImageFormat::kUnknown
+                          ? "not an image OpenSlide, libpng, libjpeg or libtiff can decode"
+                          : image.error;
+    if (!openslide_problem.empty ())
+      why = openslide_problem + "; " + why;
     throw Error (ErrorKind::kCorrupt, "cannot read slide '" + path + "': " + why);
   }
   double mpp = mpp_override;
-  if (mpp <= 0 && has_tiff_extension (path))
+  if (mpp <= 0 && image.format == ImageFormat::kTiff)
     mpp = tiff_um_per_px (path);
   if (mpp <= 0)
     throw Error (ErrorKind::kCorrupt, "image '" + path
                                           + "' has no µm/px calibration: add ?mpp=<µm per "
                                             "pixel> to the URI (e.g. sim://"
                                           + path + "?mpp=0.25)");
-  cv::Mat rgb;
-  cv::cvtColor (bgr, rgb, cv::COLOR_BGR2RGB);
-  return std::make_unique<ImageSlide> (path, std::move (rgb), mpp);
+  return std::make_unique<ImageSlide> (path, std::move (image.rgb), mpp);
 }
 
 } // namespace livemicro::hw::sim

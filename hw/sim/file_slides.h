@@ -1,5 +1,6 @@
 // Slides from files: whole-slide images through OpenSlide, plain images
-// (PNG, JPEG, TIFF, ...) through OpenCV.
+// (PNG, JPEG, TIFF) through libpng, libjpeg and libtiff
+// (livemicro/hw/image_codec.h).
 #pragma once
 
 #include "slide.h"

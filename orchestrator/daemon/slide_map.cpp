@@ -1,7 +1,8 @@
 #include "slide_map.h"
 
+#include <livemicro/hw/image_codec.h>
+
 #include <glib.h>
-#include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
 #include <cmath>
@@ -15,12 +16,15 @@ decode_overview (const SlideOverview &o, int64_t now_unix_us)
   g_autofree guchar *png = g_base64_decode (o.png_base64.c_str (), &len);
   if (!png || len == 0)
     return std::nullopt;
-  cv::Mat bgr = cv::imdecode (cv::Mat (1, (int)len, CV_8UC1, png), cv::IMREAD_COLOR);
-  if (bgr.empty () || (uint32_t)bgr.cols != o.width || (uint32_t)bgr.rows != o.height || !(o.width_um > 0)
-      || !(o.height_um > 0))
+  if (o.width == 0 || o.height == 0 || o.width > (uint32_t)hw::kMaxImageSidePx
+      || o.height > (uint32_t)hw::kMaxImageSidePx || !(o.width_um > 0) || !(o.height_um > 0))
+    return std::nullopt;
+  // Of the size stated, or not decoded at all.
+  hw::DecodedImage image = hw::decode_png (png, len, cv::Size ((int)o.width, (int)o.height));
+  if (image.rgb.empty ())
     return std::nullopt;
   SlideMapImage m;
-  cv::cvtColor (bgr, m.rgb, cv::COLOR_BGR2RGB);
+  m.rgb = std::move (image.rgb);
   m.geometry = o;
   m.geometry.png_base64.clear ();
   m.updated_unix_us = now_unix_us;
@@ -49,11 +53,7 @@ masked_png (const SlideMapImage &map, const std::vector<std::vector<cv::Point2d>
     cv::fillPoly (out, std::vector<std::vector<cv::Point>>{px}, kMask);
     cv::polylines (out, std::vector<std::vector<cv::Point>>{px}, true, kMask, 3);
   }
-  cv::Mat bgr;
-  cv::cvtColor (out, bgr, cv::COLOR_RGB2BGR);
-  std::vector<unsigned char> png;
-  cv::imencode (".png", bgr, png);
-  return png;
+  return hw::encode_png (out);
 }
 
 } // namespace livemicro::orchestrator

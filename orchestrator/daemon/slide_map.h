@@ -1,7 +1,7 @@
 // The slide map a viewer may see: the worker's overview (its macro image
 // and the frames captured so far, unmasked) with what the viewer's profile
 // masks filled on the server, so no masked pixel ever leaves the daemon.
-// Plain C++ over OpenCV.
+// Plain C++ over OpenCV; PNG through livemicro/hw/image_codec.h.
 #pragma once
 
 #include "common/worker_protocol.h"

@@ -1,7 +1,8 @@
 #include "slide_view.h"
 
+#include <livemicro/hw/image_codec.h>
+
 #include <glib.h>
-#include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
 #include <algorithm>
@@ -125,10 +126,7 @@ SlideMap::take_if_changed ()
     copy = rgb_.clone ();
     o.macro = macro_;
   }
-  cv::Mat bgr;
-  cv::cvtColor (copy, bgr, cv::COLOR_RGB2BGR);
-  std::vector<uchar> png;
-  cv::imencode (".png", bgr, png);
+  std::vector<uint8_t> png = hw::encode_png (copy);
   g_autofree char *b64 = g_base64_encode (png.data (), png.size ());
   o.png_base64 = b64;
   o.x_um = area_um_.x;

@@ -14,6 +14,7 @@
 
 #include <gtest/gtest.h>
 #include <linux/videodev2.h>
+#include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
 #include <glob.h>
@@ -129,6 +130,40 @@ TEST (Pixels, V4l2FormatsConvert)
   EXPECT_GT (mean_of (rgb, {68, 4, 24, 24})[2], 150);
   EXPECT_FALSE (camera::v4l2_to_rgb (V4L2_PIX_FMT_YUYV, yuyv.data (), 10, 4, 4, 8, rgb))
       << "a short frame must be refused";
+}
+
+// MJPEG frames decode into the caller's own pixels (a frame buffer it may
+// have handed in), RGB; a frame of another size or no JPEG is refused, one
+// whose tail was lost still shows what arrived.
+TEST (Pixels, V4l2MjpegDecodesIntoTheCallersRgbPixels)
+{
+  cv::Mat bgr (48, 64, CV_8UC3, cv::Scalar (0, 0, 230));         // red
+  bgr (cv::Rect (32, 0, 32, 48)).setTo (cv::Scalar (230, 0, 0)); // blue right half
+  std::vector<uint8_t> jpeg;
+  ASSERT_TRUE (cv::imencode (".jpg", bgr, jpeg, {cv::IMWRITE_JPEG_QUALITY, 95}));
+  std::vector<uint8_t> frame_buffer (64 * 48 * 3);
+  cv::Mat rgb (48, 64, CV_8UC3, frame_buffer.data ());
+  ASSERT_TRUE (camera::v4l2_to_rgb (V4L2_PIX_FMT_MJPEG, jpeg.data (), jpeg.size (), 64, 48, 0, rgb));
+  EXPECT_EQ (rgb.data, frame_buffer.data ());
+  cv::Vec3b left = rgb.at<cv::Vec3b> (24, 8), right = rgb.at<cv::Vec3b> (24, 56);
+  EXPECT_GT (left[0], 200);
+  EXPECT_LT (left[2], 30);
+  EXPECT_GT (right[2], 200);
+  EXPECT_LT (right[0], 30);
+  cv::Mat other;
+  EXPECT_FALSE (camera::v4l2_to_rgb (V4L2_PIX_FMT_MJPEG, jpeg.data (), jpeg.size (), 32, 48, 0, other))
+      << "another size than negotiated";
+  std::vector<uint8_t> noise (jpeg.size (), 0x5a);
+  EXPECT_FALSE (camera::v4l2_to_rgb (V4L2_PIX_FMT_MJPEG, noise.data (), noise.size (), 64, 48, 0, other));
+  // Cut halfway through the scan data (after the start-of-scan marker).
+  size_t sos = 0;
+  for (size_t i = 0; i + 1 < jpeg.size (); i++)
+    if (jpeg[i] == 0xff && jpeg[i + 1] == 0xda)
+      sos = i;
+  ASSERT_GT (sos, 0u);
+  EXPECT_TRUE (
+      camera::v4l2_to_rgb (V4L2_PIX_FMT_MJPEG, jpeg.data (), (sos + jpeg.size ()) / 2, 64, 48, 0, other))
+      << "a frame that lost its tail";
 }
 
 TEST (AravisFake, StreamsAtTheCameraSizeAndHonoursItsSettings)

@@ -1,5 +1,5 @@
-// Slides from files: plain images through OpenCV, whole-slide images through
-// OpenSlide, and the errors a bad file gets.
+// Slides from files: plain images through libpng, libjpeg and libtiff,
+// whole-slide images through OpenSlide, and the errors a bad file gets.
 #include "sim/file_slides.h"
 #include "sim/sim_microscope.h"
 #include "testutil.h"
@@ -71,6 +71,29 @@ TEST (FileSlides, GarbageFileIsCorruptNotACrash)
   EXPECT_EQ (kind, ErrorKind::kCorrupt);
   EXPECT_NE (e.find (path), std::string::npos) << e;
   EXPECT_NE (e.find ("cannot read slide"), std::string::npos) << e;
+  // Bytes that are no image at all name the readers they were offered to.
+  std::string text = dir.file ("notes.svs");
+  write_bytes (text, "a slide scanner's notes, not a slide");
+  e = error_text ([&] { open_microscope ("sim://" + text + "?mpp=0.25"); }, &kind);
+  EXPECT_EQ (kind, ErrorKind::kCorrupt);
+  EXPECT_EQ (e, "cannot read slide '" + text
+                    + "': not an image OpenSlide, libpng, libjpeg or libtiff can decode");
+}
+
+// A JPEG that breaks off is refused, not shown with a grey lower part.
+TEST (FileSlides, TruncatedJpegIsCorruptNotGrey)
+{
+  TempDir dir;
+  std::vector<uchar> jpeg;
+  cv::imencode (".jpg", cv::Mat (120, 160, CV_8UC3, cv::Scalar (40, 60, 200)), jpeg);
+  std::string whole = dir.file ("tile.jpg"), cut = dir.file ("cut.jpg");
+  write_bytes (whole, std::string (jpeg.begin (), jpeg.end ()));
+  write_bytes (cut, std::string (jpeg.begin (), jpeg.end () - 200));
+  EXPECT_DOUBLE_EQ (sim::open_slide_file (whole, 0.5)->size_um ().width, 80.0);
+  ErrorKind kind;
+  std::string e = error_text ([&] { sim::open_slide_file (cut, 0.5); }, &kind);
+  EXPECT_EQ (kind, ErrorKind::kCorrupt);
+  EXPECT_EQ (e, "cannot read slide '" + cut + "': damaged JPEG (libjpeg: Premature end of JPEG file)");
 }
 
 TEST (FileSlides, ImageWithoutCalibrationAsksForMpp)
