@@ -347,10 +347,10 @@ label_peaks (const cv::Mat &dist, const cv::Mat &dil, const cv::Mat &mask, float
 // Returns the number of regions, labelled 1..n in `labels`.
 int
 segment_with_model (NucleusModel &model, const cv::Mat &work, std::array<int, 3> rgb, const Params &P,
-                    cv::Mat &fg, cv::Mat &dist, cv::Mat &mask, cv::Mat &core, cv::Mat &relief,
-                    cv::Mat &labels, std::vector<std::vector<int>> &buckets)
+                    const StopRequested &stop, cv::Mat &fg, cv::Mat &dist, cv::Mat &mask, cv::Mat &core,
+                    cv::Mat &relief, cv::Mat &labels, std::vector<std::vector<int>> &buckets)
 {
-  model.predict (work, rgb, fg, dist, P.model_tta_copies);
+  model.predict (work, rgb, fg, dist, P.model_tta_copies, stop);
   const int w = work.cols, h = work.rows;
   mask.create (h, w, CV_8U);
   core.create (h, w, CV_8U);
@@ -1109,7 +1109,7 @@ working_scale (bool model_runs, const Params &P, double um_per_px)
 // The pipeline, stage by stage; each stage is a function above.  Returns
 // early (with the summary so far) when a quality gate fails.
 Result
-Analyzer::analyze (const cv::Mat &image, double um_per_px, std::array<int, 3> rgb)
+Analyzer::analyze (const cv::Mat &image, double um_per_px, std::array<int, 3> rgb, const StopRequested &stop)
 {
   const double t_start = now_ms ();
   check_input (image, um_per_px, rgb);
@@ -1170,8 +1170,8 @@ Analyzer::analyze (const cv::Mat &image, double um_per_px, std::array<int, 3> rg
   double thr = P.min_threshold_od;
   const int n
       = model
-            ? segment_with_model (*model, *f.image, rgb, P, S.fg, S.dist, S.mask, S.core, S.relief, S.labels,
-                                  S.buckets)
+            ? segment_with_model (*model, *f.image, rgb, P, stop, S.fg, S.dist, S.mask, S.core, S.relief,
+                                  S.labels, S.buckets)
             : segment_classical (tissue, wupp, P,
                                  {S.hc, S.dil, S.mask, S.dist, S.relief, S.labels, S.stack, S.buckets}, thr);
 

@@ -122,14 +122,19 @@ struct NucleusModel::Impl {
   // run () on `image` and its first `copies` dihedral transforms, each
   // output transformed back; the mean logits into out[0..1] (summed in a
   // fixed order: deterministic).  copies = 1 is run () itself.
-  void run_augmented (const cv::Mat &image, std::array<int, 3> rgb, int copies, cv::Mat out[2])
+  void run_augmented (const cv::Mat &image, std::array<int, 3> rgb, int copies, cv::Mat out[2],
+                      const StopRequested &stop)
   {
+    if (stop && stop ())
+      throw AnalysisStopped ();
     if (copies == 1) {
       run (image, rgb, out);
       return;
     }
     cv::Mat one[2], back;
     for (int t = 0; t < copies; t++) {
+      if (t > 0 && stop && stop ())
+        throw AnalysisStopped ();
       dihedral (image, turned, t, false);
       run (turned, rgb, one);
       for (int k = 0; k < 2; k++) {
@@ -189,7 +194,7 @@ valid_augmentation_copies (int copies)
 
 void
 NucleusModel::predict (const cv::Mat &image, std::array<int, 3> rgb, cv::Mat &foreground, cv::Mat &distance,
-                       int copies)
+                       int copies, const StopRequested &stop)
 {
   if (image.empty () || image.depth () != CV_8U || (image.channels () != 3 && image.channels () != 4))
     throw std::invalid_argument ("the nucleus model needs an 8-bit RGB image");
@@ -215,7 +220,7 @@ NucleusModel::predict (const cv::Mat &image, std::array<int, 3> rgb, cv::Mat &fo
   if ((double)pw * ph <= 1.5 * kTile * kTile) {
     // One pass, padded by reflection to multiples of kStride.
     cv::copyMakeBorder (image, impl_->pad, 0, ph - h, 0, pw - w, border);
-    impl_->run_augmented (impl_->pad, rgb, copies, logits);
+    impl_->run_augmented (impl_->pad, rgb, copies, logits, stop);
     finish (cv::Rect (0, 0, w, h), cv::Rect (0, 0, w, h));
     return;
   }
@@ -227,7 +232,7 @@ NucleusModel::predict (const cv::Mat &image, std::array<int, 3> rgb, cv::Mat &fo
   for (int ty = 0; ty < ny; ty++)
     for (int tx = 0; tx < nx; tx++) {
       cv::Rect in (tx * step, ty * step, kTile, kTile);
-      impl_->run_augmented (impl_->pad (in), rgb, copies, logits);
+      impl_->run_augmented (impl_->pad (in), rgb, copies, logits, stop);
       cv::Rect dst (tx * step, ty * step, std::min (step, w - tx * step), std::min (step, h - ty * step));
       finish (cv::Rect (kMargin, kMargin, dst.width, dst.height), dst);
     }

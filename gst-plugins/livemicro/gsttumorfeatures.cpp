@@ -35,8 +35,10 @@
  * forgotten, so that once active again no frame carries a result computed
  * elsewhere on the slide.  The analysis thread then gives back its working
  * memory (the model's layer buffers and the scratch images, ~120 MB for a
- * 1280x720 frame at 0.5 µm per pixel) once the analysis in progress, if
- * any, is finished; the first frame analysed after it allocates them again.
+ * 1280x720 frame at 0.5 µm per pixel); an analysis in progress is given up
+ * at the model's next tile (a frame enlarged to the model's scale can take
+ * seconds of a loaded core).  The first frame analysed after it allocates
+ * them again.  A flush gives up the analysis in progress too.
  *
  * |[
  * gst-launch-1.0 microscopesrc objective=40 ! tumorfeatures json-location=f.jsonl ! \
@@ -59,6 +61,7 @@
 
 #include <gst/video/video.h>
 
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
@@ -174,7 +177,7 @@ struct Job {
   an::Params params;
   bool emit_nuclei = false;
   guint64 seq = 0;
-  guint64 epoch = 0; // flushes seen when the job was made
+  guint64 epoch = 0; // Private::epoch when the job was made
 };
 
 struct Done {
@@ -196,7 +199,9 @@ struct Private {
   std::mutex mutex;
   std::condition_variable job_ready, job_done;
   std::thread worker;
-  bool stopping = false;
+  /* Written under `mutex`; atomic so that the analysis can ask, between
+   * the model's tiles, whether its frame is still wanted. */
+  std::atomic<bool> stopping{false};
   bool busy = false;
   /* Set when the element goes inactive: the analysis thread gives back its
    * working memory between jobs.  Cleared by a new job (active again). */
@@ -204,7 +209,9 @@ struct Private {
   std::optional<Job> job;
   std::shared_ptr<const Done> latest;
   guint64 seq = 0, frames_analysed = 0, frames_skipped = 0, frame_index = 0;
-  guint64 epoch = 0; // incremented by each flush
+  /* Incremented by each flush and each turn to inactive; written under
+   * `mutex`. */
+  std::atomic<guint64> epoch{0};
   bool warned_skip = false;
   bool was_active = true; // streaming thread only
   FILE *json = nullptr;
@@ -539,10 +546,19 @@ worker_loop (GstTumorFeatures *self, int nice)
     done->stage = job.stage;
     done->seq = job.seq;
     bool ok = true;
+    /* A frame nobody will see (inactive, flushed, stopping) is given up
+     * between the model's tiles: its CPU and working memory are not spent
+     * for nothing (seconds of a core at 20x on a loaded node). */
+    const an::StopRequested given_up
+        = [p, epoch = job.epoch] { return p->stopping.load () || p->epoch.load () != epoch; };
     try {
       p->analyzer.set_params (job.params);
       p->analysed_since_release = true;
-      done->result = p->analyzer.analyze (job.frame, job.um_per_px, job.rgb);
+      done->result = p->analyzer.analyze (job.frame, job.um_per_px, job.rgb, given_up);
+    } catch (const an::AnalysisStopped &) {
+      ok = false;
+      GST_DEBUG_OBJECT (self, "analysis of frame %" GST_TIME_FORMAT " given up: nobody will see it",
+                        GST_TIME_ARGS (job.pts));
     } catch (const std::exception &e) {
       ok = false;
       GST_ELEMENT_WARNING (self, STREAM, FAILED, ("analysis of a frame failed: %s", e.what ()),

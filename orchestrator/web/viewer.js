@@ -30,7 +30,7 @@
 
   const state = {
     ws: null, pc: null, framesDecoded: 0, shown: [], shownMinusCapture: [],
-    frameByRtp: new Map(), clockOffsetMs: 0, bestRttMs: Infinity, clockPingsLeft: 0, iceState: 'new', retry: 0,
+    frameByRtp: new Map(), shownByRtp: new Map(), clockOffsetMs: 0, bestRttMs: Infinity, clockPingsLeft: 0, iceState: 'new', retry: 0,
     session: null, microscope: null, scope: null, control: null, lease: null,
     shownFrame: null, pointers: new Map(), annotations: new Map(), whep: useWhep, whepResource: null,
     tool: 'move', draft: [], lastNotice: '', commands: [], fatal: '',
@@ -823,10 +823,20 @@
         else (state.pendingIce = state.pendingIce || []).push(c);
         break;
       }
-      case 'frame':
-        state.frameByRtp.set(m.rtp >>> 0, m);
-        if (state.frameByRtp.size > 600) state.frameByRtp.delete(state.frameByRtp.keys().next().value);
+      case 'frame': {
+        // A loaded server can send a frame's record after the frame was
+        // shown: it is matched then.
+        const rtp = m.rtp >>> 0;
+        const shownAt = state.shownByRtp.get(rtp);
+        if (shownAt !== undefined) {
+          state.shownByRtp.delete(rtp);
+          frameShown(m, shownAt);
+        } else {
+          state.frameByRtp.set(rtp, m);
+          if (state.frameByRtp.size > 600) state.frameByRtp.delete(state.frameByRtp.keys().next().value);
+        }
         break;
+      }
       case 'state': showState(m.data); onStateForMap(m.data); break;
       case 'overview': loadMap(); break;
       case 'features': showFeatures(m.data); break;
@@ -870,18 +880,30 @@
     state.framesDecoded = meta.presentedFrames || state.framesDecoded + 1;
     state.shown.push(performance.now());
     if (meta.rtpTimestamp !== undefined) {
-      const f = state.frameByRtp.get(meta.rtpTimestamp >>> 0);
+      const rtp = meta.rtpTimestamp >>> 0;
+      const shownAt = performance.timeOrigin + (meta.presentationTime || now);
+      const f = state.frameByRtp.get(rtp);
       if (f) {
-        if (f.um_per_px) state.shownFrame = f;
-        // On the page's clock: the server's clock offset is applied when the
-        // figures are made, so that every sample gets the best offset known
-        // then, not the rougher one of the moment the frame was shown.
-        const shownAt = performance.timeOrigin + (meta.presentationTime || now);
-        state.shownMinusCapture.push(shownAt - f.capture_unix_us / 1000);
-        if (state.shownMinusCapture.length > 300) state.shownMinusCapture.shift();
+        state.frameByRtp.delete(rtp);
+        frameShown(f, shownAt);
+      } else {
+        // Its record is still on its way (see the 'frame' message).
+        state.shownByRtp.set(rtp, shownAt);
+        if (state.shownByRtp.size > 120) state.shownByRtp.delete(state.shownByRtp.keys().next().value);
       }
     }
     video.requestVideoFrameCallback(onVideoFrame);
+  }
+
+  // A frame shown at `shownAt` (the page's clock, ms) with its record from
+  // the server: where it was taken, for the overlays, and its latency. On
+  // the page's clock: the server's clock offset is applied when the figures
+  // are made, so that every sample gets the best offset known then, not the
+  // rougher one of the moment the frame was shown.
+  function frameShown(f, shownAt) {
+    if (f.um_per_px) state.shownFrame = f;
+    state.shownMinusCapture.push(shownAt - f.capture_unix_us / 1000);
+    if (state.shownMinusCapture.length > 300) state.shownMinusCapture.shift();
   }
 
   function report() {
@@ -1011,6 +1033,8 @@
     // from a short run of pings (each sent when the last one's pong comes).
     state.bestRttMs = Infinity;
     state.shownMinusCapture = [];
+    state.frameByRtp.clear();
+    state.shownByRtp.clear();
     state.clockPingsLeft = kClockPings;
     ws.onopen = () => { send({ type: 'hello', token, webrtc: !state.whep, nuclei: true }); send({ type: 'ping', t: clockMs() }); };
     ws.onmessage = onMessage;

@@ -355,16 +355,18 @@ TEST_F (Livemicrod, ChromiumDecodesWebRtcVideoOnTheViewerPage)
   ASSERT_NE (browser, nullptr) << error->message;
   std::string last_stats;
   // The page reports what it decoded to the daemon.
-  gint64 decoded = 0;
+  gint64 decoded = 0, latency_samples = 0;
   double p50 = -1, clock_rtt_ms = -1;
   gint64 deadline = g_get_monotonic_time () + 40 * G_USEC_PER_SEC;
-  while (g_get_monotonic_time () < deadline && decoded < 30) {
+  while (g_get_monotonic_time () < deadline && (decoded < 30 || latency_samples < 10)) {
     g_usleep (500000);
     HttpReply s = d.request ("GET", "/api/v1/sessions/" + a.str ("id"));
     JsonNode *stats = s.object () ? json_object_get_member (s.object (), "viewer_stats") : nullptr;
     last_stats = s.body;
     if (stats && JSON_NODE_HOLDS_OBJECT (stats)) {
       decoded = json_object_get_int_member_with_default (json_node_get_object (stats), "frames_decoded", 0);
+      latency_samples
+          = json_object_get_int_member_with_default (json_node_get_object (stats), "latency_samples", 0);
       JsonNode *l = json_object_get_member (json_node_get_object (stats), "latency_ms_p50");
       if (l && JSON_NODE_HOLDS_VALUE (l))
         p50 = json_node_get_double (l);
@@ -388,6 +390,8 @@ TEST_F (Livemicrod, ChromiumDecodesWebRtcVideoOnTheViewerPage)
   // to half the best round trip (and the whole ms the ping carries), which
   // on a loaded machine can be more than this small view's latency.
   ASSERT_GE (clock_rtt_ms, 0) << "the page learnt the server's clock: " << last_stats.substr (0, 600);
+  EXPECT_GE (latency_samples, 10) << "frames matched with their capture times: "
+                                  << last_stats.substr (0, 600);
   EXPECT_GT (p50, -(clock_rtt_ms / 2 + 1))
       << "the page measured latency from the capture times: " << last_stats.substr (0, 600);
   EXPECT_LT (p50, 1000) << "glass-to-glass on one machine";

@@ -417,6 +417,46 @@ TEST (NucleusModel, TilesAgreeWithOnePass)
   EXPECT_GT (cv::countNonZero (a), mid.area () / 20) << "nuclei were found";
 }
 
+// A frame nobody will see is given up between tiles (an element gone
+// inactive): the stop check is asked before each tile, the first "stop"
+// ends the prediction with AnalysisStopped, and the model and an Analyzer
+// given up on still give the same output as before afterwards.
+TEST (NucleusModel, GivesUpBetweenTilesWhenAsked)
+{
+  auto shared = std::shared_ptr<an::NucleusModel> (an::NucleusModel::load ());
+  hw::sim::SyntheticSlide slide;
+  cv::Point2d home = slide.home_um ();
+  cv::Mat big;
+  slide.render (0.5, cv::Rect ((int)(home.x / 0.5) - 1000, (int)(home.y / 0.5) - 700, 2000, 1400), big);
+  cv::Mat fg1, d1, fg2, d2;
+  int asked = 0;
+  shared->predict (big, {0, 1, 2}, fg1, d1, 1, [&] { return ++asked < 0; });
+  const int tiles = asked;
+  EXPECT_EQ (tiles, 6) << "2000x1400 is 3x2 tiles of 960 px cores";
+  for (int stop_at : {1, 3, tiles}) {
+    asked = 0;
+    EXPECT_THROW (shared->predict (big, {0, 1, 2}, fg2, d2, 1, [&] { return ++asked >= stop_at; }),
+                  an::AnalysisStopped);
+    EXPECT_EQ (asked, stop_at) << "no tile is run once stop was asked";
+  }
+  // With copies, it is asked before each copy too.
+  asked = 0;
+  EXPECT_THROW (shared->predict (big, {0, 1, 2}, fg2, d2, 2, [&] { return ++asked >= 2; }),
+                an::AnalysisStopped);
+  EXPECT_EQ (asked, 2);
+  shared->predict (big, {0, 1, 2}, fg2, d2);
+  EXPECT_EQ (cv::norm (fg1, fg2, cv::NORM_INF), 0.0);
+  EXPECT_EQ (cv::norm (d1, d2, cv::NORM_INF), 0.0);
+
+  an::Analyzer a (with_method (an::Method::kModel));
+  a.set_model (shared);
+  const an::Result before = a.analyze (big, 0.5);
+  EXPECT_THROW (a.analyze (big, 0.5, {0, 1, 2}, [] { return true; }), an::AnalysisStopped);
+  const an::Result after = a.analyze (big, 0.5, {0, 1, 2}, [] { return false; });
+  ASSERT_GT (before.summary.nuclei_count, 50);
+  EXPECT_EQ (after.summary.nuclei_count, before.summary.nuclei_count);
+}
+
 // Test-time augmentation averages the model over flipped/rotated copies of
 // the frame, each output turned back.  Averaged over the copies, the maps
 // of a flipped (transposed, rotated) frame are the frame's own maps flipped

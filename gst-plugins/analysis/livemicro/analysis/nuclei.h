@@ -12,6 +12,8 @@
 // below.
 #pragma once
 
+#include <livemicro/analysis/nuclei_model.h>
+
 #include <opencv2/core.hpp>
 
 #include <array>
@@ -56,8 +58,6 @@ const char *quality_name (Quality q);
 // it loads, else classical.
 enum class Method { kAuto, kModel, kClassical };
 const char *method_name (Method m);
-
-class NucleusModel;
 
 // Which nucleus feature a number refers to (overlay colouring, docs/elements.md).
 enum class Feature { kArea, kCircularity, kElongation, kSolidity, kHematoxylin };
@@ -184,7 +184,11 @@ public:
   // indices of R, G and B ({0,1,2} for RGB, {2,1,0} for BGR, {1,2,3} for
   // xRGB).  Throws std::invalid_argument for an image or scale it cannot
   // use, ModelError (nuclei_model.h) when Method::kModel's model cannot load.
-  Result analyze (const cv::Mat &image, double um_per_px, std::array<int, 3> rgb_channels = {0, 1, 2});
+  // `stop`, when set, is asked between the model's tiles; when it says so,
+  // analyze () throws AnalysisStopped (nuclei_model.h) and the Analyzer
+  // stays usable (the slide's stain estimate may include this frame).
+  Result analyze (const cv::Mat &image, double um_per_px, std::array<int, 3> rgb_channels = {0, 1, 2},
+                  const StopRequested &stop = {});
 
 private:
   struct Scratch;

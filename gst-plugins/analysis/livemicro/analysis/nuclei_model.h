@@ -15,6 +15,7 @@
 #include <opencv2/core.hpp>
 
 #include <array>
+#include <functional>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -34,6 +35,16 @@ constexpr double kModelMaxUmPerPx = 1.05;
 class ModelError : public std::runtime_error {
 public:
   using std::runtime_error::runtime_error;
+};
+
+// Asked between the model's tiles whether the caller still wants the
+// result (a frame nobody will see any more): true gives up the frame.
+using StopRequested = std::function<bool ()>;
+
+// Thrown when a StopRequested said stop: the frame was given up, not failed.
+class AnalysisStopped : public std::runtime_error {
+public:
+  AnalysisStopped () : std::runtime_error ("the analysis of the frame was given up") {}
 };
 
 // Where the model is looked for when no path is given:
@@ -66,8 +77,12 @@ public:
   // down and both; 8: + the four that swap the sides), turns each output
   // back and averages the logits; `copies` times the network's CPU.
   // Throws std::invalid_argument unless valid_augmentation_copies (copies).
+  // `stop`, when set, is asked before each tile and each augmented copy
+  // (a 1080p frame at 20x is four tiles of ~0.3 s of CPU each; one at 40x,
+  // resampled to 960x540, is one pass); when it says so, predict () throws
+  // AnalysisStopped and its outputs are undefined.
   void predict (const cv::Mat &image, std::array<int, 3> rgb, cv::Mat &foreground, cv::Mat &distance,
-                int copies = 1);
+                int copies = 1, const StopRequested &stop = {});
 
   // Gives back the memory predict () allocated (the network's layer
   // buffers, tens of MB for a 720p frame, and the input copies) by
