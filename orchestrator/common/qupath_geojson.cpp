@@ -1,5 +1,6 @@
 #include "qupath_geojson.h"
 
+#include "json_writer.h"
 #include "worker_protocol.h" // add_number
 
 #include <json-glib/json-glib.h>
@@ -138,9 +139,7 @@ feature_collection (const std::vector<PathObject> &objects)
   }
   json_builder_end_array (b);
   json_builder_end_object (b);
-  g_autoptr (JsonNode) root = json_builder_get_root (b);
-  g_autofree char *text = json_to_string (root, FALSE);
-  return text;
+  return json_text (b);
 }
 
 std::string

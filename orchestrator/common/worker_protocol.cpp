@@ -1,5 +1,7 @@
 #include "worker_protocol.h"
 
+#include "json_writer.h"
+
 #include <json-glib/json-glib.h>
 #include <livemicro/json_text.h>
 
@@ -86,9 +88,7 @@ public:
   std::string done ()
   {
     json_builder_end_object (b_);
-    g_autoptr (JsonNode) n = json_builder_get_root (b_);
-    g_autofree char *s = json_to_string (n, FALSE);
-    return s;
+    return json_text (b_);
   }
 };
 

@@ -1,12 +1,13 @@
 #include "api_json.h"
 
+#include "common/json_writer.h"
+
 namespace livemicro::orchestrator::api {
 
 std::string
 to_string (JsonNode *n)
 {
-  g_autofree char *s = json_to_string (n, FALSE);
-  return s;
+  return json_text (n);
 }
 
 std::string

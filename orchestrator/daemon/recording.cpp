@@ -1,5 +1,6 @@
 #include "recording.h"
 
+#include "common/json_writer.h"
 #include "common/worker_protocol.h"
 
 #include <livemicro/frame_record_meta.h>
@@ -50,11 +51,7 @@ stage_track_line (uint64_t frame, uint32_t segment, uint64_t pts_ns, const hw::F
   json_builder_set_member_name (b, "moving");
   json_builder_add_boolean_value (b, h.moving);
   json_builder_end_object (b);
-  g_autoptr (JsonGenerator) g = json_generator_new ();
-  g_autoptr (JsonNode) root = json_builder_get_root (b);
-  json_generator_set_root (g, root);
-  g_autofree char *text = json_generator_to_data (g, nullptr);
-  return std::string (text) + "\n";
+  return json_text (b) + "\n";
 }
 
 namespace {

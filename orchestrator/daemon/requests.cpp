@@ -1,5 +1,7 @@
 #include "requests.h"
 
+#include "common/json_writer.h"
+
 #include <glib.h>
 #include <gst/sdp/sdp.h>
 #include <livemicro/json_text.h>
@@ -160,8 +162,7 @@ JsonInput::member_json (const char *name) const
   JsonNode *n = member (name);
   if (!n)
     return "null";
-  g_autofree char *s = json_to_string (n, FALSE);
-  return s;
+  return json_text (n);
 }
 
 bool

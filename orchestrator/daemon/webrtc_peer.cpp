@@ -1,5 +1,6 @@
 #include "webrtc_peer.h"
 
+#include "common/json_writer.h"
 #include "common/worker_protocol.h"
 
 #include <livemicro/frame_record_meta.h>
@@ -18,9 +19,7 @@ namespace {
 std::string
 to_json (JsonBuilder *b)
 {
-  g_autoptr (JsonNode) root = json_builder_get_root (b);
-  g_autofree char *s = json_to_string (root, FALSE);
-  return s;
+  return json_text (b);
 }
 
 } // namespace

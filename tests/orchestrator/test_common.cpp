@@ -1,12 +1,14 @@
 // The orchestrator's plain parts: H.264 capture-time SEI, credentials, the
 // SQLite store, the configuration file, pipeline templates, the QuPath
-// GeoJSON writer, viewers' timestamps from capture times, WHEP offers, the
+// GeoJSON writer, the JSON writer, viewers' timestamps from capture times, WHEP offers, the
 // worker's ledger of frame records and the RTSP service's pacing.
 #include "capture_ledger.h"
 #include "common/h264.h"
+#include "common/json_writer.h"
 #include "common/qupath_geojson.h"
 #include "common/store.h"
 #include "common/tokens.h"
+#include "common/worker_protocol.h"
 #include "config.h"
 #include "requests.h"
 #include "rtsp_service.h"
@@ -22,7 +24,9 @@
 
 #include <array>
 #include <cmath>
+#include <cstring>
 #include <fstream>
+#include <random>
 #include <set>
 #include <thread>
 
@@ -419,6 +423,100 @@ TEST (QuPathGeoJson, IdsClassesAndShapesAsQuPathWritesThem)
                 "Point");
   EXPECT_FALSE (json_object_has_member (json_object_get_object_member (pt, "properties"), "classification"));
   EXPECT_FALSE (json_object_has_member (json_object_get_object_member (pt, "properties"), "measurements"));
+}
+
+namespace {
+
+JsonNode *
+parsed (const std::string &text)
+{
+  g_autoptr (JsonParser) p = json_parser_new ();
+  if (!json_parser_load_from_data (p, text.c_str (), (gssize)text.size (), nullptr))
+    return nullptr;
+  return json_node_copy (json_parser_get_root (p));
+}
+
+} // namespace
+
+// Numbers go out in their shortest form and read back as the very same
+// double (and still as a double); everything else is written exactly as
+// json-glib writes it: escapes, UTF-8, member order, nesting, integers.
+TEST (JsonText, ShortestNumbersThatReadBackTheSameAndJsonGlibsTextOtherwise)
+{
+  auto number = [] (double v) {
+    std::string s;
+    append_json_number (s, v);
+    return s;
+  };
+  EXPECT_EQ (number (37512.35), "37512.35");
+  EXPECT_EQ (number (0.1), "0.1");
+  EXPECT_EQ (number (2), "2.0") << "a double stays a double";
+  EXPECT_EQ (number (-0.0), "-0.0");
+  EXPECT_EQ (number (1e300), "1e+300");
+  EXPECT_EQ (number (NAN), "null");
+  EXPECT_EQ (number (-INFINITY), "null");
+  // Any double reads back bit for bit, as a double.
+  std::mt19937_64 rng (7);
+  for (int i = 0; i < 20000; i++) {
+    double v;
+    const uint64_t bits = rng ();
+    std::memcpy (&v, &bits, sizeof v);
+    if (i % 2)
+      v = std::ldexp ((double)(rng () >> 11), (int)(rng () % 80) - 60) * (rng () % 2 ? 1 : -1);
+    if (!std::isfinite (v))
+      continue;
+    const std::string text = "[" + number (v) + "]";
+    g_autoptr (JsonNode) back = parsed (text);
+    ASSERT_NE (back, nullptr) << text;
+    JsonNode *e = json_array_get_element (json_node_get_array (back), 0);
+    ASSERT_EQ (json_node_get_value_type (e), G_TYPE_DOUBLE) << text;
+    ASSERT_EQ (json_node_get_double (e), v) << text;
+  }
+
+  const char *kNoDoubles = R"({"b":true,"a":null,"s":"\"quoted\" \\ \/ tab\t nl\n cr\r \b \f \u0001 é ✓ 😀",)"
+                           R"("n":-9223372036854775807,"z":0,"nested":[[],{},[{"x":[1,[2,{"y":false}]]}]],)"
+                           R"("":"empty name","\u00e9\n":1})";
+  g_autoptr (JsonNode) tree = parsed (kNoDoubles);
+  ASSERT_NE (tree, nullptr);
+  g_autofree char *glib = json_to_string (tree, FALSE);
+  EXPECT_EQ (json_text (tree), glib);
+  EXPECT_EQ (json_text ((JsonNode *)nullptr), "null");
+  // Every control character is escaped, as JSON requires (json-glib 1.6
+  // writes 0x1f as it is).
+  g_autoptr (JsonNode) controls = json_node_new (JSON_NODE_VALUE);
+  json_node_set_string (controls, "\x01\x1f\x7f");
+  EXPECT_EQ (json_text (controls), "\"\\u0001\\u001f\x7f\"");
+
+  // A field of nuclei as the daemon sends it (positions rounded to 0.01 µm)
+  // reads back the same, in ~40 % less text than json-glib's.
+  AnalysedField field;
+  field.x_um = 37512.5;
+  field.y_um = 12004.25;
+  field.um_per_px = 0.25;
+  for (int i = 0; i < 600; i++) {
+    NucleusOutline n;
+    n.x_um = std::round ((field.x_um + (i % 30) * 7.31) * 100) / 100;
+    n.y_um = std::round ((field.y_um + (i / 30) * 6.93) * 100) / 100;
+    n.area_um2 = std::round ((30 + i % 17 * 1.37) * 10) / 10;
+    for (int k = 0; k < 12; k++) {
+      n.outline_um.push_back (std::round ((n.x_um + 3.1 * std::cos (k * 0.52)) * 100) / 100);
+      n.outline_um.push_back (std::round ((n.y_um + 2.7 * std::sin (k * 0.52)) * 100) / 100);
+    }
+    field.nuclei.push_back (n);
+  }
+  g_autoptr (JsonBuilder) b = json_builder_new ();
+  json_builder_begin_object (b);
+  add_field_members (b, field);
+  json_builder_end_object (b);
+  g_autoptr (JsonNode) root = json_builder_get_root (b);
+  const std::string ours = json_text (root);
+  g_autofree char *theirs = json_to_string (root, FALSE);
+  g_autoptr (JsonNode) again = parsed (ours);
+  ASSERT_NE (again, nullptr);
+  EXPECT_TRUE (json_node_equal (again, root)) << "the same tree";
+  g_printerr ("a field of 600 nuclei: %zu bytes, json-glib's text %zu (x%.2f)\n", ours.size (),
+              strlen (theirs), (double)ours.size () / strlen (theirs));
+  EXPECT_LT (ours.size (), strlen (theirs) * 65 / 100);
 }
 
 TEST (H264, ParameterSetsGoAfterTheDelimiterBeforeEverythingElse)
