@@ -102,7 +102,16 @@ void add_number (JsonBuilder *b, double v);
 void add_status_members (JsonBuilder *b, const MicroscopeStatus &s);
 void add_limits_members (JsonBuilder *b, const SoftLimits &l);
 void add_summary_members (JsonBuilder *b, const AnalysisSummary &a);
-void add_field_members (JsonBuilder *b, const AnalysedField &f);
+
+// A field's nuclei as a JSON object (the 'nuclei' event, on the wire and to
+// the pages): {"analysed_pts", "x_um", "y_um", "width_um", "height_um",
+// "um_per_px", "nuclei": [{"x_um", "y_um", "area_um2", "mitotic_candidate",
+// "outline_um": [x0, y0, x1, y1, …]}, …]}.  Written straight to text, each
+// number in its shortest form (json_writer.h): a dense field is thousands
+// of nuclei twice a second, and a tree of json-glib nodes for it cost the
+// worker and the daemon's main loop ~70 ms each (bench-orchestrator
+// nuclei-json).
+std::string field_json (const AnalysedField &f);
 
 // ---- daemon → worker ----------------------------------------------------------
 

@@ -69,12 +69,6 @@ analysis_json (const std::optional<AnalysisSummary> &a)
   return a ? object ([&] (JsonBuilder *b) { add_summary_members (b, *a); }) : "null";
 }
 
-std::string
-field_json (const AnalysedField &f)
-{
-  return object ([&] (JsonBuilder *b) { add_field_members (b, f); });
-}
-
 namespace {
 
 void

@@ -27,8 +27,6 @@ std::string error_json (const std::string &message);
 // The status and analysis as their JSON objects, or null.
 std::string status_json (const std::optional<MicroscopeStatus> &s);
 std::string analysis_json (const std::optional<AnalysisSummary> &a);
-// The nuclei of the latest analysis, in slide µm (the 'nuclei' event).
-std::string field_json (const AnalysedField &f);
 // The slide map's geometry for a viewer, the regions masked in its copy
 // and the path driven (GET …/overview, the 'overview' event).
 std::string overview_json (const SlideMapImage &map, const std::vector<std::vector<cv::Point2d>> &masked_um,

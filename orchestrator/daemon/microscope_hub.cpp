@@ -197,7 +197,7 @@ MicroscopeHub::on_event (const WorkerEvent &e)
           analysis_ = m.summary;
           node_.notify (id (), "features", api::analysis_json (analysis_));
         } else if constexpr (std::is_same_v<T, event::Nuclei>) {
-          node_.notify (id (), "nuclei", api::field_json (m.field));
+          node_.notify (id (), "nuclei", field_json (m.field));
         } else if constexpr (std::is_same_v<T, event::Overview>) {
           if (auto map = decode_overview (m.overview, g_get_real_time ())) {
             slide_map_ = std::move (map);

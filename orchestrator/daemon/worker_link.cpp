@@ -79,7 +79,7 @@ WorkerLink::spawn ()
 }
 
 // The reader thread: frames go to the frame callback at once; events are
-// handed to the main loop.
+// decoded by decoder_ and handed to the main loop.
 void
 WorkerLink::read_messages (std::weak_ptr<Incarnation> weak, int fd, const Callbacks::Frame &frame_cb)
 {
@@ -91,22 +91,25 @@ WorkerLink::read_messages (std::weak_ptr<Incarnation> weak, int fd, const Callba
       std::memcpy (&h, body.data (), sizeof h);
       frame_cb (h, body.data () + sizeof h, body.size () - sizeof h);
     } else if (type == wire::Type::kEvent) {
-      struct Ev {
-        WorkerLink *self;
-        std::weak_ptr<Incarnation> inc;
-        std::string json;
-      };
-      auto *ev = new Ev{this, weak, std::string (body.begin (), body.end ())};
-      g_main_context_invoke (
-          nullptr,
-          [] (gpointer d) -> gboolean {
-            std::unique_ptr<Ev> ev (static_cast<Ev *> (d));
-            auto inc = ev->inc.lock ();
-            if (inc && inc->alive && inc == ev->self->current_)
-              ev->self->on_event (*inc, ev->json);
-            return G_SOURCE_REMOVE;
-          },
-          ev);
+      decoder_.push ([this, weak, json = std::string (body.begin (), body.end ())] {
+        struct Ev {
+          WorkerLink *self;
+          std::weak_ptr<Incarnation> inc;
+          std::optional<WorkerEvent> event;
+        };
+        // Queued, never run here: invoke would run it on this thread
+        // whenever the main context is free to take (between iterations).
+        g_idle_add_full (
+            G_PRIORITY_DEFAULT,
+            [] (gpointer d) -> gboolean {
+              std::unique_ptr<Ev> ev (static_cast<Ev *> (d));
+              auto inc = ev->inc.lock ();
+              if (inc && inc->alive && inc == ev->self->current_)
+                ev->self->on_event (*inc, std::move (ev->event));
+              return G_SOURCE_REMOVE;
+            },
+            new Ev{this, weak, decode_event (json)}, nullptr);
+      });
     }
   }
 }
@@ -114,9 +117,8 @@ WorkerLink::read_messages (std::weak_ptr<Incarnation> weak, int fd, const Callba
 // On the main loop, from the current incarnation: Hello is answered with the
 // capture to start, Started resets the failure count, the rest go up.
 void
-WorkerLink::on_event (Incarnation &inc, const std::string &json)
+WorkerLink::on_event (Incarnation &inc, std::optional<WorkerEvent> e)
 {
-  auto e = decode_event (json);
   if (!e) {
     g_warning ("worker '%s' sent a message that does not decode; dropped", name_.c_str ());
     return;

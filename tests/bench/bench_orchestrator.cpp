@@ -1,6 +1,7 @@
 // Benchmarks of livemicrod, run on purpose:
 //   meson test -C build --benchmark --suite bench -v
-//   build/tests/bench/bench-orchestrator [latency|session-start|control|hop|all (all)] [--seconds S=8]
+//   build/tests/bench/bench-orchestrator [latency|session-start|control|hop|nuclei-json|all (all)] [--seconds
+//   S=8]
 //       [--repeats N=3] [--json FILE=bench-orchestrator.json]
 //
 // latency        glass-to-glass at 720p30 on loopback: capture time (carried in
@@ -19,11 +20,19 @@
 // hop            the worker→daemon hop (the worker's encoder output → the
 //                daemon's RTSP payloader input) next to the same span in a
 //                bare gst-rtsp-server, one viewer each, in turn.
+// nuclei-json    one nuclei message (a field of 4000 nuclei, 12-point
+//                outlines, in slide µm rounded to 0.01): its bytes, the
+//                worker's encoding, the daemon's parse and its encoding for
+//                the pages: a json-glib tree and json_to_string (17 digits
+//                a number; both did so until 2026-12-01) and LiveMicro's
+//                field_json (straight to text, shortest numbers) in turn.
 // Viewers per node: bench-viewers (bench_viewers.cpp).
 #include "bench_util.h"
 #include "../orchestrator/daemon_process.h"
 #include "../../orchestrator/common/encoder_timeline.h"
 #include "../../orchestrator/common/h264.h"
+#include "../../orchestrator/common/json_writer.h"
+#include "../../orchestrator/common/worker_protocol.h"
 #include "shared_feed.h"
 
 #include <gst/app/gstappsink.h>
@@ -744,6 +753,117 @@ bench_hop (int repeats)
   return out;
 }
 
+// One nuclei message through json-glib's writer and LiveMicro's, in turn.
+struct NucleiJsonRow {
+  const char *writer;
+  double bytes = 0, worker_ms = 0, parse_ms = 0, daemon_ms = 0; // medians
+};
+
+std::vector<NucleiJsonRow>
+bench_nuclei_json (int repeats)
+{
+  namespace orch = livemicro::orchestrator;
+  orch::AnalysedField field;
+  field.x_um = 37512.5;
+  field.y_um = 12004.25;
+  field.width_um = 320;
+  field.height_um = 180;
+  field.um_per_px = 0.25;
+  auto rounded = [] (double v) { return std::round (v * 100) / 100; };
+  for (int i = 0; i < 4000; i++) {
+    orch::NucleusOutline n;
+    n.x_um = rounded (field.x_um - 160 + (i % 80) * 4.01 + 0.37 * (i % 7));
+    n.y_um = rounded (field.y_um - 90 + (i / 80) * 3.6 + 0.29 * (i % 5));
+    n.area_um2 = std::round ((25 + (i % 23) * 1.37) * 10) / 10;
+    for (int k = 0; k < 12; k++) {
+      n.outline_um.push_back (rounded (n.x_um + (2.8 + 0.1 * (i % 3)) * std::cos (k * 0.5236)));
+      n.outline_um.push_back (rounded (n.y_um + (2.4 + 0.1 * (i % 4)) * std::sin (k * 0.5236)));
+    }
+    field.nuclei.push_back (n);
+  }
+  auto ms_since = [] (std::chrono::steady_clock::time_point t) {
+    return std::chrono::duration<double, std::milli> (std::chrono::steady_clock::now () - t).count ();
+  };
+  // The field as the worker's message (wrapped in its event) or as the
+  // daemon's for the pages.  LiveMicro's: straight to text (field_json).
+  // json-glib's, as both wrote it until 2026-12-01: a JsonBuilder tree,
+  // then json_to_string.
+  auto text_of = [] (const orch::AnalysedField &f, bool ours, bool wrapped = false) {
+    if (ours)
+      return wrapped ? orch::encode (orch::WorkerEvent{orch::event::Nuclei{f}}) : orch::field_json (f);
+    g_autoptr (JsonBuilder) b = json_builder_new ();
+    json_builder_begin_object (b);
+    if (wrapped) {
+      json_builder_set_member_name (b, "event");
+      json_builder_add_string_value (b, "nuclei");
+      json_builder_set_member_name (b, "field");
+      json_builder_begin_object (b);
+    }
+    json_builder_set_member_name (b, "analysed_pts");
+    json_builder_add_int_value (b, (gint64)f.analysed_pts);
+    for (auto [k, v] : {std::pair<const char *, double>{"x_um", f.x_um},
+                        {"y_um", f.y_um},
+                        {"width_um", f.width_um},
+                        {"height_um", f.height_um},
+                        {"um_per_px", f.um_per_px}}) {
+      json_builder_set_member_name (b, k);
+      orch::add_number (b, v);
+    }
+    json_builder_set_member_name (b, "nuclei");
+    json_builder_begin_array (b);
+    for (const orch::NucleusOutline &n : f.nuclei) {
+      json_builder_begin_object (b);
+      for (auto [k, v] :
+           {std::pair<const char *, double>{"x_um", n.x_um}, {"y_um", n.y_um}, {"area_um2", n.area_um2}}) {
+        json_builder_set_member_name (b, k);
+        orch::add_number (b, v);
+      }
+      json_builder_set_member_name (b, "mitotic_candidate");
+      json_builder_add_boolean_value (b, n.mitotic_candidate);
+      json_builder_set_member_name (b, "outline_um");
+      json_builder_begin_array (b);
+      for (double v : n.outline_um)
+        orch::add_number (b, v);
+      json_builder_end_array (b);
+      json_builder_end_object (b);
+    }
+    json_builder_end_array (b);
+    if (wrapped)
+      json_builder_end_object (b);
+    json_builder_end_object (b);
+    g_autoptr (JsonNode) root = json_builder_get_root (b);
+    g_autofree char *text = json_to_string (root, FALSE);
+    return std::string (text);
+  };
+  std::vector<NucleiJsonRow> rows = {{"json-glib tree + json_to_string"}, {"LiveMicro field_json"}};
+  std::vector<double> samples[2][4];
+  for (int r = 0; r < repeats * 5; r++)
+    for (int w = 0; w < 2; w++) {
+      auto t = std::chrono::steady_clock::now ();
+      const std::string text = text_of (field, w == 1, true);
+      samples[w][1].push_back (ms_since (t));
+      samples[w][0].push_back ((double)text.size ());
+      t = std::chrono::steady_clock::now ();
+      auto e = orch::decode_event (text);
+      samples[w][2].push_back (ms_since (t));
+      const auto *n = e ? std::get_if<orch::event::Nuclei> (&*e) : nullptr;
+      if (!n || n->field.nuclei.size () != field.nuclei.size ()) {
+        std::fprintf (stderr, "the %s message does not decode\n", rows[w].writer);
+        return {};
+      }
+      t = std::chrono::steady_clock::now ();
+      const std::string page = text_of (n->field, w == 1);
+      samples[w][3].push_back (ms_since (t));
+    }
+  for (int w = 0; w < 2; w++) {
+    rows[w].bytes = livemicro::bench::median (samples[w][0]);
+    rows[w].worker_ms = livemicro::bench::median (samples[w][1]);
+    rows[w].parse_ms = livemicro::bench::median (samples[w][2]);
+    rows[w].daemon_ms = livemicro::bench::median (samples[w][3]);
+  }
+  return rows;
+}
+
 } // namespace
 
 // Long by nature: a benchmark read top to bottom (its options, the measured runs, the
@@ -758,10 +878,11 @@ main (int argc, char **argv)
   int repeats = 3;
   if (auto status = livemicro::bench::parse_options (
           argc, argv,
-          "bench-orchestrator [latency|session-start|control|hop|all (all)] [--seconds S=8] [--repeats N=3] "
+          "bench-orchestrator [latency|session-start|control|hop|nuclei-json|all (all)] [--seconds S=8] "
+          "[--repeats N=3] "
           "[--json FILE=bench-orchestrator.json]",
           {{"--repeats", &repeats, 1}},
-          {{"--json", &json_path}, {"WHAT", &what, "latency|session-start|control|hop|all"}},
+          {{"--json", &json_path}, {"WHAT", &what, "latency|session-start|control|hop|nuclei-json|all"}},
           {{"--seconds", &seconds, 1}}))
     return *status;
   g_autoptr (JsonBuilder) b = json_builder_new ();
@@ -866,6 +987,44 @@ main (int argc, char **argv)
     }
     json_builder_set_member_name (b, "load_average");
     json_builder_add_double_value (b, load[0]);
+    json_builder_end_object (b);
+  }
+  if (what == "nuclei-json" || what == "all") {
+    double load[3] = {0, 0, 0};
+    getloadavg (load, 3);
+    auto rows = bench_nuclei_json (repeats);
+    std::printf ("\none nuclei message, 4000 nuclei, medians of %d; load average %.2f %.2f %.2f\n"
+                 "%-28s %10s %14s %14s %16s\n",
+                 repeats * 5, load[0], load[1], load[2], "writer", "bytes", "worker ms", "daemon parse",
+                 "daemon to pages");
+    for (const NucleiJsonRow &r : rows)
+      std::printf ("%-28s %10.0f %14.1f %14.1f %16.1f\n", r.writer, r.bytes, r.worker_ms, r.parse_ms,
+                   r.daemon_ms);
+    if (rows.size () == 2)
+      std::printf (
+          "LiveMicro / json-glib: bytes x%.2f, worker x%.2f, daemon parse x%.2f, daemon to pages x%.2f\n",
+          rows[1].bytes / rows[0].bytes, rows[1].worker_ms / rows[0].worker_ms,
+          rows[1].parse_ms / rows[0].parse_ms, rows[1].daemon_ms / rows[0].daemon_ms);
+    json_builder_set_member_name (b, "nuclei_json");
+    json_builder_begin_object (b);
+    json_builder_set_member_name (b, "load_average");
+    json_builder_add_double_value (b, load[0]);
+    json_builder_set_member_name (b, "rows");
+    json_builder_begin_array (b);
+    for (const NucleiJsonRow &r : rows) {
+      json_builder_begin_object (b);
+      json_builder_set_member_name (b, "writer");
+      json_builder_add_string_value (b, r.writer);
+      for (auto [k, v] : {std::pair<const char *, double>{"bytes", r.bytes},
+                          {"worker_ms", r.worker_ms},
+                          {"daemon_parse_ms", r.parse_ms},
+                          {"daemon_to_pages_ms", r.daemon_ms}}) {
+        json_builder_set_member_name (b, k);
+        json_builder_add_double_value (b, v);
+      }
+      json_builder_end_object (b);
+    }
+    json_builder_end_array (b);
     json_builder_end_object (b);
   }
   json_builder_end_object (b);

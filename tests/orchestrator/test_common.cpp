@@ -476,44 +476,63 @@ TEST (JsonText, ShortestNumbersThatReadBackTheSameAndJsonGlibsTextOtherwise)
   const char *kNoDoubles = R"({"b":true,"a":null,"s":"\"quoted\" \\ \/ tab\t nl\n cr\r \b \f \u0001 é ✓ 😀",)"
                            R"("n":-9223372036854775807,"z":0,"nested":[[],{},[{"x":[1,[2,{"y":false}]]}]],)"
                            R"("":"empty name","\u00e9\n":1})";
-  g_autoptr (JsonNode) tree = parsed (kNoDoubles);
-  ASSERT_NE (tree, nullptr);
-  g_autofree char *glib = json_to_string (tree, FALSE);
-  EXPECT_EQ (json_text (tree), glib);
+  g_autoptr (JsonNode) plain = parsed (kNoDoubles);
+  ASSERT_NE (plain, nullptr);
+  g_autofree char *glib = json_to_string (plain, FALSE);
+  EXPECT_EQ (json_text (plain), glib);
   EXPECT_EQ (json_text ((JsonNode *)nullptr), "null");
   // Every control character is escaped, as JSON requires (json-glib 1.6
   // writes 0x1f as it is).
   g_autoptr (JsonNode) controls = json_node_new (JSON_NODE_VALUE);
   json_node_set_string (controls, "\x01\x1f\x7f");
   EXPECT_EQ (json_text (controls), "\"\\u0001\\u001f\x7f\"");
+}
 
-  // A field of nuclei as the daemon sends it (positions rounded to 0.01 µm)
-  // reads back the same, in ~40 % less text than json-glib's.
+// A field of nuclei as the worker and the daemon send it (positions rounded
+// to 0.01 µm), written straight to text: it decodes to the same field
+// exactly, is what json_text writes for its tree, and is ~40 % less text
+// than json-glib's of the same tree.
+TEST (NucleiField, WrittenStraightToTextDecodesToTheSameField)
+{
   AnalysedField field;
+  field.analysed_pts = 1234567890123;
   field.x_um = 37512.5;
   field.y_um = 12004.25;
+  field.width_um = 480;
+  field.height_um = 270;
   field.um_per_px = 0.25;
   for (int i = 0; i < 600; i++) {
     NucleusOutline n;
     n.x_um = std::round ((field.x_um + (i % 30) * 7.31) * 100) / 100;
     n.y_um = std::round ((field.y_um + (i / 30) * 6.93) * 100) / 100;
     n.area_um2 = std::round ((30 + i % 17 * 1.37) * 10) / 10;
+    n.mitotic_candidate = i % 11 == 0;
     for (int k = 0; k < 12; k++) {
       n.outline_um.push_back (std::round ((n.x_um + 3.1 * std::cos (k * 0.52)) * 100) / 100);
       n.outline_um.push_back (std::round ((n.y_um + 2.7 * std::sin (k * 0.52)) * 100) / 100);
     }
     field.nuclei.push_back (n);
   }
-  g_autoptr (JsonBuilder) b = json_builder_new ();
-  json_builder_begin_object (b);
-  add_field_members (b, field);
-  json_builder_end_object (b);
-  g_autoptr (JsonNode) root = json_builder_get_root (b);
-  const std::string ours = json_text (root);
-  g_autofree char *theirs = json_to_string (root, FALSE);
-  g_autoptr (JsonNode) again = parsed (ours);
-  ASSERT_NE (again, nullptr);
-  EXPECT_TRUE (json_node_equal (again, root)) << "the same tree";
+  field.nuclei.push_back (NucleusOutline{}); // no outline, all zero
+  const std::string message = encode (WorkerEvent{event::Nuclei{field}});
+  auto back = decode_event (message);
+  ASSERT_TRUE (back && std::holds_alternative<event::Nuclei> (*back)) << message.substr (0, 200);
+  const AnalysedField &f = std::get<event::Nuclei> (*back).field;
+  EXPECT_EQ (f.analysed_pts, field.analysed_pts);
+  EXPECT_EQ (f.x_um, field.x_um);
+  EXPECT_EQ (f.um_per_px, field.um_per_px);
+  ASSERT_EQ (f.nuclei.size (), field.nuclei.size ());
+  for (size_t i = 0; i < f.nuclei.size (); i++) {
+    EXPECT_EQ (f.nuclei[i].x_um, field.nuclei[i].x_um);
+    EXPECT_EQ (f.nuclei[i].area_um2, field.nuclei[i].area_um2);
+    EXPECT_EQ (f.nuclei[i].mitotic_candidate, field.nuclei[i].mitotic_candidate);
+    EXPECT_EQ (f.nuclei[i].outline_um, field.nuclei[i].outline_um);
+  }
+  const std::string ours = field_json (field);
+  g_autoptr (JsonNode) tree = parsed (ours);
+  ASSERT_NE (tree, nullptr);
+  EXPECT_EQ (json_text (tree), ours) << "as json_text writes the same tree";
+  g_autofree char *theirs = json_to_string (tree, FALSE);
   g_printerr ("a field of 600 nuclei: %zu bytes, json-glib's text %zu (x%.2f)\n", ours.size (),
               strlen (theirs), (double)ours.size () / strlen (theirs));
   EXPECT_LT (ours.size (), strlen (theirs) * 65 / 100);
