@@ -80,7 +80,7 @@ read_message (int fd, Type &type, std::vector<uint8_t> &body)
   Prefix prefix;
   if (!read_all (fd, &prefix, sizeof prefix))
     return false;
-  if (prefix.magic != kMagic || prefix.length > kMaxMessageBytes || prefix.type < 1 || prefix.type > 3)
+  if (prefix.magic != kMagic || prefix.length > kMaxMessageBytes || prefix.type < 1 || prefix.type > 4)
     return false;
   type = static_cast<Type> (prefix.type);
   // The body grows as its bytes arrive: a prefix that claims 32 MB and

@@ -18,6 +18,7 @@ enum class Type : uint32_t {
   kCommand = 1, // daemon → worker, JSON object with "cmd"
   kEvent = 2,   // worker → daemon, JSON object with "event"
   kFrame = 3,   // worker → daemon, FrameHeader + H.264 access unit
+  kNuclei = 4,  // worker → daemon, a field of nuclei (pack_field, worker_protocol.h)
 };
 
 constexpr uint32_t kFlagKeyframe = 1u << 0;

@@ -343,6 +343,94 @@ add_limits_members (JsonBuilder *b, const SoftLimits &l)
       .num ("z_max_um", l.z.max_um);
 }
 
+namespace {
+
+struct PackedFieldHead {
+  uint64_t analysed_pts;
+  double x_um, y_um, width_um, height_um, um_per_px;
+  uint64_t nuclei;
+};
+struct PackedNucleusHead {
+  double x_um, y_um, area_um2;
+  uint32_t mitotic_candidate;
+  uint32_t outline_values; // then as many doubles: x0, y0, x1, y1, …
+};
+
+} // namespace
+
+std::vector<uint8_t>
+pack_field (const AnalysedField &f)
+{
+  size_t bytes = sizeof (PackedFieldHead);
+  for (const NucleusOutline &n : f.nuclei)
+    bytes += sizeof (PackedNucleusHead) + n.outline_um.size () * sizeof (double);
+  std::vector<uint8_t> out (bytes);
+  uint8_t *at = out.data ();
+  const PackedFieldHead head{f.analysed_pts, f.x_um,      f.y_um,          f.width_um,
+                             f.height_um,    f.um_per_px, f.nuclei.size ()};
+  std::memcpy (at, &head, sizeof head);
+  at += sizeof head;
+  for (const NucleusOutline &n : f.nuclei) {
+    const PackedNucleusHead nh{n.x_um, n.y_um, n.area_um2, n.mitotic_candidate ? 1u : 0u,
+                               (uint32_t)n.outline_um.size ()};
+    std::memcpy (at, &nh, sizeof nh);
+    at += sizeof nh;
+    if (!n.outline_um.empty ())
+      std::memcpy (at, n.outline_um.data (), n.outline_um.size () * sizeof (double));
+    at += n.outline_um.size () * sizeof (double);
+  }
+  return out;
+}
+
+std::optional<AnalysedField>
+unpack_field (const uint8_t *data, size_t len)
+{
+  PackedFieldHead head;
+  if (!data || len < sizeof head)
+    return std::nullopt;
+  std::memcpy (&head, data, sizeof head);
+  size_t at = sizeof head;
+  // Each nucleus takes at least its head: a count beyond that is a lie.
+  if (head.nuclei > (len - at) / sizeof (PackedNucleusHead))
+    return std::nullopt;
+  for (double v : {head.x_um, head.y_um, head.width_um, head.height_um, head.um_per_px})
+    if (!std::isfinite (v))
+      return std::nullopt;
+  AnalysedField f;
+  f.analysed_pts = head.analysed_pts;
+  f.x_um = head.x_um;
+  f.y_um = head.y_um;
+  f.width_um = head.width_um;
+  f.height_um = head.height_um;
+  f.um_per_px = head.um_per_px;
+  f.nuclei.resize (head.nuclei);
+  for (NucleusOutline &n : f.nuclei) {
+    PackedNucleusHead nh;
+    if (len - at < sizeof nh)
+      return std::nullopt;
+    std::memcpy (&nh, data + at, sizeof nh);
+    at += sizeof nh;
+    if (nh.mitotic_candidate > 1 || nh.outline_values % 2 || nh.outline_values > (len - at) / sizeof (double))
+      return std::nullopt;
+    n.x_um = nh.x_um;
+    n.y_um = nh.y_um;
+    n.area_um2 = nh.area_um2;
+    n.mitotic_candidate = nh.mitotic_candidate == 1;
+    n.outline_um.resize (nh.outline_values);
+    if (nh.outline_values)
+      std::memcpy (n.outline_um.data (), data + at, nh.outline_values * sizeof (double));
+    at += nh.outline_values * sizeof (double);
+    if (!std::isfinite (n.x_um) || !std::isfinite (n.y_um) || !std::isfinite (n.area_um2))
+      return std::nullopt;
+    for (double v : n.outline_um)
+      if (!std::isfinite (v))
+        return std::nullopt;
+  }
+  if (at != len)
+    return std::nullopt;
+  return f;
+}
+
 std::string
 field_json (const AnalysedField &f)
 {

@@ -103,15 +103,23 @@ void add_status_members (JsonBuilder *b, const MicroscopeStatus &s);
 void add_limits_members (JsonBuilder *b, const SoftLimits &l);
 void add_summary_members (JsonBuilder *b, const AnalysisSummary &a);
 
-// A field's nuclei as a JSON object (the 'nuclei' event, on the wire and to
-// the pages): {"analysed_pts", "x_um", "y_um", "width_um", "height_um",
-// "um_per_px", "nuclei": [{"x_um", "y_um", "area_um2", "mitotic_candidate",
-// "outline_um": [x0, y0, x1, y1, …]}, …]}.  Written straight to text, each
-// number in its shortest form (json_writer.h): a dense field is thousands
-// of nuclei twice a second, and a tree of json-glib nodes for it cost the
-// worker and the daemon's main loop ~70 ms each (bench-orchestrator
-// nuclei-json).
+// A field's nuclei as a JSON object (the 'nuclei' event to the pages):
+// {"analysed_pts", "x_um", "y_um", "width_um", "height_um", "um_per_px",
+// "nuclei": [{"x_um", "y_um", "area_um2", "mitotic_candidate", "outline_um":
+// [x0, y0, x1, y1, …]}, …]}.  Written straight to text, each number in its
+// shortest form (json_writer.h): a dense field is thousands of nuclei
+// twice a second, and a tree of json-glib nodes for it cost the daemon's
+// main loop ~190 ms (bench-orchestrator nuclei-json).
 std::string field_json (const AnalysedField &f);
+
+// The field as the worker sends it (wire::Type::kNuclei): its numbers as
+// they are, in native byte order (both ends are this build on this host).
+// json-glib took ~100 ms to parse a field of 4000 nuclei as JSON; this
+// form unpacks in about a millisecond.  unpack_field checks every count
+// against the bytes there are and refuses anything else: a truncated or
+// damaged message, trailing bytes, an odd outline.
+std::vector<uint8_t> pack_field (const AnalysedField &f);
+std::optional<AnalysedField> unpack_field (const uint8_t *data, size_t len);
 
 // ---- daemon → worker ----------------------------------------------------------
 
@@ -205,6 +213,9 @@ struct StillTaken {
 struct Warning {
   std::string source, message;
 };
+// The worker sends it packed (pack_field, wire::Type::kNuclei); encode and
+// decode_event still read and write its JSON form ({"event": "nuclei",
+// "field": field_json}).
 struct Nuclei {
   AnalysedField field;
 };

@@ -78,8 +78,9 @@ WorkerLink::spawn ()
   watch_exit (proc, inc);
 }
 
-// The reader thread: frames go to the frame callback at once; events are
-// decoded by decoder_ and handed to the main loop.
+// The reader thread: frames go to the frame callback at once; events (JSON)
+// and fields of nuclei (packed) are decoded by decoder_, in the order they
+// came, and handed to the main loop.
 void
 WorkerLink::read_messages (std::weak_ptr<Incarnation> weak, int fd, const Callbacks::Frame &frame_cb)
 {
@@ -90,28 +91,42 @@ WorkerLink::read_messages (std::weak_ptr<Incarnation> weak, int fd, const Callba
       wire::FrameHeader h;
       std::memcpy (&h, body.data (), sizeof h);
       frame_cb (h, body.data () + sizeof h, body.size () - sizeof h);
-    } else if (type == wire::Type::kEvent) {
-      decoder_.push ([this, weak, json = std::string (body.begin (), body.end ())] {
-        struct Ev {
-          WorkerLink *self;
-          std::weak_ptr<Incarnation> inc;
-          std::optional<WorkerEvent> event;
-        };
-        // Queued, never run here: invoke would run it on this thread
-        // whenever the main context is free to take (between iterations).
-        g_idle_add_full (
-            G_PRIORITY_DEFAULT,
-            [] (gpointer d) -> gboolean {
-              std::unique_ptr<Ev> ev (static_cast<Ev *> (d));
-              auto inc = ev->inc.lock ();
-              if (inc && inc->alive && inc == ev->self->current_)
-                ev->self->on_event (*inc, std::move (ev->event));
-              return G_SOURCE_REMOVE;
-            },
-            new Ev{this, weak, decode_event (json)}, nullptr);
+    } else if (type == wire::Type::kEvent || type == wire::Type::kNuclei) {
+      decoder_.push ([this, weak, type, body = std::move (body)] {
+        std::optional<WorkerEvent> e;
+        if (type == wire::Type::kEvent) {
+          e = decode_event (std::string (body.begin (), body.end ()));
+        } else if (auto field = unpack_field (body.data (), body.size ())) {
+          e = event::Nuclei{std::move (*field)};
+        }
+        post_event (weak, std::move (e));
       });
+      body = {};
     }
   }
+}
+
+// From decoder_: the event to on_event, queued on the main loop (never run
+// here, as g_main_context_invoke would whenever the main context is free
+// to take, between its iterations).
+void
+WorkerLink::post_event (std::weak_ptr<Incarnation> weak, std::optional<WorkerEvent> e)
+{
+  struct Ev {
+    WorkerLink *self;
+    std::weak_ptr<Incarnation> inc;
+    std::optional<WorkerEvent> event;
+  };
+  g_idle_add_full (
+      G_PRIORITY_DEFAULT,
+      [] (gpointer d) -> gboolean {
+        std::unique_ptr<Ev> ev (static_cast<Ev *> (d));
+        auto inc = ev->inc.lock ();
+        if (inc && inc->alive && inc == ev->self->current_)
+          ev->self->on_event (*inc, std::move (ev->event));
+        return G_SOURCE_REMOVE;
+      },
+      new Ev{this, std::move (weak), std::move (e)}, nullptr);
 }
 
 // On the main loop, from the current incarnation: Hello is answered with the

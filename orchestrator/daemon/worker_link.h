@@ -53,6 +53,7 @@ private:
   struct Incarnation;
   void spawn ();
   void read_messages (std::weak_ptr<Incarnation> inc, int fd, const Callbacks::Frame &frame_cb);
+  void post_event (std::weak_ptr<Incarnation> inc, std::optional<WorkerEvent> e);
   void on_event (Incarnation &inc, std::optional<WorkerEvent> e);
   void watch_exit (GSubprocess *proc, const std::shared_ptr<Incarnation> &inc);
   void on_exit (std::shared_ptr<Incarnation> inc, int status, const std::string &why);
@@ -64,10 +65,9 @@ private:
   int restarts_ = 0;
   int failures_in_a_row_ = 0;
   guint restart_source_ = 0;
-  // Decodes the events, in order, off the reader thread (which must hand
-  // frames on at once) and off the main loop: a field of thousands of
-  // nuclei takes json-glib ~100 ms.  Outlives the readers (reaper_ joins
-  // them first).
+  // Decodes the events and unpacks the fields of nuclei, in order, off the
+  // reader thread (which must hand frames on at once) and off the main
+  // loop.  Outlives the readers (reaper_ joins them first).
   Background decoder_;
   Background reaper_; // ends the incarnations that exited
 };

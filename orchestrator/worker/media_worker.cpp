@@ -296,8 +296,12 @@ publish_slide_views (GstPad *pad, GstBuffer *buf)
     gst_buffer_copy_into (carrier, buf, GST_BUFFER_COPY_META, 0, (gsize)-1);
     g.nuclei->push ([carrier] {
       if (LivemicroFeaturesMeta *m = livemicro_buffer_get_features_meta (carrier))
-        if (auto field = livemicro::orchestrator::analysed_field (*m))
-          send (livemicro::orchestrator::event::Nuclei{std::move (*field)});
+        if (auto field = livemicro::orchestrator::analysed_field (*m)) {
+          // Packed, not JSON (worker_protocol.h: pack_field).
+          const std::vector<uint8_t> packed = livemicro::orchestrator::pack_field (*field);
+          if (!g.writer->send (wire::Type::kNuclei, packed.data (), packed.size (), nullptr, 0))
+            g_main_loop_quit (g.loop);
+        }
       gst_buffer_unref (carrier);
       g.nuclei_pending = false;
     });

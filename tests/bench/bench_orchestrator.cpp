@@ -22,10 +22,11 @@
 //                bare gst-rtsp-server, one viewer each, in turn.
 // nuclei-json    one nuclei message (a field of 4000 nuclei, 12-point
 //                outlines, in slide µm rounded to 0.01): its bytes, the
-//                worker's encoding, the daemon's parse and its encoding for
-//                the pages: a json-glib tree and json_to_string (17 digits
-//                a number; both did so until 2026-12-01) and LiveMicro's
-//                field_json (straight to text, shortest numbers) in turn.
+//                worker's encoding, the daemon's decoding, and the pages'
+//                JSON: as JSON from a json-glib tree (17 digits a number)
+//                both ways, as until 2026-12-01, and now packed
+//                (pack_field) to the daemon and field_json (straight to
+//                text, shortest numbers) to the pages, in turn.
 // Viewers per node: bench-viewers (bench_viewers.cpp).
 #include "bench_util.h"
 #include "../orchestrator/daemon_process.h"
@@ -756,7 +757,9 @@ bench_hop (int repeats)
 // One nuclei message through json-glib's writer and LiveMicro's, in turn.
 struct NucleiJsonRow {
   const char *writer;
-  double bytes = 0, worker_ms = 0, parse_ms = 0, daemon_ms = 0; // medians
+  // Medians: the worker's message and what it costs to make, the daemon's
+  // decoding of it, and the pages' JSON and what it costs the main loop.
+  double bytes = 0, worker_ms = 0, parse_ms = 0, daemon_ms = 0, page_bytes = 0;
 };
 
 std::vector<NucleiJsonRow>
@@ -835,31 +838,41 @@ bench_nuclei_json (int repeats)
     g_autofree char *text = json_to_string (root, FALSE);
     return std::string (text);
   };
-  std::vector<NucleiJsonRow> rows = {{"json-glib tree + json_to_string"}, {"LiveMicro field_json"}};
-  std::vector<double> samples[2][4];
+  std::vector<NucleiJsonRow> rows = {{"JSON, json-glib (until now)"}, {"packed + field_json (now)"}};
+  std::vector<double> samples[2][5];
   for (int r = 0; r < repeats * 5; r++)
     for (int w = 0; w < 2; w++) {
+      // The worker's message: JSON (json-glib) or packed (LiveMicro).
       auto t = std::chrono::steady_clock::now ();
-      const std::string text = text_of (field, w == 1, true);
+      const std::string text = w == 0 ? text_of (field, false, true) : std::string ();
+      const std::vector<uint8_t> packed = w == 1 ? orch::pack_field (field) : std::vector<uint8_t> ();
       samples[w][1].push_back (ms_since (t));
-      samples[w][0].push_back ((double)text.size ());
+      samples[w][0].push_back ((double)(w == 0 ? text.size () : packed.size ()));
       t = std::chrono::steady_clock::now ();
-      auto e = orch::decode_event (text);
+      std::optional<orch::AnalysedField> got;
+      if (w == 0) {
+        auto e = orch::decode_event (text);
+        if (const auto *n = e ? std::get_if<orch::event::Nuclei> (&*e) : nullptr)
+          got = n->field;
+      } else {
+        got = orch::unpack_field (packed.data (), packed.size ());
+      }
       samples[w][2].push_back (ms_since (t));
-      const auto *n = e ? std::get_if<orch::event::Nuclei> (&*e) : nullptr;
-      if (!n || n->field.nuclei.size () != field.nuclei.size ()) {
+      if (!got || got->nuclei.size () != field.nuclei.size ()) {
         std::fprintf (stderr, "the %s message does not decode\n", rows[w].writer);
         return {};
       }
       t = std::chrono::steady_clock::now ();
-      const std::string page = text_of (n->field, w == 1);
+      const std::string page = text_of (*got, w == 1);
       samples[w][3].push_back (ms_since (t));
+      samples[w][4].push_back ((double)page.size ());
     }
   for (int w = 0; w < 2; w++) {
     rows[w].bytes = livemicro::bench::median (samples[w][0]);
     rows[w].worker_ms = livemicro::bench::median (samples[w][1]);
     rows[w].parse_ms = livemicro::bench::median (samples[w][2]);
     rows[w].daemon_ms = livemicro::bench::median (samples[w][3]);
+    rows[w].page_bytes = livemicro::bench::median (samples[w][4]);
   }
   return rows;
 }
@@ -994,17 +1007,19 @@ main (int argc, char **argv)
     getloadavg (load, 3);
     auto rows = bench_nuclei_json (repeats);
     std::printf ("\none nuclei message, 4000 nuclei, medians of %d; load average %.2f %.2f %.2f\n"
-                 "%-28s %10s %14s %14s %16s\n",
-                 repeats * 5, load[0], load[1], load[2], "writer", "bytes", "worker ms", "daemon parse",
-                 "daemon to pages");
+                 "%-30s %12s %11s %13s %12s %12s\n",
+                 repeats * 5, load[0], load[1], load[2], "worker -> daemon", "wire bytes", "worker ms",
+                 "daemon decode", "page bytes", "page JSON ms");
     for (const NucleiJsonRow &r : rows)
-      std::printf ("%-28s %10.0f %14.1f %14.1f %16.1f\n", r.writer, r.bytes, r.worker_ms, r.parse_ms,
-                   r.daemon_ms);
+      std::printf ("%-30s %12.0f %11.1f %13.1f %12.0f %12.1f\n", r.writer, r.bytes, r.worker_ms, r.parse_ms,
+                   r.page_bytes, r.daemon_ms);
     if (rows.size () == 2)
       std::printf (
-          "LiveMicro / json-glib: bytes x%.2f, worker x%.2f, daemon parse x%.2f, daemon to pages x%.2f\n",
+          "now / until now: wire bytes x%.2f, worker x%.3f, daemon decode x%.3f, page bytes x%.2f, page "
+          "JSON x%.2f\n",
           rows[1].bytes / rows[0].bytes, rows[1].worker_ms / rows[0].worker_ms,
-          rows[1].parse_ms / rows[0].parse_ms, rows[1].daemon_ms / rows[0].daemon_ms);
+          rows[1].parse_ms / rows[0].parse_ms, rows[1].page_bytes / rows[0].page_bytes,
+          rows[1].daemon_ms / rows[0].daemon_ms);
     json_builder_set_member_name (b, "nuclei_json");
     json_builder_begin_object (b);
     json_builder_set_member_name (b, "load_average");
@@ -1018,7 +1033,8 @@ main (int argc, char **argv)
       for (auto [k, v] : {std::pair<const char *, double>{"bytes", r.bytes},
                           {"worker_ms", r.worker_ms},
                           {"daemon_parse_ms", r.parse_ms},
-                          {"daemon_to_pages_ms", r.daemon_ms}}) {
+                          {"daemon_to_pages_ms", r.daemon_ms},
+                          {"page_bytes", r.page_bytes}}) {
         json_builder_set_member_name (b, k);
         json_builder_add_double_value (b, v);
       }

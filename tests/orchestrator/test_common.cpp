@@ -538,6 +538,60 @@ TEST (NucleiField, WrittenStraightToTextDecodesToTheSameField)
   EXPECT_LT (ours.size (), strlen (theirs) * 65 / 100);
 }
 
+// The field as the worker sends it (pack_field): it unpacks to the very
+// same field, and every damaged form is refused: each truncation, a
+// trailing byte, a count larger than the bytes, an odd outline, a flag that
+// is neither 0 nor 1, a number that is not finite.
+TEST (NucleiField, PackedUnpacksToTheSameFieldAndDamageIsRefused)
+{
+  AnalysedField field;
+  field.analysed_pts = 987654321;
+  field.x_um = 37512.5;
+  field.y_um = -12004.25;
+  field.width_um = 480;
+  field.height_um = 270;
+  field.um_per_px = 0.25;
+  for (int i = 0; i < 50; i++) {
+    NucleusOutline n;
+    n.x_um = field.x_um + i * 1.01;
+    n.y_um = field.y_um - i * 0.37;
+    n.area_um2 = 20 + i;
+    n.mitotic_candidate = i % 7 == 0;
+    for (int k = 0; k < 2 * (i % 9); k++)
+      n.outline_um.push_back (n.x_um + k * 0.01);
+    field.nuclei.push_back (n);
+  }
+  const std::vector<uint8_t> packed = pack_field (field);
+  auto back = unpack_field (packed.data (), packed.size ());
+  ASSERT_TRUE (back.has_value ());
+  EXPECT_EQ (field_json (*back), field_json (field));
+  EXPECT_EQ (pack_field (*back), packed);
+  EXPECT_TRUE (unpack_field (pack_field (AnalysedField{}).data (), 56).has_value ()) << "no nuclei";
+
+  for (size_t len = 0; len < packed.size (); len++)
+    ASSERT_FALSE (unpack_field (packed.data (), len).has_value ()) << "truncated to " << len;
+  std::vector<uint8_t> longer = packed;
+  longer.push_back (0);
+  EXPECT_FALSE (unpack_field (longer.data (), longer.size ()).has_value ()) << "a trailing byte";
+  EXPECT_FALSE (unpack_field (nullptr, 0).has_value ());
+  // Byte offsets: the field's head is 56 bytes (its nuclei count at 48),
+  // a nucleus' head 32 (its flag at 24, its outline count at 28).
+  auto damaged = [&] (size_t at, const void *v, size_t n) {
+    std::vector<uint8_t> d = packed;
+    std::memcpy (d.data () + at, v, n);
+    return unpack_field (d.data (), d.size ()).has_value ();
+  };
+  const uint64_t lots = 1ull << 60;
+  const uint32_t odd = 3, huge = 0xffffffffu, flag = 2;
+  const double nan = NAN, inf = INFINITY;
+  EXPECT_FALSE (damaged (48, &lots, 8)) << "a count the bytes cannot hold";
+  EXPECT_FALSE (damaged (56 + 28, &odd, 4)) << "an odd outline";
+  EXPECT_FALSE (damaged (56 + 28, &huge, 4)) << "an outline longer than the bytes";
+  EXPECT_FALSE (damaged (56 + 24, &flag, 4)) << "a flag of 2";
+  EXPECT_FALSE (damaged (8, &nan, 8)) << "a NaN field centre";
+  EXPECT_FALSE (damaged (56, &inf, 8)) << "an infinite nucleus centre";
+}
+
 TEST (H264, ParameterSetsGoAfterTheDelimiterBeforeEverythingElse)
 {
   const uint8_t aud[] = {0, 0, 0, 1, 0x09, 0xf0}, slice[] = {0, 0, 1, 0x65, 0x88, 0x84};
