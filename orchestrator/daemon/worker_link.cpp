@@ -15,8 +15,18 @@ struct WorkerLink::Incarnation {
   std::unique_ptr<wire::Writer> writer;
   std::atomic<bool> alive{true};
   std::thread reader;
+  // Main loop: the process has ended (why, in words), and every message it
+  // wrote before has been delivered (the reader reached its end and the
+  // decoder handed on what came before).  Its end is reported when both hold,
+  // so a worker that says why it fails and exits is heard before it is
+  // counted down.
+  bool exited = false, drained = false;
+  std::string why;
+  guint drain_timeout = 0;
   ~Incarnation ()
   {
+    if (drain_timeout)
+      g_source_remove (drain_timeout);
     if (fd >= 0)
       ::shutdown (fd, SHUT_RDWR);
     if (reader.joinable ())
@@ -62,7 +72,7 @@ WorkerLink::spawn ()
     std::string why = std::string ("cannot start ") + worker_path_ + ": " + error->message;
     g_warning ("%s", why.c_str ());
     auto inc = std::make_shared<Incarnation> ();
-    on_exit (inc, -1, why);
+    on_exit (inc, why);
     return;
   }
   auto inc = std::make_shared<Incarnation> ();
@@ -104,29 +114,36 @@ WorkerLink::read_messages (std::weak_ptr<Incarnation> weak, int fd, const Callba
       body = {};
     }
   }
+  // In order after the last event: this incarnation has said all it will.
+  decoder_.push ([this, weak] { post_event (weak, std::nullopt, true); });
 }
 
-// From decoder_: the event to on_event, queued on the main loop (never run
+// From decoder_: the event to on_event (or the end of the worker's
+// messages to end_if_done), queued on the main loop in order (never run
 // here, as g_main_context_invoke would whenever the main context is free
 // to take, between its iterations).
 void
-WorkerLink::post_event (std::weak_ptr<Incarnation> weak, std::optional<WorkerEvent> e)
+WorkerLink::post_event (std::weak_ptr<Incarnation> weak, std::optional<WorkerEvent> e, bool end)
 {
   struct Ev {
     WorkerLink *self;
     std::weak_ptr<Incarnation> inc;
     std::optional<WorkerEvent> event;
+    bool end;
   };
   g_idle_add_full (
       G_PRIORITY_DEFAULT,
       [] (gpointer d) -> gboolean {
         std::unique_ptr<Ev> ev (static_cast<Ev *> (d));
         auto inc = ev->inc.lock ();
-        if (inc && inc->alive && inc == ev->self->current_)
+        if (inc && ev->end) {
+          inc->drained = true;
+          ev->self->end_if_done (inc);
+        } else if (inc && inc->alive && inc == ev->self->current_)
           ev->self->on_event (*inc, std::move (ev->event));
         return G_SOURCE_REMOVE;
       },
-      new Ev{this, std::move (weak), std::move (e)}, nullptr);
+      new Ev{this, std::move (weak), std::move (e), end}, nullptr);
 }
 
 // On the main loop, from the current incarnation: Hello is answered with the
@@ -148,7 +165,8 @@ WorkerLink::on_event (Incarnation &inc, std::optional<WorkerEvent> e)
   }
 }
 
-// Calls on_exit when the worker process of `inc` ends, with why in words.
+// Marks `inc` exited (why, in words) when its process ends; end_if_done
+// reports it once its messages are all delivered.
 void
 WorkerLink::watch_exit (GSubprocess *proc, const std::shared_ptr<Incarnation> &inc)
 {
@@ -167,14 +185,43 @@ WorkerLink::watch_exit (GSubprocess *proc, const std::shared_ptr<Incarnation> &i
           why = "killed by signal " + std::to_string (g_subprocess_get_term_sig (p));
         else
           why = "exited with status " + std::to_string (g_subprocess_get_exit_status (p));
-        holder->first->on_exit (inc, g_subprocess_get_if_exited (p) ? g_subprocess_get_exit_status (p) : -1,
-                                why);
+        inc->exited = true;
+        inc->why = why;
+        holder->first->end_if_done (inc);
       },
       new std::pair<WorkerLink *, std::weak_ptr<Incarnation>> (this, inc));
 }
 
+// The process has exited: once its last messages are delivered, it is down.
+// Its socket ends with it, unless a child it left holds a copy: then the
+// reader is cut off after a moment rather than waited for.
 void
-WorkerLink::on_exit (std::shared_ptr<Incarnation> inc, int, const std::string &why)
+WorkerLink::end_if_done (const std::shared_ptr<Incarnation> &inc)
+{
+  if (!inc->exited || !inc->alive)
+    return;
+  if (!inc->drained) {
+    if (!inc->drain_timeout)
+      inc->drain_timeout = g_timeout_add (
+          500,
+          [] (gpointer d) -> gboolean {
+            auto *inc = static_cast<Incarnation *> (d);
+            inc->drain_timeout = 0;
+            ::shutdown (inc->fd, SHUT_RDWR);
+            return G_SOURCE_REMOVE;
+          },
+          inc.get ());
+    return;
+  }
+  if (inc->drain_timeout) {
+    g_source_remove (inc->drain_timeout);
+    inc->drain_timeout = 0;
+  }
+  on_exit (inc, inc->why);
+}
+
+void
+WorkerLink::on_exit (std::shared_ptr<Incarnation> inc, const std::string &why)
 {
   inc->alive = false;
   if (current_ == inc)

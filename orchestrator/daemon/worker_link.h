@@ -53,10 +53,11 @@ private:
   struct Incarnation;
   void spawn ();
   void read_messages (std::weak_ptr<Incarnation> inc, int fd, const Callbacks::Frame &frame_cb);
-  void post_event (std::weak_ptr<Incarnation> inc, std::optional<WorkerEvent> e);
+  void post_event (std::weak_ptr<Incarnation> inc, std::optional<WorkerEvent> e, bool end = false);
   void on_event (Incarnation &inc, std::optional<WorkerEvent> e);
   void watch_exit (GSubprocess *proc, const std::shared_ptr<Incarnation> &inc);
-  void on_exit (std::shared_ptr<Incarnation> inc, int status, const std::string &why);
+  void end_if_done (const std::shared_ptr<Incarnation> &inc);
+  void on_exit (std::shared_ptr<Incarnation> inc, const std::string &why);
 
   std::string name_, worker_path_, capture_;
   Callbacks callbacks_;
