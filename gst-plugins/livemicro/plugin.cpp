@@ -3,6 +3,7 @@
 #endif
 
 #include "gstfeatureoverlay.h"
+#include "gsti420convert.h"
 #include "gstmicroscopesrc.h"
 #include "gsttumorfeatures.h"
 #include "gstprivacymask.h"
@@ -15,6 +16,7 @@ plugin_init (GstPlugin *plugin)
   ret |= GST_ELEMENT_REGISTER (tumorfeatures, plugin);
   ret |= GST_ELEMENT_REGISTER (featureoverlay, plugin);
   ret |= GST_ELEMENT_REGISTER (privacymask, plugin);
+  ret |= GST_ELEMENT_REGISTER (i420convert, plugin);
   return ret;
 }
 

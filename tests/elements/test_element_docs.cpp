@@ -413,7 +413,8 @@ protected:
 std::map<std::string, Table> ElementDocs::tables_;
 std::string ElementDocs::error_;
 
-const char *const kElements[] = {"microscopesrc", "tumorfeatures", "featureoverlay", "privacymask"};
+const char *const kElements[]
+    = {"microscopesrc", "tumorfeatures", "featureoverlay", "privacymask", "i420convert"};
 
 // A new element of the plugin must get a section and join kElements.
 TEST_F (ElementDocs, EveryElementOfThePluginIsDocumented)
