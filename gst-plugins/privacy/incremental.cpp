@@ -117,15 +117,15 @@ cell_grid (const hw::FrameRecord &g, cv::Size size, double cell_um)
 }
 
 // Cells not checked within recheck_frames (stale): by the layer's stamps,
-// and for cells the previous still frame showed in part, by `partial`.
+// and for cells the previous still frame showed in part, by `partial` (the
+// frame's border: looked up per entry, not per cell).
 Need
 stale_cells (Layer &layer, const std::unordered_map<uint64_t, uint32_t> &partial, const CellGrid &c,
              uint32_t now, unsigned recheck_frames, uint64_t frame, IncrementalStats &st)
 {
   Need n;
   n.cells.assign ((size_t)c.ni * c.nj, 0);
-  n.si0 = c.ni;
-  n.sj0 = c.nj;
+  auto fresh = [&] (uint32_t stamp) { return stamp != 0 && now - stamp < recheck_frames; };
   for (int64_t tj = floor_div (c.j0, kTileCells); tj <= floor_div (c.j1 - 1, kTileCells); tj++)
     for (int64_t ti = floor_div (c.i0, kTileCells); ti <= floor_div (c.i1 - 1, kTileCells); ti++) {
       auto it = layer.tiles.find (tile_key (ti, tj));
@@ -134,25 +134,30 @@ stale_cells (Layer &layer, const std::unordered_map<uint64_t, uint32_t> &partial
         it->second.used = frame;
       int64_t ja = std::max (c.j0, tj * kTileCells), jb = std::min (c.j1, (tj + 1) * kTileCells);
       int64_t ia = std::max (c.i0, ti * kTileCells), ib = std::min (c.i1, (ti + 1) * kTileCells);
-      for (int64_t j = ja; j < jb; j++)
-        for (int64_t i = ia; i < ib; i++) {
-          uint32_t stamp = tile ? tile->stamp[(j - tj * kTileCells) * kTileCells + (i - ti * kTileCells)] : 0;
-          if (!partial.empty ()) {
-            auto p = partial.find (tile_key (i, j));
-            if (p != partial.end ())
-              stamp = std::max (stamp, p->second);
-          }
-          if (stamp != 0 && now - stamp < recheck_frames) {
-            st.cells_fresh++;
-            continue;
-          }
-          const int ci = (int)(i - c.i0), cj = (int)(j - c.j0);
-          n.cells[(size_t)cj * c.ni + ci] = 1;
-          n.si0 = std::min (n.si0, ci);
-          n.si1 = std::max (n.si1, ci);
-          n.sj0 = std::min (n.sj0, cj);
-          n.sj1 = std::max (n.sj1, cj);
-        }
+      for (int64_t j = ja; j < jb; j++) {
+        const uint32_t *row = tile ? &tile->stamp[(j - tj * kTileCells) * kTileCells] : nullptr;
+        uint8_t *out = &n.cells[(size_t)(j - c.j0) * c.ni];
+        for (int64_t i = ia; i < ib; i++)
+          out[i - c.i0] = !fresh (row ? row[i - ti * kTileCells] : 0);
+      }
+    }
+  for (const auto &[key, stamp] : partial) {
+    const int64_t i = (int32_t)(uint32_t)(key >> 32), j = (int32_t)(uint32_t)key;
+    if (i >= c.i0 && i < c.i1 && j >= c.j0 && j < c.j1 && fresh (stamp))
+      n.cells[(size_t)(j - c.j0) * c.ni + (i - c.i0)] = 0;
+  }
+  n.si0 = c.ni;
+  n.sj0 = c.nj;
+  for (int cj = 0; cj < c.nj; cj++)
+    for (int ci = 0; ci < c.ni; ci++) {
+      if (!n.cells[(size_t)cj * c.ni + ci]) {
+        st.cells_fresh++;
+        continue;
+      }
+      n.si0 = std::min (n.si0, ci);
+      n.si1 = std::max (n.si1, ci);
+      n.sj0 = std::min (n.sj0, cj);
+      n.sj1 = std::max (n.sj1, cj);
     }
   return n;
 }

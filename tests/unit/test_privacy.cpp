@@ -701,6 +701,27 @@ TEST (Incremental, PanningChecksOnlyWhatComesIntoViewAndAStillViewNothing)
   EXPECT_EQ (st.cells_to_check, st.cells_visible);
 }
 
+// A view whose edges cut cells (the frame not aligned to the record's grid):
+// the cells it shows in part are remembered as checked for this view, so a
+// still view is not analysed again at its edges either.
+TEST (Incremental, AStillViewWhoseEdgesCutCellsIsNotCheckedAgain)
+{
+  const Canvas c ({800, 500}, 10, 45000, 12500);
+  const cv::Size fs (637, 477);
+  IncrementalDetector inc;
+  IncrementalStats st;
+  livemicro::hw::FrameRecord g;
+  MatSource first (c.frame ({3, 5}, fs, g));
+  inc.detect (first, g, all_region_classes (), cv::Mat (), cv::Rect (), 0, 1000, &st);
+  ASSERT_EQ (st.cells_to_check, st.cells_visible) << "a new view is checked whole";
+  for (uint64_t frame = 1; frame <= 3; frame++) {
+    MatSource src (c.frame ({3, 5}, fs, g));
+    inc.detect (src, g, all_region_classes (), cv::Mat (), cv::Rect (), frame, 1000, &st);
+    EXPECT_EQ (st.cells_to_check, 0) << "frame " << frame;
+    EXPECT_EQ (st.cells_fresh, st.cells_visible) << "frame " << frame;
+  }
+}
+
 TEST (Incremental, AreaMaskedAnywayIsNotAnalysed)
 {
   const Canvas c ({640, 480}, 10, 45000, 12500);
