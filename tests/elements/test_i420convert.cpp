@@ -206,7 +206,10 @@ TEST_F (I420Convert, OtherColorimetryAskedForIsVideoconvertsExactly)
     EXPECT_NE (ours.caps.find (std::string ("colorimetry=(string)") + c.asked), std::string::npos)
         << ours.caps;
     for (int p = 0; p < 3; p++)
-      EXPECT_EQ (ours.planes[p], ref.planes[p]) << gst_video_format_to_string (c.format) << " plane " << p << "\n" << ours.caps << "\n" << ref.caps;
+      EXPECT_EQ (ours.planes[p], ref.planes[p])
+          << gst_video_format_to_string (c.format) << " plane " << p << "\n"
+          << ours.caps << "\n"
+          << ref.caps;
   }
 }
 
