@@ -18,13 +18,15 @@ failing_tests = set()  # meson test names with at least one failed case
 junit = logs / "testlog.junit.xml"
 if junit.exists():
     for suite in ET.parse(junit).getroot().iter("testsuite"):
-        # "<project>.<meson test name>.<gtest suite>"
+        # GoogleTest: "<project>.<meson test name>.<gtest suite>"; any other
+        # test: a case named "<meson test name>" in the suite "<project>".
         name = suite.get("name", "")
+        gtest = "." in name
         meson_name = name.split(".", 1)[-1].rsplit(".", 1)[0]
         for case in suite.iter("testcase"):
             if case.find("failure") is not None or case.find("error") is not None:
                 failed += 1
-                failing_tests.add(meson_name)
+                failing_tests.add(meson_name if gtest else case.get("name", ""))
             elif case.find("skipped") is not None or case.get("result") == "skipped":
                 skipped += 1
             else:
