@@ -732,6 +732,25 @@ send_state (bool force)
   }
 }
 
+// From the hardware thread: the command's end goes out on the main loop,
+// after the state as it is now.  So whoever hears that a command ended and
+// then reads the microscope sees its effect (a stop's position, not one
+// sampled before it), and no older state follows.
+void
+send_command_ended (livemicro::orchestrator::event::CommandEnded ended)
+{
+  g_idle_add_full (
+      G_PRIORITY_DEFAULT,
+      [] (gpointer data) -> gboolean {
+        std::unique_ptr<livemicro::orchestrator::event::CommandEnded> e (
+            static_cast<livemicro::orchestrator::event::CommandEnded *> (data));
+        send_state (true);
+        send (*e);
+        return G_SOURCE_REMOVE;
+      },
+      new livemicro::orchestrator::event::CommandEnded (std::move (ended)), nullptr);
+}
+
 void
 send_stats ()
 {
@@ -918,7 +937,7 @@ start_hardware ()
   g.hardware = std::make_unique<livemicro::orchestrator::HardwareQueue> (
       g.scope, valve, af_sink ? GST_APP_SINK (af_sink) : nullptr,
       [] (uint64_t id, const std::string &op, const std::string &status, const std::string &detail) {
-        send (livemicro::orchestrator::event::CommandEnded{id, op, status, detail});
+        send_command_ended ({id, op, status, detail});
       });
   if (valve)
     gst_object_unref (valve);
