@@ -56,6 +56,19 @@ constexpr double kMinBarCoherence = 0.75;
 constexpr double kMaxFinderWeight = 0.5;
 // A QR symbol is square; its candidate box, seen at an angle, within this.
 constexpr double kMaxQrAspect = 2.0;
+// Its three finder patterns' centres: the legs of a right isosceles
+// triangle equal within this share and the angle between them within
+// acos (0.1) = 84° … 96° (measured on symbols of 1.5–7 working pixels per
+// module at 0–70°: within 1 % and 1°; three finder-like marks that print of
+// another kind happened to place had 0.24 (76°)); each leg at least this
+// share of the candidate's longer side (21 modules: legs of 14; seen at 45°
+// and next to other print in one candidate, down to ~0.3 of it).  At most
+// this many centres are paired (a symbol has three; data modules add
+// strays, more of them at an angle).
+constexpr double kMaxLegMismatch = 0.1;
+constexpr double kMaxRightAngleCos = 0.1;
+constexpr double kMinLegOfSide = 0.2;
+constexpr size_t kMaxFinderCentres = 24;
 
 std::vector<cv::Point2d>
 rect_quad (const cv::Rect2d &r)
@@ -118,22 +131,25 @@ finder_weight (const int *runs)
   return w;
 }
 
-// The column through a finder candidate's centre (x, y) in `bin` (255 =
-// dark) goes 1:1:3:1:1 too.
+// The line through a finder candidate's centre (x, y) in `bin` (255 =
+// dark) in the direction (dx, dy) goes 1:1:3:1:1 too: nested squares cut by
+// any line through their centre (along a row, a column or a diagonal, at
+// any rotation of the symbol) give the same proportions.
 bool
-column_is_finder (const cv::Mat &bin, int x, int y)
+line_is_finder (const cv::Mat &bin, int x, int y, int dx, int dy)
 {
-  // From the centre (dark, the 3-module core) up and down: core, light ring,
+  // From the centre (dark, the 3-module core) both ways: core, light ring,
   // dark ring on each side.
-  int up[3] = {0, 0, 0}, down[3] = {0, 0, 0};
+  int back[3] = {0, 0, 0}, ahead[3] = {0, 0, 0};
   for (int dir : {-1, 1}) {
-    int *runs = dir < 0 ? up : down;
-    int k = 0, j = y;
+    int *runs = dir < 0 ? back : ahead;
+    int k = 0, i = x, j = y;
     uchar want = 255;
-    while (k < 3 && j >= 0 && j < bin.rows) {
-      if (bin.at<uchar> (j, x) == want) {
+    while (k < 3 && i >= 0 && i < bin.cols && j >= 0 && j < bin.rows) {
+      if (bin.at<uchar> (j, i) == want) {
         runs[k]++;
-        j += dir;
+        i += dir * dx;
+        j += dir * dy;
       } else {
         want = (uchar)~want;
         k++;
@@ -142,20 +158,42 @@ column_is_finder (const cv::Mat &bin, int x, int y)
     if (k < 2 || runs[2] == 0)
       return false;
   }
-  int runs[5] = {up[2], up[1], up[0] + down[0] - 1, down[1], down[2]};
+  int runs[5] = {back[2], back[1], back[0] + ahead[0] - 1, ahead[1], ahead[2]};
   return finder_weight (runs) < kMaxFinderWeight;
 }
 
-// True when `bin` shows the three finder patterns a QR symbol has (OpenCV's
-// search needs all three), told apart by at least a fifth of the size.
+// A finder pattern's centre: its row (already checked), its column and
+// both diagonals run 1:1:3:1:1.  Glyphs such as 0, 8 or O do across and
+// down, but not along both diagonals.
 bool
-has_finder_patterns (const cv::Mat &bin)
+is_finder_centre (const cv::Mat &bin, int x, int y)
 {
-  std::vector<cv::Point> centres;
+  return line_is_finder (bin, x, y, 0, 1) && line_is_finder (bin, x, y, 1, 1)
+         && line_is_finder (bin, x, y, 1, -1);
+}
+
+// The centres of the QR finder patterns in `bin` (255 = dark), the most
+// convincing first: where a row, and the column and both diagonals through
+// the middle of its run, go 1:1:3:1:1.  Each row through a pattern's core is a hit, at the core's
+// middle; hits within a core's width across and its height down are one
+// pattern (their mean), and the more hits, the likelier it is one (data
+// modules make stray single hits, more of them in a symbol seen at an angle).
+std::vector<cv::Point2f>
+finder_centres (const cv::Mat &bin)
+{
+  struct Cluster {
+    cv::Point2d sum;
+    int n = 0;
+    int core = 0; // the first hit's core run, pixels
+    cv::Point2d mean () const { return sum / n; }
+  };
+  std::vector<Cluster> clusters;
+  std::vector<int> len, start;
   for (int y = 0; y < bin.rows; y++) {
     const uchar *row = bin.ptr<uchar> (y);
     // Run lengths and their start columns, dark runs at even indices.
-    std::vector<int> len, start;
+    len.clear ();
+    start.clear ();
     int x = 0;
     while (x < bin.cols && row[x] == 0)
       x++;
@@ -170,21 +208,49 @@ has_finder_patterns (const cv::Mat &bin)
     for (size_t i = 0; i + 5 <= len.size (); i += 2) {
       int runs[5] = {len[i], len[i + 1], len[i + 2], len[i + 3], len[i + 4]};
       int cx = start[i + 2] + len[i + 2] / 2;
-      if (finder_weight (runs) < kMaxFinderWeight && column_is_finder (bin, cx, y))
-        centres.emplace_back (cx, y);
+      if (finder_weight (runs) >= kMaxFinderWeight || !is_finder_centre (bin, cx, y))
+        continue;
+      auto near = std::find_if (clusters.begin (), clusters.end (), [&] (const Cluster &c) {
+        const cv::Point2d m = c.mean ();
+        return std::abs (m.x - cx) <= c.core / 2.0 + 1 && std::abs (m.y - y) <= c.core + 1.0;
+      });
+      if (near == clusters.end ())
+        clusters.push_back ({cv::Point2d (cx, y), 1, len[i + 2]});
+      else {
+        near->sum += cv::Point2d (cx, y);
+        near->n++;
+      }
     }
   }
-  const double apart = std::max (4.0, 0.2 * std::min (bin.cols, bin.rows));
-  std::vector<cv::Point> distinct;
-  for (const cv::Point &c : centres) {
-    bool known = false;
-    for (const cv::Point &d : distinct)
-      known |= cv::norm (c - d) < apart;
-    if (!known)
-      distinct.push_back (c);
-    if (distinct.size () >= 3)
-      return true;
-  }
+  std::stable_sort (clusters.begin (), clusters.end (),
+                    [] (const Cluster &a, const Cluster &b) { return a.n > b.n; });
+  std::vector<cv::Point2f> centres;
+  for (const Cluster &c : clusters)
+    centres.emplace_back (c.mean ());
+  return centres;
+}
+
+// True when three of `centres` sit as a QR symbol's finder patterns do: at
+// the corners of a right isosceles triangle, in any rotation, with legs at
+// least `min_leg` long.  Lines of text and data modules that happen to run
+// 1:1:3:1:1 do not make one (text puts them in a row).
+bool
+finder_triangle (const std::vector<cv::Point2f> &centres, double min_leg)
+{
+  const size_t n = std::min<size_t> (centres.size (), kMaxFinderCentres);
+  for (size_t i = 0; i < n; i++)
+    for (size_t j = 0; j < n; j++)
+      for (size_t k = j + 1; k < n; k++) {
+        if (j == i || k == i)
+          continue;
+        // i at the right angle, j and k at the ends of the legs.
+        const cv::Point2f a = centres[j] - centres[i], b = centres[k] - centres[i];
+        const double la = cv::norm (a), lb = cv::norm (b);
+        if (std::min (la, lb) < min_leg || std::abs (la - lb) > kMaxLegMismatch * std::max (la, lb))
+          continue;
+        if (std::abs (a.dot (b)) <= kMaxRightAngleCos * la * lb)
+          return true;
+      }
   return false;
 }
 
@@ -453,36 +519,27 @@ struct Detector::Impl {
     return cv::countNonZero (seeds) > 0;
   }
 
-  // A QR code in the candidate `r` (with its quiet zone, `c`), only where
-  // finder patterns are.
+  // A QR code in the candidate `r` (with its quiet zone, `c`): three finder
+  // patterns placed as a symbol places them.  The candidate, which bounds
+  // the symbol's marks whatever its rotation, is what is masked.  (OpenCV's
+  // search would say the same at ~5–15 ms a candidate, whatever its size:
+  // it rescales what it is given to 512 px.)
   void qr_in_candidate (double s, const cv::Rect &r, const cv::Rect &c, std::vector<Detection> &out)
   {
-    cv::Mat g = grey (c);
     double lo, hi;
     cv::minMaxLoc (grey (r), &lo, &hi);
-    bin = g < (lo + hi) / 2;
-    if (!has_finder_patterns (bin))
+    bin = grey (c) < (lo + hi) / 2;
+    const std::vector<cv::Point2f> centres = finder_centres (bin);
+    if (centres.size () < 3)
       return;
     if (stats_out)
       stats_out->qr_runs++;
-    // One symbol per candidate, as a rule; several only when the first
-    // leaves most of the candidate unexplained (the multi-symbol search
-    // costs as much again, and a failed one much more).
-    std::vector<cv::Point2f> pts;
-    bool found = qr.detect (g, pts) && pts.size () == 4;
-    if (found && cv::boundingRect (pts).area () < 0.5 * r.area ()) {
-      std::vector<cv::Point2f> more;
-      if (qr.detectMulti (g, more) && more.size () > 4)
-        pts = more;
-    }
-    if (found)
-      for (size_t k = 0; k + 4 <= pts.size (); k += 4) {
-        std::vector<cv::Point2f> q (pts.begin () + (long)k, pts.begin () + (long)k + 4);
-        for (auto &p : q)
-          p += cv::Point2f ((float)c.x, (float)c.y);
-        if (looks_printed (grey, q, 1.0))
-          out.push_back ({RegionClass::kQr, to_frame_quad (q, s, 0.1, 2, origin)});
-      }
+    if (!finder_triangle (centres, kMinLegOfSide * std::max (r.width, r.height)))
+      return;
+    const std::vector<cv::Point2f> quad
+        = {cv::Point2f ((float)r.x, (float)r.y), cv::Point2f ((float)r.br ().x, (float)r.y),
+           cv::Point2f ((float)r.br ().x, (float)r.br ().y), cv::Point2f ((float)r.x, (float)r.br ().y)};
+    out.push_back ({RegionClass::kQr, to_frame_quad (quad, s, 0.1, 2, origin)});
   }
 
   // A barcode in the candidate `r` (with its quiet zone, `c`) whose bars run

@@ -463,7 +463,7 @@ TEST (Detect, TissueFramesAreNotMistakenForText)
 }
 
 // The cheap path on tissue: no more false detections, and none of the
-// costly code searches (the QR search alone costs ~5 ms per call).
+// code searches (a barcode search costs ~3 ms per call).
 TEST (Detect, ScreenRunsNoCodeSearchOnTissue)
 {
   Scope s ({640, 480});
@@ -624,6 +624,130 @@ TEST (Detect, ScreenFindsPastedQrCodesBarcodesAndTextToo)
   EXPECT_LE (st.qr_runs, 2 * frames) << "QR searches only on candidates that show a finder pattern";
   EXPECT_GE (st.barcode_runs, frames);
   EXPECT_LE (st.barcode_runs, 2 * frames) << "barcode searches only where bars are";
+}
+
+// A QR code is told by where its three finder patterns are: at any
+// rotation and down to ~1.5 working pixels per module (a 1080p frame is
+// analysed at half size), on tissue, it is found as a QR code and covered.
+TEST (Detect, ScreenFindsRotatedAndSmallQrCodes)
+{
+  Scope s ({1920, 1080});
+  Detector d;
+  const double work = Detector::work_scale ({1920, 1080});
+  int cases = 0, found_qr = 0;
+  for (int side : {130, 180, 260})
+    for (double angle : {0.0, 15.0, 30.0, 45.0, 70.0}) {
+      cv::Mat f = s.at (10, 30000 + 300 * cases, 9000).clone ();
+      cv::Mat qr = qr_image (side), turned;
+      const double diagonal = side * std::sqrt (2.0) + 4;
+      cv::Mat rot = cv::getRotationMatrix2D (cv::Point2f (side / 2.0f, side / 2.0f), angle, 1.0);
+      rot.at<double> (0, 2) += (diagonal - side) / 2;
+      rot.at<double> (1, 2) += (diagonal - side) / 2;
+      cv::warpAffine (qr, turned, rot, cv::Size ((int)diagonal, (int)diagonal), cv::INTER_LINEAR,
+                      cv::BORDER_CONSTANT, cv::Scalar (255, 255, 255));
+      const cv::Rect at (200 + 97 * (cases % 11), 150 + 41 * (cases % 13), turned.cols, turned.rows);
+      turned.copyTo (f (at));
+      cv::Mat grey;
+      cv::cvtColor (turned, grey, cv::COLOR_RGB2GRAY);
+      const cv::Rect symbol = cv::boundingRect (grey < 128) + at.tl ();
+      auto found = d.screen (f, all_region_classes (), true, 1.0, work, {0, 0}, cv::Rect (0, 0, 1920, 1080));
+      cv::Mat all = cv::Mat::zeros (f.size (), CV_8U), as_qr = all.clone ();
+      for (const auto &det : found) {
+        cv::rectangle (all, det.bounds_px (), cv::Scalar (255), cv::FILLED);
+        if (det.region_class == RegionClass::kQr)
+          cv::rectangle (as_qr, det.bounds_px (), cv::Scalar (255), cv::FILLED);
+      }
+      EXPECT_EQ (cv::countNonZero (all (symbol)), symbol.area ())
+          << side << " px at " << angle << "°: not all of it is masked";
+      const bool qr_here = cv::countNonZero (as_qr (symbol)) == symbol.area ();
+      EXPECT_TRUE (qr_here) << side << " px at " << angle << "°: not found as a QR code";
+      found_qr += qr_here;
+      cases++;
+    }
+  RecordProperty ("found_as_qr", found_qr);
+}
+
+// Blocks of print — bold or thin, large or small, short lines of digits
+// and letters that run dark:light:dark:light:dark, as square as a code —
+// are text, never QR codes.
+TEST (Detect, BlocksOfTextAreNotTakenForQrCodes)
+{
+  Scope s ({1920, 1080});
+  Detector d;
+  const double work = Detector::work_scale ({1920, 1080});
+  const int fonts[] = {cv::FONT_HERSHEY_SIMPLEX, cv::FONT_HERSHEY_DUPLEX, cv::FONT_HERSHEY_COMPLEX,
+                       cv::FONT_HERSHEY_TRIPLEX, cv::FONT_HERSHEY_PLAIN};
+  const std::vector<std::vector<std::string>> blocks = {{"MRN 0042", "ROSSI M", "1950-01-02"},
+                                                        {"B 0808", "80 8 OO", "H&E #12"},
+                                                        {"III 101", "OHO 88", "0O0 M8M"}};
+  ScreenStats st;
+  int cases = 0, qr = 0;
+  for (int font : fonts)
+    for (const auto &lines : blocks)
+      for (double scale : {1.2, 2.0, 3.0}) {
+        cv::Mat f = s.at (10, 40000 + 300 * cases, 11000).clone ();
+        const int thickness = 1 + cases % 4;
+        int base = 0, width = 0, line_h = 0;
+        for (const auto &l : lines) {
+          const cv::Size size = cv::getTextSize (l, font, scale, thickness, &base);
+          width = std::max (width, size.width);
+          line_h = std::max (line_h, size.height + base + thickness);
+        }
+        const cv::Rect paper (100, 200, width + 80, (int)lines.size () * line_h + 80);
+        f (paper).setTo (cv::Scalar (250, 250, 248));
+        for (size_t k = 0; k < lines.size (); k++)
+          cv::putText (f, lines[k], cv::Point (paper.x + 40, paper.y + 40 + (int)(k + 1) * line_h - base),
+                       font, scale, cv::Scalar (15, 15, 20), thickness, cv::LINE_AA);
+        for (const auto &det :
+             d.screen (f, all_region_classes (), true, 1.0, work, {0, 0}, cv::Rect (0, 0, 1920, 1080), &st))
+          if (det.region_class == RegionClass::kQr) {
+            qr++;
+            ADD_FAILURE () << "\"" << lines[0] << "\"… (font " << font << ", scale " << scale
+                           << ", thickness " << thickness << ") taken for a QR code at " << det.bounds_px ();
+          }
+        cases++;
+      }
+  EXPECT_EQ (qr, 0) << "of " << cases << " blocks";
+}
+
+// Three finder patterns make a QR code only where a symbol puts them (at
+// the corners of a right isosceles triangle): the same marks with legs of
+// 1:2 are print of another kind.
+TEST (Detect, FinderPatternsOutOfPlaceAreNotAQrCode)
+{
+  Scope s ({1920, 1080});
+  Detector d;
+  const double work = Detector::work_scale ({1920, 1080});
+  auto qr_found = [&] (int module, cv::Point third, ScreenStats &st) {
+    // 31 x 31 modules of stripes (print, no finder-like runs across), three
+    // finder patterns: at (0, 0), (24, 0) and `third`.
+    cv::Mat m (31, 31, CV_8U, cv::Scalar (0));
+    for (int y = 0; y < m.rows; y += 2)
+      m.row (y).setTo (255);
+    for (cv::Point at : {cv::Point (0, 0), cv::Point (24, 0), third}) {
+      m (cv::Rect (at - cv::Point (1, 1), cv::Size (9, 9)) & cv::Rect (0, 0, 31, 31)).setTo (0);
+      m (cv::Rect (at, cv::Size (7, 7))).setTo (255);
+      m (cv::Rect (at + cv::Point (1, 1), cv::Size (5, 5))).setTo (0);
+      m (cv::Rect (at + cv::Point (2, 2), cv::Size (3, 3))).setTo (255);
+    }
+    cv::Mat big;
+    cv::resize (m, big, cv::Size (), module, module, cv::INTER_NEAREST);
+    cv::Mat f = s.at (10, 52000 + 700 * module + third.y * 10, 11000).clone ();
+    const cv::Rect paper (300, 300, big.cols + 16 * module, big.rows + 16 * module);
+    f (paper).setTo (cv::Scalar (250, 250, 248));
+    f (cv::Rect (paper.tl () + cv::Point (8, 8) * module, big.size ())).setTo (cv::Scalar (15, 15, 20), big);
+    int qr = 0;
+    for (const auto &det :
+         d.screen (f, all_region_classes (), true, 1.0, work, {0, 0}, cv::Rect (0, 0, 1920, 1080), &st))
+      qr += det.region_class == RegionClass::kQr;
+    return qr;
+  };
+  for (int module : {4, 6}) {
+    ScreenStats placed, misplaced;
+    EXPECT_EQ (qr_found (module, {0, 24}, placed), 1) << module << " px modules, a symbol's layout";
+    EXPECT_EQ (qr_found (module, {0, 12}, misplaced), 0) << module << " px modules, legs of 1:2";
+    EXPECT_GE (misplaced.qr_runs, 1) << "the three patterns were seen";
+  }
 }
 
 TEST (Detect, InjectedFaultThrows)

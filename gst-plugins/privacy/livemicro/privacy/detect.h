@@ -12,16 +12,18 @@
 //   per 1080p frame on one core, most of it OpenCV's QR search, which works
 //   on at least 512 px whatever it is given);
 // - screen(): the same text analysis at the same resolution on a rectangle of
-//   the frame, restricted to where there is ink, and the QR and barcode
-//   detectors only on print-like candidates (dark marks next to bright,
-//   neutral paper, two-toned, large enough to be a code) that also look like
-//   one: three QR finder patterns (dark:light:dark:light:dark 1:1:3:1:1
-//   across and down) or parallel bars (edges of one orientation).  What
-//   the text analysis finds (neutral ink: text, and codes printed in black)
-//   is found by both; screen() misses, in exchange for its cost, a code in
-//   coloured or grey ink that has no paper around it, or that shows fewer
-//   than three finder patterns or no parallel bars (OpenCV's QR search
-//   cannot find those either).
+//   the frame, restricted to where there is ink, and codes only on
+//   print-like candidates (dark marks next to bright, neutral paper,
+//   two-toned, large enough to be a code): a QR code is a candidate with
+//   three finder patterns (dark:light:dark:light:dark 1:1:3:1:1 across and
+//   down) at the corners of a right isosceles triangle, as OpenCV's search
+//   requires too, but without its ~5–15 ms rescaling to 512 px; the barcode
+//   detector runs on candidates with parallel bars (edges of one
+//   orientation).  What the text analysis finds (neutral ink: text, and
+//   codes printed in black) is found by both; screen() misses, in exchange
+//   for its cost, a code in coloured or grey ink that has no paper around
+//   it, or that shows fewer than three finder patterns or no parallel bars
+//   (OpenCV's QR search cannot find those either).
 #pragma once
 
 #include "livemicro/privacy/profiles.h"
@@ -36,7 +38,7 @@ namespace livemicro::privacy {
 // What screen() looked at.
 struct ScreenStats {
   int candidates = 0;   // print-like candidates for the code detectors
-  int qr_runs = 0;      // OpenCV QR searches run
+  int qr_runs = 0;      // candidates with three finder patterns, checked for a QR symbol's layout
   int barcode_runs = 0; // barcode searches run
   int cut = 0;          // candidates reaching the edge, looked at again
 };
@@ -76,8 +78,8 @@ public:
   // whole frame would be).  Code detectors run only for candidates that
   // touch `core` (frame pixels): the rest of the rectangle is context.
   // `frame` is the whole frame's size (empty: `pixels` shows all of it): a
-  // candidate cut by the frame's edge gets no QR search (OpenCV's needs the
-  // whole symbol; its ink is masked as text).  With `cut`, candidates that
+  // candidate cut by the frame's edge gets no QR check (it needs the whole
+  // symbol's three finder patterns; its ink is masked as text).  With `cut`, candidates that
   // reach an edge of `pixels` inside the frame (a code that may go on
   // beyond it) are listed there instead of searched: the caller looks at
   // them again with more around them.
