@@ -34,13 +34,13 @@ constexpr double kSolidInkMaxChroma = (double)12;
 // screen(): code candidates are dark marks (any hue) next to bright, neutral
 // paper (a code needs its quiet zone), at least this large (working pixels:
 // a 21-module QR symbol at one pixel per module, a short barcode).
-// The barcode detector (opencv-contrib 4.6) scales what it is given to
-// 512 px and finds bars of about two pixels there: a candidate is scaled so
-// that its narrowest bar is kBarcodeModule pixels and centred on a plain
-// canvas kBarcodeCanvasPerModule modules across (measured: finds EAN-13 of
-// 2–8 px modules, where the frame-sized search misses 3 px modules).
-constexpr double kBarcodeModule = 2.0;
-constexpr double kBarcodeCanvasPerModule = 260;
+// A barcode: at least kMinBars bars along at least kMinBarLines of the five
+// lines across its middle (a symbol's bars cross them all: EAN-8 has 22
+// bars, Code 128 with one symbol character 13), as many on each within
+// kMaxBarSpread.
+constexpr int kMinBars = 12;
+constexpr int kMinBarLines = 3;
+constexpr double kMaxBarSpread = 0.25;
 constexpr int kCodeMaxGrey = 100;
 constexpr int kPaperMinGrey = 180;
 constexpr int kPaperMaxChroma = 40;
@@ -271,46 +271,33 @@ edge_coherence (const cv::Mat &grey, double *direction = nullptr)
   return std::sqrt ((jxx - jyy) * (jxx - jyy) + 4 * jxy * jxy) / tr;
 }
 
-// The narrowest bar of a barcode in `bin` (255 = dark), from the mean run
-// length across the bars (`direction`, as edge_coherence gives it) along a
-// few parallel lines: bars and spaces are 1–4 modules, 1.7 on average
-// (EAN-13: 95 modules in 59 runs; Code 128: 11 in 6).
-double
-bar_module (const cv::Mat &bin, double direction)
+// The dark runs (bars) along parallel lines across the bars of `bin` (255 =
+// dark): `direction` is as edge_coherence gives it, the lines are spread
+// over the middle two fifths of the candidate.
+std::vector<int>
+bars_across (const cv::Mat &bin, double direction)
 {
   const cv::Point2d c (bin.cols / 2.0, bin.rows / 2.0), d (std::cos (direction), std::sin (direction));
   const cv::Point2d n (-d.y, d.x);
   const double reach = bin.cols + bin.rows;
-  double length = 0;
-  int runs = 0;
+  std::vector<int> bars;
   for (double off : {-0.2, -0.1, 0.0, 0.1, 0.2}) {
     cv::Point2d o = c + n * (off * std::min (bin.cols, bin.rows));
     cv::Point a (cvRound (o.x - d.x * reach), cvRound (o.y - d.y * reach));
     cv::Point b (cvRound (o.x + d.x * reach), cvRound (o.y + d.y * reach));
-    if (!cv::clipLine (cv::Rect (0, 0, bin.cols, bin.rows), a, b))
-      continue;
-    cv::LineIterator it (bin, a, b, 8);
-    // Runs between the first and the last dark pixel.
-    int first = -1, last = -1, changes = 0;
-    uchar prev = 0;
-    for (int k = 0; k < it.count; k++, ++it) {
-      uchar v = **it;
-      if (v) {
-        if (first < 0)
-          first = k;
-        last = k;
+    int dark_runs = 0;
+    if (cv::clipLine (cv::Rect (0, 0, bin.cols, bin.rows), a, b)) {
+      cv::LineIterator it (bin, a, b, 8);
+      uchar prev = 0;
+      for (int k = 0; k < it.count; k++, ++it) {
+        const uchar v = **it;
+        dark_runs += v && !prev;
+        prev = v;
       }
-      if (k > 0 && v != prev && first >= 0)
-        changes++;
-      prev = v;
     }
-    if (first < 0 || last <= first)
-      continue;
-    const double step = 1.0 / std::max (std::abs (d.x), std::abs (d.y));
-    length += (last - first + 1) * step;
-    runs += changes; // the run after the last dark pixel is not counted
+    bars.push_back (dark_runs);
   }
-  return runs > 0 ? length / runs / 1.7 : 2.0;
+  return bars;
 }
 
 bool
@@ -331,7 +318,7 @@ struct Detector::Impl {
   cv::QRCodeDetector qr;
   cv::barcode::BarcodeDetector barcode;
   cv::Mat work, grey, chroma, ink, grouped, labels, stats, centroids, coarse, dist, blobs, blob_stats, dark,
-      paper, seeds, bin, canvas;
+      paper, seeds, bin;
   // Frame pixel where the working copy starts (screen () on a rectangle).
   cv::Point2d origin{0, 0};
   ScreenStats *stats_out = nullptr;
@@ -542,38 +529,29 @@ struct Detector::Impl {
     out.push_back ({RegionClass::kQr, to_frame_quad (quad, s, 0.1, 2, origin)});
   }
 
-  // A barcode in the candidate `r` (with its quiet zone, `c`) whose bars run
-  // `across`.
-  void barcode_in_candidate (double s, const cv::Rect &r, const cv::Rect &c, double across,
-                             std::vector<Detection> &out)
+  // A barcode in the candidate `r` whose bars run across `across`: many bars,
+  // crossed alike by parallel lines through its middle.  The candidate is
+  // masked.  (opencv-contrib's detector, which rescales what it is given
+  // to 512 px, says the same at ~10 ms a candidate.)
+  void barcode_in_candidate (double s, const cv::Rect &r, double across, std::vector<Detection> &out)
   {
     if (stats_out)
       stats_out->barcode_runs++;
-    cv::Mat g = grey (c);
     double lo, hi;
     cv::minMaxLoc (grey (r), &lo, &hi);
     bin = grey (r) < (lo + hi) / 2;
-    // Bring the bars to kBarcodeModule pixels, then give the detector a
-    // plain canvas it does not rescale.
-    const double module = bar_module (bin, across);
-    const double q = std::min (1.0, kBarcodeModule / module);
-    cv::Mat small = g;
-    if (q < 1.0)
-      cv::resize (g, small, cv::Size (), q, q, cv::INTER_AREA);
-    const int canvas_side
-        = (int)std::lround (std::max (kBarcodeModule, module * q) * kBarcodeCanvasPerModule);
-    const int bx = std::max (0, (canvas_side - small.cols + 1) / 2);
-    const int by = std::max (0, (canvas_side - small.rows + 1) / 2);
-    cv::copyMakeBorder (small, canvas, by, by, bx, bx, cv::BORDER_CONSTANT, cv::Scalar (hi));
-    std::vector<cv::Point2f> pts;
-    if (barcode.detect (canvas, pts))
-      for (size_t k = 0; k + 4 <= pts.size (); k += 4) {
-        std::vector<cv::Point2f> q4 (pts.begin () + (long)k, pts.begin () + (long)k + 4);
-        for (auto &p : q4)
-          p = cv::Point2f ((float)((p.x - bx) / q + c.x), (float)((p.y - by) / q + c.y));
-        if (looks_printed (grey, q4, 1.0))
-          out.push_back ({RegionClass::kBarcode, to_frame_quad (q4, s, 0.3, 2, origin)});
-      }
+    std::vector<int> bars = bars_across (bin, across);
+    bars.erase (std::remove_if (bars.begin (), bars.end (), [] (int n) { return n < kMinBars; }),
+                bars.end ());
+    if ((int)bars.size () < kMinBarLines)
+      return;
+    const auto [fewest, most] = std::minmax_element (bars.begin (), bars.end ());
+    if (*most - *fewest > kMaxBarSpread * *most)
+      return;
+    const std::vector<cv::Point2f> quad
+        = {cv::Point2f ((float)r.x, (float)r.y), cv::Point2f ((float)r.br ().x, (float)r.y),
+           cv::Point2f ((float)r.br ().x, (float)r.br ().y), cv::Point2f ((float)r.x, (float)r.br ().y)};
+    out.push_back ({RegionClass::kBarcode, to_frame_quad (quad, s, 0.3, 2, origin)});
   }
 
   // screen (): the code detectors on print-like candidates only.  Each
@@ -653,7 +631,7 @@ struct Detector::Impl {
         qr_in_candidate (s, r, c, out);
       double across = 0;
       if (want_barcode && edge_coherence (grey (r), &across) >= kMinBarCoherence)
-        barcode_in_candidate (s, r, c, across, out);
+        barcode_in_candidate (s, r, across, out);
     }
   }
 

@@ -5,6 +5,7 @@
 
 #include <json-glib/json-glib.h>
 
+#include <sched.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -191,6 +192,17 @@ cpu_seconds (int pid)
       stime = std::atof (field.c_str ());
   }
   return (utime + stime) / (double)sysconf (_SC_CLK_TCK);
+}
+
+// Pins the calling thread (and the threads it starts later) to CPU 0, so a
+// one-core figure is one core's; false when the system refuses.
+inline bool
+pin_to_first_cpu ()
+{
+  cpu_set_t one;
+  CPU_ZERO (&one);
+  CPU_SET (0, &one);
+  return sched_setaffinity (0, sizeof one, &one) == 0;
 }
 
 // "load_average": [1, 5, 15 min at the start, the same at the end].

@@ -667,10 +667,74 @@ TEST (Detect, ScreenFindsRotatedAndSmallQrCodes)
   RecordProperty ("found_as_qr", found_qr);
 }
 
+// A barcode is told by its bars: many, crossed alike by lines through its
+// middle, at any angle and down to 1.5 working pixels per module (3 px
+// modules at 1080p), on tissue.  (Finer bars, 2 px at 1080p, blur into
+// grey at the working size when they lie along its pixel grid: neither
+// this check nor opencv-contrib's detector finds those; docs/privacy.md.)
+TEST (Detect, ScreenFindsTurnedAndFineBarcodes)
+{
+  Scope s ({1920, 1080});
+  Detector d;
+  const double work = Detector::work_scale ({1920, 1080});
+  int cases = 0;
+  for (int module : {3, 4, 6})
+    for (double angle : {0.0, 20.0, 45.0, 90.0}) {
+      cv::Mat f = s.at (10, 31000 + 300 * cases, 9500).clone ();
+      cv::Mat bar = barcode_image (module, 30 * module), turned;
+      const int side = (int)std::ceil (std::hypot (bar.cols, bar.rows)) + 4;
+      cv::Mat rot = cv::getRotationMatrix2D (cv::Point2f (bar.cols / 2.0f, bar.rows / 2.0f), angle, 1.0);
+      rot.at<double> (0, 2) += (side - bar.cols) / 2.0;
+      rot.at<double> (1, 2) += (side - bar.rows) / 2.0;
+      cv::warpAffine (bar, turned, rot, cv::Size (side, side), cv::INTER_LINEAR, cv::BORDER_CONSTANT,
+                      cv::Scalar (255, 255, 255));
+      const cv::Rect at (150 + 113 * (cases % 7), 100 + 37 * (cases % 5), side, side);
+      turned.copyTo (f (at));
+      cv::Mat grey;
+      cv::cvtColor (turned, grey, cv::COLOR_RGB2GRAY);
+      const cv::Rect bars = cv::boundingRect (grey < 128) + at.tl ();
+      cv::Mat all = cv::Mat::zeros (f.size (), CV_8U), as_bar = all.clone ();
+      for (const auto &det :
+           d.screen (f, all_region_classes (), true, 1.0, work, {0, 0}, cv::Rect (0, 0, 1920, 1080))) {
+        cv::rectangle (all, det.bounds_px (), cv::Scalar (255), cv::FILLED);
+        if (det.region_class == RegionClass::kBarcode)
+          cv::rectangle (as_bar, det.bounds_px (), cv::Scalar (255), cv::FILLED);
+      }
+      EXPECT_EQ (cv::countNonZero (all (bars)), bars.area ())
+          << module << " px modules at " << angle << "°: not all of it is masked";
+      EXPECT_GE (cv::countNonZero (as_bar (bars)), 0.9 * bars.area ())
+          << module << " px modules at " << angle << "°: not found as a barcode";
+      cases++;
+    }
+}
+
+// Parallel rules (a form's lines, a frame around a label) have bars' edges
+// but not a barcode's many bars.
+TEST (Detect, ParallelRulesAreNotABarcode)
+{
+  Scope s ({1920, 1080});
+  Detector d;
+  const double work = Detector::work_scale ({1920, 1080});
+  ScreenStats st;
+  int barcodes = 0;
+  for (int rules : {4, 8}) {
+    cv::Mat f = s.at (10, 61000 + 500 * rules, 9500).clone ();
+    const cv::Rect paper (400, 300, 420, rules * 24 + 60);
+    f (paper).setTo (cv::Scalar (250, 250, 248));
+    for (int k = 0; k < rules; k++)
+      f (cv::Rect (paper.x + 30, paper.y + 30 + 24 * k, 360, 4)).setTo (cv::Scalar (20, 20, 25));
+    for (const auto &det :
+         d.screen (f, all_region_classes (), true, 1.0, work, {0, 0}, cv::Rect (0, 0, 1920, 1080), &st))
+      barcodes += det.region_class == RegionClass::kBarcode;
+  }
+  EXPECT_GE (st.barcode_runs, 1) << "the rules were looked at as bars";
+  EXPECT_EQ (barcodes, 0);
+}
+
 // Blocks of print — bold or thin, large or small, short lines of digits
 // and letters that run dark:light:dark:light:dark, as square as a code —
-// are text, never QR codes.
-TEST (Detect, BlocksOfTextAreNotTakenForQrCodes)
+// are text, never QR codes or barcodes.
+TEST (Detect, BlocksOfTextAreNotTakenForCodes)
 {
   Scope s ({1920, 1080});
   Detector d;
