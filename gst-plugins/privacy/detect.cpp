@@ -76,6 +76,14 @@ rect_quad (const cv::Rect2d &r)
   return {r.tl (), {r.x + r.width, r.y}, r.br (), {r.x, r.y + r.height}};
 }
 
+// The corners of `r`, clockwise from its top left.
+std::vector<cv::Point2f>
+corners (const cv::Rect &r)
+{
+  const cv::Point2f tl (r.tl ()), br (r.br ());
+  return {tl, {br.x, tl.y}, br, {tl.x, br.y}};
+}
+
 // Scales corners found on a copy downscaled by `s` back to frame pixels (the
 // copy starts at frame pixel `origin`) and grows the quad by `pad_frac` of
 // its size plus `pad_px` frame pixels.
@@ -523,10 +531,7 @@ struct Detector::Impl {
       stats_out->qr_runs++;
     if (!finder_triangle (centres, kMinLegOfSide * std::max (r.width, r.height)))
       return;
-    const std::vector<cv::Point2f> quad
-        = {cv::Point2f ((float)r.x, (float)r.y), cv::Point2f ((float)r.br ().x, (float)r.y),
-           cv::Point2f ((float)r.br ().x, (float)r.br ().y), cv::Point2f ((float)r.x, (float)r.br ().y)};
-    out.push_back ({RegionClass::kQr, to_frame_quad (quad, s, 0.1, 2, origin)});
+    out.push_back ({RegionClass::kQr, to_frame_quad (corners (r), s, 0.1, 2, origin)});
   }
 
   // A barcode in the candidate `r` whose bars run across `across`: many bars,
@@ -548,10 +553,7 @@ struct Detector::Impl {
     const auto [fewest, most] = std::minmax_element (bars.begin (), bars.end ());
     if (*most - *fewest > kMaxBarSpread * *most)
       return;
-    const std::vector<cv::Point2f> quad
-        = {cv::Point2f ((float)r.x, (float)r.y), cv::Point2f ((float)r.br ().x, (float)r.y),
-           cv::Point2f ((float)r.br ().x, (float)r.br ().y), cv::Point2f ((float)r.x, (float)r.br ().y)};
-    out.push_back ({RegionClass::kBarcode, to_frame_quad (quad, s, 0.3, 2, origin)});
+    out.push_back ({RegionClass::kBarcode, to_frame_quad (corners (r), s, 0.3, 2, origin)});
   }
 
   // screen (): the code detectors on print-like candidates only.  Each
@@ -589,10 +591,7 @@ struct Detector::Impl {
       r &= frame;
       if (r.width < kMinCodeSide || r.height < kMinCodeSide || (r & core).empty ())
         continue;
-      const std::vector<cv::Point2f> quad
-          = {cv::Point2f ((float)r.x, (float)r.y), cv::Point2f ((float)r.br ().x, (float)r.y),
-             cv::Point2f ((float)r.br ().x, (float)r.br ().y), cv::Point2f ((float)r.x, (float)r.br ().y)};
-      if (!looks_printed (grey, quad, 1.0))
+      if (!looks_printed (grey, corners (r), 1.0))
         continue;
       // Cut by the copy's edge inside the frame: looked at again whole.
       const bool inner_cut[4] = {at_left && !frame_edge[0], at_top && !frame_edge[1],

@@ -10,6 +10,7 @@
 // docs/benchmarks.md).  Per run: the median wall time of `calls` calls;
 // reported: the median over runs.  Pinned to CPU 0, OpenCV single-threaded.
 #include "bench_util.h"
+#include "printed_codes.h"
 
 #include <livemicro/privacy/detect.h>
 
@@ -30,6 +31,8 @@ using livemicro::bench::median;
 using livemicro::privacy::Detector;
 using livemicro::privacy::RegionClass;
 using Clock = std::chrono::steady_clock;
+using livemicro::test::ean13_symbol;
+using livemicro::test::qr_symbol;
 
 // An H&E-like 1080p frame: purple nuclei on pink.
 cv::Mat
@@ -41,33 +44,6 @@ tissue ()
     cv::circle (f, {rng.uniform (0, 1920), rng.uniform (0, 1080)}, rng.uniform (4, 9),
                 cv::Scalar (110, 50, 150), cv::FILLED);
   return f;
-}
-
-cv::Mat
-qr_code (int side_px)
-{
-  cv::Mat qr, big, rgb;
-  cv::QRCodeEncoder::create ()->encode ("PID:00424242;NAME:ROSSI^MARIA;DOB:1950-01-02", qr);
-  cv::resize (qr, big, cv::Size (side_px, side_px), 0, 0, cv::INTER_NEAREST);
-  cv::cvtColor (big, rgb, cv::COLOR_GRAY2RGB);
-  return rgb;
-}
-
-// EAN-13 "4006381333931", `module_px` per module, with its quiet zone.
-cv::Mat
-barcode (int module_px)
-{
-  const std::string bits
-      = "10100011010100111010111101111010001001011001101010100001010000101000010111010010000"
-        "101100110101";
-  const int quiet = 10 * module_px, height = 40 * module_px;
-  cv::Mat img (height + quiet, (int)bits.size () * module_px + 2 * quiet, CV_8UC3,
-               cv::Scalar (255, 255, 255));
-  for (size_t i = 0; i < bits.size (); i++)
-    if (bits[i] == '1')
-      img (cv::Rect (quiet + (int)i * module_px, quiet / 2, module_px, height))
-          .setTo (cv::Scalar (25, 25, 30));
-  return img;
 }
 
 struct Case {
@@ -93,10 +69,10 @@ main (int argc, char **argv)
   double load_start[3] = {0, 0, 0}, load_end[3] = {0, 0, 0};
   getloadavg (load_start, 3);
 
-  std::vector<Case> cases = {{"QR code, 160 px (4.3 px modules)", qr_code (160)},
-                             {"QR code, 240 px (6.5 px modules)", qr_code (240)},
-                             {"EAN-13 barcode, 2 px modules", barcode (2)},
-                             {"EAN-13 barcode, 3 px modules", barcode (3)}};
+  std::vector<Case> cases = {{"QR code, 160 px (4.3 px modules)", qr_symbol (160)},
+                             {"QR code, 240 px (6.5 px modules)", qr_symbol (240)},
+                             {"EAN-13 barcode, 2 px modules", ean13_symbol (2, 80)},
+                             {"EAN-13 barcode, 3 px modules", ean13_symbol (3, 120)}};
   const std::vector<RegionClass> codes = {RegionClass::kQr, RegionClass::kBarcode};
   const double work = Detector::work_scale ({1920, 1080});
   for (int r = 0; r < runs; r++)

@@ -22,6 +22,7 @@
 // and 95th percentile of the per-frame CPU time; reported: the median of
 // the runs (3 by default).
 #include "bench_util.h"
+#include "printed_codes.h"
 #include <livemicro/hw/microscope.h>
 #include <livemicro/stagemeta.h>
 
@@ -87,10 +88,7 @@ struct Print {
   cv::Mat qr, bar;
   Print ()
   {
-    cv::Mat q;
-    cv::QRCodeEncoder::create ()->encode ("PID:00424242;NAME:ROSSI^MARIA;DOB:1950-01-02", q);
-    cv::resize (q, q, cv::Size (220, 220), 0, 0, cv::INTER_NEAREST);
-    cv::cvtColor (q, qr, cv::COLOR_GRAY2RGB);
+    qr = livemicro::test::qr_symbol (220);
     std::mt19937 rng (9);
     bar = cv::Mat (120, 300, CV_8UC3, cv::Scalar (250, 250, 250));
     for (int x = 20; x < bar.cols - 26;) {

@@ -2,6 +2,7 @@
 // label (real pipelines over microscopesrc, thousands of frames), detected
 // QR codes, barcodes and text are masked, the element fails closed, strips
 // metas and tags, and refuses bad configuration with a clear error.
+#include "printed_codes.h"
 #include "testutil.h"
 
 #include "sim/synthetic_slide.h"
@@ -362,15 +363,7 @@ TEST (PrivacyMaskLeak, GuestViewNeverShowsOnePixelOfTheLabelOver2000MovingFrames
 
 namespace {
 
-cv::Mat
-qr_symbol (int side_px, const std::string &payload)
-{
-  cv::Mat qr, big, rgb;
-  cv::QRCodeEncoder::create ()->encode (payload, qr);
-  cv::resize (qr, big, cv::Size (side_px, side_px), 0, 0, cv::INTER_NEAREST);
-  cv::cvtColor (big, rgb, cv::COLOR_GRAY2RGB);
-  return rgb;
-}
+using livemicro::test::qr_symbol;
 
 // Pastes printed text; returns the mask of every pixel it changed.
 cv::Mat

@@ -1,6 +1,7 @@
 // livemicro::privacy without GStreamer: the profiles file (good and bad),
 // conservative rasterisation of slide regions, the region memory, and the
 // detectors on frames of the generated slide.
+#include "printed_codes.h"
 #include "testutil.h"
 
 #include "sim/synthetic_slide.h"
@@ -21,6 +22,9 @@
 #include <random>
 
 using namespace livemicro::privacy;
+using livemicro::test::ean13_symbol;
+using livemicro::test::qr_symbol;
+using livemicro::test::turned_on_white;
 
 namespace {
 
@@ -381,60 +385,6 @@ struct Scope {
   }
 };
 
-// An EAN-13 symbol (modules: 1 = bar) for "4006381333931".
-std::vector<int>
-ean13_modules ()
-{
-  static const char *L[] = {"0001101", "0011001", "0010011", "0111101", "0100011",
-                            "0110001", "0101111", "0111011", "0110111", "0001011"};
-  static const char *G[] = {"0100111", "0110011", "0011011", "0100001", "0011101",
-                            "0111001", "0000101", "0010001", "0001001", "0010111"};
-  static const char *R[] = {"1110010", "1100110", "1101100", "1000010", "1011100",
-                            "1001110", "1010000", "1000100", "1001000", "1110100"};
-  static const char *parity[]
-      = {"LLLLLL", "LLGLGG", "LLGGLG", "LLGGGL", "LGLLGG", "LGGLLG", "LGGGLL", "LGLGLG", "LGLGGL", "LGGLGL"};
-  const std::string code = "4006381333931";
-  std::string bits = "101";
-  for (int i = 1; i <= 6; i++) {
-    int d = code[i] - '0';
-    bits += parity[code[0] - '0'][i - 1] == 'L' ? L[d] : G[d];
-  }
-  bits += "01010";
-  for (int i = 7; i <= 12; i++)
-    bits += R[code[i] - '0'];
-  bits += "101";
-  std::vector<int> m;
-  for (char c : bits)
-    m.push_back (c == '1');
-  return m;
-}
-
-} // namespace
-
-cv::Mat
-barcode_image (int module_px, int height_px)
-{
-  std::vector<int> m = ean13_modules ();
-  const int quiet = 10 * module_px;
-  cv::Mat img (height_px + 2 * quiet / 2, (int)m.size () * module_px + 2 * quiet, CV_8UC3,
-               cv::Scalar (255, 255, 255));
-  for (size_t i = 0; i < m.size (); i++)
-    if (m[i])
-      img (cv::Rect (quiet + (int)i * module_px, quiet / 2, module_px, height_px))
-          .setTo (cv::Scalar (25, 25, 30));
-  return img;
-}
-
-cv::Mat
-qr_image (int side_px)
-{
-  cv::Mat qr, big, rgb;
-  cv::QRCodeEncoder::create ()->encode ("PID:00424242;NAME:ROSSI^MARIA;DOB:1950-01-02", qr);
-  cv::resize (qr, big, cv::Size (side_px, side_px), 0, 0, cv::INTER_NEAREST);
-  cv::cvtColor (big, rgb, cv::COLOR_GRAY2RGB);
-  return rgb;
-}
-
 bool
 covered_by (const std::vector<Detection> &found, RegionClass c, const cv::Rect2d &target)
 {
@@ -443,6 +393,8 @@ covered_by (const std::vector<Detection> &found, RegionClass c, const cv::Rect2d
       return true;
   return false;
 }
+
+} // namespace
 
 TEST (Detect, TissueFramesAreNotMistakenForText)
 {
@@ -549,14 +501,14 @@ expect_pasted_print_found (const std::function<std::vector<Detection> (const cv:
   int qr_found = 0, bar_found = 0, text_found = 0, n = 9;
   for (int k = 0; k < n; k++) {
     cv::Mat f = s.at (k % 2 ? 10 : 20, 30000 + 5000 * k, 8000 + 1500 * k).clone ();
-    cv::Mat qr = qr_image (160 + 40 * (k % 3));
+    cv::Mat qr = qr_symbol (160 + 40 * (k % 3));
     cv::Rect pasted (40 + (int)(rng () % 300), 40 + (int)(rng () % 200), qr.cols, qr.rows);
     qr.copyTo (f (pasted));
     // The symbol (its dark modules), without the white quiet zone.
     cv::Mat qr_grey;
     cv::cvtColor (qr, qr_grey, cv::COLOR_RGB2GRAY);
     const cv::Rect qr_at = cv::boundingRect (qr_grey < 128) + pasted.tl ();
-    cv::Mat bar = barcode_image (2 + k % 2, 90);
+    cv::Mat bar = ean13_symbol (2 + k % 2, 90);
     cv::Rect bar_at (480 + (int)(rng () % 150), 380 + (int)(rng () % 150), bar.cols, bar.rows);
     bar.copyTo (f (bar_at));
     const std::string text = "MRN 00424242";
@@ -638,13 +590,7 @@ TEST (Detect, ScreenFindsRotatedAndSmallQrCodes)
   for (int side : {130, 180, 260})
     for (double angle : {0.0, 15.0, 30.0, 45.0, 70.0}) {
       cv::Mat f = s.at (10, 30000 + 300 * cases, 9000).clone ();
-      cv::Mat qr = qr_image (side), turned;
-      const double diagonal = side * std::sqrt (2.0) + 4;
-      cv::Mat rot = cv::getRotationMatrix2D (cv::Point2f (side / 2.0f, side / 2.0f), angle, 1.0);
-      rot.at<double> (0, 2) += (diagonal - side) / 2;
-      rot.at<double> (1, 2) += (diagonal - side) / 2;
-      cv::warpAffine (qr, turned, rot, cv::Size ((int)diagonal, (int)diagonal), cv::INTER_LINEAR,
-                      cv::BORDER_CONSTANT, cv::Scalar (255, 255, 255));
+      const cv::Mat turned = turned_on_white (qr_symbol (side), angle);
       const cv::Rect at (200 + 97 * (cases % 11), 150 + 41 * (cases % 13), turned.cols, turned.rows);
       turned.copyTo (f (at));
       cv::Mat grey;
@@ -681,14 +627,8 @@ TEST (Detect, ScreenFindsTurnedAndFineBarcodes)
   for (int module : {3, 4, 6})
     for (double angle : {0.0, 20.0, 45.0, 90.0}) {
       cv::Mat f = s.at (10, 31000 + 300 * cases, 9500).clone ();
-      cv::Mat bar = barcode_image (module, 30 * module), turned;
-      const int side = (int)std::ceil (std::hypot (bar.cols, bar.rows)) + 4;
-      cv::Mat rot = cv::getRotationMatrix2D (cv::Point2f (bar.cols / 2.0f, bar.rows / 2.0f), angle, 1.0);
-      rot.at<double> (0, 2) += (side - bar.cols) / 2.0;
-      rot.at<double> (1, 2) += (side - bar.rows) / 2.0;
-      cv::warpAffine (bar, turned, rot, cv::Size (side, side), cv::INTER_LINEAR, cv::BORDER_CONSTANT,
-                      cv::Scalar (255, 255, 255));
-      const cv::Rect at (150 + 113 * (cases % 7), 100 + 37 * (cases % 5), side, side);
+      const cv::Mat turned = turned_on_white (ean13_symbol (module, 30 * module), angle);
+      const cv::Rect at (150 + 113 * (cases % 7), 100 + 37 * (cases % 5), turned.cols, turned.rows);
       turned.copyTo (f (at));
       cv::Mat grey;
       cv::cvtColor (turned, grey, cv::COLOR_RGB2GRAY);
@@ -995,7 +935,7 @@ TEST (Incremental, TheRecordStaysBounded)
 TEST (Incremental, PrintPastedOnTheSlideIsFoundAsItComesIntoView)
 {
   Canvas c ({1800, 480}, 10, 45000, 12500);
-  const cv::Mat qr = qr_image (150), bar = barcode_image (2, 80);
+  const cv::Mat qr = qr_symbol (150), bar = ean13_symbol (2, 80);
   const cv::Rect qr_at (900, 60, qr.cols, qr.rows), bar_at (1250, 300, bar.cols, bar.rows);
   qr.copyTo (c.rgb (qr_at));
   bar.copyTo (c.rgb (bar_at));
@@ -1024,11 +964,11 @@ TEST (Incremental, PrintPastedOnTheSlideIsFoundAsItComesIntoView)
   // view; a barcode's detector may find it a little before).
   cv::Mat grey;
   cv::cvtColor (qr, grey, cv::COLOR_RGB2GRAY);
-  const cv::Rect qr_symbol = cv::boundingRect (grey < 128) + qr_at.tl ();
+  const cv::Rect qr_marks = cv::boundingRect (grey < 128) + qr_at.tl ();
   const cv::Rect bars (bar_at.x + 20, bar_at.y + 10, bar.cols - 40, 80);
   auto first_showing = [] (const cv::Rect &r) { return (r.br ().x - 640 + 44) / 45 * 45; };
   EXPECT_GE (qr_first, 0);
-  EXPECT_LE (qr_first, first_showing (qr_symbol));
+  EXPECT_LE (qr_first, first_showing (qr_marks));
   EXPECT_GE (bar_first, 0);
   EXPECT_LE (bar_first, first_showing (bars));
   // Everything pasted is covered (in slide µm).
@@ -1043,7 +983,7 @@ TEST (Incremental, PrintPastedOnTheSlideIsFoundAsItComesIntoView)
                      cv::Scalar (255), cv::FILLED);
     return cv::countNonZero (m (canvas_px)) == canvas_px.area ();
   };
-  EXPECT_TRUE (covered (qr_symbol));
+  EXPECT_TRUE (covered (qr_marks));
   EXPECT_TRUE (covered (bars));
   EXPECT_TRUE (covered (cv::Rect (1100, 420, 300, 26)));
 }
