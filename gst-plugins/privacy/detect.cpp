@@ -652,6 +652,15 @@ Detector::work_scale (cv::Size size)
   return std::min (1.0, (double)kWorkMaxSide / std::max ({size.width, size.height, 1}));
 }
 
+void
+Detector::shrink (const cv::Mat &pixels, cv::Mat &out, cv::Size size)
+{
+  CV_Assert (size.width > 0 && size.height > 0 && size.width <= pixels.cols && size.height <= pixels.rows);
+  const bool whole_factor = pixels.cols % size.width == 0 && pixels.rows % size.height == 0;
+  const bool fine = 3 * size.width >= 2 * pixels.cols && 3 * size.height >= 2 * pixels.rows;
+  cv::resize (pixels, out, size, 0, 0, !whole_factor && fine ? cv::INTER_LINEAR : cv::INTER_AREA);
+}
+
 Detector::Detector () : impl_ (std::make_unique<Impl> ()) {}
 Detector::~Detector () = default;
 
@@ -672,7 +681,9 @@ Detector::detect (const cv::Mat &frame, const std::vector<RegionClass> &classes,
   CV_Assert (frame_scale > 0 && frame_scale <= 1);
   const double own = work_scale (frame.size ());
   if (own < 1.0)
-    cv::resize (frame, d.work, cv::Size (), own, own, cv::INTER_AREA);
+    shrink (frame, d.work,
+            cv::Size (std::max (1, (int)std::lround (frame.cols * own)),
+                      std::max (1, (int)std::lround (frame.rows * own))));
   else
     d.work = frame;
   const double s = own * frame_scale;
@@ -709,10 +720,9 @@ Detector::screen (const cv::Mat &pixels, const std::vector<RegionClass> &classes
   Impl &d = *impl_;
   const double q = std::min (1.0, work_scale / pixels_scale);
   if (q < 1.0)
-    cv::resize (pixels, d.work,
-                cv::Size (std::max (1, (int)std::lround (pixels.cols * q)),
-                          std::max (1, (int)std::lround (pixels.rows * q))),
-                0, 0, cv::INTER_AREA);
+    shrink (pixels, d.work,
+            cv::Size (std::max (1, (int)std::lround (pixels.cols * q)),
+                      std::max (1, (int)std::lround (pixels.rows * q))));
   else
     d.work = pixels;
   const double s = pixels_scale * q;

@@ -385,15 +385,6 @@ struct Scope {
   }
 };
 
-bool
-covered_by (const std::vector<Detection> &found, RegionClass c, const cv::Rect2d &target)
-{
-  for (const auto &d : found)
-    if (d.region_class == c && (d.bounds_px () & target).area () >= 0.98 * target.area ())
-      return true;
-  return false;
-}
-
 } // namespace
 
 TEST (Detect, TissueFramesAreNotMistakenForText)
@@ -494,9 +485,10 @@ namespace {
 // Pastes a QR code, a barcode and a line of text on tissue at 10x and 20x
 // and checks that `run` finds each as its class and covers each entirely.
 void
-expect_pasted_print_found (const std::function<std::vector<Detection> (const cv::Mat &)> &run)
+expect_pasted_print_found (const std::function<std::vector<Detection> (const cv::Mat &)> &run,
+                           cv::Size frame = {960, 720})
 {
-  Scope s ({960, 720});
+  Scope s (frame);
   std::mt19937 rng (11);
   int qr_found = 0, bar_found = 0, text_found = 0, n = 9;
   for (int k = 0; k < n; k++) {
@@ -576,6 +568,46 @@ TEST (Detect, ScreenFindsPastedQrCodesBarcodesAndTextToo)
   EXPECT_LE (st.qr_runs, 2 * frames) << "QR searches only on candidates that show a finder pattern";
   EXPECT_GE (st.barcode_runs, frames);
   EXPECT_LE (st.barcode_runs, 2 * frames) << "barcode searches only where bars are";
+}
+
+// A 1280×720 frame is analysed at 3/4 of its size, which Detector::shrink
+// takes by bilinear samples: the same print is found, by both paths.
+TEST (Detect, PrintIsFoundInFramesAnalysedAtThreeQuarters)
+{
+  const cv::Size hd (1280, 720);
+  ASSERT_DOUBLE_EQ (Detector::work_scale (hd), 0.75);
+  Detector d;
+  expect_pasted_print_found ([&] (const cv::Mat &f) { return d.detect (f, all_region_classes ()); }, hd);
+  expect_pasted_print_found (
+      [&] (const cv::Mat &f) {
+        return d.screen (f, all_region_classes (), true, 1.0, Detector::work_scale (f.size ()), {0, 0},
+                         cv::Rect (0, 0, f.cols, f.rows));
+      },
+      hd);
+}
+
+// Shrinking keeps a printed stroke 2 pixels wide dark enough to be ink, at
+// factors from 2/3 to 7/8 and wherever it falls on the pixel grid (at
+// worst, the area average leaves it 32–85 grey levels, bilinear samples
+// 19–64; ink is darker than 90).
+TEST (Detect, ShrinkingKeepsStrokesTwoPixelsWideDark)
+{
+  for (int side : {1100, 1200, 1280, 1300, 1400, 1440})
+    for (int at = 100; at < 112; at++) {
+      // A stroke down and one across, crossing only away from row and column 0.
+      cv::Mat paper (side, side, CV_8UC3, cv::Scalar (255, 255, 255)), small;
+      paper.colRange (at, at + 2).setTo (cv::Scalar (0, 0, 0));
+      paper.rowRange (at, at + 2).setTo (cv::Scalar (0, 0, 0));
+      const int small_side = (int)std::lround (side * Detector::work_scale ({side, side}));
+      Detector::shrink (paper, small, {small_side, small_side});
+      cv::Mat grey;
+      cv::cvtColor (small, grey, cv::COLOR_RGB2GRAY);
+      double darkest_across_the_down_stroke, darkest_across_the_other;
+      cv::minMaxLoc (grey.row (0), &darkest_across_the_down_stroke);
+      cv::minMaxLoc (grey.col (0), &darkest_across_the_other);
+      EXPECT_LT (darkest_across_the_down_stroke, 90) << side << " px, stroke at " << at;
+      EXPECT_LT (darkest_across_the_other, 90) << side << " px, stroke at " << at;
+    }
 }
 
 // A QR code is told by where its three finder patterns are: at any
