@@ -588,9 +588,7 @@ detection_image (GstVideoFrame *frame, cv::Mat &work, cv::Mat &out, bool &colour
     /* 4 bytes per pixel: downscale first, then drop the padding/alpha. */
     double s = privacy::Detector::work_scale (y.size ());
     if (s < 1.0)
-      privacy::Detector::shrink (y, work,
-                                 cv::Size (std::max (1, (int)std::lround (y.cols * s)),
-                                           std::max (1, (int)std::lround (y.rows * s))));
+      privacy::Detector::shrink (y, work, s);
     else
       work = y;
     const GstVideoFormatInfo *fi = frame->info.finfo;
@@ -652,9 +650,7 @@ public:
     const double s = scale ();
     cv::Mat small;
     if (s < 1.0)
-      privacy::Detector::shrink (y (r), small,
-                                 cv::Size (std::max (1, (int)std::lround (r.width * s)),
-                                           std::max (1, (int)std::lround (r.height * s))));
+      privacy::Detector::shrink (y (r), small, s);
     else
       small = y (r);
     const GstVideoFormatInfo *fi = frame_->info.finfo;

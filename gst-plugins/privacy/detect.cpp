@@ -653,9 +653,11 @@ Detector::work_scale (cv::Size size)
 }
 
 void
-Detector::shrink (const cv::Mat &pixels, cv::Mat &out, cv::Size size)
+Detector::shrink (const cv::Mat &pixels, cv::Mat &out, double scale)
 {
-  CV_Assert (size.width > 0 && size.height > 0 && size.width <= pixels.cols && size.height <= pixels.rows);
+  CV_Assert (scale > 0 && scale < 1 && !pixels.empty ());
+  const cv::Size size (std::max (1, (int)std::lround (pixels.cols * scale)),
+                       std::max (1, (int)std::lround (pixels.rows * scale)));
   const bool whole_factor = pixels.cols % size.width == 0 && pixels.rows % size.height == 0;
   const bool fine = 3 * size.width >= 2 * pixels.cols && 3 * size.height >= 2 * pixels.rows;
   cv::resize (pixels, out, size, 0, 0, !whole_factor && fine ? cv::INTER_LINEAR : cv::INTER_AREA);
@@ -681,9 +683,7 @@ Detector::detect (const cv::Mat &frame, const std::vector<RegionClass> &classes,
   CV_Assert (frame_scale > 0 && frame_scale <= 1);
   const double own = work_scale (frame.size ());
   if (own < 1.0)
-    shrink (frame, d.work,
-            cv::Size (std::max (1, (int)std::lround (frame.cols * own)),
-                      std::max (1, (int)std::lround (frame.rows * own))));
+    shrink (frame, d.work, own);
   else
     d.work = frame;
   const double s = own * frame_scale;
@@ -720,9 +720,7 @@ Detector::screen (const cv::Mat &pixels, const std::vector<RegionClass> &classes
   Impl &d = *impl_;
   const double q = std::min (1.0, work_scale / pixels_scale);
   if (q < 1.0)
-    shrink (pixels, d.work,
-            cv::Size (std::max (1, (int)std::lround (pixels.cols * q)),
-                      std::max (1, (int)std::lround (pixels.rows * q))));
+    shrink (pixels, d.work, q);
   else
     d.work = pixels;
   const double s = pixels_scale * q;

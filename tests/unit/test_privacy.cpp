@@ -598,8 +598,7 @@ TEST (Detect, ShrinkingKeepsStrokesTwoPixelsWideDark)
       cv::Mat paper (side, side, CV_8UC3, cv::Scalar (255, 255, 255)), small;
       paper.colRange (at, at + 2).setTo (cv::Scalar (0, 0, 0));
       paper.rowRange (at, at + 2).setTo (cv::Scalar (0, 0, 0));
-      const int small_side = (int)std::lround (side * Detector::work_scale ({side, side}));
-      Detector::shrink (paper, small, {small_side, small_side});
+      Detector::shrink (paper, small, Detector::work_scale ({side, side}));
       cv::Mat grey;
       cv::cvtColor (small, grey, cv::COLOR_RGB2GRAY);
       double darkest_across_the_down_stroke, darkest_across_the_other;

@@ -95,7 +95,8 @@ public:
   // that must convert the frame first can convert a copy of this size.
   static double work_scale (cv::Size size);
 
-  // `pixels` shrunk to `size` as the detectors shrink a frame: by whole
+  // `pixels` scaled by `scale` (< 1; each side rounded, at least 1 pixel)
+  // as the detectors shrink a frame: by whole
   // factors, averages of whole blocks (OpenCV's area path); by other
   // factors of 2/3 or more (a 1280-wide frame to 960: 3/4), bilinear
   // samples, at a sixth of the cost of OpenCV's area path for such factors
@@ -103,7 +104,7 @@ public:
   // out at least as dark as the area average leaves it (a 1-pixel stroke,
   // which is not ink at these scales either way, within 10 %); below 2/3,
   // the area average.
-  static void shrink (const cv::Mat &pixels, cv::Mat &out, cv::Size size);
+  static void shrink (const cv::Mat &pixels, cv::Mat &out, double scale);
 
   // Test hook: when set, detect() throws (LIVEMICRO_PRIVACY_INJECT_FAULT=detect
   // in the element), so the fail-closed path is exercised for real.
