@@ -77,6 +77,7 @@
 #include <malloc.h>
 #endif
 #ifdef __linux__
+#include <pthread.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -443,11 +444,14 @@ attach_nuclei (LivemicroFeaturesMeta *m, const Done &d)
 }
 
 /* On Linux a thread has its own nice value: a background analysis yields
- * the CPU to the video threads when the machine is short of it. */
+ * the CPU to the video threads when the machine is short of it.  The thread
+ * is named, so top -H, perf and the benchmarks tell its CPU from the
+ * streaming threads'. */
 static void
 lower_thread_priority (GstTumorFeatures *self, int nice)
 {
 #ifdef __linux__
+  pthread_setname_np (pthread_self (), "tumorfeatures");
   if (nice > 0 && setpriority (PRIO_PROCESS, (id_t)syscall (SYS_gettid), nice) != 0)
     GST_WARNING_OBJECT (self, "cannot lower the analysis thread's priority: %s", g_strerror (errno));
 #else

@@ -9,6 +9,7 @@
 #include <gst/video/video.h>
 
 #include <cmath>
+#include <pthread.h>
 
 namespace livemicro::orchestrator {
 
@@ -164,6 +165,7 @@ HardwareQueue::end_jog (hw::Microscope &scope)
 void
 HardwareQueue::run ()
 {
+  pthread_setname_np (pthread_self (), "microscope-hw"); // as top -H and perf show it
   std::unique_lock<std::mutex> lock (mutex_);
   for (;;) {
     if (jog_until_us_) {

@@ -16,6 +16,7 @@
 #include <fstream>
 #include <initializer_list>
 #include <iterator>
+#include <map>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -171,16 +172,18 @@ percentile (std::vector<double> v, double q)
   return v[std::min (v.size () - 1, (size_t)(q * v.size ()))];
 }
 
-// CPU time of a process so far (utime + stime from /proc), in seconds; 0
-// when it is gone.
+// CPU time (utime + stime, seconds) and name of a process or thread from its
+// /proc stat file; 0 and "" when it is gone.
 inline double
-cpu_seconds (int pid)
+stat_cpu_seconds (const std::string &stat_path, std::string *comm = nullptr)
 {
-  std::ifstream f ("/proc/" + std::to_string (pid) + "/stat");
+  std::ifstream f (stat_path);
   std::string text ((std::istreambuf_iterator<char> (f)), std::istreambuf_iterator<char> ());
-  size_t paren = text.rfind (')');
-  if (paren == std::string::npos)
+  size_t open = text.find ('('), paren = text.rfind (')');
+  if (open == std::string::npos || paren == std::string::npos || paren < open)
     return 0;
+  if (comm)
+    *comm = text.substr (open + 1, paren - open - 1);
   // After "pid (comm) ": state is field 3; utime and stime are fields 14, 15.
   std::istringstream rest (text.substr (paren + 2));
   std::string field;
@@ -192,6 +195,39 @@ cpu_seconds (int pid)
       stime = std::atof (field.c_str ());
   }
   return (utime + stime) / (double)sysconf (_SC_CLK_TCK);
+}
+
+// CPU time of a process so far, in seconds; 0 when it is gone.
+inline double
+cpu_seconds (int pid)
+{
+  return stat_cpu_seconds ("/proc/" + std::to_string (pid) + "/stat");
+}
+
+// CPU time so far of a process's live threads, in seconds, summed by thread
+// name (a GStreamer streaming thread is named after its pad, "in:src" for a
+// queue named "in"), with how many threads bear each name.
+struct ThreadGroup {
+  double seconds = 0;
+  int threads = 0;
+};
+inline std::map<std::string, ThreadGroup>
+thread_cpu_seconds (int pid)
+{
+  std::map<std::string, ThreadGroup> groups;
+  const std::string dir = "/proc/" + std::to_string (pid) + "/task";
+  if (GDir *d = g_dir_open (dir.c_str (), 0, nullptr)) {
+    while (const char *tid = g_dir_read_name (d)) {
+      std::string comm;
+      double s = stat_cpu_seconds (dir + "/" + tid + "/stat", &comm);
+      if (comm.empty ())
+        continue;
+      groups[comm].seconds += s;
+      groups[comm].threads++;
+    }
+    g_dir_close (d);
+  }
+  return groups;
 }
 
 // Pins the calling thread (and the threads it starts later) to CPU 0, so a

@@ -26,10 +26,12 @@
 // rtsp_load_client.h (the same RTSP sessions over TCP, one thread for all);
 // with --clients rtspsrc every viewer is an rtspsrc player, as before.
 // Reported per step: the slowest and the median viewer's fps, the CPU of the
-// server processes (daemon, worker; baseline) and of the clients, and the
-// server's threads.  Prints each run and the median of the runs, with the
-// load average.  Targets (issue 12): ≥ 150 viewers; livemicrod within 10 %
-// of the baseline's viewer count.
+// server processes (daemon, worker; baseline) and of the clients, the
+// server's threads, and the worker's CPU by thread name: its view branches
+// (each branch's streaming thread, "in:src": mask, overlay, conversion,
+// encoder), the analysis ("tumorfeatures") and the capture ("scope:src").  Prints each run and the median of
+// the runs, with the load average.  Targets (issue 12): ≥ 150 viewers; livemicrod within 10 % of the
+// baseline's viewer count.
 #include "bench_util.h"
 #include "daemon_process.h"
 #include "rtsp_load_client.h"
@@ -326,6 +328,12 @@ struct Step {
   double fastest_fps = 0;        // above 30 fps: a client that miscounts
   double server_cpu_pct = 0;     // all its processes, % of one core
   double worker_cpu_pct = 0;     // livemicrod's worker alone (0 for the baseline)
+  // The worker's view branches: their streaming threads (the leaky queue
+  // "in" each starts: mask, overlay, conversion and encoder run there), how
+  // many, and their CPU; -1: not known.
+  int view_threads = -1;
+  double views_cpu_pct = -1;
+  std::string worker_threads; // its busiest thread names and their CPU
   double clients_cpu_pct = 0;
   int server_threads = 0; // the RTSP server's process
   bool ok = false;
@@ -375,6 +383,31 @@ media_rates (const std::map<std::string, double> &before, const std::map<std::st
   s.dropped_fps = dropped;
 }
 
+// The worker's CPU by thread name over `dt` seconds: its view branches'
+// threads ("in:src") and its busiest names.
+void
+worker_threads (const std::map<std::string, livemicro::bench::ThreadGroup> &before,
+                const std::map<std::string, livemicro::bench::ThreadGroup> &after, double dt, Step &s)
+{
+  std::vector<std::pair<double, std::string>> busiest;
+  for (const auto &[name, g] : after) {
+    auto was = before.find (name);
+    const double pct = 100.0 * (g.seconds - (was == before.end () ? 0 : was->second.seconds)) / dt;
+    if (name == "in:src") {
+      s.view_threads = g.threads;
+      s.views_cpu_pct = pct;
+    }
+    busiest.emplace_back (pct, name + (g.threads > 1 ? " x" + std::to_string (g.threads) : ""));
+  }
+  std::sort (busiest.rbegin (), busiest.rend ());
+  for (size_t i = 0; i < busiest.size () && i < 5; i++) {
+    char part[96];
+    std::snprintf (part, sizeof part, "%s%s %.1f %%", i ? ", " : "", busiest[i].second.c_str (),
+                   busiest[i].first);
+    s.worker_threads += part;
+  }
+}
+
 // One step: the viewers' frame rates, the servers' and clients' CPU and
 // livemicrod's frame counters over `seconds`, printed.
 Step
@@ -385,6 +418,8 @@ measure_step (Server &server, const Viewers &viewers, double seconds)
   std::vector<double> cpu0;
   for (int pid : pids)
     cpu0.push_back (livemicro::bench::cpu_seconds (pid));
+  const auto threads0 = pids.size () > 1 ? livemicro::bench::thread_cpu_seconds (pids[1])
+                                         : std::map<std::string, livemicro::bench::ThreadGroup> ();
   double self0 = livemicro::bench::cpu_seconds (getpid ());
   std::map<std::string, double> counters0 = server.frame_counters ();
   std::vector<int> f0;
@@ -418,6 +453,8 @@ measure_step (Server &server, const Viewers &viewers, double seconds)
       s.worker_cpu_pct = pct;
   }
   s.clients_cpu_pct = 100.0 * (livemicro::bench::cpu_seconds (getpid ()) - self0) / dt;
+  if (pids.size () > 1)
+    worker_threads (threads0, livemicro::bench::thread_cpu_seconds (pids[1]), dt, s);
   s.server_threads = process_usage (pids[0]).threads;
   // Bytes the load generator could not parse: it counted wrong, the step
   // does not hold.  A viewer faster than the source got frames late from
@@ -439,6 +476,10 @@ measure_step (Server &server, const Viewers &viewers, double seconds)
         "  %-10s      worker: captured %5.1f fps, slowest view received %5.1f fps, dropped %4.1f fps%s%s\n",
         "", s.captured_fps, s.received_fps, s.dropped_fps, s.dropped_most.empty () ? "" : ", most by ",
         s.dropped_most.c_str ());
+  if (s.view_threads > 0)
+    std::printf (
+        "  %-10s      worker's views: %d branches, %5.1f %% of a core (%4.1f %% each); threads: %s\n", "",
+        s.view_threads, s.views_cpu_pct, s.views_cpu_pct / s.view_threads, s.worker_threads.c_str ());
   std::fflush (stdout);
   return s;
 }
@@ -533,6 +574,8 @@ add_ramp_json (JsonBuilder *b, const Ramp &r)
     num ("dropped_fps", s.dropped_fps);
     num ("server_cpu_pct", s.server_cpu_pct);
     num ("worker_cpu_pct", s.worker_cpu_pct);
+    num ("view_branches", s.view_threads);
+    num ("views_cpu_pct", s.views_cpu_pct);
     num ("clients_cpu_pct", s.clients_cpu_pct);
     num ("server_threads", s.server_threads);
     json_builder_set_member_name (b, "ok");
