@@ -329,6 +329,10 @@ struct Detector::Impl {
       paper, seeds, bin;
   // Frame pixel where the working copy starts (screen () on a rectangle).
   cv::Point2d origin{0, 0};
+  // screen (): the pixels it was given when they are finer than the working
+  // copy (else empty), and how many of them make one working pixel.
+  cv::Mat fine;
+  double fine_per_work = 1;
   ScreenStats *stats_out = nullptr;
 
   void make_chroma ()
@@ -542,18 +546,85 @@ struct Detector::Impl {
   {
     if (stats_out)
       stats_out->barcode_runs++;
+    if (many_bars (grey (r), across))
+      out.push_back ({RegionClass::kBarcode, to_frame_quad (corners (r), s, 0.3, 2, origin)});
+  }
+
+  // Whether `candidate` (grey) shows a barcode's bars across `across`.
+  bool many_bars (const cv::Mat &candidate, double across)
+  {
     double lo, hi;
-    cv::minMaxLoc (grey (r), &lo, &hi);
-    bin = grey (r) < (lo + hi) / 2;
+    cv::minMaxLoc (candidate, &lo, &hi);
+    bin = candidate < (lo + hi) / 2;
     std::vector<int> bars = bars_across (bin, across);
     bars.erase (std::remove_if (bars.begin (), bars.end (), [] (int n) { return n < kMinBars; }),
                 bars.end ());
     if ((int)bars.size () < kMinBarLines)
-      return;
+      return false;
     const auto [fewest, most] = std::minmax_element (bars.begin (), bars.end ());
-    if (*most - *fewest > kMaxBarSpread * *most)
+    return *most - *fewest <= kMaxBarSpread * *most;
+  }
+
+  // A candidate that is not two-toned at the working size may be print too
+  // fine for it: bars one module wide blur to grey where they straddle two
+  // working pixels (2-pixel modules at 1080p, at half the offsets).  When
+  // screen () was given finer pixels, the barcode checks run on those.
+  void fine_barcode (double s, const cv::Rect &r, std::vector<Detection> &out)
+  {
+    const double k = fine_per_work;
+    const cv::Rect f = cv::Rect (cv::Point ((int)std::floor (r.x * k), (int)std::floor (r.y * k)),
+                                 cv::Point ((int)std::ceil (r.br ().x * k), (int)std::ceil (r.br ().y * k)))
+                       & cv::Rect (0, 0, fine.cols, fine.rows);
+    if (f.width < 4 || f.height < 4)
       return;
-    out.push_back ({RegionClass::kBarcode, to_frame_quad (corners (r), s, 0.3, 2, origin)});
+    const auto fine_grey = [this] (const cv::Rect &rect) {
+      cv::Mat g;
+      if (fine.channels () == 3)
+        cv::cvtColor (fine (rect), g, cv::COLOR_RGB2GRAY);
+      else
+        g = fine (rect);
+      return g;
+    };
+    const cv::Mat g = fine_grey (f);
+    double across = 0;
+    if (!looks_printed (g, corners (cv::Rect (0, 0, g.cols, g.rows)), 1.0)
+        || edge_coherence (g, &across) < kMinBarCoherence)
+      return;
+    if (stats_out)
+      stats_out->barcode_runs++;
+    if (!many_bars (g, across))
+      return;
+    // The candidate grew from the marks next to paper, which the blur left
+    // at the symbol's ends only: its extent is taken in the fine pixels, as
+    // codes () groups marks, around the candidate.
+    double lo, hi;
+    cv::minMaxLoc (g, &lo, &hi);
+    const int reach = (int)std::ceil (std::max (f.width, f.height) + kCodeGap * k);
+    const cv::Rect w = cv::Rect (f.x - reach, f.y - reach, f.width + 2 * reach, f.height + 2 * reach)
+                       & cv::Rect (0, 0, fine.cols, fine.rows);
+    const cv::Mat wg = fine_grey (w);
+    cv::Mat marks;
+    const int gap = (int)std::ceil (kCodeGap * k);
+    cv::dilate (wg < (lo + hi) / 2, marks,
+                cv::getStructuringElement (cv::MORPH_RECT, cv::Size (gap + 1, gap + 1)));
+    // (Own label and statistics: codes () is iterating over its members'.)
+    cv::Mat mark_labels, mark_stats, mark_centroids;
+    const int n = cv::connectedComponentsWithStats (marks, mark_labels, mark_stats, mark_centroids, 8, CV_32S,
+                                                    cv::CCL_GRANA);
+    cv::Rect extent = f;
+    for (int i = 1; i < n; i++) {
+      const cv::Rect c (
+          mark_stats.at<int> (i, cv::CC_STAT_LEFT) + w.x, mark_stats.at<int> (i, cv::CC_STAT_TOP) + w.y,
+          mark_stats.at<int> (i, cv::CC_STAT_WIDTH), mark_stats.at<int> (i, cv::CC_STAT_HEIGHT));
+      if (!(c & f).empty ())
+        extent |= c;
+    }
+    const std::vector<cv::Point2f> quad
+        = {cv::Point2f ((float)(extent.x / k), (float)(extent.y / k)),
+           cv::Point2f ((float)(extent.br ().x / k), (float)(extent.y / k)),
+           cv::Point2f ((float)(extent.br ().x / k), (float)(extent.br ().y / k)),
+           cv::Point2f ((float)(extent.x / k), (float)(extent.br ().y / k))};
+    out.push_back ({RegionClass::kBarcode, to_frame_quad (quad, s, 0.1, 2, origin)});
   }
 
   // screen (): the code detectors on print-like candidates only.  Each
@@ -591,7 +662,8 @@ struct Detector::Impl {
       r &= frame;
       if (r.width < kMinCodeSide || r.height < kMinCodeSide || (r & core).empty ())
         continue;
-      if (!looks_printed (grey, corners (r), 1.0))
+      const bool two_toned = looks_printed (grey, corners (r), 1.0);
+      if (!two_toned && (fine.empty () || !want_barcode))
         continue;
       // Cut by the copy's edge inside the frame: looked at again whole.
       const bool inner_cut[4] = {at_left && !frame_edge[0], at_top && !frame_edge[1],
@@ -622,6 +694,10 @@ struct Detector::Impl {
       }
       if (stats_out)
         stats_out->candidates++;
+      if (!two_toned) {
+        fine_barcode (s, r, out);
+        continue;
+      }
       // With its quiet zone.
       int pad = std::max (6, (int)(0.15 * std::max (r.width, r.height)));
       cv::Rect c = cv::Rect (r.x - pad, r.y - pad, r.width + 2 * pad, r.height + 2 * pad) & frame;
@@ -719,10 +795,14 @@ Detector::screen (const cv::Mat &pixels, const std::vector<RegionClass> &classes
   CV_Assert (pixels_scale > 0 && pixels_scale <= 1 && work_scale > 0);
   Impl &d = *impl_;
   const double q = std::min (1.0, work_scale / pixels_scale);
-  if (q < 1.0)
+  if (q < 1.0) {
     shrink (pixels, d.work, q);
-  else
+    d.fine = pixels;
+    d.fine_per_work = 1.0 / q;
+  } else {
     d.work = pixels;
+    d.fine.release ();
+  }
   const double s = pixels_scale * q;
   colour = colour && d.work.channels () == 3;
   if (d.work.channels () == 3)
@@ -755,6 +835,7 @@ Detector::screen (const cv::Mat &pixels, const std::vector<RegionClass> &classes
   }
   d.origin = {0, 0};
   d.stats_out = nullptr;
+  d.fine.release (); // the caller's pixels: not held beyond the call
   return out;
 }
 

@@ -29,8 +29,9 @@
 // server processes (daemon, worker; baseline) and of the clients, the
 // server's threads, and the worker's CPU by thread name: its view branches
 // (each branch's streaming thread, "in:src": mask, overlay, conversion,
-// encoder), the analysis ("tumorfeatures") and the capture ("scope:src").  Prints each run and the median of
-// the runs, with the load average.  Targets (issue 12): ≥ 150 viewers; livemicrod within 10 % of the
+// encoder), the analysis ("tumorfeatures") and the capture ("scope:src").
+// Prints each run and the median of the runs, with the load average.
+// Targets (issue 12): ≥ 150 viewers; livemicrod within 10 % of the
 // baseline's viewer count.
 #include "bench_util.h"
 #include "daemon_process.h"

@@ -84,7 +84,10 @@ public:
   // symbol's three finder patterns; its ink is masked as text).  With `cut`, candidates that
   // reach an edge of `pixels` inside the frame (a code that may go on
   // beyond it) are listed there instead of searched: the caller looks at
-  // them again with more around them.
+  // them again with more around them.  When `pixels` are finer than the
+  // working scale, a candidate that is not two-toned at the working size
+  // (barcode bars of one working pixel straddling two) is checked for
+  // a barcode in `pixels` themselves.
   // Detections are returned in frame pixels.  Throws as detect () does.
   std::vector<Detection> screen (const cv::Mat &pixels, const std::vector<RegionClass> &classes, bool colour,
                                  double pixels_scale, double work_scale, cv::Point origin,
