@@ -78,10 +78,19 @@ rect_quad (const cv::Rect2d &r)
 
 // The corners of `r`, clockwise from its top left.
 std::vector<cv::Point2f>
-corners (const cv::Rect &r)
+corners (const cv::Rect2d &r)
 {
   const cv::Point2f tl (r.tl ()), br (r.br ());
   return {tl, {br.x, tl.y}, br, {tl.x, br.y}};
+}
+
+// Component `i`'s bounding box from connectedComponentsWithStats' `stats`,
+// moved by `offset` (where the labelled image starts).
+cv::Rect
+component_rect (const cv::Mat &stats, int i, cv::Point offset)
+{
+  return {stats.at<int> (i, cv::CC_STAT_LEFT) + offset.x, stats.at<int> (i, cv::CC_STAT_TOP) + offset.y,
+          stats.at<int> (i, cv::CC_STAT_WIDTH), stats.at<int> (i, cv::CC_STAT_HEIGHT)};
 }
 
 // Scales corners found on a copy downscaled by `s` back to frame pixels (the
@@ -422,8 +431,7 @@ struct Detector::Impl {
     cv::dilate (ink_box, grouped, cv::getStructuringElement (cv::MORPH_RECT, cv::Size (9, 5)));
     int n = cv::connectedComponentsWithStats (grouped, labels, stats, centroids, 8, CV_32S, ccl);
     for (int i = 1; i < n; i++) {
-      cv::Rect r (stats.at<int> (i, cv::CC_STAT_LEFT) + box.x, stats.at<int> (i, cv::CC_STAT_TOP) + box.y,
-                  stats.at<int> (i, cv::CC_STAT_WIDTH), stats.at<int> (i, cv::CC_STAT_HEIGHT));
+      cv::Rect r = component_rect (stats, i, box.tl ());
       // Undo the dilation, except where it was cut by the edge of the copy
       // (a glyph coming into view at the frame's edge keeps its ink).
       {
@@ -613,17 +621,12 @@ struct Detector::Impl {
                                                     cv::CCL_GRANA);
     cv::Rect extent = f;
     for (int i = 1; i < n; i++) {
-      const cv::Rect c (
-          mark_stats.at<int> (i, cv::CC_STAT_LEFT) + w.x, mark_stats.at<int> (i, cv::CC_STAT_TOP) + w.y,
-          mark_stats.at<int> (i, cv::CC_STAT_WIDTH), mark_stats.at<int> (i, cv::CC_STAT_HEIGHT));
+      const cv::Rect c = component_rect (mark_stats, i, w.tl ());
       if (!(c & f).empty ())
         extent |= c;
     }
     const std::vector<cv::Point2f> quad
-        = {cv::Point2f ((float)(extent.x / k), (float)(extent.y / k)),
-           cv::Point2f ((float)(extent.br ().x / k), (float)(extent.y / k)),
-           cv::Point2f ((float)(extent.br ().x / k), (float)(extent.br ().y / k)),
-           cv::Point2f ((float)(extent.x / k), (float)(extent.br ().y / k))};
+        = corners (cv::Rect2d (extent.x / k, extent.y / k, extent.width / k, extent.height / k));
     out.push_back ({RegionClass::kBarcode, to_frame_quad (quad, s, 0.1, 2, origin)});
   }
 
@@ -651,9 +654,7 @@ struct Detector::Impl {
       // Undo the dilation, except where it met the edge of the copy (then
       // the marks reach within kCodeGap / 2 of it, and may go on beyond).
       const int half = kCodeGap / 2;
-      const cv::Rect grown (stats.at<int> (i, cv::CC_STAT_LEFT) + box.x,
-                            stats.at<int> (i, cv::CC_STAT_TOP) + box.y, stats.at<int> (i, cv::CC_STAT_WIDTH),
-                            stats.at<int> (i, cv::CC_STAT_HEIGHT));
+      const cv::Rect grown = component_rect (stats, i, box.tl ());
       const bool at_left = grown.x <= 0, at_top = grown.y <= 0;
       const bool at_right = grown.br ().x >= frame.width, at_bottom = grown.br ().y >= frame.height;
       cv::Rect r (cv::Point (at_left ? 0 : grown.x + half, at_top ? 0 : grown.y + half),
